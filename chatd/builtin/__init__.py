@@ -1,0 +1,1 @@
+"""Plugins shipped with chatd.  Each uses only the public plugin API."""

@@ -1,0 +1,83 @@
+"""Built-in plugin *commands*: /help, /nick, /msg, /me, /quit.
+
+``/help`` lists every command of every plugin, grouped by plugin, from the
+server's command table, so a plugin's commands show up without any extra work.
+"""
+
+from __future__ import annotations
+
+from itertools import groupby
+
+from chatd import Client, Command, CommandError, UsageError, hookimpl
+
+
+def cmd_help(client: Client, args: str) -> None:
+    table = client.server.commands
+    if args:
+        name = args.split()[0].lstrip("/").lower()
+        command = table.get(name)
+        if command is None:
+            raise CommandError(f"no such command /{name} — try /help")
+        client.notice(f"{command.usage or '/' + command.name} — {command.help}")
+        for line in command.long_help.splitlines():
+            client.notice("  " + line)
+        return
+    client.notice("Commands (/help NAME for details; //text sends a line starting with /):")
+    by_plugin = sorted(table, key=lambda c: (c.plugin, c.name))
+    for plugin, commands in groupby(by_plugin, key=lambda c: c.plugin):
+        client.notice(f"[{plugin}]")
+        for command in commands:
+            client.notice(f"  {command.usage or '/' + command.name:<24} {command.help}")
+
+
+def cmd_nick(client: Client, args: str) -> None:
+    if not args or len(args.split()) != 1:
+        raise UsageError()
+    old = client.nick
+    client.server.rename(client, args)
+    if client.nick != old:
+        client.notice(f"{old} is now known as {client.nick}")
+
+
+def cmd_msg(client: Client, args: str) -> None:
+    target_nick, _, text = args.partition(" ")
+    text = text.strip()
+    if not target_nick or not text:
+        raise UsageError()
+    target = client.server.find_client(target_nick)
+    if target is None:
+        raise CommandError(f"no such nick: {target_nick}")
+    target.send(f"*{client.nick}* {text}")
+    if target is not client:
+        client.send(f"-> *{target.nick}* {text}")
+
+
+def cmd_me(client: Client, args: str) -> None:
+    if not args:
+        raise UsageError()
+    if client.room is None:
+        raise CommandError("you are not in a room")
+    client.room.send(f"* {client.nick} {args}", exclude=client)
+
+
+def cmd_quit(client: Client, args: str) -> None:
+    reason = f"Quit: {args}" if args else "Quit"
+    client.close(reason, goodbye="Goodbye.")
+
+
+@hookimpl
+def chatd_commands() -> list[Command]:
+    return [
+        Command(
+            "help", cmd_help, "/help [command]", "list commands, or explain one",
+            "Commands are grouped by the plugin that provides them.",
+        ),
+        Command(
+            "nick", cmd_nick, "/nick NAME", "change your nick",
+            "Nicks are unique (case-insensitive), at most 32 bytes of ASCII letters,\n"
+            "digits and _-[]\\^{}|`, and cannot start with a digit or '-'.",
+        ),
+        Command("msg", cmd_msg, "/msg NICK text", "send a private message"),
+        Command("me", cmd_me, "/me action", "describe an action: * nick action"),
+        Command("quit", cmd_quit, "/quit [reason]", "leave the server"),
+    ]

@@ -1,0 +1,191 @@
+"""Built-in plugin *rooms*: the default room, /join /part /rooms /who /topic, notices.
+
+Policy, all of it replaceable by disabling this plugin:
+
+* A new client is put in the default room and greeted with the welcome line
+  (``plugins.rooms.welcome`` in config.yaml, with ``{nick}`` and ``{room}``).
+* Plain lines go to the *other* members of the client's current room as
+  ``<nick> text``; the sender gets no echo.
+* A client may be in several rooms; ``/join`` makes a room current, ``/part``
+  leaves one, and the current room falls back to the latest other room.  The
+  last room cannot be left (every client is always somewhere).
+* Joins, parts, quits and nick changes are announced as ``* ...`` notices to
+  the members of the rooms concerned, each member told once.
+"""
+
+from __future__ import annotations
+
+from chatd import Client, Command, CommandError, Room, Server, UsageError, hookimpl
+
+DEFAULT_WELCOME = "Welcome to chatd, {nick}. You are in {room}. Type /help for commands."
+
+
+def _welcome_template(server: Server) -> str:
+    welcome = server.plugin_config("rooms").get("welcome", DEFAULT_WELCOME)
+    return str(welcome)
+
+
+@hookimpl
+def chatd_startup(server: Server) -> None:
+    template = _welcome_template(server)
+    try:
+        template.format(nick="n", room="#r")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"plugins.rooms.welcome: bad template ({exc}); use only {{nick}} and {{room}}"
+        ) from exc
+    server.rooms.get_or_create(server.default_room)
+
+
+@hookimpl(tryfirst=True)
+def chatd_client_connect(client: Client) -> None:
+    server = client.server
+    room = server.join(client, server.default_room)
+    client.notice(_welcome_template(server).format(nick=client.nick, room=room.name))
+
+
+@hookimpl
+def chatd_message(client: Client, text: str) -> None:
+    room = client.room
+    if room is None:
+        client.error("you are not in a room; /join one first")
+        return
+    room.send(f"<{client.nick}> {text}", exclude=client)
+
+
+@hookimpl
+def chatd_room_join(client: Client, room: Room) -> None:
+    room.send(f"* {client.nick} joined {room.name}", exclude=client)
+
+
+@hookimpl
+def chatd_room_part(client: Client, room: Room, reason: str) -> None:
+    suffix = f" ({reason})" if reason else ""
+    room.send(f"* {client.nick} left {room.name}{suffix}")
+
+
+@hookimpl
+def chatd_client_disconnect(client: Client, reason: str) -> None:
+    text = f"* {client.nick} quit ({reason})" if reason else f"* {client.nick} quit"
+    _tell_neighbours(client, text)
+
+
+@hookimpl
+def chatd_nick_change(client: Client, old: str, new: str) -> None:
+    _tell_neighbours(client, f"* {old} is now known as {new}")
+
+
+def _tell_neighbours(client: Client, text: str) -> None:
+    """Send ``text`` once to everyone who shares a room with ``client``."""
+    neighbours = client.server.clients_in(client.rooms)
+    neighbours.discard(client)
+    for other in neighbours:
+        other.send(text)
+
+
+# -- commands ------------------------------------------------------------------
+
+
+def _room_arg(client: Client, args: str) -> Room:
+    """The room named in ``args``, or the current room when ``args`` is empty."""
+    if not args:
+        if client.room is None:
+            raise CommandError("you are not in a room")
+        return client.room
+    room = client.server.rooms.get(args.split()[0])
+    if room is None:
+        raise CommandError(f"no such room: {args.split()[0]}")
+    return room
+
+
+def cmd_join(client: Client, args: str) -> None:
+    name = args.split()[0] if args else ""
+    if not name:
+        raise UsageError()
+    if not name.startswith("#"):
+        name = "#" + name
+    room = client.server.rooms.get(name)
+    if room is not None and room in client.rooms:
+        client.room = room
+        client.notice(f"you are now talking in {room.name}")
+        return
+    room = client.server.join(client, name)
+    client.notice(f"{client.nick} joined {room.name}")
+    if room.topic:
+        client.notice(f"topic of {room.name}: {room.topic}")
+    others = [m.nick for m in room.members if m is not client]
+    client.notice(f"{room.name} has {len(others)} other member(s): {', '.join(others) or '-'}")
+
+
+def cmd_part(client: Client, args: str) -> None:
+    parts = args.split(maxsplit=1)
+    if parts and parts[0].startswith("#"):
+        room = _room_arg(client, parts[0])
+        reason = parts[1] if len(parts) > 1 else ""
+    else:
+        room = _room_arg(client, "")
+        reason = args
+    if room not in client.rooms:
+        raise CommandError(f"you are not in {room.name}")
+    if len(client.rooms) == 1:
+        raise CommandError(f"{room.name} is your only room; /join another one first")
+    client.server.part(client, room, reason)
+    if client.room is not None:
+        client.notice(f"you are now talking in {client.room.name}")
+
+
+def cmd_rooms(client: Client, args: str) -> None:
+    rooms = list(client.server.rooms)
+    listing = ", ".join(
+        f"{room.name} ({len(room)})" + (" *" if room is client.room else "") for room in rooms
+    )
+    client.notice(f"{len(rooms)} room(s): {listing}  (* = your current room)")
+
+
+def cmd_who(client: Client, args: str) -> None:
+    room = _room_arg(client, args)
+    nicks = sorted((m.nick for m in room.members), key=str.lower)
+    topic = f" — topic: {room.topic}" if room.topic else ""
+    client.notice(f"{room.name} has {len(nicks)} member(s): {', '.join(nicks)}{topic}")
+
+
+def cmd_topic(client: Client, args: str) -> None:
+    first, _, rest = args.partition(" ")
+    if first.startswith("#"):
+        room = _room_arg(client, first)
+        text = rest.strip()
+    else:
+        room = _room_arg(client, "")
+        text = args
+    if not text:
+        if room.topic:
+            client.notice(f"topic of {room.name}: {room.topic}")
+        else:
+            client.notice(f"{room.name} has no topic")
+        return
+    if room not in client.rooms:
+        raise CommandError(f"join {room.name} to set its topic")
+    room.topic = text[:300]
+    room.send(f"* {client.nick} set the topic of {room.name} to: {room.topic}")
+
+
+@hookimpl
+def chatd_commands() -> list[Command]:
+    return [
+        Command(
+            "join", cmd_join, "/join #room", "join a room (created if new) and talk there",
+            "Joins #room, or switches to it if you are already in it. Plain lines go to the\n"
+            "room you joined or switched to last.",
+        ),
+        Command(
+            "part", cmd_part, "/part [#room] [reason]", "leave a room (default: the current one)",
+            "You stay in your other rooms; the most recently joined one becomes current.\n"
+            "Your last room cannot be left.",
+        ),
+        Command("rooms", cmd_rooms, "/rooms", "list the rooms and how many are in each"),
+        Command("who", cmd_who, "/who [#room]", "list the members of a room (default: current)"),
+        Command(
+            "topic", cmd_topic, "/topic [#room] [text]", "show or set a room's topic",
+            "Without text, shows the topic; with text, sets it for everyone in the room.",
+        ),
+    ]

@@ -1,0 +1,140 @@
+"""The ``chatd`` command: ``chatd --config FILE`` and friends.
+
+Every startup failure (bad config, unloadable plugin, port in use) is one clear
+line on stderr and exit status 2, before any client can connect; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from . import __version__
+from .commands import DuplicateCommandError
+from .config import Config, ConfigError, default_config, load_config
+from .logsetup import LoggingSetup
+from .plugins import PluginLoadError
+
+log = logging.getLogger("chatd")
+
+EXIT_STARTUP_FAILURE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatd",
+        description="A pluggable line-protocol chat server. Connect with: nc HOST PORT",
+    )
+    parser.add_argument(
+        "--config", "-c", metavar="FILE",
+        help="YAML config file (default: the embedded defaults, 127.0.0.1:7788)",
+    )
+    parser.add_argument("--host", help="listen on this address instead of the config's")
+    parser.add_argument("--port", type=int, help="listen on this port instead of the config's")
+    parser.add_argument(
+        "--check-config", action="store_true",
+        help="validate the config and the plugins it loads, then exit (0 = fine, 2 = not)",
+    )
+    parser.add_argument(
+        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        type=str.upper, help="override the config's logging.level",
+    )
+    parser.add_argument(
+        "--port-file", metavar="FILE",
+        help="write the bound port to FILE once listening (useful with --port 0)",
+    )
+    parser.add_argument("--version", action="version", version=f"chatd {__version__}")
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"chatd: {message}", file=sys.stderr)
+    return EXIT_STARTUP_FAILURE
+
+
+def _load(args: argparse.Namespace) -> Config:
+    config = load_config(args.config) if args.config else default_config()
+    if args.host is not None or args.port is not None:
+        if args.port is not None and not 0 <= args.port <= 65535:
+            raise ConfigError(f"must be 0..65535, got {args.port}", key="--port")
+        config = config.with_listener(host=args.host, port=args.port)
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        return _fail(str(exc))
+
+    level = args.log_level or config.logging.level
+    logging_setup = LoggingSetup(level, config.logging.file)
+    try:
+        return _run(args, config)
+    finally:
+        logging_setup.stop()
+
+
+def _run(args: argparse.Namespace, config: Config) -> int:
+    from .server import Server  # imported late so --version and config errors stay fast
+
+    try:
+        server = Server(config)
+    except (PluginLoadError, DuplicateCommandError, ConfigError) as exc:
+        return _fail(str(exc))
+    if args.check_config:
+        where = config.source or "embedded defaults"
+        print(f"chatd: config OK ({where}); plugins: {', '.join(server.hooks.infos)}")
+        return 0
+    try:
+        bound = server.listen()
+    except OSError as exc:
+        host, port = config.listen.host, config.listen.port
+        return _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    if args.port_file:
+        Path(args.port_file).write_text(f"{bound[0][1]}\n")
+    _install_signals(server)
+    if not _is_loopback(config.listen.host):
+        log.warning(
+            "listening on %s, which is not a loopback address: anyone who can reach this "
+            "host can connect, and chatd has no authentication by default",
+            config.listen.host,
+        )
+    try:
+        server.serve_forever()
+    finally:
+        server.close()
+    log.info("stopped")
+    return 0
+
+
+def _install_signals(server) -> None:  # type: ignore[no-untyped-def]
+    interrupts = {"count": 0}
+
+    def graceful(signum: int) -> None:
+        if signum == signal.SIGINT:
+            interrupts["count"] += 1
+            if interrupts["count"] > 1:
+                log.warning("second interrupt: exiting now")
+                os._exit(130)
+        log.info("received %s: shutting down", signal.Signals(signum).name)
+        server.stop()
+
+    server.reactor.add_signal_handler(signal.SIGTERM, graceful)
+    server.reactor.add_signal_handler(signal.SIGINT, graceful)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

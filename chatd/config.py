@@ -1,0 +1,935 @@
+"""chatd's single YAML config file, turned into validated, typed, immutable dataclasses.
+
+Why it is built this way:
+
+* One file configures the whole server, so a mistake in it must be cheap to find: every
+  error is a :class:`ConfigError` that names the file, the dotted key and the line
+  (``config.yaml:12: limits.max_line_bytes: expected an integer >= 16, got 'abc'``).
+  To know lines we compose the YAML into a node tree with a ``SafeLoader`` and build the
+  values from the nodes ourselves instead of calling ``yaml.safe_load``.
+* Validation is declarative. Each section is a frozen dataclass; a setting is one field
+  with a type hint (int, float, str, bool or ``X | None``) and ``field(metadata=...)``
+  holding a one-line doc and a :class:`Constraint`. The loader, the error messages and
+  :func:`config_reference` all walk those fields, so adding a setting is adding a field.
+* Only plain YAML data is allowed (``yaml.safe_load`` semantics): any tag the
+  ``SafeLoader`` cannot construct, such as ``!!python/object/apply``, is an error before
+  anything is constructed, so a config file can never run code.
+* The result is immutable (frozen dataclasses, tuples, ``MappingProxyType``) because the
+  config is shared by the core and every plugin; nobody may change it behind the others'
+  backs. CLI overrides make a new object with :meth:`Config.with_listener`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import re
+import types
+import typing
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+__all__ = [
+    "CONFIG_REFERENCE",
+    "Config",
+    "ConfigError",
+    "Constraint",
+    "LimitsConfig",
+    "ListenConfig",
+    "LoggingConfig",
+    "ServerConfig",
+    "config_reference",
+    "default_config",
+    "load_config",
+    "parse_config",
+]
+
+_T = TypeVar("_T")
+
+
+class ConfigError(Exception):
+    """A config problem, located precisely enough to fix without guessing.
+
+    The parts are kept as attributes (``file``, ``key``, ``line``, ``message``) so callers
+    and tests can inspect them; ``str()`` joins the parts that are known, in the
+    compiler-style order editors understand: ``file:line: key: message``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        key: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.key = key
+        self.line = line
+
+    def __str__(self) -> str:
+        parts: list[str] = []
+        if self.file is not None:
+            parts.append(self.file if self.line is None else f"{self.file}:{self.line}")
+        elif self.line is not None:
+            # No file name (parse_config without source); still say where.
+            parts.append(f"line {self.line}")
+        if self.key:
+            parts.append(self.key)
+        parts.append(self.message)
+        return ": ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Constraint:
+    """Rules a setting's value must satisfy beyond its type.
+
+    Kept as data (not code) so the same table drives validation, error wording and the
+    generated reference; a rule that is not written here cannot drift from the docs.
+    """
+
+    ge: float | None = None  # inclusive lower bound (numbers)
+    gt: float | None = None  # exclusive lower bound, for "must be > 0" (numbers)
+    le: float | None = None  # inclusive upper bound (numbers)
+    choices: tuple[str, ...] | None = None  # allowed values (strings)
+    pattern: str | None = None  # re.fullmatch pattern (strings)
+    describe: str | None = None  # human wording of `pattern` for messages and docs
+    upper: bool = False  # input is case-insensitive; stored upper-cased (before `choices`)
+    path: bool = False  # a filesystem path; relative values resolve against the config's folder
+
+
+def _setting(
+    default: _T,
+    doc: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    pattern: str | None = None,
+    describe: str | None = None,
+    upper: bool = False,
+    path: bool = False,
+) -> _T:
+    """Declare one setting: its default, a one-line doc and its constraint.
+
+    A thin wrapper over ``dataclasses.field(metadata=...)`` so every setting carries the
+    metadata the loader and :func:`config_reference` rely on, spelled the same way.
+    """
+    constraint = Constraint(
+        ge=ge,
+        gt=gt,
+        le=le,
+        choices=choices,
+        pattern=pattern,
+        describe=describe,
+        upper=upper,
+        path=path,
+    )
+    return field(default=default, metadata={"doc": doc, "constraint": constraint})
+
+
+@dataclass(frozen=True, slots=True)
+class ListenConfig:
+    """Where the server accepts TCP connections."""
+
+    host: str = _setting(
+        "127.0.0.1",
+        "Address to listen on. Loopback by default, so a fresh install is not reachable "
+        "from the network until you decide to expose it.",
+    )
+    port: int = _setting(
+        7788,
+        "TCP port to listen on. 0 lets the OS pick a free port (used by the tests).",
+        ge=0,
+        le=65535,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """How the server presents itself to clients."""
+
+    name: str = _setting(
+        "chatd",
+        "Name the server announces to clients. No control characters, because it is "
+        "sent inside protocol lines.",
+        pattern=r"[^\x00-\x1f\x7f]{1,64}",
+        describe="1 to 64 characters, no control characters",
+    )
+    default_room: str = _setting(
+        "#lobby",
+        "Room every client is put in on connect, so a new user never talks to nobody.",
+        pattern=r"#[A-Za-z0-9_\-.]{1,32}",
+        describe="a room name: '#' followed by 1 to 32 of A-Z a-z 0-9 _ - .",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Resource bounds that keep one client (or a crowd) from starving the server."""
+
+    max_line_bytes: int = _setting(
+        4096,
+        "Longest accepted line, in bytes, excluding the line ending. Bounds per-connection "
+        "input buffering: a longer line is refused instead of buffered without end.",
+        ge=16,
+    )
+    read_budget_bytes: int = _setting(
+        65536,
+        "Bytes read from one connection per event-loop pass. Edge-triggered epoll must "
+        "drain sockets; this budget stops one fast sender from starving everyone else.",
+        ge=1024,
+    )
+    max_output_bytes: int = _setting(
+        1048576,
+        "Per-connection output buffer hard limit. A client that stops reading is "
+        "disconnected when it fills, so a slow reader cannot exhaust server memory.",
+        ge=4096,
+    )
+    max_clients: int = _setting(
+        1000,
+        "Most simultaneous client connections; more are refused, which protects file "
+        "descriptors and memory.",
+        ge=1,
+    )
+    max_nick_bytes: int = _setting(
+        32,
+        "Longest nickname, in UTF-8 bytes. Short enough to keep lines and listings readable.",
+        ge=1,
+        le=64,
+    )
+    accept_batch: int = _setting(
+        64,
+        "accept() calls per listener per loop pass. Bounds the time spent accepting during "
+        "a connection storm, so connected clients keep being served.",
+        ge=1,
+    )
+    close_linger_seconds: float = _setting(
+        2.0,
+        "Seconds a closing connection may take to flush its output and see the peer's FIN "
+        "before it is dropped, so peers that never close cannot hold resources.",
+        gt=0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    """The core's own log (plugins such as `log` may keep their own files)."""
+
+    level: str = _setting(
+        "INFO",
+        "Core log level. INFO records connections and errors without per-message noise.",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        upper=True,
+    )
+    file: str | None = _setting(
+        None,
+        "Core log file; null logs to stderr (what service managers capture). A relative "
+        "path resolves against the config file's folder, not the working directory.",
+        pattern=r"(?s).+",
+        describe="a non-empty path",
+        path=True,
+    )
+
+
+_EMPTY: Mapping[str, Any] = types.MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole validated configuration, shared read-only by the core and the plugins."""
+
+    listen: ListenConfig = field(metadata={"doc": ListenConfig.__doc__})
+    server: ServerConfig = field(metadata={"doc": ServerConfig.__doc__})
+    limits: LimitsConfig = field(metadata={"doc": LimitsConfig.__doc__})
+    logging: LoggingConfig = field(metadata={"doc": LoggingConfig.__doc__})
+    plugin_dirs: tuple[Path, ...] = field(
+        metadata={
+            "doc": "Folders searched for plugin modules, in order. Relative entries resolve "
+            "against the config file's folder, so the config can be used from any "
+            "working directory."
+        }
+    )
+    plugins: Mapping[str, Mapping[str, Any]] = field(
+        metadata={
+            "doc": "One section per plugin, read by that plugin, not by the core. A null "
+            "section is an empty one. Nested mappings are read-only mappings and lists "
+            "are tuples."
+        }
+    )
+    source: Path | None = field(metadata={"doc": "The file the config came from (absolute)."})
+
+    def plugin_config(self, name: str) -> Mapping[str, Any]:
+        """Return plugin `name`'s section, or an empty mapping so plugins need no None checks."""
+        return self.plugins.get(name, _EMPTY)
+
+    def with_listener(self, host: str | None = None, port: int | None = None) -> Config:
+        """Return a copy with CLI overrides for the listener, validated like the file.
+
+        Overrides go through the same field rules, so ``--port 70000`` fails with the same
+        message a config file would get instead of a bind() error later.
+        """
+        changes: dict[str, Any] = {}
+        if host is not None:
+            changes["host"] = host
+        if port is not None:
+            changes["port"] = port
+        if not changes:
+            return self
+        specs = _SECTIONS["listen"][1]
+        base_dir = self.source.parent if self.source is not None else Path.cwd()
+        checked: dict[str, Any] = {}
+        for name, value in changes.items():
+            try:
+                checked[name] = _check(specs[name], value, base_dir)
+            except _Invalid as exc:
+                raise ConfigError(str(exc), key=f"listen.{name}") from None
+        return dataclasses.replace(self, listen=dataclasses.replace(self.listen, **checked))
+
+
+# --------------------------------------------------------------------------------------
+# Field specs: the dataclasses above, read once at import into a form the loader walks.
+# --------------------------------------------------------------------------------------
+
+_TYPE_WORDS: dict[type, tuple[str, str]] = {
+    # kind: (phrase for messages, word for the reference table)
+    int: ("an integer", "integer"),
+    float: ("a number", "number"),
+    str: ("a string", "string"),
+    bool: ("a boolean (true or false)", "boolean"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _FieldSpec:
+    """One setting as the loader sees it: what it accepts and how to describe it."""
+
+    name: str
+    kind: type
+    optional: bool
+    default: Any
+    doc: str
+    constraint: Constraint
+
+
+class _Invalid(Exception):
+    """A value broke its field's rules; the caller adds file, key and line."""
+
+
+def _show(value: Any) -> str:
+    """repr() a value for a message, cut short so a huge value cannot flood a log line."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _num(bound: float) -> str:
+    """Format a bound the way a user would write it (16, not 16.0)."""
+    return str(int(bound)) if float(bound).is_integer() else str(bound)
+
+
+def _bounds_text(c: Constraint) -> str:
+    """Numeric range wording, e.g. '>= 16' or 'between 0 and 65535'."""
+    if c.ge is not None and c.le is not None:
+        return f"between {_num(c.ge)} and {_num(c.le)}"
+    parts = []
+    if c.ge is not None:
+        parts.append(f">= {_num(c.ge)}")
+    if c.gt is not None:
+        parts.append(f"> {_num(c.gt)}")
+    if c.le is not None:
+        parts.append(f"<= {_num(c.le)}")
+    return " and ".join(parts)
+
+
+def _rules_text(spec: _FieldSpec) -> str:
+    """Non-numeric rule wording (choices, pattern), for messages and the reference."""
+    c = spec.constraint
+    parts = []
+    if c.choices is not None:
+        suffix = ", case-insensitive" if c.upper else ""
+        parts.append(f"one of {', '.join(c.choices)}{suffix}")
+    if c.pattern is not None:
+        parts.append(c.describe or f"matching {c.pattern}")
+    if c.path:
+        parts.append("relative to the config file's folder")
+    return "; ".join(parts)
+
+
+def _expected(spec: _FieldSpec) -> str:
+    """What a field accepts, as the 'expected ...' half of an error message."""
+    text = _TYPE_WORDS[spec.kind][0]
+    bounds = _bounds_text(spec.constraint)
+    if bounds:
+        text += f" {bounds}"
+    rules = _rules_text(spec)
+    if rules:
+        text += f" ({rules})"
+    if spec.optional:
+        text += ", or null"
+    return text
+
+
+def _check(spec: _FieldSpec, value: Any, base_dir: Path) -> Any:
+    """Validate and normalise one value for `spec`; raise _Invalid with the full message.
+
+    Deliberately strict: bool is not an int (YAML's ``yes``/``on`` would otherwise become
+    1), strings are never turned into numbers, and only float fields widen an int.
+    """
+
+    def invalid() -> _Invalid:
+        return _Invalid(f"expected {_expected(spec)}, got {_show(value)}")
+
+    if value is None:
+        if spec.optional:
+            return None
+        raise invalid()
+    result: Any = value
+    if spec.kind is bool:
+        ok = type(value) is bool
+    elif spec.kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif spec.kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            try:
+                result = float(value)
+            except OverflowError:
+                ok = False
+            else:
+                ok = math.isfinite(result)
+    else:
+        ok = isinstance(value, spec.kind)
+    if not ok:
+        raise invalid()
+
+    c = spec.constraint
+    if isinstance(result, str) and c.upper:
+        result = result.upper()
+    if isinstance(result, (int, float)) and not isinstance(result, bool):
+        if c.ge is not None and not result >= c.ge:
+            raise invalid()
+        if c.gt is not None and not result > c.gt:
+            raise invalid()
+        if c.le is not None and not result <= c.le:
+            raise invalid()
+    if isinstance(result, str):
+        if c.choices is not None and result not in c.choices:
+            raise invalid()
+        if c.pattern is not None and re.fullmatch(c.pattern, result) is None:
+            raise invalid()
+        if c.path:
+            result = os.path.join(base_dir, result)
+    return result
+
+
+def _unpack_hint(hint: Any, where: str) -> tuple[type, bool]:
+    """Split a field's type hint into (scalar kind, accepts None); reject anything else."""
+    optional = False
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        rest = [a for a in args if a is not type(None)]
+        if len(args) == 2 and len(rest) == 1:
+            hint, optional = rest[0], True
+    if hint not in _TYPE_WORDS:
+        raise TypeError(f"{where}: unsupported setting type {hint!r}; use int, float, str, bool")
+    return hint, optional
+
+
+def _field_specs(cls: type) -> dict[str, _FieldSpec]:
+    """Read a section dataclass into specs, failing at import if a field is malformed.
+
+    Checking here (type supported, doc present, default valid under its own constraint)
+    means a badly declared new setting breaks the import and every test, not a user.
+    """
+    hints = typing.get_type_hints(cls)
+    specs: dict[str, _FieldSpec] = {}
+    for f in dataclasses.fields(cls):
+        where = f"{cls.__name__}.{f.name}"
+        kind, optional = _unpack_hint(hints[f.name], where)
+        doc = f.metadata.get("doc")
+        if not doc:
+            raise TypeError(f"{where}: declare it with _setting(default, doc, ...)")
+        if f.default is dataclasses.MISSING:
+            raise TypeError(f"{where}: every setting needs a default")
+        spec = _FieldSpec(
+            name=f.name,
+            kind=kind,
+            optional=optional,
+            default=f.default,
+            doc=doc,
+            constraint=f.metadata.get("constraint", Constraint()),
+        )
+        try:
+            _check(spec, f.default, Path.cwd())
+        except _Invalid as exc:
+            raise TypeError(f"{where}: default breaks its own constraint: {exc}") from None
+        specs[f.name] = spec
+    return specs
+
+
+def _collect_sections() -> dict[str, tuple[type, dict[str, _FieldSpec]]]:
+    """Every Config field whose type is a dataclass is a YAML section of that name."""
+    hints = typing.get_type_hints(Config)
+    sections: dict[str, tuple[type, dict[str, _FieldSpec]]] = {}
+    for f in dataclasses.fields(Config):
+        hint = hints[f.name]
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            sections[f.name] = (hint, _field_specs(hint))
+    return sections
+
+
+_SECTIONS = _collect_sections()
+# Top-level keys that are not typed sections; `source` is not a key at all.
+_OTHER_KEYS = ("plugin_dirs", "plugins")
+_TOP_LEVEL_KEYS = (*_SECTIONS, *_OTHER_KEYS)
+
+
+def default_config() -> Config:
+    """The embedded default: every section's defaults, no plugin folders, no plugin sections."""
+    sections = {name: cls() for name, (cls, _specs) in _SECTIONS.items()}
+    return Config(**sections, plugin_dirs=(), plugins=_EMPTY, source=None)
+
+
+# --------------------------------------------------------------------------------------
+# YAML: nodes -> values, with lines for every error.
+# --------------------------------------------------------------------------------------
+
+_YAML = "tag:yaml.org,2002:"
+_MAP_TAG = _YAML + "map"
+_SEQ_TAG = _YAML + "seq"
+_NULL_TAG = _YAML + "null"
+_MERGE_TAG = _YAML + "merge"
+# Exactly the tags yaml.safe_load can construct; everything else (!!python/..., !custom)
+# is refused before construction.
+_SAFE_TAGS = frozenset(t for t in yaml.SafeLoader.yaml_constructors if t is not None)
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _join(path: str, key: object) -> str:
+    """Dotted key path: 'limits' + 'max_line_bytes' -> 'limits.max_line_bytes'."""
+    return f"{path}.{key}" if path else str(key)
+
+
+def _short_tag(tag: str) -> str:
+    """Show YAML core tags the way they are written in a file ('!!int')."""
+    return "!!" + tag[len(_YAML) :] if tag.startswith(_YAML) else tag
+
+
+def _freeze(value: Any) -> Any:
+    """Make values built by the SafeConstructor (for !!set, !!omap, ...) read-only too."""
+    if isinstance(value, dict):
+        return types.MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, set):
+        return frozenset(value)
+    return value
+
+
+_Pairs = dict[Hashable, tuple[Node, Node]]
+
+
+class _Builder:
+    """Builds a Config from a composed node tree, keeping each node's line for errors.
+
+    Values are memoised per node, so YAML aliases cost nothing extra (an alias "bomb"
+    stays linear) and an alias that contains itself is detected instead of recursing.
+    """
+
+    def __init__(self, loader: yaml.SafeLoader, file: str | None, base_dir: Path) -> None:
+        self.loader = loader
+        self.file = file
+        self.base_dir = base_dir
+        self.values: dict[int, Any] = {}
+        self.pairs_cache: dict[int, _Pairs] = {}
+        self.in_progress: set[int] = set()
+        self.merging: set[int] = set()
+
+    def error(self, message: str, key: str | None, node: Node | None) -> ConfigError:
+        """A ConfigError at `node`'s line (YAML marks are 0-based, editors are 1-based)."""
+        line = node.start_mark.line + 1 if node is not None else None
+        return ConfigError(message, file=self.file, key=key or None, line=line)
+
+    # -- generic values -------------------------------------------------------------
+
+    def check_tag(self, node: Node, key: str) -> None:
+        """Refuse tags yaml.safe_load would refuse, before anything is constructed."""
+        if node.tag not in _SAFE_TAGS:
+            raise self.error(
+                f"unsupported YAML tag {_short_tag(node.tag)!r}: only plain YAML data is "
+                "allowed (maps, lists, strings, numbers, booleans, null)",
+                key,
+                node,
+            )
+
+    def is_null(self, node: Node) -> bool:
+        """True for an empty value or explicit null (`key:`, `key: ~`, `key: null`)."""
+        return isinstance(node, ScalarNode) and node.tag == _NULL_TAG
+
+    def construct(self, node: Node, key: str) -> Any:
+        """Construct a scalar (or a rare !!set/!!omap) with the SafeConstructor."""
+        self.check_tag(node, key)
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as exc:
+            raise self.error(exc.problem or str(exc), key, node) from None
+        except Exception as exc:
+            # The SafeConstructor reports bad explicit scalars (`!!int abc`, `!!bool maybe`)
+            # as ValueError/KeyError/...; whatever it is, it is a problem in the file.
+            value = getattr(node, "value", "")
+            raise self.error(
+                f"invalid {_short_tag(node.tag)} value {_show(value)}: {exc}", key, node
+            ) from None
+
+    def describe(self, node: Node, key: str) -> str:
+        """Name what a node holds, for 'expected X, got Y' messages."""
+        if isinstance(node, MappingNode):
+            return "a mapping"
+        if isinstance(node, SequenceNode):
+            return "a list"
+        return _show(self.construct(node, key))
+
+    def expand(self, text: str, key: str, node: Node) -> str:
+        """Replace ${NAME} with os.environ[NAME] so secrets can stay out of the file."""
+
+        def lookup(match: re.Match[str]) -> str:
+            name = match.group(1)
+            try:
+                return os.environ[name]
+            except KeyError:
+                raise self.error(
+                    f"environment variable {name!r} is not set (referenced as ${{{name}}})",
+                    key,
+                    node,
+                ) from None
+
+        return _ENV_REF.sub(lookup, text) if "${" in text else text
+
+    def value(self, node: Node, key: str) -> Any:
+        """Any plain YAML value, frozen: mappings -> MappingProxyType, lists -> tuples."""
+        node_id = id(node)
+        if node_id in self.values:
+            return self.values[node_id]
+        if node_id in self.in_progress:
+            raise self.error("recursive alias: this value contains itself", key, node)
+        self.check_tag(node, key)
+        self.in_progress.add(node_id)
+        try:
+            result: Any
+            if isinstance(node, ScalarNode):
+                result = self.construct(node, key)
+                if isinstance(result, str):
+                    result = self.expand(result, key, node)
+            elif isinstance(node, MappingNode) and node.tag == _MAP_TAG:
+                result = types.MappingProxyType(
+                    {
+                        k: self.value(v, _join(key, k))
+                        for k, (_knode, v) in self.pairs(node, key).items()
+                    }
+                )
+            elif isinstance(node, SequenceNode) and node.tag == _SEQ_TAG:
+                result = tuple(self.value(item, f"{key}[{i}]") for i, item in enumerate(node.value))
+            else:
+                result = _freeze(self.construct(node, key))
+        finally:
+            self.in_progress.discard(node_id)
+        self.values[node_id] = result
+        return result
+
+    def key(self, node: Node, path: str) -> Hashable:
+        """A mapping key; only scalars, because lists and mappings are not hashable."""
+        if not isinstance(node, ScalarNode):
+            raise self.error(
+                "a mapping key must be a plain scalar, not a list or mapping", path, node
+            )
+        key: Hashable = self.construct(node, path)
+        return key
+
+    def pairs(self, node: MappingNode, path: str) -> _Pairs:
+        """A mapping's entries by key, refusing duplicates and applying `<<` merge keys.
+
+        A duplicate key is an error rather than "last one wins" because a silently
+        ignored setting is exactly the kind of mistake this module exists to catch.
+        Merged-in keys may be overridden by the mapping's own keys (YAML merge rules).
+        """
+        node_id = id(node)
+        cached = self.pairs_cache.get(node_id)
+        if cached is not None:
+            return cached
+        if node_id in self.merging:
+            raise self.error("recursive merge: this mapping merges itself", path, node)
+        self.merging.add(node_id)
+        try:
+            own: _Pairs = {}
+            merged: _Pairs = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    for source in self.merge_sources(value_node, path):
+                        for k, pair in self.pairs(source, path).items():
+                            merged.setdefault(k, pair)
+                    continue
+                k = self.key(key_node, path)
+                if k in own:
+                    first = own[k][0].start_mark.line + 1
+                    raise self.error(
+                        f"duplicate key (first defined on line {first})", _join(path, k), key_node
+                    )
+                own[k] = (key_node, value_node)
+        finally:
+            self.merging.discard(node_id)
+        result = {**merged, **own}
+        self.pairs_cache[node_id] = result
+        return result
+
+    def merge_sources(self, node: Node, path: str) -> list[MappingNode]:
+        """The mappings a `<<` key merges: one mapping or a list of mappings."""
+        if isinstance(node, MappingNode) and node.tag == _MAP_TAG:
+            return [node]
+        if isinstance(node, SequenceNode) and all(
+            isinstance(item, MappingNode) and item.tag == _MAP_TAG for item in node.value
+        ):
+            return list(node.value)
+        raise self.error("a '<<' merge key needs a mapping or a list of mappings", path, node)
+
+    # -- the schema -------------------------------------------------------------------
+
+    def unknown(self, dotted: str, key: object, known: list[str], node: Node) -> ConfigError:
+        """An unknown key, with a did-you-mean when one is close (typos are the usual cause)."""
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+        return self.error(f"unknown key ({hint})", dotted, node)
+
+    def expect_mapping(self, node: Node, key: str, what: str) -> MappingNode:
+        """Insist on a plain mapping, naming what was found instead."""
+        self.check_tag(node, key)
+        if not (isinstance(node, MappingNode) and node.tag == _MAP_TAG):
+            raise self.error(f"expected {what}, got {self.describe(node, key)}", key, node)
+        return node
+
+    def section(self, name: str, node: Node) -> Any:
+        """One typed section: known keys only, each value checked against its field spec."""
+        cls, specs = _SECTIONS[name]
+        if self.is_null(node):
+            return cls()
+        mapping = self.expect_mapping(node, name, "a mapping of settings")
+        values: dict[str, Any] = {}
+        for k, (key_node, value_node) in self.pairs(mapping, name).items():
+            dotted = _join(name, k)
+            spec = specs.get(k) if isinstance(k, str) else None
+            if spec is None:
+                raise self.unknown(dotted, k, list(specs), key_node)
+            raw = self.value(value_node, dotted)
+            try:
+                values[spec.name] = _check(spec, raw, self.base_dir)
+            except _Invalid as exc:
+                raise self.error(str(exc), dotted, value_node) from None
+        return cls(**values)
+
+    def plugin_dirs(self, node: Node) -> tuple[Path, ...]:
+        """A list of folder names, resolved against the config file's folder."""
+        key = "plugin_dirs"
+        if self.is_null(node):
+            return ()
+        self.check_tag(node, key)
+        if not (isinstance(node, SequenceNode) and node.tag == _SEQ_TAG):
+            raise self.error(
+                f"expected a list of folder names, got {self.describe(node, key)}", key, node
+            )
+        dirs: list[Path] = []
+        for i, item in enumerate(node.value):
+            item_key = f"{key}[{i}]"
+            entry = self.value(item, item_key)
+            if not isinstance(entry, str) or not entry:
+                raise self.error(
+                    f"expected a non-empty string (a folder), got {_show(entry)}", item_key, item
+                )
+            dirs.append(self.base_dir / entry)  # an absolute entry replaces base_dir
+        return tuple(dirs)
+
+    def plugins(self, node: Node) -> Mapping[str, Mapping[str, Any]]:
+        """Plugin name -> read-only settings; contents are the plugins' business."""
+        key = "plugins"
+        if self.is_null(node):
+            return _EMPTY
+        mapping = self.expect_mapping(node, key, "a mapping of plugin name to settings")
+        sections: dict[str, Mapping[str, Any]] = {}
+        for name, (key_node, value_node) in self.pairs(mapping, key).items():
+            dotted = _join(key, name)
+            if not isinstance(name, str) or not name:
+                raise self.error(
+                    f"a plugin name must be a non-empty string, got {_show(name)}", dotted, key_node
+                )
+            if self.is_null(value_node):
+                sections[name] = _EMPTY
+            else:
+                section = self.expect_mapping(value_node, dotted, "a mapping of plugin settings")
+                sections[name] = self.value(section, dotted)
+        return types.MappingProxyType(sections)
+
+    def config(self, root: Node | None, source: Path | None) -> Config:
+        """The whole document. Every section is optional; an empty document is the defaults."""
+        config = dataclasses.replace(default_config(), source=source)
+        if root is None or self.is_null(root):
+            return config
+        mapping = self.expect_mapping(root, "", "a mapping of sections at the top level")
+        changes: dict[str, Any] = {}
+        for k, (key_node, value_node) in self.pairs(mapping, "").items():
+            if k in _SECTIONS:
+                changes[str(k)] = self.section(str(k), value_node)
+            elif k == "plugin_dirs":
+                changes["plugin_dirs"] = self.plugin_dirs(value_node)
+            elif k == "plugins":
+                changes["plugins"] = self.plugins(value_node)
+            else:
+                raise self.unknown(str(k), k, list(_TOP_LEVEL_KEYS), key_node)
+        return dataclasses.replace(config, **changes)
+
+
+def _yaml_error(exc: yaml.YAMLError, file: str | None, text: str) -> ConfigError:
+    """Turn a PyYAML syntax error into a ConfigError with a 1-based line."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem, context = exc.problem, exc.context
+        if problem and context:
+            # PyYAML's own rendering is "<context> <context mark> <problem> <problem mark>";
+            # keep that reading order, on one line, naming the context's line if different.
+            if exc.context_mark is not None and exc.context_mark.line + 1 != line:
+                context += f" (line {exc.context_mark.line + 1})"
+            detail = (
+                f"{context}, {problem}" if problem.startswith("but ") else f"{problem}, {context}"
+            )
+        else:
+            detail = problem or context or "syntax error"
+        return ConfigError(f"invalid YAML: {detail}", file=file, line=line)
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        return ConfigError(
+            f"invalid YAML: character #x{exc.character:04x} is not allowed", file=file, line=line
+        )
+    return ConfigError(f"invalid YAML: {exc}", file=file)
+
+
+def _parse(text: str, file: str | None, source: Path | None, base_dir: Path) -> Config:
+    """Compose `text` with a SafeLoader and build the Config from the nodes."""
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # the reader refuses control characters up front
+        raise _yaml_error(exc, file, text) from None
+    try:
+        try:
+            root = loader.get_single_node()
+        except yaml.YAMLError as exc:
+            raise _yaml_error(exc, file, text) from None
+        return _Builder(loader, file, base_dir).config(root, source)
+    except RecursionError:
+        raise ConfigError("the document is nested too deeply", file=file) from None
+    finally:
+        loader.dispose()
+
+
+def parse_config(text: str, *, source: Path | None = None) -> Config:
+    """Parse config text. `source` names it in errors and sets the base folder for paths.
+
+    Relative paths resolve against ``source.parent`` (made absolute now, so later
+    ``chdir`` calls cannot change their meaning), or the current directory without one.
+    """
+    if source is None:
+        return _parse(text, None, None, Path.cwd())
+    absolute = Path(os.path.abspath(source))
+    return _parse(text, str(source), absolute, absolute.parent)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and parse a config file; every failure, including I/O, is a ConfigError."""
+    file = os.fspath(path)
+    try:
+        with open(file, encoding="utf-8") as handle:
+            text = handle.read()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"cannot read file: not valid UTF-8 (bad byte at offset {exc.start})", file=file
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read file: {exc.strerror or exc}", file=file) from None
+    absolute = Path(os.path.abspath(file))
+    return _parse(text, file, absolute, absolute.parent)
+
+
+# --------------------------------------------------------------------------------------
+# Reference docs, generated from the same field metadata the loader uses.
+# --------------------------------------------------------------------------------------
+
+
+def _cell(text: str) -> str:
+    """Make text safe inside a Markdown table cell."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def config_reference() -> str:
+    """Render every section, key, type, default, rule and doc as Markdown.
+
+    Generated rather than hand-written so the docs cannot drift from what the loader
+    actually accepts.
+    """
+    config_fields = {f.name: f for f in dataclasses.fields(Config)}
+    lines = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated by chatd.config.config_reference(); do not edit by hand. -->",
+        "",
+        "chatd reads one YAML file. Every section and key is optional; a missing key keeps "
+        "the default shown here. Unknown keys, duplicate keys, wrong types and out-of-range "
+        "values are errors that name the file, the key and the line. Numbers are never "
+        "read from strings, and `true`/`false` are not numbers. `${NAME}` inside any string "
+        "value is replaced by the environment variable `NAME` when the file is loaded "
+        "(an unset variable is an error).",
+        "",
+    ]
+    for name, (_cls, specs) in _SECTIONS.items():
+        lines += [
+            f"## `{name}`",
+            "",
+            _cell(config_fields[name].metadata["doc"]),
+            "",
+            "| Key | Type | Default | Allowed | Description |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for spec in specs.values():
+            kind = _TYPE_WORDS[spec.kind][1] + (" or null" if spec.optional else "")
+            allowed = "; ".join(
+                part for part in (_bounds_text(spec.constraint), _rules_text(spec)) if part
+            )
+            lines.append(
+                f"| `{name}.{spec.name}` | {kind} | `{json.dumps(spec.default)}` "
+                f"| {_cell(allowed) or 'any'} | {_cell(spec.doc)} |"
+            )
+        lines.append("")
+    for name in _OTHER_KEYS:
+        lines += [f"## `{name}`", "", _cell(config_fields[name].metadata["doc"]), ""]
+    lines += [
+        "Example:",
+        "",
+        "```yaml",
+        "plugin_dirs: [plugins]",
+        "plugins:",
+        "  oper:",
+        "    password: ${CHATD_OPER_PASSWORD}",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+CONFIG_REFERENCE: str = config_reference()

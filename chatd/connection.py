@@ -1,0 +1,350 @@
+"""One client socket: read until EAGAIN (within a budget), frame lines, buffer output.
+
+A :class:`Connection` is the transport; what the lines *mean* belongs to its
+:class:`Protocol` (the server's client object).  The split mirrors asyncio's
+transport/protocol pair so the chat layer never touches a socket.
+
+Edge-triggered rules kept here (DESIGN.md section 3)
+----------------------------------------------------
+* The socket is registered once with ``EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET``
+  and never modified.
+* Reads loop until ``BlockingIOError``.  A connection that used its per-pass
+  byte budget before EAGAIN puts itself on the reactor's ready list: no new
+  edge would ever announce the bytes still waiting, and stopping at the budget
+  is what keeps one fast sender from starving everybody else.
+* Event bits are tested with ``&``.  ERR/HUP/RDHUP go to the read path, which
+  drains whatever arrived with the FIN before it handles the end of stream.
+* ``write()`` only appends to the output queue and asks the reactor for one
+  flush at the end of the tick; many lines become one ``send()``.  A partial
+  send keeps the rest, and the EPOLLOUT edge resumes it with no other traffic.
+* Closing is never done inside a callback: the protocol hears
+  ``connection_lost`` from the ready list, and the fd is unregistered before it
+  is shut down and closed, so stale events in the same batch are skipped.
+
+Graceful close (``close()``): stop reading lines, flush what is queued (the
+goodbye), ``shutdown(SHUT_WR)`` so the FIN follows the data, discard input until
+the peer's FIN or ``linger`` seconds, then close.  Closing with unread input
+would make the kernel send RST, which can destroy the goodbye in flight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import socket
+from collections.abc import Callable
+from typing import Protocol as _Protocol
+
+from .framing import LineFramer, LineTooLong
+from .reactor import (
+    CONNECTION_GONE_ERRNOS,
+    EPOLLERR,
+    EPOLLHUP,
+    EPOLLIN,
+    EPOLLOUT,
+    EPOLLRDHUP,
+    STREAM_EVENTS,
+    Reactor,
+    Timer,
+)
+
+log = logging.getLogger("chatd.connection")
+
+_READ_EVENTS = EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR
+_WRITE_EVENTS = EPOLLOUT | EPOLLHUP | EPOLLERR
+
+
+class State(enum.Enum):
+    OPEN = "open"  # reading lines, writing freely
+    CLOSING = "closing"  # flushing the goodbye, waiting for the peer's FIN
+    CLOSED = "closed"  # fd released
+
+
+class Protocol(_Protocol):
+    """What a connection reports to (implemented by the server's client object)."""
+
+    def lines_received(self, lines: list[str | LineTooLong]) -> None: ...
+
+    def connection_lost(self, reason: str) -> None: ...
+
+
+class Connection:
+    """A non-blocking client socket owned by the reactor."""
+
+    __slots__ = (
+        "_close_reason",
+        "_flush_queued",
+        "_framer",
+        "_linger",
+        "_linger_timer",
+        "_lost_notified",
+        "_max_output",
+        "_on_closed",
+        "_out",
+        "_peer_eof",
+        "_pending",
+        "_protocol",
+        "_rbuf",
+        "_reactor",
+        "_read_budget",
+        "_read_queued",
+        "_shut_wr",
+        "_sock",
+        "bytes_received",
+        "bytes_sent",
+        "fd",
+        "output_bytes",
+        "peer",
+        "state",
+    )
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        reactor: Reactor,
+        protocol: Protocol | None,
+        *,
+        read_buffer: memoryview,
+        max_line_bytes: int = 4096,
+        read_budget: int = 65536,
+        max_output: int = 1 << 20,
+        linger: float = 2.0,
+        on_closed: Callable[[Connection], None] | None = None,
+    ) -> None:
+        self._sock = sock
+        self._reactor = reactor
+        self._protocol = protocol
+        self._rbuf = read_buffer  # shared by all connections: the loop is single-threaded
+        self._framer = LineFramer(max_line_bytes)
+        self._read_budget = read_budget
+        self._max_output = max_output
+        self._linger = linger
+        self._out: list[bytes] = []
+        self._pending: memoryview | None = None
+        self._flush_queued = False
+        self._read_queued = False
+        self._shut_wr = False
+        self._peer_eof = False
+        self._lost_notified = False
+        self._close_reason = ""
+        self._linger_timer: Timer | None = None
+        self._on_closed = on_closed
+        self.fd = sock.fileno()
+        try:
+            self.peer: tuple[str, int] = sock.getpeername()[:2]
+        except OSError:
+            self.peer = ("?", 0)
+        self.state = State.OPEN
+        self.output_bytes = 0
+        self.bytes_received = 0
+        self.bytes_sent = 0
+
+    def set_protocol(self, protocol: Protocol) -> None:
+        self._protocol = protocol
+
+    def start(self) -> None:
+        """Register with the reactor and read anything that arrived with the handshake."""
+        self._reactor.register(self.fd, self, STREAM_EVENTS)
+        # Data can arrive before the registration (a client that connects and
+        # sends at once); epoll reports the current state on registration, but
+        # reading now costs one EAGAIN at most and saves a tick.
+        self._read()
+
+    # -- events ------------------------------------------------------------
+
+    def handle_events(self, mask: int) -> None:
+        if mask & _READ_EVENTS:
+            self._read()
+        if mask & _WRITE_EVENTS and self.state is not State.CLOSED:
+            self._write()
+
+    def _read_again(self) -> None:
+        self._read_queued = False
+        self._read()
+
+    def _read(self) -> None:
+        if self.state is State.CLOSED:
+            return
+        sock = self._sock
+        rbuf = self._rbuf
+        size = len(rbuf)
+        budget = self._read_budget
+        while budget > 0:
+            try:
+                n = sock.recv_into(rbuf, min(size, budget))
+            except BlockingIOError:
+                return
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                self._lost(exc)
+                return
+            if n == 0:
+                self._end_of_stream()
+                return
+            self.bytes_received += n
+            budget -= n
+            if self.state is State.OPEN:
+                lines = self._framer.feed(rbuf[:n])
+                if lines and self._protocol is not None:
+                    self._protocol.lines_received(lines)
+            if self.state is State.CLOSED:
+                return
+        # Budget used up before EAGAIN: more may be waiting, and under ET no
+        # new edge will say so.  Serve the others, then come back.
+        if not self._read_queued:
+            self._read_queued = True
+            self._reactor.call_soon(self._read_again)
+
+    def _end_of_stream(self) -> None:
+        self._peer_eof = True
+        if self.state is State.OPEN:
+            tail = self._framer.finish()
+            if tail is not None and self._protocol is not None:
+                self._protocol.lines_received([tail])
+            if self.state is State.OPEN:
+                self.close("connection closed by peer")
+        elif self.state is State.CLOSING and self._shut_wr:
+            self._teardown()
+
+    # -- output ------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` (already encoded) for the end-of-tick flush."""
+        if self.state is not State.OPEN:
+            return
+        self._out.append(data)
+        self.output_bytes += len(data)
+        if self.output_bytes > self._max_output:
+            self._overflow()
+            return
+        if not self._flush_queued:
+            self._flush_queued = True
+            self._reactor.want_flush(self)
+
+    def flush(self) -> None:
+        """Called by the reactor once per tick when output is queued."""
+        self._flush_queued = False
+        if self.state is not State.CLOSED:
+            self._write()
+
+    def _write(self) -> None:
+        sock = self._sock
+        while True:
+            pending = self._pending
+            if pending is None:
+                out = self._out
+                if not out:
+                    break
+                pending = memoryview(out[0] if len(out) == 1 else b"".join(out))
+                self._out = []
+            try:
+                sent = sock.send(pending)
+            except BlockingIOError:
+                self._pending = pending
+                return  # the EPOLLOUT edge resumes us
+            except InterruptedError:
+                self._pending = pending
+                continue
+            except OSError as exc:
+                self._pending = None
+                self._lost(exc)
+                return
+            self.output_bytes -= sent
+            self.bytes_sent += sent
+            self._pending = None if sent == len(pending) else pending[sent:]
+        if self.state is State.CLOSING:
+            self._drained_while_closing()
+
+    def _overflow(self) -> None:
+        log.warning(
+            "closing %s:%d: output buffer over %d bytes (a reader that stopped reading)",
+            *self.peer,
+            self._max_output,
+        )
+        self.abort("output buffer full")
+
+    # -- closing -----------------------------------------------------------
+
+    def close(self, reason: str) -> None:
+        """Flush what is queued, send FIN, then release the socket (graceful)."""
+        if self.state is not State.OPEN:
+            return
+        self.state = State.CLOSING
+        self._close_reason = reason
+        self._schedule_lost(reason)
+        self._linger_timer = self._reactor.call_later(self._linger, self._linger_expired)
+        if not self._flush_queued:
+            self._flush_queued = True
+            self._reactor.want_flush(self)
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection now, discarding queued output."""
+        if self.state is State.CLOSED:
+            return
+        self._schedule_lost(reason)
+        self._teardown()
+
+    def _drained_while_closing(self) -> None:
+        if not self._shut_wr:
+            self._shut_wr = True
+            try:
+                self._sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                self._teardown()
+                return
+        if self._peer_eof:
+            self._teardown()
+        # else: wait for the peer's FIN (read path) or the linger timer.
+
+    def _linger_expired(self) -> None:
+        self._linger_timer = None
+        if self.state is State.CLOSING:
+            if self.output_bytes:
+                log.debug(
+                    "%s:%d closed with %d bytes unsent (linger expired)",
+                    *self.peer,
+                    self.output_bytes,
+                )
+            self._teardown()
+
+    def _lost(self, exc: OSError) -> None:
+        if exc.errno in CONNECTION_GONE_ERRNOS:
+            log.debug("%s:%d gone: %s", *self.peer, exc.strerror)
+            reason = "connection reset by peer"
+        else:
+            log.warning("%s:%d socket error: %s", *self.peer, exc)
+            reason = f"socket error: {exc.strerror or exc}"
+        self.abort(reason)
+
+    def _schedule_lost(self, reason: str) -> None:
+        if not self._lost_notified:
+            self._lost_notified = True
+            self._reactor.call_soon(self._notify_lost, reason)
+
+    def _notify_lost(self, reason: str) -> None:
+        if self._protocol is not None:
+            self._protocol.connection_lost(reason)
+
+    def _teardown(self) -> None:
+        if self.state is State.CLOSED:
+            return
+        self.state = State.CLOSED
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+        self._reactor.unregister(self.fd)
+        # shutdown() before close(): a forked child holding a copy of the fd
+        # would otherwise keep the peer from ever seeing EOF.
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        self._out = []
+        self._pending = None
+        self.output_bytes = 0
+        if self._on_closed is not None:
+            self._on_closed(self)
+
+    def __repr__(self) -> str:
+        return f"<Connection fd={self.fd} {self.peer[0]}:{self.peer[1]} {self.state.value}>"

@@ -1,0 +1,171 @@
+"""Sans-IO line framing and text sanitising: bytes in, clean lines out.
+
+Nothing here touches a socket (the h11 habit), so every edge case can be tested
+with bytes alone, and the property "any chunking of a stream yields the same
+lines" can be checked exhaustively (tests/test_framing.py).
+
+Framing rules
+-------------
+* A line ends at ``\\n``; a ``\\r`` right before it is dropped, so ``nc -C`` and
+  telnet's ``\\r\\n`` work.
+* A line longer than ``max_line_bytes`` (not counting the terminator) is not
+  buffered: the framer reports one :class:`LineTooLong` and discards bytes up to
+  the next ``\\n``.  Memory per connection is therefore bounded by
+  ``max_line_bytes`` whatever the peer sends.
+* The framer remembers where it stopped searching, so a line that arrives one
+  byte at a time costs O(n), not O(n^2) (h11 ``_receivebuffer``).
+* Each complete line is decoded as UTF-8 *per line* (so a code point split
+  across two reads is intact), invalid sequences become U+FFFD, and the text is
+  sanitised (below).
+
+Sanitising
+----------
+:func:`sanitize` removes everything that can drive a terminal or fake the
+layout of a line, and keeps everything that is text:
+
+* whole escape sequences: CSI (``ESC [ ... final``), OSC / DCS / SOS / PM / APC
+  strings up to BEL or ST, other two-byte ``ESC x`` sequences, and their C1
+  forms (U+009B CSI, U+009D OSC, ...);
+* every remaining C0 control (tab becomes a space), DEL and C1 control;
+* bidi embeddings, overrides and isolates (Trojan Source, CVE-2021-42574),
+  LRM/RLM/ALM, the line and paragraph separators, and BOM / ZWNBSP.
+
+ZWJ and ZWNJ stay, so emoji sequences such as 👨‍👩‍👧 survive.  chatd applies
+:func:`sanitize` to every line it receives *and* to every line it sends, so text
+produced by plugins gets the same guard (CWE-150).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_ESCAPE_SEQUENCES = re.compile(
+    r"""
+      \x1b\[ [0-?]* [\ -/]* [@-~]?                  # CSI ... final byte
+    | \x1b[\]PX^_] .*? (?:\x07|\x1b\\|\x9c|$)        # OSC, DCS, SOS, PM, APC ... BEL/ST
+    | \x1b [\ -/]* [0-~]?                           # nF / Fp / Fe / Fs escapes, lone ESC
+    | \x9b [0-?]* [\ -/]* [@-~]?                    # C1 CSI
+    | [\x90\x98\x9d\x9e\x9f] .*? (?:\x07|\x1b\\|\x9c|$)  # C1 string commands
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+_UNSAFE_CHARACTERS = re.compile(
+    "["
+    "\x00-\x1f\x7f-\x9f"  # C0 (tab is replaced before), DEL, C1
+    "\u061c\u200e\u200f"  # ALM, LRM, RLM
+    "\u202a-\u202e"  # LRE RLE PDF LRO RLO
+    "\u2066-\u2069"  # LRI RLI FSI PDI
+    "\u2028\u2029"  # line / paragraph separator
+    "\ufeff"  # BOM / zero-width no-break space
+    "]"
+)
+
+
+def sanitize(text: str) -> str:
+    """Return ``text`` without terminal controls, escape sequences or bidi tricks.
+
+    Plain printable ASCII (the common case) is returned as is without a regex
+    pass.  The result is always a single line.
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    if "\t" in text:
+        text = text.replace("\t", " ")
+    if "\x1b" in text or any(c in text for c in "\x90\x98\x9b\x9d\x9e\x9f"):
+        text = _ESCAPE_SEQUENCES.sub("", text)
+    return _UNSAFE_CHARACTERS.sub("", text)
+
+
+def decode_line(raw: bytes | bytearray | memoryview) -> str:
+    """Decode one framed line (UTF-8, invalid bytes -> U+FFFD) and sanitise it."""
+    return sanitize(str(raw, "utf-8", "replace"))
+
+
+@dataclass(frozen=True, slots=True)
+class LineTooLong:
+    """A line exceeded the limit and was discarded (reported once per line)."""
+
+    limit: int
+
+
+class LineFramer:
+    """Split a byte stream into lines; see the module docstring for the rules.
+
+    ``feed()`` returns the decoded, sanitised lines completed by this chunk (and
+    a :class:`LineTooLong` marker where an over-long line was dropped).  Empty
+    lines are returned too; ignoring them is the caller's policy.
+    """
+
+    __slots__ = ("_buffer", "_discarding", "_scanned", "max_line_bytes")
+
+    def __init__(self, max_line_bytes: int = 4096) -> None:
+        if max_line_bytes < 1:
+            raise ValueError("max_line_bytes must be positive")
+        self.max_line_bytes = max_line_bytes
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes of _buffer already known to hold no b"\n"
+        self._discarding = False  # inside an over-long line, waiting for its b"\n"
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for an unfinished line."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[str | LineTooLong]:
+        """Consume ``data``; return the lines it completed, in order."""
+        out: list[str | LineTooLong] = []
+        if not data:
+            return out
+        buf = self._buffer
+        buf += data
+        limit = self.max_line_bytes
+        start = 0
+        while True:
+            newline = buf.find(b"\n", max(start, self._scanned))
+            if newline < 0:
+                break
+            if self._discarding:
+                self._discarding = False
+            else:
+                end = newline
+                if end > start and buf[end - 1] == 0x0D:  # b"\r"
+                    end -= 1
+                if end - start > limit:
+                    out.append(LineTooLong(limit))
+                else:
+                    out.append(decode_line(buf[start:end]))
+            start = newline + 1
+            self._scanned = start
+        if start:
+            del buf[:start]
+        # What is left has no b"\n" in it.  One spare byte allows a trailing
+        # b"\r" that belongs to a b"\r\n" still in flight.
+        if self._discarding:
+            buf.clear()
+        elif len(buf) > limit + 1:
+            out.append(LineTooLong(limit))
+            self._discarding = True
+            buf.clear()
+        self._scanned = len(buf)
+        return out
+
+    def finish(self) -> str | LineTooLong | None:
+        """End of stream: return the unterminated trailing fragment, if any.
+
+        chatd's documented choice is to deliver it as a last line (``printf
+        'a\\nb\\nc' | nc -N`` sends ``a``, ``b`` and ``c``).
+        """
+        buf = self._buffer
+        discarding = self._discarding
+        self._buffer = bytearray()
+        self._scanned = 0
+        self._discarding = False
+        if discarding or not buf:
+            return None
+        if buf[-1] == 0x0D:
+            del buf[-1]
+        if len(buf) > self.max_line_bytes:
+            return LineTooLong(self.max_line_bytes)
+        return decode_line(buf)

@@ -1,0 +1,270 @@
+"""The plugin host: find plugins, register them, and call hooks safely.
+
+Plugins come from, in registration order:
+
+1. the built-ins (:data:`BUILTIN_PLUGINS`), registered through the same path as
+   everything else (the pytest habit: builtins are plugins, listed as data);
+2. installed distributions declaring the entry-point group ``chatd``;
+3. ``.py`` files and packages in the config's ``plugin_dirs``.
+
+A :class:`PluginHost` is built per server (never at import time) so tests get
+a fresh one each time.
+
+Calling hooks
+-------------
+pluggy's own loop stops at the first exception, which would let one broken
+plugin silence every other plugin for the same event (pluggy#419).  chatd
+therefore walks the implementations itself, in pluggy's order (newest first,
+``tryfirst``/``trylast`` honoured), and isolates each call: a failure is
+logged with the plugin name, the hook and the traceback (repeats of the same
+failure are counted and logged at most once a minute), the client that caused
+the event is told in one ``! ...`` line, and the remaining implementations run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import sys
+import time
+import types
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from . import hookspecs
+
+if TYPE_CHECKING:
+    from .client import Client
+
+log = logging.getLogger("chatd.plugins")
+#: Plugin failures go to their own logger, so operators can route "user code" errors.
+plugin_log = logging.getLogger("chatd.plugin_errors")
+
+
+#: The plugins shipped with chatd, by name.  Each is an ordinary plugin module.
+BUILTIN_PLUGINS: dict[str, str] = {
+    "rooms": "chatd.builtin.rooms",
+    "commands": "chatd.builtin.commands",
+    "log": "chatd.builtin.log",
+}
+
+ENTRY_POINT_GROUP = "chatd"
+_DIR_PLUGIN_PACKAGE = "chatd_plugins"
+_ERROR_LOG_INTERVAL = 60.0
+
+
+class PluginLoadError(Exception):
+    """A plugin could not be imported or registered; the message names it."""
+
+
+@dataclass
+class PluginInfo:
+    """What ``chatd plugins`` shows about one plugin."""
+
+    name: str
+    source: str  # "builtin", "entry point (dist 1.0)", "file /path/x.py"
+    version: str | None
+    plugin: object
+    hooks: list[str] = field(default_factory=list)
+
+
+class _Impl:
+    """One hook implementation, ready to call without pluggy's machinery."""
+
+    __slots__ = ("argnames", "function", "plugin_name")
+
+    def __init__(self, function: Callable[..., Any], argnames: tuple[str, ...], plugin: str):
+        self.function = function
+        self.argnames = argnames
+        self.plugin_name = plugin
+
+
+class PluginHost:
+    """A pluggy ``PluginManager`` plus discovery and failure-isolating calls."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager("chatd")
+        self.pm.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        self._impl_cache: dict[str, tuple[_Impl, ...]] = {}
+        self._last_logged: dict[tuple[str, str, str], float] = {}
+        #: Failures per plugin name, for stats and operators.
+        self.error_counts: dict[str, int] = {}
+        self.pm.hook.chatd_addhooks.call_historic(kwargs={"pluginmanager": self.pm})
+
+    # -- discovery ---------------------------------------------------------
+
+    def load_builtins(self, names: Iterable[str] | None = None) -> None:
+        for name in names if names is not None else BUILTIN_PLUGINS:
+            module = importlib.import_module(BUILTIN_PLUGINS[name])
+            self.register(module, name, "builtin", version=_chatd_version())
+
+    def load_entry_points(self) -> None:
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist = getattr(ep, "dist", None)
+            where = f"entry point {ep.value}" + (f" in {dist.name}" if dist else "")
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                raise PluginLoadError(f"plugin {ep.name!r} ({where}) failed to import: "
+                                      f"{type(exc).__name__}: {exc}") from exc
+            self.register(plugin, ep.name, where, version=dist.version if dist else None)
+
+    def load_directory(self, directory: Path) -> None:
+        """Register every ``*.py`` file and package in ``directory`` (sorted by name)."""
+        if not directory.is_dir():
+            raise PluginLoadError(f"plugin directory {str(directory)!r} does not exist")
+        for path in sorted(directory.iterdir()):
+            if path.name.startswith(("_", ".")):
+                continue
+            if path.suffix == ".py" and path.is_file():
+                module = _import_file(path.stem, path, package=False)
+            elif path.is_dir() and (path / "__init__.py").is_file():
+                module = _import_file(path.name, path / "__init__.py", package=True)
+            else:
+                continue
+            name = getattr(module, "PLUGIN_NAME", path.stem)
+            version = getattr(module, "__version__", None)
+            self.register(module, name, f"file {path}", version=version)
+
+    def register(self, plugin: object, name: str, source: str, version: str | None = None) -> None:
+        """Register ``plugin`` under ``name``; refuse clashes, typos and wrappers."""
+        if name in self.infos:
+            raise PluginLoadError(
+                f"two plugins are named {name!r}: {self.infos[name].source} and {source}"
+            )
+        try:
+            self.pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginLoadError(f"plugin {name!r} ({source}): {exc}") from exc
+        hooks = []
+        for hook_caller in self.pm.get_hookcallers(plugin) or []:
+            for impl in hook_caller.get_hookimpls():
+                if impl.plugin is plugin and (impl.hookwrapper or impl.wrapper):
+                    self.pm.unregister(plugin)
+                    raise PluginLoadError(
+                        f"plugin {name!r} ({source}): hook wrappers are not supported "
+                        f"for chatd hooks ({hook_caller.name})"
+                    )
+            hooks.append(hook_caller.name)
+        self.infos[name] = PluginInfo(name, source, version, plugin, sorted(hooks))
+        self._impl_cache.clear()
+
+    def check(self) -> None:
+        """Fail on implementations of hooks that do not exist (a typo'd ``chatd_*`` name)."""
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            name = self.pm.get_name(exc.plugin) if exc.plugin is not None else "?"
+            raise PluginLoadError(f"plugin {name!r}: {exc}") from exc
+
+    # -- calling -------------------------------------------------------------
+
+    def _impls(self, hook_name: str) -> tuple[_Impl, ...]:
+        impls = self._impl_cache.get(hook_name)
+        if impls is None:
+            caller = getattr(self.pm.hook, hook_name)
+            impls = tuple(
+                _Impl(i.function, tuple(i.argnames), i.plugin_name)
+                for i in reversed(caller.get_hookimpls())
+            )
+            self._impl_cache[hook_name] = impls
+        return impls
+
+    def call(self, hook_name: str, notify: Client | None = None, **kwargs: Any) -> list[Any]:
+        """Call every implementation of ``hook_name``; return the non-None results.
+
+        A failing implementation is reported (see the module docstring) and
+        skipped.  ``notify`` is the client told about the failure.
+        """
+        results = []
+        for impl in self._impls(hook_name):
+            try:
+                result = impl.function(*[kwargs[name] for name in impl.argnames])
+            except (Exception, SystemExit) as exc:
+                self.report_failure(impl.plugin_name, hook_name, exc, notify)
+                continue
+            if result is not None:
+                results.append(result)
+        return results
+
+    def call_strict(self, hook_name: str, **kwargs: Any) -> list[Any]:
+        """Call every implementation and let the first exception propagate.
+
+        Used at startup, where a broken plugin must stop the server early with a
+        clear message rather than fail at the first message.
+        """
+        results = []
+        for impl in self._impls(hook_name):
+            try:
+                result = impl.function(*[kwargs[name] for name in impl.argnames])
+            except (Exception, SystemExit) as exc:
+                raise PluginLoadError(
+                    f"plugin {impl.plugin_name!r} failed in {hook_name}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            if result is not None:
+                results.append(result)
+        return results
+
+    def implementations(
+        self, hook_name: str
+    ) -> list[tuple[str, Callable[..., Any], tuple[str, ...]]]:
+        """``(plugin name, function, argnames)`` in call order, for hooks with custom semantics."""
+        return [(i.plugin_name, i.function, i.argnames) for i in self._impls(hook_name)]
+
+    def report_failure(
+        self, plugin: str, hook_name: str, exc: BaseException, notify: Client | None = None
+    ) -> None:
+        """Log a plugin failure (rate-limited), count it, and tell ``notify``."""
+        self.error_counts[plugin] = self.error_counts.get(plugin, 0) + 1
+        key = (plugin, hook_name, type(exc).__name__)
+        now = time.monotonic()
+        last = self._last_logged.get(key)
+        if last is None or now - last >= _ERROR_LOG_INTERVAL:
+            self._last_logged[key] = now
+            plugin_log.error(
+                "plugin %r failed in %s (%d failures so far); the server goes on",
+                plugin,
+                hook_name,
+                self.error_counts[plugin],
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+        if notify is not None and notify.connected:
+            notify.error(f"internal error in plugin {plugin!r}; the server goes on")
+
+
+def _import_file(stem: str, path: Path, *, package: bool) -> types.ModuleType:
+    """Import a plugin file as ``chatd_plugins.<stem>`` and keep it in sys.modules."""
+    if _DIR_PLUGIN_PACKAGE not in sys.modules:
+        parent = types.ModuleType(_DIR_PLUGIN_PACKAGE)
+        parent.__path__ = []
+        sys.modules[_DIR_PLUGIN_PACKAGE] = parent
+    module_name = f"{_DIR_PLUGIN_PACKAGE}.{stem}"
+    spec = importlib.util.spec_from_file_location(
+        module_name, path, submodule_search_locations=[str(path.parent)] if package else None
+    )
+    if spec is None or spec.loader is None:
+        raise PluginLoadError(f"cannot load plugin file {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except (Exception, SystemExit) as exc:
+        del sys.modules[module_name]
+        raise PluginLoadError(
+            f"plugin file {path} failed to import: {type(exc).__name__}: {exc}"
+        ) from exc
+    return module
+
+
+def _chatd_version() -> str:
+    from . import __version__
+
+    return __version__

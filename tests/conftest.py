@@ -1,0 +1,3 @@
+"""Shared fixtures: chatd's own test kit (``chatd.testing``) is used throughout."""
+
+pytest_plugins = ["chatd.testing"]

@@ -1,0 +1,560 @@
+"""Tests for chatd.config: the shipped file, defaults, and every kind of error.
+
+Error tests compare whole messages on purpose: file, dotted key and line are the point of
+the module, so an off-by-one line or a lost key must fail a test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import pickle
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+import yaml
+
+from chatd.config import (
+    CONFIG_REFERENCE,
+    Config,
+    ConfigError,
+    LimitsConfig,
+    ListenConfig,
+    LoggingConfig,
+    ServerConfig,
+    config_reference,
+    default_config,
+    load_config,
+    parse_config,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = REPO / "config.yaml"
+SECTIONS = {
+    "listen": ListenConfig,
+    "server": ServerConfig,
+    "limits": LimitsConfig,
+    "logging": LoggingConfig,
+}
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in tmp_path so errors say plain 'config.yaml' and can be compared exactly."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def load_text(folder: Path, text: str, name: str = "config.yaml") -> Config:
+    """Write `text` as `name` in the current folder and load it by relative name."""
+    (folder / name).write_text(text, encoding="utf-8")
+    return load_config(name)
+
+
+def load_error(folder: Path, text: str) -> ConfigError:
+    """Load `text` and return the ConfigError it must raise."""
+    with pytest.raises(ConfigError) as info:
+        load_text(folder, text)
+    return info.value
+
+
+def without_plugins(config: Config) -> Config:
+    """The config with the parts the shipped file is allowed to change reset."""
+    return dataclasses.replace(config, plugin_dirs=(), plugins=MappingProxyType({}), source=None)
+
+
+# -- shipped file and defaults -----------------------------------------------------------
+
+
+def test_shipped_config_loads_and_equals_defaults_except_plugins() -> None:
+    config = load_config(SHIPPED)
+    assert without_plugins(config) == default_config()
+    assert config.source == SHIPPED
+    assert config.plugin_dirs == (REPO / "plugins",)
+    assert config.listen == ListenConfig(host="127.0.0.1", port=7788)
+    assert config.server.default_room == "#lobby"
+    assert config.plugin_config("rooms")["welcome"] == (
+        "Welcome to chatd, {nick}. You are in {room}. Type /help for commands."
+    )
+    assert dict(config.plugin_config("log")) == {"file": None, "messages": True}
+
+
+def test_shipped_config_spells_out_every_key() -> None:
+    """The shipped file doubles as documentation, so every setting must appear in it."""
+    raw = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
+    for name, cls in SECTIONS.items():
+        assert set(raw[name]) == {f.name for f in dataclasses.fields(cls)}, name
+    assert "plugin_dirs" in raw
+    assert set(raw["plugins"]) >= {"rooms", "log"}
+
+
+def test_defaults() -> None:
+    config = default_config()
+    assert config.listen == ListenConfig("127.0.0.1", 7788)
+    assert config.server == ServerConfig("chatd", "#lobby")
+    assert config.limits == LimitsConfig(4096, 65536, 1048576, 1000, 32, 64, 2.0)
+    assert config.logging == LoggingConfig("INFO", None)
+    assert config.plugin_dirs == ()
+    assert dict(config.plugins) == {}
+    assert config.source is None
+    assert dict(config.plugin_config("anything")) == {}
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n\n   # another\n", "---\n", "~\n"])
+def test_empty_file_is_defaults(in_tmp: Path, text: str) -> None:
+    config = load_text(in_tmp, text)
+    assert config.source == in_tmp / "config.yaml"
+    assert dataclasses.replace(config, source=None) == default_config()
+
+
+def test_null_sections_are_defaults(in_tmp: Path) -> None:
+    config = load_text(in_tmp, "listen:\nserver:\nlimits:\nlogging:\nplugin_dirs:\nplugins:\n")
+    assert dataclasses.replace(config, source=None) == default_config()
+
+
+def test_partial_section_keeps_other_defaults(in_tmp: Path) -> None:
+    config = load_text(in_tmp, "limits:\n  max_clients: 5\n")
+    assert config.limits == dataclasses.replace(LimitsConfig(), max_clients=5)
+
+
+def test_config_is_immutable() -> None:
+    config = load_config(SHIPPED)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.listen.port = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.plugins["rooms"] = {}  # type: ignore[index]
+    with pytest.raises(TypeError):
+        config.plugin_config("rooms")["welcome"] = "hi"  # type: ignore[index]
+
+
+# -- values ------------------------------------------------------------------------------
+
+
+def test_int_accepted_for_float_field(in_tmp: Path) -> None:
+    config = load_text(in_tmp, "limits:\n  close_linger_seconds: 3\n")
+    assert config.limits.close_linger_seconds == 3.0
+    assert type(config.limits.close_linger_seconds) is float
+
+
+def test_logging_level_is_case_insensitive_and_stored_upper(in_tmp: Path) -> None:
+    assert load_text(in_tmp, "logging:\n  level: debug\n").logging.level == "DEBUG"
+
+
+def test_logging_file_resolves_against_config_folder(tmp_path: Path) -> None:
+    sub = tmp_path / "etc"
+    sub.mkdir()
+    (sub / "config.yaml").write_text("logging:\n  file: logs/chatd.log\n", encoding="utf-8")
+    assert load_config(sub / "config.yaml").logging.file == str(sub / "logs" / "chatd.log")
+    (sub / "config.yaml").write_text("logging:\n  file: /var/log/chatd.log\n", encoding="utf-8")
+    assert load_config(sub / "config.yaml").logging.file == "/var/log/chatd.log"
+
+
+def test_plugin_dirs_resolve_against_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sub = tmp_path / "etc" / "chatd"
+    sub.mkdir(parents=True)
+    (sub / "config.yaml").write_text(
+        "plugin_dirs:\n  - plugins\n  - ../shared\n  - /opt/chatd/plugins\n", encoding="utf-8"
+    )
+    monkeypatch.chdir(tmp_path)  # load by a relative path from somewhere else
+    config = load_config(Path("etc/chatd/config.yaml"))
+    assert config.plugin_dirs == (
+        sub / "plugins",
+        sub / ".." / "shared",
+        Path("/opt/chatd/plugins"),
+    )
+    assert all(d.is_absolute() for d in config.plugin_dirs)
+    assert config.source == sub / "config.yaml"
+
+
+def test_parse_config_base_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "plugin_dirs: [plugins]\n"
+    assert parse_config(text, source=tmp_path / "x.yaml").plugin_dirs == (tmp_path / "plugins",)
+    monkeypatch.chdir(tmp_path)
+    assert parse_config(text).plugin_dirs == (tmp_path / "plugins",)
+
+
+def test_plugin_sections(in_tmp: Path) -> None:
+    config = load_text(
+        in_tmp,
+        "plugins:\n  empty:\n  nested:\n    items: [1, {a: b}]\n    when: 2024-01-02\n",
+    )
+    assert dict(config.plugin_config("empty")) == {}
+    nested = config.plugin_config("nested")
+    assert nested["items"] == (1, {"a": "b"})
+    assert isinstance(nested["items"][1], MappingProxyType)
+    assert str(nested["when"]) == "2024-01-02"
+    assert dict(config.plugin_config("missing")) == {}
+
+
+def test_merge_keys_and_aliases(in_tmp: Path) -> None:
+    config = load_text(
+        in_tmp,
+        "plugins:\n"
+        "  base: &base {a: 1, b: 2}\n"
+        "  derived:\n"
+        "    <<: *base\n"
+        "    b: 3\n"
+        "  same: *base\n",
+    )
+    assert dict(config.plugin_config("derived")) == {"a": 1, "b": 3}
+    assert dict(config.plugin_config("same")) == {"a": 1, "b": 2}
+
+
+def test_with_listener() -> None:
+    config = default_config()
+    moved = config.with_listener(port=0)
+    assert moved.listen == ListenConfig("127.0.0.1", 0)
+    assert config.listen.port == 7788  # the original is untouched
+    assert config.with_listener(host="0.0.0.0", port=9000).listen == ListenConfig("0.0.0.0", 9000)
+    assert config.with_listener().listen == config.listen
+    assert moved.limits == config.limits
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"port": 70000}, "listen.port: expected an integer between 0 and 65535, got 70000"),
+        ({"port": True}, "listen.port: expected an integer between 0 and 65535, got True"),
+        ({"host": 1}, "listen.host: expected a string, got 1"),
+    ],
+)
+def test_with_listener_validates(kwargs: dict[str, object], expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        default_config().with_listener(**kwargs)  # type: ignore[arg-type]
+    assert str(info.value) == expected
+    assert info.value.file is None and info.value.line is None
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+def test_unknown_key_with_did_you_mean(in_tmp: Path) -> None:
+    err = load_error(in_tmp, "# limits\nlimits:\n  max_line_byte: 100\n")
+    assert str(err) == (
+        "config.yaml:3: limits.max_line_byte: unknown key (did you mean 'max_line_bytes'?)"
+    )
+    assert (err.file, err.key, err.line) == ("config.yaml", "limits.max_line_byte", 3)
+    assert err.message == "unknown key (did you mean 'max_line_bytes'?)"
+
+
+def test_unknown_top_level_key(in_tmp: Path) -> None:
+    err = load_error(in_tmp, "listn:\n  port: 1\n")
+    assert str(err) == "config.yaml:1: listn: unknown key (did you mean 'listen'?)"
+
+
+def test_unknown_key_without_close_match_lists_known_keys(in_tmp: Path) -> None:
+    err = load_error(in_tmp, "listen:\n  zzzzzz: 1\n")
+    assert str(err) == "config.yaml:2: listen.zzzzzz: unknown key (known keys: host, port)"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "\n\nlimits:\n  max_line_bytes: abc\n",
+            "config.yaml:4: limits.max_line_bytes: expected an integer >= 16, got 'abc'",
+        ),
+        (
+            "limits:\n  max_clients: '5'\n",
+            "config.yaml:2: limits.max_clients: expected an integer >= 1, got '5'",
+        ),
+        (
+            "limits:\n  max_clients: 5.0\n",
+            "config.yaml:2: limits.max_clients: expected an integer >= 1, got 5.0",
+        ),
+        (
+            "server:\n  name: 42\n",
+            "config.yaml:2: server.name: expected a string "
+            "(1 to 64 characters, no control characters), got 42",
+        ),
+        (
+            "limits:\n  close_linger_seconds: '2'\n",
+            "config.yaml:2: limits.close_linger_seconds: expected a number > 0, got '2'",
+        ),
+        (
+            "logging:\n  file: [a]\n",
+            "config.yaml:2: logging.file: expected a string (a non-empty path; relative to "
+            "the config file's folder), or null, got ('a',)",
+        ),
+    ],
+)
+def test_wrong_type(in_tmp: Path, text: str, expected: str) -> None:
+    assert str(load_error(in_tmp, text)) == expected
+
+
+@pytest.mark.parametrize("value", ["true", "false", "yes", "on"])
+def test_bool_is_not_an_int(in_tmp: Path, value: str) -> None:
+    err = load_error(in_tmp, f"limits:\n  max_clients: {value}\n")
+    got = repr(value in ("true", "yes", "on"))
+    assert str(err) == f"config.yaml:2: limits.max_clients: expected an integer >= 1, got {got}"
+
+
+def test_bool_is_not_a_float(in_tmp: Path) -> None:
+    err = load_error(in_tmp, "limits:\n  close_linger_seconds: true\n")
+    assert str(err) == (
+        "config.yaml:2: limits.close_linger_seconds: expected a number > 0, got True"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "listen:\n  port: 70000\n",
+            "config.yaml:2: listen.port: expected an integer between 0 and 65535, got 70000",
+        ),
+        (
+            "listen:\n  port: -1\n",
+            "config.yaml:2: listen.port: expected an integer between 0 and 65535, got -1",
+        ),
+        (
+            "limits:\n  max_line_bytes: 15\n",
+            "config.yaml:2: limits.max_line_bytes: expected an integer >= 16, got 15",
+        ),
+        (
+            "limits:\n  max_nick_bytes: 65\n",
+            "config.yaml:2: limits.max_nick_bytes: expected an integer between 1 and 64, got 65",
+        ),
+        (
+            "limits:\n  close_linger_seconds: 0\n",
+            "config.yaml:2: limits.close_linger_seconds: expected a number > 0, got 0",
+        ),
+        (
+            "limits:\n  close_linger_seconds: .inf\n",
+            "config.yaml:2: limits.close_linger_seconds: expected a number > 0, got inf",
+        ),
+        (
+            "logging:\n  level: verbose\n",
+            "config.yaml:2: logging.level: expected a string (one of DEBUG, INFO, WARNING, "
+            "ERROR, CRITICAL, case-insensitive), got 'verbose'",
+        ),
+        (
+            "server:\n  default_room: lobby\n",
+            "config.yaml:2: server.default_room: expected a string (a room name: '#' "
+            "followed by 1 to 32 of A-Z a-z 0-9 _ - .), got 'lobby'",
+        ),
+    ],
+)
+def test_out_of_range(in_tmp: Path, text: str, expected: str) -> None:
+    assert str(load_error(in_tmp, text)) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("limits: 5\n", "config.yaml:1: limits: expected a mapping of settings, got 5"),
+        (
+            "listen: {}\nlimits:\n  - 1\n",
+            "config.yaml:3: limits: expected a mapping of settings, got a list",
+        ),
+        (
+            "plugins:\n  rooms: hello\n",
+            "config.yaml:2: plugins.rooms: expected a mapping of plugin settings, got 'hello'",
+        ),
+        (
+            "plugins: [rooms]\n",
+            "config.yaml:1: plugins: expected a mapping of plugin name to settings, got a list",
+        ),
+        (
+            "plugin_dirs: plugins\n",
+            "config.yaml:1: plugin_dirs: expected a list of folder names, got 'plugins'",
+        ),
+        (
+            "plugin_dirs:\n  - ok\n  - 3\n",
+            "config.yaml:3: plugin_dirs[1]: expected a non-empty string (a folder), got 3",
+        ),
+        (
+            "- listen\n",
+            "config.yaml:1: expected a mapping of sections at the top level, got a list",
+        ),
+    ],
+)
+def test_not_a_mapping(in_tmp: Path, text: str, expected: str) -> None:
+    assert str(load_error(in_tmp, text)) == expected
+
+
+def test_yaml_syntax_error_line(in_tmp: Path) -> None:
+    err = load_error(in_tmp, "listen:\n  port: 1\n host: x\n")
+    assert err.file == "config.yaml"
+    assert err.line == 3
+    assert err.key is None
+    assert str(err).startswith("config.yaml:3: invalid YAML: expected <block end>")
+
+
+def test_yaml_unclosed_quote(in_tmp: Path) -> None:
+    err = load_error(in_tmp, 'server:\n  name: "chatd\n')
+    assert str(err) == (
+        "config.yaml:3: invalid YAML: found unexpected end of stream, "
+        "while scanning a quoted scalar (line 2)"
+    )
+
+
+def test_yaml_control_character(in_tmp: Path) -> None:
+    err = load_error(in_tmp, "server:\n  name: a\x01b\n")
+    assert str(err) == "config.yaml:2: invalid YAML: character #x0001 is not allowed"
+
+
+def test_multiple_documents_rejected(in_tmp: Path) -> None:
+    err = load_error(in_tmp, "listen: {}\n---\nlimits: {}\n")
+    assert err.line == 2
+    assert "single document" in err.message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "listen:\n  port: 1\n  host: x\n  port: 2\n",
+            "config.yaml:4: listen.port: duplicate key (first defined on line 2)",
+        ),
+        (
+            "listen: {}\nlimits: {}\nlisten: {}\n",
+            "config.yaml:3: listen: duplicate key (first defined on line 1)",
+        ),
+        (
+            "plugins:\n  rooms:\n    welcome: a\n    welcome: b\n",
+            "config.yaml:4: plugins.rooms.welcome: duplicate key (first defined on line 3)",
+        ),
+    ],
+)
+def test_duplicate_key(in_tmp: Path, text: str, expected: str) -> None:
+    assert str(load_error(in_tmp, text)) == expected
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        'plugins:\n  evil:\n    x: !!python/object/apply:os.system ["touch {target}"]\n',
+        'listen:\n  port: !!python/object/apply:os.system ["touch {target}"]\n',
+        '!!python/object/apply:os.system ["touch {target}"]\n',
+        'plugins:\n  evil: !!python/object/new:os.system ["touch {target}"]\n',
+    ],
+)
+def test_python_tags_rejected_and_nothing_runs(in_tmp: Path, template: str) -> None:
+    target = in_tmp / "pwned"
+    err = load_error(in_tmp, template.replace("{target}", str(target)))
+    assert err.line is not None
+    assert "unsupported YAML tag '!!python/object" in err.message
+    assert not target.exists()
+
+
+def test_python_tag_error_names_key_and_line(in_tmp: Path) -> None:
+    err = load_error(in_tmp, 'plugins:\n  evil:\n    x: !!python/object/apply:os.system ["ls"]\n')
+    assert (err.file, err.key, err.line) == ("config.yaml", "plugins.evil.x", 3)
+
+
+def test_custom_tag_rejected(in_tmp: Path) -> None:
+    err = load_error(in_tmp, "listen:\n  host: !env HOST\n")
+    assert str(err).startswith("config.yaml:2: listen.host: unsupported YAML tag '!env'")
+
+
+def test_recursive_alias_rejected(in_tmp: Path) -> None:
+    err = load_error(in_tmp, "plugins:\n  a: &x {b: [*x]}\n")
+    assert str(err) == (
+        "config.yaml:2: plugins.a.b[0]: recursive alias: this value contains itself"
+    )
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "missing.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    err = info.value
+    assert (err.file, err.key, err.line) == (str(path), None, None)
+    assert str(err) == f"{path}: cannot read file: {os.strerror(errno.ENOENT)}"
+
+
+def test_missing_file_relative_name(in_tmp: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config("missing.yaml")
+    assert str(info.value) == "missing.yaml: cannot read file: No such file or directory"
+
+
+def test_file_not_utf8(in_tmp: Path) -> None:
+    (in_tmp / "config.yaml").write_bytes(b"server:\n  name: \xff\n")
+    with pytest.raises(ConfigError) as info:
+        load_config("config.yaml")
+    assert str(info.value).startswith("config.yaml: cannot read file: not valid UTF-8")
+
+
+# -- environment variables ---------------------------------------------------------------
+
+
+def test_env_var_expanded(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATD_OPER_PASSWORD", "s3cret")
+    monkeypatch.setenv("CHATD_HOST", "0.0.0.0")
+    config = load_text(
+        in_tmp,
+        "listen:\n  host: ${CHATD_HOST}\n"
+        "plugins:\n  oper:\n    password: ${CHATD_OPER_PASSWORD}\n"
+        "    banner: 'pw=${CHATD_OPER_PASSWORD}, host=${CHATD_HOST}, not ${1X} or $HOME'\n",
+    )
+    assert config.listen.host == "0.0.0.0"
+    assert config.plugin_config("oper")["password"] == "s3cret"
+    assert config.plugin_config("oper")["banner"] == "pw=s3cret, host=0.0.0.0, not ${1X} or $HOME"
+
+
+def test_env_var_missing(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHATD_OPER_PASSWORD", raising=False)
+    err = load_error(in_tmp, "plugins:\n  oper:\n    password: ${CHATD_OPER_PASSWORD}\n")
+    assert str(err) == (
+        "config.yaml:3: plugins.oper.password: environment variable "
+        "'CHATD_OPER_PASSWORD' is not set (referenced as ${CHATD_OPER_PASSWORD})"
+    )
+    assert (err.key, err.line) == ("plugins.oper.password", 3)
+
+
+def test_env_var_does_not_turn_strings_into_numbers(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHATD_PORT", "7000")
+    err = load_error(in_tmp, "listen:\n  port: ${CHATD_PORT}\n")
+    assert str(err) == (
+        "config.yaml:2: listen.port: expected an integer between 0 and 65535, got '7000'"
+    )
+
+
+# -- ConfigError and the reference -------------------------------------------------------
+
+
+def test_config_error_formatting() -> None:
+    assert str(ConfigError("m", file="f.yaml", key="a.b", line=3)) == "f.yaml:3: a.b: m"
+    assert str(ConfigError("m", file="f.yaml")) == "f.yaml: m"
+    assert str(ConfigError("m", key="a.b")) == "a.b: m"
+    assert str(ConfigError("m", line=3)) == "line 3: m"
+    assert str(ConfigError(message="m")) == "m"
+
+
+def test_config_error_pickles() -> None:
+    err = pickle.loads(pickle.dumps(ConfigError("m", file="f.yaml", key="k", line=2)))
+    assert (err.message, err.file, err.key, err.line) == ("m", "f.yaml", "k", 2)
+
+
+def test_parse_config_errors_without_file() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config("limits:\n  max_clients: 0\n")
+    assert str(info.value) == "line 2: limits.max_clients: expected an integer >= 1, got 0"
+
+
+def test_reference_mentions_every_field() -> None:
+    reference = config_reference()
+    assert reference == CONFIG_REFERENCE
+    for section, cls in SECTIONS.items():
+        assert f"## `{section}`" in reference
+        for f in dataclasses.fields(cls):
+            assert f"`{section}.{f.name}`" in reference, f"{section}.{f.name}"
+            assert " ".join(f.metadata["doc"].split()) in reference
+    for name in ("plugin_dirs", "plugins"):
+        assert f"## `{name}`" in reference
+
+
+def test_reference_covers_every_config_field() -> None:
+    """A new Config section must show up in the reference without touching the renderer."""
+    reference = config_reference()
+    for f in dataclasses.fields(Config):
+        if f.name != "source":
+            assert f"## `{f.name}`" in reference
