@@ -142,7 +142,7 @@ class PluginHost:
         try:
             self.pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
-            raise PluginLoadError(f"plugin {name!r} ({source}): {exc}") from exc
+            raise PluginLoadError(f"plugin {name!r} ({source}): {_one_line(exc)}") from exc
         hooks = []
         for hook_caller in self.pm.get_hookcallers(plugin) or []:
             for impl in hook_caller.get_hookimpls():
@@ -162,7 +162,7 @@ class PluginHost:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
             name = self.pm.get_name(exc.plugin) if exc.plugin is not None else "?"
-            raise PluginLoadError(f"plugin {name!r}: {exc}") from exc
+            raise PluginLoadError(f"plugin {name!r}: {_one_line(exc)}") from exc
 
     # -- calling -------------------------------------------------------------
 
@@ -262,6 +262,11 @@ def _import_file(stem: str, path: Path, *, package: bool) -> types.ModuleType:
             f"plugin file {path} failed to import: {type(exc).__name__}: {exc}"
         ) from exc
     return module
+
+
+def _one_line(exc: BaseException) -> str:
+    """pluggy's validation messages span lines; startup errors are one line."""
+    return "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
 
 
 def _chatd_version() -> str:

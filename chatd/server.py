@@ -324,6 +324,7 @@ class Server:
         self._live.add(conn)
         self.clients[client.id] = client
         self._nicks[nick_key(client.nick)] = client
+        log.debug("accepted fd=%d from %s:%d as %s", conn.fd, *conn.peer, client.nick)
         self.hooks.call("chatd_client_connect", notify=client, client=client)
         conn.start()
 

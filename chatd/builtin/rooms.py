@@ -114,7 +114,10 @@ def cmd_join(client: Client, args: str) -> None:
     if room.topic:
         client.notice(f"topic of {room.name}: {room.topic}")
     others = [m.nick for m in room.members if m is not client]
-    client.notice(f"{room.name} has {len(others)} other member(s): {', '.join(others) or '-'}")
+    if others:
+        client.notice(f"also in {room.name}: {', '.join(others)}")
+    else:
+        client.notice(f"you are the first in {room.name}")
 
 
 def cmd_part(client: Client, args: str) -> None:
