@@ -268,8 +268,14 @@ class ServerProcess:
 
 
 def write_config(path: Path, **sections: Any) -> Path:
-    """Write a config for tests: loopback, port 0, plus the given sections."""
+    """Write a config for tests: loopback, port 0, plus the given sections.
+
+    Relative ``plugin_dirs`` are taken relative to the current directory (where
+    pytest runs), not to the temporary folder the config is written to.
+    """
     data: dict[str, Any] = {"listen": {"host": "127.0.0.1", "port": 0}}
+    if "plugin_dirs" in sections:
+        sections["plugin_dirs"] = [str(Path(d).resolve()) for d in sections["plugin_dirs"]]
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key] = {**data[key], **value}

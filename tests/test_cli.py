@@ -29,7 +29,8 @@ def run_chatd(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[st
     [
         (
             "listen:\n  host: 127.0.0.1\nlimits:\n  max_line_byte: 100\n",
-            r"broken\.yaml:4: limits\.max_line_byte: unknown key \(did you mean 'max_line_bytes'\?\)",
+            r"broken\.yaml:4: limits\.max_line_byte: unknown key "
+            r"\(did you mean 'max_line_bytes'\?\)",
         ),
         (
             "limits:\n  max_clients: lots\n",
