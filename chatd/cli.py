@@ -90,6 +90,8 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     if args.check_config:
         where = config.source or "embedded defaults"
         print(f"chatd: config OK ({where}); plugins: {', '.join(server.hooks.infos)}")
+        server.hooks.call("chatd_shutdown", server=server)
+        server.close()
         return 0
     try:
         bound = server.listen()

@@ -42,28 +42,52 @@ class _SafeStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         return
 
 
+class _SafeFileHandler(logging.FileHandler):
+    """A file handler whose write errors (disk full, file gone) are swallowed."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        return
+
+
+class QueuedSink:
+    """A handler for the loop thread that hands records to a writer thread.
+
+    ``QueuedSink(path_or_None).handler`` is what you attach to a logger; the
+    actual file or stderr write happens on the listener thread.
+    """
+
+    def __init__(self, file: str | Path | None, fmt: str = _FORMAT) -> None:
+        self.queue: queue.Queue[logging.LogRecord] = queue.Queue(_QUEUE_SIZE)
+        self.handler = DroppingQueueHandler(self.queue)
+        sink: logging.Handler = (
+            _SafeFileHandler(file, encoding="utf-8") if file else _SafeStreamHandler(sys.stderr)
+        )
+        sink.setFormatter(logging.Formatter(fmt))
+        self._sink = sink
+        self.listener = logging.handlers.QueueListener(self.queue, sink)
+        self.listener.start()
+
+    @property
+    def dropped(self) -> int:
+        return self.handler.dropped
+
+    def stop(self) -> None:
+        """Write what is queued, then stop the thread and close the file."""
+        self.listener.stop()
+        self._sink.close()
+
+
 class LoggingSetup:
-    """The running logging pipeline; :meth:`stop` flushes it at exit."""
+    """The process's logging pipeline; :meth:`stop` flushes it at exit."""
 
     def __init__(self, level: str, file: str | Path | None) -> None:
-        self.queue: queue.Queue[logging.LogRecord] = queue.Queue(_QUEUE_SIZE)
-        self.queue_handler = DroppingQueueHandler(self.queue)
-        if file:
-            sink: logging.Handler = logging.FileHandler(file, encoding="utf-8")
-            sink.handleError = _SafeStreamHandler.handleError.__get__(sink)  # type: ignore[method-assign]
-        else:
-            sink = _SafeStreamHandler(sys.stderr)
-        sink.setFormatter(logging.Formatter(_FORMAT))
-        self.listener = logging.handlers.QueueListener(
-            self.queue, sink, respect_handler_level=False
-        )
+        self.sink = QueuedSink(file)
         root = logging.getLogger()
         for handler in list(root.handlers):
             root.removeHandler(handler)
-        root.addHandler(self.queue_handler)
+        root.addHandler(self.sink.handler)
         root.setLevel(level)
-        self.listener.start()
 
     def stop(self) -> None:
-        self.listener.stop()
-        logging.getLogger().removeHandler(self.queue_handler)
+        logging.getLogger().removeHandler(self.sink.handler)
+        self.sink.stop()

@@ -213,11 +213,13 @@ class PluginHost:
                 results.append(result)
         return results
 
-    def implementations(
-        self, hook_name: str
-    ) -> list[tuple[str, Callable[..., Any], tuple[str, ...]]]:
-        """``(plugin name, function, argnames)`` in call order, for hooks with custom semantics."""
-        return [(i.plugin_name, i.function, i.argnames) for i in self._impls(hook_name)]
+    def implementations(self, hook_name: str) -> tuple[_Impl, ...]:
+        """The implementations in call order (``.plugin_name``, ``.function``, ``.argnames``).
+
+        For hooks with their own calling rules (``chatd_filter_message``).  The
+        tuple is cached until the next registration, so this is cheap per line.
+        """
+        return self._impls(hook_name)
 
     def report_failure(
         self, plugin: str, hook_name: str, exc: BaseException, notify: Client | None = None

@@ -194,10 +194,11 @@ class Server:
     # -- startup ---------------------------------------------------------------
 
     def _collect_commands(self) -> None:
-        for plugin_name, function, argnames in self.hooks.implementations("chatd_commands"):
+        for impl in self.hooks.implementations("chatd_commands"):
+            plugin_name = impl.plugin_name
             kwargs = {"server": self}
             try:
-                declared = function(*[kwargs[a] for a in argnames]) or []
+                declared = impl.function(*[kwargs[a] for a in impl.argnames]) or []
             except Exception as exc:
                 raise PluginLoadError(
                     f"plugin {plugin_name!r} failed in chatd_commands: {type(exc).__name__}: {exc}"
@@ -354,15 +355,15 @@ class Server:
 
     def _message(self, client: Client, text: str) -> None:
         hooks = self.hooks
-        for plugin_name, function, argnames in hooks.implementations("chatd_filter_message"):
+        for impl in hooks.implementations("chatd_filter_message"):
             kwargs = {"client": client, "text": text}
             try:
-                replacement = function(*[kwargs[a] for a in argnames])
+                replacement = impl.function(*[kwargs[a] for a in impl.argnames])
             except Reject as exc:
                 client.error(str(exc) or "message rejected")
                 return
             except (Exception, SystemExit) as exc:
-                hooks.report_failure(plugin_name, "chatd_filter_message", exc, client)
+                hooks.report_failure(impl.plugin_name, "chatd_filter_message", exc, client)
                 continue
             if replacement is not None:
                 text = str(replacement)

@@ -78,7 +78,7 @@ def test_shipped_config_loads_and_equals_defaults_except_plugins() -> None:
     assert config.plugin_config("rooms")["welcome"] == (
         "Welcome to chatd, {nick}. You are in {room}. Type /help for commands."
     )
-    assert dict(config.plugin_config("log")) == {"file": None, "messages": True}
+    assert dict(config.plugin_config("log")) == {"file": None, "messages": False}
 
 
 def test_shipped_config_spells_out_every_key() -> None:

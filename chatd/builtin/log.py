@@ -6,8 +6,11 @@ core routes all logging through a queue, so a slow disk never stalls the loop.
 
 Every record is one line: user-supplied text is quoted and escaped with
 ``repr``-style escapes, so a message cannot forge a second log record
-(CWE-117).  ``plugins.log.messages: false`` logs that a message was sent
-without its text.
+(CWE-117).  ``plugins.log.messages: "meta"`` logs that a message was sent
+without its text; the default is not to log messages at all
+(``plugins.log.messages: false``): a chat server should not keep what people
+say unless its operator decides to, and one log record per message is also the
+most expensive thing this plugin could do on the hot path.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import logging
 from pathlib import Path
 
 from chatd import Client, Server, StashKey, hookimpl
+from chatd.logsetup import QueuedSink
 
 log = logging.getLogger("chatd.events")
 
-_FILE_HANDLER_MARK = "_chatd_log_plugin"
+#: The plugin's own file sink, if ``plugins.log.file`` is set (per server).
+FILE_SINK = StashKey[QueuedSink]()
 
 
 def _quote(text: str) -> str:
@@ -27,38 +32,39 @@ def _quote(text: str) -> str:
     return '"' + text.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
 
 
-#: Whether message text is logged; per server, set at startup.
-LOG_MESSAGES = StashKey[bool]()
+#: Whether messages are logged (True: with text, "meta": without, False: not at all).
+LOG_MESSAGES = StashKey["bool | str"]()
 
 
 @hookimpl
 def chatd_startup(server: Server) -> None:
     section = server.plugin_config("log")
-    messages = section.get("messages", True)
-    if not isinstance(messages, bool):
-        raise ValueError(f"plugins.log.messages must be true or false, got {messages!r}")
+    messages = section.get("messages", False)
+    if messages not in (True, False, "meta"):
+        raise ValueError(f"plugins.log.messages must be true, false or meta, got {messages!r}")
     server.stash[LOG_MESSAGES] = messages
     filename = section.get("file")
-    for handler in list(log.handlers):
-        if getattr(handler, _FILE_HANDLER_MARK, False):
-            log.removeHandler(handler)
-            handler.close()
     if filename:
         path = Path(str(filename))
         if not path.is_absolute() and server.config.source is not None:
             path = server.config.source.parent / path
-        handler = logging.FileHandler(path, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        setattr(handler, _FILE_HANDLER_MARK, True)
-        log.addHandler(handler)
+        try:
+            sink = QueuedSink(path, "%(asctime)s %(levelname)s %(message)s")
+        except OSError as exc:
+            raise ValueError(
+                f"plugins.log.file: cannot open {str(path)!r}: {exc.strerror}"
+            ) from exc
+        server.stash[FILE_SINK] = sink
+        log.addHandler(sink.handler)
     log.setLevel(logging.INFO)
 
 
 @hookimpl
-def chatd_shutdown() -> None:
-    for handler in list(log.handlers):
-        if getattr(handler, _FILE_HANDLER_MARK, False):
-            handler.flush()
+def chatd_shutdown(server: Server) -> None:
+    sink = server.stash.get(FILE_SINK, None)
+    if sink is not None:
+        log.removeHandler(sink.handler)
+        sink.stop()
 
 
 @hookimpl
@@ -78,10 +84,11 @@ def chatd_nick_change(client: Client, old: str, new: str) -> None:
 
 @hookimpl
 def chatd_message(client: Client, text: str) -> None:
-    if not log.isEnabledFor(logging.INFO):
+    mode = client.server.stash.get(LOG_MESSAGES, False)
+    if not mode or not log.isEnabledFor(logging.INFO):
         return
     room = client.room.name if client.room is not None else "-"
-    if client.server.stash.get(LOG_MESSAGES, True):
+    if mode is True:
         log.info(
             "message id=%d nick=%s room=%s text=%s", client.id, client.nick, room, _quote(text)
         )
