@@ -61,6 +61,9 @@ class Client:
             for line in text.split("\n"):
                 self.send(line)
             return
+        fanout = self.server._fanout
+        if fanout.pending:
+            fanout.flush()  # room lines produced earlier must arrive earlier
         self._conn.write((sanitize(text) + "\n").encode("utf-8"))
 
     def notice(self, text: str) -> None:

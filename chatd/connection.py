@@ -223,6 +223,33 @@ class Connection:
             self._flush_queued = True
             self._reactor.want_flush(self)
 
+    def write_now(self, data: bytes) -> None:
+        """Send ``data`` at once if nothing is queued ahead of it; else queue it.
+
+        The fan-out's path: it runs just before the flush, so sending here saves
+        queueing the payload and a second pass over every recipient.  A partial
+        send means the kernel buffer is full, so the EPOLLOUT edge will come and
+        resume the rest.
+        """
+        if self.state is not State.OPEN:
+            return
+        if self._out or self._pending is not None:
+            self.write(data)
+            return
+        try:
+            sent = self._sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._lost(exc)
+            return
+        self.bytes_sent += sent
+        if sent < len(data):
+            self._pending = memoryview(data)[sent:]
+            self.output_bytes += len(data) - sent
+            if self.output_bytes > self._max_output:
+                self._overflow()
+
     def flush(self) -> None:
         """Called by the reactor once per tick when output is queued."""
         self._flush_queued = False

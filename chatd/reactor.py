@@ -14,10 +14,12 @@ Each pass of :meth:`Reactor.run` ("a tick") does, in order:
 4. Run the ready list: callbacks queued with :meth:`call_soon`.  Anything that
    stopped early under edge-triggering (a read budget, a capped accept batch)
    puts itself here, because no new edge will ever announce the leftovers.
-5. Flush: every object that called :meth:`want_flush` since the last tick gets
-   exactly one ``flush()`` call.  This is where writes are coalesced: a client
-   that received 50 broadcast lines during this tick gets one ``send()``
-   (Redis does the same in ``beforeSleep``).
+5. Flush: the :meth:`add_before_flush` callbacks run (the room fan-out hands
+   the tick's broadcast lines to their recipients), then every object that
+   called :meth:`want_flush` since the last tick gets exactly one ``flush()``
+   call.  This is where writes are coalesced: a client that received 50
+   broadcast lines during this tick gets one ``send()`` (Redis does the same
+   in ``beforeSleep``).
 
 Signals never run application code inside the handler: ``signal.set_wakeup_fd``
 writes the signal number to a socketpair registered in the same epoll set, and
@@ -104,6 +106,7 @@ class Reactor:
         self._timer_seq = itertools.count()
         self._ready: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._dirty: list[Flushable] = []
+        self._before_flush: list[Callable[[], None]] = []
         self._closed_in_batch: set[int] = set()
         self._signal_callbacks: dict[int, Callable[[int], None]] = {}
         self._wakeup_r: socket.socket | None = None
@@ -155,6 +158,14 @@ class Reactor:
         before EAGAIN must come back through here or it is never served again.
         """
         self._ready.append((callback, args))
+
+    def add_before_flush(self, callback: Callable[[], None]) -> None:
+        """Run ``callback()`` at the end of every tick, just before the write flush.
+
+        For work that batches output over a tick (the room fan-out) and must land
+        in the connections' queues before they are flushed.
+        """
+        self._before_flush.append(callback)
 
     def want_flush(self, flushable: Flushable) -> None:
         """Ask for one ``flushable.flush()`` at the end of this tick.
@@ -268,7 +279,11 @@ class Reactor:
     def _flush_dirty(self) -> None:
         # A flush may close a connection whose departure is broadcast, which
         # dirties others: loop until nothing new was queued.
-        while self._dirty:
+        while True:
+            for callback in self._before_flush:
+                self._run_callback(callback, ())
+            if not self._dirty:
+                return
             dirty, self._dirty = self._dirty, []
             for flushable in dirty:
                 try:

@@ -19,6 +19,7 @@ from .stash import Stash
 
 if TYPE_CHECKING:
     from .client import Client
+    from .fanout import Fanout
 
 _ROOM = re.compile(r"#[A-Za-z0-9_\-.]{1,32}\Z")
 
@@ -38,9 +39,10 @@ def room_key(name: str) -> str:
 class Room:
     """A room and its members, in join order."""
 
-    __slots__ = ("members", "name", "stash", "topic")
+    __slots__ = ("_fanout", "members", "name", "stash", "topic")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, fanout: Fanout) -> None:
+        self._fanout = fanout
         self.name = name
         self.topic = ""
         #: Members in join order (a dict used as an ordered set).
@@ -60,10 +62,13 @@ class Room:
     def send(self, text: str, *, exclude: Client | None = None) -> int:
         """Send one line to every member but ``exclude``; returns the count.
 
-        ``text`` is sanitised and encoded once; recipients share the bytes.
+        ``text`` is sanitised and encoded once and goes into the tick's fan-out
+        batch (:mod:`chatd.fanout`): at the end of the tick each member gets
+        all of the room's lines of that tick in one payload.
         """
         data = (sanitize(text) + "\n").encode("utf-8")
-        return deliver(self.members, data, exclude)
+        self._fanout.add(self, data, exclude)
+        return len(self.members) - (exclude in self.members)
 
     def __repr__(self) -> str:
         return f"<Room {self.name} members={len(self.members)}>"
@@ -72,8 +77,9 @@ class Room:
 def deliver(recipients: Iterable[Client], data: bytes, exclude: Client | None = None) -> int:
     """Queue ``data`` (one encoded, sanitised line) on each recipient but ``exclude``.
 
-    Iterates over a snapshot so that a recipient closing mid-loop (an output
-    limit, a plugin) cannot change the set being walked.
+    The direct path, for server-wide notices.  Iterates over a snapshot so that
+    a recipient closing mid-loop (an output limit, a plugin) cannot change the
+    set being walked.  Callers flush the fan-out first to keep ordering.
     """
     count = 0
     for client in tuple(recipients):
@@ -86,9 +92,10 @@ def deliver(recipients: Iterable[Client], data: bytes, exclude: Client | None = 
 class RoomTable:
     """All rooms by case-insensitive name."""
 
-    __slots__ = ("_rooms",)
+    __slots__ = ("_fanout", "_rooms")
 
-    def __init__(self) -> None:
+    def __init__(self, fanout: Fanout) -> None:
+        self._fanout = fanout
         self._rooms: dict[str, Room] = {}
 
     def get(self, name: str) -> Room | None:
@@ -98,7 +105,7 @@ class RoomTable:
         key = room_key(name)
         room = self._rooms.get(key)
         if room is None:
-            room = self._rooms[key] = Room(name)
+            room = self._rooms[key] = Room(name, self._fanout)
         return room
 
     def discard(self, room: Room) -> None:

@@ -35,6 +35,7 @@ from .commands import (
 )
 from .config import Config
 from .connection import Connection, State
+from .fanout import Fanout
 from .framing import LineTooLong, sanitize
 from .nicks import GUEST_PREFIX, nick_key, nick_problem
 from .plugins import PluginHost, PluginLoadError
@@ -107,7 +108,9 @@ class Server:
         self.hooks = plugins if plugins is not None else build_plugin_host(config)
         #: Connected clients by id.
         self.clients: dict[int, Client] = {}
-        self.rooms = RoomTable()
+        self._fanout = Fanout()
+        self.reactor.add_before_flush(self._fanout.flush)
+        self.rooms = RoomTable(self._fanout)
         self.commands = CommandTable()
         #: Per-plugin server-wide state; see :mod:`chatd.stash`.
         self.stash = Stash()
@@ -181,6 +184,7 @@ class Server:
     def broadcast(self, text: str, *, exclude: Client | None = None) -> int:
         """Send one line to every connected client (server-wide notices)."""
         data = (sanitize(text) + "\n").encode("utf-8")
+        self._fanout.flush()
         return deliver(self.clients.values(), data, exclude)
 
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Timer:
