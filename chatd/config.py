@@ -247,6 +247,44 @@ _EMPTY: Mapping[str, Any] = types.MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
+class PluginHostConfig:
+    """Which plugins load, and the guard rails every plugin runs under."""
+
+    modules: tuple[str, ...] = _setting(
+        (),
+        "Dotted module names to load as plugins (importable from sys.path), in order, after "
+        "the entry points and before plugin_dirs.",
+        pattern=r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*",
+        describe="dotted module names",
+    )
+    disable: tuple[str, ...] = _setting(
+        (),
+        "Plugin names not to load, built-ins included (e.g. [log]); their hooks and "
+        "commands are simply absent.",
+    )
+    entry_points: bool = _setting(
+        True,
+        "Load plugins from installed packages that declare the entry-point group 'chatd'. "
+        "Turn off to run only what this file names.",
+    )
+    slow_hook_seconds: float = _setting(
+        0.1,
+        "A hook call or command that keeps the loop busy longer than this is logged as a "
+        "warning with the plugin's name and the time taken.",
+        gt=0,
+    )
+    max_failures: int = _setting(
+        5,
+        "A plugin whose hooks raise this many times within failure_window_seconds is "
+        "disabled (until the next reload) and operators are told; 0 never disables.",
+        ge=0,
+    )
+    failure_window_seconds: float = _setting(
+        60.0, "The window for max_failures, in seconds.", gt=0
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole validated configuration, shared read-only by the core and the plugins."""
 
@@ -254,6 +292,7 @@ class Config:
     server: ServerConfig = field(metadata={"doc": ServerConfig.__doc__})
     limits: LimitsConfig = field(metadata={"doc": LimitsConfig.__doc__})
     logging: LoggingConfig = field(metadata={"doc": LoggingConfig.__doc__})
+    plugin_host: PluginHostConfig = field(metadata={"doc": PluginHostConfig.__doc__})
     plugin_dirs: tuple[Path, ...] = field(
         metadata={
             "doc": "Folders searched for plugin modules, in order. Relative entries resolve "
@@ -269,6 +308,19 @@ class Config:
         }
     )
     source: Path | None = field(metadata={"doc": "The file the config came from (absolute)."})
+    locations: Mapping[str, int] = field(
+        default_factory=lambda: _EMPTY,
+        metadata={"doc": "Line of each plugin-section key (``plugins.NAME.KEY``), for errors."},
+    )
+
+    def error(self, key: str, message: str) -> ConfigError:
+        """A ConfigError for ``key`` with this file and the key's line where known.
+
+        For plugins validating their own section: ``raise server.config.error(
+        "plugins.greeter.rooms", "expected a mapping")``.
+        """
+        file = str(self.source) if self.source is not None else None
+        return ConfigError(message, file=file, key=key, line=self.locations.get(key))
 
     def plugin_config(self, name: str) -> Mapping[str, Any]:
         """Return plugin `name`'s section, or an empty mapping so plugins need no None checks."""
@@ -308,6 +360,7 @@ _TYPE_WORDS: dict[type, tuple[str, str]] = {
     float: ("a number", "number"),
     str: ("a string", "string"),
     bool: ("a boolean (true or false)", "boolean"),
+    tuple: ("a list of strings", "list of strings"),
 }
 
 
@@ -329,7 +382,7 @@ class _Invalid(Exception):
 
 def _show(value: Any) -> str:
     """repr() a value for a message, cut short so a huge value cannot flood a log line."""
-    text = repr(value)
+    text = repr(list(value) if isinstance(value, tuple) else value)  # YAML lists are tuples here
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -408,6 +461,14 @@ def _check(spec: _FieldSpec, value: Any, base_dir: Path) -> Any:
                 ok = False
             else:
                 ok = math.isfinite(result)
+    elif spec.kind is tuple:
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value)
+        if ok:
+            result = tuple(value)
+            pattern = spec.constraint.pattern
+            if pattern is not None and any(re.fullmatch(pattern, v) is None for v in result):
+                raise invalid()
+            return result
     else:
         ok = isinstance(value, spec.kind)
     if not ok:
@@ -441,8 +502,13 @@ def _unpack_hint(hint: Any, where: str) -> tuple[type, bool]:
         rest = [a for a in args if a is not type(None)]
         if len(args) == 2 and len(rest) == 1:
             hint, optional = rest[0], True
+    if typing.get_origin(hint) is tuple and typing.get_args(hint) == (str, Ellipsis):
+        return tuple, optional
     if hint not in _TYPE_WORDS:
-        raise TypeError(f"{where}: unsupported setting type {hint!r}; use int, float, str, bool")
+        raise TypeError(
+            f"{where}: unsupported setting type {hint!r}; "
+            "use int, float, str, bool or tuple[str, ...]"
+        )
     return hint, optional
 
 
@@ -555,6 +621,7 @@ class _Builder:
         self.pairs_cache: dict[int, _Pairs] = {}
         self.in_progress: set[int] = set()
         self.merging: set[int] = set()
+        self.locations: dict[str, int] = {}
 
     def error(self, message: str, key: str | None, node: Node | None) -> ConfigError:
         """A ConfigError at `node`'s line (YAML marks are 0-based, editors are 1-based)."""
@@ -770,11 +837,14 @@ class _Builder:
                 raise self.error(
                     f"a plugin name must be a non-empty string, got {_show(name)}", dotted, key_node
                 )
+            self.locations[dotted] = key_node.start_mark.line + 1
             if self.is_null(value_node):
                 sections[name] = _EMPTY
             else:
                 section = self.expect_mapping(value_node, dotted, "a mapping of plugin settings")
                 sections[name] = self.value(section, dotted)
+                for sub_key, (sub_key_node, _v) in self.pairs(section, dotted).items():
+                    self.locations[_join(dotted, sub_key)] = sub_key_node.start_mark.line + 1
         return types.MappingProxyType(sections)
 
     def config(self, root: Node | None, source: Path | None) -> Config:
@@ -793,6 +863,7 @@ class _Builder:
                 changes["plugins"] = self.plugins(value_node)
             else:
                 raise self.unknown(str(k), k, list(_TOP_LEVEL_KEYS), key_node)
+        changes["locations"] = types.MappingProxyType(self.locations)
         return dataclasses.replace(config, **changes)
 
 

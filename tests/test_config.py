@@ -23,6 +23,7 @@ from chatd.config import (
     LimitsConfig,
     ListenConfig,
     LoggingConfig,
+    PluginHostConfig,
     ServerConfig,
     config_reference,
     default_config,
@@ -37,6 +38,7 @@ SECTIONS = {
     "server": ServerConfig,
     "limits": LimitsConfig,
     "logging": LoggingConfig,
+    "plugin_host": PluginHostConfig,
 }
 
 
@@ -62,7 +64,13 @@ def load_error(folder: Path, text: str) -> ConfigError:
 
 def without_plugins(config: Config) -> Config:
     """The config with the parts the shipped file is allowed to change reset."""
-    return dataclasses.replace(config, plugin_dirs=(), plugins=MappingProxyType({}), source=None)
+    return dataclasses.replace(
+        config,
+        plugin_dirs=(),
+        plugins=MappingProxyType({}),
+        source=None,
+        locations=MappingProxyType({}),
+    )
 
 
 # -- shipped file and defaults -----------------------------------------------------------
@@ -278,7 +286,7 @@ def test_unknown_key_without_close_match_lists_known_keys(in_tmp: Path) -> None:
         (
             "logging:\n  file: [a]\n",
             "config.yaml:2: logging.file: expected a string (a non-empty path; relative to "
-            "the config file's folder), or null, got ('a',)",
+            "the config file's folder), or null, got ['a']",
         ),
     ],
 )
@@ -556,5 +564,5 @@ def test_reference_covers_every_config_field() -> None:
     """A new Config section must show up in the reference without touching the renderer."""
     reference = config_reference()
     for f in dataclasses.fields(Config):
-        if f.name != "source":
+        if f.name not in ("source", "locations"):
             assert f"## `{f.name}`" in reference
