@@ -12,12 +12,16 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .commands import DuplicateCommandError
 from .config import Config, ConfigError, default_config, load_config
 from .logsetup import LoggingSetup
 from .plugins import PluginLoadError
+
+if TYPE_CHECKING:
+    from .server import Server
 
 log = logging.getLogger("chatd")
 
@@ -28,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chatd",
         description="A pluggable line-protocol chat server. Connect with: nc HOST PORT",
+    )
+    parser.add_argument(
+        "command", nargs="?", choices=["serve", "plugins"], default="serve",
+        help="serve (the default) runs the server; plugins lists every plugin the config "
+        "loads, where it comes from, its hooks and commands",
     )
     parser.add_argument(
         "--config", "-c", metavar="FILE",
@@ -42,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
         type=str.upper, help="override the config's logging.level",
+    )
+    parser.add_argument(
+        "--trace-hooks", action="store_true",
+        help="log every hook call and its result at DEBUG (implies --log-level DEBUG)",
     )
     parser.add_argument(
         "--port-file", metavar="FILE",
@@ -72,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
 
-    level = args.log_level or config.logging.level
+    level = args.log_level or ("DEBUG" if args.trace_hooks else config.logging.level)
     logging_setup = LoggingSetup(level, config.logging.file)
     try:
         return _run(args, config)
@@ -84,9 +97,14 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     from .server import Server  # imported late so --version and config errors stay fast
 
     try:
-        server = Server(config)
+        server = Server(config, trace_hooks=args.trace_hooks)
     except (PluginLoadError, DuplicateCommandError, ConfigError) as exc:
         return _fail(str(exc))
+    if args.command == "plugins":
+        print(describe_plugins(server))
+        server.hooks.call("chatd_shutdown", server=server)
+        server.close()
+        return 0
     if args.check_config:
         where = config.source or "embedded defaults"
         print(f"chatd: config OK ({where}); plugins: {', '.join(server.hooks.infos)}")
@@ -115,7 +133,19 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def _install_signals(server) -> None:  # type: ignore[no-untyped-def]
+def describe_plugins(server: Server) -> str:
+    """The ``chatd plugins`` listing: name, version, origin, hooks, commands."""
+    lines = []
+    for info in server.hooks.infos.values():
+        lines.append(f"{info.name} {info.version or '(no version)'}")
+        lines.append(f"    from:     {info.source}")
+        lines.append(f"    hooks:    {', '.join(info.hooks) or '-'}")
+        commands = ", ".join("/" + name for name in info.commands)
+        lines.append(f"    commands: {commands or '-'}")
+    return "\n".join(lines)
+
+
+def _install_signals(server: Server) -> None:
     interrupts = {"count": 0}
 
     def graceful(signum: int) -> None:
@@ -127,8 +157,13 @@ def _install_signals(server) -> None:  # type: ignore[no-untyped-def]
         log.info("received %s: shutting down", signal.Signals(signum).name)
         server.stop()
 
+    def reload(signum: int) -> None:
+        log.info("received SIGHUP: reloading %s", server.config.source or "(embedded defaults)")
+        server.reload()
+
     server.reactor.add_signal_handler(signal.SIGTERM, graceful)
     server.reactor.add_signal_handler(signal.SIGINT, graceful)
+    server.reactor.add_signal_handler(signal.SIGHUP, reload)
 
 
 def _is_loopback(host: str) -> bool:

@@ -74,6 +74,11 @@ class CommandTable:
             )
         self._commands[command.name] = command
 
+    def remove_plugin(self, plugin: str) -> None:
+        """Drop every command of ``plugin`` (it was disabled)."""
+        for name in [n for n, c in self._commands.items() if c.plugin == plugin]:
+            del self._commands[name]
+
     def get(self, name: str) -> Command | None:
         return self._commands.get(name.lower())
 

@@ -108,6 +108,17 @@ def chatd_commands(server: Server) -> list[Command] | None:
     """
 
 
+@hookspec
+def chatd_operator_notice(server: Server, text: str) -> None:
+    """Something the server's operators should know about happened.
+
+    Called by ``server.notify_operators(text)``: when a plugin is disabled by
+    the circuit breaker, when a reload fails, or when a plugin calls it.  The
+    text is also logged.  The built-in *oper* plugin sends it as a notice to
+    every client logged in with ``/oper``; a plugin may forward it elsewhere.
+    """
+
+
 # ---------------------------------------------------------------------------
 # Clients
 # ---------------------------------------------------------------------------

@@ -4,8 +4,12 @@ Plugins come from, in registration order:
 
 1. the built-ins (:data:`BUILTIN_PLUGINS`), registered through the same path as
    everything else (the pytest habit: builtins are plugins, listed as data);
-2. installed distributions declaring the entry-point group ``chatd``;
-3. ``.py`` files and packages in the config's ``plugin_dirs``.
+2. installed distributions declaring the entry-point group ``chatd`` (unless
+   ``plugin_host.entry_points`` is false);
+3. dotted module names in ``plugin_host.modules``;
+4. ``.py`` files and packages in the config's ``plugin_dirs``.
+
+Any of them can be switched off by name with ``plugin_host.disable``.
 
 A :class:`PluginHost` is built per server (never at import time) so tests get
 a fresh one each time.
@@ -19,6 +23,12 @@ therefore walks the implementations itself, in pluggy's order (newest first,
 logged with the plugin name, the hook and the traceback (repeats of the same
 failure are counted and logged at most once a minute), the client that caused
 the event is told in one ``! ...`` line, and the remaining implementations run.
+
+Guard rails: every call is timed, and one that holds the loop longer than
+``plugin_host.slow_hook_seconds`` is logged with the plugin and the time; a
+plugin that fails ``max_failures`` times within ``failure_window_seconds`` is
+unregistered (a circuit breaker) and ``on_disable`` tells the server.  The loop
+is single-threaded, so a stalled hook cannot be pre-empted, only reported.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import logging
 import sys
 import time
 import types
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +49,11 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from . import hookspecs
+from .config import ConfigError
 
 if TYPE_CHECKING:
     from .client import Client
+    from .config import PluginHostConfig
 
 log = logging.getLogger("chatd.plugins")
 #: Plugin failures go to their own logger, so operators can route "user code" errors.
@@ -52,6 +65,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "rooms": "chatd.builtin.rooms",
     "commands": "chatd.builtin.commands",
     "log": "chatd.builtin.log",
+    "oper": "chatd.builtin.oper",
 }
 
 ENTRY_POINT_GROUP = "chatd"
@@ -72,6 +86,8 @@ class PluginInfo:
     version: str | None
     plugin: object
     hooks: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)  # filled in by the server
+    disabled: str | None = None  # why the circuit breaker turned it off
 
 
 class _Impl:
@@ -88,25 +104,74 @@ class _Impl:
 class PluginHost:
     """A pluggy ``PluginManager`` plus discovery and failure-isolating calls."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        disabled: Iterable[str] = (),
+        slow_hook_seconds: float = 0.1,
+        max_failures: int = 5,
+        failure_window: float = 60.0,
+        trace: bool = False,
+    ) -> None:
         self.pm = pluggy.PluginManager("chatd")
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
+        self.disabled_names = frozenset(disabled)
+        self._skipped: set[str] = set()  # disabled names actually seen while loading
+        self.slow_hook_seconds = slow_hook_seconds
+        self.max_failures = max_failures
+        self.failure_window = failure_window
+        self.trace = trace
+        #: Called with (plugin name, reason) when the circuit breaker trips.
+        self.on_disable: Callable[[str, str], None] | None = None
         self._impl_cache: dict[str, tuple[_Impl, ...]] = {}
         self._last_logged: dict[tuple[str, str, str], float] = {}
+        self._recent_failures: dict[str, deque[float]] = {}
         #: Failures per plugin name, for stats and operators.
         self.error_counts: dict[str, int] = {}
+        #: Calls slower than ``slow_hook_seconds``, per plugin name.
+        self.slow_counts: dict[str, int] = {}
         self.pm.hook.chatd_addhooks.call_historic(kwargs={"pluginmanager": self.pm})
+
+    @classmethod
+    def from_config(cls, settings: PluginHostConfig, *, trace: bool = False) -> PluginHost:
+        return cls(
+            disabled=settings.disable,
+            slow_hook_seconds=settings.slow_hook_seconds,
+            max_failures=settings.max_failures,
+            failure_window=settings.failure_window_seconds,
+            trace=trace,
+        )
 
     # -- discovery ---------------------------------------------------------
 
     def load_builtins(self, names: Iterable[str] | None = None) -> None:
         for name in names if names is not None else BUILTIN_PLUGINS:
+            if self._skip(name):
+                continue
             module = importlib.import_module(BUILTIN_PLUGINS[name])
             self.register(module, name, "builtin", version=_chatd_version())
 
+    def load_modules(self, dotted_names: Iterable[str]) -> None:
+        """Register modules named in config (``plugin_host.modules``)."""
+        for dotted in dotted_names:
+            name = dotted.rpartition(".")[2]
+            if self._skip(name) or self._skip(dotted):
+                continue
+            try:
+                module = importlib.import_module(dotted)
+            except (Exception, SystemExit) as exc:
+                raise PluginLoadError(
+                    f"plugin module {dotted!r} failed to import: {type(exc).__name__}: {exc}"
+                ) from exc
+            name = getattr(module, "PLUGIN_NAME", name)
+            version = getattr(module, "__version__", None)
+            self.register(module, name, f"module {dotted}", version=version)
+
     def load_entry_points(self) -> None:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if self._skip(ep.name):
+                continue
             dist = getattr(ep, "dist", None)
             where = f"entry point {ep.value}" + (f" in {dist.name}" if dist else "")
             try:
@@ -123,6 +188,9 @@ class PluginHost:
         for path in sorted(directory.iterdir()):
             if path.name.startswith(("_", ".")):
                 continue
+            stem = path.stem if path.suffix == ".py" else path.name
+            if self._skip(stem):
+                continue
             if path.suffix == ".py" and path.is_file():
                 module = _import_file(path.stem, path, package=False)
             elif path.is_dir() and (path / "__init__.py").is_file():
@@ -130,8 +198,28 @@ class PluginHost:
             else:
                 continue
             name = getattr(module, "PLUGIN_NAME", path.stem)
+            if self._skip(name):
+                del sys.modules[f"{_DIR_PLUGIN_PACKAGE}.{path.stem}"]
+                continue
             version = getattr(module, "__version__", None)
             self.register(module, name, f"file {path}", version=version)
+
+    def _skip(self, name: str) -> bool:
+        if name in self.disabled_names:
+            self._skipped.add(name)
+            return True
+        return False
+
+    def check_disabled_names(self) -> None:
+        """Every name in ``plugin_host.disable`` must name a plugin: a typo would
+        otherwise leave the plugin running while the operator thinks it is off."""
+        unknown = sorted(self.disabled_names - self._skipped)
+        if unknown:
+            known = ", ".join(sorted({*self.infos, *self._skipped}))
+            raise PluginLoadError(
+                f"plugin_host.disable: no plugin named {', '.join(map(repr, unknown))} "
+                f"(plugins: {known})"
+            )
 
     def register(self, plugin: object, name: str, source: str, version: str | None = None) -> None:
         """Register ``plugin`` under ``name``; refuse clashes, typos and wrappers."""
@@ -184,15 +272,61 @@ class PluginHost:
         skipped.  ``notify`` is the client told about the failure.
         """
         results = []
+        clock = time.perf_counter
         for impl in self._impls(hook_name):
+            started = clock()
             try:
                 result = impl.function(*[kwargs[name] for name in impl.argnames])
             except (Exception, SystemExit) as exc:
                 self.report_failure(impl.plugin_name, hook_name, exc, notify)
                 continue
+            finally:
+                elapsed = clock() - started
+                if elapsed > self.slow_hook_seconds:
+                    self.report_slow(impl.plugin_name, hook_name, elapsed)
+            if self.trace:
+                log.debug("hook %s in plugin %r -> %r", hook_name, impl.plugin_name, result)
             if result is not None:
                 results.append(result)
         return results
+
+    def run_guarded(
+        self,
+        plugin: str,
+        label: str,
+        function: Callable[..., Any],
+        *args: Any,
+        notify: Client | None = None,
+        passthrough: tuple[type[BaseException], ...] = (),
+    ) -> Any:
+        """Call ``function(*args)`` for ``plugin`` with the same guard rails as a hook.
+
+        Exceptions listed in ``passthrough`` (a command's ``UsageError``, a
+        filter's ``Reject``) are part of the API and propagate; anything else is
+        a plugin failure and returns None.
+        """
+        started = time.perf_counter()
+        try:
+            return function(*args)
+        except passthrough:
+            raise
+        except (Exception, SystemExit) as exc:
+            self.report_failure(plugin, label, exc, notify)
+            return None
+        finally:
+            elapsed = time.perf_counter() - started
+            if elapsed > self.slow_hook_seconds:
+                self.report_slow(plugin, label, elapsed)
+            if self.trace:
+                log.debug("%s in plugin %r finished in %.6f s", label, plugin, elapsed)
+
+    def report_slow(self, plugin: str, hook_name: str, elapsed: float) -> None:
+        """A call held the loop too long: everybody waited for it."""
+        self.slow_counts[plugin] = self.slow_counts.get(plugin, 0) + 1
+        plugin_log.warning(
+            "%s in plugin %r took %.3f s (limit %.3f s): the whole server waited",
+            hook_name, plugin, elapsed, self.slow_hook_seconds,
+        )
 
     def call_strict(self, hook_name: str, **kwargs: Any) -> list[Any]:
         """Call every implementation and let the first exception propagate.
@@ -204,6 +338,8 @@ class PluginHost:
         for impl in self._impls(hook_name):
             try:
                 result = impl.function(*[kwargs[name] for name in impl.argnames])
+            except ConfigError:
+                raise  # already says which file, key and line
             except (Exception, SystemExit) as exc:
                 raise PluginLoadError(
                     f"plugin {impl.plugin_name!r} failed in {hook_name}: "
@@ -240,6 +376,33 @@ class PluginHost:
             )
         if notify is not None and notify.connected:
             notify.error(f"internal error in plugin {plugin!r}; the server goes on")
+        self._count_towards_breaker(plugin, now)
+
+    def _count_towards_breaker(self, plugin: str, now: float) -> None:
+        if self.max_failures <= 0 or plugin not in self.infos:
+            return
+        recent = self._recent_failures.setdefault(plugin, deque())
+        recent.append(now)
+        while recent and now - recent[0] > self.failure_window:
+            recent.popleft()
+        if len(recent) >= self.max_failures:
+            reason = (
+                f"{len(recent)} failures within {self.failure_window:g} s "
+                f"(plugin_host.max_failures is {self.max_failures})"
+            )
+            self.disable(plugin, reason)
+
+    def disable(self, plugin: str, reason: str) -> None:
+        """Unregister ``plugin`` until the next reload; its hooks stop being called."""
+        info = self.infos.get(plugin)
+        if info is None or info.disabled:
+            return
+        info.disabled = reason
+        self.pm.unregister(info.plugin)
+        self._impl_cache.clear()
+        plugin_log.error("plugin %r disabled: %s", plugin, reason)
+        if self.on_disable is not None:
+            self.on_disable(plugin, reason)
 
 
 def _import_file(stem: str, path: Path, *, package: bool) -> types.ModuleType:

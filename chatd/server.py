@@ -33,7 +33,7 @@ from .commands import (
     UsageError,
     parse_line,
 )
-from .config import Config
+from .config import Config, ConfigError
 from .connection import Connection, State
 from .fanout import Fanout
 from .framing import LineTooLong, sanitize
@@ -81,14 +81,18 @@ class _Listener:
         self.server._accept(self)
 
 
-def build_plugin_host(config: Config) -> PluginHost:
+def build_plugin_host(config: Config, *, trace: bool = False) -> PluginHost:
     """Discover and register every plugin the config asks for (fresh per server)."""
-    host = PluginHost()
+    settings = config.plugin_host
+    host = PluginHost.from_config(settings, trace=trace)
     host.load_builtins()
-    host.load_entry_points()
+    if settings.entry_points:
+        host.load_entry_points()
+    host.load_modules(settings.modules)
     for directory in config.plugin_dirs:
         host.load_directory(directory)
     host.check()
+    host.check_disabled_names()
     return host
 
 
@@ -101,17 +105,22 @@ class Server:
     ``broadcast()``, ``call_later()``, ``call_soon()``, ``hooks``, ``stash``, ``stop()``.
     """
 
-    def __init__(self, config: Config, plugins: PluginHost | None = None) -> None:
+    def __init__(
+        self, config: Config, plugins: PluginHost | None = None, *, trace_hooks: bool = False
+    ) -> None:
         self.config = config
         self.reactor = Reactor()
+        self._trace_hooks = trace_hooks
         #: Plugin host; ``server.hooks.call("hook_name", ...)`` calls a hook safely.
-        self.hooks = plugins if plugins is not None else build_plugin_host(config)
+        if plugins is None:
+            plugins = build_plugin_host(config, trace=trace_hooks)
+        self.hooks = plugins
+        self.hooks.on_disable = self._plugin_disabled
         #: Connected clients by id.
         self.clients: dict[int, Client] = {}
         self._fanout = Fanout()
         self.reactor.add_before_flush(self._fanout.flush)
         self.rooms = RoomTable(self._fanout)
-        self.commands = CommandTable()
         #: Per-plugin server-wide state; see :mod:`chatd.stash`.
         self.stash = Stash()
         self._nicks: dict[str, Client] = {}
@@ -124,7 +133,7 @@ class Server:
         self._accept_retry: Timer | None = None
         self._stop_deadline: Timer | None = None
         self._stopping = False
-        self._collect_commands()
+        self.commands = self._collect_commands(self.hooks)
         self.hooks.call_strict("chatd_startup", server=self)
 
     # -- public API ------------------------------------------------------------
@@ -187,6 +196,60 @@ class Server:
         self._fanout.flush()
         return deliver(self.clients.values(), data, exclude)
 
+    def notify_operators(self, text: str) -> None:
+        """Tell the operators something (a plugin was disabled, a reload failed).
+
+        Logged, and passed to ``chatd_operator_notice`` so the ``oper`` plugin (or
+        any other) can deliver it.
+        """
+        log.warning("operator notice: %s", text)
+        self.hooks.call("chatd_operator_notice", server=self, text=text)
+
+    def reload(self) -> bool:
+        """Re-read the config file and reload every plugin; keep the old ones on failure.
+
+        Connections, nicks and rooms survive.  New limits apply to new
+        connections; a changed listener needs a restart.  Returns True on
+        success.  Plugin state kept in ``stash`` keys of a reloaded module
+        starts afresh (the module is new), so keep durable state elsewhere.
+        """
+        from .config import load_config
+
+        old_config, old_hooks, old_commands = self.config, self.hooks, self.commands
+        try:
+            new_config = load_config(old_config.source) if old_config.source else old_config
+            new_hooks = build_plugin_host(new_config, trace=self._trace_hooks)
+            new_commands = self._collect_commands(new_hooks)
+        except (ConfigError, PluginLoadError) as exc:
+            return self._reload_failed(f"{exc}")
+        except Exception as exc:  # a plugin's import-time code can raise anything
+            return self._reload_failed(f"{type(exc).__name__}: {exc}")
+        # One plugin generation at a time: the old ones shut down before the
+        # new ones start, so a plugin never sees two copies of itself running.
+        old_hooks.call("chatd_shutdown", server=self)
+        self.config, self.hooks, self.commands = new_config, new_hooks, new_commands
+        new_hooks.on_disable = self._plugin_disabled
+        try:
+            new_hooks.call_strict("chatd_startup", server=self)
+        except PluginLoadError as exc:
+            new_hooks.call("chatd_shutdown", server=self)
+            self.config, self.hooks, self.commands = old_config, old_hooks, old_commands
+            old_hooks.call("chatd_startup", server=self)
+            return self._reload_failed(str(exc))
+        if new_config.listen != old_config.listen:
+            log.warning("reload: listener changes take effect after a restart")
+        log.info("reloaded %s: plugins %s", new_config.source, ", ".join(new_hooks.infos))
+        return True
+
+    def _reload_failed(self, why: str) -> bool:
+        log.error("reload failed, keeping the running config and plugins: %s", why)
+        self.notify_operators(f"reload failed, nothing changed: {why}")
+        return False
+
+    def _plugin_disabled(self, plugin: str, reason: str) -> None:
+        self.commands.remove_plugin(plugin)
+        self.notify_operators(f"plugin {plugin!r} was disabled: {reason}")
+
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Timer:
         """Run ``callback(*args)`` after ``delay`` seconds on the loop; ``.cancel()`` stops it."""
         return self.reactor.call_later(delay, callback, *args)
@@ -197,8 +260,9 @@ class Server:
 
     # -- startup ---------------------------------------------------------------
 
-    def _collect_commands(self) -> None:
-        for impl in self.hooks.implementations("chatd_commands"):
+    def _collect_commands(self, hooks: PluginHost) -> CommandTable:
+        table = CommandTable()
+        for impl in hooks.implementations("chatd_commands"):
             plugin_name = impl.plugin_name
             kwargs = {"server": self}
             try:
@@ -216,9 +280,13 @@ class Server:
                 if not command.plugin:
                     object.__setattr__(command, "plugin", plugin_name)
                 try:
-                    self.commands.add(command)
+                    table.add(command)
                 except Exception as exc:
                     raise PluginLoadError(str(exc)) from exc
+                info = hooks.infos.get(command.plugin)
+                if info is not None:
+                    info.commands.append(command.name)
+        return table
 
     def listen(self) -> list[tuple[str, int]]:
         """Bind the configured listener; returns the bound (host, port) pairs."""
@@ -362,15 +430,21 @@ class Server:
         for impl in hooks.implementations("chatd_filter_message"):
             kwargs = {"client": client, "text": text}
             try:
-                replacement = impl.function(*[kwargs[a] for a in impl.argnames])
+                replacement = hooks.run_guarded(
+                    impl.plugin_name,
+                    "chatd_filter_message",
+                    impl.function,
+                    *[kwargs[a] for a in impl.argnames],
+                    notify=client,
+                    passthrough=(Reject,),
+                )
             except Reject as exc:
                 client.error(str(exc) or "message rejected")
                 return
-            except (Exception, SystemExit) as exc:
-                hooks.report_failure(impl.plugin_name, "chatd_filter_message", exc, client)
-                continue
             if replacement is not None:
-                text = str(replacement)
+                text = sanitize(str(replacement))
+                if not text.strip():
+                    return
         hooks.call("chatd_message", notify=client, client=client, text=text)
 
     def _command(self, client: Client, parsed: ParsedCommand) -> None:
@@ -379,14 +453,20 @@ class Server:
             client.error(f"unknown command /{parsed.name} — try /help")
             return
         try:
-            command.handler(client, parsed.args)
+            self.hooks.run_guarded(
+                command.plugin,
+                f"command /{command.name}",
+                command.handler,
+                client,
+                parsed.args,
+                notify=client,
+                passthrough=(CommandError,),
+            )
         except UsageError as exc:
             detail = f"{exc}; " if str(exc) else ""
             client.error(f"{detail}usage: {command.usage or '/' + command.name}")
         except CommandError as exc:
             client.error(str(exc))
-        except (Exception, SystemExit) as exc:
-            self.hooks.report_failure(command.plugin, f"command /{command.name}", exc, client)
 
     # -- departure ---------------------------------------------------------------
 

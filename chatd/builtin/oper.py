@@ -1,0 +1,140 @@
+"""Built-in plugin *oper*: server operators, and the commands only they may use.
+
+An operator is a client that sent ``/oper PASSWORD`` with the password from
+``plugins.oper.password`` (use ``${CHATD_OPER_PASSWORD}`` to keep it out of the
+file).  Without a password configured nobody can become an operator.
+
+Operators get ``/reload`` (re-read config.yaml and the plugins, like SIGHUP),
+``/kick NICK [reason]`` and ``/plugins``, and every ``chatd_operator_notice``
+(a plugin disabled by the circuit breaker, a failed reload) as a notice.
+
+Hardening: the comparison is constant-time (``hmac.compare_digest``); an
+address with 3 failed attempts within 60 s is refused further attempts until
+the window passes, and the connection that failed is closed; the password is
+never logged (commands are not logged at all).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections import deque
+
+from chatd import Client, Command, CommandError, Server, StashKey, UsageError, hookimpl
+
+IS_OPERATOR = StashKey[bool]()
+FAILED_ATTEMPTS = StashKey["dict[str, deque[float]]"]()
+
+_MAX_FAILURES = 3
+_FAILURE_WINDOW = 60.0
+
+
+def _password(server: Server) -> str | None:
+    value = server.plugin_config("oper").get("password")
+    return None if value is None else str(value)
+
+
+def is_operator(client: Client) -> bool:
+    """Whether ``client`` has authenticated with /oper (other plugins may ask)."""
+    return client.stash.get(IS_OPERATOR, False)
+
+
+def require_operator(client: Client) -> None:
+    if not is_operator(client):
+        raise CommandError("permission denied: this command is for operators (/oper)")
+
+
+@hookimpl
+def chatd_startup(server: Server) -> None:
+    password = server.plugin_config("oper").get("password")
+    if password is not None and (not isinstance(password, str) or len(password) < 8):
+        raise server.config.error(
+            "plugins.oper.password", "must be a string of at least 8 characters, or null"
+        )
+    server.stash[FAILED_ATTEMPTS] = {}
+
+
+def cmd_oper(client: Client, args: str) -> None:
+    server = client.server
+    password = _password(server)
+    if password is None:
+        raise CommandError("no operator password is configured on this server")
+    if not args:
+        raise UsageError()
+    failures = server.stash.setdefault(FAILED_ATTEMPTS, {})
+    now = time.monotonic()
+    recent = failures.setdefault(client.address, deque())
+    while recent and now - recent[0] > _FAILURE_WINDOW:
+        recent.popleft()
+    if not recent:
+        del failures[client.address]
+    if len(recent) >= _MAX_FAILURES:
+        raise CommandError("too many failed attempts from your address; try again later")
+    if hmac.compare_digest(args.encode("utf-8"), password.encode("utf-8")):
+        client.stash[IS_OPERATOR] = True
+        client.notice("you are now an operator")
+        return
+    recent.append(now)
+    failures[client.address] = recent
+    if len(recent) >= _MAX_FAILURES:
+        client.close("too many failed /oper attempts", goodbye="too many failed attempts")
+        return
+    raise CommandError("wrong password")
+
+
+def cmd_reload(client: Client, args: str) -> None:
+    require_operator(client)
+    if client.server.reload():
+        client.notice("reloaded the config and the plugins")
+    else:
+        raise CommandError("reload failed; the running config and plugins stay (see the log)")
+
+
+def cmd_kick(client: Client, args: str) -> None:
+    require_operator(client)
+    nick, _, reason = args.partition(" ")
+    if not nick:
+        raise UsageError()
+    target = client.server.find_client(nick)
+    if target is None:
+        raise CommandError(f"no such nick: {nick}")
+    why = reason.strip() or "no reason given"
+    target.close(
+        f"kicked by {client.nick}: {why}", goodbye=f"you were kicked by {client.nick}: {why}"
+    )
+    client.notice(f"kicked {target.nick}")
+
+
+def cmd_plugins(client: Client, args: str) -> None:
+    require_operator(client)
+    for info in client.server.hooks.infos.values():
+        state = f" DISABLED: {info.disabled}" if info.disabled else ""
+        commands = " ".join("/" + c for c in info.commands) or "-"
+        client.notice(
+            f"{info.name} {info.version or ''} ({info.source}) commands: {commands}{state}"
+        )
+
+
+@hookimpl
+def chatd_operator_notice(server: Server, text: str) -> None:
+    for client in list(server.clients.values()):
+        if is_operator(client):
+            client.notice(f"[oper] {text}")
+
+
+@hookimpl
+def chatd_commands() -> list[Command]:
+    return [
+        Command(
+            "oper", cmd_oper, "/oper PASSWORD", "become a server operator",
+            "The password is plugins.oper.password in the server's config. Three wrong\n"
+            "attempts within a minute lock your address out for the rest of the minute.",
+        ),
+        Command(
+            "reload", cmd_reload, "/reload", "(operators) re-read the config and plugins",
+            "Like SIGHUP: connections, nicks and rooms stay; if the new config or a plugin\n"
+            "fails to load, the running ones stay in force.",
+        ),
+        Command("kick", cmd_kick, "/kick NICK [reason]", "(operators) disconnect a user"),
+        Command("plugins", cmd_plugins, "/plugins", "(operators) list the loaded plugins"),
+    ]
