@@ -40,8 +40,9 @@ def chatd_startup(server: Server) -> None:
 @hookimpl(tryfirst=True)
 def chatd_client_connect(client: Client) -> None:
     server = client.server
-    room = server.join(client, server.default_room)
-    client.notice(_welcome_template(server).format(nick=client.nick, room=room.name))
+    # The welcome comes first, so anything said on joining (a greeter) follows it.
+    client.notice(_welcome_template(server).format(nick=client.nick, room=server.default_room))
+    server.join(client, server.default_room)
 
 
 @hookimpl

@@ -1,0 +1,54 @@
+"""Example plugin: greet people when they enter a room, with per-room texts.
+
+Configure it in config.yaml::
+
+    plugins:
+      greeter:
+        default: "Welcome to {room}, {nick}!"   # rooms not listed below; null (default) = silent
+        rooms:
+          "#dev": "Welcome {nick}. Builds are at ci.example; be kind."
+
+The greeting goes only to the person joining, as a notice.  Shows: a plugin
+config section validated at startup (a bad value stops the server with the
+file, key and line), and reacting to ``chatd_room_join``.
+"""
+
+from __future__ import annotations
+
+from chatd import Client, Room, Server, StashKey, hookimpl
+
+GREETINGS = StashKey["tuple[str | None, dict[str, str]]"]()
+
+
+def _template(server: Server, key: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise server.config.error(key, f"expected a text, got {value!r}")
+    try:
+        value.format(nick="n", room="#r")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise server.config.error(key, f"bad template ({exc}); use {{nick}} and {{room}}") from None
+    return value
+
+
+@hookimpl
+def chatd_startup(server: Server) -> None:
+    section = server.plugin_config("greeter")
+    default = section.get("default")
+    if default is not None:
+        default = _template(server, "plugins.greeter.default", default)
+    rooms = section.get("rooms") or {}
+    if not hasattr(rooms, "items"):
+        raise server.config.error("plugins.greeter.rooms", "expected a mapping of room: text")
+    per_room = {
+        str(room).lower(): _template(server, f"plugins.greeter.rooms.{room}", text)
+        for room, text in rooms.items()
+    }
+    server.stash[GREETINGS] = (default, per_room)
+
+
+@hookimpl
+def chatd_room_join(client: Client, room: Room) -> None:
+    default, per_room = client.server.stash.get(GREETINGS, (None, {}))
+    template = per_room.get(room.name.lower(), default)
+    if template:
+        client.notice(template.format(nick=client.nick, room=room.name))

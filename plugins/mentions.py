@@ -1,0 +1,63 @@
+"""Example plugin that adds a hook of its own: ``chatd_mention``.
+
+When a chat line contains ``@nick`` and that nick is online, this plugin calls
+``chatd_mention(sender, target, text)`` on every plugin that implements it.
+It also implements the hook itself: the mentioned user is told, even if they
+are in another room.  Another plugin could implement ``chatd_mention`` to send
+an e-mail, count mentions, or page someone.
+
+How a plugin adds a hook:
+
+1. declare the spec with ``chatd.hookspec`` in a namespace (here the class
+   :class:`MentionSpec`);
+2. register it from ``chatd_addhooks(pluginmanager)``;
+3. call it with ``server.hooks.call("chatd_mention", ...)``, which gives it the
+   same isolation as chatd's own hooks (a failing implementation is logged and
+   skipped).
+"""
+
+from __future__ import annotations
+
+import re
+
+from chatd import Client, hookimpl, hookspec
+
+_MENTION = re.compile(r"(?<![\w@])@([A-Za-z_\[\]\\^{}|`][\w\-\[\]\\^{}|`]*)")
+
+
+class MentionSpec:
+    """The hook this plugin offers to others."""
+
+    @hookspec
+    def chatd_mention(self, sender: Client, target: Client, text: str) -> None:
+        """``sender`` mentioned ``target`` as ``@nick`` in the chat line ``text``.
+
+        Called once per mentioned online user per message, after the message
+        was accepted by the filters.  Return values are ignored; an exception
+        is logged with the plugin's name and the other implementations still run.
+        """
+
+
+@hookimpl
+def chatd_addhooks(pluginmanager) -> None:  # type: ignore[no-untyped-def]
+    pluginmanager.add_hookspecs(MentionSpec)
+
+
+@hookimpl
+def chatd_message(client: Client, text: str) -> None:
+    seen: set[str] = set()
+    for nick in _MENTION.findall(text):
+        target = client.server.find_client(nick)
+        if target is None or target is client or target.nick in seen:
+            continue
+        seen.add(target.nick)
+        client.server.hooks.call(
+            "chatd_mention", notify=client, sender=client, target=target, text=text
+        )
+
+
+@hookimpl
+def chatd_mention(sender: Client, target: Client, text: str) -> None:
+    where = sender.room.name if sender.room is not None else "?"
+    if target.room is not sender.room:
+        target.notice(f"{sender.nick} mentioned you in {where}: {text}")
