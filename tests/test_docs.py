@@ -72,3 +72,57 @@ def test_code_is_ruff_clean():
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _section(markdown: str, heading: str) -> str:
+    start = markdown.index(heading)
+    end = markdown.find("\n## ", start + 1)
+    return markdown[start : end if end > 0 else None]
+
+
+def test_tutorial_testing_and_packaging_steps_work_as_written(tmp_path):
+    """Follow steps 1, 6 and 8 of docs/plugins.md literally, as a new plugin author would."""
+    manual = (REPO / "docs" / "plugins.md").read_text()
+    plugin_source = _code_blocks(manual, "python")[0]
+    testing = _section(manual, "## 6. Testing it")
+    conftest, test_source = _code_blocks(testing, "python")[:2]
+    packaging = _section(manual, "## 8. Packaging a plugin for pip")
+    pyproject = _code_blocks(packaging, "toml")[0]
+
+    # Step 6: the plugin in plugins/, the kit in conftest.py, the test passes.
+    project = tmp_path / "author"
+    (project / "plugins").mkdir(parents=True)
+    (project / "tests").mkdir()
+    (project / "plugins" / "hello.py").write_text(plugin_source)
+    (project / "conftest.py").write_text(conftest)
+    (project / "tests" / "test_hello.py").write_text(test_source)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=project, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
+
+    # Step 8: package it with the entry point, install it, chatd finds it.
+    dist = tmp_path / "chatd-hello"
+    dist.mkdir()
+    (dist / "chatd_hello.py").write_text(plugin_source)
+    (dist / "pyproject.toml").write_text(pyproject)
+    site = tmp_path / "site"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
+         str(dist)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    import os
+
+    listing = subprocess.run(
+        [sys.executable, "-m", "chatd", "plugins"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(site)},
+    )
+    assert listing.returncode == 0, listing.stderr
+    assert "hello 1.0.0" in listing.stdout
+    assert "from:     entry point chatd_hello in chatd-hello" in listing.stdout
+    assert "commands: /hello" in listing.stdout
