@@ -185,6 +185,13 @@ class LimitsConfig:
         "input buffering: a longer line is refused instead of buffered without end.",
         ge=16,
     )
+    recvq_max_bytes: int = _setting(
+        65536,
+        "Most input held for one client: an unterminated line being discarded, or lines "
+        "waiting for the flood limit. Past it the client is disconnected for excess flood "
+        "(Redis PROTO_INLINE_MAX_SIZE, InspIRCd RecvQ).",
+        ge=1024,
+    )
     read_budget_bytes: int = _setting(
         65536,
         "Bytes read from one connection per event-loop pass. Edge-triggered epoll must "
@@ -194,14 +201,70 @@ class LimitsConfig:
     max_output_bytes: int = _setting(
         1048576,
         "Per-connection output buffer hard limit. A client that stops reading is "
-        "disconnected when it fills, so a slow reader cannot exhaust server memory.",
+        "disconnected when it fills, so a slow reader cannot exhaust server memory "
+        "(InspIRCd hardsendq 1M).",
         ge=4096,
+    )
+    output_soft_bytes: int = _setting(
+        262144,
+        "Soft output limit. Above it a client is skipped for room lines (it is told how "
+        "many it missed once it catches up), stops being read, and is disconnected if it "
+        "stays above for output_soft_seconds (Redis soft limits).",
+        ge=1024,
+    )
+    output_soft_seconds: float = _setting(
+        60.0,
+        "How long a client may stay above output_soft_bytes before it is disconnected.",
+        gt=0,
+    )
+    output_total_max_bytes: int = _setting(
+        67108864,
+        "Output buffered for all clients together. Past it the clients with the largest "
+        "buffers are disconnected first (Redis maxmemory-clients).",
+        ge=65536,
+    )
+    send_timeout_seconds: float = _setting(
+        60.0,
+        "A client with output pending that accepts no byte for this long is disconnected "
+        "(nginx send_timeout); a slow but live reader resets it with every write.",
+        gt=0,
+    )
+    registration_timeout_seconds: float = _setting(
+        60.0,
+        "A new connection must send its first line within this time (a /nick, a message, "
+        "any command), or it is closed; 0 turns the check off.",
+        ge=0,
+    )
+    partial_line_timeout_seconds: float = _setting(
+        60.0,
+        "An unfinished line may wait this long for its newline (slowloris defence, nginx "
+        "client_header_timeout); 0 turns the check off.",
+        ge=0,
+    )
+    idle_timeout_seconds: float = _setting(
+        0.0,
+        "Disconnect clients that send nothing for this long; 0 (default) never does: "
+        "people idle in chat, and dead peers are found by TCP keepalive instead.",
+        ge=0,
+    )
+    shutdown_timeout_seconds: float = _setting(
+        10.0,
+        "On SIGTERM/SIGINT, how long to keep flushing goodbyes before the remaining "
+        "connections are cut (Redis shutdown-timeout).",
+        gt=0,
     )
     max_clients: int = _setting(
         1000,
         "Most simultaneous client connections; more are refused, which protects file "
-        "descriptors and memory.",
+        "descriptors and memory. Lowered at start to RLIMIT_NOFILE minus reserve_fds "
+        "(the soft limit is first raised to the hard one).",
         ge=1,
+    )
+    reserve_fds: int = _setting(
+        32,
+        "File descriptors kept free for listeners, logs and plugins when max_clients is "
+        "clamped to the process's limit (Redis reserves 32).",
+        ge=8,
     )
     max_nick_bytes: int = _setting(
         32,
@@ -214,6 +277,12 @@ class LimitsConfig:
         "accept() calls per listener per loop pass. Bounds the time spent accepting during "
         "a connection storm, so connected clients keep being served.",
         ge=1,
+    )
+    accept_retry_seconds: float = _setting(
+        0.5,
+        "After accept() fails for lack of file descriptors, retry this often (nginx "
+        "accept_mutex_delay); needed under edge-triggering, where no new event would come.",
+        gt=0,
     )
     close_linger_seconds: float = _setting(
         2.0,
@@ -241,6 +310,91 @@ class LoggingConfig:
         describe="a non-empty path",
         path=True,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PerIpConfig:
+    """Limits per client address (IPv4 /32, IPv6 /64), so one host cannot take every slot."""
+
+    max_connections: int = _setting(
+        10,
+        "Simultaneous connections from one address; 0 = no limit. Generous enough for a "
+        "LAN behind NAT (ngircd 5, ergo 16).",
+        ge=0,
+    )
+    connect_rate: int = _setting(
+        10,
+        "New connections one address may open per connect_window_seconds; 0 = no limit.",
+        ge=0,
+    )
+    connect_window_seconds: float = _setting(60.0, "The window for connect_rate.", gt=0)
+    max_unregistered: int = _setting(
+        3,
+        "Connections from one address that have not sent a first line yet; 0 = no limit "
+        "(UnrealIRCd max-unknown-connections-per-ip 3).",
+        ge=0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FloodConfig:
+    """Per-client rate limit: excess lines are delayed (fakelag), never silently dropped."""
+
+    burst_lines: int = _setting(
+        10, "Lines a client may send at once before the rate applies (token bucket size).", ge=1
+    )
+    lines_per_second: float = _setting(
+        2.0,
+        "Sustained rate. Excess lines wait, in order, and are processed as the budget "
+        "refills; only input past limits.recvq_max_bytes disconnects. 0 turns the limit off.",
+        ge=0,
+    )
+    bytes_per_token: int = _setting(
+        512,
+        "A line costs 1 + len(line) // bytes_per_token tokens, so long pastes count more.",
+        ge=16,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NetConfig:
+    """Socket options for client connections."""
+
+    keepalive_idle_seconds: int = _setting(
+        60, "TCP keepalive: idle time before the first probe; 0 = keepalive off.", ge=0
+    )
+    keepalive_interval_seconds: int = _setting(10, "TCP keepalive: time between probes.", ge=1)
+    keepalive_count: int = _setting(
+        6, "TCP keepalive: unanswered probes before the peer is declared dead.", ge=1
+    )
+    tcp_user_timeout_seconds: float = _setting(
+        60.0,
+        "TCP_USER_TIMEOUT: a peer that leaves sent data unacknowledged this long is dead; "
+        "0 = the kernel default.",
+        ge=0,
+    )
+    sndbuf_bytes: int = _setting(
+        0,
+        "SO_SNDBUF for client sockets; 0 = the kernel's default. Tests set it small to "
+        "make slow readers show up quickly.",
+        ge=0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Prometheus metrics over HTTP: off by default, and loopback-only when on."""
+
+    enabled: bool = _setting(
+        False, "Serve /metrics in the Prometheus text format (needs chatd[metrics])."
+    )
+    host: str = _setting(
+        "127.0.0.1",
+        "Address of the metrics listener; must be a loopback address.",
+        pattern=r"127\.\d{1,3}\.\d{1,3}\.\d{1,3}|::1|localhost",
+        describe="a loopback address",
+    )
+    port: int = _setting(9788, "Port of the metrics listener (0 = any free port).", ge=0, le=65535)
 
 
 _EMPTY: Mapping[str, Any] = types.MappingProxyType({})
@@ -292,6 +446,10 @@ class Config:
     server: ServerConfig = field(metadata={"doc": ServerConfig.__doc__})
     limits: LimitsConfig = field(metadata={"doc": LimitsConfig.__doc__})
     logging: LoggingConfig = field(metadata={"doc": LoggingConfig.__doc__})
+    per_ip: PerIpConfig = field(metadata={"doc": PerIpConfig.__doc__})
+    flood: FloodConfig = field(metadata={"doc": FloodConfig.__doc__})
+    net: NetConfig = field(metadata={"doc": NetConfig.__doc__})
+    metrics: MetricsConfig = field(metadata={"doc": MetricsConfig.__doc__})
     plugin_host: PluginHostConfig = field(metadata={"doc": PluginHostConfig.__doc__})
     plugin_dirs: tuple[Path, ...] = field(
         metadata={

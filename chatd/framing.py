@@ -98,7 +98,7 @@ class LineFramer:
     lines are returned too; ignoring them is the caller's policy.
     """
 
-    __slots__ = ("_buffer", "_discarding", "_scanned", "max_line_bytes")
+    __slots__ = ("_buffer", "_discarding", "_scanned", "discarded", "max_line_bytes")
 
     def __init__(self, max_line_bytes: int = 4096) -> None:
         if max_line_bytes < 1:
@@ -107,6 +107,9 @@ class LineFramer:
         self._buffer = bytearray()
         self._scanned = 0  # bytes of _buffer already known to hold no b"\n"
         self._discarding = False  # inside an over-long line, waiting for its b"\n"
+        #: Bytes of the current over-long line dropped so far (0 when not discarding),
+        #: so the caller can cut a peer that streams an endless line.
+        self.discarded = 0
 
     @property
     def buffered(self) -> int:
@@ -128,6 +131,7 @@ class LineFramer:
                 break
             if self._discarding:
                 self._discarding = False
+                self.discarded = 0
             else:
                 end = newline
                 if end > start and buf[end - 1] == 0x0D:  # b"\r"
@@ -143,10 +147,12 @@ class LineFramer:
         # What is left has no b"\n" in it.  One spare byte allows a trailing
         # b"\r" that belongs to a b"\r\n" still in flight.
         if self._discarding:
+            self.discarded += len(buf)
             buf.clear()
         elif len(buf) > limit + 1:
             out.append(LineTooLong(limit))
             self._discarding = True
+            self.discarded = len(buf)
             buf.clear()
         self._scanned = len(buf)
         return out
@@ -162,6 +168,7 @@ class LineFramer:
         self._buffer = bytearray()
         self._scanned = 0
         self._discarding = False
+        self.discarded = 0
         if discarding or not buf:
             return None
         if buf[-1] == 0x0D:

@@ -20,9 +20,13 @@ from chatd.config import (
     CONFIG_REFERENCE,
     Config,
     ConfigError,
+    FloodConfig,
     LimitsConfig,
     ListenConfig,
     LoggingConfig,
+    MetricsConfig,
+    NetConfig,
+    PerIpConfig,
     PluginHostConfig,
     ServerConfig,
     config_reference,
@@ -38,6 +42,10 @@ SECTIONS = {
     "server": ServerConfig,
     "limits": LimitsConfig,
     "logging": LoggingConfig,
+    "per_ip": PerIpConfig,
+    "flood": FloodConfig,
+    "net": NetConfig,
+    "metrics": MetricsConfig,
     "plugin_host": PluginHostConfig,
 }
 
@@ -102,7 +110,16 @@ def test_defaults() -> None:
     config = default_config()
     assert config.listen == ListenConfig("127.0.0.1", 7788)
     assert config.server == ServerConfig("chatd", "#lobby")
-    assert config.limits == LimitsConfig(4096, 65536, 1048576, 1000, 32, 64, 2.0)
+    limits = config.limits
+    assert (limits.max_line_bytes, limits.recvq_max_bytes, limits.max_output_bytes) == (
+        4096, 65536, 1048576
+    )
+    assert (limits.max_clients, limits.reserve_fds, limits.max_nick_bytes) == (1000, 32, 32)
+    assert (limits.output_soft_bytes, limits.send_timeout_seconds) == (262144, 60.0)
+    assert (limits.registration_timeout_seconds, limits.idle_timeout_seconds) == (60.0, 0.0)
+    assert config.per_ip == PerIpConfig(10, 10, 60.0, 3)
+    assert config.flood == FloodConfig(10, 2.0, 512)
+    assert config.metrics.enabled is False and config.metrics.host == "127.0.0.1"
     assert config.logging == LoggingConfig("INFO", None)
     assert config.plugin_dirs == ()
     assert dict(config.plugins) == {}
