@@ -13,6 +13,7 @@ notice, ``! `` an error for this client alone, ``<nick> `` a chat message,
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import TYPE_CHECKING
 
 from .connection import Connection, State
@@ -20,6 +21,8 @@ from .framing import LineTooLong, sanitize
 from .stash import Stash
 
 if TYPE_CHECKING:
+    from .flood import TokenBucket
+    from .reactor import Timer
     from .rooms import Room
     from .server import Server
 
@@ -29,10 +32,16 @@ class Client:
 
     __slots__ = (
         "__weakref__",
+        "_backlog",
+        "_backlog_bytes",
+        "_backlog_timer",
+        "_bucket",
         "_conn",
         "connected_at",
+        "connected_mono",
         "id",
         "nick",
+        "registered",
         "room",
         "rooms",
         "server",
@@ -52,6 +61,14 @@ class Client:
         #: Per-plugin state; see :mod:`chatd.stash`.
         self.stash = Stash()
         self.connected_at = time.time()
+        self.connected_mono = time.monotonic()
+        #: False until the client sent its first line (see limits.registration_timeout).
+        self.registered = False
+        # Flood control (chatd.flood): lines waiting for the rate limit, in order.
+        self._bucket: TokenBucket | None = None
+        self._backlog: deque[str | LineTooLong] = deque()
+        self._backlog_bytes = 0
+        self._backlog_timer: Timer | None = None
 
     # -- talking to the client ---------------------------------------------
 
@@ -110,6 +127,12 @@ class Client:
 
     def lines_received(self, lines: list[str | LineTooLong]) -> None:
         self.server._handle_lines(self, lines)
+
+    def lines_skipped(self, count: int) -> None:
+        self.notice(
+            f"{count} line(s) skipped: you were not reading fast enough (your connection "
+            "or terminal is too slow for this room)"
+        )
 
     def connection_lost(self, reason: str) -> None:
         self.server._client_gone(self, reason)

@@ -1001,9 +1001,18 @@ class _Builder:
             else:
                 section = self.expect_mapping(value_node, dotted, "a mapping of plugin settings")
                 sections[name] = self.value(section, dotted)
-                for sub_key, (sub_key_node, _v) in self.pairs(section, dotted).items():
-                    self.locations[_join(dotted, sub_key)] = sub_key_node.start_mark.line + 1
+                self.record_locations(section, dotted)
         return types.MappingProxyType(sections)
+
+    def record_locations(self, node: MappingNode, path: str, depth: int = 0) -> None:
+        """Remember the line of every key under ``path`` (for plugins' own errors)."""
+        if depth > 16:  # deeper than any sane plugin setting; aliases cannot loop us
+            return
+        for sub_key, (key_node, value_node) in self.pairs(node, path).items():
+            dotted = _join(path, sub_key)
+            self.locations[dotted] = key_node.start_mark.line + 1
+            if isinstance(value_node, MappingNode) and value_node.tag == _MAP_TAG:
+                self.record_locations(value_node, dotted, depth + 1)
 
     def config(self, root: Node | None, source: Path | None) -> Config:
         """The whole document. Every section is optional; an empty document is the defaults."""

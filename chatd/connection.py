@@ -25,6 +25,18 @@ Graceful close (``close()``): stop reading lines, flush what is queued (the
 goodbye), ``shutdown(SHUT_WR)`` so the FIN follows the data, discard input until
 the peer's FIN or ``linger`` seconds, then close.  Closing with unread input
 would make the kernel send RST, which can destroy the goodbye in flight.
+
+Output limits (RELIABILITY S1-S3, R5)
+-------------------------------------
+* Above ``hard`` bytes queued the connection is cut at once.
+* Above ``soft`` bytes it is a slow reader: room lines for it are skipped and
+  counted (``* N lines skipped`` once it catches up), its input is no longer
+  read (a client cannot make the server queue replies it never reads), and the
+  server's sweep cuts it if it stays above for ``soft_seconds``.
+* All connections share one :class:`OutputAccount`; past its limit the server
+  disconnects the largest buffers first.
+* ``last_progress`` records the last successful send while output is pending,
+  for the server's send timeout.
 """
 
 from __future__ import annotations
@@ -33,10 +45,17 @@ import contextlib
 import enum
 import logging
 import socket
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol as _Protocol
 
-from .framing import LineFramer, LineTooLong
+from .framing import (
+    FOREIGN_PROTOCOL_REPLIES,
+    LineFramer,
+    LineTooLong,
+    sniff_foreign_protocol,
+)
 from .reactor import (
     CONNECTION_GONE_ERRNOS,
     EPOLLERR,
@@ -66,36 +85,71 @@ class Protocol(_Protocol):
 
     def lines_received(self, lines: list[str | LineTooLong]) -> None: ...
 
+    def lines_skipped(self, count: int) -> None: ...
+
     def connection_lost(self, reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """The per-connection limits, fixed when the connection is accepted."""
+
+    max_line_bytes: int = 4096
+    recvq_max: int = 65536
+    read_budget: int = 65536
+    hard: int = 1 << 20
+    soft: int = 256 * 1024
+    linger: float = 2.0
+
+
+class OutputAccount:
+    """Output bytes queued across all connections, with a cap (Redis maxmemory-clients).
+
+    ``over_limit`` is called (by the server) when ``total`` passes ``limit``;
+    it disconnects the largest buffers until the total is back under.
+    """
+
+    __slots__ = ("limit", "over_limit", "total")
+
+    def __init__(self, limit: int, over_limit: Callable[[], None] | None = None) -> None:
+        self.limit = limit
+        self.total = 0
+        self.over_limit = over_limit
 
 
 class Connection:
     """A non-blocking client socket owned by the reactor."""
 
     __slots__ = (
+        "_account",
         "_close_reason",
         "_flush_queued",
         "_framer",
-        "_linger",
+        "_limits",
         "_linger_timer",
         "_lost_notified",
-        "_max_output",
         "_on_closed",
         "_out",
+        "_paused",
         "_peer_eof",
         "_pending",
         "_protocol",
         "_rbuf",
         "_reactor",
-        "_read_budget",
         "_read_queued",
         "_shut_wr",
         "_sock",
         "bytes_received",
         "bytes_sent",
         "fd",
+        "last_input",
+        "last_progress",
+        "limit_hit",
         "output_bytes",
+        "over_soft_since",
+        "partial_since",
         "peer",
+        "skipped_lines",
         "state",
     )
 
@@ -106,20 +160,17 @@ class Connection:
         protocol: Protocol | None,
         *,
         read_buffer: memoryview,
-        max_line_bytes: int = 4096,
-        read_budget: int = 65536,
-        max_output: int = 1 << 20,
-        linger: float = 2.0,
+        limits: ConnectionLimits | None = None,
+        account: OutputAccount | None = None,
         on_closed: Callable[[Connection], None] | None = None,
     ) -> None:
         self._sock = sock
         self._reactor = reactor
         self._protocol = protocol
         self._rbuf = read_buffer  # shared by all connections: the loop is single-threaded
-        self._framer = LineFramer(max_line_bytes)
-        self._read_budget = read_budget
-        self._max_output = max_output
-        self._linger = linger
+        self._limits = limits = limits if limits is not None else ConnectionLimits()
+        self._account = account if account is not None else OutputAccount(1 << 62)
+        self._framer = LineFramer(limits.max_line_bytes)
         self._out: list[bytes] = []
         self._pending: memoryview | None = None
         self._flush_queued = False
@@ -130,6 +181,20 @@ class Connection:
         self._close_reason = ""
         self._linger_timer: Timer | None = None
         self._on_closed = on_closed
+        self._paused = False
+        now = time.monotonic()
+        #: When output last made progress (or became pending): for the send timeout.
+        self.last_progress = now
+        #: When a line was last received: for the idle timeout.
+        self.last_input = now
+        #: Since when an unfinished line has been waiting (None: no partial line).
+        self.partial_since: float | None = None
+        #: Since when output has been above the soft limit (None: it is not).
+        self.over_soft_since: float | None = None
+        #: Room lines not queued because this reader was too slow, not yet reported.
+        self.skipped_lines = 0
+        #: Which limit closed this connection, if one did (for the stats).
+        self.limit_hit: str | None = None
         self.fd = sock.fileno()
         try:
             self.peer: tuple[str, int] = sock.getpeername()[:2]
@@ -142,6 +207,10 @@ class Connection:
 
     def set_protocol(self, protocol: Protocol) -> None:
         self._protocol = protocol
+
+    @property
+    def protocol(self) -> Protocol | None:
+        return self._protocol
 
     def start(self) -> None:
         """Register with the reactor and read anything that arrived with the handshake."""
@@ -166,15 +235,24 @@ class Connection:
     def _read(self) -> None:
         if self.state is State.CLOSED:
             return
+        if self.output_bytes > self._limits.soft and self.state is State.OPEN:
+            # A client that does not read its replies does not get more input
+            # parsed (InspIRCd's softsendq rule); _write resumes us once it drains.
+            self._paused = True
+            return
         sock = self._sock
         rbuf = self._rbuf
         size = len(rbuf)
-        budget = self._read_budget
+        budget = self._limits.read_budget
+        framer = self._framer
+        soft = self._limits.soft
+        got_data = drained = False
         while budget > 0:
             try:
                 n = sock.recv_into(rbuf, min(size, budget))
             except BlockingIOError:
-                return
+                drained = True
+                break
             except InterruptedError:
                 continue
             except OSError as exc:
@@ -183,19 +261,53 @@ class Connection:
             if n == 0:
                 self._end_of_stream()
                 return
+            first = not self.bytes_received
             self.bytes_received += n
             budget -= n
+            got_data = True
+            if first and self._sniff(rbuf[:n]):
+                continue  # now closing: the rest is read and discarded
             if self.state is State.OPEN:
-                lines = self._framer.feed(rbuf[:n])
-                if lines and self._protocol is not None:
+                lines = framer.feed(rbuf[:n])
+                if framer.discarded > self._limits.recvq_max:
+                    self.limit_hit = "qbuf"
+                    self.write(b"! input line far too long (excess flood); disconnecting\n")
+                    self.close("excess flood: input line too long")
+                elif lines and self._protocol is not None:
+                    self.last_input = time.monotonic()
                     self._protocol.lines_received(lines)
             if self.state is State.CLOSED:
                 return
+            if self.output_bytes > soft and self.state is State.OPEN:
+                self._paused = True
+                break
+        if got_data:
+            if framer.buffered or framer.discarded:
+                if self.partial_since is None:
+                    self.partial_since = time.monotonic()
+            else:
+                self.partial_since = None
+        if drained or self._paused:
+            return
         # Budget used up before EAGAIN: more may be waiting, and under ET no
         # new edge will say so.  Serve the others, then come back.
         if not self._read_queued:
             self._read_queued = True
             self._reactor.call_soon(self._read_again)
+
+    def _sniff(self, first: memoryview) -> bool:
+        """Close a peer whose first bytes are another protocol; True if it was closed."""
+        kind = sniff_foreign_protocol(first)
+        if kind is None:
+            return False
+        self.reject_foreign(kind)
+        return True
+
+    def reject_foreign(self, kind: str) -> None:
+        """Tell a peer speaking another protocol so, and close (stats kind ``foreign_*``)."""
+        self.limit_hit = f"foreign_{kind}"
+        self.write((FOREIGN_PROTOCOL_REPLIES[kind] + "\n").encode())
+        self.close(f"spoke {kind}, not chat")
 
     def _end_of_stream(self) -> None:
         self._peer_eof = True
@@ -215,13 +327,32 @@ class Connection:
         if self.state is not State.OPEN:
             return
         self._out.append(data)
-        self.output_bytes += len(data)
-        if self.output_bytes > self._max_output:
-            self._overflow()
-            return
-        if not self._flush_queued:
+        self._grow(len(data))
+        if not self._flush_queued and self.state is State.OPEN:
             self._flush_queued = True
             self._reactor.want_flush(self)
+
+    def _grow(self, size: int) -> None:
+        """Account ``size`` more bytes of pending output and apply the limits."""
+        before = self.output_bytes
+        after = self.output_bytes = before + size
+        if before == 0:
+            self.last_progress = time.monotonic()  # the send timeout starts now
+        account = self._account
+        account.total += size
+        limits = self._limits
+        if after > limits.soft:
+            if after > limits.hard:
+                self._overflow()
+                return
+            if self.over_soft_since is None:
+                self.over_soft_since = time.monotonic()
+        if account.total > account.limit and account.over_limit is not None:
+            account.over_limit()
+
+    def _shrink(self, size: int) -> None:
+        self.output_bytes -= size
+        self._account.total -= size
 
     def write_now(self, data: bytes) -> None:
         """Send ``data`` at once if nothing is queued ahead of it; else queue it.
@@ -234,6 +365,9 @@ class Connection:
         if self.state is not State.OPEN:
             return
         if self._out or self._pending is not None:
+            if self.output_bytes > self._limits.soft:
+                self.skipped_lines += data.count(b"\n")  # a slow reader misses room lines
+                return
             self.write(data)
             return
         try:
@@ -246,9 +380,7 @@ class Connection:
         self.bytes_sent += sent
         if sent < len(data):
             self._pending = memoryview(data)[sent:]
-            self.output_bytes += len(data) - sent
-            if self.output_bytes > self._max_output:
-                self._overflow()
+            self._grow(len(data) - sent)
 
     def flush(self) -> None:
         """Called by the reactor once per tick when output is queued."""
@@ -278,30 +410,48 @@ class Connection:
                 self._pending = None
                 self._lost(exc)
                 return
-            self.output_bytes -= sent
+            self._shrink(sent)
             self.bytes_sent += sent
+            self.last_progress = time.monotonic()
             self._pending = None if sent == len(pending) else pending[sent:]
+        # Everything the kernel would take is sent.
+        self.over_soft_since = None
         if self.state is State.CLOSING:
             self._drained_while_closing()
+            return
+        if self.skipped_lines and self._protocol is not None:
+            skipped, self.skipped_lines = self.skipped_lines, 0
+            self._protocol.lines_skipped(skipped)
+        if self._paused:
+            self._paused = False
+            if not self._read_queued:
+                self._read_queued = True
+                self._reactor.call_soon(self._read_again)
 
     def _overflow(self) -> None:
         log.warning(
             "closing %s:%d: output buffer over %d bytes (a reader that stopped reading)",
             *self.peer,
-            self._max_output,
+            self._limits.hard,
         )
-        self.abort("output buffer full")
+        self.limit_hit = "obuf_hard"
+        self.abort("output buffer full (not reading)")
 
     # -- closing -----------------------------------------------------------
 
-    def close(self, reason: str) -> None:
-        """Flush what is queued, send FIN, then release the socket (graceful)."""
+    def close(self, reason: str, *, linger: float | None = None) -> None:
+        """Flush what is queued, send FIN, then release the socket (graceful).
+
+        ``linger`` overrides ``limits.linger``: how long the flush and the wait for
+        the peer's FIN may take before the socket is dropped.
+        """
         if self.state is not State.OPEN:
             return
         self.state = State.CLOSING
         self._close_reason = reason
         self._schedule_lost(reason)
-        self._linger_timer = self._reactor.call_later(self._linger, self._linger_expired)
+        wait = self._limits.linger if linger is None else linger
+        self._linger_timer = self._reactor.call_later(wait, self._linger_expired)
         if not self._flush_queued:
             self._flush_queued = True
             self._reactor.want_flush(self)
@@ -321,6 +471,15 @@ class Connection:
             except OSError:
                 self._teardown()
                 return
+            # Everything is sent: wait for the peer's FIN at most limits.linger
+            # more, even if the flush was allowed longer (a shutdown deadline).
+            timer = self._linger_timer
+            fin_deadline = self._reactor.clock() + self._limits.linger
+            if timer is not None and timer.when > fin_deadline:
+                timer.cancel()
+                self._linger_timer = self._reactor.call_later(
+                    self._limits.linger, self._linger_expired
+                )
         if self._peer_eof:
             self._teardown()
         # else: wait for the peer's FIN (read path) or the linger timer.
@@ -369,6 +528,7 @@ class Connection:
         self._sock.close()
         self._out = []
         self._pending = None
+        self._account.total -= self.output_bytes
         self.output_bytes = 0
         if self._on_closed is not None:
             self._on_closed(self)

@@ -28,14 +28,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .client import Client
     from .rooms import Room
+    from .server import Server
 
 
 class Fanout:
     """The tick's pending room lines; flushed before the reactor's write flush."""
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_entries", "_server")
 
-    def __init__(self) -> None:
+    def __init__(self, server: Server | None = None) -> None:
+        self._server = server
         #: (room, encoded line, excluded client or None), in production order.
         self._entries: list[tuple[Room, bytes, Client | None]] = []
 
@@ -53,6 +55,10 @@ class Fanout:
         if not entries:
             return
         self._entries = []
+        if self._server is not None:
+            self._server.stats.deliveries += sum(
+                len(room.members) - (exclude is not None) for room, _data, exclude in entries
+            )
         by_room: dict[Room, list[tuple[Room, bytes, Client | None]]] = {}
         for entry in entries:
             by_room.setdefault(entry[0], []).append(entry)

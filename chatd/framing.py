@@ -63,6 +63,51 @@ _UNSAFE_CHARACTERS = re.compile(
 )
 
 
+_HTTP_REQUEST = re.compile(
+    rb"(GET|POST|HEAD|PUT|DELETE|OPTIONS|CONNECT|PATCH|TRACE|PRI) \S+ HTTP/\d"
+)
+
+#: What a client speaking another protocol is told before it is disconnected.
+FOREIGN_PROTOCOL_REPLIES = {
+    "http": "! this is not an HTTP server: chatd is a line chat, try nc HOST PORT",
+    "tls": "! this port speaks plain text, not TLS",
+    "binary": "! binary data is not chat; disconnecting",
+}
+
+
+def sniff_foreign_protocol(first_bytes: bytes | bytearray | memoryview) -> str | None:
+    """Recognise a client that speaks something else: ``"http"``, ``"tls"``, ``"binary"``.
+
+    Checked on the first bytes of a connection (and, for HTTP, its first line),
+    so a browser tricked into POSTing to the chat port (Redis' "Host:" check), a
+    TLS ClientHello or random junk is closed at once instead of being chatted
+    or held until a timeout.
+    """
+    data = bytes(first_bytes[:512])
+    if len(data) >= 3 and data[0] == 0x16 and data[1] == 0x03 and data[2] <= 0x04:
+        return "tls"
+    if _HTTP_REQUEST.match(data):
+        return "http"
+    # Binary: not UTF-8 *and* dense in control bytes.  Either alone is human:
+    # a Latin-1 terminal sends invalid UTF-8, a paste can carry a stray NUL.
+    controls = len(data) - len(data.translate(None, _BINARY_CONTROLS))
+    if controls >= 4 and controls * 12 >= len(data) and not _is_utf8_prefix(data):
+        return "binary"
+    return None
+
+
+_BINARY_CONTROLS = bytes(c for c in range(32) if c not in (9, 10, 13, 27))
+
+
+def _is_utf8_prefix(data: bytes) -> bool:
+    """Valid UTF-8, allowing a code point cut off at the end."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(data) - 3 and exc.reason == "unexpected end of data"
+    return True
+
+
 def sanitize(text: str) -> str:
     """Return ``text`` without terminal controls, escape sequences or bidi tricks.
 

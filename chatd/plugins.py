@@ -34,6 +34,7 @@ is single-threaded, so a stalled hook cannot be pre-empted, only reported.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.metadata
 import importlib.util
 import logging
@@ -405,6 +406,18 @@ class PluginHost:
             self.on_disable(plugin, reason)
 
 
+class _FreshSourceLoader(importlib.machinery.SourceFileLoader):
+    """Always compile plugin files from source, never from ``__pycache__``.
+
+    The bytecode cache is keyed on the file's mtime in whole seconds and its
+    size, so an edit of the same size within the same second would make a
+    reload run the old code.  Plugins are small; compiling them is cheap.
+    """
+
+    def path_stats(self, path: str) -> dict[str, float]:
+        raise OSError("plugin files bypass the bytecode cache")
+
+
 def _import_file(stem: str, path: Path, *, package: bool) -> types.ModuleType:
     """Import a plugin file as ``chatd_plugins.<stem>`` and keep it in sys.modules."""
     if _DIR_PLUGIN_PACKAGE not in sys.modules:
@@ -413,7 +426,10 @@ def _import_file(stem: str, path: Path, *, package: bool) -> types.ModuleType:
         sys.modules[_DIR_PLUGIN_PACKAGE] = parent
     module_name = f"{_DIR_PLUGIN_PACKAGE}.{stem}"
     spec = importlib.util.spec_from_file_location(
-        module_name, path, submodule_search_locations=[str(path.parent)] if package else None
+        module_name,
+        path,
+        loader=_FreshSourceLoader(module_name, str(path)),
+        submodule_search_locations=[str(path.parent)] if package else None,
     )
     if spec is None or spec.loader is None:
         raise PluginLoadError(f"cannot load plugin file {path}")

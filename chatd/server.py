@@ -21,9 +21,11 @@ import itertools
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .admission import Admission, AdmissionRules, clamp_max_clients
 from .client import Client
 from .commands import (
     Command,
@@ -33,10 +35,11 @@ from .commands import (
     UsageError,
     parse_line,
 )
-from .config import Config, ConfigError
-from .connection import Connection, State
+from .config import Config, ConfigError, LimitsConfig, NetConfig
+from .connection import Connection, ConnectionLimits, OutputAccount, State
 from .fanout import Fanout
-from .framing import LineTooLong, sanitize
+from .flood import TokenBucket
+from .framing import LineTooLong, sanitize, sniff_foreign_protocol
 from .nicks import GUEST_PREFIX, nick_key, nick_problem
 from .plugins import PluginHost, PluginLoadError
 from .reactor import (
@@ -49,6 +52,7 @@ from .reactor import (
 )
 from .rooms import Room, RoomTable, deliver, room_problem
 from .stash import Stash
+from .stats import Stats
 
 log = logging.getLogger("chatd.server")
 
@@ -66,6 +70,61 @@ class NickError(CommandError):
 
 class RoomError(CommandError):
     """A room operation that cannot be done; the message says why."""
+
+
+def _stalled_output(conn: Connection, limits: LimitsConfig, now: float) -> tuple[str, str] | None:
+    """(limit kind, reason) if ``conn``'s output is stuck past a limit."""
+    if conn.output_bytes and now - conn.last_progress > limits.send_timeout_seconds:
+        return "send_timeout", "send timeout: no write progress"
+    since = conn.over_soft_since
+    if since is not None and now - since > limits.output_soft_seconds:
+        return "obuf_soft", "too slow: output above the soft limit for too long"
+    return None
+
+
+def _overdue_input(client: Client, limits: LimitsConfig, now: float) -> tuple[str, str] | None:
+    """(limit kind, reason) if ``client`` is late with its first line, a newline or any line."""
+    conn = client._conn
+    timeout = limits.registration_timeout_seconds
+    if timeout and not client.registered and now - client.connected_mono > timeout:
+        return "registration_timeout", f"registration timeout: say something within {timeout:g} s"
+    timeout = limits.partial_line_timeout_seconds
+    since = conn.partial_since
+    if timeout and since is not None and now - since > timeout:
+        return "partial_line_timeout", f"unfinished line: no newline within {timeout:g} s"
+    timeout = limits.idle_timeout_seconds
+    if timeout and now - conn.last_input > timeout:
+        return "idle_timeout", f"idle for more than {timeout:g} s"
+    return None
+
+
+def _line_size(item: str | LineTooLong) -> int:
+    return len(item) if item.__class__ is str else 0
+
+
+def _tune_socket(sock: socket.socket, net: NetConfig) -> None:
+    """Socket options for a client: no Nagle, keepalive, user timeout, buffer size.
+
+    Keepalive and TCP_USER_TIMEOUT find peers that vanished without a FIN or
+    RST (a laptop closed, a NAT that forgot us); Linux's defaults take hours.
+    """
+    options: list[tuple[int, int, int]] = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+    if net.keepalive_idle_seconds:
+        options += [
+            (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+            (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, net.keepalive_idle_seconds),
+            (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, net.keepalive_interval_seconds),
+            (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, net.keepalive_count),
+        ]
+    if net.tcp_user_timeout_seconds:
+        options.append(
+            (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(net.tcp_user_timeout_seconds * 1000))
+        )
+    if net.sndbuf_bytes:
+        options.append((socket.SOL_SOCKET, socket.SO_SNDBUF, net.sndbuf_bytes))
+    for level, option, value in options:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(level, option, value)
 
 
 class _Listener:
@@ -118,7 +177,7 @@ class Server:
         self.hooks.on_disable = self._plugin_disabled
         #: Connected clients by id.
         self.clients: dict[int, Client] = {}
-        self._fanout = Fanout()
+        self._fanout = Fanout(self)
         self.reactor.add_before_flush(self._fanout.flush)
         self.rooms = RoomTable(self._fanout)
         #: Per-plugin server-wide state; see :mod:`chatd.stash`.
@@ -128,6 +187,14 @@ class Server:
         self._guest_numbers = itertools.count(1)
         self._listeners: list[_Listener] = []
         self._live: set[Connection] = set()
+        #: Counters for /stats and /metrics.
+        self.stats = Stats()
+        self._account = OutputAccount(config.limits.output_total_max_bytes, self._evict_largest)
+        self._evicting = False
+        self.admission = Admission(self._admission_rules(config, config.limits.max_clients))
+        self._sweep_timer: Timer | None = None
+        self._lag_timer: Timer | None = None
+        self._throttled_logs: dict[str, float] = {}
         self._read_buffer = memoryview(bytearray(max(4096, config.limits.read_budget_bytes)))
         self._spare_fd: int | None = None
         self._accept_retry: Timer | None = None
@@ -288,8 +355,30 @@ class Server:
                     info.commands.append(command.name)
         return table
 
+    @staticmethod
+    def _admission_rules(config: Config, max_clients: int) -> AdmissionRules:
+        per_ip = config.per_ip
+        return AdmissionRules(
+            max_clients=max_clients,
+            per_ip_max=per_ip.max_connections,
+            connect_rate=per_ip.connect_rate,
+            connect_window=per_ip.connect_window_seconds,
+            max_unregistered=per_ip.max_unregistered,
+        )
+
+    def _apply_limits(self) -> None:
+        """(Re)derive what depends on the config and the process: admission, fd clamp."""
+        limits = self.config.limits
+        max_clients = clamp_max_clients(limits.max_clients, limits.reserve_fds)
+        self.admission.rules = self._admission_rules(self.config, max_clients)
+        self._account.limit = limits.output_total_max_bytes
+
     def listen(self) -> list[tuple[str, int]]:
-        """Bind the configured listener; returns the bound (host, port) pairs."""
+        """Bind the configured listener; returns the bound (host, port) pairs.
+
+        Raises ValueError if the descriptor limit leaves no room for clients.
+        """
+        self._apply_limits()
         listen = self.config.listen
         info = socket.getaddrinfo(
             listen.host, listen.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -310,6 +399,9 @@ class Server:
             self._spare_fd = os.open(os.devnull, os.O_RDONLY)
         bound = sock.getsockname()[:2]
         log.info("listening on %s:%d", bound[0], bound[1])
+        self._schedule_sweep()
+        first_lag_check = self.reactor.clock() + 1.0
+        self._lag_timer = self.reactor.call_later(1.0, self._measure_lag, first_lag_check)
         return [bound]
 
     def serve_forever(self) -> None:
@@ -371,35 +463,80 @@ class Server:
             self._accept(listener)
 
     def _admit(self, sock: socket.socket) -> None:
-        limits = self.config.limits
-        if self._stopping or len(self.clients) >= limits.max_clients:
-            with contextlib.suppress(OSError):
-                sock.send(f"! server full (max {limits.max_clients} clients)\n".encode())
+        config = self.config
+        limits = config.limits
+        try:
+            address = sock.getpeername()[0]
+        except OSError:  # reset before we got to it
             sock.close()
-            log.warning("refused a connection: server full (%d clients)", len(self.clients))
+            return
+        reason = "stopping" if self._stopping else self.admission.check(address, time.monotonic())
+        if reason is not None:
+            self._refuse(sock, address, reason)
             return
         sock.setblocking(False)
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _tune_socket(sock, config.net)
         conn = Connection(
             sock,
             self.reactor,
             None,
             read_buffer=self._read_buffer,
-            max_line_bytes=limits.max_line_bytes,
-            read_budget=limits.read_budget_bytes,
-            max_output=limits.max_output_bytes,
-            linger=limits.close_linger_seconds,
-            on_closed=self._live.discard,
+            limits=ConnectionLimits(
+                max_line_bytes=limits.max_line_bytes,
+                recvq_max=limits.recvq_max_bytes,
+                read_budget=limits.read_budget_bytes,
+                hard=limits.max_output_bytes,
+                soft=limits.output_soft_bytes,
+                linger=limits.close_linger_seconds,
+            ),
+            account=self._account,
+            on_closed=self._connection_closed,
         )
         client = Client(self, conn, next(self._ids), self._new_guest_nick())
         conn.set_protocol(client)
+        flood = config.flood
+        if flood.lines_per_second > 0:
+            client._bucket = TokenBucket(
+                flood.burst_lines, flood.lines_per_second, flood.bytes_per_token, time.monotonic()
+            )
+        self.admission.opened(address)
+        self.stats.connections_total += 1
         self._live.add(conn)
         self.clients[client.id] = client
         self._nicks[nick_key(client.nick)] = client
         log.debug("accepted fd=%d from %s:%d as %s", conn.fd, *conn.peer, client.nick)
         self.hooks.call("chatd_client_connect", notify=client, client=client)
         conn.start()
+
+    def _refuse(self, sock: socket.socket, address: str, reason: str) -> None:
+        self.stats.reject(reason)
+        with contextlib.suppress(OSError):
+            sock.setblocking(False)
+            sock.send(self.admission.refusal_line(reason))
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+        self._log_throttled(
+            f"refuse:{reason}", "refused a connection from %s: %s", address, reason
+        )
+
+    def _connection_closed(self, conn: Connection) -> None:
+        """The socket is gone for good (called once per connection, from teardown)."""
+        self._live.discard(conn)
+        stats = self.stats
+        stats.bytes_in += conn.bytes_received
+        stats.bytes_out += conn.bytes_sent
+        protocol = conn.protocol
+        registered = protocol.registered if isinstance(protocol, Client) else True
+        self.admission.closed(conn.peer[0], registered)
+
+    def _log_throttled(self, key: str, message: str, *args: object) -> None:
+        """Log ``message`` at most once a minute per ``key`` (libev: don't flood the log)."""
+        now = time.monotonic()
+        last = self._throttled_logs.get(key)
+        if last is None or now - last >= 60.0:
+            self._throttled_logs[key] = now
+            log.warning(message, *args)
 
     def _new_guest_nick(self) -> str:
         while True:
@@ -410,6 +547,72 @@ class Server:
     # -- input -----------------------------------------------------------------
 
     def _handle_lines(self, client: Client, lines: list[str | LineTooLong]) -> None:
+        """Lines from the connection: register, then process or queue for the flood limit."""
+        if not client.registered:
+            first = lines[0]
+            if first.__class__ is str and sniff_foreign_protocol(first.encode()) == "http":
+                client._conn.reject_foreign("http")
+                self._log_throttled("foreign:http", "HTTP request from %s refused", client.address)
+                return
+            client.registered = True
+            self.admission.registered(client.address)
+        bucket = client._bucket
+        if bucket is None:
+            self._process_lines(client, lines)
+            return
+        backlog = client._backlog
+        now = time.monotonic()
+        ready: list[str | LineTooLong] = []
+        for item in lines:
+            if not backlog and bucket.take(bucket.cost(_line_size(item)), now):
+                ready.append(item)
+                continue
+            backlog.append(item)
+            client._backlog_bytes += _line_size(item)
+        if ready:
+            self._process_lines(client, ready)
+        if backlog:
+            if client._backlog_bytes > self.config.limits.recvq_max_bytes:
+                self._excess_flood(client)
+            elif client._backlog_timer is None:
+                self._schedule_backlog(client)
+
+    def _schedule_backlog(self, client: Client) -> None:
+        bucket = client._bucket
+        assert bucket is not None
+        wait = bucket.wait_time(bucket.cost(_line_size(client._backlog[0])), time.monotonic())
+        client._backlog_timer = self.reactor.call_later(wait, self._drain_backlog, client)
+
+    def _drain_backlog(self, client: Client) -> None:
+        """Fakelag: the timer that releases delayed lines, with no new input needed.
+
+        Under edge-triggering nothing else would ever come back for them.
+        """
+        client._backlog_timer = None
+        bucket = client._bucket
+        backlog = client._backlog
+        if bucket is None or not client.connected:
+            return
+        now = time.monotonic()
+        ready: list[str | LineTooLong] = []
+        while backlog and bucket.take(bucket.cost(_line_size(backlog[0])), now):
+            item = backlog.popleft()
+            client._backlog_bytes -= _line_size(item)
+            ready.append(item)
+        if ready:
+            self._process_lines(client, ready)
+        if backlog and client.connected:
+            self._schedule_backlog(client)
+
+    def _excess_flood(self, client: Client) -> None:
+        limit = self.config.limits.recvq_max_bytes
+        client._conn.limit_hit = "excess_flood"
+        client._backlog.clear()
+        client._backlog_bytes = 0
+        client.error(f"excess flood: more than {limit} bytes waiting; disconnecting")
+        client.close("excess flood")
+
+    def _process_lines(self, client: Client, lines: list[str | LineTooLong]) -> None:
         conn = client._conn
         for item in lines:
             if conn.state is not State.OPEN:
@@ -427,6 +630,7 @@ class Server:
 
     def _message(self, client: Client, text: str) -> None:
         hooks = self.hooks
+        self.stats.messages_in += 1
         for impl in hooks.implementations("chatd_filter_message"):
             kwargs = {"client": client, "text": text}
             try:
@@ -473,6 +677,14 @@ class Server:
     def _client_gone(self, client: Client, reason: str) -> None:
         if self.clients.pop(client.id, None) is None:
             return
+        kind = client._conn.limit_hit
+        if kind is not None:
+            self.stats.disconnect(kind)
+            log.info("closed %s (%s:%d) by limit %s: %s", client.nick, *client.peer, kind, reason)
+        if client._backlog_timer is not None:
+            client._backlog_timer.cancel()
+            client._backlog_timer = None
+        client._backlog.clear()
         if self._nicks.get(nick_key(client.nick)) is client:
             del self._nicks[nick_key(client.nick)]
         self.hooks.call("chatd_client_disconnect", client=client, reason=reason)
@@ -500,11 +712,16 @@ class Server:
         self._listeners.clear()
         if self._accept_retry is not None:
             self._accept_retry.cancel()
+        for timer in (self._sweep_timer, self._lag_timer):
+            if timer is not None:
+                timer.cancel()
         self.hooks.call("chatd_shutdown", server=self)
+        limit = deadline if deadline is not None else self.config.limits.shutdown_timeout_seconds
         for client in list(self.clients.values()):
-            client.close("server shutting down", goodbye="server shutting down")
-        limit = deadline if deadline is not None else self.config.limits.close_linger_seconds
-        self._stop_deadline = self.reactor.call_later(limit + 0.5, self._finish_stop)
+            client.notice("server shutting down")
+            # Linger past the deadline so the deadline, not the linger, cuts and reports.
+            client._conn.close("server shutting down", linger=limit + 1.0)
+        self._stop_deadline = self.reactor.call_later(limit, self._finish_stop)
         self._check_stopped()
 
     def _check_stopped(self) -> None:
@@ -537,6 +754,97 @@ class Server:
             listener.sock.close()
         self._listeners.clear()
         self.reactor.close()
+
+    # -- housekeeping ----------------------------------------------------------------
+
+    def _sweep_interval(self) -> float:
+        limits = self.config.limits
+        timeouts = [
+            t
+            for t in (
+                limits.registration_timeout_seconds,
+                limits.partial_line_timeout_seconds,
+                limits.idle_timeout_seconds,
+                limits.send_timeout_seconds,
+                limits.output_soft_seconds,
+            )
+            if t > 0
+        ]
+        return max(0.05, min(1.0, *(t / 4 for t in timeouts))) if timeouts else 1.0
+
+    def _schedule_sweep(self) -> None:
+        self._sweep_timer = self.reactor.call_later(self._sweep_interval(), self._sweep)
+
+    def _sweep(self) -> None:
+        """Timer-driven limits: one pass over the clients instead of a timer each.
+
+        Cuts connections that did not register in time, hold an unfinished line
+        too long, idle too long, make no write progress, or stay above the
+        soft output limit.  Timer-driven on purpose: a stalled client produces
+        no events, so nothing else would ever notice it.
+        """
+        self._schedule_sweep()
+        limits = self.config.limits
+        now = time.monotonic()
+        self.admission.expire(now)
+        for client in list(self.clients.values()):
+            conn = client._conn
+            if conn.state is not State.OPEN:
+                continue
+            stalled = _stalled_output(conn, limits, now)
+            if stalled is not None:
+                # It is not reading: a goodbye would never arrive.  Cut it.
+                conn.limit_hit, why = stalled
+                conn.abort(why)
+                continue
+            overdue = _overdue_input(client, limits, now)
+            if overdue is not None:
+                conn.limit_hit, why = overdue
+                client.error(why)
+                client.close(why)
+
+    def _evict_largest(self) -> None:
+        """Over the total output cap: disconnect the largest buffers first (Redis)."""
+        if self._evicting:
+            return
+        self._evicting = True
+        try:
+            account = self._account
+            while account.total > account.limit:
+                victim = max(self._live, key=lambda c: c.output_bytes, default=None)
+                if victim is None or victim.output_bytes == 0:
+                    return
+                log.warning(
+                    "output for all clients over %d bytes: disconnecting %s:%d (%d bytes queued)",
+                    account.limit, *victim.peer, victim.output_bytes,
+                )
+                victim.limit_hit = "obuf_total"
+                victim.abort("server output memory full (largest buffer first)")
+        finally:
+            self._evicting = False
+
+    def _measure_lag(self, expected: float) -> None:
+        """How late a 1-second timer fires: the loop's lag, for operators."""
+        now = self.reactor.clock()
+        lag = max(0.0, now - expected)
+        self.stats.loop_lag_seconds = lag
+        self.stats.loop_lag_max_seconds = max(self.stats.loop_lag_max_seconds, lag)
+        self._lag_timer = self.reactor.call_later(1.0, self._measure_lag, now + 1.0)
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        """All counters plus the live gauges, for /stats and the metrics exporter."""
+        snapshot = self.stats.snapshot()
+        live = list(self._live)
+        snapshot["bytes_in"] += sum(c.bytes_received for c in live)
+        snapshot["bytes_out"] += sum(c.bytes_sent for c in live)
+        snapshot["clients"] = len(self.clients)
+        snapshot["connections_open"] = len(live)
+        snapshot["rooms"] = len(self.rooms)
+        snapshot["output_bytes_queued"] = self._account.total
+        snapshot["plugin_errors"] = dict(self.hooks.error_counts)
+        snapshot["plugin_slow_calls"] = dict(self.hooks.slow_counts)
+        snapshot["max_clients"] = self.admission.rules.max_clients
+        return snapshot
 
     # -- introspection -------------------------------------------------------------
 

@@ -271,9 +271,17 @@ def write_config(path: Path, **sections: Any) -> Path:
     """Write a config for tests: loopback, port 0, plus the given sections.
 
     Relative ``plugin_dirs`` are taken relative to the current directory (where
-    pytest runs), not to the temporary folder the config is written to.
+    pytest runs), not to the temporary folder the config is written to.  The
+    flood limit and the per-address limits are off unless a test sets them.
     """
-    data: dict[str, Any] = {"listen": {"host": "127.0.0.1", "port": 0}}
+    data: dict[str, Any] = {
+        "listen": {"host": "127.0.0.1", "port": 0},
+        # Tests send bursts; the flood limit (fakelag) would only slow them down.  A
+        # test about flood control passes its own ``flood=`` section.
+        "flood": {"lines_per_second": 0},
+        # Tests connect many clients from 127.0.0.1 in quick succession.
+        "per_ip": {"max_connections": 0, "connect_rate": 0, "max_unregistered": 0},
+    }
     if "plugin_dirs" in sections:
         sections["plugin_dirs"] = [str(Path(d).resolve()) for d in sections["plugin_dirs"]]
     for key, value in sections.items():

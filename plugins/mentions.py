@@ -59,5 +59,5 @@ def chatd_message(client: Client, text: str) -> None:
 @hookimpl
 def chatd_mention(sender: Client, target: Client, text: str) -> None:
     where = sender.room.name if sender.room is not None else "?"
-    if target.room is not sender.room:
+    if sender.room is None or sender.room not in target.rooms:  # else they saw the line
         target.notice(f"{sender.nick} mentioned you in {where}: {text}")

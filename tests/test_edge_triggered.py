@@ -349,10 +349,14 @@ def test_slow_reader_gets_everything_after_resuming(
         # (4 MiB) and can swallow 500 KiB whole; only a larger backlog is sure
         # to sit in chatd's output queue and need the EPOLLOUT edge to drain.
         volume = _kernel_send_buffer_max() + (2 << 20)
-        server = start(limits={"max_output_bytes": volume + (4 << 20)})
+        limit = volume + (4 << 20)
+        # Above the soft limit a slow reader would (by policy) miss room lines.
+        server = start(limits={"max_output_bytes": limit, "output_soft_bytes": limit})
     else:
         volume = 500 << 10  # below the default max_output_bytes (1 MiB)
-        server = start()
+        # A 4 KiB server send buffer (net.sndbuf_bytes) keeps the backlog in
+        # chatd's own queue, so the EPOLLOUT edge must drain it.
+        server = start(limits={"output_soft_bytes": 1 << 20}, net={"sndbuf_bytes": 4096})
     count = volume // line_bytes
     sender = server.client()
     observer = server.client()
@@ -380,7 +384,8 @@ def test_slow_reader_gets_everything_after_resuming(
 
 
 def test_greedy_sender_cannot_starve_others(start: Callable[..., ServerProcess]) -> None:
-    server = start(limits={"max_output_bytes": 256 << 20})
+    # Soft limit raised too: this test wants every greedy line, not the slow-reader policy.
+    server = start(limits={"max_output_bytes": 256 << 20, "output_soft_bytes": 256 << 20})
     reader = server.client()
     greedy = server.client()
     polite = server.client()

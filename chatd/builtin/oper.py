@@ -110,9 +110,8 @@ def cmd_plugins(client: Client, args: str) -> None:
     for info in client.server.hooks.infos.values():
         state = f" DISABLED: {info.disabled}" if info.disabled else ""
         commands = " ".join("/" + c for c in info.commands) or "-"
-        client.notice(
-            f"{info.name} {info.version or ''} ({info.source}) commands: {commands}{state}"
-        )
+        version = f" {info.version}" if info.version else ""
+        client.notice(f"{info.name}{version} ({info.source}) commands: {commands}{state}")
 
 
 @hookimpl

@@ -1,0 +1,167 @@
+"""Who may connect: server capacity, per-address limits, and the fd budget.
+
+Sans-IO bookkeeping with the clock passed in, so the rules are testable alone.
+The server asks :meth:`Admission.check` before it admits a socket and reports
+every change (:meth:`opened`, :meth:`registered`, :meth:`closed`) exactly once
+per connection; the tables shrink back to empty when everyone has left (a
+leaked counter would lock an address out for good, RELIABILITY P2).
+
+Addresses are grouped the way ergo and nginx do it: an IPv4 address is its own
+group, an IPv6 address counts as its /64.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import resource
+from collections import deque
+from dataclasses import dataclass
+
+log = logging.getLogger("chatd.admission")
+
+
+def address_group(address: str) -> str:
+    """The key per-address limits count under: the IPv4 address or the IPv6 /64."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        mapped = ip.ipv4_mapped  # type: ignore[union-attr]
+        if mapped is not None:
+            return str(mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return address
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionRules:
+    max_clients: int
+    per_ip_max: int  # 0 = unlimited
+    connect_rate: int  # 0 = unlimited
+    connect_window: float
+    max_unregistered: int  # 0 = unlimited
+
+
+#: Reason code -> the line the refused client reads (before the connection closes).
+REFUSALS = {
+    "server_full": "! server full (max {max_clients} clients); try again later",
+    "per_ip": "! too many connections from your address (max {per_ip_max})",
+    "connect_rate": "! too many connection attempts from your address; try again later",
+    "unregistered": "! too many connections from your address that have not said anything",
+    "stopping": "! server shutting down",
+}
+
+
+class Admission:
+    """Counts connections per address group and decides on new ones."""
+
+    def __init__(self, rules: AdmissionRules) -> None:
+        self.rules = rules
+        self.clients = 0
+        self._per_group: dict[str, int] = {}
+        self._unregistered: dict[str, int] = {}
+        self._attempts: dict[str, deque[float]] = {}
+
+    def check(self, address: str, now: float) -> str | None:
+        """The reason code to refuse a connection from ``address``, or None to admit it.
+
+        Every attempt counts towards the connect rate, refused ones included, so
+        a client hammering the port stays refused until it slows down.
+        """
+        rules = self.rules
+        group = address_group(address)
+        if rules.connect_rate:
+            attempts = self._attempts.setdefault(group, deque())
+            while attempts and now - attempts[0] > rules.connect_window:
+                attempts.popleft()
+            attempts.append(now)
+            if len(attempts) > rules.connect_rate:
+                return "connect_rate"
+        if self.clients >= rules.max_clients:
+            return "server_full"
+        if rules.per_ip_max and self._per_group.get(group, 0) >= rules.per_ip_max:
+            return "per_ip"
+        if rules.max_unregistered and self._unregistered.get(group, 0) >= rules.max_unregistered:
+            return "unregistered"
+        return None
+
+    def refusal_line(self, reason: str) -> bytes:
+        text = REFUSALS[reason].format(
+            max_clients=self.rules.max_clients, per_ip_max=self.rules.per_ip_max
+        )
+        return (text + "\n").encode()
+
+    def opened(self, address: str) -> None:
+        group = address_group(address)
+        self.clients += 1
+        self._per_group[group] = self._per_group.get(group, 0) + 1
+        self._unregistered[group] = self._unregistered.get(group, 0) + 1
+
+    def registered(self, address: str) -> None:
+        _decrement(self._unregistered, address_group(address))
+
+    def closed(self, address: str, registered: bool) -> None:
+        group = address_group(address)
+        self.clients -= 1
+        _decrement(self._per_group, group)
+        if not registered:
+            _decrement(self._unregistered, group)
+
+    def expire(self, now: float) -> None:
+        """Forget connect attempts older than the window (keeps the table small)."""
+        window = self.rules.connect_window
+        for group in list(self._attempts):
+            attempts = self._attempts[group]
+            while attempts and now - attempts[0] > window:
+                attempts.popleft()
+            if not attempts:
+                del self._attempts[group]
+
+    def table_sizes(self) -> dict[str, int]:
+        """Sizes of the per-address tables, for tests and /stats."""
+        return {
+            "per_address": len(self._per_group),
+            "unregistered": len(self._unregistered),
+            "connect_attempts": len(self._attempts),
+        }
+
+
+def _decrement(table: dict[str, int], key: str) -> None:
+    count = table.get(key, 0) - 1
+    if count > 0:
+        table[key] = count
+    else:
+        table.pop(key, None)
+
+
+def clamp_max_clients(configured: int, reserve: int) -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one and fit ``configured`` under it.
+
+    Redis' ``adjustOpenFilesLimit``: a server that accepts more clients than it
+    has descriptors for fails at accept() under load instead of refusing
+    cleanly at the door.  Returns the max_clients to enforce; raises
+    ValueError when the limit leaves no room for any client.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise RLIMIT_NOFILE from %d to %d: %s", soft, hard, exc)
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    room = soft - reserve
+    if room < 1:
+        raise ValueError(
+            f"RLIMIT_NOFILE is {soft}, not above the {reserve} descriptors reserved "
+            "(limits.reserve_fds); raise the limit (ulimit -n) or lower the reserve"
+        )
+    if configured > room:
+        log.warning(
+            "max_clients reduced to %d (RLIMIT_NOFILE %d - %d reserved)", room, soft, reserve
+        )
+        return room
+    return configured
