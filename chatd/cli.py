@@ -116,6 +116,8 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     except OSError as exc:
         host, port = config.listen.host, config.listen.port
         return _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    except ValueError as exc:  # no descriptors left for clients; metrics unavailable
+        return _fail(str(exc))
     if args.port_file:
         Path(args.port_file).write_text(f"{bound[0][1]}\n")
     _install_signals(server)

@@ -59,6 +59,7 @@ class QueuedSink:
     def __init__(self, file: str | Path | None, fmt: str = _FORMAT) -> None:
         self.queue: queue.Queue[logging.LogRecord] = queue.Queue(_QUEUE_SIZE)
         self.handler = DroppingQueueHandler(self.queue)
+        _active_sinks.append(self)
         sink: logging.Handler = (
             _SafeFileHandler(file, encoding="utf-8") if file else _SafeStreamHandler(sys.stderr)
         )
@@ -73,8 +74,18 @@ class QueuedSink:
 
     def stop(self) -> None:
         """Write what is queued, then stop the thread and close the file."""
+        if self in _active_sinks:
+            _active_sinks.remove(self)
         self.listener.stop()
         self._sink.close()
+
+
+_active_sinks: list[QueuedSink] = []
+
+
+def dropped_log_records() -> int:
+    """Records dropped by every queued sink of this process (for the stats)."""
+    return sum(sink.dropped for sink in _active_sinks)
 
 
 class LoggingSetup:

@@ -40,6 +40,7 @@ from .connection import Connection, ConnectionLimits, OutputAccount, State
 from .fanout import Fanout
 from .flood import TokenBucket
 from .framing import LineTooLong, sanitize, sniff_foreign_protocol
+from .logsetup import dropped_log_records
 from .nicks import GUEST_PREFIX, nick_key, nick_problem
 from .plugins import PluginHost, PluginLoadError
 from .reactor import (
@@ -56,7 +57,6 @@ from .stats import Stats
 
 log = logging.getLogger("chatd.server")
 
-_EMFILE_RETRY_SECONDS = 0.5
 _LISTEN_EVENTS = EPOLLIN | EPOLLET
 
 
@@ -195,6 +195,9 @@ class Server:
         self._sweep_timer: Timer | None = None
         self._lag_timer: Timer | None = None
         self._throttled_logs: dict[str, float] = {}
+        #: The counters as of the last second, for readers on other threads (metrics).
+        self.published_stats: dict[str, Any] = {}
+        self._metrics_httpd: Any = None
         self._read_buffer = memoryview(bytearray(max(4096, config.limits.read_budget_bytes)))
         self._spare_fd: int | None = None
         self._accept_retry: Timer | None = None
@@ -303,8 +306,12 @@ class Server:
             self.config, self.hooks, self.commands = old_config, old_hooks, old_commands
             old_hooks.call("chatd_startup", server=self)
             return self._reload_failed(str(exc))
-        if new_config.listen != old_config.listen:
-            log.warning("reload: listener changes take effect after a restart")
+        try:
+            self._apply_limits()
+        except ValueError as exc:
+            log.error("reload: %s; keeping the previous client limits", exc)
+        if new_config.listen != old_config.listen or new_config.metrics != old_config.metrics:
+            log.warning("reload: listener and metrics changes take effect after a restart")
         log.info("reloaded %s: plugins %s", new_config.source, ", ".join(new_hooks.infos))
         return True
 
@@ -400,6 +407,18 @@ class Server:
         bound = sock.getsockname()[:2]
         log.info("listening on %s:%d", bound[0], bound[1])
         self._schedule_sweep()
+        self.publish_stats()
+        metrics = self.config.metrics
+        if metrics.enabled and self._metrics_httpd is None:
+            from .metrics import start_exporter
+
+            try:
+                self._metrics_httpd = start_exporter(
+                    metrics.host, metrics.port, lambda: self.published_stats
+                )
+            except (RuntimeError, OSError) as exc:
+                self.close()
+                raise ValueError(f"metrics: {exc}") from exc
         first_lag_check = self.reactor.clock() + 1.0
         self._lag_timer = self.reactor.call_later(1.0, self._measure_lag, first_lag_check)
         return [bound]
@@ -438,7 +457,10 @@ class Server:
         connections already waiting, and a level-triggered one would spin
         (libev "accept()ing when you can't"; libuv's emfile trick).
         """
-        log.warning("accept: %s; refusing new clients until descriptors free up", exc.strerror)
+        self.stats.reject("out_of_fds")
+        self._log_throttled(
+            "emfile", "accept: %s; refusing new clients until descriptors free up", exc.strerror
+        )
         if self._spare_fd is not None and exc.errno == errno.EMFILE:
             os.close(self._spare_fd)
             self._spare_fd = None
@@ -454,7 +476,7 @@ class Server:
                 self._spare_fd = os.open(os.devnull, os.O_RDONLY)
         if self._accept_retry is None:
             self._accept_retry = self.reactor.call_later(
-                _EMFILE_RETRY_SECONDS, self._retry_accept, listener
+                self.config.limits.accept_retry_seconds, self._retry_accept, listener
             )
 
     def _retry_accept(self, listener: _Listener) -> None:
@@ -748,6 +770,10 @@ class Server:
 
     def close(self) -> None:
         """Release every fd (after :meth:`serve_forever` returned)."""
+        if self._metrics_httpd is not None:
+            self._metrics_httpd.shutdown()
+            self._metrics_httpd.server_close()
+            self._metrics_httpd = None
         for conn in list(self._live):
             conn.abort("server closed")
         for listener in self._listeners:
@@ -830,6 +856,11 @@ class Server:
         self.stats.loop_lag_seconds = lag
         self.stats.loop_lag_max_seconds = max(self.stats.loop_lag_max_seconds, lag)
         self._lag_timer = self.reactor.call_later(1.0, self._measure_lag, now + 1.0)
+        self.publish_stats()
+
+    def publish_stats(self) -> None:
+        """Swap in a fresh copy of the counters (one reference assignment: thread-safe)."""
+        self.published_stats = self.stats_snapshot()
 
     def stats_snapshot(self) -> dict[str, Any]:
         """All counters plus the live gauges, for /stats and the metrics exporter."""
@@ -844,6 +875,8 @@ class Server:
         snapshot["plugin_errors"] = dict(self.hooks.error_counts)
         snapshot["plugin_slow_calls"] = dict(self.hooks.slow_counts)
         snapshot["max_clients"] = self.admission.rules.max_clients
+        snapshot["log_dropped"] = dropped_log_records()
+        snapshot["admission_tables"] = self.admission.table_sizes()
         return snapshot
 
     # -- introspection -------------------------------------------------------------

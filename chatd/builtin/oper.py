@@ -5,7 +5,7 @@ An operator is a client that sent ``/oper PASSWORD`` with the password from
 file).  Without a password configured nobody can become an operator.
 
 Operators get ``/reload`` (re-read config.yaml and the plugins, like SIGHUP),
-``/kick NICK [reason]`` and ``/plugins``, and every ``chatd_operator_notice``
+``/kick NICK [reason]``, ``/plugins`` and ``/stats``, and every ``chatd_operator_notice``
 (a plugin disabled by the circuit breaker, a failed reload) as a notice.
 
 Hardening: the comparison is constant-time (``hmac.compare_digest``); an
@@ -105,6 +105,33 @@ def cmd_kick(client: Client, args: str) -> None:
     client.notice(f"kicked {target.nick}")
 
 
+def cmd_stats(client: Client, args: str) -> None:
+    require_operator(client)
+    s = client.server.stats_snapshot()
+    client.notice(
+        f"clients {s['clients']}/{s['max_clients']}, rooms {s['rooms']}, "
+        f"connections since start {s['connections_total']}"
+    )
+    client.notice(
+        f"messages in {s['messages_in']}, deliveries {s['deliveries']}, "
+        f"bytes in {s['bytes_in']}, bytes out {s['bytes_out']}, "
+        f"output queued {s['output_bytes_queued']}"
+    )
+    lag_ms, lag_max_ms = s["loop_lag_seconds"] * 1000, s["loop_lag_max_seconds"] * 1000
+    client.notice(
+        f"loop lag {lag_ms:.1f} ms (max {lag_max_ms:.1f} ms), "
+        f"log records dropped {s['log_dropped']}"
+    )
+    for title, key in (
+        ("refused", "rejected"),
+        ("limit disconnections", "disconnects"),
+        ("plugin errors", "plugin_errors"),
+        ("slow plugin calls", "plugin_slow_calls"),
+    ):
+        counts = ", ".join(f"{name} {count}" for name, count in sorted(s[key].items()))
+        client.notice(f"{title}: {counts or 'none'}")
+
+
 def cmd_plugins(client: Client, args: str) -> None:
     require_operator(client)
     for info in client.server.hooks.infos.values():
@@ -136,4 +163,5 @@ def chatd_commands() -> list[Command]:
         ),
         Command("kick", cmd_kick, "/kick NICK [reason]", "(operators) disconnect a user"),
         Command("plugins", cmd_plugins, "/plugins", "(operators) list the loaded plugins"),
+        Command("stats", cmd_stats, "/stats", "(operators) counters: clients, traffic, limits"),
     ]

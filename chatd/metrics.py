@@ -1,0 +1,82 @@
+"""Prometheus metrics: chatd's counters over HTTP, off by default, loopback only.
+
+The exporter is prometheus_client's own HTTP server (an optional dependency:
+``pip install "chatd[metrics]"``), which answers on a thread of its own.  That
+thread never touches live server state: the loop publishes a copy of the
+counters once a second (:meth:`chatd.server.Server.publish_stats`) and the
+collector reads that copy, so a scrape can neither race the loop nor slow it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+log = logging.getLogger("chatd.metrics")
+
+#: name -> (help, snapshot key) for plain counters and gauges.
+_COUNTERS = {
+    "chatd_connections": ("Client connections accepted.", "connections_total"),
+    "chatd_messages_in": ("Chat lines received from clients.", "messages_in"),
+    "chatd_deliveries": ("Copies of room lines handed to recipients.", "deliveries"),
+    "chatd_bytes_in": ("Bytes received from clients.", "bytes_in"),
+    "chatd_bytes_out": ("Bytes sent to clients.", "bytes_out"),
+    "chatd_log_records_dropped": ("Log records dropped because the log sink was slow.",
+                                  "log_dropped"),
+}
+_GAUGES = {
+    "chatd_clients": ("Clients connected now.", "clients"),
+    "chatd_rooms": ("Rooms that exist now.", "rooms"),
+    "chatd_output_bytes_queued": ("Output bytes waiting for slow readers.", "output_bytes_queued"),
+    "chatd_loop_lag_seconds": ("How late the last 1-second timer fired.", "loop_lag_seconds"),
+    "chatd_max_clients": ("The enforced client limit.", "max_clients"),
+}
+#: name -> (help, snapshot key, label name) for counters split by a label.
+_LABELLED = {
+    "chatd_rejected_connections": ("Connections refused at accept.", "rejected", "reason"),
+    "chatd_limit_disconnections": ("Clients disconnected by a limit.", "disconnects", "kind"),
+    "chatd_plugin_errors": ("Exceptions raised by plugin code.", "plugin_errors", "plugin"),
+    "chatd_plugin_slow_calls": ("Plugin calls over slow_hook_seconds.", "plugin_slow_calls",
+                                "plugin"),
+}
+
+
+class ChatdCollector:
+    """A prometheus_client collector over the last published stats snapshot."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        data = self._snapshot()
+        for name, (text, key) in _COUNTERS.items():
+            yield CounterMetricFamily(name, text, value=data.get(key, 0))
+        for name, (text, key) in _GAUGES.items():
+            yield GaugeMetricFamily(name, text, value=data.get(key, 0))
+        for name, (text, key, label) in _LABELLED.items():
+            family = CounterMetricFamily(name, text, labels=[label])
+            for value, count in sorted(data.get(key, {}).items()):
+                family.add_metric([value], count)
+            yield family
+
+
+def start_exporter(host: str, port: int, snapshot: Callable[[], dict[str, Any]]) -> Any:
+    """Serve /metrics on ``host:port`` from a thread; returns the HTTP server.
+
+    Raises RuntimeError with an install hint when prometheus_client is missing.
+    """
+    try:
+        from prometheus_client import CollectorRegistry, start_http_server
+    except ImportError as exc:
+        raise RuntimeError(
+            'metrics.enabled needs prometheus_client: pip install "chatd[metrics]"'
+        ) from exc
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(ChatdCollector(snapshot))
+    httpd, _thread = start_http_server(port, addr=host, registry=registry)
+    bound = httpd.server_address
+    log.info("metrics on http://%s:%d/metrics", bound[0], bound[1])
+    return httpd
