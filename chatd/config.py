@@ -429,8 +429,9 @@ class PluginHostConfig:
     )
     max_failures: int = _setting(
         5,
-        "A plugin whose hooks raise this many times within failure_window_seconds is "
-        "disabled (until the next reload) and operators are told; 0 never disables.",
+        "A plugin whose hooks raise or overrun slow_hook_seconds this many times within "
+        "failure_window_seconds is disabled (until the next reload) and operators are told; "
+        "0 never disables.",
         ge=0,
     )
     failure_window_seconds: float = _setting(

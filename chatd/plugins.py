@@ -26,8 +26,8 @@ the event is told in one ``! ...`` line, and the remaining implementations run.
 
 Guard rails: every call is timed, and one that holds the loop longer than
 ``plugin_host.slow_hook_seconds`` is logged with the plugin and the time; a
-plugin that fails ``max_failures`` times within ``failure_window_seconds`` is
-unregistered (a circuit breaker) and ``on_disable`` tells the server.  The loop
+plugin that fails (raises or overruns) ``max_failures`` times within
+``failure_window_seconds`` is unregistered (a circuit breaker) and ``on_disable`` tells the server.  The loop
 is single-threaded, so a stalled hook cannot be pre-empted, only reported.
 """
 
@@ -328,6 +328,9 @@ class PluginHost:
             "%s in plugin %r took %.3f s (limit %.3f s): the whole server waited",
             hook_name, plugin, elapsed, self.slow_hook_seconds,
         )
+        # A plugin that keeps stalling the loop is as harmful as one that keeps
+        # raising: both count towards the circuit breaker.
+        self._count_towards_breaker(plugin, time.monotonic())
 
     def call_strict(self, hook_name: str, **kwargs: Any) -> list[Any]:
         """Call every implementation and let the first exception propagate.
