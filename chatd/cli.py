@@ -87,10 +87,15 @@ def main(argv: list[str] | None = None) -> int:
 
     level = args.log_level or ("DEBUG" if args.trace_hooks else config.logging.level)
     logging_setup = LoggingSetup(level, config.logging.file)
+    status = EXIT_STARTUP_FAILURE
     try:
-        return _run(args, config)
+        status = _run(args, config)
     finally:
-        logging_setup.stop()
+        if not logging_setup.stop():
+            # The log writer is blocked on a pipe nobody reads; interpreter exit
+            # would flush that same pipe and hang.  The chat is over: leave now.
+            os._exit(status)
+    return status
 
 
 def _run(args: argparse.Namespace, config: Config) -> int:

@@ -13,7 +13,6 @@ notice, ``! `` an error for this client alone, ``<nick> `` a chat message,
 from __future__ import annotations
 
 import time
-from collections import deque
 from typing import TYPE_CHECKING
 
 from .connection import Connection, State
@@ -21,6 +20,8 @@ from .framing import LineTooLong, sanitize
 from .stash import Stash
 
 if TYPE_CHECKING:
+    from collections import deque
+
     from .flood import TokenBucket
     from .reactor import Timer
     from .rooms import Room
@@ -36,6 +37,7 @@ class Client:
         "_backlog_bytes",
         "_backlog_timer",
         "_bucket",
+        "_close_after_backlog",
         "_conn",
         "connected_at",
         "connected_mono",
@@ -66,9 +68,10 @@ class Client:
         self.registered = False
         # Flood control (chatd.flood): lines waiting for the rate limit, in order.
         self._bucket: TokenBucket | None = None
-        self._backlog: deque[str | LineTooLong] = deque()
+        self._backlog: deque[str | LineTooLong] | None = None  # made on first use: memory
         self._backlog_bytes = 0
         self._backlog_timer: Timer | None = None
+        self._close_after_backlog = False
 
     # -- talking to the client ---------------------------------------------
 
@@ -79,7 +82,7 @@ class Client:
                 self.send(line)
             return
         fanout = self.server._fanout
-        if fanout.pending:
+        if fanout.pending and not fanout.rooms_pending.isdisjoint(self.rooms):
             fanout.flush()  # room lines produced earlier must arrive earlier
         self._conn.write((sanitize(text) + "\n").encode("utf-8"))
 
@@ -133,6 +136,9 @@ class Client:
             f"{count} line(s) skipped: you were not reading fast enough (your connection "
             "or terminal is too slow for this room)"
         )
+
+    def eof_received(self) -> bool:
+        return self.server._eof_received(self)
 
     def connection_lost(self, reason: str) -> None:
         self.server._client_gone(self, reason)

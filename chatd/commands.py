@@ -37,6 +37,7 @@ class Command:
     :param usage: the synopsis, e.g. ``"/msg NICK text"``.
     :param help: one line for the ``/help`` list.
     :param long_help: shown by ``/help NAME`` under the usage line; may span lines.
+    :param exact_args: refuse the line if the sanitiser had to change it.
     """
 
     name: str
@@ -45,6 +46,9 @@ class Command:
     help: str = ""
     long_help: str = ""
     plugin: str = field(default="", compare=False)
+    #: Refuse the command when control characters had to be removed from its line,
+    #: instead of running it on an altered argument (nicks, passwords).
+    exact_args: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "-_" for c in self.name):
@@ -98,6 +102,7 @@ class ParsedCommand:
 
     name: str
     args: str
+    cleaned: bool = False  # the sanitiser removed control characters from the line
 
 
 def parse_line(text: str) -> str | ParsedCommand:
@@ -113,4 +118,4 @@ def parse_line(text: str) -> str | ParsedCommand:
     name, _, args = text[1:].partition(" ")
     if not name:
         return text
-    return ParsedCommand(name.lower(), args.strip())
+    return ParsedCommand(name.lower(), args.strip(), text.__class__ is not str)

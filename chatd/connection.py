@@ -87,6 +87,10 @@ class Protocol(_Protocol):
 
     def lines_skipped(self, count: int) -> None: ...
 
+    def eof_received(self) -> bool:
+        """The peer sent FIN; return True to keep the connection open for now."""
+        ...
+
     def connection_lost(self, reason: str) -> None: ...
 
 
@@ -163,6 +167,7 @@ class Connection:
         limits: ConnectionLimits | None = None,
         account: OutputAccount | None = None,
         on_closed: Callable[[Connection], None] | None = None,
+        peer: tuple[str, int] | None = None,
     ) -> None:
         self._sock = sock
         self._reactor = reactor
@@ -196,10 +201,13 @@ class Connection:
         #: Which limit closed this connection, if one did (for the stats).
         self.limit_hit: str | None = None
         self.fd = sock.fileno()
-        try:
-            self.peer: tuple[str, int] = sock.getpeername()[:2]
-        except OSError:
-            self.peer = ("?", 0)
+        if peer is None:
+            try:
+                peer = sock.getpeername()[:2]
+            except OSError:
+                peer = ("?", 0)
+        #: The peer's (address, port), as accept() reported it.
+        self.peer: tuple[str, int] = peer
         self.state = State.OPEN
         self.output_bytes = 0
         self.bytes_received = 0
@@ -316,6 +324,8 @@ class Connection:
             if tail is not None and self._protocol is not None:
                 self._protocol.lines_received([tail])
             if self.state is State.OPEN:
+                if self._protocol is not None and self._protocol.eof_received():
+                    return  # the protocol closes when it is done (delayed lines)
                 self.close("connection closed by peer")
         elif self.state is State.CLOSING and self._shut_wr:
             self._teardown()

@@ -31,15 +31,22 @@ if TYPE_CHECKING:
     from .server import Server
 
 
+_Entry = tuple["Room", bytes, "Client | None", int]  # room, line, excluded sender, order
+
+
 class Fanout:
     """The tick's pending room lines; flushed before the reactor's write flush."""
 
-    __slots__ = ("_entries", "_server")
+    __slots__ = ("_entries", "_server", "rooms_pending")
 
     def __init__(self, server: Server | None = None) -> None:
         self._server = server
         #: (room, encoded line, excluded client or None), in production order.
         self._entries: list[tuple[Room, bytes, Client | None]] = []
+        #: Rooms with lines in this batch: a direct write to a client flushes the
+        #: batch first only if the client is in one of them (ordering), so a
+        #: connect storm's welcomes do not flush every join notice one by one.
+        self.rooms_pending: set[Room] = set()
 
     @property
     def pending(self) -> int:
@@ -48,6 +55,7 @@ class Fanout:
     def add(self, room: Room, data: bytes, exclude: Client | None) -> None:
         """Record one encoded line for ``room`` (delivered at :meth:`flush`)."""
         self._entries.append((room, data, exclude))
+        self.rooms_pending.add(room)
 
     def flush(self) -> None:
         """Deliver every pending line: one joined payload per room and recipient."""
@@ -55,38 +63,46 @@ class Fanout:
         if not entries:
             return
         self._entries = []
+        self.rooms_pending = set()
         if self._server is not None:
             self._server.stats.deliveries += sum(
                 len(room.members) - (exclude is not None) for room, _data, exclude in entries
             )
-        by_room: dict[Room, list[tuple[Room, bytes, Client | None]]] = {}
-        for entry in entries:
-            by_room.setdefault(entry[0], []).append(entry)
-        several_rooms = len(by_room) > 1
-        crowded: set[Client] = set()  # members of 2+ rooms: served in global order below
+        by_room: dict[Room, list[_Entry]] = {}
+        for order, (room, data, exclude) in enumerate(entries):
+            by_room.setdefault(room, []).append((room, data, exclude, order))
+        crowded: set[Client] = set()
         for room, room_entries in by_room.items():
-            _deliver_room(room, room_entries, crowded if several_rooms else None)
+            _deliver_room(room, room_entries, by_room if len(by_room) > 1 else None, crowded)
         for client in crowded:
-            rooms = client.rooms
-            payload = b"".join(
-                data for room, data, exclude in entries if exclude is not client and room in rooms
+            # In two or more of this tick's busy rooms: merge their lines in the
+            # order they were produced (work proportional to its own rooms' lines).
+            mine = sorted(
+                (entry for room in client.rooms if room in by_room for entry in by_room[room]),
+                key=lambda entry: entry[3],
             )
+            payload = b"".join(entry[1] for entry in mine if entry[2] is not client)
             if payload:
                 client._conn.write_now(payload)
 
 
 def _deliver_room(
-    room: Room, entries: list[tuple[Room, bytes, Client | None]], crowded: set[Client] | None
+    room: Room,
+    entries: list[_Entry],
+    busy_rooms: dict[Room, list[_Entry]] | None,
+    crowded: set[Client],
 ) -> None:
     payload = entries[0][1] if len(entries) == 1 else b"".join(e[1] for e in entries)
     senders = {e[2] for e in entries}
     senders.discard(None)
     for member in tuple(room.members):
-        if crowded is not None and len(member.rooms) > 1:
-            crowded.add(member)
-            continue
+        if busy_rooms is not None and len(member.rooms) > 1:
+            busy = sum(1 for r in member.rooms if r in busy_rooms)
+            if busy > 1:
+                crowded.add(member)
+                continue
         if member in senders:
-            own = b"".join(data for _room, data, exclude in entries if exclude is not member)
+            own = b"".join(e[1] for e in entries if e[2] is not member)
             if own:
                 member._conn.write_now(own)
         else:

@@ -123,9 +123,24 @@ def sanitize(text: str) -> str:
     return _UNSAFE_CHARACTERS.sub("", text)
 
 
+class CleanedLine(str):
+    """A received line from which the sanitiser had to remove something.
+
+    Plain ``str`` otherwise; commands whose arguments must arrive exactly as
+    typed (a nick, a password) refuse such a line rather than act on an altered
+    value (see ``Command.exact_args``).
+    """
+
+    __slots__ = ()
+
+
 def decode_line(raw: bytes | bytearray | memoryview) -> str:
     """Decode one framed line (UTF-8, invalid bytes -> U+FFFD) and sanitise it."""
-    return sanitize(str(raw, "utf-8", "replace"))
+    text = str(raw, "utf-8", "replace")
+    clean = sanitize(text)
+    if clean is not text and clean != text.replace("\t", " "):
+        return CleanedLine(clean)
+    return clean
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ the loop (Python logging cookbook, "Dealing with handlers that block").
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import queue
@@ -33,20 +34,42 @@ class DroppingQueueHandler(logging.handlers.QueueHandler):
             self.dropped += 1
 
 
+class _Failures:
+    """Counts records a sink failed to write (a dead pipe, a full disk)."""
+
+    failed = 0
+
+
 class _SafeStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to a stream; a broken or closed stream disables it quietly."""
+    """Writes to a stream; a broken or closed stream loses records, counted."""
 
     def handleError(self, record: logging.LogRecord) -> None:
         # Default behaviour prints a traceback to stderr, which may be the very
         # stream that failed.  Losing log lines beats losing the server.
-        return
+        _Failures.failed += 1
 
 
 class _SafeFileHandler(logging.FileHandler):
-    """A file handler whose write errors (disk full, file gone) are swallowed."""
+    """A file handler whose write errors (disk full, file gone) are counted, not raised."""
 
     def handleError(self, record: logging.LogRecord) -> None:
-        return
+        _Failures.failed += 1
+
+
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(32), 127) if c != 9}
+
+
+class EscapingFormatter(logging.Formatter):
+    """One record, one line: control characters in the message are escaped.
+
+    Plugins log whatever they like; this keeps a message from carrying terminal
+    escapes into an operator's terminal or forging a second record with a
+    newline (CWE-117).  Tracebacks stay multi-line: they come from Python.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = record.message.translate(_CONTROLS)
+        return super().formatMessage(record)
 
 
 class QueuedSink:
@@ -59,6 +82,9 @@ class QueuedSink:
     def __init__(self, file: str | Path | None, fmt: str = _FORMAT) -> None:
         self.queue: queue.Queue[logging.LogRecord] = queue.Queue(_QUEUE_SIZE)
         self.handler = DroppingQueueHandler(self.queue)
+        # The queue handler renders the message (and the traceback) on the loop
+        # thread; escaping happens there, before the traceback is appended.
+        self.handler.setFormatter(EscapingFormatter("%(message)s"))
         _active_sinks.append(self)
         sink: logging.Handler = (
             _SafeFileHandler(file, encoding="utf-8") if file else _SafeStreamHandler(sys.stderr)
@@ -72,20 +98,34 @@ class QueuedSink:
     def dropped(self) -> int:
         return self.handler.dropped
 
-    def stop(self) -> None:
-        """Write what is queued, then stop the thread and close the file."""
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Write what is queued, then stop the thread and close the file.
+
+        Bounded: a writer stuck on a pipe nobody reads must not keep the
+        process from exiting, so the stop marker is dropped if the queue is
+        full and the thread is waited for at most ``timeout`` seconds.
+        """
         if self in _active_sinks:
             _active_sinks.remove(self)
-        self.listener.stop()
-        self._sink.close()
+        listener = self.listener
+        thread = listener._thread  # QueueListener has no public bounded stop
+        if thread is not None:
+            with contextlib.suppress(queue.Full):
+                self.queue.put_nowait(listener._sentinel)  # type: ignore[attr-defined]
+            thread.join(timeout)
+            listener._thread = None
+        if thread is None or not thread.is_alive():
+            self._sink.close()
+            return True
+        return False  # the writer is stuck on its sink
 
 
 _active_sinks: list[QueuedSink] = []
 
 
 def dropped_log_records() -> int:
-    """Records dropped by every queued sink of this process (for the stats)."""
-    return sum(sink.dropped for sink in _active_sinks)
+    """Records lost by this process's logging: queue overflow plus failed writes."""
+    return sum(sink.dropped for sink in _active_sinks) + _Failures.failed
 
 
 class LoggingSetup:
@@ -99,6 +139,7 @@ class LoggingSetup:
         root.addHandler(self.sink.handler)
         root.setLevel(level)
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """Flush and stop; False if the sink is stuck (the caller should not wait on it)."""
         logging.getLogger().removeHandler(self.sink.handler)
-        self.sink.stop()
+        return self.sink.stop()

@@ -27,8 +27,10 @@ the event is told in one ``! ...`` line, and the remaining implementations run.
 Guard rails: every call is timed, and one that holds the loop longer than
 ``plugin_host.slow_hook_seconds`` is logged with the plugin and the time; a
 plugin that fails (raises or overruns) ``max_failures`` times within
-``failure_window_seconds`` is unregistered (a circuit breaker) and ``on_disable`` tells the server.  The loop
-is single-threaded, so a stalled hook cannot be pre-empted, only reported.
+``failure_window_seconds`` is unregistered (a circuit breaker) and
+``on_disable`` tells the server.  Built-in plugins are the server itself: their
+failures are reported but never switch them off.  The loop is single-threaded,
+so a stalled hook cannot be pre-empted, only reported.
 """
 
 from __future__ import annotations
@@ -102,8 +104,26 @@ class _Impl:
         self.plugin_name = plugin
 
 
+class _PluginManager(pluggy.PluginManager):
+    """pluggy's manager, telling the host when a plugin leaves (even from inside a hook)."""
+
+    def __init__(self, project: str, on_change: Callable[[], None]) -> None:
+        super().__init__(project)
+        self._on_change = on_change
+
+    def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
+        result = super().unregister(plugin, name)
+        self._on_change()
+        return result
+
+
 class PluginHost:
     """A pluggy ``PluginManager`` plus discovery and failure-isolating calls."""
+
+    _impl_cache: dict[str, tuple[_Impl, ...]]
+
+    def _impl_cache_clear(self) -> None:
+        self._impl_cache.clear()
 
     def __init__(
         self,
@@ -114,7 +134,8 @@ class PluginHost:
         failure_window: float = 60.0,
         trace: bool = False,
     ) -> None:
-        self.pm = pluggy.PluginManager("chatd")
+        self._impl_cache = {}
+        self.pm = _PluginManager("chatd", self._impl_cache_clear)
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
         self.disabled_names = frozenset(disabled)
@@ -125,7 +146,6 @@ class PluginHost:
         self.trace = trace
         #: Called with (plugin name, reason) when the circuit breaker trips.
         self.on_disable: Callable[[str, str], None] | None = None
-        self._impl_cache: dict[str, tuple[_Impl, ...]] = {}
         self._last_logged: dict[tuple[str, str, str], float] = {}
         self._recent_failures: dict[str, deque[float]] = {}
         #: Failures per plugin name, for stats and operators.
@@ -383,8 +403,9 @@ class PluginHost:
         self._count_towards_breaker(plugin, now)
 
     def _count_towards_breaker(self, plugin: str, now: float) -> None:
-        if self.max_failures <= 0 or plugin not in self.infos:
-            return
+        info = self.infos.get(plugin)
+        if self.max_failures <= 0 or info is None or info.source == "builtin":
+            return  # built-ins are the server itself: reported, never switched off
         recent = self._recent_failures.setdefault(plugin, deque())
         recent.append(now)
         while recent and now - recent[0] > self.failure_window:

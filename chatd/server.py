@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -99,7 +100,7 @@ def _overdue_input(client: Client, limits: LimitsConfig, now: float) -> tuple[st
 
 
 def _line_size(item: str | LineTooLong) -> int:
-    return len(item) if item.__class__ is str else 0
+    return 0 if item.__class__ is LineTooLong else len(item)  # type: ignore[arg-type]
 
 
 def _tune_socket(sock: socket.socket, net: NetConfig) -> None:
@@ -430,10 +431,12 @@ class Server:
     # -- accepting -------------------------------------------------------------
 
     def _accept(self, listener: _Listener) -> None:
+        if self._stopping:  # a batch re-queued before stop() closed the listener
+            return
         sock = listener.sock
         for _ in range(self.config.limits.accept_batch):
             try:
-                conn_sock, _addr = sock.accept()
+                conn_sock, peer = sock.accept()
             except BlockingIOError:
                 return
             except InterruptedError:
@@ -446,7 +449,7 @@ class Server:
                     return
                 log.error("accept failed: %s", exc)
                 return
-            self._admit(conn_sock)
+            self._admit(conn_sock, peer)
         # Batch used up: under ET the rest of the backlog is never announced again.
         self.reactor.call_soon(self._accept, listener)
 
@@ -484,14 +487,12 @@ class Server:
         if not self._stopping:
             self._accept(listener)
 
-    def _admit(self, sock: socket.socket) -> None:
+    def _admit(self, sock: socket.socket, peer: tuple[str, int]) -> None:
         config = self.config
         limits = config.limits
-        try:
-            address = sock.getpeername()[0]
-        except OSError:  # reset before we got to it
-            sock.close()
-            return
+        # accept()'s answer, not getpeername(): a reset in between must not make
+        # the connection count under another address (a leaked per-address slot).
+        address = peer[0]
         reason = "stopping" if self._stopping else self.admission.check(address, time.monotonic())
         if reason is not None:
             self._refuse(sock, address, reason)
@@ -513,6 +514,7 @@ class Server:
             ),
             account=self._account,
             on_closed=self._connection_closed,
+            peer=(peer[0], peer[1]),
         )
         client = Client(self, conn, next(self._ids), self._new_guest_nick())
         conn.set_protocol(client)
@@ -572,7 +574,8 @@ class Server:
         """Lines from the connection: register, then process or queue for the flood limit."""
         if not client.registered:
             first = lines[0]
-            if first.__class__ is str and sniff_foreign_protocol(first.encode()) == "http":
+            is_text = first.__class__ is not LineTooLong
+            if is_text and sniff_foreign_protocol(first.encode()) == "http":  # type: ignore[union-attr]
                 client._conn.reject_foreign("http")
                 self._log_throttled("foreign:http", "HTTP request from %s refused", client.address)
                 return
@@ -589,6 +592,8 @@ class Server:
             if not backlog and bucket.take(bucket.cost(_line_size(item)), now):
                 ready.append(item)
                 continue
+            if backlog is None:
+                backlog = client._backlog = deque()
             backlog.append(item)
             client._backlog_bytes += _line_size(item)
         if ready:
@@ -602,6 +607,7 @@ class Server:
     def _schedule_backlog(self, client: Client) -> None:
         bucket = client._bucket
         assert bucket is not None
+        assert client._backlog
         wait = bucket.wait_time(bucket.cost(_line_size(client._backlog[0])), time.monotonic())
         client._backlog_timer = self.reactor.call_later(wait, self._drain_backlog, client)
 
@@ -613,7 +619,7 @@ class Server:
         client._backlog_timer = None
         bucket = client._bucket
         backlog = client._backlog
-        if bucket is None or not client.connected:
+        if bucket is None or backlog is None or not client.connected:
             return
         now = time.monotonic()
         ready: list[str | LineTooLong] = []
@@ -625,11 +631,24 @@ class Server:
             self._process_lines(client, ready)
         if backlog and client.connected:
             self._schedule_backlog(client)
+        elif client._close_after_backlog and client.connected:
+            client.close("connection closed by peer")
+
+    def _eof_received(self, client: Client) -> bool:
+        """The client half-closed: keep it until its delayed lines are processed.
+
+        ``printf 'many\nlines\n' | nc -N host port`` must deliver every line, even
+        those the flood limit delayed (delayed, never dropped).
+        """
+        if client._backlog:
+            client._close_after_backlog = True
+            return True
+        return False
 
     def _excess_flood(self, client: Client) -> None:
         limit = self.config.limits.recvq_max_bytes
         client._conn.limit_hit = "excess_flood"
-        client._backlog.clear()
+        client._backlog = None
         client._backlog_bytes = 0
         client.error(f"excess flood: more than {limit} bytes waiting; disconnecting")
         client.close("excess flood")
@@ -639,13 +658,13 @@ class Server:
         for item in lines:
             if conn.state is not State.OPEN:
                 return
-            if item.__class__ is not str:
+            if item.__class__ is LineTooLong:
                 client.error(f"line too long (max {item.limit} bytes); it was not sent")
                 continue
             if not item or item.isspace():
                 continue
             parsed = parse_line(item)
-            if parsed.__class__ is str:
+            if parsed.__class__ is not ParsedCommand:
                 self._message(client, parsed)
             else:
                 self._command(client, parsed)
@@ -678,6 +697,9 @@ class Server:
         if command is None:
             client.error(f"unknown command /{parsed.name} — try /help")
             return
+        if command.exact_args and parsed.cleaned:
+            client.error(f"/{command.name}: control characters are not allowed here")
+            return
         try:
             self.hooks.run_guarded(
                 command.plugin,
@@ -706,7 +728,7 @@ class Server:
         if client._backlog_timer is not None:
             client._backlog_timer.cancel()
             client._backlog_timer = None
-        client._backlog.clear()
+        client._backlog = None
         if self._nicks.get(nick_key(client.nick)) is client:
             del self._nicks[nick_key(client.nick)]
         self.hooks.call("chatd_client_disconnect", client=client, reason=reason)

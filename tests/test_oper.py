@@ -183,7 +183,7 @@ def test_plugins_lists_every_plugin_and_its_commands(chatd_server):
         "rooms": "/join /part /rooms /who /topic",
         "commands": "/help /nick /msg /me /quit",
         "log": "-",
-        "oper": "/oper /reload /kick /plugins",
+        "oper": "/oper /reload /kick /plugins /stats",
         "dice": "/roll",
     }
     for name, commands in expected.items():

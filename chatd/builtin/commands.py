@@ -76,6 +76,7 @@ def chatd_commands() -> list[Command]:
             "nick", cmd_nick, "/nick NAME", "change your nick",
             "Nicks are unique (case-insensitive), at most 32 bytes of ASCII letters,\n"
             "digits and _-[]\\^{}|`, and cannot start with a digit or '-'.",
+            exact_args=True,
         ),
         Command("msg", cmd_msg, "/msg NICK text", "send a private message"),
         Command("me", cmd_me, "/me action", "describe an action: * nick action"),

@@ -155,6 +155,7 @@ def chatd_commands() -> list[Command]:
             "oper", cmd_oper, "/oper PASSWORD", "become a server operator",
             "The password is plugins.oper.password in the server's config. Three wrong\n"
             "attempts within a minute lock your address out for the rest of the minute.",
+            exact_args=True,
         ),
         Command(
             "reload", cmd_reload, "/reload", "(operators) re-read the config and plugins",

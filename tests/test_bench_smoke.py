@@ -1,0 +1,75 @@
+"""The benchmark must keep working: a seconds-long smoke run of bench/run.py in CI.
+
+It runs every server (chatd and the three asyncio baselines, uvloop included)
+through a closed-loop, a rate-limited multi-room and an idle scenario with tiny
+counts, and checks what the benchmark promises: it exits 0, every line arrived
+exactly once and in order, and every run measured something.  It never asserts a
+speed (DESIGN.md section 6): how fast is the benchmark's question, not the test's.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SERVERS = {"chatd", "asyncio-protocol", "asyncio-protocol-uvloop", "asyncio-streams"}
+SCENARIOS = {"smoke-fanout", "smoke-rooms", "smoke-idle"}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    missing = [m for m in ("uvloop", "matplotlib") if importlib.util.find_spec(m) is None]
+    assert not missing, f"the benchmark needs {missing}: pip install -e '.[test]'"
+    assert shutil.which("cc"), "the benchmark compiles its load generator with cc"
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--smoke", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=55,
+    )
+    assert done.returncode == 0, f"bench/run.py --smoke failed:\n{done.stderr[-4000:]}"
+    result = json.loads((out / "results.json").read_text())
+    result["_out"] = out
+    return result
+
+
+def test_every_server_ran_every_scenario(smoke: dict) -> None:
+    ran = {(r["scenario"], r["server"]) for r in smoke["runs"]}
+    assert ran == {(scenario, server) for scenario in SCENARIOS for server in SERVERS}
+    assert all(r["status"] != "FAILED" for r in smoke["runs"]), smoke["runs"]
+
+
+def test_every_line_arrived_once_and_in_order(smoke: dict) -> None:
+    for run in smoke["runs"]:
+        if run["mode"] == "idle":
+            continue
+        lg = run["loadgen"]
+        where = f"{run['scenario']} / {run['server']}"
+        for key in ("lost", "duplicated", "reordered", "misrouted", "disconnected"):
+            assert lg[key] == 0, f"{where}: {lg[key]} {key}"
+        assert lg["deliveries"] > 0, f"{where}: nothing delivered in the measured window"
+        assert lg["total_delivered"] == lg["expected_deliveries"], where
+
+
+def test_idle_runs_connected_everyone_and_measured_memory(smoke: dict) -> None:
+    for run in smoke["runs"]:
+        if run["mode"] != "idle":
+            continue
+        metrics = run["metrics"]
+        assert metrics["connected"] == metrics["requested"] > 0, run
+        assert metrics["rss_loaded_mib"] > 0, run
+
+
+def test_reports_are_written(smoke: dict) -> None:
+    out = smoke["_out"]
+    assert (out / "deliveries.png").read_bytes().startswith(b"\x89PNG")
+    table = (out / "results.md").read_text()
+    assert "| smoke-fanout | chatd |" in table
+    config = (out / "chatd-bench.yaml").read_text()
+    assert "ONLY FLOOD AND CONNECTION LIMITS ARE RAISED" in config
