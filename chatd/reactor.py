@@ -122,7 +122,9 @@ class Reactor:
         """Watch ``fd``; ``handler.handle_events(mask)`` is called on each event."""
         self._epoll.register(fd, events)
         self._handlers[fd] = handler
-        self._closed_in_batch.discard(fd)
+        # Deliberately not removed from _closed_in_batch: an event still waiting in
+        # this batch belongs to the fd's previous owner.  The new socket's own
+        # readiness is reported by the next poll (and start() reads at once).
 
     def unregister(self, fd: int) -> None:
         """Stop watching ``fd``.  Call this *before* closing the socket.
