@@ -28,6 +28,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -312,3 +313,53 @@ def chatd_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for server in servers:
         server.close()
+
+
+# -- probes for fault tests ------------------------------------------------------
+# Small, Linux-specific helpers chatd's own reliability tests share; a plugin's
+# hardening tests can use them too.
+
+_LOG_RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ", re.MULTILINE)
+
+
+def fd_count(pid: int) -> int:
+    """Open descriptors of process ``pid`` (leak checks)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process ``pid``."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` (busy-loop checks compare two readings)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with SO_LINGER (1, 0): the peer gets an RST, not a FIN."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true (True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+
+
+def unexpected_tracebacks(log: str) -> list[str]:
+    """Log records with a traceback that is not a reported plugin failure."""
+    records = [r for r in _LOG_RECORD_START.split(log) if "Traceback" in r]
+    return [r for r in records if not re.match(r"ERROR chatd\.plugin_errors: plugin ", r)]

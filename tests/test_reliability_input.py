@@ -26,7 +26,6 @@ generous bounds (a busy loop would burn the whole window).
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import re
 import socket
@@ -40,7 +39,7 @@ from typing import Any
 import pytest
 
 from chatd.framing import FOREIGN_PROTOCOL_REPLIES
-from chatd.testing import ChatClient, ServerProcess
+from chatd.testing import ChatClient, ServerProcess, cpu_seconds, fd_count, rss_bytes
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -128,23 +127,10 @@ def operator_stats(server: ServerProcess) -> dict[str, dict[str, int]]:
     return {"refused": _counts(refused), "disconnects": _counts(disconnects)}
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` (from /proc/<pid>/stat), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:

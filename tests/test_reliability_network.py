@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -25,7 +24,14 @@ from typing import Any
 
 import pytest
 
-from chatd.testing import ChatClient, ServerProcess
+from chatd.testing import (
+    ChatClient,
+    ServerProcess,
+    fd_count,
+    reset,
+    unexpected_tracebacks,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -33,16 +39,11 @@ REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "reliability-oper"
 OPER = {"oper": {"password": PASSWORD}}
 WELCOME = re.compile(r"^\* Welcome to chatd, (\S+)\.")
-_RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ", re.MULTILINE)
 
 
 # -- helpers ---------------------------------------------------------------------------
 
 
-def unexpected_tracebacks(log: str) -> list[str]:
-    """Log records with a traceback that is not a reported plugin failure."""
-    records = [r for r in _RECORD_START.split(log) if "Traceback" in r]
-    return [r for r in records if not re.match(r"ERROR chatd\.plugin_errors: plugin ", r)]
 
 
 @pytest.fixture
@@ -64,25 +65,10 @@ def start(chatd_server: Callable[..., ServerProcess]) -> Iterator[Callable[..., 
         assert unexpected_tracebacks(log) == [], log[-5000:]
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
 
 
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def reset(sock: socket.socket) -> None:
-    """Close with SO_LINGER (1, 0): the peer gets an RST, not a FIN."""
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
 
 
 def operator(server: ServerProcess, *, room: str = "#ops") -> ChatClient:

@@ -12,16 +12,14 @@ import contextlib
 import os
 import re
 import socket
-import struct
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from chatd.testing import ChatClient, ServerProcess
+from chatd.testing import ChatClient, ServerProcess, fd_count, reset, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -68,24 +66,10 @@ def write_plugin(directory: Path, filename: str, source: str) -> None:
     (directory / filename).write_text(textwrap.dedent(source))
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
 
 
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def reset(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
 
 
 def named(server: ServerProcess, nick: str, **kwargs: Any) -> ChatClient:

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import re
 import resource
 import selectors
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -28,23 +26,28 @@ from typing import Any
 
 import pytest
 
-from chatd.testing import ChatClient, ServerProcess, write_config
+from chatd.testing import (
+    ChatClient,
+    ServerProcess,
+    cpu_seconds,
+    fd_count,
+    reset,
+    rss_bytes,
+    unexpected_tracebacks,
+    wait_until,
+    write_config,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
 PASSWORD = "reliability-oper"
 OPER = {"oper": {"password": PASSWORD}}
 WELCOME = re.compile(r"^\* Welcome to chatd, (\S+)\.")
-_RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ", re.MULTILINE)
 
 
 # -- helpers ---------------------------------------------------------------------------
 
 
-def unexpected_tracebacks(log: str) -> list[str]:
-    """Log records with a traceback that is not a reported plugin failure."""
-    records = [r for r in _RECORD_START.split(log) if "Traceback" in r]
-    return [r for r in records if not re.match(r"ERROR chatd\.plugin_errors: plugin ", r)]
 
 
 def check_healthy(server: ServerProcess) -> None:
@@ -71,38 +74,14 @@ def start(chatd_server: Callable[..., ServerProcess]) -> Iterator[Callable[..., 
         check_healthy(server)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
 
 
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
-def reset(sock: socket.socket) -> None:
-    """Close with SO_LINGER (1, 0): the peer gets an RST, not a FIN."""
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
 
 
 def raw_socket(address: tuple[str, int], *, source: str | None = None,

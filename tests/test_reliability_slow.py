@@ -42,7 +42,7 @@ from typing import Any
 
 import pytest
 
-from chatd.testing import ChatClient, ServerProcess
+from chatd.testing import ChatClient, ServerProcess, rss_bytes
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -140,12 +140,6 @@ class Operator:
         }
 
 
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def who(client: ChatClient) -> list[str]:
