@@ -29,6 +29,7 @@ from chatd.testing import (
     ServerProcess,
     fd_count,
     reset,
+    skip_unless_ci,
     unexpected_tracebacks,
     wait_until,
 )
@@ -307,15 +308,13 @@ print(json.dumps(result))
 '''
 
 
-@pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None,
-    reason="needs root, unshare(1) and ip(8) for a private network namespace",
-)
 def test_N2_vanished_peers_are_reaped_by_keepalive(tmp_path: Path) -> None:
     """N2: "inside a private netns, bring up lo, start chatd and two clients, then ip
     link set lo down.  Config: keepalive idle 1 / interval 1 / count 2; tcp_user_timeout
     2.  Both connections are reaped within about 3-5 s (SO_ERROR=ETIMEDOUT).  Their
     state is released, and no exception escapes." """
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
+        skip_unless_ci("needs root, unshare(1) and ip(8) for a private network namespace")
     driver = tmp_path / "netns_driver.py"
     driver.write_text(NETNS_DRIVER)
     workdir = tmp_path / "netns"

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from chatd.testing import ChatClient, ServerProcess
+from chatd.testing import ChatClient, ServerProcess, skip_unless_ci
 
 #: Bytes that must never reach a terminal or a log: C0 except LF, and DEL.
 FORBIDDEN_BYTES = frozenset(range(0x00, 0x09)) | frozenset(range(0x0B, 0x20)) | {0x7F}
@@ -538,7 +538,7 @@ def veth_pair() -> Iterator[tuple[str, str, str, str]]:
     """Two network namespaces joined by a veth pair: (server ns, server ip, client ns,
     client ip).  Nothing is added to the host's own namespace."""
     if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("needs root and iproute2 for network namespaces")
+        skip_unless_ci("needs root and iproute2 for network namespaces")
     tag = f"{os.getpid() % 100000}"
     srv, cli = f"chatd-x4s-{tag}", f"chatd-x4c-{tag}"
     net = f"10.{200 + os.getpid() % 50}.{os.getpid() % 250}"
@@ -556,7 +556,7 @@ def veth_pair() -> Iterator[tuple[str, str, str, str]]:
     except subprocess.CalledProcessError as exc:
         for ns in (srv, cli):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-        pytest.skip(f"cannot build network namespaces here: {exc.stderr!r}")
+        skip_unless_ci(f"cannot build network namespaces here: {exc.stderr!r}")
     try:
         yield srv, srv_ip, cli, cli_ip
     finally:
@@ -614,7 +614,7 @@ def test_X4_public_bind_logs_a_loud_warning(tmp_path: Path, host: str) -> None:
     """X4 (b): "`bind: 0.0.0.0` with no auth plugin. A loud startup warning". Run in
     a private network namespace (loopback only), so nothing is really exposed."""
     if os.geteuid() != 0 or shutil.which("unshare") is None:
-        pytest.skip("needs root and unshare for a private network namespace")
+        skip_unless_ci("needs root and unshare for a private network namespace")
     wrapper = ["unshare", "-n", "--", "sh", "-c", 'ip link set lo up && exec "$0" "$@"']
     proc, port_file, log_path = _spawn(["--port", "0", "--host", host], tmp_path, wrapper=wrapper)
     try:
