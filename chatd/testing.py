@@ -371,3 +371,50 @@ def unexpected_tracebacks(log: str) -> list[str]:
     """Log records with a traceback that is not a reported plugin failure."""
     records = [r for r in _LOG_RECORD_START.split(log) if "Traceback" in r]
     return [r for r in records if not re.match(r"ERROR chatd\.plugin_errors: plugin ", r)]
+
+
+def parked_operator(
+    server: ServerProcess, password: str, *, room: str = "#ops", client: ChatClient | None = None
+) -> ChatClient:
+    """A client made operator (``/oper``) and parked alone in ``room``.
+
+    Out of ``#lobby``, chat traffic cannot bury the replies to its commands.
+    """
+    op = client if client is not None else server.client()
+    op.send(f"/oper {password}")
+    op.expect(r"^\* you are now an operator$")
+    op.send(f"/join {room}")
+    op.expect(rf"^\* you are the first in {room}$")
+    op.send("/part #lobby")
+    op.expect(rf"^\* you are now talking in {room}$")
+    return op
+
+
+def operator_stats(op: ChatClient) -> dict[str, Any]:
+    """Run ``/stats`` as operator ``op`` and parse it.
+
+    Keys: ``clients``, ``max_clients``, ``rooms``, ``connections_total``,
+    ``output_queued``, and one ``{name: count}`` table per titled line
+    (``refused``, ``limit disconnections``, ``plugin errors``, ``slow plugin calls``).
+    """
+    op.send("/stats")
+    first = op.expect(r"^\* clients (\d+)/(\d+), rooms (\d+), connections since start (\d+)$")
+    lines = [op.recv_line() for _ in range(6)]
+    queued = re.search(r"output queued (\d+)$", lines[0])
+    assert queued, lines
+    result: dict[str, Any] = {
+        "clients": int(first.group(1)),
+        "max_clients": int(first.group(2)),
+        "rooms": int(first.group(3)),
+        "connections_total": int(first.group(4)),
+        "output_queued": int(queued.group(1)),
+    }
+    for line in lines[2:]:
+        title, _, counts = line[2:].partition(": ")
+        table: dict[str, int] = {}
+        if counts != "none":
+            for item in counts.split(", "):
+                name, _, count = item.rpartition(" ")
+                table[name] = int(count)
+        result[title] = table
+    return result

@@ -127,12 +127,6 @@ def operator_stats(server: ServerProcess) -> dict[str, dict[str, int]]:
     return {"refused": _counts(refused), "disconnects": _counts(disconnects)}
 
 
-
-
-
-
-
-
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
     """Poll ``predicate`` until true; return the time it took (fails after ``timeout``)."""
     began = time.monotonic()

@@ -28,6 +28,8 @@ from chatd.testing import (
     ChatClient,
     ServerProcess,
     fd_count,
+    operator_stats,
+    parked_operator,
     reset,
     skip_unless_ci,
     unexpected_tracebacks,
@@ -43,8 +45,6 @@ WELCOME = re.compile(r"^\* Welcome to chatd, (\S+)\.")
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
 
 
 @pytest.fixture
@@ -66,45 +66,11 @@ def start(chatd_server: Callable[..., ServerProcess]) -> Iterator[Callable[..., 
         assert unexpected_tracebacks(log) == [], log[-5000:]
 
 
-
-
-
-
-
-
 def operator(server: ServerProcess, *, room: str = "#ops") -> ChatClient:
-    """An operator parked in its own room, so chat traffic does not bury its replies."""
-    op = server.client()
-    op.send(f"/oper {PASSWORD}")
-    op.expect(r"^\* you are now an operator$")
-    op.send(f"/join {room}")
-    op.expect(rf"^\* you are the first in {room}$")
-    op.send("/part #lobby")
-    op.expect(rf"^\* you are now talking in {room}$")
-    return op
+    return parked_operator(server, PASSWORD, room=room)
 
 
-def stats(op: ChatClient) -> dict[str, Any]:
-    """Run /stats and parse the counters operators see."""
-    op.send("/stats")
-    first = op.expect(r"^\* clients (\d+)/(\d+), rooms (\d+), connections since start (\d+)$")
-    lines = [op.recv_line() for _ in range(6)]
-    queued = re.search(r"output queued (\d+)$", lines[0])
-    assert queued, lines
-    result: dict[str, Any] = {
-        "clients": int(first.group(1)),
-        "connections_total": int(first.group(4)),
-        "output_queued": int(queued.group(1)),
-    }
-    for line in lines[2:]:
-        title, _, counts = line[2:].partition(": ")
-        table: dict[str, int] = {}
-        if counts != "none":
-            for item in counts.split(", "):
-                name, _, count = item.rpartition(" ")
-                table[name] = int(count)
-        result[title] = table
-    return result
+stats = operator_stats
 
 
 def quits(lines: list[str], nick: str) -> list[str]:

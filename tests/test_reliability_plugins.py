@@ -19,7 +19,15 @@ from typing import Any
 
 import pytest
 
-from chatd.testing import ChatClient, ServerProcess, fd_count, reset, wait_until
+from chatd.testing import (
+    ChatClient,
+    ServerProcess,
+    fd_count,
+    operator_stats,
+    parked_operator,
+    reset,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -66,12 +74,6 @@ def write_plugin(directory: Path, filename: str, source: str) -> None:
     (directory / filename).write_text(textwrap.dedent(source))
 
 
-
-
-
-
-
-
 def named(server: ServerProcess, nick: str, **kwargs: Any) -> ChatClient:
     client = server.client(**kwargs)
     old = client.nick
@@ -82,32 +84,10 @@ def named(server: ServerProcess, nick: str, **kwargs: Any) -> ChatClient:
 
 
 def operator(server: ServerProcess, *, room: str = "#ops") -> ChatClient:
-    """An operator parked in its own room, so chat traffic does not bury its replies."""
-    op = named(server, "op")
-    op.send(f"/oper {PASSWORD}")
-    op.expect(r"^\* you are now an operator$")
-    op.send(f"/join {room}")
-    op.expect(rf"^\* you are the first in {room}$")
-    op.send("/part #lobby")
-    op.expect(rf"^\* you are now talking in {room}$")
-    return op
+    return parked_operator(server, PASSWORD, room=room, client=named(server, "op"))
 
 
-def stats(op: ChatClient) -> dict[str, Any]:
-    """Run /stats and parse the counters operators see."""
-    op.send("/stats")
-    first = op.expect(r"^\* clients (\d+)/(\d+), rooms (\d+), connections since start (\d+)$")
-    lines = [op.recv_line() for _ in range(6)]
-    result: dict[str, Any] = {"clients": int(first.group(1))}
-    for line in lines[2:]:
-        title, _, counts = line[2:].partition(": ")
-        table: dict[str, int] = {}
-        if counts != "none":
-            for item in counts.split(", "):
-                name, _, count = item.rpartition(" ")
-                table[name] = int(count)
-        result[title] = table
-    return result
+stats = operator_stats
 
 
 def drain(client: ChatClient, wait: float = 0.3) -> list[str]:

@@ -140,8 +140,6 @@ class Operator:
         }
 
 
-
-
 def who(client: ChatClient) -> list[str]:
     """The members of #lobby, by a /who round trip (other lines on the way are skipped)."""
     client.send("/who #lobby")
