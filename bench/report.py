@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,24 +27,55 @@ def _runs(result: dict[str, Any], mode: str | None = None) -> list[dict[str, Any
     return [r for r in runs if r["mode"] != "idle"]
 
 
-def _find(result: dict[str, Any], scenario: str, server: str) -> dict[str, Any] | None:
-    for run in result["runs"]:
-        if run["scenario"] == scenario and run["server"] == server:
-            return run
-    return None
+def _pair(result: dict[str, Any], scenario: str, server: str) -> list[dict[str, Any]]:
+    """Every run of one (scenario, server) pair: several with ``--repeat``."""
+    return [r for r in result["runs"] if r["scenario"] == scenario and r["server"] == server]
+
+
+def summary(
+    result: dict[str, Any], scenario: str, server: str, metric: str = "deliveries_per_s"
+) -> dict[str, Any] | None:
+    """min / median / max of ``metric`` over the runs of one pair, and its worst status.
+
+    FAILED runs count in the status but not in the numbers: what they measured is
+    not the server's speed.  None when the pair did not run.
+    """
+    runs = _pair(result, scenario, server)
+    if not runs:
+        return None
+    values = sorted(float(r["metrics"].get(metric) or 0.0) for r in runs
+                    if r["status"] != "FAILED")
+    status = next((s for s in ("FAILED", "INVALID") if any(r["status"] == s for r in runs)),
+                  "ok")
+    return {
+        "runs": len(runs),
+        "min": values[0] if values else None,
+        "median": statistics.median(values) if values else None,
+        "max": values[-1] if values else None,
+        "status": status,
+        "not_ok": sum(r["status"] != "ok" for r in runs),
+        "noisy": any(n.startswith("noisy") for r in runs for n in r["notes"]),
+    }
+
+
+def _scenarios(runs: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(r["scenario"] for r in runs))
+
+
+def _servers(runs: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(r["server"] for r in runs))
 
 
 def ratios(
     result: dict[str, Any], targets: dict[str, float], reference: str
 ) -> list[dict[str, Any]]:
-    """chatd / ``reference`` deliveries/s for each target scenario that ran."""
+    """chatd / ``reference`` median deliveries/s for each target scenario that ran."""
     rows = []
     for scenario, target in targets.items():
-        ours, theirs = _find(result, scenario, "chatd"), _find(result, scenario, reference)
+        ours, theirs = summary(result, scenario, "chatd"), summary(result, scenario, reference)
         if ours is None or theirs is None:
             continue
-        a = ours["metrics"].get("deliveries_per_s") or 0.0
-        b = theirs["metrics"].get("deliveries_per_s") or 0.0
+        a, b = ours["median"] or 0.0, theirs["median"] or 0.0
         valid = ours["status"] == "ok" and theirs["status"] == "ok"
         ratio = a / b if b else None
         rows.append({
@@ -52,6 +84,57 @@ def ratios(
             "valid": valid,
         })
     return rows
+
+
+def comparison(result: dict[str, Any], current: str, other: str) -> list[dict[str, Any]]:
+    """``current`` / ``other`` median deliveries/s for every traffic scenario both ran."""
+    rows = []
+    for scenario in _scenarios(_runs(result, "traffic")):
+        a, b = summary(result, scenario, current), summary(result, scenario, other)
+        if a is None or b is None:
+            continue
+        ratio = a["median"] / b["median"] if a["median"] and b["median"] else None
+        rows.append({
+            "scenario": scenario, "current": a, "other": b, "ratio": ratio,
+            "valid": a["status"] == "ok" and b["status"] == "ok",
+        })
+    return rows
+
+
+def comparison_text(result: dict[str, Any]) -> str:
+    """``result["comparison"]`` as a plain-text table for the terminal (``--compare``)."""
+    compare, rows = result["compare"], result.get("comparison") or []
+    ref, repeat = compare["server"], result.get("repeat", 1)
+
+    def rate(pair: dict[str, Any]) -> str:
+        if pair["median"] is None:
+            return "–"
+        if pair["runs"] < 2:
+            return f"{pair['median']:,.0f}"
+        return f"{pair['median']:,.0f} ({pair['min']:,.0f}..{pair['max']:,.0f})"
+
+    spread = ", median (min..max)" if repeat > 1 else ""
+    table = [["scenario", f"chatd deliv/s{spread}", f"{ref} deliv/s{spread}",
+              f"chatd / {ref}", "chatd status", f"{ref} status"]]
+    for row in rows:
+        table.append([
+            row["scenario"], rate(row["current"]), rate(row["other"]),
+            f"{row['ratio']:.3f}" if row["ratio"] is not None else "–",
+            _pair_status(row["current"], bold=False), _pair_status(row["other"], bold=False),
+        ])
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    right = {1, 2, 3}  # the numbers
+
+    def fmt(line: list[str]) -> str:
+        cells = [c.rjust(w) if i in right else c.ljust(w)
+                 for i, (c, w) in enumerate(zip(line, widths, strict=True))]
+        return "  ".join(cells).rstrip()
+
+    runs = f"{repeat} runs per pair, interleaved" if repeat > 1 else "1 run per pair"
+    head = f"chatd (the run's chatd) vs {ref} (commit {compare['commit']}), {runs}:"
+    lines = [head, fmt(table[0]), "  ".join("-" * w for w in widths)]
+    lines += [fmt(line) for line in table[1:]] or ["(no traffic scenario ran)"]
+    return "\n".join(lines)
 
 
 # -- Markdown ----------------------------------------------------------------------------------
@@ -91,6 +174,22 @@ def _status(run: dict[str, Any]) -> str:
     return status if status == "ok" else f"**{status}**"
 
 
+def _pair_status(pair: dict[str, Any], bold: bool = True) -> str:
+    """A pair's worst status; with several runs, how many were not ok."""
+    status = pair["status"]
+    if status == "ok":
+        return "ok (noisy)" if pair["noisy"] else "ok"
+    text = f"**{status}**" if bold else status
+    return text + (f" ({pair['not_ok']} of {pair['runs']} runs)" if pair["runs"] > 1 else "")
+
+
+def _server_label(result: dict[str, Any], run: dict[str, Any]) -> str:
+    """The server, numbered by repetition when every pair ran several times."""
+    if result.get("repeat", 1) > 1:
+        return f"{run['server']} #{run.get('repeat', 1)}"
+    return run["server"]
+
+
 def _machine_line(result: dict[str, Any]) -> str:
     m = result["machine"]
     pinning = (
@@ -110,9 +209,14 @@ def markdown(result: dict[str, Any], chart_path: str | None) -> str:
     m = result["machine"]
     commit = m["chatd_commit"] + (" + uncommitted changes" if m.get("chatd_dirty") else "")
     timing = result["timing"]
+    compare = result.get("compare")
+    against = (f", {compare['server']} at `{compare['commit']}`" if compare else "")
+    repeat = result.get("repeat", 1)
     out = [
         f"Run `{result['command'].strip()}` started {result['started']} "
-        f"({result['wall_s']:.0f} s wall), chatd at `{commit}`.",
+        f"({result['wall_s']:.0f} s wall), chatd at `{commit}`{against}"
+        + (f"; every (scenario, server) pair ran {repeat} times, interleaved." if repeat > 1
+           else "."),
         "",
         f"Machine: {_machine_line(result)}",
         "",
@@ -136,7 +240,8 @@ def markdown(result: dict[str, Any], chart_path: str | None) -> str:
             cpu = _pct(x.get("server_cpu")) + (f" ({core:.0%})" if core is not None else "")
             rss = x.get("peak_rss_mib")
             out.append(
-                f"| {run['scenario']} | {run['server']} | {_rate(x.get('deliveries_per_s'))} "
+                f"| {run['scenario']} | {_server_label(result, run)} "
+                f"| {_rate(x.get('deliveries_per_s'))} "
                 f"| {_rate(x.get('messages_in_per_s'))} | {_ms(lat.get('p50'))} "
                 f"| {_ms(lat.get('p99'))} | {_ms(lat.get('p999'))} | {_ms(lat.get('max'))} "
                 f"| {cpu} | {f'{rss:.0f}' if rss else '–'} | {_pct(x.get('loadgen_cpu'))} "
@@ -155,11 +260,44 @@ def markdown(result: dict[str, Any], chart_path: str | None) -> str:
             per = x.get("rss_per_conn_kib")
             setup = x.get("setup_s")
             out.append(
-                f"| {run['scenario']} | {run['server']} | {x.get('connected', 0):,} "
+                f"| {run['scenario']} | {_server_label(result, run)} | {x.get('connected', 0):,} "
                 f"| {f'{setup:.1f}' if setup is not None else '–'} "
                 f"| {x.get('rss_idle_mib', 0):.1f} | {x.get('rss_loaded_mib', 0):.1f} "
                 f"| {f'{per:.1f}' if per is not None else '–'} "
                 f"| {x.get('peak_rss_mib', 0):.1f} | {_status(run)} |"
+            )
+        out.append("")
+    if repeat > 1 and traffic:
+        out += [
+            f"Deliveries/s over the {repeat} runs of each pair (FAILED runs left out of the "
+            "numbers):",
+            "",
+            "| scenario | server | min | median | max | status |",
+            "|---|---|--:|--:|--:|---|",
+        ]
+        for scenario in _scenarios(traffic):
+            for server in _servers(traffic):
+                pair = summary(result, scenario, server)
+                if pair is None:
+                    continue
+                out.append(
+                    f"| {scenario} | {server} | {_rate(pair['min'])} | {_rate(pair['median'])} "
+                    f"| {_rate(pair['max'])} | {_pair_status(pair)} |"
+                )
+        out.append("")
+    if compare and result.get("comparison"):
+        ref = compare["server"]
+        out += [
+            f"| scenario | chatd deliveries/s | {ref} deliveries/s | chatd ÷ {ref} "
+            f"| chatd status | {ref} status |",
+            "|---|--:|--:|--:|---|---|",
+        ]
+        for row in result["comparison"]:
+            ratio = f"{row['ratio']:.3f}×" if row["ratio"] is not None else "–"
+            out.append(
+                f"| {row['scenario']} | {_rate(row['current']['median'])} "
+                f"| {_rate(row['other']['median'])} | {ratio} "
+                f"| {_pair_status(row['current'])} | {_pair_status(row['other'])} |"
             )
         out.append("")
     if result.get("ratios"):
@@ -177,7 +315,7 @@ def markdown(result: dict[str, Any], chart_path: str | None) -> str:
             )
         out.append("")
     notes = [
-        f"- {run['scenario']} / {run['server']}: {text}"
+        f"- {run['scenario']} / {_server_label(result, run)}: {text}"
         for run in result["runs"]
         for text in run["problems"] + [n for n in run["notes"] if "\n" not in n]
     ]
@@ -201,19 +339,18 @@ def chart(result: dict[str, Any], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scenarios = list(dict.fromkeys(r["scenario"] for r in traffic))
-    servers = list(dict.fromkeys(r["server"] for r in traffic))
+    scenarios, servers = _scenarios(traffic), _servers(traffic)
     width = 0.8 / len(servers)
     fig, ax = plt.subplots(figsize=(max(7.0, 1.9 * len(scenarios)), 5.2), dpi=110)
     for i, server in enumerate(servers):
         xs, ys, hatches = [], [], []
         for j, scenario in enumerate(scenarios):
-            run = _find(result, scenario, server)
-            if run is None or run["status"] == "FAILED":
+            pair = summary(result, scenario, server)  # the median, with --repeat
+            if pair is None or pair["median"] is None:
                 continue
             xs.append(j - 0.4 + width * (i + 0.5))
-            ys.append(run["metrics"].get("deliveries_per_s") or 0.0)
-            hatches.append("//" if run["status"] != "ok" else "")
+            ys.append(pair["median"])
+            hatches.append("//" if pair["status"] != "ok" else "")
         bars = ax.bar(xs, ys, width, label=server)
         for bar, hatch, y in zip(bars, hatches, ys, strict=True):
             bar.set_hatch(hatch)
@@ -224,10 +361,14 @@ def chart(result: dict[str, Any], path: Path) -> Path | None:
     ax.set_xticks(range(len(scenarios)), scenarios, fontsize=9)
     ax.set_ylabel("deliveries/s (log scale; higher is better)")
     m = result["machine"]
+    repeat = result.get("repeat", 1)
+    medians = (f"\nbars: the median of {repeat} runs, hatched if one was not ok"
+               if repeat > 1 else "")
     ax.set_title(
         f"chatd {m['chatd_commit']} vs asyncio baselines — {m['nproc']} × {m['cpu_model']}, "
         f"Python {m['python']}\nhatched: INVALID run (load generator saturated); latency-1000 "
-        "and rooms-5000x500 offer a fixed rate: a server that keeps up delivers exactly that",
+        "and rooms-5000x500 offer a fixed rate: a server that keeps up delivers exactly that"
+        + medians,
         fontsize=9,
     )
     ax.legend(fontsize=8, loc="upper right")

@@ -3,6 +3,26 @@
     python bench/run.py            # the full run (~10 minutes), results in bench/results/latest
     python bench/run.py --smoke    # seconds: the CI check that the benchmark still works
     python bench/run.py --servers chatd,asyncio-protocol-uvloop --scenarios fanout-1000
+    python bench/run.py --chatd-ref HEAD~1    # chatd as committed at a ref, not the working tree
+    python bench/run.py --compare HEAD~1 --scenarios fanout-1000 --repeat 3   # a regression check
+
+Options beyond the scenario and server selection
+------------------------------------------------
+* ``--chatd-ref REF`` benchmarks chatd as committed at git ``REF`` (an exported
+  snapshot of ``chatd/`` and ``config.yaml``) instead of the working tree.
+* ``--compare REF`` benchmarks the working tree's chatd (or ``--chatd-ref``'s) *and*
+  chatd as committed at ``REF``, as a second server named ``chatd@REF`` with its own
+  snapshot, cwd, import path and benchmark config (generated from that commit's
+  ``config.yaml``: the format may differ between commits).  It runs right after
+  ``chatd`` in every scenario.  Without ``--servers`` only these two run (a
+  regression check needs no baselines); with it, they are added to the selection.
+  At the end a table gives, per traffic scenario, both medians, the ratio
+  chatd / chatd@REF of deliveries/s and both statuses.
+* ``--repeat N`` (default 1) runs every (scenario, server) pair N times, interleaved
+  (chatd, chatd@REF, chatd, chatd@REF, ... within a scenario), so a slow drift of
+  the machine hits both alike.  Pairs are summarised by their median deliveries/s
+  (min / median / max in the report; FAILED runs count in the status, not the
+  numbers); the per-run rows stay in the tables.
 
 Theory of operation
 -------------------
@@ -23,7 +43,8 @@ Theory of operation
   INVALID (never in ``--smoke``, which checks correctness and never speed).
 * Results: ``results.json`` (everything, raw load generator output included),
   ``results.md`` (the tables, pasted into docs/performance.md by
-  ``--update-docs``) and ``deliveries.png`` (deliveries/s per scenario and server).
+  ``--update-docs``) and ``deliveries.png`` (deliveries/s per scenario and server);
+  with ``--compare``, ``chatd-bench@COMMIT.yaml`` is the compared commit's config.
 
 Every process started here is stopped in a ``finally`` and every wait is bounded.
 """
@@ -176,11 +197,23 @@ REFERENCE_SERVER = "asyncio-protocol-uvloop"
 
 @dataclass(frozen=True)
 class ServerSpec:
-    """How to start one server: ``argv(config, port_file)``, and what it needs."""
+    """How to start one server: ``argv(config, port_file)``, and what it needs.
+
+    ``root`` and ``config`` are for a chatd other than the run's own (``--compare``):
+    the folder it runs in and imports chatd from, and its own benchmark config.
+    Unset, the run's (:class:`Context`) are used.
+    """
 
     name: str
     argv: Callable[[Path, Path], list[str]]
     requires: str | None = None  # an importable module, e.g. uvloop
+    root: Path | None = None
+    config: Path | None = None
+
+    @property
+    def file_stem(self) -> str:
+        """``name`` made safe as a file name (a ref may hold ``/``: ``chatd@origin/main``)."""
+        return self.name.replace(os.sep, "_")
 
 
 def _baseline(script: str, *extra: str) -> Callable[[Path, Path], list[str]]:
@@ -391,17 +424,18 @@ class ServerProcess:
     """A server under test, started pinned, with its log in ``workdir``."""
 
     def __init__(self, spec: ServerSpec, ctx: Context) -> None:
-        config, workdir, core = ctx.config, ctx.workdir, ctx.cores.server
+        config, workdir, core = spec.config or ctx.config, ctx.workdir, ctx.cores.server
+        root = spec.root or ctx.chatd_root
         self.spec = spec
-        self.port_file = workdir / f"{spec.name}.port"
-        self.log_path = workdir / f"{spec.name}.log"
+        self.port_file = workdir / f"{spec.file_stem}.port"
+        self.log_path = workdir / f"{spec.file_stem}.log"
         self.port_file.unlink(missing_ok=True)
         argv, preexec = pinned(spec.argv(config, self.port_file), core)
         self.argv = argv
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=ctx.chatd_root, env=chatd_env(ctx.chatd_root),
+                cwd=root, env=chatd_env(root),
                 preexec_fn=preexec,  # preexec only pins (where there is no taskset)
             )
 
@@ -452,12 +486,13 @@ def running_server(spec: ServerSpec, ctx: Context) -> Iterator[ServerProcess]:
 
 @dataclass
 class Run:
-    """The outcome of one (scenario, server) pair; ``status`` is ok / INVALID / FAILED."""
+    """The outcome of one (scenario, server) run; ``status`` is ok / INVALID / FAILED."""
 
     scenario: str
     server: str
     mode: str
     status: str = "ok"
+    repeat: int = 1  # which of the --repeat runs of this pair (1-based)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -687,9 +722,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--chatd-ref", metavar="GIT_REF",
                         help="benchmark chatd as committed at this ref (default: the "
                         "working tree)")
+    parser.add_argument("--compare", metavar="GIT_REF",
+                        help="also benchmark chatd as committed at this ref, as server "
+                        "chatd@GIT_REF, and print the ratio chatd / chatd@GIT_REF (without "
+                        "--servers, only these two run)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run every (scenario, server) pair N times, interleaved; "
+                        "pairs are reported by their median (default 1)")
     parser.add_argument("--update-docs", action="store_true",
                         help="paste the results into docs/performance.md")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
 
 
 def _select(names: str | None, items: Sequence[Any], what: str) -> list[Any]:
@@ -715,7 +760,30 @@ def _check_requirements(servers: Sequence[ServerSpec]) -> None:
             )
 
 
-def _progress(run: Run) -> None:
+def _resolve_ref(ref: str) -> str:
+    """The short commit of git ``ref``; exits (before anything is built or run) if none."""
+    commit = _run_text(["git", "rev-parse", "--verify", "--quiet", "--short", f"{ref}^{{commit}}"])
+    if not commit:
+        raise SystemExit(f"bench: --compare {ref}: not a commit in {REPO}")
+    return commit
+
+
+def _with_compare(servers: list[ServerSpec], ref: str, servers_given: bool) -> list[ServerSpec]:
+    """``servers`` with ``chatd`` and, right after it, ``chatd@ref``.
+
+    Without ``--servers`` just these two.  ``chatd@ref``'s root and config are left
+    unset here: main() fills them in once the snapshot exists.
+    """
+    chatd = next(s for s in SERVERS if s.name == "chatd")
+    servers = list(servers) if servers_given else [chatd]
+    if not any(s.name == "chatd" for s in servers):
+        servers.insert(0, chatd)
+    at = next(i for i, s in enumerate(servers) if s.name == "chatd")
+    servers.insert(at + 1, dataclasses.replace(chatd, name=f"chatd@{ref}"))
+    return servers
+
+
+def _progress(run: Run, repeat: int = 1) -> None:
     m = run.metrics
     if run.mode == "idle":
         per = m.get("rss_per_conn_kib")
@@ -727,7 +795,8 @@ def _progress(run: Run) -> None:
                   f"{m.get('messages_in_per_s', 0):>9,.0f} msg/s  "
                   f"p99 {lat.get('p99', 0) / 1000:8.2f} ms  "
                   f"srv {m.get('server_cpu') or 0:4.0%}  lg {m.get('loadgen_cpu') or 0:4.0%}")
-    print(f"  {run.scenario:<15} {run.server:<24} {run.status:<8} {detail}", file=sys.stderr)
+    server = f"{run.server} #{run.repeat}" if repeat > 1 else run.server
+    print(f"  {run.scenario:<15} {server:<24} {run.status:<8} {detail}", file=sys.stderr)
     for problem in run.problems:
         print(f"      !! {problem}", file=sys.stderr)
     for note in run.notes:
@@ -743,6 +812,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.scenarios:
         scenarios = SMOKE_SCENARIOS if args.smoke else FULL_SCENARIOS
     servers = _select(args.servers, SERVERS, "server")
+    compare_name = f"chatd@{args.compare}" if args.compare else ""
+    compare_commit = _resolve_ref(args.compare) if args.compare else ""
+    if args.compare:
+        servers = _with_compare(servers, args.compare, bool(args.servers))
     _check_requirements(servers)
 
     fd_limit = raise_fd_limit()
@@ -769,22 +842,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bench: one core only: server and load generator share it; numbers are "
               "not comparable with a two-core run", file=sys.stderr)
     started = dt.datetime.now(dt.timezone.utc)
-    print(f"bench: {len(scenarios)} scenarios x {len(servers)} servers -> {out}",
+    repeats = f" x {args.repeat} runs" if args.repeat > 1 else ""
+    print(f"bench: {len(scenarios)} scenarios x {len(servers)} servers{repeats} -> {out}",
           file=sys.stderr)
     runs: list[Run] = []
+    compare: dict[str, Any] | None = None
+    max_clients = max(s.clients for s in scenarios) + 100
+    # Everything exported (the --chatd-ref and --compare snapshots) lives in tmp.
     with tempfile.TemporaryDirectory(prefix="chatd-bench-") as tmp:
         chatd_root = export_chatd(args.chatd_ref, Path(tmp) / "src") if args.chatd_ref else REPO
         if any(s.name == "chatd" for s in servers):
             machine["chatd_source"] = chatd_source(chatd_root)
         config = out / "chatd-bench.yaml"
-        raised = write_chatd_config(config, max(s.clients for s in scenarios) + 100, chatd_root)
+        raised = write_chatd_config(config, max_clients, chatd_root)
+        if args.compare:
+            # The commit resolved at the start, so a commit landing mid-run changes nothing.
+            compare_root = export_chatd(compare_commit, Path(tmp) / "compare")
+            compare_config = out / f"chatd-bench@{compare_commit}.yaml"
+            compare = {
+                "ref": args.compare,
+                "server": compare_name,
+                "commit": compare_commit,
+                "chatd_source": chatd_source(compare_root),
+                "config": compare_config.name,
+                "chatd_limits_raised": write_chatd_config(
+                    compare_config, max_clients, compare_root
+                ),
+            }
+            servers = [
+                dataclasses.replace(s, root=compare_root, config=compare_config)
+                if s.name == compare_name else s
+                for s in servers
+            ]
         ctx = Context(config, Path(tmp), loadgen, timing, cores, chatd_root)
         for scenario in scenarios:
             print(f"{scenario.name}: {scenario.what}", file=sys.stderr)
-            for spec in servers:
-                run = run_one(scenario, spec, ctx)
-                runs.append(run)
-                _progress(run)
+            for repeat in range(1, args.repeat + 1):
+                for spec in servers:
+                    run = run_one(scenario, spec, ctx)
+                    run.repeat = repeat
+                    runs.append(run)
+                    _progress(run, args.repeat)
 
     result = {
         "command": "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -796,9 +894,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "chatd_limits_raised": raised,
         "scenarios": [dataclasses.asdict(s) for s in scenarios],
         "servers": [s.name for s in servers],
+        "repeat": args.repeat,
+        "compare": compare,
         "runs": [dataclasses.asdict(r) for r in runs],
     }
     result["ratios"] = report.ratios(result, TARGETS, REFERENCE_SERVER)
+    if compare:
+        result["comparison"] = report.comparison(result, "chatd", compare["server"])
     (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
     chart = report.chart(result, out / "deliveries.png")
     markdown = report.markdown(result, chart_path=chart.name if chart else None)
@@ -806,6 +908,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.update_docs:
         report.update_docs(REPO / "docs" / "performance.md", result, out, chart)
     print("\n" + markdown, file=sys.stdout)
+    if compare:
+        print(report.comparison_text(result), file=sys.stdout)
 
     failed = [r for r in runs if r.status == "FAILED"]
     invalid = [r for r in runs if r.status == "INVALID"]

@@ -1,14 +1,16 @@
-"""chatd: a pluggable line-protocol chat server for plain TCP.
+"""chatd: a pluggable chat server for plain TCP (``nc``), programs (JSON lines) and more.
 
-The names exported here are the public plugin API; see ``chatd/hookspecs.py``
-for the hooks and ``docs/plugins.md`` for the tutorial.
+The names exported here are the public plugin API: docs/api.md is the
+reference of every object a plugin receives, ``chatd/hookspecs.py`` the hook
+reference and docs/plugins.md the tutorial.  Importing :mod:`chatd` does not
+import the server itself (:mod:`chatd.server`), only what plugins use.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 import pluggy
+
+from .version import __version__
 
 hookimpl = pluggy.HookimplMarker("chatd")
 """Marks a function as a chatd hook implementation: ``@hookimpl``."""
@@ -16,11 +18,21 @@ hookimpl = pluggy.HookimplMarker("chatd")
 hookspec = pluggy.HookspecMarker("chatd")
 """Marks a hook specification, for plugins that add hooks (``chatd_addhooks``)."""
 
-from .client import Client  # noqa: E402
-from .commands import Command, CommandError, UsageError  # noqa: E402
+from . import events  # noqa: E402
+from .chat import (  # noqa: E402
+    Client,
+    Command,
+    CommandError,
+    NickError,
+    Reject,
+    Room,
+    RoomError,
+    Server,
+    UsageError,
+)
 from .config import ConfigError  # noqa: E402
-from .rooms import Room  # noqa: E402
-from .server import NickError, Reject, RoomError, Server  # noqa: E402
+from .events import Event, Source  # noqa: E402
+from .plugins import PluginTimer as Timer  # noqa: E402
 from .stash import Stash, StashKey  # noqa: E402
 
 __all__ = [
@@ -28,15 +40,19 @@ __all__ = [
     "Command",
     "CommandError",
     "ConfigError",
+    "Event",
     "NickError",
     "Reject",
     "Room",
     "RoomError",
     "Server",
+    "Source",
     "Stash",
     "StashKey",
+    "Timer",
     "UsageError",
     "__version__",
+    "events",
     "hookimpl",
     "hookspec",
 ]

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .commands import DuplicateCommandError
+from .chat import DuplicateCommandError
 from .config import Config, ConfigError, default_config, load_config
 from .logsetup import LoggingSetup
 from .plugins import PluginLoadError
 
 if TYPE_CHECKING:
-    from .server import Server
+    from .server import ChatServer
 
 log = logging.getLogger("chatd")
 
@@ -42,8 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", "-c", metavar="FILE",
         help="YAML config file (default: the embedded defaults, 127.0.0.1:7788)",
     )
-    parser.add_argument("--host", help="listen on this address instead of the config's")
-    parser.add_argument("--port", type=int, help="listen on this port instead of the config's")
+    parser.add_argument(
+        "--host", help="listen on this address instead of the config's (first listener)"
+    )
+    parser.add_argument(
+        "--port", type=int, help="listen on this port instead of the config's (first listener)"
+    )
     parser.add_argument(
         "--check-config", action="store_true",
         help="validate the config and the plugins it loads, then exit (0 = fine, 2 = not)",
@@ -58,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--port-file", metavar="FILE",
-        help="write the bound port to FILE once listening (useful with --port 0)",
+        help="write the bound port to FILE once listening, one line per listener "
+        "(useful with --port 0)",
     )
     parser.add_argument("--version", action="version", version=f"chatd {__version__}")
     return parser
@@ -99,39 +104,44 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, config: Config) -> int:
-    from .server import Server  # imported late so --version and config errors stay fast
+    from .server import ChatServer  # imported late so --version and config errors stay fast
 
     try:
-        server = Server(config, trace_hooks=args.trace_hooks)
+        server = ChatServer(config, trace_hooks=args.trace_hooks)
     except (PluginLoadError, DuplicateCommandError, ConfigError) as exc:
         return _fail(str(exc))
     if args.command == "plugins":
         print(describe_plugins(server))
-        server.hooks.call("chatd_shutdown", server=server)
+        server.hooks.shutdown()
         server.close()
         return 0
     if args.check_config:
         where = config.source or "embedded defaults"
+        for warning in server.hooks.warnings():
+            print(f"chatd: warning: {warning}", file=sys.stderr)
         print(f"chatd: config OK ({where}); plugins: {', '.join(server.hooks.infos)}")
-        server.hooks.call("chatd_shutdown", server=server)
+        server.hooks.shutdown()
         server.close()
         return 0
+    for warning in server.hooks.warnings():
+        log.warning("%s", warning)
     try:
         bound = server.listen()
     except OSError as exc:
-        host, port = config.listen.host, config.listen.port
-        return _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        where = ", ".join(f"{item.host}:{item.port}" for item in config.listen)
+        return _fail(f"cannot listen on {where}: {exc.strerror or exc}")
     except ValueError as exc:  # no descriptors left for clients; metrics unavailable
         return _fail(str(exc))
     if args.port_file:
-        Path(args.port_file).write_text(f"{bound[0][1]}\n")
+        Path(args.port_file).write_text("".join(f"{port}\n" for _host, port in bound))
     _install_signals(server)
-    if not _is_loopback(config.listen.host):
-        log.warning(
-            "listening on %s, which is not a loopback address: anyone who can reach this "
-            "host can connect, and chatd has no authentication by default",
-            config.listen.host,
-        )
+    for listener in config.listen:
+        if not _is_loopback(listener.host):
+            log.warning(
+                "listening on %s, which is not a loopback address: anyone who can reach this "
+                "host can connect, and chatd has no authentication by default",
+                listener.host,
+            )
     try:
         server.serve_forever()
     finally:
@@ -140,7 +150,7 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def describe_plugins(server: Server) -> str:
+def describe_plugins(server: ChatServer) -> str:
     """The ``chatd plugins`` listing: name, version, origin, hooks, commands."""
     lines = []
     for info in server.hooks.infos.values():
@@ -152,7 +162,7 @@ def describe_plugins(server: Server) -> str:
     return "\n".join(lines)
 
 
-def _install_signals(server: Server) -> None:
+def _install_signals(server: ChatServer) -> None:
     interrupts = {"count": 0}
 
     def graceful(signum: int) -> None:

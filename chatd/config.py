@@ -139,9 +139,14 @@ def _setting(
     return field(default=default, metadata={"doc": doc, "constraint": constraint})
 
 
+#: The wire formats a listener can speak (chatd.protocols.PROTOCOLS).
+PROTOCOL_NAMES = ("line", "jsonl")
+
+
 @dataclass(frozen=True, slots=True)
 class ListenConfig:
-    """Where the server accepts TCP connections."""
+    """Where the server accepts TCP connections: one mapping, or a list of them (one per
+    listener, each with its own port and protocol)."""
 
     host: str = _setting(
         "127.0.0.1",
@@ -153,6 +158,12 @@ class ListenConfig:
         "TCP port to listen on. 0 lets the OS pick a free port (used by the tests).",
         ge=0,
         le=65535,
+    )
+    protocol: str = _setting(
+        "line",
+        "What the listener speaks: line (people with nc, telnet, socat) or jsonl (programs: "
+        "one JSON object per line each way, see docs/protocols.md).",
+        choices=PROTOCOL_NAMES,
     )
 
 
@@ -443,7 +454,7 @@ class PluginHostConfig:
 class Config:
     """The whole validated configuration, shared read-only by the core and the plugins."""
 
-    listen: ListenConfig = field(metadata={"doc": ListenConfig.__doc__})
+    listen: tuple[ListenConfig, ...] = field(metadata={"doc": ListenConfig.__doc__})
     server: ServerConfig = field(metadata={"doc": ServerConfig.__doc__})
     limits: LimitsConfig = field(metadata={"doc": LimitsConfig.__doc__})
     logging: LoggingConfig = field(metadata={"doc": LoggingConfig.__doc__})
@@ -486,7 +497,7 @@ class Config:
         return self.plugins.get(name, _EMPTY)
 
     def with_listener(self, host: str | None = None, port: int | None = None) -> Config:
-        """Return a copy with CLI overrides for the listener, validated like the file.
+        """Return a copy with CLI overrides for the first listener, validated like the file.
 
         Overrides go through the same field rules, so ``--port 70000`` fails with the same
         message a config file would get instead of a bind() error later.
@@ -498,7 +509,7 @@ class Config:
             changes["port"] = port
         if not changes:
             return self
-        specs = _SECTIONS["listen"][1]
+        specs = _LISTEN_SPECS
         base_dir = self.source.parent if self.source is not None else Path.cwd()
         checked: dict[str, Any] = {}
         for name, value in changes.items():
@@ -506,7 +517,8 @@ class Config:
                 checked[name] = _check(specs[name], value, base_dir)
             except _Invalid as exc:
                 raise ConfigError(str(exc), key=f"listen.{name}") from None
-        return dataclasses.replace(self, listen=dataclasses.replace(self.listen, **checked))
+        first = dataclasses.replace(self.listen[0], **checked)
+        return dataclasses.replace(self, listen=(first, *self.listen[1:]))
 
 
 # --------------------------------------------------------------------------------------
@@ -715,15 +727,19 @@ def _collect_sections() -> dict[str, tuple[type, dict[str, _FieldSpec]]]:
 
 
 _SECTIONS = _collect_sections()
+# `listen` is a section, or a list of them.
+_LISTEN_SPECS = _field_specs(ListenConfig)
 # Top-level keys that are not typed sections; `source` is not a key at all.
 _OTHER_KEYS = ("plugin_dirs", "plugins")
-_TOP_LEVEL_KEYS = (*_SECTIONS, *_OTHER_KEYS)
+_TOP_LEVEL_KEYS = ("listen", *_SECTIONS, *_OTHER_KEYS)
 
 
 def default_config() -> Config:
     """The embedded default: every section's defaults, no plugin folders, no plugin sections."""
     sections = {name: cls() for name, (cls, _specs) in _SECTIONS.items()}
-    return Config(**sections, plugin_dirs=(), plugins=_EMPTY, source=None)
+    return Config(
+        listen=(ListenConfig(),), **sections, plugin_dirs=(), plugins=_EMPTY, source=None
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -943,9 +959,11 @@ class _Builder:
             raise self.error(f"expected {what}, got {self.describe(node, key)}", key, node)
         return node
 
-    def section(self, name: str, node: Node) -> Any:
+    def section(self, name: str, node: Node, cls: type | None = None,
+                specs: dict[str, _FieldSpec] | None = None) -> Any:
         """One typed section: known keys only, each value checked against its field spec."""
-        cls, specs = _SECTIONS[name]
+        if cls is None or specs is None:
+            cls, specs = _SECTIONS[name]
         if self.is_null(node):
             return cls()
         mapping = self.expect_mapping(node, name, "a mapping of settings")
@@ -961,6 +979,31 @@ class _Builder:
             except _Invalid as exc:
                 raise self.error(str(exc), dotted, value_node) from None
         return cls(**values)
+
+    def listeners(self, node: Node) -> tuple[ListenConfig, ...]:
+        """``listen``: one mapping, or a list of mappings; no two on the same address."""
+        key = "listen"
+        if self.is_null(node):
+            return (ListenConfig(),)
+        self.check_tag(node, key)
+        if isinstance(node, SequenceNode) and node.tag == _SEQ_TAG:
+            if not node.value:
+                raise self.error("expected at least one listener", key, node)
+            items = [(f"{key}[{i}]", item) for i, item in enumerate(node.value)]
+        else:
+            items = [(key, node)]
+        listeners: list[ListenConfig] = []
+        seen: dict[tuple[str, int], str] = {}
+        for item_key, item in items:
+            listener = self.section(item_key, item, ListenConfig, _LISTEN_SPECS)
+            address = (listener.host, listener.port)
+            if listener.port and address in seen:
+                raise self.error(
+                    f"{listener.host}:{listener.port} is also {seen[address]}", item_key, item
+                )
+            seen[address] = item_key
+            listeners.append(listener)
+        return tuple(listeners)
 
     def plugin_dirs(self, node: Node) -> tuple[Path, ...]:
         """A list of folder names, resolved against the config file's folder."""
@@ -1023,7 +1066,9 @@ class _Builder:
         mapping = self.expect_mapping(root, "", "a mapping of sections at the top level")
         changes: dict[str, Any] = {}
         for k, (key_node, value_node) in self.pairs(mapping, "").items():
-            if k in _SECTIONS:
+            if k == "listen":
+                changes["listen"] = self.listeners(value_node)
+            elif k in _SECTIONS:
                 changes[str(k)] = self.section(str(k), value_node)
             elif k == "plugin_dirs":
                 changes["plugin_dirs"] = self.plugin_dirs(value_node)
@@ -1136,7 +1181,8 @@ def config_reference() -> str:
         "(an unset variable is an error).",
         "",
     ]
-    for name, (_cls, specs) in _SECTIONS.items():
+    sections = {"listen": _LISTEN_SPECS, **{n: specs for n, (_c, specs) in _SECTIONS.items()}}
+    for name, specs in sections.items():
         lines += [
             f"## `{name}`",
             "",
@@ -1145,6 +1191,12 @@ def config_reference() -> str:
             "| Key | Type | Default | Allowed | Description |",
             "| --- | --- | --- | --- | --- |",
         ]
+        if name == "listen":
+            lines[-3:-3] = [
+                "A single mapping is one listener. A list of mappings starts one listener "
+                "each; `--host`/`--port` override the first.",
+                "",
+            ]
         for spec in specs.values():
             kind = _TYPE_WORDS[spec.kind][1] + (" or null" if spec.optional else "")
             allowed = "; ".join(

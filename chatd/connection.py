@@ -1,8 +1,9 @@
-"""One client socket: read until EAGAIN (within a budget), frame lines, buffer output.
+"""One client socket: read until EAGAIN (within a budget), buffer output, close well.
 
-A :class:`Connection` is the transport; what the lines *mean* belongs to its
-:class:`Protocol` (the server's client object).  The split mirrors asyncio's
-transport/protocol pair so the chat layer never touches a socket.
+A :class:`Connection` is the transport; what the bytes *mean* belongs to its
+:class:`Protocol` (a :mod:`chatd.protocols` object: the line protocol, jsonl,
+...).  The split mirrors asyncio's transport/protocol pair: the protocol never
+touches the socket, and the connection never looks inside the bytes.
 
 Edge-triggered rules kept here (DESIGN.md section 3)
 ----------------------------------------------------
@@ -50,12 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol as _Protocol
 
-from .framing import (
-    FOREIGN_PROTOCOL_REPLIES,
-    LineFramer,
-    LineTooLong,
-    sniff_foreign_protocol,
-)
+from .framing import FOREIGN_PROTOCOL_REPLIES
 from .reactor import (
     CONNECTION_GONE_ERRNOS,
     EPOLLERR,
@@ -81,11 +77,15 @@ class State(enum.Enum):
 
 
 class Protocol(_Protocol):
-    """What a connection reports to (implemented by the server's client object)."""
+    """What a connection reports to (a :class:`chatd.protocols.ChatProtocol`)."""
 
-    def lines_received(self, lines: list[str | LineTooLong]) -> None: ...
+    def data_received(self, data: memoryview) -> None:
+        """Bytes from the socket (a view into a shared buffer: copy what you keep)."""
+        ...
 
-    def lines_skipped(self, count: int) -> None: ...
+    def lines_skipped(self, count: int) -> None:
+        """``count`` lines were not queued for this slow reader; it has caught up."""
+        ...
 
     def eof_received(self) -> bool:
         """The peer sent FIN; return True to keep the connection open for now."""
@@ -98,8 +98,6 @@ class Protocol(_Protocol):
 class ConnectionLimits:
     """The per-connection limits, fixed when the connection is accepted."""
 
-    max_line_bytes: int = 4096
-    recvq_max: int = 65536
     read_budget: int = 65536
     hard: int = 1 << 20
     soft: int = 256 * 1024
@@ -126,13 +124,12 @@ class Connection:
 
     __slots__ = (
         "_account",
-        "_close_reason",
         "_flush_queued",
-        "_framer",
         "_limits",
         "_linger_timer",
         "_lost_notified",
         "_on_closed",
+        "_on_lost",
         "_out",
         "_paused",
         "_peer_eof",
@@ -145,13 +142,12 @@ class Connection:
         "_sock",
         "bytes_received",
         "bytes_sent",
+        "close_reason",
         "fd",
-        "last_input",
         "last_progress",
         "limit_hit",
         "output_bytes",
         "over_soft_since",
-        "partial_since",
         "peer",
         "skipped_lines",
         "state",
@@ -167,6 +163,7 @@ class Connection:
         limits: ConnectionLimits | None = None,
         account: OutputAccount | None = None,
         on_closed: Callable[[Connection], None] | None = None,
+        on_lost: Callable[[Connection, str], None] | None = None,
         peer: tuple[str, int] | None = None,
     ) -> None:
         self._sock = sock
@@ -175,7 +172,6 @@ class Connection:
         self._rbuf = read_buffer  # shared by all connections: the loop is single-threaded
         self._limits = limits = limits if limits is not None else ConnectionLimits()
         self._account = account if account is not None else OutputAccount(1 << 62)
-        self._framer = LineFramer(limits.max_line_bytes)
         self._out: list[bytes] = []
         self._pending: memoryview | None = None
         self._flush_queued = False
@@ -183,17 +179,15 @@ class Connection:
         self._shut_wr = False
         self._peer_eof = False
         self._lost_notified = False
-        self._close_reason = ""
         self._linger_timer: Timer | None = None
         self._on_closed = on_closed
+        self._on_lost = on_lost
+        #: Why the connection is closing or closed ("" while open).
+        self.close_reason = ""
         self._paused = False
         now = time.monotonic()
         #: When output last made progress (or became pending): for the send timeout.
         self.last_progress = now
-        #: When a line was last received: for the idle timeout.
-        self.last_input = now
-        #: Since when an unfinished line has been waiting (None: no partial line).
-        self.partial_since: float | None = None
         #: Since when output has been above the soft limit (None: it is not).
         self.over_soft_since: float | None = None
         #: Room lines not queued because this reader was too slow, not yet reported.
@@ -219,6 +213,11 @@ class Connection:
     @property
     def protocol(self) -> Protocol | None:
         return self._protocol
+
+    @property
+    def is_open(self) -> bool:
+        """True until :meth:`close` or :meth:`abort` (then writes are ignored)."""
+        return self.state is State.OPEN
 
     def start(self) -> None:
         """Register with the reactor and read anything that arrived with the handshake."""
@@ -252,9 +251,9 @@ class Connection:
         rbuf = self._rbuf
         size = len(rbuf)
         budget = self._limits.read_budget
-        framer = self._framer
         soft = self._limits.soft
-        got_data = drained = False
+        protocol = self._protocol
+        drained = False
         while budget > 0:
             try:
                 n = sock.recv_into(rbuf, min(size, budget))
@@ -269,32 +268,15 @@ class Connection:
             if n == 0:
                 self._end_of_stream()
                 return
-            first = not self.bytes_received
             self.bytes_received += n
             budget -= n
-            got_data = True
-            if first and self._sniff(rbuf[:n]):
-                continue  # now closing: the rest is read and discarded
-            if self.state is State.OPEN:
-                lines = framer.feed(rbuf[:n])
-                if framer.discarded > self._limits.recvq_max:
-                    self.limit_hit = "qbuf"
-                    self.write(b"! input line far too long (excess flood); disconnecting\n")
-                    self.close("excess flood: input line too long")
-                elif lines and self._protocol is not None:
-                    self.last_input = time.monotonic()
-                    self._protocol.lines_received(lines)
+            if self.state is State.OPEN and protocol is not None:
+                protocol.data_received(rbuf[:n])
             if self.state is State.CLOSED:
                 return
             if self.output_bytes > soft and self.state is State.OPEN:
                 self._paused = True
                 break
-        if got_data:
-            if framer.buffered or framer.discarded:
-                if self.partial_since is None:
-                    self.partial_since = time.monotonic()
-            else:
-                self.partial_since = None
         if drained or self._paused:
             return
         # Budget used up before EAGAIN: more may be waiting, and under ET no
@@ -303,16 +285,11 @@ class Connection:
             self._read_queued = True
             self._reactor.call_soon(self._read_again)
 
-    def _sniff(self, first: memoryview) -> bool:
-        """Close a peer whose first bytes are another protocol; True if it was closed."""
-        kind = sniff_foreign_protocol(first)
-        if kind is None:
-            return False
-        self.reject_foreign(kind)
-        return True
-
     def reject_foreign(self, kind: str) -> None:
-        """Tell a peer speaking another protocol so, and close (stats kind ``foreign_*``)."""
+        """Tell a peer speaking another protocol so, and close (stats kind ``foreign_*``).
+
+        Called by the protocol when the first bytes are HTTP, TLS or binary junk.
+        """
         self.limit_hit = f"foreign_{kind}"
         self.write((FOREIGN_PROTOCOL_REPLIES[kind] + "\n").encode())
         self.close(f"spoke {kind}, not chat")
@@ -320,13 +297,9 @@ class Connection:
     def _end_of_stream(self) -> None:
         self._peer_eof = True
         if self.state is State.OPEN:
-            tail = self._framer.finish()
-            if tail is not None and self._protocol is not None:
-                self._protocol.lines_received([tail])
-            if self.state is State.OPEN:
-                if self._protocol is not None and self._protocol.eof_received():
-                    return  # the protocol closes when it is done (delayed lines)
-                self.close("connection closed by peer")
+            if self._protocol is not None and self._protocol.eof_received():
+                return  # the protocol closes when it is done (delayed lines)
+            self.close("connection closed by peer")
         elif self.state is State.CLOSING and self._shut_wr:
             self._teardown()
 
@@ -458,7 +431,6 @@ class Connection:
         if self.state is not State.OPEN:
             return
         self.state = State.CLOSING
-        self._close_reason = reason
         self._schedule_lost(reason)
         wait = self._limits.linger if linger is None else linger
         self._linger_timer = self._reactor.call_later(wait, self._linger_expired)
@@ -517,9 +489,12 @@ class Connection:
     def _schedule_lost(self, reason: str) -> None:
         if not self._lost_notified:
             self._lost_notified = True
+            self.close_reason = reason
             self._reactor.call_soon(self._notify_lost, reason)
 
     def _notify_lost(self, reason: str) -> None:
+        if self._on_lost is not None:
+            self._on_lost(self, reason)
         if self._protocol is not None:
             self._protocol.connection_lost(reason)
 

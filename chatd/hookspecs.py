@@ -1,10 +1,10 @@
 """The chatd plugin API: every hook a plugin can implement.
 
-This module is the plugin author's manual.  A plugin is a module (or any
-object) with functions named after these hooks and marked with
-``chatd.hookimpl``::
+This module is the plugin author's manual (docs/api.md is the reference of the
+objects the hooks receive).  A plugin is a module (or any object) with
+functions named after these hooks and marked with ``chatd.hookimpl``::
 
-    from chatd import hookimpl, Command
+    from chatd import hookimpl
 
     @hookimpl
     def chatd_client_connect(client):
@@ -15,7 +15,8 @@ An implementation may accept any subset of a hook's arguments, by name.
 How chatd calls hooks (read this once)
 --------------------------------------
 * Hooks run on the event loop.  Never block in one (no ``time.sleep``, no
-  blocking network or disk I/O); use ``server.call_later`` for anything timed.
+  blocking network or disk I/O); use ``server.call_later`` for anything timed
+  and a thread plus ``server.call_soon_threadsafe`` for blocking work.
 * Hooks are called once per received line or per event, never once per
   delivered copy of a broadcast.
 * Implementations run one at a time, newest plugin first, built-ins last
@@ -23,12 +24,19 @@ How chatd calls hooks (read this once)
   than through pluggy's loop so that **an exception in one implementation is
   contained**: it is logged once with the plugin name, the hook and the
   traceback; the client that caused the event gets one ``! ...`` line; the
-  other implementations still run; the server goes on.  ``SystemExit`` raised
-  by a plugin is treated the same way, not as a server exit.
+  other implementations still run; the server goes on.  ``SystemExit`` and
+  ``KeyboardInterrupt`` are not contained: they stop the server.
+* A hook marked *firstresult* below stops at the first implementation that
+  returns something other than ``None``; chatd's own default is a ``trylast``
+  implementation in a built-in plugin, so yours (newer, or ``tryfirst``) wins.
 * Hook wrappers (``hookwrapper=True`` / ``wrapper=True``) are not supported
   for ``chatd_*`` hooks and are refused at startup.
-* All text a plugin sends goes through the same sanitiser as user text:
-  control characters and terminal escape sequences never reach a terminal.
+* Chat is made of **events** (:mod:`chatd.events`): a message, an action, a
+  join... Hooks about something that happened receive the ``event`` too, with
+  its id, time, source and target.  Everything a plugin sends to a user
+  becomes an event rendered by the user's protocol, sanitised: no control
+  characters or escape sequences, and no line that looks like it came from
+  someone else.
 
 Banner comments group the hooks by phase.
 """
@@ -40,10 +48,9 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from .client import Client
-    from .commands import Command
-    from .rooms import Room
-    from .server import Server
+    from .chat import Client, Command, Room, Server
+    from .delivery import DeliveryBackend, LocalBackend
+    from .events import Event, Join, NickChange, Part, Quit, RoomCreated, RoomRemoved
 
 hookspec = pluggy.HookspecMarker("chatd")
 
@@ -61,7 +68,9 @@ def chatd_addhooks(pluginmanager: pluggy.PluginManager) -> None:
     starts.  Call ``pluginmanager.add_hookspecs(module_or_class)`` with a
     namespace whose functions are marked with ``chatd.hookspec``.  To call your
     hook later, use ``server.hooks.call("myplugin_event", ...)``, which gives the
-    new hook the same error isolation as chatd's own.
+    new hook the same error isolation as chatd's own (and honours
+    ``firstresult=True`` in your spec; ``server.hooks.call_first`` returns the
+    one result).
 
     :param pluginmanager: the server's pluggy ``PluginManager``.
     """
@@ -71,22 +80,25 @@ def chatd_addhooks(pluginmanager: pluggy.PluginManager) -> None:
 def chatd_startup(server: Server) -> None:
     """The server is configured and about to accept connections.
 
-    Called once, after every plugin is registered and before the listener is
-    bound.  Read your settings with ``server.plugin_config("yourname")`` and
-    validate them here: raise ``chatd.ConfigError`` (or any exception) to stop
-    the server with a clear message and exit status 2, before any client can
-    connect.  Timers started with ``server.call_later`` run once the loop runs.
+    Called once, after every plugin is registered and before the listeners are
+    bound (and again after a reload, for the new plugins).  Read your settings
+    with ``server.plugin_config("yourname")`` and validate them here: raise
+    ``chatd.ConfigError`` (or any exception) to stop the server with a clear
+    message and exit status 2, before any client can connect.  Timers started
+    with ``server.call_later`` run once the loop runs.
 
-    :param server: the :class:`chatd.server.Server`.
+    :param server: the :class:`chatd.Server` (see docs/api.md).
     """
 
 
 @hookspec
 def chatd_shutdown(server: Server) -> None:
-    """The server is stopping; clients are still connected but will not be read.
+    """Your plugin is being unloaded: the server stops, a reload replaces it, or the
+    circuit breaker disabled it.
 
-    Called once.  Flush files, cancel timers.  Anything sent to clients now is
-    delivered before they are disconnected (within the shutdown deadline).
+    Called exactly once per loaded plugin.  Flush files, stop your threads.
+    Your timers are cancelled right after.  At server shutdown clients are still
+    connected and anything sent now is delivered (within the shutdown deadline).
     Exceptions are logged and ignored.
     """
 
@@ -109,6 +121,19 @@ def chatd_commands(server: Server) -> list[Command] | None:
 
 
 @hookspec
+def chatd_command(client: Client, command: Command, args: str) -> None:
+    """``client`` is about to run ``command`` with the argument text ``args``.
+
+    Called before every command's handler, whichever protocol the client uses
+    (``/roll 2d6`` on the line protocol, ``{"cmd": "roll"}`` in JSON).  Raise
+    ``chatd.CommandError("why")`` to refuse it (the client sees ``! why`` and
+    the handler does not run): a permission check, a mute, a rate limit of your
+    own.  Return values are ignored; other exceptions are plugin errors (the
+    command still runs).
+    """
+
+
+@hookspec
 def chatd_operator_notice(server: Server, text: str) -> None:
     """Something the server's operators should know about happened.
 
@@ -116,6 +141,20 @@ def chatd_operator_notice(server: Server, text: str) -> None:
     the circuit breaker, when a reload fails, or when a plugin calls it.  The
     text is also logged.  The built-in *oper* plugin sends it as a notice to
     every client logged in with ``/oper``; a plugin may forward it elsewhere.
+    """
+
+
+@hookspec(firstresult=True)
+def chatd_delivery_backend(server: Server, local: LocalBackend) -> DeliveryBackend | None:
+    """*firstresult.*  Return the delivery backend the server should use.
+
+    Called once at startup, after ``chatd_startup``.  The default is ``local``,
+    the in-process backend (no implementation is needed for it).  A backend
+    that spans processes or machines (Redis pub/sub) returns an object with the
+    :class:`chatd.delivery.DeliveryBackend` methods: it publishes what the chat
+    domain gives it and hands what other nodes send to ``local`` (whose
+    ``to_room``/``to_client`` deliver here).  Reloads keep the backend chosen at
+    startup.
     """
 
 
@@ -129,61 +168,92 @@ def chatd_client_connect(client: Client) -> None:
     """A client connected and has its initial nick (``guest-N``).
 
     Called once per connection.  The built-in *rooms* plugin implements this
-    with ``tryfirst=True`` to put the client in the default room and send the
-    welcome line, so by the time your implementation runs, ``client.room`` is
+    with ``tryfirst=True`` to send the welcome line and put the client in the
+    default room, so by the time your implementation runs, ``client.room`` is
     set and the welcome has been sent.  If your implementation raises, the
     client stays connected (the error is logged and reported to it).
     """
 
 
 @hookspec
-def chatd_client_disconnect(client: Client, reason: str) -> None:
+def chatd_client_disconnect(client: Client, reason: str, event: Quit) -> None:
     """A client is gone (``/quit``, closed socket, limit, shutdown).
 
     Called exactly once per connection, after the client was removed from the
-    nick table but while ``client.rooms`` still lists the rooms it was in (so a
-    plugin can tell their members).  Sending to ``client`` does nothing now.
+    nick table but while ``client.rooms`` still lists the rooms it was in.
+    The quit ``event`` is delivered to the members of those rooms (each told
+    once) right after this hook.  Sending to ``client`` does nothing now.
 
     :param reason: a short human-readable text, e.g. ``"Quit: bye"`` or
-        ``"connection closed by peer"``.
+        ``"connection closed by peer"`` (the same as ``event.text``).
+    """
+
+
+@hookspec(firstresult=True)
+def chatd_check_nick(client: Client, nick: str) -> str | None:
+    """*firstresult.*  May ``client`` take ``nick``?  Return a reason to refuse it.
+
+    Called by ``server.rename()`` (``/nick``) after the nick passed the syntax
+    rules and before it is claimed, so a plugin can own nicks (registered
+    accounts, reserved names).  Return ``None`` to allow it; a string refuses
+    it and the client sees ``! <your reason>``.  Whether the nick is taken by
+    another connected client is checked after this hook by the delivery backend.
     """
 
 
 @hookspec
-def chatd_nick_change(client: Client, old: str, new: str) -> None:
+def chatd_nick_change(client: Client, old: str, new: str, event: NickChange) -> None:
     """``client`` was renamed from ``old`` to ``new`` (``client.nick == new``).
 
-    Called after the nick table was updated.  The built-in *rooms* plugin tells
-    the members of the client's rooms; the */nick* command tells the client.
+    Called after the nick table was updated and the rename ``event`` was sent
+    to the client and everyone who shares a room with it.
     """
 
 
 # ---------------------------------------------------------------------------
-# Messages
+# Messages: every event carrying text a user wrote
 # ---------------------------------------------------------------------------
 
 
-@hookspec
-def chatd_filter_message(client: Client, text: str) -> str | None:
-    """Inspect, rewrite or block a chat message before it is delivered.
+@hookspec(firstresult=True)
+def chatd_route_message(client: Client, text: str) -> Room | None:
+    """*firstresult.*  Which room does a plain chat line from ``client`` go to?
 
-    Called for every plain line (and ``//`` escape) a client sends, before
-    :func:`chatd_message`.  Return ``None`` to let ``text`` pass unchanged,
-    a string to replace it (the next filter sees the replacement), or raise
-    ``chatd.Reject("why")`` to drop the message; the sender then gets
-    ``! why`` and no other hook sees it.  Other exceptions are plugin errors:
-    that filter is skipped and the message goes on.
+    Called for every chat line that does not name its room (a plain line on
+    the line protocol, ``{"cmd": "say"}`` without ``"room"``).  Return a
+    :class:`chatd.Room`.  The built-in *rooms* plugin's ``trylast`` default
+    returns ``client.room``; if no implementation returns a room, the client is
+    told it is in no room.
     """
 
 
 @hookspec
-def chatd_message(client: Client, text: str) -> None:
-    """Deliver a chat message ``text`` from ``client``.
+def chatd_filter_message(client: Client, text: str, event: Event) -> str | None:
+    """Inspect, rewrite or block text a user wrote before anyone sees it.
 
-    Called once per accepted message, after the filters.  ``text`` is a single
-    sanitised line.  The built-in *rooms* plugin delivers it to the other
-    members of ``client.room`` as ``<nick> text``; other implementations may
-    log it, count it or bridge it elsewhere.  Return values are ignored.
+    Called for every event that carries user text, whatever command or
+    protocol produced it: chat lines (``event.kind == "message"``), actions
+    (``"action"``, ``/me``), private messages (``"privmsg"``), topics
+    (``"topic"``), and part and quit reasons (``"part"``, ``"quit"``).
+    ``text`` is ``event.text``.  Return ``None`` to let it pass unchanged, a
+    string to replace it (the next filter sees the replacement; a blank
+    replacement drops the event), or raise ``chatd.Reject("why")`` to drop it:
+    the client then gets ``! why`` and no other hook sees it (a rejected part or
+    quit reason is removed; the part or quit itself happens).  Other exceptions
+    are plugin errors: that filter is skipped and the text goes on.
+    """
+
+
+@hookspec
+def chatd_message(client: Client, text: str, event: Event) -> None:
+    """Text a user wrote was accepted by the filters and is about to be delivered.
+
+    Called once per accepted event of the kinds listed under
+    :func:`chatd_filter_message`, after the filters and before delivery.
+    ``text`` is the final, sanitised ``event.text``.  For logging, counting,
+    mentions or bridging; the server itself delivers ``event`` afterwards
+    (to the room, or to the nick of a private message).  Return values are
+    ignored.
     """
 
 
@@ -193,21 +263,40 @@ def chatd_message(client: Client, text: str) -> None:
 
 
 @hookspec
-def chatd_room_join(client: Client, room: Room) -> None:
+def chatd_room_join(client: Client, room: Room, event: Join) -> None:
     """``client`` joined ``room`` (it is already among ``room.members``).
 
-    Called by ``server.join()``.  The built-in *rooms* plugin announces the
-    join to the other members.
+    Called by ``server.join()`` after the join ``event`` went to the room's
+    other members (and to the client).  Anything you send the client now (a
+    greeting) follows it.
     """
 
 
 @hookspec
-def chatd_room_part(client: Client, room: Room, reason: str) -> None:
+def chatd_room_part(client: Client, room: Room, reason: str, event: Part) -> None:
     """``client`` left ``room`` (it is no longer among ``room.members``).
 
     Called by ``server.part()``, not on disconnect (see
-    :func:`chatd_client_disconnect`).  An empty room other than the default one
-    is removed after this hook.
+    :func:`chatd_client_disconnect`), after the part ``event`` went to the
+    room.  An empty room other than the default one is removed after this hook.
+    """
+
+
+@hookspec
+def chatd_room_created(room: Room, event: RoomCreated) -> None:
+    """The room ``room`` was just created (its first member is about to join).
+
+    Set up per-room state in ``room.stash`` here (a history buffer, a saved
+    topic).  Called for the default room at startup too.
+    """
+
+
+@hookspec
+def chatd_room_removed(room: Room, event: RoomRemoved) -> None:
+    """The room ``room`` was removed: its last member left (the default room stays).
+
+    Drop what you kept for it; ``room.stash`` goes with the room.  A later join
+    of the same name creates a new room (``chatd_room_created`` again).
     """
 
 

@@ -24,17 +24,32 @@ logged with the plugin name, the hook and the traceback (repeats of the same
 failure are counted and logged at most once a minute), the client that caused
 the event is told in one ``! ...`` line, and the remaining implementations run.
 
+Hooks whose spec says ``firstresult=True`` stop at the first implementation
+that returns something other than None (:meth:`PluginHost.call_first`); the
+defaults chatd ships for them are ``trylast`` implementations, so any plugin
+can pre-empt them.
+
 Guard rails: every call is timed, and one that holds the loop longer than
 ``plugin_host.slow_hook_seconds`` is logged with the plugin and the time; a
 plugin that fails (raises or overruns) ``max_failures`` times within
 ``failure_window_seconds`` is unregistered (a circuit breaker) and
 ``on_disable`` tells the server.  Built-in plugins are the server itself: their
 failures are reported but never switch them off.  The loop is single-threaded,
-so a stalled hook cannot be pre-empted, only reported.
+so a stalled hook cannot be pre-empted, only reported.  ``SystemExit`` and
+``KeyboardInterrupt`` are never swallowed (Tornado's rule): a plugin that
+calls ``sys.exit()`` stops the server.
+
+Timers are a plugin's too: :meth:`PluginHost.call_later` (``server.call_later``)
+makes a :class:`PluginTimer` owned by the plugin running at that moment (or the
+one whose module defines the callback).  Its callback runs with the same guard
+rails as a hook, and the plugin's timers are cancelled when it is disabled,
+reloaded or shut down.  Every plugin that is unloaded (shut down, reloaded
+away, or disabled by the circuit breaker) gets ``chatd_shutdown`` once.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.machinery
 import importlib.metadata
@@ -53,6 +68,7 @@ import pluggy
 
 from . import hookspecs
 from .config import ConfigError
+from .version import __version__
 
 if TYPE_CHECKING:
     from .client import Client
@@ -91,6 +107,60 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)  # filled in by the server
     disabled: str | None = None  # why the circuit breaker turned it off
+
+
+class Scheduler:
+    """What the host needs of the event loop for plugin timers (the reactor)."""
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any: ...
+
+    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None: ...
+
+
+class PluginTimer:
+    """A plugin's timer (``server.call_later``): ``cancel()`` stops it.
+
+    ``plugin`` owns it; ``when`` is the loop's clock time it is due;
+    ``cancelled`` is True once it was cancelled or has run.
+    """
+
+    __slots__ = ("_host", "_timer", "args", "callback", "cancelled", "plugin")
+
+    def __init__(self, host: PluginHost, plugin: str | None, callback: Callable[..., Any],
+                 args: tuple[Any, ...]) -> None:
+        self._host = host
+        self._timer: Any = None
+        self.plugin = plugin
+        self.callback = callback
+        self.args = args
+        self.cancelled = False
+
+    @property
+    def when(self) -> float:
+        return self._timer.when if self._timer is not None else 0.0
+
+    def cancel(self) -> None:
+        if self.cancelled:
+            return
+        self.cancelled = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._host._forget_timer(self)
+
+    def __repr__(self) -> str:
+        state = "done" if self.cancelled else "pending"
+        return f"<PluginTimer {self.plugin!r} {_callable_name(self.callback)} {state}>"
+
+
+def _stopping(plugin: str, where: str, exc: BaseException) -> None:
+    plugin_log.critical(
+        "plugin %r raised %s in %s: the server stops (SystemExit and KeyboardInterrupt are "
+        "not contained)", plugin, type(exc).__name__, where,
+    )
+
+
+def _callable_name(callback: Callable[..., Any]) -> str:
+    return getattr(callback, "__qualname__", None) or repr(callback)
 
 
 class _Impl:
@@ -146,6 +216,15 @@ class PluginHost:
         self.trace = trace
         #: Called with (plugin name, reason) when the circuit breaker trips.
         self.on_disable: Callable[[str, str], None] | None = None
+        #: The plugin whose hook, command or timer is running now (None: the core).
+        self.current_plugin: str | None = None
+        #: What ``chatd_shutdown`` receives, and the loop timers run on (see :meth:`bind`).
+        self.server: Any = None
+        self._scheduler: Scheduler | None = None
+        self._timers: dict[str | None, set[PluginTimer]] = {}
+        self._firstresult: dict[str, bool] = {}
+        self._module_owners: dict[str, str] | None = None
+        self._shut_down = False
         self._last_logged: dict[tuple[str, str, str], float] = {}
         self._recent_failures: dict[str, deque[float]] = {}
         #: Failures per plugin name, for stats and operators.
@@ -163,6 +242,11 @@ class PluginHost:
             failure_window=settings.failure_window_seconds,
             trace=trace,
         )
+
+    def bind(self, server: Any, scheduler: Scheduler) -> None:
+        """Attach the plugin-facing server object and the loop (before ``chatd_startup``)."""
+        self.server = server
+        self._scheduler = scheduler
 
     # -- discovery ---------------------------------------------------------
 
@@ -264,6 +348,7 @@ class PluginHost:
             hooks.append(hook_caller.name)
         self.infos[name] = PluginInfo(name, source, version, plugin, sorted(hooks))
         self._impl_cache.clear()
+        self._module_owners = None
 
     def check(self) -> None:
         """Fail on implementations of hooks that do not exist (a typo'd ``chatd_*`` name)."""
@@ -271,7 +356,53 @@ class PluginHost:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
             name = self.pm.get_name(exc.plugin) if exc.plugin is not None else "?"
-            raise PluginLoadError(f"plugin {name!r}: {_one_line(exc)}") from exc
+            hint = ""
+            unknown = [
+                caller.name
+                for caller in self.pm.get_hookcallers(exc.plugin) or []
+                if not caller.has_spec()
+            ] if exc.plugin is not None else []
+            for hook in unknown:
+                close = difflib.get_close_matches(hook, self.hook_names(), n=1)
+                if close:
+                    hint = f" (did you mean {close[0]}?)"
+                    break
+            raise PluginLoadError(f"plugin {name!r}: {_one_line(exc)}{hint}") from exc
+
+    def hook_names(self) -> list[str]:
+        """Every hook a plugin may implement (chatd's and those plugins added)."""
+        return sorted(
+            name for name in dir(self.pm.hook)
+            if not name.startswith("_") and getattr(self.pm.hook, name).has_spec()
+        )
+
+    def warnings(self) -> list[str]:
+        """What ``--check-config`` warns about: plugins that will silently do nothing.
+
+        A plugin with no hooks at all, and a function named like a hook that is not
+        marked ``@hookimpl`` (with the nearest real hook name if it is misspelt).
+        """
+        found = []
+        names = self.hook_names()
+        for info in self.infos.values():
+            marked = set(info.hooks)
+            for attr in sorted(dir(info.plugin)):
+                if not attr.startswith("chatd_") or attr in marked:
+                    continue
+                value = getattr(info.plugin, attr, None)
+                if not callable(value) or isinstance(value, type):
+                    continue
+                close = difflib.get_close_matches(attr, names, n=1)
+                if attr in names:
+                    found.append(f"plugin {info.name!r}: {attr} is not marked @hookimpl, "
+                                 "so chatd never calls it")
+                elif close:
+                    found.append(f"plugin {info.name!r}: {attr} is not a hook "
+                                 f"(did you mean {close[0]}?)")
+            if not info.hooks:
+                found.append(f"plugin {info.name!r} ({info.source}) implements no hooks: "
+                             "mark its functions with @hookimpl")
+        return found
 
     # -- calling -------------------------------------------------------------
 
@@ -286,22 +417,42 @@ class PluginHost:
             self._impl_cache[hook_name] = impls
         return impls
 
+    def is_firstresult(self, hook_name: str) -> bool:
+        """Whether the hook's spec asks to stop at the first non-None result."""
+        first = self._firstresult.get(hook_name)
+        if first is None:
+            caller = getattr(self.pm.hook, hook_name, None)
+            spec = getattr(caller, "spec", None)
+            first = self._firstresult[hook_name] = bool(
+                spec is not None and spec.opts.get("firstresult")
+            )
+        return first
+
     def call(self, hook_name: str, notify: Client | None = None, **kwargs: Any) -> list[Any]:
         """Call every implementation of ``hook_name``; return the non-None results.
 
         A failing implementation is reported (see the module docstring) and
-        skipped.  ``notify`` is the client told about the failure.
+        skipped.  ``notify`` is the client told about the failure.  For a
+        ``firstresult`` hook the calls stop at the first non-None result, and
+        the list holds just that one.
         """
         results = []
         clock = time.perf_counter
+        first = self.is_firstresult(hook_name)
+        previous = self.current_plugin
         for impl in self._impls(hook_name):
             started = clock()
+            self.current_plugin = impl.plugin_name
             try:
                 result = impl.function(*[kwargs[name] for name in impl.argnames])
-            except (Exception, SystemExit) as exc:
+            except Exception as exc:
                 self.report_failure(impl.plugin_name, hook_name, exc, notify)
                 continue
+            except (SystemExit, KeyboardInterrupt) as exc:
+                _stopping(impl.plugin_name, hook_name, exc)
+                raise
             finally:
+                self.current_plugin = previous
                 elapsed = clock() - started
                 if elapsed > self.slow_hook_seconds:
                     self.report_slow(impl.plugin_name, hook_name, elapsed)
@@ -309,11 +460,29 @@ class PluginHost:
                 log.debug("hook %s in plugin %r -> %r", hook_name, impl.plugin_name, result)
             if result is not None:
                 results.append(result)
+                if first:
+                    break
         return results
+
+    def call_first(self, hook_name: str, notify: Client | None = None, **kwargs: Any) -> Any:
+        """The first non-None result of ``hook_name`` (newest plugin first), or None."""
+        impls = self._impls(hook_name)
+        if not impls:
+            return None
+        if len(impls) == 1 and not self.trace:
+            impl = impls[0]
+            result = self.run_guarded(
+                impl.plugin_name, hook_name, impl.function,
+                *[kwargs[name] for name in impl.argnames], notify=notify,
+            )
+            return result
+        for result in self.call(hook_name, notify, **kwargs):
+            return result
+        return None
 
     def run_guarded(
         self,
-        plugin: str,
+        plugin: str | None,
         label: str,
         function: Callable[..., Any],
         *args: Any,
@@ -324,22 +493,121 @@ class PluginHost:
 
         Exceptions listed in ``passthrough`` (a command's ``UsageError``, a
         filter's ``Reject``) are part of the API and propagate; anything else is
-        a plugin failure and returns None.
+        a plugin failure and returns None.  ``SystemExit`` and
+        ``KeyboardInterrupt`` always propagate.
         """
         started = time.perf_counter()
+        previous = self.current_plugin
+        self.current_plugin = plugin
         try:
             return function(*args)
         except passthrough:
             raise
-        except (Exception, SystemExit) as exc:
-            self.report_failure(plugin, label, exc, notify)
+        except Exception as exc:
+            self.report_failure(plugin or "?", label, exc, notify)
             return None
+        except (SystemExit, KeyboardInterrupt) as exc:
+            _stopping(plugin or "?", label, exc)
+            raise
         finally:
+            self.current_plugin = previous
             elapsed = time.perf_counter() - started
             if elapsed > self.slow_hook_seconds:
-                self.report_slow(plugin, label, elapsed)
+                self.report_slow(plugin or "?", label, elapsed)
             if self.trace:
                 log.debug("%s in plugin %r finished in %.6f s", label, plugin, elapsed)
+
+    # -- timers --------------------------------------------------------------
+
+    def owner_of(self, callback: Callable[..., Any]) -> str | None:
+        """The plugin that defines ``callback`` (by module), or None."""
+        owners = self._module_owners
+        if owners is None:
+            owners = self._module_owners = {}
+            for info in self.infos.values():
+                plugin = info.plugin
+                module = plugin.__name__ if isinstance(plugin, types.ModuleType) else (
+                    type(plugin).__module__
+                )
+                owners.setdefault(module, info.name)
+        module = getattr(callback, "__module__", None)
+        while module:
+            if module in owners:
+                return owners[module]
+            module = module.rpartition(".")[0]
+        return None
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> PluginTimer:
+        """A timer owned by the running plugin (see the module docstring)."""
+        if self._scheduler is None:
+            raise RuntimeError("the plugin host has no event loop yet (PluginHost.bind)")
+        owner = self.current_plugin or self.owner_of(callback)
+        timer = PluginTimer(self, owner, callback, args)
+        if self._shut_down or (owner in self.infos and self.infos[owner].disabled):
+            timer.cancelled = True
+            return timer
+        timer._timer = self._scheduler.call_later(delay, self._fire, timer)
+        self._timers.setdefault(owner, set()).add(timer)
+        return timer
+
+    def _fire(self, timer: PluginTimer) -> None:
+        if timer.cancelled:
+            return
+        timer.cancelled = True
+        self._forget_timer(timer)
+        label = f"timer {_callable_name(timer.callback)}"
+        self.run_guarded(timer.plugin, label, timer.callback, *timer.args)
+
+    def _forget_timer(self, timer: PluginTimer) -> None:
+        owned = self._timers.get(timer.plugin)
+        if owned is not None:
+            owned.discard(timer)
+
+    def timers(self, plugin: str | None) -> list[PluginTimer]:
+        """The pending timers of ``plugin``."""
+        return list(self._timers.get(plugin, ()))
+
+    def cancel_timers(self, plugin: str | None = None, *, every: bool = False) -> int:
+        """Cancel ``plugin``'s pending timers (``every``: all plugins'); returns how many."""
+        owners = list(self._timers) if every else [plugin]
+        count = 0
+        for owner in owners:
+            for timer in list(self._timers.pop(owner, ())):
+                timer.cancel()
+                count += 1
+        return count
+
+    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
+        """From any thread: run ``callback(*args)`` on the loop, guarded, owned by its plugin."""
+        if self._scheduler is None:
+            raise RuntimeError("the plugin host has no event loop yet (PluginHost.bind)")
+        self._scheduler.call_soon_threadsafe(
+            self._run_from_thread, self.owner_of(callback), callback, args
+        )
+
+    def _run_from_thread(self, owner: str | None, callback: Callable[..., Any],
+                         args: tuple[Any, ...]) -> None:
+        info = self.infos.get(owner) if owner is not None else None
+        if self._shut_down or (info is not None and info.disabled):
+            return  # the plugin is gone: its late results have nowhere to go
+        self.run_guarded(owner, f"call_soon_threadsafe {_callable_name(callback)}",
+                         callback, *args)
+
+    def shutdown(self) -> None:
+        """Unload every plugin: ``chatd_shutdown`` once each, then cancel their timers."""
+        if self._shut_down:
+            return
+        self.call("chatd_shutdown", server=self.server)
+        self._shut_down = True
+        self.cancel_timers(every=True)
+
+    def reopen(self) -> None:
+        """Undo :meth:`shutdown` (a reload failed and these plugins start again)."""
+        self._shut_down = False
+
+    @property
+    def is_shut_down(self) -> bool:
+        return self._shut_down
 
     def report_slow(self, plugin: str, hook_name: str, elapsed: float) -> None:
         """A call held the loop too long: everybody waited for it."""
@@ -364,7 +632,7 @@ class PluginHost:
                 result = impl.function(*[kwargs[name] for name in impl.argnames])
             except ConfigError:
                 raise  # already says which file, key and line
-            except (Exception, SystemExit) as exc:
+            except Exception as exc:
                 raise PluginLoadError(
                     f"plugin {impl.plugin_name!r} failed in {hook_name}: "
                     f"{type(exc).__name__}: {exc}"
@@ -418,11 +686,18 @@ class PluginHost:
             self.disable(plugin, reason)
 
     def disable(self, plugin: str, reason: str) -> None:
-        """Unregister ``plugin`` until the next reload; its hooks stop being called."""
+        """Unload ``plugin`` until the next reload: ``chatd_shutdown``, timers, hooks, commands."""
         info = self.infos.get(plugin)
         if info is None or info.disabled:
             return
         info.disabled = reason
+        self.cancel_timers(plugin)
+        for impl in self._impls("chatd_shutdown"):
+            if impl.plugin_name == plugin:
+                kwargs = {"server": self.server}
+                self.run_guarded(plugin, "chatd_shutdown", impl.function,
+                                 *[kwargs[a] for a in impl.argnames])
+        self.cancel_timers(plugin)  # any its shutdown made
         self.pm.unregister(info.plugin)
         self._impl_cache.clear()
         plugin_log.error("plugin %r disabled: %s", plugin, reason)
@@ -475,6 +750,4 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _chatd_version() -> str:
-    from . import __version__
-
     return __version__

@@ -23,7 +23,9 @@ Each pass of :meth:`Reactor.run` ("a tick") does, in order:
 
 Signals never run application code inside the handler: ``signal.set_wakeup_fd``
 writes the signal number to a socketpair registered in the same epoll set, and
-the loop calls the registered callback from step 2 (PEP 475).
+the loop calls the registered callback from step 2 (PEP 475).  Other threads
+hand work to the loop the same way (:meth:`Reactor.call_soon_threadsafe`): a
+thread-safe queue plus one byte on a second socketpair to wake ``poll()``.
 
 The reactor knows nothing about chat.  Handlers are any object with a
 ``handle_events(mask: int)`` method; flushables any object with ``flush()``.
@@ -113,6 +115,8 @@ class Reactor:
         self._wakeup_w: socket.socket | None = None
         self._old_wakeup_fd: int | None = None
         self._running = False
+        self._threadsafe: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._thread_wakeup: tuple[socket.socket, socket.socket] | None = None
         #: Incremented once per loop pass; handy for tests and stats.
         self.ticks = 0
 
@@ -160,6 +164,44 @@ class Reactor:
         before EAGAIN must come back through here or it is never served again.
         """
         self._ready.append((callback, args))
+
+    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
+        """From any thread: run ``callback(*args)`` on the loop, soon.
+
+        ``deque.append`` is atomic; the byte written to the wake-up socketpair
+        makes a sleeping ``poll()`` return, so the callback does not wait for
+        the next unrelated event.
+        """
+        wakeup = self._thread_wakeup
+        if wakeup is None:
+            raise RuntimeError("call_soon_threadsafe needs enable_threadsafe() first")
+        self._threadsafe.append((callback, args))
+        with contextlib.suppress(BlockingIOError, OSError):
+            wakeup[1].send(b"\0")
+
+    def enable_threadsafe(self) -> None:
+        """Create the wake-up socketpair for :meth:`call_soon_threadsafe` (on the loop)."""
+        if self._thread_wakeup is not None:
+            return
+        r, w = socket.socketpair()
+        r.setblocking(False)
+        w.setblocking(False)
+        self._thread_wakeup = (r, w)
+        self.register(r.fileno(), _ThreadWakeupHandler(self), EPOLLIN | EPOLLET)
+
+    def _run_threadsafe(self) -> None:
+        assert self._thread_wakeup is not None
+        reader = self._thread_wakeup[0]
+        while True:
+            try:
+                if not reader.recv(4096):
+                    break
+            except (BlockingIOError, InterruptedError):
+                break
+        queue = self._threadsafe
+        for _ in range(len(queue)):
+            callback, args = queue.popleft()
+            self._run_callback(callback, args)
 
     def add_before_flush(self, callback: Callable[[], None]) -> None:
         """Run ``callback()`` at the end of every tick, just before the write flush.
@@ -313,6 +355,11 @@ class Reactor:
             if self._wakeup_w is not None:
                 self._wakeup_w.close()
             self._wakeup_r = self._wakeup_w = None
+        if self._thread_wakeup is not None:
+            self.unregister(self._thread_wakeup[0].fileno())
+            for sock in self._thread_wakeup:
+                sock.close()
+            self._thread_wakeup = None
         self._epoll.close()
 
 
@@ -324,6 +371,16 @@ class _WakeupHandler:
 
     def handle_events(self, mask: int) -> None:
         self._reactor._dispatch_signals()
+
+
+class _ThreadWakeupHandler:
+    __slots__ = ("_reactor",)
+
+    def __init__(self, reactor: Reactor) -> None:
+        self._reactor = reactor
+
+    def handle_events(self, mask: int) -> None:
+        self._reactor._run_threadsafe()
 
 
 def _wakeup_only(signum: int, frame: object) -> None:

@@ -6,7 +6,7 @@ under its own key::
     AWAY = StashKey[str]()
 
     client.stash[AWAY] = "gone fishing"
-    reason = client.stash.get(AWAY, None)
+    reason = client.stash.get(AWAY)   # None if not set, like dict.get
 
 Keys are objects, not strings, so two plugins cannot collide by accident.
 """
@@ -39,7 +39,8 @@ class Stash:
     def __getitem__(self, key: StashKey[T]) -> T:
         return cast(T, self._data[key])
 
-    def get(self, key: StashKey[T], default: D) -> T | D:
+    def get(self, key: StashKey[T], default: D | None = None) -> T | D | None:
+        """The value for ``key``, or ``default`` (None) if there is none, like ``dict.get``."""
         try:
             return self[key]
         except KeyError:

@@ -4,8 +4,8 @@ This file doubles as the first step of the plugin tutorial (docs/plugins.md):
 a module in a ``plugin_dirs`` folder, one hook (``chatd_commands``) and one
 command handler.  Try it::
 
-    /roll          -> * alice rolled 1d6: 4
-    /roll 3d20     -> * alice rolled 3d20: 17 + 2 + 9 = 28
+    /roll          -> *** alice rolled 1d6: 4
+    /roll 3d20     -> *** alice rolled 3d20: 17 + 2 + 9 = 28
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ def roll(client: Client, args: str) -> None:
     count, sides = parse_dice(args)
     rolls = [random.randint(1, sides) for _ in range(count)]
     detail = " + ".join(map(str, rolls)) + f" = {sum(rolls)}" if count > 1 else str(rolls[0])
-    text = f"* {client.nick} rolled {count}d{sides}: {detail}"
+    text = f"{client.nick} rolled {count}d{sides}: {detail}"
     if client.room is not None:
-        client.room.send(text)
+        client.room.say(text)  # a notice from this plugin, to everyone in the room
     else:
-        client.send(text)
+        client.notice(text)
 
 
 @hookimpl

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-from chatd import Client, hookimpl, hookspec
+from chatd import Client, Event, hookimpl, hookspec
 
 _MENTION = re.compile(r"(?<![\w@])@([A-Za-z_\[\]\\^{}|`][\w\-\[\]\\^{}|`]*)")
 
@@ -44,7 +44,9 @@ def chatd_addhooks(pluginmanager) -> None:  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def chatd_message(client: Client, text: str) -> None:
+def chatd_message(client: Client, text: str, event: Event) -> None:
+    if event.kind not in ("message", "action"):
+        return  # a private message's target reads it anyway; topics and reasons are not chat
     seen: set[str] = set()
     for nick in _MENTION.findall(text):
         target = client.server.find_client(nick)

@@ -115,7 +115,8 @@ def _attach(proc: subprocess.Popen[bytes], port_file: Path) -> ServerProcess:
     server.host = "127.0.0.1"
     server._clients = []
     server.log_path = port_file.parent / "log"
-    server.port = server._wait_for_port(15)
+    server.ports = server._wait_for_ports(15)
+    server.port = server.ports[0]
     return server
 
 
@@ -127,7 +128,7 @@ def test_graceful_shutdown_tells_everyone_and_exits_zero(chatd_server, signum):
     server.signal(signum)
     for client in (alice, bob):
         lines = client.expect_eof(timeout=10)
-        assert "* server shutting down" in lines
+        assert "*** server shutting down" in lines
     assert server.proc.wait(10) == 0
     with pytest.raises(OSError):
         socket.create_connection(server.address, timeout=2).close()

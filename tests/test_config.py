@@ -89,7 +89,7 @@ def test_shipped_config_loads_and_equals_defaults_except_plugins() -> None:
     assert without_plugins(config) == default_config()
     assert config.source == SHIPPED
     assert config.plugin_dirs == (REPO / "plugins",)
-    assert config.listen == ListenConfig(host="127.0.0.1", port=7788)
+    assert config.listen == (ListenConfig(host="127.0.0.1", port=7788, protocol="line"),)
     assert config.server.default_room == "#lobby"
     assert config.plugin_config("rooms")["welcome"] == (
         "Welcome to chatd, {nick}. You are in {room}. Type /help for commands."
@@ -101,14 +101,17 @@ def test_shipped_config_spells_out_every_key() -> None:
     """The shipped file doubles as documentation, so every setting must appear in it."""
     raw = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
     for name, cls in SECTIONS.items():
-        assert set(raw[name]) == {f.name for f in dataclasses.fields(cls)}, name
+        # `listen` may be one mapping or a list of them: each must spell out every key.
+        spelled = raw[name] if isinstance(raw[name], list) else [raw[name]]
+        for section in spelled:
+            assert set(section) == {f.name for f in dataclasses.fields(cls)}, name
     assert "plugin_dirs" in raw
     assert set(raw["plugins"]) >= {"rooms", "log"}
 
 
 def test_defaults() -> None:
     config = default_config()
-    assert config.listen == ListenConfig("127.0.0.1", 7788)
+    assert config.listen == (ListenConfig("127.0.0.1", 7788, "line"),)
     assert config.server == ServerConfig("chatd", "#lobby")
     limits = config.limits
     assert (limits.max_line_bytes, limits.recvq_max_bytes, limits.max_output_bytes) == (
@@ -147,7 +150,9 @@ def test_partial_section_keeps_other_defaults(in_tmp: Path) -> None:
 def test_config_is_immutable() -> None:
     config = load_config(SHIPPED)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        config.listen.port = 1  # type: ignore[misc]
+        config.listen[0].port = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.listen[0] = config.listen[0]  # type: ignore[index]
     with pytest.raises(TypeError):
         config.plugins["rooms"] = {}  # type: ignore[index]
     with pytest.raises(TypeError):
@@ -232,9 +237,11 @@ def test_merge_keys_and_aliases(in_tmp: Path) -> None:
 def test_with_listener() -> None:
     config = default_config()
     moved = config.with_listener(port=0)
-    assert moved.listen == ListenConfig("127.0.0.1", 0)
-    assert config.listen.port == 7788  # the original is untouched
-    assert config.with_listener(host="0.0.0.0", port=9000).listen == ListenConfig("0.0.0.0", 9000)
+    assert moved.listen == (ListenConfig("127.0.0.1", 0),)
+    assert config.listen[0].port == 7788  # the original is untouched
+    assert config.with_listener(host="0.0.0.0", port=9000).listen == (
+        ListenConfig("0.0.0.0", 9000),
+    )
     assert config.with_listener().listen == config.listen
     assert moved.limits == config.limits
 
@@ -273,7 +280,9 @@ def test_unknown_top_level_key(in_tmp: Path) -> None:
 
 def test_unknown_key_without_close_match_lists_known_keys(in_tmp: Path) -> None:
     err = load_error(in_tmp, "listen:\n  zzzzzz: 1\n")
-    assert str(err) == "config.yaml:2: listen.zzzzzz: unknown key (known keys: host, port)"
+    assert str(err) == (
+        "config.yaml:2: listen.zzzzzz: unknown key (known keys: host, port, protocol)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -518,7 +527,7 @@ def test_env_var_expanded(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None
         "plugins:\n  oper:\n    password: ${CHATD_OPER_PASSWORD}\n"
         "    banner: 'pw=${CHATD_OPER_PASSWORD}, host=${CHATD_HOST}, not ${1X} or $HOME'\n",
     )
-    assert config.listen.host == "0.0.0.0"
+    assert config.listen[0].host == "0.0.0.0"
     assert config.plugin_config("oper")["password"] == "s3cret"
     assert config.plugin_config("oper")["banner"] == "pw=s3cret, host=0.0.0.0, not ${1X} or $HOME"
 

@@ -15,7 +15,7 @@ import time
 
 from chatd.testing import ChatClient, ServerProcess
 
-WELCOME = "* Welcome to chatd, {nick}. You are in #lobby. Type /help for commands."
+WELCOME = "*** Welcome to chatd, {nick}. You are in #lobby. Type /help for commands."
 
 #: Bytes that must never reach a terminal: C0 except LF, and DEL (0x0A = "\n" frames lines).
 FORBIDDEN_BYTES = set(range(0x00, 0x09)) | set(range(0x0B, 0x20)) | {0x7F}
@@ -61,12 +61,12 @@ def named(server: ServerProcess, nick: str, *watchers: ChatClient) -> ChatClient
     """Connect a client and rename it to ``nick``; ``watchers`` consume the notices."""
     client = server.client()
     for watcher in watchers:
-        watcher.expect_line(f"* {client.nick} joined #lobby")
+        watcher.expect_line(f"*** {client.nick} joined #lobby")
     old = client.nick
     client.send(f"/nick {nick}")
-    client.expect_line(f"* {old} is now known as {nick}")
+    client.expect_line(f"*** {old} is now known as {nick}")
     for watcher in watchers:
-        watcher.expect_line(f"* {old} is now known as {nick}")
+        watcher.expect_line(f"*** {old} is now known as {nick}")
     client.nick = nick
     return client
 
@@ -78,7 +78,7 @@ def sync(client: ChatClient) -> None:
     """
     client.send("/who #lobby")
     line = client.recv_line()
-    assert line.startswith("* #lobby has "), f"expected the /who reply first, got {line!r}"
+    assert line.startswith("*** #lobby has "), f"expected the /who reply first, got {line!r}"
 
 
 def check_clean(raw: bytes) -> str:
@@ -100,14 +100,14 @@ def test_welcome_lines_unique_guest_nicks_and_join_notice(chatd_server):
     first.expect_line(WELCOME.format(nick="guest-1"))
     second = server.client(welcome=False)
     second.expect_line(WELCOME.format(nick="guest-2"))
-    first.expect_line("* guest-2 joined #lobby")
+    first.expect_line("*** guest-2 joined #lobby")
     third = server.client()
     assert third.nick == "guest-3"
-    first.expect_line("* guest-3 joined #lobby")
-    second.expect_line("* guest-3 joined #lobby")
+    first.expect_line("*** guest-3 joined #lobby")
+    second.expect_line("*** guest-3 joined #lobby")
     # The newcomer is not told about its own join, and the room lists all three.
     third.send("/who")
-    third.expect_line("* #lobby has 3 member(s): guest-1, guest-2, guest-3")
+    third.expect_line("*** #lobby has 3 member(s): guest-1, guest-2, guest-3")
 
 
 # -- plain lines ----------------------------------------------------------------
@@ -145,7 +145,7 @@ def test_crlf_lines_arrive_without_carriage_returns(chatd_server):
     try:
         bob.read_until(b"Type /help for commands.\n")
         alice = server.client()
-        bob.read_until(f"* {alice.nick} joined #lobby\n".encode())
+        bob.read_until(f"*** {alice.nick} joined #lobby\n".encode())
         start = len(bob.data)
         alice.send_raw(b"hi\r\n")
         alice.send_raw(b"split crlf\r")
@@ -163,7 +163,7 @@ def test_empty_and_blank_lines_are_ignored(chatd_server):
     server = chatd_server()
     alice = server.client()
     bob = server.client()
-    alice.expect_line(f"* {bob.nick} joined #lobby")
+    alice.expect_line(f"*** {bob.nick} joined #lobby")
     for blank in (b"\n", b"\r\n", b"   \n", b"\t\t\n", b" \t \r\n", b"\x1b[2J\n", b"\x07\n"):
         bob.send_raw(blank)
     bob.send("after the blanks")
@@ -179,7 +179,7 @@ def test_invalid_utf8_is_replaced_and_the_connection_stays_usable(chatd_server):
     try:
         bob.read_until(b"Type /help for commands.\n")
         alice = server.client()
-        bob.read_until(f"* {alice.nick} joined #lobby\n".encode())
+        bob.read_until(f"*** {alice.nick} joined #lobby\n".encode())
         start = len(bob.data)
         alice.send_raw(b"\xff\xfebad\n")
         alice.send_raw(b"half \xc4")  # "ě" split across two segments
@@ -190,7 +190,7 @@ def test_invalid_utf8_is_replaced_and_the_connection_stays_usable(chatd_server):
         raw = bob.read_until(f"<{alice.nick}> still here\n".encode())[start:]
         # The sender is not punished for it: no error, and commands still work.
         alice.send("/who")
-        alice.expect_line(f"* #lobby has 2 member(s): guest-1, {alice.nick}")
+        alice.expect_line(f"*** #lobby has 2 member(s): guest-1, {alice.nick}")
     finally:
         bob.close()
     lines = check_clean(raw).split("\n")
@@ -223,7 +223,7 @@ def test_escape_sequences_and_controls_never_reach_a_terminal(chatd_server):
     try:
         bob.read_until(b"Type /help for commands.\n")
         alice = server.client()
-        bob.read_until(f"* {alice.nick} joined #lobby\n".encode())
+        bob.read_until(f"*** {alice.nick} joined #lobby\n".encode())
         start = len(bob.data)
         for payload, _ in cases:
             alice.send_raw(payload + b"\n")
@@ -253,7 +253,7 @@ def test_overlong_line_is_refused_and_the_connection_kept(chatd_server):
     server = chatd_server(limits={"max_line_bytes": 64})
     alice = server.client()
     bob = server.client()
-    alice.expect_line(f"* {bob.nick} joined #lobby")
+    alice.expect_line(f"*** {bob.nick} joined #lobby")
     refused = r"^! line too long \(max 64 bytes\)"
     # One chunk.
     bob.send("x" * 65)
@@ -288,7 +288,7 @@ def test_unknown_command(chatd_server):
     server = chatd_server()
     alice = server.client()
     bob = server.client()
-    alice.expect_line(f"* {bob.nick} joined #lobby")
+    alice.expect_line(f"*** {bob.nick} joined #lobby")
     bob.send("/frobnicate now")
     bob.expect_line("! unknown command /frobnicate — try /help")
     bob.send("plain")
@@ -301,28 +301,28 @@ def test_help_lists_every_command_grouped_by_plugin(chatd_server):
     alice.send("/help")
     alice.send("/who")  # sentinel: the /help output ends before its reply
     lines = []
-    while not (line := alice.recv_line()).startswith("* #lobby has "):
+    while not (line := alice.recv_line()).startswith("*** #lobby has "):
         lines.append(line)
-    assert lines[0].startswith("* Commands"), lines
+    assert lines[0].startswith("*** Commands"), lines
     groups: dict[str, list[str]] = {}
     current = None
     for line in lines[1:]:
-        header = re.fullmatch(r"\* \[(\S+)\]", line)
+        header = re.fullmatch(r"\*\*\* \[(\S+)\]", line)
         if header:
             current = header.group(1)
             groups[current] = []
             continue
-        entry = re.fullmatch(r"\*   /(\S+).*\S", line)
+        entry = re.fullmatch(r"\*\*\*   /(\S+).*\S", line)
         assert entry and current is not None, f"unexpected /help line {line!r}"
         groups[current].append(entry.group(1))
     assert sorted(groups["commands"]) == ["help", "me", "msg", "nick", "quit"], groups
     assert sorted(groups["rooms"]) == ["join", "part", "rooms", "topic", "who"], groups
 
     alice.send("/help msg")
-    alice.expect_line("* /msg NICK text — send a private message")
+    alice.expect_line("*** /msg NICK text — send a private message")
     alice.send("/help /join")
-    alice.expect_line("* /join #room — join a room (created if new) and talk there")
-    alice.expect(r"^\*   Joins #room")  # the long help follows, indented
+    alice.expect_line("*** /join #room — join a room (created if new) and talk there")
+    alice.expect(r"^\*\*\*   Joins #room")  # the long help follows, indented
     alice.send("/help nosuch")
     alice.expect(r"^! no such command /nosuch — try /help$")
 
@@ -331,35 +331,35 @@ def test_nick_change_is_announced_to_self_and_others(chatd_server):
     server = chatd_server()
     alice = server.client()
     bob = server.client()
-    alice.expect_line(f"* {bob.nick} joined #lobby")
+    alice.expect_line(f"*** {bob.nick} joined #lobby")
     old = alice.nick
     alice.send("/nick alice")
-    alice.expect_line(f"* {old} is now known as alice")
-    bob.expect_line(f"* {old} is now known as alice")
+    alice.expect_line(f"*** {old} is now known as alice")
+    bob.expect_line(f"*** {old} is now known as alice")
     alice.send("hello")
     bob.expect_line("<alice> hello")
     # Someone who shares two rooms with alice is told once; someone in no room with
     # her is not told at all.
     carol = server.client()
-    alice.expect_line(f"* {carol.nick} joined #lobby")
-    bob.expect_line(f"* {carol.nick} joined #lobby")
+    alice.expect_line(f"*** {carol.nick} joined #lobby")
+    bob.expect_line(f"*** {carol.nick} joined #lobby")
     alice.send("/join #dev")
-    alice.expect_line("* alice joined #dev")
-    alice.expect_line("* you are the first in #dev")
+    alice.expect_line("*** alice joined #dev")
+    alice.expect_line("*** you are the first in #dev")
     bob.send("/join #dev")
-    bob.expect_line(f"* {bob.nick} joined #dev")
-    bob.expect_line("* also in #dev: alice")
-    alice.expect_line(f"* {bob.nick} joined #dev")
+    bob.expect_line(f"*** {bob.nick} joined #dev")
+    bob.expect_line("*** also in #dev: alice")
+    alice.expect_line(f"*** {bob.nick} joined #dev")
     carol.send("/join #elsewhere")
-    carol.expect_line(f"* {carol.nick} joined #elsewhere")
-    carol.expect_line("* you are the first in #elsewhere")
+    carol.expect_line(f"*** {carol.nick} joined #elsewhere")
+    carol.expect_line("*** you are the first in #elsewhere")
     carol.send("/part #lobby")
-    carol.expect_line("* you are now talking in #elsewhere")
-    alice.expect_line(f"* {carol.nick} left #lobby")
-    bob.expect_line(f"* {carol.nick} left #lobby")
+    carol.expect_line("*** you are now talking in #elsewhere")
+    alice.expect_line(f"*** {carol.nick} left #lobby")
+    bob.expect_line(f"*** {carol.nick} left #lobby")
     alice.send("/nick alice2")
-    alice.expect_line("* alice is now known as alice2")
-    bob.expect_line("* alice is now known as alice2")
+    alice.expect_line("*** alice is now known as alice2")
+    bob.expect_line("*** alice is now known as alice2")
     alice.send("/msg " + carol.nick + " ping")  # sentinel for carol
     carol.expect_line("*alice2* ping")
     bob.send("/msg alice2 ping")  # sentinel for bob: no second rename notice
@@ -370,7 +370,7 @@ def test_nick_rejections_leave_the_nick_unchanged(chatd_server):
     server = chatd_server()
     alice = named(server, "alice")
     bob = server.client()
-    alice.expect_line(f"* {bob.nick} joined #lobby")
+    alice.expect_line(f"*** {bob.nick} joined #lobby")
     guest = bob.nick
     bad = [
         "Alice",  # taken, case-insensitively
@@ -400,12 +400,12 @@ def test_nick_rejections_leave_the_nick_unchanged(chatd_server):
     bob.send("still me")
     alice.expect_line(f"<{guest}> still me")
     bob.send("/who")
-    bob.expect_line(f"* #lobby has 2 member(s): alice, {guest}")
+    bob.expect_line(f"*** #lobby has 2 member(s): alice, {guest}")
     # A nick of exactly 32 bytes is fine.
     long_nick = "b" * 32
     bob.send(f"/nick {long_nick}")
-    bob.expect_line(f"* {guest} is now known as {long_nick}")
-    alice.expect_line(f"* {guest} is now known as {long_nick}")
+    bob.expect_line(f"*** {guest} is now known as {long_nick}")
+    alice.expect_line(f"*** {guest} is now known as {long_nick}")
 
 
 def test_join_part_rooms_who(chatd_server):
@@ -415,12 +415,12 @@ def test_join_part_rooms_who(chatd_server):
     carol = named(server, "carol", alice, bob)
 
     alice.send("/join #dev")
-    alice.expect_line("* alice joined #dev")
-    alice.expect_line("* you are the first in #dev")
+    alice.expect_line("*** alice joined #dev")
+    alice.expect_line("*** you are the first in #dev")
     bob.send("/join dev")  # the "#" is optional
-    bob.expect_line("* bob joined #dev")
-    bob.expect_line("* also in #dev: alice")
-    alice.expect_line("* bob joined #dev")
+    bob.expect_line("*** bob joined #dev")
+    bob.expect_line("*** also in #dev: alice")
+    alice.expect_line("*** bob joined #dev")
 
     # #dev chatter stays in #dev.
     alice.send("dev talk")
@@ -433,13 +433,13 @@ def test_join_part_rooms_who(chatd_server):
     sync(carol)  # carol got neither the join notices nor the #dev lines
 
     alice.send("/rooms")
-    listing = alice.expect(r"^\* 2 room\(s\): (.*)$").group(1)
+    listing = alice.expect(r"^\*\*\* 2 room\(s\): (.*)$").group(1)
     assert "#dev (2) *" in listing, listing  # * marks the current room
     assert "#lobby (3)" in listing and "#lobby (3) *" not in listing, listing
     alice.send("/who")
-    alice.expect_line("* #dev has 2 member(s): alice, bob")
+    alice.expect_line("*** #dev has 2 member(s): alice, bob")
     alice.send("/who #lobby")
-    alice.expect_line("* #lobby has 3 member(s): alice, bob, carol")
+    alice.expect_line("*** #lobby has 3 member(s): alice, bob, carol")
     alice.send("/who #nosuch")
     alice.expect(r"^! .*#nosuch")
     alice.send("/join #bad$name")
@@ -449,8 +449,8 @@ def test_join_part_rooms_who(chatd_server):
 
     # Parting #dev: the others there are told, and alice talks in #lobby again.
     alice.send("/part #dev")
-    alice.expect_line("* you are now talking in #lobby")
-    bob.expect_line("* alice left #dev")
+    alice.expect_line("*** you are now talking in #lobby")
+    bob.expect_line("*** alice left #dev")
     alice.send("back in the lobby")
     bob.expect_line("<alice> back in the lobby")
     carol.expect_line("<alice> back in the lobby")
@@ -460,12 +460,12 @@ def test_join_part_rooms_who(chatd_server):
     alice.send("/part")
     alice.expect(r"^! ")
     alice.send("/who")
-    alice.expect_line("* #lobby has 3 member(s): alice, bob, carol")
+    alice.expect_line("*** #lobby has 3 member(s): alice, bob, carol")
     # /part with a reason, and the empty room disappears.
     bob.send("/part #dev see you")
-    bob.expect_line("* you are now talking in #lobby")
+    bob.expect_line("*** you are now talking in #lobby")
     bob.send("/rooms")
-    bob.expect(r"^\* 1 room\(s\): #lobby \(3\) \*")
+    bob.expect(r"^\*\*\* 1 room\(s\): #lobby \(3\) \*")
 
 
 def test_topic_set_and_show(chatd_server):
@@ -473,29 +473,29 @@ def test_topic_set_and_show(chatd_server):
     alice = named(server, "alice")
     bob = named(server, "bob", alice)
     alice.send("/topic")
-    alice.expect_line("* #lobby has no topic")
+    alice.expect_line("*** #lobby has no topic")
     alice.send("/topic release planning")
-    alice.expect_line("* alice set the topic of #lobby to: release planning")
-    bob.expect_line("* alice set the topic of #lobby to: release planning")
+    alice.expect_line("*** alice set the topic of #lobby to: release planning")
+    bob.expect_line("*** alice set the topic of #lobby to: release planning")
     bob.send("/topic")
-    bob.expect_line("* topic of #lobby: release planning")
+    bob.expect_line("*** topic of #lobby: release planning")
     bob.send("/who")
-    bob.expect_line("* #lobby has 2 member(s): alice, bob — topic: release planning")
+    bob.expect_line("*** #lobby has 2 member(s): alice, bob — topic: release planning")
     # A topic for another room, and joining it shows the topic.
     bob.send("/join #dev")
-    bob.expect_line("* bob joined #dev")
-    bob.expect_line("* you are the first in #dev")
+    bob.expect_line("*** bob joined #dev")
+    bob.expect_line("*** you are the first in #dev")
     bob.send("/topic #dev ship it")
-    bob.expect_line("* bob set the topic of #dev to: ship it")
+    bob.expect_line("*** bob set the topic of #dev to: ship it")
     sync(alice)  # alice (not in #dev) got nothing of it
     alice.send("/topic #dev")
-    alice.expect_line("* topic of #dev: ship it")
+    alice.expect_line("*** topic of #dev: ship it")
     alice.send("/topic #dev hijack")
     alice.expect(r"^! ")
     alice.send("/join #dev")
-    alice.expect_line("* alice joined #dev")
-    alice.expect_line("* topic of #dev: ship it")
-    alice.expect_line("* also in #dev: bob")
+    alice.expect_line("*** alice joined #dev")
+    alice.expect_line("*** topic of #dev: ship it")
+    alice.expect_line("*** also in #dev: bob")
 
 
 def test_private_message(chatd_server):
@@ -535,34 +535,34 @@ def test_quit_says_goodbye_before_closing_and_tells_the_others(chatd_server):
     bob = named(server, "bob", alice)
     carol = named(server, "carol", alice, bob)
     alice.send("/quit bye")
-    assert alice.expect_eof() == ["* Goodbye."]
-    bob.expect_line("* alice quit (Quit: bye)")
-    carol.expect_line("* alice quit (Quit: bye)")
+    assert alice.expect_eof() == ["*** Goodbye."]
+    bob.expect_line("*** alice quit (Quit: bye)")
+    carol.expect_line("*** alice quit (Quit: bye)")
     bob.send("/quit")
-    assert bob.expect_eof() == ["* Goodbye."]
-    carol.expect_line("* bob quit (Quit)")
+    assert bob.expect_eof() == ["*** Goodbye."]
+    carol.expect_line("*** bob quit (Quit)")
     # Their nicks are free again.
     carol.send("/nick alice")
-    carol.expect_line("* carol is now known as alice")
+    carol.expect_line("*** carol is now known as alice")
     carol.send("/who")
-    carol.expect_line("* #lobby has 1 member(s): alice")
+    carol.expect_line("*** #lobby has 1 member(s): alice")
 
 
 def test_closing_the_socket_is_announced_once(chatd_server):
     server = chatd_server()
     alice = server.client()
     bob = server.client()
-    alice.expect_line(f"* {bob.nick} joined #lobby")
+    alice.expect_line(f"*** {bob.nick} joined #lobby")
     # bob shares two rooms with alice: still one notice.
     alice.send("/join #dev")
-    alice.expect_line(f"* {alice.nick} joined #dev")
-    alice.expect_line("* you are the first in #dev")
+    alice.expect_line(f"*** {alice.nick} joined #dev")
+    alice.expect_line("*** you are the first in #dev")
     bob.send("/join #dev")
-    bob.expect_line(f"* {bob.nick} joined #dev")
-    bob.expect_line(f"* also in #dev: {alice.nick}")
-    alice.expect_line(f"* {bob.nick} joined #dev")
+    bob.expect_line(f"*** {bob.nick} joined #dev")
+    bob.expect_line(f"*** also in #dev: {alice.nick}")
+    alice.expect_line(f"*** {bob.nick} joined #dev")
     sync(bob)  # bob has read everything, so closing sends a FIN (not an RST)
     bob.close()
-    alice.expect_line(f"* {bob.nick} quit (connection closed by peer)")
+    alice.expect_line(f"*** {bob.nick} quit (connection closed by peer)")
     alice.send("/who #lobby")
-    alice.expect_line(f"* #lobby has 1 member(s): {alice.nick}")
+    alice.expect_line(f"*** #lobby has 1 member(s): {alice.nick}")

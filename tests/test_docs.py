@@ -45,10 +45,10 @@ def test_tutorial_first_plugin_works_as_written(chatd_server, tmp_path):
     server = chatd_server(plugin_dirs=[str(plugin_dir)])
     alice = server.client()
     alice.send("/help")
-    alice.expect(r"^\* \[hello\]$")
-    alice.expect(r"^\*   /hello \[name\] +say hello$")
+    alice.expect(r"^\*\*\* \[hello\]$")
+    alice.expect(r"^\*\*\*   /hello \[name\] +say hello$")
     alice.send("/hello world")
-    alice.expect(r"^\* hello, world!$")
+    alice.expect(r"^\*\*\* hello, world!$")
 
 
 def test_tutorial_filter_example_works_as_written(chatd_server, tmp_path):

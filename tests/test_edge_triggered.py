@@ -69,7 +69,7 @@ class RawLines:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         reader = cls(sock)
         welcome = reader.line()
-        match = re.match(r"^\* Welcome to chatd, (\S+)\.", welcome)
+        match = re.match(r"^\*\*\* Welcome to chatd, (\S+)\.", welcome)
         assert match, welcome
         reader.nick = match.group(1)
         return reader
@@ -213,7 +213,7 @@ def test_accept_burst_all_welcomed(start: Callable[..., ServerProcess]) -> None:
         assert stranded == 0, f"{stranded} of {count} connections never got a welcome"
         nicks = set()
         for line in welcomed.values():
-            match = re.match(r"^\* Welcome to chatd, (\S+)\.", line)
+            match = re.match(r"^\*\*\* Welcome to chatd, (\S+)\.", line)
             assert match, line
             nicks.add(match.group(1))
         assert len(nicks) == count
@@ -232,7 +232,7 @@ def test_one_mib_paste_delivered_in_order(start: Callable[..., ServerProcess]) -
     server = start(limits={"max_output_bytes": 8 << 20})
     sender = server.client()
     receiver = server.client()
-    sender.expect(rf"^\* {re.escape(receiver.nick or '')} joined")
+    sender.expect(rf"^\*\*\* {re.escape(receiver.nick or '')} joined")
     lines = [numbered("p", i) for i in range((1 << 20) // 101 + 1)]
     payload = "".join(line + "\n" for line in lines).encode()
     assert len(payload) >= 1 << 20
@@ -268,7 +268,7 @@ def test_data_with_fin_and_trailing_fragment(
     server = start()
     leaver = RawLines.connect(server)
     other = server.client()
-    assert leaver.line() == f"* {other.nick} joined #lobby"
+    assert leaver.line() == f"*** {other.nick} joined #lobby"
     if one_segment:
         # Corked, Linux tacks the FIN onto the still unsent data segment, so
         # chatd sees the data and the FIN in one event (EPOLLIN|EPOLLRDHUP).
@@ -281,7 +281,7 @@ def test_data_with_fin_and_trailing_fragment(
     other.expect_line(f"<{nick}> b")
     other.expect_line(f"<{nick}> c")
     quit_line = other.recv_line()
-    assert re.match(rf"^\* {re.escape(nick)} quit\b", quit_line), quit_line
+    assert re.match(rf"^\*\*\* {re.escape(nick)} quit\b", quit_line), quit_line
     rest = quiet_lines(other)
     assert rest == [], f"after the quit notice: {rest}"
     # The leaver gets a clean FIN (not a reset) once chatd is done with it.
@@ -298,10 +298,10 @@ def test_half_closed_client_receives_what_was_queued_for_it(
     other.expect(rf"^-> \*{re.escape(leaver.nick)}\* psst")  # queued for the leaver by now
     leaver.sock.shutdown(socket.SHUT_WR)  # without having read anything since the welcome
     assert leaver.lines_until_eof() == [
-        f"* {other.nick} joined #lobby",
+        f"*** {other.nick} joined #lobby",
         f"*{other.nick}* psst, before your FIN",
     ]
-    other.expect(rf"^\* {re.escape(leaver.nick)} quit\b")
+    other.expect(rf"^\*\*\* {re.escape(leaver.nick)} quit\b")
     assert quiet_lines(other) == []
 
 
@@ -315,16 +315,16 @@ def test_half_closed_client_gets_replies_to_its_last_lines(
     help_lines: list[str] = []
     while (line := reference.recv_line()) != f"*{reference.nick}* end-of-help":
         help_lines.append(line)
-    assert any(line.startswith("* Commands") for line in help_lines), help_lines
+    assert any(line.startswith("*** Commands") for line in help_lines), help_lines
 
     leaver = RawLines.connect(server)
     # The reply is produced in the same tick as the end of stream is seen.
     leaver.sock.sendall(b"/help\nlast words")
     leaver.sock.shutdown(socket.SHUT_WR)
     assert leaver.lines_until_eof() == help_lines
-    reference.expect_line(f"* {leaver.nick} joined #lobby")
+    reference.expect_line(f"*** {leaver.nick} joined #lobby")
     reference.expect_line(f"<{leaver.nick}> last words")
-    reference.expect(rf"^\* {re.escape(leaver.nick)} quit\b")
+    reference.expect(rf"^\*\*\* {re.escape(leaver.nick)} quit\b")
     assert quiet_lines(reference) == []
 
 
@@ -361,8 +361,8 @@ def test_slow_reader_gets_everything_after_resuming(
     sender = server.client()
     observer = server.client()
     victim = RawLines.connect(server, rcvbuf=4096)
-    sender.expect(rf"^\* {re.escape(victim.nick)} joined")
-    observer.expect(rf"^\* {re.escape(victim.nick)} joined")
+    sender.expect(rf"^\*\*\* {re.escape(victim.nick)} joined")
+    observer.expect(rf"^\*\*\* {re.escape(victim.nick)} joined")
     assert sender.nick == "guest-1"
 
     lines = [numbered("s", i) for i in range(count)]
@@ -389,8 +389,8 @@ def test_greedy_sender_cannot_starve_others(start: Callable[..., ServerProcess])
     reader = server.client()
     greedy = server.client()
     polite = server.client()
-    reader.expect(rf"^\* {re.escape(polite.nick or '')} joined")
-    greedy.expect(rf"^\* {re.escape(polite.nick or '')} joined")
+    reader.expect(rf"^\*\*\* {re.escape(polite.nick or '')} joined")
+    greedy.expect(rf"^\*\*\* {re.escape(polite.nick or '')} joined")
 
     polite_count = 20
     cap_bytes = 96 << 20  # never reached unless polite lines are held back
@@ -480,20 +480,20 @@ def test_reset_after_partial_line(start: Callable[..., ServerProcess]) -> None:
     quiet_lines(watcher, wait=1.0)
     history = watcher.history[1:]  # everything after the watcher's welcome
     for nick in leavers:
-        quits = [line for line in history if re.match(rf"^\* {re.escape(nick)} quit\b", line)]
+        quits = [line for line in history if re.match(rf"^\*\*\* {re.escape(nick)} quit\b", line)]
         assert len(quits) == 1, (nick, history)
     # Nothing else, except perhaps the final fragment: whether bytes that
     # preceded an RST are delivered is not specified.
-    joins = [f"* {nick} joined #lobby" for nick in leavers]
+    joins = [f"*** {nick} joined #lobby" for nick in leavers]
     assert [line for line in history if line in joins] == joins
     unexpected = [
         line
         for line in history
-        if line not in joins and not re.match(r"^(\* \S+ quit\b|<\S+> (partial|line)$)", line)
+        if line not in joins and not re.match(r"^(\*\*\* \S+ quit\b|<\S+> (partial|line)$)", line)
     ]
     assert unexpected == [], unexpected
     # The server carries on.
     late = server.client()
-    watcher.expect_line(f"* {late.nick} joined #lobby")
+    watcher.expect_line(f"*** {late.nick} joined #lobby")
     late.send("after the resets")
     watcher.expect_line(f"<{late.nick}> after the resets")

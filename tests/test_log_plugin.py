@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 
@@ -36,6 +37,7 @@ def test_log_file_with_escaped_message_text(chatd_server, tmp_path):
     text = _wait_for(log_file, "message id=1")
     records = [line for line in text.splitlines() if "message id=1" in line]
     assert len(records) == 1
+    assert re.search(r"message id=1 nick=guest-1 room=#lobby event=\d+ text=", records[0])
     assert 'text="hi \\"there\\"\\\\n2026-01-01 INFO admin logged in"' in records[0]
     alice.close()
     _wait_for(log_file, "disconnect id=1 nick=guest-1 reason=")
@@ -46,7 +48,7 @@ def test_meta_mode_logs_without_text(chatd_server):
     alice, bob = server.client(), server.client()
     alice.send("private words")
     bob.expect("private words")
-    server.wait_for_log(r"message id=1 nick=guest-1 room=#lobby\n")
+    server.wait_for_log(r"message id=1 nick=guest-1 room=#lobby event=\d+\n")
     assert "private words" not in server.log()
 
 

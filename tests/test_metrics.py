@@ -81,9 +81,9 @@ def scrape_until(url: str, expected: dict[str, float], timeout: float = 5.0) -> 
 
 def operator_stats(op: ChatClient) -> str:
     op.send("/stats")
-    op.expect(r"^\* clients \d+/\d+")
+    op.expect(r"^\*\*\* clients \d+/\d+")
     lines = [op.history[-1]] + [op.recv_line() for _ in range(6)]
-    assert lines[-1].startswith("* slow plugin calls: "), lines
+    assert lines[-1].startswith("*** slow plugin calls: "), lines
     return "\n".join(lines)
 
 
@@ -134,12 +134,12 @@ def test_metrics_counters_move_and_match_operator_stats(
 
     op = server.client()
     op.send(f"/oper {PASSWORD}")
-    op.expect(r"^\* you are now an operator$")
+    op.expect(r"^\*\*\* you are now an operator$")
     alice = server.client()
     bob = server.client()
-    op.expect_line(f"* {alice.nick} joined #lobby")
-    op.expect_line(f"* {bob.nick} joined #lobby")
-    alice.expect_line(f"* {bob.nick} joined #lobby")
+    op.expect_line(f"*** {alice.nick} joined #lobby")
+    op.expect_line(f"*** {bob.nick} joined #lobby")
+    alice.expect_line(f"*** {bob.nick} joined #lobby")
     joined = scrape_until(url, {"chatd_connections_total": 3, "chatd_clients": 3})
 
     # Messages and deliveries: 3 lines, each to the 2 others; 2 of them break a plugin.

@@ -24,7 +24,7 @@ def named(server, nick, **kwargs):
     client = server.client(**kwargs)
     old = client.nick
     client.send(f"/nick {nick}")
-    client.expect_line(f"* {old} is now known as {nick}")
+    client.expect_line(f"*** {old} is now known as {nick}")
     client.nick = nick
     return client
 
@@ -33,13 +33,13 @@ def sync(*clients):
     """Skip everything already queued for each client (a /rooms round trip)."""
     for client in clients:
         client.send("/rooms")
-        client.expect(r"^\* \d+ room\(s\): ")
+        client.expect(r"^\*\*\* \d+ room\(s\): ")
 
 
 def operator(server, nick="op", password=PASSWORD, **kwargs):
     client = named(server, nick, **kwargs)
     client.send(f"/oper {password}")
-    client.expect_line("* you are now an operator")
+    client.expect_line("*** you are now an operator")
     return client
 
 
@@ -70,7 +70,7 @@ def test_wrong_passwords_lock_the_address_out(chatd_server):
     mallory.send("/oper guess-two")
     mallory.expect_line("! wrong password")
     mallory.send("/oper guess-three")
-    assert mallory.expect_eof() == ["* too many failed attempts"]
+    assert mallory.expect_eof() == ["*** too many failed attempts"]
     # A new connection from the same address may not try again, not even rightly.
     again = server.client()
     again.send(f"/oper {PASSWORD}")
@@ -80,7 +80,7 @@ def test_wrong_passwords_lock_the_address_out(chatd_server):
     # Another address is not affected.
     other = server.client(source="127.0.0.2")
     other.send(f"/oper {PASSWORD}")
-    other.expect_line("* you are now an operator")
+    other.expect_line("*** you are now an operator")
 
 
 def test_right_password_makes_an_operator(chatd_server):
@@ -89,7 +89,7 @@ def test_right_password_makes_an_operator(chatd_server):
     alice.send("/oper wrong-password")
     alice.expect_line("! wrong password")
     alice.send(f"/oper {PASSWORD}")
-    alice.expect_line("* you are now an operator")
+    alice.expect_line("*** you are now an operator")
 
 
 def test_password_from_the_environment_is_never_logged(chatd_server):
@@ -106,7 +106,7 @@ def test_password_from_the_environment_is_never_logged(chatd_server):
     alice.expect_line("! wrong password")
     bob = server.client(source="127.0.0.2")
     bob.send(f"/oper {secret}")
-    bob.expect_line("* you are now an operator")
+    bob.expect_line("*** you are now an operator")
     bob.send("/quit")
     bob.expect_eof()
     bob.close()
@@ -160,10 +160,10 @@ def test_kick(chatd_server):
     bob = named(server, "bob")
     sync(op, alice)
     op.send("/kick bob spamming")
-    assert bob.expect_eof() == ["* you were kicked by op: spamming"]
-    op.expect_line("* kicked bob")
-    op.expect_line("* bob quit (kicked by op: spamming)")
-    alice.expect_line("* bob quit (kicked by op: spamming)")
+    assert bob.expect_eof() == ["*** you were kicked by op: spamming"]
+    op.expect_line("*** kicked bob")
+    op.expect_line("*** bob quit (kicked by op: spamming)")
+    alice.expect_line("*** bob quit (kicked by op: spamming)")
     op.send("/kick bob again")
     op.expect_line("! no such nick: bob")
     op.send("/kick")
@@ -176,7 +176,7 @@ def test_plugins_lists_every_plugin_and_its_commands(chatd_server):
     op.send("/plugins")
     op.send("/rooms")  # marks the end of the listing
     listing = []
-    while not (line := op.recv_line()).startswith("* 1 room(s)"):
+    while not (line := op.recv_line()).startswith("*** 1 room(s)"):
         listing.append(line)
     by_name = {line.split()[1]: line for line in listing}
     expected = {
@@ -189,9 +189,9 @@ def test_plugins_lists_every_plugin_and_its_commands(chatd_server):
     for name, commands in expected.items():
         assert name in by_name, listing
         assert by_name[name].endswith(f" commands: {commands}"), by_name[name]
-    assert re.match(r"^\* rooms 0\.\d+\.\d+ \(builtin\) ", by_name["rooms"]), by_name["rooms"]
+    assert re.match(r"^\*\*\* rooms 0\.\d+\.\d+ \(builtin\) ", by_name["rooms"]), by_name["rooms"]
     assert f"(file {PLUGINS}/dice.py)" in by_name["dice"]
-    assert all(line.startswith("* ") for line in listing), listing
+    assert all(line.startswith("*** ") for line in listing), listing
 
 
 def test_operators_are_told_when_a_plugin_is_disabled(chatd_server, tmp_path):
@@ -221,7 +221,7 @@ def test_operators_are_told_when_a_plugin_is_disabled(chatd_server, tmp_path):
     alice.expect_line("! internal error in plugin 'flaky'; the server goes on")
     bob.expect_line("<alice> two")
     op.expect_line("<alice> one")
-    op.expect_line("* [oper] plugin 'flaky' was disabled: 2 failures within 60 s "
+    op.expect_line("*** [oper] plugin 'flaky' was disabled: 2 failures within 60 s "
                    "(plugin_host.max_failures is 2)")
     op.expect_line("<alice> two")
     alice.send("three")
@@ -262,13 +262,13 @@ def test_reload_swaps_plugins_and_keeps_everyone_connected(chatd_server, tmp_pat
     watcher = named(server, "watcher")
     sync(op)
     op.send("/ver")
-    op.expect_line("* v1")
+    op.expect_line("*** v1")
 
     write_plugin(plugin_dir, "ver", VER.format(version="v2"))
     op.send("/reload")
-    op.expect_line("* reloaded the config and the plugins")
+    op.expect_line("*** reloaded the config and the plugins")
     op.send("/ver")
-    op.expect_line("* v2")
+    op.expect_line("*** v2")
     # Nobody was disconnected and nicks were kept.
     op.send("still here?")
     watcher.expect_line("<op> still here?")
@@ -279,14 +279,14 @@ def test_reload_swaps_plugins_and_keeps_everyone_connected(chatd_server, tmp_pat
     op.send("/reload")
     got = [op.recv_line(), op.recv_line()]
     assert any(
-        line.startswith("* [oper] reload failed, nothing changed: ") and "ver.py" in line
+        line.startswith("*** [oper] reload failed, nothing changed: ") and "ver.py" in line
         for line in got
     ), got
     assert any(line.startswith("! reload failed") for line in got), got
     op.send("/ver")
-    op.expect_line("* v2")
+    op.expect_line("*** v2")
     watcher.send("/ver")
-    watcher.expect_line("* v2")
+    watcher.expect_line("*** v2")
     watcher.expect_nothing(0.2)
     server.wait_for_log(r"reload failed, keeping the running config and plugins")
 
@@ -309,10 +309,10 @@ def test_reload_picks_up_an_edit_made_within_the_same_second(chatd_server, tmp_p
     server = chatd_server(config=config, env={"PYTHONDONTWRITEBYTECODE": ""})
     op = operator(server)
     op.send("/ver")
-    op.expect_line("* v1")
+    op.expect_line("*** v1")
     write_plugin(plugin_dir, "ver", VER.format(version="v2"))
     os.utime(path, ns=(first.st_atime_ns, first.st_mtime_ns))  # "the same second"
     op.send("/reload")
-    op.expect_line("* reloaded the config and the plugins")
+    op.expect_line("*** reloaded the config and the plugins")
     op.send("/ver")
-    op.expect_line("* v2")
+    op.expect_line("*** v2")

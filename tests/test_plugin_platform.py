@@ -50,10 +50,11 @@ def fake_distribution(tmp_path: Path) -> Path:
 
 def test_entry_point_plugin_is_discovered(chatd_server, fake_distribution, tmp_path):
     env = {"PYTHONPATH": str(fake_distribution)}
-    server = chatd_server(env=env)
+    # The test kit leaves entry points off unless a test asks for them.
+    server = chatd_server(env=env, plugin_host={"entry_points": True})
     alice = server.client()
     alice.send("/shout hi")
-    alice.expect(r"^\* HI \(from a package\)$")
+    alice.expect(r"^\*\*\* HI \(from a package\)$")
     config = tmp_path / "c.yaml"
     config.write_text("listen: {port: 0}\n")
     listing = chatd_cli("plugins", "--config", str(config), env=env)
@@ -81,16 +82,16 @@ def test_config_listed_module_is_loaded(chatd_server, tmp_path):
     )
     alice = server.client()
     alice.send("/help")
-    alice.expect(r"^\* \[chatshout\]$")
+    alice.expect(r"^\*\*\* \[chatshout\]$")
     alice.send("/shout ok")
-    alice.expect(r"^\* OK \(listed\)$")
+    alice.expect(r"^\*\*\* OK \(listed\)$")
 
 
 def test_disabled_builtin_is_really_gone(chatd_server):
     server = chatd_server(plugin_host={"disable": ["oper", "log"]})
     alice = server.client()
     alice.send("/help")
-    alice.expect(r"^\*   /who ")  # the last line of the [rooms] group
+    alice.expect(r"^\*\*\*   /who ")  # the last line of the [rooms] group
     alice.send("/oper secret")
     alice.expect_line("! unknown command /oper — try /help")
     help_text = "\n".join(alice.history)
@@ -161,7 +162,7 @@ def test_circuit_breaker_disables_a_failing_plugin(chatd_server, tmp_path):
     for _ in range(3):
         errors.append(alice.expect(r"^! internal error in plugin 'flaky'").group(0))
     alice.send("/nick alice")
-    alice.expect_line("* guest-1 is now known as alice")  # no 4th error line came before it
+    alice.expect_line("*** guest-1 is now known as alice")  # no 4th error line came before it
     server.wait_for_log(r"plugin 'flaky' disabled: 3 failures within 30 s")
 
 
@@ -189,15 +190,15 @@ def test_sighup_reloads_a_changed_plugin_without_dropping_anyone(chatd_server, t
     alice.send("/join #dev")
     alice.expect(r"joined #dev")
     alice.send("/shout a")
-    alice.expect(r"^\* A v1$")
+    alice.expect(r"^\*\*\* A v1$")
 
     write(plugin, SHOUT_PLUGIN.format(suffix=" v2"))
     server.signal(signal.SIGHUP)
     server.wait_for_log(r"reloaded .*chatd\.yaml")
     alice.send("/shout b")
-    alice.expect(r"^\* B v2$")
+    alice.expect(r"^\*\*\* B v2$")
     alice.send("/who")
-    alice.expect(r"^\* #dev has 1 member\(s\): alice")  # nick and room survived
+    alice.expect(r"^\*\*\* #dev has 1 member\(s\): alice")  # nick and room survived
     bob.send("/msg alice still here")
     alice.expect_line("*guest-2* still here")
 
@@ -205,7 +206,7 @@ def test_sighup_reloads_a_changed_plugin_without_dropping_anyone(chatd_server, t
     server.signal(signal.SIGHUP)
     server.wait_for_log(r"reload failed, keeping the running config and plugins: .*shout\.py")
     alice.send("/shout c")
-    alice.expect(r"^\* C v2$")
+    alice.expect(r"^\*\*\* C v2$")
     assert server.proc.poll() is None
 
 
@@ -217,5 +218,5 @@ def test_sighup_with_broken_config_keeps_the_old_one(chatd_server, tmp_path):
     server.signal(signal.SIGHUP)
     server.wait_for_log(r"reload failed.*chatd\.yaml:3: limits\.max_clients")
     alice.send("/nick still")
-    alice.expect_line("* guest-1 is now known as still")
+    alice.expect_line("*** guest-1 is now known as still")
     server.client()  # new connections are still welcome

@@ -22,18 +22,18 @@ def test_shipped_dice_plugin_is_listed_and_works(chatd_server):
     alice = server.client()
     bob = server.client()
     alice.send("/help")
-    alice.expect(r"^\* \[dice\]$")
-    alice.expect(r"^\*   /roll \[NdM\] +roll N dice")
+    alice.expect(r"^\*\*\* \[dice\]$")
+    alice.expect(r"^\*\*\*   /roll \[NdM\] +roll N dice")
     alice.send("/roll 3d6")
-    match = alice.expect(rf"^\* {alice.nick} rolled 3d6: (\d) \+ (\d) \+ (\d) = (\d+)$")
+    match = alice.expect(rf"^\*\*\* {alice.nick} rolled 3d6: (\d) \+ (\d) \+ (\d) = (\d+)$")
     dice = [int(match.group(i)) for i in (1, 2, 3)]
     assert all(1 <= d <= 6 for d in dice) and sum(dice) == int(match.group(4))
-    bob.expect(rf"^\* {alice.nick} rolled 3d6: ")
+    bob.expect(rf"^\*\*\* {alice.nick} rolled 3d6: ")
     alice.send("/roll 0d6")
     alice.expect(r"^! 1-20 dice of 2-1000 sides; usage: /roll \[NdM\]$")
     alice.send("/help roll")
-    alice.expect(r"^\* /roll \[NdM\] — roll N dice")
-    alice.expect(r"^\*   N is 1-20")
+    alice.expect(r"^\*\*\* /roll \[NdM\] — roll N dice")
+    alice.expect(r"^\*\*\*   N is 1-20")
 
 
 def test_plugin_dropped_into_a_plugin_dir_adds_a_command(chatd_server, tmp_path):
@@ -55,10 +55,10 @@ def test_plugin_dropped_into_a_plugin_dir_adds_a_command(chatd_server, tmp_path)
     server = chatd_server(plugin_dirs=[str(plugin_dir)])
     alice = server.client()
     alice.send("/help")
-    alice.expect(r"^\* \[echo\]$")
-    alice.expect(r"^\*   /shout text +say it louder$")
+    alice.expect(r"^\*\*\* \[echo\]$")
+    alice.expect(r"^\*\*\*   /shout text +say it louder$")
     alice.send("/shout hello")
-    alice.expect(r"^\* HELLO!$")
+    alice.expect(r"^\*\*\* HELLO!$")
 
 
 def test_a_raising_message_plugin_does_not_stop_the_broadcast(chatd_server, tmp_path):
@@ -75,7 +75,7 @@ def test_a_raising_message_plugin_does_not_stop_the_broadcast(chatd_server, tmp_
 
         @hookimpl
         def chatd_client_connect(client):
-            raise SystemExit("a plugin must not be able to stop the server")
+            raise RuntimeError("a failing plugin must not be able to stop the server")
         """,
     )
     server = chatd_server(plugin_dirs=[str(plugin_dir)])
@@ -94,6 +94,28 @@ def test_a_raising_message_plugin_does_not_stop_the_broadcast(chatd_server, tmp_
     # Repeats are counted, not logged with a traceback each time.
     assert log.count("ValueError: boom") == 1
     assert server.proc.poll() is None
+
+
+def test_a_plugin_hook_raising_systemexit_stops_the_server(chatd_server, tmp_path):
+    """SystemExit is not a plugin failure to contain: it stops the server process."""
+    plugin_dir = tmp_path / "exit"
+    write_plugin(
+        plugin_dir,
+        "quitter",
+        """
+        from chatd import hookimpl
+
+        @hookimpl
+        def chatd_client_connect(client):
+            raise SystemExit("quitter asked the server to stop")
+        """,
+    )
+    server = chatd_server(plugin_dirs=[str(plugin_dir)])
+    assert server.proc.poll() is None  # loading the plugin did not run the hook
+    alice = server.client(welcome=False)
+    alice.expect_eof(timeout=10)
+    assert server.proc.wait(10) != 0  # SystemExit("message") exits with status 1
+    assert "quitter asked the server to stop" in server.log()
 
 
 def test_a_raising_command_handler_is_contained(chatd_server, tmp_path):
@@ -117,7 +139,7 @@ def test_a_raising_command_handler_is_contained(chatd_server, tmp_path):
     alice.send("/crash")
     alice.expect(r"^! internal error in plugin 'crashy'")
     alice.send("/nick alice")
-    alice.expect_line("* guest-1 is now known as alice")
+    alice.expect_line("*** guest-1 is now known as alice")
     server.wait_for_log(r"KeyError: 'missing'")  # logging is asynchronous (a queue)
 
 

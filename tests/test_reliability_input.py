@@ -86,7 +86,7 @@ def crowd(server: ServerProcess, count: int) -> list[ChatClient]:
     for _ in range(count):
         new = server.client(timeout=LINE_TIMEOUT)
         for old in clients:
-            old.expect_line(f"* {new.nick} joined #lobby")
+            old.expect_line(f"*** {new.nick} joined #lobby")
         clients.append(new)
     return clients
 
@@ -95,7 +95,7 @@ def sync(client: ChatClient) -> None:
     """A /who round trip whose reply must be the very next line (nothing else was queued)."""
     client.send("/who #lobby")
     line = client.recv_line()
-    assert line.startswith("* #lobby has "), f"expected the /who reply first, got {line!r}"
+    assert line.startswith("*** #lobby has "), f"expected the /who reply first, got {line!r}"
 
 
 def numbered(tag: str, i: int, width: int) -> str:
@@ -118,10 +118,10 @@ def operator_stats(server: ServerProcess) -> dict[str, dict[str, int]]:
     op = server.client(source="127.0.0.250", timeout=LINE_TIMEOUT)
     try:
         op.send(f"/oper {OPER_PASSWORD}")
-        op.expect(r"^\* you are now an operator$")
+        op.expect(r"^\*\*\* you are now an operator$")
         op.send("/stats")
-        refused = op.expect(r"^\* refused: (.*)$").group(1)
-        disconnects = op.expect(r"^\* limit disconnections: (.*)$").group(1)
+        refused = op.expect(r"^\*\*\* refused: (.*)$").group(1)
+        disconnects = op.expect(r"^\*\*\* limit disconnections: (.*)$").group(1)
     finally:
         op.close()
     return {"refused": _counts(refused), "disconnects": _counts(disconnects)}
@@ -305,7 +305,7 @@ def test_F2_invalid_utf8_is_replaced_and_delivered_without_error(
     server = start()
     receiver = Raw.connect(server)
     sender = server.client()
-    receiver.read_until(f"* {sender.nick} joined #lobby\n".encode())
+    receiver.read_until(f"*** {sender.nick} joined #lobby\n".encode())
     mark = len(receiver.data)
     # The very first bytes of the connection: a Latin-1 terminal is not "binary".
     invalid = [
@@ -340,7 +340,7 @@ def test_F2_terminators_empty_lines_nul_and_bom(start: Callable[..., ServerProce
     server = start()
     receiver = Raw.connect(server)
     sender = server.client()
-    receiver.read_until(f"* {sender.nick} joined #lobby\n".encode())
+    receiver.read_until(f"*** {sender.nick} joined #lobby\n".encode())
     mark = len(receiver.data)
     for payload in (
         b"hi\r\n",
@@ -402,15 +402,15 @@ def test_F3b_one_mib_without_newline_is_cut_at_recvq_max(
     server = start()
     alice, bob = crowd(server, 2)
     offender = server.client()
-    alice.expect_line(f"* {offender.nick} joined #lobby")
-    bob.expect_line(f"* {offender.nick} joined #lobby")
+    alice.expect_line(f"*** {offender.nick} joined #lobby")
+    bob.expect_line(f"*** {offender.nick} joined #lobby")
     # chatd may reset us once it stops discarding: the lines below still count.
     with contextlib.suppress(OSError):
         offender.send_raw(b"A" * (1 << 20))
     lines = offender.expect_eof(timeout=LINE_TIMEOUT)
     assert [line for line in lines if line.startswith("!")] == [TOO_LONG.format(limit=4096), QBUF]
     quit_line = alice.recv_line()
-    assert quit_line.startswith(f"* {offender.nick} quit ("), quit_line
+    assert quit_line.startswith(f"*** {offender.nick} quit ("), quit_line
     bob.expect_line(quit_line)
     _bystanders_unaffected(alice, bob, "after the megabyte")
     assert operator_stats(server)["disconnects"] == {"qbuf": 1}
@@ -425,8 +425,8 @@ def test_F3c_endless_stream_without_newline_keeps_memory_bounded(
     server = start()
     alice, bob = crowd(server, 2)
     offender = server.client()
-    alice.expect_line(f"* {offender.nick} joined #lobby")
-    bob.expect_line(f"* {offender.nick} joined #lobby")
+    alice.expect_line(f"*** {offender.nick} joined #lobby")
+    bob.expect_line(f"*** {offender.nick} joined #lobby")
     rss_before = rss_bytes(server.pid)
     streamed = [0]
     total = 100 << 20
@@ -454,7 +454,7 @@ def test_F3c_endless_stream_without_newline_keeps_memory_bounded(
         f"<{alice.nick}> during {i}" for i in range(20)
     ]
     assert [line for line in got if not line.startswith("<")] == [
-        f"* {offender.nick} quit (excess flood: input line too long)"
+        f"*** {offender.nick} quit (excess flood: input line too long)"
     ]
     growth = rss_bytes(server.pid) - rss_before
     print(f"discarded {streamed[0]} bytes; RSS grew by {growth} bytes")
@@ -477,7 +477,7 @@ def test_F4_data_and_fin_drained_across_read_budget_passes(
     watchers = crowd(server, 2)
     leaver = Raw.connect(server)
     for watcher in watchers:
-        joined = watcher.expect(r"^\* (\S+) joined #lobby$")
+        joined = watcher.expect(r"^\*\*\* (\S+) joined #lobby$")
     nick = joined.group(1)
     lines = [numbered("f", i, 100) for i in range(300)]
     leaver.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
@@ -487,7 +487,7 @@ def test_F4_data_and_fin_drained_across_read_budget_passes(
         got = [watcher.recv_line() for _ in range(len(lines) + 2)]
         assert got[:-2] == [f"<{nick}> {line}" for line in lines]
         assert got[-2] == f"<{nick}> tail fragment"
-        assert got[-1].startswith(f"* {nick} quit"), got[-1]
+        assert got[-1].startswith(f"*** {nick} quit"), got[-1]
     for watcher in watchers:
         watcher.expect_nothing(0.5)  # exactly one departure
     leaver.read_to_eof()
@@ -507,8 +507,8 @@ def test_F4_half_closed_client_that_never_reads_is_released_within_linger(
     talker, watcher = crowd(server, 2)
     baseline_fds = fd_count(server.pid)
     leaver = Raw.connect(server, rcvbuf=4096)
-    talker.expect(r"^\* (\S+) joined #lobby$")
-    nick = watcher.expect(r"^\* (\S+) joined #lobby$").group(1)
+    talker.expect(r"^\*\*\* (\S+) joined #lobby$")
+    nick = watcher.expect(r"^\*\*\* (\S+) joined #lobby$").group(1)
     assert fd_count(server.pid) == baseline_fds + 1
     lines = [numbered("h", i, 1000) for i in range(100)]
     for line in lines:
@@ -516,7 +516,7 @@ def test_F4_half_closed_client_that_never_reads_is_released_within_linger(
     for line in lines:
         watcher.expect_line(f"<{talker.nick}> {line}")
     leaver.sock.shutdown(socket.SHUT_WR)  # it says goodbye but never reads
-    watcher.expect_line(f"* {nick} quit (connection closed by peer)")
+    watcher.expect_line(f"*** {nick} quit (connection closed by peer)")
     released = wait_until(
         lambda: fd_count(server.pid) == baseline_fds, linger + 5.0, "the leaver's fd to close"
     )
@@ -559,10 +559,10 @@ def test_F5a_http_get_is_answered_and_closed(
         assert lines[-1] == FOREIGN_PROTOCOL_REPLIES["http"], lines
         assert [line for line in lines if line.startswith("!")] == [lines[-1]]
         http.close()
-        nick = bystander.expect(r"^\* (\S+) joined #lobby$").group(1)
-        bystander.expect_line(f"* {nick} quit (spoke http, not chat)")
+        nick = bystander.expect(r"^\*\*\* (\S+) joined #lobby$").group(1)
+        bystander.expect_line(f"*** {nick} quit (spoke http, not chat)")
     bystander.send("/who")
-    bystander.expect(r"^\* #lobby has 1 member\(s\)")
+    bystander.expect(r"^\*\*\* #lobby has 1 member\(s\)")
     assert not [line for line in bystander.history if "Host" in line or "HTTP" in line]
     assert len(_http_warnings(server)) <= 1, _http_warnings(server)
     assert operator_stats(server)["disconnects"] == {"foreign_http": 3}
@@ -584,10 +584,10 @@ def test_F5b_browser_post_cannot_chat(start: Callable[..., ServerProcess]) -> No
     lines = [line for line in post.read_to_eof().decode().split("\n") if line]
     assert lines[-1] == FOREIGN_PROTOCOL_REPLIES["http"], lines
     post.close()
-    nick = bystander.expect(r"^\* (\S+) joined #lobby$").group(1)
-    bystander.expect_line(f"* {nick} quit (spoke http, not chat)")
+    nick = bystander.expect(r"^\*\*\* (\S+) joined #lobby$").group(1)
+    bystander.expect_line(f"*** {nick} quit (spoke http, not chat)")
     bystander.send("/rooms")
-    bystander.expect_line("* 1 room(s): #lobby (1) *  (* = your current room)")
+    bystander.expect_line("*** 1 room(s): #lobby (1) *  (* = your current room)")
     assert operator_stats(server)["disconnects"] == {"foreign_http": 1}
 
 
@@ -631,8 +631,8 @@ def test_F5c_tls_client_hello_is_answered_and_closed_without_spinning(
     print(f"server CPU in the window: {used:.2f} s")
     assert used < 0.5, f"chatd used {used:.2f} s of CPU around two TLS hellos"
     for _ in range(2):
-        nick = bystander.expect(r"^\* (\S+) joined #lobby$").group(1)
-        bystander.expect_line(f"* {nick} quit (spoke tls, not chat)")
+        nick = bystander.expect(r"^\*\*\* (\S+) joined #lobby$").group(1)
+        bystander.expect_line(f"*** {nick} quit (spoke tls, not chat)")
     assert operator_stats(server)["disconnects"] == {"foreign_tls": 2}
 
 
@@ -659,8 +659,8 @@ def test_F5d_random_binary_is_answered_and_closed_without_spinning(
     used = cpu_seconds(server.pid) - cpu_before
     print(f"server CPU in the window: {used:.2f} s")
     assert used < 0.5, f"chatd used {used:.2f} s of CPU around 8 KiB of junk"
-    nick = bystander.expect(r"^\* (\S+) joined #lobby$").group(1)
-    bystander.expect_line(f"* {nick} quit (spoke binary, not chat)")
+    nick = bystander.expect(r"^\*\*\* (\S+) joined #lobby$").group(1)
+    bystander.expect_line(f"*** {nick} quit (spoke binary, not chat)")
     assert operator_stats(server)["disconnects"] == {"foreign_binary": 1}
 
 
@@ -679,7 +679,7 @@ def test_F5d_binary_after_a_chat_line_is_cut_at_recvq_max(
     errors = [line for line in talker.expect_eof() if line.startswith("!")]
     # The discard-mode notice is skipped when the same read already passes recvq_max.
     assert errors in ([QBUF], [TOO_LONG.format(limit=1024), QBUF]), errors
-    bystander.expect_line(f"* {talker.nick} quit (excess flood: input line too long)")
+    bystander.expect_line(f"*** {talker.nick} quit (excess flood: input line too long)")
     time.sleep(1.0)
     used = cpu_seconds(server.pid) - cpu_before
     print(f"server CPU in the window: {used:.2f} s")
@@ -708,9 +708,9 @@ def test_F5_reset_right_after_foreign_bytes_is_harmless(
         while True:  # whatever else is still coming (events of one tick may interleave)
             bystander.recv_line(timeout=0.5)
     history = bystander.history[1:]
-    joined = [m.group(1) for line in history if (m := re.match(r"^\* (\S+) joined", line))]
+    joined = [m.group(1) for line in history if (m := re.match(r"^\*\*\* (\S+) joined", line))]
     assert joined[-1] == late.nick
     for nick in joined[:-1]:
-        quits = [line for line in history if line.startswith(f"* {nick} quit (")]
+        quits = [line for line in history if line.startswith(f"*** {nick} quit (")]
         assert len(quits) == 1, (nick, history)
     assert len(history) == 2 * len(joined), history

@@ -52,16 +52,16 @@ def write_plugin(directory: Path, name: str, source: str) -> Path:
 def operator(server: ServerProcess, **kwargs: Any) -> ChatClient:
     client = server.client(**kwargs)
     client.send(f"/oper {PASSWORD}")
-    client.expect(r"^\* you are now an operator$")
+    client.expect(r"^\*\*\* you are now an operator$")
     return client
 
 
 def stats(op: ChatClient) -> str:
     """The operator's /stats report (seven notices), as one string."""
     op.send("/stats")
-    op.expect(r"^\* clients \d+/\d+")
+    op.expect(r"^\*\*\* clients \d+/\d+")
     lines = [op.history[-1]] + [op.recv_line() for _ in range(6)]
-    assert lines[-1].startswith("* slow plugin calls: "), lines
+    assert lines[-1].startswith("*** slow plugin calls: "), lines
     return "\n".join(lines)
 
 
@@ -102,7 +102,7 @@ def stopped_reader(port: int) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
         ready, _, _ = select.select([proc.stdout], [], [], 10)
         assert ready, "the reader never connected"
         welcome = proc.stdout.readline().decode()
-        match = re.match(r"^\* Welcome to chatd, (\S+)\.", welcome)
+        match = re.match(r"^\*\*\* Welcome to chatd, (\S+)\.", welcome)
         assert match, welcome
         proc.send_signal(signal.SIGSTOP)
         yield proc, match.group(1)
@@ -131,9 +131,9 @@ def refused_soon(address: tuple[str, int], within: float) -> bool:
 def assert_goodbye(lines: list[str]) -> None:
     """What a client reads after SIGTERM: the goodbye, last.  Probe connections made
     while the signal was on its way may come and go first."""
-    assert lines and lines[-1] == "* server shutting down", lines
+    assert lines and lines[-1] == "*** server shutting down", lines
     for line in lines[:-1]:
-        assert re.match(r"^\* guest-\d+ (joined #lobby|quit \(.*\))$", line), lines
+        assert re.match(r"^\*\*\* guest-\d+ (joined #lobby|quit \(.*\))$", line), lines
 
 
 def big_line(i: int) -> str:
@@ -159,7 +159,7 @@ def wait_port(proc: subprocess.Popen[bytes], workdir: Path, timeout: float = 15)
         with contextlib.suppress(FileNotFoundError, ValueError):
             text = (workdir / "port").read_text()
             if text.endswith("\n"):
-                return int(text)
+                return int(text.splitlines()[0])  # one line per listener: the first
         time.sleep(0.02)
     raise AssertionError("chatd did not start")
 
@@ -189,7 +189,7 @@ def test_L1_sigterm_flushes_goodbyes_and_cuts_a_stalled_reader_at_the_deadline(
     carol = server.client()
     with stopped_reader(server.port) as (_reader, stalled_nick):
         for client in (op, bob, carol):
-            client.expect(rf"^\* {re.escape(stalled_nick)} joined #lobby$")
+            client.expect(rf"^\*\*\* {re.escape(stalled_nick)} joined #lobby$")
         count = 1100  # 1100 x 1001 bytes: over 1 MiB for the stalled reader
         op.send_raw("".join(big_line(i) + "\n" for i in range(count)).encode())
         for client in (bob, carol):
@@ -254,7 +254,7 @@ def test_L2_second_sigint_exits_at_once_while_the_flush_is_blocked(
     alice = server.client()
     bob = server.client()
     with stopped_reader(server.port) as (reader, stalled_nick):
-        bob.expect(rf"^\* {re.escape(stalled_nick)} joined #lobby$")
+        bob.expect(rf"^\*\*\* {re.escape(stalled_nick)} joined #lobby$")
         count = 300
         alice.send_raw("".join(big_line(i) + "\n" for i in range(count)).encode())
         for i in range(count):
@@ -262,7 +262,7 @@ def test_L2_second_sigint_exits_at_once_while_the_flush_is_blocked(
         server.signal(signal.SIGINT)
         for client in (alice, bob):
             lines = client.expect_eof(timeout=5)
-            assert lines[-1] == "* server shutting down", lines
+            assert lines[-1] == "*** server shutting down", lines
             client.close()
         # The stalled reader holds the shutdown (its deadline is a minute away).
         time.sleep(0.3)
@@ -304,14 +304,14 @@ def test_L2_sigint_during_a_plugin_hook_never_unwinds_through_it(
     server = chatd_server(plugin_dirs=[str(plugins)], plugin_host={"slow_hook_seconds": 5.0})
     alice = server.client()
     bob = server.client()
-    alice.expect(rf"^\* {bob.nick} joined #lobby$")
+    alice.expect(rf"^\*\*\* {bob.nick} joined #lobby$")
     alice.send("nap")
     server.wait_for_log(r"WARNING nap: napping")
     server.signal(signal.SIGINT)
     lines = bob.expect_eof(timeout=10)
-    assert lines == [f"<{alice.nick}> nap", "* server shutting down"], lines
+    assert lines == [f"<{alice.nick}> nap", "*** server shutting down"], lines
     bob.close()
-    assert alice.expect_eof(timeout=10) == ["* server shutting down"]
+    assert alice.expect_eof(timeout=10) == ["*** server shutting down"]
     alice.close()
     assert server.proc.wait(10) == 0
     log = server.log()
@@ -351,7 +351,7 @@ def test_L3_sighup_applies_new_limits_to_new_connections_and_keeps_everyone(
     everyone = [*crowd, other]
     for i, client in enumerate(everyone):
         for later in everyone[i + 1:]:
-            client.expect_line(f"* {later.nick} joined #lobby")
+            client.expect_line(f"*** {later.nick} joined #lobby")
 
     _config(config, max_clients=5, per_ip=2)
     server.signal(signal.SIGHUP)
@@ -365,7 +365,7 @@ def test_L3_sighup_applies_new_limits_to_new_connections_and_keeps_everyone(
     # ... room for one more client in all (5) ...
     newcomer = server.client(source="127.0.0.4")
     for client in everyone:
-        client.expect_line(f"* {newcomer.nick} joined #lobby")
+        client.expect_line(f"*** {newcomer.nick} joined #lobby")
     # ... and then the new server-wide limit.
     assert _refused(server, "127.0.0.5") == "! server full (max 5 clients); try again later"
     newcomer.send("hello")
@@ -396,7 +396,7 @@ def test_L3_sighup_with_a_broken_file_keeps_the_running_limits(
     server = chatd_server(config=config)
     alice = server.client(source="127.0.0.2")
     bob = server.client(source="127.0.0.2")
-    alice.expect_line(f"* {bob.nick} joined #lobby")
+    alice.expect_line(f"*** {bob.nick} joined #lobby")
     text = config.read_text()
     assert good in text
     config.write_text(text.replace(good, bad))
@@ -407,7 +407,7 @@ def test_L3_sighup_with_a_broken_file_keeps_the_running_limits(
     bob.expect_line(f"<{alice.nick}> after the failed reload")
     assert _refused(server, "127.0.0.2") == "! too many connections from your address (max 2)"
     carol = server.client(source="127.0.0.3")
-    alice.expect_line(f"* {carol.nick} joined #lobby")
+    alice.expect_line(f"*** {carol.nick} joined #lobby")
     assert _refused(server, "127.0.0.4") == "! server full (max 3 clients); try again later"
     assert server.proc.poll() is None
     assert "Traceback" not in server.log()
@@ -608,7 +608,7 @@ def broadcast_and_check(port: int, *, lines: int, batch: int = 1000) -> ChatClie
     op = ChatClient(address)
     op.welcome()
     op.send(f"/oper {PASSWORD}")
-    op.expect(r"^\* you are now an operator$")
+    op.expect(r"^\*\*\* you are now an operator$")
     sender = ChatClient(address)
     sender.welcome()
     readers = []
@@ -618,7 +618,7 @@ def broadcast_and_check(port: int, *, lines: int, batch: int = 1000) -> ChatClie
         readers.append(reader)
     for i, reader in enumerate(readers):
         for later in readers[i + 1:]:
-            reader.expect_line(f"* {later.nick} joined #lobby")
+            reader.expect_line(f"*** {later.nick} joined #lobby")
     for start in range(0, lines, batch):
         chunk = range(start, min(lines, start + batch))
         sender.send_raw("".join(f"line {i}\n" for i in chunk).encode())
@@ -644,7 +644,7 @@ def test_L5_a_dead_or_stuck_log_sink_never_stops_the_chat(tmp_path: Path, sink: 
         late = ChatClient(("127.0.0.1", port))
         late.welcome()
         late.send("/nick late")
-        late.expect_line(f"* {late.nick} is now known as late")
+        late.expect_line(f"*** {late.nick} is now known as late")
         assert proc.poll() is None
         if sink == "stuck":
             # The queue filled up: records were dropped and counted, not waited for.
@@ -672,7 +672,7 @@ def test_L5_a_stuck_log_sink_does_not_block_shutdown(tmp_path: Path) -> None:
         report = stats(op)
         assert stat_number(report, "log records dropped") > 0, report
         proc.send_signal(signal.SIGTERM)
-        assert op.expect_eof(timeout=5)[-1] == "* server shutting down"
+        assert op.expect_eof(timeout=5)[-1] == "*** server shutting down"
         op.close()
         try:
             status = proc.wait(10)  # shutdown_timeout is 10 s by default; all left already

@@ -41,7 +41,7 @@ pytestmark = pytest.mark.timeout(90)
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "reliability-oper"
 OPER = {"oper": {"password": PASSWORD}}
-WELCOME = re.compile(r"^\* Welcome to chatd, (\S+)\.")
+WELCOME = re.compile(r"^\*\*\* Welcome to chatd, (\S+)\.")
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -74,7 +74,7 @@ stats = operator_stats
 
 
 def quits(lines: list[str], nick: str) -> list[str]:
-    return [line for line in lines if re.match(rf"^\* {re.escape(nick)} quit\b", line)]
+    return [line for line in lines if re.match(rf"^\*\*\* {re.escape(nick)} quit\b", line)]
 
 
 class Reader(threading.Thread):
@@ -181,7 +181,7 @@ def test_N1_resets_and_broken_pipes_affect_only_their_connection(
     for reader, _ in closers:
         reader.start()
     for reader, _ in watchers:
-        assert wait_until(lambda r=reader: saw(r, f"* {closers[-1][1]} joined #lobby"), 5.0)
+        assert wait_until(lambda r=reader: saw(r, f"*** {closers[-1][1]} joined #lobby"), 5.0)
     for i in range(1000):
         sender.send(f"bulk-{i:04d}")
     last = f"<{sender.nick}> bulk-0999"
@@ -265,7 +265,7 @@ try:
     op.send(f"/oper {password}")
     op.expect(r"you are now an operator")
     op.send("/stats")
-    result["stats"] = op.expect(r"^\* clients (\d+)/").group(0)
+    result["stats"] = op.expect(r"^\*\*\* clients (\d+)/").group(0)
     result["alive"] = server.proc.poll() is None
     result["log"] = server.log()
 finally:
@@ -297,7 +297,7 @@ def test_N2_vanished_peers_are_reaped_by_keepalive(tmp_path: Path) -> None:
     # Reaped by the kernel's verdict on the dead path (a bounded wait, not a speed claim:
     # with the config above Linux gives up after about 3 s; nothing else would ever do it).
     assert result["reaped_after"] is not None, f"connections never reaped:\n{log[-3000:]}"
-    assert result["stats"].startswith("* clients 1/"), result["stats"]  # only the operator
+    assert result["stats"].startswith("*** clients 1/"), result["stats"]  # only the operator
     for port in result["ports"]:
         assert re.search(rf"127\.0\.0\.1:{port} gone: Connection timed out", log), log[-3000:]
     assert unexpected_tracebacks(log) == [], log[-5000:]
@@ -317,7 +317,7 @@ def test_N3_kick_racing_a_reset_and_a_new_connection(
     server = start(plugins=OPER, logging={"level": "DEBUG"})
     op = server.client()
     op.send(f"/oper {PASSWORD}")
-    op.expect(r"^\* you are now an operator$")
+    op.expect(r"^\*\*\* you are now an operator$")
     watcher = server.client()
     survivors: list[ChatClient] = []
     rounds = 25
@@ -325,7 +325,7 @@ def test_N3_kick_racing_a_reset_and_a_new_connection(
     for i in range(rounds):
         b = server.client()
         b.send("/nick b" + str(i))
-        b.expect(rf"^\* \S+ is now known as b{i}$")
+        b.expect(rf"^\*\*\* \S+ is now known as b{i}$")
         b_port = b.sock.getsockname()[1]
         # The three events, as close together as user space can make them.
         op.sock.sendall(f"/kick b{i} race {i}\n".encode())
@@ -334,7 +334,9 @@ def test_N3_kick_racing_a_reset_and_a_new_connection(
         c = server.client()
         survivors.append(c)
         pairs.append((b_port, c.sock.getsockname()[1]))
-        watcher.expect(rf"^\* b{i} quit \((kicked by \S+: race {i}|connection reset by peer)\)$")
+        watcher.expect(
+            rf"^\*\*\* b{i} quit \((kicked by \S+: race {i}|connection reset by peer)\)$"
+        )
         watcher.send(f"round {i}")
         c.expect(rf"^<{watcher.nick}> round {i}$")
 
@@ -401,7 +403,7 @@ def test_N4_resets_racing_accept_never_stop_the_listener(
         normal.send("still accepting")
         watcher.expect(rf"^<{normal.nick}> still accepting$")
         normal.close()
-        watcher.expect(rf"^\* {normal.nick} quit ")
+        watcher.expect(rf"^\*\*\* {normal.nick} quit ")
     assert wait_until(lambda: fd_count(server.pid) == baseline, 5.0), (
         fd_count(server.pid), baseline)
     # The limit itself still holds: one from .7 is admitted, a second at once is refused.
@@ -415,7 +417,7 @@ def test_N4_resets_racing_accept_never_stop_the_listener(
     assert "accept failed" not in log, log[-3000:]
     # Every reset connection that was admitted left exactly once.
     lines = watcher.history + _drain(watcher)
-    joined = re.findall(r"^\* (\S+) joined #lobby$", "\n".join(lines), re.MULTILINE)
+    joined = re.findall(r"^\*\*\* (\S+) joined #lobby$", "\n".join(lines), re.MULTILINE)
     for nick in joined:
         if nick != last.nick:
             assert len(quits(lines, nick)) == 1, (nick, quits(lines, nick))

@@ -78,7 +78,7 @@ def named(server: ServerProcess, nick: str, **kwargs: Any) -> ChatClient:
     client = server.client(**kwargs)
     old = client.nick
     client.send(f"/nick {nick}")
-    client.expect(rf"^\* {re.escape(old or '')} is now known as {re.escape(nick)}$")
+    client.expect(rf"^\*\*\* {re.escape(old or '')} is now known as {re.escape(nick)}$")
     client.nick = nick
     return client
 
@@ -119,6 +119,21 @@ def chatd_message(client, text):
 BADLOG = """
 PLUGIN_NAME = "badlog"
 
+from chatd import hookimpl
+
+
+@hookimpl
+def chatd_message(client, text):
+    if text.endswith("lookup"):
+        raise LookupError(3)
+    if text.endswith("LookupError"):
+        raise LookupError("a second failure of the same kind")
+    raise ValueError(f"badlog cannot log {text!r}")
+"""
+
+EXITER = """
+PLUGIN_NAME = "exiter"
+
 import sys
 
 from chatd import hookimpl
@@ -130,7 +145,6 @@ def chatd_message(client, text):
         sys.exit(3)
     if text.endswith("SystemExit"):
         raise SystemExit("a plugin asked the server to exit")
-    raise ValueError(f"badlog cannot log {text!r}")
 """
 
 
@@ -139,8 +153,8 @@ def test_P1_a_raising_hookimpl_never_stops_the_others(
 ) -> None:
     """P1: "Every line is still broadcast.  chatd invokes hookimpls one by one.  One error
     log with the plugin name and a traceback, then rate-limited counts;
-    plugin_errors{badlog} = 1000.  The sender is unaffected.  SystemExit coming from
-    plugin code is treated as a plugin error, not a server exit." """
+    plugin_errors{badlog} = 1000.  The sender is unaffected."  (SystemExit is not a
+    plugin error to contain: see the next test.)"""
     plugins = tmp_path / "plugins"
     write_plugin(plugins, "a_broadcast.py", BROADCAST)  # registered first
     write_plugin(plugins, "z_badlog.py", BADLOG)  # registered last: called first
@@ -148,26 +162,26 @@ def test_P1_a_raising_hookimpl_never_stops_the_others(
     op = operator(server)
     sender = named(server, "sender")
     watcher = named(server, "watcher")
-    sender.expect(r"^\* \S+ is now known as watcher$")
+    sender.expect(r"^\*\*\* \S+ is now known as watcher$")
 
     count = 1000
     texts = [f"line-{i:04d}" for i in range(count)]
-    texts[500] += " sys.exit"
-    texts[700] += " SystemExit"
+    texts[500] += " lookup"
+    texts[700] += " LookupError"
     sender.send_raw("".join(t + "\n" for t in texts).encode())
 
     errors = [sender.recv_line(timeout=10) for _ in range(count)]
     assert errors == [INTERNAL_ERROR.format("badlog")] * count
     got = [watcher.recv_line(timeout=10) for _ in range(2 * count)]
     assert [line for line in got if line.startswith("<")] == [f"<sender> {t}" for t in texts]
-    assert [line for line in got if line.startswith("[all]")] == [
-        f"[all] sender: {t}" for t in texts
+    assert [line for line in got if line.startswith("*** [all]")] == [
+        f"*** [all] sender: {t}" for t in texts
     ]
     # The sender is unaffected, and the server did not exit.
     sender.send("/rooms")
-    sender.expect_line("* 2 room(s): #lobby (2) *, #ops (1)  (* = your current room)")
+    sender.expect_line("*** 2 room(s): #lobby (2) *, #ops (1)  (* = your current room)")
     watcher.send("still up")
-    sender.expect_line("[all] watcher: still up")  # the broadcast plugin runs first
+    sender.expect_line("*** [all] watcher: still up")  # the broadcast plugin runs first
     sender.expect_line("<watcher> still up")
     watcher.expect_line(INTERNAL_ERROR.format("badlog"))
     assert server.proc.poll() is None
@@ -175,12 +189,44 @@ def test_P1_a_raising_hookimpl_never_stops_the_others(
     counts = stats(op)
     assert counts["plugin errors"] == {"badlog": count + 1}, counts  # and "still up"
     records = [r for r in log_records(server.log()) if "plugin 'badlog' failed" in r]
-    # One record per kind of failure (ValueError, SystemExit), then counted, not logged.
+    # One record per kind of failure (ValueError, LookupError), then counted, not logged.
     assert len(records) == 2, records
     assert all("Traceback" in r and "z_badlog.py" in r for r in records), records
     assert "ValueError: badlog cannot log 'line-0000'" in records[0]
-    assert "SystemExit: 3" in records[1]
+    assert "LookupError: 3" in records[1]
     assert "chatd_message" in records[0]
+
+
+@pytest.mark.parametrize(
+    ("suffix", "status", "message"),
+    [("sys.exit", 3, None), ("SystemExit", 1, "a plugin asked the server to exit")],
+    ids=["sys.exit(3)", "raise-SystemExit"],
+)
+def test_P1_systemexit_from_a_plugin_hook_stops_the_server(
+    chatd_server: Callable[..., ServerProcess], tmp_path: Path,
+    suffix: str, status: int, message: str | None,
+) -> None:
+    """P1, the exception to isolation: ``SystemExit`` raised in a plugin hook is not
+    swallowed as a plugin error.  It stops the server process, with the plugin's exit
+    status, and every client's connection ends."""
+    plugins = tmp_path / "plugins"
+    write_plugin(plugins, "exiter.py", EXITER)
+    # Not `start`: its health check requires the server to survive the test.
+    server = chatd_server(plugin_dirs=[str(plugins)])
+    sender = named(server, "sender")
+    watcher = named(server, "watcher")
+    sender.expect(r"^\*\*\* \S+ is now known as watcher$")
+    sender.send("an ordinary line")
+    watcher.expect_line("<sender> an ordinary line")
+    assert server.proc.poll() is None
+    sender.send(f"now {suffix}")
+    assert server.proc.wait(10) == status
+    sender.expect_eof(timeout=5)
+    watcher.expect_eof(timeout=5)
+    log = server.log()
+    assert "plugin 'exiter' failed" not in log  # not reported as a contained failure
+    if message is not None:
+        assert message in log
 
 
 # -- P2: faulty lifecycle hooks do not leak state ---------------------------------------------
@@ -224,26 +270,26 @@ def test_P2_raising_connect_and_disconnect_hooks_leak_nothing(
         client = server.client(source="127.0.0.6")
         client.expect_line(INTERNAL_ERROR.format("faulty"))  # admitted, and told
         nick = client.nick
-        watcher.expect_line(f"* {nick} joined #lobby")
+        watcher.expect_line(f"*** {nick} joined #lobby")
         kind = i % 4
         if kind == 0:  # a line, then FIN
             client.send(f"cycle {i}")
             watcher.expect_line(f"<{nick}> cycle {i}")
             client.close()
-            watcher.expect_line(f"* {nick} quit (connection closed by peer)")
+            watcher.expect_line(f"*** {nick} quit (connection closed by peer)")
         elif kind == 1:  # /quit
             client.send("/quit done")
             client.expect_eof()
             client.close()  # chatd holds the slot until our FIN (or its linger) ends it
-            watcher.expect_line(f"* {nick} quit (Quit: done)")
+            watcher.expect_line(f"*** {nick} quit (Quit: done)")
         elif kind == 2:  # RST, never registered
             reset(client.sock)
-            watcher.expect_line(f"* {nick} quit (connection reset by peer)")
+            watcher.expect_line(f"*** {nick} quit (connection reset by peer)")
         else:  # FIN in mid-line: the fragment is delivered as the final line
             client.send_raw(b"no newline")
             client.sock.shutdown(socket.SHUT_WR)
             watcher.expect_line(f"<{nick}> no newline")
-            watcher.expect_line(f"* {nick} quit (connection closed by peer)")
+            watcher.expect_line(f"*** {nick} quit (connection closed by peer)")
             client.close()
     assert wait_until(lambda: fd_count(server.pid) == baseline, 5.0), (
         fd_count(server.pid), baseline)
@@ -304,7 +350,7 @@ def test_P3_a_plugin_that_keeps_stalling_the_loop_is_reported_and_disabled(
     op = operator(server)
     alice = named(server, "alice")
     bob = named(server, "bob")
-    alice.expect(r"^\* \S+ is now known as bob$")
+    alice.expect(r"^\*\*\* \S+ is now known as bob$")
     for i in range(1, 5):
         alice.send(f"slow {i}")
     alice.send("ping")
@@ -312,7 +358,7 @@ def test_P3_a_plugin_that_keeps_stalling_the_loop_is_reported_and_disabled(
         bob.expect_line(f"<alice> slow {i}", timeout=15)
     bob.expect_line("<alice> ping")
     op.expect_line(
-        "* [oper] plugin 'slow' was disabled: 3 failures within 60 s "
+        "*** [oper] plugin 'slow' was disabled: 3 failures within 60 s "
         "(plugin_host.max_failures is 3)", timeout=15,
     )
     # The fourth call never happened: the plugin was gone.
@@ -328,9 +374,9 @@ def test_P3_a_plugin_that_keeps_stalling_the_loop_is_reported_and_disabled(
     alice.send("slow 5")
     bob.expect_line("<alice> slow 5")
     bob.send("/rooms")
-    bob.expect(r"^\* 2 room\(s\): ")
+    bob.expect(r"^\*\*\* 2 room\(s\): ")
     op.send("/plugins")
-    op.expect(r"^\* slow \(file .*slow\.py\) commands: - DISABLED: 3 failures within 60 s")
+    op.expect(r"^\*\*\* slow \(file .*slow\.py\) commands: - DISABLED: 3 failures within 60 s")
     assert len(marker.read_text().splitlines()) == 3
     # A plain hook never gets a client-visible error for being slow.
     assert not any(line.startswith("! ") for line in alice.history)
@@ -353,9 +399,9 @@ def chatd_message(client, text):
         # talking to them afterwards.
         for other in server.clients.values():
             if other.nick.startswith("victim"):
-                other.send("you are being reaped")
+                other.notice("you are being reaped")
                 other.close("reaped by a plugin")
-                other.send("this goes nowhere")
+                other.notice("this goes nowhere")
         for member in client.room:
             if member.nick.startswith("victim"):
                 member.notice("closed already; ignored")
@@ -374,7 +420,7 @@ def chatd_client_disconnect(client, reason):
 
 def haunt(client, args):
     for ghost in GHOSTS:
-        ghost.send("boo")
+        ghost.error("boo")
         ghost.notice("boo")
         ghost.close("again")
     client.notice(f"haunted {len(GHOSTS)}")
@@ -447,7 +493,7 @@ def test_P4a_plugins_closing_clients_during_dispatch_and_writing_to_the_departed
     victims = [named(server, f"victim{i}") for i in range(5)]
     chain = [named(server, "chain1"), named(server, "chain2")]
     alice.send("/who")
-    alice.expect(r"^\* #lobby has 9 member\(s\)")
+    alice.expect(r"^\*\*\* #lobby has 9 member\(s\)")
     drain(watcher)
     drain(alice)
 
@@ -455,12 +501,13 @@ def test_P4a_plugins_closing_clients_during_dispatch_and_writing_to_the_departed
     alice.send("after the reaping")
     for victim in victims:
         lines = victim.expect_eof()
-        assert "you are being reaped" in lines, lines
-        assert "this goes nowhere" not in lines and "* closed already; ignored" not in lines
+        assert "*** you are being reaped" in lines, lines
+        assert not any("this goes nowhere" in line or "closed already" in line
+                       for line in lines), lines
     watcher.expect_line("<alice> reap")
     # The departures are announced after the line being processed when they happened,
     # so "after the reaping" (read in the same batch) may come first.
-    expected = {f"* {v.nick} quit (reaped by a plugin)" for v in victims}
+    expected = {f"*** {v.nick} quit (reaped by a plugin)" for v in victims}
     expected.add("<alice> after the reaping")
     got = [watcher.recv_line() for _ in expected]
     assert sorted(got) == sorted(expected), got
@@ -468,11 +515,11 @@ def test_P4a_plugins_closing_clients_during_dispatch_and_writing_to_the_departed
     chain[0].send("/quit bye")
     chain[0].expect_eof()
     chain[1].expect_eof()
-    watcher.expect_line("* chain1 quit (Quit: bye)")
-    watcher.expect_line("* chain2 quit (chained)")
+    watcher.expect_line("*** chain1 quit (Quit: bye)")
+    watcher.expect_line("*** chain2 quit (chained)")
 
     alice.send("/haunt")
-    alice.expect(r"^\* haunted 7$")
+    alice.expect(r"^\*\*\* haunted 7$")
     alice.send("still fine")
     watcher.expect_line("<alice> still fine")
     watcher.expect_nothing(0.3)  # each departure was announced once
@@ -494,19 +541,19 @@ def test_P4b_a_plugin_unregistering_itself_inside_its_hook(
     server = start(plugin_dirs=[str(plugins)])
     alice = named(server, "alice")
     bob = named(server, "bob")
-    alice.expect(r"^\* \S+ is now known as bob$")
+    alice.expect(r"^\*\*\* \S+ is now known as bob$")
     alice.send("hello")
-    alice.expect_line("* selfish saw hello")
+    alice.expect_line("*** selfish saw hello")
     bob.expect_line("<alice> hello")
     alice.send("unregister selfish")
-    alice.expect_line("* selfish saw unregister selfish")
+    alice.expect_line("*** selfish saw unregister selfish")
     bob.expect_line("<alice> unregister selfish")  # the rest of that dispatch ran
     alice.send("after")
     bob.expect_line("<alice> after")
     alice.send("/rooms")
     line = alice.recv_line()
-    assert line != "* selfish saw after", "an unregistered plugin's hook is still called"
-    assert line.startswith("* 1 room(s): "), line
+    assert line != "*** selfish saw after", "an unregistered plugin's hook is still called"
+    assert line.startswith("*** 1 room(s): "), line
     assert not any(line.startswith("! ") for line in alice.history), alice.history
 
 
@@ -522,22 +569,22 @@ def test_P4c_a_forked_child_does_not_keep_a_kicked_client_open(
     op = operator(server)
     alice = named(server, "alice")
     bob = named(server, "bob")
-    alice.expect(r"^\* \S+ is now known as bob$")
+    alice.expect(r"^\*\*\* \S+ is now known as bob$")
     alice.send("/spawn 4")
-    child = int(alice.expect(r"^\* spawned (\d+)$").group(1))
+    child = int(alice.expect(r"^\*\*\* spawned (\d+)$").group(1))
     try:
         assert _process_state(child) not in (None, "Z")
         op.send("/kick bob enough")
         # Bounded wait, far below the child's 4 s: the EOF must not wait for the child.
-        assert bob.expect_eof(timeout=2.5) == ["* you were kicked by op: enough"]
+        assert bob.expect_eof(timeout=2.5) == ["*** you were kicked by op: enough"]
         assert _process_state(child) not in (None, "Z"), "the child is gone already"
-        alice.expect_line("* bob quit (kicked by op: enough)")
+        alice.expect_line("*** bob quit (kicked by op: enough)")
         alice.send("/spawn 0.2")
-        short = int(alice.expect(r"^\* spawned (\d+)$").group(1))
+        short = int(alice.expect(r"^\*\*\* spawned (\d+)$").group(1))
         assert wait_until(lambda: _process_state(short) in (None, "Z"), 5.0)
         # The loop goes on: no junk events from the descriptors the children held.
         carol = named(server, "carol")
-        alice.expect(r"^\* \S+ is now known as carol$")
+        alice.expect(r"^\*\*\* \S+ is now known as carol$")
         carol.send("after the fork")
         alice.expect_line("<carol> after the fork")
         assert wait_until(lambda: _process_state(child) in (None, "Z"), 8.0)

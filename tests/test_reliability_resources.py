@@ -44,7 +44,7 @@ pytestmark = pytest.mark.timeout(90)
 
 PASSWORD = "reliability-oper"
 OPER = {"oper": {"password": PASSWORD}}
-WELCOME = re.compile(r"^\* Welcome to chatd, (\S+)\.")
+WELCOME = re.compile(r"^\*\*\* Welcome to chatd, (\S+)\.")
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -192,10 +192,10 @@ def test_R1_max_clients_refuses_then_releases_the_slot(
     leaving = clients.pop()
     leaving.close()
     for client in clients:
-        client.expect(rf"^\* {leaving.nick} quit \(connection closed by peer\)$")
+        client.expect(rf"^\*\*\* {leaving.nick} quit \(connection closed by peer\)$")
     newcomer = server.client()
     for client in clients:
-        client.expect_line(f"* {newcomer.nick} joined #lobby")
+        client.expect_line(f"*** {newcomer.nick} joined #lobby")
     newcomer.send("admitted")
     for client in clients:
         client.expect_line(f"<{newcomer.nick}> admitted")
@@ -249,7 +249,7 @@ def test_R2_per_address_limit_and_connect_rate(start: Callable[..., ServerProces
     # refuse one of the next three).
     for client in from_2:
         client.close()
-        from_3.expect(rf"^\* {client.nick} quit ")
+        from_3.expect(rf"^\*\*\* {client.nick} quit ")
     again = [server.client(source="127.0.0.2") for _ in range(3)]
     again[0].send("three again")
     for client in again[1:]:
@@ -327,7 +327,8 @@ class LimitedServer(ServerProcess):
             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)),
         )
         self.host = "127.0.0.1"
-        self.port = self._wait_for_port(15.0)
+        self.ports = self._wait_for_ports(15.0)
+        self.port = self.ports[0]
         self._clients = []
 
 
@@ -527,13 +528,13 @@ def test_R5a_total_output_cap_evicts_the_largest_buffers_first(
 
     def big_joined() -> bool:
         op.send("/who #big")
-        return bool(op.expect(r"^(\* #big has 1 member|! no such room)").group(0)[0] == "*")
+        return bool(op.expect(r"^(\*\*\* #big has 1 member|! no such room)").group(0)[0] == "*")
 
     assert wait_until(big_joined, 5.0)
     stalled = [raw_socket(server.address, rcvbuf=4096) for _ in range(200)]
     assert wait_until(lambda: stats(op)["clients"] == 204, 10.0)
     sender.send("/join #big")
-    sender.expect(r"^\* also in #big: \S+$")
+    sender.expect(r"^\*\*\* also in #big: \S+$")
     quiet(sender, 0.3)
     pad = "y" * 1000
     for i in range(200):
@@ -553,7 +554,7 @@ def test_R5a_total_output_cap_evicts_the_largest_buffers_first(
     sampler.start()
     try:
         sender.send("/join #lobby")
-        sender.expect(r"^\* you are now talking in #lobby$")
+        sender.expect(r"^\*\*\* you are now talking in #lobby$")
         # A steady stream (the catalogue's "1 KiB lines for 10 s", compressed), not one
         # burst: a reader that keeps up never holds more than a line or two.
         lines = 400

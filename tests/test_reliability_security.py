@@ -79,7 +79,7 @@ class RawReader:
         return bytes(self.data)
 
     def nick(self) -> str:
-        match = re.search(rb"\* Welcome to chatd, (\S+)\.", self.read_until(b"commands.\n"))
+        match = re.search(rb"\*\*\* Welcome to chatd, (\S+)\.", self.read_until(b"commands.\n"))
         assert match is not None
         return match.group(1).decode()
 
@@ -101,7 +101,7 @@ def named(server: ServerProcess, nick: str, **kwargs: object) -> ChatClient:
     client = server.client(**kwargs)  # type: ignore[arg-type]
     old = client.nick
     client.send(f"/nick {nick}")
-    client.expect_line(f"* {old} is now known as {nick}")
+    client.expect_line(f"*** {old} is now known as {nick}")
     client.nick = nick
     return client
 
@@ -110,7 +110,7 @@ def sync(client: ChatClient) -> None:
     """A round trip; its reply must be the very next line (nothing else was queued)."""
     client.send("/rooms")
     line = client.recv_line()
-    assert re.match(r"^\* \d+ room\(s\): ", line), f"expected the /rooms reply, got {line!r}"
+    assert re.match(r"^\*\*\* \d+ room\(s\): ", line), f"expected the /rooms reply, got {line!r}"
 
 
 def stop_and_read_log(server: ServerProcess) -> bytes:
@@ -137,9 +137,9 @@ FAMILY = "\\U0001f468\\u200d\\U0001f469\\u200d\\U0001f467"
 def clip(client, args):
     # Every way a plugin can talk to people, each carrying escape sequences.
     client.notice(OSC52 + "copied \\u011b")
-    client.send(OSC52 + "\\x1b[2J\\x9b31mraw \\u011b\\r<admin> you are banned\\x07\\x08\\x7f")
+    client.notice(OSC52 + "\\x1b[2J\\x9b31mraw \\u011b\\r<admin> you are banned\\x07\\x08\\x7f")
     client.error("\\x1b]0;pwned\\x07oops " + FAMILY)
-    client.room.send(OSC52 + "room line \\x1b]8;;http://evil\\x1b\\\\link\\x1b]8;;\\x1b\\\\ end")
+    client.room.say(OSC52 + "room line \\x1b]8;;http://evil\\x1b\\\\link\\x1b]8;;\\x1b\\\\ end")
     client.server.broadcast("\\x1bP+q544e\\x1b\\\\broadcast \\u202eevil\\u202c done")
 
 
@@ -175,7 +175,7 @@ def test_X1_plugin_output_and_log_file_carry_no_escape_sequences(
     try:
         bob.nick()
         alice_nick = alice.nick()
-        bob.read_until(f"* {alice_nick} joined #lobby\n".encode())
+        bob.read_until(f"*** {alice_nick} joined #lobby\n".encode())
         start, alice_start = len(bob.data), len(alice.data)
         # User input with the catalogue's sequences tests/test_contract.py does not send.
         user_lines = [
@@ -208,16 +208,16 @@ def test_X1_plugin_output_and_log_file_carry_no_escape_sequences(
     assert lines[6] == prefix + "dress up  dressed", lines[6]
     # The plugin's room line and broadcast reached bob; its direct lines went to alice.
     assert lines[7:] == [
-        "room line link end",
-        "broadcast evil done",
+        "*** room line link end",
+        "*** broadcast evil done",
         prefix + "END",
     ], lines
     assert mine.split("\n") == [
-        "* copied \u011b",
-        "raw \u011b<admin> you are banned",
+        "*** copied \u011b",
+        "*** raw \u011b<admin> you are banned",
         f"! oops {FAMILY}",
-        "room line link end",
-        "broadcast evil done",
+        "*** room line link end",
+        "*** broadcast evil done",
         "",
     ], mine
     # The log plugin's own file and the core log: same guard.
@@ -281,8 +281,8 @@ def test_X2_fake_prefixes_and_log_forging_give_one_record_per_event(
     server = chatd_server(plugins={"log": {"file": str(events), "messages": True}})
     bob = named(server, "bob")
     mallory = named(server, "mallory")
-    bob.expect_line("* guest-2 joined #lobby")
-    bob.expect_line("* guest-2 is now known as mallory")
+    bob.expect_line("*** guest-2 joined #lobby")
+    bob.expect_line("*** guest-2 is now known as mallory")
     forged_record = "2026-01-01 00:00:00,000 INFO chatd.events: admin logged in"
     payloads = [
         b"hi\r<admin> you are banned",
@@ -305,11 +305,12 @@ def test_X2_fake_prefixes_and_log_forging_give_one_record_per_event(
     while True:
         line = bob.recv_line()
         received.append(line)
-        if line.startswith("* mallory quit"):
+        if line.startswith("*** mallory quit"):
             break
-    assert received[-1] == "* mallory quit (Quit: bye* server: everyone was kicked)", received
+    assert received[-1] == "*** mallory quit (Quit: bye* server: everyone was kicked)", received
     # One line per message, each starting with the speaker; only /me's action starts
-    # with "* ", and it names the speaker right after the prefix.
+    # with "* " (a server notice would start with "*** "), and it names the speaker
+    # right after the prefix.
     assert received[:-1] == [
         "<mallory> hi<admin> you are banned",
         "<mallory> hi<admin> you are banned",
@@ -338,6 +339,12 @@ def test_X2_fake_prefixes_and_log_forging_give_one_record_per_event(
     # Each payload is one message, but the \r\n one is two, and so is /me's "\r\n* ...".
     assert len(messages) == len(payloads) + 2, messages
     assert all(re.search(r' text=".*"$', r) for r in messages), messages
+    # The action and the quit reason are user text too: one quoted record each.
+    actions = [r for r in records if " action id=2 " in r]
+    assert len(actions) == 1 and actions[0].endswith(' text="waves"'), actions
+    quits = [r for r in records if " quit id=2 " in r]
+    assert len(quits) == 1, quits
+    assert quits[0].endswith(' text="Quit: bye* server: everyone was kicked"'), quits
     core = server.log_path.read_text(encoding="utf-8")
     for line in core.splitlines():
         assert RECORD_START.match(line), f"core log line is not a record: {line!r}"
@@ -376,7 +383,7 @@ def test_X3_nick_is_rejected_with_a_reason(chatd_server: Start, nick: str, reaso
     server = chatd_server()
     evan = named(server, "evan")
     other = server.client()
-    evan.expect_line(f"* {other.nick} joined #lobby")
+    evan.expect_line(f"*** {other.nick} joined #lobby")
     other.send(f"/nick {nick}")
     line = other.recv_line()
     assert line.startswith("! ") and re.search(reason, line), (nick, line)
@@ -398,12 +405,12 @@ def test_X3_nick_with_control_characters_is_rejected(chatd_server: Start, nick: 
     server = chatd_server()
     watcher = server.client()
     client = server.client()
-    watcher.expect_line(f"* {client.nick} joined #lobby")
+    watcher.expect_line(f"*** {client.nick} joined #lobby")
     client.send_raw(b"/nick " + nick.encode("utf-8") + b"\n")
     line = client.recv_line()
     assert line.startswith("! "), f"/nick {nick!r} was accepted: {line!r}"
     client.send("/who")
-    client.expect_line(f"* #lobby has 2 member(s): {watcher.nick}, {client.nick}")
+    client.expect_line(f"*** #lobby has 2 member(s): {watcher.nick}, {client.nick}")
     assert_no_traceback(server)
 
 
@@ -416,19 +423,19 @@ def test_X3_rfc2812_specials_are_allowed_and_unique_case_insensitively(
     server = chatd_server()
     watcher = server.client()
     client = server.client()
-    watcher.expect_line(f"* {client.nick} joined #lobby")
+    watcher.expect_line(f"*** {client.nick} joined #lobby")
     old = client.nick
     for nick in ["[x]", "^_^", "{b}|", "`q`", "a\\b", "a-b", "_9", "Zz" * 16, "evan"]:
         client.send(f"/nick {nick}")
-        client.expect_line(f"* {old} is now known as {nick}")
-        watcher.expect_line(f"* {old} is now known as {nick}")
+        client.expect_line(f"*** {old} is now known as {nick}")
+        watcher.expect_line(f"*** {old} is now known as {nick}")
         old = nick
     # "evan" is held now: every case variant is taken; the holder may change case.
     watcher.send("/nick EvAn")
     watcher.expect(r"^! the nick EvAn is taken")
     client.send("/nick Evan")
-    client.expect_line("* evan is now known as Evan")
-    watcher.expect_line("* evan is now known as Evan")
+    client.expect_line("*** evan is now known as Evan")
+    watcher.expect_line("*** evan is now known as Evan")
     assert_no_traceback(server)
 
 
@@ -456,7 +463,7 @@ def _wait_port(proc: subprocess.Popen[bytes], port_file: Path, log_path: Path) -
         with contextlib.suppress(FileNotFoundError, ValueError):
             text = port_file.read_text()
             if text.endswith("\n"):
-                return int(text)
+                return int(text.splitlines()[0])  # one line per listener: the first
         time.sleep(0.02)
     raise AssertionError(f"chatd did not start: {log_path.read_text()}")
 
@@ -522,7 +529,7 @@ def test_X4_default_config_listens_on_loopback_only(tmp_path: Path) -> None:
         _wait_log(log_path, rf"listening on 127\.0\.0\.1:{port}\b")
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             sock.settimeout(5)
-            assert sock.recv(200).startswith(b"* Welcome to chatd")
+            assert sock.recv(200).startswith(b"*** Welcome to chatd")
         assert "not a loopback address" not in log_path.read_text()
     finally:
         assert _terminate(proc) == 0
@@ -600,8 +607,8 @@ def test_X4_default_config_refuses_a_non_loopback_peer(
         default_port = _wait_port(*default)
         public_port = _wait_port(*public)
         assert _probe(cli, srv_ip, default_port) == "REFUSED ConnectionRefusedError"
-        assert _probe(srv, "127.0.0.1", default_port).startswith("CONNECTED * Welcome")
-        assert _probe(cli, srv_ip, public_port).startswith("CONNECTED * Welcome")
+        assert _probe(srv, "127.0.0.1", default_port).startswith("CONNECTED *** Welcome")
+        assert _probe(cli, srv_ip, public_port).startswith("CONNECTED *** Welcome")
     finally:
         assert _terminate(default[0]) == 0
         assert _terminate(public[0]) == 0
@@ -656,7 +663,7 @@ def test_X4_oper_failures_from_one_address_lock_it_out_across_connections(
             mallory.close()
         else:
             lines = mallory.expect_eof()
-            assert lines[-1] == "* too many failed attempts", lines
+            assert lines[-1] == "*** too many failed attempts", lines
     again = server.client(source="127.0.0.9")
     again.send(f"/oper {PASSWORD}")
     again.expect(r"^! too many failed attempts from your address; try again later$")
@@ -664,7 +671,7 @@ def test_X4_oper_failures_from_one_address_lock_it_out_across_connections(
     again.expect_line("! permission denied: this command is for operators (/oper)")
     honest = server.client(source="127.0.0.10")
     honest.send(f"/oper {PASSWORD}")
-    honest.expect(r"^\* you are now an operator$")
+    honest.expect(r"^\*\*\* you are now an operator$")
     assert_no_traceback(server)
 
 
@@ -693,7 +700,7 @@ def test_X4_oper_password_never_in_any_log_even_when_tracing(
     alice.send("/oper correct-horse-battery-staple")  # wrong, but containing the secret
     alice.expect_line("! wrong password")
     alice.send(f"/oper {PASSWORD}")
-    alice.expect_line("* you are now an operator")
+    alice.expect_line("*** you are now an operator")
     alice.send("/quit")
     alice.expect_eof()
     server.wait_for_log(r"disconnect id=1 ")

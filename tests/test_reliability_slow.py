@@ -90,9 +90,9 @@ def crowd(server: ServerProcess, count: int, *, register: bool = True) -> list[C
         new = server.client(timeout=LINE_TIMEOUT)
         if register:
             new.send("/rooms")
-            new.expect(r"^\* \d+ room\(s\): ")
+            new.expect(r"^\*\*\* \d+ room\(s\): ")
         for old in clients:
-            old.expect_line(f"* {new.nick} joined #lobby")
+            old.expect_line(f"*** {new.nick} joined #lobby")
         clients.append(new)
     return clients
 
@@ -121,18 +121,18 @@ class Operator:
     def __init__(self, server: ServerProcess) -> None:
         self.client = server.client(source="127.0.0.250", timeout=LINE_TIMEOUT)
         self.client.send(f"/oper {OPER_PASSWORD}")
-        self.client.expect(r"^\* you are now an operator$")
+        self.client.expect(r"^\*\*\* you are now an operator$")
         self.client.send("/join #ops")
-        self.client.expect(r"^\* you are the first in #ops$")
+        self.client.expect(r"^\*\*\* you are the first in #ops$")
         self.client.send("/part #lobby")
-        self.client.expect(r"^\* you are now talking in #ops$")
+        self.client.expect(r"^\*\*\* you are now talking in #ops$")
 
     def stats(self) -> dict[str, Any]:
         """``/stats``: output queued, refusals and limit disconnections by kind."""
         self.client.send("/stats")
         queued = int(self.client.expect(r"output queued (\d+)$").group(1))
-        refused = self.client.expect(r"^\* refused: (.*)$").group(1)
-        disconnects = self.client.expect(r"^\* limit disconnections: (.*)$").group(1)
+        refused = self.client.expect(r"^\*\*\* refused: (.*)$").group(1)
+        disconnects = self.client.expect(r"^\*\*\* limit disconnections: (.*)$").group(1)
         return {
             "output_queued": queued,
             "refused": _counts(refused),
@@ -143,7 +143,7 @@ class Operator:
 def who(client: ChatClient) -> list[str]:
     """The members of #lobby, by a /who round trip (other lines on the way are skipped)."""
     client.send("/who #lobby")
-    listing = client.expect(r"^\* #lobby has \d+ member\(s\): (.*)$")
+    listing = client.expect(r"^\*\*\* #lobby has \d+ member\(s\): (.*)$")
     return listing.group(1).split(", ")
 
 
@@ -170,7 +170,7 @@ class Raw:
             chunk = sock.recv(1)
             assert chunk, "closed before the welcome"
             raw.data += chunk
-        match = re.match(rb"^\* Welcome to chatd, (\S+)\.", raw.data)
+        match = re.match(rb"^\*\*\* Welcome to chatd, (\S+)\.", raw.data)
         assert match, raw.data
         raw.nick = match.group(1).decode()
         raw.data.clear()
@@ -247,7 +247,7 @@ class ReaderProcess:
             stdin=subprocess.DEVNULL,
         )
         welcome = self.wait_for(b"Type /help for commands.\n")
-        match = re.match(rb"^\* Welcome to chatd, (\S+)\.", welcome)
+        match = re.match(rb"^\*\*\* Welcome to chatd, (\S+)\.", welcome)
         assert match, welcome
         self.nick = match.group(1).decode()
 
@@ -293,7 +293,7 @@ def reader_process(tmp_path: Path) -> Iterator[Callable[[ServerProcess], ReaderP
 
 def wait_for_quit(watcher: ChatClient, nick: str, timeout: float) -> tuple[str, float]:
     """Wait for ``* nick quit (...)``; return the reason and when it arrived (monotonic)."""
-    match = watcher.expect(rf"^\* {re.escape(nick)} quit \((.*)\)$", timeout=timeout)
+    match = watcher.expect(rf"^\*\*\* {re.escape(nick)} quit \((.*)\)$", timeout=timeout)
     return match.group(1), time.monotonic()
 
 
@@ -317,8 +317,8 @@ def test_S1_hard_limit_cuts_a_reader_that_never_reads(
     )
     sender, watcher = crowd(server, 2)
     victim = Raw.connect(server)
-    sender.expect_line(f"* {victim.nick} joined #lobby")
-    watcher.expect_line(f"* {victim.nick} joined #lobby")
+    sender.expect_line(f"*** {victim.nick} joined #lobby")
+    watcher.expect_line(f"*** {victim.nick} joined #lobby")
     rss_before = rss_bytes(server.pid)
     lines = [numbered("h", i, 1000) for i in range(200)]
     # Every other client reads as it goes (net.sndbuf_bytes is small for them too, and the
@@ -334,10 +334,10 @@ def test_S1_hard_limit_cuts_a_reader_that_never_reads(
     if len(got) == len(lines):  # the departure came after the last line
         got.append(watcher.recv_line())
     reason = [line for line in got if not line.startswith("<")]
-    assert reason == [f"* {victim.nick} quit (output buffer full (not reading))"], reason
+    assert reason == [f"*** {victim.nick} quit (output buffer full (not reading))"], reason
     assert sequence_of(got, f"<{sender.nick}> ", "h") == list(range(len(lines)))
     watcher.send("/who")
-    watcher.expect_line(f"* #lobby has 2 member(s): {sender.nick}, {watcher.nick}")
+    watcher.expect_line(f"*** #lobby has 2 member(s): {sender.nick}, {watcher.nick}")
     warnings = [line for line in server.log().splitlines() if "output buffer over" in line]
     assert len(warnings) == 1, warnings
     assert f"output buffer over {hard} bytes" in warnings[0]
@@ -368,8 +368,8 @@ def test_S1_soft_limit_is_not_enforced_early_but_is_without_traffic(
     operator = Operator(server)  # first, so its comings and goings reach nobody
     sender, watcher = crowd(server, 2)
     victim = Raw.connect(server)
-    sender.expect_line(f"* {victim.nick} joined #lobby")
-    watcher.expect_line(f"* {victim.nick} joined #lobby")
+    sender.expect_line(f"*** {victim.nick} joined #lobby")
+    watcher.expect_line(f"*** {victim.nick} joined #lobby")
     # One line per tick (the watcher sees each before the next is sent), 40 KiB in all:
     # the kernel takes ~12 KiB, chatd queues up to the soft limit and skips the rest.
     for i in range(40):
@@ -406,8 +406,8 @@ def test_S1_reader_over_soft_misses_room_lines_and_is_told_how_many(
     )
     sender, watcher = crowd(server, 2)
     victim = Raw.connect(server)
-    sender.expect_line(f"* {victim.nick} joined #lobby")
-    watcher.expect_line(f"* {victim.nick} joined #lobby")
+    sender.expect_line(f"*** {victim.nick} joined #lobby")
+    watcher.expect_line(f"*** {victim.nick} joined #lobby")
     count = 60
     for i in range(count):
         sender.send(numbered("m", i, 1000))
@@ -418,7 +418,9 @@ def test_S1_reader_over_soft_misses_room_lines_and_is_told_how_many(
     lines = victim.lines()
     got = sequence_of(lines, f"<{sender.nick}> ", "m")
     assert got == list(range(len(got))), got
-    match = re.match(r"^\* (\d+) line\(s\) skipped: you were not reading fast enough", lines[-1])
+    match = re.match(
+        r"^\*\*\* (\d+) line\(s\) skipped: you were not reading fast enough", lines[-1]
+    )
     assert match, lines[-1]
     assert 0 < len(got) < count
     assert len(got) + int(match.group(1)) == count, (len(got), match.group(1))
@@ -449,7 +451,7 @@ def test_S1_victim_flooding_help_without_reading_is_not_parsed_and_is_cut(
     )
     (watcher,) = crowd(server, 1)
     victim = Raw.connect(server)
-    watcher.expect_line(f"* {victim.nick} joined #lobby")
+    watcher.expect_line(f"*** {victim.nick} joined #lobby")
     rss_before = rss_bytes(server.pid)
     if pace == "one-write":
         victim.sock.sendall(b"/help\n" * 1000 + b"parsed after the helps\n")
@@ -465,7 +467,7 @@ def test_S1_victim_flooding_help_without_reading_is_not_parsed_and_is_cut(
     }[pace]
     assert reason == expected
     watcher.send("/who")  # a round trip: anything the victim's line caused is in by now
-    watcher.expect(r"^\* #lobby has 1 member\(s\)")
+    watcher.expect(r"^\*\*\* #lobby has 1 member\(s\)")
     assert not [line for line in watcher.history if "parsed after the helps" in line]
     growth = rss_bytes(server.pid) - rss_before
     assert growth < 8 << 20, f"RSS grew by {growth} bytes"
@@ -496,8 +498,8 @@ def test_S2_send_timeout_cuts_a_stopped_reader_and_keeps_a_slow_one(
     stopped = reader_process(server)
     slow = Raw.connect(server)
     for client in (sender, watcher):
-        client.expect_line(f"* {stopped.nick} joined #lobby")
-        client.expect_line(f"* {slow.nick} joined #lobby")
+        client.expect_line(f"*** {stopped.nick} joined #lobby")
+        client.expect_line(f"*** {slow.nick} joined #lobby")
     stopped.pause()
     lines = [numbered("t", i, 1000) for i in range(100)]  # ~100 KiB, below the soft limit
     for line in lines:
@@ -526,9 +528,9 @@ def test_S2_send_timeout_cuts_a_stopped_reader_and_keeps_a_slow_one(
     assert still_queued > 10, f"caught up too soon to prove anything ({still_queued})"
     assert slow.nick in who(watcher), "the slow but live reader was cut"
     # ...and then gets every line, in order, nothing skipped.
-    slow.read_until(f"* {stopped.nick} quit (send timeout: no write progress)\n".encode())
+    slow.read_until(f"*** {stopped.nick} quit (send timeout: no write progress)\n".encode())
     assert slow.lines() == [f"<{sender.nick}> {line}" for line in lines] + [
-        f"* {stopped.nick} quit (send timeout: no write progress)"
+        f"*** {stopped.nick} quit (send timeout: no write progress)"
     ]
     stats = Operator(server).stats()
     assert stats["disconnects"] == {"send_timeout": 1}
@@ -551,8 +553,8 @@ def test_S3_stopped_reader_resumed_gets_every_byte_with_no_further_traffic(
     operator = Operator(server)  # first, so its comings and goings reach nobody
     sender, observer = crowd(server, 2)
     reader = reader_process(server)
-    sender.expect_line(f"* {reader.nick} joined #lobby")
-    observer.expect_line(f"* {reader.nick} joined #lobby")
+    sender.expect_line(f"*** {reader.nick} joined #lobby")
+    observer.expect_line(f"*** {reader.nick} joined #lobby")
     reader.pause()
     count = (500 << 10) // 111 + 1  # "<guest-1> " + 100 bytes + "\n" per line
     lines = [numbered("e", i, 100) for i in range(count)]
@@ -617,7 +619,7 @@ def test_S4a_slowloris_is_cut_and_normal_typing_is_not(
     got = typist_lines()
     assert got == [f"<{typist.nick}> {line}" for line in typed]
     typist.send("/rooms")  # no notice or error for the typist
-    typist.expect(r"^\* \d+ room\(s\): ")
+    typist.expect(r"^\*\*\* \d+ room\(s\): ")
     assert not [line for line in typist.history if line.startswith("!")], typist.history
     assert Operator(server).stats()["disconnects"] == {"partial_line_timeout": 1}
 
@@ -671,11 +673,11 @@ def test_S4b_silent_connections_are_limited_per_address_and_timed_out(
     while True:
         again = server.client(welcome=False, source="127.0.0.5")
         first = again.recv_line()
-        if first.startswith("* Welcome to chatd, ") or time.monotonic() > deadline:
+        if first.startswith("*** Welcome to chatd, ") or time.monotonic() > deadline:
             break
         again.close()
         time.sleep(0.05)
-    assert first.startswith("* Welcome to chatd, "), first
+    assert first.startswith("*** Welcome to chatd, "), first
     again.nick = first.split()[4].rstrip(".")
     again.send("now I say something")
     watcher.expect(rf"^<{re.escape(again.nick or '')}> now I say something$")
@@ -766,7 +768,7 @@ def test_S5a_fakelag_delays_lines_and_a_timer_releases_them(
     assert len(latencies) == polite_count
     assert max(latencies) < 0.5, latencies
     flooder.send("/who")  # delayed is not refused: no error for the flooder
-    flooder.expect(r"^\* #lobby has 3 member\(s\)")
+    flooder.expect(r"^\*\*\* #lobby has 3 member\(s\)")
     assert not [line for line in flooder.history if line.startswith("!")], flooder.history
     print(f"last delayed line after {delayed_for:.2f} s; polite max {max(latencies):.3f} s")
 
@@ -781,15 +783,15 @@ def test_S5a_delayed_lines_are_not_dropped_when_the_sender_half_closes(
     server = start(flood={"burst_lines": 10, "lines_per_second": 10})
     (watcher,) = crowd(server, 1, register=False)
     paster = socket.create_connection(server.address, timeout=LINE_TIMEOUT)
-    nick = watcher.expect(r"^\* (\S+) joined #lobby$").group(1)
+    nick = watcher.expect(r"^\*\*\* (\S+) joined #lobby$").group(1)
     count = 20
     paster.sendall("".join(f"pasted {i}\n" for i in range(count)).encode())
     paster.shutdown(socket.SHUT_WR)  # what nc -N does at the end of its input
     got: list[str] = []
-    while not got or not got[-1].startswith(f"* {nick} quit"):
+    while not got or not got[-1].startswith(f"*** {nick} quit"):
         got.append(watcher.recv_line(timeout=LINE_TIMEOUT))
     assert got == [f"<{nick}> pasted {i}" for i in range(count)] + [
-        f"* {nick} quit (connection closed by peer)"
+        f"*** {nick} quit (connection closed by peer)"
     ], f"{len(got) - 1} of {count} pasted lines delivered: {got[-3:]}"
     paster.close()
 
@@ -832,10 +834,10 @@ def test_S6_greedy_sender_does_not_starve_a_polite_one(
     sink, greedy, polite, partner = crowd(server, 4)
     for client in (polite, partner):
         client.send("/join #quiet")
-        client.expect(r"^\* (you are the first in|also in) #quiet")
+        client.expect(r"^\*\*\* (you are the first in|also in) #quiet")
         client.send("/part #lobby")
-        client.expect(r"^\* you are now talking in #quiet$")
-    polite.expect_line(f"* {partner.nick} joined #quiet")
+        client.expect(r"^\*\*\* you are now talking in #quiet$")
+    polite.expect_line(f"*** {partner.nick} joined #quiet")
 
     stop = threading.Event()
     streamed = [0]

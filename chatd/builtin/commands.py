@@ -33,10 +33,7 @@ def cmd_help(client: Client, args: str) -> None:
 def cmd_nick(client: Client, args: str) -> None:
     if not args or len(args.split()) != 1:
         raise UsageError()
-    old = client.nick
-    client.server.rename(client, args)
-    if client.nick != old:
-        client.notice(f"{old} is now known as {client.nick}")
+    client.server.rename(client, args)  # the rename event tells the client and its rooms
 
 
 def cmd_msg(client: Client, args: str) -> None:
@@ -44,12 +41,7 @@ def cmd_msg(client: Client, args: str) -> None:
     text = text.strip()
     if not target_nick or not text:
         raise UsageError()
-    target = client.server.find_client(target_nick)
-    if target is None:
-        raise CommandError(f"no such nick: {target_nick}")
-    target.send(f"*{client.nick}* {text}")
-    if target is not client:
-        client.send(f"-> *{target.nick}* {text}")
+    client.server.private_message(client, target_nick, text)
 
 
 def cmd_me(client: Client, args: str) -> None:
@@ -57,12 +49,11 @@ def cmd_me(client: Client, args: str) -> None:
         raise UsageError()
     if client.room is None:
         raise CommandError("you are not in a room")
-    client.room.send(f"* {client.nick} {args}", exclude=client)
+    client.server.action(client, args)
 
 
 def cmd_quit(client: Client, args: str) -> None:
-    reason = f"Quit: {args}" if args else "Quit"
-    client.close(reason, goodbye="Goodbye.")
+    client.server.quit(client, args)
 
 
 @hookimpl

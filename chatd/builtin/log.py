@@ -1,4 +1,4 @@
-"""Built-in plugin *log*: connections, departures, nick changes and messages to ``logging``.
+"""Built-in plugin *log*: connections, departures, nick changes and user text to ``logging``.
 
 Records go to the ``chatd.events`` logger (the core's handlers: stderr or the
 core log file) and, if ``plugins.log.file`` is set, also to that file.  The
@@ -7,7 +7,9 @@ core routes all logging through a queue, so a slow disk never stalls the loop.
 Every record is one line: user-supplied text is quoted and escaped with
 ``repr``-style escapes, so a message cannot forge a second log record
 (CWE-117).  ``plugins.log.messages: "meta"`` logs that a message was sent
-without its text; the default is not to log messages at all
+without its text; "messages" are every event carrying user text (chat lines,
+actions, private messages, topics, part and quit reasons), logged with their
+kind, id and target.  The default is not to log messages at all
 (``plugins.log.messages: false``): a chat server should not keep what people
 say unless its operator decides to, and one log record per message is also the
 most expensive thing this plugin could do on the hot path.
@@ -18,7 +20,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from chatd import Client, Server, StashKey, hookimpl
+from chatd import Client, Event, Server, StashKey, hookimpl
 from chatd.logsetup import QueuedSink
 
 log = logging.getLogger("chatd.events")
@@ -83,14 +85,17 @@ def chatd_nick_change(client: Client, old: str, new: str) -> None:
 
 
 @hookimpl
-def chatd_message(client: Client, text: str) -> None:
+def chatd_message(client: Client, text: str, event: Event) -> None:
     mode = client.server.stash.get(LOG_MESSAGES, False)
     if not mode or not log.isEnabledFor(logging.INFO):
         return
-    room = client.room.name if client.room is not None else "-"
+    target = event.target
+    where = f"room={target}" if target.startswith("#") else f"to={target or '-'}"
     if mode is True:
         log.info(
-            "message id=%d nick=%s room=%s text=%s", client.id, client.nick, room, _quote(text)
+            "%s id=%d nick=%s %s event=%d text=%s",
+            event.kind, client.id, client.nick, where, event.id, _quote(text),
         )
     else:
-        log.info("message id=%d nick=%s room=%s", client.id, client.nick, room)
+        log.info("%s id=%d nick=%s %s event=%d", event.kind, client.id, client.nick, where,
+                 event.id)

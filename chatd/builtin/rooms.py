@@ -1,16 +1,19 @@
-"""Built-in plugin *rooms*: the default room, /join /part /rooms /who /topic, notices.
+"""Built-in plugin *rooms*: the default room, where lines go, /join /part /rooms /who /topic.
 
-Policy, all of it replaceable by disabling this plugin:
+Policy, all of it replaceable (disable this plugin, or pre-empt its hooks):
 
-* A new client is put in the default room and greeted with the welcome line
-  (``plugins.rooms.welcome`` in config.yaml, with ``{nick}`` and ``{room}``).
-* Plain lines go to the *other* members of the client's current room as
-  ``<nick> text``; the sender gets no echo.
+* A new client is greeted with the welcome line (``plugins.rooms.welcome`` in
+  config.yaml, with ``{nick}`` and ``{room}``) and put in the default room.
+* Plain lines go to the client's current room (``chatd_route_message``, a
+  ``trylast`` default any plugin can pre-empt); the server delivers them to the
+  *other* members, with no echo to the sender.
 * A client may be in several rooms; ``/join`` makes a room current, ``/part``
   leaves one, and the current room falls back to the latest other room.  The
   last room cannot be left (every client is always somewhere).
-* Joins, parts, quits and nick changes are announced as ``* ...`` notices to
-  the members of the rooms concerned, each member told once.
+
+Joins, parts, quits and nick changes are events the server itself delivers to
+the rooms concerned (each member told once); this plugin only words the
+replies to its own commands.
 """
 
 from __future__ import annotations
@@ -45,43 +48,9 @@ def chatd_client_connect(client: Client) -> None:
     server.join(client, server.default_room)
 
 
-@hookimpl
-def chatd_message(client: Client, text: str) -> None:
-    room = client.room
-    if room is None:
-        client.error("you are not in a room; /join one first")
-        return
-    room.send(f"<{client.nick}> {text}", exclude=client)
-
-
-@hookimpl
-def chatd_room_join(client: Client, room: Room) -> None:
-    room.send(f"* {client.nick} joined {room.name}", exclude=client)
-
-
-@hookimpl
-def chatd_room_part(client: Client, room: Room, reason: str) -> None:
-    suffix = f" ({reason})" if reason else ""
-    room.send(f"* {client.nick} left {room.name}{suffix}")
-
-
-@hookimpl
-def chatd_client_disconnect(client: Client, reason: str) -> None:
-    text = f"* {client.nick} quit ({reason})" if reason else f"* {client.nick} quit"
-    _tell_neighbours(client, text)
-
-
-@hookimpl
-def chatd_nick_change(client: Client, old: str, new: str) -> None:
-    _tell_neighbours(client, f"* {old} is now known as {new}")
-
-
-def _tell_neighbours(client: Client, text: str) -> None:
-    """Send ``text`` once to everyone who shares a room with ``client``."""
-    neighbours = client.server.clients_in(client.rooms)
-    neighbours.discard(client)
-    for other in neighbours:
-        other.send(text)
+@hookimpl(trylast=True)
+def chatd_route_message(client: Client, text: str) -> Room | None:
+    return client.room
 
 
 # -- commands ------------------------------------------------------------------
@@ -139,16 +108,18 @@ def cmd_part(client: Client, args: str) -> None:
 
 
 def cmd_rooms(client: Client, args: str) -> None:
-    rooms = list(client.server.rooms)
+    rooms = client.server.room_list()
+    current = client.room.name if client.room is not None else None
     listing = ", ".join(
-        f"{room.name} ({len(room)})" + (" *" if room is client.room else "") for room in rooms
+        f"{room.name} ({room.members})" + (" *" if room.name == current else "")
+        for room in rooms
     )
     client.notice(f"{len(rooms)} room(s): {listing}  (* = your current room)")
 
 
 def cmd_who(client: Client, args: str) -> None:
     room = _room_arg(client, args)
-    nicks = sorted((m.nick for m in room.members), key=str.lower)
+    nicks = sorted(client.server.who(room), key=str.lower)
     topic = f" — topic: {room.topic}" if room.topic else ""
     client.notice(f"{room.name} has {len(nicks)} member(s): {', '.join(nicks)}{topic}")
 
@@ -169,8 +140,7 @@ def cmd_topic(client: Client, args: str) -> None:
         return
     if room not in client.rooms:
         raise CommandError(f"join {room.name} to set its topic")
-    room.topic = text[:300]
-    room.send(f"* {client.nick} set the topic of {room.name} to: {room.topic}")
+    client.server.set_topic(client, room, text)
 
 
 @hookimpl

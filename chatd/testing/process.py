@@ -1,42 +1,20 @@
-"""A test kit for chatd and its plugins: real server processes, real sockets.
+"""Real chatd processes and real socket clients (line and jsonl) for tests."""
 
-Use it from a ``conftest.py``::
-
-    pytest_plugins = ["chatd.testing"]
-
-    def test_roll(chatd_server):
-        server = chatd_server(plugin_dirs=["plugins"])
-        alice = server.client()
-        alice.send("/roll 2d6")
-        alice.expect(r"^\\* .* rolled 2d6")
-
-Fixtures
---------
-``chatd_server``
-    A factory: ``chatd_server(config=None, **sections)`` writes a config file
-    (port 0, loopback), starts ``python -m chatd`` as a subprocess, waits until
-    it listens and returns a :class:`ServerProcess`.  Every server is stopped
-    (SIGTERM, then SIGKILL) when the test ends.
-
-Every read has a timeout: a missing line is a red test, never a hang.
-"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 DEFAULT_TIMEOUT = 5.0
@@ -163,7 +141,7 @@ class ChatClient:
 
     def welcome(self) -> str:
         """Read the welcome line and remember this client's nick."""
-        match = self.expect(r"^\* Welcome to chatd, (\S+)\.")
+        match = self.expect(r"^\*\*\* Welcome to chatd, (\S+)\.")
         self.nick = match.group(1)
         return self.nick
 
@@ -172,6 +150,67 @@ class ChatClient:
             self.sock.close()
 
     def __enter__(self) -> ChatClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class JsonClient:
+    """A jsonl test client: JSON objects out, JSON objects in, over a real socket."""
+
+    def __init__(self, address: tuple[str, int], *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.lines = ChatClient(address, timeout=timeout)
+        self.timeout = timeout
+        #: Every object received so far, in order.
+        self.history: list[dict[str, Any]] = []
+        self.nick: str | None = None
+
+    def send(self, obj: dict[str, Any] | None = None, /, **fields: Any) -> None:
+        """Send one request: ``send(cmd="say", text="hi")`` or ``send({...})``."""
+        payload = {**(obj or {}), **fields}
+        self.lines.send_raw(json.dumps(payload).encode("utf-8") + b"\n")
+
+    def recv(self, timeout: float | None = None) -> dict[str, Any]:
+        """The next object; raises AssertionError on timeout, EOF or a line that is not JSON."""
+        line = self.lines.recv_line(timeout)
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            raise AssertionError(f"not a JSON line: {line!r}") from None
+        assert isinstance(obj, dict), f"not a JSON object: {line!r}"
+        self.history.append(obj)
+        return obj
+
+    def expect(self, /, timeout: float | None = None, **fields: Any) -> dict[str, Any]:
+        """Read objects until one has all of ``fields`` (skipping others); return it."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        skipped: list[dict[str, Any]] = []
+        while True:
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                obj = self.recv(timeout=remaining)
+            except AssertionError as exc:
+                raise AssertionError(
+                    f"expected an object with {fields}; skipped {skipped[-10:]}: {exc}"
+                ) from None
+            if all(obj.get(k) == v for k, v in fields.items()):
+                return obj
+            skipped.append(obj)
+
+    def expect_nothing(self, wait: float = 0.3) -> None:
+        self.lines.expect_nothing(wait)
+
+    def welcome(self) -> str:
+        """Read up to this client's own join of its first room; remember its nick."""
+        joined = self.expect(type="join", self=True)
+        self.nick = joined["from"]
+        return self.nick
+
+    def close(self) -> None:
+        self.lines.close()
+
+    def __enter__(self) -> JsonClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -196,10 +235,15 @@ class ServerProcess:
             env={**os.environ, **(env or {})},
         )
         self.host = "127.0.0.1"
-        self.port = self._wait_for_port(startup_timeout)
-        self._clients: list[ChatClient] = []
+        #: The bound port of every listener, in config order.
+        self.ports = self._wait_for_ports(startup_timeout)
+        self.port = self.ports[0]
+        self._clients: list[ChatClient | JsonClient] = []
 
     def _wait_for_port(self, timeout: float) -> int:
+        return self._wait_for_ports(timeout)[0]
+
+    def _wait_for_ports(self, timeout: float) -> list[int]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -207,7 +251,7 @@ class ServerProcess:
             with contextlib.suppress(FileNotFoundError, ValueError):
                 text = self.port_file.read_text()
                 if text.endswith("\n"):
-                    return int(text)
+                    return [int(line) for line in text.splitlines()]
             time.sleep(0.02)
         self.kill()
         raise RuntimeError(f"chatd did not start within {timeout}s:\n{self.log()}")
@@ -224,6 +268,15 @@ class ServerProcess:
                source: str | None = None) -> ChatClient:
         """Connect a client; by default also read its welcome line."""
         client = ChatClient(self.address, timeout=timeout, source=source)
+        self._clients.append(client)
+        if welcome:
+            client.welcome()
+        return client
+
+    def json_client(self, *, listener: int = 1, welcome: bool = True,
+                    timeout: float = DEFAULT_TIMEOUT) -> JsonClient:
+        """Connect a jsonl client to listener number ``listener`` (0-based, in config order)."""
+        client = JsonClient((self.host, self.ports[listener]), timeout=timeout)
         self._clients.append(client)
         if welcome:
             client.welcome()
@@ -273,7 +326,9 @@ def write_config(path: Path, **sections: Any) -> Path:
 
     Relative ``plugin_dirs`` are taken relative to the current directory (where
     pytest runs), not to the temporary folder the config is written to.  The
-    flood limit and the per-address limits are off unless a test sets them.
+    flood limit and the per-address limits are off, and installed entry-point
+    plugins are not loaded, unless a test sets them.  ``listen`` may be a list of
+    listeners (``[{"port": 0}, {"port": 0, "protocol": "jsonl"}]``).
     """
     data: dict[str, Any] = {
         "listen": {"host": "127.0.0.1", "port": 0},
@@ -282,9 +337,14 @@ def write_config(path: Path, **sections: Any) -> Path:
         "flood": {"lines_per_second": 0},
         # Tests connect many clients from 127.0.0.1 in quick succession.
         "per_ip": {"max_connections": 0, "connect_rate": 0, "max_unregistered": 0},
+        # What happens to be pip-installed must not change a test's outcome.
+        "plugin_host": {"entry_points": False},
     }
     if "plugin_dirs" in sections:
         sections["plugin_dirs"] = [str(Path(d).resolve()) for d in sections["plugin_dirs"]]
+    if isinstance(sections.get("listen"), list):
+        listeners = sections.pop("listen")
+        data["listen"] = [{"host": "127.0.0.1", "port": 0, **item} for item in listeners]
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key] = {**data[key], **value}
@@ -294,127 +354,3 @@ def write_config(path: Path, **sections: Any) -> Path:
     return path
 
 
-@pytest.fixture
-def chatd_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """Factory fixture: ``chatd_server(**config_sections)`` -> a running :class:`ServerProcess`."""
-    servers: list[ServerProcess] = []
-    counter = iter(range(1_000_000))
-
-    def start(config: Path | None = None, *, extra_args: list[str] | None = None,
-              env: dict[str, str] | None = None, **sections: Any) -> ServerProcess:
-        workdir = tmp_path / f"server{next(counter)}"
-        workdir.mkdir()
-        if config is None:
-            config = write_config(workdir / "config.yaml", **sections)
-        server = ServerProcess(config, workdir, extra_args=extra_args, env=env)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
-
-
-# -- probes for fault tests ------------------------------------------------------
-# Small, Linux-specific helpers chatd's own reliability tests share; a plugin's
-# hardening tests can use them too.
-
-_LOG_RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ", re.MULTILINE)
-
-
-def skip_unless_ci(reason: str) -> None:
-    """Skip a test whose system tool is missing, except in CI (``CI=true``), where a
-    missing tool is a failure: CI must not pass by skipping what it cannot run."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"missing in CI: {reason}")
-    pytest.skip(reason)
-
-
-def fd_count(pid: int) -> int:
-    """Open descriptors of process ``pid`` (leak checks)."""
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of process ``pid``."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` (busy-loop checks compare two readings)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def reset(sock: socket.socket) -> None:
-    """Close with SO_LINGER (1, 0): the peer gets an RST, not a FIN."""
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until it is true (True) or ``timeout`` passes (False)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-
-
-def unexpected_tracebacks(log: str) -> list[str]:
-    """Log records with a traceback that is not a reported plugin failure."""
-    records = [r for r in _LOG_RECORD_START.split(log) if "Traceback" in r]
-    return [r for r in records if not re.match(r"ERROR chatd\.plugin_errors: plugin ", r)]
-
-
-def parked_operator(
-    server: ServerProcess, password: str, *, room: str = "#ops", client: ChatClient | None = None
-) -> ChatClient:
-    """A client made operator (``/oper``) and parked alone in ``room``.
-
-    Out of ``#lobby``, chat traffic cannot bury the replies to its commands.
-    """
-    op = client if client is not None else server.client()
-    op.send(f"/oper {password}")
-    op.expect(r"^\* you are now an operator$")
-    op.send(f"/join {room}")
-    op.expect(rf"^\* you are the first in {room}$")
-    op.send("/part #lobby")
-    op.expect(rf"^\* you are now talking in {room}$")
-    return op
-
-
-def operator_stats(op: ChatClient) -> dict[str, Any]:
-    """Run ``/stats`` as operator ``op`` and parse it.
-
-    Keys: ``clients``, ``max_clients``, ``rooms``, ``connections_total``,
-    ``output_queued``, and one ``{name: count}`` table per titled line
-    (``refused``, ``limit disconnections``, ``plugin errors``, ``slow plugin calls``).
-    """
-    op.send("/stats")
-    first = op.expect(r"^\* clients (\d+)/(\d+), rooms (\d+), connections since start (\d+)$")
-    lines = [op.recv_line() for _ in range(6)]
-    queued = re.search(r"output queued (\d+)$", lines[0])
-    assert queued, lines
-    result: dict[str, Any] = {
-        "clients": int(first.group(1)),
-        "max_clients": int(first.group(2)),
-        "rooms": int(first.group(3)),
-        "connections_total": int(first.group(4)),
-        "output_queued": int(queued.group(1)),
-    }
-    for line in lines[2:]:
-        title, _, counts = line[2:].partition(": ")
-        table: dict[str, int] = {}
-        if counts != "none":
-            for item in counts.split(", "):
-                name, _, count = item.rpartition(" ")
-                table[name] = int(count)
-        result[title] = table
-    return result

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from ..delivery import nick_key
+
 _NICK = re.compile(r"[A-Za-z_\[\]\\^{}|`][A-Za-z0-9_\-\[\]\\^{}|`]*\Z")
 
 #: Names nobody may take: they would read as the server speaking.
@@ -18,10 +20,7 @@ RESERVED = frozenset({"server", "system", "chatd", "admin", "root", "operator", 
 
 GUEST_PREFIX = "guest-"
 
-
-def nick_key(nick: str) -> str:
-    """The form used for uniqueness: ``Alice`` and ``alice`` are the same nick."""
-    return nick.lower()
+__all__ = ["GUEST_PREFIX", "RESERVED", "nick_key", "nick_problem"]
 
 
 def nick_problem(nick: str, max_bytes: int = 32) -> str | None:

@@ -1,8 +1,9 @@
-"""Commands: the declaration plugins make, the table the server keeps, the parser.
+"""Commands: the declaration plugins make, and the table the server keeps.
 
-A line that starts with ``/`` is a command; ``//text`` is the escape for a
-message that starts with ``/`` (it is sent as ``/text``).  Parsing is sans-IO
-and lives here so it can be tested alone; dispatch lives in the server.
+How a client names a command is its protocol's business (``/name args`` on the
+line protocol, ``{"cmd": "name"}`` in JSON); both arrive as a
+:class:`chatd.requests.Invoke` and are dispatched through this table by the
+chat domain (:mod:`chatd.chat.domain`).
 """
 
 from __future__ import annotations
@@ -11,21 +12,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..plugins import PluginLoadError
+from .errors import CommandError, UsageError
+
 if TYPE_CHECKING:
+    from ..plugins import PluginHost
     from .client import Client
 
 CommandHandler = Callable[["Client", str], Any]
-
-
-class CommandError(Exception):
-    """Raised by a command handler: the client is shown ``! <message>``."""
-
-
-class UsageError(CommandError):
-    """Raised by a command handler for bad arguments: the client is shown the usage line.
-
-    An optional message is shown before it: ``! bad dice: 0d6 -- usage: /roll NdM``.
-    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,26 +90,46 @@ class CommandTable:
         return isinstance(name, str) and name.lower() in self._commands
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedCommand:
-    """``/name args`` split into its parts."""
+def collect_commands(hooks: PluginHost, server: object) -> CommandTable:
+    """Ask every plugin for its commands (``chatd_commands``) and build the table.
 
-    name: str
-    args: str
-    cleaned: bool = False  # the sanitiser removed control characters from the line
-
-
-def parse_line(text: str) -> str | ParsedCommand:
-    """Classify a received line: a message (``str``) or a command.
-
-    ``//x`` is the message ``/x``; a lone ``/`` is a message too (it cannot name
-    a command).
+    Raises :class:`~chatd.plugins.PluginLoadError` naming the plugin for a hook
+    that fails, a value that is not a :class:`Command`, or a name two plugins use.
     """
-    if not text.startswith("/"):
-        return text
-    if text.startswith("//"):
-        return text[1:]
-    name, _, args = text[1:].partition(" ")
-    if not name:
-        return text
-    return ParsedCommand(name.lower(), args.strip(), text.__class__ is not str)
+    table = CommandTable()
+    for impl in hooks.implementations("chatd_commands"):
+        plugin_name = impl.plugin_name
+        kwargs = {"server": server}
+        try:
+            declared = impl.function(*[kwargs[a] for a in impl.argnames]) or []
+        except Exception as exc:
+            raise PluginLoadError(
+                f"plugin {plugin_name!r} failed in chatd_commands: {type(exc).__name__}: {exc}"
+            ) from exc
+        for command in declared:
+            if not isinstance(command, Command):
+                raise PluginLoadError(
+                    f"plugin {plugin_name!r}: chatd_commands must return Command objects, "
+                    f"got {command!r}"
+                )
+            if not command.plugin:
+                object.__setattr__(command, "plugin", plugin_name)
+            try:
+                table.add(command)
+            except DuplicateCommandError as exc:
+                raise PluginLoadError(str(exc)) from exc
+            info = hooks.infos.get(command.plugin)
+            if info is not None and command.name not in info.commands:
+                info.commands.append(command.name)
+    return table
+
+
+__all__ = [
+    "Command",
+    "CommandError",
+    "CommandHandler",
+    "CommandTable",
+    "DuplicateCommandError",
+    "UsageError",
+    "collect_commands",
+]

@@ -1,0 +1,159 @@
+"""A connected chat user, as plugins see it.
+
+:class:`Client` is the domain's record of one user: its nick, its rooms, a place
+for plugin state, and ways to talk to it.  It never touches a socket: what it
+sends becomes an event (:mod:`chatd.events`) that the client's protocol
+renders (``*** notice`` and ``! error`` lines for ``nc``, JSON objects for a
+bot), sanitised, so no plugin can put a line on a terminal that looks like it
+came from someone else.
+
+The client is also its connection's *session*: the protocol object reports
+requests, half-closes and the end of the connection to the methods at the
+bottom (:class:`chatd.protocols.base.Session`); plugins do not call those.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from ..events import Event, Source
+from ..stash import Stash
+
+if TYPE_CHECKING:
+    from ..requests import Request
+    from .domain import ChatDomain
+    from .facade import Server
+    from .flood import FloodGate
+    from .rooms import Room
+
+
+class Client:
+    """One connected user.  Created by the server; plugins never construct it."""
+
+    __slots__ = (
+        "__weakref__",
+        "_domain",
+        "_gate",
+        "_quit_event",
+        "connected_at",
+        "connected_mono",
+        "id",
+        "link",
+        "nick",
+        "room",
+        "rooms",
+        "server",
+        "source",
+        "stash",
+    )
+
+    def __init__(self, domain: ChatDomain, link: Any, client_id: int, nick: str) -> None:
+        self._domain = domain
+        #: The server, as plugins see it (the same object hooks receive).
+        self.server: Server = domain.facade
+        #: The connection's protocol object (delivery renders through it).  Not for plugins.
+        self.link = link
+        #: A number unique for the life of the server process.
+        self.id = client_id
+        self.nick = nick
+        #: Who this client is in events (changes with the nick).
+        self.source = Source(nick, client_id)
+        #: The current room: where plain lines go.  Set by ``server.join()``.
+        self.room: Room | None = None
+        #: Every room the client is in, in join order (a dict used as an ordered set).
+        self.rooms: dict[Room, None] = {}
+        #: Per-plugin state; see :mod:`chatd.stash`.
+        self.stash = Stash()
+        #: When it connected: ``time.time()`` and ``time.monotonic()``.
+        self.connected_at = time.time()
+        self.connected_mono = time.monotonic()
+        self._gate: FloodGate | None = None
+        self._quit_event: Event | None = None
+
+    # -- talking to the client ---------------------------------------------
+
+    def notice(self, text: str) -> None:
+        """A notice from the server (or your plugin): ``*** text`` on the line protocol."""
+        self._domain.notice(self, text)
+
+    def error(self, text: str) -> None:
+        """An error for this client alone: ``! text`` on the line protocol."""
+        self._domain.error(self, text)
+
+    def deliver(self, event: Event) -> None:
+        """Show ``event`` to this client alone (rendered by its protocol)."""
+        self._domain.backend.to_client(event, self)
+
+    def send(self, text: str) -> None:
+        """Deprecated: API 1 sent raw lines; API 2 sends :meth:`notice` lines."""
+        warnings.warn(
+            "Client.send() is deprecated: use client.notice() (a plugin cannot send raw "
+            "lines; every line is rendered from an event)",
+            DeprecationWarning, stacklevel=2,
+        )
+        self.notice(text)
+
+    def close(self, reason: str = "", goodbye: str | None = None) -> None:
+        """Disconnect after delivering ``goodbye`` (a notice) and anything queued.
+
+        ``reason`` is what the others are told (``alice quit (reason)``) and what
+        ``chatd_client_disconnect`` receives.
+        """
+        if goodbye:
+            self.notice(goodbye)
+        self.link.close(reason or "closed")
+
+    # -- facts ---------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """False once the client is leaving; anything sent to it is then dropped."""
+        return self.link.connected
+
+    @property
+    def registered(self) -> bool:
+        """True once the client has sent a line."""
+        return self.link.registered
+
+    @property
+    def protocol(self) -> str:
+        """The name of the client's protocol: ``line``, ``jsonl``, ..."""
+        return self.link.name
+
+    @property
+    def address(self) -> str:
+        """The peer's IP address."""
+        return self.link.peer[0]
+
+    @property
+    def peer(self) -> tuple[str, int]:
+        """The peer's (address, port)."""
+        return self.link.peer
+
+    @property
+    def output_bytes(self) -> int:
+        """Bytes queued for this client and not yet accepted by the kernel."""
+        return self.link.output_bytes
+
+    # -- the session interface (called by the protocol, not by plugins) ----------
+
+    def requests_received(self, requests: list[Request]) -> None:
+        self._domain.handle(self, requests)
+
+    def eof_received(self) -> bool:
+        return self._domain.half_closed(self)
+
+    def output_skipped(self, count: int) -> None:
+        self.notice(
+            f"{count} line(s) skipped: you were not reading fast enough (your connection "
+            "or terminal is too slow for this room)"
+        )
+
+    def connection_lost(self, reason: str) -> None:
+        self._domain.disconnected(self, reason)
+
+    def __repr__(self) -> str:
+        host, port = self.link.peer
+        return f"<Client #{self.id} {self.nick} {host}:{port}>"

@@ -1,0 +1,218 @@
+"""The server, as a plugin sees it: the one object hooks receive as ``server``.
+
+Plugins reach everything through this facade (and the :class:`~chatd.Client`,
+:class:`~chatd.Room` and event objects it hands out), never through the
+composition root or the sockets.  docs/api.md is its reference, tested against
+this class so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..events import Event
+from ..stash import Stash
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..delivery import RoomInfo
+    from ..plugins import PluginHost, PluginTimer
+    from .client import Client
+    from .commands import CommandTable
+    from .domain import ChatDomain
+    from .rooms import Room, RoomTable
+
+log = logging.getLogger("chatd.server")
+
+
+class Lifecycle(Protocol):
+    """What the composition root lends the facade: the whole-server operations."""
+
+    def reload(self) -> bool: ...
+
+    def stop(self, deadline: float | None = None) -> None: ...
+
+    def stats_snapshot(self) -> dict[str, Any]: ...
+
+
+class Server:
+    """The server: clients, rooms, nicks, timers and the plugin host, for plugins.
+
+    One object for the life of the process (it survives reloads), so a plugin
+    may keep it.  Everything here runs on the event loop and returns at once;
+    only :meth:`call_soon_threadsafe` may be called from another thread.
+    """
+
+    __slots__ = ("_domain", "_lifecycle", "stash")
+
+    def __init__(self, domain: ChatDomain, lifecycle: Lifecycle | None = None) -> None:
+        self._domain = domain
+        self._lifecycle = lifecycle
+        #: Per-plugin server-wide state; see :mod:`chatd.stash`.  Survives reloads.
+        self.stash = Stash()
+
+    # -- configuration --------------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        """The whole configuration (:class:`chatd.config.Config`), as loaded."""
+        return self._domain.config
+
+    @property
+    def name(self) -> str:
+        """The server's name (``server.name``), the source of its notices."""
+        return self._domain.config.server.name
+
+    def plugin_config(self, name: str) -> Mapping[str, Any]:
+        """The ``plugins: {name: {...}}`` section of the config ({} if absent)."""
+        return self._domain.config.plugin_config(name)
+
+    # -- who and where --------------------------------------------------------------
+
+    @property
+    def clients(self) -> Mapping[int, Client]:
+        """Connected clients by id (read-only: the server adds and removes them)."""
+        return self._domain.clients
+
+    def find_client(self, nick: str) -> Client | None:
+        """The connected client with this nick (case-insensitive), or None."""
+        return self._domain.find_client(nick)
+
+    @property
+    def rooms(self) -> RoomTable:
+        """Every room: ``rooms.get(name)``, iteration in name order, ``len()``."""
+        return self._domain.rooms
+
+    @property
+    def default_room(self) -> str:
+        """The room every client starts in (``server.default_room``)."""
+        return self._domain.config.server.default_room
+
+    def who(self, room: Room) -> list[str]:
+        """The nicks in ``room`` (through the delivery backend: a cluster's, too)."""
+        return self._domain.backend.members(room)
+
+    def room_list(self) -> list[RoomInfo]:
+        """Name, member count and topic of every room (the backend's view)."""
+        return self._domain.backend.room_list(self._domain.rooms)
+
+    def clients_in(self, rooms: Iterable[Room]) -> set[Client]:
+        """Everyone in any of ``rooms`` (each client once)."""
+        return self._domain.clients_in(rooms)
+
+    # -- changing things ------------------------------------------------------------
+
+    def join(self, client: Client, name: str) -> Room:
+        """Put ``client`` in room ``name`` (created if new) and make it current.
+
+        The room is told (a join event).  Raises :class:`chatd.RoomError` for an
+        invalid name.  Joining a room the client is in only makes it current.
+        """
+        return self._domain.join(client, name)
+
+    def part(self, client: Client, room: Room, reason: str = "") -> None:
+        """Take ``client`` out of ``room``, telling the room (``reason`` is filtered)."""
+        self._domain.part(client, room, reason)
+
+    def rename(self, client: Client, new: str) -> None:
+        """Give ``client`` the nick ``new``; raises :class:`chatd.NickError` with the reason."""
+        self._domain.rename(client, new)
+
+    def message(self, client: Client, text: str, room: Room | None = None) -> Event | None:
+        """Send ``text`` as a chat line from ``client`` (to ``room``, or where it routes).
+
+        The same path a typed line takes: filters, ``chatd_message``, delivery.
+        Returns the event, or None if a filter dropped it.
+        """
+        return self._domain.say(client, text, room)
+
+    def action(self, client: Client, text: str, room: Room | None = None) -> Event | None:
+        """Send ``text`` as an action (``/me``) from ``client``; see :meth:`message`."""
+        return self._domain.say(client, text, room, action=True)
+
+    def private_message(self, client: Client, nick: str, text: str) -> Event | None:
+        """Send ``text`` from ``client`` to ``nick``; raises CommandError if nobody has it."""
+        return self._domain.private_message(client, nick, text)
+
+    def set_topic(self, client: Client, room: Room, text: str) -> Event | None:
+        """Set the topic of ``room`` as ``client`` (filtered); the room is told."""
+        return self._domain.set_topic(client, room, text)
+
+    def quit(self, client: Client, reason: str = "") -> None:
+        """Disconnect ``client`` as if it typed ``/quit reason`` (the reason is filtered)."""
+        self._domain.quit(client, reason)
+
+    def broadcast(self, text: str, *, exclude: Client | None = None) -> int:
+        """A notice to every connected client (but ``exclude``); returns the count."""
+        return self._domain.broadcast(text, exclude)
+
+    def notify_operators(self, text: str) -> None:
+        """Tell the operators something (a plugin was disabled, a reload failed).
+
+        Logged, and passed to ``chatd_operator_notice`` so the ``oper`` plugin (or
+        any other) can deliver it.
+        """
+        log.warning("operator notice: %s", text)
+        self._domain.hooks.call("chatd_operator_notice", server=self, text=text)
+
+    # -- plugins and commands ---------------------------------------------------------
+
+    @property
+    def hooks(self) -> PluginHost:
+        """The plugin host: ``hooks.call("your_hook", ...)`` calls a hook with guard rails."""
+        return self._domain.hooks
+
+    @property
+    def commands(self) -> CommandTable:
+        """Every command, by name (``commands.get("join")``; iteration in name order)."""
+        return self._domain.commands
+
+    # -- time -------------------------------------------------------------------------
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> PluginTimer:
+        """Run ``callback(*args)`` after ``delay`` seconds, on the loop.
+
+        The timer belongs to the plugin that creates it: it runs with the same
+        guard rails as a hook (an exception or an overrun is logged with the
+        plugin's name and counts towards its circuit breaker), and it is
+        cancelled when the plugin is disabled, reloaded or shut down.
+        ``.cancel()`` stops it.
+        """
+        return self._domain.hooks.call_later(delay, callback, *args)
+
+    def call_soon(self, callback: Callable[..., Any], *args: Any) -> PluginTimer:
+        """Run ``callback(*args)`` on the loop as soon as possible (after this event)."""
+        return self._domain.hooks.call_later(0.0, callback, *args)
+
+    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
+        """From any thread: run ``callback(*args)`` on the loop, soon.
+
+        For plugins that do blocking work (a web request, a database) in a
+        thread of their own and need to hand the result back to the chat.
+        """
+        self._domain.hooks.call_soon_threadsafe(callback, *args)
+
+    # -- the whole server -------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Re-read the config and reload every plugin (like SIGHUP); False on failure."""
+        if self._lifecycle is None:
+            raise RuntimeError("this server cannot reload (no lifecycle attached)")
+        return self._lifecycle.reload()
+
+    def stop(self) -> None:
+        """Shut the server down gracefully (like SIGTERM)."""
+        if self._lifecycle is None:
+            raise RuntimeError("this server cannot stop (no lifecycle attached)")
+        self._lifecycle.stop()
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        """All counters and gauges, as ``/stats`` and the metrics exporter show them."""
+        if self._lifecycle is None:
+            return self._domain.stats.snapshot()
+        return self._lifecycle.stats_snapshot()
+
+    def __repr__(self) -> str:
+        return f"<chatd Server {self.name!r} clients={len(self._domain.clients)}>"

@@ -1,0 +1,403 @@
+"""Delivery and presence: where events go, and who is where.
+
+The chat domain decides *what* happened (an event) and *who* it concerns (a
+room, a nick, everyone); a :class:`DeliveryBackend` gets it there and answers
+presence questions (``/who``, ``/rooms``, whether a nick is free).  The
+in-process :class:`LocalBackend` is the default.  A backend that spans several
+processes or machines (Redis, a later issue) is a plugin implementing the
+``chatd_delivery_backend`` hook: it receives the local backend, publishes what
+it is given, and hands what arrives from other nodes to the local backend; the
+core does not change.
+
+The hot path: per-tick room batching
+------------------------------------
+The cost of a broadcast server is dominated by ``send()`` calls and by Python
+work done once per *recipient*.  So a room event is not rendered into every
+member's queue when it happens; it is recorded once in the tick's batch
+(:class:`Fanout`).  Just before the reactor flushes (Redis' ``beforeSleep``),
+:meth:`Fanout.flush` renders each event **once per protocol** (a room with only
+``nc`` users renders it once), joins a room's lines into one ``bytes`` object
+per protocol and hands that one object to every member: per tick and recipient
+that is one ``send()``, however many lines the room carried.  Notices of
+departures and renames (one event for all the rooms of a client, each member
+told once) ride the same batch, so a thousand clients leaving at once cost a
+thousand renders, not a million.
+
+Ordering guarantees (what a reader of one connection sees):
+
+* events from one source arrive in the order they happened;
+* everything a client is sent directly (:meth:`LocalBackend.to_client`:
+  replies, errors, private messages) stays in order with room events, because a
+  direct delivery first flushes the pending batch if that client is in one of
+  its rooms;
+* a member of several rooms that carried events in the same tick gets them in
+  the global order they happened (the "crowded" path below);
+* a client that joins a room gets only what happened there after it joined,
+  even within one tick (the batch remembers where each late joiner came in).
+
+The source of a message is excluded from its own delivery (no echo).  Nothing
+is queued for a connection that is already closing (its transport drops it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .events import Event
+
+if TYPE_CHECKING:
+    from .stats import Stats
+
+
+# -- what delivery needs of the domain's objects (duck types: no import of the domain) ----------
+
+
+class Link(Protocol):
+    """A client's way out: its protocol object (see :mod:`chatd.protocols.base`)."""
+
+    renderer: Any
+    write_now: Any
+
+    def deliver(self, event: Event, viewer: int) -> None: ...
+
+
+class Recipient(Protocol):
+    """A client as delivery sees it."""
+
+    id: int
+    nick: str
+    link: Link
+    rooms: dict[Any, None]
+
+
+class Place(Protocol):
+    """A room as delivery sees it."""
+
+    name: str
+    topic: str
+    members: dict[Any, None]
+    renderers: dict[Any, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    """One line of a room listing."""
+
+    name: str
+    members: int
+    topic: str
+
+
+# -- the interface ------------------------------------------------------------------------------
+
+
+class DeliveryBackend(Protocol):
+    """Where the chat domain sends events, and asks who is where.
+
+    Every method is called on the event loop and must not block (a networked
+    backend queues and returns).  ``room`` arguments are the domain's
+    :class:`~chatd.Room` objects, ``client`` arguments its :class:`~chatd.Client`
+    objects, ``event`` arguments :mod:`chatd.events` objects.
+    """
+
+    # delivery
+    def to_room(self, event: Event, room: Place, exclude: Recipient | None = None) -> None:
+        """Deliver ``event`` to every member of ``room`` except ``exclude``."""
+
+    def to_rooms(
+        self, event: Event, rooms: Iterable[Place], exclude: Recipient | None = None
+    ) -> None:
+        """Deliver ``event`` once to everyone in any of ``rooms`` except ``exclude``."""
+
+    def to_client(self, event: Event, client: Recipient) -> None:
+        """Deliver ``event`` to one client, in order with its room events."""
+
+    def to_nick(self, event: Event, nick: str) -> bool:
+        """Deliver ``event`` to whoever has ``nick``; False if nobody has it."""
+
+    def to_everyone(self, event: Event, exclude: Recipient | None = None) -> None:
+        """Deliver ``event`` to every client (server-wide notices)."""
+
+    def flush(self) -> None:
+        """End of the tick: deliver what was batched (called by the reactor)."""
+
+    # presence
+    def claim_nick(self, client: Recipient, nick: str) -> bool:
+        """Give ``nick`` to ``client`` if nobody else has it; False if taken."""
+
+    def release_nick(self, client: Recipient, nick: str) -> None:
+        """``client`` no longer uses ``nick`` (renamed or gone)."""
+
+    def find_nick(self, nick: str) -> Recipient | None:
+        """The local client with ``nick``, if any."""
+
+    def joined(self, client: Recipient, room: Place) -> None:
+        """``client`` is now a member of ``room``."""
+
+    def parted(self, client: Recipient, room: Place) -> None:
+        """``client`` is no longer a member of ``room``."""
+
+    def members(self, room: Place) -> list[str]:
+        """The nicks in ``room`` (with a cluster backend: on every node)."""
+
+    def room_list(self, rooms: Iterable[Place]) -> list[RoomInfo]:
+        """A listing of ``rooms`` (the local ones) and, for a cluster, the others."""
+
+
+# -- the local backend --------------------------------------------------------------------------
+
+
+def nick_key(nick: str) -> str:
+    """The form used for uniqueness: ``Alice`` and ``alice`` are the same nick."""
+    return nick.lower()
+
+
+class LocalBackend:
+    """Everything in this process: the nick table and the per-tick fan-out."""
+
+    def __init__(self, stats: Stats | None = None) -> None:
+        self.fanout = Fanout(stats)
+        self._nicks: dict[str, Recipient] = {}
+        self._everyone: dict[int, Recipient] = {}
+
+    # delivery
+
+    def to_room(self, event: Event, room: Place, exclude: Recipient | None = None) -> None:
+        self.fanout.add(event, (room,), exclude)
+
+    def to_rooms(
+        self, event: Event, rooms: Iterable[Place], exclude: Recipient | None = None
+    ) -> None:
+        rooms = tuple(rooms)
+        if rooms:
+            self.fanout.add(event, rooms, exclude)
+
+    def to_client(self, event: Event, client: Recipient) -> None:
+        fanout = self.fanout
+        if fanout.pending and not fanout.rooms_pending.isdisjoint(client.rooms):
+            fanout.flush()  # room events that happened earlier must arrive earlier
+        client.link.deliver(event, client.id)
+
+    def to_nick(self, event: Event, nick: str) -> bool:
+        target = self._nicks.get(nick_key(nick))
+        if target is None:
+            return False
+        self.to_client(event, target)
+        return True
+
+    def to_everyone(self, event: Event, exclude: Recipient | None = None) -> None:
+        self.fanout.flush()
+        rendered: dict[Any, bytes] = {}
+        for client in tuple(self._everyone.values()):
+            if client is exclude:
+                continue
+            link = client.link
+            data = rendered.get(link.renderer)
+            if data is None:
+                data = rendered[link.renderer] = link.renderer.render(event)
+            if data:
+                link.write_now(data)
+
+    def flush(self) -> None:
+        self.fanout.flush()
+
+    # presence
+
+    def connected(self, client: Recipient) -> None:
+        """A new local client (the domain calls this before anything else)."""
+        self._everyone[client.id] = client
+
+    def disconnected(self, client: Recipient) -> None:
+        self._everyone.pop(client.id, None)
+
+    def claim_nick(self, client: Recipient, nick: str) -> bool:
+        key = nick_key(nick)
+        holder = self._nicks.get(key)
+        if holder is not None and holder is not client:
+            return False
+        self._nicks[key] = client
+        return True
+
+    def release_nick(self, client: Recipient, nick: str) -> None:
+        key = nick_key(nick)
+        if self._nicks.get(key) is client:
+            del self._nicks[key]
+
+    def find_nick(self, nick: str) -> Recipient | None:
+        return self._nicks.get(nick_key(nick))
+
+    def joined(self, client: Recipient, room: Place) -> None:
+        # Membership is the room's own table; the batch must only learn where a
+        # client came in, so it is not shown what the room said before.
+        self.fanout.joined(client, room)
+
+    def parted(self, client: Recipient, room: Place) -> None:
+        pass
+
+    def members(self, room: Place) -> list[str]:
+        return [member.nick for member in room.members]
+
+    def room_list(self, rooms: Iterable[Place]) -> list[RoomInfo]:
+        return [RoomInfo(room.name, len(room.members), room.topic) for room in rooms]
+
+
+# -- the fan-out ---------------------------------------------------------------------------------
+
+
+class _Entry:
+    """One event in the tick's batch, with its renders (one per renderer)."""
+
+    __slots__ = ("event", "exclude", "order", "rendered", "rooms")
+
+    def __init__(
+        self, event: Event, rooms: tuple[Place, ...], exclude: Recipient | None, order: int
+    ) -> None:
+        self.event = event
+        self.rooms = rooms
+        self.exclude = exclude
+        self.order = order
+        self.rendered: dict[Any, bytes] = {}
+
+    def bytes_for(self, renderer: Any) -> bytes:
+        data = self.rendered.get(renderer)
+        if data is None:
+            data = self.rendered[renderer] = renderer.render(self.event)
+        return data
+
+
+class Fanout:
+    """The tick's pending room events; flushed before the reactor's write flush."""
+
+    __slots__ = ("_entries", "_late", "_stats", "rooms_pending")
+
+    def __init__(self, stats: Stats | None = None) -> None:
+        self._stats = stats
+        self._entries: list[_Entry] = []
+        #: Rooms with events in this batch: a direct delivery to a client flushes the
+        #: batch first only if the client is in one of them (ordering), so a
+        #: connect storm's welcomes do not flush every join notice one by one.
+        self.rooms_pending: set[Any] = set()
+        #: room -> {client: position in the batch when it joined} for this tick's joiners.
+        self._late: dict[Any, dict[Any, int]] = {}
+
+    def joined(self, client: Recipient, room: Place) -> None:
+        """``client`` joined ``room`` now: it gets none of the room's earlier pending events."""
+        if room in self.rooms_pending:
+            self._late.setdefault(room, {})[client] = len(self._entries)
+
+    @property
+    def pending(self) -> int:
+        return len(self._entries)
+
+    def add(self, event: Event, rooms: tuple[Place, ...], exclude: Recipient | None) -> None:
+        """Record ``event`` for the members of ``rooms`` (delivered at :meth:`flush`)."""
+        self._entries.append(_Entry(event, rooms, exclude, len(self._entries)))
+        self.rooms_pending.update(rooms)
+
+    def flush(self) -> None:
+        """Deliver every pending event: one payload per room, protocol and recipient."""
+        entries = self._entries
+        if not entries:
+            return
+        self._entries = []
+        self.rooms_pending = set()
+        late, self._late = self._late, {}
+        by_room: dict[Any, list[_Entry]] = {}
+        deliveries = 0
+        for entry in entries:
+            for room in entry.rooms:
+                by_room.setdefault(room, []).append(entry)
+                deliveries += len(room.members)
+            if entry.exclude is not None:
+                deliveries -= 1
+        if self._stats is not None:
+            self._stats.deliveries += deliveries
+        busy = by_room if len(by_room) > 1 else None
+        crowded: set[Any] = set()
+        for room, room_entries in by_room.items():
+            _deliver_room(room, room_entries, busy, crowded, late.get(room))
+        for client in crowded:
+            # In two or more of this tick's busy rooms: merge their events in the
+            # order they happened, each once (a quit spans rooms), skipping its own.
+            mine: dict[int, _Entry] = {}
+            for room in client.rooms:
+                since = late.get(room, {}).get(client, 0)
+                for entry in by_room.get(room, ()):
+                    if entry.order >= since:
+                        mine[entry.order] = entry
+            renderer = client.link.renderer
+            payload = b"".join(
+                mine[order].bytes_for(renderer)
+                for order in sorted(mine)
+                if mine[order].exclude is not client
+            )
+            if payload:
+                client.link.write_now(payload)
+
+
+def _payload(entries: list[_Entry], renderer: Any) -> bytes:
+    if len(entries) == 1:
+        return entries[0].bytes_for(renderer)
+    return b"".join(entry.bytes_for(renderer) for entry in entries)
+
+
+def _deliver_room(
+    room: Place,
+    entries: list[_Entry],
+    busy: dict[Any, list[_Entry]] | None,
+    crowded: set[Any],
+    late: dict[Any, int] | None,
+) -> None:
+    """Hand one room's events to its members: one shared payload per renderer.
+
+    Members that sent some of the events, or joined after some, get their own
+    selection (``special``); everyone else shares one payload per renderer.
+    """
+    special: dict[Any, int] = dict.fromkeys(
+        (entry.exclude for entry in entries if entry.exclude is not None), 0
+    )
+    if late:
+        special.update(late)
+    renderers = room.renderers
+    if len(renderers) == 1:
+        # The common case, everyone on one protocol: render once, share one object.
+        renderer = next(iter(renderers))
+        payload = _payload(entries, renderer)
+        for member in tuple(room.members):
+            if busy is not None and len(member.rooms) > 1 and _is_crowded(member, busy):
+                crowded.add(member)
+            elif member in special:
+                _send_own(member, entries, renderer, special[member])
+            elif payload:
+                member.link.write_now(payload)
+        return
+    payloads: dict[Any, bytes] = {}
+    for member in tuple(room.members):
+        if busy is not None and len(member.rooms) > 1 and _is_crowded(member, busy):
+            crowded.add(member)
+            continue
+        link = member.link
+        renderer = link.renderer
+        if member in special:
+            _send_own(member, entries, renderer, special[member])
+            continue
+        payload = payloads.get(renderer)
+        if payload is None:
+            payload = payloads[renderer] = _payload(entries, renderer)
+        if payload:
+            link.write_now(payload)
+
+
+def _is_crowded(member: Recipient, busy: dict[Any, list[_Entry]]) -> bool:
+    return sum(1 for r in member.rooms if r in busy) > 1
+
+
+def _send_own(member: Recipient, entries: list[_Entry], renderer: Any, since: int) -> None:
+    """A member that caused some of the events, or joined late: the others since it came."""
+    own = b"".join(
+        e.bytes_for(renderer) for e in entries if e.exclude is not member and e.order >= since
+    )
+    if own:
+        member.link.write_now(own)

@@ -1,0 +1,316 @@
+"""Listening sockets and the accept path: admission, EMFILE, socket tuning.
+
+One :class:`Listener` per ``listen:`` entry, each with its protocol; one
+:class:`Acceptor` shared by all of them, because the limits it enforces are
+the server's, not a port's (``max_clients``, per-address limits, the file
+descriptors left).  For every accepted socket the acceptor makes the transport
+(:class:`~chatd.connection.Connection`) and the listener's protocol object,
+and hands the protocol to ``on_connect`` (the composition root, which makes
+the chat domain's client) before the socket is registered with the reactor.
+
+Edge-triggered rules kept here (DESIGN.md section 3):
+
+* accept until ``BlockingIOError`` — in batches of ``limits.accept_batch``; a
+  listener that used its batch re-queues itself on the ready list, because no
+  new edge would announce the connections still waiting;
+* EMFILE/ENFILE never spin and never starve: a spare descriptor is closed to
+  accept and refuse one pending client with a line saying why, and accepting
+  resumes on a timer (libev's "accept()ing when you can't", libuv's emfile
+  trick).
+
+Later listeners (TLS, WebSocket, IRC, the PROXY protocol) plug in here, as
+listener options and protocols.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .admission import Admission
+from .config import LimitsConfig, ListenConfig, NetConfig
+from .connection import Connection, ConnectionLimits, OutputAccount
+from .protocols import PROTOCOLS, ChatProtocol, ProtocolLimits
+from .reactor import (
+    ACCEPT_RESOURCE_ERRNOS,
+    ACCEPT_TRANSIENT_ERRNOS,
+    EPOLLET,
+    EPOLLIN,
+    Reactor,
+    Timer,
+)
+from .stats import Stats
+
+log = logging.getLogger("chatd.listeners")
+
+_LISTEN_EVENTS = EPOLLIN | EPOLLET
+
+
+def tune_socket(sock: socket.socket, net: NetConfig) -> None:
+    """Socket options for a client: no Nagle, keepalive, user timeout, buffer size.
+
+    Keepalive and TCP_USER_TIMEOUT find peers that vanished without a FIN or
+    RST (a laptop closed, a NAT that forgot us); Linux's defaults take hours.
+    """
+    options: list[tuple[int, int, int]] = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+    if net.keepalive_idle_seconds:
+        options += [
+            (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+            (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, net.keepalive_idle_seconds),
+            (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, net.keepalive_interval_seconds),
+            (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, net.keepalive_count),
+        ]
+    if net.tcp_user_timeout_seconds:
+        options.append(
+            (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(net.tcp_user_timeout_seconds * 1000))
+        )
+    if net.sndbuf_bytes:
+        options.append((socket.SOL_SOCKET, socket.SO_SNDBUF, net.sndbuf_bytes))
+    for level, option, value in options:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(level, option, value)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking listening socket on ``host:port`` (raises OSError)."""
+    info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(info[0], socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(info[4])
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+class Listener:
+    """One listening socket and the protocol its connections speak."""
+
+    __slots__ = ("acceptor", "config", "protocol", "sock")
+
+    def __init__(self, acceptor: Acceptor, sock: socket.socket, config: ListenConfig) -> None:
+        self.acceptor = acceptor
+        self.sock = sock
+        self.config = config
+        self.protocol: type[ChatProtocol] = PROTOCOLS[config.protocol]
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.sock.getsockname()[:2]
+
+    def handle_events(self, mask: int) -> None:
+        self.acceptor.accept(self)
+
+
+class Acceptor:
+    """The accept path every listener shares (see the module docstring).
+
+    ``on_connect(protocol)`` is called for each admitted connection with its
+    protocol object, and must set ``protocol.session``; ``on_lost(conn,
+    reason)`` when a connection starts closing (before its protocol hears of it).
+    ``live`` is the set of connections not yet torn down (for shutdown, eviction
+    and the stats).
+    """
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        admission: Admission,
+        stats: Stats,
+        account: OutputAccount,
+        on_connect: Callable[[ChatProtocol], Any],
+        on_lost: Callable[[Connection, str], None] | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.admission = admission
+        self.stats = stats
+        self.account = account
+        self.on_connect = on_connect
+        self.on_lost = on_lost
+        self.limits = LimitsConfig()
+        self.net = NetConfig()
+        self.listeners: list[Listener] = []
+        #: Every connection not yet torn down.
+        self.live: set[Connection] = set()
+        self.stopping = False
+        self._read_buffer = memoryview(bytearray(65536))
+        self._spare_fd: int | None = None
+        self._retry: Timer | None = None
+        self._throttled: dict[str, float] = {}
+
+    def configure(self, limits: LimitsConfig, net: NetConfig) -> None:
+        """(Re)apply the limits new connections get (existing ones keep theirs)."""
+        self.limits = limits
+        self.net = net
+        size = max(4096, limits.read_budget_bytes)
+        if len(self._read_buffer) != size:
+            self._read_buffer = memoryview(bytearray(size))
+
+    # -- listening ------------------------------------------------------------------
+
+    def listen(self, config: ListenConfig) -> Listener:
+        """Bind ``config``'s address and start accepting on it (raises OSError)."""
+        sock = bind_socket(config.host, config.port)
+        listener = Listener(self, sock, config)
+        self.listeners.append(listener)
+        self.reactor.register(sock.fileno(), listener, _LISTEN_EVENTS)
+        if self._spare_fd is None:
+            self._spare_fd = os.open(os.devnull, os.O_RDONLY)
+        host, port = listener.address
+        log.info("listening on %s:%d (%s)", host, port, config.protocol)
+        return listener
+
+    def stop(self) -> None:
+        """Stop accepting: close every listening socket."""
+        self.stopping = True
+        for listener in self.listeners:
+            self.reactor.unregister(listener.sock.fileno())
+            listener.sock.close()
+        self.listeners.clear()
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+
+    def close(self) -> None:
+        """Release every descriptor (listeners, connections, the spare)."""
+        for conn in list(self.live):
+            conn.abort("server closed")
+        self.stop()
+        if self._spare_fd is not None:
+            os.close(self._spare_fd)
+            self._spare_fd = None
+
+    # -- accepting --------------------------------------------------------------------
+
+    def accept(self, listener: Listener) -> None:
+        if self.stopping:  # a batch re-queued before stop() closed the listener
+            return
+        sock = listener.sock
+        for _ in range(self.limits.accept_batch):
+            try:
+                conn_sock, peer = sock.accept()
+            except BlockingIOError:
+                return
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                if exc.errno in ACCEPT_TRANSIENT_ERRNOS:
+                    continue
+                if exc.errno in ACCEPT_RESOURCE_ERRNOS:
+                    self._out_of_fds(listener, exc)
+                    return
+                log.error("accept failed: %s", exc)
+                return
+            self._admit(listener, conn_sock, peer)
+        # Batch used up: under ET the rest of the backlog is never announced again.
+        self.reactor.call_soon(self.accept, listener)
+
+    def _out_of_fds(self, listener: Listener, exc: OSError) -> None:
+        """EMFILE/ENFILE: refuse one pending client via the spare fd, retry on a timer.
+
+        Without this, an edge-triggered listener never fires again for the
+        connections already waiting, and a level-triggered one would spin.
+        """
+        self.stats.reject("out_of_fds")
+        self.log_throttled(
+            "emfile", "accept: %s; refusing new clients until descriptors free up", exc.strerror
+        )
+        if self._spare_fd is not None and exc.errno == errno.EMFILE:
+            os.close(self._spare_fd)
+            self._spare_fd = None
+            try:
+                refused, _ = listener.sock.accept()
+            except OSError:
+                pass
+            else:
+                with contextlib.suppress(OSError):
+                    refused.send(b"! server full, try again later\n")
+                refused.close()
+            with contextlib.suppress(OSError):
+                self._spare_fd = os.open(os.devnull, os.O_RDONLY)
+        if self._retry is None:
+            self._retry = self.reactor.call_later(
+                self.limits.accept_retry_seconds, self._retry_accept, listener
+            )
+
+    def _retry_accept(self, listener: Listener) -> None:
+        self._retry = None
+        if not self.stopping:
+            self.accept(listener)
+
+    def _admit(self, listener: Listener, sock: socket.socket, peer: tuple[str, int]) -> None:
+        limits = self.limits
+        # accept()'s answer, not getpeername(): a reset in between must not make
+        # the connection count under another address (a leaked per-address slot).
+        address = peer[0]
+        reason = "stopping" if self.stopping else self.admission.check(address, time.monotonic())
+        if reason is not None:
+            self._refuse(sock, address, reason)
+            return
+        sock.setblocking(False)
+        tune_socket(sock, self.net)
+        conn = Connection(
+            sock,
+            self.reactor,
+            None,
+            read_buffer=self._read_buffer,
+            limits=ConnectionLimits(
+                read_budget=limits.read_budget_bytes,
+                hard=limits.max_output_bytes,
+                soft=limits.output_soft_bytes,
+                linger=limits.close_linger_seconds,
+            ),
+            account=self.account,
+            on_closed=self._closed,
+            on_lost=self.on_lost,
+            peer=(peer[0], peer[1]),
+        )
+        protocol = listener.protocol(
+            conn,
+            ProtocolLimits(max_line_bytes=limits.max_line_bytes, recvq_max=limits.recvq_max_bytes),
+            on_registered=lambda: self.admission.registered(address),
+        )
+        conn.set_protocol(protocol)
+        self.admission.opened(address)
+        self.stats.connections_total += 1
+        self.live.add(conn)
+        log.debug("accepted fd=%d from %s:%d on %s", conn.fd, *conn.peer, listener.config.protocol)
+        self.on_connect(protocol)
+        conn.start()
+
+    def _refuse(self, sock: socket.socket, address: str, reason: str) -> None:
+        self.stats.reject(reason)
+        with contextlib.suppress(OSError):
+            sock.setblocking(False)
+            sock.send(self.admission.refusal_line(reason))
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+        self.log_throttled(f"refuse:{reason}", "refused a connection from %s: %s", address, reason)
+
+    def _closed(self, conn: Connection) -> None:
+        """The socket is gone for good (called once per connection, from teardown)."""
+        self.live.discard(conn)
+        stats = self.stats
+        stats.bytes_in += conn.bytes_received
+        stats.bytes_out += conn.bytes_sent
+        protocol = conn.protocol
+        registered = protocol.registered if isinstance(protocol, ChatProtocol) else True
+        self.admission.closed(conn.peer[0], registered)
+
+    def log_throttled(self, key: str, message: str, *args: object) -> None:
+        """Log ``message`` at most once a minute per ``key`` (libev: don't flood the log)."""
+        now = time.monotonic()
+        last = self._throttled.get(key)
+        if last is None or now - last >= 60.0:
+            self._throttled[key] = now
+            log.warning(message, *args)

@@ -1,0 +1,271 @@
+"""What every protocol is: bytes in -> requests, events out -> bytes, per connection.
+
+A protocol object sits between one transport (the socket's
+:class:`~chatd.connection.Connection`) and one session (the chat domain's
+:class:`~chatd.chat.client.Client`), and knows neither's insides: it is handed
+both as objects with the small interfaces below, so it can be tested with
+bytes and fakes alone (the h11 habit).
+
+Input: the transport calls :meth:`ChatProtocol.data_received` with whatever
+``recv`` returned.  The protocol frames it into lines (the same
+:class:`~chatd.framing.LineFramer` for every line-based protocol: limits,
+``\\r\\n``, UTF-8 per line, sanitising), turns the lines into requests
+(:mod:`chatd.requests`) with :meth:`ChatProtocol.parse`, and hands them to the
+session in one call per read.
+
+Output: an event reaches a protocol in one of two ways.
+
+* :meth:`ChatProtocol.deliver` — one event for this connection only (a private
+  message, an error, a reply).  Rendered for this viewer with
+  :meth:`Renderer.render_for`, so a sender can see its own message differently.
+* The fan-out (:mod:`chatd.delivery`) renders a room's events **once per
+  renderer** with :meth:`Renderer.render` and hands the same bytes to every
+  member using that renderer through :attr:`ChatProtocol.write_now`.  This is
+  why rendering lives in a per-protocol :class:`Renderer` and not in the
+  per-connection object.
+
+Renderers sanitise everything they emit: text from users, plugins and the
+server alike goes through :func:`chatd.framing.sanitize`, and a newline in it
+becomes a continuation line with the same marker, never a free line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from ..events import Event
+from ..framing import LineFramer, LineTooLong, sniff_foreign_protocol
+from ..requests import Request
+
+# -- the neighbours' interfaces ---------------------------------------------------------------
+
+
+class Transport(Protocol):
+    """What a protocol writes to: the connection (see :mod:`chatd.connection`)."""
+
+    peer: tuple[str, int]
+    output_bytes: int
+    limit_hit: str | None
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def write_now(self, data: bytes) -> None: ...
+
+    def close(self, reason: str) -> None: ...
+
+    def reject_foreign(self, kind: str) -> None: ...
+
+
+class Session(Protocol):
+    """What a protocol reports to: the chat domain's client."""
+
+    def requests_received(self, requests: list[Request]) -> None: ...
+
+    def eof_received(self) -> bool:
+        """The peer half-closed; True keeps the connection open (delayed lines)."""
+        ...
+
+    def output_skipped(self, count: int) -> None: ...
+
+    def connection_lost(self, reason: str) -> None: ...
+
+
+class Renderer:
+    """Turns events into one protocol's bytes.  One instance per protocol, shared.
+
+    Subclasses implement :meth:`render`; :meth:`render_for` defaults to it.  A
+    renderer returns ``b""`` for an event its clients are not shown.
+    """
+
+    #: The protocol's name (``line``, ``jsonl``), also the listener's ``protocol:``.
+    name: ClassVar[str] = "?"
+
+    def render(self, event: Event) -> bytes:
+        """The bytes every recipient other than the event's source sees."""
+        raise NotImplementedError
+
+    def render_for(self, event: Event, viewer: int, tag: str | None = None) -> bytes:
+        """The bytes the client with id ``viewer`` sees (it may be the source).
+
+        ``tag`` is the identifier of the request being answered, if the client
+        gave one (see :mod:`chatd.requests`).
+        """
+        return self.render(event)
+
+    def local_error(self, text: str) -> bytes:
+        """An error the protocol itself reports (bad framing), not a chat event."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolLimits:
+    """The input limits of one connection, fixed when it is accepted."""
+
+    max_line_bytes: int = 4096
+    #: Most bytes of one over-long line discarded before the client is cut.
+    recvq_max: int = 65536
+
+
+# -- the base class of line-based protocols -------------------------------------------------------
+
+
+class ChatProtocol:
+    """One connection's protocol.  Subclasses set :attr:`renderer` and :meth:`parse`.
+
+    Attributes the chat domain and the housekeeping sweep read:
+
+    ``registered``
+        The client has sent at least one line (see ``limits.registration_timeout``).
+    ``opened_at`` / ``last_input``
+        Monotonic times of the connection and of its last complete line.
+    ``partial_since``
+        Since when an unfinished line has been waiting, or None.
+    """
+
+    renderer: ClassVar[Renderer]
+
+    __slots__ = (
+        "_first_chunk",
+        "_framer",
+        "_limits",
+        "_on_registered",
+        "last_input",
+        "opened_at",
+        "partial_since",
+        "registered",
+        "reply_tag",
+        "session",
+        "transport",
+        "write_now",
+    )
+
+    def __init__(
+        self,
+        transport: Transport,
+        limits: ProtocolLimits | None = None,
+        *,
+        on_registered: Callable[[], None] | None = None,
+    ) -> None:
+        self.transport = transport
+        #: The fan-out's path to the socket: send now if nothing is queued, else queue.
+        #: The transport's own method, so fan-out costs one call per recipient.
+        self.write_now: Callable[[bytes], None] = transport.write_now
+        self.session: Session | None = None
+        self._limits = limits = limits if limits is not None else ProtocolLimits()
+        self._framer = LineFramer(limits.max_line_bytes)
+        self._first_chunk = True
+        self._on_registered = on_registered
+        now = time.monotonic()
+        self.opened_at = now
+        self.last_input = now
+        self.partial_since: float | None = None
+        self.registered = False
+        #: The tag of the request being handled (echoed by protocols that support it).
+        self.reply_tag: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.renderer.name
+
+    # -- from the transport ------------------------------------------------------------
+
+    def data_received(self, data: memoryview) -> None:
+        """Bytes from the socket: frame, parse, hand the requests to the session."""
+        if self._first_chunk:
+            self._first_chunk = False
+            kind = sniff_foreign_protocol(data)
+            if kind is not None:
+                self.transport.reject_foreign(kind)
+                return
+        framer = self._framer
+        lines = framer.feed(data)
+        if framer.discarded > self._limits.recvq_max:
+            self.transport.limit_hit = "qbuf"
+            self.transport.write(self.renderer.local_error(
+                "input line far too long (excess flood); disconnecting"
+            ))
+            self.transport.close("excess flood: input line too long")
+            return
+        if framer.buffered or framer.discarded:
+            if self.partial_since is None:
+                self.partial_since = time.monotonic()
+        else:
+            self.partial_since = None
+        if lines:
+            self._lines_received(lines)
+
+    def _lines_received(self, lines: list[str | LineTooLong]) -> None:
+        self.last_input = time.monotonic()
+        if not self.registered:
+            if not self._first_line(lines[0]):
+                return
+            self.registered = True
+            if self._on_registered is not None:
+                self._on_registered()
+        requests = self.parse(lines)
+        if requests and self.session is not None and self.transport.is_open:
+            self.session.requests_received(requests)
+
+    def _first_line(self, line: str | LineTooLong) -> bool:
+        """Check the first line (another protocol's greeting?); False if rejected."""
+        if line.__class__ is not LineTooLong and sniff_foreign_protocol(
+            line.encode()  # type: ignore[union-attr]
+        ) == "http":
+            self.transport.reject_foreign("http")
+            return False
+        return True
+
+    def eof_received(self) -> bool:
+        """The peer sent FIN: deliver the unterminated last line, then ask the session."""
+        tail = self._framer.finish()
+        if tail is not None:
+            self._lines_received([tail])
+        if not self.transport.is_open or self.session is None:
+            return False
+        return self.session.eof_received()
+
+    def lines_skipped(self, count: int) -> None:
+        if self.session is not None:
+            self.session.output_skipped(count)
+
+    def connection_lost(self, reason: str) -> None:
+        if self.session is not None:
+            self.session.connection_lost(reason)
+
+    # -- what the lines mean (per protocol) ------------------------------------------------
+
+    def parse(self, lines: list[str | LineTooLong]) -> list[Request]:
+        """Turn framed lines into requests."""
+        raise NotImplementedError
+
+    # -- to the client --------------------------------------------------------------------
+
+    def deliver(self, event: Event, viewer: int) -> None:
+        """Render ``event`` for this connection's client (id ``viewer``) and queue it."""
+        data = self.renderer.render_for(event, viewer, self.reply_tag)
+        if data:
+            self.transport.write(data)
+
+    def close(self, reason: str, limit: str | None = None) -> None:
+        """Close gracefully (queued output is flushed first); ``limit`` names a limit hit."""
+        if limit is not None and self.transport.is_open:
+            self.transport.limit_hit = limit
+        self.transport.close(reason)
+
+    @property
+    def connected(self) -> bool:
+        return self.transport.is_open
+
+    @property
+    def peer(self) -> tuple[str, int]:
+        return self.transport.peer
+
+    @property
+    def output_bytes(self) -> int:
+        return self.transport.output_bytes

@@ -1,0 +1,161 @@
+"""The netcat line protocol: what a person with ``nc host 7788`` reads and types.
+
+Input: one line is one request.  ``/name args`` is a command, ``//text`` sends
+the literal ``/text``, anything else is a chat line for the current room.
+
+Output: every line starts with a marker that says what it is, and nothing a
+user or a plugin sends can produce another line's marker (DESIGN.md section 1):
+
+==================  =================================  ==========================
+marker              meaning                            example
+==================  =================================  ==========================
+``<nick> ``         a chat message in the room         ``<bob> hi``
+``* nick ``         an action (``/me``)                ``* bob waves``
+``*nick* ``         a private message to you           ``*bob* psst``
+``-> *nick* ``      a private message you sent         ``-> *bob* psst``
+``*** ``            a notice from the server           ``*** bob joined #dev``
+``! ``              an error, for you alone            ``! no such nick: carol``
+==================  =================================  ==========================
+
+A server notice (``*** ``) and an action (``* nick``) differ at a glance, so
+``/me quit (Quit: bye)`` reads ``* alice quit (Quit: bye)`` and cannot pass for
+the server's ``*** alice quit (Quit: bye)``.  Text with a newline (a plugin's
+notice, a bot's message) becomes several lines that all carry the first one's
+marker; text that belongs inside a sentence of the server's (a topic, a part or
+quit reason) has its newlines turned into spaces.  Every line is sanitised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..events import (
+    Action,
+    Error,
+    Event,
+    Join,
+    Message,
+    NickChange,
+    Notice,
+    Part,
+    PrivateMessage,
+    Quit,
+    Topic,
+)
+from ..framing import LineTooLong, sanitize
+from ..requests import Invoke, Request
+from .base import ChatProtocol, Renderer
+
+NOTICE = "*** "
+ERROR = "! "
+
+
+def parse_line(text: str) -> str | Invoke:
+    """Classify one received line: a chat message (``str``) or a command.
+
+    ``//x`` is the message ``/x``; a lone ``/`` is a message too (it names no command).
+    """
+    if not text.startswith("/"):
+        return text
+    if text.startswith("//"):
+        return text[1:]
+    name, _, args = text[1:].partition(" ")
+    if not name:
+        return text
+    return Invoke(name.lower(), args.strip(), text.__class__ is not str)
+
+
+def marked(marker: str, text: str) -> bytes:
+    """``text`` as lines that all start with ``marker``, sanitised, encoded."""
+    if "\n" not in text:
+        return (sanitize(marker + text) + "\n").encode("utf-8")
+    return "".join(
+        sanitize(marker + line) + "\n" for line in text.split("\n")
+    ).encode("utf-8")
+
+
+def inline(text: str) -> str:
+    """User text that sits inside one of the server's sentences: one line, clean."""
+    return sanitize(text.replace("\n", " ")) if "\n" in text else sanitize(text)
+
+
+def _notice_line(text: str) -> bytes:
+    return (sanitize(NOTICE + text) + "\n").encode("utf-8")
+
+
+def _reason(text: str) -> str:
+    return f" ({inline(text)})" if text else ""
+
+
+def _join(e: Join) -> bytes:
+    return _notice_line(f"{e.source.nick} joined {e.target}")
+
+
+def _part(e: Part) -> bytes:
+    return _notice_line(f"{e.source.nick} left {e.target}{_reason(e.text)}")
+
+
+def _quit(e: Quit) -> bytes:
+    return _notice_line(f"{e.source.nick} quit{_reason(e.text)}")
+
+
+def _nick(e: NickChange) -> bytes:
+    return _notice_line(f"{e.old} is now known as {e.new}")
+
+
+def _topic(e: Topic) -> bytes:
+    if not e.text:
+        return _notice_line(f"{e.source.nick} cleared the topic of {e.target}")
+    return _notice_line(f"{e.source.nick} set the topic of {e.target} to: {inline(e.text)}")
+
+
+_RENDER: dict[type[Event], Callable[..., bytes]] = {
+    Message: lambda e: marked(f"<{e.source.nick}> ", e.text),
+    Action: lambda e: marked(f"* {e.source.nick} ", e.text),
+    PrivateMessage: lambda e: marked(f"*{e.source.nick}* ", e.text),
+    Notice: lambda e: marked(NOTICE, e.text),
+    Error: lambda e: marked(ERROR, e.text),
+    Join: _join,
+    Part: _part,
+    Quit: _quit,
+    NickChange: _nick,
+    Topic: _topic,
+}
+
+
+class LineRenderer(Renderer):
+    """Events as the marked lines in the table of the module docstring."""
+
+    name = "line"
+
+    def render(self, event: Event) -> bytes:
+        render = _RENDER.get(event.__class__)
+        return render(event) if render is not None else b""
+
+    def render_for(self, event: Event, viewer: int, tag: str | None = None) -> bytes:
+        if event.source.client_id == viewer:
+            cls = event.__class__
+            if cls is PrivateMessage and event.target.lower() != event.source.nick.lower():
+                return marked(f"-> *{event.target}* ", event.text)  # the sender's copy
+            if cls is Join or cls is Part:
+                return b""  # /join and /part say it in their own words
+        return self.render(event)
+
+    def local_error(self, text: str) -> bytes:
+        return marked(ERROR, text)
+
+
+RENDERER = LineRenderer()
+
+
+class LineProtocol(ChatProtocol):
+    """``nc``'s protocol: a line per request, marked lines out."""
+
+    renderer = RENDERER
+    __slots__ = ()
+
+    def parse(self, lines: list[str | LineTooLong]) -> list[Request]:
+        return [
+            item if item.__class__ is LineTooLong else parse_line(item)  # type: ignore[arg-type]
+            for item in lines
+        ]

@@ -1,0 +1,116 @@
+"""A test kit for chatd and its plugins: real server processes, real sockets.
+
+Use it from a ``conftest.py``::
+
+    pytest_plugins = ["chatd.testing"]
+
+    def test_roll(chatd_server):
+        server = chatd_server(plugin_dirs=["plugins"])
+        alice = server.client()
+        alice.send("/roll 2d6")
+        alice.expect(r"^\\*\\*\\* .* rolled 2d6")
+
+Fixtures
+--------
+``chatd_server``
+    A factory: ``chatd_server(config=None, **sections)`` writes a config file
+    (port 0, loopback), starts ``python -m chatd`` as a subprocess, waits until
+    it listens and returns a :class:`ServerProcess`.  Every server is stopped
+    (SIGTERM, then SIGKILL) when the test ends.  Plugins installed as
+    packages (entry points) are not loaded unless the test asks with
+    ``plugin_host={"entry_points": True}``, so what is installed on the machine
+    cannot change a test's outcome.  When a test fails, the log of every server
+    it started is shown in the report.
+
+Clients
+-------
+:class:`ChatClient` speaks the line protocol (``server.client()``);
+:class:`JsonClient` speaks jsonl (``server.json_client()``, on a listener
+with ``protocol: jsonl``).  Every read has a timeout: a missing line is a red
+test, never a hang.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .inprocess import InProcessChat, Peer
+from .probes import (
+    cpu_seconds,
+    fd_count,
+    operator_stats,
+    parked_operator,
+    reset,
+    rss_bytes,
+    skip_unless_ci,
+    unexpected_tracebacks,
+    wait_until,
+)
+from .process import DEFAULT_TIMEOUT, ChatClient, JsonClient, ServerProcess, write_config
+
+_SERVERS_KEY = pytest.StashKey[list[ServerProcess]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Attach the log of every server a failed test started to its report."""
+    report = yield
+    if report.failed:
+        for index, server in enumerate(item.stash.get(_SERVERS_KEY, [])):
+            with contextlib.suppress(OSError, ValueError):
+                text = server.log()
+                if len(text) > 20000:
+                    text = "[...]\n" + text[-20000:]
+                report.sections.append((f"chatd server {index} log ({server.log_path})", text))
+    return report
+
+
+@pytest.fixture
+def chatd_server(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., ServerProcess]]:
+    """Factory fixture: ``chatd_server(**config_sections)`` -> a running :class:`ServerProcess`."""
+    servers: list[ServerProcess] = []
+    request.node.stash[_SERVERS_KEY] = servers
+    counter = iter(range(1_000_000))
+
+    def start(config: Path | None = None, *, extra_args: list[str] | None = None,
+              env: dict[str, str] | None = None, **sections: Any) -> ServerProcess:
+        workdir = tmp_path / f"server{next(counter)}"
+        workdir.mkdir()
+        if config is None:
+            config = write_config(workdir / "config.yaml", **sections)
+        server = ServerProcess(config, workdir, extra_args=extra_args, env=env)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ChatClient",
+    "InProcessChat",
+    "JsonClient",
+    "Peer",
+    "ServerProcess",
+    "chatd_server",
+    "cpu_seconds",
+    "fd_count",
+    "operator_stats",
+    "parked_operator",
+    "reset",
+    "rss_bytes",
+    "skip_unless_ci",
+    "unexpected_tracebacks",
+    "wait_until",
+    "write_config",
+]

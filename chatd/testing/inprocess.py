@@ -1,0 +1,202 @@
+"""The chat in-process: the real domain, plugins and protocols, with no sockets.
+
+For unit tests of the chat logic and of plugins, where a real server process is
+more than the test needs::
+
+    from chatd.testing import InProcessChat
+
+    def test_roll():
+        chat = InProcessChat(dice)
+        alice = chat.connect()
+        alice.send("/roll 2d6")
+        assert alice.lines()[-1].startswith("*** guest-1 rolled 2d6")
+
+:class:`InProcessChat` builds the same pieces the server does (a plugin host
+with the built-ins and the given plugins, the chat domain, the delivery
+backend) on a real reactor that never opens a socket of its own; each
+:class:`Peer` is a real protocol object (line or jsonl) over an in-memory
+transport that records what would have been sent.  :meth:`InProcessChat.tick`
+runs what one loop pass would (due timers, the fan-out, departures).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import yaml
+
+from ..chat import ChatDomain, Client, collect_commands
+from ..config import Config, parse_config
+from ..framing import FOREIGN_PROTOCOL_REPLIES
+from ..plugins import PluginHost
+from ..protocols import PROTOCOLS, ChatProtocol, ProtocolLimits
+from ..reactor import Reactor
+
+
+class MemoryTransport:
+    """A transport that keeps what it is given (the :class:`Transport` interface)."""
+
+    def __init__(self, peer: tuple[str, int]) -> None:
+        self.peer = peer
+        self.output = bytearray()
+        self.output_bytes = 0
+        self.limit_hit: str | None = None
+        self.close_reason: str | None = None
+        self.writes = 0
+        self._open = True
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def write(self, data: bytes) -> None:
+        if self._open:
+            self.output += data
+            self.writes += 1
+
+    write_now = write
+
+    def close(self, reason: str) -> None:
+        if self._open:
+            self._open = False
+            self.close_reason = reason
+
+    def reject_foreign(self, kind: str) -> None:
+        self.limit_hit = f"foreign_{kind}"
+        self.write((FOREIGN_PROTOCOL_REPLIES[kind] + "\n").encode())
+        self.close(f"spoke {kind}, not chat")
+
+
+class Peer:
+    """One connected client, driven by the test: ``send()`` lines, read ``lines()``."""
+
+    def __init__(self, chat: InProcessChat, protocol: ChatProtocol,
+                 transport: MemoryTransport) -> None:
+        self.chat = chat
+        self.protocol = protocol
+        self.transport = transport
+        self.client: Client = protocol.session  # type: ignore[assignment]
+        self._read = 0
+        self._lost = False
+
+    @property
+    def nick(self) -> str:
+        return self.client.nick
+
+    def send(self, line: str | bytes) -> None:
+        """Send one line (``\\n`` added to text) and run a tick."""
+        data = line if isinstance(line, bytes) else line.encode("utf-8") + b"\n"
+        self.protocol.data_received(memoryview(data))
+        self.chat.tick()
+
+    def send_json(self, obj: dict[str, Any] | None = None, /, **fields: Any) -> None:
+        self.send(json.dumps({**(obj or {}), **fields}))
+
+    def lines(self) -> list[str]:
+        """The lines received since the last call."""
+        self.chat.tick()
+        data = bytes(self.transport.output[self._read:])
+        self._read = len(self.transport.output)
+        return data.decode("utf-8").splitlines()
+
+    def objects(self) -> list[dict[str, Any]]:
+        """For a jsonl peer: the objects received since the last call."""
+        return [json.loads(line) for line in self.lines()]
+
+    @property
+    def all_lines(self) -> list[str]:
+        return bytes(self.transport.output).decode("utf-8").splitlines()
+
+    def close(self) -> None:
+        """The peer hangs up (FIN): the server handles the end of its stream."""
+        if not self.protocol.eof_received():
+            self.transport.close("connection closed by peer")
+        self.chat.tick()
+
+    @property
+    def connected(self) -> bool:
+        return self.transport.is_open
+
+
+def _config(config: Config | None, sections: dict[str, Any]) -> Config:
+    if config is not None:
+        return config
+    data: dict[str, Any] = {
+        "flood": {"lines_per_second": 0},
+        "per_ip": {"max_connections": 0, "connect_rate": 0, "max_unregistered": 0},
+        "plugin_host": {"entry_points": False},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return parse_config(yaml.safe_dump(data))
+
+
+class InProcessChat:
+    """The chat domain with the built-in plugins and ``plugins``, and no sockets.
+
+    ``plugins`` are plugin objects (modules, classes' instances) registered
+    after the built-ins, named by their ``PLUGIN_NAME``, ``__name__`` or class
+    name; ``sections`` are config sections (as for ``chatd_server``, e.g.
+    ``plugins={"wordfilter": {...}}``).
+    """
+
+    def __init__(self, *plugins: object, config: Config | None = None,
+                 builtins: Iterable[str] | None = None, **sections: Any) -> None:
+        self.config = _config(config, sections)
+        self.reactor = Reactor()
+        self.reactor.enable_threadsafe()
+        host = PluginHost.from_config(self.config.plugin_host)
+        host.load_builtins(builtins)
+        for plugin in plugins:
+            name = getattr(plugin, "PLUGIN_NAME", None) or getattr(plugin, "__name__", None)
+            name = (name or type(plugin).__name__).rpartition(".")[2]
+            host.register(plugin, name, "test")
+        host.check()
+        self.hooks = host
+        self.domain = ChatDomain(self.config, host, self.reactor)
+        #: What plugins receive as ``server``.
+        self.server = self.domain.facade
+        host.bind(self.server, self.reactor)
+        self.domain.commands = collect_commands(host, self.server)
+        host.call_strict("chatd_startup", server=self.server)
+        self.reactor.add_before_flush(lambda: self.domain.backend.flush())
+        self.peers: list[Peer] = []
+        self._ports = iter(range(40000, 65536))
+
+    def connect(self, protocol: str = "line", *, address: str = "127.0.0.1") -> Peer:
+        """A new client on ``protocol`` (``line`` or ``jsonl``), welcomed and in the room."""
+        transport = MemoryTransport((address, next(self._ports)))
+        limits = self.config.limits
+        proto = PROTOCOLS[protocol](
+            transport,  # type: ignore[arg-type]
+            ProtocolLimits(limits.max_line_bytes, limits.recvq_max_bytes),
+        )
+        proto.session = self.domain.connect(proto)
+        peer = Peer(self, proto, transport)
+        self.peers.append(peer)
+        self.tick()
+        return peer
+
+    def tick(self) -> None:
+        """One loop pass: due timers, the ready list, the fan-out; then departures."""
+        self.reactor.run_once(0)
+        for peer in self.peers:
+            if not peer.transport.is_open and not peer._lost:
+                peer._lost = True
+                peer.protocol.connection_lost(peer.transport.close_reason or "closed")
+        self.reactor.run_once(0)
+
+    def close(self) -> None:
+        self.hooks.shutdown()
+        self.reactor.close()
+
+    def __enter__(self) -> InProcessChat:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

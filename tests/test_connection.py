@@ -1,0 +1,196 @@
+"""One Connection over a real socketpair, in-process: the edge-triggered rules of the transport.
+
+Each test names the rule of connection.py it guards (DESIGN.md section 3);
+docs/architecture.md lists which break turns which red.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from chatd.connection import Connection, ConnectionLimits, OutputAccount, State
+from chatd.reactor import Reactor
+
+
+class Protocol:
+    """Records what the connection reports."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.calls = 0
+        self.eof = 0
+        self.lost: list[str] = []
+        self.skipped: list[int] = []
+
+    def data_received(self, data):
+        self.data += data
+        self.calls += 1
+
+    def lines_skipped(self, count):
+        self.skipped.append(count)
+
+    def eof_received(self):
+        self.eof += 1
+        return False
+
+    def connection_lost(self, reason):
+        self.lost.append(reason)
+
+
+class CountingSocket:
+    """The real socket, counting send() calls (the syscalls a tick costs)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.sends = 0
+
+    def send(self, data):
+        self.sends += 1
+        return self._sock.send(data)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+@pytest.fixture
+def pair():
+    reactor = Reactor()
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.settimeout(5.0)
+    counted = CountingSocket(ours)
+    protocol = Protocol()
+    made = []
+
+    def make(**limits):
+        conn = Connection(
+            counted, reactor, protocol,  # type: ignore[arg-type]
+            read_buffer=memoryview(bytearray(65536)),
+            limits=ConnectionLimits(**{"linger": 0.5, **limits}),
+            account=OutputAccount(1 << 40),
+            peer=("local", 0),
+        )
+        conn.start()
+        made.append(conn)
+        return conn
+
+    yield reactor, make, theirs, protocol, counted
+    for conn in made:
+        conn.abort("test over")
+    theirs.close()
+    reactor.close()
+
+
+def spin(reactor: Reactor, until, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, "timed out"
+        reactor.run_once(0.05)
+
+
+def test_reads_until_eagain_within_a_budget_and_comes_back_for_the_rest(pair):
+    """ET: no new edge announces bytes left behind; the ready list must come back."""
+    reactor, make, theirs, protocol, _ = pair
+    make(read_budget=4096)
+    payload = bytes(range(256)) * 64  # 16 KiB, four budgets
+    theirs.sendall(payload)
+    reactor.run_once(1.0)
+    assert 0 < len(protocol.data) <= 4096 * 2
+    spin(reactor, lambda: len(protocol.data) == len(payload))  # no further input sent
+    assert bytes(protocol.data) == payload
+
+
+def test_writes_in_one_tick_are_one_send(pair):
+    reactor, make, theirs, _protocol, counted = pair
+    conn = make()
+    for i in range(50):
+        conn.write(b"line %d\n" % i)
+    assert counted.sends == 0  # nothing sent before the end of the tick
+    reactor.run_once(0)
+    assert counted.sends == 1
+    got = b""
+    while got.count(b"\n") < 50:
+        got += theirs.recv(65536)
+    assert got.splitlines()[-1] == b"line 49"
+
+
+def test_a_partial_write_resumes_on_the_epollout_edge_with_no_other_traffic(pair):
+    reactor, make, theirs, _protocol, _ = pair
+    conn = make(hard=1 << 24, soft=1 << 23)
+    payload = b"x" * (4 << 20)  # far more than the socket buffers hold
+    conn.write(payload)
+    reactor.run_once(0)
+    assert conn.output_bytes > 0  # the kernel took part of it
+    received = bytearray()
+    theirs.setblocking(False)
+    deadline = time.monotonic() + 10
+    while len(received) < len(payload):
+        assert time.monotonic() < deadline
+        try:
+            received += theirs.recv(1 << 20)
+        except BlockingIOError:
+            reactor.run_once(0.05)
+    assert conn.output_bytes == 0 and bytes(received) == payload
+
+
+def test_data_and_fin_together_are_drained_before_the_end_of_stream(pair):
+    reactor, make, theirs, protocol, _ = pair
+    make()
+    theirs.sendall(b"last words\n")
+    theirs.shutdown(socket.SHUT_WR)
+    spin(reactor, lambda: protocol.eof == 1)
+    assert bytes(protocol.data) == b"last words\n"
+
+
+def test_graceful_close_flushes_the_goodbye_then_fin_and_reports_once_later(pair):
+    reactor, make, theirs, protocol, _ = pair
+    conn = make()
+    conn.write(b"goodbye\n")
+    conn.close("bye")
+    conn.close("again")  # harmless
+    assert protocol.lost == []  # never inside the call that closed it
+    spin(reactor, lambda: protocol.lost != [])
+    assert protocol.lost == ["bye"]
+    data = b""
+    while True:
+        chunk = theirs.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    assert data == b"goodbye\n"  # the data, then a clean FIN (no reset)
+    theirs.shutdown(socket.SHUT_WR)
+    spin(reactor, lambda: conn.state is State.CLOSED)
+
+
+def test_past_the_hard_limit_a_reader_that_stopped_is_cut(pair):
+    reactor, make, _theirs, protocol, _ = pair
+    conn = make(hard=64 * 1024, soft=16 * 1024)
+    for _ in range(200):
+        conn.write(b"y" * 1024)
+        reactor.run_once(0)
+        if conn.state is State.CLOSED:
+            break
+    assert conn.state is State.CLOSED and conn.limit_hit == "obuf_hard"
+    spin(reactor, lambda: protocol.lost != [])
+    assert protocol.lost == ["output buffer full (not reading)"]
+
+
+def test_a_slow_reader_skips_room_payloads_and_is_told_how_many(pair):
+    reactor, make, theirs, protocol, _ = pair
+    conn = make(hard=1 << 24, soft=64 * 1024)
+    conn.write(b"z" * (1 << 20))  # over the soft limit once the kernel is full
+    reactor.run_once(0)
+    assert conn.output_bytes > 64 * 1024
+    conn.write_now(b"room line 1\nroom line 2\n")
+    theirs.setblocking(False)
+    deadline = time.monotonic() + 10
+    while conn.output_bytes and time.monotonic() < deadline:
+        try:
+            while theirs.recv(1 << 20):
+                pass
+        except BlockingIOError:
+            reactor.run_once(0.05)
+    assert protocol.skipped == [2]

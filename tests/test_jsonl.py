@@ -1,0 +1,148 @@
+"""The jsonl protocol end to end: a real server with two listeners, a real ``nc`` beside a bot.
+
+docs/protocols.md's example exchange is replayed here too, so the document
+cannot drift from what the server sends.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from chatd.testing import ServerProcess, skip_unless_ci
+
+REPO = Path(__file__).resolve().parent.parent
+LISTENERS = [{"port": 0}, {"port": 0, "protocol": "jsonl"}]
+
+
+@pytest.fixture
+def server(chatd_server) -> ServerProcess:
+    return chatd_server(listen=LISTENERS)
+
+
+class Netcat:
+    """A real ``nc`` process: lines to its stdin, lines from its stdout (with timeouts)."""
+
+    def __init__(self, port: int) -> None:
+        nc = shutil.which("nc")
+        if nc is None:
+            skip_unless_ci("nc (netcat-openbsd) is not installed")
+        self.proc = subprocess.Popen(
+            [nc, "127.0.0.1", str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True, bufsize=1,
+        )
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def expect(self, pattern: str, timeout: float = 5.0) -> re.Match[str]:
+        regex = re.compile(pattern)
+        seen = 0
+        with self._cond:
+            while True:
+                for line in self.lines[seen:]:
+                    match = regex.search(line)
+                    if match:
+                        del self.lines[: self.lines.index(line) + 1]
+                        return match
+                seen = len(self.lines)
+                if not self._cond.wait(timeout):
+                    raise AssertionError(f"nc never got {pattern!r}; got {self.lines[-5:]}")
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)
+
+
+def test_a_bot_and_an_nc_user_chat_in_the_same_room(server):
+    assert len(server.ports) == 2
+    person = Netcat(server.ports[0])
+    try:
+        person.expect(r"^\*\*\* Welcome to chatd, guest-1\.")
+        bot = server.json_client()
+        assert bot.nick == "guest-2"
+        person.expect(r"^\*\*\* guest-2 joined #lobby$")
+        bot.send(cmd="nick", nick="helperbot", id="n1")
+        renamed = bot.expect(type="nick")
+        assert (renamed["old"], renamed["new"], renamed["self"]) == ("guest-2", "helperbot", True)
+        person.expect(r"^\*\*\* guest-2 is now known as helperbot$")
+        person.send("hello bot")
+        got = bot.expect(type="message")
+        assert (got["from"], got["room"], got["text"]) == ("guest-1", "#lobby", "hello bot")
+        assert isinstance(got["id"], int) and re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z", got["time"])
+        bot.send(cmd="say", text="hello human")
+        person.expect(r"^<helperbot> hello human$")
+        bot.send(cmd="me", text="beeps")
+        person.expect(r"^\* helperbot beeps$")
+        person.send("/msg helperbot psst")
+        private = bot.expect(type="privmsg")
+        assert (private["from"], private["to"], private["text"]) == ("guest-1", "helperbot", "psst")
+        bot.send(cmd="roll", args="1d6")  # no such command without the dice plugin
+        error = bot.expect(type="error")
+        assert error["text"] == "unknown command /roll — try /help"
+        bot.send(cmd="quit", reason="done")
+        person.expect(r"^\*\*\* helperbot quit \(Quit: done\)$")
+    finally:
+        person.close()
+
+
+def test_malformed_json_is_an_error_object_and_the_bot_stays(server):
+    bot = server.json_client()
+    bot.lines.send_raw(b"{not json\n")
+    error = bot.expect(type="error")
+    assert error["text"].startswith("not JSON")
+    bot.send(cmd="who", id="w1")
+    reply = bot.expect(type="notice", re="w1")
+    assert reply["text"].startswith("#lobby has 1 member(s): guest-1")
+
+
+def _example_exchange() -> list[tuple[str, dict]]:
+    """The ``>`` (sent) and ``<`` (received) lines of docs/protocols.md's example."""
+    text = (REPO / "docs" / "protocols.md").read_text()
+    block = re.search(r"<!-- example exchange -->\n```\n(.*?)```", text, re.DOTALL)
+    assert block, "docs/protocols.md lost its example exchange"
+    exchange: list[tuple[str, dict]] = []
+    for line in block.group(1).splitlines():
+        if line[:2] in ("> ", "< "):
+            exchange.append((line[0], json.loads(line[2:])))
+        elif (said := re.match(r"^# guest-1 \(on nc\) types: (.*)$", line)):
+            exchange.append(("nc", {"text": said.group(1)}))
+    return exchange
+
+
+def test_the_documented_example_exchange_is_what_the_server_does(server):
+    exchange = _example_exchange()
+    assert len(exchange) >= 10
+    person = server.client()  # guest-1, a line user who says one thing
+    bot = server.json_client(welcome=False)
+    for direction, obj in exchange:
+        if direction == "nc":
+            person.send(obj["text"])
+            continue
+        if direction == ">":
+            bot.send(obj)
+            continue
+        got = bot.recv()
+        for key, value in obj.items():
+            if key in ("id", "time"):
+                assert isinstance(got[key], type(value)), (key, got)
+            else:
+                assert got.get(key) == value, (obj, got)

@@ -1,0 +1,209 @@
+"""The plugin host in-process: firstresult, plugin-owned timers, the breaker, shutdown, warnings.
+
+Plugins here are small classes registered into an in-process chat
+(chatd.testing.InProcessChat); nothing here needs a socket.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from chatd import hookimpl, hookspec
+from chatd.plugins import PluginHost, PluginLoadError
+from chatd.testing import InProcessChat
+
+
+def run_until(chat: InProcessChat, predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        chat.reactor.run_once(0.02)
+        if predicate():
+            return True
+    return False
+
+
+class Ticker:
+    """Starts a repeating timer at startup; its callback may raise or stall."""
+
+    def __init__(self, mode: str = "ok", interval: float = 0.01) -> None:
+        self.mode = mode
+        self.interval = interval
+        self.fired = 0
+        self.shutdowns = 0
+        self.timer = None
+
+    @hookimpl
+    def chatd_startup(self, server):
+        self.server = server
+        self.timer = server.call_later(self.interval, self.tick)
+
+    def tick(self):
+        self.fired += 1
+        self.timer = self.server.call_later(self.interval, self.tick)
+        if self.mode == "raise":
+            raise RuntimeError("timer boom")
+        if self.mode == "stall":
+            time.sleep(0.03)
+
+    @hookimpl
+    def chatd_shutdown(self):
+        self.shutdowns += 1
+
+
+def test_a_plugins_timer_is_owned_by_it():
+    ticker = Ticker()
+    with InProcessChat(ticker) as chat:
+        assert ticker.timer.plugin == "Ticker"
+        assert run_until(chat, lambda: ticker.fired >= 3)
+        assert chat.hooks.timers("Ticker")
+
+
+def test_a_raising_timer_is_logged_with_the_plugin_and_trips_the_breaker(caplog):
+    ticker = Ticker("raise")
+    with InProcessChat(ticker, plugin_host={"max_failures": 3}) as chat:
+        assert run_until(chat, lambda: chat.hooks.infos["Ticker"].disabled is not None)
+        fired = ticker.fired
+        assert fired == 3
+        assert "plugin 'Ticker' failed in timer Ticker.tick" in caplog.text
+        assert "timer boom" in caplog.text
+        # Disabled: its timers are cancelled, its shutdown ran once, nothing fires again.
+        assert ticker.shutdowns == 1
+        assert chat.hooks.timers("Ticker") == []
+        run_until(chat, lambda: False, timeout=0.2)
+        assert ticker.fired == fired
+
+
+def test_a_stalling_timer_is_reported_with_the_plugin_and_counts_as_a_failure(caplog):
+    ticker = Ticker("stall")
+    with InProcessChat(ticker, plugin_host={"max_failures": 2, "slow_hook_seconds": 0.01}) as chat:
+        assert run_until(chat, lambda: chat.hooks.infos["Ticker"].disabled is not None)
+        assert "timer Ticker.tick in plugin 'Ticker' took" in caplog.text
+        assert chat.hooks.slow_counts["Ticker"] >= 2
+        assert ticker.shutdowns == 1
+
+
+def test_shutdown_runs_once_per_plugin_and_cancels_every_timer():
+    ticker = Ticker(interval=10.0)
+    chat = InProcessChat(ticker)
+    timer = ticker.timer
+    chat.close()
+    assert ticker.shutdowns == 1
+    assert timer.cancelled
+    chat.hooks.shutdown()  # idempotent
+    assert ticker.shutdowns == 1
+
+
+def test_call_soon_threadsafe_runs_on_the_loop_guarded():
+    results: list[tuple[str, bool]] = []
+
+    class Worker:
+        @hookimpl
+        def chatd_startup(self, server):
+            def work():
+                value = "done"  # the blocking part would go here
+                server.call_soon_threadsafe(self.finish, value)
+
+            threading.Thread(target=work).start()
+
+        def finish(self, value):
+            results.append((value, threading.current_thread() is threading.main_thread()))
+            raise ValueError("after the result")
+
+    with InProcessChat(Worker()) as chat:
+        assert run_until(chat, lambda: bool(results))
+        assert results == [("done", True)]
+        assert chat.hooks.error_counts.get("Worker") == 1
+
+
+def test_firstresult_is_honoured_for_a_plugins_own_hook():
+    class Spec:
+        @hookspec(firstresult=True)
+        def chatd_pick(self, options):
+            """Pick one of the options (test hook)."""
+
+    class First:
+        @hookimpl
+        def chatd_addhooks(self, pluginmanager):
+            pluginmanager.add_hookspecs(Spec)
+
+        @hookimpl(trylast=True)
+        def chatd_pick(self, options):
+            return options[-1]
+
+    class Second:
+        @hookimpl
+        def chatd_pick(self, options):
+            return None  # no opinion: the next one answers
+
+    class Third:
+        @hookimpl(tryfirst=True)
+        def chatd_pick(self, options):
+            return options[0]
+
+    with InProcessChat(First(), Second()) as chat:
+        assert chat.hooks.call("chatd_pick", options=[1, 2]) == [2]
+        assert chat.hooks.call_first("chatd_pick", options=[1, 2]) == 2
+        chat.hooks.register(Third(), "third", "test")
+        assert chat.hooks.call("chatd_pick", options=[1, 2]) == [1]
+
+
+def test_system_exit_from_a_plugin_is_not_swallowed():
+    class Quitter:
+        @hookimpl
+        def chatd_client_connect(self, client):
+            raise SystemExit(3)
+
+    with InProcessChat(Quitter()) as chat, pytest.raises(SystemExit):
+        chat.connect()
+
+
+def test_an_exception_in_one_implementation_does_not_stop_the_others(caplog):
+    seen = []
+
+    class Broken:
+        @hookimpl(tryfirst=True)
+        def chatd_client_connect(self, client):
+            raise KeyError("oops")
+
+    class Fine:
+        @hookimpl
+        def chatd_client_connect(self, client):
+            seen.append(client.nick)
+
+    with InProcessChat(Broken(), Fine()) as chat:
+        peer = chat.connect()
+        assert seen == ["guest-1"]
+        assert "! internal error in plugin 'Broken'; the server goes on" in peer.lines()
+        assert "plugin 'Broken' failed in chatd_client_connect" in caplog.text
+
+
+def test_warnings_name_plugins_that_would_do_nothing():
+    import types
+
+    host = PluginHost()
+    unmarked = types.ModuleType("unmarked")
+    exec("def chatd_message(client, text):\n    pass\n", unmarked.__dict__)
+    typo = types.ModuleType("typo")
+    exec("def chatd_mesage(client, text):\n    pass\n", typo.__dict__)
+    host.register(unmarked, "unmarked", "test")
+    host.register(typo, "typo", "test")
+    warnings = host.warnings()
+    assert any("'unmarked': chatd_message is not marked @hookimpl" in w for w in warnings)
+    assert any("'typo': chatd_mesage is not a hook (did you mean chatd_message?)" in w
+               for w in warnings)
+    assert any("plugin 'typo' (test) implements no hooks" in w for w in warnings)
+
+
+def test_a_misspelt_marked_hook_is_a_load_error_with_a_suggestion():
+    class Typo:
+        @hookimpl
+        def chatd_room_jion(self, client, room):
+            pass
+
+    host = PluginHost()
+    host.register(Typo(), "typo", "test")
+    with pytest.raises(PluginLoadError, match=r"did you mean chatd_room_join\?"):
+        host.check()

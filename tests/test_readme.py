@@ -1,0 +1,48 @@
+"""The README's transcript is what two real clients see on the shipped config."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MARKERS = re.compile(r"^(\*\*\* |\* |<\S+> |\*\S+\* |-> |! )")
+
+
+def transcripts() -> dict[str, list[str]]:
+    readme = (REPO / "README.md").read_text()
+    found = {}
+    for block in re.findall(r"```\n((?:alice|bob)\$ nc .*?)```", readme, re.DOTALL):
+        lines = block.splitlines()
+        found[lines[0].split("$")[0]] = lines[1:]
+    assert set(found) == {"alice", "bob"}, found
+    return found
+
+
+def test_the_readme_transcript_is_real(chatd_server):
+    views = transcripts()
+    typed = {who: [line for line in lines if not MARKERS.match(line)]
+             for who, lines in views.items()}
+    shown = {who: [line for line in lines if MARKERS.match(line)]
+             for who, lines in views.items()}
+    # The order the two people typed in, as the transcript tells the story.
+    order = ["alice", "bob", "alice", "bob", "alice", "alice", "alice", "bob", "bob", "alice",
+             "alice"]
+    assert sorted(order) == sorted(w for w, lines in typed.items() for _ in lines)
+    server = chatd_server(REPO / "config.yaml", extra_args=["--port", "0"])
+    clients = {"alice": server.client(welcome=False)}
+    time.sleep(0.2)
+    clients["bob"] = server.client(welcome=False)
+    time.sleep(0.2)
+    queues = {who: list(lines) for who, lines in typed.items()}
+    for who in order:
+        clients[who].send(queues[who].pop(0))
+        time.sleep(0.25)  # let every notice of this step arrive before the next one
+    for who, expected in shown.items():
+        got = []
+        while len(got) < len(expected):
+            got.append(clients[who].recv_line(timeout=5))
+        for want, line in zip(expected, got, strict=True):
+            pattern = re.escape(want).replace(r"3\ \+\ 2\ =\ 5", r"\d+ \+ \d+ = \d+")
+            assert re.fullmatch(pattern, line), (who, want, line)
