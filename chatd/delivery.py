@@ -337,12 +337,6 @@ class Fanout:
                 client.link.write_now(payload)
 
 
-def _payload(entries: list[_Entry], renderer: Any) -> bytes:
-    if len(entries) == 1:
-        return entries[0].bytes_for(renderer)
-    return b"".join(entry.bytes_for(renderer) for entry in entries)
-
-
 def _deliver_room(
     room: Place,
     entries: list[_Entry],
@@ -364,40 +358,42 @@ def _deliver_room(
     if len(renderers) == 1:
         # The common case, everyone on one protocol: render once, share one object.
         renderer = next(iter(renderers))
-        payload = _payload(entries, renderer)
+        parts = [entry.bytes_for(renderer) for entry in entries]
+        payload = parts[0] if len(parts) == 1 else b"".join(parts)
         for member in tuple(room.members):
             if busy is not None and len(member.rooms) > 1 and _is_crowded(member, busy):
                 crowded.add(member)
             elif member in special:
-                _send_own(member, entries, renderer, special[member])
+                _send_own(member, entries, parts, special[member])
             elif payload:
                 member.link.write_now(payload)
         return
-    payloads: dict[Any, bytes] = {}
+    rendered: dict[Any, tuple[list[bytes], bytes]] = {}
     for member in tuple(room.members):
         if busy is not None and len(member.rooms) > 1 and _is_crowded(member, busy):
             crowded.add(member)
             continue
         link = member.link
         renderer = link.renderer
+        known = rendered.get(renderer)
+        if known is None:
+            parts = [entry.bytes_for(renderer) for entry in entries]
+            known = rendered[renderer] = (parts, b"".join(parts))
         if member in special:
-            _send_own(member, entries, renderer, special[member])
-            continue
-        payload = payloads.get(renderer)
-        if payload is None:
-            payload = payloads[renderer] = _payload(entries, renderer)
-        if payload:
-            link.write_now(payload)
+            _send_own(member, entries, known[0], special[member])
+        elif known[1]:
+            link.write_now(known[1])
 
 
 def _is_crowded(member: Recipient, busy: dict[Any, list[_Entry]]) -> bool:
     return sum(1 for r in member.rooms if r in busy) > 1
 
 
-def _send_own(member: Recipient, entries: list[_Entry], renderer: Any, since: int) -> None:
+def _send_own(member: Recipient, entries: list[_Entry], parts: list[bytes], since: int) -> None:
     """A member that caused some of the events, or joined late: the others since it came."""
-    own = b"".join(
-        e.bytes_for(renderer) for e in entries if e.exclude is not member and e.order >= since
-    )
+    own = b"".join([
+        data for entry, data in zip(entries, parts, strict=True)
+        if entry.exclude is not member and entry.order >= since
+    ])
     if own:
         member.link.write_now(own)

@@ -207,3 +207,31 @@ def test_a_misspelt_marked_hook_is_a_load_error_with_a_suggestion():
     host.register(Typo(), "typo", "test")
     with pytest.raises(PluginLoadError, match=r"did you mean chatd_room_join\?"):
         host.check()
+
+
+def test_check_config_warns_about_plugins_that_would_do_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "forgot.py").write_text(
+        "def chatd_client_connect(client):\n    client.notice('hi')\n"
+    )
+    (plugins / "typo.py").write_text(
+        "from chatd import hookimpl\n\n@hookimpl\ndef chatd_startup(server):\n    pass\n\n"
+        "def chatd_mesage(client, text):\n    pass\n"
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text("plugin_dirs: [plugins]\nplugin_host: {entry_points: false}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "chatd", "--config", str(config), "--check-config"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "config OK" in result.stdout
+    assert ("warning: plugin 'forgot': chatd_client_connect is not marked @hookimpl"
+            in result.stderr)
+    assert "warning: plugin 'forgot' (file " in result.stderr
+    assert ("warning: plugin 'typo': chatd_mesage is not a hook (did you mean chatd_message?)"
+            in result.stderr)
