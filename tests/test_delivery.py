@@ -157,3 +157,15 @@ def test_a_client_that_joins_gets_nothing_the_room_said_before_even_in_the_same_
         assert "<guest-2> dev secret before alice" not in got
         assert "<guest-2> after alice joined" in got
         assert "<guest-1> said before bob connected" not in bob.lines()
+
+
+def test_a_room_of_one_protocol_renders_each_event_once(renders):
+    """The common case (everyone on nc) takes the shared-payload path: one render."""
+    with InProcessChat() as chat:
+        people = [chat.connect() for _ in range(30)]
+        renders.clear()
+        people[0].protocol.data_received(memoryview(b"one\ntwo\n"))
+        people[1].protocol.data_received(memoryview(b"three\n"))
+        chat.tick()
+        assert renders[("line", "message")] == 3
+        assert people[5].lines()[-3:] == ["<guest-1> one", "<guest-1> two", "<guest-2> three"]
