@@ -144,6 +144,7 @@ class Connection:
         "bytes_sent",
         "close_reason",
         "fd",
+        "is_open",
         "last_progress",
         "limit_hit",
         "output_bytes",
@@ -203,6 +204,9 @@ class Connection:
         #: The peer's (address, port), as accept() reported it.
         self.peer: tuple[str, int] = peer
         self.state = State.OPEN
+        #: ``state is State.OPEN``: until :meth:`close` or :meth:`abort` (then writes
+        #: are ignored).  A plain attribute: the chat layer asks it per line.
+        self.is_open = True
         self.output_bytes = 0
         self.bytes_received = 0
         self.bytes_sent = 0
@@ -214,10 +218,6 @@ class Connection:
     def protocol(self) -> Protocol | None:
         return self._protocol
 
-    @property
-    def is_open(self) -> bool:
-        """True until :meth:`close` or :meth:`abort` (then writes are ignored)."""
-        return self.state is State.OPEN
 
     def start(self) -> None:
         """Register with the reactor and read anything that arrived with the handshake."""
@@ -431,6 +431,7 @@ class Connection:
         if self.state is not State.OPEN:
             return
         self.state = State.CLOSING
+        self.is_open = False
         self._schedule_lost(reason)
         wait = self._limits.linger if linger is None else linger
         self._linger_timer = self._reactor.call_later(wait, self._linger_expired)
@@ -502,6 +503,7 @@ class Connection:
         if self.state is State.CLOSED:
             return
         self.state = State.CLOSED
+        self.is_open = False
         if self._linger_timer is not None:
             self._linger_timer.cancel()
             self._linger_timer = None

@@ -249,7 +249,7 @@ class LocalBackend:
 class _Entry:
     """One event in the tick's batch, with its renders (one per renderer)."""
 
-    __slots__ = ("event", "exclude", "order", "rendered", "rooms")
+    __slots__ = ("_bytes", "_more", "_renderer", "event", "exclude", "order", "rooms")
 
     def __init__(
         self, event: Event, rooms: tuple[Place, ...], exclude: Recipient | None, order: int
@@ -258,12 +258,24 @@ class _Entry:
         self.rooms = rooms
         self.exclude = exclude
         self.order = order
-        self.rendered: dict[Any, bytes] = {}
+        # One render is the common case (everyone on one protocol): two slots, no dict.
+        self._renderer: Any = None
+        self._bytes = b""
+        self._more: dict[Any, bytes] | None = None
 
     def bytes_for(self, renderer: Any) -> bytes:
-        data = self.rendered.get(renderer)
+        if renderer is self._renderer:
+            return self._bytes
+        if self._renderer is None:
+            self._renderer = renderer
+            self._bytes = renderer.render(self.event)
+            return self._bytes
+        more = self._more
+        if more is None:
+            more = self._more = {}
+        data = more.get(renderer)
         if data is None:
-            data = self.rendered[renderer] = renderer.render(self.event)
+            data = more[renderer] = renderer.render(self.event)
         return data
 
 

@@ -235,3 +235,28 @@ def test_check_config_warns_about_plugins_that_would_do_nothing(tmp_path):
     assert "warning: plugin 'forgot' (file " in result.stderr
     assert ("warning: plugin 'typo': chatd_mesage is not a hook (did you mean chatd_message?)"
             in result.stderr)
+
+
+def test_a_failing_firstresult_hook_is_contained_like_any_other(caplog):
+    class BadRoute:
+        @hookimpl
+        def chatd_client_connect(self, client):
+            client.server.join(client, "#lobby")
+
+        @hookimpl
+        def chatd_route_message(self, client):
+            raise RuntimeError("route boom")
+
+    # Without the rooms plugin, this is the only implementation (the fast path).
+    with InProcessChat(BadRoute(), builtins=["commands"]) as chat:
+        assert len(chat.hooks.implementations("chatd_route_message")) == 1
+        alice, bob = chat.connect(), chat.connect()
+        alice.lines(), bob.lines()
+        alice.send("hello?")
+        assert alice.lines() == [
+            "! internal error in plugin 'BadRoute'; the server goes on",
+            "! you are not in a room; /join one first",
+        ]
+        assert bob.lines() == []
+        assert "plugin 'BadRoute' failed in chatd_route_message" in caplog.text
+        assert chat.hooks.error_counts["BadRoute"] == 1

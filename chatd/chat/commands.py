@@ -101,7 +101,7 @@ def collect_commands(hooks: PluginHost, server: object) -> CommandTable:
         plugin_name = impl.plugin_name
         kwargs = {"server": server}
         try:
-            declared = impl.function(*[kwargs[a] for a in impl.argnames]) or []
+            declared = impl.function(*impl.args(kwargs)) or []
         except Exception as exc:
             raise PluginLoadError(
                 f"plugin {plugin_name!r} failed in chatd_commands: {type(exc).__name__}: {exc}"

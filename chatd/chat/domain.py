@@ -284,7 +284,7 @@ class ChatDomain:
                 kwargs = {"client": client, "command": command, "args": invoke.args}
                 hooks.run_guarded(
                     impl.plugin_name, "chatd_command", impl.function,
-                    *[kwargs[a] for a in impl.argnames],
+                    *impl.args(kwargs),
                     notify=client, passthrough=(CommandError,),
                 )
             hooks.run_guarded(
@@ -329,7 +329,7 @@ class ChatDomain:
                 impl.plugin_name,
                 "chatd_filter_message",
                 impl.function,
-                *[kwargs[a] for a in impl.argnames],
+                *impl.args(kwargs),
                 notify=client,
                 passthrough=(Reject,),
             )
