@@ -403,9 +403,15 @@ def _is_crowded(member: Recipient, busy: dict[Any, list[_Entry]]) -> bool:
 
 def _send_own(member: Recipient, entries: list[_Entry], parts: list[bytes], since: int) -> None:
     """A member that caused some of the events, or joined late: the others since it came."""
-    own = b"".join([
-        data for entry, data in zip(entries, parts, strict=True)
-        if entry.exclude is not member and entry.order >= since
-    ])
+    if since:
+        own = b"".join([
+            data for entry, data in zip(entries, parts, strict=True)
+            if entry.exclude is not member and entry.order >= since
+        ])
+    else:  # a sender (the common case): everything but its own lines
+        own = b"".join([
+            data for entry, data in zip(entries, parts, strict=True)
+            if entry.exclude is not member
+        ])
     if own:
         member.link.write_now(own)
