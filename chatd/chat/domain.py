@@ -373,15 +373,10 @@ class ChatDomain:
         text = " ".join(text.splitlines()) if "\n" in text or "\r" in text else text
         event = self.new_event(Topic, client.source, room.name, text[:TOPIC_MAX])
         if text:
-            try:
-                event = self._filtered(client, event)
-            except Reject as exc:
-                client.error(str(exc) or "rejected")
+            accepted = self._accept(client, event)
+            if accepted is None:
                 return None
-            if not event.text.strip():
-                return None
-            self.hooks.call("chatd_message", notify=client, client=client, text=event.text,
-                            event=event)
+            event = accepted
         room.topic = " ".join(event.text.splitlines())[:TOPIC_MAX]
         self.backend.to_room(event, room)
         return event
