@@ -23,12 +23,17 @@ Sanitising
 :func:`sanitize` removes everything that can drive a terminal or fake the
 layout of a line, and keeps everything that is text:
 
-* whole escape sequences: CSI (``ESC [ ... final``), OSC / DCS / SOS / PM / APC
-  strings up to BEL or ST, other two-byte ``ESC x`` sequences, and their C1
-  forms (U+009B CSI, U+009D OSC, ...);
+* whole escape sequences: CSI (``ESC [ ... final``: arrows, F5-F12), SS2/SS3
+  with the character they shift (``ESC O P`` is F1: no ``P`` is left behind),
+  OSC / DCS / SOS / PM / APC strings up to BEL or ST, other two-byte ``ESC x``
+  sequences, and their C1 forms (U+009B CSI, U+008F SS3, U+009D OSC, ...);
 * every remaining C0 control (tab becomes a space), DEL and C1 control;
 * bidi embeddings, overrides and isolates (Trojan Source, CVE-2021-42574),
   LRM/RLM/ALM, the line and paragraph separators, and BOM / ZWNBSP.
+
+On received lines only, backspace (BS, Ctrl-H) and DEL first erase the
+character before them (:func:`apply_backspaces`), the way the typist meant,
+once escape sequences are gone.
 
 ZWJ and ZWNJ stay, so emoji sequences such as 👨‍👩‍👧 survive.  chatd applies
 :func:`sanitize` to every line it receives *and* to every line it sends, so text
@@ -42,10 +47,12 @@ from dataclasses import dataclass
 
 _ESCAPE_SEQUENCES = re.compile(
     r"""
-      \x1b\[ [0-?]* [\ -/]* [@-~]?                  # CSI ... final byte
+      \x1b\[ [0-?]* [\ -/]* [@-~]?                  # CSI ... final byte (arrows, F5-F12)
     | \x1b[\]PX^_] .*? (?:\x07|\x1b\\|\x9c|$)        # OSC, DCS, SOS, PM, APC ... BEL/ST
+    | \x1b[NO] [\ -~]?                             # SS2 / SS3 + the character they shift (F1-F4)
     | \x1b [\ -/]* [0-~]?                           # nF / Fp / Fe / Fs escapes, lone ESC
     | \x9b [0-?]* [\ -/]* [@-~]?                    # C1 CSI
+    | [\x8e\x8f] [\ -~]?                             # C1 SS2 / SS3
     | [\x90\x98\x9d\x9e\x9f] .*? (?:\x07|\x1b\\|\x9c|$)  # C1 string commands
     """,
     re.VERBOSE | re.DOTALL,
@@ -62,6 +69,11 @@ _UNSAFE_CHARACTERS = re.compile(
     "]"
 )
 
+
+#: The unsafe characters but BS and DEL (which erase, see apply_backspaces).
+_UNSAFE_BUT_ERASE = re.compile(
+    _UNSAFE_CHARACTERS.pattern.replace("\x00-\x1f\x7f-\x9f", "\x00-\x07\x09-\x1f\x80-\x9f")
+)
 
 _HTTP_REQUEST = re.compile(
     rb"(GET|POST|HEAD|PUT|DELETE|OPTIONS|CONNECT|PATCH|TRACE|PRI) \S+ HTTP/\d"
@@ -134,11 +146,47 @@ class CleanedLine(str):
     __slots__ = ()
 
 
+def apply_backspaces(text: str) -> str:
+    """Let BS (Ctrl-H) and DEL erase the character before them, as the typist meant.
+
+    Raw terminals, ``telnet`` in character mode and some ``nc`` setups send the
+    key itself instead of editing the line locally.  Run on received lines
+    only, after escape sequences are gone (an erase never eats half of one).
+    """
+    out: list[str] = []
+    for char in text:
+        if char == "\b" or char == "\x7f":
+            if out:
+                out.pop()
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 def decode_line(raw: bytes | bytearray | memoryview) -> str:
-    """Decode one framed line (UTF-8, invalid bytes -> U+FFFD) and sanitise it."""
+    """Decode one framed line (UTF-8, invalid bytes -> U+FFFD), apply its erases, sanitise.
+
+    The result is a :class:`CleanedLine` if something had to be removed (an
+    escape sequence, a control character); erasing with backspace is editing,
+    not cleaning.
+    """
     text = str(raw, "utf-8", "replace")
+    if text.isascii() and text.isprintable():
+        return text
+    cleaned = False
+    if "\t" in text:
+        text = text.replace("\t", " ")  # first, as sanitize() does: a tab ends no escape
+    if "\x1b" in text or any(c in text for c in "\x8e\x8f\x90\x98\x9b\x9d\x9e\x9f"):
+        stripped = _ESCAPE_SEQUENCES.sub("", text)
+        cleaned = stripped != text
+        text = stripped
+    if "\b" in text or "\x7f" in text:
+        # An erase takes back a character the typist saw, not an invisible control.
+        visible = _UNSAFE_BUT_ERASE.sub("", text)
+        cleaned = cleaned or visible != text
+        text = apply_backspaces(visible)
     clean = sanitize(text)
-    if clean is not text and clean != text.replace("\t", " "):
+    if cleaned or clean != text:
         return CleanedLine(clean)
     return clean
 

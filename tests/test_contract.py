@@ -181,7 +181,8 @@ def test_invalid_utf8_is_replaced_and_the_connection_stays_usable(chatd_server):
         alice = server.client()
         bob.read_until(f"*** {alice.nick} joined #lobby\n".encode())
         start = len(bob.data)
-        alice.send_raw(b"\xff\xfebad\n")
+        # 0xFE, then 0xFF not followed by a telnet command byte: both invalid UTF-8.
+        alice.send_raw(b"\xfe\xffbad\n")
         alice.send_raw(b"half \xc4")  # "ě" split across two segments
         time.sleep(0.05)
         alice.send_raw(b"\x9b whole\n")
@@ -210,7 +211,7 @@ def test_escape_sequences_and_controls_never_reach_a_terminal(chatd_server):
         (b"t\x1b]0;pwned\x07u", "tu"),  # set the window title
         (b"c\x1b]52;c;cGF5bG9hZA==\x07d", "cd"),  # write the clipboard
         (b"x\x1b[31mred\x1b[0my", "xredy"),  # colours
-        (b"g\x07h\x08i\x7fj", "ghij"),  # BEL, BS, DEL
+        (b"g\x07h\x08i\x7fj", "gj"),  # BEL removed; BS and DEL erase the character before
         (b"q\x00r\x01s\x1ft\x0bu\x0cv", "qrstuv"),  # other C0
         (b"w\tx", "w x"),  # tab becomes a space
         ("k\u202al\u202bm\u202cn\u202do\u202ep".encode(), "klmnop"),  # bidi controls

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chatd.framing import _ESCAPE_SEQUENCES as _ESCAPES
 from chatd.framing import LineFramer, LineTooLong, sanitize
 
 # -- helpers -------------------------------------------------------------------
@@ -34,8 +35,9 @@ def reference(stream: bytes, max_line_bytes: int) -> list[str | LineTooLong]:
     """The framing rules, written the obvious (slow) way.
 
     Split on b"\\n"; strip one trailing b"\\r"; longer than the limit ->
-    LineTooLong; else decode UTF-8 with replacement and sanitise.  A non-empty
-    unterminated tail is a last line (chatd's documented EOF policy).
+    LineTooLong; else decode UTF-8 with replacement, remove escape sequences,
+    let each backspace (BS, DEL) erase the visible character before it, and sanitise.
+    A non-empty unterminated tail is a last line (chatd's documented EOF policy).
     """
     *complete, tail = stream.split(b"\n")
     pieces = complete + ([tail] if tail else [])
@@ -46,7 +48,15 @@ def reference(stream: bytes, max_line_bytes: int) -> list[str | LineTooLong]:
         if len(raw) > max_line_bytes:
             out.append(LineTooLong(max_line_bytes))
         else:
-            out.append(sanitize(raw.decode("utf-8", "replace")))
+            text = _ESCAPES.sub("", raw.decode("utf-8", "replace").replace("\t", " "))
+            kept: list[str] = []
+            for char in text:
+                if char in "\b\x7f":
+                    if kept:
+                        kept.pop()  # an erase takes back the last visible character
+                elif sanitize(char):
+                    kept.append(char)
+            out.append(sanitize("".join(kept)))
     return out
 
 

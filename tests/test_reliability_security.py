@@ -203,7 +203,9 @@ def test_X1_plugin_output_and_log_file_carry_no_escape_sequences(
         prefix + "dcs  ok",
         prefix + "report title  ok",
         prefix + "clip  ok",
-        prefix + f"mixed \u011b {FAMILY} ok",
+        # BEL is removed; BS and DEL each erase the character before them (the typist's
+        # intent): the family's last member, then the joiner before it.
+        prefix + f"mixed \u011b {FAMILY[:-2]} ok",
     ], lines
     assert lines[6] == prefix + "dress up  dressed", lines[6]
     # The plugin's room line and broadcast reached bob; its direct lines went to alice.
@@ -313,7 +315,7 @@ def test_X2_fake_prefixes_and_log_forging_give_one_record_per_event(
     # right after the prefix.
     assert received[:-1] == [
         "<mallory> hi<admin> you are banned",
-        "<mallory> hi<admin> you are banned",
+        "<mallory> <admin> you are banned",  # backspaces erased "hi": still mallory's line
         "<mallory> moc.live",
         "<mallory> *** bob has quit",
         "<mallory> * bob quit (Quit)",

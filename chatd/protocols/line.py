@@ -17,6 +17,10 @@ marker              meaning                            example
 ``! ``              an error, for you alone            ``! no such nick: carol``
 ==================  =================================  ==========================
 
+Input from the real ``telnet`` client works too: its negotiation is removed
+and answered (:mod:`chatd.protocols.telnet`: Ctrl-C never deafens it), and
+``CR NUL``, ``CR LF`` and ``LF`` all end a line.
+
 A server notice (``*** ``) and an action (``* nick``) differ at a glance, so
 ``/me quit (Quit: bye)`` reads ``* alice quit (Quit: bye)`` and cannot pass for
 the server's ``*** alice quit (Quit: bye)``.  Text with a newline (a plugin's
@@ -45,6 +49,7 @@ from ..events import (
 from ..framing import LineTooLong, sanitize
 from ..requests import Invoke, Request
 from .base import ChatProtocol, Renderer
+from .telnet import TelnetFilter
 
 NOTICE = "*** "
 ERROR = "! "
@@ -149,10 +154,32 @@ RENDERER = LineRenderer()
 
 
 class LineProtocol(ChatProtocol):
-    """``nc``'s protocol: a line per request, marked lines out."""
+    """``nc``'s (and ``telnet``'s) protocol: a line per request, marked lines out."""
 
     renderer = RENDERER
-    __slots__ = ()
+    __slots__ = ("_ended_cr", "_telnet")
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        # Made on the first telnet byte (0xFF) or NUL: most clients never need one.
+        self._telnet: TelnetFilter | None = None
+        self._ended_cr = False
+
+    def data_received(self, data: memoryview) -> None:
+        raw = bytes(data)
+        telnet = self._telnet
+        if telnet is None:
+            if b"\xff" not in raw and b"\x00" not in raw:
+                self._ended_cr = raw[-1:] == b"\r"
+                super().data_received(raw)  # type: ignore[arg-type]
+                return
+            telnet = self._telnet = TelnetFilter()
+            telnet._after_cr = self._ended_cr
+        clean, reply = telnet.feed(raw)
+        if reply:
+            self.transport.write(reply)
+        if clean:
+            super().data_received(clean)  # type: ignore[arg-type]
 
     def parse(self, lines: list[str | LineTooLong]) -> list[Request]:
         return [
