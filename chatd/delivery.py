@@ -263,20 +263,31 @@ class _Entry:
         self._bytes = b""
         self._more: dict[Any, bytes] | None = None
 
-    def bytes_for(self, renderer: Any) -> bytes:
+    def bytes_for(self, renderer: Any, elsewhere: bool = False) -> bytes:
+        """The event as ``renderer`` renders it (once), for a member whose current room is
+        its room, or another one (``elsewhere``: the line protocol then names the room)."""
         if renderer is self._renderer:
-            return self._bytes
-        if self._renderer is None:
+            data = self._bytes
+        elif self._renderer is None:
             self._renderer = renderer
-            self._bytes = renderer.render(self.event)
-            return self._bytes
+            data = self._bytes = renderer.render(self.event)
+        else:
+            more = self._more
+            if more is None:
+                more = self._more = {}
+            data = more.get(renderer)  # type: ignore[assignment]
+            if data is None:
+                data = more[renderer] = renderer.render(self.event)
+        if not elsewhere or not data or len(self.rooms) != 1:
+            return data
         more = self._more
         if more is None:
             more = self._more = {}
-        data = more.get(renderer)
-        if data is None:
-            data = more[renderer] = renderer.render(self.event)
-        return data
+        key = (renderer, True)
+        tagged = more.get(key)
+        if tagged is None:
+            tagged = more[key] = renderer.render_elsewhere(self.event, data)
+        return tagged
 
 
 class Fanout:
@@ -340,10 +351,14 @@ class Fanout:
                     if entry.order >= since:
                         mine[entry.order] = entry
             renderer = client.link.renderer
+            shows_room = renderer.shows_room
+            current = client.room
             payload = b"".join(
-                mine[order].bytes_for(renderer)
-                for order in sorted(mine)
-                if mine[order].exclude is not client
+                entry.bytes_for(
+                    renderer, shows_room and len(entry.rooms) == 1 and entry.rooms[0] is not current
+                )
+                for entry in (mine[order] for order in sorted(mine))
+                if entry.exclude is not client
             )
             if payload:
                 client.link.write_now(payload)
@@ -368,29 +383,43 @@ def _deliver_room(
         special.update(late)
     renderers = room.renderers
     if len(renderers) == 1:
-        # The common case, everyone on one protocol: render once, share one object.
+        # The common case, everyone on one protocol: render once, share one object
+        # (two for the line protocol: for members talking here, and for the others,
+        # whose lines name the room).
         renderer = next(iter(renderers))
+        shows_room = renderer.shows_room
         parts = [entry.bytes_for(renderer) for entry in entries]
         payload = parts[0] if len(parts) == 1 else b"".join(parts)
+        away_parts: list[bytes] | None = None
+        away = b""
         for member in tuple(room.members):
+            elsewhere = shows_room and member.room is not room
+            if elsewhere and away_parts is None:
+                away_parts = [entry.bytes_for(renderer, True) for entry in entries]
+                away = b"".join(away_parts)
             if busy is not None and len(member.rooms) > 1 and _is_crowded(member, busy):
                 crowded.add(member)
             elif member in special:
-                _send_own(member, entries, parts, special[member])
+                _send_own(member, entries, away_parts if elsewhere else parts,  # type: ignore[arg-type]
+                          special[member])
+            elif elsewhere:
+                if away:
+                    member.link.write_now(away)
             elif payload:
                 member.link.write_now(payload)
         return
-    rendered: dict[Any, tuple[list[bytes], bytes]] = {}
+    rendered: dict[tuple[Any, bool], tuple[list[bytes], bytes]] = {}
     for member in tuple(room.members):
         if busy is not None and len(member.rooms) > 1 and _is_crowded(member, busy):
             crowded.add(member)
             continue
         link = member.link
         renderer = link.renderer
-        known = rendered.get(renderer)
+        key = (renderer, renderer.shows_room and member.room is not room)
+        known = rendered.get(key)
         if known is None:
-            parts = [entry.bytes_for(renderer) for entry in entries]
-            known = rendered[renderer] = (parts, b"".join(parts))
+            parts = [entry.bytes_for(renderer, key[1]) for entry in entries]
+            known = rendered[key] = (parts, b"".join(parts))
         if member in special:
             _send_own(member, entries, known[0], special[member])
         elif known[1]:

@@ -317,7 +317,7 @@ def test_help_lists_every_command_grouped_by_plugin(chatd_server):
         assert entry and current is not None, f"unexpected /help line {line!r}"
         groups[current].append(entry.group(1))
     assert sorted(groups["commands"]) == ["help", "me", "msg", "nick", "quit"], groups
-    assert sorted(groups["rooms"]) == ["join", "part", "rooms", "topic", "who"], groups
+    assert sorted(groups["rooms"]) == ["join", "part", "rooms", "switch", "topic", "who"], groups
 
     alice.send("/help msg")
     alice.expect_line("*** /msg NICK text — send a private message")
@@ -356,8 +356,9 @@ def test_nick_change_is_announced_to_self_and_others(chatd_server):
     carol.expect_line("*** you are the first in #elsewhere")
     carol.send("/part #lobby")
     carol.expect_line("*** you are now talking in #elsewhere")
-    alice.expect_line(f"*** {carol.nick} left #lobby")
-    bob.expect_line(f"*** {carol.nick} left #lobby")
+    # alice and bob talk in #dev now: #lobby's lines name their room.
+    alice.expect_line(f"[#lobby] *** {carol.nick} left #lobby")
+    bob.expect_line(f"[#lobby] *** {carol.nick} left #lobby")
     alice.send("/nick alice2")
     alice.expect_line("*** alice is now known as alice2")
     bob.expect_line("*** alice is now known as alice2")
@@ -427,8 +428,9 @@ def test_join_part_rooms_who(chatd_server):
     alice.send("dev talk")
     bob.expect_line("<alice> dev talk")
     carol.send("lobby talk")
-    alice.expect_line("<carol> lobby talk")  # alice is still in #lobby too
-    bob.expect_line("<carol> lobby talk")
+    # alice and bob are still in #lobby too, but talk in #dev: the line names its room.
+    alice.expect_line("[#lobby] <carol> lobby talk")
+    bob.expect_line("[#lobby] <carol> lobby talk")
     alice.send("/me nods in dev")
     bob.expect_line("* alice nods in dev")
     sync(carol)  # carol got neither the join notices nor the #dev lines
@@ -453,7 +455,7 @@ def test_join_part_rooms_who(chatd_server):
     alice.expect_line("*** you are now talking in #lobby")
     bob.expect_line("*** alice left #dev")
     alice.send("back in the lobby")
-    bob.expect_line("<alice> back in the lobby")
+    bob.expect_line("[#lobby] <alice> back in the lobby")  # bob still talks in #dev
     carol.expect_line("<alice> back in the lobby")
     alice.send("/part #dev")
     alice.expect(r"^! .*#dev")

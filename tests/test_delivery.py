@@ -71,13 +71,14 @@ def test_a_member_of_several_busy_rooms_gets_the_global_order():
             peer.send("/join #b")
         for peer in (alice, bob, only_a):
             peer.lines()
-        # bob is in #a and #b: alice's b1 came before her a2, and so must it arrive.
+        # bob is in #a and #b: alice's b1 came before her a2, and so must it arrive
+        # (bob talks in #b, so #a's lines name their room).
         only_a.protocol.data_received(memoryview(b"a1\n"))
         alice.protocol.data_received(memoryview(b"b1\n"))
         alice.send("/join #a")  # switch: her next line goes to #a
         alice.protocol.data_received(memoryview(b"a2\n"))
         chat.tick()
-        assert bob.lines() == ["<guest-3> a1", "<guest-1> b1", "<guest-1> a2"]
+        assert bob.lines() == ["[#a] <guest-3> a1", "<guest-1> b1", "[#a] <guest-1> a2"]
         assert only_a.lines() == ["<guest-1> a2"]
 
 

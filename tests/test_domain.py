@@ -203,7 +203,7 @@ def test_route_message_is_firstresult_and_a_plugin_can_take_it_over(chat):
     alice.send("/join #dev")
     alice.send("/join #lobby")
     alice.send("where does this go?")
-    assert bob.lines()[-1] == "<guest-1> where does this go?"
+    assert bob.lines()[-1] == "[#dev] <guest-1> where does this go?"
     assert bob.client.room.name == "#lobby"
     assert chat.hooks.is_firstresult("chatd_route_message")
     # Both the plugin's and the rooms plugin's default would answer: one is used.

@@ -238,7 +238,7 @@ def test_mention_of_a_room_member_talking_elsewhere_is_just_the_message(chatd_se
     bob.send("/join #dev")
     sync(alice, bob)
     alice.send("hey @bob look")
-    bob.expect_line("<alice> hey @bob look")
+    bob.expect_line("[#lobby] <alice> hey @bob look")  # tagged: bob talks in #dev
     bob.expect_nothing(0.3)
 
 

@@ -587,7 +587,10 @@ def test_F5b_browser_post_cannot_chat(start: Callable[..., ServerProcess]) -> No
     nick = bystander.expect(r"^\*\*\* (\S+) joined #lobby$").group(1)
     bystander.expect_line(f"*** {nick} quit (spoke http, not chat)")
     bystander.send("/rooms")
-    bystander.expect_line("*** 1 room(s): #lobby (1) *  (* = your current room)")
+    bystander.expect_line(
+        "*** 1 room(s): #lobby (1) *  (* = your current room, "
+        "+ = you are in it)"
+    )
     assert operator_stats(server)["disconnects"] == {"foreign_http": 1}
 
 

@@ -179,7 +179,10 @@ def test_P1_a_raising_hookimpl_never_stops_the_others(
     ]
     # The sender is unaffected, and the server did not exit.
     sender.send("/rooms")
-    sender.expect_line("*** 2 room(s): #lobby (2) *, #ops (1)  (* = your current room)")
+    sender.expect_line(
+        "*** 2 room(s): #lobby (2) *, #ops (1)  (* = your current room, "
+        "+ = you are in it)"
+    )
     watcher.send("still up")
     sender.expect_line("*** [all] watcher: still up")  # the broadcast plugin runs first
     sender.expect_line("<watcher> still up")

@@ -7,9 +7,11 @@ Policy, all of it replaceable (disable this plugin, or pre-empt its hooks):
 * Plain lines go to the client's current room (``chatd_route_message``, a
   ``trylast`` default any plugin can pre-empt); the server delivers them to the
   *other* members, with no echo to the sender.
-* A client may be in several rooms; ``/join`` makes a room current, ``/part``
-  leaves one, and the current room falls back to the latest other room.  The
-  last room cannot be left (every client is always somewhere).
+* A client may be in several rooms; ``/join`` makes a room current and keeps
+  the others, ``/switch`` changes the current room, ``/part`` leaves one, and
+  the current room falls back to the latest other room.  The last room cannot
+  be left (every client is always somewhere).  Lines from a room other than
+  the current one arrive tagged with it (the line protocol's ``[#room] ``).
 
 Joins, parts, quits and nick changes are events the server itself delivers to
 the rooms concerned (each member told once); this plugin only words the
@@ -76,8 +78,7 @@ def cmd_join(client: Client, args: str) -> None:
         name = "#" + name
     room = client.server.rooms.get(name)
     if room is not None and room in client.rooms:
-        client.room = room
-        client.notice(f"you are now talking in {room.name}")
+        _switch(client, room)
         return
     room = client.server.join(client, name)
     client.notice(f"{client.nick} joined {room.name}")
@@ -88,6 +89,21 @@ def cmd_join(client: Client, args: str) -> None:
         client.notice(f"also in {room.name}: {', '.join(others)}")
     else:
         client.notice(f"you are the first in {room.name}")
+
+
+def _switch(client: Client, room: Room) -> None:
+    client.server.join(client, room.name)  # a room it is in: only made current
+    client.notice(f"you are now talking in {room.name}")
+
+
+def cmd_switch(client: Client, args: str) -> None:
+    name = args.split()[0] if args else ""
+    if not name:
+        raise UsageError()
+    room = client.server.rooms.get(name if name.startswith("#") else "#" + name)
+    if room is None or room not in client.rooms:
+        raise CommandError(f"you are not in {name}; /join it first")
+    _switch(client, room)
 
 
 def cmd_part(client: Client, args: str) -> None:
@@ -109,12 +125,17 @@ def cmd_part(client: Client, args: str) -> None:
 
 def cmd_rooms(client: Client, args: str) -> None:
     rooms = client.server.room_list()
-    current = client.room.name if client.room is not None else None
-    listing = ", ".join(
-        f"{room.name} ({room.members})" + (" *" if room.name == current else "")
-        for room in rooms
+    current = client.room.name.lower() if client.room is not None else None
+    mine = {room.name.lower() for room in client.rooms}
+
+    def mark(name: str) -> str:
+        key = name.lower()
+        return " *" if key == current else " +" if key in mine else ""
+
+    listing = ", ".join(f"{room.name} ({room.members}){mark(room.name)}" for room in rooms)
+    client.notice(
+        f"{len(rooms)} room(s): {listing}  (* = your current room, + = you are in it)"
     )
-    client.notice(f"{len(rooms)} room(s): {listing}  (* = your current room)")
 
 
 def cmd_who(client: Client, args: str) -> None:
@@ -148,15 +169,25 @@ def chatd_commands() -> list[Command]:
     return [
         Command(
             "join", cmd_join, "/join #room", "join a room (created if new) and talk there",
-            "Joins #room, or switches to it if you are already in it. Plain lines go to the\n"
-            "room you joined or switched to last.",
+            "Joins #room and makes it your current room; you stay in your other rooms.\n"
+            "Plain lines go to the current room. Lines from your other rooms arrive\n"
+            "tagged with their room: [#lobby] <bob> lunch?  /join of a room you are\n"
+            "in switches to it, like /switch.",
+        ),
+        Command(
+            "switch", cmd_switch, "/switch #room", "talk in another of your rooms",
+            "Makes #room (one you are in) your current room: plain lines go there, and\n"
+            "its lines arrive without a tag.",
         ),
         Command(
             "part", cmd_part, "/part [#room] [reason]", "leave a room (default: the current one)",
             "You stay in your other rooms; the most recently joined one becomes current.\n"
             "Your last room cannot be left.",
         ),
-        Command("rooms", cmd_rooms, "/rooms", "list the rooms and how many are in each"),
+        Command(
+            "rooms", cmd_rooms, "/rooms", "list the rooms and how many are in each",
+            "* marks your current room, + the other rooms you are in.",
+        ),
         Command("who", cmd_who, "/who [#room]", "list the members of a room (default: current)"),
         Command(
             "topic", cmd_topic, "/topic [#room] [text]", "show or set a room's topic",

@@ -85,10 +85,21 @@ class Renderer:
 
     #: The protocol's name (``line``, ``jsonl``), also the listener's ``protocol:``.
     name: ClassVar[str] = "?"
+    #: Whether a room event reads differently for a member whose current room is
+    #: another one (:meth:`render_elsewhere`); False lets the fan-out skip the check.
+    shows_room: ClassVar[bool] = False
 
     def render(self, event: Event) -> bytes:
         """The bytes every recipient other than the event's source sees."""
         raise NotImplementedError
+
+    def render_elsewhere(self, event: Event, rendered: bytes) -> bytes:
+        """A room event for a member of the room that is currently talking in another one.
+
+        ``rendered`` is ``render(event)``, already made: derive from it rather than
+        render again (the fan-out renders each event once per protocol).
+        """
+        return rendered
 
     def render_for(self, event: Event, viewer: int, tag: str | None = None) -> bytes:
         """The bytes the client with id ``viewer`` sees (it may be the source).

@@ -21,6 +21,9 @@ Input from the real ``telnet`` client works too: its negotiation is removed
 and answered (:mod:`chatd.protocols.telnet`: Ctrl-C never deafens it), and
 ``CR NUL``, ``CR LF`` and ``LF`` all end a line.
 
+A line from a room other than the reader's current one starts with the room:
+``[#lobby] <bob> lunch?``; lines from the current room have no tag.
+
 A server notice (``*** ``) and an action (``* nick``) differ at a glance, so
 ``/me quit (Quit: bye)`` reads ``* alice quit (Quit: bye)`` and cannot pass for
 the server's ``*** alice quit (Quit: bye)``.  Text with a newline (a plugin's
@@ -132,10 +135,22 @@ class LineRenderer(Renderer):
     """Events as the marked lines in the table of the module docstring."""
 
     name = "line"
+    shows_room = True
 
     def render(self, event: Event) -> bytes:
         render = _RENDER.get(event.__class__)
         return render(event) if render is not None else b""
+
+    def render_elsewhere(self, event: Event, rendered: bytes) -> bytes:
+        """``[#room] `` before each line of a room's event, for members talking elsewhere."""
+        data = rendered
+        target = event.target
+        if not data or not target.startswith("#"):
+            return data
+        tag = f"[{target}] ".encode()
+        if data.count(b"\n") == 1:
+            return tag + data
+        return b"".join(tag + line for line in data.splitlines(keepends=True))
 
     def render_for(self, event: Event, viewer: int, tag: str | None = None) -> bytes:
         if event.source.client_id == viewer:
