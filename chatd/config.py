@@ -198,9 +198,10 @@ class LimitsConfig:
     )
     recvq_max_bytes: int = _setting(
         65536,
-        "Most input held for one client: an unterminated line being discarded, or lines "
-        "waiting for the flood limit. Past it the client is disconnected for excess flood "
-        "(Redis PROTO_INLINE_MAX_SIZE, InspIRCd RecvQ).",
+        "Most input held for one client. An unterminated line discarded past it disconnects "
+        "the client (Redis PROTO_INLINE_MAX_SIZE, InspIRCd RecvQ); lines waiting for the "
+        "flood limit past it make chatd stop reading the client (TCP backpressure: the "
+        "sender waits) until half of it has drained, so a paste is delayed, never cut.",
         ge=1024,
     )
     read_budget_bytes: int = _setting(
@@ -357,7 +358,8 @@ class FloodConfig:
     lines_per_second: float = _setting(
         2.0,
         "Sustained rate. Excess lines wait, in order, and are processed as the budget "
-        "refills; only input past limits.recvq_max_bytes disconnects. 0 turns the limit off.",
+        "refills; past limits.recvq_max_bytes of waiting lines the client is not read "
+        "until they drain (it is told once). 0 turns the limit off.",
         ge=0,
     )
     bytes_per_token: int = _setting(

@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -125,6 +126,7 @@ class Connection:
     __slots__ = (
         "_account",
         "_flush_queued",
+        "_held",
         "_limits",
         "_linger_timer",
         "_lost_notified",
@@ -186,6 +188,7 @@ class Connection:
         #: Why the connection is closing or closed ("" while open).
         self.close_reason = ""
         self._paused = False
+        self._held = False
         now = time.monotonic()
         #: When output last made progress (or became pending): for the send timeout.
         self.last_progress = now
@@ -230,6 +233,16 @@ class Connection:
     # -- events ------------------------------------------------------------
 
     def handle_events(self, mask: int) -> None:
+        if self._held and mask & (EPOLLERR | EPOLLHUP) and self.state is not State.CLOSED:
+            # Reading is held, but the peer is gone (a reset): what waits unread will
+            # never be wanted, and nothing else would ever notice.  A clean FIN
+            # (RDHUP) is not this: it waits behind the held data, in order.
+            error = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                self._lost(OSError(error, os.strerror(error)))
+            else:
+                self.abort("connection closed by peer")
+            return
         if mask & _READ_EVENTS:
             self._read()
         if mask & _WRITE_EVENTS and self.state is not State.CLOSED:
@@ -239,8 +252,30 @@ class Connection:
         self._read_queued = False
         self._read()
 
+    def hold_reading(self) -> None:
+        """Stop reading this socket (TCP backpressure: the peer's sends block).
+
+        For input the protocol's consumer cannot take yet (lines waiting for the
+        flood limit); :meth:`resume_reading` goes on where it stopped.
+        """
+        self._held = True
+
+    def resume_reading(self) -> None:
+        """Read again after :meth:`hold_reading`.  Under ET no new edge announces what
+        waited in the kernel meanwhile, so the read is queued on the ready list."""
+        if not self._held:
+            return
+        self._held = False
+        if self.state is not State.CLOSED and not self._read_queued:
+            self._read_queued = True
+            self._reactor.call_soon(self._read_again)
+
+    @property
+    def reading_held(self) -> bool:
+        return self._held
+
     def _read(self) -> None:
-        if self.state is State.CLOSED:
+        if self.state is State.CLOSED or self._held:
             return
         if self.output_bytes > self._limits.soft and self.state is State.OPEN:
             # A client that does not read its replies does not get more input
@@ -277,7 +312,9 @@ class Connection:
             if self.output_bytes > soft and self.state is State.OPEN:
                 self._paused = True
                 break
-        if drained or self._paused:
+            if self._held:
+                break
+        if drained or self._paused or self._held:
             return
         # Budget used up before EAGAIN: more may be waiting, and under ET no
         # new edge will say so.  Serve the others, then come back.

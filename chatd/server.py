@@ -357,8 +357,8 @@ class ChatServer:
                 conn.abort(why)
                 continue
             protocol = conn.protocol
-            if not isinstance(protocol, ChatProtocol):
-                continue
+            if not isinstance(protocol, ChatProtocol) or conn.reading_held:
+                continue  # held for the flood limit: nothing can arrive, nothing is late
             overdue = _overdue_input(protocol, limits, now)
             if overdue is not None:
                 conn.limit_hit, why = overdue

@@ -71,6 +71,12 @@ log = logging.getLogger("chatd.chat")
 TOPIC_MAX = 300
 
 
+def _hard_backlog(limits: Any) -> int:
+    """The most delayed input one client can have even with reading held: the limit,
+    plus what one read pass and one unfinished line can add on top of it."""
+    return limits.recvq_max_bytes + limits.read_budget_bytes + limits.max_line_bytes
+
+
 class Scheduler:
     """What the domain needs of the event loop (the reactor provides it)."""
 
@@ -192,11 +198,27 @@ class ChatDomain:
         ready = gate.admit(requests, time.monotonic())
         if ready:
             self._process(client, ready)
-        if gate.waiting:
-            if gate.backlog_bytes > self.config.limits.recvq_max_bytes:
+        if not gate.waiting:
+            return
+        limits = self.config.limits
+        if gate.backlog_bytes > limits.recvq_max_bytes:
+            # Backpressure, not a kick: stop reading the client; its sender waits
+            # (TCP) and the paste arrives complete, at the flood rate.  Only what one
+            # read can add past the limit may get in; beyond that something is wrong.
+            if gate.backlog_bytes > _hard_backlog(limits):
                 self._excess_flood(client)
-            elif gate.timer is None:
-                self._schedule_release(client)
+                return
+            if not gate.holding:
+                gate.holding = True
+                client.link.hold_input()
+        if not gate.told:
+            gate.told = True
+            client.notice(
+                f"flood limit: your lines are delayed to {gate.rate:g} per second; "
+                "the rest follow in order (nothing is lost)"
+            )
+        if gate.timer is None:
+            self._schedule_release(client)
 
     def _schedule_release(self, client: Client) -> None:
         gate = client._gate
@@ -219,13 +241,20 @@ class ChatDomain:
         ready = gate.release(time.monotonic())
         if ready:
             self._process(client, ready)
-        if gate.waiting and client.link.connected:
+        if not client.link.connected:
+            return
+        if gate.holding and gate.backlog_bytes <= self.config.limits.recvq_max_bytes // 2:
+            gate.holding = False
+            client.link.resume_input()  # read again: the kernel held the rest meanwhile
+        if gate.waiting:
             self._schedule_release(client)
-        elif gate.close_when_empty and client.link.connected:
+            return
+        gate.told = False  # the next burst that has to wait is told again
+        if gate.close_when_empty:
             client.link.close("connection closed by peer")
 
     def _excess_flood(self, client: Client) -> None:
-        limit = self.config.limits.recvq_max_bytes
+        limit = _hard_backlog(self.config.limits)
         assert client._gate is not None
         client._gate.clear()
         client.error(f"excess flood: more than {limit} bytes waiting; disconnecting")

@@ -63,7 +63,15 @@ class FloodGate:
     caller compares with ``limits.recvq_max_bytes``.
     """
 
-    __slots__ = ("_backlog", "_bucket", "backlog_bytes", "close_when_empty", "timer")
+    __slots__ = (
+        "_backlog",
+        "_bucket",
+        "backlog_bytes",
+        "close_when_empty",
+        "holding",
+        "timer",
+        "told",
+    )
 
     def __init__(self, bucket: TokenBucket) -> None:
         self._bucket = bucket
@@ -73,6 +81,15 @@ class FloodGate:
         self.timer: Any = None
         #: The peer half-closed: close once the backlog is handled.
         self.close_when_empty = False
+        #: The caller stopped reading the client (the backlog reached its limit).
+        self.holding = False
+        #: The client was told its lines are delayed (once per backlog).
+        self.told = False
+
+    @property
+    def rate(self) -> float:
+        """Lines per second the gate lets through, sustained."""
+        return self._bucket.rate
 
     @property
     def waiting(self) -> int:

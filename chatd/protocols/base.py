@@ -61,6 +61,13 @@ class Transport(Protocol):
 
     def reject_foreign(self, kind: str) -> None: ...
 
+    def hold_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    @property
+    def reading_held(self) -> bool: ...
+
 
 class Session(Protocol):
     """What a protocol reports to: the chat domain's client."""
@@ -262,6 +269,18 @@ class ChatProtocol:
         data = self.renderer.render_for(event, viewer, self.reply_tag)
         if data:
             self.transport.write(data)
+
+    def hold_input(self) -> None:
+        """Stop reading the client (backpressure) until :meth:`resume_input`."""
+        self.transport.hold_reading()
+
+    def resume_input(self) -> None:
+        self.transport.resume_reading()
+
+    @property
+    def input_held(self) -> bool:
+        """Reading is held: the input timeouts do not run (nothing can arrive)."""
+        return self.transport.reading_held
 
     def close(self, reason: str, limit: str | None = None) -> None:
         """Close gracefully (queued output is flushed first); ``limit`` names a limit hit."""

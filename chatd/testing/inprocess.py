@@ -45,6 +45,7 @@ class MemoryTransport:
         self.limit_hit: str | None = None
         self.close_reason: str | None = None
         self.writes = 0
+        self.held = False
         self._open = True
 
     @property
@@ -62,6 +63,16 @@ class MemoryTransport:
         if self._open:
             self._open = False
             self.close_reason = reason
+
+    def hold_reading(self) -> None:
+        self.held = True
+
+    def resume_reading(self) -> None:
+        self.held = False
+
+    @property
+    def reading_held(self) -> bool:
+        return self.held
 
     def reject_foreign(self, kind: str) -> None:
         self.limit_hit = f"foreign_{kind}"
