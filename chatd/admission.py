@@ -63,6 +63,8 @@ class Admission:
         self._per_group: dict[str, int] = {}
         self._unregistered: dict[str, int] = {}
         self._attempts: dict[str, deque[float]] = {}
+        #: When each address group was last refused for its silent connections.
+        self._refused_silent: dict[str, float] = {}
 
     def check(self, address: str, now: float) -> str | None:
         """The reason code to refuse a connection from ``address``, or None to admit it.
@@ -84,6 +86,7 @@ class Admission:
         if rules.per_ip_max and self._per_group.get(group, 0) >= rules.per_ip_max:
             return "per_ip"
         if rules.max_unregistered and self._unregistered.get(group, 0) >= rules.max_unregistered:
+            self._refused_silent[group] = now
             return "unregistered"
         return None
 
@@ -98,6 +101,14 @@ class Admission:
         self.clients += 1
         self._per_group[group] = self._per_group.get(group, 0) + 1
         self._unregistered[group] = self._unregistered.get(group, 0) + 1
+
+    def unregistered(self, group: str) -> int:
+        """Connections from the address group ``group`` that have not spoken yet."""
+        return self._unregistered.get(group, 0)
+
+    def refused_silent_since(self, group: str, since: float) -> bool:
+        """Whether ``group`` was refused for too many silent connections after ``since``."""
+        return self._refused_silent.get(group, -1.0) >= since
 
     def registered(self, address: str) -> None:
         _decrement(self._unregistered, address_group(address))
@@ -118,6 +129,9 @@ class Admission:
                 attempts.popleft()
             if not attempts:
                 del self._attempts[group]
+        for group, when in list(self._refused_silent.items()):
+            if now - when > max(window, 60.0):
+                del self._refused_silent[group]
 
     def table_sizes(self) -> dict[str, int]:
         """Sizes of the per-address tables, for tests and /stats."""

@@ -243,8 +243,17 @@ class LimitsConfig:
     )
     registration_timeout_seconds: float = _setting(
         60.0,
-        "A new connection must send its first line within this time (a /nick, a message, "
-        "any command), or it is closed; 0 turns the check off.",
+        "Under pressure only, connections silent since they connected for longer than this "
+        "are closed, longest-silent first: when their address has per_ip.max_unregistered "
+        "of them, or the server holds 90% of max_clients. Otherwise a reader who never "
+        "speaks stays. 0 turns the check off.",
+        ge=0,
+    )
+    announce_after_seconds: float = _setting(
+        3.0,
+        "A new connection is announced to its rooms (\"joined\") once it sends its first "
+        "line or has been connected this long, so port scans, HTTP requests and TLS hellos "
+        "leave no trace in any room; 0 announces at once.",
         ge=0,
     )
     partial_line_timeout_seconds: float = _setting(

@@ -176,13 +176,26 @@ def chatd_client_connect(client: Client) -> None:
 
 
 @hookspec
+def chatd_client_ready(client: Client) -> None:
+    """``client`` is a chat client: it sent its first line, or stayed connected
+    ``limits.announce_after_seconds``; its rooms have just been told it joined.
+
+    Called at most once per connection, after :func:`chatd_client_connect`.
+    Connections that never get here (a port scan, an HTTP request, a TLS hello on
+    the chat port) leave no trace in any room; the built-in *log* plugin records
+    connections here rather than at connect, so probes do not flood the log.
+    """
+
+
+@hookspec
 def chatd_client_disconnect(client: Client, reason: str, event: Quit) -> None:
     """A client is gone (``/quit``, closed socket, limit, shutdown).
 
     Called exactly once per connection, after the client was removed from the
     nick table but while ``client.rooms`` still lists the rooms it was in.
     The quit ``event`` is delivered to the members of those rooms (each told
-    once) right after this hook.  Sending to ``client`` does nothing now.
+    once) right after this hook, if the client was ever announced to them
+    (``client.announced``).  Sending to ``client`` does nothing now.
 
     :param reason: a short human-readable text, e.g. ``"Quit: bye"`` or
         ``"connection closed by peer"`` (the same as ``event.text``).

@@ -22,7 +22,7 @@ import logging
 import time
 from typing import Any
 
-from .admission import Admission, AdmissionRules, clamp_max_clients
+from .admission import Admission, AdmissionRules, address_group, clamp_max_clients
 from .chat import ChatDomain, Client, CommandTable, collect_commands
 from .config import Config, ConfigError, LimitsConfig, load_config
 from .connection import Connection, OutputAccount, State
@@ -64,10 +64,11 @@ def _stalled_output(conn: Connection, limits: LimitsConfig, now: float) -> tuple
 def _overdue_input(
     protocol: ChatProtocol, limits: LimitsConfig, now: float
 ) -> tuple[str, str] | None:
-    """(limit kind, reason) if a client is late with its first line, a newline or any line."""
-    timeout = limits.registration_timeout_seconds
-    if timeout and not protocol.registered and now - protocol.opened_at > timeout:
-        return "registration_timeout", f"registration timeout: say something within {timeout:g} s"
+    """(limit kind, reason) if a client is late with a newline or any line.
+
+    The registration timeout is not here: it applies only under pressure (see
+    :meth:`ChatServer._make_room_for_talkers`).
+    """
     timeout = limits.partial_line_timeout_seconds
     since = protocol.partial_since
     if timeout and since is not None and now - since > timeout:
@@ -255,12 +256,20 @@ class ChatServer:
 
     def _connection_lost(self, conn: Connection, reason: str) -> None:
         kind = conn.limit_hit
-        if kind is not None:
-            self.stats.disconnect(kind)
-            protocol = conn.protocol
-            session = protocol.session if isinstance(protocol, ChatProtocol) else None
-            nick = getattr(session, "nick", "?")
-            log.info("closed %s (%s:%d) by limit %s: %s", nick, *conn.peer, kind, reason)
+        if kind is None:
+            return
+        self.stats.disconnect(kind)
+        if kind.startswith("foreign_"):  # probes: counted, and logged once a minute
+            self.acceptor.log_throttled(
+                kind, "%s from %s:%d refused (%s); more are counted in /stats, logged once "
+                "a minute", kind.replace("foreign_", "").upper() + " request", *conn.peer,
+                reason,
+            )
+            return
+        protocol = conn.protocol
+        session = protocol.session if isinstance(protocol, ChatProtocol) else None
+        nick = getattr(session, "nick", "?")
+        log.info("closed %s (%s:%d) by limit %s: %s", nick, *conn.peer, kind, reason)
 
     def _flush_delivery(self) -> None:
         self.domain.backend.flush()
@@ -338,10 +347,11 @@ class ChatServer:
     def _sweep(self) -> None:
         """Timer-driven limits: one pass over the connections instead of a timer each.
 
-        Cuts connections that did not register in time, hold an unfinished line
-        too long, idle too long, make no write progress, or stay above the
-        soft output limit.  Timer-driven on purpose: a stalled client produces
-        no events, so nothing else would ever notice it.
+        Cuts connections that hold an unfinished line too long, idle too long,
+        make no write progress, or stay above the soft output limit, and, under
+        pressure only, the longest-silent ones that never spoke.  Timer-driven on
+        purpose: a stalled client produces no events, so nothing else would ever
+        notice it.
         """
         self._schedule_sweep()
         limits = self.config.limits
@@ -362,9 +372,55 @@ class ChatServer:
             overdue = _overdue_input(protocol, limits, now)
             if overdue is not None:
                 conn.limit_hit, why = overdue
-                if isinstance(protocol.session, Client):
-                    protocol.session.error(why)
-                protocol.close(why)
+                self._cut(protocol, why)
+        self._make_room_for_talkers(now)
+
+    def _cut(self, protocol: ChatProtocol, why: str) -> None:
+        if isinstance(protocol.session, Client):
+            protocol.session.error(why)
+        protocol.close(why)
+
+    def _make_room_for_talkers(self, now: float) -> None:
+        """Close silent connections only when they keep others out (the lurker policy).
+
+        A reader who never speaks is welcome.  But when its address was refused a
+        connection for having ``per_ip.max_unregistered`` silent ones (within the
+        last minute, or the timeout if longer), or the server holds 90 % of
+        ``max_clients``, connections that have been silent since they connected
+        for longer than ``limits.registration_timeout_seconds`` are closed,
+        longest-silent first: for that address enough to admit one more, for the
+        server down to 90 %.
+        """
+        timeout = self.config.limits.registration_timeout_seconds
+        if not timeout:
+            return
+        silent = [
+            conn for conn in self.acceptor.live
+            if conn.state is State.OPEN and isinstance(conn.protocol, ChatProtocol)
+            and not conn.protocol.registered and now - conn.protocol.opened_at > timeout
+        ]
+        if not silent:
+            return
+        silent.sort(key=lambda conn: conn.protocol.opened_at)  # type: ignore[union-attr]
+        rules = self.admission.rules
+        doomed: list[Connection] = []
+        if rules.max_unregistered:
+            by_group: dict[str, list[Connection]] = {}
+            for conn in silent:
+                by_group.setdefault(address_group(conn.peer[0]), []).append(conn)
+            for group, conns in by_group.items():
+                if not self.admission.refused_silent_since(group, now - max(timeout, 60.0)):
+                    continue  # at its limit maybe, but nobody from there is kept out
+                over = self.admission.unregistered(group) - (rules.max_unregistered - 1)
+                if over > 0:
+                    doomed.extend(conns[:over])
+        crowd = len(self.domain.clients) - int(rules.max_clients * 0.9)
+        if crowd > 0:
+            doomed.extend(conn for conn in silent[:crowd] if conn not in doomed)
+        why = f"registration timeout: say something within {timeout:g} s"
+        for conn in doomed:
+            conn.limit_hit = "registration_timeout"
+            self._cut(conn.protocol, why)  # type: ignore[arg-type]
 
     def _evict_largest(self) -> None:
         """Over the total output cap: disconnect the largest buffers first (Redis)."""

@@ -70,13 +70,16 @@ def chatd_shutdown(server: Server) -> None:
 
 
 @hookimpl
-def chatd_client_connect(client: Client) -> None:
+def chatd_client_ready(client: Client) -> None:
+    # Logged once the connection is a chat client, not at connect: a port scan or an
+    # HTTP probe is then only the listener's once-a-minute warning, not two records.
     log.info("connect id=%d nick=%s peer=%s:%d", client.id, client.nick, *client.peer)
 
 
 @hookimpl
 def chatd_client_disconnect(client: Client, reason: str) -> None:
-    log.info("disconnect id=%d nick=%s reason=%s", client.id, client.nick, _quote(reason))
+    if client.announced:
+        log.info("disconnect id=%d nick=%s reason=%s", client.id, client.nick, _quote(reason))
 
 
 @hookimpl

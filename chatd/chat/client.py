@@ -34,9 +34,12 @@ class Client:
 
     __slots__ = (
         "__weakref__",
+        "_announce_timer",
         "_domain",
         "_gate",
+        "_pending_joins",
         "_quit_event",
+        "announced",
         "connected_at",
         "connected_mono",
         "id",
@@ -71,6 +74,11 @@ class Client:
         self.connected_mono = time.monotonic()
         self._gate: FloodGate | None = None
         self._quit_event: Event | None = None
+        #: True once its rooms were told it is here: after its first line, or once it
+        #: has been connected ``limits.announce_after_seconds`` (so probes stay unseen).
+        self.announced = False
+        self._pending_joins: list[tuple[Room, Event]] = []
+        self._announce_timer: Any = None
 
     # -- talking to the client ---------------------------------------------
 

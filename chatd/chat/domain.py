@@ -144,8 +144,33 @@ class ChatDomain:
         self.clients[client.id] = client
         self.local.connected(client)
         self.backend.claim_nick(client, client.nick)
+        wait = self.config.limits.announce_after_seconds
+        if wait <= 0:
+            client.announced = True
         self.hooks.call("chatd_client_connect", notify=client, client=client)
+        if client.announced:
+            self.hooks.call("chatd_client_ready", notify=client, client=client)
+        elif client.link.connected:
+            client._announce_timer = self.scheduler.call_later(wait, self.announce, client)
         return client
+
+    def announce(self, client: Client) -> None:
+        """``client`` is a chat client now (it spoke, or stayed): tell its rooms it joined.
+
+        Until then its joins are held back, so a port scan, an HTTP request or a
+        TLS hello on the chat port never shows up in a room (nor does its quit).
+        """
+        if client.announced or client.id not in self.clients or not client.link.connected:
+            return
+        client.announced = True
+        if client._announce_timer is not None:
+            client._announce_timer.cancel()
+            client._announce_timer = None
+        pending, client._pending_joins = client._pending_joins, []
+        for room, event in pending:
+            if room in client.rooms:
+                self.backend.to_room(event, room, exclude=client)
+        self.hooks.call("chatd_client_ready", notify=client, client=client)
 
     def _new_guest_nick(self) -> str:
         while True:
@@ -171,6 +196,9 @@ class ChatDomain:
             return
         if client._gate is not None:
             client._gate.clear()
+        if client._announce_timer is not None:
+            client._announce_timer.cancel()
+            client._announce_timer = None
         self.backend.release_nick(client, client.nick)
         rooms = tuple(client.rooms)
         event = client._quit_event
@@ -178,7 +206,8 @@ class ChatDomain:
             event = self.new_event(Quit, client.source, "", reason,
                                    rooms=tuple(r.name for r in rooms))
         self.hooks.call("chatd_client_disconnect", client=client, reason=event.text, event=event)
-        self.backend.to_rooms(event, rooms, exclude=client)
+        if client.announced:  # who was never announced leaves no trace either
+            self.backend.to_rooms(event, rooms, exclude=client)
         for room in rooms:
             self._remove_member(client, room)
             self.backend.parted(client, room)
@@ -191,6 +220,8 @@ class ChatDomain:
 
     def handle(self, client: Client, requests: list[Request]) -> None:
         """Requests from the client's protocol: pass them through the flood gate."""
+        if not client.announced:
+            self.announce(client)  # its first line: the rooms hear it joined, then what it says
         gate = client._gate
         if gate is None:
             self._process(client, requests)
@@ -478,7 +509,10 @@ class ChatDomain:
         self.backend.to_client(event, client)
         self._add_member(client, room)
         self.backend.joined(client, room)
-        self.backend.to_room(event, room, exclude=client)
+        if client.announced:
+            self.backend.to_room(event, room, exclude=client)
+        else:
+            client._pending_joins.append((room, event))
         self.hooks.call("chatd_room_join", notify=client, client=client, room=room,
                         event=event)
         return room

@@ -138,6 +138,7 @@ def _config(config: Config | None, sections: dict[str, Any]) -> Config:
         "flood": {"lines_per_second": 0},
         "per_ip": {"max_connections": 0, "connect_rate": 0, "max_unregistered": 0},
         "plugin_host": {"entry_points": False},
+        "limits": {"announce_after_seconds": 0},
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):

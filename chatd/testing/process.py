@@ -339,6 +339,9 @@ def write_config(path: Path, **sections: Any) -> Path:
         "per_ip": {"max_connections": 0, "connect_rate": 0, "max_unregistered": 0},
         # What happens to be pip-installed must not change a test's outcome.
         "plugin_host": {"entry_points": False},
+        # Joins are announced at once, so a test need not wait for the room to hear of
+        # a silent client; the tests of the delay itself set it.
+        "limits": {"announce_after_seconds": 0},
     }
     if "plugin_dirs" in sections:
         sections["plugin_dirs"] = [str(Path(d).resolve()) for d in sections["plugin_dirs"]]
