@@ -110,6 +110,13 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         server = ChatServer(config, trace_hooks=args.trace_hooks)
     except (PluginLoadError, DuplicateCommandError, ConfigError) as exc:
         return _fail(str(exc))
+    problems = server.preflight()
+    if problems:
+        for problem in problems[1:]:
+            print(f"chatd: {problem}", file=sys.stderr)
+        server.hooks.shutdown()
+        server.close()
+        return _fail(problems[0])
     if args.command == "plugins":
         print(describe_plugins(server))
         server.hooks.shutdown()

@@ -79,6 +79,12 @@ def _overdue_input(
     return None
 
 
+def _same_interface(a: str, b: str) -> bool:
+    """Whether two bind addresses can collide (the same one, or either is a wildcard)."""
+    wildcards = {"", "0.0.0.0", "::"}
+    return a == b or a in wildcards or b in wildcards or {a, b} == {"localhost", "127.0.0.1"}
+
+
 class ChatServer:
     """One chatd server: build it, :meth:`listen`, then :meth:`serve_forever`.
 
@@ -209,6 +215,34 @@ class ChatServer:
         self.admission.rules = self._admission_rules(self.config, max_clients)
         self._account.limit = limits.output_total_max_bytes
         self.acceptor.configure(limits, self.config.net)
+
+    def preflight(self) -> list[str]:
+        """What start-up would reject, found before anything is bound (``--check-config``).
+
+        A feature switched on without the package it needs, or two listeners
+        (chat and metrics) on one port.  Returns the problems, one line each.
+        """
+        problems = []
+        metrics = self.config.metrics
+        if metrics.enabled:
+            import importlib.util
+
+            if importlib.util.find_spec("prometheus_client") is None:
+                problems.append(
+                    "metrics.enabled needs the prometheus_client package: "
+                    "pip install 'chatd[metrics]' (or set metrics.enabled: false)"
+                )
+            if metrics.port:
+                for i, listener in enumerate(self.config.listen):
+                    if listener.port == metrics.port and _same_interface(
+                        listener.host, metrics.host
+                    ):
+                        key = "listen" if len(self.config.listen) == 1 else f"listen[{i}]"
+                        problems.append(
+                            f"metrics.port {metrics.port} is also {key}'s port on "
+                            f"{listener.host}: give the metrics exporter a port of its own"
+                        )
+        return problems
 
     def listen(self) -> list[tuple[str, int]]:
         """Bind every configured listener; returns the bound (host, port) pairs, in order.

@@ -139,3 +139,32 @@ def test_log_level_flag_overrides_config(chatd_server):
     server = chatd_server(extra_args=["--log-level", "debug"])
     server.client()
     server.wait_for_log(r"DEBUG")
+
+
+def _check(config: Path, *, block: str | None = None) -> subprocess.CompletedProcess[str]:
+    prelude = f"sys.modules[{block!r}] = None; " if block else ""
+    code = (f"import sys; {prelude}from chatd.cli import main; "
+            f"sys.exit(main(['--config', {str(config)!r}, '--check-config']))")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_check_config_catches_metrics_without_prometheus_client(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("listen: {port: 0}\nmetrics: {enabled: true, port: 0}\n")
+    assert _check(config).returncode == 0  # installed here: fine
+    missing = _check(config, block="prometheus_client")
+    assert missing.returncode == 2
+    assert "metrics.enabled needs the prometheus_client package" in missing.stderr
+    assert "pip install 'chatd[metrics]'" in missing.stderr
+
+
+def test_check_config_catches_a_metrics_port_that_clashes_with_a_listener(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "listen: [{port: 7801}, {port: 7802, protocol: jsonl}]\n"
+        "metrics: {enabled: true, port: 7802}\n"
+    )
+    result = _check(config)
+    assert result.returncode == 2
+    assert "metrics.port 7802 is also listen[1]'s port on 127.0.0.1" in result.stderr

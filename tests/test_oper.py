@@ -62,7 +62,10 @@ def test_oper_without_a_configured_password(chatd_server):
     alice.expect_line(DENIED)
 
 
-def test_wrong_passwords_lock_the_address_out(chatd_server):
+def test_wrong_passwords_close_the_connection_and_an_address_has_a_ceiling(chatd_server):
+    """Three failures close that connection; a new one from the same address may try
+    again (people share addresses behind NAT); ten failures from one address within a
+    minute lock the address out; every attempt is logged, no password ever is."""
     server = chatd_server(plugins=OPER)
     mallory = server.client()
     mallory.send("/oper guess-one")
@@ -70,17 +73,33 @@ def test_wrong_passwords_lock_the_address_out(chatd_server):
     mallory.send("/oper guess-two")
     mallory.expect_line("! wrong password")
     mallory.send("/oper guess-three")
-    assert mallory.expect_eof() == ["*** too many failed attempts"]
-    # A new connection from the same address may not try again, not even rightly.
-    again = server.client()
-    again.send(f"/oper {PASSWORD}")
-    again.expect_line("! too many failed attempts from your address; try again later")
-    again.send("/plugins")
-    again.expect_line(DENIED)
-    # Another address is not affected.
+    assert mallory.expect_eof() == ["! too many failed /oper attempts; disconnecting"]
+    # A colleague behind the same address is not locked out by mallory's three.
+    colleague = server.client()
+    colleague.send(f"/oper {PASSWORD}")
+    colleague.expect_line("*** you are now an operator")
+    # Past the address's ceiling (10 failures within a minute), nobody from it may try.
+    for n in range(3):
+        guesser = server.client()
+        for _ in range(3 if n < 2 else 1):
+            guesser.send("/oper nope-nope")
+        if n < 2:
+            guesser.expect_eof()
+        else:
+            guesser.expect_line("! wrong password")  # the 10th failure
+    late = server.client()
+    late.send(f"/oper {PASSWORD}")
+    late.expect_line("! too many failed attempts from your address; try again later")
+    late.send("/plugins")
+    late.expect_line(DENIED)
     other = server.client(source="127.0.0.2")
     other.send(f"/oper {PASSWORD}")
     other.expect_line("*** you are now an operator")
+    log = server.wait_for_log(r"failed /oper by \S+ \(127\.0\.0\.1:\d+\): 3 on this connection")
+    text = server.log()
+    assert len(re.findall(r"WARNING chatd\.oper: failed /oper by", text)) == 10, text[-3000:]
+    assert "/oper refused for" in text and "is now an operator" in text
+    assert PASSWORD not in text and "guess-one" not in text and log
 
 
 def test_right_password_makes_an_operator(chatd_server):

@@ -8,24 +8,34 @@ Operators get ``/reload`` (re-read config.yaml and the plugins, like SIGHUP),
 ``/kick NICK [reason]``, ``/plugins`` and ``/stats``, and every ``chatd_operator_notice``
 (a plugin disabled by the circuit breaker, a failed reload) as a notice.
 
-Hardening: the comparison is constant-time (``hmac.compare_digest``); an
-address with 3 failed attempts within 60 s is refused further attempts until
-the window passes, and the connection that failed is closed; the password is
-never logged (commands are not logged at all).
+Hardening: the comparison is constant-time (``hmac.compare_digest``); a
+connection that fails 3 times is closed (``! too many failed /oper attempts``);
+an address with 10 failures within 60 s (several connections, or several people
+behind one NAT) is refused further attempts until the window passes, so one
+guesser cannot lock out everybody behind its address at once.  Every attempt is
+logged (``chatd.oper``: who, from where, how many recent failures), the password
+never is (commands are not logged at all).
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections import deque
 
 from chatd import Client, Command, CommandError, Server, StashKey, UsageError, hookimpl
 
+log = logging.getLogger("chatd.oper")
+
 IS_OPERATOR = StashKey[bool]()
 FAILED_ATTEMPTS = StashKey["dict[str, deque[float]]"]()
+CONNECTION_FAILURES = StashKey[int]()
 
+#: Failed attempts before the connection is closed.
 _MAX_FAILURES = 3
+#: Failed attempts from one address within the window before it may not try.
+_ADDRESS_CEILING = 10
 _FAILURE_WINDOW = 60.0
 
 
@@ -68,16 +78,24 @@ def cmd_oper(client: Client, args: str) -> None:
         recent.popleft()
     if not recent:
         del failures[client.address]
-    if len(recent) >= _MAX_FAILURES:
+    if len(recent) >= _ADDRESS_CEILING:
+        log.warning("/oper refused for %s (%s:%d): %d failures from that address within %g s",
+                    client.nick, *client.peer, len(recent), _FAILURE_WINDOW)
         raise CommandError("too many failed attempts from your address; try again later")
     if hmac.compare_digest(args.encode("utf-8"), password.encode("utf-8")):
         client.stash[IS_OPERATOR] = True
+        log.info("%s (%s:%d) is now an operator", client.nick, *client.peer)
         client.notice("you are now an operator")
         return
     recent.append(now)
     failures[client.address] = recent
-    if len(recent) >= _MAX_FAILURES:
-        client.close("too many failed /oper attempts", goodbye="too many failed attempts")
+    mine = client.stash.get(CONNECTION_FAILURES, 0) + 1
+    client.stash[CONNECTION_FAILURES] = mine
+    log.warning("failed /oper by %s (%s:%d): %d on this connection, %d from its address "
+                "within %g s", client.nick, *client.peer, mine, len(recent), _FAILURE_WINDOW)
+    if mine >= _MAX_FAILURES:
+        client.error("too many failed /oper attempts; disconnecting")
+        client.close("too many failed /oper attempts")
         return
     raise CommandError("wrong password")
 
@@ -154,7 +172,8 @@ def chatd_commands() -> list[Command]:
         Command(
             "oper", cmd_oper, "/oper PASSWORD", "become a server operator",
             "The password is plugins.oper.password in the server's config. Three wrong\n"
-            "attempts within a minute lock your address out for the rest of the minute.",
+            "attempts close your connection; ten from one address within a minute lock\n"
+            "that address out for the rest of the minute.",
             exact_args=True,
         ),
         Command(
