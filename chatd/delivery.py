@@ -70,6 +70,8 @@ class Recipient(Protocol):
     nick: str
     link: Link
     rooms: dict[Any, None]
+    room: Any
+    view: View | None
 
 
 class Place(Protocol):
@@ -154,6 +156,38 @@ def nick_key(nick: str) -> str:
     return nick.lower()
 
 
+#: The kinds an ignore list hides: what someone says, not joins, quits or topics.
+IGNORABLE = frozenset({"message", "action", "privmsg"})
+
+
+class View:
+    """How one client wants to see things, when it is not what everyone else sees.
+
+    ``client.view`` is None for almost every client, and those share every
+    payload; a client with a view (an ignore list, timestamps) gets its own
+    selection and rendering of the tick's events.
+    """
+
+    __slots__ = ("ignoring", "timestamps")
+
+    def __init__(self) -> None:
+        #: Nick keys whose messages, actions and private messages it does not see.
+        self.ignoring: frozenset[str] = frozenset()
+        #: Lines start with the time (``[12:34] <bob> hi``).
+        self.timestamps = False
+
+    @property
+    def is_default(self) -> bool:
+        return not self.ignoring and not self.timestamps
+
+    def hides(self, event: Event) -> bool:
+        return (
+            bool(self.ignoring)
+            and event.kind in IGNORABLE
+            and nick_key(event.source.nick) in self.ignoring
+        )
+
+
 class LocalBackend:
     """Everything in this process: the nick table and the per-tick fan-out."""
 
@@ -178,7 +212,11 @@ class LocalBackend:
         fanout = self.fanout
         if fanout.pending and not fanout.rooms_pending.isdisjoint(client.rooms):
             fanout.flush()  # room events that happened earlier must arrive earlier
-        client.link.deliver(event, client.id)
+        view = client.view
+        if view is None:
+            client.link.deliver(event, client.id)
+        elif not view.hides(event):
+            client.link.deliver(event, client.id, view.timestamps)
 
     def to_nick(self, event: Event, nick: str) -> bool:
         target = self._nicks.get(nick_key(nick))
@@ -197,6 +235,8 @@ class LocalBackend:
             data = rendered.get(link.renderer)
             if data is None:
                 data = rendered[link.renderer] = link.renderer.render(event)
+            if data and client.view is not None and client.view.timestamps:
+                data = link.renderer.render_stamped(event, data)
             if data:
                 link.write_now(data)
 
@@ -263,9 +303,10 @@ class _Entry:
         self._bytes = b""
         self._more: dict[Any, bytes] | None = None
 
-    def bytes_for(self, renderer: Any, elsewhere: bool = False) -> bytes:
+    def bytes_for(self, renderer: Any, elsewhere: bool = False, stamped: bool = False) -> bytes:
         """The event as ``renderer`` renders it (once), for a member whose current room is
-        its room, or another one (``elsewhere``: the line protocol then names the room)."""
+        its room, or another one (``elsewhere``: the line protocol then names the room),
+        and with the time in front (``stamped``)."""
         if renderer is self._renderer:
             data = self._bytes
         elif self._renderer is None:
@@ -278,16 +319,22 @@ class _Entry:
             data = more.get(renderer)  # type: ignore[assignment]
             if data is None:
                 data = more[renderer] = renderer.render(self.event)
-        if not elsewhere or not data or len(self.rooms) != 1:
+        if not data or (not (elsewhere and len(self.rooms) == 1) and not stamped):
             return data
         more = self._more
         if more is None:
             more = self._more = {}
-        key = (renderer, True)
-        tagged = more.get(key)
-        if tagged is None:
-            tagged = more[key] = renderer.render_elsewhere(self.event, data)
-        return tagged
+        tag = elsewhere and len(self.rooms) == 1
+        key = (renderer, tag, stamped)
+        variant = more.get(key)
+        if variant is None:
+            variant = data
+            if tag:
+                variant = renderer.render_elsewhere(self.event, variant)
+            if stamped:
+                variant = renderer.render_stamped(self.event, variant)
+            more[key] = variant
+        return variant
 
 
 class Fanout:
@@ -353,12 +400,17 @@ class Fanout:
             renderer = client.link.renderer
             shows_room = renderer.shows_room
             current = client.room
+            view = client.view
+            stamped = view is not None and view.timestamps
             payload = b"".join(
                 entry.bytes_for(
-                    renderer, shows_room and len(entry.rooms) == 1 and entry.rooms[0] is not current
+                    renderer,
+                    shows_room and len(entry.rooms) == 1 and entry.rooms[0] is not current,
+                    stamped,
                 )
                 for entry in (mine[order] for order in sorted(mine))
                 if entry.exclude is not client
+                and not (view is not None and view.hides(entry.event))
             )
             if payload:
                 client.link.write_now(payload)
@@ -399,6 +451,8 @@ def _deliver_room(
                 away = b"".join(away_parts)
             if busy is not None and len(member.rooms) > 1 and _is_crowded(member, busy):
                 crowded.add(member)
+            elif member.view is not None:
+                _send_viewed(member, entries, renderer, elsewhere, special.get(member, 0))
             elif member in special:
                 _send_own(member, entries, away_parts if elsewhere else parts,  # type: ignore[arg-type]
                           special[member])
@@ -416,6 +470,9 @@ def _deliver_room(
         link = member.link
         renderer = link.renderer
         key = (renderer, renderer.shows_room and member.room is not room)
+        if member.view is not None:
+            _send_viewed(member, entries, renderer, key[1], special.get(member, 0))
+            continue
         known = rendered.get(key)
         if known is None:
             parts = [entry.bytes_for(renderer, key[1]) for entry in entries]
@@ -424,6 +481,21 @@ def _deliver_room(
             _send_own(member, entries, known[0], special[member])
         elif known[1]:
             link.write_now(known[1])
+
+
+def _send_viewed(
+    member: Recipient, entries: list[_Entry], renderer: Any, elsewhere: bool, since: int
+) -> None:
+    """A member with a view of its own (ignores, timestamps): its own selection."""
+    view = member.view
+    assert view is not None
+    stamped = view.timestamps
+    own = b"".join([
+        entry.bytes_for(renderer, elsewhere, stamped) for entry in entries
+        if entry.exclude is not member and entry.order >= since and not view.hides(entry.event)
+    ])
+    if own:
+        member.link.write_now(own)
 
 
 def _is_crowded(member: Recipient, busy: dict[Any, list[_Entry]]) -> bool:

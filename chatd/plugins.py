@@ -86,6 +86,9 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "commands": "chatd.builtin.commands",
     "log": "chatd.builtin.log",
     "oper": "chatd.builtin.oper",
+    "presence": "chatd.builtin.presence",
+    "ignore": "chatd.builtin.ignore",
+    "settings": "chatd.builtin.settings",
 }
 
 ENTRY_POINT_GROUP = "chatd"

@@ -91,7 +91,7 @@ def test_disabled_builtin_is_really_gone(chatd_server):
     server = chatd_server(plugin_host={"disable": ["oper", "log"]})
     alice = server.client()
     alice.send("/help")
-    alice.expect(r"^\*\*\*   /who ")  # the last line of the [rooms] group
+    alice.expect(r"^\*\*\*   /set ")  # the last line of the last group, [settings]
     alice.send("/oper secret")
     alice.expect_line("! unknown command /oper — try /help")
     help_text = "\n".join(alice.history)

@@ -653,19 +653,17 @@ PASSWORD = "correct-horse-battery"
 def test_X4_oper_failures_from_one_address_lock_it_out_across_connections(
     chatd_server: Start,
 ) -> None:
-    """X4 (c): "After 3 failures per 60 s the IP is delayed or disconnected." The
-    count is per address, not per connection: three connections that each try once
-    lock the address out (tests/test_oper.py covers three tries on one connection)."""
+    """X4 (c): "After 3 failures per 60 s the IP is delayed or disconnected" — as issue
+    9 refined it: 3 failures close a connection (tests/test_oper.py), and an address
+    has a ceiling of 10 failures per minute across connections, so one guesser cannot
+    lock out everyone behind the same address with 3 tries, and cannot go on either:
+    ten connections that each try once lock the address out."""
     server = chatd_server(plugins={"oper": {"password": PASSWORD}})
-    for attempt in range(3):
+    for attempt in range(10):
         mallory = server.client(source="127.0.0.9")
         mallory.send(f"/oper guess-{attempt}")
-        if attempt < 2:
-            mallory.expect(r"^! wrong password$")  # (after the previous one's quit notice)
-            mallory.close()
-        else:
-            lines = mallory.expect_eof()
-            assert lines[-1] == "*** too many failed attempts", lines
+        mallory.expect(r"^! wrong password$")
+        mallory.close()
     again = server.client(source="127.0.0.9")
     again.send(f"/oper {PASSWORD}")
     again.expect(r"^! too many failed attempts from your address; try again later$")

@@ -140,7 +140,13 @@ def cmd_rooms(client: Client, args: str) -> None:
 
 def cmd_who(client: Client, args: str) -> None:
     room = _room_arg(client, args)
-    nicks = sorted(client.server.who(room), key=str.lower)
+    server = client.server
+
+    def shown(nick: str) -> str:
+        member = server.find_client(nick)
+        return f"{nick} (away)" if member is not None and member.away is not None else nick
+
+    nicks = [shown(nick) for nick in sorted(server.who(room), key=str.lower)]
     topic = f" — topic: {room.topic}" if room.topic else ""
     client.notice(f"{room.name} has {len(nicks)} member(s): {', '.join(nicks)}{topic}")
 

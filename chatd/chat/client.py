@@ -18,6 +18,7 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from ..delivery import View, nick_key
 from ..events import Event, Source
 from ..stash import Stash
 
@@ -40,6 +41,7 @@ class Client:
         "_pending_joins",
         "_quit_event",
         "announced",
+        "away",
         "connected_at",
         "connected_mono",
         "id",
@@ -50,6 +52,7 @@ class Client:
         "server",
         "source",
         "stash",
+        "view",
     )
 
     def __init__(self, domain: ChatDomain, link: Any, client_id: int, nick: str) -> None:
@@ -79,6 +82,12 @@ class Client:
         self.announced = False
         self._pending_joins: list[tuple[Room, Event]] = []
         self._announce_timer: Any = None
+        #: The away message (``/away``), or None when the client is here.
+        self.away: str | None = None
+        #: How this client wants to see things, if not like everyone (ignores,
+        #: timestamps); None shares every payload.  Read by delivery; use the
+        #: ``ignore``/``unignore`` methods and ``timestamps`` to change it.
+        self.view: View | None = None
 
     # -- talking to the client ---------------------------------------------
 
@@ -113,12 +122,59 @@ class Client:
             self.notice(goodbye)
         self.link.close(reason or "closed")
 
+    # -- what it sees ------------------------------------------------------------
+
+    @property
+    def ignoring(self) -> frozenset[str]:
+        """The nicks (lowercase) whose messages, actions and private messages it does
+        not see."""
+        return self.view.ignoring if self.view is not None else frozenset()
+
+    def ignore(self, nick: str) -> None:
+        """Stop showing this client what ``nick`` says (messages, actions, privmsgs)."""
+        view = self._view()
+        view.ignoring = view.ignoring | {nick_key(nick)}
+
+    def unignore(self, nick: str) -> bool:
+        """Show ``nick`` again; False if it was not ignored."""
+        key = nick_key(nick)
+        if key not in self.ignoring:
+            return False
+        view = self._view()
+        view.ignoring = view.ignoring - {key}
+        self._drop_view_if_default()
+        return True
+
+    @property
+    def timestamps(self) -> bool:
+        """Whether lines reach it with the time in front: ``[12:34] <bob> hi``."""
+        return self.view is not None and self.view.timestamps
+
+    @timestamps.setter
+    def timestamps(self, on: bool) -> None:
+        self._view().timestamps = bool(on)
+        self._drop_view_if_default()
+
+    def _view(self) -> View:
+        if self.view is None:
+            self.view = View()
+        return self.view
+
+    def _drop_view_if_default(self) -> None:
+        if self.view is not None and self.view.is_default:
+            self.view = None  # back on the shared payloads
+
     # -- facts ---------------------------------------------------------------
 
     @property
     def connected(self) -> bool:
         """False once the client is leaving; anything sent to it is then dropped."""
         return self.link.connected
+
+    @property
+    def idle_seconds(self) -> float:
+        """Seconds since its last line (or since it connected)."""
+        return max(0.0, time.monotonic() - self.link.last_input)
 
     @property
     def registered(self) -> bool:

@@ -116,6 +116,13 @@ class Renderer:
         """
         return self.render(event)
 
+    def render_stamped(self, event: Event, rendered: bytes) -> bytes:
+        """``rendered`` for a client that asked to see the time of every line.
+
+        Protocols whose events carry their time (jsonl's ``time``) return it as is.
+        """
+        return rendered
+
     def local_error(self, text: str) -> bytes:
         """An error the protocol itself reports (bad framing), not a chat event."""
         raise NotImplementedError
@@ -264,9 +271,12 @@ class ChatProtocol:
 
     # -- to the client --------------------------------------------------------------------
 
-    def deliver(self, event: Event, viewer: int) -> None:
-        """Render ``event`` for this connection's client (id ``viewer``) and queue it."""
+    def deliver(self, event: Event, viewer: int, stamped: bool = False) -> None:
+        """Render ``event`` for this connection's client (id ``viewer``) and queue it;
+        ``stamped``: the client asked for the time in front of every line."""
         data = self.renderer.render_for(event, viewer, self.reply_tag)
+        if data and stamped:
+            data = self.renderer.render_stamped(event, data)
         if data:
             self.transport.write(data)
 

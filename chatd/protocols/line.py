@@ -34,6 +34,7 @@ quit reason) has its newlines turned into spaces.  Every line is sanitised.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from ..events import (
@@ -160,6 +161,13 @@ class LineRenderer(Renderer):
             if cls is Join or cls is Part:
                 return b""  # /join and /part say it in their own words
         return self.render(event)
+
+    def render_stamped(self, event: Event, rendered: bytes) -> bytes:
+        """``[12:34] `` (the server's local time of the event) before each line."""
+        stamp = time.strftime("[%H:%M] ", time.localtime(event.time)).encode()
+        if rendered.count(b"\n") == 1:
+            return stamp + rendered
+        return b"".join(stamp + line for line in rendered.splitlines(keepends=True))
 
     def local_error(self, text: str) -> bytes:
         return marked(ERROR, text)

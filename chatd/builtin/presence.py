@@ -1,0 +1,107 @@
+"""Built-in plugin *presence*: /list, /whois and /away — who is where, and who is here.
+
+* ``/list [page]`` lists the rooms with their member counts and topics, 20 a
+  page, so the reply stays small however many rooms there are.
+* ``/whois NICK`` says which rooms a user is in, how long it has been
+  connected and idle, and its away message.
+* ``/away [message]`` marks you away (no message: back).  Someone who sends you
+  a private message while you are away is told so, once per message; ``/who``
+  shows away users with ``(away)``.
+
+Everything here goes through the public API (``server.room_list()``,
+``client.away``, ``chatd_message``), like any third-party plugin.
+"""
+
+from __future__ import annotations
+
+import time
+
+from chatd import Client, Command, CommandError, Event, UsageError, hookimpl
+
+PAGE = 20
+AWAY_MAX = 200
+
+
+def _ago(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
+
+
+def cmd_list(client: Client, args: str) -> None:
+    word = args.split()[0] if args else "1"
+    if not word.isdigit() or int(word) < 1:
+        raise UsageError(f"not a page number: {word}")
+    page = int(word)
+    rooms = client.server.room_list()
+    pages = max(1, -(-len(rooms) // PAGE))
+    if page > pages:
+        raise CommandError(f"there are {pages} page(s) of rooms")
+    shown = rooms[(page - 1) * PAGE : page * PAGE]
+    first = (page - 1) * PAGE + 1
+    more = f"; /list {page + 1} for more" if page < pages else ""
+    client.notice(f"rooms {first}-{first + len(shown) - 1} of {len(rooms)}{more}:")
+    for room in shown:
+        topic = f" — {room.topic}" if room.topic else ""
+        client.notice(f"  {room.name} ({room.members}){topic}")
+
+
+def cmd_whois(client: Client, args: str) -> None:
+    nick = args.split()[0] if args else ""
+    if not nick:
+        raise UsageError()
+    target = client.server.find_client(nick)
+    if target is None:
+        raise CommandError(f"no such nick: {nick}")
+    rooms = ", ".join(room.name for room in target.rooms) or "no room"
+    since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(target.connected_at))
+    client.notice(
+        f"{target.nick}: in {rooms}; connected {_ago(time.time() - target.connected_at)} "
+        f"ago (since {since}); idle {_ago(target.idle_seconds)}"
+    )
+    if target.away is not None:
+        client.notice(f"{target.nick} is away: {target.away}")
+
+
+def cmd_away(client: Client, args: str) -> None:
+    if not args:
+        if client.away is None:
+            raise CommandError("you are not away")
+        client.away = None
+        client.notice("you are back")
+        return
+    client.away = " ".join(args.split())[:AWAY_MAX]
+    client.notice(f"you are away: {client.away} (/away alone when you are back)")
+
+
+@hookimpl
+def chatd_message(client: Client, event: Event) -> None:
+    if event.kind != "privmsg":
+        return
+    target = client.server.find_client(event.target)
+    if target is not None and target is not client and target.away is not None:
+        # After the message itself is delivered (this hook runs just before).
+        client.server.call_soon(client.notice, f"{target.nick} is away: {target.away}")
+
+
+@hookimpl
+def chatd_commands() -> list[Command]:
+    return [
+        Command(
+            "list", cmd_list, "/list [page]", "list the rooms, their sizes and topics",
+            f"{PAGE} rooms a page, in name order.",
+        ),
+        Command(
+            "whois", cmd_whois, "/whois NICK", "who someone is: rooms, time online, idle, away",
+        ),
+        Command(
+            "away", cmd_away, "/away [message]", "say you are away (alone: you are back)",
+            "Private messages you get while away tell the sender your message;\n"
+            "/who and /whois show it.",
+        ),
+    ]
