@@ -32,8 +32,10 @@ from .chat import (  # noqa: E402
 )
 from .config import ConfigError  # noqa: E402
 from .events import Event, Source  # noqa: E402
+from .framing import sanitize, skeleton  # noqa: E402
 from .plugins import PluginTimer as Timer  # noqa: E402
 from .stash import Stash, StashKey  # noqa: E402
+from .templates import fill, template_problem  # noqa: E402
 
 __all__ = [
     "Client",
@@ -53,6 +55,10 @@ __all__ = [
     "UsageError",
     "__version__",
     "events",
+    "fill",
     "hookimpl",
     "hookspec",
+    "sanitize",
+    "skeleton",
+    "template_problem",
 ]

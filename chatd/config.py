@@ -27,6 +27,7 @@ import json
 import math
 import os
 import re
+import stat
 import types
 import typing
 from collections.abc import Hashable, Mapping
@@ -292,6 +293,17 @@ class LimitsConfig:
         "Longest nickname, in UTF-8 bytes. Short enough to keep lines and listings readable.",
         ge=1,
         le=64,
+    )
+    max_rooms_per_client: int = _setting(
+        25,
+        "Rooms one client may be in at once: every room costs its members a line per "
+        "event, and a client in thousands of rooms would cost the server per line.",
+        ge=1,
+    )
+    max_rooms: int = _setting(
+        5000,
+        "Rooms that may exist at once; a join that would create one more is refused.",
+        ge=1,
     )
     accept_batch: int = _setting(
         64,
@@ -1146,12 +1158,32 @@ def parse_config(text: str, *, source: Path | None = None) -> Config:
     return _parse(text, str(source), absolute, absolute.parent)
 
 
+#: The largest config file read (a config is a few KiB; a huge one is a mistake or
+#: an attack on whoever runs --check-config on it).
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and parse a config file; every failure, including I/O, is a ConfigError."""
+    """Read and parse a config file; every failure, including I/O, is a ConfigError.
+
+    The file must be a regular file (not a FIFO or a device that would block or
+    never end) of at most :data:`MAX_CONFIG_BYTES`.
+    """
     file = os.fspath(path)
     try:
-        with open(file, encoding="utf-8") as handle:
-            text = handle.read()
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+        with os.fdopen(os.open(file, os.O_RDONLY | os.O_NONBLOCK), "rb") as raw:
+            info = os.fstat(raw.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ConfigError("not a regular file", file=file)
+            if info.st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(
+                    f"too large ({info.st_size} bytes; at most {MAX_CONFIG_BYTES})", file=file
+                )
+            data = raw.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"too large (more than {MAX_CONFIG_BYTES} bytes)", file=file)
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"cannot read file: not valid UTF-8 (bad byte at offset {exc.start})", file=file

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .events import Event
+from .framing import skeleton
 
 if TYPE_CHECKING:
     from .stats import Stats
@@ -152,7 +153,9 @@ class DeliveryBackend(Protocol):
 
 
 def nick_key(nick: str) -> str:
-    """The form used for uniqueness: ``Alice`` and ``alice`` are the same nick."""
+    """The case-folded form: ``Alice`` and ``alice`` are the same nick.  (Look-alikes
+    such as ``aIice`` with a capital i are kept apart by the skeleton, see
+    :meth:`LocalBackend.claim_nick`.)"""
     return nick.lower()
 
 
@@ -194,6 +197,8 @@ class LocalBackend:
     def __init__(self, stats: Stats | None = None) -> None:
         self.fanout = Fanout(stats)
         self._nicks: dict[str, Recipient] = {}
+        #: The same clients by confusable skeleton: ``aIice`` may not stand beside ``alice``.
+        self._skeletons: dict[str, Recipient] = {}
         self._everyone: dict[int, Recipient] = {}
 
     # delivery
@@ -253,20 +258,25 @@ class LocalBackend:
         self._everyone.pop(client.id, None)
 
     def claim_nick(self, client: Recipient, nick: str) -> bool:
-        key = nick_key(nick)
-        holder = self._nicks.get(key)
-        if holder is not None and holder is not client:
-            return False
+        """Taken if another client has the same nick in any case, or one that looks the
+        same (Unicode TS #39 skeletons, as ergo does: both keys must be free)."""
+        key, look = nick_key(nick), skeleton(nick)
+        for table, k in ((self._nicks, key), (self._skeletons, look)):
+            holder = table.get(k)
+            if holder is not None and holder is not client:
+                return False
         self._nicks[key] = client
+        self._skeletons[look] = client
         return True
 
     def release_nick(self, client: Recipient, nick: str) -> None:
-        key = nick_key(nick)
-        if self._nicks.get(key) is client:
-            del self._nicks[key]
+        for table, k in ((self._nicks, nick_key(nick)), (self._skeletons, skeleton(nick))):
+            if table.get(k) is client:
+                del table[k]
 
     def find_nick(self, nick: str) -> Recipient | None:
-        return self._nicks.get(nick_key(nick))
+        found = self._nicks.get(nick_key(nick))
+        return found if found is not None else self._skeletons.get(skeleton(nick))
 
     def joined(self, client: Recipient, room: Place) -> None:
         # Membership is the room's own table; the batch must only learn where a
@@ -384,7 +394,14 @@ class Fanout:
                 deliveries -= 1
         if self._stats is not None:
             self._stats.deliveries += deliveries
-        busy = by_room if len(by_room) > 1 else None
+        busy: dict[Any, int] | None = None
+        if len(by_room) > 1:
+            # How many of this tick's busy rooms each member is in, counted once per
+            # flush: the cost follows the busy rooms' members, not anyone's room count.
+            busy = {}
+            for room in by_room:
+                for member in room.members:
+                    busy[member] = busy.get(member, 0) + 1
         crowded: set[Any] = set()
         for room, room_entries in by_room.items():
             _deliver_room(room, room_entries, busy, crowded, late.get(room))
@@ -419,7 +436,7 @@ class Fanout:
 def _deliver_room(
     room: Place,
     entries: list[_Entry],
-    busy: dict[Any, list[_Entry]] | None,
+    busy: dict[Any, int] | None,
     crowded: set[Any],
     late: dict[Any, int] | None,
 ) -> None:
@@ -449,7 +466,7 @@ def _deliver_room(
             if elsewhere and away_parts is None:
                 away_parts = [entry.bytes_for(renderer, True) for entry in entries]
                 away = b"".join(away_parts)
-            if busy is not None and len(member.rooms) > 1 and _is_crowded(member, busy):
+            if busy is not None and busy[member] > 1:
                 crowded.add(member)
             elif member.view is not None:
                 _send_viewed(member, entries, renderer, elsewhere, special.get(member, 0))
@@ -464,7 +481,7 @@ def _deliver_room(
         return
     rendered: dict[tuple[Any, bool], tuple[list[bytes], bytes]] = {}
     for member in tuple(room.members):
-        if busy is not None and len(member.rooms) > 1 and _is_crowded(member, busy):
+        if busy is not None and busy[member] > 1:
             crowded.add(member)
             continue
         link = member.link
@@ -496,10 +513,6 @@ def _send_viewed(
     ])
     if own:
         member.link.write_now(own)
-
-
-def _is_crowded(member: Recipient, busy: dict[Any, list[_Entry]]) -> bool:
-    return sum(1 for r in member.rooms if r in busy) > 1
 
 
 def _send_own(member: Recipient, entries: list[_Entry], parts: list[bytes], since: int) -> None:

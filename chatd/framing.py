@@ -66,8 +66,18 @@ _UNSAFE_CHARACTERS = re.compile(
     "\u2066-\u2069"  # LRI RLI FSI PDI
     "\u2028\u2029"  # line / paragraph separator
     "\ufeff"  # BOM / zero-width no-break space
+    # Invisible characters that can hide text or fake look-alikes: soft hyphen, CGJ,
+    # Hangul fillers, Mongolian vowel separator, zero-width space, word joiner and
+    # invisible operators, tag characters.  ZWNJ stays (scripts need it); ZWJ is
+    # kept only inside emoji sequences (sanitize below).
+    "\u00ad\u034f\u115f\u1160\u180e\u200b\u2060-\u2064\u3164\uffa0"
+    "\U000e0000-\U000e007f"
     "]"
 )
+
+#: Combining marks kept on one base character (more is "zalgo" text that smears
+#: over the lines around it; real scripts need two or three at most).
+MAX_COMBINING = 3
 
 
 #: The unsafe characters but BS and DEL (which erase, see apply_backspaces).
@@ -130,9 +140,61 @@ def sanitize(text: str) -> str:
         return text
     if "\t" in text:
         text = text.replace("\t", " ")
-    if "\x1b" in text or any(c in text for c in "\x90\x98\x9b\x9d\x9e\x9f"):
+    if "\x1b" in text or any(c in text for c in "\x8e\x8f\x90\x98\x9b\x9d\x9e\x9f"):
         text = _ESCAPE_SEQUENCES.sub("", text)
-    return _UNSAFE_CHARACTERS.sub("", text)
+    text = _UNSAFE_CHARACTERS.sub("", text)
+    if "\u200d" in text:
+        text = _stray_joiners(text)
+    if _COMBINING_RUN.search(text):
+        text = _COMBINING_RUN.sub(lambda m: m.group(0)[:MAX_COMBINING], text)
+    return text
+
+
+def _emojiish(char: str) -> bool:
+    code = ord(char)
+    return code >= 0x1F000 or 0x2600 <= code <= 0x27BF or code == 0xFE0F or 0x2190 <= code <= 0x2BFF
+
+
+def _stray_joiners(text: str) -> str:
+    """ZWJ only between two emoji-like characters (👨‍👩‍👧); anywhere else it hides."""
+    out = []
+    last = len(text) - 1
+    for i, char in enumerate(text):
+        if char == "\u200d" and not (
+            0 < i < last and _emojiish(text[i - 1]) and _emojiish(text[i + 1])
+        ):
+            continue
+        out.append(char)
+    return "".join(out)
+
+
+#: A run of more than MAX_COMBINING combining marks from the blocks "zalgo" text is
+#: made of (combining diacriticals and their supplements and extensions, Cyrillic,
+#: Hebrew and Arabic marks, combining marks for symbols, half marks).  A fixed class,
+#: not a scan of the Unicode database at import: chatd starts in milliseconds.
+_COMBINING_RUN = re.compile(
+    "[\u0300-\u036f\u0483-\u0489\u0591-\u05bd\u05bf\u05c1\u05c2\u05c4\u05c5\u05c7"
+    "\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06dc\u06df-\u06e4\u06e7\u06e8"
+    "\u06ea-\u06ed\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]"
+    f"{{{MAX_COMBINING + 1},}}"
+)
+
+# Confusable skeletons, in the spirit of Unicode TS #39 (and ergo's nick skeletons):
+# characters and pairs that look alike map to one form, so "aIice" (capital i) is
+# "alice", "r00t" is "root", "rnallory" is "mallory".  Applied before lowercasing,
+# because "I" looks like "l" but "i" does not.
+_CONFUSABLE_PAIRS = (("rn", "m"), ("vv", "w"), ("cl", "d"))
+_CONFUSABLE_CHARS = str.maketrans({"I": "l", "|": "l", "1": "l", "0": "o", "O": "o"})
+
+
+def skeleton(text: str) -> str:
+    """The look-alike-insensitive form of ``text``: two strings that a reader cannot
+    tell apart have the same skeleton (nicks are unique by it; filters match on it)."""
+    folded = text.translate(_CONFUSABLE_CHARS).lower()
+    for pair, single in _CONFUSABLE_PAIRS:
+        if pair in folded:
+            folded = folded.replace(pair, single)
+    return folded
 
 
 class CleanedLine(str):

@@ -56,6 +56,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import operator
+import pwd
 import sys
 import time
 import types
@@ -309,9 +310,12 @@ class PluginHost:
         """Register every ``*.py`` file and package in ``directory`` (sorted by name)."""
         if not directory.is_dir():
             raise PluginLoadError(f"plugin directory {str(directory)!r} does not exist")
+        _refuse_if_others_can_write(directory)
         for path in sorted(directory.iterdir()):
             if path.name.startswith(("_", ".")):
                 continue
+            if path.suffix == ".py" or path.is_dir():
+                _refuse_if_others_can_write(path)
             stem = path.stem if path.suffix == ".py" else path.name
             if self._skip(stem):
                 continue
@@ -735,6 +739,29 @@ class PluginHost:
         plugin_log.error("plugin %r disabled: %s", plugin, reason)
         if self.on_disable is not None:
             self.on_disable(plugin, reason)
+
+
+def _refuse_if_others_can_write(path: Path) -> None:
+    """Plugin code that other users can change is code they can run as chatd.
+
+    sshd's StrictModes rule: a plugin folder or file writable by everyone is
+    refused, and one writable by its group unless that group is the owner's own
+    (the user-private-group convention of umask 002 systems).
+    """
+    info = path.stat()
+    loose = bool(info.st_mode & 0o002)
+    if not loose and info.st_mode & 0o020:
+        try:
+            loose = pwd.getpwuid(info.st_uid).pw_gid != info.st_gid
+        except KeyError:  # an owner with no passwd entry: nobody vouches for the group
+            loose = True
+    if loose:
+        kind = "folder" if path.is_dir() else "file"
+        raise PluginLoadError(
+            f"plugin {kind} {str(path)!r} is writable by other users (mode "
+            f"{oct(info.st_mode & 0o777)}): anyone who can write it can run code as chatd; "
+            f"chmod go-w {str(path)!r}"
+        )
 
 
 class _FreshSourceLoader(importlib.machinery.SourceFileLoader):

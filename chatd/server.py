@@ -223,6 +223,11 @@ class ChatServer:
         (chat and metrics) on one port.  Returns the problems, one line each.
         """
         problems = []
+        limits = self.config.limits
+        try:
+            clamp_max_clients(limits.max_clients, limits.reserve_fds)
+        except ValueError as exc:  # a limit the operating system cannot give
+            problems.append(f"limits.reserve_fds: {exc}")
         metrics = self.config.metrics
         if metrics.enabled:
             import importlib.util

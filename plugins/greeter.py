@@ -15,7 +15,7 @@ file, key and line), and reacting to ``chatd_room_join``.
 
 from __future__ import annotations
 
-from chatd import Client, Room, Server, StashKey, hookimpl
+from chatd import Client, Room, Server, StashKey, fill, hookimpl, template_problem
 
 GREETINGS = StashKey["tuple[str | None, dict[str, str]]"]()
 
@@ -23,10 +23,9 @@ GREETINGS = StashKey["tuple[str | None, dict[str, str]]"]()
 def _template(server: Server, key: str, value: object) -> str:
     if not isinstance(value, str):
         raise server.config.error(key, f"expected a text, got {value!r}")
-    try:
-        value.format(nick="n", room="#r")
-    except (KeyError, IndexError, ValueError) as exc:
-        raise server.config.error(key, f"bad template ({exc}); use {{nick}} and {{room}}") from None
+    problem = template_problem(value, ("nick", "room"))  # {nick.__class__} is refused
+    if problem:
+        raise server.config.error(key, problem)
     return value
 
 
@@ -51,4 +50,4 @@ def chatd_room_join(client: Client, room: Room) -> None:
     default, per_room = client.server.stash.get(GREETINGS, (None, {}))
     template = per_room.get(room.name.lower(), default)
     if template:
-        client.notice(template.format(nick=client.nick, room=room.name))
+        client.notice(fill(template, nick=client.nick, room=room.name))

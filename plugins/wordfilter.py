@@ -8,15 +8,18 @@ Configure it in config.yaml::
         block: [spamlink.example] # the whole message is refused
 
 Matching is case-insensitive and on whole words for ``mask``, substring for
-``block``.  The filter runs before any delivery hook, so a blocked message
-reaches nobody, and a masked one is delivered (and logged) masked.
+``block``; ``block`` matches on the look-alike skeleton (``chatd.skeleton``), so
+``spamIink`` with a capital i or ``spaml1nk`` is blocked too, and the server
+has already removed invisible characters (zero-width spaces, soft hyphens) that
+could split a word.  The filter runs before any delivery hook, so a blocked
+message reaches nobody, and a masked one is delivered (and logged) masked.
 """
 
 from __future__ import annotations
 
 import re
 
-from chatd import Client, Reject, Server, StashKey, hookimpl
+from chatd import Client, Reject, Server, StashKey, hookimpl, skeleton
 
 PATTERNS = StashKey["tuple[re.Pattern[str] | None, tuple[str, ...]]"]()
 
@@ -26,6 +29,10 @@ def _word_list(server: Server, key: str) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(w, str) and w for w in value):
         raise server.config.error(f"plugins.wordfilter.{key}", "expected a list of words")
     return tuple(w.lower() for w in value)
+
+
+def _blocked(server: Server) -> tuple[str, ...]:
+    return tuple(skeleton(w) for w in _word_list(server, "block"))
 
 
 @hookimpl
@@ -43,7 +50,7 @@ def chatd_startup(server: Server) -> None:
         if masked
         else None
     )
-    server.stash[PATTERNS] = (pattern, _word_list(server, "block"))
+    server.stash[PATTERNS] = (pattern, _blocked(server))
 
 
 def _mask(match: re.Match[str]) -> str:
@@ -54,9 +61,10 @@ def _mask(match: re.Match[str]) -> str:
 @hookimpl
 def chatd_filter_message(client: Client, text: str) -> str | None:
     pattern, blocked = client.server.stash.get(PATTERNS, (None, ()))
-    lowered = text.lower()
+    # Both readings: "spamIink" (a capital i) and "SPAMLINK" fold to the word.
+    folded = (skeleton(text), skeleton(text.lower()))
     for word in blocked:
-        if word in lowered:
+        if word in folded[0] or word in folded[1]:
             raise Reject("your message was not sent: it contains a blocked word")
     if pattern is None:
         return None

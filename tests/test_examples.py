@@ -177,7 +177,7 @@ def test_greeter_bad_default_template_is_a_config_error(tmp_path):
         """,
     )
     assert_config_error(config, result, "plugins.greeter.default", 5)
-    assert "bad template" in result.stderr
+    assert "unknown field {nope}; a template may use only {nick}, {room}" in result.stderr
 
 
 def test_greeter_bad_room_template_is_a_config_error(tmp_path):

@@ -1,10 +1,13 @@
-"""The README's transcript is what two real clients see on the shipped config."""
+"""The README's transcript is what two real clients see on the shipped config:
+once over plain sockets, once with two real ``nc`` processes in terminals."""
 
 from __future__ import annotations
 
 import re
 import time
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 MARKERS = re.compile(r"^(\*\*\* |\* |<\S+> |\*\S+\* |-> |! )")
@@ -20,7 +23,8 @@ def transcripts() -> dict[str, list[str]]:
     return found
 
 
-def test_the_readme_transcript_is_real(chatd_server):
+@pytest.mark.parametrize("kind", ["socket", "nc"])
+def test_the_readme_transcript_is_real(chatd_server, kind):
     views = transcripts()
     typed = {who: [line for line in lines if not MARKERS.match(line)]
              for who, lines in views.items()}
@@ -31,9 +35,14 @@ def test_the_readme_transcript_is_real(chatd_server):
              "alice"]
     assert sorted(order) == sorted(w for w, lines in typed.items() for _ in lines)
     server = chatd_server(REPO / "config.yaml", extra_args=["--port", "0"])
-    clients = {"alice": server.client(welcome=False)}
+
+    def connect():
+        return server.client(welcome=False) if kind == "socket" else server.terminal(
+            kind, welcome=False)
+
+    clients = {"alice": connect()}
     time.sleep(0.2)
-    clients["bob"] = server.client(welcome=False)
+    clients["bob"] = connect()
     time.sleep(0.2)
     queues = {who: list(lines) for who, lines in typed.items()}
     for who in order:

@@ -121,7 +121,9 @@ def refused_soon(address: tuple[str, int], within: float) -> bool:
     while time.monotonic() < deadline:
         try:
             probe = socket.create_connection(address, timeout=1)
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, ConnectionResetError):
+            # A reset: the handshake completed into the backlog of a listener that
+            # closed before accepting it; the listener is gone either way.
             return True
         probe.close()
         time.sleep(0.01)

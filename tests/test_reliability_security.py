@@ -365,7 +365,7 @@ def test_X2_fake_prefixes_and_log_forging_give_one_record_per_event(
         ("\u00f1ame", r"only ASCII letters, digits"),  # ñame
         ("\u0435van", r"only ASCII letters, digits"),  # еvan, Cyrillic е
         ("ev\u0430n", r"only ASCII letters, digits"),  # evаn, Cyrillic а inside
-        ("x\u200by", r"only ASCII letters, digits"),  # zero-width space
+        ("x\u200by", r"invisible characters are not allowed"),  # zero-width space
         ("\uff45van", r"only ASCII letters, digits"),  # fullwidth e
         ("a.b", r"only ASCII letters, digits"),
         ("a!b", r"only ASCII letters, digits"),

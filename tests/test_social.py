@@ -27,7 +27,12 @@ def people(chat, count):
     return peers
 
 
-def test_list_pages_rooms_with_counts_and_topics(chat):
+def test_list_pages_rooms_with_counts_and_topics():
+    with InProcessChat(limits={"announce_after_seconds": 0, "max_rooms_per_client": 30}) as chat:
+        _list_pages(chat)
+
+
+def _list_pages(chat):
     (alice,) = people(chat, 1)
     alice.send("/topic welcome all")
     for i in range(25):

@@ -20,7 +20,17 @@ replies to its own commands.
 
 from __future__ import annotations
 
-from chatd import Client, Command, CommandError, Room, Server, UsageError, hookimpl
+from chatd import (
+    Client,
+    Command,
+    CommandError,
+    Room,
+    Server,
+    UsageError,
+    fill,
+    hookimpl,
+    template_problem,
+)
 
 DEFAULT_WELCOME = "Welcome to chatd, {nick}. You are in {room}. Type /help for commands."
 
@@ -32,13 +42,9 @@ def _welcome_template(server: Server) -> str:
 
 @hookimpl
 def chatd_startup(server: Server) -> None:
-    template = _welcome_template(server)
-    try:
-        template.format(nick="n", room="#r")
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ValueError(
-            f"plugins.rooms.welcome: bad template ({exc}); use only {{nick}} and {{room}}"
-        ) from exc
+    problem = template_problem(_welcome_template(server), ("nick", "room"))
+    if problem:
+        raise server.config.error("plugins.rooms.welcome", problem)
     server.rooms.get_or_create(server.default_room)
 
 
@@ -46,7 +52,7 @@ def chatd_startup(server: Server) -> None:
 def chatd_client_connect(client: Client) -> None:
     server = client.server
     # The welcome comes first, so anything said on joining (a greeter) follows it.
-    client.notice(_welcome_template(server).format(nick=client.nick, room=server.default_room))
+    client.notice(fill(_welcome_template(server), nick=client.nick, room=server.default_room))
     server.join(client, server.default_room)
 
 
@@ -56,6 +62,11 @@ def chatd_route_message(client: Client, text: str) -> Room | None:
 
 
 # -- commands ------------------------------------------------------------------
+
+#: Most rooms /rooms names (your own always come first); /list pages through all.
+ROOMS_SHOWN = 30
+#: Most nicks /who names on its line.
+WHO_SHOWN = 100
 
 
 def _room_arg(client: Client, args: str) -> Room:
@@ -84,9 +95,10 @@ def cmd_join(client: Client, args: str) -> None:
     client.notice(f"{client.nick} joined {room.name}")
     if room.topic:
         client.notice(f"topic of {room.name}: {room.topic}")
-    others = [m.nick for m in room.members if m is not client]
+    others = sorted((m.nick for m in room.members if m is not client), key=str.lower)
     if others:
-        client.notice(f"also in {room.name}: {', '.join(others)}")
+        more = f", and {len(others) - WHO_SHOWN} more (/who)" if len(others) > WHO_SHOWN else ""
+        client.notice(f"also in {room.name}: {', '.join(others[:WHO_SHOWN])}{more}")
     else:
         client.notice(f"you are the first in {room.name}")
 
@@ -132,9 +144,14 @@ def cmd_rooms(client: Client, args: str) -> None:
         key = name.lower()
         return " *" if key == current else " +" if key in mine else ""
 
-    listing = ", ".join(f"{room.name} ({room.members}){mark(room.name)}" for room in rooms)
+    # Bounded, so the reply is short however many rooms exist: yours, then others.
+    shown = [r for r in rooms if r.name.lower() in mine]
+    shown += [r for r in rooms if r.name.lower() not in mine][: max(0, ROOMS_SHOWN - len(shown))]
+    shown.sort(key=lambda room: room.name.lower())
+    listing = ", ".join(f"{room.name} ({room.members}){mark(room.name)}" for room in shown)
+    more = f", and {len(rooms) - len(shown)} more (/list)" if len(rooms) > len(shown) else ""
     client.notice(
-        f"{len(rooms)} room(s): {listing}  (* = your current room, + = you are in it)"
+        f"{len(rooms)} room(s): {listing}{more}  (* = your current room, + = you are in it)"
     )
 
 
@@ -146,9 +163,12 @@ def cmd_who(client: Client, args: str) -> None:
         member = server.find_client(nick)
         return f"{nick} (away)" if member is not None and member.away is not None else nick
 
-    nicks = [shown(nick) for nick in sorted(server.who(room), key=str.lower)]
+    everyone = sorted(server.who(room), key=str.lower)
+    nicks = [shown(nick) for nick in everyone[:WHO_SHOWN]]
+    if len(everyone) > WHO_SHOWN:
+        nicks.append(f"and {len(everyone) - WHO_SHOWN} more")
     topic = f" — topic: {room.topic}" if room.topic else ""
-    client.notice(f"{room.name} has {len(nicks)} member(s): {', '.join(nicks)}{topic}")
+    client.notice(f"{room.name} has {len(everyone)} member(s): {', '.join(nicks)}{topic}")
 
 
 def cmd_topic(client: Client, args: str) -> None:
@@ -194,7 +214,11 @@ def chatd_commands() -> list[Command]:
             "rooms", cmd_rooms, "/rooms", "list the rooms and how many are in each",
             "* marks your current room, + the other rooms you are in.",
         ),
-        Command("who", cmd_who, "/who [#room]", "list the members of a room (default: current)"),
+        Command(
+            "who", cmd_who, "/who [#room]", "list the members of a room (default: current)",
+            f"Names the first {WHO_SHOWN} (by name) and counts the rest; /names is the same.",
+        ),
+        Command("names", cmd_who, "/names [#room]", "the same as /who"),
         Command(
             "topic", cmd_topic, "/topic [#room] [text]", "show or set a room's topic",
             "Without text, shows the topic; with text, sets it for everyone in the room.",

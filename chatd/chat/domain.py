@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..delivery import DeliveryBackend, LocalBackend, nick_key
+from ..delivery import DeliveryBackend, LocalBackend
 from ..events import (
     Action,
     Error,
@@ -336,7 +336,7 @@ class ChatDomain:
             client.error(f"unknown command /{invoke.name} — try /help")
             return
         if command.exact_args and invoke.cleaned:
-            client.error(f"/{command.name}: control characters are not allowed here")
+            client.error(f"/{command.name}: control or invisible characters are not allowed here")
             return
         hooks = self.hooks
         try:
@@ -499,6 +499,19 @@ class ChatDomain:
         problem = room_problem(name)
         if problem:
             raise RoomError(problem)
+        limits = self.config.limits
+        existing = self.rooms.get(name)
+        if existing is None or existing not in client.rooms:
+            if len(client.rooms) >= limits.max_rooms_per_client:
+                raise RoomError(
+                    f"you are in {len(client.rooms)} rooms, the most one may be in; "
+                    "/part one first"
+                )
+            if existing is None and len(self.rooms) >= limits.max_rooms:
+                raise RoomError(
+                    f"this server has {len(self.rooms)} rooms, as many as it may; "
+                    "join one that exists (/list)"
+                )
         room = self.rooms.get_or_create(name)
         client.room = room
         if room in client.rooms:
@@ -558,10 +571,12 @@ class ChatDomain:
                                         nick=new)
         if refusal:
             raise NickError(str(refusal))
+        # Release first (the old and new nick may share a key: a change of case),
+        # and take the old one back if the new one is held by someone else.
+        self.backend.release_nick(client, old)
         if not self.backend.claim_nick(client, new):
+            self.backend.claim_nick(client, old)
             raise NickError(f"the nick {new} is taken")
-        if nick_key(old) != nick_key(new):
-            self.backend.release_nick(client, old)
         client.nick = new
         client.source = Source(new, client.id)
         rooms = tuple(client.rooms)

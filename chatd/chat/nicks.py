@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from ..delivery import nick_key
+from ..framing import skeleton
 
 _NICK = re.compile(r"[A-Za-z_\[\]\\^{}|`][A-Za-z0-9_\-\[\]\\^{}|`]*\Z")
 
@@ -33,7 +34,7 @@ def nick_problem(nick: str, max_bytes: int = 32) -> str | None:
         if nick[0].isdigit() or nick[0] == "-":
             return "a nick cannot start with a digit or '-'"
         return "a nick may use only ASCII letters, digits and _-[]\\^{}|`"
-    if nick_key(nick) in RESERVED:
+    if nick_key(nick) in RESERVED or skeleton(nick) in RESERVED:
         return f"the nick {nick!r} is reserved"
     if nick_key(nick).startswith(GUEST_PREFIX):
         return f"nicks starting with {GUEST_PREFIX!r} are given out by the server"

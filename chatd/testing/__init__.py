@@ -26,8 +26,9 @@ Clients
 -------
 :class:`ChatClient` speaks the line protocol (``server.client()``);
 :class:`JsonClient` speaks jsonl (``server.json_client()``, on a listener
-with ``protocol: jsonl``).  Every read has a timeout: a missing line is a red
-test, never a hang.
+with ``protocol: jsonl``); :class:`TerminalClient` is a real ``nc``, ``ncat``,
+``socat`` or ``telnet`` on a pty (``server.terminal("nc")``, needs pexpect).
+Every read has a timeout: a missing line is a red test, never a hang.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from .probes import (
     wait_until,
 )
 from .process import DEFAULT_TIMEOUT, ChatClient, JsonClient, ServerProcess, write_config
+from .terminal import TerminalClient
 
 _SERVERS_KEY = pytest.StashKey[list[ServerProcess]]()
 
@@ -102,6 +104,7 @@ __all__ = [
     "JsonClient",
     "Peer",
     "ServerProcess",
+    "TerminalClient",
     "chatd_server",
     "cpu_seconds",
     "fd_count",

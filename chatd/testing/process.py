@@ -273,6 +273,18 @@ class ServerProcess:
             client.welcome()
         return client
 
+    def terminal(self, program: str, *, welcome: bool = True,
+                 timeout: float = DEFAULT_TIMEOUT) -> ChatClient:
+        """Start a real terminal client (``"nc"``, ``"ncat"``, ``"socat"``, ``"telnet"``)
+        on a pty, connected to the first listener; see :mod:`chatd.testing.terminal`."""
+        from .terminal import TerminalClient  # needs pexpect, the test extra
+
+        client = TerminalClient(program, self.address, timeout=timeout)
+        self._clients.append(client)
+        if welcome:
+            client.welcome()
+        return client
+
     def json_client(self, *, listener: int = 1, welcome: bool = True,
                     timeout: float = DEFAULT_TIMEOUT) -> JsonClient:
         """Connect a jsonl client to listener number ``listener`` (0-based, in config order)."""

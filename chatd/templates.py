@@ -1,0 +1,40 @@
+"""Config templates (a welcome line, a greeting) that can fill only their documented fields.
+
+``str.format`` on an operator's template would also evaluate ``{nick.__class__}``
+(attribute access), ``{room[0]}`` (indexing) and ``{nick:>999999999}`` (a
+megabyte-wide padding): a template is data, so it gets exactly its named
+fields, as plain text, and nothing else.
+"""
+
+from __future__ import annotations
+
+import string
+
+_FORMATTER = string.Formatter()
+
+
+def template_problem(template: str, fields: tuple[str, ...]) -> str | None:
+    """Why ``template`` is not a valid template with ``fields``, or None."""
+    allowed = ", ".join("{" + name + "}" for name in fields)
+    try:
+        parts = list(_FORMATTER.parse(template))
+    except ValueError as exc:
+        return f"bad template ({exc}); use {{{{ and }}}} for literal braces"
+    for _text, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name not in fields:
+            return f"unknown field {{{name}}}; a template may use only {allowed}"
+        if spec or conversion:
+            return f"{{{name}}} takes no format or conversion here; use just {{{name}}}"
+    return None
+
+
+def fill(template: str, **values: str) -> str:
+    """``template`` with its fields replaced (check it with :func:`template_problem` first)."""
+    out = []
+    for text, name, _spec, _conversion in _FORMATTER.parse(template):
+        out.append(text)
+        if name is not None:
+            out.append(str(values[name]))
+    return "".join(out)

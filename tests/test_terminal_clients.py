@@ -1,0 +1,74 @@
+"""The people chatd is for, as they are: a real nc, ncat or socat in a terminal.
+
+Each test runs the real program on a pty (``server.terminal(...)``), so keys go
+through the terminal's line discipline the way a person's do: Enter is CR made
+LF by the terminal, DEL is erased by the terminal, Ctrl-H and escape keys reach
+the program and so chatd.  Plain sockets stand in for the other people.
+(telnet has its own file, tests/test_telnet.py: negotiation, Ctrl-C,
+character mode.)
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+PROGRAMS = ["nc", "ncat", "socat"]
+
+
+def sees(client, line: str) -> None:
+    """``line``, exactly, arrives (other lines, such as joins, may come first)."""
+    client.expect("^" + re.escape(line) + "$")
+
+
+@pytest.fixture(params=PROGRAMS)
+def program(request) -> str:
+    return request.param
+
+
+def test_rooms_can_be_told_apart_in_a_real_terminal(chatd_server, program):
+    server = chatd_server()
+    person = server.terminal(program)
+    lobby, dev = server.client(), server.client()
+    dev.send("/join #dev")
+    dev.expect(r"also in #dev|you are the first in #dev")
+    person.send("/join #dev")
+    person.expect(rf"^\*\*\* also in #dev: {dev.nick}$")
+    lobby.send("lunch?")
+    dev.send("the build is green")
+    sees(person, f"[#lobby] <{lobby.nick}> lunch?")
+    sees(person, f"<{dev.nick}> the build is green")
+    person.send("/switch #lobby")
+    sees(person, "*** you are now talking in #lobby")
+    person.send("on my way")
+    sees(lobby, f"<{person.nick}> on my way")
+    dev.send("see you")
+    sees(person, f"[#dev] <{dev.nick}> see you")
+    person.send("/rooms")
+    person.expect(r"#dev \(2\) \+.*#lobby \(3\) \*")
+
+
+def test_keys_in_a_real_terminal_leave_nothing_behind(chatd_server, program):
+    server = chatd_server()
+    person = server.terminal(program)
+    other = server.client()
+    # F1 (SS3), an arrow key (CSI), then a word typed with two Ctrl-H corrections.
+    person.type(b"\x1bOP\x1b[Ahelo\x08\x08llo there")
+    person.send("")
+    sees(other, f"<{person.nick}> hello there")
+    # DEL is the terminal's erase key: the terminal erases, chatd never sees it.
+    person.type(b"typo\x7f\x7f\x7f\x7fright")
+    person.send("")
+    sees(other, f"<{person.nick}> right")
+    other.send("a reply with \x1b]0;owned\x07 a title escape")
+    sees(person, f"<{other.nick}> a reply with  a title escape")
+
+
+def test_a_real_terminal_says_goodbye_and_the_room_hears_it(chatd_server, program):
+    server = chatd_server()
+    person = server.terminal(program)
+    other = server.client()
+    person.send("/quit see you")
+    sees(person, "*** Goodbye.")
+    sees(other, f"*** {person.nick} quit (Quit: see you)")
