@@ -81,6 +81,7 @@ REPO = BENCH.parent
 BUILD = BENCH / "build"
 DEFAULT_OUT = BENCH / "results" / "latest"
 LOADGEN_SOURCE = BENCH / "loadgen.c"
+EPOLL_SERVER = BENCH / "baselines" / "epoll_server.c"
 
 #: chatd limits raised for the benchmark: (section, key, new value or None for "the most
 #: clients any scenario opens", why).  These are the anti-flood and anti-abuse limits that
@@ -96,6 +97,9 @@ RAISED_LIMITS: list[tuple[str, str, int | None, str]] = [
     ("per_ip", "connect_rate", 0, "thousands of clients connect within seconds"),
     ("per_ip", "max_unregistered", 0, "idle clients and pure receivers never send a line"),
     ("flood", "lines_per_second", 0, "senders send as fast as the server takes lines"),
+    ("limits", "announce_after_seconds", 0,
+     "receivers never speak: their joins are announced during setup, not in the "
+     "measured window"),
 ]
 
 #: Descriptors kept back from the fd limit in idle-max for the listener, epoll,
@@ -160,12 +164,12 @@ SMOKE_TIMING = Timing(duration=1.0, warmup=0.2, quiet_ms=100, drain_max=10.0)
 _CLOSED_BATCH_US = 20_000
 
 FULL_SCENARIOS = [
-    Scenario("fanout-100", "100 clients in one room, 5 senders, 8 messages in flight each",
-             "closed", 100, senders=5, window=8, batch_us=_CLOSED_BATCH_US),
-    Scenario("fanout-1000", "1000 clients in one room, 5 senders, 8 messages in flight each",
-             "closed", 1000, senders=5, window=8, batch_us=_CLOSED_BATCH_US),
-    Scenario("fanout-5000", "5000 clients in one room, 5 senders, 8 messages in flight each",
-             "closed", 5000, senders=5, window=8, batch_us=_CLOSED_BATCH_US),
+    Scenario("fanout-100", "100 clients in one room, 10 senders, 16 messages in flight each",
+             "closed", 100, senders=10, window=16, batch_us=_CLOSED_BATCH_US),
+    Scenario("fanout-1000", "1000 clients in one room, 5 senders, 16 messages in flight each",
+             "closed", 1000, senders=5, window=16, batch_us=_CLOSED_BATCH_US),
+    Scenario("fanout-5000", "5000 clients in one room, 5 senders, 16 messages in flight each",
+             "closed", 5000, senders=5, window=16, batch_us=_CLOSED_BATCH_US),
     Scenario("turns-1000x50", "1000 clients in one room, 50 senders taking turns: one "
              "message in flight each", "closed", 1000, senders=50, window=1,
              batch_us=_CLOSED_BATCH_US),
@@ -190,9 +194,26 @@ SMOKE_SCENARIOS = [
     Scenario("smoke-idle", "50 idle connections", "idle", 50, setup_max_s=20.0),
 ]
 
-#: The issue's targets: chatd / asyncio-protocol-uvloop deliveries/s.
-TARGETS = {"fanout-1000": 2.5, "turns-1000x50": 15.0}
-REFERENCE_SERVER = "asyncio-protocol-uvloop"
+LIMIT = "c-coalesce"
+#: What chatd must reach (issue 10), checked by report.targets() on every full run:
+#: (scenario, metric, compared with: a server's median or a number, factor, better).
+#: A target is met when chatd's median metric is at least (better "higher") or at
+#: most (better "lower") factor times the other side's.
+TARGETS: list[dict[str, Any]] = [
+    *({"scenario": name, "metric": "deliveries_per_s", "against": LIMIT, "factor": 0.9,
+       "better": "higher"}
+      for name in ("fanout-100", "fanout-1000", "fanout-5000", "turns-1000x50")),
+    {"scenario": "fanout-1000", "metric": "deliveries_per_s", "against": "uvloop-per-chunk",
+     "factor": 1.5, "better": "higher"},
+    {"scenario": "latency-1000", "metric": "latency_us.p99", "against": LIMIT, "factor": 1.0,
+     "better": "lower"},
+    {"scenario": "rooms-5000x500", "metric": "server_cpu", "against": "uvloop-per-line",
+     "factor": 1.0, "better": "lower"},
+    {"scenario": "rooms-5000x500", "metric": "server_cpu", "against": "uvloop-per-chunk",
+     "factor": 1.0, "better": "lower"},
+    *({"scenario": name, "metric": "rss_per_conn_kib", "against": None, "value": 1.0,
+       "factor": 1.0, "better": "lower"} for name in ("idle-10000", "idle-max")),
+]
 
 
 @dataclass(frozen=True)
@@ -209,6 +230,10 @@ class ServerSpec:
     requires: str | None = None  # an importable module, e.g. uvloop
     root: Path | None = None
     config: Path | None = None
+    #: "chatd", "baseline" (what users would otherwise run), "limit" (the design's
+    #: ceiling: sends coalesced once per loop pass, in C) or "compare" (chatd@REF).
+    kind: str = "baseline"
+    default: bool = True  # run when --servers is not given
 
     @property
     def file_stem(self) -> str:
@@ -221,6 +246,13 @@ def _baseline(script: str, *extra: str) -> Callable[[Path, Path], list[str]]:
     return lambda _config, port_file: [sys.executable, path, "--port-file", str(port_file), *extra]
 
 
+def _c_server(mode: str) -> Callable[[Path, Path], list[str]]:
+    """The C baseline (built by :func:`build_c`) in ``mode`` (per-read or coalesce)."""
+    return lambda _config, port_file: [
+        str(BUILD / EPOLL_SERVER.stem), "--mode", mode, "--port-file", str(port_file),
+    ]
+
+
 SERVERS = [
     ServerSpec(
         "chatd",
@@ -228,10 +260,17 @@ SERVERS = [
             sys.executable, "-m", "chatd", "--config", str(config), "--port", "0",
             "--port-file", str(port_file),
         ],
+        kind="chatd",
     ),
-    ServerSpec("asyncio-protocol", _baseline("asyncio_protocol.py")),
-    ServerSpec("asyncio-protocol-uvloop", _baseline("asyncio_protocol.py", "--uvloop"), "uvloop"),
-    ServerSpec("asyncio-streams", _baseline("asyncio_streams.py")),
+    ServerSpec("asyncio-per-line", _baseline("asyncio_protocol.py")),
+    ServerSpec("uvloop-per-line", _baseline("asyncio_protocol.py", "--uvloop"), "uvloop"),
+    ServerSpec("asyncio-per-chunk", _baseline("asyncio_protocol.py", "--per-chunk")),
+    ServerSpec("uvloop-per-chunk", _baseline("asyncio_protocol.py", "--uvloop", "--per-chunk"),
+               "uvloop"),
+    ServerSpec("c-per-read", _c_server("per-read")),
+    ServerSpec("c-coalesce", _c_server("coalesce"), kind="limit"),
+    # Not run by default (slower than the Protocol baselines everywhere); --servers.
+    ServerSpec("asyncio-streams", _baseline("asyncio_streams.py"), default=False),
 ]
 
 
@@ -361,18 +400,22 @@ def chatd_source(chatd_root: Path) -> str:
     return where
 
 
-def build_loadgen() -> Path:
-    """Compile loadgen.c with the machine's cc, warnings as errors; cached by mtime."""
+def build_c(source: Path) -> Path:
+    """Compile ``source`` with the machine's cc, warnings as errors; cached by mtime."""
     BUILD.mkdir(parents=True, exist_ok=True)
-    binary = BUILD / "loadgen"
-    if binary.exists() and binary.stat().st_mtime >= LOADGEN_SOURCE.stat().st_mtime:
+    binary = BUILD / source.stem
+    if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
         return binary
     cc = os.environ.get("CC", "cc")
-    argv = [cc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(binary), str(LOADGEN_SOURCE)]
+    argv = [cc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(binary), str(source)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
-        raise SystemExit(f"bench: compiling the load generator failed:\n{done.stderr}")
+        raise SystemExit(f"bench: compiling {source.name} failed:\n{done.stderr}")
     return binary
+
+
+def build_loadgen() -> Path:
+    return build_c(LOADGEN_SOURCE)
 
 
 def write_chatd_config(path: Path, max_clients: int, chatd_root: Path = REPO) -> dict[str, Any]:
@@ -779,7 +822,7 @@ def _with_compare(servers: list[ServerSpec], ref: str, servers_given: bool) -> l
     if not any(s.name == "chatd" for s in servers):
         servers.insert(0, chatd)
     at = next(i for i, s in enumerate(servers) if s.name == "chatd")
-    servers.insert(at + 1, dataclasses.replace(chatd, name=f"chatd@{ref}"))
+    servers.insert(at + 1, dataclasses.replace(chatd, name=f"chatd@{ref}", kind="compare"))
     return servers
 
 
@@ -812,6 +855,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.scenarios:
         scenarios = SMOKE_SCENARIOS if args.smoke else FULL_SCENARIOS
     servers = _select(args.servers, SERVERS, "server")
+    if not args.servers:
+        servers = [s for s in servers if s.default]
     compare_name = f"chatd@{args.compare}" if args.compare else ""
     compare_commit = _resolve_ref(args.compare) if args.compare else ""
     if args.compare:
@@ -837,6 +882,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cores = Cores.pick()
     loadgen = build_loadgen()
+    if any(s.name.startswith("c-") for s in servers):
+        build_c(EPOLL_SERVER)
     machine = machine_info(cores, fd_limit, args.chatd_ref)
     if cores.server is None:
         print("bench: one core only: server and load generator share it; numbers are "
@@ -894,11 +941,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "chatd_limits_raised": raised,
         "scenarios": [dataclasses.asdict(s) for s in scenarios],
         "servers": [s.name for s in servers],
+        "server_kinds": {s.name: s.kind for s in servers},
         "repeat": args.repeat,
         "compare": compare,
         "runs": [dataclasses.asdict(r) for r in runs],
     }
-    result["ratios"] = report.ratios(result, TARGETS, REFERENCE_SERVER)
+    result["headline"] = report.headline(result)
+    result["targets"] = report.targets(result, TARGETS)
     if compare:
         result["comparison"] = report.comparison(result, "chatd", compare["server"])
     (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")

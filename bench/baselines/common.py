@@ -37,6 +37,8 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0, help="0 = let the OS pick")
     parser.add_argument("--port-file", help="write the bound port here once listening")
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
+    parser.add_argument("--per-chunk", action="store_true",
+                        help="asyncio_protocol.py: one write per recipient per received chunk")
     return parser.parse_args()
 
 
