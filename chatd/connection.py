@@ -175,7 +175,9 @@ class Connection:
         self._rbuf = read_buffer  # shared by all connections: the loop is single-threaded
         self._limits = limits = limits if limits is not None else ConnectionLimits()
         self._account = account if account is not None else OutputAccount(1 << 62)
-        self._out: list[bytes] = []
+        #: Queued output, oldest first; None when empty (most connections, most of
+        #: the time: no list kept per idle connection).
+        self._out: list[bytes] | None = None
         self._pending: memoryview | None = None
         self._flush_queued = False
         self._read_queued = False
@@ -346,7 +348,11 @@ class Connection:
         """Queue ``data`` (already encoded) for the end-of-tick flush."""
         if self.state is not State.OPEN:
             return
-        self._out.append(data)
+        out = self._out
+        if out is None:
+            self._out = [data]
+        else:
+            out.append(data)
         self._grow(len(data))
         if not self._flush_queued and self.state is State.OPEN:
             self._flush_queued = True
@@ -417,7 +423,7 @@ class Connection:
                 if not out:
                     break
                 pending = memoryview(out[0] if len(out) == 1 else b"".join(out))
-                self._out = []
+                self._out = None
             try:
                 sent = sock.send(pending)
             except BlockingIOError:
@@ -550,7 +556,7 @@ class Connection:
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
-        self._out = []
+        self._out = None
         self._pending = None
         self._account.total -= self.output_bytes
         self.output_bytes = 0

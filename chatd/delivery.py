@@ -156,7 +156,8 @@ def nick_key(nick: str) -> str:
     """The case-folded form: ``Alice`` and ``alice`` are the same nick.  (Look-alikes
     such as ``aIice`` with a capital i are kept apart by the skeleton, see
     :meth:`LocalBackend.claim_nick`.)"""
-    return nick.lower()
+    key = nick.lower()
+    return nick if key == nick else key  # the nick's own string: no copy per client
 
 
 #: The kinds an ignore list hides: what someone says, not joins, quits or topics.

@@ -29,6 +29,7 @@ import errno
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -143,6 +144,9 @@ class Acceptor:
         self.live: set[Connection] = set()
         self.stopping = False
         self._read_buffer = memoryview(bytearray(65536))
+        #: Bound once: a bound method made per connection is 64 bytes each.
+        self._on_closed = self._closed
+        self._on_registered = admission.registered
         self._spare_fd: int | None = None
         self._retry: Timer | None = None
         self._throttled: dict[str, float] = {}
@@ -151,6 +155,17 @@ class Acceptor:
         """(Re)apply the limits new connections get (existing ones keep theirs)."""
         self.limits = limits
         self.net = net
+        # Shared by every connection accepted under these limits: per-connection
+        # copies would cost memory at 10,000 idle clients (docs/performance.md).
+        self._connection_limits = ConnectionLimits(
+            read_budget=limits.read_budget_bytes,
+            hard=limits.max_output_bytes,
+            soft=limits.output_soft_bytes,
+            linger=limits.close_linger_seconds,
+        )
+        self._protocol_limits = ProtocolLimits(
+            max_line_bytes=limits.max_line_bytes, recvq_max=limits.recvq_max_bytes
+        )
         size = max(4096, limits.read_budget_bytes)
         if len(self._read_buffer) != size:
             self._read_buffer = memoryview(bytearray(size))
@@ -248,10 +263,11 @@ class Acceptor:
             self.accept(listener)
 
     def _admit(self, listener: Listener, sock: socket.socket, peer: tuple[str, int]) -> None:
-        limits = self.limits
         # accept()'s answer, not getpeername(): a reset in between must not make
         # the connection count under another address (a leaked per-address slot).
-        address = peer[0]
+        # Interned: clients behind one address (a NAT, a proxy, a benchmark) share
+        # one string instead of a copy each.
+        address = sys.intern(peer[0])
         reason = "stopping" if self.stopping else self.admission.check(address, time.monotonic())
         if reason is not None:
             self._refuse(sock, address, reason)
@@ -263,21 +279,14 @@ class Acceptor:
             self.reactor,
             None,
             read_buffer=self._read_buffer,
-            limits=ConnectionLimits(
-                read_budget=limits.read_budget_bytes,
-                hard=limits.max_output_bytes,
-                soft=limits.output_soft_bytes,
-                linger=limits.close_linger_seconds,
-            ),
+            limits=self._connection_limits,
             account=self.account,
-            on_closed=self._closed,
+            on_closed=self._on_closed,
             on_lost=self.on_lost,
-            peer=(peer[0], peer[1]),
+            peer=(address, peer[1]),
         )
         protocol = listener.protocol(
-            conn,
-            ProtocolLimits(max_line_bytes=limits.max_line_bytes, recvq_max=limits.recvq_max_bytes),
-            on_registered=lambda: self.admission.registered(address),
+            conn, self._protocol_limits, on_registered=self._on_registered
         )
         conn.set_protocol(protocol)
         self.admission.opened(address)

@@ -25,15 +25,22 @@ class StashKey(Generic[T]):
     __slots__ = ()
 
 
+_EMPTY: dict[Any, object] = {}  # never written to: see Stash.__init__
+
+
 class Stash:
     """A mapping from :class:`StashKey` to values of the key's type."""
 
     __slots__ = ("_data",)
 
     def __init__(self) -> None:
-        self._data: dict[StashKey[Any], object] = {}
+        # Every stash starts on one shared empty dict and gets its own on the first
+        # write: most clients' stashes stay empty, and 10,000 empty dicts are 640 KB.
+        self._data: dict[StashKey[Any], object] = _EMPTY
 
     def __setitem__(self, key: StashKey[T], value: T) -> None:
+        if self._data is _EMPTY:
+            self._data = {}
         self._data[key] = value
 
     def __getitem__(self, key: StashKey[T]) -> T:

@@ -40,6 +40,7 @@ class Client:
         "_gate",
         "_pending_joins",
         "_quit_event",
+        "_stash",
         "announced",
         "away",
         "connected_at",
@@ -51,7 +52,6 @@ class Client:
         "rooms",
         "server",
         "source",
-        "stash",
         "view",
     )
 
@@ -68,10 +68,10 @@ class Client:
         self.source = Source(nick, client_id)
         #: The current room: where plain lines go.  Set by ``server.join()``.
         self.room: Room | None = None
-        #: Every room the client is in, in join order (a dict used as an ordered set).
-        self.rooms: dict[Room, None] = {}
-        #: Per-plugin state; see :mod:`chatd.stash`.
-        self.stash = Stash()
+        #: Every room the client is in, in join order.  A tuple: a client is in few
+        #: rooms, joins and parts are rare, and an idle connection should cost little.
+        self.rooms: tuple[Room, ...] = ()
+        self._stash: Stash | None = None
         #: When it connected: ``time.time()`` and ``time.monotonic()``.
         self.connected_at = time.time()
         self.connected_mono = time.monotonic()
@@ -80,7 +80,7 @@ class Client:
         #: True once its rooms were told it is here: after its first line, or once it
         #: has been connected ``limits.announce_after_seconds`` (so probes stay unseen).
         self.announced = False
-        self._pending_joins: list[tuple[Room, Event]] = []
+        self._pending_joins: list[tuple[Room, Event]] | None = None  # made when needed
         self._announce_timer: Any = None
         #: The away message (``/away``), or None when the client is here.
         self.away: str | None = None
@@ -88,6 +88,15 @@ class Client:
         #: timestamps); None shares every payload.  Read by delivery; use the
         #: ``ignore``/``unignore`` methods and ``timestamps`` to change it.
         self.view: View | None = None
+
+    @property
+    def stash(self) -> Stash:
+        """Per-plugin state; see :mod:`chatd.stash`.  (Made on first use: most
+        clients never need one, and idle connections should cost little.)"""
+        stash = self._stash
+        if stash is None:
+            stash = self._stash = Stash()
+        return stash
 
     # -- talking to the client ---------------------------------------------
 

@@ -166,7 +166,7 @@ class ChatDomain:
         if client._announce_timer is not None:
             client._announce_timer.cancel()
             client._announce_timer = None
-        pending, client._pending_joins = client._pending_joins, []
+        pending, client._pending_joins = client._pending_joins or (), None
         for room, event in pending:
             if room in client.rooms:
                 self.backend.to_room(event, room, exclude=client)
@@ -212,7 +212,7 @@ class ChatDomain:
             self._remove_member(client, room)
             self.backend.parted(client, room)
             self._discard_if_empty(room)
-        client.rooms.clear()
+        client.rooms = ()
         client.room = None
         self.local.disconnected(client)
 
@@ -480,7 +480,7 @@ class ChatDomain:
             self.hooks.call("chatd_room_removed", room=room, event=event)
 
     def _add_member(self, client: Client, room: Room) -> None:
-        client.rooms[room] = None
+        client.rooms = (*client.rooms, room)
         room.members[client] = None
         renderer = client.link.renderer
         room.renderers[renderer] = room.renderers.get(renderer, 0) + 1
@@ -525,6 +525,8 @@ class ChatDomain:
         if client.announced:
             self.backend.to_room(event, room, exclude=client)
         else:
+            if client._pending_joins is None:
+                client._pending_joins = []
             client._pending_joins.append((room, event))
         self.hooks.call("chatd_room_join", notify=client, client=client, room=room,
                         event=event)
@@ -538,10 +540,10 @@ class ChatDomain:
         if reason:
             event = self._reason_filtered(client, event, "")
         self.backend.to_client(event, client)
-        del client.rooms[room]
+        client.rooms = tuple(r for r in client.rooms if r is not room)
         self._remove_member(client, room)
         if client.room is room:
-            client.room = next(reversed(client.rooms), None) if client.rooms else None
+            client.room = client.rooms[-1] if client.rooms else None
         self.backend.parted(client, room)
         self.backend.to_room(event, room, exclude=client)
         self.hooks.call("chatd_room_part", notify=client, client=client, room=room,

@@ -175,7 +175,7 @@ class ChatProtocol:
         transport: Transport,
         limits: ProtocolLimits | None = None,
         *,
-        on_registered: Callable[[], None] | None = None,
+        on_registered: Callable[[str], None] | None = None,
     ) -> None:
         self.transport = transport
         #: The fan-out's path to the socket: send now if nothing is queued, else queue.
@@ -232,7 +232,7 @@ class ChatProtocol:
                 return
             self.registered = True
             if self._on_registered is not None:
-                self._on_registered()
+                self._on_registered(self.transport.peer[0])
         requests = self.parse(lines)
         if requests and self.session is not None and self.transport.is_open:
             self.session.requests_received(requests)
