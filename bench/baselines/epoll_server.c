@@ -55,7 +55,7 @@ struct conn {
     int dirty;         /* in the flush list of this pass */
     char prefix[32];
     int prefix_len;
-    char in[MAX_LINE + 1];
+    char *in;          /* an unfinished line; allocated when one is pending */
     int in_len;
     int discarding;    /* inside an over-long line */
     char *out;
@@ -220,6 +220,7 @@ static void readable(struct conn *c) {
                 c->discarding = !nl;
                 reply(c, "! line too long\n");
             } else if (!nl) {
+                if (!c->in && !(c->in = malloc(MAX_LINE + 1))) abort();
                 memcpy(c->in + c->in_len, p, part);
                 c->in_len += (int)part;
             } else if (c->in_len) {
@@ -327,6 +328,7 @@ int main(int argc, char **argv) {
             room_remove(c);
             conns[c->fd] = NULL;
             close(c->fd);
+            free(c->in);
             free(c->out);
             free(c);
         }
