@@ -121,7 +121,12 @@ static void flush(struct conn *c) {
         doom(c);
         return;
     }
+    /* All sent: give the buffer back, so an idle connection holds none (the cost,
+     * a malloc per flush, is small beside the send). */
     c->out_len = c->out_sent = 0;
+    free(c->out);
+    c->out = NULL;
+    c->out_cap = 0;
 }
 
 static void append(struct conn *c, const char *data, size_t len) {
