@@ -70,7 +70,7 @@ class Recipient(Protocol):
     id: int
     nick: str
     link: Link
-    rooms: dict[Any, None]
+    rooms: tuple[Any, ...]
     room: Any
     view: View | None
 
@@ -330,12 +330,12 @@ class _Entry:
             data = more.get(renderer)  # type: ignore[assignment]
             if data is None:
                 data = more[renderer] = renderer.render(self.event)
-        if not data or (not (elsewhere and len(self.rooms) == 1) and not stamped):
+        tag = elsewhere and len(self.rooms) == 1  # a multi-room entry (a quit) names none
+        if not data or not (tag or stamped):
             return data
         more = self._more
         if more is None:
             more = self._more = {}
-        tag = elsewhere and len(self.rooms) == 1
         key = (renderer, tag, stamped)
         variant = more.get(key)
         if variant is None:

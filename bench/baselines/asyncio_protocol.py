@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+from collections.abc import Iterator
 from typing import cast
 
 from common import (
@@ -33,6 +34,15 @@ from common import (
     serve_until_signal,
     write_port_file,
 )
+
+
+def _chat_lines(lines: list[bytes]) -> Iterator[bytes]:
+    """The lines of a chunk without their CR, empty ones left out."""
+    for line in lines:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if line:
+            yield line
 
 
 class Hub:
@@ -89,11 +99,7 @@ class ChatProtocol(asyncio.Protocol):
         if self.per_chunk:
             self.broadcast_chunk(lines)
             return
-        for line in lines:
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if not line:
-                continue
+        for line in _chat_lines(lines):
             if line.startswith(b"/"):
                 self.command(line)
             else:
@@ -103,11 +109,7 @@ class ChatProtocol(asyncio.Protocol):
         """``--per-chunk``: every chat line of this chunk in one write per recipient."""
         gathered: list[bytes] = []
         prefix = self.prefix
-        for line in lines:
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if not line:
-                continue
+        for line in _chat_lines(lines):
             if line.startswith(b"/"):
                 self.send_gathered(gathered)  # lines before a /join go to the old room
                 gathered = []

@@ -71,6 +71,13 @@ log = logging.getLogger("chatd.chat")
 TOPIC_MAX = 300
 
 
+def _cancel_announce(client: Client) -> None:
+    timer = client._announce_timer
+    if timer is not None:
+        timer.cancel()
+        client._announce_timer = None
+
+
 def _hard_backlog(limits: Any) -> int:
     """The most delayed input one client can have even with reading held: the limit,
     plus what one read pass and one unfinished line can add on top of it."""
@@ -163,9 +170,7 @@ class ChatDomain:
         if client.announced or client.id not in self.clients or not client.link.connected:
             return
         client.announced = True
-        if client._announce_timer is not None:
-            client._announce_timer.cancel()
-            client._announce_timer = None
+        _cancel_announce(client)
         pending, client._pending_joins = client._pending_joins or (), None
         for room, event in pending:
             if room in client.rooms:
@@ -196,9 +201,7 @@ class ChatDomain:
             return
         if client._gate is not None:
             client._gate.clear()
-        if client._announce_timer is not None:
-            client._announce_timer.cancel()
-            client._announce_timer = None
+        _cancel_announce(client)
         self.backend.release_nick(client, client.nick)
         rooms = tuple(client.rooms)
         event = client._quit_event

@@ -148,10 +148,7 @@ class LineRenderer(Renderer):
         target = event.target
         if not data or not target.startswith("#"):
             return data
-        tag = f"[{target}] ".encode()
-        if data.count(b"\n") == 1:
-            return tag + data
-        return b"".join(tag + line for line in data.splitlines(keepends=True))
+        return _prefix_lines(f"[{target}] ".encode(), data)
 
     def render_for(self, event: Event, viewer: int, tag: str | None = None) -> bytes:
         if event.source.client_id == viewer:
@@ -164,13 +161,18 @@ class LineRenderer(Renderer):
 
     def render_stamped(self, event: Event, rendered: bytes) -> bytes:
         """``[12:34] `` (the server's local time of the event) before each line."""
-        stamp = time.strftime("[%H:%M] ", time.localtime(event.time)).encode()
-        if rendered.count(b"\n") == 1:
-            return stamp + rendered
-        return b"".join(stamp + line for line in rendered.splitlines(keepends=True))
+        return _prefix_lines(time.strftime("[%H:%M] ", time.localtime(event.time)).encode(),
+                             rendered)
 
     def local_error(self, text: str) -> bytes:
         return marked(ERROR, text)
+
+
+def _prefix_lines(prefix: bytes, data: bytes) -> bytes:
+    """``prefix`` before every line of ``data`` (an event may render as several)."""
+    if data.count(b"\n") == 1:
+        return prefix + data
+    return b"".join(prefix + line for line in data.splitlines(keepends=True))
 
 
 RENDERER = LineRenderer()

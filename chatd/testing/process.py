@@ -25,7 +25,6 @@ class ChatClient:
 
     def __init__(self, address: tuple[str, int], *, timeout: float = DEFAULT_TIMEOUT,
                  source: str | None = None) -> None:
-        self.timeout = timeout
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if source is not None:
             sock.bind((source, 0))
@@ -33,6 +32,11 @@ class ChatClient:
         sock.connect(address)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
+        self._start_reading(timeout)
+
+    def _start_reading(self, timeout: float) -> None:
+        """The line reader's state (shared with :class:`~chatd.testing.terminal.TerminalClient`)."""
+        self.timeout = timeout
         self._buffer = bytearray()
         self.eof = False
         #: Every line received so far, in order (for assertions after the fact).

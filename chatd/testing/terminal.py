@@ -50,11 +50,7 @@ class TerminalClient(ChatClient):
         host, port = address
         argv = [part.format(host=host, port=port) for part in PROGRAMS[program][1:]]
         self.program = program
-        self.timeout = timeout
-        self._buffer = bytearray()
-        self.eof = False
-        self.history: list[str] = []
-        self.nick: str | None = None
+        self._start_reading(timeout)
         self._pexpect = pexpect
         self.child = pexpect.spawn(path, argv, timeout=timeout, echo=False)
 
