@@ -42,6 +42,7 @@ Output limits (RELIABILITY S1-S3, R5)
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import enum
 import logging
@@ -106,44 +107,73 @@ class ConnectionLimits:
 
 
 class OutputAccount:
-    """Output bytes queued across all connections, with a cap (Redis maxmemory-clients).
+    """Output bytes queued across all connections, with a cap (Redis maxmemory-clients),
+    and the bytes they sent and received.
 
     ``over_limit`` is called (by the server) when ``total`` passes ``limit``;
-    it disconnects the largest buffers until the total is back under.
+    it disconnects the largest buffers until the total is back under.  The
+    traffic counters are kept here, once, rather than per connection: an idle
+    connection should cost little, and the stats need only the sums.
     """
 
-    __slots__ = ("limit", "over_limit", "total")
+    __slots__ = ("limit", "over_limit", "received", "sent", "total")
 
     def __init__(self, limit: int, over_limit: Callable[[], None] | None = None) -> None:
         self.limit = limit
         self.total = 0
         self.over_limit = over_limit
+        #: Bytes received and sent by every connection using this account, ever.
+        self.received = 0
+        self.sent = 0
+
+
+class ConnectionContext:
+    """What every connection accepted under one configuration shares.
+
+    One object, one slot per connection: the reactor, the read buffer (the loop
+    is single-threaded, so one buffer serves every read), the limits, the output
+    account and the listener's callbacks.  Copies per connection would cost 40
+    bytes each at 10,000 idle clients.
+    """
+
+    __slots__ = ("account", "limits", "on_closed", "on_lost", "reactor", "read_buffer")
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        read_buffer: memoryview,
+        limits: ConnectionLimits | None = None,
+        account: OutputAccount | None = None,
+        on_closed: Callable[[Connection], None] | None = None,
+        on_lost: Callable[[Connection, str], None] | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.read_buffer = read_buffer
+        self.limits = limits if limits is not None else ConnectionLimits()
+        self.account = account if account is not None else OutputAccount(1 << 62)
+        #: Called once, from teardown, when the socket is gone for good.
+        self.on_closed = on_closed
+        #: Called (on the next tick) when the peer is lost: a reset, an error.
+        self.on_lost = on_lost
 
 
 class Connection:
     """A non-blocking client socket owned by the reactor."""
 
     __slots__ = (
-        "_account",
+        "_ctx",
         "_flush_queued",
         "_held",
-        "_limits",
         "_linger_timer",
         "_lost_notified",
-        "_on_closed",
-        "_on_lost",
         "_out",
         "_paused",
         "_peer_eof",
         "_pending",
         "_protocol",
-        "_rbuf",
-        "_reactor",
         "_read_queued",
         "_shut_wr",
         "_sock",
-        "bytes_received",
-        "bytes_sent",
         "close_reason",
         "fd",
         "is_open",
@@ -151,30 +181,23 @@ class Connection:
         "limit_hit",
         "output_bytes",
         "over_soft_since",
-        "peer",
+        "peer_address",
+        "peer_port",
         "skipped_lines",
         "state",
     )
 
     def __init__(
         self,
-        sock: socket.socket,
-        reactor: Reactor,
-        protocol: Protocol | None,
+        sock: _socket.socket,
+        context: ConnectionContext,
+        protocol: Protocol | None = None,
         *,
-        read_buffer: memoryview,
-        limits: ConnectionLimits | None = None,
-        account: OutputAccount | None = None,
-        on_closed: Callable[[Connection], None] | None = None,
-        on_lost: Callable[[Connection, str], None] | None = None,
         peer: tuple[str, int] | None = None,
     ) -> None:
         self._sock = sock
-        self._reactor = reactor
+        self._ctx = context
         self._protocol = protocol
-        self._rbuf = read_buffer  # shared by all connections: the loop is single-threaded
-        self._limits = limits = limits if limits is not None else ConnectionLimits()
-        self._account = account if account is not None else OutputAccount(1 << 62)
         #: Queued output, oldest first; None when empty (most connections, most of
         #: the time: no list kept per idle connection).
         self._out: list[bytes] | None = None
@@ -185,15 +208,13 @@ class Connection:
         self._peer_eof = False
         self._lost_notified = False
         self._linger_timer: Timer | None = None
-        self._on_closed = on_closed
-        self._on_lost = on_lost
         #: Why the connection is closing or closed ("" while open).
         self.close_reason = ""
         self._paused = False
         self._held = False
-        now = time.monotonic()
         #: When output last made progress (or became pending): for the send timeout.
-        self.last_progress = now
+        #: Meaningful only while output is pending; 0.0 (one shared float) otherwise.
+        self.last_progress = 0.0
         #: Since when output has been above the soft limit (None: it is not).
         self.over_soft_since: float | None = None
         #: Room lines not queued because this reader was too slow, not yet reported.
@@ -206,15 +227,20 @@ class Connection:
                 peer = sock.getpeername()[:2]
             except OSError:
                 peer = ("?", 0)
-        #: The peer's (address, port), as accept() reported it.
-        self.peer: tuple[str, int] = peer
+        #: The peer's address and port, as accept() reported them (two fields, not a
+        #: tuple: the address string is shared by every client behind it).
+        self.peer_address: str = peer[0]
+        self.peer_port: int = peer[1]
         self.state = State.OPEN
         #: ``state is State.OPEN``: until :meth:`close` or :meth:`abort` (then writes
         #: are ignored).  A plain attribute: the chat layer asks it per line.
         self.is_open = True
         self.output_bytes = 0
-        self.bytes_received = 0
-        self.bytes_sent = 0
+
+    @property
+    def peer(self) -> tuple[str, int]:
+        """The peer's ``(address, port)``."""
+        return self.peer_address, self.peer_port
 
     def set_protocol(self, protocol: Protocol) -> None:
         self._protocol = protocol
@@ -226,7 +252,7 @@ class Connection:
 
     def start(self) -> None:
         """Register with the reactor and read anything that arrived with the handshake."""
-        self._reactor.register(self.fd, self, STREAM_EVENTS)
+        self._ctx.reactor.register(self.fd, self, STREAM_EVENTS)
         # Data can arrive before the registration (a client that connects and
         # sends at once); epoll reports the current state on registration, but
         # reading now costs one EAGAIN at most and saves a tick.
@@ -270,7 +296,7 @@ class Connection:
         self._held = False
         if self.state is not State.CLOSED and not self._read_queued:
             self._read_queued = True
-            self._reactor.call_soon(self._read_again)
+            self._ctx.reactor.call_soon(self._read_again)
 
     @property
     def reading_held(self) -> bool:
@@ -279,16 +305,19 @@ class Connection:
     def _read(self) -> None:
         if self.state is State.CLOSED or self._held:
             return
-        if self.output_bytes > self._limits.soft and self.state is State.OPEN:
+        ctx = self._ctx
+        limits = ctx.limits
+        soft = limits.soft
+        if self.output_bytes > soft and self.state is State.OPEN:
             # A client that does not read its replies does not get more input
             # parsed (InspIRCd's softsendq rule); _write resumes us once it drains.
             self._paused = True
             return
         sock = self._sock
-        rbuf = self._rbuf
+        rbuf = ctx.read_buffer
         size = len(rbuf)
-        budget = self._limits.read_budget
-        soft = self._limits.soft
+        budget = limits.read_budget
+        account = ctx.account
         protocol = self._protocol
         drained = False
         while budget > 0:
@@ -305,7 +334,7 @@ class Connection:
             if n == 0:
                 self._end_of_stream()
                 return
-            self.bytes_received += n
+            account.received += n
             budget -= n
             if self.state is State.OPEN and protocol is not None:
                 protocol.data_received(rbuf[:n])
@@ -322,7 +351,7 @@ class Connection:
         # new edge will say so.  Serve the others, then come back.
         if not self._read_queued:
             self._read_queued = True
-            self._reactor.call_soon(self._read_again)
+            self._ctx.reactor.call_soon(self._read_again)
 
     def reject_foreign(self, kind: str) -> None:
         """Tell a peer speaking another protocol so, and close (stats kind ``foreign_*``).
@@ -356,7 +385,7 @@ class Connection:
         self._grow(len(data))
         if not self._flush_queued and self.state is State.OPEN:
             self._flush_queued = True
-            self._reactor.want_flush(self)
+            self._ctx.reactor.want_flush(self)
 
     def _grow(self, size: int) -> None:
         """Account ``size`` more bytes of pending output and apply the limits."""
@@ -364,9 +393,9 @@ class Connection:
         after = self.output_bytes = before + size
         if before == 0:
             self.last_progress = time.monotonic()  # the send timeout starts now
-        account = self._account
+        account = self._ctx.account
         account.total += size
-        limits = self._limits
+        limits = self._ctx.limits
         if after > limits.soft:
             if after > limits.hard:
                 self._overflow()
@@ -378,7 +407,7 @@ class Connection:
 
     def _shrink(self, size: int) -> None:
         self.output_bytes -= size
-        self._account.total -= size
+        self._ctx.account.total -= size
 
     def write_now(self, data: bytes) -> None:
         """Send ``data`` at once if nothing is queued ahead of it; else queue it.
@@ -391,7 +420,7 @@ class Connection:
         if self.state is not State.OPEN:
             return
         if self._out or self._pending is not None:
-            if self.output_bytes > self._limits.soft:
+            if self.output_bytes > self._ctx.limits.soft:
                 self.skipped_lines += data.count(b"\n")  # a slow reader misses room lines
                 return
             self.write(data)
@@ -403,7 +432,7 @@ class Connection:
         except OSError as exc:
             self._lost(exc)
             return
-        self.bytes_sent += sent
+        self._ctx.account.sent += sent
         if sent < len(data):
             self._pending = memoryview(data)[sent:]
             self._grow(len(data) - sent)
@@ -437,11 +466,12 @@ class Connection:
                 self._lost(exc)
                 return
             self._shrink(sent)
-            self.bytes_sent += sent
+            self._ctx.account.sent += sent
             self.last_progress = time.monotonic()
             self._pending = None if sent == len(pending) else pending[sent:]
         # Everything the kernel would take is sent.
         self.over_soft_since = None
+        self.last_progress = 0.0  # the shared float: an idle connection keeps none
         if self.state is State.CLOSING:
             self._drained_while_closing()
             return
@@ -452,13 +482,13 @@ class Connection:
             self._paused = False
             if not self._read_queued:
                 self._read_queued = True
-                self._reactor.call_soon(self._read_again)
+                self._ctx.reactor.call_soon(self._read_again)
 
     def _overflow(self) -> None:
         log.warning(
             "closing %s:%d: output buffer over %d bytes (a reader that stopped reading)",
             *self.peer,
-            self._limits.hard,
+            self._ctx.limits.hard,
         )
         self.limit_hit = "obuf_hard"
         self.abort("output buffer full (not reading)")
@@ -476,11 +506,11 @@ class Connection:
         self.state = State.CLOSING
         self.is_open = False
         self._schedule_lost(reason)
-        wait = self._limits.linger if linger is None else linger
-        self._linger_timer = self._reactor.call_later(wait, self._linger_expired)
+        wait = self._ctx.limits.linger if linger is None else linger
+        self._linger_timer = self._ctx.reactor.call_later(wait, self._linger_expired)
         if not self._flush_queued:
             self._flush_queued = True
-            self._reactor.want_flush(self)
+            self._ctx.reactor.want_flush(self)
 
     def abort(self, reason: str) -> None:
         """Drop the connection now, discarding queued output."""
@@ -500,11 +530,11 @@ class Connection:
             # Everything is sent: wait for the peer's FIN at most limits.linger
             # more, even if the flush was allowed longer (a shutdown deadline).
             timer = self._linger_timer
-            fin_deadline = self._reactor.clock() + self._limits.linger
+            fin_deadline = self._ctx.reactor.clock() + self._ctx.limits.linger
             if timer is not None and timer.when > fin_deadline:
                 timer.cancel()
-                self._linger_timer = self._reactor.call_later(
-                    self._limits.linger, self._linger_expired
+                self._linger_timer = self._ctx.reactor.call_later(
+                    self._ctx.limits.linger, self._linger_expired
                 )
         if self._peer_eof:
             self._teardown()
@@ -534,11 +564,11 @@ class Connection:
         if not self._lost_notified:
             self._lost_notified = True
             self.close_reason = reason
-            self._reactor.call_soon(self._notify_lost, reason)
+            self._ctx.reactor.call_soon(self._notify_lost, reason)
 
     def _notify_lost(self, reason: str) -> None:
-        if self._on_lost is not None:
-            self._on_lost(self, reason)
+        if self._ctx.on_lost is not None:
+            self._ctx.on_lost(self, reason)
         if self._protocol is not None:
             self._protocol.connection_lost(reason)
 
@@ -550,7 +580,7 @@ class Connection:
         if self._linger_timer is not None:
             self._linger_timer.cancel()
             self._linger_timer = None
-        self._reactor.unregister(self.fd)
+        self._ctx.reactor.unregister(self.fd)
         # shutdown() before close(): a forked child holding a copy of the fd
         # would otherwise keep the peer from ever seeing EOF.
         with contextlib.suppress(OSError):
@@ -558,10 +588,10 @@ class Connection:
         self._sock.close()
         self._out = None
         self._pending = None
-        self._account.total -= self.output_bytes
+        self._ctx.account.total -= self.output_bytes
         self.output_bytes = 0
-        if self._on_closed is not None:
-            self._on_closed(self)
+        if self._ctx.on_closed is not None:
+            self._ctx.on_closed(self)
 
     def __repr__(self) -> str:
         return f"<Connection fd={self.fd} {self.peer[0]}:{self.peer[1]} {self.state.value}>"

@@ -59,7 +59,9 @@ class Link(Protocol):
     """A client's way out: its protocol object (see :mod:`chatd.protocols.base`)."""
 
     renderer: Any
-    write_now: Any
+    #: Its transport; the fan-out sends with ``transport.write_now(bytes)`` (send now
+    #: if nothing is queued, else queue), one call per recipient.
+    transport: Any
 
     def deliver(self, event: Event, viewer: int) -> None: ...
 
@@ -200,7 +202,8 @@ class LocalBackend:
         self._nicks: dict[str, Recipient] = {}
         #: The same clients by confusable skeleton: ``aIice`` may not stand beside ``alice``.
         self._skeletons: dict[str, Recipient] = {}
-        self._everyone: dict[int, Recipient] = {}
+        #: The clients connected to this process, by id.
+        self.clients: dict[int, Recipient] = {}
 
     # delivery
 
@@ -234,7 +237,7 @@ class LocalBackend:
     def to_everyone(self, event: Event, exclude: Recipient | None = None) -> None:
         self.fanout.flush()
         rendered: dict[Any, bytes] = {}
-        for client in tuple(self._everyone.values()):
+        for client in tuple(self.clients.values()):
             if client is exclude:
                 continue
             link = client.link
@@ -244,7 +247,7 @@ class LocalBackend:
             if data and client.view is not None and client.view.timestamps:
                 data = link.renderer.render_stamped(event, data)
             if data:
-                link.write_now(data)
+                link.transport.write_now(data)
 
     def flush(self) -> None:
         self.fanout.flush()
@@ -253,22 +256,36 @@ class LocalBackend:
 
     def connected(self, client: Recipient) -> None:
         """A new local client (the domain calls this before anything else)."""
-        self._everyone[client.id] = client
+        self.clients[client.id] = client
 
     def disconnected(self, client: Recipient) -> None:
-        self._everyone.pop(client.id, None)
+        self.clients.pop(client.id, None)
 
     def claim_nick(self, client: Recipient, nick: str) -> bool:
         """Taken if another client has the same nick in any case, or one that looks the
-        same (Unicode TS #39 skeletons, as ergo does: both keys must be free)."""
+        same (Unicode TS #39 skeletons, as ergo does: both keys must be free).
+
+        A nick whose skeleton is its own key (``alice``, most of them) gets no entry
+        of its own in the skeleton table: its entry in the nick table serves both
+        (see :meth:`_by_look`), so a plain nick costs one table entry, not two.
+        """
         key, look = nick_key(nick), skeleton(nick)
-        for table, k in ((self._nicks, key), (self._skeletons, look)):
-            holder = table.get(k)
+        for holder in (self._nicks.get(key), self._by_look(look)):
             if holder is not None and holder is not client:
                 return False
         self._nicks[key] = client
-        self._skeletons[look] = client
+        if look != key:
+            self._skeletons[look] = client
         return True
+
+    def _by_look(self, look: str) -> Recipient | None:
+        """The client whose nick has the skeleton ``look``, if any."""
+        holder = self._skeletons.get(look)
+        if holder is None:
+            holder = self._nicks.get(look)  # a nick that is its own skeleton?
+            if holder is not None and skeleton(holder.nick) != look:
+                return None
+        return holder
 
     def release_nick(self, client: Recipient, nick: str) -> None:
         for table, k in ((self._nicks, nick_key(nick)), (self._skeletons, skeleton(nick))):
@@ -277,7 +294,7 @@ class LocalBackend:
 
     def find_nick(self, nick: str) -> Recipient | None:
         found = self._nicks.get(nick_key(nick))
-        return found if found is not None else self._skeletons.get(skeleton(nick))
+        return found if found is not None else self._by_look(skeleton(nick))
 
     def joined(self, client: Recipient, room: Place) -> None:
         # Membership is the room's own table; the batch must only learn where a
@@ -431,7 +448,7 @@ class Fanout:
                 and not (view is not None and view.hides(entry.event))
             )
             if payload:
-                client.link.write_now(payload)
+                client.link.transport.write_now(payload)
 
 
 def _deliver_room(
@@ -476,9 +493,9 @@ def _deliver_room(
                           special[member])
             elif elsewhere:
                 if away:
-                    member.link.write_now(away)
+                    member.link.transport.write_now(away)
             elif payload:
-                member.link.write_now(payload)
+                member.link.transport.write_now(payload)
         return
     rendered: dict[tuple[Any, bool], tuple[list[bytes], bytes]] = {}
     for member in tuple(room.members):
@@ -498,7 +515,7 @@ def _deliver_room(
         if member in special:
             _send_own(member, entries, known[0], special[member])
         elif known[1]:
-            link.write_now(known[1])
+            link.transport.write_now(known[1])
 
 
 def _send_viewed(
@@ -513,7 +530,7 @@ def _send_viewed(
         if entry.exclude is not member and entry.order >= since and not view.hides(entry.event)
     ])
     if own:
-        member.link.write_now(own)
+        member.link.transport.write_now(own)
 
 
 def _send_own(member: Recipient, entries: list[_Entry], parts: list[bytes], since: int) -> None:
@@ -529,4 +546,4 @@ def _send_own(member: Recipient, entries: list[_Entry], parts: list[bytes], sinc
             if entry.exclude is not member
         ])
     if own:
-        member.link.write_now(own)
+        member.link.transport.write_now(own)

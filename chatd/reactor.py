@@ -146,6 +146,10 @@ class Reactor:
     def handler_count(self) -> int:
         return len(self._handlers)
 
+    def handlers(self) -> list[EventHandler]:
+        """Every registered handler, in registration order (a copy)."""
+        return list(self._handlers.values())
+
     # -- scheduling ------------------------------------------------------
 
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Timer:

@@ -15,8 +15,6 @@ class Stats:
     """Everything chatd counts; see docs/operations.md for the meaning of each."""
 
     __slots__ = (
-        "bytes_in",
-        "bytes_out",
         "connections_total",
         "deliveries",
         "disconnects",
@@ -31,8 +29,6 @@ class Stats:
         self.connections_total = 0
         self.messages_in = 0  # chat lines accepted (after filters)
         self.deliveries = 0  # copies of room lines handed to recipients
-        self.bytes_in = 0
-        self.bytes_out = 0
         #: Connections refused at accept, by reason (server_full, per_ip, connect_rate, ...).
         self.rejected: dict[str, int] = {}
         #: Connections cut by a limit, by kind (obuf_hard, obuf_soft, send_timeout, ...).

@@ -11,7 +11,13 @@ import time
 
 import pytest
 
-from chatd.connection import Connection, ConnectionLimits, OutputAccount, State
+from chatd.connection import (
+    Connection,
+    ConnectionContext,
+    ConnectionLimits,
+    OutputAccount,
+    State,
+)
 from chatd.reactor import Reactor
 
 
@@ -66,13 +72,11 @@ def pair():
     made = []
 
     def make(**limits):
-        conn = Connection(
-            counted, reactor, protocol,  # type: ignore[arg-type]
-            read_buffer=memoryview(bytearray(65536)),
-            limits=ConnectionLimits(**{"linger": 0.5, **limits}),
-            account=OutputAccount(1 << 40),
-            peer=("local", 0),
+        context = ConnectionContext(
+            reactor, memoryview(bytearray(65536)),
+            ConnectionLimits(**{"linger": 0.5, **limits}), OutputAccount(1 << 40),
         )
+        conn = Connection(counted, context, protocol, peer=("local", 0))  # type: ignore[arg-type]
         conn.start()
         made.append(conn)
         return conn

@@ -43,22 +43,18 @@ class Client:
         "_stash",
         "announced",
         "away",
-        "connected_at",
         "connected_mono",
         "id",
         "link",
         "nick",
         "room",
         "rooms",
-        "server",
         "source",
         "view",
     )
 
     def __init__(self, domain: ChatDomain, link: Any, client_id: int, nick: str) -> None:
         self._domain = domain
-        #: The server, as plugins see it (the same object hooks receive).
-        self.server: Server = domain.facade
         #: The connection's protocol object (delivery renders through it).  Not for plugins.
         self.link = link
         #: A number unique for the life of the server process.
@@ -72,9 +68,9 @@ class Client:
         #: rooms, joins and parts are rare, and an idle connection should cost little.
         self.rooms: tuple[Room, ...] = ()
         self._stash: Stash | None = None
-        #: When it connected: ``time.time()`` and ``time.monotonic()``.
-        self.connected_at = time.time()
-        self.connected_mono = time.monotonic()
+        #: When it connected, ``time.monotonic()``: the connection's own reading when
+        #: there is one (one float per client, shared), see also :attr:`connected_at`.
+        self.connected_mono: float = getattr(link, "opened_at", None) or time.monotonic()
         self._gate: FloodGate | None = None
         self._quit_event: Event | None = None
         #: True once its rooms were told it is here: after its first line, or once it
@@ -88,6 +84,17 @@ class Client:
         #: timestamps); None shares every payload.  Read by delivery; use the
         #: ``ignore``/``unignore`` methods and ``timestamps`` to change it.
         self.view: View | None = None
+
+    @property
+    def server(self) -> Server:
+        """The server, as plugins see it (the same object hooks receive)."""
+        return self._domain.facade
+
+    @property
+    def connected_at(self) -> float:
+        """When it connected, as ``time.time()`` (derived from :attr:`connected_mono`,
+        so a wall-clock step since then does not change how long ago that was)."""
+        return time.time() - (time.monotonic() - self.connected_mono)
 
     @property
     def stash(self) -> Stash:

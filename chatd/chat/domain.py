@@ -110,8 +110,8 @@ class ChatDomain:
         self.local = LocalBackend(self.stats)
         #: Where events go; ``chatd_delivery_backend`` may replace it at startup.
         self.backend: DeliveryBackend = self.local
-        #: Connected clients by id.
-        self.clients: dict[int, Client] = {}
+        #: Connected clients by id (the local backend's table: one dict, not two).
+        self.clients: dict[int, Client] = self.local.clients  # type: ignore[assignment]
         self.rooms = RoomTable(self._make_room, self._room_created)
         self.commands = CommandTable()
         #: The plugin-facing server object (``client.server``, hook arguments).
@@ -148,7 +148,6 @@ class ChatDomain:
                 flood.burst_lines, flood.lines_per_second, flood.bytes_per_token,
                 time.monotonic(),
             ))
-        self.clients[client.id] = client
         self.local.connected(client)
         self.backend.claim_nick(client, client.nick)
         wait = self.config.limits.announce_after_seconds
@@ -483,7 +482,7 @@ class ChatDomain:
             self.hooks.call("chatd_room_removed", room=room, event=event)
 
     def _add_member(self, client: Client, room: Room) -> None:
-        client.rooms = (*client.rooms, room)
+        client.rooms = (*client.rooms, room) if client.rooms else room._alone
         room.members[client] = None
         renderer = client.link.renderer
         room.renderers[renderer] = room.renderers.get(renderer, 0) + 1
@@ -543,7 +542,8 @@ class ChatDomain:
         if reason:
             event = self._reason_filtered(client, event, "")
         self.backend.to_client(event, client)
-        client.rooms = tuple(r for r in client.rooms if r is not room)
+        left = tuple(r for r in client.rooms if r is not room)
+        client.rooms = left[0]._alone if len(left) == 1 else left
         self._remove_member(client, room)
         if client.room is room:
             client.room = client.rooms[-1] if client.rooms else None

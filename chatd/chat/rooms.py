@@ -40,8 +40,17 @@ def room_key(name: str) -> str:
 class Room:
     """A room: its members in join order, its topic, and per-plugin state."""
 
-    __slots__ = ("__weakref__", "_notice", "created_at", "members", "name", "renderers",
-                 "stash", "topic")
+    __slots__ = (
+        "__weakref__",
+        "_alone",
+        "_notice",
+        "created_at",
+        "members",
+        "name",
+        "renderers",
+        "stash",
+        "topic",
+    )
 
     def __init__(self, name: str, notice: Callable[..., int] | None = None) -> None:
         self._notice = notice
@@ -56,6 +65,9 @@ class Room:
         self.renderers: dict[Any, int] = {}
         #: When the room was created (``time.time()``).
         self.created_at = time.time()
+        #: ``(room,)``: the ``rooms`` tuple of every client in this room only, shared
+        #: by all of them (most clients are in one room; a tuple each is 48 bytes).
+        self._alone: tuple[Room, ...] = (self,)
 
     def __len__(self) -> int:
         return len(self.members)

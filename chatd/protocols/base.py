@@ -20,7 +20,7 @@ Output: an event reaches a protocol in one of two ways.
   :meth:`Renderer.render_for`, so a sender can see its own message differently.
 * The fan-out (:mod:`chatd.delivery`) renders a room's events **once per
   renderer** with :meth:`Renderer.render` and hands the same bytes to every
-  member using that renderer through :attr:`ChatProtocol.write_now`.  This is
+  member using that renderer through its transport's ``write_now``.  This is
   why rendering lives in a per-protocol :class:`Renderer` and not in the
   per-connection object.
 
@@ -156,7 +156,6 @@ class ChatProtocol:
     renderer: ClassVar[Renderer]
 
     __slots__ = (
-        "_first_chunk",
         "_framer",
         "_limits",
         "_on_registered",
@@ -167,7 +166,6 @@ class ChatProtocol:
         "reply_tag",
         "session",
         "transport",
-        "write_now",
     )
 
     def __init__(
@@ -178,13 +176,11 @@ class ChatProtocol:
         on_registered: Callable[[str], None] | None = None,
     ) -> None:
         self.transport = transport
-        #: The fan-out's path to the socket: send now if nothing is queued, else queue.
-        #: The transport's own method, so fan-out costs one call per recipient.
-        self.write_now: Callable[[bytes], None] = transport.write_now
         self.session: Session | None = None
         self._limits = limits = limits if limits is not None else ProtocolLimits()
-        self._framer = LineFramer(limits.max_line_bytes)
-        self._first_chunk = True
+        #: Made on the first chunk received (so ``None`` also says "nothing came
+        #: yet"): a connection that only listens (most of them) needs no line buffer.
+        self._framer: LineFramer | None = None
         self._on_registered = on_registered
         now = time.monotonic()
         self.opened_at = now
@@ -202,13 +198,13 @@ class ChatProtocol:
 
     def data_received(self, data: memoryview) -> None:
         """Bytes from the socket: frame, parse, hand the requests to the session."""
-        if self._first_chunk:
-            self._first_chunk = False
+        framer = self._framer
+        if framer is None:  # the first chunk: another protocol's greeting?
             kind = sniff_foreign_protocol(data)
             if kind is not None:
                 self.transport.reject_foreign(kind)
                 return
-        framer = self._framer
+            framer = self._framer = LineFramer(self._limits.max_line_bytes)
         lines = framer.feed(data)
         if framer.discarded > self._limits.recvq_max:
             self.transport.limit_hit = "qbuf"
@@ -248,7 +244,7 @@ class ChatProtocol:
 
     def eof_received(self) -> bool:
         """The peer sent FIN: deliver the unterminated last line, then ask the session."""
-        tail = self._framer.finish()
+        tail = self._framer.finish() if self._framer is not None else None
         if tail is not None:
             self._lines_received([tail])
         if not self.transport.is_open or self.session is None:
