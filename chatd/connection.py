@@ -136,7 +136,9 @@ class ConnectionContext:
     bytes each at 10,000 idle clients.
     """
 
-    __slots__ = ("account", "limits", "on_closed", "on_lost", "reactor", "read_buffer")
+    __slots__ = (
+        "account", "limits", "on_closed", "on_lost", "on_registered", "reactor", "read_buffer",
+    )
 
     def __init__(
         self,
@@ -146,6 +148,7 @@ class ConnectionContext:
         account: OutputAccount | None = None,
         on_closed: Callable[[Connection], None] | None = None,
         on_lost: Callable[[Connection, str], None] | None = None,
+        on_registered: Callable[[str], None] | None = None,
     ) -> None:
         self.reactor = reactor
         self.read_buffer = read_buffer
@@ -155,6 +158,8 @@ class ConnectionContext:
         self.on_closed = on_closed
         #: Called (on the next tick) when the peer is lost: a reset, an error.
         self.on_lost = on_lost
+        #: Called with the peer's address when it first speaks the protocol.
+        self.on_registered = on_registered
 
 
 class Connection:
@@ -165,7 +170,6 @@ class Connection:
         "_flush_queued",
         "_held",
         "_linger_timer",
-        "_lost_notified",
         "_out",
         "_paused",
         "_peer_eof",
@@ -206,10 +210,9 @@ class Connection:
         self._read_queued = False
         self._shut_wr = False
         self._peer_eof = False
-        self._lost_notified = False
         self._linger_timer: Timer | None = None
-        #: Why the connection is closing or closed ("" while open).
-        self.close_reason = ""
+        #: Why the connection is closing or closed (None while open).
+        self.close_reason: str | None = None
         self._paused = False
         self._held = False
         #: When output last made progress (or became pending): for the send timeout.
@@ -241,6 +244,11 @@ class Connection:
     def peer(self) -> tuple[str, int]:
         """The peer's ``(address, port)``."""
         return self.peer_address, self.peer_port
+
+    def registered(self) -> None:
+        """The protocol says the peer spoke it (see ``Transport.registered``)."""
+        if self._ctx.on_registered is not None:
+            self._ctx.on_registered(self.peer_address)
 
     def set_protocol(self, protocol: Protocol) -> None:
         self._protocol = protocol
@@ -561,8 +569,7 @@ class Connection:
         self.abort(reason)
 
     def _schedule_lost(self, reason: str) -> None:
-        if not self._lost_notified:
-            self._lost_notified = True
+        if self.close_reason is None:  # the first reason is the one reported
             self.close_reason = reason
             self._ctx.reactor.call_soon(self._notify_lost, reason)
 

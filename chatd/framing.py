@@ -286,6 +286,11 @@ class LineFramer:
         """Bytes held for an unfinished line."""
         return len(self._buffer)
 
+    @property
+    def ends_with_cr(self) -> bool:
+        """Whether the unfinished line held ends with ``\\r`` (half of a line end)."""
+        return self._buffer[-1:] == b"\r"
+
     def feed(self, data: bytes | bytearray | memoryview) -> list[str | LineTooLong]:
         """Consume ``data``; return the lines it completed, in order."""
         out: list[str | LineTooLong] = []

@@ -141,7 +141,6 @@ class Acceptor:
         self.listeners: list[Listener] = []
         self.stopping = False
         self._read_buffer = memoryview(bytearray(65536))
-        self._on_registered = admission.registered
         self._spare_fd: int | None = None
         self._retry: Timer | None = None
         self._throttled: dict[str, float] = {}
@@ -177,7 +176,7 @@ class Acceptor:
             self._read_buffer = memoryview(bytearray(size))
         self._connection_context = ConnectionContext(
             self.reactor, self._read_buffer, connection_limits, self.account,
-            on_closed=self._closed, on_lost=self.on_lost,
+            on_closed=self._closed, on_lost=self.on_lost, on_registered=self.admission.registered,
         )
 
     # -- listening ------------------------------------------------------------------
@@ -290,9 +289,7 @@ class Acceptor:
         sock.setblocking(False)
         tune_socket(sock, self.net)
         conn = Connection(sock, self._connection_context, peer=(address, peer[1]))
-        protocol = listener.protocol(
-            conn, self._protocol_limits, on_registered=self._on_registered
-        )
+        protocol = listener.protocol(conn, self._protocol_limits)
         conn.set_protocol(protocol)
         self.admission.opened(address)
         self.stats.connections_total += 1

@@ -30,20 +30,29 @@ if TYPE_CHECKING:
     from .rooms import Room
 
 
+class Arrival:
+    """A client not yet announced to its rooms: the timer that will announce it, and
+    the joins held back meanwhile.  (One object while it lasts, none after: an
+    idle connection should cost little.)"""
+
+    __slots__ = ("joins", "timer")
+
+    def __init__(self) -> None:
+        self.joins: list[tuple[Room, Event]] = []
+        self.timer: Any = None
+
+
 class Client:
     """One connected user.  Created by the server; plugins never construct it."""
 
     __slots__ = (
         "__weakref__",
-        "_announce_timer",
+        "_arrival",
         "_domain",
         "_gate",
-        "_pending_joins",
         "_quit_event",
         "_stash",
-        "announced",
         "away",
-        "connected_mono",
         "id",
         "link",
         "nick",
@@ -68,16 +77,9 @@ class Client:
         #: rooms, joins and parts are rare, and an idle connection should cost little.
         self.rooms: tuple[Room, ...] = ()
         self._stash: Stash | None = None
-        #: When it connected, ``time.monotonic()``: the connection's own reading when
-        #: there is one (one float per client, shared), see also :attr:`connected_at`.
-        self.connected_mono: float = getattr(link, "opened_at", None) or time.monotonic()
-        self._gate: FloodGate | None = None
+        self._gate: FloodGate | None = None  # made on the first line, if there is a limit
         self._quit_event: Event | None = None
-        #: True once its rooms were told it is here: after its first line, or once it
-        #: has been connected ``limits.announce_after_seconds`` (so probes stay unseen).
-        self.announced = False
-        self._pending_joins: list[tuple[Room, Event]] | None = None  # made when needed
-        self._announce_timer: Any = None
+        self._arrival: Arrival | None = None  # while not announced (the domain sets it)
         #: The away message (``/away``), or None when the client is here.
         self.away: str | None = None
         #: How this client wants to see things, if not like everyone (ignores,
@@ -89,6 +91,17 @@ class Client:
     def server(self) -> Server:
         """The server, as plugins see it (the same object hooks receive)."""
         return self._domain.facade
+
+    @property
+    def announced(self) -> bool:
+        """True once its rooms were told it is here: after its first line, or once it
+        has been connected ``limits.announce_after_seconds`` (so probes stay unseen)."""
+        return self._arrival is None
+
+    @property
+    def connected_mono(self) -> float:
+        """When it connected, ``time.monotonic()`` (its connection's own reading)."""
+        return self.link.opened_at  # type: ignore[no-any-return]
 
     @property
     def connected_at(self) -> float:

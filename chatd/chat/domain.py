@@ -52,7 +52,7 @@ from ..events import (
 from ..framing import CleanedLine, LineTooLong
 from ..requests import Invoke, Malformed, Request, Say
 from ..stats import Stats
-from .client import Client
+from .client import Arrival, Client
 from .commands import CommandTable
 from .errors import CommandError, NickError, Reject, RoomError, UsageError
 from .facade import Server
@@ -72,10 +72,10 @@ TOPIC_MAX = 300
 
 
 def _cancel_announce(client: Client) -> None:
-    timer = client._announce_timer
-    if timer is not None:
-        timer.cancel()
-        client._announce_timer = None
+    arrival = client._arrival
+    if arrival is not None and arrival.timer is not None:
+        arrival.timer.cancel()
+        arrival.timer = None
 
 
 def _hard_backlog(limits: Any) -> int:
@@ -142,22 +142,16 @@ class ChatDomain:
     def connect(self, link: Any) -> Client:
         """A new connection: make its client (``guest-N``) and run ``chatd_client_connect``."""
         client = Client(self, link, next(self._client_ids), self._new_guest_nick())
-        flood = self.config.flood
-        if flood.lines_per_second > 0:
-            client._gate = FloodGate(TokenBucket(
-                flood.burst_lines, flood.lines_per_second, flood.bytes_per_token,
-                time.monotonic(),
-            ))
         self.local.connected(client)
         self.backend.claim_nick(client, client.nick)
         wait = self.config.limits.announce_after_seconds
-        if wait <= 0:
-            client.announced = True
+        if wait > 0:
+            client._arrival = Arrival()
         self.hooks.call("chatd_client_connect", notify=client, client=client)
-        if client.announced:
+        if client._arrival is None:
             self.hooks.call("chatd_client_ready", notify=client, client=client)
         elif client.link.connected:
-            client._announce_timer = self.scheduler.call_later(wait, self.announce, client)
+            client._arrival.timer = self.scheduler.call_later(wait, self.announce, client)
         return client
 
     def announce(self, client: Client) -> None:
@@ -166,12 +160,12 @@ class ChatDomain:
         Until then its joins are held back, so a port scan, an HTTP request or a
         TLS hello on the chat port never shows up in a room (nor does its quit).
         """
-        if client.announced or client.id not in self.clients or not client.link.connected:
+        arrival = client._arrival
+        if arrival is None or client.id not in self.clients or not client.link.connected:
             return
-        client.announced = True
         _cancel_announce(client)
-        pending, client._pending_joins = client._pending_joins or (), None
-        for room, event in pending:
+        client._arrival = None
+        for room, event in arrival.joins:
             if room in client.rooms:
                 self.backend.to_room(event, room, exclude=client)
         self.hooks.call("chatd_client_ready", notify=client, client=client)
@@ -226,8 +220,16 @@ class ChatDomain:
             self.announce(client)  # its first line: the rooms hear it joined, then what it says
         gate = client._gate
         if gate is None:
-            self._process(client, requests)
-            return
+            flood = self.config.flood
+            if flood.lines_per_second <= 0:
+                self._process(client, requests)
+                return
+            # Made on the first line (starting full, as it would be by then anyway):
+            # a client that only listens never needs one.
+            gate = client._gate = FloodGate(TokenBucket(
+                flood.burst_lines, flood.lines_per_second, flood.bytes_per_token,
+                time.monotonic(),
+            ))
         ready = gate.admit(requests, time.monotonic())
         if ready:
             self._process(client, ready)
@@ -527,9 +529,7 @@ class ChatDomain:
         if client.announced:
             self.backend.to_room(event, room, exclude=client)
         else:
-            if client._pending_joins is None:
-                client._pending_joins = []
-            client._pending_joins.append((room, event))
+            client._arrival.joins.append((room, event))  # type: ignore[union-attr]
         self.hooks.call("chatd_room_join", notify=client, client=client, room=room,
                         event=event)
         return room

@@ -32,7 +32,6 @@ becomes a continuation line with the same marker, never a free line.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -60,6 +59,10 @@ class Transport(Protocol):
     def close(self, reason: str) -> None: ...
 
     def reject_foreign(self, kind: str) -> None: ...
+
+    def registered(self) -> None:
+        """The peer spoke this protocol (its first acceptable line): from now on it
+        counts as a client, not as an unregistered connection (admission)."""
 
     def hold_reading(self) -> None: ...
 
@@ -155,15 +158,17 @@ class ChatProtocol:
 
     renderer: ClassVar[Renderer]
 
+    #: The tag of the request being handled, echoed in the reply by protocols whose
+    #: requests can carry one (a slot of theirs: jsonl's ``id``); None for the others.
+    reply_tag: str | None = None
+
     __slots__ = (
         "_framer",
         "_limits",
-        "_on_registered",
         "last_input",
         "opened_at",
         "partial_since",
         "registered",
-        "reply_tag",
         "session",
         "transport",
     )
@@ -172,8 +177,6 @@ class ChatProtocol:
         self,
         transport: Transport,
         limits: ProtocolLimits | None = None,
-        *,
-        on_registered: Callable[[str], None] | None = None,
     ) -> None:
         self.transport = transport
         self.session: Session | None = None
@@ -181,14 +184,11 @@ class ChatProtocol:
         #: Made on the first chunk received (so ``None`` also says "nothing came
         #: yet"): a connection that only listens (most of them) needs no line buffer.
         self._framer: LineFramer | None = None
-        self._on_registered = on_registered
         now = time.monotonic()
         self.opened_at = now
         self.last_input = now
         self.partial_since: float | None = None
         self.registered = False
-        #: The tag of the request being handled (echoed by protocols that support it).
-        self.reply_tag: str | None = None
 
     @property
     def name(self) -> str:
@@ -227,8 +227,7 @@ class ChatProtocol:
             if not self._first_line(lines[0]):
                 return
             self.registered = True
-            if self._on_registered is not None:
-                self._on_registered(self.transport.peer[0])
+            self.transport.registered()
         requests = self.parse(lines)
         if requests and self.session is not None and self.transport.is_open:
             self.session.requests_received(requests)

@@ -183,7 +183,11 @@ class JsonlProtocol(ChatProtocol):
     """Programs' protocol: JSON objects in and out."""
 
     renderer = RENDERER
-    __slots__ = ()
+    __slots__ = ("reply_tag",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reply_tag: str | None = None  # a request's "id", echoed as "re"
 
     def _first_line(self, line: str | LineTooLong) -> bool:
         return True  # JSON, not HTTP: the first bytes were already sniffed

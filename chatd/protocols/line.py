@@ -182,24 +182,24 @@ class LineProtocol(ChatProtocol):
     """``nc``'s (and ``telnet``'s) protocol: a line per request, marked lines out."""
 
     renderer = RENDERER
-    __slots__ = ("_ended_cr", "_telnet")
+    __slots__ = ("_telnet",)
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         # Made on the first telnet byte (0xFF) or NUL: most clients never need one.
         self._telnet: TelnetFilter | None = None
-        self._ended_cr = False
 
     def data_received(self, data: memoryview) -> None:
         raw = bytes(data)
         telnet = self._telnet
         if telnet is None:
             if b"\xff" not in raw and b"\x00" not in raw:
-                self._ended_cr = raw[-1:] == b"\r"
                 super().data_received(raw)  # type: ignore[arg-type]
                 return
             telnet = self._telnet = TelnetFilter()
-            telnet._after_cr = self._ended_cr
+            # A CR at the end of the previous read waits in the line buffer; the NUL
+            # of its telnet CR NUL may be the first byte of this one.
+            telnet._after_cr = self._framer is not None and self._framer.ends_with_cr
         clean, reply = telnet.feed(raw)
         if reply:
             self.transport.write(reply)

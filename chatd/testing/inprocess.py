@@ -59,6 +59,9 @@ class MemoryTransport:
 
     write_now = write
 
+    def registered(self) -> None:
+        """Nothing to count: there is no admission in memory."""
+
     def close(self, reason: str) -> None:
         if self._open:
             self._open = False
