@@ -444,9 +444,21 @@ def write_chatd_config(path: Path, max_clients: int, chatd_root: Path = REPO) ->
         raised[f"{section}.{key}"] = {"from": settings[key], "to": new, "why": why}
         lines.append(f"#   {section}.{key}: {settings[key]} -> {new}: {why}")
         settings[key] = new
+    history = (config.get("plugins") or {}).get("history")
+    if isinstance(history, dict) and history.get("replay_lines"):
+        # History is stored as shipped; it is not replayed, and the database is a
+        # fresh one in memory for every run.
+        history["replay_lines"] = 0
+        lines.append("#   plugins.history.replay_lines -> 0: the load generator checks every line "
+                     "it receives; replayed ones were not sent in this run")
+    storage = config.get("storage")
+    if isinstance(storage, dict) and storage.get("path"):
+        storage["path"] = None
+        lines.append("#   storage.path -> null (in memory): every run starts with an empty "
+                     "database, as on disk runs would inherit each other's history")
     config["plugin_dirs"] = []
     lines.append("# plugin_dirs is [] so the example plugins in plugins/ are not loaded;")
-    lines.append("# the built-in plugins (rooms, commands, log, ...) are.")
+    lines.append("# the built-in plugins (rooms, commands, log, history, ...) are.")
     path.write_text("\n".join(lines) + "\n" + yaml.safe_dump(config, sort_keys=False))
     return raised
 

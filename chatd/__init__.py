@@ -28,6 +28,7 @@ from .chat import (  # noqa: E402
     Room,
     RoomError,
     Server,
+    Setting,
     UsageError,
 )
 from .config import ConfigError  # noqa: E402
@@ -35,6 +36,7 @@ from .events import Event, Source  # noqa: E402
 from .framing import sanitize, skeleton  # noqa: E402
 from .plugins import PluginTimer as Timer  # noqa: E402
 from .stash import Stash, StashKey  # noqa: E402
+from .store import StoreUnavailable  # noqa: E402
 from .templates import fill, template_problem  # noqa: E402
 
 __all__ = [
@@ -48,9 +50,11 @@ __all__ = [
     "Room",
     "RoomError",
     "Server",
+    "Setting",
     "Source",
     "Stash",
     "StashKey",
+    "StoreUnavailable",
     "Timer",
     "UsageError",
     "__version__",

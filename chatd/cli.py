@@ -107,7 +107,8 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     from .server import ChatServer  # imported late so --version and config errors stay fast
 
     try:
-        server = ChatServer(config, trace_hooks=args.trace_hooks)
+        server = ChatServer(config, trace_hooks=args.trace_hooks,
+                            dry_run=args.check_config or args.command == "plugins")
     except (PluginLoadError, DuplicateCommandError, ConfigError) as exc:
         return _fail(str(exc))
     problems = server.preflight()

@@ -47,6 +47,7 @@ __all__ = [
     "ListenConfig",
     "LoggingConfig",
     "ServerConfig",
+    "StorageConfig",
     "config_reference",
     "default_config",
     "load_config",
@@ -431,6 +432,52 @@ class MetricsConfig:
     port: int = _setting(9788, "Port of the metrics listener (0 = any free port).", ge=0, le=65535)
 
 
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """What must outlive a restart (history, registered nicks and rooms, bans): one SQLite
+    file, written by a background thread so the chat never waits for the disk."""
+
+    path: str | None = _setting(
+        None,
+        "The SQLite database file (created with its folder if missing); a relative path "
+        "resolves against the config file's folder. null (the embedded default, so a bare "
+        "`chatd` writes no file where it happens to run) keeps everything in memory, gone "
+        "with the process; the shipped config.yaml uses data/chatd.sqlite3.",
+        pattern=r"(?s).+",
+        describe="a non-empty path",
+        path=True,
+    )
+    batch_seconds: float = _setting(
+        0.005,
+        "The writer commits what has gathered at most this long after the first write of "
+        "a batch: the most a crash (kill -9) can lose.",
+        gt=0,
+        le=1.0,
+    )
+    batch_max: int = _setting(500, "Most writes in one commit.", ge=1)
+    queue_max: int = _setting(
+        100_000,
+        "Writes waiting for the disk, at most. While the disk fails (full, read-only) they "
+        "wait; past this many, new ones are dropped and counted, so memory stays bounded.",
+        ge=100,
+    )
+    read_timeout_seconds: float = _setting(
+        0.02,
+        "Longest a read (history on /history) may hold the event loop; a slower one is cut "
+        "and the client told history is unavailable right now.",
+        gt=0,
+        le=1.0,
+    )
+    synchronous: str = _setting(
+        "NORMAL",
+        "SQLite's synchronous setting. NORMAL: a commit survives chatd crashing, an "
+        "operating-system crash or power loss may take the last ones; FULL: also those, "
+        "for an fsync per commit.",
+        choices=("NORMAL", "FULL"),
+        upper=True,
+    )
+
+
 _EMPTY: Mapping[str, Any] = types.MappingProxyType({})
 
 
@@ -485,6 +532,7 @@ class Config:
     flood: FloodConfig = field(metadata={"doc": FloodConfig.__doc__})
     net: NetConfig = field(metadata={"doc": NetConfig.__doc__})
     metrics: MetricsConfig = field(metadata={"doc": MetricsConfig.__doc__})
+    storage: StorageConfig = field(metadata={"doc": StorageConfig.__doc__})
     plugin_host: PluginHostConfig = field(metadata={"doc": PluginHostConfig.__doc__})
     plugin_dirs: tuple[Path, ...] = field(
         metadata={
@@ -514,6 +562,13 @@ class Config:
         """
         file = str(self.source) if self.source is not None else None
         return ConfigError(message, file=file, key=key, line=self.locations.get(key))
+
+    def storage_path(self) -> Path | None:
+        """The database file, absolute (None: in memory)."""
+        if self.storage.path is None:
+            return None
+        base = self.source.parent if self.source is not None else Path.cwd()
+        return base / self.storage.path
 
     def plugin_config(self, name: str) -> Mapping[str, Any]:
         """Return plugin `name`'s section, or an empty mapping so plugins need no None checks."""

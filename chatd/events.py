@@ -25,6 +25,13 @@ Every event has:
     text from plugins may hold newlines, which protocols render as
     continuation lines (never as free lines).
 
+``replay``
+    True for an event replayed from history (see the *history* plugin): it
+    happened earlier, possibly before this process started, so ``id`` is its
+    number in the history (unique across restarts) rather than this process's
+    counter, and ``source.client_id`` is 0.  Protocols mark such events and show
+    their time.
+
 ``kind`` (a class attribute) names the type in protocols and logs, and
 ``carries_user_text`` says whether ``text`` was written by a user: such events
 pass ``chatd_filter_message`` before they are delivered.
@@ -32,7 +39,7 @@ pass ``chatd_filter_message`` before they are delivered.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 
@@ -62,6 +69,7 @@ class Event:
     source: Source
     target: str
     text: str
+    replay: bool = field(default=False, kw_only=True)
 
     kind: ClassVar[str] = "event"
     carries_user_text: ClassVar[bool] = False

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from .chat import Client, Command, Room, Server
+    from .chat import Client, Command, Room, Server, Setting
     from .delivery import DeliveryBackend, LocalBackend
     from .events import Event, Join, NickChange, Part, Quit, RoomCreated, RoomRemoved
 
@@ -117,6 +117,18 @@ def chatd_commands(server: Server) -> list[Command] | None:
     is shown ``! why``).  Any other exception is a plugin error (see the top of
     this page).  Two plugins providing the same command name is a startup error
     naming both.
+    """
+
+
+@hookspec
+def chatd_settings(server: Server) -> list[Setting] | None:
+    """Return the per-client settings this plugin adds to ``/set``, as
+    :class:`chatd.Setting` objects.
+
+    ``/set`` alone lists every setting with the client's value; ``/set NAME
+    VALUE`` checks ``VALUE`` against the setting's ``values`` and calls its
+    ``set(client, value)``.  Called whenever ``/set`` runs (cheap: return the
+    same list).  Keep the value in ``client.stash`` under your own key.
     """
 
 

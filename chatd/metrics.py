@@ -24,6 +24,12 @@ _COUNTERS = {
     "chatd_bytes_out": ("Bytes sent to clients.", "bytes_out"),
     "chatd_log_records_dropped": ("Log records dropped because the log sink was slow.",
                                   "log_dropped"),
+    "chatd_storage_committed": ("Writes committed to the database.", "storage_committed"),
+    "chatd_storage_dropped": ("Writes dropped: the database failed for longer than "
+                              "storage.queue_max writes.", "storage_dropped"),
+    "chatd_storage_failures": ("Failed commit attempts (each retried).", "storage_failures"),
+    "chatd_storage_rejected": ("Writes SQLite refused (a bad statement): logged, dropped.",
+                               "storage_rejected"),
 }
 _GAUGES = {
     "chatd_clients": ("Clients connected now.", "clients"),
@@ -31,6 +37,8 @@ _GAUGES = {
     "chatd_output_bytes_queued": ("Output bytes waiting for slow readers.", "output_bytes_queued"),
     "chatd_loop_lag_seconds": ("How late the last 1-second timer fired.", "loop_lag_seconds"),
     "chatd_max_clients": ("The enforced client limit.", "max_clients"),
+    "chatd_storage_ok": ("1 while the database takes writes, 0 while it fails.", "storage_ok"),
+    "chatd_storage_queued": ("Writes waiting for the database.", "storage_queued"),
 }
 #: name -> (help, snapshot key, label name) for counters split by a label.
 _LABELLED = {

@@ -90,6 +90,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "presence": "chatd.builtin.presence",
     "ignore": "chatd.builtin.ignore",
     "settings": "chatd.builtin.settings",
+    "history": "chatd.builtin.history",
 }
 
 ENTRY_POINT_GROUP = "chatd"

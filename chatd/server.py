@@ -19,6 +19,7 @@ here except through the callbacks it hands them.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -32,6 +33,7 @@ from .plugins import PluginHost, PluginLoadError
 from .protocols import ChatProtocol
 from .reactor import Reactor, Timer
 from .stats import Stats
+from .store import Store
 
 log = logging.getLogger("chatd.server")
 
@@ -79,6 +81,29 @@ def _overdue_input(
     return None
 
 
+def _storage_problems(config: Config) -> list[str]:
+    """A database folder this process can never create or write: a config mistake,
+    found before start-up (a full or failing disk, by contrast, only degrades)."""
+    path = config.storage_path()
+    if path is None:
+        return []
+    if path.is_dir():
+        return [f"storage.path: {path} is a folder; name the database file inside it"]
+    folder = path.parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return [f"storage.path: cannot create {folder}: {existing} is not a folder"]
+    if not os.access(existing, os.W_OK | os.X_OK) or (
+        path.exists() and not os.access(path, os.R_OK | os.W_OK)
+    ):
+        target = path if path.exists() else existing
+        return [f"storage.path: {target} is not writable by this user (uid {os.getuid()}): "
+                f"fix its owner or permissions, or choose another path"]
+    return []
+
+
 def _same_interface(a: str, b: str) -> bool:
     """Whether two bind addresses can collide (the same one, or either is a wildcard)."""
     wildcards = {"", "0.0.0.0", "::"}
@@ -92,8 +117,11 @@ class ChatServer:
     """
 
     def __init__(
-        self, config: Config, plugins: PluginHost | None = None, *, trace_hooks: bool = False
+        self, config: Config, plugins: PluginHost | None = None, *, trace_hooks: bool = False,
+        dry_run: bool = False,
     ) -> None:
+        """``dry_run``: built only to be checked (``--check-config``, ``chatd plugins``),
+        so the database is one in memory and no file is created or changed."""
         self.config = config
         self.reactor = Reactor()
         self.reactor.enable_threadsafe()  # server.call_soon_threadsafe for plugins' threads
@@ -101,7 +129,21 @@ class ChatServer:
         #: Counters for /stats and /metrics.
         self.stats = Stats()
         hooks = plugins if plugins is not None else build_plugin_host(config, trace=trace_hooks)
-        self.domain = ChatDomain(config, hooks, self.reactor, stats=self.stats, lifecycle=self)
+        storage = config.storage
+        #: The database (history, accounts, bans), written by its own thread.
+        self.store = Store(
+            None if dry_run else config.storage_path(),
+            batch_seconds=storage.batch_seconds,
+            batch_max=storage.batch_max,
+            queue_max=storage.queue_max,
+            read_timeout=storage.read_timeout_seconds,
+            synchronous=storage.synchronous,
+            post=self.reactor.call_soon_threadsafe,
+            on_problem=self._storage_problem,
+        )
+        self.store.open()
+        self.domain = ChatDomain(config, hooks, self.reactor, stats=self.stats, lifecycle=self,
+                                 store=self.store)
         #: The plugin-facing server object (what hooks receive as ``server``).
         self.api = self.domain.facade
         self.reactor.add_before_flush(self._flush_delivery)
@@ -185,8 +227,11 @@ class ChatServer:
             self._apply_limits()
         except ValueError as exc:
             log.error("reload: %s; keeping the previous client limits", exc)
-        if new_config.listen != old_config.listen or new_config.metrics != old_config.metrics:
-            log.warning("reload: listener and metrics changes take effect after a restart")
+        if (new_config.listen != old_config.listen or new_config.metrics != old_config.metrics
+                or new_config.storage_path() != old_config.storage_path()
+                or new_config.storage != old_config.storage):
+            log.warning("reload: listener, metrics and storage changes take effect after a "
+                        "restart")
         log.info("reloaded %s: plugins %s", new_config.source, ", ".join(new_hooks.infos))
         return True
 
@@ -228,6 +273,7 @@ class ChatServer:
             clamp_max_clients(limits.max_clients, limits.reserve_fds)
         except ValueError as exc:  # a limit the operating system cannot give
             problems.append(f"limits.reserve_fds: {exc}")
+        problems += _storage_problems(self.config)
         metrics = self.config.metrics
         if metrics.enabled:
             import importlib.util
@@ -355,13 +401,28 @@ class ChatServer:
         self.reactor.stop()
 
     def close(self) -> None:
-        """Release every fd (after :meth:`serve_forever` returned)."""
+        """Release every fd (after :meth:`serve_forever` returned), and commit everything
+        the store still holds (a clean shutdown loses nothing)."""
+        if not self.store.close(self.config.limits.shutdown_timeout_seconds):
+            log.error("store: %d write(s) could not be committed at shutdown: %s",
+                      self.store.queued, self.store.problem or "timed out")
         if self._metrics_httpd is not None:
             self._metrics_httpd.shutdown()
             self._metrics_httpd.server_close()
             self._metrics_httpd = None
         self.acceptor.close()
         self.reactor.close()
+
+    def _storage_problem(self, problem: str | None) -> None:
+        """The store's writer hit a problem (``problem``) or got over it (None)."""
+        if problem:
+            log.error("store: %s; chat goes on, writes wait (up to storage.queue_max) "
+                      "and are retried", problem)
+            self.api.notify_operators(f"storage degraded: {problem}")
+        else:
+            log.warning("store: writing again (%d write(s) dropped meanwhile)",
+                        self.store.dropped)
+            self.api.notify_operators("storage recovered: writing again")
 
     # -- housekeeping ----------------------------------------------------------------
 
@@ -510,4 +571,11 @@ class ChatServer:
         snapshot["max_clients"] = self.admission.rules.max_clients
         snapshot["log_dropped"] = dropped_log_records()
         snapshot["admission_tables"] = self.admission.table_sizes()
+        store = self.store
+        snapshot["storage_ok"] = 0 if store.problem else 1
+        snapshot["storage_queued"] = store.queued
+        snapshot["storage_committed"] = store.committed
+        snapshot["storage_dropped"] = store.dropped
+        snapshot["storage_failures"] = store.failures
+        snapshot["storage_rejected"] = store.rejected
         return snapshot

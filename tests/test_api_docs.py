@@ -11,6 +11,7 @@ import chatd
 from chatd import events
 from chatd.chat import RoomTable
 from chatd.plugins import PluginHost
+from chatd.store import Store
 
 API = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text()
 
@@ -25,6 +26,8 @@ SECTIONS = {
     "Timer": (chatd.Timer, True),
     "Stash and StashKey": (chatd.Stash, True),
     "Command": (chatd.Command, True),
+    "Setting": (chatd.Setting, True),
+    "Store": (Store, True),
     "PluginHost": (PluginHost, False),
 }
 
@@ -78,7 +81,7 @@ def test_every_exception_and_export_named_here_is_importable_from_chatd():
     for name in documented_names(section("Exceptions")):
         assert hasattr(chatd, name), name
     for name in ("Client", "Room", "Server", "Event", "Source", "Timer", "Stash", "StashKey",
-                 "Command", "hookimpl", "hookspec", "events"):
+                 "Command", "Setting", "hookimpl", "hookspec", "events"):
         assert name in chatd.__all__, name
 
 

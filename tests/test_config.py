@@ -71,9 +71,12 @@ def load_error(folder: Path, text: str) -> ConfigError:
 
 
 def without_plugins(config: Config) -> Config:
-    """The config with the parts the shipped file is allowed to change reset."""
+    """The config with the parts the shipped file is allowed to change reset: plugins,
+    and the database file (the embedded default keeps it in memory, so a bare
+    ``chatd`` writes nothing where it runs; the shipped file names one)."""
     return dataclasses.replace(
         config,
+        storage=dataclasses.replace(config.storage, path=None),
         plugin_dirs=(),
         plugins=MappingProxyType({}),
         source=None,
@@ -95,6 +98,7 @@ def test_shipped_config_loads_and_equals_defaults_except_plugins() -> None:
         "Welcome to chatd, {nick}. You are in {room}. Type /help for commands."
     )
     assert dict(config.plugin_config("log")) == {"file": None, "messages": False}
+    assert config.storage_path() == REPO / "data" / "chatd.sqlite3"
 
 
 def test_shipped_config_spells_out_every_key() -> None:

@@ -23,8 +23,18 @@ def transcripts() -> dict[str, list[str]]:
     return found
 
 
+def shipped_copy(folder: Path) -> Path:
+    """The shipped config.yaml, unchanged, in a folder of its own with the example
+    plugins beside it: its database (``data/`` next to the config) starts empty and
+    stays out of the checkout."""
+    (folder / "plugins").symlink_to(REPO / "plugins")
+    config = folder / "config.yaml"
+    config.write_text((REPO / "config.yaml").read_text())
+    return config
+
+
 @pytest.mark.parametrize("kind", ["socket", "nc"])
-def test_the_readme_transcript_is_real(chatd_server, kind):
+def test_the_readme_transcript_is_real(chatd_server, kind, tmp_path):
     views = transcripts()
     typed = {who: [line for line in lines if not MARKERS.match(line)]
              for who, lines in views.items()}
@@ -34,7 +44,7 @@ def test_the_readme_transcript_is_real(chatd_server, kind):
     order = ["alice", "bob", "alice", "bob", "alice", "alice", "alice", "bob", "bob", "alice",
              "alice"]
     assert sorted(order) == sorted(w for w, lines in typed.items() for _ in lines)
-    server = chatd_server(REPO / "config.yaml", extra_args=["--port", "0"])
+    server = chatd_server(shipped_copy(tmp_path), extra_args=["--port", "0"])
 
     def connect():
         return server.client(welcome=False) if kind == "socket" else server.terminal(

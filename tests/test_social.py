@@ -138,9 +138,9 @@ def test_timestamps_put_the_time_in_front_of_every_line(chat):
     assert bob.lines() == ["[#lobby] <guest-1> plain"]
     assert bob.client.view is None
     bob.send("/set")
-    assert bob.lines() == ["*** timestamps off  (/set NAME VALUE)"]
+    assert bob.lines() == ["*** timestamps off; history on  (/set NAME VALUE)"]
     bob.send("/set colour red")
-    assert bob.lines() == ["! no setting 'colour'; settings: timestamps"]
+    assert bob.lines() == ["! no setting 'colour'; settings: timestamps, history"]
 
 
 def test_every_new_command_has_help(chat):

@@ -7,7 +7,7 @@ are defined here and exported from :mod:`chatd`.
 from __future__ import annotations
 
 from .client import Client
-from .commands import Command, CommandTable, DuplicateCommandError, collect_commands
+from .commands import Command, CommandTable, DuplicateCommandError, Setting, collect_commands
 from .domain import ChatDomain
 from .errors import CommandError, NickError, Reject, RoomError, UsageError
 from .facade import Lifecycle, Server
@@ -27,6 +27,7 @@ __all__ = [
     "RoomError",
     "RoomTable",
     "Server",
+    "Setting",
     "UsageError",
     "collect_commands",
 ]

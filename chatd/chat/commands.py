@@ -51,6 +51,31 @@ class Command:
             raise ValueError(f"command names are lowercase: {self.name!r}")
 
 
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """A per-client setting a plugin adds to ``/set`` (returned from ``chatd_settings``).
+
+    :param name: the word after ``/set``, lowercase (``history``).
+    :param values: the words it accepts (``("on", "off")``); ``/set NAME VALUE``
+        with any other is refused with this list.
+    :param get: ``get(client)``: the client's current value, one of ``values``.
+    :param set: ``set(client, value)``: apply one of ``values`` (already checked).
+    :param help: one line for ``/help set``.
+    """
+
+    name: str
+    values: tuple[str, ...]
+    get: Callable[[Client], str]
+    set: Callable[[Client, str], None]
+    help: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.isalnum() or self.name != self.name.lower():
+            raise ValueError(f"invalid setting name {self.name!r}")
+        if not self.values:
+            raise ValueError(f"setting {self.name!r} accepts no values")
+
+
 class DuplicateCommandError(Exception):
     """Two plugins declared the same command name."""
 
@@ -130,6 +155,7 @@ __all__ = [
     "CommandHandler",
     "CommandTable",
     "DuplicateCommandError",
+    "Setting",
     "UsageError",
     "collect_commands",
 ]

@@ -52,6 +52,7 @@ from ..events import (
 from ..framing import CleanedLine, LineTooLong
 from ..requests import Invoke, Malformed, Request, Say
 from ..stats import Stats
+from ..store import Store
 from .client import Arrival, Client
 from .commands import CommandTable
 from .errors import CommandError, NickError, Reject, RoomError, UsageError
@@ -101,8 +102,14 @@ class ChatDomain:
         *,
         stats: Stats | None = None,
         lifecycle: Lifecycle | None = None,
+        store: Store | None = None,
     ) -> None:
         self.config = config
+        if store is None:  # no database configured by the caller: one in memory
+            store = Store(None)
+            store.open()
+        #: Where plugins keep what outlives a restart (``server.store``).
+        self.store = store
         self.hooks = hooks
         self.scheduler = scheduler
         self.stats = stats if stats is not None else Stats()

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..delivery import RoomInfo
     from ..plugins import PluginHost, PluginTimer
+    from ..store import Store
     from .client import Client
     from .commands import CommandTable
     from .domain import ChatDomain
@@ -68,6 +69,12 @@ class Server:
     def plugin_config(self, name: str) -> Mapping[str, Any]:
         """The ``plugins: {name: {...}}`` section of the config ({} if absent)."""
         return self._domain.config.plugin_config(name)
+
+    @property
+    def store(self) -> Store:
+        """The database (:class:`chatd.store.Store`): ``migrate`` your tables in
+        ``chatd_startup``, ``write`` (queued, never blocks), ``read`` (bounded)."""
+        return self._domain.store
 
     # -- who and where --------------------------------------------------------------
 

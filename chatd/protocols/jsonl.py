@@ -93,6 +93,8 @@ class JsonlRenderer(Renderer):
             obj["rooms"] = list(event.rooms)  # type: ignore[attr-defined]
         if event.text or event.carries_user_text:
             obj["text"] = _clean(event.text)
+        if event.replay:
+            obj["history"] = True  # and "id" is its number in the history
         return obj
 
     def render(self, event: Event) -> bytes:

@@ -151,6 +151,8 @@ class LineRenderer(Renderer):
         return _prefix_lines(f"[{target}] ".encode(), data)
 
     def render_for(self, event: Event, viewer: int, tag: str | None = None) -> bytes:
+        if event.replay:
+            return _prefix_lines(_history_stamp(event.time), self.render(event))
         if event.source.client_id == viewer:
             cls = event.__class__
             if cls is PrivateMessage and event.target.lower() != event.source.nick.lower():
@@ -161,11 +163,22 @@ class LineRenderer(Renderer):
 
     def render_stamped(self, event: Event, rendered: bytes) -> bytes:
         """``[12:34] `` (the server's local time of the event) before each line."""
+        if event.replay:
+            return rendered  # history carries its time already
         return _prefix_lines(time.strftime("[%H:%M] ", time.localtime(event.time)).encode(),
                              rendered)
 
     def local_error(self, text: str) -> bytes:
         return marked(ERROR, text)
+
+
+def _history_stamp(when: float) -> bytes:
+    """``[12:34] `` for a replayed event of today, ``[2026-11-30 12:34] `` for older ones
+    (the server's local time)."""
+    moment = time.localtime(when)
+    if moment[:3] == time.localtime()[:3]:
+        return time.strftime("[%H:%M] ", moment).encode()
+    return time.strftime("[%Y-%m-%d %H:%M] ", moment).encode()
 
 
 def _prefix_lines(prefix: bytes, data: bytes) -> bytes:

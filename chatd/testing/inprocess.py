@@ -142,6 +142,9 @@ def _config(config: Config | None, sections: dict[str, Any]) -> Config:
         "per_ip": {"max_connections": 0, "connect_rate": 0, "max_unregistered": 0},
         "plugin_host": {"entry_points": False},
         "limits": {"announce_after_seconds": 0},
+        # History is not replayed on joining, so a client reads only what happens
+        # after it came; the tests of history turn it on.
+        "plugins": {"history": {"replay_lines": 0}},
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
@@ -208,6 +211,7 @@ class InProcessChat:
 
     def close(self) -> None:
         self.hooks.shutdown()
+        self.domain.store.close()
         self.reactor.close()
 
     def __enter__(self) -> InProcessChat:

@@ -342,8 +342,10 @@ def write_config(path: Path, **sections: Any) -> Path:
 
     Relative ``plugin_dirs`` are taken relative to the current directory (where
     pytest runs), not to the temporary folder the config is written to.  The
-    flood limit and the per-address limits are off, and installed entry-point
-    plugins are not loaded, unless a test sets them.  ``listen`` may be a list of
+    flood limit and the per-address limits are off, history is not replayed on
+    joining (``plugins.history.replay_lines: 0``; a test that passes a
+    ``history`` section gets its own), and installed entry-point plugins are not
+    loaded, unless a test sets them.  ``listen`` may be a list of
     listeners (``[{"port": 0}, {"port": 0, "protocol": "jsonl"}]``).
     """
     data: dict[str, Any] = {
@@ -358,6 +360,9 @@ def write_config(path: Path, **sections: Any) -> Path:
         # Joins are announced at once, so a test need not wait for the room to hear of
         # a silent client; the tests of the delay itself set it.
         "limits": {"announce_after_seconds": 0},
+        # History is not replayed on joining, so a client reads only what happens
+        # after it came; the tests of history turn it on.
+        "plugins": {"history": {"replay_lines": 0}},
     }
     if "plugin_dirs" in sections:
         sections["plugin_dirs"] = [str(Path(d).resolve()) for d in sections["plugin_dirs"]]

@@ -1,0 +1,443 @@
+"""Built-in plugin *history*: a room remembers what was said in it.
+
+* Every message, action and topic said in a room is stored (with joins, parts
+  and quits too if ``joins: true``), with its server time, in the ``history``
+  table of the store (``storage.path``, SQLite).  Private messages are not
+  stored.
+* Joining a room shows its last ``replay_lines`` lines (20; only those of the
+  last ``replay_hours``, 24), each with its time, between two marker lines::
+
+      *** history of #lobby: the last 2 lines
+      [12:01] <bob> lunch?
+      [12:02] * carol nods
+      *** end of history; live chat follows
+
+  ``/set history off`` turns that off for you (bots); ``/history [N]`` and
+  ``/history #room [N]`` show the last N lines of a room you are in (at most
+  ``max_lines``, 200), whenever you ask.
+* Old lines go: past ``retention_days`` (30) or past ``retention_lines`` (10,000)
+  per room, deleted in the background every ``retention_interval_seconds``.
+* ``rooms: {"#ops": {store: false}}`` keeps a room out of history;
+  ``replay_lines`` may be set per room too.  ``store: false`` at the top turns
+  history off for the whole server.
+
+The loop never waits for the disk: lines are written through the store's
+queue, and a room's recent lines are kept in memory, so a join reads nothing.
+Only ``/history`` beyond those reads the database, bounded by
+``storage.read_timeout_seconds``.  Replayed lines are events with ``replay``
+set: each protocol marks them its own way (times for ``nc``, ``"history":
+true`` for jsonl).  Everything here uses the public plugin API.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from chatd import (
+    Client,
+    Command,
+    CommandError,
+    Event,
+    Room,
+    Server,
+    Setting,
+    Source,
+    StashKey,
+    StoreUnavailable,
+    UsageError,
+    hookimpl,
+)
+from chatd.events import Action, Join, Message, Part, Quit, Topic
+
+#: The schema, one step per version; shipped steps never change, new ones are appended.
+SCHEMA = [
+    """
+    CREATE TABLE history (
+        seq INTEGER PRIMARY KEY,   -- order of the events, unique across restarts
+        room TEXT NOT NULL,        -- the room's key (lowercase name)
+        time REAL NOT NULL,        -- server time, seconds since the epoch
+        kind TEXT NOT NULL,        -- message, action, topic, join, part, quit
+        nick TEXT NOT NULL,
+        target TEXT NOT NULL,      -- the room's name as it was written
+        text TEXT NOT NULL
+    );
+    CREATE INDEX history_by_room ON history (room, seq);
+    CREATE INDEX history_by_time ON history (time);
+    """,
+]
+
+_KINDS: dict[str, type[Event]] = {
+    "message": Message, "action": Action, "topic": Topic,
+    "join": Join, "part": Part, "quit": Quit,
+}
+_SPOKEN = frozenset({"message", "action", "topic"})
+_PRESENCE = frozenset({"join", "part", "quit"})
+
+DEFAULTS: dict[str, Any] = {
+    "store": True,
+    "joins": False,
+    "replay_lines": 20,
+    "replay_hours": 24.0,
+    "max_lines": 200,
+    "retention_days": 30.0,
+    "retention_lines": 10_000,
+    "retention_interval_seconds": 600.0,
+}
+
+#: One stored line: (seq, time, kind, nick, target, text).
+Record = tuple[int, float, str, str, str, str]
+
+STATE: StashKey[HistoryState] = StashKey()
+#: Set on a client that said ``/set history off``.
+OPT_OUT: StashKey[bool] = StashKey()
+
+
+class RoomLines:
+    """A room's recent lines in memory, oldest first: the newest ``keep``, and every
+    line not yet on disk (so ``/history`` never shows a gap while the writer is
+    behind or the disk is failing).
+
+    ``loaded`` says whether older lines from the database were put in front
+    yet (done on first need, so a restart does not read every room at once).
+    """
+
+    __slots__ = ("keep", "lines", "loaded", "written")
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.lines: deque[Record] = deque()
+        #: The store's write number of each line in ``lines`` (0: loaded from disk).
+        self.written: deque[int] = deque()
+        self.loaded = False
+
+    def add(self, record: Record, number: int, done: int) -> None:
+        """Append a line written as store write ``number``; forget the oldest lines
+        beyond ``keep`` that are on disk (``done``: the store's count of writes done)."""
+        self.lines.append(record)
+        self.written.append(number)
+        lines, written = self.lines, self.written
+        while len(lines) > self.keep and written[0] <= done:
+            lines.popleft()
+            written.popleft()
+
+    def put_in_front(self, rows: list[Record]) -> None:
+        """Lines read from disk, newest first, older than every line held."""
+        for row in rows[: max(0, self.keep - len(self.lines))]:
+            self.lines.appendleft(row)
+            self.written.appendleft(0)
+
+
+class HistoryState:
+    """The plugin's state, kept in ``server.stash``."""
+
+    def __init__(self, settings: Mapping[str, Any], next_seq: int) -> None:
+        self.settings = settings
+        self.next_seq = next_seq
+        self.rooms: dict[str, RoomLines] = {}
+        self.timer: Any = None
+
+    def room_setting(self, room_key: str, name: str) -> Any:
+        per_room = self.settings["rooms"].get(room_key, {})
+        return per_room.get(name, self.settings[name])
+
+    def keep(self) -> int:
+        """How many lines each room keeps in memory: the most a join can show."""
+        counts = [self.settings["replay_lines"]] + [
+            overrides["replay_lines"] for overrides in self.settings["rooms"].values()
+            if "replay_lines" in overrides
+        ]
+        return max(1, *counts)
+
+
+# -- configuration ------------------------------------------------------------------------
+
+
+def _settings(server: Server) -> dict[str, Any]:
+    """``plugins.history``, checked: a wrong value stops the server with its key."""
+    section = server.plugin_config("history")
+    settings = dict(DEFAULTS)
+    for key, value in section.items():
+        if key == "rooms":
+            continue
+        if key not in DEFAULTS:
+            raise server.config.error(f"plugins.history.{key}",
+                                      f"unknown key; known: {', '.join(sorted(DEFAULTS))}, rooms")
+        settings[key] = _checked(server, f"plugins.history.{key}", DEFAULTS[key], value)
+    rooms: dict[str, dict[str, Any]] = {}
+    for name, overrides in (section.get("rooms") or {}).items():
+        where = f"plugins.history.rooms.{name}"
+        if not isinstance(name, str) or not name.startswith("#"):
+            raise server.config.error(where, "expected a room name starting with #")
+        if not isinstance(overrides, Mapping):
+            raise server.config.error(where, "expected a mapping such as {store: false}")
+        checked = {}
+        for key, value in overrides.items():
+            if key not in ("store", "replay_lines"):
+                raise server.config.error(f"{where}.{key}", "a room may set store, replay_lines")
+            checked[key] = _checked(server, f"{where}.{key}", DEFAULTS[key], value)
+        rooms[name.lower()] = checked
+    settings["rooms"] = rooms
+    return settings
+
+
+def _checked(server: Server, key: str, default: Any, value: Any) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise server.config.error(key, f"expected true or false, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise server.config.error(key, f"expected a number, got {value!r}")
+    if isinstance(default, int) and not isinstance(value, int):
+        raise server.config.error(key, f"expected a whole number, got {value!r}")
+    if value < 0 or (value == 0 and key.endswith(("_days", "_seconds", "max_lines"))):
+        raise server.config.error(key, f"expected a number above 0, got {value!r}")
+    return value
+
+
+# -- startup and shutdown -----------------------------------------------------------------
+
+
+@hookimpl
+def chatd_startup(server: Server) -> None:
+    settings = _settings(server)
+    store = server.store
+    store.migrate("history", SCHEMA)
+    try:
+        rows = store.read("SELECT max(seq) FROM history")
+        last = rows[0][0] or 0
+    except StoreUnavailable:
+        last = 0  # unknown: the clock-based start below keeps clear of it
+    # Microseconds since the epoch, or past the newest stored line: increasing
+    # across restarts even when the database could not be read just now.
+    state = HistoryState(settings, max(last + 1, int(time.time() * 1_000_000)))
+    server.stash[STATE] = state
+    if settings["store"]:
+        state.timer = server.call_later(1.0, _retention, server)
+
+
+@hookimpl
+def chatd_shutdown(server: Server) -> None:
+    state = server.stash.get(STATE)
+    if state is not None and state.timer is not None:
+        state.timer.cancel()
+
+
+def _retention(server: Server) -> None:
+    """Delete what is past its age or past a room's line count (on the writer thread)."""
+    state: HistoryState = server.stash[STATE]
+    settings = state.settings
+    cutoff = time.time() - settings["retention_days"] * 86400
+    keep = settings["retention_lines"]
+
+    def prune(conn: Any) -> None:
+        conn.execute("DELETE FROM history WHERE time < ?", (cutoff,))
+        crowded = conn.execute(
+            "SELECT room FROM history GROUP BY room HAVING count(*) > ?", (keep,)
+        ).fetchall()
+        for (room,) in crowded:
+            conn.execute(
+                "DELETE FROM history WHERE room = ? AND seq <= (SELECT seq FROM history "
+                "WHERE room = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)", (room, room, keep),
+            )
+
+    server.store.write(prune)
+    state.timer = server.call_later(settings["retention_interval_seconds"], _retention, server)
+
+
+# -- recording ----------------------------------------------------------------------------
+
+
+def _record(server: Server, event: Event, kind: str, room_name: str) -> None:
+    state: HistoryState | None = server.stash.get(STATE)
+    if state is None or not state.settings["store"]:
+        return
+    key = room_name.lower()
+    if not state.room_setting(key, "store"):
+        return
+    seq = state.next_seq
+    state.next_seq += 1
+    record: Record = (seq, event.time, kind, event.source.nick, room_name, event.text)
+    lines = state.rooms.get(key)
+    if lines is None:
+        lines = state.rooms[key] = RoomLines(state.keep())
+    store = server.store
+    number = store.write(
+        "INSERT INTO history (seq, room, time, kind, nick, target, text) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)", (seq, key, *record[1:]),
+    )
+    lines.add(record, number, store.done)
+
+
+@hookimpl
+def chatd_message(client: Client, text: str, event: Event) -> None:
+    if event.kind in _SPOKEN and event.target.startswith("#"):
+        _record(client.server, event, event.kind, event.target)
+
+
+@hookimpl
+def chatd_room_part(client: Client, room: Room, reason: str, event: Part) -> None:
+    if _joins_kept(client.server):
+        _record(client.server, event, "part", room.name)
+
+
+@hookimpl
+def chatd_client_disconnect(client: Client, reason: str, event: Quit) -> None:
+    if client.announced and _joins_kept(client.server):
+        for name in event.rooms:
+            _record(client.server, event, "quit", name)
+
+
+def _joins_kept(server: Server) -> bool:
+    state: HistoryState | None = server.stash.get(STATE)
+    return state is not None and state.settings["joins"]
+
+
+# -- replay -------------------------------------------------------------------------------
+
+
+@hookimpl
+def chatd_room_join(client: Client, room: Room, event: Join) -> None:
+    server = client.server
+    state: HistoryState | None = server.stash.get(STATE)
+    if state is None:
+        return
+    key = room.name.lower()
+    count = state.room_setting(key, "replay_lines")
+    # What was said before this join, taken now: what is said after it arrives live.
+    shown = [] if count <= 0 or client.stash.get(OPT_OUT) else _recent(server, state, key, count)
+    if state.settings["joins"]:
+        _record(server, event, "join", room.name)
+    if shown:
+        # After the command that joined has had its say ("joined #dev", the topic).
+        server.call_soon(_show, client, room.name, shown, False)
+
+
+def _recent(server: Server, state: HistoryState, key: str, count: int) -> list[Record]:
+    """The last ``count`` lines of the room, newer than ``replay_hours``."""
+    lines = _loaded(server, state, key)
+    since = time.time() - state.settings["replay_hours"] * 3600
+    recent = [record for record in list(lines.lines)[-count:] if record[1] >= since]
+    return recent
+
+
+def _loaded(server: Server, state: HistoryState, key: str) -> RoomLines:
+    """The room's lines in memory, with the older stored ones put in front once."""
+    lines = state.rooms.get(key)
+    if lines is None:
+        lines = state.rooms[key] = RoomLines(state.keep())
+    if not lines.loaded:
+        before = lines.lines[0][0] if lines.lines else state.next_seq
+        try:
+            rows = server.store.read(
+                "SELECT seq, time, kind, nick, target, text FROM history "
+                "WHERE room = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+                (key, before, lines.keep),
+            )
+        except StoreUnavailable:
+            return lines  # this time without the stored ones; tried again next join
+        lines.loaded = True
+        lines.put_in_front(rows)
+    return lines
+
+
+def _show(client: Client, room_name: str, records: list[Record], asked: bool) -> None:
+    if not client.connected:
+        return
+    if not records:
+        if asked:
+            client.notice(f"no history in {room_name}")
+        return
+    many = "the last line" if len(records) == 1 else f"the last {len(records)} lines"
+    client.notice(f"history of {room_name}: {many}")
+    for record in records:
+        client.deliver(_event(record))
+    client.notice("end of history" if asked else "end of history; live chat follows")
+
+
+def _event(record: Record) -> Event:
+    seq, when, kind, nick, target, text = record
+    source = Source(nick, 0)  # the client may be long gone
+    cls = _KINDS[kind]
+    if cls is Quit:
+        return Quit(seq, when, source, "", text, rooms=(target,), replay=True)
+    return cls(seq, when, source, target, text, replay=True)
+
+
+# -- commands and settings ----------------------------------------------------------------
+
+
+def cmd_history(client: Client, args: str) -> None:
+    server = client.server
+    state: HistoryState | None = server.stash.get(STATE)
+    if state is None or not state.settings["store"]:
+        raise CommandError("history is turned off on this server")
+    words = args.split()
+    room = client.room
+    if words and words[0].startswith("#"):
+        room = server.rooms.get(words.pop(0))
+        if room is None or room not in client.rooms:
+            raise CommandError("you can see the history of rooms you are in")
+    if room is None:
+        raise CommandError("you are not in a room")
+    if len(words) > 1 or (words and not words[0].isdigit()):
+        raise UsageError()
+    most = state.settings["max_lines"]
+    wanted = int(words[0]) if words else 20
+    if wanted < 1:
+        raise UsageError("N is a number of lines, 1 or more")
+    if wanted > most:
+        client.notice(f"showing the last {most} lines (the most /history shows at once)")
+        wanted = most
+    key = room.name.lower()
+    try:
+        records = _stored(server, state, key, wanted)
+    except StoreUnavailable as exc:
+        raise CommandError(f"history is unavailable right now ({exc})") from None
+    _show(client, room.name, records, True)
+
+
+def _stored(server: Server, state: HistoryState, key: str, wanted: int) -> list[Record]:
+    """The last ``wanted`` lines of a room: memory first, the database for the rest."""
+    lines = list(_loaded(server, state, key).lines)
+    if len(lines) >= wanted:
+        return lines[-wanted:]
+    before = lines[0][0] if lines else state.next_seq
+    rows = server.store.read(
+        "SELECT seq, time, kind, nick, target, text FROM history "
+        "WHERE room = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+        (key, before, wanted - len(lines)),
+    )
+    return [*reversed(rows), *lines]
+
+
+def _set_history(client: Client, value: str) -> None:
+    if value == "off":
+        client.stash[OPT_OUT] = True
+    elif OPT_OUT in client.stash:
+        del client.stash[OPT_OUT]
+
+
+HISTORY_SETTING = Setting(
+    "history", ("on", "off"), lambda client: "off" if client.stash.get(OPT_OUT) else "on",
+    _set_history, "the recent lines of a room when you join it",
+)
+
+
+@hookimpl
+def chatd_settings() -> list[Setting]:
+    return [HISTORY_SETTING]
+
+
+@hookimpl
+def chatd_commands() -> list[Command]:
+    return [
+        Command(
+            "history", cmd_history, "/history [#room] [N]",
+            "the last N lines of a room you are in (default 20)",
+            "Shows what was said, with the time of each line, between two marker lines.\n"
+            "/set history off stops the lines shown when you join a room.",
+        ),
+    ]

@@ -1,0 +1,270 @@
+"""History: real chatd processes on real SQLite files, restarted, killed and starved of disk.
+
+What a user sees (the lines between the markers, with times), what survives a
+restart and a ``kill -9``, the bounds of ``/history``, retention, and a disk
+that fills up under a running server.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from chatd.testing import ServerProcess, write_config
+
+STAMP = r"\[\d\d:\d\d\] "
+
+
+def _history_config(path: Path, **history: object) -> Path:
+    """A config whose database is ``data/chatd.sqlite3`` beside it."""
+    return write_config(
+        path, storage={"path": "data/chatd.sqlite3"},
+        plugins={"history": {"max_lines": 1000, **history}},
+    )
+
+
+def _between_markers(client, room: str = "#lobby") -> list[str]:
+    """Read a history block; return its lines without their times."""
+    client.expect(rf"^\*\*\* history of {re.escape(room)}: the last")
+    lines = []
+    while True:
+        line = client.recv_line()
+        if line.startswith("*** end of history"):
+            return lines
+        assert re.match(STAMP, line), f"history line without its time: {line!r}"
+        lines.append(re.sub(rf"^{STAMP}", "", line))
+
+
+def _stored(db: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return conn.execute("SELECT nick, text FROM history ORDER BY seq").fetchall()
+
+
+def test_a_late_joiner_sees_the_last_lines_with_their_times_between_markers(chatd_server):
+    server = chatd_server(plugins={"history": {"replay_lines": 3}})
+    alice = server.client()
+    alice.send("/nick alice")
+    alice.expect("alice")
+    for text in ("one", "two", "three", "four"):
+        alice.send(text)
+    alice.send("/me waves")
+    time.sleep(0.2)
+    bob = server.client()
+    assert _between_markers(bob) == ["<alice> three", "<alice> four", "* alice waves"]
+    alice.send("live now")
+    bob.expect_line("<alice> live now")  # after the marker, live chat: no time, no repeat
+
+
+def test_history_survives_a_restart_in_order_and_only_once(chatd_server, tmp_path):
+    config = _history_config(tmp_path / "config.yaml")
+    # Batches held a whole second: only the shutdown's own flush can save the lines.
+    text = config.read_text().replace("path: data/chatd.sqlite3",
+                                      "path: data/chatd.sqlite3\n  batch_seconds: 1.0")
+    config.write_text(text)
+    first = chatd_server(config)
+    alice = first.client()
+    alice.send("/nick alice")
+    alice.expect("alice")
+    said = [f"line {i}" for i in range(30)]
+    for text in said:
+        alice.send(text)
+    alice.send("/history 1")  # a round trip: every line before it was handled
+    alice.expect(r"end of history")
+    alice.close()  # nobody left to say goodbye to: the shutdown takes no time
+    assert first.stop() == 0  # SIGTERM: everything queued is committed
+    second = chatd_server(config)
+    bob = second.client()
+    assert _between_markers(bob) == [f"<alice> {t}" for t in said[-20:]]
+    bob.send("/history 100")
+    assert _between_markers(bob) == [f"<alice> {t}" for t in said]
+    assert _stored(tmp_path / "data" / "chatd.sqlite3") == [("alice", t) for t in said]
+
+
+def test_kill_9_loses_at_most_the_last_batch_window_and_duplicates_nothing(chatd_server,
+                                                                           tmp_path):
+    config = _history_config(tmp_path / "config.yaml", replay_lines=0)
+    server = chatd_server(config)
+    sender, reader = server.client(), server.client()
+    sender.send("/nick sender")
+    sender.expect("sender")
+    reader.expect("sender")
+    heard = []
+    # Heavy traffic; the reader's copy of a line means the server handled it, so
+    # its write was queued then.  Stop hearing at some point, keep sending, kill.
+    for i in range(400):
+        sender.send(f"n{i:04d}")
+        if i < 300:
+            reader.expect_line(f"<sender> n{i:04d}")
+            heard.append(f"n{i:04d}")
+        if i == 300:
+            time.sleep(0.5)  # 100 batch windows: everything heard by now is committed
+    server.kill()
+    stored = [text for _nick, text in _stored(tmp_path / "data" / "chatd.sqlite3")]
+    assert stored[: len(heard)] == heard, "a line heard well before the kill was lost"
+    assert stored == sorted(set(stored)), "history reordered or duplicated"
+    restarted = chatd_server(config)
+    bob = restarted.client()
+    bob.send(f"/history {len(stored)}")
+    assert _between_markers(bob) == [f"<sender> {text}" for text in stored]
+
+
+def test_history_command_bounds_and_errors(chatd_server):
+    server = chatd_server(plugins={"history": {"max_lines": 5}})
+    alice = server.client()
+    for i in range(8):
+        alice.send(f"m{i}")
+    alice.send("/history 0")
+    alice.expect(r"^! ")
+    alice.send("/history lots")
+    alice.expect(r"^! usage: /history")
+    alice.send("/history #elsewhere 3")
+    alice.expect(r"^! you can see the history of rooms you are in")
+    alice.send("/history 500")
+    alice.expect(r"showing the last 5 lines")
+    assert len(_between_markers(alice)) == 5
+    alice.send("/history #lobby 2")
+    assert [line.split()[-1] for line in _between_markers(alice)] == ["m6", "m7"]
+
+
+def test_set_history_off_stops_the_replay_on_join_for_that_client(chatd_server):
+    server = chatd_server(plugins={"history": {}})  # the shipped replay, not the kit's none
+    alice, bot = server.client(), server.client()
+    alice.send("/join #dev")
+    alice.send("said before")
+    bot.send("/set history off")
+    bot.expect(r"^\*\*\* history off")
+    bot.send("/join #dev")
+    bot.expect("also in #dev")
+    bot.expect_nothing(0.5)
+    carol = server.client()
+    carol.send("/join #dev")
+    assert _between_markers(carol, "#dev") == [f"<{alice.nick}> said before"]
+
+
+def test_a_room_kept_out_of_history_is_not_stored_or_replayed(chatd_server, tmp_path):
+    config = _history_config(tmp_path / "config.yaml", rooms={"#ops": {"store": False}})
+    server = chatd_server(config)
+    alice = server.client()
+    alice.send("/join #ops")
+    alice.send("secret plans")
+    alice.send("/join #lobby")
+    alice.send("public words")
+    alice.send("/history 1")
+    alice.expect("end of history")
+    server.stop()
+    assert [t for _n, t in _stored(tmp_path / "data" / "chatd.sqlite3")] == ["public words"]
+
+
+def test_retention_deletes_old_lines_and_keeps_the_newest_per_room(chatd_server, tmp_path):
+    config = _history_config(tmp_path / "config.yaml", retention_lines=5,
+                             retention_interval_seconds=0.2)
+    server = chatd_server(config)
+    alice = server.client()
+    for i in range(12):
+        alice.send(f"r{i}")
+    db = tmp_path / "data" / "chatd.sqlite3"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if [t for _n, t in _stored(db)] == [f"r{i}" for i in range(7, 12)]:
+            break
+        time.sleep(0.1)
+    assert [t for _n, t in _stored(db)] == [f"r{i}" for i in range(7, 12)]
+
+
+def test_retention_by_age(chatd_server, tmp_path):
+    config = _history_config(tmp_path / "config.yaml", retention_days=0.00002,  # 1.7 s
+                             retention_interval_seconds=0.2)
+    server = chatd_server(config)
+    alice = server.client()
+    alice.send("soon gone")
+    db = tmp_path / "data" / "chatd.sqlite3"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not _stored(db):
+        time.sleep(0.05)
+    assert _stored(db), "never stored"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _stored(db):
+        time.sleep(0.1)
+    assert not _stored(db)
+
+
+def test_a_bad_history_setting_is_a_config_error_naming_the_key(tmp_path):
+    config = write_config(tmp_path / "config.yaml",
+                          plugins={"history": {"replay_lines": -1}})
+    result = subprocess.run(
+        ["python3", "-m", "chatd", "--config", str(config), "--check-config"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "plugins.history.replay_lines" in result.stderr + result.stdout
+
+
+# -- a disk that fills up -----------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (needs root: mount).  In CI a failure to mount fails the test."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a small tmpfs: {result.stderr.strip()}")
+        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_degrades_history_not_the_chat_and_writing_resumes(chatd_server, tmp_path,
+                                                                        small_disk):
+    config = write_config(
+        tmp_path / "config.yaml",
+        storage={"path": str(small_disk / "chatd.sqlite3")},
+        plugins={"history": {"max_lines": 1000, "replay_lines": 0}},
+    )
+    server: ServerProcess = chatd_server(config)
+    alice, bob = server.client(), server.client()
+    alice.send("/nick alice")
+    bob.expect("alice")
+    alice.send("before the disk filled")
+    bob.expect_line("<alice> before the disk filled")
+    alice.send("/history 1")
+    alice.expect("end of history")
+    filler = small_disk / "filler"
+    with open(filler, "wb") as out:  # take every free byte
+        block = b"\0" * 65536
+        try:
+            while True:
+                out.write(block)
+                out.flush()
+        except OSError:
+            pass
+    padding = "x" * 1000  # pages the full disk cannot give
+    during = [f"during {i} {padding}" for i in range(50)]
+    for text in during:  # chat goes on while nothing can be written
+        alice.send(text)
+        bob.expect_line(f"<alice> {text}")
+    server.wait_for_log(r"store: .*(full|disk)", timeout=10)
+    expected = ["<alice> before the disk filled"] + [f"<alice> {t}" for t in during]
+    bob.send("/history 100")  # from memory what the disk does not have yet: no gap
+    assert _between_markers(bob) == expected
+    filler.unlink()
+    alice.send("after it came back")
+    bob.expect_line("<alice> after it came back")
+    db = small_disk / "chatd.sqlite3"
+    deadline = time.monotonic() + 20  # retries back off to 5 s
+    while time.monotonic() < deadline and ("alice", "after it came back") not in _stored(db):
+        time.sleep(0.1)
+    assert _stored(db) == [("alice", t.removeprefix("<alice> ")) for t in expected] + [
+        ("alice", "after it came back")], "not everything written once the disk came back"
+    server.wait_for_log(r"store: writing again", timeout=5)
+    bob.send("/history 100")
+    assert _between_markers(bob) == [*expected, "<alice> after it came back"]
