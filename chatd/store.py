@@ -28,10 +28,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -90,9 +90,10 @@ class Store:
     """
 
     __slots__ = (
-        "_deadline", "_keeper", "_post", "_queue", "_reader", "_thread", "_uri",
-        "accepted", "batch_max", "batch_seconds", "committed", "done", "dropped", "failures",
-        "on_problem", "path", "problem", "read_timeout", "rejected", "synchronous",
+        "_deadline", "_keeper", "_pending", "_post", "_reader", "_thread", "_urgent", "_uri",
+        "_wake", "accepted", "batch_max", "batch_seconds", "committed", "done", "dropped",
+        "failures", "on_problem", "path", "problem", "queue_max", "read_timeout", "rejected",
+        "synchronous",
     )
 
     def __init__(
@@ -116,7 +117,15 @@ class Store:
         #: Called on the loop with the problem's description, then with None once
         #: writing works again.
         self.on_problem = on_problem
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_max)
+        self.queue_max = queue_max
+        # The hand-off: a deque (appends and pops are atomic) and an event that wakes
+        # the writer when it sleeps with nothing to do; a queue.Queue's lock and
+        # condition per write would cost the loop more than the write itself.
+        self._pending: deque[Any] = deque()
+        self._wake = threading.Event()
+        #: Set when someone waits for the commit (flush, migrate, close): the writer
+        #: stops gathering and commits at once.
+        self._urgent = threading.Event()
         self._thread: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
         self._deadline = 0.0
@@ -163,8 +172,7 @@ class Store:
         flushed = self.flush(timeout)
         thread, self._thread = self._thread, None
         if thread is not None:
-            with contextlib.suppress(queue.Full):
-                self._queue.put(_STOP, timeout=1.0)
+            self._hand_over(_STOP, urgent=True)
             thread.join(timeout=max(1.0, timeout))
         if self._reader is not None:
             self._reader.close()
@@ -177,7 +185,7 @@ class Store:
     @property
     def queued(self) -> int:
         """Statements waiting for the writer."""
-        return self._queue.qsize()
+        return len(self._pending)
 
     # -- the loop's side ---------------------------------------------------------------
 
@@ -191,14 +199,20 @@ class Store:
         full (the disk has been failing for a while): the write is dropped and
         counted.
         """
-        item: WriteItem = sql if callable(sql) else (sql, params)
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
+        if len(self._pending) >= self.queue_max:
             self.dropped += 1
             return 0
+        self._pending.append(sql if callable(sql) else (sql, params))
+        if not self._wake.is_set():
+            self._wake.set()
         self.accepted += 1
         return self.accepted
+
+    def _hand_over(self, item: Any, *, urgent: bool = False) -> None:
+        self._pending.append(item)
+        if urgent:
+            self._urgent.set()
+        self._wake.set()
 
     def migrate(self, owner: str, steps: Sequence[str], timeout: float = 10.0) -> None:
         """Bring ``owner``'s tables up to date: run the ``steps`` not yet applied.
@@ -211,19 +225,16 @@ class Store:
         reached, the steps wait in the queue and run as soon as it can.
         """
         migration = _Migration(owner, steps)
-        self._queue.put(migration, timeout=timeout)
+        self._hand_over(migration, urgent=True)
         if migration.done.wait(timeout) and migration.error:
             raise RuntimeError(f"store: {owner}: {migration.error}")
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is committed (True) or ``timeout`` passes."""
         if self._thread is None:
-            return self._queue.empty()
+            return not self._pending
         barrier = _Barrier()
-        try:
-            self._queue.put(barrier, timeout=timeout)
-        except queue.Full:
-            return False
+        self._hand_over(barrier, urgent=True)
         return barrier.done.wait(timeout) and barrier.ok
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -289,11 +300,18 @@ class Store:
         stopping = False
         while True:
             if not batch:
-                item = self._queue.get()
-                if item is _STOP:
-                    break
-                batch.append(item)
-                stopping = self._gather(batch)
+                self._wake.clear()
+                if not self._pending:
+                    self._wake.wait()
+                    continue
+                # Let the batch gather (unless someone waits for it), then take it.
+                if self._urgent.wait(self.batch_seconds):
+                    self._urgent.clear()
+                stopping = self._take(batch)
+                if not batch:
+                    if stopping:
+                        break
+                    continue
             if conn is None:
                 try:
                     conn = self._connect()
@@ -347,35 +365,45 @@ class Store:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
 
-    def _gather(self, batch: list[Any]) -> bool:
-        """Add what arrives within the batch window; True if a stop request came."""
-        deadline = time.monotonic() + self.batch_seconds
-        while len(batch) < self.batch_max:
-            try:
-                remaining = deadline - time.monotonic()
-                item = self._queue.get(timeout=remaining) if remaining > 0 else \
-                    self._queue.get_nowait()
-            except queue.Empty:
-                return False
+    def _take(self, batch: list[Any]) -> bool:
+        """Move up to ``batch_max`` writes from the hand-off into ``batch`` (barriers
+        and migrations come along without counting); True if a stop request came."""
+        pending = self._pending
+        writes = 0
+        while pending and writes < self.batch_max:
+            item = pending.popleft()
             if item is _STOP:
                 return True
             batch.append(item)
-            if isinstance(item, _Barrier | _Migration):
-                return False  # commit now: someone is waiting
+            if not isinstance(item, _Barrier | _Migration):
+                writes += 1
         return False
 
     def _commit(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
         """Apply ``batch`` in one transaction (migrations in their own), then report."""
         conn.execute("BEGIN IMMEDIATE")
         written = 0
-        for item in batch:
-            if isinstance(item, _Migration):
+        count = len(batch)
+        i = 0
+        while i < count:
+            item = batch[i]
+            i += 1
+            if item.__class__ is tuple:
+                # A run of the same statement goes in one executemany (a C loop).
+                sql = item[0]
+                run = [item[1]]
+                while i < count and batch[i].__class__ is tuple and batch[i][0] == sql:
+                    run.append(batch[i][1])
+                    i += 1
+                if len(run) == 1:
+                    conn.execute(sql, run[0])
+                else:
+                    conn.executemany(sql, run)
+                written += len(run)
+            elif isinstance(item, _Migration):
                 conn.execute("COMMIT")
                 item.error = self._migrate(conn, item)
                 conn.execute("BEGIN IMMEDIATE")
-            elif isinstance(item, tuple):
-                conn.execute(item[0], item[1])
-                written += 1
             elif callable(item):
                 item(conn)
                 written += 1

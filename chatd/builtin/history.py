@@ -65,7 +65,6 @@ SCHEMA = [
         text TEXT NOT NULL
     );
     CREATE INDEX history_by_room ON history (room, seq);
-    CREATE INDEX history_by_time ON history (time);
     """,
 ]
 
@@ -138,10 +137,18 @@ class HistoryState:
         self.next_seq = next_seq
         self.rooms: dict[str, RoomLines] = {}
         self.timer: Any = None
+        #: Looked up per line, so worked out once: rooms kept out, and whether any is.
+        self.stored = bool(settings["store"])
+        self.joins = bool(settings["joins"])
+        self.unstored = frozenset(key for key, overrides in settings["rooms"].items()
+                                  if overrides.get("store") is False)
+        self.keep_lines = self.keep()
 
     def room_setting(self, room_key: str, name: str) -> Any:
-        per_room = self.settings["rooms"].get(room_key, {})
-        return per_room.get(name, self.settings[name])
+        per_room = self.settings["rooms"].get(room_key)
+        if per_room is None or name not in per_room:
+            return self.settings[name]
+        return per_room[name]
 
     def keep(self) -> int:
         """How many lines each room keeps in memory: the most a join can show."""
@@ -233,7 +240,13 @@ def _retention(server: Server) -> None:
     keep = settings["retention_lines"]
 
     def prune(conn: Any) -> None:
-        conn.execute("DELETE FROM history WHERE time < ?", (cutoff,))
+        # Lines are numbered in the order they were said, so the old ones are the
+        # lowest numbers: found by walking from the oldest (no index on time to
+        # keep up at every insert), deleted by number.
+        conn.execute(
+            "DELETE FROM history WHERE seq < coalesce((SELECT seq FROM history "
+            "WHERE time >= ? ORDER BY seq LIMIT 1), 9223372036854775807)", (cutoff,),
+        )
         crowded = conn.execute(
             "SELECT room FROM history GROUP BY room HAVING count(*) > ?", (keep,)
         ).fetchall()
@@ -250,25 +263,28 @@ def _retention(server: Server) -> None:
 # -- recording ----------------------------------------------------------------------------
 
 
+_INSERT = ("INSERT INTO history (seq, room, time, kind, nick, target, text) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?)")
+
+
 def _record(server: Server, event: Event, kind: str, room_name: str) -> None:
+    """Keep one line: in the room's memory at once, on disk through the store's queue.
+    Runs for every line said in a room, so it does as little as it can."""
     state: HistoryState | None = server.stash.get(STATE)
-    if state is None or not state.settings["store"]:
+    if state is None or not state.stored:
         return
     key = room_name.lower()
-    if not state.room_setting(key, "store"):
+    if key in state.unstored:
         return
     seq = state.next_seq
-    state.next_seq += 1
-    record: Record = (seq, event.time, kind, event.source.nick, room_name, event.text)
+    state.next_seq = seq + 1
+    nick, when, text = event.source.nick, event.time, event.text
     lines = state.rooms.get(key)
     if lines is None:
-        lines = state.rooms[key] = RoomLines(state.keep())
+        lines = state.rooms[key] = RoomLines(state.keep_lines)
     store = server.store
-    number = store.write(
-        "INSERT INTO history (seq, room, time, kind, nick, target, text) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)", (seq, key, *record[1:]),
-    )
-    lines.add(record, number, store.done)
+    number = store.write(_INSERT, (seq, key, when, kind, nick, room_name, text))
+    lines.add((seq, when, kind, nick, room_name, text), number, store.done)
 
 
 @hookimpl
@@ -292,13 +308,13 @@ def chatd_client_disconnect(client: Client, reason: str, event: Quit) -> None:
 
 def _joins_kept(server: Server) -> bool:
     state: HistoryState | None = server.stash.get(STATE)
-    return state is not None and state.settings["joins"]
+    return state is not None and state.joins
 
 
 # -- replay -------------------------------------------------------------------------------
 
 
-@hookimpl
+@hookimpl(tryfirst=True)  # the snapshot comes before anything other join hooks say
 def chatd_room_join(client: Client, room: Room, event: Join) -> None:
     server = client.server
     state: HistoryState | None = server.stash.get(STATE)
@@ -308,7 +324,7 @@ def chatd_room_join(client: Client, room: Room, event: Join) -> None:
     count = state.room_setting(key, "replay_lines")
     # What was said before this join, taken now: what is said after it arrives live.
     shown = [] if count <= 0 or client.stash.get(OPT_OUT) else _recent(server, state, key, count)
-    if state.settings["joins"]:
+    if state.joins:
         _record(server, event, "join", room.name)
     if shown:
         # After the command that joined has had its say ("joined #dev", the topic).
@@ -327,7 +343,7 @@ def _loaded(server: Server, state: HistoryState, key: str) -> RoomLines:
     """The room's lines in memory, with the older stored ones put in front once."""
     lines = state.rooms.get(key)
     if lines is None:
-        lines = state.rooms[key] = RoomLines(state.keep())
+        lines = state.rooms[key] = RoomLines(state.keep_lines)
     if not lines.loaded:
         before = lines.lines[0][0] if lines.lines else state.next_seq
         try:
