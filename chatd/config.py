@@ -454,7 +454,12 @@ class StorageConfig:
         gt=0,
         le=1.0,
     )
-    batch_max: int = _setting(500, "Most writes in one commit.", ge=1)
+    batch_max: int = _setting(
+        5000,
+        "Most writes in one commit. Large batches keep the writer ahead of a busy chat: "
+        "each statement and commit waits for the event loop to yield the interpreter.",
+        ge=1,
+    )
     queue_max: int = _setting(
         100_000,
         "Writes waiting for the disk, at most. While the disk fails (full, read-only) they "

@@ -153,3 +153,22 @@ def test_data_dir_is_not_touched_by_a_memory_store(tmp_path, monkeypatch):
     assert store.read("SELECT b FROM t") == [("x",)]
     store.close()
     assert list(Path(tmp_path).iterdir()) == []
+
+
+def test_rows_inserted_together_arrive_complete_and_in_order(store):
+    for i in range(1000):
+        assert store.insert("t", ("b",), (f"r{i}",))
+    store.write("INSERT INTO t (b) VALUES ('plain')")  # a statement between runs of rows
+    for i in range(1000, 1130):
+        store.insert("t", ("b",), (f"r{i}",))
+    assert store.flush(10)
+    rows = [b for (b,) in store.read("SELECT b FROM t ORDER BY a")]
+    assert rows == [f"r{i}" for i in range(1000)] + ["plain"] + [f"r{i}" for i in range(1000, 1130)]
+    assert store.done == store.accepted == 1131
+
+
+def test_insert_takes_plain_names_only(store):
+    with pytest.raises(ValueError, match="plain SQL names"):
+        store.insert("t; DROP TABLE t", ("b",), ("x",))
+    with pytest.raises(ValueError, match="1 columns, 2 values"):
+        store.insert("t", ("b",), ("x", "y"))

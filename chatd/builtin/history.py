@@ -263,8 +263,7 @@ def _retention(server: Server) -> None:
 # -- recording ----------------------------------------------------------------------------
 
 
-_INSERT = ("INSERT INTO history (seq, room, time, kind, nick, target, text) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?)")
+_COLUMNS = ("seq", "room", "time", "kind", "nick", "target", "text")
 
 
 def _record(server: Server, event: Event, kind: str, room_name: str) -> None:
@@ -283,7 +282,7 @@ def _record(server: Server, event: Event, kind: str, room_name: str) -> None:
     if lines is None:
         lines = state.rooms[key] = RoomLines(state.keep_lines)
     store = server.store
-    number = store.write(_INSERT, (seq, key, when, kind, nick, room_name, text))
+    number = store.insert("history", _COLUMNS, (seq, key, when, kind, nick, room_name, text))
     lines.add((seq, when, kind, nick, room_name, text), number, store.done)
 
 
