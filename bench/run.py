@@ -255,15 +255,20 @@ def _c_server(mode: str) -> Callable[[Path, Path], list[str]]:
     ]
 
 
+def _chatd(config: Path, port_file: Path) -> list[str]:
+    return [sys.executable, "-m", "chatd", "--config", str(config), "--port", "0",
+            "--port-file", str(port_file)]
+
+
+#: chatd's benchmark config without history (``plugins.history.store: false``), for
+#: the ``chatd-no-history`` variant: what storing every line costs, in the same run.
+NO_HISTORY_CONFIG = "chatd-bench-no-history.yaml"
+
 SERVERS = [
-    ServerSpec(
-        "chatd",
-        lambda config, port_file: [
-            sys.executable, "-m", "chatd", "--config", str(config), "--port", "0",
-            "--port-file", str(port_file),
-        ],
-        kind="chatd",
-    ),
+    ServerSpec("chatd", _chatd, kind="chatd"),
+    # The same chatd with history off (--servers chatd,chatd-no-history): not a
+    # baseline, the cost of history measured beside it.
+    ServerSpec("chatd-no-history", _chatd, kind="variant", default=False),
     ServerSpec("asyncio-per-line", _baseline("asyncio_protocol.py")),
     ServerSpec("uvloop-per-line", _baseline("asyncio_protocol.py", "--uvloop"), "uvloop"),
     ServerSpec("asyncio-per-chunk", _baseline("asyncio_protocol.py", "--per-chunk")),
@@ -916,6 +921,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             machine["chatd_source"] = chatd_source(chatd_root)
         config = out / "chatd-bench.yaml"
         raised = write_chatd_config(config, max_clients, chatd_root)
+        if any(s.name == "chatd-no-history" for s in servers):
+            no_history = out / NO_HISTORY_CONFIG
+            write_chatd_config(no_history, max_clients, chatd_root)
+            text = no_history.read_text()
+            data = yaml.safe_load(text)
+            data.setdefault("plugins", {}).setdefault("history", {})["store"] = False
+            header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+            no_history.write_text(header + "#   plugins.history.store -> false: the variant "
+                                  "without history\n" + yaml.safe_dump(data, sort_keys=False))
+            servers = [dataclasses.replace(s, root=chatd_root, config=no_history)
+                       if s.name == "chatd-no-history" else s for s in servers]
         if args.compare:
             # The commit resolved at the start, so a commit landing mid-run changes nothing.
             compare_root = export_chatd(compare_commit, Path(tmp) / "compare")
