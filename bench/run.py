@@ -468,6 +468,17 @@ def write_chatd_config(path: Path, max_clients: int, chatd_root: Path = REPO) ->
     return raised
 
 
+def write_no_history_config(path: Path, max_clients: int, chatd_root: Path = REPO) -> None:
+    """chatd's benchmark config with ``plugins.history.store: false`` (the variant)."""
+    write_chatd_config(path, max_clients, chatd_root)
+    text = path.read_text()
+    data = yaml.safe_load(text)
+    data.setdefault("plugins", {}).setdefault("history", {})["store"] = False
+    header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+    path.write_text(header + "#   plugins.history.store -> false: the variant without "
+                    "history\n" + yaml.safe_dump(data, sort_keys=False))
+
+
 # -- processes ----------------------------------------------------------------------------------
 
 
@@ -923,13 +934,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raised = write_chatd_config(config, max_clients, chatd_root)
         if any(s.name == "chatd-no-history" for s in servers):
             no_history = out / NO_HISTORY_CONFIG
-            write_chatd_config(no_history, max_clients, chatd_root)
-            text = no_history.read_text()
-            data = yaml.safe_load(text)
-            data.setdefault("plugins", {}).setdefault("history", {})["store"] = False
-            header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
-            no_history.write_text(header + "#   plugins.history.store -> false: the variant "
-                                  "without history\n" + yaml.safe_dump(data, sort_keys=False))
+            write_no_history_config(no_history, max_clients, chatd_root)
             servers = [dataclasses.replace(s, root=chatd_root, config=no_history)
                        if s.name == "chatd-no-history" else s for s in servers]
         if args.compare:

@@ -83,3 +83,25 @@ def test_a_lower_is_better_target_and_a_fixed_bound():
     data["runs"][0]["metrics"]["rss_per_conn_kib"] = 0.9
     (row,) = report.targets(data, wanted)
     assert row["verdict"] == "yes"
+
+
+def test_the_benchmark_configs_store_history_and_the_variant_does_not(tmp_path, monkeypatch):
+    """chatd is benchmarked as shipped (history stored, not replayed, in memory);
+    chatd-no-history differs only in plugins.history.store."""
+    import yaml
+
+    monkeypatch.syspath_prepend(str(BENCH))  # run.py imports its sibling report.py
+    spec = importlib.util.spec_from_file_location("bench_run", BENCH / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_run", run)
+    spec.loader.exec_module(run)
+    run.write_chatd_config(tmp_path / "with.yaml", 1000)
+    run.write_no_history_config(tmp_path / "without.yaml", 1000)
+    with_history = yaml.safe_load((tmp_path / "with.yaml").read_text())
+    without = yaml.safe_load((tmp_path / "without.yaml").read_text())
+    assert with_history["plugins"]["history"]["store"] is True
+    assert with_history["plugins"]["history"]["replay_lines"] == 0
+    assert with_history["storage"]["path"] is None
+    assert without["plugins"]["history"]["store"] is False
+    without["plugins"]["history"]["store"] = True
+    assert without == with_history
