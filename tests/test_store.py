@@ -140,6 +140,14 @@ def test_a_corrupt_file_is_reported_not_raised(tmp_path):
     while not reports and time.monotonic() < deadline:
         time.sleep(0.01)
     assert reports and "not a database" in str(reports[0])
+    with pytest.raises(StoreUnavailable):
+        store.read("SELECT 1 FROM sqlite_master")
+    path.rename(tmp_path / "corrupt.sqlite3")  # the operator moves it aside
+    store.write("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT)")
+    store.write("INSERT INTO t (b) VALUES ('fresh')")
+    assert store.flush(15)  # a new file, written
+    assert reports[-1] is None
+    assert store.read("SELECT b FROM t") == [("fresh",)]  # and read: not the old file
     store.close(0.5)
 
 
@@ -172,3 +180,4 @@ def test_insert_takes_plain_names_only(store):
         store.insert("t; DROP TABLE t", ("b",), ("x",))
     with pytest.raises(ValueError, match="1 columns, 2 values"):
         store.insert("t", ("b",), ("x", "y"))
+
