@@ -601,4 +601,4 @@ class Connection:
             self._ctx.on_closed(self)
 
     def __repr__(self) -> str:
-        return f"<Connection fd={self.fd} {self.peer[0]}:{self.peer[1]} {self.state.value}>"
+        return f"<Connection fd={self.fd} {self.peer_address}:{self.peer_port} {self.state.value}>"

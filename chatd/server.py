@@ -507,7 +507,7 @@ class ChatServer:
         if rules.max_unregistered:
             by_group: dict[str, list[Connection]] = {}
             for conn in silent:
-                by_group.setdefault(address_group(conn.peer[0]), []).append(conn)
+                by_group.setdefault(address_group(conn.peer_address), []).append(conn)
             for group, conns in by_group.items():
                 if not self.admission.refused_silent_since(group, now - max(timeout, 60.0)):
                     continue  # at its limit maybe, but nobody from there is kept out

@@ -103,7 +103,7 @@ class Store:
     __slots__ = (
         "_deadline", "_inserts", "_keeper", "_pending", "_post", "_reader", "_thread",
         "_urgent", "_uri",
-        "_wake", "accepted", "batch_max", "batch_seconds", "committed", "done", "dropped",
+        "_wake", "accepted", "batch_max", "batch_seconds", "committed", "dropped",
         "failures", "on_problem", "path", "problem", "queue_max", "read_timeout", "rejected",
         "synchronous",
     )
@@ -158,11 +158,8 @@ class Store:
         self.dropped = 0
         self.rejected = 0
         self.failures = 0
-        #: Writes accepted so far, and how many of them the writer is done with
-        #: (committed or rejected), in order: write number N is on disk once
-        #: ``done >= N`` (see :meth:`write`).
+        #: Writes accepted so far (the number of the last one; see :attr:`done`).
         self.accepted = 0
-        self.done = 0
 
     # -- life --------------------------------------------------------------------------
 
@@ -196,6 +193,12 @@ class Store:
         return flushed
 
     @property
+    def done(self) -> int:
+        """Writes the writer has finished with (committed or rejected), in order: write
+        number N (see :meth:`write`) is on disk, or never will be, once ``done >= N``."""
+        return self.committed + self.rejected
+
+    @property
     def queued(self) -> int:
         """Statements waiting for the writer."""
         return len(self._pending)
@@ -212,14 +215,7 @@ class Store:
         full (the disk has been failing for a while): the write is dropped and
         counted.
         """
-        if len(self._pending) >= self.queue_max:
-            self.dropped += 1
-            return 0
-        self._pending.append(sql if callable(sql) else (sql, params))
-        if not self._wake.is_set():
-            self._wake.set()
-        self.accepted += 1
-        return self.accepted
+        return self._enqueue(sql if callable(sql) else (sql, params))
 
     def insert(self, table: str, columns: tuple[str, ...], values: Sequence[Any]) -> int:
         """Queue one row for ``table``: what :meth:`write` does for an ``INSERT``, but
@@ -236,10 +232,14 @@ class Store:
             self._inserts[(table, columns)] = prefix
         if len(values) != len(columns):
             raise ValueError(f"{len(columns)} columns, {len(values)} values")
+        return self._enqueue((_ROW, prefix, values))
+
+    def _enqueue(self, item: Any) -> int:
+        """Hand a write to the writer, or drop and count it if too many wait."""
         if len(self._pending) >= self.queue_max:
             self.dropped += 1
             return 0
-        self._pending.append((_ROW, prefix, values))
+        self._pending.append(item)
         if not self._wake.is_set():
             self._wake.set()
         self.accepted += 1
@@ -359,8 +359,7 @@ class Store:
                     self._trouble(f"cannot open {self.path}: {exc}")
                     if stopping:
                         break
-                    time.sleep(pause)
-                    pause = min(pause * 2, RETRY_MAX_SECONDS)
+                    pause = _back_off(pause)
                     continue
             try:
                 try:
@@ -389,8 +388,7 @@ class Store:
                 self._trouble(f"writing {self.path or 'the database'}: {exc}")
                 if stopping:
                     break
-                time.sleep(pause)
-                pause = min(pause * 2, RETRY_MAX_SECONDS)
+                pause = _back_off(pause)
                 continue
             batch = []
             pause = RETRY_FIRST_SECONDS
@@ -461,7 +459,6 @@ class Store:
                 written += 1
         conn.execute("COMMIT")
         self.committed += written
-        self.done += written
         for item in batch:
             if isinstance(item, _Barrier):
                 item.ok = True
@@ -481,7 +478,6 @@ class Store:
                 if _is_disk_trouble(exc):
                     raise
                 self.rejected += 1
-                self.done += 1
                 if isinstance(item, tuple):
                     statement = item[1] if item[0] is _ROW else item[0]
                 else:
@@ -540,6 +536,12 @@ class Store:
             self._post(lambda: callback(problem))
         else:
             callback(problem)
+
+
+def _back_off(pause: float) -> float:
+    """Wait ``pause`` before retrying a failing disk; the next pause is twice as long."""
+    time.sleep(pause)
+    return min(pause * 2, RETRY_MAX_SECONDS)
 
 
 @functools.lru_cache(maxsize=64)

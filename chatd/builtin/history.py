@@ -334,8 +334,7 @@ def _recent(server: Server, state: HistoryState, key: str, count: int) -> list[R
     """The last ``count`` lines of the room, newer than ``replay_hours``."""
     lines = _loaded(server, state, key)
     since = time.time() - state.settings["replay_hours"] * 3600
-    recent = [record for record in list(lines.lines)[-count:] if record[1] >= since]
-    return recent
+    return [record for record in list(lines.lines)[-count:] if record[1] >= since]
 
 
 def _loaded(server: Server, state: HistoryState, key: str) -> RoomLines:

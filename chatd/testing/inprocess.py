@@ -33,6 +33,7 @@ from ..framing import FOREIGN_PROTOCOL_REPLIES
 from ..plugins import PluginHost
 from ..protocols import PROTOCOLS, ChatProtocol, ProtocolLimits
 from ..reactor import Reactor
+from .defaults import sections_for_test
 
 
 class MemoryTransport:
@@ -137,20 +138,7 @@ class Peer:
 def _config(config: Config | None, sections: dict[str, Any]) -> Config:
     if config is not None:
         return config
-    data: dict[str, Any] = {
-        "flood": {"lines_per_second": 0},
-        "per_ip": {"max_connections": 0, "connect_rate": 0, "max_unregistered": 0},
-        "plugin_host": {"entry_points": False},
-        "limits": {"announce_after_seconds": 0},
-        # History is not replayed on joining, so a client reads only what happens
-        # after it came; the tests of history turn it on.
-        "plugins": {"history": {"replay_lines": 0}},
-    }
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
+    data = sections_for_test(sections)
     return parse_config(yaml.safe_dump(data))
 
 

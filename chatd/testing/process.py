@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from .defaults import sections_for_test
+
 DEFAULT_TIMEOUT = 5.0
 
 
@@ -348,32 +350,14 @@ def write_config(path: Path, **sections: Any) -> Path:
     loaded, unless a test sets them.  ``listen`` may be a list of
     listeners (``[{"port": 0}, {"port": 0, "protocol": "jsonl"}]``).
     """
-    data: dict[str, Any] = {
-        "listen": {"host": "127.0.0.1", "port": 0},
-        # Tests send bursts; the flood limit (fakelag) would only slow them down.  A
-        # test about flood control passes its own ``flood=`` section.
-        "flood": {"lines_per_second": 0},
-        # Tests connect many clients from 127.0.0.1 in quick succession.
-        "per_ip": {"max_connections": 0, "connect_rate": 0, "max_unregistered": 0},
-        # What happens to be pip-installed must not change a test's outcome.
-        "plugin_host": {"entry_points": False},
-        # Joins are announced at once, so a test need not wait for the room to hear of
-        # a silent client; the tests of the delay itself set it.
-        "limits": {"announce_after_seconds": 0},
-        # History is not replayed on joining, so a client reads only what happens
-        # after it came; the tests of history turn it on.
-        "plugins": {"history": {"replay_lines": 0}},
-    }
     if "plugin_dirs" in sections:
         sections["plugin_dirs"] = [str(Path(d).resolve()) for d in sections["plugin_dirs"]]
+    listeners = None
     if isinstance(sections.get("listen"), list):
-        listeners = sections.pop("listen")
-        data["listen"] = [{"host": "127.0.0.1", "port": 0, **item} for item in listeners]
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
+        listeners = [{"host": "127.0.0.1", "port": 0, **item} for item in sections.pop("listen")]
+    data = sections_for_test(sections, listen={"host": "127.0.0.1", "port": 0})
+    if listeners is not None:
+        data["listen"] = listeners
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
