@@ -227,6 +227,18 @@ def chatd_check_nick(client: Client, nick: str) -> str | None:
 
 
 @hookspec
+def chatd_account_change(client: Client, old: str | None, new: str | None) -> None:
+    """``client`` is now identified as account ``new`` (None: no account), was ``old``.
+
+    Called by ``server.set_account()``: the built-in *accounts* plugin calls it
+    after ``/identify`` or ``/register`` succeeds, and with ``new=None`` after
+    ``/drop``.  An account is a registered nick's name; it stays with the
+    connection when the client changes nick.  Moderation uses it (bans by
+    account, room operators); so may any plugin that trusts who someone is.
+    """
+
+
+@hookspec
 def chatd_nick_change(client: Client, old: str, new: str, event: NickChange) -> None:
     """``client`` was renamed from ``old`` to ``new`` (``client.nick == new``).
 
@@ -287,6 +299,19 @@ def chatd_message(client: Client, text: str, event: Event) -> None:
 # ---------------------------------------------------------------------------
 
 
+@hookspec(firstresult=True)
+def chatd_check_join(client: Client, name: str, room: Room | None) -> str | None:
+    """*firstresult.*  May ``client`` join the room ``name``?  Return a reason to refuse.
+
+    Called by ``server.join()`` before a client enters a room it is not in
+    (``room`` is None when the room does not exist yet and would be created).
+    Return ``None`` to allow it; a string refuses the join and ``server.join()``
+    raises :class:`chatd.RoomError` with it (``/join`` shows ``! <reason>``).
+    The built-in *moderation* plugin refuses banned clients and uninvited ones
+    in invite-only rooms here.
+    """
+
+
 @hookspec
 def chatd_room_join(client: Client, room: Room, event: Join) -> None:
     """``client`` joined ``room`` (it is already among ``room.members``).
@@ -308,7 +333,7 @@ def chatd_room_part(client: Client, room: Room, reason: str, event: Part) -> Non
 
 
 @hookspec
-def chatd_room_created(room: Room, event: RoomCreated) -> None:
+def chatd_room_created(server: Server, room: Room, event: RoomCreated) -> None:
     """The room ``room`` was just created (its first member is about to join).
 
     Set up per-room state in ``room.stash`` here (a history buffer, a saved
@@ -317,7 +342,7 @@ def chatd_room_created(room: Room, event: RoomCreated) -> None:
 
 
 @hookspec
-def chatd_room_removed(room: Room, event: RoomRemoved) -> None:
+def chatd_room_removed(server: Server, room: Room, event: RoomRemoved) -> None:
     """The room ``room`` was removed: its last member left (the default room stays).
 
     Drop what you kept for it; ``room.stash`` goes with the room.  A later join

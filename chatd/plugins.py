@@ -91,6 +91,8 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "ignore": "chatd.builtin.ignore",
     "settings": "chatd.builtin.settings",
     "history": "chatd.builtin.history",
+    "accounts": "chatd.builtin.accounts",
+    "moderation": "chatd.builtin.moderation",
 }
 
 ENTRY_POINT_GROUP = "chatd"

@@ -60,6 +60,12 @@ class Stash:
             self[key] = default
             return default
 
+    def pop(self, key: StashKey[T], default: D | None = None) -> T | D | None:
+        """Remove ``key`` and return its value, or ``default`` (None) if there is none."""
+        if self._data is _EMPTY:
+            return default
+        return cast("T | D | None", self._data.pop(key, default))
+
     def __delitem__(self, key: StashKey[T]) -> None:
         del self._data[key]
 

@@ -165,28 +165,28 @@ def test_operator_commands_are_refused_to_others(chatd_server):
     alice = named(server, "alice")
     bob = named(server, "bob")
     sync(alice)
-    for command in ("/reload", "/kick bob", "/plugins"):
+    for command in ("/reload", "/kill bob", "/plugins"):
         alice.send(command)
         alice.expect_line(DENIED)
     bob.expect_nothing(0.2)
     assert "reloaded" not in server.log()
 
 
-def test_kick(chatd_server):
+def test_kill(chatd_server):
     server = chatd_server(plugins=OPER)
     op = operator(server)
     alice = named(server, "alice")
     bob = named(server, "bob")
     sync(op, alice)
-    op.send("/kick bob spamming")
-    assert bob.expect_eof() == ["*** you were kicked by op: spamming"]
-    op.expect_line("*** kicked bob")
-    op.expect_line("*** bob quit (kicked by op: spamming)")
-    alice.expect_line("*** bob quit (kicked by op: spamming)")
-    op.send("/kick bob again")
+    op.send("/kill bob spamming")
+    assert bob.expect_eof() == ["*** you were disconnected by op: spamming"]
+    op.expect_line("*** disconnected bob")
+    op.expect_line("*** bob quit (killed by op: spamming)")
+    alice.expect_line("*** bob quit (killed by op: spamming)")
+    op.send("/kill bob again")
     op.expect_line("! no such nick: bob")
-    op.send("/kick")
-    op.expect_line("! usage: /kick NICK [reason]")
+    op.send("/kill")
+    op.expect_line("! usage: /kill NICK [reason]")
 
 
 def test_plugins_lists_every_plugin_and_its_commands(chatd_server):
@@ -202,7 +202,7 @@ def test_plugins_lists_every_plugin_and_its_commands(chatd_server):
         "rooms": "/join /switch /part /rooms /who /names /topic",
         "commands": "/help /nick /msg /me /quit",
         "log": "-",
-        "oper": "/oper /reload /kick /plugins /stats",
+        "oper": "/oper /reload /kill /plugins /stats",
         "dice": "/roll",
     }
     for name, commands in expected.items():

@@ -307,7 +307,7 @@ def test_N2_vanished_peers_are_reaped_by_keepalive(tmp_path: Path) -> None:
 # -- N3: stale events and fd reuse ------------------------------------------------------------
 
 
-def test_N3_kick_racing_a_reset_and_a_new_connection(
+def test_N3_kill_racing_a_reset_and_a_new_connection(
     start: Callable[..., ServerProcess],
 ) -> None:
     """N3: "a /kick closes B; B's RST event and a new connection C are in the same poll()
@@ -328,14 +328,14 @@ def test_N3_kick_racing_a_reset_and_a_new_connection(
         b.expect(rf"^\*\*\* \S+ is now known as b{i}$")
         b_port = b.sock.getsockname()[1]
         # The three events, as close together as user space can make them.
-        op.sock.sendall(f"/kick b{i} race {i}\n".encode())
+        op.sock.sendall(f"/kill b{i} race {i}\n".encode())
         b.sock.sendall(b"last words\n")
         reset(b.sock)
         c = server.client()
         survivors.append(c)
         pairs.append((b_port, c.sock.getsockname()[1]))
         watcher.expect(
-            rf"^\*\*\* b{i} quit \((kicked by \S+: race {i}|connection reset by peer)\)$"
+            rf"^\*\*\* b{i} quit \((killed by \S+: race {i}|connection reset by peer)\)$"
         )
         watcher.send(f"round {i}")
         c.expect(rf"^<{watcher.nick}> round {i}$")

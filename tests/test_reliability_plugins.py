@@ -579,11 +579,11 @@ def test_P4c_a_forked_child_does_not_keep_a_kicked_client_open(
     child = int(alice.expect(r"^\*\*\* spawned (\d+)$").group(1))
     try:
         assert _process_state(child) not in (None, "Z")
-        op.send("/kick bob enough")
+        op.send("/kill bob enough")
         # Bounded wait, far below the child's 4 s: the EOF must not wait for the child.
-        assert bob.expect_eof(timeout=2.5) == ["*** you were kicked by op: enough"]
+        assert bob.expect_eof(timeout=2.5) == ["*** you were disconnected by op: enough"]
         assert _process_state(child) not in (None, "Z"), "the child is gone already"
-        alice.expect_line("*** bob quit (kicked by op: enough)")
+        alice.expect_line("*** bob quit (killed by op: enough)")
         alice.send("/spawn 0.2")
         short = int(alice.expect(r"^\*\*\* spawned (\d+)$").group(1))
         assert wait_until(lambda: _process_state(short) in (None, "Z"), 5.0)

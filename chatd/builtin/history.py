@@ -52,6 +52,8 @@ from chatd import (
 )
 from chatd.events import Action, Join, Message, Part, Quit, Topic
 
+from .sections import checked_value, section_settings
+
 #: The schema, one step per version; shipped steps never change, new ones are appended.
 SCHEMA = [
     """
@@ -164,17 +166,9 @@ class HistoryState:
 
 def _settings(server: Server) -> dict[str, Any]:
     """``plugins.history``, checked: a wrong value stops the server with its key."""
-    section = server.plugin_config("history")
-    settings = dict(DEFAULTS)
-    for key, value in section.items():
-        if key == "rooms":
-            continue
-        if key not in DEFAULTS:
-            raise server.config.error(f"plugins.history.{key}",
-                                      f"unknown key; known: {', '.join(sorted(DEFAULTS))}, rooms")
-        settings[key] = _checked(server, f"plugins.history.{key}", DEFAULTS[key], value)
+    settings = section_settings(server, "history", DEFAULTS, nested=("rooms",))
     rooms: dict[str, dict[str, Any]] = {}
-    for name, overrides in (section.get("rooms") or {}).items():
+    for name, overrides in (settings.get("rooms") or {}).items():
         where = f"plugins.history.rooms.{name}"
         if not isinstance(name, str) or not name.startswith("#"):
             raise server.config.error(where, "expected a room name starting with #")
@@ -184,24 +178,10 @@ def _settings(server: Server) -> dict[str, Any]:
         for key, value in overrides.items():
             if key not in ("store", "replay_lines"):
                 raise server.config.error(f"{where}.{key}", "a room may set store, replay_lines")
-            checked[key] = _checked(server, f"{where}.{key}", DEFAULTS[key], value)
+            checked[key] = checked_value(server, f"{where}.{key}", DEFAULTS[key], value)
         rooms[name.lower()] = checked
     settings["rooms"] = rooms
     return settings
-
-
-def _checked(server: Server, key: str, default: Any, value: Any) -> Any:
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise server.config.error(key, f"expected true or false, got {value!r}")
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise server.config.error(key, f"expected a number, got {value!r}")
-    if isinstance(default, int) and not isinstance(value, int):
-        raise server.config.error(key, f"expected a whole number, got {value!r}")
-    if value < 0 or (value == 0 and key.endswith(("_days", "_seconds", "max_lines"))):
-        raise server.config.error(key, f"expected a number above 0, got {value!r}")
-    return value
 
 
 # -- startup and shutdown -----------------------------------------------------------------

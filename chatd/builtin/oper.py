@@ -5,8 +5,10 @@ An operator is a client that sent ``/oper PASSWORD`` with the password from
 file).  Without a password configured nobody can become an operator.
 
 Operators get ``/reload`` (re-read config.yaml and the plugins, like SIGHUP),
-``/kick NICK [reason]``, ``/plugins`` and ``/stats``, and every ``chatd_operator_notice``
-(a plugin disabled by the circuit breaker, a failed reload) as a notice.
+``/kill NICK [reason]`` (disconnect someone; ``/kick`` puts someone out of one
+room, see *moderation*), ``/plugins`` and ``/stats``, every
+``chatd_operator_notice`` (a plugin disabled by the circuit breaker, a failed
+reload) as a notice, and the powers of a room operator in every room.
 
 Hardening: the comparison is constant-time (``hmac.compare_digest``); a
 connection that fails 3 times is closed (``! too many failed /oper attempts``);
@@ -21,15 +23,15 @@ from __future__ import annotations
 
 import hmac
 import logging
-import time
-from collections import deque
 
 from chatd import Client, Command, CommandError, Server, StashKey, UsageError, hookimpl
+
+from .attempts import RecentFailures
 
 log = logging.getLogger("chatd.oper")
 
 IS_OPERATOR = StashKey[bool]()
-FAILED_ATTEMPTS = StashKey["dict[str, deque[float]]"]()
+FAILED_ATTEMPTS = StashKey[RecentFailures]()
 CONNECTION_FAILURES = StashKey[int]()
 
 #: Failed attempts before the connection is closed.
@@ -61,7 +63,7 @@ def chatd_startup(server: Server) -> None:
         raise server.config.error(
             "plugins.oper.password", "must be a string of at least 8 characters, or null"
         )
-    server.stash[FAILED_ATTEMPTS] = {}
+    server.stash[FAILED_ATTEMPTS] = RecentFailures(_FAILURE_WINDOW)
 
 
 def cmd_oper(client: Client, args: str) -> None:
@@ -71,28 +73,22 @@ def cmd_oper(client: Client, args: str) -> None:
         raise CommandError("no operator password is configured on this server")
     if not args:
         raise UsageError()
-    failures = server.stash.setdefault(FAILED_ATTEMPTS, {})
-    now = time.monotonic()
-    recent = failures.setdefault(client.address, deque())
-    while recent and now - recent[0] > _FAILURE_WINDOW:
-        recent.popleft()
-    if not recent:
-        del failures[client.address]
-    if len(recent) >= _ADDRESS_CEILING:
+    failures = server.stash.setdefault(FAILED_ATTEMPTS, RecentFailures(_FAILURE_WINDOW))
+    recent = failures.count(client.address)
+    if recent >= _ADDRESS_CEILING:
         log.warning("/oper refused for %s (%s:%d): %d failures from that address within %g s",
-                    client.nick, *client.peer, len(recent), _FAILURE_WINDOW)
+                    client.nick, *client.peer, recent, _FAILURE_WINDOW)
         raise CommandError("too many failed attempts from your address; try again later")
     if hmac.compare_digest(args.encode("utf-8"), password.encode("utf-8")):
         client.stash[IS_OPERATOR] = True
         log.info("%s (%s:%d) is now an operator", client.nick, *client.peer)
         client.notice("you are now an operator")
         return
-    recent.append(now)
-    failures[client.address] = recent
+    recent = failures.add(client.address)
     mine = client.stash.get(CONNECTION_FAILURES, 0) + 1
     client.stash[CONNECTION_FAILURES] = mine
     log.warning("failed /oper by %s (%s:%d): %d on this connection, %d from its address "
-                "within %g s", client.nick, *client.peer, mine, len(recent), _FAILURE_WINDOW)
+                "within %g s", client.nick, *client.peer, mine, recent, _FAILURE_WINDOW)
     if mine >= _MAX_FAILURES:
         client.error("too many failed /oper attempts; disconnecting")
         client.close("too many failed /oper attempts")
@@ -108,7 +104,7 @@ def cmd_reload(client: Client, args: str) -> None:
         raise CommandError("reload failed; the running config and plugins stay (see the log)")
 
 
-def cmd_kick(client: Client, args: str) -> None:
+def cmd_kill(client: Client, args: str) -> None:
     require_operator(client)
     nick, _, reason = args.partition(" ")
     if not nick:
@@ -118,9 +114,11 @@ def cmd_kick(client: Client, args: str) -> None:
         raise CommandError(f"no such nick: {nick}")
     why = reason.strip() or "no reason given"
     target.close(
-        f"kicked by {client.nick}: {why}", goodbye=f"you were kicked by {client.nick}: {why}"
+        f"killed by {client.nick}: {why}",
+        goodbye=f"you were disconnected by {client.nick}: {why}",
     )
-    client.notice(f"kicked {target.nick}")
+    log.info("%s (%s:%d) disconnected %s: %s", client.nick, *client.peer, target.nick, why)
+    client.notice(f"disconnected {target.nick}")
 
 
 def cmd_stats(client: Client, args: str) -> None:
@@ -181,7 +179,8 @@ def chatd_commands() -> list[Command]:
             "Like SIGHUP: connections, nicks and rooms stay; if the new config or a plugin\n"
             "fails to load, the running ones stay in force.",
         ),
-        Command("kick", cmd_kick, "/kick NICK [reason]", "(operators) disconnect a user"),
+        Command("kill", cmd_kill, "/kill NICK [reason]", "(operators) disconnect a user",
+                "/kick puts someone out of one room; /kill closes their connection."),
         Command("plugins", cmd_plugins, "/plugins", "(operators) list the loaded plugins"),
         Command("stats", cmd_stats, "/stats", "(operators) counters: clients, traffic, limits"),
     ]

@@ -3,7 +3,7 @@
 * ``/list [page]`` lists the rooms with their member counts and topics, 20 a
   page, so the reply stays small however many rooms there are.
 * ``/whois NICK`` says which rooms a user is in, how long it has been
-  connected and idle, and its away message.
+  connected and idle, the registered nick it identified as, and its away message.
 * ``/away [message]`` marks you away (no message: back).  Someone who sends you
   a private message while you are away is told so, once per message; ``/who``
   shows away users with ``(away)``.
@@ -64,6 +64,8 @@ def cmd_whois(client: Client, args: str) -> None:
         f"{target.nick}: in {rooms}; connected {_ago(time.time() - target.connected_at)} "
         f"ago (since {since}); idle {_ago(target.idle_seconds)}"
     )
+    if target.account is not None:  # an unidentified nick says nothing (the usual case)
+        client.notice(f"{target.nick} is identified as {target.account}")
     if target.away is not None:
         client.notice(f"{target.nick} is away: {target.away}")
 

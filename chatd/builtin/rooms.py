@@ -25,6 +25,7 @@ from chatd import (
     Command,
     CommandError,
     Room,
+    RoomError,
     Server,
     UsageError,
     fill,
@@ -53,7 +54,10 @@ def chatd_client_connect(client: Client) -> None:
     server = client.server
     # The welcome comes first, so anything said on joining (a greeter) follows it.
     client.notice(fill(_welcome_template(server), nick=client.nick, room=server.default_room))
-    server.join(client, server.default_room)
+    try:
+        server.join(client, server.default_room)
+    except RoomError as exc:  # banned from it (the moderation plugin), say
+        client.error(f"{exc}; /join another room")
 
 
 @hookimpl(trylast=True)

@@ -52,6 +52,7 @@ class Client:
         "_gate",
         "_quit_event",
         "_stash",
+        "account",
         "away",
         "id",
         "link",
@@ -82,6 +83,9 @@ class Client:
         self._arrival: Arrival | None = None  # while not announced (the domain sets it)
         #: The away message (``/away``), or None when the client is here.
         self.away: str | None = None
+        #: The registered nick this client proved it owns (``/identify``), or None.
+        #: Set through ``server.set_account()``; kept across nick changes.
+        self.account: str | None = None
         #: How this client wants to see things, if not like everyone (ignores,
         #: timestamps); None shares every payload.  Read by delivery; use the
         #: ``ignore``/``unignore`` methods and ``timestamps`` to change it.

@@ -481,14 +481,15 @@ class ChatDomain:
 
     def _room_created(self, room: Room) -> None:
         event = self.new_event(RoomCreated, self.server_source(), room.name)
-        self.hooks.call("chatd_room_created", room=room, event=event)
+        self.hooks.call("chatd_room_created", server=self.facade, room=room, event=event)
 
     def _discard_if_empty(self, room: Room) -> None:
         if room.members or room_key(room.name) == room_key(self.config.server.default_room):
             return
         if self.rooms.discard(room):
             event = self.new_event(RoomRemoved, self.server_source(), room.name)
-            self.hooks.call("chatd_room_removed", room=room, event=event)
+            self.hooks.call("chatd_room_removed", server=self.facade, room=room,
+                                event=event)
 
     def _add_member(self, client: Client, room: Room) -> None:
         client.rooms = (*client.rooms, room) if client.rooms else room._alone
@@ -523,6 +524,11 @@ class ChatDomain:
                     f"this server has {len(self.rooms)} rooms, as many as it may; "
                     "join one that exists (/list)"
                 )
+        if existing is None or existing not in client.rooms:
+            refusal = self.hooks.call_first("chatd_check_join", notify=client, client=client,
+                                            name=name, room=existing)
+            if refusal:
+                raise RoomError(str(refusal))
         room = self.rooms.get_or_create(name)
         client.room = room
         if room in client.rooms:
@@ -576,13 +582,23 @@ class ChatDomain:
         problem = nick_problem(new, self.config.limits.max_nick_bytes)
         if problem:
             raise NickError(problem)
-        old = client.nick
-        if old == new:
+        if client.nick == new:
             return
         refusal = self.hooks.call_first("chatd_check_nick", notify=client, client=client,
                                         nick=new)
         if refusal:
             raise NickError(str(refusal))
+        self._rename(client, new)
+
+    def rename_to_guest(self, client: Client) -> str:
+        """Give ``client`` a fresh ``guest-N`` nick (a registered nick it did not
+        identify for, a nick an owner takes back); returns it."""
+        new = self._new_guest_nick()
+        self._rename(client, new)
+        return new
+
+    def _rename(self, client: Client, new: str) -> None:
+        old = client.nick
         # Release first (the old and new nick may share a key: a change of case),
         # and take the old one back if the new one is held by someone else.
         self.backend.release_nick(client, old)
@@ -598,6 +614,15 @@ class ChatDomain:
         self.backend.to_client(event, client)
         self.hooks.call("chatd_nick_change", notify=client, client=client, old=old, new=new,
                         event=event)
+
+    def set_account(self, client: Client, account: str | None) -> None:
+        """``client`` is identified as ``account`` now (None: not identified)."""
+        old = client.account
+        if old == account:
+            return
+        client.account = account
+        self.hooks.call("chatd_account_change", notify=client, client=client, old=old,
+                        new=account)
 
     # -- the server talking -------------------------------------------------------------------
 

@@ -127,6 +127,21 @@ class Server:
         """Give ``client`` the nick ``new``; raises :class:`chatd.NickError` with the reason."""
         self._domain.rename(client, new)
 
+    def rename_to_guest(self, client: Client) -> str:
+        """Give ``client`` a fresh ``guest-N`` nick and return it (no hook can refuse).
+
+        For plugins that own nicks: a registered nick nobody identified for in
+        time, or one its owner takes back.
+        """
+        return self._domain.rename_to_guest(client)
+
+    def set_account(self, client: Client, account: str | None) -> None:
+        """Record that ``client`` proved it owns the registered nick ``account``
+        (None: it no longer does); ``chatd_account_change`` is called.  For the
+        plugin that checks passwords (the built-in *accounts*); others read
+        ``client.account``."""
+        self._domain.set_account(client, account)
+
     def message(self, client: Client, text: str, room: Room | None = None) -> Event | None:
         """Send ``text`` as a chat line from ``client`` (to ``room``, or where it routes).
 
