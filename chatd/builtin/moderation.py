@@ -468,8 +468,8 @@ def cmd_kick(client: Client, args: str) -> None:
     if target is not client and _is_room_operator(target, rules) and not is_operator(client):
         raise CommandError(f"{target.nick} is an operator of {room.name}; /deop them first")
     why = _reason(words[1:]) or "no reason given"
-    log.info("%s: %s kicked %s (%s): %s", room.name, client.nick, target.nick, client.address,
-             why)
+    log.info("%s kicked %s from %s: %s (by %s from %s)", client.nick, target.nick, name, why,
+             client.nick, client.address)
     target.notice(f"you were kicked from {room.name} by {client.nick}: {why}")
     _kick(server, room, target, f"kicked by {client.nick}: {why}")
 

@@ -1,0 +1,421 @@
+"""Registered rooms and moderation: real chatd processes on real SQLite files.
+
+Founders and the operators they name, kicks, bans (by nick, account or
+address mask, with expiry), mutes, invite-only rooms and locked topics; what a
+registered room keeps across a restart and while empty; that every action is
+announced to the room and logged.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from chatd.testing import write_config
+
+PASSWORD = "correct-horse"
+OPER_PASSWORD = "oper-secret-1"
+PLUGINS = {"accounts": {"registrations_per_hour": 100},
+           "oper": {"password": OPER_PASSWORD}}
+
+
+def _config(path: Path) -> Path:
+    return write_config(path, storage={"path": "data/chatd.sqlite3"}, plugins=PLUGINS)
+
+
+def _named(server, nick: str):
+    client = server.client()
+    client.send(f"/nick {nick}")
+    client.expect(rf"is now known as {nick}$")
+    return client
+
+
+def _registered(server, nick: str):
+    """A client with ``nick``, registered and identified."""
+    client = _named(server, nick)
+    client.send(f"/register {PASSWORD}")
+    client.expect(rf"^\*\*\* {nick} is registered to you")
+    return client
+
+
+def _identified(server, nick: str):
+    client = _named(server, nick)
+    client.send(f"/identify {PASSWORD}")
+    _see(client, f"*** you are identified as {nick}")
+    return client
+
+
+def _in(client, room: str) -> None:
+    client.send(f"/join {room}")
+    client.expect(rf"^\*\*\* (you are the first in|also in) {room}")
+
+
+def _founded(server, nick: str, room: str):
+    founder = _registered(server, nick)
+    _in(founder, room)
+    founder.send(f"/register {room}")
+    _see(founder, f"*** {room} is registered; its founder is {nick}")
+    return founder
+
+
+def _see(client, line: str) -> None:
+    """``line`` arrives (others' joins and renames in the lobby may come before it)."""
+    client.expect("^" + re.escape(line) + "$")
+
+
+def _sync(*clients) -> None:
+    """A round trip on each client: everything sent before it was handled."""
+    for client in clients:
+        client.send("/rooms")
+        client.expect(r"^\*\*\* \d+ room\(s\):")
+
+
+def test_registering_a_room_needs_an_identified_member(chatd_server):
+    server = chatd_server(plugins=PLUGINS)
+    bob = _named(server, "bob")
+    _in(bob, "#dev")
+    bob.send("/register #dev")
+    _see(bob, "! identify first: a room is registered to your account")
+    alice = _registered(server, "alice")
+    alice.send("/register #dev")
+    _see(alice, "! join #dev first: you register a room you are in")
+    alice.send("/register #lobby")
+    _see(alice, "! #lobby is the server's default room: its operators are the server "
+                      "operators")
+    _in(alice, "#dev")
+    alice.send("/register #dev")
+    _see(alice, "*** #dev is registered; its founder is alice")
+    _see(bob, "*** #dev is registered; its founder is alice")
+    alice.send("/register #dev")
+    _see(alice, "! #dev is already registered")
+    bob.send("/roomset #dev")
+    _see(bob, "*** #dev: founder alice; operators: none")
+    _see(bob, "*** #dev: topic-lock off, invite-only off")
+
+
+def test_members_who_are_not_operators_cannot_moderate(chatd_server):
+    server = chatd_server(plugins=PLUGINS)
+    alice = _founded(server, "alice", "#dev")
+    bob = _named(server, "bob")
+    _in(bob, "#dev")
+    for command in ("/kick alice", "/ban alice", "/mute alice", "/invite carol",
+                    "/roomset topic-lock on", "/unban x!*@*"):
+        bob.send(command)
+        _see(bob, "! permission denied: you are not an operator of #dev")
+    bob.send("/op bob")
+    _see(bob, "! permission denied: you are not an operator of #dev")
+    _sync(alice)
+    alice.expect_nothing(0.2)
+
+
+def test_kick_puts_a_member_out_and_they_may_come_back(chatd_server):
+    server = chatd_server(plugins=PLUGINS)
+    alice = _founded(server, "alice", "#dev")
+    bob = _named(server, "bob")
+    _in(bob, "#dev")
+    alice.expect(r"bob joined #dev")
+    alice.send("/kick bob flooding")
+    _see(bob, "*** you were kicked from #dev by alice: flooding")
+    _see(alice, "*** bob left #dev (kicked by alice: flooding)")
+    bob.send("/who #dev")
+    _see(bob, "*** #dev has 1 member(s): alice")
+    _in(bob, "#dev")
+    server.wait_for_log(r"chatd\.moderation: alice kicked bob from #dev: flooding")
+
+
+def test_a_ban_with_a_time_keeps_out_until_it_expires(chatd_server):
+    server = chatd_server(plugins=PLUGINS)
+    alice = _founded(server, "alice", "#dev")
+    bob = _named(server, "bob")
+    _in(bob, "#dev")
+    alice.send("/ban bob!*@* 2s spamming")
+    _see(alice, "*** alice banned bob!*@* in #dev for 2 s: spamming")
+    _see(bob, "*** alice banned bob!*@* in #dev for 2 s: spamming")
+    _see(bob, "*** you are banned from #dev: spamming")
+    _see(alice, "*** bob left #dev (banned by alice: spamming)")
+    banned_at = time.monotonic()
+    bob.send("/join #dev")
+    bob.expect(r"^! you are banned from #dev \(until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\): "
+               r"spamming$")
+    alice.send("/bans")
+    alice.expect(r"^\*\*\* ban bob!\*@\* by alice, until .* UTC: spamming$")
+    time.sleep(max(0.0, 2.2 - (time.monotonic() - banned_at)))
+    _in(bob, "#dev")
+    alice.send("/bans")
+    _see(alice, "*** no bans or mutes in #dev")
+
+
+def test_ban_by_account_follows_the_account_across_nicks(chatd_server):
+    server = chatd_server(plugins=PLUGINS)
+    alice = _founded(server, "alice", "#dev")
+    mallory = _registered(server, "mallory")
+    mallory.send("/nick notmallory")
+    mallory.expect("is now known as notmallory")
+    _in(mallory, "#dev")
+    alice.send("/ban notmallory")  # identified: the ban is on the account
+    _see(alice, "*** alice banned *!mallory@* in #dev")
+    _see(mallory, "*** you are banned from #dev")
+    mallory.send("/nick someoneelse")
+    mallory.send("/join #dev")
+    _see(mallory, "! you are banned from #dev (until lifted)")
+    # An unidentified client of the same address is not banned by an account ban.
+    carol = _named(server, "carol")
+    _in(carol, "#dev")
+
+
+def test_identifying_while_in_a_room_applies_an_account_ban(chatd_server):
+    server = chatd_server(plugins=PLUGINS)
+    alice = _founded(server, "alice", "#dev")
+    first = _registered(server, "mallory")
+    first.close()
+    alice.send("/ban *!mallory@*")
+    _see(alice, "*** alice banned *!mallory@* in #dev")
+    sneaky = _named(server, "sneaky")
+    _in(sneaky, "#dev")
+    sneaky.send(f"/identify mallory {PASSWORD}")
+    _see(sneaky, "*** you are banned from #dev (until lifted)")
+    _see(alice, "*** sneaky left #dev (banned)")  # identified first, renamed after
+
+
+def test_mute_lets_a_member_read_but_not_speak(chatd_server):
+    server = chatd_server(plugins=PLUGINS)
+    alice = _founded(server, "alice", "#dev")
+    bob = _named(server, "bob")
+    _in(bob, "#dev")
+    alice.send("/mute bob!*@*")
+    _see(alice, "*** alice muted bob!*@* in #dev")
+    _see(bob, "*** alice muted bob!*@* in #dev")
+    bob.send("can anyone hear me")
+    _see(bob, "! you are muted in #dev; your line was not sent")
+    bob.send("/me waves")
+    _see(bob, "! you are muted in #dev; your line was not sent")
+    alice.send("still here")
+    _see(bob, "<alice> still here")
+    alice.send("/unmute bob!*@*")
+    _see(alice, "*** alice unmuted bob!*@* in #dev")
+    _see(bob, "*** alice unmuted bob!*@* in #dev")
+    bob.send("thanks")
+    _see(alice, "<bob> thanks")
+
+
+def test_a_mute_expires_on_time(chatd_server):
+    server = chatd_server(plugins=PLUGINS)
+    alice = _founded(server, "alice", "#dev")
+    bob = _named(server, "bob")
+    _in(bob, "#dev")
+    alice.send("/mute bob!*@* 1s")
+    _see(bob, "*** alice muted bob!*@* in #dev for 1 s")
+    bob.send("quiet?")
+    _see(bob, "! you are muted in #dev; your line was not sent")
+    time.sleep(1.2)
+    bob.send("free again")
+    _see(alice, "<bob> free again")
+
+
+def test_invite_only_lets_in_operators_and_the_invited_once(chatd_server):
+    server = chatd_server(plugins=PLUGINS)
+    alice = _founded(server, "alice", "#dev")
+    alice.send("/roomset topic-lock")
+    alice.expect(r"^! settings: topic-lock, invite-only; values: on, off; usage: ")
+    alice.send("/roomset invite-only on")
+    _see(alice, "*** alice set invite-only on in #dev")
+    bob = _named(server, "bob")
+    bob.send("/join #dev")
+    bob.expect(r"^! #dev is invite-only: ask one of its operators to /invite you")
+    alice.send("/invite bob")
+    _see(bob, "*** alice invites you to #dev: /join #dev")
+    _see(alice, "*** alice invited bob to #dev")
+    _in(bob, "#dev")
+    bob.send("/part #dev")
+    bob.expect(r"you are now talking in #lobby")
+    bob.send("/join #dev")  # the invite was for one join
+    bob.expect(r"^! #dev is invite-only")
+
+
+def test_a_locked_topic_is_set_by_operators_only(chatd_server):
+    server = chatd_server(plugins=PLUGINS)
+    alice = _founded(server, "alice", "#dev")
+    bob = _named(server, "bob")
+    _in(bob, "#dev")
+    bob.send("/topic anyone may")
+    _see(alice, "*** bob set the topic of #dev to: anyone may")
+    alice.send("/roomset topic-lock on")
+    _see(bob, "*** alice set topic-lock on in #dev")
+    bob.send("/topic mine now")
+    _see(bob, "! the topic of #dev is locked: its operators set it")
+    alice.send("/topic release on friday")
+    _see(bob, "*** alice set the topic of #dev to: release on friday")
+
+
+def test_the_founder_names_operators_who_can_moderate(chatd_server):
+    server = chatd_server(plugins=PLUGINS)
+    alice = _founded(server, "alice", "#dev")
+    bob = _registered(server, "bob")
+    _in(bob, "#dev")
+    carol = _named(server, "carol")
+    _in(carol, "#dev")
+    alice.send("/op carol")
+    _see(alice, "! carol is not identified: room operators are registered nicks")
+    alice.send("/op bob")
+    _see(alice, "*** alice made bob an operator of #dev")
+    _see(bob, "*** alice made bob an operator of #dev")
+    bob.send("/op carol")  # operators do not name operators
+    _see(bob, "! permission denied: only the founder of #dev names its operators")
+    bob.send("/kick carol enough")
+    _see(carol, "*** you were kicked from #dev by bob: enough")
+    bob.send("/kick alice")
+    _see(bob, "! alice is an operator of #dev; /deop them first")
+    alice.send("/deop bob")
+    _see(alice, "*** alice removed bob as an operator of #dev")
+    bob.send("/kick alice")
+    _see(bob, "! permission denied: you are not an operator of #dev")
+
+
+def test_a_registered_room_keeps_its_state_across_a_restart_and_while_empty(
+        chatd_server, tmp_path):
+    config = _config(tmp_path / "config.yaml")
+    first = chatd_server(config)
+    alice = _founded(first, "alice", "#dev")
+    bob = _registered(first, "bob")
+    alice.send("/op bob")
+    _see(alice, "*** alice made bob an operator of #dev")
+    alice.send("/topic the plan")
+    alice.expect(r"set the topic of #dev to: the plan")
+    alice.send("/roomset topic-lock on")
+    alice.expect(r"set topic-lock on")
+    alice.send("/ban mallory")
+    _see(alice, "*** alice banned mallory!*@* in #dev")
+    alice.send("/mute *!*@203.0.113.* 1w")
+    _see(alice, "*** alice muted *!*@203.0.113.* in #dev for 1 w")
+    alice.send("/part #dev")
+    alice.expect(r"you are now talking in #lobby")
+    # Empty now: the room is gone from /rooms, its rules are not.
+    alice.send("/topic #dev")
+    _see(alice, "! no such room: #dev")
+    alice.close()
+    bob.close()
+    assert first.stop() == 0
+
+    second = chatd_server(config)
+    mallory = _named(second, "mallory")
+    mallory.send("/join #dev")
+    _see(mallory, "! you are banned from #dev (until lifted)")
+    carol = _named(second, "carol")
+    carol.send("/join #dev")
+    _see(carol, "*** carol joined #dev")
+    _see(carol, "*** topic of #dev: the plan")
+    carol.send("/topic not the plan")
+    _see(carol, "! the topic of #dev is locked: its operators set it")
+    carol.send("/roomset")
+    _see(carol, "*** #dev: founder alice; operators: bob")
+    carol.send("/bans")
+    _see(carol, "*** ban mallory!*@* by alice, until lifted")
+    carol.expect(r"^\*\*\* mute \*!\*@203\.0\.113\.\* by alice, until \d{4}-")
+    bob = _identified(second, "bob")
+    _in(bob, "#dev")
+    bob.send("/kick carol")
+    _see(carol, "*** you were kicked from #dev by bob: no reason given")
+
+
+def test_dropping_a_room_lets_go_of_its_rules(chatd_server, tmp_path):
+    config = _config(tmp_path / "config.yaml")
+    server = chatd_server(config)
+    alice = _founded(server, "alice", "#dev")
+    bob = _named(server, "bob")
+    _in(bob, "#dev")
+    bob.send("/drop #dev")
+    _see(bob, "! permission denied: only the founder of #dev can drop it")
+    alice.send("/drop #dev")
+    _see(alice, "*** #dev is no longer registered")
+    _see(bob, "*** #dev is no longer registered")
+    alice.send("/roomset #dev")
+    _see(alice, "*** #dev is not registered")
+    server.stop()
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "data" / "chatd.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM rooms").fetchone() == (0,)
+
+
+def test_server_operators_moderate_every_room_and_unregistered_bans_end_with_the_room(
+        chatd_server):
+    server = chatd_server(plugins=PLUGINS)
+    op = _named(server, "op")
+    op.send(f"/oper {OPER_PASSWORD}")
+    _see(op, "*** you are now an operator")
+    bob = _named(server, "bob")
+    _in(bob, "#random")
+    _in(op, "#random")
+    op.send("/ban #random bob!*@* being rude")
+    _see(bob, "*** you are banned from #random: being rude")
+    bob.send("/join #random")
+    bob.expect(r"^! you are banned from #random")
+    op.send("/part #random")  # the room empties and goes, and its ban with it
+    op.expect(r"you are now talking in")
+    _in(bob, "#random")
+
+
+def test_every_moderation_action_is_logged(chatd_server):
+    server = chatd_server(plugins=PLUGINS)
+    alice = _founded(server, "alice", "#dev")
+    bob = _named(server, "bob")
+    _in(bob, "#dev")
+    for command, reply in (
+        ("/mute bob!*@*", "muted"), ("/unmute bob!*@*", "unmuted"),
+        ("/roomset invite-only on", "set invite-only"), ("/ban bob!*@* 1h", "banned"),
+        ("/unban bob!*@*", "unbanned"),
+    ):
+        alice.send(command)
+        alice.expect(rf"^\*\*\* alice {reply} ")
+    log = server.wait_for_log(r"alice unbanned bob!\*@\* in #dev").string
+    for text in ("#dev is registered; its founder is alice", "alice muted bob!*@* in #dev",
+                 "alice unmuted bob!*@* in #dev", "alice set invite-only on in #dev",
+                 "alice banned bob!*@* in #dev for 1 h"):
+        assert f"chatd.moderation: {text}" in log, text
+
+
+def test_a_bad_mask_or_time_is_a_clear_error(chatd_server):
+    server = chatd_server(plugins=PLUGINS)
+    alice = _founded(server, "alice", "#dev")
+    alice.send("/ban a!b!c@d")
+    _see(alice, "! not a mask: a!b!c@d (nick!account@address, with * and ?)")
+    alice.send("/ban 9lives")
+    _see(alice, "! not a nick or a mask: 9lives")
+    alice.send("/unban nobody")
+    _see(alice, "! no such ban in #dev: nobody!*@* (/bans lists its bans)")
+    alice.send("/ban")
+    alice.expect(r"^! usage: /ban \[#room\] WHO \[TIME\] \[reason\]$")
+    alice.send("/ban #nowhere bob")
+    _see(alice, "! no such room: #nowhere")
+
+
+# -- the parts, in-process ---------------------------------------------------------------
+
+
+def test_masks_match_literally_but_for_star_and_question_mark():
+    from chatd.builtin.moderation import Entry
+
+    def matches(mask: str, who: str) -> bool:
+        return Entry(mask, "op", "", 0.0, None).pattern.match(who) is not None
+
+    assert matches("[bot]!*@*", "[bot]!!@10.0.0.1")  # brackets are nick characters here
+    assert not matches("[bot]!*@*", "b!!@10.0.0.1")
+    assert matches("*!*@203.0.113.*", "eve!!@203.0.113.9")
+    assert not matches("*!*@203.0.113.*", "eve!!@203.0.1139")
+    assert matches("ev?!*@*", "eve!!@::1")
+    assert not matches("eve!*@*", "eve2!!@::1")  # the whole identity, not a prefix
+
+
+def test_times_and_expiry():
+    from chatd.builtin.moderation import Entry, _duration
+
+    words = ["2h", "flooding"]
+    assert _duration(words) == 7200.0 and words == ["flooding"]
+    words = ["flooding", "2h"]
+    assert _duration(words) is None and words == ["flooding", "2h"]
+    assert _duration(["1w"]) == 604800.0
+    assert _duration(["10x"]) is None
+    entry = Entry("*!*@*", "op", "", 100.0, 160.0)
+    assert entry.active(159.9) and not entry.active(160.0)
+    assert Entry("*!*@*", "op", "", 100.0, None).active(1e12)
