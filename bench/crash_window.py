@@ -19,14 +19,15 @@ import shutil
 import signal
 import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from local_chatd import start_chatd
+
 CONFIG = """\
 listen: {host: 127.0.0.1, port: 0}
 flood: {lines_per_second: 0}
@@ -39,20 +40,7 @@ plugin_host: {entry_points: false}
 
 
 def one_run(folder: Path, rate: int, seconds: float) -> dict[str, float]:
-    (folder / "config.yaml").write_text(CONFIG)
-    port_file = folder / "port"
-    with open(folder / "chatd.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chatd", "--config", str(folder / "config.yaml"),
-             "--port-file", str(port_file)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 15
-    while not (port_file.exists() and port_file.read_text().endswith("\n")):
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise RuntimeError((folder / "chatd.log").read_text())
-        time.sleep(0.02)
-    port = int(port_file.read_text().split()[0])
+    proc, port = start_chatd(folder, CONFIG)
     sender = socket.create_connection(("127.0.0.1", port), timeout=5)
     reader = socket.create_connection(("127.0.0.1", port), timeout=5)
     time.sleep(0.3)

@@ -694,14 +694,21 @@ def chatd_filter_message(client: Client, event: Event) -> None:
     if not target.startswith("#"):
         return
     rules = state.rooms.get(room_key(target))
-    if rules is None or _is_room_operator(client, rules):
+    if rules is None:
         return
     kind = event.kind
-    if kind != "message" and kind != "action" and kind != "topic":
+    if kind == "topic":
+        if not rules.topic_lock and not rules.mutes:
+            return
+    elif kind != "message" and kind != "action":
         return  # a part or quit reason: the client is leaving anyway
+    elif not rules.mutes:
+        return
+    if _is_room_operator(client, rules):
+        return
     if kind == "topic" and rules.topic_lock:
         raise Reject(f"the topic of {rules.name} is locked: its operators set it")
-    if rules.mutes and _matching(rules.mutes, client, time.time()) is not None:
+    if _matching(rules.mutes, client, time.time()) is not None:
         raise Reject(f"you are muted in {rules.name}; your line was not sent")
 
 
