@@ -84,6 +84,8 @@ FAILURE_WINDOW = 600.0
 #: Password checks waiting for the worker threads before new ones are refused.
 HASHING_MAX = 16
 _SCRYPT_R, _SCRYPT_P = 8, 1
+#: The largest scrypt cost accepted: 128 * N * r bytes = 256 MiB per hash.
+SCRYPT_N_MAX = 2**18
 
 #: One account: (nick as registered, password hash, registered at).
 Account = tuple[str, str, float]
@@ -137,7 +139,7 @@ def password_matches(password: str, stored: str) -> bool:
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     # maxmem above what N, r, p need (128 * N * r * p bytes, plus a little).
     return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p,
-                          maxmem=256 * n * r * p + 2**20, dklen=32)
+                          maxmem=129 * n * r * p + 2**20, dklen=32)
 
 
 # -- configuration, startup, shutdown -------------------------------------------------------
@@ -147,9 +149,11 @@ def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
 def chatd_startup(server: Server) -> None:
     settings = section_settings(server, "accounts", DEFAULTS)
     n = settings["scrypt_n"]
-    if n < 1024 or n & (n - 1):
-        raise server.config.error("plugins.accounts.scrypt_n",
-                                  f"expected a power of two, 1024 or more, got {n}")
+    if n < 1024 or n > SCRYPT_N_MAX or n & (n - 1):
+        raise server.config.error(
+            "plugins.accounts.scrypt_n",
+            f"expected a power of two from 1024 to {SCRYPT_N_MAX} (256 MiB a hash), got {n}",
+        )
     if settings["min_password_length"] > PASSWORD_MAX:
         raise server.config.error("plugins.accounts.min_password_length",
                                   f"at most {PASSWORD_MAX}")
@@ -236,7 +240,13 @@ def _answer(state: AccountsState, client: Client, future: Future[Any],
     if future.cancelled() or not client.connected:
         return
     try:
-        then(client, future.result())
+        result = future.result()
+    except Exception:
+        log.exception("checking a password failed")
+        client.error("internal error checking the password; the server goes on")
+        return
+    try:
+        then(client, result)
     except CommandError as exc:
         client.error(str(exc))
 
@@ -244,7 +254,10 @@ def _answer(state: AccountsState, client: Client, future: Future[Any],
 # -- failures -------------------------------------------------------------------------------
 
 
-def _refuse_if_limited(client: Client, key: str) -> None:
+def _attempt(client: Client, key: str) -> None:
+    """A password attempt for ``key``: refused if too many failed lately, else counted
+    as a failure at once (forgiven if it succeeds), so guesses sent together while
+    the first ones are still being hashed cannot slip past the limits."""
     state = _state(client.server)
     if state.address_failures.count(client.address) >= ADDRESS_FAILURES_MAX:
         log.warning("password attempt refused for %s (%s): too many failures from that "
@@ -254,17 +267,25 @@ def _refuse_if_limited(client: Client, key: str) -> None:
         log.warning("password attempt for %s refused (%s, %s): too many recent failures",
                     key, client.nick, client.address)
         raise CommandError("too many failed attempts for that nick; try again later")
+    state.account_failures.add(key)
+    state.address_failures.add(client.address)
+
+
+def _succeeded(client: Client, key: str) -> None:
+    state = _state(client.server)
+    state.account_failures.clear(key)
+    state.address_failures.forgive(client.address)
+    client.stash.pop(FAILURES, None)
 
 
 def _failed(client: Client, key: str, what: str) -> None:
     state = _state(client.server)
-    for_nick = state.account_failures.add(key)
-    from_address = state.address_failures.add(client.address)
     mine = client.stash.get(FAILURES, 0) + 1
     client.stash[FAILURES] = mine
     log.warning("failed %s for %s by %s (%s:%d): %d on this connection, %d for the nick and "
                 "%d from the address within %g s", what, key, client.nick, *client.peer, mine,
-                for_nick, from_address, FAILURE_WINDOW)
+                state.account_failures.count(key), state.address_failures.count(client.address),
+                FAILURE_WINDOW)
     if mine >= CONNECTION_FAILURES_MAX:
         client.error("too many failed password attempts; disconnecting")
         client.close("too many failed password attempts")
@@ -309,6 +330,7 @@ def cmd_register(client: Client, args: str) -> None:
         raise CommandError(problem)
     if state.registrations.count(client.address) >= state.settings["registrations_per_hour"]:
         raise CommandError("too many nicks registered from your address; try again later")
+    state.registrations.add(client.address)  # now: requests sent together count too
     n = state.settings["scrypt_n"]
     _off_loop(client, lambda: hash_password(password, n), lambda c, hashed: _registered(
         c, nick, hashed))
@@ -316,9 +338,12 @@ def cmd_register(client: Client, args: str) -> None:
 
 def _registered(client: Client, nick: str, hashed: str) -> None:
     server = client.server
+    state = _state(server)
     if nick_key(client.nick) != nick_key(nick):
+        state.registrations.forgive(client.address)
         raise CommandError(f"you are no longer {nick}; /register again")
     if _lookup(server, nick) is not None:
+        state.registrations.forgive(client.address)
         raise CommandError(f"{nick} was registered by someone else a moment ago")
     now = time.time()
     key = nick_key(nick)
@@ -327,7 +352,6 @@ def _registered(client: Client, nick: str, hashed: str) -> None:
         (key, nick, hashed, now, now),
     )
     _written(server, key, number, (nick, hashed, now))
-    _state(server).registrations.add(client.address)
     log.info("%s registered by %s:%d", nick, *client.peer)
     _identified(client, nick)
     client.notice(f"{nick} is registered to you, and you are identified; next time, "
@@ -342,12 +366,15 @@ def cmd_identify(client: Client, args: str) -> None:
     nick, password = (client.nick, words[0]) if len(words) == 1 else (words[0], words[1])
     key = nick_key(nick)
     if identified_for(client, nick):
-        raise CommandError(f"you are already identified as {client.account}")
+        if nick_key(client.nick) == key:
+            raise CommandError(f"you are already identified as {client.account}")
+        _take_back(client, nick)  # it is yours: no password needed to have it back
+        return
     account = _lookup(server, nick)
     if account is None:
         hint = " (/register PASSWORD registers it)" if len(words) == 1 else ""
         raise CommandError(f"{nick} is not registered{hint}")
-    _refuse_if_limited(client, key)
+    _attempt(client, key)
     stored = account[1]
     _off_loop(client, lambda: password_matches(password, stored),
               lambda c, ok: _checked_identify(c, account, ok))
@@ -360,8 +387,7 @@ def _checked_identify(client: Client, account: Account, ok: bool) -> None:
         _failed(client, key, "/identify")
         return
     server = client.server
-    _state(server).account_failures.clear(key)
-    client.stash.pop(FAILURES, None)
+    _succeeded(client, key)
     server.store.write("UPDATE accounts SET seen = ? WHERE key = ?", (time.time(), key))
     log.info("%s (%s:%d) identified as %s", client.nick, *client.peer, nick)
     _identified(client, nick)
@@ -406,7 +432,7 @@ def cmd_password(client: Client, args: str) -> None:
     if problem:
         raise CommandError(problem)
     key = nick_key(account[0])
-    _refuse_if_limited(client, key)
+    _attempt(client, key)
     n, stored = _state(server).settings["scrypt_n"], account[1]
 
     def work() -> str | None:
@@ -421,6 +447,7 @@ def _password_changed(client: Client, account: Account, hashed: str | None) -> N
         _failed(client, key, "/password")
         return
     server = client.server
+    _succeeded(client, key)
     number = server.store.write("UPDATE accounts SET password = ? WHERE key = ?", (hashed, key))
     _written(server, key, number, (account[0], hashed, account[2]))
     log.info("password of %s changed by %s:%d", account[0], *client.peer)
@@ -443,7 +470,7 @@ def cmd_drop(client: Client, args: str) -> None:
     if account is None:
         raise CommandError(f"{client.account} is not registered any more")
     key = nick_key(account[0])
-    _refuse_if_limited(client, key)
+    _attempt(client, key)
     password, stored = words[0], account[1]
     _off_loop(client, lambda: password_matches(password, stored),
               lambda c, ok: _dropped(c, account, ok))
@@ -455,10 +482,13 @@ def _dropped(client: Client, account: Account, ok: bool) -> None:
         _failed(client, key, "/drop")
         return
     server = client.server
+    _succeeded(client, key)
     number = server.store.write("DELETE FROM accounts WHERE key = ?", (key,))
     _written(server, key, number, None)
     log.info("%s dropped by %s:%d", account[0], *client.peer)
-    server.set_account(client, None)
+    for other in list(server.clients.values()):  # every connection identified as it
+        if identified_for(other, account[0]):
+            server.set_account(other, None)
     client.notice(f"{account[0]} is no longer registered; anyone may use it")
 
 

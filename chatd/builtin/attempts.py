@@ -40,6 +40,15 @@ class RecentFailures:
         self._by_key.setdefault(key, deque()).append(now)
         return count + 1
 
+    def forgive(self, key: str) -> None:
+        """Take back the newest failure of ``key`` (an attempt counted before its
+        outcome was known turned out to succeed)."""
+        recent = self._by_key.get(key)
+        if recent:
+            recent.pop()
+            if not recent:
+                del self._by_key[key]
+
     def clear(self, key: str) -> None:
         """Forget ``key``'s failures (it succeeded)."""
         self._by_key.pop(key, None)
