@@ -121,7 +121,7 @@ def test_history_command_bounds_and_errors(chatd_server):
         alice.send(f"m{i}")
     alice.send("/history 0")
     alice.expect(r"^! ")
-    alice.send("/history lots")
+    alice.send("/history 5 more")
     alice.expect(r"^! usage: /history")
     alice.send("/history #elsewhere 3")
     alice.expect(r"^! you can see the history of rooms you are in")
@@ -268,3 +268,57 @@ def test_a_full_disk_degrades_history_not_the_chat_and_writing_resumes(chatd_ser
     server.wait_for_log(r"store: writing again", timeout=5)
     bob.send("/history 100")
     assert _between_markers(bob) == [*expected, "<alice> after it came back"]
+
+
+def _identified(server, nick: str, password: str = "correct-horse-1"):
+    client = server.client()
+    client.send(f"/nick {nick}")
+    client.expect(rf"is now known as {nick}$")
+    client.send(f"/register {password}")
+    client.expect(rf"^\*\*\* {nick} is registered to you")
+    return client
+
+
+def test_private_messages_are_kept_only_if_configured_and_shown_to_the_two_alone(
+        chatd_server, tmp_path):
+    config = write_config(tmp_path / "config.yaml", storage={"path": "data/chatd.sqlite3"},
+                          plugins={"history": {"private": True}})
+    server = chatd_server(config)
+    alice = _identified(server, "alice")
+    bob = _identified(server, "bob")
+    carol = _identified(server, "carol")
+    alice.send("/msg bob are you free at 3?")
+    bob.expect(r"^\*alice\* are you free at 3\?$")
+    bob.send("/msg alice yes")
+    alice.expect(r"^\*bob\* yes$")
+    stranger = server.client()  # not identified: nothing of what it says is kept
+    stranger.send("/msg bob unkept")
+    bob.expect(r"^\*guest-\d+\* unkept$")
+    bob.send("/history alice")
+    bob.expect_line("*** private history with alice: the last 2 lines")
+    bob.expect(rf"^{STAMP}\*alice\* are you free at 3\?$")
+    bob.expect(rf"^{STAMP}-> \*alice\* yes$")  # its own line reads as it did when sent
+    bob.expect_line("*** end of history")
+    carol.send("/history alice")  # a third person sees none of it
+    carol.expect(r"^\*\*\* no private history with alice$")
+    stranger.send("/history bob")
+    stranger.expect(r"^! identify first: a private history belongs to your account$")
+    server.stop()
+    with sqlite3.connect(tmp_path / "data" / "chatd.sqlite3") as db:
+        assert db.execute("SELECT nick, target, text FROM history WHERE kind = 'privmsg' "
+                          "ORDER BY seq").fetchall() == [
+            ("alice", "bob", "are you free at 3?"), ("bob", "alice", "yes")]
+
+
+def test_private_messages_are_not_kept_by_default(chatd_server, tmp_path):
+    config = write_config(tmp_path / "config.yaml", storage={"path": "data/chatd.sqlite3"})
+    server = chatd_server(config)
+    alice = _identified(server, "alice")
+    bob = _identified(server, "bob")
+    alice.send("/msg bob secret plans")
+    bob.expect(r"^\*alice\* secret plans$")
+    bob.send("/history alice")
+    bob.expect_line("! private messages are not kept on this server")
+    server.stop()
+    with sqlite3.connect(tmp_path / "data" / "chatd.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM history WHERE kind = 'privmsg'").fetchone() == (0,)

@@ -2,8 +2,7 @@
 
 * Every message, action and topic said in a room is stored (with joins, parts
   and quits too if ``joins: true``), with its server time, in the ``history``
-  table of the store (``storage.path``, SQLite).  Private messages are not
-  stored.
+  table of the store (``storage.path``, SQLite).
 * Joining a room shows its last ``replay_lines`` lines (20; only those of the
   last ``replay_hours``, 24), each with its time, between two marker lines::
 
@@ -17,6 +16,9 @@
   ``max_lines``, 200), whenever you ask.
 * Old lines go: past ``retention_days`` (30) or past ``retention_lines`` (10,000)
   per room, deleted in the background every ``retention_interval_seconds``.
+* Private messages are stored only with ``private: true``, and only between
+  two identified users (registered nicks, the *accounts* plugin): ``/history
+  NICK [N]`` shows your conversation with NICK, to the two of you alone.
 * ``rooms: {"#ops": {store: false}}`` keeps a room out of history;
   ``replay_lines`` may be set per room too.  ``store: false`` at the top turns
   history off for the whole server.
@@ -50,7 +52,8 @@ from chatd import (
     UsageError,
     hookimpl,
 )
-from chatd.events import Action, Join, Message, Part, Quit, Topic
+from chatd.chat.nicks import nick_key
+from chatd.events import Action, Join, Message, Part, PrivateMessage, Quit, Topic
 
 from .sections import checked_value, section_settings
 
@@ -80,6 +83,7 @@ _PRESENCE = frozenset({"join", "part", "quit"})
 DEFAULTS: dict[str, Any] = {
     "store": True,
     "joins": False,
+    "private": False,
     "replay_lines": 20,
     "replay_hours": 24.0,
     "max_lines": 200,
@@ -268,8 +272,46 @@ def _record(server: Server, event: Event, kind: str, room_name: str) -> None:
 
 @hookimpl
 def chatd_message(client: Client, text: str, event: Event) -> None:
-    if event.kind in _SPOKEN and event.target.startswith("#"):
-        _record(client.server, event, event.kind, event.target)
+    kind = event.kind
+    if kind in _SPOKEN and event.target.startswith("#"):
+        _record(client.server, event, kind, event.target)
+    elif kind == "privmsg" and client.account is not None:
+        _record_private(client, event)
+
+
+def _pair(one: str, other: str) -> str:
+    """The history key of the conversation between two accounts (the same both ways)."""
+    first, second = sorted((nick_key(one), nick_key(other)))
+    return f"~{first}~{second}"
+
+
+def _record_private(client: Client, event: Event) -> None:
+    """A private message between two identified users, if the server keeps them, under
+    the two accounts' names: in memory only until it is on disk (``/history NICK``
+    reads the file), so a conversation costs no memory once written."""
+    server = client.server
+    state: HistoryState | None = server.stash.get(STATE)
+    if state is None or not state.stored or not state.settings["private"]:
+        return
+    recipient = server.find_client(event.target)
+    if recipient is None or recipient.account is None or recipient is client:
+        return
+    seq = state.next_seq
+    state.next_seq = seq + 1
+    assert client.account is not None
+    key = _pair(client.account, recipient.account)
+    record = (seq, event.time, "privmsg", client.account, recipient.account, event.text)
+    store = server.store
+    number = store.insert("history", _COLUMNS, (seq, key, *record[1:]))
+    _private_lines(state, key).add(record, number, store.done)
+
+
+def _private_lines(state: HistoryState, key: str) -> RoomLines:
+    lines = state.rooms.get(key)
+    if lines is None:
+        lines = state.rooms[key] = RoomLines(0)  # nothing kept but what is not on disk
+        lines.loaded = True
+    return lines
 
 
 @hookimpl
@@ -369,6 +411,9 @@ def cmd_history(client: Client, args: str) -> None:
     if state is None or not state.settings["store"]:
         raise CommandError("history is turned off on this server")
     words = args.split()
+    if words and not words[0].startswith("#") and not words[0].isdigit():
+        _private_history(client, state, words)
+        return
     room = client.room
     if words and words[0].startswith("#"):
         room = server.rooms.get(words.pop(0))
@@ -376,6 +421,17 @@ def cmd_history(client: Client, args: str) -> None:
             raise CommandError("you can see the history of rooms you are in")
     if room is None:
         raise CommandError("you are not in a room")
+    wanted = _wanted(client, state, words)
+    key = room.name.lower()
+    try:
+        records = _stored(server, state, key, wanted)
+    except StoreUnavailable as exc:
+        raise CommandError(f"history is unavailable right now ({exc})") from None
+    _show(client, room.name, records, True)
+
+
+def _wanted(client: Client, state: HistoryState, words: list[str]) -> int:
+    """The N of ``/history ... [N]``, clamped to ``max_lines`` (the client is told)."""
     if len(words) > 1 or (words and not words[0].isdigit()):
         raise UsageError()
     most = state.settings["max_lines"]
@@ -385,12 +441,36 @@ def cmd_history(client: Client, args: str) -> None:
     if wanted > most:
         client.notice(f"showing the last {most} lines (the most /history shows at once)")
         wanted = most
-    key = room.name.lower()
+    return wanted
+
+
+def _private_history(client: Client, state: HistoryState, words: list[str]) -> None:
+    """``/history NICK [N]``: your private conversation with NICK, if the server keeps it."""
+    if not state.settings["private"]:
+        raise CommandError("private messages are not kept on this server")
+    if client.account is None:
+        raise CommandError("identify first: a private history belongs to your account")
+    nick = words.pop(0)
+    wanted = _wanted(client, state, words)
+    server = client.server
+    other = server.find_client(nick)
+    account = other.account if other is not None and other.account is not None else nick
+    key = _pair(client.account, account)
+    _private_lines(state, key)
     try:
         records = _stored(server, state, key, wanted)
     except StoreUnavailable as exc:
         raise CommandError(f"history is unavailable right now ({exc})") from None
-    _show(client, room.name, records, True)
+    if not records:
+        client.notice(f"no private history with {nick}")
+        return
+    many = "the last line" if len(records) == 1 else f"the last {len(records)} lines"
+    client.notice(f"private history with {nick}: {many}")
+    me = nick_key(client.account)
+    for seq, when, _kind, sender, target, text in records:
+        source = Source(sender, client.id if nick_key(sender) == me else 0)
+        client.deliver(PrivateMessage(seq, when, source, target, text, replay=True))
+    client.notice("end of history")
 
 
 def _stored(server: Server, state: HistoryState, key: str, wanted: int) -> list[Record]:
@@ -429,9 +509,11 @@ def chatd_settings() -> list[Setting]:
 def chatd_commands() -> list[Command]:
     return [
         Command(
-            "history", cmd_history, "/history [#room] [N]",
+            "history", cmd_history, "/history [#room|NICK] [N]",
             "the last N lines of a room you are in (default 20)",
             "Shows what was said, with the time of each line, between two marker lines.\n"
-            "/set history off stops the lines shown when you join a room.",
+            "/set history off stops the lines shown when you join a room. /history NICK\n"
+            "shows your private messages with NICK, if the server keeps them (both of\n"
+            "you identified).",
         ),
     ]

@@ -152,13 +152,19 @@ class LineRenderer(Renderer):
 
     def render_for(self, event: Event, viewer: int, tag: str | None = None) -> bytes:
         if event.replay:
-            return _prefix_lines(_history_stamp(event.time), self.render(event))
+            return _prefix_lines(_history_stamp(event.time), self._replayed(event, viewer))
         if event.source.client_id == viewer:
             cls = event.__class__
             if cls is PrivateMessage and event.target.lower() != event.source.nick.lower():
                 return marked(f"-> *{event.target}* ", event.text)  # the sender's copy
             if cls is Join or cls is Part:
                 return b""  # /join and /part say it in their own words
+        return self.render(event)
+
+    def _replayed(self, event: Event, viewer: int) -> bytes:
+        """A history line: a private message the viewer sent reads as it did then."""
+        if event.source.client_id == viewer and event.__class__ is PrivateMessage:
+            return marked(f"-> *{event.target}* ", event.text)
         return self.render(event)
 
     def render_stamped(self, event: Event, rendered: bytes) -> bytes:
