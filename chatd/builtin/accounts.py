@@ -91,6 +91,10 @@ SCRYPT_N_MAX = 2**18
 Account = tuple[str, str, float]
 
 STATE: StashKey[AccountsState] = StashKey()
+#: ``/register #room`` and ``/drop #room`` are room registration: the plugin that
+#: does it (the built-in *moderation*) puts its two functions here at startup.
+ROOM_REGISTRAR: StashKey[tuple[Callable[[Client, list[str]], None],
+                              Callable[[Client, list[str]], None]]] = StashKey()
 #: The grace timer of a client holding a registered nick it has not identified for.
 GRACE: StashKey[Any] = StashKey()
 FAILURES: StashKey[int] = StashKey()
@@ -307,12 +311,18 @@ def _password_problem(server: Server, password: str, nick: str) -> str | None:
 # -- commands -------------------------------------------------------------------------------
 
 
+def _room_registrar(client: Client) -> tuple[Callable[[Client, list[str]], None],
+                                              Callable[[Client, list[str]], None]]:
+    registrar = client.server.stash.get(ROOM_REGISTRAR)
+    if registrar is None:
+        raise CommandError("rooms cannot be registered on this server")
+    return registrar
+
+
 def cmd_register(client: Client, args: str) -> None:
     words = args.split()
     if words and words[0].startswith("#"):
-        from .moderation import register_room  # room registration lives with moderation
-
-        register_room(client, words)
+        _room_registrar(client)[0](client, words)
         return
     if len(words) != 1:
         raise UsageError("a password is one word")
@@ -457,9 +467,7 @@ def _password_changed(client: Client, account: Account, hashed: str | None) -> N
 def cmd_drop(client: Client, args: str) -> None:
     words = args.split()
     if words and words[0].startswith("#"):
-        from .moderation import drop_room
-
-        drop_room(client, words)
+        _room_registrar(client)[1](client, words)
         return
     if len(words) != 1:
         raise UsageError()

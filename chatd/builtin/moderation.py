@@ -51,6 +51,7 @@ from chatd import (
 from chatd.chat.nicks import nick_key, nick_problem
 from chatd.chat.rooms import room_key
 
+from .accounts import ROOM_REGISTRAR, find_account
 from .oper import is_operator
 
 log = logging.getLogger("chatd.moderation")
@@ -346,6 +347,7 @@ def chatd_startup(server: Server) -> None:
     if previous is not None:  # a reload: what is in memory (unregistered rooms too) stays
         state.rooms = previous.rooms
     server.stash[STATE] = state
+    server.stash[ROOM_REGISTRAR] = (register_room, drop_room)
     _load(server)
 
 
@@ -354,6 +356,7 @@ def chatd_shutdown(server: Server) -> None:
     state = server.stash.get(STATE)
     if state is not None and state.retry is not None:
         state.retry.cancel()
+    server.stash.pop(ROOM_REGISTRAR, None)
 
 
 # -- registration (the /register and /drop commands of *accounts* call these) ---------------
@@ -601,8 +604,6 @@ def _account_of(server: Server, who: str) -> str:
             raise CommandError(f"{target.nick} is not identified: room operators are "
                                "registered nicks")
         return nick_key(target.account)
-    from .accounts import find_account
-
     try:
         account = find_account(server, who)
     except (StoreUnavailable, CommandError) as exc:
