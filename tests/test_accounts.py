@@ -374,6 +374,36 @@ def test_drop_ends_the_account_on_every_connection_identified_as_it(chatd_server
     assert not any("is identified as" in line for line in lines), lines
 
 
+def test_what_a_client_sends_after_identify_waits_for_the_answer(chatd_server):
+    """/identify is answered from a worker thread; a script's next command, sent in the
+    same packet, must run after it (as the identified user), not before."""
+    server = chatd_server()
+    owner = registered(server, "alice")
+    owner.close()
+    script = server.client()
+    script.send_raw(f"/identify alice {PASSWORD}\n/whois alice\nhello\n".encode())
+    expect_exact(script, "*** you are identified as alice")
+    expect_exact(script, "*** alice is identified as alice")
+    watcher = server.client()
+    script.send("after")
+    expect_exact(watcher, "<alice> after")
+
+
+def test_a_pipe_that_identifies_and_closes_still_says_its_lines(chatd_server):
+    """``printf '/identify alice PW\\nhi\\n' | nc -N``: the FIN arrives while the password
+    is being checked; the waiting line is still said (as alice), then the connection closes."""
+    import socket
+
+    server = chatd_server()
+    registered(server, "alice").close()
+    watcher = server.client()
+    script = server.client()
+    script.send_raw(f"/identify alice {PASSWORD}\nhello from a pipe\n".encode())
+    script.sock.shutdown(socket.SHUT_WR)
+    expect_exact(watcher, "<alice> hello from a pipe")
+    assert "*** you are identified as alice" in script.expect_eof()
+
+
 def test_five_failed_attempts_close_the_connection(chatd_server):
     """A connection that fails 5 times (/identify, /password, /drop alike, for any nick)
     is told why and closed; a new connection from the same address may try again."""

@@ -83,6 +83,8 @@ ADDRESS_FAILURES_MAX = 20
 FAILURE_WINDOW = 600.0
 #: Password checks waiting for the worker threads before new ones are refused.
 HASHING_MAX = 16
+#: Longest a client's next requests wait for its password check.
+PAUSE_SECONDS = 10.0
 _SCRYPT_R, _SCRYPT_P = 8, 1
 #: The largest scrypt cost accepted: 128 * N * r bytes = 256 MiB per hash.
 SCRYPT_N_MAX = 2**18
@@ -225,12 +227,17 @@ def identified_for(client: Client, nick: str) -> bool:
 
 def _off_loop(client: Client, work: Callable[[], Any], then: Callable[[Client, Any], None]
               ) -> None:
-    """Run ``work()`` on a worker thread, then ``then(client, result)`` on the loop."""
+    """Run ``work()`` on a worker thread, then ``then(client, result)`` on the loop.
+
+    What the client sends meanwhile waits for the answer (``/identify`` then
+    ``/join`` joins identified), up to PAUSE_SECONDS.
+    """
     server = client.server
     state = _state(server)
     if state.hashing >= HASHING_MAX:
         raise CommandError("the server is busy checking passwords; try again in a moment")
     state.hashing += 1
+    server.pause_requests(client, PAUSE_SECONDS)
 
     def finished(future: Future[Any]) -> None:
         server.call_soon_threadsafe(_answer, state, client, future, then)
@@ -241,18 +248,21 @@ def _off_loop(client: Client, work: Callable[[], Any], then: Callable[[Client, A
 def _answer(state: AccountsState, client: Client, future: Future[Any],
             then: Callable[[Client, Any], None]) -> None:
     state.hashing -= 1
-    if future.cancelled() or not client.connected:
-        return
     try:
-        result = future.result()
-    except Exception:
-        log.exception("checking a password failed")
-        client.error("internal error checking the password; the server goes on")
-        return
-    try:
-        then(client, result)
-    except CommandError as exc:
-        client.error(str(exc))
+        if future.cancelled() or not client.connected:
+            return
+        try:
+            result = future.result()
+        except Exception:
+            log.exception("checking a password failed")
+            client.error("internal error checking the password; the server goes on")
+            return
+        try:
+            then(client, result)
+        except CommandError as exc:
+            client.error(str(exc))
+    finally:
+        client.server.resume_requests(client)  # what it sent meanwhile, answered after
 
 
 # -- failures -------------------------------------------------------------------------------

@@ -42,6 +42,18 @@ class Arrival:
         self.timer: Any = None
 
 
+class Paused:
+    """A client whose requests wait (``server.pause_requests``): what it sent meanwhile,
+    in order, whether the peer closed its side, and the timer that ends the wait."""
+
+    __slots__ = ("eof", "requests", "timer")
+
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+        self.eof = False
+        self.timer: Any = None
+
+
 class Client:
     """One connected user.  Created by the server; plugins never construct it."""
 
@@ -50,6 +62,7 @@ class Client:
         "_arrival",
         "_domain",
         "_gate",
+        "_paused",
         "_quit_event",
         "_stash",
         "account",
@@ -81,6 +94,9 @@ class Client:
         self._gate: FloodGate | None = None  # made on the first line, if there is a limit
         self._quit_event: Event | None = None
         self._arrival: Arrival | None = None  # while not announced (the domain sets it)
+        #: While ``server.pause_requests`` holds the client: its waiting requests and
+        #: the timer that ends the pause; None otherwise (nearly always).
+        self._paused: Paused | None = None
         #: The away message (``/away``), or None when the client is here.
         self.away: str | None = None
         #: The registered nick this client proved it owns (``/identify``), or None.

@@ -53,7 +53,7 @@ from ..framing import CleanedLine, LineTooLong
 from ..requests import Invoke, Malformed, Request, Say
 from ..stats import Stats
 from ..store import Store
-from .client import Arrival, Client
+from .client import Arrival, Client, Paused
 from .commands import CommandTable
 from .errors import CommandError, NickError, Reject, RoomError, UsageError
 from .facade import Server
@@ -183,12 +183,44 @@ class ChatDomain:
             if self.backend.find_nick(nick) is None:
                 return nick
 
+    def pause_requests(self, client: Client, timeout: float) -> None:
+        """Hold back ``client``'s requests (in order) until :meth:`resume_requests`, or
+        ``timeout`` seconds at most; reading its socket stops meanwhile."""
+        if client._paused is not None or not client.link.connected:
+            return
+        paused = client._paused = Paused()
+        paused.timer = self.scheduler.call_later(timeout, self.resume_requests, client)
+        client.link.hold_input()
+
+    def resume_requests(self, client: Client) -> None:
+        """Handle what ``client`` sent while paused, then read it again."""
+        paused = client._paused
+        if paused is None:
+            return
+        client._paused = None
+        paused.timer.cancel()
+        if not client.link.connected:
+            return
+        gate = client._gate
+        if gate is None or not gate.holding:
+            client.link.resume_input()
+        if paused.requests:
+            self._process(client, paused.requests)
+        if paused.eof and client.link.connected:
+            if client._paused is not None:
+                client._paused.eof = True  # paused again by what it sent: still waits
+            elif not self.half_closed(client):
+                client.link.close("connection closed by peer")
+
     def half_closed(self, client: Client) -> bool:
         """The peer sent FIN: keep the client until its delayed lines are handled.
 
         ``printf 'many\\nlines\\n' | nc -N host port`` must deliver every line, even
         those the flood limit delayed (delayed, never dropped).
         """
+        if client._paused is not None:
+            client._paused.eof = True  # closed once what waits is handled
+            return True
         gate = client._gate
         if gate is not None and gate.waiting:
             gate.close_when_empty = True
@@ -304,8 +336,11 @@ class ChatDomain:
 
     def _process(self, client: Client, requests: list[Request]) -> None:
         link = client.link
-        for item in requests:
+        for index, item in enumerate(requests):
             if not link.connected:
+                return
+            if client._paused is not None:  # a command before this one paused it
+                client._paused.requests.extend(requests[index:])
                 return
             cls = item.__class__
             if cls is str or cls is CleanedLine:

@@ -142,6 +142,20 @@ class Server:
         ``client.account``."""
         self._domain.set_account(client, account)
 
+    def pause_requests(self, client: Client, timeout: float = 10.0) -> None:
+        """Hold back what ``client`` sends next until :meth:`resume_requests` (or
+        ``timeout`` seconds): its later lines and commands wait, in order.
+
+        For a command answered later (a password checked on a worker thread):
+        ``/identify`` then ``/join`` from a script must join as the identified
+        user.  Reading the client's socket stops meanwhile (TCP backpressure).
+        """
+        self._domain.pause_requests(client, timeout)
+
+    def resume_requests(self, client: Client) -> None:
+        """Handle what ``client`` sent while paused, in order, and read it again."""
+        self._domain.resume_requests(client)
+
     def message(self, client: Client, text: str, room: Room | None = None) -> Event | None:
         """Send ``text`` as a chat line from ``client`` (to ``room``, or where it routes).
 

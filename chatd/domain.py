@@ -1,0 +1,687 @@
+"""The chat domain: clients, nicks, rooms, dispatch and the flood gate, with no sockets.
+
+Everything that makes chatd a *chat* and is not a plugin's policy lives here,
+testable in-process with fake links (``tests/test_domain.py``).  The domain
+knows three neighbours, each through an interface it was handed:
+
+* a client's **link** (its protocol object): where the client's events are
+  rendered and how it is closed (:class:`chatd.protocols.base.ChatProtocol`);
+* the **delivery backend** (:mod:`chatd.delivery`): where events go, and who is
+  where;
+* the **plugin host** (:mod:`chatd.plugins`): the hooks.
+
+The path of one request (see docs/architecture.md for the whole picture):
+
+1. the protocol hands :meth:`ChatDomain.handle` a list of requests;
+2. the flood gate passes them now or delays them (fakelag, never drops);
+3. a chat line becomes an event (:mod:`chatd.events`) for the room the
+   ``chatd_route_message`` hook names; a command runs its handler;
+4. events carrying user text pass every ``chatd_filter_message`` (which may
+   rewrite or reject them), then ``chatd_message``, then the backend delivers
+   them.
+
+Every event is created here, once, by :meth:`ChatDomain.new_event`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from ..delivery import DeliveryBackend, LocalBackend
+from ..events import (
+    Action,
+    Error,
+    Event,
+    Join,
+    Message,
+    NickChange,
+    Notice,
+    Part,
+    PrivateMessage,
+    Quit,
+    RoomCreated,
+    RoomRemoved,
+    Source,
+    Topic,
+)
+from ..framing import CleanedLine, LineTooLong
+from ..requests import Invoke, Malformed, Request, Say
+from ..stats import Stats
+from ..store import Store
+from .client import Arrival, Client, Paused
+from .commands import CommandTable
+from .errors import CommandError, NickError, Reject, RoomError, UsageError
+from .facade import Server
+from .flood import FloodGate, TokenBucket
+from .nicks import GUEST_PREFIX, nick_problem
+from .rooms import Room, RoomTable, room_key, room_problem
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..plugins import PluginHost
+    from .facade import Lifecycle
+
+log = logging.getLogger("chatd.chat")
+
+#: Longest topic kept, in characters.
+TOPIC_MAX = 300
+
+
+def _cancel_announce(client: Client) -> None:
+    arrival = client._arrival
+    if arrival is not None and arrival.timer is not None:
+        arrival.timer.cancel()
+        arrival.timer = None
+
+
+def _hard_backlog(limits: Any) -> int:
+    """The most delayed input one client can have even with reading held: the limit,
+    plus what one read pass and one unfinished line can add on top of it."""
+    return limits.recvq_max_bytes + limits.read_budget_bytes + limits.max_line_bytes
+
+
+class Scheduler:
+    """What the domain needs of the event loop (the reactor provides it)."""
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any: ...
+
+
+class ChatDomain:
+    """The chat's state and rules.  One per server; plugins see it through ``Server``."""
+
+    def __init__(
+        self,
+        config: Config,
+        hooks: PluginHost,
+        scheduler: Scheduler,
+        *,
+        stats: Stats | None = None,
+        lifecycle: Lifecycle | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.config = config
+        if store is None:  # no database configured by the caller: one in memory
+            store = Store(None)
+            store.open()
+        #: Where plugins keep what outlives a restart (``server.store``).
+        self.store = store
+        self.hooks = hooks
+        self.scheduler = scheduler
+        self.stats = stats if stats is not None else Stats()
+        #: The in-process delivery backend (always there: other backends use it locally).
+        self.local = LocalBackend(self.stats)
+        #: Where events go; ``chatd_delivery_backend`` may replace it at startup.
+        self.backend: DeliveryBackend = self.local
+        #: Connected clients by id (the local backend's table: one dict, not two).
+        self.clients: dict[int, Client] = self.local.clients  # type: ignore[assignment]
+        self.rooms = RoomTable(self._make_room, self._room_created)
+        self.commands = CommandTable()
+        #: The plugin-facing server object (``client.server``, hook arguments).
+        self.facade = Server(self, lifecycle)
+        self._client_ids = itertools.count(1)
+        self._event_ids = itertools.count(1)
+        self._guest_numbers = itertools.count(1)
+        self._server_sources: dict[str | None, Source] = {}
+
+    # -- events --------------------------------------------------------------------------
+
+    def new_event(self, cls: type[Event], source: Source, target: str, text: str = "",
+                  **fields: Any) -> Any:
+        """Create an event of type ``cls`` with the next id and the server time."""
+        return cls(next(self._event_ids), time.time(), source, target, text, **fields)
+
+    def server_source(self, plugin: str | None = None) -> Source:
+        """The server as an event source; ``plugin`` defaults to the one running now."""
+        if plugin is None:
+            plugin = self.hooks.current_plugin
+        source = self._server_sources.get(plugin)
+        if source is None:
+            source = self._server_sources[plugin] = Source(self.config.server.name, None, plugin)
+        return source
+
+    # -- connections -----------------------------------------------------------------------
+
+    def connect(self, link: Any) -> Client:
+        """A new connection: make its client (``guest-N``) and run ``chatd_client_connect``."""
+        client = Client(self, link, next(self._client_ids), self._new_guest_nick())
+        self.local.connected(client)
+        self.backend.claim_nick(client, client.nick)
+        wait = self.config.limits.announce_after_seconds
+        if wait > 0:
+            client._arrival = Arrival()
+        self.hooks.call("chatd_client_connect", notify=client, client=client)
+        if client._arrival is None:
+            self.hooks.call("chatd_client_ready", notify=client, client=client)
+        elif client.link.connected:
+            client._arrival.timer = self.scheduler.call_later(wait, self.announce, client)
+        return client
+
+    def announce(self, client: Client) -> None:
+        """``client`` is a chat client now (it spoke, or stayed): tell its rooms it joined.
+
+        Until then its joins are held back, so a port scan, an HTTP request or a
+        TLS hello on the chat port never shows up in a room (nor does its quit).
+        """
+        arrival = client._arrival
+        if arrival is None or client.id not in self.clients or not client.link.connected:
+            return
+        _cancel_announce(client)
+        client._arrival = None
+        for room, event in arrival.joins:
+            if room in client.rooms:
+                self.backend.to_room(event, room, exclude=client)
+        self.hooks.call("chatd_client_ready", notify=client, client=client)
+
+    def _new_guest_nick(self) -> str:
+        while True:
+            nick = f"{GUEST_PREFIX}{next(self._guest_numbers)}"
+            if self.backend.find_nick(nick) is None:
+                return nick
+
+    def pause_requests(self, client: Client, timeout: float) -> None:
+        """Hold back ``client``'s requests (in order) until :meth:`resume_requests`, or
+        ``timeout`` seconds at most; reading its socket stops meanwhile."""
+        if client._paused is not None or not client.link.connected:
+            return
+        paused = client._paused = Paused()
+        paused.timer = self.scheduler.call_later(timeout, self.resume_requests, client)
+        client.link.hold_input()
+
+    def resume_requests(self, client: Client) -> None:
+        """Handle what ``client`` sent while paused, then read it again."""
+        paused = client._paused
+        if paused is None:
+            return
+        client._paused = None
+        paused.timer.cancel()
+        if not client.link.connected:
+            return
+        gate = client._gate
+        if gate is None or not gate.holding:
+            client.link.resume_input()
+        if paused.requests:
+            self._process(client, paused.requests)
+        if paused.eof and client.link.connected:
+            if client._paused is not None:
+                client._paused.eof = True  # paused again by what it sent: still waits
+            elif not self.half_closed(client):
+                client.link.close("connection closed by peer")
+
+    def half_closed(self, client: Client) -> bool:
+        """The peer sent FIN: keep the client until its delayed lines are handled.
+
+        ``printf 'many\\nlines\\n' | nc -N host port`` must deliver every line, even
+        those the flood limit delayed (delayed, never dropped).
+        """
+        if client._paused is not None:
+            client._paused.eof = True  # closed once what waits is handled
+            return True
+        gate = client._gate
+        if gate is not None and gate.waiting:
+            gate.close_when_empty = True
+            return True
+        return False
+
+    def disconnected(self, client: Client, reason: str) -> None:
+        """The connection is gone: tell the rooms (once), forget the client."""
+        if self.clients.pop(client.id, None) is None:
+            return
+        if client._gate is not None:
+            client._gate.clear()
+        _cancel_announce(client)
+        self.backend.release_nick(client, client.nick)
+        rooms = tuple(client.rooms)
+        event = client._quit_event
+        if event is None:
+            event = self.new_event(Quit, client.source, "", reason,
+                                   rooms=tuple(r.name for r in rooms))
+        self.hooks.call("chatd_client_disconnect", client=client, reason=event.text, event=event)
+        if client.announced:  # who was never announced leaves no trace either
+            self.backend.to_rooms(event, rooms, exclude=client)
+        for room in rooms:
+            self._remove_member(client, room)
+            self.backend.parted(client, room)
+            self._discard_if_empty(room)
+        client.rooms = ()
+        client.room = None
+        self.local.disconnected(client)
+
+    # -- input -----------------------------------------------------------------------------
+
+    def handle(self, client: Client, requests: list[Request]) -> None:
+        """Requests from the client's protocol: pass them through the flood gate."""
+        if not client.announced:
+            self.announce(client)  # its first line: the rooms hear it joined, then what it says
+        gate = client._gate
+        if gate is None:
+            flood = self.config.flood
+            if flood.lines_per_second <= 0:
+                self._process(client, requests)
+                return
+            # Made on the first line (starting full, as it would be by then anyway):
+            # a client that only listens never needs one.
+            gate = client._gate = FloodGate(TokenBucket(
+                flood.burst_lines, flood.lines_per_second, flood.bytes_per_token,
+                time.monotonic(),
+            ))
+        ready = gate.admit(requests, time.monotonic())
+        if ready:
+            self._process(client, ready)
+        if not gate.waiting:
+            return
+        limits = self.config.limits
+        if gate.backlog_bytes > limits.recvq_max_bytes:
+            # Backpressure, not a kick: stop reading the client; its sender waits
+            # (TCP) and the paste arrives complete, at the flood rate.  Only what one
+            # read can add past the limit may get in; beyond that something is wrong.
+            if gate.backlog_bytes > _hard_backlog(limits):
+                self._excess_flood(client)
+                return
+            if not gate.holding:
+                gate.holding = True
+                client.link.hold_input()
+        if not gate.told:
+            gate.told = True
+            client.notice(
+                f"flood limit: your lines are delayed to {gate.rate:g} per second; "
+                "the rest follow in order (nothing is lost)"
+            )
+        if gate.timer is None:
+            self._schedule_release(client)
+
+    def _schedule_release(self, client: Client) -> None:
+        gate = client._gate
+        assert gate is not None
+        gate.timer = self.scheduler.call_later(
+            gate.wait(time.monotonic()), self._release, client
+        )
+
+    def _release(self, client: Client) -> None:
+        """Fakelag: the timer that releases delayed requests, with no new input needed.
+
+        Under edge-triggering nothing else would ever come back for them.
+        """
+        gate = client._gate
+        if gate is None:
+            return
+        gate.timer = None
+        if not client.link.connected:
+            return
+        ready = gate.release(time.monotonic())
+        if ready:
+            self._process(client, ready)
+        if not client.link.connected:
+            return
+        if gate.holding and gate.backlog_bytes <= self.config.limits.recvq_max_bytes // 2:
+            gate.holding = False
+            client.link.resume_input()  # read again: the kernel held the rest meanwhile
+        if gate.waiting:
+            self._schedule_release(client)
+            return
+        gate.told = False  # the next burst that has to wait is told again
+        if gate.close_when_empty:
+            client.link.close("connection closed by peer")
+
+    def _excess_flood(self, client: Client) -> None:
+        limit = _hard_backlog(self.config.limits)
+        assert client._gate is not None
+        client._gate.clear()
+        client.error(f"excess flood: more than {limit} bytes waiting; disconnecting")
+        client.link.close("excess flood", limit="excess_flood")
+
+    def _process(self, client: Client, requests: list[Request]) -> None:
+        link = client.link
+        for index, item in enumerate(requests):
+            if not link.connected:
+                return
+            if client._paused is not None:  # a command before this one paused it
+                client._paused.requests.extend(requests[index:])
+                return
+            cls = item.__class__
+            if cls is str or cls is CleanedLine:
+                if item and not item.isspace():  # type: ignore[union-attr]
+                    self.say(client, str(item))  # type: ignore[arg-type]
+                continue
+            tag = getattr(item, "tag", None)
+            if tag is not None:
+                link.reply_tag = tag
+            try:
+                if cls is Invoke:
+                    self._command(client, item)  # type: ignore[arg-type]
+                elif cls is Say:
+                    self._say_to(client, item)  # type: ignore[arg-type]
+                elif cls is LineTooLong:
+                    client.error(
+                        f"line too long (max {item.limit} bytes); it was not sent"  # type: ignore[union-attr]
+                    )
+                elif cls is Malformed:
+                    client.error(item.reason)  # type: ignore[union-attr]
+            finally:
+                if tag is not None:
+                    link.reply_tag = None
+
+    def _say_to(self, client: Client, say: Say) -> None:
+        if not say.text or say.text.isspace():
+            return
+        room = None
+        if say.room is not None:
+            room = self.rooms.get(say.room)
+            if room is None or client not in room.members:
+                client.error(f"you are not in {say.room}")
+                return
+        self.say(client, say.text, room, action=say.action)
+
+    def _command(self, client: Client, invoke: Invoke) -> None:
+        command = self.commands.get(invoke.name)
+        if command is None:
+            client.error(f"unknown command /{invoke.name} — try /help")
+            return
+        if command.exact_args and invoke.cleaned:
+            client.error(f"/{command.name}: control or invisible characters are not allowed here")
+            return
+        hooks = self.hooks
+        try:
+            for impl in hooks.implementations("chatd_command"):
+                kwargs = {"client": client, "command": command, "args": invoke.args}
+                hooks.run_guarded(
+                    impl.plugin_name, "chatd_command", impl.function,
+                    *impl.args(kwargs),
+                    notify=client, passthrough=(CommandError,),
+                )
+            hooks.run_guarded(
+                command.plugin,
+                f"command /{command.name}",
+                command.handler,
+                client,
+                invoke.args,
+                notify=client,
+                passthrough=(CommandError,),
+            )
+        except UsageError as exc:
+            detail = f"{exc}; " if str(exc) else ""
+            client.error(f"{detail}usage: {command.usage or '/' + command.name}")
+        except CommandError as exc:
+            client.error(str(exc))
+
+    # -- user text: filters, then chatd_message, then delivery -------------------------------
+
+    def _accept(self, client: Client, event: Event) -> Event | None:
+        """Run the filters and ``chatd_message`` on ``event``; None if it was rejected.
+
+        A rejection (``Reject``) or a filter that blanks the text drops the event;
+        the client is told why in the first case.
+        """
+        try:
+            event = self._filtered(client, event)
+        except Reject as exc:
+            client.error(str(exc) or "rejected")
+            return None
+        if not event.text.strip():
+            return None
+        self.hooks.call("chatd_message", notify=client, client=client, text=event.text,
+                        event=event)
+        return event
+
+    def _filtered(self, client: Client, event: Event) -> Event:
+        hooks = self.hooks
+        for impl in hooks.implementations("chatd_filter_message"):
+            kwargs = {"client": client, "text": event.text, "event": event}
+            replacement = hooks.run_guarded(
+                impl.plugin_name,
+                "chatd_filter_message",
+                impl.function,
+                *impl.args(kwargs),
+                notify=client,
+                passthrough=(Reject,),
+            )
+            if replacement is not None and replacement != event.text:
+                event = dataclasses.replace(event, text=str(replacement))
+        return event
+
+    def say(self, client: Client, text: str, room: Room | None = None, *,
+            action: bool = False) -> Event | None:
+        """A chat line (or ``action``) from ``client`` for ``room`` (None: where it routes)."""
+        self.stats.messages_in += 1
+        if room is None:
+            room = self.hooks.call_first("chatd_route_message", notify=client, client=client,
+                                         text=text)
+            if room is None:
+                client.error("you are not in a room; /join one first")
+                return None
+        event = self.new_event(Action if action else Message, client.source, room.name, text)
+        event = self._accept(client, event)
+        if event is not None:
+            self.backend.to_room(event, room, exclude=client)
+        return event
+
+    def private_message(self, client: Client, nick: str, text: str) -> Event | None:
+        """``text`` from ``client`` to ``nick``; raises CommandError if nobody has it."""
+        target = self.backend.find_nick(nick)
+        if target is None:
+            raise CommandError(f"no such nick: {nick}")
+        event = self.new_event(PrivateMessage, client.source, target.nick, text)
+        event = self._accept(client, event)
+        if event is None:
+            return None
+        if not self.backend.to_nick(event, event.target):
+            raise CommandError(f"no such nick: {nick}")
+        if target is not client:
+            self.backend.to_client(event, client)  # the sender's copy: "-> *bob* text"
+        return event
+
+    def set_topic(self, client: Client, room: Room, text: str) -> Event | None:
+        """``client`` sets the topic of ``room`` (filtered like a message)."""
+        text = " ".join(text.splitlines()) if "\n" in text or "\r" in text else text
+        event = self.new_event(Topic, client.source, room.name, text[:TOPIC_MAX])
+        if text:
+            accepted = self._accept(client, event)
+            if accepted is None:
+                return None
+            event = accepted
+        room.topic = " ".join(event.text.splitlines())[:TOPIC_MAX]
+        self.backend.to_room(event, room)
+        return event
+
+    def quit(self, client: Client, reason: str = "") -> None:
+        """``client`` leaves with ``reason`` (user text, filtered); everyone is told once."""
+        event = self.new_event(
+            Quit, client.source, "", f"Quit: {reason}" if reason else "Quit",
+            rooms=tuple(r.name for r in client.rooms),
+        )
+        if reason:
+            event = self._reason_filtered(client, event, "Quit")
+        client._quit_event = event
+        client.close(event.text, goodbye="Goodbye.")
+
+    def _reason_filtered(self, client: Client, event: Event, blank: str) -> Event:
+        """Filter the user text of a part or quit reason; a rejected reason is dropped."""
+        try:
+            filtered = self._filtered(client, event)
+        except Reject as exc:
+            client.error(f"{exc or 'rejected'}; left without the reason")
+            return dataclasses.replace(event, text=blank)
+        self.hooks.call("chatd_message", notify=client, client=client, text=filtered.text,
+                        event=filtered)
+        return filtered
+
+    # -- rooms ------------------------------------------------------------------------------
+
+    def _make_room(self, name: str) -> Room:
+        return Room(name, self._room_notice)
+
+    def _room_created(self, room: Room) -> None:
+        event = self.new_event(RoomCreated, self.server_source(), room.name)
+        self.hooks.call("chatd_room_created", server=self.facade, room=room, event=event)
+
+    def _discard_if_empty(self, room: Room) -> None:
+        if room.members or room_key(room.name) == room_key(self.config.server.default_room):
+            return
+        if self.rooms.discard(room):
+            event = self.new_event(RoomRemoved, self.server_source(), room.name)
+            self.hooks.call("chatd_room_removed", server=self.facade, room=room,
+                                event=event)
+
+    def _add_member(self, client: Client, room: Room) -> None:
+        client.rooms = (*client.rooms, room) if client.rooms else room._alone
+        room.members[client] = None
+        renderer = client.link.renderer
+        room.renderers[renderer] = room.renderers.get(renderer, 0) + 1
+
+    def _remove_member(self, client: Client, room: Room) -> None:
+        if room.members.pop(client, False) is not False:
+            renderer = client.link.renderer
+            left = room.renderers.get(renderer, 0) - 1
+            if left > 0:
+                room.renderers[renderer] = left
+            else:
+                room.renderers.pop(renderer, None)
+
+    def join(self, client: Client, name: str) -> Room:
+        """Put ``client`` in room ``name`` (created if needed) and make it current."""
+        problem = room_problem(name)
+        if problem:
+            raise RoomError(problem)
+        limits = self.config.limits
+        existing = self.rooms.get(name)
+        if existing is None or existing not in client.rooms:
+            if len(client.rooms) >= limits.max_rooms_per_client:
+                raise RoomError(
+                    f"you are in {len(client.rooms)} rooms, the most one may be in; "
+                    "/part one first"
+                )
+            if existing is None and len(self.rooms) >= limits.max_rooms:
+                raise RoomError(
+                    f"this server has {len(self.rooms)} rooms, as many as it may; "
+                    "join one that exists (/list)"
+                )
+        if existing is None or existing not in client.rooms:
+            refusal = self.hooks.call_first("chatd_check_join", notify=client, client=client,
+                                            name=name, room=existing)
+            if refusal:
+                raise RoomError(str(refusal))
+        room = self.rooms.get_or_create(name)
+        client.room = room
+        if room in client.rooms:
+            return room
+        event = self.new_event(Join, client.source, room.name)
+        # The joiner's own copy first: it is not in the room yet, so this does not
+        # flush the room's pending batch (a connect storm stays one batch per tick).
+        self.backend.to_client(event, client)
+        self._add_member(client, room)
+        self.backend.joined(client, room)
+        if client.announced:
+            self.backend.to_room(event, room, exclude=client)
+        else:
+            client._arrival.joins.append((room, event))  # type: ignore[union-attr]
+        self.hooks.call("chatd_room_join", notify=client, client=client, room=room,
+                        event=event)
+        return room
+
+    def part(self, client: Client, room: Room, reason: str = "") -> None:
+        """Take ``client`` out of ``room``; its current room becomes its latest other room."""
+        if room not in client.rooms:
+            raise RoomError(f"you are not in {room.name}")
+        event = self.new_event(Part, client.source, room.name, reason)
+        if reason:
+            event = self._reason_filtered(client, event, "")
+        self.backend.to_client(event, client)
+        left = tuple(r for r in client.rooms if r is not room)
+        client.rooms = left[0]._alone if len(left) == 1 else left
+        self._remove_member(client, room)
+        if client.room is room:
+            client.room = client.rooms[-1] if client.rooms else None
+        self.backend.parted(client, room)
+        self.backend.to_room(event, room, exclude=client)
+        self.hooks.call("chatd_room_part", notify=client, client=client, room=room,
+                        reason=event.text, event=event)
+        self._discard_if_empty(room)
+
+    def _room_notice(self, room: Room, text: str, exclude: Client | None) -> int:
+        event = self.new_event(Notice, self.server_source(), room.name, text)
+        self.backend.to_room(event, room, exclude)
+        return len(room.members) - (exclude in room.members)
+
+    # -- nicks ------------------------------------------------------------------------------
+
+    def find_client(self, nick: str) -> Client | None:
+        found = self.backend.find_nick(nick)
+        return found if isinstance(found, Client) else None
+
+    def rename(self, client: Client, new: str) -> None:
+        """Give ``client`` the nick ``new``; raises :class:`NickError` with the reason."""
+        problem = nick_problem(new, self.config.limits.max_nick_bytes)
+        if problem:
+            raise NickError(problem)
+        if client.nick == new:
+            return
+        refusal = self.hooks.call_first("chatd_check_nick", notify=client, client=client,
+                                        nick=new)
+        if refusal:
+            raise NickError(str(refusal))
+        self._rename(client, new)
+
+    def rename_to_guest(self, client: Client) -> str:
+        """Give ``client`` a fresh ``guest-N`` nick (a registered nick it did not
+        identify for, a nick an owner takes back); returns it."""
+        new = self._new_guest_nick()
+        self._rename(client, new)
+        return new
+
+    def _rename(self, client: Client, new: str) -> None:
+        old = client.nick
+        # Release first (the old and new nick may share a key: a change of case),
+        # and take the old one back if the new one is held by someone else.
+        self.backend.release_nick(client, old)
+        if not self.backend.claim_nick(client, new):
+            self.backend.claim_nick(client, old)
+            raise NickError(f"the nick {new} is taken")
+        client.nick = new
+        client.source = Source(new, client.id)
+        rooms = tuple(client.rooms)
+        event = self.new_event(NickChange, client.source, "", "", old=old, new=new,
+                               rooms=tuple(r.name for r in rooms))
+        self.backend.to_rooms(event, rooms, exclude=client)
+        self.backend.to_client(event, client)
+        self.hooks.call("chatd_nick_change", notify=client, client=client, old=old, new=new,
+                        event=event)
+
+    def set_account(self, client: Client, account: str | None) -> None:
+        """``client`` is identified as ``account`` now (None: not identified)."""
+        old = client.account
+        if old == account:
+            return
+        client.account = account
+        self.hooks.call("chatd_account_change", notify=client, client=client, old=old,
+                        new=account)
+
+    # -- the server talking -------------------------------------------------------------------
+
+    def notice(self, client: Client, text: str) -> None:
+        if client.link.connected:
+            self.backend.to_client(
+                self.new_event(Notice, self.server_source(), client.nick, text), client
+            )
+
+    def error(self, client: Client, text: str) -> None:
+        if client.link.connected:
+            self.backend.to_client(
+                self.new_event(Error, self.server_source(), client.nick, text), client
+            )
+
+    def broadcast(self, text: str, exclude: Client | None = None) -> int:
+        """A notice for every connected client (but ``exclude``)."""
+        event = self.new_event(Notice, self.server_source(), "", text)
+        self.backend.to_everyone(event, exclude)
+        return len(self.clients) - (exclude is not None and exclude.id in self.clients)
+
+    def clients_in(self, rooms: Iterable[Room]) -> set[Client]:
+        """Everyone in any of ``rooms`` (each client once)."""
+        members: set[Client] = set()
+        for room in rooms:
+            members.update(room.members)
+        return members
