@@ -146,6 +146,48 @@ PROTOCOL_NAMES = ("line", "jsonl")
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """TLS on this listener (``listen: [{port: 7789, tls: {cert: ..., key: ...}}]``): any
+    protocol over it, beside plain listeners; SIGHUP re-reads the certificate."""
+
+    cert: str | None = _setting(
+        None,
+        "The certificate chain (PEM), relative to the config's folder; required.",
+        pattern=r"(?s).+",
+        describe="a non-empty path",
+        path=True,
+    )
+    key: str | None = _setting(
+        None,
+        "The private key (PEM), relative to the config's folder; required. Keep it 0600.",
+        pattern=r"(?s).+",
+        describe="a non-empty path",
+        path=True,
+    )
+    ca: str | None = _setting(
+        None,
+        "CA certificates (PEM) that client certificates are checked against; with "
+        "verify_clients, a client without a certificate signed by one is refused.",
+        pattern=r"(?s).+",
+        describe="a non-empty path",
+        path=True,
+    )
+    verify_clients: bool = _setting(
+        False, "Require a client certificate signed by `ca` (mutual TLS)."
+    )
+    min_version: str = _setting(
+        "1.2", "The oldest TLS version accepted.", choices=("1.2", "1.3")
+    )
+    handshake_timeout_seconds: float = _setting(
+        10.0,
+        "A connection that has not finished its TLS handshake by then is closed (a silent "
+        "TCP connect, a client speaking plaintext and waiting).",
+        gt=0,
+        le=300,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class ListenConfig:
     """Where the server accepts TCP connections: one mapping, or a list of them (one per
     listener, each with its own port and protocol)."""
@@ -167,6 +209,10 @@ class ListenConfig:
         "one JSON object per line each way, see docs/protocols.md).",
         choices=PROTOCOL_NAMES,
     )
+    tls: TlsConfig | None = field(default=None, metadata={
+        "doc": "TLS settings (a mapping, see `listen[].tls` below); null: plain TCP.",
+        "nested": True,
+    })
 
 
 @dataclass(frozen=True, slots=True)
@@ -775,6 +821,8 @@ def _field_specs(cls: type) -> dict[str, _FieldSpec]:
     hints = typing.get_type_hints(cls)
     specs: dict[str, _FieldSpec] = {}
     for f in dataclasses.fields(cls):
+        if f.metadata.get("nested"):
+            continue  # a sub-section, parsed on its own (listen[].tls)
         where = f"{cls.__name__}.{f.name}"
         kind, optional = _unpack_hint(hints[f.name], where)
         doc = f.metadata.get("doc")
@@ -812,6 +860,7 @@ def _collect_sections() -> dict[str, tuple[type, dict[str, _FieldSpec]]]:
 _SECTIONS = _collect_sections()
 # `listen` is a section, or a list of them.
 _LISTEN_SPECS = _field_specs(ListenConfig)
+_TLS_SPECS = _field_specs(TlsConfig)
 # Top-level keys that are not typed sections; `source` is not a key at all.
 _OTHER_KEYS = ("plugin_dirs", "plugins")
 _TOP_LEVEL_KEYS = ("listen", *_SECTIONS, *_OTHER_KEYS)
@@ -1063,6 +1112,32 @@ class _Builder:
                 raise self.error(str(exc), dotted, value_node) from None
         return cls(**values)
 
+    def _split_off(self, node: Node, name: str) -> tuple[Node, Node | None]:
+        """``node`` without its key ``name`` (a sub-section), and that key's value."""
+        if not isinstance(node, MappingNode):
+            return node, None
+        kept, found = [], None
+        for key_node, value_node in node.value:
+            if isinstance(key_node, ScalarNode) and key_node.value == name:
+                found = value_node
+            else:
+                kept.append((key_node, value_node))
+        if found is None:
+            return node, None
+        return MappingNode(node.tag, kept, node.start_mark, node.end_mark,
+                           flow_style=node.flow_style), found
+
+    def tls(self, key: str, node: Node) -> TlsConfig:
+        """``listen[].tls``: cert and key required; ca required to verify clients."""
+        tls = self.section(key, node, TlsConfig, _TLS_SPECS)
+        for name in ("cert", "key"):
+            if getattr(tls, name) is None:
+                raise self.error(f"TLS needs `{name}` (a PEM file)", f"{key}.{name}", node)
+        if tls.verify_clients and tls.ca is None:
+            raise self.error("verify_clients needs `ca` (the CA file client certificates "
+                             "are checked against)", f"{key}.ca", node)
+        return tls
+
     def listeners(self, node: Node) -> tuple[ListenConfig, ...]:
         """``listen``: one mapping, or a list of mappings; no two on the same address."""
         key = "listen"
@@ -1078,7 +1153,10 @@ class _Builder:
         listeners: list[ListenConfig] = []
         seen: dict[tuple[str, int], str] = {}
         for item_key, item in items:
+            item, tls_node = self._split_off(item, "tls")
             listener = self.section(item_key, item, ListenConfig, _LISTEN_SPECS)
+            if tls_node is not None and not self.is_null(tls_node):
+                listener = dataclasses.replace(listener, tls=self.tls(f"{item_key}.tls", tls_node))
             address = (listener.host, listener.port)
             if listener.port and address in seen:
                 raise self.error(
@@ -1284,12 +1362,14 @@ def config_reference() -> str:
         "(an unset variable is an error).",
         "",
     ]
-    sections = {"listen": _LISTEN_SPECS, **{n: specs for n, (_c, specs) in _SECTIONS.items()}}
+    sections = {"listen": _LISTEN_SPECS, "listen[].tls": _TLS_SPECS,
+                **{n: specs for n, (_c, specs) in _SECTIONS.items()}}
     for name, specs in sections.items():
         lines += [
             f"## `{name}`",
             "",
-            _cell(config_fields[name].metadata["doc"]),
+            _cell(config_fields[name].metadata["doc"] if name in config_fields
+                  else (TlsConfig.__doc__ or "")),
             "",
             "| Key | Type | Default | Allowed | Description |",
             "| --- | --- | --- | --- | --- |",

@@ -456,11 +456,9 @@ class Connection:
         while True:
             pending = self._pending
             if pending is None:
-                out = self._out
-                if not out:
+                pending = self._next_output()
+                if pending is None:
                     break
-                pending = memoryview(out[0] if len(out) == 1 else b"".join(out))
-                self._out = None
             try:
                 sent = sock.send(pending)
             except BlockingIOError:
@@ -491,6 +489,14 @@ class Connection:
             if not self._read_queued:
                 self._read_queued = True
                 self._ctx.reactor.call_soon(self._read_again)
+
+    def _next_output(self) -> memoryview | None:
+        """What to send next: everything queued, in one piece (None: nothing is)."""
+        out = self._out
+        if not out:
+            return None
+        self._out = None
+        return memoryview(out[0] if len(out) == 1 else b"".join(out))
 
     def _overflow(self) -> None:
         log.warning(

@@ -48,6 +48,7 @@ from .reactor import (
     Timer,
 )
 from .stats import Stats
+from .tls import TlsConnection, make_context
 
 log = logging.getLogger("chatd.listeners")
 
@@ -95,15 +96,19 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 class Listener:
-    """One listening socket and the protocol its connections speak."""
+    """One listening socket, the protocol its connections speak, and its TLS context
+    (None: plain TCP)."""
 
-    __slots__ = ("acceptor", "config", "protocol", "sock")
+    __slots__ = ("acceptor", "config", "protocol", "sock", "tls_context")
 
     def __init__(self, acceptor: Acceptor, sock: socket.socket, config: ListenConfig) -> None:
         self.acceptor = acceptor
         self.sock = sock
         self.config = config
         self.protocol: type[ChatProtocol] = PROTOCOLS[config.protocol]
+        #: Read at start and on SIGHUP (:meth:`Acceptor.reload_certificates`); a new
+        #: connection takes the current one, an existing one keeps its own.
+        self.tls_context = make_context(config.tls) if config.tls is not None else None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -190,8 +195,29 @@ class Acceptor:
         if self._spare_fd is None:
             self._spare_fd = os.open(os.devnull, os.O_RDONLY)
         host, port = listener.address
-        log.info("listening on %s:%d (%s)", host, port, config.protocol)
+        log.info("listening on %s:%d (%s%s)", host, port, config.protocol,
+                 ", TLS" if config.tls is not None else "")
         return listener
+
+    def reload_certificates(self, listen: tuple[ListenConfig, ...]) -> list[str]:
+        """Read the TLS certificates of ``listen`` (the reloaded config) for the running
+        listeners; one that cannot be loaded keeps the old.  Returns the problems."""
+        problems = []
+        for index, listener in enumerate(self.listeners):
+            if index >= len(listen) or listen[index].tls is None or listener.tls_context is None:
+                continue
+            tls = listen[index].tls
+            assert tls is not None
+            host, port = listener.address
+            try:
+                listener.tls_context = make_context(tls)
+            except ValueError as exc:
+                problems.append(f"listen[{index}].tls ({host}:{port}): {exc}; "
+                                "the running certificate stays")
+                continue
+            listener.config = listen[index]
+            log.info("%s:%d: TLS certificate reloaded from %s", host, port, tls.cert)
+        return problems
 
     def stop(self) -> None:
         """Stop accepting: close every listening socket."""
@@ -288,13 +314,24 @@ class Acceptor:
             return
         sock.setblocking(False)
         tune_socket(sock, self.net)
-        conn = Connection(sock, self._connection_context, peer=(address, peer[1]))
+        tls = listener.tls_context
+        conn: Connection
+        if tls is None:
+            conn = Connection(sock, self._connection_context, peer=(address, peer[1]))
+        else:
+            assert listener.config.tls is not None
+            conn = TlsConnection(
+                sock, self._connection_context, tls, peer=(address, peer[1]),
+                timeout=listener.config.tls.handshake_timeout_seconds,
+                on_handshake=lambda: self.on_connect(protocol),
+            )
         protocol = listener.protocol(conn, self._protocol_limits)
         conn.set_protocol(protocol)
         self.admission.opened(address)
         self.stats.connections_total += 1
         log.debug("accepted fd=%d from %s:%d on %s", conn.fd, *conn.peer, listener.config.protocol)
-        self.on_connect(protocol)
+        if tls is None:
+            self.on_connect(protocol)  # a TLS client is made once its handshake is done
         conn.start()
 
     def _refuse(self, sock: _socket.socket, address: str, reason: str) -> None:

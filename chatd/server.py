@@ -18,6 +18,7 @@ here except through the callbacks it hands them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -25,7 +26,7 @@ from typing import Any
 
 from .admission import Admission, AdmissionRules, address_group, clamp_max_clients
 from .chat import ChatDomain, Client, CommandTable, collect_commands
-from .config import Config, ConfigError, LimitsConfig, load_config
+from .config import Config, ConfigError, LimitsConfig, ListenConfig, load_config
 from .connection import Connection, OutputAccount, State
 from .listeners import Acceptor
 from .logsetup import dropped_log_records
@@ -34,6 +35,7 @@ from .protocols import ChatProtocol
 from .reactor import Reactor, Timer
 from .stats import Stats
 from .store import Store
+from .tls import make_context
 
 log = logging.getLogger("chatd.server")
 
@@ -79,6 +81,24 @@ def _overdue_input(
     if timeout and now - protocol.last_input > timeout:
         return "idle_timeout", f"idle for more than {timeout:g} s"
     return None
+
+
+def _tls_problems(config: Config) -> list[str]:
+    """Certificates that cannot be loaded (missing, unreadable, not matching their key,
+    expired): found before anything listens."""
+    problems = []
+    for index, listener in enumerate(config.listen):
+        if listener.tls is not None:
+            try:
+                make_context(listener.tls)
+            except ValueError as exc:
+                problems.append(f"listen[{index}].tls: {exc}")
+    return problems
+
+
+def _without_tls(listen: tuple[ListenConfig, ...]) -> list[ListenConfig]:
+    """The listeners as a restart would see them (TLS settings reload on SIGHUP)."""
+    return [dataclasses.replace(listener, tls=None) for listener in listen]
 
 
 def _storage_problems(config: Config) -> list[str]:
@@ -227,7 +247,11 @@ class ChatServer:
             self._apply_limits()
         except ValueError as exc:
             log.error("reload: %s; keeping the previous client limits", exc)
-        if (new_config.listen != old_config.listen or new_config.metrics != old_config.metrics
+        for problem in self.acceptor.reload_certificates(new_config.listen):
+            log.error("reload: %s", problem)
+            self.api.notify_operators(f"reload: {problem}")
+        if (_without_tls(new_config.listen) != _without_tls(old_config.listen)
+                or new_config.metrics != old_config.metrics
                 or new_config.storage_path() != old_config.storage_path()
                 or new_config.storage != old_config.storage):
             log.warning("reload: listener, metrics and storage changes take effect after a "
@@ -274,6 +298,7 @@ class ChatServer:
         except ValueError as exc:  # a limit the operating system cannot give
             problems.append(f"limits.reserve_fds: {exc}")
         problems += _storage_problems(self.config)
+        problems += _tls_problems(self.config)
         metrics = self.config.metrics
         if metrics.enabled:
             import importlib.util

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -26,13 +27,16 @@ class ChatClient:
     """A line-oriented test client over a real TCP socket."""
 
     def __init__(self, address: tuple[str, int], *, timeout: float = DEFAULT_TIMEOUT,
-                 source: str | None = None) -> None:
+                 source: str | None = None, tls: ssl.SSLContext | None = None,
+                 server_hostname: str = "localhost") -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if source is not None:
             sock.bind((source, 0))
         sock.settimeout(timeout)
         sock.connect(address)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:  # the handshake runs here, within the timeout
+            sock = tls.wrap_socket(sock, server_hostname=server_hostname)
         self.sock = sock
         self._start_reading(timeout)
 
@@ -274,6 +278,18 @@ class ServerProcess:
                source: str | None = None) -> ChatClient:
         """Connect a client; by default also read its welcome line."""
         client = ChatClient(self.address, timeout=timeout, source=source)
+        self._clients.append(client)
+        if welcome:
+            client.welcome()
+        return client
+
+    def tls_client(self, context: ssl.SSLContext, *, listener: int = 1, welcome: bool = True,
+                   timeout: float = DEFAULT_TIMEOUT,
+                   server_hostname: str = "localhost") -> ChatClient:
+        """A line client over TLS to listener number ``listener`` (0-based), checking the
+        server's certificate with ``context`` (e.g. ``trustme.CA().configure_trust``)."""
+        client = ChatClient((self.host, self.ports[listener]), timeout=timeout, tls=context,
+                            server_hostname=server_hostname)
         self._clients.append(client)
         if welcome:
             client.welcome()

@@ -1,0 +1,261 @@
+"""TLS listeners: real chatd processes, certificates from trustme, real TLS clients.
+
+TLS and plain clients in one room; the edge-triggered traps (a whole line in
+one TLS record with nothing after it, a 1 MiB paste); the handshake timeout
+and plaintext on the TLS port; certificate reload on SIGHUP (new connections
+get the new certificate, old ones stay; a broken or expired one keeps the
+old); client certificates; ``openssl s_client`` and ``ncat --ssl`` beside a
+plain client; config errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import trustme
+
+from chatd.testing import write_config
+
+LINE = r"^<{nick}> {text}$"
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def _pem(ca: trustme.CA, folder: Path, name: str = "server.pem", **issue) -> Path:
+    """A certificate for 127.0.0.1/localhost and its key, in one PEM file."""
+    path = folder / name
+    ca.issue_cert("127.0.0.1", "localhost", **issue).private_key_and_cert_chain_pem.write_to_path(
+        str(path))
+    return path
+
+
+def _trusting(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+def _tls_server(chatd_server, tmp_path: Path, authority: trustme.CA, **tls):
+    """A server with a plain listener (0) and a TLS one (1)."""
+    cert = _pem(authority, tmp_path)
+    config = write_config(tmp_path / "config.yaml", listen=[
+        {"port": 0}, {"port": 0, "tls": {"cert": str(cert), "key": str(cert), **tls}},
+    ])
+    return chatd_server(config), config, cert
+
+
+def _see(client, line: str) -> None:
+    client.expect("^" + re.escape(line) + "$")
+
+
+def test_tls_and_plain_clients_chat_in_one_room(chatd_server, tmp_path, ca):
+    server, _, _ = _tls_server(chatd_server, tmp_path, ca)
+    secure = server.tls_client(_trusting(ca))
+    assert secure.sock.version() in ("TLSv1.2", "TLSv1.3")
+    plain = server.client()
+    secure.send("/nick alice")
+    _see(plain, "*** guest-1 is now known as alice")
+    secure.send("hello over tls")
+    _see(plain, "<alice> hello over tls")
+    plain.send("hello in clear")
+    _see(secure, "<guest-2> hello in clear")
+
+
+def test_a_whole_line_in_one_record_is_read_with_nothing_after_it(chatd_server, tmp_path, ca):
+    """Edge-triggered: the record arrives, is decrypted, and the line is handled at once;
+    no later byte (or timer) is needed to get it out of the TLS object."""
+    server, _, _ = _tls_server(chatd_server, tmp_path, ca)
+    secure = server.tls_client(_trusting(ca))
+    plain = server.client()
+    long_line = "x" * 4000
+    secure.sock.sendall((long_line + "\n").encode())  # one write: one TLS record
+    plain.expect(rf"^<guest-1> {long_line}$", timeout=2)
+
+
+def test_a_1_mib_paste_over_tls_arrives_complete_and_in_order(chatd_server, tmp_path, ca):
+    server, _, _ = _tls_server(chatd_server, tmp_path, ca)
+    secure = server.tls_client(_trusting(ca))
+    plain = server.client()
+    lines = [f"paste {i:05d} " + "y" * 90 for i in range(10_000)]
+    secure.sock.sendall("".join(line + "\n" for line in lines).encode())
+    for line in lines:
+        plain.expect(rf"^<guest-1> {line}$", timeout=10)
+
+
+def test_a_silent_connection_is_closed_at_the_handshake_timeout_and_never_seen(
+        chatd_server, tmp_path, ca):
+    server, _, _ = _tls_server(chatd_server, tmp_path, ca, handshake_timeout_seconds=1.0)
+    watcher = server.client()
+    silent = socket.create_connection((server.host, server.ports[1]), timeout=5)
+    started = time.monotonic()
+    assert silent.recv(100) == b""  # closed by the server, nothing said
+    assert 0.8 <= time.monotonic() - started < 4
+    watcher.send("/who")
+    _see(watcher, "*** #lobby has 1 member(s): guest-1")
+    watcher.expect_nothing(0.2)
+
+
+def test_plaintext_on_the_tls_port_is_told_and_closed_without_a_traceback(
+        chatd_server, tmp_path, ca):
+    """Someone typing into the TLS port with plain nc is told what the port wants, at
+    once (not at the handshake timeout); a broken hello is closed too; no traceback."""
+    server, _, _ = _tls_server(chatd_server, tmp_path, ca)
+    for data in (b"hello\n", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"):
+        with socket.create_connection((server.host, server.ports[1]), timeout=5) as sock:
+            sock.sendall(data)
+            started = time.monotonic()
+            said = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := sock.recv(4096):
+                    said += chunk
+            assert said == b"! this port speaks TLS: connect with ncat --ssl, openssl s_client " \
+                           b"or socat OPENSSL:...\n"
+            assert time.monotonic() - started < 2
+    with socket.create_connection((server.host, server.ports[1]), timeout=5) as sock:
+        sock.sendall(b"\x16\x03\x01\x00\x05junk!")  # a handshake record that is not one
+        with contextlib.suppress(ConnectionResetError):
+            while sock.recv(4096):
+                pass
+    plain = server.client()
+    plain.send("/who")
+    _see(plain, "*** #lobby has 1 member(s): guest-1")  # none of them became a client
+    log = server.log()
+    assert "Traceback" not in log
+    assert "tls_plaintext" in log and "tls_error" in log
+
+
+def test_quit_over_tls_says_goodbye_and_closes_cleanly(chatd_server, tmp_path, ca):
+    server, _, _ = _tls_server(chatd_server, tmp_path, ca)
+    secure = server.tls_client(_trusting(ca))
+    secure.send("/quit bye")
+    assert secure.expect_eof()[-1] == "*** Goodbye."  # close_notify, then EOF: no ragged end
+
+
+def _served_certificate(port: int, ca: trustme.CA) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            _trusting(ca).wrap_socket(raw, server_hostname="localhost") as tls:
+        return tls.getpeercert(binary_form=True)
+
+
+def test_sighup_loads_a_new_certificate_for_new_connections_old_ones_stay(
+        chatd_server, tmp_path, ca):
+    server, _, cert = _tls_server(chatd_server, tmp_path, ca)
+    port = server.ports[1]
+    before = _served_certificate(port, ca)
+    old = server.tls_client(_trusting(ca))
+    _pem(ca, tmp_path, "new.pem")
+    shutil.copy(tmp_path / "new.pem", cert)
+    os.kill(server.pid, signal.SIGHUP)
+    server.wait_for_log(r"TLS certificate reloaded")
+    after = _served_certificate(port, ca)
+    assert after != before
+    old.send("/who")  # the old connection goes on with its session
+    old.expect(r"^\*\*\* #lobby has \d member\(s\)")
+
+
+@pytest.mark.parametrize("broken", ["expired", "garbage", "missing"])
+def test_a_broken_certificate_on_reload_keeps_the_running_one(chatd_server, tmp_path, ca,
+                                                               broken):
+    server, _, cert = _tls_server(chatd_server, tmp_path, ca)
+    port = server.ports[1]
+    before = _served_certificate(port, ca)
+    if broken == "expired":
+        past = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
+        _pem(ca, tmp_path, "old.pem", not_before=past - datetime.timedelta(days=30),
+             not_after=past)
+        shutil.copy(tmp_path / "old.pem", cert)
+        why = "expired"
+    elif broken == "garbage":
+        cert.write_text("not a certificate\n")
+        why = "not a certificate"
+    else:
+        cert.unlink()
+        why = "no such file"
+    os.kill(server.pid, signal.SIGHUP)
+    server.wait_for_log(rf"reload: listen\[1\]\.tls .*{why}.*the running certificate stays")
+    assert _served_certificate(port, ca) == before
+
+
+def test_client_certificates_when_verify_clients_is_on(chatd_server, tmp_path, ca):
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem.bytes())
+    server, _, _ = _tls_server(chatd_server, tmp_path, ca, ca=str(tmp_path / "ca.pem"),
+                               verify_clients=True)
+    try:  # TLS 1.3 finishes the client's side first: the refusal comes at the first read
+        lines = server.tls_client(_trusting(ca), welcome=False).expect_eof()
+    except (ssl.SSLError, ConnectionResetError):
+        lines = []
+    assert lines == [], "a client without a certificate was let in"
+    server.wait_for_log(r"tls error: peer_did_not_return_a_certificate")
+    with_cert = _trusting(ca)
+    ca.issue_cert("bot@example.org").configure_cert(with_cert)
+    bot = server.tls_client(with_cert)
+    bot.send("/who")
+    _see(bot, "*** #lobby has 1 member(s): guest-1")
+
+
+def test_openssl_s_client_and_ncat_ssl_talk_with_a_plain_client(chatd_server, tmp_path, ca):
+    for tool in ("openssl", "ncat"):
+        if shutil.which(tool) is None:
+            if os.environ.get("CI"):
+                pytest.fail(f"{tool} is not installed (.ci/run installs it)")
+            pytest.skip(f"{tool} is not installed")
+    server, _, _ = _tls_server(chatd_server, tmp_path, ca)
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca.cert_pem.bytes())
+    plain = server.client()
+    port = str(server.ports[1])
+    commands = {
+        "openssl": ["openssl", "s_client", "-quiet", "-connect", f"127.0.0.1:{port}",
+                    "-CAfile", str(ca_file), "-verify_return_error"],
+        "ncat": ["ncat", "--ssl", "--ssl-verify", "--ssl-trustfile", str(ca_file),
+                 "localhost", port],
+    }
+    for name, command in commands.items():
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(f"/nick via{name}\nhello from {name}\n".encode())
+            proc.stdin.flush()
+            plain.expect(rf"^<via{name}> hello from {name}$")
+            plain.send(f"welcome {name}")
+            deadline = time.monotonic() + 5
+            seen = b""
+            while b"welcome " + name.encode() not in seen and time.monotonic() < deadline:
+                seen += os.read(proc.stdout.fileno(), 4096)  # the pipe: blocks until data
+            assert f"<guest-1> welcome {name}".encode() in seen
+        finally:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_a_bad_tls_section_is_a_config_error(tmp_path, ca):
+    cert = _pem(ca, tmp_path)
+    cases = {
+        "listen[1].tls: cannot read": {"cert": str(tmp_path / "nope.pem"), "key": str(cert)},
+        "TLS needs `key`": {"cert": str(cert)},
+    }
+    for message, tls in cases.items():
+        config = write_config(tmp_path / "config.yaml", listen=[{"port": 0},
+                                                               {"port": 0, "tls": tls}])
+        result = subprocess.run(
+            [sys.executable, "-m", "chatd", "--config", str(config), "--check-config"],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert result.returncode == 2, result
+        assert message in result.stderr, result.stderr
