@@ -1389,6 +1389,11 @@ def config_reference() -> str:
                 f"| `{name}.{spec.name}` | {kind} | `{json.dumps(spec.default)}` "
                 f"| {_cell(allowed) or 'any'} | {_cell(spec.doc)} |"
             )
+        if name == "listen":
+            for f in dataclasses.fields(ListenConfig):
+                if f.metadata.get("nested"):
+                    lines.append(f"| `listen.{f.name}` | mapping or null | `null` "
+                                 f"| `listen[].{f.name}` below | {_cell(f.metadata['doc'])} |")
         lines.append("")
     for name in _OTHER_KEYS:
         lines += [f"## `{name}`", "", _cell(config_fields[name].metadata["doc"]), ""]
