@@ -90,6 +90,11 @@ class Admission:
             return "unregistered"
         return None
 
+    @property
+    def full(self) -> bool:
+        """Whether ``max_clients`` connections are open."""
+        return self.clients >= self.rules.max_clients
+
     def refusal_line(self, reason: str) -> bytes:
         text = REFUSALS[reason].format(
             max_clients=self.rules.max_clients, per_ip_max=self.rules.per_ip_max

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import json
 import math
 import os
@@ -208,6 +209,18 @@ class ListenConfig:
         "What the listener speaks: line (people with nc, telnet, socat) or jsonl (programs: "
         "one JSON object per line each way, see docs/protocols.md).",
         choices=PROTOCOL_NAMES,
+    )
+    proxy_protocol: bool = _setting(
+        False,
+        "Read a PROXY protocol header (v1 or v2, as HAProxy, nginx and load balancers send "
+        "it) on connections from trusted_proxies: the client's real address then counts for "
+        "limits, bans and logs. A trusted proxy must send one; anyone else sending one is "
+        "refused. docs/tls.md.",
+    )
+    trusted_proxies: tuple[str, ...] = _setting(
+        (),
+        "Addresses or networks (CIDR, e.g. 10.0.0.0/8) of the proxies allowed to send a "
+        "PROXY header; required with proxy_protocol.",
     )
     tls: TlsConfig | None = field(default=None, metadata={
         "doc": "TLS settings (a mapping, see `listen[].tls` below); null: plain TCP.",
@@ -1127,6 +1140,18 @@ class _Builder:
         return MappingNode(node.tag, kept, node.start_mark, node.end_mark,
                            flow_style=node.flow_style), found
 
+    def check_proxies(self, key: str, node: Node, listener: ListenConfig) -> None:
+        """``trusted_proxies``: addresses or networks, and some if ``proxy_protocol``."""
+        for value in listener.trusted_proxies:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise self.error(f"not an address or network: {value!r}",
+                                 f"{key}.trusted_proxies", node) from None
+        if listener.proxy_protocol and not listener.trusted_proxies:
+            raise self.error("proxy_protocol needs trusted_proxies (the proxies' addresses)",
+                             f"{key}.trusted_proxies", node)
+
     def tls(self, key: str, node: Node) -> TlsConfig:
         """``listen[].tls``: cert and key required; ca required to verify clients."""
         tls = self.section(key, node, TlsConfig, _TLS_SPECS)
@@ -1157,6 +1182,7 @@ class _Builder:
             listener = self.section(item_key, item, ListenConfig, _LISTEN_SPECS)
             if tls_node is not None and not self.is_null(tls_node):
                 listener = dataclasses.replace(listener, tls=self.tls(f"{item_key}.tls", tls_node))
+            self.check_proxies(item_key, item, listener)
             address = (listener.host, listener.port)
             if listener.port and address in seen:
                 raise self.error(

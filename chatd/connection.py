@@ -253,6 +253,14 @@ class Connection:
     def set_protocol(self, protocol: Protocol) -> None:
         self._protocol = protocol
 
+    def put_in_front(self, reader: Protocol | None) -> Protocol | None:
+        """Have ``reader`` take the socket's bytes in place of the protocol (a PROXY
+        header comes first); returns what took them until now.  None leaves it."""
+        previous = self._protocol
+        if reader is not None:
+            self._protocol = reader
+        return previous
+
     @property
     def protocol(self) -> Protocol | None:
         return self._protocol

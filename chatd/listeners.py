@@ -27,6 +27,7 @@ from __future__ import annotations
 import _socket
 import contextlib
 import errno
+import ipaddress
 import logging
 import os
 import socket
@@ -37,8 +38,9 @@ from typing import Any
 
 from .admission import Admission
 from .config import LimitsConfig, ListenConfig, NetConfig
-from .connection import Connection, ConnectionContext, ConnectionLimits, OutputAccount
+from .connection import Connection, ConnectionContext, ConnectionLimits, OutputAccount, State
 from .protocols import PROTOCOLS, ChatProtocol, ProtocolLimits
+from .proxy import HeaderReader
 from .reactor import (
     ACCEPT_RESOURCE_ERRNOS,
     ACCEPT_TRANSIENT_ERRNOS,
@@ -99,7 +101,7 @@ class Listener:
     """One listening socket, the protocol its connections speak, and its TLS context
     (None: plain TCP)."""
 
-    __slots__ = ("acceptor", "config", "protocol", "sock", "tls_context")
+    __slots__ = ("acceptor", "config", "protocol", "proxies", "sock", "tls_context")
 
     def __init__(self, acceptor: Acceptor, sock: socket.socket, config: ListenConfig) -> None:
         self.acceptor = acceptor
@@ -109,6 +111,17 @@ class Listener:
         #: Read at start and on SIGHUP (:meth:`Acceptor.reload_certificates`); a new
         #: connection takes the current one, an existing one keeps its own.
         self.tls_context = make_context(config.tls) if config.tls is not None else None
+        #: Who may send a PROXY header (``trusted_proxies``), if this listener reads one.
+        self.proxies = tuple(ipaddress.ip_network(p, strict=False)
+                             for p in config.trusted_proxies)
+
+    def trusts(self, address: str) -> bool:
+        """Whether ``address`` is one of this listener's trusted proxies."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.proxies)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -308,7 +321,13 @@ class Acceptor:
         # Interned: clients behind one address (a NAT, a proxy, a benchmark) share
         # one string instead of a copy each.
         address = sys.intern(peer[0])
-        reason = "stopping" if self.stopping else self.admission.check(address, time.monotonic())
+        proxied = listener.config.proxy_protocol and listener.trusts(address)
+        if self.stopping:
+            reason: str | None = "stopping"
+        elif proxied:  # the proxy's address is not the client's: its limits come with the header
+            reason = "server_full" if self.admission.full else None
+        else:
+            reason = self.admission.check(address, time.monotonic())
         if reason is not None:
             self._refuse(sock, address, reason)
             return
@@ -330,9 +349,62 @@ class Acceptor:
         self.admission.opened(address)
         self.stats.connections_total += 1
         log.debug("accepted fd=%d from %s:%d on %s", conn.fd, *conn.peer, listener.config.protocol)
-        if tls is None:
+        if listener.config.proxy_protocol:
+            self._read_proxy_header(conn, protocol, trusted=proxied)
+        if tls is None and not proxied:
             self.on_connect(protocol)  # a TLS client is made once its handshake is done
         conn.start()
+
+    def _read_proxy_header(self, conn: Connection, protocol: ChatProtocol, *,
+                           trusted: bool) -> None:
+        """Put a :class:`HeaderReader` in front of the connection's protocol: from a
+        trusted proxy, the header names the client (admitted then, under its own
+        address); from anyone else, a header is refused."""
+        behind = conn.put_in_front(None)  # the TLS layer, or the chat protocol
+        tls = isinstance(conn, TlsConnection)
+
+        def failed(why: str) -> None:
+            self.log_throttled(f"proxy:{why[:40]}", "closing %s:%d: %s", *conn.peer, why)
+            conn.limit_hit = "proxy_header"
+            conn.abort(why)
+
+        def header(source: tuple[str, int] | None, rest: bytes) -> None:
+            if timer is not None:
+                timer.cancel()
+            if source is not None:
+                real = sys.intern(source[0])
+                self.admission.closed(conn.peer_address, registered=False)
+                reason = self.admission.check(real, time.monotonic())
+                conn.peer_address, conn.peer_port = real, source[1]
+                self.admission.opened(real)  # balanced by _closed, whatever happens next
+                if reason is not None:
+                    self.stats.reject(reason)
+                    self.log_throttled(f"refuse:{reason}", "refused a connection from %s "
+                                       "(through a proxy): %s", real, reason)
+                    if not tls:
+                        conn.write(self.admission.refusal_line(reason))
+                        conn.close(reason)
+                    else:
+                        conn.abort(reason)
+                    return
+            conn.put_in_front(behind)
+            if trusted and not tls:
+                self.on_connect(protocol)
+            if rest and conn.state is State.OPEN:
+                behind.data_received(memoryview(rest))
+
+        reader = HeaderReader(trusted, header, failed)
+        conn.put_in_front(reader)
+        timer = None
+        if trusted:
+            def late() -> None:
+                if not reader.done and conn.state is not State.CLOSED:
+                    failed("no PROXY header in time")
+
+            # The registration timeout, even where it is off for chat clients: a proxy
+            # connection that never says who it carries is no one's.
+            wait = self.limits.registration_timeout_seconds or 60.0
+            timer = self.reactor.call_later(wait, late)
 
     def _refuse(self, sock: _socket.socket, address: str, reason: str) -> None:
         self.stats.reject(reason)
@@ -347,7 +419,10 @@ class Acceptor:
     def _closed(self, conn: Connection) -> None:
         """The socket is gone for good (called once per connection, from teardown)."""
         protocol = conn.protocol
-        registered = protocol.registered if isinstance(protocol, ChatProtocol) else True
+        if isinstance(protocol, HeaderReader):
+            registered = False  # closed before its PROXY header was read
+        else:
+            registered = protocol.registered if isinstance(protocol, ChatProtocol) else True
         self.admission.closed(conn.peer_address, registered)
 
     def log_throttled(self, key: str, message: str, *args: object) -> None:
