@@ -16,6 +16,7 @@ import socket
 import ssl
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import trustme
@@ -178,53 +179,83 @@ def test_tls_behind_a_proxy_header(chatd_server, tmp_path):
     server.wait_for_log(r"peer=203\.0\.113\.50:6000")
 
 
-HAPROXY_CONFIG = """\
-global
-    log stdout format raw local0 warning
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend chat
-    bind 127.0.0.1:{front}
-    default_backend chatd
-backend chatd
-    server chatd 127.0.0.1:{back} send-proxy-v2
-"""
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "tls.md"
 
 
-def test_behind_a_real_haproxy(chatd_server, tmp_path):
-    if shutil.which("haproxy") is None:
-        if os.environ.get("CI"):
-            pytest.fail("haproxy is not installed (.ci/run installs it)")
-        pytest.skip("haproxy is not installed")
-    server = _proxied(chatd_server, tmp_path, per_ip={"max_connections": 3})
+def _snippet(language: str, front: int, back: int) -> str:
+    """docs/tls.md's ``language`` block, its example ports replaced by the test's."""
+    text = DOCS.read_text()
+    block = text.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+    return block.replace("127.0.0.1:7789", f"127.0.0.1:{front}").replace(
+        "127.0.0.1:7791", f"127.0.0.1:{back}")
+
+
+def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        front = probe.getsockname()[1]
+        return probe.getsockname()[1]
+
+
+def _needs(tool: str) -> None:
+    if shutil.which(tool) is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{tool} is not installed (.ci/run installs it)")
+        pytest.skip(f"{tool} is not installed")
+
+
+def _connect_when_up(port: int) -> ChatClient:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client = ChatClient(("127.0.0.1", port))
+            client.welcome()
+            return client
+        except (ConnectionRefusedError, ConnectionResetError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _through_a_real_proxy(server, front: int) -> None:
+    first = _connect_when_up(front)
+    first.send("through the proxy")
+    direct = server.client()
+    direct.send("/who")
+    direct.expect(r"^\*\*\* #lobby has 2 member\(s\)")
+    # The client's own address and port, as the proxy saw them, are what chatd logs.
+    port = first.sock.getsockname()[1]
+    server.wait_for_log(rf"peer=127\.0\.0\.1:{port}\b")
+
+
+def test_behind_a_real_haproxy_with_the_documented_config(chatd_server, tmp_path):
+    _needs("haproxy")
+    server = _proxied(chatd_server, tmp_path)
+    front = _free_port()
     config = tmp_path / "haproxy.cfg"
-    config.write_text(HAPROXY_CONFIG.format(front=front, back=server.ports[1]))
+    config.write_text(_snippet("haproxy", front, server.ports[1]))
     proxy = subprocess.Popen(["haproxy", "-db", "-f", str(config)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                first = ChatClient(("127.0.0.1", front))
-                break
-            except ConnectionRefusedError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        first.welcome()
-        first.send("through haproxy")
-        direct = server.client()
-        direct.send("/who")
-        direct.expect(r"^\*\*\* #lobby has 2 member\(s\)")
-        # The client's own address and port, as HAProxy saw them, are what chatd logs.
-        port = first.sock.getsockname()[1]
-        server.wait_for_log(rf"peer=127\.0\.0\.1:{port}\b")
+        _through_a_real_proxy(server, front)
+    finally:
+        proxy.terminate()
+        proxy.wait(5)
+
+
+def test_behind_a_real_nginx_with_the_documented_config(chatd_server, tmp_path):
+    _needs("nginx")
+    module = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
+    server = _proxied(chatd_server, tmp_path)
+    front = _free_port()
+    config = tmp_path / "nginx.conf"
+    load = f"load_module {module};\n" if module.exists() else ""
+    config.write_text(f"{load}pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
+                      "events {}\n" + _snippet("nginx", front, server.ports[1]))
+    proxy = subprocess.Popen(["nginx", "-p", str(tmp_path), "-c", str(config),
+                              "-g", "daemon off;"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _through_a_real_proxy(server, front)
     finally:
         proxy.terminate()
         proxy.wait(5)
