@@ -1105,7 +1105,8 @@ class _Builder:
         return node
 
     def section(self, name: str, node: Node, cls: type | None = None,
-                specs: dict[str, _FieldSpec] | None = None) -> Any:
+                specs: dict[str, _FieldSpec] | None = None,
+                nested: tuple[str, ...] = ()) -> Any:
         """One typed section: known keys only, each value checked against its field spec."""
         if cls is None or specs is None:
             cls, specs = _SECTIONS[name]
@@ -1117,7 +1118,7 @@ class _Builder:
             dotted = _join(name, k)
             spec = specs.get(k) if isinstance(k, str) else None
             if spec is None:
-                raise self.unknown(dotted, k, list(specs), key_node)
+                raise self.unknown(dotted, k, [*specs, *nested], key_node)
             raw = self.value(value_node, dotted)
             try:
                 values[spec.name] = _check(spec, raw, self.base_dir)
@@ -1179,7 +1180,7 @@ class _Builder:
         seen: dict[tuple[str, int], str] = {}
         for item_key, item in items:
             item, tls_node = self._split_off(item, "tls")
-            listener = self.section(item_key, item, ListenConfig, _LISTEN_SPECS)
+            listener = self.section(item_key, item, ListenConfig, _LISTEN_SPECS, ("tls",))
             if tls_node is not None and not self.is_null(tls_node):
                 listener = dataclasses.replace(listener, tls=self.tls(f"{item_key}.tls", tls_node))
             self.check_proxies(item_key, item, listener)
