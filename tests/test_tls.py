@@ -97,6 +97,73 @@ def test_a_1_mib_paste_over_tls_arrives_complete_and_in_order(chatd_server, tmp_
         plain.expect(rf"^<guest-1> {line}$", timeout=10)
 
 
+class _CountingTlsClient:
+    """A TLS client on memory BIOs that counts the bytes on the wire and the records."""
+
+    def __init__(self, address: tuple[str, int], context: ssl.SSLContext) -> None:
+        self.sock = socket.create_connection(address, timeout=5)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+        self.wire = b""  # every byte received after the handshake
+        self.plain = b""
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._pump(record=False)
+        self._send()
+
+    def _send(self) -> None:
+        data = self.outgoing.read()
+        if data:
+            self.sock.sendall(data)
+
+    def _pump(self, *, record: bool = True) -> None:
+        self._send()
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed")
+        if record:
+            self.wire += data
+        self.incoming.write(data)
+
+    def read_until(self, marker: bytes) -> None:
+        while marker not in self.plain:
+            try:
+                self.plain += self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                self._pump()
+
+    def records(self) -> int:
+        """TLS records in ``wire`` (each starts with a 5-byte header holding its length)."""
+        count, at = 0, 0
+        while at + 5 <= len(self.wire):
+            at += 5 + int.from_bytes(self.wire[at + 3:at + 5], "big")
+            count += 1
+        return count
+
+
+def test_a_tick_of_messages_is_encrypted_at_once_not_one_record_each(
+        chatd_server, tmp_path, ca):
+    """200 messages for one TLS reader in one tick reach it in a few records (the flush
+    encrypts the tick's output at once), not 200: counted on the reader's wire."""
+    server, _, _ = _tls_server(chatd_server, tmp_path, ca)
+    reader = _CountingTlsClient((server.host, server.ports[1]), _trusting(ca))
+    reader.read_until(b"Type /help for commands.\n")
+    reader.wire, reader.plain = b"", b""
+    sender = server.client()
+    sender.send("/who")  # the reader is there (and the sender's join is behind us)
+    sender.expect(r"^\*\*\* #lobby has 2 member")
+    reader.read_until(b"joined #lobby\n")
+    reader.wire, reader.plain = b"", b""
+    # Private messages: each is its own write to the reader, all in one tick.
+    sender.send_raw("".join(f"/msg guest-1 burst {i:03d}\n" for i in range(200)).encode())
+    reader.read_until(b"burst 199\n")
+    assert reader.plain.count(b"*guest-2* burst") == 200
+    assert reader.records() <= 10, f"{reader.records()} TLS records for one tick of 200 messages"
+
+
 def test_a_silent_connection_is_closed_at_the_handshake_timeout_and_never_seen(
         chatd_server, tmp_path, ca):
     server, _, _ = _tls_server(chatd_server, tmp_path, ca, handshake_timeout_seconds=1.0)
