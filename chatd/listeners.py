@@ -18,8 +18,10 @@ Edge-triggered rules kept here (DESIGN.md section 3):
   resumes on a timer (libev's "accept()ing when you can't", libuv's emfile
   trick).
 
-Later listeners (TLS, WebSocket, IRC, the PROXY protocol) plug in here, as
-listener options and protocols.
+A listener may speak TLS (:mod:`chatd.tls`: the connection class changes, the
+chat client is made after the handshake) and read a PROXY header first
+(:mod:`chatd.proxy`: admission waits for the client's real address).  Later
+protocols (WebSocket, IRC) plug in here the same way.
 """
 
 from __future__ import annotations
