@@ -30,6 +30,10 @@
  * load generator is not the bottleneck.  At the window's edges it samples its own
  * CPU time, the server's (-P) and every core's /proc/stat counters.
  *
+ * With -L every client speaks TLS (OpenSSL, no certificate check: loopback, our own
+ * servers): the handshake is driven from the same edges, reads go through SSL_read
+ * until it wants more (no short-read shortcut: a record can wait inside the session).
+ *
  * Clients are split evenly into G groups: client i is in group i % G.  Senders are
  * clients 0..S-1, so sender s is in group s % G and is the (s / G)-th sender there.
  *
@@ -74,6 +78,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #define MAX_CLIENTS 100000
 #define READ_BUF (256 * 1024)  /* one recv() batch: many lines per syscall */
 #define PARTIAL_MAX 512        /* longest line kept across reads; data lines are < 300 B */
@@ -91,7 +98,7 @@
 #define HIST_BUCKETS (128 + 58 * HIST_SUB)
 
 enum mode { MODE_CLOSED, MODE_RATE, MODE_IDLE };
-enum cstate { C_FREE, C_CONNECTING, C_WELCOME, C_READY, C_CLOSED };
+enum cstate { C_FREE, C_CONNECTING, C_TLS, C_WELCOME, C_READY, C_CLOSED };
 enum phase { P_SETUP, P_SETTLE, P_WARMUP, P_MEASURE, P_DRAIN, P_DONE };
 
 struct client {
@@ -103,6 +110,7 @@ struct client {
     uint8_t dirty;           /* on the flush list */
     uint16_t partial_len;
     char *out;               /* pending output (allocated on first use) */
+    SSL *ssl;                /* -L: the client's TLS session (NULL: plain TCP) */
     uint32_t out_len, out_off, out_cap;
     char partial[PARTIAL_MAX];
 };
@@ -122,6 +130,7 @@ static struct {
     double rate, duration, warmup, settle_max, drain_max, hold_max, timeout;
     uint32_t line_bytes, quiet_ms, source_ips, batch_us;
     int server_pid;
+    int tls;                 /* -L: connect with TLS (the certificate is not checked) */
     enum mode mode;
 } opt = {
     .addr = "127.0.0.1", .port = 0, .clients = 100, .senders = 5, .groups = 1, .window = 1,
@@ -133,6 +142,7 @@ static struct {
 /* -- state ------------------------------------------------------------------------- */
 
 static struct client *clients;
+static SSL_CTX *tls_ctx;
 static struct sender *senders;
 static uint32_t *last_seq;          /* [receiver * per_group + sender's slot]: last seq seen */
 static uint32_t *remaining;         /* closed mode: [sender * WINDOW_MAX + seq % WINDOW_MAX]:
@@ -366,11 +376,15 @@ static void client_lost(uint32_t id, const char *why)
     struct client *c = &clients[id];
     if (c->state == C_CLOSED)
         return;
-    if (c->state == C_CONNECTING || c->state == C_WELCOME)
+    if (c->state == C_CONNECTING || c->state == C_TLS || c->state == C_WELCOME)
         in_handshake--;
     c->state = C_CLOSED;
     disconnected++;
     epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    if (c->ssl) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
     close(c->fd);
     c->fd = -1;
     if (disconnected <= 5)
@@ -380,7 +394,19 @@ static void client_lost(uint32_t id, const char *why)
 static void flush_client(uint32_t id)
 {
     struct client *c = &clients[id];
-    while (c->state != C_CLOSED && c->out_off < c->out_len) {
+    while (c->ssl && c->state != C_CLOSED && c->out_off < c->out_len) {
+        int n = SSL_write(c->ssl, c->out + c->out_off, (int)(c->out_len - c->out_off));
+        if (n > 0) {
+            c->out_off += (uint32_t)n;
+            continue;
+        }
+        int err = SSL_get_error(c->ssl, n);
+        if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ)
+            return;  /* an edge calls us again */
+        client_lost(id, "TLS write failed");
+        return;
+    }
+    while (!c->ssl && c->state != C_CLOSED && c->out_off < c->out_len) {
         ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
         if (n > 0) {
             c->out_off += (uint32_t)n;
@@ -607,9 +633,38 @@ static void handle_bytes(uint32_t r, const char *data, size_t n)
     }
 }
 
+/* TLS: read records until OpenSSL wants more from the socket (it has then read the
+ * socket to EAGAIN: what EPOLLET needs).  No short-read shortcut: a record may wait
+ * inside the TLS session. */
+static void read_tls(uint32_t id)
+{
+    struct client *c = &clients[id];
+    while (c->state != C_CLOSED) {
+        int n = SSL_read(c->ssl, rbuf, (int)sizeof rbuf);
+        recv_calls++;
+        if (n > 0) {
+            recv_bytes += (uint64_t)n;
+            now = mono_ns();
+            last_rx = now;
+            handle_bytes(id, rbuf, (size_t)n);
+            continue;
+        }
+        int err = SSL_get_error(c->ssl, n);
+        if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+            return;
+        client_lost(id, err == SSL_ERROR_ZERO_RETURN ? "closed by the server"
+                                                     : "TLS read failed");
+        return;
+    }
+}
+
 static void read_client(uint32_t id)
 {
     struct client *c = &clients[id];
+    if (c->ssl) {
+        read_tls(id);
+        return;
+    }
     while (c->state != C_CLOSED) {
         ssize_t n = recv(c->fd, rbuf, sizeof rbuf, 0);
         recv_calls++;
@@ -687,8 +742,35 @@ static void connect_done(uint32_t id)
         fail("connect client %u: %s", id, strerror(err));
         return;
     }
-    c->state = C_WELCOME;
     connected++;
+    if (!opt.tls) {
+        c->state = C_WELCOME;
+        return;
+    }
+    c->ssl = SSL_new(tls_ctx);
+    if (!c->ssl || !SSL_set_fd(c->ssl, c->fd)) {
+        fail("SSL_new for client %u", id);
+        return;
+    }
+    SSL_set_connect_state(c->ssl);
+    c->state = C_TLS;
+}
+
+/* Drive a client's TLS handshake; it becomes C_WELCOME when done. */
+static void tls_handshake(uint32_t id)
+{
+    struct client *c = &clients[id];
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        c->state = C_WELCOME;
+        return;
+    }
+    int err = SSL_get_error(c->ssl, r);
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+        return;
+    char why[160];
+    snprintf(why, sizeof why, "TLS handshake: %s", ERR_reason_error_string(ERR_get_error()));
+    client_lost(id, why);
 }
 
 static void handle_event(uint32_t id, uint32_t events)
@@ -698,6 +780,11 @@ static void handle_event(uint32_t id, uint32_t events)
         if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
             return;
         connect_done(id);
+        if (c->state != C_WELCOME && c->state != C_TLS)
+            return;
+    }
+    if (c->state == C_TLS) {
+        tls_handshake(id);
         if (c->state != C_WELCOME)
             return;
     }
@@ -1058,7 +1145,8 @@ static void usage(void)
             "usage: loadgen -p PORT [-a 127.x.y.z] [-m closed|rate|idle] [-c CLIENTS]\n"
             "  [-s SENDERS] [-g GROUPS] [-w WINDOW] [-r MSGS_PER_S_PER_SENDER] [-d SECONDS]\n"
             "  [-W WARMUP_S] [-l LINE_BYTES] [-q QUIET_MS] [-S SETTLE_MAX_S] [-D DRAIN_MAX_S]\n"
-            "  [-H HOLD_MAX_S] [-T TIMEOUT_S] [-b SOURCE_IPS] [-P SERVER_PID] [-i BATCH_US]\n");
+            "  [-H HOLD_MAX_S] [-T TIMEOUT_S] [-b SOURCE_IPS] [-P SERVER_PID] [-i BATCH_US]\n"
+            "  [-L (TLS)]\n");
     exit(2);
 }
 
@@ -1081,7 +1169,7 @@ static uint32_t parse_count(const char *s, uint32_t lo, uint32_t hi, char flag)
 static void parse_args(int argc, char **argv)
 {
     int ch;
-    while ((ch = getopt(argc, argv, "a:p:m:c:s:g:w:r:d:W:l:q:S:D:H:T:b:P:i:h")) != -1) {
+    while ((ch = getopt(argc, argv, "a:p:m:c:s:g:w:r:d:W:l:q:S:D:H:T:b:P:i:Lh")) != -1) {
         switch (ch) {
         case 'a': opt.addr = optarg; break;
         case 'p': opt.port = (int)parse_count(optarg, 1, 65535, 'p'); break;
@@ -1107,6 +1195,7 @@ static void parse_args(int argc, char **argv)
         case 'b': opt.source_ips = parse_count(optarg, 1, 65534, 'b'); break;
         case 'i': opt.batch_us = parse_count(optarg, 0, 100000, 'i'); break;
         case 'P': opt.server_pid = (int)parse_count(optarg, 1, 1 << 30, 'P'); break;
+        case 'L': opt.tls = 1; break;
         default: usage();
         }
     }
@@ -1143,6 +1232,14 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
 
     clients = xcalloc(opt.clients, sizeof *clients);
+    if (opt.tls) {
+        tls_ctx = SSL_CTX_new(TLS_client_method());
+        if (!tls_ctx)
+            die("SSL_CTX_new");
+        SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);  /* loopback, our own servers */
+        SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    }
     for (uint32_t i = 0; i < opt.clients; i++) {
         clients[i].fd = -1;
         clients[i].group = i % opt.groups;

@@ -132,6 +132,9 @@ class Scenario:
     #: the load generator adapts it to the server (see batch_wait() in loadgen.c).
     batch_us: int = 0
     setup_max_s: float = 150.0  # connect + welcome + quiet, bounded
+    #: Every client speaks TLS (the load generator's -L); only servers that can serve
+    #: TLS run it (:attr:`ServerSpec.tls`).
+    tls: bool = False
 
     @property
     def offered_msgs_per_s(self) -> float:
@@ -140,6 +143,8 @@ class Scenario:
     def loadgen_args(self, timing: Timing) -> list[str]:
         args = ["-m", self.mode, "-c", str(self.clients), "-q", str(timing.quiet_ms)]
         args += ["-S", f"{self.setup_max_s:g}"]
+        if self.tls:
+            args.append("-L")
         if self.mode == "idle":
             return [*args, "-H", "600"]
         args += ["-s", str(self.senders), "-g", str(self.groups), "-w", str(self.window)]
@@ -181,6 +186,12 @@ FULL_SCENARIOS = [
     Scenario("rooms-5000x500", "5000 clients in 500 rooms of 10, every client sending "
              "2 msg/s (10k msg/s in, 90k deliveries/s)", "rate", 5000, senders=5000,
              groups=500, rate=2.0),
+    Scenario("fanout-tls-100", "fanout-100 over TLS: 100 clients in one room, 10 senders, "
+             "16 messages in flight each, every connection TLS 1.3", "closed", 100,
+             senders=10, window=16, batch_us=_CLOSED_BATCH_US, tls=True),
+    Scenario("fanout-tls-1000", "fanout-1000 over TLS: 1000 clients, 5 senders, 16 in "
+             "flight each, every connection TLS 1.3", "closed", 1000, senders=5, window=16,
+             batch_us=_CLOSED_BATCH_US, tls=True),
     Scenario("idle-10000", "10,000 idle connections: server memory per connection",
              "idle", 10_000, setup_max_s=60.0),
     # clients = 0: as many as the fd limit allows (resolved at start, see main()).
@@ -194,6 +205,8 @@ SMOKE_SCENARIOS = [
     Scenario("smoke-rooms", "50 clients in 5 rooms of 10, every client sending 5 msg/s",
              "rate", 50, senders=50, groups=5, rate=5.0, setup_max_s=20.0),
     Scenario("smoke-idle", "50 idle connections", "idle", 50, setup_max_s=20.0),
+    Scenario("smoke-tls", "50 clients in one room over TLS, 2 senders, 4 in flight each",
+             "closed", 50, senders=2, window=4, batch_us=2000, setup_max_s=20.0, tls=True),
 ]
 
 LIMIT = "c-coalesce"
@@ -236,6 +249,9 @@ class ServerSpec:
     #: ceiling: sends coalesced once per loop pass, in C) or "compare" (chatd@REF).
     kind: str = "baseline"
     default: bool = True  # run when --servers is not given
+    #: How it serves TLS scenarios: "config" (chatd: a TLS listener in its config),
+    #: "flag" (``--tls PEM``), or "" (it cannot: TLS scenarios skip it).
+    tls: str = ""
 
     @property
     def file_stem(self) -> str:
@@ -265,15 +281,17 @@ def _chatd(config: Path, port_file: Path) -> list[str]:
 NO_HISTORY_CONFIG = "chatd-bench-no-history.yaml"
 
 SERVERS = [
-    ServerSpec("chatd", _chatd, kind="chatd"),
+    ServerSpec("chatd", _chatd, kind="chatd", tls="config"),
     # The same chatd with history off (--servers chatd,chatd-no-history): not a
     # baseline, the cost of history measured beside it.
-    ServerSpec("chatd-no-history", _chatd, kind="variant", default=False),
-    ServerSpec("asyncio-per-line", _baseline("asyncio_protocol.py")),
-    ServerSpec("uvloop-per-line", _baseline("asyncio_protocol.py", "--uvloop"), "uvloop"),
-    ServerSpec("asyncio-per-chunk", _baseline("asyncio_protocol.py", "--per-chunk")),
+    ServerSpec("chatd-no-history", _chatd, kind="variant", default=False, tls="config"),
+    ServerSpec("asyncio-per-line", _baseline("asyncio_protocol.py"), tls="flag"),
+    ServerSpec("uvloop-per-line", _baseline("asyncio_protocol.py", "--uvloop"), "uvloop",
+               tls="flag"),
+    ServerSpec("asyncio-per-chunk", _baseline("asyncio_protocol.py", "--per-chunk"),
+               tls="flag"),
     ServerSpec("uvloop-per-chunk", _baseline("asyncio_protocol.py", "--uvloop", "--per-chunk"),
-               "uvloop"),
+               "uvloop", tls="flag"),
     ServerSpec("c-per-read", _c_server("per-read")),
     ServerSpec("c-coalesce", _c_server("coalesce"), kind="limit"),
     # Not run by default (slower than the Protocol baselines everywhere); --servers.
@@ -415,6 +433,8 @@ def build_c(source: Path) -> Path:
         return binary
     cc = os.environ.get("CC", "cc")
     argv = [cc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(binary), str(source)]
+    if "openssl/ssl.h" in source.read_text():
+        argv += ["-lssl", "-lcrypto"]  # the load generator's TLS (libssl-dev)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         raise SystemExit(f"bench: compiling {source.name} failed:\n{done.stderr}")
@@ -745,7 +765,44 @@ def run_idle(scenario: Scenario, server: ServerProcess, loadgen: Path, timing: T
     return run
 
 
+def make_certificate(folder: Path) -> Path:
+    """A throwaway self-signed certificate and key for 127.0.0.1 (one PEM file)."""
+    pem = folder / "bench-tls.pem"
+    if not pem.exists():
+        key, cert = folder / "bench-tls.key", folder / "bench-tls.crt"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key), "-out", str(cert),
+             "-days", "2", "-subj", "/CN=127.0.0.1"],
+            check=True, capture_output=True, timeout=60,
+        )
+        pem.write_text(key.read_text() + cert.read_text())
+    return pem
+
+
+def tls_server(spec: ServerSpec, ctx: Context) -> ServerSpec:
+    """``spec`` serving TLS: chatd with its listener given the certificate, a baseline
+    with ``--tls``."""
+    pem = make_certificate(ctx.workdir)
+    if spec.tls == "flag":
+        argv = spec.argv
+        return dataclasses.replace(spec, argv=lambda c, p: [*argv(c, p), "--tls", str(pem)])
+    source = spec.config or ctx.config
+    config = source.with_name(source.stem + "-tls.yaml")
+    if not config.exists():
+        data = yaml.safe_load(source.read_text())
+        listen = data.get("listen") or {}
+        first = listen[0] if isinstance(listen, list) else listen
+        first = {**first, "tls": {"cert": str(pem), "key": str(pem)}}
+        data["listen"] = first
+        config.write_text("# the benchmark config with a TLS listener (bench/run.py)\n"
+                          + yaml.safe_dump(data, sort_keys=False))
+    return dataclasses.replace(spec, config=config)
+
+
 def run_one(scenario: Scenario, spec: ServerSpec, ctx: Context) -> Run:
+    if scenario.tls:
+        spec = tls_server(spec, ctx)
     with running_server(spec, ctx) as server:
         try:
             if scenario.mode == "idle":
@@ -961,6 +1018,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{scenario.name}: {scenario.what}", file=sys.stderr)
             for repeat in range(1, args.repeat + 1):
                 for spec in servers:
+                    if scenario.tls and not spec.tls:
+                        continue  # it cannot serve TLS (the C servers)
                     run = run_one(scenario, spec, ctx)
                     run.repeat = repeat
                     runs.append(run)

@@ -13,7 +13,8 @@ decoding, sanitising, plugins, logging).  Two ways of writing:
   ``transport.write()`` per recipient per chunk — the dozen lines a
   performance-minded asyncio user adds, and the fair, strong baseline.
 
-Run: ``python bench/baselines/asyncio_protocol.py --port-file F [--uvloop] [--per-chunk]``.
+Run: ``python bench/baselines/asyncio_protocol.py --port-file F [--uvloop] [--per-chunk]
+[--tls PEM]`` (``--tls``: ``loop.create_server(ssl=...)``, for the TLS scenario).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from common import (
     parse_args,
     run,
     serve_until_signal,
+    tls_context,
     write_port_file,
 )
 
@@ -163,7 +165,8 @@ async def main(args: argparse.Namespace) -> None:
     async def start() -> asyncio.AbstractServer:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            lambda: ChatProtocol(hub, args.per_chunk), args.host, args.port, backlog=BACKLOG
+            lambda: ChatProtocol(hub, args.per_chunk), args.host, args.port, backlog=BACKLOG,
+            ssl=tls_context(args.tls),
         )
         write_port_file(args.port_file, server.sockets[0].getsockname()[1])
         return server

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -39,7 +40,21 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
     parser.add_argument("--per-chunk", action="store_true",
                         help="asyncio_protocol.py: one write per recipient per received chunk")
+    parser.add_argument("--tls", metavar="PEM",
+                        help="serve TLS with this certificate and key (one PEM file)")
     return parser.parse_args()
+
+
+def tls_context(pem: str | None) -> ssl.SSLContext | None:
+    """The server context for ``--tls``: the same settings as chatd's (TLS >= 1.2,
+    ECDHE with AES-GCM or ChaCha20), so both sides pay for the same cipher."""
+    if pem is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")
+    context.load_cert_chain(pem)
+    return context
 
 
 def write_port_file(path: str | None, port: int) -> None:
