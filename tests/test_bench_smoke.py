@@ -3,8 +3,9 @@
 It runs every default server (chatd, the asyncio baselines per line and per chunk
 on asyncio and uvloop, and the C servers per read and coalescing)
 through a closed-loop, a rate-limited multi-room and an idle scenario with tiny
-counts, and the TLS servers through a closed loop over TLS, and checks what the benchmark promises: it exits 0, every line arrived
-exactly once and in order, and every run measured something.  It never asserts a
+counts, and the TLS servers through a closed loop over TLS, and checks what the
+benchmark promises: it exits 0, every line arrived exactly once and in order, and
+every run measured something.  It never asserts a
 speed (DESIGN.md section 6): how fast is the benchmark's question, not the test's.
 """
 
