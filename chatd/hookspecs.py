@@ -239,6 +239,16 @@ def chatd_account_change(client: Client, old: str | None, new: str | None) -> No
 
 
 @hookspec
+def chatd_account_dropped(server: Server, account: str) -> None:
+    """The registered nick ``account`` was given up (``/drop``): it is no one's now.
+
+    Whoever registers the nick next is someone else, so forget what the old owner
+    was trusted with: the built-in *moderation* plugin unregisters the rooms it
+    founded and removes it from every room's operators.
+    """
+
+
+@hookspec
 def chatd_nick_change(client: Client, old: str, new: str, event: NickChange) -> None:
     """``client`` was renamed from ``old`` to ``new`` (``client.nick == new``).
 

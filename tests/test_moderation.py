@@ -419,3 +419,31 @@ def test_times_and_expiry():
     entry = Entry("*!*@*", "op", "", 100.0, 160.0)
     assert entry.active(159.9) and not entry.active(160.0)
     assert Entry("*!*@*", "op", "", 100.0, None).active(1e12)
+
+
+def test_a_dropped_nick_keeps_no_power_in_rooms(chatd_server, tmp_path):
+    """Whoever registers a dropped nick next is someone else: the rooms its old owner
+    founded are unregistered and it is no room's operator any more."""
+    server = chatd_server(_config(tmp_path / "config.yaml"))
+    alice = _founded(server, "alice", "#dev")
+    bob = _registered(server, "bob")
+    _in(bob, "#dev")
+    alice.send("/op bob")
+    _see(bob, "*** alice made bob an operator of #dev")
+    bob.send(f"/drop {PASSWORD}")
+    _see(bob, "*** bob is no longer registered; anyone may use it")
+    alice.send("/roomset")
+    _see(alice, "*** #dev: founder alice; operators: none")
+    alice.send(f"/drop {PASSWORD}")
+    _see(bob, "*** #dev is no longer registered: its founder's nick was dropped")
+    alice.close()
+    heir = _registered(server, "alice")  # someone else takes the nick
+    _in(heir, "#dev")
+    heir.send("/ban bob")
+    _see(heir, "! permission denied: you are not an operator of #dev")
+    server.stop()
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "data" / "chatd.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM rooms").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM room_operators").fetchone() == (0,)

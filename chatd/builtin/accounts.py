@@ -507,6 +507,7 @@ def _dropped(client: Client, account: Account, ok: bool) -> None:
     for other in list(server.clients.values()):  # every connection identified as it
         if identified_for(other, account[0]):
             server.set_account(other, None)
+    server.hooks.call("chatd_account_dropped", server=server, account=account[0])
     client.notice(f"{account[0]} is no longer registered; anyone may use it")
 
 

@@ -410,6 +410,12 @@ def drop_room(client: Client, words: list[str]) -> None:
         raise CommandError(f"{words[0]} is not registered")
     if not _is_founder(client, rules):
         raise CommandError(f"permission denied: only the founder of {rules.name} can drop it")
+    _unregister(server, state, rules)
+    _announce(client, server.rooms.get(rules.name), f"{rules.name} is no longer registered")
+
+
+def _unregister(server: Server, state: ModerationState, rules: RoomRules) -> None:
+    """Forget a room's registration, on disk and in memory."""
     for table in ("rooms WHERE key", "room_operators WHERE room", "room_bans WHERE room"):
         server.store.write(f"DELETE FROM {table} = ?", (rules.key,))
     room = server.rooms.get(rules.name)
@@ -417,7 +423,27 @@ def drop_room(client: Client, words: list[str]) -> None:
         del state.rooms[rules.key]
     else:  # its bans and mutes last while the room does, like any room's
         state.rooms[rules.key] = RoomRules(room.name, bans=rules.bans, mutes=rules.mutes)
-    _announce(client, room, f"{rules.name} is no longer registered")
+
+
+@hookimpl
+def chatd_account_dropped(server: Server, account: str) -> None:
+    """A dropped nick keeps no power: whoever registers it next is someone else."""
+    state: ModerationState | None = server.stash.get(STATE)
+    if state is None:
+        return
+    key = nick_key(account)
+    for rules in list(state.rooms.values()):
+        if key in rules.operators:
+            rules.operators.discard(key)
+            server.store.write("DELETE FROM room_operators WHERE room = ? AND account = ?",
+                               (rules.key, key))
+        if rules.founder == key:
+            _unregister(server, state, rules)
+            text = f"{rules.name} is no longer registered: its founder's nick was dropped"
+            log.info("%s", text)
+            room = server.rooms.get(rules.name)
+            if room is not None and room.members:
+                room.say(text)
 
 
 # -- commands -------------------------------------------------------------------------------
