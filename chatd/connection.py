@@ -436,10 +436,8 @@ class Connection:
         if self.state is not State.OPEN:
             return
         if self._out or self._pending is not None:
-            if self.output_bytes > self._ctx.limits.soft:
-                self.skipped_lines += data.count(b"\n")  # a slow reader misses room lines
-                return
-            self.write(data)
+            if not self._skipped_when_slow(data):
+                self.write(data)
             return
         try:
             sent = self._sock.send(data)
@@ -452,6 +450,14 @@ class Connection:
         if sent < len(data):
             self._pending = memoryview(data)[sent:]
             self._grow(len(data) - sent)
+
+    def _skipped_when_slow(self, data: bytes) -> bool:
+        """Output is queued already: past the soft limit a slow reader misses room lines
+        (counted, reported once it catches up).  True if ``data`` was skipped."""
+        if self.output_bytes > self._ctx.limits.soft:
+            self.skipped_lines += data.count(b"\n")
+            return True
+        return False
 
     def flush(self) -> None:
         """Called by the reactor once per tick when output is queued."""

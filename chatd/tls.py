@@ -219,8 +219,7 @@ class TlsConnection(Connection):
         """Queued, not sent: the flush encrypts the whole tick at once."""
         if self.state is not State.OPEN:
             return
-        if (self._out or self._pending is not None) and self.output_bytes > self._ctx.limits.soft:
-            self.skipped_lines += data.count(b"\n")
+        if (self._out or self._pending is not None) and self._skipped_when_slow(data):
             return
         self.write(data)
 

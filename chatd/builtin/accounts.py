@@ -437,16 +437,22 @@ def _identified(client: Client, nick: str) -> None:
     client.server.set_account(client, nick)
 
 
+def _own_account(client: Client, unidentified: str) -> Account:
+    """The account ``client`` is identified as; ``unidentified`` is the error if none."""
+    if client.account is None:
+        raise CommandError(unidentified)
+    account = _lookup(client.server, client.account)
+    if account is None:
+        raise CommandError(f"{client.account} is not registered any more")
+    return account
+
+
 def cmd_password(client: Client, args: str) -> None:
     words = args.split()
     if len(words) != 2:
         raise UsageError()
     server = client.server
-    if client.account is None:
-        raise CommandError("identify first (/identify NICK PASSWORD)")
-    account = _lookup(server, client.account)
-    if account is None:
-        raise CommandError(f"{client.account} is not registered any more")
+    account = _own_account(client, "identify first (/identify NICK PASSWORD)")
     old, new = words
     problem = _password_problem(server, new, account[0])
     if problem:
@@ -481,12 +487,7 @@ def cmd_drop(client: Client, args: str) -> None:
         return
     if len(words) != 1:
         raise UsageError()
-    server = client.server
-    if client.account is None:
-        raise CommandError("identify first: you can drop the nick you are identified as")
-    account = _lookup(server, client.account)
-    if account is None:
-        raise CommandError(f"{client.account} is not registered any more")
+    account = _own_account(client, "identify first: you can drop the nick you are identified as")
     key = nick_key(account[0])
     _attempt(client, key)
     password, stored = words[0], account[1]
