@@ -304,6 +304,23 @@ def chatd_message(client: Client, text: str, event: Event) -> None:
     """
 
 
+@hookspec(firstresult=True)
+def chatd_check_speak(client: Client, room: Room) -> str | None:
+    """*firstresult.*  May a plugin speak in ``room`` for ``client``?  Return a reason
+    to refuse.
+
+    Called when a plugin, while running a command ``client`` typed (``/roll``),
+    posts to ``room`` with ``room.say()``: what it posts is ``client``'s doing,
+    so whatever keeps ``client`` quiet there (the built-in *moderation*
+    plugin's mutes) applies to it too, for every plugin.  Return ``None`` to
+    let it through; a string drops the post (``room.say()`` returns 0), and
+    ``client`` sees ``! <your reason>; /roll's post to #room was not sent``;
+    the command goes on.  Not called for what another plugin posts from a hook
+    the command set off (a greeting on ``/join``), nor from timers.  Chat lines,
+    actions, topics and reasons pass :func:`chatd_filter_message` instead.
+    """
+
+
 # ---------------------------------------------------------------------------
 # Rooms
 # ---------------------------------------------------------------------------
