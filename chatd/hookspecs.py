@@ -281,7 +281,8 @@ def chatd_filter_message(client: Client, text: str, event: Event) -> str | None:
     Called for every event that carries user text, whatever command or
     protocol produced it: chat lines (``event.kind == "message"``), actions
     (``"action"``, ``/me``), private messages (``"privmsg"``), topics
-    (``"topic"``), and part and quit reasons (``"part"``, ``"quit"``).
+    (``"topic"``), away messages (``"away"``, ``/away text``), and part and
+    quit reasons (``"part"``, ``"quit"``).
     ``text`` is ``event.text``.  Return ``None`` to let it pass unchanged, a
     string to replace it (the next filter sees the replacement; a blank
     replacement drops the event), or raise ``chatd.Reject("why")`` to drop it:

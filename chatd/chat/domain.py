@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from ..delivery import DeliveryBackend, LocalBackend
 from ..events import (
     Action,
+    Away,
     Error,
     Event,
     Join,
@@ -492,6 +493,17 @@ class ChatDomain:
             event = accepted
         room.topic = " ".join(event.text.splitlines())[:TOPIC_MAX]
         self.backend.to_room(event, room)
+        return event
+
+    def set_away(self, client: Client, text: str) -> Event | None:
+        """``client`` is away with the message ``text`` (filtered: an ``Away`` event
+        nobody is sent); ``""``: back.  Returns the event, None if back or rejected."""
+        if not text:
+            client.away = None
+            return None
+        event = self._accept(client, self.new_event(Away, client.source, client.nick, text))
+        if event is not None:
+            client.away = event.text
         return event
 
     def quit(self, client: Client, reason: str = "") -> None:
