@@ -223,14 +223,14 @@ def _who(server: Server, who: str) -> Who:
         masks = [f"*!*@{target.address}"]
         if target.account is not None:
             masks.insert(0, f"*!{nick_key(target.account)}@*")
-        return Who(masks, nick_key(target.nick), target)
+        return Who(masks, target.nick, target)
     if nick_problem(who) is not None and not who.lower().startswith("guest-"):
         raise CommandError(f"not a nick or a mask: {who}")
     masks = [_as_mask(f"{who}!*@*")]
     account = _registered(server, who)
     if account is not None:
         masks.append(f"*!{account}@*")
-    return Who(masks, nick_key(who))
+    return Who(masks, who)
 
 
 def _registered(server: Server, nick: str) -> str | None:
