@@ -49,17 +49,22 @@ def test_brackets_and_other_characters_are_themselves():
 
 
 class CountingName(str):
-    """A name that counts the searches made in it and the characters they cover."""
+    """A name that counts the searches made in it and the characters they cover, and
+    stops a matcher that searches more than ``budget`` times (one that backtracks
+    would go on for longer than anyone can wait)."""
 
-    def __new__(cls, text: str) -> CountingName:
+    def __new__(cls, text: str, budget: int = 10_000) -> CountingName:
         name = super().__new__(cls, text)
         name.searches = 0
         name.scanned = 0
+        name.budget = budget
         return name
 
     def find(self, sub, start=0, end=None):  # type: ignore[override]
         end = len(self) if end is None else end
         self.searches += 1
+        if self.searches > self.budget:
+            raise AssertionError(f"more than {self.budget} searches: the matcher backtracks")
         found = super().find(sub, start, end)
         self.scanned += (found + len(sub) if found >= 0 else end) - start
         return found
@@ -76,6 +81,8 @@ class CountingName(str):
     "*a" * 200 + "b",
     "*" + "a*" * 100 + "c",
     "a" + "*ab" * 60 + "*",
+    "*a" * 20 + "*b*",               # twenty segments found, then one that is not there
+    "*ab" * 30 + "*c*",
 ])
 @pytest.mark.parametrize("name", ["a" * 3000, "a" * 2999 + "b", "ab" * 1500])
 def test_each_segment_is_searched_for_once_and_the_name_scanned_once(mask, name):
