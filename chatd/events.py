@@ -110,6 +110,16 @@ class Topic(Event):
     carries_user_text: ClassVar[bool] = True
 
 
+@dataclass(frozen=True, slots=True)
+class Away(Event):
+    """``source`` set its away message (``/away text``) to ``text``; ``target`` is its
+    nick.  Filtered like everything a user writes, then kept (``client.away``) and
+    shown to whoever asks (``/whois``, a private message); delivered to nobody."""
+
+    kind: ClassVar[str] = "away"
+    carries_user_text: ClassVar[bool] = True
+
+
 # -- presence ---------------------------------------------------------------------------
 
 
@@ -187,7 +197,7 @@ class RoomRemoved(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
-        Message, Action, PrivateMessage, Topic, Join, Part, Quit, NickChange,
+        Message, Action, PrivateMessage, Topic, Away, Join, Part, Quit, NickChange,
         Notice, Error, RoomCreated, RoomRemoved,
     )
 }
@@ -199,6 +209,7 @@ __all__ = [
     "EVENT_TYPES",
     "USER_TEXT_KINDS",
     "Action",
+    "Away",
     "Error",
     "Event",
     "Join",

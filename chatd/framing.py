@@ -43,6 +43,7 @@ produced by plugins gets the same guard (CWE-150).
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 _ESCAPE_SEQUENCES = re.compile(
@@ -186,15 +187,55 @@ _COMBINING_RUN = re.compile(
 _CONFUSABLE_PAIRS = (("rn", "m"), ("vv", "w"), ("cl", "d"))
 _CONFUSABLE_CHARS = str.maketrans({"I": "l", "|": "l", "1": "l", "0": "o", "O": "o"})
 
+# Beyond ASCII (text, not nicks: nicks and room names are ASCII): NFKC first, which
+# folds full-width forms ("ａｌｉｃｅ"), ligatures, Roman numerals and mathematical
+# letters to plain ones; then combining marks go ("d̈arn", "zalgo"), after NFD;
+# then the Cyrillic and Greek letters that read as Latin ones become those.  A fixed
+# table of the common ones (a subset of TS #39's confusables.txt, which has
+# thousands), not the Unicode data at import: chatd starts in milliseconds.
+_LATIN_LOOK_ALIKES = str.maketrans({
+    # Cyrillic
+    "а": "a", "е": "e", "һ": "h", "і": "i", "ј": "j", "к": "k", "ӏ": "l",
+    "о": "o", "р": "p", "ԛ": "q", "с": "c", "ѕ": "s", "у": "y", "ԝ": "w", "х": "x",
+    "ԁ": "d", "ɡ": "g",
+    "А": "A", "В": "B", "Е": "E", "Н": "H", "І": "I", "Ӏ": "I", "Ј": "J", "К": "K",
+    "М": "M", "О": "O", "Р": "P", "Ԛ": "Q", "С": "C", "Ѕ": "S", "Т": "T", "У": "Y",
+    "Ԝ": "W", "Х": "X",
+    # Greek
+    "α": "a", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "υ": "u", "χ": "x",
+    "ϲ": "c", "ϳ": "j",
+    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M",
+    "Ν": "N", "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X", "Ϲ": "C", "Ϳ": "J",
+    # Latin letters from other blocks
+    "ɑ": "a", "ı": "i", "ɩ": "i", "ǀ": "l",
+})
+
 
 def skeleton(text: str) -> str:
     """The look-alike-insensitive form of ``text``: two strings that a reader cannot
-    tell apart have the same skeleton (nicks are unique by it; filters match on it)."""
+    tell apart have the same skeleton (nicks are unique by it; filters match on it).
+
+    ASCII text (every nick, every room name) takes the fast path: the five
+    look-alike characters, lowercase, the pairs.  Other text is first folded
+    to ASCII look-alikes where one exists (NFKC, no combining marks, Cyrillic
+    and Greek letters that read as Latin).
+    """
+    if not text.isascii():
+        text = _latin_look_alikes(text)
     folded = text.translate(_CONFUSABLE_CHARS).lower()
     for pair, single in _CONFUSABLE_PAIRS:
         if pair in folded:
             folded = folded.replace(pair, single)
     return folded
+
+
+def _latin_look_alikes(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text)
+    if not text.isascii():
+        decomposed = unicodedata.normalize("NFD", text)
+        text = "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
+        text = text.translate(_LATIN_LOOK_ALIKES)
+    return text
 
 
 class CleanedLine(str):

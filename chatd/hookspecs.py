@@ -281,7 +281,8 @@ def chatd_filter_message(client: Client, text: str, event: Event) -> str | None:
     Called for every event that carries user text, whatever command or
     protocol produced it: chat lines (``event.kind == "message"``), actions
     (``"action"``, ``/me``), private messages (``"privmsg"``), topics
-    (``"topic"``), and part and quit reasons (``"part"``, ``"quit"``).
+    (``"topic"``), away messages (``"away"``, ``/away text``), and part and
+    quit reasons (``"part"``, ``"quit"``).
     ``text`` is ``event.text``.  Return ``None`` to let it pass unchanged, a
     string to replace it (the next filter sees the replacement; a blank
     replacement drops the event), or raise ``chatd.Reject("why")`` to drop it:
@@ -301,6 +302,23 @@ def chatd_message(client: Client, text: str, event: Event) -> None:
     mentions or bridging; the server itself delivers ``event`` afterwards
     (to the room, or to the nick of a private message).  Return values are
     ignored.
+    """
+
+
+@hookspec(firstresult=True)
+def chatd_check_speak(client: Client, room: Room) -> str | None:
+    """*firstresult.*  May a plugin speak in ``room`` for ``client``?  Return a reason
+    to refuse.
+
+    Called when a plugin, while running a command ``client`` typed (``/roll``),
+    posts to ``room`` with ``room.say()``: what it posts is ``client``'s doing,
+    so whatever keeps ``client`` quiet there (the built-in *moderation*
+    plugin's mutes) applies to it too, for every plugin.  Return ``None`` to
+    let it through; a string drops the post (``room.say()`` returns 0), and
+    ``client`` sees ``! <your reason>; /roll's post to #room was not sent``;
+    the command goes on.  Not called for what another plugin posts from a hook
+    the command set off (a greeting on ``/join``), nor from timers.  Chat lines,
+    actions, topics and reasons pass :func:`chatd_filter_message` instead.
     """
 
 

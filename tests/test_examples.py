@@ -89,6 +89,40 @@ def test_wordfilter_blocks_a_message_for_everybody(chatd_server):
     alice.expect_nothing(0.2)
 
 
+def test_wordfilter_filters_every_field_a_user_writes_in_any_look_alike_form(chatd_server):
+    """Lines, actions, topics, private messages, /away, part and quit reasons, nicks
+    and room names; full width, Cyrillic, capitals and combining marks alike."""
+    from chatd import skeleton
+
+    server = chatd_server(plugin_dirs=[PLUGINS],
+                          plugins={"wordfilter": {"mask": ["darn"], "block": ["badword"]}})
+    alice = named(server, "alice")
+    bob = named(server, "bob")
+    for client in (alice, bob):
+        client.send("/join #dev")
+        client.expect(r"^\*\*\* (you are the first in|also in) #dev")
+    alice.expect(r"^\*\*\* bob joined #dev$")
+    refused = "! your message was not sent: it contains a blocked word"
+    for command in ("/me says ｂａｄｗｏｒｄ", "/topic all about b\u0430dword",  # a Cyrillic a
+                    "/msg bob BADWORD", "/away off to bad\u0301word land", "hi BADW0RD"):
+        alice.send(command)
+        alice.expect_line(refused)
+    alice.send("/away at ｄａｒｎ lunch")
+    alice.expect_line("*** you are away: at ｄ**ｎ lunch (/away alone when you are back)")
+    bob.send("/whois alice")
+    bob.expect(r"^\*\*\* alice is away: at ｄ\*\*ｎ lunch$")
+    alice.send("/nick badword_fan")
+    alice.expect_line("! the nick badword_fan contains a blocked word")
+    alice.send("/join #BADW0RD")
+    alice.expect_line("! #BADW0RD contains a blocked word: no room may be called that")
+    alice.send("/part #dev so long, badword")
+    alice.expect(f"^{re.escape(refused)}; left without the reason$")
+    bob.expect(r"^\*\*\* alice left #dev$")
+    alice.send("/quit b\u0430dword forever")
+    bob.expect(r"^\*\*\* alice quit \(Quit\)$")
+    assert not any("badword" in skeleton(line.lower()) for line in bob.history), bob.history
+
+
 def test_wordfilter_mask_must_be_a_list(tmp_path):
     config, result = check_config(
         tmp_path,

@@ -11,16 +11,29 @@
   ``/unmute``; ``/invite NICK [#room]``; and ``/roomset [#room] topic-lock on``
   or ``invite-only on``.  ``/bans [#room]`` lists the bans and mutes,
   ``/roomset [#room]`` the room's founder, operators and settings.
-* **WHO** is a nick (of someone connected: their account if identified, else
-  their address; of nobody connected: the nick) or a mask
-  ``nick!account@address`` with ``*`` and ``?`` (``*!*@203.0.113.*``,
-  ``*!alice@*``).  **TIME** is ``30s``, ``10m``, ``2h``, ``7d`` or ``1w``;
-  without it the ban or mute lasts until ``/unban``/``/unmute``.
+* **WHO** is a nick or a mask ``nick!account@address`` with ``*`` and ``?``
+  (``*!*@203.0.113.*``, ``*!alice@*``; see :mod:`chatd.builtin.masks`).  A nick
+  stands for the person: someone connected by their address and, if
+  identified, their account too; a registered nick nobody uses by the nick
+  and its account; any other nick by the nick.  ``/unban NICK`` lifts all of
+  what ``/ban NICK`` set.  Nicks and accounts in masks match look-alikes
+  (``aIice`` is ``alice``).  **TIME** is ``30s``, ``10m``, ``2h``, ``7d``,
+  ``1w`` or a sum (``1h30m``); a word after WHO that starts with a digit must
+  be one (``10x`` is an error, never a ban until lifted); without it the ban
+  or mute lasts until ``/unban``/``/unmute``.
 * A ban keeps a client out (a join is refused, saying until when) and removes
-  matching members; a mute lets a member read but not speak in the room; an
-  invite-only room lets in its operators and whoever they invited (once,
+  matching members; a mute lets a member read but not speak in the room: no
+  message, action or topic, no reason on a part or quit (the leaving is still
+  announced), and no plugin command posting to the room for them (``/roll``);
+  an invite-only room lets in its operators and whoever they invited (once,
   within an hour); a locked topic is changed by operators only.  Bans and
   mutes are checked again when someone changes nick or identifies.
+* Operators (of the room, or of the server) are never banned or muted: a ban
+  or mute that names one, or matches one who is connected, is refused with the
+  reason (as ``/kick`` is); ``/deop`` them first.  An address mask that
+  matches an operator who comes later does not apply to them.
+* A room may not be created, or registered, beside one whose name looks the
+  same: ``#Iobby`` (a capital i) next to ``#lobby`` is refused, naming it.
 
 Every action is announced to the room and logged (``chatd.moderation``).
 Bans and mutes in a room that is not registered last while the room exists.
@@ -49,9 +62,10 @@ from chatd import (
     hookimpl,
 )
 from chatd.chat.nicks import nick_key, nick_problem
-from chatd.chat.rooms import room_key
+from chatd.chat.rooms import room_key, room_looks
 
 from .accounts import ROOM_REGISTRAR, find_account
+from .masks import Identity, Mask, MaskError, same_name
 from .oper import is_operator
 
 log = logging.getLogger("chatd.moderation")
@@ -84,6 +98,9 @@ SCHEMA = [
         PRIMARY KEY (room, kind, mask)
     );
     """,
+    # The nick a ban or mute was set for (/ban NICK), so /unban NICK finds every
+    # mask it set; '' for a mask given as such.
+    "ALTER TABLE room_bans ADD COLUMN target TEXT NOT NULL DEFAULT '';",
 ]
 
 #: Rooms one account may found.
@@ -93,7 +110,13 @@ ENTRIES_PER_ROOM = 200
 INVITE_SECONDS = 3600.0
 REASON_MAX = 200
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"(\d{1,6})([smhdw])\Z")
+_DURATION = re.compile(r"(?:[0-9]{1,6}[smhdw]){1,5}\Z")
+_DURATION_PART = re.compile(r"([0-9]+)([smhdw])")
+#: What a TIME is taken to be meant: a digit first, or a sign and a digit.
+_TIME_LIKE = re.compile(r"[+-]?[0-9]")
+#: The longest ban or mute with a time (about ten years); without a time it is
+#: until lifted anyway.
+DURATION_MAX = 520 * 7 * 86400
 _SETTINGS = {"topic-lock": "topic_lock", "invite-only": "invite_only"}
 
 STATE: StashKey[ModerationState] = StashKey()
@@ -101,17 +124,22 @@ STATE: StashKey[ModerationState] = StashKey()
 
 @dataclass
 class Entry:
-    """A ban or a mute: who (a mask), by whom, why, until when (None: until lifted)."""
+    """A ban or a mute: who (a mask), by whom, why, until when (None: until lifted),
+    and the nick it was set for (``/ban NICK``; "" for a mask given as such)."""
 
     mask: str
     set_by: str
     reason: str
     set_at: float
     expires: float | None
-    pattern: re.Pattern[str] = field(init=False, repr=False)
+    target: str = ""
+    parsed: Mask = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.pattern = _compiled(self.mask)
+        self.parsed = Mask(self.mask)
+
+    def covers(self, who: Identity) -> bool:
+        return self.parsed.covers(who)
 
     def active(self, now: float) -> bool:
         return self.expires is None or self.expires > now
@@ -154,6 +182,9 @@ class ModerationState:
 
     def __init__(self) -> None:
         self.rooms: dict[str, RoomRules] = {}
+        #: The registered rooms by how their names read (``room_looks``): a new room
+        #: may not pass for one of them while it is empty.
+        self.looks: dict[str, str] = {}
         #: False until the registered rooms were read from the store.
         self.loaded = False
         self.retry: Any = None
@@ -162,44 +193,88 @@ class ModerationState:
 # -- masks ----------------------------------------------------------------------------------
 
 
-def _compiled(mask: str) -> re.Pattern[str]:
-    parts = (".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in mask)
-    return re.compile("".join(parts) + r"\Z")
+@dataclass
+class Who:
+    """What a command's WHO argument stands for: the masks, the nick they were set for
+    ("" for a mask given as such) and the client of that nick, if connected."""
+
+    masks: list[str]
+    target: str = ""
+    client: Client | None = None
 
 
-def identity(client: Client) -> str:
-    """What masks are matched against: ``nick!account@address``, lowercase."""
-    return f"{nick_key(client.nick)}!{nick_key(client.account or '')}@{client.address}"
+def _as_mask(who: str) -> str:
+    """``who`` (a mask, perhaps with parts left out) as a whole ``nick!account@address``."""
+    nick, _, rest = who.partition("!") if "!" in who else ("*", "", who)
+    account, _, address = rest.partition("@") if "@" in rest else (rest, "", "*")
+    text = f"{nick or '*'}!{account or '*'}@{address or '*'}"
+    try:
+        return Mask(text).text
+    except MaskError as exc:
+        raise CommandError(str(exc)) from None
 
 
-def _mask_for(server: Server, who: str) -> str:
-    """The mask a command's WHO argument stands for (see the module docstring)."""
+def _who(server: Server, who: str) -> Who:
+    """What WHO stands for (see the module docstring)."""
     if "!" in who or "@" in who:
-        nick, _, rest = who.partition("!") if "!" in who else ("*", "", who)
-        account, _, address = rest.partition("@") if "@" in rest else (rest, "", "*")
-        mask = f"{nick or '*'}!{account or '*'}@{address or '*'}".lower()
-        if mask.count("!") != 1 or mask.count("@") != 1 or any(c.isspace() for c in mask):
-            raise CommandError(f"not a mask: {who} (nick!account@address, with * and ?)")
-        return mask
+        return Who([_as_mask(who)])
     target = server.find_client(who)
     if target is not None:
+        masks = [f"*!*@{target.address}"]
         if target.account is not None:
-            return f"*!{nick_key(target.account)}@*"
-        return f"*!*@{target.address}"
+            masks.insert(0, f"*!{nick_key(target.account)}@*")
+        return Who(masks, target.nick, target)
     if nick_problem(who) is not None and not who.lower().startswith("guest-"):
         raise CommandError(f"not a nick or a mask: {who}")
-    return f"{nick_key(who)}!*@*"
+    masks = [_as_mask(f"{who}!*@*")]
+    account = _registered(server, who)
+    if account is not None:
+        masks.append(f"*!{account}@*")
+    return Who(masks, who)
+
+
+def _registered(server: Server, nick: str) -> str | None:
+    """The account (a nick's key) registered for ``nick``, or None (also when this
+    server has no accounts); a store that cannot answer is the user's error."""
+    try:
+        account = find_account(server, nick)
+    except StoreUnavailable as exc:
+        raise CommandError(f"cannot look up {nick} right now ({exc}); try again soon") from None
+    except CommandError:  # no accounts on this server: no nick is registered
+        return None
+    return None if account is None else nick_key(account[0])
 
 
 def _matching(entries: dict[str, Entry], client: Client, now: float) -> Entry | None:
-    who = identity(client)
+    who = Identity.of(client)
     for entry in entries.values():
-        if entry.active(now) and entry.pattern.match(who):
+        if entry.active(now) and entry.covers(who):
             return entry
     return None
 
 
 # -- who may do what -------------------------------------------------------------------------
+
+
+def _index(state: ModerationState, rules: RoomRules) -> None:
+    for look in room_looks(rules.name):
+        state.looks.setdefault(look, rules.name)
+
+
+def _unindex(state: ModerationState, rules: RoomRules) -> None:
+    for look in room_looks(rules.name):
+        if state.looks.get(look) == rules.name:
+            del state.looks[look]
+
+
+def _registered_look_alike(state: ModerationState, name: str) -> str | None:
+    """A registered room, other than ``name``, whose name reads like it; or None."""
+    key = room_key(name)
+    for look in room_looks(name):
+        twin = state.looks.get(look)
+        if twin is not None and room_key(twin) != key:
+            return twin
+    return None
 
 
 def _is_room_operator(client: Client, rules: RoomRules | None) -> bool:
@@ -293,17 +368,24 @@ def _load(server: Server) -> None:
         for key, rules in rooms.items():
             rules.operators = {row[0] for row in store.read(
                 "SELECT account FROM room_operators WHERE room = ?", (key,))}
-            for kind, mask, set_by, reason, set_at, expires in store.read(
-                "SELECT kind, mask, set_by, reason, set_at, expires FROM room_bans "
+            for kind, mask, set_by, reason, set_at, expires, target in store.read(
+                "SELECT kind, mask, set_by, reason, set_at, expires, target FROM room_bans "
                 "WHERE room = ? LIMIT ?", (key, ENTRIES_PER_ROOM),
             ):
-                rules.entries(kind)[mask] = Entry(mask, set_by, reason, set_at, expires)
+                try:
+                    entry = Entry(mask, set_by, reason, set_at, expires, target)
+                except MaskError as exc:  # written by hand, or by an older chatd
+                    log.warning("%s: %s %r skipped: %s", rules.name, kind, mask, exc)
+                    continue
+                rules.entries(kind)[entry.parsed.key] = entry
     except StoreUnavailable as exc:
         log.error("could not read the registered rooms (%s); bans and room operators are not "
                   "in force until they are read (retrying in 5 s)", exc)
         state.retry = server.call_later(5.0, _load, server)
         return
     state.rooms.update(rooms)
+    for rules in rooms.values():
+        _index(state, rules)
     state.loaded = True
     for rules in rooms.values():
         room = server.rooms.get(rules.name)
@@ -322,17 +404,20 @@ def _save_room(server: Server, rules: RoomRules) -> None:
 
 
 def _save_entry(server: Server, rules: RoomRules, kind: str, entry: Entry | None,
-                mask: str) -> None:
+                key: str) -> None:
+    """Write (or, for None, delete) the ban or mute whose mask's key is ``key``; a mask
+    that differs only in case replaces the one stored."""
     if not rules.registered:
         return
+    server.store.write("DELETE FROM room_bans WHERE room = ? AND kind = ? AND lower(mask) = ?",
+                       (rules.key, kind, key))
     if entry is None:
-        server.store.write("DELETE FROM room_bans WHERE room = ? AND kind = ? AND mask = ?",
-                           (rules.key, kind, mask))
         return
     server.store.write(
-        "INSERT OR REPLACE INTO room_bans (room, kind, mask, set_by, reason, set_at, expires) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (rules.key, kind, mask, entry.set_by, entry.reason, entry.set_at, entry.expires),
+        "INSERT OR REPLACE INTO room_bans (room, kind, mask, set_by, reason, set_at, expires, "
+        "target) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (rules.key, kind, entry.mask, entry.set_by, entry.reason, entry.set_at, entry.expires,
+         entry.target),
     )
 
 
@@ -346,6 +431,7 @@ def chatd_startup(server: Server) -> None:
     state = ModerationState()
     if previous is not None:  # a reload: what is in memory (unregistered rooms too) stays
         state.rooms = previous.rooms
+        state.looks = previous.looks
     server.stash[STATE] = state
     server.stash[ROOM_REGISTRAR] = (register_room, drop_room)
     _load(server)
@@ -383,10 +469,15 @@ def register_room(client: Client, words: list[str]) -> None:
     if room_key(room.name) == room_key(server.default_room):
         raise CommandError(f"{room.name} is the server's default room: its operators are "
                            "the server operators")
+    twin = _registered_look_alike(state, room.name)
+    if twin is not None:
+        raise CommandError(f"{room.name} looks like {twin}, a registered room: one of the "
+                           "two names would pass for the other")
     if rules is None:
         rules = state.rooms[room_key(room.name)] = RoomRules(room.name)
     rules.founder = founder
     rules.topic = room.topic or ""
+    _index(state, rules)
     server.store.write(
         "INSERT OR REPLACE INTO rooms (key, name, founder, topic, topic_lock, invite_only, "
         "registered) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -394,8 +485,8 @@ def register_room(client: Client, words: list[str]) -> None:
          int(rules.invite_only), time.time()),
     )
     for kind in ("ban", "mute"):  # set while it was unregistered: kept from now on
-        for mask, entry in rules.entries(kind).items():
-            _save_entry(server, rules, kind, entry, mask)
+        for key, entry in rules.entries(kind).items():
+            _save_entry(server, rules, kind, entry, key)
     _announce(client, room, f"{room.name} is registered; its founder is {client.account}")
 
 
@@ -418,6 +509,7 @@ def _unregister(server: Server, state: ModerationState, rules: RoomRules) -> Non
     """Forget a room's registration, on disk and in memory."""
     for table in ("rooms WHERE key", "room_operators WHERE room", "room_bans WHERE room"):
         server.store.write(f"DELETE FROM {table} = ?", (rules.key,))
+    _unindex(state, rules)
     room = server.rooms.get(rules.name)
     if room is None:
         del state.rooms[rules.key]
@@ -454,16 +546,27 @@ def _reason(words: list[str]) -> str:
 
 
 def _duration(words: list[str]) -> float | None:
-    """A leading TIME word taken off ``words``, in seconds (None: there is none)."""
-    if words:
-        found = _DURATION.match(words[0].lower())
-        if found:
-            words.pop(0)
-            seconds = int(found.group(1)) * _UNITS[found.group(2)]
-            if seconds <= 0:
-                raise CommandError("a time is 1s or more")
-            return float(seconds)
-    return None
+    """A leading TIME word taken off ``words``, in seconds (None: there is none).
+
+    A word that starts with a digit (or a sign and a digit) is a TIME or an error:
+    ``10x`` or ``1.5h`` read as the start of the reason would make a ban meant for
+    a while last until lifted."""
+    if not words:
+        return None
+    word = words[0].lower()
+    if not _TIME_LIKE.match(word):
+        return None
+    if not _DURATION.match(word):
+        raise CommandError(f"not a time: {words[0]} (30s, 10m, 2h, 7d, 1w or a sum such as "
+                           "1h30m; a reason cannot start with a digit)")
+    seconds = sum(int(number) * _UNITS[unit] for number, unit in _DURATION_PART.findall(word))
+    if seconds <= 0:
+        raise CommandError("a time is 1s or more")
+    if seconds > DURATION_MAX:
+        raise CommandError(f"a time is at most {DURATION_MAX // 604800}w; leave it out for "
+                           "one that lasts until lifted")
+    words.pop(0)
+    return float(seconds)
 
 
 def _how_long(seconds: float | None) -> str:
@@ -503,48 +606,137 @@ def cmd_kick(client: Client, args: str) -> None:
     _kick(server, room, target, f"kicked by {client.nick}: {why}")
 
 
+def _role(client: Client, rules: RoomRules) -> str | None:
+    """What makes ``client`` an operator of the room (``server``, ``founder`` or
+    ``operator``); None if nothing does."""
+    if is_operator(client):
+        return "server"
+    account = nick_key(client.account) if client.account is not None else None
+    return _account_role(account, rules)
+
+
+def _account_role(account: str | None, rules: RoomRules) -> str | None:
+    if account is None or not rules.registered:
+        return None
+    if account == rules.founder:
+        return "founder"
+    if account in rules.operators:
+        return "operator"
+    return None
+
+
+def _operators_are_not(subject: str, role: str | None, rules: RoomRules,
+                       noun: str) -> CommandError:
+    """The refusal of a ban or mute that would fall on an operator (as /kick's)."""
+    if role == "server":
+        return CommandError(f"{subject} is a server operator; server operators cannot be "
+                            f"{noun}")
+    if role == "founder":
+        return CommandError(f"{subject} is the founder of {rules.name}; a founder cannot be "
+                            f"{noun}")
+    return CommandError(f"{subject} is an operator of {rules.name}; /deop them first")
+
+
+def _spare_operators(server: Server, rules: RoomRules, who: Who, noun: str) -> list[str]:
+    """What ``who``'s masks may be, given that operators are never banned or muted.
+
+    Naming an operator, or a mask that matches one who is connected or names an
+    operator's account, is refused (raises CommandError with the reason).  The
+    address mask that stands for a person (``/ban NICK``) is left out if an
+    operator is connected from that address too: the ban is by nick and account
+    then, and the caller says so.
+    """
+    if who.client is not None:
+        role = _role(who.client, rules)
+        if role is not None:
+            raise _operators_are_not(who.client.nick, role, rules, noun)
+    operators = [c for c in server.clients.values()
+                 if c is not who.client and _role(c, rules) is not None]
+    kept: list[str] = []
+    for text in who.masks:
+        mask = Mask(text)
+        sharing = next((c for c in operators if mask.covers(Identity.of(c))), None)
+        if sharing is not None and who.target and mask.nick == "*" and mask.account == "*":
+            continue  # the person's address, shared with an operator: not by address
+        if sharing is not None:
+            raise _operators_are_not(f"{text} matches {sharing.nick}, who",
+                                     _role(sharing, rules), rules, noun)
+        for account in (rules.founder, *sorted(rules.operators)):
+            if account is not None and mask.covers_account(account):
+                raise _operators_are_not(f"{text} names {account}, who",
+                                         _account_role(account, rules), rules, noun)
+        kept.append(text)
+    if not kept:  # their only mask was an address an operator shares: by nick, then
+        kept.append(_as_mask(f"{who.target}!*@*"))
+    return kept
+
+
 def _set_entry(client: Client, args: str, kind: str) -> None:
     words = args.split()
     name, room, rules = _moderated_room(client, words)
     if not words:
         raise UsageError()
     server = client.server
-    mask = _mask_for(server, words.pop(0))
+    who = _who(server, words.pop(0))
     seconds = _duration(words)
     reason = _reason(words)
-    now = time.time()
+    noun = "banned" if kind == "ban" else "muted"
+    masks = _spare_operators(server, rules, who, noun)
     entries = rules.entries(kind)
-    if mask not in entries and len(rules.bans) + len(rules.mutes) >= ENTRIES_PER_ROOM:
+    added = sum(1 for text in masks if text.lower() not in entries)
+    if len(rules.bans) + len(rules.mutes) + added > ENTRIES_PER_ROOM:
         raise CommandError(f"{name} has {ENTRIES_PER_ROOM} bans and mutes, the most "
                            "a room may; lift some first")
-    entry = Entry(mask, client.nick, reason, now, None if seconds is None else now + seconds)
-    entries[mask] = entry
-    _save_entry(server, rules, kind, entry, mask)
-    verb = "banned" if kind == "ban" else "muted"
+    now = time.time()
+    expires = None if seconds is None else now + seconds
+    made = [Entry(text, client.nick, reason, now, expires, who.target) for text in masks]
+    for entry in made:
+        entries[entry.parsed.key] = entry
+        _save_entry(server, rules, kind, entry, entry.parsed.key)
     why = f": {reason}" if reason else ""
-    _announce(client, room, f"{client.nick} {verb} {mask} in {name}{_how_long(seconds)}{why}")
+    subject = who.client.nick if who.client is not None else who.target or masks[0]
+    _announce(client, room, f"{client.nick} {noun} {subject} in {name}{_how_long(seconds)}{why}")
+    left_out = masks != who.masks
+    if who.target and (left_out or masks != [f"{who.target}!*@*"]):
+        # What the nick stood for (an address among it) is for the operator's eyes only.
+        why_not = " (not by address: an operator is connected from it too)" if left_out else ""
+        client.notice(f"{subject} is {noun} in {name} as {', '.join(masks)}{why_not}")
     if kind == "ban" and room is not None:
         for member in list(room.members):
-            if entry.pattern.match(identity(member)) and not _is_room_operator(member, rules):
+            identity = Identity.of(member)
+            if any(e.covers(identity) for e in made) and _role(member, rules) is None:
                 member.notice(f"you are banned from {name}{why}")
                 _kick(server, room, member, f"banned by {client.nick}{why}")
 
 
 def _lift_entry(client: Client, args: str, kind: str) -> None:
+    """``/unban WHO``: a mask lifts that mask; a nick lifts every mask ``/ban NICK`` set
+    (and, for entries set otherwise, the masks ``/ban NICK`` would set now)."""
     words = args.split()
     name, room, rules = _moderated_room(client, words)
     if len(words) != 1:
         raise UsageError()
     server = client.server
     entries = rules.entries(kind)
-    mask = words[0].lower() if words[0].lower() in entries else _mask_for(server, words[0])
-    if mask not in entries:
+    arg = words[0]
+    if "!" in arg or "@" in arg:
+        subject = _as_mask(arg)
+        keys = [subject.lower()] if subject.lower() in entries else []
+    else:
+        subject = arg
+        keys = [k for k, e in entries.items() if e.target and same_name(e.target, arg)]
+        if not keys:
+            keys = [text.lower() for text in _who(server, arg).masks if text.lower() in entries]
+    if not keys:
         listed = "bans" if kind == "ban" else "mutes"
-        raise CommandError(f"no such {kind} in {name}: {mask} (/bans lists its {listed})")
-    del entries[mask]
-    _save_entry(server, rules, kind, None, mask)
+        raise CommandError(f"no such {kind} in {name}: {subject} (/bans lists its {listed})")
+    lifted = [entries.pop(key) for key in keys]
+    for key in keys:
+        _save_entry(server, rules, kind, None, key)
     verb = "unbanned" if kind == "ban" else "unmuted"
-    _announce(client, room, f"{client.nick} {verb} {mask} in {name}")
+    _announce(client, room, f"{client.nick} {verb} {subject} in {name}")
+    if len(lifted) > 1 or lifted[0].mask != subject:
+        client.notice(f"lifted: {', '.join(e.mask for e in lifted)}")
 
 
 def cmd_ban(client: Client, args: str) -> None:
@@ -564,6 +756,8 @@ def cmd_unmute(client: Client, args: str) -> None:
 
 
 def cmd_bans(client: Client, args: str) -> None:
+    """The active bans and mutes, one line per mask or per nick they were set for; the
+    masks of a nick (an address among them) are shown to the room's operators only."""
     server = client.server
     words = args.split()
     room = client.room if not words else server.rooms.get(words[0])
@@ -572,14 +766,22 @@ def cmd_bans(client: Client, args: str) -> None:
         raise CommandError("you are not in a room; name one: #room")
     rules = _rules(server, name)
     now = time.time()
+    operator = _is_room_operator(client, rules)
     shown = 0
     for kind, entries in (("ban", rules.bans if rules else {}),
                           ("mute", rules.mutes if rules else {})):
+        groups: dict[str, list[Entry]] = {}
         for entry in sorted(entries.values(), key=lambda e: e.set_at):
             if entry.active(now):
-                why = f": {entry.reason}" if entry.reason else ""
-                client.notice(f"{kind} {entry.mask} by {entry.set_by}, {entry.until()}{why}")
-                shown += 1
+                groups.setdefault(nick_key(entry.target) or entry.parsed.key, []).append(entry)
+        for group in groups.values():
+            first = group[0]
+            subject = first.target or first.mask
+            if first.target and operator:
+                subject += f" ({', '.join(e.mask for e in group)})"
+            why = f": {first.reason}" if first.reason else ""
+            client.notice(f"{kind} {subject} by {first.set_by}, {first.until()}{why}")
+            shown += 1
     if not shown:
         client.notice(f"no bans or mutes in {name}")
 
@@ -693,18 +895,23 @@ def _show_rules(client: Client, words: list[str]) -> None:
 
 
 @hookimpl
-def chatd_check_join(client: Client, name: str) -> str | None:
+def chatd_check_join(client: Client, name: str, room: Room | None) -> str | None:
     state: ModerationState | None = client.server.stash.get(STATE)
     if state is None:
         return None
+    if room is None:  # a new room: not beside a registered one it would pass for
+        twin = _registered_look_alike(state, name)
+        if twin is not None:
+            return (f"{name} looks like {twin}, a registered room: join {twin}, or choose "
+                    "a name that reads differently")
     rules = state.rooms.get(room_key(name))
-    if rules is None or is_operator(client):
-        return None
+    if rules is None or _is_room_operator(client, rules):
+        return None  # operators are never banned (a ban naming one is refused)
     ban = _matching(rules.bans, client, time.time())
     if ban is not None:
         why = f": {ban.reason}" if ban.reason else ""
         return f"you are banned from {rules.name} ({ban.until()}){why}"
-    if rules.invite_only and not _is_room_operator(client, rules):
+    if rules.invite_only:
         invited = rules.invited.pop(client.id, None)
         if invited is None or invited < time.monotonic():
             return (f"{rules.name} is invite-only: ask one of its operators to /invite you "
@@ -712,31 +919,46 @@ def chatd_check_join(client: Client, name: str) -> str | None:
     return None
 
 
+def _muted(client: Client, rules: RoomRules) -> bool:
+    return (bool(rules.mutes) and not _is_room_operator(client, rules)
+            and _matching(rules.mutes, client, time.time()) is not None)
+
+
 @hookimpl
 def chatd_filter_message(client: Client, event: Event) -> None:
+    """A mute silences every kind of speech in the room: messages, actions, the topic
+    (a locked one too), and the reason of a part or a quit (which still happen,
+    without it: the server drops a rejected reason)."""
     state: ModerationState | None = client.server.stash.get(STATE)
     if state is None or not state.rooms:
         return  # the common case, once per line: nothing is moderated
-    target = event.target
-    if not target.startswith("#"):
-        return
-    rules = state.rooms.get(room_key(target))
-    if rules is None:
-        return
     kind = event.kind
-    if kind == "topic":
-        if not rules.topic_lock and not rules.mutes:
-            return
-    elif kind != "message" and kind != "action":
-        return  # a part or quit reason: the client is leaving anyway
-    elif not rules.mutes:
-        return
-    if _is_room_operator(client, rules):
-        return
-    if kind == "topic" and rules.topic_lock:
-        raise Reject(f"the topic of {rules.name} is locked: its operators set it")
-    if _matching(rules.mutes, client, time.time()) is not None:
-        raise Reject(f"you are muted in {rules.name}; your line was not sent")
+    if kind == "quit":
+        names: tuple[str, ...] = getattr(event, "rooms", ())
+    elif event.target.startswith("#"):
+        names = (event.target,)
+    else:
+        return  # a private message: not said in a room
+    for name in names:
+        rules = state.rooms.get(room_key(name))
+        if rules is None:
+            continue
+        if kind == "topic" and rules.topic_lock and not _is_room_operator(client, rules):
+            raise Reject(f"the topic of {rules.name} is locked: its operators set it")
+        if _muted(client, rules):
+            if kind in ("part", "quit"):
+                raise Reject(f"you are muted in {rules.name}")
+            raise Reject(f"you are muted in {rules.name}; your line was not sent")
+
+
+@hookimpl
+def chatd_check_speak(client: Client, room: Room) -> str | None:
+    """A plugin's command posting to a room for a muted client (``/roll``) is speech too."""
+    state: ModerationState | None = client.server.stash.get(STATE)
+    rules = state.rooms.get(room_key(room.name)) if state is not None else None
+    if rules is not None and _muted(client, rules):
+        return f"you are muted in {rules.name}"
+    return None
 
 
 @hookimpl

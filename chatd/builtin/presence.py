@@ -71,14 +71,14 @@ def cmd_whois(client: Client, args: str) -> None:
 
 
 def cmd_away(client: Client, args: str) -> None:
-    if not args:
+    if not args.strip():
         if client.away is None:
             raise CommandError("you are not away")
         client.away = None
         client.notice("you are back")
         return
-    client.away = " ".join(args.split())[:AWAY_MAX]
-    client.notice(f"you are away: {client.away} (/away alone when you are back)")
+    if client.server.set_away(client, " ".join(args.split())[:AWAY_MAX]) is not None:
+        client.notice(f"you are away: {client.away} (/away alone when you are back)")
 
 
 @hookimpl

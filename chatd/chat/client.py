@@ -97,7 +97,8 @@ class Client:
         #: While ``server.pause_requests`` holds the client: its waiting requests and
         #: the timer that ends the pause; None otherwise (nearly always).
         self._paused: Paused | None = None
-        #: The away message (``/away``), or None when the client is here.
+        #: The away message (``/away``), or None when the client is here; set it with
+        #: ``server.set_away()``, which passes it through the filters.
         self.away: str | None = None
         #: The registered nick this client proved it owns (``/identify``), or None.
         #: Set through ``server.set_account()``; kept across nick changes.

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from ..delivery import DeliveryBackend, LocalBackend
 from ..events import (
     Action,
+    Away,
     Error,
     Event,
     Join,
@@ -54,7 +55,7 @@ from ..requests import Invoke, Malformed, Request, Say
 from ..stats import Stats
 from ..store import Store
 from .client import Arrival, Client, Paused
-from .commands import CommandTable
+from .commands import Command, CommandTable
 from .errors import CommandError, NickError, Reject, RoomError, UsageError
 from .facade import Server
 from .flood import FloodGate, TokenBucket
@@ -127,6 +128,9 @@ class ChatDomain:
         self._event_ids = itertools.count(1)
         self._guest_numbers = itertools.count(1)
         self._server_sources: dict[str | None, Source] = {}
+        #: The client whose command is running, and the command (None between commands):
+        #: what its plugin posts to a room is that client's speech (``_room_notice``).
+        self._speaking: tuple[Client, Command] | None = None
 
     # -- events --------------------------------------------------------------------------
 
@@ -393,15 +397,19 @@ class ChatDomain:
                     *impl.args(kwargs),
                     notify=client, passthrough=(CommandError,),
                 )
-            hooks.run_guarded(
-                command.plugin,
-                f"command /{command.name}",
-                command.handler,
-                client,
-                invoke.args,
-                notify=client,
-                passthrough=(CommandError,),
-            )
+            outer, self._speaking = self._speaking, (client, command)
+            try:
+                hooks.run_guarded(
+                    command.plugin,
+                    f"command /{command.name}",
+                    command.handler,
+                    client,
+                    invoke.args,
+                    notify=client,
+                    passthrough=(CommandError,),
+                )
+            finally:
+                self._speaking = outer
         except UsageError as exc:
             detail = f"{exc}; " if str(exc) else ""
             client.error(f"{detail}usage: {command.usage or '/' + command.name}")
@@ -487,6 +495,17 @@ class ChatDomain:
         self.backend.to_room(event, room)
         return event
 
+    def set_away(self, client: Client, text: str) -> Event | None:
+        """``client`` is away with the message ``text`` (filtered: an ``Away`` event
+        nobody is sent); ``""``: back.  Returns the event, None if back or rejected."""
+        if not text:
+            client.away = None
+            return None
+        event = self._accept(client, self.new_event(Away, client.source, client.nick, text))
+        if event is not None:
+            client.away = event.text
+        return event
+
     def quit(self, client: Client, reason: str = "") -> None:
         """``client`` leaves with ``reason`` (user text, filtered); everyone is told once."""
         event = self.new_event(
@@ -559,6 +578,9 @@ class ChatDomain:
                     f"this server has {len(self.rooms)} rooms, as many as it may; "
                     "join one that exists (/list)"
                 )
+        if existing is None and (twin := self.rooms.look_alike(name)) is not None:
+            raise RoomError(f"{name} looks like {twin.name}: join {twin.name}, or choose a "
+                            "name that reads differently")
         if existing is None or existing not in client.rooms:
             refusal = self.hooks.call_first("chatd_check_join", notify=client, client=client,
                                             name=name, room=existing)
@@ -602,9 +624,25 @@ class ChatDomain:
         self._discard_if_empty(room)
 
     def _room_notice(self, room: Room, text: str, exclude: Client | None) -> int:
+        if self._speaking is not None and self._refused_speech(room):
+            return 0
         event = self.new_event(Notice, self.server_source(), room.name, text)
         self.backend.to_room(event, room, exclude)
         return len(room.members) - (exclude in room.members)
+
+    def _refused_speech(self, room: Room) -> bool:
+        """A plugin posting to ``room`` while running a client's command speaks for that
+        client: ``chatd_check_speak`` (a mute) may refuse it, and the client is told."""
+        assert self._speaking is not None
+        client, command = self._speaking
+        if self.hooks.current_plugin != command.plugin:
+            return False  # another plugin, in a hook the command set off: its own words
+        refusal = self.hooks.call_first("chatd_check_speak", notify=client, client=client,
+                                        room=room)
+        if not refusal:
+            return False
+        client.error(f"{refusal}; /{command.name}'s post to {room.name} was not sent")
+        return True
 
     # -- nicks ------------------------------------------------------------------------------
 

@@ -176,6 +176,14 @@ class Server:
         """Set the topic of ``room`` as ``client`` (filtered); the room is told."""
         return self._domain.set_topic(client, room, text)
 
+    def set_away(self, client: Client, text: str) -> Event | None:
+        """Mark ``client`` away with ``text`` (filtered like a message; ``""``: back).
+
+        Sets ``client.away``; returns the ``Away`` event, or None if the client is
+        back or a filter dropped the text (it was told why).
+        """
+        return self._domain.set_away(client, text)
+
     def quit(self, client: Client, reason: str = "") -> None:
         """Disconnect ``client`` as if it typed ``/quit reason`` (the reason is filtered)."""
         self._domain.quit(client, reason)

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..framing import skeleton
 from ..stash import Stash
 
 if TYPE_CHECKING:
@@ -35,6 +36,13 @@ def room_problem(name: str) -> str | None:
 def room_key(name: str) -> str:
     """Rooms compare case-insensitively: ``#Dev`` is ``#dev``."""
     return name.lower()
+
+
+def room_looks(name: str) -> frozenset[str]:
+    """How ``name`` reads, ignoring look-alikes (``chatd.skeleton``, of the name as
+    written and lowercased): two rooms with different keys but a form in common
+    (``#lobby`` and ``#Iobby`` with a capital i, ``#l0bby``) would pass for one."""
+    return frozenset((skeleton(name), skeleton(room_key(name))))
 
 
 class Room:
@@ -83,6 +91,10 @@ class Room:
 
         Line clients read ``*** text``; a newline in ``text`` makes continuation
         lines with the same marker.  Returns how many members it went to.
+
+        Said by your plugin while it runs a command a client typed, it is that
+        client's speech: if ``chatd_check_speak`` refuses it (the client is muted
+        here), nobody gets it, the client is told, and it returns 0.
         """
         if self._notice is None:
             raise RuntimeError(f"{self.name} is not attached to a server")
@@ -102,9 +114,13 @@ class Room:
 
 
 class RoomTable:
-    """All rooms by case-insensitive name.  ``server.rooms`` for plugins."""
+    """All rooms by case-insensitive name.  ``server.rooms`` for plugins.
 
-    __slots__ = ("_make", "_on_created", "_rooms")
+    It also knows the rooms by how they read (:func:`room_looks`), so the server
+    can refuse a new room that would pass for one that exists (:meth:`look_alike`).
+    """
+
+    __slots__ = ("_looks", "_make", "_on_created", "_rooms")
 
     def __init__(
         self,
@@ -114,10 +130,21 @@ class RoomTable:
         self._make = make_room
         self._on_created = on_created
         self._rooms: dict[str, Room] = {}
+        self._looks: dict[str, Room] = {}
 
     def get(self, name: str) -> Room | None:
         """The room called ``name`` (any case), or None."""
         return self._rooms.get(room_key(name))
+
+    def look_alike(self, name: str) -> Room | None:
+        """Another room that reads like ``name`` (``#lobby`` for ``#Iobby``), or None.
+        The room called ``name`` itself (any case) is not another."""
+        key = room_key(name)
+        for look in room_looks(name):
+            room = self._looks.get(look)
+            if room is not None and room_key(room.name) != key:
+                return room
+        return None
 
     def get_or_create(self, name: str) -> Room:
         """The room called ``name``, created (``chatd_room_created``) if it did not exist.
@@ -128,6 +155,8 @@ class RoomTable:
         room = self._rooms.get(key)
         if room is None:
             room = self._rooms[key] = self._make(name)
+            for look in room_looks(name):
+                self._looks.setdefault(look, room)
             if self._on_created is not None:
                 self._on_created(room)
         return room
@@ -136,6 +165,9 @@ class RoomTable:
         """Forget ``room``; True if it was known."""
         if self._rooms.get(room_key(room.name)) is room:
             del self._rooms[room_key(room.name)]
+            for look in room_looks(room.name):
+                if self._looks.get(look) is room:
+                    del self._looks[look]
             return True
         return False
 
