@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 from ..events import Event
-from ..framing import LineFramer, LineTooLong, sniff_foreign_protocol
+from ..framing import LineFramer, LineTooLong, decode_line, sniff_foreign_protocol
 from ..requests import Request
 
 # -- the neighbours' interfaces ---------------------------------------------------------------
@@ -157,6 +157,9 @@ class ChatProtocol:
     """
 
     renderer: ClassVar[Renderer]
+    #: How a framed line's bytes become a line (:class:`~chatd.framing.LineFramer`'s
+    #: ``decode``): text for people by default; jsonl decodes strictly instead.
+    decode = staticmethod(decode_line)
 
     #: The tag of the request being handled, echoed in the reply by protocols whose
     #: requests can carry one (a slot of theirs: jsonl's ``id``); None for the others.
@@ -204,7 +207,7 @@ class ChatProtocol:
             if kind is not None:
                 self.transport.reject_foreign(kind)
                 return
-            framer = self._framer = LineFramer(self._limits.max_line_bytes)
+            framer = self._framer = LineFramer(self._limits.max_line_bytes, self.decode)
         lines = framer.feed(data)
         if framer.discarded > self._limits.recvq_max:
             self.transport.limit_hit = "qbuf"
