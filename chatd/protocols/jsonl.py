@@ -25,7 +25,7 @@ Replies to commands and the server's notices are ``notice`` objects, errors
 ``error`` objects.  Events a client caused itself carry ``"self": true``.
 
 Input is checked, never repaired: a line that is not UTF-8, a string that is
-not well-formed text (a lone surrogate from a ``\u`` escape) or holds what the
+not well-formed text (a lone surrogate from a ``\\u`` escape) or holds what the
 sanitiser would remove, a duplicate key, nesting beyond :data:`DEPTH_MAX`,
 ``NaN`` or a value of the wrong type is refused with an error object saying
 what is wrong (:func:`parse_request`), so nothing a program sends can reach a
@@ -206,7 +206,7 @@ def _too_deep(line: str) -> bool:
 def _text_problem(key: str, value: str, *, keep_newlines: bool) -> str | None:
     """What is wrong with a string the client sent as ``key``, or None if it is text.
 
-    Refused, never silently changed: a lone surrogate (``"\ud800"``: not text at
+    Refused, never silently changed: a lone surrogate (``"\\ud800"``: not text at
     all), and anything the sanitiser would remove (control characters, escape
     sequences, bidi overrides, invisible characters, piles of combining marks).
     A tab counts as a space, as in the line protocol; text fields may hold newlines.
