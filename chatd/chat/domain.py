@@ -127,6 +127,9 @@ class ChatDomain:
         self._event_ids = itertools.count(1)
         self._guest_numbers = itertools.count(1)
         self._server_sources: dict[str | None, Source] = {}
+        #: The client whose tagged request (jsonl's "id") is being handled, if any: a
+        #: room event made meanwhile reaches it as a reply (see _to_room_and_requester).
+        self._replying: Client | None = None
 
     # -- events --------------------------------------------------------------------------
 
@@ -134,6 +137,12 @@ class ChatDomain:
                   **fields: Any) -> Any:
         """Create an event of type ``cls`` with the next id and the server time."""
         return cls(next(self._event_ids), time.time(), source, target, text, **fields)
+
+    def continue_event_ids(self, after: int) -> None:
+        """Every event made from now on gets an id greater than ``after`` (never lower
+        than it would have had: ids only increase)."""
+        following = next(self._event_ids)
+        self._event_ids = itertools.count(max(following, after + 1))
 
     def server_source(self, plugin: str | None = None) -> Source:
         """The server as an event source; ``plugin`` defaults to the one running now."""
@@ -350,6 +359,7 @@ class ChatDomain:
             tag = getattr(item, "tag", None)
             if tag is not None:
                 link.reply_tag = tag
+                self._replying = client
             try:
                 if cls is Invoke:
                     self._command(client, item)  # type: ignore[arg-type]
@@ -364,6 +374,7 @@ class ChatDomain:
             finally:
                 if tag is not None:
                     link.reply_tag = None
+                    self._replying = None
 
     def _say_to(self, client: Client, say: Say) -> None:
         if not say.text or say.text.isspace():
@@ -484,7 +495,12 @@ class ChatDomain:
                 return None
             event = accepted
         room.topic = " ".join(event.text.splitlines())[:TOPIC_MAX]
-        self.backend.to_room(event, room)
+        if client in room.members:
+            # The setter's own copy (jsonl: "self", and "re" if the request had an id).
+            self.backend.to_client(event, client)
+            self.backend.to_room(event, room, exclude=client)
+        else:
+            self.backend.to_room(event, room)
         return event
 
     def quit(self, client: Client, reason: str = "") -> None:
@@ -603,7 +619,14 @@ class ChatDomain:
 
     def _room_notice(self, room: Room, text: str, exclude: Client | None) -> int:
         event = self.new_event(Notice, self.server_source(), room.name, text)
-        self.backend.to_room(event, room, exclude)
+        replying = self._replying
+        if exclude is None and replying is not None and replying in room.members:
+            # Said while answering a tagged request (``/roll`` in a room): the requester's
+            # copy is a reply, carrying the request's id; the others' comes in the batch.
+            self.backend.to_client(event, replying)
+            self.backend.to_room(event, room, replying)
+        else:
+            self.backend.to_room(event, room, exclude)
         return len(room.members) - (exclude in room.members)
 
     # -- nicks ------------------------------------------------------------------------------

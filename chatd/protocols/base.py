@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
+from ..config import ListenConfig
 from ..events import Event
 from ..framing import LineFramer, LineTooLong, decode_line, sniff_foreign_protocol
 from ..requests import Request
@@ -169,6 +170,7 @@ class ChatProtocol:
         "_framer",
         "_limits",
         "last_input",
+        "listener",
         "opened_at",
         "partial_since",
         "registered",
@@ -180,8 +182,12 @@ class ChatProtocol:
         self,
         transport: Transport,
         limits: ProtocolLimits | None = None,
+        listener: ListenConfig | None = None,
     ) -> None:
         self.transport = transport
+        #: The settings of the listener that accepted the connection (None: made by a
+        #: test without one); the chat domain shows it to plugins as ``client.listener``.
+        self.listener = listener
         self.session: Session | None = None
         self._limits = limits = limits if limits is not None else ProtocolLimits()
         #: Made on the first chunk received (so ``None`` also says "nothing came

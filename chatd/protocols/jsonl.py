@@ -102,7 +102,7 @@ class JsonlRenderer(Renderer):
         if event.text or event.carries_user_text:
             obj["text"] = _clean(event.text)
         if event.replay:
-            obj["history"] = True  # and "id" is its number in the history
+            obj["history"] = True  # shown again: "id" and "time" are those it had live
         return obj
 
     def render(self, event: Event) -> bytes:
