@@ -106,6 +106,7 @@ def test_a_lone_surrogate_from_a_bot_costs_nobody_anything(chatd_server, tmp_pat
         (r'{"cmd": "part", "reason": "a\u0085"}', "'reason' holds U+0085"),
         (r'{"cmd": "say", "text": "x", "id": "a\u0000"}', "'id' holds U+0000"),
         (r'{"cmd": "say", "text": "e\u0301\u0301\u0301\u0301"}', "'text' holds U+0301"),
+        (r'{"cmd": "say\u3164", "text": "x"}', "'cmd' holds U+3164"),
         # odd types where a string is expected
         ('{"cmd": "say", "text": 5}', "'text' must be a string"),
         ('{"cmd": "say", "text": true}', "'text' must be a string"),

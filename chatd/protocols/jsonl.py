@@ -284,6 +284,9 @@ def parse_request(line: str) -> Request:
     cmd = obj.get("cmd")
     if not isinstance(cmd, str) or not cmd or not all(c.isalnum() or c in "-_" for c in cmd):
         return Malformed("'cmd' must be a command name", tag)
+    problem = _text_problem("cmd", cmd, keep_newlines=False)  # an invisible letter
+    if problem is not None:
+        return Malformed(problem, tag)
     cmd = cmd.lower()
     try:
         if cmd in ("say", "me"):
