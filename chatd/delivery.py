@@ -85,7 +85,8 @@ class Link(Protocol):
     #: if nothing is queued, else queue), one call per recipient.
     transport: Any
 
-    def deliver(self, event: Event, viewer: int) -> None: ...
+    def deliver(self, event: Event, viewer: int, stamped: bool = False, *,
+                elsewhere: bool = False) -> None: ...
 
 
 class Recipient(Protocol):
@@ -244,11 +245,16 @@ class LocalBackend:
         if fanout.pending and not fanout.rooms_pending.isdisjoint(client.rooms):
             fanout.flush()  # room events that happened earlier must arrive earlier
         view = client.view
+        link = client.link
         try:
-            if view is None:
-                client.link.deliver(event, client.id)
+            if link.renderer.shows_room and _elsewhere(event, client):
+                if view is None or not view.hides(event):
+                    link.deliver(event, client.id, view is not None and view.timestamps,
+                                 elsewhere=True)
+            elif view is None:
+                link.deliver(event, client.id)
             elif not view.hides(event):
-                client.link.deliver(event, client.id, view.timestamps)
+                link.deliver(event, client.id, view.timestamps)
         except Exception:  # the caller (a command, a plugin) goes on: see "Isolation"
             log.exception("could not deliver %s event %s to client %s; it was skipped",
                           event.kind, event.id, client.id)
@@ -335,6 +341,15 @@ class LocalBackend:
 
     def room_list(self, rooms: Iterable[Place]) -> list[RoomInfo]:
         return [RoomInfo(room.name, len(room.members), room.topic) for room in rooms]
+
+
+def _elsewhere(event: Event, client: Recipient) -> bool:
+    """A live room event for a member whose current room is another (its copy names the
+    room, as the fan-out's do; a replayed one is shown where it was asked for)."""
+    target = event.target
+    room = client.room
+    return (target.startswith("#") and not event.replay and room is not None
+            and room.name != target)
 
 
 # -- the fan-out ---------------------------------------------------------------------------------

@@ -161,3 +161,20 @@ def test_the_documented_example_bot_answers_live_messages_not_replayed_history(c
         bot.kill()
         _, errors = bot.communicate(timeout=5)
     assert b"Traceback" not in errors, errors.decode()
+
+
+def test_a_line_user_setting_the_topic_of_another_room_reads_it_as_before(chatd_server):
+    """The setter's own copy of a topic comes directly now (for jsonl's ``self`` and
+    ``re``); on the line protocol it still names the room when that is not the current one."""
+    server = chatd_server()
+    alice, bob = server.client(), server.client()
+    for person in (alice, bob):
+        person.send("/join #dev")
+        person.expect(r"^\*\*\* you are now talking in #dev|joined #dev")
+    alice.send("/switch #lobby")
+    alice.expect(r"^\*\*\* you are now talking in #lobby$")
+    alice.send("/topic #dev hello there")
+    alice.expect_line("[#dev] *** guest-1 set the topic of #dev to: hello there")
+    bob.expect(r"^\*\*\* guest-1 set the topic of #dev to: hello there$")
+    alice.send("/topic hello lobby")
+    alice.expect_line("*** guest-1 set the topic of #lobby to: hello lobby")

@@ -275,10 +275,15 @@ class ChatProtocol:
 
     # -- to the client --------------------------------------------------------------------
 
-    def deliver(self, event: Event, viewer: int, stamped: bool = False) -> None:
+    def deliver(self, event: Event, viewer: int, stamped: bool = False, *,
+                elsewhere: bool = False) -> None:
         """Render ``event`` for this connection's client (id ``viewer``) and queue it;
-        ``stamped``: the client asked for the time in front of every line."""
+        ``stamped``: the client asked for the time in front of every line;
+        ``elsewhere``: a room event for a member talking in another room (as the
+        fan-out's :meth:`Renderer.render_elsewhere`)."""
         data = self.renderer.render_for(event, viewer, self.reply_tag)
+        if data and elsewhere:
+            data = self.renderer.render_elsewhere(event, data)
         if data and stamped:
             data = self.renderer.render_stamped(event, data)
         if data:
