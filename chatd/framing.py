@@ -16,7 +16,8 @@ Framing rules
   byte at a time costs O(n), not O(n^2) (h11 ``_receivebuffer``).
 * Each complete line is decoded as UTF-8 *per line* (so a code point split
   across two reads is intact), invalid sequences become U+FFFD, and the text is
-  sanitised (below).
+  sanitised (below) — for people's protocols; a protocol for programs passes
+  its own ``decode`` (jsonl refuses what is not UTF-8 and checks its values).
 
 Sanitising
 ----------
