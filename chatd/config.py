@@ -226,6 +226,13 @@ class ListenConfig:
         "doc": "TLS settings (a mapping, see `listen[].tls` below); null: plain TCP.",
         "nested": True,
     })
+    history_replay: bool = _setting(
+        True,
+        "Show a room's recent lines (the history plugin) when a client of this listener "
+        "joins it, the room it is put in at connect included. false: a listener for bots "
+        "that must never take old lines for new ones (they start with /set history off, "
+        "before the first join; /history still shows lines on request).",
+    )
 
 
 @dataclass(frozen=True, slots=True)

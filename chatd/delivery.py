@@ -37,11 +37,17 @@ Ordering guarantees (what a reader of one connection sees):
 
 The source of a message is excluded from its own delivery (no echo).  Nothing
 is queued for a connection that is already closing (its transport drops it).
+
+Isolation: an event that a renderer cannot render (a bug, a plugin's odd text)
+is logged and skipped for that protocol, and only that event: the rest of the
+batch still reaches every member.  The batch is taken before rendering starts,
+so one failure never throws away other users' lines.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -50,6 +56,22 @@ from .framing import skeleton
 
 if TYPE_CHECKING:
     from .stats import Stats
+
+log = logging.getLogger(__name__)
+
+
+def _rendered(render: Callable[..., bytes], event: Event, *args: Any) -> bytes:
+    """``render(event, *args)``, or ``b""`` (logged) if it raises: see "Isolation" above.
+
+    A ``try`` costs nothing until something raises (Python 3.11), so the fan-out
+    pays one call per render, not per recipient.
+    """
+    try:
+        return render(event, *args)
+    except Exception:
+        log.exception("could not render %s event %s (%s); it was skipped for those clients",
+                      event.kind, event.id, getattr(render, "__qualname__", render))
+        return b""
 
 
 # -- what delivery needs of the domain's objects (duck types: no import of the domain) ----------
@@ -63,7 +85,8 @@ class Link(Protocol):
     #: if nothing is queued, else queue), one call per recipient.
     transport: Any
 
-    def deliver(self, event: Event, viewer: int) -> None: ...
+    def deliver(self, event: Event, viewer: int, stamped: bool = False, *,
+                elsewhere: bool = False) -> None: ...
 
 
 class Recipient(Protocol):
@@ -222,10 +245,19 @@ class LocalBackend:
         if fanout.pending and not fanout.rooms_pending.isdisjoint(client.rooms):
             fanout.flush()  # room events that happened earlier must arrive earlier
         view = client.view
-        if view is None:
-            client.link.deliver(event, client.id)
-        elif not view.hides(event):
-            client.link.deliver(event, client.id, view.timestamps)
+        link = client.link
+        try:
+            if link.renderer.shows_room and _elsewhere(event, client):
+                if view is None or not view.hides(event):
+                    link.deliver(event, client.id, view is not None and view.timestamps,
+                                 elsewhere=True)
+            elif view is None:
+                link.deliver(event, client.id)
+            elif not view.hides(event):
+                link.deliver(event, client.id, view.timestamps)
+        except Exception:  # the caller (a command, a plugin) goes on: see "Isolation"
+            log.exception("could not deliver %s event %s to client %s; it was skipped",
+                          event.kind, event.id, client.id)
 
     def to_nick(self, event: Event, nick: str) -> bool:
         target = self._nicks.get(nick_key(nick))
@@ -243,9 +275,9 @@ class LocalBackend:
             link = client.link
             data = rendered.get(link.renderer)
             if data is None:
-                data = rendered[link.renderer] = link.renderer.render(event)
+                data = rendered[link.renderer] = _rendered(link.renderer.render, event)
             if data and client.view is not None and client.view.timestamps:
-                data = link.renderer.render_stamped(event, data)
+                data = _rendered(link.renderer.render_stamped, event, data)
             if data:
                 link.transport.write_now(data)
 
@@ -311,6 +343,15 @@ class LocalBackend:
         return [RoomInfo(room.name, len(room.members), room.topic) for room in rooms]
 
 
+def _elsewhere(event: Event, client: Recipient) -> bool:
+    """A live room event for a member whose current room is another (its copy names the
+    room, as the fan-out's do; a replayed one is shown where it was asked for)."""
+    target = event.target
+    room = client.room
+    return (target.startswith("#") and not event.replay and room is not None
+            and room.name != target)
+
+
 # -- the fan-out ---------------------------------------------------------------------------------
 
 
@@ -339,14 +380,14 @@ class _Entry:
             data = self._bytes
         elif self._renderer is None:
             self._renderer = renderer
-            data = self._bytes = renderer.render(self.event)
+            data = self._bytes = _rendered(renderer.render, self.event)
         else:
             more = self._more
             if more is None:
                 more = self._more = {}
             data = more.get(renderer)  # type: ignore[assignment]
             if data is None:
-                data = more[renderer] = renderer.render(self.event)
+                data = more[renderer] = _rendered(renderer.render, self.event)
         tag = elsewhere and len(self.rooms) == 1  # a multi-room entry (a quit) names none
         if not data or not (tag or stamped):
             return data
@@ -358,9 +399,9 @@ class _Entry:
         if variant is None:
             variant = data
             if tag:
-                variant = renderer.render_elsewhere(self.event, variant)
-            if stamped:
-                variant = renderer.render_stamped(self.event, variant)
+                variant = _rendered(renderer.render_elsewhere, self.event, variant)
+            if stamped and variant:
+                variant = _rendered(renderer.render_stamped, self.event, variant)
             more[key] = variant
         return variant
 

@@ -11,7 +11,9 @@ events as they are.
 Every event has:
 
 ``id``
-    A number unique within one server process, increasing in creation order.
+    A number increasing in creation order (unique within one server process; a
+    plugin that stores events moves the counter past what it stored at startup,
+    ``server.continue_event_ids``, as the history plugin does).
 ``time``
     Server time (seconds since the epoch, ``time.time()``) when it happened.
 ``source``
@@ -27,10 +29,9 @@ Every event has:
 
 ``replay``
     True for an event replayed from history (see the *history* plugin): it
-    happened earlier, possibly before this process started, so ``id`` is its
-    number in the history (unique across restarts) rather than this process's
-    counter, and ``source.client_id`` is 0.  Protocols mark such events and show
-    their time.
+    happened earlier, possibly before this process started; ``id`` and ``time``
+    are the ones it had then, and ``source.client_id`` is 0.  Protocols mark
+    such events and show their time.
 
 ``kind`` (a class attribute) names the type in protocols and logs, and
 ``carries_user_text`` says whether ``text`` was written by a user: such events

@@ -16,7 +16,8 @@ Framing rules
   byte at a time costs O(n), not O(n^2) (h11 ``_receivebuffer``).
 * Each complete line is decoded as UTF-8 *per line* (so a code point split
   across two reads is intact), invalid sequences become U+FFFD, and the text is
-  sanitised (below).
+  sanitised (below) — for people's protocols; a protocol for programs passes
+  its own ``decode`` (jsonl refuses what is not UTF-8 and checks its values).
 
 Sanitising
 ----------
@@ -44,7 +45,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 _ESCAPE_SEQUENCES = re.compile(
     r"""
@@ -129,6 +132,39 @@ def _is_utf8_prefix(data: bytes) -> bool:
     except UnicodeDecodeError as exc:
         return exc.start >= len(data) - 3 and exc.reason == "unexpected end of data"
     return True
+
+
+#: A UTF-16 surrogate code point.  Alone in a ``str`` (JSON's ``"\\ud800"`` escape, a
+#: plugin's slicing of an emoji) it is not text: no UTF-8 can hold it, SQLite and every
+#: encoder refuse it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate(text: str) -> int:
+    """The position of the first lone surrogate in ``text``, or -1 if it is well-formed.
+
+    A protocol that can receive one (jsonl's ``\\u`` escapes) refuses the value with
+    this position in its error; UTF-8 input cannot carry one (it is decoded strictly
+    or with U+FFFD).
+    """
+    if text.isascii():
+        return -1
+    found = _SURROGATE.search(text)
+    return -1 if found is None else found.start()
+
+
+def utf8(text: str) -> bytes:
+    """``text`` encoded as UTF-8 for the wire, whatever it holds.
+
+    Every renderer encodes through this: a lone surrogate that got past the
+    checks at entry (a plugin's text) becomes U+FFFD instead of raising in the
+    middle of a fan-out and costing other users their lines.  The common case
+    is one ``encode``; the repair runs only when that fails.
+    """
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text).encode("utf-8")
 
 
 def sanitize(text: str) -> str:
@@ -301,20 +337,30 @@ class LineTooLong:
     limit: int
 
 
+#: Turns one framed line (without its terminator) into what the framer returns for it.
+LineDecoder = Callable[[bytes | bytearray | memoryview], Any]
+
+
 class LineFramer:
     """Split a byte stream into lines; see the module docstring for the rules.
 
     ``feed()`` returns the decoded, sanitised lines completed by this chunk (and
     a :class:`LineTooLong` marker where an over-long line was dropped).  Empty
     lines are returned too; ignoring them is the caller's policy.
+
+    ``decode`` turns each line's bytes into what is returned for it:
+    :func:`decode_line` (text for people: U+FFFD, erases, sanitised) unless a
+    protocol needs the line as sent (jsonl decodes strictly and checks the
+    values inside the JSON instead).
     """
 
-    __slots__ = ("_buffer", "_discarding", "_scanned", "discarded", "max_line_bytes")
+    __slots__ = ("_buffer", "_decode", "_discarding", "_scanned", "discarded", "max_line_bytes")
 
-    def __init__(self, max_line_bytes: int = 4096) -> None:
+    def __init__(self, max_line_bytes: int = 4096, decode: LineDecoder = decode_line) -> None:
         if max_line_bytes < 1:
             raise ValueError("max_line_bytes must be positive")
         self.max_line_bytes = max_line_bytes
+        self._decode = decode
         self._buffer = bytearray()
         self._scanned = 0  # bytes of _buffer already known to hold no b"\n"
         self._discarding = False  # inside an over-long line, waiting for its b"\n"
@@ -332,9 +378,9 @@ class LineFramer:
         """Whether the unfinished line held ends with ``\\r`` (half of a line end)."""
         return self._buffer[-1:] == b"\r"
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[str | LineTooLong]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Any]:
         """Consume ``data``; return the lines it completed, in order."""
-        out: list[str | LineTooLong] = []
+        out: list[Any] = []
         if not data:
             return out
         buf = self._buffer
@@ -355,7 +401,7 @@ class LineFramer:
                 if end - start > limit:
                     out.append(LineTooLong(limit))
                 else:
-                    out.append(decode_line(buf[start:end]))
+                    out.append(self._decode(buf[start:end]))
             start = newline + 1
             self._scanned = start
         if start:
@@ -373,7 +419,7 @@ class LineFramer:
         self._scanned = len(buf)
         return out
 
-    def finish(self) -> str | LineTooLong | None:
+    def finish(self) -> Any:
         """End of stream: return the unterminated trailing fragment, if any.
 
         chatd's documented choice is to deliver it as a last line (``printf
@@ -391,4 +437,4 @@ class LineFramer:
             del buf[-1]
         if len(buf) > self.max_line_bytes:
             return LineTooLong(self.max_line_bytes)
-        return decode_line(buf)
+        return self._decode(buf)

@@ -346,7 +346,7 @@ class Acceptor:
                 timeout=listener.config.tls.handshake_timeout_seconds,
                 on_handshake=lambda: self.on_connect(protocol),
             )
-        protocol = listener.protocol(conn, self._protocol_limits)
+        protocol = listener.protocol(conn, self._protocol_limits, listener.config)
         conn.set_protocol(protocol)
         self.admission.opened(address)
         self.stats.connections_total += 1

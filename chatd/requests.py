@@ -15,7 +15,9 @@ small frozen objects:
 :class:`~chatd.framing.LineTooLong`
     A line over ``limits.max_line_bytes`` was dropped; the client is told.
 :class:`Malformed`
-    Input the protocol could not make sense of (bad JSON); the client is told why.
+    Input the protocol could not make sense of or refuses (jsonl: not JSON, not
+    UTF-8, a value that is not well-formed text or has the wrong type); the
+    client is told why.
 
 ``tag`` (where present) is an identifier the client chose for the request; a
 protocol that supports it echoes it on the replies (jsonl's ``"re"``).

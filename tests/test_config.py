@@ -286,7 +286,7 @@ def test_unknown_key_without_close_match_lists_known_keys(in_tmp: Path) -> None:
     err = load_error(in_tmp, "listen:\n  zzzzzz: 1\n")
     assert str(err) == (
         "config.yaml:2: listen.zzzzzz: unknown key (known keys: host, port, protocol, "
-        "proxy_protocol, trusted_proxies, tls)"
+        "proxy_protocol, trusted_proxies, history_replay, tls)"
     )
 
 

@@ -11,7 +11,9 @@
       [12:02] * carol nods
       *** end of history; live chat follows
 
-  ``/set history off`` turns that off for you (bots); ``/history [N]`` and
+  ``/set history off`` turns that off for you (bots), and a listener with
+  ``history_replay: false`` starts its clients with it off, before the join at
+  connect; ``/history [N]`` and
   ``/history #room [N]`` show the last N lines of a room you are in (at most
   ``max_lines``, 200), whenever you ask.
 * Old lines go: past ``retention_days`` (30) or past ``retention_lines`` (10,000)
@@ -28,7 +30,10 @@ queue, and a room's recent lines are kept in memory, so a join reads nothing.
 Only ``/history`` beyond those reads the database, bounded by
 ``storage.read_timeout_seconds``.  Replayed lines are events with ``replay``
 set: each protocol marks them its own way (times for ``nc``, ``"history":
-true`` for jsonl).  Everything here uses the public plugin API.
+true`` for jsonl), with the id the event had when it was live (stored with
+the line; at startup the server's event ids are moved past the largest one
+stored, so replayed and live ids are one increasing sequence across
+restarts).  Everything here uses the public plugin API.
 """
 
 from __future__ import annotations
@@ -71,6 +76,11 @@ SCHEMA = [
     );
     CREATE INDEX history_by_room ON history (room, seq);
     """,
+    """
+    -- The event's id when it was live (jsonl's "id"), so a replayed line carries the
+    -- same one; NULL in rows from before this step, whose seq stands in for it.
+    ALTER TABLE history ADD COLUMN event INTEGER;
+    """,
 ]
 
 _KINDS: dict[str, type[Event]] = {
@@ -92,11 +102,15 @@ DEFAULTS: dict[str, Any] = {
     "retention_interval_seconds": 600.0,
 }
 
-#: One stored line: (seq, time, kind, nick, target, text).
-Record = tuple[int, float, str, str, str, str]
+#: One stored line: (seq, time, kind, nick, target, text, event id).
+Record = tuple[int, float, str, str, str, str, int]
+
+#: The columns of a Record, as read back (old rows have no event id: their seq stands in).
+_READ = "SELECT seq, time, kind, nick, target, text, coalesce(event, seq) FROM history "
 
 STATE: StashKey[HistoryState] = StashKey()
-#: Set on a client that said ``/set history off``.
+#: Set on a client that said ``/set history off`` (True) or ``on`` (False); absent: the
+#: listener's ``history_replay`` decides.
 OPT_OUT: StashKey[bool] = StashKey()
 
 
@@ -196,14 +210,18 @@ def chatd_startup(server: Server) -> None:
     settings = _settings(server)
     store = server.store
     store.migrate("history", SCHEMA)
+    clock = int(time.time() * 1_000_000)
     try:
-        rows = store.read("SELECT max(seq) FROM history")
-        last = rows[0][0] or 0
+        rows = store.read("SELECT max(seq), max(coalesce(event, seq)) FROM history")
+        last, last_event = rows[0][0] or 0, rows[0][1] or 0
     except StoreUnavailable:
-        last = 0  # unknown: the clock-based start below keeps clear of it
-    # Microseconds since the epoch, or past the newest stored line: increasing
-    # across restarts even when the database could not be read just now.
-    state = HistoryState(settings, max(last + 1, int(time.time() * 1_000_000)))
+        # Unknown: the clock (microseconds since the epoch) keeps clear of both.
+        last = last_event = clock
+    # Past the newest stored line: increasing across restarts.
+    state = HistoryState(settings, max(last + 1, clock))
+    # The events of this run come after every one stored, so the ids of replayed
+    # lines and of live ones are one increasing sequence.
+    server.continue_event_ids(last_event)
     server.stash[STATE] = state
     if settings["store"]:
         state.timer = server.call_later(1.0, _retention, server)
@@ -247,7 +265,7 @@ def _retention(server: Server) -> None:
 # -- recording ----------------------------------------------------------------------------
 
 
-_COLUMNS = ("seq", "room", "time", "kind", "nick", "target", "text")
+_COLUMNS = ("seq", "room", "time", "kind", "nick", "target", "text", "event")
 
 
 def _record(server: Server, event: Event, kind: str, room_name: str) -> None:
@@ -266,8 +284,9 @@ def _record(server: Server, event: Event, kind: str, room_name: str) -> None:
     if lines is None:
         lines = state.rooms[key] = RoomLines(state.keep_lines)
     store = server.store
-    number = store.insert("history", _COLUMNS, (seq, key, when, kind, nick, room_name, text))
-    lines.add((seq, when, kind, nick, room_name, text), number, store.done)
+    number = store.insert("history", _COLUMNS,
+                          (seq, key, when, kind, nick, room_name, text, event.id))
+    lines.add((seq, when, kind, nick, room_name, text, event.id), number, store.done)
 
 
 @hookimpl
@@ -300,7 +319,8 @@ def _record_private(client: Client, event: Event) -> None:
     state.next_seq = seq + 1
     assert client.account is not None
     key = _pair(client.account, recipient.account)
-    record = (seq, event.time, "privmsg", client.account, recipient.account, event.text)
+    record = (seq, event.time, "privmsg", client.account, recipient.account, event.text,
+              event.id)
     store = server.store
     number = store.insert("history", _COLUMNS, (seq, key, *record[1:]))
     _private_lines(state, key).add(record, number, store.done)
@@ -344,7 +364,7 @@ def chatd_room_join(client: Client, room: Room, event: Join) -> None:
     key = room.name.lower()
     count = state.room_setting(key, "replay_lines")
     # What was said before this join, taken now: what is said after it arrives live.
-    shown = [] if count <= 0 or client.stash.get(OPT_OUT) else _recent(server, state, key, count)
+    shown = [] if count <= 0 or _opted_out(client) else _recent(server, state, key, count)
     if state.joins:
         _record(server, event, "join", room.name)
     if shown:
@@ -368,8 +388,7 @@ def _loaded(server: Server, state: HistoryState, key: str) -> RoomLines:
         before = lines.lines[0][0] if lines.lines else state.next_seq
         try:
             rows = server.store.read(
-                "SELECT seq, time, kind, nick, target, text FROM history "
-                "WHERE room = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+                _READ + "WHERE room = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
                 (key, before, lines.keep),
             )
         except StoreUnavailable:
@@ -394,12 +413,13 @@ def _show(client: Client, room_name: str, records: list[Record], asked: bool) ->
 
 
 def _event(record: Record) -> Event:
-    seq, when, kind, nick, target, text = record
+    """The stored line as the event it was, with its id (``replay`` set)."""
+    _seq, when, kind, nick, target, text, event_id = record
     source = Source(nick, 0)  # the client may be long gone
     cls = _KINDS[kind]
     if cls is Quit:
-        return Quit(seq, when, source, "", text, rooms=(target,), replay=True)
-    return cls(seq, when, source, target, text, replay=True)
+        return Quit(event_id, when, source, "", text, rooms=(target,), replay=True)
+    return cls(event_id, when, source, target, text, replay=True)
 
 
 # -- commands and settings ----------------------------------------------------------------
@@ -467,9 +487,9 @@ def _private_history(client: Client, state: HistoryState, words: list[str]) -> N
     many = "the last line" if len(records) == 1 else f"the last {len(records)} lines"
     client.notice(f"private history with {nick}: {many}")
     me = nick_key(client.account)
-    for seq, when, _kind, sender, target, text in records:
+    for _seq, when, _kind, sender, target, text, event_id in records:
         source = Source(sender, client.id if nick_key(sender) == me else 0)
-        client.deliver(PrivateMessage(seq, when, source, target, text, replay=True))
+        client.deliver(PrivateMessage(event_id, when, source, target, text, replay=True))
     client.notice("end of history")
 
 
@@ -480,22 +500,28 @@ def _stored(server: Server, state: HistoryState, key: str, wanted: int) -> list[
         return lines[-wanted:]
     before = lines[0][0] if lines else state.next_seq
     rows = server.store.read(
-        "SELECT seq, time, kind, nick, target, text FROM history "
-        "WHERE room = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+        _READ + "WHERE room = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
         (key, before, wanted - len(lines)),
     )
     return [*reversed(rows), *lines]
 
 
+def _opted_out(client: Client) -> bool:
+    """No replay on joining: the client said ``/set history off``, or came through a
+    listener with ``history_replay: false`` and has not said ``/set history on``."""
+    choice = client.stash.get(OPT_OUT)
+    if choice is not None:
+        return choice
+    listener = client.listener
+    return listener is not None and not listener.history_replay
+
+
 def _set_history(client: Client, value: str) -> None:
-    if value == "off":
-        client.stash[OPT_OUT] = True
-    elif OPT_OUT in client.stash:
-        del client.stash[OPT_OUT]
+    client.stash[OPT_OUT] = value == "off"
 
 
 HISTORY_SETTING = Setting(
-    "history", ("on", "off"), lambda client: "off" if client.stash.get(OPT_OUT) else "on",
+    "history", ("on", "off"), lambda client: "off" if _opted_out(client) else "on",
     _set_history, "the recent lines of a room when you join it",
 )
 

@@ -23,6 +23,7 @@ from ..events import Event, Source
 from ..stash import Stash
 
 if TYPE_CHECKING:
+    from ..config import ListenConfig
     from ..requests import Request
     from .domain import ChatDomain
     from .facade import Server
@@ -235,6 +236,13 @@ class Client:
     def protocol(self) -> str:
         """The name of the client's protocol: ``line``, ``jsonl``, ..."""
         return self.link.name
+
+    @property
+    def listener(self) -> ListenConfig | None:
+        """The settings of the listener the client connected to (``listen[]`` in the
+        config: its port, protocol, ``history_replay``...); None for a client made
+        without one (:class:`~chatd.testing.InProcessChat`)."""
+        return self.link.listener  # type: ignore[no-any-return]
 
     @property
     def address(self) -> str:

@@ -131,6 +131,9 @@ class ChatDomain:
         #: The client whose command is running, and the command (None between commands):
         #: what its plugin posts to a room is that client's speech (``_room_notice``).
         self._speaking: tuple[Client, Command] | None = None
+        #: The client whose tagged request (jsonl's "id") is being handled, if any: a
+        #: room event made meanwhile reaches it as a reply (see _to_room_and_requester).
+        self._replying: Client | None = None
 
     # -- events --------------------------------------------------------------------------
 
@@ -138,6 +141,12 @@ class ChatDomain:
                   **fields: Any) -> Any:
         """Create an event of type ``cls`` with the next id and the server time."""
         return cls(next(self._event_ids), time.time(), source, target, text, **fields)
+
+    def continue_event_ids(self, after: int) -> None:
+        """Every event made from now on gets an id greater than ``after`` (never lower
+        than it would have had: ids only increase)."""
+        following = next(self._event_ids)
+        self._event_ids = itertools.count(max(following, after + 1))
 
     def server_source(self, plugin: str | None = None) -> Source:
         """The server as an event source; ``plugin`` defaults to the one running now."""
@@ -354,6 +363,7 @@ class ChatDomain:
             tag = getattr(item, "tag", None)
             if tag is not None:
                 link.reply_tag = tag
+                self._replying = client
             try:
                 if cls is Invoke:
                     self._command(client, item)  # type: ignore[arg-type]
@@ -368,6 +378,7 @@ class ChatDomain:
             finally:
                 if tag is not None:
                     link.reply_tag = None
+                    self._replying = None
 
     def _say_to(self, client: Client, say: Say) -> None:
         if not say.text or say.text.isspace():
@@ -492,7 +503,12 @@ class ChatDomain:
                 return None
             event = accepted
         room.topic = " ".join(event.text.splitlines())[:TOPIC_MAX]
-        self.backend.to_room(event, room)
+        if client in room.members:
+            # The setter's own copy (jsonl: "self", and "re" if the request had an id).
+            self.backend.to_client(event, client)
+            self.backend.to_room(event, room, exclude=client)
+        else:
+            self.backend.to_room(event, room)
         return event
 
     def set_away(self, client: Client, text: str) -> Event | None:
@@ -627,7 +643,14 @@ class ChatDomain:
         if self._speaking is not None and self._refused_speech(room):
             return 0
         event = self.new_event(Notice, self.server_source(), room.name, text)
-        self.backend.to_room(event, room, exclude)
+        replying = self._replying
+        if exclude is None and replying is not None and replying in room.members:
+            # Said while answering a tagged request (``/roll`` in a room): the requester's
+            # copy is a reply, carrying the request's id; the others' comes in the batch.
+            self.backend.to_client(event, replying)
+            self.backend.to_room(event, room, replying)
+        else:
+            self.backend.to_room(event, room, exclude)
         return len(room.members) - (exclude in room.members)
 
     def _refused_speech(self, room: Room) -> bool:

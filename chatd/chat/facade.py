@@ -142,6 +142,17 @@ class Server:
         ``client.account``."""
         self._domain.set_account(client, account)
 
+    def continue_event_ids(self, after: int) -> None:
+        """Give every event made from now on an id greater than ``after``.
+
+        Event ids increase in the order things happen.  A plugin that keeps events
+        across restarts calls this at startup with the largest id it stored, so the
+        events it shows again (with their ids) and the live ones are one increasing
+        sequence: the *history* plugin does.  Ids never go down: a smaller ``after``
+        changes nothing.
+        """
+        self._domain.continue_event_ids(after)
+
     def pause_requests(self, client: Client, timeout: float = 10.0) -> None:
         """Hold back what ``client`` sends next until :meth:`resume_requests` (or
         ``timeout`` seconds): its later lines and commands wait, in order.

@@ -35,8 +35,9 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
+from ..config import ListenConfig
 from ..events import Event
-from ..framing import LineFramer, LineTooLong, sniff_foreign_protocol
+from ..framing import LineFramer, LineTooLong, decode_line, sniff_foreign_protocol
 from ..requests import Request
 
 # -- the neighbours' interfaces ---------------------------------------------------------------
@@ -157,6 +158,9 @@ class ChatProtocol:
     """
 
     renderer: ClassVar[Renderer]
+    #: How a framed line's bytes become a line (:class:`~chatd.framing.LineFramer`'s
+    #: ``decode``): text for people by default; jsonl decodes strictly instead.
+    decode = staticmethod(decode_line)
 
     #: The tag of the request being handled, echoed in the reply by protocols whose
     #: requests can carry one (a slot of theirs: jsonl's ``id``); None for the others.
@@ -166,6 +170,7 @@ class ChatProtocol:
         "_framer",
         "_limits",
         "last_input",
+        "listener",
         "opened_at",
         "partial_since",
         "registered",
@@ -177,8 +182,12 @@ class ChatProtocol:
         self,
         transport: Transport,
         limits: ProtocolLimits | None = None,
+        listener: ListenConfig | None = None,
     ) -> None:
         self.transport = transport
+        #: The settings of the listener that accepted the connection (None: made by a
+        #: test without one); the chat domain shows it to plugins as ``client.listener``.
+        self.listener = listener
         self.session: Session | None = None
         self._limits = limits = limits if limits is not None else ProtocolLimits()
         #: Made on the first chunk received (so ``None`` also says "nothing came
@@ -204,7 +213,7 @@ class ChatProtocol:
             if kind is not None:
                 self.transport.reject_foreign(kind)
                 return
-            framer = self._framer = LineFramer(self._limits.max_line_bytes)
+            framer = self._framer = LineFramer(self._limits.max_line_bytes, self.decode)
         lines = framer.feed(data)
         if framer.discarded > self._limits.recvq_max:
             self.transport.limit_hit = "qbuf"
@@ -266,10 +275,15 @@ class ChatProtocol:
 
     # -- to the client --------------------------------------------------------------------
 
-    def deliver(self, event: Event, viewer: int, stamped: bool = False) -> None:
+    def deliver(self, event: Event, viewer: int, stamped: bool = False, *,
+                elsewhere: bool = False) -> None:
         """Render ``event`` for this connection's client (id ``viewer``) and queue it;
-        ``stamped``: the client asked for the time in front of every line."""
+        ``stamped``: the client asked for the time in front of every line;
+        ``elsewhere``: a room event for a member talking in another room (as the
+        fan-out's :meth:`Renderer.render_elsewhere`)."""
         data = self.renderer.render_for(event, viewer, self.reply_tag)
+        if data and elsewhere:
+            data = self.renderer.render_elsewhere(event, data)
         if data and stamped:
             data = self.renderer.render_stamped(event, data)
         if data:

@@ -23,11 +23,19 @@ Out: every event as an object with ``type`` (the event's kind), ``id``,
 
 Replies to commands and the server's notices are ``notice`` objects, errors
 ``error`` objects.  Events a client caused itself carry ``"self": true``.
+
+Input is checked, never repaired: a line that is not UTF-8, a string that is
+not well-formed text (a lone surrogate from a ``\\u`` escape) or holds what the
+sanitiser would remove, a duplicate key, nesting beyond :data:`DEPTH_MAX`,
+``NaN`` or a value of the wrong type is refused with an error object saying
+what is wrong (:func:`parse_request`), so nothing a program sends can reach a
+renderer, a plugin or the store in a form they cannot handle.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -37,7 +45,7 @@ from ..events import (
     PrivateMessage,
     Quit,
 )
-from ..framing import LineTooLong, sanitize
+from ..framing import MAX_COMBINING, LineTooLong, lone_surrogate, sanitize, utf8
 from ..requests import Invoke, Malformed, Request, Say
 from .base import ChatProtocol, Renderer
 
@@ -59,7 +67,7 @@ def _timestamp(when: float) -> str:
 
 
 def _encode(obj: dict[str, Any]) -> bytes:
-    return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    return utf8(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
 
 
 class JsonlRenderer(Renderer):
@@ -94,7 +102,7 @@ class JsonlRenderer(Renderer):
         if event.text or event.carries_user_text:
             obj["text"] = _clean(event.text)
         if event.replay:
-            obj["history"] = True  # and "id" is its number in the history
+            obj["history"] = True  # shown again: "id" and "time" are those it had live
         return obj
 
     def render(self, event: Event) -> bytes:
@@ -128,9 +136,96 @@ _FIELDS: dict[str, tuple[tuple[str, bool, bool], ...]] = {
     "help": (("command", False, True),),
 }
 
+#: Arrays and objects nested deeper than this are refused before they are parsed:
+#: no request needs more than one level, and the C scanner recurses per level.
+DEPTH_MAX = 32
+#: Digits of an integer the parser converts (no request has a number field; a long
+#: one costs quadratic time to convert, and past 4300 digits Python refuses it).
+DIGITS_MAX = 100
+
 
 class _Bad(Exception):
-    pass
+    """A request the client must be told about (the message says what is wrong)."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _Bad(f"not JSON: {name} is not a JSON value (JSON numbers are finite)")
+
+
+def _integer(digits: str) -> int:
+    if len(digits) > DIGITS_MAX:
+        raise _Bad(f"a number of {len(digits)} digits (at most {DIGITS_MAX})")
+    return int(digits)
+
+
+def _shown(value: str) -> str:
+    """A value of the client's inside an error message: quoted, escaped, short."""
+    quoted = json.dumps(value)
+    return quoted if len(quoted) <= 40 else quoted[:36] + '..."'
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key sent twice (which one counts is not defined)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise _Bad(f"duplicate key {_shown(key)}: send each field once")
+            seen.add(key)
+    return obj
+
+
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_object, parse_constant=_refuse_constant, parse_int=_integer
+)
+
+#: A string (skipped whole, escapes included) or one bracket.
+_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
+
+
+def _too_deep(line: str) -> bool:
+    """Whether ``line`` nests arrays or objects deeper than :data:`DEPTH_MAX`.
+
+    Counting brackets is enough for nearly every line; only a line with more
+    than DEPTH_MAX of them is scanned, with brackets inside strings skipped.
+    """
+    if line.count("[") + line.count("{") <= DEPTH_MAX:
+        return False
+    depth = 0
+    for token in _STRUCTURE.findall(line):
+        if token == "[" or token == "{":
+            depth += 1
+            if depth > DEPTH_MAX:
+                return True
+        elif token == "]" or token == "}":
+            depth -= 1
+    return False
+
+
+def _text_problem(key: str, value: str, *, keep_newlines: bool) -> str | None:
+    """What is wrong with a string the client sent as ``key``, or None if it is text.
+
+    Refused, never silently changed: a lone surrogate (``"\\ud800"``: not text at
+    all), and anything the sanitiser would remove (control characters, escape
+    sequences, bidi overrides, invisible characters, piles of combining marks).
+    A tab counts as a space, as in the line protocol; text fields may hold newlines.
+    """
+    at = lone_surrogate(value)
+    if at >= 0:
+        return (f"{key!r} is not well-formed text: a lone surrogate "
+                f"\\u{ord(value[at]):04x} at position {at} (send whole UTF-16 pairs)")
+    if value.isascii() and value.isprintable():
+        return None
+    spaced = value.replace("\t", " ")
+    clean = _clean(spaced) if keep_newlines else sanitize(spaced)
+    if clean == spaced:
+        return None
+    at = next((i for i, (a, b) in enumerate(zip(spaced, clean, strict=False)) if a != b),
+              len(clean))
+    return (f"{key!r} holds U+{ord(spaced[at]):04X} at position {at}, which chatd does not "
+            "pass on (control, bidi and invisible characters, more than "
+            f"{MAX_COMBINING} combining marks on one letter)")
 
 
 def _string(obj: dict[str, Any], key: str, *, required: bool, word: bool) -> str:
@@ -141,27 +236,57 @@ def _string(obj: dict[str, Any], key: str, *, required: bool, word: bool) -> str
         return ""
     if not isinstance(value, str):
         raise _Bad(f"{key!r} must be a string")
-    value = _clean(value)
+    problem = _text_problem(key, value, keep_newlines=not word)
+    if problem is not None:
+        raise _Bad(problem)
+    if "\t" in value:
+        value = value.replace("\t", " ")
     if word and (not value or any(c.isspace() for c in value)):
         raise _Bad(f"{key!r} must be one word")
     return value
 
 
+def _tag(obj: dict[str, Any]) -> str | None:
+    """The request's ``id``, checked like every other string (raises :class:`_Bad`)."""
+    tag = obj.get("id")
+    if tag is None:
+        return None
+    if not isinstance(tag, str) or len(tag) > _ID_MAX:
+        raise _Bad(f"'id' must be a string of at most {_ID_MAX} characters")
+    problem = _text_problem("id", tag, keep_newlines=False)
+    if problem is not None:
+        raise _Bad(problem)
+    return tag
+
+
 def parse_request(line: str) -> Request:
-    """One received JSON line -> a request (:class:`Malformed` says what is wrong)."""
+    """One received JSON line -> a request (:class:`Malformed` says what is wrong).
+
+    Every string the request carries is checked where it enters: a request
+    that is not well-formed text, nests too deep, repeats a key or holds a
+    value of the wrong type is refused with an error object for the client,
+    never passed on altered and never a traceback.
+    """
+    if _too_deep(line):
+        return Malformed(f"nested deeper than {DEPTH_MAX} levels")
     try:
-        obj = json.loads(line)
+        obj = _DECODER.decode(line)
+    except _Bad as exc:
+        return Malformed(str(exc))
     except ValueError as exc:
         return Malformed(f"not JSON: {exc}")
     if not isinstance(obj, dict):
         return Malformed("expected a JSON object")
-    tag = obj.get("id")
-    if tag is not None and (not isinstance(tag, str) or len(tag) > _ID_MAX):
-        return Malformed(f"'id' must be a string of at most {_ID_MAX} characters")
-    tag = sanitize(tag) if tag is not None else None
+    try:
+        tag = _tag(obj)
+    except _Bad as exc:
+        return Malformed(str(exc))
     cmd = obj.get("cmd")
     if not isinstance(cmd, str) or not cmd or not all(c.isalnum() or c in "-_" for c in cmd):
         return Malformed("'cmd' must be a command name", tag)
+    problem = _text_problem("cmd", cmd, keep_newlines=False)  # an invisible letter
+    if problem is not None:
+        return Malformed(problem, tag)
     cmd = cmd.lower()
     try:
         if cmd in ("say", "me"):
@@ -181,10 +306,21 @@ def parse_request(line: str) -> Request:
     return Invoke(cmd, args.replace("\n", " ").strip(), False, tag)
 
 
+def decode_json_line(raw: bytes | bytearray | memoryview) -> str | Malformed:
+    """A framed line as sent: JSON is UTF-8, so bytes that are not are refused (the
+    line protocol's U+FFFD would be a silent change), and nothing is sanitised
+    before the JSON is parsed (the values are checked after, :func:`parse_request`)."""
+    try:
+        return str(raw, "utf-8")
+    except UnicodeDecodeError as exc:
+        return Malformed(f"not UTF-8: byte 0x{raw[exc.start]:02x} at position {exc.start}")
+
+
 class JsonlProtocol(ChatProtocol):
     """Programs' protocol: JSON objects in and out."""
 
     renderer = RENDERER
+    decode = staticmethod(decode_json_line)
     __slots__ = ("reply_tag",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -197,7 +333,7 @@ class JsonlProtocol(ChatProtocol):
     def parse(self, lines: list[str | LineTooLong]) -> list[Request]:
         requests: list[Request] = []
         for line in lines:
-            if line.__class__ is LineTooLong:
+            if line.__class__ is LineTooLong or line.__class__ is Malformed:
                 requests.append(line)
             elif line and not line.isspace():  # type: ignore[union-attr]
                 requests.append(parse_request(line))  # type: ignore[arg-type]

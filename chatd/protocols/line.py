@@ -50,7 +50,7 @@ from ..events import (
     Quit,
     Topic,
 )
-from ..framing import LineTooLong, sanitize
+from ..framing import LineTooLong, sanitize, utf8
 from ..requests import Invoke, Request
 from .base import ChatProtocol, Renderer
 from .telnet import TelnetFilter
@@ -77,10 +77,8 @@ def parse_line(text: str) -> str | Invoke:
 def marked(marker: str, text: str) -> bytes:
     """``text`` as lines that all start with ``marker``, sanitised, encoded."""
     if "\n" not in text:
-        return (sanitize(marker + text) + "\n").encode("utf-8")
-    return "".join(
-        sanitize(marker + line) + "\n" for line in text.split("\n")
-    ).encode("utf-8")
+        return utf8(sanitize(marker + text) + "\n")
+    return utf8("".join(sanitize(marker + line) + "\n" for line in text.split("\n")))
 
 
 def inline(text: str) -> str:
@@ -89,7 +87,7 @@ def inline(text: str) -> str:
 
 
 def _notice_line(text: str) -> bytes:
-    return (sanitize(NOTICE + text) + "\n").encode("utf-8")
+    return utf8(sanitize(NOTICE + text) + "\n")
 
 
 def _reason(text: str) -> str:
@@ -148,7 +146,7 @@ class LineRenderer(Renderer):
         target = event.target
         if not data or not target.startswith("#"):
             return data
-        return _prefix_lines(f"[{target}] ".encode(), data)
+        return _prefix_lines(utf8(f"[{sanitize(target)}] "), data)
 
     def render_for(self, event: Event, viewer: int, tag: str | None = None) -> bytes:
         if event.replay:
