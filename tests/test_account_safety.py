@@ -148,8 +148,9 @@ def test_a_private_message_to_an_unidentified_holder_is_refused(chatd_server):
 
 
 def test_a_look_alike_account_from_before_never_renames_the_owner(chatd_server, tmp_path):
-    """Two look-alike accounts registered before the rule (alice, then aIice): the
-    older owns the name.  aIice's owner can identify as aIice but cannot take the
+    """Two look-alike accounts registered before the rule (alice, then aIice; their
+    look-alike forms not stored yet, as in a database from before): the older owns
+    the name.  aIice's owner can identify as aIice but cannot take the
     nick from alice, even while alice is online unidentified (within her grace), nor
     hold "aIice" past the grace, nor speak as it; alice's owner takes the name back
     from a holder of "aIice" at once."""
@@ -158,10 +159,11 @@ def test_a_look_alike_account_from_before_never_renames_the_owner(chatd_server, 
     first = chatd_server(config)
     registered(first, "alice").close()
     assert first.stop() == 0
-    with sqlite3.connect(tmp_path / "data" / "chatd.sqlite3") as db:  # look left NULL
+    with sqlite3.connect(tmp_path / "data" / "chatd.sqlite3") as db:
         db.execute("INSERT INTO accounts (key, nick, password, registered, seen) "
                    "SELECT 'aiice', 'aIice', ?, registered + 1, seen FROM accounts",
                    (hash_password(OTHER, 16384),))
+        db.execute("UPDATE accounts SET look = NULL")  # as rows from before the look column
     server = chatd_server(config)
     alice = named(server, "alice")  # the owner, back, not identified yet
     expect_exact(alice, grace_notice("alice", 60))
