@@ -243,8 +243,9 @@ def chatd_account_dropped(server: Server, account: str) -> None:
     """The registered nick ``account`` was given up (``/drop``): it is no one's now.
 
     Whoever registers the nick next is someone else, so forget what the old owner
-    was trusted with: the built-in *moderation* plugin unregisters the rooms it
-    founded and removes it from every room's operators.
+    was trusted with, or said: the built-in *moderation* plugin unregisters the
+    rooms it founded and removes it from every room's operators; *history* deletes
+    its private conversations.
     """
 
 

@@ -156,6 +156,9 @@ class HistoryState:
         self.settings = settings
         self.next_seq = next_seq
         self.rooms: dict[str, RoomLines] = {}
+        #: Dropped accounts whose private lines are not deleted on disk yet: the
+        #: first seq after the drop, and the store's write number of the delete.
+        self.dropped: dict[str, tuple[int, int]] = {}
         self.timer: Any = None
         #: Looked up per line, so worked out once: rooms kept out, and whether any is.
         self.stored = bool(settings["store"])
@@ -335,6 +338,36 @@ def _private_lines(state: HistoryState, key: str) -> RoomLines:
 
 
 @hookimpl
+def chatd_account_dropped(server: Server, account: str) -> None:
+    """The private conversations of a dropped nick go with it: whoever registers the
+    name next must read nothing of the old owner's (deleted from memory at once and
+    on disk by the writer; ``/history NICK`` skips what the delete has not reached)."""
+    state: HistoryState | None = server.stash.get(STATE)
+    if state is None:
+        return
+    first, last = f"~{nick_key(account)}~", f"~{nick_key(account)}"  # see _pair
+    for key in [key for key in state.rooms if key.startswith(first)
+                or (key.startswith("~") and key.endswith(last))]:
+        del state.rooms[key]
+    number = server.store.write(
+        "DELETE FROM history WHERE kind = 'privmsg' AND (substr(room, 1, ?) = ? "
+        "OR substr(room, -?) = ?)", (len(first), first, len(last), last))
+    state.dropped[nick_key(account)] = (state.next_seq, number)
+
+
+def _after_drops(server: Server, state: HistoryState, accounts: tuple[str, str],
+                 records: list[Record]) -> list[Record]:
+    """``records`` of a private conversation without the lines from before either
+    account was dropped, while the delete is not on disk yet."""
+    done = server.store.done
+    for key in [key for key, (_, number) in state.dropped.items() if 0 < number <= done]:
+        del state.dropped[key]
+    floor = max((state.dropped.get(nick_key(name), (0, 0))[0] for name in accounts),
+                default=0)
+    return [record for record in records if record[0] >= floor] if floor else records
+
+
+@hookimpl
 def chatd_room_part(client: Client, room: Room, reason: str, event: Part) -> None:
     if _joins_kept(client.server):
         _record(client.server, event, "part", room.name)
@@ -481,6 +514,7 @@ def _private_history(client: Client, state: HistoryState, words: list[str]) -> N
         records = _stored(server, state, key, wanted)
     except StoreUnavailable as exc:
         raise CommandError(f"history is unavailable right now ({exc})") from None
+    records = _after_drops(server, state, (client.account, account), records)
     if not records:
         client.notice(f"no private history with {nick}")
         return
