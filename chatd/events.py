@@ -53,6 +53,10 @@ class Source:
     client_id: int | None = None
     #: For server events: the plugin that produced it (None: the core).
     plugin: str | None = None
+    #: For server events made by a plugin that is not part of chatd (not a built-in):
+    #: its name, which protocols show with the line (``*** [mentions] ...``), so text a
+    #: plugin passes on never reads as a sentence of the server's own.  None otherwise.
+    marker: str | None = None
 
     @property
     def is_server(self) -> bool:

@@ -266,6 +266,11 @@ class PluginHost:
             trace=trace,
         )
 
+    def is_builtin(self, name: str) -> bool:
+        """Whether ``name`` is one of chatd's own plugins (the server itself, unmarked)."""
+        info = self.infos.get(name)
+        return info is not None and info.source == "builtin"
+
     def bind(self, server: Any, scheduler: Scheduler) -> None:
         """Attach the plugin-facing server object and the loop (before ``chatd_startup``)."""
         self.server = server
@@ -706,7 +711,12 @@ class PluginHost:
                 exc_info=(type(exc), exc, exc.__traceback__),
             )
         if notify is not None and notify.connected:
-            notify.error(f"internal error in plugin {plugin!r}; the server goes on")
+            # The server says this, not the failing plugin (whose call is still current).
+            running, self.current_plugin = self.current_plugin, None
+            try:
+                notify.error(f"internal error in plugin {plugin!r}; the server goes on")
+            finally:
+                self.current_plugin = running
         self._count_towards_breaker(plugin, now)
 
     def _count_towards_breaker(self, plugin: str, now: float) -> None:

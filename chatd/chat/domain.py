@@ -126,7 +126,7 @@ class ChatDomain:
         self._client_ids = itertools.count(1)
         self._event_ids = itertools.count(1)
         self._guest_numbers = itertools.count(1)
-        self._server_sources: dict[str | None, Source] = {}
+        self._server_sources: dict[tuple[str | None, bool], Source] = {}
 
     # -- events --------------------------------------------------------------------------
 
@@ -136,12 +136,21 @@ class ChatDomain:
         return cls(next(self._event_ids), time.time(), source, target, text, **fields)
 
     def server_source(self, plugin: str | None = None) -> Source:
-        """The server as an event source; ``plugin`` defaults to the one running now."""
+        """The server as an event source; ``plugin`` defaults to the one running now.
+
+        A plugin that is not a built-in gets its ``marker``: its lines say whose they
+        are, so the text it passes on (a mention quoting a user) cannot read as the
+        server's own sentence.
+        """
         if plugin is None:
             plugin = self.hooks.current_plugin
-        source = self._server_sources.get(plugin)
+        marked = plugin is not None and not self.hooks.is_builtin(plugin)
+        key = (plugin, marked)
+        source = self._server_sources.get(key)
         if source is None:
-            source = self._server_sources[plugin] = Source(self.config.server.name, None, plugin)
+            source = self._server_sources[key] = Source(
+                self.config.server.name, None, plugin, plugin if marked else None
+            )
         return source
 
     # -- connections -----------------------------------------------------------------------
