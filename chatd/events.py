@@ -119,14 +119,25 @@ class Topic(Event):
 
 @dataclass(frozen=True, slots=True)
 class Join(Event):
-    """``source`` joined the room ``target``; ``text`` is empty."""
+    """``source`` joined the room ``target``; ``text`` is empty.
+
+    ``quiet``: the code that made the client join tells it in its own words (``/join``
+    does), so the line protocol shows the client no line of its own for it.
+    """
+
+    quiet: bool = field(default=False, kw_only=True)
 
     kind: ClassVar[str] = "join"
 
 
 @dataclass(frozen=True, slots=True)
 class Part(Event):
-    """``source`` left the room ``target``; ``text`` is the reason (may be empty)."""
+    """``source`` left the room ``target``; ``text`` is the reason (may be empty).
+
+    ``quiet``: as for :class:`Join`.
+    """
+
+    quiet: bool = field(default=False, kw_only=True)
 
     kind: ClassVar[str] = "part"
     carries_user_text: ClassVar[bool] = True

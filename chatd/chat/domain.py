@@ -550,8 +550,13 @@ class ChatDomain:
             else:
                 room.renderers.pop(renderer, None)
 
-    def join(self, client: Client, name: str) -> Room:
-        """Put ``client`` in room ``name`` (created if needed) and make it current."""
+    def join(self, client: Client, name: str, *, quiet: bool = False) -> Room:
+        """Put ``client`` in room ``name`` (created if needed) and make it current.
+
+        The client gets its own copy of the join event, whoever asked for it (a
+        plugin moving it, a kick's way back to the default room), unless ``quiet``:
+        the caller then tells it in its own words.
+        """
         problem = room_problem(name)
         if problem:
             raise RoomError(problem)
@@ -577,7 +582,7 @@ class ChatDomain:
         client.room = room
         if room in client.rooms:
             return room
-        event = self.new_event(Join, client.source, room.name)
+        event = self.new_event(Join, client.source, room.name, quiet=quiet)
         # The joiner's own copy first: it is not in the room yet, so this does not
         # flush the room's pending batch (a connect storm stays one batch per tick).
         self.backend.to_client(event, client)
@@ -591,11 +596,14 @@ class ChatDomain:
                         event=event)
         return room
 
-    def part(self, client: Client, room: Room, reason: str = "") -> None:
-        """Take ``client`` out of ``room``; its current room becomes its latest other room."""
+    def part(self, client: Client, room: Room, reason: str = "", *, quiet: bool = False) -> None:
+        """Take ``client`` out of ``room``; its current room becomes its latest other room.
+
+        The client is told (its own copy of the part event) unless ``quiet``.
+        """
         if room not in client.rooms:
             raise RoomError(f"you are not in {room.name}")
-        event = self.new_event(Part, client.source, room.name, reason)
+        event = self.new_event(Part, client.source, room.name, reason, quiet=quiet)
         if reason:
             event = self._reason_filtered(client, event, "")
         self.backend.to_client(event, client)

@@ -111,17 +111,23 @@ class Server:
 
     # -- changing things ------------------------------------------------------------
 
-    def join(self, client: Client, name: str) -> Room:
+    def join(self, client: Client, name: str, *, quiet: bool = False) -> Room:
         """Put ``client`` in room ``name`` (created if new) and make it current.
 
-        The room is told (a join event).  Raises :class:`chatd.RoomError` for an
-        invalid name.  Joining a room the client is in only makes it current.
+        The room and the client are told (a join event: ``*** alice joined #dev`` on
+        the line protocol, ``"self": true`` in jsonl), however the join came about.
+        ``quiet=True`` when your code tells the client in its own words (``/join``
+        does): line clients then get no line for it.  Raises :class:`chatd.RoomError`
+        for an invalid name or a refused join.  Joining a room the client is in only
+        makes it current.
         """
-        return self._domain.join(client, name)
+        return self._domain.join(client, name, quiet=quiet)
 
-    def part(self, client: Client, room: Room, reason: str = "") -> None:
-        """Take ``client`` out of ``room``, telling the room (``reason`` is filtered)."""
-        self._domain.part(client, room, reason)
+    def part(self, client: Client, room: Room, reason: str = "", *,
+             quiet: bool = False) -> None:
+        """Take ``client`` out of ``room``, telling the room and the client (``reason`` is
+        filtered); ``quiet`` as for :meth:`join`."""
+        self._domain.part(client, room, reason, quiet=quiet)
 
     def rename(self, client: Client, new: str) -> None:
         """Give ``client`` the nick ``new``; raises :class:`chatd.NickError` with the reason."""

@@ -170,8 +170,8 @@ class LineRenderer(Renderer):
             cls = event.__class__
             if cls is PrivateMessage and event.target.lower() != event.source.nick.lower():
                 return marked(f"-> *{event.target}* ", event.text)  # the sender's copy
-            if cls is Join or cls is Part:
-                return b""  # /join and /part say it in their own words
+            if (cls is Join or cls is Part) and event.quiet:  # type: ignore[attr-defined]
+                return b""  # the command that did it (/join) says it in its own words
         return self.render(event)
 
     def _replayed(self, event: Event, viewer: int) -> bytes:
