@@ -107,16 +107,23 @@ def chatd_shutdown(server: Server) -> None:
 def chatd_commands(server: Server) -> list[Command] | None:
     """Return the commands this plugin provides, as a list of :class:`chatd.Command`.
 
-    Called once at startup.  Each command has a name (without the ``/``), a
-    handler ``handler(client, args)`` where ``args`` is the text after the
-    command name (stripped), a usage line, a one-line help and optionally a
+    Called at startup, by ``--check-config``, and at every reload for the new
+    copies of the plugins (a reload may call it more than once): build and
+    return the list, do nothing else here.  Each command has a name (without the
+    ``/``), a handler ``handler(client, args)`` where ``args`` is the text after
+    the command name (stripped), a usage line, a one-line help and optionally a
     longer help shown by ``/help NAME``.  ``/help`` lists every command.
 
-    A handler reports a wrong argument by raising ``chatd.UsageError`` (the
-    client is shown the usage line) or ``chatd.CommandError("why")`` (the client
-    is shown ``! why``).  Any other exception is a plugin error (see the top of
-    this page).  Two plugins providing the same command name is a startup error
-    naming both.
+    Checked when the plugin loads (startup, ``--check-config``, reload), each a
+    one-line error naming the plugin: a single ``Command`` instead of a list, a
+    value that is not a ``Command``, a handler that cannot be called as
+    ``handler(client, args)``, and two plugins providing the same command name.
+
+    A handler reports a wrong argument by raising ``chatd.UsageError("detail")``:
+    the client sees ``! detail; usage: /roll NdM`` (``! usage: /roll NdM`` without
+    a detail; jsonl: an ``error`` object with that text).  ``chatd.CommandError("why")``
+    shows ``! why``.  Any other exception is a plugin error (see the top of this
+    page).
     """
 
 

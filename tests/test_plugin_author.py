@@ -8,6 +8,9 @@ host alone decides.
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,3 +121,76 @@ def test_a_join_and_part_made_by_a_plugin_tell_the_moved_user_in_every_protocol(
     bob.expect(r"^\*\*\* bob joined #dev$")
     bob.expect_line("*** you are the first in #dev")
     bob.expect_nothing(0.2)
+
+
+# -- chatd_commands mistakes are caught when the plugin loads ------------------------------
+
+ONE_COMMAND = """
+from chatd import Command, hookimpl
+
+def roll(client, args):
+    client.notice("4")
+
+@hookimpl
+def chatd_commands():
+    return Command("roll", roll, "/roll", "roll a die")
+"""
+
+WRONG_SIGNATURE = """
+from chatd import Command, hookimpl
+
+def roll(client):
+    client.notice("4")
+
+@hookimpl
+def chatd_commands():
+    return [Command("roll", roll, "/roll", "roll a die")]
+"""
+
+GOOD_ROLL = WRONG_SIGNATURE.replace("def roll(client):", "def roll(client, args):")
+
+
+def check_config(tmp_path: Path, plugin_source: str) -> subprocess.CompletedProcess[str]:
+    folder = tmp_path / "checked"
+    write_plugin(folder, "roller", plugin_source)
+    config = tmp_path / "check.yaml"
+    config.write_text(f"listen: {{port: 0}}\nplugin_dirs: [{folder}]\n")
+    return subprocess.run(
+        [sys.executable, "-m", "chatd", "--config", str(config), "--check-config"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+
+
+def test_check_config_names_the_plugin_that_returns_one_command_not_a_list(tmp_path):
+    result = check_config(tmp_path, ONE_COMMAND)
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        "chatd: plugin 'roller': chatd_commands returned one Command (/roll); return a list "
+        "of them: [Command(...)]"
+    ), result.stderr
+
+
+def test_check_config_names_a_handler_that_cannot_take_client_and_args(tmp_path):
+    result = check_config(tmp_path, WRONG_SIGNATURE)
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip()
+    assert line.startswith(
+        "chatd: plugin 'roller': the handler of /roll, roll(client), cannot be called as "
+        "handler(client, args): "
+    ), line
+    assert check_config(tmp_path, GOOD_ROLL).returncode == 0
+
+
+def test_a_reload_to_a_plugin_with_a_bad_handler_keeps_the_old_one(chatd_server, tmp_path):
+    folder = tmp_path / "p"
+    write_plugin(folder, "roller", GOOD_ROLL)
+    server = chatd_server(plugin_dirs=[str(folder)])
+    alice = server.client()
+    write_plugin(folder, "roller", WRONG_SIGNATURE)
+    server.signal(signal.SIGHUP)
+    server.wait_for_log(r"reload failed, keeping the running config and plugins: plugin "
+                        r"'roller': the handler of /roll")
+    alice.send("/roll")
+    alice.expect_line("*** [roller] 4")
