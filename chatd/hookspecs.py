@@ -104,6 +104,35 @@ def chatd_shutdown(server: Server) -> None:
 
 
 @hookspec
+def chatd_reload_save(server: Server) -> Any:
+    """A reload is about to replace your plugin: return what its next copy should get.
+
+    Called on the running copy of each plugin after the new config and plugins
+    loaded, just before ``chatd_shutdown``.  Return any object (None: nothing to
+    carry): counters, a cache, or the ``StashKey`` objects of your module, whose
+    values on clients, rooms and ``server.stash`` the new copy can then move to
+    its own keys (a reload imports your module again, so its keys are new
+    objects).  The object is handed, as it is, to ``chatd_reload_restore`` of the
+    plugin with the same name.  An exception is a plugin error: nothing is carried
+    for that plugin.
+    """
+
+
+@hookspec
+def chatd_reload_restore(server: Server, state: Any) -> None:
+    """Receive what your plugin's previous copy returned from ``chatd_reload_save``.
+
+    Called on the new copy of the plugin with the same name once the reload can
+    no longer fail: after every new plugin's ``chatd_startup`` succeeded (so a
+    reload that fails never leaves state moved to a copy that does not run).  Not
+    called when the previous copy saved nothing, or for a new plugin.  If the
+    reload fails after the save (a plugin's ``chatd_startup`` raised), the old
+    copy starts again (``chatd_startup``) and gets its own state back here.  An
+    exception is a plugin error: logged and counted, the reload stands.
+    """
+
+
+@hookspec
 def chatd_commands(server: Server) -> list[Command] | None:
     """Return the commands this plugin provides, as a list of :class:`chatd.Command`.
 
@@ -308,6 +337,29 @@ def chatd_message(client: Client, text: str, event: Event) -> None:
     mentions or bridging; the server itself delivers ``event`` afterwards
     (to the room, or to the nick of a private message).  Return values are
     ignored.
+    """
+
+
+@hookspec
+def chatd_delivered(server: Server, event: Event) -> None:
+    """``event`` was handed to delivery: whatever you send now arrives after it.
+
+    Called once per event (never per recipient), right after the server gave it
+    to the delivery backend, for the chat events of rooms and nicks: messages,
+    actions, private messages, topics (``event.kind`` says which), joins, parts,
+    quits and nick changes.  Not for notices and errors (yours included), not for
+    what a filter rejected, and not for the join of a client that is not yet
+    announced (``client.announced``; its join is delivered, and this hook
+    called, when it is).  The bytes go out at the end of the loop's tick, in
+    order: a reply a bot plugin sends from here reaches everyone *after* the
+    line it answers (from ``chatd_message`` it would arrive before it).
+
+    Cost: with no implementation, one cached lookup per event; each
+    implementation runs on the loop for every chat line of the server, so keep
+    it cheap (count, queue, reply) and put slow work on ``server.run_in_thread``.
+    What you send from here is delivered, and may call this hook again: do not
+    answer your own replies.  Exceptions are plugin errors (the client that
+    caused the event is told, when it is still connected).
     """
 
 

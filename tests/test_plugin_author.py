@@ -194,3 +194,96 @@ def test_a_reload_to_a_plugin_with_a_bad_handler_keeps_the_old_one(chatd_server,
                         r"'roller': the handler of /roll")
     alice.send("/roll")
     alice.expect_line("*** [roller] 4")
+
+
+# -- state carried across a reload ---------------------------------------------------------
+
+COUNTER = """
+from chatd import Command, StashKey, hookimpl
+
+SEEN = StashKey[int]()
+state = {"count": 0}
+
+
+def count(client, args):
+    state["count"] += 1
+    client.stash[SEEN] = client.stash.get(SEEN, 0) + 1
+    client.notice(f"count {state['count']}, yours {client.stash[SEEN]} (VERSION)")
+
+
+@hookimpl
+def chatd_commands():
+    return [Command("count", count)]
+
+
+@hookimpl
+def chatd_shutdown():
+    state["count"] = -1000  # what a real plugin's shutdown does: let go of its state
+
+
+@hookimpl
+def chatd_reload_save(server):
+    return {"count": state["count"], "seen": SEEN}
+
+
+@hookimpl
+def chatd_reload_restore(server, state):
+    globals()["state"]["count"] = state["count"]
+    for client in server.clients.values():  # move the values to this copy's key
+        seen = client.stash.pop(state["seen"])
+        if seen is not None:
+            client.stash[SEEN] = seen
+"""
+
+FAILS_TO_START = """
+from chatd import hookimpl
+
+@hookimpl
+def chatd_startup(server):
+    raise RuntimeError("not today")
+"""
+
+
+def test_a_plugin_carries_its_state_across_a_reload_and_back_when_it_fails(
+    chatd_server, tmp_path
+):
+    folder = tmp_path / "p"
+    write_plugin(folder, "counter", COUNTER.replace("VERSION", "v1"))
+    server = chatd_server(plugin_dirs=[str(folder)])
+    alice, bob = server.client(), server.client()
+    for _ in range(2):
+        alice.send("/count")
+    alice.expect(r"^\*\*\* \[counter\] count 2, yours 2 \(v1\)$")
+    bob.send("/count")
+    bob.expect_line("*** [counter] count 3, yours 1 (v1)")
+
+    write_plugin(folder, "counter", COUNTER.replace("VERSION", "v2"))
+    server.signal(signal.SIGHUP)
+    server.wait_for_log(r"reloaded .*: plugins .*counter")
+    alice.send("/count")
+    alice.expect(r"^\*\*\* \[counter\] count 4, yours 3 \(v2\)$")
+
+    # A reload that fails after the old copy saved and shut down: it starts again
+    # with its own state given back.
+    write_plugin(folder, "zz_fails", FAILS_TO_START)
+    server.signal(signal.SIGHUP)
+    server.wait_for_log(r"reload failed, keeping the running config and plugins: .*zz_fails")
+    bob.send("/count")
+    bob.expect(r"^\*\*\* \[counter\] count 5, yours 2 \(v2\)$")
+
+
+# -- the docs name every built-in ----------------------------------------------------------
+
+
+def test_the_plugin_guide_and_the_readme_list_every_built_in_plugin():
+    from chatd.plugins import BUILTIN_PLUGINS
+
+    guide = (REPO / "docs" / "plugins.md").read_text()
+    listed = guide.split("<!-- built-ins:", 1)[1].split("\n2. ", 1)[0]
+    named = re.findall(r"`([a-z]+)`\s+\(", listed)
+    assert named == list(BUILTIN_PLUGINS), named
+    readme = (REPO / "README.md").read_text()
+    row = re.search(r"^\| `chatd/builtin/` \| the built-in plugins: (.*) \|$", readme, re.M)
+    assert row, "README's layout table lost its chatd/builtin/ row"
+    assert re.findall(r"`([a-z]+)`", row.group(1)) == list(BUILTIN_PLUGINS)
+    assert "--trace-hooks" in readme

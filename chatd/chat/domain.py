@@ -90,6 +90,8 @@ class Scheduler:
 
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any: ...
 
+    def clock(self) -> float: ...
+
 
 class ChatDomain:
     """The chat's state and rules.  One per server; plugins see it through ``Server``."""
@@ -112,6 +114,9 @@ class ChatDomain:
         self.store = store
         self.hooks = hooks
         self.scheduler = scheduler
+        #: The loop's monotonic clock: timers and the flood gate share it (a test's
+        #: fake clock moves both).
+        self.clock: Callable[[], float] = getattr(scheduler, "clock", time.monotonic)
         self.stats = stats if stats is not None else Stats()
         #: The in-process delivery backend (always there: other backends use it locally).
         self.local = LocalBackend(self.stats)
@@ -184,6 +189,7 @@ class ChatDomain:
         for room, event in arrival.joins:
             if room in client.rooms:
                 self.backend.to_room(event, room, exclude=client)
+                self._delivered(event, client)
         self.hooks.call("chatd_client_ready", notify=client, client=client)
 
     def _new_guest_nick(self) -> str:
@@ -252,6 +258,7 @@ class ChatDomain:
         self.hooks.call("chatd_client_disconnect", client=client, reason=event.text, event=event)
         if client.announced:  # who was never announced leaves no trace either
             self.backend.to_rooms(event, rooms, exclude=client)
+            self._delivered(event, None)
         for room in rooms:
             self._remove_member(client, room)
             self.backend.parted(client, room)
@@ -276,9 +283,9 @@ class ChatDomain:
             # a client that only listens never needs one.
             gate = client._gate = FloodGate(TokenBucket(
                 flood.burst_lines, flood.lines_per_second, flood.bytes_per_token,
-                time.monotonic(),
+                self.clock(),
             ))
-        ready = gate.admit(requests, time.monotonic())
+        ready = gate.admit(requests, self.clock())
         if ready:
             self._process(client, ready)
         if not gate.waiting:
@@ -307,7 +314,7 @@ class ChatDomain:
         gate = client._gate
         assert gate is not None
         gate.timer = self.scheduler.call_later(
-            gate.wait(time.monotonic()), self._release, client
+            gate.wait(self.clock()), self._release, client
         )
 
     def _release(self, client: Client) -> None:
@@ -321,7 +328,7 @@ class ChatDomain:
         gate.timer = None
         if not client.link.connected:
             return
-        ready = gate.release(time.monotonic())
+        ready = gate.release(self.clock())
         if ready:
             self._process(client, ready)
         if not client.link.connected:
@@ -417,6 +424,12 @@ class ChatDomain:
         except CommandError as exc:
             client.error(str(exc))
 
+    def _delivered(self, event: Event, client: Client | None) -> None:
+        """``chatd_delivered``: ``event`` was handed to delivery.  One cached lookup when
+        no plugin implements it (the usual case, on every chat line)."""
+        if self.hooks.implementations("chatd_delivered"):
+            self.hooks.call("chatd_delivered", notify=client, server=self.facade, event=event)
+
     # -- user text: filters, then chatd_message, then delivery -------------------------------
 
     def _accept(self, client: Client, event: Event) -> Event | None:
@@ -466,6 +479,7 @@ class ChatDomain:
         event = self._accept(client, event)
         if event is not None:
             self.backend.to_room(event, room, exclude=client)
+            self._delivered(event, client)
         return event
 
     def private_message(self, client: Client, nick: str, text: str) -> Event | None:
@@ -481,6 +495,7 @@ class ChatDomain:
             raise CommandError(f"no such nick: {nick}")
         if target is not client:
             self.backend.to_client(event, client)  # the sender's copy: "-> *bob* text"
+        self._delivered(event, client)
         return event
 
     def set_topic(self, client: Client, room: Room, text: str) -> Event | None:
@@ -494,6 +509,7 @@ class ChatDomain:
             event = accepted
         room.topic = " ".join(event.text.splitlines())[:TOPIC_MAX]
         self.backend.to_room(event, room)
+        self._delivered(event, client)
         return event
 
     def quit(self, client: Client, reason: str = "") -> None:
@@ -590,7 +606,8 @@ class ChatDomain:
         self.backend.joined(client, room)
         if client.announced:
             self.backend.to_room(event, room, exclude=client)
-        else:
+            self._delivered(event, client)
+        else:  # delivered (and chatd_delivered) when it is announced
             client._arrival.joins.append((room, event))  # type: ignore[union-attr]
         self.hooks.call("chatd_room_join", notify=client, client=client, room=room,
                         event=event)
@@ -614,6 +631,7 @@ class ChatDomain:
             client.room = client.rooms[-1] if client.rooms else None
         self.backend.parted(client, room)
         self.backend.to_room(event, room, exclude=client)
+        self._delivered(event, client)
         self.hooks.call("chatd_room_part", notify=client, client=client, room=room,
                         reason=event.text, event=event)
         self._discard_if_empty(room)
@@ -664,6 +682,7 @@ class ChatDomain:
                                rooms=tuple(r.name for r in rooms))
         self.backend.to_rooms(event, rooms, exclude=client)
         self.backend.to_client(event, client)
+        self._delivered(event, client)
         self.hooks.call("chatd_nick_change", notify=client, client=client, old=old, new=new,
                         event=event)
 

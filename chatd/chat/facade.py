@@ -18,7 +18,7 @@ from ..stash import Stash
 if TYPE_CHECKING:
     from ..config import Config
     from ..delivery import RoomInfo
-    from ..plugins import PluginHost, PluginTimer
+    from ..plugins import PluginHost, PluginTask, PluginTimer
     from ..store import Store
     from .client import Client
     from .commands import CommandTable
@@ -213,6 +213,13 @@ class Server:
 
     # -- time -------------------------------------------------------------------------
 
+    def clock(self) -> float:
+        """The loop's monotonic clock, in seconds (what :meth:`call_later` and the
+        timers' ``when`` count in): ``time.monotonic()``, or a test's fake clock
+        (``InProcessChat(fake_clock=True)``).  Measure your plugin's intervals with it
+        and a test can move time for them too."""
+        return self._domain.clock()
+
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> PluginTimer:
         """Run ``callback(*args)`` after ``delay`` seconds, on the loop.
 
@@ -231,10 +238,32 @@ class Server:
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
         """From any thread: run ``callback(*args)`` on the loop, soon.
 
-        For plugins that do blocking work (a web request, a database) in a
-        thread of their own and need to hand the result back to the chat.
+        For plugins that do blocking work in a thread of their own and need to hand
+        the result back to the chat (:meth:`run_in_thread` does both for you).  The
+        call belongs to your plugin (its guard rails, its breaker, its marker on
+        what it sends) whether ``callback`` is a function, a bound method or a
+        ``functools.partial``; once your plugin is disabled or reloaded away, late
+        calls are dropped.
         """
         self._domain.hooks.call_soon_threadsafe(callback, *args)
+
+    def run_in_thread(self, fn: Callable[..., Any], *args: Any,
+                      callback: Callable[[Any], Any] | None = None,
+                      on_error: Callable[[BaseException], Any] | None = None) -> PluginTask:
+        """Run blocking ``fn(*args)`` (a web request, a DNS lookup, a slow hash) on a
+        worker thread, and ``callback(result)`` on the loop when it returns.
+
+        The pool is small (4 threads, shared by every plugin), so keep each call
+        bounded (timeouts on network calls).  The task is your plugin's: ``callback``
+        and ``on_error(exception)`` run with the guard rails of a hook, an exception
+        with no ``on_error`` is logged with your plugin's name and counts towards
+        its breaker, and the task is cancelled (nothing handed back) when your
+        plugin is disabled, reloaded or shut down.  ``fn`` must not touch chat
+        objects (it is not on the loop); ``callback`` may.  Returns a task with
+        ``cancel()``.
+        """
+        return self._domain.hooks.run_in_thread(fn, *args, callback=callback,
+                                                on_error=on_error)
 
     # -- the whole server -------------------------------------------------------------
 
