@@ -287,3 +287,29 @@ def test_the_plugin_guide_and_the_readme_list_every_built_in_plugin():
     assert row, "README's layout table lost its chatd/builtin/ row"
     assert re.findall(r"`([a-z]+)`", row.group(1)) == list(BUILTIN_PLUGINS)
     assert "--trace-hooks" in readme
+
+
+# -- a flood exemption for trusted bots -------------------------------------------------------
+
+
+def test_an_identified_exempt_account_is_never_delayed_but_its_nick_alone_is():
+    from chatd.testing import InProcessChat
+
+    flood = {"lines_per_second": 1, "burst_lines": 1, "exempt_accounts": ["RelayBot"]}
+    with InProcessChat(fake_clock=True, flood=flood) as chat:
+        bot, bob = chat.connect(), chat.connect()
+        bot.send("/nick relaybot")
+        chat.advance(10)  # the bucket is full again
+        bob.lines()
+        for i in range(3):
+            bot.send(f"taken name {i}")
+        assert bob.lines() == ["<relaybot> taken name 0"]  # the name alone is not trusted
+        chat.advance(2)
+        assert bob.lines() == ["<relaybot> taken name 1", "<relaybot> taken name 2"]
+        chat.server.set_account(bot.client, "relaybot")  # what /identify does
+        for i in range(5):
+            bot.send(f"relayed {i}")
+        assert bob.lines() == [f"<relaybot> relayed {i}" for i in range(5)]
+        for i in range(3):  # everyone else is still limited
+            bob.send(f"bob {i}")
+        assert [line for line in bot.lines() if "bob " in line] == ["<guest-2> bob 0"]

@@ -26,13 +26,14 @@ Every event is created here, once, by :meth:`ChatDomain.new_event`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..delivery import DeliveryBackend, LocalBackend
+from ..delivery import DeliveryBackend, LocalBackend, nick_key
 from ..events import (
     Action,
     Error,
@@ -77,6 +78,12 @@ def _cancel_announce(client: Client) -> None:
     if arrival is not None and arrival.timer is not None:
         arrival.timer.cancel()
         arrival.timer = None
+
+
+@functools.lru_cache(maxsize=4)
+def _exempt_keys(accounts: tuple[str, ...]) -> frozenset[str]:
+    """``flood.exempt_accounts`` as nick keys (cached: the tuple is the config's)."""
+    return frozenset(nick_key(account) for account in accounts)
 
 
 def _hard_backlog(limits: Any) -> int:
@@ -274,11 +281,11 @@ class ChatDomain:
         if not client.announced:
             self.announce(client)  # its first line: the rooms hear it joined, then what it says
         gate = client._gate
+        if (gate is None or not gate.waiting) and self._flood_exempt(client):
+            self._process(client, requests)  # nothing of its own waits: order is kept
+            return
         if gate is None:
             flood = self.config.flood
-            if flood.lines_per_second <= 0:
-                self._process(client, requests)
-                return
             # Made on the first line (starting full, as it would be by then anyway):
             # a client that only listens never needs one.
             gate = client._gate = FloodGate(TokenBucket(
@@ -309,6 +316,15 @@ class ChatDomain:
             )
         if gate.timer is None:
             self._schedule_release(client)
+
+    def _flood_exempt(self, client: Client) -> bool:
+        """No flood limit for this client: none is set, or it identified as one of
+        ``flood.exempt_accounts`` (an account, never a nick someone could take)."""
+        flood = self.config.flood
+        if flood.lines_per_second <= 0:
+            return True
+        account = client.account
+        return account is not None and nick_key(account) in _exempt_keys(flood.exempt_accounts)
 
     def _schedule_release(self, client: Client) -> None:
         gate = client._gate
