@@ -707,8 +707,9 @@ class PluginHost:
             module = module.rpartition(".")[0]
         return None
 
-    def _calling_plugin(self) -> str | None:
-        """The plugin whose code called into chatd here (the nearest plugin frame)."""
+    def calling_plugin(self) -> str | None:
+        """The plugin whose code called into chatd here (the nearest plugin frame on
+        this thread's stack), or None: for calls that can come from any thread."""
         frame = sys._getframe(1)
         for _ in range(32):
             if frame is None:
@@ -765,7 +766,7 @@ class PluginHost:
         one defining ``callback`` (through partials and bound methods)."""
         if self._scheduler is None:
             raise RuntimeError("the plugin host has no event loop yet (PluginHost.bind)")
-        owner = (getattr(_worker, "plugin", None) or self._calling_plugin()
+        owner = (getattr(_worker, "plugin", None) or self.calling_plugin()
                  or self.owner_of(callback))
         self._scheduler.call_soon_threadsafe(self._run_from_thread, owner, callback, args)
 

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from chatd import hookimpl
+
 REPO = Path(__file__).resolve().parent.parent
 PLUGINS = str(REPO / "plugins")
 LISTENERS = [{"port": 0}, {"port": 0, "protocol": "jsonl"}]
@@ -313,3 +315,70 @@ def test_an_identified_exempt_account_is_never_delayed_but_its_nick_alone_is():
         for i in range(3):  # everyone else is still limited
             bob.send(f"bob {i}")
         assert [line for line in bot.lines() if "bob " in line] == ["<guest-2> bob 0"]
+
+
+# -- plugin tables cannot collide with built-in ones; bad writes are the plugin's ------------
+
+SQUATTER = """
+from chatd import hookimpl
+
+@hookimpl
+def chatd_startup(server):
+    server.store.migrate("squatter", ["CREATE TABLE IF NOT EXISTS accounts (nick TEXT)"])
+"""
+
+
+def test_a_plugin_migration_that_creates_a_built_in_table_is_refused_with_its_name(tmp_path):
+    result = check_config(tmp_path, SQUATTER.replace('"squatter"', '"roller"'))
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip()
+    assert line.startswith("chatd: plugin 'roller' failed in chatd_startup: "), line
+    assert ("plugin 'roller' may not touch 'accounts': a plugin's tables are named roller "
+            "or roller_*") in line, line
+    # Nor can it migrate under a built-in's name to get at its tables.
+    result = check_config(tmp_path, SQUATTER.replace('"squatter"', '"accounts"'))
+    assert result.returncode == 2, result
+    assert "plugin 'roller' may migrate only its own tables" in result.stderr, result.stderr
+
+
+class Vandal:
+    """Has tables of its own, and writes where it should not."""
+
+    @hookimpl
+    def chatd_startup(self, server):
+        server.store.migrate("Vandal", ["CREATE TABLE vandal_notes (text TEXT)"])
+
+    @hookimpl
+    def chatd_commands(self):
+        from chatd import Command
+
+        def note(client, args):
+            if args == "schema":  # the versions of every plugin's tables, the built-ins'
+                client.server.store.write("DELETE FROM chatd_schema")
+            elif args == "typo":
+                client.server.store.write("INSERT INTO vandal_notes VALUES (?, ?)", (1, 2))
+            else:
+                client.server.store.insert("vandal_notes", ("text",), (args,))
+
+        return [Command("note", note)]
+
+
+def test_a_bad_plugin_write_is_the_plugins_failure_and_trips_its_breaker():
+    from chatd.testing import InProcessChat
+
+    with InProcessChat(Vandal(), plugin_host={"max_failures": 2}) as chat:
+        alice = chat.connect()
+        store = chat.domain.store
+        versions = store.read("SELECT owner, version FROM chatd_schema ORDER BY owner")
+        assert ("accounts", 1) in versions and ("Vandal", 1) in versions
+        alice.send("/note fine")
+        alice.send("/note schema")
+        chat.wait_for(lambda: chat.hooks.error_counts.get("Vandal") == 1)
+        assert store.flush()
+        assert store.read("SELECT owner, version FROM chatd_schema ORDER BY owner") == versions
+        assert store.read("SELECT text FROM vandal_notes") == [("fine",)]
+        assert store.rejected == 1
+        alice.send("/note typo")
+        chat.wait_for(lambda: chat.hooks.infos["Vandal"].disabled is not None)
+        assert chat.hooks.error_counts == {"Vandal": 2}

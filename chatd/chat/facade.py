@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..events import Event
 from ..stash import Stash
+from .tables import PluginStore
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -46,13 +47,14 @@ class Server:
     only :meth:`call_soon_threadsafe` may be called from another thread.
     """
 
-    __slots__ = ("_domain", "_lifecycle", "stash")
+    __slots__ = ("_domain", "_lifecycle", "_plugin_stores", "stash")
 
     def __init__(self, domain: ChatDomain, lifecycle: Lifecycle | None = None) -> None:
         self._domain = domain
         self._lifecycle = lifecycle
         #: Per-plugin server-wide state; see :mod:`chatd.stash`.  Survives reloads.
         self.stash = Stash()
+        self._plugin_stores: dict[str, PluginStore] = {}
 
     # -- configuration --------------------------------------------------------------
 
@@ -73,8 +75,28 @@ class Server:
     @property
     def store(self) -> Store:
         """The database (:class:`chatd.store.Store`): ``migrate`` your tables in
-        ``chatd_startup``, ``write`` (queued, never blocks), ``read`` (bounded)."""
-        return self._domain.store
+        ``chatd_startup``, ``write`` (queued, never blocks), ``read`` (bounded).
+
+        A plugin that is not a built-in gets its own view of it
+        (:class:`chatd.chat.tables.PluginStore`): its migrations and writes touch
+        only the tables named after it, and a write that fails is its failure
+        (logged with its name, counted by its breaker)."""
+        hooks = self._domain.hooks
+        plugin = hooks.current_plugin or hooks.calling_plugin()
+        if plugin is None or hooks.is_builtin(plugin):
+            return self._domain.store
+        view = self._plugin_stores.get(plugin)
+        if view is None:
+            view = self._plugin_stores[plugin] = PluginStore(
+                self._domain.store, plugin, self._post_from_thread, self._store_failure
+            )
+        return view  # type: ignore[return-value]
+
+    def _post_from_thread(self, callback: Callable[..., Any], *args: Any) -> None:
+        self._domain.hooks.call_soon_threadsafe(callback, *args)
+
+    def _store_failure(self, plugin: str, what: str, exc: BaseException) -> None:
+        self._domain.hooks.report_failure(plugin, what, exc)
 
     # -- who and where --------------------------------------------------------------
 
