@@ -16,7 +16,8 @@ How chatd calls hooks (read this once)
 --------------------------------------
 * Hooks run on the event loop.  Never block in one (no ``time.sleep``, no
   blocking network or disk I/O); use ``server.call_later`` for anything timed
-  and a thread plus ``server.call_soon_threadsafe`` for blocking work.
+  and ``server.run_in_thread(fn, *args, callback=...)`` for blocking work (its
+  result comes back to ``callback`` on the loop, guarded like a hook).
 * Hooks are called once per received line or per event, never once per
   delivered copy of a broadcast.
 * Implementations run one at a time, newest plugin first, built-ins last

@@ -419,3 +419,23 @@ def test_chatd_delivered_runs_once_per_event_after_it_was_handed_to_delivery():
         bob.send("/msg guest-1 psst")
         carol.send("/quit")
         assert pong.kinds == ["message", "nick", "join", "part", "topic", "privmsg", "quit"]
+
+
+def test_shutting_the_plugins_down_drops_their_pending_work():
+    """What a reload does to the old plugins (and a stop to all)."""
+    looker = Looker()
+    chat = InProcessChat(looker)
+    try:
+        alice = chat.connect()
+        alice.send("/look moon")
+        assert looker.started.wait(5)
+        chat.hooks.shutdown()
+        assert looker.task.cancelled and chat.hooks.tasks("Looker") == []
+        looker.release.set()
+        for _ in range(5):
+            chat.reactor.run_once(0.02)
+        assert not looker.task.done and looker.callback_threads == []
+    finally:
+        looker.release.set()
+        chat.domain.store.close()
+        chat.reactor.close()
