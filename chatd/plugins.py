@@ -367,6 +367,7 @@ class PluginHost:
         self._tasks: dict[str | None, set[PluginTask]] = {}
         self._pool: _WorkerPool | None = None
         self.worker_threads = worker_threads
+        self._loop_thread: int | None = None
         self._firstresult: dict[str, bool] = {}
         self._module_owners: dict[str, str] | None = None
         self._shut_down = False
@@ -394,9 +395,11 @@ class PluginHost:
         return info is not None and info.source == "builtin"
 
     def bind(self, server: Any, scheduler: Scheduler) -> None:
-        """Attach the plugin-facing server object and the loop (before ``chatd_startup``)."""
+        """Attach the plugin-facing server object and the loop (before ``chatd_startup``;
+        on the loop's thread, which it remembers: see :meth:`acting_plugin`)."""
         self.server = server
         self._scheduler = scheduler
+        self._loop_thread = threading.get_ident()
 
     # -- discovery ---------------------------------------------------------
 
@@ -707,6 +710,15 @@ class PluginHost:
             module = module.rpartition(".")[0]
         return None
 
+    def acting_plugin(self) -> str | None:
+        """The plugin on whose behalf this thread runs now: on the loop, the one whose
+        hook, command or timer is running (``current_plugin``); on another thread
+        (where ``current_plugin`` is the loop's, not this thread's), the one whose
+        worker task runs here, else the one whose code called in."""
+        if threading.get_ident() == self._loop_thread and self.current_plugin is not None:
+            return self.current_plugin
+        return getattr(_worker, "plugin", None) or self.calling_plugin()
+
     def calling_plugin(self) -> str | None:
         """The plugin whose code called into chatd here (the nearest plugin frame on
         this thread's stack), or None: for calls that can come from any thread."""
@@ -766,8 +778,7 @@ class PluginHost:
         one defining ``callback`` (through partials and bound methods)."""
         if self._scheduler is None:
             raise RuntimeError("the plugin host has no event loop yet (PluginHost.bind)")
-        owner = (getattr(_worker, "plugin", None) or self.calling_plugin()
-                 or self.owner_of(callback))
+        owner = self.acting_plugin() or self.owner_of(callback)
         self._scheduler.call_soon_threadsafe(self._run_from_thread, owner, callback, args)
 
     def _run_from_thread(self, owner: str | None, callback: Callable[..., Any],

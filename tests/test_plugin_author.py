@@ -363,6 +363,10 @@ class Vandal:
 
         return [Command("note", note)]
 
+    def grab_store(self, server, found):
+        """The body of a thread of the plugin's own."""
+        found.append(server.store)
+
 
 def test_a_bad_plugin_write_is_the_plugins_failure_and_trips_its_breaker():
     from chatd.testing import InProcessChat
@@ -382,3 +386,21 @@ def test_a_bad_plugin_write_is_the_plugins_failure_and_trips_its_breaker():
         alice.send("/note typo")
         chat.wait_for(lambda: chat.hooks.infos["Vandal"].disabled is not None)
         assert chat.hooks.error_counts == {"Vandal": 2}
+
+
+def test_a_plugins_own_thread_gets_its_own_store_whatever_runs_on_the_loop():
+    import threading
+
+    from chatd.chat.tables import PluginStore
+    from chatd.testing import InProcessChat
+
+    vandal = Vandal()
+    with InProcessChat(vandal) as chat:
+        chat.hooks.current_plugin = "history"  # the loop is in a built-in's hook meanwhile
+        found: list[object] = []
+        thread = threading.Thread(target=vandal.grab_store, args=(chat.server, found))
+        thread.start()
+        thread.join()
+        chat.hooks.current_plugin = None
+        assert isinstance(found[0], PluginStore), found
+        assert found[0] is chat.server._plugin_stores["Vandal"]

@@ -82,7 +82,7 @@ class Server:
         only the tables named after it, and a write that fails is its failure
         (logged with its name, counted by its breaker)."""
         hooks = self._domain.hooks
-        plugin = hooks.current_plugin or hooks.calling_plugin()
+        plugin = hooks.acting_plugin()
         if plugin is None or hooks.is_builtin(plugin):
             return self._domain.store
         view = self._plugin_stores.get(plugin)
