@@ -455,6 +455,12 @@ class FloodConfig:
         "A line costs 1 + len(line) // bytes_per_token tokens, so long pastes count more.",
         ge=16,
     )
+    exempt_accounts: tuple[str, ...] = _setting(
+        (),
+        "Registered nicks (accounts) whose lines are never delayed, once identified: "
+        "trusted bots and bridges. Matched case-insensitively against client.account, "
+        "never the nick alone, so nobody is exempt by taking a name.",
+    )
 
 
 @dataclass(frozen=True, slots=True)

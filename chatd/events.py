@@ -54,6 +54,10 @@ class Source:
     client_id: int | None = None
     #: For server events: the plugin that produced it (None: the core).
     plugin: str | None = None
+    #: For server events made by a plugin that is not part of chatd (not a built-in):
+    #: its name, which protocols show with the line (``*** [mentions] ...``), so text a
+    #: plugin passes on never reads as a sentence of the server's own.  None otherwise.
+    marker: str | None = None
 
     @property
     def is_server(self) -> bool:
@@ -126,14 +130,25 @@ class Away(Event):
 
 @dataclass(frozen=True, slots=True)
 class Join(Event):
-    """``source`` joined the room ``target``; ``text`` is empty."""
+    """``source`` joined the room ``target``; ``text`` is empty.
+
+    ``quiet``: the code that made the client join tells it in its own words (``/join``
+    does), so the line protocol shows the client no line of its own for it.
+    """
+
+    quiet: bool = field(default=False, kw_only=True)
 
     kind: ClassVar[str] = "join"
 
 
 @dataclass(frozen=True, slots=True)
 class Part(Event):
-    """``source`` left the room ``target``; ``text`` is the reason (may be empty)."""
+    """``source`` left the room ``target``; ``text`` is the reason (may be empty).
+
+    ``quiet``: as for :class:`Join`.
+    """
+
+    quiet: bool = field(default=False, kw_only=True)
 
     kind: ClassVar[str] = "part"
     carries_user_text: ClassVar[bool] = True

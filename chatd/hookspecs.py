@@ -16,7 +16,8 @@ How chatd calls hooks (read this once)
 --------------------------------------
 * Hooks run on the event loop.  Never block in one (no ``time.sleep``, no
   blocking network or disk I/O); use ``server.call_later`` for anything timed
-  and a thread plus ``server.call_soon_threadsafe`` for blocking work.
+  and ``server.run_in_thread(fn, *args, callback=...)`` for blocking work (its
+  result comes back to ``callback`` on the loop, guarded like a hook).
 * Hooks are called once per received line or per event, never once per
   delivered copy of a broadcast.
 * Implementations run one at a time, newest plugin first, built-ins last
@@ -104,19 +105,55 @@ def chatd_shutdown(server: Server) -> None:
 
 
 @hookspec
+def chatd_reload_save(server: Server) -> Any:
+    """A reload is about to replace your plugin: return what its next copy should get.
+
+    Called on the running copy of each plugin after the new config and plugins
+    loaded, just before ``chatd_shutdown``.  Return any object (None: nothing to
+    carry): counters, a cache, or the ``StashKey`` objects of your module, whose
+    values on clients, rooms and ``server.stash`` the new copy can then move to
+    its own keys (a reload imports your module again, so its keys are new
+    objects).  The object is handed, as it is, to ``chatd_reload_restore`` of the
+    plugin with the same name.  An exception is a plugin error: nothing is carried
+    for that plugin.
+    """
+
+
+@hookspec
+def chatd_reload_restore(server: Server, state: Any) -> None:
+    """Receive what your plugin's previous copy returned from ``chatd_reload_save``.
+
+    Called on the new copy of the plugin with the same name once the reload can
+    no longer fail: after every new plugin's ``chatd_startup`` succeeded (so a
+    reload that fails never leaves state moved to a copy that does not run).  Not
+    called when the previous copy saved nothing, or for a new plugin.  If the
+    reload fails after the save (a plugin's ``chatd_startup`` raised), the old
+    copy starts again (``chatd_startup``) and gets its own state back here.  An
+    exception is a plugin error: logged and counted, the reload stands.
+    """
+
+
+@hookspec
 def chatd_commands(server: Server) -> list[Command] | None:
     """Return the commands this plugin provides, as a list of :class:`chatd.Command`.
 
-    Called once at startup.  Each command has a name (without the ``/``), a
-    handler ``handler(client, args)`` where ``args`` is the text after the
-    command name (stripped), a usage line, a one-line help and optionally a
+    Called at startup, by ``--check-config``, and at every reload for the new
+    copies of the plugins (a reload may call it more than once): build and
+    return the list, do nothing else here.  Each command has a name (without the
+    ``/``), a handler ``handler(client, args)`` where ``args`` is the text after
+    the command name (stripped), a usage line, a one-line help and optionally a
     longer help shown by ``/help NAME``.  ``/help`` lists every command.
 
-    A handler reports a wrong argument by raising ``chatd.UsageError`` (the
-    client is shown the usage line) or ``chatd.CommandError("why")`` (the client
-    is shown ``! why``).  Any other exception is a plugin error (see the top of
-    this page).  Two plugins providing the same command name is a startup error
-    naming both.
+    Checked when the plugin loads (startup, ``--check-config``, reload), each a
+    one-line error naming the plugin: a single ``Command`` instead of a list, a
+    value that is not a ``Command``, a handler that cannot be called as
+    ``handler(client, args)``, and two plugins providing the same command name.
+
+    A handler reports a wrong argument by raising ``chatd.UsageError("detail")``:
+    the client sees ``! detail; usage: /roll NdM`` (``! usage: /roll NdM`` without
+    a detail; jsonl: an ``error`` object with that text).  ``chatd.CommandError("why")``
+    shows ``! why``.  Any other exception is a plugin error (see the top of this
+    page).
     """
 
 
@@ -320,6 +357,29 @@ def chatd_check_speak(client: Client, room: Room) -> str | None:
     the command goes on.  Not called for what another plugin posts from a hook
     the command set off (a greeting on ``/join``), nor from timers.  Chat lines,
     actions, topics and reasons pass :func:`chatd_filter_message` instead.
+    """
+
+
+@hookspec
+def chatd_delivered(server: Server, event: Event) -> None:
+    """``event`` was handed to delivery: whatever you send now arrives after it.
+
+    Called once per event (never per recipient), right after the server gave it
+    to the delivery backend, for the chat events of rooms and nicks: messages,
+    actions, private messages, topics (``event.kind`` says which), joins, parts,
+    quits and nick changes.  Not for notices and errors (yours included), not for
+    what a filter rejected, and not for the join of a client that is not yet
+    announced (``client.announced``; its join is delivered, and this hook
+    called, when it is).  The bytes go out at the end of the loop's tick, in
+    order: a reply a bot plugin sends from here reaches everyone *after* the
+    line it answers (from ``chatd_message`` it would arrive before it).
+
+    Cost: with no implementation, one cached lookup per event; each
+    implementation runs on the loop for every chat line of the server, so keep
+    it cheap (count, queue, reply) and put slow work on ``server.run_in_thread``.
+    What you send from here is delivered, and may call this hook again: do not
+    answer your own replies.  Exceptions are plugin errors (the client that
+    caused the event is told, when it is still connected).
     """
 
 

@@ -45,11 +45,27 @@ one whose module defines the callback).  Its callback runs with the same guard
 rails as a hook, and the plugin's timers are cancelled when it is disabled,
 reloaded or shut down.  Every plugin that is unloaded (shut down, reloaded
 away, or disabled by the circuit breaker) gets ``chatd_shutdown`` once.
+
+Blocking work is a plugin's too: :meth:`PluginHost.run_in_thread`
+(``server.run_in_thread``) runs a function on a small pool of worker threads
+and hands its result (or its exception) back to a callback on the loop, guarded
+and attributed like a timer; the plugin's pending work is dropped when it is
+disabled, reloaded or shut down.  Callbacks handed in from any thread
+(``call_soon_threadsafe``) belong to the plugin whose worker posted them, else
+to the plugin that defines them, seen through ``functools.partial`` and bound
+methods.
+
+Which plugin owns a callback decides whose breaker an exception counts
+towards, whose timers a reload cancels and whose name the log shows, so it is
+decided once, when the callback is handed in, in this order: the plugin running
+now on the loop, the plugin whose worker thread hands it in, the plugin whose
+module defines the function.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import importlib.machinery
 import importlib.metadata
@@ -57,7 +73,9 @@ import importlib.util
 import logging
 import operator
 import pwd
+import queue
 import sys
+import threading
 import time
 import types
 from collections import deque
@@ -160,6 +178,106 @@ class PluginTimer:
         return f"<PluginTimer {self.plugin!r} {_callable_name(self.callback)} {state}>"
 
 
+class PluginTask:
+    """Work a plugin runs on a worker thread (``server.run_in_thread``).
+
+    ``cancel()`` drops it: not started, it never runs; running, its outcome is
+    not handed back.  ``done`` is True once its callback (or ``on_error``) was
+    called; ``cancelled`` once it was cancelled or its outcome handed back.
+    """
+
+    __slots__ = ("_host", "args", "callback", "cancelled", "done", "fn", "on_error", "plugin")
+
+    def __init__(self, host: PluginHost, plugin: str | None, fn: Callable[..., Any],
+                 args: tuple[Any, ...], callback: Callable[[Any], Any] | None,
+                 on_error: Callable[[BaseException], Any] | None) -> None:
+        self._host = host
+        self.plugin = plugin
+        self.fn = fn
+        self.args = args
+        self.callback = callback
+        self.on_error = on_error
+        self.cancelled = False
+        self.done = False
+
+    def cancel(self) -> None:
+        """Drop the task (harmless once it finished)."""
+        if not self.cancelled:
+            self.cancelled = True
+            self._host._forget_task(self)
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else "cancelled" if self.cancelled else "pending"
+        return f"<PluginTask {self.plugin!r} {_callable_name(self.fn)} {state}>"
+
+
+#: The plugin whose task the current worker thread runs (see ``call_soon_threadsafe``).
+_worker = threading.local()
+
+
+class _WorkerPool:
+    """A few daemon threads taking jobs from one queue, started as work arrives.
+
+    Not ``concurrent.futures``: its threads are joined at interpreter exit, so one
+    plugin call stuck in a blocking read would hold up the server's shutdown
+    forever.  Daemon threads are left behind instead.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = max(1, size)
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle == 0 and len(self._threads) < self._size:
+                thread = threading.Thread(target=self._run, name="chatd-plugin-worker",
+                                          daemon=True)
+                self._threads.append(thread)
+                self._idle += 1
+                thread.start()
+        self._jobs.put(job)
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            with self._lock:
+                self._idle -= 1
+            try:
+                job()
+            except Exception:  # _work reports the plugin's own errors; this is ours
+                log.exception("plugin worker thread: unexpected error")
+            with self._lock:
+                self._idle += 1
+
+    def stop(self) -> None:
+        """Let every thread end once the jobs already queued are taken (they see the
+        cancellation and skip)."""
+        for _ in self._threads:
+            self._jobs.put(None)
+
+
+def _defining_module(callback: Callable[..., Any]) -> str | None:
+    """The module that defines ``callback``, seen through ``functools.partial`` (whose
+    ``__module__`` is ``functools``) and bound methods of builtin types."""
+    for _ in range(16):  # partials of partials, bounded
+        if not isinstance(callback, functools.partial):
+            break
+        callback = callback.func
+    function = getattr(callback, "__func__", callback)
+    module = getattr(function, "__module__", None)
+    if module and module != "builtins":
+        return module  # type: ignore[no-any-return]
+    owner = getattr(callback, "__self__", None)
+    if owner is not None and not isinstance(owner, types.ModuleType):
+        return type(owner).__module__
+    return module  # type: ignore[no-any-return]
+
+
 def _stopping(plugin: str, where: str, exc: BaseException) -> None:
     plugin_log.critical(
         "plugin %r raised %s in %s: the server stops (SystemExit and KeyboardInterrupt are "
@@ -226,6 +344,7 @@ class PluginHost:
         max_failures: int = 5,
         failure_window: float = 60.0,
         trace: bool = False,
+        worker_threads: int = 4,
     ) -> None:
         self._impl_cache = {}
         self.pm = _PluginManager("chatd", self._impl_cache_clear)
@@ -245,6 +364,10 @@ class PluginHost:
         self.server: Any = None
         self._scheduler: Scheduler | None = None
         self._timers: dict[str | None, set[PluginTimer]] = {}
+        self._tasks: dict[str | None, set[PluginTask]] = {}
+        self._pool: _WorkerPool | None = None
+        self.worker_threads = worker_threads
+        self._loop_thread: int | None = None
         self._firstresult: dict[str, bool] = {}
         self._module_owners: dict[str, str] | None = None
         self._shut_down = False
@@ -266,10 +389,17 @@ class PluginHost:
             trace=trace,
         )
 
+    def is_builtin(self, name: str) -> bool:
+        """Whether ``name`` is one of chatd's own plugins (the server itself, unmarked)."""
+        info = self.infos.get(name)
+        return info is not None and info.source == "builtin"
+
     def bind(self, server: Any, scheduler: Scheduler) -> None:
-        """Attach the plugin-facing server object and the loop (before ``chatd_startup``)."""
+        """Attach the plugin-facing server object and the loop (before ``chatd_startup``;
+        on the loop's thread, which it remembers: see :meth:`acting_plugin`)."""
         self.server = server
         self._scheduler = scheduler
+        self._loop_thread = threading.get_ident()
 
     # -- discovery ---------------------------------------------------------
 
@@ -560,20 +690,46 @@ class PluginHost:
 
     def owner_of(self, callback: Callable[..., Any]) -> str | None:
         """The plugin that defines ``callback`` (by module), or None."""
+        return self._module_owner(_defining_module(callback))
+
+    def _module_owner(self, module: str | None) -> str | None:
+        """The plugin whose code ``module`` is (a plugin's package counts), or None."""
         owners = self._module_owners
         if owners is None:
-            owners = self._module_owners = {}
+            owners = {}
             for info in self.infos.values():
                 plugin = info.plugin
-                module = plugin.__name__ if isinstance(plugin, types.ModuleType) else (
+                name = plugin.__name__ if isinstance(plugin, types.ModuleType) else (
                     type(plugin).__module__
                 )
-                owners.setdefault(module, info.name)
-        module = getattr(callback, "__module__", None)
+                owners.setdefault(name, info.name)
+            self._module_owners = owners  # whole, then published: other threads read it
         while module:
             if module in owners:
                 return owners[module]
             module = module.rpartition(".")[0]
+        return None
+
+    def acting_plugin(self) -> str | None:
+        """The plugin on whose behalf this thread runs now: on the loop, the one whose
+        hook, command or timer is running (``current_plugin``); on another thread
+        (where ``current_plugin`` is the loop's, not this thread's), the one whose
+        worker task runs here, else the one whose code called in."""
+        if threading.get_ident() == self._loop_thread and self.current_plugin is not None:
+            return self.current_plugin
+        return getattr(_worker, "plugin", None) or self.calling_plugin()
+
+    def calling_plugin(self) -> str | None:
+        """The plugin whose code called into chatd here (the nearest plugin frame on
+        this thread's stack), or None: for calls that can come from any thread."""
+        frame = sys._getframe(1)
+        for _ in range(32):
+            if frame is None:
+                break
+            owner = self._module_owner(frame.f_globals.get("__name__"))
+            if owner is not None:
+                return owner
+            frame = frame.f_back  # type: ignore[assignment]
         return None
 
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> PluginTimer:
@@ -617,12 +773,13 @@ class PluginHost:
         return count
 
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
-        """From any thread: run ``callback(*args)`` on the loop, guarded, owned by its plugin."""
+        """From any thread: run ``callback(*args)`` on the loop, guarded, owned by a plugin:
+        the one whose worker task posts it, else the one whose code calls this, else the
+        one defining ``callback`` (through partials and bound methods)."""
         if self._scheduler is None:
             raise RuntimeError("the plugin host has no event loop yet (PluginHost.bind)")
-        self._scheduler.call_soon_threadsafe(
-            self._run_from_thread, self.owner_of(callback), callback, args
-        )
+        owner = self.acting_plugin() or self.owner_of(callback)
+        self._scheduler.call_soon_threadsafe(self._run_from_thread, owner, callback, args)
 
     def _run_from_thread(self, owner: str | None, callback: Callable[..., Any],
                          args: tuple[Any, ...]) -> None:
@@ -632,6 +789,108 @@ class PluginHost:
         self.run_guarded(owner, f"call_soon_threadsafe {_callable_name(callback)}",
                          callback, *args)
 
+    # -- worker threads ----------------------------------------------------------------
+
+    def run_in_thread(self, fn: Callable[..., Any], *args: Any,
+                      callback: Callable[[Any], Any] | None = None,
+                      on_error: Callable[[BaseException], Any] | None = None) -> PluginTask:
+        """Run ``fn(*args)`` on a worker thread; hand the result to ``callback`` on the loop.
+
+        The task belongs to the plugin running now (or the one defining ``fn``).
+        ``callback(result)`` and ``on_error(exception)`` run on the loop with the
+        guard rails of a hook; an exception with no ``on_error`` is a failure of
+        the plugin (logged with its name, counted by its breaker).  Cancelled,
+        with nothing handed back, when the plugin is disabled, reloaded or shut
+        down.
+        """
+        if self._scheduler is None:
+            raise RuntimeError("the plugin host has no event loop yet (PluginHost.bind)")
+        owner = self.current_plugin or self.owner_of(fn)
+        task = PluginTask(self, owner, fn, args, callback, on_error)
+        if self._shut_down or (owner in self.infos and self.infos[owner].disabled):
+            task.cancelled = True
+            return task
+        if self._pool is None:
+            self._pool = _WorkerPool(self.worker_threads)
+        self._tasks.setdefault(owner, set()).add(task)
+        self._pool.submit(functools.partial(self._work, task))
+        return task
+
+    def _work(self, task: PluginTask) -> None:
+        """On a worker thread: run the task's function, post the outcome to the loop."""
+        if task.cancelled:
+            return
+        _worker.plugin = task.plugin  # what call_soon_threadsafe from inside fn belongs to
+        try:
+            result, error = task.fn(*task.args), None
+        except BaseException as exc:  # even SystemExit: a worker thread cannot stop
+            result, error = None, exc  # the server; it is the plugin's failure, reported
+        finally:
+            _worker.plugin = None
+        scheduler = self._scheduler
+        if scheduler is not None and not task.cancelled:
+            scheduler.call_soon_threadsafe(self._finish, task, result, error)
+
+    def _finish(self, task: PluginTask, result: Any, error: BaseException | None) -> None:
+        """On the loop: hand the outcome of ``task`` to its callbacks, guarded."""
+        self._forget_task(task)
+        info = self.infos.get(task.plugin) if task.plugin is not None else None
+        if task.cancelled or self._shut_down or (info is not None and info.disabled):
+            return
+        task.cancelled = task.done = True
+        name = _callable_name(task.fn)
+        if error is not None:
+            if task.on_error is None:
+                self.report_failure(task.plugin or "?", f"run_in_thread {name}", error)
+            else:
+                self.run_guarded(task.plugin, f"run_in_thread {name} on_error", task.on_error,
+                                 error)
+        elif task.callback is not None:
+            self.run_guarded(task.plugin, f"run_in_thread {name} callback", task.callback,
+                             result)
+
+    def _forget_task(self, task: PluginTask) -> None:
+        owned = self._tasks.get(task.plugin)
+        if owned is not None:
+            owned.discard(task)
+
+    def tasks(self, plugin: str | None) -> list[PluginTask]:
+        """The worker-thread tasks of ``plugin`` whose outcome has not been handed back."""
+        return list(self._tasks.get(plugin, ()))
+
+    def cancel_tasks(self, plugin: str | None = None, *, every: bool = False) -> int:
+        """Cancel ``plugin``'s pending tasks (``every``: all plugins'); returns how many."""
+        owners = list(self._tasks) if every else [plugin]
+        count = 0
+        for owner in owners:
+            for task in list(self._tasks.pop(owner, ())):
+                task.cancel()
+                count += 1
+        return count
+
+    # -- state across a reload -------------------------------------------------------
+
+    def save_reload_state(self) -> dict[str, Any]:
+        """Ask every plugin about to be reloaded away what its next copy should get
+        (``chatd_reload_save``); returns the non-None answers by plugin name."""
+        saved: dict[str, Any] = {}
+        for impl in self._impls("chatd_reload_save"):
+            state = self.run_guarded(impl.plugin_name, "chatd_reload_save", impl.function,
+                                     *impl.args({"server": self.server}))
+            if state is not None:
+                saved[impl.plugin_name] = state
+        return saved
+
+    def restore_reload_state(self, saved: dict[str, Any]) -> None:
+        """Give each plugin what its previous copy saved (``chatd_reload_restore``), by
+        plugin name.  Called once every plugin started, so nothing undoes it; a
+        failure is reported like any hook's and the others still get theirs."""
+        for impl in self._impls("chatd_reload_restore"):
+            if impl.plugin_name in saved:
+                kwargs = {"server": self.server, "state": saved[impl.plugin_name]}
+                self.run_guarded(impl.plugin_name, "chatd_reload_restore", impl.function,
+                                 *impl.args(kwargs))
+
     def shutdown(self) -> None:
         """Unload every plugin: ``chatd_shutdown`` once each, then cancel their timers."""
         if self._shut_down:
@@ -639,6 +898,10 @@ class PluginHost:
         self.call("chatd_shutdown", server=self.server)
         self._shut_down = True
         self.cancel_timers(every=True)
+        self.cancel_tasks(every=True)
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool = None
 
     def reopen(self) -> None:
         """Undo :meth:`shutdown` (a reload failed and these plugins start again)."""
@@ -706,7 +969,12 @@ class PluginHost:
                 exc_info=(type(exc), exc, exc.__traceback__),
             )
         if notify is not None and notify.connected:
-            notify.error(f"internal error in plugin {plugin!r}; the server goes on")
+            # The server says this, not the failing plugin (whose call is still current).
+            running, self.current_plugin = self.current_plugin, None
+            try:
+                notify.error(f"internal error in plugin {plugin!r}; the server goes on")
+            finally:
+                self.current_plugin = running
         self._count_towards_breaker(plugin, now)
 
     def _count_towards_breaker(self, plugin: str, now: float) -> None:
@@ -737,6 +1005,7 @@ class PluginHost:
                 self.run_guarded(plugin, "chatd_shutdown", impl.function,
                                  *impl.args(kwargs))
         self.cancel_timers(plugin)  # any its shutdown made
+        self.cancel_tasks(plugin)
         self.pm.unregister(info.plugin)
         self._impl_cache.clear()
         plugin_log.error("plugin %r disabled: %s", plugin, reason)

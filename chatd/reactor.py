@@ -161,6 +161,13 @@ class Reactor:
         heapq.heappush(self._timers, (timer.when, next(self._timer_seq), timer))
         return timer
 
+    def next_timer(self) -> float | None:
+        """When the earliest pending timer is due (the clock's scale), or None."""
+        timers = self._timers
+        while timers and timers[0][2].cancelled:
+            heapq.heappop(timers)
+        return timers[0][0] if timers else None
+
     def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
         """Run ``callback(*args)`` in this tick's ready phase (or the next one).
 
@@ -296,11 +303,9 @@ class Reactor:
         if self._ready or self._dirty:
             return 0
         timeout = -1.0 if max_wait is None else max_wait
-        timers = self._timers
-        while timers and timers[0][2].cancelled:
-            heapq.heappop(timers)
-        if timers:
-            until = max(0.0, timers[0][0] - self.clock())
+        due = self.next_timer()
+        if due is not None:
+            until = max(0.0, due - self.clock())
             timeout = until if timeout < 0 else min(timeout, until)
         return timeout
 

@@ -200,13 +200,17 @@ class ChatServer:
     def commands(self) -> CommandTable:
         return self.domain.commands
 
-    def _start_plugins(self, hooks: PluginHost) -> None:
-        """Bind ``hooks`` to this server, collect its commands, run ``chatd_startup``."""
+    def _start_plugins(self, hooks: PluginHost, carried: dict[str, Any] | None = None) -> None:
+        """Bind ``hooks`` to this server, collect its commands, run ``chatd_startup``, then
+        hand each plugin what its previous copy ``carried`` over a reload (only once
+        nothing can fail any more: restoring may move state off the old copy)."""
         hooks.bind(self.api, self.reactor)
         hooks.on_disable = self._plugin_disabled
         self.domain.hooks = hooks
         self.domain.commands = collect_commands(hooks, self.api)
         hooks.call_strict("chatd_startup", server=self.api)
+        if carried:
+            hooks.restore_reload_state(carried)
 
     def _plugin_disabled(self, plugin: str, reason: str) -> None:
         self.domain.commands.remove_plugin(plugin)
@@ -218,7 +222,8 @@ class ChatServer:
         Connections, nicks and rooms survive.  New limits apply to new
         connections; a changed listener needs a restart.  Returns True on
         success.  Plugin state kept in ``stash`` keys of a reloaded module
-        starts afresh (the module is new), so keep durable state elsewhere.
+        starts afresh (the module is new) unless the plugin carries it over with
+        ``chatd_reload_save`` / ``chatd_reload_restore``.
         """
         old_config, old_hooks, old_commands = self.config, self.hooks, self.commands
         try:
@@ -232,16 +237,18 @@ class ChatServer:
             return self._reload_failed(f"{type(exc).__name__}: {exc}")
         # One plugin generation at a time: the old ones shut down before the
         # new ones start, so a plugin never sees two copies of itself running.
+        carried = old_hooks.save_reload_state()
         old_hooks.shutdown()
         self.config = self.domain.config = new_config
         try:
-            self._start_plugins(new_hooks)
+            self._start_plugins(new_hooks, carried)
         except (ConfigError, PluginLoadError) as exc:
             new_hooks.shutdown()
             self.config = self.domain.config = old_config
             old_hooks.reopen()
             self.domain.hooks, self.domain.commands = old_hooks, old_commands
             old_hooks.call("chatd_startup", server=self.api)
+            old_hooks.restore_reload_state(carried)
             return self._reload_failed(str(exc))
         try:
             self._apply_limits()

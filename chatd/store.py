@@ -40,7 +40,7 @@ from typing import Any
 
 log = logging.getLogger("chatd.store")
 
-__all__ = ["Store", "StoreUnavailable"]
+__all__ = ["Store", "StoreUnavailable", "TableGuard", "is_disk_trouble"]
 
 #: Pause before retrying a failed commit or open; doubles up to the maximum.
 RETRY_FIRST_SECONDS = 0.25
@@ -66,11 +66,12 @@ class _Barrier:
 class _Migration:
     """Bring ``owner``'s tables to ``len(steps)``, one step per transaction."""
 
-    __slots__ = ("done", "error", "owner", "steps")
+    __slots__ = ("done", "error", "guard", "owner", "steps")
 
-    def __init__(self, owner: str, steps: Sequence[str]) -> None:
+    def __init__(self, owner: str, steps: Sequence[str], guard: TableGuard | None = None) -> None:
         self.owner = owner
         self.steps = tuple(steps)
+        self.guard = guard
         self.done = threading.Event()
         self.error: str | None = None
 
@@ -251,7 +252,8 @@ class Store:
             self._urgent.set()
         self._wake.set()
 
-    def migrate(self, owner: str, steps: Sequence[str], timeout: float = 10.0) -> None:
+    def migrate(self, owner: str, steps: Sequence[str], timeout: float = 10.0, *,
+                guard: TableGuard | None = None) -> None:
         """Bring ``owner``'s tables up to date: run the ``steps`` not yet applied.
 
         Each step is SQL (one or more statements) applied in its own transaction,
@@ -260,8 +262,10 @@ class Store:
         ``timeout``).  Raises RuntimeError if a step fails or the database holds
         a newer version than ``steps`` describes; if the database cannot be
         reached, the steps wait in the queue and run as soon as it can.
+        ``guard`` (a :class:`TableGuard`): the steps may touch only the tables it
+        allows (a plugin's own).
         """
-        migration = _Migration(owner, steps)
+        migration = _Migration(owner, steps, guard)
         self._hand_over(migration, urgent=True)
         if migration.done.wait(timeout) and migration.error:
             raise RuntimeError(f"store: {owner}: {migration.error}")
@@ -496,8 +500,9 @@ class Store:
         for number, step in enumerate(migration.steps[version:], start=version + 1):
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                for statement in _statements(step):
-                    conn.execute(statement)
+                with _guarded(conn, migration.guard):
+                    for statement in _statements(step):
+                        conn.execute(statement)
                 conn.execute(
                     "INSERT INTO chatd_schema (owner, version) VALUES (?, ?) "
                     "ON CONFLICT (owner) DO UPDATE SET version = excluded.version",
@@ -509,7 +514,8 @@ class Store:
                     conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.OperationalError) and _is_disk_trouble(exc):
                     raise  # not the step's fault: retried with the batch
-                return f"migration step {number} failed: {exc}"
+                refused = migration.guard.refused if migration.guard is not None else None
+                return f"migration step {number} failed: {refused or exc}"
             log.log(logging.INFO if self.path is not None else logging.DEBUG,
                     "store: %s schema now at version %d", migration.owner, number)
         return None
@@ -563,6 +569,89 @@ def _statements(script: str) -> list[str]:
     if current.strip():
         statements.append(current.strip())
     return statements
+
+
+# -- whose tables: a plugin's SQL touches only its own -------------------------------------
+
+#: What SQLite asks an authorizer about, and which name (argument) each action is on.
+#: Index, trigger: their own name and their table's.  Absent: always allowed (reads,
+#: functions) or always refused (see ``_REFUSED``).
+_NAMED_ACTIONS: dict[int, tuple[int, ...]] = {
+    sqlite3.SQLITE_CREATE_TABLE: (0,), sqlite3.SQLITE_CREATE_VIEW: (0,),
+    sqlite3.SQLITE_CREATE_INDEX: (0, 1), sqlite3.SQLITE_CREATE_TRIGGER: (0, 1),
+    sqlite3.SQLITE_DROP_TABLE: (0,), sqlite3.SQLITE_DROP_VIEW: (0,),
+    sqlite3.SQLITE_DROP_INDEX: (0, 1), sqlite3.SQLITE_DROP_TRIGGER: (0, 1),
+    sqlite3.SQLITE_ALTER_TABLE: (1,), sqlite3.SQLITE_REINDEX: (0,),
+    sqlite3.SQLITE_INSERT: (0,), sqlite3.SQLITE_UPDATE: (0,), sqlite3.SQLITE_DELETE: (0,),
+}
+#: Never from a plugin: temporary objects, pragmas, attached files, virtual tables, and
+#: transaction control (the store's writer owns the transaction).
+_REFUSED = frozenset({
+    sqlite3.SQLITE_CREATE_TEMP_INDEX, sqlite3.SQLITE_CREATE_TEMP_TABLE,
+    sqlite3.SQLITE_CREATE_TEMP_TRIGGER, sqlite3.SQLITE_CREATE_TEMP_VIEW,
+    sqlite3.SQLITE_DROP_TEMP_INDEX, sqlite3.SQLITE_DROP_TEMP_TABLE,
+    sqlite3.SQLITE_DROP_TEMP_TRIGGER, sqlite3.SQLITE_DROP_TEMP_VIEW,
+    sqlite3.SQLITE_PRAGMA, sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH,
+    sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_SAVEPOINT,
+    sqlite3.SQLITE_CREATE_VTABLE, sqlite3.SQLITE_DROP_VTABLE,
+})
+#: SQLite's own bookkeeping, which it writes itself when a plugin creates its tables.
+_SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_schema", "sqlite_sequence"})
+
+
+class TableGuard:
+    """A SQLite authorizer for one plugin's SQL: it may create, change, write and drop
+    only the tables (and indexes, views, triggers) named after it: ``owner`` or
+    ``owner_*``.  Reads are free.  So a plugin's ``CREATE TABLE IF NOT EXISTS history``
+    can never adopt the built-in history's table, and its writes cannot reach the
+    accounts.  ``refused`` says what was refused last, for the error message.
+    """
+
+    __slots__ = ("owner", "prefix", "refused")
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.prefix = re.sub(r"\W", "_", owner.lower())
+        self.refused: str | None = None
+
+    def owns(self, name: str) -> bool:
+        name = name.lower()
+        return name == self.prefix or name.startswith(self.prefix + "_")
+
+    def __call__(self, action: int, arg1: str | None, arg2: str | None,
+                 database: str | None, source: str | None) -> int:
+        if action in _REFUSED:
+            self.refused = (f"plugin {self.owner!r} may not use SQL that changes the "
+                            f"connection (action {action}: {arg1 or arg2 or ''})")
+            return sqlite3.SQLITE_DENY
+        for index in _NAMED_ACTIONS.get(action, ()):
+            name = (arg1, arg2)[index]
+            if name is None or name.lower() in _SCHEMA_TABLES or self.owns(name):
+                continue
+            self.refused = (f"plugin {self.owner!r} may not touch {name!r}: a plugin's "
+                            f"tables are named {self.prefix} or {self.prefix}_*, and it "
+                            f"changes no others")
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+
+@contextlib.contextmanager
+def _guarded(conn: sqlite3.Connection, guard: TableGuard | None) -> Any:
+    """Run the block with ``guard`` as the connection's authorizer (none: unguarded)."""
+    if guard is None:
+        yield
+        return
+    conn.set_authorizer(guard)
+    try:
+        yield
+    finally:
+        conn.set_authorizer(None)
+
+
+def is_disk_trouble(exc: BaseException) -> bool:
+    """Whether ``exc`` is the disk's or the database file's fault (full, read-only,
+    locked), not the statement's: the store retries those."""
+    return isinstance(exc, sqlite3.Error) and _is_disk_trouble(exc)
 
 
 def _is_disk_trouble(exc: sqlite3.Error) -> bool:

@@ -10,7 +10,7 @@ import pytest
 import chatd
 from chatd import events
 from chatd.chat import RoomTable
-from chatd.plugins import PluginHost
+from chatd.plugins import PluginHost, PluginTask
 from chatd.store import Store
 
 API = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text()
@@ -24,6 +24,7 @@ SECTIONS = {
     "Event": (chatd.Event, True),
     "Source": (chatd.Source, True),
     "Timer": (chatd.Timer, True),
+    "Task": (PluginTask, True),
     "Stash and StashKey": (chatd.Stash, True),
     "Command": (chatd.Command, True),
     "Setting": (chatd.Setting, True),
@@ -54,6 +55,8 @@ def public_names(cls: type) -> set[str]:
     names = {n for n in dir(cls) if not n.startswith("_")}
     if cls is PluginHost:
         names |= {"infos", "error_counts", "slow_counts", "current_plugin"}  # instance attributes
+    if cls is PluginTask:
+        names |= {"plugin", "fn", "args", "callback", "on_error", "cancelled", "done"}
     return names
 
 

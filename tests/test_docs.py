@@ -48,7 +48,7 @@ def test_tutorial_first_plugin_works_as_written(chatd_server, tmp_path):
     alice.expect(r"^\*\*\* \[hello\]$")
     alice.expect(r"^\*\*\*   /hello \[name\] +say hello$")
     alice.send("/hello world")
-    alice.expect(r"^\*\*\* hello, world!$")
+    alice.expect(r"^\*\*\* \[hello\] hello, world!$")
 
 
 def test_tutorial_filter_example_works_as_written(chatd_server, tmp_path):

@@ -162,13 +162,15 @@ def test_no_plugin_text_can_produce_a_line_without_its_marker():
         alice.send("/shout")
         mine = alice.lines()
         theirs = bob.lines()
+        # The plugin's own notices carry its name; its CommandError and Reject are
+        # answers to the sender's own request, in the server's "! " voice.
         assert mine == [
-            "*** poll result", f"*** {Spoofer.FAKE}",
+            "*** [Spoofer] poll result", f"*** [Spoofer] {Spoofer.FAKE}",
             "! no", f"! {Spoofer.FAKE}",
             "! nope", f"! {Spoofer.FAKE}",
-            "*** attention", f"*** {Spoofer.FAKE}",
+            "*** [Spoofer] attention", f"*** [Spoofer] {Spoofer.FAKE}",
         ]
-        assert theirs == ["*** attention", f"*** {Spoofer.FAKE}"]
+        assert theirs == ["*** [Spoofer] attention", f"*** [Spoofer] {Spoofer.FAKE}"]
         assert not any(line.startswith("<bob>") for line in mine + theirs)
 
 

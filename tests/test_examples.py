@@ -162,11 +162,11 @@ def test_greeter_greets_the_joiner_of_a_listed_room_only(chatd_server):
     )
     bob = named(server, "bob")
     bob.send("/join #dev")
-    bob.expect_line("*** Hi bob, this is #dev")
+    bob.expect_line("*** [greeter] Hi bob, this is #dev")
     alice = named(server, "alice")
     sync(bob)
     alice.send("/join #dev")
-    alice.expect_line("*** Hi alice, this is #dev")
+    alice.expect_line("*** [greeter] Hi alice, this is #dev")
     alice.expect_line("*** alice joined #dev")
     alice.expect_line("*** also in #dev: bob")
     # Bob sees the join and nothing else: the greeting is for the joiner alone.
@@ -193,10 +193,10 @@ def test_greeter_default_greeting_follows_the_welcome_line(chatd_server):
     alice = server.client(welcome=False)
     first = alice.recv_line()
     assert re.match(r"^\*\*\* Welcome to chatd, guest-1\. ", first), first
-    alice.expect_line("*** Welcome to #lobby, guest-1!")
+    alice.expect_line("*** [greeter] Welcome to #lobby, guest-1!")
     alice.expect_nothing(0.2)
     alice.send("/join #other")
-    alice.expect_line("*** Welcome to #other, guest-1!")
+    alice.expect_line("*** [greeter] Welcome to #other, guest-1!")
 
 
 def test_greeter_bad_default_template_is_a_config_error(tmp_path):
@@ -248,7 +248,7 @@ def test_mention_tells_a_user_in_another_room(chatd_server):
     server = chatd_server(plugin_dirs=[PLUGINS])
     alice, bob = lobby_and_dev(server)
     alice.send("hey @bob look")
-    bob.expect_line("*** alice mentioned you in #lobby: hey @bob look")
+    bob.expect_line("*** [mentions] alice mentioned you in #lobby: hey @bob look")
     bob.expect_nothing(0.2)
     alice.expect_nothing(0.1)
 
@@ -315,12 +315,12 @@ def test_other_plugins_implement_chatd_mention_in_isolation(chatd_server, tmp_pa
     alice, bob = lobby_and_dev(server)
     alice.send("hey @bob and @Bob again")
     # The built-in implementation still ran: bob is told once.
-    bob.expect_line("*** alice mentioned you in #lobby: hey @bob and @Bob again")
+    bob.expect_line("*** [mentions] alice mentioned you in #lobby: hey @bob and @Bob again")
     bob.expect_nothing(0.2)
     got = [alice.recv_line(), alice.recv_line()]
     assert sorted(got) == [
         "! internal error in plugin 'mentionboom'; the server goes on",
-        "*** recorded: alice -> bob: hey @bob and @Bob again",
+        "*** [mentionlog] recorded: alice -> bob: hey @bob and @Bob again",
     ], got
     alice.expect_nothing(0.2)
     log = server.wait_for_log(r"plugin 'mentionboom' failed in chatd_mention").string
@@ -336,9 +336,9 @@ def test_roll_without_arguments_is_one_d6(chatd_server):
     bob = named(server, "bob")
     sync(alice)
     alice.send("/roll")
-    value = int(alice.expect(r"^\*\*\* alice rolled 1d6: (\d+)$").group(1))
+    value = int(alice.expect(r"^\*\*\* \[dice\] alice rolled 1d6: (\d+)$").group(1))
     assert 1 <= value <= 6
-    bob.expect_line(f"*** alice rolled 1d6: {value}")
+    bob.expect_line(f"*** [dice] alice rolled 1d6: {value}")
 
 
 def test_roll_with_a_bad_spec_shows_the_usage(chatd_server):
@@ -359,7 +359,7 @@ def test_roll_2d6_sums_stay_in_range(chatd_server):
         alice.send("/roll 2d6")
     for _ in range(30):
         line = alice.recv_line()
-        match = re.fullmatch(r"\*\*\* alice rolled 2d6: (\d+) \+ (\d+) = (\d+)", line)
+        match = re.fullmatch(r"\*\*\* \[dice\] alice rolled 2d6: (\d+) \+ (\d+) = (\d+)", line)
         assert match, line
         a, b, total = (int(g) for g in match.groups())
         assert 1 <= a <= 6 and 1 <= b <= 6 and a + b == total, line

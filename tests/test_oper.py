@@ -281,13 +281,13 @@ def test_reload_swaps_plugins_and_keeps_everyone_connected(chatd_server, tmp_pat
     watcher = named(server, "watcher")
     sync(op)
     op.send("/ver")
-    op.expect_line("*** v1")
+    op.expect_line("*** [ver] v1")
 
     write_plugin(plugin_dir, "ver", VER.format(version="v2"))
     op.send("/reload")
     op.expect_line("*** reloaded the config and the plugins")
     op.send("/ver")
-    op.expect_line("*** v2")
+    op.expect_line("*** [ver] v2")
     # Nobody was disconnected and nicks were kept.
     op.send("still here?")
     watcher.expect_line("<op> still here?")
@@ -303,9 +303,9 @@ def test_reload_swaps_plugins_and_keeps_everyone_connected(chatd_server, tmp_pat
     ), got
     assert any(line.startswith("! reload failed") for line in got), got
     op.send("/ver")
-    op.expect_line("*** v2")
+    op.expect_line("*** [ver] v2")
     watcher.send("/ver")
-    watcher.expect_line("*** v2")
+    watcher.expect_line("*** [ver] v2")
     watcher.expect_nothing(0.2)
     server.wait_for_log(r"reload failed, keeping the running config and plugins")
 
@@ -328,10 +328,10 @@ def test_reload_picks_up_an_edit_made_within_the_same_second(chatd_server, tmp_p
     server = chatd_server(config=config, env={"PYTHONDONTWRITEBYTECODE": ""})
     op = operator(server)
     op.send("/ver")
-    op.expect_line("*** v1")
+    op.expect_line("*** [ver] v1")
     write_plugin(plugin_dir, "ver", VER.format(version="v2"))
     os.utime(path, ns=(first.st_atime_ns, first.st_mtime_ns))  # "the same second"
     op.send("/reload")
     op.expect_line("*** reloaded the config and the plugins")
     op.send("/ver")
-    op.expect_line("*** v2")
+    op.expect_line("*** [ver] v2")

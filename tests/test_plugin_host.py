@@ -260,3 +260,182 @@ def test_a_failing_firstresult_hook_is_contained_like_any_other(caplog):
         assert bob.lines() == []
         assert "plugin 'BadRoute' failed in chatd_route_message" in caplog.text
         assert chat.hooks.error_counts["BadRoute"] == 1
+
+
+# -- worker threads and callbacks from other threads ------------------------------------------
+
+
+class Looker:
+    """/look runs a blocking lookup on a worker thread and answers from the loop."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.loop_thread = threading.get_ident()
+        self.callback_threads: list[int] = []
+        self.task = None
+
+    def lookup(self, what):
+        self.started.set()
+        assert self.release.wait(5), "the test never released the lookup"
+        if what == "boom":
+            raise LookupError("no such thing: boom")
+        return what.upper()
+
+    @hookimpl
+    def chatd_commands(self):
+        from chatd import Command
+
+        def look(client, args):
+            def answer(result):
+                self.callback_threads.append(threading.get_ident())
+                client.notice(f"found {result}")
+
+            self.task = client.server.run_in_thread(self.lookup, args, callback=answer)
+
+        return [Command("look", look)]
+
+
+def test_run_in_thread_hands_the_result_back_on_the_loop_marked_as_the_plugins():
+    looker = Looker()
+    with InProcessChat(looker) as chat:
+        alice = chat.connect()
+        alice.lines()
+        alice.send("/look moon")
+        assert looker.started.wait(5)
+        assert alice.lines() == []  # the loop went on meanwhile
+        assert looker.task.plugin == "Looker" and not looker.task.done
+        looker.release.set()
+        chat.wait_for(lambda: looker.task.done)
+        assert alice.lines() == ["*** [Looker] found MOON"]
+        assert looker.callback_threads == [looker.loop_thread]
+        assert chat.hooks.tasks("Looker") == []
+
+
+def test_an_exception_in_a_worker_is_the_plugins_failure():
+    looker = Looker()
+    looker.release.set()
+    with InProcessChat(looker) as chat:
+        alice = chat.connect()
+        alice.send("/look boom")
+        chat.wait_for(lambda: chat.hooks.error_counts.get("Looker") == 1)
+        assert looker.task.done and alice.lines()[-1:] != ["*** [Looker] found BOOM"]
+
+
+def test_a_disabled_plugins_pending_work_is_dropped():
+    looker = Looker()
+    with InProcessChat(looker) as chat:
+        alice = chat.connect()
+        alice.lines()
+        alice.send("/look moon")
+        assert looker.started.wait(5)
+        chat.hooks.disable("Looker", "test")
+        assert looker.task.cancelled and chat.hooks.tasks("Looker") == []
+        looker.release.set()
+        # Its outcome would come back as a call on the loop: one from the same worker,
+        # queued after it, tells when that moment has passed.
+        later = threading.Event()
+        chat.hooks._pool.submit(later.set)
+        assert later.wait(5)
+        chat.wait_for(lambda: True)
+        for _ in range(5):
+            chat.reactor.run_once(0.02)
+        assert not looker.task.done and looker.callback_threads == []
+        assert alice.lines() == []
+
+
+class Poster:
+    """Hands work back from a thread of its own as a partial of a bound method."""
+
+    def __init__(self) -> None:
+        self.client = None
+
+    @hookimpl
+    def chatd_client_connect(self, client):
+        self.client = client
+
+    def post(self, callback):
+        """The body of the plugin's own thread: hand ``callback`` to the loop."""
+        self.client.server.call_soon_threadsafe(callback)
+
+    def fail(self, why):
+        raise RuntimeError(why)
+
+
+def test_call_soon_threadsafe_keeps_the_plugins_name_for_partials_and_bound_methods():
+    import functools
+
+    poster = Poster()
+    with InProcessChat(poster) as chat:
+        alice = chat.connect()
+        alice.lines()
+        threads = [
+            # A partial of the plugin's own method: attributed by what it wraps.
+            threading.Thread(target=chat.server.call_soon_threadsafe,
+                             args=(functools.partial(poster.fail, "from a partial"),)),
+            # A partial of chatd's own method, handed in by the plugin's thread: by caller.
+            threading.Thread(target=poster.post,
+                             args=(functools.partial(poster.client.notice, "hello"),)),
+        ]
+        for thread in threads:
+            thread.start()
+            thread.join()
+        chat.wait_for(lambda: chat.hooks.error_counts.get("Poster") == 1)
+        assert "?" not in chat.hooks.error_counts
+        assert alice.lines() == ["*** [Poster] hello"]
+
+
+# -- chatd_delivered -------------------------------------------------------------------------
+
+
+class Pong:
+    """Answers "ping" once it was delivered, so the answer follows it for everyone."""
+
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+
+    @hookimpl
+    def chatd_delivered(self, server, event):
+        self.kinds.append(event.kind)
+        if event.kind == "message" and event.text == "ping":
+            server.rooms.get(event.target).say("pong")
+
+
+def test_chatd_delivered_runs_once_per_event_after_it_was_handed_to_delivery():
+    pong = Pong()
+    with InProcessChat(pong) as chat:
+        alice, bob, carol = chat.connect(), chat.connect(), chat.connect()
+        for peer in (alice, bob, carol):
+            peer.lines()
+        pong.kinds.clear()
+        alice.send("ping")
+        assert bob.lines() == ["<guest-1> ping", "*** [Pong] pong"]
+        assert carol.lines() == ["<guest-1> ping", "*** [Pong] pong"]
+        assert pong.kinds == ["message"]  # once, not once per recipient; not its notice
+        bob.send("/nick bob")
+        bob.send("/join #dev")
+        bob.send("/part #dev")
+        bob.send("/topic hello")
+        bob.send("/msg guest-1 psst")
+        carol.send("/quit")
+        assert pong.kinds == ["message", "nick", "join", "part", "topic", "privmsg", "quit"]
+
+
+def test_shutting_the_plugins_down_drops_their_pending_work():
+    """What a reload does to the old plugins (and a stop to all)."""
+    looker = Looker()
+    chat = InProcessChat(looker)
+    try:
+        alice = chat.connect()
+        alice.send("/look moon")
+        assert looker.started.wait(5)
+        chat.hooks.shutdown()
+        assert looker.task.cancelled and chat.hooks.tasks("Looker") == []
+        looker.release.set()
+        for _ in range(5):
+            chat.reactor.run_once(0.02)
+        assert not looker.task.done and looker.callback_threads == []
+    finally:
+        looker.release.set()
+        chat.domain.store.close()
+        chat.reactor.close()

@@ -54,7 +54,7 @@ def test_entry_point_plugin_is_discovered(chatd_server, fake_distribution, tmp_p
     server = chatd_server(env=env, plugin_host={"entry_points": True})
     alice = server.client()
     alice.send("/shout hi")
-    alice.expect(r"^\*\*\* HI \(from a package\)$")
+    alice.expect(r"^\*\*\* \[demo\] HI \(from a package\)$")
     config = tmp_path / "c.yaml"
     config.write_text("listen: {port: 0}\n")
     listing = chatd_cli("plugins", "--config", str(config), env=env)
@@ -84,7 +84,7 @@ def test_config_listed_module_is_loaded(chatd_server, tmp_path):
     alice.send("/help")
     alice.expect(r"^\*\*\* \[chatshout\]$")
     alice.send("/shout ok")
-    alice.expect(r"^\*\*\* OK \(listed\)$")
+    alice.expect(r"^\*\*\* \[chatshout\] OK \(listed\)$")
 
 
 def test_disabled_builtin_is_really_gone(chatd_server):
@@ -190,13 +190,13 @@ def test_sighup_reloads_a_changed_plugin_without_dropping_anyone(chatd_server, t
     alice.send("/join #dev")
     alice.expect(r"joined #dev")
     alice.send("/shout a")
-    alice.expect(r"^\*\*\* A v1$")
+    alice.expect(r"^\*\*\* \[shout\] A v1$")
 
     write(plugin, SHOUT_PLUGIN.format(suffix=" v2"))
     server.signal(signal.SIGHUP)
     server.wait_for_log(r"reloaded .*chatd\.yaml")
     alice.send("/shout b")
-    alice.expect(r"^\*\*\* B v2$")
+    alice.expect(r"^\*\*\* \[shout\] B v2$")
     alice.send("/who")
     alice.expect(r"^\*\*\* #dev has 1 member\(s\): alice")  # nick and room survived
     bob.send("/msg alice still here")
@@ -206,7 +206,7 @@ def test_sighup_reloads_a_changed_plugin_without_dropping_anyone(chatd_server, t
     server.signal(signal.SIGHUP)
     server.wait_for_log(r"reload failed, keeping the running config and plugins: .*shout\.py")
     alice.send("/shout c")
-    alice.expect(r"^\*\*\* C v2$")
+    alice.expect(r"^\*\*\* \[shout\] C v2$")
     assert server.proc.poll() is None
 
 

@@ -25,10 +25,12 @@ def test_shipped_dice_plugin_is_listed_and_works(chatd_server):
     alice.expect(r"^\*\*\* \[dice\]$")
     alice.expect(r"^\*\*\*   /roll \[NdM\] +roll N dice")
     alice.send("/roll 3d6")
-    match = alice.expect(rf"^\*\*\* {alice.nick} rolled 3d6: (\d) \+ (\d) \+ (\d) = (\d+)$")
+    match = alice.expect(
+        rf"^\*\*\* \[dice\] {alice.nick} rolled 3d6: (\d) \+ (\d) \+ (\d) = (\d+)$"
+    )
     dice = [int(match.group(i)) for i in (1, 2, 3)]
     assert all(1 <= d <= 6 for d in dice) and sum(dice) == int(match.group(4))
-    bob.expect(rf"^\*\*\* {alice.nick} rolled 3d6: ")
+    bob.expect(rf"^\*\*\* \[dice\] {alice.nick} rolled 3d6: ")
     alice.send("/roll 0d6")
     alice.expect(r"^! 1-20 dice of 2-1000 sides; usage: /roll \[NdM\]$")
     alice.send("/help roll")
@@ -58,7 +60,7 @@ def test_plugin_dropped_into_a_plugin_dir_adds_a_command(chatd_server, tmp_path)
     alice.expect(r"^\*\*\* \[echo\]$")
     alice.expect(r"^\*\*\*   /shout text +say it louder$")
     alice.send("/shout hello")
-    alice.expect(r"^\*\*\* HELLO!$")
+    alice.expect(r"^\*\*\* \[echo\] HELLO!$")
 
 
 def test_a_raising_message_plugin_does_not_stop_the_broadcast(chatd_server, tmp_path):

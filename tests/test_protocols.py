@@ -87,12 +87,17 @@ def test_every_event_kind_has_its_marker(event, expected):
     assert line(event) == expected
 
 
-def test_the_sender_sees_its_private_message_as_sent_and_no_own_join():
+def test_the_sender_sees_its_private_message_as_sent_and_its_own_join_unless_quiet():
     msg = PrivateMessage(1, 0.0, ALICE, "bob", "psst")
     assert line(msg, viewer=1) == "-> *bob* psst\n"
     assert line(msg, viewer=2) == "*alice* psst\n"
-    assert line(Join(2, 0.0, ALICE, "#dev", ""), viewer=1) == ""
-    assert line(Part(3, 0.0, ALICE, "#dev", ""), viewer=1) == ""
+    # A join or part a plugin made is shown to the client it moved ...
+    assert line(Join(2, 0.0, ALICE, "#dev", ""), viewer=1) == "*** alice joined #dev\n"
+    assert line(Part(3, 0.0, ALICE, "#dev", "moved"), viewer=1) == "*** alice left #dev (moved)\n"
+    # ... unless the code that made it words it itself (/join).
+    assert line(Join(2, 0.0, ALICE, "#dev", "", quiet=True), viewer=1) == ""
+    assert line(Part(3, 0.0, ALICE, "#dev", "", quiet=True), viewer=1) == ""
+    assert line(Join(2, 0.0, ALICE, "#dev", "", quiet=True), viewer=2) == "*** alice joined #dev\n"
 
 
 def test_an_action_cannot_pass_for_a_server_notice():

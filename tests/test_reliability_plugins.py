@@ -174,8 +174,8 @@ def test_P1_a_raising_hookimpl_never_stops_the_others(
     assert errors == [INTERNAL_ERROR.format("badlog")] * count
     got = [watcher.recv_line(timeout=10) for _ in range(2 * count)]
     assert [line for line in got if line.startswith("<")] == [f"<sender> {t}" for t in texts]
-    assert [line for line in got if line.startswith("*** [all]")] == [
-        f"*** [all] sender: {t}" for t in texts
+    assert [line for line in got if line.startswith("*** [broadcast] [all]")] == [
+        f"*** [broadcast] [all] sender: {t}" for t in texts
     ]
     # The sender is unaffected, and the server did not exit.
     sender.send("/rooms")
@@ -184,7 +184,7 @@ def test_P1_a_raising_hookimpl_never_stops_the_others(
         "+ = you are in it)"
     )
     watcher.send("still up")
-    sender.expect_line("*** [all] watcher: still up")  # the broadcast plugin runs first
+    sender.expect_line("*** [broadcast] [all] watcher: still up")  # the broadcast plugin runs first
     sender.expect_line("<watcher> still up")
     watcher.expect_line(INTERNAL_ERROR.format("badlog"))
     assert server.proc.poll() is None
@@ -506,7 +506,7 @@ def test_P4a_plugins_closing_clients_during_dispatch_and_writing_to_the_departed
     alice.send("after the reaping")
     for victim in victims:
         lines = victim.expect_eof()
-        assert "*** you are being reaped" in lines, lines
+        assert "*** [mutator] you are being reaped" in lines, lines
         assert not any("this goes nowhere" in line or "closed already" in line
                        for line in lines), lines
     watcher.expect_line("<alice> reap")
@@ -524,7 +524,7 @@ def test_P4a_plugins_closing_clients_during_dispatch_and_writing_to_the_departed
     watcher.expect_line("*** chain2 quit (chained)")
 
     alice.send("/haunt")
-    alice.expect(r"^\*\*\* haunted 7$")
+    alice.expect(r"^\*\*\* \[mutator\] haunted 7$")
     alice.send("still fine")
     watcher.expect_line("<alice> still fine")
     watcher.expect_nothing(0.3)  # each departure was announced once
@@ -548,10 +548,10 @@ def test_P4b_a_plugin_unregistering_itself_inside_its_hook(
     bob = named(server, "bob")
     alice.expect(r"^\*\*\* \S+ is now known as bob$")
     alice.send("hello")
-    alice.expect_line("*** selfish saw hello")
+    alice.expect_line("*** [selfish] selfish saw hello")
     bob.expect_line("<alice> hello")
     alice.send("unregister selfish")
-    alice.expect_line("*** selfish saw unregister selfish")
+    alice.expect_line("*** [selfish] selfish saw unregister selfish")
     bob.expect_line("<alice> unregister selfish")  # the rest of that dispatch ran
     alice.send("after")
     bob.expect_line("<alice> after")
@@ -576,7 +576,7 @@ def test_P4c_a_forked_child_does_not_keep_a_kicked_client_open(
     bob = named(server, "bob")
     alice.expect(r"^\*\*\* \S+ is now known as bob$")
     alice.send("/spawn 4")
-    child = int(alice.expect(r"^\*\*\* spawned (\d+)$").group(1))
+    child = int(alice.expect(r"^\*\*\* \[forker\] spawned (\d+)$").group(1))
     try:
         assert _process_state(child) not in (None, "Z")
         op.send("/kill bob enough")
@@ -585,7 +585,7 @@ def test_P4c_a_forked_child_does_not_keep_a_kicked_client_open(
         assert _process_state(child) not in (None, "Z"), "the child is gone already"
         alice.expect_line("*** bob quit (killed by op: enough)")
         alice.send("/spawn 0.2")
-        short = int(alice.expect(r"^\*\*\* spawned (\d+)$").group(1))
+        short = int(alice.expect(r"^\*\*\* \[forker\] spawned (\d+)$").group(1))
         assert wait_until(lambda: _process_state(short) in (None, "Z"), 5.0)
         # The loop goes on: no junk events from the descriptors the children held.
         carol = named(server, "carol")

@@ -210,16 +210,16 @@ def test_X1_plugin_output_and_log_file_carry_no_escape_sequences(
     assert lines[6] == prefix + "dress up  dressed", lines[6]
     # The plugin's room line and broadcast reached bob; its direct lines went to alice.
     assert lines[7:] == [
-        "*** room line link end",
-        "*** broadcast evil done",
+        "*** [clip] room line link end",
+        "*** [clip] broadcast evil done",
         prefix + "END",
     ], lines
     assert mine.split("\n") == [
-        "*** copied \u011b",
-        "*** raw \u011b<admin> you are banned",
-        f"! oops {FAMILY}",
-        "*** room line link end",
-        "*** broadcast evil done",
+        "*** [clip] copied \u011b",
+        "*** [clip] raw \u011b<admin> you are banned",
+        f"! [clip] oops {FAMILY}",
+        "*** [clip] room line link end",
+        "*** [clip] broadcast evil done",
         "",
     ], mine
     # The log plugin's own file and the core log: same guard.

@@ -225,8 +225,9 @@ def test_a_plugins_ill_formed_text_reaches_everyone_repaired():
         person, bot, other = chat.connect(), chat.connect("jsonl"), chat.connect()
         person.lines(), bot.objects(), other.lines()
         person.send("/odd")
-        assert person.lines() == ["*** half of a pair: \ufffd", "*** yours: \ufffd"]
-        assert other.lines() == ["*** half of a pair: \ufffd"]
+        assert person.lines() == ["*** [Speaker] half of a pair: \ufffd",
+                                  "*** [Speaker] yours: \ufffd"]
+        assert other.lines() == ["*** [Speaker] half of a pair: \ufffd"]
         assert bot.objects()[0]["text"] == "half of a pair: \ufffd"
 
 

@@ -55,7 +55,7 @@ def chatd_client_connect(client: Client) -> None:
     # The welcome comes first, so anything said on joining (a greeter) follows it.
     client.notice(fill(_welcome_template(server), nick=client.nick, room=server.default_room))
     try:
-        server.join(client, server.default_room)
+        server.join(client, server.default_room, quiet=True)  # the welcome said where
     except RoomError as exc:  # banned from it (the moderation plugin), say
         client.error(f"{exc}; /join another room")
 
@@ -95,7 +95,7 @@ def cmd_join(client: Client, args: str) -> None:
     if room is not None and room in client.rooms:
         _switch(client, room)
         return
-    room = client.server.join(client, name)
+    room = client.server.join(client, name, quiet=True)
     client.notice(f"{client.nick} joined {room.name}")
     if room.topic:
         client.notice(f"topic of {room.name}: {room.topic}")

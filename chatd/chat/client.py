@@ -143,7 +143,8 @@ class Client:
     # -- talking to the client ---------------------------------------------
 
     def notice(self, text: str) -> None:
-        """A notice from the server (or your plugin): ``*** text`` on the line protocol."""
+        """A notice from the server or your plugin: ``*** text`` on the line protocol,
+        ``*** [yourplugin] text`` from a plugin that is not a built-in (its marker)."""
         self._domain.notice(self, text)
 
     def error(self, text: str) -> None:

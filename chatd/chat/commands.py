@@ -8,6 +8,7 @@ chat domain (:mod:`chatd.chat.domain`).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -115,28 +116,74 @@ class CommandTable:
         return isinstance(name, str) and name.lower() in self._commands
 
 
+def _declared_commands(plugin: str, declared: object) -> list[Command]:
+    """What one ``chatd_commands`` returned, checked: a list (or other iterable) of
+    :class:`Command` objects.  One bare ``Command`` is the usual slip; say so."""
+    if declared is None:
+        return []
+    if isinstance(declared, Command):
+        raise PluginLoadError(
+            f"plugin {plugin!r}: chatd_commands returned one Command (/{declared.name}); "
+            f"return a list of them: [Command(...)]"
+        )
+    if isinstance(declared, (str, bytes, dict)) or not hasattr(declared, "__iter__"):
+        raise PluginLoadError(
+            f"plugin {plugin!r}: chatd_commands must return a list of Command objects, "
+            f"got {type(declared).__name__} {declared!r:.80}"
+        )
+    commands = list(declared)  # type: ignore[call-overload]
+    for command in commands:
+        if not isinstance(command, Command):
+            raise PluginLoadError(
+                f"plugin {plugin!r}: chatd_commands must return Command objects, "
+                f"got {command!r:.80}"
+            )
+        _check_handler(plugin, command)
+    return commands
+
+
+def _check_handler(plugin: str, command: Command) -> None:
+    """A handler chatd cannot call as ``handler(client, args)`` would fail at its first
+    use, in front of a user: refuse it when the plugin loads instead."""
+    handler = command.handler
+    if not callable(handler):
+        raise PluginLoadError(
+            f"plugin {plugin!r}: the handler of /{command.name} is not callable: {handler!r:.80}"
+        )
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return  # a builtin or C function: nothing to check here
+    try:
+        signature.bind(None, "")
+    except TypeError as exc:
+        name = getattr(handler, "__qualname__", None) or repr(handler)
+        raise PluginLoadError(
+            f"plugin {plugin!r}: the handler of /{command.name}, {name}{signature}, cannot "
+            f"be called as handler(client, args): {exc}"
+        ) from None
+
+
 def collect_commands(hooks: PluginHost, server: object) -> CommandTable:
     """Ask every plugin for its commands (``chatd_commands``) and build the table.
 
-    Raises :class:`~chatd.plugins.PluginLoadError` naming the plugin for a hook
-    that fails, a value that is not a :class:`Command`, or a name two plugins use.
+    Called at startup and at every reload (for the new copies of the plugins), and by
+    ``--check-config``.  Raises :class:`~chatd.plugins.PluginLoadError` naming the
+    plugin for a hook that fails, a value that is not a list of :class:`Command`
+    objects (one bare ``Command`` included), a handler that cannot be called as
+    ``handler(client, args)``, or a name two plugins use.
     """
     table = CommandTable()
     for impl in hooks.implementations("chatd_commands"):
         plugin_name = impl.plugin_name
         kwargs = {"server": server}
         try:
-            declared = impl.function(*impl.args(kwargs)) or []
+            declared = impl.function(*impl.args(kwargs))
         except Exception as exc:
             raise PluginLoadError(
                 f"plugin {plugin_name!r} failed in chatd_commands: {type(exc).__name__}: {exc}"
             ) from exc
-        for command in declared:
-            if not isinstance(command, Command):
-                raise PluginLoadError(
-                    f"plugin {plugin_name!r}: chatd_commands must return Command objects, "
-                    f"got {command!r}"
-                )
+        for command in _declared_commands(plugin_name, declared):
             if not command.plugin:
                 object.__setattr__(command, "plugin", plugin_name)
             try:

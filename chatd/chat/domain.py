@@ -26,13 +26,14 @@ Every event is created here, once, by :meth:`ChatDomain.new_event`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..delivery import DeliveryBackend, LocalBackend
+from ..delivery import DeliveryBackend, LocalBackend, nick_key
 from ..events import (
     Action,
     Away,
@@ -80,6 +81,12 @@ def _cancel_announce(client: Client) -> None:
         arrival.timer = None
 
 
+@functools.lru_cache(maxsize=4)
+def _exempt_keys(accounts: tuple[str, ...]) -> frozenset[str]:
+    """``flood.exempt_accounts`` as nick keys (cached: the tuple is the config's)."""
+    return frozenset(nick_key(account) for account in accounts)
+
+
 def _hard_backlog(limits: Any) -> int:
     """The most delayed input one client can have even with reading held: the limit,
     plus what one read pass and one unfinished line can add on top of it."""
@@ -90,6 +97,8 @@ class Scheduler:
     """What the domain needs of the event loop (the reactor provides it)."""
 
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any: ...
+
+    def clock(self) -> float: ...
 
 
 class ChatDomain:
@@ -113,6 +122,9 @@ class ChatDomain:
         self.store = store
         self.hooks = hooks
         self.scheduler = scheduler
+        #: The loop's monotonic clock: timers and the flood gate share it (a test's
+        #: fake clock moves both).
+        self.clock: Callable[[], float] = getattr(scheduler, "clock", time.monotonic)
         self.stats = stats if stats is not None else Stats()
         #: The in-process delivery backend (always there: other backends use it locally).
         self.local = LocalBackend(self.stats)
@@ -127,7 +139,7 @@ class ChatDomain:
         self._client_ids = itertools.count(1)
         self._event_ids = itertools.count(1)
         self._guest_numbers = itertools.count(1)
-        self._server_sources: dict[str | None, Source] = {}
+        self._server_sources: dict[tuple[str | None, bool], Source] = {}
         #: The client whose command is running, and the command (None between commands):
         #: what its plugin posts to a room is that client's speech (``_room_notice``).
         self._speaking: tuple[Client, Command] | None = None
@@ -149,12 +161,21 @@ class ChatDomain:
         self._event_ids = itertools.count(max(following, after + 1))
 
     def server_source(self, plugin: str | None = None) -> Source:
-        """The server as an event source; ``plugin`` defaults to the one running now."""
+        """The server as an event source; ``plugin`` defaults to the one running now.
+
+        A plugin that is not a built-in gets its ``marker``: its lines say whose they
+        are, so the text it passes on (a mention quoting a user) cannot read as the
+        server's own sentence.
+        """
         if plugin is None:
             plugin = self.hooks.current_plugin
-        source = self._server_sources.get(plugin)
+        marked = plugin is not None and not self.hooks.is_builtin(plugin)
+        key = (plugin, marked)
+        source = self._server_sources.get(key)
         if source is None:
-            source = self._server_sources[plugin] = Source(self.config.server.name, None, plugin)
+            source = self._server_sources[key] = Source(
+                self.config.server.name, None, plugin, plugin if marked else None
+            )
         return source
 
     # -- connections -----------------------------------------------------------------------
@@ -188,6 +209,7 @@ class ChatDomain:
         for room, event in arrival.joins:
             if room in client.rooms:
                 self.backend.to_room(event, room, exclude=client)
+                self._delivered(event, client)
         self.hooks.call("chatd_client_ready", notify=client, client=client)
 
     def _new_guest_nick(self) -> str:
@@ -256,6 +278,7 @@ class ChatDomain:
         self.hooks.call("chatd_client_disconnect", client=client, reason=event.text, event=event)
         if client.announced:  # who was never announced leaves no trace either
             self.backend.to_rooms(event, rooms, exclude=client)
+            self._delivered(event, None)
         for room in rooms:
             self._remove_member(client, room)
             self.backend.parted(client, room)
@@ -271,18 +294,18 @@ class ChatDomain:
         if not client.announced:
             self.announce(client)  # its first line: the rooms hear it joined, then what it says
         gate = client._gate
+        if (gate is None or not gate.waiting) and self._flood_exempt(client):
+            self._process(client, requests)  # nothing of its own waits: order is kept
+            return
         if gate is None:
             flood = self.config.flood
-            if flood.lines_per_second <= 0:
-                self._process(client, requests)
-                return
             # Made on the first line (starting full, as it would be by then anyway):
             # a client that only listens never needs one.
             gate = client._gate = FloodGate(TokenBucket(
                 flood.burst_lines, flood.lines_per_second, flood.bytes_per_token,
-                time.monotonic(),
+                self.clock(),
             ))
-        ready = gate.admit(requests, time.monotonic())
+        ready = gate.admit(requests, self.clock())
         if ready:
             self._process(client, ready)
         if not gate.waiting:
@@ -307,11 +330,20 @@ class ChatDomain:
         if gate.timer is None:
             self._schedule_release(client)
 
+    def _flood_exempt(self, client: Client) -> bool:
+        """No flood limit for this client: none is set, or it identified as one of
+        ``flood.exempt_accounts`` (an account, never a nick someone could take)."""
+        flood = self.config.flood
+        if flood.lines_per_second <= 0:
+            return True
+        account = client.account
+        return account is not None and nick_key(account) in _exempt_keys(flood.exempt_accounts)
+
     def _schedule_release(self, client: Client) -> None:
         gate = client._gate
         assert gate is not None
         gate.timer = self.scheduler.call_later(
-            gate.wait(time.monotonic()), self._release, client
+            gate.wait(self.clock()), self._release, client
         )
 
     def _release(self, client: Client) -> None:
@@ -325,7 +357,7 @@ class ChatDomain:
         gate.timer = None
         if not client.link.connected:
             return
-        ready = gate.release(time.monotonic())
+        ready = gate.release(self.clock())
         if ready:
             self._process(client, ready)
         if not client.link.connected:
@@ -427,6 +459,12 @@ class ChatDomain:
         except CommandError as exc:
             client.error(str(exc))
 
+    def _delivered(self, event: Event, client: Client | None) -> None:
+        """``chatd_delivered``: ``event`` was handed to delivery.  One cached lookup when
+        no plugin implements it (the usual case, on every chat line)."""
+        if self.hooks.implementations("chatd_delivered"):
+            self.hooks.call("chatd_delivered", notify=client, server=self.facade, event=event)
+
     # -- user text: filters, then chatd_message, then delivery -------------------------------
 
     def _accept(self, client: Client, event: Event) -> Event | None:
@@ -476,6 +514,7 @@ class ChatDomain:
         event = self._accept(client, event)
         if event is not None:
             self.backend.to_room(event, room, exclude=client)
+            self._delivered(event, client)
         return event
 
     def private_message(self, client: Client, nick: str, text: str) -> Event | None:
@@ -491,6 +530,7 @@ class ChatDomain:
             raise CommandError(f"no such nick: {nick}")
         if target is not client:
             self.backend.to_client(event, client)  # the sender's copy: "-> *bob* text"
+        self._delivered(event, client)
         return event
 
     def set_topic(self, client: Client, room: Room, text: str) -> Event | None:
@@ -509,6 +549,7 @@ class ChatDomain:
             self.backend.to_room(event, room, exclude=client)
         else:
             self.backend.to_room(event, room)
+        self._delivered(event, client)
         return event
 
     def set_away(self, client: Client, text: str) -> Event | None:
@@ -576,8 +617,13 @@ class ChatDomain:
             else:
                 room.renderers.pop(renderer, None)
 
-    def join(self, client: Client, name: str) -> Room:
-        """Put ``client`` in room ``name`` (created if needed) and make it current."""
+    def join(self, client: Client, name: str, *, quiet: bool = False) -> Room:
+        """Put ``client`` in room ``name`` (created if needed) and make it current.
+
+        The client gets its own copy of the join event, whoever asked for it (a
+        plugin moving it, a kick's way back to the default room), unless ``quiet``:
+        the caller then tells it in its own words.
+        """
         problem = room_problem(name)
         if problem:
             raise RoomError(problem)
@@ -606,7 +652,7 @@ class ChatDomain:
         client.room = room
         if room in client.rooms:
             return room
-        event = self.new_event(Join, client.source, room.name)
+        event = self.new_event(Join, client.source, room.name, quiet=quiet)
         # The joiner's own copy first: it is not in the room yet, so this does not
         # flush the room's pending batch (a connect storm stays one batch per tick).
         self.backend.to_client(event, client)
@@ -614,17 +660,21 @@ class ChatDomain:
         self.backend.joined(client, room)
         if client.announced:
             self.backend.to_room(event, room, exclude=client)
-        else:
+            self._delivered(event, client)
+        else:  # delivered (and chatd_delivered) when it is announced
             client._arrival.joins.append((room, event))  # type: ignore[union-attr]
         self.hooks.call("chatd_room_join", notify=client, client=client, room=room,
                         event=event)
         return room
 
-    def part(self, client: Client, room: Room, reason: str = "") -> None:
-        """Take ``client`` out of ``room``; its current room becomes its latest other room."""
+    def part(self, client: Client, room: Room, reason: str = "", *, quiet: bool = False) -> None:
+        """Take ``client`` out of ``room``; its current room becomes its latest other room.
+
+        The client is told (its own copy of the part event) unless ``quiet``.
+        """
         if room not in client.rooms:
             raise RoomError(f"you are not in {room.name}")
-        event = self.new_event(Part, client.source, room.name, reason)
+        event = self.new_event(Part, client.source, room.name, reason, quiet=quiet)
         if reason:
             event = self._reason_filtered(client, event, "")
         self.backend.to_client(event, client)
@@ -635,6 +685,7 @@ class ChatDomain:
             client.room = client.rooms[-1] if client.rooms else None
         self.backend.parted(client, room)
         self.backend.to_room(event, room, exclude=client)
+        self._delivered(event, client)
         self.hooks.call("chatd_room_part", notify=client, client=client, room=room,
                         reason=event.text, event=event)
         self._discard_if_empty(room)
@@ -708,6 +759,7 @@ class ChatDomain:
                                rooms=tuple(r.name for r in rooms))
         self.backend.to_rooms(event, rooms, exclude=client)
         self.backend.to_client(event, client)
+        self._delivered(event, client)
         self.hooks.call("chatd_nick_change", notify=client, client=client, old=old, new=new,
                         event=event)
 

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..events import Event
 from ..stash import Stash
+from .tables import PluginStore
 
 if TYPE_CHECKING:
     from ..config import Config
     from ..delivery import RoomInfo
-    from ..plugins import PluginHost, PluginTimer
+    from ..plugins import PluginHost, PluginTask, PluginTimer
     from ..store import Store
     from .client import Client
     from .commands import CommandTable
@@ -46,13 +47,14 @@ class Server:
     only :meth:`call_soon_threadsafe` may be called from another thread.
     """
 
-    __slots__ = ("_domain", "_lifecycle", "stash")
+    __slots__ = ("_domain", "_lifecycle", "_plugin_stores", "stash")
 
     def __init__(self, domain: ChatDomain, lifecycle: Lifecycle | None = None) -> None:
         self._domain = domain
         self._lifecycle = lifecycle
         #: Per-plugin server-wide state; see :mod:`chatd.stash`.  Survives reloads.
         self.stash = Stash()
+        self._plugin_stores: dict[str, PluginStore] = {}
 
     # -- configuration --------------------------------------------------------------
 
@@ -73,8 +75,28 @@ class Server:
     @property
     def store(self) -> Store:
         """The database (:class:`chatd.store.Store`): ``migrate`` your tables in
-        ``chatd_startup``, ``write`` (queued, never blocks), ``read`` (bounded)."""
-        return self._domain.store
+        ``chatd_startup``, ``write`` (queued, never blocks), ``read`` (bounded).
+
+        A plugin that is not a built-in gets its own view of it
+        (:class:`chatd.chat.tables.PluginStore`): its migrations and writes touch
+        only the tables named after it, and a write that fails is its failure
+        (logged with its name, counted by its breaker)."""
+        hooks = self._domain.hooks
+        plugin = hooks.acting_plugin()
+        if plugin is None or hooks.is_builtin(plugin):
+            return self._domain.store
+        view = self._plugin_stores.get(plugin)
+        if view is None:
+            view = self._plugin_stores[plugin] = PluginStore(
+                self._domain.store, plugin, self._post_from_thread, self._store_failure
+            )
+        return view  # type: ignore[return-value]
+
+    def _post_from_thread(self, callback: Callable[..., Any], *args: Any) -> None:
+        self._domain.hooks.call_soon_threadsafe(callback, *args)
+
+    def _store_failure(self, plugin: str, what: str, exc: BaseException) -> None:
+        self._domain.hooks.report_failure(plugin, what, exc)
 
     # -- who and where --------------------------------------------------------------
 
@@ -111,17 +133,23 @@ class Server:
 
     # -- changing things ------------------------------------------------------------
 
-    def join(self, client: Client, name: str) -> Room:
+    def join(self, client: Client, name: str, *, quiet: bool = False) -> Room:
         """Put ``client`` in room ``name`` (created if new) and make it current.
 
-        The room is told (a join event).  Raises :class:`chatd.RoomError` for an
-        invalid name.  Joining a room the client is in only makes it current.
+        The room and the client are told (a join event: ``*** alice joined #dev`` on
+        the line protocol, ``"self": true`` in jsonl), however the join came about.
+        ``quiet=True`` when your code tells the client in its own words (``/join``
+        does): line clients then get no line for it.  Raises :class:`chatd.RoomError`
+        for an invalid name or a refused join.  Joining a room the client is in only
+        makes it current.
         """
-        return self._domain.join(client, name)
+        return self._domain.join(client, name, quiet=quiet)
 
-    def part(self, client: Client, room: Room, reason: str = "") -> None:
-        """Take ``client`` out of ``room``, telling the room (``reason`` is filtered)."""
-        self._domain.part(client, room, reason)
+    def part(self, client: Client, room: Room, reason: str = "", *,
+             quiet: bool = False) -> None:
+        """Take ``client`` out of ``room``, telling the room and the client (``reason`` is
+        filtered); ``quiet`` as for :meth:`join`."""
+        self._domain.part(client, room, reason, quiet=quiet)
 
     def rename(self, client: Client, new: str) -> None:
         """Give ``client`` the nick ``new``; raises :class:`chatd.NickError` with the reason."""
@@ -226,6 +254,13 @@ class Server:
 
     # -- time -------------------------------------------------------------------------
 
+    def clock(self) -> float:
+        """The loop's monotonic clock, in seconds (what :meth:`call_later` and the
+        timers' ``when`` count in): ``time.monotonic()``, or a test's fake clock
+        (``InProcessChat(fake_clock=True)``).  Measure your plugin's intervals with it
+        and a test can move time for them too."""
+        return self._domain.clock()
+
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> PluginTimer:
         """Run ``callback(*args)`` after ``delay`` seconds, on the loop.
 
@@ -244,10 +279,32 @@ class Server:
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
         """From any thread: run ``callback(*args)`` on the loop, soon.
 
-        For plugins that do blocking work (a web request, a database) in a
-        thread of their own and need to hand the result back to the chat.
+        For plugins that do blocking work in a thread of their own and need to hand
+        the result back to the chat (:meth:`run_in_thread` does both for you).  The
+        call belongs to your plugin (its guard rails, its breaker, its marker on
+        what it sends) whether ``callback`` is a function, a bound method or a
+        ``functools.partial``; once your plugin is disabled or reloaded away, late
+        calls are dropped.
         """
         self._domain.hooks.call_soon_threadsafe(callback, *args)
+
+    def run_in_thread(self, fn: Callable[..., Any], *args: Any,
+                      callback: Callable[[Any], Any] | None = None,
+                      on_error: Callable[[BaseException], Any] | None = None) -> PluginTask:
+        """Run blocking ``fn(*args)`` (a web request, a DNS lookup, a slow hash) on a
+        worker thread, and ``callback(result)`` on the loop when it returns.
+
+        The pool is small (4 threads, shared by every plugin), so keep each call
+        bounded (timeouts on network calls).  The task is your plugin's: ``callback``
+        and ``on_error(exception)`` run with the guard rails of a hook, an exception
+        with no ``on_error`` is logged with your plugin's name and counts towards
+        its breaker, and the task is cancelled (nothing handed back) when your
+        plugin is disabled, reloaded or shut down.  ``fn`` must not touch chat
+        objects (it is not on the loop); ``callback`` may.  Returns a task with
+        ``cancel()``.
+        """
+        return self._domain.hooks.run_in_thread(fn, *args, callback=callback,
+                                                on_error=on_error)
 
     # -- the whole server -------------------------------------------------------------
 

@@ -14,8 +14,14 @@ marker              meaning                            example
 ``*nick* ``         a private message to you           ``*bob* psst``
 ``-> *nick* ``      a private message you sent         ``-> *bob* psst``
 ``*** ``            a notice from the server           ``*** bob joined #dev``
+``*** [name] ``     a notice from plugin *name*        ``*** [dice] bob rolled 7``
 ``! ``              an error, for you alone            ``! no such nick: carol``
+``! [name] ``       an error from plugin *name*        ``! [dice] too many dice``
 ==================  =================================  ==========================
+
+Plugins shipped with chatd (the built-ins) are the server and speak unmarked; any
+other plugin's notices and errors carry its name, so text it passes on (a
+mention quoting what a user wrote) can never read as the server's own sentence.
 
 Input from the real ``telnet`` client works too: its negotiation is removed
 and answered (:mod:`chatd.protocols.telnet`: Ctrl-C never deafens it), and
@@ -90,6 +96,13 @@ def _notice_line(text: str) -> bytes:
     return utf8(sanitize(NOTICE + text) + "\n")
 
 
+def _plugin_marker(marker: str, event: Event) -> str:
+    """``*** [mentions] `` for a line a plugin (not a built-in) made: whose words these
+    are, so text it quotes (a user's ``alice set the topic to: x``) is not the server's."""
+    plugin = event.source.marker
+    return f"{marker}[{plugin}] " if plugin else marker
+
+
 def _reason(text: str) -> str:
     return f" ({inline(text)})" if text else ""
 
@@ -120,8 +133,8 @@ _RENDER: dict[type[Event], Callable[..., bytes]] = {
     Message: lambda e: marked(f"<{e.source.nick}> ", e.text),
     Action: lambda e: marked(f"* {e.source.nick} ", e.text),
     PrivateMessage: lambda e: marked(f"*{e.source.nick}* ", e.text),
-    Notice: lambda e: marked(NOTICE, e.text),
-    Error: lambda e: marked(ERROR, e.text),
+    Notice: lambda e: marked(_plugin_marker(NOTICE, e), e.text),
+    Error: lambda e: marked(_plugin_marker(ERROR, e), e.text),
     Join: _join,
     Part: _part,
     Quit: _quit,
@@ -155,8 +168,8 @@ class LineRenderer(Renderer):
             cls = event.__class__
             if cls is PrivateMessage and event.target.lower() != event.source.nick.lower():
                 return marked(f"-> *{event.target}* ", event.text)  # the sender's copy
-            if cls is Join or cls is Part:
-                return b""  # /join and /part say it in their own words
+            if (cls is Join or cls is Part) and event.quiet:  # type: ignore[attr-defined]
+                return b""  # the command that did it (/join) says it in its own words
         return self.render(event)
 
     def _replayed(self, event: Event, viewer: int) -> bytes:

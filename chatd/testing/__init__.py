@@ -1,5 +1,10 @@
 """A test kit for chatd and its plugins: real server processes, real sockets.
 
+docs/testing.md is its reference (every name, and the config defaults a test
+server gets instead of the shipped ones: no flood limit, no per-address
+limits, joins announced at once, no history replay, entry points off, the
+database in memory).
+
 Use it from a ``conftest.py``::
 
     pytest_plugins = ["chatd.testing"]
@@ -14,8 +19,12 @@ Fixtures
 --------
 ``chatd_server``
     A factory: ``chatd_server(config=None, **sections)`` writes a config file
-    (port 0, loopback), starts ``python -m chatd`` as a subprocess, waits until
-    it listens and returns a :class:`ServerProcess`.  Every server is stopped
+    (port 0, loopback, the test defaults of :mod:`chatd.testing.defaults`
+    under ``sections``; ``config``: a file of your own instead; ``extra_args``:
+    more command-line arguments; ``env``: more environment variables), starts
+    ``python -m chatd`` as a subprocess, waits until it listens and returns a
+    :class:`ServerProcess` (``restart()`` starts it again on the same data).
+    Every server is stopped
     (SIGTERM, then SIGKILL) when the test ends.  Plugins installed as
     packages (entry points) are not loaded unless the test asks with
     ``plugin_host={"entry_points": True}``, so what is installed on the machine
@@ -40,7 +49,7 @@ from typing import Any
 
 import pytest
 
-from .inprocess import InProcessChat, Peer
+from .inprocess import FakeClock, InProcessChat, Peer
 from .probes import (
     cpu_seconds,
     fd_count,
@@ -100,6 +109,7 @@ def chatd_server(
 __all__ = [
     "DEFAULT_TIMEOUT",
     "ChatClient",
+    "FakeClock",
     "InProcessChat",
     "JsonClient",
     "Peer",

@@ -17,12 +17,20 @@ backend) on a real reactor that never opens a socket of its own; each
 :class:`Peer` is a real protocol object (line or jsonl) over an in-memory
 transport that records what would have been sent.  :meth:`InProcessChat.tick`
 runs what one loop pass would (due timers, the fan-out, departures).
+
+Time: with ``InProcessChat(fake_clock=True)`` the loop's clock stands still until
+the test moves it with :meth:`InProcessChat.advance` (timers, the flood gate, the
+announce delay and ``server.clock()`` all follow it), so a test of a timed plugin
+takes no time and cannot be flaky.  :meth:`InProcessChat.wait_for` runs the loop
+until a condition holds, for results handed back from other threads
+(``server.run_in_thread``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import yaml
@@ -135,6 +143,16 @@ class Peer:
         return self.transport.is_open
 
 
+class FakeClock:
+    """A monotonic clock that moves only when told (``InProcessChat(fake_clock=True)``)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def _config(config: Config | None, sections: dict[str, Any]) -> Config:
     if config is not None:
         return config
@@ -148,13 +166,19 @@ class InProcessChat:
     ``plugins`` are plugin objects (modules, classes' instances) registered
     after the built-ins, named by their ``PLUGIN_NAME``, ``__name__`` or class
     name; ``sections`` are config sections (as for ``chatd_server``, e.g.
-    ``plugins={"wordfilter": {...}}``).
+    ``plugins={"wordfilter": {...}}``), on top of the test defaults
+    (:data:`chatd.testing.defaults.TEST_SECTIONS`); ``config`` replaces both.
+    ``builtins`` names the built-in plugins to load (default: all of them).
+    ``fake_clock``: the loop's clock stands still until :meth:`advance`.
     """
 
     def __init__(self, *plugins: object, config: Config | None = None,
-                 builtins: Iterable[str] | None = None, **sections: Any) -> None:
+                 builtins: Iterable[str] | None = None, fake_clock: bool = False,
+                 **sections: Any) -> None:
         self.config = _config(config, sections)
-        self.reactor = Reactor()
+        #: The fake clock (``fake_clock=True``), else None: real ``time.monotonic``.
+        self.clock: FakeClock | None = FakeClock() if fake_clock else None
+        self.reactor = Reactor(self.clock) if self.clock is not None else Reactor()
         self.reactor.enable_threadsafe()
         host = PluginHost.from_config(self.config.plugin_host)
         host.load_builtins(builtins)
@@ -196,6 +220,35 @@ class InProcessChat:
                 peer._lost = True
                 peer.protocol.connection_lost(peer.transport.close_reason or "closed")
         self.reactor.run_once(0)
+
+    def advance(self, seconds: float) -> None:
+        """Move the fake clock ``seconds`` forward, running every timer that falls due on
+        the way at its own time, in order (and the ones those schedule), then a tick."""
+        clock = self.clock
+        if clock is None:
+            raise RuntimeError("advance() needs InProcessChat(fake_clock=True)")
+        if seconds < 0:
+            raise ValueError("time only moves forward")
+        target = clock.now + seconds
+        while True:
+            due = self.reactor.next_timer()
+            if due is None or due > target:
+                break
+            clock.now = max(clock.now, due)
+            self.tick()
+        clock.now = target
+        self.tick()
+
+    def wait_for(self, condition: Callable[[], object], timeout: float = 5.0) -> None:
+        """Run the loop until ``condition()`` is true (work handed back from another
+        thread); AssertionError after ``timeout`` real seconds."""
+        deadline = time.monotonic() + timeout
+        self.tick()
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not met within {timeout} s")
+            self.reactor.run_once(0.05)  # wakes at once when a thread hands work in
+            self.tick()
 
     def close(self) -> None:
         self.hooks.shutdown()

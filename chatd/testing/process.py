@@ -232,23 +232,53 @@ class ServerProcess:
 
     def __init__(self, config_path: Path, workdir: Path, *, extra_args: list[str] | None = None,
                  env: dict[str, str] | None = None, startup_timeout: float = 15.0) -> None:
+        #: The config file the process runs (``write_config``'s, or the test's own).
         self.config_path = config_path
+        #: The folder of this server's files: its config, log and port file.
+        self.workdir = workdir
         self.port_file = workdir / "port"
         self.log_path = workdir / "chatd.log"
-        self.port_file.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "chatd", "--config", str(config_path),
-               "--port-file", str(self.port_file), *(extra_args or [])]
+        self._cmd = [sys.executable, "-m", "chatd", "--config", str(config_path),
+                     "--port-file", str(self.port_file), *(extra_args or [])]
+        self._env = {**os.environ, **(env or {})}
+        self._startup_timeout = startup_timeout
         # A file, never an undrained pipe; closed in close().
         self._log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-        )
         self.host = "127.0.0.1"
-        #: The bound port of every listener, in config order.
-        self.ports = self._wait_for_ports(startup_timeout)
-        self.port = self.ports[0]
         self._clients: list[ChatClient | JsonClient] = []
+        self._start()
+
+    def _start(self) -> None:
+        self.port_file.unlink(missing_ok=True)
+        self.proc = subprocess.Popen(
+            self._cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=self._env,
+        )
+        #: The bound port of every listener, in config order (new ones after a restart).
+        self.ports = self._wait_for_ports(self._startup_timeout)
+        self.port = self.ports[0]
+
+    def restart(self, *, kill: bool = False, timeout: float = 10.0) -> int:
+        """Stop the process and start it again on the same config, folder and data.
+
+        ``kill``: SIGKILL, as a crash would (else SIGTERM, a clean shutdown).  Every
+        client of the old process is closed; connect new ones (the ports are new:
+        ``port`` and ``ports`` are updated).  Data survives only if the config names
+        a ``storage.path`` (the test kit's default database is in memory):
+        ``chatd_server(storage={"path": "chatd.sqlite3"})`` puts one in the server's
+        folder.  The log continues in the same file.  Returns the old process's exit
+        status.
+        """
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
+        if kill:
+            self.kill()
+            status = self.proc.returncode
+        else:
+            status = self.stop(timeout)
+        self._start()
+        return status
 
     def _wait_for_port(self, timeout: float) -> int:
         return self._wait_for_ports(timeout)[0]
@@ -276,7 +306,9 @@ class ServerProcess:
 
     def client(self, *, welcome: bool = True, timeout: float = DEFAULT_TIMEOUT,
                source: str | None = None) -> ChatClient:
-        """Connect a client; by default also read its welcome line."""
+        """Connect a line client to the first listener; ``welcome``: read the welcome
+        line first and remember the nick it names (``client.nick``).  ``source``: the
+        local address to connect from (any of 127.0.0.0/8, for per-address tests)."""
         client = ChatClient(self.address, timeout=timeout, source=source)
         self._clients.append(client)
         if welcome:
@@ -309,7 +341,10 @@ class ServerProcess:
 
     def json_client(self, *, listener: int = 1, welcome: bool = True,
                     timeout: float = DEFAULT_TIMEOUT) -> JsonClient:
-        """Connect a jsonl client to listener number ``listener`` (0-based, in config order)."""
+        """Connect a jsonl client to listener number ``listener`` (0-based, in config order;
+        default 1, the second: start the server with
+        ``listen=[{"port": 0}, {"port": 0, "protocol": "jsonl"}]``).  ``welcome``: read
+        up to its own join of the default room and remember its nick."""
         client = JsonClient((self.host, self.ports[listener]), timeout=timeout)
         self._clients.append(client)
         if welcome:
