@@ -533,12 +533,13 @@ class Store:
         file) is raised: the batch is retried."""
         try:
             self._commit(conn, batch)
+            return
         except BaseException as exc:  # one by one: each write answers for itself
             if _is_store_trouble(exc):
                 raise
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            self._commit_each(conn, batch)
+        self._commit_each(conn, batch)  # out of the handler: no chained tracebacks
 
     def _commit(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
         """Apply ``batch`` in one transaction; a migration in it commits what came
