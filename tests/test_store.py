@@ -323,24 +323,25 @@ def _writer_thread(store: Store) -> threading.Thread:
     return writers[0]
 
 
-def _kill_when_idle(thread: threading.Thread) -> None:
-    """Force :class:`Killed` into the writer while it waits for work (in the store's
-    own loop, not in a write, where anything raised is the write's fault and
-    dropped with it).  It is raised when the next write wakes the thread."""
+def _kill_when_idle(thread: threading.Thread, where: str = "_write") -> None:
+    """Force :class:`Killed` into the writer while it waits: for work (``_write``,
+    the store's own loop) or before retrying a failing disk (``_back_off``) --
+    not in a write, where anything raised is the write's fault and dropped with
+    it.  It is raised when the thread wakes."""
     deadline = time.monotonic() + 10
-    while not _waiting_for_work(thread):
-        assert time.monotonic() < deadline, "the writer never went idle"
+    while not _waiting_in(thread, where):
+        assert time.monotonic() < deadline, f"the writer never waited in {where}"
         time.sleep(0.001)
     done = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
                                                       ctypes.py_object(Killed))
     assert done == 1
 
 
-def _waiting_for_work(thread: threading.Thread) -> bool:
+def _waiting_in(thread: threading.Thread, function: str) -> bool:
     frame = sys._current_frames().get(thread.ident)
-    while frame is not None:  # the innermost frame of store.py is the writer loop's
+    while frame is not None:  # the innermost frame of store.py says where it is
         if frame.f_code.co_filename.endswith("store.py"):
-            return frame.f_code.co_name == "_write"
+            return frame.f_code.co_name == function
         frame = frame.f_back
     return False
 
@@ -392,3 +393,36 @@ def test_flush_and_close_restart_a_dead_writer_first(tmp_path):
     assert store.restarts == 1
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (10,)
+
+
+def test_a_writer_killed_while_the_disk_fails_hands_its_batch_to_the_next(tmp_path):
+    """The writer dies holding a batch it could not commit (the database cannot be
+    opened: it waits to retry): the writer :meth:`Store.watch` starts takes that
+    batch over and commits it, once and in order, when the disk is back."""
+    blocker = tmp_path / "in-the-way"
+    blocker.write_text("a file where the database folder should be")
+    store = Store(blocker / "db.sqlite3")
+    others = set(threading.enumerate())
+    store.open()
+    [writer] = [t for t in threading.enumerate() if t not in others]
+    writers: list[threading.Thread] = []
+    store.write(lambda conn: writers.append(threading.current_thread()))
+    store.write(SCHEMA[0])
+    for i in range(5):
+        store.write("INSERT INTO t (b) VALUES (?)", (f"held {i}",))
+    deadline = time.monotonic() + 10
+    while not store.problem:  # the writer holds the batch, failing to open the file
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    _kill_when_idle(writer, "_back_off")
+    writer.join(10)
+    assert not store.alive
+    blocker.unlink()
+    blocker.mkdir()  # the disk "comes back"
+    assert store.watch()
+    store.write("INSERT INTO t (b) VALUES ('later')")
+    assert store.flush(15)
+    assert [b for (b,) in store.read("SELECT b FROM t ORDER BY a")] == [
+        *(f"held {i}" for i in range(5)), "later"]
+    assert len(writers) == 1 and writers[0] is not writer  # run once, by the new writer
+    store.close()
