@@ -51,7 +51,7 @@ def mode(path: Path) -> int:
 # -- the database and its folders ----------------------------------------------------
 
 
-@pytest.mark.parametrize("mask", [0o000, 0o022, 0o277])
+@pytest.mark.parametrize("mask", [0o000, 0o022, 0o277], ids=["umask000", "umask022", "umask277"])
 def test_the_store_makes_its_folders_0700_and_its_files_0600_whatever_the_umask(
         tmp_path: Path, mask: int) -> None:
     """0o000 would make everything world-readable, 0o277 would make the folders
