@@ -121,6 +121,7 @@ WriteItem = tuple[str, Sequence[Any]] | Callable[[sqlite3.Connection], None]
 
 
 def _nobody() -> str | None:
+    """The owner of every write when nobody said how to tell (a store on its own)."""
     return None
 
 
@@ -133,6 +134,7 @@ class _WriterConnection(sqlite3.Connection):
 
 
 def _close(conn: sqlite3.Connection) -> None:
+    """Really close a connection (the writer's refuses ``close()``), errors ignored."""
     with contextlib.suppress(sqlite3.Error):
         sqlite3.Connection.close(conn)
 
