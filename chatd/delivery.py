@@ -345,11 +345,17 @@ class LocalBackend:
 
 def _elsewhere(event: Event, client: Recipient) -> bool:
     """A live room event for a member whose current room is another (its copy names the
-    room, as the fan-out's do; a replayed one is shown where it was asked for)."""
+    room, as the fan-out's do; a replayed one is shown where it was asked for).  The
+    client's own join or part names its room already (``alice left #dev``)."""
     target = event.target
     room = client.room
     return (target.startswith("#") and not event.replay and room is not None
-            and room.name != target)
+            and room.name != target
+            and not (event.source.client_id == client.id and event.kind in _OWN_MOVES))
+
+
+#: Events that say which room they are about in their own words, seen by their source.
+_OWN_MOVES = frozenset({"join", "part"})
 
 
 # -- the fan-out ---------------------------------------------------------------------------------

@@ -28,8 +28,12 @@ _COUNTERS = {
     "chatd_storage_dropped": ("Writes dropped: the database failed for longer than "
                               "storage.queue_max writes.", "storage_dropped"),
     "chatd_storage_failures": ("Failed commit attempts (each retried).", "storage_failures"),
-    "chatd_storage_rejected": ("Writes SQLite refused (a bad statement): logged, dropped.",
+    "chatd_storage_rejected": ("Bad writes dropped (a statement SQLite refused, a value it "
+                               "cannot store, a write function that raised); logged.",
                                "storage_rejected"),
+    "chatd_storage_writer_restarts": ("Times the database writer started over (an error "
+                                      "escaped it, or its thread died and the watchdog "
+                                      "replaced it).", "storage_writer_restarts"),
 }
 _GAUGES = {
     "chatd_clients": ("Clients connected now.", "clients"),
@@ -47,6 +51,8 @@ _LABELLED = {
     "chatd_plugin_errors": ("Exceptions raised by plugin code.", "plugin_errors", "plugin"),
     "chatd_plugin_slow_calls": ("Plugin calls over slow_hook_seconds.", "plugin_slow_calls",
                                 "plugin"),
+    "chatd_storage_rejected_by_owner": ("Bad writes dropped, by the plugin that queued them.",
+                                        "storage_rejected_by", "owner"),
 }
 
 

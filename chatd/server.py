@@ -39,6 +39,9 @@ from .tls import make_context
 
 log = logging.getLogger("chatd.server")
 
+#: How often the loop checks that the store's writer thread is alive.
+STORE_WATCHDOG_SECONDS = 1.0
+
 
 def build_plugin_host(config: Config, *, trace: bool = False) -> PluginHost:
     """Discover and register every plugin the config asks for (fresh per server)."""
@@ -160,6 +163,7 @@ class ChatServer:
             synchronous=storage.synchronous,
             post=self.reactor.call_soon_threadsafe,
             on_problem=self._storage_problem,
+            owner=lambda: self.hooks.current_plugin,  # a bad write is logged with its plugin
         )
         self.store.open()
         self.domain = ChatDomain(config, hooks, self.reactor, stats=self.stats, lifecycle=self,
@@ -177,6 +181,7 @@ class ChatServer:
         self.acceptor.configure(config.limits, config.net)
         self._sweep_timer: Timer | None = None
         self._lag_timer: Timer | None = None
+        self._store_timer: Timer | None = None
         #: The counters as of the last second, for readers on other threads (metrics).
         self.published_stats: dict[str, Any] = {}
         self._metrics_httpd: Any = None
@@ -358,6 +363,7 @@ class ChatServer:
                 raise ValueError(f"metrics: {exc}") from exc
         first_lag_check = self.reactor.clock() + 1.0
         self._lag_timer = self.reactor.call_later(1.0, self._measure_lag, first_lag_check)
+        self._store_timer = self.reactor.call_later(STORE_WATCHDOG_SECONDS, self._watch_store)
         return bound
 
     def serve_forever(self) -> None:
@@ -400,7 +406,7 @@ class ChatServer:
         self._stopping = True
         log.info("shutting down: %d clients connected", len(self.domain.clients))
         self.acceptor.stop()
-        for timer in (self._sweep_timer, self._lag_timer):
+        for timer in (self._sweep_timer, self._lag_timer, self._store_timer):
             if timer is not None:
                 timer.cancel()
         self.hooks.shutdown()
@@ -452,9 +458,19 @@ class ChatServer:
                       "and are retried", problem)
             self.api.notify_operators(f"storage degraded: {problem}")
         else:
-            log.warning("store: writing again (%d write(s) dropped meanwhile)",
-                        self.store.dropped)
-            self.api.notify_operators("storage recovered: writing again")
+            dropped = self.store.dropped
+            log.warning("store: writing again (%d write(s) dropped so far)", dropped)
+            self.api.notify_operators(
+                f"storage recovered: writing again ({dropped} write(s) dropped so far)")
+
+    def _watch_store(self) -> None:
+        """The store's watchdog: a writer thread that died is replaced (the store logs
+        it) and operators are told; see :meth:`chatd.store.Store.watch`."""
+        if self.store.watch():
+            self.api.notify_operators(
+                f"storage: the writer thread had stopped and was restarted "
+                f"({self.store.restarts} restart(s) so far)")
+        self._store_timer = self.reactor.call_later(STORE_WATCHDOG_SECONDS, self._watch_store)
 
     # -- housekeeping ----------------------------------------------------------------
 
@@ -610,4 +626,7 @@ class ChatServer:
         snapshot["storage_dropped"] = store.dropped
         snapshot["storage_failures"] = store.failures
         snapshot["storage_rejected"] = store.rejected
+        snapshot["storage_rejected_by"] = dict(store.rejected_by)
+        snapshot["storage_writer_restarts"] = store.restarts
+        snapshot["storage_problem"] = store.problem
         return snapshot

@@ -16,6 +16,22 @@ migration steps.  Two rules shape this module:
   past ``queue_max`` they are dropped and counted (memory stays bounded).  The
   problem is reported once through ``on_problem`` (the server logs it, tells
   operators and exports it as a metric) and so is the recovery.
+* **A bad write costs only itself, and the writer never dies.**  A statement
+  SQLite refuses, a value it cannot store (a lone surrogate, an integer past
+  64 bits) or a write function that raises (anything, ``SystemExit`` too) is
+  dropped, counted (``rejected``, and by owner: the plugin that queued it) and
+  logged with that owner; the rest of its batch is committed.  An exception
+  that escapes the writer's own loop (a bug here) is logged and the loop starts
+  over with the batch it held; and if the thread dies all the same (an
+  exception forced into it from outside), :meth:`Store.watch`, called on the
+  loop every second by the server, starts a new one, which carries on with that
+  batch: an accepted write is committed, rejected as bad, or dropped and
+  counted, never lost silently.
+
+The file is the server's alone: the folders the store creates are 0700 and the
+database 0600 (SQLite gives its ``-wal`` and ``-shm`` files the database's
+mode), whatever the umask.  A folder or file it finds open to others is
+warned about at start, loudly, not changed: it may be an operator's choice.
 
 Reads happen on the loop, on a connection of their own (WAL: readers never
 wait for the writer), and are cut after ``read_timeout`` by SQLite's progress
@@ -29,7 +45,9 @@ import contextlib
 import functools
 import itertools
 import logging
+import os
 import re
+import shlex
 import sqlite3
 import threading
 import time
@@ -40,11 +58,18 @@ from typing import Any
 
 log = logging.getLogger("chatd.store")
 
-__all__ = ["Store", "StoreUnavailable", "TableGuard", "is_disk_trouble"]
+__all__ = ["Store", "StoreUnavailable", "TableGuard", "is_store_trouble"]
 
 #: Pause before retrying a failed commit or open; doubles up to the maximum.
 RETRY_FIRST_SECONDS = 0.25
 RETRY_MAX_SECONDS = 5.0
+#: Rejected writes are logged once per owner and kind of error in this long (the
+#: rest counted, and the count logged with the next one): a plugin that queues a
+#: bad write per chat line must not flood the log.
+REJECT_LOG_SECONDS = 60.0
+#: Modes of what the store creates: the database holds every stored line.
+FOLDER_MODE = 0o700
+FILE_MODE = 0o600
 
 _memory_names = itertools.count(1)
 
@@ -77,8 +102,12 @@ class _Migration:
 
 
 _STOP = object()
-#: First element of a queued row insert: ``(_ROW, statement prefix, values)``.
+#: The writes on the queue are tuples whose last element is their owner (the
+#: plugin that queued it, or None): ``(sql, params, owner)`` for a statement,
+#: ``(_ROW, statement prefix, values, owner)`` for a row, ``(_CALL, function,
+#: owner)`` for a function of the connection.
 _ROW = object()
+_CALL = object()
 #: Rows per multi-row INSERT (at most; SQLite allows 32,766 values per statement).
 #: Each statement step releases and retakes the GIL, and while the event loop is
 #: busy, retaking it waits for the interpreter's switch interval (5 ms): so the
@@ -87,9 +116,28 @@ ROWS_PER_INSERT = 1000
 _MAX_VALUES = 32766
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
-#: What a write item is: a statement and its parameters, or a function run on the
-#: writer's connection inside the batch's transaction.
+#: What :meth:`Store.write` takes: a statement and its parameters, or a function
+#: run on the writer's connection inside the batch's transaction.
 WriteItem = tuple[str, Sequence[Any]] | Callable[[sqlite3.Connection], None]
+
+
+def _nobody() -> str | None:
+    """The owner of every write when nobody said how to tell (a store on its own)."""
+    return None
+
+
+class _WriterConnection(sqlite3.Connection):
+    """The writer's connection, as write functions get it: they may run statements,
+    not close it (that is the store's job: :func:`_close`)."""
+
+    def close(self) -> None:
+        raise sqlite3.ProgrammingError("a write function may not close the store's connection")
+
+
+def _close(conn: sqlite3.Connection) -> None:
+    """Really close a connection (the writer's refuses ``close()``), errors ignored."""
+    with contextlib.suppress(sqlite3.Error):
+        sqlite3.Connection.close(conn)
 
 
 class Store:
@@ -98,15 +146,17 @@ class Store:
     ``path`` None keeps the database in memory (gone with the process: tests, or
     a server configured to remember nothing).  ``post`` hands a callable to the
     loop from another thread (``reactor.call_soon_threadsafe``); problem reports
-    go through it, so ``on_problem`` always runs on the loop.
+    go through it, so ``on_problem`` always runs on the loop.  ``owner`` names
+    who is writing (called on the loop at each write; the server's answers the
+    plugin whose code is running), so a bad write is logged with its owner.
     """
 
     __slots__ = (
-        "_deadline", "_inserts", "_keeper", "_pending", "_post", "_reader", "_thread",
-        "_urgent", "_uri",
-        "_wake", "accepted", "batch_max", "batch_seconds", "committed", "dropped",
-        "failures", "on_problem", "path", "problem", "queue_max", "read_timeout", "rejected",
-        "synchronous",
+        "_batch", "_deadline", "_inserts", "_keeper", "_logged", "_pending", "_post",
+        "_reader", "_thread", "_urgent", "_uri", "_wake",
+        "accepted", "batch_max", "batch_seconds", "committed", "dropped", "failures",
+        "on_problem", "owner", "path", "problem", "queue_max", "read_timeout", "rejected",
+        "rejected_by", "restarts", "synchronous",
     )
 
     def __init__(
@@ -120,6 +170,7 @@ class Store:
         synchronous: str = "NORMAL",
         post: Callable[[Callable[[], None]], None] | None = None,
         on_problem: Callable[[str | None], None] | None = None,
+        owner: Callable[[], str | None] | None = None,
     ) -> None:
         self.path = path
         self.batch_seconds = batch_seconds
@@ -130,6 +181,8 @@ class Store:
         #: Called on the loop with the problem's description, then with None once
         #: writing works again.
         self.on_problem = on_problem
+        #: Who is writing now (a plugin's name, or None): asked at each write.
+        self.owner = owner or _nobody
         self.queue_max = queue_max
         # The hand-off: a deque (appends and pops are atomic) and an event that wakes
         # the writer when it sleeps with nothing to do; a queue.Queue's lock and
@@ -139,10 +192,15 @@ class Store:
         #: Set when someone waits for the commit (flush, migrate, close): the writer
         #: stops gathering and commits at once.
         self._urgent = threading.Event()
+        #: What the writer has taken and not finished: kept here, not in the thread,
+        #: so a writer started after one died carries on with it.
+        self._batch: list[Any] = []
         self._inserts: dict[tuple[str, tuple[str, ...]], str] = {}
         self._thread: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
         self._deadline = 0.0
+        #: (owner, error type) -> (when last logged, how many since): the log's throttle.
+        self._logged: dict[tuple[str, str], tuple[float, int]] = {}
         if path is None:
             # A named shared-cache memory database: the writer's and the reader's
             # connections see the same data.
@@ -153,26 +211,59 @@ class Store:
             self._keeper = None
         #: The current problem ("" when there is none); written by the writer thread.
         self.problem = ""
-        #: Statements committed, dropped (queue full), rejected by SQLite (a bad
-        #: statement: logged and dropped), and failed commit attempts (retried).
+        #: Statements committed, dropped (queue full), rejected (a bad write: logged
+        #: and dropped), and failed commit attempts (retried).
         self.committed = 0
         self.dropped = 0
         self.rejected = 0
         self.failures = 0
+        #: Rejected writes by owner (the plugin that queued them; "?" for unknown).
+        self.rejected_by: dict[str, int] = {}
+        #: Times the writer started over: after an error escaped its loop, or after
+        #: its thread died and :meth:`watch` started a new one.
+        self.restarts = 0
         #: Writes accepted so far (the number of the last one; see :attr:`done`).
         self.accepted = 0
 
     # -- life --------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Start the writer thread (it opens the database, and retries until it can)."""
+        """Start the writer thread (it opens the database, and retries until it can).
+
+        A file database gets its folders (0700) and an empty file (0600) first,
+        here, so that SQLite, which gives the ``-wal`` and ``-shm`` files the
+        database's mode, never makes one that others can read.
+        """
         if self._thread is not None:
             return
         if self.path is not None:
-            with contextlib.suppress(OSError):
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+            _prepare_private(self.path)
+        self._start_writer()
+
+    def _start_writer(self) -> None:
         self._thread = threading.Thread(target=self._run, name="chatd-store", daemon=True)
         self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """True while the writer thread runs (between :meth:`open` and :meth:`close`)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def watch(self) -> bool:
+        """The watchdog: start a new writer if the thread has died (True if it had).
+
+        Called on the loop (the server does every second; :meth:`flush`,
+        :meth:`migrate` and :meth:`close` do first).  The new writer carries on
+        with the batch the dead one held, so nothing accepted is lost.
+        """
+        thread = self._thread
+        if thread is None or thread.is_alive():
+            return False
+        self.restarts += 1
+        log.error("store: the writer thread had stopped; started a new one "
+                  "(%d restart(s) so far)", self.restarts)
+        self._start_writer()
+        return True
 
     def close(self, timeout: float = 10.0) -> bool:
         """Commit everything queued (waiting up to ``timeout``), then stop the writer.
@@ -211,12 +302,13 @@ class Store:
         """Queue one statement (or a function of the writer's connection); never blocks.
 
         Returns the write's number, 1, 2, 3...: it is done (committed, or rejected
-        as a bad statement) once :attr:`done` reaches it, so a plugin can keep
-        in memory what is not on disk yet.  Returns 0 (false) if the queue is
-        full (the disk has been failing for a while): the write is dropped and
+        as a bad write) once :attr:`done` reaches it, so a plugin can keep in
+        memory what is not on disk yet.  Returns 0 (false) if the queue is full
+        (the disk has been failing for a while): the write is dropped and
         counted.
         """
-        return self._enqueue(sql if callable(sql) else (sql, params))
+        owner = self.owner()
+        return self._enqueue((_CALL, sql, owner) if callable(sql) else (sql, params, owner))
 
     def insert(self, table: str, columns: tuple[str, ...], values: Sequence[Any]) -> int:
         """Queue one row for ``table``: what :meth:`write` does for an ``INSERT``, but
@@ -233,7 +325,7 @@ class Store:
             self._inserts[(table, columns)] = prefix
         if len(values) != len(columns):
             raise ValueError(f"{len(columns)} columns, {len(values)} values")
-        return self._enqueue((_ROW, prefix, values))
+        return self._enqueue((_ROW, prefix, values, self.owner()))
 
     def _enqueue(self, item: Any) -> int:
         """Hand a write to the writer, or drop and count it if too many wait."""
@@ -265,6 +357,7 @@ class Store:
         ``guard`` (a :class:`TableGuard`): the steps may touch only the tables it
         allows (a plugin's own).
         """
+        self.watch()
         migration = _Migration(owner, steps, guard)
         self._hand_over(migration, urgent=True)
         if migration.done.wait(timeout) and migration.error:
@@ -274,6 +367,7 @@ class Store:
         """Wait until everything queued so far is committed (True) or ``timeout`` passes."""
         if self._thread is None:
             return not self._pending
+        self.watch()
         barrier = _Barrier()
         self._hand_over(barrier, urgent=True)
         return barrier.done.wait(timeout) and barrier.ok
@@ -306,7 +400,8 @@ class Store:
         # reader never waits for a lock (timeout 0); the writer waits for another
         # process (an operator's sqlite3 shell) a few seconds.
         conn = sqlite3.connect(self._uri, uri=True, timeout=0 if reader else 5.0,
-                               isolation_level=None)
+                               isolation_level=None,
+                               factory=sqlite3.Connection if reader else _WriterConnection)
         try:
             if reader:
                 conn.set_progress_handler(self._over_time, 1000)
@@ -325,7 +420,7 @@ class Store:
             # A file that is not a database (or is corrupt) fails here, not later.
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except BaseException:
-            conn.close()
+            _close(conn)
             raise
         return conn
 
@@ -335,77 +430,94 @@ class Store:
     # -- the writer thread -------------------------------------------------------------
 
     def _run(self) -> None:
+        """The writer thread: :meth:`_write` until stopped.
+
+        A bad write never gets here (whatever it raised, it is dropped where it
+        failed).  An ``Exception`` that does is a bug in this module: logged with
+        its traceback, and the loop starts over (after a growing pause, so a bug
+        that recurs cannot spin) with the batch it held.  Anything else (an
+        exception forced into the thread from outside) ends the thread, logged;
+        :meth:`watch` starts a new one.
+        """
+        try:
+            pause = RETRY_FIRST_SECONDS
+            while True:
+                try:
+                    self._write()
+                    return
+                except Exception:
+                    if self._thread is None:  # closing: what it held stays unwritten
+                        log.exception("store: the writer failed while closing")
+                        return
+                    self.restarts += 1
+                    log.exception("store: the writer failed (a bug); it starts over in %g s "
+                                  "with the %d write(s) it held", pause, len(self._batch))
+                    pause = _back_off(pause)
+        except BaseException as exc:  # the thread's last word; the watchdog takes over
+            log.error("store: the writer thread stopped (%s); the watchdog starts a new one",
+                      type(exc).__name__, exc_info=True)
+
+    def _write(self) -> None:
+        """Commit what is queued, batch by batch, until a stop request (see _run)."""
         conn: sqlite3.Connection | None = None
         pause = RETRY_FIRST_SECONDS
-        batch: list[Any] = []
+        batch = self._batch
         stopping = False
-        while True:
-            if not batch:
-                self._wake.clear()
-                if not self._pending:
-                    self._wake.wait()
-                    continue
-                # Let a batch gather (unless one is there already, or someone waits
-                # for the commit), then take it.  Behind, the writer never sleeps.
-                if len(self._pending) < self.batch_max and self._urgent.wait(
-                    self.batch_seconds
-                ):
-                    self._urgent.clear()
-                stopping = self._take(batch)
+        try:
+            while True:
                 if not batch:
-                    if stopping:
-                        break
-                    continue
-            if conn is None:
+                    self._wake.clear()
+                    if not self._pending:
+                        self._wake.wait()
+                        continue
+                    # Let a batch gather (unless one is there already, or someone
+                    # waits for the commit), then take it.  Behind, the writer never
+                    # sleeps.
+                    if len(self._pending) < self.batch_max and self._urgent.wait(
+                        self.batch_seconds
+                    ):
+                        self._urgent.clear()
+                    stopping = self._take(batch)
+                    if not batch:
+                        if stopping:
+                            break
+                        continue
+                if conn is None:
+                    try:
+                        conn = self._connect()
+                    except sqlite3.Error as exc:
+                        self._trouble(f"cannot open {self.path}: {exc}")
+                        if stopping:
+                            break
+                        pause = _back_off(pause)
+                        continue
                 try:
-                    conn = self._connect()
+                    self._commit_batch(conn, batch)
                 except sqlite3.Error as exc:
-                    self._trouble(f"cannot open {self.path}: {exc}")
+                    self.failures += 1
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+                        exc, sqlite3.OperationalError
+                    ):
+                        _close(conn)
+                        conn = None  # corrupt or replaced: open it again
+                    self._trouble(f"writing {self.path or 'the database'}: {exc}")
                     if stopping:
                         break
                     pause = _back_off(pause)
                     continue
-            try:
-                try:
-                    self._commit(conn, batch)
-                except sqlite3.Error as exc:
-                    if _is_disk_trouble(exc) or not isinstance(
-                        exc, sqlite3.IntegrityError | sqlite3.ProgrammingError
-                        | sqlite3.OperationalError
-                    ):
-                        raise
-                    # One bad statement (a plugin's bug) must not hold back the
-                    # others forever: apply them one by one, dropping what fails.
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                    self._commit_each(conn, batch)
-            except sqlite3.Error as exc:
-                self.failures += 1
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
-                    exc, sqlite3.OperationalError
-                ):
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.close()
-                    conn = None  # corrupt or replaced: open it again
-                self._trouble(f"writing {self.path or 'the database'}: {exc}")
+                pause = RETRY_FIRST_SECONDS
+                if self.problem:
+                    self._resolved()
                 if stopping:
                     break
-                pause = _back_off(pause)
-                continue
-            batch = []
-            pause = RETRY_FIRST_SECONDS
-            if self.problem:
-                self._resolved()
-            if stopping:
-                break
-        for item in batch:  # what could not be written by the end
-            if isinstance(item, _Barrier | _Migration):
-                item.done.set()
-        if conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
+            for item in batch:  # what could not be written by the end
+                if isinstance(item, _Barrier | _Migration):
+                    item.done.set()
+        finally:
+            if conn is not None:
+                _close(conn)
 
     def _take(self, batch: list[Any]) -> bool:
         """Move up to ``batch_max`` writes from the hand-off into ``batch`` (barriers
@@ -421,73 +533,127 @@ class Store:
                 writes += 1
         return False
 
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        """Commit ``batch``; if a write in it is bad, commit it write by write, dropping
+        the bad ones.  A problem of the database itself (the disk, a corrupt
+        file) is raised: the batch is retried."""
+        try:
+            self._commit(conn, batch)
+            return
+        except BaseException as exc:  # one by one: each write answers for itself
+            if is_store_trouble(exc):
+                raise
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        self._commit_each(conn, batch)  # out of the handler: no chained tracebacks
+
     def _commit(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
-        """Apply ``batch`` in one transaction (migrations in their own), then report."""
-        conn.execute("BEGIN IMMEDIATE")
+        """Apply ``batch`` in one transaction; a migration in it commits what came
+        before it and runs in transactions of its own.  What is committed leaves
+        ``batch`` at once, so whatever fails later, a retry repeats nothing."""
+        while batch:
+            first = batch[0]
+            if isinstance(first, _Migration):
+                first.error = self._migrate(conn, first)
+                del batch[0]
+                first.done.set()
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            written, end = self._apply(conn, batch)
+            conn.execute("COMMIT")
+            finished = batch[:end]
+            del batch[:end]
+            self.committed += written
+            for item in finished:
+                if isinstance(item, _Barrier):
+                    item.ok = True
+                    item.done.set()
+
+    def _apply(self, conn: sqlite3.Connection, batch: list[Any]) -> tuple[int, int]:
+        """Run ``batch``'s writes up to its first migration, in the open transaction;
+        return (writes applied, where it stopped)."""
         written = 0
         count = len(batch)
         i = 0
         while i < count:
             item = batch[i]
+            if item.__class__ is not tuple:
+                if isinstance(item, _Migration):
+                    break
+                i += 1  # a barrier: done with its segment
+                continue
             i += 1
-            if item.__class__ is tuple and item[0] is _ROW:
+            kind = item[0]
+            if kind is _ROW:
                 prefix = item[1]
                 rows = [item[2]]
                 most = min(ROWS_PER_INSERT, _MAX_VALUES // max(1, len(item[2])))
-                while (i < count and len(rows) < most
-                       and batch[i].__class__ is tuple and batch[i][1] is prefix):
+                while (i < count and len(rows) < most and batch[i].__class__ is tuple
+                       and batch[i][0] is _ROW and batch[i][1] is prefix):
                     rows.append(batch[i][2])
                     i += 1
                 conn.execute(_multirow(prefix, len(rows[0]), len(rows)),
                              [value for row in rows for value in row])
                 written += len(rows)
-            elif item.__class__ is tuple:
+            elif kind is _CALL:
+                item[1](conn)
+                written += 1
+            else:
                 # A run of the same statement goes in one executemany (a C loop).
-                sql = item[0]
                 run = [item[1]]
-                while (i < count and batch[i].__class__ is tuple and len(batch[i]) == 2
-                       and batch[i][0] == sql):
+                while (i < count and batch[i].__class__ is tuple and batch[i][0] == kind):
                     run.append(batch[i][1])
                     i += 1
                 if len(run) == 1:
-                    conn.execute(sql, run[0])
+                    conn.execute(kind, run[0])
                 else:
-                    conn.executemany(sql, run)
+                    conn.executemany(kind, run)
                 written += len(run)
-            elif isinstance(item, _Migration):
-                conn.execute("COMMIT")
-                item.error = self._migrate(conn, item)
-                conn.execute("BEGIN IMMEDIATE")
-            elif callable(item):
-                item(conn)
-                written += 1
-        conn.execute("COMMIT")
-        self.committed += written
-        for item in batch:
-            if isinstance(item, _Barrier):
-                item.ok = True
-            if isinstance(item, _Barrier | _Migration):
-                item.done.set()
+        return written, i
 
     def _commit_each(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
-        """The batch item by item, each in its own transaction; a failing write is
-        logged and dropped (``rejected``), a disk problem raised as usual."""
+        """The batch write by write, each in its own transaction; a failing write is
+        dropped, counted and logged (:meth:`_reject`), a database problem raised
+        as usual."""
         while batch:  # what is done leaves the batch, so a retry repeats nothing
             item = batch[0]
             try:
                 self._commit(conn, [item])
-            except sqlite3.Error as exc:
+            except BaseException as exc:  # whatever a write raises is the write's fault
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-                if _is_disk_trouble(exc):
+                if is_store_trouble(exc):
                     raise
-                self.rejected += 1
-                if isinstance(item, tuple):
-                    statement = item[1] if item[0] is _ROW else item[0]
+                del batch[0]
+                if isinstance(item, _Migration):  # a bug in a step (not SQL): say so
+                    item.error = f"{type(item).__name__}: {exc}"
+                    item.done.set()
                 else:
-                    statement = getattr(item, "__qualname__", repr(item))
-                log.error("store: a write failed and was dropped: %s (%s)", exc, statement)
+                    self._reject(item, exc)
+                continue
             del batch[0]
+
+    def _reject(self, item: tuple[Any, ...], exc: BaseException) -> None:
+        """Count a bad write and log it with its owner, once a minute per owner and
+        kind of error (the rest counted in the next line)."""
+        owner = item[-1] or "?"
+        self.rejected += 1
+        self.rejected_by[owner] = self.rejected_by.get(owner, 0) + 1
+        key = (owner, type(exc).__name__)
+        now = time.monotonic()
+        last, quiet = self._logged.get(key, (None, 0))
+        if last is not None and now - last < REJECT_LOG_SECONDS:
+            self._logged[key] = (last, quiet + 1)
+            return
+        self._logged[key] = (now, 0)
+        more = f" (and {quiet} more like it since the last report)" if quiet else ""
+        # The text is repr()'d: a value may hold anything, a lone surrogate included,
+        # which a log handler could not encode.  A function that raised gets its
+        # traceback (a plugin's bug, to be found); a refused statement needs none.
+        log.error("store: a write by %s was dropped: %s: %r in %s%s", owner,
+                  type(exc).__name__, str(exc), _describe(item), more,
+                  exc_info=exc if item[0] is _CALL and not isinstance(exc, sqlite3.Error)
+                  else None)
 
     def _migrate(self, conn: sqlite3.Connection, migration: _Migration) -> str | None:
         row = conn.execute(
@@ -509,10 +675,10 @@ class Store:
                     (migration.owner, number),
                 )
                 conn.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except BaseException as exc:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.OperationalError) and _is_disk_trouble(exc):
+                if is_store_trouble(exc):
                     raise  # not the step's fault: retried with the batch
                 refused = migration.guard.refused if migration.guard is not None else None
                 return f"migration step {number} failed: {refused or exc}"
@@ -648,10 +814,84 @@ def _guarded(conn: sqlite3.Connection, guard: TableGuard | None) -> Any:
         conn.set_authorizer(None)
 
 
-def is_disk_trouble(exc: BaseException) -> bool:
-    """Whether ``exc`` is the disk's or the database file's fault (full, read-only,
-    locked), not the statement's: the store retries those."""
-    return isinstance(exc, sqlite3.Error) and _is_disk_trouble(exc)
+def is_store_trouble(exc: BaseException) -> bool:
+    """The database's problem, not the write's (the disk, a lock, a corrupt file):
+    the batch waits and is retried instead of the write being dropped."""
+    return isinstance(exc, sqlite3.Error) and (
+        (type(exc) is sqlite3.DatabaseError and str(exc) != _REFUSED_BY_GUARD)
+        or _is_disk_trouble(exc))
+
+
+#: What SQLite raises (as a bare DatabaseError) when a :class:`TableGuard` refuses a
+#: statement: the statement's fault, never the database's.
+_REFUSED_BY_GUARD = "not authorized"
+
+
+def _describe(item: tuple[Any, ...]) -> str:
+    """What a write was, for the log: its statement (without values) or function."""
+    if item[0] is _CALL:
+        function = item[1]
+        return f"the function {getattr(function, '__qualname__', None) or function!r}"
+    statement = item[1] if item[0] is _ROW else item[0]
+    text = repr(statement)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _prepare_private(path: Path) -> None:
+    """Make the database's missing folders (0700) and an empty database file (0600),
+    whatever the umask; warn about a folder or file others can get into.
+
+    Never raises: a folder that cannot be made is the writer's to report (it
+    retries opening the database and says why it cannot).
+    """
+    try:
+        _make_private_folders(path.parent)
+        _create_private_file(path)
+    except OSError as exc:
+        log.debug("store: preparing %s: %s (the writer reports it)", path, exc)
+        return
+    for what, target in (("folder", path.parent), ("file", path),
+                         ("file", path.with_name(path.name + "-wal")),
+                         ("file", path.with_name(path.name + "-shm"))):
+        _warn_if_open(what, target)
+
+
+def _make_private_folders(folder: Path) -> None:
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for made in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by someone else
+            os.mkdir(made, FOLDER_MODE)
+            os.chmod(made, FOLDER_MODE)  # the umask may have taken bits off
+
+
+def _create_private_file(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+
+
+def _warn_if_open(what: str, target: Path) -> None:
+    """A loud warning for a database folder or file that others may read: the data
+    is every stored line (PostgreSQL refuses to start on such a data folder)."""
+    try:
+        mode = os.stat(target).st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o077:
+        wanted = FOLDER_MODE if what == "folder" else FILE_MODE
+        log.warning("store: the database %s %s is open to other users (mode %04o): it "
+                    "holds every stored line; chmod %o %s", what, target, mode, wanted,
+                    shlex.quote(str(target)))
 
 
 def _is_disk_trouble(exc: sqlite3.Error) -> bool:

@@ -121,7 +121,7 @@ def test_replies_carry_re_for_topic_and_a_plugins_room_notice(chatd_server):
     rolled = bot.expect(type="notice", plugin="dice")
     assert rolled["re"] == "r1" and rolled["room"] == "#lobby"
     assert rolled["text"].startswith(f"{bot.nick} rolled 1d6: ")
-    person.expect(rf"^\*\*\* {bot.nick} rolled 1d6: [1-6]$")  # the room sees it once
+    person.expect(rf"^\*\*\* \[dice\] {bot.nick} rolled 1d6: [1-6]$")  # the room sees it once
     person.send("/roll")  # a line user's roll reaches the bot without anyone's "re"
     theirs = bot.expect(type="notice", plugin="dice")
     assert theirs["text"].startswith("guest-1 rolled") and "re" not in theirs

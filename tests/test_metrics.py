@@ -82,8 +82,8 @@ def scrape_until(url: str, expected: dict[str, float], timeout: float = 5.0) -> 
 def operator_stats(op: ChatClient) -> str:
     op.send("/stats")
     op.expect(r"^\*\*\* clients \d+/\d+")
-    lines = [op.history[-1]] + [op.recv_line() for _ in range(6)]
-    assert lines[-1].startswith("*** slow plugin calls: "), lines
+    lines = [op.history[-1]] + [op.recv_line() for _ in range(9)]
+    assert lines[-1].startswith("*** rejected writes: "), lines
     return "\n".join(lines)
 
 
@@ -189,6 +189,7 @@ def test_metrics_counters_move_and_match_operator_stats(
     assert "limit disconnections: qbuf 1" in report, report
     assert "plugin errors: flaky 2" in report, report
     assert "clients 4/4, rooms 1, connections since start 6" in report, report
+    assert "*** storage: ok\n" in report and "*** rejected writes: none" in report, report
     same = {}
     for name, metric in (("messages in", "chatd_messages_in_total"),
                          ("deliveries", "chatd_deliveries_total")):
@@ -232,3 +233,38 @@ def test_metrics_host_must_be_loopback(tmp_path: Path, host: str) -> None:
     assert re.match(r"^chatd: .*config\.yaml:\d+: metrics\.host: ", lines[0]), lines[0]
     assert "Traceback" not in result.stderr
     assert not port_file.exists()
+
+
+def test_the_store_counters_are_exported_with_rejected_writes_by_owner() -> None:
+    """What the store counts (issue 18 rule 2) reaches Prometheus: writer restarts,
+    and bad writes in total and by the plugin that queued them."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from chatd.metrics import ChatdCollector
+
+    registry = CollectorRegistry()
+    registry.register(ChatdCollector(lambda: {
+        "storage_rejected": 3, "storage_rejected_by": {"poison": 2, "history": 1},
+        "storage_writer_restarts": 1, "storage_ok": 1,
+    }))
+    samples = {}
+    for line in generate_latest(registry).decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    assert samples["chatd_storage_rejected_total"] == 3
+    assert samples['chatd_storage_rejected_by_owner_total{owner="poison"}'] == 2
+    assert samples['chatd_storage_rejected_by_owner_total{owner="history"}'] == 1
+    assert samples["chatd_storage_writer_restarts_total"] == 1
+    assert samples["chatd_storage_ok"] == 1
+
+
+def test_every_metric_is_listed_in_the_operations_guide() -> None:
+    """docs/operations.md's metrics table names every metric the exporter serves."""
+    from chatd import metrics
+
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    listed = set(re.findall(r"`(chatd_[a-z_]+)(?:\{\w+\})?`", guide))
+    served = {f"{name}_total" for name in (*metrics._COUNTERS, *metrics._LABELLED)}
+    served |= set(metrics._GAUGES)
+    assert served <= listed, f"not in docs/operations.md: {sorted(served - listed)}"

@@ -549,7 +549,7 @@ def test_a_mute_silences_the_topic_reasons_and_plugin_posts(chatd_server, tmp_pa
     _in(carol, "#dev")
     carol.send("/roll")
     _see(alice, "*** carol joined #dev")
-    alice.expect(r"^\*\*\* carol rolled 1d6: [1-6]$")
+    alice.expect(r"^\*\*\* \[dice\] carol rolled 1d6: [1-6]$")
 
 
 def test_operators_are_not_banned_or_muted_and_are_told_why(chatd_server):

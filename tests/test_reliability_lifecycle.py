@@ -57,11 +57,11 @@ def operator(server: ServerProcess, **kwargs: Any) -> ChatClient:
 
 
 def stats(op: ChatClient) -> str:
-    """The operator's /stats report (seven notices), as one string."""
+    """The operator's /stats report (ten notices), as one string."""
     op.send("/stats")
     op.expect(r"^\*\*\* clients \d+/\d+")
-    lines = [op.history[-1]] + [op.recv_line() for _ in range(6)]
-    assert lines[-1].startswith("*** slow plugin calls: "), lines
+    lines = [op.history[-1]] + [op.recv_line() for _ in range(9)]
+    assert lines[-1].startswith("*** rejected writes: "), lines
     return "\n".join(lines)
 
 

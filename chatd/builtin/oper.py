@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from typing import Any
 
 from chatd import Client, Command, CommandError, Server, StashKey, UsageError, hookimpl
 
@@ -146,6 +147,25 @@ def cmd_stats(client: Client, args: str) -> None:
     ):
         counts = ", ".join(f"{name} {count}" for name, count in sorted(s[key].items()))
         client.notice(f"{title}: {counts or 'none'}")
+    _storage_stats(client, s)
+
+
+def _storage_stats(client: Client, s: dict[str, Any]) -> None:
+    """The store's three lines of /stats: its state, its write counters, and the
+    writes dropped as bad by owner (the plugin that queued them)."""
+    if "storage_committed" not in s:  # a server with no lifecycle (in-process tests)
+        return
+    problem = s["storage_problem"]
+    client.notice(f"storage: {'FAILING: ' + problem if problem else 'ok'}")
+    client.notice(
+        f"storage writes: queued {s['storage_queued']}, committed {s['storage_committed']}, "
+        f"dropped {s['storage_dropped']}, rejected {s['storage_rejected']}, "
+        f"failed commits {s['storage_failures']}, "
+        f"writer restarts {s['storage_writer_restarts']}"
+    )
+    counts = ", ".join(f"{owner} {count}"
+                       for owner, count in sorted(s["storage_rejected_by"].items()))
+    client.notice(f"rejected writes: {counts or 'none'}")
 
 
 def cmd_plugins(client: Client, args: str) -> None:
@@ -182,5 +202,6 @@ def chatd_commands() -> list[Command]:
         Command("kill", cmd_kill, "/kill NICK [reason]", "(operators) disconnect a user",
                 "/kick puts someone out of one room; /kill closes their connection."),
         Command("plugins", cmd_plugins, "/plugins", "(operators) list the loaded plugins"),
-        Command("stats", cmd_stats, "/stats", "(operators) counters: clients, traffic, limits"),
+        Command("stats", cmd_stats, "/stats",
+                "(operators) counters: clients, traffic, limits, storage"),
     ]

@@ -178,6 +178,15 @@ class ChatDomain:
             )
         return source
 
+    def _server_voice(self) -> Source:
+        """The server speaking for itself, whichever plugin is running (a refusal the
+        server makes while a plugin's command runs is not that plugin's line)."""
+        source = self._server_sources.get((None, False))
+        if source is None:
+            source = self._server_sources[(None, False)] = Source(
+                self.config.server.name, None, None, None)
+        return source
+
     # -- connections -----------------------------------------------------------------------
 
     def connect(self, link: Any) -> Client:
@@ -715,7 +724,10 @@ class ChatDomain:
                                         room=room)
         if not refusal:
             return False
-        client.error(f"{refusal}; /{command.name}'s post to {room.name} was not sent")
+        if client.link.connected:
+            text = f"{refusal}; /{command.name}'s post to {room.name} was not sent"
+            self.backend.to_client(
+                self.new_event(Error, self._server_voice(), client.nick, text), client)
         return True
 
     # -- nicks ------------------------------------------------------------------------------

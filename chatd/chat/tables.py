@@ -25,7 +25,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..store import Store, TableGuard, is_disk_trouble
+from ..store import Store, TableGuard, is_store_trouble
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -78,8 +78,9 @@ class PluginStore:
     def _attributed(self, sql: str | Callable[[sqlite3.Connection], None],
                     params: Sequence[Any]) -> Callable[[sqlite3.Connection], None]:
         """``sql`` as a callable write: run under the guard; a failure is reported once
-        (a batch that fails is retried write by write) and raised as a statement
-        error, which the store drops and counts."""
+        to the plugin host (a batch that fails is retried write by write: it counts
+        once toward the plugin's breaker) and raised on, for the store to drop, count
+        and log with its cause."""
         guard, plugin = self._guard, self._plugin
         reported = False
 
@@ -92,19 +93,17 @@ class PluginStore:
                 else:
                     conn.execute(sql, params)
             except Exception as exc:
-                if is_disk_trouble(exc):
+                if is_store_trouble(exc):
                     raise  # the disk's fault, not the plugin's: the store retries
+                why = guard.refused if "not authorized" in str(exc) else None
+                guard.refused = None
                 if not reported:
                     reported = True
-                    why = guard.refused if "not authorized" in str(exc) else None
                     self._post(self._report, plugin, "store write",
-                               sqlite3.DatabaseError(why) if why else exc)
-                guard.refused = None
-                # A kind the store drops statement by statement, in fixed words (it
-                # reads "full", "locked"... in an error as disk trouble, and retries).
-                raise sqlite3.ProgrammingError(
-                    "a plugin's write failed or was refused (the plugin error log says why)"
-                ) from exc
+                               sqlite3.ProgrammingError(why) if why else exc)
+                if why:  # say what the guard refused, not SQLite's bare "not authorized"
+                    raise sqlite3.ProgrammingError(why) from exc
+                raise  # the store drops it, counts it and logs it with its cause
             finally:
                 conn.set_authorizer(None)
 

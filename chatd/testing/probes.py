@@ -96,12 +96,13 @@ def operator_stats(op: ChatClient) -> dict[str, Any]:
     """Run ``/stats`` as operator ``op`` and parse it.
 
     Keys: ``clients``, ``max_clients``, ``rooms``, ``connections_total``,
-    ``output_queued``, and one ``{name: count}`` table per titled line
-    (``refused``, ``limit disconnections``, ``plugin errors``, ``slow plugin calls``).
+    ``output_queued``, ``storage`` (``"ok"``, or ``"FAILING: why"``), and one
+    ``{name: count}`` table per titled line (``refused``, ``limit disconnections``,
+    ``plugin errors``, ``slow plugin calls``, ``storage writes``, ``rejected writes``).
     """
     op.send("/stats")
     first = op.expect(r"^\*\*\* clients (\d+)/(\d+), rooms (\d+), connections since start (\d+)$")
-    lines = [op.recv_line() for _ in range(6)]
+    lines = [op.recv_line() for _ in range(9)]
     queued = re.search(r"output queued (\d+)$", lines[0])
     assert queued, lines
     result: dict[str, Any] = {
@@ -113,6 +114,9 @@ def operator_stats(op: ChatClient) -> dict[str, Any]:
     }
     for line in lines[2:]:
         title, _, counts = line[4:].partition(": ")
+        if title == "storage":
+            result[title] = counts
+            continue
         table: dict[str, int] = {}
         if counts != "none":
             for item in counts.split(", "):
