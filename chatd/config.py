@@ -53,6 +53,7 @@ __all__ = [
     "default_config",
     "load_config",
     "parse_config",
+    "shown_text_problem",
 ]
 
 _T = TypeVar("_T")
@@ -88,9 +89,18 @@ class ConfigError(Exception):
             # No file name (parse_config without source); still say where.
             parts.append(f"line {self.line}")
         if self.key:
-            parts.append(self.key)
+            parts.append(_printable(self.key))
         parts.append(self.message)
         return ": ".join(parts)
+
+
+def _printable(text: str) -> str:
+    """``text`` with what a terminal would not print as itself escaped (``\\u202e``): a
+    key comes from the file, and an error message must show it, not obey it."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +119,7 @@ class Constraint:
     describe: str | None = None  # human wording of `pattern` for messages and docs
     upper: bool = False  # input is case-insensitive; stored upper-cased (before `choices`)
     path: bool = False  # a filesystem path; relative values resolve against the config's folder
+    shown: str | None = None  # users see it: "name" or "text" (see shown_text_problem)
 
 
 def _setting(
@@ -123,6 +134,7 @@ def _setting(
     describe: str | None = None,
     upper: bool = False,
     path: bool = False,
+    shown: str | None = None,
 ) -> _T:
     """Declare one setting: its default, a one-line doc and its constraint.
 
@@ -138,8 +150,69 @@ def _setting(
         describe=describe,
         upper=upper,
         path=path,
+        shown=shown,
     )
     return field(default=default, metadata={"doc": doc, "constraint": constraint})
+
+
+# -- the ranges the operating system and the libraries accept ----------------------------
+# Every number a setting holds ends up somewhere that has a ceiling of its own; a value
+# past it must be refused here, with the key and the line, not found later as an
+# OverflowError in the event loop or a MemoryError at start-up (issue 18, rule 3).
+
+#: Longest timeout, delay or window, in seconds (about 11.5 days).  Timers end in
+#: ``epoll_wait()``, whose timeout is a C int of milliseconds (2**31 - 1 ms, about
+#: 24.8 days: Python raises OverflowError past it), and so is TCP_USER_TIMEOUT.
+MAX_SECONDS = 1_000_000.0
+#: Most bytes a per-connection limit or socket buffer may be: 1 GiB.  ``setsockopt()``
+#: takes a C int and Linux doubles SO_SNDBUF/SO_RCVBUF (so at most 2**30).
+MAX_BYTES = 1 << 30
+#: Most bytes read per pass: the read buffer is allocated once at this size (16 MiB,
+#: beyond any socket receive buffer: more is never read in one ``recv``).
+MAX_READ_BYTES = 1 << 24
+#: Most of anything counted (clients, rooms, connections, lines, failures): about the
+#: most file descriptors a Linux process may have (fs.nr_open, 1,048,576).
+MAX_COUNT = 1 << 20
+#: Linux's ceilings for TCP keepalive: TCP_KEEPIDLE and TCP_KEEPINTVL (MAX_TCP_KEEPIDLE,
+#: MAX_TCP_KEEPINTVL, seconds) and TCP_KEEPCNT (MAX_TCP_KEEPCNT); setsockopt refuses more.
+MAX_KEEPALIVE_SECONDS = 32767
+MAX_KEEPALIVE_PROBES = 127
+
+# Characters that must not be in text users see (a server's name, a welcome line): they
+# are invisible, reorder the text around them (bidi, CVE-2021-42574), or drive a
+# terminal.  By Unicode category: controls (Cc), format characters (Cf: bidi marks and
+# overrides, zero-width spaces and joiners, soft hyphen, tag characters...),
+# surrogates, private use and unassigned code points, line and paragraph separators;
+# plus letters and marks that render as nothing (Hangul fillers, braille blank,
+# combining grapheme joiner, Khmer inherent vowels).
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_BLANK_LETTERS = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0")
+#: Zero-width (non-)joiners: needed inside running text (emoji sequences, Persian),
+#: never in a name.
+_JOINERS = frozenset("\u200c\u200d")
+
+
+def shown_text_problem(text: str, *, kind: str = "text") -> str | None:
+    """Why ``text`` may not be shown to users as configured, or None.
+
+    ``kind`` is ``"name"`` (a server or room name: one word-like thing a reader must
+    be able to trust) or ``"text"`` (a welcome line: running text, where zero-width
+    joiners are part of emoji and scripts).  Checked per code point with
+    :mod:`unicodedata`, so new invisible characters are refused as Unicode assigns
+    them.
+    """
+    import unicodedata  # C module, loaded on first use: imports stay fast
+
+    for char in text:
+        if kind == "text" and char in _JOINERS:
+            continue
+        category = unicodedata.category(char)
+        if category in _REFUSED_CATEGORIES or char in _BLANK_LETTERS:
+            what = unicodedata.name(char, "") or {"Cc": "a control character"}.get(
+                category, "an unassigned or private code point")
+            return (f"holds U+{ord(char):04X} ({what}): control, invisible and bidi "
+                    f"characters are not allowed in a {kind} users see")
+    return None
 
 
 #: The wire formats a listener can speak (chatd.protocols.PROTOCOLS).
@@ -234,10 +307,12 @@ class ServerConfig:
 
     name: str = _setting(
         "chatd",
-        "Name the server announces to clients. No control characters, because it is "
-        "sent inside protocol lines.",
-        pattern=r"[^\x00-\x1f\x7f]{1,64}",
-        describe="1 to 64 characters, no control characters",
+        "Name the server announces to clients, and the source of its notices: so no "
+        "control, invisible or bidi characters, which could hide or reorder what a "
+        "reader sees.",
+        pattern=r"(?s).{1,64}",
+        describe="1 to 64 characters",
+        shown="name",
     )
     default_room: str = _setting(
         "#lobby",
@@ -256,6 +331,7 @@ class LimitsConfig:
         "Longest accepted line, in bytes, excluding the line ending. Bounds per-connection "
         "input buffering: a longer line is refused instead of buffered without end.",
         ge=16,
+        le=MAX_BYTES,
     )
     recvq_max_bytes: int = _setting(
         65536,
@@ -264,12 +340,14 @@ class LimitsConfig:
         "flood limit past it make chatd stop reading the client (TCP backpressure: the "
         "sender waits) until half of it has drained, so a paste is delayed, never cut.",
         ge=1024,
+        le=MAX_BYTES,
     )
     read_budget_bytes: int = _setting(
         65536,
         "Bytes read from one connection per event-loop pass. Edge-triggered epoll must "
         "drain sockets; this budget stops one fast sender from starving everyone else.",
         ge=1024,
+        le=MAX_READ_BYTES,
     )
     max_output_bytes: int = _setting(
         1048576,
@@ -277,6 +355,7 @@ class LimitsConfig:
         "disconnected when it fills, so a slow reader cannot exhaust server memory "
         "(InspIRCd hardsendq 1M).",
         ge=4096,
+        le=MAX_BYTES,
     )
     output_soft_bytes: int = _setting(
         262144,
@@ -284,23 +363,27 @@ class LimitsConfig:
         "many it missed once it catches up), stops being read, and is disconnected if it "
         "stays above for output_soft_seconds (Redis soft limits).",
         ge=1024,
+        le=MAX_BYTES,
     )
     output_soft_seconds: float = _setting(
         60.0,
         "How long a client may stay above output_soft_bytes before it is disconnected.",
         gt=0,
+        le=MAX_SECONDS,
     )
     output_total_max_bytes: int = _setting(
         67108864,
         "Output buffered for all clients together. Past it the clients with the largest "
         "buffers are disconnected first (Redis maxmemory-clients).",
         ge=65536,
+        le=1 << 40,
     )
     send_timeout_seconds: float = _setting(
         60.0,
         "A client with output pending that accepts no byte for this long is disconnected "
         "(nginx send_timeout); a slow but live reader resets it with every write.",
         gt=0,
+        le=MAX_SECONDS,
     )
     registration_timeout_seconds: float = _setting(
         60.0,
@@ -309,6 +392,7 @@ class LimitsConfig:
         "of them, or the server holds 90% of max_clients. Otherwise a reader who never "
         "speaks stays. 0 turns the check off.",
         ge=0,
+        le=MAX_SECONDS,
     )
     announce_after_seconds: float = _setting(
         3.0,
@@ -316,24 +400,28 @@ class LimitsConfig:
         "line or has been connected this long, so port scans, HTTP requests and TLS hellos "
         "leave no trace in any room; 0 announces at once.",
         ge=0,
+        le=MAX_SECONDS,
     )
     partial_line_timeout_seconds: float = _setting(
         60.0,
         "An unfinished line may wait this long for its newline (slowloris defence, nginx "
         "client_header_timeout); 0 turns the check off.",
         ge=0,
+        le=MAX_SECONDS,
     )
     idle_timeout_seconds: float = _setting(
         0.0,
         "Disconnect clients that send nothing for this long; 0 (default) never does: "
         "people idle in chat, and dead peers are found by TCP keepalive instead.",
         ge=0,
+        le=MAX_SECONDS,
     )
     shutdown_timeout_seconds: float = _setting(
         10.0,
         "On SIGTERM/SIGINT, how long to keep flushing goodbyes before the remaining "
         "connections are cut (Redis shutdown-timeout).",
         gt=0,
+        le=MAX_SECONDS,
     )
     max_clients: int = _setting(
         1000,
@@ -341,12 +429,14 @@ class LimitsConfig:
         "descriptors and memory. Lowered at start to RLIMIT_NOFILE minus reserve_fds "
         "(the soft limit is first raised to the hard one).",
         ge=1,
+        le=MAX_COUNT,
     )
     reserve_fds: int = _setting(
         32,
         "File descriptors kept free for listeners, logs and plugins when max_clients is "
         "clamped to the process's limit (Redis reserves 32).",
         ge=8,
+        le=MAX_COUNT,
     )
     max_nick_bytes: int = _setting(
         32,
@@ -359,29 +449,34 @@ class LimitsConfig:
         "Rooms one client may be in at once: every room costs its members a line per "
         "event, and a client in thousands of rooms would cost the server per line.",
         ge=1,
+        le=MAX_COUNT,
     )
     max_rooms: int = _setting(
         5000,
         "Rooms that may exist at once; a join that would create one more is refused.",
         ge=1,
+        le=MAX_COUNT,
     )
     accept_batch: int = _setting(
         64,
         "accept() calls per listener per loop pass. Bounds the time spent accepting during "
         "a connection storm, so connected clients keep being served.",
         ge=1,
+        le=MAX_COUNT,
     )
     accept_retry_seconds: float = _setting(
         0.5,
         "After accept() fails for lack of file descriptors, retry this often (nginx "
         "accept_mutex_delay); needed under edge-triggering, where no new event would come.",
         gt=0,
+        le=MAX_SECONDS,
     )
     close_linger_seconds: float = _setting(
         2.0,
         "Seconds a closing connection may take to flush its output and see the peer's FIN "
         "before it is dropped, so peers that never close cannot hold resources.",
         gt=0,
+        le=MAX_SECONDS,
     )
 
 
@@ -414,18 +509,23 @@ class PerIpConfig:
         "Simultaneous connections from one address; 0 = no limit. Generous enough for a "
         "LAN behind NAT (ngircd 5, ergo 16).",
         ge=0,
+        le=MAX_COUNT,
     )
     connect_rate: int = _setting(
         10,
         "New connections one address may open per connect_window_seconds; 0 = no limit.",
         ge=0,
+        le=MAX_COUNT,
     )
-    connect_window_seconds: float = _setting(60.0, "The window for connect_rate.", gt=0)
+    connect_window_seconds: float = _setting(
+        60.0, "The window for connect_rate.", gt=0, le=MAX_SECONDS
+    )
     max_unregistered: int = _setting(
         3,
         "Connections from one address that have not sent a first line yet; 0 = no limit "
         "(UnrealIRCd max-unknown-connections-per-ip 3).",
         ge=0,
+        le=MAX_COUNT,
     )
 
 
@@ -434,7 +534,8 @@ class FloodConfig:
     """Per-client rate limit: excess lines are delayed (fakelag), never silently dropped."""
 
     burst_lines: int = _setting(
-        10, "Lines a client may send at once before the rate applies (token bucket size).", ge=1
+        10, "Lines a client may send at once before the rate applies (token bucket size).",
+        ge=1, le=MAX_COUNT,
     )
     lines_per_second: float = _setting(
         2.0,
@@ -442,11 +543,13 @@ class FloodConfig:
         "refills; past limits.recvq_max_bytes of waiting lines the client is not read "
         "until they drain (it is told once). 0 turns the limit off.",
         ge=0,
+        le=MAX_COUNT,
     )
     bytes_per_token: int = _setting(
         512,
         "A line costs 1 + len(line) // bytes_per_token tokens, so long pastes count more.",
         ge=16,
+        le=MAX_BYTES,
     )
 
 
@@ -455,23 +558,29 @@ class NetConfig:
     """Socket options for client connections."""
 
     keepalive_idle_seconds: int = _setting(
-        60, "TCP keepalive: idle time before the first probe; 0 = keepalive off.", ge=0
+        60, "TCP keepalive: idle time before the first probe; 0 = keepalive off.",
+        ge=0, le=MAX_KEEPALIVE_SECONDS,
     )
-    keepalive_interval_seconds: int = _setting(10, "TCP keepalive: time between probes.", ge=1)
+    keepalive_interval_seconds: int = _setting(
+        10, "TCP keepalive: time between probes.", ge=1, le=MAX_KEEPALIVE_SECONDS
+    )
     keepalive_count: int = _setting(
-        6, "TCP keepalive: unanswered probes before the peer is declared dead.", ge=1
+        6, "TCP keepalive: unanswered probes before the peer is declared dead.",
+        ge=1, le=MAX_KEEPALIVE_PROBES,
     )
     tcp_user_timeout_seconds: float = _setting(
         60.0,
         "TCP_USER_TIMEOUT: a peer that leaves sent data unacknowledged this long is dead; "
         "0 = the kernel default.",
         ge=0,
+        le=MAX_SECONDS,
     )
     sndbuf_bytes: int = _setting(
         0,
         "SO_SNDBUF for client sockets; 0 = the kernel's default. Tests set it small to "
         "make slow readers show up quickly.",
         ge=0,
+        le=MAX_BYTES,
     )
 
 
@@ -518,12 +627,14 @@ class StorageConfig:
         "Most writes in one commit. Large batches keep the writer ahead of a busy chat: "
         "each statement and commit waits for the event loop to yield the interpreter.",
         ge=1,
+        le=MAX_COUNT,
     )
     queue_max: int = _setting(
         100_000,
         "Writes waiting for the disk, at most. While the disk fails (full, read-only) they "
         "wait; past this many, new ones are dropped and counted, so memory stays bounded.",
         ge=100,
+        le=10 * MAX_COUNT,
     )
     read_timeout_seconds: float = _setting(
         0.02,
@@ -571,6 +682,7 @@ class PluginHostConfig:
         "A hook call or command that keeps the loop busy longer than this is logged as a "
         "warning with the plugin's name and the time taken.",
         gt=0,
+        le=MAX_SECONDS,
     )
     max_failures: int = _setting(
         5,
@@ -578,9 +690,11 @@ class PluginHostConfig:
         "failure_window_seconds is disabled (until the next reload) and operators are told; "
         "0 never disables.",
         ge=0,
+        le=MAX_COUNT,
     )
     failure_window_seconds: float = _setting(
-        60.0, "The window for max_failures, in seconds.", gt=0
+        60.0, "The window for max_failures, in seconds.", gt=0,
+        le=MAX_SECONDS,
     )
 
 
@@ -626,6 +740,37 @@ class Config:
         """
         file = str(self.source) if self.source is not None else None
         return ConfigError(message, file=file, key=key, line=self.locations.get(key))
+
+    def check_number(self, key: str, value: Any, *, le: float, ge: float | None = None,
+                     gt: float | None = None, whole: bool = False) -> Any:
+        """``value`` if it is a number within the bounds, else a ConfigError for ``key``.
+
+        For plugins validating their own section, with the rules and wording of chatd's
+        own settings: true/false and strings are not numbers, nan and inf are refused,
+        a whole number is required with ``whole`` (an int is accepted for a float).
+        The upper bound is required because every number ends somewhere that has one
+        (a timer, a socket option, a SQL parameter, an allocation): say which.
+        """
+        spec = _FieldSpec(key, int if whole else float, False, None, "",
+                          Constraint(ge=ge, gt=gt, le=le))
+        try:
+            return _check(spec, value, Path.cwd())
+        except _Invalid as exc:
+            raise self.error(key, str(exc)) from None
+
+    def check_text(self, key: str, value: Any, *, kind: str = "text") -> str:
+        """``value`` if it is a string users may be shown, else a ConfigError for ``key``.
+
+        ``kind`` is ``"name"`` (a room or server name) or ``"text"`` (a greeting):
+        control, invisible and bidi characters are refused in both (see
+        :func:`shown_text_problem`), zero-width joiners are allowed in text.
+        """
+        if not isinstance(value, str):
+            raise self.error(key, f"expected a string, got {_show(value)}")
+        problem = shown_text_problem(value, kind=kind)
+        if problem:
+            raise self.error(key, problem)
+        return value
 
     def storage_path(self) -> Path | None:
         """The database file, absolute (None: in memory)."""
@@ -729,6 +874,8 @@ def _rules_text(spec: _FieldSpec) -> str:
         parts.append(c.describe or f"matching {c.pattern}")
     if c.path:
         parts.append("relative to the config file's folder")
+    if c.shown:
+        parts.append("no control, invisible or bidi characters")
     return "; ".join(parts)
 
 
@@ -802,6 +949,9 @@ def _check(spec: _FieldSpec, value: Any, base_dir: Path) -> Any:
             raise invalid()
         if c.pattern is not None and re.fullmatch(c.pattern, result) is None:
             raise invalid()
+        problem = shown_text_problem(result, kind=c.shown) if c.shown else None
+        if problem:
+            raise _Invalid(problem)
         if c.path:
             result = os.path.join(base_dir, result)
     return result
@@ -851,6 +1001,9 @@ def _field_specs(cls: type) -> dict[str, _FieldSpec]:
             doc=doc,
             constraint=f.metadata.get("constraint", Constraint()),
         )
+        if kind in (int, float) and spec.constraint.le is None:
+            raise TypeError(f"{where}: a number needs an upper bound (le=...): the range "
+                            "the operating system and the libraries accept")
         try:
             _check(spec, f.default, Path.cwd())
         except _Invalid as exc:
