@@ -1541,6 +1541,16 @@ def config_reference() -> str:
         "value is replaced by the environment variable `NAME` when the file is loaded "
         "(an unset variable is an error).",
         "",
+        "Every number has a ceiling: the range the operating system and the libraries "
+        "accept, so a config that passes `--check-config` works. Timeouts and windows "
+        f"are at most {_num(MAX_SECONDS)} s (timers end in `epoll_wait`, whose timeout is "
+        f"a C int of milliseconds); byte limits and socket buffers at most {MAX_BYTES} "
+        f"(`setsockopt` takes a C int, doubled by Linux); counts at most {MAX_COUNT} "
+        "(about the most descriptors a process may have); TCP keepalive within the "
+        "kernel's maxima. `nan`, `inf` and huge numbers are refused. Text users see "
+        "(`server.name`, and in plugin sections welcome lines, greetings and room names) "
+        "may not hold control, invisible or bidi characters.",
+        "",
     ]
     sections = {"listen": _LISTEN_SPECS, "listen[].tls": _TLS_SPECS,
                 **{n: specs for n, (_c, specs) in _SECTIONS.items()}}
