@@ -83,7 +83,8 @@ def tune_socket(sock: _socket.socket, net: NetConfig) -> None:
     for level, option, value in options:
         try:
             sock.setsockopt(level, option, value)
-        except (OSError, OverflowError, ValueError) as exc:
+        except (OSError, OverflowError, TypeError, ValueError) as exc:
+            # TypeError: a value past a C int (Python then expects a buffer).
             _refused_option(option, value, exc)
 
 
