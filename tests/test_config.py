@@ -668,14 +668,14 @@ def test_every_number_is_accepted_up_to_its_documented_bound_and_no_further(
 
 def test_a_number_declared_without_an_upper_bound_breaks_the_import() -> None:
     """The schema refuses a new numeric setting that does not say its ceiling."""
-    from chatd.config import _field_specs, _setting
+    from chatd.config_rules import field_specs, setting
 
     @dataclasses.dataclass(frozen=True)
     class Careless:
-        timeout_seconds: float = _setting(1.0, "A timeout with no ceiling.", gt=0)
+        timeout_seconds: float = setting(1.0, "A timeout with no ceiling.", gt=0)
 
     with pytest.raises(TypeError, match="needs an upper bound"):
-        _field_specs(Careless)
+        field_specs(Careless)
 
 
 @pytest.mark.parametrize(
