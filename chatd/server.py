@@ -120,8 +120,9 @@ def _reason(exc: BaseException) -> str:
 def dry_run(config: Config, *, trace_hooks: bool = False) -> ChatServer:
     """What ``--check-config`` builds, and a reload tries first: ``config``'s server
     with every plugin imported, its settings checked and its ``chatd_startup`` run,
-    against a database in memory; nothing bound, no file written, nothing the
-    config asks for allocated.  Raises StartupError; :meth:`ChatServer.discard` it.
+    against a database in memory; nothing bound, no file kept (the storage check
+    writes a probe and removes it), nothing the config asks for allocated.  Raises
+    StartupError; :meth:`ChatServer.discard` the result.
     """
     found = preflight.problems(config)
     if found:
@@ -297,12 +298,15 @@ class ChatServer:
             raise ReloadFailed("; ".join(exc.problems)) from None
         except Exception as exc:  # a plugin's import-time code can raise anything
             raise ReloadFailed(_reason(exc)) from None
-        try:
+        try:  # read a moment ago by the dry run: changed since, or unreadable now
             certificates = self.acceptor.load_certificates(config.listen)
-            limits = config.limits
-            max_clients = clamp_max_clients(limits.max_clients, limits.reserve_fds)
         except ValueError as exc:
             raise ReloadFailed(f"{exc}; the running certificate stays") from None
+        limits = config.limits
+        try:
+            max_clients = clamp_max_clients(limits.max_clients, limits.reserve_fds)
+        except ValueError as exc:
+            raise ReloadFailed(f"limits.reserve_fds: {exc}") from None
         try:
             hooks = build_plugin_host(config, trace=self._trace_hooks)
             hooks.bind(self.api, self.reactor)
