@@ -104,41 +104,49 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, config: Config) -> int:
-    from .server import ChatServer  # imported late so --version and config errors stay fast
+    # Imported late so --version and config errors stay fast.
+    from .preflight import problems as preflight_problems
+    from .server import ChatServer
 
-    try:
-        server = ChatServer(config, trace_hooks=args.trace_hooks,
-                            dry_run=args.check_config or args.command == "plugins")
-    except (PluginLoadError, DuplicateCommandError, ConfigError) as exc:
-        return _fail(str(exc))
-    problems = server.preflight()
+    # The machine's checks first (storage folder, certificates, descriptor limit):
+    # milliseconds, before any plugin runs or the database is opened, so a start
+    # fails at once with the line --check-config prints (issue 18, rule 4).
+    problems = preflight_problems(config)
     if problems:
         for problem in problems[1:]:
             print(f"chatd: {problem}", file=sys.stderr)
-        server.hooks.shutdown()
-        server.close()
         return _fail(problems[0])
+    dry = args.check_config or args.command == "plugins"
+    try:
+        server = ChatServer(config, trace_hooks=args.trace_hooks, dry_run=dry)
+    except (PluginLoadError, DuplicateCommandError, ConfigError) as exc:
+        return _fail(str(exc))
     if args.command == "plugins":
         print(describe_plugins(server))
-        server.hooks.shutdown()
-        server.close()
+        server.discard()
         return 0
     if args.check_config:
         where = config.source or "embedded defaults"
         for warning in server.hooks.warnings():
             print(f"chatd: warning: {warning}", file=sys.stderr)
         print(f"chatd: config OK ({where}); plugins: {', '.join(server.hooks.infos)}")
-        server.hooks.shutdown()
-        server.close()
+        server.discard()
         return 0
+    return _serve(args, config, server)
+
+
+def _serve(args: argparse.Namespace, config: Config, server: ChatServer) -> int:
+    """Listen and run until stopped; a port in use fails here, before anyone connects."""
     for warning in server.hooks.warnings():
         log.warning("%s", warning)
     try:
         bound = server.listen()
     except OSError as exc:
+        server.discard()
         where = ", ".join(f"{item.host}:{item.port}" for item in config.listen)
         return _fail(f"cannot listen on {where}: {exc.strerror or exc}")
     except ValueError as exc:  # no descriptors left for clients; metrics unavailable
+        server.discard()
         return _fail(str(exc))
     if args.port_file:
         Path(args.port_file).write_text("".join(f"{port}\n" for _host, port in bound))

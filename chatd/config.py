@@ -1,19 +1,24 @@
 """chatd's single YAML config file, turned into validated, typed, immutable dataclasses.
 
+This module is the schema: one frozen dataclass per section, each setting one field
+declared with ``_setting(default, doc, ...)`` (a type hint, a one-line doc and a
+:class:`Constraint`), and :class:`Config`, the whole of it.  Three sibling modules
+do the rest, each one job, none of them knowing the schema:
+
+* :mod:`chatd.config_rules`: what a value must be, checked and worded from the
+  field's constraint (every number with the ceiling the system accepts);
+* :mod:`chatd.config_yaml`: YAML nodes to plain values, a line for every error,
+  plain data only (a config file can never run code);
+* :mod:`chatd.config_docs`: the reference, docs/config.md, from the same rows.
+
 Why it is built this way:
 
 * One file configures the whole server, so a mistake in it must be cheap to find: every
   error is a :class:`ConfigError` that names the file, the dotted key and the line
-  (``config.yaml:12: limits.max_line_bytes: expected an integer >= 16, got 'abc'``).
-  To know lines we compose the YAML into a node tree with a ``SafeLoader`` and build the
-  values from the nodes ourselves instead of calling ``yaml.safe_load``.
-* Validation is declarative. Each section is a frozen dataclass; a setting is one field
-  with a type hint (int, float, str, bool or ``X | None``) and ``field(metadata=...)``
-  holding a one-line doc and a :class:`Constraint`. The loader, the error messages and
-  :func:`config_reference` all walk those fields, so adding a setting is adding a field.
-* Only plain YAML data is allowed (``yaml.safe_load`` semantics): any tag the
-  ``SafeLoader`` cannot construct, such as ``!!python/object/apply``, is an error before
-  anything is constructed, so a config file can never run code.
+  (``config.yaml:12: limits.max_line_bytes: expected an integer between 16 and
+  1073741824, got 'abc'``).
+* Validation is declarative: the loader, the error messages and
+  :func:`config_reference` all walk the fields, so adding a setting is adding a field.
 * The result is immutable (frozen dataclasses, tuples, ``MappingProxyType``) because the
   config is shared by the core and every plugin; nobody may change it behind the others'
   backs. CLI overrides make a new object with :meth:`Config.with_listener`.
@@ -22,25 +27,57 @@ Why it is built this way:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import ipaddress
-import json
-import math
 import os
-import re
-import stat
 import types
 import typing
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import MappingNode, Node, SequenceNode
+
+from .config_docs import Section, render_reference
+from .config_rules import (
+    MAX_BYTES,
+    MAX_COUNT,
+    MAX_KEEPALIVE_PROBES,
+    MAX_KEEPALIVE_SECONDS,
+    MAX_READ_BYTES,
+    MAX_SECONDS,
+    ConfigError,
+    Constraint,
+    FieldSpec,
+    Invalid,
+    check_value,
+    field_specs,
+    num,
+    show,
+    shown_text_problem,
+)
+from .config_rules import (
+    setting as _setting,
+)
+from .config_yaml import (
+    _MAP_TAG,
+    _SEQ_TAG,
+    MAX_CONFIG_BYTES,
+    NodeReader,
+    _join,
+    compose,
+    read_config_text,
+)
 
 __all__ = [
     "CONFIG_REFERENCE",
+    "MAX_BYTES",
+    "MAX_CONFIG_BYTES",
+    "MAX_COUNT",
+    "MAX_KEEPALIVE_PROBES",
+    "MAX_KEEPALIVE_SECONDS",
+    "MAX_READ_BYTES",
+    "MAX_SECONDS",
     "Config",
     "ConfigError",
     "Constraint",
@@ -53,93 +90,10 @@ __all__ = [
     "default_config",
     "load_config",
     "parse_config",
+    "shown_text_problem",
 ]
 
 _T = TypeVar("_T")
-
-
-class ConfigError(Exception):
-    """A config problem, located precisely enough to fix without guessing.
-
-    The parts are kept as attributes (``file``, ``key``, ``line``, ``message``) so callers
-    and tests can inspect them; ``str()`` joins the parts that are known, in the
-    compiler-style order editors understand: ``file:line: key: message``.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        file: str | None = None,
-        key: str | None = None,
-        line: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.file = file
-        self.key = key
-        self.line = line
-
-    def __str__(self) -> str:
-        parts: list[str] = []
-        if self.file is not None:
-            parts.append(self.file if self.line is None else f"{self.file}:{self.line}")
-        elif self.line is not None:
-            # No file name (parse_config without source); still say where.
-            parts.append(f"line {self.line}")
-        if self.key:
-            parts.append(self.key)
-        parts.append(self.message)
-        return ": ".join(parts)
-
-
-@dataclass(frozen=True, slots=True)
-class Constraint:
-    """Rules a setting's value must satisfy beyond its type.
-
-    Kept as data (not code) so the same table drives validation, error wording and the
-    generated reference; a rule that is not written here cannot drift from the docs.
-    """
-
-    ge: float | None = None  # inclusive lower bound (numbers)
-    gt: float | None = None  # exclusive lower bound, for "must be > 0" (numbers)
-    le: float | None = None  # inclusive upper bound (numbers)
-    choices: tuple[str, ...] | None = None  # allowed values (strings)
-    pattern: str | None = None  # re.fullmatch pattern (strings)
-    describe: str | None = None  # human wording of `pattern` for messages and docs
-    upper: bool = False  # input is case-insensitive; stored upper-cased (before `choices`)
-    path: bool = False  # a filesystem path; relative values resolve against the config's folder
-
-
-def _setting(
-    default: _T,
-    doc: str,
-    *,
-    ge: float | None = None,
-    gt: float | None = None,
-    le: float | None = None,
-    choices: tuple[str, ...] | None = None,
-    pattern: str | None = None,
-    describe: str | None = None,
-    upper: bool = False,
-    path: bool = False,
-) -> _T:
-    """Declare one setting: its default, a one-line doc and its constraint.
-
-    A thin wrapper over ``dataclasses.field(metadata=...)`` so every setting carries the
-    metadata the loader and :func:`config_reference` rely on, spelled the same way.
-    """
-    constraint = Constraint(
-        ge=ge,
-        gt=gt,
-        le=le,
-        choices=choices,
-        pattern=pattern,
-        describe=describe,
-        upper=upper,
-        path=path,
-    )
-    return field(default=default, metadata={"doc": doc, "constraint": constraint})
 
 
 #: The wire formats a listener can speak (chatd.protocols.PROTOCOLS).
@@ -241,10 +195,12 @@ class ServerConfig:
 
     name: str = _setting(
         "chatd",
-        "Name the server announces to clients. No control characters, because it is "
-        "sent inside protocol lines.",
-        pattern=r"[^\x00-\x1f\x7f]{1,64}",
-        describe="1 to 64 characters, no control characters",
+        "Name the server announces to clients, and the source of its notices: so no "
+        "control, invisible or bidi characters, which could hide or reorder what a "
+        "reader sees.",
+        pattern=r"(?s).{1,64}",
+        describe="1 to 64 characters",
+        shown="name",
     )
     default_room: str = _setting(
         "#lobby",
@@ -263,6 +219,7 @@ class LimitsConfig:
         "Longest accepted line, in bytes, excluding the line ending. Bounds per-connection "
         "input buffering: a longer line is refused instead of buffered without end.",
         ge=16,
+        le=MAX_BYTES,
     )
     recvq_max_bytes: int = _setting(
         65536,
@@ -271,12 +228,14 @@ class LimitsConfig:
         "flood limit past it make chatd stop reading the client (TCP backpressure: the "
         "sender waits) until half of it has drained, so a paste is delayed, never cut.",
         ge=1024,
+        le=MAX_BYTES,
     )
     read_budget_bytes: int = _setting(
         65536,
         "Bytes read from one connection per event-loop pass. Edge-triggered epoll must "
         "drain sockets; this budget stops one fast sender from starving everyone else.",
         ge=1024,
+        le=MAX_READ_BYTES,
     )
     max_output_bytes: int = _setting(
         1048576,
@@ -284,6 +243,7 @@ class LimitsConfig:
         "disconnected when it fills, so a slow reader cannot exhaust server memory "
         "(InspIRCd hardsendq 1M).",
         ge=4096,
+        le=MAX_BYTES,
     )
     output_soft_bytes: int = _setting(
         262144,
@@ -291,23 +251,27 @@ class LimitsConfig:
         "many it missed once it catches up), stops being read, and is disconnected if it "
         "stays above for output_soft_seconds (Redis soft limits).",
         ge=1024,
+        le=MAX_BYTES,
     )
     output_soft_seconds: float = _setting(
         60.0,
         "How long a client may stay above output_soft_bytes before it is disconnected.",
         gt=0,
+        le=MAX_SECONDS,
     )
     output_total_max_bytes: int = _setting(
         67108864,
         "Output buffered for all clients together. Past it the clients with the largest "
         "buffers are disconnected first (Redis maxmemory-clients).",
         ge=65536,
+        le=1 << 40,
     )
     send_timeout_seconds: float = _setting(
         60.0,
         "A client with output pending that accepts no byte for this long is disconnected "
         "(nginx send_timeout); a slow but live reader resets it with every write.",
         gt=0,
+        le=MAX_SECONDS,
     )
     registration_timeout_seconds: float = _setting(
         60.0,
@@ -316,6 +280,7 @@ class LimitsConfig:
         "of them, or the server holds 90% of max_clients. Otherwise a reader who never "
         "speaks stays. 0 turns the check off.",
         ge=0,
+        le=MAX_SECONDS,
     )
     announce_after_seconds: float = _setting(
         3.0,
@@ -323,24 +288,28 @@ class LimitsConfig:
         "line or has been connected this long, so port scans, HTTP requests and TLS hellos "
         "leave no trace in any room; 0 announces at once.",
         ge=0,
+        le=MAX_SECONDS,
     )
     partial_line_timeout_seconds: float = _setting(
         60.0,
         "An unfinished line may wait this long for its newline (slowloris defence, nginx "
         "client_header_timeout); 0 turns the check off.",
         ge=0,
+        le=MAX_SECONDS,
     )
     idle_timeout_seconds: float = _setting(
         0.0,
         "Disconnect clients that send nothing for this long; 0 (default) never does: "
         "people idle in chat, and dead peers are found by TCP keepalive instead.",
         ge=0,
+        le=MAX_SECONDS,
     )
     shutdown_timeout_seconds: float = _setting(
         10.0,
         "On SIGTERM/SIGINT, how long to keep flushing goodbyes before the remaining "
         "connections are cut (Redis shutdown-timeout).",
         gt=0,
+        le=MAX_SECONDS,
     )
     max_clients: int = _setting(
         1000,
@@ -348,12 +317,14 @@ class LimitsConfig:
         "descriptors and memory. Lowered at start to RLIMIT_NOFILE minus reserve_fds "
         "(the soft limit is first raised to the hard one).",
         ge=1,
+        le=MAX_COUNT,
     )
     reserve_fds: int = _setting(
         32,
         "File descriptors kept free for listeners, logs and plugins when max_clients is "
         "clamped to the process's limit (Redis reserves 32).",
         ge=8,
+        le=MAX_COUNT,
     )
     max_nick_bytes: int = _setting(
         32,
@@ -366,29 +337,34 @@ class LimitsConfig:
         "Rooms one client may be in at once: every room costs its members a line per "
         "event, and a client in thousands of rooms would cost the server per line.",
         ge=1,
+        le=MAX_COUNT,
     )
     max_rooms: int = _setting(
         5000,
         "Rooms that may exist at once; a join that would create one more is refused.",
         ge=1,
+        le=MAX_COUNT,
     )
     accept_batch: int = _setting(
         64,
         "accept() calls per listener per loop pass. Bounds the time spent accepting during "
         "a connection storm, so connected clients keep being served.",
         ge=1,
+        le=MAX_COUNT,
     )
     accept_retry_seconds: float = _setting(
         0.5,
         "After accept() fails for lack of file descriptors, retry this often (nginx "
         "accept_mutex_delay); needed under edge-triggering, where no new event would come.",
         gt=0,
+        le=MAX_SECONDS,
     )
     close_linger_seconds: float = _setting(
         2.0,
         "Seconds a closing connection may take to flush its output and see the peer's FIN "
         "before it is dropped, so peers that never close cannot hold resources.",
         gt=0,
+        le=MAX_SECONDS,
     )
 
 
@@ -421,18 +397,23 @@ class PerIpConfig:
         "Simultaneous connections from one address; 0 = no limit. Generous enough for a "
         "LAN behind NAT (ngircd 5, ergo 16).",
         ge=0,
+        le=MAX_COUNT,
     )
     connect_rate: int = _setting(
         10,
         "New connections one address may open per connect_window_seconds; 0 = no limit.",
         ge=0,
+        le=MAX_COUNT,
     )
-    connect_window_seconds: float = _setting(60.0, "The window for connect_rate.", gt=0)
+    connect_window_seconds: float = _setting(
+        60.0, "The window for connect_rate.", gt=0, le=MAX_SECONDS
+    )
     max_unregistered: int = _setting(
         3,
         "Connections from one address that have not sent a first line yet; 0 = no limit "
         "(UnrealIRCd max-unknown-connections-per-ip 3).",
         ge=0,
+        le=MAX_COUNT,
     )
 
 
@@ -441,7 +422,8 @@ class FloodConfig:
     """Per-client rate limit: excess lines are delayed (fakelag), never silently dropped."""
 
     burst_lines: int = _setting(
-        10, "Lines a client may send at once before the rate applies (token bucket size).", ge=1
+        10, "Lines a client may send at once before the rate applies (token bucket size).",
+        ge=1, le=MAX_COUNT,
     )
     lines_per_second: float = _setting(
         2.0,
@@ -449,11 +431,13 @@ class FloodConfig:
         "refills; past limits.recvq_max_bytes of waiting lines the client is not read "
         "until they drain (it is told once). 0 turns the limit off.",
         ge=0,
+        le=MAX_COUNT,
     )
     bytes_per_token: int = _setting(
         512,
         "A line costs 1 + len(line) // bytes_per_token tokens, so long pastes count more.",
         ge=16,
+        le=MAX_BYTES,
     )
     exempt_accounts: tuple[str, ...] = _setting(
         (),
@@ -468,23 +452,29 @@ class NetConfig:
     """Socket options for client connections."""
 
     keepalive_idle_seconds: int = _setting(
-        60, "TCP keepalive: idle time before the first probe; 0 = keepalive off.", ge=0
+        60, "TCP keepalive: idle time before the first probe; 0 = keepalive off.",
+        ge=0, le=MAX_KEEPALIVE_SECONDS,
     )
-    keepalive_interval_seconds: int = _setting(10, "TCP keepalive: time between probes.", ge=1)
+    keepalive_interval_seconds: int = _setting(
+        10, "TCP keepalive: time between probes.", ge=1, le=MAX_KEEPALIVE_SECONDS
+    )
     keepalive_count: int = _setting(
-        6, "TCP keepalive: unanswered probes before the peer is declared dead.", ge=1
+        6, "TCP keepalive: unanswered probes before the peer is declared dead.",
+        ge=1, le=MAX_KEEPALIVE_PROBES,
     )
     tcp_user_timeout_seconds: float = _setting(
         60.0,
         "TCP_USER_TIMEOUT: a peer that leaves sent data unacknowledged this long is dead; "
         "0 = the kernel default.",
         ge=0,
+        le=MAX_SECONDS,
     )
     sndbuf_bytes: int = _setting(
         0,
         "SO_SNDBUF for client sockets; 0 = the kernel's default. Tests set it small to "
         "make slow readers show up quickly.",
         ge=0,
+        le=MAX_BYTES,
     )
 
 
@@ -531,12 +521,14 @@ class StorageConfig:
         "Most writes in one commit. Large batches keep the writer ahead of a busy chat: "
         "each statement and commit waits for the event loop to yield the interpreter.",
         ge=1,
+        le=MAX_COUNT,
     )
     queue_max: int = _setting(
         100_000,
         "Writes waiting for the disk, at most. While the disk fails (full, read-only) they "
         "wait; past this many, new ones are dropped and counted, so memory stays bounded.",
         ge=100,
+        le=10 * MAX_COUNT,
     )
     read_timeout_seconds: float = _setting(
         0.02,
@@ -584,6 +576,7 @@ class PluginHostConfig:
         "A hook call or command that keeps the loop busy longer than this is logged as a "
         "warning with the plugin's name and the time taken.",
         gt=0,
+        le=MAX_SECONDS,
     )
     max_failures: int = _setting(
         5,
@@ -591,9 +584,11 @@ class PluginHostConfig:
         "failure_window_seconds is disabled (until the next reload) and operators are told; "
         "0 never disables.",
         ge=0,
+        le=MAX_COUNT,
     )
     failure_window_seconds: float = _setting(
-        60.0, "The window for max_failures, in seconds.", gt=0
+        60.0, "The window for max_failures, in seconds.", gt=0,
+        le=MAX_SECONDS,
     )
 
 
@@ -640,6 +635,37 @@ class Config:
         file = str(self.source) if self.source is not None else None
         return ConfigError(message, file=file, key=key, line=self.locations.get(key))
 
+    def check_number(self, key: str, value: Any, *, le: float, ge: float | None = None,
+                     gt: float | None = None, whole: bool = False) -> Any:
+        """``value`` if it is a number within the bounds, else a ConfigError for ``key``.
+
+        For plugins validating their own section, with the rules and wording of chatd's
+        own settings: true/false and strings are not numbers, nan and inf are refused,
+        a whole number is required with ``whole`` (an int is accepted for a float).
+        The upper bound is required because every number ends somewhere that has one
+        (a timer, a socket option, a SQL parameter, an allocation): say which.
+        """
+        spec = FieldSpec(key, int if whole else float, False, None, "",
+                          Constraint(ge=ge, gt=gt, le=le))
+        try:
+            return check_value(spec, value, Path.cwd())
+        except Invalid as exc:
+            raise self.error(key, str(exc)) from None
+
+    def check_text(self, key: str, value: Any, *, kind: str = "text") -> str:
+        """``value`` if it is a string users may be shown, else a ConfigError for ``key``.
+
+        ``kind`` is ``"name"`` (a room or server name) or ``"text"`` (a greeting):
+        control, invisible and bidi characters are refused in both (see
+        :func:`shown_text_problem`), zero-width joiners are allowed in text.
+        """
+        if not isinstance(value, str):
+            raise self.error(key, f"expected a string, got {show(value)}")
+        problem = shown_text_problem(value, kind=kind)
+        if problem:
+            raise self.error(key, problem)
+        return value
+
     def storage_path(self) -> Path | None:
         """The database file, absolute (None: in memory)."""
         if self.storage.path is None:
@@ -669,224 +695,32 @@ class Config:
         checked: dict[str, Any] = {}
         for name, value in changes.items():
             try:
-                checked[name] = _check(specs[name], value, base_dir)
-            except _Invalid as exc:
+                checked[name] = check_value(specs[name], value, base_dir)
+            except Invalid as exc:
                 raise ConfigError(str(exc), key=f"listen.{name}") from None
         first = dataclasses.replace(self.listen[0], **checked)
         return dataclasses.replace(self, listen=(first, *self.listen[1:]))
 
 
 # --------------------------------------------------------------------------------------
-# Field specs: the dataclasses above, read once at import into a form the loader walks.
+# The schema's sections, read once at import into the rows the loader walks.
 # --------------------------------------------------------------------------------------
 
-_TYPE_WORDS: dict[type, tuple[str, str]] = {
-    # kind: (phrase for messages, word for the reference table)
-    int: ("an integer", "integer"),
-    float: ("a number", "number"),
-    str: ("a string", "string"),
-    bool: ("a boolean (true or false)", "boolean"),
-    tuple: ("a list of strings", "list of strings"),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class _FieldSpec:
-    """One setting as the loader sees it: what it accepts and how to describe it."""
-
-    name: str
-    kind: type
-    optional: bool
-    default: Any
-    doc: str
-    constraint: Constraint
-
-
-class _Invalid(Exception):
-    """A value broke its field's rules; the caller adds file, key and line."""
-
-
-def _show(value: Any) -> str:
-    """repr() a value for a message, cut short so a huge value cannot flood a log line."""
-    text = repr(list(value) if isinstance(value, tuple) else value)  # YAML lists are tuples here
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _num(bound: float) -> str:
-    """Format a bound the way a user would write it (16, not 16.0)."""
-    return str(int(bound)) if float(bound).is_integer() else str(bound)
-
-
-def _bounds_text(c: Constraint) -> str:
-    """Numeric range wording, e.g. '>= 16' or 'between 0 and 65535'."""
-    if c.ge is not None and c.le is not None:
-        return f"between {_num(c.ge)} and {_num(c.le)}"
-    parts = []
-    if c.ge is not None:
-        parts.append(f">= {_num(c.ge)}")
-    if c.gt is not None:
-        parts.append(f"> {_num(c.gt)}")
-    if c.le is not None:
-        parts.append(f"<= {_num(c.le)}")
-    return " and ".join(parts)
-
-
-def _rules_text(spec: _FieldSpec) -> str:
-    """Non-numeric rule wording (choices, pattern), for messages and the reference."""
-    c = spec.constraint
-    parts = []
-    if c.choices is not None:
-        suffix = ", case-insensitive" if c.upper else ""
-        parts.append(f"one of {', '.join(c.choices)}{suffix}")
-    if c.pattern is not None:
-        parts.append(c.describe or f"matching {c.pattern}")
-    if c.path:
-        parts.append("relative to the config file's folder")
-    return "; ".join(parts)
-
-
-def _expected(spec: _FieldSpec) -> str:
-    """What a field accepts, as the 'expected ...' half of an error message."""
-    text = _TYPE_WORDS[spec.kind][0]
-    bounds = _bounds_text(spec.constraint)
-    if bounds:
-        text += f" {bounds}"
-    rules = _rules_text(spec)
-    if rules:
-        text += f" ({rules})"
-    if spec.optional:
-        text += ", or null"
-    return text
-
-
-def _check(spec: _FieldSpec, value: Any, base_dir: Path) -> Any:
-    """Validate and normalise one value for `spec`; raise _Invalid with the full message.
-
-    Deliberately strict: bool is not an int (YAML's ``yes``/``on`` would otherwise become
-    1), strings are never turned into numbers, and only float fields widen an int.
-    """
-
-    def invalid() -> _Invalid:
-        return _Invalid(f"expected {_expected(spec)}, got {_show(value)}")
-
-    if value is None:
-        if spec.optional:
-            return None
-        raise invalid()
-    result: Any = value
-    if spec.kind is bool:
-        ok = type(value) is bool
-    elif spec.kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif spec.kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok:
-            try:
-                result = float(value)
-            except OverflowError:
-                ok = False
-            else:
-                ok = math.isfinite(result)
-    elif spec.kind is tuple:
-        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value)
-        if ok:
-            result = tuple(value)
-            pattern = spec.constraint.pattern
-            if pattern is not None and any(re.fullmatch(pattern, v) is None for v in result):
-                raise invalid()
-            return result
-    else:
-        ok = isinstance(value, spec.kind)
-    if not ok:
-        raise invalid()
-
-    c = spec.constraint
-    if isinstance(result, str) and c.upper:
-        result = result.upper()
-    if isinstance(result, (int, float)) and not isinstance(result, bool):
-        if c.ge is not None and not result >= c.ge:
-            raise invalid()
-        if c.gt is not None and not result > c.gt:
-            raise invalid()
-        if c.le is not None and not result <= c.le:
-            raise invalid()
-    if isinstance(result, str):
-        if c.choices is not None and result not in c.choices:
-            raise invalid()
-        if c.pattern is not None and re.fullmatch(c.pattern, result) is None:
-            raise invalid()
-        if c.path:
-            result = os.path.join(base_dir, result)
-    return result
-
-
-def _unpack_hint(hint: Any, where: str) -> tuple[type, bool]:
-    """Split a field's type hint into (scalar kind, accepts None); reject anything else."""
-    optional = False
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        rest = [a for a in args if a is not type(None)]
-        if len(args) == 2 and len(rest) == 1:
-            hint, optional = rest[0], True
-    if typing.get_origin(hint) is tuple and typing.get_args(hint) == (str, Ellipsis):
-        return tuple, optional
-    if hint not in _TYPE_WORDS:
-        raise TypeError(
-            f"{where}: unsupported setting type {hint!r}; "
-            "use int, float, str, bool or tuple[str, ...]"
-        )
-    return hint, optional
-
-
-def _field_specs(cls: type) -> dict[str, _FieldSpec]:
-    """Read a section dataclass into specs, failing at import if a field is malformed.
-
-    Checking here (type supported, doc present, default valid under its own constraint)
-    means a badly declared new setting breaks the import and every test, not a user.
-    """
-    hints = typing.get_type_hints(cls)
-    specs: dict[str, _FieldSpec] = {}
-    for f in dataclasses.fields(cls):
-        if f.metadata.get("nested"):
-            continue  # a sub-section, parsed on its own (listen[].tls)
-        where = f"{cls.__name__}.{f.name}"
-        kind, optional = _unpack_hint(hints[f.name], where)
-        doc = f.metadata.get("doc")
-        if not doc:
-            raise TypeError(f"{where}: declare it with _setting(default, doc, ...)")
-        if f.default is dataclasses.MISSING:
-            raise TypeError(f"{where}: every setting needs a default")
-        spec = _FieldSpec(
-            name=f.name,
-            kind=kind,
-            optional=optional,
-            default=f.default,
-            doc=doc,
-            constraint=f.metadata.get("constraint", Constraint()),
-        )
-        try:
-            _check(spec, f.default, Path.cwd())
-        except _Invalid as exc:
-            raise TypeError(f"{where}: default breaks its own constraint: {exc}") from None
-        specs[f.name] = spec
-    return specs
-
-
-def _collect_sections() -> dict[str, tuple[type, dict[str, _FieldSpec]]]:
+def _collect_sections() -> dict[str, tuple[type, dict[str, FieldSpec]]]:
     """Every Config field whose type is a dataclass is a YAML section of that name."""
     hints = typing.get_type_hints(Config)
-    sections: dict[str, tuple[type, dict[str, _FieldSpec]]] = {}
+    sections: dict[str, tuple[type, dict[str, FieldSpec]]] = {}
     for f in dataclasses.fields(Config):
         hint = hints[f.name]
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-            sections[f.name] = (hint, _field_specs(hint))
+            sections[f.name] = (hint, field_specs(hint))
     return sections
 
 
 _SECTIONS = _collect_sections()
 # `listen` is a section, or a list of them.
-_LISTEN_SPECS = _field_specs(ListenConfig)
-_TLS_SPECS = _field_specs(TlsConfig)
+_LISTEN_SPECS = field_specs(ListenConfig)
+_TLS_SPECS = field_specs(TlsConfig)
 # Top-level keys that are not typed sections; `source` is not a key at all.
 _OTHER_KEYS = ("plugin_dirs", "plugins")
 _TOP_LEVEL_KEYS = ("listen", *_SECTIONS, *_OTHER_KEYS)
@@ -901,258 +735,21 @@ def default_config() -> Config:
 
 
 # --------------------------------------------------------------------------------------
-# YAML: nodes -> values, with lines for every error.
+# YAML nodes -> the Config (config_yaml.NodeReader does the values and the lines).
 # --------------------------------------------------------------------------------------
 
-_YAML = "tag:yaml.org,2002:"
-_MAP_TAG = _YAML + "map"
-_SEQ_TAG = _YAML + "seq"
-_NULL_TAG = _YAML + "null"
-_MERGE_TAG = _YAML + "merge"
-# Exactly the tags yaml.safe_load can construct; everything else (!!python/..., !custom)
-# is refused before construction.
-_SAFE_TAGS = frozenset(t for t in yaml.SafeLoader.yaml_constructors if t is not None)
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
-
-def _join(path: str, key: object) -> str:
-    """Dotted key path: 'limits' + 'max_line_bytes' -> 'limits.max_line_bytes'."""
-    return f"{path}.{key}" if path else str(key)
-
-
-def _short_tag(tag: str) -> str:
-    """Show YAML core tags the way they are written in a file ('!!int')."""
-    return "!!" + tag[len(_YAML) :] if tag.startswith(_YAML) else tag
-
-
-def _freeze(value: Any) -> Any:
-    """Make values built by the SafeConstructor (for !!set, !!omap, ...) read-only too."""
-    if isinstance(value, dict):
-        return types.MappingProxyType({k: _freeze(v) for k, v in value.items()})
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    if isinstance(value, set):
-        return frozenset(value)
-    return value
-
-
-_Pairs = dict[Hashable, tuple[Node, Node]]
-
-
-class _Builder:
-    """Builds a Config from a composed node tree, keeping each node's line for errors.
-
-    Values are memoised per node, so YAML aliases cost nothing extra (an alias "bomb"
-    stays linear) and an alias that contains itself is detected instead of recursing.
-    """
-
-    def __init__(self, loader: yaml.SafeLoader, file: str | None, base_dir: Path) -> None:
-        self.loader = loader
-        self.file = file
-        self.base_dir = base_dir
-        self.values: dict[int, Any] = {}
-        self.pairs_cache: dict[int, _Pairs] = {}
-        self.in_progress: set[int] = set()
-        self.merging: set[int] = set()
-        self.locations: dict[str, int] = {}
-
-    def error(self, message: str, key: str | None, node: Node | None) -> ConfigError:
-        """A ConfigError at `node`'s line (YAML marks are 0-based, editors are 1-based)."""
-        line = node.start_mark.line + 1 if node is not None else None
-        return ConfigError(message, file=self.file, key=key or None, line=line)
-
-    # -- generic values -------------------------------------------------------------
-
-    def check_tag(self, node: Node, key: str) -> None:
-        """Refuse tags yaml.safe_load would refuse, before anything is constructed."""
-        if node.tag not in _SAFE_TAGS:
-            raise self.error(
-                f"unsupported YAML tag {_short_tag(node.tag)!r}: only plain YAML data is "
-                "allowed (maps, lists, strings, numbers, booleans, null)",
-                key,
-                node,
-            )
-
-    def is_null(self, node: Node) -> bool:
-        """True for an empty value or explicit null (`key:`, `key: ~`, `key: null`)."""
-        return isinstance(node, ScalarNode) and node.tag == _NULL_TAG
-
-    def construct(self, node: Node, key: str) -> Any:
-        """Construct a scalar (or a rare !!set/!!omap) with the SafeConstructor."""
-        self.check_tag(node, key)
-        try:
-            return self.loader.construct_object(node, deep=True)
-        except yaml.MarkedYAMLError as exc:
-            raise self.error(exc.problem or str(exc), key, node) from None
-        except Exception as exc:
-            # The SafeConstructor reports bad explicit scalars (`!!int abc`, `!!bool maybe`)
-            # as ValueError/KeyError/...; whatever it is, it is a problem in the file.
-            value = getattr(node, "value", "")
-            raise self.error(
-                f"invalid {_short_tag(node.tag)} value {_show(value)}: {exc}", key, node
-            ) from None
-
-    def describe(self, node: Node, key: str) -> str:
-        """Name what a node holds, for 'expected X, got Y' messages."""
-        if isinstance(node, MappingNode):
-            return "a mapping"
-        if isinstance(node, SequenceNode):
-            return "a list"
-        return _show(self.construct(node, key))
-
-    def expand(self, text: str, key: str, node: Node) -> str:
-        """Replace ${NAME} with os.environ[NAME] so secrets can stay out of the file."""
-
-        def lookup(match: re.Match[str]) -> str:
-            name = match.group(1)
-            try:
-                return os.environ[name]
-            except KeyError:
-                raise self.error(
-                    f"environment variable {name!r} is not set (referenced as ${{{name}}})",
-                    key,
-                    node,
-                ) from None
-
-        return _ENV_REF.sub(lookup, text) if "${" in text else text
-
-    def value(self, node: Node, key: str) -> Any:
-        """Any plain YAML value, frozen: mappings -> MappingProxyType, lists -> tuples."""
-        node_id = id(node)
-        if node_id in self.values:
-            return self.values[node_id]
-        if node_id in self.in_progress:
-            raise self.error("recursive alias: this value contains itself", key, node)
-        self.check_tag(node, key)
-        self.in_progress.add(node_id)
-        try:
-            result: Any
-            if isinstance(node, ScalarNode):
-                result = self.construct(node, key)
-                if isinstance(result, str):
-                    result = self.expand(result, key, node)
-            elif isinstance(node, MappingNode) and node.tag == _MAP_TAG:
-                result = types.MappingProxyType(
-                    {
-                        k: self.value(v, _join(key, k))
-                        for k, (_knode, v) in self.pairs(node, key).items()
-                    }
-                )
-            elif isinstance(node, SequenceNode) and node.tag == _SEQ_TAG:
-                result = tuple(self.value(item, f"{key}[{i}]") for i, item in enumerate(node.value))
-            else:
-                result = _freeze(self.construct(node, key))
-        finally:
-            self.in_progress.discard(node_id)
-        self.values[node_id] = result
-        return result
-
-    def key(self, node: Node, path: str) -> Hashable:
-        """A mapping key; only scalars, because lists and mappings are not hashable."""
-        if not isinstance(node, ScalarNode):
-            raise self.error(
-                "a mapping key must be a plain scalar, not a list or mapping", path, node
-            )
-        key: Hashable = self.construct(node, path)
-        return key
-
-    def pairs(self, node: MappingNode, path: str) -> _Pairs:
-        """A mapping's entries by key, refusing duplicates and applying `<<` merge keys.
-
-        A duplicate key is an error rather than "last one wins" because a silently
-        ignored setting is exactly the kind of mistake this module exists to catch.
-        Merged-in keys may be overridden by the mapping's own keys (YAML merge rules).
-        """
-        node_id = id(node)
-        cached = self.pairs_cache.get(node_id)
-        if cached is not None:
-            return cached
-        if node_id in self.merging:
-            raise self.error("recursive merge: this mapping merges itself", path, node)
-        self.merging.add(node_id)
-        try:
-            own: _Pairs = {}
-            merged: _Pairs = {}
-            for key_node, value_node in node.value:
-                if key_node.tag == _MERGE_TAG:
-                    for source in self.merge_sources(value_node, path):
-                        for k, pair in self.pairs(source, path).items():
-                            merged.setdefault(k, pair)
-                    continue
-                k = self.key(key_node, path)
-                if k in own:
-                    first = own[k][0].start_mark.line + 1
-                    raise self.error(
-                        f"duplicate key (first defined on line {first})", _join(path, k), key_node
-                    )
-                own[k] = (key_node, value_node)
-        finally:
-            self.merging.discard(node_id)
-        result = {**merged, **own}
-        self.pairs_cache[node_id] = result
-        return result
-
-    def merge_sources(self, node: Node, path: str) -> list[MappingNode]:
-        """The mappings a `<<` key merges: one mapping or a list of mappings."""
-        if isinstance(node, MappingNode) and node.tag == _MAP_TAG:
-            return [node]
-        if isinstance(node, SequenceNode) and all(
-            isinstance(item, MappingNode) and item.tag == _MAP_TAG for item in node.value
-        ):
-            return list(node.value)
-        raise self.error("a '<<' merge key needs a mapping or a list of mappings", path, node)
-
-    # -- the schema -------------------------------------------------------------------
-
-    def unknown(self, dotted: str, key: object, known: list[str], node: Node) -> ConfigError:
-        """An unknown key, with a did-you-mean when one is close (typos are the usual cause)."""
-        close = difflib.get_close_matches(str(key), known, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
-        return self.error(f"unknown key ({hint})", dotted, node)
-
-    def expect_mapping(self, node: Node, key: str, what: str) -> MappingNode:
-        """Insist on a plain mapping, naming what was found instead."""
-        self.check_tag(node, key)
-        if not (isinstance(node, MappingNode) and node.tag == _MAP_TAG):
-            raise self.error(f"expected {what}, got {self.describe(node, key)}", key, node)
-        return node
+class _Builder(NodeReader):
+    """Builds a Config from a composed node tree: the schema's sections, the listeners,
+    the plugin folders and the plugins' own sections."""
 
     def section(self, name: str, node: Node, cls: type | None = None,
-                specs: dict[str, _FieldSpec] | None = None,
+                specs: dict[str, FieldSpec] | None = None,
                 nested: tuple[str, ...] = ()) -> Any:
-        """One typed section: known keys only, each value checked against its field spec."""
+        """A section of the schema by ``name``, or of ``cls`` with ``specs``."""
         if cls is None or specs is None:
             cls, specs = _SECTIONS[name]
-        if self.is_null(node):
-            return cls()
-        mapping = self.expect_mapping(node, name, "a mapping of settings")
-        values: dict[str, Any] = {}
-        for k, (key_node, value_node) in self.pairs(mapping, name).items():
-            dotted = _join(name, k)
-            spec = specs.get(k) if isinstance(k, str) else None
-            if spec is None:
-                raise self.unknown(dotted, k, [*specs, *nested], key_node)
-            raw = self.value(value_node, dotted)
-            try:
-                values[spec.name] = _check(spec, raw, self.base_dir)
-            except _Invalid as exc:
-                raise self.error(str(exc), dotted, value_node) from None
-        return cls(**values)
-
-    def _split_off(self, node: Node, name: str) -> tuple[Node, Node | None]:
-        """``node`` without its key ``name`` (a sub-section), and that key's value."""
-        if not isinstance(node, MappingNode):
-            return node, None
-        kept, found = [], None
-        for key_node, value_node in node.value:
-            if isinstance(key_node, ScalarNode) and key_node.value == name:
-                found = value_node
-            else:
-                kept.append((key_node, value_node))
-        if found is None:
-            return node, None
-        return MappingNode(node.tag, kept, node.start_mark, node.end_mark,
-                           flow_style=node.flow_style), found
+        return super().section(name, node, cls, specs, nested)
 
     def check_proxies(self, key: str, node: Node, listener: ListenConfig) -> None:
         """``trusted_proxies``: addresses or networks, and some if ``proxy_protocol``."""
@@ -1222,7 +819,7 @@ class _Builder:
             entry = self.value(item, item_key)
             if not isinstance(entry, str) or not entry:
                 raise self.error(
-                    f"expected a non-empty string (a folder), got {_show(entry)}", item_key, item
+                    f"expected a non-empty string (a folder), got {show(entry)}", item_key, item
                 )
             dirs.append(self.base_dir / entry)  # an absolute entry replaces base_dir
         return tuple(dirs)
@@ -1238,7 +835,7 @@ class _Builder:
             dotted = _join(key, name)
             if not isinstance(name, str) or not name:
                 raise self.error(
-                    f"a plugin name must be a non-empty string, got {_show(name)}", dotted, key_node
+                    f"a plugin name must be a non-empty string, got {show(name)}", dotted, key_node
                 )
             self.locations[dotted] = key_node.start_mark.line + 1
             if self.is_null(value_node):
@@ -1281,42 +878,10 @@ class _Builder:
         return dataclasses.replace(config, **changes)
 
 
-def _yaml_error(exc: yaml.YAMLError, file: str | None, text: str) -> ConfigError:
-    """Turn a PyYAML syntax error into a ConfigError with a 1-based line."""
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        problem, context = exc.problem, exc.context
-        if problem and context:
-            # PyYAML's own rendering is "<context> <context mark> <problem> <problem mark>";
-            # keep that reading order, on one line, naming the context's line if different.
-            if exc.context_mark is not None and exc.context_mark.line + 1 != line:
-                context += f" (line {exc.context_mark.line + 1})"
-            detail = (
-                f"{context}, {problem}" if problem.startswith("but ") else f"{problem}, {context}"
-            )
-        else:
-            detail = problem or context or "syntax error"
-        return ConfigError(f"invalid YAML: {detail}", file=file, line=line)
-    if isinstance(exc, yaml.reader.ReaderError):
-        line = text.count("\n", 0, exc.position) + 1
-        return ConfigError(
-            f"invalid YAML: character #x{exc.character:04x} is not allowed", file=file, line=line
-        )
-    return ConfigError(f"invalid YAML: {exc}", file=file)
-
-
 def _parse(text: str, file: str | None, source: Path | None, base_dir: Path) -> Config:
     """Compose `text` with a SafeLoader and build the Config from the nodes."""
+    loader, root = compose(text, file)
     try:
-        loader = yaml.SafeLoader(text)
-    except yaml.YAMLError as exc:  # the reader refuses control characters up front
-        raise _yaml_error(exc, file, text) from None
-    try:
-        try:
-            root = loader.get_single_node()
-        except yaml.YAMLError as exc:
-            raise _yaml_error(exc, file, text) from None
         return _Builder(loader, file, base_dir).config(root, source)
     except RecursionError:
         raise ConfigError("the document is nested too deeply", file=file) from None
@@ -1336,11 +901,6 @@ def parse_config(text: str, *, source: Path | None = None) -> Config:
     return _parse(text, str(source), absolute, absolute.parent)
 
 
-#: The largest config file read (a config is a few KiB; a huge one is a mistake or
-#: an attack on whoever runs --check-config on it).
-MAX_CONFIG_BYTES = 1 << 20
-
-
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and parse a config file; every failure, including I/O, is a ConfigError.
 
@@ -1348,48 +908,24 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     never end) of at most :data:`MAX_CONFIG_BYTES`.
     """
     file = os.fspath(path)
-    try:
-        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
-        with os.fdopen(os.open(file, os.O_RDONLY | os.O_NONBLOCK), "rb") as raw:
-            info = os.fstat(raw.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise ConfigError("not a regular file", file=file)
-            if info.st_size > MAX_CONFIG_BYTES:
-                raise ConfigError(
-                    f"too large ({info.st_size} bytes; at most {MAX_CONFIG_BYTES})", file=file
-                )
-            data = raw.read(MAX_CONFIG_BYTES + 1)
-        if len(data) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"too large (more than {MAX_CONFIG_BYTES} bytes)", file=file)
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"cannot read file: not valid UTF-8 (bad byte at offset {exc.start})", file=file
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read file: {exc.strerror or exc}", file=file) from None
+    text = read_config_text(file)
     absolute = Path(os.path.abspath(file))
     return _parse(text, file, absolute, absolute.parent)
 
 
 # --------------------------------------------------------------------------------------
-# Reference docs, generated from the same field metadata the loader uses.
+# The reference (docs/config.md), from the same rows the loader checks.
 # --------------------------------------------------------------------------------------
-
-
-def _cell(text: str) -> str:
-    """Make text safe inside a Markdown table cell."""
-    return " ".join(text.split()).replace("|", "\\|")
 
 
 def config_reference() -> str:
     """Render every section, key, type, default, rule and doc as Markdown.
 
-    Generated rather than hand-written so the docs cannot drift from what the loader
-    actually accepts.
+    Generated rather than hand-written (:mod:`chatd.config_docs`) so the docs cannot
+    drift from what the loader actually accepts.
     """
-    config_fields = {f.name: f for f in dataclasses.fields(Config)}
-    lines = [
+    docs = {f.name: f.metadata["doc"] for f in dataclasses.fields(Config)}
+    intro = [
         "# Configuration reference",
         "",
         "<!-- Generated by chatd.config.config_reference(); do not edit by hand. -->",
@@ -1401,43 +937,28 @@ def config_reference() -> str:
         "value is replaced by the environment variable `NAME` when the file is loaded "
         "(an unset variable is an error).",
         "",
+        "Every number has a ceiling: the range the operating system and the libraries "
+        "accept, so a config that passes `--check-config` works. Timeouts and windows "
+        f"are at most {num(MAX_SECONDS)} s (timers end in `epoll_wait`, whose timeout is "
+        f"a C int of milliseconds); byte limits and socket buffers at most {MAX_BYTES} "
+        f"(`setsockopt` takes a C int, doubled by Linux); counts at most {MAX_COUNT} "
+        "(about the most descriptors a process may have); TCP keepalive within the "
+        "kernel's maxima. `nan`, `inf` and huge numbers are refused. Text users see "
+        "(`server.name`, and in plugin sections welcome lines, greetings and room names) "
+        "may not hold control, invisible or bidi characters.",
+        "",
     ]
-    sections = {"listen": _LISTEN_SPECS, "listen[].tls": _TLS_SPECS,
-                **{n: specs for n, (_c, specs) in _SECTIONS.items()}}
-    for name, specs in sections.items():
-        lines += [
-            f"## `{name}`",
-            "",
-            _cell(config_fields[name].metadata["doc"] if name in config_fields
-                  else (TlsConfig.__doc__ or "")),
-            "",
-            "| Key | Type | Default | Allowed | Description |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        if name == "listen":
-            lines[-3:-3] = [
-                "A single mapping is one listener. A list of mappings starts one listener "
-                "each; `--host`/`--port` override the first.",
-                "",
-            ]
-        for spec in specs.values():
-            kind = _TYPE_WORDS[spec.kind][1] + (" or null" if spec.optional else "")
-            allowed = "; ".join(
-                part for part in (_bounds_text(spec.constraint), _rules_text(spec)) if part
-            )
-            lines.append(
-                f"| `{name}.{spec.name}` | {kind} | `{json.dumps(spec.default)}` "
-                f"| {_cell(allowed) or 'any'} | {_cell(spec.doc)} |"
-            )
-        if name == "listen":
-            for f in dataclasses.fields(ListenConfig):
-                if f.metadata.get("nested"):
-                    lines.append(f"| `listen.{f.name}` | mapping or null | `null` "
-                                 f"| `listen[].{f.name}` below | {_cell(f.metadata['doc'])} |")
-        lines.append("")
-    for name in _OTHER_KEYS:
-        lines += [f"## `{name}`", "", _cell(config_fields[name].metadata["doc"]), ""]
-    lines += [
+    sections = [
+        Section("listen", docs["listen"], _LISTEN_SPECS,
+                note="A single mapping is one listener. A list of mappings starts one "
+                "listener each; `--host`/`--port` override the first.",
+                nested=tuple((f.name, f.metadata["doc"]) for f in dataclasses.fields(ListenConfig)
+                             if f.metadata.get("nested"))),
+        Section("listen[].tls", TlsConfig.__doc__ or "", _TLS_SPECS),
+        *(Section(name, docs[name], specs) for name, (_cls, specs) in _SECTIONS.items()),
+        *(Section(name, docs[name]) for name in _OTHER_KEYS),
+    ]
+    outro = [
         "Example:",
         "",
         "```yaml",
@@ -1448,7 +969,7 @@ def config_reference() -> str:
         "```",
         "",
     ]
-    return "\n".join(lines)
+    return render_reference(intro, sections, outro)
 
 
 CONFIG_REFERENCE: str = config_reference()

@@ -83,10 +83,17 @@ def chatd_startup(server: Server) -> None:
 
     Called once, after every plugin is registered and before the listeners are
     bound (and again after a reload, for the new plugins).  Read your settings
-    with ``server.plugin_config("yourname")`` and validate them here: raise
+    with ``server.plugin_config("yourname")`` and validate them here
+    (``server.config.check_number``, ``check_text``, ``error``): raise
     ``chatd.ConfigError`` (or any exception) to stop the server with a clear
     message and exit status 2, before any client can connect.  Timers started
     with ``server.call_later`` run once the loop runs.
+
+    It is also called on servers that never serve: ``--check-config``, and the
+    dry run every reload makes first (a server of its own, with a database in
+    memory, followed by ``chatd_shutdown``): a reload that fails there changes
+    nothing.  So check and set up here; do what must happen once (a login
+    elsewhere, a message to a room) from a timer, which a dry run never runs.
 
     :param server: the :class:`chatd.Server` (see docs/api.md).
     """

@@ -33,6 +33,7 @@ import ipaddress
 import logging
 import os
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -80,8 +81,33 @@ def tune_socket(sock: _socket.socket, net: NetConfig) -> None:
     if net.sndbuf_bytes:
         options.append((socket.SOL_SOCKET, socket.SO_SNDBUF, net.sndbuf_bytes))
     for level, option, value in options:
-        with contextlib.suppress(OSError):
+        try:
             sock.setsockopt(level, option, value)
+        except (OSError, OverflowError, TypeError, ValueError) as exc:
+            # TypeError: a value past a C int (Python then expects a buffer).
+            _refused_option(option, value, exc)
+
+
+#: Socket options the kernel refused, by (option, value): each is logged once.
+_REFUSED_OPTIONS: set[tuple[int, int]] = set()
+_OPTION_NAMES = {
+    getattr(socket, name): name
+    for name in ("TCP_NODELAY", "SO_KEEPALIVE", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT",
+                 "TCP_USER_TIMEOUT", "SO_SNDBUF")
+    if hasattr(socket, name)
+}
+
+
+def _refused_option(option: int, value: int, exc: Exception) -> None:
+    """A setting the kernel will not apply: the connection goes on without it, and the
+    operator hears of it once (not once per connection, which would flood the log)."""
+    if (option, value) in _REFUSED_OPTIONS:
+        return
+    _REFUSED_OPTIONS.add((option, value))
+    name = _OPTION_NAMES.get(option, str(option))
+    log.warning("the system refused %s = %d for client sockets (%s): connections go on "
+                "without it; check the net section of the config (logged once)",
+                name, value, exc)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -110,7 +136,7 @@ class Listener:
         self.sock = sock
         self.config = config
         self.protocol: type[ChatProtocol] = PROTOCOLS[config.protocol]
-        #: Read at start and on SIGHUP (:meth:`Acceptor.reload_certificates`); a new
+        #: Read at start and on SIGHUP (:meth:`Acceptor.use_certificates`); a new
         #: connection takes the current one, an existing one keeps its own.
         self.tls_context = make_context(config.tls) if config.tls is not None else None
         #: Who may send a PROXY header (``trusted_proxies``), if this listener reads one.
@@ -214,25 +240,36 @@ class Acceptor:
                  ", TLS" if config.tls is not None else "")
         return listener
 
-    def reload_certificates(self, listen: tuple[ListenConfig, ...]) -> list[str]:
-        """Read the TLS certificates of ``listen`` (the reloaded config) for the running
-        listeners; one that cannot be loaded keeps the old.  Returns the problems."""
-        problems = []
+    def load_certificates(self, listen: tuple[ListenConfig, ...]) -> list[ssl.SSLContext | None]:
+        """The TLS contexts the running listeners would take from ``listen`` (a reloaded
+        config), one per listener (None: not TLS), read now.  Raises ValueError naming
+        the listener if one cannot be loaded; nothing changes until
+        :meth:`use_certificates`, so a reload is refused whole, never half applied."""
+        contexts: list[ssl.SSLContext | None] = []
         for index, listener in enumerate(self.listeners):
-            if index >= len(listen) or listen[index].tls is None or listener.tls_context is None:
+            tls = listen[index].tls if index < len(listen) else None
+            if tls is None or listener.tls_context is None:
+                contexts.append(None)
                 continue
-            tls = listen[index].tls
-            assert tls is not None
-            host, port = listener.address
             try:
-                listener.tls_context = make_context(tls)
+                contexts.append(make_context(tls))
             except ValueError as exc:
-                problems.append(f"listen[{index}].tls ({host}:{port}): {exc}; "
-                                "the running certificate stays")
+                host, port = listener.address
+                raise ValueError(f"listen[{index}].tls ({host}:{port}): {exc}") from None
+        return contexts
+
+    def use_certificates(self, listen: tuple[ListenConfig, ...],
+                         contexts: list[ssl.SSLContext | None]) -> None:
+        """Switch to ``contexts`` (from :meth:`load_certificates`): new connections take
+        them, existing ones keep their own."""
+        for index, (listener, context) in enumerate(zip(self.listeners, contexts, strict=True)):
+            if context is None:
                 continue
+            listener.tls_context = context
             listener.config = listen[index]
-            log.info("%s:%d: TLS certificate reloaded from %s", host, port, tls.cert)
-        return problems
+            host, port = listener.address
+            log.info("%s:%d: TLS certificate reloaded from %s", host, port,
+                     listen[index].tls.cert if listen[index].tls else "?")
 
     def stop(self) -> None:
         """Stop accepting: close every listening socket."""

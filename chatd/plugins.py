@@ -1075,6 +1075,25 @@ def _import_file(stem: str, path: Path, *, package: bool) -> types.ModuleType:
     return module
 
 
+def plugin_modules() -> dict[str, types.ModuleType]:
+    """The plugin files' modules now in ``sys.modules`` (``chatd_plugins.*``).
+
+    A reload imports the new files under the same names, replacing these; if the
+    reload then fails, :func:`restore_plugin_modules` puts them back, so code that
+    looks a plugin module up by name keeps finding the one that is running.
+    """
+    prefix = _DIR_PLUGIN_PACKAGE + "."
+    return {name: module for name, module in sys.modules.items()
+            if name == _DIR_PLUGIN_PACKAGE or name.startswith(prefix)}
+
+
+def restore_plugin_modules(saved: dict[str, types.ModuleType]) -> None:
+    """Make the ``chatd_plugins.*`` entries of ``sys.modules`` exactly ``saved`` again."""
+    for name in plugin_modules().keys() - saved.keys():
+        del sys.modules[name]
+    sys.modules.update(saved)
+
+
 def _one_line(exc: BaseException) -> str:
     """pluggy's validation messages span lines; startup errors are one line."""
     return "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())

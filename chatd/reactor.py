@@ -47,6 +47,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 log = logging.getLogger("chatd.reactor")
+#: The longest one poll() may sleep: epoll_wait takes int milliseconds (2**31 - 1).
+_MAX_POLL_SECONDS = 86400.0
 
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
@@ -307,7 +309,9 @@ class Reactor:
         if due is not None:
             until = max(0.0, due - self.clock())
             timeout = until if timeout < 0 else min(timeout, until)
-        return timeout
+        # epoll_wait's timeout is a C int of milliseconds: a timer further away than
+        # that (a plugin's call_later(1e9)) wakes the loop early, never crashes it.
+        return min(timeout, _MAX_POLL_SECONDS)
 
     def _run_timers(self) -> None:
         timers = self._timers

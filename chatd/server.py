@@ -20,22 +20,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
+import ssl
 import time
 from typing import Any
 
+from . import preflight
 from .admission import Admission, AdmissionRules, address_group, clamp_max_clients
-from .chat import ChatDomain, Client, CommandTable, collect_commands
+from .chat import ChatDomain, Client, CommandTable, DuplicateCommandError, collect_commands
 from .config import Config, ConfigError, LimitsConfig, ListenConfig, load_config
 from .connection import Connection, OutputAccount, State
 from .listeners import Acceptor
 from .logsetup import dropped_log_records
-from .plugins import PluginHost, PluginLoadError
+from .plugins import PluginHost, PluginLoadError, plugin_modules, restore_plugin_modules
 from .protocols import ChatProtocol
 from .reactor import Reactor, Timer
 from .stats import Stats
 from .store import Store
-from .tls import make_context
 
 log = logging.getLogger("chatd.server")
 
@@ -86,51 +86,54 @@ def _overdue_input(
     return None
 
 
-def _tls_problems(config: Config) -> list[str]:
-    """Certificates that cannot be loaded (missing, unreadable, not matching their key,
-    expired): found before anything listens."""
-    problems = []
-    for index, listener in enumerate(config.listen):
-        if listener.tls is not None:
-            try:
-                make_context(listener.tls)
-            except ValueError as exc:
-                problems.append(f"listen[{index}].tls: {exc}")
-    return problems
-
-
 def _without_tls(listen: tuple[ListenConfig, ...]) -> list[ListenConfig]:
     """The listeners as a restart would see them (TLS settings reload on SIGHUP)."""
     return [dataclasses.replace(listener, tls=None) for listener in listen]
 
 
-def _storage_problems(config: Config) -> list[str]:
-    """A database folder this process can never create or write: a config mistake,
-    found before start-up (a full or failing disk, by contrast, only degrades)."""
-    path = config.storage_path()
-    if path is None:
-        return []
-    if path.is_dir():
-        return [f"storage.path: {path} is a folder; name the database file inside it"]
-    folder = path.parent
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        return [f"storage.path: cannot create {folder}: {existing} is not a folder"]
-    if not os.access(existing, os.W_OK | os.X_OK) or (
-        path.exists() and not os.access(path, os.R_OK | os.W_OK)
-    ):
-        target = path if path.exists() else existing
-        return [f"storage.path: {target} is not writable by this user (uid {os.getuid()}): "
-                f"fix its owner or permissions, or choose another path"]
-    return []
+class ReloadFailed(Exception):
+    """A reload step failed before anything changed; the message says what."""
 
 
-def _same_interface(a: str, b: str) -> bool:
-    """Whether two bind addresses can collide (the same one, or either is a wildcard)."""
-    wildcards = {"", "0.0.0.0", "::"}
-    return a == b or a in wildcards or b in wildcards or {a, b} == {"localhost", "127.0.0.1"}
+@dataclasses.dataclass(frozen=True)
+class _Reload:
+    """What a reload switches to, all of it made before anything changes."""
+
+    config: Config
+    hooks: PluginHost
+    certificates: list[ssl.SSLContext | None]
+    max_clients: int
+
+
+class StartupError(Exception):
+    """``config`` cannot start; ``problems`` says why, one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(problems[0])
+        self.problems = problems
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for an operator: our own errors say it all, others need their type."""
+    if isinstance(exc, ConfigError | PluginLoadError | DuplicateCommandError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def dry_run(config: Config, *, trace_hooks: bool = False) -> ChatServer:
+    """What ``--check-config`` builds, and a reload tries first: ``config``'s server
+    with every plugin imported, its settings checked and its ``chatd_startup`` run,
+    against a database in memory; nothing bound, no file kept (the storage check
+    writes a probe and removes it), nothing the config asks for allocated.  Raises
+    StartupError; :meth:`ChatServer.discard` the result.
+    """
+    found = preflight.problems(config)
+    if found:
+        raise StartupError(found)
+    try:
+        return ChatServer(config, trace_hooks=trace_hooks, dry_run=True)
+    except (PluginLoadError, DuplicateCommandError, ConfigError) as exc:
+        raise StartupError([str(exc)]) from exc
 
 
 class ChatServer:
@@ -146,12 +149,20 @@ class ChatServer:
         """``dry_run``: built only to be checked (``--check-config``, ``chatd plugins``),
         so the database is one in memory and no file is created or changed."""
         self.config = config
-        self.reactor = Reactor()
-        self.reactor.enable_threadsafe()  # server.call_soon_threadsafe for plugins' threads
         self._trace_hooks = trace_hooks
         #: Counters for /stats and /metrics.
         self.stats = Stats()
         hooks = plugins if plugins is not None else build_plugin_host(config, trace=trace_hooks)
+        self.reactor = Reactor()
+        try:
+            self._build(config, hooks, dry_run=dry_run)
+        except BaseException:
+            self._abandon(hooks)  # a reload's dry run may fail: it must leak nothing
+            raise
+
+    def _build(self, config: Config, hooks: PluginHost, *, dry_run: bool) -> None:
+        """Everything after the plugins are imported: store, domain, acceptor, startup."""
+        self.reactor.enable_threadsafe()  # server.call_soon_threadsafe for plugins' threads
         storage = config.storage
         #: The database (history, accounts, bans), written by its own thread.
         self.store = Store(
@@ -178,7 +189,8 @@ class ChatServer:
             self.reactor, self.admission, self.stats, self._account,
             on_connect=self._connected, on_lost=self._connection_lost,
         )
-        self.acceptor.configure(config.limits, config.net)
+        if not dry_run:  # a dry run allocates nothing the config asks for (the read buffer)
+            self.acceptor.configure(config.limits, config.net)
         self._sweep_timer: Timer | None = None
         self._lag_timer: Timer | None = None
         self._store_timer: Timer | None = None
@@ -194,6 +206,22 @@ class ChatServer:
         if backend is not None:
             log.info("delivery backend: %s", type(backend).__name__)
             self.domain.backend = backend
+
+    def _abandon(self, hooks: PluginHost) -> None:
+        """Construction failed part way: undo what was made (plugins started, the
+        store's thread, the loop's descriptors)."""
+        if hooks.server is not None:
+            hooks.shutdown()
+        store = getattr(self, "store", None)
+        if store is not None:
+            store.close(1.0)
+        self.reactor.close()
+
+    def discard(self) -> None:
+        """Take down a server that never listened (a dry run): its plugins get
+        ``chatd_shutdown``, its thread and descriptors are released."""
+        self.hooks.shutdown()
+        self.close()
 
     # -- plugins -----------------------------------------------------------------------
 
@@ -222,7 +250,18 @@ class ChatServer:
         self.api.notify_operators(f"plugin {plugin!r} was disabled: {reason}")
 
     def reload(self) -> bool:
-        """Re-read the config file and reload every plugin; keep the old ones on failure.
+        """Re-read the config file and reload every plugin: all of it, or nothing.
+
+        Every step that can fail runs before anything changes (see
+        :meth:`_prepare_reload`): reading the file, the machine's checks
+        (:mod:`chatd.preflight`), a dry run of the new config and plugins exactly
+        as ``--check-config`` does it, the new certificates, and the import of
+        the plugins that will run.  Only then do the old plugins shut down and the
+        new ones start (one generation at a time: a plugin never sees two copies
+        of itself serving).  If a new ``chatd_startup`` still fails (on something
+        the dry run could not meet, such as the real database), the old config and
+        plugins are put back (the old plugins get ``chatd_startup`` again).  Either
+        way a failure is logged and told to operators, and False returned.
 
         Connections, nicks and rooms survive.  New limits apply to new
         connections; a changed listener needs a restart.  Returns True on
@@ -230,46 +269,75 @@ class ChatServer:
         starts afresh (the module is new) unless the plugin carries it over with
         ``chatd_reload_save`` / ``chatd_reload_restore``.
         """
-        old_config, old_hooks, old_commands = self.config, self.hooks, self.commands
+        saved_modules = plugin_modules()
         try:
-            new_config = load_config(old_config.source) if old_config.source else old_config
-            new_hooks = build_plugin_host(new_config, trace=self._trace_hooks)
-            new_hooks.bind(self.api, self.reactor)
-            collect_commands(new_hooks, self.api)  # fail before anything changes
-        except (ConfigError, PluginLoadError) as exc:
-            return self._reload_failed(f"{exc}")
-        except Exception as exc:  # a plugin's import-time code can raise anything
-            return self._reload_failed(f"{type(exc).__name__}: {exc}")
-        # One plugin generation at a time: the old ones shut down before the
-        # new ones start, so a plugin never sees two copies of itself running.
+            new = self._prepare_reload()
+        except ReloadFailed as exc:
+            restore_plugin_modules(saved_modules)
+            return self._reload_failed(str(exc))
+        old_config, old_hooks, old_commands = self.config, self.hooks, self.commands
+        # One plugin generation at a time: the old ones shut down before the new ones
+        # start, so a plugin never sees two copies of itself running.
         carried = old_hooks.save_reload_state()
         old_hooks.shutdown()
-        self.config = self.domain.config = new_config
+        self.config = self.domain.config = new.config
         try:
-            self._start_plugins(new_hooks, carried)
-        except (ConfigError, PluginLoadError) as exc:
-            new_hooks.shutdown()
-            self.config = self.domain.config = old_config
-            old_hooks.reopen()
-            self.domain.hooks, self.domain.commands = old_hooks, old_commands
-            old_hooks.call("chatd_startup", server=self.api)
+            self._start_plugins(new.hooks, carried)
+        except Exception as exc:  # the dry run passed: the real database, a race
+            self._roll_back(new.hooks, old_config, old_hooks, old_commands)
             old_hooks.restore_reload_state(carried)
-            return self._reload_failed(str(exc))
-        try:
-            self._apply_limits()
-        except ValueError as exc:
-            log.error("reload: %s; keeping the previous client limits", exc)
-        for problem in self.acceptor.reload_certificates(new_config.listen):
-            log.error("reload: %s", problem)
-            self.api.notify_operators(f"reload: {problem}")
-        if (_without_tls(new_config.listen) != _without_tls(old_config.listen)
-                or new_config.metrics != old_config.metrics
-                or new_config.storage_path() != old_config.storage_path()
-                or new_config.storage != old_config.storage):
+            restore_plugin_modules(saved_modules)
+            return self._reload_failed(f"{_reason(exc)}; the previous plugins run again")
+        self._apply_limits(new.max_clients)
+        self.acceptor.use_certificates(new.config.listen, new.certificates)
+        if (_without_tls(new.config.listen) != _without_tls(old_config.listen)
+                or new.config.metrics != old_config.metrics
+                or new.config.storage_path() != old_config.storage_path()
+                or new.config.storage != old_config.storage):
             log.warning("reload: listener, metrics and storage changes take effect after a "
                         "restart")
-        log.info("reloaded %s: plugins %s", new_config.source, ", ".join(new_hooks.infos))
+        log.info("reloaded %s: plugins %s", new.config.source, ", ".join(new.hooks.infos))
         return True
+
+    def _prepare_reload(self) -> _Reload:
+        """Everything a reload needs, made without changing anything; ReloadFailed if a
+        step fails (the config, the checks, the dry run, the certificates, the import)."""
+        source = self.config.source
+        try:
+            config = load_config(source) if source else self.config
+        except ConfigError as exc:
+            raise ReloadFailed(str(exc)) from None
+        try:
+            dry_run(config, trace_hooks=self._trace_hooks).discard()
+        except StartupError as exc:
+            raise ReloadFailed("; ".join(exc.problems)) from None
+        except Exception as exc:  # a plugin's import-time code can raise anything
+            raise ReloadFailed(_reason(exc)) from None
+        try:  # read a moment ago by the dry run: changed since, or unreadable now
+            certificates = self.acceptor.load_certificates(config.listen)
+        except ValueError as exc:
+            raise ReloadFailed(f"{exc}; the running certificate stays") from None
+        limits = config.limits
+        try:
+            max_clients = clamp_max_clients(limits.max_clients, limits.reserve_fds)
+        except ValueError as exc:
+            raise ReloadFailed(f"limits.reserve_fds: {exc}") from None
+        try:
+            hooks = build_plugin_host(config, trace=self._trace_hooks)
+            hooks.bind(self.api, self.reactor)
+            collect_commands(hooks, self.api)
+        except Exception as exc:  # changed since the dry run a moment ago
+            raise ReloadFailed(_reason(exc)) from None
+        return _Reload(config, hooks, certificates, max_clients)
+
+    def _roll_back(self, new_hooks: PluginHost, config: Config, hooks: PluginHost,
+                   commands: CommandTable) -> None:
+        """A new generation failed to start: stop what of it started, bring back the old."""
+        new_hooks.shutdown()
+        self.config = self.domain.config = config
+        hooks.reopen()
+        self.domain.hooks, self.domain.commands = hooks, commands
+        hooks.call("chatd_startup", server=self.api)
 
     def _reload_failed(self, why: str) -> bool:
         log.error("reload failed, keeping the running config and plugins: %s", why)
@@ -289,48 +357,20 @@ class ChatServer:
             max_unregistered=per_ip.max_unregistered,
         )
 
-    def _apply_limits(self) -> None:
-        """(Re)derive what depends on the config and the process: admission, fd clamp."""
+    def _apply_limits(self, max_clients: int | None = None) -> None:
+        """(Re)derive what depends on the config and the process: admission, fd clamp
+        (``max_clients``: already clamped, by a reload that checked it)."""
         limits = self.config.limits
-        max_clients = clamp_max_clients(limits.max_clients, limits.reserve_fds)
+        if max_clients is None:
+            max_clients = clamp_max_clients(limits.max_clients, limits.reserve_fds)
         self.admission.rules = self._admission_rules(self.config, max_clients)
         self._account.limit = limits.output_total_max_bytes
         self.acceptor.configure(limits, self.config.net)
 
     def preflight(self) -> list[str]:
-        """What start-up would reject, found before anything is bound (``--check-config``).
-
-        A feature switched on without the package it needs, or two listeners
-        (chat and metrics) on one port.  Returns the problems, one line each.
-        """
-        problems = []
-        limits = self.config.limits
-        try:
-            clamp_max_clients(limits.max_clients, limits.reserve_fds)
-        except ValueError as exc:  # a limit the operating system cannot give
-            problems.append(f"limits.reserve_fds: {exc}")
-        problems += _storage_problems(self.config)
-        problems += _tls_problems(self.config)
-        metrics = self.config.metrics
-        if metrics.enabled:
-            import importlib.util
-
-            if importlib.util.find_spec("prometheus_client") is None:
-                problems.append(
-                    "metrics.enabled needs the prometheus_client package: "
-                    "pip install 'chatd[metrics]' (or set metrics.enabled: false)"
-                )
-            if metrics.port:
-                for i, listener in enumerate(self.config.listen):
-                    if listener.port == metrics.port and _same_interface(
-                        listener.host, metrics.host
-                    ):
-                        key = "listen" if len(self.config.listen) == 1 else f"listen[{i}]"
-                        problems.append(
-                            f"metrics.port {metrics.port} is also {key}'s port on "
-                            f"{listener.host}: give the metrics exporter a port of its own"
-                        )
-        return problems
+        """What start-up would reject, found before anything is bound (``--check-config``):
+        see :mod:`chatd.preflight`.  Returns the problems, one line each."""
+        return preflight.problems(self.config)
 
     def listen(self) -> list[tuple[str, int]]:
         """Bind every configured listener; returns the bound (host, port) pairs, in order.

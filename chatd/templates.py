@@ -3,18 +3,28 @@
 ``str.format`` on an operator's template would also evaluate ``{nick.__class__}``
 (attribute access), ``{room[0]}`` (indexing) and ``{nick:>999999999}`` (a
 megabyte-wide padding): a template is data, so it gets exactly its named
-fields, as plain text, and nothing else.
+fields, as plain text, and nothing else.  And it is shown to people, so it may
+not hide or reorder text (no control, invisible or bidi characters).
 """
 
 from __future__ import annotations
 
 import string
 
+from .config import shown_text_problem
+
 _FORMATTER = string.Formatter()
 
 
 def template_problem(template: str, fields: tuple[str, ...]) -> str | None:
-    """Why ``template`` is not a valid template with ``fields``, or None."""
+    """Why ``template`` is not a valid template with ``fields``, or None.
+
+    A template is text users see, so control, invisible and bidi characters are
+    refused too (:func:`chatd.config.shown_text_problem`).
+    """
+    problem = shown_text_problem(template)
+    if problem:
+        return problem
     allowed = ", ".join("{" + name + "}" for name in fields)
     try:
         parts = list(_FORMATTER.parse(template))

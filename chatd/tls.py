@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import ssl
 import time
 from collections.abc import Callable
@@ -59,10 +60,11 @@ def make_context(tls: TlsConfig) -> ssl.SSLContext:
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     try:
         context.load_cert_chain(tls.cert, tls.key)
-    except FileNotFoundError as exc:
-        raise ValueError(f"cannot read {exc.filename}: no such file") from None
+    except FileNotFoundError as exc:  # ssl names no file: say which of the two
+        missing = exc.filename or _first_missing(tls.cert, tls.key)
+        raise ValueError(f"cannot read {missing}: no such file") from None
     except PermissionError as exc:
-        raise ValueError(f"cannot read {exc.filename}: permission denied") from None
+        raise ValueError(f"cannot read {exc.filename or tls.cert}: permission denied") from None
     except ssl.SSLError as exc:
         raise ValueError(f"{tls.cert} / {tls.key}: not a certificate and its key "
                          f"({exc.reason or exc})") from None
@@ -76,6 +78,11 @@ def make_context(tls: TlsConfig) -> ssl.SSLContext:
             raise ValueError(f"cannot load the CA file {tls.ca}: {exc}") from None
         context.verify_mode = ssl.CERT_REQUIRED if tls.verify_clients else ssl.CERT_OPTIONAL
     return context
+
+
+def _first_missing(*paths: str) -> str:
+    """The first of ``paths`` that does not exist (for an error that names none)."""
+    return next((path for path in paths if not os.path.exists(path)), paths[0])
 
 
 def _expired(cert_path: str) -> str | None:

@@ -10,7 +10,9 @@ Configure it in config.yaml::
 
 The greeting goes only to the person joining, as a notice.  Shows: a plugin
 config section validated at startup (a bad value stops the server with the
-file, key and line), and reacting to ``chatd_room_join``.
+file, key and line; a room name or greeting holding control, invisible or bidi
+characters is refused, ``server.config.check_text``), and reacting to
+``chatd_room_join``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ def _template(server: Server, key: str, value: object) -> str:
     return value
 
 
+def _room(server: Server, key: str, room: object) -> str:
+    if not isinstance(room, str) or not room.startswith("#"):
+        raise server.config.error(key, f"expected a room name such as '#dev', got {room!r}")
+    return server.config.check_text(key, room, kind="name")  # no invisible characters
+
+
 @hookimpl
 def chatd_startup(server: Server) -> None:
     section = server.plugin_config("greeter")
@@ -39,7 +47,8 @@ def chatd_startup(server: Server) -> None:
     if not hasattr(rooms, "items"):
         raise server.config.error("plugins.greeter.rooms", "expected a mapping of room: text")
     per_room = {
-        str(room).lower(): _template(server, f"plugins.greeter.rooms.{room}", text)
+        _room(server, f"plugins.greeter.rooms.{room}", room).lower():
+            _template(server, f"plugins.greeter.rooms.{room}", text)
         for room, text in rooms.items()
     }
     server.stash[GREETINGS] = (default, per_room)

@@ -29,6 +29,8 @@ from chatd.config import (
     PerIpConfig,
     PluginHostConfig,
     ServerConfig,
+    StorageConfig,
+    TlsConfig,
     config_reference,
     default_config,
     load_config,
@@ -295,24 +297,28 @@ def test_unknown_key_without_close_match_lists_known_keys(in_tmp: Path) -> None:
     [
         (
             "\n\nlimits:\n  max_line_bytes: abc\n",
-            "config.yaml:4: limits.max_line_bytes: expected an integer >= 16, got 'abc'",
+            "config.yaml:4: limits.max_line_bytes: expected an integer between 16 and 1073741824, "
+            "got 'abc'",
         ),
         (
             "limits:\n  max_clients: '5'\n",
-            "config.yaml:2: limits.max_clients: expected an integer >= 1, got '5'",
+            "config.yaml:2: limits.max_clients: expected an integer between 1 and 1048576, "
+            "got '5'",
         ),
         (
             "limits:\n  max_clients: 5.0\n",
-            "config.yaml:2: limits.max_clients: expected an integer >= 1, got 5.0",
+            "config.yaml:2: limits.max_clients: expected an integer between 1 and 1048576, "
+            "got 5.0",
         ),
         (
             "server:\n  name: 42\n",
             "config.yaml:2: server.name: expected a string "
-            "(1 to 64 characters, no control characters), got 42",
+            "(1 to 64 characters; no control, invisible or bidi characters), got 42",
         ),
         (
             "limits:\n  close_linger_seconds: '2'\n",
-            "config.yaml:2: limits.close_linger_seconds: expected a number > 0, got '2'",
+            "config.yaml:2: limits.close_linger_seconds: expected a number > 0 and <= 1000000, "
+            "got '2'",
         ),
         (
             "logging:\n  file: [a]\n",
@@ -329,13 +335,17 @@ def test_wrong_type(in_tmp: Path, text: str, expected: str) -> None:
 def test_bool_is_not_an_int(in_tmp: Path, value: str) -> None:
     err = load_error(in_tmp, f"limits:\n  max_clients: {value}\n")
     got = repr(value in ("true", "yes", "on"))
-    assert str(err) == f"config.yaml:2: limits.max_clients: expected an integer >= 1, got {got}"
+    assert str(err) == (
+        "config.yaml:2: limits.max_clients: expected an integer between 1 and 1048576, "
+        f"got {got}"
+    )
 
 
 def test_bool_is_not_a_float(in_tmp: Path) -> None:
     err = load_error(in_tmp, "limits:\n  close_linger_seconds: true\n")
     assert str(err) == (
-        "config.yaml:2: limits.close_linger_seconds: expected a number > 0, got True"
+        "config.yaml:2: limits.close_linger_seconds: expected a number > 0 and <= 1000000, "
+        "got True"
     )
 
 
@@ -352,7 +362,8 @@ def test_bool_is_not_a_float(in_tmp: Path) -> None:
         ),
         (
             "limits:\n  max_line_bytes: 15\n",
-            "config.yaml:2: limits.max_line_bytes: expected an integer >= 16, got 15",
+            "config.yaml:2: limits.max_line_bytes: expected an integer between 16 and 1073741824, "
+            "got 15",
         ),
         (
             "limits:\n  max_nick_bytes: 65\n",
@@ -360,11 +371,13 @@ def test_bool_is_not_a_float(in_tmp: Path) -> None:
         ),
         (
             "limits:\n  close_linger_seconds: 0\n",
-            "config.yaml:2: limits.close_linger_seconds: expected a number > 0, got 0",
+            "config.yaml:2: limits.close_linger_seconds: expected a number > 0 and <= 1000000, "
+            "got 0",
         ),
         (
             "limits:\n  close_linger_seconds: .inf\n",
-            "config.yaml:2: limits.close_linger_seconds: expected a number > 0, got inf",
+            "config.yaml:2: limits.close_linger_seconds: expected a number > 0 and <= 1000000, "
+            "got inf",
         ),
         (
             "logging:\n  level: verbose\n",
@@ -576,7 +589,9 @@ def test_config_error_pickles() -> None:
 def test_parse_config_errors_without_file() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config("limits:\n  max_clients: 0\n")
-    assert str(info.value) == "line 2: limits.max_clients: expected an integer >= 1, got 0"
+    assert str(info.value) == (
+        "line 2: limits.max_clients: expected an integer between 1 and 1048576, got 0"
+    )
 
 
 def test_reference_mentions_every_field() -> None:
@@ -597,3 +612,114 @@ def test_reference_covers_every_config_field() -> None:
     for f in dataclasses.fields(Config):
         if f.name not in ("source", "locations"):
             assert f"## `{f.name}`" in reference
+
+
+# -- issue 18, rule 3: every number within what the system accepts; names users see ------
+
+#: Every numeric setting of the core, as (YAML section path, key).
+NUMERIC = [
+    (section, f.name)
+    for section, cls in {**SECTIONS, "storage": StorageConfig}.items()
+    for f in dataclasses.fields(cls)
+    if f.type in ("int", "float")
+] + [("listen.tls", "handshake_timeout_seconds")]
+
+
+def _yaml_for(section: str, key: str, value: str) -> str:
+    if section == "listen.tls":
+        return f"listen:\n  tls:\n    {key}: {value}\n"
+    return f"{section}:\n  {key}: {value}\n"
+
+
+def test_every_numeric_setting_is_listed() -> None:
+    """The parametrisation below must cover every number (a new one included)."""
+    assert len(NUMERIC) >= 40
+    assert ("net", "sndbuf_bytes") in NUMERIC and ("storage", "queue_max") in NUMERIC
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "1.0e+400", "1" + "0" * 30])
+@pytest.mark.parametrize(("section", "key"), NUMERIC, ids=[f"{s}.{k}" for s, k in NUMERIC])
+def test_nan_inf_and_huge_numbers_are_refused_everywhere(
+    in_tmp: Path, section: str, key: str, value: str
+) -> None:
+    err = load_error(in_tmp, _yaml_for(section, key, value))
+    assert err.key == f"{section}.{key}" and err.line == (3 if "tls" in section else 2)
+    assert err.message.startswith("expected "), err.message
+
+
+@pytest.mark.parametrize(("section", "key"), NUMERIC, ids=[f"{s}.{k}" for s, k in NUMERIC])
+def test_every_number_is_accepted_up_to_its_documented_bound_and_no_further(
+    in_tmp: Path, section: str, key: str
+) -> None:
+    cls = {**SECTIONS, "storage": StorageConfig, "listen.tls": TlsConfig}[section]
+    spec = dataclasses.fields(cls)[[f.name for f in dataclasses.fields(cls)].index(key)]
+    high = spec.metadata["constraint"].le
+    assert high is not None, f"{section}.{key} has no upper bound"
+    whole = spec.type == "int"
+    top = str(int(high)) if whole else repr(float(high))
+    if section != "listen.tls":  # a TLS section needs certificates to load at all
+        config = load_text(in_tmp, _yaml_for(section, key, top))
+        values = config.listen[0] if section == "listen" else getattr(config, section)
+        assert getattr(values, key) == high
+    past = str(int(high) + 1) if whole else repr(float(high) * 1.5)
+    err = load_error(in_tmp, _yaml_for(section, key, past))
+    assert err.key == f"{section}.{key}" and "expected" in err.message
+
+
+def test_a_number_declared_without_an_upper_bound_breaks_the_import() -> None:
+    """The schema refuses a new numeric setting that does not say its ceiling."""
+    from chatd.config_rules import field_specs, setting
+
+    @dataclasses.dataclass(frozen=True)
+    class Careless:
+        timeout_seconds: float = setting(1.0, "A timeout with no ceiling.", gt=0)
+
+    with pytest.raises(TypeError, match="needs an upper bound"):
+        field_specs(Careless)
+
+
+@pytest.mark.parametrize(
+    "char",
+    ["\u202e", "\u2066", "\u200e", "\u200b", "\u200d", "\u2060", "\u00ad", "\ufeff",
+     "\u3164", "\u115f", "\u2800", "\u034f", "\ue000", "\U000e0041", "\u0085", "\u2028",
+     "\x1b"],
+    ids=lambda c: f"U+{ord(c):04X}",
+)
+def test_server_name_refuses_invisible_bidi_and_control_characters(
+    in_tmp: Path, char: str
+) -> None:
+    escaped = char.encode("unicode_escape").decode("ascii")
+    err = load_error(in_tmp, f'server:\n  name: "chat{escaped}d"\n')
+    assert (err.key, err.line) == ("server.name", 2)
+    assert err.message.startswith(f"holds U+{ord(char):04X} "), err.message
+    assert "control, invisible and bidi characters are not allowed" in err.message
+
+
+@pytest.mark.parametrize("name", ["chät", "チャット", "chat 🙂", "Ünïcödé-Server", "a b"])
+def test_server_name_keeps_every_visible_script(in_tmp: Path, name: str) -> None:
+    assert load_text(in_tmp, f'server:\n  name: "{name}"\n').server.name == name
+
+
+def test_an_error_shows_a_key_with_invisible_characters_escaped() -> None:
+    err = ConfigError("unknown key", file="c.yaml", key="plugins.x.#a\u202eb", line=2)
+    assert str(err) == "c.yaml:2: plugins.x.#a\\u202eb: unknown key"
+
+
+def test_check_number_and_check_text_give_plugins_the_same_rules() -> None:
+    config = parse_config("plugins:\n  mine:\n    delay: 3\n")
+    assert config.check_number("plugins.mine.delay", 3, gt=0, le=60) == 3.0
+    assert config.check_number("plugins.mine.n", 7, ge=0, le=10, whole=True) == 7
+    for bad in (float("nan"), float("inf"), 10**30, True, "3", 61):
+        with pytest.raises(ConfigError) as info:
+            config.check_number("plugins.mine.delay", bad, gt=0, le=60)
+        assert str(info.value).startswith("line 3: plugins.mine.delay: expected a number > 0")
+    with pytest.raises(ConfigError, match="expected an integer"):
+        config.check_number("plugins.mine.n", 2.5, ge=0, le=10, whole=True)
+    family = "hi 👨\u200d👩\u200d👧"  # joiners belong inside emoji in running text
+    assert config.check_text("plugins.mine.hello", family) == family
+    with pytest.raises(ConfigError, match="U\\+200D"):
+        config.check_text("plugins.mine.room", "#a\u200db", kind="name")
+    with pytest.raises(ConfigError, match="U\\+202E"):
+        config.check_text("plugins.mine.hello", "hi \u202e")
+    with pytest.raises(ConfigError, match="expected a string"):
+        config.check_text("plugins.mine.hello", 5)

@@ -87,7 +87,7 @@ from chatd.events import Event
 from .attempts import GuessLimits, RecentFailures, source_of
 from .fairqueue import FairQueue, Lane
 from .oper import is_operator
-from .sections import section_settings
+from .sections import Range, section_settings
 
 log = logging.getLogger("chatd.accounts")
 
@@ -139,6 +139,14 @@ PAUSE_SECONDS = 10.0
 _SCRYPT_R, _SCRYPT_P = 8, 1
 #: The largest scrypt cost accepted: 128 * N * r bytes = 256 MiB per hash.
 SCRYPT_N_MAX = 2**18
+#: The values each number setting may take (a wrong one stops the server with its key).
+RANGES = {
+    "grace_seconds": Range(0, 86400.0, above=True),  # a timer: at most a day
+    "min_password_length": Range(1, PASSWORD_MAX),
+    "scrypt_n": Range(1024, SCRYPT_N_MAX),  # and a power of two (checked at startup)
+    "registrations_per_hour": Range(0, 1_000_000),
+    "failures_per_address": Range(1, 1_000_000),
+}
 
 #: One account: (nick as registered, password hash, registered at).
 Account = tuple[str, str, float]
@@ -227,19 +235,13 @@ def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
 
 @hookimpl
 def chatd_startup(server: Server) -> None:
-    settings = section_settings(server, "accounts", DEFAULTS)
+    settings = section_settings(server, "accounts", DEFAULTS, RANGES)
     n = settings["scrypt_n"]
-    if n < 1024 or n > SCRYPT_N_MAX or n & (n - 1):
+    if n & (n - 1):
         raise server.config.error(
             "plugins.accounts.scrypt_n",
             f"expected a power of two from 1024 to {SCRYPT_N_MAX} (256 MiB a hash), got {n}",
         )
-    if settings["min_password_length"] > PASSWORD_MAX:
-        raise server.config.error("plugins.accounts.min_password_length",
-                                  f"at most {PASSWORD_MAX}")
-    if settings["failures_per_address"] < 1:
-        raise server.config.error("plugins.accounts.failures_per_address",
-                                  "expected a whole number of 1 or more")
     if settings["registration"] not in REGISTRATION_MODES:
         raise server.config.error(
             "plugins.accounts.registration",

@@ -60,7 +60,7 @@ from chatd import (
 from chatd.chat.nicks import nick_key
 from chatd.events import Action, Join, Message, Part, PrivateMessage, Quit, Topic
 
-from .sections import checked_value, section_settings
+from .sections import Range, checked_value, section_settings
 
 #: The schema, one step per version; shipped steps never change, new ones are appended.
 SCHEMA = [
@@ -100,6 +100,18 @@ DEFAULTS: dict[str, Any] = {
     "retention_days": 30.0,
     "retention_lines": 10_000,
     "retention_interval_seconds": 600.0,
+}
+
+#: The values each number setting may take (a wrong one stops the server with its key):
+#: the lines a room keeps in memory, times in the past that must stay dates, SQL
+#: parameters that must fit 64 bits, and a timer.
+RANGES = {
+    "replay_lines": Range(0, 1000),
+    "replay_hours": Range(0, 24 * 366 * 100),
+    "max_lines": Range(0, 10_000, above=True),
+    "retention_days": Range(0, 366 * 100, above=True),
+    "retention_lines": Range(0, 1_000_000_000, above=True),
+    "retention_interval_seconds": Range(0, 86400.0, above=True),
 }
 
 #: One stored line: (seq, time, kind, nick, target, text, event id).
@@ -187,19 +199,21 @@ class HistoryState:
 
 def _settings(server: Server) -> dict[str, Any]:
     """``plugins.history``, checked: a wrong value stops the server with its key."""
-    settings = section_settings(server, "history", DEFAULTS, nested=("rooms",))
+    settings = section_settings(server, "history", DEFAULTS, RANGES, nested=("rooms",))
     rooms: dict[str, dict[str, Any]] = {}
     for name, overrides in (settings.get("rooms") or {}).items():
         where = f"plugins.history.rooms.{name}"
         if not isinstance(name, str) or not name.startswith("#"):
             raise server.config.error(where, "expected a room name starting with #")
+        server.config.check_text(where, name, kind="name")
         if not isinstance(overrides, Mapping):
             raise server.config.error(where, "expected a mapping such as {store: false}")
         checked = {}
         for key, value in overrides.items():
             if key not in ("store", "replay_lines"):
                 raise server.config.error(f"{where}.{key}", "a room may set store, replay_lines")
-            checked[key] = checked_value(server, f"{where}.{key}", DEFAULTS[key], value)
+            checked[key] = checked_value(server, f"{where}.{key}", DEFAULTS[key], value,
+                                         RANGES.get(key))
         rooms[name.lower()] = checked
     settings["rooms"] = rooms
     return settings
