@@ -194,10 +194,16 @@ class Acceptor:
         size = max(4096, limits.read_budget_bytes)
         if len(self._read_buffer) != size:
             self._read_buffer = memoryview(bytearray(size))
-        self._connection_context = ConnectionContext(
-            self.reactor, self._read_buffer, connection_limits, self.account,
-            on_closed=self._closed, on_lost=self.on_lost, on_registered=self.admission.registered,
-        )
+        # One context per ending (a FIN, or a reset once the goodbye is acknowledged):
+        # each listener's protocol says which its connections get.
+        self._connection_contexts = {
+            reset: ConnectionContext(
+                self.reactor, self._read_buffer, connection_limits, self.account,
+                on_closed=self._closed, on_lost=self.on_lost,
+                on_registered=self.admission.registered, reset_after_goodbye=reset,
+            )
+            for reset in (False, True)
+        }
 
     # -- listening ------------------------------------------------------------------
 
@@ -336,13 +342,14 @@ class Acceptor:
         sock.setblocking(False)
         tune_socket(sock, self.net)
         tls = listener.tls_context
+        context = self._connection_contexts[listener.protocol.reset_after_goodbye]
         conn: Connection
         if tls is None:
-            conn = Connection(sock, self._connection_context, peer=(address, peer[1]))
+            conn = Connection(sock, context, peer=(address, peer[1]))
         else:
             assert listener.config.tls is not None
             conn = TlsConnection(
-                sock, self._connection_context, tls, peer=(address, peer[1]),
+                sock, context, tls, peer=(address, peer[1]),
                 timeout=listener.config.tls.handshake_timeout_seconds,
                 on_handshake=lambda: self.on_connect(protocol),
             )

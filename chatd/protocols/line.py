@@ -201,6 +201,8 @@ class LineProtocol(ChatProtocol):
     """``nc``'s (and ``telnet``'s) protocol: a line per request, marked lines out."""
 
     renderer = RENDERER
+    #: People type here with nc and ncat, which return to the shell only on a reset.
+    reset_after_goodbye = True
     __slots__ = ("_telnet",)
 
     def __init__(self, *args: object, **kwargs: object) -> None:
