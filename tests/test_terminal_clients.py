@@ -121,3 +121,15 @@ def test_after_a_server_shutdown_the_program_returns_to_the_shell(chatd_server, 
     lines = returns_to_the_shell(person)
     assert readme_shutdown_line() in lines, lines  # the README's words, exactly
     assert server.proc.wait(10) == 0
+
+
+def test_a_program_on_jsonl_still_gets_a_fin_after_its_quit(chatd_server):
+    """Bots read to end of file: jsonl keeps the plain FIN ending (no reset)."""
+    server = chatd_server(listen=[{"port": 0}, {"port": 0, "protocol": "jsonl"}])
+    bot = server.json_client()
+    bot.send(cmd="quit", reason="done")
+    bot.expect(type="notice", text="Goodbye.")
+    sock = bot.lines.sock
+    sock.settimeout(5.0)
+    while sock.recv(4096):  # to end of file; a reset raises ConnectionResetError here
+        pass
