@@ -314,6 +314,48 @@ def test_openssl_s_client_and_ncat_ssl_talk_with_a_plain_client(chatd_server, tm
             proc.wait(5)
 
 
+def _connecting_line(program: str) -> str:
+    """The line of docs/tls.md's "Connecting" block that runs ``program``, sans comment."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "tls.md").read_text()
+    block = re.search(r"## Connecting\n\n```sh\n(.*?)```", doc, re.DOTALL)
+    assert block, "docs/tls.md lost its Connecting block"
+    lines = [line.split("#")[0].strip() for line in block.group(1).splitlines()
+             if line.startswith(program + " ")]
+    assert lines, f"docs/tls.md shows no {program} line"
+    return lines[-1]
+
+
+def test_the_socat_line_in_the_docs_is_one_a_person_can_type_into(chatd_server, tmp_path, ca):
+    """docs/tls.md's socat line, run on a terminal (pexpect's pty) the way a person does:
+    the terminal's line editing (DEL erases), Enter sends a line, /quit leaves."""
+    import pexpect
+
+    if shutil.which("socat") is None:
+        if os.environ.get("CI"):
+            pytest.fail("socat is not installed (.ci/run installs it)")
+        pytest.skip("socat is not installed")
+    server, _, _ = _tls_server(chatd_server, tmp_path, ca)
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca.cert_pem.bytes())
+    line = _connecting_line("socat").replace("chat.example.org", "localhost")
+    argv = line.replace("7789", str(server.ports[1])).split()
+    argv[-1] += f",cafile={ca_file}"  # a private CA, as the doc says
+    watcher = server.client()
+    child = pexpect.spawn(argv[0], argv[1:], timeout=10)
+    try:
+        child.expect(rb"\*\*\* Welcome to chatd, (\S+)\.")
+        nick = child.match.group(1).decode()
+        child.send(b"helo\x7flo from socat\r")  # a typo erased with DEL, then Enter
+        _see(watcher, f"<{nick}> hello from socat")
+        watcher.send("hi socat")
+        child.expect(rf"<{watcher.nick}> hi socat".encode())
+        child.send(b"/quit\r")
+        child.expect(rb"\*\*\* Goodbye\.")
+        child.expect(pexpect.EOF)  # back at the shell
+    finally:
+        child.terminate(force=True)
+
+
 def test_a_bad_tls_section_is_a_config_error(tmp_path, ca):
     cert = _pem(ca, tmp_path)
     cases = {
