@@ -356,6 +356,7 @@ def test_nick_change_is_announced_to_self_and_others(chatd_server):
     carol.expect_line(f"*** {carol.nick} joined #elsewhere")
     carol.expect_line("*** you are the first in #elsewhere")
     carol.send("/part #lobby")
+    carol.expect_line("*** you left #lobby")
     carol.expect_line("*** you are now talking in #elsewhere")
     # alice and bob talk in #dev now: #lobby's lines name their room.
     alice.expect_line(f"[#lobby] *** {carol.nick} left #lobby")
@@ -453,6 +454,7 @@ def test_join_part_rooms_who(chatd_server):
 
     # Parting #dev: the others there are told, and alice talks in #lobby again.
     alice.send("/part #dev")
+    alice.expect_line("*** you left #dev")
     alice.expect_line("*** you are now talking in #lobby")
     bob.expect_line("*** alice left #dev")
     alice.send("back in the lobby")
@@ -467,6 +469,7 @@ def test_join_part_rooms_who(chatd_server):
     alice.expect_line("*** #lobby has 3 member(s): alice, bob, carol")
     # /part with a reason, and the empty room disappears.
     bob.send("/part #dev see you")
+    bob.expect_line("*** you left #dev")
     bob.expect_line("*** you are now talking in #lobby")
     bob.send("/rooms")
     bob.expect(r"^\*\*\* 1 room\(s\): #lobby \(3\) \*")

@@ -135,6 +135,10 @@ def cmd_part(client: Client, args: str) -> None:
     if len(client.rooms) == 1:
         raise CommandError(f"{room.name} is your only room; /join another one first")
     client.server.part(client, room, reason)
+    # The part event itself is not shown to its source in the line protocol (as a
+    # join is not): /join says it in its own words, and so does /part -- then where
+    # plain lines go now.
+    client.notice(f"you left {room.name}")
     if client.room is not None:
         client.notice(f"you are now talking in {client.room.name}")
 
