@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import _socket
 import contextlib
+import ctypes
 import enum
 import fcntl
 import logging
@@ -98,6 +99,24 @@ _ACK_POLL_MAX = 0.25
 #: machine).  A program stopped for longer than this still misses it.
 _READ_GRACE = 0.1
 _LINGER_NOW = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 seconds: close() sends RST
+#: A ``struct sockaddr`` whose family is AF_UNSPEC (0): connect(2) to it disconnects.
+_UNSPEC_ADDRESS = bytes(16)
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def reset_now(sock: _socket.socket) -> None:
+    """Send RST to the peer now, whoever else holds the descriptor.
+
+    ``SO_LINGER 0`` then ``close()`` resets only when this is the last reference to
+    the socket: a forked child holding a copy (a plugin's ``os.fork``) would keep
+    the peer waiting until it exits (RELIABILITY P4).  Linux's TCP disconnect,
+    connect(2) to an ``AF_UNSPEC`` address (``tcp_disconnect``), resets the
+    connection itself; the standard library cannot make that call, so it goes
+    through libc.  Should it fail, the linger does it at the close.
+    """
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_NOW)
+    _LIBC.connect(sock.fileno(), _UNSPEC_ADDRESS, len(_UNSPEC_ADDRESS))
 
 
 def unacknowledged_bytes(sock: _socket.socket) -> int | None:
@@ -665,8 +684,7 @@ class Connection:
         FIN, the linger): the peer's reads and writes fail at once (see ``close``)."""
         if self.state is not State.CLOSING or self._ending is not Ending.AWAITING_ACK:
             return
-        with contextlib.suppress(OSError):
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_NOW)
+        reset_now(self._sock)
         self._teardown(reset=True)
 
     def _linger_expired(self) -> None:
@@ -710,8 +728,8 @@ class Connection:
             self._linger_timer = None
         self._ctx.reactor.unregister(self.fd)
         # shutdown() before close(): a forked child holding a copy of the fd
-        # would otherwise keep the peer from ever seeing EOF.  Not before a reset:
-        # shutdown() would send the FIN the reset is there to replace.
+        # would otherwise keep the peer from ever seeing EOF.  Not after a reset
+        # (reset_now, fork-proof too): the connection is gone already.
         if not reset:
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
