@@ -35,6 +35,7 @@ from .protocols import ChatProtocol
 from .reactor import Reactor, Timer
 from .stats import Stats
 from .store import Store
+from .templates import plural
 from .tls import make_context
 
 log = logging.getLogger("chatd.server")
@@ -391,7 +392,7 @@ class ChatServer:
         if self._stopping:
             return
         self._stopping = True
-        log.info("shutting down: %d clients connected", len(self.domain.clients))
+        log.info("shutting down: %s connected", plural(len(self.domain.clients), "client"))
         self.acceptor.stop()
         for timer in (self._sweep_timer, self._lag_timer):
             if timer is not None:
@@ -419,7 +420,8 @@ class ChatServer:
         if live:
             unsent = sum(conn.output_bytes for conn in live)
             log.warning(
-                "%d connection(s) cut at shutdown with %d bytes unsent", len(live), unsent
+                "%s cut at shutdown with %s unsent", plural(len(live), "connection"),
+                plural(unsent, "byte"),
             )
             for conn in list(live):
                 conn.abort("server shutting down")
@@ -429,8 +431,8 @@ class ChatServer:
         """Release every fd (after :meth:`serve_forever` returned), and commit everything
         the store still holds (a clean shutdown loses nothing)."""
         if not self.store.close(self.config.limits.shutdown_timeout_seconds):
-            log.error("store: %d write(s) could not be committed at shutdown: %s",
-                      self.store.queued, self.store.problem or "timed out")
+            log.error("store: %s could not be committed at shutdown: %s",
+                      plural(self.store.queued, "write"), self.store.problem or "timed out")
         if self._metrics_httpd is not None:
             self._metrics_httpd.shutdown()
             self._metrics_httpd.server_close()
@@ -445,8 +447,8 @@ class ChatServer:
                       "and are retried", problem)
             self.api.notify_operators(f"storage degraded: {problem}")
         else:
-            log.warning("store: writing again (%d write(s) dropped meanwhile)",
-                        self.store.dropped)
+            log.warning("store: writing again (%s dropped meanwhile)",
+                        plural(self.store.dropped, "write"))
             self.api.notify_operators("storage recovered: writing again")
 
     # -- housekeeping ----------------------------------------------------------------

@@ -121,6 +121,7 @@ def test_after_a_server_shutdown_the_program_returns_to_the_shell(chatd_server, 
     lines = returns_to_the_shell(person)
     assert readme_shutdown_line() in lines, lines  # the README's words, exactly
     assert server.proc.wait(10) == 0
+    assert "shutting down: 1 client connected" in server.log()
 
 
 def test_a_program_on_jsonl_still_gets_a_fin_after_its_quit(chatd_server):

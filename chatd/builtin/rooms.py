@@ -30,6 +30,7 @@ from chatd import (
     UsageError,
     fill,
     hookimpl,
+    plural,
     template_problem,
 )
 
@@ -159,7 +160,7 @@ def cmd_rooms(client: Client, args: str) -> None:
     listing = ", ".join(f"{room.name} ({room.members}){mark(room.name)}" for room in shown)
     more = f", and {len(rooms) - len(shown)} more (/list)" if len(rooms) > len(shown) else ""
     client.notice(
-        f"{len(rooms)} room(s): {listing}{more}  (* = your current room, + = you are in it)"
+        f"{plural(len(rooms), 'room')}: {listing}{more}  (* = your current room, + = you are in it)"
     )
 
 
@@ -176,7 +177,7 @@ def cmd_who(client: Client, args: str) -> None:
     if len(everyone) > WHO_SHOWN:
         nicks.append(f"and {len(everyone) - WHO_SHOWN} more")
     topic = f" — topic: {room.topic}" if room.topic else ""
-    client.notice(f"{room.name} has {len(everyone)} member(s): {', '.join(nicks)}{topic}")
+    client.notice(f"{room.name} has {plural(len(everyone), 'member')}: {', '.join(nicks)}{topic}")
 
 
 def cmd_topic(client: Client, args: str) -> None:

@@ -53,6 +53,7 @@ from ..framing import CleanedLine, LineTooLong
 from ..requests import Invoke, Malformed, Request, Say
 from ..stats import Stats
 from ..store import Store
+from ..templates import plural
 from .client import Arrival, Client, Paused
 from .commands import CommandTable
 from .errors import CommandError, NickError, Reject, RoomError, UsageError
@@ -551,12 +552,12 @@ class ChatDomain:
         if existing is None or existing not in client.rooms:
             if len(client.rooms) >= limits.max_rooms_per_client:
                 raise RoomError(
-                    f"you are in {len(client.rooms)} rooms, the most one may be in; "
+                    f"you are in {plural(len(client.rooms), 'room')}, the most one may be in; "
                     "/part one first"
                 )
             if existing is None and len(self.rooms) >= limits.max_rooms:
                 raise RoomError(
-                    f"this server has {len(self.rooms)} rooms, as many as it may; "
+                    f"this server has {plural(len(self.rooms), 'room')}, as many as it may; "
                     "join one that exists (/list)"
                 )
         if existing is None or existing not in client.rooms:
