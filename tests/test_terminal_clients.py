@@ -134,3 +134,16 @@ def test_a_program_on_jsonl_still_gets_a_fin_after_its_quit(chatd_server):
     sock.settimeout(5.0)
     while sock.recv(4096):  # to end of file; a reset raises ConnectionResetError here
         pass
+
+
+@pytest.mark.parametrize("program", ["nc", "ncat"])
+def test_a_refused_program_says_why_and_returns_to_the_shell(chatd_server, program):
+    """A refusal (here the per-address limit) is a goodbye like any other: the line,
+    then the reset nc and ncat notice."""
+    server = chatd_server(per_ip={"max_connections": 1})
+    holder = server.client()  # the address's one place
+    person = server.terminal(program, welcome=False)
+    lines = returns_to_the_shell(person)
+    assert "! too many connections from your address (max 1)" in lines, lines
+    holder.send("/who")
+    holder.expect_line(f"*** #lobby has 1 member: {holder.nick}")

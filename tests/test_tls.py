@@ -275,7 +275,7 @@ def test_client_certificates_when_verify_clients_is_on(chatd_server, tmp_path, c
     ca.issue_cert("bot@example.org").configure_cert(with_cert)
     bot = server.tls_client(with_cert)
     bot.send("/who")
-    _see(bot, "*** #lobby has 1 member(s): guest-1")
+    _see(bot, "*** #lobby has 1 member: guest-1")
 
 
 def test_openssl_s_client_and_ncat_ssl_talk_with_a_plain_client(chatd_server, tmp_path, ca):
@@ -312,6 +312,86 @@ def test_openssl_s_client_and_ncat_ssl_talk_with_a_plain_client(chatd_server, tm
         finally:
             proc.kill()
             proc.wait(5)
+
+
+def _s_client(port: int, ca_file: Path) -> subprocess.CompletedProcess[str]:
+    """``openssl s_client`` as a person runs it, reading until the server closes."""
+    if shutil.which("openssl") is None:
+        if os.environ.get("CI"):
+            pytest.fail("openssl is not installed (.ci/run installs it)")
+        pytest.skip("openssl is not installed")
+    return subprocess.run(
+        ["openssl", "s_client", "-quiet", "-ign_eof", "-connect", f"127.0.0.1:{port}",
+         "-CAfile", str(ca_file), "-verify_return_error"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20)
+
+
+@pytest.mark.parametrize(("limits", "why"), [
+    ({"per_ip": {"max_connections": 1}}, "! too many connections from your address (max 1)"),
+    ({"limits": {"max_clients": 1}}, "! server full (max 1 client); try again later"),
+], ids=["per-address", "server-full"])
+def test_a_refusal_on_the_tls_port_is_said_inside_tls(chatd_server, tmp_path, ca, limits, why):
+    """A refused TLS client finishes its handshake and reads why; it never sees plaintext
+    (which openssl reports as "wrong version number")."""
+    server, _, _ = _tls_server(chatd_server, tmp_path, ca, sections=limits)
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca.cert_pem.bytes())
+    holder = server.tls_client(_trusting(ca))  # takes the one place
+    result = _s_client(server.ports[1], ca_file)
+    assert why in result.stdout.splitlines(), (result.stdout, result.stderr)
+    assert "wrong version number" not in result.stderr, result.stderr
+    holder.send("/who")
+    _see(holder, f"*** #lobby has 1 member: {holder.nick}")  # the refused one never was
+    assert "Traceback" not in server.log()
+
+
+def test_a_refusal_behind_a_proxy_header_is_said_inside_tls_too(chatd_server, tmp_path, ca):
+    """Through a PROXY header the refusal comes after the header: still inside TLS."""
+    from chatd.proxy import v2_header
+
+    cert = _pem(ca, tmp_path)
+    config = write_config(tmp_path / "config.yaml", per_ip={"max_connections": 1}, listen=[
+        {"port": 0},
+        {"port": 0, "proxy_protocol": True, "trusted_proxies": ["127.0.0.0/8"],
+         "tls": {"cert": str(cert), "key": str(cert)}},
+    ])
+    server = chatd_server(config)
+
+    def through_the_proxy() -> ssl.SSLSocket:
+        raw = socket.create_connection((server.host, server.ports[1]), timeout=5)
+        raw.sendall(v2_header(("203.0.113.50", 6000), ("127.0.0.1", server.ports[1])))
+        return _trusting(ca).wrap_socket(raw, server_hostname="localhost")
+
+    with through_the_proxy() as first, through_the_proxy() as second:
+        assert first.recv(4096).startswith(b"*** Welcome to chatd")
+        said = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := second.recv(4096):
+                said += chunk
+        assert said == b"! too many connections from your address (max 1)\n"
+
+
+def test_refusals_past_the_bound_get_a_tls_alert_not_plaintext(chatd_server, tmp_path, ca):
+    """Refusing stays cheap under a flood: past REFUSALS_AT_ONCE refused connections
+    held for their handshake, a refused TLS client gets a TLS alert at once."""
+    from chatd.listeners import REFUSALS_AT_ONCE
+
+    server, _, _ = _tls_server(chatd_server, tmp_path, ca,
+                               sections={"per_ip": {"max_connections": 1}})
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca.cert_pem.bytes())
+    holder = server.tls_client(_trusting(ca))
+    silent = [socket.create_connection((server.host, server.ports[1]), timeout=5)
+              for _ in range(REFUSALS_AT_ONCE)]  # refused, and never finishing a handshake
+    try:
+        holder.send("/who")  # a round trip: every one of them has been accepted by now
+        _see(holder, f"*** #lobby has 1 member: {holder.nick}")
+        result = _s_client(server.ports[1], ca_file)
+        assert "alert access denied" in result.stderr, result.stderr
+        assert "wrong version number" not in result.stderr, result.stderr
+    finally:
+        for sock in silent:
+            sock.close()
 
 
 def _connecting_line(program: str) -> str:
