@@ -7,8 +7,11 @@ jsonl renderings; issue 18, rules 12 (/part) and 13.
 
 from __future__ import annotations
 
+import time
+
 from chatd import plural
 from chatd.admission import Admission, AdmissionRules
+from chatd.chat.flood import FloodGate, TokenBucket
 from chatd.testing import InProcessChat
 
 # -- /part tells you that you left ----------------------------------------------------------
@@ -73,3 +76,48 @@ def test_the_server_full_refusal_reads_right_for_one_client():
                            max_unregistered=0)
     assert Admission(rules).refusal_line("server_full") == \
         b"! server full (max 1 client); try again later\n"
+
+
+# -- the flood notice: once per flood, as docs/operations.md says -------------------------
+
+
+def test_the_flood_gate_tells_once_per_flood_and_again_after_a_calm():
+    gate = FloodGate(TokenBucket(burst=2, rate=1.0, bytes_per_token=512, now=0.0))
+    assert gate.admit(["a", "b", "c"], 0.0) == ["a", "b"]
+    assert gate.tell() is True
+    assert gate.tell() is False  # the same backlog
+    assert gate.release(1.0) == ["c"]
+    assert gate.admit(["d"], 1.0) == []  # the backlog emptied, but the flood goes on
+    assert gate.tell() is False
+    assert gate.release(2.0) == ["d"]
+    assert gate.admit(["e", "f", "g"], 10.0) == ["e", "f"]  # full again: a new flood
+    assert gate.tell() is True
+
+
+def _heard(chat, peer, count: int) -> list[str]:
+    """The next ``count`` lines ``peer`` reads, running the loop while the flood gate's
+    timer releases them (bounded: a missing line is a red test)."""
+    deadline = time.monotonic() + 10
+    lines: list[str] = []
+    while len(lines) < count:
+        assert time.monotonic() < deadline, lines
+        chat.reactor.run_once(0.05)
+        lines += peer.lines()
+    return lines
+
+
+def test_a_fast_typist_is_told_about_the_flood_limit_once():
+    with InProcessChat(flood={"burst_lines": 2, "lines_per_second": 5}) as chat:
+        alice, bob = chat.connect(), chat.connect()
+        alice.lines(), bob.lines()
+        for line in ("one", "two", "three", "four"):
+            alice.send(line)  # two pass, two wait
+        heard = _heard(chat, bob, 4)  # the gate's backlog is empty now...
+        for line in ("five", "six"):
+            alice.send(line)  # ...and fills again at once: the same flood
+        heard += _heard(chat, bob, 2)
+        assert heard == [f"<guest-1> {word}" for word in
+                         ("one", "two", "three", "four", "five", "six")]
+        notices = [line for line in alice.lines() if "flood limit" in line]
+        assert notices == ["*** flood limit: your lines are delayed to 5 per second; "
+                           "the rest follow in order (nothing is lost)"]

@@ -286,8 +286,7 @@ class ChatDomain:
             if not gate.holding:
                 gate.holding = True
                 client.link.hold_input()
-        if not gate.told:
-            gate.told = True
+        if gate.tell():
             client.notice(
                 f"flood limit: your lines are delayed to {gate.rate:g} per second; "
                 "the rest follow in order (nothing is lost)"
@@ -324,7 +323,6 @@ class ChatDomain:
         if gate.waiting:
             self._schedule_release(client)
             return
-        gate.told = False  # the next burst that has to wait is told again
         if gate.close_when_empty:
             client.link.close("connection closed by peer")
 
