@@ -121,3 +121,71 @@ def test_a_fast_typist_is_told_about_the_flood_limit_once():
         notices = [line for line in alice.lines() if "flood limit" in line]
         assert notices == ["*** flood limit: your lines are delayed to 5 per second; "
                            "the rest follow in order (nothing is lost)"]
+
+
+# -- /history N: a count, and what the people you ignore said ------------------------------
+
+
+def _history(peer, command: str) -> list[str]:
+    """What ``command`` (a /history) shows, history stamps cut off the lines."""
+    peer.send(command)
+    return [line.split("] ", 1)[1] if line.startswith("[") else line for line in peer.lines()]
+
+
+def test_history_with_a_count_that_is_not_one_says_what_n_is():
+    with InProcessChat() as chat:
+        alice = chat.connect()
+        alice.send("hello")
+        alice.lines()
+        usage = "; usage: /history [#room|NICK] [N]"
+        for count in ("-1", "0", "-20"):
+            assert alice.lines() == [] and _history(alice, f"/history {count}") == [
+                f"! N is a number of lines, 1 or more{usage}"], count
+        assert _history(alice, "/history #lobby -1") == [
+            f"! N is a number of lines, 1 or more{usage}"]
+        assert _history(alice, "/history 2x") == [f"! not a number of lines: 2x{usage}"]
+
+
+def test_history_n_shows_n_lines_you_can_see_and_says_what_it_left_out():
+    with InProcessChat() as chat:
+        alice, bob, spam = chat.connect(), chat.connect(), chat.connect()
+        alice.send("a1")
+        for i in range(4):
+            spam.send(f"spam{i}")
+        bob.send("b1")
+        spam.send("spam4")
+        alice.send("a2")
+        alice.lines(), bob.lines()
+        bob.send(f"/ignore {spam.nick}")
+        bob.lines()
+        assert _history(bob, "/history 3") == [
+            "*** history of #lobby: the last 3 lines (5 lines from people you ignore left out)",
+            "<guest-1> a1", "<guest-2> b1", "<guest-1> a2",
+            "*** end of history",
+        ]
+        assert _history(bob, "/history 1") == [
+            "*** history of #lobby: the last line", "<guest-1> a2", "*** end of history"]
+        assert _history(bob, "/history 20") == [  # all there is: five left out
+            "*** history of #lobby: the last 3 lines (5 lines from people you ignore left out)",
+            "<guest-1> a1", "<guest-2> b1", "<guest-1> a2",
+            "*** end of history",
+        ]
+        assert _history(alice, "/history 3") == [  # alice ignores nobody
+            "*** history of #lobby: the last 3 lines",
+            "<guest-2> b1", "<guest-3> spam4", "<guest-1> a2",
+            "*** end of history",
+        ]
+
+
+def test_history_looks_back_only_so_far_past_the_people_you_ignore():
+    """Ignoring someone who said a lot costs /history a bounded look back
+    (N + max_lines lines), not a read of the whole room."""
+    with InProcessChat(plugins={"history": {"max_lines": 5, "replay_lines": 0}}) as chat:
+        alice, bob, spam = chat.connect(), chat.connect(), chat.connect()
+        alice.send("long ago")
+        for i in range(20):
+            spam.send(f"spam{i}")
+        bob.send(f"/ignore {spam.nick}")
+        bob.lines()
+        assert _history(bob, "/history 3") == [
+            "*** no history in #lobby (8 lines from people you ignore left out)"]
