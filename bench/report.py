@@ -2,11 +2,14 @@
 
 Kept apart from the runner so the report can be regenerated from a saved result
 (``python bench/report.py bench/results/latest/results.json``) and so matplotlib
-is imported only when a chart is drawn.
+is imported only when a chart is drawn.  matplotlib is the ``bench`` extra's, not
+the tests' (``pip install -e ".[bench]"``): without it a run has no chart, and
+says so.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import statistics
@@ -459,20 +462,36 @@ def markdown(result: dict[str, Any], chart_path: str | None) -> str:
     ]
     if notes:
         out += ["Notes:", "", *notes, ""]
-    if chart_path:
-        out += [f"![deliveries/s per scenario and server]({chart_path})", ""]
+    out += chart_lines(result, chart_path)
     return "\n".join(out)
 
 
 # -- chart -------------------------------------------------------------------------------------
 
 
+#: What a report says where the chart would be, when matplotlib is not installed.
+NO_CHART = 'No chart: matplotlib is not installed (`pip install -e ".[bench]"`).'
+
+
+def chart_lines(result: dict[str, Any], chart_path: str | None) -> list[str]:
+    """The report's lines for the chart: the image, or why there is none."""
+    if chart_path:
+        return [f"![deliveries/s per scenario and server]({chart_path})", ""]
+    if _runs(result, "traffic") and importlib.util.find_spec("matplotlib") is None:
+        return [NO_CHART, ""]
+    return []
+
+
 def chart(result: dict[str, Any], path: Path) -> Path | None:
-    """A grouped bar chart of deliveries/s per traffic scenario and server (PNG)."""
+    """A grouped bar chart of deliveries/s per traffic scenario and server (PNG); None
+    when there is no traffic run, or no matplotlib (the ``bench`` extra)."""
     traffic = _runs(result, "traffic")
     if not traffic:
         return None
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

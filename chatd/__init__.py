@@ -37,7 +37,7 @@ from .framing import sanitize, skeleton  # noqa: E402
 from .plugins import PluginTimer as Timer  # noqa: E402
 from .stash import Stash, StashKey  # noqa: E402
 from .store import StoreUnavailable  # noqa: E402
-from .templates import fill, template_problem  # noqa: E402
+from .templates import fill, plural, template_problem  # noqa: E402
 
 __all__ = [
     "Client",
@@ -62,6 +62,7 @@ __all__ = [
     "fill",
     "hookimpl",
     "hookspec",
+    "plural",
     "sanitize",
     "skeleton",
     "template_problem",

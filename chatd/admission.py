@@ -18,6 +18,8 @@ import resource
 from collections import deque
 from dataclasses import dataclass
 
+from .templates import plural
+
 log = logging.getLogger("chatd.admission")
 
 
@@ -46,7 +48,7 @@ class AdmissionRules:
 
 #: Reason code -> the line the refused client reads (before the connection closes).
 REFUSALS = {
-    "server_full": "! server full (max {max_clients} clients); try again later",
+    "server_full": "! server full (max {max_clients}); try again later",
     "per_ip": "! too many connections from your address (max {per_ip_max})",
     "connect_rate": "! too many connection attempts from your address; try again later",
     "unregistered": "! too many connections from your address that have not said anything",
@@ -97,7 +99,8 @@ class Admission:
 
     def refusal_line(self, reason: str) -> bytes:
         text = REFUSALS[reason].format(
-            max_clients=self.rules.max_clients, per_ip_max=self.rules.per_ip_max
+            max_clients=plural(self.rules.max_clients, "client"),
+            per_ip_max=self.rules.per_ip_max,
         )
         return (text + "\n").encode()
 

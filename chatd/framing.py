@@ -374,9 +374,10 @@ class LineFramer:
         return len(self._buffer)
 
     @property
-    def ends_with_cr(self) -> bool:
-        """Whether the unfinished line held ends with ``\\r`` (half of a line end)."""
-        return self._buffer[-1:] == b"\r"
+    def tail(self) -> bytes:
+        """The last bytes of the unfinished line held (at most 3: half of a ``\\r\\n``
+        or of a UTF-8 sequence), for a filter that starts in mid-line."""
+        return bytes(self._buffer[-3:])
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Any]:
         """Consume ``data``; return the lines it completed, in order."""

@@ -53,11 +53,19 @@ from .reactor import (
     Timer,
 )
 from .stats import Stats
-from .tls import TlsConnection, make_context
+from .tls import REFUSAL_ALERT, TlsConnection, make_context
 
 log = logging.getLogger("chatd.listeners")
 
 _LISTEN_EVENTS = EPOLLIN | EPOLLET
+#: Refused connections kept open at once to say why properly: a line, then the
+#: connection's ending (a reset nc notices), and on a TLS port a handshake first so
+#: the line arrives inside TLS.  Past this many a refusal is sent and closed at once
+#: (on a TLS port as a TLS alert): refusing must stay cheap under a flood, and these
+#: descriptors come out of the 32 the server keeps in reserve (RELIABILITY R4).
+REFUSALS_AT_ONCE = 16
+#: How long a refused TLS client gets to finish its handshake.
+_REFUSAL_HANDSHAKE_SECONDS = 5.0
 
 
 def tune_socket(sock: _socket.socket, net: NetConfig) -> None:
@@ -189,6 +197,8 @@ class Acceptor:
         self._read_buffer = memoryview(bytearray(65536))
         self._spare_fd: int | None = None
         self._retry: Timer | None = None
+        #: Refused connections still open to say why (at most REFUSALS_AT_ONCE).
+        self.refusing = 0
         self._throttled: dict[str, float] = {}
         self.configure(LimitsConfig(), NetConfig())
 
@@ -220,10 +230,24 @@ class Acceptor:
         size = max(4096, limits.read_budget_bytes)
         if len(self._read_buffer) != size:
             self._read_buffer = memoryview(bytearray(size))
-        self._connection_context = ConnectionContext(
-            self.reactor, self._read_buffer, connection_limits, self.account,
-            on_closed=self._closed, on_lost=self.on_lost, on_registered=self.admission.registered,
-        )
+        # One context per ending (a FIN, or a reset once the goodbye is acknowledged):
+        # each listener's protocol says which its connections get.  Refused
+        # connections have their own: they are never admitted, so never counted.
+        self._connection_contexts = {
+            reset: ConnectionContext(
+                self.reactor, self._read_buffer, connection_limits, self.account,
+                on_closed=self._closed, on_lost=self.on_lost,
+                on_registered=self.admission.registered, reset_after_goodbye=reset,
+            )
+            for reset in (False, True)
+        }
+        self._refusal_contexts = {
+            reset: ConnectionContext(
+                self.reactor, self._read_buffer, connection_limits, self.account,
+                on_closed=self._refusal_closed, reset_after_goodbye=reset,
+            )
+            for reset in (False, True)
+        }
 
     # -- listening ------------------------------------------------------------------
 
@@ -340,7 +364,8 @@ class Acceptor:
                 pass
             else:
                 with contextlib.suppress(OSError):
-                    refused.send(b"! server full, try again later\n")
+                    refused.send(REFUSAL_ALERT if listener.tls_context is not None
+                                 else b"! server full, try again later\n")
                 refused.close()
             with contextlib.suppress(OSError):
                 self._spare_fd = os.open(os.devnull, os.O_RDONLY)
@@ -368,18 +393,19 @@ class Acceptor:
         else:
             reason = self.admission.check(address, time.monotonic())
         if reason is not None:
-            self._refuse(sock, address, reason)
+            self._refuse(listener, sock, (address, peer[1]), reason)
             return
         sock.setblocking(False)
         tune_socket(sock, self.net)
         tls = listener.tls_context
+        context = self._connection_contexts[listener.protocol.reset_after_goodbye]
         conn: Connection
         if tls is None:
-            conn = Connection(sock, self._connection_context, peer=(address, peer[1]))
+            conn = Connection(sock, context, peer=(address, peer[1]))
         else:
             assert listener.config.tls is not None
             conn = TlsConnection(
-                sock, self._connection_context, tls, peer=(address, peer[1]),
+                sock, context, tls, peer=(address, peer[1]),
                 timeout=listener.config.tls.handshake_timeout_seconds,
                 on_handshake=lambda: self.on_connect(protocol),
             )
@@ -420,11 +446,12 @@ class Acceptor:
                     self.stats.reject(reason)
                     self.log_throttled(f"refuse:{reason}", "refused a connection from %s "
                                        "(through a proxy): %s", real, reason)
-                    if not tls:
-                        conn.write(self.admission.refusal_line(reason))
-                        conn.close(reason)
+                    line = self.admission.refusal_line(reason)
+                    if isinstance(conn, TlsConnection):
+                        conn.refuse_after_handshake(line, reason)  # the handshake is next
                     else:
-                        conn.abort(reason)
+                        conn.write(line)
+                        conn.close(reason)
                     return
             conn.put_in_front(behind)
             if trusted and not tls:
@@ -445,15 +472,37 @@ class Acceptor:
             wait = self.limits.registration_timeout_seconds or 60.0
             timer = self.reactor.call_later(wait, late)
 
-    def _refuse(self, sock: _socket.socket, address: str, reason: str) -> None:
+    def _refuse(self, listener: Listener, sock: _socket.socket, peer: tuple[str, int],
+                reason: str) -> None:
+        """Tell a refused client why and close: through a short-lived connection (its
+        ending, and on a TLS port a handshake first) while few are; else at once."""
         self.stats.reject(reason)
-        with contextlib.suppress(OSError):
-            sock.setblocking(False)
-            sock.send(self.admission.refusal_line(reason))
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
-        self.log_throttled(f"refuse:{reason}", "refused a connection from %s: %s", address, reason)
+        self.log_throttled(f"refuse:{reason}", "refused a connection from %s: %s", peer[0],
+                           reason)
+        line = self.admission.refusal_line(reason)
+        if self.refusing >= REFUSALS_AT_ONCE:
+            _refuse_at_once(sock, REFUSAL_ALERT if listener.tls_context is not None else line)
+            return
+        self.refusing += 1
+        sock.setblocking(False)
+        tune_socket(sock, self.net)
+        context = self._refusal_contexts[listener.protocol.reset_after_goodbye]
+        conn: Connection
+        if listener.tls_context is None:
+            conn = Connection(sock, context, peer=peer)
+            conn.write(line)
+            conn.close(reason)
+        else:
+            assert listener.config.tls is not None
+            timeout = min(listener.config.tls.handshake_timeout_seconds,
+                          _REFUSAL_HANDSHAKE_SECONDS)
+            conn = TlsConnection(sock, context, listener.tls_context, peer=peer,
+                                 timeout=timeout, on_handshake=lambda: None)
+            conn.refuse_after_handshake(line, reason)
+        conn.start()
+
+    def _refusal_closed(self, conn: Connection) -> None:
+        self.refusing -= 1
 
     def _closed(self, conn: Connection) -> None:
         """The socket is gone for good (called once per connection, from teardown)."""
@@ -471,3 +520,13 @@ class Acceptor:
         if last is None or now - last >= 60.0:
             self._throttled[key] = now
             log.warning(message, *args)
+
+
+def _refuse_at_once(sock: _socket.socket, data: bytes) -> None:
+    """Send ``data`` (a refusal) if the socket takes it now, and close."""
+    with contextlib.suppress(OSError):
+        sock.setblocking(False)
+        sock.send(data)
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()

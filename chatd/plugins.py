@@ -88,6 +88,7 @@ import pluggy
 
 from . import hookspecs
 from .config import ConfigError
+from .templates import plural
 from .version import __version__
 
 if TYPE_CHECKING:
@@ -962,10 +963,10 @@ class PluginHost:
         if last is None or now - last >= _ERROR_LOG_INTERVAL:
             self._last_logged[key] = now
             plugin_log.error(
-                "plugin %r failed in %s (%d failures so far); the server goes on",
+                "plugin %r failed in %s (%s so far); the server goes on",
                 plugin,
                 hook_name,
-                self.error_counts[plugin],
+                plural(self.error_counts[plugin], "failure"),
                 exc_info=(type(exc), exc, exc.__traceback__),
             )
         if notify is not None and notify.connected:
@@ -987,7 +988,7 @@ class PluginHost:
             recent.popleft()
         if len(recent) >= self.max_failures:
             reason = (
-                f"{len(recent)} failures within {self.failure_window:g} s "
+                f"{plural(len(recent), 'failure')} within {self.failure_window:g} s "
                 f"(plugin_host.max_failures is {self.max_failures})"
             )
             self.disable(plugin, reason)

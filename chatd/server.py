@@ -36,6 +36,7 @@ from .protocols import ChatProtocol
 from .reactor import Reactor, Timer
 from .stats import Stats
 from .store import Store
+from .templates import plural
 
 log = logging.getLogger("chatd.server")
 
@@ -444,7 +445,7 @@ class ChatServer:
         if self._stopping:
             return
         self._stopping = True
-        log.info("shutting down: %d clients connected", len(self.domain.clients))
+        log.info("shutting down: %s connected", plural(len(self.domain.clients), "client"))
         self.acceptor.stop()
         for timer in (self._sweep_timer, self._lag_timer, self._store_timer):
             if timer is not None:
@@ -472,7 +473,8 @@ class ChatServer:
         if live:
             unsent = sum(conn.output_bytes for conn in live)
             log.warning(
-                "%d connection(s) cut at shutdown with %d bytes unsent", len(live), unsent
+                "%s cut at shutdown with %s unsent", plural(len(live), "connection"),
+                plural(unsent, "byte"),
             )
             for conn in list(live):
                 conn.abort("server shutting down")
@@ -482,8 +484,8 @@ class ChatServer:
         """Release every fd (after :meth:`serve_forever` returned), and commit everything
         the store still holds (a clean shutdown loses nothing)."""
         if not self.store.close(self.config.limits.shutdown_timeout_seconds):
-            log.error("store: %d write(s) could not be committed at shutdown: %s",
-                      self.store.queued, self.store.problem or "timed out")
+            log.error("store: %s could not be committed at shutdown: %s",
+                      plural(self.store.queued, "write"), self.store.problem or "timed out")
         if self._metrics_httpd is not None:
             self._metrics_httpd.shutdown()
             self._metrics_httpd.server_close()
@@ -498,10 +500,10 @@ class ChatServer:
                       "and are retried", problem)
             self.api.notify_operators(f"storage degraded: {problem}")
         else:
-            dropped = self.store.dropped
-            log.warning("store: writing again (%d write(s) dropped so far)", dropped)
+            dropped = plural(self.store.dropped, "write")
+            log.warning("store: writing again (%s dropped so far)", dropped)
             self.api.notify_operators(
-                f"storage recovered: writing again ({dropped} write(s) dropped so far)")
+                f"storage recovered: writing again ({dropped} dropped so far)")
 
     def _watch_store(self) -> None:
         """The store's watchdog: a writer thread that died is replaced (the store logs
@@ -509,7 +511,7 @@ class ChatServer:
         if self.store.watch():
             self.api.notify_operators(
                 f"storage: the writer thread had stopped and was restarted "
-                f"({self.store.restarts} restart(s) so far)")
+                f"({plural(self.store.restarts, 'restart')} so far)")
         self._store_timer = self.reactor.call_later(STORE_WATCHDOG_SECONDS, self._watch_store)
 
     # -- housekeeping ----------------------------------------------------------------

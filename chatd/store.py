@@ -261,7 +261,7 @@ class Store:
             return False
         self.restarts += 1
         log.error("store: the writer thread had stopped; started a new one "
-                  "(%d restart(s) so far)", self.restarts)
+                  "(restarts so far: %d)", self.restarts)
         self._start_writer()
         return True
 

@@ -1,4 +1,4 @@
-"""Config templates (a welcome line, a greeting) that can fill only their documented fields.
+"""Words for people: config templates that fill only their documented fields, and counts.
 
 ``str.format`` on an operator's template would also evaluate ``{nick.__class__}``
 (attribute access), ``{room[0]}`` (indexing) and ``{nick:>999999999}`` (a
@@ -48,3 +48,9 @@ def fill(template: str, **values: str) -> str:
         if name is not None:
             out.append(str(values[name]))
     return "".join(out)
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``count`` and ``noun`` as a person writes them: ``1 client``, ``2 clients``,
+    ``0 clients`` (``many``: the plural when it is not ``noun + "s"``)."""
+    return f"{count} {noun if count == 1 else many or noun + 's'}"

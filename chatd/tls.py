@@ -16,7 +16,11 @@ go through an ``ssl.SSLObject`` on two memory BIOs (the design asyncio's
 * the handshake is driven by the same reads and flushes, with its own
   timeout (``handshake_timeout_seconds``); the chat client exists only once it
   is done, so a stalled handshake is never a user, never announced;
-* a clean close sends TLS close_notify before the FIN.
+* a clean close sends TLS close_notify before the FIN;
+* a connection the server refuses (per-address limits, server full) may still
+  finish its handshake and read why inside TLS, then be closed
+  (:meth:`TlsConnection.refuse_after_handshake`): a TLS client shows the line,
+  not a handshake error.
 
 Anything the peer gets wrong (plaintext on the TLS port, a bad record, no
 client certificate where one is required) closes the connection with one
@@ -49,6 +53,11 @@ _HANDSHAKE_RECORD = 0x16
 #: What a plaintext client on the TLS port reads before the close.
 PLAINTEXT_REPLY = (b"! this port speaks TLS: connect with ncat --ssl, openssl s_client "
                    b"or socat OPENSSL:...\n")
+#: A TLS record holding one fatal ``access_denied`` alert (RFC 8446 6.2; record version
+#: 0x0301, as before a handshake): a refusal that costs no handshake, which a TLS client
+#: reports as "alert access denied" rather than the "wrong version number" a plaintext
+#: line would give.  For when the server cannot afford a handshake to say why.
+REFUSAL_ALERT = bytes((0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 49))
 
 
 def make_context(tls: TlsConfig) -> ssl.SSLContext:
@@ -180,6 +189,18 @@ class TlsConnection(Connection):
             self._handshake_timer = None
         if self._chat is not None:
             self._chat.connection_lost(reason)
+
+    def refuse_after_handshake(self, line: bytes, reason: str) -> None:
+        """Finish the handshake, send ``line`` inside TLS, then close with ``reason``;
+        no chat client is ever made.  For a refusal (admission), so the peer reads why
+        rather than a TLS error; the handshake timeout still applies."""
+        self._protocol = self  # the socket's bytes come here even with no chat protocol
+
+        def refuse() -> None:
+            self.write(line)
+            self.close(reason)
+
+        self._on_handshake = refuse
 
     # -- the handshake --------------------------------------------------------------
 

@@ -74,7 +74,7 @@ def sync(client) -> list[str]:
     """Every line up to the reply of a /rooms round trip (which is not included)."""
     client.send("/rooms")
     lines = []
-    while not re.match(r"^\*\*\* \d+ room\(s\): ", line := client.recv_line()):
+    while not re.match(r"^\*\*\* \d+ rooms?: ", line := client.recv_line()):
         lines.append(line)
     return lines
 

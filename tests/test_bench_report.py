@@ -105,3 +105,21 @@ def test_the_benchmark_configs_store_history_and_the_variant_does_not(tmp_path, 
     assert without["plugins"]["history"]["store"] is False
     without["plugins"]["history"]["store"] = True
     assert without == with_history
+
+
+def test_without_matplotlib_a_run_has_no_chart_and_says_how_to_get_one(tmp_path, monkeypatch):
+    """matplotlib is the bench extra's, not the tests': a report made without it names
+    the extra instead of failing (tests/test_bench_smoke.py runs on the test extra)."""
+    traffic = result(("s", "chatd", 100.0, "OK"), ("s", "fast", 120.0, "OK"))
+    for run in traffic["runs"]:
+        run["mode"] = "closed"
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib: ImportError
+    monkeypatch.setattr(report.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else SPEC(name))
+    assert report.chart(traffic, tmp_path / "deliveries.png") is None
+    assert not (tmp_path / "deliveries.png").exists()
+    assert report.chart_lines(traffic, chart_path=None) == [report.NO_CHART, ""]
+    assert 'pip install -e ".[bench]"' in report.NO_CHART
+
+
+SPEC = importlib.util.find_spec

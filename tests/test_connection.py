@@ -169,6 +169,102 @@ def test_graceful_close_flushes_the_goodbye_then_fin_and_reports_once_later(pair
     spin(reactor, lambda: conn.state is State.CLOSED)
 
 
+# -- the reset ending (the line protocol's: nc and ncat return to the shell) -------------------
+
+
+@pytest.fixture
+def tcp_pair():
+    """A Connection over real loopback TCP (acknowledgements are TCP's), and the peer.
+
+    The peer's receive buffer is small and ours to send from large, so a payload can
+    be all in the kernel (flushed) while the peer has not acknowledged it yet.
+    """
+    reactor = Reactor()
+    listener = socket.create_server(("127.0.0.1", 0))
+    theirs = socket.socket()
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    theirs.connect(listener.getsockname())
+    ours, _ = listener.accept()
+    listener.close()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    ours.setblocking(False)
+    theirs.settimeout(5.0)
+    protocol = Protocol()
+    made = []
+
+    def make(*, reset: bool):
+        context = ConnectionContext(
+            reactor, memoryview(bytearray(65536)), ConnectionLimits(linger=0.5),
+            OutputAccount(1 << 40), reset_after_goodbye=reset,
+        )
+        conn = Connection(ours, context, protocol, peer=("127.0.0.1", 0))
+        conn.start()
+        made.append(conn)
+        return conn
+
+    yield reactor, make, theirs
+    for conn in made:
+        conn.abort("test over")
+    theirs.close()
+    reactor.close()
+
+
+def read_to_the_end(sock: socket.socket, reactor: Reactor) -> tuple[bytes, str]:
+    """Everything the peer can read, and how the stream ended ("fin" or "reset");
+    the reactor keeps running meanwhile."""
+    sock.setblocking(False)
+    got = bytearray()
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except BlockingIOError:
+            reactor.run_once(0.01)
+            continue
+        except ConnectionResetError:
+            return bytes(got), "reset"
+        if not chunk:
+            return bytes(got), "fin"
+        got += chunk
+    raise AssertionError(f"no end of stream; {len(got)} bytes read")
+
+
+def test_a_goodbye_ends_in_a_reset_once_acknowledged_and_nothing_is_lost(tcp_pair):
+    reactor, make, theirs = tcp_pair
+    conn = make(reset=True)
+    payload = bytes(range(256)) * 1024 + b"*** Goodbye.\n"  # 256 KiB: more than the peer holds
+    conn.write(payload)
+    conn.close("bye")
+    # Flushed into our kernel, but the peer has not read (nor acknowledged) it all.
+    spin(reactor, lambda: conn.output_bytes == 0 or conn.state is State.CLOSED)
+    received, ending = read_to_the_end(theirs, reactor)
+    assert received == payload
+    assert ending == "reset"
+    assert conn.state is State.CLOSED
+
+
+def test_a_peer_that_ends_while_the_goodbye_is_unacknowledged_gets_a_fin(tcp_pair):
+    reactor, make, theirs = tcp_pair
+    conn = make(reset=True)
+    payload = bytes(range(256)) * 1024
+    conn.write(payload)
+    conn.close("bye")
+    spin(reactor, lambda: conn.output_bytes == 0)  # waiting for the peer's ACK
+    theirs.shutdown(socket.SHUT_WR)  # nc -N, a script: it is done, and reads to the end
+    assert read_to_the_end(theirs, reactor) == (payload, "fin")
+
+
+def test_a_peer_that_acknowledges_nothing_is_closed_after_linger_without_a_reset(tcp_pair):
+    reactor, make, theirs = tcp_pair
+    conn = make(reset=True)
+    payload = bytes(range(256)) * 1024
+    conn.write(payload)
+    conn.close("bye")
+    spin(reactor, lambda: conn.state is State.CLOSED)  # linger (0.5 s): nobody read
+    # What the kernel still held goes on being delivered, then a FIN.
+    assert read_to_the_end(theirs, reactor) == (payload, "fin")
+
+
 def test_past_the_hard_limit_a_reader_that_stopped_is_cut(pair):
     reactor, make, _theirs, protocol, _ = pair
     conn = make(hard=64 * 1024, soft=16 * 1024)

@@ -107,7 +107,7 @@ def test_welcome_lines_unique_guest_nicks_and_join_notice(chatd_server):
     second.expect_line("*** guest-3 joined #lobby")
     # The newcomer is not told about its own join, and the room lists all three.
     third.send("/who")
-    third.expect_line("*** #lobby has 3 member(s): guest-1, guest-2, guest-3")
+    third.expect_line("*** #lobby has 3 members: guest-1, guest-2, guest-3")
 
 
 # -- plain lines ----------------------------------------------------------------
@@ -191,7 +191,7 @@ def test_invalid_utf8_is_replaced_and_the_connection_stays_usable(chatd_server):
         raw = bob.read_until(f"<{alice.nick}> still here\n".encode())[start:]
         # The sender is not punished for it: no error, and commands still work.
         alice.send("/who")
-        alice.expect_line(f"*** #lobby has 2 member(s): guest-1, {alice.nick}")
+        alice.expect_line(f"*** #lobby has 2 members: guest-1, {alice.nick}")
     finally:
         bob.close()
     lines = check_clean(raw).split("\n")
@@ -404,7 +404,7 @@ def test_nick_rejections_leave_the_nick_unchanged(chatd_server):
     bob.send("still me")
     alice.expect_line(f"<{guest}> still me")
     bob.send("/who")
-    bob.expect_line(f"*** #lobby has 2 member(s): alice, {guest}")
+    bob.expect_line(f"*** #lobby has 2 members: alice, {guest}")
     # A nick of exactly 32 bytes is fine.
     long_nick = "b" * 32
     bob.send(f"/nick {long_nick}")
@@ -438,13 +438,13 @@ def test_join_part_rooms_who(chatd_server):
     sync(carol)  # carol got neither the join notices nor the #dev lines
 
     alice.send("/rooms")
-    listing = alice.expect(r"^\*\*\* 2 room\(s\): (.*)$").group(1)
+    listing = alice.expect(r"^\*\*\* 2 rooms: (.*)$").group(1)
     assert "#dev (2) *" in listing, listing  # * marks the current room
     assert "#lobby (3)" in listing and "#lobby (3) *" not in listing, listing
     alice.send("/who")
-    alice.expect_line("*** #dev has 2 member(s): alice, bob")
+    alice.expect_line("*** #dev has 2 members: alice, bob")
     alice.send("/who #lobby")
-    alice.expect_line("*** #lobby has 3 member(s): alice, bob, carol")
+    alice.expect_line("*** #lobby has 3 members: alice, bob, carol")
     alice.send("/who #nosuch")
     alice.expect(r"^! .*#nosuch")
     alice.send("/join #bad$name")
@@ -466,13 +466,13 @@ def test_join_part_rooms_who(chatd_server):
     alice.send("/part")
     alice.expect(r"^! ")
     alice.send("/who")
-    alice.expect_line("*** #lobby has 3 member(s): alice, bob, carol")
+    alice.expect_line("*** #lobby has 3 members: alice, bob, carol")
     # /part with a reason, and the empty room disappears.
     bob.send("/part #dev see you")
     bob.expect_line("*** bob left #dev (see you)")
     bob.expect_line("*** you are now talking in #lobby")
     bob.send("/rooms")
-    bob.expect(r"^\*\*\* 1 room\(s\): #lobby \(3\) \*")
+    bob.expect(r"^\*\*\* 1 room: #lobby \(3\) \*")
 
 
 def test_topic_set_and_show(chatd_server):
@@ -487,7 +487,7 @@ def test_topic_set_and_show(chatd_server):
     bob.send("/topic")
     bob.expect_line("*** topic of #lobby: release planning")
     bob.send("/who")
-    bob.expect_line("*** #lobby has 2 member(s): alice, bob — topic: release planning")
+    bob.expect_line("*** #lobby has 2 members: alice, bob — topic: release planning")
     # A topic for another room, and joining it shows the topic.
     bob.send("/join #dev")
     bob.expect_line("*** bob joined #dev")
@@ -552,7 +552,7 @@ def test_quit_says_goodbye_before_closing_and_tells_the_others(chatd_server):
     carol.send("/nick alice")
     carol.expect_line("*** carol is now known as alice")
     carol.send("/who")
-    carol.expect_line("*** #lobby has 1 member(s): alice")
+    carol.expect_line("*** #lobby has 1 member: alice")
 
 
 def test_closing_the_socket_is_announced_once(chatd_server):
@@ -572,4 +572,4 @@ def test_closing_the_socket_is_announced_once(chatd_server):
     bob.close()
     alice.expect_line(f"*** {bob.nick} quit (connection closed by peer)")
     alice.send("/who #lobby")
-    alice.expect_line(f"*** #lobby has 1 member(s): {alice.nick}")
+    alice.expect_line(f"*** #lobby has 1 member: {alice.nick}")

@@ -29,7 +29,7 @@ def sync(*clients):
     """Skip everything already queued for each client (a /rooms round trip)."""
     for client in clients:
         client.send("/rooms")
-        client.expect(r"^\*\*\* \d+ room\(s\): ")
+        client.expect(r"^\*\*\* \d+ rooms?: ")
 
 
 def check_config(tmp_path: Path, text: str) -> tuple[Path, subprocess.CompletedProcess[str]]:

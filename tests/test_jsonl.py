@@ -111,7 +111,7 @@ def test_malformed_json_is_an_error_object_and_the_bot_stays(server):
     assert error["text"].startswith("not JSON")
     bot.send(cmd="who", id="w1")
     reply = bot.expect(type="notice", re="w1")
-    assert reply["text"].startswith("#lobby has 1 member(s): guest-1")
+    assert reply["text"].startswith("#lobby has 1 member: guest-1")
 
 
 def _example_exchange() -> list[tuple[str, dict]]:

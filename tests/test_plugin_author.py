@@ -59,7 +59,7 @@ def test_a_mention_quoting_a_server_sentence_reads_as_the_plugins_line(chatd_ser
     assert notice["text"].startswith("mallory mentioned you in #lobby: ")
     # Built-in plugins are the server itself: their lines stay unmarked.
     bob.send("/who")
-    bob.expect(r"^\*\*\* #dev has 2 member\(s\): bob, carol$")
+    bob.expect(r"^\*\*\* #dev has 2 members: bob, carol$")
     assert not any(line.startswith("*** alice") for line in bob.history), bob.history
 
 

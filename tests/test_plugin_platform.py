@@ -198,7 +198,7 @@ def test_sighup_reloads_a_changed_plugin_without_dropping_anyone(chatd_server, t
     alice.send("/shout b")
     alice.expect(r"^\*\*\* \[shout\] B v2$")
     alice.send("/who")
-    alice.expect(r"^\*\*\* #dev has 1 member\(s\): alice")  # nick and room survived
+    alice.expect(r"^\*\*\* #dev has 1 member: alice")  # nick and room survived
     bob.send("/msg alice still here")
     alice.expect(r"^\*guest-2\* still here$")  # after bob's deferred join, if not yet seen
 

@@ -21,7 +21,7 @@ def test_probes_leave_no_trace_in_rooms_and_are_logged_once_a_minute(chatd_serve
     server = chatd_server(limits=ANNOUNCE)
     watcher = server.client()
     watcher.send("/rooms")  # speaks: announced, and in the room from now on
-    watcher.expect(r"^\*\*\* 1 room\(s\)")
+    watcher.expect(r"^\*\*\* 1 room")
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -41,7 +41,7 @@ def test_probes_leave_no_trace_in_rooms_and_are_logged_once_a_minute(chatd_serve
         socket.create_connection(server.address, timeout=5).close()
     watcher.expect_nothing(3.0)  # past announce_after: nothing was ever announced
     watcher.send("/who")
-    watcher.expect(rf"^\*\*\* #lobby has 1 member\(s\): {re.escape(watcher.nick)}$")
+    watcher.expect(rf"^\*\*\* #lobby has 1 member: {re.escape(watcher.nick)}$")
     log = server.log()
     assert len(re.findall(r"WARNING .*HTTP request from", log)) == 1, log[-3000:]
     assert len(re.findall(r"WARNING .*TLS request from", log)) == 1, log[-3000:]

@@ -562,7 +562,7 @@ def test_F5a_http_get_is_answered_and_closed(
         nick = bystander.expect(r"^\*\*\* (\S+) joined #lobby$").group(1)
         bystander.expect_line(f"*** {nick} quit (spoke http, not chat)")
     bystander.send("/who")
-    bystander.expect(r"^\*\*\* #lobby has 1 member\(s\)")
+    bystander.expect(r"^\*\*\* #lobby has 1 member")
     assert not [line for line in bystander.history if "Host" in line or "HTTP" in line]
     assert len(_http_warnings(server)) <= 1, _http_warnings(server)
     assert operator_stats(server)["disconnects"] == {"foreign_http": 3}
@@ -588,7 +588,7 @@ def test_F5b_browser_post_cannot_chat(start: Callable[..., ServerProcess]) -> No
     bystander.expect_line(f"*** {nick} quit (spoke http, not chat)")
     bystander.send("/rooms")
     bystander.expect_line(
-        "*** 1 room(s): #lobby (1) *  (* = your current room, "
+        "*** 1 room: #lobby (1) *  (* = your current room, "
         "+ = you are in it)"
     )
     assert operator_stats(server)["disconnects"] == {"foreign_http": 1}

@@ -180,7 +180,7 @@ def test_P1_a_raising_hookimpl_never_stops_the_others(
     # The sender is unaffected, and the server did not exit.
     sender.send("/rooms")
     sender.expect_line(
-        "*** 2 room(s): #lobby (2) *, #ops (1)  (* = your current room, "
+        "*** 2 rooms: #lobby (2) *, #ops (1)  (* = your current room, "
         "+ = you are in it)"
     )
     watcher.send("still up")
@@ -379,7 +379,7 @@ def test_P3_a_plugin_that_keeps_stalling_the_loop_is_reported_and_disabled(
     alice.send("slow 5")
     bob.expect_line("<alice> slow 5")
     bob.send("/rooms")
-    bob.expect(r"^\*\*\* 2 room\(s\): ")
+    bob.expect(r"^\*\*\* 2 rooms: ")
     op.send("/plugins")
     op.expect(r"^\*\*\* slow \(file .*slow\.py\) commands: - DISABLED: 3 failures within 60 s")
     assert len(marker.read_text().splitlines()) == 3
@@ -498,7 +498,7 @@ def test_P4a_plugins_closing_clients_during_dispatch_and_writing_to_the_departed
     victims = [named(server, f"victim{i}") for i in range(5)]
     chain = [named(server, "chain1"), named(server, "chain2")]
     alice.send("/who")
-    alice.expect(r"^\*\*\* #lobby has 9 member\(s\)")
+    alice.expect(r"^\*\*\* #lobby has 9 members")
     drain(watcher)
     drain(alice)
 
@@ -558,7 +558,7 @@ def test_P4b_a_plugin_unregistering_itself_inside_its_hook(
     alice.send("/rooms")
     line = alice.recv_line()
     assert line != "*** selfish saw after", "an unregistered plugin's hook is still called"
-    assert line.startswith("*** 1 room(s): "), line
+    assert line.startswith("*** 1 room: "), line
     assert not any(line.startswith("! ") for line in alice.history), alice.history
 
 

@@ -11,7 +11,7 @@ must still be alive and its log free of tracebacks.
 chatd's documented policies (docs/config.md, ``chatd/connection.py``):
 
 * above ``output_soft_bytes`` a reader misses room lines and later gets
-  ``* N line(s) skipped: ...``; its input is not parsed while it is over; it is
+  ``* N lines skipped: ...``; its input is not parsed while it is over; it is
   cut after ``output_soft_seconds`` over (sweep timer, no traffic needed), or at
   once above ``max_output_bytes``;
 * ``send_timeout_seconds`` cuts a reader whose output makes no progress, while a
@@ -91,7 +91,7 @@ def crowd(server: ServerProcess, count: int, *, register: bool = True) -> list[C
         new = server.client(timeout=LINE_TIMEOUT)
         if register:
             new.send("/rooms")
-            new.expect(r"^\*\*\* \d+ room\(s\): ")
+            new.expect(r"^\*\*\* \d+ rooms?: ")
         for old in clients:
             old.expect_line(f"*** {new.nick} joined #lobby")
         clients.append(new)
@@ -144,7 +144,7 @@ class Operator:
 def who(client: ChatClient) -> list[str]:
     """The members of #lobby, by a /who round trip (other lines on the way are skipped)."""
     client.send("/who #lobby")
-    listing = client.expect(r"^\*\*\* #lobby has \d+ member\(s\): (.*)$")
+    listing = client.expect(r"^\*\*\* #lobby has \d+ members?: (.*)$")
     return listing.group(1).split(", ")
 
 
@@ -338,7 +338,7 @@ def test_S1_hard_limit_cuts_a_reader_that_never_reads(
     assert reason == [f"*** {victim.nick} quit (output buffer full (not reading))"], reason
     assert sequence_of(got, f"<{sender.nick}> ", "h") == list(range(len(lines)))
     watcher.send("/who")
-    watcher.expect_line(f"*** #lobby has 2 member(s): {sender.nick}, {watcher.nick}")
+    watcher.expect_line(f"*** #lobby has 2 members: {sender.nick}, {watcher.nick}")
     warnings = [line for line in server.log().splitlines() if "output buffer over" in line]
     assert len(warnings) == 1, warnings
     assert f"output buffer over {hard} bytes" in warnings[0]
@@ -395,7 +395,7 @@ def test_S1_reader_over_soft_misses_room_lines_and_is_told_how_many(
     start: Callable[..., ServerProcess],
 ) -> None:
     """S1 / chatd's policy: above the soft limit a reader misses room lines, and once it
-    catches up it gets ``* N line(s) skipped: ...`` with N exactly what it missed; the
+    catches up it gets ``* N lines skipped: ...`` with N exactly what it missed; the
     others get everything."""
     server = start(
         limits={
@@ -418,7 +418,7 @@ def test_S1_reader_over_soft_misses_room_lines_and_is_told_how_many(
     # drained its buffer while the storm went on, the count comes mid-way (it caught
     # up then) and later lines follow it.  Once it has caught up, a last line marks
     # the end (it is an ordinary member again: that line is not skipped).
-    victim.read_until(b" line(s) skipped: ")
+    victim.read_until(b" skipped: you were not reading fast enough")
     victim.read_until(b"\n", timeout=2)
     sender.send("after catching up")
     watcher.expect_line(f"<{sender.nick}> after catching up")
@@ -428,7 +428,7 @@ def test_S1_reader_over_soft_misses_room_lines_and_is_told_how_many(
     lines = lines[:-1]
     got = sequence_of(lines, f"<{sender.nick}> ", "m")
     assert got == sorted(got) and len(set(got)) == len(got), got
-    skipped = [re.match(r"^\*\*\* (\d+) line\(s\) skipped: you were not reading fast enough",
+    skipped = [re.match(r"^\*\*\* (\d+) lines? skipped: you were not reading fast enough",
                         line) for line in lines]
     counts = [int(m.group(1)) for m in skipped if m]
     assert counts, f"never told it missed lines: {lines[-3:]}"
@@ -479,7 +479,7 @@ def test_S1_victim_flooding_help_without_reading_is_not_parsed_and_is_cut(
     }[pace]
     assert reason == expected
     watcher.send("/who")  # a round trip: anything the victim's line caused is in by now
-    watcher.expect(r"^\*\*\* #lobby has 1 member\(s\)")
+    watcher.expect(r"^\*\*\* #lobby has 1 member")
     assert not [line for line in watcher.history if "parsed after the helps" in line]
     growth = rss_bytes(server.pid) - rss_before
     assert growth < 8 << 20, f"RSS grew by {growth} bytes"
@@ -631,7 +631,7 @@ def test_S4a_slowloris_is_cut_and_normal_typing_is_not(
     got = typist_lines()
     assert got == [f"<{typist.nick}> {line}" for line in typed]
     typist.send("/rooms")  # no notice or error for the typist
-    typist.expect(r"^\*\*\* \d+ room\(s\): ")
+    typist.expect(r"^\*\*\* \d+ rooms?: ")
     assert not [line for line in typist.history if line.startswith("!")], typist.history
     assert Operator(server).stats()["disconnects"] == {"partial_line_timeout": 1}
 
@@ -796,7 +796,7 @@ def test_S5a_fakelag_delays_lines_and_a_timer_releases_them(
     assert len(latencies) == polite_count
     assert max(latencies) < 0.5, latencies
     flooder.send("/who")  # delayed is not refused: no error for the flooder
-    flooder.expect(r"^\*\*\* #lobby has 3 member\(s\)")
+    flooder.expect(r"^\*\*\* #lobby has 3 members")
     assert not [line for line in flooder.history if line.startswith("!")], flooder.history
     print(f"last delayed line after {delayed_for:.2f} s; polite max {max(latencies):.3f} s")
 

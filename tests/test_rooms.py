@@ -89,7 +89,7 @@ def test_rooms_marks_the_current_room_and_the_others_you_are_in(chat):
     bob.lines()
     bob.send("/rooms")
     assert bob.lines() == [
-        "*** 3 room(s): #dev (2) +, #games (1), #lobby (3) *  "
+        "*** 3 rooms: #dev (2) +, #games (1), #lobby (3) *  "
         "(* = your current room, + = you are in it)"
     ]
 

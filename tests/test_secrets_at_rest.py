@@ -221,4 +221,4 @@ def test_the_documented_s_client_line_refuses_a_server_with_another_name(
     assert result.returncode != 0, result
     assert b"hostname mismatch" in result.stdout + result.stderr, result
     plain.send("/who")
-    plain.expect(r"^\*\*\* #lobby has 1 member\(s\): guest-1$")  # nobody came in
+    plain.expect(r"^\*\*\* #lobby has 1 member: guest-1$")  # nobody came in

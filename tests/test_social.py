@@ -48,7 +48,7 @@ def _list_pages(chat):
     assert page2[0] == "*** rooms 21-26 of 26:"
     assert page2[-1] == "***   #r24 (1)"
     alice.send("/list 3")
-    assert alice.lines() == ["! there are 2 page(s) of rooms"]
+    assert alice.lines() == ["! there are 2 pages of rooms"]
 
 
 def test_whois_says_rooms_time_online_idle_and_away(chat):
@@ -74,7 +74,7 @@ def test_away_answers_private_messages_shows_in_who_and_ends(chat):
     assert alice.lines() == ["-> *guest-2* are you there?", "*** guest-2 is away: back at 2"]
     assert bob.lines() == ["*guest-1* are you there?"]
     alice.send("/who")
-    assert alice.lines() == ["*** #lobby has 2 member(s): guest-1, guest-2 (away)"]
+    assert alice.lines() == ["*** #lobby has 2 members: guest-1, guest-2 (away)"]
     bob.send("/away")
     assert bob.lines() == ["*** you are back"]
     alice.send("/msg guest-2 now?")

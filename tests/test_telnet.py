@@ -14,10 +14,24 @@ import pexpect
 import pytest
 
 from chatd.framing import LineFramer, decode_line
-from chatd.protocols.telnet import DO, DONT, IAC, SB, SE, TIMING_MARK, WILL, WONT, TelnetFilter
+from chatd.protocols.telnet import (
+    AO,
+    BRK,
+    DO,
+    DONT,
+    IAC,
+    SB,
+    SE,
+    SUSP,
+    TIMING_MARK,
+    WILL,
+    WONT,
+    TelnetFilter,
+)
 from chatd.testing import InProcessChat, skip_unless_ci
 
 IP, AYT, NOP = 0xF4, 0xF6, 0xF1
+MARK = bytes((IAC, DO, TIMING_MARK))  # what telnet sends after IP, AO and SUSP
 ECHO, SGA, NAWS, LINEMODE = 1, 3, 31, 34
 
 
@@ -77,6 +91,45 @@ def test_a_stray_0xff_is_data_not_a_command():
     data, reply = feed_all([b"caf\xff\n"])
     assert data == b"caf\xff\n" and reply == b""
     assert decode_line(data[:-1]) == "caf\ufffd"
+
+
+# What Debian's telnet (inetutils, line mode, with or without -8) put on the wire for
+# CJK text, recorded from the real client on a pty against a listening socket: a UTF-8
+# continuation byte whose low 7 bits are a terminal key (^C, ^\\, ^O, ^Z) goes out as
+# that key's telnet command (see chatd/protocols/telnet.py).
+MANGLED = [
+    ("日本語", b"\xe6\x97\xa5\xe6" + bytes((IAC, BRK)) + MARK + b"\xac\xe8\xaa\x9e"),
+    ("ピザ", b"\xe3" + bytes((IAC, IP)) + MARK + b"\x94\xe3\x82\xb6"),
+    ("\u33c1", b"\xe3" + bytes((IAC, AO)) + MARK + b"\x81"),  # E3 8F 81
+    ("\u3681", b"\xe3" + bytes((IAC, SUSP)) + MARK + b"\x81"),  # E3 9A 81
+]
+
+
+@pytest.mark.parametrize(("text", "wire"), MANGLED, ids=["kanji-brk", "katakana-ip", "ao", "susp"])
+def test_a_key_command_inside_a_utf8_sequence_is_the_byte_it_replaced(text, wire):
+    stream = wire + b"\r\n"
+    whole = feed_all([stream])
+    assert whole == ((text + "\r\n").encode(), bytes((IAC, WILL, TIMING_MARK)))
+    for cut in range(len(stream) + 1):
+        assert feed_all([stream[:cut], stream[cut:]]) == whole, cut
+
+
+def test_ctrl_c_between_characters_keeps_its_meaning():
+    ctrl_c = bytes((IAC, IP)) + MARK
+    data, reply = feed_all([ctrl_c + "日本".encode() + ctrl_c + "語".encode() + ctrl_c + b"\r\n"])
+    assert data == "日本語\r\n".encode()  # three Ctrl-C, none inside a character
+    assert reply == bytes((IAC, WILL, TIMING_MARK)) * 3
+
+
+def test_a_mangled_character_split_across_reads_before_telnet_is_seen():
+    """The first read has half a character and no telnet byte yet: the filter is made on
+    the second, and still knows the character is unfinished."""
+    with InProcessChat() as chat:
+        alice, bob = chat.connect(), chat.connect()
+        alice.lines(), bob.lines()
+        alice.send("日".encode() + b"\xe6")
+        alice.send(bytes((IAC, BRK)) + MARK + b"\xac\r\n")
+        assert bob.lines() == ["<guest-1> 日本"]
 
 
 @pytest.mark.parametrize(
@@ -160,5 +213,25 @@ def test_real_telnet_character_mode_f1_and_backspace(chatd_server):
         watcher.expect_line(f"<{nick}> hello chars")
         watcher.send("reply")
         child.expect(rf"<{watcher.nick}> reply")
+    finally:
+        child.terminate(force=True)
+
+
+def test_real_telnet_sends_cjk_text_whole_and_ctrl_c_still_works(chatd_server):
+    """日本語 and ピザ through Debian's telnet arrive with IAC BRK / IAC IP in place of a
+    byte (the table in chatd/protocols/telnet.py); the room reads the text as typed."""
+    server = chatd_server()
+    watcher = server.client()
+    child, nick = _telnet(server)
+    try:
+        watcher.expect(rf"^\*\*\* {nick} joined #lobby$")
+        child.sendline("日本語 ピザ 中文")
+        watcher.expect_line(f"<{nick}> 日本語 ピザ 中文")
+        child.sendcontrol("c")  # a real Ctrl-C, between characters: no byte, no deafness
+        child.sendline("まだ聞こえる?")
+        watcher.expect_line(f"<{nick}> まだ聞こえる?")
+        watcher.send("はい")
+        child.expect(rf"<{watcher.nick}> はい")
+        assert "\ufffd" not in "".join(watcher.history)
     finally:
         child.terminate(force=True)

@@ -11,6 +11,8 @@ character mode.)
 from __future__ import annotations
 
 import re
+import signal
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +74,76 @@ def test_a_real_terminal_says_goodbye_and_the_room_hears_it(chatd_server, progra
     person.send("/quit see you")
     sees(person, "*** Goodbye.")
     sees(other, f"*** {person.nick} quit (Quit: see you)")
+
+
+# -- returning to the shell ------------------------------------------------------------------
+# nc and ncat wait for their stdin after the server's FIN (ncat never reads the socket
+# again), so a person would sit at a dead prompt after /quit or a shutdown.  chatd
+# resets the connection once the goodbye is acknowledged: they notice and exit, and
+# the goodbye was printed first.  socat and telnet leave on a FIN already; they must
+# still leave, and still print the goodbye, with the reset.
+
+EVERY_TERMINAL = [*PROGRAMS, "telnet"]
+
+
+def returns_to_the_shell(person) -> list[str]:
+    """The program exits by itself (its pty closes); the lines it printed."""
+    lines = person.expect_eof(timeout=5.0)
+    person.child.wait()  # the pty closed: the program is gone or going
+    assert not person.child.isalive()
+    return lines
+
+
+@pytest.mark.parametrize("program", EVERY_TERMINAL)
+def test_after_quit_the_program_returns_to_the_shell(chatd_server, program):
+    server = chatd_server()
+    person = server.terminal(program)
+    other = server.client()
+    person.send("/quit see you")
+    lines = returns_to_the_shell(person)
+    assert "*** Goodbye." in lines, lines
+    sees(other, f"*** {person.nick} quit (Quit: see you)")
+
+
+def readme_shutdown_line() -> str:
+    """The line the README says everyone reads on SIGTERM ("tells everyone `...`")."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    match = re.search(r"SIGTERM or SIGINT stops accepting, tells everyone `([^`]+)`", readme)
+    assert match, "the README lost its shutdown sentence"
+    return match.group(1)
+
+
+@pytest.mark.parametrize("program", EVERY_TERMINAL)
+def test_after_a_server_shutdown_the_program_returns_to_the_shell(chatd_server, program):
+    server = chatd_server()
+    person = server.terminal(program)
+    server.signal(signal.SIGTERM)
+    lines = returns_to_the_shell(person)
+    assert readme_shutdown_line() in lines, lines  # the README's words, exactly
+    assert server.proc.wait(10) == 0
+    assert "shutting down: 1 client connected" in server.log()
+
+
+def test_a_program_on_jsonl_still_gets_a_fin_after_its_quit(chatd_server):
+    """Bots read to end of file: jsonl keeps the plain FIN ending (no reset)."""
+    server = chatd_server(listen=[{"port": 0}, {"port": 0, "protocol": "jsonl"}])
+    bot = server.json_client()
+    bot.send(cmd="quit", reason="done")
+    bot.expect(type="notice", text="Goodbye.")
+    sock = bot.lines.sock
+    sock.settimeout(5.0)
+    while sock.recv(4096):  # to end of file; a reset raises ConnectionResetError here
+        pass
+
+
+@pytest.mark.parametrize("program", ["nc", "ncat"])
+def test_a_refused_program_says_why_and_returns_to_the_shell(chatd_server, program):
+    """A refusal (here the per-address limit) is a goodbye like any other: the line,
+    then the reset nc and ncat notice."""
+    server = chatd_server(per_ip={"max_connections": 1})
+    holder = server.client()  # the address's one place
+    person = server.terminal(program, welcome=False)
+    lines = returns_to_the_shell(person)
+    assert "! too many connections from your address (max 1)" in lines, lines
+    holder.send("/who")
+    holder.expect_line(f"*** #lobby has 1 member: {holder.nick}")

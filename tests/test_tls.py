@@ -176,7 +176,7 @@ def test_X5a_a_silent_connection_is_closed_at_the_handshake_timeout_and_never_se
     assert silent.recv(100) == b""  # closed by the server, nothing said
     assert 0.8 <= time.monotonic() - started < 4
     watcher.send("/who")
-    _see(watcher, "*** #lobby has 1 member(s): guest-1")
+    _see(watcher, "*** #lobby has 1 member: guest-1")
     watcher.expect_nothing(0.2)
 
 
@@ -203,7 +203,7 @@ def test_X5c_plaintext_on_the_tls_port_is_told_and_closed_without_a_traceback(
                 pass
     plain = server.client()
     plain.send("/who")
-    _see(plain, "*** #lobby has 1 member(s): guest-1")  # none of them became a client
+    _see(plain, "*** #lobby has 1 member: guest-1")  # none of them became a client
     log = server.log()
     assert "Traceback" not in log
     assert "tls_plaintext" in log and "tls_error" in log
@@ -235,7 +235,7 @@ def test_sighup_loads_a_new_certificate_for_new_connections_old_ones_stay(
     after = _served_certificate(port, ca)
     assert after != before
     old.send("/who")  # the old connection goes on with its session
-    old.expect(r"^\*\*\* #lobby has \d member\(s\)")
+    old.expect(r"^\*\*\* #lobby has \d members?")
 
 
 @pytest.mark.parametrize("broken", ["expired", "garbage", "missing"])
@@ -277,7 +277,7 @@ def test_client_certificates_when_verify_clients_is_on(chatd_server, tmp_path, c
     ca.issue_cert("bot@example.org").configure_cert(with_cert)
     bot = server.tls_client(with_cert)
     bot.send("/who")
-    _see(bot, "*** #lobby has 1 member(s): guest-1")
+    _see(bot, "*** #lobby has 1 member: guest-1")
 
 
 def test_openssl_s_client_and_ncat_ssl_talk_with_a_plain_client(chatd_server, tmp_path, ca):
@@ -314,6 +314,128 @@ def test_openssl_s_client_and_ncat_ssl_talk_with_a_plain_client(chatd_server, tm
         finally:
             proc.kill()
             proc.wait(5)
+
+
+def _s_client(port: int, ca_file: Path) -> subprocess.CompletedProcess[str]:
+    """``openssl s_client`` as a person runs it, reading until the server closes."""
+    if shutil.which("openssl") is None:
+        if os.environ.get("CI"):
+            pytest.fail("openssl is not installed (.ci/run installs it)")
+        pytest.skip("openssl is not installed")
+    return subprocess.run(
+        ["openssl", "s_client", "-quiet", "-ign_eof", "-connect", f"127.0.0.1:{port}",
+         "-CAfile", str(ca_file), "-verify_return_error"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20)
+
+
+@pytest.mark.parametrize(("limits", "why"), [
+    ({"per_ip": {"max_connections": 1}}, "! too many connections from your address (max 1)"),
+    ({"limits": {"max_clients": 1}}, "! server full (max 1 client); try again later"),
+], ids=["per-address", "server-full"])
+def test_a_refusal_on_the_tls_port_is_said_inside_tls(chatd_server, tmp_path, ca, limits, why):
+    """A refused TLS client finishes its handshake and reads why; it never sees plaintext
+    (which openssl reports as "wrong version number")."""
+    server, _, _ = _tls_server(chatd_server, tmp_path, ca, sections=limits)
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca.cert_pem.bytes())
+    holder = server.tls_client(_trusting(ca))  # takes the one place
+    result = _s_client(server.ports[1], ca_file)
+    assert why in result.stdout.splitlines(), (result.stdout, result.stderr)
+    assert "wrong version number" not in result.stderr, result.stderr
+    holder.send("/who")
+    _see(holder, f"*** #lobby has 1 member: {holder.nick}")  # the refused one never was
+    assert "Traceback" not in server.log()
+
+
+def test_a_refusal_behind_a_proxy_header_is_said_inside_tls_too(chatd_server, tmp_path, ca):
+    """Through a PROXY header the refusal comes after the header: still inside TLS."""
+    from chatd.proxy import v2_header
+
+    cert = _pem(ca, tmp_path)
+    config = write_config(tmp_path / "config.yaml", per_ip={"max_connections": 1}, listen=[
+        {"port": 0},
+        {"port": 0, "proxy_protocol": True, "trusted_proxies": ["127.0.0.0/8"],
+         "tls": {"cert": str(cert), "key": str(cert)}},
+    ])
+    server = chatd_server(config)
+
+    def through_the_proxy() -> ssl.SSLSocket:
+        raw = socket.create_connection((server.host, server.ports[1]), timeout=5)
+        raw.sendall(v2_header(("203.0.113.50", 6000), ("127.0.0.1", server.ports[1])))
+        return _trusting(ca).wrap_socket(raw, server_hostname="localhost")
+
+    with through_the_proxy() as first, through_the_proxy() as second:
+        assert first.recv(4096).startswith(b"*** Welcome to chatd")
+        said = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := second.recv(4096):
+                said += chunk
+        assert said == b"! too many connections from your address (max 1)\n"
+
+
+def test_refusals_past_the_bound_get_a_tls_alert_not_plaintext(chatd_server, tmp_path, ca):
+    """Refusing stays cheap under a flood: past REFUSALS_AT_ONCE refused connections
+    held for their handshake, a refused TLS client gets a TLS alert at once."""
+    from chatd.listeners import REFUSALS_AT_ONCE
+
+    server, _, _ = _tls_server(chatd_server, tmp_path, ca,
+                               sections={"per_ip": {"max_connections": 1}})
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca.cert_pem.bytes())
+    holder = server.tls_client(_trusting(ca))
+    silent = [socket.create_connection((server.host, server.ports[1]), timeout=5)
+              for _ in range(REFUSALS_AT_ONCE)]  # refused, and never finishing a handshake
+    try:
+        holder.send("/who")  # a round trip: every one of them has been accepted by now
+        _see(holder, f"*** #lobby has 1 member: {holder.nick}")
+        result = _s_client(server.ports[1], ca_file)
+        assert "alert access denied" in result.stderr, result.stderr
+        assert "wrong version number" not in result.stderr, result.stderr
+    finally:
+        for sock in silent:
+            sock.close()
+
+
+def _connecting_line(program: str) -> str:
+    """The line of docs/tls.md's "Connecting" block that runs ``program``, sans comment."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "tls.md").read_text()
+    block = re.search(r"## Connecting\n\n```sh\n(.*?)```", doc, re.DOTALL)
+    assert block, "docs/tls.md lost its Connecting block"
+    lines = [line.split("#")[0].strip() for line in block.group(1).splitlines()
+             if line.startswith(program + " ")]
+    assert lines, f"docs/tls.md shows no {program} line"
+    return lines[-1]
+
+
+def test_the_socat_line_in_the_docs_is_one_a_person_can_type_into(chatd_server, tmp_path, ca):
+    """docs/tls.md's socat line, run on a terminal (pexpect's pty) the way a person does:
+    the terminal's line editing (DEL erases), Enter sends a line, /quit leaves."""
+    import pexpect
+
+    if shutil.which("socat") is None:
+        if os.environ.get("CI"):
+            pytest.fail("socat is not installed (.ci/run installs it)")
+        pytest.skip("socat is not installed")
+    server, _, _ = _tls_server(chatd_server, tmp_path, ca)
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca.cert_pem.bytes())
+    line = _connecting_line("socat").replace("chat.example.org", "localhost")
+    argv = line.replace("7789", str(server.ports[1])).split()
+    argv[-1] += f",cafile={ca_file}"  # a private CA, as the doc says
+    watcher = server.client()
+    child = pexpect.spawn(argv[0], argv[1:], timeout=10)
+    try:
+        child.expect(rb"\*\*\* Welcome to chatd, (\S+)\.")
+        nick = child.match.group(1).decode()
+        child.send(b"helo\x7flo from socat\r")  # a typo erased with DEL, then Enter
+        _see(watcher, f"<{nick}> hello from socat")
+        watcher.send("hi socat")
+        child.expect(rf"<{watcher.nick}> hi socat".encode())
+        child.send(b"/quit\r")
+        child.expect(rb"\*\*\* Goodbye\.")
+        child.expect(pexpect.EOF)  # back at the shell
+    finally:
+        child.terminate(force=True)
 
 
 def test_a_bad_tls_section_is_a_config_error(tmp_path, ca):

@@ -259,5 +259,5 @@ def test_an_event_that_fails_to_render_does_not_drop_the_rest_of_the_batch(monke
         assert alice.lines() == ["-> *guest-2* boom"]
         assert bob.lines() == []
         alice.send("/who")
-        assert alice.lines()[0].startswith("*** #lobby has 3 member(s)")
+        assert alice.lines()[0].startswith("*** #lobby has 3 members")
     assert "could not render message event" in caplog.text

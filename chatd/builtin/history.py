@@ -56,6 +56,7 @@ from chatd import (
     StoreUnavailable,
     UsageError,
     hookimpl,
+    plural,
 )
 from chatd.chat.nicks import nick_key
 from chatd.events import Action, Join, Message, Part, PrivateMessage, Quit, Topic
@@ -88,6 +89,8 @@ _KINDS: dict[str, type[Event]] = {
     "join": Join, "part": Part, "quit": Quit,
 }
 _SPOKEN = frozenset({"message", "action", "topic"})
+#: What an ignore list hides (what someone says; not joins, quits or topics).
+_IGNORABLE = frozenset({"message", "action"})
 _PRESENCE = frozenset({"join", "part", "quit"})
 
 DEFAULTS: dict[str, Any] = {
@@ -445,15 +448,20 @@ def _loaded(server: Server, state: HistoryState, key: str) -> RoomLines:
     return lines
 
 
-def _show(client: Client, room_name: str, records: list[Record], asked: bool) -> None:
+def _show(client: Client, room_name: str, records: list[Record], asked: bool,
+          left_out: int = 0) -> None:
+    """``records`` between two marker lines; ``left_out``: lines from people the client
+    ignores that are not among them (said in the first marker line)."""
     if not client.connected:
         return
+    ignored = f" ({plural(left_out, 'line')} from people you ignore left out)" \
+        if left_out else ""
     if not records:
         if asked:
-            client.notice(f"no history in {room_name}")
+            client.notice(f"no history in {room_name}{ignored}")
         return
     many = "the last line" if len(records) == 1 else f"the last {len(records)} lines"
-    client.notice(f"history of {room_name}: {many}")
+    client.notice(f"history of {room_name}: {many}{ignored}")
     for record in records:
         client.deliver(_event(record))
     client.notice("end of history" if asked else "end of history; live chat follows")
@@ -478,8 +486,8 @@ def cmd_history(client: Client, args: str) -> None:
     if state is None or not state.settings["store"]:
         raise CommandError("history is turned off on this server")
     words = args.split()
-    if words and not words[0].startswith("#") and not words[0].isdigit():
-        _private_history(client, state, words)
+    if words and not words[0].startswith("#") and not _is_count(words[0]):
+        _private_history(client, state, words)  # a nick never starts with a digit or -
         return
     room = client.room
     if words and words[0].startswith("#"):
@@ -491,18 +499,26 @@ def cmd_history(client: Client, args: str) -> None:
     wanted = _wanted(client, state, words)
     key = room.name.lower()
     try:
-        records = _stored(server, state, key, wanted)
+        records, left_out = _visible(server, state, key, wanted, client.ignoring)
     except StoreUnavailable as exc:
         raise CommandError(f"history is unavailable right now ({exc})") from None
-    _show(client, room.name, records, True)
+    _show(client, room.name, records, True, left_out)
+
+
+def _is_count(word: str) -> bool:
+    """Whether ``word`` is meant as the N of ``/history [N]`` (``5``, ``-1``, ``+3``)."""
+    return word[:1].isdigit() or (word[:1] in "+-" and word[1:2].isdigit())
 
 
 def _wanted(client: Client, state: HistoryState, words: list[str]) -> int:
     """The N of ``/history ... [N]``, clamped to ``max_lines`` (the client is told)."""
-    if len(words) > 1 or (words and not words[0].isdigit()):
+    if len(words) > 1:
         raise UsageError()
     most = state.settings["max_lines"]
-    wanted = int(words[0]) if words else 20
+    try:
+        wanted = int(words[0]) if words else 20
+    except ValueError:
+        raise UsageError(f"not a number of lines: {words[0]}") from None
     if wanted < 1:
         raise UsageError("N is a number of lines, 1 or more")
     if wanted > most:
@@ -539,6 +555,32 @@ def _private_history(client: Client, state: HistoryState, words: list[str]) -> N
         source = Source(sender, client.id if nick_key(sender) == me else 0)
         client.deliver(PrivateMessage(event_id, when, source, target, text, replay=True))
     client.notice("end of history")
+
+
+def _visible(server: Server, state: HistoryState, key: str, wanted: int,
+             ignoring: frozenset[str]) -> tuple[list[Record], int]:
+    """The last ``wanted`` lines of a room the client sees, and how many lines from people
+    it ignores were left out on the way.
+
+    An ignored person's lines would not be shown (the view hides them), so older ones
+    are read in their place: ``/history 5`` shows five lines.  The look back is
+    bounded (``wanted + max_lines`` lines, read in doubling steps) so that ignoring a
+    prolific sender cannot make one command read the whole table.
+    """
+    if not ignoring:
+        return _stored(server, state, key, wanted), 0
+    limit = wanted + state.settings["max_lines"]
+    scan = wanted
+    while True:
+        records = _stored(server, state, key, scan)
+        shown = [r for r in records if not (r[2] in _IGNORABLE and nick_key(r[3]) in ignoring)]
+        if len(shown) >= wanted:
+            shown = shown[-wanted:]
+            records = [r for r in records if r[0] >= shown[0][0]]  # older: not wanted anyway
+        elif len(records) == scan and scan < limit:
+            scan = min(limit, scan * 2)  # more history, and room to look further back
+            continue
+        return shown, len(records) - len(shown)
 
 
 def _stored(server: Server, state: HistoryState, key: str, wanted: int) -> list[Record]:
@@ -586,6 +628,8 @@ def chatd_commands() -> list[Command]:
             "history", cmd_history, "/history [#room|NICK] [N]",
             "the last N lines of a room you are in (default 20)",
             "Shows what was said, with the time of each line, between two marker lines.\n"
+            "Lines from people you /ignore are left out (the first line says how many)\n"
+            "and older ones shown in their place.\n"
             "/set history off stops the lines shown when you join a room. /history NICK\n"
             "shows your private messages with NICK, if the server keeps them (both of\n"
             "you identified).",

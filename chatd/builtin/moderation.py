@@ -60,6 +60,7 @@ from chatd import (
     StoreUnavailable,
     UsageError,
     hookimpl,
+    plural,
 )
 from chatd.chat.nicks import nick_key, nick_problem
 from chatd.chat.rooms import room_key, room_looks
@@ -392,7 +393,7 @@ def _load(server: Server) -> None:
         if room is not None and rules.topic and not room.topic:
             room.topic = rules.topic
     if rooms:
-        log.info("%d registered room(s) loaded", len(rooms))
+        log.info("%s loaded", plural(len(rooms), "registered room"))
 
 
 def _save_room(server: Server, rules: RoomRules) -> None:

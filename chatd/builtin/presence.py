@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 
-from chatd import Client, Command, CommandError, Event, UsageError, hookimpl
+from chatd import Client, Command, CommandError, Event, UsageError, hookimpl, plural
 
 PAGE = 20
 AWAY_MAX = 200
@@ -41,7 +41,8 @@ def cmd_list(client: Client, args: str) -> None:
     rooms = client.server.room_list()
     pages = max(1, -(-len(rooms) // PAGE))
     if page > pages:
-        raise CommandError(f"there are {pages} page(s) of rooms")
+        verb = "is" if pages == 1 else "are"
+        raise CommandError(f"there {verb} {plural(pages, 'page')} of rooms")
     shown = rooms[(page - 1) * PAGE : page * PAGE]
     first = (page - 1) * PAGE + 1
     more = f"; /list {page + 1} for more" if page < pages else ""

@@ -30,6 +30,7 @@ from chatd import (
     UsageError,
     fill,
     hookimpl,
+    plural,
     template_problem,
 )
 
@@ -134,7 +135,7 @@ def cmd_part(client: Client, args: str) -> None:
         raise CommandError(f"you are not in {room.name}")
     if len(client.rooms) == 1:
         raise CommandError(f"{room.name} is your only room; /join another one first")
-    client.server.part(client, room, reason)
+    client.server.part(client, room, reason)  # its source sees the part event too
     if client.room is not None:
         client.notice(f"you are now talking in {client.room.name}")
 
@@ -155,7 +156,7 @@ def cmd_rooms(client: Client, args: str) -> None:
     listing = ", ".join(f"{room.name} ({room.members}){mark(room.name)}" for room in shown)
     more = f", and {len(rooms) - len(shown)} more (/list)" if len(rooms) > len(shown) else ""
     client.notice(
-        f"{len(rooms)} room(s): {listing}{more}  (* = your current room, + = you are in it)"
+        f"{plural(len(rooms), 'room')}: {listing}{more}  (* = your current room, + = you are in it)"
     )
 
 
@@ -172,7 +173,7 @@ def cmd_who(client: Client, args: str) -> None:
     if len(everyone) > WHO_SHOWN:
         nicks.append(f"and {len(everyone) - WHO_SHOWN} more")
     topic = f" — topic: {room.topic}" if room.topic else ""
-    client.notice(f"{room.name} has {len(everyone)} member(s): {', '.join(nicks)}{topic}")
+    client.notice(f"{room.name} has {plural(len(everyone), 'member')}: {', '.join(nicks)}{topic}")
 
 
 def cmd_topic(client: Client, args: str) -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..delivery import View, nick_key
 from ..events import Event, Source
 from ..stash import Stash
+from ..templates import plural
 
 if TYPE_CHECKING:
     from ..config import ListenConfig
@@ -270,7 +271,7 @@ class Client:
 
     def output_skipped(self, count: int) -> None:
         self.notice(
-            f"{count} line(s) skipped: you were not reading fast enough (your connection "
+            f"{plural(count, 'line')} skipped: you were not reading fast enough (your connection "
             "or terminal is too slow for this room)"
         )
 

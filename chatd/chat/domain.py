@@ -55,6 +55,7 @@ from ..framing import CleanedLine, LineTooLong
 from ..requests import Invoke, Malformed, Request, Say
 from ..stats import Stats
 from ..store import Store
+from ..templates import plural
 from .client import Arrival, Client, Paused
 from .commands import Command, CommandTable
 from .errors import CommandError, NickError, Reject, RoomError, UsageError
@@ -330,8 +331,7 @@ class ChatDomain:
             if not gate.holding:
                 gate.holding = True
                 client.link.hold_input()
-        if not gate.told:
-            gate.told = True
+        if gate.tell():
             client.notice(
                 f"flood limit: your lines are delayed to {gate.rate:g} per second; "
                 "the rest follow in order (nothing is lost)"
@@ -377,7 +377,6 @@ class ChatDomain:
         if gate.waiting:
             self._schedule_release(client)
             return
-        gate.told = False  # the next burst that has to wait is told again
         if gate.close_when_empty:
             client.link.close("connection closed by peer")
 
@@ -641,12 +640,12 @@ class ChatDomain:
         if existing is None or existing not in client.rooms:
             if len(client.rooms) >= limits.max_rooms_per_client:
                 raise RoomError(
-                    f"you are in {len(client.rooms)} rooms, the most one may be in; "
+                    f"you are in {plural(len(client.rooms), 'room')}, the most one may be in; "
                     "/part one first"
                 )
             if existing is None and len(self.rooms) >= limits.max_rooms:
                 raise RoomError(
-                    f"this server has {len(self.rooms)} rooms, as many as it may; "
+                    f"this server has {plural(len(self.rooms), 'room')}, as many as it may; "
                     "join one that exists (/list)"
                 )
         if existing is None and (twin := self.rooms.look_alike(name)) is not None:

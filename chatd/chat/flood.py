@@ -6,6 +6,12 @@ the bucket holds ``burst`` tokens and refills at ``rate`` per second.  A line
 that finds too few tokens is not dropped: the server queues it and comes back
 when :meth:`TokenBucket.wait_time` says it can pass (ergo / InspIRCd
 "fakelag").  Only the queue's size can get a client disconnected.
+
+The client is told once per flood that its lines are delayed
+(:meth:`FloodGate.tell`): a flood ends only when the bucket is full again (the
+client kept within the rate for ``burst / rate`` seconds), so a fast typist or a
+long paste whose backlog empties for a moment between lines hears it once, not
+once per line.
 """
 
 from __future__ import annotations
@@ -45,6 +51,11 @@ class TokenBucket:
             return True
         return False
 
+    def full(self, now: float) -> bool:
+        """Whether the bucket has refilled completely (the client kept within the rate)."""
+        self._refill(now)
+        return self._tokens >= self.burst
+
     def wait_time(self, cost: float, now: float) -> float:
         """Seconds until ``cost`` tokens are available."""
         self._refill(now)
@@ -83,7 +94,7 @@ class FloodGate:
         self.close_when_empty = False
         #: The caller stopped reading the client (the backlog reached its limit).
         self.holding = False
-        #: The client was told its lines are delayed (once per backlog).
+        #: The client was told its lines are delayed, in this flood (see :meth:`tell`).
         self.told = False
 
     @property
@@ -99,6 +110,8 @@ class FloodGate:
     def admit(self, requests: list[Request], now: float) -> list[Request]:
         bucket = self._bucket
         backlog = self._backlog
+        if self.told and not backlog and bucket.full(now):
+            self.told = False  # the last flood is over: the next one is told again
         ready: list[Request] = []
         for item in requests:
             size = request_size(item)
@@ -120,6 +133,13 @@ class FloodGate:
             self.backlog_bytes -= request_size(item)
             ready.append(item)
         return ready
+
+    def tell(self) -> bool:
+        """True once per flood: whether to tell the client its lines are delayed now."""
+        if self.told or not self._backlog:
+            return False
+        self.told = True
+        return True
 
     def wait(self, now: float) -> float:
         """Seconds until the first waiting request may pass (0 if none waits)."""

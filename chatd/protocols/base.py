@@ -166,6 +166,13 @@ class ChatProtocol:
     #: requests can carry one (a slot of theirs: jsonl's ``id``); None for the others.
     reply_tag: str | None = None
 
+    #: How the connection ends after a goodbye the peer did not ask to end with its own
+    #: FIN (``/quit``, a shutdown, a limit): False, a FIN after the last byte (programs
+    #: read to end of file); True, a reset once the peer's TCP acknowledged the last
+    #: byte (``nc`` and ``ncat`` return to the shell only on a reset: see
+    #: :mod:`chatd.connection`).  The listener gives its connections this ending.
+    reset_after_goodbye: ClassVar[bool] = False
+
     __slots__ = (
         "_framer",
         "_limits",

@@ -212,6 +212,8 @@ class LineProtocol(ChatProtocol):
     """``nc``'s (and ``telnet``'s) protocol: a line per request, marked lines out."""
 
     renderer = RENDERER
+    #: People type here with nc and ncat, which return to the shell only on a reset.
+    reset_after_goodbye = True
     __slots__ = ("_telnet",)
 
     def __init__(self, *args: object, **kwargs: object) -> None:
@@ -226,10 +228,10 @@ class LineProtocol(ChatProtocol):
             if b"\xff" not in raw and b"\x00" not in raw:
                 super().data_received(raw)  # type: ignore[arg-type]
                 return
-            telnet = self._telnet = TelnetFilter()
-            # A CR at the end of the previous read waits in the line buffer; the NUL
-            # of its telnet CR NUL may be the first byte of this one.
-            telnet._after_cr = self._framer is not None and self._framer.ends_with_cr
+            # The end of the previous read waits in the line buffer: a CR whose telnet
+            # NUL may be the first byte of this one, or half of a UTF-8 sequence.
+            telnet = self._telnet = TelnetFilter(
+                self._framer.tail if self._framer is not None else b"")
         clean, reply = telnet.feed(raw)
         if reply:
             self.transport.write(reply)
