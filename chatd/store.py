@@ -626,7 +626,7 @@ class Store:
                     raise
                 del batch[0]
                 if isinstance(item, _Migration):  # a bug in a step (not SQL): say so
-                    item.error = f"{type(item).__name__}: {exc}"
+                    item.error = f"{type(exc).__name__}: {exc}"
                     item.done.set()
                 else:
                     self._reject(item, exc)
