@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from pathlib import Path
 
 from test_accounts import (  # the helpers of the accounts tests (tests/ is on sys.path)
     BUSY,
@@ -234,6 +235,30 @@ def test_an_unidentified_holder_cannot_speak_over_jsonl_either(chatd_server):
     lines = sync(watcher)
     for text in ("hi", "waves", "psst"):
         assert not any(text in line for line in lines), (text, lines)
+
+
+def test_an_unidentified_holder_cannot_post_through_a_plugin_command_either(chatd_server,
+                                                                            tmp_path):
+    """A plugin command that posts to the room for its caller (``/roll``: "alice rolled
+    1d6") is speech as the nick, as it is for a mute: refused for a holder in the
+    grace, who is told why; the room sees nothing.  The owner's roll goes through."""
+    dice = tmp_path / "dice-only"
+    dice.mkdir()
+    (dice / "dice.py").write_text((Path(__file__).parent.parent / "plugins" / "dice.py")
+                                  .read_text())
+    server = chatd_server(plugin_dirs=[str(dice)])
+    owner = registered(server, "alice")
+    away(owner)
+    watcher = named(server, "bob")
+    mallory = named(server, "aIice")
+    expect_exact(mallory, grace_notice("aIice", 60, registered="alice"))
+    mallory.send("/roll")
+    expect_exact(mallory, silenced("aIice") + "; /roll's post to #lobby was not sent")
+    assert not any("rolled" in line for line in sync(watcher))
+    owner.send(f"/identify alice {PASSWORD}")
+    expect_exact(owner, "*** away is now known as alice")
+    owner.send("/roll")
+    watcher.expect(r"^\*\*\* \[dice\] alice rolled 1d6: [1-6]$")
 
 
 def test_a_part_or_quit_reason_of_an_unidentified_holder_is_dropped(chatd_server):

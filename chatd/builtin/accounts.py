@@ -17,8 +17,9 @@
 * A registered nick is owned.  Whoever takes it (or a look-alike) without
   identifying is told to ``/identify`` within ``grace_seconds`` (60), **cannot
   speak meanwhile** (messages, actions, private messages, topics, part and quit
-  reasons are refused with a ``!`` line saying why; see ``chatd_filter_message``
-  below), and is renamed to ``guest-N`` when the grace ends.  Private messages
+  reasons, and what a plugin's command posts to a room for them, ``/roll``, are
+  refused with a ``!`` line saying why; see ``chatd_filter_message`` and
+  ``chatd_check_speak`` below), and is renamed to ``guest-N`` when the grace ends.  Private messages
   *to* such a holder are refused too: they were meant for the owner, who is not
   the one holding the name.  ``/identify NICK PASSWORD`` while someone else
   holds NICK unidentified takes it back from them at once (they become
@@ -862,19 +863,35 @@ def _grace_over(client: Client) -> None:
     client.notice(f"you did not identify for {nick}; you are now {guest}")
 
 
+def _silenced(client: Client) -> str | None:
+    """Why ``client`` may not speak (it holds a registered name it has not identified
+    for), or None."""
+    if GRACE not in client.stash:
+        return None
+    nick = client.nick
+    return (f"{nick} is registered to someone else: /identify PASSWORD to speak as {nick}, "
+            "or /nick NAME to speak under another nick")
+
+
 @hookimpl
 def chatd_filter_message(client: Client, event: Event) -> None:
     """Nobody speaks as a registered name they have not identified for, and nobody's
     private message goes to such a holder (it was meant for the owner)."""
-    if GRACE in client.stash:
-        nick = client.nick
-        raise Reject(f"{nick} is registered to someone else: /identify PASSWORD to speak as "
-                     f"{nick}, or /nick NAME to speak under another nick")
+    refusal = _silenced(client)
+    if refusal is not None:
+        raise Reject(refusal)
     if event.kind == "privmsg":
         target = client.server.find_client(event.target)
         if target is not None and target is not client and GRACE in target.stash:
             raise Reject(f"{target.nick} is held by someone who has not identified for it, "
                          "not by its owner; not sent")
+
+
+@hookimpl
+def chatd_check_speak(client: Client) -> str | None:
+    """A plugin command posting to a room for such a holder (``/roll``: "alice rolled")
+    speaks as the name too."""
+    return _silenced(client)
 
 
 @hookimpl
