@@ -9,6 +9,7 @@ announced to the room and logged.
 from __future__ import annotations
 
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -235,6 +236,21 @@ def test_invite_only_lets_in_operators_and_the_invited_once(chatd_server):
     bob.expect(r"you are now talking in #lobby")
     bob.send("/join #dev")  # the invite was for one join
     bob.expect(r"^! #dev is invite-only")
+
+
+def test_an_invite_outlives_a_reload(chatd_server):
+    """Invites are kept in memory only; a reload (which re-reads the registered rooms
+    from the store) must not forget one given before it."""
+    server = chatd_server(plugins=PLUGINS)
+    alice = _founded(server, "alice", "#dev")
+    alice.send("/roomset invite-only on")
+    _see(alice, "*** alice set invite-only on in #dev")
+    bob = _named(server, "bob")
+    alice.send("/invite bob")
+    _see(bob, "*** alice invites you to #dev: /join #dev")
+    server.signal(signal.SIGHUP)
+    server.wait_for_log(r"reloaded .*: plugins")
+    _in(bob, "#dev")
 
 
 def test_a_locked_topic_is_set_by_operators_only(chatd_server):

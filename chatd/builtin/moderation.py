@@ -384,6 +384,10 @@ def _load(server: Server) -> None:
                   "in force until they are read (retrying in 5 s)", exc)
         state.retry = server.call_later(5.0, _load, server)
         return
+    for key, rules in rooms.items():  # a reload: the invites (memory only) stay
+        previous = state.rooms.get(key)
+        if previous is not None:
+            rules.invited = previous.invited
     state.rooms.update(rooms)
     for rules in rooms.values():
         _index(state, rules)
