@@ -65,6 +65,31 @@ def test_a_mention_quoting_a_server_sentence_reads_as_the_plugins_line(chatd_ser
     assert not any(line.startswith("*** alice") for line in bob.history), bob.history
 
 
+def test_a_mention_names_the_room_it_was_said_in_not_the_senders_current_one(chatd_server):
+    """A jsonl bot says a line to one of its rooms that is not its current one
+    (``"room": "#lobby"`` while it talks in #dev): who was not in #lobby is told it
+    was said in #lobby; who was there read it and is not told again."""
+    server = chatd_server(plugin_dirs=[PLUGINS], listen=LISTENERS)
+    bob = named(server, "bob")  # in #lobby only
+    carol = named(server, "carol")
+    carol.send("/join #dev")
+    carol.expect(r"^\*\*\* you are the first in #dev$")
+    carol.send("/part #lobby")
+    carol.expect(r"^\*\*\* you are now talking in #dev$")
+    bot = server.json_client()
+    bot.send(cmd="nick", nick="bot")
+    bot.expect(type="nick", new="bot")
+    bot.send(cmd="join", room="#dev")  # #dev is its current room now
+    bot.expect(type="join", room="#dev", self=True)
+    bot.send(cmd="say", room="#lobby", text="@carol @bob standup in 5")
+    bob.expect(r"^<bot> @carol @bob standup in 5$")
+    line = carol.expect(r"mentioned you").string
+    assert line == "*** [mentions] bot mentioned you in #lobby: @carol @bob standup in 5"
+    bob.send("/rooms")
+    bob.expect(r"^\*\*\* 2 rooms: ")
+    assert not any("mentioned" in line for line in bob.history), bob.history
+
+
 # -- server.join / server.part by a plugin tell the user, in every protocol --------------
 
 MOVER = """
