@@ -356,12 +356,27 @@ class Store:
         reached, the steps wait in the queue and run as soon as it can.
         ``guard`` (a :class:`TableGuard`): the steps may touch only the tables it
         allows (a plugin's own).
+
+        Tables already at ``len(steps)`` (every start but the first, every reload)
+        return at once, from a read: a writer stuck on a full disk must not hold
+        the loop for ``timeout`` per plugin when there is nothing to do.
         """
         self.watch()
+        if self._version(owner) == len(steps):
+            return
         migration = _Migration(owner, steps, guard)
         self._hand_over(migration, urgent=True)
         if migration.done.wait(timeout) and migration.error:
             raise RuntimeError(f"store: {owner}: {migration.error}")
+
+    def _version(self, owner: str) -> int | None:
+        """The version of ``owner``'s tables in the database now; None if it cannot be
+        read (no database yet, no ``chatd_schema`` yet: the writer makes both)."""
+        try:
+            rows = self.read("SELECT version FROM chatd_schema WHERE owner = ?", (owner,))
+        except StoreUnavailable:
+            return None
+        return int(rows[0][0]) if rows else 0
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is committed (True) or ``timeout`` passes."""

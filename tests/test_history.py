@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import time
@@ -268,6 +269,38 @@ def test_a_full_disk_degrades_history_not_the_chat_and_writing_resumes(chatd_ser
     server.wait_for_log(r"store: writing again", timeout=5)
     bob.send("/history 100")
     assert _between_markers(bob) == [*expected, "<alice> after it came back"]
+
+
+def test_a_reload_on_a_full_disk_does_not_stop_the_chat(chatd_server, tmp_path, small_disk):
+    """A reload while the disk is full: the built-ins' tables are up to date, so their
+    migrations have nothing to wait for, and nothing else waits for the stuck writer
+    on the loop; chat goes on during the reload (a round trip within the kit's read
+    timeout, where it used to stop for 10 s a migration and 10 s accounts' flush)
+    and the reload completes."""
+    config = write_config(tmp_path / "config.yaml",
+                          storage={"path": str(small_disk / "chatd.sqlite3")})
+    server: ServerProcess = chatd_server(config)
+    alice, bob = server.client(), server.client()
+    alice.send("/nick alice")
+    bob.expect("alice")
+    with open(small_disk / "filler", "wb") as out:  # take every free byte
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+    for i in range(30):  # a batch the writer cannot commit: it waits and retries
+        alice.send(f"during {i} {'x' * 1000}")
+    bob.expect(r"^<alice> during 29 ")
+    server.wait_for_log(r"store: .*(full|disk)", timeout=10)
+    server.signal(signal.SIGHUP)
+    server.wait_for_log(r"received SIGHUP")
+    alice.send("/rooms")  # answered by the loop, which the reload must not hold
+    alice.expect(r"^\*\*\* 1 room: ")
+    server.wait_for_log(r"reloaded .*: plugins")
+    bob.send("still here")
+    alice.expect_line("<guest-2> still here")
 
 
 def _identified(server, nick: str, password: str = "correct-horse-1"):

@@ -253,7 +253,9 @@ def chatd_startup(server: Server) -> None:
     # Skeletons are computed by chatd, not SQL, and may be refined by a later
     # version: bring every stored one up to date before the first lookup by it.
     store.write(_refresh_looks)
-    if not store.flush():
+    # A failing disk (store.problem) cannot take it now: waiting would only hold the
+    # loop (a reload while the disk is full) for the flush's whole timeout.
+    if store.problem or not store.flush():
         log.warning("the look-alike forms of registered nicks are not on disk yet; "
                     "look-alike lookups may miss until they are")
     server.stash[STATE] = AccountsState(settings)
