@@ -65,6 +65,24 @@ def test_a_mention_quoting_a_server_sentence_reads_as_the_plugins_line(chatd_ser
     assert not any(line.startswith("*** alice") for line in bob.history), bob.history
 
 
+def test_a_nick_cannot_pass_for_a_plugins_marker(chatd_server):
+    """``*** [name] `` marks a plugin's line: a nick written in brackets would make a
+    user's own join, nick change and quit lines start with it (``*** [mentions] quit
+    (Quit: bob mentioned you in #ops: ...)``).  Such a nick is refused on both
+    protocols; brackets inside a nick stay allowed."""
+    server = chatd_server(plugin_dirs=[PLUGINS], listen=LISTENERS)
+    mallory = named(server, "mallory")
+    mallory.send("/nick [mentions]")
+    mallory.expect_line("! a nick cannot be written in brackets: *** [name] marks the "
+                        "lines of the plugin name")
+    bot = server.json_client()
+    bot.send(cmd="nick", nick="[dice]", id="n")
+    error = bot.expect(type="error", re="n")
+    assert error["text"].startswith("a nick cannot be written in brackets"), error
+    mallory.send("/nick [m]allory")
+    mallory.expect(r"^\*\*\* mallory is now known as \[m\]allory$")
+
+
 def test_a_mention_names_the_room_it_was_said_in_not_the_senders_current_one(chatd_server):
     """A jsonl bot says a line to one of its rooms that is not its current one
     (``"room": "#lobby"`` while it talks in #dev): who was not in #lobby is told it
