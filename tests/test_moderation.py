@@ -13,7 +13,7 @@ import signal
 import time
 from pathlib import Path
 
-from chatd.testing import write_config
+from chatd.testing import ChatClient, write_config
 
 PASSWORD = "correct-horse"
 OPER_PASSWORD = "oper-secret-1"
@@ -692,3 +692,27 @@ def test_a_time_that_does_not_parse_is_an_error_never_a_ban_until_lifted(chatd_s
     _see(alice, "*** no bans or mutes in #dev")
     alice.send("/ban bob 1h30m flooding")
     _see(alice, "*** alice banned bob in #dev for 90 min: flooding")
+
+
+def test_an_address_ban_covers_ipv4_clients_of_a_dual_stack_listener(chatd_server):
+    """On a listener bound to ``::`` (IPv6 and IPv4 on one socket), an IPv4 client
+    connects as ``::ffff:127.0.0.7``: it is its IPv4 address everywhere chatd uses
+    one, so the operator's ``*!*@127.0.0.7`` keeps it out, and a ban by nick is
+    set (and shown) on the address the operator knows."""
+    server = chatd_server(plugins=PLUGINS, listen={"host": "::", "port": 0})
+    alice = _founded(server, "alice", "#dev")
+    mallory = ChatClient(("127.0.0.1", server.port), source="127.0.0.7")
+    mallory.welcome()
+    mallory.send("/nick mallory")
+    _in(mallory, "#dev")
+    alice.send("/ban *!*@127.0.0.7")
+    _see(alice, "*** alice banned *!*@127.0.0.7 in #dev")
+    _see(mallory, "*** you are banned from #dev")
+    mallory.send("/join #dev")
+    mallory.expect(r"^! you are banned from #dev")
+    alice.send("/unban *!*@127.0.0.7")
+    _see(alice, "*** alice unbanned *!*@127.0.0.7 in #dev")
+    _in(mallory, "#dev")
+    alice.send("/ban mallory")
+    _see(alice, "*** mallory is banned in #dev as *!*@127.0.0.7")
+    mallory.close()
