@@ -279,8 +279,9 @@ def chatd_shutdown(server: Server) -> None:
         return
     state.pool.shutdown(wait=False, cancel_futures=True)
     for job in state.queue.clear():  # waiting for a thread that will not come
-        if job.client.connected:
-            job.client.error("the server is reloading its plugins; try again")
+        if job.client.connected:  # a reload or a stop: the plugin cannot tell which
+            job.client.error("your password was not checked: the server is reloading or "
+                             "stopping; try again")
             server.resume_requests(job.client)
 
 
