@@ -17,6 +17,7 @@ order in-process in tests/test_account_limits.py.
 from __future__ import annotations
 
 import re
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from test_accounts import (  # the helpers of the accounts tests (tests/ is on s
 )
 
 from chatd.builtin.accounts import hash_password
-from chatd.testing import write_config
+from chatd.testing import wait_until, write_config
 
 SILENCED = ("! {nick} is registered to someone else: /identify PASSWORD to speak as {nick}, "
             "or /nick NAME to speak under another nick")
@@ -379,6 +380,41 @@ def test_drop_and_password_at_once_cannot_resurrect_the_account(chatd_server, tm
     with sqlite3.connect(tmp_path / "data" / "chatd.sqlite3") as db:
         keys = [key for (key,) in db.execute("SELECT key FROM accounts ORDER BY key")]
     assert keys == ([] if successes[1] else ["alice"]), keys
+
+
+def test_a_drop_not_on_disk_yet_outlives_a_reload(chatd_server, tmp_path, small_disk):
+    """While the disk is full, a /drop is known in memory until the writer gets it on
+    disk; a reload (a new copy of the plugin's state) must not forget it, or the
+    dropped account comes back for everyone: its old password identifies again and
+    takes the nick from whoever holds it now."""
+    config = write_config(tmp_path / "config.yaml",
+                          storage={"path": str(small_disk / "chatd.sqlite3")})
+    server = chatd_server(config)
+    owner = registered(server, "alice")
+    assert wait_until(lambda: owner_rows(small_disk) == ["alice"], 5)  # on disk first
+    with open(small_disk / "filler", "wb") as out:  # take every free byte
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+    for i in range(30):  # a batch the writer cannot commit: it waits and retries
+        owner.send(f"filling {i} {'x' * 1000}")
+    server.wait_for_log(r"store: .*(full|disk)", timeout=10)
+    owner.send(f"/drop {PASSWORD}")
+    expect_exact(owner, "*** alice is no longer registered; anyone may use it")
+    server.signal(signal.SIGHUP)
+    server.wait_for_log(r"reloaded .*: plugins")
+    other = named(server, "bob", source="127.0.0.2")
+    other.send(f"/identify alice {PASSWORD}")
+    expect_exact(other, "! alice is not registered")
+
+
+def owner_rows(folder: Path) -> list[str]:
+    """The accounts on disk now."""
+    with sqlite3.connect(folder / "chatd.sqlite3") as db:
+        return [key for (key,) in db.execute("SELECT key FROM accounts ORDER BY key")]
 
 
 def test_a_dropped_nick_takes_its_private_history_with_it(chatd_server, tmp_path):

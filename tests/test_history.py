@@ -7,15 +7,12 @@ that fills up under a running server.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import sqlite3
 import subprocess
 import time
 from pathlib import Path
-
-import pytest
 
 from chatd.testing import ServerProcess, write_config
 
@@ -207,21 +204,6 @@ def test_a_bad_history_setting_is_a_config_error_naming_the_key(tmp_path):
 
 
 # -- a disk that fills up -----------------------------------------------------------------
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 1 MiB tmpfs (needs root: mount).  In CI a failure to mount fails the test."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot mount a small tmpfs: {result.stderr.strip()}")
-        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def test_a_full_disk_degrades_history_not_the_chat_and_writing_resumes(chatd_server, tmp_path,

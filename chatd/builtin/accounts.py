@@ -48,8 +48,9 @@ owner, elsewhere) still may, so nobody can lock the owner out from outside.  An
 address may register 3 nicks an hour.
 
 The accounts live in the ``accounts`` table of the store (``storage.path``).
-Writes are queued (the loop never waits); an account registered a moment ago
-is kept in memory until it is on disk, so it is never missing in between.  A
+Writes are queued (the loop never waits); an account registered (or dropped) a
+moment ago is kept in memory until it is on disk, across a reload too, so it is
+never missing (or back) in between.  A
 change is made only to the account that was checked: a ``/password`` answered
 after a ``/drop`` of the same account (or the other way round) is refused, so
 a dropped account cannot come back.
@@ -258,7 +259,11 @@ def chatd_startup(server: Server) -> None:
     if store.problem or not store.flush():
         log.warning("the look-alike forms of registered nicks are not on disk yet; "
                     "look-alike lookups may miss until they are")
-    server.stash[STATE] = AccountsState(settings)
+    state = AccountsState(settings)
+    previous: AccountsState | None = server.stash.get(STATE)
+    if previous is not None:  # a reload: what is not on disk yet (a /drop while the disk
+        state.unwritten = previous.unwritten  # is full) stays known, or it comes back
+    server.stash[STATE] = state
     for client in list(server.clients.values()):  # a reload: the holders of names again
         _enforce(client)
 
