@@ -392,16 +392,7 @@ def test_a_drop_not_on_disk_yet_outlives_a_reload(chatd_server, tmp_path, small_
     server = chatd_server(config)
     owner = registered(server, "alice")
     assert wait_until(lambda: owner_rows(small_disk) == ["alice"], 5)  # on disk first
-    with open(small_disk / "filler", "wb") as out:  # take every free byte
-        try:
-            while True:
-                out.write(b"\0" * 65536)
-                out.flush()
-        except OSError:
-            pass
-    for i in range(30):  # a batch the writer cannot commit: it waits and retries
-        owner.send(f"filling {i} {'x' * 1000}")
-    server.wait_for_log(r"store: .*(full|disk)", timeout=10)
+    fill(small_disk, owner, server)
     owner.send(f"/drop {PASSWORD}")
     expect_exact(owner, "*** alice is no longer registered; anyone may use it")
     server.signal(signal.SIGHUP)
@@ -411,10 +402,50 @@ def test_a_drop_not_on_disk_yet_outlives_a_reload(chatd_server, tmp_path, small_
     expect_exact(other, "! alice is not registered")
 
 
+def test_a_dropped_nicks_private_history_stays_gone_across_a_reload(chatd_server, tmp_path,
+                                                                      small_disk):
+    """The same for the private lines of a dropped nick: while their delete waits for
+    a full disk, a reload must not let the next owner of the name read them."""
+    config = write_config(tmp_path / "config.yaml", plugins={"history": {"private": True}},
+                          storage={"path": str(small_disk / "chatd.sqlite3")})
+    server = chatd_server(config)
+    alice = registered(server, "alice")
+    bob = registered(server, "bob", OTHER)
+    alice.send("/msg bob the old secret")
+    expect_exact(bob, "*alice* the old secret")
+    assert wait_until(lambda: owner_rows(small_disk) == ["alice", "bob"], 5)
+    fill(small_disk, alice, server)
+    alice.send(f"/drop {PASSWORD}")
+    expect_exact(alice, "*** alice is no longer registered; anyone may use it")
+    alice.close()
+    server.signal(signal.SIGHUP)
+    server.wait_for_log(r"reloaded .*: plugins")
+    newcomer = named(server, "alice", source="127.0.0.2")
+    newcomer.send("/register new-alice-password")
+    expect_exact(newcomer, REGISTERED.format(nick="alice"))
+    newcomer.send("/history bob")
+    expect_exact(newcomer, "*** no private history with bob")
+
+
 def owner_rows(folder: Path) -> list[str]:
     """The accounts on disk now."""
     with sqlite3.connect(folder / "chatd.sqlite3") as db:
         return [key for (key,) in db.execute("SELECT key FROM accounts ORDER BY key")]
+
+
+def fill(disk: Path, talker, server) -> None:
+    """Take every free byte of ``disk``, then have ``talker`` say what the writer can no
+    longer commit: it waits and retries, and everything after it waits too."""
+    with open(disk / "filler", "wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+    for i in range(30):
+        talker.send(f"filling {i} {'x' * 1000}")
+    server.wait_for_log(r"store: .*(full|disk)", timeout=10)
 
 
 def test_a_dropped_nick_takes_its_private_history_with_it(chatd_server, tmp_path):
