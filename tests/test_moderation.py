@@ -716,3 +716,32 @@ def test_an_address_ban_covers_ipv4_clients_of_a_dual_stack_listener(chatd_serve
     alice.send("/ban mallory")
     _see(alice, "*** mallory is banned in #dev as *!*@127.0.0.7")
     mallory.close()
+
+
+def test_moderation_not_on_disk_yet_outlives_a_reload(chatd_server, tmp_path, small_disk):
+    """While the disk is full, a ban and a /deop are in memory only (their writes wait);
+    a reload must not put back what the store still has: the banned stays out, the
+    operator taken off stays off."""
+    from test_account_safety import fill
+
+    config = write_config(tmp_path / "config.yaml", plugins=PLUGINS,
+                          storage={"path": str(small_disk / "chatd.sqlite3")})
+    server = chatd_server(config)
+    alice = _founded(server, "alice", "#dev")
+    bob = _registered(server, "bob")
+    alice.send("/op bob")
+    _see(alice, "*** alice made bob an operator of #dev")
+    mallory = _named(server, "mallory")
+    _sync(alice, bob, mallory)
+    fill(small_disk, alice, server)
+    alice.send("/ban mallory!*@*")
+    _see(alice, "*** alice banned mallory!*@* in #dev")
+    alice.send("/deop bob")
+    _see(alice, "*** alice removed bob as an operator of #dev")
+    server.signal(signal.SIGHUP)
+    server.wait_for_log(r"reloaded .*: plugins")
+    mallory.send("/join #dev")
+    mallory.expect(r"^! you are banned from #dev")
+    _in(bob, "#dev")
+    bob.send("/kick #dev alice")
+    bob.expect(r"^! permission denied: you are not an operator of #dev$")

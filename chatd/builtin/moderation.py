@@ -384,10 +384,6 @@ def _load(server: Server) -> None:
                   "in force until they are read (retrying in 5 s)", exc)
         state.retry = server.call_later(5.0, _load, server)
         return
-    for key, rules in rooms.items():  # a reload: the invites (memory only) stay
-        previous = state.rooms.get(key)
-        if previous is not None:
-            rules.invited = previous.invited
     state.rooms.update(rooms)
     for rules in rooms.values():
         _index(state, rules)
@@ -439,6 +435,12 @@ def chatd_startup(server: Server) -> None:
         state.looks = previous.looks
     server.stash[STATE] = state
     server.stash[ROOM_REGISTRAR] = (register_room, drop_room)
+    if previous is not None and previous.loaded:
+        # Memory is the truth once loaded: every change is made there first and its
+        # write may still wait for the disk (full), so reading the store again would
+        # bring back a lifted ban, a removed operator, a dropped room.
+        state.loaded = True
+        return
     _load(server)
 
 
