@@ -23,6 +23,19 @@ from .templates import plural
 log = logging.getLogger("chatd.admission")
 
 
+def plain_address(address: str) -> str:
+    """``address`` as people write it: an IPv4 client of a dual-stack listener (bound
+    to ``::``) arrives as ``::ffff:203.0.113.9`` and is ``203.0.113.9`` (its bans,
+    its trusted proxies, its logs); any other address is unchanged."""
+    if not address.startswith("::ffff:"):  # the common case: no parsing
+        return address
+    try:
+        mapped = ipaddress.IPv6Address(address).ipv4_mapped
+    except ValueError:
+        return address
+    return str(mapped) if mapped is not None else address
+
+
 def address_group(address: str) -> str:
     """The key per-address limits count under: the IPv4 address or the IPv6 /64."""
     try:

@@ -444,6 +444,10 @@ class FloodConfig:
         "Registered nicks (accounts) whose lines are never delayed, once identified: "
         "trusted bots and bridges. Matched case-insensitively against client.account, "
         "never the nick alone, so nobody is exempt by taking a name.",
+        # What chatd.chat.nicks accepts as a nick: an entry no nick can be exempts nobody.
+        pattern=r"[A-Za-z_\[\]\\^{}|`][A-Za-z0-9_\-\[\]\\^{}|`]{0,63}",
+        describe="registered nicks: ASCII letters, digits and _-[]\\^{}|`, not starting with "
+                 "a digit or -",
     )
 
 

@@ -358,7 +358,8 @@ def chatd_check_speak(client: Client, room: Room) -> str | None:
     Called when a plugin, while running a command ``client`` typed (``/roll``),
     posts to ``room`` with ``room.say()``: what it posts is ``client``'s doing,
     so whatever keeps ``client`` quiet there (the built-in *moderation*
-    plugin's mutes) applies to it too, for every plugin.  Return ``None`` to
+    plugin's mutes, the *accounts* plugin's unidentified holders of a
+    registered nick) applies to it too, for every plugin.  Return ``None`` to
     let it through; a string drops the post (``room.say()`` returns 0), and
     ``client`` sees ``! <your reason>; /roll's post to #room was not sent``;
     the command goes on.  Not called for what another plugin posts from a hook

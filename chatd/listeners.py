@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .admission import Admission
+from .admission import Admission, plain_address
 from .config import LimitsConfig, ListenConfig, NetConfig
 from .connection import Connection, ConnectionContext, ConnectionLimits, OutputAccount, State
 from .protocols import PROTOCOLS, ChatProtocol, ProtocolLimits
@@ -384,7 +384,7 @@ class Acceptor:
         # the connection count under another address (a leaked per-address slot).
         # Interned: clients behind one address (a NAT, a proxy, a benchmark) share
         # one string instead of a copy each.
-        address = sys.intern(peer[0])
+        address = sys.intern(plain_address(peer[0]))
         proxied = listener.config.proxy_protocol and listener.trusts(address)
         if self.stopping:
             reason: str | None = "stopping"
@@ -437,7 +437,7 @@ class Acceptor:
             if timer is not None:
                 timer.cancel()
             if source is not None:
-                real = sys.intern(source[0])
+                real = sys.intern(plain_address(source[0]))
                 self.admission.closed(conn.peer_address, registered=False)
                 reason = self.admission.check(real, time.monotonic())
                 conn.peer_address, conn.peer_port = real, source[1]

@@ -356,12 +356,27 @@ class Store:
         reached, the steps wait in the queue and run as soon as it can.
         ``guard`` (a :class:`TableGuard`): the steps may touch only the tables it
         allows (a plugin's own).
+
+        Tables already at ``len(steps)`` (every start but the first, every reload)
+        return at once, from a read: a writer stuck on a full disk must not hold
+        the loop for ``timeout`` per plugin when there is nothing to do.
         """
         self.watch()
+        if self._version(owner) == len(steps):
+            return
         migration = _Migration(owner, steps, guard)
         self._hand_over(migration, urgent=True)
         if migration.done.wait(timeout) and migration.error:
             raise RuntimeError(f"store: {owner}: {migration.error}")
+
+    def _version(self, owner: str) -> int | None:
+        """The version of ``owner``'s tables in the database now; None if it cannot be
+        read (no database yet, no ``chatd_schema`` yet: the writer makes both)."""
+        try:
+            rows = self.read("SELECT version FROM chatd_schema WHERE owner = ?", (owner,))
+        except StoreUnavailable:
+            return None
+        return int(rows[0][0]) if rows else 0
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is committed (True) or ``timeout`` passes."""
@@ -763,6 +778,8 @@ _REFUSED = frozenset({
 })
 #: SQLite's own bookkeeping, which it writes itself when a plugin creates its tables.
 _SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_schema", "sqlite_sequence"})
+#: The store's own table (the versions of every owner's migrations): nobody's to change.
+_STORE_TABLES = frozenset({"chatd_schema"})
 
 
 class TableGuard:
@@ -771,18 +788,24 @@ class TableGuard:
     ``owner_*``.  Reads are free.  So a plugin's ``CREATE TABLE IF NOT EXISTS history``
     can never adopt the built-in history's table, and its writes cannot reach the
     accounts.  ``refused`` says what was refused last, for the error message.
+
+    ``reserved`` names what is someone else's whatever its name: the built-ins'
+    tables do not all follow the rule (moderation's ``room_bans`` would be a
+    plugin ``room``'s), nor does the store's ``chatd_schema`` (a plugin ``chatd``'s).
     """
 
-    __slots__ = ("owner", "prefix", "refused")
+    __slots__ = ("owner", "prefix", "refused", "reserved")
 
-    def __init__(self, owner: str) -> None:
+    def __init__(self, owner: str, reserved: frozenset[str] = frozenset()) -> None:
         self.owner = owner
         self.prefix = re.sub(r"\W", "_", owner.lower())
+        self.reserved = _STORE_TABLES | {name.lower() for name in reserved}
         self.refused: str | None = None
 
     def owns(self, name: str) -> bool:
         name = name.lower()
-        return name == self.prefix or name.startswith(self.prefix + "_")
+        return name not in self.reserved and (
+            name == self.prefix or name.startswith(self.prefix + "_"))
 
     def __call__(self, action: int, arg1: str | None, arg2: str | None,
                  database: str | None, source: str | None) -> int:

@@ -29,8 +29,9 @@ class MentionSpec:
     """The hook this plugin offers to others."""
 
     @hookspec
-    def chatd_mention(self, sender: Client, target: Client, text: str) -> None:
-        """``sender`` mentioned ``target`` as ``@nick`` in the chat line ``text``.
+    def chatd_mention(self, sender: Client, target: Client, text: str, room: str) -> None:
+        """``sender`` mentioned ``target`` as ``@nick`` in the chat line ``text``, said
+        in ``room`` (not always the sender's current room: a jsonl bot may name one).
 
         Called once per mentioned online user per message, after the message
         was accepted by the filters.  Return values are ignored; an exception
@@ -54,12 +55,12 @@ def chatd_message(client: Client, text: str, event: Event) -> None:
             continue
         seen.add(target.nick)
         client.server.hooks.call(
-            "chatd_mention", notify=client, sender=client, target=target, text=text
+            "chatd_mention", notify=client, sender=client, target=target, text=text,
+            room=event.target,
         )
 
 
 @hookimpl
-def chatd_mention(sender: Client, target: Client, text: str) -> None:
-    where = sender.room.name if sender.room is not None else "?"
-    if sender.room is None or sender.room not in target.rooms:  # else they saw the line
-        target.notice(f"{sender.nick} mentioned you in {where}: {text}")
+def chatd_mention(sender: Client, target: Client, text: str, room: str) -> None:
+    if room not in (r.name for r in target.rooms):  # else they saw the line
+        target.notice(f"{sender.nick} mentioned you in {room}: {text}")

@@ -146,3 +146,33 @@ def test_a_full_lane_refuses_only_itself():
     assert len(queue) == 5
     assert sorted(queue.clear()) == ["alice", "bob", "carol", "flood0", "flood1"]
     assert len(queue) == 0 and queue.next() is None
+
+
+# -- checks that never ran --------------------------------------------------------------------
+
+
+def test_checks_left_waiting_at_shutdown_say_so_without_claiming_a_reload(monkeypatch):
+    """The plugins shut down for a reload and for a stop alike: the password checks
+    still waiting are answered, and the answer must hold for both (a SIGTERM used
+    to tell them 'the server is reloading its plugins')."""
+    import threading
+
+    from chatd.builtin import accounts
+    from chatd.testing import InProcessChat
+
+    release = threading.Event()
+    monkeypatch.setattr(accounts, "password_matches", lambda *_: release.wait(5) and False)
+    with InProcessChat(plugins={"accounts": {"scrypt_n": 1024}}) as chat:
+        owner = chat.connect()
+        owner.send("/nick alice")
+        owner.send("/register correct-horse-1")
+        chat.wait_for(lambda: any("registered to you" in line for line in owner.lines()))
+        guessers = [chat.connect(address=f"10.0.0.{i}") for i in range(1, 5)]
+        for peer in guessers:  # two checks run (and block), two wait for a thread
+            peer.send("/identify alice correct-horse-1")
+        chat.tick()
+        chat.hooks.shutdown()
+        release.set()
+        said = [line for peer in guessers for line in peer.lines() if line.startswith("! ")]
+        assert said == ["! your password was not checked: the server is reloading or "
+                        "stopping; try again"] * 2, said

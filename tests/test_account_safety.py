@@ -17,7 +17,9 @@ order in-process in tests/test_account_limits.py.
 from __future__ import annotations
 
 import re
+import signal
 import sqlite3
+from pathlib import Path
 
 from test_accounts import (  # the helpers of the accounts tests (tests/ is on sys.path)
     BUSY,
@@ -35,7 +37,7 @@ from test_accounts import (  # the helpers of the accounts tests (tests/ is on s
 )
 
 from chatd.builtin.accounts import hash_password
-from chatd.testing import write_config
+from chatd.testing import wait_until, write_config
 
 SILENCED = ("! {nick} is registered to someone else: /identify PASSWORD to speak as {nick}, "
             "or /nick NAME to speak under another nick")
@@ -236,6 +238,30 @@ def test_an_unidentified_holder_cannot_speak_over_jsonl_either(chatd_server):
         assert not any(text in line for line in lines), (text, lines)
 
 
+def test_an_unidentified_holder_cannot_post_through_a_plugin_command_either(chatd_server,
+                                                                            tmp_path):
+    """A plugin command that posts to the room for its caller (``/roll``: "alice rolled
+    1d6") is speech as the nick, as it is for a mute: refused for a holder in the
+    grace, who is told why; the room sees nothing.  The owner's roll goes through."""
+    dice = tmp_path / "dice-only"
+    dice.mkdir()
+    (dice / "dice.py").write_text((Path(__file__).parent.parent / "plugins" / "dice.py")
+                                  .read_text())
+    server = chatd_server(plugin_dirs=[str(dice)])
+    owner = registered(server, "alice")
+    away(owner)
+    watcher = named(server, "bob")
+    mallory = named(server, "aIice")
+    expect_exact(mallory, grace_notice("aIice", 60, registered="alice"))
+    mallory.send("/roll")
+    expect_exact(mallory, silenced("aIice") + "; /roll's post to #lobby was not sent")
+    assert not any("rolled" in line for line in sync(watcher))
+    owner.send(f"/identify alice {PASSWORD}")
+    expect_exact(owner, "*** away is now known as alice")
+    owner.send("/roll")
+    watcher.expect(r"^\*\*\* \[dice\] alice rolled 1d6: [1-6]$")
+
+
 def test_a_part_or_quit_reason_of_an_unidentified_holder_is_dropped(chatd_server):
     """Part and quit reasons are speech too: the part and the quit happen, the reason
     is not shown."""
@@ -354,6 +380,72 @@ def test_drop_and_password_at_once_cannot_resurrect_the_account(chatd_server, tm
     with sqlite3.connect(tmp_path / "data" / "chatd.sqlite3") as db:
         keys = [key for (key,) in db.execute("SELECT key FROM accounts ORDER BY key")]
     assert keys == ([] if successes[1] else ["alice"]), keys
+
+
+def test_a_drop_not_on_disk_yet_outlives_a_reload(chatd_server, tmp_path, small_disk):
+    """While the disk is full, a /drop is known in memory until the writer gets it on
+    disk; a reload (a new copy of the plugin's state) must not forget it, or the
+    dropped account comes back for everyone: its old password identifies again and
+    takes the nick from whoever holds it now."""
+    config = write_config(tmp_path / "config.yaml",
+                          storage={"path": str(small_disk / "chatd.sqlite3")})
+    server = chatd_server(config)
+    owner = registered(server, "alice")
+    assert wait_until(lambda: owner_rows(small_disk) == ["alice"], 5)  # on disk first
+    fill(small_disk, owner, server)
+    owner.send(f"/drop {PASSWORD}")
+    expect_exact(owner, "*** alice is no longer registered; anyone may use it")
+    server.signal(signal.SIGHUP)
+    server.wait_for_log(r"reloaded .*: plugins")
+    other = named(server, "bob", source="127.0.0.2")
+    other.send(f"/identify alice {PASSWORD}")
+    expect_exact(other, "! alice is not registered")
+
+
+def test_a_dropped_nicks_private_history_stays_gone_across_a_reload(chatd_server, tmp_path,
+                                                                      small_disk):
+    """The same for the private lines of a dropped nick: while their delete waits for
+    a full disk, a reload must not let the next owner of the name read them."""
+    config = write_config(tmp_path / "config.yaml", plugins={"history": {"private": True}},
+                          storage={"path": str(small_disk / "chatd.sqlite3")})
+    server = chatd_server(config)
+    alice = registered(server, "alice")
+    bob = registered(server, "bob", OTHER)
+    alice.send("/msg bob the old secret")
+    expect_exact(bob, "*alice* the old secret")
+    assert wait_until(lambda: owner_rows(small_disk) == ["alice", "bob"], 5)
+    fill(small_disk, alice, server)
+    alice.send(f"/drop {PASSWORD}")
+    expect_exact(alice, "*** alice is no longer registered; anyone may use it")
+    alice.close()
+    server.signal(signal.SIGHUP)
+    server.wait_for_log(r"reloaded .*: plugins")
+    newcomer = named(server, "alice", source="127.0.0.2")
+    newcomer.send("/register new-alice-password")
+    expect_exact(newcomer, REGISTERED.format(nick="alice"))
+    newcomer.send("/history bob")
+    expect_exact(newcomer, "*** no private history with bob")
+
+
+def owner_rows(folder: Path) -> list[str]:
+    """The accounts on disk now."""
+    with sqlite3.connect(folder / "chatd.sqlite3") as db:
+        return [key for (key,) in db.execute("SELECT key FROM accounts ORDER BY key")]
+
+
+def fill(disk: Path, talker, server) -> None:
+    """Take every free byte of ``disk``, then have ``talker`` say what the writer can no
+    longer commit: it waits and retries, and everything after it waits too."""
+    with open(disk / "filler", "wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+    for i in range(30):
+        talker.send(f"filling {i} {'x' * 1000}")
+    server.wait_for_log(r"store: .*(full|disk)", timeout=10)
 
 
 def test_a_dropped_nick_takes_its_private_history_with_it(chatd_server, tmp_path):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chatd.admission import Admission, AdmissionRules, address_group
+from chatd.admission import Admission, AdmissionRules, address_group, plain_address
 from chatd.chat.flood import FloodGate, TokenBucket
 from chatd.framing import LineTooLong
 from chatd.requests import Invoke
@@ -50,6 +50,12 @@ def test_unregistered_limit_and_tables_shrink_back_to_empty():
     adm.closed("10.0.0.1", registered=True)
     assert adm.clients == 0
     assert adm.table_sizes() == {"per_address": 0, "unregistered": 0, "connect_attempts": 0}
+
+
+def test_an_ipv4_client_of_a_dual_stack_listener_is_its_ipv4_address():
+    assert plain_address("::ffff:203.0.113.9") == "203.0.113.9"
+    for address in ("203.0.113.9", "2001:db8::1", "::1", "::ffff:zz", "?"):
+        assert plain_address(address) == address
 
 
 def test_ipv6_addresses_count_per_slash_64():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import os
 import pickle
 from pathlib import Path
@@ -329,6 +330,19 @@ def test_unknown_key_without_close_match_lists_known_keys(in_tmp: Path) -> None:
 )
 def test_wrong_type(in_tmp: Path, text: str, expected: str) -> None:
     assert str(load_error(in_tmp, text)) == expected
+
+
+@pytest.mark.parametrize("account", ["my bot", "bot\u200b", "7bot", "b\u00f6t", "guest bot"])
+def test_an_exempt_account_that_no_nick_can_be_is_refused(in_tmp: Path, account: str) -> None:
+    """flood.exempt_accounts is matched against registered nicks: an entry no nick can
+    be (a space, an invisible or non-ASCII letter) would pass --check-config and
+    exempt nobody, the bot it was meant for staying delayed."""
+    err = load_error(in_tmp, "flood:\n  exempt_accounts: [relaybot, " + json.dumps(account)
+                     + "]\n")
+    assert str(err).startswith("config.yaml:2: flood.exempt_accounts: expected a list of "
+                               "strings (registered nicks"), str(err)
+    assert load_text(in_tmp, "flood:\n  exempt_accounts: [RelayBot, 'br[1]dge']\n").flood \
+        .exempt_accounts == ("RelayBot", "br[1]dge")
 
 
 @pytest.mark.parametrize("value", ["true", "false", "yes", "on"])

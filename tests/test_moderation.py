@@ -9,10 +9,11 @@ announced to the room and logged.
 from __future__ import annotations
 
 import re
+import signal
 import time
 from pathlib import Path
 
-from chatd.testing import write_config
+from chatd.testing import ChatClient, write_config
 
 PASSWORD = "correct-horse"
 OPER_PASSWORD = "oper-secret-1"
@@ -235,6 +236,21 @@ def test_invite_only_lets_in_operators_and_the_invited_once(chatd_server):
     bob.expect(r"you are now talking in #lobby")
     bob.send("/join #dev")  # the invite was for one join
     bob.expect(r"^! #dev is invite-only")
+
+
+def test_an_invite_outlives_a_reload(chatd_server):
+    """Invites are kept in memory only; a reload (which re-reads the registered rooms
+    from the store) must not forget one given before it."""
+    server = chatd_server(plugins=PLUGINS)
+    alice = _founded(server, "alice", "#dev")
+    alice.send("/roomset invite-only on")
+    _see(alice, "*** alice set invite-only on in #dev")
+    bob = _named(server, "bob")
+    alice.send("/invite bob")
+    _see(bob, "*** alice invites you to #dev: /join #dev")
+    server.signal(signal.SIGHUP)
+    server.wait_for_log(r"reloaded .*: plugins")
+    _in(bob, "#dev")
 
 
 def test_a_locked_topic_is_set_by_operators_only(chatd_server):
@@ -676,3 +692,56 @@ def test_a_time_that_does_not_parse_is_an_error_never_a_ban_until_lifted(chatd_s
     _see(alice, "*** no bans or mutes in #dev")
     alice.send("/ban bob 1h30m flooding")
     _see(alice, "*** alice banned bob in #dev for 90 min: flooding")
+
+
+def test_an_address_ban_covers_ipv4_clients_of_a_dual_stack_listener(chatd_server):
+    """On a listener bound to ``::`` (IPv6 and IPv4 on one socket), an IPv4 client
+    connects as ``::ffff:127.0.0.7``: it is its IPv4 address everywhere chatd uses
+    one, so the operator's ``*!*@127.0.0.7`` keeps it out, and a ban by nick is
+    set (and shown) on the address the operator knows."""
+    server = chatd_server(plugins=PLUGINS, listen={"host": "::", "port": 0})
+    alice = _founded(server, "alice", "#dev")
+    mallory = ChatClient(("127.0.0.1", server.port), source="127.0.0.7")
+    mallory.welcome()
+    mallory.send("/nick mallory")
+    _in(mallory, "#dev")
+    alice.send("/ban *!*@127.0.0.7")
+    _see(alice, "*** alice banned *!*@127.0.0.7 in #dev")
+    _see(mallory, "*** you are banned from #dev")
+    mallory.send("/join #dev")
+    mallory.expect(r"^! you are banned from #dev")
+    alice.send("/unban *!*@127.0.0.7")
+    _see(alice, "*** alice unbanned *!*@127.0.0.7 in #dev")
+    _in(mallory, "#dev")
+    alice.send("/ban mallory")
+    _see(alice, "*** mallory is banned in #dev as *!*@127.0.0.7")
+    mallory.close()
+
+
+def test_moderation_not_on_disk_yet_outlives_a_reload(chatd_server, tmp_path, small_disk):
+    """While the disk is full, a ban and a /deop are in memory only (their writes wait);
+    a reload must not put back what the store still has: the banned stays out, the
+    operator taken off stays off."""
+    from test_account_safety import fill
+
+    config = write_config(tmp_path / "config.yaml", plugins=PLUGINS,
+                          storage={"path": str(small_disk / "chatd.sqlite3")})
+    server = chatd_server(config)
+    alice = _founded(server, "alice", "#dev")
+    bob = _registered(server, "bob")
+    alice.send("/op bob")
+    _see(alice, "*** alice made bob an operator of #dev")
+    mallory = _named(server, "mallory")
+    _sync(alice, bob, mallory)
+    fill(small_disk, alice, server)
+    alice.send("/ban mallory!*@*")
+    _see(alice, "*** alice banned mallory!*@* in #dev")
+    alice.send("/deop bob")
+    _see(alice, "*** alice removed bob as an operator of #dev")
+    server.signal(signal.SIGHUP)
+    server.wait_for_log(r"reloaded .*: plugins")
+    mallory.send("/join #dev")
+    mallory.expect(r"^! you are banned from #dev")
+    _in(bob, "#dev")
+    bob.send("/kick #dev alice")
+    bob.expect(r"^! permission denied: you are not an operator of #dev$")

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from chatd import hookimpl
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,6 +63,49 @@ def test_a_mention_quoting_a_server_sentence_reads_as_the_plugins_line(chatd_ser
     bob.send("/who")
     bob.expect(r"^\*\*\* #dev has 2 members: bob, carol$")
     assert not any(line.startswith("*** alice") for line in bob.history), bob.history
+
+
+def test_a_nick_cannot_pass_for_a_plugins_marker(chatd_server):
+    """``*** [name] `` marks a plugin's line: a nick written in brackets would make a
+    user's own join, nick change and quit lines start with it (``*** [mentions] quit
+    (Quit: bob mentioned you in #ops: ...)``).  Such a nick is refused on both
+    protocols; brackets inside a nick stay allowed."""
+    server = chatd_server(plugin_dirs=[PLUGINS], listen=LISTENERS)
+    mallory = named(server, "mallory")
+    mallory.send("/nick [mentions]")
+    mallory.expect_line("! a nick cannot be written in brackets: *** [name] marks the "
+                        "lines of the plugin name")
+    bot = server.json_client()
+    bot.send(cmd="nick", nick="[dice]", id="n")
+    error = bot.expect(type="error", re="n")
+    assert error["text"].startswith("a nick cannot be written in brackets"), error
+    mallory.send("/nick [m]allory")
+    mallory.expect(r"^\*\*\* mallory is now known as \[m\]allory$")
+
+
+def test_a_mention_names_the_room_it_was_said_in_not_the_senders_current_one(chatd_server):
+    """A jsonl bot says a line to one of its rooms that is not its current one
+    (``"room": "#lobby"`` while it talks in #dev): who was not in #lobby is told it
+    was said in #lobby; who was there read it and is not told again."""
+    server = chatd_server(plugin_dirs=[PLUGINS], listen=LISTENERS)
+    bob = named(server, "bob")  # in #lobby only
+    carol = named(server, "carol")
+    carol.send("/join #dev")
+    carol.expect(r"^\*\*\* you are the first in #dev$")
+    carol.send("/part #lobby")
+    carol.expect(r"^\*\*\* you are now talking in #dev$")
+    bot = server.json_client()
+    bot.send(cmd="nick", nick="bot")
+    bot.expect(type="nick", new="bot")
+    bot.send(cmd="join", room="#dev")  # #dev is its current room now
+    bot.expect(type="join", room="#dev", self=True)
+    bot.send(cmd="say", room="#lobby", text="@carol @bob standup in 5")
+    bob.expect(r"^<bot> @carol @bob standup in 5$")
+    line = carol.expect(r"mentioned you").string
+    assert line == "*** [mentions] bot mentioned you in #lobby: @carol @bob standup in 5"
+    bob.send("/rooms")
+    bob.expect(r"^\*\*\* 2 rooms: ")
+    assert not any("mentioned" in line for line in bob.history), bob.history
 
 
 # -- server.join / server.part by a plugin tell the user, in every protocol --------------
@@ -238,6 +283,8 @@ def chatd_reload_restore(server, state):
 """
 
 FAILS_TO_START = """
+import pytest
+
 from chatd import hookimpl
 
 @hookimpl
@@ -320,6 +367,8 @@ def test_an_identified_exempt_account_is_never_delayed_but_its_nick_alone_is():
 # -- plugin tables cannot collide with built-in ones; bad writes are the plugin's ------------
 
 SQUATTER = """
+import pytest
+
 from chatd import hookimpl
 
 @hookimpl
@@ -386,6 +435,80 @@ def test_a_bad_plugin_write_is_the_plugins_failure_and_trips_its_breaker():
         alice.send("/note typo")
         chat.wait_for(lambda: chat.hooks.infos["Vandal"].disabled is not None)
         assert chat.hooks.error_counts == {"Vandal": 2}
+
+
+class NamedLikeABuiltInTable:
+    """A plugin whose name is the first word of built-in tables' names: ``room``
+    (moderation's ``room_bans``, ``room_operators``), ``chatd`` (the store's
+    ``chatd_schema``), ``accounts_by`` (the index ``accounts_by_look``).  It writes
+    its own table, then runs ``statements`` on the built-in ones."""
+
+    def __init__(self, name: str, statements: list[str]) -> None:
+        self.__name__ = name  # the plugin's name (pluggy names an object by it)
+        self.statements = statements
+
+    @hookimpl
+    def chatd_startup(self, server):
+        server.store.migrate(self.__name__, [f"CREATE TABLE {self.__name__}_notes (t TEXT)"])
+
+    @hookimpl
+    def chatd_commands(self):
+        from chatd import Command
+
+        def wipe(client, args):
+            store = client.server.store
+            store.write(f"INSERT INTO {self.__name__}_notes VALUES ('mine')")
+            for statement in self.statements:
+                store.write(statement)
+
+        return [Command("wipe", wipe)]
+
+
+@pytest.mark.parametrize(("name", "statements", "kept"), ids=["room", "chatd", "accounts_by"],
+                         argvalues=[
+    ("room", ["DELETE FROM room_bans", "DELETE FROM room_operators"],
+     "SELECT * FROM room_bans UNION ALL SELECT room, account, '', '', '', 0, 0, '' "
+     "FROM room_operators"),
+    ("chatd", ["DELETE FROM chatd_schema"], "SELECT * FROM chatd_schema"),
+    ("accounts_by", ["DROP INDEX accounts_by_look"],
+     "SELECT name FROM sqlite_master WHERE name = 'accounts_by_look'"),
+])
+def test_a_plugin_named_like_a_built_in_tables_prefix_cannot_touch_them(name, statements,
+                                                                        kept):
+    """A plugin owns the tables named after it, but not a built-in table that happens
+    to start with its name: the statements are refused as its failure, its own table
+    is written, the built-in rows stay."""
+    from chatd.testing import InProcessChat
+
+    with InProcessChat(NamedLikeABuiltInTable(name, statements)) as chat:
+        store = chat.domain.store
+        store.write("INSERT INTO room_bans (room, kind, mask, set_by, reason, set_at) "
+                    "VALUES ('#dev', 'ban', 'x!*@*', 'alice', '', 0)")
+        store.write("INSERT INTO room_operators VALUES ('#dev', 'bob', 'alice')")
+        assert store.flush()
+        before = store.read(kept)
+        assert before
+        chat.connect().send("/wipe")
+        chat.wait_for(lambda: chat.hooks.error_counts.get(name) == len(statements))
+        assert store.flush()
+        assert store.read(f"SELECT t FROM {name}_notes") == [("mine",)]
+        assert store.read(kept) == before
+
+
+def test_every_table_a_built_in_creates_is_reserved_from_plugins():
+    """What keeps the test above true for a table a built-in adds later."""
+    import importlib
+
+    from chatd.chat.tables import BUILT_IN_TABLES
+    from chatd.plugins import BUILTIN_PLUGINS
+
+    created = set()
+    for module in BUILTIN_PLUGINS.values():
+        for step in getattr(importlib.import_module(module), "SCHEMA", ()):
+            created |= {name.lower() for name in re.findall(
+                r"CREATE\s+(?:UNIQUE\s+)?(?:TABLE|INDEX|VIEW|TRIGGER)\s+"
+                r"(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", step, re.I)}
+    assert created == BUILT_IN_TABLES
 
 
 def test_a_plugins_own_thread_gets_its_own_store_whatever_runs_on_the_loop():

@@ -427,7 +427,7 @@ def test_X3_rfc2812_specials_are_allowed_and_unique_case_insensitively(
     client = server.client()
     watcher.expect_line(f"*** {client.nick} joined #lobby")
     old = client.nick
-    for nick in ["[x]", "^_^", "{b}|", "`q`", "a\\b", "a-b", "_9", "Zz" * 16, "evan"]:
+    for nick in ["[x]y", "^_^", "{b}|", "`q`", "a\\b", "a-b", "_9", "Zz" * 16, "evan"]:
         client.send(f"/nick {nick}")
         client.expect_line(f"*** {old} is now known as {nick}")
         watcher.expect_line(f"*** {old} is now known as {nick}")

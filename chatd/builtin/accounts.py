@@ -17,8 +17,9 @@
 * A registered nick is owned.  Whoever takes it (or a look-alike) without
   identifying is told to ``/identify`` within ``grace_seconds`` (60), **cannot
   speak meanwhile** (messages, actions, private messages, topics, part and quit
-  reasons are refused with a ``!`` line saying why; see ``chatd_filter_message``
-  below), and is renamed to ``guest-N`` when the grace ends.  Private messages
+  reasons, and what a plugin's command posts to a room for them, ``/roll``, are
+  refused with a ``!`` line saying why; see ``chatd_filter_message`` and
+  ``chatd_check_speak`` below), and is renamed to ``guest-N`` when the grace ends.  Private messages
   *to* such a holder are refused too: they were meant for the owner, who is not
   the one holding the name.  ``/identify NICK PASSWORD`` while someone else
   holds NICK unidentified takes it back from them at once (they become
@@ -47,8 +48,9 @@ owner, elsewhere) still may, so nobody can lock the owner out from outside.  An
 address may register 3 nicks an hour.
 
 The accounts live in the ``accounts`` table of the store (``storage.path``).
-Writes are queued (the loop never waits); an account registered a moment ago
-is kept in memory until it is on disk, so it is never missing in between.  A
+Writes are queued (the loop never waits); an account registered (or dropped) a
+moment ago is kept in memory until it is on disk, across a reload too, so it is
+never missing (or back) in between.  A
 change is made only to the account that was checked: a ``/password`` answered
 after a ``/drop`` of the same account (or the other way round) is refused, so
 a dropped account cannot come back.
@@ -252,10 +254,16 @@ def chatd_startup(server: Server) -> None:
     # Skeletons are computed by chatd, not SQL, and may be refined by a later
     # version: bring every stored one up to date before the first lookup by it.
     store.write(_refresh_looks)
-    if not store.flush():
+    # A failing disk (store.problem) cannot take it now: waiting would only hold the
+    # loop (a reload while the disk is full) for the flush's whole timeout.
+    if store.problem or not store.flush():
         log.warning("the look-alike forms of registered nicks are not on disk yet; "
                     "look-alike lookups may miss until they are")
-    server.stash[STATE] = AccountsState(settings)
+    state = AccountsState(settings)
+    previous: AccountsState | None = server.stash.get(STATE)
+    if previous is not None:  # a reload: what is not on disk yet (a /drop while the disk
+        state.unwritten = previous.unwritten  # is full) stays known, or it comes back
+    server.stash[STATE] = state
     for client in list(server.clients.values()):  # a reload: the holders of names again
         _enforce(client)
 
@@ -276,8 +284,9 @@ def chatd_shutdown(server: Server) -> None:
         return
     state.pool.shutdown(wait=False, cancel_futures=True)
     for job in state.queue.clear():  # waiting for a thread that will not come
-        if job.client.connected:
-            job.client.error("the server is reloading its plugins; try again")
+        if job.client.connected:  # a reload or a stop: the plugin cannot tell which
+            job.client.error("your password was not checked: the server is reloading or "
+                             "stopping; try again")
             server.resume_requests(job.client)
 
 
@@ -862,19 +871,35 @@ def _grace_over(client: Client) -> None:
     client.notice(f"you did not identify for {nick}; you are now {guest}")
 
 
+def _silenced(client: Client) -> str | None:
+    """Why ``client`` may not speak (it holds a registered name it has not identified
+    for), or None."""
+    if GRACE not in client.stash:
+        return None
+    nick = client.nick
+    return (f"{nick} is registered to someone else: /identify PASSWORD to speak as {nick}, "
+            "or /nick NAME to speak under another nick")
+
+
 @hookimpl
 def chatd_filter_message(client: Client, event: Event) -> None:
     """Nobody speaks as a registered name they have not identified for, and nobody's
     private message goes to such a holder (it was meant for the owner)."""
-    if GRACE in client.stash:
-        nick = client.nick
-        raise Reject(f"{nick} is registered to someone else: /identify PASSWORD to speak as "
-                     f"{nick}, or /nick NAME to speak under another nick")
+    refusal = _silenced(client)
+    if refusal is not None:
+        raise Reject(refusal)
     if event.kind == "privmsg":
         target = client.server.find_client(event.target)
         if target is not None and target is not client and GRACE in target.stash:
             raise Reject(f"{target.nick} is held by someone who has not identified for it, "
                          "not by its owner; not sent")
+
+
+@hookimpl
+def chatd_check_speak(client: Client) -> str | None:
+    """A plugin command posting to a room for such a holder (``/roll``: "alice rolled")
+    speaks as the name too."""
+    return _silenced(client)
 
 
 @hookimpl

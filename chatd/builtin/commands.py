@@ -66,7 +66,8 @@ def chatd_commands() -> list[Command]:
         Command(
             "nick", cmd_nick, "/nick NAME", "change your nick",
             "Nicks are unique (case-insensitive), at most 32 bytes of ASCII letters,\n"
-            "digits and _-[]\\^{}|`, and cannot start with a digit or '-'.",
+            "digits and _-[]\\^{}|`, cannot start with a digit or '-', and are not\n"
+            "written in brackets ([name] marks a plugin's lines).",
             exact_args=True,
         ),
         Command("msg", cmd_msg, "/msg NICK text", "send a private message"),

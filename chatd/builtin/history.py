@@ -242,6 +242,9 @@ def chatd_startup(server: Server) -> None:
     # The events of this run come after every one stored, so the ids of replayed
     # lines and of live ones are one increasing sequence.
     server.continue_event_ids(last_event)
+    previous: HistoryState | None = server.stash.get(STATE)
+    if previous is not None:  # a reload: a dropped nick's lines stay hidden until deleted
+        state.dropped = previous.dropped
     server.stash[STATE] = state
     if settings["store"]:
         state.timer = server.call_later(1.0, _retention, server)

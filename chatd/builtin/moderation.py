@@ -435,6 +435,12 @@ def chatd_startup(server: Server) -> None:
         state.looks = previous.looks
     server.stash[STATE] = state
     server.stash[ROOM_REGISTRAR] = (register_room, drop_room)
+    if previous is not None and previous.loaded:
+        # Memory is the truth once loaded: every change is made there first and its
+        # write may still wait for the disk (full), so reading the store again would
+        # bring back a lifted ban, a removed operator, a dropped room.
+        state.loaded = True
+        return
     _load(server)
 
 

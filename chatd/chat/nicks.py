@@ -34,6 +34,9 @@ def nick_problem(nick: str, max_bytes: int = 32) -> str | None:
         if nick[0].isdigit() or nick[0] == "-":
             return "a nick cannot start with a digit or '-'"
         return "a nick may use only ASCII letters, digits and _-[]\\^{}|`"
+    if nick.startswith("[") and nick.endswith("]"):  # "*** [mentions] quit (...)"
+        return ("a nick cannot be written in brackets: *** [name] marks the lines of the "
+                "plugin name")
     if nick_key(nick) in RESERVED or skeleton(nick) in RESERVED:
         return f"the nick {nick!r} is reserved"
     if nick_key(nick).startswith(GUEST_PREFIX):

@@ -7,7 +7,8 @@ built-ins therefore gets a :class:`PluginStore`: the same store, except that
 
 * ``migrate`` runs only under the plugin's own name as owner, and its steps may
   create, change and drop only tables named after the plugin (``dice`` or
-  ``dice_*``, :class:`chatd.store.TableGuard`);
+  ``dice_*``, :class:`chatd.store.TableGuard`), never a built-in one
+  (:data:`BUILT_IN_TABLES`: a plugin ``room`` does not own ``room_bans``);
 * each ``write`` (and ``insert``) runs under the same guard on the writer thread,
   and one that fails (a bad statement, a refused table, an exception in a
   callable write) is reported on the loop as a failure *of that plugin*: logged
@@ -29,6 +30,15 @@ from ..store import Store, TableGuard, is_store_trouble
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
+#: The tables and indexes of chatd's built-in plugins (their ``SCHEMA``s): never a
+#: plugin's, even one whose name they start with (``room``, ``accounts_by``).
+#: tests/test_plugin_author.py checks that every one the built-ins create is here.
+BUILT_IN_TABLES = frozenset({
+    "accounts", "accounts_by_look",  # accounts
+    "history", "history_by_room",  # history
+    "rooms", "room_operators", "room_bans",  # moderation
+})
+
 #: ``report(plugin, what, exception)``: called on the loop for a write that failed.
 Reporter = Callable[[str, str, BaseException], None]
 
@@ -43,7 +53,7 @@ class PluginStore:
                  report: Reporter) -> None:
         self._store = store
         self._plugin = plugin
-        self._guard = TableGuard(plugin)
+        self._guard = TableGuard(plugin, BUILT_IN_TABLES)
         self._post = post  # hands a call to the loop, from the writer thread
         self._report = report
 
@@ -57,7 +67,7 @@ class PluginStore:
                 f"store: plugin {self._plugin!r} may migrate only its own tables: "
                 f"migrate({self._plugin!r}, ...), not {owner!r}"
             )
-        self._store.migrate(owner, steps, timeout, guard=TableGuard(owner))
+        self._store.migrate(owner, steps, timeout, guard=TableGuard(owner, BUILT_IN_TABLES))
 
     def write(self, sql: str | Callable[[sqlite3.Connection], None],
               params: Sequence[Any] = ()) -> int:
