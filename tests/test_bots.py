@@ -71,6 +71,30 @@ def test_an_event_has_one_id_live_and_replayed_and_ids_increase_across_a_restart
     assert bot.expect(type="message", text="after the restart")["id"] > max(live)
 
 
+def test_ids_never_go_down_across_a_restart_even_for_events_history_does_not_keep(
+        chatd_server, tmp_path):
+    """Joins, notices and private messages are not stored, so the largest stored id is
+    not the largest one a bot saw; a restart must still hand out larger ids (with a
+    history file, and with none at all)."""
+    for sections in ({"listen": LISTENERS},
+                     {"listen": LISTENERS, "storage": {"path": str(tmp_path / "db")}}):
+        server = chatd_server(**sections)
+        bot = server.json_client()
+        person = server.client()
+        person.send("stored")
+        bot.expect(type="message", text="stored")
+        for i in range(20):  # events no history keeps: private messages
+            person.send(f"/msg {bot.nick} psst {i}")
+        seen = bot.expect(type="privmsg", text="psst 19")["id"]
+        assert server.stop() == 0
+
+        again = chatd_server(**sections)
+        late = again.json_client()
+        late.send(cmd="nick", nick="latebot", id="n")
+        renamed = late.expect(type="nick", new="latebot")
+        assert renamed["id"] > seen, (renamed, seen)
+
+
 # -- turning the replay off before it happens ---------------------------------------------------
 
 

@@ -75,6 +75,23 @@ log = logging.getLogger("chatd.chat")
 TOPIC_MAX = 300
 
 
+def first_event_id() -> int:
+    """Where a process starts numbering events: the wall clock in microseconds.
+
+    Ids must keep increasing across restarts (a bot resumes from the last id it
+    saw, docs/protocols.md), and most events are stored nowhere (joins, notices,
+    private messages), so "one past the largest stored id" is not enough.  A
+    process makes far fewer than a million events a second on average, so its
+    counter never overtakes the clock, and the next process starts above every id
+    the last one gave -- unless the system clock is set back between the two;
+    history then still moves the counter past every stored id
+    (:meth:`ChatDomain.continue_event_ids`).  The ids stay below 2**53 (exact as
+    JSON numbers in JavaScript) until the year 2255: the Snowflake habit, without
+    its node bits.
+    """
+    return time.time_ns() // 1000
+
+
 def _cancel_announce(client: Client) -> None:
     arrival = client._arrival
     if arrival is not None and arrival.timer is not None:
@@ -138,7 +155,7 @@ class ChatDomain:
         #: The plugin-facing server object (``client.server``, hook arguments).
         self.facade = Server(self, lifecycle)
         self._client_ids = itertools.count(1)
-        self._event_ids = itertools.count(1)
+        self._event_ids = itertools.count(first_event_id())
         self._guest_numbers = itertools.count(1)
         self._server_sources: dict[tuple[str | None, bool], Source] = {}
         #: The client whose command is running, and the command (None between commands):

@@ -19,7 +19,7 @@ client's choosing that replies to this request carry back as ``"re"``)::
 Out: every event as an object with ``type`` (the event's kind), ``id``,
 ``time`` (UTC, ISO 8601 with milliseconds) and the fields of that kind::
 
-    {"type":"message","id":7,"time":"2026-12-01T10:00:00.000Z","from":"bob","room":"#lobby","text":"hi"}
+    {"type":"message","id":1796119080000007,"time":"2026-12-01T10:00:00.000Z","from":"bob","room":"#lobby","text":"hi"}
 
 Replies to commands and the server's notices are ``notice`` objects, errors
 ``error`` objects.  Events a client caused itself carry ``"self": true``.
