@@ -82,7 +82,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import pluggy
 
@@ -142,6 +142,44 @@ class Scheduler:
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any: ...
 
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None: ...
+
+
+class _Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+_Pending = TypeVar("_Pending", bound=_Cancellable)
+
+
+class _Owned(Generic[_Pending]):
+    """What each plugin has pending (its timers, or its worker tasks), by owner, so a
+    plugin that is disabled, reloaded or shut down leaves nothing behind."""
+
+    __slots__ = ("_by_owner",)
+
+    def __init__(self) -> None:
+        self._by_owner: dict[str | None, set[_Pending]] = {}
+
+    def add(self, owner: str | None, item: _Pending) -> None:
+        self._by_owner.setdefault(owner, set()).add(item)
+
+    def forget(self, owner: str | None, item: _Pending) -> None:
+        owned = self._by_owner.get(owner)
+        if owned is not None:
+            owned.discard(item)
+
+    def of(self, owner: str | None) -> list[_Pending]:
+        return list(self._by_owner.get(owner, ()))
+
+    def cancel(self, owner: str | None = None, *, every: bool = False) -> int:
+        """Cancel ``owner``'s items (``every``: everyone's); returns how many."""
+        owners = list(self._by_owner) if every else [owner]
+        count = 0
+        for name in owners:
+            for item in list(self._by_owner.pop(name, ())):
+                item.cancel()
+                count += 1
+        return count
 
 
 class PluginTimer:
@@ -364,8 +402,8 @@ class PluginHost:
         #: What ``chatd_shutdown`` receives, and the loop timers run on (see :meth:`bind`).
         self.server: Any = None
         self._scheduler: Scheduler | None = None
-        self._timers: dict[str | None, set[PluginTimer]] = {}
-        self._tasks: dict[str | None, set[PluginTask]] = {}
+        self._timers: _Owned[PluginTimer] = _Owned()
+        self._tasks: _Owned[PluginTask] = _Owned()
         self._pool: _WorkerPool | None = None
         self.worker_threads = worker_threads
         self._loop_thread: int | None = None
@@ -743,7 +781,7 @@ class PluginHost:
             timer.cancelled = True
             return timer
         timer._timer = self._scheduler.call_later(delay, self._fire, timer)
-        self._timers.setdefault(owner, set()).add(timer)
+        self._timers.add(owner, timer)
         return timer
 
     def _fire(self, timer: PluginTimer) -> None:
@@ -755,23 +793,15 @@ class PluginHost:
         self.run_guarded(timer.plugin, label, timer.callback, *timer.args)
 
     def _forget_timer(self, timer: PluginTimer) -> None:
-        owned = self._timers.get(timer.plugin)
-        if owned is not None:
-            owned.discard(timer)
+        self._timers.forget(timer.plugin, timer)
 
     def timers(self, plugin: str | None) -> list[PluginTimer]:
         """The pending timers of ``plugin``."""
-        return list(self._timers.get(plugin, ()))
+        return self._timers.of(plugin)
 
     def cancel_timers(self, plugin: str | None = None, *, every: bool = False) -> int:
         """Cancel ``plugin``'s pending timers (``every``: all plugins'); returns how many."""
-        owners = list(self._timers) if every else [plugin]
-        count = 0
-        for owner in owners:
-            for timer in list(self._timers.pop(owner, ())):
-                timer.cancel()
-                count += 1
-        return count
+        return self._timers.cancel(plugin, every=every)
 
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
         """From any thread: run ``callback(*args)`` on the loop, guarded, owned by a plugin:
@@ -813,7 +843,7 @@ class PluginHost:
             return task
         if self._pool is None:
             self._pool = _WorkerPool(self.worker_threads)
-        self._tasks.setdefault(owner, set()).add(task)
+        self._tasks.add(owner, task)
         self._pool.submit(functools.partial(self._work, task))
         return task
 
@@ -851,23 +881,15 @@ class PluginHost:
                              result)
 
     def _forget_task(self, task: PluginTask) -> None:
-        owned = self._tasks.get(task.plugin)
-        if owned is not None:
-            owned.discard(task)
+        self._tasks.forget(task.plugin, task)
 
     def tasks(self, plugin: str | None) -> list[PluginTask]:
         """The worker-thread tasks of ``plugin`` whose outcome has not been handed back."""
-        return list(self._tasks.get(plugin, ()))
+        return self._tasks.of(plugin)
 
     def cancel_tasks(self, plugin: str | None = None, *, every: bool = False) -> int:
         """Cancel ``plugin``'s pending tasks (``every``: all plugins'); returns how many."""
-        owners = list(self._tasks) if every else [plugin]
-        count = 0
-        for owner in owners:
-            for task in list(self._tasks.pop(owner, ())):
-                task.cancel()
-                count += 1
-        return count
+        return self._tasks.cancel(plugin, every=every)
 
     # -- state across a reload -------------------------------------------------------
 
