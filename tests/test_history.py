@@ -248,7 +248,7 @@ def test_a_full_disk_degrades_history_not_the_chat_and_writing_resumes(chatd_ser
         time.sleep(0.1)
     assert _stored(db) == [("alice", t.removeprefix("<alice> ")) for t in expected] + [
         ("alice", "after it came back")], "not everything written once the disk came back"
-    server.wait_for_log(r"store: writing again", timeout=5)
+    server.wait_for_log(r"store: writing again", timeout=15)  # posted to the loop, then logged
     bob.send("/history 100")
     assert _between_markers(bob) == [*expected, "<alice> after it came back"]
 
