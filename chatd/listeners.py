@@ -4,7 +4,7 @@ One :class:`Listener` per ``listen:`` entry, each with its protocol; one
 :class:`Acceptor` shared by all of them, because the limits it enforces are
 the server's, not a port's (``max_clients``, per-address limits, the file
 descriptors left).  For every accepted socket the acceptor makes the transport
-(:class:`~chatd.connection.Connection`) and the listener's protocol object,
+(:class:`~chatd.transport.connection.Connection`) and the listener's protocol object,
 and hands the protocol to ``on_connect`` (the composition root, which makes
 the chat domain's client) before the socket is registered with the reactor.
 
@@ -18,9 +18,9 @@ Edge-triggered rules kept here (DESIGN.md section 3):
   resumes on a timer (libev's "accept()ing when you can't", libuv's emfile
   trick).
 
-A listener may speak TLS (:mod:`chatd.tls`: the connection class changes, the
+A listener may speak TLS (:mod:`chatd.transport.tls`: the connection class changes, the
 chat client is made after the handshake) and read a PROXY header first
-(:mod:`chatd.proxy`: admission waits for the client's real address).  Later
+(:mod:`chatd.transport.proxy`: admission waits for the client's real address).  Later
 protocols (WebSocket, IRC) plug in here the same way.
 """
 
@@ -41,9 +41,7 @@ from typing import Any
 
 from .admission import Admission, plain_address
 from .config import LimitsConfig, ListenConfig, NetConfig
-from .connection import Connection, ConnectionContext, ConnectionLimits, OutputAccount, State
 from .protocols import PROTOCOLS, ChatProtocol, ProtocolLimits
-from .proxy import HeaderReader
 from .reactor import (
     ACCEPT_RESOURCE_ERRNOS,
     ACCEPT_TRANSIENT_ERRNOS,
@@ -53,7 +51,15 @@ from .reactor import (
     Timer,
 )
 from .stats import Stats
-from .tls import REFUSAL_ALERT, TlsConnection, make_context
+from .transport.connection import (
+    Connection,
+    ConnectionContext,
+    ConnectionLimits,
+    OutputAccount,
+    State,
+)
+from .transport.proxy import HeaderReader
+from .transport.tls import REFUSAL_ALERT, TlsConnection, make_context
 
 log = logging.getLogger("chatd.listeners")
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .admission import clamp_max_clients
 from .config import Config
-from .tls import make_context
+from .transport.tls import make_context
 
 __all__ = ["problems", "storage_problems", "tls_problems"]
 

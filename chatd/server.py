@@ -28,7 +28,6 @@ from . import preflight
 from .admission import Admission, AdmissionRules, address_group, clamp_max_clients
 from .chat import ChatDomain, Client, CommandTable, DuplicateCommandError, collect_commands
 from .config import Config, ConfigError, LimitsConfig, ListenConfig, load_config
-from .connection import Connection, OutputAccount, State
 from .listeners import Acceptor
 from .logsetup import dropped_log_records
 from .plugins import PluginHost, PluginLoadError, plugin_modules, restore_plugin_modules
@@ -37,6 +36,7 @@ from .reactor import Reactor, Timer
 from .stats import Stats
 from .store import Store
 from .templates import plural
+from .transport.connection import Connection, OutputAccount, State
 
 log = logging.getLogger("chatd.server")
 

@@ -11,14 +11,14 @@ import time
 
 import pytest
 
-from chatd.connection import (
+from chatd.reactor import Reactor
+from chatd.transport.connection import (
     Connection,
     ConnectionContext,
     ConnectionLimits,
     OutputAccount,
     State,
 )
-from chatd.reactor import Reactor
 
 
 class Protocol:

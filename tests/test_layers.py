@@ -29,7 +29,7 @@ def test_importing_chatd_does_not_import_the_server():
         "loaded = sorted(m for m in sys.modules if m.startswith('chatd'))\n"
         "assert 'chatd.server' not in sys.modules, loaded\n"
         "assert 'chatd.listeners' not in sys.modules, loaded\n"
-        "assert 'chatd.connection' not in sys.modules, loaded\n"
+        "assert 'chatd.transport' not in sys.modules, loaded\n"
         "print(' '.join(loaded))\n"
     )
     result = subprocess.run(

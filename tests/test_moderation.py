@@ -600,8 +600,8 @@ def test_operators_are_not_banned_or_muted_and_are_told_why(chatd_server):
 def test_a_ban_by_nick_covers_the_person_and_unban_lifts_all_of_it(chatd_server, tmp_path):
     """An identified user is banned by account *and* by the address they came from;
     ``/unban NICK`` lifts both, whoever is connected by then."""
-    from chatd.proxy import v1_header
     from chatd.testing import ChatClient
+    from chatd.transport.proxy import v1_header
 
     config = write_config(tmp_path / "config.yaml", plugins=PLUGINS, listen=[
         {"port": 0}, {"port": 0, "proxy_protocol": True, "trusted_proxies": ["127.0.0.1"]},

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from chatd.proxy import HeaderError, parse_header, v1_header, v2_header
 from chatd.testing import ChatClient, write_config
+from chatd.transport.proxy import HeaderError, parse_header, v1_header, v2_header
 
 DESTINATION = ("127.0.0.1", 7788)
 

@@ -8,7 +8,7 @@ test checks the documented treatment of the offender and that the well-behaved
 clients of the same test received everything, in order.  Afterwards the server
 must still be alive and its log free of tracebacks.
 
-chatd's documented policies (docs/config.md, ``chatd/connection.py``):
+chatd's documented policies (docs/config.md, ``chatd/transport/connection.py``):
 
 * above ``output_soft_bytes`` a reader misses room lines and later gets
   ``* N lines skipped: ...``; its input is not parsed while it is over; it is

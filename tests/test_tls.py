@@ -349,7 +349,7 @@ def test_a_refusal_on_the_tls_port_is_said_inside_tls(chatd_server, tmp_path, ca
 
 def test_a_refusal_behind_a_proxy_header_is_said_inside_tls_too(chatd_server, tmp_path, ca):
     """Through a PROXY header the refusal comes after the header: still inside TLS."""
-    from chatd.proxy import v2_header
+    from chatd.transport.proxy import v2_header
 
     cert = _pem(ca, tmp_path)
     config = write_config(tmp_path / "config.yaml", per_ip={"max_connections": 1}, listen=[

@@ -1,7 +1,7 @@
 """What every protocol is: bytes in -> requests, events out -> bytes, per connection.
 
 A protocol object sits between one transport (the socket's
-:class:`~chatd.connection.Connection`) and one session (the chat domain's
+:class:`~chatd.transport.connection.Connection`) and one session (the chat domain's
 :class:`~chatd.chat.client.Client`), and knows neither's insides: it is handed
 both as objects with the small interfaces below, so it can be tested with
 bytes and fakes alone (the h11 habit).
@@ -44,7 +44,7 @@ from ..requests import Request
 
 
 class Transport(Protocol):
-    """What a protocol writes to: the connection (see :mod:`chatd.connection`)."""
+    """What a protocol writes to: the connection (see :mod:`chatd.transport.connection`)."""
 
     peer: tuple[str, int]
     output_bytes: int
@@ -170,7 +170,7 @@ class ChatProtocol:
     #: FIN (``/quit``, a shutdown, a limit): False, a FIN after the last byte (programs
     #: read to end of file); True, a reset once the peer's TCP acknowledged the last
     #: byte (``nc`` and ``ncat`` return to the shell only on a reset: see
-    #: :mod:`chatd.connection`).  The listener gives its connections this ending.
+    #: :mod:`chatd.transport.connection`).  The listener gives its connections this ending.
     reset_after_goodbye: ClassVar[bool] = False
 
     __slots__ = (

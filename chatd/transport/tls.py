@@ -1,6 +1,6 @@
 """TLS on a listener: the certificate context, and connections that speak TLS under ET.
 
-A TLS connection is a :class:`~chatd.connection.Connection` whose socket bytes
+A TLS connection is a :class:`~chatd.transport.connection.Connection` whose socket bytes
 go through an ``ssl.SSLObject`` on two memory BIOs (the design asyncio's
 ``sslproto`` uses), not an ``ssl.SSLSocket``:
 
@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .config import TlsConfig
+from ..config import TlsConfig
 from .connection import Connection, State
 
 log = logging.getLogger("chatd.tls")

@@ -70,8 +70,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol as _Protocol
 
-from .framing import FOREIGN_PROTOCOL_REPLIES
-from .reactor import (
+from ..framing import FOREIGN_PROTOCOL_REPLIES
+from ..reactor import (
     CONNECTION_GONE_ERRNOS,
     EPOLLERR,
     EPOLLHUP,
