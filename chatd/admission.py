@@ -59,13 +59,15 @@ class AdmissionRules:
     max_unregistered: int  # 0 = unlimited
 
 
-#: Reason code -> the line the refused client reads (before the connection closes).
+#: Reason code -> what the refused client is told (before the connection closes), in
+#: the words of the listener's protocol (``! ...`` on the line protocol, an ``error``
+#: object with the reason as its ``code`` on jsonl: ``ChatProtocol.refusal``).
 REFUSALS = {
-    "server_full": "! server full (max {max_clients}); try again later",
-    "per_ip": "! too many connections from your address (max {per_ip_max})",
-    "connect_rate": "! too many connection attempts from your address; try again later",
-    "unregistered": "! too many connections from your address that have not said anything",
-    "stopping": "! server shutting down",
+    "server_full": "server full (max {max_clients}); try again later",
+    "per_ip": "too many connections from your address (max {per_ip_max})",
+    "connect_rate": "too many connection attempts from your address; try again later",
+    "unregistered": "too many connections from your address that have not said anything",
+    "stopping": "server shutting down",
 }
 
 
@@ -110,12 +112,13 @@ class Admission:
         """Whether ``max_clients`` connections are open."""
         return self.clients >= self.rules.max_clients
 
-    def refusal_line(self, reason: str) -> bytes:
-        text = REFUSALS[reason].format(
+    def refusal_text(self, reason: str) -> str:
+        """Why a connection is refused (``reason``: a code of :data:`REFUSALS`), as text;
+        the listener's protocol renders it."""
+        return REFUSALS[reason].format(
             max_clients=plural(self.rules.max_clients, "client"),
             per_ip_max=self.rules.per_ip_max,
         )
-        return (text + "\n").encode()
 
     def opened(self, address: str) -> None:
         group = address_group(address)

@@ -31,7 +31,7 @@ import ipaddress
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -70,7 +70,6 @@ from .config_yaml import (
 )
 
 __all__ = [
-    "CONFIG_REFERENCE",
     "MAX_BYTES",
     "MAX_CONFIG_BYTES",
     "MAX_COUNT",
@@ -96,8 +95,13 @@ __all__ = [
 _T = TypeVar("_T")
 
 
-#: The wire formats a listener can speak (chatd.protocols.PROTOCOLS).
-PROTOCOL_NAMES = ("line", "jsonl")
+#: A protocol's name, as a listener's ``protocol:`` names it.  Which names exist is the
+#: protocol registry's business (:mod:`chatd.protocols.registry`: the built-ins and the
+#: ones plugins register), checked once the plugins are loaded.
+PROTOCOL_NAME = r"[a-z][a-z0-9_-]{0,31}"
+
+#: Nothing: a read-only mapping shared by every listener without options of its own.
+_NO_OPTIONS: Mapping[str, Any] = types.MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,9 +164,12 @@ class ListenConfig:
     )
     protocol: str = _setting(
         "line",
-        "What the listener speaks: line (people with nc, telnet, socat) or jsonl (programs: "
-        "one JSON object per line each way, see docs/protocols.md).",
-        choices=PROTOCOL_NAMES,
+        "What the listener speaks: a registered protocol, such as line (people with nc, "
+        "telnet, socat) or jsonl (programs: one JSON object per line each way, see "
+        "docs/protocols.md); plugins can register more. Each protocol's own keys are "
+        "listed below.",
+        pattern=PROTOCOL_NAME,
+        describe="a protocol's name",
     )
     proxy_protocol: bool = _setting(
         False,
@@ -180,13 +187,13 @@ class ListenConfig:
         "doc": "TLS settings (a mapping, see `listen[].tls` below); null: plain TCP.",
         "nested": True,
     })
-    history_replay: bool = _setting(
-        True,
-        "Show a room's recent lines (the history plugin) when a client of this listener "
-        "joins it, the room it is put in at connect included. false: a listener for bots "
-        "that must never take old lines for new ones (they start with /set history off, "
-        "before the first join; /history still shows lines on request).",
-    )
+    options: Mapping[str, Any] = field(default_factory=lambda: _NO_OPTIONS, metadata={
+        "doc": "The protocol's own keys (say `history_replay`), read-only. As loaded, the "
+        "keys the core does not know, unchecked; once the plugins are loaded, every option "
+        "of the listener's protocol, checked against its registration and with its "
+        "defaults (chatd.protocols.registry).",
+        "rest": True,
+    })
 
 
 @dataclass(frozen=True, slots=True)
@@ -627,7 +634,9 @@ class Config:
     source: Path | None = field(metadata={"doc": "The file the config came from (absolute)."})
     locations: Mapping[str, int] = field(
         default_factory=lambda: _EMPTY,
-        metadata={"doc": "Line of each plugin-section key (``plugins.NAME.KEY``), for errors."},
+        metadata={"doc": "Line of each plugin-section key (``plugins.NAME.KEY``), and of each "
+                  "listener (``listen[0]``), its ``protocol`` and its protocol's own keys "
+                  "(``listen[0].history_replay``), for errors found after loading."},
     )
 
     def error(self, key: str, message: str) -> ConfigError:
@@ -778,6 +787,36 @@ class _Builder(NodeReader):
                              "are checked against)", f"{key}.ca", node)
         return tls
 
+    def listener(self, key: str, node: Node) -> ListenConfig:
+        """One ``listen`` entry: the core's keys checked here; the rest (the protocol's
+        own options) kept as read, with their lines, for the protocol registry to check
+        once the plugins that may register the protocol are loaded."""
+        if self.is_null(node):
+            return ListenConfig()
+        mapping = self.expect_mapping(node, key, "a mapping of settings")
+        core: list[tuple[Node, Node]] = []
+        rest: dict[str, Any] = {}
+        self.locations[key] = mapping.start_mark.line + 1
+        for k, (key_node, value_node) in self.pairs(mapping, key).items():
+            if k in _LISTEN_SPECS or k == "tls":
+                core.append((key_node, value_node))
+                if k == "protocol":
+                    self.locations[_join(key, k)] = key_node.start_mark.line + 1
+                continue
+            dotted = _join(key, k)
+            if not isinstance(k, str) or not k:
+                raise self.unknown(dotted, k, [*_LISTEN_SPECS, "tls"], key_node)
+            self.locations[dotted] = key_node.start_mark.line + 1
+            rest[k] = self.value(value_node, dotted)
+        known = MappingNode(mapping.tag, core, mapping.start_mark, mapping.end_mark)
+        known, tls_node = self._split_off(known, "tls")
+        listener = self.section(key, known, ListenConfig, _LISTEN_SPECS, ("tls",))
+        if tls_node is not None and not self.is_null(tls_node):
+            listener = dataclasses.replace(listener, tls=self.tls(f"{key}.tls", tls_node))
+        if rest:
+            listener = dataclasses.replace(listener, options=types.MappingProxyType(rest))
+        return listener
+
     def listeners(self, node: Node) -> tuple[ListenConfig, ...]:
         """``listen``: one mapping, or a list of mappings; no two on the same address."""
         key = "listen"
@@ -793,10 +832,7 @@ class _Builder(NodeReader):
         listeners: list[ListenConfig] = []
         seen: dict[tuple[str, int], str] = {}
         for item_key, item in items:
-            item, tls_node = self._split_off(item, "tls")
-            listener = self.section(item_key, item, ListenConfig, _LISTEN_SPECS, ("tls",))
-            if tls_node is not None and not self.is_null(tls_node):
-                listener = dataclasses.replace(listener, tls=self.tls(f"{item_key}.tls", tls_node))
+            listener = self.listener(item_key, item)
             self.check_proxies(item_key, item, listener)
             address = (listener.host, listener.port)
             if listener.port and address in seen:
@@ -922,17 +958,21 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 # --------------------------------------------------------------------------------------
 
 
-def config_reference() -> str:
+def config_reference(protocols: Sequence[Section] = ()) -> str:
     """Render every section, key, type, default, rule and doc as Markdown.
 
     Generated rather than hand-written (:mod:`chatd.config_docs`) so the docs cannot
-    drift from what the loader actually accepts.
+    drift from what the loader actually accepts.  ``protocols`` are the sections of
+    the protocols' own listener options, shown after ``listen[].tls``: they come from
+    the protocol registry, a layer above this one, so docs/config.md is made by
+    :func:`chatd.protocols.registry.config_reference`, which passes them.
     """
     docs = {f.name: f.metadata["doc"] for f in dataclasses.fields(Config)}
     intro = [
         "# Configuration reference",
         "",
-        "<!-- Generated by chatd.config.config_reference(); do not edit by hand. -->",
+        "<!-- Generated by chatd.protocols.registry.config_reference(); do not edit by "
+        "hand. -->",
         "",
         "chatd reads one YAML file. Every section and key is optional; a missing key keeps "
         "the default shown here. Unknown keys, duplicate keys, wrong types and out-of-range "
@@ -959,6 +999,7 @@ def config_reference() -> str:
                 nested=tuple((f.name, f.metadata["doc"]) for f in dataclasses.fields(ListenConfig)
                              if f.metadata.get("nested"))),
         Section("listen[].tls", TlsConfig.__doc__ or "", _TLS_SPECS),
+        *protocols,
         *(Section(name, docs[name], specs) for name, (_cls, specs) in _SECTIONS.items()),
         *(Section(name, docs[name]) for name in _OTHER_KEYS),
     ]
@@ -975,5 +1016,3 @@ def config_reference() -> str:
     ]
     return render_reference(intro, sections, outro)
 
-
-CONFIG_REFERENCE: str = config_reference()

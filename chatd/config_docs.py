@@ -27,6 +27,9 @@ class Section:
     note: str = ""
     #: Sub-sections shown as rows of this table: (key, doc); each has a section below.
     nested: tuple[tuple[str, str], ...] = ()
+    #: The heading, if not the name in backquotes (the keys still start with ``name``:
+    #: a protocol's options are ``listen.KEY`` under "`listen` with `protocol: line`").
+    title: str = ""
 
 
 def _cell(text: str) -> str:
@@ -48,11 +51,12 @@ def render_reference(intro: Sequence[str], sections: Sequence[Section],
     """Markdown: ``intro`` lines, then every section, then ``outro`` lines."""
     lines = list(intro)
     for section in sections:
+        heading = f"## {section.title or f'`{section.name}`'}"
         if section.specs is None:
-            lines += [f"## `{section.name}`", "", _cell(section.doc), ""]
+            lines += [heading, "", _cell(section.doc), ""]
             continue
         lines += [
-            f"## `{section.name}`",
+            heading,
             "",
             _cell(section.doc),
             "",

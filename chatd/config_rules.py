@@ -22,6 +22,7 @@ Nothing here knows the schema (:mod:`chatd.config`) or YAML
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -216,6 +217,14 @@ class Invalid(Exception):
     """A value broke its field's rules; the caller adds file, key and line."""
 
 
+def unknown_key(key: object, known: list[str]) -> str:
+    """The message for an unknown key: a did-you-mean when one is close (typos are the
+    usual cause), else the keys there are."""
+    close = difflib.get_close_matches(str(key), known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+    return f"unknown key ({hint})"
+
+
 def show(value: Any) -> str:
     """repr() a value for a message, cut short so a huge value cannot flood a log line."""
     text = repr(list(value) if isinstance(value, tuple) else value)  # YAML lists are tuples here
@@ -362,8 +371,8 @@ def field_specs(cls: type) -> dict[str, FieldSpec]:
     hints = typing.get_type_hints(cls)
     specs: dict[str, FieldSpec] = {}
     for f in dataclasses.fields(cls):
-        if f.metadata.get("nested"):
-            continue  # a sub-section, parsed on its own (listen[].tls)
+        if f.metadata.get("nested") or f.metadata.get("rest"):
+            continue  # a sub-section, parsed on its own (listen[].tls), or the keys left over
         where = f"{cls.__name__}.{f.name}"
         kind, optional = unpack_hint(hints[f.name], where)
         doc = f.metadata.get("doc")

@@ -16,7 +16,6 @@ a regular file of at most :data:`MAX_CONFIG_BYTES`.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import stat
@@ -28,7 +27,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .config_rules import ConfigError, FieldSpec, Invalid, check_value, show
+from .config_rules import ConfigError, FieldSpec, Invalid, check_value, show, unknown_key
 
 _YAML = "tag:yaml.org,2002:"
 _MAP_TAG = _YAML + "map"
@@ -232,9 +231,7 @@ class NodeReader:
 
     def unknown(self, dotted: str, key: object, known: list[str], node: Node) -> ConfigError:
         """An unknown key, with a did-you-mean when one is close (typos are the usual cause)."""
-        close = difflib.get_close_matches(str(key), known, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
-        return self.error(f"unknown key ({hint})", dotted, node)
+        return self.error(unknown_key(key, known), dotted, node)
 
     def expect_mapping(self, node: Node, key: str, what: str) -> MappingNode:
         """Insist on a plain mapping, naming what was found instead."""

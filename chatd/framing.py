@@ -93,11 +93,13 @@ _HTTP_REQUEST = re.compile(
     rb"(GET|POST|HEAD|PUT|DELETE|OPTIONS|CONNECT|PATCH|TRACE|PRI) \S+ HTTP/\d"
 )
 
-#: What a client speaking another protocol is told before it is disconnected.
-FOREIGN_PROTOCOL_REPLIES = {
-    "http": "! this is not an HTTP server: chatd is a line chat, try nc HOST PORT",
-    "tls": "! this port speaks plain text, not TLS",
-    "binary": "! binary data is not chat; disconnecting",
+#: What a client speaking another protocol is told before it is disconnected, by kind;
+#: the listener's protocol words it (``! ...`` on the line protocol, an ``error`` object
+#: with the code ``foreign_KIND`` on jsonl: ``ChatProtocol.refusal``).
+FOREIGN_PROTOCOL_TEXTS = {
+    "http": "this is not an HTTP server: chatd is a line chat, try nc HOST PORT",
+    "tls": "this port speaks plain text, not TLS",
+    "binary": "binary data is not chat; disconnecting",
 }
 
 

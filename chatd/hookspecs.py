@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from .chat import Client, Command, Room, Server, Setting
     from .delivery import DeliveryBackend, LocalBackend
     from .events import Event, Join, NickChange, Part, Quit, RoomCreated, RoomRemoved
+    from .protocols import ProtocolSpec
 
 hookspec = pluggy.HookspecMarker("chatd")
 
@@ -211,6 +212,30 @@ def chatd_delivery_backend(server: Server, local: LocalBackend) -> DeliveryBacke
     domain gives it and hands what other nodes send to ``local`` (whose
     ``to_room``/``to_client`` deliver here).  Reloads keep the backend chosen at
     startup.
+    """
+
+
+@hookspec
+def chatd_protocols() -> list[ProtocolSpec] | None:
+    """Register wire formats: return a list of ``chatd.protocols.ProtocolSpec``.
+
+    A spec is the protocol's one registration: its name (what a listener's
+    ``protocol:`` says), its ``ChatProtocol`` subclass (with its ``Renderer``),
+    the frozen dataclass of its own listener options, each declared with
+    ``chatd.config_rules.setting`` as chatd's own settings are (or None), and a doc
+    line.  A listener that names the protocol may then hold those options beside
+    the core's keys; they are checked with the rules and error wording of every
+    setting (file, key and line), and the protocol reads them, defaults filled in,
+    as ``self.listener.options``.  See docs/protocols.md, "Adding a protocol".
+
+    Called once per plugin generation, with no arguments, after every plugin is
+    registered and before ``chatd_startup``: at start-up, for ``--check-config``,
+    and in a reload's dry run and its new generation.  A listener may only name
+    a protocol registered then, so a reload that drops the plugin of a protocol
+    in use is refused; a running listener keeps its protocol until a restart.
+    A name is registered once: returning ``line``, ``jsonl`` or another plugin's
+    name, something that is not a ``ProtocolSpec``, or raising stops the start
+    (or the reload) with an error that names your plugin.
     """
 
 

@@ -22,6 +22,13 @@ A listener may speak TLS (:mod:`chatd.transport.tls`: the connection class chang
 chat client is made after the handshake) and read a PROXY header first
 (:mod:`chatd.transport.proxy`: admission waits for the client's real address).  Later
 protocols (WebSocket, IRC) plug in here the same way.
+
+The protocol is the listener's, from the registry (:mod:`chatd.protocols.registry`):
+its class makes each connection's protocol object, decides the input limits of the
+listener's connections (:meth:`~chatd.protocols.base.ChatProtocol.input_limits`, once
+per listener) and words every refusal said at the door (server full, per-address
+limits: :meth:`~chatd.protocols.base.ChatProtocol.refusal`), so a peer is refused in
+the format it reads.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from typing import Any
 
 from .admission import Admission, plain_address
 from .config import LimitsConfig, ListenConfig, NetConfig
-from .protocols import PROTOCOLS, ChatProtocol, ProtocolLimits
+from .protocols import ChatProtocol, ProtocolLimits
 from .reactor import (
     ACCEPT_RESOURCE_ERRNOS,
     ACCEPT_TRANSIENT_ERRNOS,
@@ -140,16 +147,19 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 class Listener:
-    """One listening socket, the protocol its connections speak, and its TLS context
-    (None: plain TCP)."""
+    """One listening socket, the protocol its connections speak (a class from the
+    registry), their input limits, and its TLS context (None: plain TCP)."""
 
-    __slots__ = ("acceptor", "config", "protocol", "proxies", "sock", "tls_context")
+    __slots__ = ("acceptor", "config", "limits", "protocol", "proxies", "sock", "tls_context")
 
-    def __init__(self, acceptor: Acceptor, sock: socket.socket, config: ListenConfig) -> None:
+    def __init__(self, acceptor: Acceptor, sock: socket.socket, config: ListenConfig,
+                 protocol: type[ChatProtocol], server_limits: ProtocolLimits) -> None:
         self.acceptor = acceptor
         self.sock = sock
         self.config = config
-        self.protocol: type[ChatProtocol] = PROTOCOLS[config.protocol]
+        self.protocol = protocol
+        #: Shared by every connection of this listener (one object, not one each).
+        self.limits = protocol.input_limits(server_limits, config.options)
         #: Read at start and on SIGHUP (:meth:`Acceptor.use_certificates`); a new
         #: connection takes the current one, an existing one keeps its own.
         self.tls_context = make_context(config.tls) if config.tls is not None else None
@@ -233,6 +243,9 @@ class Acceptor:
         self._protocol_limits = ProtocolLimits(
             max_line_bytes=limits.max_line_bytes, recvq_max=limits.recvq_max_bytes
         )
+        for listener in self.listeners:  # each protocol derives its own from the server's
+            listener.limits = listener.protocol.input_limits(self._protocol_limits,
+                                                             listener.config.options)
         size = max(4096, limits.read_budget_bytes)
         if len(self._read_buffer) != size:
             self._read_buffer = memoryview(bytearray(size))
@@ -257,10 +270,11 @@ class Acceptor:
 
     # -- listening ------------------------------------------------------------------
 
-    def listen(self, config: ListenConfig) -> Listener:
-        """Bind ``config``'s address and start accepting on it (raises OSError)."""
+    def listen(self, config: ListenConfig, protocol: type[ChatProtocol]) -> Listener:
+        """Bind ``config``'s address and start accepting on it, for ``protocol`` (the
+        registry's class for ``config.protocol``); raises OSError."""
         sock = bind_socket(config.host, config.port)
-        listener = Listener(self, sock, config)
+        listener = Listener(self, sock, config, protocol, self._protocol_limits)
         self.listeners.append(listener)
         self.reactor.register(sock.fileno(), listener, _LISTEN_EVENTS)
         if self._spare_fd is None:
@@ -370,8 +384,9 @@ class Acceptor:
                 pass
             else:
                 with contextlib.suppress(OSError):
-                    refused.send(REFUSAL_ALERT if listener.tls_context is not None
-                                 else b"! server full, try again later\n")
+                    refused.send(REFUSAL_ALERT if listener.tls_context is not None else
+                                 listener.protocol.refusal("server_full",
+                                                           "server full, try again later"))
                 refused.close()
             with contextlib.suppress(OSError):
                 self._spare_fd = os.open(os.devnull, os.O_RDONLY)
@@ -415,7 +430,7 @@ class Acceptor:
                 timeout=listener.config.tls.handshake_timeout_seconds,
                 on_handshake=lambda: self.on_connect(protocol),
             )
-        protocol = listener.protocol(conn, self._protocol_limits, listener.config)
+        protocol = listener.protocol(conn, listener.limits, listener.config)
         conn.set_protocol(protocol)
         self.admission.opened(address)
         self.stats.connections_total += 1
@@ -452,7 +467,7 @@ class Acceptor:
                     self.stats.reject(reason)
                     self.log_throttled(f"refuse:{reason}", "refused a connection from %s "
                                        "(through a proxy): %s", real, reason)
-                    line = self.admission.refusal_line(reason)
+                    line = protocol.refusal(reason, self.admission.refusal_text(reason))
                     if isinstance(conn, TlsConnection):
                         conn.refuse_after_handshake(line, reason)  # the handshake is next
                     else:
@@ -485,7 +500,7 @@ class Acceptor:
         self.stats.reject(reason)
         self.log_throttled(f"refuse:{reason}", "refused a connection from %s: %s", peer[0],
                            reason)
-        line = self.admission.refusal_line(reason)
+        line = listener.protocol.refusal(reason, self.admission.refusal_text(reason))
         if self.refusing >= REFUSALS_AT_ONCE:
             _refuse_at_once(sock, REFUSAL_ALERT if listener.tls_context is not None else line)
             return

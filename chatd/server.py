@@ -10,6 +10,12 @@ Nothing here is chat logic.  :class:`ChatServer` builds, in order:
    (:mod:`chatd.listeners`), each handing new connections (a transport plus the
    listener's protocol, :mod:`chatd.protocols`) to the domain;
 
+and, between 2 and 3, the **protocol registry** (:func:`collect_protocols`: the
+built-ins and what plugins register with ``chatd_protocols``), against which the
+listeners of the config are checked: a plugin may bring the protocol a listener
+names, so that check waits for the plugins (``load_config`` kept what it could
+not check yet);
+
 and owns what spans all of them: start (``listen``), reload (SIGHUP), stop
 (SIGTERM), the housekeeping sweep of timer-driven limits, the total output
 cap, the loop-lag probe and the counters.  Lower layers never call back in
@@ -31,7 +37,7 @@ from .config import Config, ConfigError, LimitsConfig, ListenConfig, load_config
 from .listeners import Acceptor
 from .logsetup import dropped_log_records
 from .plugins import PluginHost, PluginLoadError, plugin_modules, restore_plugin_modules
-from .protocols import ChatProtocol
+from .protocols import ChatProtocol, ProtocolRegistry
 from .reactor import Reactor, Timer
 from .stats import Stats
 from .store import Store
@@ -57,6 +63,34 @@ def build_plugin_host(config: Config, *, trace: bool = False) -> PluginHost:
     host.check()
     host.check_disabled_names()
     return host
+
+
+def collect_protocols(hooks: PluginHost) -> ProtocolRegistry:
+    """The protocols this server knows: the built-ins, then every plugin's
+    ``chatd_protocols`` (called once per plugin generation, at start-up, in the
+    dry run and at a reload).  A plugin that raises there, returns something other
+    than ProtocolSpec objects or a name already taken stops the start (or the
+    reload) with a PluginLoadError that names it."""
+    registry = ProtocolRegistry()
+    for impl in hooks.implementations("chatd_protocols"):
+        plugin = impl.plugin_name
+        try:
+            specs = impl.function()
+        except ConfigError:
+            raise  # already says which file, key and line
+        except Exception as exc:
+            raise PluginLoadError(f"plugin {plugin!r} failed in chatd_protocols: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+        if specs is None:
+            continue
+        if not isinstance(specs, list | tuple):
+            specs = [specs]
+        for spec in specs:
+            try:
+                registry.add(spec, plugin)
+            except (TypeError, ValueError) as exc:
+                raise PluginLoadError(f"plugin {plugin!r}: chatd_protocols: {exc}") from None
+    return registry
 
 
 def _stalled_output(conn: Connection, limits: LimitsConfig, now: float) -> tuple[str, str] | None:
@@ -149,13 +183,16 @@ class ChatServer:
     ) -> None:
         """``dry_run``: built only to be checked (``--check-config``, ``chatd plugins``),
         so the database is one in memory and no file is created or changed."""
-        self.config = config
         self._trace_hooks = trace_hooks
         #: Counters for /stats and /metrics.
         self.stats = Stats()
         hooks = plugins if plugins is not None else build_plugin_host(config, trace=trace_hooks)
         self.reactor = Reactor()
         try:
+            #: Every protocol a listener may name: the built-ins and the plugins'.
+            self.protocols = collect_protocols(hooks)
+            # The listeners' protocols and options, now that the plugins are here.
+            self.config = config = self.protocols.check_config(config)
             self._build(config, hooks, dry_run=dry_run)
         except BaseException:
             self._abandon(hooks)  # a reload's dry run may fail: it must leak nothing
@@ -325,6 +362,7 @@ class ChatServer:
             raise ReloadFailed(f"limits.reserve_fds: {exc}") from None
         try:
             hooks = build_plugin_host(config, trace=self._trace_hooks)
+            config = collect_protocols(hooks).check_config(config)
             hooks.bind(self.api, self.reactor)
             collect_commands(hooks, self.api)
         except Exception as exc:  # changed since the dry run a moment ago
@@ -384,7 +422,8 @@ class ChatServer:
         bound = []
         try:
             for listener_config in self.config.listen:
-                bound.append(self.acceptor.listen(listener_config).address)
+                protocol = self.protocols[listener_config.protocol].protocol
+                bound.append(self.acceptor.listen(listener_config, protocol).address)
         except OSError:
             self.acceptor.stop()
             self.acceptor.stopping = False

@@ -27,7 +27,7 @@ def test_server_full_and_per_address_limits():
     assert adm.check("10.0.0.3", 0.0) == "server_full"
     adm.closed("10.0.0.1", registered=False)
     assert adm.check("10.0.0.1", 0.0) is None
-    assert adm.refusal_line("per_ip") == b"! too many connections from your address (max 1)\n"
+    assert adm.refusal_text("per_ip") == "too many connections from your address (max 1)"
 
 
 def test_connect_rate_counts_every_attempt_within_the_window():

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from chatd import hookspecs
-from chatd.config import config_reference
+from chatd.protocols.registry import config_reference
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,7 +27,8 @@ def test_every_hook_is_documented_in_the_spec_and_the_manual():
 def test_config_reference_doc_is_current():
     assert (REPO / "docs" / "config.md").read_text() == config_reference(), (
         "docs/config.md is stale: regenerate it with\n"
-        "python -c 'from chatd.config import config_reference as r; print(r(), end=\"\")'"
+        "python -c 'from chatd.protocols.registry import config_reference as r; "
+        "print(r(), end=\"\")'"
         " > docs/config.md"
     )
 

@@ -257,10 +257,10 @@ class Recorder:
 
 
 def _protocol(kind="line", **limits):
-    from chatd.protocols import PROTOCOLS, ProtocolLimits
+    from chatd.protocols import ProtocolLimits, ProtocolRegistry
 
     transport = MemoryTransport(("127.0.0.1", 1))
-    proto = PROTOCOLS[kind](transport, ProtocolLimits(**limits))
+    proto = ProtocolRegistry()[kind].protocol(transport, ProtocolLimits(**limits))
     proto.session = Recorder()
     return proto, transport
 

@@ -17,7 +17,7 @@ chatd's documented policies that these tests hold it to (README, docs/config.md,
   the client gets ``! input line far too long (excess flood); disconnecting`` and
   is closed (stats kind ``qbuf``);
 * HTTP, TLS and binary first bytes are answered with one ``! ...`` line
-  (``FOREIGN_PROTOCOL_REPLIES``) and closed (stats kinds ``foreign_*``).
+  (``FOREIGN_PROTOCOL_TEXTS``, in the protocol's words) and closed (stats kinds ``foreign_*``).
 
 Nothing here asserts how fast chatd is; CPU checks read ``/proc/<pid>/stat`` with
 generous bounds (a busy loop would burn the whole window).
@@ -38,7 +38,7 @@ from typing import Any
 
 import pytest
 
-from chatd.framing import FOREIGN_PROTOCOL_REPLIES
+from chatd.framing import FOREIGN_PROTOCOL_TEXTS
 from chatd.testing import ChatClient, ServerProcess, cpu_seconds, fd_count, rss_bytes
 
 pytestmark = pytest.mark.timeout(60)
@@ -50,6 +50,9 @@ TOO_LONG = "! line too long (max {limit} bytes); it was not sent"
 QBUF = "! input line far too long (excess flood); disconnecting"
 #: Bytes that must never reach a terminal: C0 except LF, and DEL.
 FORBIDDEN_BYTES = set(range(0x00, 0x0A)) | set(range(0x0B, 0x20)) | {0x7F}
+
+#: What the line protocol answers another protocol's first bytes with (its ``! `` lines).
+FOREIGN_PROTOCOL_REPLIES = {kind: f"! {text}" for kind, text in FOREIGN_PROTOCOL_TEXTS.items()}
 
 
 # -- fixtures and helpers --------------------------------------------------------------

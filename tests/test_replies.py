@@ -75,8 +75,8 @@ def test_counts_of_one_in_replies_read_right():
 def test_the_server_full_refusal_reads_right_for_one_client():
     rules = AdmissionRules(max_clients=1, per_ip_max=0, connect_rate=0, connect_window=60.0,
                            max_unregistered=0)
-    assert Admission(rules).refusal_line("server_full") == \
-        b"! server full (max 1 client); try again later\n"
+    assert Admission(rules).refusal_text("server_full") == \
+        "server full (max 1 client); try again later"
 
 
 # -- the flood notice: once per flood, as docs/operations.md says -------------------------

@@ -606,7 +606,9 @@ def _opted_out(client: Client) -> bool:
     if choice is not None:
         return choice
     listener = client.listener
-    return listener is not None and not listener.history_replay
+    # A listener option of line and jsonl (their registration); a protocol without it
+    # replays, as they do by default.
+    return listener is not None and not listener.options.get("history_replay", True)
 
 
 def _set_history(client: Client, value: str) -> None:

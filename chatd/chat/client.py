@@ -242,7 +242,8 @@ class Client:
     @property
     def listener(self) -> ListenConfig | None:
         """The settings of the listener the client connected to (``listen[]`` in the
-        config: its port, protocol, ``history_replay``...); None for a client made
+        config: its port, protocol, and ``options``, the protocol's own, such as
+        ``history_replay``); None for a client made
         without one (:class:`~chatd.testing.InProcessChat`)."""
         return self.link.listener  # type: ignore[no-any-return]
 

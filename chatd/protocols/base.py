@@ -7,11 +7,27 @@ both as objects with the small interfaces below, so it can be tested with
 bytes and fakes alone (the h11 habit).
 
 Input: the transport calls :meth:`ChatProtocol.data_received` with whatever
-``recv`` returned.  The protocol frames it into lines (the same
-:class:`~chatd.framing.LineFramer` for every line-based protocol: limits,
-``\\r\\n``, UTF-8 per line, sanitising), turns the lines into requests
-(:mod:`chatd.requests`) with :meth:`ChatProtocol.parse`, and hands them to the
-session in one call per read.
+``recv`` returned.  The protocol frames it into lines, turns the lines into
+requests (:mod:`chatd.requests`) with :meth:`ChatProtocol.parse`, and hands
+them to the session in one call per read.  Framing is the protocol's choice,
+made per class (no cost per connection):
+
+* its framer: :meth:`ChatProtocol.make_framer` (a :class:`~chatd.framing.LineFramer`
+  by default: ``\\n`` or ``\\r\\n``, the over-long line discarded, never buffered);
+* its input limits: :meth:`ChatProtocol.input_limits`, from the server's
+  (``limits.max_line_bytes``, ``limits.recvq_max_bytes``) and the listener's options
+  (IRC's 512 bytes plus tags is a protocol's own limit, not the server's);
+* its input sanitising: :attr:`ChatProtocol.decode`, what a framed line's bytes
+  become (the line protocol: text for people, sanitised, erases applied; jsonl: strict
+  UTF-8, nothing removed, its values checked after parsing; a protocol that needs raw
+  lines, IRC's ``\\x01ACTION`` and formatting codes, decodes without sanitising and
+  answers for what it passes on).
+
+Refusals are the protocol's words too: whatever the acceptor or the transport
+tells a peer before closing (the server is full, another protocol's greeting, an
+endless line) is made by :meth:`ChatProtocol.refusal` from the listener's
+protocol class, so a jsonl peer gets an ``error`` object it can parse, not a line
+meant for ``nc``.
 
 Output: an event reaches a protocol in one of two ways.
 
@@ -32,12 +48,20 @@ becomes a continuation line with the same marker, never a free line.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from ..config import ListenConfig
+from ..config_rules import setting
 from ..events import Event
-from ..framing import LineFramer, LineTooLong, decode_line, sniff_foreign_protocol
+from ..framing import (
+    FOREIGN_PROTOCOL_TEXTS,
+    LineFramer,
+    LineTooLong,
+    decode_line,
+    sniff_foreign_protocol,
+)
 from ..requests import Request
 
 # -- the neighbours' interfaces ---------------------------------------------------------------
@@ -59,7 +83,8 @@ class Transport(Protocol):
 
     def close(self, reason: str) -> None: ...
 
-    def reject_foreign(self, kind: str) -> None: ...
+    def reject_foreign(self, kind: str, reply: bytes) -> None:
+        """Send ``reply`` (the protocol's refusal) and close: the peer speaks ``kind``."""
 
     def registered(self) -> None:
         """The peer spoke this protocol (its first acceptable line): from now on it
@@ -127,18 +152,56 @@ class Renderer:
         """
         return rendered
 
-    def local_error(self, text: str) -> bytes:
-        """An error the protocol itself reports (bad framing), not a chat event."""
+    def local_error(self, text: str, *, code: str | None = None) -> bytes:
+        """An error that is no chat event: a refusal before the connection is a client
+        (server full, another protocol's greeting) or the protocol's own (an endless
+        line).  ``code`` is its stable name (``server_full``, ``foreign_http``...; the
+        list is in docs/protocols.md) for protocols whose clients are programs."""
         raise NotImplementedError
 
 
 @dataclass(frozen=True, slots=True)
 class ProtocolLimits:
-    """The input limits of one connection, fixed when it is accepted."""
+    """The input limits of one connection, fixed when it is accepted (one object per
+    listener, shared by its connections: :meth:`ChatProtocol.input_limits`)."""
 
     max_line_bytes: int = 4096
     #: Most bytes of one over-long line discarded before the client is cut.
     recvq_max: int = 65536
+
+
+class Framer(Protocol):
+    """What :meth:`ChatProtocol.make_framer` returns: bytes in, framed lines out
+    (:class:`~chatd.framing.LineFramer` is the one line-based protocols use)."""
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for an unfinished line (for the partial-line timeout)."""
+        ...
+
+    #: Bytes of the current over-long line dropped so far (cut past ``recvq_max``).
+    discarded: int
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Any]: ...
+
+    def finish(self) -> Any:
+        """End of stream: the unterminated last line, or None."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerOptions:
+    """The listener options of chatd's built-in protocols (``line``, ``jsonl``), beside
+    the core's keys: a protocol registers the options dataclass it reads (see
+    :mod:`chatd.protocols.registry`); one for people or bots may subclass this one."""
+
+    history_replay: bool = setting(
+        True,
+        "Show a room's recent lines (the history plugin) when a client of this listener "
+        "joins it, the room it is put in at connect included. false: a listener for bots "
+        "that must never take old lines for new ones (they start with /set history off, "
+        "before the first join; /history still shows lines on request).",
+    )
 
 
 # -- the base class of line-based protocols -------------------------------------------------------
@@ -159,7 +222,8 @@ class ChatProtocol:
 
     renderer: ClassVar[Renderer]
     #: How a framed line's bytes become a line (:class:`~chatd.framing.LineFramer`'s
-    #: ``decode``): text for people by default; jsonl decodes strictly instead.
+    #: ``decode``): the protocol's input sanitising.  Text for people by default
+    #: (:func:`~chatd.framing.decode_line`); jsonl decodes strictly instead.
     decode = staticmethod(decode_line)
 
     #: The tag of the request being handled, echoed in the reply by protocols whose
@@ -199,7 +263,7 @@ class ChatProtocol:
         self._limits = limits = limits if limits is not None else ProtocolLimits()
         #: Made on the first chunk received (so ``None`` also says "nothing came
         #: yet"): a connection that only listens (most of them) needs no line buffer.
-        self._framer: LineFramer | None = None
+        self._framer: Framer | None = None
         now = time.monotonic()
         self.opened_at = now
         self.last_input = now
@@ -210,6 +274,31 @@ class ChatProtocol:
     def name(self) -> str:
         return self.renderer.name
 
+    # -- the protocol's choices, per class ---------------------------------------------
+
+    @classmethod
+    def input_limits(cls, server: ProtocolLimits, options: Mapping[str, Any]) -> ProtocolLimits:
+        """The input limits of this protocol's connections on a listener whose (checked)
+        options are ``options``; ``server`` holds the server's (``limits.max_line_bytes``,
+        ``limits.recvq_max_bytes``).  Asked once per listener and on every reload,
+        never per connection.  Line and jsonl keep the server's; a protocol with a
+        line limit of its own (IRC: 512 bytes plus tags) returns its own."""
+        return server
+
+    def make_framer(self) -> Framer:
+        """The framer of this connection, made on its first bytes (a connection that
+        only listens never needs one): lines up to :attr:`ProtocolLimits.max_line_bytes`,
+        each turned into what :attr:`decode` makes of it."""
+        return LineFramer(self._limits.max_line_bytes, self.decode)
+
+    @classmethod
+    def refusal(cls, code: str, text: str) -> bytes:
+        """What a peer of this protocol is told before it is closed, in its own format:
+        the acceptor's refusals (``server_full``, ``per_ip``...), the answer to another
+        protocol's greeting (``foreign_http``...).  Made from the class, so it serves
+        connections that never get a protocol object (refused at the door)."""
+        return cls.renderer.local_error(text, code=code)
+
     # -- from the transport ------------------------------------------------------------
 
     def data_received(self, data: memoryview) -> None:
@@ -218,14 +307,14 @@ class ChatProtocol:
         if framer is None:  # the first chunk: another protocol's greeting?
             kind = sniff_foreign_protocol(data)
             if kind is not None:
-                self.transport.reject_foreign(kind)
+                self._reject_foreign(kind)
                 return
-            framer = self._framer = LineFramer(self._limits.max_line_bytes, self.decode)
+            framer = self._framer = self.make_framer()
         lines = framer.feed(data)
         if framer.discarded > self._limits.recvq_max:
             self.transport.limit_hit = "qbuf"
             self.transport.write(self.renderer.local_error(
-                "input line far too long (excess flood); disconnecting"
+                "input line far too long (excess flood); disconnecting", code="excess_flood"
             ))
             self.transport.close("excess flood: input line too long")
             return
@@ -253,9 +342,15 @@ class ChatProtocol:
         if line.__class__ is not LineTooLong and sniff_foreign_protocol(
             line.encode()  # type: ignore[union-attr]
         ) == "http":
-            self.transport.reject_foreign("http")
+            self._reject_foreign("http")
             return False
         return True
+
+    def _reject_foreign(self, kind: str) -> None:
+        """The peer speaks ``kind`` (HTTP, TLS, binary junk): say so in this protocol's
+        words and let the transport close."""
+        self.transport.reject_foreign(
+            kind, self.refusal(f"foreign_{kind}", FOREIGN_PROTOCOL_TEXTS[kind]))
 
     def eof_received(self) -> bool:
         """The peer sent FIN: deliver the unterminated last line, then ask the session."""

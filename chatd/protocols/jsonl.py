@@ -118,8 +118,12 @@ class JsonlRenderer(Renderer):
             obj["re"] = tag
         return _encode(obj)
 
-    def local_error(self, text: str) -> bytes:
-        return _encode({"type": "error", "text": _clean(text)})
+    def local_error(self, text: str, *, code: str | None = None) -> bytes:
+        """``{"type":"error","code":"server_full","text":"..."}``: no ``id`` or ``time``
+        (no event: the connection may never have been a client)."""
+        if code is None:
+            return _encode({"type": "error", "text": _clean(text)})
+        return _encode({"type": "error", "code": code, "text": _clean(text)})
 
 
 RENDERER = JsonlRenderer()

@@ -185,7 +185,8 @@ class LineRenderer(Renderer):
         return _prefix_lines(time.strftime("[%H:%M] ", time.localtime(event.time)).encode(),
                              rendered)
 
-    def local_error(self, text: str) -> bytes:
+    def local_error(self, text: str, *, code: str | None = None) -> bytes:
+        """``! text``: a person reads the words; the code is for programs."""
         return marked(ERROR, text)
 
 

@@ -37,10 +37,10 @@ import yaml
 
 from ..chat import ChatDomain, Client, collect_commands
 from ..config import Config, parse_config
-from ..framing import FOREIGN_PROTOCOL_REPLIES
 from ..plugins import PluginHost
-from ..protocols import PROTOCOLS, ChatProtocol, ProtocolLimits
+from ..protocols import ChatProtocol, ProtocolLimits
 from ..reactor import Reactor
+from ..server import collect_protocols
 from .defaults import sections_for_test
 
 
@@ -86,9 +86,9 @@ class MemoryTransport:
     def reading_held(self) -> bool:
         return self.held
 
-    def reject_foreign(self, kind: str) -> None:
+    def reject_foreign(self, kind: str, reply: bytes) -> None:
         self.limit_hit = f"foreign_{kind}"
-        self.write((FOREIGN_PROTOCOL_REPLIES[kind] + "\n").encode())
+        self.write(reply)
         self.close(f"spoke {kind}, not chat")
 
 
@@ -188,6 +188,9 @@ class InProcessChat:
             host.register(plugin, name, "test")
         host.check()
         self.hooks = host
+        #: The protocols :meth:`connect` can speak: the built-ins and the plugins'.
+        self.protocols = collect_protocols(host)
+        self.config = self.protocols.check_config(self.config)
         self.domain = ChatDomain(self.config, host, self.reactor)
         #: What plugins receive as ``server``.
         self.server = self.domain.facade
@@ -199,12 +202,17 @@ class InProcessChat:
         self._ports = iter(range(40000, 65536))
 
     def connect(self, protocol: str = "line", *, address: str = "127.0.0.1") -> Peer:
-        """A new client on ``protocol`` (``line`` or ``jsonl``), welcomed and in the room."""
+        """A new client on ``protocol`` (``line``, ``jsonl`` or one a plugin registered),
+        welcomed and in the room; its input limits are the protocol's with its options'
+        defaults (there is no listener)."""
         transport = MemoryTransport((address, next(self._ports)))
         limits = self.config.limits
-        proto = PROTOCOLS[protocol](
+        spec = self.protocols[protocol]
+        defaults = {name: setting.default for name, setting in spec.option_specs.items()}
+        proto = spec.protocol(
             transport,  # type: ignore[arg-type]
-            ProtocolLimits(limits.max_line_bytes, limits.recvq_max_bytes),
+            spec.protocol.input_limits(
+                ProtocolLimits(limits.max_line_bytes, limits.recvq_max_bytes), defaults),
         )
         proto.session = self.domain.connect(proto)
         peer = Peer(self, proto, transport)

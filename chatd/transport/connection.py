@@ -70,7 +70,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol as _Protocol
 
-from ..framing import FOREIGN_PROTOCOL_REPLIES
 from ..reactor import (
     CONNECTION_GONE_ERRNOS,
     EPOLLERR,
@@ -442,13 +441,14 @@ class Connection:
             self._read_queued = True
             self._ctx.reactor.call_soon(self._read_again)
 
-    def reject_foreign(self, kind: str) -> None:
-        """Tell a peer speaking another protocol so, and close (stats kind ``foreign_*``).
+    def reject_foreign(self, kind: str, reply: bytes) -> None:
+        """Tell a peer speaking another protocol so (``reply``: the protocol's words, which
+        the transport does not look into), and close (stats kind ``foreign_*``).
 
         Called by the protocol when the first bytes are HTTP, TLS or binary junk.
         """
         self.limit_hit = f"foreign_{kind}"
-        self.write((FOREIGN_PROTOCOL_REPLIES[kind] + "\n").encode())
+        self.write(reply)
         self.close(f"spoke {kind}, not chat")
 
     def _end_of_stream(self) -> None:
