@@ -794,28 +794,30 @@ class _Builder(NodeReader):
         if self.is_null(node):
             return ListenConfig()
         mapping = self.expect_mapping(node, key, "a mapping of settings")
-        core: list[tuple[Node, Node]] = []
-        rest: dict[str, Any] = {}
         self.locations[key] = mapping.start_mark.line + 1
+        values: dict[str, Any] = {}
+        rest: dict[str, Any] = {}
         for k, (key_node, value_node) in self.pairs(mapping, key).items():
-            if k in _LISTEN_SPECS or k == "tls":
-                core.append((key_node, value_node))
-                if k == "protocol":
-                    self.locations[_join(key, k)] = key_node.start_mark.line + 1
-                continue
             dotted = _join(key, k)
-            if not isinstance(k, str) or not k:
+            if k == "tls":
+                if not self.is_null(value_node):
+                    values["tls"] = self.tls(dotted, value_node)
+                continue
+            spec = _LISTEN_SPECS.get(k) if isinstance(k, str) else None
+            if spec is None and (not isinstance(k, str) or not k):
                 raise self.unknown(dotted, k, [*_LISTEN_SPECS, "tls"], key_node)
             self.locations[dotted] = key_node.start_mark.line + 1
-            rest[k] = self.value(value_node, dotted)
-        known = MappingNode(mapping.tag, core, mapping.start_mark, mapping.end_mark)
-        known, tls_node = self._split_off(known, "tls")
-        listener = self.section(key, known, ListenConfig, _LISTEN_SPECS, ("tls",))
-        if tls_node is not None and not self.is_null(tls_node):
-            listener = dataclasses.replace(listener, tls=self.tls(f"{key}.tls", tls_node))
+            raw = self.value(value_node, dotted)
+            if spec is None:
+                rest[str(k)] = raw  # the protocol's: checked by the registry
+                continue
+            try:
+                values[spec.name] = check_value(spec, raw, self.base_dir)
+            except Invalid as exc:
+                raise self.error(str(exc), dotted, value_node) from None
         if rest:
-            listener = dataclasses.replace(listener, options=types.MappingProxyType(rest))
-        return listener
+            values["options"] = types.MappingProxyType(rest)
+        return ListenConfig(**values)
 
     def listeners(self, node: Node) -> tuple[ListenConfig, ...]:
         """``listen``: one mapping, or a list of mappings; no two on the same address."""

@@ -130,7 +130,7 @@ class ProtocolRegistry:
             raise TypeError(f"expected ProtocolSpec objects, got {spec!r}")
         taken = self._owners.get(spec.name)
         if taken is not None:
-            whose = "a built-in protocol" if taken == "chatd" else f"plugin {taken!r}'s"
+            whose = "built in" if taken == "chatd" else f"by plugin {taken!r}"
             raise ValueError(f"protocol {spec.name!r} is already registered ({whose})")
         self._specs[spec.name] = spec
         self._owners[spec.name] = owner
