@@ -259,21 +259,6 @@ class NodeReader:
                 raise self.error(str(exc), dotted, value_node) from None
         return cls(**values)
 
-    def _split_off(self, node: Node, name: str) -> tuple[Node, Node | None]:
-        """``node`` without its key ``name`` (a sub-section), and that key's value."""
-        if not isinstance(node, MappingNode):
-            return node, None
-        kept, found = [], None
-        for key_node, value_node in node.value:
-            if isinstance(key_node, ScalarNode) and key_node.value == name:
-                found = value_node
-            else:
-                kept.append((key_node, value_node))
-        if found is None:
-            return node, None
-        return MappingNode(node.tag, kept, node.start_mark, node.end_mark,
-                           flow_style=node.flow_style), found
-
 
 def _yaml_error(exc: yaml.YAMLError, file: str | None, text: str) -> ConfigError:
     """Turn a PyYAML syntax error into a ConfigError with a 1-based line."""

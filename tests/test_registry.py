@@ -145,6 +145,22 @@ def test_a_listeners_options_are_checked_against_its_protocol_with_key_and_line(
     assert err.message.startswith("not an option of protocol 'toy' (it is one of line, jsonl;")
 
 
+def test_each_listener_of_a_list_is_read_from_its_own_keys(tmp_path):
+    """Regression: the reader caches a node's pairs by id(node), and the loader used to
+    split ``tls`` off into a temporary node; the next listener's temporary node could
+    reuse the freed one's id and be read as the previous listener (two TLS listeners
+    were refused as "127.0.0.1:7001 is also listen[0]")."""
+    for name in ("c.pem", "k.pem"):
+        (tmp_path / name).touch()
+    entries = "".join(f"  - {{port: {port}, tls: {{cert: c.pem, key: k.pem}}, "
+                      f"history_replay: {str(port % 2 == 0).lower()}}}\n"
+                      for port in (7001, 7002, 7003))
+    config = parse_config(f"listen:\n{entries}", source=tmp_path / "chatd.yaml")
+    assert [(listener.port, dict(listener.options)) for listener in config.listen] == [
+        (7001, {"history_replay": False}), (7002, {"history_replay": True}),
+        (7003, {"history_replay": False})]
+
+
 def test_checked_options_are_complete_read_only_and_checking_again_changes_nothing():
     config = parse_config("listen:\n  - {port: 0, protocol: toy, server_tag: tiny}\n"
                           "  - {port: 0, protocol: jsonl, history_replay: false}\n"
