@@ -12,6 +12,7 @@ the protocol.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -22,6 +23,7 @@ import types
 from pathlib import Path
 
 import pytest
+import trustme
 
 from chatd import hookimpl
 from chatd.config import ConfigError, parse_config
@@ -348,9 +350,24 @@ def test_a_jsonl_peer_refused_at_the_door_reads_an_error_object(chatd_server):
 
 def _read_to_eof(sock: socket.socket) -> bytes:
     data = b""
-    while chunk := sock.recv(4096):
-        data += chunk
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(4096):
+            data += chunk
     return data
+
+
+def test_plaintext_on_a_jsonl_tls_port_is_told_in_jsonl(chatd_server, tmp_path):
+    cert = tmp_path / "server.pem"
+    trustme.CA().issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+        str(cert))
+    server = chatd_server(listen=[
+        {"port": 0, "protocol": "jsonl", "tls": {"cert": str(cert), "key": str(cert)}}])
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(b'{"cmd": "who"}\n')
+        answer = json.loads(_read_to_eof(sock))
+    assert answer == {"type": "error", "code": "tls_plaintext",
+                      "text": "this port speaks TLS: connect with ncat --ssl, openssl "
+                              "s_client or socat OPENSSL:..."}
 
 
 def test_listener_options_defaults_are_the_builtins_shared_options():

@@ -50,9 +50,12 @@ _CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 _READ_CHUNK = 65536
 #: The first byte of every TLS client hello (a handshake record).
 _HANDSHAKE_RECORD = 0x16
-#: What a plaintext client on the TLS port reads before the close.
-PLAINTEXT_REPLY = (b"! this port speaks TLS: connect with ncat --ssl, openssl s_client "
-                   b"or socat OPENSSL:...\n")
+#: What a plaintext client on the TLS port is told before the close, in the words of
+#: the listener's protocol (its ``refusal``, code ``tls_plaintext``); the line
+#: protocol's ``! ...`` line where there is none (a connection refused at the door).
+PLAINTEXT_TEXT = ("this port speaks TLS: connect with ncat --ssl, openssl s_client "
+                  "or socat OPENSSL:...")
+PLAINTEXT_REPLY = f"! {PLAINTEXT_TEXT}\n".encode()
 #: A TLS record holding one fatal ``access_denied`` alert (RFC 8446 6.2; record version
 #: 0x0301, as before a handshake): a refusal that costs no handshake, which a TLS client
 #: reports as "alert access denied" rather than the "wrong version number" a plaintext
@@ -224,8 +227,11 @@ class TlsConnection(Connection):
     def _plaintext(self) -> None:
         log.debug("%s:%d: plaintext on the TLS port", *self.peer)
         self.limit_hit = "tls_plaintext"
+        chat = self._chat
+        reply = chat.refusal("tls_plaintext", PLAINTEXT_TEXT) if chat is not None else \
+            PLAINTEXT_REPLY
         with contextlib.suppress(OSError):
-            self._sock.send(PLAINTEXT_REPLY)
+            self._sock.send(reply)
         self.abort("spoke plaintext on the TLS port")
 
     def _handshake_late(self) -> None:
