@@ -39,6 +39,15 @@ once escape sequences are gone.
 ZWJ and ZWNJ stay, so emoji sequences such as 👨‍👩‍👧 survive.  chatd applies
 :func:`sanitize` to every line it receives *and* to every line it sends, so text
 produced by plugins gets the same guard (CWE-150).
+
+Output is sanitised by each renderer for its own clients.  IRC's formatting
+codes (bold ``\\x02``, italics ``\\x1d``, underline ``\\x1f``, reverse ``\\x16``,
+reset ``\\x0f``...) are C0 controls, so :func:`sanitize` removes them; a colour
+code carries its colours as digits after it (``\\x0304,05red``), which would be
+left on the screen as ``04,05red``, so the renderers for terminals and programs
+remove colour codes whole first (:func:`strip_colour_codes`): a netcat user reads
+an IRC user's coloured ``red`` as ``red``.  Input is not changed by this: the line
+protocol's rules for what a person types stay :func:`decode_line`'s.
 """
 
 from __future__ import annotations
@@ -187,6 +196,21 @@ def sanitize(text: str) -> str:
     if _COMBINING_RUN.search(text):
         text = _COMBINING_RUN.sub(lambda m: m.group(0)[:MAX_COMBINING], text)
     return text
+
+
+#: An IRC colour code with its colours: ``\x03`` then up to two digits, optionally a
+#: comma and up to two more; ``\x04`` then a hex colour, optionally a second.
+_COLOUR_CODES = re.compile(
+    r"\x03(?:[0-9]{1,2}(?:,[0-9]{1,2})?)?|\x04(?:[0-9a-fA-F]{6}(?:,[0-9a-fA-F]{6})?)?"
+)
+
+
+def strip_colour_codes(text: str) -> str:
+    """``text`` without IRC colour codes, their digits included (see the module
+    docstring); the other formatting codes are controls :func:`sanitize` removes."""
+    if "\x03" not in text and "\x04" not in text:
+        return text
+    return _COLOUR_CODES.sub("", text)
 
 
 def _emojiish(char: str) -> bool:

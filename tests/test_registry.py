@@ -300,6 +300,20 @@ def test_each_protocol_chooses_its_input_limit_and_sanitising():
     assert line.session.requests == ["ACTION waves", "y" * 513, "bold \ufffd"]
 
 
+def test_irc_formatting_is_removed_whole_for_terminals_and_programs():
+    """What a netcat user (and a bot) sees of an IRC user's formatting, once an IRC
+    listener passes it on raw: the words, colours' digits included gone; nc input rules
+    are unchanged (a typed ^C-digits still leaves the digits, as before)."""
+    from chatd.events import Message, Source
+    from chatd.framing import decode_line
+
+    text = "\x02bold\x02 \x0304,05red\x03 \x1ditalic\x1d \x0412ab34hex\x0f \x039,1x"
+    event = Message(1, 0.0, Source(nick="ann", client_id=2), "#lobby", text)
+    assert LineProtocol.renderer.render(event) == b"<ann> bold red italic hex x\n"
+    assert json.loads(JsonlProtocol.renderer.render(event))["text"] == "bold red italic hex x"
+    assert decode_line(b"\x0304red") == "04red"
+
+
 def test_the_builtins_keep_the_servers_limits():
     server = ProtocolLimits(100, 1000)
     for spec in ProtocolRegistry():

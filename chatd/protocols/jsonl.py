@@ -45,7 +45,14 @@ from ..events import (
     PrivateMessage,
     Quit,
 )
-from ..framing import MAX_COMBINING, LineTooLong, lone_surrogate, sanitize, utf8
+from ..framing import (
+    MAX_COMBINING,
+    LineTooLong,
+    lone_surrogate,
+    sanitize,
+    strip_colour_codes,
+    utf8,
+)
 from ..requests import Invoke, Malformed, Request, Say
 from .base import ChatProtocol, Renderer
 
@@ -57,6 +64,14 @@ def _clean(text: str) -> str:
     if "\n" not in text:
         return sanitize(text)
     return "\n".join(sanitize(line) for line in text.split("\n"))
+
+
+def _for_program(text: str) -> str:
+    """Text for a program to show: :func:`_clean`, IRC colour codes removed whole first
+    (their digits too: see :mod:`chatd.framing`)."""
+    if text.isascii() and text.isprintable():
+        return text
+    return _clean(strip_colour_codes(text))
 
 
 def _timestamp(when: float) -> str:
@@ -100,7 +115,7 @@ class JsonlRenderer(Renderer):
         elif cls is Quit and event.rooms:  # type: ignore[attr-defined]
             obj["rooms"] = list(event.rooms)  # type: ignore[attr-defined]
         if event.text or event.carries_user_text:
-            obj["text"] = _clean(event.text)
+            obj["text"] = _for_program(event.text)
         if event.replay:
             obj["history"] = True  # shown again: "id" and "time" are those it had live
         return obj
@@ -122,8 +137,8 @@ class JsonlRenderer(Renderer):
         """``{"type":"error","code":"server_full","text":"..."}``: no ``id`` or ``time``
         (no event: the connection may never have been a client)."""
         if code is None:
-            return _encode({"type": "error", "text": _clean(text)})
-        return _encode({"type": "error", "code": code, "text": _clean(text)})
+            return _encode({"type": "error", "text": _for_program(text)})
+        return _encode({"type": "error", "code": code, "text": _for_program(text)})
 
 
 RENDERER = JsonlRenderer()

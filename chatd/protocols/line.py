@@ -35,7 +35,10 @@ A server notice (``*** ``) and an action (``* nick``) differ at a glance, so
 the server's ``*** alice quit (Quit: bye)``.  Text with a newline (a plugin's
 notice, a bot's message) becomes several lines that all carry the first one's
 marker; text that belongs inside a sentence of the server's (a topic, a part or
-quit reason) has its newlines turned into spaces.  Every line is sanitised.
+quit reason) has its newlines turned into spaces.  Every line is sanitised for a
+terminal: no control character or escape sequence, and IRC's formatting (which an
+IRC listener will bring) removed whole, a colour's digits with its code, so
+``\x02bold\x02 \x0304,05red`` reads ``bold red``.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from ..events import (
     Quit,
     Topic,
 )
-from ..framing import LineTooLong, sanitize, utf8
+from ..framing import LineTooLong, sanitize, strip_colour_codes, utf8
 from ..requests import Invoke, Request
 from .base import ChatProtocol, Renderer
 from .telnet import TelnetFilter
@@ -80,16 +83,24 @@ def parse_line(text: str) -> str | Invoke:
     return Invoke(name.lower(), args.strip(), text.__class__ is not str)
 
 
+def for_terminal(line: str) -> str:
+    """One line as a terminal may show it: no IRC colour code (digits included), no
+    control character or escape sequence (the output half of the module docstring)."""
+    if line.isascii() and line.isprintable():
+        return line  # the common case, as fast as sanitize's own
+    return sanitize(strip_colour_codes(line))
+
+
 def marked(marker: str, text: str) -> bytes:
     """``text`` as lines that all start with ``marker``, sanitised, encoded."""
     if "\n" not in text:
-        return utf8(sanitize(marker + text) + "\n")
-    return utf8("".join(sanitize(marker + line) + "\n" for line in text.split("\n")))
+        return utf8(for_terminal(marker + text) + "\n")
+    return utf8("".join(for_terminal(marker + line) + "\n" for line in text.split("\n")))
 
 
 def inline(text: str) -> str:
     """User text that sits inside one of the server's sentences: one line, clean."""
-    return sanitize(text.replace("\n", " ")) if "\n" in text else sanitize(text)
+    return for_terminal(text.replace("\n", " ")) if "\n" in text else for_terminal(text)
 
 
 def _notice_line(text: str) -> bytes:
