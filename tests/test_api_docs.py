@@ -11,6 +11,7 @@ import chatd
 from chatd import events
 from chatd.chat import RoomTable
 from chatd.plugins import PluginHost, PluginTask
+from chatd.protocols import ChatProtocol, ProtocolSpec
 from chatd.store import Store
 
 API = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text()
@@ -29,6 +30,8 @@ SECTIONS = {
     "Command": (chatd.Command, True),
     "Setting": (chatd.Setting, True),
     "Store": (Store, True),
+    "ProtocolSpec": (ProtocolSpec, True),
+    "ChatProtocol": (ChatProtocol, False),
     "PluginHost": (PluginHost, False),
 }
 
@@ -55,6 +58,8 @@ def public_names(cls: type) -> set[str]:
     names = {n for n in dir(cls) if not n.startswith("_")}
     if cls is PluginHost:
         names |= {"infos", "error_counts", "slow_counts", "current_plugin"}  # instance attributes
+    if cls is ChatProtocol:
+        names |= {"renderer"}  # declared here, set by every subclass
     if cls is PluginTask:
         names |= {"plugin", "fn", "args", "callback", "on_error", "cancelled", "done"}
     return names
