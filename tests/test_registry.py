@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import importlib.util
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -41,7 +42,7 @@ from chatd.protocols import (
 )
 from chatd.requests import Say
 from chatd.server import collect_protocols
-from chatd.testing import ChatClient
+from chatd.testing import ChatClient, write_config
 from chatd.testing.inprocess import MemoryTransport
 
 TOY_DIR = Path(__file__).resolve().parent / "toyproto"
@@ -257,6 +258,20 @@ def test_a_protocol_from_outside_the_tree_serves_a_real_connection(chatd_server)
         toy.expect(r"^ERROR \S+ \S+ :line too long \(max 64 bytes\); it was not sent$")
         toy.send("x" * 64)
         person.expect(rf"^<{nick}> x{{64}}$")
+
+
+def test_a_reload_that_drops_a_protocol_in_use_is_refused_and_the_listener_goes_on(
+        chatd_server, tmp_path):
+    listen = [{"port": 0}, {"port": 0, "protocol": "toy"}]
+    config = write_config(tmp_path / "chatd.yaml", plugin_dirs=[str(TOY_DIR)], listen=listen)
+    server = chatd_server(config)
+    write_config(config, listen=listen)  # the toy plugin gone, its listener still there
+    server.signal(signal.SIGHUP)
+    server.wait_for_log(r"reload failed, keeping the running config and plugins: .*"
+                        r"listen\[1\]\.protocol: unknown protocol 'toy'")
+    with ChatClient((server.host, server.ports[1])) as toy:
+        toy.send("PING")
+        toy.expect(r"^PONG toy$")
 
 
 # -- framing per protocol, in memory ----------------------------------------------------------
