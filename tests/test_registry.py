@@ -329,6 +329,15 @@ def test_irc_formatting_is_removed_whole_for_terminals_and_programs():
     assert decode_line(b"\x0304red") == "04red"
 
 
+def test_an_in_process_chat_speaks_a_plugins_protocol_with_its_limit():
+    from chatd.testing import InProcessChat
+
+    with InProcessChat(toyproto) as chat:
+        peer = chat.connect("toy")
+        peer.send("x" * 513)
+        assert any("line too long (max 512 bytes)" in line for line in peer.lines())
+
+
 def test_the_builtins_keep_the_servers_limits():
     server = ProtocolLimits(100, 1000)
     for spec in ProtocolRegistry():
