@@ -50,7 +50,6 @@ from .store import (
 
 log = logging.getLogger("chatd.moderation")
 
-
 INVITE_SECONDS = 3600.0
 REASON_MAX = 200
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
