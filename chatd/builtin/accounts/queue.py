@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
 from chatd import Client, CommandError, Server
@@ -23,24 +22,13 @@ from chatd import Client, CommandError, Server
 from ..attempts import source_of
 from ..fairqueue import Lane
 from .limits import may_guess
-from .state import STATE, AccountsState, state_of
+from .state import STATE, AccountsState, Job, state_of
 
 log = logging.getLogger("chatd.accounts")
 
 BUSY = "the server is busy checking passwords; try again in a moment"
 #: Longest a client's next requests wait for its password check.
 PAUSE_SECONDS = 10.0
-
-
-@dataclass(slots=True, frozen=True)
-class Job:
-    """A password check waiting in the fair queue: the work for the thread, what to do
-    with its result on the loop, and whether it is a guess counted as a failure."""
-
-    client: Client
-    work: Callable[[], Any]
-    then: Callable[[Client, Any], None]
-    guess: bool
 
 
 def submit(client: Client, account_key: str, work: Callable[[], Any],

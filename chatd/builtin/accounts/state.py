@@ -2,23 +2,22 @@
 
 One :class:`AccountsState` per plugin start, in ``server.stash[STATE]``: the
 settings, the worker threads and the fair queue of password checks
-(:mod:`.queue`), the accounts written and not yet on disk (:mod:`.store`), the
+(:class:`Job`, run by :mod:`.queue`), the accounts written and not yet on disk (:mod:`.store`), the
 limits on failed attempts and on registrations (:mod:`.limits`).  A reload
 makes a new one and keeps only what is not on disk yet.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-from chatd import CommandError, Server, StashKey
+from chatd import Client, CommandError, Server, StashKey
 
 from ..attempts import GuessLimits, RecentFailures
 from ..fairqueue import FairQueue
-
-if TYPE_CHECKING:
-    from .queue import Job
 
 #: Failed attempts within FAILURE_WINDOW: for one account from everywhere (then it is
 #: under attack), from one source for one account.  (From one source for everything:
@@ -37,6 +36,17 @@ WAITING_MAX = 256
 Account = tuple[str, str, float]
 
 STATE: StashKey[AccountsState] = StashKey()
+
+
+@dataclass(slots=True, frozen=True)
+class Job:
+    """A password check waiting in the fair queue: the work for the thread, what to do
+    with its result on the loop, and whether it is a guess counted as a failure."""
+
+    client: Client
+    work: Callable[[], Any]
+    then: Callable[[Client, Any], None]
+    guess: bool
 
 
 class AccountsState:
