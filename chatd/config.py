@@ -60,12 +60,12 @@ from .config_rules import (
     setting as _setting,
 )
 from .config_yaml import (
-    _MAP_TAG,
-    _SEQ_TAG,
+    MAP_TAG,
     MAX_CONFIG_BYTES,
+    SEQ_TAG,
     NodeReader,
-    _join,
     compose,
+    join_key,
     read_config_text,
 )
 
@@ -798,7 +798,7 @@ class _Builder(NodeReader):
         values: dict[str, Any] = {}
         rest: dict[str, Any] = {}
         for k, (key_node, value_node) in self.pairs(mapping, key).items():
-            dotted = _join(key, k)
+            dotted = join_key(key, k)
             if k == "tls":
                 if not self.is_null(value_node):
                     values["tls"] = self.tls(dotted, value_node)
@@ -825,7 +825,7 @@ class _Builder(NodeReader):
         if self.is_null(node):
             return (ListenConfig(),)
         self.check_tag(node, key)
-        if isinstance(node, SequenceNode) and node.tag == _SEQ_TAG:
+        if isinstance(node, SequenceNode) and node.tag == SEQ_TAG:
             if not node.value:
                 raise self.error("expected at least one listener", key, node)
             items = [(f"{key}[{i}]", item) for i, item in enumerate(node.value)]
@@ -851,7 +851,7 @@ class _Builder(NodeReader):
         if self.is_null(node):
             return ()
         self.check_tag(node, key)
-        if not (isinstance(node, SequenceNode) and node.tag == _SEQ_TAG):
+        if not (isinstance(node, SequenceNode) and node.tag == SEQ_TAG):
             raise self.error(
                 f"expected a list of folder names, got {self.describe(node, key)}", key, node
             )
@@ -874,7 +874,7 @@ class _Builder(NodeReader):
         mapping = self.expect_mapping(node, key, "a mapping of plugin name to settings")
         sections: dict[str, Mapping[str, Any]] = {}
         for name, (key_node, value_node) in self.pairs(mapping, key).items():
-            dotted = _join(key, name)
+            dotted = join_key(key, name)
             if not isinstance(name, str) or not name:
                 raise self.error(
                     f"a plugin name must be a non-empty string, got {show(name)}", dotted, key_node
@@ -893,9 +893,9 @@ class _Builder(NodeReader):
         if depth > 16:  # deeper than any sane plugin setting; aliases cannot loop us
             return
         for sub_key, (key_node, value_node) in self.pairs(node, path).items():
-            dotted = _join(path, sub_key)
+            dotted = join_key(path, sub_key)
             self.locations[dotted] = key_node.start_mark.line + 1
-            if isinstance(value_node, MappingNode) and value_node.tag == _MAP_TAG:
+            if isinstance(value_node, MappingNode) and value_node.tag == MAP_TAG:
                 self.record_locations(value_node, dotted, depth + 1)
 
     def config(self, root: Node | None, source: Path | None) -> Config:

@@ -30,8 +30,9 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from .config_rules import ConfigError, FieldSpec, Invalid, check_value, show, unknown_key
 
 _YAML = "tag:yaml.org,2002:"
-_MAP_TAG = _YAML + "map"
-_SEQ_TAG = _YAML + "seq"
+#: The tags of a plain mapping and sequence (the schema in config.py checks shapes too).
+MAP_TAG = _YAML + "map"
+SEQ_TAG = _YAML + "seq"
 _NULL_TAG = _YAML + "null"
 _MERGE_TAG = _YAML + "merge"
 # Exactly the tags yaml.safe_load can construct; everything else (!!python/..., !custom)
@@ -40,7 +41,7 @@ _SAFE_TAGS = frozenset(t for t in yaml.SafeLoader.yaml_constructors if t is not 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _join(path: str, key: object) -> str:
+def join_key(path: str, key: object) -> str:
     """Dotted key path: 'limits' + 'max_line_bytes' -> 'limits.max_line_bytes'."""
     return f"{path}.{key}" if path else str(key)
 
@@ -156,14 +157,14 @@ class NodeReader:
                 result = self.construct(node, key)
                 if isinstance(result, str):
                     result = self.expand(result, key, node)
-            elif isinstance(node, MappingNode) and node.tag == _MAP_TAG:
+            elif isinstance(node, MappingNode) and node.tag == MAP_TAG:
                 result = types.MappingProxyType(
                     {
-                        k: self.value(v, _join(key, k))
+                        k: self.value(v, join_key(key, k))
                         for k, (_knode, v) in self.pairs(node, key).items()
                     }
                 )
-            elif isinstance(node, SequenceNode) and node.tag == _SEQ_TAG:
+            elif isinstance(node, SequenceNode) and node.tag == SEQ_TAG:
                 result = tuple(self.value(item, f"{key}[{i}]") for i, item in enumerate(node.value))
             else:
                 result = _freeze(self.construct(node, key))
@@ -208,7 +209,8 @@ class NodeReader:
                 if k in own:
                     first = own[k][0].start_mark.line + 1
                     raise self.error(
-                        f"duplicate key (first defined on line {first})", _join(path, k), key_node
+                        f"duplicate key (first defined on line {first})", join_key(path, k),
+                        key_node,
                     )
                 own[k] = (key_node, value_node)
         finally:
@@ -219,10 +221,10 @@ class NodeReader:
 
     def merge_sources(self, node: Node, path: str) -> list[MappingNode]:
         """The mappings a `<<` key merges: one mapping or a list of mappings."""
-        if isinstance(node, MappingNode) and node.tag == _MAP_TAG:
+        if isinstance(node, MappingNode) and node.tag == MAP_TAG:
             return [node]
         if isinstance(node, SequenceNode) and all(
-            isinstance(item, MappingNode) and item.tag == _MAP_TAG for item in node.value
+            isinstance(item, MappingNode) and item.tag == MAP_TAG for item in node.value
         ):
             return list(node.value)
         raise self.error("a '<<' merge key needs a mapping or a list of mappings", path, node)
@@ -236,7 +238,7 @@ class NodeReader:
     def expect_mapping(self, node: Node, key: str, what: str) -> MappingNode:
         """Insist on a plain mapping, naming what was found instead."""
         self.check_tag(node, key)
-        if not (isinstance(node, MappingNode) and node.tag == _MAP_TAG):
+        if not (isinstance(node, MappingNode) and node.tag == MAP_TAG):
             raise self.error(f"expected {what}, got {self.describe(node, key)}", key, node)
         return node
 
@@ -248,7 +250,7 @@ class NodeReader:
         mapping = self.expect_mapping(node, name, "a mapping of settings")
         values: dict[str, Any] = {}
         for k, (key_node, value_node) in self.pairs(mapping, name).items():
-            dotted = _join(name, k)
+            dotted = join_key(name, k)
             spec = specs.get(k) if isinstance(k, str) else None
             if spec is None:
                 raise self.unknown(dotted, k, [*specs, *nested], key_node)

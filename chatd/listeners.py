@@ -451,8 +451,7 @@ class Acceptor:
 
         def failed(why: str) -> None:
             self.log_throttled(f"proxy:{why[:40]}", "closing %s:%d: %s", *conn.peer, why)
-            conn.limit_hit = "proxy_header"
-            conn.abort(why)
+            conn.abort(why, limit="proxy_header")
 
         def header(source: tuple[str, int] | None, rest: bytes) -> None:
             if timer is not None:

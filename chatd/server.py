@@ -592,22 +592,23 @@ class ChatServer:
             stalled = _stalled_output(conn, limits, now)
             if stalled is not None:
                 # It is not reading: a goodbye would never arrive.  Cut it.
-                conn.limit_hit, why = stalled
-                conn.abort(why)
+                kind, why = stalled
+                conn.abort(why, limit=kind)
                 continue
             protocol = conn.protocol
             if not isinstance(protocol, ChatProtocol) or conn.reading_held:
                 continue  # held for the flood limit: nothing can arrive, nothing is late
             overdue = _overdue_input(protocol, limits, now)
             if overdue is not None:
-                conn.limit_hit, why = overdue
-                self._cut(protocol, why)
+                kind, why = overdue
+                self._cut(protocol, why, kind)
         self._make_room_for_talkers(now)
 
-    def _cut(self, protocol: ChatProtocol, why: str) -> None:
+    def _cut(self, protocol: ChatProtocol, why: str, limit: str) -> None:
+        """Close ``protocol``'s connection for hitting ``limit``, telling the client why."""
         if isinstance(protocol.session, Client):
             protocol.session.error(why)
-        protocol.close(why)
+        protocol.close(why, limit=limit)
 
     def _make_room_for_talkers(self, now: float) -> None:
         """Close silent connections only when they keep others out (the lurker policy).
@@ -648,8 +649,7 @@ class ChatServer:
             doomed.extend(conn for conn in silent[:crowd] if conn not in doomed)
         why = f"registration timeout: say something within {timeout:g} s"
         for conn in doomed:
-            conn.limit_hit = "registration_timeout"
-            self._cut(conn.protocol, why)  # type: ignore[arg-type]
+            self._cut(conn.protocol, why, "registration_timeout")  # type: ignore[arg-type]
 
     def _evict_largest(self) -> None:
         """Over the total output cap: disconnect the largest buffers first (Redis)."""
@@ -667,8 +667,8 @@ class ChatServer:
                     "output for all clients over %d bytes: disconnecting %s:%d (%d bytes queued)",
                     account.limit, *victim.peer, victim.output_bytes,
                 )
-                victim.limit_hit = "obuf_total"
-                victim.abort("server output memory full (largest buffer first)")
+                victim.abort("server output memory full (largest buffer first)",
+                             limit="obuf_total")
         finally:
             self._evicting = False
 

@@ -157,11 +157,11 @@ def test_checks_left_waiting_at_shutdown_say_so_without_claiming_a_reload(monkey
     to tell them 'the server is reloading its plugins')."""
     import threading
 
-    from chatd.builtin import accounts
+    from chatd.builtin.accounts import commands
     from chatd.testing import InProcessChat
 
     release = threading.Event()
-    monkeypatch.setattr(accounts, "password_matches", lambda *_: release.wait(5) and False)
+    monkeypatch.setattr(commands, "password_matches", lambda *_: release.wait(5) and False)
     with InProcessChat(plugins={"accounts": {"scrypt_n": 1024}}) as chat:
         owner = chat.connect()
         owner.send("/nick alice")

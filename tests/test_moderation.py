@@ -430,7 +430,8 @@ def test_masks_match_literally_but_for_star_and_question_mark():
 
 
 def test_times_and_expiry():
-    from chatd.builtin.moderation import Entry, _duration
+    from chatd.builtin.moderation.commands import _duration
+    from chatd.builtin.moderation.store import Entry
 
     words = ["2h", "flooding"]
     assert _duration(words) == 7200.0 and words == ["flooding"]

@@ -10,6 +10,13 @@ came from someone else.
 The client is also its connection's *session*: the protocol object reports
 requests, half-closes and the end of the connection to the methods at the
 bottom (:class:`chatd.protocols.base.Session`); plugins do not call those.
+
+Two fields belong to the chat package's other modules, not to plugins:
+``arrival`` (the domain's, while the client is not yet announced) and
+``intake`` (:mod:`chatd.chat.intake`'s record: its flood gate and a pause).
+They are public fields of records those modules own, so no module reads or
+writes another's private attributes; each is None nearly always, so an idle
+connection pays one slot for each and nothing more.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ if TYPE_CHECKING:
     from ..requests import Request
     from .domain import ChatDomain
     from .facade import Server
-    from .flood import FloodGate
+    from .intake import ClientIntake
     from .rooms import Room
 
 
@@ -43,17 +50,11 @@ class Arrival:
         self.joins: list[tuple[Room, Event]] = []
         self.timer: Any = None
 
-
-class Paused:
-    """A client whose requests wait (``server.pause_requests``): what it sent meanwhile,
-    in order, whether the peer closed its side, and the timer that ends the wait."""
-
-    __slots__ = ("eof", "requests", "timer")
-
-    def __init__(self) -> None:
-        self.requests: list[Any] = []
-        self.eof = False
-        self.timer: Any = None
+    def cancel(self) -> None:
+        """Stop the timer that would announce the client (it is announced, or gone)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 class Client:
@@ -61,15 +62,13 @@ class Client:
 
     __slots__ = (
         "__weakref__",
-        "_arrival",
         "_domain",
-        "_gate",
-        "_paused",
-        "_quit_event",
         "_stash",
         "account",
+        "arrival",
         "away",
         "id",
+        "intake",
         "link",
         "nick",
         "room",
@@ -93,12 +92,12 @@ class Client:
         #: rooms, joins and parts are rare, and an idle connection should cost little.
         self.rooms: tuple[Room, ...] = ()
         self._stash: Stash | None = None
-        self._gate: FloodGate | None = None  # made on the first line, if there is a limit
-        self._quit_event: Event | None = None
-        self._arrival: Arrival | None = None  # while not announced (the domain sets it)
-        #: While ``server.pause_requests`` holds the client: its waiting requests and
-        #: the timer that ends the pause; None otherwise (nearly always).
-        self._paused: Paused | None = None
+        #: The domain's, while the client is not announced (its held-back joins and the
+        #: timer that will announce it); None once announced.  Not for plugins.
+        self.arrival: Arrival | None = None
+        #: The intake's record (flood gate, pause), made when first needed; not for
+        #: plugins (see :mod:`chatd.chat.intake`).
+        self.intake: ClientIntake | None = None
         #: The away message (``/away``), or None when the client is here; set it with
         #: ``server.set_away()``, which passes it through the filters.
         self.away: str | None = None
@@ -119,7 +118,7 @@ class Client:
     def announced(self) -> bool:
         """True once its rooms were told it is here: after its first line, or once it
         has been connected ``limits.announce_after_seconds`` (so probes stay unseen)."""
-        return self._arrival is None
+        return self.arrival is None
 
     @property
     def connected_mono(self) -> float:
@@ -265,10 +264,10 @@ class Client:
     # -- the session interface (called by the protocol, not by plugins) ----------
 
     def requests_received(self, requests: list[Request]) -> None:
-        self._domain.handle(self, requests)
+        self._domain.intake.handle(self, requests)
 
     def eof_received(self) -> bool:
-        return self._domain.half_closed(self)
+        return self._domain.intake.half_closed(self)
 
     def output_skipped(self, count: int) -> None:
         self.notice(

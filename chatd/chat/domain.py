@@ -12,13 +12,20 @@ knows three neighbours, each through an interface it was handed:
 
 The path of one request (see docs/architecture.md for the whole picture):
 
-1. the protocol hands :meth:`ChatDomain.handle` a list of requests;
-2. the flood gate passes them now or delays them (fakelag, never drops);
-3. a chat line becomes an event (:mod:`chatd.events`) for the room the
-   ``chatd_route_message`` hook names; a command runs its handler;
-4. events carrying user text pass every ``chatd_filter_message`` (which may
+1. the protocol hands the client's requests to the **intake**
+   (:mod:`chatd.chat.intake`: the flood gate, pauses, dispatch), which passes
+   them on now or later (fakelag, never drops);
+2. a chat line becomes an event (:mod:`chatd.events`) for the room the
+   ``chatd_route_message`` hook names (:meth:`ChatDomain.say`); a command runs
+   its handler, which calls the domain's methods;
+3. events carrying user text pass every ``chatd_filter_message`` (which may
    rewrite or reject them), then ``chatd_message``, then the backend delivers
    them.
+
+The domain owns messages, rooms and nicks, and each client's record
+(:class:`~chatd.chat.client.Client`: its nick, rooms, ``arrival``); the intake
+owns what waits on the way in (``client.intake``).  Neither reads the other's
+private attributes, nor a client's.
 
 Every event is created here, once, by :meth:`ChatDomain.new_event`.
 """
@@ -26,14 +33,13 @@ Every event is created here, once, by :meth:`ChatDomain.new_event`.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..delivery import DeliveryBackend, LocalBackend, nick_key
+from ..delivery import DeliveryBackend, LocalBackend
 from ..events import (
     Action,
     Away,
@@ -51,22 +57,21 @@ from ..events import (
     Source,
     Topic,
 )
-from ..framing import CleanedLine, LineTooLong
-from ..requests import Invoke, Malformed, Request, Say
 from ..stats import Stats
 from ..store import Store
 from ..templates import plural
-from .client import Arrival, Client, Paused
+from .client import Arrival, Client
 from .commands import Command, CommandTable
-from .errors import CommandError, NickError, Reject, RoomError, UsageError
+from .errors import CommandError, NickError, Reject, RoomError
 from .facade import Server
-from .flood import FloodGate, TokenBucket
+from .intake import Intake
 from .nicks import GUEST_PREFIX, nick_problem
 from .rooms import Room, RoomTable, room_key, room_problem
 
 if TYPE_CHECKING:
     from ..config import Config
     from ..plugins import PluginHost
+    from .commands import Command
     from .facade import Lifecycle
 
 log = logging.getLogger("chatd.chat")
@@ -90,25 +95,6 @@ def first_event_id() -> int:
     its node bits.
     """
     return time.time_ns() // 1000
-
-
-def _cancel_announce(client: Client) -> None:
-    arrival = client._arrival
-    if arrival is not None and arrival.timer is not None:
-        arrival.timer.cancel()
-        arrival.timer = None
-
-
-@functools.lru_cache(maxsize=4)
-def _exempt_keys(accounts: tuple[str, ...]) -> frozenset[str]:
-    """``flood.exempt_accounts`` as nick keys (cached: the tuple is the config's)."""
-    return frozenset(nick_key(account) for account in accounts)
-
-
-def _hard_backlog(limits: Any) -> int:
-    """The most delayed input one client can have even with reading held: the limit,
-    plus what one read pass and one unfinished line can add on top of it."""
-    return limits.recvq_max_bytes + limits.read_budget_bytes + limits.max_line_bytes
 
 
 class Scheduler:
@@ -158,12 +144,11 @@ class ChatDomain:
         self._event_ids = itertools.count(first_event_id())
         self._guest_numbers = itertools.count(1)
         self._server_sources: dict[tuple[str | None, bool], Source] = {}
-        #: The client whose command is running, and the command (None between commands):
-        #: what its plugin posts to a room is that client's speech (``_room_notice``).
-        self._speaking: tuple[Client, Command] | None = None
-        #: The client whose tagged request (jsonl's "id") is being handled, if any: a
-        #: room event made meanwhile reaches it as a reply (see _to_room_and_requester).
-        self._replying: Client | None = None
+        #: The way in for every client's requests: flood gate, pauses, dispatch.
+        self.intake = Intake(self)
+        #: The quit event of a client that said ``/quit`` (its reason filtered), until
+        #: its connection is gone and the event is delivered.
+        self._quit_events: dict[Client, Event] = {}
 
     # -- events --------------------------------------------------------------------------
 
@@ -214,12 +199,12 @@ class ChatDomain:
         self.backend.claim_nick(client, client.nick)
         wait = self.config.limits.announce_after_seconds
         if wait > 0:
-            client._arrival = Arrival()
+            client.arrival = Arrival()
         self.hooks.call("chatd_client_connect", notify=client, client=client)
-        if client._arrival is None:
+        if client.arrival is None:
             self.hooks.call("chatd_client_ready", notify=client, client=client)
         elif client.link.connected:
-            client._arrival.timer = self.scheduler.call_later(wait, self.announce, client)
+            client.arrival.timer = self.scheduler.call_later(wait, self.announce, client)
         return client
 
     def announce(self, client: Client) -> None:
@@ -228,11 +213,11 @@ class ChatDomain:
         Until then its joins are held back, so a port scan, an HTTP request or a
         TLS hello on the chat port never shows up in a room (nor does its quit).
         """
-        arrival = client._arrival
+        arrival = client.arrival
         if arrival is None or client.id not in self.clients or not client.link.connected:
             return
-        _cancel_announce(client)
-        client._arrival = None
+        arrival.cancel()
+        client.arrival = None
         for room, event in arrival.joins:
             if room in client.rooms:
                 self.backend.to_room(event, room, exclude=client)
@@ -245,60 +230,16 @@ class ChatDomain:
             if self.backend.find_nick(nick) is None:
                 return nick
 
-    def pause_requests(self, client: Client, timeout: float) -> None:
-        """Hold back ``client``'s requests (in order) until :meth:`resume_requests`, or
-        ``timeout`` seconds at most; reading its socket stops meanwhile."""
-        if client._paused is not None or not client.link.connected:
-            return
-        paused = client._paused = Paused()
-        paused.timer = self.scheduler.call_later(timeout, self.resume_requests, client)
-        client.link.hold_input()
-
-    def resume_requests(self, client: Client) -> None:
-        """Handle what ``client`` sent while paused, then read it again."""
-        paused = client._paused
-        if paused is None:
-            return
-        client._paused = None
-        paused.timer.cancel()
-        if not client.link.connected:
-            return
-        gate = client._gate
-        if gate is None or not gate.holding:
-            client.link.resume_input()
-        if paused.requests:
-            self._process(client, paused.requests)
-        if paused.eof and client.link.connected:
-            if client._paused is not None:
-                client._paused.eof = True  # paused again by what it sent: still waits
-            elif not self.half_closed(client):
-                client.link.close("connection closed by peer")
-
-    def half_closed(self, client: Client) -> bool:
-        """The peer sent FIN: keep the client until its delayed lines are handled.
-
-        ``printf 'many\\nlines\\n' | nc -N host port`` must deliver every line, even
-        those the flood limit delayed (delayed, never dropped).
-        """
-        if client._paused is not None:
-            client._paused.eof = True  # closed once what waits is handled
-            return True
-        gate = client._gate
-        if gate is not None and gate.waiting:
-            gate.close_when_empty = True
-            return True
-        return False
-
     def disconnected(self, client: Client, reason: str) -> None:
         """The connection is gone: tell the rooms (once), forget the client."""
         if self.clients.pop(client.id, None) is None:
             return
-        if client._gate is not None:
-            client._gate.clear()
-        _cancel_announce(client)
+        self.intake.forget(client)
+        if client.arrival is not None:
+            client.arrival.cancel()
         self.backend.release_nick(client, client.nick)
         rooms = tuple(client.rooms)
-        event = client._quit_event
+        event = self._quit_events.pop(client, None)
         if event is None:
             event = self.new_event(Quit, client.source, "", reason,
                                    rooms=tuple(r.name for r in rooms))
@@ -313,176 +254,6 @@ class ChatDomain:
         client.rooms = ()
         client.room = None
         self.local.disconnected(client)
-
-    # -- input -----------------------------------------------------------------------------
-
-    def handle(self, client: Client, requests: list[Request]) -> None:
-        """Requests from the client's protocol: pass them through the flood gate."""
-        if not client.announced:
-            self.announce(client)  # its first line: the rooms hear it joined, then what it says
-        gate = client._gate
-        if (gate is None or not gate.waiting) and self._flood_exempt(client):
-            self._process(client, requests)  # nothing of its own waits: order is kept
-            return
-        if gate is None:
-            flood = self.config.flood
-            # Made on the first line (starting full, as it would be by then anyway):
-            # a client that only listens never needs one.
-            gate = client._gate = FloodGate(TokenBucket(
-                flood.burst_lines, flood.lines_per_second, flood.bytes_per_token,
-                self.clock(),
-            ))
-        ready = gate.admit(requests, self.clock())
-        if ready:
-            self._process(client, ready)
-        if not gate.waiting:
-            return
-        limits = self.config.limits
-        if gate.backlog_bytes > limits.recvq_max_bytes:
-            # Backpressure, not a kick: stop reading the client; its sender waits
-            # (TCP) and the paste arrives complete, at the flood rate.  Only what one
-            # read can add past the limit may get in; beyond that something is wrong.
-            if gate.backlog_bytes > _hard_backlog(limits):
-                self._excess_flood(client)
-                return
-            if not gate.holding:
-                gate.holding = True
-                client.link.hold_input()
-        if gate.tell():
-            client.notice(
-                f"flood limit: your lines are delayed to {gate.rate:g} per second; "
-                "the rest follow in order (nothing is lost)"
-            )
-        if gate.timer is None:
-            self._schedule_release(client)
-
-    def _flood_exempt(self, client: Client) -> bool:
-        """No flood limit for this client: none is set, or it identified as one of
-        ``flood.exempt_accounts`` (an account, never a nick someone could take)."""
-        flood = self.config.flood
-        if flood.lines_per_second <= 0:
-            return True
-        account = client.account
-        return account is not None and nick_key(account) in _exempt_keys(flood.exempt_accounts)
-
-    def _schedule_release(self, client: Client) -> None:
-        gate = client._gate
-        assert gate is not None
-        gate.timer = self.scheduler.call_later(
-            gate.wait(self.clock()), self._release, client
-        )
-
-    def _release(self, client: Client) -> None:
-        """Fakelag: the timer that releases delayed requests, with no new input needed.
-
-        Under edge-triggering nothing else would ever come back for them.
-        """
-        gate = client._gate
-        if gate is None:
-            return
-        gate.timer = None
-        if not client.link.connected:
-            return
-        ready = gate.release(self.clock())
-        if ready:
-            self._process(client, ready)
-        if not client.link.connected:
-            return
-        if gate.holding and gate.backlog_bytes <= self.config.limits.recvq_max_bytes // 2:
-            gate.holding = False
-            client.link.resume_input()  # read again: the kernel held the rest meanwhile
-        if gate.waiting:
-            self._schedule_release(client)
-            return
-        if gate.close_when_empty:
-            client.link.close("connection closed by peer")
-
-    def _excess_flood(self, client: Client) -> None:
-        limit = _hard_backlog(self.config.limits)
-        assert client._gate is not None
-        client._gate.clear()
-        client.error(f"excess flood: more than {limit} bytes waiting; disconnecting")
-        client.link.close("excess flood", limit="excess_flood")
-
-    def _process(self, client: Client, requests: list[Request]) -> None:
-        link = client.link
-        for index, item in enumerate(requests):
-            if not link.connected:
-                return
-            if client._paused is not None:  # a command before this one paused it
-                client._paused.requests.extend(requests[index:])
-                return
-            cls = item.__class__
-            if cls is str or cls is CleanedLine:
-                if item and not item.isspace():  # type: ignore[union-attr]
-                    self.say(client, str(item))  # type: ignore[arg-type]
-                continue
-            tag = getattr(item, "tag", None)
-            if tag is not None:
-                link.reply_tag = tag
-                self._replying = client
-            try:
-                if cls is Invoke:
-                    self._command(client, item)  # type: ignore[arg-type]
-                elif cls is Say:
-                    self._say_to(client, item)  # type: ignore[arg-type]
-                elif cls is LineTooLong:
-                    client.error(
-                        f"line too long (max {item.limit} bytes); it was not sent"  # type: ignore[union-attr]
-                    )
-                elif cls is Malformed:
-                    client.error(item.reason)  # type: ignore[union-attr]
-            finally:
-                if tag is not None:
-                    link.reply_tag = None
-                    self._replying = None
-
-    def _say_to(self, client: Client, say: Say) -> None:
-        if not say.text or say.text.isspace():
-            return
-        room = None
-        if say.room is not None:
-            room = self.rooms.get(say.room)
-            if room is None or client not in room.members:
-                client.error(f"you are not in {say.room}")
-                return
-        self.say(client, say.text, room, action=say.action)
-
-    def _command(self, client: Client, invoke: Invoke) -> None:
-        command = self.commands.get(invoke.name)
-        if command is None:
-            client.error(f"unknown command /{invoke.name} — try /help")
-            return
-        if command.exact_args and invoke.cleaned:
-            client.error(f"/{command.name}: control or invisible characters are not allowed here")
-            return
-        hooks = self.hooks
-        try:
-            for impl in hooks.implementations("chatd_command"):
-                kwargs = {"client": client, "command": command, "args": invoke.args}
-                hooks.run_guarded(
-                    impl.plugin_name, "chatd_command", impl.function,
-                    *impl.args(kwargs),
-                    notify=client, passthrough=(CommandError,),
-                )
-            outer, self._speaking = self._speaking, (client, command)
-            try:
-                hooks.run_guarded(
-                    command.plugin,
-                    f"command /{command.name}",
-                    command.handler,
-                    client,
-                    invoke.args,
-                    notify=client,
-                    passthrough=(CommandError,),
-                )
-            finally:
-                self._speaking = outer
-        except UsageError as exc:
-            detail = f"{exc}; " if str(exc) else ""
-            client.error(f"{detail}usage: {command.usage or '/' + command.name}")
-        except CommandError as exc:
-            client.error(str(exc))
 
     def _delivered(self, event: Event, client: Client | None) -> None:
         """``chatd_delivered``: ``event`` was handed to delivery.  One cached lookup when
@@ -596,7 +367,8 @@ class ChatDomain:
         )
         if reason:
             event = self._reason_filtered(client, event, "Quit")
-        client._quit_event = event
+        if client.id in self.clients:  # still here: delivered when its connection is gone
+            self._quit_events[client] = event
         client.close(event.text, goodbye="Goodbye.")
 
     def _reason_filtered(self, client: Client, event: Event, blank: str) -> Event:
@@ -628,7 +400,7 @@ class ChatDomain:
                                 event=event)
 
     def _add_member(self, client: Client, room: Room) -> None:
-        client.rooms = (*client.rooms, room) if client.rooms else room._alone
+        client.rooms = (*client.rooms, room) if client.rooms else room.alone
         room.members[client] = None
         renderer = client.link.renderer
         room.renderers[renderer] = room.renderers.get(renderer, 0) + 1
@@ -687,7 +459,7 @@ class ChatDomain:
             self.backend.to_room(event, room, exclude=client)
             self._delivered(event, client)
         else:  # delivered (and chatd_delivered) when it is announced
-            client._arrival.joins.append((room, event))  # type: ignore[union-attr]
+            client.arrival.joins.append((room, event))  # type: ignore[union-attr]
         self.hooks.call("chatd_room_join", notify=client, client=client, room=room,
                         event=event)
         return room
@@ -704,7 +476,7 @@ class ChatDomain:
             event = self._reason_filtered(client, event, "")
         self.backend.to_client(event, client)
         left = tuple(r for r in client.rooms if r is not room)
-        client.rooms = left[0]._alone if len(left) == 1 else left
+        client.rooms = left[0].alone if len(left) == 1 else left
         self._remove_member(client, room)
         if client.room is room:
             client.room = client.rooms[-1] if client.rooms else None
@@ -716,10 +488,11 @@ class ChatDomain:
         self._discard_if_empty(room)
 
     def _room_notice(self, room: Room, text: str, exclude: Client | None) -> int:
-        if self._speaking is not None and self._refused_speech(room):
+        speaking = self.intake.speaking
+        if speaking is not None and self._refused_speech(room, *speaking):
             return 0
         event = self.new_event(Notice, self.server_source(), room.name, text)
-        replying = self._replying
+        replying = self.intake.replying
         if exclude is None and replying is not None and replying in room.members:
             # Said while answering a tagged request (``/roll`` in a room): the requester's
             # copy is a reply, carrying the request's id; the others' comes in the batch.
@@ -729,11 +502,9 @@ class ChatDomain:
             self.backend.to_room(event, room, exclude)
         return len(room.members) - (exclude in room.members)
 
-    def _refused_speech(self, room: Room) -> bool:
-        """A plugin posting to ``room`` while running a client's command speaks for that
-        client: ``chatd_check_speak`` (a mute) may refuse it, and the client is told."""
-        assert self._speaking is not None
-        client, command = self._speaking
+    def _refused_speech(self, room: Room, client: Client, command: Command) -> bool:
+        """A plugin posting to ``room`` while running ``client``'s ``command`` speaks for
+        that client: ``chatd_check_speak`` (a mute) may refuse it, and the client is told."""
         if self.hooks.current_plugin != command.plugin:
             return False  # another plugin, in a hook the command set off: its own words
         refusal = self.hooks.call_first("chatd_check_speak", notify=client, client=client,

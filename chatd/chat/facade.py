@@ -189,11 +189,11 @@ class Server:
         ``/identify`` then ``/join`` from a script must join as the identified
         user.  Reading the client's socket stops meanwhile (TCP backpressure).
         """
-        self._domain.pause_requests(client, timeout)
+        self._domain.intake.pause(client, timeout)
 
     def resume_requests(self, client: Client) -> None:
         """Handle what ``client`` sent while paused, in order, and read it again."""
-        self._domain.resume_requests(client)
+        self._domain.intake.resume(client)
 
     def message(self, client: Client, text: str, room: Room | None = None) -> Event | None:
         """Send ``text`` as a chat line from ``client`` (to ``room``, or where it routes).

@@ -50,8 +50,8 @@ class Room:
 
     __slots__ = (
         "__weakref__",
-        "_alone",
         "_notice",
+        "alone",
         "created_at",
         "members",
         "name",
@@ -75,7 +75,8 @@ class Room:
         self.created_at = time.time()
         #: ``(room,)``: the ``rooms`` tuple of every client in this room only, shared
         #: by all of them (most clients are in one room; a tuple each is 48 bytes).
-        self._alone: tuple[Room, ...] = (self,)
+        #: The domain's, for ``client.rooms``; read-only for plugins.
+        self.alone: tuple[Room, ...] = (self,)
 
     def __len__(self) -> int:
         return len(self.members)

@@ -72,7 +72,6 @@ class Transport(Protocol):
 
     peer: tuple[str, int]
     output_bytes: int
-    limit_hit: str | None
 
     @property
     def is_open(self) -> bool: ...
@@ -81,7 +80,8 @@ class Transport(Protocol):
 
     def write_now(self, data: bytes) -> None: ...
 
-    def close(self, reason: str) -> None: ...
+    def close(self, reason: str, *, limit: str | None = None) -> None:
+        """Close gracefully; ``limit`` names the limit the connection hit, if any."""
 
     def reject_foreign(self, kind: str, reply: bytes) -> None:
         """Send ``reply`` (the protocol's refusal) and close: the peer speaks ``kind``."""
@@ -227,7 +227,8 @@ class ChatProtocol:
     decode = staticmethod(decode_line)
 
     #: The tag of the request being handled, echoed in the reply by protocols whose
-    #: requests can carry one (a slot of theirs: jsonl's ``id``); None for the others.
+    #: requests can carry one (a slot of theirs: jsonl's ``id``, set by
+    #: :meth:`replying_to`); None for the others.
     reply_tag: str | None = None
 
     #: How the connection ends after a goodbye the peer did not ask to end with its own
@@ -312,11 +313,10 @@ class ChatProtocol:
             framer = self._framer = self.make_framer()
         lines = framer.feed(data)
         if framer.discarded > self._limits.recvq_max:
-            self.transport.limit_hit = "qbuf"
             self.transport.write(self.renderer.local_error(
                 "input line far too long (excess flood); disconnecting", code="excess_flood"
             ))
-            self.transport.close("excess flood: input line too long")
+            self.transport.close("excess flood: input line too long", limit="qbuf")
             return
         if framer.buffered or framer.discarded:
             if self.partial_since is None:
@@ -391,6 +391,12 @@ class ChatProtocol:
         if data:
             self.transport.write(data)
 
+    def replying_to(self, tag: str | None) -> None:
+        """What is delivered from now on answers the request tagged ``tag`` (None: no
+        request any more).  The chat domain calls it around a tagged request; only
+        protocols whose requests carry a tag (jsonl's ``id``) keep it, the others
+        have none to echo and ignore it."""
+
     def hold_input(self) -> None:
         """Stop reading the client (backpressure) until :meth:`resume_input`."""
         self.transport.hold_reading()
@@ -405,9 +411,7 @@ class ChatProtocol:
 
     def close(self, reason: str, limit: str | None = None) -> None:
         """Close gracefully (queued output is flushed first); ``limit`` names a limit hit."""
-        if limit is not None and self.transport.is_open:
-            self.transport.limit_hit = limit
-        self.transport.close(reason)
+        self.transport.close(reason, limit=limit)
 
     @property
     def connected(self) -> bool:

@@ -346,6 +346,9 @@ class JsonlProtocol(ChatProtocol):
         super().__init__(*args, **kwargs)
         self.reply_tag: str | None = None  # a request's "id", echoed as "re"
 
+    def replying_to(self, tag: str | None) -> None:
+        self.reply_tag = tag
+
     def _first_line(self, line: str | LineTooLong) -> bool:
         return True  # JSON, not HTTP: the first bytes were already sniffed
 

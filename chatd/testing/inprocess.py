@@ -71,10 +71,12 @@ class MemoryTransport:
     def registered(self) -> None:
         """Nothing to count: there is no admission in memory."""
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, *, limit: str | None = None) -> None:
         if self._open:
             self._open = False
             self.close_reason = reason
+            if limit is not None:
+                self.limit_hit = limit
 
     def hold_reading(self) -> None:
         self.held = True

@@ -594,19 +594,23 @@ class Connection:
             *self.peer,
             self._ctx.limits.hard,
         )
-        self.limit_hit = "obuf_hard"
-        self.abort("output buffer full (not reading)")
+        self.abort("output buffer full (not reading)", limit="obuf_hard")
 
     # -- closing -----------------------------------------------------------
 
-    def close(self, reason: str, *, linger: float | None = None) -> None:
+    def close(self, reason: str, *, linger: float | None = None,
+              limit: str | None = None) -> None:
         """Flush what is queued, send FIN, then release the socket (graceful).
 
         ``linger`` overrides ``limits.linger``: how long the flush and the wait for
-        the peer's FIN may take before the socket is dropped.
+        the peer's FIN may take before the socket is dropped.  ``limit`` names the
+        limit the connection hit, if that is why it is closed (``limit_hit``: the
+        stats kind and the log line when it is gone).
         """
         if self.state is not State.OPEN:
             return
+        if limit is not None:
+            self.limit_hit = limit
         self.state = State.CLOSING
         self.is_open = False
         self._schedule_lost(reason)
@@ -616,10 +620,13 @@ class Connection:
             self._flush_queued = True
             self._ctx.reactor.want_flush(self)
 
-    def abort(self, reason: str) -> None:
-        """Drop the connection now, discarding queued output."""
+    def abort(self, reason: str, *, limit: str | None = None) -> None:
+        """Drop the connection now, discarding queued output; ``limit`` as for
+        :meth:`close`."""
         if self.state is State.CLOSED:
             return
+        if limit is not None:
+            self.limit_hit = limit
         self._schedule_lost(reason)
         self._teardown()
 

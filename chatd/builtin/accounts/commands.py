@@ -1,0 +1,380 @@
+"""The accounts plugin's commands: ``/register``, ``/identify``, ``/password``, ``/drop``.
+
+Each checks what it can on the loop (the nick, the password's length, who may
+register), then hands the password work to a worker thread
+(:func:`.queue.submit`) and answers when it is done: an account is written
+(:mod:`.store`), a failure counted (:mod:`.limits`), a grace started or ended
+(:mod:`.grace`).  ``/register #room`` and ``/drop #room`` go to the room
+registrar the *moderation* plugin puts in ``server.stash[ROOM_REGISTRAR]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from chatd import (
+    Client,
+    Command,
+    CommandError,
+    Server,
+    StashKey,
+    StoreUnavailable,
+    UsageError,
+    hookimpl,
+    skeleton,
+)
+from chatd.chat.nicks import GUEST_PREFIX, nick_key, nick_problem
+
+from ..oper import is_operator
+from .grace import GRACE, enforce
+from .limits import failed, succeeded
+from .passwords import PASSWORD_MAX, hash_password, password_matches
+from .queue import submit
+from .state import Account, AccountsState, state_of
+from .store import (
+    account_by_key,
+    accounts_like,
+    command_lookup,
+    command_owner,
+    identified_as,
+    unavailable,
+    unchanged,
+    written,
+)
+
+log = logging.getLogger("chatd.accounts")
+
+#: ``/register #room`` and ``/drop #room`` are room registration: the plugin that
+#: does it (the built-in *moderation*) puts its two functions here at startup.
+ROOM_REGISTRAR: StashKey[tuple[Callable[[Client, list[str]], None],
+                              Callable[[Client, list[str]], None]]] = StashKey()
+
+
+def _password_problem(server: Server, password: str, nick: str) -> str | None:
+    shortest = state_of(server).settings["min_password_length"]
+    if len(password) < shortest:
+        return f"a password has at least {shortest} characters"
+    if len(password) > PASSWORD_MAX:
+        return f"a password has at most {PASSWORD_MAX} characters"
+    if password.lower() == nick.lower():
+        return "a password cannot be the nick itself"
+    return None
+
+
+# -- /register ------------------------------------------------------------------------------
+
+
+def _room_registrar(client: Client) -> tuple[Callable[[Client, list[str]], None],
+                                              Callable[[Client, list[str]], None]]:
+    registrar = client.server.stash.get(ROOM_REGISTRAR)
+    if registrar is None:
+        raise CommandError("rooms cannot be registered on this server")
+    return registrar
+
+
+def cmd_register(client: Client, args: str) -> None:
+    words = args.split()
+    if words and words[0].startswith("#"):
+        _room_registrar(client)[0](client, words)
+        return
+    if len(words) == 2 and is_operator(client):
+        _register_for(client, words[0], words[1])
+        return
+    if len(words) != 1:
+        raise UsageError("a password is one word")
+    server = client.server
+    state = state_of(server)
+    _may_register(client, state)
+    nick, password = client.nick, words[0]
+    if nick_key(nick).startswith(GUEST_PREFIX):
+        raise CommandError("choose your nick first (/nick NAME), then /register PASSWORD")
+    owner = command_owner(server, nick)
+    if owner is not None and identified_as(client, owner):
+        raise CommandError(f"{nick} is already registered to you")
+    _free_to_register(nick, owner)
+    problem = _password_problem(server, password, nick)
+    if problem:
+        raise CommandError(problem)
+    operator = is_operator(client)
+    if not operator and (state.registrations.count(client.address)
+                         >= state.settings["registrations_per_hour"]):
+        raise CommandError("too many nicks registered from your address; try again later")
+    n = state.settings["scrypt_n"]
+    submit(client, nick_key(nick), lambda: hash_password(password, n),
+            lambda c, hashed: _registered(c, nick, hashed, own=True, counted=not operator),
+            guess=False)
+    if not operator:
+        state.registrations.add(client.address)  # now: requests sent together count too
+
+
+def _may_register(client: Client, state: AccountsState) -> None:
+    """Refuse a registration ``plugins.accounts.registration`` does not allow."""
+    mode = state.settings["registration"]
+    if mode == "closed":
+        raise CommandError("registering nicks is closed on this server")
+    if mode == "operators" and not is_operator(client):
+        raise CommandError("only server operators register nicks on this server; ask one to "
+                           "/register YOURNICK PASSWORD for you")
+
+
+def _free_to_register(nick: str, owner: Account | None) -> None:
+    """Refuse to register ``nick`` if it, or a look-alike, is registered (``owner``)."""
+    if owner is None:
+        return
+    if nick_key(owner[0]) == nick_key(nick):
+        raise CommandError(f"{nick} is already registered; /identify PASSWORD if it is yours")
+    raise CommandError(f"{nick} looks the same as the registered nick {owner[0]}; choose "
+                       "another nick")
+
+
+def _register_for(client: Client, nick: str, password: str) -> None:
+    """``/register NICK PASSWORD`` by a server operator: NICK is registered for
+    someone else, who then identifies with PASSWORD (and changes it)."""
+    server = client.server
+    state = state_of(server)
+    _may_register(client, state)
+    problem = nick_problem(nick, server.config.limits.max_nick_bytes)
+    if problem:
+        raise CommandError(problem)
+    _free_to_register(nick, command_owner(server, nick))
+    problem = _password_problem(server, password, nick)
+    if problem:
+        raise CommandError(problem)
+    n = state.settings["scrypt_n"]
+    submit(client, nick_key(nick), lambda: hash_password(password, n),
+            lambda c, hashed: _registered(c, nick, hashed, own=False, counted=False),
+            guess=False)
+
+
+def _registered(client: Client, nick: str, hashed: str, *, own: bool, counted: bool) -> None:
+    server = client.server
+    state = state_of(server)
+    if own and nick_key(client.nick) != nick_key(nick):
+        if counted:
+            state.registrations.forgive(client.address)
+        raise CommandError(f"you are no longer {nick}; /register again")
+    try:
+        taken = accounts_like(server, nick)
+    except StoreUnavailable as exc:
+        raise unavailable(exc) from None
+    if taken:
+        if counted:
+            state.registrations.forgive(client.address)
+        raise CommandError(f"{nick} (or a nick that looks the same) was registered by "
+                           "someone else a moment ago")
+    now = time.time()
+    key = nick_key(nick)
+    number = server.store.write(
+        "INSERT INTO accounts (key, nick, password, registered, seen, look) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (key, nick, hashed, now, now, skeleton(nick)),
+    )
+    account = (nick, hashed, now)
+    written(server, key, number, account)
+    if not own:
+        log.info("%s registered by operator %s (%s:%d)", nick, client.nick, *client.peer)
+        client.notice(f"{nick} is registered; its owner identifies with /identify {nick} "
+                      "PASSWORD and changes the password with /password")
+        holder = server.find_client(nick)
+        if holder is not None:
+            enforce(holder)
+        return
+    log.info("%s registered by %s:%d", nick, *client.peer)
+    _identified(client, nick)
+    client.notice(f"{nick} is registered to you, and you are identified; next time, "
+                  f"/identify {nick} PASSWORD")
+
+
+# -- /identify ------------------------------------------------------------------------------
+
+
+def cmd_identify(client: Client, args: str) -> None:
+    words = args.split()
+    if len(words) not in (1, 2):
+        raise UsageError()
+    server = client.server
+    nick, password = (client.nick, words[0]) if len(words) == 1 else (words[0], words[1])
+    account = command_lookup(server, nick)
+    if account is None:
+        hint = " (/register PASSWORD registers it)" if len(words) == 1 else ""
+        raise CommandError(f"{nick} is not registered{hint}")
+    if identified_as(client, account):
+        if nick_key(client.nick) == nick_key(account[0]):
+            raise CommandError(f"you are already identified as {client.account}")
+        _take_back(client, account)  # it is yours: no password needed to have it back
+        return
+    stored = account[1]
+    submit(client, nick_key(account[0]), lambda: password_matches(password, stored),
+            lambda c, ok: _checked_identify(c, account, ok), guess=True)
+
+
+def _checked_identify(client: Client, account: Account, ok: bool) -> None:
+    nick = account[0]
+    key = nick_key(nick)
+    if not ok:
+        failed(client, key, "/identify")
+        return
+    server = client.server
+    succeeded(client, key)
+    unchanged(client, account, identified=False)
+    server.store.write("UPDATE accounts SET seen = ? WHERE key = ?", (time.time(), key))
+    log.info("%s (%s:%d) identified as %s", client.nick, *client.peer, nick)
+    _identified(client, nick)
+    client.notice(f"you are identified as {nick}")
+    if nick_key(client.nick) != key:
+        _take_back(client, account)
+
+
+def _take_back(client: Client, account: Account) -> None:
+    """Give the owner its nick, renaming an unidentified holder to a guest nick.
+
+    Only the account that owns the name may: a look-alike account registered
+    after it (possible before look-alikes were one name) is refused, so it can
+    never rename the real owner.
+    """
+    server = client.server
+    nick = account[0]
+    owner = command_owner(server, nick)
+    if owner is not None and nick_key(owner[0]) != nick_key(nick):
+        raise CommandError(f"{nick} looks the same as {owner[0]}, registered before it by "
+                           f"someone else: you cannot use that nick (/drop PASSWORD gives "
+                           f"{nick} up)")
+    holder = server.find_client(nick)  # the same nick, or one that looks the same
+    if holder is not None and holder is not client:
+        if identified_as(holder, account):
+            client.notice(f"{holder.nick} is in use by another connection identified as "
+                          f"{nick}")
+            return
+        guest = server.rename_to_guest(holder)
+        holder.notice(f"the owner of {nick} identified; you are now {guest}")
+        log.info("%s taken back by its owner; the holder is now %s", nick, guest)
+    server.rename(client, nick)
+
+
+def _identified(client: Client, nick: str) -> None:
+    client.server.set_account(client, nick)
+    enforce(client)  # the grace ends, unless the nick held is a look-alike owned by another
+
+
+# -- /password and /drop --------------------------------------------------------------------
+
+
+def _own_account(client: Client, unidentified: str) -> Account:
+    """The account ``client`` is identified as; ``unidentified`` is the error if none."""
+    if client.account is None:
+        raise CommandError(unidentified)
+    try:
+        account = account_by_key(client.server, nick_key(client.account))
+    except StoreUnavailable as exc:
+        raise unavailable(exc) from None
+    if account is None:
+        raise CommandError(f"{client.account} is not registered any more")
+    return account
+
+
+def cmd_password(client: Client, args: str) -> None:
+    words = args.split()
+    if len(words) != 2:
+        raise UsageError()
+    server = client.server
+    account = _own_account(client, "identify first (/identify NICK PASSWORD)")
+    old, new = words
+    problem = _password_problem(server, new, account[0])
+    if problem:
+        raise CommandError(problem)
+    n, stored = state_of(server).settings["scrypt_n"], account[1]
+
+    def work() -> str | None:
+        return hash_password(new, n) if password_matches(old, stored) else None
+
+    submit(client, nick_key(account[0]), work,
+            lambda c, hashed: _password_changed(c, account, hashed), guess=True)
+
+
+def _password_changed(client: Client, account: Account, hashed: str | None) -> None:
+    key = nick_key(account[0])
+    if hashed is None:
+        failed(client, key, "/password")
+        return
+    server = client.server
+    succeeded(client, key)
+    unchanged(client, account, identified=True)
+    # "AND password": on disk too, only the account that was checked is changed.
+    number = server.store.write("UPDATE accounts SET password = ? WHERE key = ? AND "
+                                "password = ?", (hashed, key, account[1]))
+    written(server, key, number, (account[0], hashed, account[2]))
+    log.info("password of %s changed by %s:%d", account[0], *client.peer)
+    client.notice(f"the password of {account[0]} is changed")
+
+
+def cmd_drop(client: Client, args: str) -> None:
+    words = args.split()
+    if words and words[0].startswith("#"):
+        _room_registrar(client)[1](client, words)
+        return
+    if len(words) != 1:
+        raise UsageError()
+    account = _own_account(client, "identify first: you can drop the nick you are identified as")
+    password, stored = words[0], account[1]
+    submit(client, nick_key(account[0]), lambda: password_matches(password, stored),
+            lambda c, ok: _dropped(c, account, ok), guess=True)
+
+
+def _dropped(client: Client, account: Account, ok: bool) -> None:
+    key = nick_key(account[0])
+    if not ok:
+        failed(client, key, "/drop")
+        return
+    server = client.server
+    succeeded(client, key)
+    unchanged(client, account, identified=True)
+    number = server.store.write("DELETE FROM accounts WHERE key = ?", (key,))
+    written(server, key, number, None)
+    log.info("%s dropped by %s:%d", account[0], *client.peer)
+    for other in list(server.clients.values()):
+        if identified_as(other, account):  # every connection identified as it
+            server.set_account(other, None)
+        grace = other.stash.get(GRACE)
+        if grace is not None and grace.owner == key:  # holders of the name: free now
+            enforce(other)
+            if GRACE not in other.stash:
+                other.notice(f"{account[0]} is no longer registered; you may keep "
+                             f"{other.nick}")
+    server.hooks.call("chatd_account_dropped", server=server, account=account[0])
+    client.notice(f"{account[0]} is no longer registered; anyone may use it")
+
+
+# -- the commands ---------------------------------------------------------------------------
+
+
+@hookimpl
+def chatd_commands() -> list[Command]:
+    return [
+        Command(
+            "register", cmd_register, "/register PASSWORD | /register #room",
+            "register your nick (or a room you are in) to you",
+            "Registers your current nick: nobody else can keep it (or a nick that looks\n"
+            "the same) once you have registered it. Next time, /identify NICK PASSWORD.\n"
+            "/register #room makes you the founder of a room (you must be identified).\n"
+            "A server operator may /register NICK PASSWORD for someone else.",
+            exact_args=True,
+        ),
+        Command(
+            "identify", cmd_identify, "/identify [NICK] PASSWORD",
+            "prove a registered nick is yours",
+            "Without NICK, identifies you for your current nick. With NICK, you are\n"
+            "renamed to it, and whoever holds it without identifying becomes guest-N.",
+            exact_args=True,
+        ),
+        Command(
+            "password", cmd_password, "/password OLD NEW",
+            "change the password of the nick you are identified as", exact_args=True,
+        ),
+        Command(
+            "drop", cmd_drop, "/drop PASSWORD | /drop #room",
+            "unregister the nick you are identified as (or a room you founded)",
+            exact_args=True,
+        ),
+    ]

@@ -1,0 +1,129 @@
+"""Ownership of a registered name: the grace to identify, and who may speak meanwhile.
+
+Whoever holds a registered nick (or a look-alike of it) without being
+identified as its owner gets ``grace_seconds`` to ``/identify`` (:func:`enforce`,
+on every nick change and identification), cannot speak meanwhile (messages,
+actions, private messages, topics, reasons, and what a plugin's command posts
+for them), is not sent private messages (they were meant for the owner), and
+is renamed ``guest-N`` when the grace ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from chatd import Client, Reject, StashKey, StoreUnavailable, Timer, hookimpl
+from chatd.chat.nicks import nick_key
+from chatd.events import Event
+
+from .state import state_of
+from .store import identified_as, owner_of
+
+log = logging.getLogger("chatd.accounts")
+
+#: Set on a client holding a registered nick (or a look-alike) it has not identified for.
+GRACE: StashKey[Grace] = StashKey()
+
+
+@dataclass(slots=True)
+class Grace:
+    """A holder's grace: whose name it holds, when the grace ends (monotonic), the timer."""
+
+    owner: str  # the key of the account that owns the name
+    deadline: float
+    timer: Timer
+
+
+@hookimpl
+def chatd_nick_change(client: Client, new: str) -> None:
+    enforce(client)
+
+
+def enforce(client: Client) -> None:
+    """Start (or keep, or end) the grace of ``client`` for the name it holds now.
+
+    A holder of a registered name (the nick, or a look-alike) who is not
+    identified as its owner gets ``grace_seconds`` to identify, may not speak
+    meanwhile, and is renamed when it ends.  Changing to another form of the same
+    name (case, look-alike) does not restart the clock.
+    """
+    server = client.server
+    state = state_of(server)
+    grace = client.stash.get(GRACE)
+    try:
+        owner = owner_of(server, client.nick)
+    except StoreUnavailable as exc:
+        log.warning("could not check whether %s is registered (%s); not enforced",
+                    client.nick, exc)
+        return
+    if owner is None or identified_as(client, owner):
+        _end_grace(client)
+        return
+    key = nick_key(owner[0])
+    if grace is not None and grace.owner == key:
+        if grace.timer.cancelled:  # its timer went with a reload: the same deadline again
+            grace.timer = server.call_later(max(0.0, grace.deadline - time.monotonic()),
+                                            _grace_over, client)
+        return
+    _end_grace(client)
+    seconds = state.settings["grace_seconds"]
+    nick = client.nick
+    what = f"{nick} is registered" if nick_key(nick) == key else \
+        f"{nick} looks the same as the registered nick {owner[0]}"
+    client.notice(f"{what}: /identify PASSWORD within {seconds:g} s, or you will be renamed; "
+                  f"until then you cannot speak as {nick}")
+    timer = server.call_later(seconds, _grace_over, client)
+    client.stash[GRACE] = Grace(key, time.monotonic() + seconds, timer)
+
+
+def _end_grace(client: Client) -> None:
+    grace = client.stash.pop(GRACE, None)
+    if grace is not None:
+        grace.timer.cancel()
+
+
+def _grace_over(client: Client) -> None:
+    if client.stash.pop(GRACE, None) is None or not client.connected:
+        return
+    nick = client.nick
+    guest = client.server.rename_to_guest(client)
+    log.info("%s did not identify for %s in time; renamed %s", client.address, nick, guest)
+    client.notice(f"you did not identify for {nick}; you are now {guest}")
+
+
+def _silenced(client: Client) -> str | None:
+    """Why ``client`` may not speak (it holds a registered name it has not identified
+    for), or None."""
+    if GRACE not in client.stash:
+        return None
+    nick = client.nick
+    return (f"{nick} is registered to someone else: /identify PASSWORD to speak as {nick}, "
+            "or /nick NAME to speak under another nick")
+
+
+@hookimpl
+def chatd_filter_message(client: Client, event: Event) -> None:
+    """Nobody speaks as a registered name they have not identified for, and nobody's
+    private message goes to such a holder (it was meant for the owner)."""
+    refusal = _silenced(client)
+    if refusal is not None:
+        raise Reject(refusal)
+    if event.kind == "privmsg":
+        target = client.server.find_client(event.target)
+        if target is not None and target is not client and GRACE in target.stash:
+            raise Reject(f"{target.nick} is held by someone who has not identified for it, "
+                         "not by its owner; not sent")
+
+
+@hookimpl
+def chatd_check_speak(client: Client) -> str | None:
+    """A plugin command posting to a room for such a holder (``/roll``: "alice rolled")
+    speaks as the name too."""
+    return _silenced(client)
+
+
+@hookimpl
+def chatd_client_disconnect(client: Client) -> None:
+    _end_grace(client)

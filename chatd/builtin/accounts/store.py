@@ -1,0 +1,158 @@
+"""The ``accounts`` table: lookups by nick and by look-alike, and what is not on disk yet.
+
+An account is found by its nick's key (case) or its confusable skeleton
+(``look``, :func:`chatd.skeleton`); the oldest of the look-alikes owns the
+name.  Writes are queued (the loop never waits): what was written or dropped a
+moment ago is kept in memory (``state.unwritten``, by the store's write number)
+until it is on disk, and lookups read memory first.  A change is made only to
+the account that was checked (:func:`unchanged`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from chatd import Client, CommandError, Server, StoreUnavailable, skeleton
+from chatd.chat.nicks import nick_key
+
+from .state import Account, AccountsState, state_of
+
+SCHEMA = [
+    """
+    CREATE TABLE accounts (
+        key TEXT PRIMARY KEY,      -- the nick's key (lowercase)
+        nick TEXT NOT NULL,        -- as registered
+        password TEXT NOT NULL,    -- scrypt$N$r$p$salt$hash, base64: never the password
+        registered REAL NOT NULL,  -- seconds since the epoch
+        seen REAL NOT NULL         -- the last /identify
+    );
+    """,
+    """
+    ALTER TABLE accounts ADD COLUMN look TEXT;  -- chatd.skeleton(nick): look-alikes share it
+    CREATE INDEX accounts_by_look ON accounts (look);
+    """,
+]
+
+
+def refresh_looks(conn: sqlite3.Connection) -> None:
+    """(On the writer thread.)  Set each account's ``look`` to its nick's skeleton."""
+    rows = conn.execute("SELECT key, nick, look FROM accounts").fetchall()
+    for key, nick, look in rows:
+        fresh = skeleton(nick)
+        if fresh != look:
+            conn.execute("UPDATE accounts SET look = ? WHERE key = ?", (fresh, key))
+
+
+def unwritten_accounts(server: Server, state: AccountsState) -> dict[str, Account | None]:
+    """Accounts written or dropped a moment ago and not on disk yet, by key (what is
+    on disk now is forgotten here: the table is the truth again)."""
+    done = server.store.done
+    unwritten = state.unwritten
+    for key in [key for key, (number, _) in unwritten.items() if number <= done]:
+        del unwritten[key]
+    return {key: account for key, (_, account) in unwritten.items()}
+
+
+def accounts_like(server: Server, nick: str) -> list[Account]:
+    """Every account registered as ``nick`` or as a look-alike of it, oldest first;
+    raises StoreUnavailable."""
+    key, look = nick_key(nick), skeleton(nick)
+    pending = unwritten_accounts(server, state_of(server))
+    rows = server.store.read(
+        "SELECT key, nick, password, registered FROM accounts WHERE key = ? OR look = ? "
+        "LIMIT 16", (key, look))
+    found = {row[0]: (row[1], row[2], row[3]) for row in rows if row[0] not in pending}
+    for pending_key, account in pending.items():
+        if account is not None and (pending_key == key or skeleton(account[0]) == look):
+            found[pending_key] = account
+    return sorted(found.values(), key=lambda account: (account[2], nick_key(account[0])))
+
+
+def find_account(server: Server, nick: str) -> Account | None:
+    """The account registered as ``nick``, else the oldest registered as a look-alike
+    of it (``aIice`` finds ``alice``), or None; raises StoreUnavailable.
+
+    What was written a moment ago and is not on disk yet comes from memory.
+    """
+    matches = accounts_like(server, nick)
+    key = nick_key(nick)
+    for account in matches:
+        if nick_key(account[0]) == key:
+            return account
+    return matches[0] if matches else None
+
+
+def owner_of(server: Server, nick: str) -> Account | None:
+    """The account that owns the name ``nick``: the oldest of those registered as it
+    or as a look-alike of it; raises StoreUnavailable."""
+    matches = accounts_like(server, nick)
+    return matches[0] if matches else None
+
+
+def account_by_key(server: Server, key: str) -> Account | None:
+    """The account registered under exactly ``key`` now (memory first); raises
+    StoreUnavailable."""
+    pending = unwritten_accounts(server, state_of(server))
+    if key in pending:
+        return pending[key]
+    rows = server.store.read("SELECT nick, password, registered FROM accounts WHERE key = ?",
+                             (key,))
+    return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
+
+
+def unavailable(exc: StoreUnavailable) -> CommandError:
+    """A store that cannot answer, as the user's error line."""
+    return CommandError(f"accounts are unavailable right now ({exc}); try again soon")
+
+
+def command_lookup(server: Server, nick: str) -> Account | None:
+    """:func:`find_account` for a command: a store problem is the user's error line."""
+    try:
+        return find_account(server, nick)
+    except StoreUnavailable as exc:
+        raise unavailable(exc) from None
+
+
+def command_owner(server: Server, nick: str) -> Account | None:
+    """:func:`owner_of` for a command."""
+    try:
+        return owner_of(server, nick)
+    except StoreUnavailable as exc:
+        raise unavailable(exc) from None
+
+
+def written(server: Server, key: str, number: int, account: Account | None) -> None:
+    """``account`` (None: dropped) was queued for the disk as write ``number``: keep it
+    in memory until it is there; a write the store refused (0) is the user's error."""
+    if not number:
+        raise CommandError("the server could not save that (its database is failing); "
+                           "try again later")
+    state_of(server).unwritten[key] = (number, account)
+
+
+def identified_as(client: Client, account: Account) -> bool:
+    """Whether ``client`` is identified as ``account`` (that account, not a look-alike)."""
+    return client.account is not None and nick_key(client.account) == nick_key(account[0])
+
+
+def unchanged(client: Client, account: Account, *, identified: bool) -> None:
+    """Raise CommandError unless ``account`` is still registered with the password that
+    was just checked (and ``client`` still identified as it, if ``identified``).
+
+    Checks run on threads, so a ``/drop`` and a ``/password`` of one account can be
+    checked at once; whichever is answered second finds the account changed and
+    does nothing, so a dropped account is never written back (nor dropped with a
+    password it no longer has)."""
+    nick = account[0]
+    if identified and not identified_as(client, account):
+        raise CommandError(f"you are no longer identified as {nick} (it was dropped "
+                           "meanwhile); nothing was changed")
+    try:
+        current = account_by_key(client.server, nick_key(nick))
+    except StoreUnavailable as exc:
+        raise unavailable(exc) from None
+    if current is None:
+        raise CommandError(f"{nick} was dropped meanwhile; nothing was changed")
+    if current[1] != account[1]:
+        raise CommandError(f"the password of {nick} was changed meanwhile; nothing was "
+                           "changed: try again with the new one")

@@ -1,0 +1,573 @@
+"""Moderation's commands: the ones that change a room's rules, and those that show them.
+
+``/kick``, ``/ban``, ``/unban``, ``/mute``, ``/unmute``, ``/bans``, ``/op``,
+``/deop``, ``/invite``, ``/roomset``; and the registration of rooms, whose
+``/register #room`` and ``/drop #room`` belong to the *accounts* plugin, which
+calls :func:`register_room` and :func:`drop_room` (through the registrar in
+``server.stash``).  Each command parses its words (a room first, or the
+current one; WHO, a nick or a mask; a TIME), checks that the caller may
+(:mod:`.enforcement`), changes the rules in memory and writes them
+(:mod:`.store`), then tells the room and the log (``chatd.moderation``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+
+from chatd import (
+    Client,
+    Command,
+    CommandError,
+    Room,
+    Server,
+    StoreUnavailable,
+    UsageError,
+    hookimpl,
+)
+from chatd.chat.nicks import nick_key, nick_problem
+from chatd.chat.rooms import room_key
+
+from ..accounts import find_account
+from ..masks import Identity, Mask, MaskError, same_name
+from ..oper import is_operator
+from .enforcement import account_role, is_founder, is_room_operator, put_out, role_of
+from .store import (
+    ENTRIES_PER_ROOM,
+    ROOMS_PER_FOUNDER,
+    Entry,
+    RoomRules,
+    index,
+    registered_look_alike,
+    rules_for,
+    save_entry,
+    save_room,
+    state_of,
+    unregister,
+)
+
+log = logging.getLogger("chatd.moderation")
+
+INVITE_SECONDS = 3600.0
+REASON_MAX = 200
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"(?:[0-9]{1,6}[smhdw]){1,5}\Z")
+_DURATION_PART = re.compile(r"([0-9]+)([smhdw])")
+#: What a TIME is taken to be meant: a digit first, or a sign and a digit.
+_TIME_LIKE = re.compile(r"[+-]?[0-9]")
+#: The longest ban or mute with a time (about ten years); without a time it is
+#: until lifted anyway.
+DURATION_MAX = 520 * 7 * 86400
+_SETTINGS = {"topic-lock": "topic_lock", "invite-only": "invite_only"}
+
+
+# -- what a command names -----------------------------------------------------------------------
+
+
+@dataclass
+class Who:
+    """What a command's WHO argument stands for: the masks, the nick they were set for
+    ("" for a mask given as such) and the client of that nick, if connected."""
+
+    masks: list[str]
+    target: str = ""
+    client: Client | None = None
+
+
+def _as_mask(who: str) -> str:
+    """``who`` (a mask, perhaps with parts left out) as a whole ``nick!account@address``."""
+    nick, _, rest = who.partition("!") if "!" in who else ("*", "", who)
+    account, _, address = rest.partition("@") if "@" in rest else (rest, "", "*")
+    text = f"{nick or '*'}!{account or '*'}@{address or '*'}"
+    try:
+        return Mask(text).text
+    except MaskError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _who(server: Server, who: str) -> Who:
+    """What WHO stands for (see the module docstring)."""
+    if "!" in who or "@" in who:
+        return Who([_as_mask(who)])
+    target = server.find_client(who)
+    if target is not None:
+        masks = [f"*!*@{target.address}"]
+        if target.account is not None:
+            masks.insert(0, f"*!{nick_key(target.account)}@*")
+        return Who(masks, target.nick, target)
+    if nick_problem(who) is not None and not who.lower().startswith("guest-"):
+        raise CommandError(f"not a nick or a mask: {who}")
+    masks = [_as_mask(f"{who}!*@*")]
+    account = _registered(server, who)
+    if account is not None:
+        masks.append(f"*!{account}@*")
+    return Who(masks, who)
+
+
+def _registered(server: Server, nick: str) -> str | None:
+    """The account (a nick's key) registered for ``nick``, or None (also when this
+    server has no accounts); a store that cannot answer is the user's error."""
+    try:
+        account = find_account(server, nick)
+    except StoreUnavailable as exc:
+        raise CommandError(f"cannot look up {nick} right now ({exc}); try again soon") from None
+    except CommandError:  # no accounts on this server: no nick is registered
+        return None
+    return None if account is None else nick_key(account[0])
+
+
+def _moderated_room(client: Client, words: list[str]) -> tuple[str, Room | None, RoomRules]:
+    """The room a command names first (or the current room): its name, the room (None
+    for a registered room nobody is in) and its rules.  The caller must be allowed
+    to moderate it.  Takes the room's name off ``words``."""
+    server = client.server
+    if words and words[0].startswith("#"):
+        name = words.pop(0)
+        room = server.rooms.get(name)
+        if room is None and rules_for(server, name) is None:
+            raise CommandError(f"no such room: {name}")
+    elif client.room is not None:
+        room = client.room
+    else:
+        raise CommandError("you are not in a room; name one: #room")
+    if room is not None:
+        name = room.name
+    rules = rules_for(server, name)
+    if not is_room_operator(client, rules):
+        raise CommandError(f"permission denied: you are not an operator of {name}")
+    if rules is None:
+        rules = rules_for(server, name, create=True)
+        assert rules is not None
+    return rules.name, room, rules
+
+
+def _announce(client: Client, room: Room | None, text: str) -> None:
+    """Tell the room (or, if nobody is in it, the one who did it) and log it."""
+    log.info("%s (by %s from %s)", text, client.nick, client.address)
+    if room is not None and room.members:
+        room.say(text)
+        if client not in room.members:
+            client.notice(text)
+    else:
+        client.notice(text)
+
+
+def _reason(words: list[str]) -> str:
+    return " ".join(words)[:REASON_MAX]
+
+
+def _duration(words: list[str]) -> float | None:
+    """A leading TIME word taken off ``words``, in seconds (None: there is none).
+
+    A word that starts with a digit (or a sign and a digit) is a TIME or an error:
+    ``10x`` or ``1.5h`` read as the start of the reason would make a ban meant for
+    a while last until lifted."""
+    if not words:
+        return None
+    word = words[0].lower()
+    if not _TIME_LIKE.match(word):
+        return None
+    if not _DURATION.match(word):
+        raise CommandError(f"not a time: {words[0]} (30s, 10m, 2h, 7d, 1w or a sum such as "
+                           "1h30m; a reason cannot start with a digit)")
+    seconds = sum(int(number) * _UNITS[unit] for number, unit in _DURATION_PART.findall(word))
+    if seconds <= 0:
+        raise CommandError("a time is 1s or more")
+    if seconds > DURATION_MAX:
+        raise CommandError(f"a time is at most {DURATION_MAX // 604800}w; leave it out for "
+                           "one that lasts until lifted")
+    words.pop(0)
+    return float(seconds)
+
+
+def _how_long(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f" for {int(seconds // size)} {unit}"
+    return f" for {int(seconds)} s"
+
+
+# -- registration (the /register and /drop commands of *accounts* call these) ---------------
+
+
+def register_room(client: Client, words: list[str]) -> None:
+    """``/register #room``: the caller (identified, in the room) becomes its founder."""
+    if len(words) != 1:
+        raise UsageError("/register #room")
+    server = client.server
+    state = state_of(server)
+    room = server.rooms.get(words[0])
+    if room is None or room not in client.rooms:
+        raise CommandError(f"join {words[0]} first: you register a room you are in")
+    if client.account is None:
+        raise CommandError("identify first: a room is registered to your account")
+    rules = state.rooms.get(room_key(room.name))
+    if rules is not None and rules.registered:
+        raise CommandError(f"{room.name} is already registered")
+    founder = nick_key(client.account)
+    founded = sum(1 for r in state.rooms.values() if r.founder == founder)
+    if founded >= ROOMS_PER_FOUNDER:
+        raise CommandError(f"you have founded {founded} rooms, the most one account may")
+    if room_key(room.name) == room_key(server.default_room):
+        raise CommandError(f"{room.name} is the server's default room: its operators are "
+                           "the server operators")
+    twin = registered_look_alike(state, room.name)
+    if twin is not None:
+        raise CommandError(f"{room.name} looks like {twin}, a registered room: one of the "
+                           "two names would pass for the other")
+    if rules is None:
+        rules = state.rooms[room_key(room.name)] = RoomRules(room.name)
+    rules.founder = founder
+    rules.topic = room.topic or ""
+    index(state, rules)
+    server.store.write(
+        "INSERT OR REPLACE INTO rooms (key, name, founder, topic, topic_lock, invite_only, "
+        "registered) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (rules.key, room.name, founder, rules.topic, int(rules.topic_lock),
+         int(rules.invite_only), time.time()),
+    )
+    for kind in ("ban", "mute"):  # set while it was unregistered: kept from now on
+        for key, entry in rules.entries(kind).items():
+            save_entry(server, rules, kind, entry, key)
+    _announce(client, room, f"{room.name} is registered; its founder is {client.account}")
+
+
+def drop_room(client: Client, words: list[str]) -> None:
+    """``/drop #room``: the founder (or a server operator) unregisters it."""
+    if len(words) != 1:
+        raise UsageError("/drop #room")
+    server = client.server
+    state = state_of(server)
+    rules = state.rooms.get(room_key(words[0]))
+    if rules is None or not rules.registered:
+        raise CommandError(f"{words[0]} is not registered")
+    if not is_founder(client, rules):
+        raise CommandError(f"permission denied: only the founder of {rules.name} can drop it")
+    unregister(server, state, rules)
+    _announce(client, server.rooms.get(rules.name), f"{rules.name} is no longer registered")
+
+
+# -- kicks, bans and mutes ----------------------------------------------------------------------
+
+
+def cmd_kick(client: Client, args: str) -> None:
+    words = args.split()
+    name, room, rules = _moderated_room(client, words)
+    if not words:
+        raise UsageError()
+    server = client.server
+    target = server.find_client(words[0])
+    if room is None or target is None or target not in room.members:
+        raise CommandError(f"{words[0]} is not in {name}")
+    if target is not client and is_room_operator(target, rules) and not is_operator(client):
+        raise CommandError(f"{target.nick} is an operator of {room.name}; /deop them first")
+    why = _reason(words[1:]) or "no reason given"
+    log.info("%s kicked %s from %s: %s (by %s from %s)", client.nick, target.nick, name, why,
+             client.nick, client.address)
+    target.notice(f"you were kicked from {room.name} by {client.nick}: {why}")
+    put_out(server, room, target, f"kicked by {client.nick}: {why}")
+
+
+def _operators_are_not(subject: str, role: str | None, rules: RoomRules,
+                       noun: str) -> CommandError:
+    """The refusal of a ban or mute that would fall on an operator (as /kick's)."""
+    if role == "server":
+        return CommandError(f"{subject} is a server operator; server operators cannot be "
+                            f"{noun}")
+    if role == "founder":
+        return CommandError(f"{subject} is the founder of {rules.name}; a founder cannot be "
+                            f"{noun}")
+    return CommandError(f"{subject} is an operator of {rules.name}; /deop them first")
+
+
+def _spare_operators(server: Server, rules: RoomRules, who: Who, noun: str) -> list[str]:
+    """What ``who``'s masks may be, given that operators are never banned or muted.
+
+    Naming an operator, or a mask that matches one who is connected or names an
+    operator's account, is refused (raises CommandError with the reason).  The
+    address mask that stands for a person (``/ban NICK``) is left out if an
+    operator is connected from that address too: the ban is by nick and account
+    then, and the caller says so.
+    """
+    if who.client is not None:
+        role = role_of(who.client, rules)
+        if role is not None:
+            raise _operators_are_not(who.client.nick, role, rules, noun)
+    operators = [c for c in server.clients.values()
+                 if c is not who.client and role_of(c, rules) is not None]
+    kept: list[str] = []
+    for text in who.masks:
+        mask = Mask(text)
+        sharing = next((c for c in operators if mask.covers(Identity.of(c))), None)
+        if sharing is not None and who.target and mask.nick == "*" and mask.account == "*":
+            continue  # the person's address, shared with an operator: not by address
+        if sharing is not None:
+            raise _operators_are_not(f"{text} matches {sharing.nick}, who",
+                                     role_of(sharing, rules), rules, noun)
+        for account in (rules.founder, *sorted(rules.operators)):
+            if account is not None and mask.covers_account(account):
+                raise _operators_are_not(f"{text} names {account}, who",
+                                         account_role(account, rules), rules, noun)
+        kept.append(text)
+    if not kept:  # their only mask was an address an operator shares: by nick, then
+        kept.append(_as_mask(f"{who.target}!*@*"))
+    return kept
+
+
+def _set_entry(client: Client, args: str, kind: str) -> None:
+    words = args.split()
+    name, room, rules = _moderated_room(client, words)
+    if not words:
+        raise UsageError()
+    server = client.server
+    who = _who(server, words.pop(0))
+    seconds = _duration(words)
+    reason = _reason(words)
+    noun = "banned" if kind == "ban" else "muted"
+    masks = _spare_operators(server, rules, who, noun)
+    entries = rules.entries(kind)
+    added = sum(1 for text in masks if text.lower() not in entries)
+    if len(rules.bans) + len(rules.mutes) + added > ENTRIES_PER_ROOM:
+        raise CommandError(f"{name} has {ENTRIES_PER_ROOM} bans and mutes, the most "
+                           "a room may; lift some first")
+    now = time.time()
+    expires = None if seconds is None else now + seconds
+    made = [Entry(text, client.nick, reason, now, expires, who.target) for text in masks]
+    for entry in made:
+        entries[entry.parsed.key] = entry
+        save_entry(server, rules, kind, entry, entry.parsed.key)
+    why = f": {reason}" if reason else ""
+    subject = who.client.nick if who.client is not None else who.target or masks[0]
+    _announce(client, room, f"{client.nick} {noun} {subject} in {name}{_how_long(seconds)}{why}")
+    left_out = masks != who.masks
+    if who.target and (left_out or masks != [f"{who.target}!*@*"]):
+        # What the nick stood for (an address among it) is for the operator's eyes only.
+        why_not = " (not by address: an operator is connected from it too)" if left_out else ""
+        client.notice(f"{subject} is {noun} in {name} as {', '.join(masks)}{why_not}")
+    if kind == "ban" and room is not None:
+        for member in list(room.members):
+            identity = Identity.of(member)
+            if any(e.covers(identity) for e in made) and role_of(member, rules) is None:
+                member.notice(f"you are banned from {name}{why}")
+                put_out(server, room, member, f"banned by {client.nick}{why}")
+
+
+def _lift_entry(client: Client, args: str, kind: str) -> None:
+    """``/unban WHO``: a mask lifts that mask; a nick lifts every mask ``/ban NICK`` set
+    (and, for entries set otherwise, the masks ``/ban NICK`` would set now)."""
+    words = args.split()
+    name, room, rules = _moderated_room(client, words)
+    if len(words) != 1:
+        raise UsageError()
+    server = client.server
+    entries = rules.entries(kind)
+    arg = words[0]
+    if "!" in arg or "@" in arg:
+        subject = _as_mask(arg)
+        keys = [subject.lower()] if subject.lower() in entries else []
+    else:
+        subject = arg
+        keys = [k for k, e in entries.items() if e.target and same_name(e.target, arg)]
+        if not keys:
+            keys = [text.lower() for text in _who(server, arg).masks if text.lower() in entries]
+    if not keys:
+        listed = "bans" if kind == "ban" else "mutes"
+        raise CommandError(f"no such {kind} in {name}: {subject} (/bans lists its {listed})")
+    lifted = [entries.pop(key) for key in keys]
+    for key in keys:
+        save_entry(server, rules, kind, None, key)
+    verb = "unbanned" if kind == "ban" else "unmuted"
+    _announce(client, room, f"{client.nick} {verb} {subject} in {name}")
+    if len(lifted) > 1 or lifted[0].mask != subject:
+        client.notice(f"lifted: {', '.join(e.mask for e in lifted)}")
+
+
+def cmd_ban(client: Client, args: str) -> None:
+    _set_entry(client, args, "ban")
+
+
+def cmd_unban(client: Client, args: str) -> None:
+    _lift_entry(client, args, "ban")
+
+
+def cmd_mute(client: Client, args: str) -> None:
+    _set_entry(client, args, "mute")
+
+
+def cmd_unmute(client: Client, args: str) -> None:
+    _lift_entry(client, args, "mute")
+
+
+def cmd_bans(client: Client, args: str) -> None:
+    """The active bans and mutes, one line per mask or per nick they were set for; the
+    masks of a nick (an address among them) are shown to the room's operators only."""
+    server = client.server
+    words = args.split()
+    room = client.room if not words else server.rooms.get(words[0])
+    name = room.name if room is not None else (words[0] if words else "")
+    if not name:
+        raise CommandError("you are not in a room; name one: #room")
+    rules = rules_for(server, name)
+    now = time.time()
+    operator = is_room_operator(client, rules)
+    shown = 0
+    for kind, entries in (("ban", rules.bans if rules else {}),
+                          ("mute", rules.mutes if rules else {})):
+        groups: dict[str, list[Entry]] = {}
+        for entry in sorted(entries.values(), key=lambda e: e.set_at):
+            if entry.active(now):
+                groups.setdefault(nick_key(entry.target) or entry.parsed.key, []).append(entry)
+        for group in groups.values():
+            first = group[0]
+            subject = first.target or first.mask
+            if first.target and operator:
+                subject += f" ({', '.join(e.mask for e in group)})"
+            why = f": {first.reason}" if first.reason else ""
+            client.notice(f"{kind} {subject} by {first.set_by}, {first.until()}{why}")
+            shown += 1
+    if not shown:
+        client.notice(f"no bans or mutes in {name}")
+
+
+# -- operators, invites, settings -----------------------------------------------------------
+
+
+def cmd_op(client: Client, args: str) -> None:
+    _set_operator(client, args, add=True)
+
+
+def cmd_deop(client: Client, args: str) -> None:
+    _set_operator(client, args, add=False)
+
+
+def _set_operator(client: Client, args: str, *, add: bool) -> None:
+    words = args.split()
+    server = client.server
+    name, room, rules = _moderated_room(client, words)
+    if len(words) != 1:
+        raise UsageError()
+    if not rules.registered:
+        raise CommandError(f"{name} is not registered: /register {name} first")
+    if not is_founder(client, rules):
+        raise CommandError(f"permission denied: only the founder of {name} names "
+                           "its operators")
+    account = _account_of(server, words[0])
+    if add and account == rules.founder:
+        raise CommandError(f"{words[0]} is the founder of {name}")
+    if add == (account in rules.operators):
+        state = "already" if add else "not"
+        raise CommandError(f"{words[0]} is {state} an operator of {name}")
+    if add:
+        rules.operators.add(account)
+        server.store.write("INSERT OR REPLACE INTO room_operators (room, account, added_by) "
+                           "VALUES (?, ?, ?)", (rules.key, account, client.nick))
+    else:
+        rules.operators.discard(account)
+        server.store.write("DELETE FROM room_operators WHERE room = ? AND account = ?",
+                           (rules.key, account))
+    verb = "made" if add else "removed"
+    role = "an operator of" if add else "as an operator of"
+    _announce(client, room, f"{client.nick} {verb} {account} {role} {name}")
+
+
+def _account_of(server: Server, who: str) -> str:
+    """The account a nick stands for: a connected client's account, or a registered nick."""
+    target = server.find_client(who)
+    if target is not None:
+        if target.account is None:
+            raise CommandError(f"{target.nick} is not identified: room operators are "
+                               "registered nicks")
+        return nick_key(target.account)
+    try:
+        account = find_account(server, who)
+    except (StoreUnavailable, CommandError) as exc:
+        raise CommandError(f"cannot look up {who} right now ({exc})") from None
+    if account is None:
+        raise CommandError(f"{who} is not a registered nick")
+    return nick_key(account[0])
+
+
+def cmd_invite(client: Client, args: str) -> None:
+    words = args.split()
+    if not words:
+        raise UsageError()
+    nick = words.pop(0)
+    name, room, rules = _moderated_room(client, words)
+    if words:
+        raise UsageError()
+    target = client.server.find_client(nick)
+    if target is None:
+        raise CommandError(f"no such nick: {nick}")
+    if room is not None and target in room.members:
+        raise CommandError(f"{target.nick} is already in {name}")
+    rules.invited[target.id] = time.monotonic() + INVITE_SECONDS
+    target.notice(f"{client.nick} invites you to {name}: /join {name}")
+    _announce(client, room, f"{client.nick} invited {target.nick} to {name}")
+
+
+def cmd_roomset(client: Client, args: str) -> None:
+    words = args.split()
+    server = client.server
+    if len(words) <= 1 and (not words or words[0].startswith("#")):
+        _show_rules(client, words)
+        return
+    name, room, rules = _moderated_room(client, words)
+    if len(words) != 2 or words[0] not in _SETTINGS or words[1] not in ("on", "off"):
+        raise UsageError(f"settings: {', '.join(_SETTINGS)}; values: on, off")
+    setting, on = words[0], words[1] == "on"
+    setattr(rules, _SETTINGS[setting], on)
+    save_room(server, rules)
+    _announce(client, room, f"{client.nick} set {setting} {words[1]} in {name}")
+
+
+def _show_rules(client: Client, words: list[str]) -> None:
+    server = client.server
+    name = words[0] if words else client.room.name if client.room is not None else ""
+    if not name:
+        raise CommandError("you are not in a room; name one: #room")
+    rules = rules_for(server, name)
+    if rules is None or not rules.registered:
+        client.notice(f"{name} is not registered")
+    else:
+        operators = ", ".join(sorted(rules.operators)) or "none"
+        client.notice(f"{rules.name}: founder {rules.founder}; operators: {operators}")
+    if rules is not None:
+        settings = ", ".join(f"{setting} {'on' if getattr(rules, attr) else 'off'}"
+                             for setting, attr in _SETTINGS.items())
+        client.notice(f"{rules.name}: {settings}")
+
+
+@hookimpl
+def chatd_commands() -> list[Command]:
+    room = "[#room]"
+    return [
+        Command("kick", cmd_kick, f"/kick {room} NICK [reason]",
+                "(room operators) put someone out of a room",
+                "They can come back (unless banned). Server-wide: /kill (server operators)."),
+        Command("ban", cmd_ban, f"/ban {room} WHO [TIME] [reason]",
+                "(room operators) keep someone out of a room",
+                "WHO: a nick (their account if identified, else their address) or a\n"
+                "mask nick!account@address with * and ?. TIME: 30s, 10m, 2h, 7d, 1w\n"
+                "(none: until /unban). Members it matches are put out."),
+        Command("unban", cmd_unban, f"/unban {room} WHO", "(room operators) lift a ban"),
+        Command("mute", cmd_mute, f"/mute {room} WHO [TIME] [reason]",
+                "(room operators) let someone read a room but not speak in it",
+                "WHO and TIME as for /ban."),
+        Command("unmute", cmd_unmute, f"/unmute {room} WHO", "(room operators) lift a mute"),
+        Command("bans", cmd_bans, f"/bans {room}", "list a room's bans and mutes"),
+        Command("op", cmd_op, f"/op {room} NICK",
+                "(room founders) make a registered nick an operator of the room"),
+        Command("deop", cmd_deop, f"/deop {room} NICK",
+                "(room founders) take a room operator's powers away"),
+        Command("invite", cmd_invite, "/invite NICK [#room]",
+                "(room operators) let someone into an invite-only room",
+                "The invite is good for one join within an hour."),
+        Command("roomset", cmd_roomset, f"/roomset {room} [topic-lock|invite-only on|off]",
+                "show a room's founder, operators and settings, or change a setting",
+                "topic-lock on: only the room's operators set its topic.\n"
+                "invite-only on: only its operators and those they /invite may join."),
+    ]

@@ -1,0 +1,338 @@
+"""Moderation's store: what it knows of each room, and the tables that keep it.
+
+Tables (``SCHEMA``, migrated as ``moderation``): ``rooms`` (a registered
+room: founder, topic, settings), ``room_operators`` (by account) and
+``room_bans`` (bans and mutes, by mask).  In memory, :class:`ModerationState`
+(``server.stash[STATE]``) holds one :class:`RoomRules` per room that has any --
+registered, or with bans or mutes while it exists -- and the registered rooms'
+names by how they read (look-alikes).
+
+Memory is the truth once loaded: every change is made there first, then
+written (the store's writer thread commits it later).  The tables are read once
+at startup, a page at a time, and again every 5 s while the database cannot
+answer; until then the commands say so (:func:`state_of`).
+
+The hooks here keep the tables in step with rooms and accounts: a registered
+room keeps its topic while it is empty, an unregistered room's bans go with
+it, a dropped account loses its rooms and its operator seats.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatd import (
+    Client,
+    CommandError,
+    Event,
+    Room,
+    Server,
+    StashKey,
+    StoreUnavailable,
+    hookimpl,
+    plural,
+)
+from chatd.chat.nicks import nick_key
+from chatd.chat.rooms import room_key, room_looks
+
+from ..masks import Identity, Mask, MaskError
+
+log = logging.getLogger("chatd.moderation")
+
+SCHEMA = [
+    """
+    CREATE TABLE rooms (
+        key TEXT PRIMARY KEY,          -- the room's key (lowercase)
+        name TEXT NOT NULL,
+        founder TEXT NOT NULL,         -- the founder's account (a nick's key)
+        topic TEXT NOT NULL DEFAULT '',
+        topic_lock INTEGER NOT NULL DEFAULT 0,
+        invite_only INTEGER NOT NULL DEFAULT 0,
+        registered REAL NOT NULL
+    );
+    CREATE TABLE room_operators (
+        room TEXT NOT NULL,
+        account TEXT NOT NULL,         -- a nick's key
+        added_by TEXT NOT NULL,
+        PRIMARY KEY (room, account)
+    );
+    CREATE TABLE room_bans (
+        room TEXT NOT NULL,
+        kind TEXT NOT NULL,            -- ban or mute
+        mask TEXT NOT NULL,            -- nick!account@address, lowercase, * and ?
+        set_by TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        set_at REAL NOT NULL,
+        expires REAL,                  -- seconds since the epoch; NULL: until lifted
+        PRIMARY KEY (room, kind, mask)
+    );
+    """,
+    # The nick a ban or mute was set for (/ban NICK), so /unban NICK finds every
+    # mask it set; '' for a mask given as such.
+    "ALTER TABLE room_bans ADD COLUMN target TEXT NOT NULL DEFAULT '';",
+]
+#: Rooms one account may found.
+ROOMS_PER_FOUNDER = 10
+#: Bans plus mutes one room may hold.
+ENTRIES_PER_ROOM = 200
+STATE: StashKey[ModerationState] = StashKey()
+
+
+@dataclass
+class Entry:
+    """A ban or a mute: who (a mask), by whom, why, until when (None: until lifted),
+    and the nick it was set for (``/ban NICK``; "" for a mask given as such)."""
+
+    mask: str
+    set_by: str
+    reason: str
+    set_at: float
+    expires: float | None
+    target: str = ""
+    parsed: Mask = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.parsed = Mask(self.mask)
+
+    def covers(self, who: Identity) -> bool:
+        return self.parsed.covers(who)
+
+    def active(self, now: float) -> bool:
+        return self.expires is None or self.expires > now
+
+    def until(self) -> str:
+        if self.expires is None:
+            return "until lifted"
+        return "until " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.expires))
+
+
+@dataclass
+class RoomRules:
+    """What moderation knows of one room: kept in the store if the room is registered."""
+
+    name: str
+    founder: str | None = None  # an account's key; None: not registered
+    topic: str = ""
+    topic_lock: bool = False
+    invite_only: bool = False
+    operators: set[str] = field(default_factory=set)
+    bans: dict[str, Entry] = field(default_factory=dict)
+    mutes: dict[str, Entry] = field(default_factory=dict)
+    #: Invited client ids and until when (memory only: an invite is for now).
+    invited: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def registered(self) -> bool:
+        return self.founder is not None
+
+    @property
+    def key(self) -> str:
+        return room_key(self.name)
+
+    def entries(self, kind: str) -> dict[str, Entry]:
+        return self.bans if kind == "ban" else self.mutes
+
+
+class ModerationState:
+    """The plugin's state, kept in ``server.stash``."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, RoomRules] = {}
+        #: The registered rooms by how their names read (``room_looks``): a new room
+        #: may not pass for one of them while it is empty.
+        self.looks: dict[str, str] = {}
+        #: False until the registered rooms were read from the store.
+        self.loaded = False
+        self.retry: Any = None
+
+
+# -- looking rooms up --------------------------------------------------------------------
+
+
+def index(state: ModerationState, rules: RoomRules) -> None:
+    """A room is registered: its name, as it reads, is taken."""
+    for look in room_looks(rules.name):
+        state.looks.setdefault(look, rules.name)
+
+
+def unindex(state: ModerationState, rules: RoomRules) -> None:
+    """A room is no longer registered: its name, as it reads, is free again."""
+    for look in room_looks(rules.name):
+        if state.looks.get(look) == rules.name:
+            del state.looks[look]
+
+
+def registered_look_alike(state: ModerationState, name: str) -> str | None:
+    """A registered room, other than ``name``, whose name reads like it; or None."""
+    key = room_key(name)
+    for look in room_looks(name):
+        twin = state.looks.get(look)
+        if twin is not None and room_key(twin) != key:
+            return twin
+    return None
+
+
+def state_of(server: Server) -> ModerationState:
+    """The plugin's state, for a command: raises CommandError (what to tell the user)
+    while there is none, or while the registered rooms are not read yet."""
+    state: ModerationState | None = server.stash.get(STATE)
+    if state is None:
+        raise CommandError("room moderation is not available on this server")
+    if not state.loaded:
+        raise CommandError("the registered rooms are not loaded yet (the database is "
+                           "unavailable); try again soon")
+    return state
+
+
+def rules_for(server: Server, name: str, *, create: bool = False) -> RoomRules | None:
+    """The rules of room ``name`` (made empty with ``create``); None if it has none."""
+    state = state_of(server)
+    rules = state.rooms.get(room_key(name))
+    if rules is None and create:
+        rules = state.rooms[room_key(name)] = RoomRules(name)
+    return rules
+
+
+# -- reading and writing -------------------------------------------------------------------
+
+
+def load(server: Server) -> None:
+    """Read the registered rooms (bounded reads, a page at a time); retried until it works."""
+    state: ModerationState = server.stash[STATE]
+    state.retry = None
+    store = server.store
+    rooms: dict[str, RoomRules] = {}
+    try:
+        last = ""
+        while True:
+            rows = store.read("SELECT key, name, founder, topic, topic_lock, invite_only "
+                              "FROM rooms WHERE key > ? ORDER BY key LIMIT 500", (last,))
+            for key, name, founder, topic, topic_lock, invite_only in rows:
+                rooms[key] = RoomRules(name, founder, topic, bool(topic_lock), bool(invite_only))
+            if len(rows) < 500:
+                break
+            last = rows[-1][0]
+        for key, rules in rooms.items():
+            rules.operators = {row[0] for row in store.read(
+                "SELECT account FROM room_operators WHERE room = ?", (key,))}
+            for kind, mask, set_by, reason, set_at, expires, target in store.read(
+                "SELECT kind, mask, set_by, reason, set_at, expires, target FROM room_bans "
+                "WHERE room = ? LIMIT ?", (key, ENTRIES_PER_ROOM),
+            ):
+                try:
+                    entry = Entry(mask, set_by, reason, set_at, expires, target)
+                except MaskError as exc:  # written by hand, or by an older chatd
+                    log.warning("%s: %s %r skipped: %s", rules.name, kind, mask, exc)
+                    continue
+                rules.entries(kind)[entry.parsed.key] = entry
+    except StoreUnavailable as exc:
+        log.error("could not read the registered rooms (%s); bans and room operators are not "
+                  "in force until they are read (retrying in 5 s)", exc)
+        state.retry = server.call_later(5.0, load, server)
+        return
+    state.rooms.update(rooms)
+    for rules in rooms.values():
+        index(state, rules)
+    state.loaded = True
+    for rules in rooms.values():
+        room = server.rooms.get(rules.name)
+        if room is not None and rules.topic and not room.topic:
+            room.topic = rules.topic
+    if rooms:
+        log.info("%s loaded", plural(len(rooms), "registered room"))
+
+
+def save_room(server: Server, rules: RoomRules) -> None:
+    if rules.registered:
+        server.store.write(
+            "UPDATE rooms SET topic = ?, topic_lock = ?, invite_only = ? WHERE key = ?",
+            (rules.topic, int(rules.topic_lock), int(rules.invite_only), rules.key),
+        )
+
+
+def save_entry(server: Server, rules: RoomRules, kind: str, entry: Entry | None,
+                key: str) -> None:
+    """Write (or, for None, delete) the ban or mute whose mask's key is ``key``; a mask
+    that differs only in case replaces the one stored."""
+    if not rules.registered:
+        return
+    server.store.write("DELETE FROM room_bans WHERE room = ? AND kind = ? AND lower(mask) = ?",
+                       (rules.key, kind, key))
+    if entry is None:
+        return
+    server.store.write(
+        "INSERT OR REPLACE INTO room_bans (room, kind, mask, set_by, reason, set_at, expires, "
+        "target) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (rules.key, kind, entry.mask, entry.set_by, entry.reason, entry.set_at, entry.expires,
+         entry.target),
+    )
+
+
+def unregister(server: Server, state: ModerationState, rules: RoomRules) -> None:
+    """Forget a room's registration, on disk and in memory."""
+    for table in ("rooms WHERE key", "room_operators WHERE room", "room_bans WHERE room"):
+        server.store.write(f"DELETE FROM {table} = ?", (rules.key,))
+    unindex(state, rules)
+    room = server.rooms.get(rules.name)
+    if room is None:
+        del state.rooms[rules.key]
+    else:  # its bans and mutes last while the room does, like any room's
+        state.rooms[rules.key] = RoomRules(room.name, bans=rules.bans, mutes=rules.mutes)
+
+
+# -- keeping the tables in step with rooms and accounts ---------------------------------------
+
+
+@hookimpl
+def chatd_account_dropped(server: Server, account: str) -> None:
+    """A dropped nick keeps no power: whoever registers it next is someone else."""
+    state: ModerationState | None = server.stash.get(STATE)
+    if state is None:
+        return
+    key = nick_key(account)
+    for rules in list(state.rooms.values()):
+        if key in rules.operators:
+            rules.operators.discard(key)
+            server.store.write("DELETE FROM room_operators WHERE room = ? AND account = ?",
+                               (rules.key, key))
+        if rules.founder == key:
+            unregister(server, state, rules)
+            text = f"{rules.name} is no longer registered: its founder's nick was dropped"
+            log.info("%s", text)
+            room = server.rooms.get(rules.name)
+            if room is not None and room.members:
+                room.say(text)
+
+
+@hookimpl
+def chatd_message(client: Client, event: Event) -> None:
+    if event.kind != "topic":
+        return
+    state: ModerationState | None = client.server.stash.get(STATE)
+    rules = state.rooms.get(room_key(event.target)) if state is not None else None
+    if rules is not None and rules.registered:
+        rules.topic = event.text
+        save_room(client.server, rules)
+
+
+@hookimpl
+def chatd_room_created(server: Server, room: Room) -> None:
+    state: ModerationState | None = server.stash.get(STATE)
+    rules = state.rooms.get(room_key(room.name)) if state is not None else None
+    if rules is not None and rules.topic:
+        room.topic = rules.topic  # a registered room keeps its topic while empty
+
+
+@hookimpl
+def chatd_room_removed(server: Server, room: Room) -> None:
+    state: ModerationState | None = server.stash.get(STATE)
+    rules = state.rooms.get(room_key(room.name)) if state is not None else None
+    if rules is None:
+        return
+    if rules.registered:
+        rules.invited.clear()
+    else:
+        del state.rooms[rules.key]  # type: ignore[union-attr]  # its bans go with the room
