@@ -332,10 +332,10 @@ def test_a_disabled_plugins_pending_work_is_dropped():
         chat.hooks.disable("Looker", "test")
         assert looker.task.cancelled and chat.hooks.tasks("Looker") == []
         looker.release.set()
-        # Its outcome would come back as a call on the loop: one from the same worker,
-        # queued after it, tells when that moment has passed.
+        # Its outcome would come back as a call on the loop: work queued on the same
+        # pool after it tells when that moment has passed.
         later = threading.Event()
-        chat.hooks._pool.submit(later.set)
+        chat.hooks.run_in_thread(later.set)
         assert later.wait(5)
         chat.wait_for(lambda: True)
         for _ in range(5):
@@ -439,3 +439,27 @@ def test_shutting_the_plugins_down_drops_their_pending_work():
         looker.release.set()
         chat.domain.store.close()
         chat.reactor.close()
+
+
+def test_loading_a_folder_stops_at_a_refused_plugin_before_importing_the_next(tmp_path):
+    """The loader hands plugins over one at a time: a plugin the host refuses (here a
+    name clash with a built-in) stops the loading before the next file's code runs."""
+    from chatd.plugins import plugin_modules, restore_plugin_modules
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "a_clash.py").write_text('PLUGIN_NAME = "rooms"\n')
+    marker = tmp_path / "imported"
+    (folder / "b_later.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).touch()\n"
+    )
+    host = PluginHost()
+    host.load_builtins(["rooms"])
+    saved = plugin_modules()
+    try:
+        with pytest.raises(PluginLoadError, match=r"two plugins are named 'rooms'"):
+            host.load_directory(folder)
+    finally:
+        restore_plugin_modules(saved)
+    assert not marker.exists()
+    assert list(host.infos) == ["rooms"]
