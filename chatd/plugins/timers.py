@@ -95,8 +95,8 @@ class PluginTimer:
 
     def __init__(self, pending: _Owned[PluginTimer], plugin: str | None,
                  callback: Callable[..., Any], args: tuple[Any, ...], *,
-                 loop: Scheduler | None, delay: float = 0.0,
-                 fire: Callable[[PluginTimer], None] | None = None) -> None:
+                 loop: Scheduler | None, delay: float,
+                 fire: Callable[[PluginTimer], None]) -> None:
         """Put the timer on ``loop``: ``fire(self)`` runs in ``delay`` seconds.  With no
         ``loop`` (its plugin is gone) it is born cancelled."""
         self._pending = pending
