@@ -332,10 +332,10 @@ def test_a_disabled_plugins_pending_work_is_dropped():
         chat.hooks.disable("Looker", "test")
         assert looker.task.cancelled and chat.hooks.tasks("Looker") == []
         looker.release.set()
-        # Its outcome would come back as a call on the loop: one from the same worker,
-        # queued after it, tells when that moment has passed.
+        # Its outcome would come back as a call on the loop: work queued on the same
+        # pool after it tells when that moment has passed.
         later = threading.Event()
-        chat.hooks._pool.submit(later.set)
+        chat.hooks.run_in_thread(later.set)
         assert later.wait(5)
         chat.wait_for(lambda: True)
         for _ in range(5):
@@ -439,3 +439,101 @@ def test_shutting_the_plugins_down_drops_their_pending_work():
         looker.release.set()
         chat.domain.store.close()
         chat.reactor.close()
+
+
+def test_loading_a_folder_stops_at_a_refused_plugin_before_importing_the_next(tmp_path):
+    """The loader hands plugins over one at a time: a plugin the host refuses (here a
+    name clash with a built-in) stops the loading before the next file's code runs."""
+    from chatd.plugins import plugin_modules, restore_plugin_modules
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "a_clash.py").write_text('PLUGIN_NAME = "rooms"\n')
+    marker = tmp_path / "imported"
+    (folder / "b_later.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).touch()\n"
+    )
+    host = PluginHost()
+    host.load_builtins(["rooms"])
+    saved = plugin_modules()
+    try:
+        with pytest.raises(PluginLoadError, match=r"two plugins are named 'rooms'"):
+            host.load_directory(folder)
+    finally:
+        restore_plugin_modules(saved)
+    assert not marker.exists()
+    assert list(host.infos) == ["rooms"]
+
+
+def test_the_breaker_switches_a_plugin_off_but_never_a_builtin():
+    """Built-ins are the server itself: their failures are counted, never switched off."""
+
+    class Flaky:
+        @hookimpl
+        def chatd_message(self, text):
+            raise RuntimeError("flaky")
+
+    host = PluginHost(max_failures=2)
+    host.register(Flaky(), "core", "builtin")
+    host.register(Flaky(), "theirs", "test")
+    for _ in range(3):
+        assert host.call("chatd_message", text="hi") == []
+    assert host.infos["theirs"].disabled == "2 failures within 60 s (plugin_host.max_failures is 2)"
+    assert host.infos["core"].disabled is None
+    assert host.error_counts == {"core": 3, "theirs": 2}
+
+
+def test_a_timer_leaves_its_plugins_list_once_cancelled_or_run():
+    ticker = Ticker(interval=10.0)
+    with InProcessChat(ticker, fake_clock=True) as chat:
+        first = ticker.timer
+        assert chat.hooks.timers("Ticker") == [first]
+        first.cancel()
+        assert first.cancelled and chat.hooks.timers("Ticker") == []
+        ticker.timer = chat.server.call_later(1.0, ticker.tick)  # as the plugin would
+        chat.advance(1.0)  # it runs, and makes the next one
+        assert ticker.fired == 1
+        assert chat.hooks.timers("Ticker") == [ticker.timer]
+
+
+def test_a_disabled_plugins_callbacks_posted_from_a_thread_never_run():
+    ran: list[str] = []
+    go = threading.Event()
+
+    class Late:
+        @hookimpl
+        def chatd_startup(self, server):
+            def work():
+                go.wait(5)
+                server.call_soon_threadsafe(self.finish)
+
+            self.thread = threading.Thread(target=work)
+            self.thread.start()
+
+        def finish(self):
+            ran.append("finish")
+
+    late = Late()
+    with InProcessChat(late) as chat:
+        chat.hooks.disable("Late", "test")
+        go.set()
+        late.thread.join(5)
+        assert not late.thread.is_alive()  # its callback is on the loop's queue now
+        chat.tick()
+        chat.tick()
+        assert ran == []
+
+
+def test_a_plugin_registered_late_owns_its_callbacks_too():
+    """Which module is which plugin's is worked out once; a registration starts it over."""
+    import types
+
+    first, second = types.ModuleType("late_first"), types.ModuleType("late_second")
+    exec("def tick():\n    pass\n", first.__dict__)
+    exec("def tick():\n    pass\n", second.__dict__)
+    host = PluginHost()
+    host.register(first, "first", "test")
+    assert host.owner_of(first.tick) == "first"
+    assert host.owner_of(second.tick) is None
+    host.register(second, "second", "test")
+    assert host.owner_of(second.tick) == "second"

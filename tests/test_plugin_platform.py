@@ -171,8 +171,8 @@ def test_trace_hooks_logs_every_call(chatd_server):
     alice = server.client()
     alice.send("/nick tracy")
     alice.expect(r"is now known as tracy")
-    server.wait_for_log(r"hook chatd_client_connect in plugin 'rooms' -> None")
-    server.wait_for_log(r"command /nick in plugin 'commands' finished in")
+    server.wait_for_log(r"chatd_client_connect in plugin 'rooms' -> None, finished in ")
+    server.wait_for_log(r"command /nick in plugin 'commands' -> None, finished in ")
 
 
 def test_sighup_reloads_a_changed_plugin_without_dropping_anyone(chatd_server, tmp_path):

@@ -284,13 +284,11 @@ class ChatDomain:
         hooks = self.hooks
         for impl in hooks.implementations("chatd_filter_message"):
             kwargs = {"client": client, "text": event.text, "event": event}
-            replacement = hooks.run_guarded(
-                impl.plugin_name,
-                "chatd_filter_message",
-                impl.function,
-                *impl.args(kwargs),
-                notify=client,
-                passthrough=(Reject,),
+            # The guard itself, arguments as the tuple they are: per line, this saves
+            # packing them again and two keyword arguments (run_guarded's form).
+            replacement = hooks.guard.run(
+                impl.plugin_name, "chatd_filter_message", impl.function, impl.args(kwargs),
+                client, (Reject,),
             )
             if replacement is not None and replacement != event.text:
                 event = dataclasses.replace(event, text=str(replacement))
