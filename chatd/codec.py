@@ -19,8 +19,8 @@ The form (``SCHEMA_VERSION`` 1), keys in this order, absent when empty::
 ``type``
     The event's ``kind`` (:data:`KINDS` lists them).
 ``id``, ``time``
-    As in the event: an int below 2**53, and seconds since the epoch (a float:
-    exact through JSON, unlike jsonl's ISO text).
+    As in the event: an int below 2**53, and seconds since the epoch (a float,
+    exact through JSON, unlike jsonl's ISO text; before the year 10000).
 ``from``, ``server``, ``plugin``, ``marker``
     The source: its nick (or the server's name); ``server: true`` when the
     server or a plugin made it; the plugin and its marker if any.
@@ -58,7 +58,6 @@ typed replies of a later issue (names, whois, room lists...) register a
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +86,9 @@ SCHEMA_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
 #: Ids and client numbers are exact as JSON numbers in every language below this.
 ID_LIMIT = 2**53
+#: Times are from the epoch to the end of year 9999 (what every protocol can word as a
+#: date: jsonl's ISO text, the line protocol's stamps).
+TIME_LIMIT = 253402300800.0
 
 #: Keys the public form (``internal=False``, what jsonl shows) leaves out.
 INTERNAL_KEYS = ("v", "node", "user", "account", "session", "client", "marker", "quiet")
@@ -146,8 +148,9 @@ def _time(d: dict[str, Any]) -> float:
     value = d.get("time")
     if value is None:
         raise CodecError("'time' is missing")
-    if value.__class__ not in (int, float) or not math.isfinite(value):
-        raise CodecError(f"'time' must be a finite number of seconds, not {value!r}")
+    if value.__class__ not in (int, float) or not 0 <= value < TIME_LIMIT:
+        raise CodecError(f"'time' must be seconds since the epoch, before the year 10000, "
+                         f"not {value!r}")
     return float(value)
 
 
@@ -292,6 +295,12 @@ def register(kind: Kind) -> None:
     _BY_CLASS[kind.cls] = kind
 
 
+def unregister(name: str) -> None:
+    """Take the kind ``name`` out of the codec (a plugin unloading, a test cleaning up)."""
+    kind = KINDS.pop(name)
+    del _BY_CLASS[kind.cls]
+
+
 for _kind in (
     event_kind(Message), event_kind(Action), event_kind(PrivateMessage), event_kind(Topic),
     event_kind(Away), event_kind(Join, QUIET), event_kind(Part, QUIET),
@@ -349,6 +358,7 @@ __all__ = [
     "KINDS",
     "SCHEMA_VERSION",
     "SUPPORTED_VERSIONS",
+    "TIME_LIMIT",
     "CodecError",
     "Extra",
     "Kind",
@@ -358,4 +368,5 @@ __all__ = [
     "loads",
     "register",
     "to_dict",
+    "unregister",
 ]

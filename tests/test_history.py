@@ -14,6 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from chatd.builtin import history
+from chatd.store import Store
 from chatd.testing import ServerProcess, write_config
 
 STAMP = r"\[\d\d:\d\d\] "
@@ -337,3 +339,36 @@ def test_private_messages_are_not_kept_by_default(chatd_server, tmp_path):
     server.stop()
     with sqlite3.connect(tmp_path / "data" / "chatd.sqlite3") as db:
         assert db.execute("SELECT count(*) FROM history WHERE kind = 'privmsg'").fetchone() == (0,)
+
+
+def test_rows_from_before_the_codec_columns_still_replay_and_new_rows_carry_identity(
+        chatd_server, tmp_path):
+    """Issue 19: history keeps the event codec's identity fields (node, user, account);
+    a database written before them is migrated, and its lines replay as they were."""
+    config = _history_config(tmp_path / "config.yaml", replay_lines=5)
+    config.write_text(config.read_text() + "server:\n  node_id: node-a\n")
+    db = tmp_path / "data" / "chatd.sqlite3"
+    old = Store(db)
+    old.open()
+    old.migrate("history", history.SCHEMA[:2])  # the table as issue 18 left it
+    old.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO history (seq, room, time, kind, nick, target, text) VALUES "
+                     "(1, '#lobby', ?, 'message', 'olduser', '#lobby', 'from before')",
+                     (time.time() - 60,))
+    server = chatd_server(config)
+    alice = server.client()
+    assert _between_markers(alice) == ["<olduser> from before"]
+    alice.send("/nick alice")
+    alice.expect("alice")
+    alice.send("said now")
+    alice.send("/history 5")
+    assert _between_markers(alice) == ["<olduser> from before", "<alice> said now"]
+    assert server.stop() == 0
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT nick, node, userhost, account FROM history "
+                            "ORDER BY seq").fetchall()
+    assert rows[0] == ("olduser", None, None, None)
+    nick, node, user, account = rows[1]
+    assert (nick, node, account) == ("alice", "node-a", None)
+    assert re.fullmatch(r"guest-1@[0-9a-f]{12}\.cloak", user)  # who it was at connect
