@@ -67,7 +67,6 @@ class Client:
         "_paused",
         "_quit_event",
         "_stash",
-        "account",
         "away",
         "id",
         "link",
@@ -104,9 +103,6 @@ class Client:
         #: The away message (``/away``), or None when the client is here; set it with
         #: ``server.set_away()``, which passes it through the filters.
         self.away: str | None = None
-        #: The registered nick this client proved it owns (``/identify``), or None.
-        #: Set through ``server.set_account()``; kept across nick changes.
-        self.account: str | None = None
         #: How this client wants to see things, if not like everyone (ignores,
         #: timestamps); None shares every payload.  Read by delivery; use the
         #: ``ignore``/``unignore`` methods and ``timestamps`` to change it.
@@ -235,6 +231,13 @@ class Client:
     def registered(self) -> bool:
         """True once the client has sent a line."""
         return self.link.registered
+
+    @property
+    def account(self) -> str | None:
+        """The registered nick this client proved it owns (``/identify``), or None; kept
+        across nick changes.  Set through ``server.set_account()``, which remakes the
+        source (kept there alone: an idle connection should cost little)."""
+        return self.source.account
 
     @property
     def session(self) -> str | None:

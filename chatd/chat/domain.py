@@ -783,7 +783,6 @@ class ChatDomain:
         old = client.account
         if old == account:
             return
-        client.account = account
         client.source = dataclasses.replace(client.source, account=account)
         self.hooks.call("chatd_account_change", notify=client, client=client, old=old,
                         new=account)
