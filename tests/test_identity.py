@@ -199,3 +199,16 @@ def test_sessions_of_many_clients_are_distinct():
     chat = _chat()
     sessions = {chat.connect().client.session for _ in range(20)}
     assert len(sessions) == 20
+
+
+def test_history_replays_are_nobodys_own_even_to_the_client_that_said_them():
+    """A replayed line's session is over (client 0): after a restart its number may be
+    a new client's, so a replay is never marked as the viewer's own."""
+    chat = _chat()
+    bot = chat.connect("jsonl")
+    bot.send_json(cmd="say", text="one")
+    bot.objects()
+    bot.send_json(cmd="history", args="1")
+    replayed = [obj for obj in bot.objects() if obj.get("history")]
+    assert [obj["text"] for obj in replayed] == ["one"]
+    assert "self" not in replayed[0]
