@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -233,3 +235,19 @@ def test_a_replayed_event_has_no_session():
     d = to_dict(replayed)
     assert "session" not in d and d["client"] == 0
     assert from_dict(d).source.session is None
+
+
+def test_the_documented_example_reads_back_and_jsonl_shows_its_public_form():
+    """docs/protocols.md's codec example is a real event: it reads, writes back the same,
+    and its public form is the message of the example exchange."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "protocols.md").read_text()
+    block = re.search(r"<!-- codec example -->\n```json\n(.*?)\n```", text, re.DOTALL)
+    assert block, "docs/protocols.md lost its codec example"
+    documented = json.loads(block.group(1))
+    event = from_dict(documented)
+    assert to_dict(event) == documented
+    assert event.source.session == documented["session"]
+    shown = json.loads(JSONL.render(event))
+    assert {k: v for k, v in shown.items() if k not in ("id", "time")} == {
+        "type": "message", "from": "guest-1", "room": "#lobby",
+        "text": "hi helperbot, what time is it?"}
