@@ -366,19 +366,19 @@ def test_rows_from_before_the_codec_columns_still_replay_and_new_rows_carry_iden
     assert _between_markers(alice) == ["<olduser> from before", "<alice> said now"]
     assert server.stop() == 0
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        rows = conn.execute("SELECT nick, node, userhost, account FROM history "
+        rows = conn.execute("SELECT nick, node, ident, host, account FROM history "
                             "ORDER BY seq").fetchall()
-    assert rows[0] == ("olduser", None, None, None)
-    nick, node, user, account = rows[1]
-    assert (nick, node, account) == ("alice", "node-a", None)
-    assert re.fullmatch(r"guest-1@[0-9a-f]{12}\.cloak", user)  # who it was at connect
+    assert rows[0] == ("olduser", None, None, None, None)
+    nick, node, ident, host, account = rows[1]
+    assert (nick, node, ident, account) == ("alice", "node-a", "guest-1", None)
+    assert re.fullmatch(r"[0-9a-f]{12}\.cloak", host)  # who it was at connect: a cloak
 
 
 def test_without_cloaks_history_stores_the_ident_and_never_the_address(chatd_server,
                                                                        tmp_path):
     """docs/persistence.md: chatd never stores users' addresses.  With
     ``server.cloak_addresses: false`` a client's user is ``guest-1@127.0.0.1``: history
-    keeps ``guest-1@`` of it."""
+    keeps ``guest-1`` of it, and no host."""
     config = _history_config(tmp_path / "config.yaml")
     config.write_text(config.read_text() + "server:\n  cloak_addresses: false\n")
     server = chatd_server(config)
@@ -390,5 +390,6 @@ def test_without_cloaks_history_stores_the_ident_and_never_the_address(chatd_ser
     db = tmp_path / "data" / "chatd.sqlite3"
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         rows = conn.execute("SELECT * FROM history").fetchall()
-    assert [row[-2] for row in rows] == ["guest-1@"]  # the userhost column
+        parts = conn.execute("SELECT ident, host FROM history").fetchall()
+    assert parts == [("guest-1", None)]
     assert not [row for row in rows if "127.0.0.1" in repr(row)]
