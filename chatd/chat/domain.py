@@ -161,7 +161,7 @@ class ChatDomain:
         """Every event made from now on gets an id greater than ``after`` (never lower
         than it would have had: ids only increase)."""
         following = next(self._event_ids)
-        self._event_ids = self.identity.event_ids(after=max(following - 1, after))
+        self._event_ids = self.identity.event_ids(following, after)
 
     def server_source(self, plugin: str | None = None) -> Source:
         """The server as an event source; ``plugin`` defaults to the one running now.

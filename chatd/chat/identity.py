@@ -82,12 +82,13 @@ class Identity:
         modulo ``node_count`` (1, 2, 3... on a single server)."""
         return next(self._guests)
 
-    def event_ids(self, after: int | None = None) -> itertools.count[int]:
-        """This node's event ids, from its clock (or past ``after``, if that is later)."""
-        first = first_event_id(self.node_number, self.node_count)
-        if after is not None:
-            first = max(first, next_event_id(after, self.node_number, self.node_count))
-        return itertools.count(first, self.node_count)
+    def event_ids(self, following: int | None = None, after: int = -1) -> itertools.count[int]:
+        """This node's event ids: from its clock, or from ``following`` (the next id a
+        running counter would give), and in either case above ``after``."""
+        start = first_event_id(self.node_number, self.node_count) if following is None \
+            else following
+        return itertools.count(max(start, next_event_id(after, self.node_number,
+                                                        self.node_count)), self.node_count)
 
 
 def _same(address: str) -> str:
