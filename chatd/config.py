@@ -103,6 +103,10 @@ PROTOCOL_NAME = r"[a-z][a-z0-9_-]{0,31}"
 #: Nothing: a read-only mapping shared by every listener without options of its own.
 _NO_OPTIONS: Mapping[str, Any] = types.MappingProxyType({})
 
+#: ``server.node_id``: a host-name-like word (it is one by default), safe in a session
+#: id (``node:client``), a log line and another node's key space.
+NODE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"
+
 
 @dataclass(frozen=True, slots=True)
 class TlsConfig:
@@ -215,6 +219,56 @@ class ServerConfig:
         pattern=r"#[A-Za-z0-9_\-.]{1,32}",
         describe="a room name: '#' followed by 1 to 32 of A-Z a-z 0-9 _ - .",
     )
+    node_id: str | None = _setting(
+        None,
+        "This node's name in every event it makes and in its clients' session ids "
+        "(`node:client`): what tells another node's events and clients from this one's. "
+        "Unique per node of a cluster and kept across restarts. null: the host name "
+        "(`chatd` if the host name is not such a name). Read at start (a reload keeps "
+        "the running value).",
+        pattern=NODE_ID_PATTERN,
+        describe="1 to 64 of A-Z a-z 0-9 _ - . starting with a letter or digit",
+    )
+    node_number: int = _setting(
+        0,
+        "This node's number among `node_count`: its event ids are node_number modulo "
+        "node_count and its guest nicks are numbered the same way, so no two nodes make "
+        "the same id or guest nick. Read at start.",
+        ge=0,
+        le=1023,
+    )
+    node_count: int = _setting(
+        1,
+        "How many node numbers the cluster's event ids are spread over (1: a single "
+        "server, numbering events and guests 1 by 1). Every node of a cluster has the "
+        "same value, and node_number below it. Read at start.",
+        ge=1,
+        le=1024,
+    )
+    cloak_addresses: bool = _setting(
+        True,
+        "Show a client's address to other users as a cloak (a keyed hash, the same for "
+        "the same address: `guest-1@5d41402abc4b.cloak`), not the address itself. "
+        "Operators still see real addresses. Read at start.",
+    )
+    cloak_key: str | None = _setting(
+        None,
+        "The secret mixed into address cloaks, so they cannot be reversed by trying "
+        "every address. null: a random key per start (cloaks change when the server "
+        "restarts); set it (e.g. `${CHATD_CLOAK_KEY}`, the same on every node) for "
+        "cloaks that stay the same across restarts and nodes.",
+    )
+
+    def node(self) -> str:
+        """The node id: ``node_id``, or the host name when it is null (``chatd`` if the
+        host name does not fit :data:`NODE_ID_PATTERN`)."""
+        if self.node_id is not None:
+            return self.node_id
+        import re
+        import socket
+
+        host = socket.gethostname()
+        return host if re.fullmatch(NODE_ID_PATTERN, host) else "chatd"
 
 
 @dataclass(frozen=True, slots=True)
@@ -776,6 +830,16 @@ class _Builder(NodeReader):
             raise self.error("proxy_protocol needs trusted_proxies (the proxies' addresses)",
                              f"{key}.trusted_proxies", node)
 
+    def check_node_number(self, node: Node, server: ServerConfig) -> None:
+        """``server.node_number`` is one of the ``node_count`` numbers."""
+        if server.node_number < server.node_count:
+            return
+        where = node
+        if isinstance(node, MappingNode):
+            where = self.pairs(node, "server").get("node_number", (node, node))[1]
+        raise self.error(f"expected a number below node_count ({server.node_count}), got "
+                         f"{server.node_number}", "server.node_number", where)
+
     def tls(self, key: str, node: Node) -> TlsConfig:
         """``listen[].tls``: cert and key required; ca required to verify clients."""
         tls = self.section(key, node, TlsConfig, _TLS_SPECS)
@@ -910,6 +974,8 @@ class _Builder(NodeReader):
                 changes["listen"] = self.listeners(value_node)
             elif k in _SECTIONS:
                 changes[str(k)] = self.section(str(k), value_node)
+                if k == "server":
+                    self.check_node_number(value_node, changes["server"])
             elif k == "plugin_dirs":
                 changes["plugin_dirs"] = self.plugin_dirs(value_node)
             elif k == "plugins":

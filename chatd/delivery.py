@@ -85,7 +85,7 @@ class Link(Protocol):
     #: if nothing is queued, else queue), one call per recipient.
     transport: Any
 
-    def deliver(self, event: Event, viewer: int, stamped: bool = False, *,
+    def deliver(self, event: Event, viewer: str | None, stamped: bool = False, *,
                 elsewhere: bool = False) -> None: ...
 
 
@@ -98,6 +98,10 @@ class Recipient(Protocol):
     rooms: tuple[Any, ...]
     room: Any
     view: View | None
+
+    @property
+    def session(self) -> str | None:
+        """Its session id (``node:id``): the ``viewer`` renderers compare sources with."""
 
 
 class Place(Protocol):
@@ -249,12 +253,12 @@ class LocalBackend:
         try:
             if link.renderer.shows_room and _elsewhere(event, client):
                 if view is None or not view.hides(event):
-                    link.deliver(event, client.id, view is not None and view.timestamps,
+                    link.deliver(event, client.session, view is not None and view.timestamps,
                                  elsewhere=True)
             elif view is None:
-                link.deliver(event, client.id)
+                link.deliver(event, client.session)
             elif not view.hides(event):
-                link.deliver(event, client.id, view.timestamps)
+                link.deliver(event, client.session, view.timestamps)
         except Exception:  # the caller (a command, a plugin) goes on: see "Isolation"
             log.exception("could not deliver %s event %s to client %s; it was skipped",
                           event.kind, event.id, client.id)
@@ -351,7 +355,7 @@ def _elsewhere(event: Event, client: Recipient) -> bool:
     room = client.room
     return (target.startswith("#") and not event.replay and room is not None
             and room.name != target
-            and not (event.source.client_id == client.id and event.kind in _OWN_MOVES))
+            and not (event.kind in _OWN_MOVES and event.source.is_session(client.session)))
 
 
 #: Events that say which room they are about in their own words, seen by their source.

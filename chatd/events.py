@@ -11,14 +11,16 @@ events as they are.
 Every event has:
 
 ``id``
-    A number increasing in creation order (unique within one server process; a
-    plugin that stores events moves the counter past what it stored at startup,
+    A number increasing in creation order, unique across the nodes of a cluster
+    and never decreasing across restarts (see "Event ids" below; a plugin that
+    stores events moves the counter past what it stored at startup,
     ``server.continue_event_ids``, as the history plugin does).
 ``time``
     Server time (seconds since the epoch, ``time.time()``) when it happened.
 ``source``
     A :class:`Source`: the client that caused it (with the nick it had then), or
-    the server, and which plugin produced it.
+    the server, and which plugin produced it; with the node it happened on and the
+    client's identity there (``user``, ``account``, ``session``: see :class:`Source`).
 ``target``
     A room name (``"#dev"``), a nick (private messages, notices and errors for
     one client), or ``""`` (a quit, or a notice for everyone).
@@ -36,21 +38,55 @@ Every event has:
 ``kind`` (a class attribute) names the type in protocols and logs, and
 ``carries_user_text`` says whether ``text`` was written by a user: such events
 pass ``chatd_filter_message`` before they are delivered.
+
+Event ids
+---------
+Ids are plain ints, exact as JSON numbers (below 2**53), so every language a bot
+or another node is written in reads them as they are.  A node numbers its events
+from its clock in microseconds (:func:`first_event_id`), so a restarted process
+starts above every id the previous one gave (most events are stored nowhere:
+"one past the largest stored id" would not be enough), and ids stay below 2**53
+until the year 2255: the Snowflake habit, with the node in the low digits
+instead of in bits.  A cluster of ``server.node_count`` nodes gives node number
+``k`` the ids ``≡ k (mod node_count)``: each node steps by ``node_count`` from
+the first such id at or after its clock, so two nodes never make the same id,
+ids of all nodes stay near the clock (comparable across nodes, roughly in time
+order), and one node alone (``node_count: 1``, the default) numbers 1 by 1.  A
+node's counter would overtake its clock only by making more than
+``1,000,000 / node_count`` events a second on average since it started; the
+history plugin's ``continue_event_ids`` covers what it stored even then.
+
+Identity
+--------
+"Is this my own event" is decided by the session, never by a per-process
+number: :attr:`Source.session` is ``"node:client_id"``, unique in a cluster
+whose nodes have distinct ``server.node_id`` values, so an event from another
+node whose client number equals a local client's id is not that client's.
+Renderers receive the viewer's session string (:meth:`Source.is_session`).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Who caused an event: a client, or the server (and which plugin, if one)."""
+    """Who caused an event: a client, or the server (and which plugin, if one), on
+    which node, with the client's identity there.
+
+    ``user`` and ``session`` are derived (properties), so a connected client's source
+    costs its slots and no string of its own: ``ident`` is the nick it connected with
+    (the same string object) and ``host`` one cloak per address (see
+    :mod:`chatd.chat.identity`).  An idle connection should cost little.
+    """
 
     #: The client's nick when the event happened, or the server's name.
     nick: str
-    #: The client's id (unique in this process), or None for the server.
+    #: The client's id (unique in its node's process), or None for the server; 0 in
+    #: an event replayed from history (its session is over).
     client_id: int | None = None
     #: For server events: the plugin that produced it (None: the core).
     plugin: str | None = None
@@ -58,11 +94,44 @@ class Source:
     #: its name, which protocols show with the line (``*** [mentions] ...``), so text a
     #: plugin passes on never reads as a sentence of the server's own.  None otherwise.
     marker: str | None = None
+    #: The node the event happened on (``server.node_id``); "" when not known.
+    node: str = ""
+    #: The user part of :attr:`user`: the protocol's user name (IRC's ``USER``), or the
+    #: nick the client connected with; "" for the server.
+    ident: str = ""
+    #: The host part of :attr:`user`: the client's address, or a cloak of it
+    #: (``server.cloak_addresses``); "" for the server.
+    host: str = ""
+    #: The registered nick the client proved it owns (``/identify``), or None.
+    account: str | None = None
 
     @property
     def is_server(self) -> bool:
         """True for events the server (or a plugin) produced, not a client."""
         return self.client_id is None
+
+    @property
+    def user(self) -> str:
+        """``ident@host``: who the client is, stable across its nick changes
+        (IRC's ``user@host``); "" for the server."""
+        if not self.ident and not self.host:
+            return ""
+        return f"{self.ident}@{self.host}"
+
+    @property
+    def session(self) -> str | None:
+        """The client's session, unique in the cluster: ``"node:client_id"``; None for
+        the server and for a replayed event (its session is over)."""
+        client_id = self.client_id
+        if not client_id:
+            return None
+        return f"{self.node}:{client_id}"
+
+    def is_session(self, session: str | None) -> bool:
+        """Whether this source is the client whose session is ``session`` ("is this my
+        own event"): never the server, never a replayed event, never a client of
+        another node with the same number."""
+        return session is not None and self.session == session
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +290,21 @@ EVENT_TYPES: dict[str, type[Event]] = {
 #: The kinds whose text a user wrote (filtered by ``chatd_filter_message``).
 USER_TEXT_KINDS = frozenset(k for k, cls in EVENT_TYPES.items() if cls.carries_user_text)
 
+def first_event_id(node_number: int = 0, node_count: int = 1,
+                   clock_us: int | None = None) -> int:
+    """Where node ``node_number`` of ``node_count`` starts numbering events: the first
+    id at or after its clock in microseconds that is ``node_number (mod node_count)``
+    (see "Event ids" in the module docstring).  The node then steps by ``node_count``."""
+    if clock_us is None:
+        clock_us = time.time_ns() // 1000
+    return next_event_id(clock_us - 1, node_number, node_count)
+
+
+def next_event_id(after: int, node_number: int = 0, node_count: int = 1) -> int:
+    """The smallest id greater than ``after`` that belongs to node ``node_number``."""
+    return after + 1 + (node_number - after - 1) % node_count
+
+
 __all__ = [
     "EVENT_TYPES",
     "USER_TEXT_KINDS",
@@ -239,4 +323,6 @@ __all__ = [
     "RoomRemoved",
     "Source",
     "Topic",
+    "first_event_id",
+    "next_event_id",
 ]

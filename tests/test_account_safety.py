@@ -21,6 +21,7 @@ import signal
 import sqlite3
 from pathlib import Path
 
+from disks import DISK_PROBLEM, take_every_free_byte
 from test_accounts import (  # the helpers of the accounts tests (tests/ is on sys.path)
     BUSY,
     OTHER,
@@ -436,16 +437,10 @@ def owner_rows(folder: Path) -> list[str]:
 def fill(disk: Path, talker, server) -> None:
     """Take every free byte of ``disk``, then have ``talker`` say what the writer can no
     longer commit: it waits and retries, and everything after it waits too."""
-    with open(disk / "filler", "wb") as out:
-        try:
-            while True:
-                out.write(b"\0" * 65536)
-                out.flush()
-        except OSError:
-            pass
+    take_every_free_byte(disk)
     for i in range(30):
         talker.send(f"filling {i} {'x' * 1000}")
-    server.wait_for_log(r"store: .*(full|disk)", timeout=10)
+    server.wait_for_log(DISK_PROBLEM, timeout=10)
 
 
 def test_a_dropped_nick_takes_its_private_history_with_it(chatd_server, tmp_path):

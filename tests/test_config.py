@@ -670,6 +670,8 @@ NUMERIC = [
 def _yaml_for(section: str, key: str, value: str) -> str:
     if section == "listen.tls":
         return f"listen:\n  tls:\n    {key}: {value}\n"
+    if (section, key) == ("server", "node_number"):  # one of node_count's numbers
+        return f"{section}:\n  {key}: {value}\n  node_count: 1024\n"
     return f"{section}:\n  {key}: {value}\n"
 
 

@@ -14,9 +14,13 @@ import subprocess
 import time
 from pathlib import Path
 
+from disks import DISK_PROBLEM, take_every_free_byte
+
+from chatd.builtin import history
+from chatd.store import Store
 from chatd.testing import ServerProcess, write_config
 
-STAMP = r"\[\d\d:\d\d\] "
+STAMP = r"\[(?:\d{4}-\d\d-\d\d )?\d\d:\d\d\] "  # today's lines, or older ones (midnight)
 
 
 def _history_config(path: Path, **history: object) -> Path:
@@ -221,21 +225,13 @@ def test_a_full_disk_degrades_history_not_the_chat_and_writing_resumes(chatd_ser
     bob.expect_line("<alice> before the disk filled")
     alice.send("/history 1")
     alice.expect("end of history")
-    filler = small_disk / "filler"
-    with open(filler, "wb") as out:  # take every free byte
-        block = b"\0" * 65536
-        try:
-            while True:
-                out.write(block)
-                out.flush()
-        except OSError:
-            pass
+    filler = take_every_free_byte(small_disk)
     padding = "x" * 1000  # pages the full disk cannot give
     during = [f"during {i} {padding}" for i in range(50)]
     for text in during:  # chat goes on while nothing can be written
         alice.send(text)
         bob.expect_line(f"<alice> {text}")
-    server.wait_for_log(r"store: .*(full|disk)", timeout=10)
+    server.wait_for_log(DISK_PROBLEM, timeout=10)
     expected = ["<alice> before the disk filled"] + [f"<alice> {t}" for t in during]
     bob.send("/history 100")  # from memory what the disk does not have yet: no gap
     assert _between_markers(bob) == expected
@@ -265,17 +261,11 @@ def test_a_reload_on_a_full_disk_does_not_stop_the_chat(chatd_server, tmp_path, 
     alice, bob = server.client(), server.client()
     alice.send("/nick alice")
     bob.expect("alice")
-    with open(small_disk / "filler", "wb") as out:  # take every free byte
-        try:
-            while True:
-                out.write(b"\0" * 65536)
-                out.flush()
-        except OSError:
-            pass
+    take_every_free_byte(small_disk)
     for i in range(30):  # a batch the writer cannot commit: it waits and retries
         alice.send(f"during {i} {'x' * 1000}")
     bob.expect(r"^<alice> during 29 ")
-    server.wait_for_log(r"store: .*(full|disk)", timeout=10)
+    server.wait_for_log(DISK_PROBLEM, timeout=10)
     server.signal(signal.SIGHUP)
     server.wait_for_log(r"received SIGHUP")
     alice.send("/rooms")  # answered by the loop, which the reload must not hold
@@ -337,3 +327,57 @@ def test_private_messages_are_not_kept_by_default(chatd_server, tmp_path):
     server.stop()
     with sqlite3.connect(tmp_path / "data" / "chatd.sqlite3") as db:
         assert db.execute("SELECT count(*) FROM history WHERE kind = 'privmsg'").fetchone() == (0,)
+
+
+def test_rows_from_before_the_codec_columns_still_replay_and_new_rows_carry_identity(
+        chatd_server, tmp_path):
+    """Issue 19: history keeps the event codec's identity fields (node, user, account);
+    a database written before them is migrated, and its lines replay as they were."""
+    config = _history_config(tmp_path / "config.yaml", replay_lines=5)
+    config.write_text(config.read_text() + "server:\n  node_id: node-a\n")
+    db = tmp_path / "data" / "chatd.sqlite3"
+    old = Store(db)
+    old.open()
+    old.migrate("history", history.SCHEMA[:2])  # the table as issue 18 left it
+    old.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO history (seq, room, time, kind, nick, target, text) VALUES "
+                     "(1, '#lobby', ?, 'message', 'olduser', '#lobby', 'from before')",
+                     (time.time() - 60,))
+    server = chatd_server(config)
+    alice = server.client()
+    assert _between_markers(alice) == ["<olduser> from before"]
+    alice.send("/nick alice")
+    alice.expect("alice")
+    alice.send("said now")
+    alice.send("/history 5")
+    assert _between_markers(alice) == ["<olduser> from before", "<alice> said now"]
+    assert server.stop() == 0
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT nick, node, ident, host, account FROM history "
+                            "ORDER BY seq").fetchall()
+    assert rows[0] == ("olduser", None, None, None, None)
+    nick, node, ident, host, account = rows[1]
+    assert (nick, node, ident, account) == ("alice", "node-a", "guest-1", None)
+    assert re.fullmatch(r"[0-9a-f]{12}\.cloak", host)  # who it was at connect: a cloak
+
+
+def test_without_cloaks_history_stores_the_ident_and_never_the_address(chatd_server,
+                                                                       tmp_path):
+    """docs/persistence.md: chatd never stores users' addresses.  With
+    ``server.cloak_addresses: false`` a client's user is ``guest-1@127.0.0.1``: history
+    keeps ``guest-1`` of it, and no host."""
+    config = _history_config(tmp_path / "config.yaml")
+    config.write_text(config.read_text() + "server:\n  cloak_addresses: false\n")
+    server = chatd_server(config)
+    alice = server.client()
+    alice.send("hello")
+    alice.send("/history 1")
+    alice.expect(r"end of history")
+    assert server.stop() == 0
+    db = tmp_path / "data" / "chatd.sqlite3"
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT * FROM history").fetchall()
+        parts = conn.execute("SELECT ident, host FROM history").fetchall()
+    assert parts == [("guest-1", None)]
+    assert not [row for row in rows if "127.0.0.1" in repr(row)]

@@ -35,12 +35,14 @@ from chatd.protocols.line import parse_line
 from chatd.requests import Invoke, Malformed, Say
 from chatd.testing.inprocess import MemoryTransport
 
-ALICE = Source("alice", 1)
-BOB = Source("bob", 2)
+ALICE = Source("alice", 1, node="n1")
+BOB = Source("bob", 2, node="n1")
 SERVER = Source("chatd", None, "greeter")
+#: The sessions renderers compare sources with ("is this my own event").
+SELF, OTHER = ALICE.session, BOB.session
 
 
-def line(event, viewer=99):
+def line(event, viewer="node:99"):
     return LINE.render_for(event, viewer).decode("utf-8")
 
 
@@ -89,15 +91,17 @@ def test_every_event_kind_has_its_marker(event, expected):
 
 def test_the_sender_sees_its_private_message_as_sent_and_its_own_join_unless_quiet():
     msg = PrivateMessage(1, 0.0, ALICE, "bob", "psst")
-    assert line(msg, viewer=1) == "-> *bob* psst\n"
-    assert line(msg, viewer=2) == "*alice* psst\n"
+    assert line(msg, viewer=SELF) == "-> *bob* psst\n"
+    assert line(msg, viewer=OTHER) == "*alice* psst\n"
     # A join or part a plugin made is shown to the client it moved ...
-    assert line(Join(2, 0.0, ALICE, "#dev", ""), viewer=1) == "*** alice joined #dev\n"
-    assert line(Part(3, 0.0, ALICE, "#dev", "moved"), viewer=1) == "*** alice left #dev (moved)\n"
+    assert line(Join(2, 0.0, ALICE, "#dev", ""), viewer=SELF) == "*** alice joined #dev\n"
+    assert (line(Part(3, 0.0, ALICE, "#dev", "moved"), viewer=SELF)
+            == "*** alice left #dev (moved)\n")
     # ... unless the code that made it words it itself (/join).
-    assert line(Join(2, 0.0, ALICE, "#dev", "", quiet=True), viewer=1) == ""
-    assert line(Part(3, 0.0, ALICE, "#dev", "", quiet=True), viewer=1) == ""
-    assert line(Join(2, 0.0, ALICE, "#dev", "", quiet=True), viewer=2) == "*** alice joined #dev\n"
+    assert line(Join(2, 0.0, ALICE, "#dev", "", quiet=True), viewer=SELF) == ""
+    assert line(Part(3, 0.0, ALICE, "#dev", "", quiet=True), viewer=SELF) == ""
+    assert (line(Join(2, 0.0, ALICE, "#dev", "", quiet=True), viewer=OTHER)
+            == "*** alice joined #dev\n")
 
 
 def test_an_action_cannot_pass_for_a_server_notice():
@@ -217,11 +221,11 @@ def test_jsonl_events_are_objects_with_id_time_and_fields():
         "type": "message", "id": 7, "time": "2025-12-01T10:00:00.250Z",
         "from": "bob", "room": "#lobby", "text": "hi",
     }
-    notice = json.loads(JSONL.render_for(Notice(8, 0.0, SERVER, "bob", "a\nb"), 2, "r1"))
+    notice = json.loads(JSONL.render_for(Notice(8, 0.0, SERVER, "bob", "a\nb"), OTHER, "r1"))
     assert notice["server"] is True and notice["plugin"] == "greeter"
     assert notice["text"] == "a\nb" and notice["re"] == "r1"
     nick = json.loads(JSONL.render_for(
-        NickChange(9, 0.0, ALICE, "", "", old="guest-1", new="alice", rooms=("#a",)), 1))
+        NickChange(9, 0.0, ALICE, "", "", old="guest-1", new="alice", rooms=("#a",)), SELF))
     assert nick["old"] == "guest-1" and nick["new"] == "alice" and nick["self"] is True
     assert nick["rooms"] == ["#a"]
     priv = json.loads(JSONL.render(PrivateMessage(10, 0.0, ALICE, "bob", "x")))

@@ -167,7 +167,7 @@ def test_bad_writes_and_a_killed_writer_cost_no_chat_line(chatd_server: Start,
     reader.send("/history 10")
     reader.expect(r"^\*\*\* history of #lobby: the last 5 lines")
     for text in said:
-        reader.expect(rf"^\[\d\d:\d\d\] <guest-\d+> {text}$")
+        reader.expect(rf"^\[(?:\d{4}-\d\d-\d\d )?\d\d:\d\d\] <guest-\d+> {text}$")
     reader.close()
     assert again.stop() == 0
     with sqlite3.connect(tmp_path / "data" / "chatd.sqlite3") as db:

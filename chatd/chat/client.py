@@ -64,7 +64,6 @@ class Client:
         "__weakref__",
         "_domain",
         "_stash",
-        "account",
         "arrival",
         "away",
         "id",
@@ -77,15 +76,17 @@ class Client:
         "view",
     )
 
-    def __init__(self, domain: ChatDomain, link: Any, client_id: int, nick: str) -> None:
+    def __init__(self, domain: ChatDomain, link: Any, client_id: int, nick: str,
+                 source: Source | None = None) -> None:
         self._domain = domain
         #: The connection's protocol object (delivery renders through it).  Not for plugins.
         self.link = link
         #: A number unique for the life of the server process.
         self.id = client_id
         self.nick = nick
-        #: Who this client is in events (changes with the nick).
-        self.source = Source(nick, client_id)
+        #: Who this client is in events: its nick, node, ``user@host`` and account
+        #: (remade when the nick or the account changes).
+        self.source = source if source is not None else Source(nick, client_id)
         #: The current room: where plain lines go.  Set by ``server.join()``.
         self.room: Room | None = None
         #: Every room the client is in, in join order.  A tuple: a client is in few
@@ -101,9 +102,6 @@ class Client:
         #: The away message (``/away``), or None when the client is here; set it with
         #: ``server.set_away()``, which passes it through the filters.
         self.away: str | None = None
-        #: The registered nick this client proved it owns (``/identify``), or None.
-        #: Set through ``server.set_account()``; kept across nick changes.
-        self.account: str | None = None
         #: How this client wants to see things, if not like everyone (ignores,
         #: timestamps); None shares every payload.  Read by delivery; use the
         #: ``ignore``/``unignore`` methods and ``timestamps`` to change it.
@@ -232,6 +230,26 @@ class Client:
     def registered(self) -> bool:
         """True once the client has sent a line."""
         return self.link.registered
+
+    @property
+    def account(self) -> str | None:
+        """The registered nick this client proved it owns (``/identify``), or None; kept
+        across nick changes.  Set through ``server.set_account()``, which remakes the
+        source (kept there alone: an idle connection should cost little)."""
+        return self.source.account
+
+    @property
+    def session(self) -> str | None:
+        """Its session id, unique across the nodes of a cluster (``node:id``): what
+        renderers compare with an event's ``source.session`` ("is this my own event")."""
+        return self.source.session
+
+    @property
+    def user(self) -> str:
+        """``ident@host``: the nick it connected with (or its protocol's user name), and
+        its address or a cloak of it (``server.cloak_addresses``); kept across nick
+        changes.  Others may be shown it; :attr:`address` is for operators."""
+        return self.source.user
 
     @property
     def protocol(self) -> str:

@@ -64,6 +64,7 @@ from .client import Arrival, Client
 from .commands import Command, CommandTable
 from .errors import CommandError, NickError, Reject, RoomError
 from .facade import Server
+from .identity import Identity
 from .intake import Intake
 from .nicks import GUEST_PREFIX, nick_problem
 from .rooms import Room, RoomTable, room_key, room_problem
@@ -80,21 +81,6 @@ log = logging.getLogger("chatd.chat")
 TOPIC_MAX = 300
 
 
-def first_event_id() -> int:
-    """Where a process starts numbering events: the wall clock in microseconds.
-
-    Ids must keep increasing across restarts (a bot resumes from the last id it
-    saw, docs/protocols.md), and most events are stored nowhere (joins, notices,
-    private messages), so "one past the largest stored id" is not enough.  A
-    process makes far fewer than a million events a second on average, so its
-    counter never overtakes the clock, and the next process starts above every id
-    the last one gave -- unless the system clock is set back between the two;
-    history then still moves the counter past every stored id
-    (:meth:`ChatDomain.continue_event_ids`).  The ids stay below 2**53 (exact as
-    JSON numbers in JavaScript) until the year 2255: the Snowflake habit, without
-    its node bits.
-    """
-    return time.time_ns() // 1000
 
 
 class Scheduler:
@@ -140,9 +126,10 @@ class ChatDomain:
         self.commands = CommandTable()
         #: The plugin-facing server object (``client.server``, hook arguments).
         self.facade = Server(self, lifecycle)
+        #: This node's id, numbers and cloaks, fixed at start (a reload keeps them).
+        self.identity = Identity(config.server)
         self._client_ids = itertools.count(1)
-        self._event_ids = itertools.count(first_event_id())
-        self._guest_numbers = itertools.count(1)
+        self._event_ids = self.identity.event_ids()
         self._server_sources: dict[tuple[str | None, bool], Source] = {}
         #: The way in for every client's requests: flood gate, pauses, dispatch.
         self.intake = Intake(self)
@@ -161,7 +148,7 @@ class ChatDomain:
         """Every event made from now on gets an id greater than ``after`` (never lower
         than it would have had: ids only increase)."""
         following = next(self._event_ids)
-        self._event_ids = itertools.count(max(following, after + 1))
+        self._event_ids = self.identity.event_ids(following, after)
 
     def server_source(self, plugin: str | None = None) -> Source:
         """The server as an event source; ``plugin`` defaults to the one running now.
@@ -176,8 +163,8 @@ class ChatDomain:
         key = (plugin, marked)
         source = self._server_sources.get(key)
         if source is None:
-            source = self._server_sources[key] = Source(
-                self.config.server.name, None, plugin, plugin if marked else None
+            source = self._server_sources[key] = self.identity.server_source(
+                self.config.server.name, plugin, plugin if marked else None
             )
         return source
 
@@ -186,15 +173,17 @@ class ChatDomain:
         server makes while a plugin's command runs is not that plugin's line)."""
         source = self._server_sources.get((None, False))
         if source is None:
-            source = self._server_sources[(None, False)] = Source(
-                self.config.server.name, None, None, None)
+            source = self._server_sources[(None, False)] = self.identity.server_source(
+                self.config.server.name, None, None)
         return source
 
     # -- connections -----------------------------------------------------------------------
 
     def connect(self, link: Any) -> Client:
         """A new connection: make its client (``guest-N``) and run ``chatd_client_connect``."""
-        client = Client(self, link, next(self._client_ids), self._new_guest_nick())
+        client_id, nick = next(self._client_ids), self._new_guest_nick()
+        source = self.identity.client_source(nick, client_id, link.peer[0])
+        client = Client(self, link, client_id, nick, source)
         self.local.connected(client)
         self.backend.claim_nick(client, client.nick)
         wait = self.config.limits.announce_after_seconds
@@ -226,7 +215,7 @@ class ChatDomain:
 
     def _new_guest_nick(self) -> str:
         while True:
-            nick = f"{GUEST_PREFIX}{next(self._guest_numbers)}"
+            nick = f"{GUEST_PREFIX}{self.identity.next_guest_number()}"
             if self.backend.find_nick(nick) is None:
                 return nick
 
@@ -550,7 +539,7 @@ class ChatDomain:
             self.backend.claim_nick(client, old)
             raise NickError(f"the nick {new} is taken")
         client.nick = new
-        client.source = Source(new, client.id)
+        client.source = dataclasses.replace(client.source, nick=new)
         rooms = tuple(client.rooms)
         event = self.new_event(NickChange, client.source, "", "", old=old, new=new,
                                rooms=tuple(r.name for r in rooms))
@@ -565,7 +554,7 @@ class ChatDomain:
         old = client.account
         if old == account:
             return
-        client.account = account
+        client.source = dataclasses.replace(client.source, account=account)
         self.hooks.call("chatd_account_change", notify=client, client=client, old=old,
                         new=account)
 

@@ -68,6 +68,18 @@ class Server:
         """The server's name (``server.name``), the source of its notices."""
         return self._domain.config.server.name
 
+    @property
+    def node(self) -> str:
+        """This node's id (``server.node_id``, or the host name), fixed at start: the
+        ``node`` of the events made here."""
+        return self._domain.identity.node
+
+    @property
+    def cloaks_addresses(self) -> bool:
+        """Whether clients' ``user`` shows a cloak of their address, not the address
+        (``server.cloak_addresses``, fixed at start)."""
+        return self._domain.identity.cloaking
+
     def plugin_config(self, name: str) -> Mapping[str, Any]:
         """The ``plugins: {name: {...}}`` section of the config ({} if absent)."""
         return self._domain.config.plugin_config(name)

@@ -137,8 +137,9 @@ class Renderer:
         """
         return rendered
 
-    def render_for(self, event: Event, viewer: int, tag: str | None = None) -> bytes:
-        """The bytes the client with id ``viewer`` sees (it may be the source).
+    def render_for(self, event: Event, viewer: str | None, tag: str | None = None) -> bytes:
+        """The bytes the client whose session is ``viewer`` sees (it may be the source:
+        ``event.source.is_session(viewer)``, never a comparison of per-process ids).
 
         ``tag`` is the identifier of the request being answered, if the client
         gave one (see :mod:`chatd.requests`).
@@ -377,9 +378,9 @@ class ChatProtocol:
 
     # -- to the client --------------------------------------------------------------------
 
-    def deliver(self, event: Event, viewer: int, stamped: bool = False, *,
+    def deliver(self, event: Event, viewer: str | None, stamped: bool = False, *,
                 elsewhere: bool = False) -> None:
-        """Render ``event`` for this connection's client (id ``viewer``) and queue it;
+        """Render ``event`` for this connection's client (session ``viewer``) and queue it;
         ``stamped``: the client asked for the time in front of every line;
         ``elsewhere``: a room event for a member talking in another room (as the
         fan-out's :meth:`Renderer.render_elsewhere`)."""

@@ -17,7 +17,9 @@ client's choosing that replies to this request carry back as ``"re"``)::
     {"cmd": "roll", "args": "2d6"}               # any other command, with its argument text
 
 Out: every event as an object with ``type`` (the event's kind), ``id``,
-``time`` (UTC, ISO 8601 with milliseconds) and the fields of that kind::
+``time`` (UTC, ISO 8601 with milliseconds) and the fields of that kind: the
+public form of the event codec (:mod:`chatd.codec`, the one mapping of events
+to data that history and other nodes use too)::
 
     {"type":"message","id":1796119080000007,"time":"2026-12-01T10:00:00.000Z","from":"bob","room":"#lobby","text":"hi"}
 
@@ -39,12 +41,8 @@ import re
 import time
 from typing import Any
 
-from ..events import (
-    Event,
-    NickChange,
-    PrivateMessage,
-    Quit,
-)
+from ..codec import to_dict
+from ..events import Event, PrivateMessage
 from ..framing import (
     MAX_COMBINING,
     LineTooLong,
@@ -91,43 +89,27 @@ class JsonlRenderer(Renderer):
     name = "jsonl"
 
     def _object(self, event: Event) -> dict[str, Any]:
-        source = event.source
-        obj: dict[str, Any] = {
-            "type": event.kind,
-            "id": event.id,
-            "time": _timestamp(event.time),
-            "from": source.nick,
-        }
-        if source.client_id is None:
-            obj["server"] = True
-            if source.plugin:
-                obj["plugin"] = source.plugin
-        target = event.target
-        cls = event.__class__
-        if target.startswith("#"):
-            obj["room"] = target
-        elif target and cls is PrivateMessage:
-            obj["to"] = target
-        if cls is NickChange:
-            obj["old"], obj["new"] = event.old, event.new  # type: ignore[attr-defined]
-            if event.rooms:  # type: ignore[attr-defined]
-                obj["rooms"] = list(event.rooms)  # type: ignore[attr-defined]
-        elif cls is Quit and event.rooms:  # type: ignore[attr-defined]
-            obj["rooms"] = list(event.rooms)  # type: ignore[attr-defined]
-        if event.text or event.carries_user_text:
-            obj["text"] = _for_program(event.text)
-        if event.replay:
-            obj["history"] = True  # shown again: "id" and "time" are those it had live
+        """The codec's public form of ``event`` (:func:`chatd.codec.to_dict`), as jsonl
+        shows it: the time as ISO text, the text sanitised, ``to`` only on a private
+        message (a notice or error to you needs no recipient)."""
+        obj = to_dict(event, internal=False)
+        obj["time"] = _timestamp(event.time)
+        text = obj.get("text")
+        if text is not None:
+            obj["text"] = _for_program(text)
+        if "to" in obj and event.__class__ is not PrivateMessage:
+            del obj["to"]
         return obj
 
     def render(self, event: Event) -> bytes:
         return _encode(self._object(event))
 
-    def render_for(self, event: Event, viewer: int, tag: str | None = None) -> bytes:
-        if event.source.client_id != viewer and tag is None:
+    def render_for(self, event: Event, viewer: str | None, tag: str | None = None) -> bytes:
+        own = event.source.is_session(viewer)
+        if not own and tag is None:
             return self.render(event)
         obj = self._object(event)
-        if event.source.client_id == viewer:
+        if own:
             obj["self"] = True
         if tag is not None:
             obj["re"] = tag

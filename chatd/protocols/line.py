@@ -172,10 +172,10 @@ class LineRenderer(Renderer):
             return data
         return _prefix_lines(utf8(f"[{sanitize(target)}] "), data)
 
-    def render_for(self, event: Event, viewer: int, tag: str | None = None) -> bytes:
+    def render_for(self, event: Event, viewer: str | None, tag: str | None = None) -> bytes:
         if event.replay:
             return _prefix_lines(_history_stamp(event.time), self._replayed(event, viewer))
-        if event.source.client_id == viewer:
+        if event.source.is_session(viewer):
             cls = event.__class__
             if cls is PrivateMessage and event.target.lower() != event.source.nick.lower():
                 return marked(f"-> *{event.target}* ", event.text)  # the sender's copy
@@ -183,9 +183,9 @@ class LineRenderer(Renderer):
                 return b""  # the command that did it (/join) says it in its own words
         return self.render(event)
 
-    def _replayed(self, event: Event, viewer: int) -> bytes:
+    def _replayed(self, event: Event, viewer: str | None) -> bytes:
         """A history line: a private message the viewer sent reads as it did then."""
-        if event.source.client_id == viewer and event.__class__ is PrivateMessage:
+        if event.__class__ is PrivateMessage and event.source.is_session(viewer):
             return marked(f"-> *{event.target}* ", event.text)
         return self.render(event)
 

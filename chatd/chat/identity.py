@@ -1,0 +1,98 @@
+"""Who a client is beyond this process: the node, ``user@host``, the session, numbers.
+
+An event can leave the process (history, another node of a cluster), so its
+source says which node it comes from and who the client is there
+(:class:`~chatd.events.Source`).  This module holds the node's identity
+settings, fixed at start (``server.node_id``, ``node_number``, ``node_count``,
+``cloak_addresses``, ``cloak_key``; a reload keeps the running ones), and makes:
+
+* client sources: ``ident`` is the protocol's user name, or the nick the client
+  connected with; ``host`` its address, or a cloak of it;
+* the guest numbers (``guest-N``) and the event id counter, spread over the node
+  numbers so that two nodes never hand out the same (see :mod:`chatd.events`,
+  "Event ids").
+
+Cloaks are ``HMAC-SHA256(cloak_key, address)``, 48 bits in hex, with ``.cloak``:
+the same address always reads the same (for as long as the key is the same: set
+``cloak_key`` for cloaks that survive a restart and agree across nodes), and the
+address cannot be found by hashing every IPv4 address without the key.
+Operators see the real address (``client.address``).
+
+Memory: a client's source shares its strings.  ``ident`` is the very nick string
+it connected with, and cloaks are cached by address (:data:`CLOAK_CACHE`), so
+ten thousand idle connections from one address hold one cloak; ``user`` and
+``session`` are computed when asked.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import itertools
+import secrets
+from typing import TYPE_CHECKING
+
+from ..events import Source, first_event_id, next_event_id
+
+if TYPE_CHECKING:
+    from ..config import ServerConfig
+
+#: Addresses whose cloak is remembered (the most recent ones).
+CLOAK_CACHE = 4096
+
+
+class Identity:
+    """This node's identity: its id and number, and the sources and numbers it makes."""
+
+    __slots__ = ("_guests", "_key", "cloaking", "host_of", "node", "node_count", "node_number")
+
+    def __init__(self, settings: ServerConfig) -> None:
+        #: The node id (``server.node_id``, or the host name).
+        self.node = settings.node()
+        self.node_number = settings.node_number
+        self.node_count = settings.node_count
+        self.cloaking = settings.cloak_addresses
+        key = settings.cloak_key
+        self._key = key.encode("utf-8") if key is not None else secrets.token_bytes(32)
+        self._guests = itertools.count(self.node_number + 1, self.node_count)
+        #: ``host_of(address)``: what others see of an address (its cloak, or itself).
+        self.host_of = (functools.lru_cache(maxsize=CLOAK_CACHE)(self.cloak)
+                        if self.cloaking else _same)
+
+    def cloak(self, address: str) -> str:
+        """The cloak of ``address`` (see the module docstring)."""
+        digest = hmac.new(self._key, address.encode("utf-8", "surrogateescape"),
+                          hashlib.sha256).hexdigest()
+        return f"{digest[:12]}.cloak"
+
+    def client_source(self, nick: str, client_id: int, address: str,
+                      ident: str | None = None) -> Source:
+        """The source of a client connecting now as ``nick`` from ``address``; ``ident``:
+        the user name its protocol learned, if any (else the nick)."""
+        return Source(nick, client_id, None, None, self.node,
+                      nick if ident is None else ident, self.host_of(address))
+
+    def server_source(self, name: str, plugin: str | None, marker: str | None) -> Source:
+        """The server (``name``) as a source, on this node."""
+        return Source(name, None, plugin, marker, self.node)
+
+    def next_guest_number(self) -> int:
+        """The next ``N`` of ``guest-N``: this node's numbers, ``node_number + 1``
+        modulo ``node_count`` (1, 2, 3... on a single server)."""
+        return next(self._guests)
+
+    def event_ids(self, following: int | None = None, after: int = -1) -> itertools.count[int]:
+        """This node's event ids: from its clock, or from ``following`` (the next id a
+        running counter would give), and in either case above ``after``."""
+        start = first_event_id(self.node_number, self.node_count) if following is None \
+            else following
+        return itertools.count(max(start, next_event_id(after, self.node_number,
+                                                        self.node_count)), self.node_count)
+
+
+def _same(address: str) -> str:
+    return address
+
+
+__all__ = ["CLOAK_CACHE", "Identity"]

@@ -1,0 +1,372 @@
+"""One event codec: every event to and from a plain dict (JSON-ready), with a version.
+
+An event leaves the process in one form, whoever carries it: the jsonl
+protocol renders it from this dict, the *history* plugin stores its fields,
+and a cluster backend (Redis, a later issue) will publish it.  So there is one
+mapping between :mod:`chatd.events` and the outside world, here, and a round
+trip of every kind is property-tested (``tests/test_codec.py``).
+
+The form (``SCHEMA_VERSION`` 1), keys in this order, absent when empty::
+
+    {"v": 1, "type": "message", "id": 1796119080000007, "time": 1796119080.25,
+     "from": "bob", "node": "chat1", "user": "guest-3@8f2a61c0d4e7.cloak",
+     "account": "bob", "session": "chat1:3", "client": 3,
+     "room": "#lobby", "text": "hi"}
+
+``v``
+    The schema version.  :func:`from_dict` refuses a version it does not know
+    (:class:`CodecError`); a change an older reader must not ignore bumps it.
+``type``
+    The event's ``kind`` (:data:`KINDS` lists them).
+``id``, ``time``
+    As in the event: an int below 2**53, and seconds since the epoch (a float,
+    exact through JSON, unlike jsonl's ISO text; before the year 10000).
+``from``, ``server``, ``plugin``, ``marker``
+    The source: its nick (or the server's name); ``server: true`` when the
+    server or a plugin made it; the plugin and its marker if any.
+``node``, ``user``, ``account``, ``session``, ``client``
+    The identity (:class:`~chatd.events.Source`): the node, ``ident@host``, the
+    account, the session (derived from ``node`` and ``client``: written for
+    readers in other languages, checked on reading) and the client's number on
+    its node (0 in a replayed event).
+``room`` or ``to``
+    The target: ``room`` when it is a room (``#...``), ``to`` otherwise (a nick).
+``text``
+    Present when not empty, and always for kinds whose text a user wrote.
+``history``
+    ``true`` for an event replayed from history (``replay``).
+the kind's own fields
+    ``quiet`` (join, part: only when true), ``old`` and ``new`` (nick),
+    ``rooms`` (quit, nick: a list, only when not empty).
+
+Reading is strict about what it uses: a wrong type, a missing field, an id
+beyond 2**53 or a session that does not match its node and client is a
+:class:`CodecError` saying which key, never an event made up from bad data.
+Keys it does not know are ignored, so a newer node may add fields within a
+version.
+
+``to_dict(event, internal=False)`` is the *public* form: the fields a client
+is shown (jsonl's objects), without ``v`` and the internal ones
+(:data:`INTERNAL_KEYS`).  It cannot be read back.
+
+Extension point: :data:`KINDS` is a table of :class:`Kind` by type name.  The
+typed replies of a later issue (names, whois, room lists...) register a
+:class:`Kind` each (:func:`register`) with their own ``encode``/``decode``;
+:func:`event_kind` builds the entry of an event class from its extra fields.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .events import (
+    Action,
+    Away,
+    Error,
+    Event,
+    Join,
+    Message,
+    NickChange,
+    Notice,
+    Part,
+    PrivateMessage,
+    Quit,
+    RoomCreated,
+    RoomRemoved,
+    Source,
+    Topic,
+)
+
+#: The version of the form :func:`to_dict` writes.
+SCHEMA_VERSION = 1
+#: The versions :func:`from_dict` reads.
+SUPPORTED_VERSIONS = frozenset({1})
+#: Ids and client numbers are exact as JSON numbers in every language below this.
+ID_LIMIT = 2**53
+#: Times are from the epoch to the end of year 9999 (what every protocol can word as a
+#: date: jsonl's ISO text, the line protocol's stamps).
+TIME_LIMIT = 253402300800.0
+
+#: Keys the public form (``internal=False``, what jsonl shows) leaves out.
+INTERNAL_KEYS = ("v", "node", "user", "account", "session", "client", "marker", "quiet")
+
+
+class CodecError(ValueError):
+    """A dict (or JSON text) that is not an event of a version this codec reads; the
+    message names the key and what is wrong with it."""
+
+
+# -- values: checked on the way in ------------------------------------------------------------
+
+
+_REQUIRED: Any = object()
+
+
+def _string(d: dict[str, Any], key: str, default: str = _REQUIRED) -> str:
+    value = d.get(key, default)
+    if value is _REQUIRED:
+        raise CodecError(f"{key!r} is missing")
+    if value.__class__ is not str:
+        raise CodecError(f"{key!r} must be a string, not {type(value).__name__}")
+    return value  # type: ignore[no-any-return]
+
+
+def _optional_string(d: dict[str, Any], key: str) -> str | None:
+    value = d.get(key)
+    if value is not None and not isinstance(value, str):
+        raise CodecError(f"{key!r} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _integer(d: dict[str, Any], key: str) -> int:
+    value = d.get(key)
+    if value is None:
+        raise CodecError(f"{key!r} is missing")
+    if value.__class__ is not int or not 0 <= value < ID_LIMIT:
+        raise CodecError(f"{key!r} must be a whole number from 0 below 2**53, not {value!r}")
+    return value
+
+
+def _flag(d: dict[str, Any], key: str) -> bool:
+    value = d.get(key, False)
+    if value.__class__ is not bool:
+        raise CodecError(f"{key!r} must be true or false, not {value!r}")
+    return value
+
+
+def _names(d: dict[str, Any], key: str) -> tuple[str, ...]:
+    value = d.get(key, ())
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise CodecError(f"{key!r} must be a list of strings")
+    return tuple(value)
+
+
+def _time(d: dict[str, Any]) -> float:
+    value = d.get("time")
+    if value is None:
+        raise CodecError("'time' is missing")
+    if value.__class__ not in (int, float) or not 0 <= value < TIME_LIMIT:
+        raise CodecError(f"'time' must be seconds since the epoch, before the year 10000, "
+                         f"not {value!r}")
+    return float(value)
+
+
+# -- the fields every event has ----------------------------------------------------------------
+
+
+def _encode(event: Event, internal: bool, extras: tuple[Extra, ...]) -> dict[str, Any]:
+    """An event's dict: the common fields, then ``extras``, then ``text`` and ``history``.
+    (One function, not one per part: jsonl renders every event through it.)"""
+    source = event.source
+    d: dict[str, Any]
+    if internal:
+        d = {"v": SCHEMA_VERSION, "type": event.kind, "id": event.id, "time": event.time,
+             "from": source.nick}
+        if source.node:
+            d["node"] = source.node
+        if source.ident or source.host:
+            d["user"] = source.user
+        if source.account is not None:
+            d["account"] = source.account
+        if source.client_id is not None:
+            if source.client_id:
+                d["session"] = source.session
+            d["client"] = source.client_id
+    else:
+        d = {"type": event.kind, "id": event.id, "time": event.time, "from": source.nick}
+    if source.client_id is None:
+        d["server"] = True
+        if source.plugin:
+            d["plugin"] = source.plugin
+        if internal and source.marker:
+            d["marker"] = source.marker
+    target = event.target
+    if target:
+        d["room" if target[0] == "#" else "to"] = target
+    for extra in extras:
+        if internal or not extra.internal:
+            value = extra.encode(getattr(event, extra.name))
+            if value is not None:
+                d[extra.name] = value
+    if event.text or event.carries_user_text:
+        d["text"] = event.text
+    if event.replay:
+        d["history"] = True
+    return d
+
+
+def _decode_source(d: dict[str, Any]) -> Source:
+    nick = _string(d, "from")
+    server = _flag(d, "server")
+    if server == ("client" in d):
+        raise CodecError("a source is the server ('server': true) or a client ('client': N)")
+    client_id = None if server else _integer(d, "client")
+    ident, host = "", ""
+    user = _string(d, "user", "")
+    if user:
+        ident, at, host = user.rpartition("@")
+        if not at:
+            raise CodecError(f"'user' must be ident@host, not {user!r}")
+    source = Source(nick, client_id, _optional_string(d, "plugin"), _optional_string(d, "marker"),
+                    _string(d, "node", ""), ident, host, _optional_string(d, "account"))
+    session = d.get("session")
+    if session is not None and session != source.session:
+        raise CodecError(f"'session' {session!r} is not the session of its node and client")
+    return source
+
+
+def _decode_target(d: dict[str, Any]) -> str:
+    room, to = _optional_string(d, "room"), _optional_string(d, "to")
+    if room is not None and to is not None:
+        raise CodecError("an event has a 'room' or a 'to', not both")
+    if room is not None and not room.startswith("#"):
+        raise CodecError(f"'room' must start with #, not {room!r}")
+    if to is not None and to.startswith("#"):
+        raise CodecError(f"'to' is a nick; a room goes in 'room', not {to!r}")
+    return room if room is not None else to or ""
+
+
+# -- the table of kinds ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Extra:
+    """One field an event kind has beyond :class:`~chatd.events.Event`'s: the attribute,
+    how it is written (None: left out, for a default) and how it is read back (raises
+    :class:`CodecError`)."""
+
+    name: str
+    encode: Callable[[Any], Any]
+    decode: Callable[[dict[str, Any], str], Any]
+    #: Left out of the public form (see :data:`INTERNAL_KEYS`).
+    internal: bool = False
+
+
+#: The extras used by the built-in kinds.
+QUIET = Extra("quiet", lambda value: True if value else None, _flag, internal=True)
+ROOMS = Extra("rooms", lambda value: list(value) if value else None, _names)
+OLD = Extra("old", lambda value: value, lambda d, key: _string(d, key, ""))
+NEW = Extra("new", lambda value: value, lambda d, key: _string(d, key, ""))
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """One ``type`` of the codec: its class and the two directions.
+
+    ``encode(obj, internal)`` returns the dict (``internal=False``: the public form);
+    ``decode(d)`` returns the object or raises :class:`CodecError`.
+    """
+
+    name: str
+    cls: type
+    encode: Callable[[Any, bool], dict[str, Any]]
+    decode: Callable[[dict[str, Any]], Any]
+
+
+def event_kind(cls: type[Event], *extras: Extra) -> Kind:
+    """The :class:`Kind` of an event class whose fields beyond the common ones are
+    ``extras`` (in the order they are written)."""
+
+    def encode(event: Event, internal: bool) -> dict[str, Any]:
+        return _encode(event, internal, extras)
+
+    def decode(d: dict[str, Any]) -> Event:
+        fields = {extra.name: extra.decode(d, extra.name) for extra in extras}
+        return cls(_integer(d, "id"), _time(d), _decode_source(d), _decode_target(d),
+                   _string(d, "text", ""), replay=_flag(d, "history"), **fields)
+
+    return Kind(cls.kind, cls, encode, decode)
+
+
+#: Every type the codec reads and writes, by its ``type`` name.
+KINDS: dict[str, Kind] = {}
+_BY_CLASS: dict[type, Kind] = {}
+
+
+def register(kind: Kind) -> None:
+    """Add a type to the codec (a typed reply, a plugin's event...).  Its name must be
+    new: a kind's form, once shipped, belongs to its schema version."""
+    if kind.name in KINDS or kind.cls in _BY_CLASS:
+        raise ValueError(f"the codec already has a kind {kind.name!r} ({kind.cls.__name__})")
+    KINDS[kind.name] = kind
+    _BY_CLASS[kind.cls] = kind
+
+
+def unregister(name: str) -> None:
+    """Take the kind ``name`` out of the codec (a plugin unloading, a test cleaning up)."""
+    kind = KINDS.pop(name)
+    del _BY_CLASS[kind.cls]
+
+
+for _kind in (
+    event_kind(Message), event_kind(Action), event_kind(PrivateMessage), event_kind(Topic),
+    event_kind(Away), event_kind(Join, QUIET), event_kind(Part, QUIET),
+    event_kind(Quit, ROOMS), event_kind(NickChange, OLD, NEW, ROOMS),
+    event_kind(Notice), event_kind(Error), event_kind(RoomCreated), event_kind(RoomRemoved),
+):
+    register(_kind)
+
+
+# -- the API -----------------------------------------------------------------------------------
+
+
+def to_dict(obj: Any, *, internal: bool = True) -> dict[str, Any]:
+    """``obj`` (an event, or any registered kind) as a dict of JSON values; with
+    ``internal=False`` the public form (see the module docstring)."""
+    kind = _BY_CLASS.get(obj.__class__)
+    if kind is None:
+        raise CodecError(f"the codec has no kind for {obj.__class__.__name__}")
+    return kind.encode(obj, internal)
+
+
+def from_dict(d: Any) -> Any:
+    """The object ``d`` describes (written by :func:`to_dict`, here or on another node),
+    or :class:`CodecError` saying what is wrong."""
+    if not isinstance(d, dict):
+        raise CodecError(f"expected an object, not {type(d).__name__}")
+    version = d.get("v")
+    if version.__class__ is not int or version not in SUPPORTED_VERSIONS:
+        known = ", ".join(str(v) for v in sorted(SUPPORTED_VERSIONS))
+        raise CodecError(f"unknown schema version 'v': {version!r} (this chatd reads {known})")
+    name = d.get("type")
+    kind = KINDS.get(name) if isinstance(name, str) else None
+    if kind is None:
+        raise CodecError(f"unknown 'type': {name!r}")
+    return kind.decode(d)
+
+
+def dumps(obj: Any) -> str:
+    """:func:`to_dict` as one line of JSON (UTF-8 text, no spaces)."""
+    return json.dumps(to_dict(obj), ensure_ascii=False, separators=(",", ":"))
+
+
+def loads(text: str | bytes) -> Any:
+    """:func:`from_dict` of one JSON document; text that is not JSON is a CodecError."""
+    try:
+        d = json.loads(text)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise CodecError(f"not JSON: {exc}") from None
+    return from_dict(d)
+
+
+__all__ = [
+    "ID_LIMIT",
+    "INTERNAL_KEYS",
+    "KINDS",
+    "SCHEMA_VERSION",
+    "SUPPORTED_VERSIONS",
+    "TIME_LIMIT",
+    "CodecError",
+    "Extra",
+    "Kind",
+    "dumps",
+    "event_kind",
+    "from_dict",
+    "loads",
+    "register",
+    "to_dict",
+    "unregister",
+]
