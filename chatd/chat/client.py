@@ -60,16 +60,13 @@ class Arrival:
 class Client:
     """One connected user.  Created by the server; plugins never construct it."""
 
-    __slots__ = (
-        "__weakref__",
+    __slots__ = (  # no __weakref__: nothing refers to a client weakly (8 bytes each)
         "_domain",
         "_stash",
         "arrival",
         "away",
-        "id",
         "intake",
         "link",
-        "nick",
         "room",
         "rooms",
         "source",
@@ -81,11 +78,10 @@ class Client:
         self._domain = domain
         #: The connection's protocol object (delivery renders through it).  Not for plugins.
         self.link = link
-        #: A number unique for the life of the server process.
-        self.id = client_id
-        self.nick = nick
-        #: Who this client is in events: its nick, node, ``user@host`` and account
-        #: (remade when the nick or the account changes).
+        #: Who this client is in events: its nick, number, node, ``user@host`` and
+        #: account (remade when the nick or the account changes).  ``nick`` and ``id``
+        #: read from it rather than being kept twice: an idle connection should cost
+        #: little (docs/performance.md, idle-10000).
         self.source = source if source is not None else Source(nick, client_id)
         #: The current room: where plain lines go.  Set by ``server.join()``.
         self.room: Room | None = None
@@ -230,6 +226,17 @@ class Client:
     def registered(self) -> bool:
         """True once the client has sent a line."""
         return self.link.registered
+
+    @property
+    def nick(self) -> str:
+        """Its nick now (changed only through ``server.rename()``, which remakes the
+        source)."""
+        return self.source.nick
+
+    @property
+    def id(self) -> int:
+        """A number unique on this node for the life of the server process."""
+        return self.source.client_id  # type: ignore[return-value]  # a client's is set
 
     @property
     def account(self) -> str | None:

@@ -538,7 +538,6 @@ class ChatDomain:
         if not self.backend.claim_nick(client, new):
             self.backend.claim_nick(client, old)
             raise NickError(f"the nick {new} is taken")
-        client.nick = new
         client.source = dataclasses.replace(client.source, nick=new)
         rooms = tuple(client.rooms)
         event = self.new_event(NickChange, client.source, "", "", old=old, new=new,
