@@ -42,8 +42,9 @@ joined by ``_``), and ``error`` is what an error nothing more was said of gets.
 Fields.  A reply's fields are its dataclass fields beyond the event's, all
 keyword-only, named apart from the keys every event has in the codec's form
 (``node``, ``user``, ``account``... :data:`chatd.codec.RESERVED_KEYS`: so
-``/whois`` says ``userhost``, ``connected_to`` and ``identified_as``); a field without a default is always written by the codec, one
-with a default is left out while it has it (``away`` only when true, ``account``
+``/whois`` says ``userhost``, ``connected_to`` and ``identified_as``); a field
+without a default is always written by the codec, one with a default is left
+out while it has it (``away`` only when true, ``account``
 only when there is one).  Lists are tuples of small frozen records
 (:class:`Member`, :class:`RoomEntry`, :class:`HelpEntry`, :class:`BanEntry`)
 whose fields follow the same rule.  The codec (:func:`chatd.codec.reply_kind`)
@@ -59,8 +60,9 @@ events.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .events import Event
 
@@ -97,6 +99,16 @@ class RoomEntry:
     joined: bool = False
     #: It is that client's current room.
     current: bool = False
+
+
+def room_entries(rooms: Iterable[Any], client: Any) -> tuple[RoomEntry, ...]:
+    """``rooms`` (anything with ``name``, ``members`` and ``topic``: the delivery's
+    ``RoomInfo``) as a listing's entries, marked for ``client``, the one that asked
+    (anything with ``rooms`` and ``room``: a ``Client``): in it, its current one."""
+    joined = {room.name.lower() for room in client.rooms}
+    here = client.room.name.lower() if client.room is not None else None
+    return tuple(RoomEntry(room.name, room.members, room.topic, room.name.lower() in joined,
+                           room.name.lower() == here) for room in rooms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,4 +364,5 @@ __all__ = [
     "RoomList",
     "RoomTopic",
     "Whois",
+    "room_entries",
 ]

@@ -22,8 +22,6 @@ each protocol words its own way.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from chatd import (
     Client,
     Command,
@@ -36,10 +34,7 @@ from chatd import (
     hookimpl,
     template_problem,
 )
-from chatd.replies import Names, RoomEntry, RoomList, RoomTopic
-
-if TYPE_CHECKING:
-    from chatd.delivery import RoomInfo
+from chatd.replies import Names, RoomList, RoomTopic, room_entries
 
 DEFAULT_WELCOME = "Welcome to chatd, {nick}. You are in {room}. Type /help for commands."
 
@@ -145,14 +140,6 @@ def cmd_part(client: Client, args: str) -> None:
         client.notice(f"you are now talking in {client.room.name}")
 
 
-def room_entries(client: Client, rooms: list[RoomInfo]) -> tuple[RoomEntry, ...]:
-    """``rooms`` as a listing's entries, marked for ``client`` (in it; its current one)."""
-    current = client.room.name.lower() if client.room is not None else None
-    mine = {room.name.lower() for room in client.rooms}
-    return tuple(RoomEntry(room.name, room.members, room.topic, room.name.lower() in mine,
-                           room.name.lower() == current) for room in rooms)
-
-
 def cmd_rooms(client: Client, args: str) -> None:
     rooms = client.server.room_list()
     mine = {room.name.lower() for room in client.rooms}
@@ -160,7 +147,7 @@ def cmd_rooms(client: Client, args: str) -> None:
     shown = [r for r in rooms if r.name.lower() in mine]
     shown += [r for r in rooms if r.name.lower() not in mine][: max(0, ROOMS_SHOWN - len(shown))]
     shown.sort(key=lambda room: room.name.lower())
-    client.reply(RoomList, rooms=room_entries(client, shown), total=len(rooms))
+    client.reply(RoomList, rooms=room_entries(shown, client), total=len(rooms))
 
 
 def cmd_who(client: Client, args: str) -> None:
