@@ -306,6 +306,7 @@ ERROR_CODES: dict[str, str] = {
                             "limits.partial_line_timeout_seconds; the connection is closed",
     "idle_timeout": "nothing sent for longer than limits.idle_timeout_seconds; the "
                     "connection is closed",
+    "registration_timeout": "the connection did not become a client in time; it is closed",
     # nicks
     "no_such_nick": "nobody has that nick (IRC 401)",
     "erroneous_nick": "not a valid nick (IRC 432)",
@@ -345,6 +346,18 @@ ERROR_CODES: dict[str, str] = {
     "not_found": "nothing matches (a ban to lift, a page of rooms, a setting)",
     "limit": "a limit of the server's was reached (bans a room may hold, nicks an "
              "address may register...)",
+    "bad_argument": "an argument is not what it must be (a time, a mask, a setting's "
+                    "value); the text says what it may be",
+    "user_not_in_room": "the nick you named is not in that room (IRC 441)",
+    "not_allowed": "the server does not do that (ban an operator, register the default "
+                   "room, ignore yourself...)",
+    "no_change": "it is so already (an operator named twice, a nick already ignored, "
+                 "already identified)",
+    "conflict": "something changed while the command waited (a nick, a password); "
+                "nothing was done",
+    "weak_password": "the password is too short, too common or the nick itself",
+    "failed": "the command was tried and failed (a reload); the log says why",
+    "timeout": "the server did not get an answer in time; try again",
 }
 
 

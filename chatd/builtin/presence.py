@@ -3,7 +3,8 @@
 * ``/list [page]`` lists the rooms with their member counts and topics, 20 a
   page, so the reply stays small however many rooms there are.
 * ``/whois NICK`` says which rooms a user is in, how long it has been
-  connected and idle, the registered nick it identified as, and its away message.
+  connected and idle, the registered nick it identified as, and its away message
+  (and, to a server operator, the address it connects from).
 * ``/away [message]`` marks you away (no message: back).  Someone who sends you
   a private message while you are away is told so, once per message; ``/who``
   shows away users with ``(away)``.
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 from chatd import Client, Command, CommandError, Event, UsageError, hookimpl, plural
 from chatd.replies import RoomList, Whois, room_entries
+
+from .oper import is_operator
 
 PAGE = 20
 AWAY_MAX = 200
@@ -49,6 +52,7 @@ def cmd_whois(client: Client, args: str) -> None:
         Whois, nick=target.nick, userhost=target.user, connected_to=target.source.node,
         rooms=tuple(room.name for room in target.rooms), connected_at=target.connected_at,
         idle=int(target.idle_seconds), identified_as=target.account, away=target.away,
+        address=target.address if is_operator(client) else None,
     )
 
 
