@@ -23,8 +23,10 @@ to data that history and other nodes use too)::
 
     {"type":"message","id":1796119080000007,"time":"2026-12-01T10:00:00.000Z","from":"bob","room":"#lobby","text":"hi"}
 
-Replies to commands and the server's notices are ``notice`` objects, errors
-``error`` objects.  Events a client caused itself carry ``"self": true``.
+Replies to commands are objects of their own kind (:mod:`chatd.replies`:
+``names``, ``rooms``, ``whois``...), the server's other words ``notice``
+objects, errors ``error`` objects with a ``code``.  Events a client caused
+itself carry ``"self": true``.
 
 Input is checked, never repaired: a line that is not UTF-8, a string that is
 not well-formed text (a lone surrogate from a ``\\u`` escape) or holds what the
