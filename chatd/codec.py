@@ -401,11 +401,16 @@ def _field_extra(f: dataclasses.Field[Any], records: dict[str, type], owner: str
                             "(see chatd.codec.reply_kind)")
         values = _record_values(record, records)
     write, read = values
-    required = f.default is dataclasses.MISSING
-    default = f.default
+    # A field with no default is always written, but one that may be None is left
+    # out while None (as jsonl leaves out what is not there) and read back as None.
+    optional = annotation.endswith("| None")
+    required = f.default is dataclasses.MISSING and not optional
+    default = None if f.default is dataclasses.MISSING else f.default
 
     def encode(value: Any) -> Any:
-        return None if not required and value == default else write(value)
+        if value is None or (not required and value == default):
+            return None
+        return write(value)
 
     def decode(d: dict[str, Any], key: str) -> Any:
         if key not in d:
