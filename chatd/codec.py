@@ -49,18 +49,32 @@ version.
 is shown (jsonl's objects), without ``v`` and the internal ones
 (:data:`INTERNAL_KEYS`).  It cannot be read back.
 
-Extension point: :data:`KINDS` is a table of :class:`Kind` by type name.  The
-typed replies of a later issue (names, whois, room lists...) register a
-:class:`Kind` each (:func:`register`) with their own ``encode``/``decode``;
-:func:`event_kind` builds the entry of an event class from its extra fields.
+Extension point: :data:`KINDS` is a table of :class:`Kind` by type name.
+:func:`event_kind` builds the entry of an event class from its extra fields;
+:func:`reply_kind` the entry of a reply (:mod:`chatd.replies`: names, whois,
+room lists...) from its dataclass fields, whose annotations say how each is
+written: ``str``, ``int``, ``float`` (seconds since the epoch), ``bool``,
+``str | None``, ``float | None``, ``tuple[str, ...]`` and tuples of records
+(frozen dataclasses of such fields: a list of objects).  A reply's fields are
+written after the common ones, each only when it differs from its default (a
+field without a default always), and they are named apart from the common keys
+(:data:`RESERVED_KEYS`).  Every built-in reply is registered here; a plugin
+registers its own with ``register(reply_kind(MyReply))``.
+
+``code`` (error)
+    The error's stable code (:data:`chatd.replies.ERROR_CODES`); always written,
+    ``"error"`` when it was not given (and when an older writer left it out).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union, get_args, get_origin
 
 from .events import (
     Action,
@@ -79,6 +93,7 @@ from .events import (
     Source,
     Topic,
 )
+from .replies import RECORD_TYPES, REPLY_TYPES
 
 #: The version of the form :func:`to_dict` writes.
 SCHEMA_VERSION = 1
@@ -250,6 +265,7 @@ QUIET = Extra("quiet", lambda value: True if value else None, _flag, internal=Tr
 ROOMS = Extra("rooms", lambda value: list(value) if value else None, _names)
 OLD = Extra("old", lambda value: value, lambda d, key: _string(d, key, ""))
 NEW = Extra("new", lambda value: value, lambda d, key: _string(d, key, ""))
+CODE = Extra("code", lambda value: value, lambda d, key: _string(d, key, "error"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,9 +321,170 @@ for _kind in (
     event_kind(Message), event_kind(Action), event_kind(PrivateMessage), event_kind(Topic),
     event_kind(Away), event_kind(Join, QUIET), event_kind(Part, QUIET),
     event_kind(Quit, ROOMS), event_kind(NickChange, OLD, NEW, ROOMS),
-    event_kind(Notice), event_kind(Error), event_kind(RoomCreated), event_kind(RoomRemoved),
+    event_kind(Notice), event_kind(Error, CODE), event_kind(RoomCreated),
+    event_kind(RoomRemoved),
 ):
     register(_kind)
+
+
+# -- replies: kinds made from their fields' types ------------------------------------------------
+
+#: The keys every event's dict may have (and jsonl's ``self`` and ``re``): a reply's
+#: fields may not be called so, or reading would take them for the source or target.
+RESERVED_KEYS = frozenset({
+    "v", "type", "id", "time", "from", "server", "plugin", "marker", "node", "user",
+    "account", "session", "client", "to", "text", "history", "self", "re", "code",
+})
+
+_TUPLE_OF = re.compile(r"tuple\[(\w+), \.\.\.\]\Z")
+
+
+def _seconds(d: dict[str, Any], key: str) -> float:
+    value = d.get(key)
+    if value.__class__ not in (int, float) or not 0 <= value < TIME_LIMIT:
+        raise CodecError(f"{key!r} must be seconds since the epoch, before the year 10000, "
+                         f"not {value!r}")
+    return float(value)
+
+
+def _optional_seconds(d: dict[str, Any], key: str) -> float | None:
+    return None if d.get(key) is None else _seconds(d, key)
+
+
+def _count(d: dict[str, Any], key: str) -> int:
+    return _integer(d, key)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+#: How a field of each annotation is written and read (records are handled apart).
+_VALUES: dict[str, tuple[Callable[[Any], Any], Callable[[dict[str, Any], str], Any]]] = {
+    "str": (_same, _string),
+    "int": (_same, _count),
+    "bool": (_same, _flag),
+    "float": (_same, _seconds),
+    "str | None": (_same, _optional_string),
+    "float | None": (_same, _optional_seconds),
+    "tuple[str, ...]": (list, _names),
+}
+
+
+def _annotation(tp: Any) -> str:
+    """A field's type as the text :data:`_VALUES` knows (annotations are text under
+    ``from __future__ import annotations``; a module without it gives types)."""
+    if isinstance(tp, str):
+        return " ".join(tp.split())
+    if tp in (str, int, float, bool):
+        return str(tp.__name__)
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return f"tuple[{_annotation(args[0])}, ...]"
+    if (origin is Union or isinstance(tp, types.UnionType)) and len(args) == 2 \
+            and type(None) in args:
+        inner = args[0] if args[1] is type(None) else args[1]
+        return f"{_annotation(inner)} | None"
+    return str(getattr(tp, "__name__", tp))
+
+
+def _field_extra(f: dataclasses.Field[Any], records: dict[str, type], owner: str) -> Extra:
+    """The :class:`Extra` of one dataclass field: written unless it has its default,
+    read back checked (a field with no default is required)."""
+    annotation = _annotation(f.type)
+    values = _VALUES.get(annotation)
+    if values is None:
+        match = _TUPLE_OF.match(annotation)
+        record = records.get(match.group(1)) if match else None
+        if record is None:
+            raise TypeError(f"the codec cannot write {owner}.{f.name} of type {annotation} "
+                            "(see chatd.codec.reply_kind)")
+        values = _record_values(record, records)
+    write, read = values
+    # A field with no default is always written, but one that may be None is left
+    # out while None (as jsonl leaves out what is not there) and read back as None.
+    optional = annotation.endswith("| None")
+    required = f.default is dataclasses.MISSING and not optional
+    default = None if f.default is dataclasses.MISSING else f.default
+
+    def encode(value: Any) -> Any:
+        if value is None or (not required and value == default):
+            return None
+        return write(value)
+
+    def decode(d: dict[str, Any], key: str) -> Any:
+        if key not in d:
+            if required:
+                raise CodecError(f"{key!r} is missing")
+            return default
+        return read(d, key)
+
+    return Extra(f.name, encode, decode)
+
+
+def _record_values(cls: type, records: dict[str, type]) -> tuple[
+        Callable[[Any], Any], Callable[[dict[str, Any], str], Any]]:
+    """How a tuple of ``cls`` records is written (a list of objects) and read."""
+    extras = tuple(_field_extra(f, records, cls.__name__) for f in dataclasses.fields(cls))
+
+    def write(items: tuple[Any, ...]) -> list[dict[str, Any]]:
+        written = []
+        for item in items:
+            obj = {}
+            for extra in extras:
+                value = extra.encode(getattr(item, extra.name))
+                if value is not None:
+                    obj[extra.name] = value
+            written.append(obj)
+        return written
+
+    def read(d: dict[str, Any], key: str) -> tuple[Any, ...]:
+        items = d.get(key)
+        if not isinstance(items, list):
+            raise CodecError(f"{key!r} must be a list of objects")
+        made = []
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise CodecError(f"{key!r}[{index}] must be an object")
+            try:
+                made.append(cls(**{e.name: e.decode(item, e.name) for e in extras}))
+            except CodecError as exc:
+                raise CodecError(f"{key!r}[{index}]: {exc}") from None
+        return tuple(made)
+
+    return write, read
+
+
+def reply_kind(cls: type[Event], *records: type) -> Kind:
+    """The :class:`Kind` of a reply class (see :mod:`chatd.replies`): its fields beyond
+    the event's, written and read by their annotations; ``records`` names the record
+    classes its tuples hold beyond chatd's own (:data:`chatd.replies.RECORD_TYPES`).
+    A reply's target is the client it answers (``to``), never a room.  Raises
+    TypeError for a field the codec cannot write, ValueError for a reserved name."""
+    known = dict(RECORD_TYPES)
+    known.update((record.__name__, record) for record in records)
+    common = {f.name for f in dataclasses.fields(Event)}
+    extras = tuple(_field_extra(f, known, cls.__name__)
+                   for f in dataclasses.fields(cls) if f.name not in common)
+    clash = sorted({extra.name for extra in extras} & RESERVED_KEYS)
+    if clash:
+        raise ValueError(f"{cls.__name__}: a reply's fields may not be named "
+                         f"{', '.join(clash)} (chatd.codec.RESERVED_KEYS)")
+
+    def encode(reply: Event, internal: bool) -> dict[str, Any]:
+        return _encode(reply, internal, extras)
+
+    def decode(d: dict[str, Any]) -> Event:
+        fields = {extra.name: extra.decode(d, extra.name) for extra in extras}
+        to = _optional_string(d, "to") or ""
+        return cls(_integer(d, "id"), _time(d), _decode_source(d), to, _string(d, "text", ""),
+                   replay=_flag(d, "history"), **fields)
+
+    return Kind(cls.kind, cls, encode, decode)
+
+
+for _reply in REPLY_TYPES.values():
+    register(reply_kind(_reply))
 
 
 # -- the API -----------------------------------------------------------------------------------
@@ -356,6 +533,7 @@ __all__ = [
     "ID_LIMIT",
     "INTERNAL_KEYS",
     "KINDS",
+    "RESERVED_KEYS",
     "SCHEMA_VERSION",
     "SUPPORTED_VERSIONS",
     "TIME_LIMIT",
@@ -367,6 +545,7 @@ __all__ = [
     "from_dict",
     "loads",
     "register",
+    "reply_kind",
     "to_dict",
     "unregister",
 ]

@@ -256,7 +256,15 @@ class Notice(Event):
 
 @dataclass(frozen=True, slots=True)
 class Error(Event):
-    """An error for one client alone (``target`` is its nick)."""
+    """An error for one client alone (``target`` is its nick).
+
+    ``code`` is its stable name, for programs (jsonl's ``code``; an IRC listener's
+    numeric): ``no_such_nick``, ``not_in_room``, ``usage``...  The table of codes
+    is :data:`chatd.replies.ERROR_CODES`; ``"error"`` is an error nothing more
+    specific was said of (a plugin's ``CommandError("why")``).
+    """
+
+    code: str = field(default="error", kw_only=True)
 
     kind: ClassVar[str] = "error"
 

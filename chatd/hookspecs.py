@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from .chat import Client, Command, Room, Server, Setting
+    from .chat import Client, Command, Reject, Room, Server, Setting
     from .delivery import DeliveryBackend, LocalBackend
     from .events import Event, Join, NickChange, Part, Quit, RoomCreated, RoomRemoved
     from .protocols import ProtocolSpec
@@ -284,13 +284,15 @@ def chatd_client_disconnect(client: Client, reason: str, event: Quit) -> None:
 
 
 @hookspec(firstresult=True)
-def chatd_check_nick(client: Client, nick: str) -> str | None:
+def chatd_check_nick(client: Client, nick: str) -> str | Reject | None:
     """*firstresult.*  May ``client`` take ``nick``?  Return a reason to refuse it.
 
     Called by ``server.rename()`` (``/nick``) after the nick passed the syntax
     rules and before it is claimed, so a plugin can own nicks (registered
     accounts, reserved names).  Return ``None`` to allow it; a string refuses
-    it and the client sees ``! <your reason>``.  Whether the nick is taken by
+    it and the client sees ``! <your reason>`` (an error coded ``nick_refused``;
+    return ``Reject(reason, code=...)`` for a code of your own, such as
+    ``nick_registered``).  Whether the nick is taken by
     another connected client is checked after this hook by the delivery backend.
     """
 
@@ -376,7 +378,7 @@ def chatd_message(client: Client, text: str, event: Event) -> None:
 
 
 @hookspec(firstresult=True)
-def chatd_check_speak(client: Client, room: Room) -> str | None:
+def chatd_check_speak(client: Client, room: Room) -> str | Reject | None:
     """*firstresult.*  May a plugin speak in ``room`` for ``client``?  Return a reason
     to refuse.
 
@@ -386,9 +388,11 @@ def chatd_check_speak(client: Client, room: Room) -> str | None:
     plugin's mutes, the *accounts* plugin's unidentified holders of a
     registered nick) applies to it too, for every plugin.  Return ``None`` to
     let it through; a string drops the post (``room.say()`` returns 0), and
-    ``client`` sees ``! <your reason>; /roll's post to #room was not sent``;
-    the command goes on.  Not called for what another plugin posts from a hook
-    the command set off (a greeting on ``/join``), nor from timers.  Chat lines,
+    ``client`` sees ``! <your reason>; /roll's post to #room was not sent``
+    (coded ``speak_refused``, or the code of a ``Reject(reason, code=...)``
+    returned instead: ``muted``); the command goes on.  Not called for what
+    another plugin posts from a hook the command set off (a greeting on
+    ``/join``), nor from timers.  Chat lines,
     actions, topics and reasons pass :func:`chatd_filter_message` instead.
     """
 
@@ -422,13 +426,15 @@ def chatd_delivered(server: Server, event: Event) -> None:
 
 
 @hookspec(firstresult=True)
-def chatd_check_join(client: Client, name: str, room: Room | None) -> str | None:
+def chatd_check_join(client: Client, name: str, room: Room | None) -> str | Reject | None:
     """*firstresult.*  May ``client`` join the room ``name``?  Return a reason to refuse.
 
     Called by ``server.join()`` before a client enters a room it is not in
     (``room`` is None when the room does not exist yet and would be created).
     Return ``None`` to allow it; a string refuses the join and ``server.join()``
-    raises :class:`chatd.RoomError` with it (``/join`` shows ``! <reason>``).
+    raises :class:`chatd.RoomError` with it (``/join`` shows ``! <reason>``),
+    coded ``join_refused``; return ``Reject(reason, code=...)`` to give the
+    refusal a code of your own (``banned``, ``invite_only``).
     The built-in *moderation* plugin refuses banned clients and uninvited ones
     in invite-only rooms here.
     """

@@ -607,7 +607,7 @@ class ChatServer:
     def _cut(self, protocol: ChatProtocol, why: str, limit: str) -> None:
         """Close ``protocol``'s connection for hitting ``limit``, telling the client why."""
         if isinstance(protocol.session, Client):
-            protocol.session.error(why)
+            protocol.session.error(why, code=limit)
         protocol.close(why, limit=limit)
 
     def _make_room_for_talkers(self, now: float) -> None:

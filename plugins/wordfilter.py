@@ -110,7 +110,7 @@ def _masked(pattern: re.Pattern[str], text: str) -> str:
 @hookimpl
 def chatd_filter_message(client: Client, text: str) -> str | None:
     if _blocked(client.server, text):
-        raise Reject("your message was not sent: it contains a blocked word")
+        raise Reject("your message was not sent: it contains a blocked word", code="blocked")
     pattern, _ = client.server.stash.get(PATTERNS, (None, ()))
     if pattern is None:
         return None

@@ -7,12 +7,13 @@ a CodecError naming the key; jsonl's objects are the codec's public form.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given
@@ -22,6 +23,7 @@ from chatd import codec
 from chatd.codec import CodecError, from_dict, to_dict
 from chatd.events import (
     EVENT_TYPES,
+    Error,
     Event,
     Join,
     Message,
@@ -33,6 +35,7 @@ from chatd.events import (
     Source,
 )
 from chatd.protocols.jsonl import RENDERER as JSONL
+from chatd.replies import RECORD_TYPES, REPLY_TYPES, Member, Names, Reply
 
 # -- strategies ----------------------------------------------------------------------------------
 
@@ -251,3 +254,164 @@ def test_the_documented_example_reads_back_and_jsonl_shows_its_public_form():
     assert {k: v for k, v in shown.items() if k not in ("id", "time")} == {
         "type": "message", "from": "guest-1", "room": "#lobby",
         "text": "hi helperbot, what time is it?"}
+
+
+# -- replies (issue 19, part 2): every reply kind round-trips too -------------------------------
+
+REPLY_CLASSES = sorted(REPLY_TYPES.values(), key=lambda c: c.kind)
+_COMMON = {f.name for f in dataclasses.fields(Event)}
+
+
+def _values(annotation: str) -> st.SearchStrategy[Any]:
+    """Any value of a reply field's annotation (the codec's own reading of it)."""
+    simple: dict[str, st.SearchStrategy[Any]] = {
+        "str": st.text(max_size=12),
+        "int": st.integers(0, 2**53 - 1),
+        "bool": st.booleans(),
+        "float": st.floats(0, codec.TIME_LIMIT, exclude_max=True),
+        "str | None": st.none() | st.text(max_size=12),
+        "float | None": st.none() | st.floats(0, codec.TIME_LIMIT, exclude_max=True),
+        "tuple[str, ...]": st.lists(st.text(max_size=8), max_size=3).map(tuple),
+    }
+    if annotation in simple:
+        return simple[annotation]
+    record = RECORD_TYPES[re.fullmatch(r"tuple\[(\w+), \.\.\.\]", annotation).group(1)]
+    return st.lists(_records(record), max_size=3).map(tuple)
+
+
+def _records(cls: type) -> st.SearchStrategy[Any]:
+    return st.builds(cls, **{f.name: _values(codec._annotation(f.type))
+                             for f in dataclasses.fields(cls)})
+
+
+@st.composite
+def replies(draw: Any, cls: type[Reply]) -> Reply:
+    """Any reply of ``cls`` from the server to a nick, with every field drawn."""
+    fields = {f.name: draw(_values(codec._annotation(f.type)))
+              for f in dataclasses.fields(cls) if f.name not in _COMMON}
+    return cls(draw(st.integers(0, 2**53 - 1)),
+               draw(st.floats(0, codec.TIME_LIMIT, exclude_max=True)),
+               draw(server_sources), draw(nick_targets), "", **fields)
+
+
+def test_the_codec_knows_every_reply_kind():
+    for kind, cls in REPLY_TYPES.items():
+        assert codec.KINDS[kind].cls is cls
+
+
+@pytest.mark.parametrize("cls", REPLY_CLASSES, ids=lambda c: c.kind)
+@given(data=st.data())
+def test_every_reply_kind_survives_a_round_trip_through_json_text(cls, data):
+    reply = data.draw(replies(cls))
+    text = codec.dumps(reply)
+    assert "\n" not in text
+    back = codec.loads(text)
+    assert back == reply and back.__class__ is cls
+    public = to_dict(reply, internal=False)
+    assert public["type"] == cls.kind and not set(public) & set(codec.INTERNAL_KEYS)
+
+
+@given(data=st.data())
+def test_an_errors_code_survives_a_round_trip(data):
+    error = Error(1, 2.0, ALICE, "alice", "no such nick: carol",
+                  code=data.draw(st.text(min_size=1, max_size=20)))
+    assert codec.loads(codec.dumps(error)) == error
+    assert to_dict(Error(1, 2.0, ALICE, "alice", "why"))["code"] == "error"
+    old = {k: v for k, v in to_dict(error).items() if k != "code"}  # an older writer's
+    assert from_dict(old).code == "error"
+
+
+def test_a_reply_field_is_left_out_while_it_has_its_default():
+    names = Names(1, 2.0, Source("chatd", plugin="rooms"), "alice", room="#dev",
+                  members=(Member("alice"), Member("bob", "b@h", "bob", True, True)),
+                  total=2)
+    d = to_dict(names, internal=False)
+    assert "topic" not in d and "greeting" not in d  # defaults: left out
+    assert d["total"] == 2 and d["room"] == "#dev"  # no default: always
+    assert d["members"] == [{"nick": "alice"},
+                            {"nick": "bob", "userhost": "b@h", "account": "bob",
+                             "away": True, "operator": True}]
+
+
+@pytest.mark.parametrize(("changes", "why"), [
+    ({"total": "2"}, "'total' must be a whole number"),
+    ({"room": None}, "'room' is missing"),
+    ({"members": {}}, "'members' must be a list of objects"),
+    ({"members": [5]}, r"'members'\[0\] must be an object"),
+    ({"members": [{"nick": 5}]}, r"'members'\[0\]: 'nick' must be a string"),
+    ({"members": [{"away": True}]}, r"'members'\[0\]: 'nick' is missing"),
+])
+def test_a_replys_own_fields_are_checked(changes, why):
+    d = to_dict(Names(1, 2.0, Source("chatd"), "alice", room="#dev", members=(), total=0))
+    d.update(changes)
+    if d.get("room", 0) is None:
+        del d["room"]
+    with pytest.raises(CodecError, match=why):
+        from_dict(d)
+
+
+@dataclass(frozen=True, slots=True)
+class Pong(Reply):
+    """A plugin's own reply kind (the test's)."""
+
+    seq: int = dataclasses.field(kw_only=True)
+    peers: tuple[Member, ...] = dataclasses.field(default=(), kw_only=True)
+
+    kind: ClassVar[str] = "pong"
+
+
+def test_a_plugins_reply_kind_registers_from_its_fields_and_round_trips():
+    codec.register(codec.reply_kind(Pong))
+    try:
+        pong = Pong(1, 2.0, Source("chatd", plugin="ping"), "alice", seq=7,
+                    peers=(Member("bob", away=True),))
+        assert codec.loads(codec.dumps(pong)) == pong
+        assert to_dict(pong, internal=False)["peers"] == [{"nick": "bob", "away": True}]
+    finally:
+        codec.unregister("pong")
+
+
+def test_a_reply_kind_the_codec_cannot_write_is_refused_when_registered():
+    @dataclass(frozen=True, slots=True)
+    class Clash(Reply):
+        user: str = dataclasses.field(kw_only=True)  # the source's key in the dict
+        kind: ClassVar[str] = "clash"
+
+    @dataclass(frozen=True, slots=True)
+    class Odd(Reply):
+        when: dict = dataclasses.field(kw_only=True)  # type: ignore[type-arg]
+        kind: ClassVar[str] = "odd"
+
+    with pytest.raises(ValueError, match="may not be named user"):
+        codec.reply_kind(Clash)
+    with pytest.raises(TypeError, match=r"cannot write Odd\.when of type dict"):
+        codec.reply_kind(Odd)
+
+
+@pytest.mark.parametrize("cls", REPLY_CLASSES, ids=lambda c: c.kind)
+@given(data=st.data())
+def test_jsonl_renders_a_reply_as_the_codecs_public_form(cls, data):
+    """The same keys, records included; times as ISO text, strings sanitised."""
+    reply = data.draw(replies(cls))
+    obj = json.loads(JSONL.render(reply))
+    public = to_dict(reply, internal=False)
+    public.pop("to", None)  # a reply is to you: no recipient named
+
+    def same_shape(shown: Any, value: Any) -> None:
+        if isinstance(value, dict):
+            assert set(shown) == set(value)
+            for key in value:
+                if key in ("connected_at", "until", "time"):
+                    assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z", shown[key])
+                else:
+                    same_shape(shown[key], value[key])
+        elif isinstance(value, list):
+            assert len(shown) == len(value)
+            for item, original in zip(shown, value, strict=True):
+                same_shape(item, original)
+        elif isinstance(value, str):
+            assert isinstance(shown, str)
+        else:
+            assert shown == value
+
+    same_shape(obj, public)

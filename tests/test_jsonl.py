@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from chatd.testing import ServerProcess, skip_unless_ci
+from chatd.replies import ERROR_CODES, REPLY_TYPES
+from chatd.testing import ChatClient, JsonClient, ServerProcess, skip_unless_ci
 
 REPO = Path(__file__).resolve().parent.parent
 LISTENERS = [{"port": 0}, {"port": 0, "protocol": "jsonl"}]
@@ -110,15 +111,16 @@ def test_malformed_json_is_an_error_object_and_the_bot_stays(server):
     error = bot.expect(type="error")
     assert error["text"].startswith("not JSON")
     bot.send(cmd="who", id="w1")
-    reply = bot.expect(type="notice", re="w1")
-    assert reply["text"].startswith("#lobby has 1 member: guest-1")
+    reply = bot.expect(type="names", re="w1")
+    assert (reply["room"], reply["total"]) == ("#lobby", 1)
+    assert [member["nick"] for member in reply["members"]] == ["guest-1"]
 
 
-def _example_exchange() -> list[tuple[str, dict]]:
-    """The ``>`` (sent) and ``<`` (received) lines of docs/protocols.md's example."""
+def _example_exchange(name: str = "example exchange") -> list[tuple[str, dict]]:
+    """The ``>`` (sent) and ``<`` (received) lines of one of docs/protocols.md's examples."""
     text = (REPO / "docs" / "protocols.md").read_text()
-    block = re.search(r"<!-- example exchange -->\n```\n(.*?)```", text, re.DOTALL)
-    assert block, "docs/protocols.md lost its example exchange"
+    block = re.search(rf"<!-- {name} -->\n```\n(.*?)```", text, re.DOTALL)
+    assert block, f"docs/protocols.md lost its {name}"
     exchange: list[tuple[str, dict]] = []
     for line in block.group(1).splitlines():
         if line[:2] in ("> ", "< "):
@@ -141,8 +143,72 @@ def test_the_documented_example_exchange_is_what_the_server_does(server):
             bot.send(obj)
             continue
         got = bot.recv()
-        for key, value in obj.items():
-            if key in ("id", "time"):
-                assert isinstance(got[key], type(value)), (key, got)
-            else:
-                assert got.get(key) == value, (obj, got)
+        assert_documented(obj, got)
+
+
+def _replay(exchange: list[tuple[str, dict]], person: ChatClient, bot: JsonClient) -> None:
+    """Send what the exchange sends (the bot's requests, the person's lines); each
+    object it shows received must be the bot's next one (:func:`assert_documented`)."""
+    for direction, obj in exchange:
+        if direction == "nc":
+            person.send(obj["text"])
+        elif direction == ">":
+            bot.send(obj)
+        else:
+            assert_documented(obj, bot.recv())
+
+
+def test_every_reply_kind_arrives_as_its_documented_object(chatd_server):
+    """docs/protocols.md's example of every reply kind (names, rooms and a /list page,
+    whois, room_topic, help of one command and of all, history's edges, bans) and of
+    coded errors, replayed against a real server: the objects are exactly those."""
+    server = chatd_server(listen=LISTENERS,
+                          plugins={"oper": {"password": "correct-horse-battery"}})
+    exchange = _example_exchange("reply examples")
+    kinds = {obj["type"] for direction, obj in exchange if direction == "<"}
+    assert kinds >= set(REPLY_TYPES) | {"error"}, "a reply kind without an example"
+    person = server.client()
+    bot = server.json_client()
+    _replay(exchange, person, bot)
+
+
+def test_the_documented_error_codes_are_the_servers_table():
+    text = (REPO / "docs" / "protocols.md").read_text()
+    documented = dict(re.findall(r"^\| `([a-z_]+)` \| (.+) \|$", text, re.MULTILINE))
+    for code, meaning in ERROR_CODES.items():
+        assert documented.get(code) == meaning, code
+
+
+#: Fields whose value differs from run to run: the documented value shows their form.
+VARYING = {
+    "id": r"\d{16}",
+    "time": r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z",
+    "connected_at": r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z",
+    "userhost": r"[^@\s]+@[0-9a-f]{12}\.cloak",
+    "connected_to": r"\S+",
+    "until": r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z",
+    "idle": r"\d+",
+}
+
+
+def assert_documented(documented: object, got: object, key: str = "") -> None:
+    """``got`` is what ``documented`` shows: the same keys and values (objects and lists
+    compared all through; a list documented as ending in ``"..."`` starts with the items
+    shown), the :data:`VARYING` fields only of the documented form."""
+    if key in VARYING:
+        assert re.fullmatch(VARYING[key], str(got)), (key, got)
+        assert type(got) is type(documented), (key, got)
+    elif isinstance(documented, dict):
+        assert isinstance(got, dict) and set(got) == set(documented), (documented, got)
+        for name, value in documented.items():
+            assert_documented(value, got[name], name)
+    elif isinstance(documented, list) and documented[-1:] == ["..."]:
+        assert isinstance(got, list) and len(got) >= len(documented) - 1, (documented, got)
+        for shown, item in zip(documented[:-1], got, strict=False):
+            assert_documented(shown, item, key)
+    elif isinstance(documented, list):
+        assert isinstance(got, list) and len(got) == len(documented), (documented, got)
+        for shown, item in zip(documented, got, strict=True):
+            assert_documented(shown, item, key)
+    else:
+        assert got == documented and type(got) is type(documented), (key, documented, got)

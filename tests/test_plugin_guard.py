@@ -28,7 +28,7 @@ class Someone:
         self.connected = connected
         self.told: list[tuple[str, str | None]] = []
 
-    def error(self, text: str) -> None:
+    def error(self, text: str, *, code: str = "error") -> None:
         self.told.append((text, self.guard.current_plugin))
 
 

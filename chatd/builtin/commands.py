@@ -2,13 +2,19 @@
 
 ``/help`` lists every command of every plugin, grouped by plugin, from the
 server's command table, so a plugin's commands show up without any extra work.
+It answers with a typed reply (:class:`chatd.replies.Help`) that each protocol
+words its own way.
 """
 
 from __future__ import annotations
 
-from itertools import groupby
-
 from chatd import Client, Command, CommandError, UsageError, hookimpl
+from chatd.replies import Help, HelpEntry
+
+
+def _entry(command: Command) -> HelpEntry:
+    return HelpEntry(command.name, command.usage or "/" + command.name, command.help,
+                     command.plugin)
 
 
 def cmd_help(client: Client, args: str) -> None:
@@ -17,17 +23,12 @@ def cmd_help(client: Client, args: str) -> None:
         name = args.split()[0].lstrip("/").lower()
         command = table.get(name)
         if command is None:
-            raise CommandError(f"no such command /{name} — try /help")
-        client.notice(f"{command.usage or '/' + command.name} — {command.help}")
-        for line in command.long_help.splitlines():
-            client.notice("  " + line)
+            raise CommandError(f"no such command /{name} — try /help", code="unknown_command")
+        client.reply(Help, commands=(_entry(command),), command=command.name,
+                     details=command.long_help)
         return
-    client.notice("Commands (/help NAME for details; //text sends a line starting with /):")
     by_plugin = sorted(table, key=lambda c: (c.plugin, c.name))
-    for plugin, commands in groupby(by_plugin, key=lambda c: c.plugin):
-        client.notice(f"[{plugin}]")
-        for command in commands:
-            client.notice(f"  {command.usage or '/' + command.name:<24} {command.help}")
+    client.reply(Help, commands=tuple(_entry(command) for command in by_plugin))
 
 
 def cmd_nick(client: Client, args: str) -> None:
@@ -48,7 +49,7 @@ def cmd_me(client: Client, args: str) -> None:
     if not args:
         raise UsageError()
     if client.room is None:
-        raise CommandError("you are not in a room")
+        raise CommandError("you are not in a room", code="not_in_room")
     client.server.action(client, args)
 
 

@@ -57,11 +57,11 @@ from chatd import (
     StoreUnavailable,
     UsageError,
     hookimpl,
-    plural,
 )
 from chatd.chat.nicks import nick_key
 from chatd.codec import SCHEMA_VERSION, CodecError, from_dict
 from chatd.events import Join, Part, Quit
+from chatd.replies import HistoryMarker
 
 from .sections import Range, checked_value, section_settings
 
@@ -478,22 +478,22 @@ def _loaded(server: Server, state: HistoryState, key: str) -> RoomLines:
 
 def _show(client: Client, room_name: str, records: list[Record], asked: bool,
           left_out: int = 0) -> None:
-    """``records`` between two marker lines; ``left_out``: lines from people the client
-    ignores that are not among them (said in the first marker line)."""
+    """``records`` between two markers (:class:`chatd.replies.HistoryMarker`);
+    ``left_out``: lines from people the client ignores that are not among them (the
+    first marker says how many).  Nothing at all when a replay on joining finds no
+    line; ``/history`` is answered even then (the line protocol: ``no history in``)."""
     if not client.connected:
         return
-    ignored = f" ({plural(left_out, 'line')} from people you ignore left out)" \
-        if left_out else ""
     events = _events(records)
-    if not events:
-        if asked:
-            client.notice(f"no history in {room_name}{ignored}")
+    if not events and not asked:
         return
-    many = "the last line" if len(events) == 1 else f"the last {len(events)} lines"
-    client.notice(f"history of {room_name}: {many}{ignored}")
+    live = not asked
+    client.reply(HistoryMarker, edge="start", room=room_name, count=len(events),
+                 left_out=left_out, live=live)
     for event in events:
         client.deliver(event)
-    client.notice("end of history" if asked else "end of history; live chat follows")
+    client.reply(HistoryMarker, edge="end", room=room_name, count=len(events),
+                 left_out=left_out, live=live)
 
 
 def _events(records: list[Record]) -> list[Event]:
@@ -534,7 +534,7 @@ def cmd_history(client: Client, args: str) -> None:
     server = client.server
     state: HistoryState | None = server.stash.get(STATE)
     if state is None or not state.settings["store"]:
-        raise CommandError("history is turned off on this server")
+        raise CommandError("history is turned off on this server", code="unavailable")
     words = args.split()
     if words and not words[0].startswith("#") and not _is_count(words[0]):
         _private_history(client, state, words)  # a nick never starts with a digit or -
@@ -543,15 +543,17 @@ def cmd_history(client: Client, args: str) -> None:
     if words and words[0].startswith("#"):
         room = server.rooms.get(words.pop(0))
         if room is None or room not in client.rooms:
-            raise CommandError("you can see the history of rooms you are in")
+            raise CommandError("you can see the history of rooms you are in",
+                               code="not_in_room")
     if room is None:
-        raise CommandError("you are not in a room")
+        raise CommandError("you are not in a room", code="not_in_room")
     wanted = _wanted(client, state, words)
     key = room.name.lower()
     try:
         records, left_out = _visible(server, state, key, wanted, client.ignoring)
     except StoreUnavailable as exc:
-        raise CommandError(f"history is unavailable right now ({exc})") from None
+        raise CommandError(f"history is unavailable right now ({exc})",
+                           code="unavailable") from None
     _show(client, room.name, records, True, left_out)
 
 
@@ -580,9 +582,10 @@ def _wanted(client: Client, state: HistoryState, words: list[str]) -> int:
 def _private_history(client: Client, state: HistoryState, words: list[str]) -> None:
     """``/history NICK [N]``: your private conversation with NICK, if the server keeps it."""
     if not state.settings["private"]:
-        raise CommandError("private messages are not kept on this server")
+        raise CommandError("private messages are not kept on this server", code="unavailable")
     if client.account is None:
-        raise CommandError("identify first: a private history belongs to your account")
+        raise CommandError("identify first: a private history belongs to your account",
+                           code="not_identified")
     nick = words.pop(0)
     wanted = _wanted(client, state, words)
     server = client.server
@@ -593,21 +596,19 @@ def _private_history(client: Client, state: HistoryState, words: list[str]) -> N
     try:
         records = _stored(server, state, key, wanted)
     except StoreUnavailable as exc:
-        raise CommandError(f"history is unavailable right now ({exc})") from None
+        raise CommandError(f"history is unavailable right now ({exc})",
+                           code="unavailable") from None
     records = _after_drops(server, state, (client.account, account), records)
-    if not records:
-        client.notice(f"no private history with {nick}")
-        return
-    many = "the last line" if len(records) == 1 else f"the last {len(records)} lines"
-    client.notice(f"private history with {nick}: {many}")
+    events = _events(records)
+    client.reply(HistoryMarker, edge="start", nick=nick, count=len(events))
     me = nick_key(client.account)
     own = client.source
-    for event in _events(records):
+    for event in events:
         if nick_key(event.source.nick) == me:  # the copy of what it sent: "-> *bob* ..."
             source = dataclasses.replace(event.source, client_id=own.client_id, node=own.node)
             event = dataclasses.replace(event, source=source)
         client.deliver(event)
-    client.notice("end of history")
+    client.reply(HistoryMarker, edge="end", nick=nick, count=len(events))
 
 
 def _visible(server: Server, state: HistoryState, key: str, wanted: int,

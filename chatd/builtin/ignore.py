@@ -20,13 +20,14 @@ def cmd_ignore(client: Client, args: str) -> None:
         client.notice(f"you ignore: {listing}")
         return
     if nick.lower() == client.nick.lower():
-        raise CommandError("you cannot ignore yourself")
+        raise CommandError("you cannot ignore yourself", code="not_allowed")
     if len(nick) > 64:
-        raise CommandError("that is longer than any nick")
+        raise CommandError("that is longer than any nick", code="erroneous_nick")
     if nick.lower() in client.ignoring:
-        raise CommandError(f"you already ignore {nick}")
+        raise CommandError(f"you already ignore {nick}", code="no_change")
     if len(client.ignoring) >= MAX_IGNORED:
-        raise CommandError(f"you ignore {MAX_IGNORED} nicks already; /unignore some first")
+        raise CommandError(f"you ignore {MAX_IGNORED} nicks already; /unignore some first",
+                           code="limit")
     client.ignore(nick)
     client.notice(f"you no longer see what {nick} says (/unignore {nick} to undo)")
 
@@ -34,9 +35,9 @@ def cmd_ignore(client: Client, args: str) -> None:
 def cmd_unignore(client: Client, args: str) -> None:
     nick = args.split()[0] if args else ""
     if not nick:
-        raise CommandError("usage: /unignore NICK")
+        raise CommandError("usage: /unignore NICK", code="usage")
     if not client.unignore(nick):
-        raise CommandError(f"you do not ignore {nick}")
+        raise CommandError(f"you do not ignore {nick}", code="not_found")
     client.notice(f"you see what {nick} says again")
 
 

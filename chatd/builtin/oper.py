@@ -54,7 +54,8 @@ def is_operator(client: Client) -> bool:
 
 def require_operator(client: Client) -> None:
     if not is_operator(client):
-        raise CommandError("permission denied: this command is for operators (/oper)")
+        raise CommandError("permission denied: this command is for operators (/oper)",
+                           code="not_operator")
 
 
 @hookimpl
@@ -71,7 +72,7 @@ def cmd_oper(client: Client, args: str) -> None:
     server = client.server
     password = _password(server)
     if password is None:
-        raise CommandError("no operator password is configured on this server")
+        raise CommandError("no operator password is configured on this server", code="unavailable")
     if not args:
         raise UsageError()
     failures = server.stash.setdefault(FAILED_ATTEMPTS, RecentFailures(_FAILURE_WINDOW))
@@ -79,7 +80,8 @@ def cmd_oper(client: Client, args: str) -> None:
     if recent >= _ADDRESS_CEILING:
         log.warning("/oper refused for %s (%s:%d): %d failures from that address within %g s",
                     client.nick, *client.peer, recent, _FAILURE_WINDOW)
-        raise CommandError("too many failed attempts from your address; try again later")
+        raise CommandError("too many failed attempts from your address; try again later",
+                           code="too_many_attempts")
     if hmac.compare_digest(args.encode("utf-8"), password.encode("utf-8")):
         client.stash[IS_OPERATOR] = True
         log.info("%s (%s:%d) is now an operator", client.nick, *client.peer)
@@ -91,10 +93,10 @@ def cmd_oper(client: Client, args: str) -> None:
     log.warning("failed /oper by %s (%s:%d): %d on this connection, %d from its address "
                 "within %g s", client.nick, *client.peer, mine, recent, _FAILURE_WINDOW)
     if mine >= _MAX_FAILURES:
-        client.error("too many failed /oper attempts; disconnecting")
+        client.error("too many failed /oper attempts; disconnecting", code="too_many_attempts")
         client.close("too many failed /oper attempts")
         return
-    raise CommandError("wrong password")
+    raise CommandError("wrong password", code="wrong_password")
 
 
 def cmd_reload(client: Client, args: str) -> None:
@@ -102,7 +104,8 @@ def cmd_reload(client: Client, args: str) -> None:
     if client.server.reload():
         client.notice("reloaded the config and the plugins")
     else:
-        raise CommandError("reload failed; the running config and plugins stay (see the log)")
+        raise CommandError("reload failed; the running config and plugins stay (see the log)",
+                           code="failed")
 
 
 def cmd_kill(client: Client, args: str) -> None:
@@ -112,7 +115,7 @@ def cmd_kill(client: Client, args: str) -> None:
         raise UsageError()
     target = client.server.find_client(nick)
     if target is None:
-        raise CommandError(f"no such nick: {nick}")
+        raise CommandError(f"no such nick: {nick}", code="no_such_nick")
     why = reason.strip() or "no reason given"
     target.close(
         f"killed by {client.nick}: {why}",

@@ -3,34 +3,27 @@
 * ``/list [page]`` lists the rooms with their member counts and topics, 20 a
   page, so the reply stays small however many rooms there are.
 * ``/whois NICK`` says which rooms a user is in, how long it has been
-  connected and idle, the registered nick it identified as, and its away message.
+  connected and idle, the registered nick it identified as, and its away message
+  (and, to a server operator, the address it connects from).
 * ``/away [message]`` marks you away (no message: back).  Someone who sends you
   a private message while you are away is told so, once per message; ``/who``
   shows away users with ``(away)``.
 
+``/list`` and ``/whois`` answer with typed replies (:mod:`chatd.replies`:
+``RoomList``, ``Whois``), which each protocol words its own way.
 Everything here goes through the public API (``server.room_list()``,
 ``client.away``, ``chatd_message``), like any third-party plugin.
 """
 
 from __future__ import annotations
 
-import time
-
 from chatd import Client, Command, CommandError, Event, UsageError, hookimpl, plural
+from chatd.replies import RoomList, Whois, room_entries
+
+from .oper import is_operator
 
 PAGE = 20
 AWAY_MAX = 200
-
-
-def _ago(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min"
-    if seconds < 86400:
-        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-    return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
 
 
 def cmd_list(client: Client, args: str) -> None:
@@ -42,14 +35,10 @@ def cmd_list(client: Client, args: str) -> None:
     pages = max(1, -(-len(rooms) // PAGE))
     if page > pages:
         verb = "is" if pages == 1 else "are"
-        raise CommandError(f"there {verb} {plural(pages, 'page')} of rooms")
+        raise CommandError(f"there {verb} {plural(pages, 'page')} of rooms", code="not_found")
     shown = rooms[(page - 1) * PAGE : page * PAGE]
-    first = (page - 1) * PAGE + 1
-    more = f"; /list {page + 1} for more" if page < pages else ""
-    client.notice(f"rooms {first}-{first + len(shown) - 1} of {len(rooms)}{more}:")
-    for room in shown:
-        topic = f" — {room.topic}" if room.topic else ""
-        client.notice(f"  {room.name} ({room.members}){topic}")
+    client.reply(RoomList, rooms=room_entries(shown, client), total=len(rooms), page=page,
+                 pages=pages, per_page=PAGE)
 
 
 def cmd_whois(client: Client, args: str) -> None:
@@ -58,23 +47,19 @@ def cmd_whois(client: Client, args: str) -> None:
         raise UsageError()
     target = client.server.find_client(nick)
     if target is None:
-        raise CommandError(f"no such nick: {nick}")
-    rooms = ", ".join(room.name for room in target.rooms) or "no room"
-    since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(target.connected_at))
-    client.notice(
-        f"{target.nick}: in {rooms}; connected {_ago(time.time() - target.connected_at)} "
-        f"ago (since {since}); idle {_ago(target.idle_seconds)}"
+        raise CommandError(f"no such nick: {nick}", code="no_such_nick")
+    client.reply(
+        Whois, nick=target.nick, userhost=target.user, connected_to=target.source.node,
+        rooms=tuple(room.name for room in target.rooms), connected_at=target.connected_at,
+        idle=int(target.idle_seconds), identified_as=target.account, away=target.away,
+        address=target.address if is_operator(client) else None,
     )
-    if target.account is not None:  # an unidentified nick says nothing (the usual case)
-        client.notice(f"{target.nick} is identified as {target.account}")
-    if target.away is not None:
-        client.notice(f"{target.nick} is away: {target.away}")
 
 
 def cmd_away(client: Client, args: str) -> None:
     if not args.strip():
         if client.away is None:
-            raise CommandError("you are not away")
+            raise CommandError("you are not away", code="not_found")
         client.away = None
         client.notice("you are back")
         return

@@ -14,8 +14,10 @@ Policy, all of it replaceable (disable this plugin, or pre-empt its hooks):
   the current one arrive tagged with it (the line protocol's ``[#room] ``).
 
 Joins, parts, quits and nick changes are events the server itself delivers to
-the rooms concerned (each member told once); this plugin only words the
-replies to its own commands.
+the rooms concerned (each member told once); this plugin answers its own
+commands with typed replies (:mod:`chatd.replies`: ``Names`` for ``/who`` and
+the greeting of a ``/join``, ``RoomList`` for ``/rooms``, ``RoomTopic``), which
+each protocol words its own way.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from chatd import (
     UsageError,
     fill,
     hookimpl,
-    plural,
     template_problem,
 )
+from chatd.replies import Names, RoomList, RoomTopic, room_entries
 
 DEFAULT_WELCOME = "Welcome to chatd, {nick}. You are in {room}. Type /help for commands."
 
@@ -58,7 +60,7 @@ def chatd_client_connect(client: Client) -> None:
     try:
         server.join(client, server.default_room, quiet=True)  # the welcome said where
     except RoomError as exc:  # banned from it (the moderation plugin), say
-        client.error(f"{exc}; /join another room")
+        client.error(f"{exc}; /join another room", code=exc.code)
 
 
 @hookimpl(trylast=True)
@@ -78,11 +80,11 @@ def _room_arg(client: Client, args: str) -> Room:
     """The room named in ``args``, or the current room when ``args`` is empty."""
     if not args:
         if client.room is None:
-            raise CommandError("you are not in a room")
+            raise CommandError("you are not in a room", code="not_in_room")
         return client.room
     room = client.server.rooms.get(args.split()[0])
     if room is None:
-        raise CommandError(f"no such room: {args.split()[0]}")
+        raise CommandError(f"no such room: {args.split()[0]}", code="no_such_room")
     return room
 
 
@@ -97,15 +99,12 @@ def cmd_join(client: Client, args: str) -> None:
         _switch(client, room)
         return
     room = client.server.join(client, name, quiet=True)
-    client.notice(f"{client.nick} joined {room.name}")
-    if room.topic:
-        client.notice(f"topic of {room.name}: {room.topic}")
-    others = sorted((m.nick for m in room.members if m is not client), key=str.lower)
-    if others:
-        more = f", and {len(others) - WHO_SHOWN} more (/who)" if len(others) > WHO_SHOWN else ""
-        client.notice(f"also in {room.name}: {', '.join(others[:WHO_SHOWN])}{more}")
-    else:
-        client.notice(f"you are the first in {room.name}")
+    # The greeting (a Names reply): the first WHO_SHOWN others and the joiner itself.
+    everyone = client.server.names(room)
+    others = [member for member in everyone if member.nick != client.nick][:WHO_SHOWN]
+    shown = {member.nick for member in others} | {client.nick}
+    client.reply(Names, room=room.name, topic=room.topic, total=len(everyone), greeting=True,
+                 members=tuple(member for member in everyone if member.nick in shown))
 
 
 def _switch(client: Client, room: Room) -> None:
@@ -119,7 +118,7 @@ def cmd_switch(client: Client, args: str) -> None:
         raise UsageError()
     room = client.server.rooms.get(name if name.startswith("#") else "#" + name)
     if room is None or room not in client.rooms:
-        raise CommandError(f"you are not in {name}; /join it first")
+        raise CommandError(f"you are not in {name}; /join it first", code="not_in_room")
     _switch(client, room)
 
 
@@ -132,9 +131,10 @@ def cmd_part(client: Client, args: str) -> None:
         room = _room_arg(client, "")
         reason = args
     if room not in client.rooms:
-        raise CommandError(f"you are not in {room.name}")
+        raise CommandError(f"you are not in {room.name}", code="not_in_room")
     if len(client.rooms) == 1:
-        raise CommandError(f"{room.name} is your only room; /join another one first")
+        raise CommandError(f"{room.name} is your only room; /join another one first",
+                           code="last_room")
     client.server.part(client, room, reason)  # its source sees the part event too
     if client.room is not None:
         client.notice(f"you are now talking in {client.room.name}")
@@ -142,38 +142,19 @@ def cmd_part(client: Client, args: str) -> None:
 
 def cmd_rooms(client: Client, args: str) -> None:
     rooms = client.server.room_list()
-    current = client.room.name.lower() if client.room is not None else None
     mine = {room.name.lower() for room in client.rooms}
-
-    def mark(name: str) -> str:
-        key = name.lower()
-        return " *" if key == current else " +" if key in mine else ""
-
     # Bounded, so the reply is short however many rooms exist: yours, then others.
     shown = [r for r in rooms if r.name.lower() in mine]
     shown += [r for r in rooms if r.name.lower() not in mine][: max(0, ROOMS_SHOWN - len(shown))]
     shown.sort(key=lambda room: room.name.lower())
-    listing = ", ".join(f"{room.name} ({room.members}){mark(room.name)}" for room in shown)
-    more = f", and {len(rooms) - len(shown)} more (/list)" if len(rooms) > len(shown) else ""
-    client.notice(
-        f"{plural(len(rooms), 'room')}: {listing}{more}  (* = your current room, + = you are in it)"
-    )
+    client.reply(RoomList, rooms=room_entries(shown, client), total=len(rooms))
 
 
 def cmd_who(client: Client, args: str) -> None:
     room = _room_arg(client, args)
-    server = client.server
-
-    def shown(nick: str) -> str:
-        member = server.find_client(nick)
-        return f"{nick} (away)" if member is not None and member.away is not None else nick
-
-    everyone = sorted(server.who(room), key=str.lower)
-    nicks = [shown(nick) for nick in everyone[:WHO_SHOWN]]
-    if len(everyone) > WHO_SHOWN:
-        nicks.append(f"and {len(everyone) - WHO_SHOWN} more")
-    topic = f" — topic: {room.topic}" if room.topic else ""
-    client.notice(f"{room.name} has {plural(len(everyone), 'member')}: {', '.join(nicks)}{topic}")
+    everyone = client.server.names(room)
+    client.reply(Names, room=room.name, members=tuple(everyone[:WHO_SHOWN]),
+                 total=len(everyone), topic=room.topic)
 
 
 def cmd_topic(client: Client, args: str) -> None:
@@ -185,13 +166,10 @@ def cmd_topic(client: Client, args: str) -> None:
         room = _room_arg(client, "")
         text = args
     if not text:
-        if room.topic:
-            client.notice(f"topic of {room.name}: {room.topic}")
-        else:
-            client.notice(f"{room.name} has no topic")
+        client.reply(RoomTopic, room=room.name, topic=room.topic)
         return
     if room not in client.rooms:
-        raise CommandError(f"join {room.name} to set its topic")
+        raise CommandError(f"join {room.name} to set its topic", code="not_in_room")
     client.server.set_topic(client, room, text)
 
 

@@ -49,11 +49,12 @@ def cmd_set(client: Client, args: str) -> None:
     name, value = words[0].lower(), words[1].lower()
     setting = settings.get(name)
     if setting is None:
-        raise CommandError(f"no setting {name!r}; settings: {', '.join(settings)}")
+        raise CommandError(f"no setting {name!r}; settings: {', '.join(settings)}",
+                           code="not_found")
     if value not in setting.values and setting.values == _ON_OFF:
         value = _SYNONYMS.get(value, value)
     if value not in setting.values:
-        raise CommandError(f"{name} is {' or '.join(setting.values)}")
+        raise CommandError(f"{name} is {' or '.join(setting.values)}", code="bad_argument")
     setting.set(client, value)
     client.notice(f"{name} {setting.get(client)}")
 

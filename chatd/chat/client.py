@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..delivery import View, nick_key
 from ..events import Event, Source
+from ..replies import Reply
 from ..stash import Stash
 from ..templates import plural
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from .facade import Server
     from .intake import ClientIntake
     from .rooms import Room
+
+R = TypeVar("R", bound=Reply)
 
 
 class Arrival:
@@ -141,9 +144,19 @@ class Client:
         ``*** [yourplugin] text`` from a plugin that is not a built-in (its marker)."""
         self._domain.notice(self, text)
 
-    def error(self, text: str) -> None:
-        """An error for this client alone: ``! text`` on the line protocol."""
-        self._domain.error(self, text)
+    def error(self, text: str, *, code: str = "error") -> None:
+        """An error for this client alone: ``! text`` on the line protocol; ``code`` is
+        its stable name for programs (jsonl's ``"code"``, :data:`chatd.replies.ERROR_CODES`)."""
+        self._domain.error(self, text, code)
+
+    def reply(self, kind: type[R], /, **fields: Any) -> R | None:
+        """Answer this client with a typed reply (:mod:`chatd.replies`): ``kind`` is the
+        reply class, ``fields`` its own fields (``client.reply(Names, room="#dev",
+        members=(...), total=3)``); the server fills in the id, the time, the source
+        (your plugin) and the target (this client).  Each protocol words it its own way
+        (the line protocol as sentences, jsonl as an object).  Returns the reply, or
+        None if the client is leaving."""
+        return self._domain.reply(self, kind, fields)
 
     def deliver(self, event: Event) -> None:
         """Show ``event`` to this client alone (rendered by its protocol)."""

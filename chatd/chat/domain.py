@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..delivery import DeliveryBackend, LocalBackend
+from ..delivery import DeliveryBackend, LocalBackend, nick_key
 from ..events import (
     Action,
     Away,
@@ -57,12 +57,13 @@ from ..events import (
     Source,
     Topic,
 )
+from ..replies import Reply
 from ..stats import Stats
 from ..store import Store
 from ..templates import plural
 from .client import Arrival, Client
 from .commands import Command, CommandTable
-from .errors import CommandError, NickError, Reject, RoomError
+from .errors import CommandError, NickError, Reject, RoomError, refusal_of
 from .facade import Server
 from .identity import Identity
 from .intake import Intake
@@ -261,7 +262,7 @@ class ChatDomain:
         try:
             event = self._filtered(client, event)
         except Reject as exc:
-            client.error(str(exc) or "rejected")
+            client.error(str(exc) or "rejected", code=exc.code)
             return None
         if not event.text.strip():
             return None
@@ -291,7 +292,7 @@ class ChatDomain:
             room = self.hooks.call_first("chatd_route_message", notify=client, client=client,
                                          text=text)
             if room is None:
-                client.error("you are not in a room; /join one first")
+                client.error("you are not in a room; /join one first", code="not_in_room")
                 return None
         event = self.new_event(Action if action else Message, client.source, room.name, text)
         event = self._accept(client, event)
@@ -304,13 +305,13 @@ class ChatDomain:
         """``text`` from ``client`` to ``nick``; raises CommandError if nobody has it."""
         target = self.backend.find_nick(nick)
         if target is None:
-            raise CommandError(f"no such nick: {nick}")
+            raise CommandError(f"no such nick: {nick}", code="no_such_nick")
         event = self.new_event(PrivateMessage, client.source, target.nick, text)
         event = self._accept(client, event)
         if event is None:
             return None
         if not self.backend.to_nick(event, event.target):
-            raise CommandError(f"no such nick: {nick}")
+            raise CommandError(f"no such nick: {nick}", code="no_such_nick")
         if target is not client:
             self.backend.to_client(event, client)  # the sender's copy: "-> *bob* text"
         self._delivered(event, client)
@@ -363,7 +364,7 @@ class ChatDomain:
         try:
             filtered = self._filtered(client, event)
         except Reject as exc:
-            client.error(f"{exc or 'rejected'}; left without the reason")
+            client.error(f"{exc or 'rejected'}; left without the reason", code=exc.code)
             return dataclasses.replace(event, text=blank)
         self.hooks.call("chatd_message", notify=client, client=client, text=filtered.text,
                         event=filtered)
@@ -410,28 +411,29 @@ class ChatDomain:
         """
         problem = room_problem(name)
         if problem:
-            raise RoomError(problem)
+            raise RoomError(problem, code="bad_room_name")
         limits = self.config.limits
         existing = self.rooms.get(name)
         if existing is None or existing not in client.rooms:
             if len(client.rooms) >= limits.max_rooms_per_client:
                 raise RoomError(
                     f"you are in {plural(len(client.rooms), 'room')}, the most one may be in; "
-                    "/part one first"
+                    "/part one first", code="too_many_rooms",
                 )
             if existing is None and len(self.rooms) >= limits.max_rooms:
                 raise RoomError(
                     f"this server has {plural(len(self.rooms), 'room')}, as many as it may; "
-                    "join one that exists (/list)"
+                    "join one that exists (/list)", code="rooms_full",
                 )
         if existing is None and (twin := self.rooms.look_alike(name)) is not None:
             raise RoomError(f"{name} looks like {twin.name}: join {twin.name}, or choose a "
-                            "name that reads differently")
+                            "name that reads differently", code="look_alike")
         if existing is None or existing not in client.rooms:
             refusal = self.hooks.call_first("chatd_check_join", notify=client, client=client,
                                             name=name, room=existing)
             if refusal:
-                raise RoomError(str(refusal))
+                text, code = refusal_of(refusal, "join_refused")
+                raise RoomError(text, code=code)
         room = self.rooms.get_or_create(name)
         client.room = room
         if room in client.rooms:
@@ -457,7 +459,7 @@ class ChatDomain:
         The client is told (its own copy of the part event) unless ``quiet``.
         """
         if room not in client.rooms:
-            raise RoomError(f"you are not in {room.name}")
+            raise RoomError(f"you are not in {room.name}", code="not_in_room")
         event = self.new_event(Part, client.source, room.name, reason, quiet=quiet)
         if reason:
             event = self._reason_filtered(client, event, "")
@@ -499,9 +501,10 @@ class ChatDomain:
         if not refusal:
             return False
         if client.link.connected:
-            text = f"{refusal}; /{command.name}'s post to {room.name} was not sent"
+            why, code = refusal_of(refusal, "speak_refused")
+            text = f"{why}; /{command.name}'s post to {room.name} was not sent"
             self.backend.to_client(
-                self.new_event(Error, self._server_voice(), client.nick, text), client)
+                self.new_event(Error, self._server_voice(), client.nick, text, code=code), client)
         return True
 
     # -- nicks ------------------------------------------------------------------------------
@@ -514,13 +517,14 @@ class ChatDomain:
         """Give ``client`` the nick ``new``; raises :class:`NickError` with the reason."""
         problem = nick_problem(new, self.config.limits.max_nick_bytes)
         if problem:
-            raise NickError(problem)
+            raise NickError(problem, code="erroneous_nick")
         if client.nick == new:
             return
         refusal = self.hooks.call_first("chatd_check_nick", notify=client, client=client,
                                         nick=new)
         if refusal:
-            raise NickError(str(refusal))
+            text, code = refusal_of(refusal, "nick_refused")
+            raise NickError(text, code=code)
         self._rename(client, new)
 
     def rename_to_guest(self, client: Client) -> str:
@@ -537,7 +541,7 @@ class ChatDomain:
         self.backend.release_nick(client, old)
         if not self.backend.claim_nick(client, new):
             self.backend.claim_nick(client, old)
-            raise NickError(f"the nick {new} is taken")
+            raise NickError(f"the nick {new} is taken", code="nick_in_use")
         client.source = dataclasses.replace(client.source, nick=new)
         rooms = tuple(client.rooms)
         event = self.new_event(NickChange, client.source, "", "", old=old, new=new,
@@ -547,6 +551,10 @@ class ChatDomain:
         self._delivered(event, client)
         self.hooks.call("chatd_nick_change", notify=client, client=client, old=old, new=new,
                         event=event)
+
+    def set_room_operators(self, room: Room, accounts: Iterable[str]) -> None:
+        """``room``'s operators are ``accounts`` (kept as nick keys)."""
+        room.operators = frozenset(nick_key(account) for account in accounts)
 
     def set_account(self, client: Client, account: str | None) -> None:
         """``client`` is identified as ``account`` now (None: not identified)."""
@@ -565,11 +573,20 @@ class ChatDomain:
                 self.new_event(Notice, self.server_source(), client.nick, text), client
             )
 
-    def error(self, client: Client, text: str) -> None:
+    def error(self, client: Client, text: str, code: str = "error") -> None:
         if client.link.connected:
             self.backend.to_client(
-                self.new_event(Error, self.server_source(), client.nick, text), client
+                self.new_event(Error, self.server_source(), client.nick, text, code=code), client
             )
+
+    def reply(self, client: Client, kind: type[Reply], fields: dict[str, Any]) -> Any:
+        """A typed reply (:mod:`chatd.replies`) for ``client`` alone, from the plugin
+        running now; None (nothing made) if the client is leaving."""
+        if not client.link.connected:
+            return None
+        event = self.new_event(kind, self.server_source(), client.nick, **fields)
+        self.backend.to_client(event, client)
+        return event
 
     def broadcast(self, text: str, exclude: Client | None = None) -> int:
         """A notice for every connected client (but ``exclude``)."""

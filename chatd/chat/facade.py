@@ -12,7 +12,9 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..delivery import nick_key
 from ..events import Event
+from ..replies import Member
 from ..stash import Stash
 from .tables import PluginStore
 
@@ -134,6 +136,25 @@ class Server:
     def who(self, room: Room) -> list[str]:
         """The nicks in ``room`` (through the delivery backend: a cluster's, too)."""
         return self._domain.backend.members(room)
+
+    def names(self, room: Room) -> list[Member]:
+        """The members of ``room`` in name order, each with its marks: ``userhost``, its
+        account, away, and whether it is one of the room's operators (by account, from
+        ``room.operators``): what ``/who`` and the greeting of a ``/join`` list."""
+        operators = room.operators
+        members = [
+            Member(client.nick, client.user, client.account, client.away is not None,
+                   client.account is not None and nick_key(client.account) in operators)
+            for client in room.members
+        ]
+        members.sort(key=lambda member: member.nick.lower())
+        return members
+
+    def set_room_operators(self, room: Room, accounts: Iterable[str]) -> None:
+        """Say who the operators of ``room`` are, by account (registered nicks; any
+        case): ``room.operators``, and the ``operator`` mark of its members in
+        ``/who``.  For the plugin that decides it (the built-in *moderation*)."""
+        self._domain.set_room_operators(room, accounts)
 
     def room_list(self) -> list[RoomInfo]:
         """Name, member count and topic of every room (the backend's view)."""

@@ -260,7 +260,8 @@ class Intake:
     def _excess_flood(self, client: Client, gate: FloodGate) -> None:
         limit = hard_backlog(self._domain.config.limits)
         gate.clear()
-        client.error(f"excess flood: more than {limit} bytes waiting; disconnecting")
+        client.error(f"excess flood: more than {limit} bytes waiting; disconnecting",
+                     code="excess_flood")
         client.link.close("excess flood", limit="excess_flood")
 
     # -- dispatch --------------------------------------------------------------------------
@@ -292,10 +293,11 @@ class Intake:
                     self._say_to(client, item)  # type: ignore[arg-type]
                 elif cls is LineTooLong:
                     client.error(
-                        f"line too long (max {item.limit} bytes); it was not sent"  # type: ignore[union-attr]
+                        f"line too long (max {item.limit} bytes); it was not sent",  # type: ignore[union-attr]
+                        code="line_too_long",
                     )
                 elif cls is Malformed:
-                    client.error(item.reason)  # type: ignore[union-attr]
+                    client.error(item.reason, code="malformed")  # type: ignore[union-attr]
             finally:
                 if tag is not None:
                     link.replying_to(None)
@@ -308,7 +310,7 @@ class Intake:
         if say.room is not None:
             room = self._domain.rooms.get(say.room)
             if room is None or client not in room.members:
-                client.error(f"you are not in {say.room}")
+                client.error(f"you are not in {say.room}", code="not_in_room")
                 return
         self._domain.say(client, say.text, room, action=say.action)
 
@@ -316,10 +318,11 @@ class Intake:
         domain = self._domain
         command = domain.commands.get(invoke.name)
         if command is None:
-            client.error(f"unknown command /{invoke.name} — try /help")
+            client.error(f"unknown command /{invoke.name} — try /help", code="unknown_command")
             return
         if command.exact_args and invoke.cleaned:
-            client.error(f"/{command.name}: control or invisible characters are not allowed here")
+            client.error(f"/{command.name}: control or invisible characters are not allowed here",
+                         code="bad_characters")
             return
         hooks = domain.hooks
         try:
@@ -345,6 +348,6 @@ class Intake:
                 self.speaking = outer
         except UsageError as exc:
             detail = f"{exc}; " if str(exc) else ""
-            client.error(f"{detail}usage: {command.usage or '/' + command.name}")
+            client.error(f"{detail}usage: {command.usage or '/' + command.name}", code=exc.code)
         except CommandError as exc:
-            client.error(str(exc))
+            client.error(str(exc), code=exc.code)

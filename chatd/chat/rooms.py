@@ -55,6 +55,7 @@ class Room:
         "created_at",
         "members",
         "name",
+        "operators",
         "renderers",
         "stash",
         "topic",
@@ -73,6 +74,11 @@ class Room:
         self.renderers: dict[Any, int] = {}
         #: When the room was created (``time.time()``).
         self.created_at = time.time()
+        #: The accounts (nick keys, lowercase) of the room's operators: a member
+        #: identified as one of them is marked ``operator`` in ``/who`` (IRC's ``@``).
+        #: Kept by the plugin that decides it (the built-in *moderation*: a registered
+        #: room's founder and operators) through ``server.set_room_operators()``.
+        self.operators: frozenset[str] = frozenset()
         #: ``(room,)``: the ``rooms`` tuple of every client in this room only, shared
         #: by all of them (most clients are in one room; a tuple each is 48 bytes).
         #: The domain's, for ``client.rooms``; read-only for plugins.

@@ -57,7 +57,7 @@ class Notifiable(Protocol):
     @property
     def connected(self) -> bool: ...
 
-    def error(self, text: str) -> None: ...
+    def error(self, text: str, *, code: str = "error") -> None: ...
 
 
 class Guard:
@@ -144,7 +144,8 @@ class Guard:
             # The server says this, not the failing plugin (whose call is still current).
             running, self.current_plugin = self.current_plugin, None
             try:
-                notify.error(f"internal error in plugin {plugin!r}; the server goes on")
+                notify.error(f"internal error in plugin {plugin!r}; the server goes on",
+                             code="internal_error")
             finally:
                 self.current_plugin = running
         self._count_towards_breaker(plugin, now)

@@ -23,8 +23,10 @@ to data that history and other nodes use too)::
 
     {"type":"message","id":1796119080000007,"time":"2026-12-01T10:00:00.000Z","from":"bob","room":"#lobby","text":"hi"}
 
-Replies to commands and the server's notices are ``notice`` objects, errors
-``error`` objects.  Events a client caused itself carry ``"self": true``.
+Replies to commands are objects of their own kind (:mod:`chatd.replies`:
+``names``, ``rooms``, ``whois``...), the server's other words ``notice``
+objects, errors ``error`` objects with a ``code``.  Events a client caused
+itself carry ``"self": true``.
 
 Input is checked, never repaired: a line that is not UTF-8, a string that is
 not well-formed text (a lone surrogate from a ``\\u`` escape) or holds what the
@@ -51,6 +53,7 @@ from ..framing import (
     strip_colour_codes,
     utf8,
 )
+from ..replies import Reply
 from ..requests import Invoke, Malformed, Request, Say
 from .base import ChatProtocol, Renderer
 
@@ -79,6 +82,26 @@ def _timestamp(when: float) -> str:
     )
 
 
+#: The fields of replies (and of their records) that hold a time: ISO text, like ``time``.
+_TIME_FIELDS = frozenset({"connected_at", "until"})
+
+
+def _reply_values(obj: dict[str, Any]) -> None:
+    """A reply's strings sanitised for a program (a topic, an away message, a plugin's
+    help: whoever wrote them) and its times as ISO text, in place, records included."""
+    for key, value in obj.items():
+        cls = value.__class__
+        if cls is str:
+            obj[key] = _for_program(value)
+        elif cls is float and key in _TIME_FIELDS:
+            obj[key] = _timestamp(value)
+        elif cls is list:
+            obj[key] = [_for_program(item) if item.__class__ is str else item for item in value]
+            for item in value:
+                if item.__class__ is dict:
+                    _reply_values(item)
+
+
 def _encode(obj: dict[str, Any]) -> bytes:
     return utf8(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
 
@@ -91,7 +114,8 @@ class JsonlRenderer(Renderer):
     def _object(self, event: Event) -> dict[str, Any]:
         """The codec's public form of ``event`` (:func:`chatd.codec.to_dict`), as jsonl
         shows it: the time as ISO text, the text sanitised, ``to`` only on a private
-        message (a notice or error to you needs no recipient)."""
+        message (a notice, an error or a reply to you needs no recipient); a reply's
+        own fields sanitised too, its times as ISO text (:func:`_reply_values`)."""
         obj = to_dict(event, internal=False)
         obj["time"] = _timestamp(event.time)
         text = obj.get("text")
@@ -99,6 +123,8 @@ class JsonlRenderer(Renderer):
             obj["text"] = _for_program(text)
         if "to" in obj and event.__class__ is not PrivateMessage:
             del obj["to"]
+        if isinstance(event, Reply):
+            _reply_values(obj)
         return obj
 
     def render(self, event: Event) -> bytes:

@@ -60,7 +60,20 @@ from ..events import (
     Topic,
 )
 from ..framing import LineTooLong, sanitize, strip_colour_codes, utf8
+from ..replies import (
+    BanEntry,
+    BanList,
+    Help,
+    HelpEntry,
+    HistoryMarker,
+    Names,
+    RoomEntry,
+    RoomList,
+    RoomTopic,
+    Whois,
+)
 from ..requests import Invoke, Request
+from ..templates import plural
 from .base import ChatProtocol, Renderer
 from .telnet import TelnetFilter
 
@@ -140,6 +153,135 @@ def _topic(e: Topic) -> bytes:
     return _notice_line(f"{e.source.nick} set the topic of {e.target} to: {inline(e.text)}")
 
 
+# -- replies: the sentences a netcat user always read -------------------------------------------
+
+
+def _said(e: Event, *sentences: str) -> bytes:
+    """``sentences`` as notice lines (``*** ``, with the plugin's marker if it is not a
+    built-in): how every reply reads on the line protocol."""
+    marker = _plugin_marker(NOTICE, e)
+    return b"".join(marked(marker, sentence) for sentence in sentences)
+
+
+def _ago(seconds: float) -> str:
+    """``42 s``, ``5 min``, ``2 h 5 min``, ``3 d 4 h``."""
+    seconds = int(max(0.0, seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
+
+
+def _names(e: Names) -> bytes:
+    if e.greeting:
+        return _greeting(e)
+    nicks = [f"{m.nick} (away)" if m.away else m.nick for m in e.members]
+    if e.total > len(e.members):
+        nicks.append(f"and {e.total - len(e.members)} more")
+    topic = f" — topic: {e.topic}" if e.topic else ""
+    return _said(e, f"{e.room} has {plural(e.total, 'member')}: {', '.join(nicks)}{topic}")
+
+
+def _greeting(e: Names) -> bytes:
+    """The answer to one's own ``/join``: where, the topic, who else is there."""
+    sentences = [f"{e.target} joined {e.room}"]
+    if e.topic:
+        sentences.append(f"topic of {e.room}: {e.topic}")
+    others = [m.nick for m in e.members if m.nick != e.target]
+    if others:
+        hidden = e.total - 1 - len(others)
+        more = f", and {hidden} more (/who)" if hidden > 0 else ""
+        sentences.append(f"also in {e.room}: {', '.join(others)}{more}")
+    else:
+        sentences.append(f"you are the first in {e.room}")
+    return _said(e, *sentences)
+
+
+def _room_mark(entry: RoomEntry) -> str:
+    return " *" if entry.current else " +" if entry.joined else ""
+
+
+def _rooms(e: RoomList) -> bytes:
+    if not e.page:  # /rooms: one line, the reader's own rooms marked
+        listing = ", ".join(f"{r.name} ({r.members}){_room_mark(r)}" for r in e.rooms)
+        hidden = e.total - len(e.rooms)
+        more = f", and {hidden} more (/list)" if hidden > 0 else ""
+        return _said(e, f"{plural(e.total, 'room')}: {listing}{more}  "
+                        "(* = your current room, + = you are in it)")
+    first = (e.page - 1) * e.per_page + 1
+    more = f"; /list {e.page + 1} for more" if e.page < e.pages else ""
+    return _said(e, f"rooms {first}-{first + len(e.rooms) - 1} of {e.total}{more}:",
+                 *(f"  {r.name} ({r.members}){f' — {r.topic}' if r.topic else ''}"
+                   for r in e.rooms))
+
+
+def _whois(e: Whois) -> bytes:
+    rooms = ", ".join(e.rooms) or "no room"
+    since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(e.connected_at))
+    sentences = [f"{e.nick}: in {rooms}; connected {_ago(e.time - e.connected_at)} ago "
+                 f"(since {since}); idle {_ago(e.idle)}"]
+    if e.identified_as is not None:  # an unidentified nick says nothing (the usual case)
+        sentences.append(f"{e.nick} is identified as {e.identified_as}")
+    if e.away is not None:
+        sentences.append(f"{e.nick} is away: {e.away}")
+    if e.address is not None:  # for operators only
+        sentences.append(f"{e.nick} is connected from {e.address}")
+    return _said(e, *sentences)
+
+
+def _room_topic(e: RoomTopic) -> bytes:
+    return _said(e, f"topic of {e.room}: {e.topic}" if e.topic else f"{e.room} has no topic")
+
+
+def _help(e: Help) -> bytes:
+    if e.command:  # /help NAME
+        entry = e.commands[0] if e.commands else HelpEntry(e.command, "/" + e.command)
+        return _said(e, f"{entry.usage} — {entry.help}",
+                     *("  " + line for line in e.details.splitlines()))
+    sentences = ["Commands (/help NAME for details; //text sends a line starting with /):"]
+    plugin: str | None = None
+    for entry in e.commands:
+        if entry.plugin != plugin:
+            plugin = entry.plugin
+            sentences.append(f"[{plugin}]")
+        sentences.append(f"  {entry.usage:<24} {entry.help}")
+    return _said(e, *sentences)
+
+
+def _history_marker(e: HistoryMarker) -> bytes:
+    if e.edge != "start":
+        if not e.count:
+            return b""  # "no history" said it all
+        return _said(e, "end of history; live chat follows" if e.live else "end of history")
+    many = "the last line" if e.count == 1 else f"the last {e.count} lines"
+    if e.nick:  # a private conversation
+        return _said(e, f"private history with {e.nick}: {many}" if e.count
+                     else f"no private history with {e.nick}")
+    ignored = (f" ({plural(e.left_out, 'line')} from people you ignore left out)"
+               if e.left_out else "")
+    return _said(e, f"history of {e.room}: {many}{ignored}" if e.count
+                 else f"no history in {e.room}{ignored}")
+
+
+def _ban_entry(entry: BanEntry) -> str:
+    subject = entry.subject
+    if entry.masks:
+        subject += f" ({', '.join(entry.masks)})"
+    until = ("until lifted" if entry.until is None else
+             "until " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(entry.until)))
+    why = f": {entry.reason}" if entry.reason else ""
+    return f"{entry.kind} {subject} by {entry.set_by}, {until}{why}"
+
+
+def _bans(e: BanList) -> bytes:
+    if not e.entries:
+        return _said(e, f"no bans or mutes in {e.room}")
+    return _said(e, *(_ban_entry(entry) for entry in e.entries))
+
+
 _RENDER: dict[type[Event], Callable[..., bytes]] = {
     Message: lambda e: marked(f"<{e.source.nick}> ", e.text),
     Action: lambda e: marked(f"* {e.source.nick} ", e.text),
@@ -151,6 +293,13 @@ _RENDER: dict[type[Event], Callable[..., bytes]] = {
     Quit: _quit,
     NickChange: _nick,
     Topic: _topic,
+    Names: _names,
+    RoomList: _rooms,
+    Whois: _whois,
+    RoomTopic: _room_topic,
+    Help: _help,
+    HistoryMarker: _history_marker,
+    BanList: _bans,
 }
 
 

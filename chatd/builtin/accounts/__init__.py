@@ -172,5 +172,5 @@ def chatd_shutdown(server: Server) -> None:
     for job in state.queue.clear():  # waiting for a thread that will not come
         if job.client.connected:  # a reload or a stop: the plugin cannot tell which
             job.client.error("your password was not checked: the server is reloading or "
-                             "stopping; try again")
+                             "stopping; try again", code="unavailable")
             server.resume_requests(job.client)

@@ -70,7 +70,7 @@ def _room_registrar(client: Client) -> tuple[Callable[[Client, list[str]], None]
                                               Callable[[Client, list[str]], None]]:
     registrar = client.server.stash.get(ROOM_REGISTRAR)
     if registrar is None:
-        raise CommandError("rooms cannot be registered on this server")
+        raise CommandError("rooms cannot be registered on this server", code="unavailable")
     return registrar
 
 
@@ -89,18 +89,20 @@ def cmd_register(client: Client, args: str) -> None:
     _may_register(client, state)
     nick, password = client.nick, words[0]
     if nick_key(nick).startswith(GUEST_PREFIX):
-        raise CommandError("choose your nick first (/nick NAME), then /register PASSWORD")
+        raise CommandError("choose your nick first (/nick NAME), then /register PASSWORD",
+                           code="not_allowed")
     owner = command_owner(server, nick)
     if owner is not None and identified_as(client, owner):
-        raise CommandError(f"{nick} is already registered to you")
+        raise CommandError(f"{nick} is already registered to you", code="already_registered")
     _free_to_register(nick, owner)
     problem = _password_problem(server, password, nick)
     if problem:
-        raise CommandError(problem)
+        raise CommandError(problem, code="weak_password")
     operator = is_operator(client)
     if not operator and (state.registrations.count(client.address)
                          >= state.settings["registrations_per_hour"]):
-        raise CommandError("too many nicks registered from your address; try again later")
+        raise CommandError("too many nicks registered from your address; try again later",
+                           code="limit")
     n = state.settings["scrypt_n"]
     submit(client, nick_key(nick), lambda: hash_password(password, n),
             lambda c, hashed: _registered(c, nick, hashed, own=True, counted=not operator),
@@ -113,10 +115,10 @@ def _may_register(client: Client, state: AccountsState) -> None:
     """Refuse a registration ``plugins.accounts.registration`` does not allow."""
     mode = state.settings["registration"]
     if mode == "closed":
-        raise CommandError("registering nicks is closed on this server")
+        raise CommandError("registering nicks is closed on this server", code="unavailable")
     if mode == "operators" and not is_operator(client):
         raise CommandError("only server operators register nicks on this server; ask one to "
-                           "/register YOURNICK PASSWORD for you")
+                           "/register YOURNICK PASSWORD for you", code="not_operator")
 
 
 def _free_to_register(nick: str, owner: Account | None) -> None:
@@ -124,9 +126,10 @@ def _free_to_register(nick: str, owner: Account | None) -> None:
     if owner is None:
         return
     if nick_key(owner[0]) == nick_key(nick):
-        raise CommandError(f"{nick} is already registered; /identify PASSWORD if it is yours")
+        raise CommandError(f"{nick} is already registered; /identify PASSWORD if it is yours",
+                           code="already_registered")
     raise CommandError(f"{nick} looks the same as the registered nick {owner[0]}; choose "
-                       "another nick")
+                       "another nick", code="look_alike")
 
 
 def _register_for(client: Client, nick: str, password: str) -> None:
@@ -137,11 +140,11 @@ def _register_for(client: Client, nick: str, password: str) -> None:
     _may_register(client, state)
     problem = nick_problem(nick, server.config.limits.max_nick_bytes)
     if problem:
-        raise CommandError(problem)
+        raise CommandError(problem, code="erroneous_nick")
     _free_to_register(nick, command_owner(server, nick))
     problem = _password_problem(server, password, nick)
     if problem:
-        raise CommandError(problem)
+        raise CommandError(problem, code="weak_password")
     n = state.settings["scrypt_n"]
     submit(client, nick_key(nick), lambda: hash_password(password, n),
             lambda c, hashed: _registered(c, nick, hashed, own=False, counted=False),
@@ -154,7 +157,7 @@ def _registered(client: Client, nick: str, hashed: str, *, own: bool, counted: b
     if own and nick_key(client.nick) != nick_key(nick):
         if counted:
             state.registrations.forgive(client.address)
-        raise CommandError(f"you are no longer {nick}; /register again")
+        raise CommandError(f"you are no longer {nick}; /register again", code="conflict")
     try:
         taken = accounts_like(server, nick)
     except StoreUnavailable as exc:
@@ -163,7 +166,7 @@ def _registered(client: Client, nick: str, hashed: str, *, own: bool, counted: b
         if counted:
             state.registrations.forgive(client.address)
         raise CommandError(f"{nick} (or a nick that looks the same) was registered by "
-                           "someone else a moment ago")
+                           "someone else a moment ago", code="conflict")
     now = time.time()
     key = nick_key(nick)
     number = server.store.write(
@@ -199,10 +202,10 @@ def cmd_identify(client: Client, args: str) -> None:
     account = command_lookup(server, nick)
     if account is None:
         hint = " (/register PASSWORD registers it)" if len(words) == 1 else ""
-        raise CommandError(f"{nick} is not registered{hint}")
+        raise CommandError(f"{nick} is not registered{hint}", code="not_registered")
     if identified_as(client, account):
         if nick_key(client.nick) == nick_key(account[0]):
-            raise CommandError(f"you are already identified as {client.account}")
+            raise CommandError(f"you are already identified as {client.account}", code="no_change")
         _take_back(client, account)  # it is yours: no password needed to have it back
         return
     stored = account[1]
@@ -240,7 +243,7 @@ def _take_back(client: Client, account: Account) -> None:
     if owner is not None and nick_key(owner[0]) != nick_key(nick):
         raise CommandError(f"{nick} looks the same as {owner[0]}, registered before it by "
                            f"someone else: you cannot use that nick (/drop PASSWORD gives "
-                           f"{nick} up)")
+                           f"{nick} up)", code="look_alike")
     holder = server.find_client(nick)  # the same nick, or one that looks the same
     if holder is not None and holder is not client:
         if identified_as(holder, account):
@@ -264,13 +267,13 @@ def _identified(client: Client, nick: str) -> None:
 def _own_account(client: Client, unidentified: str) -> Account:
     """The account ``client`` is identified as; ``unidentified`` is the error if none."""
     if client.account is None:
-        raise CommandError(unidentified)
+        raise CommandError(unidentified, code="not_identified")
     try:
         account = account_by_key(client.server, nick_key(client.account))
     except StoreUnavailable as exc:
         raise unavailable(exc) from None
     if account is None:
-        raise CommandError(f"{client.account} is not registered any more")
+        raise CommandError(f"{client.account} is not registered any more", code="not_registered")
     return account
 
 
@@ -283,7 +286,7 @@ def cmd_password(client: Client, args: str) -> None:
     old, new = words
     problem = _password_problem(server, new, account[0])
     if problem:
-        raise CommandError(problem)
+        raise CommandError(problem, code="weak_password")
     n, stored = state_of(server).settings["scrypt_n"], account[1]
 
     def work() -> str | None:

@@ -109,19 +109,20 @@ def chatd_filter_message(client: Client, event: Event) -> None:
     private message goes to such a holder (it was meant for the owner)."""
     refusal = _silenced(client)
     if refusal is not None:
-        raise Reject(refusal)
+        raise Reject(refusal, code="nick_registered")
     if event.kind == "privmsg":
         target = client.server.find_client(event.target)
         if target is not None and target is not client and GRACE in target.stash:
             raise Reject(f"{target.nick} is held by someone who has not identified for it, "
-                         "not by its owner; not sent")
+                         "not by its owner; not sent", code="nick_registered")
 
 
 @hookimpl
-def chatd_check_speak(client: Client) -> str | None:
+def chatd_check_speak(client: Client) -> Reject | None:
     """A plugin command posting to a room for such a holder (``/roll``: "alice rolled")
     speaks as the name too."""
-    return _silenced(client)
+    refusal = _silenced(client)
+    return None if refusal is None else Reject(refusal, code="nick_registered")
 
 
 @hookimpl

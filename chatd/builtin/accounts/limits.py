@@ -31,11 +31,13 @@ def may_guess(client: Client, state: AccountsState, source: str, key: str) -> No
     if refusal == "source":
         log.warning("password attempt refused for %s (%s): too many failures from that "
                     "address", client.nick, client.address)
-        raise CommandError("too many failed attempts from your address; try again later")
+        raise CommandError("too many failed attempts from your address; try again later",
+                           code="too_many_attempts")
     if refusal is not None:
         log.warning("password attempt for %s refused (%s, %s): too many recent failures",
                     key, client.nick, client.address)
-        raise CommandError("too many failed attempts for that nick; try again later")
+        raise CommandError("too many failed attempts for that nick; try again later",
+                           code="too_many_attempts")
 
 
 def succeeded(client: Client, key: str) -> None:
@@ -54,7 +56,7 @@ def failed(client: Client, key: str, what: str) -> None:
                 client.nick, *client.peer, mine, for_account, from_source, pair,
                 FAILURE_WINDOW)
     if mine >= CONNECTION_FAILURES_MAX:
-        client.error("too many failed password attempts; disconnecting")
+        client.error("too many failed password attempts; disconnecting", code="too_many_attempts")
         client.close("too many failed password attempts")
         return
-    client.error("wrong password")
+    client.error("wrong password", code="wrong_password")

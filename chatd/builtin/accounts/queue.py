@@ -48,7 +48,7 @@ def submit(client: Client, account_key: str, work: Callable[[], Any],
         may_guess(client, state, source, account_key)
     lane = (source, account_key)
     if state.queue.full(lane):
-        raise CommandError(BUSY)
+        raise CommandError(BUSY, code="unavailable")
     if guess:
         state.guesses.attempt(source, account_key)
     state.queue.put(lane, Job(client, work, then, guess))
@@ -83,12 +83,13 @@ def _answer(state: AccountsState, lane: Lane, job: Job, future: Future[Any]) -> 
             result = future.result()
         except Exception:
             log.exception("checking a password failed")
-            client.error("internal error checking the password; the server goes on")
+            client.error("internal error checking the password; the server goes on",
+                         code="internal_error")
             return
         try:
             job.then(client, result)
         except CommandError as exc:
-            client.error(str(exc))
+            client.error(str(exc), code=exc.code)
     finally:
         server.resume_requests(client)  # what it sent meanwhile, answered after
         if server.stash.get(STATE) is state:  # not after a reload shut this pool down

@@ -72,5 +72,5 @@ def state_of(server: Server) -> AccountsState:
     """The plugin's state, for a command: CommandError (the user's line) if there is none."""
     state: AccountsState | None = server.stash.get(STATE)
     if state is None:
-        raise CommandError("accounts are not available on this server")
+        raise CommandError("accounts are not available on this server", code="unavailable")
     return state

@@ -102,7 +102,8 @@ def account_by_key(server: Server, key: str) -> Account | None:
 
 def unavailable(exc: StoreUnavailable) -> CommandError:
     """A store that cannot answer, as the user's error line."""
-    return CommandError(f"accounts are unavailable right now ({exc}); try again soon")
+    return CommandError(f"accounts are unavailable right now ({exc}); try again soon",
+                        code="unavailable")
 
 
 def command_lookup(server: Server, nick: str) -> Account | None:
@@ -126,7 +127,7 @@ def written(server: Server, key: str, number: int, account: Account | None) -> N
     in memory until it is there; a write the store refused (0) is the user's error."""
     if not number:
         raise CommandError("the server could not save that (its database is failing); "
-                           "try again later")
+                           "try again later", code="unavailable")
     state_of(server).unwritten[key] = (number, account)
 
 
@@ -146,13 +147,13 @@ def unchanged(client: Client, account: Account, *, identified: bool) -> None:
     nick = account[0]
     if identified and not identified_as(client, account):
         raise CommandError(f"you are no longer identified as {nick} (it was dropped "
-                           "meanwhile); nothing was changed")
+                           "meanwhile); nothing was changed", code="conflict")
     try:
         current = account_by_key(client.server, nick_key(nick))
     except StoreUnavailable as exc:
         raise unavailable(exc) from None
     if current is None:
-        raise CommandError(f"{nick} was dropped meanwhile; nothing was changed")
+        raise CommandError(f"{nick} was dropped meanwhile; nothing was changed", code="conflict")
     if current[1] != account[1]:
         raise CommandError(f"the password of {nick} was changed meanwhile; nothing was "
-                           "changed: try again with the new one")
+                           "changed: try again with the new one", code="conflict")

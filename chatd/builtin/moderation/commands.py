@@ -29,6 +29,7 @@ from chatd import (
 )
 from chatd.chat.nicks import nick_key, nick_problem
 from chatd.chat.rooms import room_key
+from chatd.replies import BanEntry, BanList
 
 from ..accounts import find_account
 from ..masks import Identity, Mask, MaskError, same_name
@@ -40,6 +41,7 @@ from .store import (
     Entry,
     RoomRules,
     index,
+    publish_operators,
     registered_look_alike,
     rules_for,
     save_entry,
@@ -84,7 +86,7 @@ def _as_mask(who: str) -> str:
     try:
         return Mask(text).text
     except MaskError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError(str(exc), code="bad_argument") from None
 
 
 def _who(server: Server, who: str) -> Who:
@@ -98,7 +100,7 @@ def _who(server: Server, who: str) -> Who:
             masks.insert(0, f"*!{nick_key(target.account)}@*")
         return Who(masks, target.nick, target)
     if nick_problem(who) is not None and not who.lower().startswith("guest-"):
-        raise CommandError(f"not a nick or a mask: {who}")
+        raise CommandError(f"not a nick or a mask: {who}", code="bad_argument")
     masks = [_as_mask(f"{who}!*@*")]
     account = _registered(server, who)
     if account is not None:
@@ -112,7 +114,8 @@ def _registered(server: Server, nick: str) -> str | None:
     try:
         account = find_account(server, nick)
     except StoreUnavailable as exc:
-        raise CommandError(f"cannot look up {nick} right now ({exc}); try again soon") from None
+        raise CommandError(f"cannot look up {nick} right now ({exc}); try again soon",
+                           code="unavailable") from None
     except CommandError:  # no accounts on this server: no nick is registered
         return None
     return None if account is None else nick_key(account[0])
@@ -127,16 +130,17 @@ def _moderated_room(client: Client, words: list[str]) -> tuple[str, Room | None,
         name = words.pop(0)
         room = server.rooms.get(name)
         if room is None and rules_for(server, name) is None:
-            raise CommandError(f"no such room: {name}")
+            raise CommandError(f"no such room: {name}", code="no_such_room")
     elif client.room is not None:
         room = client.room
     else:
-        raise CommandError("you are not in a room; name one: #room")
+        raise CommandError("you are not in a room; name one: #room", code="not_in_room")
     if room is not None:
         name = room.name
     rules = rules_for(server, name)
     if not is_room_operator(client, rules):
-        raise CommandError(f"permission denied: you are not an operator of {name}")
+        raise CommandError(f"permission denied: you are not an operator of {name}",
+                           code="not_operator")
     if rules is None:
         rules = rules_for(server, name, create=True)
         assert rules is not None
@@ -171,13 +175,13 @@ def _duration(words: list[str]) -> float | None:
         return None
     if not _DURATION.match(word):
         raise CommandError(f"not a time: {words[0]} (30s, 10m, 2h, 7d, 1w or a sum such as "
-                           "1h30m; a reason cannot start with a digit)")
+                           "1h30m; a reason cannot start with a digit)", code="bad_argument")
     seconds = sum(int(number) * _UNITS[unit] for number, unit in _DURATION_PART.findall(word))
     if seconds <= 0:
-        raise CommandError("a time is 1s or more")
+        raise CommandError("a time is 1s or more", code="bad_argument")
     if seconds > DURATION_MAX:
         raise CommandError(f"a time is at most {DURATION_MAX // 604800}w; leave it out for "
-                           "one that lasts until lifted")
+                           "one that lasts until lifted", code="bad_argument")
     words.pop(0)
     return float(seconds)
 
@@ -202,28 +206,32 @@ def register_room(client: Client, words: list[str]) -> None:
     state = state_of(server)
     room = server.rooms.get(words[0])
     if room is None or room not in client.rooms:
-        raise CommandError(f"join {words[0]} first: you register a room you are in")
+        raise CommandError(f"join {words[0]} first: you register a room you are in",
+                           code="not_in_room")
     if client.account is None:
-        raise CommandError("identify first: a room is registered to your account")
+        raise CommandError("identify first: a room is registered to your account",
+                           code="not_identified")
     rules = state.rooms.get(room_key(room.name))
     if rules is not None and rules.registered:
-        raise CommandError(f"{room.name} is already registered")
+        raise CommandError(f"{room.name} is already registered", code="already_registered")
     founder = nick_key(client.account)
     founded = sum(1 for r in state.rooms.values() if r.founder == founder)
     if founded >= ROOMS_PER_FOUNDER:
-        raise CommandError(f"you have founded {founded} rooms, the most one account may")
+        raise CommandError(f"you have founded {founded} rooms, the most one account may",
+                           code="limit")
     if room_key(room.name) == room_key(server.default_room):
         raise CommandError(f"{room.name} is the server's default room: its operators are "
-                           "the server operators")
+                           "the server operators", code="not_allowed")
     twin = registered_look_alike(state, room.name)
     if twin is not None:
         raise CommandError(f"{room.name} looks like {twin}, a registered room: one of the "
-                           "two names would pass for the other")
+                           "two names would pass for the other", code="look_alike")
     if rules is None:
         rules = state.rooms[room_key(room.name)] = RoomRules(room.name)
     rules.founder = founder
     rules.topic = room.topic or ""
     index(state, rules)
+    publish_operators(server, rules)
     server.store.write(
         "INSERT OR REPLACE INTO rooms (key, name, founder, topic, topic_lock, invite_only, "
         "registered) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -244,9 +252,10 @@ def drop_room(client: Client, words: list[str]) -> None:
     state = state_of(server)
     rules = state.rooms.get(room_key(words[0]))
     if rules is None or not rules.registered:
-        raise CommandError(f"{words[0]} is not registered")
+        raise CommandError(f"{words[0]} is not registered", code="not_registered")
     if not is_founder(client, rules):
-        raise CommandError(f"permission denied: only the founder of {rules.name} can drop it")
+        raise CommandError(f"permission denied: only the founder of {rules.name} can drop it",
+                           code="not_operator")
     unregister(server, state, rules)
     _announce(client, server.rooms.get(rules.name), f"{rules.name} is no longer registered")
 
@@ -262,9 +271,10 @@ def cmd_kick(client: Client, args: str) -> None:
     server = client.server
     target = server.find_client(words[0])
     if room is None or target is None or target not in room.members:
-        raise CommandError(f"{words[0]} is not in {name}")
+        raise CommandError(f"{words[0]} is not in {name}", code="user_not_in_room")
     if target is not client and is_room_operator(target, rules) and not is_operator(client):
-        raise CommandError(f"{target.nick} is an operator of {room.name}; /deop them first")
+        raise CommandError(f"{target.nick} is an operator of {room.name}; /deop them first",
+                           code="not_allowed")
     why = _reason(words[1:]) or "no reason given"
     log.info("%s kicked %s from %s: %s (by %s from %s)", client.nick, target.nick, name, why,
              client.nick, client.address)
@@ -277,11 +287,12 @@ def _operators_are_not(subject: str, role: str | None, rules: RoomRules,
     """The refusal of a ban or mute that would fall on an operator (as /kick's)."""
     if role == "server":
         return CommandError(f"{subject} is a server operator; server operators cannot be "
-                            f"{noun}")
+                            f"{noun}", code="not_allowed")
     if role == "founder":
         return CommandError(f"{subject} is the founder of {rules.name}; a founder cannot be "
-                            f"{noun}")
-    return CommandError(f"{subject} is an operator of {rules.name}; /deop them first")
+                            f"{noun}", code="not_allowed")
+    return CommandError(f"{subject} is an operator of {rules.name}; /deop them first",
+                        code="not_allowed")
 
 
 def _spare_operators(server: Server, rules: RoomRules, who: Who, noun: str) -> list[str]:
@@ -333,7 +344,7 @@ def _set_entry(client: Client, args: str, kind: str) -> None:
     added = sum(1 for text in masks if text.lower() not in entries)
     if len(rules.bans) + len(rules.mutes) + added > ENTRIES_PER_ROOM:
         raise CommandError(f"{name} has {ENTRIES_PER_ROOM} bans and mutes, the most "
-                           "a room may; lift some first")
+                           "a room may; lift some first", code="limit")
     now = time.time()
     expires = None if seconds is None else now + seconds
     made = [Entry(text, client.nick, reason, now, expires, who.target) for text in masks]
@@ -376,7 +387,8 @@ def _lift_entry(client: Client, args: str, kind: str) -> None:
             keys = [text.lower() for text in _who(server, arg).masks if text.lower() in entries]
     if not keys:
         listed = "bans" if kind == "ban" else "mutes"
-        raise CommandError(f"no such {kind} in {name}: {subject} (/bans lists its {listed})")
+        raise CommandError(f"no such {kind} in {name}: {subject} (/bans lists its {listed})",
+                           code="not_found")
     lifted = [entries.pop(key) for key in keys]
     for key in keys:
         save_entry(server, rules, kind, None, key)
@@ -410,11 +422,11 @@ def cmd_bans(client: Client, args: str) -> None:
     room = client.room if not words else server.rooms.get(words[0])
     name = room.name if room is not None else (words[0] if words else "")
     if not name:
-        raise CommandError("you are not in a room; name one: #room")
+        raise CommandError("you are not in a room; name one: #room", code="not_in_room")
     rules = rules_for(server, name)
     now = time.time()
     operator = is_room_operator(client, rules)
-    shown = 0
+    listed: list[BanEntry] = []
     for kind, entries in (("ban", rules.bans if rules else {}),
                           ("mute", rules.mutes if rules else {})):
         groups: dict[str, list[Entry]] = {}
@@ -423,14 +435,10 @@ def cmd_bans(client: Client, args: str) -> None:
                 groups.setdefault(nick_key(entry.target) or entry.parsed.key, []).append(entry)
         for group in groups.values():
             first = group[0]
-            subject = first.target or first.mask
-            if first.target and operator:
-                subject += f" ({', '.join(e.mask for e in group)})"
-            why = f": {first.reason}" if first.reason else ""
-            client.notice(f"{kind} {subject} by {first.set_by}, {first.until()}{why}")
-            shown += 1
-    if not shown:
-        client.notice(f"no bans or mutes in {name}")
+            masks = tuple(e.mask for e in group) if first.target and operator else ()
+            listed.append(BanEntry(kind, first.target or first.mask, first.set_by,
+                                   first.expires, first.reason, masks))
+    client.reply(BanList, room=name, entries=tuple(listed))
 
 
 # -- operators, invites, settings -----------------------------------------------------------
@@ -451,16 +459,17 @@ def _set_operator(client: Client, args: str, *, add: bool) -> None:
     if len(words) != 1:
         raise UsageError()
     if not rules.registered:
-        raise CommandError(f"{name} is not registered: /register {name} first")
+        raise CommandError(f"{name} is not registered: /register {name} first",
+                           code="not_registered")
     if not is_founder(client, rules):
         raise CommandError(f"permission denied: only the founder of {name} names "
-                           "its operators")
+                           "its operators", code="not_operator")
     account = _account_of(server, words[0])
     if add and account == rules.founder:
-        raise CommandError(f"{words[0]} is the founder of {name}")
+        raise CommandError(f"{words[0]} is the founder of {name}", code="not_allowed")
     if add == (account in rules.operators):
         state = "already" if add else "not"
-        raise CommandError(f"{words[0]} is {state} an operator of {name}")
+        raise CommandError(f"{words[0]} is {state} an operator of {name}", code="no_change")
     if add:
         rules.operators.add(account)
         server.store.write("INSERT OR REPLACE INTO room_operators (room, account, added_by) "
@@ -469,6 +478,7 @@ def _set_operator(client: Client, args: str, *, add: bool) -> None:
         rules.operators.discard(account)
         server.store.write("DELETE FROM room_operators WHERE room = ? AND account = ?",
                            (rules.key, account))
+    publish_operators(server, rules)
     verb = "made" if add else "removed"
     role = "an operator of" if add else "as an operator of"
     _announce(client, room, f"{client.nick} {verb} {account} {role} {name}")
@@ -480,14 +490,14 @@ def _account_of(server: Server, who: str) -> str:
     if target is not None:
         if target.account is None:
             raise CommandError(f"{target.nick} is not identified: room operators are "
-                               "registered nicks")
+                               "registered nicks", code="not_registered")
         return nick_key(target.account)
     try:
         account = find_account(server, who)
     except (StoreUnavailable, CommandError) as exc:
-        raise CommandError(f"cannot look up {who} right now ({exc})") from None
+        raise CommandError(f"cannot look up {who} right now ({exc})", code="unavailable") from None
     if account is None:
-        raise CommandError(f"{who} is not a registered nick")
+        raise CommandError(f"{who} is not a registered nick", code="not_registered")
     return nick_key(account[0])
 
 
@@ -501,9 +511,9 @@ def cmd_invite(client: Client, args: str) -> None:
         raise UsageError()
     target = client.server.find_client(nick)
     if target is None:
-        raise CommandError(f"no such nick: {nick}")
+        raise CommandError(f"no such nick: {nick}", code="no_such_nick")
     if room is not None and target in room.members:
-        raise CommandError(f"{target.nick} is already in {name}")
+        raise CommandError(f"{target.nick} is already in {name}", code="already_in_room")
     rules.invited[target.id] = time.monotonic() + INVITE_SECONDS
     target.notice(f"{client.nick} invites you to {name}: /join {name}")
     _announce(client, room, f"{client.nick} invited {target.nick} to {name}")
@@ -528,7 +538,7 @@ def _show_rules(client: Client, words: list[str]) -> None:
     server = client.server
     name = words[0] if words else client.room.name if client.room is not None else ""
     if not name:
-        raise CommandError("you are not in a room; name one: #room")
+        raise CommandError("you are not in a room; name one: #room", code="not_in_room")
     rules = rules_for(server, name)
     if rules is None or not rules.registered:
         client.notice(f"{name} is not registered")

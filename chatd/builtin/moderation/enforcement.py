@@ -89,27 +89,27 @@ def _matching(entries: dict[str, Entry], client: Client, now: float) -> Entry | 
 
 
 @hookimpl
-def chatd_check_join(client: Client, name: str, room: Room | None) -> str | None:
+def chatd_check_join(client: Client, name: str, room: Room | None) -> Reject | None:
     state: ModerationState | None = client.server.stash.get(STATE)
     if state is None:
         return None
     if room is None:  # a new room: not beside a registered one it would pass for
         twin = registered_look_alike(state, name)
         if twin is not None:
-            return (f"{name} looks like {twin}, a registered room: join {twin}, or choose "
-                    "a name that reads differently")
+            return Reject(f"{name} looks like {twin}, a registered room: join {twin}, or "
+                          "choose a name that reads differently", code="look_alike")
     rules = state.rooms.get(room_key(name))
     if rules is None or is_room_operator(client, rules):
         return None  # operators are never banned (a ban naming one is refused)
     ban = _matching(rules.bans, client, time.time())
     if ban is not None:
         why = f": {ban.reason}" if ban.reason else ""
-        return f"you are banned from {rules.name} ({ban.until()}){why}"
+        return Reject(f"you are banned from {rules.name} ({ban.until()}){why}", code="banned")
     if rules.invite_only:
         invited = rules.invited.pop(client.id, None)
         if invited is None or invited < time.monotonic():
-            return (f"{rules.name} is invite-only: ask one of its operators to /invite you "
-                    "(/roomset shows who they are)")
+            return Reject(f"{rules.name} is invite-only: ask one of its operators to /invite "
+                          "you (/roomset shows who they are)", code="invite_only")
     return None
 
 
@@ -138,20 +138,21 @@ def chatd_filter_message(client: Client, event: Event) -> None:
         if rules is None:
             continue
         if kind == "topic" and rules.topic_lock and not is_room_operator(client, rules):
-            raise Reject(f"the topic of {rules.name} is locked: its operators set it")
+            raise Reject(f"the topic of {rules.name} is locked: its operators set it",
+                         code="topic_locked")
         if _muted(client, rules):
             if kind in ("part", "quit"):
-                raise Reject(f"you are muted in {rules.name}")
-            raise Reject(f"you are muted in {rules.name}; your line was not sent")
+                raise Reject(f"you are muted in {rules.name}", code="muted")
+            raise Reject(f"you are muted in {rules.name}; your line was not sent", code="muted")
 
 
 @hookimpl
-def chatd_check_speak(client: Client, room: Room) -> str | None:
+def chatd_check_speak(client: Client, room: Room) -> Reject | None:
     """A plugin's command posting to a room for a muted client (``/roll``) is speech too."""
     state: ModerationState | None = client.server.stash.get(STATE)
     rules = state.rooms.get(room_key(room.name)) if state is not None else None
     if rules is not None and _muted(client, rules):
-        return f"you are muted in {rules.name}"
+        return Reject(f"you are muted in {rules.name}", code="muted")
     return None
 
 

@@ -241,6 +241,7 @@ def load(server: Server) -> None:
         room = server.rooms.get(rules.name)
         if room is not None and rules.topic and not room.topic:
             room.topic = rules.topic
+        publish_operators(server, rules)
     if rooms:
         log.info("%s loaded", plural(len(rooms), "registered room"))
 
@@ -271,6 +272,16 @@ def save_entry(server: Server, rules: RoomRules, kind: str, entry: Entry | None,
     )
 
 
+def publish_operators(server: Server, rules: RoomRules) -> None:
+    """Make the room's operators (its founder and those it named, by account) a public
+    fact while the room exists: ``room.operators``, which ``/who``'s ``operator`` mark
+    (IRC's ``@``) reads.  Called whenever they change and when the room is made."""
+    room = server.rooms.get(rules.name)
+    if room is not None:
+        founder = (rules.founder,) if rules.founder is not None else ()
+        server.set_room_operators(room, (*founder, *rules.operators))
+
+
 def unregister(server: Server, state: ModerationState, rules: RoomRules) -> None:
     """Forget a room's registration, on disk and in memory."""
     for table in ("rooms WHERE key", "room_operators WHERE room", "room_bans WHERE room"):
@@ -281,6 +292,7 @@ def unregister(server: Server, state: ModerationState, rules: RoomRules) -> None
         del state.rooms[rules.key]
     else:  # its bans and mutes last while the room does, like any room's
         state.rooms[rules.key] = RoomRules(room.name, bans=rules.bans, mutes=rules.mutes)
+        server.set_room_operators(room, ())
 
 
 # -- keeping the tables in step with rooms and accounts ---------------------------------------
@@ -298,6 +310,7 @@ def chatd_account_dropped(server: Server, account: str) -> None:
             rules.operators.discard(key)
             server.store.write("DELETE FROM room_operators WHERE room = ? AND account = ?",
                                (rules.key, key))
+            publish_operators(server, rules)
         if rules.founder == key:
             unregister(server, state, rules)
             text = f"{rules.name} is no longer registered: its founder's nick was dropped"
@@ -324,6 +337,8 @@ def chatd_room_created(server: Server, room: Room) -> None:
     rules = state.rooms.get(room_key(room.name)) if state is not None else None
     if rules is not None and rules.topic:
         room.topic = rules.topic  # a registered room keeps its topic while empty
+    if rules is not None and rules.registered:
+        publish_operators(server, rules)
 
 
 @hookimpl
