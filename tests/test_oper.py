@@ -95,7 +95,10 @@ def test_wrong_passwords_close_the_connection_and_an_address_has_a_ceiling(chatd
     other = server.client(source="127.0.0.2")
     other.send(f"/oper {PASSWORD}")
     other.expect_line("*** you are now an operator")
+    # The log is written off the loop: wait for the last lines, not only the first.
     log = server.wait_for_log(r"failed /oper by \S+ \(127\.0\.0\.1:\d+\): 3 on this connection")
+    server.wait_for_log(r"10 from its address")
+    server.wait_for_log(r"\(127\.0\.0\.2:\d+\) is now an operator")
     text = server.log()
     assert len(re.findall(r"WARNING chatd\.oper: failed /oper by", text)) == 10, text[-3000:]
     assert "/oper refused for" in text and "is now an operator" in text
