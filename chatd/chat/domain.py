@@ -33,13 +33,14 @@ Every event is created here, once, by :meth:`ChatDomain.new_event`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..delivery import DeliveryBackend, LocalBackend
+from ..delivery import DeliveryBackend, LocalBackend, Person
 from ..events import (
     Action,
     Away,
@@ -67,6 +68,7 @@ from .facade import Server
 from .identity import Identity
 from .intake import Intake
 from .nicks import GUEST_PREFIX, nick_problem
+from .questions import TIMEOUT_TEXT, ask
 from .rooms import Room, RoomTable, room_key, room_problem
 
 if TYPE_CHECKING:
@@ -81,6 +83,10 @@ log = logging.getLogger("chatd.chat")
 TOPIC_MAX = 300
 
 
+
+
+def _ignore(answer: object) -> None:
+    """The continuation of a claim whose answer changes nothing (taking a nick back)."""
 
 
 class Scheduler:
@@ -123,6 +129,7 @@ class ChatDomain:
         #: Connected clients by id (the local backend's table: one dict, not two).
         self.clients: dict[int, Client] = self.local.clients  # type: ignore[assignment]
         self.rooms = RoomTable(self._make_room, self._room_created)
+        self.local.places = self.rooms
         self.commands = CommandTable()
         #: The plugin-facing server object (``client.server``, hook arguments).
         self.facade = Server(self, lifecycle)
@@ -185,7 +192,20 @@ class ChatDomain:
         source = self.identity.client_source(nick, client_id, link.peer[0])
         client = Client(self, link, client_id, nick, source)
         self.local.connected(client)
-        self.backend.claim_nick(client, client.nick)
+        self._claim_guest(client)
+        return client
+
+    def _claim_guest(self, client: Client) -> None:
+        """Claim the client's guest nick, then begin its session (a taken one: the next)."""
+        self.ask(client, functools.partial(self.backend.claim_nick, client, client.nick),
+                 functools.partial(self._guest_claimed, client),
+                 functools.partial(self._unclaimed, client))
+
+    def _guest_claimed(self, client: Client, claimed: bool) -> None:
+        if not claimed:  # guest numbers are the node's own: only a cluster's oddity
+            client.source = dataclasses.replace(client.source, nick=self._new_guest_nick())
+            self._claim_guest(client)
+            return
         wait = self.config.limits.announce_after_seconds
         if wait > 0:
             client.arrival = Arrival()
@@ -194,7 +214,17 @@ class ChatDomain:
             self.hooks.call("chatd_client_ready", notify=client, client=client)
         elif client.link.connected:
             client.arrival.timer = self.scheduler.call_later(wait, self.announce, client)
-        return client
+
+    def _unclaimed(self, client: Client) -> None:
+        """No answer to the guest nick's claim: the connection cannot begin."""
+        client.error(TIMEOUT_TEXT)
+        client.link.close("presence timeout")
+
+    def ask(self, client: Client | None, question: Callable[[Callable[[Any], Any]], Any],
+            then: Callable[[Any], Any], expired: Callable[[], Any] | None = None) -> None:
+        """Ask the backend a presence question for ``client``: ``then(answer)`` at once
+        or later, the client's requests held meanwhile (:mod:`chatd.chat.questions`)."""
+        ask(self, client, question, then, expired)
 
     def announce(self, client: Client) -> None:
         """``client`` is a chat client now (it spoke, or stayed): tell its rooms it joined.
@@ -216,7 +246,7 @@ class ChatDomain:
     def _new_guest_nick(self) -> str:
         while True:
             nick = f"{GUEST_PREFIX}{self.identity.next_guest_number()}"
-            if self.backend.find_nick(nick) is None:
+            if self.local.holder(nick) is None:  # the claim asks the cluster
                 return nick
 
     def disconnected(self, client: Client, reason: str) -> None:
@@ -301,20 +331,28 @@ class ChatDomain:
         return event
 
     def private_message(self, client: Client, nick: str, text: str) -> Event | None:
-        """``text`` from ``client`` to ``nick``; raises CommandError if nobody has it."""
-        target = self.backend.find_nick(nick)
+        """``text`` from ``client`` to ``nick``, found through the backend (on any node);
+        raises CommandError if nobody has it (told to the client instead when the
+        answer comes later).  The event, or None if dropped or not sent yet."""
+        sent: list[Event | None] = [None]
+        self.ask(client, functools.partial(self.backend.find_nick, nick),
+                 functools.partial(self._private_message, client, nick, text, sent))
+        return sent[0]
+
+    def _private_message(self, client: Client, nick: str, text: str,
+                         sent: list[Event | None], target: Person | None) -> None:
         if target is None:
             raise CommandError(f"no such nick: {nick}")
         event = self.new_event(PrivateMessage, client.source, target.nick, text)
         event = self._accept(client, event)
         if event is None:
-            return None
+            return
         if not self.backend.to_nick(event, event.target):
             raise CommandError(f"no such nick: {nick}")
-        if target is not client:
+        if target.session != client.session:
             self.backend.to_client(event, client)  # the sender's copy: "-> *bob* text"
         self._delivered(event, client)
-        return event
+        sent[0] = event
 
     def set_topic(self, client: Client, room: Room, text: str) -> Event | None:
         """``client`` sets the topic of ``room`` (filtered like a message)."""
@@ -507,7 +545,8 @@ class ChatDomain:
     # -- nicks ------------------------------------------------------------------------------
 
     def find_client(self, nick: str) -> Client | None:
-        found = self.backend.find_nick(nick)
+        """The client of this process with ``nick``: what is truly local."""
+        found = self.local.holder(nick)
         return found if isinstance(found, Client) else None
 
     def rename(self, client: Client, new: str) -> None:
@@ -535,8 +574,19 @@ class ChatDomain:
         # Release first (the old and new nick may share a key: a change of case),
         # and take the old one back if the new one is held by someone else.
         self.backend.release_nick(client, old)
-        if not self.backend.claim_nick(client, new):
-            self.backend.claim_nick(client, old)
+        self.ask(client, functools.partial(self.backend.claim_nick, client, new),
+                 functools.partial(self._renamed, client, old, new),
+                 functools.partial(self._rename_expired, client, old))
+
+    def _rename_expired(self, client: Client, old: str) -> None:
+        self.backend.claim_nick(client, old, _ignore)  # its nick again (a late answer: dropped)
+        client.error(TIMEOUT_TEXT)
+
+    def _renamed(self, client: Client, old: str, new: str, claimed: bool) -> None:
+        if client.nick != old:
+            return  # renamed meanwhile (a plugin, a timer): this answer is stale
+        if not claimed:
+            self.backend.claim_nick(client, old, _ignore)
             raise NickError(f"the nick {new} is taken")
         client.source = dataclasses.replace(client.source, nick=new)
         rooms = tuple(client.rooms)
