@@ -229,9 +229,14 @@ class DeliveryBackend(Protocol):
         """End of the tick: deliver what was batched (called by the reactor)."""
 
     # presence: questions (``then`` gets the answer, see "Presence" above)
-    def claim_nick(self, client: Recipient, nick: str, then: Callable[[bool], Any]) -> None:
+    def claim_nick(self, client: Recipient, nick: str, then: Callable[[bool], Any],
+                   replacing: str | None = None) -> None:
         """Give ``nick`` to ``client`` if nobody else (on any node) has it, or one that
-        looks the same; ``then(True)``, or ``then(False)`` if taken."""
+        looks the same; ``then(True)``, or ``then(False)`` if taken.
+
+        ``replacing``: the nick ``client`` gives up for it (a rename), in the same
+        step: released if the claim succeeds, kept if it fails, so nobody can take
+        it meanwhile.  The two may share a key (``alice`` -> ``Alice``)."""
 
     def find_nick(self, nick: str, then: Callable[[Person | None], Any]) -> None:
         """``then(person)`` for whoever has ``nick`` (any case, or one that looks the
@@ -390,11 +395,12 @@ class LocalBackend:
     def disconnected(self, client: Recipient) -> None:
         self.clients.pop(client.id, None)
 
-    def claim_nick(self, client: Recipient, nick: str, then: Callable[[bool], Any]) -> None:
+    def claim_nick(self, client: Recipient, nick: str, then: Callable[[bool], Any],
+                   replacing: str | None = None) -> None:
         """See :meth:`take_nick`; answers at once."""
-        then(self.take_nick(client, nick))
+        then(self.take_nick(client, nick, replacing))
 
-    def take_nick(self, client: Recipient, nick: str) -> bool:
+    def take_nick(self, client: Recipient, nick: str, replacing: str | None = None) -> bool:
         """Taken if another client has the same nick in any case, or one that looks the
         same (Unicode TS #39 skeletons, as ergo does: both keys must be free).
 
@@ -402,6 +408,14 @@ class LocalBackend:
         of its own in the skeleton table: its entry in the nick table serves both
         (see :meth:`_by_look`), so a plain nick costs one table entry, not two.
         """
+        if replacing is not None:
+            # Release first (the two may share a key: a change of case), and take
+            # it back if the new one is held by someone else.
+            self.release_nick(client, replacing)
+            if not self.take_nick(client, nick):
+                self.take_nick(client, replacing)
+                return False
+            return True
         key, look = nick_key(nick), skeleton(nick)
         for holder in (self._nicks.get(key), self._by_look(look)):
             if holder is not None and holder is not client:

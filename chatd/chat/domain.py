@@ -86,7 +86,7 @@ TOPIC_MAX = 300
 
 
 def _ignore(answer: object) -> None:
-    """The continuation of a claim whose answer changes nothing (taking a nick back)."""
+    """The continuation of a claim that only undoes another (nobody waits for it)."""
 
 
 class Scheduler:
@@ -199,7 +199,8 @@ class ChatDomain:
         """Claim the client's guest nick, then begin its session (a taken one: the next)."""
         self.ask(client, functools.partial(self.backend.claim_nick, client, client.nick),
                  functools.partial(self._guest_claimed, client),
-                 functools.partial(self._unclaimed, client))
+                 functools.partial(self._unclaimed, client),
+                 functools.partial(self._claimed_too_late, client, client.nick, None))
 
     def _guest_claimed(self, client: Client, claimed: bool) -> None:
         if not claimed:  # guest numbers are the node's own: only a cluster's oddity
@@ -221,10 +222,11 @@ class ChatDomain:
         client.link.close("presence timeout")
 
     def ask(self, client: Client | None, question: Callable[[Callable[[Any], Any]], Any],
-            then: Callable[[Any], Any], expired: Callable[[], Any] | None = None) -> None:
+            then: Callable[[Any], Any], expired: Callable[[], Any] | None = None,
+            late: Callable[[Any], Any] | None = None) -> None:
         """Ask the backend a presence question for ``client``: ``then(answer)`` at once
         or later, the client's requests held meanwhile (:mod:`chatd.chat.questions`)."""
-        ask(self, client, question, then, expired)
+        ask(self, client, question, then, expired, late)
 
     def announce(self, client: Client) -> None:
         """``client`` is a chat client now (it spoke, or stayed): tell its rooms it joined.
@@ -571,22 +573,28 @@ class ChatDomain:
 
     def _rename(self, client: Client, new: str) -> None:
         old = client.nick
-        # Release first (the old and new nick may share a key: a change of case),
-        # and take the old one back if the new one is held by someone else.
-        self.backend.release_nick(client, old)
-        self.ask(client, functools.partial(self.backend.claim_nick, client, new),
+        # One step for the backend: the new nick claimed, the old one released if it
+        # was (kept otherwise, so nobody takes it while the answer is out).
+        self.ask(client, functools.partial(self.backend.claim_nick, client, new,
+                                           replacing=old),
                  functools.partial(self._renamed, client, old, new),
-                 functools.partial(self._rename_expired, client, old))
+                 late=functools.partial(self._claimed_too_late, client, new, old))
 
-    def _rename_expired(self, client: Client, old: str) -> None:
-        self.backend.claim_nick(client, old, _ignore)  # its nick again (a late answer: dropped)
-        client.error(TIMEOUT_TEXT)
+    def _claimed_too_late(self, client: Client, nick: str, old: str | None,
+                          claimed: bool) -> None:
+        """A claim answered after the timeout: undo it, if it was granted (the client
+        kept ``old``, or is gone)."""
+        if not claimed:
+            return
+        if old is not None and client.id in self.clients and client.nick == old:
+            self.backend.claim_nick(client, old, _ignore, replacing=nick)
+        elif client.id not in self.clients or client.nick != nick:
+            self.backend.release_nick(client, nick)
 
     def _renamed(self, client: Client, old: str, new: str, claimed: bool) -> None:
         if client.nick != old:
             return  # renamed meanwhile (a plugin, a timer): this answer is stale
         if not claimed:
-            self.backend.claim_nick(client, old, _ignore)
             raise NickError(f"the nick {new} is taken")
         client.source = dataclasses.replace(client.source, nick=new)
         rooms = tuple(client.rooms)

@@ -50,12 +50,14 @@ _ASKING, _WAITING, _DONE = 0, 1, 2
 class Question:
     """One presence question in flight: who asked, what to run with the answer."""
 
-    __slots__ = ("_domain", "client", "expired", "held", "plugin", "speaking", "state", "tag",
-                 "then", "timer")
+    __slots__ = ("_domain", "client", "expired", "held", "late", "plugin", "speaking", "state",
+                 "tag", "then", "timer")
 
     def __init__(self, domain: ChatDomain, client: Client | None, then: Callable[[Any], Any],
-                 expired: Callable[[], Any] | None) -> None:
+                 expired: Callable[[], Any] | None,
+                 late: Callable[[Any], Any] | None = None) -> None:
         self._domain = domain
+        self.late = late
         self.client = client
         self.then = then
         self.expired = expired
@@ -76,7 +78,13 @@ class Question:
             self.state = _DONE
             self.timer.cancel()
             self._finish(self.then, value)
-        # _DONE: a second answer, or one after the timeout: dropped
+        elif self.late is not None:  # after the timeout: only undo what it did
+            late, self.late = self.late, None
+            try:
+                late(value)
+            except Exception:
+                log.exception("undoing a late presence answer for %s failed", self.client)
+        # otherwise, a second answer, or one after the timeout: dropped
 
     def wait(self) -> None:
         """Not answered inside the call: hold the client, keep its context, set the
@@ -148,12 +156,15 @@ class Question:
 
 def ask(domain: ChatDomain, client: Client | None,
         question: Callable[[Callable[[Any], Any]], Any], then: Callable[[Any], Any],
-        expired: Callable[[], Any] | None = None) -> None:
+        expired: Callable[[], Any] | None = None,
+        late: Callable[[Any], Any] | None = None) -> None:
     """Ask the backend ``question(answer)`` on behalf of ``client`` and run ``then(answer)``
     with the reply: at once if it answers at once, else later (see the module
     docstring).  ``expired()`` runs instead at the timeout (default: the client is
-    told to try again).  ``client`` None: nobody is held or told."""
-    asked = Question(domain, client, then, expired)
+    told to try again); ``late(answer)``, for an answer after it, undoes what the
+    backend did (a nick claimed after the domain gave up).  ``client`` None: nobody
+    is held or told."""
+    asked = Question(domain, client, then, expired, late)
     question(asked.answer)
     if asked.state == _ASKING:
         asked.wait()

@@ -12,6 +12,7 @@ current one; WHO, a nick or a mask; a TIME), checks that the caller may
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -21,6 +22,7 @@ from chatd import (
     Client,
     Command,
     CommandError,
+    Person,
     Room,
     Server,
     StoreUnavailable,
@@ -260,7 +262,18 @@ def cmd_kick(client: Client, args: str) -> None:
     if not words:
         raise UsageError()
     server = client.server
-    target = server.find_client(words[0])
+    server.ask_whois(client, words[0],
+                     functools.partial(_kick_found, client, words, name, room, rules))
+
+
+def _kick_found(client: Client, words: list[str], name: str, room: Room | None,
+                rules: RoomRules, person: Person | None) -> None:
+    """/kick's second half: who has the nick is known (now, or from another node)."""
+    server = client.server
+    target = server.client_of(person) if person is not None else None
+    if person is not None and target is None and name in person.rooms:
+        raise CommandError(f"{person.nick} is connected to another node; a kick reaches "
+                           "only users of this one")
     if room is None or target is None or target not in room.members:
         raise CommandError(f"{words[0]} is not in {name}")
     if target is not client and is_room_operator(target, rules) and not is_operator(client):
@@ -499,9 +512,19 @@ def cmd_invite(client: Client, args: str) -> None:
     name, room, rules = _moderated_room(client, words)
     if words:
         raise UsageError()
-    target = client.server.find_client(nick)
-    if target is None:
+    client.server.ask_whois(client, nick,
+                            functools.partial(_invite_found, client, nick, name, room, rules))
+
+
+def _invite_found(client: Client, nick: str, name: str, room: Room | None, rules: RoomRules,
+                  person: Person | None) -> None:
+    """/invite's second half: who has the nick is known (now, or from another node)."""
+    if person is None:
         raise CommandError(f"no such nick: {nick}")
+    target = client.server.client_of(person)
+    if target is None:
+        raise CommandError(f"{person.nick} is connected to another node; an invitation "
+                           "reaches only users of this one")
     if room is not None and target in room.members:
         raise CommandError(f"{target.nick} is already in {name}")
     rules.invited[target.id] = time.monotonic() + INVITE_SECONDS
