@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -292,3 +293,38 @@ def test_ask_whois_from_a_plugin_answers_a_person_and_client_of_finds_the_local_
         chat.tick()
         assert [m.nick for m in seen[1]] == ["alice"]
         assert [r.name for r in seen[2]] == ["#lobby"]
+
+
+# -- a real server process with a backend plugin whose answers come later -----------------------
+
+LATER = str(Path(__file__).resolve().parent / "laterpresence")
+
+
+def test_a_real_server_with_later_presence_answers_keeps_each_clients_order(chatd_server):
+    server = chatd_server(plugin_dirs=[LATER], plugins={"laterpresence": {}})
+    bob = server.client()
+    bob.send("/nick bob")
+    bob.expect(r"is now known as bob$")
+    bob.send("/join #dev")
+    bob.expect(r"^\*\*\* bob joined #dev$")
+    bob.expect_line("*** you are the first in #dev")
+    alice = server.client()
+    alice.send_raw(b"/nick alice\n/join #dev\nhello\n/msg bob psst\n")
+    alice.expect(r"is now known as alice$")
+    alice.expect_line("*** alice joined #dev")
+    alice.expect_line("*** also in #dev: bob")
+    alice.expect_line("-> *bob* psst")
+    # in this order (expect skips bob's lobby lines, but never an earlier match)
+    bob.expect(r"^\*\*\* alice joined #dev$")
+    bob.expect(r"^<alice> hello$")
+    bob.expect(r"^\*alice\* psst$")
+    server.wait_for_log(r"delivery backend: DeferredBackend")
+
+
+def test_a_real_server_whose_backend_never_answers_says_so_and_closes(chatd_server):
+    server = chatd_server(plugin_dirs=[LATER], plugins={"laterpresence": {"silent": True}},
+                          limits={"presence_timeout_seconds": 0.2})
+    peer = server.client(welcome=False)
+    peer.expect_line(TIMEOUT)  # its guest nick was never confirmed: no session
+    with pytest.raises(AssertionError, match="connection closed"):
+        peer.recv_line(timeout=2)
