@@ -144,7 +144,7 @@ class Server:
     def ask_whois(self, client: Client | None, nick: str,
                   then: Callable[[Person | None], Any]) -> None:
         """``then(person)`` for whoever has ``nick`` (any case, or a look-alike) on any
-        node, or ``then(None)``.  A :class:`chatd.delivery.Person` is plain data (nick,
+        node, or ``then(None)``.  A :class:`chatd.Person` is plain data (nick,
         session, node, user, account, away, connected_at, idle_since, rooms, address:
         show the address to operators only); :meth:`client_of` gives the local client
         to act on."""
@@ -154,13 +154,13 @@ class Server:
     def ask_members(self, client: Client | None, room: str,
                     then: Callable[[list[Member]], Any]) -> None:
         """``then(members)``: everyone in the room named ``room`` on any node, as
-        :class:`chatd.delivery.Member` (nick, session, away flag, account), in no
+        :class:`chatd.Member` (nick, session, away flag, account), in no
         particular order; ``[]`` for a room nobody is in."""
         self._domain.ask(client, functools.partial(self._domain.backend.members, room), then)
 
     def ask_rooms(self, client: Client | None,
                   then: Callable[[list[RoomInfo]], Any]) -> None:
-        """``then(rooms)``: every room on any node, as :class:`chatd.delivery.RoomInfo`
+        """``then(rooms)``: every room on any node, as :class:`chatd.RoomInfo`
         (name, member count, topic), in no particular order."""
         self._domain.ask(client, self._domain.backend.room_list, then)
 
