@@ -328,3 +328,12 @@ def test_a_real_server_whose_backend_never_answers_says_so_and_closes(chatd_serv
     peer.expect_line(TIMEOUT)  # its guest nick was never confirmed: no session
     with pytest.raises(AssertionError, match="connection closed"):
         peer.recv_line(timeout=2)
+
+
+def test_the_presence_timeout_is_a_checked_setting():
+    from chatd.config import ConfigError, parse_config
+
+    assert parse_config("limits: {presence_timeout_seconds: 0.5}\n").limits \
+        .presence_timeout_seconds == 0.5
+    with pytest.raises(ConfigError, match="presence_timeout_seconds"):
+        parse_config("limits: {presence_timeout_seconds: 0}\n")
