@@ -337,3 +337,36 @@ def test_the_presence_timeout_is_a_checked_setting():
         .presence_timeout_seconds == 0.5
     with pytest.raises(ConfigError, match="presence_timeout_seconds"):
         parse_config("limits: {presence_timeout_seconds: 0}\n")
+
+
+@pytest.mark.parametrize("backend", [None, DeferredBackend.factory])
+def test_a_refused_rename_keeps_the_old_nick_claimed(backend):
+    with InProcessChat(backend=backend) as chat:
+        alice = _named(chat, "alice")
+        _named(chat, "bob")
+        alice.send("/nick BOB")
+        chat.tick()
+        assert alice.lines()[-1] == "! the nick BOB is taken"
+        carol = chat.connect()
+        carol.send("/nick alice")
+        chat.tick()
+        assert carol.lines()[-1] == "! the nick alice is taken"
+        alice.send("/nick Alice")  # a change of case: the same key, released and taken
+        chat.tick()
+        assert alice.nick == "Alice"
+        carol.send("/nick alice")
+        chat.tick()
+        assert carol.lines()[-1] == "! the nick alice is taken"
+
+
+def test_a_half_closed_client_waiting_for_an_answer_is_served_then_closed():
+    """``printf '/msg bob hi\\n/nick x\\n' | nc -N``: every line handled, then the close."""
+    with _chat() as chat:
+        bob = _named(chat, "bob")
+        alice = _named(chat, "alice")
+        bob.lines()
+        _feed(alice, "/msg bob hi", "/nick alicia")
+        alice.close()  # FIN before any answer (close() runs the loop: the answers come)
+        chat.tick()
+        assert bob.lines()[:2] == ["*alice* hi", "*** alice is now known as alicia"]
+        assert not alice.connected
