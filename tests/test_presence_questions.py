@@ -370,3 +370,18 @@ def test_a_half_closed_client_waiting_for_an_answer_is_served_then_closed():
         chat.tick()
         assert bob.lines()[:2] == ["*alice* hi", "*** alice is now known as alicia"]
         assert not alice.connected
+
+
+def test_a_rename_answered_after_another_rename_of_the_client_is_undone():
+    with _chat() as chat:
+        alice = _named(chat, "alice")
+        _feed(alice, "/nick alicia")  # asked...
+        guest = chat.server.rename_to_guest(alice.client)  # ...and a plugin renames her too
+        chat.tick()
+        chat.tick()
+        assert alice.nick == "alicia"  # the first answer won; the second came stale
+        assert chat.server.find_client(guest) is None  # the stale claim was given up
+        bob = chat.connect()
+        bob.send("/nick alicia")  # and alicia is still held
+        chat.tick()
+        assert bob.lines()[-1] == "! the nick alicia is taken"

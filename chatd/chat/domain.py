@@ -200,7 +200,7 @@ class ChatDomain:
         self.ask(client, functools.partial(self.backend.claim_nick, client, client.nick),
                  functools.partial(self._guest_claimed, client),
                  functools.partial(self._unclaimed, client),
-                 functools.partial(self._claimed_too_late, client, client.nick, None))
+                 functools.partial(self._claimed_too_late, client, client.nick))
 
     def _guest_claimed(self, client: Client, claimed: bool) -> None:
         if not claimed:  # guest numbers are the node's own: only a cluster's oddity
@@ -578,22 +578,23 @@ class ChatDomain:
         self.ask(client, functools.partial(self.backend.claim_nick, client, new,
                                            replacing=old),
                  functools.partial(self._renamed, client, old, new),
-                 late=functools.partial(self._claimed_too_late, client, new, old))
+                 late=functools.partial(self._claimed_too_late, client, new))
 
-    def _claimed_too_late(self, client: Client, nick: str, old: str | None,
-                          claimed: bool) -> None:
-        """A claim answered after the timeout: undo it, if it was granted (the client
-        kept ``old``, or is gone)."""
+    def _claimed_too_late(self, client: Client, nick: str, claimed: bool) -> None:
+        """A claim of ``nick`` granted after the domain stopped waiting for it (a timeout,
+        or the client was renamed meanwhile): give it up again, keeping the nick the
+        client has now (the two may share a key), or all of it if the client is gone."""
         if not claimed:
             return
-        if old is not None and client.id in self.clients and client.nick == old:
-            self.backend.claim_nick(client, old, _ignore, replacing=nick)
-        elif client.id not in self.clients or client.nick != nick:
+        if client.id not in self.clients:
             self.backend.release_nick(client, nick)
+        elif client.nick != nick:
+            self.backend.claim_nick(client, client.nick, _ignore, replacing=nick)
 
     def _renamed(self, client: Client, old: str, new: str, claimed: bool) -> None:
-        if client.nick != old:
-            return  # renamed meanwhile (a plugin, a timer): this answer is stale
+        if client.nick != old:  # renamed meanwhile (a plugin, a timer): a stale answer
+            self._claimed_too_late(client, new, claimed)
+            return
         if not claimed:
             raise NickError(f"the nick {new} is taken")
         client.source = dataclasses.replace(client.source, nick=new)
