@@ -385,3 +385,22 @@ def test_a_rename_answered_after_another_rename_of_the_client_is_undone():
         bob.send("/nick alicia")  # and alicia is still held
         chat.tick()
         assert bob.lines()[-1] == "! the nick alicia is taken"
+
+
+@pytest.mark.parametrize("backend", [None, DeferredBackend.factory])
+def test_identify_takes_a_nick_back_from_its_holder_found_through_the_presence_api(backend):
+    with InProcessChat(backend=backend, plugins={"accounts": {"scrypt_n": 1024}}) as chat:
+        owner = _named(chat, "alice")
+        owner.send("/register correct-horse-1")
+        chat.wait_for(lambda: any("registered to you" in line for line in owner.lines()))
+        owner.send("/nick owner")
+        holder = chat.connect()
+        holder.send("/nick alice")
+        chat.tick()
+        assert holder.nick == "alice"
+        returning = chat.connect()
+        returning.send("/identify alice correct-horse-1")
+        chat.wait_for(lambda: returning.nick == "alice")
+        chat.tick()
+        assert holder.nick.startswith("guest-")
+        assert f"*** the owner of alice identified; you are now {holder.nick}" in holder.lines()
