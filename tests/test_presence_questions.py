@@ -404,3 +404,25 @@ def test_identify_takes_a_nick_back_from_its_holder_found_through_the_presence_a
         chat.tick()
         assert holder.nick.startswith("guest-")
         assert f"*** the owner of alice identified; you are now {holder.nick}" in holder.lines()
+
+
+@pytest.mark.parametrize("backend", [None, DeferredBackend.factory])
+def test_op_finds_the_account_of_a_connected_nick_through_the_presence_api(backend):
+    with InProcessChat(backend=backend, plugins={"accounts": {"scrypt_n": 1024}}) as chat:
+        alice = _named(chat, "alice")
+        bob = _named(chat, "bob")
+        guest = chat.connect()
+        for peer in (alice, bob):
+            peer.send("/register correct-horse-1")
+            chat.wait_for(lambda peer=peer: peer.client.account is not None)
+        alice.send("/join #dev")
+        alice.send("/register #dev")
+        alice.lines()
+        _feed(alice, "/op bob", f"/op {guest.nick}", "/op bob")
+        chat.tick()
+        chat.tick()
+        assert alice.lines() == [
+            "*** alice made bob an operator of #dev",
+            f"! {guest.nick} is not identified: room operators are registered nicks",
+            "! bob is already an operator of #dev",
+        ]

@@ -468,12 +468,20 @@ def _set_operator(client: Client, args: str, *, add: bool) -> None:
     if not is_founder(client, rules):
         raise CommandError(f"permission denied: only the founder of {name} names "
                            "its operators")
-    account = _account_of(server, words[0])
+    server.ask_whois(client, words[0], functools.partial(
+        _set_operator_for, client, words[0], name, room, rules, add))
+
+
+def _set_operator_for(client: Client, who: str, name: str, room: Room | None,
+                      rules: RoomRules, add: bool, person: Person | None) -> None:
+    """/op and /deop's second half: whether WHO is connected (on any node) is known."""
+    server = client.server
+    account = _account_of(server, who, person)
     if add and account == rules.founder:
-        raise CommandError(f"{words[0]} is the founder of {name}")
+        raise CommandError(f"{who} is the founder of {name}")
     if add == (account in rules.operators):
         state = "already" if add else "not"
-        raise CommandError(f"{words[0]} is {state} an operator of {name}")
+        raise CommandError(f"{who} is {state} an operator of {name}")
     if add:
         rules.operators.add(account)
         server.store.write("INSERT OR REPLACE INTO room_operators (room, account, added_by) "
@@ -487,9 +495,9 @@ def _set_operator(client: Client, args: str, *, add: bool) -> None:
     _announce(client, room, f"{client.nick} {verb} {account} {role} {name}")
 
 
-def _account_of(server: Server, who: str) -> str:
-    """The account a nick stands for: a connected client's account, or a registered nick."""
-    target = server.find_client(who)
+def _account_of(server: Server, who: str, target: Person | None) -> str:
+    """The account a nick stands for: the account of ``target``, who has the nick now
+    (on any node), or a registered nick."""
     if target is not None:
         if target.account is None:
             raise CommandError(f"{target.nick} is not identified: room operators are "
