@@ -32,6 +32,7 @@ from .chat import (  # noqa: E402
     UsageError,
 )
 from .config import ConfigError  # noqa: E402
+from .delivery import Member, Person, RoomInfo  # noqa: E402
 from .events import Event, Source  # noqa: E402
 from .framing import sanitize, skeleton  # noqa: E402
 from .plugins import PluginTimer as Timer  # noqa: E402
@@ -45,10 +46,13 @@ __all__ = [
     "CommandError",
     "ConfigError",
     "Event",
+    "Member",
     "NickError",
+    "Person",
     "Reject",
     "Room",
     "RoomError",
+    "RoomInfo",
     "Server",
     "Setting",
     "Source",

@@ -351,6 +351,15 @@ class LimitsConfig:
         ge=0,
         le=MAX_SECONDS,
     )
+    presence_timeout_seconds: float = _setting(
+        5.0,
+        "How long a command waits for the delivery backend to answer a presence question "
+        "(is a nick free, who has it, who is in a room). The client's later lines wait "
+        "meanwhile, in order (nobody else's); past it the client is told to try again and "
+        "a late answer is dropped. The built-in local backend answers at once.",
+        gt=0,
+        le=MAX_SECONDS,
+    )
     partial_line_timeout_seconds: float = _setting(
         60.0,
         "An unfinished line may wait this long for its newline (slowloris defence, nginx "

@@ -42,12 +42,39 @@ Isolation: an event that a renderer cannot render (a bug, a plugin's odd text)
 is logged and skipped for that protocol, and only that event: the rest of the
 batch still reaches every member.  The batch is taken before rendering starts,
 so one failure never throws away other users' lines.
+
+Presence: questions answered by a continuation
+----------------------------------------------
+Claiming a nick, finding a nick, a room's members and the room listing are
+*questions*: the domain passes a continuation ``then`` and the backend calls it
+with the answer.  The local backend answers at once (``then`` runs before the
+call returns: same tick, no timer); a networked one answers when its reply
+arrives.  The contract a backend implements (what the domain relies on):
+
+* ``then`` is called **at most once**, **on the event loop**.  A backend with an
+  I/O thread hands the answer over with the loop's ``call_soon_threadsafe``
+  (``server.call_soon_threadsafe``); never call ``then`` from another thread.
+* ``then`` may run before the call returns (an answer known locally) or later.
+* On a failure of its own (a lost connection, a malformed reply) the backend
+  simply does not call ``then``: the domain's timeout
+  (``limits.presence_timeout_seconds``) answers the client with an error and
+  drops a late answer.  Do not answer "no such nick" or "taken" for a failure.
+* Answers are plain data built from the backend's own tables
+  (:class:`Person`, :class:`Member`, :class:`RoomInfo`), never a
+  :class:`~chatd.Client` of another node; an exception ``then`` raises is the
+  domain's business (do not catch it: when ``then`` runs inside the call it
+  must reach the command that asked).
+
+``release_nick``, ``joined`` and ``parted`` stay fire-and-forget, as does
+delivery; ``to_nick`` returns whether the nick was *known* to be held (a remote
+backend that publishes may return True).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -98,6 +125,13 @@ class Recipient(Protocol):
     rooms: tuple[Any, ...]
     room: Any
     view: View | None
+    source: Any
+    away: str | None
+    account: str | None
+    user: str
+    address: str
+    connected_at: float
+    idle_seconds: float
 
     @property
     def session(self) -> str | None:
@@ -120,6 +154,44 @@ class RoomInfo:
     name: str
     members: int
     topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """Who has a nick, wherever they are connected: a presence answer (``find_nick``).
+
+    Plain data a backend builds from its own tables, never a client object: a
+    command acting on the person asks the server for the local client
+    (``server.client_of(person)``), which is None on another node.
+    """
+
+    nick: str
+    #: Its session id (``node:id``), unique across the nodes of a cluster.
+    session: str | None
+    node: str
+    #: ``ident@host`` (the host cloaked unless configured otherwise).
+    user: str
+    account: str | None
+    #: The away message, or None when here.
+    away: str | None
+    #: When it connected (``time.time()``).
+    connected_at: float
+    #: When it last sent a line (``time.time()``).
+    idle_since: float
+    #: The names of its rooms, in join order.
+    rooms: tuple[str, ...]
+    #: Its IP address: for operators' eyes only (commands show it to operators alone).
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One member of a room, as a presence answer (``members``)."""
+
+    nick: str
+    session: str | None
+    away: bool
+    account: str | None
 
 
 # -- the interface ------------------------------------------------------------------------------
@@ -147,7 +219,8 @@ class DeliveryBackend(Protocol):
         """Deliver ``event`` to one client, in order with its room events."""
 
     def to_nick(self, event: Event, nick: str) -> bool:
-        """Deliver ``event`` to whoever has ``nick``; False if nobody has it."""
+        """Deliver ``event`` to whoever has ``nick`` (on any node); False if nobody is
+        known to have it (a remote backend may return True and publish)."""
 
     def to_everyone(self, event: Event, exclude: Recipient | None = None) -> None:
         """Deliver ``event`` to every client (server-wide notices)."""
@@ -155,27 +228,36 @@ class DeliveryBackend(Protocol):
     def flush(self) -> None:
         """End of the tick: deliver what was batched (called by the reactor)."""
 
-    # presence
-    def claim_nick(self, client: Recipient, nick: str) -> bool:
-        """Give ``nick`` to ``client`` if nobody else has it; False if taken."""
+    # presence: questions (``then`` gets the answer, see "Presence" above)
+    def claim_nick(self, client: Recipient, nick: str, then: Callable[[bool], Any],
+                   replacing: str | None = None) -> None:
+        """Give ``nick`` to ``client`` if nobody else (on any node) has it, or one that
+        looks the same; ``then(True)``, or ``then(False)`` if taken.
 
+        ``replacing``: the nick ``client`` gives up for it (a rename), in the same
+        step: released if the claim succeeds, kept if it fails, so nobody can take
+        it meanwhile.  The two may share a key (``alice`` -> ``Alice``)."""
+
+    def find_nick(self, nick: str, then: Callable[[Person | None], Any]) -> None:
+        """``then(person)`` for whoever has ``nick`` (any case, or one that looks the
+        same) on any node, ``then(None)`` if nobody has it."""
+
+    def members(self, room: str, then: Callable[[list[Member]], Any]) -> None:
+        """``then(members)``: everyone in the room named ``room``, on every node, in
+        no particular order ([] if there is no such room)."""
+
+    def room_list(self, then: Callable[[list[RoomInfo]], Any]) -> None:
+        """``then(rooms)``: every room on any node (name, member count, topic)."""
+
+    # presence: facts (fire-and-forget)
     def release_nick(self, client: Recipient, nick: str) -> None:
         """``client`` no longer uses ``nick`` (renamed or gone)."""
-
-    def find_nick(self, nick: str) -> Recipient | None:
-        """The local client with ``nick``, if any."""
 
     def joined(self, client: Recipient, room: Place) -> None:
         """``client`` is now a member of ``room``."""
 
     def parted(self, client: Recipient, room: Place) -> None:
         """``client`` is no longer a member of ``room``."""
-
-    def members(self, room: Place) -> list[str]:
-        """The nicks in ``room`` (with a cluster backend: on every node)."""
-
-    def room_list(self, rooms: Iterable[Place]) -> list[RoomInfo]:
-        """A listing of ``rooms`` (the local ones) and, for a cluster, the others."""
 
 
 # -- the local backend --------------------------------------------------------------------------
@@ -221,11 +303,27 @@ class View:
         )
 
 
-class LocalBackend:
-    """Everything in this process: the nick table and the per-tick fan-out."""
+class Places(Protocol):
+    """The domain's room table as the local backend reads it."""
 
-    def __init__(self, stats: Stats | None = None) -> None:
+    def get(self, name: str) -> Any: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class LocalBackend:
+    """Everything in this process: the nick table and the per-tick fan-out.
+
+    Its presence questions answer at once: ``then`` runs before the call returns,
+    with nothing allocated but the answer.  :meth:`take_nick` and :meth:`holder`
+    answer by return, for what is truly local (a client of this process) and for
+    a backend that wraps this one.
+    """
+
+    def __init__(self, stats: Stats | None = None, places: Places | None = None) -> None:
         self.fanout = Fanout(stats)
+        #: The rooms of this process, by name (the domain's room table).
+        self.places: Places | None = places
         self._nicks: dict[str, Recipient] = {}
         #: The same clients by confusable skeleton: ``aIice`` may not stand beside ``alice``.
         self._skeletons: dict[str, Recipient] = {}
@@ -297,7 +395,12 @@ class LocalBackend:
     def disconnected(self, client: Recipient) -> None:
         self.clients.pop(client.id, None)
 
-    def claim_nick(self, client: Recipient, nick: str) -> bool:
+    def claim_nick(self, client: Recipient, nick: str, then: Callable[[bool], Any],
+                   replacing: str | None = None) -> None:
+        """See :meth:`take_nick`; answers at once."""
+        then(self.take_nick(client, nick, replacing))
+
+    def take_nick(self, client: Recipient, nick: str, replacing: str | None = None) -> bool:
         """Taken if another client has the same nick in any case, or one that looks the
         same (Unicode TS #39 skeletons, as ergo does: both keys must be free).
 
@@ -305,6 +408,14 @@ class LocalBackend:
         of its own in the skeleton table: its entry in the nick table serves both
         (see :meth:`_by_look`), so a plain nick costs one table entry, not two.
         """
+        if replacing is not None:
+            # Release first (the two may share a key: a change of case), and take
+            # it back if the new one is held by someone else.
+            self.release_nick(client, replacing)
+            if not self.take_nick(client, nick):
+                self.take_nick(client, replacing)
+                return False
+            return True
         key, look = nick_key(nick), skeleton(nick)
         for holder in (self._nicks.get(key), self._by_look(look)):
             if holder is not None and holder is not client:
@@ -328,9 +439,15 @@ class LocalBackend:
             if table.get(k) is client:
                 del table[k]
 
-    def find_nick(self, nick: str) -> Recipient | None:
+    def holder(self, nick: str) -> Recipient | None:
+        """The client of this process with ``nick`` (any case, or one that looks the
+        same), if any."""
         found = self._nicks.get(nick_key(nick))
         return found if found is not None else self._by_look(skeleton(nick))
+
+    def find_nick(self, nick: str, then: Callable[[Person | None], Any]) -> None:
+        found = self.holder(nick)
+        then(None if found is None else person(found))
 
     def joined(self, client: Recipient, room: Place) -> None:
         # Membership is the room's own table; the batch must only learn where a
@@ -340,11 +457,28 @@ class LocalBackend:
     def parted(self, client: Recipient, room: Place) -> None:
         pass
 
-    def members(self, room: Place) -> list[str]:
-        return [member.nick for member in room.members]
+    def members(self, room: str, then: Callable[[list[Member]], Any]) -> None:
+        place = self.places.get(room) if self.places is not None else None
+        then([] if place is None else [
+            Member(m.nick, m.session, m.away is not None, m.account) for m in place.members
+        ])
 
-    def room_list(self, rooms: Iterable[Place]) -> list[RoomInfo]:
+    def room_list(self, then: Callable[[list[RoomInfo]], Any]) -> None:
+        then(self.rooms_here(self.places or ()))
+
+    @staticmethod
+    def rooms_here(rooms: Iterable[Place]) -> list[RoomInfo]:
+        """A listing of ``rooms`` (this process's)."""
         return [RoomInfo(room.name, len(room.members), room.topic) for room in rooms]
+
+
+def person(client: Recipient) -> Person:
+    """The presence answer for a client of this process."""
+    return Person(
+        client.nick, client.session, client.source.node, client.user, client.account,
+        client.away, client.connected_at, time.time() - client.idle_seconds,
+        tuple(room.name for room in client.rooms), client.address,
+    )
 
 
 def _elsewhere(event: Event, client: Recipient) -> bool:

@@ -212,6 +212,17 @@ def chatd_delivery_backend(server: Server, local: LocalBackend) -> DeliveryBacke
     domain gives it and hands what other nodes send to ``local`` (whose
     ``to_room``/``to_client`` deliver here).  Reloads keep the backend chosen at
     startup.
+
+    Its presence questions (``claim_nick``, ``find_nick``, ``members``,
+    ``room_list``) answer through a continuation ``then``: at most once, on the
+    loop (hand an answer over from an I/O thread with
+    ``server.call_soon_threadsafe``), before the call returns or later; on a
+    failure of its own it does not answer, and the domain's timeout
+    (``limits.presence_timeout_seconds``) tells the waiting client.  Answers are
+    plain data (``chatd.Person``, ``chatd.Member``, ``chatd.RoomInfo``), never
+    another node's client.  ``chatd.testing.backends.DeferredBackend`` is a
+    wrapper of ``local`` whose answers come later: a model to start from.  See
+    "Presence" in :mod:`chatd.delivery`.
     """
 
 

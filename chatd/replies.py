@@ -358,6 +358,8 @@ ERROR_CODES: dict[str, str] = {
     "weak_password": "the password is too short, too common or the nick itself",
     "failed": "the command was tried and failed (a reload); the log says why",
     "timeout": "the server did not get an answer in time; try again",
+    "remote_user": "the user is connected to another node of the cluster, and the "
+                   "command acts only on users of this one",
 }
 
 

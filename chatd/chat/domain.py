@@ -33,13 +33,14 @@ Every event is created here, once, by :meth:`ChatDomain.new_event`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..delivery import DeliveryBackend, LocalBackend, nick_key
+from ..delivery import DeliveryBackend, LocalBackend, Person, nick_key
 from ..events import (
     Action,
     Away,
@@ -68,6 +69,7 @@ from .facade import Server
 from .identity import Identity
 from .intake import Intake
 from .nicks import GUEST_PREFIX, nick_problem
+from .questions import TIMEOUT_CODE, TIMEOUT_TEXT, ask
 from .rooms import Room, RoomTable, room_key, room_problem
 
 if TYPE_CHECKING:
@@ -82,6 +84,10 @@ log = logging.getLogger("chatd.chat")
 TOPIC_MAX = 300
 
 
+
+
+def _ignore(answer: object) -> None:
+    """The continuation of a claim that only undoes another (nobody waits for it)."""
 
 
 class Scheduler:
@@ -124,6 +130,7 @@ class ChatDomain:
         #: Connected clients by id (the local backend's table: one dict, not two).
         self.clients: dict[int, Client] = self.local.clients  # type: ignore[assignment]
         self.rooms = RoomTable(self._make_room, self._room_created)
+        self.local.places = self.rooms
         self.commands = CommandTable()
         #: The plugin-facing server object (``client.server``, hook arguments).
         self.facade = Server(self, lifecycle)
@@ -186,7 +193,21 @@ class ChatDomain:
         source = self.identity.client_source(nick, client_id, link.peer[0])
         client = Client(self, link, client_id, nick, source)
         self.local.connected(client)
-        self.backend.claim_nick(client, client.nick)
+        self._claim_guest(client)
+        return client
+
+    def _claim_guest(self, client: Client) -> None:
+        """Claim the client's guest nick, then begin its session (a taken one: the next)."""
+        self.ask(client, functools.partial(self.backend.claim_nick, client, client.nick),
+                 functools.partial(self._guest_claimed, client),
+                 functools.partial(self._unclaimed, client),
+                 functools.partial(self._claimed_too_late, client, client.nick))
+
+    def _guest_claimed(self, client: Client, claimed: bool) -> None:
+        if not claimed:  # guest numbers are the node's own: only a cluster's oddity
+            client.source = dataclasses.replace(client.source, nick=self._new_guest_nick())
+            self._claim_guest(client)
+            return
         wait = self.config.limits.announce_after_seconds
         if wait > 0:
             client.arrival = Arrival()
@@ -195,7 +216,18 @@ class ChatDomain:
             self.hooks.call("chatd_client_ready", notify=client, client=client)
         elif client.link.connected:
             client.arrival.timer = self.scheduler.call_later(wait, self.announce, client)
-        return client
+
+    def _unclaimed(self, client: Client) -> None:
+        """No answer to the guest nick's claim: the connection cannot begin."""
+        client.error(TIMEOUT_TEXT, code=TIMEOUT_CODE)
+        client.link.close("presence timeout")
+
+    def ask(self, client: Client | None, question: Callable[[Callable[[Any], Any]], Any],
+            then: Callable[[Any], Any], expired: Callable[[], Any] | None = None,
+            late: Callable[[Any], Any] | None = None) -> None:
+        """Ask the backend a presence question for ``client``: ``then(answer)`` at once
+        or later, the client's requests held meanwhile (:mod:`chatd.chat.questions`)."""
+        ask(self, client, question, then, expired, late)
 
     def announce(self, client: Client) -> None:
         """``client`` is a chat client now (it spoke, or stayed): tell its rooms it joined.
@@ -217,7 +249,7 @@ class ChatDomain:
     def _new_guest_nick(self) -> str:
         while True:
             nick = f"{GUEST_PREFIX}{self.identity.next_guest_number()}"
-            if self.backend.find_nick(nick) is None:
+            if self.local.holder(nick) is None:  # the claim asks the cluster
                 return nick
 
     def disconnected(self, client: Client, reason: str) -> None:
@@ -302,20 +334,28 @@ class ChatDomain:
         return event
 
     def private_message(self, client: Client, nick: str, text: str) -> Event | None:
-        """``text`` from ``client`` to ``nick``; raises CommandError if nobody has it."""
-        target = self.backend.find_nick(nick)
+        """``text`` from ``client`` to ``nick``, found through the backend (on any node);
+        raises CommandError if nobody has it (told to the client instead when the
+        answer comes later).  The event, or None if dropped or not sent yet."""
+        sent: list[Event | None] = [None]
+        self.ask(client, functools.partial(self.backend.find_nick, nick),
+                 functools.partial(self._private_message, client, nick, text, sent))
+        return sent[0]
+
+    def _private_message(self, client: Client, nick: str, text: str,
+                         sent: list[Event | None], target: Person | None) -> None:
         if target is None:
             raise CommandError(f"no such nick: {nick}", code="no_such_nick")
         event = self.new_event(PrivateMessage, client.source, target.nick, text)
         event = self._accept(client, event)
         if event is None:
-            return None
+            return
         if not self.backend.to_nick(event, event.target):
             raise CommandError(f"no such nick: {nick}", code="no_such_nick")
-        if target is not client:
+        if target.session != client.session:
             self.backend.to_client(event, client)  # the sender's copy: "-> *bob* text"
         self._delivered(event, client)
-        return event
+        sent[0] = event
 
     def set_topic(self, client: Client, room: Room, text: str) -> Event | None:
         """``client`` sets the topic of ``room`` (filtered like a message)."""
@@ -510,7 +550,8 @@ class ChatDomain:
     # -- nicks ------------------------------------------------------------------------------
 
     def find_client(self, nick: str) -> Client | None:
-        found = self.backend.find_nick(nick)
+        """The client of this process with ``nick``: what is truly local."""
+        found = self.local.holder(nick)
         return found if isinstance(found, Client) else None
 
     def rename(self, client: Client, new: str) -> None:
@@ -536,11 +577,29 @@ class ChatDomain:
 
     def _rename(self, client: Client, new: str) -> None:
         old = client.nick
-        # Release first (the old and new nick may share a key: a change of case),
-        # and take the old one back if the new one is held by someone else.
-        self.backend.release_nick(client, old)
-        if not self.backend.claim_nick(client, new):
-            self.backend.claim_nick(client, old)
+        # One step for the backend: the new nick claimed, the old one released if it
+        # was (kept otherwise, so nobody takes it while the answer is out).
+        self.ask(client, functools.partial(self.backend.claim_nick, client, new,
+                                           replacing=old),
+                 functools.partial(self._renamed, client, old, new),
+                 late=functools.partial(self._claimed_too_late, client, new))
+
+    def _claimed_too_late(self, client: Client, nick: str, claimed: bool) -> None:
+        """A claim of ``nick`` granted after the domain stopped waiting for it (a timeout,
+        or the client was renamed meanwhile): give it up again, keeping the nick the
+        client has now (the two may share a key), or all of it if the client is gone."""
+        if not claimed:
+            return
+        if client.id not in self.clients:
+            self.backend.release_nick(client, nick)
+        elif client.nick != nick:
+            self.backend.claim_nick(client, client.nick, _ignore, replacing=nick)
+
+    def _renamed(self, client: Client, old: str, new: str, claimed: bool) -> None:
+        if client.nick != old:  # renamed meanwhile (a plugin, a timer): a stale answer
+            self._claimed_too_late(client, new, claimed)
+            return
+        if not claimed:
             raise NickError(f"the nick {new} is taken", code="nick_in_use")
         client.source = dataclasses.replace(client.source, nick=new)
         rooms = tuple(client.rooms)

@@ -8,11 +8,12 @@ this class so the two cannot drift.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..delivery import nick_key
+from ..delivery import LocalBackend, nick_key
 from ..events import Event
 from ..replies import Member
 from ..stash import Stash
@@ -20,7 +21,7 @@ from .tables import PluginStore
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..delivery import RoomInfo
+    from ..delivery import Member, Person, RoomInfo
     from ..plugins import PluginHost, PluginTask, PluginTimer
     from ..store import Store
     from .client import Client
@@ -120,8 +121,61 @@ class Server:
         return self._domain.clients
 
     def find_client(self, nick: str) -> Client | None:
-        """The connected client with this nick (case-insensitive), or None."""
+        """The client *connected to this process* with this nick (case-insensitive, or
+        one that looks the same), or None.
+
+        For what is truly local (an operator's ``/kill`` of a connection here).  To
+        find a user wherever it is connected, :meth:`ask_whois`; to act on it,
+        :meth:`client_of` the answer."""
         return self._domain.find_client(nick)
+
+    # -- presence questions: answered by a continuation ---------------------------------
+    #
+    # The delivery backend answers these; the local one at once, a cluster's later.
+    # ``then(answer)`` runs on the loop, at most once: inside the call when the answer
+    # is known at once (a CommandError it raises then reaches your command, as if
+    # raised there), otherwise later, as your plugin, with the request's jsonl "re"
+    # tag, a CommandError it raises told to ``client`` as ``! text``.  Meanwhile
+    # ``client``'s later lines and commands wait, in order (nobody else's).  With no
+    # answer within ``limits.presence_timeout_seconds`` the client is told "the
+    # server did not answer in time; try again" and ``then`` never runs; nor does it
+    # if the client disconnects meanwhile.  ``client`` None: a question of the
+    # server's own (a timer's): nobody waits or is told.
+
+    def ask_whois(self, client: Client | None, nick: str,
+                  then: Callable[[Person | None], Any]) -> None:
+        """``then(person)`` for whoever has ``nick`` (any case, or a look-alike) on any
+        node, or ``then(None)``.  A :class:`chatd.Person` is plain data (nick,
+        session, node, user, account, away, connected_at, idle_since, rooms, address:
+        show the address to operators only); :meth:`client_of` gives the local client
+        to act on."""
+        self._domain.ask(client, functools.partial(self._domain.backend.find_nick, nick),
+                         then)
+
+    def ask_members(self, client: Client | None, room: str,
+                    then: Callable[[list[Member]], Any]) -> None:
+        """``then(members)``: everyone in the room named ``room`` on any node, as
+        :class:`chatd.Member` (nick, session, away flag, account), in no
+        particular order; ``[]`` for a room nobody is in."""
+        self._domain.ask(client, functools.partial(self._domain.backend.members, room), then)
+
+    def ask_rooms(self, client: Client | None,
+                  then: Callable[[list[RoomInfo]], Any]) -> None:
+        """``then(rooms)``: every room on any node, as :class:`chatd.RoomInfo`
+        (name, member count, topic), in no particular order."""
+        self._domain.ask(client, self._domain.backend.room_list, then)
+
+    def client_of(self, person: Person | Member) -> Client | None:
+        """The client of this process that ``person`` (a presence answer) is, or None if
+        it is connected to another node (or gone since the answer)."""
+        session = person.session
+        if session is None:
+            return None
+        node, _, number = session.rpartition(":")
+        if node != self._domain.identity.node or not number.isdigit():
+            return None
+        found = self._domain.clients.get(int(number))
+        return found if found is not None and found.session == session else None
 
     @property
     def rooms(self) -> RoomTable:
@@ -134,8 +188,8 @@ class Server:
         return self._domain.config.server.default_room
 
     def who(self, room: Room) -> list[str]:
-        """The nicks in ``room`` (through the delivery backend: a cluster's, too)."""
-        return self._domain.backend.members(room)
+        """The nicks in ``room`` *on this process* (:meth:`ask_members` asks the cluster)."""
+        return [member.nick for member in room.members]
 
     def names(self, room: Room) -> list[Member]:
         """The members of ``room`` in name order, each with its marks: ``userhost``, its
@@ -157,8 +211,9 @@ class Server:
         self._domain.set_room_operators(room, accounts)
 
     def room_list(self) -> list[RoomInfo]:
-        """Name, member count and topic of every room (the backend's view)."""
-        return self._domain.backend.room_list(self._domain.rooms)
+        """Name, member count and topic of every room *of this process*
+        (:meth:`ask_rooms` asks the cluster)."""
+        return LocalBackend.rooms_here(self._domain.rooms)
 
     def clients_in(self, rooms: Iterable[Room]) -> set[Client]:
         """Everyone in any of ``rooms`` (each client once)."""
@@ -185,14 +240,19 @@ class Server:
         self._domain.part(client, room, reason, quiet=quiet)
 
     def rename(self, client: Client, new: str) -> None:
-        """Give ``client`` the nick ``new``; raises :class:`chatd.NickError` with the reason."""
+        """Give ``client`` the nick ``new``; raises :class:`chatd.NickError` with the reason.
+
+        The nick is claimed through the delivery backend: with one that answers later
+        (a cluster's) the rename happens then, and a refusal ("taken") is told to the
+        client instead of raised; its later requests wait meanwhile."""
         self._domain.rename(client, new)
 
     def rename_to_guest(self, client: Client) -> str:
         """Give ``client`` a fresh ``guest-N`` nick and return it (no hook can refuse).
 
         For plugins that own nicks: a registered nick nobody identified for in
-        time, or one its owner takes back.
+        time, or one its owner takes back.  (With a backend that answers later, the
+        rename happens when the claim is answered, as for :meth:`rename`.)
         """
         return self._domain.rename_to_guest(client)
 
@@ -241,7 +301,10 @@ class Server:
         return self._domain.say(client, text, room, action=True)
 
     def private_message(self, client: Client, nick: str, text: str) -> Event | None:
-        """Send ``text`` from ``client`` to ``nick``; raises CommandError if nobody has it."""
+        """Send ``text`` from ``client`` to ``nick`` on any node; raises CommandError if
+        nobody has it.  The nick is looked up through the delivery backend
+        (:meth:`ask_whois`'s rules): answered later, the message is sent then, the
+        refusal told to the client, and None is returned now."""
         return self._domain.private_message(client, nick, text)
 
     def set_topic(self, client: Client, room: Room, text: str) -> Event | None:

@@ -62,15 +62,19 @@ def hard_backlog(limits: Any) -> int:
 
 
 class Paused:
-    """A client whose requests wait (``server.pause_requests``): what it sent meanwhile,
-    in order, whether the peer closed its side, and the timer that ends the wait."""
+    """A client whose requests wait (``server.pause_requests``, or a presence question
+    of the domain's): what it sent meanwhile, in order, whether the peer closed its
+    side, the timer that ends a ``pause_requests``, and how many waits hold it (the
+    pause is one, each unanswered presence question one more): it goes on when the
+    last ends."""
 
-    __slots__ = ("eof", "requests", "timer")
+    __slots__ = ("eof", "holds", "requests", "timer")
 
     def __init__(self) -> None:
         self.requests: list[Any] = []
         self.eof = False
         self.timer: Any = None
+        self.holds = 0
 
 
 class ClientIntake:
@@ -106,6 +110,8 @@ class Intake:
         #: The client whose tagged request (jsonl's "id") is being handled, if any: a
         #: room event made meanwhile reaches it as a reply.
         self.replying: Client | None = None
+        #: That request's tag (the domain keeps it for an answer that comes later).
+        self.tag: str | None = None
 
     # -- the way in --------------------------------------------------------------------
 
@@ -177,7 +183,7 @@ class Intake:
         client.intake = None
         if record.gate is not None:
             record.gate.clear()
-        if record.paused is not None:
+        if record.paused is not None and record.paused.timer is not None:
             record.paused.timer.cancel()
 
     # -- pausing -------------------------------------------------------------------------
@@ -185,20 +191,47 @@ class Intake:
     def pause(self, client: Client, timeout: float) -> None:
         """Hold back ``client``'s requests (in order) until :meth:`resume`, or
         ``timeout`` seconds at most; reading its socket stops meanwhile."""
-        record = _record(client)
-        if record.paused is not None or not client.link.connected:
+        paused = self.hold(client)
+        if paused is None:
             return
-        paused = record.paused = Paused()
+        if paused.timer is not None:  # paused already: one pause at a time, as ever
+            self.release(client)
+            return
         paused.timer = self._domain.scheduler.call_later(timeout, self.resume, client)
-        client.link.hold_input()
 
     def resume(self, client: Client) -> None:
-        """Handle what ``client`` sent while paused, then read it again."""
+        """End the pause of :meth:`pause`: handle what ``client`` sent meanwhile, then
+        read it again (unless a presence question still holds it)."""
+        record = client.intake
+        if record is None or record.paused is None or record.paused.timer is None:
+            return
+        record.paused.timer.cancel()
+        record.paused.timer = None
+        self.release(client)
+
+    def hold(self, client: Client) -> Paused | None:
+        """Hold back ``client``'s requests until a matching :meth:`release` (the domain,
+        while a presence question of the client's is unanswered: it times out on its
+        own); None if the client is leaving."""
+        if not client.link.connected:
+            return None
+        record = _record(client)
+        paused = record.paused
+        if paused is None:
+            paused = record.paused = Paused()
+            client.link.hold_input()
+        paused.holds += 1
+        return paused
+
+    def release(self, client: Client) -> None:
+        """One hold of :meth:`hold` ends; the last one handles what waited, in order."""
         record = client.intake
         if record is None or record.paused is None:
             return
+        record.paused.holds -= 1
+        if record.paused.holds > 0:
+            return
         paused, record.paused = record.paused, None
-        paused.timer.cancel()
         if not client.link.connected:
             return
         gate = record.gate
@@ -286,6 +319,7 @@ class Intake:
             if tag is not None:
                 link.replying_to(tag)
                 self.replying = client
+                self.tag = tag
             try:
                 if cls is Invoke:
                     self._command(client, item)  # type: ignore[arg-type]
@@ -302,6 +336,7 @@ class Intake:
                 if tag is not None:
                     link.replying_to(None)
                     self.replying = None
+                    self.tag = None
 
     def _say_to(self, client: Client, say: Say) -> None:
         if not say.text or say.text.isspace():

@@ -172,10 +172,15 @@ class InProcessChat:
     (:data:`chatd.testing.defaults.TEST_SECTIONS`); ``config`` replaces both.
     ``builtins`` names the built-in plugins to load (default: all of them).
     ``fake_clock``: the loop's clock stands still until :meth:`advance`.
+    ``backend``: ``backend(local, server, call_soon)`` makes the delivery backend
+    (e.g. :meth:`chatd.testing.backends.DeferredBackend.factory`, whose presence
+    answers come later); without it, a plugin's ``chatd_delivery_backend`` is asked,
+    as the server does, and the local backend is the default.
     """
 
     def __init__(self, *plugins: object, config: Config | None = None,
                  builtins: Iterable[str] | None = None, fake_clock: bool = False,
+                 backend: Callable[..., Any] | None = None,
                  **sections: Any) -> None:
         self.config = _config(config, sections)
         #: The fake clock (``fake_clock=True``), else None: real ``time.monotonic``.
@@ -199,6 +204,15 @@ class InProcessChat:
         host.bind(self.server, self.reactor)
         self.domain.commands = collect_commands(host, self.server)
         host.call_strict("chatd_startup", server=self.server)
+        if backend is not None:
+            self.domain.backend = backend(self.domain.local, self.server, self.reactor.call_soon)
+        else:
+            chosen = host.call_first("chatd_delivery_backend", server=self.server,
+                                     local=self.domain.local)
+            if chosen is not None:
+                self.domain.backend = chosen
+        #: The delivery backend in use.
+        self.backend = self.domain.backend
         self.reactor.add_before_flush(lambda: self.domain.backend.flush())
         self.peers: list[Peer] = []
         self._ports = iter(range(40000, 65536))

@@ -10,6 +10,7 @@ registrar the *moderation* plugin puts in ``server.stash[ROOM_REGISTRAR]``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from chatd import (
     Client,
     Command,
     CommandError,
+    Person,
     Server,
     StashKey,
     StoreUnavailable,
@@ -244,12 +246,23 @@ def _take_back(client: Client, account: Account) -> None:
         raise CommandError(f"{nick} looks the same as {owner[0]}, registered before it by "
                            f"someone else: you cannot use that nick (/drop PASSWORD gives "
                            f"{nick} up)", code="look_alike")
-    holder = server.find_client(nick)  # the same nick, or one that looks the same
-    if holder is not None and holder is not client:
-        if identified_as(holder, account):
-            client.notice(f"{holder.nick} is in use by another connection identified as "
+    # Who holds it (the same nick, or one that looks the same), on any node.
+    server.ask_whois(client, nick, functools.partial(_take_back_from, client, account))
+
+
+def _take_back_from(client: Client, account: Account, person: Person | None) -> None:
+    """:func:`_take_back`'s second half: who holds the nick is known."""
+    server = client.server
+    nick = account[0]
+    if person is not None and person.session != client.session:
+        if identified_as(person, account):  # type: ignore[arg-type]  # it has .account
+            client.notice(f"{person.nick} is in use by another connection identified as "
                           f"{nick}")
             return
+        holder = server.client_of(person)
+        if holder is None:
+            raise CommandError(f"{person.nick} is held by a user of another node; try "
+                               "again once they have left it", code="remote_user")
         guest = server.rename_to_guest(holder)
         holder.notice(f"the owner of {nick} identified; you are now {guest}")
         log.info("%s taken back by its owner; the holder is now %s", nick, guest)

@@ -12,6 +12,7 @@ current one; WHO, a nick or a mask; a TIME), checks that the caller may
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -21,6 +22,7 @@ from chatd import (
     Client,
     Command,
     CommandError,
+    Person,
     Room,
     Server,
     StoreUnavailable,
@@ -269,7 +271,18 @@ def cmd_kick(client: Client, args: str) -> None:
     if not words:
         raise UsageError()
     server = client.server
-    target = server.find_client(words[0])
+    server.ask_whois(client, words[0],
+                     functools.partial(_kick_found, client, words, name, room, rules))
+
+
+def _kick_found(client: Client, words: list[str], name: str, room: Room | None,
+                rules: RoomRules, person: Person | None) -> None:
+    """/kick's second half: who has the nick is known (now, or from another node)."""
+    server = client.server
+    target = server.client_of(person) if person is not None else None
+    if person is not None and target is None and name in person.rooms:
+        raise CommandError(f"{person.nick} is connected to another node; a kick reaches "
+                           "only users of this one", code="remote_user")
     if room is None or target is None or target not in room.members:
         raise CommandError(f"{words[0]} is not in {name}", code="user_not_in_room")
     if target is not client and is_room_operator(target, rules) and not is_operator(client):
@@ -464,12 +477,20 @@ def _set_operator(client: Client, args: str, *, add: bool) -> None:
     if not is_founder(client, rules):
         raise CommandError(f"permission denied: only the founder of {name} names "
                            "its operators", code="not_operator")
-    account = _account_of(server, words[0])
+    server.ask_whois(client, words[0], functools.partial(
+        _set_operator_for, client, words[0], name, room, rules, add))
+
+
+def _set_operator_for(client: Client, who: str, name: str, room: Room | None,
+                      rules: RoomRules, add: bool, person: Person | None) -> None:
+    """/op and /deop's second half: whether WHO is connected (on any node) is known."""
+    server = client.server
+    account = _account_of(server, who, person)
     if add and account == rules.founder:
-        raise CommandError(f"{words[0]} is the founder of {name}", code="not_allowed")
+        raise CommandError(f"{who} is the founder of {name}", code="not_allowed")
     if add == (account in rules.operators):
         state = "already" if add else "not"
-        raise CommandError(f"{words[0]} is {state} an operator of {name}", code="no_change")
+        raise CommandError(f"{who} is {state} an operator of {name}", code="no_change")
     if add:
         rules.operators.add(account)
         server.store.write("INSERT OR REPLACE INTO room_operators (room, account, added_by) "
@@ -484,9 +505,9 @@ def _set_operator(client: Client, args: str, *, add: bool) -> None:
     _announce(client, room, f"{client.nick} {verb} {account} {role} {name}")
 
 
-def _account_of(server: Server, who: str) -> str:
-    """The account a nick stands for: a connected client's account, or a registered nick."""
-    target = server.find_client(who)
+def _account_of(server: Server, who: str, target: Person | None) -> str:
+    """The account a nick stands for: the account of ``target``, who has the nick now
+    (on any node), or a registered nick."""
     if target is not None:
         if target.account is None:
             raise CommandError(f"{target.nick} is not identified: room operators are "
@@ -509,9 +530,19 @@ def cmd_invite(client: Client, args: str) -> None:
     name, room, rules = _moderated_room(client, words)
     if words:
         raise UsageError()
-    target = client.server.find_client(nick)
-    if target is None:
+    client.server.ask_whois(client, nick,
+                            functools.partial(_invite_found, client, nick, name, room, rules))
+
+
+def _invite_found(client: Client, nick: str, name: str, room: Room | None, rules: RoomRules,
+                  person: Person | None) -> None:
+    """/invite's second half: who has the nick is known (now, or from another node)."""
+    if person is None:
         raise CommandError(f"no such nick: {nick}", code="no_such_nick")
+    target = client.server.client_of(person)
+    if target is None:
+        raise CommandError(f"{person.nick} is connected to another node; an invitation "
+                           "reaches only users of this one", code="remote_user")
     if room is not None and target in room.members:
         raise CommandError(f"{target.nick} is already in {name}", code="already_in_room")
     rules.invited[target.id] = time.monotonic() + INVITE_SECONDS
