@@ -72,6 +72,7 @@ from .rooms import Room, RoomTable, room_key, room_problem
 if TYPE_CHECKING:
     from ..config import Config
     from ..plugins import PluginHost
+    from ..requests import SessionRequest
     from .commands import Command
     from .facade import Lifecycle
 
@@ -179,13 +180,22 @@ class ChatDomain:
 
     # -- connections -----------------------------------------------------------------------
 
-    def connect(self, link: Any) -> Client:
-        """A new connection: make its client (``guest-N``) and run ``chatd_client_connect``."""
+    def connect(self, link: Any, request: SessionRequest | None = None) -> Client:
+        """A connection's protocol begins its chat session: make its client and run
+        ``chatd_client_connect``.  ``request`` is what the protocol learned first (see
+        :class:`~chatd.requests.SessionRequest`): the nick wished for (else, or if it
+        cannot be had, ``guest-N``, and the client is told why), the user name (the
+        ident of ``user@host``), the account it authenticated."""
         client_id, nick = next(self._client_ids), self._new_guest_nick()
-        source = self.identity.client_source(nick, client_id, link.peer[0])
+        user = request.user if request is not None else None
+        source = self.identity.client_source(nick, client_id, link.peer[0], user)
+        if request is not None and request.account is not None:
+            source = dataclasses.replace(source, account=request.account)
         client = Client(self, link, client_id, nick, source)
         self.local.connected(client)
         self.backend.claim_nick(client, client.nick)
+        wished = request.nick if request is not None else None
+        refused = self._wished_nick(client, wished, user) if wished is not None else None
         wait = self.config.limits.announce_after_seconds
         if wait > 0:
             client.arrival = Arrival()
@@ -194,7 +204,29 @@ class ChatDomain:
             self.hooks.call("chatd_client_ready", notify=client, client=client)
         elif client.link.connected:
             client.arrival.timer = self.scheduler.call_later(wait, self.announce, client)
+        if refused is not None and client.link.connected:
+            self.notice(client, f"{refused}; you are {client.nick}")
         return client
+
+    def _wished_nick(self, client: Client, nick: str, user: str | None) -> str | None:
+        """Give a client that is nobody yet (in no room, never announced, no hook has
+        heard of it) the nick its protocol learned, quietly: no nick change event.
+        Returns why it cannot have it, or None."""
+        problem = nick_problem(nick, self.config.limits.max_nick_bytes)
+        if problem:
+            return problem
+        refusal = self.hooks.call_first("chatd_check_nick", notify=client, client=client,
+                                        nick=nick)
+        if refusal:
+            return str(refusal)
+        guest = client.nick
+        self.backend.release_nick(client, guest)
+        if not self.backend.claim_nick(client, nick):
+            self.backend.claim_nick(client, guest)
+            return f"the nick {nick} is taken"
+        client.source = dataclasses.replace(client.source, nick=nick,
+                                            ident=nick if user is None else user)
+        return None
 
     def announce(self, client: Client) -> None:
         """``client`` is a chat client now (it spoke, or stayed): tell its rooms it joined.
