@@ -647,7 +647,9 @@ class ChatServer:
                 over = self.admission.unregistered(group) - (rules.max_unregistered - 1)
                 if over > 0:
                     doomed.extend(conns[:over])
-        crowd = len(self.domain.clients) - int(rules.max_clients * 0.9)
+        # Connections, not chat clients: one that is nobody yet (no password given)
+        # holds a slot all the same.
+        crowd = self.admission.clients - int(rules.max_clients * 0.9)
         if crowd > 0:
             doomed.extend(conn for conn in silent[:crowd] if conn not in doomed)
         why = f"registration timeout: say something within {timeout:g} s"

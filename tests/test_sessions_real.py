@@ -214,3 +214,24 @@ def test_wrong_passwords_are_limited_per_address_and_counted(chatd_server, tmp_p
     report = op.expect(r"^\*\*\* refused: .*").group(0)
     assert "password_limit 1" in report and "wrong_password 3" in report, report
     assert PASSWORD not in server.log()
+
+
+def test_connections_that_never_give_the_password_hold_slots_and_make_room_under_pressure(
+        chatd_server):
+    """Nobody yet is still a connection: at 90 % of max_clients the longest-silent one
+    past the registration timeout is closed (and told why), even with no chat client
+    among them."""
+    server = chatd_server(limits={"max_clients": 5, "registration_timeout_seconds": 1.0},
+                          listen=[{"port": 0, "password": PASSWORD}])
+    person = server.client(welcome=False, source="127.0.0.2")
+    person.send(PASSWORD)
+    person.welcome()
+    person.send("/who")  # speaks: registered, never the one cut
+    person.expect_line("*** #lobby has 1 member: guest-1")
+    waiting = [server.client(welcome=False, source="127.0.0.3") for _ in range(4)]
+    for client in waiting:
+        client.expect_line("*** This server asks for a password: type it and press Enter.")
+    told = waiting[0].expect_eof(timeout=10)
+    assert told == ["! registration timeout: say something within 1 s"], told
+    person.send("/who")
+    person.expect_line("*** #lobby has 1 member: guest-1")
