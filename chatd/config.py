@@ -350,9 +350,9 @@ class LimitsConfig:
         "welcomed at once, while an HTTP request, a TLS hello or binary junk sent on "
         "connecting is refused before anyone is made of it (no nick, no hook, no log line). "
         "0 makes the user as soon as the connection is ready (after its TLS handshake or "
-        "PROXY header).",
+        "PROXY header). At most 2: a person waiting longer thinks the server is dead.",
         ge=0,
-        le=60,
+        le=2,
     )
     announce_after_seconds: float = _setting(
         3.0,
