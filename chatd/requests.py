@@ -83,7 +83,8 @@ class SessionRequest:
     #: The protocol's user name (IRC's ``USER``): the ident of ``user@host``; None: the
     #: nick the session begins with.
     user: str | None = None
-    #: The protocol's real name (IRC's ``USER`` last field), shown by ``/whois``.
+    #: The protocol's real name (IRC's ``USER`` last field).  Carried for the protocol
+    #: that learned it; the chat domain does not keep it yet (IRC's ``WHOIS`` will).
     realname: str | None = None
     #: The account the protocol authenticated (SASL), or None: the client is identified
     #: as it from the start.
