@@ -125,6 +125,7 @@ def test_http_tls_probes_and_half_handshakes_on_every_listener_never_make_a_user
     finally:
         for sock in halfway:
             sock.close()
+    server.wait_for_log(r"connect id=1 ")  # the log plugin writes from its own thread
     log = server.log()
     assert re.findall(r"connect id=\d+", log) == ["connect id=1"], log[-3000:]
 
@@ -138,7 +139,7 @@ def test_a_netcat_user_is_welcomed_without_typing_anything(chatd_server):
 
 
 def test_a_first_line_sent_at_once_is_the_sessions_first_request(chatd_server):
-    server = chatd_server(limits={"greeting_delay_seconds": 30},
+    server = chatd_server(limits={"greeting_delay_seconds": 2},  # the ceiling
                           listen=[{"port": 0}, {"port": 0, "protocol": "jsonl"}])
     person = server.client(welcome=False)
     person.send("/nick alice")  # long before the delay: the line begins the session
@@ -178,6 +179,7 @@ def test_the_listener_password_for_line_and_jsonl_from_the_environment(chatd_ser
     person.expect_line("*** guest-2 joined #lobby")
     person.send("/who")
     person.expect_line("*** #lobby has 2 members: guest-1, guest-2")
+    server.wait_for_log(r"connect id=2 ")  # the log plugin writes from its own thread
     log = server.log()
     assert PASSWORD not in log and "open sesame" not in log
     assert re.findall(r"connect id=\d+", log) == ["connect id=1", "connect id=2"]
