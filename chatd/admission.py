@@ -8,6 +8,13 @@ leaked counter would lock an address out for good, RELIABILITY P2).
 
 Addresses are grouped the way ergo and nginx do it: an IPv4 address is its own
 group, an IPv6 address counts as its /64.
+
+Wrong listener passwords (``listen[].password``) are counted here too, per address
+group over :data:`PASSWORD_WINDOW` seconds (:meth:`Admission.password_failed`): the
+door of a listener closes a connection whose address reaches
+:data:`PASSWORD_FAILURES_MAX`, and refuses any attempt from it, unchecked, until the
+window has passed (the login-attempt rule of the *oper* and *accounts* plugins, at
+the door).
 """
 
 from __future__ import annotations
@@ -71,6 +78,12 @@ REFUSALS = {
 }
 
 
+#: Wrong listener passwords from one address group within :data:`PASSWORD_WINDOW`
+#: seconds before its connection is closed and its further attempts refused unchecked.
+PASSWORD_FAILURES_MAX = 3
+PASSWORD_WINDOW = 60.0
+
+
 class Admission:
     """Counts connections per address group and decides on new ones."""
 
@@ -82,6 +95,8 @@ class Admission:
         self._attempts: dict[str, deque[float]] = {}
         #: When each address group was last refused for its silent connections.
         self._refused_silent: dict[str, float] = {}
+        #: When each address group gave a wrong listener password (the recent ones).
+        self._password_failures: dict[str, deque[float]] = {}
 
     def check(self, address: str, now: float) -> str | None:
         """The reason code to refuse a connection from ``address``, or None to admit it.
@@ -144,6 +159,22 @@ class Admission:
         if not registered:
             _decrement(self._unregistered, group)
 
+    def password_failures(self, address: str, now: float) -> int:
+        """Wrong listener passwords from ``address``'s group within the window."""
+        recent = self._password_failures.get(address_group(address))
+        if recent is None:
+            return 0
+        while recent and now - recent[0] > PASSWORD_WINDOW:
+            recent.popleft()
+        return len(recent)
+
+    def password_failed(self, address: str, now: float) -> int:
+        """Count a wrong listener password from ``address``; returns its group's count
+        within the window, this one included."""
+        count = self.password_failures(address, now)
+        self._password_failures.setdefault(address_group(address), deque()).append(now)
+        return count + 1
+
     def expire(self, now: float) -> None:
         """Forget connect attempts older than the window (keeps the table small)."""
         window = self.rules.connect_window
@@ -156,6 +187,11 @@ class Admission:
         for group, when in list(self._refused_silent.items()):
             if now - when > max(window, 60.0):
                 del self._refused_silent[group]
+        for group, failures in list(self._password_failures.items()):
+            while failures and now - failures[0] > PASSWORD_WINDOW:
+                failures.popleft()
+            if not failures:
+                del self._password_failures[group]
 
     def table_sizes(self) -> dict[str, int]:
         """Sizes of the per-address tables, for tests and /stats."""
@@ -163,6 +199,7 @@ class Admission:
             "per_address": len(self._per_group),
             "unregistered": len(self._unregistered),
             "connect_attempts": len(self._attempts),
+            "password_failures": len(self._password_failures),
         }
 
 

@@ -343,6 +343,17 @@ class LimitsConfig:
         ge=0,
         le=MAX_SECONDS,
     )
+    greeting_delay_seconds: float = _setting(
+        0.25,
+        "A line or jsonl connection becomes a user (a guest nick, the welcome, the default "
+        "room) at its first line, or once it has been quiet this long: so a person at nc is "
+        "welcomed at once, while an HTTP request, a TLS hello or binary junk sent on "
+        "connecting is refused before anyone is made of it (no nick, no hook, no log line). "
+        "0 makes the user as soon as the connection is ready (after its TLS handshake or "
+        "PROXY header). At most 2: a person waiting longer thinks the server is dead.",
+        ge=0,
+        le=2,
+    )
     announce_after_seconds: float = _setting(
         3.0,
         "A new connection is announced to its rooms (\"joined\") once it sends its first "

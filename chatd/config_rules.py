@@ -214,7 +214,16 @@ class FieldSpec:
 
 
 class Invalid(Exception):
-    """A value broke its field's rules; the caller adds file, key and line."""
+    """A value broke its field's rules; the caller adds file, key and line.
+
+    ``key``: the setting at fault when the rule is about several of a section's
+    settings together (raised by the section's ``__post_init__``), so the error can
+    name the one to change.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 def unknown_key(key: object, known: list[str]) -> str:

@@ -257,9 +257,14 @@ def chatd_protocols() -> list[ProtocolSpec] | None:
 
 @hookspec
 def chatd_client_connect(client: Client) -> None:
-    """A client connected and has its initial nick (``guest-N``).
+    """A client connected and has its initial nick (``guest-N``, or the nick its
+    protocol's handshake asked for).
 
-    Called once per connection.  The built-in *rooms* plugin implements this
+    Called once per chat session, when the connection's protocol begins it (line
+    and jsonl: at the first line or after ``limits.greeting_delay_seconds``, and
+    after the listener password where there is one); never for a connection that
+    never becomes a user (an HTTP request, a TLS probe, a half-finished handshake).
+    The built-in *rooms* plugin implements this
     with ``tryfirst=True`` to send the welcome line and put the client in the
     default room, so by the time your implementation runs, ``client.room`` is
     set and the welcome has been sent.  If your implementation raises, the

@@ -18,10 +18,15 @@ Edge-triggered rules kept here (DESIGN.md section 3):
   resumes on a timer (libev's "accept()ing when you can't", libuv's emfile
   trick).
 
-A listener may speak TLS (:mod:`chatd.transport.tls`: the connection class changes, the
-chat client is made after the handshake) and read a PROXY header first
-(:mod:`chatd.transport.proxy`: admission waits for the client's real address).  Later
-protocols (WebSocket, IRC) plug in here the same way.
+A listener may speak TLS (:mod:`chatd.transport.tls`: the connection class changes) and
+read a PROXY header first (:mod:`chatd.transport.proxy`: admission waits for the
+client's real address).  The acceptor does not decide when a connection becomes a
+user: it builds the stack and calls the connection's ``ready()`` once its own layer
+(the PROXY header) is done; the connection tells the protocol (``connection_made``,
+after the TLS handshake where there is one), and the protocol begins the chat session
+when *it* is ready, through its listener's :class:`ListenerDoor` (which checks the
+listener password, ``listen[].password``, and calls ``on_connect``).  Later protocols
+(WebSocket, IRC) plug in here the same way.
 
 The protocol is the listener's, from the registry (:mod:`chatd.protocols.registry`):
 its class makes each connection's protocol object, decides the input limits of the
@@ -36,6 +41,8 @@ from __future__ import annotations
 import _socket
 import contextlib
 import errno
+import hashlib
+import hmac
 import ipaddress
 import logging
 import os
@@ -46,9 +53,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .admission import Admission, plain_address
+from .admission import PASSWORD_FAILURES_MAX, PASSWORD_WINDOW, Admission, plain_address
 from .config import LimitsConfig, ListenConfig, NetConfig
-from .protocols import ChatProtocol, ProtocolLimits
+from .protocols import ChatProtocol, ProtocolLimits, Session, SessionRefused, listener_password
 from .reactor import (
     ACCEPT_RESOURCE_ERRNOS,
     ACCEPT_TRANSIENT_ERRNOS,
@@ -57,6 +64,7 @@ from .reactor import (
     Reactor,
     Timer,
 )
+from .requests import SessionRequest
 from .stats import Stats
 from .transport.connection import (
     Connection,
@@ -146,11 +154,60 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+#: What a connection that gave too many wrong listener passwords is told.
+PASSWORD_LIMIT_TEXT = "too many wrong passwords from your address; try again later"
+
+
+class ListenerDoor:
+    """A listener's way in to a chat session, handed to each of its protocol objects
+    (:class:`chatd.protocols.base.Door`): its settings and input limits, the greeting
+    delay, the password check, and ``on_connect``.
+
+    One per listener, shared by its connections; remade when the limits change (a
+    reload), so a connection keeps the limits it was accepted under.
+    """
+
+    __slots__ = ("_acceptor", "_password_digest", "config", "limits")
+
+    def __init__(self, acceptor: Acceptor, config: ListenConfig, limits: ProtocolLimits,
+                 password_digest: bytes | None) -> None:
+        self._acceptor = acceptor
+        self.config = config
+        self.limits = limits
+        #: SHA-256 of the listener password (None: none): compared with the digest of
+        #: what a client gives, in constant time (so not even its length shows).
+        self._password_digest = password_digest
+
+    @property
+    def password_required(self) -> bool:
+        return self._password_digest is not None
+
+    @property
+    def greeting_delay(self) -> float:
+        return self._acceptor.limits.greeting_delay_seconds
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> object:
+        return self._acceptor.reactor.call_later(delay, callback)
+
+    def begin(self, protocol: ChatProtocol, request: SessionRequest) -> Session:
+        """Check the listener password (where there is one), then have ``on_connect``
+        make the chat session; raises :class:`SessionRefused`."""
+        if self._password_digest is not None:
+            self._acceptor.check_password(protocol, self._password_digest, request.password)
+        return self._acceptor.on_connect(protocol, request)  # type: ignore[no-any-return]
+
+
+def password_digest(password: str) -> bytes:
+    """What a listener keeps of its password, and what a given one is compared by."""
+    return hashlib.sha256(password.encode("utf-8", "surrogateescape")).digest()
+
+
 class Listener:
     """One listening socket, the protocol its connections speak (a class from the
-    registry), their input limits, and its TLS context (None: plain TCP)."""
+    registry), their input limits and door, and its TLS context (None: plain TCP)."""
 
-    __slots__ = ("acceptor", "config", "limits", "protocol", "proxies", "sock", "tls_context")
+    __slots__ = ("acceptor", "config", "door", "limits", "password", "protocol", "proxies",
+                 "sock", "tls_context")
 
     def __init__(self, acceptor: Acceptor, sock: socket.socket, config: ListenConfig,
                  protocol: type[ChatProtocol], server_limits: ProtocolLimits) -> None:
@@ -160,6 +217,10 @@ class Listener:
         self.protocol = protocol
         #: Shared by every connection of this listener (one object, not one each).
         self.limits = protocol.input_limits(server_limits, config.options)
+        #: The digest of ``listen[].password`` (or its file's), read at start; None: none.
+        secret = listener_password(config.options)
+        self.password = password_digest(secret) if secret is not None else None
+        self.door = ListenerDoor(acceptor, config, self.limits, self.password)
         #: Read at start and on SIGHUP (:meth:`Acceptor.use_certificates`); a new
         #: connection takes the current one, an existing one keeps its own.
         self.tls_context = make_context(config.tls) if config.tls is not None else None
@@ -186,8 +247,9 @@ class Listener:
 class Acceptor:
     """The accept path every listener shares (see the module docstring).
 
-    ``on_connect(protocol)`` is called for each admitted connection with its
-    protocol object, and must set ``protocol.session``; ``on_lost(conn,
+    ``on_connect(protocol, request)`` is called when a connection's protocol begins
+    its chat session (:meth:`ListenerDoor.begin`, the password checked), and returns
+    the session (the protocol keeps it); ``on_lost(conn,
     reason)`` when a connection starts closing (before its protocol hears of it).
     ``live`` lists the connections not yet torn down (for shutdown, eviction
     and the stats).
@@ -199,7 +261,7 @@ class Acceptor:
         admission: Admission,
         stats: Stats,
         account: OutputAccount,
-        on_connect: Callable[[ChatProtocol], Any],
+        on_connect: Callable[[ChatProtocol, SessionRequest], Any],
         on_lost: Callable[[Connection, str], None] | None = None,
     ) -> None:
         self.reactor = reactor
@@ -246,6 +308,8 @@ class Acceptor:
         for listener in self.listeners:  # each protocol derives its own from the server's
             listener.limits = listener.protocol.input_limits(self._protocol_limits,
                                                              listener.config.options)
+            listener.door = ListenerDoor(self, listener.config, listener.limits,
+                                         listener.password)
         size = max(4096, limits.read_budget_bytes)
         if len(self._read_buffer) != size:
             self._read_buffer = memoryview(bytearray(size))
@@ -311,6 +375,8 @@ class Acceptor:
                 continue
             listener.tls_context = context
             listener.config = listen[index]
+            listener.door = ListenerDoor(self, listener.config, listener.limits,
+                                         listener.password)
             host, port = listener.address
             log.info("%s:%d: TLS certificate reloaded from %s", host, port,
                      listen[index].tls.cert if listen[index].tls else "?")
@@ -425,21 +491,42 @@ class Acceptor:
             conn = Connection(sock, context, peer=(address, peer[1]))
         else:
             assert listener.config.tls is not None
-            conn = TlsConnection(
-                sock, context, tls, peer=(address, peer[1]),
-                timeout=listener.config.tls.handshake_timeout_seconds,
-                on_handshake=lambda: self.on_connect(protocol),
-            )
-        protocol = listener.protocol(conn, listener.limits, listener.config)
+            conn = TlsConnection(sock, context, tls, peer=(address, peer[1]),
+                                 timeout=listener.config.tls.handshake_timeout_seconds)
+        protocol = listener.protocol(conn, listener.door)
         conn.set_protocol(protocol)
         self.admission.opened(address)
         self.stats.connections_total += 1
         log.debug("accepted fd=%d from %s:%d on %s", conn.fd, *conn.peer, listener.config.protocol)
+        if not proxied:
+            conn.ready()  # no header to wait for (the protocol hears it after any TLS handshake)
         if listener.config.proxy_protocol:
             self._read_proxy_header(conn, protocol, trusted=proxied)
-        if tls is None and not proxied:
-            self.on_connect(protocol)  # a TLS client is made once its handshake is done
         conn.start()
+
+    def check_password(self, protocol: ChatProtocol, digest: bytes, given: str | None) -> None:
+        """Let ``protocol``'s connection in if ``given`` is the listener's password (its
+        ``digest``); else raise :class:`SessionRefused` (closing it at the
+        :data:`~chatd.admission.PASSWORD_FAILURES_MAX`-th wrong one from its address
+        group within the window, and refusing that group's attempts unchecked until
+        the window has passed).  The password is never logged."""
+        address = protocol.transport.peer[0]
+        now = time.monotonic()
+        if self.admission.password_failures(address, now) >= PASSWORD_FAILURES_MAX:
+            self.stats.reject("password_limit")
+            raise SessionRefused("password_limit", PASSWORD_LIMIT_TEXT, close=True)
+        if given is not None and hmac.compare_digest(password_digest(given), digest):
+            return
+        if given is None:
+            raise SessionRefused("password_required", "this listener needs a password")
+        count = self.admission.password_failed(address, now)
+        self.stats.reject("wrong_password")
+        self.log_throttled(f"password:{address}", "wrong listener password from %s (%d within "
+                           "%g s; closed at %d)", address, count, PASSWORD_WINDOW,
+                           PASSWORD_FAILURES_MAX)
+        if count >= PASSWORD_FAILURES_MAX:
+            raise SessionRefused("password_limit", PASSWORD_LIMIT_TEXT, close=True)
+        raise SessionRefused("wrong_password", "wrong password")
 
     def _read_proxy_header(self, conn: Connection, protocol: ChatProtocol, *,
                            trusted: bool) -> None:
@@ -447,7 +534,6 @@ class Acceptor:
         trusted proxy, the header names the client (admitted then, under its own
         address); from anyone else, a header is refused."""
         behind = conn.put_in_front(None)  # the TLS layer, or the chat protocol
-        tls = isinstance(conn, TlsConnection)
 
         def failed(why: str) -> None:
             self.log_throttled(f"proxy:{why[:40]}", "closing %s:%d: %s", *conn.peer, why)
@@ -474,8 +560,8 @@ class Acceptor:
                         conn.close(reason)
                     return
             conn.put_in_front(behind)
-            if trusted and not tls:
-                self.on_connect(protocol)
+            if trusted:
+                conn.ready()  # an untrusted peer's connection was ready at accept
             if rest and conn.state is State.OPEN:
                 behind.data_received(memoryview(rest))
 
@@ -517,7 +603,7 @@ class Acceptor:
             timeout = min(listener.config.tls.handshake_timeout_seconds,
                           _REFUSAL_HANDSHAKE_SECONDS)
             conn = TlsConnection(sock, context, listener.tls_context, peer=peer,
-                                 timeout=timeout, on_handshake=lambda: None)
+                                 timeout=timeout, on_handshake=_nothing)
             conn.refuse_after_handshake(line, reason)
         conn.start()
 
@@ -540,6 +626,10 @@ class Acceptor:
         if last is None or now - last >= 60.0:
             self._throttled[key] = now
             log.warning(message, *args)
+
+
+def _nothing() -> None:
+    """The end of a refused TLS client's handshake, until it is told why."""
 
 
 def _refuse_at_once(sock: _socket.socket, data: bytes) -> None:

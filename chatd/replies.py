@@ -340,6 +340,8 @@ ERROR_CODES: dict[str, str] = {
     "already_registered": "that nick or room is registered already",
     "not_identified": "identify first (/identify): the command acts for your account",
     "wrong_password": "the password is wrong (IRC 464)",
+    "password_required": "this listener asks for its password first (jsonl: "
+                         "{\"cmd\": \"pass\", \"password\": ...}; IRC 464)",
     "too_many_attempts": "too many failed attempts; try again later (or disconnected)",
     "unavailable": "the server cannot do it right now (its database is failing, a "
                    "feature is off); try again later",

@@ -21,11 +21,16 @@ small frozen objects:
 
 ``tag`` (where present) is an identifier the client chose for the request; a
 protocol that supports it echoes it on the replies (jsonl's ``"re"``).
+
+Before any of these, a protocol asks for a chat session to begin
+(:class:`SessionRequest`): what it learned before the connection became a user
+(IRC's registration, a listener password, nothing at all for ``line`` and
+``jsonl``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .framing import LineTooLong
 
@@ -62,6 +67,33 @@ class Malformed:
 Request = str | Invoke | Say | Malformed | LineTooLong
 
 
+@dataclass(frozen=True, slots=True)
+class SessionRequest:
+    """What a protocol learned before its connection became a user, handed over when it
+    asks for the chat session to begin (see :mod:`chatd.protocols.base`, "Sessions").
+
+    Every field is optional: ``line`` and ``jsonl`` know nothing about the person yet
+    (a guest nick, the nick as ident); IRC's registration knows a nick, a user name and
+    a real name; an authenticated handshake (SASL) knows the account.
+    """
+
+    #: The nick wished for; if it is invalid, refused (``chatd_check_nick``) or taken, the
+    #: session begins with a guest nick and the client is told why.
+    nick: str | None = None
+    #: The protocol's user name (IRC's ``USER``): the ident of ``user@host``; None: the
+    #: nick the session begins with.
+    user: str | None = None
+    #: The protocol's real name (IRC's ``USER`` last field).  Carried for the protocol
+    #: that learned it; the chat domain does not keep it yet (IRC's ``WHOIS`` will).
+    realname: str | None = None
+    #: The account the protocol authenticated (SASL), or None: the client is identified
+    #: as it from the start.
+    account: str | None = None
+    #: The listener password the client gave (``listen[].password``), or None.  Checked
+    #: by the listener's door, in constant time; never logged, never kept.
+    password: str | None = field(default=None, repr=False)
+
+
 def request_size(item: Request) -> int:
     """The size a request is billed for by the flood limit (characters of text)."""
     if isinstance(item, str):  # a CleanedLine too
@@ -74,4 +106,5 @@ def request_size(item: Request) -> int:
     return 0
 
 
-__all__ = ["Invoke", "LineTooLong", "Malformed", "Request", "Say", "request_size"]
+__all__ = ["Invoke", "LineTooLong", "Malformed", "Request", "Say", "SessionRequest",
+           "request_size"]

@@ -39,6 +39,7 @@ from .logsetup import dropped_log_records
 from .plugins import PluginHost, PluginLoadError, plugin_modules, restore_plugin_modules
 from .protocols import ChatProtocol, ProtocolRegistry
 from .reactor import Reactor, Timer
+from .requests import SessionRequest
 from .stats import Stats
 from .store import Store
 from .templates import plural
@@ -452,10 +453,10 @@ class ChatServer:
 
     # -- connections ---------------------------------------------------------------------
 
-    def _connected(self, protocol: ChatProtocol) -> Client:
-        client = self.domain.connect(protocol)
-        protocol.session = client
-        return client
+    def _connected(self, protocol: ChatProtocol, request: SessionRequest) -> Client:
+        """A connection's protocol begins its chat session (the session factory: the
+        listener's door calls it); the protocol keeps the client as its session."""
+        return self.domain.connect(protocol, request)
 
     def _connection_lost(self, conn: Connection, reason: str) -> None:
         kind = conn.limit_hit
@@ -608,6 +609,8 @@ class ChatServer:
         """Close ``protocol``'s connection for hitting ``limit``, telling the client why."""
         if isinstance(protocol.session, Client):
             protocol.session.error(why, code=limit)
+        else:  # nobody yet (no password given, say): told in the protocol's own words
+            protocol.tell(why, code=limit)
         protocol.close(why, limit=limit)
 
     def _make_room_for_talkers(self, now: float) -> None:
@@ -644,7 +647,9 @@ class ChatServer:
                 over = self.admission.unregistered(group) - (rules.max_unregistered - 1)
                 if over > 0:
                     doomed.extend(conns[:over])
-        crowd = len(self.domain.clients) - int(rules.max_clients * 0.9)
+        # Connections, not chat clients: one that is nobody yet (no password given)
+        # holds a slot all the same.
+        crowd = self.admission.clients - int(rules.max_clients * 0.9)
         if crowd > 0:
             doomed.extend(conn for conn in silent[:crowd] if conn not in doomed)
         why = f"registration timeout: say something within {timeout:g} s"

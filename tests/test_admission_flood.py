@@ -49,7 +49,8 @@ def test_unregistered_limit_and_tables_shrink_back_to_empty():
     assert adm.check("10.0.0.1", 0.0) is None
     adm.closed("10.0.0.1", registered=True)
     assert adm.clients == 0
-    assert adm.table_sizes() == {"per_address": 0, "unregistered": 0, "connect_attempts": 0}
+    assert adm.table_sizes() == {"per_address": 0, "unregistered": 0, "connect_attempts": 0,
+                                 "password_failures": 0}
 
 
 def test_an_ipv4_client_of_a_dual_stack_listener_is_its_ipv4_address():

@@ -111,7 +111,9 @@ def test_shipped_config_loads_and_equals_defaults_except_plugins() -> None:
     assert config.source == SHIPPED
     assert config.plugin_dirs == (REPO / "plugins",)
     assert config.listen == (ListenConfig(host="127.0.0.1", port=7788, protocol="line",
-                                          options=MappingProxyType({"history_replay": True})),)
+                                          options=MappingProxyType({"history_replay": True,
+                                                                   "password": None,
+                                                                   "password_file": None})),)
     assert config.server.default_room == "#lobby"
     assert config.plugin_config("rooms")["welcome"] == (
         "Welcome to chatd, {nick}. You are in {room}. Type /help for commands."
@@ -312,7 +314,7 @@ def test_unknown_key_without_close_match_lists_known_keys(in_tmp: Path) -> None:
     err = check_error(in_tmp, "listen:\n  zzzzzz: 1\n")
     assert str(err) == (
         f"{in_tmp / 'config.yaml'}:2: listen.zzzzzz: unknown key (known keys: host, port, "
-        "protocol, proxy_protocol, trusted_proxies, tls, history_replay)"
+        "protocol, proxy_protocol, trusted_proxies, tls, history_replay, password, password_file)"
     )
 
 

@@ -50,16 +50,17 @@ def test_the_readme_transcript_is_real(chatd_server, kind, tmp_path):
         return server.client(welcome=False) if kind == "socket" else server.terminal(
             kind, welcome=False)
 
-    clients = {"alice": connect()}
-    time.sleep(0.2)
-    clients["bob"] = connect()
-    time.sleep(0.2)
+    clients: dict = {}
+    received: dict[str, list[str]] = {}
+    for who in ("alice", "bob"):  # each welcomed (after the greeting delay) before the next
+        clients[who] = connect()
+        received[who] = [clients[who].recv_line(timeout=5)]
     queues = {who: list(lines) for who, lines in typed.items()}
     for who in order:
         clients[who].send(queues[who].pop(0))
         time.sleep(0.25)  # let every notice of this step arrive before the next one
     for who, expected in shown.items():
-        got = []
+        got = received[who]
         while len(got) < len(expected):
             got.append(clients[who].recv_line(timeout=5))
         for want, line in zip(expected, got, strict=True):

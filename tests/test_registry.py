@@ -83,7 +83,7 @@ def test_the_builtins_are_registered_with_their_classes_and_options():
     assert registry["line"].protocol is LineProtocol
     assert registry["jsonl"].protocol is JsonlProtocol
     assert [spec.name for spec in BUILTIN_PROTOCOLS] == registry.names
-    assert list(registry["line"].option_specs) == ["history_replay"]
+    assert list(registry["line"].option_specs) == ["history_replay", "password", "password_file"]
 
 
 def test_a_name_is_registered_once():
@@ -172,8 +172,8 @@ def test_checked_options_are_complete_read_only_and_checking_again_changes_nothi
     checked = _registry_with_toy().check_config(config)
     assert [dict(listener.options) for listener in checked.listen] == [
         {"server_tag": "tiny", "max_line_bytes": 512},
-        {"history_replay": False},
-        {"history_replay": True},
+        {"history_replay": False, "password": None, "password_file": None},
+        {"history_replay": True, "password": None, "password_file": None},
     ]
     with pytest.raises(TypeError):
         checked.listen[0].options["server_tag"] = "x"  # type: ignore[index]

@@ -9,8 +9,10 @@ Policy, all of it replaceable (disable this plugin, or pre-empt its hooks):
   *other* members, with no echo to the sender.
 * A client may be in several rooms; ``/join`` makes a room current and keeps
   the others, ``/switch`` changes the current room, ``/part`` leaves one, and
-  the current room falls back to the latest other room.  The last room cannot
-  be left (every client is always somewhere).  Lines from a room other than
+  the current room falls back to the latest other room.  Whether the last room
+  can be left is the client's protocol's rule (``client.keeps_a_room``): not on
+  the line protocol (a person at ``nc`` always talks somewhere); a jsonl program
+  may leave every room, and is then in none.  Lines from a room other than
   the current one arrive tagged with it (the line protocol's ``[#room] ``).
 
 Joins, parts, quits and nick changes are events the server itself delivers to
@@ -132,7 +134,7 @@ def cmd_part(client: Client, args: str) -> None:
         reason = args
     if room not in client.rooms:
         raise CommandError(f"you are not in {room.name}", code="not_in_room")
-    if len(client.rooms) == 1:
+    if len(client.rooms) == 1 and client.keeps_a_room:  # the protocol's rule (line: yes)
         raise CommandError(f"{room.name} is your only room; /join another one first",
                            code="last_room")
     client.server.part(client, room, reason)  # its source sees the part event too

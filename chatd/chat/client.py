@@ -277,6 +277,14 @@ class Client:
         return self.link.name
 
     @property
+    def keeps_a_room(self) -> bool:
+        """Whether this client always has a current room, by its protocol's rule
+        (``ChatProtocol.keeps_a_room``: the line protocol's person at ``nc`` always
+        talks somewhere, so ``/part`` of the last room is refused); False: it may leave
+        every room (jsonl; IRC's ``PART`` and ``JOIN 0``)."""
+        return bool(getattr(self.link, "keeps_a_room", False))
+
+    @property
     def listener(self) -> ListenConfig | None:
         """The settings of the listener the client connected to (``listen[]`` in the
         config: its port, protocol, and ``options``, the protocol's own, such as

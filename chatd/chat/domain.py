@@ -75,6 +75,7 @@ from .rooms import Room, RoomTable, room_key, room_problem
 if TYPE_CHECKING:
     from ..config import Config
     from ..plugins import PluginHost
+    from ..requests import SessionRequest
     from .commands import Command
     from .facade import Lifecycle
 
@@ -187,27 +188,58 @@ class ChatDomain:
 
     # -- connections -----------------------------------------------------------------------
 
-    def connect(self, link: Any) -> Client:
-        """A new connection: make its client (``guest-N``) and run ``chatd_client_connect``."""
+    def connect(self, link: Any, request: SessionRequest | None = None) -> Client:
+        """A connection's protocol begins its chat session: make its client and run
+        ``chatd_client_connect``.  ``request`` is what the protocol learned first (see
+        :class:`~chatd.requests.SessionRequest`): the nick wished for (else, or if it
+        cannot be had, ``guest-N``, and the client is told why), the user name (the
+        ident of ``user@host``), the account it authenticated."""
         client_id, nick = next(self._client_ids), self._new_guest_nick()
-        source = self.identity.client_source(nick, client_id, link.peer[0])
+        user = request.user if request is not None else None
+        source = self.identity.client_source(nick, client_id, link.peer[0], user)
+        if request is not None and request.account is not None:
+            source = dataclasses.replace(source, account=request.account)
         client = Client(self, link, client_id, nick, source)
         self.local.connected(client)
-        self._claim_guest(client)
+        wished = request.nick if request is not None else None
+        refused = self._wished_nick_problem(client, wished) if wished is not None else None
+        if wished is not None and refused is None:
+            self._claim(client, wished, user, None)
+        else:
+            self._claim(client, client.nick, None, refused)
         return client
 
-    def _claim_guest(self, client: Client) -> None:
-        """Claim the client's guest nick, then begin its session (a taken one: the next)."""
-        self.ask(client, functools.partial(self.backend.claim_nick, client, client.nick),
-                 functools.partial(self._guest_claimed, client),
-                 functools.partial(self._unclaimed, client),
-                 functools.partial(self._claimed_too_late, client, client.nick))
+    def _wished_nick_problem(self, client: Client, nick: str) -> str | None:
+        """Why a client that is nobody yet (in no room, never announced) may not have the
+        nick its protocol learned, or None: the rules of /nick, quietly applied."""
+        problem = nick_problem(nick, self.config.limits.max_nick_bytes)
+        if problem:
+            return problem
+        refusal = self.hooks.call_first("chatd_check_nick", notify=client, client=client,
+                                        nick=nick)
+        return str(refusal) if refusal else None
 
-    def _guest_claimed(self, client: Client, claimed: bool) -> None:
-        if not claimed:  # guest numbers are the node's own: only a cluster's oddity
+    def _claim(self, client: Client, nick: str, user: str | None, refused: str | None) -> None:
+        """Claim the client's first nick (the one its protocol wished for, else its guest
+        nick), then begin its session; ``refused`` says why a wished nick was not had."""
+        self.ask(client, functools.partial(self.backend.claim_nick, client, nick),
+                 functools.partial(self._claimed, client, nick, user, refused),
+                 functools.partial(self._unclaimed, client),
+                 functools.partial(self._claimed_too_late, client, nick))
+
+    def _claimed(self, client: Client, nick: str, user: str | None, refused: str | None,
+                 claimed: bool) -> None:
+        if not claimed:
+            if nick != client.nick:  # the wished nick is someone else's: a guest nick
+                self._claim(client, client.nick, None, f"the nick {nick} is taken")
+                return
+            # guest numbers are the node's own: taken only in a cluster's oddity
             client.source = dataclasses.replace(client.source, nick=self._new_guest_nick())
-            self._claim_guest(client)
+            self._claim(client, client.nick, None, refused)
             return
+        if nick != client.nick:  # the wished nick, had quietly: no nick change event
+            client.source = dataclasses.replace(client.source, nick=nick,
+                                                ident=nick if user is None else user)
         wait = self.config.limits.announce_after_seconds
         if wait > 0:
             client.arrival = Arrival()
@@ -216,9 +248,11 @@ class ChatDomain:
             self.hooks.call("chatd_client_ready", notify=client, client=client)
         elif client.link.connected:
             client.arrival.timer = self.scheduler.call_later(wait, self.announce, client)
+        if refused is not None and client.link.connected:
+            self.notice(client, f"{refused}; you are {client.nick}")
 
     def _unclaimed(self, client: Client) -> None:
-        """No answer to the guest nick's claim: the connection cannot begin."""
+        """No answer to the nick's claim: the connection cannot begin."""
         client.error(TIMEOUT_TEXT, code=TIMEOUT_CODE)
         client.link.close("presence timeout")
 

@@ -6,19 +6,25 @@ protocol is a :class:`~chatd.protocols.base.ChatProtocol` subclass with a
 :class:`~chatd.protocols.base.Renderer`, registered once with a
 :class:`~chatd.protocols.registry.ProtocolSpec` (its name, class, listener options
 and doc): the built-ins in :data:`~chatd.protocols.registry.BUILTIN_PROTOCOLS`,
-a plugin's through the ``chatd_protocols`` hook.
+a plugin's through the ``chatd_protocols`` hook.  The acceptor hands each protocol
+object its listener's :class:`~chatd.protocols.base.Door`, through which the
+protocol begins the chat session when it is ready.
 """
 
 from __future__ import annotations
 
 from .base import (
     ChatProtocol,
+    Door,
     Framer,
     ListenerOptions,
+    PlainDoor,
     ProtocolLimits,
     Renderer,
     Session,
+    SessionRefused,
     Transport,
+    listener_password,
 )
 from .jsonl import JsonlProtocol
 from .line import LineProtocol
@@ -27,14 +33,18 @@ from .registry import BUILTIN_PROTOCOLS, ProtocolRegistry, ProtocolSpec
 __all__ = [
     "BUILTIN_PROTOCOLS",
     "ChatProtocol",
+    "Door",
     "Framer",
     "JsonlProtocol",
     "LineProtocol",
     "ListenerOptions",
+    "PlainDoor",
     "ProtocolLimits",
     "ProtocolRegistry",
     "ProtocolSpec",
     "Renderer",
     "Session",
+    "SessionRefused",
     "Transport",
+    "listener_password",
 ]

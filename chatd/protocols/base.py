@@ -29,6 +29,37 @@ endless line) is made by :meth:`ChatProtocol.refusal` from the listener's
 protocol class, so a jsonl peer gets an ``error`` object it can parse, not a line
 meant for ``nc``.
 
+Sessions: a connection is nobody until its protocol says otherwise.  The
+transport stack calls :meth:`ChatProtocol.connection_made` once it is ready (after
+the PROXY header, where the listener reads one, and the TLS handshake, where it
+speaks TLS); from then on the protocol decides when the chat session begins, and
+asks for it with :meth:`ChatProtocol.begin_session` (a
+:class:`~chatd.requests.SessionRequest`: the nick wished for, the user name, the
+real name, the account, the listener password), which goes through the
+connection's :class:`Door` (its listener's, handed in by the acceptor) to the
+composition root and the chat domain.  Until then the connection is in no
+presence, has no nick, is never welcomed or announced, and no hook hears of it;
+it is still held to admission (an unregistered connection), the registration
+timeout and every input limit.  A protocol may never begin one (an HTTP request
+on a WebSocket listener that is not an upgrade).
+
+The base class's rule, which ``line`` and ``jsonl`` use: the session begins at the
+first line that is not another protocol's greeting, or once the connection has
+been quiet for ``limits.greeting_delay_seconds`` (so ``nc`` shows the welcome at
+once for practical purposes, and an HTTP request, a TLS hello or binary junk is
+refused before anyone is made of it).  Where the listener has a password
+(``listen[].password``), the session begins only once it is given:
+:meth:`ChatProtocol.password_in` says where a protocol reads it (the line
+protocol: the first line typed, after a prompt; jsonl: a first request
+``{"cmd": "pass", "password": ...}``), the door checks it (constant time, wrong
+ones limited per address).  IRC will make its own rule (``CAP``, ``NICK``,
+``USER``, ``PASS``, SASL), overriding these methods.
+
+Rooms: :attr:`ChatProtocol.keeps_a_room` says whether a client of the protocol
+always has a current room (the line protocol: a person typing at ``nc`` always
+talks somewhere, so the last room cannot be left); the chat domain itself lets a
+client be in none (jsonl, IRC's ``PART`` and ``JOIN 0``).
+
 Output: an event reaches a protocol in one of two ways.
 
 * :meth:`ChatProtocol.deliver` — one event for this connection only (a private
@@ -48,12 +79,13 @@ becomes a continuation line with the same marker, never a free line.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from ..config import ListenConfig
-from ..config_rules import setting
+from ..config_rules import Invalid, setting
 from ..events import Event
 from ..framing import (
     FOREIGN_PROTOCOL_TEXTS,
@@ -62,7 +94,7 @@ from ..framing import (
     decode_line,
     sniff_foreign_protocol,
 )
-from ..requests import Request
+from ..requests import Request, SessionRequest
 
 # -- the neighbours' interfaces ---------------------------------------------------------------
 
@@ -110,6 +142,71 @@ class Session(Protocol):
     def output_skipped(self, count: int) -> None: ...
 
     def connection_lost(self, reason: str) -> None: ...
+
+
+class SessionRefused(Exception):
+    """The door would not begin a session: ``text`` for the peer (in the protocol's
+    words, with the stable ``code``), and whether the connection is closed for it."""
+
+    def __init__(self, code: str, text: str, *, close: bool = False) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+        self.close = close
+
+
+class Door(Protocol):
+    """What a protocol knows of the listener that accepted its connection, and its way
+    in to a chat session (the acceptor's :class:`chatd.listeners.ListenerDoor`; one
+    object per listener, shared by its connections, replaced on a reload so that an
+    existing connection keeps the limits it was accepted under)."""
+
+    #: The listener's settings (None: a protocol made with no listener, in a test).
+    config: ListenConfig | None
+    #: The input limits of the listener's connections (:meth:`ChatProtocol.input_limits`).
+    limits: ProtocolLimits
+
+    @property
+    def password_required(self) -> bool:
+        """Whether a session begins only with the listener's password."""
+        ...
+
+    @property
+    def greeting_delay(self) -> float:
+        """``limits.greeting_delay_seconds``: how long a quiet connection waits before
+        the base class's rule begins its session."""
+        ...
+
+    def begin(self, protocol: ChatProtocol, request: SessionRequest) -> Session:
+        """Begin ``protocol``'s chat session; raises :class:`SessionRefused` (a wrong
+        password, too many of them from the address)."""
+        ...
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> object:
+        """Run ``callback`` on the loop in ``delay`` seconds (a protocol's own timers)."""
+        ...
+
+
+class PlainDoor:
+    """The door of a protocol made by hand, with no listener (tests that set
+    ``protocol.session`` themselves): its limits, and no way in to a session."""
+
+    __slots__ = ("config", "limits")
+
+    password_required = False
+    greeting_delay = 0.0
+
+    def __init__(self, limits: ProtocolLimits | None = None,
+                 config: ListenConfig | None = None) -> None:
+        self.limits = limits if limits is not None else ProtocolLimits()
+        self.config = config
+
+    def begin(self, protocol: ChatProtocol, request: SessionRequest) -> Session:
+        raise SessionRefused("no_session", "this connection cannot begin a chat session",
+                             close=True)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> object:
+        raise RuntimeError("a PlainDoor has no loop: set the protocol's session by hand")
 
 
 class Renderer:
@@ -203,9 +300,69 @@ class ListenerOptions:
         "that must never take old lines for new ones (they start with /set history off, "
         "before the first join; /history still shows lines on request).",
     )
+    password: str | None = setting(
+        None,
+        "A password a client of this listener must give before it is a user (no nick, "
+        "no welcome, in no room until then): the line protocol asks for it when a client "
+        "connects and takes the first line typed; jsonl takes it as the first request, "
+        "{\"cmd\": \"pass\", \"password\": \"...\"}. Keep it out of the file with "
+        "${NAME} (an environment variable) or password_file. Compared in constant time and "
+        "never logged; wrong ones are limited per address (docs/operations.md). Read at "
+        "start. null: no password.",
+        pattern=r"[^\x00-\x1f\x7f]{1,512}",
+        describe="1 to 512 characters, no control characters",
+    )
+    password_file: str | None = setting(
+        None,
+        "A file whose first line is the listener's password (instead of password, which "
+        "must then be null): readable by chatd's user alone, say. Read at start.",
+        path=True,
+    )
+
+    def __post_init__(self) -> None:
+        """The two ways to give a password exclude each other, and a password file must
+        be readable and hold one (checked with the config: ``--check-config`` says so)."""
+        if self.password_file is None:
+            return
+        if self.password is not None:
+            raise Invalid("password and password_file are both set: keep one",
+                          key="password_file")
+        read_password_file(self.password_file)
+
+
+def read_password_file(path: str) -> str:
+    """The password in the file ``path``: its first line, without the line ending;
+    raises :class:`~chatd.config_rules.Invalid` if it cannot be read or holds none."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            first = file.readline(1024).rstrip("\r\n")
+    except OSError as exc:
+        raise Invalid(f"cannot read {path}: {exc.strerror or exc}", key="password_file") \
+            from None
+    except UnicodeDecodeError:
+        raise Invalid(f"{path} is not UTF-8 text", key="password_file") from None
+    if not first or any(ord(c) < 32 or ord(c) == 127 for c in first):
+        raise Invalid(f"{path}: its first line must be the password (1 to 512 characters, "
+                      "no control characters)", key="password_file")
+    return first
+
+
+def listener_password(options: Mapping[str, Any]) -> str | None:
+    """The password of a listener whose (checked) options are ``options``: ``password``,
+    or the first line of ``password_file``; None if it has neither (or the protocol has
+    no such options).  Raises :class:`~chatd.config_rules.Invalid` for a file that
+    cannot be read any more."""
+    password = options.get("password")
+    if password is not None:
+        return str(password)
+    path = options.get("password_file")
+    return read_password_file(str(Path(path))) if path is not None else None
 
 
 # -- the base class of line-based protocols -------------------------------------------------------
+
+#: The session request of a protocol that learned nothing before it (line, jsonl).
+_NO_REQUEST = SessionRequest()
 
 
 class ChatProtocol:
@@ -213,8 +370,12 @@ class ChatProtocol:
 
     Attributes the chat domain and the housekeeping sweep read:
 
+    ``session``
+        The chat session (the domain's client) once it began, else None: the
+        connection is nobody yet (see the module docstring, "Sessions").
     ``registered``
-        The client has sent at least one line (see ``limits.registration_timeout``).
+        The client has sent at least one line in its session (see
+        ``limits.registration_timeout``); a listener password is not one.
     ``opened_at`` / ``last_input``
         Monotonic times of the connection and of its last complete line.
     ``partial_since``
@@ -239,11 +400,16 @@ class ChatProtocol:
     #: :mod:`chatd.transport.connection`).  The listener gives its connections this ending.
     reset_after_goodbye: ClassVar[bool] = False
 
+    #: Whether a client of this protocol always has a current room: True keeps it from
+    #: leaving its last one (the *rooms* plugin's ``/part`` refuses; plugins read it as
+    #: ``client.keeps_a_room``).  The chat domain lets a client be in no room; this is
+    #: the protocol's choice (a person at ``nc`` always talks somewhere).
+    keeps_a_room: ClassVar[bool] = False
+
     __slots__ = (
+        "_door",
         "_framer",
-        "_limits",
         "last_input",
-        "listener",
         "opened_at",
         "partial_since",
         "registered",
@@ -251,18 +417,16 @@ class ChatProtocol:
         "transport",
     )
 
-    def __init__(
-        self,
-        transport: Transport,
-        limits: ProtocolLimits | None = None,
-        listener: ListenConfig | None = None,
-    ) -> None:
+    def __init__(self, transport: Transport, door: Door | ProtocolLimits | None = None) -> None:
         self.transport = transport
-        #: The settings of the listener that accepted the connection (None: made by a
-        #: test without one); the chat domain shows it to plugins as ``client.listener``.
-        self.listener = listener
+        #: The listener's door (settings, limits, the way in to a session): one object
+        #: per listener, shared by its connections (one slot each, not three).  A
+        #: protocol made by hand (a test, a tool) may pass its input limits instead, or
+        #: nothing: it then sets :attr:`session` itself.
+        if door is None or door.__class__ is ProtocolLimits:
+            door = PlainDoor(door)  # type: ignore[arg-type]
+        self._door: Door = door  # type: ignore[assignment]
         self.session: Session | None = None
-        self._limits = limits = limits if limits is not None else ProtocolLimits()
         #: Made on the first chunk received (so ``None`` also says "nothing came
         #: yet"): a connection that only listens (most of them) needs no line buffer.
         self._framer: Framer | None = None
@@ -271,6 +435,12 @@ class ChatProtocol:
         self.last_input = now
         self.partial_since: float | None = None
         self.registered = False
+
+    @property
+    def listener(self) -> ListenConfig | None:
+        """The settings of the listener that accepted the connection (None: made by a
+        test without one); the chat domain shows it to plugins as ``client.listener``."""
+        return self._door.config
 
     @property
     def name(self) -> str:
@@ -291,7 +461,7 @@ class ChatProtocol:
         """The framer of this connection, made on its first bytes (a connection that
         only listens never needs one): lines up to :attr:`ProtocolLimits.max_line_bytes`,
         each turned into what :attr:`decode` makes of it."""
-        return LineFramer(self._limits.max_line_bytes, self.decode)
+        return LineFramer(self._door.limits.max_line_bytes, self.decode)
 
     @classmethod
     def refusal(cls, code: str, text: str) -> bytes:
@@ -313,10 +483,9 @@ class ChatProtocol:
                 return
             framer = self._framer = self.make_framer()
         lines = framer.feed(data)
-        if framer.discarded > self._limits.recvq_max:
-            self.transport.write(self.renderer.local_error(
-                "input line far too long (excess flood); disconnecting", code="excess_flood"
-            ))
+        if framer.discarded > self._door.limits.recvq_max:
+            self.tell("input line far too long (excess flood); disconnecting",
+                      code="excess_flood")
             self.transport.close("excess flood: input line too long", limit="qbuf")
             return
         if framer.buffered or framer.discarded:
@@ -332,6 +501,10 @@ class ChatProtocol:
         if not self.registered:
             if not self._first_line(lines[0]):
                 return
+            if self.session is None:
+                lines = self._before_session(lines)
+                if not lines or self.session is None or not self.transport.is_open:
+                    return
             self.registered = True
             self.transport.registered()
         requests = self.parse(lines)
@@ -369,6 +542,91 @@ class ChatProtocol:
     def connection_lost(self, reason: str) -> None:
         if self.session is not None:
             self.session.connection_lost(reason)
+
+    # -- the session ----------------------------------------------------------------------
+
+    def connection_made(self) -> None:
+        """The transport stack is ready: called once, by the transport, after the PROXY
+        header (where the listener reads one) and the TLS handshake (where it speaks
+        TLS), before any byte is handed on.
+
+        The base class's rule (``line``, ``jsonl``): the session begins at the first
+        line, or after ``limits.greeting_delay_seconds`` of quiet (at once when 0); with
+        a listener password, the password is asked for then instead.  A protocol with a
+        handshake of its own overrides this and :meth:`_before_session`.
+        """
+        delay = self._door.greeting_delay
+        if delay > 0:
+            self._door.call_later(delay, self._greeting_over)
+        else:
+            self._greeting_over()
+
+    def _greeting_over(self) -> None:
+        """The greeting delay passed with no line: begin the session (or ask for the
+        password, if nothing at all came meanwhile).  No timer to cancel when a line
+        came first: the session then exists, and this does nothing."""
+        if self.session is not None or not self.transport.is_open:
+            return
+        if self._door.password_required:
+            if self._framer is None:
+                self.ask_password()
+            return
+        self.begin_session()
+
+    def begin_session(self, request: SessionRequest | None = None) -> bool:
+        """Ask for this connection's chat session to begin, with what the protocol
+        learned (``request``); True once it has.  A refusal (a wrong password) is told
+        to the peer in this protocol's words, and closes the connection where the door
+        says so; False then."""
+        if self.session is not None:
+            return True
+        if not self.transport.is_open:
+            return False
+        try:
+            session = self._door.begin(self, request if request is not None else _NO_REQUEST)
+        except SessionRefused as refused:
+            self.tell(refused.text, code=refused.code)
+            if refused.close:
+                self.transport.close(refused.text, limit=refused.code)
+            return False
+        self.session = session
+        return True
+
+    def _before_session(self, lines: list[str | LineTooLong]) -> list[str | LineTooLong]:
+        """Lines received before the session began: the first begins it (and is the
+        session's first line), or, where the listener has a password, the lines are
+        password attempts until one is right.  Returns the lines left for the session."""
+        if not self._door.password_required:
+            return lines if self.begin_session() else []
+        for index, line in enumerate(lines):
+            given = self.password_in(line)
+            if given is None:
+                continue
+            if self.begin_session(SessionRequest(password=given)):
+                return lines[index + 1:]
+            if not self.transport.is_open:
+                break
+        return []
+
+    def password_in(self, line: str | LineTooLong) -> str | None:
+        """The listener password a line received before the session gives, or None if it
+        gives none (told to the peer, where it needs telling).  The base class: the
+        whole line (the line protocol's rule); a blank line is no attempt."""
+        if line.__class__ is LineTooLong:
+            self.tell("line too long", code="line_too_long")
+            return None
+        text = str(line)
+        return text if text.strip() else None
+
+    def ask_password(self) -> None:
+        """Tell the peer that this listener wants its password (the line protocol's
+        prompt); called once, when the greeting delay passes with nothing received.
+        The base class says nothing (a program knows, from the docs)."""
+
+    def tell(self, text: str, *, code: str | None = None) -> None:
+        """An error for the peer that is no chat event (before a session, or about the
+        connection itself), in this protocol's words (:meth:`Renderer.local_error`)."""
+        self.transport.write(self.renderer.local_error(text, code=code))
 
     # -- what the lines mean (per protocol) ------------------------------------------------
 

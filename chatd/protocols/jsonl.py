@@ -28,6 +28,13 @@ Replies to commands are objects of their own kind (:mod:`chatd.replies`:
 objects, errors ``error`` objects with a ``code``.  Events a client caused
 itself carry ``"self": true``.
 
+The session (a guest nick, the welcome notice, the join of ``#lobby``) begins at the
+first request, or once the connection has been quiet for
+``limits.greeting_delay_seconds``.  On a listener with a password the first request
+must be ``{"cmd": "pass", "password": "..."}`` (anything else is answered with an
+``error`` object, code ``password_required``; a wrong one, ``wrong_password``).  A
+program may leave every room (``part`` of the last one): it is then in none.
+
 Input is checked, never repaired: a line that is not UTF-8, a string that is
 not well-formed text (a lone surrogate from a ``\\u`` escape) or holds what the
 sanitiser would remove, a duplicate key, nesting beyond :data:`DEPTH_MAX`,
@@ -343,6 +350,11 @@ def decode_json_line(raw: bytes | bytearray | memoryview) -> str | Malformed:
         return Malformed(f"not UTF-8: byte 0x{raw[exc.start]:02x} at position {exc.start}")
 
 
+#: What a client of a listener with a password is told if its first request is another.
+PASS_FIRST = ('this listener needs a password: send {"cmd":"pass","password":"..."} '
+              "first")
+
+
 class JsonlProtocol(ChatProtocol):
     """Programs' protocol: JSON objects in and out."""
 
@@ -359,6 +371,32 @@ class JsonlProtocol(ChatProtocol):
 
     def _first_line(self, line: str | LineTooLong) -> bool:
         return True  # JSON, not HTTP: the first bytes were already sniffed
+
+    def password_in(self, line: str | LineTooLong) -> str | None:
+        """The listener password of ``{"cmd": "pass", "password": "..."}``; anything
+        else before it is refused with the error ``password_required`` (a blank line is
+        nothing).  The password is taken as sent: no trimming, any characters but
+        control ones."""
+        if line.__class__ is not str:  # LineTooLong, Malformed (not UTF-8)
+            self.tell(PASS_FIRST, code="password_required")
+            return None
+        if not line or line.isspace():  # type: ignore[union-attr]
+            return None
+        try:
+            obj = _DECODER.decode(line)  # type: ignore[arg-type]
+        except (_Bad, ValueError):
+            obj = None
+        if not (isinstance(obj, dict) and isinstance(obj.get("cmd"), str)
+                and obj["cmd"].lower() == "pass"):
+            self.tell(PASS_FIRST, code="password_required")
+            return None
+        password = obj.get("password")
+        if not isinstance(password, str) or not password \
+                or _text_problem("password", password, keep_newlines=False) is not None:
+            self.tell("'password' must be a non-empty string with no control characters",
+                      code="password_required")
+            return None
+        return password
 
     def parse(self, lines: list[str | LineTooLong]) -> list[Request]:
         requests: list[Request] = []

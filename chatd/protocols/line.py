@@ -27,6 +27,15 @@ Input from the real ``telnet`` client works too: its negotiation is removed
 and answered (:mod:`chatd.protocols.telnet`: Ctrl-C never deafens it), and
 ``CR NUL``, ``CR LF`` and ``LF`` all end a line.
 
+The session (``guest-N``, the welcome, ``#lobby``) begins at the first line
+typed, or once the connection has been quiet for ``limits.greeting_delay_seconds``
+(a quarter of a second: at once, to a person), so an HTTP request or a TLS hello on
+the port is refused before anyone is made of it.  On a listener with a password,
+the server says ``*** This server asks for a password: ...`` and the first line
+typed is the password (``! wrong password`` otherwise; the line after it is the
+session's first).  A person at ``nc`` always has a current room
+(:attr:`LineProtocol.keeps_a_room`): the last one cannot be left.
+
 A line from a room other than the reader's current one starts with the room:
 ``[#lobby] <bob> lunch?``; lines from the current room have no tag.
 
@@ -79,6 +88,8 @@ from .telnet import TelnetFilter
 
 NOTICE = "*** "
 ERROR = "! "
+#: What a person is told on connecting to a listener with a password.
+PASSWORD_PROMPT = "This server asks for a password: type it and press Enter."
 
 
 def parse_line(text: str) -> str | Invoke:
@@ -375,6 +386,8 @@ class LineProtocol(ChatProtocol):
     renderer = RENDERER
     #: People type here with nc and ncat, which return to the shell only on a reset.
     reset_after_goodbye = True
+    #: A person at nc always talks somewhere: the last room cannot be left.
+    keeps_a_room = True
     __slots__ = ("_telnet",)
 
     def __init__(self, *args: object, **kwargs: object) -> None:
@@ -398,6 +411,10 @@ class LineProtocol(ChatProtocol):
             self.transport.write(reply)
         if clean:
             super().data_received(clean)  # type: ignore[arg-type]
+
+    def ask_password(self) -> None:
+        """The listener wants a password: the first line typed is it."""
+        self.transport.write(marked(NOTICE, PASSWORD_PROMPT))
 
     def parse(self, lines: list[str | LineTooLong]) -> list[Request]:
         return [

@@ -20,6 +20,11 @@ a doc line.  Everything else reads that one registration:
 * **the listener** takes the class from here, and the protocol reads its checked
   options (every one, defaults filled in) as ``self.listener.options``.
 
+An options dataclass may check its settings together in ``__post_init__`` (raising
+:class:`~chatd.config_rules.Invalid` with the ``key`` at fault): the built-ins'
+(:class:`~chatd.protocols.base.ListenerOptions`) refuse both ``password`` and
+``password_file``, and a password file that cannot be read.
+
 The built-ins, ``line`` and ``jsonl``, are registered here as data
 (:data:`BUILTIN_PROTOCOLS`); a plugin adds its own with the ``chatd_protocols``
 hook.  A name is registered once: a plugin cannot replace a built-in or another
@@ -185,6 +190,12 @@ class ProtocolRegistry:
                 raise config.error(dotted, str(exc)) from None
         options = {name: values.get(name, setting.default)
                    for name, setting in spec.option_specs.items()}
+        if spec.options is not None:
+            try:  # the options together: their dataclass's __post_init__ checks them
+                spec.options(**options)
+            except Invalid as exc:
+                where = f"{key}.{exc.key}" if exc.key else key
+                raise config.error(where, str(exc)) from None
         if options == listener.options:
             return listener
         return dataclasses.replace(listener, options=types.MappingProxyType(options))

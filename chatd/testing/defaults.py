@@ -20,7 +20,10 @@ TEST_SECTIONS: dict[str, dict[str, Any]] = {
     "plugin_host": {"entry_points": False},
     # Joins are announced at once, so a test need not wait for the room to hear of
     # a silent client; the tests of the delay itself set it.
-    "limits": {"announce_after_seconds": 0},
+    # A connection becomes a user at once, not after the greeting delay, so a test
+    # need not wait a quarter of a second per client; the tests of the delay (and
+    # of probes that must never become users) set it.
+    "limits": {"announce_after_seconds": 0, "greeting_delay_seconds": 0},
     # History is not replayed on joining, so a client reads only what happens
     # after it came; the tests of history pass a history section of their own.
     "plugins": {"history": {"replay_lines": 0}},

@@ -40,6 +40,7 @@ from ..config import Config, parse_config
 from ..plugins import PluginHost
 from ..protocols import ChatProtocol, ProtocolLimits
 from ..reactor import Reactor
+from ..requests import SessionRequest
 from ..server import collect_protocols
 from .defaults import sections_for_test
 
@@ -217,10 +218,13 @@ class InProcessChat:
         self.peers: list[Peer] = []
         self._ports = iter(range(40000, 65536))
 
-    def connect(self, protocol: str = "line", *, address: str = "127.0.0.1") -> Peer:
+    def connect(self, protocol: str = "line", *, address: str = "127.0.0.1",
+                request: SessionRequest | None = None) -> Peer:
         """A new client on ``protocol`` (``line``, ``jsonl`` or one a plugin registered),
         welcomed and in the room; its input limits are the protocol's with its options'
-        defaults (there is no listener)."""
+        defaults (there is no listener).  Its session begins at once (no greeting delay,
+        no password), with ``request`` if given: what a protocol's own handshake would
+        have learned (a nick wished for, a user name, an account)."""
         transport = MemoryTransport((address, next(self._ports)))
         limits = self.config.limits
         spec = self.protocols[protocol]
@@ -230,7 +234,7 @@ class InProcessChat:
             spec.protocol.input_limits(
                 ProtocolLimits(limits.max_line_bytes, limits.recvq_max_bytes), defaults),
         )
-        proto.session = self.domain.connect(proto)
+        proto.session = self.domain.connect(proto, request)
         peer = Peer(self, proto, transport)
         self.peers.append(peer)
         self.tick()

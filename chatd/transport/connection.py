@@ -161,6 +161,11 @@ class Protocol(_Protocol):
 
     def connection_lost(self, reason: str) -> None: ...
 
+    def connection_made(self) -> None:
+        """The transport stack is ready (:meth:`Connection.ready`): once, before any
+        byte for the protocol is handed on."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
@@ -337,6 +342,14 @@ class Connection:
     def protocol(self) -> Protocol | None:
         return self._protocol
 
+    def ready(self) -> None:
+        """The layers in front of this connection are done (the PROXY header, where the
+        listener reads one; nothing else on a plain listener): tell the protocol the
+        stack is ready (``connection_made``), which may begin its chat session.  A layer
+        of the connection's own (TLS) tells it later, when its handshake is done."""
+        protocol = self.protocol
+        if protocol is not None and self.state is State.OPEN:
+            protocol.connection_made()
 
     def start(self) -> None:
         """Register with the reactor and read anything that arrived with the handshake."""

@@ -186,5 +186,8 @@ class HeaderReader:
     def lines_skipped(self, count: int) -> None:
         pass
 
+    def connection_made(self) -> None:  # the Protocol interface: a reader in front hears none
+        pass
+
     def connection_lost(self, reason: str) -> None:
         self.done = True

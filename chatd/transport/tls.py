@@ -14,8 +14,10 @@ go through an ``ssl.SSLObject`` on two memory BIOs (the design asyncio's
   broadcast is one batch of TLS records per tick, not one record per line;
   the fan-out's ``write_now`` only queues for a TLS connection;
 * the handshake is driven by the same reads and flushes, with its own
-  timeout (``handshake_timeout_seconds``); the chat client exists only once it
-  is done, so a stalled handshake is never a user, never announced;
+  timeout (``handshake_timeout_seconds``); the chat protocol hears
+  ``connection_made`` only once it is done (:meth:`TlsConnection.ready` does
+  nothing: TLS bytes arrive only once the layers in front are done), so a
+  stalled handshake is never a user, never announced;
 * a clean close sends TLS close_notify before the FIN;
 * a connection the server refuses (per-address limits, server full) may still
   finish its handshake and read why inside TLS, then be closed
@@ -129,16 +131,18 @@ class TlsConnection(Connection):
 
     def __init__(self, sock: Any, context: Any, ssl_context: ssl.SSLContext, *,
                  peer: tuple[str, int], timeout: float,
-                 on_handshake: Callable[[], None]) -> None:
+                 on_handshake: Callable[[], None] | None = None) -> None:
         super().__init__(sock, context, peer=peer)
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._tls = ssl_context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._chat: Any = None
+        #: What the end of the handshake does: tell the chat protocol the stack is
+        #: ready (None), or a refusal's line (:meth:`refuse_after_handshake`).
         self._on_handshake = on_handshake
         self._said_goodbye = False
         self._heard = False  # the first byte says whether the peer speaks TLS at all
-        #: True once the TLS handshake is complete (the chat client exists from then).
+        #: True once the TLS handshake is complete (the chat protocol hears of it then).
         self.handshaken = False
         self._handshake_timer = self._ctx.reactor.call_later(timeout, self._handshake_late)
 
@@ -178,6 +182,13 @@ class TlsConnection(Connection):
                 break
             chat.data_received(memoryview(plain))
         self._flush_tls_output()  # TLS 1.3 may answer a read (key updates, tickets)
+
+    def ready(self) -> None:
+        """Nothing yet: the chat protocol hears ``connection_made`` when the handshake
+        is done (the handshake's bytes come only once the layers in front are done)."""
+
+    def connection_made(self) -> None:  # the Protocol interface: never called on a layer
+        pass
 
     def eof_received(self) -> bool:
         return self._chat.eof_received() if self._chat is not None and self.handshaken else False
@@ -221,7 +232,10 @@ class TlsConnection(Connection):
             self._handshake_timer.cancel()
             self._handshake_timer = None
         self._flush_tls_output()
-        self._on_handshake()  # the chat client is made now; its welcome is queued
+        if self._on_handshake is not None:
+            self._on_handshake()
+        elif self._chat is not None:
+            self._chat.connection_made()  # the protocol may begin its session now
         return self.state is State.OPEN
 
     def _plaintext(self) -> None:
