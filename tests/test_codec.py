@@ -197,6 +197,12 @@ def test_what_is_not_json_or_not_an_object_is_a_codec_error():
         codec.loads('{"v": 1,')
     with pytest.raises(CodecError, match="expected an object, not list"):
         codec.loads("[1]")
+    # Nested past the parser's recursion limit (a hostile node's payload): still only a
+    # CodecError, never a RecursionError for the caller (a bus reader) to die of.
+    with pytest.raises(CodecError, match="not JSON"):
+        codec.loads("[" * 100_000)
+    with pytest.raises(CodecError, match="not JSON"):
+        codec.loads('{"v": 1, "text": ' + "{" * 100_000)
     with pytest.raises(CodecError, match="no kind for str"):
         to_dict("hello")
 
