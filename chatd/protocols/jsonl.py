@@ -382,8 +382,8 @@ class JsonlProtocol(ChatProtocol):
             return None
         if not line or line.isspace():  # type: ignore[union-attr]
             return None
-        try:
-            obj = _DECODER.decode(line)  # type: ignore[arg-type]
+        try:  # parsed as strictly as any request: too deep is refused before the C scanner
+            obj = None if _too_deep(line) else _DECODER.decode(line)  # type: ignore[arg-type]
         except (_Bad, ValueError):
             obj = None
         if not (isinstance(obj, dict) and isinstance(obj.get("cmd"), str)
