@@ -105,3 +105,13 @@ def test_a_protocol_that_raises_costs_its_own_connection_only(chatd_server, call
     with ChatClient((server.host, server.ports[0])) as another:
         another.welcome()
     server.wait_for_log(rf"the broken protocol fails in {callback}")
+
+
+@pytest.mark.parametrize("program", ["nc", "ncat", "socat", "telnet"])
+def test_every_terminal_client_is_welcomed_without_typing_under_the_greeting_delay(
+        chatd_server, program):
+    """What a terminal client sends on its own when it connects (telnet's negotiation)
+    is no line: the greeting delay still begins the session, no Enter needed."""
+    server = chatd_server(limits=GREETING)
+    person = server.terminal(program)  # reads the welcome (the kit's timeout)
+    assert person.nick == "guest-1"
