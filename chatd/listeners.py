@@ -493,7 +493,13 @@ class Acceptor:
             assert listener.config.tls is not None
             conn = TlsConnection(sock, context, tls, peer=(address, peer[1]),
                                  timeout=listener.config.tls.handshake_timeout_seconds)
-        protocol = listener.protocol(conn, listener.door)
+        try:
+            protocol = listener.protocol(conn, listener.door)
+        except Exception:  # a plugin protocol's bug: this connection only, not the batch
+            log.exception("the %s protocol could not be made for %s:%d; closing it",
+                          listener.config.protocol, *conn.peer)
+            sock.close()
+            return
         conn.set_protocol(protocol)
         self.admission.opened(address)
         self.stats.connections_total += 1

@@ -85,21 +85,25 @@ def test_a_deeply_nested_first_request_on_a_jsonl_listener_with_a_password(chatd
     assert "Traceback" not in server.log()
 
 
-@pytest.mark.parametrize("callback", ["connection_made", "data_received", "eof_received",
-                                      "connection_lost"])
+@pytest.mark.parametrize("callback", ["__init__", "connection_made", "data_received",
+                                      "eof_received", "connection_lost"])
 def test_a_protocol_that_raises_costs_its_own_connection_only(chatd_server, callback):
     server = chatd_server(
         plugin_dirs=[str(BROKEN_DIR)],
-        per_ip={"max_connections": 2, "connect_rate": 0, "max_unregistered": 0},
+        per_ip={"max_connections": 3, "connect_rate": 0, "max_unregistered": 0},
         listen=[{"port": 0}, {"port": 0, "protocol": "broken", "fails_in": callback}],
     )
     person = server.client()
-    for _ in range(3):  # more than the address may hold at once: each slot is given back
-        with socket.create_connection(("127.0.0.1", server.ports[1]), timeout=5) as sock:
-            sock.sendall(b"hello\n")
-            if callback in ("eof_received", "connection_lost"):  # else chatd must close
-                sock.shutdown(socket.SHUT_WR)
-            assert b"server full" not in _read_to_end(sock)  # closed, not left open
+    for _ in range(2):  # more than the address may hold at once: each slot is given back
+        # Three at once: they are accepted in one batch, which must go on past a failure.
+        socks = [socket.create_connection(("127.0.0.1", server.ports[1]), timeout=5)
+                 for _ in range(3)]
+        for sock in socks:
+            with sock:
+                sock.sendall(b"hello\n")
+                if callback in ("eof_received", "connection_lost"):  # else chatd closes
+                    sock.shutdown(socket.SHUT_WR)
+                assert b"server full" not in _read_to_end(sock)  # closed, not left open
     person.send("/who")
     person.expect(r"^\*\*\* #lobby has \d+ members?: ")
     with ChatClient((server.host, server.ports[0])) as another:

@@ -18,13 +18,15 @@ from chatd.events import Event
 from chatd.protocols import ChatProtocol, ProtocolSpec, Renderer
 from chatd.requests import Request
 
-CALLBACKS = ("connection_made", "data_received", "eof_received", "connection_lost")
+CALLBACKS = ("__init__", "connection_made", "data_received", "eof_received",
+             "connection_lost")
 
 
 @dataclass(frozen=True, slots=True)
 class BrokenOptions:
     fails_in: str = setting("data_received", "The callback that raises.",
-                            pattern="|".join(CALLBACKS), describe="a callback's name")
+                            pattern="|".join(CALLBACKS),
+                            describe="a callback's name")
 
 
 class BrokenRenderer(Renderer):
@@ -44,6 +46,10 @@ class BrokenProtocol(ChatProtocol):
     def _maybe_fail(self, callback: str) -> None:
         if self.listener is not None and self.listener.options["fails_in"] == callback:
             raise RuntimeError(f"the broken protocol fails in {callback}")
+
+    def __init__(self, transport: Any, door: Any = None) -> None:
+        super().__init__(transport, door)
+        self._maybe_fail("__init__")
 
     def connection_made(self) -> None:
         self._maybe_fail("connection_made")
