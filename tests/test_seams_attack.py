@@ -119,3 +119,25 @@ def test_every_terminal_client_is_welcomed_without_typing_under_the_greeting_del
     server = chatd_server(limits=GREETING)
     person = server.terminal(program)  # reads the welcome (the kit's timeout)
     assert person.nick == "guest-1"
+
+
+def test_a_protocol_that_cannot_word_a_refusal_still_refuses_each_connection(chatd_server):
+    """The acceptor asks the listener's protocol for a refusal's words (here: one
+    connection per address); a protocol whose renderer raises gets its peers closed
+    without words, each of them, and the accept batch goes on."""
+    server = chatd_server(
+        plugin_dirs=[str(BROKEN_DIR)],
+        per_ip={"max_connections": 1, "connect_rate": 0, "max_unregistered": 0},
+        listen=[{"port": 0}, {"port": 0, "protocol": "brokenrefusal",
+                              "fails_in": "connection_lost"}],
+    )
+    with socket.create_connection(("127.0.0.1", server.ports[1]), timeout=5) as held:
+        held.sendall(b"hello\n")
+        refused = [socket.create_connection(("127.0.0.1", server.ports[1]), timeout=5)
+                   for _ in range(3)]
+        for sock in refused:
+            with sock:
+                assert _read_to_end(sock) == b""  # closed (no words), not left waiting
+    server.wait_for_log(r"the brokenrefusal protocol cannot word a refusal")
+    with ChatClient((server.host, server.ports[0])) as person:
+        person.welcome()

@@ -4,7 +4,7 @@ A plugin's protocol is a plugin's code: a bug in it (an exception in any callbac
 the transport makes: ``connection_made``, ``data_received``, ``eof_received``,
 ``connection_lost``) must cost its own connection, never the server, the accept
 loop or anyone else's connection.  The listener option ``fails_in`` says which
-callback raises.
+callback raises; the protocol ``brokenrefusal`` cannot word a refusal.
 """
 
 from __future__ import annotations
@@ -71,7 +71,23 @@ class BrokenProtocol(ChatProtocol):
         return [line for line in lines if isinstance(line, str) and line]
 
 
+class RefusalRenderer(BrokenRenderer):
+    name = "brokenrefusal"
+
+    def local_error(self, text: str, *, code: str | None = None) -> bytes:
+        raise RuntimeError("the broken protocol cannot word a refusal")
+
+
+class RefusalProtocol(BrokenProtocol):
+    """Serves like the other, but cannot word a refusal (server full, per address...)."""
+
+    renderer = RefusalRenderer()
+    __slots__ = ()
+
+
 @hookimpl
 def chatd_protocols() -> list[ProtocolSpec]:
     return [ProtocolSpec("broken", BrokenProtocol, "A protocol that raises (tests).",
+                         BrokenOptions),
+            ProtocolSpec("brokenrefusal", RefusalProtocol, "Refusals raise (tests).",
                          BrokenOptions)]
