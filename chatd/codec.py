@@ -526,6 +526,8 @@ def loads(text: str | bytes) -> Any:
         d = json.loads(text)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise CodecError(f"not JSON: {exc}") from None
+    except RecursionError:  # nested past the parser's limit: a hostile payload
+        raise CodecError("not JSON we read: nested too deep") from None
     return from_dict(d)
 
 

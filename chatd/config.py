@@ -346,7 +346,8 @@ class LimitsConfig:
     greeting_delay_seconds: float = _setting(
         0.25,
         "A line or jsonl connection becomes a user (a guest nick, the welcome, the default "
-        "room) at its first line, or once it has been quiet this long: so a person at nc is "
+        "room) at its first line, or once it has sent nothing this long (bytes with no line end "
+        "yet wait for their line): so a person at nc is "
         "welcomed at once, while an HTTP request, a TLS hello or binary junk sent on "
         "connecting is refused before anyone is made of it (no nick, no hook, no log line). "
         "0 makes the user as soon as the connection is ready (after its TLS handshake or "

@@ -400,6 +400,13 @@ class LineFramer:
         return len(self._buffer)
 
     @property
+    def head(self) -> bytes:
+        """The first bytes of the unfinished line held (at most 512): with a connection's
+        next chunk, what :func:`sniff_foreign_protocol` reads of a greeting that came in
+        pieces (a TLS hello whose first segment is one byte)."""
+        return bytes(self._buffer[:512])
+
+    @property
     def tail(self) -> bytes:
         """The last bytes of the unfinished line held (at most 3: half of a ``\\r\\n``
         or of a UTF-8 sequence), for a filter that starts in mid-line."""

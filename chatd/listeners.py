@@ -197,6 +197,25 @@ class ListenerDoor:
         return self._acceptor.on_connect(protocol, request)  # type: ignore[no-any-return]
 
 
+def _refusal(protocol: type[ChatProtocol] | ChatProtocol, code: str, text: str) -> bytes:
+    """A refusal in ``protocol``'s words (:meth:`ChatProtocol.refusal`), or nothing if its
+    renderer fails (a plugin's bug: logged): the peer is refused all the same, without
+    words, and the accept batch goes on."""
+    try:
+        return protocol.refusal(code, text)
+    except Exception:
+        failed = (protocol.renderer.name, code)
+        if failed not in _REFUSALS_FAILED:  # once each: refusals come in floods
+            _REFUSALS_FAILED.add(failed)
+            log.exception("the %s protocol cannot word a refusal (%s); refusing without "
+                          "words (logged once)", *failed)
+        return b""
+
+
+#: The (protocol, code) refusals whose wording failed, logged already.
+_REFUSALS_FAILED: set[tuple[str, str]] = set()
+
+
 def password_digest(password: str) -> bytes:
     """What a listener keeps of its password, and what a given one is compared by."""
     return hashlib.sha256(password.encode("utf-8", "surrogateescape")).digest()
@@ -451,7 +470,7 @@ class Acceptor:
             else:
                 with contextlib.suppress(OSError):
                     refused.send(REFUSAL_ALERT if listener.tls_context is not None else
-                                 listener.protocol.refusal("server_full",
+                                 _refusal(listener.protocol, "server_full",
                                                            "server full, try again later"))
                 refused.close()
             with contextlib.suppress(OSError):
@@ -493,7 +512,13 @@ class Acceptor:
             assert listener.config.tls is not None
             conn = TlsConnection(sock, context, tls, peer=(address, peer[1]),
                                  timeout=listener.config.tls.handshake_timeout_seconds)
-        protocol = listener.protocol(conn, listener.door)
+        try:
+            protocol = listener.protocol(conn, listener.door)
+        except Exception:  # a plugin protocol's bug: this connection only, not the batch
+            log.exception("the %s protocol could not be made for %s:%d; closing it",
+                          listener.config.protocol, *conn.peer)
+            sock.close()
+            return
         conn.set_protocol(protocol)
         self.admission.opened(address)
         self.stats.connections_total += 1
@@ -552,7 +577,7 @@ class Acceptor:
                     self.stats.reject(reason)
                     self.log_throttled(f"refuse:{reason}", "refused a connection from %s "
                                        "(through a proxy): %s", real, reason)
-                    line = protocol.refusal(reason, self.admission.refusal_text(reason))
+                    line = _refusal(protocol, reason, self.admission.refusal_text(reason))
                     if isinstance(conn, TlsConnection):
                         conn.refuse_after_handshake(line, reason)  # the handshake is next
                     else:
@@ -585,7 +610,7 @@ class Acceptor:
         self.stats.reject(reason)
         self.log_throttled(f"refuse:{reason}", "refused a connection from %s: %s", peer[0],
                            reason)
-        line = listener.protocol.refusal(reason, self.admission.refusal_text(reason))
+        line = _refusal(listener.protocol, reason, self.admission.refusal_text(reason))
         if self.refusing >= REFUSALS_AT_ONCE:
             _refuse_at_once(sock, REFUSAL_ALERT if listener.tls_context is not None else line)
             return

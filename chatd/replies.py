@@ -137,8 +137,9 @@ class BanEntry:
     #: When it ends, seconds since the epoch; None: until lifted.
     until: float | None = None
     reason: str = ""
-    #: The masks a nick's ban stands for (an address among them): shown to the room's
-    #: operators only, empty for everyone else.
+    #: The masks a nick's ban stands for (an address among them: its cloak unless the
+    #: viewer is a server operator): shown to the room's operators only, empty for
+    #: everyone else.
     masks: tuple[str, ...] = ()
 
 

@@ -34,6 +34,7 @@ from chatd.events import (
     Quit,
     Source,
 )
+from chatd.framing import sanitize, strip_colour_codes
 from chatd.protocols.jsonl import RENDERER as JSONL
 from chatd.replies import RECORD_TYPES, REPLY_TYPES, Member, Names, Reply
 
@@ -127,7 +128,29 @@ def test_jsonl_renders_the_codecs_public_form(event):
         public.pop("to", None)  # a notice or error to you names no recipient on jsonl
     assert set(obj) == set(public)
     for key in set(public) - {"time", "text"}:  # jsonl words the time, sanitises text
-        assert obj[key] == public[key], key
+        shown = public[key]  # and every name (clean ones, every local one, as they are)
+        if isinstance(shown, str):
+            shown = sanitize(strip_colour_codes(shown))
+        elif isinstance(shown, list):
+            shown = [sanitize(strip_colour_codes(item)) for item in shown]
+        assert obj[key] == shown, key
+
+
+#: What a hostile node could put in every name of an event: the codec reads names as
+#: strings (a remote node's are not validated here), so the renderers must clean them.
+HOSTILE = "x\x1b[2J\r<admin>\x07\u202eevil\x00\u200b\x9b31m"
+
+
+@pytest.mark.parametrize("kind", sorted(EVENT_TYPES))
+def test_names_of_a_remote_event_reach_no_program_with_controls_in_them(kind):
+    d = {"v": 1, "type": kind, "id": 7, "time": 1.0, "from": HOSTILE, "client": 3,
+         "node": "other", "text": HOSTILE, "old": HOSTILE, "new": HOSTILE, "code": HOSTILE,
+         "rooms": ["#" + HOSTILE], "room": "#" + HOSTILE}
+    rendered = JSONL.render(from_dict(d)).decode()
+    assert rendered.endswith("\n") and rendered.count("\n") == 1
+    shown = json.dumps(json.loads(rendered), ensure_ascii=False)
+    assert not re.search(r"\\u00[01]|\\u007f|[\x80-\x9f\u202e\u200b]", shown), shown
+    assert "<admin>" in shown  # the words stay; only what a terminal would obey goes
 
 
 # -- what is refused -----------------------------------------------------------------------------
@@ -197,6 +220,12 @@ def test_what_is_not_json_or_not_an_object_is_a_codec_error():
         codec.loads('{"v": 1,')
     with pytest.raises(CodecError, match="expected an object, not list"):
         codec.loads("[1]")
+    # Nested past the parser's recursion limit (a hostile node's payload): still only a
+    # CodecError, never a RecursionError for the caller (a bus reader) to die of.
+    with pytest.raises(CodecError, match="not JSON"):
+        codec.loads("[" * 100_000)
+    with pytest.raises(CodecError, match="not JSON"):
+        codec.loads('{"v": 1, "text": ' + "{" * 100_000)
     with pytest.raises(CodecError, match="no kind for str"):
         to_dict("hello")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from chatd.delivery import LocalBackend, Person
+from chatd.requests import SessionRequest
 from chatd.testing import InProcessChat
 from chatd.testing.backends import DeferredBackend, SilentBackend
 
@@ -426,3 +427,32 @@ def test_op_finds_the_account_of_a_connected_nick_through_the_presence_api(backe
             f"! {guest.nick} is not identified: room operators are registered nicks",
             "! bob is already an operator of #dev",
         ]
+
+
+def test_a_nick_claim_answered_after_its_asker_left_is_given_up():
+    """The backend grants a claim (the wished nick at connect, a /nick) after the client
+    that asked is gone: the domain drops the continuation and gives the nick up again,
+    or nobody could ever take it (a departed client's nick, held forever)."""
+    with _chat() as chat:
+        bob = _named(chat, "bob")
+        chat.backend.silent = True
+        wisher = chat.connect(request=SessionRequest(nick="zed"))
+        renamer = _named_while_answered(chat, "yan")
+        for peer in (wisher, renamer):
+            peer.transport.close("connection reset")
+        chat.tick()
+        chat.backend.silent = False
+        assert chat.backend.answer_late() == 2  # both claims granted, too late
+        chat.tick()
+        for nick in ("zed", "yan"):
+            bob.send(f"/nick {nick}")
+            assert bob.nick == nick, bob.lines()
+
+
+def _named_while_answered(chat, nick):
+    """A client whose ``/nick nick`` is asked while the backend is silent."""
+    chat.backend.silent = False
+    peer = chat.connect()
+    chat.backend.silent = True
+    _feed(peer, f"/nick {nick}")
+    return peer

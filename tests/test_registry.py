@@ -148,6 +148,41 @@ def test_a_listeners_options_are_checked_against_its_protocol_with_key_and_line(
     assert err.message.startswith("not an option of protocol 'toy' (it is one of line, jsonl;")
 
 
+class _LimitsRaise(toyproto.ToyProtocol):
+    """A plugin's protocol whose input_limits breaks on its own options."""
+
+    __slots__ = ()
+
+    @classmethod
+    def input_limits(cls, server, options):
+        return ProtocolLimits(max_line_bytes=options["no such option"])
+
+
+class _LimitsNonsense(toyproto.ToyProtocol):
+    __slots__ = ()
+
+    @classmethod
+    def input_limits(cls, server, options):
+        return 512  # not a ProtocolLimits
+
+
+@pytest.mark.parametrize("protocol, why", [
+    (_LimitsRaise, "its input_limits raised KeyError: 'no such option'"),
+    (_LimitsNonsense, "its input_limits returned 512, not a ProtocolLimits with a positive "
+                      "max_line_bytes"),
+])
+def test_a_protocol_whose_input_limits_fail_is_a_config_error_not_a_crash_at_start(
+        protocol, why):
+    """Asked once per listener when it is made: checked with the config (so
+    ``--check-config`` and a reload's dry run say so, naming the listener and the
+    plugin), never a traceback when the server binds its listeners."""
+    registry = ProtocolRegistry()
+    registry.add(ProtocolSpec("toy", protocol, "doc", toyproto.ToyOptions), "careless")
+    err = _error("listen:\n  - {port: 0}\n  - {port: 0, protocol: toy}\n", registry)
+    assert (err.key, err.line) == ("listen[1]", 3)
+    assert err.message == f"protocol 'toy' (plugin 'careless') cannot serve it: {why}"
+
+
 def test_each_listener_of_a_list_is_read_from_its_own_keys(tmp_path):
     """Regression: the reader caches a node's pairs by id(node), and the loader used to
     split ``tls`` off into a temporary node; the next listener's temporary node could

@@ -245,6 +245,32 @@ def test_a_wished_nick_and_user_name_are_the_sessions_from_the_start():
         assert bad.nick.startswith("guest-")
 
 
+def test_a_wished_nick_that_is_registered_is_held_to_the_grace_like_a_rename_to_it():
+    """The nick is had quietly (no nick change, so no chatd_nick_change), but whoever
+    holds a registered nick without being its account still may not speak as it."""
+    with InProcessChat(plugins={"accounts": {"scrypt_n": 1024}}) as chat:
+        owner = chat.connect()
+        owner.send("/nick alice")
+        owner.send("/register correct-horse-1")
+        chat.wait_for(lambda: any("registered to you" in line for line in owner.lines()))
+        owner.send("/nick owner")
+        owner.lines()
+        holder = chat.connect(request=SessionRequest(nick="alice"))
+        assert holder.nick == "alice"
+        assert any(line.startswith("*** alice is registered: /identify PASSWORD within")
+                   for line in holder.lines())
+        holder.send("hello, I am alice")
+        assert holder.lines()[-1].startswith("! alice is registered to someone else")
+        assert not any("hello, I am alice" in line for line in owner.lines())
+        authenticated = chat.connect(request=SessionRequest(nick="Alice", account="alice"))
+        assert authenticated.nick.startswith("guest-")  # taken: the holder has it
+        holder.close()
+        chat.tick()
+        again = chat.connect(request=SessionRequest(nick="alice", account="alice"))
+        again.send("the real alice")
+        assert "<alice> the real alice" in owner.lines()
+
+
 def test_an_account_the_protocol_authenticated_is_the_clients_from_the_start():
     with InProcessChat() as chat:
         peer = chat.connect(request=SessionRequest(account="alice"))

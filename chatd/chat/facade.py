@@ -83,6 +83,13 @@ class Server:
         (``server.cloak_addresses``, fixed at start)."""
         return self._domain.identity.cloaking
 
+    def shown_host(self, address: str) -> str:
+        """What users other than server operators see of ``address``: its cloak, as in
+        the ``user`` of a client connected from it (``server.cloak_addresses``), or the
+        address itself when cloaks are off.  For a plugin that shows something made
+        from an address (a ban's mask) to someone who is no operator."""
+        return self._domain.identity.host_of(address)  # type: ignore[no-any-return]
+
     def plugin_config(self, name: str) -> Mapping[str, Any]:
         """The ``plugins: {name: {...}}`` section of the config ({} if absent)."""
         return self._domain.config.plugin_config(name)

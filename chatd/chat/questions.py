@@ -19,7 +19,8 @@ helper the domain and the facade's ``ask_*`` methods use:
 * **never answered**: after ``limits.presence_timeout_seconds`` the client is
   told ``the server did not answer in time; try again`` (or ``expired`` runs)
   and its requests go on; a late answer is dropped.  A client that disconnects
-  meanwhile: the answer is dropped.
+  meanwhile: the answer is dropped.  Either way what the dropped answer did is
+  undone (``late``: a nick granted to nobody is given up again).
 
 ``then`` runs at most once, whatever the backend does.
 """
@@ -77,14 +78,28 @@ class Question:
         elif state == _WAITING:
             self.state = _DONE
             self.timer.cancel()
-            self._finish(self.then, value)
-        elif self.late is not None:  # after the timeout: only undo what it did
-            late, self.late = self.late, None
-            try:
-                late(value)
-            except Exception:
-                log.exception("undoing a late presence answer for %s failed", self.client)
-        # otherwise, a second answer, or one after the timeout: dropped
+            if self._gone():  # the asker left meanwhile: only undo what the answer did
+                self._undo(value)
+            else:
+                self._finish(self.then, value)
+        else:  # after the timeout: only undo what it did; a second answer: dropped
+            self._undo(value)
+
+    def _gone(self) -> bool:
+        """The client that asked has left (its session is over)."""
+        client = self.client
+        return client is not None and self._domain.clients.get(client.id) is not client
+
+    def _undo(self, value: Any) -> None:
+        """Undo what an answer nobody waits for any more did (``late``: a nick the
+        backend granted after the timeout, or to a client that is gone), once."""
+        if self.late is None:
+            return
+        late, self.late = self.late, None
+        try:
+            late(value)
+        except Exception:
+            log.exception("undoing a late presence answer for %s failed", self.client)
 
     def wait(self) -> None:
         """Not answered inside the call: hold the client, keep its context, set the
@@ -119,7 +134,7 @@ class Question:
         what it sent meanwhile go on."""
         client = self.client
         domain = self._domain
-        if client is not None and domain.clients.get(client.id) is not client:
+        if self._gone():
             return  # it left while waiting: nobody to answer (its hold went with it)
         try:
             self._run(function, *args)

@@ -45,7 +45,8 @@ on a WebSocket listener that is not an upgrade).
 
 The base class's rule, which ``line`` and ``jsonl`` use: the session begins at the
 first line that is not another protocol's greeting, or once the connection has
-been quiet for ``limits.greeting_delay_seconds`` (so ``nc`` shows the welcome at
+sent nothing for ``limits.greeting_delay_seconds`` (bytes without a line end wait
+for their line: a greeting may come in pieces) (so ``nc`` shows the welcome at
 once for practical purposes, and an HTTP request, a TLS hello or binary junk is
 refused before anyone is made of it).  Where the listener has a password
 (``listen[].password``), the session begins only once it is given:
@@ -361,6 +362,9 @@ def listener_password(options: Mapping[str, Any]) -> str | None:
 
 # -- the base class of line-based protocols -------------------------------------------------------
 
+#: How many first bytes of a connection are read for another protocol's greeting.
+_SNIFFED = 512
+
 #: The session request of a protocol that learned nothing before it (line, jsonl).
 _NO_REQUEST = SessionRequest()
 
@@ -377,7 +381,8 @@ class ChatProtocol:
         The client has sent at least one line in its session (see
         ``limits.registration_timeout``); a listener password is not one.
     ``opened_at`` / ``last_input``
-        Monotonic times of the connection and of its last complete line.
+        Monotonic times of the connection and of its last complete line (the same
+        value until the first line: "no line yet", read before the session begins).
     ``partial_since``
         Since when an unfinished line has been waiting, or None.
     """
@@ -482,6 +487,16 @@ class ChatProtocol:
                 self._reject_foreign(kind)
                 return
             framer = self._framer = self.make_framer()
+        elif self.last_input == self.opened_at and framer.__class__ is LineFramer \
+                and 0 < framer.buffered < _SNIFFED:
+            # No line yet, only its first bytes: with these, the greeting of another
+            # protocol that came in pieces (a TLS hello's first segment of one byte, an
+            # HTTP request line typed slowly) shows now; nobody was made of it meanwhile
+            # (_greeting_over waits for the first line once bytes came).
+            kind = sniff_foreign_protocol(framer.head + bytes(data[:_SNIFFED]))  # type: ignore[attr-defined]
+            if kind is not None:
+                self._reject_foreign(kind)
+                return
         lines = framer.feed(data)
         if framer.discarded > self._door.limits.recvq_max:
             self.tell("input line far too long (excess flood); disconnecting",
@@ -567,6 +582,8 @@ class ChatProtocol:
         came first: the session then exists, and this does nothing."""
         if self.session is not None or not self.transport.is_open:
             return
+        if self._framer is not None and self.last_input == self.opened_at:
+            return  # bytes came but no line yet: the first line decides (it may be HTTP)
         if self._door.password_required:
             if self._framer is None:
                 self.ask_password()

@@ -82,12 +82,22 @@ def _for_program(text: str) -> str:
     return _clean(strip_colour_codes(text))
 
 
+def _name_for_program(name: str) -> str:
+    """A name (a nick, a room) for a program to show: one line, nothing a terminal obeys."""
+    return sanitize(strip_colour_codes(name))
+
+
 def _timestamp(when: float) -> str:
     whole = int(when)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + (
         f".{int((when - whole) * 1000):03d}Z"
     )
 
+
+#: The fields of an event that name someone or something (a nick, a room, a code): clean
+#: when made here (validated on the way in), but an event from another node (the codec's
+#: ``from_dict``) is only as clean as that node; jsonl sanitises them like ``text``.
+_NAME_KEYS = ("from", "plugin", "room", "to", "old", "new", "code")
 
 #: The fields of replies (and of their records) that hold a time: ISO text, like ``time``.
 _TIME_FIELDS = frozenset({"connected_at", "until"})
@@ -128,6 +138,14 @@ class JsonlRenderer(Renderer):
         text = obj.get("text")
         if text is not None:
             obj["text"] = _for_program(text)
+        for key in _NAME_KEYS:  # names too: another node's are not checked here
+            value = obj.get(key)
+            if value is not None and value.__class__ is str \
+                    and not (value.isascii() and value.isprintable()):
+                obj[key] = _name_for_program(value)
+        rooms = obj.get("rooms")
+        if rooms is not None and rooms.__class__ is list:
+            obj["rooms"] = [_name_for_program(r) if r.__class__ is str else r for r in rooms]
         if "to" in obj and event.__class__ is not PrivateMessage:
             del obj["to"]
         if isinstance(event, Reply):
@@ -382,8 +400,8 @@ class JsonlProtocol(ChatProtocol):
             return None
         if not line or line.isspace():  # type: ignore[union-attr]
             return None
-        try:
-            obj = _DECODER.decode(line)  # type: ignore[arg-type]
+        try:  # parsed as strictly as any request: too deep is refused before the C scanner
+            obj = None if _too_deep(line) else _DECODER.decode(line)  # type: ignore[arg-type]
         except (_Bad, ValueError):
             obj = None
         if not (isinstance(obj, dict) and isinstance(obj.get("cmd"), str)

@@ -46,7 +46,7 @@ from ..config import PROTOCOL_NAME, Config, ListenConfig
 from ..config import config_reference as _schema_reference
 from ..config_docs import Section
 from ..config_rules import FieldSpec, Invalid, check_value, field_specs, unknown_key
-from .base import ChatProtocol, ListenerOptions
+from .base import ChatProtocol, ListenerOptions, ProtocolLimits
 from .jsonl import JsonlProtocol
 from .line import LineProtocol
 
@@ -196,9 +196,31 @@ class ProtocolRegistry:
             except Invalid as exc:
                 where = f"{key}.{exc.key}" if exc.key else key
                 raise config.error(where, str(exc)) from None
+        self._check_limits(config, key, spec, options)
         if options == listener.options:
             return listener
         return dataclasses.replace(listener, options=types.MappingProxyType(options))
+
+    def _check_limits(self, config: Config, key: str, spec: ProtocolSpec,
+                      options: Mapping[str, Any]) -> None:
+        """Ask the protocol for its listener's input limits now, as the listener will
+        when it is made: a plugin's ``input_limits`` that raises, or returns something
+        else, is a ConfigError naming the listener and the plugin (``--check-config``, a
+        reload's dry run), never a traceback when the server binds."""
+        server = ProtocolLimits(max_line_bytes=config.limits.max_line_bytes,
+                                recvq_max=config.limits.recvq_max_bytes)
+        try:
+            limits = spec.protocol.input_limits(server, options)
+        except Exception as exc:
+            why = f"its input_limits raised {type(exc).__name__}: {exc}"
+        else:
+            if limits.__class__ is ProtocolLimits and limits.max_line_bytes >= 1:
+                return
+            why = (f"its input_limits returned {limits!r}, not a ProtocolLimits with a "
+                   "positive max_line_bytes")
+        owner = self._owners.get(spec.name, "?")
+        whose = "built in" if owner == "chatd" else f"plugin {owner!r}"
+        raise config.error(key, f"protocol {spec.name!r} ({whose}) cannot serve it: {why}")
 
     def _unknown_option(self, spec: ProtocolSpec, name: str) -> str:
         """The message for a key that is neither the core's nor ``spec``'s: a typo (did you

@@ -349,10 +349,15 @@ class Connection:
         of the connection's own (TLS) tells it later, when its handshake is done."""
         protocol = self.protocol
         if protocol is not None and self.state is State.OPEN:
-            protocol.connection_made()
+            try:
+                protocol.connection_made()
+            except Exception:
+                self._protocol_failed("connection_made")
 
     def start(self) -> None:
         """Register with the reactor and read anything that arrived with the handshake."""
+        if self.state is State.CLOSED:  # its protocol failed in connection_made
+            return
         self._ctx.reactor.register(self.fd, self, STREAM_EVENTS)
         # Data can arrive before the registration (a client that connects and
         # sends at once); epoll reports the current state on registration, but
@@ -438,7 +443,11 @@ class Connection:
             account.received += n
             budget -= n
             if self.state is State.OPEN and protocol is not None:
-                protocol.data_received(rbuf[:n])
+                try:
+                    protocol.data_received(rbuf[:n])
+                except Exception:
+                    self._protocol_failed("data_received")
+                    return
             if self.state is State.CLOSED:
                 return
             if self.output_bytes > soft and self.state is State.OPEN:
@@ -467,8 +476,12 @@ class Connection:
     def _end_of_stream(self) -> None:
         self._peer_eof = True
         if self.state is State.OPEN:
-            if self._protocol is not None and self._protocol.eof_received():
-                return  # the protocol closes when it is done (delayed lines)
+            try:
+                if self._protocol is not None and self._protocol.eof_received():
+                    return  # the protocol closes when it is done (delayed lines)
+            except Exception:
+                self._protocol_failed("eof_received")
+                return
             self.close("connection closed by peer")
         elif self.state is State.CLOSING and self._ending is Ending.FIN_SENT:
             self._teardown()
@@ -736,7 +749,16 @@ class Connection:
         if self._ctx.on_lost is not None:
             self._ctx.on_lost(self, reason)
         if self._protocol is not None:
-            self._protocol.connection_lost(reason)
+            self._protocol.connection_lost(reason)  # the ready list's fence logs a failure
+
+    def _protocol_failed(self, callback: str) -> None:
+        """The protocol's code raised in ``callback`` (a bug: chatd's, or a plugin's
+        protocol): logged with its traceback, and this connection alone is dropped
+        (stats kind ``protocol_error``), never the loop, the accept batch it arrived
+        in or anyone else's connection; its admission slot is given back on teardown."""
+        log.exception("the %s protocol failed in %s for %s:%d; its connection is closed",
+                      getattr(self.protocol, "name", "?"), callback, *self.peer)
+        self.abort(f"internal error in the protocol ({callback})", limit="protocol_error")
 
     def _teardown(self, *, reset: bool = False) -> None:
         if self.state is State.CLOSED:

@@ -74,7 +74,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from chatd import Server, hookimpl
+from chatd import Client, Server, hookimpl
 
 from ..sections import Range, section_settings
 from .commands import ROOM_REGISTRAR, chatd_commands
@@ -95,6 +95,7 @@ __all__ = [
     "STATE",
     "Account",
     "chatd_check_speak",
+    "chatd_client_connect",
     "chatd_client_disconnect",
     "chatd_commands",
     "chatd_filter_message",
@@ -160,6 +161,17 @@ def chatd_startup(server: Server) -> None:
         state.unwritten = previous.unwritten  # is full) stays known, or it comes back
     server.stash[STATE] = state
     for client in list(server.clients.values()):  # a reload: the holders of names again
+        enforce(client)
+
+
+@hookimpl
+def chatd_client_connect(client: Client) -> None:
+    """A session that begins with a nick its protocol wished for (IRC's ``NICK`` at
+    registration, a plugin protocol's) has it quietly, with no ``chatd_nick_change``:
+    its holder is held to the grace here, as a rename to it would be (an account the
+    protocol authenticated counts as identified).  A ``guest-N`` nick is the server's,
+    never registered: no lookup for it."""
+    if not client.nick.lower().startswith("guest-"):
         enforce(client)
 
 

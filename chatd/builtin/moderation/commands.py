@@ -149,6 +149,24 @@ def _moderated_room(client: Client, words: list[str]) -> tuple[str, Room | None,
     return rules.name, room, rules
 
 
+def _shown(client: Client, masks: list[str]) -> list[str]:
+    """The masks a nick stood for, as ``client`` may read them: the address the nick
+    connected from is for server operators; a room's operator (any founder) reads its
+    cloak, as in the nick's ``user`` (``server.cloak_addresses``), so banning a nick
+    never tells who bans it where that nick is.  The entries keep the address (they
+    match it)."""
+    server = client.server
+    if is_operator(client) or not server.cloaks_addresses:
+        return masks
+    shown = []
+    for mask in masks:
+        head, at, address = mask.rpartition("@")
+        if at and address != "*" and not any(c in address for c in "*?/"):
+            mask = f"{head}@{server.shown_host(address)}"
+        shown.append(mask)
+    return shown
+
+
 def _announce(client: Client, room: Room | None, text: str) -> None:
     """Tell the room (or, if nobody is in it, the one who did it) and log it."""
     log.info("%s (by %s from %s)", text, client.nick, client.address)
@@ -371,7 +389,8 @@ def _set_entry(client: Client, args: str, kind: str) -> None:
     if who.target and (left_out or masks != [f"{who.target}!*@*"]):
         # What the nick stood for (an address among it) is for the operator's eyes only.
         why_not = " (not by address: an operator is connected from it too)" if left_out else ""
-        client.notice(f"{subject} is {noun} in {name} as {', '.join(masks)}{why_not}")
+        shown = ", ".join(_shown(client, masks))
+        client.notice(f"{subject} is {noun} in {name} as {shown}{why_not}")
     if kind == "ban" and room is not None:
         for member in list(room.members):
             identity = Identity.of(member)
@@ -408,7 +427,7 @@ def _lift_entry(client: Client, args: str, kind: str) -> None:
     verb = "unbanned" if kind == "ban" else "unmuted"
     _announce(client, room, f"{client.nick} {verb} {subject} in {name}")
     if len(lifted) > 1 or lifted[0].mask != subject:
-        client.notice(f"lifted: {', '.join(e.mask for e in lifted)}")
+        client.notice(f"lifted: {', '.join(_shown(client, [e.mask for e in lifted]))}")
 
 
 def cmd_ban(client: Client, args: str) -> None:
@@ -448,7 +467,8 @@ def cmd_bans(client: Client, args: str) -> None:
                 groups.setdefault(nick_key(entry.target) or entry.parsed.key, []).append(entry)
         for group in groups.values():
             first = group[0]
-            masks = tuple(e.mask for e in group) if first.target and operator else ()
+            masks = tuple(_shown(client, [e.mask for e in group])) \
+                if first.target and operator else ()
             listed.append(BanEntry(kind, first.target or first.mask, first.set_by,
                                    first.expires, first.reason, masks))
     client.reply(BanList, room=name, entries=tuple(listed))
