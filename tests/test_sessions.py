@@ -245,6 +245,19 @@ def test_a_wished_nick_and_user_name_are_the_sessions_from_the_start():
         assert bad.nick.startswith("guest-")
 
 
+def test_a_user_name_cannot_forge_a_second_field_or_user_at_host():
+    """The ident is shown to everyone (/whois, WHO lines, IRC prefixes): what a client
+    sends as its user name loses spaces, @ ! : * , controls and invisible characters,
+    and is cut; nothing left: the nick is the ident."""
+    with InProcessChat() as chat:
+        forged = chat.connect(request=SessionRequest(nick="mal", user="a b@evil!x:\x1b[2J\u202e"))
+        assert forged.client.source.ident == "abevilx[2J"
+        long = chat.connect(request=SessionRequest(nick="long", user="u" * 100))
+        assert long.client.source.ident == "u" * 32
+        empty = chat.connect(request=SessionRequest(nick="empty", user=" @\u200b "))
+        assert empty.client.source.ident == "empty"
+
+
 def test_a_wished_nick_that_is_registered_is_held_to_the_grace_like_a_rename_to_it():
     """The nick is had quietly (no nick change, so no chatd_nick_change), but whoever
     holds a registered nick without being its account still may not speak as it."""

@@ -66,7 +66,7 @@ from .client import Arrival, Client
 from .commands import Command, CommandTable
 from .errors import CommandError, NickError, Reject, RoomError, refusal_of
 from .facade import Server
-from .identity import Identity
+from .identity import Identity, clean_ident
 from .intake import Intake
 from .nicks import GUEST_PREFIX, nick_problem
 from .questions import TIMEOUT_CODE, TIMEOUT_TEXT, ask
@@ -195,7 +195,7 @@ class ChatDomain:
         cannot be had, ``guest-N``, and the client is told why), the user name (the
         ident of ``user@host``), the account it authenticated."""
         client_id, nick = next(self._client_ids), self._new_guest_nick()
-        user = request.user if request is not None else None
+        user = clean_ident(request.user) if request is not None else None
         source = self.identity.client_source(nick, client_id, link.peer[0], user)
         if request is not None and request.account is not None:
             source = dataclasses.replace(source, account=request.account)

@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import itertools
 import secrets
+import unicodedata
 from typing import TYPE_CHECKING
 
 from ..events import Source, first_event_id, next_event_id
@@ -91,8 +92,35 @@ class Identity:
                                                         self.node_count)), self.node_count)
 
 
+#: The longest ident kept (IRC servers use 9 to 16; 32 leaves room for real names of
+#: accounts without letting a client fill every WHO line with its own text).
+IDENT_MAX = 32
+
+
+def clean_ident(user: str | None) -> str | None:
+    """The ident a protocol's user name may become, or None (then the nick is used).
+
+    The ident is the left half of ``user@host``, shown to everyone in ``/whois``, WHO
+    lines and IRC prefixes, so a client must not be able to forge with it: spaces
+    (a second field), ``@`` and ``!`` (a second ``user@host``), ``:`` and ``*`` (IRC
+    syntax, masks), control, format and invisible characters are dropped, and it is
+    cut to :data:`IDENT_MAX` characters.  IRC's ``USER alice 0 * :Alice`` gives
+    ``alice``; ``USER "a b@evil" ...`` gives ``abevil``.
+    """
+    if user is None:
+        return None
+    kept = "".join(c for c in user if c.isprintable() and not c.isspace()
+                   and c not in "@!:*," and not _invisible(c))[:IDENT_MAX]
+    return kept or None
+
+
+def _invisible(c: str) -> bool:
+    """Format characters (bidi overrides, zero-width joiners...): they print as nothing."""
+    return unicodedata.category(c) in ("Cf", "Co", "Cn")
+
+
 def _same(address: str) -> str:
     return address
 
 
-__all__ = ["CLOAK_CACHE", "Identity"]
+__all__ = ["CLOAK_CACHE", "IDENT_MAX", "Identity", "clean_ident"]
