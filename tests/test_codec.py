@@ -66,6 +66,8 @@ def events(draw: Any, cls: type[Event]) -> Event:
         extra["rooms"] = draw(room_tuples)
     if cls is NickChange:
         extra["old"], extra["new"] = draw(st.text(max_size=12)), draw(st.text(max_size=12))
+    if cls is PrivateMessage:
+        extra.update(to_account=draw(maybe), to_session=draw(maybe), to_away=draw(maybe))
     return cls(
         draw(st.integers(0, 2**53 - 1)),
         draw(st.floats(0, codec.TIME_LIMIT, exclude_max=True)),

@@ -11,8 +11,11 @@
 
 ``/list`` and ``/whois`` answer with typed replies (:mod:`chatd.replies`:
 ``RoomList``, ``Whois``), which each protocol words its own way.
-Everything here goes through the public API (``server.room_list()``,
-``client.away``, ``chatd_message``), like any third-party plugin.
+Everything here goes through the public API (the presence questions
+``server.ask_rooms`` and ``server.ask_whois``, which see every node of a
+cluster; ``client.away``; ``chatd_message``), like any third-party plugin.  The
+away reply to a private message reads the recipient's away message from the
+event (``PrivateMessage.to_away``, filled in from the presence answer).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from chatd import (
     hookimpl,
     plural,
 )
+from chatd.events import PrivateMessage
 from chatd.replies import RoomList, Whois, room_entries
 
 from .oper import is_operator
@@ -93,12 +97,12 @@ def cmd_away(client: Client, args: str) -> None:
 
 @hookimpl
 def chatd_message(client: Client, event: Event) -> None:
-    if event.kind != "privmsg":
-        return
-    target = client.server.find_client(event.target)
-    if target is not None and target is not client and target.away is not None:
+    # The recipient's away message, as the presence answer that found it said (on
+    # any node): carried by the event, no lookup here.
+    if (isinstance(event, PrivateMessage) and event.to_away is not None
+            and event.to_session != client.session):
         # After the message itself is delivered (this hook runs just before).
-        client.server.call_soon(client.notice, f"{target.nick} is away: {target.away}")
+        client.server.call_soon(client.notice, f"{event.target} is away: {event.to_away}")
 
 
 @hookimpl
