@@ -19,7 +19,11 @@ Joins, parts, quits and nick changes are events the server itself delivers to
 the rooms concerned (each member told once); this plugin answers its own
 commands with typed replies (:mod:`chatd.replies`: ``Names`` for ``/who`` and
 the greeting of a ``/join``, ``RoomList`` for ``/rooms``, ``RoomTopic``), which
-each protocol words its own way.
+each protocol words its own way.  ``/who``, ``/rooms`` and the greeting ask the
+delivery backend (``server.ask_members``, ``server.ask_rooms``), so in a cluster
+they show every node; the answer may come a little later, and the client's next
+requests wait for it.  A room only another node has shows no topic or operator
+marks here (this process keeps those of its own rooms).
 """
 
 from __future__ import annotations
