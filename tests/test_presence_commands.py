@@ -17,6 +17,7 @@ process's clients.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -188,10 +189,12 @@ class TwoNodes(DeferredBackend):
     def __init__(self, local: Any, call_soon: Any) -> None:
         super().__init__(local, call_soon)
         self.published: list[Any] = []
+        #: Who has the nick ``faraway`` on n2.
+        self.far = FAR
 
     def find_nick(self, nick: str, then: Any) -> None:
         if nick.lower() == FAR.nick:
-            self._later(then, FAR)
+            self._later(then, self.far)
         else:
             super().find_nick(nick, then)
 
@@ -289,6 +292,41 @@ def test_mentions_find_the_nick_through_the_presence_api(chatd_server):
     bob.expect(r"^\*\*\* \[mentions\] alice mentioned you in #dev: @bob @BOB @nobody look$")
     bob.expect_nothing(0.2)  # once, however often named
     server.wait_for_log(r"delivery backend: DeferredBackend")
+
+
+def test_history_keeps_a_private_message_to_another_node_under_the_accounts(tmp_path):
+    with _two_nodes(storage={"path": str(tmp_path / "chat.sqlite3")},
+                    plugins={"history": {"private": True}}) as chat:
+        alice = _named(chat, "alice")
+        alice.send("/register alice-password-1")
+        chat.wait_for(lambda: alice.client.account == "alice")
+        alice.lines()
+        _feed(alice, "/msg faraway kept", "/history FarAway")
+        _settle(chat)
+        lines = alice.lines()
+        assert lines[:2] == ["-> *faraway* kept", "*** faraway is away: gone fishing"]
+        assert lines[2] == "*** private history with FarAway: the last line"
+        assert lines[3].endswith("-> *faraway* kept") and lines[4] == "*** end of history"
+
+
+def test_a_private_message_to_an_unidentified_holder_on_another_node_is_refused():
+    with _two_nodes() as chat:
+        owner = _named(chat, "faraway")  # here, faraway registers the nick, then renames
+        owner.send("/register faraway-password-1")
+        chat.wait_for(lambda: owner.client.account == "faraway")
+        owner.send("/nick owner")
+        _settle(chat)
+        chat.backend.far = dataclasses.replace(FAR, account=None)  # n2's holder: not it
+        alice = _named(chat, "alice")
+        _feed(alice, "/msg faraway for the owner")
+        _settle(chat)
+        assert alice.lines() == ["! faraway is held by someone who has not identified for it, "
+                                 "not by its owner; not sent"]
+        assert chat.backend.published == []
+        chat.backend.far = FAR  # identified as the owner: sent
+        alice.send("/msg faraway for the owner")
+        _settle(chat)
+        assert [event.text for event in chat.backend.published] == ["for the owner"]
 
 
 # -- /ban NICK: whoever has the nick, on any node -------------------------------------------------
