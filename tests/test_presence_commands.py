@@ -301,12 +301,14 @@ def test_history_keeps_a_private_message_to_another_node_under_the_accounts(tmp_
         alice.send("/register alice-password-1")
         chat.wait_for(lambda: alice.client.account == "alice")
         alice.lines()
-        _feed(alice, "/msg faraway kept", "/history FarAway")
+        chat.backend.far = dataclasses.replace(FAR, account="farwell")  # its account's
+        _feed(alice, "/msg faraway kept", "/history FarAway")  # name is not its nick's
         _settle(chat)
         lines = alice.lines()
         assert lines[:2] == ["-> *faraway* kept", "*** faraway is away: gone fishing"]
         assert lines[2] == "*** private history with FarAway: the last line"
-        assert lines[3].endswith("-> *faraway* kept") and lines[4] == "*** end of history"
+        # stored under the accounts (as for any private line): the recipient is "farwell"
+        assert lines[3].endswith("-> *farwell* kept") and lines[4] == "*** end of history"
 
 
 def test_a_private_message_to_an_unidentified_holder_on_another_node_is_refused():
