@@ -37,7 +37,9 @@ The form (``SCHEMA_VERSION`` 1), keys in this order, absent when empty::
     ``true`` for an event replayed from history (``replay``).
 the kind's own fields
     ``quiet`` (join, part: only when true), ``old`` and ``new`` (nick),
-    ``rooms`` (quit, nick: a list, only when not empty).
+    ``rooms`` (quit, nick: a list, only when not empty); ``to_account``,
+    ``to_session``, ``to_away`` (privmsg: the recipient as presence found it,
+    internal, only when known).
 
 Reading is strict about what it uses: a wrong type, a missing field, an id
 beyond 2**53 or a session that does not match its node and client is a
@@ -106,7 +108,8 @@ ID_LIMIT = 2**53
 TIME_LIMIT = 253402300800.0
 
 #: Keys the public form (``internal=False``, what jsonl shows) leaves out.
-INTERNAL_KEYS = ("v", "node", "user", "account", "session", "client", "marker", "quiet")
+INTERNAL_KEYS = ("v", "node", "user", "account", "session", "client", "marker", "quiet",
+                 "to_account", "to_session", "to_away")
 
 
 class CodecError(ValueError):
@@ -266,6 +269,10 @@ ROOMS = Extra("rooms", lambda value: list(value) if value else None, _names)
 OLD = Extra("old", lambda value: value, lambda d, key: _string(d, key, ""))
 NEW = Extra("new", lambda value: value, lambda d, key: _string(d, key, ""))
 CODE = Extra("code", lambda value: value, lambda d, key: _string(d, key, "error"))
+#: A private message's recipient, as the presence answer found it (internal).
+TO_ACCOUNT = Extra("to_account", lambda value: value, _optional_string, internal=True)
+TO_SESSION = Extra("to_session", lambda value: value, _optional_string, internal=True)
+TO_AWAY = Extra("to_away", lambda value: value, _optional_string, internal=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +325,8 @@ def unregister(name: str) -> None:
 
 
 for _kind in (
-    event_kind(Message), event_kind(Action), event_kind(PrivateMessage), event_kind(Topic),
+    event_kind(Message), event_kind(Action),
+    event_kind(PrivateMessage, TO_ACCOUNT, TO_SESSION, TO_AWAY), event_kind(Topic),
     event_kind(Away), event_kind(Join, QUIET), event_kind(Part, QUIET),
     event_kind(Quit, ROOMS), event_kind(NickChange, OLD, NEW, ROOMS),
     event_kind(Notice), event_kind(Error, CODE), event_kind(RoomCreated),

@@ -186,12 +186,23 @@ class Person:
 
 @dataclass(frozen=True, slots=True)
 class Member:
-    """One member of a room, as a presence answer (``members``)."""
+    """One member of a room, wherever it is connected: a presence answer (``members``).
+
+    What a room's listing needs of it (``/who``, the greeting of a ``/join``):
+    the facade turns these into :class:`chatd.replies.MemberEntry` records (in
+    name order, with the room-operator mark it computes from ``room.operators``,
+    which is not the backend's business: ``server.member_entries``).
+    """
 
     nick: str
+    #: Its session id (``node:id``): ``server.client_of(member)`` finds a local one.
     session: str | None
-    away: bool
+    #: ``ident@host`` (the host cloaked unless configured otherwise), as in :class:`Person`.
+    user: str
+    #: The registered nick it identified as, or None.
     account: str | None
+    #: It set an away message (``/away``); ``find_nick`` tells the message itself.
+    away: bool
 
 
 # -- the interface ------------------------------------------------------------------------------
@@ -459,9 +470,7 @@ class LocalBackend:
 
     def members(self, room: str, then: Callable[[list[Member]], Any]) -> None:
         place = self.places.get(room) if self.places is not None else None
-        then([] if place is None else [
-            Member(m.nick, m.session, m.away is not None, m.account) for m in place.members
-        ])
+        then([] if place is None else [member(m) for m in place.members])
 
     def room_list(self, then: Callable[[list[RoomInfo]], Any]) -> None:
         then(self.rooms_here(self.places or ()))
@@ -479,6 +488,12 @@ def person(client: Recipient) -> Person:
         client.away, client.connected_at, time.time() - client.idle_seconds,
         tuple(room.name for room in client.rooms), client.address,
     )
+
+
+def member(client: Recipient) -> Member:
+    """The presence answer for a member of a room of this process."""
+    return Member(client.nick, client.session, client.user, client.account,
+                  client.away is not None)
 
 
 def _elsewhere(event: Event, client: Recipient) -> bool:

@@ -170,7 +170,19 @@ class Action(Event):
 
 @dataclass(frozen=True, slots=True)
 class PrivateMessage(Event):
-    """A message to one nick (``target``); its sender sees a copy marked as sent."""
+    """A message to one nick (``target``); its sender sees a copy marked as sent.
+
+    The domain fills in what the presence answer that found the recipient said of
+    it, wherever it is connected (another node included), so the hooks that see the
+    message need not look it up: its account (None: not identified), its session
+    (``node:id``; the sender's own for a message to oneself) and its away message.
+    Internal fields: the codec carries them (a cluster's bus), jsonl does not show
+    them; a message replayed from history has none.
+    """
+
+    to_account: str | None = None
+    to_session: str | None = None
+    to_away: str | None = None
 
     kind: ClassVar[str] = "privmsg"
     carries_user_text: ClassVar[bool] = True

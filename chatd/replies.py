@@ -46,7 +46,7 @@ keyword-only, named apart from the keys every event has in the codec's form
 without a default is always written by the codec, one with a default is left
 out while it has it (``away`` only when true, ``account``
 only when there is one).  Lists are tuples of small frozen records
-(:class:`Member`, :class:`RoomEntry`, :class:`HelpEntry`, :class:`BanEntry`)
+(:class:`MemberEntry`, :class:`RoomEntry`, :class:`HelpEntry`, :class:`BanEntry`)
 whose fields follow the same rule.  The codec (:func:`chatd.codec.reply_kind`)
 reads the field types from the annotations, so a plugin's own reply kind needs
 nothing but its class and ``chatd.codec.register(chatd.codec.reply_kind(cls))``.
@@ -70,8 +70,13 @@ from .events import Event
 
 
 @dataclass(frozen=True, slots=True)
-class Member:
-    """One member of a room, as ``/who`` lists it, with its marks."""
+class MemberEntry:
+    """One member of a room, as ``/who`` lists it, with its marks.
+
+    (The delivery backend's answer, :class:`chatd.Member`, is who is in a room;
+    this is how a reply lists one: ``server.member_entries`` makes these from
+    those, adding the room-operator mark.)
+    """
 
     #: Its nick.
     nick: str
@@ -166,7 +171,7 @@ class Names(Reply):
     """
 
     room: str = field(kw_only=True)
-    members: tuple[Member, ...] = field(kw_only=True)
+    members: tuple[MemberEntry, ...] = field(kw_only=True)
     total: int = field(kw_only=True)
     topic: str = field(default="", kw_only=True)
     #: The answer to the client's own ``/join`` of ``room`` (the line protocol:
@@ -280,7 +285,7 @@ REPLY_TYPES: dict[str, type[Reply]] = {
 
 #: The record types a reply's lists hold, by class name (the codec reads annotations).
 RECORD_TYPES: dict[str, type] = {
-    cls.__name__: cls for cls in (Member, RoomEntry, HelpEntry, BanEntry)
+    cls.__name__: cls for cls in (MemberEntry, RoomEntry, HelpEntry, BanEntry)
 }
 
 
@@ -375,7 +380,7 @@ __all__ = [
     "Help",
     "HelpEntry",
     "HistoryMarker",
-    "Member",
+    "MemberEntry",
     "Names",
     "Reply",
     "RoomEntry",

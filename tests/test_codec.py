@@ -36,7 +36,7 @@ from chatd.events import (
 )
 from chatd.framing import sanitize, strip_colour_codes
 from chatd.protocols.jsonl import RENDERER as JSONL
-from chatd.replies import RECORD_TYPES, REPLY_TYPES, Member, Names, Reply
+from chatd.replies import RECORD_TYPES, REPLY_TYPES, MemberEntry, Names, Reply
 
 # -- strategies ----------------------------------------------------------------------------------
 
@@ -67,6 +67,8 @@ def events(draw: Any, cls: type[Event]) -> Event:
         extra["rooms"] = draw(room_tuples)
     if cls is NickChange:
         extra["old"], extra["new"] = draw(st.text(max_size=12)), draw(st.text(max_size=12))
+    if cls is PrivateMessage:
+        extra.update(to_account=draw(maybe), to_session=draw(maybe), to_away=draw(maybe))
     return cls(
         draw(st.integers(0, 2**53 - 1)),
         draw(st.floats(0, codec.TIME_LIMIT, exclude_max=True)),
@@ -352,7 +354,7 @@ def test_an_errors_code_survives_a_round_trip(data):
 
 def test_a_reply_field_is_left_out_while_it_has_its_default():
     names = Names(1, 2.0, Source("chatd", plugin="rooms"), "alice", room="#dev",
-                  members=(Member("alice"), Member("bob", "b@h", "bob", True, True)),
+                  members=(MemberEntry("alice"), MemberEntry("bob", "b@h", "bob", True, True)),
                   total=2)
     d = to_dict(names, internal=False)
     assert "topic" not in d and "greeting" not in d  # defaults: left out
@@ -384,7 +386,7 @@ class Pong(Reply):
     """A plugin's own reply kind (the test's)."""
 
     seq: int = dataclasses.field(kw_only=True)
-    peers: tuple[Member, ...] = dataclasses.field(default=(), kw_only=True)
+    peers: tuple[MemberEntry, ...] = dataclasses.field(default=(), kw_only=True)
 
     kind: ClassVar[str] = "pong"
 
@@ -393,7 +395,7 @@ def test_a_plugins_reply_kind_registers_from_its_fields_and_round_trips():
     codec.register(codec.reply_kind(Pong))
     try:
         pong = Pong(1, 2.0, Source("chatd", plugin="ping"), "alice", seq=7,
-                    peers=(Member("bob", away=True),))
+                    peers=(MemberEntry("bob", away=True),))
         assert codec.loads(codec.dumps(pong)) == pong
         assert to_dict(pong, internal=False)["peers"] == [{"nick": "bob", "away": True}]
     finally:

@@ -30,7 +30,7 @@ from chatd.replies import (
     Help,
     HelpEntry,
     HistoryMarker,
-    Member,
+    MemberEntry,
     Names,
     Reply,
     RoomEntry,
@@ -57,7 +57,8 @@ def _make(cls: type[Reply], **fields: Any) -> Any:
 
 
 def test_names_reads_as_who_always_did_with_away_marks_and_the_rest_counted():
-    members = (Member("alice"), Member("bob", away=True, operator=True), Member("carol"))
+    members = (MemberEntry("alice"), MemberEntry("bob", away=True, operator=True),
+               MemberEntry("carol"))
     assert _lines(_make(Names, room="#dev", members=members, total=5, topic="ship it")) == [
         "*** #dev has 5 members: alice, bob (away), carol, and 2 more — topic: ship it"]
     assert _lines(_make(Names, room="#dev", members=members[:1], total=1)) == [
@@ -65,9 +66,9 @@ def test_names_reads_as_who_always_did_with_away_marks_and_the_rest_counted():
 
 
 def test_the_greeting_of_a_join_reads_as_before():
-    alone = _make(Names, room="#dev", members=(Member("alice"),), total=1, greeting=True)
+    alone = _make(Names, room="#dev", members=(MemberEntry("alice"),), total=1, greeting=True)
     assert _lines(alone) == ["*** alice joined #dev", "*** you are the first in #dev"]
-    crowd = _make(Names, room="#dev", members=(Member("alice"), Member("bob")), total=4,
+    crowd = _make(Names, room="#dev", members=(MemberEntry("alice"), MemberEntry("bob")), total=4,
                   topic="ship it", greeting=True)
     assert _lines(crowd) == ["*** alice joined #dev", "*** topic of #dev: ship it",
                              "*** also in #dev: bob, and 2 more (/who)"]
@@ -132,7 +133,7 @@ def test_topic_help_history_and_bans_read_as_before():
 
 def test_a_reply_from_a_plugin_that_is_not_built_in_carries_its_marker():
     marked = Names(1, NOW, Source("chatd", plugin="who2", marker="who2"), "alice",
-                   room="#dev", members=(Member("alice"),), total=1)
+                   room="#dev", members=(MemberEntry("alice"),), total=1)
     assert _lines(marked) == ["*** [who2] #dev has 1 member: alice"]
 
 

@@ -39,6 +39,7 @@ restarts).  Everything here uses the public plugin API.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections import deque
@@ -50,6 +51,7 @@ from chatd import (
     Command,
     CommandError,
     Event,
+    Person,
     Room,
     Server,
     Setting,
@@ -60,7 +62,7 @@ from chatd import (
 )
 from chatd.chat.nicks import nick_key
 from chatd.codec import SCHEMA_VERSION, CodecError, from_dict
-from chatd.events import Join, Part, Quit
+from chatd.events import Join, Part, PrivateMessage, Quit
 from chatd.replies import HistoryMarker
 
 from .sections import Range, checked_value, section_settings
@@ -340,7 +342,7 @@ def chatd_message(client: Client, text: str, event: Event) -> None:
     kind = event.kind
     if kind in _SPOKEN and event.target.startswith("#"):
         _record(client.server, event, kind, event.target)
-    elif kind == "privmsg" and client.account is not None:
+    elif isinstance(event, PrivateMessage) and client.account is not None:
         _record_private(client, event)
 
 
@@ -350,7 +352,7 @@ def _pair(one: str, other: str) -> str:
     return f"~{first}~{second}"
 
 
-def _record_private(client: Client, event: Event) -> None:
+def _record_private(client: Client, event: PrivateMessage) -> None:
     """A private message between two identified users, if the server keeps them, under
     the two accounts' names: in memory only until it is on disk (``/history NICK``
     reads the file), so a conversation costs no memory once written."""
@@ -358,15 +360,16 @@ def _record_private(client: Client, event: Event) -> None:
     state: HistoryState | None = server.stash.get(STATE)
     if state is None or not state.stored or not state.settings["private"]:
         return
-    recipient = server.find_client(event.target)
-    if recipient is None or recipient.account is None or recipient is client:
+    # The recipient as the presence answer found it (another node's user included).
+    to_account = event.to_account
+    if to_account is None or event.to_session == client.session:
         return
     seq = state.next_seq
     state.next_seq = seq + 1
     assert client.account is not None
-    key = _pair(client.account, recipient.account)
+    key = _pair(client.account, to_account)
     source = event.source
-    record = (seq, event.time, "privmsg", client.account, recipient.account, event.text,
+    record = (seq, event.time, "privmsg", client.account, to_account, event.text,
               event.id, source.node or None, source.ident or None,
               source.host or None if state.cloaked else None, client.account)
     store = server.store
@@ -588,8 +591,19 @@ def _private_history(client: Client, state: HistoryState, words: list[str]) -> N
                            code="not_identified")
     nick = words.pop(0)
     wanted = _wanted(client, state, words)
+    # Whoever has the nick now, on any node: its account names the conversation.
+    client.server.ask_whois(client, nick, functools.partial(
+        _private_history_of, client, state, nick, wanted))
+
+
+def _private_history_of(client: Client, state: HistoryState, nick: str, wanted: int,
+                        other: Person | None) -> None:
+    """``/history NICK``, once the presence answer says who has the nick (``other``; None:
+    nobody now, and the conversation is the one with the account named ``nick``)."""
+    if client.account is None:  # it logged out while the answer came
+        raise CommandError("identify first: a private history belongs to your account",
+                           code="not_identified")
     server = client.server
-    other = server.find_client(nick)
     account = other.account if other is not None and other.account is not None else nick
     key = _pair(client.account, account)
     _private_lines(state, key)

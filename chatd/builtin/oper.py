@@ -5,8 +5,9 @@ An operator is a client that sent ``/oper PASSWORD`` with the password from
 file).  Without a password configured nobody can become an operator.
 
 Operators get ``/reload`` (re-read config.yaml and the plugins, like SIGHUP),
-``/kill NICK [reason]`` (disconnect someone; ``/kick`` puts someone out of one
-room, see *moderation*), ``/plugins`` and ``/stats``, every
+``/kill NICK [reason]`` (disconnect someone connected to this process: in a
+cluster, a user of another node is killed from that node; ``/kick`` puts
+someone out of one room, see *moderation*), ``/plugins`` and ``/stats``, every
 ``chatd_operator_notice`` (a plugin disabled by the circuit breaker, a failed
 reload) as a notice, and the powers of a room operator in every room.
 
@@ -113,6 +114,8 @@ def cmd_kill(client: Client, args: str) -> None:
     nick, _, reason = args.partition(" ")
     if not nick:
         raise UsageError()
+    # A connection of this process only (server.find_client), deliberately: /kill closes
+    # a socket, and another node's are closed by an operator connected to that node.
     target = client.server.find_client(nick)
     if target is None:
         raise CommandError(f"no such nick: {nick}", code="no_such_nick")

@@ -11,13 +11,30 @@
 
 ``/list`` and ``/whois`` answer with typed replies (:mod:`chatd.replies`:
 ``RoomList``, ``Whois``), which each protocol words its own way.
-Everything here goes through the public API (``server.room_list()``,
-``client.away``, ``chatd_message``), like any third-party plugin.
+Everything here goes through the public API (the presence questions
+``server.ask_rooms`` and ``server.ask_whois``, which see every node of a
+cluster; ``client.away``; ``chatd_message``), like any third-party plugin.  The
+away reply to a private message reads the recipient's away message from the
+event (``PrivateMessage.to_away``, filled in from the presence answer).
 """
 
 from __future__ import annotations
 
-from chatd import Client, Command, CommandError, Event, UsageError, hookimpl, plural
+import functools
+import time
+
+from chatd import (
+    Client,
+    Command,
+    CommandError,
+    Event,
+    Person,
+    RoomInfo,
+    UsageError,
+    hookimpl,
+    plural,
+)
+from chatd.events import PrivateMessage
 from chatd.replies import RoomList, Whois, room_entries
 
 from .oper import is_operator
@@ -30,8 +47,12 @@ def cmd_list(client: Client, args: str) -> None:
     word = args.split()[0] if args else "1"
     if not word.isdigit() or int(word) < 1:
         raise UsageError(f"not a page number: {word}")
-    page = int(word)
-    rooms = client.server.room_list()
+    client.server.ask_rooms(client, functools.partial(_list_answer, client, int(word)))
+
+
+def _list_answer(client: Client, page: int, rooms: list[RoomInfo]) -> None:
+    """A page of ``/list``: every room on any node, in name order."""
+    rooms = sorted(rooms, key=lambda room: room.name.lower())
     pages = max(1, -(-len(rooms) // PAGE))
     if page > pages:
         verb = "is" if pages == 1 else "are"
@@ -45,14 +66,21 @@ def cmd_whois(client: Client, args: str) -> None:
     nick = args.split()[0] if args else ""
     if not nick:
         raise UsageError()
-    target = client.server.find_client(nick)
-    if target is None:
+    client.server.ask_whois(client, nick, functools.partial(_whois_answer, client, nick))
+
+
+def _whois_answer(client: Client, nick: str, person: Person | None) -> None:
+    """``/whois``: whoever has the nick, on any node (the address for operators only)."""
+    if person is None:
         raise CommandError(f"no such nick: {nick}", code="no_such_nick")
+    # Seconds idle, from the wall-clock time of its last line; rounded to the
+    # millisecond first, so 5 s idle read back through a float is 5, not 4.
+    idle = int(round(max(0.0, time.time() - person.idle_since), 3))
     client.reply(
-        Whois, nick=target.nick, userhost=target.user, connected_to=target.source.node,
-        rooms=tuple(room.name for room in target.rooms), connected_at=target.connected_at,
-        idle=int(target.idle_seconds), identified_as=target.account, away=target.away,
-        address=target.address if is_operator(client) else None,
+        Whois, nick=person.nick, userhost=person.user, connected_to=person.node,
+        rooms=person.rooms, connected_at=person.connected_at, idle=idle,
+        identified_as=person.account, away=person.away,
+        address=person.address if is_operator(client) else None,
     )
 
 
@@ -69,12 +97,12 @@ def cmd_away(client: Client, args: str) -> None:
 
 @hookimpl
 def chatd_message(client: Client, event: Event) -> None:
-    if event.kind != "privmsg":
-        return
-    target = client.server.find_client(event.target)
-    if target is not None and target is not client and target.away is not None:
+    # The recipient's away message, as the presence answer that found it said (on
+    # any node): carried by the event, no lookup here.
+    if (isinstance(event, PrivateMessage) and event.to_away is not None
+            and event.to_session != client.session):
         # After the message itself is delivered (this hook runs just before).
-        client.server.call_soon(client.notice, f"{target.nick} is away: {target.away}")
+        client.server.call_soon(client.notice, f"{event.target} is away: {event.to_away}")
 
 
 @hookimpl

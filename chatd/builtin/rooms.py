@@ -19,17 +19,25 @@ Joins, parts, quits and nick changes are events the server itself delivers to
 the rooms concerned (each member told once); this plugin answers its own
 commands with typed replies (:mod:`chatd.replies`: ``Names`` for ``/who`` and
 the greeting of a ``/join``, ``RoomList`` for ``/rooms``, ``RoomTopic``), which
-each protocol words its own way.
+each protocol words its own way.  ``/who``, ``/rooms`` and the greeting ask the
+delivery backend (``server.ask_members``, ``server.ask_rooms``), so in a cluster
+they show every node; the answer may come a little later, and the client's next
+requests wait for it.  A room only another node has shows no topic or operator
+marks here (this process keeps those of its own rooms).
 """
 
 from __future__ import annotations
+
+import functools
 
 from chatd import (
     Client,
     Command,
     CommandError,
+    Member,
     Room,
     RoomError,
+    RoomInfo,
     Server,
     UsageError,
     fill,
@@ -101,8 +109,20 @@ def cmd_join(client: Client, args: str) -> None:
         _switch(client, room)
         return
     room = client.server.join(client, name, quiet=True)
-    # The greeting (a Names reply): the first WHO_SHOWN others and the joiner itself.
-    everyone = client.server.names(room)
+    # The greeting lists the room's members on every node: asked, so it may come a
+    # little later (the client's next requests wait for it); with no answer in time,
+    # the members of this process are the best it can say (it did join).
+    server = client.server
+    server.ask_members(client, room.name, functools.partial(_greet, client, room),
+                       expired=lambda: _greet(client, room, None))
+
+
+def _greet(client: Client, room: Room, members: list[Member] | None) -> None:
+    """The greeting of a ``/join`` (a ``Names`` reply): the first WHO_SHOWN others and the
+    joiner itself; ``members`` None: this process's (the backend did not answer)."""
+    server = client.server
+    everyone = server.names(room) if members is None else server.member_entries(room.name,
+                                                                                members)
     others = [member for member in everyone if member.nick != client.nick][:WHO_SHOWN]
     shown = {member.nick for member in others} | {client.nick}
     client.reply(Names, room=room.name, topic=room.topic, total=len(everyone), greeting=True,
@@ -143,7 +163,12 @@ def cmd_part(client: Client, args: str) -> None:
 
 
 def cmd_rooms(client: Client, args: str) -> None:
-    rooms = client.server.room_list()
+    client.server.ask_rooms(client, functools.partial(_rooms_answer, client))
+
+
+def _rooms_answer(client: Client, rooms: list[RoomInfo]) -> None:
+    """``/rooms``: every room on any node, bounded (yours, then others, in name order)."""
+    rooms = sorted(rooms, key=lambda room: room.name.lower())
     mine = {room.name.lower() for room in client.rooms}
     # Bounded, so the reply is short however many rooms exist: yours, then others.
     shown = [r for r in rooms if r.name.lower() in mine]
@@ -153,10 +178,26 @@ def cmd_rooms(client: Client, args: str) -> None:
 
 
 def cmd_who(client: Client, args: str) -> None:
-    room = _room_arg(client, args)
-    everyone = client.server.names(room)
-    client.reply(Names, room=room.name, members=tuple(everyone[:WHO_SHOWN]),
-                 total=len(everyone), topic=room.topic)
+    if args:
+        name = args.split()[0]
+        room = client.server.rooms.get(name)
+        name = room.name if room is not None else name
+    elif client.room is None:
+        raise CommandError("you are not in a room", code="not_in_room")
+    else:
+        name = client.room.name
+    client.server.ask_members(client, name, functools.partial(_who_answer, client, name))
+
+
+def _who_answer(client: Client, name: str, members: list[Member]) -> None:
+    """``/who``: the members of the room named ``name`` on every node, marked."""
+    server = client.server
+    room = server.rooms.get(name)  # this process's, for its topic and operators
+    if not members and room is None:
+        raise CommandError(f"no such room: {name}", code="no_such_room")
+    everyone = server.member_entries(name, members)
+    client.reply(Names, room=name, members=tuple(everyone[:WHO_SHOWN]),
+                 total=len(everyone), topic=room.topic if room is not None else "")
 
 
 def cmd_topic(client: Client, args: str) -> None:

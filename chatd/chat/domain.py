@@ -380,7 +380,9 @@ class ChatDomain:
                          sent: list[Event | None], target: Person | None) -> None:
         if target is None:
             raise CommandError(f"no such nick: {nick}", code="no_such_nick")
-        event = self.new_event(PrivateMessage, client.source, target.nick, text)
+        event = self.new_event(PrivateMessage, client.source, target.nick, text,
+                               to_account=target.account, to_session=target.session,
+                               to_away=target.away)
         event = self._accept(client, event)
         if event is None:
             return

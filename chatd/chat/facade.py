@@ -13,9 +13,9 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..delivery import LocalBackend, nick_key
+from ..delivery import LocalBackend, member, nick_key
 from ..events import Event
-from ..replies import Member
+from ..replies import MemberEntry
 from ..stash import Stash
 from .tables import PluginStore
 
@@ -145,32 +145,38 @@ class Server:
     # tag, a CommandError it raises told to ``client`` as ``! text``.  Meanwhile
     # ``client``'s later lines and commands wait, in order (nobody else's).  With no
     # answer within ``limits.presence_timeout_seconds`` the client is told "the
-    # server did not answer in time; try again" and ``then`` never runs; nor does it
-    # if the client disconnects meanwhile.  ``client`` None: a question of the
+    # server did not answer in time; try again" and ``then`` never runs (``expired()``
+    # runs instead, as the client's, if given: the best a command can say without the
+    # answer); neither runs if the client disconnects meanwhile.  ``client`` None: a question of the
     # server's own (a timer's): nobody waits or is told.
 
     def ask_whois(self, client: Client | None, nick: str,
-                  then: Callable[[Person | None], Any]) -> None:
+                  then: Callable[[Person | None], Any],
+                  expired: Callable[[], Any] | None = None) -> None:
         """``then(person)`` for whoever has ``nick`` (any case, or a look-alike) on any
         node, or ``then(None)``.  A :class:`chatd.Person` is plain data (nick,
         session, node, user, account, away, connected_at, idle_since, rooms, address:
         show the address to operators only); :meth:`client_of` gives the local client
         to act on."""
         self._domain.ask(client, functools.partial(self._domain.backend.find_nick, nick),
-                         then)
+                         then, expired)
 
     def ask_members(self, client: Client | None, room: str,
-                    then: Callable[[list[Member]], Any]) -> None:
+                    then: Callable[[list[Member]], Any],
+                    expired: Callable[[], Any] | None = None) -> None:
         """``then(members)``: everyone in the room named ``room`` on any node, as
-        :class:`chatd.Member` (nick, session, away flag, account), in no
-        particular order; ``[]`` for a room nobody is in."""
-        self._domain.ask(client, functools.partial(self._domain.backend.members, room), then)
+        :class:`chatd.Member` (nick, session, user, account, away flag), in no
+        particular order; ``[]`` for a room nobody is in.  :meth:`member_entries`
+        makes them a reply's list (``/who``)."""
+        self._domain.ask(client, functools.partial(self._domain.backend.members, room), then,
+                         expired)
 
-    def ask_rooms(self, client: Client | None,
-                  then: Callable[[list[RoomInfo]], Any]) -> None:
+    def ask_rooms(self, client: Client | None, then: Callable[[list[RoomInfo]], Any],
+                  expired: Callable[[], Any] | None = None) -> None:
         """``then(rooms)``: every room on any node, as :class:`chatd.RoomInfo`
-        (name, member count, topic), in no particular order."""
-        self._domain.ask(client, self._domain.backend.room_list, then)
+        (name, member count, topic), in no particular order (a listing sorts them:
+        ``sorted(rooms, key=lambda r: r.name.lower())``, the order of :attr:`rooms`)."""
+        self._domain.ask(client, self._domain.backend.room_list, then, expired)
 
     def client_of(self, person: Person | Member) -> Client | None:
         """The client of this process that ``person`` (a presence answer) is, or None if
@@ -198,18 +204,27 @@ class Server:
         """The nicks in ``room`` *on this process* (:meth:`ask_members` asks the cluster)."""
         return [member.nick for member in room.members]
 
-    def names(self, room: Room) -> list[Member]:
-        """The members of ``room`` in name order, each with its marks: ``userhost``, its
-        account, away, and whether it is one of the room's operators (by account, from
-        ``room.operators``): what ``/who`` and the greeting of a ``/join`` list."""
-        operators = room.operators
-        members = [
-            Member(client.nick, client.user, client.account, client.away is not None,
-                   client.account is not None and nick_key(client.account) in operators)
-            for client in room.members
+    def names(self, room: Room) -> list[MemberEntry]:
+        """The members of ``room`` *on this process*, as :meth:`member_entries` lists
+        them (:meth:`ask_members` asks the cluster: what ``/who`` does)."""
+        return self.member_entries(room.name, [member(client) for client in room.members])
+
+    def member_entries(self, room: str, members: Iterable[Member]) -> list[MemberEntry]:
+        """``members`` (a presence answer, :meth:`ask_members`) as a reply lists them
+        (:class:`chatd.replies.MemberEntry`): in name order, each with its marks
+        (``userhost``, ``account``, ``away``) and ``operator`` if its account is one
+        of the operators of the room named ``room`` (``room.operators``; none for a
+        room this process does not have).  What ``/who`` and a ``/join``'s greeting
+        list."""
+        place = self._domain.rooms.get(room)
+        operators = place.operators if place is not None else ()
+        entries = [
+            MemberEntry(m.nick, m.user, m.account, m.away,
+                        m.account is not None and nick_key(m.account) in operators)
+            for m in members
         ]
-        members.sort(key=lambda member: member.nick.lower())
-        return members
+        entries.sort(key=lambda entry: entry.nick.lower())
+        return entries
 
     def set_room_operators(self, room: Room, accounts: Iterable[str]) -> None:
         """Say who the operators of ``room`` are, by account (registered nicks; any

@@ -5,7 +5,9 @@ identified as its owner gets ``grace_seconds`` to ``/identify`` (:func:`enforce`
 on every nick change and identification), cannot speak meanwhile (messages,
 actions, private messages, topics, reasons, and what a plugin's command posts
 for them), is not sent private messages (they were meant for the owner), and
-is renamed ``guest-N`` when the grace ends.
+is renamed ``guest-N`` when the grace ends.  A private message's recipient is
+the one the presence answer found (``PrivateMessage.to_session``/``to_account``),
+on this node or another.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 
 from chatd import Client, Reject, StashKey, StoreUnavailable, Timer, hookimpl
 from chatd.chat.nicks import nick_key
-from chatd.events import Event
+from chatd.events import Event, PrivateMessage
 
 from .state import state_of
 from .store import identified_as, owner_of
@@ -110,11 +112,28 @@ def chatd_filter_message(client: Client, event: Event) -> None:
     refusal = _silenced(client)
     if refusal is not None:
         raise Reject(refusal, code="nick_registered")
-    if event.kind == "privmsg":
-        target = client.server.find_client(event.target)
-        if target is not None and target is not client and GRACE in target.stash:
-            raise Reject(f"{target.nick} is held by someone who has not identified for it, "
-                         "not by its owner; not sent", code="nick_registered")
+    if (isinstance(event, PrivateMessage) and event.to_session != client.session
+            and _held_unidentified(client, event)):
+        raise Reject(f"{event.target} is held by someone who has not identified for it, "
+                     "not by its owner; not sent", code="nick_registered")
+
+
+def _held_unidentified(client: Client, event: PrivateMessage) -> bool:
+    """Whether the recipient of ``event`` holds a registered name it has not identified
+    for.  The event says who it is, as presence found it (another node's user
+    included): a client of this process is in its grace (:func:`enforce` keeps it);
+    one of another node is judged by the same rule, from the accounts and the
+    account the event names (a store that cannot answer: not enforced, as there)."""
+    server = client.server
+    target = server.find_client(event.target)
+    if target is not None and target.session == event.to_session:
+        return GRACE in target.stash
+    try:
+        owner = owner_of(server, event.target)
+    except StoreUnavailable:
+        return False
+    return owner is not None and (event.to_account is None
+                                  or nick_key(event.to_account) != nick_key(owner[0]))
 
 
 @hookimpl

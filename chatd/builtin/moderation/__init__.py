@@ -13,7 +13,8 @@
   ``/roomset [#room]`` the room's founder, operators and settings.
 * **WHO** is a nick or a mask ``nick!account@address`` with ``*`` and ``?``
   (``*!*@203.0.113.*``, ``*!alice@*``; see :mod:`chatd.builtin.masks`).  A nick
-  stands for the person: someone connected by their address and, if
+  stands for the person: someone connected (to any node: found with the
+  presence question ``server.ask_whois``) by their address and, if
   identified, their account too; a registered nick nobody uses by the nick
   and its account; any other nick by the nick.  ``/unban NICK`` lifts all of
   what ``/ban NICK`` set.  Nicks and accounts in masks match look-alikes

@@ -73,11 +73,13 @@ _SETTINGS = {"topic-lock": "topic_lock", "invite-only": "invite_only"}
 @dataclass
 class Who:
     """What a command's WHO argument stands for: the masks, the nick they were set for
-    ("" for a mask given as such) and the client of that nick, if connected."""
+    ("" for a mask given as such), the client of that nick if connected to this
+    process, and the account of whoever has the nick (on any node) if identified."""
 
     masks: list[str]
     target: str = ""
     client: Client | None = None
+    account: str | None = None
 
 
 def _as_mask(who: str) -> str:
@@ -91,16 +93,20 @@ def _as_mask(who: str) -> str:
         raise CommandError(str(exc), code="bad_argument") from None
 
 
-def _who(server: Server, who: str) -> Who:
-    """What WHO stands for (see the module docstring)."""
-    if "!" in who or "@" in who:
+def _is_mask(who: str) -> bool:
+    return "!" in who or "@" in who
+
+
+def _who(server: Server, who: str, person: Person | None) -> Who:
+    """What WHO stands for (see the module docstring); ``person``: whoever has the nick
+    ``who`` now, on any node (the presence answer of ``server.ask_whois``), if anyone."""
+    if _is_mask(who):
         return Who([_as_mask(who)])
-    target = server.find_client(who)
-    if target is not None:
-        masks = [f"*!*@{target.address}"]
-        if target.account is not None:
-            masks.insert(0, f"*!{nick_key(target.account)}@*")
-        return Who(masks, target.nick, target)
+    if person is not None:
+        masks = [f"*!*@{person.address}"]
+        if person.account is not None:
+            masks.insert(0, f"*!{nick_key(person.account)}@*")
+        return Who(masks, person.nick, server.client_of(person), person.account)
     if nick_problem(who) is not None and not who.lower().startswith("guest-"):
         raise CommandError(f"not a nick or a mask: {who}", code="bad_argument")
     masks = [_as_mask(f"{who}!*@*")]
@@ -335,10 +341,11 @@ def _spare_operators(server: Server, rules: RoomRules, who: Who, noun: str) -> l
     operator is connected from that address too: the ban is by nick and account
     then, and the caller says so.
     """
-    if who.client is not None:
-        role = role_of(who.client, rules)
-        if role is not None:
-            raise _operators_are_not(who.client.nick, role, rules, noun)
+    # A client of this process, by its roles; one of another node, by its account.
+    role = role_of(who.client, rules) if who.client is not None else account_role(
+        nick_key(who.account) if who.account is not None else None, rules)
+    if role is not None:
+        raise _operators_are_not(who.target, role, rules, noun)
     operators = [c for c in server.clients.values()
                  if c is not who.client and role_of(c, rules) is not None]
     kept: list[str] = []
@@ -365,8 +372,19 @@ def _set_entry(client: Client, args: str, kind: str) -> None:
     name, room, rules = _moderated_room(client, words)
     if not words:
         raise UsageError()
+    arg = words.pop(0)
+    found = functools.partial(_set_entry_for, client, kind, name, room, rules, words, arg)
+    if _is_mask(arg):
+        found(None)
+    else:  # a nick: whoever has it now, on any node, stands for its address and account
+        client.server.ask_whois(client, arg, found)
+
+
+def _set_entry_for(client: Client, kind: str, name: str, room: Room | None, rules: RoomRules,
+                   words: list[str], arg: str, person: Person | None) -> None:
+    """/ban and /mute, once it is known who has the nick (``person``) if one was named."""
     server = client.server
-    who = _who(server, words.pop(0))
+    who = _who(server, arg, person)
     seconds = _duration(words)
     reason = _reason(words)
     noun = "banned" if kind == "ban" else "muted"
@@ -383,7 +401,7 @@ def _set_entry(client: Client, args: str, kind: str) -> None:
         entries[entry.parsed.key] = entry
         save_entry(server, rules, kind, entry, entry.parsed.key)
     why = f": {reason}" if reason else ""
-    subject = who.client.nick if who.client is not None else who.target or masks[0]
+    subject = who.target or masks[0]
     _announce(client, room, f"{client.nick} {noun} {subject} in {name}{_how_long(seconds)}{why}")
     left_out = masks != who.masks
     if who.target and (left_out or masks != [f"{who.target}!*@*"]):
@@ -406,17 +424,34 @@ def _lift_entry(client: Client, args: str, kind: str) -> None:
     name, room, rules = _moderated_room(client, words)
     if len(words) != 1:
         raise UsageError()
-    server = client.server
     entries = rules.entries(kind)
     arg = words[0]
-    if "!" in arg or "@" in arg:
+    if _is_mask(arg):
         subject = _as_mask(arg)
         keys = [subject.lower()] if subject.lower() in entries else []
     else:
         subject = arg
         keys = [k for k, e in entries.items() if e.target and same_name(e.target, arg)]
-        if not keys:
-            keys = [text.lower() for text in _who(server, arg).masks if text.lower() in entries]
+        if not keys:  # the masks /ban NICK would set now: who has it, on any node?
+            client.server.ask_whois(client, arg, functools.partial(
+                _lift_masks_of, client, kind, name, room, rules, arg))
+            return
+    _lift(client, kind, name, room, rules, subject, keys)
+
+
+def _lift_masks_of(client: Client, kind: str, name: str, room: Room | None,
+                   rules: RoomRules, arg: str, person: Person | None) -> None:
+    """/unban NICK with no entry set for the nick: lift the masks it stands for now."""
+    entries = rules.entries(kind)
+    keys = [text.lower() for text in _who(client.server, arg, person).masks
+            if text.lower() in entries]
+    _lift(client, kind, name, room, rules, arg, keys)
+
+
+def _lift(client: Client, kind: str, name: str, room: Room | None, rules: RoomRules,
+          subject: str, keys: list[str]) -> None:
+    server = client.server
+    entries = rules.entries(kind)
     if not keys:
         listed = "bans" if kind == "ban" else "mutes"
         raise CommandError(f"no such {kind} in {name}: {subject} (/bans lists its {listed})",

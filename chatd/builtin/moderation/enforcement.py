@@ -160,9 +160,12 @@ def chatd_check_speak(client: Client, room: Room) -> Reject | None:
 
 
 def put_out(server: Server, room: Room, target: Client, reason: str) -> None:
-    """Take ``target`` out of ``room``; a client left in no room goes to the default room."""
+    """Take ``target`` out of ``room``.  A client left in no room goes to the default room
+    if its protocol keeps it in one (``client.keeps_a_room``: the line protocol's
+    person at ``nc``); a jsonl program may be in none, and stays so."""
     server.part(target, room, reason)
-    if not target.rooms and room_key(room.name) != room_key(server.default_room):
+    if (not target.rooms and target.keeps_a_room
+            and room_key(room.name) != room_key(server.default_room)):
         with contextlib.suppress(CommandError):  # banned from it too: in no room, then
             server.join(target, server.default_room)
     if not target.rooms:
