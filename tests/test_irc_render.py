@@ -108,7 +108,9 @@ def test_the_numeric_agrees_with_the_codes_irc_annotation():
 # -- every kind, any content, every capability ------------------------------------------------
 
 hostile_text = st.text(
-    st.characters(codec="utf-8") | st.sampled_from("\r\n\0 :\x01\x02\x03@!#,;\\é语😀"),
+    st.characters(codec="utf-8")
+    | st.sampled_from(["\r", "\n", "\0", " ", ":", "\x01", "\x03", "@", "!", "#", ";", "\\",
+                       "é", "语", "😀", "\ud800", "\udcff"]),  # lone surrogates: a remote node's
     max_size=60,
 )
 hostile_sources = st.builds(
@@ -167,6 +169,23 @@ def test_a_forged_line_in_a_nick_or_text_stays_inside_its_message():
     assert [m.command for m in found] == ["PRIVMSG", "PRIVMSG"]  # the two lines of the text
     assert found[0].source == "x!a_b@_h" and found[0].params == ("#dev", "hi")
     assert found[1].params == ("#dev", "PRIVMSG #dev :forged")  # text, from the same source
+
+
+def test_another_nodes_overlong_fields_still_fit_the_body():
+    """Fields far beyond chatd's own limits (another node's) are clipped so that every
+    message fits 512 bytes with room for text; the text itself is still split, not cut."""
+    huge = Source("n" * 600, 5, node="n9", ident="i" * 600, host="h" * 600, account="a" * 600)
+    room = "#" + "r" * 600
+    text = "t" * 2000
+    for event in (Message(1, T, huge, room, text), Topic(2, T, huge, room, text),
+                  Part(3, T, huge, room, text), Quit(4, T, huge, "", text),
+                  Join(5, T, huge, room, ""), Notice(6, T, SERVER, room, text)):
+        for renderer in (PLAIN, FULL):
+            found = lines_of(renderer.render(event))
+            if event.__class__ in (Message, Notice):
+                assert "".join(m.params[-1] for m in found) == text
+            if event.__class__ in (Topic, Part, Quit):
+                assert found[0].params[-1].endswith("…")  # said, not silent
 
 
 # -- long text ------------------------------------------------------------------------------------
