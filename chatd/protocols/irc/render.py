@@ -339,7 +339,7 @@ class IrcRenderer(Renderer):
         return self._said(event, "PRIVMSG", event.target, "", action=True)
 
     def _notice(self, event: Event) -> list[Line]:
-        marker = f"[{event.source.marker}] " if event.source.marker else ""
+        marker = f"[{word(event.source.marker)}] " if event.source.marker else ""
         return self._said(event, "NOTICE", event.target or "*", "", marker=marker)
 
     def _join(self, event: Event) -> list[Line]:
@@ -395,7 +395,7 @@ class IrcRenderer(Renderer):
         numeric = n.numeric_for(event.code)
         text = inline(event.text)
         if event.source.marker:
-            text = f"[{event.source.marker}] {text}"
+            text = f"[{word(event.source.marker)}] {text}"
         if numeric == n.ERR_CHANOPRIVSNEEDED and event.code == "not_operator" \
                 and _ROOM_IN_TEXT.search(text) is None:
             numeric = n.ERR_NOPRIVILEGES
