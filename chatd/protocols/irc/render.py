@@ -55,6 +55,7 @@ client's idea of the room now).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import time
@@ -182,6 +183,18 @@ def split_text(text: str, room: int) -> list[str]:
     return pieces
 
 
+@functools.lru_cache(maxsize=4096)
+def client_prefix(nick: str, ident: str, host: str) -> str:
+    """``nick!ident@host`` with each part made writable (``nick`` alone when the source
+    has neither, a replayed line of long ago).  Cached: a room's talkers are few, and
+    their prefixes are asked for on every line they say."""
+    shown = word(nick, NICK_MAX, "!@")
+    if not ident and not host:
+        return shown
+    return (f"{shown}!{word(ident or shown, IDENT_MAX, '!@')}"
+            f"@{word(host, HOST_MAX, '!@') if host else '*'}")
+
+
 def _room_bytes(*fields: str) -> int:
     """Bytes the body has left for a trailing text after ``fields`` (the source with its
     ``:``, the command, the middle parameters, the trailing ``:``, spaces, CRLF)."""
@@ -306,12 +319,7 @@ class IrcRenderer(Renderer):
         source = event.source
         if source.is_server:
             return self.server_name
-        shown = word(source.nick if nick is None else nick, NICK_MAX, "!@")
-        ident, host = source.ident, source.host
-        if not ident and not host:
-            return shown
-        return (f"{shown}!{word(ident or shown, IDENT_MAX, '!@')}"
-                f"@{word(host, HOST_MAX, '!@') if host else '*'}")
+        return client_prefix(source.nick if nick is None else nick, source.ident, source.host)
 
     # -- chat --------------------------------------------------------------------------------
 
