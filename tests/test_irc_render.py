@@ -466,3 +466,65 @@ def test_the_fanout_renders_once_per_capability_set(monkeypatch):
     assert {m.link.transport.data for m in members[:3]} == {members[0].link.transport.data}
     assert only(members[3].link.transport.data).tags["account"] == "bob"
     assert "account" not in only(members[0].link.transport.data).tags
+
+
+# -- through the real chat domain and delivery -----------------------------------------------
+
+
+def _irc_peer(chat: Any, caps: frozenset[str], nick: str) -> Any:
+    """A client whose input is the line protocol's (``/join``...) and whose output is this
+    renderer's, made the way ``InProcessChat.connect`` makes one: the domain and the
+    delivery backend drive the renderer exactly as they will drive an IRC listener's."""
+    from chatd.protocols import ProtocolLimits
+    from chatd.protocols.line import LineProtocol
+    from chatd.requests import SessionRequest
+    from chatd.testing.inprocess import MemoryTransport, Peer
+
+    class Rendered(LineProtocol):
+        renderer = renderer_for(caps, "irc.example")
+
+    transport = MemoryTransport(("127.0.0.1", 40000 + len(chat.peers)))
+    proto = Rendered(transport, ProtocolLimits())  # type: ignore[arg-type]
+    proto.session = chat.domain.connect(proto, SessionRequest(nick=nick, user=nick))
+    peer = Peer(chat, proto, transport)
+    chat.peers.append(peer)
+    chat.tick()
+    return peer
+
+
+def test_a_session_through_the_domain_is_strict_irc_from_first_byte_to_last():
+    from chatd.testing import InProcessChat
+
+    with InProcessChat() as chat:
+        alice = _irc_peer(chat, frozenset(), "alice")
+        carol = _irc_peer(chat, ALL_CAPS, "carol")
+        bob = chat.connect("line")
+        for line in ("/join #dev", "/topic #dev hello\r there", "/topic #dev", "/whois carol",
+                     "/who", "/msg nobody hi", "/rooms", "/help", "/names #dev"):
+            alice.send(line)
+            chat.tick()
+        carol.send("/join #dev")
+        bob.send("/join #dev")
+        bob.send("hi all " + "语" * 300)
+        bob.send("/me waves")
+        bob.send("/nick bobby")
+        bob.send("/msg alice psst")
+        alice.send("/msg bobby back")
+        carol.send("/part #dev see you")
+        bob.send("/quit bye")
+        chat.tick()
+        for peer in (alice, carol):
+            found = lines_of(bytes(peer.transport.output))
+            assert all(m.source for m in found)
+        commands = [m.command for m in lines_of(bytes(alice.transport.output))]
+        for expected in ("JOIN", "332", "353", "366", "TOPIC", "311", "318", "401", "321",
+                         "323", "704", "706", "PRIVMSG", "NICK", "PART", "QUIT"):
+            assert expected in commands, expected
+        said = [m for m in lines_of(bytes(alice.transport.output))
+                if m.command == "PRIVMSG" and m.params[0] == "#dev"]
+        assert "".join(m.params[1] for m in said[:-1]) == "hi all " + "语" * 300
+        assert said[-1].params[1] == "\x01ACTION waves\x01"
+        private = [m.params for m in lines_of(bytes(alice.transport.output))
+                   if m.command == "PRIVMSG" and m.params[0] == "alice"]
+        assert private == [("alice", "psst")]  # its own "back" not echoed without the cap
+        assert all("time" in m.tags for m in lines_of(bytes(carol.transport.output)))
