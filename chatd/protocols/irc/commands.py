@@ -458,7 +458,7 @@ def _service(state: State, service: str, text: str) -> list[Item]:
     verb, _, args = text.strip().partition(" ")
     name = verb.lower()
     if not name or not all((c.isalnum() and c.isascii()) or c in "-_" for c in name):
-        return [_notice(state, f"{service}: not a command: {_echo(verb)[:20]} "
+        return [_notice(state, f"{service}: not a command: {sanitize(verb)[:20]} "
                                "(HELP lists chatd's commands)")]
     args = args.strip()
     if name == "register" and len(args.split()) > 1 and not args.startswith("#"):
