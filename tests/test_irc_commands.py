@@ -409,3 +409,41 @@ def test_an_echoed_word_is_bounded_so_the_answer_fits_512_bytes():
 ])
 def test_odd_lines_give_answers_that_parse(line):
     _run(line)  # no exception, every answer strict and within 512 bytes
+
+
+# -- the built-in command the mapping added: /partall (IRC's JOIN 0) ------------------------------
+
+
+@pytest.fixture
+def chat():
+    from chatd.testing import InProcessChat
+
+    with InProcessChat() as chat:
+        yield chat
+
+
+def test_partall_leaves_every_room_with_the_reason_over_jsonl(chat):
+    bot, bob = chat.connect("jsonl"), chat.connect("jsonl")
+    for peer in (bot, bob):
+        peer.send_json(cmd="join", room="#dev")
+    bot.objects(), bob.objects()
+    bot.send_json(cmd="partall", args="home time")
+    parts = [o for o in bob.objects() if o["type"] == "part"]
+    assert sorted((o["room"], o["text"]) for o in parts) == [("#dev", "home time"),
+                                                             ("#lobby", "home time")]
+    mine = [o for o in bot.objects() if o["type"] == "part"]
+    assert sorted(o["room"] for o in mine) == ["#dev", "#lobby"]
+    bot.send_json(cmd="partall")
+    [error] = bot.objects()
+    assert error["type"] == "error" and error["code"] == "not_in_room"
+
+
+def test_partall_is_refused_where_a_room_is_kept_the_line_protocol(chat):
+    alice, bob = chat.connect(), chat.connect()
+    alice.send("/join #dev")
+    alice.lines(), bob.lines()
+    alice.send("/partall")
+    [line] = alice.lines()
+    assert line.startswith("! ") and "keep one room" in line
+    bob.send("/who")
+    assert any(alice.nick in line for line in bob.lines())  # still in #lobby

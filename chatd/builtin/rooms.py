@@ -162,6 +162,18 @@ def cmd_part(client: Client, args: str) -> None:
         client.notice(f"you are now talking in {client.room.name}")
 
 
+def cmd_partall(client: Client, args: str) -> None:
+    """``/partall [reason]``: leave every room (IRC's ``JOIN 0``); on a protocol that
+    keeps a room (the line protocol) that cannot be, and nothing is left."""
+    if not client.rooms:
+        raise CommandError("you are not in a room", code="not_in_room")
+    if client.keeps_a_room:
+        raise CommandError("you keep one room at least; /part the others one by one",
+                           code="last_room")
+    for room in list(client.rooms):
+        client.server.part(client, room, args.strip())
+
+
 def cmd_rooms(client: Client, args: str) -> None:
     client.server.ask_rooms(client, functools.partial(_rooms_answer, client))
 
@@ -235,6 +247,11 @@ def chatd_commands() -> list[Command]:
             "part", cmd_part, "/part [#room] [reason]", "leave a room (default: the current one)",
             "You stay in your other rooms; the most recently joined one becomes current.\n"
             "Your last room cannot be left.",
+        ),
+        Command(
+            "partall", cmd_partall, "/partall [reason]", "leave every room you are in",
+            "IRC's JOIN 0. Not on a connection that always keeps a room (the line\n"
+            "protocol's): there, /part the rooms one by one.",
         ),
         Command(
             "rooms", cmd_rooms, "/rooms", "list the rooms and how many are in each",
