@@ -177,6 +177,9 @@ class Names(Reply):
     #: The answer to the client's own ``/join`` of ``room`` (the line protocol:
     #: ``alice joined #dev``, the topic, ``also in #dev: ...``).
     greeting: bool = field(default=False, kw_only=True)
+    #: The answer to ``/who`` rather than ``/names`` (the same members; IRC words
+    #: them differently: WHO's 352/315, NAMES' 353/366).
+    who: bool = field(default=False, kw_only=True)
 
     kind: ClassVar[str] = "names"
 

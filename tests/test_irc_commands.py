@@ -447,3 +447,15 @@ def test_partall_is_refused_where_a_room_is_kept_the_line_protocol(chat):
     assert line.startswith("! ") and "keep one room" in line
     bob.send("/who")
     assert any(alice.nick in line for line in bob.lines())  # still in #lobby
+
+
+def test_who_and_names_answer_the_same_members_marked_with_the_command_over_jsonl(chat):
+    # IRC words them differently (WHO: 352/315, NAMES: 353/366): the reply says which.
+    bot = chat.connect("jsonl")
+    bot.objects()
+    bot.send_json(cmd="who", room="#lobby")
+    bot.send_json(cmd="names", args="#lobby")
+    who, names = bot.objects()
+    assert who["type"] == names["type"] == "names"
+    assert who["who"] is True and "who" not in names
+    assert who["members"] == names["members"]
