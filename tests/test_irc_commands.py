@@ -459,3 +459,35 @@ def test_who_and_names_answer_the_same_members_marked_with_the_command_over_json
     assert who["type"] == names["type"] == "names"
     assert who["who"] is True and "who" not in names
     assert who["members"] == names["members"]
+
+
+# -- the built-in commands the mapping added: /ison and /userhost (IRC's ISON, USERHOST) ---------
+
+
+def test_ison_names_the_nicks_online_in_the_order_asked_over_jsonl(chat):
+    bot, bob = chat.connect("jsonl"), chat.connect()
+    bob.send("/away lunch")
+    bot.objects()
+    bot.send_json(cmd="ison", args=f"nobody {bob.nick.upper()} {bot.nick}")
+    [online] = bot.objects()
+    assert online["type"] == "online" and online["command"] == "ison"
+    assert online["asked"] == ["nobody", bob.nick.upper(), bot.nick]
+    assert [(o["nick"], o.get("away", False)) for o in online["online"]] == [
+        (bob.nick, True), (bot.nick, False)]
+    assert online["online"][0]["userhost"].startswith(bob.nick + "@")
+
+
+def test_userhost_and_ison_over_the_line_protocol_and_their_limits(chat):
+    alice, bob = chat.connect(), chat.connect()
+    alice.lines()
+    alice.send(f"/userhost {bob.nick} nobody")
+    [line] = alice.lines()
+    assert line.startswith(f"*** {bob.nick} is {bob.nick}@") and "(away)" not in line
+    alice.send("/ison nobody")
+    assert alice.lines() == ["*** not online: nobody"]
+    alice.send("/userhost a b c d e f")
+    assert alice.lines() == ["! at most 5 nicks; usage: /userhost NICK..."]
+    alice.send("/ison")
+    assert alice.lines() == ["! usage: /ison NICK..."]
+    alice.send("/ison " + " ".join(f"n{i}" for i in range(33)))
+    assert alice.lines()[0].startswith("! at most 32 nicks")
