@@ -7,6 +7,7 @@ IRC's 512 bytes (``_run``)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import pytest
@@ -491,3 +492,20 @@ def test_userhost_and_ison_over_the_line_protocol_and_their_limits(chat):
     assert alice.lines() == ["! usage: /ison NICK..."]
     alice.send("/ison " + " ".join(f"n{i}" for i in range(33)))
     assert alice.lines()[0].startswith("! at most 32 nicks")
+
+
+# -- the documentation -----------------------------------------------------------------------
+
+
+def test_every_irc_command_translate_knows_is_in_docs_irc_md():
+    from pathlib import Path
+
+    from chatd.protocols.irc.commands import _HANDLERS
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "irc.md").read_text()
+    documented = set()
+    for row in text.splitlines():
+        if row.startswith("| `"):
+            documented.update(re.findall(r"`([A-Z]+)\b", row.split("|")[1]))
+    missing = set(_HANDLERS) - documented - PROTOCOL_COMMANDS - {"HELPOP"}
+    assert not missing, f"docs/irc.md does not say what these do: {sorted(missing)}"
