@@ -24,6 +24,7 @@ class                  ``kind``        answers                                  
 :class:`HistoryMarker` ``history``     the edges of a replay or of ``/history``    BATCH start/end
 :class:`BanList`       ``bans``        ``/bans``                                   367/368, 728/729
 :class:`Online`        ``online``      ``/ison``, ``/userhost``                    303, 302
+:class:`RoomModes`     ``room_modes``  ``/modes``                                  324
 =====================  ==============  ==========================================  ================
 
 A reply's ``target`` is the nick of the client it answers, its ``source`` the
@@ -310,10 +311,22 @@ class Online(Reply):
     kind: ClassVar[str] = "online"
 
 
+@dataclass(frozen=True, slots=True)
+class RoomModes(Reply):
+    """A room's settings as IRC's channel modes read them (``/modes``: IRC's
+    ``MODE #room``, 324): ``+i`` invite-only, ``+t`` topic-lock."""
+
+    room: str = field(kw_only=True)
+    invite_only: bool = field(default=False, kw_only=True)
+    topic_lock: bool = field(default=False, kw_only=True)
+
+    kind: ClassVar[str] = "room_modes"
+
+
 #: Every reply type by its ``kind`` (the codec registers each).
 REPLY_TYPES: dict[str, type[Reply]] = {
     cls.kind: cls for cls in (Names, RoomList, Whois, RoomTopic, Help, HistoryMarker, BanList,
-                              Online)
+                              Online, RoomModes)
 }
 
 #: The record types a reply's lists hold, by class name (the codec reads annotations).
@@ -420,6 +433,7 @@ __all__ = [
     "Reply",
     "RoomEntry",
     "RoomList",
+    "RoomModes",
     "RoomTopic",
     "Whois",
     "room_entries",

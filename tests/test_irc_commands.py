@@ -185,7 +185,7 @@ def test_invite():
 
 
 def test_mode_of_a_channel_alone_and_its_lists():
-    assert _run("MODE #a") == [Invoke("roomset", "#a")]
+    assert _run("MODE #a") == [Invoke("modes", "#a")]
     assert _run("MODE #a b") == [Invoke("bans", "#a")]
     assert _run("MODE #a +q") == [Invoke("bans", "#a")]
     assert _run("MODE #a bq") == [Invoke("bans", "#a")]  # one list has both
@@ -509,3 +509,32 @@ def test_every_irc_command_translate_knows_is_in_docs_irc_md():
             documented.update(re.findall(r"`([A-Z]+)\b", row.split("|")[1]))
     missing = set(_HANDLERS) - documented - PROTOCOL_COMMANDS - {"HELPOP"}
     assert not missing, f"docs/irc.md does not say what these do: {sorted(missing)}"
+
+
+# -- the built-in command the mapping added: /modes (IRC's MODE #room, 324) ------------------------
+
+
+def test_modes_says_a_rooms_settings_as_data_and_as_a_line():
+    from chatd.testing import InProcessChat
+
+    with InProcessChat(plugins={"oper": {"password": "correct-horse-battery"}}) as chat:
+        bot, oper = chat.connect("jsonl"), chat.connect()
+        bot.send_json(cmd="join", room="#dev")
+        oper.send("/join #dev")
+        oper.send("/oper correct-horse-battery")
+        bot.objects(), oper.lines()
+        bot.send_json(cmd="modes", args="#dev")
+        [modes] = bot.objects()
+        assert modes["type"] == "room_modes" and modes["room"] == "#dev"
+        assert "invite_only" not in modes and "topic_lock" not in modes  # off: left out
+        oper.send("/roomset #dev invite-only on")
+        bot.objects()
+        bot.send_json(cmd="modes", args="#DEV")
+        [modes] = bot.objects()
+        assert (modes["room"], modes["invite_only"], modes.get("topic_lock")) == (
+            "#dev", True, None)
+        oper.lines()
+        oper.send("/modes")
+        assert oper.lines() == ["*** #dev: topic-lock off, invite-only on"]
+        oper.send("/modes #nope")
+        assert oper.lines() == ["! no such room: #nope"]

@@ -79,6 +79,7 @@ from ..replies import (
     Online,
     RoomEntry,
     RoomList,
+    RoomModes,
     RoomTopic,
     Whois,
 )
@@ -307,6 +308,11 @@ def _online(e: Online) -> bytes:
     return _said(e, *sentences)
 
 
+def _room_modes(e: RoomModes) -> bytes:
+    return _said(e, f"{e.room}: topic-lock {'on' if e.topic_lock else 'off'}, "
+                    f"invite-only {'on' if e.invite_only else 'off'}")
+
+
 _RENDER: dict[type[Event], Callable[..., bytes]] = {
     Message: lambda e: marked(f"<{e.source.nick}> ", e.text),
     Action: lambda e: marked(f"* {e.source.nick} ", e.text),
@@ -326,6 +332,7 @@ _RENDER: dict[type[Event], Callable[..., bytes]] = {
     HistoryMarker: _history_marker,
     BanList: _bans,
     Online: _online,
+    RoomModes: _room_modes,
 }
 
 

@@ -22,7 +22,7 @@ The mapping (docs/irc.md has it as tables):
 * ``MODE #room`` ``+o/-o`` are ``/op``/``/deop``, ``+b/-b`` ``/ban``/``/unban``,
   ``+q/-q`` (the quiet list) ``/mute``/``/unmute``, ``+i/-i`` and ``+t/-t``
   ``/roomset invite-only|topic-lock on|off``; ``MODE #room`` alone is
-  ``/roomset #room`` and ``MODE #room b`` (or ``q``) ``/bans #room``; user modes:
+  ``/modes #room`` (324) and ``MODE #room b`` (or ``q``) ``/bans #room``; user modes:
   chatd has none (``MODE yournick`` answers ``+``; setting one is 501);
 * ``QUIT``, ``NICK``, ``AWAY``, ``OPER name password`` (the name is ignored: chatd's
   ``/oper`` has a password only), ``KILL``, ``WHOIS``, ``HELP``; ``VERSION`` and
@@ -336,7 +336,7 @@ def _mode(message: Message, state: State) -> list[Item]:
     if not _is_room(target):
         return [_no_room(state, target)]
     if len(message.params) == 1:
-        return [_invoke("roomset", target)]
+        return [_invoke("modes", target)]
     return _channel_modes(state, target, message.params[1], list(message.params[2:]))
 
 
