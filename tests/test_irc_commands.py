@@ -11,8 +11,11 @@ import re
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chatd.protocols.irc.commands import (
+    _HANDLERS,
     ECHO_MAX,
     MODES_MAX,
     PROTOCOL_COMMANDS,
@@ -500,8 +503,6 @@ def test_userhost_and_ison_over_the_line_protocol_and_their_limits(chat):
 def test_every_irc_command_translate_knows_is_in_docs_irc_md():
     from pathlib import Path
 
-    from chatd.protocols.irc.commands import _HANDLERS
-
     text = (Path(__file__).resolve().parent.parent / "docs" / "irc.md").read_text()
     documented = set()
     for row in text.splitlines():
@@ -538,3 +539,28 @@ def test_modes_says_a_rooms_settings_as_data_and_as_a_line():
         assert oper.lines() == ["*** #dev: topic-lock off, invite-only on"]
         oper.send("/modes #nope")
         assert oper.lines() == ["! no such room: #nope"]
+
+
+# -- any line at all ----------------------------------------------------------------------------
+
+#: Pieces of IRC lines (channels, nicks, masks, mode strings, lists, CTCP, formatting and
+#: control codes, a bidi override, a space, a colon), and any character now and then.
+_PIECES = ["#a", "#", "bob", "0", ",", "#a,#b", "*!*@h", "+ob", "-b", "+i", "q", "LATEST",
+           "*", "5", " ", ":", "\x01", "ACTION", "VERSION", "\x02", "\x03", "\x07", "\x1b",
+           "\u202e", "é", "x" * 70]
+_CHAR = st.characters(blacklist_characters="\r\n\0", blacklist_categories=("Cs",))
+_TEXT = st.lists(st.sampled_from(_PIECES) | _CHAR, max_size=8).map("".join)
+_WORD = _TEXT.map(lambda t: t.replace(" ", "")).filter(lambda w: w and not w.startswith(":"))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(command=st.sampled_from([*sorted(_HANDLERS), "REGISTER", "FROB", "001"]),
+       words=st.lists(_WORD, max_size=3), trailing=st.none() | _TEXT,
+       nick=st.sampled_from(["alice", "n" * 32]))
+def test_any_line_translates_to_requests_and_answers_chatd_can_send(command, words, trailing,
+                                                                    nick):
+    line = " ".join([command, *words] + ([":" + trailing] if trailing is not None else []))
+    for item in _run(line, State(nick=nick, commands=frozenset({"register", "identify"}))):
+        assert isinstance(item, Message | Invoke | Say), item
+        if isinstance(item, Invoke):
+            assert item.name == item.name.lower() and " " not in item.name
