@@ -8,6 +8,7 @@ IRC's 512 bytes (``_run``)."""
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass, field
 
 import pytest
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from chatd.protocols.irc.commands import (
     _HANDLERS,
+    CHANMODES,
     ECHO_MAX,
     MODES_MAX,
     PROTOCOL_COMMANDS,
@@ -225,6 +227,15 @@ def test_mode_changes_fill_a_line_within_modes_max():
     line = "MODE #a +" + "o" * MODES_MAX + " " + " ".join(nicks)
     assert len(parse(line).params) == PARAMS_MAX
     assert _run(line) == [Invoke("op", f"#a {nick}") for nick in nicks]
+
+
+def test_chanmodes_says_exactly_the_letters_mode_knows():
+    assert CHANMODES == "bq,,,it"
+    listed, _, _, settings_ = CHANMODES.split(",")
+    for letter in string.ascii_letters:
+        [item] = _run(f"MODE #a +{letter} x!*@*")
+        known = letter in listed + settings_ + "o"
+        assert isinstance(item, Invoke) == known, letter
 
 
 def test_user_modes_chatd_has_none():

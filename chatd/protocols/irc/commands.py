@@ -327,6 +327,12 @@ _LIST_MODES = {"b": ("ban", "unban"), "q": ("mute", "unmute")}
 _SETTINGS = {"i": "invite-only", "t": "topic-lock"}
 
 
+#: The channel modes this mapping knows, as ISUPPORT ``CHANMODES`` says them: list modes
+#: (type A: a mask when set or unset, the list without one), none of types B and C,
+#: settings (type D: no parameter).  ``o`` is ``PREFIX=(o)@``.
+CHANMODES = f"{''.join(_LIST_MODES)},,,{''.join(_SETTINGS)}"
+
+
 def _mode(message: Message, state: State) -> list[Item]:
     if not message.params:
         return _more_params(state, "MODE")
@@ -558,4 +564,5 @@ _HANDLERS: dict[str, Handler] = {
     "KILL": _kill, "SETNAME": _setname, "CHATHISTORY": _chathistory,
 }
 
-__all__ = ["MODES_MAX", "PROTOCOL_COMMANDS", "SERVICES", "TARGMAX", "State", "translate"]
+__all__ = ["CHANMODES", "MODES_MAX", "PROTOCOL_COMMANDS", "SERVICES", "TARGMAX", "State",
+           "translate"]
