@@ -575,3 +575,22 @@ def test_any_line_translates_to_requests_and_answers_chatd_can_send(command, wor
         assert isinstance(item, Message | Invoke | Say), item
         if isinstance(item, Invoke):
             assert item.name == item.name.lower() and " " not in item.name
+
+
+def test_the_added_commands_over_a_real_server(chatd_server):
+    """/partall, /who's mark, /ison and /modes of a real chatd process, over jsonl."""
+    server = chatd_server(listen=[{"port": 0}, {"port": 0, "protocol": "jsonl"}])
+    bot, other = server.json_client(), server.json_client()
+    bot.send(cmd="join", room="#dev", id="j")
+    bot.expect(type="names", re="j")
+    bot.send(cmd="who", room="#dev", id="w")
+    assert bot.expect(type="names", re="w")["who"] is True
+    bot.send(cmd="ison", args=f"{other.nick} nobody", id="i")
+    assert [o["nick"] for o in bot.expect(type="online", re="i")["online"]] == [other.nick]
+    bot.send(cmd="modes", args="#dev", id="m")
+    assert bot.expect(type="room_modes", re="m")["room"] == "#dev"
+    bot.send(cmd="partall", args="bye", id="p")
+    assert {bot.expect(type="part", self=True)["room"] for _ in range(2)} == {"#dev", "#lobby"}
+    assert other.expect(type="part")["text"] == "bye"
+    bot.send(cmd="say", text="anyone?", id="s")
+    assert bot.expect(type="error", re="s")["code"] == "not_in_room"
