@@ -23,6 +23,8 @@ class                  ``kind``        answers                                  
 :class:`Help`          ``help``        ``/help``, ``/help NAME``                   704/705/706
 :class:`HistoryMarker` ``history``     the edges of a replay or of ``/history``    BATCH start/end
 :class:`BanList`       ``bans``        ``/bans``                                   367/368, 728/729
+:class:`Online`        ``online``      ``/ison``, ``/userhost``                    303, 302
+:class:`RoomModes`     ``room_modes``  ``/modes``                                  324
 =====================  ==============  ==========================================  ================
 
 A reply's ``target`` is the nick of the client it answers, its ``source`` the
@@ -46,7 +48,8 @@ keyword-only, named apart from the keys every event has in the codec's form
 without a default is always written by the codec, one with a default is left
 out while it has it (``away`` only when true, ``account``
 only when there is one).  Lists are tuples of small frozen records
-(:class:`MemberEntry`, :class:`RoomEntry`, :class:`HelpEntry`, :class:`BanEntry`)
+(:class:`MemberEntry`, :class:`RoomEntry`, :class:`HelpEntry`, :class:`BanEntry`,
+:class:`OnlineEntry`)
 whose fields follow the same rule.  The codec (:func:`chatd.codec.reply_kind`)
 reads the field types from the annotations, so a plugin's own reply kind needs
 nothing but its class and ``chatd.codec.register(chatd.codec.reply_kind(cls))``.
@@ -130,6 +133,18 @@ class HelpEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class OnlineEntry:
+    """One connected nick, as ``/ison`` and ``/userhost`` name it."""
+
+    #: Its nick as it is now (the one asked about may differ in case).
+    nick: str
+    #: ``ident@host`` (its address cloaked unless the server shows addresses).
+    userhost: str = ""
+    #: It set an away message.
+    away: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class BanEntry:
     """One ban or mute of a room, as ``/bans`` lists it."""
 
@@ -177,6 +192,9 @@ class Names(Reply):
     #: The answer to the client's own ``/join`` of ``room`` (the line protocol:
     #: ``alice joined #dev``, the topic, ``also in #dev: ...``).
     greeting: bool = field(default=False, kw_only=True)
+    #: The answer to ``/who`` rather than ``/names`` (the same members; IRC words
+    #: them differently: WHO's 352/315, NAMES' 353/366).
+    who: bool = field(default=False, kw_only=True)
 
     kind: ClassVar[str] = "names"
 
@@ -278,14 +296,42 @@ class BanList(Reply):
     kind: ClassVar[str] = "bans"
 
 
+@dataclass(frozen=True, slots=True)
+class Online(Reply):
+    """Which of the nicks asked about are connected, on any node: ``/ison`` (IRC's
+    ISON, 303) and ``/userhost`` (IRC's USERHOST, 302), ``command`` says which."""
+
+    #: ``ison`` or ``userhost``.
+    command: str = field(kw_only=True)
+    #: The nicks asked about, as given.
+    asked: tuple[str, ...] = field(kw_only=True)
+    #: Those connected, in the order asked.
+    online: tuple[OnlineEntry, ...] = field(kw_only=True)
+
+    kind: ClassVar[str] = "online"
+
+
+@dataclass(frozen=True, slots=True)
+class RoomModes(Reply):
+    """A room's settings as IRC's channel modes read them (``/modes``: IRC's
+    ``MODE #room``, 324): ``+i`` invite-only, ``+t`` topic-lock."""
+
+    room: str = field(kw_only=True)
+    invite_only: bool = field(default=False, kw_only=True)
+    topic_lock: bool = field(default=False, kw_only=True)
+
+    kind: ClassVar[str] = "room_modes"
+
+
 #: Every reply type by its ``kind`` (the codec registers each).
 REPLY_TYPES: dict[str, type[Reply]] = {
-    cls.kind: cls for cls in (Names, RoomList, Whois, RoomTopic, Help, HistoryMarker, BanList)
+    cls.kind: cls for cls in (Names, RoomList, Whois, RoomTopic, Help, HistoryMarker, BanList,
+                              Online, RoomModes)
 }
 
 #: The record types a reply's lists hold, by class name (the codec reads annotations).
 RECORD_TYPES: dict[str, type] = {
-    cls.__name__: cls for cls in (MemberEntry, RoomEntry, HelpEntry, BanEntry)
+    cls.__name__: cls for cls in (MemberEntry, RoomEntry, HelpEntry, BanEntry, OnlineEntry)
 }
 
 
@@ -382,9 +428,12 @@ __all__ = [
     "HistoryMarker",
     "MemberEntry",
     "Names",
+    "Online",
+    "OnlineEntry",
     "Reply",
     "RoomEntry",
     "RoomList",
+    "RoomModes",
     "RoomTopic",
     "Whois",
     "room_entries",

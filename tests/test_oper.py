@@ -202,7 +202,7 @@ def test_plugins_lists_every_plugin_and_its_commands(chatd_server):
         listing.append(line)
     by_name = {line.split()[1]: line for line in listing}
     expected = {
-        "rooms": "/join /switch /part /rooms /who /names /topic",
+        "rooms": "/join /switch /part /partall /rooms /who /names /topic",
         "commands": "/help /nick /msg /me /quit",
         "log": "-",
         "oper": "/oper /reload /kill /plugins /stats",

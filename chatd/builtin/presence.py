@@ -1,10 +1,14 @@
-"""Built-in plugin *presence*: /list, /whois and /away — who is where, and who is here.
+"""Built-in plugin *presence*: /list, /whois, /ison, /userhost and /away — who is where,
+and who is here.
 
 * ``/list [page]`` lists the rooms with their member counts and topics, 20 a
   page, so the reply stays small however many rooms there are.
 * ``/whois NICK`` says which rooms a user is in, how long it has been
   connected and idle, the registered nick it identified as, and its away message
   (and, to a server operator, the address it connects from).
+* ``/ison NICK...`` and ``/userhost NICK...`` say which of the nicks are online (and,
+  for ``/userhost``, their ``user@host``, cloaked as ``/whois`` shows it): IRC's
+  ISON and USERHOST, for clients' notify lists.
 * ``/away [message]`` marks you away (no message: back).  Someone who sends you
   a private message while you are away is told so, once per message; ``/who``
   shows away users with ``(away)``.
@@ -35,12 +39,15 @@ from chatd import (
     plural,
 )
 from chatd.events import PrivateMessage
-from chatd.replies import RoomList, Whois, room_entries
+from chatd.replies import Online, OnlineEntry, RoomList, Whois, room_entries
 
 from .oper import is_operator
 
 PAGE = 20
 AWAY_MAX = 200
+#: Most nicks one /ison or /userhost asks about (IRC: USERHOST takes 5).
+ISON_MAX = 32
+USERHOST_MAX = 5
 
 
 def cmd_list(client: Client, args: str) -> None:
@@ -84,6 +91,36 @@ def _whois_answer(client: Client, nick: str, person: Person | None) -> None:
     )
 
 
+def cmd_ison(client: Client, args: str) -> None:
+    _online(client, args, "ison", ISON_MAX)
+
+
+def cmd_userhost(client: Client, args: str) -> None:
+    _online(client, args, "userhost", USERHOST_MAX)
+
+
+def _online(client: Client, args: str, command: str, most: int) -> None:
+    """``/ison`` and ``/userhost``: ask who has each nick (on any node); one reply once
+    every answer is in, the connected ones in the order asked."""
+    nicks = args.split()
+    if not nicks:
+        raise UsageError()
+    if len(nicks) > most:
+        raise UsageError(f"at most {most} nicks")
+    answers: dict[int, Person | None] = {}
+
+    def answered(index: int, person: Person | None) -> None:
+        answers[index] = person
+        if len(answers) < len(nicks):
+            return
+        found = (answers[i] for i in range(len(nicks)))
+        client.reply(Online, command=command, asked=tuple(nicks), online=tuple(
+            OnlineEntry(p.nick, p.user, p.away is not None) for p in found if p is not None))
+
+    for index, nick in enumerate(nicks):
+        client.server.ask_whois(client, nick, functools.partial(answered, index))
+
+
 def cmd_away(client: Client, args: str) -> None:
     if not args.strip():
         if client.away is None:
@@ -114,6 +151,15 @@ def chatd_commands() -> list[Command]:
         ),
         Command(
             "whois", cmd_whois, "/whois NICK", "who someone is: rooms, time online, idle, away",
+        ),
+        Command(
+            "ison", cmd_ison, "/ison NICK...", "which of these nicks are online",
+            f"At most {ISON_MAX} nicks (IRC's ISON).",
+        ),
+        Command(
+            "userhost", cmd_userhost, "/userhost NICK...",
+            "the user@host of each nick that is online",
+            f"At most {USERHOST_MAX} nicks (IRC's USERHOST); the host is cloaked as in /whois.",
         ),
         Command(
             "away", cmd_away, "/away [message]", "say you are away (alone: you are back)",

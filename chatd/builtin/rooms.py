@@ -162,6 +162,18 @@ def cmd_part(client: Client, args: str) -> None:
         client.notice(f"you are now talking in {client.room.name}")
 
 
+def cmd_partall(client: Client, args: str) -> None:
+    """``/partall [reason]``: leave every room (IRC's ``JOIN 0``); on a protocol that
+    keeps a room (the line protocol) that cannot be, and nothing is left."""
+    if not client.rooms:
+        raise CommandError("you are not in a room", code="not_in_room")
+    if client.keeps_a_room:
+        raise CommandError("you keep one room at least; /part the others one by one",
+                           code="last_room")
+    for room in list(client.rooms):
+        client.server.part(client, room, args.strip())
+
+
 def cmd_rooms(client: Client, args: str) -> None:
     client.server.ask_rooms(client, functools.partial(_rooms_answer, client))
 
@@ -178,6 +190,16 @@ def _rooms_answer(client: Client, rooms: list[RoomInfo]) -> None:
 
 
 def cmd_who(client: Client, args: str) -> None:
+    _members(client, args, who=True)
+
+
+def cmd_names(client: Client, args: str) -> None:
+    _members(client, args, who=False)
+
+
+def _members(client: Client, args: str, *, who: bool) -> None:
+    """``/who`` and ``/names``: the same answer, marked with the command that asked (IRC
+    words the two differently: WHO's 352/315, NAMES' 353/366)."""
     if args:
         name = args.split()[0]
         room = client.server.rooms.get(name)
@@ -186,10 +208,10 @@ def cmd_who(client: Client, args: str) -> None:
         raise CommandError("you are not in a room", code="not_in_room")
     else:
         name = client.room.name
-    client.server.ask_members(client, name, functools.partial(_who_answer, client, name))
+    client.server.ask_members(client, name, functools.partial(_who_answer, client, name, who))
 
 
-def _who_answer(client: Client, name: str, members: list[Member]) -> None:
+def _who_answer(client: Client, name: str, who: bool, members: list[Member]) -> None:
     """``/who``: the members of the room named ``name`` on every node, marked."""
     server = client.server
     room = server.rooms.get(name)  # this process's, for its topic and operators
@@ -197,7 +219,7 @@ def _who_answer(client: Client, name: str, members: list[Member]) -> None:
         raise CommandError(f"no such room: {name}", code="no_such_room")
     everyone = server.member_entries(name, members)
     client.reply(Names, room=name, members=tuple(everyone[:WHO_SHOWN]),
-                 total=len(everyone), topic=room.topic if room is not None else "")
+                 total=len(everyone), topic=room.topic if room is not None else "", who=who)
 
 
 def cmd_topic(client: Client, args: str) -> None:
@@ -237,6 +259,11 @@ def chatd_commands() -> list[Command]:
             "Your last room cannot be left.",
         ),
         Command(
+            "partall", cmd_partall, "/partall [reason]", "leave every room you are in",
+            "IRC's JOIN 0. Not on a connection that always keeps a room (the line\n"
+            "protocol's): there, /part the rooms one by one.",
+        ),
+        Command(
             "rooms", cmd_rooms, "/rooms", "list the rooms and how many are in each",
             "* marks your current room, + the other rooms you are in.",
         ),
@@ -244,7 +271,7 @@ def chatd_commands() -> list[Command]:
             "who", cmd_who, "/who [#room]", "list the members of a room (default: current)",
             f"Names the first {WHO_SHOWN} (by name) and counts the rest; /names is the same.",
         ),
-        Command("names", cmd_who, "/names [#room]", "the same as /who"),
+        Command("names", cmd_names, "/names [#room]", "the same as /who"),
         Command(
             "topic", cmd_topic, "/topic [#room] [text]", "show or set a room's topic",
             "Without text, shows the topic; with text, sets it for everyone in the room.",

@@ -76,8 +76,10 @@ from ..replies import (
     HelpEntry,
     HistoryMarker,
     Names,
+    Online,
     RoomEntry,
     RoomList,
+    RoomModes,
     RoomTopic,
     Whois,
 )
@@ -293,6 +295,24 @@ def _bans(e: BanList) -> bytes:
     return _said(e, *(_ban_entry(entry) for entry in e.entries))
 
 
+def _online(e: Online) -> bytes:
+    if e.command == "userhost":
+        return _said(e, *(f"{o.nick} is {o.userhost}{' (away)' if o.away else ''}"
+                          for o in e.online)) if e.online else _said(e, "none of them is online")
+    here = {o.nick.lower() for o in e.online}
+    away = [f"{o.nick} (away)" if o.away else o.nick for o in e.online]
+    gone = [nick for nick in e.asked if nick.lower() not in here]
+    sentences = [f"online: {', '.join(away)}"] if away else []
+    if gone:
+        sentences.append(f"not online: {', '.join(gone)}")
+    return _said(e, *sentences)
+
+
+def _room_modes(e: RoomModes) -> bytes:
+    return _said(e, f"{e.room}: topic-lock {'on' if e.topic_lock else 'off'}, "
+                    f"invite-only {'on' if e.invite_only else 'off'}")
+
+
 _RENDER: dict[type[Event], Callable[..., bytes]] = {
     Message: lambda e: marked(f"<{e.source.nick}> ", e.text),
     Action: lambda e: marked(f"* {e.source.nick} ", e.text),
@@ -311,6 +331,8 @@ _RENDER: dict[type[Event], Callable[..., bytes]] = {
     Help: _help,
     HistoryMarker: _history_marker,
     BanList: _bans,
+    Online: _online,
+    RoomModes: _room_modes,
 }
 
 

@@ -31,7 +31,7 @@ from chatd import (
 )
 from chatd.chat.nicks import nick_key, nick_problem
 from chatd.chat.rooms import room_key
-from chatd.replies import BanEntry, BanList
+from chatd.replies import BanEntry, BanList, RoomModes
 
 from ..accounts import find_account
 from ..masks import Identity, Mask, MaskError, same_name
@@ -620,6 +620,22 @@ def cmd_roomset(client: Client, args: str) -> None:
     _announce(client, room, f"{client.nick} set {setting} {words[1]} in {name}")
 
 
+def cmd_modes(client: Client, args: str) -> None:
+    """A room's settings as data (IRC's ``MODE #room``): anyone may ask, as ``/roomset``."""
+    words = args.split()
+    server = client.server
+    room = server.rooms.get(words[0]) if words else client.room
+    name = words[0] if words else ""
+    if room is None and not name:
+        raise CommandError("you are not in a room; name one: #room", code="not_in_room")
+    rules = rules_for(server, room.name if room is not None else name)
+    if room is None and rules is None:
+        raise CommandError(f"no such room: {name}", code="no_such_room")
+    client.reply(RoomModes, room=room.name if room is not None else rules.name,  # type: ignore[union-attr]
+                 invite_only=rules is not None and rules.invite_only,
+                 topic_lock=rules is not None and rules.topic_lock)
+
+
 def _show_rules(client: Client, words: list[str]) -> None:
     server = client.server
     name = words[0] if words else client.room.name if client.room is not None else ""
@@ -662,6 +678,8 @@ def chatd_commands() -> list[Command]:
         Command("invite", cmd_invite, "/invite NICK [#room]",
                 "(room operators) let someone into an invite-only room",
                 "The invite is good for one join within an hour."),
+        Command("modes", cmd_modes, f"/modes {room}",
+                "a room's settings as IRC's modes: +i invite-only, +t topic-lock"),
         Command("roomset", cmd_roomset, f"/roomset {room} [topic-lock|invite-only on|off]",
                 "show a room's founder, operators and settings, or change a setting",
                 "topic-lock on: only the room's operators set its topic.\n"
