@@ -45,8 +45,11 @@ from chatd.replies import (
     HistoryMarker,
     MemberEntry,
     Names,
+    Online,
+    OnlineEntry,
     RoomEntry,
     RoomList,
+    RoomModes,
     RoomTopic,
     Whois,
 )
@@ -372,6 +375,40 @@ def test_replies_as_numerics():
     help_ = Help(5, T, SERVER, "alice", commands=(HelpEntry("roll", "/roll NdM", "dice"),),
                  command="roll", details="rolls dice\nsecond line")
     assert [m.command for m in lines_of(PLAIN.render(help_))] == ["704", "705", "705", "706"]
+
+
+def test_who_ison_userhost_and_modes_as_numerics():
+    """The replies IRC's WHO, ISON, USERHOST and MODE #room read (issue 20's commands)."""
+    members = (MemberEntry("bob", "bob@abc.cloak", None, False, True),
+               MemberEntry("carol", "", None, True, False))
+    who = Names(1, T, SERVER, "alice", room="#dev", members=members, total=2, who=True)
+    assert [(m.command, m.params) for m in lines_of(PLAIN.render(who))] == [
+        ("352", ("alice", "#dev", "bob", "abc.cloak", "irc.example", "bob", "H@", "0 bob")),
+        ("352", ("alice", "#dev", "carol", "*", "irc.example", "carol", "G", "0 carol")),
+        ("315", ("alice", "#dev", "End of WHO list"))]
+    names = Names(1, T, SERVER, "alice", room="#dev", members=members, total=2)
+    assert [m.command for m in lines_of(PLAIN.render(names))] == ["353", "366"]
+    online = (OnlineEntry("Bob", "bob@abc.cloak", False), OnlineEntry("carol", "c@x", True))
+    ison = Online(2, T, SERVER, "alice", command="ison", asked=("bob", "carol", "zed"),
+                  online=online)
+    assert only(PLAIN.render(ison)).params == ("alice", "Bob carol")
+    userhost = Online(3, T, SERVER, "alice", command="userhost", asked=("bob", "carol"),
+                      online=online)
+    assert only(PLAIN.render(userhost)).params == ("alice", "Bob=+bob@abc.cloak carol=-c@x")
+    nobody = Online(4, T, SERVER, "alice", command="ison", asked=("zed",), online=())
+    assert only(PLAIN.render(nobody)).params == ("alice", "")
+    modes = RoomModes(5, T, SERVER, "alice", room="#dev", invite_only=True, topic_lock=True)
+    assert only(PLAIN.render(modes)).params == ("alice", "#dev", "+it")
+    bare = RoomModes(6, T, SERVER, "alice", room="#dev")
+    assert only(PLAIN.render(bare)).params == ("alice", "#dev", "+")
+
+
+def test_every_reply_kind_has_an_irc_rendering():
+    """A reply kind added to chatd.replies without IRC words would reach IRC users as
+    nothing at all."""
+    from chatd.protocols.irc.render import _LINES
+    from chatd.replies import REPLY_TYPES
+    assert set(REPLY_TYPES.values()) <= set(_LINES)
 
 
 @pytest.mark.parametrize("code, text, expected", [

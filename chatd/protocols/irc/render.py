@@ -76,7 +76,18 @@ from ...events import (
     Quit,
     Topic,
 )
-from ...replies import BanEntry, BanList, Help, HistoryMarker, Names, RoomList, RoomTopic, Whois
+from ...replies import (
+    BanEntry,
+    BanList,
+    Help,
+    HistoryMarker,
+    Names,
+    Online,
+    RoomList,
+    RoomModes,
+    RoomTopic,
+    Whois,
+)
 from ..base import Renderer
 from . import numerics as n
 from .wire import BODY_MAX
@@ -444,6 +455,8 @@ class IrcRenderer(Renderer):
         return out
 
     def _names(self, event: Names) -> list[Line]:
+        if event.who:
+            return self._who(event)
         me, room = self._me(event), word(event.room, ROOM_MAX)
         out: list[Line] = []
         if event.greeting and event.topic:
@@ -457,6 +470,44 @@ class IrcRenderer(Renderer):
         out += self._packed(n.RPL_NAMREPLY, [me, "=", room], names)
         out += self._numeric(n.RPL_ENDOFNAMES, [me, room], "End of /NAMES list")
         return out
+
+    def _who(self, event: Names) -> list[Line]:
+        """``/who #room`` as IRC's WHO: one 352 per member (flags ``H``ere or ``G``one,
+        ``@`` for a room operator; hop count 0, the nick as real name: chatd keeps no
+        other), then 315."""
+        me, room = self._me(event), word(event.room, ROOM_MAX)
+        out: list[Line] = []
+        for member in event.members:
+            nick = word(member.nick, NICK_MAX, "!@")
+            user, _, host = (member.userhost or f"{member.nick}@*").rpartition("@")
+            flags = ("G" if member.away else "H") + ("@" if member.operator else "")
+            out += self._numeric(n.RPL_WHOREPLY, [me, room, word(user or nick, IDENT_MAX, "!@"),
+                                                  word(host, HOST_MAX, "!@"), self.server_name,
+                                                  nick, flags], f"0 {member.nick}")
+        out += self._numeric(n.RPL_ENDOFWHO, [me, room], "End of WHO list")
+        return out
+
+    def _online(self, event: Online) -> list[Line]:
+        """``/ison`` as 303 (the nicks online, as asked) and ``/userhost`` as 302
+        (``nick=+user@host``, ``-`` for away): one line each, more only if very long
+        nicks would not fit 512 bytes (never a nick cut off)."""
+        me = self._me(event)
+        if event.command == "userhost":
+            items = [f"{word(entry.nick, NICK_MAX, '!@=')}={'-' if entry.away else '+'}"
+                     f"{_userhost(entry.userhost or entry.nick + '@*')}"
+                     for entry in event.online]
+            return self._packed(n.RPL_USERHOST, [me], items) or \
+                [Line(n.RPL_USERHOST, (me, ""), self.server_name)]
+        items = [word(entry.nick, NICK_MAX, "!@") for entry in event.online]
+        return self._packed(n.RPL_ISON, [me], items) or \
+            [Line(n.RPL_ISON, (me, ""), self.server_name)]
+
+    def _modes(self, event: RoomModes) -> list[Line]:
+        """``/modes #room`` as 324: ``+i`` invite-only, ``+t`` topic lock (``+`` alone
+        when neither)."""
+        modes = "+" + ("i" if event.invite_only else "") + ("t" if event.topic_lock else "")
+        return [Line(n.RPL_CHANNELMODEIS, (self._me(event), word(event.room, ROOM_MAX), modes),
+                     self.server_name)]
 
     def _rooms(self, event: RoomList) -> list[Line]:
         me = self._me(event)
@@ -607,6 +658,8 @@ _LINES: dict[type[Event], Callable[[IrcRenderer, Any], list[Line]]] = {
     Help: IrcRenderer._help,
     HistoryMarker: IrcRenderer._history,
     BanList: IrcRenderer._bans,
+    Online: IrcRenderer._online,
+    RoomModes: IrcRenderer._modes,
 }
 
 #: Replayed events a client is shown: what it can take as history, not as now.
