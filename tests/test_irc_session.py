@@ -284,6 +284,19 @@ def test_quit_before_registration_says_error_and_closes(irc_server):
     assert "001" not in numerics(rest)
 
 
+def test_quit_after_registration_and_a_limit_of_the_server_end_with_error(irc_server):
+    _, address = irc_server(limits={"idle_timeout_seconds": 0.5})
+    irc = IrcClient(address)
+    irc.register("ivan")
+    irc.send("QUIT :see you")
+    rest = irc.expect_eof()
+    assert rest[-1].command == "ERROR" and rest[-1].params[0].startswith("Closing link:"), rest
+    idle = IrcClient(address)
+    idle.register("jill")
+    rest = idle.expect_eof()  # says nothing for longer than idle_timeout_seconds
+    assert rest[-1].command == "ERROR" and "idle" in rest[-1].params[0], rest
+
+
 def test_registration_times_out_with_an_error(irc_server):
     _, address = irc_server(limits={"registration_timeout_seconds": 0.5})
     irc = IrcClient(address)

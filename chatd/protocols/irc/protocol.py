@@ -84,6 +84,11 @@ _MOTD_WIDTH = 400
 _MOTD_MAX_BYTES = 65536
 
 
+def _one_line(text: str) -> str:
+    """Server text as one IRC parameter: no CR, LF or NUL (they would end the line)."""
+    return text.replace("\r", " ").replace("\n", " ").replace("\0", " ") or "-"
+
+
 class NotUtf8:
     """What the framer makes of a line that is not UTF-8 (refused, never repaired)."""
 
@@ -212,21 +217,29 @@ class IrcProtocol(ChatProtocol):
                                         f"cannot say that: {exc}"[:200]).encode()
             write(data)
 
-    def _closing(self, text: str, limit: str | None) -> None:
-        """``ERROR :Closing link: text``, then close (gracefully: queued output first)."""
-        self.transport.write(self.renderer.local_error(f"Closing link: {text}"))
-        self.transport.close(text, limit=limit)
+    def close(self, reason: str, limit: str | None = None) -> None:
+        """Every close the server decides says why first, as IRC clients expect:
+        ``ERROR :Closing link: reason`` (a ``QUIT``, a limit, a kill), then the
+        connection closes gracefully (queued output first)."""
+        if self.transport.is_open:
+            self.transport.write(self.renderer.local_error(f"Closing link: {reason}"[:400]))
+        self.transport.close(reason, limit=limit)
 
     def tell(self, text: str, *, code: str | None = None) -> None:
         """An error about the connection itself: ``464`` and closing for the listener
-        password, ``417`` for an over-long line, ``ERROR :...`` for the rest."""
+        password, ``417`` for an over-long line, ``ERROR`` for an excess flood (the
+        connection is cut next), a server ``NOTICE`` for the rest (a close that follows
+        says ``ERROR`` itself: :meth:`close`)."""
         if code in _PASSWORD_CODES:
             self._send([self.state.reply(ERR_PASSWDMISMATCH, "Password incorrect")])
-            self._closing(text, code)
+            self.close(text, code)
         elif code == "line_too_long":
             self._send([self.state.reply(ERR_INPUTTOOLONG, "Input line was too long")])
-        else:
+        elif code == "excess_flood":
             self.transport.write(self.renderer.local_error(text, code=code))
+        else:
+            self._send([Message("NOTICE", (self.state.nick, _one_line(text)),
+                                self.state.server_name)])
 
     # -- registration ------------------------------------------------------------------
 
@@ -239,7 +252,7 @@ class IrcProtocol(ChatProtocol):
     def _registration_over(self) -> None:
         self._timer = None
         if self.session is None and self.transport.is_open:
-            self._closing("registration timed out", "registration_timeout")
+            self.close("registration timed out", "registration_timeout")
 
     def _first_line(self, line: Any) -> bool:
         return line.__class__ is not str or super()._first_line(line)
@@ -255,7 +268,7 @@ class IrcProtocol(ChatProtocol):
                 continue
             self._send(registration.handle(message))
             if registration.quit is not None:
-                self._closing(f"Quit: {registration.quit}"[:400], None)
+                self.close(f"Quit: {registration.quit}"[:400], None)
                 return []
             if registration.ready and self._begin():
                 return lines[index + 1:]
@@ -336,7 +349,7 @@ class IrcProtocol(ChatProtocol):
         if pinged is not None:
             if self.last_input < pinged:
                 timeout = float(options.get("ping_timeout_seconds", 0) or 0)
-                self._closing(f"Ping timeout: {timeout:g} seconds", "ping_timeout")
+                self.close(f"Ping timeout: {timeout:g} seconds", "ping_timeout")
                 return
             self._pinged = None
         quiet = now - self.last_input
