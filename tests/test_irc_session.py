@@ -15,10 +15,12 @@ owns (registration numerics, CAP, PING, 417/451/462/464, ERROR before closing).
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from typing import Any
 
 import pytest
+import trustme
 
 from chatd import hookimpl
 from chatd.config import LimitsConfig
@@ -41,8 +43,10 @@ TIMEOUT = 5.0
 class IrcClient:
     """Lines in with CRLF; every line chatd sends parsed with ``wire.parse(strict=True)``."""
 
-    def __init__(self, address: tuple[str, int]) -> None:
+    def __init__(self, address: tuple[str, int], tls: ssl.SSLContext | None = None) -> None:
         self.sock = socket.create_connection(address, timeout=TIMEOUT)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
         self.buffer = bytearray()
         self.eof = False
         self.seen: list[Message] = []
@@ -346,6 +350,21 @@ def test_every_limit_closes_with_an_irc_error(irc_server):
     first.send_raw(b"PRIVMSG #lobby :" + b"x" * 200_000)  # an endless line
     rest = first.expect_eof()
     assert rest[-1].command == "ERROR", rest
+
+
+def test_registration_over_tls(chatd_server, tmp_path):
+    authority = trustme.CA()
+    pem = tmp_path / "server.pem"
+    authority.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(
+        str(pem))
+    server = chatd_server(listen=[{"port": 0}, {"port": 0, "protocol": "irc",
+                                                "tls": {"cert": str(pem), "key": str(pem)}}])
+    context = ssl.create_default_context()
+    authority.configure_trust(context)
+    irc = IrcClient((server.host, server.ports[1]), tls=context)
+    irc.send("CAP LS 302", "CAP END")
+    assert irc.register("olga")[0].command == "CAP"
+    assert "001" in numerics(irc.seen)
 
 
 def test_line_clients_share_the_server_with_irc_clients(irc_server):
