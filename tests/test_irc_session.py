@@ -27,7 +27,7 @@ from chatd.config import LimitsConfig
 from chatd.protocols import ProtocolLimits
 from chatd.protocols.irc import IrcProtocol, caps
 from chatd.protocols.irc.protocol import AWAYLEN, CHANNELLEN, KICKLEN, TOPICLEN, isupport
-from chatd.protocols.irc.registration import IrcState, Registration
+from chatd.protocols.irc.registration import MESSAGES_MAX, IrcState, Registration
 from chatd.protocols.irc.wire import BODY_MAX, Message, parse
 from chatd.requests import SessionRequest
 from chatd.testing import InProcessChat
@@ -301,6 +301,17 @@ def test_quit_after_registration_and_a_limit_of_the_server_end_with_error(irc_se
     assert rest[-1].command == "ERROR" and "idle" in rest[-1].params[0], rest
 
 
+def test_a_registration_flood_is_closed_with_an_error(irc_server):
+    _, address = irc_server()
+    irc = IrcClient(address)
+    irc.send("USER u 0 * :U", *[f"NICK 9bad{i}" for i in range(MESSAGES_MAX - 1)])  # 432s
+    irc.send("NICK fine")  # one past the limit: closed, never registered
+    rest = irc.expect_eof()
+    assert numerics(rest).count("432") == MESSAGES_MAX - 1
+    assert rest[-1].command == "ERROR" and "before registration" in rest[-1].params[0]
+    assert "001" not in numerics(rest)
+
+
 def test_registration_times_out_with_an_error(irc_server):
     _, address = irc_server(limits={"registration_timeout_seconds": 0.5})
     irc = IrcClient(address)
@@ -350,6 +361,14 @@ def test_every_limit_closes_with_an_irc_error(irc_server):
     first.send_raw(b"PRIVMSG #lobby :" + b"x" * 200_000)  # an endless line
     rest = first.expect_eof()
     assert rest[-1].command == "ERROR", rest
+
+
+def test_another_protocols_greeting_is_refused_in_irc_words(irc_server):
+    _, address = irc_server()
+    web = IrcClient(address)
+    web.send("GET / HTTP/1.1", "Host: x", "")
+    said = web.expect_eof()
+    assert [m.command for m in said] == ["ERROR"] and "not an HTTP server" in said[0].params[0]
 
 
 def test_registration_over_tls(chatd_server, tmp_path):

@@ -11,7 +11,8 @@ never guessed at or repaired.  A line that is not an IRC message is answered
 
 Registration (:mod:`.registration`): ``CAP LS [302]``/``REQ``/``END``/``LIST``,
 ``PASS`` (the listener's password), ``NICK``, ``USER``; ``PING`` answered, ``QUIT``
-honoured, anything else ``451``.  Then the session is asked for as the nick the
+honoured, anything else ``451``; past 64 messages before registration the
+connection is closed (``ERROR``).  Then the session is asked for as the nick the
 client gave (``nick_required``): a nick that is invalid, reserved or taken is
 ``432``/``433`` and the connection stays in registration for another ``NICK``; a
 wrong password is ``464`` and ``ERROR``, then the connection closes.  Registration
@@ -267,6 +268,9 @@ class IrcProtocol(ChatProtocol):
             if message is None:
                 continue
             self._send(registration.handle(message))
+            if registration.flooding:
+                self.close("too many messages before registration", "excess_flood")
+                return []
             if registration.quit is not None:
                 self.close(f"Quit: {registration.quit}"[:400], None)
                 return []

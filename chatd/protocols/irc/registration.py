@@ -53,6 +53,9 @@ NICK_REFUSALS = {
 
 #: Commands a connection may send before it is registered (the rest: 451).
 BEFORE = frozenset({"CAP", "NICK", "USER", "PASS", "PING", "PONG", "QUIT"})
+#: Most messages before registration: a client needs a handful (CAP LS, REQ, END, PASS,
+#: NICK, USER, a few NICKs more after 433); past this it is closed, not answered forever.
+MESSAGES_MAX = 64
 
 
 class IrcState:
@@ -86,12 +89,19 @@ class IrcState:
 class Registration:
     """The pre-session state machine over an :class:`IrcState`."""
 
-    __slots__ = ("quit", "state")
+    __slots__ = ("messages", "quit", "state")
 
     def __init__(self, state: IrcState) -> None:
         self.state = state
         #: The client said ``QUIT`` (its reason): the protocol closes the connection.
         self.quit: str | None = None
+        #: Messages handled so far (at most :data:`MESSAGES_MAX`).
+        self.messages = 0
+
+    @property
+    def flooding(self) -> bool:
+        """More than :data:`MESSAGES_MAX` messages and still not registered."""
+        return self.messages > MESSAGES_MAX
 
     @property
     def ready(self) -> bool:
@@ -104,6 +114,7 @@ class Registration:
         command = message.command
         state = self.state
         params = message.params
+        self.messages += 1
         if command not in BEFORE:
             return [state.reply(ERR_NOTREGISTERED, "You have not registered")]
         if command == "CAP":
@@ -192,4 +203,4 @@ def _cap_lines(state: IrcState, sub: str, names: list[str]) -> list[Message]:
     ]
 
 
-__all__ = ["BEFORE", "IrcState", "Registration", "cap_command", "pong"]
+__all__ = ["BEFORE", "MESSAGES_MAX", "IrcState", "Registration", "cap_command", "pong"]
