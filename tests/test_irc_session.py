@@ -475,6 +475,17 @@ def test_a_required_nick_that_is_taken_makes_nobody_and_runs_no_hook(deferred):
         assert said[:2] == ["433", "001"], said
 
 
+def test_a_second_nick_in_the_same_read_as_the_refused_one_registers():
+    with InProcessChat() as chat:
+        chat.connect(request=SessionRequest(nick="alice"))
+        proto, transport = _irc_peer(chat)
+        proto.data_received(memoryview(b"NICK alice\r\nUSER a 0 * :A\r\nNICK alice_\r\n"))
+        chat.tick()
+        said = [m.command for m in _said(transport)]
+        assert said[:2] == ["433", "001"], said
+        assert proto.session is not None and proto.session.nick == "alice_"  # type: ignore[attr-defined]
+
+
 def test_a_required_nick_refused_by_a_plugin_keeps_the_plugins_code():
     from chatd.chat.errors import Reject
 
@@ -491,6 +502,17 @@ def test_a_required_nick_refused_by_a_plugin_keeps_the_plugins_code():
         refused = _said(transport)[0]
         assert (refused.command, refused.params) == ("433", ("*", "owned",
                                                              "registered to someone"))
+
+
+def test_a_protocol_without_a_handshake_is_told_and_closed_when_its_nick_is_refused():
+    hooks = _Hooks()
+    with InProcessChat(hooks) as chat:
+        chat.connect(request=SessionRequest(nick="alice"))
+        refused = chat.connect(request=SessionRequest(nick="alice", nick_required=True))
+        assert refused.protocol.session is None
+        assert refused.lines() == ["! the nick alice is taken"]
+        assert not refused.transport.is_open
+        assert hooks.connected == ["alice"]
 
 
 def test_a_session_without_nick_required_still_falls_back_to_a_guest():
