@@ -186,10 +186,14 @@ class ListenerDoor:
     def greeting_delay(self) -> float:
         return self._acceptor.limits.greeting_delay_seconds
 
+    @property
+    def server_limits(self) -> LimitsConfig:
+        return self._acceptor.limits
+
     def call_later(self, delay: float, callback: Callable[[], None]) -> object:
         return self._acceptor.reactor.call_later(delay, callback)
 
-    def begin(self, protocol: ChatProtocol, request: SessionRequest) -> Session:
+    def begin(self, protocol: ChatProtocol, request: SessionRequest) -> Session | None:
         """Check the listener password (where there is one), then have ``on_connect``
         make the chat session; raises :class:`SessionRefused`."""
         if self._password_digest is not None:

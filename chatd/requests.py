@@ -92,6 +92,12 @@ class SessionRequest:
     #: The listener password the client gave (``listen[].password``), or None.  Checked
     #: by the listener's door, in constant time; never logged, never kept.
     password: str | None = field(default=None, repr=False)
+    #: The session begins as :attr:`nick` or not at all (IRC's registration: a client
+    #: asked for a nick and must be told ``433``/``432``, not given a guest nick).  If
+    #: the nick is invalid, refused or taken, the chat domain makes nobody of the
+    #: connection (no hook runs, no presence) and tells the protocol
+    #: (:meth:`~chatd.protocols.base.ChatProtocol.session_refused`), which may ask again.
+    nick_required: bool = False
 
 
 def request_size(item: Request) -> int:

@@ -453,7 +453,7 @@ class ChatServer:
 
     # -- connections ---------------------------------------------------------------------
 
-    def _connected(self, protocol: ChatProtocol, request: SessionRequest) -> Client:
+    def _connected(self, protocol: ChatProtocol, request: SessionRequest) -> Client | None:
         """A connection's protocol begins its chat session (the session factory: the
         listener's door calls it); the protocol keeps the client as its session."""
         return self.domain.connect(protocol, request)

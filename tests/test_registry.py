@@ -40,6 +40,7 @@ from chatd.protocols import (
     ProtocolRegistry,
     ProtocolSpec,
 )
+from chatd.protocols.irc import IrcProtocol
 from chatd.requests import Say
 from chatd.server import collect_protocols
 from chatd.testing import ChatClient, write_config
@@ -79,9 +80,10 @@ def _error(text: str, registry: ProtocolRegistry | None = None) -> ConfigError:
 
 def test_the_builtins_are_registered_with_their_classes_and_options():
     registry = ProtocolRegistry()
-    assert registry.names == ["line", "jsonl"]
+    assert registry.names == ["line", "jsonl", "irc"]
     assert registry["line"].protocol is LineProtocol
     assert registry["jsonl"].protocol is JsonlProtocol
+    assert registry["irc"].protocol is IrcProtocol
     assert [spec.name for spec in BUILTIN_PROTOCOLS] == registry.names
     assert list(registry["line"].option_specs) == ["history_replay", "password", "password_file"]
 
@@ -136,7 +138,7 @@ def test_a_listeners_options_are_checked_against_its_protocol_with_key_and_line(
     assert err.message == "expected an integer between 16 and 1073741824, got 8"
     err = _error("listen:\n  port: 0\n  protocol: toy\n")
     assert (err.key, err.line) == ("listen.protocol", 3)
-    assert err.message == ("unknown protocol 'toy' (known: line, jsonl; a plugin adds one "
+    assert err.message == ("unknown protocol 'toy' (known: line, jsonl, irc; a plugin adds one "
                            "with chatd_protocols)")
     err = _error("listen:\n  - {port: 0}\n  - {port: 0, protocol: jsonl,\n"
                  "     history_replai: false}\n")
@@ -145,7 +147,7 @@ def test_a_listeners_options_are_checked_against_its_protocol_with_key_and_line(
     err = _error("listen:\n  port: 0\n  protocol: toy\n  history_replay: false\n",
                  _registry_with_toy())
     assert (err.key, err.line) == ("listen.history_replay", 4)
-    assert err.message.startswith("not an option of protocol 'toy' (it is one of line, jsonl;")
+    assert err.message.startswith("not an option of protocol 'toy' (it is one of line, jsonl, irc;")
 
 
 class _LimitsRaise(toyproto.ToyProtocol):
@@ -235,7 +237,7 @@ def test_plugins_protocols_are_collected_and_their_mistakes_name_the_plugin():
         return made
 
     registry = collect_protocols(host(toyproto))
-    assert registry.names == ["line", "jsonl", "toy"]
+    assert registry.names == ["line", "jsonl", "irc", "toy"]
     with pytest.raises(PluginLoadError, match="plugin 'duplicate': chatd_protocols: protocol "
                        "'jsonl' is already registered"):
         collect_protocols(host(Duplicate()))
@@ -376,6 +378,8 @@ def test_an_in_process_chat_speaks_a_plugins_protocol_with_its_limit():
 def test_the_builtins_keep_the_servers_limits():
     server = ProtocolLimits(100, 1000)
     for spec in ProtocolRegistry():
+        if spec.name == "irc":  # IRC's own: 512 bytes plus tags (tests/test_irc_session.py)
+            continue
         assert spec.protocol.input_limits(server, {"history_replay": True}) is server
 
 

@@ -188,12 +188,15 @@ class ChatDomain:
 
     # -- connections -----------------------------------------------------------------------
 
-    def connect(self, link: Any, request: SessionRequest | None = None) -> Client:
+    def connect(self, link: Any, request: SessionRequest | None = None) -> Client | None:
         """A connection's protocol begins its chat session: make its client and run
         ``chatd_client_connect``.  ``request`` is what the protocol learned first (see
         :class:`~chatd.requests.SessionRequest`): the nick wished for (else, or if it
         cannot be had, ``guest-N``, and the client is told why), the user name (the
-        ident of ``user@host``), the account it authenticated."""
+        ident of ``user@host``), the account it authenticated.  With
+        ``request.nick_required`` the session begins as that nick or not at all: None
+        (or, if the nick's claim answers later, a client that is dropped then) and
+        ``link.session_refused(code, text)`` (see :meth:`_connect_as`)."""
         client_id, nick = next(self._client_ids), self._new_guest_nick()
         user = clean_ident(request.user) if request is not None else None
         source = self.identity.client_source(nick, client_id, link.peer[0], user)
@@ -202,12 +205,53 @@ class ChatDomain:
         client = Client(self, link, client_id, nick, source)
         self.local.connected(client)
         wished = request.nick if request is not None else None
+        if wished is not None and request.nick_required:  # type: ignore[union-attr]
+            return self._connect_as(client, wished, user)
         refused = self._wished_nick_problem(client, wished) if wished is not None else None
         if wished is not None and refused is None:
             self._claim(client, wished, user, None)
         else:
             self._claim(client, client.nick, None, refused)
         return client
+
+    def _connect_as(self, client: Client, nick: str, user: str | None) -> Client | None:
+        """Begin ``client``'s session as ``nick`` or refuse it (``nick_required``: IRC's
+        registration, whose client must hear ``432``/``433`` and may try another nick).
+
+        A refusal drops the client before any hook heard of it (:meth:`_refuse_session`);
+        None if that happened already (the local backend answers the claim at once)."""
+        problem = nick_problem(nick, self.config.limits.max_nick_bytes)
+        code = "erroneous_nick"
+        if not problem:
+            refusal = self.hooks.call_first("chatd_check_nick", notify=client, client=client,
+                                            nick=nick)
+            if refusal:
+                problem, code = refusal_of(refusal, "nick_refused")
+        if problem:
+            self._refuse_session(client, code, problem)
+            return None
+        self.ask(client, functools.partial(self.backend.claim_nick, client, nick),
+                 functools.partial(self._claimed_as, client, nick, user),
+                 functools.partial(self._unclaimed, client),
+                 functools.partial(self._claimed_too_late, client, nick))
+        return client if client.id in self.clients else None
+
+    def _claimed_as(self, client: Client, nick: str, user: str | None, claimed: bool) -> None:
+        """The answer to a ``nick_required`` claim: the session begins, or is refused."""
+        if client.id not in self.clients:  # gone meanwhile
+            self._claimed_too_late(client, nick, claimed)
+            return
+        if not claimed:
+            self._refuse_session(client, "nick_in_use", f"the nick {nick} is taken")
+            return
+        self._claimed(client, nick, user, None, True)
+
+    def _refuse_session(self, client: Client, code: str, text: str) -> None:
+        """Make nobody of ``client`` again, quietly (no hook ran, none will: it was never
+        in presence or a room), and tell its protocol why; the connection stays open."""
+        self.clients.pop(client.id, None)
+        self.intake.forget(client)
+        client.link.session_refused(code, text)
 
     def _wished_nick_problem(self, client: Client, nick: str) -> str | None:
         """Why a client that is nobody yet (in no room, never announced) may not have the
@@ -243,6 +287,7 @@ class ChatDomain:
         wait = self.config.limits.announce_after_seconds
         if wait > 0:
             client.arrival = Arrival()
+        client.link.session_started(client)  # the protocol's own greeting (IRC's 001) first
         self.hooks.call("chatd_client_connect", notify=client, client=client)
         if client.arrival is None:
             self.hooks.call("chatd_client_ready", notify=client, client=client)

@@ -85,7 +85,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from ..config import ListenConfig
+from ..config import LimitsConfig, ListenConfig
 from ..config_rules import Invalid, setting
 from ..events import Event
 from ..framing import (
@@ -178,9 +178,16 @@ class Door(Protocol):
         the base class's rule begins its session."""
         ...
 
-    def begin(self, protocol: ChatProtocol, request: SessionRequest) -> Session:
+    @property
+    def server_limits(self) -> LimitsConfig:
+        """The server's ``limits`` (a protocol that tells its clients what they are, as
+        IRC's ``ISUPPORT`` does, or runs a registration timeout of its own)."""
+        ...
+
+    def begin(self, protocol: ChatProtocol, request: SessionRequest) -> Session | None:
         """Begin ``protocol``'s chat session; raises :class:`SessionRefused` (a wrong
-        password, too many of them from the address)."""
+        password, too many of them from the address).  None: the chat domain refused it
+        and told the protocol already (:meth:`ChatProtocol.session_refused`)."""
         ...
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> object:
@@ -196,6 +203,7 @@ class PlainDoor:
 
     password_required = False
     greeting_delay = 0.0
+    server_limits = LimitsConfig()
 
     def __init__(self, limits: ProtocolLimits | None = None,
                  config: ListenConfig | None = None) -> None:
@@ -606,8 +614,29 @@ class ChatProtocol:
             if refused.close:
                 self.transport.close(refused.text, limit=refused.code)
             return False
+        if session is None:  # refused by the chat domain: session_refused told why
+            return False
         self.session = session
         return True
+
+    def session_started(self, session: Session) -> None:
+        """The chat domain begins this connection's session (its nick is had), just before
+        ``chatd_client_connect``: anything the protocol must say first goes now (IRC's
+        ``001``-``005`` and MOTD come before the welcome notice and the first join).
+        ``session`` is the one :meth:`begin_session` returns (or already returned: a
+        nick's claim may be answered later).  The base class says nothing."""
+
+    def session_refused(self, code: str, text: str) -> None:
+        """The chat domain will not begin the session asked for with
+        ``SessionRequest(nick_required=True)``: the nick is invalid (``erroneous_nick``),
+        refused by a plugin (``nick_refused``, or the plugin's code) or taken
+        (``nick_in_use``).  Called during :meth:`begin_session` or later (a claim answered
+        later); nobody was made of the connection, no hook heard of it, and it stays
+        open: a protocol with a handshake of its own (IRC: ``433``, then another
+        ``NICK``) asks again.  The base class tells the peer and closes."""
+        self.session = None
+        self.tell(text, code=code)
+        self.transport.close(text, limit=code)
 
     def _before_session(self, lines: list[str | LineTooLong]) -> list[str | LineTooLong]:
         """Lines received before the session began: the first begins it (and is the

@@ -25,7 +25,7 @@ An options dataclass may check its settings together in ``__post_init__`` (raisi
 (:class:`~chatd.protocols.base.ListenerOptions`) refuse both ``password`` and
 ``password_file``, and a password file that cannot be read.
 
-The built-ins, ``line`` and ``jsonl``, are registered here as data
+The built-ins, ``line``, ``jsonl`` and ``irc``, are registered here as data
 (:data:`BUILTIN_PROTOCOLS`); a plugin adds its own with the ``chatd_protocols``
 hook.  A name is registered once: a plugin cannot replace a built-in or another
 plugin's protocol (a start-up error that names it), because a listener would
@@ -47,6 +47,7 @@ from ..config import config_reference as _schema_reference
 from ..config_docs import Section
 from ..config_rules import FieldSpec, Invalid, check_value, field_specs, unknown_key
 from .base import ChatProtocol, ListenerOptions, ProtocolLimits
+from .irc import IrcOptions, IrcProtocol
 from .jsonl import JsonlProtocol
 from .line import LineProtocol
 
@@ -114,6 +115,12 @@ BUILTIN_PROTOCOLS: tuple[ProtocolSpec, ...] = (
         "Programs (bots, bridges, dashboards): one JSON object per line each way "
         "(docs/protocols.md).",
         ListenerOptions,
+    ),
+    ProtocolSpec(
+        "irc", IrcProtocol,
+        "IRC clients (irssi, WeeChat, HexChat) and IRC bots: registration, numerics and "
+        "IRCv3 capabilities, in the same rooms as everyone (docs/irc.md).",
+        IrcOptions,
     ),
 )
 

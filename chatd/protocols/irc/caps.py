@@ -1,0 +1,90 @@
+"""IRCv3 capabilities: what chatd offers an IRC client, and ``CAP`` negotiation (sans-IO).
+
+A connection's capabilities are a ``frozenset`` of names: the renderer is chosen
+per set (``render.renderer_for(caps, server_name)``), so a room of IRC clients
+with the same capabilities renders each event once.
+
+``CAP REQ`` is all or nothing (IRCv3 capability negotiation): every name asked for
+must be offered, or none changes and the answer is ``NAK``.  ``-name`` disables.
+``cap-notify`` is on for every client that asked ``CAP LS 302`` (the specification
+says so) and cannot be disabled by it.
+
+Offered in this wave: the capabilities whose meaning the renderer and the
+protocol carry out.  ``sasl``, ``batch``, ``draft/chathistory`` and
+``labeled-response`` come with their code, not before (a capability offered is a
+promise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+#: The capabilities offered, with their value (``CAP LS 302`` shows ``name=value``).
+OFFERED: dict[str, str] = {
+    "account-tag": "",
+    "away-notify": "",
+    "cap-notify": "",
+    "echo-message": "",
+    "extended-join": "",
+    "invite-notify": "",
+    "message-tags": "",
+    "multi-prefix": "",
+    "server-time": "",
+    "setname": "",
+    "userhost-in-names": "",
+}
+
+#: Capabilities a client cannot switch off once it has them (cap-notify with 302).
+STICKY = frozenset({"cap-notify"})
+
+#: Bytes of the capability list in one ``CAP LS``/``LIST`` line (the rest of the line's 512
+#: holds the source, the command, the nick and the ``*`` of a continuation).
+LINE_BUDGET = 380
+
+NONE: frozenset[str] = frozenset()
+
+
+def advertised(version: int) -> list[str]:
+    """The names ``CAP LS`` shows: with ``302``, values too (``name=value`` where there
+    is one)."""
+    if version >= 302:
+        return [name if not value else f"{name}={value}" for name, value in OFFERED.items()]
+    return list(OFFERED)
+
+
+def chunks(names: Iterable[str], budget: int = LINE_BUDGET) -> list[str]:
+    """``names`` joined by spaces in pieces of at most ``budget`` bytes (one per line of
+    a multi-line ``CAP LS 302`` reply); one empty piece for no names."""
+    out: list[str] = []
+    current = ""
+    for name in names:
+        joined = f"{current} {name}" if current else name
+        if current and len(joined.encode()) > budget:
+            out.append(current)
+            current = name
+        else:
+            current = joined
+    out.append(current)
+    return out
+
+
+def request(current: frozenset[str], asked: str) -> frozenset[str] | None:
+    """The capability set after ``CAP REQ :asked``, or None to refuse it (``NAK``): an
+    empty request, a name not offered, or disabling a sticky one."""
+    words = asked.split()
+    if not words:
+        return None
+    enable: set[str] = set()
+    disable: set[str] = set()
+    for word in words:
+        off = word.startswith("-")
+        name = word[1:] if off else word
+        if name not in OFFERED or (off and name in STICKY and name in current):
+            return None
+        (disable if off else enable).add(name)
+    if enable & disable:
+        return None
+    return frozenset((current - disable) | enable)
+
+
+__all__ = ["LINE_BUDGET", "NONE", "OFFERED", "STICKY", "advertised", "chunks", "request"]
