@@ -6,10 +6,10 @@ command, parameters, 512-byte body, CRLF); plus in-process tests of the chat
 domain's ``nick_required`` seam (the local backend, and one that answers later)
 and of the sans-IO parts (``caps``, ``registration``).
 
-The renderer and the command mapping are other helpers' (``render.py``,
-``commands.py``): until they merge, the protocol uses the stand-ins of
-``chatd.protocols.irc._standins``; these tests assert only what the session layer
-owns (registration numerics, CAP, PING, 417/451/462/464, ERROR before closing).
+The renderer and the command mapping have tests of their own
+(tests/test_irc_render.py, tests/test_irc_commands.py); these assert what the
+session layer owns (registration numerics, CAP, PING, 417/451/462/464, ERROR
+before closing) and that the three meet: one chat with a line client.
 """
 
 from __future__ import annotations
@@ -389,13 +389,22 @@ def test_registration_over_tls(chatd_server, tmp_path):
 def test_line_clients_share_the_server_with_irc_clients(irc_server):
     server, address = irc_server()
     person = server.client()
+    person.send("/nick penny")
+    person.expect(r"penny")
     irc = IrcClient(address)
     irc.register("ned")
     irc.send("PRIVMSG #lobby :hello from irc")
     person.expect(r"^<ned> hello from irc$")
     person.send("hello from nc")
-    while "hello from nc" not in irc.expect("NOTICE").params[-1]:
-        pass  # the stand-in renderer's NOTICE; the real one's PRIVMSG at merge
+    said = irc.expect("PRIVMSG")
+    while said.params != ("#lobby", "hello from nc"):
+        said = irc.expect("PRIVMSG")
+    assert said.source.startswith("penny!")
+    person.send("/me waves")
+    acted = irc.expect("PRIVMSG")
+    assert acted.params == ("#lobby", "\x01ACTION waves\x01")
+    irc.send("PRIVMSG #lobby :\x01ACTION waves back\x01")
+    person.expect(r"^\* ned waves back$")
 
 
 # -- the nick_required seam, in process -------------------------------------------------------

@@ -43,7 +43,7 @@ from ...requests import Request, SessionRequest
 from ...version import __version__
 from ..base import ChatProtocol, ProtocolLimits, Renderer, Session
 from . import caps as capabilities
-from ._standins import renderer_for, translate  # merge: from .render / .commands instead
+from .commands import CHANMODES, MODES_MAX, TARGMAX, translate
 from .registration import (
     ERR_ALREADYREGISTERED,
     ERR_INPUTTOOLONG,
@@ -63,6 +63,7 @@ from .registration import (
     cap_command,
     pong,
 )
+from .render import renderer_for
 from .wire import BODY_MAX, TAGS_MAX, Message, WireError, parse
 
 #: The server's name in message sources when the listener names none.
@@ -116,15 +117,15 @@ def isupport(limits: Any, network: str) -> list[str]:
         f"AWAYLEN={AWAYLEN}",
         "CASEMAPPING=ascii",
         f"CHANLIMIT=#:{limits.max_rooms_per_client}",
-        "CHANMODES=b,q,,it",
+        f"CHANMODES={CHANMODES}",
         f"CHANNELLEN={CHANNELLEN}",
         "CHANTYPES=#",
         f"KICKLEN={KICKLEN}",
-        "MODES=1",
+        f"MODES={MODES_MAX}",
         f"NETWORK={network}",
         f"NICKLEN={limits.max_nick_bytes}",
         "PREFIX=(o)@",
-        "TARGMAX=JOIN:,PART:1,PRIVMSG:1,NOTICE:1,KICK:1,NAMES:1,WHOIS:1",
+        "TARGMAX=" + ",".join(f"{command}:{limit}" for command, limit in TARGMAX.items()),
         f"TOPICLEN={TOPICLEN}",
         "UTF8ONLY",
     ]
