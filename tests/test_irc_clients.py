@@ -1,0 +1,269 @@
+"""Issue 20: real IRC client software against a real chatd.
+
+Two clients people and bots actually use:
+- the ``irc`` library (pypi ``irc``, the test extra), the way a bot drives it: its own
+  reactor, its own line parser and event names (``welcome``, ``pubmsg``, ``namreply``,
+  ``nicknameinuse`` ...), for registration, channels, modes, errors and each IRCv3
+  capability chatd offers;
+- WeeChat (Debian's ``weechat-headless``), driven through its ``fifo`` plugin, its
+  buffers written by its ``logger`` plugin, in #lobby with a netcat-style line client
+  and a jsonl bot.
+
+Every byte chatd sends to these clients is recorded and parsed strictly at the end of
+each test (tests/irc_transcript.py): a client that shows a line is no proof the line
+was valid IRC.  In CI a missing client fails, never skips.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import irc.client as irc_client  # the test extra: missing, the file fails to import (red)
+import pytest
+from irc_transcript import Transcript
+
+TIMEOUT = 5.0
+
+
+@pytest.fixture
+def transcript() -> Iterator[Transcript]:
+    """The strict transcript of the test's IRC clients, checked when the test ends."""
+    kept = Transcript()
+    yield kept
+    kept.check()
+
+
+@pytest.fixture
+def irc_server(chatd_server) -> Callable[..., Any]:
+    """``irc_server(**sections)`` -> a chatd with a line (0), an irc (1) and a jsonl (2)
+    listener."""
+    def start(**sections: Any) -> Any:
+        return chatd_server(listen=[{"port": 0}, {"port": 0, "protocol": "irc"},
+                                    {"port": 0, "protocol": "jsonl"}], **sections)
+    return start
+
+
+class LibClient:
+    """One ``irc.client`` connection with its own reactor; every event it raises is kept.
+
+    ``expect`` reads events in order (a cursor), so a test says what comes next
+    without sleeping: the reactor's select() waits for the server's bytes.
+    """
+
+    def __init__(self, server: Any, nick: str, transcript: Transcript, *,
+                 caps: tuple[str, ...] = (), password: str | None = None,
+                 sasl: bool = False, register: bool = True) -> None:
+        self.reactor = irc_client.Reactor()
+        self.events: list[Any] = []
+        self.cursor = 0
+        self.reactor.add_global_handler("all_events", self._keep, -100)
+        address = (server.host, server.ports[1])
+
+        def factory(addr: tuple[str, int]) -> Any:
+            sock = transcript.connect(addr)
+            if caps:  # before the library's NICK/USER: registration waits for CAP END
+                sock.sendall(f"CAP LS 302\r\nCAP REQ :{' '.join(caps)}\r\n".encode())
+            return sock
+
+        self.conn = self.reactor.server().connect(
+            "127.0.0.1", address[1], nick, password=password, ircname=f"{nick} Realname",
+            connect_factory=factory, sasl_login=nick if sasl else None)
+        if caps:
+            ack = self.expect("cap", lambda e: e.arguments[0] in ("ACK", "NAK"))
+            assert ack.arguments[0] == "ACK", ack
+            self.conn.cap("END")
+        if register:
+            self.expect("welcome")
+            self.expect("endofmotd", "nomotd")
+
+    @property
+    def nick(self) -> str:
+        return self.conn.get_nickname()
+
+    def _keep(self, _conn: Any, event: Any) -> None:
+        if event.type != "all_raw_messages":
+            self.events.append(event)
+
+    def expect(self, *types: str | Callable[[Any], bool], timeout: float = TIMEOUT) -> Any:
+        """The next event (after the cursor) of one of ``types`` (names; a callable
+        last filters further); AssertionError with the recent events on timeout."""
+        names = [t for t in types if isinstance(t, str)]
+        where = types[-1] if callable(types[-1]) else (lambda _e: True)
+        deadline = time.monotonic() + timeout
+        while True:
+            for index in range(self.cursor, len(self.events)):
+                event = self.events[index]
+                if event.type in names and where(event):
+                    self.cursor = index + 1
+                    return event
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                seen = [(e.type, e.source, e.target, e.arguments, e.tags)
+                        for e in self.events[-12:]]
+                raise AssertionError(f"no {names} within {timeout}s; last events {seen}")
+            self.reactor.process_once(min(remaining, 0.2))
+
+    def fence(self) -> list[Any]:
+        """Every event up to the answer of a PING sent now (nothing else is pending)."""
+        token = f"fence{len(self.events)}"
+        self.conn.ping(token)
+        start = self.cursor
+        self.expect("pong", lambda e: e.arguments[-1] == token)
+        return self.events[start:self.cursor - 1]
+
+    def close(self) -> None:
+        if self.conn.is_connected():
+            self.conn.close()
+
+
+@pytest.fixture
+def lib(transcript) -> Iterator[Callable[..., LibClient]]:
+    """``lib(server, nick, **options)`` -> a registered ``irc`` library client."""
+    made: list[LibClient] = []
+
+    def connect(server: Any, nick: str, **options: Any) -> LibClient:
+        client = LibClient(server, nick, transcript, **options)
+        made.append(client)
+        return client
+    yield connect
+    for client in made:
+        client.close()
+
+
+def tag(event: Any, key: str) -> str | None:
+    """The value of the message tag ``key`` of an ``irc`` library event, or None."""
+    for item in event.tags:
+        if item["key"] == key:
+            return item["value"]
+    return None
+
+
+# -- registration -------------------------------------------------------------------------
+
+
+def test_the_library_registers_and_reads_a_truthful_isupport(irc_server, lib):
+    server = irc_server(limits={"max_nick_bytes": 20})
+    alice = lib(server, "alice")
+    welcome = next(e for e in alice.events if e.type == "welcome")
+    assert welcome.target == "alice"
+    features = alice.conn.features  # the library's own reading of 005
+    assert features.network == "chatd"
+    assert features.chantypes == "#"
+    assert dict(features.prefix) == {"@": "o"}
+    assert features.casemapping == "ascii"
+    assert features.nicklen == 20
+    assert {"b", "q"} <= set(features.chanmodes[0]) and set(features.chanmodes[3]) == {"i", "t"}
+
+
+def test_a_taken_nick_is_433_and_the_library_registers_with_another(irc_server, lib):
+    server = irc_server()
+    lib(server, "alice")
+    second = lib(server, "alice", register=False)
+    refused = second.expect("nicknameinuse")
+    assert refused.arguments[0] == "alice"
+    second.conn.nick("alice2")
+    assert second.expect("welcome").target == "alice2"
+
+
+# -- channels and messages ----------------------------------------------------------------
+
+
+def test_join_names_privmsg_action_notice_part_between_two_library_clients(irc_server, lib):
+    server = irc_server()
+    alice, bob = lib(server, "alice"), lib(server, "bob")
+    alice.conn.join("#dev")
+    alice.expect("endofnames")
+    bob.conn.join("#dev")
+    names = bob.expect("namreply", lambda e: e.arguments[1] == "#dev")
+    assert set(names.arguments[2].split()) == {"alice", "bob"}
+    assert alice.expect("join", lambda e: e.target == "#dev").source.nick == "bob"
+
+    alice.conn.privmsg("#dev", "hello, bob")
+    said = bob.expect("pubmsg")
+    assert (said.source.nick, said.target, said.arguments) == ("alice", "#dev", ["hello, bob"])
+    alice.conn.action("#dev", "waves")
+    acted = bob.expect("action")
+    assert (acted.source.nick, acted.target, acted.arguments) == ("alice", "#dev", ["waves"])
+    bob.conn.privmsg("alice", "psst")
+    private = alice.expect("privmsg")
+    assert (private.source.nick, private.target, private.arguments) == ("bob", "alice", ["psst"])
+    bob.conn.notice("alice", "a notice")
+    # chatd has no notice from users: it arrives as a message (docs/irc.md)
+    assert alice.expect("privmsg").arguments == ["a notice"]
+
+    bob.conn.part(["#dev"], "bye")
+    parted = alice.expect("part")
+    assert (parted.source.nick, parted.target, parted.arguments) == ("bob", "#dev", ["bye"])
+    # alice's own message did not come back to her (no echo-message)
+    assert not [e for e in alice.events if e.type == "pubmsg"]
+
+
+def test_topic_who_whois_list_through_the_library(irc_server, lib):
+    server = irc_server()
+    alice, bob = lib(server, "alice"), lib(server, "bob")
+    for client in (alice, bob):
+        client.conn.join("#dev")
+        client.expect("endofnames")
+    alice.conn.topic("#dev", "release friday")
+    changed = bob.expect("topic")
+    assert (changed.source.nick, changed.target, changed.arguments) == (
+        "alice", "#dev", ["release friday"])
+    bob.conn.topic("#dev")
+    assert bob.expect("currenttopic").arguments == ["#dev", "release friday"]
+
+    bob.conn.who("#dev")
+    who = [bob.expect("whoreply"), bob.expect("whoreply")]
+    assert {e.arguments[4] for e in who} == {"alice", "bob"}
+    assert bob.expect("endofwho").arguments[0] == "#dev"
+
+    bob.conn.whois(["alice"])
+    user = bob.expect("whoisuser")
+    assert user.arguments[0] == "alice"
+    assert "#dev" in bob.expect("whoischannels").arguments[1].split()
+    bob.expect("endofwhois")
+
+    bob.conn.list()
+    bob.expect("liststart")
+    listed = bob.expect("list", lambda e: e.arguments[0] == "#dev")
+    assert listed.arguments[1:] == ["2", "release friday"]
+    bob.expect("listend")
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+def test_errors_are_the_numerics_the_library_knows(irc_server, lib):
+    server = irc_server()
+    alice = lib(server, "alice")
+    alice.conn.privmsg("nobody", "hi")
+    assert alice.expect("nosuchnick").arguments[0] == "nobody"
+    alice.conn.join("nochannel")
+    assert alice.expect("nosuchchannel").arguments[0] == "nochannel"
+    alice.conn.part(["#dev"])
+    assert alice.expect("nosuchchannel", "notonchannel").arguments[0] == "#dev"
+    alice.conn.join("#dev")
+    alice.expect("endofnames")
+    lib(server, "bob").conn.join("#ops")
+    alice.conn.part(["#ops"])
+    assert alice.expect("notonchannel").arguments[0] == "#ops"
+    alice.conn.send_raw("KICK #dev")
+    assert alice.expect("needmoreparams").arguments[0] == "KICK"
+    alice.conn.send_raw("FROBNICATE now")
+    assert alice.expect("unknowncommand").arguments[0] == "FROBNICATE"
+    # the library refuses to send over 512 bytes itself: past it, on its own socket
+    alice.conn.socket.sendall(b"PRIVMSG #dev :" + b"x" * 600 + b"\r\n")
+    assert alice.expect("417").target == "alice"
+    assert not [e for e in alice.fence() if e.type == "error"]  # still connected
+
+
+def test_the_library_refuses_to_send_a_line_over_512_bytes_chatd_never_sees_a_cut(
+        irc_server, lib):
+    """The other side of 417: the library's own limit; the room gets nothing cut."""
+    server = irc_server()
+    alice, bob = lib(server, "alice"), lib(server, "bob")
+    with pytest.raises(irc_client.MessageTooLong):
+        alice.conn.privmsg("#lobby", "y" * 600)
+    alice.conn.privmsg("#lobby", "short")
+    assert bob.expect("pubmsg").arguments == ["short"]
