@@ -173,4 +173,6 @@ class Transcript:
         """Parse every stream strictly; the number of lines checked."""
         for relay in self.relays:
             relay.close()
-        return sum(len(strict_lines(stream)) for stream in self.streams())
+        streams = self.streams()
+        assert all(streams), "a connection recorded nothing: the recorder is not in the path"
+        return sum(len(strict_lines(stream)) for stream in streams)

@@ -16,13 +16,20 @@ was valid IRC.  In CI a missing client fails, never skips.
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import irc.client as irc_client  # the test extra: missing, the file fails to import (red)
 import pytest
 from irc_transcript import Transcript
+
+from chatd.testing import skip_unless_ci, wait_until
 
 TIMEOUT = 5.0
 
@@ -267,3 +274,111 @@ def test_the_library_refuses_to_send_a_line_over_512_bytes_chatd_never_sees_a_cu
         alice.conn.privmsg("#lobby", "y" * 600)
     alice.conn.privmsg("#lobby", "short")
     assert bob.expect("pubmsg").arguments == ["short"]
+
+
+# -- WeeChat -------------------------------------------------------------------------------
+
+
+class WeeChat:
+    """Debian's ``weechat-headless`` in a throwaway home: commands in through its ``fifo``
+    plugin, buffers out through its ``logger`` plugin (flushed at once), connected to
+    chatd through a recording relay (the transcript)."""
+
+    def __init__(self, home: Path, address: tuple[str, int], nick: str) -> None:
+        self.home, self.nick = home, nick
+        self.fifo = home / "fifo"
+        setup = ";".join([
+            "/set logger.file.flush_delay 0",
+            f"/set fifo.file.path {self.fifo}",
+            f"/server add chatd {address[0]}/{address[1]}",
+            f"/set irc.server.chatd.nicks {nick}",
+            "/connect chatd",
+        ])
+        self.output = (home / "weechat.out").open("w")
+        self.proc = subprocess.Popen(
+            ["weechat-headless", "--dir", str(home), "--run-command", setup, "--stdout"],
+            stdin=subprocess.DEVNULL, stdout=self.output, stderr=subprocess.STDOUT)
+
+    def log(self, buffer: str) -> str:
+        """The logger's file of ``buffer`` (``#lobby``, a nick, ``server``), or ''."""
+        name = "irc.server.chatd" if buffer == "server" else f"irc.chatd.{buffer}"
+        path = self.home / "logs" / f"{name}.weechatlog"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def sees(self, buffer: str, pattern: str, timeout: float = TIMEOUT) -> None:
+        """A line matching ``pattern`` is written to ``buffer``'s log."""
+        regex = re.compile(pattern, re.MULTILINE)
+        if not wait_until(lambda: regex.search(self.log(buffer)) is not None, timeout):
+            raise AssertionError(f"WeeChat's {buffer} never showed {pattern!r}:\n"
+                                 f"{self.log(buffer)[-2000:]}\n{self.log('server')[-2000:]}")
+
+    def command(self, text: str, buffer: str = "irc.chatd.#lobby") -> None:
+        """Type ``text`` into ``buffer`` (through the fifo: ``buffer *text``)."""
+        fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)  # no reader: ENXIO, no hang
+        try:
+            os.write(fd, f"{buffer} *{text}\n".encode())
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.output.close()
+
+
+@pytest.fixture
+def weechat(tmp_path, transcript) -> Iterator[Callable[..., WeeChat]]:
+    """``weechat(server, nick)`` -> a WeeChat connected to the server's irc listener."""
+    if shutil.which("weechat-headless") is None:
+        skip_unless_ci("weechat-headless (Debian's weechat-headless) is not installed")
+    started: list[WeeChat] = []
+
+    def start(server: Any, nick: str) -> WeeChat:
+        relay = transcript.relay((server.host, server.ports[1]))
+        home = tmp_path / f"weechat-{nick}"
+        home.mkdir()
+        client = WeeChat(home, relay.address, nick)
+        started.append(client)
+        return client
+    yield start
+    for client in started:
+        client.close()
+
+
+def test_weechat_nc_and_a_jsonl_bot_talk_in_lobby(irc_server, weechat):
+    server = irc_server()
+    person = server.client()
+    bot = server.json_client(listener=2)
+    wee = weechat(server, "weeuser")
+    person.expect(r"^\*\*\* weeuser joined #lobby$")
+    wee.sees("#lobby", r"\tweeuser \(weeuser\) \(\S+\) has joined #lobby$")
+    wee.sees("server", r"client capability, enabled: .*server-time")
+
+    person.send("hello from nc")
+    wee.sees("#lobby", rf"^\S+ \S+\t{person.nick}\thello from nc$")
+    bot.send(cmd="say", text="hello from a bot")
+    wee.sees("#lobby", rf"^\S+ \S+\t{bot.nick}\thello from a bot$")
+
+    wee.command("hi from weechat")
+    person.expect(r"^<weeuser> hi from weechat$")
+    said = bot.expect(**{"type": "message", "from": "weeuser"})
+    assert (said["from"], said["room"], said["text"]) == ("weeuser", "#lobby", "hi from weechat")
+    wee.command("/me waves")
+    person.expect(r"^\* weeuser waves$")
+    acted = bot.expect(type="action")
+    assert (acted["from"], acted["text"]) == ("weeuser", "waves")
+
+    person.send("/msg weeuser a private word")
+    wee.sees(person.nick, rf"^\S+ \S+\t{person.nick}\ta private word$")
+    wee.command(f"/msg {person.nick} a private answer")
+    person.expect(r"a private answer$")
+
+    wee.command("/quit see you")
+    person.expect(r"^\*\*\* weeuser quit \(Quit: see you\)$")
+    quit = bot.expect(type="quit")
+    assert "weeuser" in quit.values(), quit
