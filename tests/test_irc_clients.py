@@ -485,3 +485,136 @@ def test_the_invited_gets_invite(irc_server, lib):
     invited = carol.expect("invite", timeout=2)
     assert (invited.source.nick, invited.target, invited.arguments) == (
         "alice", "carol", ["#dev"])
+
+
+# -- IRCv3 capabilities, one observation each ---------------------------------------------
+
+ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+def a_message_seen_by(server: Any, lib: Callable[..., LibClient], caps: tuple[str, ...]) -> Any:
+    """The ``pubmsg`` event a client with ``caps`` gets from alice in #lobby."""
+    viewer = lib(server, "viewer", caps=caps)
+    alice = lib(server, "alice")
+    alice.conn.privmsg("#lobby", "tagged?")
+    return viewer.expect("pubmsg")
+
+
+def test_without_capabilities_a_message_has_no_tags(irc_server, lib):
+    assert a_message_seen_by(irc_server(), lib, ()).tags == []
+
+
+def test_server_time_tags_each_message_with_its_time_in_utc_ms(irc_server, lib):
+    said = a_message_seen_by(irc_server(), lib, ("server-time",))
+    assert ISO_MS.fullmatch(tag(said, "time") or ""), said.tags
+
+
+def test_message_tags_gives_each_message_its_own_msgid(irc_server, lib):
+    server = irc_server()
+    viewer = lib(server, "viewer", caps=("message-tags",))
+    alice = lib(server, "alice")
+    alice.conn.privmsg("#lobby", "one")
+    alice.conn.privmsg("#lobby", "two")
+    ids = [tag(viewer.expect("pubmsg"), "msgid") for _ in range(2)]
+    assert all(ids) and ids[0] != ids[1], ids
+
+
+def test_account_tag_names_an_identified_senders_account_only(irc_server, lib):
+    server = irc_server()
+    viewer = lib(server, "viewer", caps=("account-tag",))
+    alice, bob = lib(server, "alice"), lib(server, "bob")
+    alice.conn.send_raw("REGISTER alice-secret-1")
+    alice.expect("privnotice", lambda e: "you are identified" in e.arguments[0])
+    alice.conn.privmsg("#lobby", "from an account")
+    assert tag(viewer.expect("pubmsg"), "account") == "alice"
+    bob.conn.privmsg("#lobby", "from nobody in particular")
+    assert tag(viewer.expect("pubmsg"), "account") is None
+
+
+def test_extended_join_says_account_or_star(irc_server, lib):
+    server = irc_server()
+    viewer = lib(server, "viewer", caps=("extended-join",))
+    alice = lib(server, "alice")
+    alice.conn.send_raw("REGISTER alice-secret-1")
+    alice.expect("privnotice", lambda e: "you are identified" in e.arguments[0])
+    viewer.conn.join("#dev")
+    viewer.expect("endofnames")
+    alice.conn.join("#dev")
+    lib(server, "bob").conn.join("#dev")
+    joined = viewer.expect("join", lambda e: e.source.nick == "alice" and e.target == "#dev")
+    assert joined.arguments[0] == "alice"
+    joined = viewer.expect("join", lambda e: e.source.nick == "bob" and e.target == "#dev")
+    assert joined.arguments[0] == "*"
+
+
+@pytest.mark.parametrize(("caps", "entry"), [
+    ((), r"@?alice"),
+    (("multi-prefix",), r"@?alice"),
+    (("userhost-in-names",), r"alice!alice@\S+"),
+])
+def test_names_entries_follow_multi_prefix_and_userhost_in_names(irc_server, lib, caps, entry):
+    server = irc_server()
+    viewer = lib(server, "viewer", caps=caps)
+    lib(server, "alice")
+    viewer.conn.names(["#lobby"])
+    names = viewer.expect("namreply", lambda e: e.arguments[1] == "#lobby").arguments[2]
+    assert any(re.fullmatch(entry, name) for name in names.split()), names
+    if "userhost-in-names" not in caps:
+        assert "!" not in names
+
+
+def test_cap_list_says_what_was_acknowledged_and_an_unknown_cap_is_nak(irc_server, lib):
+    server = irc_server()
+    viewer = lib(server, "viewer", caps=("server-time", "multi-prefix"))
+    viewer.conn.cap("LIST")
+    listed = viewer.expect("cap", lambda e: e.arguments[0] == "LIST")
+    assert set(listed.arguments[1].split()) == {"cap-notify", "server-time", "multi-prefix"}
+    viewer.conn.cap("REQ", "server-time", "no-such-cap")
+    refused = viewer.expect("cap", lambda e: e.arguments[0] in ("ACK", "NAK"))
+    assert refused.arguments[0] == "NAK"
+
+
+def test_setname_is_offered_and_refused_with_fail(irc_server, lib):
+    viewer = lib(irc_server(), "viewer", caps=("setname",))
+    viewer.conn.send_raw("SETNAME :A New Name")
+    failed = viewer.expect("fail")
+    assert (failed.target, failed.arguments[0]) == ("SETNAME", "CANNOT_CHANGE_REALNAME")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "irc-seams (wave 2): echo-message is ACKed but the sender never gets its own "
+    "channel message or private message back"))
+def test_echo_message_returns_the_senders_own_messages(irc_server, lib):
+    server = irc_server()
+    alice = lib(server, "alice", caps=("echo-message",))
+    lib(server, "bob")
+    alice.conn.privmsg("#lobby", "echo me")
+    assert alice.expect("pubmsg", timeout=2).arguments == ["echo me"]
+    alice.conn.privmsg("bob", "and this")
+    assert alice.expect("privmsg", timeout=2).arguments == ["and this"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "irc-seams (wave 2): away-notify is ACKed but a co-member's AWAY never reaches the "
+    "client (the one who set it gets a NOTICE only)"))
+def test_away_notify_tells_co_members(irc_server, lib):
+    server = irc_server()
+    viewer = lib(server, "viewer", caps=("away-notify",))
+    alice = lib(server, "alice")
+    alice.conn.send_raw("AWAY :lunch")
+    away = viewer.expect("away", timeout=2)
+    assert (away.source.nick, away.arguments) == ("alice", ["lunch"])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "irc-seams (wave 2): SASL PLAIN is not offered yet (no 'sasl' in CAP LS); the "
+    "library reports login_failed"))
+def test_sasl_plain_logs_the_library_in_as_a_registered_nick(irc_server, lib):
+    server = irc_server()
+    alice = lib(server, "alice")
+    alice.conn.send_raw("REGISTER alice-secret-1")
+    alice.expect("privnotice", lambda e: "you are identified" in e.arguments[0])
+    alice.conn.quit("bye")
+    again = lib(server, "alice", password="alice-secret-1", sasl=True, register=False)
+    assert again.expect("900", "903", "login_failed", timeout=2).type in ("900", "903")
+    again.expect("welcome")
