@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ from typing import Any
 
 import irc.client as irc_client  # the test extra: missing, the file fails to import (red)
 import pytest
-from irc_transcript import Transcript
+from irc_transcript import Transcript, strict_lines
 
 from chatd.testing import skip_unless_ci, wait_until
 
@@ -618,3 +619,45 @@ def test_sasl_plain_logs_the_library_in_as_a_registered_nick(irc_server, lib):
     again = lib(server, "alice", password="alice-secret-1", sasl=True, register=False)
     assert again.expect("900", "903", "login_failed", timeout=2).type in ("900", "903")
     again.expect("welcome")
+
+
+# -- the transcript checker itself ---------------------------------------------------------
+
+
+def test_the_transcript_check_passes_valid_irc_with_tags():
+    data = (b"@time=2026-01-01T00:00:00.000Z;msgid=1 :a!b@c PRIVMSG #x :hi\r\n"
+            b":chatd.local 001 alice :Welcome\r\n")
+    assert [m.command for m in strict_lines(data)] == ["PRIVMSG", "001"]
+
+
+@pytest.mark.parametrize(("data", "why"), [
+    (b":s 001 a :hi\n", "CR LF"),
+    (b":s 001 a :hi\r\n:s 002 a :cut", "unterminated"),
+    (b":s 001 a :\xff\xfe\r\n", "UTF-8"),
+    (b":s PRIVMSG #x :" + b"y" * 500 + b"\r\n", "over 512"),
+    (b":s 0001 a :four digits\r\n", "0001"),
+    (b"@=x :s PING y\r\n", "not a tag key"),
+    (b":s  PING x\r\n", "two spaces"),
+    (b":s PRIVMSG #x :nul\x00inside\r\n", "line 1"),
+    (b":s PRIVMSG #x :a\rb\r\n", "line 1"),
+])
+def test_the_transcript_check_refuses_what_is_not_irc(data, why):
+    with pytest.raises(AssertionError, match=re.escape(why)):
+        strict_lines(data)
+
+
+def test_a_relay_keeps_what_the_server_sent_and_passes_both_ways():
+    upstream = socket.create_server(("127.0.0.1", 0))
+    transcript = Transcript()
+    relay = transcript.relay(upstream.getsockname())
+    with socket.create_connection(relay.address, timeout=TIMEOUT) as client:
+        server, _ = upstream.accept()
+        server.settimeout(TIMEOUT)
+        client.sendall(b"NICK a\r\n")
+        assert server.recv(100) == b"NICK a\r\n"
+        server.sendall(b":s 001 a :hi\r\n")
+        assert client.recv(100) == b":s 001 a :hi\r\n"
+        server.close()
+        assert client.recv(100) == b""  # the relay passes the close on
+    assert transcript.check() == 1
+    upstream.close()
