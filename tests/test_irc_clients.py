@@ -239,6 +239,21 @@ def test_topic_who_whois_list_through_the_library(irc_server, lib):
     bob.expect("listend")
 
 
+def test_a_long_line_from_nc_reaches_the_library_split_whole_and_in_order(irc_server, lib):
+    """512 bytes is IRC's line, not chatd's: a longer line from a netcat user arrives as
+    several PRIVMSGs that fit (the transcript checks each), cut between characters,
+    nothing lost."""
+    server = irc_server(limits={"max_line_bytes": 2048})
+    viewer = lib(server, "viewer")
+    person = server.client()
+    text = "é€😀 " * 150  # 1500 bytes of 2-, 3- and 4-byte characters
+    person.send(text.strip())
+    pieces = []
+    while "".join(pieces) != text.strip():
+        pieces.append(viewer.expect("pubmsg", timeout=2).arguments[0])
+    assert len(pieces) > 1
+
+
 # -- errors --------------------------------------------------------------------------------
 
 
