@@ -643,6 +643,7 @@ def test_sasl_plain_logs_the_library_in_as_a_registered_nick(irc_server, lib):
     alice.conn.send_raw("REGISTER alice-secret-1")
     alice.expect("privnotice", lambda e: "you are identified" in e.arguments[0])
     alice.conn.quit("bye")
+    alice.expect("disconnect")  # the nick is free again before it is asked for
     again = lib(server, "alice", password="alice-secret-1", sasl=True, register=False)
     assert again.expect("900", "903", "login_failed", timeout=2).type in ("900", "903")
     again.expect("welcome")
