@@ -513,10 +513,8 @@ Info = chatd conformance comparison
 Listen = 127.0.0.1
 Ports = {port}
 MotdPhrase = compared with chatd
-PidFile = {tmp}/ngircd.pid
 ServerUID = 65534
 ServerGID = 65534
-IncludeDir = {tmp}/conf.d
 [Limits]
 MaxConnectionsIP = 0
 MaxJoins = 0
@@ -524,6 +522,7 @@ MaxNickLength = 30
 PingTimeout = 120
 PongTimeout = 20
 [Options]
+IncludeDir = {tmp}/conf.d
 DNS = no
 Ident = no
 PAM = no
