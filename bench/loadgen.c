@@ -30,6 +30,12 @@
  * load generator is not the bottleneck.  At the window's edges it samples its own
  * CPU time, the server's (-P) and every core's /proc/stat counters.
  *
+ * With -I every client speaks IRC: it registers (`NICK b<i>`, `USER`), joins `#bench-G`
+ * after the `001` (earlier lines, e.g. NOTICE AUTH, are skipped) and counts as
+ * welcomed at the `366` that ends the channel's NAMES (it is in the channel then), answers the server's PING with PONG, and sends `PRIVMSG #bench-G :<token>`.
+ * With -O NAME:PASSWORD (IRC) every sender also sends `OPER NAME PASSWORD` and
+ * `MODE b<i> +F` after its welcome: ngIRCd's relaxed flood protection, for IRC operators.
+ *
  * With -L every client speaks TLS (OpenSSL, no certificate check: loopback, our own
  * servers): the handshake is driven from the same edges, reads go through SSL_read
  * until it wants more (no short-read shortcut: a record can wait inside the session).
@@ -86,6 +92,7 @@
 #define PARTIAL_MAX 512        /* longest line kept across reads; data lines are < 300 B */
 #define SENDER_OUT 16384       /* a sender's output buffer: room for ~200 queued lines */
 #define JOIN_OUT 64            /* everyone else only ever sends `/join #bench-N` */
+#define IRC_OUT 512            /* ... or, with -I, NICK/USER, JOIN and PONGs */
 #define MAX_EVENTS 1024
 #define WINDOW_MAX 64          /* closed mode: most messages in flight per sender (2^n) */
 #define CONNECT_BATCH 512      /* handshakes (connect + welcome) in flight at once */
@@ -129,14 +136,17 @@ static struct {
     uint32_t clients, senders, groups, window;
     double rate, duration, warmup, settle_max, drain_max, hold_max, timeout;
     uint32_t line_bytes, quiet_ms, source_ips, batch_us;
+    uint32_t connect_batch;  /* -C: handshakes (connect + welcome) in flight at once */
     int server_pid;
     int tls;                 /* -L: connect with TLS (the certificate is not checked) */
+    int irc;                 /* -I: speak IRC (register, JOIN, PRIVMSG, PONG) */
+    const char *oper;        /* -O NAME:PASSWORD: IRC senders become operators, +F */
     enum mode mode;
 } opt = {
     .addr = "127.0.0.1", .port = 0, .clients = 100, .senders = 5, .groups = 1, .window = 1,
     .rate = 10.0, .duration = 5.0, .warmup = 1.0, .settle_max = 120.0, .drain_max = 10.0,
     .hold_max = 300.0, .timeout = 900.0, .line_bytes = 64, .quiet_ms = 300, .source_ips = 1,
-    .batch_us = 0, .server_pid = 0, .mode = MODE_CLOSED,
+    .batch_us = 0, .server_pid = 0, .mode = MODE_CLOSED, .connect_batch = CONNECT_BATCH,
 };
 
 /* -- state ------------------------------------------------------------------------- */
@@ -355,7 +365,7 @@ static int out_append(uint32_t id, const char *data, uint32_t len)
 {
     struct client *c = &clients[id];
     if (!c->out) {
-        c->out_cap = (id < opt.senders) ? SENDER_OUT : JOIN_OUT;
+        c->out_cap = (id < opt.senders) ? SENDER_OUT : opt.irc ? IRC_OUT : JOIN_OUT;
         c->out = xcalloc(1, c->out_cap);
     }
     if (c->out_off && c->out_len + len > c->out_cap) {  /* compact */
@@ -437,12 +447,16 @@ static int send_message(uint32_t s)
     char line[512];
     struct sender *snd = &senders[s];
     uint64_t t = mono_ns();
-    int len = snprintf(line, sizeof line, TOKEN "%u:%u:%" PRIu64 " ", s, snd->next_seq, t);
+    int len = opt.irc ? snprintf(line, sizeof line, "PRIVMSG #bench-%u :", clients[s].group) : 0;
+    len += snprintf(line + len, sizeof line - (size_t)len, TOKEN "%u:%u:%" PRIu64 " ", s,
+                    snd->next_seq, t);
     uint32_t want = opt.line_bytes;
     if (want > sizeof line)
         want = sizeof line;
-    while ((uint32_t)len < want - 1)
+    while ((uint32_t)len < want - 1 - (uint32_t)opt.irc)
         line[len++] = 'x';
+    if (opt.irc)
+        line[len++] = '\r';
     line[len++] = '\n';
     if (!out_append(s, line, (uint32_t)len))
         return 0;
@@ -545,9 +559,60 @@ static const char *find_token(const char *line, size_t len)
     return NULL;
 }
 
+/* -I: answer a PING (PONG with its parameters); 1 if the line was one. */
+static int irc_ping(uint32_t r, const char *line, size_t len)
+{
+    if (len < 5 || memcmp(line, "PING ", 5) != 0)
+        return 0;
+    while (len && line[len - 1] == '\r')
+        len--;
+    char pong[IRC_OUT / 2];
+    int n = snprintf(pong, sizeof pong, "PONG %.*s\r\n", (int)(len - 5 > 200 ? 200 : len - 5),
+                     line + 5);
+    out_append(r, pong, (uint32_t)n);
+    return 1;
+}
+
+/* -I: the welcome is the 001 numeric (`:server 001 nick ...`); then join, and
+ * senders with -O become operators with ngIRCd's relaxed flood protection (+F). */
+static int irc_welcome(uint32_t r, const char *line, size_t len)
+{
+    const char *sp = memchr(line, ' ', len);
+    if (!sp || (size_t)(line + len - sp) < 5 || memcmp(sp, " 001 ", 5) != 0)
+        return 0;
+    char out[IRC_OUT];
+    int n = snprintf(out, sizeof out, "JOIN #bench-%u\r\n", clients[r].group);
+    if (opt.oper && r < opt.senders) {
+        const char *colon = strchr(opt.oper, ':');
+        n += snprintf(out + n, sizeof out - (size_t)n, "OPER %.*s %s\r\nMODE b%u +F\r\n",
+                      (int)(colon - opt.oper), opt.oper, colon + 1, r);
+    }
+    out_append(r, out, (uint32_t)n);
+    return 1;
+}
+
+/* -I: the 366 (end of NAMES) of a #bench channel: the JOIN is done. */
+static int irc_joined(const char *line, size_t len)
+{
+    const char *sp = memchr(line, ' ', len);
+    return sp && (size_t)(line + len - sp) >= 5 && memcmp(sp, " 366 ", 5) == 0 &&
+           memmem(sp, (size_t)(line + len - sp), " #bench-", 8) != NULL;
+}
+
 static void handle_line(uint32_t r, const char *line, size_t len)
 {
     struct client *c = &clients[r];
+    if (opt.irc && irc_ping(r, line, len))
+        return;
+    if (opt.irc && c->state == C_WELCOME) {
+        /* Ready once in the channel: the 366 (end of NAMES) that answers its JOIN. */
+        if (irc_welcome(r, line, len) || !irc_joined(line, len))
+            return;  /* registration replies, notices, the welcome, the JOIN echo */
+        c->state = C_READY;
+        in_handshake--;
+        welcomed++;
+        return;
+    }
     if (c->state == C_WELCOME) {  /* the first line a server sends is its welcome */
         c->state = C_READY;
         in_handshake--;
@@ -696,7 +761,7 @@ static void read_client(uint32_t id)
 
 static void start_connects(void)
 {
-    while (next_connect < opt.clients && in_handshake < CONNECT_BATCH) {
+    while (next_connect < opt.clients && in_handshake < opt.connect_batch) {
         uint32_t id = next_connect++;
         struct client *c = &clients[id];
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -731,6 +796,18 @@ static void start_connects(void)
     }
 }
 
+/* The connection is up (TCP, and TLS if any): the server's welcome is next.  With -I
+ * the client registers first. */
+static void await_welcome(uint32_t id)
+{
+    clients[id].state = C_WELCOME;
+    if (opt.irc) {
+        char reg[IRC_OUT / 2];
+        int n = snprintf(reg, sizeof reg, "NICK b%u\r\nUSER b 0 * :bench\r\n", id);
+        out_append(id, reg, (uint32_t)n);
+    }
+}
+
 static void connect_done(uint32_t id)
 {
     struct client *c = &clients[id];
@@ -744,7 +821,7 @@ static void connect_done(uint32_t id)
     }
     connected++;
     if (!opt.tls) {
-        c->state = C_WELCOME;
+        await_welcome(id);
         return;
     }
     c->ssl = SSL_new(tls_ctx);
@@ -762,7 +839,7 @@ static void tls_handshake(uint32_t id)
     struct client *c = &clients[id];
     int r = SSL_do_handshake(c->ssl);
     if (r == 1) {
-        c->state = C_WELCOME;
+        await_welcome(id);
         return;
     }
     int err = SSL_get_error(c->ssl, r);
@@ -1146,7 +1223,7 @@ static void usage(void)
             "  [-s SENDERS] [-g GROUPS] [-w WINDOW] [-r MSGS_PER_S_PER_SENDER] [-d SECONDS]\n"
             "  [-W WARMUP_S] [-l LINE_BYTES] [-q QUIET_MS] [-S SETTLE_MAX_S] [-D DRAIN_MAX_S]\n"
             "  [-H HOLD_MAX_S] [-T TIMEOUT_S] [-b SOURCE_IPS] [-P SERVER_PID] [-i BATCH_US]\n"
-            "  [-L (TLS)]\n");
+            "  [-C HANDSHAKES_IN_FLIGHT] [-L (TLS)] [-I (IRC)] [-O OPER_NAME:PASSWORD (IRC senders, ngIRCd +F)]\n");
     exit(2);
 }
 
@@ -1169,7 +1246,7 @@ static uint32_t parse_count(const char *s, uint32_t lo, uint32_t hi, char flag)
 static void parse_args(int argc, char **argv)
 {
     int ch;
-    while ((ch = getopt(argc, argv, "a:p:m:c:s:g:w:r:d:W:l:q:S:D:H:T:b:P:i:Lh")) != -1) {
+    while ((ch = getopt(argc, argv, "a:p:m:c:s:g:w:r:d:W:l:q:S:D:H:T:b:P:i:C:LIO:h")) != -1) {
         switch (ch) {
         case 'a': opt.addr = optarg; break;
         case 'p': opt.port = (int)parse_count(optarg, 1, 65535, 'p'); break;
@@ -1196,6 +1273,13 @@ static void parse_args(int argc, char **argv)
         case 'i': opt.batch_us = parse_count(optarg, 0, 100000, 'i'); break;
         case 'P': opt.server_pid = (int)parse_count(optarg, 1, 1 << 30, 'P'); break;
         case 'L': opt.tls = 1; break;
+        case 'I': opt.irc = 1; break;
+        case 'C': opt.connect_batch = parse_count(optarg, 1, CONNECT_BATCH, 'C'); break;
+        case 'O':
+            if (!strchr(optarg, ':'))
+                usage();
+            opt.oper = optarg;
+            break;
         default: usage();
         }
     }

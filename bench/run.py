@@ -135,6 +135,11 @@ class Scenario:
     #: Every client speaks TLS (the load generator's -L); only servers that can serve
     #: TLS run it (:attr:`ServerSpec.tls`).
     tls: bool = False
+    #: Every client speaks IRC (the load generator's -I: NICK/USER, JOIN, PRIVMSG);
+    #: only servers that can serve IRC run it (:attr:`ServerSpec.irc`).
+    irc: bool = False
+    #: Load generator flags a server needs for this scenario (ngIRCd's -O), set per run.
+    loadgen_extra: tuple[str, ...] = ()
 
     @property
     def offered_msgs_per_s(self) -> float:
@@ -145,6 +150,9 @@ class Scenario:
         args += ["-S", f"{self.setup_max_s:g}"]
         if self.tls:
             args.append("-L")
+        if self.irc:
+            args.append("-I")
+        args += self.loadgen_extra
         if self.mode == "idle":
             return [*args, "-H", "600"]
         args += ["-s", str(self.senders), "-g", str(self.groups), "-w", str(self.window)]
@@ -192,6 +200,12 @@ FULL_SCENARIOS = [
     Scenario("fanout-tls-1000", "fanout-1000 over TLS: 1000 clients, 5 senders, 16 in "
              "flight each, every connection TLS 1.3", "closed", 1000, senders=5, window=16,
              batch_us=_CLOSED_BATCH_US, tls=True),
+    # The issue's IRC fanout: chatd's irc listener, chatd-line (the same chatd, the same
+    # load over the line protocol: what the IRC renderer costs) and ngIRCd (C).
+    Scenario("irc-fanout-1000", "fanout-1000 over IRC: 1000 IRC clients in one channel, "
+             "5 senders, 16 PRIVMSGs in flight each (chatd-line: the same load over the "
+             "line protocol)", "closed", 1000, senders=5, window=16,
+             batch_us=_CLOSED_BATCH_US, irc=True),
     Scenario("idle-10000", "10,000 idle connections: server memory per connection",
              "idle", 10_000, setup_max_s=60.0),
     # clients = 0: as many as the fd limit allows (resolved at start, see main()).
@@ -226,6 +240,9 @@ TARGETS: list[dict[str, Any]] = [
      "factor": 1.0, "better": "lower"},
     {"scenario": "rooms-5000x500", "metric": "server_cpu", "against": "uvloop-per-chunk",
      "factor": 1.0, "better": "lower"},
+    # Issue 20: the IRC renderer costs at most 20 % against the line protocol.
+    {"scenario": "irc-fanout-1000", "metric": "deliveries_per_s", "against": "chatd-line",
+     "factor": 0.8, "better": "higher"},
     *({"scenario": name, "metric": "rss_per_conn_kib", "against": None, "value": 1.0,
        "factor": 1.0, "better": "lower"} for name in ("idle-10000", "idle-max")),
 ]
@@ -252,6 +269,21 @@ class ServerSpec:
     #: How it serves TLS scenarios: "config" (chatd: a TLS listener in its config),
     #: "flag" (``--tls PEM``), or "" (it cannot: TLS scenarios skip it).
     tls: str = ""
+    #: How it serves IRC scenarios: "config" (chatd: its listener's protocol is irc),
+    #: "native" (an IRC server: IRC scenarios only), "line" (chatd-line: the same load
+    #: over the line protocol, IRC scenarios only), or "" (IRC scenarios skip it).
+    irc: str = ""
+    #: Load generator flags for its IRC runs (ngIRCd: its senders become operators, +F).
+    irc_loadgen: tuple[str, ...] = ()
+
+    def serves(self, scenario: Scenario) -> bool:
+        """Whether it runs ``scenario``: TLS and IRC only where it can; IRC-only servers
+        (ngIRCd, chatd-line) only IRC scenarios."""
+        if scenario.tls and not self.tls:
+            return False
+        if scenario.irc:
+            return bool(self.irc)
+        return self.irc not in ("native", "line")
 
     @property
     def file_stem(self) -> str:
@@ -281,7 +313,13 @@ def _chatd(config: Path, port_file: Path) -> list[str]:
 NO_HISTORY_CONFIG = "chatd-bench-no-history.yaml"
 
 SERVERS = [
-    ServerSpec("chatd", _chatd, kind="chatd", tls="config"),
+    ServerSpec("chatd", _chatd, kind="chatd", tls="config", irc="config"),
+    # IRC scenarios only: chatd's line listener under the IRC scenario's load (what the
+    # IRC renderer costs, same commit, same run), and ngIRCd (Debian's, C) with its
+    # flood limits lifted where its config allows (bench/baselines/ngircd.py says which).
+    ServerSpec("chatd-line", _chatd, kind="variant", irc="line"),
+    ServerSpec("ngircd", _baseline("ngircd.py"), irc="native",
+               irc_loadgen=("-O", "bench:bench", "-C", "100")),
     # The same chatd with history off (--servers chatd,chatd-no-history): not a
     # baseline, the cost of history measured beside it.
     ServerSpec("chatd-no-history", _chatd, kind="variant", default=False, tls="config"),
@@ -800,9 +838,31 @@ def tls_server(spec: ServerSpec, ctx: Context) -> ServerSpec:
     return dataclasses.replace(spec, config=config)
 
 
+def irc_server(spec: ServerSpec, ctx: Context) -> ServerSpec:
+    """``spec`` under an IRC scenario: chatd with its listener's protocol irc."""
+    if spec.irc != "config":
+        return spec
+    source = spec.config or ctx.config
+    config = source.with_name(source.stem + "-irc.yaml")
+    if not config.exists():
+        data = yaml.safe_load(source.read_text())
+        listen = data.get("listen") or {}
+        first = listen[0] if isinstance(listen, list) else listen
+        data["listen"] = {"host": first.get("host", "127.0.0.1"), "port": first.get("port", 0),
+                          "protocol": "irc"}
+        config.write_text("# the benchmark config with an irc listener (bench/run.py)\n"
+                          + yaml.safe_dump(data, sort_keys=False))
+    return dataclasses.replace(spec, config=config)
+
+
 def run_one(scenario: Scenario, spec: ServerSpec, ctx: Context) -> Run:
     if scenario.tls:
         spec = tls_server(spec, ctx)
+    if scenario.irc:
+        # chatd-line takes the same load as line clients; the others speak IRC.
+        scenario = dataclasses.replace(scenario, irc=spec.irc != "line",
+                                       loadgen_extra=spec.irc_loadgen)
+        spec = irc_server(spec, ctx)
     with running_server(spec, ctx) as server:
         try:
             if scenario.mode == "idle":
@@ -883,6 +943,10 @@ def _check_requirements(servers: Sequence[ServerSpec]) -> None:
     import importlib.util
 
     for spec in servers:
+        if spec.name == "ngircd" and not (shutil.which("ngircd")
+                                          or os.access("/usr/sbin/ngircd", os.X_OK)):
+            raise SystemExit("bench: server ngircd needs ngIRCd: apt-get install ngircd "
+                             "(or --servers without it)")
         if spec.requires and importlib.util.find_spec(spec.requires) is None:
             raise SystemExit(
                 f"bench: server {spec.name} needs the {spec.requires} package: "
@@ -948,6 +1012,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     compare_commit = _resolve_ref(args.compare) if args.compare else ""
     if args.compare:
         servers = _with_compare(servers, args.compare, bool(args.servers))
+    # A server no selected scenario runs is not started, built or required (ngIRCd and
+    # chatd-line only run IRC scenarios).
+    servers = [s for s in servers if any(s.serves(sc) for sc in scenarios)]
     _check_requirements(servers)
 
     fd_limit = raise_fd_limit()
@@ -1018,8 +1085,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{scenario.name}: {scenario.what}", file=sys.stderr)
             for repeat in range(1, args.repeat + 1):
                 for spec in servers:
-                    if scenario.tls and not spec.tls:
-                        continue  # it cannot serve TLS (the C servers)
+                    if not spec.serves(scenario):
+                        continue  # TLS or IRC it cannot serve; IRC-only servers elsewhere
                     run = run_one(scenario, spec, ctx)
                     run.repeat = repeat
                     runs.append(run)
