@@ -18,6 +18,10 @@ small frozen objects:
     Input the protocol could not make sense of or refuses (jsonl: not JSON, not
     UTF-8, a value that is not well-formed text or has the wrong type); the
     client is told why.
+:class:`Answer`
+    Bytes the protocol answers its own client with, written when the domain reaches
+    them, in order with the answers to the requests before them (IRC's ``PONG``:
+    clients send ``PING`` as a fence after their commands).
 
 ``tag`` (where present) is an identifier the client chose for the request; a
 protocol that supports it echoes it on the replies (jsonl's ``"re"``).
@@ -57,6 +61,15 @@ class Say:
 
 
 @dataclass(frozen=True, slots=True)
+class Answer:
+    """Bytes for the client itself, from its own protocol (already encoded): written
+    in order, after whatever the requests before it made the server say (a command's
+    replies), even when those waited (the flood gate, a presence question)."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Malformed:
     """Input that is not a request; ``reason`` is shown to the client as an error."""
 
@@ -64,7 +77,7 @@ class Malformed:
     tag: str | None = None
 
 
-Request = str | Invoke | Say | Malformed | LineTooLong
+Request = str | Invoke | Say | Malformed | LineTooLong | Answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +122,10 @@ def request_size(item: Request) -> int:
         return len(item.name) + len(item.args) + 2  # type: ignore[union-attr]
     if cls is Say:
         return len(item.text)  # type: ignore[union-attr]
+    if cls is Answer:
+        return len(item.payload)  # type: ignore[union-attr]  # a PING flood is a flood
     return 0
 
 
-__all__ = ["Invoke", "LineTooLong", "Malformed", "Request", "Say", "SessionRequest",
+__all__ = ["Answer", "Invoke", "LineTooLong", "Malformed", "Request", "Say", "SessionRequest",
            "request_size"]

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..delivery import nick_key
 from ..framing import CleanedLine, LineTooLong
-from ..requests import Invoke, Malformed, Request, Say
+from ..requests import Answer, Invoke, Malformed, Request, Say
 from .errors import CommandError, UsageError
 from .flood import FloodGate, TokenBucket
 
@@ -332,6 +332,8 @@ class Intake:
                     )
                 elif cls is Malformed:
                     client.error(item.reason, code="malformed")  # type: ignore[union-attr]
+                elif cls is Answer:
+                    link.answer(item.payload)  # type: ignore[union-attr]
             finally:
                 if tag is not None:
                     link.replying_to(None)

@@ -696,6 +696,13 @@ class ChatProtocol:
         if data:
             self.transport.write(data)
 
+    def answer(self, payload: bytes) -> None:
+        """Write an :class:`~chatd.requests.Answer` of this protocol's: the chat domain
+        calls it when it reaches the answer among the client's requests, so it follows
+        the replies to the requests before it."""
+        if self.transport.is_open:
+            self.transport.write(payload)
+
     def replying_to(self, tag: str | None) -> None:
         """What is delivered from now on answers the request tagged ``tag`` (None: no
         request any more).  The chat domain calls it around a tagged request; only

@@ -39,7 +39,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ...framing import LineTooLong
-from ...requests import Request, SessionRequest
+from ...requests import Answer, Request, SessionRequest
 from ...version import __version__
 from ..base import ChatProtocol, ProtocolLimits, Renderer, Session
 from . import caps as capabilities
@@ -212,12 +212,14 @@ class IrcProtocol(ChatProtocol):
         ``400`` instead, never a broken line."""
         write = self.transport.write
         for message in messages:
-            try:
-                data = message.encode()
-            except WireError as exc:
-                data = self.state.reply(ERR_UNKNOWNERROR, message.command,
-                                        f"cannot say that: {exc}"[:200]).encode()
-            write(data)
+            write(self._encoded(message))
+
+    def _encoded(self, message: Message) -> bytes:
+        try:
+            return message.encode()
+        except WireError as exc:
+            return self.state.reply(ERR_UNKNOWNERROR, message.command,
+                                    f"cannot say that: {exc}"[:200]).encode()
 
     def close(self, reason: str, limit: str | None = None) -> None:
         """Every close the server decides says why first, as IRC clients expect:
@@ -323,14 +325,17 @@ class IrcProtocol(ChatProtocol):
         for start in range(0, len(tokens), 12):
             burst.append(reply(RPL_ISUPPORT, *tokens[start:start + 12],
                                "are supported by this server"))
+        return burst + self._motd()
+
+    def _motd(self) -> list[Message]:
+        """The MOTD (``375``/``372``/``376``) or ``422``: at registration and on ``MOTD``."""
+        reply = self.state.reply
         motd = motd_lines(self.options)
         if motd is None:
-            burst.append(reply(ERR_NOMOTD, "MOTD File is missing"))
-        else:
-            burst.append(reply(RPL_MOTDSTART, f"- {server} Message of the day - "))
-            burst.extend(reply(RPL_MOTD, f"- {line}") for line in motd)
-            burst.append(reply(RPL_ENDOFMOTD, "End of /MOTD command."))
-        return burst
+            return [reply(ERR_NOMOTD, "MOTD File is missing")]
+        return [reply(RPL_MOTDSTART, f"- {self.state.server_name} Message of the day - "),
+                *(reply(RPL_MOTD, f"- {line}") for line in motd),
+                reply(RPL_ENDOFMOTD, "End of /MOTD command.")]
 
     # -- keepalive ---------------------------------------------------------------------
 
@@ -411,9 +416,12 @@ class IrcProtocol(ChatProtocol):
             if message is None:
                 continue
             command = message.command
-            if command == "PING":
-                self._send([pong(state, message.params) if message.params else
-                            state.reply("461", "PING", "Not enough parameters")])
+            if command == "PING":  # a fence: answered after what came before it
+                pending.append(Answer(self._encoded(
+                    pong(state, message.params) if message.params else
+                    state.reply("461", "PING", "Not enough parameters"))))
+            elif command == "MOTD":  # this server's only (a target is another server)
+                pending.append(Answer(b"".join(self._encoded(m) for m in self._motd())))
             elif command == "PONG":
                 pass  # any line is a sign of life (last_input)
             elif command == "CAP":
@@ -424,11 +432,8 @@ class IrcProtocol(ChatProtocol):
                 self._send([state.reply(ERR_ALREADYREGISTERED, "You may not reregister")])
             else:
                 for item in translate(message, state):
-                    if item.__class__ is Message:
-                        if pending and session is not None:  # in order: requests first
-                            session.requests_received(pending)
-                            pending = []
-                        self._send([item])  # type: ignore[list-item]
+                    if item.__class__ is Message:  # in order with the requests before it
+                        pending.append(Answer(self._encoded(item)))  # type: ignore[arg-type]
                     else:
                         pending.append(item)  # type: ignore[arg-type]
         return pending
