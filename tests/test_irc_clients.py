@@ -182,7 +182,7 @@ def test_join_names_privmsg_action_notice_part_between_two_library_clients(irc_s
     server = irc_server()
     alice, bob = lib(server, "alice"), lib(server, "bob")
     alice.conn.join("#dev")
-    alice.expect("endofnames")
+    alice.expect("endofnames", lambda e: e.arguments[0] == "#dev")
     bob.conn.join("#dev")
     names = bob.expect("namreply", lambda e: e.arguments[1] == "#dev")
     assert set(names.arguments[2].split()) == {"alice", "bob"}
@@ -583,7 +583,9 @@ def test_extended_join_says_account_or_star(irc_server, lib):
 def test_names_entries_follow_multi_prefix_and_userhost_in_names(irc_server, lib, caps, entry):
     server = irc_server()
     viewer = lib(server, "viewer", caps=caps)
+    viewer.expect("endofnames", lambda e: e.arguments[0] == "#lobby")  # its own join's
     lib(server, "alice")
+    viewer.expect("join", lambda e: e.source.nick == "alice")
     viewer.conn.names(["#lobby"])
     names = viewer.expect("namreply", lambda e: e.arguments[1] == "#lobby").arguments[2]
     assert any(re.fullmatch(entry, name) for name in names.split()), names
@@ -691,10 +693,6 @@ def test_a_relay_keeps_what_the_server_sent_and_passes_both_ways():
     upstream.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the forced join of #lobby at registration sends ':nick!… JOIN #lobby' but no "
-    "353/366 (nor 332): a client's nick list of #lobby holds only itself, so WeeChat "
-    "never shows a nick change or quit of anyone who was there before it"))
 def test_the_join_of_lobby_at_registration_names_its_members(irc_server, lib):
     server = irc_server()
     lib(server, "alice")

@@ -121,7 +121,8 @@ class IrcClient:
 
     def register(self, nick: str, *before: str) -> list[Message]:
         self.send(*before, f"NICK {nick}", f"USER {nick} 0 * :{nick} Realname")
-        return self.until("376", "422")  # the end of the MOTD, or of none
+        burst = self.until("376", "422")  # the end of the MOTD, or of none
+        return burst + self.until("366")  # the names of the room it is put in (#lobby)
 
     def close(self) -> None:
         self.sock.close()

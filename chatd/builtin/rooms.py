@@ -68,9 +68,12 @@ def chatd_client_connect(client: Client) -> None:
     # The welcome comes first, so anything said on joining (a greeter) follows it.
     client.notice(fill(_welcome_template(server), nick=client.nick, room=server.default_room))
     try:
-        server.join(client, server.default_room, quiet=True)  # the welcome said where
+        room = server.join(client, server.default_room, quiet=True)  # the welcome said where
     except RoomError as exc:  # banned from it (the moderation plugin), say
         client.error(f"{exc}; /join another room", code=exc.code)
+        return
+    if client.names_every_join:  # IRC builds its nick list from the join's names
+        _greet_when_asked(client, room)
 
 
 @hookimpl(trylast=True)
@@ -108,13 +111,15 @@ def cmd_join(client: Client, args: str) -> None:
     if room is not None and room in client.rooms:
         _switch(client, room)
         return
-    room = client.server.join(client, name, quiet=True)
-    # The greeting lists the room's members on every node: asked, so it may come a
-    # little later (the client's next requests wait for it); with no answer in time,
-    # the members of this process are the best it can say (it did join).
-    server = client.server
-    server.ask_members(client, room.name, functools.partial(_greet, client, room),
-                       expired=lambda: _greet(client, room, None))
+    _greet_when_asked(client, client.server.join(client, name, quiet=True))
+
+
+def _greet_when_asked(client: Client, room: Room) -> None:
+    """Greet ``client`` in ``room`` with its members on every node: asked, so it may
+    come a little later (the client's next requests wait for it); with no answer in
+    time, the members of this process are the best it can say (it did join)."""
+    client.server.ask_members(client, room.name, functools.partial(_greet, client, room),
+                              expired=lambda: _greet(client, room, None))
 
 
 def _greet(client: Client, room: Room, members: list[Member] | None) -> None:

@@ -285,6 +285,12 @@ class Client:
         return bool(getattr(self.link, "keeps_a_room", False))
 
     @property
+    def names_every_join(self) -> bool:
+        """Whether this client is shown the members of every room it joins, also the one
+        joined for it at connect (``ChatProtocol.names_every_join``: IRC)."""
+        return bool(getattr(self.link, "names_every_join", False))
+
+    @property
     def listener(self) -> ListenConfig | None:
         """The settings of the listener the client connected to (``listen[]`` in the
         config: its port, protocol, and ``options``, the protocol's own, such as

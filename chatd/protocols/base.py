@@ -418,6 +418,11 @@ class ChatProtocol:
     #: ``client.keeps_a_room``).  The chat domain lets a client be in no room; this is
     #: the protocol's choice (a person at ``nc`` always talks somewhere).
     keeps_a_room: ClassVar[bool] = False
+    #: Whether a client of the protocol is shown who is in a room on EVERY join, also
+    #: the one the server makes at connect (IRC: a channel's nick list is built from
+    #: the 353/366 of its join); False: only a ``/join`` greets (the line protocol's
+    #: welcome says where a person is, and its README transcript shows no list).
+    names_every_join: ClassVar[bool] = False
 
     __slots__ = (
         "_door",

@@ -179,6 +179,7 @@ class IrcProtocol(ChatProtocol):
     decode = staticmethod(decode_irc_line)  # type: ignore[assignment]
     #: IRC clients may be in no channel (PART, JOIN 0).
     keeps_a_room = False
+    names_every_join = True
 
     __slots__ = ("_pinged", "_registration", "_renderer", "_timer", "state")
 
