@@ -228,6 +228,7 @@ class ChatServer:
             self.reactor, self.admission, self.stats, self._account,
             on_connect=self._connected, on_lost=self._connection_lost,
         )
+        self.acceptor.check_account = self.api.check_account_password
         if not dry_run:  # a dry run allocates nothing the config asks for (the read buffer)
             self.acceptor.configure(config.limits, config.net)
         self._sweep_timer: Timer | None = None

@@ -194,6 +194,15 @@ class Door(Protocol):
         """Run ``callback`` on the loop in ``delay`` seconds (a protocol's own timers)."""
         ...
 
+    def check_account(self, protocol: ChatProtocol, account: str, password: str,
+                      then: Callable[[str | None, str | None], Any]) -> None:
+        """Is ``password`` that of the registered nick ``account``?  For a protocol that
+        authenticates before its session (IRC's SASL; ``Server.check_account_password``,
+        held to ``/identify``'s limits on failures): ``then(name, None)`` or
+        ``then(None, code)``, on the loop, at once or later; never once the connection
+        is gone.  The session then begins as ``SessionRequest(account=name)``."""
+        ...
+
 
 class PlainDoor:
     """The door of a protocol made by hand, with no listener (tests that set
@@ -216,6 +225,10 @@ class PlainDoor:
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> object:
         raise RuntimeError("a PlainDoor has no loop: set the protocol's session by hand")
+
+    def check_account(self, protocol: ChatProtocol, account: str, password: str,
+                      then: Callable[[str | None, str | None], Any]) -> None:
+        then(None, "unavailable")  # no server: no accounts
 
 
 class Renderer:

@@ -1,0 +1,183 @@
+"""Issue 20 wave 2, the seams the IRC listener needs from the chat domain.
+
+SASL PLAIN against chatd's registered nicks (through the public account check,
+held to ``/identify``'s limits), and the other seams (echo, kicks, reserved
+service nicks, ...), each tested with a strict raw-socket IRC client against a
+real chatd process (tests/test_irc_session.py's ``IrcClient``), plus in-process
+tests of the sans-IO parts.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+from test_accounts import PASSWORD, REGISTERED, expect_exact, named
+from test_irc_session import IrcClient
+
+from chatd.protocols.base import PlainDoor
+from chatd.protocols.irc import IrcProtocol, caps
+from chatd.protocols.irc.registration import IrcState, Registration
+from chatd.protocols.irc.wire import Message, parse
+from chatd.testing.inprocess import MemoryTransport
+
+
+@pytest.fixture
+def irc_server(chatd_server):
+    """``irc_server(**irc_options, limits=..., ...)`` -> (server, address of its irc port)."""
+    def start(limits: dict[str, Any] | None = None, **options: Any) -> Any:
+        server = chatd_server(
+            listen=[{"port": 0}, {"port": 0, "protocol": "irc", **options}],
+            **({"limits": limits} if limits else {}))
+        return server, (server.host, server.ports[1])
+    return start
+
+
+def plain(account: str, password: str, authzid: str = "") -> str:
+    return base64.b64encode(f"{authzid}\0{account}\0{password}".encode()).decode()
+
+
+def registered(server, nick: str) -> None:
+    """``nick`` registered (with PASSWORD) by a line client that then leaves."""
+    owner = named(server, nick)
+    owner.send(f"/register {PASSWORD}")
+    expect_exact(owner, REGISTERED.format(nick=nick))
+    owner.close()
+
+
+def sasl_start(address, nick: str) -> IrcClient:
+    irc = IrcClient(address)
+    irc.send("CAP LS 302", f"NICK {nick}", f"USER {nick} 0 * :{nick}")
+    irc.expect("CAP")
+    irc.send("CAP REQ :sasl")
+    assert irc.expect("CAP").params[1] == "ACK"
+    return irc
+
+
+def authenticate(irc: IrcClient, account: str, password: str) -> Message:
+    irc.send("AUTHENTICATE PLAIN")
+    assert irc.expect("AUTHENTICATE").params == ("+",)
+    irc.send(f"AUTHENTICATE {plain(account, password)}")
+    while True:
+        message = irc.recv()
+        assert message is not None, irc.seen[-5:]
+        if message.command in ("903", "904", "ERROR"):
+            return message
+
+
+# -- SASL PLAIN --------------------------------------------------------------------------------
+
+
+def test_sasl_plain_logs_in_a_registered_nick_and_the_session_begins_identified(irc_server):
+    server, address = irc_server()
+    registered(server, "alice")
+    irc = sasl_start(address, "alice")
+    ls = [m for m in irc.seen if m.command == "CAP" and m.params[1] == "LS"]
+    assert "sasl=PLAIN" in ls[0].params[-1].split()
+    done = authenticate(irc, "alice", PASSWORD)
+    assert done.command == "903", irc.seen[-3:]
+    logged = next(m for m in irc.seen if m.command == "900")
+    assert logged.params[2] == "alice"
+    irc.send("CAP END")
+    assert irc.expect("001").params[0] == "alice"
+    irc.send("WHOIS alice")
+    assert irc.expect("330").params[1:3] == ("alice", "alice")  # identified as the account
+
+
+def test_a_wrong_sasl_password_is_904_and_registration_goes_on_unidentified(irc_server):
+    server, address = irc_server()
+    registered(server, "alice")
+    irc = sasl_start(address, "bob")
+    assert authenticate(irc, "alice", "not-the-password").command == "904"
+    irc.send("CAP END")
+    assert irc.expect("001").params[0] == "bob"
+    irc.send("WHOIS bob")
+    assert "330" not in [m.command for m in irc.until("318")]
+
+
+def test_sasl_failures_share_identifys_limits_and_close_after_five(irc_server):
+    server, address = irc_server()
+    registered(server, "alice")
+    irc = sasl_start(address, "bob")
+    for _ in range(4):
+        assert authenticate(irc, "alice", "wrong-guess-xx").command == "904"
+    assert authenticate(irc, "alice", "wrong-guess-xx").command == "904"
+    error = irc.expect("ERROR")
+    assert "too many failed SASL logins" in error.params[0]
+    assert irc.expect_eof() == []
+    # Five failures for alice from this address: /identify from it is held to them too.
+    guesser = named(server, "guesser")
+    guesser.send(f"/identify alice {PASSWORD}")
+    expect_exact(guesser, "! too many failed attempts for that nick; try again later")
+
+
+def test_sasl_edges_mechanism_abort_too_long_no_cap_and_after_registration(irc_server):
+    _, address = irc_server()
+    irc = IrcClient(address)
+    irc.send("AUTHENTICATE PLAIN")
+    assert irc.expect("904").params[0] == "*"  # no CAP REQ sasl
+    irc.close()
+    irc = sasl_start(address, "carol")
+    irc.send("AUTHENTICATE EXTERNAL")
+    assert irc.expect("908").params[1] == "PLAIN"
+    irc.expect("904")
+    irc.send("AUTHENTICATE PLAIN")
+    irc.expect("AUTHENTICATE")
+    irc.send("AUTHENTICATE *")
+    irc.expect("906")
+    irc.send("AUTHENTICATE PLAIN")
+    irc.expect("AUTHENTICATE")
+    irc.send("AUTHENTICATE " + "A" * 401)
+    irc.expect("905")
+    irc.send("AUTHENTICATE PLAIN")
+    irc.expect("AUTHENTICATE")
+    irc.send("AUTHENTICATE " + base64.b64encode(b"no nul bytes").decode())
+    irc.expect("904")
+    irc.send("AUTHENTICATE PLAIN")
+    irc.expect("AUTHENTICATE")
+    irc.send("AUTHENTICATE " + plain("alice", "x", authzid="mallory"))
+    irc.expect("904")  # acting as someone else: refused
+    irc.send("CAP END")
+    irc.expect("001")
+    irc.send("AUTHENTICATE PLAIN")
+    irc.expect("904")  # after registration: /identify, never a relogin
+
+
+def test_sasl_with_no_account_check_is_904_unavailable():
+    """A door with no server (no accounts): the login is refused, never hangs."""
+    proto = IrcProtocol(MemoryTransport(("127.0.0.1", 40000)), PlainDoor())
+    proto.data_received(memoryview(
+        f"CAP LS 302\r\nCAP REQ sasl\r\nAUTHENTICATE PLAIN\r\n"
+        f"AUTHENTICATE {plain('dave', PASSWORD)}\r\n".encode()))
+    said = [parse(line, strict=True) for line in
+            bytes(proto.transport.output).decode().split("\r\n") if line]
+    failed = said[-1]
+    assert failed.command == "904" and "cannot check passwords" in failed.params[-1], said
+    assert not proto.transport.reading_held
+
+
+# -- in-process: the sans-IO parts -------------------------------------------------------------
+
+
+def test_sasl_does_not_split_the_renderers():
+    """Clients that differ only in ``sasl`` share one renderer (one rendering per event)."""
+    assert caps.rendered(frozenset({"sasl", "server-time"})) == frozenset({"server-time"})
+    assert caps.OFFERED["sasl"] == "PLAIN"
+
+
+def test_registration_collects_a_chunked_plain_answer():
+    state = IrcState("srv", "net")
+    state.caps = frozenset({"sasl"})
+    registration = Registration(state)
+    assert registration.handle(Message("AUTHENTICATE", ("PLAIN",)))[0].params == ("+",)
+    answer = plain("alice", "p" * 400)
+    chunks = [answer[i:i + 400] for i in range(0, len(answer), 400)]
+    assert len(chunks[0]) == 400
+    for chunk in chunks:
+        assert registration.handle(Message("AUTHENTICATE", (chunk,))) == []
+    if len(chunks[-1]) == 400:
+        registration.handle(Message("AUTHENTICATE", ("+",)))
+    assert registration.login == ("alice", "p" * 400)
+    said = registration.logged_in("alice")
+    assert [m.command for m in said] == ["900", "903"] and state.account == "alice"
