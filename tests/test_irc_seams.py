@@ -113,7 +113,8 @@ def test_sasl_failures_share_identifys_limits_and_close_after_five(irc_server):
 
 
 def test_sasl_edges_mechanism_abort_too_long_no_cap_and_after_registration(irc_server):
-    _, address = irc_server()
+    server, address = irc_server()
+    registered(server, "alice")
     irc = IrcClient(address)
     irc.send("AUTHENTICATE PLAIN")
     assert irc.expect("904").params[0] == "*"  # no CAP REQ sasl
@@ -136,8 +137,8 @@ def test_sasl_edges_mechanism_abort_too_long_no_cap_and_after_registration(irc_s
     irc.expect("904")
     irc.send("AUTHENTICATE PLAIN")
     irc.expect("AUTHENTICATE")
-    irc.send("AUTHENTICATE " + plain("alice", "x", authzid="mallory"))
-    irc.expect("904")  # acting as someone else: refused
+    irc.send("AUTHENTICATE " + plain("alice", PASSWORD, authzid="mallory"))
+    irc.expect("904")  # acting as someone else: refused, even with alice's password
     irc.send("CAP END")
     irc.expect("001")
     irc.send("AUTHENTICATE PLAIN")
