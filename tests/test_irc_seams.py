@@ -182,3 +182,40 @@ def test_registration_collects_a_chunked_plain_answer():
     assert registration.login == ("alice", "p" * 400)
     said = registration.logged_in("alice")
     assert [m.command for m in said] == ["900", "903"] and state.account == "alice"
+
+
+# -- echo-message --------------------------------------------------------------------------------
+
+
+def irc_user(address, nick: str, *caps_wanted: str) -> IrcClient:
+    """A registered IRC client with ``caps_wanted``, in #lobby (its join seen)."""
+    irc = IrcClient(address)
+    if caps_wanted:
+        irc.send("CAP LS 302", f"CAP REQ :{' '.join(caps_wanted)}", "CAP END")
+    irc.register(nick)
+    irc.expect("JOIN")
+    return irc
+
+
+def test_echo_message_sends_the_sender_its_room_and_private_messages(irc_server):
+    server, address = irc_server()
+    line = server.client()
+    echoed = irc_user(address, "echoer", "echo-message")
+    plain_irc = irc_user(address, "quiet")
+    echoed.send("PRIVMSG #lobby :hello all", "PRIVMSG #lobby :\x01ACTION waves\x01",
+                "PRIVMSG quiet :just you")
+    own = [echoed.expect("PRIVMSG") for _ in range(3)]
+    assert [(m.source.split("!")[0], m.params) for m in own] == [
+        ("echoer", ("#lobby", "hello all")), ("echoer", ("#lobby", "\x01ACTION waves\x01")),
+        ("echoer", ("quiet", "just you"))]
+    assert plain_irc.expect("PRIVMSG").params == ("#lobby", "hello all")
+    expect_exact(line, "<echoer> hello all")
+    # Without the capability nothing of one's own comes back.
+    plain_irc.send("PRIVMSG #lobby :not echoed", "PRIVMSG echoer :private")
+    assert echoed.expect("PRIVMSG").params == ("#lobby", "not echoed")
+    plain_irc.expect_nothing()
+    assert not [m for m in plain_irc.seen if m.command == "PRIVMSG"
+                and m.source.startswith("quiet!")]
+    line.send("from the line")
+    assert echoed.expect("PRIVMSG").params[-1] == "private"
+    assert echoed.expect("PRIVMSG").params == ("#lobby", "from the line")

@@ -409,6 +409,8 @@ class ChatDomain:
         event = self._accept(client, event)
         if event is not None:
             self.backend.to_room(event, room, exclude=client)
+            if client.link.renderer.echoes_own:  # IRC's echo-message: the sender's copy
+                self.backend.to_client(event, client)
             self._delivered(event, client)
         return event
 

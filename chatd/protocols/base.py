@@ -243,6 +243,11 @@ class Renderer:
     #: Whether a room event reads differently for a member whose current room is
     #: another one (:meth:`render_elsewhere`); False lets the fan-out skip the check.
     shows_room: ClassVar[bool] = False
+    #: Whether the clients of this renderer are sent their own room messages and
+    #: actions back (IRC's ``echo-message``; its renderer is one per capability set).
+    #: The domain hands the sender its copy only then: one check per message, on
+    #: the sender, never one per recipient in the fan-out.
+    echoes_own: bool = False
 
     def render(self, event: Event) -> bytes:
         """The bytes every recipient other than the event's source sees."""

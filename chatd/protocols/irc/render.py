@@ -226,6 +226,7 @@ class IrcRenderer(Renderer):
         self.caps = frozenset(caps)
         self.server_name = word(server_name, HOST_MAX, "!@")
         self.echo = "echo-message" in caps
+        self.echoes_own = self.echo  # the domain sends the sender its copy (Renderer)
         self.server_time = "server-time" in caps
         self.account_tag = "account-tag" in caps
         self.msgid = "message-tags" in caps
