@@ -226,10 +226,13 @@ class Join(Event):
 class Part(Event):
     """``source`` left the room ``target``; ``text`` is the reason (may be empty).
 
-    ``quiet``: as for :class:`Join`.
+    ``quiet``: as for :class:`Join`.  ``kicked_by``: the nick of the operator who
+    put ``source`` out (a kick; empty: it left, or the server put it out): IRC
+    shows a kick as ``KICK``, the other protocols as the part it is.
     """
 
     quiet: bool = field(default=False, kw_only=True)
+    kicked_by: str = field(default="", kw_only=True)
 
     kind: ClassVar[str] = "part"
     carries_user_text: ClassVar[bool] = True

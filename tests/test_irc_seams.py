@@ -219,3 +219,28 @@ def test_echo_message_sends_the_sender_its_room_and_private_messages(irc_server)
     line.send("from the line")
     assert echoed.expect("PRIVMSG").params[-1] == "private"
     assert echoed.expect("PRIVMSG").params == ("#lobby", "from the line")
+
+
+# -- KICK ----------------------------------------------------------------------------------------
+
+
+def test_a_kick_is_kick_for_irc_clients_and_the_same_part_for_line_clients(irc_server):
+    from test_moderation import _founded, _see
+    server, address = irc_server()
+    alice = _founded(server, "alice", "#dev")
+    watcher = irc_user(address, "watcher")
+    victim = irc_user(address, "victim")
+    for irc in (watcher, victim):
+        irc.send("JOIN #dev")
+        irc.expect("366")
+    alice.expect(r"victim joined #dev")
+    alice.send("/kick victim flooding")
+    _see(alice, "*** victim left #dev (kicked by alice: flooding)")  # the line: unchanged
+    for irc in (watcher, victim):
+        kick = irc.expect("KICK")
+        assert kick.source == "alice" and kick.params == ("#dev", "victim", "flooding")
+    assert "PART" not in [m.command for m in victim.seen + watcher.seen
+                          if m.params[:1] == ("#dev",)]
+    # A part that is not a kick stays a PART.
+    watcher.send("PART #dev :bye")
+    assert watcher.expect("PART").params == ("#dev", "bye")

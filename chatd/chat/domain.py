@@ -576,14 +576,17 @@ class ChatDomain:
                         event=event)
         return room
 
-    def part(self, client: Client, room: Room, reason: str = "", *, quiet: bool = False) -> None:
+    def part(self, client: Client, room: Room, reason: str = "", *, quiet: bool = False,
+             kicked_by: str = "") -> None:
         """Take ``client`` out of ``room``; its current room becomes its latest other room.
 
-        The client is told (its own copy of the part event) unless ``quiet``.
+        The client is told (its own copy of the part event) unless ``quiet``;
+        ``kicked_by``: an operator's kick (:class:`chatd.events.Part`).
         """
         if room not in client.rooms:
             raise RoomError(f"you are not in {room.name}", code="not_in_room")
-        event = self.new_event(Part, client.source, room.name, reason, quiet=quiet)
+        event = self.new_event(Part, client.source, room.name, reason, quiet=quiet,
+                               kicked_by=kicked_by)
         if reason:
             event = self._reason_filtered(client, event, "")
         self.backend.to_client(event, client)

@@ -263,10 +263,11 @@ class Server:
         return self._domain.join(client, name, quiet=quiet)
 
     def part(self, client: Client, room: Room, reason: str = "", *,
-             quiet: bool = False) -> None:
+             quiet: bool = False, kicked_by: str = "") -> None:
         """Take ``client`` out of ``room``, telling the room and the client (``reason`` is
-        filtered); ``quiet`` as for :meth:`join`."""
-        self._domain.part(client, room, reason, quiet=quiet)
+        filtered); ``quiet`` as for :meth:`join`; ``kicked_by``: the nick of the
+        operator whose kick this is (IRC shows ``KICK``; the others a part)."""
+        self._domain.part(client, room, reason, quiet=quiet, kicked_by=kicked_by)
 
     def rename(self, client: Client, new: str) -> None:
         """Give ``client`` the nick ``new``; raises :class:`chatd.NickError` with the reason.

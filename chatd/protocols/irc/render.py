@@ -371,11 +371,22 @@ class IrcRenderer(Renderer):
         return [Line("JOIN", (room,), source)]
 
     def _part(self, event: Event) -> list[Line]:
+        if event.kicked_by:  # type: ignore[attr-defined]
+            return self._kick(event)
         params = (word(event.target, ROOM_MAX),)
         if event.text:
             params += (self._fitted(inline(event.text), ":" + self.source_of(event), "PART",
                                     *params),)
         return [Line("PART", params, self.source_of(event))]
+
+    def _kick(self, event: Event) -> list[Line]:
+        """A kick (a part with ``kicked_by``): ``:op KICK #room nick :reason``, the reason
+        without the "kicked by op: " the other protocols show (KICK says who)."""
+        kicker = word(event.kicked_by, NICK_MAX, "!@")  # type: ignore[attr-defined]
+        reason = event.text.removeprefix(f"kicked by {event.kicked_by}: ")  # type: ignore[attr-defined]
+        params = (word(event.target, ROOM_MAX), word(event.source.nick, NICK_MAX))
+        return [Line("KICK", (*params, self._fitted(inline(reason) or kicker, ":" + kicker,
+                                                    "KICK", *params)), kicker)]
 
     def _quit(self, event: Event) -> list[Line]:
         source = self.source_of(event)
