@@ -244,3 +244,16 @@ def test_a_kick_is_kick_for_irc_clients_and_the_same_part_for_line_clients(irc_s
     # A part that is not a kick stays a PART.
     watcher.send("PART #dev :bye")
     assert watcher.expect("PART").params == ("#dev", "bye")
+
+
+def test_a_kick_crosses_nodes_but_is_not_in_jsonls_public_part():
+    """``kicked_by`` goes between nodes (the internal form) and stays out of the public
+    form jsonl shows: a jsonl client's part is the same as before."""
+    from chatd.codec import from_dict, to_dict
+    from chatd.events import Part, Source
+
+    kick = Part(7, 1.0, Source("victim", 3, node="n1"), "#dev", "kicked by op: x",
+                kicked_by="op")
+    assert from_dict(to_dict(kick)) == kick
+    assert "kicked_by" not in to_dict(kick, internal=False)
+    assert "kicked_by" not in to_dict(Part(8, 1.0, Source("a", 1, node="n1"), "#dev", ""))
