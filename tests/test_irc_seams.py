@@ -257,3 +257,28 @@ def test_a_kick_crosses_nodes_but_is_not_in_jsonls_public_part():
     assert from_dict(to_dict(kick)) == kick
     assert "kicked_by" not in to_dict(kick, internal=False)
     assert "kicked_by" not in to_dict(Part(8, 1.0, Source("a", 1, node="n1"), "#dev", ""))
+
+
+# -- NickServ and ChanServ are nobody's, in every protocol ----------------------------------------
+
+
+@pytest.mark.parametrize("nick", ["ChanServ", "CHANSERV", "NickServ", "Operat0r"])
+def test_service_nicks_and_their_look_alikes_are_reserved_everywhere(chatd_server, nick):
+    server = chatd_server(listen=[{"port": 0}, {"port": 0, "protocol": "jsonl"},
+                                  {"port": 0, "protocol": "irc"}])
+    address = (server.host, server.ports[2])
+    line = server.client()
+    line.send(f"/nick {nick}")
+    expect_exact(line, f"! the nick {nick!r} is reserved")
+    bot = server.json_client()
+    bot.send(cmd="nick", nick=nick)
+    assert "reserved" in bot.expect(type="error")["text"]
+    irc = IrcClient(address)
+    irc.send(f"NICK {nick}", "USER x 0 * :x")
+    assert irc.expect("432").params[1] == nick
+
+
+def test_the_reserved_rule_is_by_look():
+    from chatd.chat.nicks import nick_problem
+    assert nick_problem("ChanServ") and nick_problem("Operat0r")
+    assert nick_problem("ChanServer") is None  # another name
