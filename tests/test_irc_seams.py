@@ -282,3 +282,41 @@ def test_the_reserved_rule_is_by_look():
     from chatd.chat.nicks import nick_problem
     assert nick_problem("ChanServ") and nick_problem("Operat0r")
     assert nick_problem("ChanServer") is None  # another name
+
+
+# -- CAP REQ while in rooms: the rooms' renderer counts follow ------------------------------------
+
+
+def test_a_cap_req_in_a_room_changes_what_the_fan_out_renders_for_the_client(irc_server):
+    _, address = irc_server()
+    asker = irc_user(address, "asker")
+    speaker = irc_user(address, "speaker")
+    asker.send("CAP REQ :server-time")
+    assert asker.expect("CAP").params[1] == "ACK"
+    speaker.send("PRIVMSG #lobby :what time is it")
+    heard = asker.expect("PRIVMSG")
+    assert heard.params[-1] == "what time is it" and "time" in heard.tags, heard
+    asker.send("CAP REQ :-server-time")
+    asker.expect("CAP")
+    speaker.send("PRIVMSG #lobby :and now")
+    assert "time" not in asker.expect("PRIVMSG").tags
+
+
+def test_renderer_counts_follow_a_cap_req_in_process():
+    from test_irc_session import _irc_peer
+
+    from chatd.testing import InProcessChat
+
+    with InProcessChat() as chat:
+        proto, _ = _irc_peer(chat)
+        proto.data_received(memoryview(b"NICK ann\r\nUSER a 0 * :A\r\n"))
+        other, _ = _irc_peer(chat)
+        other.data_received(memoryview(b"NICK ben\r\nUSER b 0 * :B\r\n"))
+        room = chat.domain.rooms.get("#lobby")
+        before = proto.renderer
+        assert room.renderers == {before: 2}
+        proto.data_received(memoryview(b"CAP REQ :server-time\r\n"))
+        assert proto.renderer is not before
+        assert room.renderers == {before: 1, proto.renderer: 1}
+        proto.data_received(memoryview(b"CAP REQ :-server-time\r\n"))
+        assert room.renderers == {before: 2}

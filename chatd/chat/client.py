@@ -315,6 +315,9 @@ class Client:
     def eof_received(self) -> bool:
         return self._domain.intake.half_closed(self)
 
+    def renderer_changed(self, old: Any) -> None:
+        self._domain.renderer_changed(self, old)
+
     def output_skipped(self, count: int) -> None:
         self.notice(
             f"{plural(count, 'line')} skipped: you were not reading fast enough (your connection "

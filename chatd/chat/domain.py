@@ -525,6 +525,21 @@ class ChatDomain:
             else:
                 room.renderers.pop(renderer, None)
 
+    def renderer_changed(self, client: Client, old: Any) -> None:
+        """``client``'s protocol renders with another object now (IRC's ``CAP REQ``): move
+        its count in each of its rooms' :attr:`Room.renderers` from ``old`` to the new."""
+        new = client.link.renderer
+        if new is old:
+            return
+        for room in client.rooms:
+            if client in room.members:
+                left = room.renderers.get(old, 0) - 1
+                if left > 0:
+                    room.renderers[old] = left
+                else:
+                    room.renderers.pop(old, None)
+                room.renderers[new] = room.renderers.get(new, 0) + 1
+
     def join(self, client: Client, name: str, *, quiet: bool = False) -> Room:
         """Put ``client`` in room ``name`` (created if needed) and make it current.
 

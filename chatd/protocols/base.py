@@ -144,6 +144,12 @@ class Session(Protocol):
 
     def connection_lost(self, reason: str) -> None: ...
 
+    def renderer_changed(self, old: Renderer) -> None:
+        """The protocol's renderer is another object now (IRC's ``CAP REQ``: one renderer
+        per capability set): the rooms' count of members per renderer follows, so the
+        fan-out renders for the new one."""
+        ...
+
 
 class SessionRefused(Exception):
     """The door would not begin a session: ``text`` for the peer (in the protocol's

@@ -452,7 +452,9 @@ class IrcProtocol(ChatProtocol):
                 self._send(cap_command(message, state))
                 chosen = renderer_for(capabilities.rendered(state.caps), state.server_name)
                 if self._renderer is not chosen:
-                    self._renderer = chosen
+                    old, self._renderer = self._renderer, chosen
+                    if session is not None:  # the rooms' renderer counts follow
+                        session.renderer_changed(old)
             elif command == "AUTHENTICATE":  # SASL is registration's: no relogin
                 self._send([state.reply(ERR_SASLALREADY, "You have already authenticated")
                             if state.account is not None else
