@@ -200,7 +200,10 @@ class Topic(Event):
 class Away(Event):
     """``source`` set its away message (``/away text``) to ``text``; ``target`` is its
     nick.  Filtered like everything a user writes, then kept (``client.away``) and
-    shown to whoever asks (``/whois``, a private message); delivered to nobody."""
+    shown to whoever asks (``/whois``, a private message); delivered to nobody but
+    the members of its rooms whose renderer asks (IRC's ``away-notify``:
+    ``Renderer.shows_away``), and to them also with an empty ``text`` when it is
+    back."""
 
     kind: ClassVar[str] = "away"
     carries_user_text: ClassVar[bool] = True

@@ -320,3 +320,34 @@ def test_renderer_counts_follow_a_cap_req_in_process():
         assert room.renderers == {before: 1, proto.renderer: 1}
         proto.data_received(memoryview(b"CAP REQ :-server-time\r\n"))
         assert room.renderers == {before: 2}
+
+
+# -- away-notify ---------------------------------------------------------------------------------
+
+
+def test_away_notify_tells_room_members_who_asked_and_nobody_else(chatd_server):
+    server = chatd_server(listen=[{"port": 0}, {"port": 0, "protocol": "jsonl"},
+                                  {"port": 0, "protocol": "irc"}])
+    address = (server.host, server.ports[2])
+    follower = irc_user(address, "follower", "away-notify")
+    other = irc_user(address, "other")
+    goer = irc_user(address, "goer")
+    bot = server.json_client()
+    line = server.client()
+    goer.send("AWAY :at lunch")
+    away = follower.expect("AWAY")
+    assert away.source.startswith("goer!") and away.params == ("at lunch",)
+    goer.send("AWAY")
+    back = follower.expect("AWAY")
+    assert back.source.startswith("goer!") and back.params == ()
+    line.send("/away brb")
+    expect_exact(line, "*** you are away: brb (/away alone when you are back)")
+    assert follower.expect("AWAY").params == ("brb",)
+    line.send("/away")
+    expect_exact(line, "*** you are back")
+    assert follower.expect("AWAY").params == ()
+    other.expect_nothing()
+    assert "AWAY" not in [m.command for m in other.seen]
+    bot.send(cmd="who", room="#lobby", id="fence")
+    bot.expect(re="fence")
+    assert "away" not in [obj.get("type") for obj in bot.history]  # jsonl: unchanged

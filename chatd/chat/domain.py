@@ -463,12 +463,31 @@ class ChatDomain:
         """``client`` is away with the message ``text`` (filtered: an ``Away`` event
         nobody is sent); ``""``: back.  Returns the event, None if back or rejected."""
         if not text:
-            client.away = None
+            if client.away is not None:
+                client.away = None
+                self._tell_away(client, self.new_event(Away, client.source, client.nick, ""))
             return None
         event = self._accept(client, self.new_event(Away, client.source, client.nick, text))
         if event is not None:
             client.away = event.text
+            self._tell_away(client, event)
         return event
+
+    def _tell_away(self, client: Client, event: Event) -> None:
+        """IRC's ``away-notify``: the members of ``client``'s rooms whose renderer shows
+        away changes are sent ``event`` (text empty: back), each once; a room with no
+        such renderer costs one look at its renderer counts.  Nobody else is sent it
+        (an ``Away`` is delivered to nobody else), and members on other nodes are not
+        told (their ``/whois`` is)."""
+        told: set[int] = set()
+        for room in client.rooms:
+            if not any(renderer.shows_away for renderer in room.renderers):
+                continue
+            for member in room.members:
+                if (member is not client and member.id not in told
+                        and member.link.renderer.shows_away):
+                    told.add(member.id)
+                    self.backend.to_client(event, member)
 
     def quit(self, client: Client, reason: str = "") -> None:
         """``client`` leaves with ``reason`` (user text, filtered); everyone is told once."""

@@ -254,6 +254,9 @@ class Renderer:
     #: The domain hands the sender its copy only then: one check per message, on
     #: the sender, never one per recipient in the fan-out.
     echoes_own: bool = False
+    #: Whether the clients of this renderer are told when a member of their rooms goes
+    #: away or comes back (IRC's ``away-notify``); the others are never sent ``Away``.
+    shows_away: bool = False
 
     def render(self, event: Event) -> bytes:
         """The bytes every recipient other than the event's source sees."""

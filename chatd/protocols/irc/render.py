@@ -235,6 +235,7 @@ class IrcRenderer(Renderer):
         self.userhost_in_names = "userhost-in-names" in caps
         self.extended_join = "extended-join" in caps
         self.away_notify = "away-notify" in caps
+        self.shows_away = self.away_notify  # the domain sends it Away events (Renderer)
 
     def __repr__(self) -> str:
         return f"IrcRenderer({sorted(self.caps)!r}, {self.server_name!r})"
