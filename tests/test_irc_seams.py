@@ -351,3 +351,20 @@ def test_away_notify_tells_room_members_who_asked_and_nobody_else(chatd_server):
     bot.send(cmd="who", room="#lobby", id="fence")
     bot.expect(re="fence")
     assert "away" not in [obj.get("type") for obj in bot.history]  # jsonl: unchanged
+
+
+# -- no current room on IRC: no "you are now talking in" ----------------------------------------
+
+
+def test_irc_clients_are_not_told_which_room_they_talk_in(irc_server):
+    server, address = irc_server()
+    irc = irc_user(address, "roamer")
+    irc.send("JOIN #dev", "JOIN #ops", "PART #ops", "SWITCH #dev", "PART #dev", "VERSION")
+    irc.until("351")  # after the parts, answered in order
+    assert [m.params for m in irc.seen if m.command == "PART"] == [("#ops",), ("#dev",)]
+    notices = [m.params[-1] for m in irc.seen if m.command == "NOTICE"]
+    assert not [text for text in notices if "talking in" in text], notices
+    line = server.client()  # the line protocol is told, as before
+    line.send("/join #dev")
+    line.send("/part #dev")
+    expect_exact(line, "*** you are now talking in #lobby")

@@ -285,6 +285,13 @@ class Client:
         return bool(getattr(self.link, "keeps_a_room", False))
 
     @property
+    def has_current_room(self) -> bool:
+        """Whether the client's protocol has a current room, where a line without a room
+        goes (``ChatProtocol.has_current_room``: line, jsonl); False on IRC, whose
+        every message names its room: "you are now talking in #x" is not sent there."""
+        return bool(getattr(self.link, "has_current_room", True))
+
+    @property
     def listener(self) -> ListenConfig | None:
         """The settings of the listener the client connected to (``listen[]`` in the
         config: its port, protocol, and ``options``, the protocol's own, such as

@@ -60,6 +60,8 @@ Rooms: :attr:`ChatProtocol.keeps_a_room` says whether a client of the protocol
 always has a current room (the line protocol: a person typing at ``nc`` always
 talks somewhere, so the last room cannot be left); the chat domain itself lets a
 client be in none (jsonl, IRC's ``PART`` and ``JOIN 0``).
+:attr:`ChatProtocol.has_current_room` says whether the protocol has a current
+room at all (IRC has none: every message names its room).
 
 Output: an event reaches a protocol in one of two ways.
 
@@ -445,6 +447,11 @@ class ChatProtocol:
     #: ``client.keeps_a_room``).  The chat domain lets a client be in no room; this is
     #: the protocol's choice (a person at ``nc`` always talks somewhere).
     keeps_a_room: ClassVar[bool] = False
+    #: Whether the protocol has a *current room* at all: a line without a room goes
+    #: to it (line, jsonl), so "you are now talking in #x" tells the client something.
+    #: False: every message names its target (IRC's ``PRIVMSG #room``), and those
+    #: notices are not sent (plugins read it as ``client.has_current_room``).
+    has_current_room: ClassVar[bool] = True
 
     __slots__ = (
         "_door",

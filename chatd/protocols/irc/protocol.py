@@ -180,6 +180,8 @@ class IrcProtocol(ChatProtocol):
     decode = staticmethod(decode_irc_line)  # type: ignore[assignment]
     #: IRC clients may be in no channel (PART, JOIN 0).
     keeps_a_room = False
+    #: Every IRC message names its channel: no "you are now talking in #x".
+    has_current_room = False
 
     __slots__ = ("_held", "_pinged", "_registration", "_renderer", "_timer", "state")
 
