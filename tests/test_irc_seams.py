@@ -368,3 +368,17 @@ def test_irc_clients_are_not_told_which_room_they_talk_in(irc_server):
     line.send("/join #dev")
     line.send("/part #dev")
     expect_exact(line, "*** you are now talking in #lobby")
+
+
+# -- shutdown: ERROR for IRC clients -------------------------------------------------------------
+
+
+def test_a_server_shutdown_says_error_to_irc_clients_and_nothing_new_to_the_line(irc_server):
+    server, address = irc_server()
+    line = server.client()
+    irc = irc_user(address, "stayer")
+    assert server.stop() == 0
+    said = irc.expect_eof()
+    assert said[-1].command == "ERROR", said
+    assert said[-1].params == ("Closing link: server shutting down",)
+    expect_exact(line, "*** server shutting down")  # the line protocol, as before

@@ -703,6 +703,12 @@ class ChatProtocol:
         prompt); called once, when the greeting delay passes with nothing received.
         The base class says nothing (a program knows, from the docs)."""
 
+    def goodbye(self, reason: str) -> bytes:
+        """What the connection is sent last when the server closes it on its own (a
+        shutdown), after everything queued; ``b""``: nothing (line and jsonl were sent
+        the server's notice already).  IRC: ``ERROR :Closing link: reason``."""
+        return b""
+
     def tell(self, text: str, *, code: str | None = None) -> None:
         """An error for the peer that is no chat event (before a session, or about the
         connection itself), in this protocol's words (:meth:`Renderer.local_error`)."""

@@ -224,6 +224,11 @@ class IrcProtocol(ChatProtocol):
                                         f"cannot say that: {exc}"[:200]).encode()
             write(data)
 
+    def goodbye(self, reason: str) -> bytes:
+        """IRC clients expect ``ERROR`` before the server closes: ``ERROR :Closing link:
+        reason`` (a shutdown)."""
+        return self.renderer.local_error(f"Closing link: {reason}"[:400])
+
     def close(self, reason: str, limit: str | None = None) -> None:
         """Every close the server decides says why first, as IRC clients expect:
         ``ERROR :Closing link: reason`` (a ``QUIT``, a limit, a kill), then the
