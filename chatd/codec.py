@@ -36,7 +36,7 @@ The form (``SCHEMA_VERSION`` 1), keys in this order, absent when empty::
 ``history``
     ``true`` for an event replayed from history (``replay``).
 the kind's own fields
-    ``quiet`` (join, part: only when true), ``kicked_by`` (part: a kick's
+    ``quiet`` (join, part: only when true), ``invitee`` (invite), ``kicked_by`` (part: a kick's
     operator, internal, only when one), ``old`` and ``new`` (nick),
     ``rooms`` (quit, nick: a list, only when not empty); ``to_account``,
     ``to_session``, ``to_away`` (privmsg: the recipient as presence found it,
@@ -84,6 +84,7 @@ from .events import (
     Away,
     Error,
     Event,
+    Invite,
     Join,
     Message,
     NickChange,
@@ -272,6 +273,7 @@ KICKED_BY = Extra("kicked_by", lambda value: value or None,
 ROOMS = Extra("rooms", lambda value: list(value) if value else None, _names)
 OLD = Extra("old", lambda value: value, lambda d, key: _string(d, key, ""))
 NEW = Extra("new", lambda value: value, lambda d, key: _string(d, key, ""))
+INVITEE = Extra("invitee", lambda value: value, lambda d, key: _string(d, key, ""))
 CODE = Extra("code", lambda value: value, lambda d, key: _string(d, key, "error"))
 #: A private message's recipient, as the presence answer found it (internal).
 TO_ACCOUNT = Extra("to_account", lambda value: value, _optional_string, internal=True)
@@ -333,7 +335,8 @@ for _kind in (
     event_kind(PrivateMessage, TO_ACCOUNT, TO_SESSION, TO_AWAY), event_kind(Topic),
     event_kind(Away), event_kind(Join, QUIET), event_kind(Part, QUIET, KICKED_BY),
     event_kind(Quit, ROOMS), event_kind(NickChange, OLD, NEW, ROOMS),
-    event_kind(Notice), event_kind(Error, CODE), event_kind(RoomCreated),
+    event_kind(Notice), event_kind(Error, CODE), event_kind(Invite, INVITEE),
+    event_kind(RoomCreated),
     event_kind(RoomRemoved),
 ):
     register(_kind)

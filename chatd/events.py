@@ -291,6 +291,18 @@ class Error(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Invite(Event):
+    """``source`` invited ``invitee`` (a nick) to the room ``target``.  Delivered only
+    to renderers that show invitations (``Renderer.shows_invites``: IRC's ``INVITE``)
+    -- the invitee, and the room's members whose renderer also ``notifies_invites``
+    (IRC's ``invite-notify``); the others are told in words (a notice)."""
+
+    invitee: str = field(default="", kw_only=True)
+
+    kind: ClassVar[str] = "invite"
+
+
+@dataclass(frozen=True, slots=True)
 class RoomCreated(Event):
     """The room ``target`` came into existence (its first member joined)."""
 
@@ -309,7 +321,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
         Message, Action, PrivateMessage, Topic, Away, Join, Part, Quit, NickChange,
-        Notice, Error, RoomCreated, RoomRemoved,
+        Notice, Error, Invite, RoomCreated, RoomRemoved,
     )
 }
 
@@ -338,6 +350,7 @@ __all__ = [
     "Away",
     "Error",
     "Event",
+    "Invite",
     "Join",
     "Message",
     "NickChange",

@@ -382,3 +382,29 @@ def test_a_server_shutdown_says_error_to_irc_clients_and_nothing_new_to_the_line
     assert said[-1].command == "ERROR", said
     assert said[-1].params == ("Closing link: server shutting down",)
     expect_exact(line, "*** server shutting down")  # the line protocol, as before
+
+
+# -- INVITE and invite-notify --------------------------------------------------------------------
+
+
+def test_an_invitation_is_invite_for_the_invitee_and_for_members_with_invite_notify(
+        irc_server):
+    from test_moderation import _founded, _see
+    server, address = irc_server()
+    alice = _founded(server, "alice", "#dev")
+    noted = irc_user(address, "noted", "invite-notify")
+    unnoted = irc_user(address, "unnoted")
+    for irc in (noted, unnoted):
+        irc.send("JOIN #dev")
+        irc.expect("366")
+    guest = irc_user(address, "guest")
+    line_guest = server.client()
+    alice.send("/invite guest #dev")
+    invite = guest.expect("INVITE")
+    assert invite.source.startswith("alice!") and invite.params == ("guest", "#dev")
+    assert noted.expect("INVITE").params == ("guest", "#dev")
+    _see(alice, "*** alice invited guest to #dev")
+    unnoted.send("VERSION")
+    assert "INVITE" not in [m.command for m in unnoted.until("351")]
+    alice.send(f"/invite {line_guest.nick} #dev")  # the line protocol: words, as before
+    expect_exact(line_guest, "*** alice invites you to #dev: /join #dev")

@@ -46,6 +46,7 @@ from ..events import (
     Away,
     Error,
     Event,
+    Invite,
     Join,
     Message,
     NickChange,
@@ -471,6 +472,20 @@ class ChatDomain:
         if event is not None:
             client.away = event.text
             self._tell_away(client, event)
+        return event
+
+    def invited(self, client: Client, target: Client, room_name: str) -> Event:
+        """``client`` invited ``target`` to ``room_name``: an ``Invite`` for the protocols
+        that show one (IRC's ``INVITE``): the invitee, and the room's members whose
+        renderer notifies invitations (``invite-notify``), each once."""
+        event = self.new_event(Invite, client.source, room_name, "", invitee=target.nick)
+        if target.link.renderer.shows_invites:
+            self.backend.to_client(event, target)
+        room = self.rooms.get(room_name)
+        if room is not None and any(r.notifies_invites for r in room.renderers):
+            for member in room.members:
+                if member is not target and member.link.renderer.notifies_invites:
+                    self.backend.to_client(event, member)
         return event
 
     def _tell_away(self, client: Client, event: Event) -> None:

@@ -374,6 +374,13 @@ class Server:
         """
         return self._domain.set_away(client, text)
 
+    def invited(self, client: Client, target: Client, room: str) -> Event:
+        """``client`` invited ``target`` to the room named ``room`` (moderation's
+        ``/invite``, once it let it): an ``Invite`` event for the protocols that show
+        one (IRC: ``INVITE`` to the invitee, and to the room's members with
+        ``invite-notify``); the others are not sent it (tell them in words)."""
+        return self._domain.invited(client, target, room)
+
     def quit(self, client: Client, reason: str = "") -> None:
         """Disconnect ``client`` as if it typed ``/quit reason`` (the reason is filtered)."""
         self._domain.quit(client, reason)

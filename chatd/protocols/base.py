@@ -259,6 +259,11 @@ class Renderer:
     #: Whether the clients of this renderer are told when a member of their rooms goes
     #: away or comes back (IRC's ``away-notify``); the others are never sent ``Away``.
     shows_away: bool = False
+    #: Whether an invitation to a room is shown to an invitee of this renderer as an
+    #: ``Invite`` event (IRC's ``INVITE``); and to the room's members too
+    #: (``notifies_invites``: IRC's ``invite-notify``).  Others get a notice in words.
+    shows_invites: bool = False
+    notifies_invites: bool = False
 
     def render(self, event: Event) -> bytes:
         """The bytes every recipient other than the event's source sees."""

@@ -602,6 +602,7 @@ def _invite_found(client: Client, nick: str, name: str, room: Room | None, rules
         raise CommandError(f"{target.nick} is already in {name}", code="already_in_room")
     rules.invited[target.id] = time.monotonic() + INVITE_SECONDS
     target.notice(f"{client.nick} invites you to {name}: /join {name}")
+    client.server.invited(client, target, name)  # IRC's INVITE (and invite-notify)
     _announce(client, room, f"{client.nick} invited {target.nick} to {name}")
 
 

@@ -67,6 +67,7 @@ from ...events import (
     Away,
     Error,
     Event,
+    Invite,
     Join,
     Message,
     NickChange,
@@ -236,6 +237,8 @@ class IrcRenderer(Renderer):
         self.extended_join = "extended-join" in caps
         self.away_notify = "away-notify" in caps
         self.shows_away = self.away_notify  # the domain sends it Away events (Renderer)
+        self.shows_invites = True  # INVITE to the invitee; to members with invite-notify
+        self.notifies_invites = "invite-notify" in caps
 
     def __repr__(self) -> str:
         return f"IrcRenderer({sorted(self.caps)!r}, {self.server_name!r})"
@@ -379,6 +382,11 @@ class IrcRenderer(Renderer):
             params += (self._fitted(inline(event.text), ":" + self.source_of(event), "PART",
                                     *params),)
         return [Line("PART", params, self.source_of(event))]
+
+    def _invite(self, event: Event) -> list[Line]:
+        """``:inviter INVITE invitee #room`` (the domain chose who is sent it)."""
+        return [Line("INVITE", (word(event.invitee, NICK_MAX),  # type: ignore[attr-defined]
+                                word(event.target, ROOM_MAX)), self.source_of(event))]
 
     def _kick(self, event: Event) -> list[Line]:
         """A kick (a part with ``kicked_by``): ``:op KICK #room nick :reason``, the reason
@@ -664,6 +672,7 @@ _LINES: dict[type[Event], Callable[[IrcRenderer, Any], list[Line]]] = {
     NickChange: IrcRenderer._nick,
     Topic: IrcRenderer._topic,
     Away: IrcRenderer._away,
+    Invite: IrcRenderer._invite,
     Names: IrcRenderer._names,
     RoomList: IrcRenderer._rooms,
     Whois: IrcRenderer._whois,
