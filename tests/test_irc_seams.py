@@ -408,3 +408,17 @@ def test_an_invitation_is_invite_for_the_invitee_and_for_members_with_invite_not
     assert "INVITE" not in [m.command for m in unnoted.until("351")]
     alice.send(f"/invite {line_guest.nick} #dev")  # the line protocol: words, as before
     expect_exact(line_guest, "*** alice invites you to #dev: /join #dev")
+
+
+def test_a_jsonl_invitee_gets_its_notice_and_no_invite_object(chatd_server):
+    from test_moderation import _founded, _see
+    server = chatd_server(listen=[{"port": 0}, {"port": 0, "protocol": "jsonl"}])
+    alice = _founded(server, "alice", "#dev")
+    bot = server.json_client()
+    alice.send(f"/invite {bot.nick} #dev")
+    _see(alice, f"*** alice invited {bot.nick} to #dev")
+    notice = bot.expect(type="notice")
+    assert notice["text"] == "alice invites you to #dev: /join #dev"
+    bot.send(cmd="who", room="#lobby", id="fence")
+    bot.expect(re="fence")
+    assert "invite" not in [obj.get("type") for obj in bot.history]  # jsonl: unchanged
