@@ -24,7 +24,7 @@ from chatd.chat.nicks import nick_key
 
 from ..attempts import source_of
 from .passwords import password_matches
-from .queue import _pump
+from .queue import pump
 from .state import Account, Job, state_of
 from .store import command_lookup
 
@@ -83,7 +83,7 @@ def check(server: Server, account: str, password: str, address: str,
     pending = Pending(server, alive, then)
     state.queue.put(lane, Job(pending, lambda: password_matches(password, stored),  # type: ignore[arg-type]
                               functools.partial(_checked, found, source, address), True))
-    _pump(server, state)
+    pump(server, state)
 
 
 def _checked(account: Account, source: str, address: str, pending: Pending, ok: bool) -> None:
