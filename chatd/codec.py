@@ -36,7 +36,8 @@ The form (``SCHEMA_VERSION`` 1), keys in this order, absent when empty::
 ``history``
     ``true`` for an event replayed from history (``replay``).
 the kind's own fields
-    ``quiet`` (join, part: only when true), ``old`` and ``new`` (nick),
+    ``quiet`` (join, part: only when true), ``invitee`` (invite), ``kicked_by`` (part: a kick's
+    operator, internal, only when one), ``old`` and ``new`` (nick),
     ``rooms`` (quit, nick: a list, only when not empty); ``to_account``,
     ``to_session``, ``to_away`` (privmsg: the recipient as presence found it,
     internal, only when known).
@@ -83,6 +84,7 @@ from .events import (
     Away,
     Error,
     Event,
+    Invite,
     Join,
     Message,
     NickChange,
@@ -109,7 +111,7 @@ TIME_LIMIT = 253402300800.0
 
 #: Keys the public form (``internal=False``, what jsonl shows) leaves out.
 INTERNAL_KEYS = ("v", "node", "user", "account", "session", "client", "marker", "quiet",
-                 "to_account", "to_session", "to_away")
+                 "kicked_by", "to_account", "to_session", "to_away")
 
 
 class CodecError(ValueError):
@@ -265,9 +267,13 @@ class Extra:
 
 #: The extras used by the built-in kinds.
 QUIET = Extra("quiet", lambda value: True if value else None, _flag, internal=True)
+#: Who kicked the source of a part (internal: jsonl's part is unchanged; IRC's KICK).
+KICKED_BY = Extra("kicked_by", lambda value: value or None,
+                  lambda d, key: _string(d, key, ""), internal=True)
 ROOMS = Extra("rooms", lambda value: list(value) if value else None, _names)
 OLD = Extra("old", lambda value: value, lambda d, key: _string(d, key, ""))
 NEW = Extra("new", lambda value: value, lambda d, key: _string(d, key, ""))
+INVITEE = Extra("invitee", lambda value: value, lambda d, key: _string(d, key, ""))
 CODE = Extra("code", lambda value: value, lambda d, key: _string(d, key, "error"))
 #: A private message's recipient, as the presence answer found it (internal).
 TO_ACCOUNT = Extra("to_account", lambda value: value, _optional_string, internal=True)
@@ -327,9 +333,10 @@ def unregister(name: str) -> None:
 for _kind in (
     event_kind(Message), event_kind(Action),
     event_kind(PrivateMessage, TO_ACCOUNT, TO_SESSION, TO_AWAY), event_kind(Topic),
-    event_kind(Away), event_kind(Join, QUIET), event_kind(Part, QUIET),
+    event_kind(Away), event_kind(Join, QUIET), event_kind(Part, QUIET, KICKED_BY),
     event_kind(Quit, ROOMS), event_kind(NickChange, OLD, NEW, ROOMS),
-    event_kind(Notice), event_kind(Error, CODE), event_kind(RoomCreated),
+    event_kind(Notice), event_kind(Error, CODE), event_kind(Invite, INVITEE),
+    event_kind(RoomCreated),
     event_kind(RoomRemoved),
 ):
     register(_kind)

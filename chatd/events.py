@@ -200,7 +200,10 @@ class Topic(Event):
 class Away(Event):
     """``source`` set its away message (``/away text``) to ``text``; ``target`` is its
     nick.  Filtered like everything a user writes, then kept (``client.away``) and
-    shown to whoever asks (``/whois``, a private message); delivered to nobody."""
+    shown to whoever asks (``/whois``, a private message); delivered to nobody but
+    the members of its rooms whose renderer asks (IRC's ``away-notify``:
+    ``Renderer.shows_away``), and to them also with an empty ``text`` when it is
+    back."""
 
     kind: ClassVar[str] = "away"
     carries_user_text: ClassVar[bool] = True
@@ -226,10 +229,13 @@ class Join(Event):
 class Part(Event):
     """``source`` left the room ``target``; ``text`` is the reason (may be empty).
 
-    ``quiet``: as for :class:`Join`.
+    ``quiet``: as for :class:`Join`.  ``kicked_by``: the nick of the operator who
+    put ``source`` out (a kick; empty: it left, or the server put it out): IRC
+    shows a kick as ``KICK``, the other protocols as the part it is.
     """
 
     quiet: bool = field(default=False, kw_only=True)
+    kicked_by: str = field(default="", kw_only=True)
 
     kind: ClassVar[str] = "part"
     carries_user_text: ClassVar[bool] = True
@@ -285,6 +291,18 @@ class Error(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Invite(Event):
+    """``source`` invited ``invitee`` (a nick) to the room ``target``.  Delivered only
+    to renderers that show invitations (``Renderer.shows_invites``: IRC's ``INVITE``)
+    -- the invitee, and the room's members whose renderer also ``notifies_invites``
+    (IRC's ``invite-notify``); the others are told in words (a notice)."""
+
+    invitee: str = field(default="", kw_only=True)
+
+    kind: ClassVar[str] = "invite"
+
+
+@dataclass(frozen=True, slots=True)
 class RoomCreated(Event):
     """The room ``target`` came into existence (its first member joined)."""
 
@@ -303,7 +321,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
         Message, Action, PrivateMessage, Topic, Away, Join, Part, Quit, NickChange,
-        Notice, Error, RoomCreated, RoomRemoved,
+        Notice, Error, Invite, RoomCreated, RoomRemoved,
     )
 }
 
@@ -332,6 +350,7 @@ __all__ = [
     "Away",
     "Error",
     "Event",
+    "Invite",
     "Join",
     "Message",
     "NickChange",

@@ -193,6 +193,22 @@ class ListenerDoor:
     def call_later(self, delay: float, callback: Callable[[], None]) -> object:
         return self._acceptor.reactor.call_later(delay, callback)
 
+    def check_account(self, protocol: ChatProtocol, account: str, password: str,
+                      then: Callable[[str | None, str | None], Any]) -> None:
+        """Ask the server whether ``password`` is ``account``'s, before the session (the
+        same limits as ``/identify``, from the connection's address); ``then(name,
+        None)`` or ``then(None, code)``, never after the connection is gone."""
+        check = self._acceptor.check_account
+        if check is None:
+            then(None, "unavailable")
+            return
+
+        def answer(name: str | None, code: str | None) -> None:
+            if protocol.connected:
+                then(name, code)
+
+        check(account, password, protocol.peer[0], lambda: protocol.connected, answer)
+
     def begin(self, protocol: ChatProtocol, request: SessionRequest) -> Session | None:
         """Check the listener password (where there is one), then have ``on_connect``
         make the chat session; raises :class:`SessionRefused`."""
@@ -293,6 +309,9 @@ class Acceptor:
         self.account = account
         self.on_connect = on_connect
         self.on_lost = on_lost
+        #: The server's account check (``Server.check_account_password``), for a
+        #: protocol that authenticates before its session (IRC's SASL); None: none.
+        self.check_account: Callable[..., Any] | None = None
         self.listeners: list[Listener] = []
         self.stopping = False
         self._read_buffer = memoryview(bytearray(65536))

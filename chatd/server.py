@@ -228,6 +228,7 @@ class ChatServer:
             self.reactor, self.admission, self.stats, self._account,
             on_connect=self._connected, on_lost=self._connection_lost,
         )
+        self.acceptor.check_account = self.api.check_account_password
         if not dry_run:  # a dry run allocates nothing the config asks for (the read buffer)
             self.acceptor.configure(config.limits, config.net)
         self._sweep_timer: Timer | None = None
@@ -494,10 +495,27 @@ class ChatServer:
         limit = deadline if deadline is not None else self.config.limits.shutdown_timeout_seconds
         self.domain.broadcast("server shutting down")
         for conn in list(self.acceptor.live):
+            self._goodbye(conn, "server shutting down")
             # Linger past the deadline so the deadline, not the linger, cuts and reports.
             conn.close("server shutting down", linger=limit + 1.0)
         self._stop_deadline = self.reactor.call_later(limit, self._finish_stop)
         self._check_stopped()
+
+    @staticmethod
+    def _goodbye(conn: Connection, reason: str) -> None:
+        """The protocol's last word before the server closes ``conn`` (IRC's ``ERROR``;
+        line and jsonl: none); a plugin protocol that fails at it is logged, and the
+        shutdown goes on."""
+        protocol = getattr(conn, "protocol", None)
+        if protocol is None:
+            return
+        try:
+            farewell = protocol.goodbye(reason)
+        except Exception:
+            log.exception("the %s protocol failed to say goodbye", getattr(protocol, "name", "?"))
+            return
+        if farewell:
+            conn.write(farewell)
 
     def _check_stopped(self) -> None:
         if not self.acceptor.live:

@@ -152,7 +152,7 @@ def test_registration_with_cap_302_waits_for_cap_end_then_welcomes(irc_server):
     irc.send("CAP LS 302", "NICK alice", "USER al 0 * :Alice Liddell")
     ls = irc.expect("CAP")
     assert ls.params[:2] == ("*", "LS") and "server-time" in ls.params[-1].split()
-    assert "sasl" not in ls.params[-1].split()  # offered only once it exists
+    assert "sasl=PLAIN" in ls.params[-1].split()  # SASL PLAIN: tests/test_irc_seams.py
     irc.send("CAP REQ :server-time echo-message")
     ack = irc.expect("CAP")
     assert ack.params == ("*", "ACK", "server-time echo-message")

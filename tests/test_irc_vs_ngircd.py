@@ -91,8 +91,8 @@ class Conn:
     def fenced(self, *lines: str | bytes) -> list[Message]:
         """Send ``lines`` then an unknown command; every message before its ``421``.
 
-        The fence is an unknown command, not a PING: chatd answers PING at once,
-        ahead of the replies to commands sent before it (see ``ping_in_order``).
+        The fence is an unknown command, not a PING, so that the fence is not the
+        thing a case checks (``ping_in_order`` checks PING's place itself).
         """
         n = next(self.fences)  # letters only: a command name has no digits
         token = "FENCE" + "".join(chr(ord("A") + int(d)) for d in str(n))
@@ -128,10 +128,12 @@ class Side:
         return Conn(self.address)
 
     def user(self, stem: str = "u") -> tuple[Conn, str]:
-        """A registered client and its nick (the welcome burst read to its end)."""
+        """A registered client and its nick (the welcome burst read to its end, and
+        what follows it: chatd puts a client in #lobby, with its names)."""
         conn, nick = self.connect(), self.nick(stem)
         conn.send(f"NICK {nick}", f"USER {nick} 0 * :{nick} R")
         conn.until(lambda m: m.command in ("376", "422"))
+        conn.fenced()
         return conn, nick
 
     def joined(self, *stems: str) -> tuple[str, list[tuple[Conn, str]]]:

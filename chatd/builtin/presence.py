@@ -125,7 +125,7 @@ def cmd_away(client: Client, args: str) -> None:
     if not args.strip():
         if client.away is None:
             raise CommandError("you are not away", code="not_found")
-        client.away = None
+        client.server.set_away(client, "")  # back: told to whoever follows it (IRC)
         client.notice("you are back")
         return
     if client.server.set_away(client, " ".join(args.split())[:AWAY_MAX]) is not None:

@@ -14,6 +14,8 @@ Policy, all of it replaceable (disable this plugin, or pre-empt its hooks):
   the line protocol (a person at ``nc`` always talks somewhere); a jsonl program
   may leave every room, and is then in none.  Lines from a room other than
   the current one arrive tagged with it (the line protocol's ``[#room] ``).
+  "you are now talking in #x" is said only where the protocol has a current
+  room (``client.has_current_room``: line, jsonl; not IRC).
 
 Joins, parts, quits and nick changes are events the server itself delivers to
 the rooms concerned (each member told once); this plugin answers its own
@@ -136,7 +138,8 @@ def _greet(client: Client, room: Room, members: list[Member] | None) -> None:
 
 def _switch(client: Client, room: Room) -> None:
     client.server.join(client, room.name)  # a room it is in: only made current
-    client.notice(f"you are now talking in {room.name}")
+    if client.has_current_room:  # IRC has none: every message names its room
+        client.notice(f"you are now talking in {room.name}")
 
 
 def cmd_switch(client: Client, args: str) -> None:
@@ -163,7 +166,7 @@ def cmd_part(client: Client, args: str) -> None:
         raise CommandError(f"{room.name} is your only room; /join another one first",
                            code="last_room")
     client.server.part(client, room, reason)  # its source sees the part event too
-    if client.room is not None:
+    if client.room is not None and client.has_current_room:
         client.notice(f"you are now talking in {client.room.name}")
 
 

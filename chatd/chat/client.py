@@ -291,6 +291,13 @@ class Client:
         return bool(getattr(self.link, "names_every_join", False))
 
     @property
+    def has_current_room(self) -> bool:
+        """Whether the client's protocol has a current room, where a line without a room
+        goes (``ChatProtocol.has_current_room``: line, jsonl); False on IRC, whose
+        every message names its room: "you are now talking in #x" is not sent there."""
+        return bool(getattr(self.link, "has_current_room", True))
+
+    @property
     def listener(self) -> ListenConfig | None:
         """The settings of the listener the client connected to (``listen[]`` in the
         config: its port, protocol, and ``options``, the protocol's own, such as
@@ -320,6 +327,9 @@ class Client:
 
     def eof_received(self) -> bool:
         return self._domain.intake.half_closed(self)
+
+    def renderer_changed(self, old: Any) -> None:
+        self._domain.renderer_changed(self, old)
 
     def output_skipped(self, count: int) -> None:
         self.notice(

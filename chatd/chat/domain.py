@@ -46,6 +46,7 @@ from ..events import (
     Away,
     Error,
     Event,
+    Invite,
     Join,
     Message,
     NickChange,
@@ -409,6 +410,8 @@ class ChatDomain:
         event = self._accept(client, event)
         if event is not None:
             self.backend.to_room(event, room, exclude=client)
+            if client.link.renderer.echoes_own:  # IRC's echo-message: the sender's copy
+                self.backend.to_client(event, client)
             self._delivered(event, client)
         return event
 
@@ -461,12 +464,45 @@ class ChatDomain:
         """``client`` is away with the message ``text`` (filtered: an ``Away`` event
         nobody is sent); ``""``: back.  Returns the event, None if back or rejected."""
         if not text:
-            client.away = None
+            if client.away is not None:
+                client.away = None
+                self._tell_away(client, self.new_event(Away, client.source, client.nick, ""))
             return None
         event = self._accept(client, self.new_event(Away, client.source, client.nick, text))
         if event is not None:
             client.away = event.text
+            self._tell_away(client, event)
         return event
+
+    def invited(self, client: Client, target: Client, room_name: str) -> Event:
+        """``client`` invited ``target`` to ``room_name``: an ``Invite`` for the protocols
+        that show one (IRC's ``INVITE``): the invitee, and the room's members whose
+        renderer notifies invitations (``invite-notify``), each once."""
+        event = self.new_event(Invite, client.source, room_name, "", invitee=target.nick)
+        if target.link.renderer.shows_invites:
+            self.backend.to_client(event, target)
+        room = self.rooms.get(room_name)
+        if room is not None and any(r.notifies_invites for r in room.renderers):
+            for member in room.members:
+                if member is not target and member.link.renderer.notifies_invites:
+                    self.backend.to_client(event, member)
+        return event
+
+    def _tell_away(self, client: Client, event: Event) -> None:
+        """IRC's ``away-notify``: the members of ``client``'s rooms whose renderer shows
+        away changes are sent ``event`` (text empty: back), each once; a room with no
+        such renderer costs one look at its renderer counts.  Nobody else is sent it
+        (an ``Away`` is delivered to nobody else), and members on other nodes are not
+        told (their ``/whois`` is)."""
+        told: set[int] = set()
+        for room in client.rooms:
+            if not any(renderer.shows_away for renderer in room.renderers):
+                continue
+            for member in room.members:
+                if (member is not client and member.id not in told
+                        and member.link.renderer.shows_away):
+                    told.add(member.id)
+                    self.backend.to_client(event, member)
 
     def quit(self, client: Client, reason: str = "") -> None:
         """``client`` leaves with ``reason`` (user text, filtered); everyone is told once."""
@@ -523,6 +559,21 @@ class ChatDomain:
             else:
                 room.renderers.pop(renderer, None)
 
+    def renderer_changed(self, client: Client, old: Any) -> None:
+        """``client``'s protocol renders with another object now (IRC's ``CAP REQ``): move
+        its count in each of its rooms' :attr:`Room.renderers` from ``old`` to the new."""
+        new = client.link.renderer
+        if new is old:
+            return
+        for room in client.rooms:
+            if client in room.members:
+                left = room.renderers.get(old, 0) - 1
+                if left > 0:
+                    room.renderers[old] = left
+                else:
+                    room.renderers.pop(old, None)
+                room.renderers[new] = room.renderers.get(new, 0) + 1
+
     def join(self, client: Client, name: str, *, quiet: bool = False) -> Room:
         """Put ``client`` in room ``name`` (created if needed) and make it current.
 
@@ -574,14 +625,17 @@ class ChatDomain:
                         event=event)
         return room
 
-    def part(self, client: Client, room: Room, reason: str = "", *, quiet: bool = False) -> None:
+    def part(self, client: Client, room: Room, reason: str = "", *, quiet: bool = False,
+             kicked_by: str = "") -> None:
         """Take ``client`` out of ``room``; its current room becomes its latest other room.
 
-        The client is told (its own copy of the part event) unless ``quiet``.
+        The client is told (its own copy of the part event) unless ``quiet``;
+        ``kicked_by``: an operator's kick (:class:`chatd.events.Part`).
         """
         if room not in client.rooms:
             raise RoomError(f"you are not in {room.name}", code="not_in_room")
-        event = self.new_event(Part, client.source, room.name, reason, quiet=quiet)
+        event = self.new_event(Part, client.source, room.name, reason, quiet=quiet,
+                               kicked_by=kicked_by)
         if reason:
             event = self._reason_filtered(client, event, "")
         self.backend.to_client(event, client)

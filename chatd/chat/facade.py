@@ -42,6 +42,12 @@ class Lifecycle(Protocol):
     def stats_snapshot(self) -> dict[str, Any]: ...
 
 
+#: A password check for accounts (:meth:`Server.provide_account_check`): ``(account,
+#: password, address, alive, then)``, answering ``then(name | None, code | None)``.
+AccountCheck = Callable[[str, str, str, Callable[[], bool],
+                         Callable[[str | None, str | None], Any]], None]
+
+
 class Server:
     """The server: clients, rooms, nicks, timers and the plugin host, for plugins.
 
@@ -50,11 +56,12 @@ class Server:
     only :meth:`call_soon_threadsafe` may be called from another thread.
     """
 
-    __slots__ = ("_domain", "_lifecycle", "_plugin_stores", "stash")
+    __slots__ = ("_account_check", "_domain", "_lifecycle", "_plugin_stores", "stash")
 
     def __init__(self, domain: ChatDomain, lifecycle: Lifecycle | None = None) -> None:
         self._domain = domain
         self._lifecycle = lifecycle
+        self._account_check: AccountCheck | None = None
         #: Per-plugin server-wide state; see :mod:`chatd.stash`.  Survives reloads.
         self.stash = Stash()
         self._plugin_stores: dict[str, PluginStore] = {}
@@ -256,10 +263,11 @@ class Server:
         return self._domain.join(client, name, quiet=quiet)
 
     def part(self, client: Client, room: Room, reason: str = "", *,
-             quiet: bool = False) -> None:
+             quiet: bool = False, kicked_by: str = "") -> None:
         """Take ``client`` out of ``room``, telling the room and the client (``reason`` is
-        filtered); ``quiet`` as for :meth:`join`."""
-        self._domain.part(client, room, reason, quiet=quiet)
+        filtered); ``quiet`` as for :meth:`join`; ``kicked_by``: the nick of the
+        operator whose kick this is (IRC shows ``KICK``; the others a part)."""
+        self._domain.part(client, room, reason, quiet=quiet, kicked_by=kicked_by)
 
     def rename(self, client: Client, new: str) -> None:
         """Give ``client`` the nick ``new``; raises :class:`chatd.NickError` with the reason.
@@ -295,6 +303,31 @@ class Server:
         changes nothing.
         """
         self._domain.continue_event_ids(after)
+
+    # -- accounts: a password checked before a session (SASL) ------------------------------
+
+    def provide_account_check(self, check: AccountCheck | None) -> None:
+        """Be the server's password check for accounts (the *accounts* built-in does at
+        startup; None: no accounts).  A protocol that authenticates before the session
+        begins (IRC's SASL) asks it through :meth:`check_account_password`, never by
+        importing the plugin that keeps the accounts."""
+        self._account_check = check
+
+    def check_account_password(self, account: str, password: str, address: str,
+                               alive: Callable[[], bool],
+                               then: Callable[[str | None, str | None], Any]) -> None:
+        """Is ``password`` the password of the registered nick ``account``?  Answered on
+        the loop, at once or later (the check runs on a worker thread, held to the same
+        limits on failed attempts as ``/identify``, from ``address``): ``then(name,
+        None)`` with the account's name, or ``then(None, code)``: ``wrong_password``,
+        ``not_registered``, ``too_many_attempts`` or ``unavailable`` (no accounts, the
+        store or the checks busy).  ``alive()`` false: the asker is gone, nothing is
+        checked and ``then`` may never run."""
+        check = self._account_check
+        if check is None:
+            then(None, "unavailable")
+            return
+        check(account, password, address, alive, then)
 
     def pause_requests(self, client: Client, timeout: float = 10.0) -> None:
         """Hold back what ``client`` sends next until :meth:`resume_requests` (or
@@ -340,6 +373,13 @@ class Server:
         back or a filter dropped the text (it was told why).
         """
         return self._domain.set_away(client, text)
+
+    def invited(self, client: Client, target: Client, room: str) -> Event:
+        """``client`` invited ``target`` to the room named ``room`` (moderation's
+        ``/invite``, once it let it): an ``Invite`` event for the protocols that show
+        one (IRC: ``INVITE`` to the invitee, and to the room's members with
+        ``invite-notify``); the others are not sent it (tell them in words)."""
+        return self._domain.invited(client, target, room)
 
     def quit(self, client: Client, reason: str = "") -> None:
         """Disconnect ``client`` as if it typed ``/quit reason`` (the reason is filtered)."""

@@ -16,8 +16,14 @@ from ..framing import skeleton
 
 _NICK = re.compile(r"[A-Za-z_\[\]\\^{}|`][A-Za-z0-9_\-\[\]\\^{}|`]*\Z")
 
-#: Names nobody may take: they would read as the server speaking.
-RESERVED = frozenset({"server", "system", "chatd", "admin", "root", "operator", "nickserv"})
+#: Names nobody may take, in any protocol, nor any nick that looks the same (its
+#: skeleton): they would read as the server speaking, or are IRC's service nicks
+#: (``NickServ``, ``ChanServ``: an IRC client's ``/msg NickServ IDENTIFY pw`` is
+#: answered by the server; a user holding the name would read every password sent
+#: to it by a line or jsonl client's ``/msg``).
+RESERVED = frozenset({"server", "system", "chatd", "admin", "root", "operator", "nickserv",
+                      "chanserv"})
+_RESERVED_LOOKS = frozenset(skeleton(name) for name in RESERVED)
 
 GUEST_PREFIX = "guest-"
 
@@ -37,7 +43,7 @@ def nick_problem(nick: str, max_bytes: int = 32) -> str | None:
     if nick.startswith("[") and nick.endswith("]"):  # "*** [mentions] quit (...)"
         return ("a nick cannot be written in brackets: *** [name] marks the lines of the "
                 "plugin name")
-    if nick_key(nick) in RESERVED or skeleton(nick) in RESERVED:
+    if nick_key(nick) in RESERVED or skeleton(nick) in _RESERVED_LOOKS:
         return f"the nick {nick!r} is reserved"
     if nick_key(nick).startswith(GUEST_PREFIX):
         return f"nicks starting with {GUEST_PREFIX!r} are given out by the server"

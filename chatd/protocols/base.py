@@ -60,6 +60,8 @@ Rooms: :attr:`ChatProtocol.keeps_a_room` says whether a client of the protocol
 always has a current room (the line protocol: a person typing at ``nc`` always
 talks somewhere, so the last room cannot be left); the chat domain itself lets a
 client be in none (jsonl, IRC's ``PART`` and ``JOIN 0``).
+:attr:`ChatProtocol.has_current_room` says whether the protocol has a current
+room at all (IRC has none: every message names its room).
 
 Output: an event reaches a protocol in one of two ways.
 
@@ -144,6 +146,12 @@ class Session(Protocol):
 
     def connection_lost(self, reason: str) -> None: ...
 
+    def renderer_changed(self, old: Renderer) -> None:
+        """The protocol's renderer is another object now (IRC's ``CAP REQ``: one renderer
+        per capability set): the rooms' count of members per renderer follows, so the
+        fan-out renders for the new one."""
+        ...
+
 
 class SessionRefused(Exception):
     """The door would not begin a session: ``text`` for the peer (in the protocol's
@@ -194,6 +202,15 @@ class Door(Protocol):
         """Run ``callback`` on the loop in ``delay`` seconds (a protocol's own timers)."""
         ...
 
+    def check_account(self, protocol: ChatProtocol, account: str, password: str,
+                      then: Callable[[str | None, str | None], Any]) -> None:
+        """Is ``password`` that of the registered nick ``account``?  For a protocol that
+        authenticates before its session (IRC's SASL; ``Server.check_account_password``,
+        held to ``/identify``'s limits on failures): ``then(name, None)`` or
+        ``then(None, code)``, on the loop, at once or later; never once the connection
+        is gone.  The session then begins as ``SessionRequest(account=name)``."""
+        ...
+
 
 class PlainDoor:
     """The door of a protocol made by hand, with no listener (tests that set
@@ -217,6 +234,10 @@ class PlainDoor:
     def call_later(self, delay: float, callback: Callable[[], None]) -> object:
         raise RuntimeError("a PlainDoor has no loop: set the protocol's session by hand")
 
+    def check_account(self, protocol: ChatProtocol, account: str, password: str,
+                      then: Callable[[str | None, str | None], Any]) -> None:
+        then(None, "unavailable")  # no server: no accounts
+
 
 class Renderer:
     """Turns events into one protocol's bytes.  One instance per protocol, shared.
@@ -230,6 +251,19 @@ class Renderer:
     #: Whether a room event reads differently for a member whose current room is
     #: another one (:meth:`render_elsewhere`); False lets the fan-out skip the check.
     shows_room: ClassVar[bool] = False
+    #: Whether the clients of this renderer are sent their own room messages and
+    #: actions back (IRC's ``echo-message``; its renderer is one per capability set).
+    #: The domain hands the sender its copy only then: one check per message, on
+    #: the sender, never one per recipient in the fan-out.
+    echoes_own: bool = False
+    #: Whether the clients of this renderer are told when a member of their rooms goes
+    #: away or comes back (IRC's ``away-notify``); the others are never sent ``Away``.
+    shows_away: bool = False
+    #: Whether an invitation to a room is shown to an invitee of this renderer as an
+    #: ``Invite`` event (IRC's ``INVITE``); and to the room's members too
+    #: (``notifies_invites``: IRC's ``invite-notify``).  Others get a notice in words.
+    shows_invites: bool = False
+    notifies_invites: bool = False
 
     def render(self, event: Event) -> bytes:
         """The bytes every recipient other than the event's source sees."""
@@ -423,6 +457,11 @@ class ChatProtocol:
     #: the 353/366 of its join); False: only a ``/join`` greets (the line protocol's
     #: welcome says where a person is, and its README transcript shows no list).
     names_every_join: ClassVar[bool] = False
+    #: Whether the protocol has a *current room* at all: a line without a room goes
+    #: to it (line, jsonl), so "you are now talking in #x" tells the client something.
+    #: False: every message names its target (IRC's ``PRIVMSG #room``), and those
+    #: notices are not sent (plugins read it as ``client.has_current_room``).
+    has_current_room: ClassVar[bool] = True
 
     __slots__ = (
         "_door",
@@ -673,6 +712,12 @@ class ChatProtocol:
         """Tell the peer that this listener wants its password (the line protocol's
         prompt); called once, when the greeting delay passes with nothing received.
         The base class says nothing (a program knows, from the docs)."""
+
+    def goodbye(self, reason: str) -> bytes:
+        """What the connection is sent last when the server closes it on its own (a
+        shutdown), after everything queued; ``b""``: nothing (line and jsonl were sent
+        the server's notice already).  IRC: ``ERROR :Closing link: reason``."""
+        return b""
 
     def tell(self, text: str, *, code: str | None = None) -> None:
         """An error for the peer that is no chat event (before a session, or about the

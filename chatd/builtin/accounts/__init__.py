@@ -62,6 +62,8 @@ implementation of its parts); each part has one job, and imports flow one way
 * :mod:`.commands` -- ``/register``, ``/identify``, ``/password``, ``/drop``;
 * :mod:`.grace` and :mod:`.queue` -- who may hold and speak as a registered
   name; the password checks off the loop, in a fair queue;
+* :mod:`.login` -- a password checked before a session (IRC's SASL), the
+  server's account check (``server.provide_account_check``);
 * :mod:`.limits` -- failed attempts;
 * :mod:`.store` -- the ``accounts`` table and what is not on disk yet;
 * :mod:`.state` and :mod:`.passwords` -- the plugin's state; scrypt.
@@ -71,12 +73,14 @@ This module starts and stops it (its settings, the schema, the state).
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
 from chatd import Client, Server, hookimpl
 
 from ..sections import Range, section_settings
+from . import login
 from .commands import ROOM_REGISTRAR, chatd_commands
 from .grace import (
     chatd_check_speak,
@@ -160,6 +164,8 @@ def chatd_startup(server: Server) -> None:
     if previous is not None:  # a reload: what is not on disk yet (a /drop while the disk
         state.unwritten = previous.unwritten  # is full) stays known, or it comes back
     server.stash[STATE] = state
+    # A password checked before a session (IRC's SASL), through the public API.
+    server.provide_account_check(functools.partial(login.check, server))
     for client in list(server.clients.values()):  # a reload: the holders of names again
         enforce(client)
 
@@ -177,6 +183,7 @@ def chatd_client_connect(client: Client) -> None:
 
 @hookimpl
 def chatd_shutdown(server: Server) -> None:
+    server.provide_account_check(None)
     state = server.stash.get(STATE)
     if state is None:
         return

@@ -53,10 +53,10 @@ def submit(client: Client, account_key: str, work: Callable[[], Any],
         state.guesses.attempt(source, account_key)
     state.queue.put(lane, Job(client, work, then, guess))
     server.pause_requests(client, PAUSE_SECONDS)
-    _pump(server, state)
+    pump(server, state)
 
 
-def _pump(server: Server, state: AccountsState) -> None:
+def pump(server: Server, state: AccountsState) -> None:
     """Hand the fair queue's next checks to the threads while one is free."""
     while (taken := state.queue.next()) is not None:
         lane, job = taken
@@ -93,4 +93,4 @@ def _answer(state: AccountsState, lane: Lane, job: Job, future: Future[Any]) -> 
     finally:
         server.resume_requests(client)  # what it sent meanwhile, answered after
         if server.stash.get(STATE) is state:  # not after a reload shut this pool down
-            _pump(server, state)
+            pump(server, state)

@@ -316,7 +316,7 @@ def _kick_found(client: Client, words: list[str], name: str, room: Room | None,
     log.info("%s kicked %s from %s: %s (by %s from %s)", client.nick, target.nick, name, why,
              client.nick, client.address)
     target.notice(f"you were kicked from {room.name} by {client.nick}: {why}")
-    put_out(server, room, target, f"kicked by {client.nick}: {why}")
+    put_out(server, room, target, f"kicked by {client.nick}: {why}", client.nick)
 
 
 def _operators_are_not(subject: str, role: str | None, rules: RoomRules,
@@ -602,6 +602,7 @@ def _invite_found(client: Client, nick: str, name: str, room: Room | None, rules
         raise CommandError(f"{target.nick} is already in {name}", code="already_in_room")
     rules.invited[target.id] = time.monotonic() + INVITE_SECONDS
     target.notice(f"{client.nick} invites you to {name}: /join {name}")
+    client.server.invited(client, target, name)  # IRC's INVITE (and invite-notify)
     _announce(client, room, f"{client.nick} invited {target.nick} to {name}")
 
 

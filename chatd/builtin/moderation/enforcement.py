@@ -159,11 +159,13 @@ def chatd_check_speak(client: Client, room: Room) -> Reject | None:
 # -- putting someone out ----------------------------------------------------------------------
 
 
-def put_out(server: Server, room: Room, target: Client, reason: str) -> None:
-    """Take ``target`` out of ``room``.  A client left in no room goes to the default room
-    if its protocol keeps it in one (``client.keeps_a_room``: the line protocol's
-    person at ``nc``); a jsonl program may be in none, and stays so."""
-    server.part(target, room, reason)
+def put_out(server: Server, room: Room, target: Client, reason: str,
+            kicked_by: str = "") -> None:
+    """Take ``target`` out of ``room`` (``kicked_by``: the operator's kick).  A client
+    left in no room goes to the default room if its protocol keeps it in one
+    (``client.keeps_a_room``: the line protocol's person at ``nc``); a jsonl program
+    may be in none, and stays so."""
+    server.part(target, room, reason, kicked_by=kicked_by)
     if (not target.rooms and target.keeps_a_room
             and room_key(room.name) != room_key(server.default_room)):
         with contextlib.suppress(CommandError):  # banned from it too: in no room, then

@@ -9,8 +9,9 @@ must be offered, or none changes and the answer is ``NAK``.  ``-name`` disables.
 ``cap-notify`` is on for every client that asked ``CAP LS 302`` (the specification
 says so) and cannot be disabled by it.
 
-Offered in this wave: the capabilities whose meaning the renderer and the
-protocol carry out.  ``sasl``, ``batch``, ``draft/chathistory`` and
+Offered: the capabilities whose meaning the renderer and the protocol carry
+out; ``sasl`` (PLAIN, against chatd's registered nicks) is on the registration's
+side and changes no rendering.  ``batch``, ``draft/chathistory`` and
 ``labeled-response`` come with their code, not before (a capability offered is a
 promise).
 """
@@ -29,6 +30,7 @@ OFFERED: dict[str, str] = {
     "invite-notify": "",
     "message-tags": "",
     "multi-prefix": "",
+    "sasl": "PLAIN",
     "server-time": "",
     "setname": "",
     "userhost-in-names": "",
@@ -42,6 +44,14 @@ STICKY = frozenset({"cap-notify"})
 LINE_BUDGET = 380
 
 NONE: frozenset[str] = frozenset()
+#: Capabilities that change nothing a renderer writes (registration's own).
+NOT_RENDERED = frozenset({"sasl"})
+
+
+def rendered(caps: frozenset[str]) -> frozenset[str]:
+    """The part of ``caps`` that picks the renderer: clients that differ only in
+    ``sasl`` share one (each event rendered once for both)."""
+    return caps - NOT_RENDERED if "sasl" in caps else caps
 
 
 def advertised(version: int) -> list[str]:
@@ -87,4 +97,5 @@ def request(current: frozenset[str], asked: str) -> frozenset[str] | None:
     return frozenset((current - disable) | enable)
 
 
-__all__ = ["LINE_BUDGET", "NONE", "OFFERED", "STICKY", "advertised", "chunks", "request"]
+__all__ = ["LINE_BUDGET", "NONE", "NOT_RENDERED", "OFFERED", "STICKY", "advertised", "chunks",
+           "rendered", "request"]

@@ -44,6 +44,7 @@ from ...version import __version__
 from ..base import ChatProtocol, ProtocolLimits, Renderer, Session
 from . import caps as capabilities
 from .commands import CHANMODES, MODES_MAX, TARGMAX, translate
+from .numerics import ERR_SASLALREADY, ERR_SASLFAIL
 from .registration import (
     ERR_ALREADYREGISTERED,
     ERR_INPUTTOOLONG,
@@ -180,8 +181,10 @@ class IrcProtocol(ChatProtocol):
     #: IRC clients may be in no channel (PART, JOIN 0).
     keeps_a_room = False
     names_every_join = True
+    #: Every IRC message names its channel: no "you are now talking in #x".
+    has_current_room = False
 
-    __slots__ = ("_pinged", "_registration", "_renderer", "_timer", "state")
+    __slots__ = ("_held", "_pinged", "_registration", "_renderer", "_timer", "state")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -193,6 +196,8 @@ class IrcProtocol(ChatProtocol):
         self._timer: Any = None
         #: When the server's keepalive PING went out, unanswered (None: none out).
         self._pinged: float | None = None
+        #: Lines read while a SASL login is checked (reading is held meanwhile).
+        self._held: list[Any] = []
 
     @property
     def options(self) -> Mapping[str, Any]:
@@ -221,6 +226,11 @@ class IrcProtocol(ChatProtocol):
         except WireError as exc:
             return self.state.reply(ERR_UNKNOWNERROR, message.command,
                                     f"cannot say that: {exc}"[:200]).encode()
+
+    def goodbye(self, reason: str) -> bytes:
+        """IRC clients expect ``ERROR`` before the server closes: ``ERROR :Closing link:
+        reason`` (a shutdown)."""
+        return self.renderer.local_error(f"Closing link: {reason}"[:400])
 
     def close(self, reason: str, limit: str | None = None) -> None:
         """Every close the server decides says why first, as IRC clients expect:
@@ -272,6 +282,12 @@ class IrcProtocol(ChatProtocol):
             if message is None:
                 continue
             self._send(registration.handle(message))
+            if registration.login is not None:
+                self._check_login(registration, lines[index + 1:])
+                return []
+            if registration.failed_too_often:
+                self.close("too many failed SASL logins", "too_many_attempts")
+                return []
             if registration.flooding:
                 self.close("too many messages before registration", "excess_flood")
                 return []
@@ -284,12 +300,35 @@ class IrcProtocol(ChatProtocol):
                 return []
         return []
 
+    def _check_login(self, registration: Registration, rest: list[Any]) -> None:
+        """A SASL PLAIN answer to check: the server's account check (``/identify``'s
+        limits), the connection's reading held and the lines after it kept until the
+        answer, so a pipelined ``CAP END`` registers identified or not, in order."""
+        account, password = registration.login  # type: ignore[misc]
+        self._held = rest
+        self.transport.hold_reading()
+        self._door.check_account(self, account, password, self._login_answered)
+
+    def _login_answered(self, account: str | None, code: str | None) -> None:
+        registration = self._registration
+        if registration is None or not self.transport.is_open:
+            return
+        self._send(registration.logged_in(account) if account is not None
+                   else registration.login_failed(code))
+        if registration.failed_too_often:
+            self.close("too many failed SASL logins", "too_many_attempts")
+            return
+        held, self._held = self._held, []
+        self.transport.resume_reading()
+        if held:
+            self._lines_received(held)
+
     def _begin(self) -> bool:
         """Ask for the session as the nick registration learned."""
         state = self.state
         return self.begin_session(SessionRequest(
             nick=state.wished, user=state.user, realname=state.realname,
-            password=state.password, nick_required=True))
+            password=state.password, account=state.account, nick_required=True))
 
     def session_refused(self, code: str, text: str) -> None:
         """The nick cannot be had: ``432``/``433``, and registration goes on."""
@@ -305,7 +344,7 @@ class IrcProtocol(ChatProtocol):
         state.nick = nick = str(getattr(session, "nick", state.wished))
         state.password = None  # never kept past its use
         self._registration = None
-        self._renderer = renderer_for(state.caps, state.server_name)
+        self._renderer = renderer_for(capabilities.rendered(state.caps), state.server_name)
         source = getattr(session, "source", None)
         mask = f"{nick}!{getattr(source, 'ident', '') or nick}@{getattr(source, 'host', '') or '*'}"
         self._send(self._welcome(mask))
@@ -427,8 +466,16 @@ class IrcProtocol(ChatProtocol):
                 pass  # any line is a sign of life (last_input)
             elif command == "CAP":
                 self._send(cap_command(message, state))
-                if self._renderer is not renderer_for(state.caps, state.server_name):
-                    self._renderer = renderer_for(state.caps, state.server_name)
+                chosen = renderer_for(capabilities.rendered(state.caps), state.server_name)
+                if self._renderer is not chosen:
+                    old, self._renderer = self._renderer, chosen
+                    if session is not None:  # the rooms' renderer counts follow
+                        session.renderer_changed(old)
+            elif command == "AUTHENTICATE":  # SASL is registration's: no relogin
+                self._send([state.reply(ERR_SASLALREADY, "You have already authenticated")
+                            if state.account is not None else
+                            state.reply(ERR_SASLFAIL, "SASL is for registration only; "
+                                        "/identify PASSWORD now")])
             elif command in ("PASS", "USER"):
                 self._send([state.reply(ERR_ALREADYREGISTERED, "You may not reregister")])
             else:

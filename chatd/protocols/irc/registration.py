@@ -19,7 +19,19 @@ them; nothing here writes bytes.
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 from . import caps as capabilities
+from .numerics import (
+    ERR_SASLABORTED,
+    ERR_SASLALREADY,
+    ERR_SASLFAIL,
+    ERR_SASLTOOLONG,
+    RPL_LOGGEDIN,
+    RPL_SASLMECHS,
+    RPL_SASLSUCCESS,
+)
 from .wire import Message
 
 # The numerics registration sends (Modern IRC's names).
@@ -52,7 +64,14 @@ NICK_REFUSALS = {
 }
 
 #: Commands a connection may send before it is registered (the rest: 451).
-BEFORE = frozenset({"CAP", "NICK", "USER", "PASS", "PING", "PONG", "QUIT"})
+BEFORE = frozenset({"AUTHENTICATE", "CAP", "NICK", "USER", "PASS", "PING", "PONG", "QUIT"})
+#: SASL: the mechanisms offered, a chunk of ``AUTHENTICATE`` (a full one means more
+#: follow), the most bytes of one PLAIN answer (authzid, authcid, password: 3 x 300),
+#: and the failed logins after which the connection is closed (``/identify``'s 5).
+SASL_MECHANISMS = ("PLAIN",)
+SASL_CHUNK = 400
+SASL_MAX = 1200
+SASL_FAILURES_MAX = 5
 #: Most messages before registration: a client needs a handful (CAP LS, REQ, END, PASS,
 #: NICK, USER, a few NICKs more after 433); past this it is closed, not answered forever.
 MESSAGES_MAX = 64
@@ -62,8 +81,8 @@ class IrcState:
     """One IRC connection's state (see the module docstring); the ``state`` that
     ``commands.translate`` reads (``nick``, ``caps``, ``server_name``)."""
 
-    __slots__ = ("cap_version", "caps", "negotiating", "network", "nick", "password",
-                 "realname", "server_name", "user", "wished")
+    __slots__ = ("account", "cap_version", "caps", "negotiating", "network", "nick",
+                 "password", "realname", "server_name", "user", "wished")
 
     def __init__(self, server_name: str, network: str) -> None:
         self.server_name = server_name
@@ -80,6 +99,8 @@ class IrcState:
         self.cap_version = 0
         #: Inside CAP negotiation: registration waits for ``CAP END``.
         self.negotiating = False
+        #: The account SASL logged in as (the session begins identified as it).
+        self.account: str | None = None
 
     def reply(self, numeric: str, *params: str) -> Message:
         """A numeric (or server command) from the server, addressed to this client."""
@@ -89,10 +110,17 @@ class IrcState:
 class Registration:
     """The pre-session state machine over an :class:`IrcState`."""
 
-    __slots__ = ("messages", "quit", "state")
+    __slots__ = ("failures", "login", "messages", "quit", "sasl", "state")
 
     def __init__(self, state: IrcState) -> None:
         self.state = state
+        #: The SASL exchange's base64 so far (None: no exchange open).
+        self.sasl: str | None = None
+        #: A PLAIN answer to check (account, password): the protocol asks the server
+        #: and answers with :meth:`logged_in` or :meth:`login_failed`.
+        self.login: tuple[str, str] | None = None
+        #: Failed SASL logins on this connection (:data:`SASL_FAILURES_MAX` closes it).
+        self.failures = 0
         #: The client said ``QUIT`` (its reason): the protocol closes the connection.
         self.quit: str | None = None
         #: Messages handled so far (at most :data:`MESSAGES_MAX`).
@@ -124,6 +152,8 @@ class Registration:
                 state.reply(ERR_NEEDMOREPARAMS, "PING", "Not enough parameters")]
         if command == "PONG":
             return []
+        if command == "AUTHENTICATE":
+            return self._authenticate(params)
         if command == "QUIT":
             self.quit = params[0] if params else ""
             return []
@@ -143,6 +173,79 @@ class Registration:
         state.password = params[0]
         return []
 
+    # -- SASL PLAIN ----------------------------------------------------------------------
+
+    def _authenticate(self, params: tuple[str, ...]) -> list[Message]:
+        """``AUTHENTICATE``: a mechanism opens the exchange (``+`` asks for the answer),
+        then the base64 answer in chunks of 400 (``+``: an empty one, or the end after a
+        full chunk); ``*`` aborts.  A full answer becomes :attr:`login`."""
+        state = self.state
+        reply = state.reply
+        if "sasl" not in state.caps:
+            return [reply(ERR_SASLFAIL, "SASL authentication failed: CAP REQ sasl first")]
+        if state.account is not None:
+            return [reply(ERR_SASLALREADY, "You have already authenticated using SASL")]
+        if not params or not params[0]:
+            return [reply(ERR_NEEDMOREPARAMS, "AUTHENTICATE", "Not enough parameters")]
+        data = params[0]
+        if data == "*":
+            opened, self.sasl = self.sasl is not None, None
+            return [reply(ERR_SASLABORTED, "SASL authentication aborted")] if opened else [
+                reply(ERR_SASLFAIL, "SASL authentication failed: no exchange to abort")]
+        if self.login is not None:  # a check is running: nothing more until its answer
+            return [reply(ERR_SASLFAIL, "SASL authentication failed: a login is being checked")]
+        if self.sasl is None:
+            if data.upper() not in SASL_MECHANISMS:
+                return [reply(RPL_SASLMECHS, ",".join(SASL_MECHANISMS),
+                              "are available SASL mechanisms"),
+                        reply(ERR_SASLFAIL, "SASL authentication failed")]
+            self.sasl = ""
+            return [Message("AUTHENTICATE", ("+",))]
+        if len(data) > SASL_CHUNK:
+            self.sasl = None
+            return [reply(ERR_SASLTOOLONG, "SASL message too long")]
+        if data != "+":
+            self.sasl += data
+        if len(self.sasl) > SASL_MAX * 4 // 3 + 4:
+            self.sasl = None
+            return [reply(ERR_SASLTOOLONG, "SASL message too long")]
+        if len(data) == SASL_CHUNK:
+            return []  # more follows
+        answer, self.sasl = self.sasl, None
+        plain = _plain(answer)
+        if plain is None:
+            return self._failed()
+        self.login = plain
+        return []
+
+    def logged_in(self, account: str) -> list[Message]:
+        """The server says the PLAIN answer was right: ``900`` and ``903``; the session
+        begins identified as ``account``."""
+        state = self.state
+        self.login = None
+        state.account = account
+        mask = f"{state.wished or '*'}!{state.user or '*'}@*"
+        return [state.reply(RPL_LOGGEDIN, mask, account, f"You are now logged in as {account}"),
+                state.reply(RPL_SASLSUCCESS, "SASL authentication successful")]
+
+    def login_failed(self, code: str | None) -> list[Message]:
+        """The server says no (a wrong password, an unknown account, too many failures,
+        the check unavailable): ``904``, counted."""
+        self.login = None
+        return self._failed(code)
+
+    def _failed(self, code: str | None = None) -> list[Message]:
+        self.failures += 1
+        why = {"too_many_attempts": ": too many failed attempts; try again later",
+               "unavailable": ": the server cannot check passwords now"}.get(code or "", "")
+        return [self.state.reply(ERR_SASLFAIL, f"SASL authentication failed{why}")]
+
+    @property
+    def failed_too_often(self) -> bool:
+        """:data:`SASL_FAILURES_MAX` failed logins: the connection is closed, as
+        ``/identify``'s is after as many."""
+        return self.failures >= SASL_FAILURES_MAX
+
     def refused(self, code: str, text: str) -> Message:
         """The chat domain would not begin the session as the wished nick: the numeric
         that says so (``432``/``433``); the client stays unregistered, nickless, and
@@ -150,6 +253,23 @@ class Registration:
         state = self.state
         nick, state.wished = state.wished or "*", None
         return state.reply(NICK_REFUSALS.get(code, ERR_ERRONEUSNICKNAME), nick, text)
+
+
+def _plain(answer: str) -> tuple[str, str] | None:
+    """A PLAIN answer (``authzid NUL authcid NUL password``, base64) as (account,
+    password), or None if it is not one.  An authzid other than the authcid (acting as
+    someone else) is refused."""
+    try:
+        text = base64.b64decode(answer, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    parts = text.split("\0")
+    if len(parts) != 3 or not parts[1] or not parts[2]:
+        return None
+    authzid, authcid, password = parts
+    if authzid and authzid.lower() != authcid.lower():
+        return None
+    return authcid, password
 
 
 def pong(state: IrcState, params: tuple[str, ...]) -> Message:

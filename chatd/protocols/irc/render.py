@@ -67,6 +67,7 @@ from ...events import (
     Away,
     Error,
     Event,
+    Invite,
     Join,
     Message,
     NickChange,
@@ -226,6 +227,7 @@ class IrcRenderer(Renderer):
         self.caps = frozenset(caps)
         self.server_name = word(server_name, HOST_MAX, "!@")
         self.echo = "echo-message" in caps
+        self.echoes_own = self.echo  # the domain sends the sender its copy (Renderer)
         self.server_time = "server-time" in caps
         self.account_tag = "account-tag" in caps
         self.msgid = "message-tags" in caps
@@ -234,6 +236,9 @@ class IrcRenderer(Renderer):
         self.userhost_in_names = "userhost-in-names" in caps
         self.extended_join = "extended-join" in caps
         self.away_notify = "away-notify" in caps
+        self.shows_away = self.away_notify  # the domain sends it Away events (Renderer)
+        self.shows_invites = True  # INVITE to the invitee; to members with invite-notify
+        self.notifies_invites = "invite-notify" in caps
 
     def __repr__(self) -> str:
         return f"IrcRenderer({sorted(self.caps)!r}, {self.server_name!r})"
@@ -370,11 +375,27 @@ class IrcRenderer(Renderer):
         return [Line("JOIN", (room,), source)]
 
     def _part(self, event: Event) -> list[Line]:
+        if event.kicked_by:  # type: ignore[attr-defined]
+            return self._kick(event)
         params = (word(event.target, ROOM_MAX),)
         if event.text:
             params += (self._fitted(inline(event.text), ":" + self.source_of(event), "PART",
                                     *params),)
         return [Line("PART", params, self.source_of(event))]
+
+    def _invite(self, event: Event) -> list[Line]:
+        """``:inviter INVITE invitee #room`` (the domain chose who is sent it)."""
+        return [Line("INVITE", (word(event.invitee, NICK_MAX),  # type: ignore[attr-defined]
+                                word(event.target, ROOM_MAX)), self.source_of(event))]
+
+    def _kick(self, event: Event) -> list[Line]:
+        """A kick (a part with ``kicked_by``): ``:op KICK #room nick :reason``, the reason
+        without the "kicked by op: " the other protocols show (KICK says who)."""
+        kicker = word(event.kicked_by, NICK_MAX, "!@")  # type: ignore[attr-defined]
+        reason = event.text.removeprefix(f"kicked by {event.kicked_by}: ")  # type: ignore[attr-defined]
+        params = (word(event.target, ROOM_MAX), word(event.source.nick, NICK_MAX))
+        return [Line("KICK", (*params, self._fitted(inline(reason) or kicker, ":" + kicker,
+                                                    "KICK", *params)), kicker)]
 
     def _quit(self, event: Event) -> list[Line]:
         source = self.source_of(event)
@@ -651,6 +672,7 @@ _LINES: dict[type[Event], Callable[[IrcRenderer, Any], list[Line]]] = {
     NickChange: IrcRenderer._nick,
     Topic: IrcRenderer._topic,
     Away: IrcRenderer._away,
+    Invite: IrcRenderer._invite,
     Names: IrcRenderer._names,
     RoomList: IrcRenderer._rooms,
     Whois: IrcRenderer._whois,
