@@ -323,10 +323,21 @@ class RoomModes(Reply):
     kind: ClassVar[str] = "room_modes"
 
 
+@dataclass(frozen=True, slots=True)
+class AwayStatus(Reply):
+    """Whether you are away now (``/away text``: away with ``away``; ``/away`` alone:
+    back, ``away`` None): IRC's 306 and 305."""
+
+    #: Your away message; None: you are back.
+    away: str | None = field(default=None, kw_only=True)
+
+    kind: ClassVar[str] = "away_status"
+
+
 #: Every reply type by its ``kind`` (the codec registers each).
 REPLY_TYPES: dict[str, type[Reply]] = {
     cls.kind: cls for cls in (Names, RoomList, Whois, RoomTopic, Help, HistoryMarker, BanList,
-                              Online, RoomModes)
+                              Online, RoomModes, AwayStatus)
 }
 
 #: The record types a reply's lists hold, by class name (the codec reads annotations).
@@ -421,6 +432,7 @@ __all__ = [
     "ERROR_CODES",
     "RECORD_TYPES",
     "REPLY_TYPES",
+    "AwayStatus",
     "BanEntry",
     "BanList",
     "Help",

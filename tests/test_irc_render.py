@@ -38,6 +38,7 @@ from chatd.protocols.irc.wire import BODY_MAX, TAGS_MAX, parse
 from chatd.protocols.irc.wire import Message as Line
 from chatd.replies import (
     ERROR_CODES,
+    AwayStatus,
     BanEntry,
     BanList,
     Help,
@@ -401,6 +402,9 @@ def test_who_ison_userhost_and_modes_as_numerics():
     assert only(PLAIN.render(modes)).params == ("alice", "#dev", "+it")
     bare = RoomModes(6, T, SERVER, "alice", room="#dev")
     assert only(PLAIN.render(bare)).params == ("alice", "#dev", "+")
+    away = only(PLAIN.render(AwayStatus(7, T, SERVER, "alice", away="lunch")))
+    back = only(PLAIN.render(AwayStatus(8, T, SERVER, "alice")))
+    assert (away.command, back.command) == ("306", "305")
 
 
 def test_every_reply_kind_has_an_irc_rendering():

@@ -39,7 +39,7 @@ from chatd import (
     plural,
 )
 from chatd.events import PrivateMessage
-from chatd.replies import Online, OnlineEntry, RoomList, Whois, room_entries
+from chatd.replies import AwayStatus, Online, OnlineEntry, RoomList, Whois, room_entries
 
 from .oper import is_operator
 
@@ -126,10 +126,10 @@ def cmd_away(client: Client, args: str) -> None:
         if client.away is None:
             raise CommandError("you are not away", code="not_found")
         client.server.set_away(client, "")  # back: told to whoever follows it (IRC)
-        client.notice("you are back")
+        client.reply(AwayStatus, away=None)
         return
     if client.server.set_away(client, " ".join(args.split())[:AWAY_MAX]) is not None:
-        client.notice(f"you are away: {client.away} (/away alone when you are back)")
+        client.reply(AwayStatus, away=client.away)
 
 
 @hookimpl

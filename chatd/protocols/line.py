@@ -70,6 +70,7 @@ from ..events import (
 )
 from ..framing import LineTooLong, sanitize, strip_colour_codes, utf8
 from ..replies import (
+    AwayStatus,
     BanEntry,
     BanList,
     Help,
@@ -308,6 +309,12 @@ def _online(e: Online) -> bytes:
     return _said(e, *sentences)
 
 
+def _away_status(e: AwayStatus) -> bytes:
+    if e.away is None:
+        return _said(e, "you are back")
+    return _said(e, f"you are away: {e.away} (/away alone when you are back)")
+
+
 def _room_modes(e: RoomModes) -> bytes:
     return _said(e, f"{e.room}: topic-lock {'on' if e.topic_lock else 'off'}, "
                     f"invite-only {'on' if e.invite_only else 'off'}")
@@ -333,6 +340,7 @@ _RENDER: dict[type[Event], Callable[..., bytes]] = {
     BanList: _bans,
     Online: _online,
     RoomModes: _room_modes,
+    AwayStatus: _away_status,
 }
 
 

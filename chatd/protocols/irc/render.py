@@ -78,6 +78,7 @@ from ...events import (
     Topic,
 )
 from ...replies import (
+    AwayStatus,
     BanEntry,
     BanList,
     Help,
@@ -523,6 +524,14 @@ class IrcRenderer(Renderer):
         return self._packed(n.RPL_ISON, [me], items) or \
             [Line(n.RPL_ISON, (me, ""), self.server_name)]
 
+    def _away_status(self, event: AwayStatus) -> list[Line]:
+        """``/away``'s answer as 306 (away now) or 305 (back)."""
+        if event.away is None:
+            return self._numeric(n.RPL_UNAWAY, [self._me(event)],
+                                 "You are no longer marked as being away")
+        return self._numeric(n.RPL_NOWAWAY, [self._me(event)],
+                             "You have been marked as being away")
+
     def _modes(self, event: RoomModes) -> list[Line]:
         """``/modes #room`` as 324: ``+i`` invite-only, ``+t`` topic lock (``+`` alone
         when neither)."""
@@ -682,6 +691,7 @@ _LINES: dict[type[Event], Callable[[IrcRenderer, Any], list[Line]]] = {
     BanList: IrcRenderer._bans,
     Online: IrcRenderer._online,
     RoomModes: IrcRenderer._modes,
+    AwayStatus: IrcRenderer._away_status,
 }
 
 #: Replayed events a client is shown: what it can take as history, not as now.
