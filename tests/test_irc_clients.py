@@ -496,9 +496,6 @@ def test_a_kick_reaches_the_members_as_kick(irc_server, lib):
     assert carol.expect("kick", timeout=2).arguments == ["carol", "out"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the invitee gets INVITE now (irc-seams), but the inviter gets a NOTICE to the "
-    "channel ('alice invited carol to #dev'), not 341 RPL_INVITING"))
 def test_the_invited_gets_invite(irc_server, lib):
     server = irc_server()
     alice, _bob, carol = founded_room(server, lib)

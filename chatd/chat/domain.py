@@ -476,15 +476,19 @@ class ChatDomain:
 
     def invited(self, client: Client, target: Client, room_name: str) -> Event:
         """``client`` invited ``target`` to ``room_name``: an ``Invite`` for the protocols
-        that show one (IRC's ``INVITE``): the invitee, and the room's members whose
-        renderer notifies invitations (``invite-notify``), each once."""
+        that show one (IRC's ``INVITE``): the invitee, the inviter (IRC's ``341``), and
+        the room's members whose renderer notifies invitations (``invite-notify``),
+        each once."""
         event = self.new_event(Invite, client.source, room_name, "", invitee=target.nick)
         if target.link.renderer.shows_invites:
             self.backend.to_client(event, target)
+        if client is not target and client.link.renderer.shows_invites:
+            self.backend.to_client(event, client)  # its own: IRC's 341 to the inviter
         room = self.rooms.get(room_name)
         if room is not None and any(r.notifies_invites for r in room.renderers):
             for member in room.members:
-                if member is not target and member.link.renderer.notifies_invites:
+                if (member is not target and member is not client
+                        and member.link.renderer.notifies_invites):
                     self.backend.to_client(event, member)
         return event
 

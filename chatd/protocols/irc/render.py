@@ -253,8 +253,11 @@ class IrcRenderer(Renderer):
         """As :meth:`render`, but a client's own room messages and the copy of a private
         message it sent only with ``echo-message``; its own quit never (it is told
         ``ERROR`` as it goes); ``tag`` (the request's label) with ``labeled-response``."""
-        if event.source.is_session(viewer) and not self._shows_own(event):
-            return b""
+        if event.source.is_session(viewer):
+            if event.__class__ is Invite:  # the inviter's own: RPL_INVITING
+                return self._encode(self._inviting(event), event)
+            if not self._shows_own(event):
+                return b""
         lines = self.lines(event)
         if tag is not None and self.labeled and lines:
             return self._encode(self._labeled(lines, event, tag), event)
@@ -388,6 +391,12 @@ class IrcRenderer(Renderer):
         """``:inviter INVITE invitee #room`` (the domain chose who is sent it)."""
         return [Line("INVITE", (word(event.invitee, NICK_MAX),  # type: ignore[attr-defined]
                                 word(event.target, ROOM_MAX)), self.source_of(event))]
+
+    def _inviting(self, event: Event) -> list[Line]:
+        """``341 inviter invitee #room``: the inviter is told its invitation went out."""
+        return [Line(n.RPL_INVITING, (word(event.source.nick, NICK_MAX),
+                                      word(event.invitee, NICK_MAX),  # type: ignore[attr-defined]
+                                      word(event.target, ROOM_MAX)), self.server_name)]
 
     def _kick(self, event: Event) -> list[Line]:
         """A kick (a part with ``kicked_by``): ``:op KICK #room nick :reason``, the reason
