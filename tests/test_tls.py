@@ -27,6 +27,7 @@ import pytest
 import trustme
 
 from chatd.testing import write_config
+from chatd.testing.probes import skip_unless_ci
 
 LINE = r"^<{nick}> {text}$"
 
@@ -283,9 +284,7 @@ def test_client_certificates_when_verify_clients_is_on(chatd_server, tmp_path, c
 def test_openssl_s_client_and_ncat_ssl_talk_with_a_plain_client(chatd_server, tmp_path, ca):
     for tool in ("openssl", "ncat"):
         if shutil.which(tool) is None:
-            if os.environ.get("CI"):
-                pytest.fail(f"{tool} is not installed (.ci/run installs it)")
-            pytest.skip(f"{tool} is not installed")
+            skip_unless_ci(f"{tool} is not installed")
     server, _, _ = _tls_server(chatd_server, tmp_path, ca)
     ca_file = tmp_path / "ca.pem"
     ca_file.write_bytes(ca.cert_pem.bytes())
@@ -319,9 +318,7 @@ def test_openssl_s_client_and_ncat_ssl_talk_with_a_plain_client(chatd_server, tm
 def _s_client(port: int, ca_file: Path) -> subprocess.CompletedProcess[str]:
     """``openssl s_client`` as a person runs it, reading until the server closes."""
     if shutil.which("openssl") is None:
-        if os.environ.get("CI"):
-            pytest.fail("openssl is not installed (.ci/run installs it)")
-        pytest.skip("openssl is not installed")
+        skip_unless_ci("openssl is not installed")
     return subprocess.run(
         ["openssl", "s_client", "-quiet", "-ign_eof", "-connect", f"127.0.0.1:{port}",
          "-CAfile", str(ca_file), "-verify_return_error"],
@@ -413,9 +410,7 @@ def test_the_socat_line_in_the_docs_is_one_a_person_can_type_into(chatd_server, 
     import pexpect
 
     if shutil.which("socat") is None:
-        if os.environ.get("CI"):
-            pytest.fail("socat is not installed (.ci/run installs it)")
-        pytest.skip("socat is not installed")
+        skip_unless_ci("socat is not installed")
     server, _, _ = _tls_server(chatd_server, tmp_path, ca)
     ca_file = tmp_path / "ca.pem"
     ca_file.write_bytes(ca.cert_pem.bytes())
