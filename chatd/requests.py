@@ -67,6 +67,9 @@ class Answer:
     replies), even when those waited (the flood gate, a presence question)."""
 
     payload: bytes
+    #: The request this answers is tagged (IRC's ``@label`` on a ``PING``): the answer is
+    #: delivered as that request's reply.
+    tag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,11 @@
   ``history_replay: false`` starts its clients with it off, before the join at
   connect; ``/history [N]`` and
   ``/history #room [N]`` show the last N lines of a room you are in (at most
-  ``max_lines``, 200), whenever you ask.
+  ``max_lines``, 200), whenever you ask; ``/history TARGET WHICH REF [REF] N``
+  picks them around a point instead (IRCv3 ``CHATHISTORY``'s selectors:
+  ``latest``, ``before``, ``after``, ``around``, ``between``; a point is
+  ``msgid=ID``, an event id, or ``timestamp=2026-12-07T03:00:00.000Z``; ``*``
+  after ``latest``: now).
 * Old lines go: past ``retention_days`` (30) or past ``retention_lines`` (10,000)
   per room, deleted in the background every ``retention_interval_seconds``.
 * Private messages are stored only with ``private: true``, and only between
@@ -38,12 +42,14 @@ restarts).  Everything here uses the public plugin API.
 
 from __future__ import annotations
 
+import calendar
 import dataclasses
 import functools
 import logging
+import operator
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from chatd import (
@@ -138,6 +144,9 @@ Record = tuple[int, float, str, str, str, str, int, str | None, str | None, str 
 #: The columns of a Record, as read back (old rows have no event id: their seq stands in).
 _READ = ("SELECT seq, time, kind, nick, target, text, coalesce(event, seq), node, ident, "
          "host, account FROM history ")
+
+#: How ``/history TARGET WHICH REF [REF] N`` picks lines (IRCv3 ``CHATHISTORY``'s names).
+SELECTORS = frozenset({"latest", "before", "after", "around", "between"})
 
 STATE: StashKey[HistoryState] = StashKey()
 #: Set on a client that said ``/set history off`` (True) or ``on`` (False); absent: the
@@ -530,6 +539,146 @@ def _event(record: Record) -> Event:
     return from_dict(data)  # type: ignore[no-any-return]
 
 
+# -- picking lines around a point (/history TARGET WHICH REF [REF] N) --------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ref:
+    """A point in a history: a line's event id (``msgid=ID``: the id jsonl shows and IRC's
+    ``msgid``) or a time (``timestamp=``: seconds since the epoch here)."""
+
+    kind: str  # "msgid" or "timestamp"
+    value: float
+
+    def bound(self, op: str) -> Bound:
+        """``line op self`` as the SQL condition and the test of a line held in memory."""
+        column, index = ("coalesce(event, seq)", 6) if self.kind == "msgid" else ("time", 1)
+        compare = _OPS[op]
+        value = self.value
+        return Bound(f"{column} {op} ?", value, lambda record: compare(record[index], value))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Bound:
+    sql: str
+    value: float
+    test: Callable[[Record], bool]
+
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Query:
+    """``WHICH REF [REF] N`` of ``/history TARGET WHICH ...`` (None as a ref: ``*``)."""
+
+    which: str
+    refs: tuple[Ref | None, ...]
+    wanted: int
+
+
+def _is_query(words: list[str]) -> bool:
+    """Whether ``words`` (after the target) are ``WHICH REF [REF] N``."""
+    return len(words) >= 3 and words[0].lower() in SELECTORS
+
+
+def _parse_query(client: Client, state: HistoryState, words: list[str]) -> Query:
+    """``WHICH REF [REF] N`` checked: refs ``msgid=ID``, ``timestamp=ISO``, ``*`` (latest
+    only); ``between`` takes two refs; N as ``/history``'s."""
+    which = words[0].lower()
+    count = 3 if which == "between" else 2
+    if len(words) != count + 1:
+        raise UsageError(f"/history TARGET {which} " +
+                         ("REF REF N" if which == "between" else "REF N"))
+    refs = tuple(_parse_ref(word, star=which == "latest") for word in words[1:count])
+    return Query(which, refs, _wanted(client, state, words[count:]))
+
+
+def _parse_ref(word: str, *, star: bool) -> Ref | None:
+    if word == "*" and star:
+        return None
+    kind, _, value = word.partition("=")
+    kind = kind.lower()
+    if kind == "msgid" and value.isascii() and value.isdigit() and len(value) < 19:
+        return Ref("msgid", int(value))
+    if kind == "timestamp":
+        when = parse_timestamp(value)
+        if when is not None:
+            return Ref("timestamp", when)
+    raise UsageError(f"not a point in history: {word[:40]} (msgid=ID, "
+                     "timestamp=YYYY-MM-DDThh:mm:ss.sssZ" + (", or *)" if star else ")"))
+
+
+def parse_timestamp(text: str) -> float | None:
+    """``2026-12-07T03:00:00.000Z`` (IRCv3 server-time; the fraction optional) as seconds
+    since the epoch, or None."""
+    body = text[:-1] if text.endswith("Z") else None
+    if body is None:
+        return None
+    whole, _, fraction = body.partition(".")
+    if fraction and not (fraction.isascii() and fraction.isdigit() and len(fraction) <= 6):
+        return None
+    try:
+        parsed = time.strptime(whole, "%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        return None
+    return calendar.timegm(parsed) + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
+
+
+def _selected(server: Server, lines: Iterable[Record], key: str, query: Query) -> list[Record]:
+    """The lines of ``key`` ``query`` picks, oldest first (``lines``: those held in memory,
+    the database for the rest; a line in both is one line)."""
+    held = list(lines)
+    which, refs, wanted = query.which, query.refs, query.wanted
+    first = refs[0]
+    if which == "latest":
+        bounds = [] if first is None else [first.bound(">")]
+        return _range(server, held, key, bounds, wanted, newest=True)
+    assert first is not None
+    if which == "before":
+        return _range(server, held, key, [first.bound("<")], wanted, newest=True)
+    if which == "after":
+        return _range(server, held, key, [first.bound(">")], wanted, newest=False)
+    if which == "around":  # the line at the point (if any) and those nearest it
+        after = wanted // 2
+        return (_range(server, held, key, [first.bound("<=")], wanted - after, newest=True)
+                + _range(server, held, key, [first.bound(">")], after, newest=False))
+    second = refs[1]
+    assert second is not None
+    if first.kind != second.kind or first.value <= second.value:  # forward from the first
+        return _range(server, held, key, [first.bound(">"), second.bound("<")], wanted,
+                      newest=False)
+    return _range(server, held, key, [first.bound("<"), second.bound(">")], wanted,
+                  newest=True)
+
+
+def _range(server: Server, held: list[Record], key: str, bounds: list[Bound], wanted: int,
+           *, newest: bool) -> list[Record]:
+    """At most ``wanted`` lines of ``key`` within ``bounds``, the newest or the oldest of
+    them, oldest first.  One bounded read (``wanted`` rows, the store's read timeout)."""
+    if wanted <= 0:
+        return []
+    where = " AND ".join(["room = ?", *(bound.sql for bound in bounds)])
+    rows = server.store.read(
+        _READ + f"WHERE {where} ORDER BY seq {'DESC' if newest else 'ASC'} LIMIT ?",
+        (key, *(bound.value for bound in bounds), wanted))
+    merged = {row[0]: tuple(row) for row in rows}
+    for record in held:
+        if all(bound.test(record) for bound in bounds):
+            merged[record[0]] = record
+    ordered = sorted(merged.values())
+    return ordered[-wanted:] if newest else ordered[:wanted]  # type: ignore[return-value]
+
+
+def _unignored(records: list[Record], ignoring: frozenset[str]) -> tuple[list[Record], int]:
+    """``records`` without the lines of people the client ignores, and how many went."""
+    if not ignoring:
+        return records, 0
+    shown = [r for r in records if not (r[2] in _IGNORABLE and nick_key(r[3]) in ignoring)]
+    return shown, len(records) - len(shown)
+
+
 # -- commands and settings ----------------------------------------------------------------
 
 
@@ -539,7 +688,8 @@ def cmd_history(client: Client, args: str) -> None:
     if state is None or not state.settings["store"]:
         raise CommandError("history is turned off on this server", code="unavailable")
     words = args.split()
-    if words and not words[0].startswith("#") and not _is_count(words[0]):
+    if words and not words[0].startswith("#") and not _is_count(words[0]) \
+            and not _is_query(words):
         _private_history(client, state, words)  # a nick never starts with a digit or -
         return
     room = client.room
@@ -550,10 +700,16 @@ def cmd_history(client: Client, args: str) -> None:
                                code="not_in_room")
     if room is None:
         raise CommandError("you are not in a room", code="not_in_room")
-    wanted = _wanted(client, state, words)
     key = room.name.lower()
+    query = _parse_query(client, state, words) if _is_query(words) else None
+    wanted = 0 if query is not None else _wanted(client, state, words)
     try:
-        records, left_out = _visible(server, state, key, wanted, client.ignoring)
+        if query is not None:
+            records, left_out = _unignored(
+                _selected(server, _loaded(server, state, key).lines, key, query),
+                client.ignoring)
+        else:
+            records, left_out = _visible(server, state, key, wanted, client.ignoring)
     except StoreUnavailable as exc:
         raise CommandError(f"history is unavailable right now ({exc})",
                            code="unavailable") from None
@@ -590,14 +746,15 @@ def _private_history(client: Client, state: HistoryState, words: list[str]) -> N
         raise CommandError("identify first: a private history belongs to your account",
                            code="not_identified")
     nick = words.pop(0)
-    wanted = _wanted(client, state, words)
+    wanted: int | Query = (_parse_query(client, state, words) if _is_query(words)
+                           else _wanted(client, state, words))
     # Whoever has the nick now, on any node: its account names the conversation.
     client.server.ask_whois(client, nick, functools.partial(
         _private_history_of, client, state, nick, wanted))
 
 
-def _private_history_of(client: Client, state: HistoryState, nick: str, wanted: int,
-                        other: Person | None) -> None:
+def _private_history_of(client: Client, state: HistoryState, nick: str,
+                        wanted: int | Query, other: Person | None) -> None:
     """``/history NICK``, once the presence answer says who has the nick (``other``; None:
     nobody now, and the conversation is the one with the account named ``nick``)."""
     if client.account is None:  # it logged out while the answer came
@@ -606,9 +763,10 @@ def _private_history_of(client: Client, state: HistoryState, nick: str, wanted: 
     server = client.server
     account = other.account if other is not None and other.account is not None else nick
     key = _pair(client.account, account)
-    _private_lines(state, key)
+    held = _private_lines(state, key).lines
     try:
-        records = _stored(server, state, key, wanted)
+        records = (_selected(server, held, key, wanted) if isinstance(wanted, Query)
+                   else _stored(server, state, key, wanted))
     except StoreUnavailable as exc:
         raise CommandError(f"history is unavailable right now ({exc})",
                            code="unavailable") from None
@@ -665,11 +823,15 @@ def _stored(server: Server, state: HistoryState, key: str, wanted: int) -> list[
 
 
 def _opted_out(client: Client) -> bool:
-    """No replay on joining: the client said ``/set history off``, or came through a
-    listener with ``history_replay: false`` and has not said ``/set history on``."""
+    """No replay on joining: the client said ``/set history off``, or its protocol asks
+    for history itself (``client.replays_history``: IRC's ``draft/chathistory``), or it
+    came through a listener with ``history_replay: false``, and it has not said
+    ``/set history on``."""
     choice = client.stash.get(OPT_OUT)
     if choice is not None:
         return choice
+    if not client.replays_history:
+        return True  # IRC's draft/chathistory: the client asks for what it wants
     listener = client.listener
     # A listener option of line and jsonl (their registration); a protocol without it
     # replays, as they do by default.
@@ -698,6 +860,10 @@ def chatd_commands() -> list[Command]:
             "history", cmd_history, "/history [#room|NICK] [N]",
             "the last N lines of a room you are in (default 20)",
             "Shows what was said, with the time of each line, between two marker lines.\n"
+            "/history TARGET WHICH REF [REF] N picks N lines around a point instead:\n"
+            "WHICH is latest, before, after, around or between (two points), a point\n"
+            "msgid=ID (a line's id) or timestamp=2026-12-07T03:00:00.000Z (UTC), or *\n"
+            "after latest (now); TARGET a room you are in, or a NICK.\n"
             "Lines from people you /ignore are left out (the first line says how many)\n"
             "and older ones shown in their place.\n"
             "/set history off stops the lines shown when you join a room. /history NICK\n"

@@ -291,6 +291,14 @@ class Client:
         return bool(getattr(self.link, "names_every_join", False))
 
     @property
+    def replays_history(self) -> bool:
+        """Whether this client is shown a room's recent lines when it joins, by its
+        protocol's rule (``Renderer.replays_history``); False: it asks for history
+        itself (IRC's ``draft/chathistory``: the specification says no automatic
+        replay then)."""
+        return bool(getattr(self.link.renderer, "replays_history", True))
+
+    @property
     def has_current_room(self) -> bool:
         """Whether the client's protocol has a current room, where a line without a room
         goes (``ChatProtocol.has_current_room``: line, jsonl); False on IRC, whose

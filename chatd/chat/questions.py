@@ -111,6 +111,8 @@ class Question:
         if client is not None:
             if intake.replying is client:
                 self.tag = intake.tag
+                if self.tag is not None:
+                    client.link.replying_later(self.tag)  # its answer comes later
             speaking = intake.speaking
             if speaking is not None and speaking[0] is client:
                 self.speaking = speaking

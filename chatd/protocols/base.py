@@ -264,6 +264,10 @@ class Renderer:
     #: (``notifies_invites``: IRC's ``invite-notify``).  Others get a notice in words.
     shows_invites: bool = False
     notifies_invites: bool = False
+    #: Whether the clients of this renderer are shown a room's recent lines when they
+    #: join it (the *history* plugin reads ``client.replays_history``); False: they ask
+    #: for history themselves (IRC's ``draft/chathistory``).
+    replays_history: bool = True
 
     def render(self, event: Event) -> bytes:
         """The bytes every recipient other than the event's source sees."""
@@ -758,6 +762,12 @@ class ChatProtocol:
         request any more).  The chat domain calls it around a tagged request; only
         protocols whose requests carry a tag (jsonl's ``id``) keep it, the others
         have none to echo and ignore it."""
+
+    def replying_later(self, tag: str) -> None:
+        """The request tagged ``tag`` will be answered again later (a presence question
+        went out: its answer comes in a bracket of :meth:`replying_to` of its own).  A
+        protocol that must know when a request's whole answer is in (IRC's
+        labeled-response) counts these; the others ignore it."""
 
     def hold_input(self) -> None:
         """Stop reading the client (backpressure) until :meth:`resume_input`."""

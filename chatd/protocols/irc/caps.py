@@ -11,9 +11,10 @@ says so) and cannot be disabled by it.
 
 Offered: the capabilities whose meaning the renderer and the protocol carry
 out; ``sasl`` (PLAIN, against chatd's registered nicks) is on the registration's
-side and changes no rendering.  ``batch``, ``draft/chathistory`` and
-``labeled-response`` come with their code, not before (a capability offered is a
-promise).
+side and changes no rendering.  ``batch`` (history in ``chathistory`` batches,
+several answers to a labelled request in a ``labeled-response`` batch),
+``draft/chathistory`` (``CHATHISTORY``, and no replay on joining) and
+``labeled-response`` (the protocol gathers each labelled request's answer).
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from collections.abc import Iterable
 OFFERED: dict[str, str] = {
     "account-tag": "",
     "away-notify": "",
+    "batch": "",
     "cap-notify": "",
+    "draft/chathistory": "",
     "echo-message": "",
     "extended-join": "",
     "invite-notify": "",
+    "labeled-response": "",
     "message-tags": "",
     "multi-prefix": "",
     "sasl": "PLAIN",

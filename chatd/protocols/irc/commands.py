@@ -26,7 +26,7 @@ The mapping (docs/irc.md has it as tables):
   chatd has none (``MODE yournick`` answers ``+``; setting one is 501);
 * ``QUIT``, ``NICK``, ``AWAY``, ``OPER name password`` (the name is ignored: chatd's
   ``/oper`` has a password only), ``KILL``, ``WHOIS``, ``HELP``; ``VERSION`` and
-  ``TIME`` are answered here; ``CHATHISTORY LATEST`` is ``/history``;
+  ``TIME`` are answered here; ``CHATHISTORY`` is ``/history TARGET WHICH REF [REF] N``;
 * chatd's own commands: a command that is not IRC's runs as the chatd command of
   that name (irssi and WeeChat send an unknown ``/register pw`` as ``REGISTER pw``),
   and ``PRIVMSG NickServ|ChanServ :IDENTIFY pw`` (any chatd command) does the same,
@@ -43,6 +43,7 @@ a space) is refused here, never split into two arguments.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Container
 from typing import Protocol
@@ -533,16 +534,58 @@ def _setname(message: Message, state: State) -> list[Item]:
                              "chatd does not keep a real name"), source=state.server_name)]
 
 
+#: Most lines one ``CHATHISTORY`` answers (ISUPPORT ``CHATHISTORY``): a larger limit is
+#: read as this one (the history plugin's ``max_lines`` may cut further, and says so).
+CHATHISTORY_MAX = 100
+#: The message references ``CHATHISTORY`` takes, preferred first (ISUPPORT ``MSGREFTYPES``):
+#: chatd's msgids are its event ids, one increasing sequence (history keeps them).
+MSGREFTYPES = ("msgid", "timestamp")
+#: ``CHATHISTORY`` subcommands and the references each takes.
+_CHATHISTORY_REFS = {"LATEST": 1, "BEFORE": 1, "AFTER": 1, "AROUND": 1, "BETWEEN": 2}
+_TIMESTAMP = re.compile(r"timestamp=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
+_MSGID = re.compile(r"msgid=\d{1,18}")
+
+
+def _fail(state: State, code: str, *params: str) -> Message:
+    """``FAIL CHATHISTORY code params... :text`` (IRCv3 standard replies)."""
+    *words, text = params
+    return Message("FAIL", ("CHATHISTORY", code, *(_echo(w) for w in words), text),
+                   source=state.server_name)
+
+
 def _chathistory(message: Message, state: State) -> list[Item]:
-    """``CHATHISTORY LATEST target * N``: ``/history target N``; nothing else yet."""
+    """``CHATHISTORY LATEST|BEFORE|AFTER|AROUND|BETWEEN target ref [ref] limit``: the
+    history plugin's ``/history target which ref [ref] limit`` (IRCv3 draft/chathistory;
+    its answer comes as a ``chathistory`` batch).  Refused here: what is not of the
+    grammar (``INVALID_PARAMS``), a target that is no room or nick (``INVALID_TARGET``);
+    ``TARGETS`` is not supported."""
     params = message.params
-    if len(params) >= 4 and params[0].upper() == "LATEST" and params[2] == "*" \
-            and _is_word(params[1]) and params[3].isdigit():
-        return [_invoke("history", f"{params[1]} {params[3]}")]
-    sub = _echo(params[0]) if params else "*"
-    return [Message("FAIL", ("CHATHISTORY", "INVALID_PARAMS", sub,
-                             "chatd answers CHATHISTORY LATEST <target> * <limit> only"),
-                     source=state.server_name)]
+    if not params:
+        return [_fail(state, "NEED_MORE_PARAMS", "*", "Missing parameters")]
+    sub = params[0].upper()
+    refs = _CHATHISTORY_REFS.get(sub)
+    if refs is None:
+        why = ("TARGETS is not supported" if sub == "TARGETS"
+               else "Unknown subcommand: LATEST, BEFORE, AFTER, AROUND or BETWEEN")
+        return [_fail(state, "INVALID_PARAMS", params[0], why)]
+    if len(params) < refs + 3:
+        return [_fail(state, "NEED_MORE_PARAMS", sub, "Missing parameters")]
+    target, points, limit = params[1], params[2:2 + refs], params[2 + refs]
+    if len(params) > refs + 3:
+        return [_fail(state, "INVALID_PARAMS", sub, "Too many parameters")]
+    if not _is_word(target) or target.startswith(":") or (
+            not target.startswith("#") and not target.replace("-", "").replace("_", "").isalnum()):
+        return [_fail(state, "INVALID_TARGET", sub, target, "Not a channel or a nick")]
+    for point in points:
+        if not (_MSGID.fullmatch(point) or _TIMESTAMP.fullmatch(point)
+                or (point == "*" and sub == "LATEST")):
+            return [_fail(state, "INVALID_PARAMS", sub, point,
+                          "A reference is msgid=ID, timestamp=YYYY-MM-DDThh:mm:ss.sssZ"
+                          + (" or *" if sub == "LATEST" else ""))]
+    if not (limit.isascii() and limit.isdigit()) or int(limit) < 1:
+        return [_fail(state, "INVALID_PARAMS", sub, limit, "The limit is a number, 1 or more")]
+    wanted = min(int(limit), CHATHISTORY_MAX)
+    return [_invoke("history", f"{target} {sub.lower()} {' '.join(points)} {wanted}")]
 
 
 def _chatd_command(message: Message, state: State) -> list[Item]:
@@ -564,5 +607,5 @@ _HANDLERS: dict[str, Handler] = {
     "KILL": _kill, "SETNAME": _setname, "CHATHISTORY": _chathistory,
 }
 
-__all__ = ["CHANMODES", "MODES_MAX", "PROTOCOL_COMMANDS", "SERVICES", "TARGMAX", "State",
-           "translate"]
+__all__ = ["CHANMODES", "CHATHISTORY_MAX", "MODES_MAX", "MSGREFTYPES", "PROTOCOL_COMMANDS",
+           "SERVICES", "TARGMAX", "State", "translate"]

@@ -33,17 +33,19 @@ connection says why first, as ``ERROR`` (the renderer's ``local_error``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ...events import Error
 from ...framing import LineTooLong
-from ...requests import Answer, Request, SessionRequest
+from ...requests import Answer, Invoke, Request, SessionRequest
 from ...version import __version__
 from ..base import ChatProtocol, ProtocolLimits, Renderer, Session
 from . import caps as capabilities
-from .commands import CHANMODES, MODES_MAX, TARGMAX, translate
+from .commands import CHANMODES, CHATHISTORY_MAX, MODES_MAX, MSGREFTYPES, TARGMAX, translate
 from .numerics import ERR_SASLALREADY, ERR_SASLFAIL
 from .registration import (
     ERR_ALREADYREGISTERED,
@@ -64,7 +66,7 @@ from .registration import (
     cap_command,
     pong,
 )
-from .render import renderer_for
+from .render import labeled, renderer_for
 from .wire import BODY_MAX, TAGS_MAX, Message, WireError, parse
 
 #: The server's name in message sources when the listener names none.
@@ -119,10 +121,12 @@ def isupport(limits: Any, network: str) -> list[str]:
         "CASEMAPPING=ascii",
         f"CHANLIMIT=#:{limits.max_rooms_per_client}",
         f"CHANMODES={CHANMODES}",
+        f"CHATHISTORY={CHATHISTORY_MAX}",
         f"CHANNELLEN={CHANNELLEN}",
         "CHANTYPES=#",
         f"KICKLEN={KICKLEN}",
         f"MODES={MODES_MAX}",
+        "MSGREFTYPES=" + ",".join(MSGREFTYPES),
         f"NETWORK={network}",
         f"NICKLEN={limits.max_nick_bytes}",
         "PREFIX=(o)@",
@@ -173,6 +177,41 @@ class _RendererSlot:
         obj._renderer = value
 
 
+#: A chatd error's code as the ``FAIL CHATHISTORY`` code it is (IRCv3 chathistory): the
+#: rest are ``MESSAGE_ERROR``.
+_HISTORY_FAILS = {
+    "not_in_room": "INVALID_TARGET", "not_identified": "INVALID_TARGET",
+    "no_such_nick": "INVALID_TARGET", "usage": "INVALID_PARAMS",
+}
+
+
+def _history_of(message: Message, items: list[Any]) -> tuple[str, str] | None:
+    """``(subcommand, target)`` of a ``CHATHISTORY`` the command mapping passed on to the
+    history plugin (None for any other message, or one refused already)."""
+    if message.command != "CHATHISTORY" or len(message.params) < 2 or \
+            not any(item.__class__ is Invoke for item in items):
+        return None
+    return message.params[0].upper(), message.params[1]
+
+
+class _Response:
+    """The answer to one labelled message (IRCv3 labeled-response), or to one
+    ``CHATHISTORY``, gathered until its last request is answered: ``open`` counts the
+    answers still to come (one per request the message became, one more per presence
+    question that went out).  ``label``: the client's (None: a ``CHATHISTORY`` without
+    one); ``history``: the ``CHATHISTORY`` subcommand and target, whose errors are
+    ``FAIL CHATHISTORY`` replies rather than numerics."""
+
+    __slots__ = ("data", "history", "label", "open")
+
+    def __init__(self, label: str | None, requests: int,
+                 history: tuple[str, str] | None = None) -> None:
+        self.label = label
+        self.open = requests
+        self.history = history
+        self.data: list[bytes] = []
+
+
 class IrcProtocol(ChatProtocol):
     """One IRC client's connection (see the module docstring)."""
 
@@ -184,7 +223,8 @@ class IrcProtocol(ChatProtocol):
     #: Every IRC message names its channel: no "you are now talking in #x".
     has_current_room = False
 
-    __slots__ = ("_held", "_pinged", "_registration", "_renderer", "_timer", "state")
+    __slots__ = ("_answering", "_held", "_labels", "_pinged", "_registration", "_renderer",
+                 "_responses", "_timer", "state")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -198,6 +238,12 @@ class IrcProtocol(ChatProtocol):
         self._pinged: float | None = None
         #: Lines read while a SASL login is checked (reading is held meanwhile).
         self._held: list[Any] = []
+        #: labeled-response: the answers being gathered, by the tag their requests
+        #: carry (a number of this connection's, never the client's label, which need
+        #: not be unique); the one being answered now; the last tag given.
+        self._responses: dict[str, _Response] = {}
+        self._answering: _Response | None = None
+        self._labels = 0
 
     @property
     def options(self) -> Mapping[str, Any]:
@@ -255,6 +301,99 @@ class IrcProtocol(ChatProtocol):
         else:
             self._send([Message("NOTICE", (self.state.nick, _one_line(text)),
                                 self.state.server_name)])
+
+    # -- labeled-response ----------------------------------------------------------------
+
+    def deliver(self, event: Any, viewer: str | None, stamped: bool = False, *,
+                elsewhere: bool = False) -> None:
+        """As every protocol, but what answers a labelled request is kept for its
+        response (written when the request's whole answer is in)."""
+        response = self._answering
+        if response is None:
+            super().deliver(event, viewer, stamped, elsewhere=elsewhere)
+            return
+        if response.history is not None and event.__class__ is Error:
+            data = self._history_fail(response.history, event)
+        else:
+            data = self.renderer.render_for(event, viewer, None)
+        if data:
+            response.data.append(data)
+
+    def _history_fail(self, history: tuple[str, str], error: Error) -> bytes:
+        """A chatd error answering ``CHATHISTORY`` as ``FAIL CHATHISTORY CODE sub target``:
+        a room the client may not read (not in it) says no more than a name that is no
+        room (both ``INVALID_TARGET``), so nothing of it is told."""
+        code = _HISTORY_FAILS.get(error.code, "MESSAGE_ERROR")
+        sub, target = history
+        params = (sub,) if code == "INVALID_PARAMS" else (sub, target)
+        return self._encoded(Message("FAIL", ("CHATHISTORY", code, *params,
+                                              _one_line(error.text)[:300]),
+                                     self.state.server_name))
+
+    def answer(self, payload: bytes) -> None:
+        response = self._answering
+        if response is None:
+            super().answer(payload)
+        elif payload:
+            response.data.append(payload)
+
+    def replying_to(self, tag: str | None) -> None:
+        """The domain answers the request tagged ``tag`` (one of this connection's
+        labelled messages) from now on; None: that answer is over, and the response goes
+        out once nothing more is to come."""
+        if tag is not None:
+            self._answering = self._responses.get(tag)
+            return
+        response, self._answering = self._answering, None
+        if response is None:
+            return
+        response.open -= 1
+        if response.open <= 0:
+            self._responses = {k: r for k, r in self._responses.items() if r is not response}
+            self._respond(response)
+
+    def replying_later(self, tag: str) -> None:
+        response = self._responses.get(tag)
+        if response is not None:
+            response.open += 1
+
+    def _respond(self, response: _Response) -> None:
+        """The labelled answer: ``ACK``, the one message labelled, or a batch."""
+        if response.label is None:
+            self.transport.write(b"".join(response.data))
+            return
+        lines = [parse(line.decode("utf-8", "surrogateescape"))
+                 for line in b"".join(response.data).split(b"\r\n") if line]
+        self._labels += 1
+        self._send(labeled(lines, response.label, f"L{self._labels}", self.state.server_name,
+                           batch="batch" in self.state.caps))
+
+    def _label(self, message: Message) -> str | None:
+        """The client's label on ``message``, if it negotiated labeled-response."""
+        if not message.tags or "labeled-response" not in self.state.caps:
+            return None
+        return message.tags.get("label") or None
+
+    def _labeled_requests(self, label: str | None, items: list[Any],
+                          history: tuple[str, str] | None = None) -> list[Request]:
+        """``items`` (requests and messages to write, in order) tagged as the answer to one
+        labelled message (or ``CHATHISTORY``): gathered into one response; none at all:
+        ``ACK`` now, in order."""
+        if not items:
+            if label is None:
+                return []
+            return [Answer(self._encoded(labeled([], label, "", self.state.server_name,
+                                                 batch=False)[0]))]
+        self._labels += 1
+        tag = str(self._labels)
+        self._responses[tag] = _Response(label, len(items), history)
+        out: list[Request] = []
+        for item in items:
+            if item.__class__ is Message:
+                out.append(Answer(self._encoded(item), tag))
+            else:
+                out.append(dataclasses.replace(item, tag=tag))
+        return out
 
     # -- registration ------------------------------------------------------------------
 
@@ -455,36 +594,50 @@ class IrcProtocol(ChatProtocol):
             message = self._message(line)
             if message is None:
                 continue
-            command = message.command
-            if command == "PING":  # a fence: answered after what came before it
-                pending.append(Answer(self._encoded(
-                    pong(state, message.params) if message.params else
-                    state.reply("461", "PING", "Not enough parameters"))))
-            elif command == "MOTD":  # this server's only (a target is another server)
-                pending.append(Answer(b"".join(self._encoded(m) for m in self._motd())))
-            elif command == "PONG":
-                pass  # any line is a sign of life (last_input)
-            elif command == "CAP":
-                self._send(cap_command(message, state))
-                chosen = renderer_for(capabilities.rendered(state.caps), state.server_name)
-                if self._renderer is not chosen:
-                    old, self._renderer = self._renderer, chosen
-                    if session is not None:  # the rooms' renderer counts follow
-                        session.renderer_changed(old)
-            elif command == "AUTHENTICATE":  # SASL is registration's: no relogin
-                self._send([state.reply(ERR_SASLALREADY, "You have already authenticated")
-                            if state.account is not None else
-                            state.reply(ERR_SASLFAIL, "SASL is for registration only; "
-                                        "/identify PASSWORD now")])
-            elif command in ("PASS", "USER"):
-                self._send([state.reply(ERR_ALREADYREGISTERED, "You may not reregister")])
-            else:
-                for item in translate(message, state):
-                    if item.__class__ is Message:  # in order with the requests before it
-                        pending.append(Answer(self._encoded(item)))  # type: ignore[arg-type]
-                    else:
-                        pending.append(item)  # type: ignore[arg-type]
+            label = self._label(message)
+            items = self._served(message, session)
+            history = _history_of(message, items)
+            if label is not None or history is not None:
+                pending += self._labeled_requests(label, items, history)
+                continue
+            for item in items:
+                if item.__class__ is Message:  # in order with the requests before it
+                    pending.append(Answer(self._encoded(item)))
+                else:
+                    pending.append(item)
         return pending
+
+    def _served(self, message: Message, session: Session | None) -> list[Any]:
+        """What ``message`` stands for, in order: chatd requests, and messages to write to
+        this client (answers of this module's or of the command mapping)."""
+        state = self.state
+        command = message.command
+        if command == "PING":  # a fence: answered after what came before it
+            return [pong(state, message.params) if message.params else
+                    state.reply("461", "PING", "Not enough parameters")]
+        if command == "MOTD":  # this server's only (a target is another server)
+            return list(self._motd())
+        if command == "PONG":
+            return []  # any line is a sign of life (last_input)
+        if command == "CAP":
+            answer = cap_command(message, state)
+            chosen = renderer_for(capabilities.rendered(state.caps), state.server_name)
+            if self._renderer is not chosen:
+                old, self._renderer = self._renderer, chosen
+                if session is not None:  # the rooms' renderer counts follow
+                    session.renderer_changed(old)
+            if self._label(message) is not None:
+                return answer  # the labelled answer, in order
+            self._send(answer)  # at once: what follows is read with the new capabilities
+            return []
+        if command == "AUTHENTICATE":  # SASL is registration's: no relogin
+            return [state.reply(ERR_SASLALREADY, "You have already authenticated")
+                    if state.account is not None else
+                    state.reply(ERR_SASLFAIL, "SASL is for registration only; "
+                                "/identify PASSWORD now")]
+        if command in ("PASS", "USER"):
+            return [state.reply(ERR_ALREADYREGISTERED, "You may not reregister")]
+        return translate(message, state)
 
 
 __all__ = ["DEFAULT_NETWORK", "DEFAULT_SERVER_NAME", "NOT_UTF8", "IrcProtocol", "IrcState",

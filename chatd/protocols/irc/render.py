@@ -240,6 +240,9 @@ class IrcRenderer(Renderer):
         self.shows_away = self.away_notify  # the domain sends it Away events (Renderer)
         self.shows_invites = True  # INVITE to the invitee; to members with invite-notify
         self.notifies_invites = "invite-notify" in caps
+        #: draft/chathistory: the client asks with CHATHISTORY; no replay on joining
+        #: (the specification: no history played back automatically then).
+        self.replays_history = "draft/chathistory" not in caps
 
     def __repr__(self) -> str:
         return f"IrcRenderer({sorted(self.caps)!r}, {self.server_name!r})"
@@ -316,20 +319,8 @@ class IrcRenderer(Renderer):
         return tags
 
     def _labeled(self, lines: list[Line], event: Event, label: str) -> list[Line]:
-        """The answer to a labelled request: the label on its one message, or on a
-        ``labeled-response`` batch around its several."""
-        label = _tag_value(label)
-        if len(lines) == 1 or not self.batch:
-            first = lines[0]
-            return [Line(first.command, first.params, first.source,
-                         {**first.tags, "label": label}), *lines[1:]]
-        ref = f"l{event.id}"
-        return [
-            Line("BATCH", (f"+{ref}", "labeled-response"), self.server_name, {"label": label}),
-            *(Line(line.command, line.params, line.source, {**line.tags, "batch": ref})
-              for line in lines),
-            Line("BATCH", (f"-{ref}",), self.server_name),
-        ]
+        """The answer to a labelled request made of this one event (see :func:`labeled`)."""
+        return labeled(lines, label, f"l{event.id}", self.server_name, batch=self.batch)
 
     # -- sources ---------------------------------------------------------------------------
 
@@ -631,6 +622,30 @@ class IrcRenderer(Renderer):
 # -- helpers ---------------------------------------------------------------------------------------
 
 
+def labeled(lines: list[Line], label: str, ref: str, server_name: str, *,
+            batch: bool) -> list[Line]:
+    """The whole answer to a request tagged ``@label`` (IRCv3 labeled-response): ``ACK``
+    for no message, the label on its one message, or a ``labeled-response`` batch
+    ``ref`` around its several (each message in it tagged ``batch=ref`` unless it is
+    in a batch of its own already, as a ``chathistory`` batch's lines are; the edges
+    of such a batch are in this one).  Without ``batch`` the label goes on the first
+    of several (a client without batches cannot be sent one)."""
+    label = _tag_value(label)
+    if not lines:
+        return [Line("ACK", (), server_name, {"label": label})]
+    if len(lines) == 1 or not batch:
+        first = lines[0]
+        return [Line(first.command, first.params, first.source,
+                     {**first.tags, "label": label}), *lines[1:]]
+    return [
+        Line("BATCH", (f"+{ref}", "labeled-response"), server_name, {"label": label}),
+        *(line if "batch" in line.tags else
+          Line(line.command, line.params, line.source, {**line.tags, "batch": ref})
+          for line in lines),
+        Line("BATCH", (f"-{ref}",), server_name),
+    ]
+
+
 def _iso(when: float) -> str:
     """``2026-12-07T01:45:00.123Z`` (IRCv3 server-time)."""
     millis = int(when * 1000) % 1000
@@ -722,4 +737,4 @@ def renderer_for(caps: frozenset[str], server_name: str) -> IrcRenderer:
     return renderer
 
 
-__all__ = ["IrcRenderer", "inline", "renderer_for", "split_text", "text_lines", "word"]
+__all__ = ["IrcRenderer", "inline", "labeled", "renderer_for", "split_text", "text_lines", "word"]

@@ -1,0 +1,342 @@
+"""Issue 20 wave 3, "history": ``batch``, ``draft/chathistory`` and ``labeled-response``.
+
+Against real chatd processes with a strict raw-socket IRC client
+(tests/test_irc_session.py's ``IrcClient``: every line chatd sends parsed with
+``wire.parse(strict=True)``), plus in-process tests of the sans-IO parts: the
+``CHATHISTORY`` grammar (commands.py) and the labelled answer (render.labeled).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from test_accounts import expect_exact, named
+from test_irc_session import IrcClient
+
+from chatd.protocols.irc import caps
+from chatd.protocols.irc.commands import CHATHISTORY_MAX, translate
+from chatd.protocols.irc.registration import IrcState
+from chatd.protocols.irc.render import labeled
+from chatd.protocols.irc.wire import Message
+from chatd.requests import Invoke
+
+HISTORY_CAPS = "batch server-time message-tags"
+
+
+@pytest.fixture
+def irc_server(chatd_server):
+    """``irc_server(**irc_options)`` -> (server, address of its irc port); history kept."""
+    def start(**options: Any) -> Any:
+        server = chatd_server(listen=[{"port": 0}, {"port": 0, "protocol": "irc", **options}],
+                              plugins={"history": {"replay_lines": 20}})
+        return server, (server.host, server.ports[1])
+    return start
+
+
+def connect(address, nick: str, wanted: str = "") -> IrcClient:
+    """A registered IRC client with the capabilities ``wanted``."""
+    irc = IrcClient(address)
+    if wanted:
+        irc.send("CAP LS 302")
+        irc.expect("CAP")
+        irc.send(f"CAP REQ :{wanted}")
+        assert irc.expect("CAP").params[1] == "ACK", irc.seen[-2:]
+        irc.send("CAP END")
+    irc.register(nick)
+    return irc
+
+
+def said(server, room: str, *texts: str) -> Any:
+    """A line client that joined ``room`` and said ``texts`` (and stays, so the room
+    lives on)."""
+    bob = named(server, "bob")
+    bob.send(f"/join {room}")
+    expect_exact(bob, f"*** you are the first in {room}")
+    for text in texts:
+        bob.send(text)
+    bob.send("/history 1")  # a fence: once it answers, every line above is kept
+    bob.expect(rf"<bob> {re.escape(texts[-1])}$")
+    bob.expect(r"^\*\*\* end of history")
+    return bob
+
+
+def batch_of(irc: IrcClient) -> tuple[Message, list[Message], Message]:
+    """The next ``BATCH +ref ...`` to its ``BATCH -ref``: (start, lines in it, end)."""
+    start = irc.expect("BATCH")
+    assert start.params[0].startswith("+"), start
+    ref = start.params[0][1:]
+    inside = []
+    while True:
+        message = irc.recv()
+        assert message is not None, irc.seen[-5:]
+        if message.command == "BATCH" and message.params[0] == f"-{ref}":
+            return start, inside, message
+        inside.append(message)
+
+
+def texts(lines: list[Message]) -> list[str]:
+    return [m.params[-1] for m in lines if m.command == "PRIVMSG"]
+
+
+# -- what is offered ----------------------------------------------------------------------------
+
+
+def test_batch_chathistory_and_labeled_response_are_offered_with_their_isupport(irc_server):
+    _, address = irc_server()
+    irc = IrcClient(address)
+    irc.send("CAP LS 302")
+    offered = irc.expect("CAP").params[-1].split()
+    assert {"batch", "draft/chathistory", "labeled-response"} <= set(offered)
+    irc.send("CAP END")
+    burst = irc.register("alice")
+    tokens = [p for m in burst if m.command == "005" for p in m.params[1:-1]]
+    assert f"CHATHISTORY={CHATHISTORY_MAX}" in tokens
+    assert "MSGREFTYPES=msgid,timestamp" in tokens
+
+
+# -- the replay on joining ------------------------------------------------------------------------
+
+
+def test_the_join_replay_is_a_chathistory_batch_with_time_and_msgid(irc_server):
+    server, address = irc_server()
+    bob = said(server, "#dev", "first", "second")
+    irc = connect(address, "alice", HISTORY_CAPS)
+    irc.send("JOIN #dev")
+    start, inside, end = batch_of(irc)
+    ref = start.params[0][1:]
+    assert start.params[1:] == ("chathistory", "#dev")
+    assert texts(inside) == ["first", "second"]
+    for line in inside:
+        assert line.tags["batch"] == ref and line.tags["time"].endswith("Z")
+        assert line.tags["msgid"].isdigit()
+        assert line.source.startswith("bob!")
+    assert "batch" not in end.tags and "msgid" not in start.tags
+    bob.close()
+
+
+def test_without_batch_the_replay_is_plain_messages(irc_server):
+    server, address = irc_server()
+    bob = said(server, "#dev", "first")
+    irc = connect(address, "alice", "server-time")
+    irc.send("JOIN #dev")
+    line = irc.expect("PRIVMSG")
+    assert line.params == ("#dev", "first") and "batch" not in line.tags
+    irc.send("PING :fence")
+    assert "BATCH" not in [m.command for m in irc.until("PONG")]
+    bob.close()
+
+
+def test_a_chathistory_client_gets_no_replay_and_asks_instead(irc_server):
+    server, address = irc_server()
+    bob = said(server, "#dev", "first", "second", "third")
+    irc = connect(address, "alice", HISTORY_CAPS + " draft/chathistory")
+    irc.send("JOIN #dev", "PING :joined")
+    before = irc.until("PONG")
+    assert "366" in [m.command for m in before]
+    assert not [m for m in before if m.command in ("PRIVMSG", "BATCH")], before
+    irc.send("CHATHISTORY LATEST #dev * 2")
+    start, inside, _ = batch_of(irc)
+    assert start.params[1:] == ("chathistory", "#dev")
+    assert texts(inside) == ["second", "third"]
+    bob.close()
+
+
+# -- CHATHISTORY -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def six(irc_server):
+    """A room #dev with six lines ``m1``..``m6`` and an IRC client in it that asks for
+    history: ``(irc, ids)``, ids by text."""
+    server, address = irc_server()
+    bob = said(server, "#dev", *(f"m{i}" for i in range(1, 7)))
+    irc = connect(address, "alice", HISTORY_CAPS + " draft/chathistory")
+    irc.send("JOIN #dev")
+    irc.expect("366")
+    irc.send("CHATHISTORY LATEST #dev * 10")
+    _, inside, _ = batch_of(irc)
+    ids = {m.params[-1]: int(m.tags["msgid"]) for m in inside}
+    assert list(ids) == [f"m{i}" for i in range(1, 7)]
+    assert sorted(ids.values()) == list(ids.values())
+    yield irc, ids
+    bob.close()
+
+
+def ask(irc: IrcClient, line: str) -> list[str]:
+    irc.send(line)
+    start, inside, _ = batch_of(irc)
+    assert start.params[1] == "chathistory"
+    return texts(inside)
+
+
+def test_chathistory_before_after_latest_around_between_by_msgid(six):
+    irc, ids = six
+    assert ask(irc, f"CHATHISTORY BEFORE #dev msgid={ids['m4']} 2") == ["m2", "m3"]
+    assert ask(irc, f"CHATHISTORY AFTER #dev msgid={ids['m2']} 2") == ["m3", "m4"]
+    assert ask(irc, f"CHATHISTORY LATEST #dev msgid={ids['m4']} 10") == ["m5", "m6"]
+    assert ask(irc, f"CHATHISTORY LATEST #dev msgid={ids['m1']} 2") == ["m5", "m6"]
+    assert ask(irc, f"CHATHISTORY AROUND #dev msgid={ids['m3']} 3") == ["m2", "m3", "m4"]
+    assert ask(irc, f"CHATHISTORY BETWEEN #dev msgid={ids['m1']} msgid={ids['m5']} 10") == \
+        ["m2", "m3", "m4"]
+    # From the later point back: the lines nearest it, oldest first.
+    assert ask(irc, f"CHATHISTORY BETWEEN #dev msgid={ids['m6']} msgid={ids['m1']} 2") == \
+        ["m4", "m5"]
+    assert ask(irc, f"CHATHISTORY BEFORE #dev msgid={ids['m1']} 5") == []  # an empty batch
+
+
+def test_chathistory_by_timestamp(six):
+    irc, _ = six
+    past, future = "timestamp=2000-01-01T00:00:00.000Z", "timestamp=2999-01-01T00:00:00Z"
+    assert ask(irc, f"CHATHISTORY AFTER #dev {past} 2") == ["m1", "m2"]
+    assert ask(irc, f"CHATHISTORY BEFORE #dev {future} 2") == ["m5", "m6"]
+    assert ask(irc, f"CHATHISTORY BETWEEN #dev {past} {future} 3") == ["m1", "m2", "m3"]
+    assert ask(irc, f"CHATHISTORY LATEST #dev {future} 3") == []
+
+
+def test_the_line_protocol_picks_lines_around_a_point_too(irc_server):
+    server, _ = irc_server()
+    bob = said(server, "#dev", "m1", "m2", "m3")
+    bob.send("/history #dev latest * 1")
+    assert bob.expect(r"<bob> m\d$").group(0) == "<bob> m3"
+    bob.send("/history #dev before timestamp=2999-01-01T00:00:00Z 2")
+    assert bob.expect(r"<bob> m\d$").group(0) == "<bob> m2"
+    assert bob.expect(r"<bob> m\d$").group(0) == "<bob> m3"
+    bob.send("/history #dev after msgid=abc 2")
+    bob.expect(r"not a point in history: msgid=abc")
+    bob.close()
+
+
+def test_chathistory_of_a_room_the_client_is_not_in_shows_nothing_of_it(irc_server):
+    server, address = irc_server()
+    bob = said(server, "#secret", "the plan")
+    irc = connect(address, "mallory", HISTORY_CAPS + " draft/chathistory")
+    irc.send("CHATHISTORY LATEST #secret * 10", "PING :fence")
+    answer = irc.until("PONG")
+    assert not [m for m in answer if m.command == "PRIVMSG"], answer
+    fail = [m for m in answer if m.command == "FAIL"]
+    assert fail and fail[0].params[:4] == ("CHATHISTORY", "INVALID_TARGET", "LATEST",
+                                          "#secret"), answer
+    bob.close()
+
+
+@pytest.mark.parametrize(("line", "code"), [
+    ("CHATHISTORY", "NEED_MORE_PARAMS"),
+    ("CHATHISTORY LATEST #dev *", "NEED_MORE_PARAMS"),
+    ("CHATHISTORY SIDEWAYS #dev * 5", "INVALID_PARAMS"),
+    ("CHATHISTORY TARGETS timestamp=2000-01-01T00:00:00Z timestamp=2999-01-01T00:00:00Z 5",
+     "INVALID_PARAMS"),
+    ("CHATHISTORY BEFORE #dev * 5", "INVALID_PARAMS"),
+    ("CHATHISTORY BEFORE #dev msgid=x1 5", "INVALID_PARAMS"),
+    ("CHATHISTORY BEFORE #dev timestamp=yesterday 5", "INVALID_PARAMS"),
+    ("CHATHISTORY LATEST #dev * 0", "INVALID_PARAMS"),
+    ("CHATHISTORY LATEST #dev * many", "INVALID_PARAMS"),
+    ("CHATHISTORY LATEST #dev * 5 extra", "INVALID_PARAMS"),
+    ("CHATHISTORY LATEST !!! * 5", "INVALID_TARGET"),
+])
+def test_chathistory_grammar_errors_are_fail_replies(line, code):
+    from chatd.protocols.irc.wire import parse
+    state = IrcState("irc.test", "TestNet")
+    state.nick = "alice"
+    items = translate(parse(line), state)
+    assert len(items) == 1 and isinstance(items[0], Message), items
+    assert items[0].command == "FAIL" and items[0].params[:2] == ("CHATHISTORY", code)
+    items[0].encode()  # writable
+
+
+def test_chathistory_maps_to_history_with_the_limit_clamped():
+    from chatd.protocols.irc.wire import parse
+    state = IrcState("irc.test", "TestNet")
+    state.nick = "alice"
+    items = translate(parse("CHATHISTORY between #dev msgid=4 timestamp=2026-12-07T03:00:00.5Z "
+                            "5000"), state)
+    assert items == [Invoke("history", "#dev between msgid=4 timestamp=2026-12-07T03:00:00.5Z "
+                                       f"{CHATHISTORY_MAX}")]
+
+
+# -- labeled-response ----------------------------------------------------------------------------
+
+
+def test_labeled_ping_echo_ack_and_a_join_in_a_batch(irc_server):
+    _, address = irc_server()
+    irc = connect(address, "alice", "labeled-response batch echo-message")
+    irc.send("@label=p1 PING :x")
+    pong = irc.expect("PONG")
+    assert pong.tags == {"label": "p1"}
+    irc.send("@label=m1 PRIVMSG #lobby :hello")
+    echo = irc.expect("PRIVMSG")
+    assert echo.tags["label"] == "m1" and echo.params == ("#lobby", "hello")
+    irc.send("@label=j1 JOIN #dev")
+    start, inside, _ = batch_of(irc)
+    assert start.params[1] == "labeled-response" and start.tags == {"label": "j1"}
+    commands = [m.command for m in inside]
+    assert commands[0] == "JOIN" and "353" in commands and commands[-1] == "366"
+    assert all(m.tags.get("batch") == start.params[0][1:] for m in inside)
+    assert all("label" not in m.tags for m in inside)
+    irc.send("CAP REQ :-echo-message")
+    irc.expect("CAP")
+    irc.send("@label=m2 PRIVMSG #lobby :quiet")
+    ack = irc.expect("ACK")
+    assert ack.tags == {"label": "m2"} and ack.params == ()
+
+
+def test_a_labeled_error_and_a_labeled_whois(irc_server):
+    server, address = irc_server()
+    bob = named(server, "bob")
+    irc = connect(address, "alice", "labeled-response batch")
+    irc.send("@label=e1 PRIVMSG #nowhere :hi")
+    error = irc.recv()
+    assert error.command == "442" and error.tags == {"label": "e1"}, error
+    irc.send("@label=w1 WHOIS bob")
+    start, inside, _ = batch_of(irc)
+    assert start.tags == {"label": "w1"}
+    assert [m.command for m in inside][-1] == "318"
+    bob.close()
+
+
+def test_labeled_chathistory_nests_its_batch_in_the_labeled_one(six):
+    irc, ids = six
+    irc.send("CAP REQ :labeled-response")
+    irc.expect("CAP")
+    irc.send(f"@label=h1 CHATHISTORY BEFORE #dev msgid={ids['m3']} 2")
+    outer = irc.expect("BATCH")
+    assert outer.params[1] == "labeled-response" and outer.tags == {"label": "h1"}
+    ref = outer.params[0][1:]
+    inner = irc.expect("BATCH")
+    assert inner.params[1] == "chathistory" and inner.tags["batch"] == ref
+    lines = [irc.recv(), irc.recv()]
+    assert [m.params[-1] for m in lines] == ["m1", "m2"]
+    assert all(m.tags["batch"] == inner.params[0][1:] for m in lines)
+    inner_end = irc.recv()
+    assert inner_end.params == (f"-{inner.params[0][1:]}",) and inner_end.tags["batch"] == ref
+    assert irc.recv().params == (f"-{ref}",)
+
+
+def test_labels_of_pipelined_requests_each_get_their_own_answer(irc_server):
+    _, address = irc_server()
+    irc = connect(address, "alice", "labeled-response batch")
+    irc.send(*(f"@label=n{i} PING :t{i}" for i in range(20)))
+    pongs = [irc.expect("PONG") for _ in range(20)]
+    assert [(m.tags["label"], m.params[-1]) for m in pongs] == \
+        [(f"n{i}", f"t{i}") for i in range(20)]
+
+
+def test_without_the_cap_a_label_is_ignored(irc_server):
+    _, address = irc_server()
+    irc = connect(address, "alice", "batch")
+    irc.send("@label=p1 PING :x")
+    assert "label" not in irc.expect("PONG").tags
+
+
+def test_labeled_answers_in_process():
+    lines = [Message("JOIN", ("#dev",), "a!a@h"), Message("366", ("a", "#dev", "End"), "srv")]
+    assert labeled([], "x", "r", "srv", batch=True)[0].encode() == b"@label=x :srv ACK\r\n"
+    one = labeled(lines[:1], "x", "r", "srv", batch=True)
+    assert one[0].tags == {"label": "x"}
+    several = labeled(lines, "x", "r", "srv", batch=True)
+    assert [m.command for m in several] == ["BATCH", "JOIN", "366", "BATCH"]
+    assert several[1].tags == {"batch": "r"} and several[-1].params == ("-r",)
+    no_batch = labeled(lines, "x", "r", "srv", batch=False)
+    assert no_batch[0].tags == {"label": "x"} and len(no_batch) == 2
+    assert "labeled-response" in caps.OFFERED and "batch" in caps.OFFERED
