@@ -399,11 +399,14 @@ def test_nick_away_quit_whois_oper_kill_setname():
     assert fail.command == "FAIL" and fail.params[:2] == ("SETNAME", "CANNOT_CHANGE_REALNAME")
 
 
-def test_chathistory_latest_is_history():
-    assert _run("CHATHISTORY LATEST #a * 50") == [Invoke("history", "#a 50")]
-    [fail] = _run("CHATHISTORY BEFORE #a timestamp=2026-01-01T00:00:00.000Z 50")
+def test_chathistory_is_history():
+    # The whole grammar: tests/test_irc_history.py.
+    assert _run("CHATHISTORY LATEST #a * 50") == [Invoke("history", "#a latest * 50")]
+    assert _run("CHATHISTORY BEFORE #a timestamp=2026-01-01T00:00:00.000Z 50") == \
+        [Invoke("history", "#a before timestamp=2026-01-01T00:00:00.000Z 50")]
+    [fail] = _run("CHATHISTORY SIDEWAYS #a * 50")
     assert fail.command == "FAIL" and fail.params[:3] == ("CHATHISTORY", "INVALID_PARAMS",
-                                                          "BEFORE")
+                                                          "SIDEWAYS")
     [fail] = _run("CHATHISTORY")
     assert fail.params[2] == "*"
 

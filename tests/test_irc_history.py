@@ -340,3 +340,76 @@ def test_labeled_answers_in_process():
     no_batch = labeled(lines, "x", "r", "srv", batch=False)
     assert no_batch[0].tags == {"label": "x"} and len(no_batch) == 2
     assert "labeled-response" in caps.OFFERED and "batch" in caps.OFFERED
+
+
+def test_labeled_answers_that_come_later_are_one_response(chatd_server):
+    """Presence questions answered on a later pass of the loop (a cluster backend's way:
+    tests/laterpresence): the label waits for the answer, never an ACK first."""
+    from test_presence_questions import LATER
+    server = chatd_server(listen=[{"port": 0}, {"port": 0, "protocol": "irc"}],
+                          plugin_dirs=[LATER], plugins={"laterpresence": {}})
+    bob = named(server, "bob")
+    irc = connect((server.host, server.ports[1]), "alice", "labeled-response batch echo-message")
+    irc.send("@label=w1 WHOIS bob", "@label=q1 PRIVMSG bob :psst", "PING :fence")
+    start, inside, _ = batch_of(irc)
+    assert start.tags == {"label": "w1"} and inside[0].command == "311", inside
+    echo = irc.expect("PRIVMSG")
+    assert echo.tags == {"label": "q1"} and echo.params == ("bob", "psst")
+    assert irc.expect("PONG").params[-1] == "fence"
+    assert "ACK" not in [m.command for m in irc.seen]
+    bob.expect(r"\*bob\* psst|alice.*psst")
+    bob.close()
+
+
+def test_labeled_requests_delayed_by_the_flood_gate_keep_their_labels(chatd_server):
+    """IRC clients are delayed, not kicked: the answers still carry their labels, in order."""
+    server = chatd_server(listen=[{"port": 0}, {"port": 0, "protocol": "irc"}],
+                          flood={"lines_per_second": 50, "burst_lines": 2})
+    irc = connect((server.host, server.ports[1]), "alice", "labeled-response batch")
+    irc.send(*(f"@label=f{i} PRIVMSG #lobby :line {i}" for i in range(8)),
+             "@label=last PING :end")
+    acks = [irc.expect("ACK") for _ in range(8)]
+    assert [m.tags["label"] for m in acks] == [f"f{i}" for i in range(8)]
+    assert irc.expect("PONG").tags == {"label": "last"}
+
+
+def test_labeled_topic_and_nick_changes_answer_with_their_own_lines(irc_server):
+    _, address = irc_server()
+    irc = connect(address, "alice", "labeled-response batch")
+    irc.send("JOIN #dev")
+    irc.expect("366")
+    irc.send("@label=t1 TOPIC #dev :plans")
+    topic = irc.expect("TOPIC")
+    assert topic.tags == {"label": "t1"} and topic.params == ("#dev", "plans")
+    irc.send("@label=n1 NICK alicia")
+    nick = irc.expect("NICK")
+    assert nick.tags == {"label": "n1"} and nick.params == ("alicia",)
+    irc.send("@label=c1 CAP REQ :server-time")
+    cap = irc.expect("CAP")
+    assert cap.tags == {"label": "c1"} and cap.params[1] == "ACK"
+
+
+def test_chathistory_of_a_private_conversation(chatd_server):
+    """A nick as the target: the conversation of two identified users (``private: true``),
+    in a ``chathistory`` batch; a client that is not identified gets FAIL INVALID_TARGET."""
+    from test_history import _identified
+    server = chatd_server(listen=[{"port": 0}, {"port": 0, "protocol": "irc"}],
+                          plugins={"history": {"private": True}})
+    bob = _identified(server, "bob")
+    irc = connect((server.host, server.ports[1]), "alice", HISTORY_CAPS + " draft/chathistory")
+    irc.send("REGISTER correct-horse-1")
+    irc.expect("NOTICE")
+    irc.send("PRIVMSG bob :are you free?")
+    bob.expect(r"^\*alice\* are you free\?$")
+    bob.send("/msg alice yes")
+    assert irc.expect("PRIVMSG").params == ("alice", "yes")
+    irc.send("CHATHISTORY LATEST bob * 10")
+    start, inside, _ = batch_of(irc)
+    assert start.params[1:] == ("chathistory", "bob")
+    assert [(m.source.split("!")[0], m.params) for m in inside] == [
+        ("alice", ("bob", "are you free?")), ("bob", ("alice", "yes"))]
+    stranger = connect((server.host, server.ports[1]), "mallory", "draft/chathistory")
+    stranger.send("CHATHISTORY LATEST bob * 10")
+    fail = stranger.expect("FAIL")
+    assert fail.params[:4] == ("CHATHISTORY", "INVALID_TARGET", "LATEST", "bob")
+    bob.close()

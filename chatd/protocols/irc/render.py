@@ -259,8 +259,8 @@ class IrcRenderer(Renderer):
         if event.source.is_session(viewer):
             if event.__class__ is Invite:  # the inviter's own: RPL_INVITING
                 return self._encode(self._inviting(event), event)
-            if not self._shows_own(event):
-                return b""
+            if not event.replay and not self._shows_own(event):
+                return b""  # history shows both sides of a conversation, echo or not
         lines = self.lines(event)
         if tag is not None and self.labeled and lines:
             return self._encode(self._labeled(lines, event, tag), event)
