@@ -274,6 +274,10 @@ def test_labeled_ping_echo_ack_and_a_join_in_a_batch(irc_server):
     assert commands[0] == "JOIN" and "353" in commands and commands[-1] == "366"
     assert all(m.tags.get("batch") == start.params[0][1:] for m in inside)
     assert all("label" not in m.tags for m in inside)
+    irc.send("@label=j2 JOIN #a,#b")  # one command, two joins: one answer
+    start, inside, _ = batch_of(irc)
+    assert start.tags == {"label": "j2"}
+    assert [m.params[0] for m in inside if m.command == "JOIN"] == ["#a", "#b"]
     irc.send("CAP REQ :-echo-message")
     irc.expect("CAP")
     irc.send("@label=m2 PRIVMSG #lobby :quiet")

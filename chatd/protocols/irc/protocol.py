@@ -25,6 +25,15 @@ Then every message goes to the command mapping (``commands.translate``) except
 what this module serves itself: ``CAP`` (a ``REQ`` changes the renderer: one per
 capability set, shared), ``PING``/``PONG``, and ``PASS``/``USER`` (``462``).
 
+labeled-response: after registration, a message with ``@label`` (from a client
+with the capability) becomes requests tagged with a number of this connection's;
+the domain brackets the handling of each (``replying_to``), and of each answer that
+comes later (``replying_later`` counts those), and what is delivered meanwhile is
+kept until the message's last request is answered, then written as one answer:
+``ACK``, the one message labelled, or a ``labeled-response`` batch
+(``render.labeled``).  A ``CHATHISTORY`` is gathered the same way, labelled or
+not, so that a chatd error answering it is written as ``FAIL CHATHISTORY``.
+
 Keepalive: after ``ping_seconds`` with no line from the client the server sends
 ``PING``; with still no line ``ping_timeout_seconds`` later, ``ERROR :Closing link:
 Ping timeout`` and the connection closes.  Every limit that closes an IRC
