@@ -283,6 +283,8 @@ def test_labeled_ping_echo_ack_and_a_join_in_a_batch(irc_server):
     irc.send("@label=m2 PRIVMSG #lobby :quiet")
     ack = irc.expect("ACK")
     assert ack.tags == {"label": "m2"} and ack.params == ()
+    irc.send("@label=o1 PONG :nothing to say")  # no request at all: ACK too
+    assert irc.expect("ACK").tags == {"label": "o1"}
 
 
 def test_a_labeled_error_and_a_labeled_whois(irc_server):
@@ -417,3 +419,37 @@ def test_chathistory_of_a_private_conversation(chatd_server):
     fail = stranger.expect("FAIL")
     assert fail.params[:4] == ("CHATHISTORY", "INVALID_TARGET", "LATEST", "bob")
     bob.close()
+
+
+def test_picked_lines_merge_memory_and_disk_in_process():
+    """Lines not on disk yet (a slow or full disk: the writer is behind) are picked from
+    memory, a line in both is one line, and the limit keeps the right end."""
+    from types import SimpleNamespace
+
+    from chatd.builtin import history
+
+    def record(seq: int) -> tuple:
+        return (seq, 1000.0 + seq, "message", "bob", "#dev", f"m{seq}", seq, None, None,
+                None, None)
+
+    on_disk = [record(seq) for seq in range(1, 5)]
+    asked: list[tuple] = []
+
+    def read(sql: str, params: tuple) -> list:
+        asked.append(params)
+        newest = "DESC" in sql
+        rows = [r for r in on_disk if r[0] > params[1]] if ">" in sql else list(on_disk)
+        rows.sort(reverse=newest)
+        return rows[:params[-1]]
+
+    server = SimpleNamespace(store=SimpleNamespace(read=read))
+    held = [record(seq) for seq in range(3, 8)]  # 3, 4 also on disk; 5..7 not yet
+    latest = history.Query("latest", (None,), 3)
+    assert [r[0] for r in history._selected(server, held, "#dev", latest)] == [5, 6, 7]
+    after = history.Query("after", (history.Ref("msgid", 2),), 4)
+    assert [r[0] for r in history._selected(server, held, "#dev", after)] == [3, 4, 5, 6]
+    assert asked[-1] == ("#dev", 2, 4)  # one bounded read
+    assert history.parse_timestamp("2026-12-07T03:00:00.250Z") == 1796612400.25
+    assert history.parse_timestamp("2026-12-07T03:00:00Z") == 1796612400.0
+    assert history.parse_timestamp("2026-13-07T03:00:00Z") is None
+    assert history.parse_timestamp("2026-12-07 03:00:00") is None
