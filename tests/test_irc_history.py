@@ -184,6 +184,8 @@ def test_chathistory_before_after_latest_around_between_by_msgid(six):
     assert ask(irc, f"CHATHISTORY BETWEEN #dev msgid={ids['m6']} msgid={ids['m1']} 2") == \
         ["m4", "m5"]
     assert ask(irc, f"CHATHISTORY BEFORE #dev msgid={ids['m1']} 5") == []  # an empty batch
+    # The msgid of the second piece of a split line names its line.
+    assert ask(irc, f"CHATHISTORY AFTER #dev msgid={ids['m5']}-1 5") == ["m6"]
 
 
 def test_chathistory_by_timestamp(six):

@@ -600,6 +600,8 @@ def _parse_ref(word: str, *, star: bool) -> Ref | None:
         return None
     kind, _, value = word.partition("=")
     kind = kind.lower()
+    if kind == "msgid":
+        value = value.partition("-")[0]  # IRC's id of a piece of a split line: its line's
     if kind == "msgid" and value.isascii() and value.isdigit() and len(value) < 19:
         return Ref("msgid", int(value))
     if kind == "timestamp":

@@ -543,7 +543,7 @@ MSGREFTYPES = ("msgid", "timestamp")
 #: ``CHATHISTORY`` subcommands and the references each takes.
 _CHATHISTORY_REFS = {"LATEST": 1, "BEFORE": 1, "AFTER": 1, "AROUND": 1, "BETWEEN": 2}
 _TIMESTAMP = re.compile(r"timestamp=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
-_MSGID = re.compile(r"msgid=\d{1,18}")
+_MSGID = re.compile(r"msgid=\d{1,18}(-\d{1,4})?")  # "-1": a piece of a split line
 
 
 def _fail(state: State, code: str, *params: str) -> Message:
