@@ -353,7 +353,8 @@ def _mode_sentence(e: ModeChange, item: ModeItem) -> str:
 
 
 def _mode(e: ModeChange) -> bytes:
-    return _said(e, *(_mode_sentence(e, item) for item in e.changes))
+    """A sentence per change, each one line (names from another node may hold breaks)."""
+    return _said(e, *(_mode_sentence(e, item).replace("\n", " ") for item in e.changes))
 
 
 def _invite(e: Invite) -> bytes:
