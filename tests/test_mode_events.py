@@ -80,7 +80,7 @@ def test_each_change_renders_in_every_protocol(item, extra, sentence, params):
     assert obj.get("text", "") == extra.get("text", "")
     assert obj.get("seconds") == extra.get("seconds")
     if "seconds" in extra:  # whole seconds as a JSON integer: 3600, not 3600.0
-        assert f'"seconds":{int(extra["seconds"])},'.encode() in JSONL.render(event)
+        assert re.search(rb'"seconds":%d[,}]' % int(extra["seconds"]), JSONL.render(event))
     [mode] = irc_lines(event)
     assert (mode.command, mode.source, mode.params) == ("MODE", "alice!guest-3@ab12.cloak",
                                                         params)
