@@ -38,7 +38,9 @@ The form (``SCHEMA_VERSION`` 1), keys in this order, absent when empty::
 the kind's own fields
     ``quiet`` (join, part: only when true), ``invitee`` (invite), ``kicked_by`` (part: a kick's
     operator, internal, only when one), ``old`` and ``new`` (nick),
-    ``rooms`` (quit, nick: a list, only when not empty); ``to_account``,
+    ``rooms`` (quit, nick: a list, only when not empty); ``changes`` (mode: a list of
+    objects ``mode``, ``on``, ``arg`` and ``nick`` when set) and ``seconds`` (mode: only
+    when the change lasts a time); ``to_account``,
     ``to_session``, ``to_away`` (privmsg: the recipient as presence found it,
     internal, only when known).
 
@@ -87,6 +89,8 @@ from .events import (
     Invite,
     Join,
     Message,
+    ModeChange,
+    ModeItem,
     NickChange,
     Notice,
     Part,
@@ -275,6 +279,48 @@ OLD = Extra("old", lambda value: value, lambda d, key: _string(d, key, ""))
 NEW = Extra("new", lambda value: value, lambda d, key: _string(d, key, ""))
 INVITEE = Extra("invitee", lambda value: value, lambda d, key: _string(d, key, ""))
 CODE = Extra("code", lambda value: value, lambda d, key: _string(d, key, "error"))
+
+
+def _encode_changes(changes: tuple[ModeItem, ...]) -> list[dict[str, Any]] | None:
+    """A mode change's items as objects: ``mode``, ``on``, ``arg`` always (a program
+    reads one shape), ``nick`` only when it is set."""
+    if not changes:
+        return None
+    return [{"mode": c.mode, "on": c.on, "arg": c.arg, **({"nick": c.nick} if c.nick else {})}
+            for c in changes]
+
+
+def _decode_changes(d: dict[str, Any], key: str) -> tuple[ModeItem, ...]:
+    value = d.get(key, ())
+    if not isinstance(value, (list, tuple)):
+        raise CodecError(f"{key!r} must be a list of objects")
+    items = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise CodecError(f"{key!r} must be a list of objects, not {item!r}")
+        mode = _string(item, "mode", "")
+        if not mode:
+            raise CodecError(f"each of {key!r} needs a 'mode'")
+        if item.get("on").__class__ is not bool:
+            raise CodecError(f"each of {key!r} needs 'on': true or false")
+        items.append(ModeItem(mode, item["on"], _string(item, "arg", ""),
+                              _string(item, "nick", "")))
+    return tuple(items)
+
+
+def _decode_seconds(d: dict[str, Any], key: str) -> float | None:
+    value = d.get(key)
+    if value is None:
+        return None
+    if value.__class__ not in (int, float) or not 0 < value < TIME_LIMIT:
+        raise CodecError(f"{key!r} must be a number of seconds above 0, not {value!r}")
+    return float(value)
+
+
+#: A mode change's items and how long it lasts (a ban or mute with a time).
+CHANGES = Extra("changes", _encode_changes, _decode_changes)
+SECONDS = Extra("seconds", lambda value: None if value is None else
+                int(value) if value == int(value) else value, _decode_seconds)
 #: A private message's recipient, as the presence answer found it (internal).
 TO_ACCOUNT = Extra("to_account", lambda value: value, _optional_string, internal=True)
 TO_SESSION = Extra("to_session", lambda value: value, _optional_string, internal=True)
@@ -336,7 +382,7 @@ for _kind in (
     event_kind(Away), event_kind(Join, QUIET), event_kind(Part, QUIET, KICKED_BY),
     event_kind(Quit, ROOMS), event_kind(NickChange, OLD, NEW, ROOMS),
     event_kind(Notice), event_kind(Error, CODE), event_kind(Invite, INVITEE),
-    event_kind(RoomCreated),
+    event_kind(ModeChange, CHANGES, SECONDS), event_kind(RoomCreated),
     event_kind(RoomRemoved),
 ):
     register(_kind)

@@ -292,14 +292,56 @@ class Error(Event):
 
 @dataclass(frozen=True, slots=True)
 class Invite(Event):
-    """``source`` invited ``invitee`` (a nick) to the room ``target``.  Delivered only
-    to renderers that show invitations (``Renderer.shows_invites``: IRC's ``INVITE``)
-    -- the invitee, and the room's members whose renderer also ``notifies_invites``
-    (IRC's ``invite-notify``); the others are told in words (a notice)."""
+    """``source`` invited ``invitee`` (a nick) to the room ``target``.  Delivered to the
+    invitee (every protocol renders it: IRC's ``INVITE``), to the inviter where its
+    renderer ``shows_invites`` (IRC's ``341``) and to the room's members whose
+    renderer ``notifies_invites`` (IRC's ``invite-notify``)."""
 
     invitee: str = field(default="", kw_only=True)
 
     kind: ClassVar[str] = "invite"
+
+
+#: The neutral names of the room modes a :class:`ModeChange` may carry, in the order a
+#: protocol lists them: IRC maps them to ``+o``, ``+b``, ``+q``, ``+i`` and ``+t``.
+MODES = ("op", "ban", "mute", "invite_only", "topic_lock")
+
+
+@dataclass(frozen=True, slots=True)
+class ModeItem:
+    """One change of a :class:`ModeChange`: ``mode`` (one of :data:`MODES`) turned on or
+    off, with what it names.
+
+    ``arg``: what the change is about in chatd's words: the account made (or no longer)
+    an operator; the nick or mask a ban or mute was set for (or lifted); "" for a
+    setting.  ``nick``: the nick an ``op`` change names when it differs from ``arg``
+    (the founder typed a nick identified to another account), "" otherwise: IRC's
+    ``+o`` needs the nick in the room, the line protocol says the account.
+    """
+
+    mode: str
+    on: bool
+    arg: str = ""
+    nick: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ModeChange(Event):
+    """``source`` changed the rules of the room ``target``: ``changes`` in the order they
+    were made (one command may make several).  ``text`` is the reason given (a ban or
+    a mute), ``seconds`` how long a ban or mute lasts (None: until lifted).
+
+    Made through ``server.mode_changed`` (moderation's ``/op``, ``/ban``, ``/mute``,
+    their undoing, ``/roomset``; any plugin that keeps rules of its own), delivered to
+    the room's members and to the one who made it.  The line protocol shows the
+    sentence it always did (``*** alice banned bob in #dev``), jsonl a ``mode`` object,
+    IRC ``:alice!u@h MODE #dev +b bob!*@*``.
+    """
+
+    changes: tuple[ModeItem, ...] = field(default=(), kw_only=True)
+    seconds: float | None = field(default=None, kw_only=True)
+
+    kind: ClassVar[str] = "mode"
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +363,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
         Message, Action, PrivateMessage, Topic, Away, Join, Part, Quit, NickChange,
-        Notice, Error, Invite, RoomCreated, RoomRemoved,
+        Notice, Error, Invite, ModeChange, RoomCreated, RoomRemoved,
     )
 }
 
@@ -345,6 +387,7 @@ def next_event_id(after: int, node_number: int = 0, node_count: int = 1) -> int:
 
 __all__ = [
     "EVENT_TYPES",
+    "MODES",
     "USER_TEXT_KINDS",
     "Action",
     "Away",
@@ -353,6 +396,8 @@ __all__ = [
     "Invite",
     "Join",
     "Message",
+    "ModeChange",
+    "ModeItem",
     "NickChange",
     "Notice",
     "Part",

@@ -472,11 +472,6 @@ def test_kick_and_invite_only_through_the_library(irc_server, lib):
     assert bob.expect("join", lambda e: e.source.nick == "carol").target == "#dev"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "render.py: a channel mode change reaches the members as a NOTICE to the channel "
-    "('alice set invite-only on in #dev', 'alice made bob an operator of #dev'), not as "
-    "':alice!… MODE #dev +i' / 'MODE #dev +o bob': clients never update the channel's "
-    "modes or their nick list's @ (the issue: IRC users see mode changes)"))
 def test_a_mode_change_reaches_the_members_as_mode(irc_server, lib):
     server = irc_server()
     alice, _bob, carol = founded_room(server, lib)

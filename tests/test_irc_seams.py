@@ -410,15 +410,16 @@ def test_an_invitation_is_invite_for_the_invitee_and_for_members_with_invite_not
     expect_exact(line_guest, "*** alice invites you to #dev: /join #dev")
 
 
-def test_a_jsonl_invitee_gets_its_notice_and_no_invite_object(chatd_server):
+def test_a_jsonl_invitee_gets_an_invite_object_and_no_notice(chatd_server):
     from test_moderation import _founded, _see
     server = chatd_server(listen=[{"port": 0}, {"port": 0, "protocol": "jsonl"}])
     alice = _founded(server, "alice", "#dev")
     bot = server.json_client()
     alice.send(f"/invite {bot.nick} #dev")
     _see(alice, f"*** alice invited {bot.nick} to #dev")
-    notice = bot.expect(type="notice")
-    assert notice["text"] == "alice invites you to #dev: /join #dev"
+    invite = bot.expect(type="invite")
+    assert (invite["from"], invite["room"], invite["invitee"]) == ("alice", "#dev", bot.nick)
     bot.send(cmd="who", room="#lobby", id="fence")
     bot.expect(re="fence")
-    assert "invite" not in [obj.get("type") for obj in bot.history]  # jsonl: unchanged
+    assert not [obj for obj in bot.history  # a bot never parses the words of it
+                if obj.get("type") == "notice" and "invites you" in obj.get("text", "")]

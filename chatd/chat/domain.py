@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..delivery import DeliveryBackend, LocalBackend, Person, nick_key
 from ..events import (
+    MODES,
     Action,
     Away,
     Error,
@@ -49,6 +50,8 @@ from ..events import (
     Invite,
     Join,
     Message,
+    ModeChange,
+    ModeItem,
     NickChange,
     Notice,
     Part,
@@ -475,12 +478,13 @@ class ChatDomain:
         return event
 
     def invited(self, client: Client, target: Client, room_name: str) -> Event:
-        """``client`` invited ``target`` to ``room_name``: an ``Invite`` for the protocols
-        that show one (IRC's ``INVITE``): the invitee, the inviter (IRC's ``341``), and
-        the room's members whose renderer notifies invitations (``invite-notify``),
-        each once."""
+        """``client`` invited ``target`` to ``room_name``: an ``Invite`` to the invitee
+        (every protocol shows it its invitation: IRC's ``INVITE``, a line's notice, a
+        jsonl object), to the inviter if its renderer shows its own (IRC's ``341``),
+        and to the room's members whose renderer notifies invitations
+        (``invite-notify``), each once."""
         event = self.new_event(Invite, client.source, room_name, "", invitee=target.nick)
-        if target.link.renderer.shows_invites:
+        if target.link.connected:
             self.backend.to_client(event, target)
         if client is not target and client.link.renderer.shows_invites:
             self.backend.to_client(event, client)  # its own: IRC's 341 to the inviter
@@ -490,6 +494,24 @@ class ChatDomain:
                 if (member is not target and member is not client
                         and member.link.renderer.notifies_invites):
                     self.backend.to_client(event, member)
+        return event
+
+    def mode_changed(self, client: Client, room_name: str, changes: tuple[ModeItem, ...],
+                     reason: str = "", seconds: float | None = None) -> Event:
+        """``client`` changed the rules of ``room_name``: a ``ModeChange`` to the room's
+        members (``client``'s own copy first, so it answers its request) and to
+        ``client`` if it is not one of them (a room nobody is in, a server operator
+        acting from outside)."""
+        unknown = [item.mode for item in changes if item.mode not in MODES]
+        if unknown or not changes:
+            raise ValueError(f"a mode change needs changes of {MODES}, not {unknown or 'none'}")
+        event = self.new_event(ModeChange, client.source, room_name, reason,
+                               changes=tuple(changes), seconds=seconds)
+        room = self.rooms.get(room_name)
+        if client.link.connected:
+            self.backend.to_client(event, client)
+        if room is not None and room.members:
+            self.backend.to_room(event, room, exclude=client)
         return event
 
     def _tell_away(self, client: Client, event: Event) -> None:

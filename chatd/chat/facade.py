@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..delivery import LocalBackend, member, nick_key
-from ..events import Event
+from ..events import Event, ModeItem
 from ..replies import MemberEntry
 from ..stash import Stash
 from .tables import PluginStore
@@ -376,10 +376,22 @@ class Server:
 
     def invited(self, client: Client, target: Client, room: str) -> Event:
         """``client`` invited ``target`` to the room named ``room`` (moderation's
-        ``/invite``, once it let it): an ``Invite`` event for the protocols that show
-        one (IRC: ``INVITE`` to the invitee, and to the room's members with
-        ``invite-notify``); the others are not sent it (tell them in words)."""
+        ``/invite``, once it let it): an ``Invite`` event to the invitee, whatever its
+        protocol (IRC's ``INVITE``, the line protocol's ``*** alice invites you to
+        #dev``, jsonl's ``invite`` object), to the inviter on IRC (``341``) and to the
+        room's members with ``invite-notify``; tell the room yourself if you wish."""
         return self._domain.invited(client, target, room)
+
+    def mode_changed(self, client: Client, room: str, changes: Iterable[ModeItem], *,
+                     reason: str = "", seconds: float | None = None) -> Event:
+        """``client`` changed the rules of the room named ``room``: ``changes`` (each a
+        :class:`~chatd.events.ModeItem` of :data:`~chatd.events.MODES`: ``op``, ``ban``,
+        ``mute``, ``invite_only``, ``topic_lock``, on or off), ``reason`` and ``seconds``
+        (a ban's or mute's, None: until lifted).  Tells them as a ``ModeChange`` event to
+        the room's members and to ``client``: the line protocol's sentence, jsonl's
+        ``mode`` object, IRC's ``MODE``.  Call it once the change is made (and kept):
+        it announces, it decides nothing.  Raises ValueError for an unknown mode."""
+        return self._domain.mode_changed(client, room, tuple(changes), reason, seconds)
 
     def quit(self, client: Client, reason: str = "") -> None:
         """Disconnect ``client`` as if it typed ``/quit reason`` (the reason is filtered)."""

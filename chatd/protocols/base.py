@@ -259,9 +259,9 @@ class Renderer:
     #: Whether the clients of this renderer are told when a member of their rooms goes
     #: away or comes back (IRC's ``away-notify``); the others are never sent ``Away``.
     shows_away: bool = False
-    #: Whether an invitation to a room is shown to an invitee of this renderer as an
-    #: ``Invite`` event (IRC's ``INVITE``); and to the room's members too
-    #: (``notifies_invites``: IRC's ``invite-notify``).  Others get a notice in words.
+    #: Whether the inviter is sent its own ``Invite`` (IRC's ``341``); and the room's
+    #: members too (``notifies_invites``: IRC's ``invite-notify``).  The invitee is
+    #: sent it by every protocol: each renders it (a line's notice, jsonl's object).
     shows_invites: bool = False
     notifies_invites: bool = False
     #: Whether the clients of this renderer are shown a room's recent lines when they

@@ -146,6 +146,10 @@ class JsonlRenderer(Renderer):
         rooms = obj.get("rooms")
         if rooms is not None and rooms.__class__ is list:
             obj["rooms"] = [_name_for_program(r) if r.__class__ is str else r for r in rooms]
+        changes = obj.get("changes")  # a mode change's items name nicks and masks
+        if changes is not None:
+            obj["changes"] = [{k: _name_for_program(v) if v.__class__ is str else v
+                               for k, v in change.items()} for change in changes]
         if "to" in obj and event.__class__ is not PrivateMessage:
             del obj["to"]
         if isinstance(event, Reply):

@@ -59,8 +59,11 @@ from ..events import (
     Action,
     Error,
     Event,
+    Invite,
     Join,
     Message,
+    ModeChange,
+    ModeItem,
     NickChange,
     Notice,
     Part,
@@ -320,6 +323,46 @@ def _room_modes(e: RoomModes) -> bytes:
                     f"invite-only {'on' if e.invite_only else 'off'}")
 
 
+def how_long(seconds: float | None) -> str:
+    """`` for 2 h`` (a ban's or mute's time, in the largest unit it is a whole number
+    of), "" for one until lifted."""
+    if seconds is None:
+        return ""
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f" for {int(seconds // size)} {unit}"
+    return f" for {int(seconds)} s"
+
+
+def _mode_sentence(e: ModeChange, item: ModeItem) -> str:
+    """One change as moderation always said it: ``alice banned bob in #dev for 1 h:
+    spam``, ``alice made bob an operator of #dev``, ``alice set invite-only on in #dev``."""
+    who, room, on = e.source.nick, e.target, item.on
+    if item.mode == "op":
+        return (f"{who} made {item.arg} an operator of {room}" if on
+                else f"{who} removed {item.arg} as an operator of {room}")
+    if item.mode in ("ban", "mute"):
+        if not on:
+            return f"{who} un{'banned' if item.mode == 'ban' else 'muted'} {item.arg} in {room}"
+        why = f": {inline(e.text)}" if e.text else ""
+        noun = "banned" if item.mode == "ban" else "muted"
+        return f"{who} {noun} {item.arg} in {room}{how_long(e.seconds)}{why}"
+    setting = item.mode.replace("_", "-")  # invite_only, topic_lock, a newer node's own
+    value = "on" if on else "off"
+    return f"{who} set {setting} {value} in {room}" + (f" ({item.arg})" if item.arg else "")
+
+
+def _mode(e: ModeChange) -> bytes:
+    """A sentence per change, each one line (names from another node may hold breaks)."""
+    return _said(e, *(_mode_sentence(e, item).replace("\n", " ") for item in e.changes))
+
+
+def _invite(e: Invite) -> bytes:
+    """The invitee's invitation (the only one the line protocol is sent: the room is
+    told in a notice of moderation's)."""
+    return _notice_line(f"{e.source.nick} invites you to {e.target}: /join {e.target}")
+
+
 _RENDER: dict[type[Event], Callable[..., bytes]] = {
     Message: lambda e: marked(f"<{e.source.nick}> ", e.text),
     Action: lambda e: marked(f"* {e.source.nick} ", e.text),
@@ -331,6 +374,8 @@ _RENDER: dict[type[Event], Callable[..., bytes]] = {
     Quit: _quit,
     NickChange: _nick,
     Topic: _topic,
+    ModeChange: _mode,
+    Invite: _invite,
     Names: _names,
     RoomList: _rooms,
     Whois: _whois,
@@ -355,10 +400,11 @@ class LineRenderer(Renderer):
         return render(event) if render is not None else b""
 
     def render_elsewhere(self, event: Event, rendered: bytes) -> bytes:
-        """``[#room] `` before each line of a room's event, for members talking elsewhere."""
+        """``[#room] `` before each line of a room's event, for members talking elsewhere
+        (not an invitation: it names the room, and its invitee is in none of it)."""
         data = rendered
         target = event.target
-        if not data or not target.startswith("#"):
+        if not data or not target.startswith("#") or event.__class__ is Invite:
             return data
         return _prefix_lines(utf8(f"[{sanitize(target)}] "), data)
 

@@ -36,7 +36,9 @@
 * A room may not be created, or registered, beside one whose name looks the
   same: ``#Iobby`` (a capital i) next to ``#lobby`` is refused, naming it.
 
-Every action is announced to the room and logged (``chatd.moderation``).
+Every action is announced to the room and logged (``chatd.moderation``); a change of
+a room's rules (op, ban, mute, their undoing, a setting) as a ``ModeChange`` through
+``server.mode_changed``, which each protocol renders (IRC: ``MODE``).
 Bans and mutes in a room that is not registered last while the room exists.
 
 The plugin is this package (pluggy registers it, so it names every hook

@@ -30,7 +30,8 @@ from chatd import (
     hookimpl,
 )
 from chatd.chat.nicks import nick_key, nick_problem
-from chatd.chat.rooms import room_key
+from chatd.chat.rooms import room_key, room_problem
+from chatd.events import ModeItem
 from chatd.replies import BanEntry, BanList, RoomModes
 
 from ..accounts import find_account
@@ -182,6 +183,16 @@ def _announce(client: Client, room: Room | None, text: str) -> None:
             client.notice(text)
     else:
         client.notice(text)
+
+
+def _changed(client: Client, name: str, item: ModeItem, logged: str, reason: str = "",
+             seconds: float | None = None) -> None:
+    """Tell the room ``name`` (and the one who did it) that its rules changed: a
+    ``ModeChange`` through the facade, which every protocol words its own way (the
+    line protocol as this plugin always did); and log ``logged``, the operator's
+    record in words."""
+    log.info("%s (by %s from %s)", logged, client.nick, client.address)
+    client.server.mode_changed(client, name, (item,), reason=reason, seconds=seconds)
 
 
 def _reason(words: list[str]) -> str:
@@ -402,7 +413,8 @@ def _set_entry_for(client: Client, kind: str, name: str, room: Room | None, rule
         save_entry(server, rules, kind, entry, entry.parsed.key)
     why = f": {reason}" if reason else ""
     subject = who.target or masks[0]
-    _announce(client, room, f"{client.nick} {noun} {subject} in {name}{_how_long(seconds)}{why}")
+    _changed(client, name, ModeItem(kind, True, subject),
+             f"{client.nick} {noun} {subject} in {name}{_how_long(seconds)}{why}", reason, seconds)
     left_out = masks != who.masks
     if who.target and (left_out or masks != [f"{who.target}!*@*"]):
         # What the nick stood for (an address among it) is for the operator's eyes only.
@@ -460,7 +472,8 @@ def _lift(client: Client, kind: str, name: str, room: Room | None, rules: RoomRu
     for key in keys:
         save_entry(server, rules, kind, None, key)
     verb = "unbanned" if kind == "ban" else "unmuted"
-    _announce(client, room, f"{client.nick} {verb} {subject} in {name}")
+    _changed(client, name, ModeItem(kind, False, subject),
+             f"{client.nick} {verb} {subject} in {name}")
     if len(lifted) > 1 or lifted[0].mask != subject:
         client.notice(f"lifted: {', '.join(_shown(client, [e.mask for e in lifted]))}")
 
@@ -555,9 +568,11 @@ def _set_operator_for(client: Client, who: str, name: str, room: Room | None,
         server.store.write("DELETE FROM room_operators WHERE room = ? AND account = ?",
                            (rules.key, account))
     publish_operators(server, rules)
+    nick = person.nick if person is not None else who
     verb = "made" if add else "removed"
     role = "an operator of" if add else "as an operator of"
-    _announce(client, room, f"{client.nick} {verb} {account} {role} {name}")
+    _changed(client, name, ModeItem("op", add, account, "" if nick == account else nick),
+             f"{client.nick} {verb} {account} {role} {name}")
 
 
 def _account_of(server: Server, who: str, target: Person | None) -> str:
@@ -582,15 +597,49 @@ def cmd_invite(client: Client, args: str) -> None:
     if not words:
         raise UsageError()
     nick = words.pop(0)
-    name, room, rules = _moderated_room(client, words)
+    name, room, rules = _invited_room(client, words)
     if words:
         raise UsageError()
     client.server.ask_whois(client, nick,
                             functools.partial(_invite_found, client, nick, name, room, rules))
 
 
-def _invite_found(client: Client, nick: str, name: str, room: Room | None, rules: RoomRules,
-                  person: Person | None) -> None:
+def _invited_room(client: Client, words: list[str]) -> tuple[str, Room | None, RoomRules | None]:
+    """The room ``/invite`` names first (or the current one), if the caller may invite
+    to it, as RFC 2812 says: a room's operators (and server operators) always; into an
+    invite-only room nobody else; into another room its members, and into a room
+    nobody is in (RFC 2812: it need not exist) anyone.  The rules come back only for
+    an operator: only an operator's invitation is kept (it opens an invite-only
+    room); a member's lets nobody in who could not join anyway."""
+    server = client.server
+    if words and words[0].startswith("#"):
+        name = words.pop(0)
+        problem = room_problem(name)
+        if problem is not None:
+            raise CommandError(f"not a room name: {name} ({problem})", code="no_such_room")
+        room = server.rooms.get(name)
+    elif client.room is not None:
+        room = client.room
+    else:
+        raise CommandError("you are not in a room; name one: #room", code="not_in_room")
+    if room is not None:
+        name = room.name
+    rules = rules_for(server, name)
+    if is_room_operator(client, rules):
+        rules = rules if rules is not None else rules_for(server, name, create=True)
+        assert rules is not None
+        return rules.name, room, rules
+    if rules is not None and rules.invite_only:
+        raise CommandError(f"permission denied: {rules.name} is invite-only; only its "
+                           "operators invite to it", code="not_operator")
+    if room is not None and client not in room.members:
+        raise CommandError(f"you are not in {name}: a room's members invite to it",
+                           code="not_in_room")
+    return rules.name if rules is not None else name, room, None
+
+
+def _invite_found(client: Client, nick: str, name: str, room: Room | None,
+                  rules: RoomRules | None, person: Person | None) -> None:
     """/invite's second half: who has the nick is known (now, or from another node)."""
     if person is None:
         raise CommandError(f"no such nick: {nick}", code="no_such_nick")
@@ -600,9 +649,10 @@ def _invite_found(client: Client, nick: str, name: str, room: Room | None, rules
                            "reaches only users of this one", code="remote_user")
     if room is not None and target in room.members:
         raise CommandError(f"{target.nick} is already in {name}", code="already_in_room")
-    rules.invited[target.id] = time.monotonic() + INVITE_SECONDS
-    target.notice(f"{client.nick} invites you to {name}: /join {name}")
-    client.server.invited(client, target, name)  # IRC's INVITE (and invite-notify)
+    if rules is not None:  # an operator's: it opens the room if it is invite-only
+        rules.invited[target.id] = time.monotonic() + INVITE_SECONDS
+    # The invitee is told by every protocol (IRC's INVITE), the inviter on IRC (341).
+    client.server.invited(client, target, name)
     _announce(client, room, f"{client.nick} invited {target.nick} to {name}")
 
 
@@ -612,13 +662,14 @@ def cmd_roomset(client: Client, args: str) -> None:
     if len(words) <= 1 and (not words or words[0].startswith("#")):
         _show_rules(client, words)
         return
-    name, room, rules = _moderated_room(client, words)
+    name, _room, rules = _moderated_room(client, words)
     if len(words) != 2 or words[0] not in _SETTINGS or words[1] not in ("on", "off"):
         raise UsageError(f"settings: {', '.join(_SETTINGS)}; values: on, off")
     setting, on = words[0], words[1] == "on"
     setattr(rules, _SETTINGS[setting], on)
     save_room(server, rules)
-    _announce(client, room, f"{client.nick} set {setting} {words[1]} in {name}")
+    _changed(client, name, ModeItem(_SETTINGS[setting], on),
+             f"{client.nick} set {setting} {words[1]} in {name}")
 
 
 def cmd_modes(client: Client, args: str) -> None:
@@ -677,8 +728,10 @@ def chatd_commands() -> list[Command]:
         Command("deop", cmd_deop, f"/deop {room} NICK",
                 "(room founders) take a room operator's powers away"),
         Command("invite", cmd_invite, "/invite NICK [#room]",
-                "(room operators) let someone into an invite-only room",
-                "The invite is good for one join within an hour."),
+                "invite someone to a room you are in",
+                "Any member may invite (as in IRC, RFC 2812), and anyone to a room\n"
+                "nobody is in; to an invite-only room only its operators, and\n"
+                "their invite lets the nick in for one join within an hour."),
         Command("modes", cmd_modes, f"/modes {room}",
                 "a room's settings as IRC's modes: +i invite-only, +t topic-lock"),
         Command("roomset", cmd_roomset, f"/roomset {room} [topic-lock|invite-only on|off]",

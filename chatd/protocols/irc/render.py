@@ -20,6 +20,8 @@ error                       its numeric (:data:`numerics.ERROR_NUMERICS`), or a
 join / part / quit / nick   ``JOIN`` (``extended-join``: account and real name),
                             ``PART``, ``QUIT``, ``NICK`` (from the old nick)
 topic                       ``TOPIC #room :text``
+mode change                 ``MODE #room +o nick`` (``op``), ``+b``/``+q`` with the
+                            mask (``ban``/``mute``), ``+i``, ``+t``; several in one
 away                        ``AWAY :text`` with ``away-notify``, else nothing
 names (``/names``, a join)  ``332`` (a join's greeting), ``353``\\ s, ``366``
 whois                       ``311 312 319 317 330 301 338 318``
@@ -70,6 +72,8 @@ from ...events import (
     Invite,
     Join,
     Message,
+    ModeChange,
+    ModeItem,
     NickChange,
     Notice,
     Part,
@@ -92,6 +96,7 @@ from ...replies import (
 )
 from ..base import Renderer
 from . import numerics as n
+from .commands import MODES_MAX
 from .wire import BODY_MAX
 from .wire import Message as Line
 
@@ -389,6 +394,32 @@ class IrcRenderer(Renderer):
                                       word(event.invitee, NICK_MAX),  # type: ignore[attr-defined]
                                       word(event.target, ROOM_MAX)), self.server_name)]
 
+    def _mode_change(self, event: ModeChange) -> list[Line]:
+        """``:op!u@h MODE #room +ob-i bob bob!*@*``: the changes in order, as many to a
+        line as ``MODES`` promises (a mode chatd does not map, a newer node's, is left
+        out); a ban or mute by nick as the mask IRC lists it (``nick!*@*``)."""
+        source = self.source_of(event)
+        room = word(event.target, ROOM_MAX)
+        out: list[Line] = []
+        letters, args, sign = "", [], ""
+        for item in event.changes:
+            letter = _MODE_LETTERS.get(item.mode)
+            if letter is None:
+                continue
+            arg = _mode_arg(item)
+            if arg is not None and len(args) == MODES_PER_LINE:
+                out.append(Line("MODE", (room, letters, *args), source))
+                letters, args, sign = "", [], ""
+            if sign != ("+" if item.on else "-"):
+                sign = "+" if item.on else "-"
+                letters += sign
+            letters += letter
+            if arg is not None:
+                args.append(arg)
+        if letters:
+            out.append(Line("MODE", (room, letters, *args), source))
+        return out
+
     def _kick(self, event: Event) -> list[Line]:
         """A kick (a part with ``kicked_by``): ``:op KICK #room nick :reason``, the reason
         without the "kicked by op: " the other protocols show (KICK says who)."""
@@ -677,6 +708,23 @@ def _mask(entry: BanEntry) -> str:
     return subject if "!" in subject or "@" in subject else f"{subject}!*@*"
 
 
+#: chatd's neutral mode names (:data:`chatd.events.MODES`) as IRC's channel mode letters.
+_MODE_LETTERS = {"op": "o", "ban": "b", "mute": "q", "invite_only": "i", "topic_lock": "t"}
+#: Mode changes with a parameter in one ``MODE`` line: ISUPPORT's ``MODES``.
+MODES_PER_LINE = MODES_MAX
+
+
+def _mode_arg(item: ModeItem) -> str | None:
+    """The parameter of one change: the nick made (or no longer) an operator, the mask
+    of a ban or mute (a nick as ``nick!*@*``, as ``367`` lists it); None for a setting."""
+    if item.mode == "op":
+        return word(item.nick or item.arg, NICK_MAX)
+    if item.mode in ("ban", "mute"):
+        subject = word(item.arg or "*", HOST_MAX)
+        return subject if "!" in subject or "@" in subject else f"{subject}!*@*"
+    return None
+
+
 def _subject(kind: str, text: str) -> str:
     """The ``nick``, ``room`` or ``command`` an error's text names (chatd's wording), for
     the numeric's parameter; ``*`` when it names none."""
@@ -706,6 +754,7 @@ _LINES: dict[type[Event], Callable[[IrcRenderer, Any], list[Line]]] = {
     Topic: IrcRenderer._topic,
     Away: IrcRenderer._away,
     Invite: IrcRenderer._invite,
+    ModeChange: IrcRenderer._mode_change,
     Names: IrcRenderer._names,
     RoomList: IrcRenderer._rooms,
     Whois: IrcRenderer._whois,
@@ -722,7 +771,7 @@ _LINES: dict[type[Event], Callable[[IrcRenderer, Any], list[Line]]] = {
 _REPLAYED = frozenset({Message, Action, PrivateMessage, Notice})
 #: Events whose lines carry ``@msgid`` with ``message-tags``.
 _WITH_MSGID = frozenset({Message, Action, PrivateMessage, Notice, Topic, Join, Part, Quit,
-                         NickChange})
+                         NickChange, ModeChange})
 
 _RENDERERS: dict[tuple[frozenset[str], str], IrcRenderer] = {}
 
