@@ -605,10 +605,8 @@ def docs_counts() -> tuple[int, int, int] | None:
 #: that makes one pass, or a regression that fails another, turns
 #: test_chatd_fails_only_the_known_cases red until this table and the docs follow.
 CHATD_GAPS = {
-    "notice_channel": "a user's NOTICE arrives as PRIVMSG (chatd has no notice from users)",
     "invite_341": "INVITE to a channel that is not invite-only needs a room operator "
                   "(482); RFC 2812 lets any member invite",
-    "lusers_251": "LUSERS is not supported (421)",
 }
 
 
@@ -672,9 +670,6 @@ def test_the_docs_state_both_counts(comparison):
         "docs/irc.md's comparison counts are out of date:\n" + comparison.table())
 
 
-@pytest.mark.xfail(strict=True, reason="chatd fails 3 cases ngIRCd passes (CHATD_GAPS: NOTICE "
-                   "as PRIVMSG, INVITE needs an operator, no LUSERS); ngIRCd fails 2 (431, "
-                   "417): 42 against 43")
 def test_chatd_passes_at_least_as_many_client_protocol_cases_as_ngircd(comparison):
     print(comparison.table())
     assert comparison.passed("chatd") >= comparison.passed("ngircd"), comparison.table()
