@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from test_accounts import registered
 from test_irc_session import IrcClient
 from test_moderation import PLUGINS as MODERATION_PLUGINS
 from test_moderation import _founded
@@ -35,6 +36,7 @@ from chatd.testing import write_config
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_PLUGINS = str(REPO / "plugins")
+LATER = str(REPO / "tests" / "laterpresence")
 OPER_PASSWORD = "oper-secret-1"
 ALICE = Source("alice", 7, node="n1", ident="al", host="h.cloak")
 
@@ -208,6 +210,29 @@ def test_a_muted_users_notice_is_dropped_quietly_on_irc_and_refused_on_line(chat
     carol.expect(r"^! you are muted in #dev")
     heard = line_fence(alice)
     assert not [h for h in heard if "muted notice" in h or "muted too" in h], heard
+
+
+def test_a_notice_is_held_to_the_registered_nick_rule(chatd_server):
+    server = three_listeners(chatd_server)
+    registered(server, "alice").close()
+    bob = line(server, "bob")
+    mallory = line(server, "alice")  # the name, not identified for it
+    mallory.send("/notice #lobby I am the real alice")
+    mallory.expect(r"^! alice is registered to someone else")
+    mallory.send("/notice bob I am the real alice")
+    mallory.expect(r"^! alice is registered to someone else")
+    assert not [h for h in line_fence(bob) if "real alice" in h]
+
+
+def test_an_irc_notice_answered_later_by_presence_stays_quiet(chatd_server):
+    """A backend whose answers come later (a cluster's): the lookup of a NOTICE's nick
+    is answered on a later pass, and its "no such nick" is still not told."""
+    server = three_listeners(chatd_server, plugin_dirs=[LATER], plugins={"laterpresence": {}})
+    alice = irc(server, "alice")
+    alice.send("NOTICE nobody :x")
+    assert [m for m in irc_fence(alice) if m.command.isdigit()] == []
+    alice.send("PRIVMSG nobody :x")
+    assert alice.expect("401").params[1] == "nobody"
 
 
 def test_notices_are_kept_in_history_and_replayed_as_notices(chatd_server, tmp_path):
