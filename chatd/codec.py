@@ -36,6 +36,7 @@ The form (``SCHEMA_VERSION`` 1), keys in this order, absent when empty::
 ``history``
     ``true`` for an event replayed from history (``replay``).
 the kind's own fields
+    ``notice`` (message, privmsg: a user's notice, only when true),
     ``quiet`` (join, part: only when true), ``invitee`` (invite), ``kicked_by`` (part: a kick's
     operator, internal, only when one), ``old`` and ``new`` (nick),
     ``rooms`` (quit, nick: a list, only when not empty); ``changes`` (mode: a list of
@@ -321,6 +322,8 @@ def _decode_seconds(d: dict[str, Any], key: str) -> float | None:
 CHANGES = Extra("changes", _encode_changes, _decode_changes)
 SECONDS = Extra("seconds", lambda value: None if value is None else
                 int(value) if value == int(value) else value, _decode_seconds)
+#: A message or private message that is a user's notice (public: jsonl shows it).
+NOTICE = Extra("notice", lambda value: True if value else None, _flag)
 #: A private message's recipient, as the presence answer found it (internal).
 TO_ACCOUNT = Extra("to_account", lambda value: value, _optional_string, internal=True)
 TO_SESSION = Extra("to_session", lambda value: value, _optional_string, internal=True)
@@ -377,8 +380,8 @@ def unregister(name: str) -> None:
 
 
 for _kind in (
-    event_kind(Message), event_kind(Action),
-    event_kind(PrivateMessage, TO_ACCOUNT, TO_SESSION, TO_AWAY), event_kind(Topic),
+    event_kind(Message, NOTICE), event_kind(Action),
+    event_kind(PrivateMessage, NOTICE, TO_ACCOUNT, TO_SESSION, TO_AWAY), event_kind(Topic),
     event_kind(Away), event_kind(Join, QUIET), event_kind(Part, QUIET, KICKED_BY),
     event_kind(Quit, ROOMS), event_kind(NickChange, OLD, NEW, ROOMS),
     event_kind(Notice), event_kind(Error, CODE), event_kind(Invite, INVITEE),

@@ -340,6 +340,8 @@ class LocalBackend:
         self._skeletons: dict[str, Recipient] = {}
         #: The clients connected to this process, by id.
         self.clients: dict[int, Recipient] = {}
+        #: The most clients connected at once since the backend was made (IRC's 265).
+        self.most_clients = 0
 
     # delivery
 
@@ -401,7 +403,10 @@ class LocalBackend:
 
     def connected(self, client: Recipient) -> None:
         """A new local client (the domain calls this before anything else)."""
-        self.clients[client.id] = client
+        clients = self.clients
+        clients[client.id] = client
+        if len(clients) > self.most_clients:
+            self.most_clients = len(clients)
 
     def disconnected(self, client: Recipient) -> None:
         self.clients.pop(client.id, None)

@@ -154,7 +154,15 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Message(Event):
-    """A chat line to a room (``target``); not echoed to its sender."""
+    """A chat line to a room (``target``); not echoed to its sender.
+
+    ``notice``: a notice from the user (IRC's ``NOTICE``, chatd's ``/notice``): held
+    to everything a message is (it is one), shown apart (IRC ``NOTICE``, the line
+    protocol ``-nick- text``, jsonl ``"notice": true``), and never answered
+    automatically (RFC 2812 3.3.2: plugins that reply to messages skip it).
+    """
+
+    notice: bool = field(default=False, kw_only=True)
 
     kind: ClassVar[str] = "message"
     carries_user_text: ClassVar[bool] = True
@@ -178,11 +186,14 @@ class PrivateMessage(Event):
     (``node:id``; the sender's own for a message to oneself) and its away message.
     Internal fields: the codec carries them (a cluster's bus), jsonl does not show
     them; a message replayed from history has none.
+
+    ``notice``: a private notice (see :class:`Message`).
     """
 
     to_account: str | None = None
     to_session: str | None = None
     to_away: str | None = None
+    notice: bool = field(default=False, kw_only=True)
 
     kind: ClassVar[str] = "privmsg"
     carries_user_text: ClassVar[bool] = True

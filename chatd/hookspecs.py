@@ -389,7 +389,9 @@ def chatd_message(client: Client, text: str, event: Event) -> None:
     ``text`` is the final, sanitised ``event.text``.  For logging, counting,
     mentions or bridging; the server itself delivers ``event`` afterwards
     (to the room, or to the nick of a private message).  Return values are
-    ignored.
+    ignored.  A message or private message with ``event.notice`` set is a
+    user's notice (``/notice``, IRC's ``NOTICE``): never answer one
+    automatically (RFC 2812 3.3.2).
     """
 
 

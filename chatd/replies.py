@@ -11,21 +11,29 @@ netcat user always read; jsonl shows the codec's public form (an object per
 kind, docs/protocols.md); an IRC listener will send numerics (the ``IRC``
 column below names them, so the fields carry what those need).
 
-=====================  ==============  ==========================================  ================
-class                  ``kind``        answers                                     IRC
-=====================  ==============  ==========================================  ================
-:class:`Names`         ``names``       ``/who``, ``/names``; the greeting of a     352/315, 353/366
-                                       ``/join`` (``greeting``)                    (332 on join)
-:class:`RoomList`      ``rooms``       ``/rooms`` (yours first), ``/list`` pages   321/322/323
-:class:`Whois`         ``whois``       ``/whois NICK``                             311/312/317/319
-                                                                                   /330/301/318
-:class:`RoomTopic`     ``room_topic``  ``/topic`` without text                     332/331
-:class:`Help`          ``help``        ``/help``, ``/help NAME``                   704/705/706
-:class:`HistoryMarker` ``history``     the edges of a replay or of ``/history``    BATCH start/end
-:class:`BanList`       ``bans``        ``/bans``                                   367/368, 728/729
-:class:`Online`        ``online``      ``/ison``, ``/userhost``                    303, 302
-:class:`RoomModes`     ``room_modes``  ``/modes``                                  324
-=====================  ==============  ==========================================  ================
+=====================  =================  ==========================================  ==========
+class                  ``kind``           answers                                     IRC
+=====================  =================  ==========================================  ==========
+:class:`Names`         ``names``          ``/who``, ``/names``; the greeting of a     352/315,
+                                          ``/join`` (``greeting``)                    353/366
+                                                                                      (332 on
+                                                                                      join)
+:class:`RoomList`      ``rooms``          ``/rooms`` (yours first), ``/list`` pages   321-323
+:class:`Whois`         ``whois``          ``/whois NICK``                             311/312/
+                                                                                      317/319/
+                                                                                      330/301/
+                                                                                      318
+:class:`RoomTopic`     ``room_topic``     ``/topic`` without text                     332/331
+:class:`Help`          ``help``           ``/help``, ``/help NAME``                   704-706
+:class:`HistoryMarker` ``history``        the edges of a replay or of ``/history``    BATCH
+:class:`BanList`       ``bans``           ``/bans``                                   367/368,
+                                                                                      728/729
+:class:`Online`        ``online``         ``/ison``, ``/userhost``                    303, 302
+:class:`RoomModes`     ``room_modes``     ``/modes``                                  324
+:class:`AwayStatus`    ``away_status``    ``/away``                                   306, 305
+:class:`ServerCounts`  ``server_counts``  ``/lusers`` (and after IRC registration)    251-255,
+                                                                                      265/266
+=====================  =================  ==========================================  ==========
 
 A reply's ``target`` is the nick of the client it answers, its ``source`` the
 server (and the plugin that answered, which the line protocol shows for a
@@ -334,10 +342,35 @@ class AwayStatus(Reply):
     kind: ClassVar[str] = "away_status"
 
 
+@dataclass(frozen=True, slots=True)
+class ServerCounts(Reply):
+    """How many are here (``/lusers``; IRC's LUSERS: 251-255, 265/266, also sent after
+    an IRC registration), counted by this node: the users and rooms of a cluster's
+    other nodes are not in it yet (``servers`` is 1)."""
+
+    #: Clients with a session (a nick): this node's.
+    users: int = field(kw_only=True)
+    #: Of them, hidden from lists: chatd has no invisible users (IRC's ``+i``), so 0.
+    invisible: int = field(kw_only=True)
+    #: Of them, server operators (``/oper``).
+    operators: int = field(kw_only=True)
+    #: Connections not yet a session (a TLS handshake, an IRC registration, a line
+    #: client's first quarter of a second).
+    unknown: int = field(kw_only=True)
+    #: Rooms that exist now (each has a member).
+    rooms: int = field(kw_only=True)
+    #: The most users this node had at once since it started.
+    most: int = field(kw_only=True)
+    #: The servers counted: this one.
+    servers: int = field(kw_only=True)
+
+    kind: ClassVar[str] = "server_counts"
+
+
 #: Every reply type by its ``kind`` (the codec registers each).
 REPLY_TYPES: dict[str, type[Reply]] = {
     cls.kind: cls for cls in (Names, RoomList, Whois, RoomTopic, Help, HistoryMarker, BanList,
-                              Online, RoomModes, AwayStatus)
+                              Online, RoomModes, AwayStatus, ServerCounts)
 }
 
 #: The record types a reply's lists hold, by class name (the codec reads annotations).
@@ -447,6 +480,7 @@ __all__ = [
     "RoomList",
     "RoomModes",
     "RoomTopic",
+    "ServerCounts",
     "Whois",
     "room_entries",
 ]

@@ -48,16 +48,26 @@ class Invoke:
     #: The sanitiser had to remove control characters from the line (see Command.exact_args).
     cleaned: bool = False
     tag: str | None = None
+    #: Errors this request causes are not told to the client (see :class:`Say`).
+    quiet: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Say:
-    """A chat message (or, with ``action``, an action) for ``room`` (None: the current room)."""
+    """A chat message (or, with ``action``, an action; with ``notice``, a user's notice)
+    for ``room`` (None: the current room).
+
+    ``quiet``: errors the request causes (not in the room, muted, a filter's refusal)
+    are not told to the client: IRC's ``NOTICE``, which RFC 2812 (3.3.2) says is never
+    answered automatically, by a server either.
+    """
 
     text: str
     room: str | None = None
     action: bool = False
     tag: str | None = None
+    notice: bool = False
+    quiet: bool = False
 
 
 @dataclass(frozen=True, slots=True)

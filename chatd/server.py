@@ -708,6 +708,10 @@ class ChatServer:
         """Swap in a fresh copy of the counters (one reference assignment: thread-safe)."""
         self.published_stats = self.stats_snapshot()
 
+    def open_connections(self) -> int:
+        """Connections open now, clients or not yet (admission counts them: O(1))."""
+        return self.admission.clients
+
     def stats_snapshot(self) -> dict[str, Any]:
         """All counters plus the live gauges, for /stats and the metrics exporter."""
         snapshot = self.stats.snapshot()

@@ -52,6 +52,8 @@ def chatd_addhooks(pluginmanager) -> None:  # type: ignore[no-untyped-def]
 def chatd_message(client: Client, text: str, event: Event) -> None:
     if event.kind not in ("message", "action"):
         return  # a private message's target reads it anyway; topics and reasons are not chat
+    if getattr(event, "notice", False):
+        return  # a user's notice is never answered automatically (IRC's NOTICE rule)
     asked: set[str] = set()
     told: set[str] = set()  # the sessions already mentioned: once per person and line
     for nick in _MENTION.findall(text):

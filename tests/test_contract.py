@@ -316,7 +316,7 @@ def test_help_lists_every_command_grouped_by_plugin(chatd_server):
         entry = re.fullmatch(r"\*\*\*   /(\S+).*\S", line)
         assert entry and current is not None, f"unexpected /help line {line!r}"
         groups[current].append(entry.group(1))
-    assert sorted(groups["commands"]) == ["help", "me", "msg", "nick", "quit"], groups
+    assert sorted(groups["commands"]) == ["help", "me", "msg", "nick", "notice", "quit"], groups
     rooms = ["join", "names", "part", "partall", "rooms", "switch", "topic", "who"]
     assert sorted(groups["rooms"]) == rooms, groups
 

@@ -198,8 +198,9 @@ def test_join_names_privmsg_action_notice_part_between_two_library_clients(irc_s
     private = alice.expect("privmsg")
     assert (private.source.nick, private.target, private.arguments) == ("bob", "alice", ["psst"])
     bob.conn.notice("alice", "a notice")
-    # chatd has no notice from users: it arrives as a message (docs/irc.md)
-    assert alice.expect("privmsg").arguments == ["a notice"]
+    assert alice.expect("privnotice").arguments == ["a notice"]  # a notice, as sent
+    bob.conn.notice("#dev", "a room notice")
+    assert alice.expect("pubnotice").arguments == ["a room notice"]
 
     bob.conn.part(["#dev"], "bye")
     parted = alice.expect("part")

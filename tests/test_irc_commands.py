@@ -298,10 +298,10 @@ def test_ctcp_to_a_nick_goes_as_it_is():
         Invoke("msg", "bob \x01ACTION waves\x01", cleaned=True)]
 
 
-def test_notice_is_delivered_like_privmsg_but_never_answered_here():
-    assert _run("NOTICE #a :hi") == [Say("hi", room="#a")]
+def test_notice_is_a_quiet_notice_and_never_answered_here():
+    assert _run("NOTICE #a :hi") == [Say("hi", room="#a", notice=True, quiet=True)]
     assert _run("NOTICE bob :\x01VERSION chatd\x01") == [
-        Invoke("msg", "bob \x01VERSION chatd\x01", cleaned=True)]
+        Invoke("notice", "bob \x01VERSION chatd\x01", quiet=True)]
     for line in ("NOTICE", "NOTICE #a", "NOTICE #a :\x01VERSION\x01", "NOTICE a,b,c,d,e :x",
                  "NOTICE NickServ :\x01VERSION x\x01", "NOTICE #a :\x01ACTION\x01"):
         assert _run(line) == [], line

@@ -604,10 +604,7 @@ def docs_counts() -> tuple[int, int, int] | None:
 #: The cases chatd fails today, each a defect or a documented gap (docs/irc.md). A fix
 #: that makes one pass, or a regression that fails another, turns
 #: test_chatd_fails_only_the_known_cases red until this table and the docs follow.
-CHATD_GAPS = {
-    "notice_channel": "a user's NOTICE arrives as PRIVMSG (chatd has no notice from users)",
-    "lusers_251": "LUSERS is not supported (421)",
-}
+CHATD_GAPS: dict[str, str] = {}
 
 
 @dataclass

@@ -203,7 +203,7 @@ def test_plugins_lists_every_plugin_and_its_commands(chatd_server):
     by_name = {line.split()[1]: line for line in listing}
     expected = {
         "rooms": "/join /switch /part /partall /rooms /who /names /topic",
-        "commands": "/help /nick /msg /me /quit",
+        "commands": "/help /nick /msg /notice /me /quit",
         "log": "-",
         "oper": "/oper /reload /kill /plugins /stats",
         "dice": "/roll",

@@ -1,4 +1,4 @@
-"""Built-in plugin *commands*: /help, /nick, /msg, /me, /quit.
+"""Built-in plugin *commands*: /help, /nick, /msg, /notice, /me, /quit.
 
 ``/help`` lists every command of every plugin, grouped by plugin, from the
 server's command table, so a plugin's commands show up without any extra work.
@@ -45,6 +45,23 @@ def cmd_msg(client: Client, args: str) -> None:
     client.server.private_message(client, target_nick, text)
 
 
+def cmd_notice(client: Client, args: str) -> None:
+    """``/notice #room text`` (a room you are in) or ``/notice NICK text``: a message
+    marked as a notice, which people's clients show apart and plugins never answer."""
+    target, _, text = args.partition(" ")
+    text = text.strip()
+    if not target or not text:
+        raise UsageError()
+    server = client.server
+    if not target.startswith("#"):
+        server.private_message(client, target, text, notice=True)
+        return
+    room = server.rooms.get(target)
+    if room is None or client not in room.members:
+        raise CommandError(f"you are not in {target}", code="not_in_room")
+    server.message(client, text, room, notice=True)
+
+
 def cmd_me(client: Client, args: str) -> None:
     if not args:
         raise UsageError()
@@ -72,6 +89,12 @@ def chatd_commands() -> list[Command]:
             exact_args=True,
         ),
         Command("msg", cmd_msg, "/msg NICK text", "send a private message"),
+        Command(
+            "notice", cmd_notice, "/notice #room|NICK text",
+            "send a notice to a room you are in, or to someone",
+            "A notice is a message shown apart (-nick- text); bots and plugins never\n"
+            "answer one automatically (IRC's NOTICE).",
+        ),
         Command("me", cmd_me, "/me action", "describe an action: * nick action"),
         Command("quit", cmd_quit, "/quit [reason]", "leave the server"),
     ]

@@ -103,6 +103,11 @@ SCHEMA = [
     ALTER TABLE history ADD COLUMN host TEXT;
     ALTER TABLE history ADD COLUMN account TEXT;
     """,
+    """
+    -- 1 for a user's notice (a message or private message with the codec's "notice"),
+    -- NULL otherwise and in rows from before this step.
+    ALTER TABLE history ADD COLUMN notice INTEGER;
+    """,
 ]
 
 _SPOKEN = frozenset({"message", "action", "topic"})
@@ -135,15 +140,15 @@ RANGES = {
 }
 
 #: One stored line: (seq, time, kind, nick, target, text, event id, node, ident, host,
-#: account): the fields of the event codec's form (:mod:`chatd.codec`: ``type``,
-#: ``from``, ``room``/``to``, ``id``, ``user`` as its two parts...) that history keeps;
-#: read back with ``codec.from_dict``.
+#: account, notice): the fields of the event codec's form (:mod:`chatd.codec`: ``type``,
+#: ``from``, ``room``/``to``, ``id``, ``user`` as its two parts, ``notice``...) that
+#: history keeps; read back with ``codec.from_dict``.
 Record = tuple[int, float, str, str, str, str, int, str | None, str | None, str | None,
-               str | None]
+               str | None, int | None]
 
 #: The columns of a Record, as read back (old rows have no event id: their seq stands in).
 _READ = ("SELECT seq, time, kind, nick, target, text, coalesce(event, seq), node, ident, "
-         "host, account FROM history ")
+         "host, account, notice FROM history ")
 
 #: How ``/history TARGET WHICH REF [REF] N`` picks lines (IRCv3 ``CHATHISTORY``'s names).
 SELECTORS = frozenset({"latest", "before", "after", "around", "between"})
@@ -318,7 +323,7 @@ def _retention(server: Server) -> None:
 
 
 _COLUMNS = ("seq", "room", "time", "kind", "nick", "target", "text", "event", "node",
-            "ident", "host", "account")
+            "ident", "host", "account", "notice")
 
 
 def _record(server: Server, event: Event, kind: str, room_name: str) -> None:
@@ -337,7 +342,8 @@ def _record(server: Server, event: Event, kind: str, room_name: str) -> None:
     # 0.7 us a line instead of 0.05 (measured), on the path of every line said.
     record = (seq, event.time, kind, source.nick, room_name, event.text, event.id,
               source.node or None, source.ident or None,
-              source.host or None if state.cloaked else None, source.account)
+              source.host or None if state.cloaked else None, source.account,
+              1 if kind == "message" and event.notice else None)  # type: ignore[attr-defined]
     lines = state.rooms.get(key)
     if lines is None:
         lines = state.rooms[key] = RoomLines(state.keep_lines)
@@ -380,7 +386,8 @@ def _record_private(client: Client, event: PrivateMessage) -> None:
     source = event.source
     record = (seq, event.time, "privmsg", client.account, to_account, event.text,
               event.id, source.node or None, source.ident or None,
-              source.host or None if state.cloaked else None, client.account)
+              source.host or None if state.cloaked else None, client.account,
+              1 if event.notice else None)
     store = server.store
     number = store.insert("history", _COLUMNS, (seq, key, *record[1:]))
     _private_lines(state, key).add(record, number, store.done)
@@ -523,9 +530,11 @@ def _events(records: list[Record]) -> list[Event]:
 def _event(record: Record) -> Event:
     """The stored line as the event it was, with its id (``replay`` set; its session is
     over, so ``client`` is 0), read back through the event codec."""
-    _seq, when, kind, nick, target, text, event_id, node, ident, host, account = record
+    _seq, when, kind, nick, target, text, event_id, node, ident, host, account, notice = record
     data: dict[str, Any] = {"v": SCHEMA_VERSION, "type": kind, "id": event_id, "time": when,
                             "from": nick, "client": 0, "text": text, "history": True}
+    if notice:
+        data["notice"] = True
     if node is not None:
         data["node"] = node
     if ident is not None or host is not None:

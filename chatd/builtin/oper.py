@@ -33,6 +33,9 @@ from .attempts import RecentFailures
 log = logging.getLogger("chatd.oper")
 
 IS_OPERATOR = StashKey[bool]()
+#: The ids of the clients that are operators now (server-wide), so counting them
+#: (``/lusers``, and every IRC registration's LUSERS) costs no walk over the clients.
+OPERATORS = StashKey[set[int]]()
 FAILED_ATTEMPTS = StashKey[RecentFailures]()
 CONNECTION_FAILURES = StashKey[int]()
 
@@ -51,6 +54,11 @@ def _password(server: Server) -> str | None:
 def is_operator(client: Client) -> bool:
     """Whether ``client`` has authenticated with /oper (other plugins may ask)."""
     return client.stash.get(IS_OPERATOR, False)
+
+
+def operators_online(server: Server) -> int:
+    """How many clients of this process are operators now (other plugins may ask)."""
+    return len(server.stash.get(OPERATORS, ()))
 
 
 def require_operator(client: Client) -> None:
@@ -85,6 +93,7 @@ def cmd_oper(client: Client, args: str) -> None:
                            code="too_many_attempts")
     if hmac.compare_digest(args.encode("utf-8"), password.encode("utf-8")):
         client.stash[IS_OPERATOR] = True
+        server.stash.setdefault(OPERATORS, set()).add(client.id)
         log.info("%s (%s:%d) is now an operator", client.nick, *client.peer)
         client.notice("you are now an operator")
         return
@@ -181,6 +190,13 @@ def cmd_plugins(client: Client, args: str) -> None:
         commands = " ".join("/" + c for c in info.commands) or "-"
         version = f" {info.version}" if info.version else ""
         client.notice(f"{info.name}{version} ({info.source}) commands: {commands}{state}")
+
+
+@hookimpl
+def chatd_client_disconnect(client: Client) -> None:
+    operators = client.server.stash.get(OPERATORS)
+    if operators is not None:
+        operators.discard(client.id)
 
 
 @hookimpl

@@ -1,5 +1,5 @@
-"""Built-in plugin *presence*: /list, /whois, /ison, /userhost and /away — who is where,
-and who is here.
+"""Built-in plugin *presence*: /list, /whois, /ison, /userhost, /lusers and /away — who
+is where, and who is here.
 
 * ``/list [page]`` lists the rooms with their member counts and topics, 20 a
   page, so the reply stays small however many rooms there are.
@@ -9,9 +9,13 @@ and who is here.
 * ``/ison NICK...`` and ``/userhost NICK...`` say which of the nicks are online (and,
   for ``/userhost``, their ``user@host``, cloaked as ``/whois`` shows it): IRC's
   ISON and USERHOST, for clients' notify lists.
+* ``/lusers`` counts who is here: users, operators, connections not yet a user,
+  rooms, and the most users at once (IRC's LUSERS; an IRC client is sent it
+  after registration, ``client.counts_at_start``).
 * ``/away [message]`` marks you away (no message: back).  Someone who sends you
-  a private message while you are away is told so, once per message; ``/who``
-  shows away users with ``(away)``.
+  a private message while you are away is told so, once per message (not for a
+  notice: a notice is never answered automatically); ``/who`` shows away users
+  with ``(away)``.
 
 ``/list`` and ``/whois`` answer with typed replies (:mod:`chatd.replies`:
 ``RoomList``, ``Whois``), which each protocol words its own way.
@@ -39,9 +43,17 @@ from chatd import (
     plural,
 )
 from chatd.events import PrivateMessage
-from chatd.replies import AwayStatus, Online, OnlineEntry, RoomList, Whois, room_entries
+from chatd.replies import (
+    AwayStatus,
+    Online,
+    OnlineEntry,
+    RoomList,
+    ServerCounts,
+    Whois,
+    room_entries,
+)
 
-from .oper import is_operator
+from .oper import is_operator, operators_online
 
 PAGE = 20
 AWAY_MAX = 200
@@ -121,6 +133,29 @@ def _online(client: Client, args: str, command: str, most: int) -> None:
         client.server.ask_whois(client, nick, functools.partial(answered, index))
 
 
+def cmd_lusers(client: Client, args: str) -> None:
+    _counts(client)
+
+
+def _counts(client: Client) -> None:
+    """``/lusers``: how many are here, every number counted, none walked for (a
+    registration burst of IRC clients asks once per client)."""
+    server = client.server
+    users = len(server.clients)
+    client.reply(ServerCounts, users=users, invisible=0, operators=operators_online(server),
+                 unknown=server.unregistered_connections, rooms=len(server.rooms),
+                 most=max(server.most_clients, users), servers=1)
+
+
+@hookimpl(tryfirst=True)
+def chatd_client_connect(client: Client) -> None:
+    """IRC's LUSERS after registration (``client.counts_at_start``): before the
+    welcome and the first join (this plugin is newer than *rooms*, whose
+    ``tryfirst`` implementation sends those)."""
+    if client.counts_at_start:
+        _counts(client)
+
+
 def cmd_away(client: Client, args: str) -> None:
     if not args.strip():
         if client.away is None:
@@ -137,7 +172,9 @@ def chatd_message(client: Client, event: Event) -> None:
     # The recipient's away message, as the presence answer that found it said (on
     # any node): carried by the event, no lookup here.
     if (isinstance(event, PrivateMessage) and event.to_away is not None
-            and event.to_session != client.session):
+            and event.to_session != client.session and not event.notice):
+        # Not for a notice: a notice is never answered automatically (RFC 2812 3.3.2,
+        # the reason IRC servers send no 301 to a NOTICE).
         # After the message itself is delivered (this hook runs just before).
         client.server.call_soon(client.notice, f"{event.target} is away: {event.to_away}")
 
@@ -160,6 +197,11 @@ def chatd_commands() -> list[Command]:
             "userhost", cmd_userhost, "/userhost NICK...",
             "the user@host of each nick that is online",
             f"At most {USERHOST_MAX} nicks (IRC's USERHOST); the host is cloaked as in /whois.",
+        ),
+        Command(
+            "lusers", cmd_lusers, "/lusers", "how many users, operators and rooms are here",
+            "Counted by this server: users, server operators, connections not yet a\n"
+            "user, rooms, and the most users at once since it started (IRC's LUSERS).",
         ),
         Command(
             "away", cmd_away, "/away [message]", "say you are away (alone: you are back)",

@@ -299,6 +299,12 @@ class Client:
         return bool(getattr(self.link.renderer, "replays_history", True))
 
     @property
+    def counts_at_start(self) -> bool:
+        """Whether this client is told the server's counts when its session begins
+        (``ChatProtocol.counts_at_start``: IRC's LUSERS after registration)."""
+        return bool(getattr(self.link, "counts_at_start", False))
+
+    @property
     def has_current_room(self) -> bool:
         """Whether the client's protocol has a current room, where a line without a room
         goes (``ChatProtocol.has_current_room``: line, jsonl); False on IRC, whose

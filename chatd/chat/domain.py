@@ -400,8 +400,9 @@ class ChatDomain:
         return event
 
     def say(self, client: Client, text: str, room: Room | None = None, *,
-            action: bool = False) -> Event | None:
-        """A chat line (or ``action``) from ``client`` for ``room`` (None: where it routes)."""
+            action: bool = False, notice: bool = False) -> Event | None:
+        """A chat line (or ``action``, or a user's ``notice``) from ``client`` for ``room``
+        (None: where it routes)."""
         self.stats.messages_in += 1
         if room is None:
             room = self.hooks.call_first("chatd_route_message", notify=client, client=client,
@@ -409,7 +410,12 @@ class ChatDomain:
             if room is None:
                 client.error("you are not in a room; /join one first", code="not_in_room")
                 return None
-        event = self.new_event(Action if action else Message, client.source, room.name, text)
+        if action:
+            event = self.new_event(Action, client.source, room.name, text)
+        elif notice:
+            event = self.new_event(Message, client.source, room.name, text, notice=True)
+        else:
+            event = self.new_event(Message, client.source, room.name, text)
         event = self._accept(client, event)
         if event is not None:
             self.backend.to_room(event, room, exclude=client)
@@ -418,22 +424,24 @@ class ChatDomain:
             self._delivered(event, client)
         return event
 
-    def private_message(self, client: Client, nick: str, text: str) -> Event | None:
-        """``text`` from ``client`` to ``nick``, found through the backend (on any node);
-        raises CommandError if nobody has it (told to the client instead when the
-        answer comes later).  The event, or None if dropped or not sent yet."""
+    def private_message(self, client: Client, nick: str, text: str, *,
+                        notice: bool = False) -> Event | None:
+        """``text`` from ``client`` to ``nick`` (a private ``notice``), found through the
+        backend (on any node); raises CommandError if nobody has it (told to the client
+        instead when the answer comes later).  The event, or None if dropped or not
+        sent yet."""
         sent: list[Event | None] = [None]
         self.ask(client, functools.partial(self.backend.find_nick, nick),
-                 functools.partial(self._private_message, client, nick, text, sent))
+                 functools.partial(self._private_message, client, nick, text, notice, sent))
         return sent[0]
 
-    def _private_message(self, client: Client, nick: str, text: str,
+    def _private_message(self, client: Client, nick: str, text: str, notice: bool,
                          sent: list[Event | None], target: Person | None) -> None:
         if target is None:
             raise CommandError(f"no such nick: {nick}", code="no_such_nick")
         event = self.new_event(PrivateMessage, client.source, target.nick, text,
                                to_account=target.account, to_session=target.session,
-                               to_away=target.away)
+                               to_away=target.away, notice=notice)
         event = self._accept(client, event)
         if event is None:
             return
@@ -794,6 +802,8 @@ class ChatDomain:
             )
 
     def error(self, client: Client, text: str, code: str = "error") -> None:
+        if self.intake.quiet is client:
+            return  # IRC's NOTICE is never answered automatically (RFC 2812 3.3.2)
         if client.link.connected:
             self.backend.to_client(
                 self.new_event(Error, self.server_source(), client.nick, text, code=code), client

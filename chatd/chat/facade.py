@@ -41,6 +41,8 @@ class Lifecycle(Protocol):
 
     def stats_snapshot(self) -> dict[str, Any]: ...
 
+    def open_connections(self) -> int: ...
+
 
 #: A password check for accounts (:meth:`Server.provide_account_check`): ``(account,
 #: password, address, alive, then)``, answering ``then(name | None, code | None)``.
@@ -133,6 +135,20 @@ class Server:
     def clients(self) -> Mapping[int, Client]:
         """Connected clients by id (read-only: the server adds and removes them)."""
         return self._domain.clients
+
+    @property
+    def unregistered_connections(self) -> int:
+        """Connections open to this process that are no client yet (a TLS handshake, an
+        IRC registration, a line client's first moments): IRC's "unknown connections"
+        (LUSERS 253).  0 for a server with no listeners (in-process tests)."""
+        if self._lifecycle is None:
+            return 0
+        return max(0, self._lifecycle.open_connections() - len(self._domain.clients))
+
+    @property
+    def most_clients(self) -> int:
+        """The most clients this process had at once since it started (LUSERS 265)."""
+        return self._domain.local.most_clients
 
     def find_client(self, nick: str) -> Client | None:
         """The client *connected to this process* with this nick (case-insensitive, or
@@ -343,24 +359,29 @@ class Server:
         """Handle what ``client`` sent while paused, in order, and read it again."""
         self._domain.intake.resume(client)
 
-    def message(self, client: Client, text: str, room: Room | None = None) -> Event | None:
-        """Send ``text`` as a chat line from ``client`` (to ``room``, or where it routes).
+    def message(self, client: Client, text: str, room: Room | None = None, *,
+                notice: bool = False) -> Event | None:
+        """Send ``text`` as a chat line from ``client`` (to ``room``, or where it routes);
+        with ``notice``, as the user's notice (``/notice``: a ``message`` event with
+        ``notice`` set, which plugins do not answer automatically).
 
         The same path a typed line takes: filters, ``chatd_message``, delivery.
         Returns the event, or None if a filter dropped it.
         """
-        return self._domain.say(client, text, room)
+        return self._domain.say(client, text, room, notice=notice)
 
     def action(self, client: Client, text: str, room: Room | None = None) -> Event | None:
         """Send ``text`` as an action (``/me``) from ``client``; see :meth:`message`."""
         return self._domain.say(client, text, room, action=True)
 
-    def private_message(self, client: Client, nick: str, text: str) -> Event | None:
-        """Send ``text`` from ``client`` to ``nick`` on any node; raises CommandError if
-        nobody has it.  The nick is looked up through the delivery backend
-        (:meth:`ask_whois`'s rules): answered later, the message is sent then, the
-        refusal told to the client, and None is returned now."""
-        return self._domain.private_message(client, nick, text)
+    def private_message(self, client: Client, nick: str, text: str, *,
+                        notice: bool = False) -> Event | None:
+        """Send ``text`` from ``client`` to ``nick`` on any node (with ``notice``, as a
+        private notice); raises CommandError if nobody has it.  The nick is looked up
+        through the delivery backend (:meth:`ask_whois`'s rules): answered later, the
+        message is sent then, the refusal told to the client, and None is returned
+        now."""
+        return self._domain.private_message(client, nick, text, notice=notice)
 
     def set_topic(self, client: Client, room: Room, text: str) -> Event | None:
         """Set the topic of ``room`` as ``client`` (filtered); the room is told."""

@@ -29,7 +29,9 @@ pause) and never for a client that only listens: an idle connection costs one
 slot.  Per server, what is being handled now: :attr:`Intake.speaking` (the
 client whose command runs: what its plugin posts to a room is its speech) and
 :attr:`Intake.replying` (the client whose tagged request is answered: a room
-event made meanwhile reaches it as a reply), which the domain reads.
+event made meanwhile reaches it as a reply) and :attr:`Intake.quiet` (the client
+whose ``quiet`` request runs: IRC's NOTICE, whose errors it is not told), which
+the domain reads.
 """
 
 from __future__ import annotations
@@ -112,6 +114,9 @@ class Intake:
         self.replying: Client | None = None
         #: That request's tag (the domain keeps it for an answer that comes later).
         self.tag: str | None = None
+        #: The client whose ``quiet`` request (IRC's NOTICE) is being handled, if any:
+        #: the errors it causes are not told to it (the domain's ``error``).
+        self.quiet: Client | None = None
 
     # -- the way in --------------------------------------------------------------------
 
@@ -320,6 +325,9 @@ class Intake:
                 link.replying_to(tag)
                 self.replying = client
                 self.tag = tag
+            quiet = getattr(item, "quiet", False)
+            if quiet:
+                self.quiet = client
             try:
                 if cls is Invoke:
                     self._command(client, item)  # type: ignore[arg-type]
@@ -339,6 +347,8 @@ class Intake:
                     link.replying_to(None)
                     self.replying = None
                     self.tag = None
+                if quiet:
+                    self.quiet = None
 
     def _say_to(self, client: Client, say: Say) -> None:
         if not say.text or say.text.isspace():
@@ -349,7 +359,7 @@ class Intake:
             if room is None or client not in room.members:
                 client.error(f"you are not in {say.room}", code="not_in_room")
                 return
-        self._domain.say(client, say.text, room, action=say.action)
+        self._domain.say(client, say.text, room, action=say.action, notice=say.notice)
 
     def _command(self, client: Client, invoke: Invoke) -> None:
         domain = self._domain

@@ -14,8 +14,9 @@ helper the domain and the facade's ``ask_*`` methods use:
   in order (the intake's hold: ``server.pause_requests``' mechanism; nobody
   else waits, the loop never blocks).  When the answer comes, ``then`` runs on
   the loop as the plugin that asked, with the request's reply tag (jsonl's
-  ``re``) and speech context restored; a ``CommandError`` it raises is told to
-  the client as its error; then what the client sent meanwhile is handled.
+  ``re``), speech context and quietness (IRC's NOTICE: told no error)
+  restored; a ``CommandError`` it raises is told to the client as its error
+  (unless quiet); then what the client sent meanwhile is handled.
 * **never answered**: after ``limits.presence_timeout_seconds`` the client is
   told ``the server did not answer in time; try again`` (or ``expired`` runs)
   and its requests go on; a late answer is dropped.  A client that disconnects
@@ -51,8 +52,8 @@ _ASKING, _WAITING, _DONE = 0, 1, 2
 class Question:
     """One presence question in flight: who asked, what to run with the answer."""
 
-    __slots__ = ("_domain", "client", "expired", "held", "late", "plugin", "speaking", "state",
-                 "tag", "then", "timer")
+    __slots__ = ("_domain", "client", "expired", "held", "late", "plugin", "quiet", "speaking",
+                 "state", "tag", "then", "timer")
 
     def __init__(self, domain: ChatDomain, client: Client | None, then: Callable[[Any], Any],
                  expired: Callable[[], Any] | None,
@@ -68,6 +69,7 @@ class Question:
         self.speaking: tuple[Client, Command] | None = None
         self.plugin: str | None = None
         self.held = False
+        self.quiet = False
 
     def answer(self, value: Any) -> None:
         """The continuation handed to the backend: at most once, on the loop."""
@@ -113,6 +115,7 @@ class Question:
                 self.tag = intake.tag
                 if self.tag is not None:
                     client.link.replying_later(self.tag)  # its answer comes later
+            self.quiet = intake.quiet is client
             speaking = intake.speaking
             if speaking is not None and speaking[0] is client:
                 self.speaking = speaking
@@ -149,11 +152,12 @@ class Question:
         domain = self._domain
         intake = domain.intake
         tag = self.tag
-        outer = intake.replying, intake.tag, intake.speaking
+        outer = intake.replying, intake.tag, intake.speaking, intake.quiet
         if tag is not None:
             client.link.replying_to(tag)  # type: ignore[union-attr]
             intake.replying, intake.tag = client, tag
         intake.speaking = self.speaking
+        intake.quiet = client if self.quiet else None
         try:
             if self.plugin is None:
                 function(*args)
@@ -168,7 +172,7 @@ class Question:
         finally:
             if tag is not None:
                 client.link.replying_to(None)  # type: ignore[union-attr]
-            intake.replying, intake.tag, intake.speaking = outer
+            intake.replying, intake.tag, intake.speaking, intake.quiet = outer
 
 
 def ask(domain: ChatDomain, client: Client | None,

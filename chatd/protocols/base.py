@@ -466,6 +466,11 @@ class ChatProtocol:
     #: False: every message names its target (IRC's ``PRIVMSG #room``), and those
     #: notices are not sent (plugins read it as ``client.has_current_room``).
     has_current_room: ClassVar[bool] = True
+    #: Whether a client of the protocol is told the server's counts (users, operators,
+    #: rooms: the *presence* plugin's ``/lusers``) when its session begins: IRC's
+    #: LUSERS block after registration, which clients expect; plugins read it as
+    #: ``client.counts_at_start``.
+    counts_at_start: ClassVar[bool] = False
 
     __slots__ = (
         "_door",

@@ -11,6 +11,7 @@ client's choosing that replies to this request carry back as ``"re"``)::
     {"cmd": "say", "text": "hello"}              # to the current room ("room" optional)
     {"cmd": "me", "text": "waves"}               # an action ("room" optional)
     {"cmd": "msg", "to": "bob", "text": "psst"}
+    {"cmd": "notice", "to": "#dev", "text": "deploy at 5"}   # or "to": "bob"
     {"cmd": "join", "room": "#dev"}      {"cmd": "part", "room": "#dev", "reason": "bye"}
     {"cmd": "nick", "nick": "alicebot"}  {"cmd": "topic", "room": "#dev", "text": "..."}
     {"cmd": "quit", "reason": "done"}    {"cmd": "who", "room": "#dev"}
@@ -183,6 +184,7 @@ RENDERER = JsonlRenderer()
 #: Commands whose fields are spelt out: (field, required, one word) in argument order.
 _FIELDS: dict[str, tuple[tuple[str, bool, bool], ...]] = {
     "msg": (("to", True, True), ("text", True, False)),
+    "notice": (("to", True, True), ("text", True, False)),
     "join": (("room", True, True),),
     "part": (("room", False, True), ("reason", False, False)),
     "nick": (("nick", True, True),),

@@ -13,6 +13,9 @@ marker              meaning                            example
 ``* nick ``         an action (``/me``)                ``* bob waves``
 ``*nick* ``         a private message to you           ``*bob* psst``
 ``-> *nick* ``      a private message you sent         ``-> *bob* psst``
+``-nick- ``         a notice from a user in the room   ``-bob- deploy at 5``
+``-*nick*- ``       a private notice to you            ``-*bob*- build done``
+``-> -*nick*- ``    a private notice you sent          ``-> -*bob*- build done``
 ``*** ``            a notice from the server           ``*** bob joined #dev``
 ``*** [name] ``     a notice from plugin *name*        ``*** [dice] bob rolled 7``
 ``! ``              an error, for you alone            ``! no such nick: carol``
@@ -85,6 +88,7 @@ from ..replies import (
     RoomList,
     RoomModes,
     RoomTopic,
+    ServerCounts,
     Whois,
 )
 from ..requests import Invoke, Request
@@ -318,6 +322,16 @@ def _away_status(e: AwayStatus) -> bytes:
     return _said(e, f"you are away: {e.away} (/away alone when you are back)")
 
 
+def _counts(e: ServerCounts) -> bytes:
+    """``/lusers``: one sentence of who is here, one of the rest."""
+    operators = f" ({plural(e.operators, 'operator')})" if e.operators else ""
+    return _said(e, f"{plural(e.users, 'user')} here{operators}, in "
+                    f"{plural(e.rooms, 'room')}; at most {e.most} at once since the server "
+                    "started",
+                 f"{plural(e.unknown, 'connection')} not yet a user; "
+                 f"{plural(e.servers, 'server')}")
+
+
 def _room_modes(e: RoomModes) -> bytes:
     return _said(e, f"{e.room}: topic-lock {'on' if e.topic_lock else 'off'}, "
                     f"invite-only {'on' if e.invite_only else 'off'}")
@@ -363,10 +377,32 @@ def _invite(e: Invite) -> bytes:
     return _notice_line(f"{e.source.nick} invites you to {e.target}: /join {e.target}")
 
 
+def _message(e: Message) -> bytes:
+    """``<nick> text``; a user's notice (``/notice``, IRC's NOTICE) ``-nick- text``."""
+    if e.notice:
+        return marked(f"-{e.source.nick}- ", e.text)
+    return marked(f"<{e.source.nick}> ", e.text)
+
+
+def _private(e: PrivateMessage) -> bytes:
+    """``*nick* text``; a private notice ``-*nick*- text``."""
+    if e.notice:
+        return marked(f"-*{e.source.nick}*- ", e.text)
+    return marked(f"*{e.source.nick}* ", e.text)
+
+
+def _sent_copy(e: PrivateMessage) -> bytes:
+    """The sender's copy of its private message (``-> *bob* text``) or notice
+    (``-> -*bob*- text``)."""
+    if e.notice:
+        return marked(f"-> -*{e.target}*- ", e.text)
+    return marked(f"-> *{e.target}* ", e.text)
+
+
 _RENDER: dict[type[Event], Callable[..., bytes]] = {
-    Message: lambda e: marked(f"<{e.source.nick}> ", e.text),
+    Message: _message,
     Action: lambda e: marked(f"* {e.source.nick} ", e.text),
-    PrivateMessage: lambda e: marked(f"*{e.source.nick}* ", e.text),
+    PrivateMessage: _private,
     Notice: lambda e: marked(_plugin_marker(NOTICE, e), e.text),
     Error: lambda e: marked(_plugin_marker(ERROR, e), e.text),
     Join: _join,
@@ -386,6 +422,7 @@ _RENDER: dict[type[Event], Callable[..., bytes]] = {
     Online: _online,
     RoomModes: _room_modes,
     AwayStatus: _away_status,
+    ServerCounts: _counts,
 }
 
 
@@ -414,7 +451,7 @@ class LineRenderer(Renderer):
         if event.source.is_session(viewer):
             cls = event.__class__
             if cls is PrivateMessage and event.target.lower() != event.source.nick.lower():
-                return marked(f"-> *{event.target}* ", event.text)  # the sender's copy
+                return _sent_copy(event)  # type: ignore[arg-type]
             if (cls is Join or cls is Part) and event.quiet:  # type: ignore[attr-defined]
                 return b""  # the command that did it (/join) says it in its own words
         return self.render(event)
@@ -422,7 +459,7 @@ class LineRenderer(Renderer):
     def _replayed(self, event: Event, viewer: str | None) -> bytes:
         """A history line: a private message the viewer sent reads as it did then."""
         if event.__class__ is PrivateMessage and event.source.is_session(viewer):
-            return marked(f"-> *{event.target}* ", event.text)
+            return _sent_copy(event)  # type: ignore[arg-type]
         return self.render(event)
 
     def render_stamped(self, event: Event, rendered: bytes) -> bytes:

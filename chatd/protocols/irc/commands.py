@@ -16,9 +16,9 @@ The mapping (docs/irc.md has it as tables):
   room (CTCP ``ACTION``: ``action=True``); to a nick, ``/msg`` (a CTCP to a nick,
   ``ACTION`` too, goes as it is, for the recipient's client to read); a CTCP other
   than ``ACTION`` to a room is refused (404: every client in it would answer it);
-  chatd has no notice from users: a ``NOTICE`` is delivered as a message, and
-  this module never answers a ``NOTICE`` with an error of its own (RFC 2812
-  3.3.2);
+  ``NOTICE`` is the same with ``notice`` set (``Say(notice=True)``, ``/notice``),
+  and ``quiet``: neither this module nor the chat domain answers a ``NOTICE``
+  with an error (RFC 2812 3.3.2: a notice is never answered automatically);
 * ``MODE #room`` ``+o/-o`` are ``/op``/``/deop``, ``+b/-b`` ``/ban``/``/unban``,
   ``+q/-q`` (the quiet list) ``/mute``/``/unmute``, ``+i/-i`` and ``+t/-t``
   ``/roomset invite-only|topic-lock on|off``; ``MODE #room`` alone is
@@ -27,6 +27,7 @@ The mapping (docs/irc.md has it as tables):
 * ``QUIT``, ``NICK``, ``AWAY``, ``OPER name password`` (the name is ignored: chatd's
   ``/oper`` has a password only), ``KILL``, ``WHOIS``, ``HELP``; ``VERSION`` and
   ``TIME`` are answered here; ``CHATHISTORY`` is ``/history TARGET WHICH REF [REF] N``;
+  ``LUSERS`` is ``/lusers`` (its mask and server ignored);
 * chatd's own commands: a command that is not IRC's runs as the chatd command of
   that name (irssi and WeeChat send an unknown ``/register pw`` as ``REGISTER pw``),
   and ``PRIVMSG NickServ|ChanServ :IDENTIFY pw`` (any chatd command) does the same,
@@ -206,6 +207,12 @@ def _version(message: Message, state: State) -> list[Item]:
 def _time(message: Message, state: State) -> list[Item]:
     now = time.strftime("%A %B %d %Y -- %H:%M:%S +00:00", time.gmtime())
     return [_numeric(state, RPL_TIME, state.server_name, now)]
+
+
+def _lusers(message: Message, state: State) -> list[Item]:
+    """``LUSERS [mask [server]]``: chatd's ``/lusers`` (this server's counts: the mask
+    and server of RFC 2812 name nothing more here)."""
+    return [Invoke("lusers", "")]
 
 
 def _help(message: Message, state: State) -> list[Item]:
@@ -443,8 +450,12 @@ def _to_target(state: State, target: str, text: str, notice: bool) -> list[Item]
         return _service(state, _SERVICE_KEYS[target.lower()], text)
     ctcp = _ctcp(text)
     if not target.startswith("#"):
+        if notice:  # a CTCP reply too: a NOTICE as it is, for its client
+            return [Invoke("notice", f"{target} {text}", quiet=True)]
         return [_invoke("msg", f"{target} {text}")]  # a CTCP as it is, for its client
     if ctcp is None:
+        if notice:
+            return [Say(text, room=target, notice=True, quiet=True)]
         return [Say(text, room=target)]
     verb, rest = ctcp
     if verb != "ACTION":
@@ -454,7 +465,7 @@ def _to_target(state: State, target: str, text: str, notice: bool) -> list[Item]
     rest = rest.replace("\x01", "")  # a CTCP delimiter inside the action ends nothing
     if not rest.strip():
         return [_numeric(state, ERR_NOTEXTTOSEND, "No text to send")]
-    return [Say(rest, room=target, action=True)]
+    return [Say(rest, room=target, action=True, quiet=notice)]
 
 
 _SERVICE_KEYS = {name.lower(): name for name in SERVICES}
@@ -604,7 +615,7 @@ _HANDLERS: dict[str, Handler] = {
     "LIST": _list, "KICK": _kick, "INVITE": _invite, "MODE": _mode,
     "PRIVMSG": _privmsg, "NOTICE": _notice_command,
     "NICK": _nick, "AWAY": _away, "QUIT": _quit, "WHOIS": _whois, "OPER": _oper,
-    "KILL": _kill, "SETNAME": _setname, "CHATHISTORY": _chathistory,
+    "KILL": _kill, "SETNAME": _setname, "CHATHISTORY": _chathistory, "LUSERS": _lusers,
 }
 
 __all__ = ["CHANMODES", "CHATHISTORY_MAX", "MODES_MAX", "MSGREFTYPES", "PROTOCOL_COMMANDS",

@@ -20,7 +20,9 @@ must end within ``limits.registration_timeout_seconds`` (for IRC always, not onl
 under pressure; 0: no limit), else ``ERROR :Closing link: registration timed out``.
 
 On the session's start: ``001``-``004``, ``005`` (ISUPPORT, from the server's limits
-and chatd's rules: :func:`isupport`), the MOTD (``375``/``372``/``376``, or ``422``).
+and chatd's rules: :func:`isupport`), the MOTD (``375``/``372``/``376``, or ``422``),
+then the chat domain's LUSERS (``counts_at_start``: the *presence* plugin's counts,
+251-255 and 265/266, the first thing the session is sent).
 Then every message goes to the command mapping (``commands.translate``) except
 what this module serves itself: ``CAP`` (a ``REQ`` changes the renderer: one per
 capability set, shared), ``PING``/``PONG``, and ``PASS``/``USER`` (``462``).
@@ -231,6 +233,8 @@ class IrcProtocol(ChatProtocol):
     names_every_join = True
     #: Every IRC message names its channel: no "you are now talking in #x".
     has_current_room = False
+    #: LUSERS (251-255, 265/266) after the MOTD, as servers send at registration.
+    counts_at_start = True
 
     __slots__ = ("_answering", "_held", "_labels", "_pinged", "_registration", "_renderer",
                  "_responses", "_timer", "state")

@@ -10,9 +10,10 @@ it parses back strictly, whatever the fields held:
 ==========================  ====================================================
 event / reply               IRC
 ==========================  ====================================================
-message                     ``:nick!user@host PRIVMSG #room :text``
+message                     ``:nick!user@host PRIVMSG #room :text`` (a user's
+                            notice: ``NOTICE #room :text``)
 action (``/me``)            ``PRIVMSG #room :\\x01ACTION text\\x01``
-private message             ``PRIVMSG nick :text``
+private message             ``PRIVMSG nick :text`` (a notice: ``NOTICE nick :text``)
 notice                      ``:server NOTICE <#room|nick|*> :text`` (a plugin that
                             is not a built-in: ``[name] text``)
 error                       its numeric (:data:`numerics.ERROR_NUMERICS`), or a
@@ -31,6 +32,7 @@ help                        ``704 705 706``
 history markers             ``BATCH +ref chathistory target`` / ``BATCH -ref`` with
                             ``batch``; nothing without it
 bans                        ``367``/``368`` (bans), ``728``/``729`` (mutes: ``q``)
+server counts (``/lusers``) ``251``-``255`` (252-254 when not zero), ``265``, ``266``
 ==========================  ====================================================
 
 Fields (nicks, idents, hosts, rooms) from another node are not checked here the
@@ -92,6 +94,7 @@ from ...replies import (
     RoomList,
     RoomModes,
     RoomTopic,
+    ServerCounts,
     Whois,
 )
 from ..base import Renderer
@@ -356,8 +359,9 @@ class IrcRenderer(Renderer):
                 out.append(Line(command, (target, body), source))
         return out
 
-    def _message(self, event: Event) -> list[Line]:
-        return self._said(event, "PRIVMSG", event.target, "")
+    def _message(self, event: Message | PrivateMessage) -> list[Line]:
+        """A message (to a room or a nick) as ``PRIVMSG``; a user's notice as ``NOTICE``."""
+        return self._said(event, "NOTICE" if event.notice else "PRIVMSG", event.target, "")
 
     def _action(self, event: Event) -> list[Line]:
         return self._said(event, "PRIVMSG", event.target, "", action=True)
@@ -563,6 +567,33 @@ class IrcRenderer(Renderer):
         return self._numeric(n.RPL_NOWAWAY, [self._me(event)],
                              "You have been marked as being away")
 
+    def _counts(self, event: ServerCounts) -> list[Line]:
+        """``/lusers`` (and the block after registration) as LUSERS: 251 and 255 always,
+        252-254 when not zero (RFC 2812 3.4.2), 265/266 with the two numbers as
+        parameters (as modern servers send them).  255 counts the servers linked to
+        this one (none: the other ``servers`` counted is this one)."""
+        me = self._me(event)
+        users, most = str(event.users), str(event.most)
+        out = self._numeric(n.RPL_LUSERCLIENT, [me],
+                            f"There are {event.users} users and {event.invisible} invisible "
+                            f"on {event.servers} servers")
+        if event.operators:
+            out += self._numeric(n.RPL_LUSEROP, [me, str(event.operators)],
+                                 "operator(s) online")
+        if event.unknown:
+            out += self._numeric(n.RPL_LUSERUNKNOWN, [me, str(event.unknown)],
+                                 "unknown connection(s)")
+        if event.rooms:
+            out += self._numeric(n.RPL_LUSERCHANNELS, [me, str(event.rooms)],
+                                 "channels formed")
+        out += self._numeric(n.RPL_LUSERME, [me], f"I have {event.users} clients and "
+                                                  f"{max(event.servers - 1, 0)} servers")
+        out += self._numeric(n.RPL_LOCALUSERS, [me, users, most],
+                             f"Current local users {users}, max {most}")
+        out += self._numeric(n.RPL_GLOBALUSERS, [me, users, most],
+                             f"Current global users {users}, max {most}")
+        return out
+
     def _modes(self, event: RoomModes) -> list[Line]:
         """``/modes #room`` as 324: ``+i`` invite-only, ``+t`` topic lock (``+`` alone
         when neither)."""
@@ -765,6 +796,7 @@ _LINES: dict[type[Event], Callable[[IrcRenderer, Any], list[Line]]] = {
     Online: IrcRenderer._online,
     RoomModes: IrcRenderer._modes,
     AwayStatus: IrcRenderer._away_status,
+    ServerCounts: IrcRenderer._counts,
 }
 
 #: Replayed events a client is shown: what it can take as history, not as now.
