@@ -322,6 +322,9 @@ def chatd_account_change(client: Client, old: str | None, new: str | None) -> No
     ``/drop``.  An account is a registered nick's name; it stays with the
     connection when the client changes nick.  Moderation uses it (bans by
     account, room operators); so may any plugin that trusts who someone is.
+    By the time it runs, the client and the members of its rooms were sent the
+    ``AccountChange`` event (IRC's ``account-notify``); a session that began
+    identified (SASL) is no change and calls nothing.
     """
 
 
