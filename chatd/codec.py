@@ -24,10 +24,11 @@ The form (``SCHEMA_VERSION`` 1), keys in this order, absent when empty::
 ``from``, ``server``, ``plugin``, ``marker``
     The source: its nick (or the server's name); ``server: true`` when the
     server or a plugin made it; the plugin and its marker if any.
-``node``, ``user``, ``account``, ``session``, ``client``
+``node``, ``user``, ``account``, ``realname``, ``session``, ``client``
     The identity (:class:`~chatd.events.Source`): the node, ``ident@host``, the
-    account, the session (derived from ``node`` and ``client``: written for
-    readers in other languages, checked on reading) and the client's number on
+    account, the real name (only when there is one), the session (derived from
+    ``node`` and ``client``: written for readers in other languages, checked on
+    reading) and the client's number on
     its node (0 in a replayed event).
 ``room`` or ``to``
     The target: ``room`` when it is a room (``#...``), ``to`` otherwise (a nick).
@@ -39,7 +40,9 @@ the kind's own fields
     ``notice`` (message, privmsg: a user's notice, only when true),
     ``quiet`` (join, part: only when true), ``invitee`` (invite), ``kicked_by`` (part: a kick's
     operator, internal, only when one), ``old`` and ``new`` (nick),
-    ``rooms`` (quit, nick: a list, only when not empty); ``changes`` (mode: a list of
+    ``rooms`` (quit, nick, account, realname: a list, only when not empty); ``old``
+    and ``new`` of an account change (the accounts before and after, each only when
+    there is one: ``new`` absent is a log-out); ``changes`` (mode: a list of
     objects ``mode``, ``on``, ``arg`` and ``nick`` when set) and ``seconds`` (mode: only
     when the change lasts a time); ``to_account``,
     ``to_session``, ``to_away`` (privmsg: the recipient as presence found it,
@@ -83,6 +86,7 @@ from dataclasses import dataclass
 from typing import Any, Union, get_args, get_origin
 
 from .events import (
+    AccountChange,
     Action,
     Away,
     Error,
@@ -97,6 +101,7 @@ from .events import (
     Part,
     PrivateMessage,
     Quit,
+    RealnameChange,
     RoomCreated,
     RoomRemoved,
     Source,
@@ -115,7 +120,8 @@ ID_LIMIT = 2**53
 TIME_LIMIT = 253402300800.0
 
 #: Keys the public form (``internal=False``, what jsonl shows) leaves out.
-INTERNAL_KEYS = ("v", "node", "user", "account", "session", "client", "marker", "quiet",
+INTERNAL_KEYS = ("v", "node", "user", "account", "realname", "session", "client", "marker",
+                 "quiet",
                  "kicked_by", "to_account", "to_session", "to_away")
 
 
@@ -196,6 +202,8 @@ def _encode(event: Event, internal: bool, extras: tuple[Extra, ...]) -> dict[str
             d["user"] = source.user
         if source.account is not None:
             d["account"] = source.account
+        if source.realname:
+            d["realname"] = source.realname
         if source.client_id is not None:
             if source.client_id:
                 d["session"] = source.session
@@ -236,7 +244,8 @@ def _decode_source(d: dict[str, Any]) -> Source:
         if not at:
             raise CodecError(f"'user' must be ident@host, not {user!r}")
     source = Source(nick, client_id, _optional_string(d, "plugin"), _optional_string(d, "marker"),
-                    _string(d, "node", ""), ident, host, _optional_string(d, "account"))
+                    _string(d, "node", ""), ident, host, _optional_string(d, "account"),
+                    _string(d, "realname", ""))
     session = d.get("session")
     if session is not None and session != source.session:
         raise CodecError(f"'session' {session!r} is not the session of its node and client")
@@ -328,6 +337,9 @@ NOTICE = Extra("notice", lambda value: True if value else None, _flag)
 TO_ACCOUNT = Extra("to_account", lambda value: value, _optional_string, internal=True)
 TO_SESSION = Extra("to_session", lambda value: value, _optional_string, internal=True)
 TO_AWAY = Extra("to_away", lambda value: value, _optional_string, internal=True)
+#: An account change's accounts, before and after (absent: none).
+OLD_ACCOUNT = Extra("old", lambda value: value, _optional_string)
+NEW_ACCOUNT = Extra("new", lambda value: value, _optional_string)
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,6 +396,8 @@ for _kind in (
     event_kind(PrivateMessage, NOTICE, TO_ACCOUNT, TO_SESSION, TO_AWAY), event_kind(Topic),
     event_kind(Away), event_kind(Join, QUIET), event_kind(Part, QUIET, KICKED_BY),
     event_kind(Quit, ROOMS), event_kind(NickChange, OLD, NEW, ROOMS),
+    event_kind(AccountChange, OLD_ACCOUNT, NEW_ACCOUNT, ROOMS),
+    event_kind(RealnameChange, ROOMS),
     event_kind(Notice), event_kind(Error, CODE), event_kind(Invite, INVITEE),
     event_kind(ModeChange, CHANGES, SECONDS), event_kind(RoomCreated),
     event_kind(RoomRemoved),
@@ -397,7 +411,8 @@ for _kind in (
 #: fields may not be called so, or reading would take them for the source or target.
 RESERVED_KEYS = frozenset({
     "v", "type", "id", "time", "from", "server", "plugin", "marker", "node", "user",
-    "account", "session", "client", "to", "text", "history", "self", "re", "code",
+    "account", "realname", "session", "client", "to", "text", "history", "self", "re",
+    "code",
 })
 
 _TUPLE_OF = re.compile(r"tuple\[(\w+), \.\.\.\]\Z")

@@ -182,6 +182,8 @@ class Person:
     rooms: tuple[str, ...]
     #: Its IP address: for operators' eyes only (commands show it to operators alone).
     address: str
+    #: Its real name (:attr:`chatd.events.Source.realname`); "" when it gave none.
+    realname: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +205,8 @@ class Member:
     account: str | None
     #: It set an away message (``/away``); ``find_nick`` tells the message itself.
     away: bool
+    #: Its real name, as in :class:`Person`.
+    realname: str = ""
 
 
 # -- the interface ------------------------------------------------------------------------------
@@ -491,14 +495,14 @@ def person(client: Recipient) -> Person:
     return Person(
         client.nick, client.session, client.source.node, client.user, client.account,
         client.away, client.connected_at, time.time() - client.idle_seconds,
-        tuple(room.name for room in client.rooms), client.address,
+        tuple(room.name for room in client.rooms), client.address, client.source.realname,
     )
 
 
 def member(client: Recipient) -> Member:
     """The presence answer for a member of a room of this process."""
     return Member(client.nick, client.session, client.user, client.account,
-                  client.away is not None)
+                  client.away is not None, client.source.realname)
 
 
 def _elsewhere(event: Event, client: Recipient) -> bool:

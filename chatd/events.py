@@ -104,6 +104,10 @@ class Source:
     host: str = ""
     #: The registered nick the client proved it owns (``/identify``), or None.
     account: str | None = None
+    #: The client's real name (IRC's ``USER`` and ``SETNAME``, chatd's ``/setname``),
+    #: checked by :func:`chatd.chat.identity.realname_problem`; "" when it gave none
+    #: (protocols then show the nick where they need one).
+    realname: str = ""
 
     @property
     def is_server(self) -> bool:
@@ -273,6 +277,39 @@ class NickChange(Event):
     kind: ClassVar[str] = "nick"
 
 
+@dataclass(frozen=True, slots=True)
+class AccountChange(Event):
+    """``source`` identified as an account (``/identify``, NickServ, a ``/register``
+    that identifies), or stopped being identified (``new`` None: it logged out, or its
+    account was dropped).  ``source.account`` is already the new one; ``old`` is the one
+    before.  ``target`` is empty; ``rooms`` the rooms it is in.
+
+    Delivered to the client itself and to the members of its rooms (each once, like a
+    nick change); renderers that do not show it (``Renderer.shows_accounts`` False: the
+    line protocol) render nothing.  IRC's ``account-notify``: ``ACCOUNT name`` or
+    ``ACCOUNT *``.  An identification before the session began (SASL) is none: the
+    session begins identified."""
+
+    old: str | None = None
+    new: str | None = None
+    rooms: tuple[str, ...] = ()
+
+    kind: ClassVar[str] = "account"
+
+
+@dataclass(frozen=True, slots=True)
+class RealnameChange(Event):
+    """``source`` set its real name to ``text`` (``/setname``, IRC's ``SETNAME``);
+    ``source.realname`` is already the new one.  ``target`` is empty; ``rooms`` the
+    rooms it is in.  Delivered like :class:`AccountChange` (the client itself, then
+    the members of its rooms, each once); IRC shows it with the ``setname`` capability
+    only (``SETNAME :text``), the line protocol to the client itself only."""
+
+    rooms: tuple[str, ...] = ()
+
+    kind: ClassVar[str] = "realname"
+
+
 # -- the server talking -------------------------------------------------------------------
 
 
@@ -374,7 +411,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
         Message, Action, PrivateMessage, Topic, Away, Join, Part, Quit, NickChange,
-        Notice, Error, Invite, ModeChange, RoomCreated, RoomRemoved,
+        AccountChange, RealnameChange, Notice, Error, Invite, ModeChange, RoomCreated,
+        RoomRemoved,
     )
 }
 
@@ -400,6 +438,7 @@ __all__ = [
     "EVENT_TYPES",
     "MODES",
     "USER_TEXT_KINDS",
+    "AccountChange",
     "Action",
     "Away",
     "Error",
@@ -414,6 +453,7 @@ __all__ = [
     "Part",
     "PrivateMessage",
     "Quit",
+    "RealnameChange",
     "RoomCreated",
     "RoomRemoved",
     "Source",

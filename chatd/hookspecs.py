@@ -322,6 +322,9 @@ def chatd_account_change(client: Client, old: str | None, new: str | None) -> No
     ``/drop``.  An account is a registered nick's name; it stays with the
     connection when the client changes nick.  Moderation uses it (bans by
     account, room operators); so may any plugin that trusts who someone is.
+    By the time it runs, the client and the members of its rooms were sent the
+    ``AccountChange`` event (IRC's ``account-notify``); a session that began
+    identified (SASL) is no change and calls nothing.
     """
 
 
@@ -422,7 +425,8 @@ def chatd_delivered(server: Server, event: Event) -> None:
     Called once per event (never per recipient), right after the server gave it
     to the delivery backend, for the chat events of rooms and nicks: messages,
     actions, private messages, topics (``event.kind`` says which), joins, parts,
-    quits and nick changes.  Not for notices and errors (yours included), not for
+    quits, nick changes, and account and real name changes (``account``,
+    ``realname``).  Not for notices and errors (yours included), not for
     what a filter rejected, and not for the join of a client that is not yet
     announced (``client.announced``; its join is delivered, and this hook
     called, when it is).  The bytes go out at the end of the loop's tick, in

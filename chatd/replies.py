@@ -101,6 +101,9 @@ class MemberEntry:
     #: It is one of the room's operators (``room.operators``: its founder and the
     #: operators it named, by account); IRC's ``@``.
     operator: bool = False
+    #: Its real name (IRC's ``USER``, ``/setname``), "" when it gave none: IRC's
+    #: WHO line ends with it.
+    real_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +247,8 @@ class Whois(Reply):
     away: str | None = field(default=None, kw_only=True)
     #: Its real address: for server operators only (None for everyone else).
     address: str | None = field(default=None, kw_only=True)
+    #: Its real name (IRC's ``USER``, ``/setname``); "" when it gave none.
+    real_name: str = field(default="", kw_only=True)
 
     kind: ClassVar[str] = "whois"
 
@@ -410,6 +415,8 @@ ERROR_CODES: dict[str, str] = {
     "nick_refused": "a plugin refused the nick (chatd_check_nick) without a code of its own",
     "nick_registered": "the nick is registered to someone else: /identify if it is yours "
                        "(IRC 433)",
+    "invalid_realname": "not a real name chatd keeps (/setname: too long, blank, control "
+                        "or invisible characters; IRC FAIL SETNAME INVALID_REALNAME)",
     # rooms
     "no_such_room": "no room by that name (IRC 403)",
     "bad_room_name": "not a valid room name (IRC 479)",

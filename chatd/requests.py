@@ -109,8 +109,9 @@ class SessionRequest:
     #: The protocol's user name (IRC's ``USER``): the ident of ``user@host``; None: the
     #: nick the session begins with.
     user: str | None = None
-    #: The protocol's real name (IRC's ``USER`` last field).  Carried for the protocol
-    #: that learned it; the chat domain does not keep it yet (IRC's ``WHOIS`` will).
+    #: The protocol's real name (IRC's ``USER`` last field): kept as the client's
+    #: ``source.realname`` if :func:`chatd.chat.identity.realname_problem` allows it,
+    #: else not kept and the client told why once its session began.
     realname: str | None = None
     #: The account the protocol authenticated (SASL), or None: the client is identified
     #: as it from the start.

@@ -309,6 +309,7 @@ class WeeChat:
             f"/set fifo.file.path {self.fifo}",
             f"/server add chatd {address[0]}/{address[1]}",
             f"/set irc.server.chatd.nicks {nick}",
+            f'/set irc.server.chatd.realname "{nick.capitalize()} Realname"',
             # WeeChat's own flood guard queues a line every 2 s: not what is tested here
             "/set irc.server.chatd.anti_flood_prio_high 0",
             "/set irc.server.chatd.anti_flood_prio_low 0",
@@ -376,7 +377,8 @@ def test_weechat_nc_and_a_jsonl_bot_talk_in_lobby(irc_server, weechat):
     bot = server.json_client(listener=2)
     wee = weechat(server, "weeuser")
     person.expect(r"^\*\*\* weeuser joined #lobby$")
-    wee.sees("#lobby", r"\tweeuser \(weeuser\) \(\S+\) has joined #lobby$")
+    # extended-join: WeeChat shows the real name it registered with (USER), kept by chatd
+    wee.sees("#lobby", r"\tweeuser \(Weeuser Realname\) \(\S+\) has joined #lobby$")
     wee.sees("server", r"client capability, enabled: .*server-time")
 
     person.send("hello from nc")
@@ -403,7 +405,7 @@ def test_weechat_nc_and_a_jsonl_bot_talk_in_lobby(irc_server, weechat):
     person.send("/join #dev")
     person.expect(r"#dev")
     wee.command("/join #dev")
-    wee.sees("#dev", r"\tweeuser \(weeuser\) \(\S+\) has joined #dev$")
+    wee.sees("#dev", r"\tweeuser \(Weeuser Realname\) \(\S+\) has joined #dev$")
     person.send("/nick ncperson")  # WeeChat shows it where it knows the nick: #dev's names
     wee.sees("#dev", rf"\t{person.nick} is now known as ncperson$")
 
@@ -592,11 +594,14 @@ def test_cap_list_says_what_was_acknowledged_and_an_unknown_cap_is_nak(irc_serve
     assert refused.arguments[0] == "NAK"
 
 
-def test_setname_is_offered_and_refused_with_fail(irc_server, lib):
+def test_setname_changes_the_real_name_and_fails_a_bad_one(irc_server, lib):
     viewer = lib(irc_server(), "viewer", caps=("setname",))
     viewer.conn.send_raw("SETNAME :A New Name")
+    changed = viewer.expect("setname")
+    assert (changed.source.nick, changed.target) == ("viewer", "A New Name")
+    viewer.conn.send_raw("SETNAME :\x02bold\x02")
     failed = viewer.expect("fail")
-    assert (failed.target, failed.arguments[0]) == ("SETNAME", "CANNOT_CHANGE_REALNAME")
+    assert (failed.target, failed.arguments[0]) == ("SETNAME", "INVALID_REALNAME")
 
 
 def test_echo_message_returns_the_senders_own_messages(irc_server, lib):

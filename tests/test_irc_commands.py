@@ -395,8 +395,8 @@ def test_nick_away_quit_whois_oper_kill_setname():
     assert _run("OPER ignored s3cret") == [Invoke("oper", "s3cret")]
     assert _run("OPER s3cret") == [Invoke("oper", "s3cret")]
     assert _run("KILL bob :spamming") == [Invoke("kill", "bob spamming")]
-    [fail] = _run("SETNAME :New Name")
-    assert fail.command == "FAIL" and fail.params[:2] == ("SETNAME", "CANNOT_CHANGE_REALNAME")
+    assert _run("SETNAME :New Name") == [Invoke("setname", "New Name")]
+    assert _numerics(_run("SETNAME")) == [("461", "alice", "SETNAME", "Not enough parameters")]
 
 
 def test_chathistory_is_history():

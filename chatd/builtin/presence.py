@@ -1,5 +1,5 @@
-"""Built-in plugin *presence*: /list, /whois, /ison, /userhost, /lusers and /away — who
-is where, and who is here.
+"""Built-in plugin *presence*: /list, /whois, /ison, /userhost, /lusers, /away and
+/setname — who is where, and who is here.
 
 * ``/list [page]`` lists the rooms with their member counts and topics, 20 a
   page, so the reply stays small however many rooms there are.
@@ -16,6 +16,10 @@ is where, and who is here.
   a private message while you are away is told so, once per message (not for a
   notice: a notice is never answered automatically); ``/who`` shows away users
   with ``(away)``.
+* ``/setname NAME`` sets your real name (IRC's ``SETNAME``; an IRC client gives one
+  when it connects): shown by ``/whois`` and IRC's WHO, at most
+  ``REALNAME_MAX`` characters, no control or invisible characters
+  (``server.set_realname`` says why it refuses one).
 
 ``/list`` and ``/whois`` answer with typed replies (:mod:`chatd.replies`:
 ``RoomList``, ``Whois``), which each protocol words its own way.
@@ -42,6 +46,7 @@ from chatd import (
     hookimpl,
     plural,
 )
+from chatd.chat.identity import REALNAME_MAX
 from chatd.events import PrivateMessage
 from chatd.replies import (
     AwayStatus,
@@ -99,7 +104,7 @@ def _whois_answer(client: Client, nick: str, person: Person | None) -> None:
         Whois, nick=person.nick, userhost=person.user, connected_to=person.node,
         rooms=person.rooms, connected_at=person.connected_at, idle=idle,
         identified_as=person.account, away=person.away,
-        address=person.address if is_operator(client) else None,
+        address=person.address if is_operator(client) else None, real_name=person.realname,
     )
 
 
@@ -167,6 +172,13 @@ def cmd_away(client: Client, args: str) -> None:
         client.reply(AwayStatus, away=client.away)
 
 
+def cmd_setname(client: Client, args: str) -> None:
+    if not args:
+        raise UsageError()
+    if client.server.set_realname(client, args) is None:  # its own copy told it otherwise
+        client.notice(f"your real name is already {args}")
+
+
 @hookimpl
 def chatd_message(client: Client, event: Event) -> None:
     # The recipient's away message, as the presence answer that found it said (on
@@ -207,5 +219,10 @@ def chatd_commands() -> list[Command]:
             "away", cmd_away, "/away [message]", "say you are away (alone: you are back)",
             "Private messages you get while away tell the sender your message;\n"
             "/who and /whois show it.",
+        ),
+        Command(
+            "setname", cmd_setname, "/setname NAME", "set your real name (shown by /whois)",
+            f"At most {REALNAME_MAX} characters; no control, colour or invisible characters.\n"
+            "IRC clients give one when they connect (USER) and change it with SETNAME.",
         ),
     ]

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from ..delivery import DeliveryBackend, LocalBackend, Person, nick_key
 from ..events import (
     MODES,
+    AccountChange,
     Action,
     Away,
     Error,
@@ -57,6 +58,7 @@ from ..events import (
     Part,
     PrivateMessage,
     Quit,
+    RealnameChange,
     RoomCreated,
     RoomRemoved,
     Source,
@@ -70,7 +72,7 @@ from .client import Arrival, Client
 from .commands import Command, CommandTable
 from .errors import CommandError, NickError, Reject, RoomError, refusal_of
 from .facade import Server
-from .identity import Identity, clean_ident
+from .identity import Identity, clean_ident, realname_problem
 from .intake import Intake
 from .nicks import GUEST_PREFIX, nick_problem
 from .questions import TIMEOUT_CODE, TIMEOUT_TEXT, ask
@@ -206,19 +208,27 @@ class ChatDomain:
         source = self.identity.client_source(nick, client_id, link.peer[0], user)
         if request is not None and request.account is not None:
             source = dataclasses.replace(source, account=request.account)
+        note = None
+        if request is not None and request.realname is not None:
+            problem = realname_problem(request.realname)
+            if problem is None:
+                source = dataclasses.replace(source, realname=request.realname)
+            else:  # told once the session began; the client may /setname another
+                note = f"your real name was not kept: {problem} (/setname NAME sets one)"
         client = Client(self, link, client_id, nick, source)
         self.local.connected(client)
         wished = request.nick if request is not None else None
         if wished is not None and request.nick_required:  # type: ignore[union-attr]
-            return self._connect_as(client, wished, user)
+            return self._connect_as(client, wished, user, note)
         refused = self._wished_nick_problem(client, wished) if wished is not None else None
         if wished is not None and refused is None:
-            self._claim(client, wished, user, None)
+            self._claim(client, wished, user, None, note)
         else:
-            self._claim(client, client.nick, None, refused)
+            self._claim(client, client.nick, None, refused, note)
         return client
 
-    def _connect_as(self, client: Client, nick: str, user: str | None) -> Client | None:
+    def _connect_as(self, client: Client, nick: str, user: str | None,
+                    note: str | None = None) -> Client | None:
         """Begin ``client``'s session as ``nick`` or refuse it (``nick_required``: IRC's
         registration, whose client must hear ``432``/``433`` and may try another nick).
 
@@ -235,12 +245,13 @@ class ChatDomain:
             self._refuse_session(client, code, problem)
             return None
         self.ask(client, functools.partial(self.backend.claim_nick, client, nick),
-                 functools.partial(self._claimed_as, client, nick, user),
+                 functools.partial(self._claimed_as, client, nick, user, note),
                  functools.partial(self._unclaimed, client),
                  functools.partial(self._claimed_too_late, client, nick))
         return client if client.id in self.clients else None
 
-    def _claimed_as(self, client: Client, nick: str, user: str | None, claimed: bool) -> None:
+    def _claimed_as(self, client: Client, nick: str, user: str | None, note: str | None,
+                    claimed: bool) -> None:
         """The answer to a ``nick_required`` claim: the session begins, or is refused."""
         if client.id not in self.clients:  # gone meanwhile
             self._claimed_too_late(client, nick, claimed)
@@ -248,7 +259,7 @@ class ChatDomain:
         if not claimed:
             self._refuse_session(client, "nick_in_use", f"the nick {nick} is taken")
             return
-        self._claimed(client, nick, user, None, True)
+        self._claimed(client, nick, user, None, note, True)
 
     def _refuse_session(self, client: Client, code: str, text: str) -> None:
         """Make nobody of ``client`` again, quietly (no hook ran, none will: it was never
@@ -267,23 +278,25 @@ class ChatDomain:
                                         nick=nick)
         return str(refusal) if refusal else None
 
-    def _claim(self, client: Client, nick: str, user: str | None, refused: str | None) -> None:
+    def _claim(self, client: Client, nick: str, user: str | None, refused: str | None,
+               note: str | None = None) -> None:
         """Claim the client's first nick (the one its protocol wished for, else its guest
-        nick), then begin its session; ``refused`` says why a wished nick was not had."""
+        nick), then begin its session; ``refused`` says why a wished nick was not had,
+        ``note`` what else the client is told once it began (a real name not kept)."""
         self.ask(client, functools.partial(self.backend.claim_nick, client, nick),
-                 functools.partial(self._claimed, client, nick, user, refused),
+                 functools.partial(self._claimed, client, nick, user, refused, note),
                  functools.partial(self._unclaimed, client),
                  functools.partial(self._claimed_too_late, client, nick))
 
     def _claimed(self, client: Client, nick: str, user: str | None, refused: str | None,
-                 claimed: bool) -> None:
+                 note: str | None, claimed: bool) -> None:
         if not claimed:
             if nick != client.nick:  # the wished nick is someone else's: a guest nick
-                self._claim(client, client.nick, None, f"the nick {nick} is taken")
+                self._claim(client, client.nick, None, f"the nick {nick} is taken", note)
                 return
             # guest numbers are the node's own: taken only in a cluster's oddity
             client.source = dataclasses.replace(client.source, nick=self._new_guest_nick())
-            self._claim(client, client.nick, None, refused)
+            self._claim(client, client.nick, None, refused, note)
             return
         if nick != client.nick:  # the wished nick, had quietly: no nick change event
             client.source = dataclasses.replace(client.source, nick=nick,
@@ -299,6 +312,8 @@ class ChatDomain:
             client.arrival.timer = self.scheduler.call_later(wait, self.announce, client)
         if refused is not None and client.link.connected:
             self.notice(client, f"{refused}; you are {client.nick}")
+        if note is not None and client.link.connected:
+            self.notice(client, note)
 
     def _unclaimed(self, client: Client) -> None:
         """No answer to the nick's claim: the connection cannot begin."""
@@ -785,13 +800,45 @@ class ChatDomain:
         room.operators = frozenset(nick_key(account) for account in accounts)
 
     def set_account(self, client: Client, account: str | None) -> None:
-        """``client`` is identified as ``account`` now (None: not identified)."""
+        """``client`` is identified as ``account`` now (None: not identified): an
+        ``AccountChange`` for it and the members of its rooms (:meth:`_tell_identity`),
+        then ``chatd_account_change``."""
         old = client.account
         if old == account:
             return
         client.source = dataclasses.replace(client.source, account=account)
+        event = self.new_event(AccountChange, client.source, "", old=old, new=account,
+                               rooms=tuple(r.name for r in client.rooms))
+        self._tell_identity(client, event)
         self.hooks.call("chatd_account_change", notify=client, client=client, old=old,
                         new=account)
+
+    def set_realname(self, client: Client, name: str) -> Event | None:
+        """``client``'s real name is ``name`` now (refused with ``invalid_realname`` if
+        :func:`realname_problem` says why not): a ``RealnameChange`` for it and the
+        members of its rooms; None if it is the name it has."""
+        problem = realname_problem(name)
+        if problem:
+            raise CommandError(problem, code="invalid_realname")
+        if name == client.source.realname:
+            return None
+        client.source = dataclasses.replace(client.source, realname=name)
+        event = self.new_event(RealnameChange, client.source, "", name,
+                               rooms=tuple(r.name for r in client.rooms))
+        self._tell_identity(client, event)
+        return event
+
+    def _tell_identity(self, client: Client, event: Event) -> None:
+        """A change of who ``client`` is (its account, its real name): the client's own
+        copy, then the members of its rooms, each once (the fan-out of a nick change;
+        renderers that do not show the kind render nothing).  A client its rooms were
+        not told of yet (:meth:`announce`) is its own only audience: they learn who it
+        is when it arrives."""
+        if client.link.connected:
+            self.backend.to_client(event, client)
+        if client.announced and client.rooms:
+            self.backend.to_rooms(event, client.rooms, exclude=client)
+        self._delivered(event, client)
 
     # -- the server talking -------------------------------------------------------------------
 

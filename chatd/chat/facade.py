@@ -243,7 +243,8 @@ class Server:
         operators = place.operators if place is not None else ()
         entries = [
             MemberEntry(m.nick, m.user, m.account, m.away,
-                        m.account is not None and nick_key(m.account) in operators)
+                        m.account is not None and nick_key(m.account) in operators,
+                        m.realname)
             for m in members
         ]
         entries.sort(key=lambda entry: entry.nick.lower())
@@ -306,7 +307,8 @@ class Server:
         """Record that ``client`` proved it owns the registered nick ``account``
         (None: it no longer does); ``chatd_account_change`` is called.  For the
         plugin that checks passwords (the built-in *accounts*); others read
-        ``client.account``."""
+        ``client.account``.  The client and the members of its rooms are sent an
+        ``AccountChange`` event (IRC's ``account-notify``; jsonl's ``account``)."""
         self._domain.set_account(client, account)
 
     def continue_event_ids(self, after: int) -> None:
@@ -394,6 +396,17 @@ class Server:
         back or a filter dropped the text (it was told why).
         """
         return self._domain.set_away(client, text)
+
+    def set_realname(self, client: Client, name: str) -> Event | None:
+        """Give ``client`` the real name ``name`` (``/setname``; IRC's ``SETNAME``).
+
+        Raises :class:`~chatd.CommandError` (code ``invalid_realname``) for a name
+        :func:`chatd.chat.identity.realname_problem` refuses, never cleaning it.
+        The client and the members of its rooms are sent a ``RealnameChange``
+        (``client.source.realname`` is the new name by then); returns it, or None
+        when the name is the one it has.
+        """
+        return self._domain.set_realname(client, name)
 
     def invited(self, client: Client, target: Client, room: str) -> Event:
         """``client`` invited ``target`` to the room named ``room`` (moderation's

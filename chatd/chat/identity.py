@@ -35,6 +35,7 @@ import unicodedata
 from typing import TYPE_CHECKING
 
 from ..events import Source, first_event_id, next_event_id
+from ..framing import sanitize
 
 if TYPE_CHECKING:
     from ..config import ServerConfig
@@ -114,6 +115,44 @@ def clean_ident(user: str | None) -> str | None:
     return kept or None
 
 
+#: The longest real name kept, in characters (IRC servers keep 50 to 128; the real name
+#: is shown in every WHO line and JOIN of extended-join, so it stays short).
+REALNAME_MAX = 64
+
+
+def realname_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a real name, or None if it can.
+
+    A real name is shown to others (``/whois``, IRC's WHO, ``JOIN`` with
+    extended-join, ``SETNAME``), so like a nick it may not hold what could change
+    how a line reads: control characters (IRC formatting codes included), format and
+    invisible characters (bidi overrides, zero-width joiners), lone surrogates, runs
+    of combining marks; and it is at most :data:`REALNAME_MAX` characters, not blank,
+    with no space at either end.  Letters of every script are fine (``José Müller``).
+    Refused, never cleaned: the client is told why and may send another.
+    """
+    if not name.strip():
+        return "a real name cannot be empty"
+    if len(name) > REALNAME_MAX:
+        return f"a real name is at most {REALNAME_MAX} characters"
+    if name != name.strip():
+        return "a real name cannot start or end with a space"
+    if not (name.isascii() and name.isprintable()) and (
+            sanitize(name) != name or any(_hidden(c) for c in name)):
+        return ("a real name cannot hold control, formatting or invisible characters "
+                "(colour codes included)")
+    return None
+
+
+def _hidden(c: str) -> bool:
+    """A character a real name may not hold beyond what :func:`sanitize` removes: one
+    that prints as nothing or is no text (ZWJ and ZWNJ, which :func:`sanitize` keeps
+    only where a script or an emoji needs them, are fine)."""
+    if c in "\u200c\u200d ":
+        return False
+    return not c.isprintable() or unicodedata.category(c) in ("Co", "Cn")
+
+
 def _invisible(c: str) -> bool:
     """Format characters (bidi overrides, zero-width joiners...): they print as nothing."""
     return unicodedata.category(c) in ("Cf", "Co", "Cn")
@@ -123,4 +162,5 @@ def _same(address: str) -> str:
     return address
 
 
-__all__ = ["CLOAK_CACHE", "IDENT_MAX", "Identity", "clean_ident"]
+__all__ = ["CLOAK_CACHE", "IDENT_MAX", "REALNAME_MAX", "Identity", "clean_ident",
+           "realname_problem"]

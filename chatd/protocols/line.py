@@ -51,6 +51,13 @@ quit reason) has its newlines turned into spaces.  Every line is sanitised for a
 terminal: no control character or escape sequence, and IRC's formatting (which an
 IRC listener will bring) removed whole, a colour's digits with its code, so
 ``\x02bold\x02 \x0304,05red`` reads ``bold red``.
+
+Who someone is, changing: a nick change is a notice to the rooms; an account change
+(someone identified or logged out) and a real name change (``/setname``) are not
+shown to anyone else (identifying is routine, once per connection of every
+registered user, and would only add noise: ``/whois`` tells both); the client that
+set its real name reads ``*** your real name is now: NAME`` (the accounts plugin tells
+the one that identified in its own words).
 """
 
 from __future__ import annotations
@@ -72,6 +79,7 @@ from ..events import (
     Part,
     PrivateMessage,
     Quit,
+    RealnameChange,
     Topic,
 )
 from ..framing import LineTooLong, sanitize, strip_colour_codes, utf8
@@ -244,6 +252,8 @@ def _whois(e: Whois) -> bytes:
     since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(e.connected_at))
     sentences = [f"{e.nick}: in {rooms}; connected {_ago(e.time - e.connected_at)} ago "
                  f"(since {since}); idle {_ago(e.idle)}"]
+    if e.real_name:
+        sentences.append(f"{e.nick}'s real name: {e.real_name}")
     if e.identified_as is not None:  # an unidentified nick says nothing (the usual case)
         sentences.append(f"{e.nick} is identified as {e.identified_as}")
     if e.away is not None:
@@ -454,6 +464,8 @@ class LineRenderer(Renderer):
                 return _sent_copy(event)  # type: ignore[arg-type]
             if (cls is Join or cls is Part) and event.quiet:  # type: ignore[attr-defined]
                 return b""  # the command that did it (/join) says it in its own words
+            if cls is RealnameChange:  # others are not shown it (module docstring)
+                return _notice_line(f"your real name is now: {inline(event.text)}")
         return self.render(event)
 
     def _replayed(self, event: Event, viewer: str | None) -> bytes:

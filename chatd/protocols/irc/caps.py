@@ -24,6 +24,7 @@ from collections.abc import Iterable
 #: The capabilities offered, with their value (``CAP LS 302`` shows ``name=value``).
 OFFERED: dict[str, str] = {
     "account-tag": "",
+    "account-notify": "",
     "away-notify": "",
     "batch": "",
     "cap-notify": "",

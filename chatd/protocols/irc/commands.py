@@ -27,7 +27,8 @@ The mapping (docs/irc.md has it as tables):
 * ``QUIT``, ``NICK``, ``AWAY``, ``OPER name password`` (the name is ignored: chatd's
   ``/oper`` has a password only), ``KILL``, ``WHOIS``, ``HELP``; ``VERSION`` and
   ``TIME`` are answered here; ``CHATHISTORY`` is ``/history TARGET WHICH REF [REF] N``;
-  ``LUSERS`` is ``/lusers`` (its mask and server ignored);
+  ``LUSERS`` is ``/lusers`` (its mask and server ignored); ``SETNAME`` is ``/setname``
+  (the real name, checked by the domain);
 * chatd's own commands: a command that is not IRC's runs as the chatd command of
   that name (irssi and WeeChat send an unknown ``/register pw`` as ``REGISTER pw``),
   and ``PRIVMSG NickServ|ChanServ :IDENTIFY pw`` (any chatd command) does the same,
@@ -541,8 +542,11 @@ def _kill(message: Message, state: State) -> list[Item]:
 
 
 def _setname(message: Message, state: State) -> list[Item]:
-    return [Message("FAIL", ("SETNAME", "CANNOT_CHANGE_REALNAME",
-                             "chatd does not keep a real name"), source=state.server_name)]
+    """``SETNAME :name``: chatd's ``/setname`` (the domain checks the name: ``FAIL SETNAME
+    INVALID_REALNAME`` for a bad one; the ``SETNAME`` echo confirms a good one)."""
+    if not message.params:
+        return _more_params(state, "SETNAME")
+    return [Invoke("setname", message.params[-1])]
 
 
 #: Most lines one ``CHATHISTORY`` answers (ISUPPORT ``CHATHISTORY``): a larger limit is

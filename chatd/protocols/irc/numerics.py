@@ -114,6 +114,15 @@ RPL_SASLMECHS = "908"
 
 #: The "numeric" of an error IRC has none for: a server ``NOTICE`` to the client.
 AS_NOTICE = "NOTICE"
+#: The "numeric" of an error an IRCv3 specification words as a standard reply:
+#: ``FAIL COMMAND CODE :text``, the command and code from :data:`FAILS`.
+AS_FAIL = "FAIL"
+
+#: chatd's error code -> the ``FAIL`` it is sent as (:data:`AS_FAIL`): the command and
+#: the specification's code.
+FAILS: dict[str, tuple[str, str]] = {
+    "invalid_realname": ("SETNAME", "INVALID_REALNAME"),  # IRCv3 setname
+}
 
 #: chatd's error code -> the numeric an IRC client is sent (or :data:`AS_NOTICE`).
 #: ``not_operator`` is 482 when the text names a room, 481 (server operators) otherwise.
@@ -136,6 +145,7 @@ ERROR_NUMERICS: dict[str, str] = {
     "nick_in_use": ERR_NICKNAMEINUSE,
     "nick_refused": ERR_ERRONEUSNICKNAME,  # a plugin would not have it: the client picks another
     "nick_registered": ERR_NICKNAMEINUSE,
+    "invalid_realname": AS_FAIL,
     # rooms
     "no_such_room": ERR_NOSUCHCHANNEL,
     "bad_room_name": ERR_BADCHANNAME,
@@ -205,4 +215,4 @@ def numeric_for(code: str) -> str:
     return ERROR_NUMERICS.get(code, AS_NOTICE)
 
 
-__all__ = ["AS_NOTICE", "ERROR_NUMERICS", "SUBJECTS", "numeric_for"]
+__all__ = ["AS_FAIL", "AS_NOTICE", "ERROR_NUMERICS", "FAILS", "SUBJECTS", "numeric_for"]

@@ -16,10 +16,14 @@ action (``/me``)            ``PRIVMSG #room :\\x01ACTION text\\x01``
 private message             ``PRIVMSG nick :text`` (a notice: ``NOTICE nick :text``)
 notice                      ``:server NOTICE <#room|nick|*> :text`` (a plugin that
                             is not a built-in: ``[name] text``)
-error                       its numeric (:data:`numerics.ERROR_NUMERICS`), or a
-                            ``NOTICE`` where IRC has none
+error                       its numeric (:data:`numerics.ERROR_NUMERICS`), a
+                            ``FAIL`` where IRCv3 says so (:data:`numerics.FAILS`),
+                            or a ``NOTICE`` where IRC has none
 join / part / quit / nick   ``JOIN`` (``extended-join``: account and real name),
                             ``PART``, ``QUIT``, ``NICK`` (from the old nick)
+account                     ``ACCOUNT name`` / ``ACCOUNT *`` with ``account-notify``,
+                            else nothing
+realname                    ``SETNAME :name`` with ``setname``, else nothing
 topic                       ``TOPIC #room :text``
 mode change                 ``MODE #room +o nick`` (``op``), ``+b``/``+q`` with the
                             mask (``ban``/``mute``), ``+i``, ``+t``; several in one
@@ -48,7 +52,9 @@ Capabilities: ``server-time`` adds ``@time``, ``account-tag`` ``@account`` (the
 source's), ``message-tags`` ``@msgid`` (the event id), ``echo-message`` shows a
 client its own messages (when delivery hands them to it), ``userhost-in-names``
 puts ``nick!user@host`` in ``353``, ``extended-join`` the account in ``JOIN``,
-``away-notify`` shows ``AWAY``, ``batch`` wraps history in ``chathistory``
+``away-notify`` shows ``AWAY``, ``account-notify`` ``ACCOUNT``, ``setname``
+``SETNAME`` (the real name changed; WHO, WHOIS and extended-join show the real name
+whatever the capabilities: the nick where there is none), ``batch`` wraps history in ``chathistory``
 batches, ``labeled-response`` puts the request's label (``render_for``'s
 ``tag``) on the answer (a ``labeled-response`` batch when it is several lines).
 ``multi-prefix`` changes nothing: chatd's only prefix is ``@``.  Events replayed
@@ -67,6 +73,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...events import (
+    AccountChange,
     Action,
     Away,
     Error,
@@ -81,6 +88,7 @@ from ...events import (
     Part,
     PrivateMessage,
     Quit,
+    RealnameChange,
     Topic,
 )
 from ...replies import (
@@ -246,6 +254,8 @@ class IrcRenderer(Renderer):
         self.extended_join = "extended-join" in caps
         self.away_notify = "away-notify" in caps
         self.shows_away = self.away_notify  # the domain sends it Away events (Renderer)
+        self.account_notify = "account-notify" in caps
+        self.setname = "setname" in caps
         self.shows_invites = True  # INVITE to the invitee; to members with invite-notify
         self.notifies_invites = "invite-notify" in caps
         #: draft/chathistory: the client asks with CHATHISTORY; no replay on joining
@@ -375,7 +385,9 @@ class IrcRenderer(Renderer):
         room = word(event.target, ROOM_MAX)
         if self.extended_join:
             account = word(event.source.account, NICK_MAX) if event.source.account else "*"
-            return [Line("JOIN", (room, account, word(event.source.nick, NICK_MAX)), source)]
+            realname = self._fitted(inline(event.source.realname or event.source.nick),
+                                    ":" + source, "JOIN", room, account)
+            return [Line("JOIN", (room, account, realname), source)]
         return [Line("JOIN", (room,), source)]
 
     def _part(self, event: Event) -> list[Line]:
@@ -456,6 +468,23 @@ class IrcRenderer(Renderer):
             return [Line("AWAY", (), source)]
         return [Line("AWAY", (self._fitted(inline(event.text), ":" + source, "AWAY"),), source)]
 
+    def _account(self, event: AccountChange) -> list[Line]:
+        """``account-notify``: ``:nick!user@host ACCOUNT name`` (logged in) or ``ACCOUNT *``
+        (logged out), to the client itself and the members of its rooms."""
+        if not self.account_notify:
+            return []
+        name = word(event.new, NICK_MAX) if event.new else "*"
+        return [Line("ACCOUNT", (name,), self.source_of(event))]
+
+    def _realname(self, event: RealnameChange) -> list[Line]:
+        """``setname``: ``:nick!user@host SETNAME :real name``, to the client itself (its
+        confirmation) and the members of its rooms."""
+        if not self.setname:
+            return []
+        source = self.source_of(event)
+        return [Line("SETNAME", (self._fitted(inline(event.text) or event.source.nick,
+                                              ":" + source, "SETNAME"),), source)]
+
     def _fitted(self, text: str, *fields: str) -> str:
         """Text that must stay one parameter (a topic, a reason): what fits the body after
         ``fields``, with ``…`` where the rest was left out.  chatd's own limits (a
@@ -477,6 +506,11 @@ class IrcRenderer(Renderer):
             numeric = n.ERR_NOPRIVILEGES
         if numeric == n.AS_NOTICE:
             return self._said(event, "NOTICE", event.target or "*", text)
+        if numeric == n.AS_FAIL:  # IRCv3 standard replies: FAIL COMMAND CODE :text
+            command, code = n.FAILS[event.code]
+            return [Line("FAIL", (command, code, self._fitted(text, ":" + self.server_name,
+                                                              "FAIL", command, code)),
+                         self.server_name)]
         params = [self._me(event)]
         params.extend(_subject(kind, text) for kind in n.SUBJECTS.get(numeric, ()))
         return self._numeric(numeric, params, text)
@@ -530,8 +564,8 @@ class IrcRenderer(Renderer):
 
     def _who(self, event: Names) -> list[Line]:
         """``/who #room`` as IRC's WHO: one 352 per member (flags ``H``ere or ``G``one,
-        ``@`` for a room operator; hop count 0, the nick as real name: chatd keeps no
-        other), then 315."""
+        ``@`` for a room operator; hop count 0, then the real name, or the nick for a
+        member that gave none), then 315."""
         me, room = self._me(event), word(event.room, ROOM_MAX)
         out: list[Line] = []
         for member in event.members:
@@ -540,7 +574,8 @@ class IrcRenderer(Renderer):
             flags = ("G" if member.away else "H") + ("@" if member.operator else "")
             out += self._numeric(n.RPL_WHOREPLY, [me, room, word(user or nick, IDENT_MAX, "!@"),
                                                   word(host, HOST_MAX, "!@"), self.server_name,
-                                                  nick, flags], f"0 {member.nick}")
+                                                  nick, flags],
+                                 f"0 {member.real_name or member.nick}")
         out += self._numeric(n.RPL_ENDOFWHO, [me, room], "End of WHO list")
         return out
 
@@ -614,7 +649,8 @@ class IrcRenderer(Renderer):
         me, nick = self._me(event), word(event.nick, NICK_MAX)
         user, _, host = event.userhost.rpartition("@")
         out = self._numeric(n.RPL_WHOISUSER, [me, nick, word(user or event.nick, IDENT_MAX),
-                                              word(host, HOST_MAX), "*"], event.nick)
+                                              word(host, HOST_MAX), "*"],
+                             event.real_name or event.nick)
         out += self._numeric(n.RPL_WHOISSERVER, [me, nick, self.server_name],
                              f"node {inline(event.connected_to)}")
         if event.rooms:
@@ -782,6 +818,8 @@ _LINES: dict[type[Event], Callable[[IrcRenderer, Any], list[Line]]] = {
     Part: IrcRenderer._part,
     Quit: IrcRenderer._quit,
     NickChange: IrcRenderer._nick,
+    AccountChange: IrcRenderer._account,
+    RealnameChange: IrcRenderer._realname,
     Topic: IrcRenderer._topic,
     Away: IrcRenderer._away,
     Invite: IrcRenderer._invite,
