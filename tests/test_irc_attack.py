@@ -365,3 +365,30 @@ def test_sasl_racing_identify_for_one_account_both_win_and_neither_takes_the_oth
     assert irc.expect("330").params[1:3] == ("yves", "alice")
     irc.send("WHOIS alice")
     assert irc.expect("330").params[1:3] == ("alice", "alice")  # still alice's nick
+
+
+# -- ERROR before every close the server decides ------------------------------------------------
+
+
+def test_a_kill_failed_logins_and_an_unfinished_line_each_end_with_error(three):
+    server, address = three(limits={"partial_line_timeout_seconds": 0.5},
+                            plugins={"oper": {"password": "oper-secret-1"},
+                                     "history": {"replay_lines": 0}})
+    registered(server, "alice")
+    victim = IrcClient(address)
+    victim.register("victim")
+    oper = IrcClient(address)
+    oper.register("oper")
+    oper.send("OPER oper oper-secret-1", "KILL victim :bye now")
+    rest = victim.expect_eof()
+    assert rest[-1].command == "ERROR" and "killed by oper: bye now" in rest[-1].params[0], rest
+    guesser = IrcClient(address)
+    guesser.register("guesser")
+    guesser.send(*[f"IDENTIFY alice wrong-guess-{n}" for n in range(5)])
+    rest = guesser.expect_eof()
+    assert rest[-1].command == "ERROR" and "failed password" in rest[-1].params[0], rest
+    partial = IrcClient(address)
+    partial.register("partial")
+    partial.send_raw(b"PRIVMSG #lobby :no line end")
+    rest = partial.expect_eof()
+    assert rest[-1].command == "ERROR" and "unfinished line" in rest[-1].params[0], rest
