@@ -25,8 +25,11 @@ from test_accounts import PASSWORD, expect_exact, named
 from test_irc_seams import registered
 from test_irc_session import IrcClient
 
+from chatd.protocols.base import PlainDoor
+from chatd.protocols.irc import IrcProtocol
 from chatd.protocols.irc.registration import MESSAGES_MAX
 from chatd.protocols.irc.wire import BODY_MAX, TAGS_MAX, Message
+from chatd.testing.inprocess import MemoryTransport
 
 FLOOD_NOTICE = "flood limit: your lines are delayed"
 
@@ -240,6 +243,44 @@ def test_what_the_irc_layer_answers_itself_is_held_to_the_flood_gate(three, line
     assert fence(irc) == []
 
 
+#: One read pass of 8 KiB, a 1 KiB backlog: the most delayed input chatd keeps is small,
+#: so a read whose requests weigh more than its bytes shows at once.
+ONE_READ = {"recvq_max_bytes": 1024, "read_budget_bytes": 8192, "max_line_bytes": 256}
+
+
+def test_a_ping_flood_in_one_read_is_delayed_not_kicked(three):
+    """Each ``PING :n`` (10 bytes) is answered by a longer ``PONG``: a read of them
+    weighs more in the flood gate than it took on the wire, which must not make the
+    gate's backlog limit a kick."""
+    _, address = three(flood={"lines_per_second": 1000, "burst_lines": 10}, limits=ONE_READ)
+    irc = IrcClient(address)
+    irc.register("pinger")
+    irc.send(*[f"PING :{n:04d}" for n in range(800)])  # 8 KB: one read
+    pongs = [m.params[-1] for m in irc.until("NOTICE") if m.command == "PONG"]
+    while len(pongs) < 800:
+        message = irc.recv()
+        assert message is not None and message.command == "PONG", irc.seen[-3:]
+        pongs.append(message.params[-1])
+    assert pongs == [f"{n:04d}" for n in range(800)]
+
+
+def test_a_paste_to_four_channels_in_one_read_is_delayed_not_kicked(three):
+    server, address = three(flood={"lines_per_second": 1000, "burst_lines": 10}, limits=ONE_READ)
+    person = named(server, "person")
+    irc = IrcClient(address)
+    irc.register("paster")
+    irc.send("JOIN #a,#b,#c")
+    for _ in range(3):
+        irc.until("366")
+    expect_exact(person, "*** paster joined #lobby")
+    text = "m" * 470
+    irc.send(*[f"PRIVMSG #lobby,#a,#b,#c :{n:02d} {text}" for n in range(16)])  # 8 KB, x4
+    for n in range(16):
+        person.expect_line(f"<paster> {n:02d} {text}")
+    told = fence(irc)  # still connected; told once that its lines wait
+    assert [m.params[-1][:len(FLOOD_NOTICE)] for m in told] == [FLOOD_NOTICE], told
+
+
 def _answer_pings(irc: IrcClient) -> None:
     """Read what ``irc`` was sent (it is readable) and answer each PING, as a live client."""
     data = irc.sock.recv(65536)
@@ -392,3 +433,17 @@ def test_a_kill_failed_logins_and_an_unfinished_line_each_end_with_error(three):
     partial.send_raw(b"PRIVMSG #lobby :no line end")
     rest = partial.expect_eof()
     assert rest[-1].command == "ERROR" and "unfinished line" in rest[-1].params[0], rest
+
+
+# -- in-process: what one read of a flood holds ---------------------------------------------------
+
+
+def test_a_motd_flood_in_one_read_shares_one_answer():
+    """``MOTD`` is 6 bytes and its answer the whole MOTD (up to 64 KiB of ``motd_file``):
+    the answers of one read are one object, read and encoded once, or a read of
+    ``MOTD`` lines held in the flood gate would hold a copy of the MOTD per line."""
+    proto = IrcProtocol(MemoryTransport(("127.0.0.1", 40000)), PlainDoor())
+    proto.state.nick = "reader"
+    answers = proto.parse(["MOTD"] * 100)
+    assert len(answers) == 100 and len({id(answer) for answer in answers}) == 1
+    assert answers[0].payload.startswith(b":chatd.local 422 reader ")

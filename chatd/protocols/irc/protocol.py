@@ -486,6 +486,7 @@ class IrcProtocol(ChatProtocol):
             state.nick = str(getattr(session, "nick", state.nick))
         pending: list[Request] = []
         answer = self._answer
+        motd: Answer | None = None
         for line in lines:
             read = self._read(line)
             if read.__class__ is not Message:
@@ -499,7 +500,9 @@ class IrcProtocol(ChatProtocol):
                     pong(state, message.params) if message.params else
                     state.reply("461", "PING", "Not enough parameters"))))
             elif command == "MOTD":  # this server's only (a target is another server)
-                pending.append(Answer(b"".join(self._encoded(m) for m in self._motd())))
+                if motd is None:  # read and encoded once per read: a MOTD flood shares it
+                    motd = Answer(b"".join(self._encoded(m) for m in self._motd()))
+                pending.append(motd)
             elif command == "PONG":
                 pass  # any line is a sign of life (last_input)
             elif command == "CAP":  # the capabilities change now, the answer in turn
