@@ -29,6 +29,8 @@ from chatd.protocols.base import PlainDoor
 from chatd.protocols.irc import IrcProtocol
 from chatd.protocols.irc.registration import MESSAGES_MAX
 from chatd.protocols.irc.wire import BODY_MAX, TAGS_MAX, Message
+from chatd.requests import SessionRequest
+from chatd.testing import InProcessChat
 from chatd.testing.inprocess import MemoryTransport
 
 FLOOD_NOTICE = "flood limit: your lines are delayed"
@@ -447,3 +449,19 @@ def test_a_motd_flood_in_one_read_shares_one_answer():
     answers = proto.parse(["MOTD"] * 100)
     assert len(answers) == 100 and len({id(answer) for answer in answers}) == 1
     assert answers[0].payload.startswith(b":chatd.local 422 reader ")
+
+
+def test_requests_that_come_while_reading_is_held_past_the_hard_backlog_end_with_error():
+    """The hard backlog is a guard (reading is held: nothing should come); should lines
+    come all the same, the IRC client is cut with ``ERROR`` before the close."""
+    with InProcessChat(fake_clock=True, flood={"lines_per_second": 1, "burst_lines": 1},
+                       limits={"recvq_max_bytes": 1024}) as chat:
+        irc = chat.connect("irc", request=SessionRequest(nick="holder", nick_required=True))
+        irc.send(b"".join(b"PRIVMSG #lobby :%04d %s\r\n" % (n, b"h" * 100) for n in range(12)))
+        assert irc.transport.reading_held and irc.connected  # held: delayed, not cut
+        limits = chat.config.limits
+        lines = (limits.read_budget_bytes + limits.max_line_bytes) // 100 + 1
+        irc.send(b"".join(b"PRIVMSG #lobby :%s\r\n" % (b"x" * 100) for _ in range(lines)))
+        said = bytes(irc.transport.output).decode().split("\r\n")
+        assert said[-2] == "ERROR :Closing link: excess flood", said[-4:]
+        assert not irc.connected
