@@ -8,8 +8,10 @@ read.  Before any of them means anything they pass here, in order:
 2. **the flood gate** (:mod:`chatd.chat.flood`): requests pass now or wait
    (fakelag: delayed, never dropped, never reordered), released by a timer since
    under edge-triggering no new input would come back for them; a backlog over
-   ``limits.recvq_max_bytes`` stops reading the client (backpressure), one past
-   what a single read can add cuts it (excess flood);
+   ``limits.recvq_max_bytes`` stops reading the client (backpressure); requests
+   that still come while reading is held, past what a single read can add, cut it
+   (excess flood: something is wrong); one read never does, whatever its requests
+   weigh (an IRC ``PING`` weighs its ``PONG``);
 3. **a pause** (``server.pause_requests``, e.g. while a password is checked off
    the loop): everything after the command that asked waits, in order, until
    ``resume_requests`` or the timeout; reading stops meanwhile;
@@ -148,7 +150,10 @@ class Intake:
             # Backpressure, not a kick: stop reading the client; its sender waits
             # (TCP) and the paste arrives complete, at the flood rate.  Only what one
             # read can add past the limit may get in; beyond that something is wrong.
-            if gate.backlog_bytes > hard_backlog(limits):
+            # One read is measured by what it was (the gate was not holding yet), not
+            # by what its requests weigh: an IRC line may weigh more than its bytes
+            # (a PING's PONG, one PRIVMSG to four channels), and is still one read.
+            if gate.holding and gate.backlog_bytes > hard_backlog(limits):
                 self._excess_flood(client, gate)
                 return
             if not gate.holding:

@@ -11,8 +11,9 @@ never guessed at or repaired.  A line that is not an IRC message is answered
 
 Registration (:mod:`.registration`): ``CAP LS [302]``/``REQ``/``END``/``LIST``,
 ``PASS`` (the listener's password), ``NICK``, ``USER``; ``PING`` answered, ``QUIT``
-honoured, anything else ``451``; past 64 messages before registration the
-connection is closed (``ERROR``).  Then the session is asked for as the nick the
+honoured, anything else ``451``; past 64 lines before registration (a line that is
+no message, answered ``400``/``417``/``FAIL``, counts too) the connection is closed
+(``ERROR``).  Then the session is asked for as the nick the
 client gave (``nick_required``): a nick that is invalid, reserved or taken is
 ``432``/``433`` and the connection stays in registration for another ``NICK``; a
 wrong password is ``464`` and ``ERROR``, then the connection closes.  Registration
@@ -25,7 +26,11 @@ then the chat domain's LUSERS (``counts_at_start``: the *presence* plugin's coun
 251-255 and 265/266, the first thing the session is sent).
 Then every message goes to the command mapping (``commands.translate``) except
 what this module serves itself: ``CAP`` (a ``REQ`` changes the renderer: one per
-capability set, shared), ``PING``/``PONG``, and ``PASS``/``USER`` (``462``).
+capability set, shared), ``PING``/``PONG``, and ``PASS``/``USER`` (``462``).  Every
+answer, this module's and the mapping's, is an :class:`~chatd.requests.Answer`:
+it goes through the flood gate with the requests, so each line costs what a line
+costs whoever answers it (no storm of ``CAP LS`` or malformed lines is answered
+at line rate), and comes in order.
 
 labeled-response: after registration, a message with ``@label`` (from a client
 with the capability) becomes requests tagged with a number of this connection's;
@@ -38,8 +43,10 @@ not, so that a chatd error answering it is written as ``FAIL CHATHISTORY``.
 
 Keepalive: after ``ping_seconds`` with no line from the client the server sends
 ``PING``; with still no line ``ping_timeout_seconds`` later, ``ERROR :Closing link:
-Ping timeout`` and the connection closes.  Every limit that closes an IRC
-connection says why first, as ``ERROR`` (the renderer's ``local_error``).
+Ping timeout`` and the connection closes.  Not while the server holds the client's
+reading (the flood gate's backlog is full): its silence is then the server's doing.
+Every limit that closes an IRC connection says why first, as ``ERROR`` (the
+renderer's ``local_error``).
 """
 
 from __future__ import annotations
@@ -430,10 +437,14 @@ class IrcProtocol(ChatProtocol):
         if registration is None:  # pragma: no cover - a session exists then
             return lines
         for index, line in enumerate(lines):
-            message = self._message(line)
-            if message is None:
-                continue
-            self._send(registration.handle(message))
+            read = self._read(line)
+            if read.__class__ is Message:
+                self._send(registration.handle(read))  # type: ignore[arg-type]
+            elif read:  # no message: answered, and counted like one
+                registration.messages += 1
+                self._send(read)  # type: ignore[arg-type]
+            else:
+                continue  # a blank line: nothing to answer, nothing to count
             if registration.login is not None:
                 self._check_login(registration, lines[index + 1:])
                 return []
@@ -546,6 +557,13 @@ class IrcProtocol(ChatProtocol):
             return
         options = self.options
         every = float(options.get("ping_seconds", 0) or 0)
+        if self.input_held:
+            # The server holds its reading (the flood gate's backlog is full): the
+            # client's lines, a PONG among them, wait in the kernel; the silence is
+            # the server's doing, not a dead peer.  Alive; asked again later.
+            self._pinged = None
+            self._timer = self._door.call_later(every, self._keepalive)
+            return
         now = time.monotonic()
         pinged = self._pinged
         if pinged is not None:
@@ -571,43 +589,69 @@ class IrcProtocol(ChatProtocol):
 
     # -- after registration --------------------------------------------------------------
 
-    def _message(self, line: Any) -> Message | None:
-        """A framed line as a message, or None (answered: ``417``, ``FAIL``, ``400``; a
-        blank line is nothing)."""
+    def _read(self, line: Any) -> Message | list[Message]:
+        """A framed line as a message, or the answer to a line that is none (``417``,
+        ``FAIL``, ``400``; nothing for a blank line).  The answer is not written here:
+        before registration it counts toward :data:`MESSAGES_MAX` like any message,
+        after it it waits in the flood gate like any answer (:meth:`parse`)."""
         cls = line.__class__
         if cls is LineTooLong:
-            self.tell("line too long", code="line_too_long")
-            return None
+            return [self._too_long()]
         if cls is NotUtf8:
-            self._send([Message("FAIL", ("*", "INVALID_UTF8",
-                                         "Message rejected: it is not UTF-8 (UTF8ONLY)"),
-                                self.state.server_name)])
-            return None
+            return [Message("FAIL", ("*", "INVALID_UTF8",
+                                     "Message rejected: it is not UTF-8 (UTF8ONLY)"),
+                            self.state.server_name)]
         if not line or line.isspace():
-            return None
-        body = line.partition(" ")[2] if line[0] == "@" else line
+            return []
+        body = line
+        if line[0] == "@":
+            tags, _, body = line.partition(" ")
+            if len(tags.encode("utf-8")) + 1 > self._max_tag_bytes():  # with '@' and ' '
+                return [self._too_long()]
         if len(body.encode("utf-8")) > BODY_MAX - 2:
-            self.tell("line too long", code="line_too_long")
-            return None
+            return [self._too_long()]
         try:
             return parse(line)
         except WireError as exc:
-            self._send([self.state.reply(ERR_UNKNOWNERROR, "*", f"Malformed line: {exc}"[:300])])
-            return None
+            return [self.state.reply(ERR_UNKNOWNERROR, "*", f"Malformed line: {exc}"[:300])]
+
+    def _too_long(self) -> Message:
+        return self.state.reply(ERR_INPUTTOOLONG, "Input line was too long")
+
+    def _answer(self, messages: list[Message]) -> Answer:
+        """``messages`` for this client, written in turn (after the requests before)."""
+        return Answer(b"".join(self._encoded(m) for m in messages))
+
+    def _max_tag_bytes(self) -> int:
+        """The tags allowance of a line (IRCv3's 8191, ``@`` and the space included)."""
+        return int(self.options.get("max_tag_bytes", TAGS_MAX))
 
     def parse(self, lines: list[Any]) -> list[Request]:
         """Registered: each message to the command mapping, in order; what this module
-        serves itself (CAP, PING, PONG, PASS, USER) served here."""
+        serves itself (CAP, PING, PONG, PASS, USER, AUTHENTICATE, a line that is no
+        message) served here.  Every answer is an :class:`~chatd.requests.Answer`, so
+        it waits in the flood gate like a PING's (a storm of ``CAP LS`` or of
+        malformed lines is a flood, delayed in order, never answered at line rate)."""
         session = self.session
         state = self.state
         if session is not None:
             state.nick = str(getattr(session, "nick", state.nick))
         pending: list[Request] = []
+        answer = self._answer
+        motd: Answer | None = None
         for line in lines:
-            message = self._message(line)
-            if message is None:
+            read = self._read(line)
+            if read.__class__ is not Message:
+                if read:
+                    pending.append(answer(read))  # type: ignore[arg-type]
                 continue
+            message: Message = read  # type: ignore[assignment]
             label = self._label(message)
+            if message.command == "MOTD" and label is None:  # a MOTD flood shares one answer
+                if motd is None:  # read and encoded once per read
+                    motd = answer(list(self._motd()))
+                pending.append(motd)
+                continue
             items = self._served(message, session)
             history = _history_of(message, items)
             if label is not None or history is not None:
@@ -639,10 +683,7 @@ class IrcProtocol(ChatProtocol):
                 old, self._renderer = self._renderer, chosen
                 if session is not None:  # the rooms' renderer counts follow
                     session.renderer_changed(old)
-            if self._label(message) is not None:
-                return answer  # the labelled answer, in order
-            self._send(answer)  # at once: what follows is read with the new capabilities
-            return []
+            return answer  # the capabilities change now, the answer waits its turn
         if command == "AUTHENTICATE":  # SASL is registration's: no relogin
             return [state.reply(ERR_SASLALREADY, "You have already authenticated")
                     if state.account is not None else

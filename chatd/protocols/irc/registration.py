@@ -252,6 +252,8 @@ class Registration:
         may send another ``NICK``."""
         state = self.state
         nick, state.wished = state.wished or "*", None
+        if " " in nick or nick[0] == ":":  # ``NICK :a b``: no parameter can say it
+            nick = "*"
         return state.reply(NICK_REFUSALS.get(code, ERR_ERRONEUSNICKNAME), nick, text)
 
 
