@@ -72,6 +72,12 @@ def test_ping_without_a_token_is_409_and_pong_is_nothing():
     assert _run("PONG :chat.test") == []
 
 
+def test_tagmsg_relays_nothing_and_is_no_error():
+    """chatd denies every client-only tag (CLIENTTAGDENY=*): a TAGMSG carries nothing."""
+    assert _run("@+typing=active TAGMSG #lobby") == []
+    assert _run("@+draft/react=x TAGMSG bob") == []
+
+
 @pytest.mark.parametrize("line", ["PASS secret", "USER a 0 * :Real Name"])
 def test_registration_commands_after_registration_are_462(line):
     assert _numerics(_run(line)) == [("462", "alice", "You may not reregister")]

@@ -419,6 +419,7 @@ def test_every_reply_kind_has_an_irc_rendering():
 @pytest.mark.parametrize("code, text, expected", [
     ("no_such_nick", "no such nick: carol", ("401", "alice", "carol")),
     ("nick_in_use", "the nick bob is taken", ("433", "alice", "bob")),
+    ("erroneous_nick", "the nick 'NickServ' is reserved", ("432", "alice", "NickServ")),
     ("not_in_room", "you are not in #dev", ("442", "alice", "#dev")),
     ("user_not_in_room", "bob is not in #dev", ("441", "alice", "bob", "#dev")),
     ("unknown_command", "unknown command /frob — try /help", ("421", "alice", "FROB")),

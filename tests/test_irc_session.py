@@ -593,3 +593,4 @@ def test_isupport_is_truthful():
     limits = LimitsConfig(max_nick_bytes=20, max_rooms_per_client=7)
     tokens = isupport(limits, "Net")
     assert "NICKLEN=20" in tokens and "CHANLIMIT=#:7" in tokens and "NETWORK=Net" in tokens
+    assert "CLIENTTAGDENY=*" in tokens  # TAGMSG relays nothing: no client tag is passed on

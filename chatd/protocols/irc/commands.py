@@ -603,6 +603,14 @@ def _chathistory(message: Message, state: State) -> list[Item]:
     return [_invoke("history", f"{target} {sub.lower()} {' '.join(points)} {wanted}")]
 
 
+def _tagmsg(message: Message, state: State) -> list[Item]:
+    """``TAGMSG``: nothing.  chatd relays no client-only tags (ISUPPORT
+    ``CLIENTTAGDENY=*``), so a ``TAGMSG`` (``+typing``, ``+react``...) carries nothing
+    anyone may be sent, and the message-tags specification says not to relay it; it
+    is no error either (a client with ``message-tags`` may send one any time)."""
+    return []
+
+
 def _chatd_command(message: Message, state: State) -> list[Item]:
     """A command IRC does not have: chatd's command of that name, if it has one."""
     name = message.command.lower()
@@ -620,6 +628,7 @@ _HANDLERS: dict[str, Handler] = {
     "PRIVMSG": _privmsg, "NOTICE": _notice_command,
     "NICK": _nick, "AWAY": _away, "QUIT": _quit, "WHOIS": _whois, "OPER": _oper,
     "KILL": _kill, "SETNAME": _setname, "CHATHISTORY": _chathistory, "LUSERS": _lusers,
+    "TAGMSG": _tagmsg,
 }
 
 __all__ = ["CHANMODES", "CHATHISTORY_MAX", "MODES_MAX", "MSGREFTYPES", "PROTOCOL_COMMANDS",

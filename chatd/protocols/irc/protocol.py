@@ -140,6 +140,7 @@ def isupport(limits: Any, network: str) -> list[str]:
         f"CHANLIMIT=#:{limits.max_rooms_per_client}",
         f"CHANMODES={CHANMODES}",
         f"CHATHISTORY={CHATHISTORY_MAX}",
+        "CLIENTTAGDENY=*",  # no client-only tag is relayed (TAGMSG carries nothing)
         f"CHANNELLEN={CHANNELLEN}",
         "CHANTYPES=#",
         f"KICKLEN={KICKLEN}",

@@ -804,7 +804,7 @@ def _subject(kind: str, text: str) -> str:
     for pattern in _NICK_IN_TEXT:
         hit = pattern.search(text)
         if hit:
-            return word(hit.group(1).rstrip(".,;:"), NICK_MAX)
+            return word(hit.group(1).rstrip(".,;:").strip("'\""), NICK_MAX)  # not its quotes
     return "*"
 
 
