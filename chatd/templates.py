@@ -54,3 +54,15 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
     """``count`` and ``noun`` as a person writes them: ``1 client``, ``2 clients``,
     ``0 clients`` (``many``: the plural when it is not ``noun + "s"``)."""
     return f"{count} {noun if count == 1 else many or noun + 's'}"
+
+
+def how_long(seconds: float | None) -> str:
+    """`` for 2 h``: a ban's or mute's time in the largest unit it is a whole number of
+    (the words moderation logs and the line protocol shows); ``""`` for one that lasts
+    until lifted."""
+    if seconds is None:
+        return ""
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f" for {int(seconds // size)} {unit}"
+    return f" for {int(seconds)} s"

@@ -100,7 +100,7 @@ from ..replies import (
     Whois,
 )
 from ..requests import Invoke, Request
-from ..templates import plural
+from ..templates import how_long, plural
 from .base import ChatProtocol, Renderer
 from .telnet import TelnetFilter
 
@@ -345,17 +345,6 @@ def _counts(e: ServerCounts) -> bytes:
 def _room_modes(e: RoomModes) -> bytes:
     return _said(e, f"{e.room}: topic-lock {'on' if e.topic_lock else 'off'}, "
                     f"invite-only {'on' if e.invite_only else 'off'}")
-
-
-def how_long(seconds: float | None) -> str:
-    """`` for 2 h`` (a ban's or mute's time, in the largest unit it is a whole number
-    of), "" for one until lifted."""
-    if seconds is None:
-        return ""
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f" for {int(seconds // size)} {unit}"
-    return f" for {int(seconds)} s"
 
 
 def _mode_sentence(e: ModeChange, item: ModeItem) -> str:

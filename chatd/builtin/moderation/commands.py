@@ -33,6 +33,7 @@ from chatd.chat.nicks import nick_key, nick_problem
 from chatd.chat.rooms import room_key, room_problem
 from chatd.events import ModeItem
 from chatd.replies import BanEntry, BanList, RoomModes
+from chatd.templates import how_long
 
 from ..accounts import find_account
 from ..masks import Identity, Mask, MaskError, same_name
@@ -223,15 +224,6 @@ def _duration(words: list[str]) -> float | None:
     return float(seconds)
 
 
-def _how_long(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f" for {int(seconds // size)} {unit}"
-    return f" for {int(seconds)} s"
-
-
 # -- registration (the /register and /drop commands of *accounts* call these) ---------------
 
 
@@ -414,7 +406,7 @@ def _set_entry_for(client: Client, kind: str, name: str, room: Room | None, rule
     why = f": {reason}" if reason else ""
     subject = who.target or masks[0]
     _changed(client, name, ModeItem(kind, True, subject),
-             f"{client.nick} {noun} {subject} in {name}{_how_long(seconds)}{why}", reason, seconds)
+             f"{client.nick} {noun} {subject} in {name}{how_long(seconds)}{why}", reason, seconds)
     left_out = masks != who.masks
     if who.target and (left_out or masks != [f"{who.target}!*@*"]):
         # What the nick stood for (an address among it) is for the operator's eyes only.
