@@ -11,23 +11,27 @@ import signal
 import socket
 import ssl
 import struct
+import weakref
 from typing import Any
 
 import pytest
+import trustme
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 TIMEOUT = 5.0
+#: The config sections ``ws_server`` takes beside the listener's options.
+SECTIONS = ("limits", "net", "flood", "per_ip")
 
 
 @pytest.fixture
 def ws_server(chatd_server):
-    """``ws_server(**listener_options, limits=...)`` -> (server, ws:// URL of its
-    websocket listener); listener 0 is a line listener, 1 the websocket one."""
-    def start(limits: dict[str, Any] | None = None, **options: Any) -> Any:
+    """``ws_server(**listener_options, limits=..., flood=...)`` -> (server, ws:// URL of
+    its websocket listener); listener 0 is a line listener, 1 the websocket one."""
+    def start(**options: Any) -> Any:
+        sections = {name: options.pop(name) for name in SECTIONS if name in options}
         server = chatd_server(
-            listen=[{"port": 0}, {"port": 0, "protocol": "websocket", **options}],
-            **({"limits": limits} if limits else {}))
+            listen=[{"port": 0}, {"port": 0, "protocol": "websocket", **options}], **sections)
         return server, f"ws://{server.host}:{server.ports[1]}/"
     return start
 
@@ -39,12 +43,20 @@ def recv_json(ws: Any, timeout: float = TIMEOUT) -> list[dict[str, Any]]:
     return [json.loads(line) for line in frame.splitlines()]
 
 
+#: Objects received in a frame after the one ``until`` returned, per client: next time.
+_PENDING: weakref.WeakKeyDictionary[Any, list[dict[str, Any]]] = weakref.WeakKeyDictionary()
+
+
 def until(ws: Any, predicate: Any, timeout: float = TIMEOUT) -> dict[str, Any]:
-    """Read frames until an object satisfies ``predicate``; that object."""
+    """Read objects until one satisfies ``predicate``; that one (those after it in its
+    frame wait for the next call: nothing is skipped)."""
+    pending = _PENDING.setdefault(ws, [])
     while True:
-        for obj in recv_json(ws, timeout):
+        while pending:
+            obj = pending.pop(0)
             if predicate(obj):
                 return obj
+        pending.extend(recv_json(ws, timeout))
 
 
 def test_upgrade_begins_a_session_and_jsonl_crosses_both_ways(ws_server):
@@ -70,8 +82,13 @@ class RawWs:
     frames in parsed (opcode, payload), every read with a timeout."""
 
     def __init__(self, address: tuple[str, int], *, headers: tuple[str, ...] = (),
-                 upgrade: bool = True, tls: ssl.SSLContext | None = None) -> None:
-        sock = socket.create_connection(address, timeout=TIMEOUT)
+                 upgrade: bool = True, tls: ssl.SSLContext | None = None,
+                 rcvbuf: int | None = None) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:  # before connect: the window is agreed at the handshake
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.settimeout(TIMEOUT)
+        sock.connect(address)
         self.sock = tls.wrap_socket(sock, server_hostname="localhost") if tls else sock
         self.sock.settimeout(TIMEOUT)
         self.buffer = b""
@@ -442,3 +459,112 @@ def test_websocket_jsonl_and_nc_clients_see_the_same_messages_in_the_same_order(
                                       for i in range(5))
     assert web_heard() == nc_heard
     assert bot_heard() == nc_heard
+
+
+# -- limits as for every client -------------------------------------------------------------
+
+
+def test_a_tab_that_never_reads_is_cut_by_the_output_limit_and_nobody_else_misses_a_line(
+        ws_server):
+    server, url = ws_server(limits={"max_output_bytes": 64 << 10, "output_soft_bytes": 64 << 10},
+                            net={"sndbuf_bytes": 4096},
+                            flood={"burst_lines": 1000, "lines_per_second": 1000})
+    sender = server.client()
+    victim = RawWs(address_of(server), rcvbuf=4096)
+    victim_nick = welcomed(victim)
+    sender.expect(rf"{victim_nick} joined")
+    with connect(url, open_timeout=TIMEOUT, max_queue=None) as watcher:
+        until(watcher, lambda o: o["type"] == "join")
+        sender.expect(r"joined")
+        lines = [f"{i:04d} " + "x" * 1000 for i in range(200)]
+        got, left = [], []
+        for line in lines:  # the watcher reads as it goes (the hard limit is everyone's)
+            sender.send(line)
+            while not got or got[-1] != line:
+                obj = until(watcher, lambda o: o["type"] in ("message", "quit"))
+                if obj["type"] == "message":
+                    got.append(obj["text"])
+                else:
+                    left.append((obj["from"], obj["text"]))
+        assert got == lines
+        if not left:
+            quit = until(watcher, lambda o: o["type"] == "quit")
+            left.append((quit["from"], quit["text"]))
+        assert left == [(victim_nick, "output buffer full (not reading)")]
+    sender.send("/who")
+    sender.expect(r"#lobby has 1 member: ")
+    server.wait_for_log(r"output buffer over 65536 bytes")
+    victim.close()
+
+
+def test_a_flood_in_one_message_is_delayed_in_order_not_dropped(ws_server):
+    server, _ = ws_server(flood={"burst_lines": 3, "lines_per_second": 50})
+    person = server.client()
+    raw = RawWs(address_of(server))
+    nick = welcomed(raw)
+    raw.send_frame("\n".join(json.dumps({"cmd": "say", "text": f"f{i}"})
+                             for i in range(12)).encode())
+    for i in range(12):
+        person.expect(rf"^<{nick}> f{i}$")
+    raw.send_json({"cmd": "say", "text": "still connected"})
+    person.expect(rf"^<{nick}> still connected$")
+
+
+def test_a_full_server_refuses_with_an_http_503(ws_server):
+    """Refused at the door, before any request: the answer is an HTTP response (a
+    browser shows it), not jsonl, with the code in a header."""
+    server, url = ws_server(per_ip={"max_connections": 1})
+    with connect(url, open_timeout=TIMEOUT) as ws:
+        until(ws, lambda o: o["type"] == "join")
+        refused = RawWs(address_of(server), upgrade=False)
+        head, body = refused.response()
+        assert head.startswith(b"HTTP/1.1 503") and b"X-Chatd-Error: per_ip" in head
+        assert body.startswith(b"too many connections")
+        refused.eof()
+
+
+def test_a_listener_password_is_jsonls_first_request(ws_server):
+    server, _ = ws_server(password="sesame")
+    person = server.client()
+    raw = RawWs(address_of(server))
+    raw.send_json({"cmd": "say", "text": "let me in"})
+    refused = raw.objects_until(lambda o: o["type"] == "error")[-1]
+    assert refused["code"] == "password_required"
+    person.expect_nothing()  # still nobody
+    raw.send_json({"cmd": "pass", "password": "sesame"})
+    nick = welcomed(raw)
+    person.expect(rf"{nick} joined")
+
+
+def test_wss_over_tls(chatd_server, tmp_path):
+    authority = trustme.CA()
+    pem = tmp_path / "server.pem"
+    authority.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(
+        str(pem))
+    server = chatd_server(listen=[{"port": 0}, {"port": 0, "protocol": "websocket",
+                                                "tls": {"cert": str(pem), "key": str(pem)}}])
+    context = ssl.create_default_context()
+    authority.configure_trust(context)
+    person = server.client()
+    with connect(f"wss://localhost:{server.ports[1]}/", ssl=context,
+                 open_timeout=TIMEOUT) as ws:
+        nick = until(ws, lambda o: o["type"] == "join")["from"]
+        ws.send(json.dumps({"cmd": "say", "text": "over tls"}))
+        person.expect(rf"^<{nick}> over tls$")
+        person.send("hello tls")
+        assert until(ws, lambda o: o.get("text") == "hello tls")["from"] == person.nick
+    # The page too, same origin over https.
+    web = RawWs(("127.0.0.1", server.ports[1]), upgrade=False, tls=context)
+    web.request("GET / HTTP/1.1", "Host: localhost")
+    head, body = web.response()
+    assert head.startswith(b"HTTP/1.1 200") and b"<html" in body
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_x_forwarded_for_counts_only_from_a_trusted_proxy(ws_server, trusted):
+    server, _ = ws_server(trusted_proxies=["127.0.0.0/8"] if trusted else ["10.0.0.0/8"])
+    raw = RawWs(address_of(server), headers=("X-Forwarded-For: 198.51.100.7, 203.0.113.9",))
+    nick = welcomed(raw)
+    seen = server.wait_for_log(rf"connect id=\d+ nick={nick} peer=(\S+)").group(1)
+    # The last hop only: the proxy wrote it; what came before, the client did.
+    assert seen.startswith("203.0.113.9:" if trusted else "127.0.0.1:")
