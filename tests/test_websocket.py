@@ -11,6 +11,8 @@ import signal
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 import weakref
 from typing import Any
 
@@ -568,3 +570,21 @@ def test_x_forwarded_for_counts_only_from_a_trusted_proxy(ws_server, trusted):
     seen = server.wait_for_log(rf"connect id=\d+ nick={nick} peer=(\S+)").group(1)
     # The last hop only: the proxy wrote it; what came before, the client did.
     assert seen.startswith("203.0.113.9:" if trusted else "127.0.0.1:")
+
+
+def test_without_the_web_extra_chatd_runs_and_a_websocket_listener_is_a_config_error(tmp_path):
+    """wsproto and h11 are the web extra: the core imports and checks configs without
+    them, and a websocket listener says what to install (no traceback)."""
+    config = tmp_path / "chatd.yaml"
+    config.write_text("listen:\n  - {port: 0, protocol: websocket}\n")
+    hide = "import sys; sys.modules['wsproto'] = sys.modules['h11'] = None; "
+    run = [sys.executable, "-c",
+           hide + "from chatd.cli import main; sys.exit(main(sys.argv[1:]))",
+           "--config", str(config), "--check-config"]
+    result = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "needs wsproto and h11: pip install 'chatd[web]'" in result.stderr
+    assert "Traceback" not in result.stderr
+    config.write_text("listen:\n  - {port: 0, protocol: jsonl}\n")
+    result = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
