@@ -356,6 +356,21 @@ def test_several_requests_in_one_message_are_each_parsed_as_jsonl(ws_server):
     assert error["text"].startswith("not JSON")
 
 
+def test_what_one_tick_sends_a_browser_is_one_frame(ws_server):
+    """Per-tick coalescing: three requests in one message are answered in one tick, and
+    the answers (three replies, each possibly several objects) come in ONE text frame."""
+    server, _ = ws_server()
+    raw = RawWs(address_of(server))
+    welcomed(raw)
+    raw.send_frame(b'{"cmd":"who","id":"1"}\n{"cmd":"rooms","id":"2"}\n'
+                   b'{"cmd":"topic","room":"#lobby","id":"3"}')
+    opcode, payload = raw.frame()
+    assert opcode == 0x1
+    answers = [json.loads(line) for line in payload.decode().splitlines()]
+    assert [a["type"] for a in answers if "re" in a][:2] == ["names", "rooms"]
+    assert {a["re"] for a in answers} == {"1", "2", "3"}
+
+
 def test_a_binary_message_is_closed_with_1003(ws_server):
     server, _ = ws_server()
     raw = RawWs(address_of(server))
