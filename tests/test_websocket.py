@@ -344,6 +344,16 @@ def test_a_message_in_pieces_counts_whole_against_the_limit(ws_server):
     assert code == 1009
 
 
+def test_a_message_left_unfinished_is_held_to_the_partial_line_timeout(ws_server):
+    server, _ = ws_server(limits={"partial_line_timeout_seconds": 0.5})
+    raw = RawWs(address_of(server))
+    welcomed(raw)
+    raw.send_frame(b'{"cmd":"say",', fin=False)  # and never the rest
+    code, reason, before = raw.close_frame()
+    assert code == 1008 and "unfinished line" in reason
+    assert before[-1]["code"] == "partial_line_timeout"
+
+
 def test_several_requests_in_one_message_are_each_parsed_as_jsonl(ws_server):
     server, _ = ws_server()
     person = server.client()

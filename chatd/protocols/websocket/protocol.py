@@ -215,7 +215,7 @@ class WebSocketProtocol(JsonlProtocol):
 
     renderer = RENDERER  # jsonl's own object: see the module docstring
     wire_name = "websocket"
-    __slots__ = ("_http", "_message", "_message_bytes", "_pinged", "_timer", "_ws")
+    __slots__ = ("_http", "_message", "_message_bytes", "_pinged", "_seen", "_timer", "_ws")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -225,6 +225,9 @@ class WebSocketProtocol(JsonlProtocol):
         self._message: list[str] = []
         self._message_bytes = 0
         self._pinged: float | None = None
+        #: When the client last sent a frame, any frame (the keepalive's clock; a PONG
+        #: is no input: ``last_input``, the idle timeout's, moves on messages only).
+        self._seen = self.opened_at
 
     @property
     def options(self) -> Mapping[str, Any]:
@@ -281,7 +284,7 @@ class WebSocketProtocol(JsonlProtocol):
             self._timer = None
         self._ws = _WsConnection(ConnectionType.SERVER)
         self.transport = FramedTransport(conn, self._client_address(upgrade.forwarded_for))
-        self.last_input = time.monotonic()
+        self._seen = time.monotonic()
         if not self._door.password_required:
             if not self.begin_session():
                 return
@@ -323,7 +326,7 @@ class WebSocketProtocol(JsonlProtocol):
             elif cls is Ping:
                 self.transport.write_raw(ws.send(event.response()))  # type: ignore[attr-defined]
             elif cls is Pong:
-                pass  # alive: last_input moved below
+                pass  # alive: _alive() below
             elif cls is CloseConnection:
                 self._closed_by_client(event)
                 return
@@ -335,8 +338,7 @@ class WebSocketProtocol(JsonlProtocol):
     def _alive(self) -> None:
         """A frame came: the client is there (the keepalive's clock)."""
         self._pinged = None
-        if self.session is not None:
-            self.last_input = time.monotonic()
+        self._seen = time.monotonic()
 
     def _text(self, chunk: str, finished: bool) -> None:
         size = len(chunk) if chunk.isascii() else len(chunk.encode("utf-8"))
@@ -346,11 +348,14 @@ class WebSocketProtocol(JsonlProtocol):
             self._refuse(f"message too long: at most {limit} bytes", "message_too_big")
             return
         self._message.append(chunk)
-        if not finished:
+        if not finished:  # a message in pieces is an unfinished line (its timeout)
+            if self.partial_since is None:
+                self.partial_since = time.monotonic()
             return
         text = "".join(self._message) if len(self._message) > 1 else self._message[0]
         self._message = []
         self._message_bytes = 0
+        self.partial_since = None
         lines: list[Any] = text.split("\n")
         self._lines_received(lines)
 
@@ -405,7 +410,7 @@ class WebSocketProtocol(JsonlProtocol):
             timeout = float(options.get("ping_timeout_seconds", 0) or 0)
             self._refuse(f"ping timeout: no answer in {timeout:g} seconds", "ping_timeout")
             return
-        quiet = now - self.last_input
+        quiet = now - self._seen
         if quiet < every:
             self._timer = self._door.call_later(every - quiet, self._keepalive)
             return
