@@ -403,26 +403,20 @@ def test_the_server_pings_a_quiet_client_and_closes_one_that_never_answers(ws_se
     assert code == 1011 and "ping timeout" in reason
 
 
-def test_a_library_client_answers_pings_and_its_ping_is_answered(ws_server):
-    server, url = ws_server(ping_seconds=0.2, ping_timeout_seconds=0.5)
+def test_a_clients_ping_is_answered_with_a_pong(ws_server):
+    _, url = ws_server()
     with connect(url, open_timeout=TIMEOUT, ping_interval=None) as ws:
         until(ws, lambda o: o["type"] == "join")
         assert ws.ping(b"are you there").wait(TIMEOUT)
-        # The server's pings are answered by the library: still connected well after
-        # several ping intervals (the server's timer closes otherwise; a frame proves it).
-        server.wait_for_log(r"connect id=1")
-        person = server.client()
-        person.send("still here?")
-        assert until(ws, lambda o: o.get("text") == "still here?")
 
 
 def test_a_client_close_is_echoed_and_the_user_leaves(ws_server):
     server, url = ws_server()
     person = server.client()
-    ws = connect(url, open_timeout=TIMEOUT, close_timeout=TIMEOUT)
-    nick = until(ws, lambda o: o["type"] == "join")["from"]
-    ws.close(1000, "bye now")
-    assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1000
+    with connect(url, open_timeout=TIMEOUT, close_timeout=TIMEOUT) as ws:
+        nick = until(ws, lambda o: o["type"] == "join")["from"]
+        ws.close(1000, "bye now")
+        assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1000
     person.expect(rf"{nick} (left|quit)")
 
 
