@@ -388,7 +388,7 @@ def test_a_binary_message_is_closed_with_1003(ws_server):
     raw.send_frame(b"\x00\x01", opcode=0x2)
     code, reason, before = raw.close_frame()
     assert code == 1003 and "binary" in reason
-    assert before[-1]["type"] == "error"
+    assert before[-1]["code"] == "binary_message"
 
 
 def test_the_server_pings_a_quiet_client_and_closes_one_that_never_answers(ws_server):
@@ -399,8 +399,9 @@ def test_the_server_pings_a_quiet_client_and_closes_one_that_never_answers(ws_se
     assert opcode == 0x9  # PING
     raw.send_frame(payload, opcode=0xA)  # PONG: alive
     assert raw.frame()[0] == 0x9  # quiet again: pinged again
-    code, reason, _ = raw.close_frame()  # no answer this time
+    code, reason, before = raw.close_frame()  # no answer this time
     assert code == 1011 and "ping timeout" in reason
+    assert before[-1]["code"] == "ping_timeout"
 
 
 def test_a_clients_ping_is_answered_with_a_pong(ws_server):
