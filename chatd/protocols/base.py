@@ -115,6 +115,11 @@ class Transport(Protocol):
 
     def write_now(self, data: bytes) -> None: ...
 
+    def encode_output(self, encode: Callable[[list[bytes]], bytes]) -> None:
+        """From now on send ``encode(writes)`` for each batch of writes (a tick's, or
+        ``write_now``'s one), not the writes joined: a protocol that frames its output
+        (WebSocket) frames it where the bytes leave; the limits count the writes."""
+
     def close(self, reason: str, *, limit: str | None = None) -> None:
         """Close gracefully; ``limit`` names the limit the connection hit, if any."""
 
@@ -434,6 +439,10 @@ class ChatProtocol:
     """
 
     renderer: ClassVar[Renderer]
+    #: The protocol's name (``listen[].protocol``, ``client.protocol``) where it renders
+    #: with another protocol's renderer (``websocket`` sends jsonl's bytes in frames, so a
+    #: room of both renders each event once); None: its renderer's name.
+    wire_name: ClassVar[str | None] = None
     #: How a framed line's bytes become a line (:class:`~chatd.framing.LineFramer`'s
     #: ``decode``): the protocol's input sanitising.  Text for people by default
     #: (:func:`~chatd.framing.decode_line`); jsonl decodes strictly instead.
@@ -510,7 +519,7 @@ class ChatProtocol:
 
     @property
     def name(self) -> str:
-        return self.renderer.name
+        return self.wire_name or self.renderer.name
 
     # -- the protocol's choices, per class ---------------------------------------------
 
