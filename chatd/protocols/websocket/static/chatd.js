@@ -383,6 +383,8 @@
         buf.joined = true;
         renderRooms();
         if (first && !obj.history) {
+          // The join at connect brings no member list: ask for it (not shown).
+          send({ cmd: "who", room: obj.room }, null);
           resumeTarget = resuming ? wantCurrent : null;
           if (resuming && !wanted) {
             // This room was left before the reconnect: leave it again.
@@ -472,7 +474,7 @@
       }
       if (obj.topic) setTopic(buf, obj.topic);
       if (keyOf(buf.name) === current) renderMembers();
-      if (!obj.greeting) {
+      if (!obj.greeting && where(obj) !== null) {
         const nicks = (obj.members || []).map((m) => (m.operator ? "@" : "") + m.nick);
         const more = obj.total > nicks.length ? ` and ${obj.total - nicks.length} more` : "";
         addLine(where(obj) ?? current, base(obj, "server",

@@ -1,0 +1,413 @@
+"""The browser page, end to end: Debian's Chromium driven by Playwright against a
+real chatd serving the page and the WebSocket on its ``websocket`` listener.
+
+Each test opens the page the way a person does (``GET /``, then the page's own
+WebSocket), and checks what that person sees: the room list and its unread
+counts, the member list, messages crossing with a netcat user and a jsonl bot,
+completion, the disconnected state and the resume after a restart, and that a
+message that looks like HTML is shown as text.  No browser is downloaded: the
+tests use ``/usr/bin/chromium`` (``apt install chromium``; ``.ci/run`` does), and
+in CI a missing Chromium or Playwright fails, never skips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatd.testing import skip_unless_ci
+
+CHROMIUM = Path(os.environ.get("CHATD_CHROMIUM", "/usr/bin/chromium"))
+#: How long the page may take to show what a test waits for (a wait on an event,
+#: never a sleep; generous for a loaded CI machine).
+WAIT_MS = 10_000
+#: Long enough for the page's reconnect backoff (0.5 s, 1 s, 2 s, ... with jitter)
+#: to come round after a restart.
+RECONNECT_MS = 20_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the module (each test gets its own context)."""
+    if not CHROMIUM.exists():
+        skip_unless_ci(f"Debian's chromium is not installed at {CHROMIUM} (apt install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        skip_unless_ci("playwright is not installed (the test extra)")
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM))
+        yield chromium
+        chromium.close()
+
+
+class Tab:
+    """A browser tab on the page, with what went wrong in it recorded."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        page.on("dialog", self._dialog)
+        page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
+        page.on("console", self._console)
+
+    def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(f"{dialog.type}: {dialog.message}")
+        dialog.dismiss()
+
+    def _console(self, message: Any) -> None:
+        # A CSP refusal, a failed load or a script error shows up as an error here.
+        if message.type == "error":
+            self.errors.append(message.text)
+
+    def open(self, url: str) -> str:
+        """Load the page, wait until it shows #lobby joined; returns the nick."""
+        self.page.goto(url)
+        self.expect_current("#lobby")
+        return self.nick()
+
+    def nick(self) -> str:
+        return self.page.locator("#my-nick").inner_text()
+
+    def type(self, text: str) -> None:
+        """Type a line into the editor and press Enter."""
+        self.page.locator("#input").fill(text)
+        self.page.locator("#input").press("Enter")
+
+    def room(self, name: str) -> Any:
+        """The room list's button for ``name``."""
+        return self.page.locator("#room-list button").filter(
+            has=self.page.locator(".name", has_text=name))
+
+    def line(self, text: str) -> Any:
+        """The log's lines holding ``text``."""
+        return self.page.locator("#log li").filter(has_text=text)
+
+    def expect_current(self, name: str, timeout: int = WAIT_MS) -> None:
+        from playwright.sync_api import expect
+
+        expect(self.page.locator('#room-list button[aria-current="true"] .name')).to_have_text(
+            name, timeout=timeout)
+
+    def expect_line(self, text: str, timeout: int = WAIT_MS) -> Any:
+        from playwright.sync_api import expect
+
+        line = self.line(text).last
+        expect(line).to_be_visible(timeout=timeout)
+        return line
+
+    def log_texts(self) -> list[str]:
+        return [text.strip() for text in self.page.locator("#log li .body").all_inner_texts()]
+
+
+@pytest.fixture
+def tab(browser: Any) -> Iterator[Tab]:
+    """A fresh page in its own context (no storage shared between tests); fails the
+    test afterwards if the page raised, logged an error (a CSP refusal included) or
+    opened a dialog."""
+    context = browser.new_context(viewport={"width": 1100, "height": 720})
+    opened = Tab(context.new_page())
+    yield opened
+    context.close()
+    assert not opened.dialogs, f"the page opened dialogs: {opened.dialogs}"
+    assert not opened.errors, f"errors in the page: {opened.errors}"
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (the restart test needs a fixed one)."""
+    with contextlib.closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def web_chat(chatd_server: Any, *, ws_port: int = 0, **sections: Any) -> tuple[Any, str]:
+    """chatd with a line (0), a jsonl (1) and a websocket (2) listener; returns the
+    server and the page's URL."""
+    server = chatd_server(listen=[{"port": 0}, {"port": 0, "protocol": "jsonl"},
+                                  {"port": ws_port, "protocol": "websocket"}], **sections)
+    return server, f"http://127.0.0.1:{server.ports[2]}/"
+
+
+# -- one chat for everyone ----------------------------------------------------------
+
+
+def test_page_chats_with_nc_and_a_bot_in_the_same_order(chatd_server, tab):
+    """A browser, a person at nc and a jsonl bot in #lobby: each sees the others,
+    and the page shows the lines in the order the server made them."""
+    server, url = web_chat(chatd_server)
+    nc = server.terminal("nc")
+    bot = server.json_client()
+    me = tab.open(url)
+
+    tab.type("hello from the browser")
+    nc.expect(rf"^<{me}> hello from the browser$")
+    bot.expect(type="message", **{"from": me}, text="hello from the browser")
+
+    nc.send("hi browser")
+    bot.send(cmd="say", text="beep from the bot")
+    nc.send("and again")
+    tab.expect_line("and again")
+    lines = tab.log_texts()
+    said = [line for line in lines if line.endswith(("hi browser", "beep from the bot",
+                                                      "and again"))]
+    assert said == [f"{nc.nick} hi browser", f"{bot.nick} beep from the bot",
+                    f"{nc.nick} and again"], lines
+    nc.expect(rf"^<{bot.nick}> beep from the bot$")
+
+
+def test_html_in_a_message_is_shown_as_text(chatd_server, tab):
+    """``<img src=x onerror=alert(1)>`` from nc is its characters on the page: no
+    element is made from it and no dialog opens (the tab fixture fails on one)."""
+    server, url = web_chat(chatd_server)
+    nc = server.client()
+    tab.open(url)
+    payload = "<img src=x onerror=alert(1)>"
+    nc.send(payload)
+    nc.send(f"<b>bold?</b> {payload} & <script>alert(2)</script>")
+    line = tab.expect_line("<b>bold?</b>")
+    assert line.locator(".body").inner_text().endswith(
+        f"<b>bold?</b> {payload} & <script>alert(2)</script>")
+    assert tab.page.locator("#log img, #log b, #log script").count() == 0
+    assert tab.line(payload).first.locator(".body").inner_text() == f"{nc.nick} {payload}"
+
+
+# -- rooms, unread counts, members ------------------------------------------------------
+
+
+def test_switching_rooms_and_unread_counts(chatd_server, tab):
+    server, url = web_chat(chatd_server)
+    nc = server.client()
+    tab.open(url)
+    tab.type("/join #dev")
+    tab.expect_current("#dev")
+    tab.expect_line("you joined #dev")
+
+    nc.send("one for lobby")
+    nc.send("two for lobby")
+    lobby = tab.room("#lobby")
+    from playwright.sync_api import expect
+
+    expect(lobby.locator(".badge")).to_have_text("2", timeout=WAIT_MS)
+    assert tab.line("one for lobby").count() == 0  # not shown in #dev
+
+    lobby.click()
+    tab.expect_current("#lobby")
+    expect(lobby.locator(".badge")).to_be_hidden()
+    tab.expect_line("one for lobby")
+    tab.expect_line("two for lobby")
+
+    # Keyboard: Alt+Down / Alt+Up move through the room list.
+    tab.page.locator("#input").press("Alt+ArrowUp")
+    tab.expect_current("#dev")
+    tab.page.locator("#input").press("Alt+ArrowDown")
+    tab.expect_current("#lobby")
+
+
+def test_member_list_follows_joins_parts_and_nicks(chatd_server, tab):
+    from playwright.sync_api import expect
+
+    server, url = web_chat(chatd_server)
+    me = tab.open(url)
+    members = tab.page.locator("#member-list li")
+    expect(members).to_have_text([me], timeout=WAIT_MS)
+
+    nc = server.client()
+    expect(members).to_have_text(sorted([me, nc.nick]), timeout=WAIT_MS)
+    nc.send("/nick zed")
+    expect(members).to_have_text(sorted([me, "zed"]), timeout=WAIT_MS)
+    tab.expect_line(f"{nc.nick} is now known as zed")
+    nc.send("/join #dev")
+    nc.send("/part #lobby")
+    expect(members).to_have_text([me], timeout=WAIT_MS)
+    tab.expect_line("zed left #lobby")
+
+
+# -- the line editor --------------------------------------------------------------------
+
+
+def test_completion_and_input_history(chatd_server, tab):
+    from playwright.sync_api import expect
+
+    server, url = web_chat(chatd_server)
+    nc = server.client()
+    nc.send("/nick zed")
+    nc.expect(r"now known as zed")
+    tab.open(url)
+    editor = tab.page.locator("#input")
+    expect(tab.page.locator("#member-list li").filter(has_text="zed")).to_have_count(
+        1, timeout=WAIT_MS)
+
+    editor.fill("/jo")
+    editor.press("Tab")
+    expect(editor).to_have_value("/join ")
+    editor.press_sequentially("#dev")
+    editor.press("Enter")
+    tab.expect_current("#dev")
+
+    tab.room("#lobby").click()
+    tab.expect_current("#lobby")
+    editor.fill("ze")
+    editor.press("Tab")
+    expect(editor).to_have_value("zed: ")
+    editor.press_sequentially("lunch?")
+    editor.press("Enter")
+    nc.expect(r"^<[^>]+> zed: lunch\?$")
+
+    editor.press("ArrowUp")
+    expect(editor).to_have_value("zed: lunch?")
+    editor.press("ArrowUp")
+    expect(editor).to_have_value("/join #dev")
+    editor.press("ArrowDown")
+    editor.press("ArrowDown")
+    expect(editor).to_have_value("")
+
+
+def test_commands_are_the_servers_and_each_kind_is_styled(chatd_server, tab):
+    """A guest uses the server's commands (/nick); notices, actions, private
+    messages and errors each get their own look."""
+    from playwright.sync_api import expect
+
+    server, url = web_chat(chatd_server)
+    nc = server.client()
+    tab.open(url)
+    tab.type("/nick webby")
+    expect(tab.page.locator("#my-nick")).to_have_text("webby", timeout=WAIT_MS)
+    nc.expect(r"is now known as webby")
+
+    nc.send("plain words")
+    tab.expect_line("plain words")
+    nc.send("/me waves")
+    action = tab.expect_line("waves")
+    tab.type("/nosuchcommand")
+    error = tab.page.locator("#log li.error").last
+    expect(error).to_be_visible(timeout=WAIT_MS)
+    nc.send("/notice #lobby deploy at five")
+    notice = tab.expect_line("deploy at five")
+    tab.type("/whois webby")
+    server_notice = tab.expect_line("idle ")  # a reply (whois), as the server's line
+
+    assert "action" in action.get_attribute("class")
+    assert "user-notice" in notice.get_attribute("class")
+    assert "server" in server_notice.get_attribute("class")
+
+    nc.send("/msg webby psst")
+    private = tab.room(nc.nick)
+    expect(private.locator(".badge")).to_have_text("1", timeout=WAIT_MS)
+    private.click()
+    line = tab.expect_line("psst")
+    assert "privmsg" in line.get_attribute("class")
+
+    private_look = look(tab, "privmsg")
+
+    tab.room("#lobby").click()
+    tab.expect_current("#lobby")
+    looks = [look(tab, kind) for kind in ("message", "action", "error", "user-notice", "server")]
+    looks.append(private_look)
+    assert len(set(looks)) == len(looks), f"two kinds look the same: {looks}"
+
+
+def look(tab: Tab, kind: str) -> str:
+    """How the first log line of ``kind`` looks: its text colour, style and background."""
+    return tab.page.evaluate("""(kind) => {
+        const body = document.querySelector(`#log li.${CSS.escape(kind)} .body`);
+        const s = getComputedStyle(body), li = getComputedStyle(body.parentElement);
+        return [s.color, s.fontStyle, li.backgroundColor, li.borderLeftColor].join(" ");
+    }""", kind)
+
+
+def test_history_on_join_is_shown_apart(chatd_server, tab):
+    server, url = web_chat(chatd_server, plugins={"history": {"replay_lines": 10}})
+    nc = server.client()
+    nc.send("said before you came")
+    nc.send("/who")  # its answer means the line before it was handled (and kept)
+    nc.expect(r"#lobby has 1 member")
+    tab.open(url)
+    old = tab.expect_line("said before you came")
+    assert "history" in old.get_attribute("class")
+    tab.expect_line("live chat follows")
+    nc.send("said now")
+    new = tab.expect_line("said now")
+    assert "history" not in new.get_attribute("class")
+
+
+# -- the disconnected state and the resume ------------------------------------------------
+
+
+def test_reconnect_after_a_restart_resumes_the_rooms(chatd_server, tab):
+    """The server restarts: the page says it is disconnected, reconnects by itself
+    (backoff), joins its rooms again, asks for its nick again and shows the room it
+    was in."""
+    from playwright.sync_api import expect
+
+    server, url = web_chat(chatd_server, ws_port=free_port())
+    tab.open(url)
+    tab.type("/nick webby")
+    expect(tab.page.locator("#my-nick")).to_have_text("webby", timeout=WAIT_MS)
+    tab.type("/join #dev")
+    tab.expect_current("#dev")
+    tab.type("/join #ops")
+    tab.expect_current("#ops")
+    tab.room("#dev").click()
+    tab.expect_current("#dev")
+
+    server.stop()
+    expect(tab.page.locator("#banner")).to_be_visible(timeout=WAIT_MS)
+    expect(tab.page.locator("#banner-text")).to_contain_text("Disconnected")
+    expect(tab.page.locator("body")).to_have_class("offline")
+    tab.type("lost words")
+    tab.expect_line("not connected")
+
+    server.restart()
+    expect(tab.page.locator("#banner")).to_be_hidden(timeout=RECONNECT_MS)
+    expect(tab.page.locator("#my-nick")).to_have_text("webby", timeout=WAIT_MS)
+    tab.expect_current("#dev")
+    for room in ("#lobby", "#dev", "#ops"):
+        expect(tab.room(room).locator(".name")).to_have_text(room, timeout=WAIT_MS)
+    nc = server.client()
+    nc.send("/join #ops")
+    nc.send("/who #ops")
+    nc.expect(r"#ops has 2 members: .*webby")
+    nc.send("back on #ops")
+    expect(tab.room("#ops").locator(".badge")).to_have_text("1", timeout=WAIT_MS)
+    # The browser logs its refused reconnects ("WebSocket connection ... failed")
+    # as console errors: expected while the server was down, and only those.
+    tab.errors[:] = [e for e in tab.errors if "WebSocket connection to" not in e]
+
+
+# -- the layout -----------------------------------------------------------------------------
+
+
+def test_phone_layout_and_color_schemes(chatd_server, browser):
+    """At a phone's width the log takes the screen and the panes open from the top
+    bar; the page follows prefers-color-scheme."""
+    _server, url = web_chat(chatd_server)
+    luminance = []
+    for scheme in ("light", "dark"):
+        context = browser.new_context(viewport={"width": 390, "height": 760},
+                                      color_scheme=scheme, is_mobile=True, has_touch=True)
+        phone = Tab(context.new_page())
+        phone.open(url)
+        page = phone.page
+        assert not page.locator("#rooms").is_visible()
+        assert page.evaluate("() => document.documentElement.scrollWidth <= innerWidth")
+        page.locator("#toggle-rooms").click()
+        assert page.locator("#rooms").is_visible()
+        assert page.locator("#toggle-rooms").get_attribute("aria-expanded") == "true"
+        phone.room("#lobby").click()
+        assert not page.locator("#rooms").is_visible()
+        assert page.locator("#input").is_visible()
+        luminance.append(page.evaluate("""() => {
+            const [r, g, b] = getComputedStyle(document.body).backgroundColor
+              .match(/\\d+/g).map(Number);
+            return 0.2126 * r + 0.7152 * g + 0.0722 * b; }"""))
+        context.close()
+        assert not phone.errors and not phone.dialogs
+    light, dark = luminance
+    assert light > 200 > 60 > dark, luminance
