@@ -139,27 +139,42 @@ def web_chat(chatd_server: Any, *, ws_port: int = 0, **sections: Any) -> tuple[A
 
 
 def test_page_chats_with_nc_and_a_bot_in_the_same_order(chatd_server, tab):
-    """A browser, a person at nc and a jsonl bot in #lobby: each sees the others,
-    and the page shows the lines in the order the server made them."""
+    """A browser, a person at nc and a jsonl bot in #lobby: each sees the others'
+    lines, in the order the server made them (a second jsonl client, the watcher,
+    sees all three and is the reference).  The page's own line is shown when
+    typed (a local echo, as IRC clients do), so its place is checked on the
+    others' screens only."""
     server, url = web_chat(chatd_server)
     nc = server.terminal("nc")
     bot = server.json_client()
+    watcher = server.json_client()
     me = tab.open(url)
 
     tab.type("hello from the browser")
     nc.expect(rf"^<{me}> hello from the browser$")
     bot.expect(type="message", **{"from": me}, text="hello from the browser")
 
-    nc.send("hi browser")
+    # Three people talk at once: the server puts their lines in one order.
+    nc.send("hi from nc")
     bot.send(cmd="say", text="beep from the bot")
-    nc.send("and again")
-    tab.expect_line("and again")
-    lines = tab.log_texts()
-    said = [line for line in lines if line.endswith(("hi browser", "beep from the bot",
-                                                      "and again"))]
-    assert said == [f"{nc.nick} hi browser", f"{bot.nick} beep from the bot",
-                    f"{nc.nick} and again"], lines
-    nc.expect(rf"^<{bot.nick}> beep from the bot$")
+    tab.type("and from the browser")
+    said = {"hi from nc", "beep from the bot", "and from the browser"}
+    order = []
+    while len(order) < 3:
+        message = watcher.expect(type="message")
+        if message["text"] in said:
+            order.append(message["text"])
+
+    tab.expect_line("hi from nc")
+    tab.expect_line("beep from the bot")
+    on_page = [line.split(" ", 1)[1] for line in tab.log_texts()
+               if line.split(" ", 1)[-1] in said - {"and from the browser"}]
+    assert on_page == [t for t in order if t != "and from the browser"], (order, on_page)
+    on_nc = [nc.expect(r"^<\S+> (beep from the bot|and from the browser)$").group(1)
+             for _ in range(2)]
+    assert on_nc == [t for t in order if t != "hi from nc"], (order, on_nc)
+    got = bot.expect(type="message", **{"from": me}, text="and from the browser")
+    assert got["room"] == "#lobby"
 
 
 def test_html_in_a_message_is_shown_as_text(chatd_server, tab):
@@ -385,18 +400,26 @@ def test_reconnect_after_a_restart_resumes_the_rooms(chatd_server, tab):
 
 
 def test_phone_layout_and_color_schemes(chatd_server, browser):
-    """At a phone's width the log takes the screen and the panes open from the top
-    bar; the page follows prefers-color-scheme."""
-    _server, url = web_chat(chatd_server)
+    """At a phone's width the log takes the screen, every control fits in it, and
+    the panes open from the top bar; the page follows prefers-color-scheme."""
+    from playwright.sync_api import expect
+
+    server, url = web_chat(chatd_server)
+    nc = server.client()
     luminance = []
     for scheme in ("light", "dark"):
         context = browser.new_context(viewport={"width": 390, "height": 760},
                                       color_scheme=scheme, is_mobile=True, has_touch=True)
         phone = Tab(context.new_page())
-        phone.open(url)
+        me = phone.open(url)
         page = phone.page
+        nc.send(f"/msg {me} the top bar shows an unread count now")
+        expect(page.locator("#unread-total")).to_have_text("1", timeout=WAIT_MS)
         assert not page.locator("#rooms").is_visible()
         assert page.evaluate("() => document.documentElement.scrollWidth <= innerWidth")
+        for control in ("#toggle-rooms", "#toggle-members", "#send", "#input"):
+            box = page.locator(control).bounding_box()
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, (control, box)
         page.locator("#toggle-rooms").click()
         assert page.locator("#rooms").is_visible()
         assert page.locator("#toggle-rooms").get_attribute("aria-expanded") == "true"
