@@ -616,7 +616,7 @@
         return send(req);
       }
       case "close": {
-        if (buf && buf.kind === "private") {
+        if (buf && (buf.kind === "private" || (buf.kind === "room" && !buf.joined))) {
           buffers.delete(current);
           showBuffer(orderedKeys()[0]);
           return true;
