@@ -339,6 +339,29 @@ def look(tab: Tab, kind: str) -> str:
     }""", kind)
 
 
+def test_a_guest_registers_and_identifies_like_everyone(chatd_server, tab, browser):
+    """The server's account commands, typed in the page: /register in one visit,
+    /identify NICK PASSWORD in the next one (a new tab, as a guest again)."""
+    from playwright.sync_api import expect
+
+    _server, url = web_chat(chatd_server)
+    tab.open(url)
+    tab.type("/nick webby")
+    expect(tab.page.locator("#my-nick")).to_have_text("webby", timeout=WAIT_MS)
+    tab.type("/register correct-horse")
+    tab.expect_line("webby is registered to you")
+    tab.page.context.close()
+
+    context = browser.new_context()
+    later = Tab(context.new_page())
+    assert later.open(url).startswith("guest-")
+    later.type("/identify webby correct-horse")
+    later.expect_line("you are identified as webby")
+    expect(later.page.locator("#my-nick")).to_have_text("webby", timeout=WAIT_MS)
+    context.close()
+    assert not later.errors and not later.dialogs
+
+
 def test_history_on_join_is_shown_apart(chatd_server, tab):
     server, url = web_chat(chatd_server, plugins={"history": {"replay_lines": 10}})
     nc = server.client()
