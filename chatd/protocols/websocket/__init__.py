@@ -10,7 +10,7 @@ chatd runs as ever, and a ``websocket`` listener is a config error that says so.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from dataclasses import dataclass
 
 from ...config_rules import Invalid, setting
@@ -22,8 +22,15 @@ NEEDS = ("wsproto", "h11")
 
 
 def missing_dependencies() -> list[str]:
-    """The packages of the ``web`` extra that are not installed."""
-    return [name for name in NEEDS if importlib.util.find_spec(name) is None]
+    """The packages of the ``web`` extra that cannot be imported (asked with the config,
+    so ``--check-config`` says what to install, never a traceback later)."""
+    missing = []
+    for name in NEEDS:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
 
 
 @dataclass(frozen=True, slots=True)

@@ -289,6 +289,10 @@ class HttpSide:
         """Answer one request (its head: a body is refused before it is read)."""
         if len(request.headers) > MAX_HEADERS:
             return self._fail(431, f"at most {MAX_HEADERS} header fields")
+        # h11 holds an incomplete head to the limit; one that came whole in a read, here.
+        size = len(request.target) + sum(len(k) + len(v) + 4 for k, v in request.headers)
+        if size > MAX_HEAD_BYTES:
+            return self._fail(431, f"request head over {MAX_HEAD_BYTES} bytes")
         if _header(request, b"content-length") not in (None, "0") \
                 or _header(request, b"transfer-encoding") is not None:
             return self._fail(413, "no request body here")
