@@ -202,6 +202,7 @@ def test_switching_rooms_and_unread_counts(chatd_server, tab):
     server, url = web_chat(chatd_server)
     nc = server.client()
     tab.open(url)
+    tab.expect_line("Welcome to chatd")  # the welcome, shown in the room it put us in
     tab.type("/join #dev")
     tab.expect_current("#dev")
     tab.expect_line("you joined #dev")
@@ -309,6 +310,9 @@ def test_commands_are_the_servers_and_each_kind_is_styled(chatd_server, tab):
     notice = tab.expect_line("deploy at five")
     tab.type("/whois webby")
     server_notice = tab.expect_line("idle ")  # a reply (whois), as the server's line
+
+    tab.type("/away lunch")  # a reply that is data only (away_status), put in words
+    tab.expect_line("you are away: lunch")
 
     assert "action" in action.get_attribute("class")
     assert "user-notice" in notice.get_attribute("class")
