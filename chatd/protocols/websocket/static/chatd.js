@@ -36,6 +36,8 @@
   let resumeTarget = null;             // wantCurrent as it was when this connection began
   let serverCommands = [];             // from the help reply: for completion
   let requestSeq = 0;
+  let beforeFirstJoin = true;          // this connection has not been put in a room yet
+  let greeting = [];                   // what the server said before that (the welcome)
   const requestBuffer = new Map();     // request id -> buffer key its answers belong to
   const typed = [];                    // input history
   let typedPos = 0;
@@ -86,6 +88,7 @@
       buf.seen.add(seenKey);
     }
     buf.lines.push(line);
+    if (key === SERVER && beforeFirstJoin) greeting.push(line);
     if (buf.lines.length > MAX_LINES) buf.lines.shift();
     const counts = ["message", "action", "privmsg", "user-notice"].includes(line.kind);
     if (keyOf(buf.name) === current || key === current) {
@@ -244,6 +247,8 @@
       return;
     }
     socket = ws;
+    beforeFirstJoin = true;
+    greeting = [];
     let pending = "";
     ws.addEventListener("open", () => {
       attempt = 0;
@@ -383,6 +388,9 @@
         buf.joined = true;
         renderRooms();
         if (first && !obj.history) {
+          beforeFirstJoin = false;
+          for (const said of greeting) addLine(keyOf(buf.name), said);  // the welcome
+          greeting = [];
           // The join at connect brings no member list: ask for it (not shown).
           send({ cmd: "who", room: obj.room }, null);
           resumeTarget = resuming ? wantCurrent : null;
@@ -527,6 +535,47 @@
     },
   };
 
+  // Replies that carry data and no text: each worded as a line from the server.
+  const worded = {
+    away_status: (o) => (o.away ? `you are away: ${o.away}` : "you are back"),
+    online: (o) => {
+      const on = (o.online || []).map((m) => m.nick + (m.away ? " (away)" : ""));
+      return on.length ? `online: ${on.join(", ")}` : `none of ${(o.asked || []).join(", ")} is online`;
+    },
+    server_counts: (o) => `${o.users} users (${o.operators} operators), ${o.rooms} rooms, ` +
+      `${o.unknown} connecting; at most ${o.most} at once`,
+    room_modes: (o) => `${o.room}: ${o.invite_only ? "invite only" : "anyone may join"}, ` +
+      `${o.topic_lock ? "only operators set the topic" : "anyone sets the topic"}`,
+    bans: (o) => {
+      const entries = (o.entries || []).map((e) =>
+        `${e.kind} ${e.subject} by ${e.set_by}${e.until ? ` until ${e.until}` : ""}` +
+        `${e.reason ? `: ${e.reason}` : ""}`);
+      return entries.length ? `bans and mutes in ${o.room}:\n${entries.join("\n")}` :
+        `no bans or mutes in ${o.room}`;
+    },
+  };
+  const EVENT_FIELDS = new Set(["type", "id", "time", "from", "server", "plugin", "re", "history"]);
+
+  /** A reply this page has no words for (a plugin's own kind): its fields, as text. */
+  function fieldsOf(obj) {
+    const parts = [];
+    for (const [key, value] of Object.entries(obj)) {
+      if (EVENT_FIELDS.has(key) || value === null || value === undefined) continue;
+      parts.push(`${key}: ${typeof value === "object" ? JSON.stringify(value) : value}`);
+    }
+    return `${obj.type}${parts.length ? ` (${parts.join(", ")})` : ""}`;
+  }
+
+  function modeText(obj) {
+    const changes = (obj.changes || []).map((c) => {
+      const what = c.mode + (c.arg ? ` ${c.nick || c.arg}` : "");
+      return `${c.on ? "+" : "-"}${what}`;
+    });
+    const why = obj.text ? `: ${obj.text}` : "";
+    const how = obj.seconds ? ` for ${obj.seconds} s` : "";
+    return `${obj.from} set ${changes.join(", ")} in ${obj.room}${how}${why}`;
+  }
+
   function setTopic(buf, topic) {
     buf.topic = topic;
     if (keyOf(buf.name) === current) {
@@ -541,11 +590,16 @@
       fn(obj);
       return;
     }
-    // A kind this page does not know (a plugin's reply, mode, invite...): its text.
-    const text = obj.text || (obj.type === "invite" ? `${obj.from} invites you to ${obj.room}` : "");
-    if (!text) return;
+    if (obj.type === "account" || obj.type === "realname") return;  // not shown (as on nc)
+    let text;
+    let kind = "server";
+    if (obj.type === "mode") { text = modeText(obj); kind = "event"; }
+    else if (obj.type === "invite") text = `${obj.from} invites you to ${obj.room}: /join ${obj.room}`;
+    else if (worded[obj.type]) text = worded[obj.type](obj);
+    else text = obj.text || fieldsOf(obj);  // a kind this page does not know
     const key = obj.room && buffers.has(keyOf(obj.room)) ? keyOf(obj.room) : where(obj);
-    addLine(key ?? current, base(obj, "server", { text }));
+    if (key === null) return;
+    addLine(key, base(obj, kind, { text }));
   }
 
   /** Keep what a reconnect (or a reload of the tab) resumes: rooms, the room in
