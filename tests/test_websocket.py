@@ -560,6 +560,16 @@ def test_wss_over_tls(chatd_server, tmp_path):
     web.request("GET / HTTP/1.1", "Host: localhost")
     head, body = web.response()
     assert head.startswith(b"HTTP/1.1 200") and b"<html" in body
+    # Plaintext HTTP on the TLS port: an HTTP answer a browser can show.
+    plain = RawWs(("127.0.0.1", server.ports[1]), upgrade=False)
+    plain.request("GET / HTTP/1.1", "Host: localhost")
+    head, body = plain.response()
+    assert head.startswith(b"HTTP/1.1 400") and b"speaks TLS" in body
+    # Plaintext HTTP on the TLS port: an HTTP answer a browser can show.
+    plain = RawWs(("127.0.0.1", server.ports[1]), upgrade=False)
+    plain.request("GET / HTTP/1.1", "Host: localhost")
+    head, body = plain.response()
+    assert head.startswith(b"HTTP/1.1 400") and b"speaks TLS" in body
 
 
 @pytest.mark.parametrize("trusted", [True, False])

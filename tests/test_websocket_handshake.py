@@ -61,6 +61,7 @@ def test_the_accept_key_is_rfc_6455s():
     ("https://chat.example.org.evil.example", "chat.example.org", (), False),
     ("https://chat.example.org:8443", "chat.example.org:9000", (), False),
     ("http://chat.example.org", "chat.example.org:8080", (), False),  # port 80 is not 8080
+    ("https://chat.example.org:9000", "chat.example.org", (), False),  # nor 9000 a default
     ("null", "chat.example.org", (), False),
     ("https://chat.example.org", None, (), False),
     ("https://chat.example.org", "other.example", ("https://chat.example.org",), True),

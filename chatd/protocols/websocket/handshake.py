@@ -100,7 +100,7 @@ def origin_allowed(origin: str | None, host: str | None, origins: tuple[str, ...
     empty (the default): only the listener's own site, the host and port the request's
     ``Host`` names (the scheme is not compared: behind a proxy that ends TLS the
     listener sees ``http`` while the page is ``https``; a ``Host`` without a port
-    matches the name on any scheme's default port).  Otherwise the origin must be
+    matches the name on either default port, 80 or 443).  Otherwise the origin must be
     one of ``origins`` (``https://chat.example.org``; ``*``: any).
     """
     if origin is None:
@@ -124,7 +124,7 @@ def origin_allowed(origin: str | None, host: str | None, origins: tuple[str, ...
     if own is None or not own[0]:
         return False
     if own[1] == 0:  # Host names no port: the site's default one, whichever scheme
-        return parts.hostname.lower() == own[0]
+        return parts.hostname.lower() == own[0] and port in (None, 80, 443)
     return (parts.hostname.lower(), port or _DEFAULT_PORTS[scheme]) == own
 
 

@@ -75,11 +75,17 @@ HTTP_TIMEOUT_DEFAULT = 60.0
 
 def frame_header(length: int, opcode: int = 0x1) -> bytes:
     """The header of an unmasked final frame of ``length`` payload bytes."""
+    if length < 126 and opcode == 0x1:
+        return _TEXT_HEADERS[length]
     if length < 126:
         return bytes((0x80 | opcode, length))
     if length < 65536:
         return struct.pack("!BBH", 0x80 | opcode, 126, length)
     return struct.pack("!BBQ", 0x80 | opcode, 127, length)
+
+
+#: The two-byte headers of short text frames, made once (most events are one of them).
+_TEXT_HEADERS = tuple(bytes((0x81, n)) for n in range(126))
 
 
 def close_frame(code: int, reason: str) -> bytes:
@@ -126,11 +132,16 @@ class FramedTransport:
 
     def write(self, data: bytes) -> None:
         if data and not self._closed:
-            self._inner.write(frame_header(len(data)) + data)
+            size = len(data)
+            self._inner.write((_TEXT_HEADERS[size] if size < 126 else frame_header(size))
+                              + data)
 
     def write_now(self, data: bytes) -> None:
+        """The fan-out's path, once per recipient: kept to one concatenation."""
         if data and not self._closed:
-            self._inner.write_now(frame_header(len(data)) + data)
+            size = len(data)
+            self._inner.write_now((_TEXT_HEADERS[size] if size < 126 else frame_header(size))
+                                  + data)
 
     def write_raw(self, data: bytes) -> None:
         """Bytes already framed (wsproto's PONG, the echo of a close)."""
