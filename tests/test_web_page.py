@@ -474,6 +474,19 @@ def test_phone_layout_and_color_schemes(chatd_server, browser):
         phone.room("#lobby").click()
         assert not page.locator("#rooms").is_visible()
         assert page.locator("#input").is_visible()
+        # The same with the keyboard: Alt+R opens the rooms, the focus on the room
+        # in view; Enter picks it, and the focus is back in the message box.
+        page.locator("#input").press("Alt+r")
+        expect(page.locator("#rooms")).to_be_visible()
+        expect(phone.room("#lobby")).to_be_focused()
+        page.keyboard.press("Enter")
+        expect(page.locator("#rooms")).to_be_hidden()
+        expect(page.locator("#input")).to_be_focused()
+        page.locator("#input").press("Alt+m")
+        expect(page.locator("#members")).to_be_visible()
+        page.keyboard.press("Escape")
+        expect(page.locator("#members")).to_be_hidden()
+        expect(page.locator("#input")).to_be_focused()
         luminance.append(page.evaluate("""() => {
             const [r, g, b] = getComputedStyle(document.body).backgroundColor
               .match(/\\d+/g).map(Number);

@@ -772,7 +772,7 @@
     closePanes();
     pane.classList.toggle("open", open);
     $(button).setAttribute("aria-expanded", String(open));
-    if (open) pane.querySelector("button, li")?.focus?.();
+    if (open) (pane.querySelector("button[aria-current=true]") || pane).focus();
   }
 
   ui.editor.addEventListener("submit", (ev) => {
