@@ -366,6 +366,23 @@ def test_a_guest_registers_and_identifies_like_everyone(chatd_server, tab, brows
     assert not later.errors and not later.dialogs
 
 
+def test_a_listener_password_is_asked_for_and_given_with_pass(chatd_server, tab):
+    """On a listener with a password the page says so, and /pass lets you in."""
+    server = chatd_server(listen=[{"port": 0}, {"port": 0, "protocol": "websocket",
+                                                 "password": "sesame"}])
+    from playwright.sync_api import expect
+
+    tab.page.goto(f"http://127.0.0.1:{server.ports[1]}/")
+    asked = tab.page.locator("#log li.error").filter(has_text="type /pass PASSWORD")
+    expect(asked).to_have_count(1, timeout=WAIT_MS)
+    tab.type("/pass wrong")
+    expect(asked).to_have_count(2, timeout=WAIT_MS)
+    assert "wrong password" in asked.last.inner_text()
+    tab.type("/pass sesame")
+    tab.expect_current("#lobby")
+    tab.expect_line("Welcome to chatd")
+
+
 def test_history_on_join_is_shown_apart(chatd_server, tab):
     server, url = web_chat(chatd_server, plugins={"history": {"replay_lines": 10}})
     nc = server.client()

@@ -36,6 +36,7 @@
   let resumeTarget = null;             // wantCurrent as it was when this connection began
   let serverCommands = [];             // from the help reply: for completion
   let requestSeq = 0;
+  let listenerPassword = null;         // /pass, kept in memory only (for reconnects)
   let beforeFirstJoin = true;          // this connection has not been put in a room yet
   let greeting = [];                   // what the server said before that (the welcome)
   const requestBuffer = new Map();     // request id -> buffer key its answers belong to
@@ -253,6 +254,11 @@
     ws.addEventListener("open", () => {
       attempt = 0;
       setOnline(true, "connected");
+      // A listener with a password says nothing until asked: any first request
+      // brings its password_required error, so ask for the command list (for
+      // completion) at once.  A password given before is given again.
+      if (listenerPassword) send({ cmd: "pass", password: listenerPassword }, null);
+      send({ cmd: "help" }, null);
     });
     ws.addEventListener("message", (ev) => {
       if (typeof ev.data !== "string") return;
@@ -327,7 +333,6 @@
     for (const room of wantRooms) {
       if (!buffers.get(keyOf(room))?.joined) send({ cmd: "join", room }, null);
     }
-    send({ cmd: "help" }, null);  // the command list, for completion (not shown)
   }
 
   // ---- events in ------------------------------------------------------------
@@ -375,7 +380,12 @@
     },
     error(obj) {
       const key = where(obj);
-      addLine(key === null ? current : key, base(obj, "error", { text: obj.text || obj.code }));
+      let text = obj.text || obj.code;
+      if (obj.code === "password_required" || obj.code === "wrong_password") {
+        listenerPassword = null;
+        text += "\nThis server asks for a password: type /pass PASSWORD";
+      }
+      addLine(key === null ? current : key, base(obj, "error", { text }));
     },
     join(obj) {
       const buf = buffer(obj.room);
@@ -678,6 +688,10 @@
         return submit(`/part ${rest}`);
       }
       case "nick": return send({ cmd: "nick", nick: rest.trim() });
+      case "pass": {
+        listenerPassword = rest.trim();
+        return send({ cmd: "pass", password: listenerPassword });
+      }
       case "topic": {
         const req = { cmd: "topic" };
         if (room) req.room = room;
