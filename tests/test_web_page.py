@@ -383,6 +383,31 @@ def test_a_listener_password_is_asked_for_and_given_with_pass(chatd_server, tab)
     tab.expect_line("Welcome to chatd")
 
 
+def test_the_page_over_https_speaks_wss(chatd_server, browser, tmp_path):
+    """On a listener with ``tls:`` the page is https:// and its WebSocket wss://
+    (a browser refuses ws:// from an https:// page)."""
+    import trustme
+
+    authority = trustme.CA()
+    pem = tmp_path / "server.pem"
+    authority.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(
+        str(pem))
+    server = chatd_server(listen=[{"port": 0}, {"port": 0, "protocol": "websocket",
+                                                 "tls": {"cert": str(pem), "key": str(pem)}}])
+    # The test CA is not in Chromium's store: the certificate is trusted by flag.
+    context = browser.new_context(ignore_https_errors=True)
+    secure = Tab(context.new_page())
+    sockets = []
+    secure.page.on("websocket", lambda ws: sockets.append(ws.url))
+    me = secure.open(f"https://localhost:{server.ports[1]}/")
+    nc = server.client()
+    secure.type("over tls")
+    nc.expect(rf"^<{me}> over tls$")
+    assert sockets == [f"wss://localhost:{server.ports[1]}/"]
+    context.close()
+    assert not secure.errors and not secure.dialogs
+
+
 def test_history_on_join_is_shown_apart(chatd_server, tab):
     server, url = web_chat(chatd_server, plugins={"history": {"replay_lines": 10}})
     nc = server.client()
