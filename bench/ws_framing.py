@@ -1,9 +1,9 @@
 """The per-recipient cost of WebSocket framing, and of permessage-deflate, in process.
 
 A micro-benchmark (timeit, one core) of the path a fan-out payload takes to each
-browser: ``FramedTransport.write_now`` (a frame header before the shared bytes)
-against the bare transport call, with one ``send()``/``recv()`` on a socketpair for
-scale; and what ``permessage-deflate`` would add per recipient (a zlib stream per
+browser: the connection's ``encode_output`` (:func:`encode_frames`: a frame header
+before the shared bytes), with one ``send()``/``recv()`` on a socketpair for scale;
+and what ``permessage-deflate`` would add per recipient (a zlib stream per
 connection, context takeover).  docs/web.md quotes its output.  Not the load test:
 that is bench/run.py's ``ws-fanout-1000``.
 
@@ -19,20 +19,7 @@ import timeit
 import zlib
 from collections.abc import Callable
 
-from chatd.protocols.websocket.protocol import FramedTransport
-
-
-class Sink:
-    """A transport that takes the bytes and does nothing (the framing alone is timed)."""
-
-    is_open = True
-    output_bytes = 0
-
-    def write_now(self, data: bytes) -> None:
-        pass
-
-    def write(self, data: bytes) -> None:
-        pass
+from chatd.protocols.websocket.protocol import encode_frames
 
 
 def event(i: int) -> bytes:
@@ -51,12 +38,11 @@ def ns(call: Callable[[], object], number: int) -> float:
 def main() -> None:
     payloads = [event(i) for i in range(1000)]
     payload = payloads[0]
-    sink = Sink()
-    framed = FramedTransport(sink, ("x", 0))
-    bare = ns(lambda: sink.write_now(payload), 1_000_000)
-    with_frame = ns(lambda: framed.write_now(payload), 1_000_000)
-    print(f"payload {len(payload)} B: write_now through FramedTransport {with_frame:.0f} ns, "
-          f"bare {bare:.0f} ns: framing adds {with_frame - bare:.0f} ns per recipient")
+    one = ns(lambda: encode_frames([payload]), 1_000_000)
+    tick = [payloads[i] for i in range(5)]
+    five = ns(lambda: encode_frames(tick), 1_000_000)
+    print(f"payload {len(payload)} B: framing it for one recipient (encode_frames([data]), "
+          f"write_now's direct send) {one:.0f} ns; a tick of 5 writes in one frame {five:.0f} ns")
     a, b = socket.socketpair()
     b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
 

@@ -121,6 +121,29 @@ def test_writes_in_one_tick_are_one_send(pair):
     assert got.splitlines()[-1] == b"line 49"
 
 
+def test_encoded_output_frames_a_ticks_writes_in_one_send_and_the_counts_balance(pair):
+    """encode_output (a WebSocket's frames): what was queued before goes as written; after
+    it, one tick's writes are encoded together in one send, the direct send of
+    write_now alone; output_bytes and the shared account return to 0."""
+    reactor, make, theirs, _protocol, counted = pair
+    conn = make()
+    conn.write(b"HTTP/1.1 101\r\n\r\n")
+    conn.encode_output(lambda writes: b"<" + b"".join(writes) + b">")
+    assert counted.sends == 1  # the raw bytes first, at once
+    conn.write(b"a\n")
+    conn.write_now(b"b\n")  # queued behind the write: in the same frame
+    reactor.run_once(0)
+    assert counted.sends == 2
+    conn.write_now(b"c\n")  # nothing queued: sent at once, encoded alone
+    assert counted.sends == 3
+    want = b"HTTP/1.1 101\r\n\r\n<a\nb\n><c\n>"
+    got = b""
+    while len(got) < len(want):
+        got += theirs.recv(65536)
+    assert got == want
+    assert conn.output_bytes == 0 and conn._ctx.account.total == 0
+
+
 def test_a_partial_write_resumes_on_the_epollout_edge_with_no_other_traffic(pair):
     reactor, make, theirs, _protocol, _ = pair
     conn = make(hard=1 << 24, soft=1 << 23)

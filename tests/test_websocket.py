@@ -344,6 +344,16 @@ def test_a_message_in_pieces_counts_whole_against_the_limit(ws_server):
     assert code == 1009
 
 
+def test_a_message_left_unfinished_is_held_to_the_partial_line_timeout(ws_server):
+    server, _ = ws_server(limits={"partial_line_timeout_seconds": 0.5})
+    raw = RawWs(address_of(server))
+    welcomed(raw)
+    raw.send_frame(b'{"cmd":"say",', fin=False)  # and never the rest
+    code, reason, before = raw.close_frame()
+    assert code == 1008 and "unfinished line" in reason
+    assert before[-1]["code"] == "partial_line_timeout"
+
+
 def test_several_requests_in_one_message_are_each_parsed_as_jsonl(ws_server):
     server, _ = ws_server()
     person = server.client()
@@ -354,6 +364,21 @@ def test_several_requests_in_one_message_are_each_parsed_as_jsonl(ws_server):
     person.expect(rf"^<{nick}> two$")
     error = raw.objects_until(lambda o: o["type"] == "error")[-1]
     assert error["text"].startswith("not JSON")
+
+
+def test_what_one_tick_sends_a_browser_is_one_frame(ws_server):
+    """Per-tick coalescing: three requests in one message are answered in one tick, and
+    the answers (three replies, each possibly several objects) come in ONE text frame."""
+    server, _ = ws_server()
+    raw = RawWs(address_of(server))
+    welcomed(raw)
+    raw.send_frame(b'{"cmd":"who","id":"1"}\n{"cmd":"rooms","id":"2"}\n'
+                   b'{"cmd":"topic","room":"#lobby","id":"3"}')
+    opcode, payload = raw.frame()
+    assert opcode == 0x1
+    answers = [json.loads(line) for line in payload.decode().splitlines()]
+    assert [a["type"] for a in answers if "re" in a][:2] == ["names", "rooms"]
+    assert {a["re"] for a in answers} == {"1", "2", "3"}
 
 
 def test_a_binary_message_is_closed_with_1003(ws_server):

@@ -22,9 +22,11 @@ from chatd.protocols.websocket.handshake import (
     page,
 )
 from chatd.protocols.websocket.protocol import (
+    Control,
     FramedTransport,
     close_code,
     close_frame,
+    encode_frames,
     frame_header,
 )
 
@@ -193,40 +195,51 @@ def test_a_close_frame_holds_the_code_and_a_reason_cut_to_whole_characters():
     assert close_code("excess_flood") == 1008 and close_code("ping_timeout") == 1011
 
 
+def test_a_ticks_writes_are_one_text_frame_and_control_frames_stay_whole():
+    lines = [b'{"type":"message"}\n', b'{"type":"notice"}\n', b""]
+    assert encode_frames(lines) == frame_header(37) + b"".join(lines)
+    assert encode_frames([lines[0]]) == frame_header(19) + lines[0]
+    ping, close = Control(frame_header(4, 0x9) + b"chat"), Control(close_frame(1000, "bye"))
+    assert encode_frames([ping]) == ping
+    assert encode_frames([lines[0], ping, lines[1], close]) == (
+        frame_header(19) + lines[0] + ping + frame_header(18) + lines[1] + close)
+    assert encode_frames([b""]) == b""
+
+
 class Inner:
     """The connection under a :class:`FramedTransport`: what it was given."""
 
     def __init__(self) -> None:
-        self.written: list[tuple[str, bytes]] = []
+        self.written: list[bytes] = []
         self.is_open = True
         self.output_bytes = 0
         self.closed: tuple[str, str | None] | None = None
+        self.encode: Any = None
+
+    def encode_output(self, encode: Any) -> None:
+        self.encode = encode
 
     def write(self, data: bytes) -> None:
-        self.written.append(("write", data))
+        self.written.append(data)
 
     def write_now(self, data: bytes) -> None:
-        self.written.append(("now", data))
+        self.written.append(data)
 
     def close(self, reason: str, *, limit: str | None = None) -> None:
         self.closed = (reason, limit)
         self.is_open = False
 
 
-def test_the_framed_transport_frames_each_write_and_closes_with_one_close_frame():
+def test_the_framed_transport_writes_through_and_closes_with_one_close_frame():
     inner = Inner()
     framed = FramedTransport(inner, ("203.0.113.9", 0))
-    shared = b'{"type":"message"}\n'
-    framed.write_now(shared)
+    assert inner.encode is encode_frames
+    # The fan-out's call is the connection's own: no wrapper in between.
+    assert framed.write_now == inner.write_now and framed.write == inner.write
     framed.write(b'{"type":"error"}\n')
-    framed.write(b"")  # nothing: no empty frame
     framed.close("excess flood", limit="excess_flood")
     framed.close("again")
-    framed.write(b"late\n")  # after the close frame: nothing
-    assert inner.written == [
-        ("now", frame_header(len(shared)) + shared),
-        ("write", b"\x81\x11" + b'{"type":"error"}\n'),
-        ("write", close_frame(1008, "excess flood")),
-    ]
+    assert inner.written == [b'{"type":"error"}\n', close_frame(1008, "excess flood")]
+    assert inner.written[1].__class__ is Control  # never inside a text frame
     assert inner.closed == ("again", None)  # closing twice is the connection's business
     assert framed.peer == ("203.0.113.9", 0)

@@ -115,6 +115,11 @@ class Transport(Protocol):
 
     def write_now(self, data: bytes) -> None: ...
 
+    def encode_output(self, encode: Callable[[list[bytes]], bytes]) -> None:
+        """From now on send ``encode(writes)`` for each batch of writes (a tick's, or
+        ``write_now``'s one), not the writes joined: a protocol that frames its output
+        (WebSocket) frames it where the bytes leave; the limits count the writes."""
+
     def close(self, reason: str, *, limit: str | None = None) -> None:
         """Close gracefully; ``limit`` names the limit the connection hit, if any."""
 

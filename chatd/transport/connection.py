@@ -244,6 +244,7 @@ class Connection:
 
     __slots__ = (
         "_ctx",
+        "_encode",
         "_ending",
         "_flush_queued",
         "_held",
@@ -282,6 +283,9 @@ class Connection:
         #: Queued output, oldest first; None when empty (most connections, most of
         #: the time: no list kept per idle connection).
         self._out: list[bytes] | None = None
+        #: What turns the queued writes into the bytes sent (``encode_output``: a
+        #: WebSocket's frames); None, most connections: they are sent as written.
+        self._encode: Callable[[list[bytes]], bytes] | None = None
         self._pending: memoryview | None = None
         self._flush_queued = False
         self._read_queued = False
@@ -527,6 +531,17 @@ class Connection:
         self.output_bytes -= size
         self._ctx.account.total -= size
 
+    def encode_output(self, encode: Callable[[list[bytes]], bytes]) -> None:
+        """From now on, send ``encode(writes)`` for what was written since the last
+        send, not the writes joined: the protocol frames a tick's output as a whole
+        (a WebSocket text frame holding every line of the tick, one ``send``).
+        ``write_now``'s direct send is ``encode([data])``.  What was written before
+        (the HTTP ``101``) goes out as it was, first.  The limits keep counting the
+        bytes as written (a slow reader's skipped lines stay exact)."""
+        if self._out and self.state is not State.CLOSED:
+            self._write()  # what is queued goes as it is; a rest waits in _pending
+        self._encode = encode
+
     def write_now(self, data: bytes) -> None:
         """Send ``data`` at once if nothing is queued ahead of it; else queue it.
 
@@ -541,6 +556,8 @@ class Connection:
             if not self._skipped_when_slow(data):
                 self.write(data)
             return
+        if self._encode is not None:
+            data = self._encode([data])
         try:
             sent = self._sock.send(data)
         except (BlockingIOError, InterruptedError):
@@ -612,7 +629,20 @@ class Connection:
         if not out:
             return None
         self._out = None
+        if self._encode is not None:
+            return memoryview(self._encoded(out))
         return memoryview(out[0] if len(out) == 1 else b"".join(out))
+
+    def _encoded(self, out: list[bytes]) -> bytes:
+        """``encode_output``'s bytes for the queued ``out``; what it adds (a frame's
+        header) is counted as queued output too, so each send's bytes balance."""
+        written = sum(map(len, out))
+        data = self._encode(out)  # type: ignore[misc]
+        added = len(data) - written
+        if added:
+            self.output_bytes += added
+            self._ctx.account.total += added
+        return data
 
     def _overflow(self) -> None:
         log.warning(

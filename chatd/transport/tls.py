@@ -277,8 +277,11 @@ class TlsConnection(Connection):
         change = 0
         out = self._out
         if out and self.handshaken:
-            plain = out[0] if len(out) == 1 else b"".join(out)
             self._out = None
+            if self._encode is not None:  # a WebSocket's frames: see encode_output
+                plain = self._encoded(out)
+            else:
+                plain = out[0] if len(out) == 1 else b"".join(out)
             try:
                 self._tls.write(plain)
             except ssl.SSLError as exc:

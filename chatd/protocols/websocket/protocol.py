@@ -14,12 +14,13 @@ password is jsonl's first ``pass`` request).  A message longer than the server's
 ``limits.max_line_bytes`` is closed with 1009, a binary one with 1003.
 
 Output is jsonl's, rendered by jsonl's renderer (the same object: a room of
-browsers and jsonl bots renders each event once).  The protocol's transport,
-once upgraded, is a :class:`FramedTransport`: each write becomes one unmasked
-text frame, a small header before the shared payload, so the fan-out hands every
-browser the same bytes and never learns about WebSocket; the connection sends a
-tick's frames in one ``send``.  A text frame holds one or more complete jsonl
-lines (docs/protocols.md: the client splits on ``\\n``).
+browsers and jsonl bots renders each event once).  Once upgraded, the
+connection frames its output where the bytes leave (its ``encode_output``,
+:func:`encode_frames`): everything written for a browser in one tick goes out as
+ONE unmasked text frame in one ``send``, and the fan-out's direct send is a small
+header before the payload every recipient shares, so the fan-out never learns
+about WebSocket.  A text frame holds one or more complete jsonl lines
+(docs/protocols.md: the client splits on ``\\n``).
 
 Keepalive: after ``ping_seconds`` without a frame from the client the server sends
 a PING, and closes with 1011 if nothing comes within ``ping_timeout_seconds``; a
@@ -104,23 +105,66 @@ def close_code(limit: str | None) -> int:
     return LIMIT_CODES.get(limit, POLICY)
 
 
+class Control(bytes):
+    """A control frame (PING, PONG, close), whole: it goes out between the text frames
+    as it is, never inside one (:func:`encode_frames`)."""
+
+    __slots__ = ()
+
+
+def _text_frame(data: bytes) -> bytes:
+    size = len(data)
+    return (_TEXT_HEADERS[size] if size < 126 else frame_header(size)) + data
+
+
+def encode_frames(writes: list[bytes]) -> bytes:
+    """What an upgraded connection sends for the writes of one tick (the connection's
+    ``encode_output``): every jsonl line written in ONE text frame (one between two
+    control frames), the control frames as they are.  The fan-out's direct send is
+    one write: a header before the payload every recipient shares."""
+    if len(writes) == 1:  # the fan-out's direct send: kept to one concatenation
+        data = writes[0]
+        if data.__class__ is Control or not data:
+            return data
+        size = len(data)
+        return (_TEXT_HEADERS[size] if size < 126 else frame_header(size)) + data
+    out: list[bytes] = []
+    text: list[bytes] = []
+    for data in writes:
+        if data.__class__ is Control:
+            if text:
+                out.append(_text_frame(b"".join(text)))
+                text = []
+            out.append(data)
+        elif data:
+            text.append(data)
+    if text:
+        out.append(_text_frame(b"".join(text)))
+    return b"".join(out)
+
+
 class FramedTransport:
     """The transport of an upgraded connection, as its protocol and the chat domain see
-    it: what they write goes out as text frames; closing sends a close frame first.
+    it: the connection itself for writing (its ``encode_output`` frames each tick's
+    writes, :func:`encode_frames`), the client's address, and a close that sends a
+    close frame first.
 
-    ``write_now(data)`` (the fan-out's path) sends ``header + data``: the payload is
-    the one every recipient shares; only the few header bytes are this connection's.
-    The slow-reader rule stays the connection's (a frame skipped whole).
+    ``write`` and ``write_now`` are the connection's own bound methods, so the fan-out's
+    call costs nothing more than on any connection; the slow-reader rule and the output
+    limits stay the connection's, counted in jsonl lines and bytes as written.
     """
 
-    __slots__ = ("_closed", "_inner", "peer")
+    __slots__ = ("_closed", "_inner", "peer", "write", "write_now")
 
     def __init__(self, inner: Any, peer: tuple[str, int]) -> None:
         self._inner = inner
         #: The client's address: the connection's, or the trusted proxy's forwarded one.
         self.peer = peer
-        #: A close frame was sent (or the client's echoed): nothing more is framed.
+        #: A close frame was sent (or the client's echoed): no second one.
         self._closed = False
+        inner.encode_output(encode_frames)
+        self.write = inner.write
+        self.write_now = inner.write_now
 
     @property
     def is_open(self) -> bool:
@@ -130,22 +174,9 @@ class FramedTransport:
     def output_bytes(self) -> int:
         return int(self._inner.output_bytes)
 
-    def write(self, data: bytes) -> None:
-        if data and not self._closed:
-            size = len(data)
-            self._inner.write((_TEXT_HEADERS[size] if size < 126 else frame_header(size))
-                              + data)
-
-    def write_now(self, data: bytes) -> None:
-        """The fan-out's path, once per recipient: kept to one concatenation."""
-        if data and not self._closed:
-            size = len(data)
-            self._inner.write_now((_TEXT_HEADERS[size] if size < 126 else frame_header(size))
-                                  + data)
-
     def write_raw(self, data: bytes) -> None:
-        """Bytes already framed (wsproto's PONG, the echo of a close)."""
-        self._inner.write(data)
+        """A control frame, whole (wsproto's PONG, a PING, the echo of a close)."""
+        self._inner.write(Control(data))
 
     def close_frame_sent(self) -> bool:
         """Mark the close frame sent; False if it had been already."""
@@ -158,7 +189,7 @@ class FramedTransport:
         """Send a close frame (the code for ``limit``, ``reason``), then close the TCP
         connection gracefully (the goodbye flushed, the client's echo awaited briefly)."""
         if self._inner.is_open and self.close_frame_sent():
-            self._inner.write(close_frame(close_code(limit), reason))
+            self._inner.write(Control(close_frame(close_code(limit), reason)))
         self._inner.close(reason, limit=limit)
 
     def reject_foreign(self, kind: str, reply: bytes) -> None:
@@ -184,7 +215,7 @@ class WebSocketProtocol(JsonlProtocol):
 
     renderer = RENDERER  # jsonl's own object: see the module docstring
     wire_name = "websocket"
-    __slots__ = ("_http", "_message", "_message_bytes", "_pinged", "_timer", "_ws")
+    __slots__ = ("_http", "_message", "_message_bytes", "_pinged", "_seen", "_timer", "_ws")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -194,6 +225,9 @@ class WebSocketProtocol(JsonlProtocol):
         self._message: list[str] = []
         self._message_bytes = 0
         self._pinged: float | None = None
+        #: When the client last sent a frame, any frame (the keepalive's clock; a PONG
+        #: is no input: ``last_input``, the idle timeout's, moves on messages only).
+        self._seen = self.opened_at
 
     @property
     def options(self) -> Mapping[str, Any]:
@@ -250,7 +284,7 @@ class WebSocketProtocol(JsonlProtocol):
             self._timer = None
         self._ws = _WsConnection(ConnectionType.SERVER)
         self.transport = FramedTransport(conn, self._client_address(upgrade.forwarded_for))
-        self.last_input = time.monotonic()
+        self._seen = time.monotonic()
         if not self._door.password_required:
             if not self.begin_session():
                 return
@@ -292,7 +326,7 @@ class WebSocketProtocol(JsonlProtocol):
             elif cls is Ping:
                 self.transport.write_raw(ws.send(event.response()))  # type: ignore[attr-defined]
             elif cls is Pong:
-                pass  # alive: last_input moved below
+                pass  # alive: _alive() below
             elif cls is CloseConnection:
                 self._closed_by_client(event)
                 return
@@ -304,8 +338,7 @@ class WebSocketProtocol(JsonlProtocol):
     def _alive(self) -> None:
         """A frame came: the client is there (the keepalive's clock)."""
         self._pinged = None
-        if self.session is not None:
-            self.last_input = time.monotonic()
+        self._seen = time.monotonic()
 
     def _text(self, chunk: str, finished: bool) -> None:
         size = len(chunk) if chunk.isascii() else len(chunk.encode("utf-8"))
@@ -315,11 +348,14 @@ class WebSocketProtocol(JsonlProtocol):
             self._refuse(f"message too long: at most {limit} bytes", "message_too_big")
             return
         self._message.append(chunk)
-        if not finished:
+        if not finished:  # a message in pieces is an unfinished line (its timeout)
+            if self.partial_since is None:
+                self.partial_since = time.monotonic()
             return
         text = "".join(self._message) if len(self._message) > 1 else self._message[0]
         self._message = []
         self._message_bytes = 0
+        self.partial_since = None
         lines: list[Any] = text.split("\n")
         self._lines_received(lines)
 
@@ -347,7 +383,7 @@ class WebSocketProtocol(JsonlProtocol):
         """The server closes on its own (a shutdown): a close frame, 1001."""
         transport = self.transport
         if isinstance(transport, FramedTransport) and transport.close_frame_sent():
-            return close_frame(GOING_AWAY, reason)
+            return Control(close_frame(GOING_AWAY, reason))
         return b""
 
     # -- keepalive ---------------------------------------------------------------------
@@ -374,7 +410,7 @@ class WebSocketProtocol(JsonlProtocol):
             timeout = float(options.get("ping_timeout_seconds", 0) or 0)
             self._refuse(f"ping timeout: no answer in {timeout:g} seconds", "ping_timeout")
             return
-        quiet = now - self.last_input
+        quiet = now - self._seen
         if quiet < every:
             self._timer = self._door.call_later(every - quiet, self._keepalive)
             return
@@ -390,4 +426,11 @@ class WebSocketProtocol(JsonlProtocol):
         super().connection_lost(reason)
 
 
-__all__ = ["FramedTransport", "WebSocketProtocol", "close_frame", "frame_header"]
+__all__ = [
+    "Control",
+    "FramedTransport",
+    "WebSocketProtocol",
+    "close_frame",
+    "encode_frames",
+    "frame_header",
+]
