@@ -36,6 +36,7 @@
   let resumeTarget = null;             // wantCurrent as it was when this connection began
   let serverCommands = [];             // from the help reply: for completion
   let requestSeq = 0;
+  let lostWhy = null;                  // why the last open connection ended
   let listenerPassword = null;         // /pass, kept in memory only (for reconnects)
   let beforeFirstJoin = true;          // this connection has not been put in a room yet
   let greeting = [];                   // what the server said before that (the welcome)
@@ -244,14 +245,17 @@
     try {
       ws = new WebSocket(socketUrl());
     } catch (err) {
-      scheduleReconnect(String(err));
+      scheduleReconnect(lostWhy || String(err));
       return;
     }
     socket = ws;
     beforeFirstJoin = true;
     greeting = [];
     let pending = "";
+    let opened = false;
     ws.addEventListener("open", () => {
+      opened = true;
+      lostWhy = null;
       attempt = 0;
       setOnline(true, "connected");
       // A listener with a password says nothing until asked: any first request
@@ -286,8 +290,13 @@
         ui.banner.hidden = false;
         return;
       }
-      const why = ev.reason ? `${ev.reason} (${ev.code})` : `connection lost (${ev.code})`;
-      scheduleReconnect(why);
+      // A reconnect that fails keeps the reason the connection was lost for.
+      if (opened || !lostWhy) {
+        lostWhy = ev.reason ? `${ev.reason} (${ev.code})` : `connection lost (${ev.code})`;
+        addLine(current, { kind: "error", text: `disconnected: ${lostWhy}`,
+                           time: new Date().toISOString() });
+      }
+      scheduleReconnect(lostWhy);
     });
   }
 
@@ -308,7 +317,6 @@
       clearInterval(scheduleReconnect.countdown);
       connect();
     }, jittered);
-    addLine(current, { kind: "error", text: `disconnected: ${why}`, time: new Date().toISOString() });
   }
 
   function send(obj, bufKey) {
