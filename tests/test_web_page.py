@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,8 @@ import pytest
 
 from chatd.testing import skip_unless_ci
 
+REPO = Path(__file__).resolve().parent.parent
+STATIC = REPO / "chatd" / "protocols" / "websocket" / "static"
 CHROMIUM = Path(os.environ.get("CHATD_CHROMIUM", "/usr/bin/chromium"))
 #: How long the page may take to show what a test waits for (a wait on an event,
 #: never a sleep; generous for a loaded CI machine).
@@ -406,6 +409,28 @@ def test_the_page_over_https_speaks_wss(chatd_server, browser, tmp_path):
     assert sockets == [f"wss://localhost:{server.ports[1]}/"]
     context.close()
     assert not secure.errors and not secure.dialogs
+
+
+def test_a_plugins_notices_carry_its_name(chatd_server, tab):
+    """A plugin that is not chatd's own is named before its words, as on nc."""
+    server, url = web_chat(chatd_server, plugin_dirs=[str(REPO / "plugins")])
+    nc = server.client()
+    tab.open(url)
+    nc.send("/roll 2d6")
+    rolled = tab.expect_line(f"{nc.nick} rolled 2d6")
+    assert rolled.locator(".body").inner_text().startswith(f"[dice] {nc.nick} rolled 2d6: ")
+    welcome = tab.expect_line("Welcome to chatd")  # the rooms plugin: chatd's own, unmarked
+    assert welcome.locator(".body").inner_text().startswith("Welcome")
+
+
+def test_the_pages_builtin_plugins_are_chatds():
+    """The page's list of chatd's own plugins is the loader's."""
+    from chatd.plugins.loader import BUILTIN_PLUGINS
+
+    source = (STATIC / "chatd.js").read_text()
+    listed = re.search(r"const BUILTIN_PLUGINS = \[([^\]]*)\]", source)
+    assert listed, "chatd.js has no BUILTIN_PLUGINS list"
+    assert re.findall(r'"([^"]+)"', listed.group(1)) == list(BUILTIN_PLUGINS)
 
 
 def test_history_on_join_is_shown_apart(chatd_server, tab):

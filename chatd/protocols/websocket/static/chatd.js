@@ -11,6 +11,13 @@
   const LOCAL_COMMANDS = ["clear", "join", "me", "msg", "nick", "part", "query", "quit",
                           "topic", "who", "notice", "close"];
 
+  // chatd's own plugins speak as the server; any other plugin's notices and errors
+  // carry its name, as on the line protocol (`*** [dice] ...`), so text a plugin
+  // passes on never reads as the server's own (chatd/plugins/loader.py's
+  // BUILTIN_PLUGINS: tests/test_web_page.py checks the two lists agree).
+  const BUILTIN_PLUGINS = ["rooms", "commands", "log", "oper", "presence", "ignore", "settings",
+                           "history", "accounts", "moderation"];
+
   const $ = (id) => document.getElementById(id);
   const ui = {
     log: $("log"), input: $("input"), editor: $("editor"), rooms: $("room-list"),
@@ -91,8 +98,14 @@
     }
     buf.lines.push(line);
     if (key === SERVER && beforeFirstJoin) greeting.push(line);
-    if (buf.lines.length > MAX_LINES) buf.lines.shift();
-    const counts = ["message", "action", "privmsg", "user-notice"].includes(line.kind);
+    if (buf.lines.length > MAX_LINES) {
+      buf.lines.shift();
+      if (buf.seen.size > 2 * MAX_LINES) {  // forget the ids of lines no longer kept
+        buf.seen = new Set(buf.lines.filter((l) => l.id != null).map((l) => `${l.id}:${l.kind}`));
+      }
+    }
+    const counts = line.kind.split(" ").some((k) =>
+      ["message", "action", "privmsg", "user-notice"].includes(k));
     if (keyOf(buf.name) === current || key === current) {
       appendRow(line);
     } else if (counts && !line.history) {
@@ -256,7 +269,6 @@
     ws.addEventListener("open", () => {
       opened = true;
       lostWhy = null;
-      attempt = 0;
       setOnline(true, "connected");
       // A listener with a password says nothing until asked: any first request
       // brings its password_required error, so ask for the command list (for
@@ -360,6 +372,10 @@
     return new RegExp(`(^|[^\\w-])${escaped}($|[^\\w-])`, "i").test(text);
   }
 
+  function pluginMark(obj) {
+    return obj.plugin && !BUILTIN_PLUGINS.includes(obj.plugin) ? `[${obj.plugin}] ` : "";
+  }
+
   function base(obj, kind, extra) {
     return { kind, id: obj.id, time: obj.time, history: !!obj.history, ...extra };
   }
@@ -383,12 +399,11 @@
     notice(obj) {
       const key = obj.room && buffers.has(keyOf(obj.room)) ? keyOf(obj.room) : where(obj);
       if (key === null) return;
-      const who = obj.plugin && !obj.server ? `[${obj.plugin}] ` : "";
-      addLine(key, base(obj, "server", { text: who + (obj.text || "") }));
+      addLine(key, base(obj, "server", { text: pluginMark(obj) + (obj.text || "") }));
     },
     error(obj) {
       const key = where(obj);
-      let text = obj.text || obj.code;
+      let text = pluginMark(obj) + (obj.text || obj.code);
       if (obj.code === "password_required" || obj.code === "wrong_password") {
         listenerPassword = null;
         text += "\nThis server asks for a password: type /pass PASSWORD";
@@ -400,6 +415,9 @@
       if (obj.self && !obj.history) {
         myNick = obj.from;
         ui.myNick.textContent = myNick;
+        // In a room: the connection works, so the next drop starts the backoff
+        // again (not at the upgrade: a server that closes at once is retried slowly).
+        attempt = 0;
         const first = ![...buffers.values()].some((b) => b.joined);
         const resuming = first && wantRooms.length > 0;
         const wanted = wantRooms.some((r) => keyOf(r) === keyOf(obj.room));
