@@ -216,11 +216,13 @@ def test_switching_rooms_and_unread_counts(chatd_server, tab):
     from playwright.sync_api import expect
 
     expect(lobby.locator(".badge")).to_have_text("2", timeout=WAIT_MS)
+    expect(tab.page).to_have_title("(2) #dev · chatd")  # seen from another tab
     assert tab.line("one for lobby").count() == 0  # not shown in #dev
 
     lobby.click()
     tab.expect_current("#lobby")
     expect(lobby.locator(".badge")).to_be_hidden()
+    expect(tab.page).to_have_title("#lobby · chatd")
     tab.expect_line("one for lobby")
     tab.expect_line("two for lobby")
 
@@ -244,6 +246,14 @@ def test_member_list_follows_joins_parts_and_nicks(chatd_server, tab):
     nc.send("/nick zed")
     expect(members).to_have_text(sorted([me, "zed"]), timeout=WAIT_MS)
     tab.expect_line(f"{nc.nick} is now known as zed")
+    # A member is a button that opens a private conversation.
+    members.filter(has_text="zed").get_by_role("button").click()
+    tab.expect_current("zed")
+    tab.type("psst")
+    nc.expect(rf"^\*{me}\* psst$")
+    tab.room("#lobby").click()
+    tab.expect_current("#lobby")
+
     nc.send("/join #dev")
     nc.send("/part #lobby")
     expect(members).to_have_text([me], timeout=WAIT_MS)
@@ -446,6 +456,33 @@ def test_history_on_join_is_shown_apart(chatd_server, tab):
     nc.send("said now")
     new = tab.expect_line("said now")
     assert "history" not in new.get_attribute("class")
+
+
+def test_rejoining_shows_what_was_missed_once(chatd_server, tab):
+    """Back in a room (a /join again, or the resume after a reconnect), its history
+    replay adds what was said while away, not again what the page showed live."""
+    from playwright.sync_api import expect
+
+    server, url = web_chat(chatd_server, plugins={"history": {"replay_lines": 10}})
+    nc = server.client()
+    nc.send("/join #dev")
+    tab.open(url)
+    tab.type("/join #dev")
+    tab.expect_current("#dev")
+    nc.send("seen live")
+    tab.expect_line("seen live")
+    tab.type("my own line")  # shown when sent, before the server gave it an id
+    nc.expect(r"> my own line$")
+    tab.type("/part")
+    tab.expect_line("you left #dev")
+    nc.send("said while you were out")
+    nc.send("/who #dev")
+    nc.expect(r"#dev has 1 member")
+    tab.type("/join #dev")
+    missed = tab.expect_line("said while you were out")
+    assert "history" in missed.get_attribute("class")
+    expect(tab.line("seen live")).to_have_count(1)
+    expect(tab.line("my own line")).to_have_count(1)
 
 
 # -- the disconnected state and the resume ------------------------------------------------

@@ -32,6 +32,7 @@
    *  members: Map(lower nick -> {nick, operator, away}), topic, joined, seen: Set(ids)} */
   const buffers = new Map();
   let current = SERVER;
+  let titleBase = "chatd";
   let myNick = null;
   let socket = null;
   let attempt = 0;                     // reconnect attempts since the last success
@@ -94,7 +95,12 @@
     if (line.id !== undefined && line.id !== null) {
       const seenKey = `${line.id}:${line.kind}`;
       if (buf.seen.has(seenKey)) return;  // replayed again after a reconnect
+      // History replayed on rejoining, up to the last line seen live before, is
+      // on the page already: not shown twice.
+      if (line.history && buf.replayFloor && line.id <= buf.replayFloor) return;
+      if (line.history && ownEcho(buf, line)) return;
       buf.seen.add(seenKey);
+      if (!line.history && typeof line.id === "number") buf.lastId = Math.max(buf.lastId || 0, line.id);
     }
     buf.lines.push(line);
     if (key === SERVER && beforeFirstJoin) greeting.push(line);
@@ -113,6 +119,18 @@
       if (line.mention || buf.kind === "private") buf.mention = true;
       renderRooms();
     }
+  }
+
+  /** A replayed line of ours that the page showed when we sent it (with no id
+   *  then): it takes the id, and is not shown again. */
+  function ownEcho(buf, line) {
+    if (!myNick || !line.nick || keyOf(line.nick) !== keyOf(myNick)) return false;
+    const echo = buf.lines.find((l) => l.id == null && l.kind === line.kind &&
+                                       l.nick === line.nick && l.text === line.text);
+    if (!echo) return false;
+    echo.id = line.id;
+    buf.seen.add(`${line.id}:${line.kind}`);
+    return true;
   }
 
   function row(line) {
@@ -163,7 +181,7 @@
     ui.title.textContent = buf.kind === "server" ? "chatd" : buf.name;
     ui.topic.textContent = buf.topic || "";
     ui.topic.title = buf.topic || "";
-    document.title = `${buf.kind === "server" ? "chatd" : buf.name} · chatd`;
+    titleBase = `${buf.kind === "server" ? "chatd" : buf.name} · chatd`;
     renderRooms();
     renderMembers();
     closePanes();
@@ -190,7 +208,9 @@
       const name = document.createElement("span");
       name.className = "name";
       name.textContent = buf.kind === "server" ? "server" : buf.name;
-      if (buf.kind === "room" && !buf.joined) name.textContent += " (left)";
+      if (buf.kind === "room" && !buf.joined && !wantRooms.some((r) => keyOf(r) === key)) {
+        name.textContent += " (left)";
+      }
       button.append(name);
       const badge = document.createElement("span");
       badge.className = "badge";
@@ -206,6 +226,7 @@
     ui.rooms.replaceChildren(...items);
     ui.unreadTotal.hidden = !total;
     ui.unreadTotal.textContent = String(total);
+    document.title = (total ? `(${total}) ` : "") + titleBase;  // seen from another tab
   }
 
   function renderMembers() {
@@ -217,8 +238,17 @@
     ui.members.replaceChildren(...members.map((m) => {
       const li = document.createElement("li");
       li.className = (m.operator ? "op" : "") + (m.away ? " away" : "");
-      li.append(nickSpan(m.nick));
-      if (m.away) li.title = "away";
+      // A member is a button: it opens a private conversation with them.
+      const button = document.createElement("button");
+      button.type = "button";
+      button.title = m.away ? `${m.nick} (away): write privately` : `write to ${m.nick} privately`;
+      button.append(nickSpan(m.nick));
+      button.addEventListener("click", () => {
+        if (myNick && keyOf(m.nick) === keyOf(myNick)) return;
+        showBuffer(keyOf(buffer(m.nick, "private").name));
+        ui.input.focus();
+      });
+      li.append(button);
       return li;
     }));
   }
@@ -418,6 +448,7 @@
         // In a room: the connection works, so the next drop starts the backoff
         // again (not at the upgrade: a server that closes at once is retried slowly).
         attempt = 0;
+        buf.replayFloor = buf.lastId || 0;  // the replay after this join: only what we missed
         const first = ![...buffers.values()].some((b) => b.joined);
         const resuming = first && wantRooms.length > 0;
         const wanted = wantRooms.some((r) => keyOf(r) === keyOf(obj.room));
