@@ -100,7 +100,6 @@
       if (line.history && buf.replayFloor && line.id <= buf.replayFloor) return;
       if (line.history && ownEcho(buf, line)) return;
       buf.seen.add(seenKey);
-      if (!line.history && typeof line.id === "number") buf.lastId = Math.max(buf.lastId || 0, line.id);
     }
     buf.lines.push(line);
     if (key === SERVER && beforeFirstJoin) greeting.push(line);
@@ -112,6 +111,10 @@
     }
     const counts = line.kind.split(" ").some((k) =>
       ["message", "action", "privmsg", "user-notice"].includes(k));
+    // The newest line said (not a join or part) seen live: the floor of a replay.
+    if (counts && !line.history && typeof line.id === "number") {
+      buf.lastId = Math.max(buf.lastId || 0, line.id);
+    }
     if (keyOf(buf.name) === current || key === current) {
       appendRow(line);
     } else if (counts && !line.history) {
