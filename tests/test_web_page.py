@@ -535,14 +535,16 @@ def test_reconnect_after_a_restart_resumes_the_rooms(chatd_server, tab):
     expect(tab.room("#ops").locator(".badge")).to_have_text("1", timeout=WAIT_MS)
 
 
-def test_a_reload_resumes_the_rooms_under_the_shipped_address_limits(chatd_server, tab):
+def test_a_reload_resumes_the_rooms_under_the_shipped_limits(chatd_server, tab):
     """A browser fetches the page's files on parallel connections that count as
     not-yet-users from its address: with the shipped per-address limits
-    (per_ip.max_unregistered 3, connect_rate 10 a minute) the page still loads,
-    connects, and after a reload joins the rooms it was in and shows the one it
-    was looking at (kept in the tab's session storage)."""
+    (per_ip.max_unregistered 3, connect_rate 10 a minute) and flood limit (a
+    burst of 10, then 2 lines a second) the page still loads, connects, and after
+    a reload joins the rooms it was in and shows the one it was looking at (kept
+    in the tab's session storage)."""
     server, url = web_chat(chatd_server, per_ip={"max_connections": 10, "connect_rate": 10,
-                                                 "max_unregistered": 3})
+                                                 "max_unregistered": 3},
+                           flood={"burst_lines": 10, "lines_per_second": 2.0})
     tab.open(url)
     tab.type("/join #dev")
     tab.expect_current("#dev")
