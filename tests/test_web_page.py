@@ -607,3 +607,22 @@ def test_phone_layout_and_color_schemes(chatd_server, browser):
         assert not phone.errors and not phone.dialogs
     light, dark = luminance
     assert light > 200 > 60 > dark, luminance
+
+
+def test_the_screenshot_script_draws_both_pictures(browser, tmp_path):
+    """docs/screenshots.py (docs/web.md's pictures) still runs: a desktop and a
+    phone picture, each of its size (the phone at twice its CSS pixels)."""
+    import struct
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(REPO / "docs" / "screenshots.py"),
+                             "--out", str(tmp_path), "--chromium", str(CHROMIUM)],
+                            capture_output=True, text=True, timeout=50)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    sizes = {}
+    for name in ("web-desktop.png", "web-phone.png"):
+        head = (tmp_path / name).read_bytes()[:24]
+        assert head[:8] == b"\x89PNG\r\n\x1a\n", name
+        sizes[name] = struct.unpack(">II", head[16:24])
+    assert sizes == {"web-desktop.png": (1200, 640), "web-phone.png": (780, 1440)}

@@ -237,7 +237,10 @@
     const members = buf && buf.kind === "room" ? [...buf.members.values()] : [];
     members.sort((a, b) => (b.operator - a.operator) || a.nick.localeCompare(b.nick));
     ui.membersTitle.textContent = buf && buf.kind === "room" ?
-      `Members (${members.length})` : "Members";
+      `Members (${members.length + (buf.unlisted || 0)})` : "Members";
+    const more = document.createElement("li");
+    more.className = "more";
+    more.textContent = buf && buf.unlisted ? `and ${buf.unlisted} more` : "";
     ui.members.replaceChildren(...members.map((m) => {
       const li = document.createElement("li");
       li.className = (m.operator ? "op" : "") + (m.away ? " away" : "");
@@ -253,7 +256,7 @@
       });
       li.append(button);
       return li;
-    }));
+    }), ...(more.textContent ? [more] : []));
   }
 
   function setMember(room, nick, fields) {
@@ -549,6 +552,8 @@
         for (const m of obj.members || []) {
           buf.members.set(keyOf(m.nick), { nick: m.nick, operator: !!m.operator, away: !!m.away });
         }
+        // A big room's list names the first 100: the others are counted.
+        buf.unlisted = Math.max(0, (obj.total || 0) - buf.members.size);
       }
       if (obj.topic) setTopic(buf, obj.topic);
       if (keyOf(buf.name) === current) renderMembers();
