@@ -260,6 +260,21 @@ def test_member_list_follows_joins_parts_and_nicks(chatd_server, tab):
     tab.expect_line("zed left #lobby")
 
 
+def test_a_big_rooms_members_beyond_the_listed_are_counted(chatd_server, tab):
+    """The member list the server sends names 100 members at most; the page
+    counts the others instead of showing a room smaller than it is."""
+    from playwright.sync_api import expect
+
+    server, url = web_chat(chatd_server)
+    crowd = [server.client() for _ in range(101)]
+    tab.open(url)
+    expect(tab.page.locator("#members-title")).to_have_text("Members (102)", timeout=WAIT_MS)
+    expect(tab.page.locator("#member-list li.more")).to_have_text("and 2 more")
+    expect(tab.page.locator("#member-list li button")).to_have_count(100)
+    crowd[0].send("/quit")
+    expect(tab.page.locator("#members-title")).to_have_text("Members (101)", timeout=WAIT_MS)
+
+
 # -- the line editor --------------------------------------------------------------------
 
 
