@@ -243,3 +243,83 @@ def test_the_framed_transport_writes_through_and_closes_with_one_close_frame():
     assert inner.written[1].__class__ is Control  # never inside a text frame
     assert inner.closed == ("again", None)  # closing twice is the connection's business
     assert framed.peer == ("203.0.113.9", 0)
+
+
+# -- the protocol object, with fakes -----------------------------------------------------------
+
+
+class FakeConnection(Inner):
+    """The connection under the protocol, before and after the upgrade."""
+
+    peer = ("192.0.2.1", 5555)
+    reading_held = False
+
+    def registered(self) -> None:
+        self.written.append(b"<registered>")
+
+
+class FakeDoor:
+    """A listener's door that records the sessions asked for and the timers set."""
+
+    def __init__(self) -> None:
+        from chatd.config import LimitsConfig
+        from chatd.protocols import ProtocolLimits
+        self.config = None
+        self.limits = ProtocolLimits(max_line_bytes=256)
+        self.server_limits = LimitsConfig()
+        self.password_required = False
+        self.greeting_delay = 0.0
+        self.begun: list[Any] = []
+        self.timers: list[tuple[float, Any]] = []
+
+    def begin(self, protocol: Any, request: Any) -> Any:
+        session = FakeSession()
+        self.begun.append(session)
+        return session
+
+    def call_later(self, delay: float, callback: Any) -> Any:
+        timer = FakeTimer()
+        self.timers.append((delay, callback))
+        return timer
+
+
+class FakeTimer:
+    cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeSession:
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+
+    def requests_received(self, requests: list[Any]) -> None:
+        self.requests.extend(requests)
+
+    def connection_lost(self, reason: str) -> None:
+        pass
+
+
+def masked(payload: bytes, opcode: int = 0x1) -> bytes:
+    mask = b"\x01\x02\x03\x04"
+    return (bytes([0x80 | opcode, 0x80 | len(payload)]) + mask
+            + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+
+def test_the_session_begins_at_the_upgrade_never_at_a_get():
+    from chatd.protocols.websocket import WebSocketProtocol
+    conn, door = FakeConnection(), FakeDoor()
+    protocol = WebSocketProtocol(conn, door)
+    protocol.connection_made()
+    assert door.timers[0][0] == 60.0  # the HTTP request's timer: registration_timeout
+    protocol.data_received(memoryview(request("GET / HTTP/1.1", "Host: x")))
+    assert door.begun == [] and conn.written[-1].startswith(b"HTTP/1.1 200")
+    # Before the upgrade, the server's words are HTTP, not jsonl.
+    protocol.tell("registration timeout", code="registration_timeout")
+    assert conn.written[-1].startswith(b"HTTP/1.1 503")
+    protocol.data_received(memoryview(upgrade_request() + masked(b'{"cmd":"say","text":"hi"}')))
+    assert len(door.begun) == 1 and protocol.session is door.begun[0]
+    assert conn.encode is encode_frames and b"<registered>" in conn.written
+    assert door.begun[0].requests == ["hi"]
+    assert protocol.name == "websocket" and protocol.renderer.name == "jsonl"

@@ -249,6 +249,15 @@ class WebSocketProtocol(JsonlProtocol):
         timeout = self._door.server_limits.registration_timeout_seconds or HTTP_TIMEOUT_DEFAULT
         self._timer = self._door.call_later(timeout, self._http_over)
 
+    def tell(self, text: str, *, code: str | None = None) -> None:
+        """Before the upgrade the peer speaks HTTP: told with a ``503`` and the text (the
+        server's sweep cutting a silent connection); after it, a jsonl ``error``."""
+        if self._ws is None:
+            self.transport.write(plain_response(503, text, [
+                (b"X-Chatd-Error", (code or "error").encode("ascii", "replace"))]))
+            return
+        super().tell(text, code=code)
+
     def _http_over(self) -> None:
         self._timer = None
         if self._ws is None and self.transport.is_open:
