@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from chatd.testing import skip_unless_ci
+from chatd.testing import ChatClient, skip_unless_ci
 
 REPO = Path(__file__).resolve().parent.parent
 STATIC = REPO / "chatd" / "protocols" / "websocket" / "static"
@@ -133,53 +133,74 @@ def free_port() -> int:
 
 
 def web_chat(chatd_server: Any, *, ws_port: int = 0, **sections: Any) -> tuple[Any, str]:
-    """chatd with a line (0), a jsonl (1) and a websocket (2) listener; returns the
-    server and the page's URL."""
+    """chatd with a line (0), a jsonl (1), a websocket (2) and an irc (3) listener;
+    returns the server and the page's URL."""
     server = chatd_server(listen=[{"port": 0}, {"port": 0, "protocol": "jsonl"},
-                                  {"port": ws_port, "protocol": "websocket"}], **sections)
+                                  {"port": ws_port, "protocol": "websocket"},
+                                  {"port": 0, "protocol": "irc"}], **sections)
     return server, f"http://127.0.0.1:{server.ports[2]}/"
 
 
 # -- one chat for everyone ----------------------------------------------------------
 
 
-def test_page_chats_with_nc_and_a_bot_in_the_same_order(chatd_server, tab):
-    """A browser, a person at nc and a jsonl bot in #lobby: each sees the others'
-    lines, in the order the server made them (a second jsonl client, the watcher,
-    sees all three and is the reference).  The page's own line is shown when
-    typed (a local echo, as IRC clients do), so its place is checked on the
-    others' screens only."""
+def irc_user(server: Any, nick: str) -> Any:
+    """A raw IRC client registered as ``nick``, in #lobby (IRC users join rooms
+    themselves)."""
+    irc = ChatClient((server.host, server.ports[3]))
+    irc.send(f"NICK {nick}")
+    irc.send(f"USER {nick} 0 * :{nick}")
+    irc.expect(rf"^:\S+ 001 {nick} ")
+    irc.send("JOIN #lobby")
+    irc.expect(rf"^:{nick}!\S+ JOIN :?#lobby")
+    irc.nick = nick
+    return irc
+
+
+def test_page_chats_with_nc_irc_and_a_bot_in_the_same_order(chatd_server, tab):
+    """A browser, a person at nc, an IRC user and a jsonl bot in #lobby: each sees
+    the others' lines, in the order the server made them (a second jsonl client,
+    the watcher, sees them all and is the reference).  The page's own line is
+    shown when typed (a local echo, as IRC clients do), so its place is checked
+    on the others' screens only."""
     server, url = web_chat(chatd_server)
     nc = server.terminal("nc")
     bot = server.json_client()
     watcher = server.json_client()
+    irc = irc_user(server, "ircy")
     me = tab.open(url)
 
     tab.type("hello from the browser")
     nc.expect(rf"^<{me}> hello from the browser$")
     bot.expect(type="message", **{"from": me}, text="hello from the browser")
+    irc.expect(rf"^:{me}!\S+ PRIVMSG #lobby :hello from the browser\r?$")
 
-    # Three people talk at once: the server puts their lines in one order.
+    # Four people talk at once: the server puts their lines in one order.
     nc.send("hi from nc")
     bot.send(cmd="say", text="beep from the bot")
+    irc.send("PRIVMSG #lobby :irc says hi")
     tab.type("and from the browser")
-    said = {"hi from nc", "beep from the bot", "and from the browser"}
+    said = {"hi from nc", "beep from the bot", "irc says hi", "and from the browser"}
     order = []
-    while len(order) < 3:
+    while len(order) < len(said):
         message = watcher.expect(type="message")
         if message["text"] in said:
             order.append(message["text"])
 
-    tab.expect_line("hi from nc")
-    tab.expect_line("beep from the bot")
+    def others(*but: str) -> list[str]:
+        return [text for text in order if text not in but]
+
+    for text in others("and from the browser"):
+        tab.expect_line(text)
     on_page = [line.split(" ", 1)[1] for line in tab.log_texts()
                if line.split(" ", 1)[-1] in said - {"and from the browser"}]
-    assert on_page == [t for t in order if t != "and from the browser"], (order, on_page)
-    on_nc = [nc.expect(r"^<\S+> (beep from the bot|and from the browser)$").group(1)
-             for _ in range(2)]
-    assert on_nc == [t for t in order if t != "hi from nc"], (order, on_nc)
-    got = bot.expect(type="message", **{"from": me}, text="and from the browser")
-    assert got["room"] == "#lobby"
+    assert on_page == others("and from the browser"), (order, on_page)
+    on_nc = [nc.expect(r"^<\S+> (beep from the bot|irc says hi|and from the browser)$").group(1)
+             for _ in range(3)]
+    assert on_nc == others("hi from nc"), (order, on_nc)
+    heard = r" PRIVMSG #lobby :(hi from nc|beep from the bot|and from the browser)\r?$"
+    on_irc = [irc.expect(heard).group(1) for _ in range(3)]
+    assert on_irc == others("irc says hi"), (order, on_irc)
 
 
 def test_html_in_a_message_is_shown_as_text(chatd_server, tab):
