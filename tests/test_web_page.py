@@ -19,6 +19,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -62,6 +63,10 @@ class Tab:
         page.on("dialog", self._dialog)
         page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
         page.on("console", self._console)
+        #: Every URL the page asked for (its files, its WebSocket).
+        self.requests: list[str] = []
+        page.on("request", lambda request: self.requests.append(request.url))
+        page.on("websocket", lambda ws: self.requests.append(ws.url))
 
     def _dialog(self, dialog: Any) -> None:
         self.dialogs.append(f"{dialog.type}: {dialog.message}")
@@ -115,14 +120,26 @@ class Tab:
 @pytest.fixture
 def tab(browser: Any) -> Iterator[Tab]:
     """A fresh page in its own context (no storage shared between tests); fails the
-    test afterwards if the page raised, logged an error (a CSP refusal included) or
-    opened a dialog."""
+    test afterwards if the page raised, logged an error (a CSP refusal included),
+    opened a dialog or asked anything of another site."""
     context = browser.new_context(viewport={"width": 1100, "height": 720})
     opened = Tab(context.new_page())
     yield opened
     context.close()
     assert not opened.dialogs, f"the page opened dialogs: {opened.dialogs}"
     assert not opened.errors, f"errors in the page: {opened.errors}"
+    sites = {urlsplit(url).netloc for url in opened.requests}
+    assert len(sites) <= 1, f"the page asked more than its own site: {opened.requests}"
+
+
+def test_the_page_never_parses_text_as_html():
+    """The page's script has no way to turn a string into markup or code: server
+    text can only ever be text (the end-to-end test shows one case; this, all)."""
+    source = (STATIC / "chatd.js").read_text()
+    code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("//"))
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
+                 "new Function", "setTimeout(\"", "DOMParser", "createContextualFragment"):
+        assert sink not in code, f"chatd.js uses {sink}"
 
 
 def free_port() -> int:
