@@ -41,6 +41,7 @@ from chatd.protocols import (
     ProtocolSpec,
 )
 from chatd.protocols.irc import IrcProtocol
+from chatd.protocols.websocket import WebSocketProtocol
 from chatd.requests import Say
 from chatd.server import collect_protocols
 from chatd.testing import ChatClient, write_config
@@ -80,7 +81,8 @@ def _error(text: str, registry: ProtocolRegistry | None = None) -> ConfigError:
 
 def test_the_builtins_are_registered_with_their_classes_and_options():
     registry = ProtocolRegistry()
-    assert registry.names == ["line", "jsonl", "irc"]
+    assert registry.names == ["line", "jsonl", "irc", "websocket"]
+    assert registry["websocket"].protocol is WebSocketProtocol
     assert registry["line"].protocol is LineProtocol
     assert registry["jsonl"].protocol is JsonlProtocol
     assert registry["irc"].protocol is IrcProtocol
@@ -138,8 +140,8 @@ def test_a_listeners_options_are_checked_against_its_protocol_with_key_and_line(
     assert err.message == "expected an integer between 16 and 1073741824, got 8"
     err = _error("listen:\n  port: 0\n  protocol: toy\n")
     assert (err.key, err.line) == ("listen.protocol", 3)
-    assert err.message == ("unknown protocol 'toy' (known: line, jsonl, irc; a plugin adds one "
-                           "with chatd_protocols)")
+    assert err.message == ("unknown protocol 'toy' (known: line, jsonl, irc, websocket; a "
+                           "plugin adds one with chatd_protocols)")
     err = _error("listen:\n  - {port: 0}\n  - {port: 0, protocol: jsonl,\n"
                  "     history_replai: false}\n")
     assert (err.key, err.line, err.message) == (
@@ -147,7 +149,8 @@ def test_a_listeners_options_are_checked_against_its_protocol_with_key_and_line(
     err = _error("listen:\n  port: 0\n  protocol: toy\n  history_replay: false\n",
                  _registry_with_toy())
     assert (err.key, err.line) == ("listen.history_replay", 4)
-    assert err.message.startswith("not an option of protocol 'toy' (it is one of line, jsonl, irc;")
+    assert err.message.startswith("not an option of protocol 'toy' (it is one of line, jsonl, irc, "
+                               "websocket;")
 
 
 class _LimitsRaise(toyproto.ToyProtocol):
@@ -237,7 +240,7 @@ def test_plugins_protocols_are_collected_and_their_mistakes_name_the_plugin():
         return made
 
     registry = collect_protocols(host(toyproto))
-    assert registry.names == ["line", "jsonl", "irc", "toy"]
+    assert registry.names == ["line", "jsonl", "irc", "websocket", "toy"]
     with pytest.raises(PluginLoadError, match="plugin 'duplicate': chatd_protocols: protocol "
                        "'jsonl' is already registered"):
         collect_protocols(host(Duplicate()))

@@ -434,6 +434,10 @@ class ChatProtocol:
     """
 
     renderer: ClassVar[Renderer]
+    #: The protocol's name (``listen[].protocol``, ``client.protocol``) where it renders
+    #: with another protocol's renderer (``websocket`` sends jsonl's bytes in frames, so a
+    #: room of both renders each event once); None: its renderer's name.
+    wire_name: ClassVar[str | None] = None
     #: How a framed line's bytes become a line (:class:`~chatd.framing.LineFramer`'s
     #: ``decode``): the protocol's input sanitising.  Text for people by default
     #: (:func:`~chatd.framing.decode_line`); jsonl decodes strictly instead.
@@ -510,7 +514,7 @@ class ChatProtocol:
 
     @property
     def name(self) -> str:
-        return self.renderer.name
+        return self.wire_name or self.renderer.name
 
     # -- the protocol's choices, per class ---------------------------------------------
 

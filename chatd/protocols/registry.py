@@ -25,7 +25,7 @@ An options dataclass may check its settings together in ``__post_init__`` (raisi
 (:class:`~chatd.protocols.base.ListenerOptions`) refuse both ``password`` and
 ``password_file``, and a password file that cannot be read.
 
-The built-ins, ``line``, ``jsonl`` and ``irc``, are registered here as data
+The built-ins, ``line``, ``jsonl``, ``irc`` and ``websocket``, are registered here as data
 (:data:`BUILTIN_PROTOCOLS`); a plugin adds its own with the ``chatd_protocols``
 hook.  A name is registered once: a plugin cannot replace a built-in or another
 plugin's protocol (a start-up error that names it), because a listener would
@@ -50,6 +50,7 @@ from .base import ChatProtocol, ListenerOptions, ProtocolLimits
 from .irc import IrcOptions, IrcProtocol
 from .jsonl import JsonlProtocol
 from .line import LineProtocol
+from .websocket import WebSocketOptions, WebSocketProtocol
 
 #: The keys every listener has, whatever its protocol: a protocol's option may not
 #: take one of these names.
@@ -83,10 +84,12 @@ class ProtocolSpec:
         if not (isinstance(self.protocol, type) and issubclass(self.protocol, ChatProtocol)):
             raise TypeError(f"protocol {self.name!r}: {self.protocol!r} is not a ChatProtocol "
                             "subclass")
-        if self.protocol.renderer.name != self.name:
+        named = self.protocol.wire_name or self.protocol.renderer.name
+        if named != self.name:
             raise ValueError(f"protocol {self.name!r}: its renderer is named "
-                             f"{self.protocol.renderer.name!r} (clients show it as their "
-                             "protocol): give both the same name")
+                             f"{named!r} (clients show it as their "
+                             "protocol): give both the same name (or set the class's "
+                             "wire_name)")
         if not isinstance(self.doc, str) or not self.doc.strip():
             raise ValueError(f"protocol {self.name!r}: a doc line is required")
         specs: dict[str, FieldSpec] = {}
@@ -121,6 +124,13 @@ BUILTIN_PROTOCOLS: tuple[ProtocolSpec, ...] = (
         "IRC clients (irssi, WeeChat, HexChat) and IRC bots: registration, numerics and "
         "IRCv3 capabilities, in the same rooms as everyone (docs/irc.md).",
         IrcOptions,
+    ),
+    ProtocolSpec(
+        "websocket", WebSocketProtocol,
+        "Browsers (the page it serves on GET /) and programs over WebSocket: jsonl in "
+        "text frames, in the same rooms as everyone (docs/web.md). Needs the web extra: "
+        "pip install 'chatd[web]'.",
+        WebSocketOptions,
     ),
 )
 

@@ -1,0 +1,377 @@
+"""The ``websocket`` listener's connections: HTTP until the upgrade, then jsonl in frames.
+
+A connection is nobody while it speaks HTTP (:mod:`.handshake`: the page, refusals):
+its chat session begins at a valid upgrade, never at ``GET /``, and an HTTP
+request (or a keep-alive connection that never upgrades) is held to
+``limits.registration_timeout_seconds`` (60 s where that is 0) by a timer of the
+protocol's own, the slow request (slowloris) included.
+
+After the upgrade, wsproto parses the client's frames (masked, checked).  Each
+complete text message is jsonl input: one or more requests separated by ``\\n``,
+each parsed exactly as a jsonl line (:func:`chatd.protocols.jsonl.parse_request`,
+through :class:`~chatd.protocols.jsonl.JsonlProtocol`'s ``parse``; a listener
+password is jsonl's first ``pass`` request).  A message longer than the server's
+``limits.max_line_bytes`` is closed with 1009, a binary one with 1003.
+
+Output is jsonl's, rendered by jsonl's renderer (the same object: a room of
+browsers and jsonl bots renders each event once).  The protocol's transport,
+once upgraded, is a :class:`FramedTransport`: each write becomes one unmasked
+text frame, a small header before the shared payload, so the fan-out hands every
+browser the same bytes and never learns about WebSocket; the connection sends a
+tick's frames in one ``send``.  A text frame holds one or more complete jsonl
+lines (docs/protocols.md: the client splits on ``\\n``).
+
+Keepalive: after ``ping_seconds`` without a frame from the client the server sends
+a PING, and closes with 1011 if nothing comes within ``ping_timeout_seconds``; a
+client's PING is answered with a PONG.  The close handshake both ways: a client's
+close frame is echoed, then the TCP connection closed; a server close (a limit,
+``/quit``, a kill, a shutdown) sends a close frame with a code and the reason,
+after the ``error`` object that says why where there is one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ..jsonl import RENDERER, JsonlProtocol
+from .handshake import HttpSide, Upgrade, plain_response
+
+try:
+    from wsproto.connection import Connection as _WsConnection
+    from wsproto.connection import ConnectionState, ConnectionType
+    from wsproto.events import (
+        BytesMessage,
+        CloseConnection,
+        Ping,
+        Pong,
+        TextMessage,
+    )
+except ImportError:  # the [web] extra is missing: the listener's options say so first
+    _WsConnection = None  # type: ignore[assignment,misc]
+
+#: Close codes (RFC 6455 7.4.1).
+NORMAL, GOING_AWAY, POLICY, UNSUPPORTED, TOO_BIG, INTERNAL, TRY_AGAIN = (
+    1000, 1001, 1008, 1003, 1009, 1011, 1013)
+#: The close code for a limit a connection hit (``Transport.close``'s ``limit``);
+#: any other limit is a policy violation (1008), no limit a normal close (1000).
+LIMIT_CODES = {
+    "qbuf": TOO_BIG,
+    "message_too_big": TOO_BIG,
+    "binary": UNSUPPORTED,
+    "ping_timeout": INTERNAL,
+    "server_full": TRY_AGAIN,
+    "shutdown": GOING_AWAY,
+}
+#: Most bytes of a close frame's reason (a control frame's payload is at most 125).
+_REASON_MAX = 123
+#: How long an HTTP connection may wait to become a WebSocket where
+#: ``limits.registration_timeout_seconds`` is 0 (off for chat clients; never for HTTP).
+HTTP_TIMEOUT_DEFAULT = 60.0
+
+
+def frame_header(length: int, opcode: int = 0x1) -> bytes:
+    """The header of an unmasked final frame of ``length`` payload bytes."""
+    if length < 126:
+        return bytes((0x80 | opcode, length))
+    if length < 65536:
+        return struct.pack("!BBH", 0x80 | opcode, 126, length)
+    return struct.pack("!BBQ", 0x80 | opcode, 127, length)
+
+
+def close_frame(code: int, reason: str) -> bytes:
+    """A close frame with ``code`` and ``reason`` (cut to 123 bytes of whole characters)."""
+    data = reason.encode("utf-8")
+    if len(data) > _REASON_MAX:
+        data = data[:_REASON_MAX].decode("utf-8", "ignore").encode("utf-8")
+    payload = struct.pack("!H", code) + data
+    return frame_header(len(payload), 0x8) + payload
+
+
+def close_code(limit: str | None) -> int:
+    """The close code for a connection closed for ``limit`` (see :data:`LIMIT_CODES`)."""
+    if limit is None:
+        return NORMAL
+    return LIMIT_CODES.get(limit, POLICY)
+
+
+class FramedTransport:
+    """The transport of an upgraded connection, as its protocol and the chat domain see
+    it: what they write goes out as text frames; closing sends a close frame first.
+
+    ``write_now(data)`` (the fan-out's path) sends ``header + data``: the payload is
+    the one every recipient shares; only the few header bytes are this connection's.
+    The slow-reader rule stays the connection's (a frame skipped whole).
+    """
+
+    __slots__ = ("_closed", "_inner", "peer")
+
+    def __init__(self, inner: Any, peer: tuple[str, int]) -> None:
+        self._inner = inner
+        #: The client's address: the connection's, or the trusted proxy's forwarded one.
+        self.peer = peer
+        #: A close frame was sent (or the client's echoed): nothing more is framed.
+        self._closed = False
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self._inner.is_open)
+
+    @property
+    def output_bytes(self) -> int:
+        return int(self._inner.output_bytes)
+
+    def write(self, data: bytes) -> None:
+        if data and not self._closed:
+            self._inner.write(frame_header(len(data)) + data)
+
+    def write_now(self, data: bytes) -> None:
+        if data and not self._closed:
+            self._inner.write_now(frame_header(len(data)) + data)
+
+    def write_raw(self, data: bytes) -> None:
+        """Bytes already framed (wsproto's PONG, the echo of a close)."""
+        self._inner.write(data)
+
+    def close_frame_sent(self) -> bool:
+        """Mark the close frame sent; False if it had been already."""
+        if self._closed:
+            return False
+        self._closed = True
+        return True
+
+    def close(self, reason: str, *, limit: str | None = None) -> None:
+        """Send a close frame (the code for ``limit``, ``reason``), then close the TCP
+        connection gracefully (the goodbye flushed, the client's echo awaited briefly)."""
+        if self._inner.is_open and self.close_frame_sent():
+            self._inner.write(close_frame(close_code(limit), reason))
+        self._inner.close(reason, limit=limit)
+
+    def reject_foreign(self, kind: str, reply: bytes) -> None:
+        self.write(reply)
+        self.close(f"spoke {kind}, not chat", limit=f"foreign_{kind}")
+
+    def registered(self) -> None:
+        self._inner.registered()
+
+    def hold_reading(self) -> None:
+        self._inner.hold_reading()
+
+    def resume_reading(self) -> None:
+        self._inner.resume_reading()
+
+    @property
+    def reading_held(self) -> bool:
+        return bool(self._inner.reading_held)
+
+
+class WebSocketProtocol(JsonlProtocol):
+    """A browser's (or a program's) connection to a ``websocket`` listener."""
+
+    renderer = RENDERER  # jsonl's own object: see the module docstring
+    wire_name = "websocket"
+    __slots__ = ("_http", "_message", "_message_bytes", "_pinged", "_timer", "_ws")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._http: HttpSide | None = None
+        self._ws: Any = None
+        self._timer: Any = None
+        self._message: list[str] = []
+        self._message_bytes = 0
+        self._pinged: float | None = None
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        listener = self.listener
+        return listener.options if listener is not None else {}
+
+    @classmethod
+    def refusal(cls, code: str, text: str) -> bytes:
+        """A refusal at the door comes before any HTTP: an HTTP response (503, or 400
+        for a peer speaking something else) with the text, and the code in a header."""
+        status = 400 if code.startswith(("foreign_", "tls_")) else 503
+        return plain_response(status, text, [(b"X-Chatd-Error", code.encode("ascii", "replace"))])
+
+    # -- HTTP ------------------------------------------------------------------------
+
+    def connection_made(self) -> None:
+        """HTTP first: no session until the upgrade; the request's timer starts now."""
+        self._http = HttpSide(origins=tuple(self.options.get("origins") or ()))
+        timeout = self._door.server_limits.registration_timeout_seconds or HTTP_TIMEOUT_DEFAULT
+        self._timer = self._door.call_later(timeout, self._http_over)
+
+    def _http_over(self) -> None:
+        self._timer = None
+        if self._ws is None and self.transport.is_open:
+            self.transport.write(plain_response(408, "request timeout"))
+            self.transport.close("HTTP request timed out", limit="registration_timeout")
+
+    def data_received(self, data: memoryview) -> None:
+        if self._ws is not None:
+            self._frames(bytes(data))
+            return
+        http = self._http
+        if http is None:
+            return
+        for answer in http.receive(bytes(data)):
+            if isinstance(answer, Upgrade):
+                self._upgrade(answer)
+                return
+            if answer.data:
+                self.transport.write(answer.data)
+            if answer.close:
+                self.transport.close(answer.reason)
+                return
+
+    def _upgrade(self, upgrade: Upgrade) -> None:
+        """The ``101``, then frames: the transport becomes a :class:`FramedTransport`
+        and the chat session begins (where the listener has a password, at the first
+        request, jsonl's ``pass``)."""
+        conn = self.transport
+        conn.write(upgrade.response)
+        self._http = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._ws = _WsConnection(ConnectionType.SERVER)
+        self.transport = FramedTransport(conn, self._client_address(upgrade.forwarded_for))
+        self.last_input = time.monotonic()
+        if not self._door.password_required and not self.begin_session():
+            return
+        self._keepalive_from_now()
+        if upgrade.trailing and self.transport.is_open:
+            self._frames(upgrade.trailing)
+
+    def _client_address(self, forwarded: str | None) -> tuple[str, int]:
+        """The connection's address, or the ``X-Forwarded-For`` last hop where the peer
+        is one of the listener's ``trusted_proxies`` (and the hop is an address)."""
+        peer = self.transport.peer
+        listener = self.listener
+        if forwarded is None or listener is None or not listener.trusted_proxies:
+            return peer
+        try:
+            address = ipaddress.ip_address(peer[0])
+            trusted = any(address in ipaddress.ip_network(net, strict=False)
+                          for net in listener.trusted_proxies)
+            hop = ipaddress.ip_address(forwarded.strip("[]"))
+        except ValueError:
+            return peer
+        return (str(hop), 0) if trusted else peer
+
+    # -- WebSocket ---------------------------------------------------------------------
+
+    def _frames(self, data: bytes) -> None:
+        ws = self._ws
+        ws.receive_data(data)
+        for event in ws.events():
+            if not self.transport.is_open:
+                return
+            cls = event.__class__
+            if cls is TextMessage:
+                self._text(event.data, event.message_finished)
+            elif cls is Ping:
+                self.transport.write_raw(ws.send(event.response()))  # type: ignore[attr-defined]
+            elif cls is Pong:
+                pass  # alive: last_input moved below
+            elif cls is CloseConnection:
+                self._closed_by_client(event)
+                return
+            elif cls is BytesMessage:
+                self._refuse("binary messages are not accepted: send jsonl text", "binary")
+                return
+        self._alive()
+
+    def _alive(self) -> None:
+        """A frame came: the client is there (the keepalive's clock)."""
+        self._pinged = None
+        if self.session is not None:
+            self.last_input = time.monotonic()
+
+    def _text(self, chunk: str, finished: bool) -> None:
+        size = len(chunk) if chunk.isascii() else len(chunk.encode("utf-8"))
+        self._message_bytes += size
+        limit = self._door.limits.max_line_bytes
+        if self._message_bytes > limit:
+            self._refuse(f"message too long: at most {limit} bytes", "message_too_big")
+            return
+        self._message.append(chunk)
+        if not finished:
+            return
+        text = "".join(self._message) if len(self._message) > 1 else self._message[0]
+        self._message = []
+        self._message_bytes = 0
+        lines: list[Any] = text.split("\n")
+        self._lines_received(lines)
+
+    def _refuse(self, text: str, limit: str) -> None:
+        """Tell the client why (a jsonl ``error``), then close with the limit's code."""
+        self.tell(text, code=limit)
+        self.transport.close(text, limit=limit)
+
+    def _closed_by_client(self, event: Any) -> None:
+        """The client's close frame (or wsproto's verdict on a broken frame): echo it
+        (the verdict's code for a broken one), then close the TCP connection."""
+        ws = self._ws
+        transport = self.transport
+        if ws.state is ConnectionState.REMOTE_CLOSING:
+            reply = ws.send(event.response())
+            reason = "connection closed by peer"
+        else:  # a protocol error found by wsproto: close with its code
+            reply = close_frame(event.code, event.reason or "protocol error")
+            reason = f"WebSocket protocol error: {event.reason}"
+        if transport.close_frame_sent():
+            transport.write_raw(reply)
+        transport.close(reason)
+
+    def goodbye(self, reason: str) -> bytes:
+        """The server closes on its own (a shutdown): a close frame, 1001."""
+        transport = self.transport
+        if isinstance(transport, FramedTransport) and transport.close_frame_sent():
+            return close_frame(GOING_AWAY, reason)
+        return b""
+
+    # -- keepalive ---------------------------------------------------------------------
+
+    def _keepalive_from_now(self) -> None:
+        every = float(self.options.get("ping_seconds", 0) or 0)
+        if every > 0:
+            self._timer = self._door.call_later(every, self._keepalive)
+
+    def _keepalive(self) -> None:
+        """Quiet for ``ping_seconds``: PING; nothing ``ping_timeout_seconds`` after: out."""
+        self._timer = None
+        transport = self.transport
+        if not transport.is_open or not isinstance(transport, FramedTransport):
+            return
+        options = self.options
+        every = float(options.get("ping_seconds", 0) or 0)
+        if self.input_held:  # the server holds the reading: the silence is its own
+            self._pinged = None
+            self._timer = self._door.call_later(every, self._keepalive)
+            return
+        now = time.monotonic()
+        if self._pinged is not None:
+            timeout = float(options.get("ping_timeout_seconds", 0) or 0)
+            self._refuse(f"ping timeout: no answer in {timeout:g} seconds", "ping_timeout")
+            return
+        quiet = now - self.last_input
+        if quiet < every:
+            self._timer = self._door.call_later(every - quiet, self._keepalive)
+            return
+        self._pinged = now
+        transport.write_raw(frame_header(4, 0x9) + b"chat")
+        self._timer = self._door.call_later(
+            float(options.get("ping_timeout_seconds", 0) or 0), self._keepalive)
+
+    def connection_lost(self, reason: str) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        super().connection_lost(reason)
+
+
+__all__ = ["FramedTransport", "WebSocketProtocol", "close_frame", "frame_header"]
