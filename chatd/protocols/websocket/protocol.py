@@ -240,8 +240,13 @@ class WebSocketProtocol(JsonlProtocol):
         self._ws = _WsConnection(ConnectionType.SERVER)
         self.transport = FramedTransport(conn, self._client_address(upgrade.forwarded_for))
         self.last_input = time.monotonic()
-        if not self._door.password_required and not self.begin_session():
-            return
+        if not self._door.password_required:
+            if not self.begin_session():
+                return
+            # A valid upgrade is speaking the protocol: a client now, not a silent
+            # connection (admission), as a line or jsonl client after its first line.
+            self.registered = True
+            self.transport.registered()
         self._keepalive_from_now()
         if upgrade.trailing and self.transport.is_open:
             self._frames(upgrade.trailing)
