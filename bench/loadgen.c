@@ -36,6 +36,20 @@
  * With -O NAME:PASSWORD (IRC) every sender also sends `OPER NAME PASSWORD` and
  * `MODE b<i> +F` after its welcome: ngIRCd's relaxed flood protection, for IRC operators.
  *
+ * With -J every client speaks jsonl (docs/protocols.md): a data line is the request
+ * `{"cmd":"say","text":"<token> xxx"}` carrying the same text as a line-protocol line,
+ * a room is joined with `{"cmd":"join","room":"#bench-G"}`; the welcome is the first
+ * object.  Deliveries are `message` objects: the token is found in them as in any line.
+ * With -X every client speaks jsonl over WebSocket (RFC 6455): after the TCP (and TLS)
+ * handshake it sends an HTTP/1.1 upgrade (`GET /`, a Sec-WebSocket-Key, an Origin
+ * naming the server's own host), checks the 101 and its Sec-WebSocket-Accept, then
+ * sends each jsonl request as one masked text frame (no trailing newline: what a
+ * browser sends).  Server frames are parsed (unmasked; fragmented messages joined;
+ * PING answered with PONG; a CLOSE is a lost client, its code and reason logged) and
+ * the payload of text messages goes through the same line splitter as a TCP stream:
+ * a frame holding several jsonl lines counts each, a line may span frames, and the
+ * end of a message ends its last line.  permessage-deflate is never offered.
+ *
  * With -L every client speaks TLS (OpenSSL, no certificate check: loopback, our own
  * servers): the handshake is driven from the same edges, reads go through SSL_read
  * until it wants more (no short-read shortcut: a record can wait inside the session).
@@ -85,6 +99,7 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 
 #define MAX_CLIENTS 100000
@@ -92,7 +107,16 @@
 #define PARTIAL_MAX 512        /* longest line kept across reads; data lines are < 300 B */
 #define SENDER_OUT 16384       /* a sender's output buffer: room for ~200 queued lines */
 #define JOIN_OUT 64            /* everyone else only ever sends `/join #bench-N` */
-#define IRC_OUT 512            /* ... or, with -I, NICK/USER, JOIN and PONGs */
+#define IRC_OUT 512            /* ... or, with -I, NICK/USER, JOIN and PONGs; with -X,
+                                  the upgrade request, the framed join and PONGs */
+#define HTTP_MAX 2048          /* -X: the longest upgrade response (status + headers) */
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  /* RFC 6455 section 1.3 */
+#define WS_CONT 0x0
+#define WS_TEXT 0x1
+#define WS_BINARY 0x2
+#define WS_CLOSE 0x8
+#define WS_PING 0x9
+#define WS_PONG 0xA
 #define MAX_EVENTS 1024
 #define WINDOW_MAX 64          /* closed mode: most messages in flight per sender (2^n) */
 #define CONNECT_BATCH 512      /* handshakes (connect + welcome) in flight at once */
@@ -105,7 +129,7 @@
 #define HIST_BUCKETS (128 + 58 * HIST_SUB)
 
 enum mode { MODE_CLOSED, MODE_RATE, MODE_IDLE };
-enum cstate { C_FREE, C_CONNECTING, C_TLS, C_WELCOME, C_READY, C_CLOSED };
+enum cstate { C_FREE, C_CONNECTING, C_TLS, C_UPGRADE, C_WELCOME, C_READY, C_CLOSED };
 enum phase { P_SETUP, P_SETTLE, P_WARMUP, P_MEASURE, P_DRAIN, P_DONE };
 
 struct client {
@@ -119,6 +143,15 @@ struct client {
     char *out;               /* pending output (allocated on first use) */
     SSL *ssl;                /* -L: the client's TLS session (NULL: plain TCP) */
     uint32_t out_len, out_off, out_cap;
+    /* -X: the frame being read.  ws_hdr gathers a header split across reads; then
+     * ws_left payload bytes of opcode ws_op follow (ws_msg_op: the message's data
+     * opcode, for continuation frames); a control frame's payload goes to ws_ctl. */
+    char *http;              /* -X: the upgrade response so far (NULL after it) */
+    uint64_t ws_left;
+    uint16_t http_len;
+    uint8_t ws_in_payload, ws_op, ws_msg_op, ws_fin, ws_hdr_len, ws_ctl_len;
+    uint8_t ws_hdr[14];
+    uint8_t ws_ctl[125];
     char partial[PARTIAL_MAX];
 };
 
@@ -140,6 +173,8 @@ static struct {
     int server_pid;
     int tls;                 /* -L: connect with TLS (the certificate is not checked) */
     int irc;                 /* -I: speak IRC (register, JOIN, PRIVMSG, PONG) */
+    int jsonl;               /* -J (and -X): speak jsonl (say, join requests) */
+    int ws;                  /* -X: jsonl over WebSocket (upgrade, frames) */
     const char *oper;        /* -O NAME:PASSWORD: IRC senders become operators, +F */
     enum mode mode;
 } opt = {
@@ -175,6 +210,8 @@ static int connect_cut;             /* idle mode: the setup deadline stopped new
 static uint64_t total_sent, total_delivered, expected_deliveries, other_lines;
 static uint64_t lost_gap, duplicated, reordered, misrouted, disconnected, send_stalled;
 static uint64_t recv_calls, recv_bytes, poll_calls;
+static uint64_t ws_frames_in, ws_pings;  /* -X: data frames received, PINGs answered */
+static uint32_t mask_state = 0x9e3779b9u;  /* -X: xorshift32 for the client frames' masks */
 static uint64_t rate_index;         /* rate mode: sends scheduled so far */
 static uint64_t hist[HIST_BUCKETS], lat_count, lat_max, lat_sum;
 static uint64_t lat_ewma;           /* running mean delivery latency (read batching) */
@@ -365,7 +402,7 @@ static int out_append(uint32_t id, const char *data, uint32_t len)
 {
     struct client *c = &clients[id];
     if (!c->out) {
-        c->out_cap = (id < opt.senders) ? SENDER_OUT : opt.irc ? IRC_OUT : JOIN_OUT;
+        c->out_cap = (id < opt.senders) ? SENDER_OUT : (opt.irc || opt.ws) ? IRC_OUT : JOIN_OUT;
         c->out = xcalloc(1, c->out_cap);
     }
     if (c->out_off && c->out_len + len > c->out_cap) {  /* compact */
@@ -386,8 +423,11 @@ static void client_lost(uint32_t id, const char *why)
     struct client *c = &clients[id];
     if (c->state == C_CLOSED)
         return;
-    if (c->state == C_CONNECTING || c->state == C_TLS || c->state == C_WELCOME)
+    if (c->state == C_CONNECTING || c->state == C_TLS || c->state == C_UPGRADE ||
+        c->state == C_WELCOME)
         in_handshake--;
+    free(c->http);
+    c->http = NULL;
     c->state = C_CLOSED;
     disconnected++;
     epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
@@ -441,24 +481,89 @@ static void flush_dirty(void)
     n_dirty = 0;
 }
 
+/* -X: the next frame mask (xorshift32: masks need not be secret from a load generator,
+ * only present, RFC 6455 section 5.3). */
+static uint32_t next_mask(void)
+{
+    uint32_t x = mask_state;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return mask_state = x;
+}
+
+/* -X: queue `payload` as one masked client frame of `opcode` (FIN set); 0 if the
+ * output buffer is full.  Payloads here are short (< 64 KiB): a 16-bit length at most. */
+static int ws_append(uint32_t id, uint8_t opcode, const char *payload, uint32_t len)
+{
+    char frame[1024];
+    uint32_t n = 0;
+    if (len > sizeof frame - 8)
+        return 0;
+    frame[n++] = (char)(0x80 | opcode);
+    if (len < 126) {
+        frame[n++] = (char)(0x80 | len);
+    } else {
+        frame[n++] = (char)(0x80 | 126);
+        frame[n++] = (char)(len >> 8);
+        frame[n++] = (char)(len & 0xff);
+    }
+    uint32_t m = next_mask();
+    uint8_t key[4] = {(uint8_t)(m >> 24), (uint8_t)(m >> 16), (uint8_t)(m >> 8), (uint8_t)m};
+    memcpy(frame + n, key, 4);
+    n += 4;
+    for (uint32_t i = 0; i < len; i++)
+        frame[n + i] = (char)((uint8_t)payload[i] ^ key[i & 3]);
+    return out_append(id, frame, n + len);
+}
+
+/* Queue one request line (ending in '\n') in the clients' protocol: as it is, or with
+ * -X as a masked text frame without its newline (a browser sends no newline). */
+static int send_request(uint32_t id, const char *line, uint32_t len)
+{
+    if (opt.ws)
+        return ws_append(id, WS_TEXT, line, len - 1);
+    return out_append(id, line, len);
+}
+
+/* The text of a data line: the token padded with 'x' to -l bytes less the newline, so
+ * the line, jsonl and WebSocket modes carry the same text; 0 if it does not fit. */
+static int data_text(char *text, size_t size, uint32_t s, uint32_t seq, uint64_t t)
+{
+    int len = snprintf(text, size, TOKEN "%u:%u:%" PRIu64 " ", s, seq, t);
+    uint32_t want = opt.line_bytes;
+    if (want > size)
+        want = (uint32_t)size;
+    while ((uint32_t)len < want - 1)
+        text[len++] = 'x';
+    return len;
+}
+
 /* Queue one data line from sender s; 0 if its buffer is full (rate mode counts it). */
 static int send_message(uint32_t s)
 {
-    char line[512];
+    char line[640];
     struct sender *snd = &senders[s];
     uint64_t t = mono_ns();
-    int len = opt.irc ? snprintf(line, sizeof line, "PRIVMSG #bench-%u :", clients[s].group) : 0;
-    len += snprintf(line + len, sizeof line - (size_t)len, TOKEN "%u:%u:%" PRIu64 " ", s,
-                    snd->next_seq, t);
-    uint32_t want = opt.line_bytes;
-    if (want > sizeof line)
-        want = sizeof line;
-    while ((uint32_t)len < want - 1 - (uint32_t)opt.irc)
-        line[len++] = 'x';
-    if (opt.irc)
-        line[len++] = '\r';
-    line[len++] = '\n';
-    if (!out_append(s, line, (uint32_t)len))
+    int len;
+    if (opt.jsonl) {
+        char text[512];
+        int n = data_text(text, sizeof text, s, snd->next_seq, t);
+        len = snprintf(line, sizeof line, "{\"cmd\":\"say\",\"text\":\"%.*s\"}\n", n, text);
+    } else {
+        len = opt.irc ? snprintf(line, sizeof line, "PRIVMSG #bench-%u :", clients[s].group) : 0;
+        len += snprintf(line + len, sizeof line - (size_t)len, TOKEN "%u:%u:%" PRIu64 " ", s,
+                        snd->next_seq, t);
+        uint32_t want = opt.line_bytes;
+        if (want > 512)
+            want = 512;
+        while ((uint32_t)len < want - 1 - (uint32_t)opt.irc)
+            line[len++] = 'x';
+        if (opt.irc)
+            line[len++] = '\r';
+        line[len++] = '\n';
+    }
+    if (!send_request(s, line, (uint32_t)len))
         return 0;
     if (opt.mode == MODE_CLOSED)
         remaining[(uint64_t)s * WINDOW_MAX + (snd->next_seq & (WINDOW_MAX - 1))] =
@@ -619,8 +724,11 @@ static void handle_line(uint32_t r, const char *line, size_t len)
         welcomed++;
         if (opt.groups > 1) {
             char join[JOIN_OUT];
-            int n = snprintf(join, sizeof join, "/join #bench-%u\n", c->group);
-            out_append(r, join, (uint32_t)n);
+            int n = opt.jsonl
+                ? snprintf(join, sizeof join, "{\"cmd\":\"join\",\"room\":\"#bench-%u\"}\n",
+                           c->group)
+                : snprintf(join, sizeof join, "/join #bench-%u\n", c->group);
+            send_request(r, join, (uint32_t)n);
         }
         return;
     }
@@ -698,6 +806,253 @@ static void handle_bytes(uint32_t r, const char *data, size_t n)
     }
 }
 
+/* -- WebSocket (-X) ---------------------------------------------------------------- */
+
+/* The Sec-WebSocket-Key of client `id`: 16 bytes derived from its number (any 16 bytes
+ * will do: the key proves the server speaks WebSocket, it is no secret), base64. */
+static void ws_key(uint32_t id, char out[25])
+{
+    uint8_t raw[16];
+    uint64_t x = 0x9e3779b97f4a7c15ull * (id + 1);
+    for (int i = 0; i < 16; i++) {
+        x ^= x >> 29;
+        x *= 0xbf58476d1ce4e5b9ull;
+        raw[i] = (uint8_t)(x >> 56);
+    }
+    EVP_EncodeBlock((unsigned char *)out, raw, 16);
+}
+
+/* The Sec-WebSocket-Accept the server must answer for client `id` (RFC 6455 4.2.2). */
+static void ws_accept(uint32_t id, char out[29])
+{
+    char key_guid[25 + sizeof WS_GUID];
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int digest_len = 0;
+    ws_key(id, key_guid);
+    memcpy(key_guid + 24, WS_GUID, sizeof WS_GUID);
+    EVP_Digest(key_guid, strlen(key_guid), digest, &digest_len, EVP_sha1(), NULL);
+    EVP_EncodeBlock((unsigned char *)out, digest, (int)digest_len);
+}
+
+/* The upgrade request: GET / with the key and an Origin naming the server itself
+ * (a same-origin page: what chatd's websocket listener accepts by default). */
+static void ws_send_upgrade(uint32_t id)
+{
+    char key[25], req[IRC_OUT];
+    ws_key(id, key);
+    int n = snprintf(req, sizeof req,
+                     "GET / HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                     "Sec-WebSocket-Version: 13\r\nOrigin: %s://%s:%d\r\n\r\n",
+                     opt.addr, opt.port, key, opt.tls ? "https" : "http", opt.addr, opt.port);
+    out_append(id, req, (uint32_t)n);
+}
+
+/* A header's value in an HTTP head (names compared case-insensitively); NULL if absent. */
+static const char *http_header(const char *head, const char *name, size_t *len)
+{
+    size_t name_len = strlen(name);
+    for (const char *line = strstr(head, "\r\n"); line; line = strstr(line, "\r\n")) {
+        line += 2;
+        if (strncasecmp(line, name, name_len) == 0 && line[name_len] == ':') {
+            const char *v = line + name_len + 1, *end = strstr(v, "\r\n");
+            while (*v == ' ' || *v == '\t')
+                v++;
+            *len = end ? (size_t)(end - v) : strlen(v);
+            while (*len && (v[*len - 1] == ' ' || v[*len - 1] == '\t'))
+                (*len)--;
+            return v;
+        }
+    }
+    return NULL;
+}
+
+static void ws_frames(uint32_t id, const char *data, size_t n);
+
+/* Gather the upgrade response; at its end check the 101 and the accept key, then the
+ * bytes after it are frames.  A refused upgrade fails the run: it is a setup error. */
+static void ws_upgrade_bytes(uint32_t id, const char *data, size_t n)
+{
+    struct client *c = &clients[id];
+    if (!c->http)
+        c->http = xcalloc(1, HTTP_MAX + 1);
+    size_t take = n < (size_t)(HTTP_MAX - c->http_len) ? n : (size_t)(HTTP_MAX - c->http_len);
+    memcpy(c->http + c->http_len, data, take);
+    c->http_len += (uint16_t)take;
+    c->http[c->http_len] = '\0';
+    char *end = strstr(c->http, "\r\n\r\n");
+    if (!end) {
+        if (c->http_len >= HTTP_MAX)
+            fail("client %u: upgrade response longer than %d bytes", id, HTTP_MAX);
+        return;
+    }
+    size_t head_len = (size_t)(end - c->http) + 4;
+    size_t rest = c->http_len - head_len + (n - take);  /* frames already received */
+    char status[80], expected[29];
+    size_t status_len = strcspn(c->http, "\r\n"), got_len = 0;
+    snprintf(status, sizeof status, "%.*s", (int)status_len, c->http);
+    *end = '\0';
+    if (strncmp(c->http, "HTTP/1.1 101", 12) != 0) {
+        fail("client %u: upgrade refused: %s", id, status);
+        return;
+    }
+    ws_accept(id, expected);
+    const char *got = http_header(c->http, "Sec-WebSocket-Accept", &got_len);
+    if (!got || got_len != 28 || memcmp(got, expected, 28) != 0) {
+        fail("client %u: wrong Sec-WebSocket-Accept (%.*s, expected %s)", id,
+             got ? (int)got_len : 0, got ? got : "", expected);
+        return;
+    }
+    const char *ext = http_header(c->http, "Sec-WebSocket-Extensions", &got_len);
+    if (ext) {
+        fail("client %u: the server chose an extension it was not offered: %.*s", id,
+             (int)got_len, ext);
+        return;
+    }
+    c->state = C_WELCOME;
+    /* Frames that came with the response: from the response buffer, then this read. */
+    char *tail = NULL;
+    if (rest) {
+        tail = xcalloc(1, rest);
+        size_t from_buf = c->http_len - head_len;
+        memcpy(tail, c->http + head_len, from_buf);
+        memcpy(tail + from_buf, data + take, n - take);
+    }
+    free(c->http);
+    c->http = NULL;
+    c->http_len = 0;
+    if (tail) {
+        ws_frames(id, tail, rest);
+        free(tail);
+    }
+}
+
+/* Header length a frame needs, once its first two bytes are known. */
+static uint8_t ws_header_len(const uint8_t *h)
+{
+    uint8_t len7 = h[1] & 0x7f;
+    return (uint8_t)(2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + ((h[1] & 0x80) ? 4 : 0));
+}
+
+/* A complete frame header in ws_hdr: start its payload. */
+static int ws_begin_frame(uint32_t id)
+{
+    struct client *c = &clients[id];
+    const uint8_t *h = c->ws_hdr;
+    uint8_t len7 = h[1] & 0x7f;
+    uint64_t len = len7;
+    if (len7 == 126)
+        len = (uint64_t)h[2] << 8 | h[3];
+    else if (len7 == 127)
+        for (int i = 0; i < 8; i++)
+            len = len << 8 | h[2 + i];
+    c->ws_fin = h[0] >> 7;
+    c->ws_op = h[0] & 0x0f;
+    c->ws_left = len;
+    c->ws_hdr_len = 0;
+    c->ws_ctl_len = 0;
+    if (h[1] & 0x80) {
+        client_lost(id, "a masked server frame (RFC 6455 5.1 forbids it)");
+        return 0;
+    }
+    if (c->ws_op >= 0x8 && (len > sizeof c->ws_ctl || !c->ws_fin)) {
+        client_lost(id, "a control frame over 125 bytes or fragmented");
+        return 0;
+    }
+    if (c->ws_op == WS_TEXT || c->ws_op == WS_BINARY)
+        c->ws_msg_op = c->ws_op;
+    else if (c->ws_op != WS_CONT && c->ws_op < 0x8) {
+        client_lost(id, "a frame with an unknown opcode");
+        return 0;
+    }
+    if (c->ws_op < 0x8)
+        ws_frames_in++;
+    c->ws_in_payload = 1;
+    return 1;
+}
+
+/* A frame's payload is complete: answer a PING, report a CLOSE, end a message. */
+static void ws_end_frame(uint32_t id)
+{
+    struct client *c = &clients[id];
+    c->ws_in_payload = 0;
+    switch (c->ws_op) {
+    case WS_PING:
+        ws_pings++;
+        ws_append(id, WS_PONG, (const char *)c->ws_ctl, c->ws_ctl_len);
+        return;
+    case WS_PONG:
+        return;
+    case WS_CLOSE: {
+        char why[200];
+        unsigned code = c->ws_ctl_len >= 2 ? (unsigned)c->ws_ctl[0] << 8 | c->ws_ctl[1] : 1005;
+        snprintf(why, sizeof why, "close frame %u: %.*s", code,
+                 c->ws_ctl_len > 2 ? (int)c->ws_ctl_len - 2 : 0, (const char *)c->ws_ctl + 2);
+        client_lost(id, why);
+        return;
+    }
+    default:
+        break;
+    }
+    if (!c->ws_fin)
+        return;
+    /* The end of a message ends its last line, with or without a newline. */
+    if (c->ws_msg_op == WS_TEXT && c->partial_len && !c->discarding) {
+        uint16_t len = c->partial_len;
+        c->partial_len = 0;
+        handle_line(id, c->partial, len);
+    } else if (c->ws_msg_op == WS_BINARY) {
+        other_lines++;
+    }
+    c->partial_len = 0;
+    c->discarding = 0;
+}
+
+/* Received bytes of an upgraded connection: frame headers, then payloads; text goes to
+ * the line splitter straight from the read buffer. */
+static void ws_frames(uint32_t id, const char *data, size_t n)
+{
+    struct client *c = &clients[id];
+    const char *p = data, *end = data + n;
+    while (p < end && c->state != C_CLOSED) {
+        if (!c->ws_in_payload) {
+            uint8_t need = c->ws_hdr_len < 2 ? 2 : ws_header_len(c->ws_hdr);
+            while (c->ws_hdr_len < need && p < end) {
+                c->ws_hdr[c->ws_hdr_len++] = (uint8_t)*p++;
+                if (c->ws_hdr_len == 2)
+                    need = ws_header_len(c->ws_hdr);
+            }
+            if (c->ws_hdr_len < need || !ws_begin_frame(id))
+                return;
+            if (c->ws_left == 0)
+                ws_end_frame(id);
+            continue;
+        }
+        size_t take = (size_t)(end - p) < c->ws_left ? (size_t)(end - p) : (size_t)c->ws_left;
+        if (c->ws_op >= 0x8) {
+            memcpy(c->ws_ctl + c->ws_ctl_len, p, take);
+            c->ws_ctl_len += (uint8_t)take;
+        } else if (c->ws_msg_op == WS_TEXT) {
+            handle_bytes(id, p, take);
+        }
+        p += take;
+        c->ws_left -= take;
+        if (c->ws_left == 0)
+            ws_end_frame(id);
+    }
+}
+
+/* Received bytes, whatever the protocol: a stream of lines, or WebSocket. */
+static void received(uint32_t id, const char *data, size_t n)
+{
+    if (!opt.ws)
+        handle_bytes(id, data, n);
+    else if (clients[id].state == C_UPGRADE)
+        ws_upgrade_bytes(id, data, n);
+    else
+        ws_frames(id, data, n);
+}
+
 /* TLS: read records until OpenSSL wants more from the socket (it has then read the
  * socket to EAGAIN: what EPOLLET needs).  No short-read shortcut: a record may wait
  * inside the TLS session. */
@@ -711,7 +1066,7 @@ static void read_tls(uint32_t id)
             recv_bytes += (uint64_t)n;
             now = mono_ns();
             last_rx = now;
-            handle_bytes(id, rbuf, (size_t)n);
+            received(id, rbuf, (size_t)n);
             continue;
         }
         int err = SSL_get_error(c->ssl, n);
@@ -737,7 +1092,7 @@ static void read_client(uint32_t id)
             recv_bytes += (uint64_t)n;
             now = mono_ns();
             last_rx = now;
-            handle_bytes(id, rbuf, (size_t)n);
+            received(id, rbuf, (size_t)n);
             /* A short read emptied the socket.  Under EPOLLET any later arrival queues
              * a new event, so skip the recv() that would only say EAGAIN: that halves
              * this loop's syscalls when servers send one small segment per message. */
@@ -797,10 +1152,15 @@ static void start_connects(void)
 }
 
 /* The connection is up (TCP, and TLS if any): the server's welcome is next.  With -I
- * the client registers first. */
+ * the client registers first; with -X it asks for the upgrade first. */
 static void await_welcome(uint32_t id)
 {
     clients[id].state = C_WELCOME;
+    if (opt.ws) {
+        clients[id].state = C_UPGRADE;
+        ws_send_upgrade(id);
+        return;
+    }
     if (opt.irc) {
         char reg[IRC_OUT / 2];
         int n = snprintf(reg, sizeof reg, "NICK b%u\r\nUSER b 0 * :bench\r\n", id);
@@ -1184,6 +1544,9 @@ static void report(void)
            ", \"send_stalled\": %" PRIu64 ", \"other_lines\": %" PRIu64 ",\n",
            lost_gap + lost_tail, duplicated, reordered, misrouted, disconnected, send_stalled,
            other_lines);
+    if (opt.ws)
+        printf(" \"ws_frames_in\": %" PRIu64 ", \"ws_pings\": %" PRIu64 ",\n", ws_frames_in,
+               ws_pings);
     printf(" \"recv_calls\": %" PRIu64 ", \"recv_bytes\": %" PRIu64 ", \"poll_calls\": %" PRIu64
            ", \"read_batching\": %s, \"lines_per_read_unbatched\": %.2f, "
            "\"lines_per_read\": %.2f,\n",
@@ -1223,7 +1586,8 @@ static void usage(void)
             "  [-s SENDERS] [-g GROUPS] [-w WINDOW] [-r MSGS_PER_S_PER_SENDER] [-d SECONDS]\n"
             "  [-W WARMUP_S] [-l LINE_BYTES] [-q QUIET_MS] [-S SETTLE_MAX_S] [-D DRAIN_MAX_S]\n"
             "  [-H HOLD_MAX_S] [-T TIMEOUT_S] [-b SOURCE_IPS] [-P SERVER_PID] [-i BATCH_US]\n"
-            "  [-C HANDSHAKES_IN_FLIGHT] [-L (TLS)] [-I (IRC)] [-O OPER_NAME:PASSWORD (IRC senders, ngIRCd +F)]\n");
+            "  [-C HANDSHAKES_IN_FLIGHT] [-L (TLS)] [-I (IRC)] [-O OPER_NAME:PASSWORD (IRC senders, ngIRCd +F)]\n"
+            "  [-J (jsonl)] [-X (jsonl over WebSocket)]\n");
     exit(2);
 }
 
@@ -1246,7 +1610,7 @@ static uint32_t parse_count(const char *s, uint32_t lo, uint32_t hi, char flag)
 static void parse_args(int argc, char **argv)
 {
     int ch;
-    while ((ch = getopt(argc, argv, "a:p:m:c:s:g:w:r:d:W:l:q:S:D:H:T:b:P:i:C:LIO:h")) != -1) {
+    while ((ch = getopt(argc, argv, "a:p:m:c:s:g:w:r:d:W:l:q:S:D:H:T:b:P:i:C:LIJXO:h")) != -1) {
         switch (ch) {
         case 'a': opt.addr = optarg; break;
         case 'p': opt.port = (int)parse_count(optarg, 1, 65535, 'p'); break;
@@ -1274,6 +1638,8 @@ static void parse_args(int argc, char **argv)
         case 'P': opt.server_pid = (int)parse_count(optarg, 1, 1 << 30, 'P'); break;
         case 'L': opt.tls = 1; break;
         case 'I': opt.irc = 1; break;
+        case 'J': opt.jsonl = 1; break;
+        case 'X': opt.ws = opt.jsonl = 1; break;
         case 'C': opt.connect_batch = parse_count(optarg, 1, CONNECT_BATCH, 'C'); break;
         case 'O':
             if (!strchr(optarg, ':'))
@@ -1283,7 +1649,7 @@ static void parse_args(int argc, char **argv)
         default: usage();
         }
     }
-    if (!opt.port || optind != argc)
+    if (!opt.port || optind != argc || (opt.irc && opt.jsonl))
         usage();
     if (inet_pton(AF_INET, opt.addr, &server_addr.sin_addr) != 1 ||
         (ntohl(server_addr.sin_addr.s_addr) >> 24) != 127) {

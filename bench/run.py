@@ -138,6 +138,12 @@ class Scenario:
     #: Every client speaks IRC (the load generator's -I: NICK/USER, JOIN, PRIVMSG);
     #: only servers that can serve IRC run it (:attr:`ServerSpec.irc`).
     irc: bool = False
+    #: Every client speaks jsonl over WebSocket (the load generator's -X: upgrade, masked
+    #: text frames); only servers that can serve it run it (:attr:`ServerSpec.ws`).
+    ws: bool = False
+    #: Every client speaks jsonl over TCP (-J); set per run for chatd-jsonl (a WebSocket
+    #: scenario's load without the framing).
+    jsonl: bool = False
     #: Load generator flags a server needs for this scenario (ngIRCd's -O), set per run.
     loadgen_extra: tuple[str, ...] = ()
 
@@ -152,6 +158,10 @@ class Scenario:
             args.append("-L")
         if self.irc:
             args.append("-I")
+        if self.ws:
+            args.append("-X")
+        elif self.jsonl:
+            args.append("-J")
         args += self.loadgen_extra
         if self.mode == "idle":
             return [*args, "-H", "600"]
@@ -206,6 +216,13 @@ FULL_SCENARIOS = [
              "5 senders, 16 PRIVMSGs in flight each (chatd-line: the same load over the "
              "line protocol)", "closed", 1000, senders=5, window=16,
              batch_us=_CLOSED_BATCH_US, irc=True),
+    # Issue 21's WebSocket fanout: chatd's websocket listener, chatd-line and chatd-jsonl
+    # (the same chatd, the same load over the line protocol and over jsonl on TCP: what
+    # JSON and what the framing cost) and the websockets library's asyncio server.
+    Scenario("ws-fanout-1000", "fanout-1000 over WebSocket: 1000 browsers' connections "
+             "(jsonl in text frames) in one room, 5 senders, 16 messages in flight each "
+             "(chatd-line, chatd-jsonl: the same load over the line protocol, over jsonl)",
+             "closed", 1000, senders=5, window=16, batch_us=_CLOSED_BATCH_US, ws=True),
     Scenario("idle-10000", "10,000 idle connections: server memory per connection",
              "idle", 10_000, setup_max_s=60.0),
     # clients = 0: as many as the fd limit allows (resolved at start, see main()).
@@ -221,6 +238,8 @@ SMOKE_SCENARIOS = [
     Scenario("smoke-idle", "50 idle connections", "idle", 50, setup_max_s=20.0),
     Scenario("smoke-tls", "50 clients in one room over TLS, 2 senders, 4 in flight each",
              "closed", 50, senders=2, window=4, batch_us=2000, setup_max_s=20.0, tls=True),
+    Scenario("smoke-ws", "50 clients in one room over WebSocket, 2 senders, 4 in flight each",
+             "closed", 50, senders=2, window=4, batch_us=2000, setup_max_s=20.0, ws=True),
 ]
 
 LIMIT = "c-coalesce"
@@ -243,6 +262,11 @@ TARGETS: list[dict[str, Any]] = [
     # Issue 20: the IRC renderer costs at most 20 % against the line protocol.
     {"scenario": "irc-fanout-1000", "metric": "deliveries_per_s", "against": "chatd-line",
      "factor": 0.8, "better": "higher"},
+    # Issue 21: chatd over WebSocket ahead of the websockets library (either way it
+    # writes); the cost against chatd-line is stated in docs/performance.md, not a target.
+    *({"scenario": "ws-fanout-1000", "metric": "deliveries_per_s", "against": name,
+       "factor": 1.0, "better": "higher"}
+      for name in ("websockets-uvloop", "websockets-uvloop-coalesce")),
     *({"scenario": name, "metric": "rss_per_conn_kib", "against": None, "value": 1.0,
        "factor": 1.0, "better": "lower"} for name in ("idle-10000", "idle-max")),
 ]
@@ -275,15 +299,23 @@ class ServerSpec:
     irc: str = ""
     #: Load generator flags for its IRC runs (ngIRCd: its senders become operators, +F).
     irc_loadgen: tuple[str, ...] = ()
+    #: How it serves WebSocket scenarios: "config" (chatd: its listener's protocol is
+    #: websocket), "native" (a WebSocket server: WebSocket scenarios only), "line"
+    #: (chatd-line) or "jsonl" (chatd-jsonl: the same load over jsonl on TCP, WebSocket
+    #: scenarios only), or "" (WebSocket scenarios skip it).
+    ws: str = ""
 
     def serves(self, scenario: Scenario) -> bool:
-        """Whether it runs ``scenario``: TLS and IRC only where it can; IRC-only servers
-        (ngIRCd, chatd-line) only IRC scenarios."""
+        """Whether it runs ``scenario``: TLS, IRC and WebSocket only where it can;
+        servers of one protocol (ngIRCd, the websockets baselines) and the variants that
+        carry another scenario's load (chatd-line, chatd-jsonl) only those scenarios."""
         if scenario.tls and not self.tls:
             return False
         if scenario.irc:
             return bool(self.irc)
-        return self.irc not in ("native", "line")
+        if scenario.ws:
+            return bool(self.ws)
+        return self.irc not in ("native", "line") and self.ws not in ("native", "line", "jsonl")
 
     @property
     def file_stem(self) -> str:
@@ -313,11 +345,21 @@ def _chatd(config: Path, port_file: Path) -> list[str]:
 NO_HISTORY_CONFIG = "chatd-bench-no-history.yaml"
 
 SERVERS = [
-    ServerSpec("chatd", _chatd, kind="chatd", tls="config", irc="config"),
-    # IRC scenarios only: chatd's line listener under the IRC scenario's load (what the
-    # IRC renderer costs, same commit, same run), and ngIRCd (Debian's, C) with its
-    # flood limits lifted where its config allows (bench/baselines/ngircd.py says which).
-    ServerSpec("chatd-line", _chatd, kind="variant", irc="line"),
+    ServerSpec("chatd", _chatd, kind="chatd", tls="config", irc="config", ws="config"),
+    # IRC and WebSocket scenarios only: chatd's line listener under the scenario's load
+    # (what the IRC renderer or WebSocket costs, same commit, same run), and ngIRCd
+    # (Debian's, C) with its flood limits lifted where its config allows
+    # (bench/baselines/ngircd.py says which).
+    ServerSpec("chatd-line", _chatd, kind="variant", irc="line", ws="line"),
+    # WebSocket scenarios only: chatd's jsonl listener on TCP (the same JSON, no framing),
+    # and the websockets library's asyncio server on uvloop, writing one frame per
+    # message (websockets.broadcast) or, --coalesce, one per recipient per loop pass.
+    ServerSpec("chatd-jsonl", _chatd, kind="variant", ws="jsonl"),
+    ServerSpec("websockets-uvloop", _baseline("websockets_server.py", "--uvloop"),
+               "websockets", ws="native"),
+    ServerSpec("websockets-uvloop-coalesce",
+               _baseline("websockets_server.py", "--uvloop", "--coalesce"), "websockets",
+               ws="native"),
     ServerSpec("ngircd", _baseline("ngircd.py"), irc="native",
                irc_loadgen=("-O", "bench:bench", "-C", "100")),
     # The same chatd with history off (--servers chatd,chatd-no-history): not a
@@ -838,31 +880,59 @@ def tls_server(spec: ServerSpec, ctx: Context) -> ServerSpec:
     return dataclasses.replace(spec, config=config)
 
 
-def irc_server(spec: ServerSpec, ctx: Context) -> ServerSpec:
-    """``spec`` under an IRC scenario: chatd with its listener's protocol irc."""
-    if spec.irc != "config":
-        return spec
+def protocol_server(spec: ServerSpec, ctx: Context, protocol: str) -> ServerSpec:
+    """chatd ``spec`` with one listener, of ``protocol`` (its options the defaults)."""
     source = spec.config or ctx.config
-    config = source.with_name(source.stem + "-irc.yaml")
+    config = source.with_name(f"{source.stem}-{protocol}.yaml")
     if not config.exists():
         data = yaml.safe_load(source.read_text())
         listen = data.get("listen") or {}
         first = listen[0] if isinstance(listen, list) else listen
         data["listen"] = {"host": first.get("host", "127.0.0.1"), "port": first.get("port", 0),
-                          "protocol": "irc"}
-        config.write_text("# the benchmark config with an irc listener (bench/run.py)\n"
+                          "protocol": protocol}
+        config.write_text(f"# the benchmark config with a {protocol} listener (bench/run.py)\n"
                           + yaml.safe_dump(data, sort_keys=False))
     return dataclasses.replace(spec, config=config)
+
+
+def irc_server(spec: ServerSpec, ctx: Context) -> ServerSpec:
+    """``spec`` under an IRC scenario: chatd with its listener's protocol irc."""
+    return protocol_server(spec, ctx, "irc") if spec.irc == "config" else spec
+
+
+def ws_server(spec: ServerSpec, ctx: Context) -> ServerSpec:
+    """``spec`` under a WebSocket scenario: chatd with a websocket listener (its
+    default origins: the load generator's Origin names the listener's own host), or,
+    for chatd-jsonl, a jsonl listener."""
+    if spec.ws == "config":
+        return protocol_server(spec, ctx, "websocket")
+    if spec.ws == "jsonl":
+        return protocol_server(spec, ctx, "jsonl")
+    return spec
+
+
+def scenario_for(scenario: Scenario, spec: ServerSpec) -> Scenario:
+    """``scenario`` as ``spec`` takes it: the protocol its load generator speaks."""
+    if scenario.irc:
+        # chatd-line takes the same load as line clients; the others speak IRC.
+        return dataclasses.replace(scenario, irc=spec.irc != "line",
+                                   loadgen_extra=spec.irc_loadgen)
+    if scenario.ws:
+        # chatd-line takes the same load as line clients, chatd-jsonl as jsonl over TCP;
+        # the others speak jsonl over WebSocket.
+        return dataclasses.replace(scenario, ws=spec.ws in ("config", "native"),
+                                   jsonl=spec.ws == "jsonl")
+    return scenario
 
 
 def run_one(scenario: Scenario, spec: ServerSpec, ctx: Context) -> Run:
     if scenario.tls:
         spec = tls_server(spec, ctx)
     if scenario.irc:
-        # chatd-line takes the same load as line clients; the others speak IRC.
-        scenario = dataclasses.replace(scenario, irc=spec.irc != "line",
-                                       loadgen_extra=spec.irc_loadgen)
         spec = irc_server(spec, ctx)
+    if scenario.ws:
+        spec = ws_server(spec, ctx)
+    scenario = scenario_for(scenario, spec)
     with running_server(spec, ctx) as server:
         try:
             if scenario.mode == "idle":
@@ -1012,8 +1082,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     compare_commit = _resolve_ref(args.compare) if args.compare else ""
     if args.compare:
         servers = _with_compare(servers, args.compare, bool(args.servers))
-    # A server no selected scenario runs is not started, built or required (ngIRCd and
-    # chatd-line only run IRC scenarios).
+    # A server no selected scenario runs is not started, built or required (ngIRCd runs
+    # only IRC scenarios, the websockets baselines and chatd-jsonl only WebSocket ones,
+    # chatd-line only those two kinds).
     servers = [s for s in servers if any(s.serves(sc) for sc in scenarios)]
     _check_requirements(servers)
 
@@ -1086,7 +1157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for repeat in range(1, args.repeat + 1):
                 for spec in servers:
                     if not spec.serves(scenario):
-                        continue  # TLS or IRC it cannot serve; IRC-only servers elsewhere
+                        continue  # TLS, IRC or WebSocket it cannot serve, or one-protocol
+                        # servers and variants elsewhere
                     run = run_one(scenario, spec, ctx)
                     run.repeat = repeat
                     runs.append(run)

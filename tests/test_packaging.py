@@ -24,6 +24,11 @@ def test_the_test_extra_does_not_pull_in_the_plotting_stack():
     assert {"matplotlib", "uvloop"} <= names("bench")
 
 
+def test_the_bench_extra_runs_every_default_server():
+    """ws-fanout-1000 runs chatd's websocket listener and the websockets baseline."""
+    assert {"wsproto", "h11", "websockets"} <= names("bench")
+
+
 def test_the_readmes_test_command_is_what_ci_runs():
     readme = (REPO / "README.md").read_text()
     command = re.search(r"^# 2\. .*\n(.*)$", readme, re.M)

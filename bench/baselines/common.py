@@ -40,6 +40,9 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
     parser.add_argument("--per-chunk", action="store_true",
                         help="asyncio_protocol.py: one write per recipient per received chunk")
+    parser.add_argument("--coalesce", action="store_true",
+                        help="websockets_server.py: a room's messages of one loop pass in "
+                        "one frame per recipient")
     parser.add_argument("--tls", metavar="PEM",
                         help="serve TLS with this certificate and key (one PEM file)")
     return parser.parse_args()
