@@ -120,6 +120,8 @@ def origin_allowed(origin: str | None, host: str | None, origins: tuple[str, ...
     scheme = parts.scheme
     if scheme not in _DEFAULT_PORTS or not parts.hostname:
         return False
+    if "@" in parts.netloc or parts.path or parts.query or parts.fragment:
+        return False  # an origin is scheme://host[:port]: no userinfo, no path (RFC 6454)
     own = _host_port(host, 0)
     if own is None or not own[0]:
         return False
