@@ -408,6 +408,11 @@ ERROR_CODES: dict[str, str] = {
     "idle_timeout": "nothing sent for longer than limits.idle_timeout_seconds; the "
                     "connection is closed",
     "registration_timeout": "the connection did not become a client in time; it is closed",
+    "message_too_big": "a WebSocket message longer than limits.max_line_bytes; the "
+                       "connection is closed (1009)",
+    "binary_message": "a WebSocket binary message (jsonl is text); the connection is closed "
+                      "(1003)",
+    "ping_timeout": "no answer to the server's PING in time; the connection is closed",
     # nicks
     "no_such_nick": "nobody has that nick (IRC 401)",
     "erroneous_nick": "not a valid nick (IRC 432)",

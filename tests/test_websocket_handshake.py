@@ -193,6 +193,7 @@ def test_a_close_frame_holds_the_code_and_a_reason_cut_to_whole_characters():
     assert payload[2:].decode() == "é" * 61  # 122 bytes: the 62nd would make 124
     assert close_code(None) == 1000 and close_code("message_too_big") == 1009
     assert close_code("excess_flood") == 1008 and close_code("ping_timeout") == 1011
+    assert close_code("binary_message") == 1003
 
 
 def test_a_ticks_writes_are_one_text_frame_and_control_frames_stay_whole():

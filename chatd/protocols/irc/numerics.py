@@ -139,6 +139,9 @@ ERROR_NUMERICS: dict[str, str] = {
     "partial_line_timeout": AS_NOTICE,
     "idle_timeout": AS_NOTICE,
     "registration_timeout": AS_NOTICE,
+    "message_too_big": AS_NOTICE,  # a WebSocket's (IRC's long line is line_too_long)
+    "binary_message": AS_NOTICE,
+    "ping_timeout": AS_NOTICE,
     # nicks
     "no_such_nick": ERR_NOSUCHNICK,
     "erroneous_nick": ERR_ERRONEUSNICKNAME,

@@ -62,7 +62,7 @@ NORMAL, GOING_AWAY, POLICY, UNSUPPORTED, TOO_BIG, INTERNAL, TRY_AGAIN = (
 LIMIT_CODES = {
     "qbuf": TOO_BIG,
     "message_too_big": TOO_BIG,
-    "binary": UNSUPPORTED,
+    "binary_message": UNSUPPORTED,
     "ping_timeout": INTERNAL,
     "server_full": TRY_AGAIN,
     "shutdown": GOING_AWAY,
@@ -340,7 +340,8 @@ class WebSocketProtocol(JsonlProtocol):
                 self._closed_by_client(event)
                 return
             elif cls is BytesMessage:
-                self._refuse("binary messages are not accepted: send jsonl text", "binary")
+                self._refuse("binary messages are not accepted: send jsonl text",
+                             code="binary_message")
                 return
         self._alive()
 
@@ -354,7 +355,7 @@ class WebSocketProtocol(JsonlProtocol):
         self._message_bytes += size
         limit = self._door.limits.max_line_bytes
         if self._message_bytes > limit:
-            self._refuse(f"message too long: at most {limit} bytes", "message_too_big")
+            self._refuse(f"message too long: at most {limit} bytes", code="message_too_big")
             return
         self._message.append(chunk)
         if not finished:  # a message in pieces is an unfinished line (its timeout)
@@ -368,10 +369,11 @@ class WebSocketProtocol(JsonlProtocol):
         lines: list[Any] = text.split("\n")
         self._lines_received(lines)
 
-    def _refuse(self, text: str, limit: str) -> None:
-        """Tell the client why (a jsonl ``error``), then close with the limit's code."""
-        self.tell(text, code=limit)
-        self.transport.close(text, limit=limit)
+    def _refuse(self, text: str, *, code: str) -> None:
+        """Tell the client why (a jsonl ``error`` with ``code``), then close with the
+        close code for that limit (:data:`LIMIT_CODES`)."""
+        self.tell(text, code=code)
+        self.transport.close(text, limit=code)
 
     def _closed_by_client(self, event: Any) -> None:
         """The client's close frame (or wsproto's verdict on a broken frame): echo it
@@ -417,7 +419,7 @@ class WebSocketProtocol(JsonlProtocol):
         now = time.monotonic()
         if self._pinged is not None:
             timeout = float(options.get("ping_timeout_seconds", 0) or 0)
-            self._refuse(f"ping timeout: no answer in {timeout:g} seconds", "ping_timeout")
+            self._refuse(f"ping timeout: no answer in {timeout:g} seconds", code="ping_timeout")
             return
         quiet = now - self._seen
         if quiet < every:
