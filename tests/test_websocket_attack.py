@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect
 
-from chatd.protocols.websocket.handshake import origin_allowed
+from chatd.protocols.websocket.handshake import MAX_PIPELINED, HttpSide, Respond, origin_allowed
 from chatd.testing import rss_bytes, unexpected_tracebacks
 
 TIMEOUT = 5.0
@@ -472,6 +472,36 @@ def test_a_get_flood_is_served_and_never_makes_a_session(ws):
         statuses.append(conn.response()[0])
     assert 503 in statuses
     assert statuses.count(200) <= 3
+    _calm(server, watcher)
+
+
+def test_pipelined_requests_are_answered_a_few_at_a_time_in_process():
+    """One read of many pipelined GETs (40 bytes each, a page each: an amplifier) makes
+    at most MAX_PIPELINED answers, then a 429 and the close, never a response per
+    request built in memory at once.  No browser pipelines."""
+    flood = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 1000
+    answers = HttpSide().receive(flood)
+    assert len(answers) == MAX_PIPELINED + 1
+    assert all(isinstance(a, Respond) and a.data.startswith(b"HTTP/1.1 200")
+               for a in answers[:-1])
+    last = answers[-1]
+    assert isinstance(last, Respond) and last.close
+    assert last.data.startswith(b"HTTP/1.1 429")
+
+
+def test_a_pipelined_get_flood_gets_a_few_pages_then_429(ws):
+    server = ws()
+    watcher = server.client()
+    raw = Raw(server)
+    raw.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 2000)
+    statuses = []
+    while True:
+        status, _, _ = raw.response()
+        statuses.append(status)
+        if status != 200:
+            break
+    assert statuses[-1] == 429 and len(statuses) <= MAX_PIPELINED + 1, statuses
+    raw.eof()
     _calm(server, watcher)
 
 
