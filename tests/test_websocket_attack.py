@@ -10,6 +10,7 @@ the behaviour down.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -36,7 +37,7 @@ def ws(chatd_server):
     """``ws(**listener_options, limits=..., per_ip=...)`` -> a server whose listener 0 is
     a line one, 1 the websocket one."""
     def start(**options: Any) -> Any:
-        sections = {name: options.pop(name) for name in ("limits", "per_ip", "flood")
+        sections = {name: options.pop(name) for name in ("limits", "per_ip", "flood", "net")
                     if name in options}
         return chatd_server(
             listen=[{"port": 0}, {"port": 0, "protocol": "websocket", **options}], **sections)
@@ -46,8 +47,11 @@ def ws(chatd_server):
 class Raw:
     """A socket speaking HTTP and WebSocket frames by hand; every read has a timeout."""
 
-    def __init__(self, server: Any, *, source: str | None = None) -> None:
+    def __init__(self, server: Any, *, source: str | None = None,
+                 rcvbuf: int | None = None) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:  # before connect: the window is agreed at the handshake
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         if source is not None:
             self.sock.bind((source, 0))
         self.sock.settimeout(TIMEOUT)
@@ -186,6 +190,30 @@ def test_malformed_requests_get_a_status_and_the_close(ws, data, status):
     assert raw.status() == status
     raw.eof()
     _calm(server, watcher)
+
+
+@pytest.mark.parametrize("target", [
+    "/../../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/..%2f..%2fetc%2fpasswd",
+    "//etc/passwd", "/static/../handshake.py", "/handshake.py", "/__init__.py",
+    "http://evil.example/", "*", "/index.html/", "/.", "/%00",
+])
+def test_only_the_pages_own_files_are_served(ws, target):
+    """No path reaches a file outside the page's folder, nor its Python beside it."""
+    server = ws()
+    raw = Raw(server)
+    raw.request(f"GET {target} HTTP/1.1", "Host: x")
+    status, _, body = raw.response()
+    assert status in (400, 404), (target, status)
+    assert b"root:" not in body and b"import" not in body
+
+
+def test_host_twice_is_refused(ws):
+    server = ws()
+    raw = Raw(server)
+    raw.request("GET / HTTP/1.1", f"Host: {raw.host}", "Host: evil.example", *UPGRADE,
+                "Origin: http://evil.example")
+    assert raw.status() in (400, 403)
+    raw.eof()
 
 
 def test_huge_and_many_headers_are_refused_with_431_without_waiting_for_the_end(ws):
@@ -361,6 +389,67 @@ def test_a_broken_frame_closes_with_its_code_and_the_user_leaves(ws, frame, code
     _calm(server, watcher)
 
 
+def test_a_ping_flood_from_a_client_that_never_reads_is_held_then_cut(ws):
+    """Each PING makes a PONG: a client that pings without reading fills its own output.
+    Past the soft limit its input is no longer read (it cannot make the server queue
+    more), and it is cut once it stays there ``output_soft_seconds``; the others chat
+    on all the while."""
+    server = ws(limits={"max_output_bytes": 1 << 20, "output_soft_bytes": 32 << 10,
+                        "output_soft_seconds": 1},
+                net={"sndbuf_bytes": 4096})
+    watcher = server.client()
+    raw = Raw(server, rcvbuf=4096)
+    raw.upgrade()
+    watcher.expect(r"guest-\d+ joined")
+    ping = raw.frame_bytes(b"p" * 125, 0x9) * 10
+    raw.sock.settimeout(0.5)
+    try:
+        for _ in range(20_000):  # 26 MB of PINGs: more than any kernel buffer holds
+            raw.send(ping)
+    except OSError:
+        pass  # the server stopped reading it: its sends block
+    else:
+        raise AssertionError("26 MB of PINGs read from a client that reads nothing")
+    other = server.client()
+    other.send("still here")
+    watcher.expect(r"still here$")
+    watcher.expect(r"guest-\d+ (quit|left)", timeout=10)
+
+
+def test_after_its_close_frame_a_client_is_not_heard(ws):
+    _server, watcher, raw = _session(ws)
+    raw.send(raw.frame_bytes(struct.pack("!H", 1000) + b"bye", 0x8)
+             + raw.frame_bytes(b'{"cmd":"say","text":"after the close"}'))
+    assert raw.closed_with()[0] == 1000
+    watcher.expect(r"guest-\d+ (quit|left)")
+    watcher.expect_nothing()
+
+
+def test_empty_messages_and_blank_lines_cost_nothing(ws):
+    _server, watcher, raw = _session(ws)
+    raw.frame(b"")
+    raw.frame(b"\n" * 3000)
+    raw.frame(b"\r\n\r\n")
+    raw.say({"cmd": "say", "text": "after the blanks"})
+    watcher.expect(r"> after the blanks$")
+    watcher.send("/who")
+    watcher.expect(r"#lobby has 2 members")
+
+
+def test_a_page_and_then_an_upgrade_on_one_connection(ws):
+    """Keep-alive: a GET of the page, then the upgrade on the same connection (what a
+    client may do); the session begins at the upgrade only."""
+    server = ws()
+    watcher = server.client()
+    raw = Raw(server)
+    raw.request("GET / HTTP/1.1", "Host: x")
+    assert raw.response()[0] == 200
+    watcher.send("/who")
+    watcher.expect(r"#lobby has 1 member: ")
+    raw.upgrade()
+    watcher.expect(r"guest-\d+ joined")
+
+
 def test_control_frames_between_fragments_are_answered_and_the_message_is_whole(ws):
     _server, watcher, raw = _session(ws)
     raw.frame(b'{"cmd":"say",', fin=False)
@@ -529,34 +618,50 @@ def test_slowloris_trickling_bytes_is_cut_at_the_registration_timeout(ws):
 
 def test_many_tabs_from_one_address_meet_the_per_address_limit(ws):
     server = ws(per_ip={"max_connections": 3})
-    tabs = []
-    for _ in range(3):
-        tab = Raw(server)
-        tab.upgrade()
-        tabs.append(tab)
-    fourth = Raw(server)
-    status, head, body = fourth.response()
-    assert status == 503 and b"X-Chatd-Error:" in head and b"too many" in body
-    fourth.eof()
-    other = Raw(server, source="127.0.0.2")  # another address: in
-    other.upgrade()
+    url = f"ws://{server.host}:{server.ports[1]}/"
+    with contextlib.ExitStack() as tabs:
+        for _ in range(3):  # a real client library, as a browser's tabs
+            tab = tabs.enter_context(connect(url, proxy=None, open_timeout=TIMEOUT,
+                                             close_timeout=TIMEOUT))
+            while not any(json.loads(line).get("self") for line in
+                          tab.recv(timeout=TIMEOUT).splitlines()):
+                pass  # each a session: its own join of #lobby
+        fourth = Raw(server)
+        status, head, body = fourth.response()
+        assert status == 503 and b"X-Chatd-Error:" in head and b"too many" in body
+        fourth.eof()
+        other = Raw(server, source="127.0.0.2")  # another address: in
+        other.upgrade()
 
 
-def test_a_tab_that_reads_slowly_catches_up_without_costing_others(ws):
-    server = ws(limits={"output_soft_bytes": 8192, "max_output_bytes": 1 << 20})
+def test_a_tab_that_reads_slowly_gets_whole_frames_and_is_told_what_it_missed(ws):
+    """A tab reading a little at a time while a room is busy: nobody else waits for it,
+    every frame it gets is whole (lines skipped above the soft limit are skipped whole,
+    never cut inside a frame), and it is told how many it missed."""
+    server = ws(limits={"output_soft_bytes": 16 << 10, "max_output_bytes": 4 << 20,
+                        "output_soft_seconds": 30},
+                net={"sndbuf_bytes": 4096},
+                flood={"burst_lines": 1000, "lines_per_second": 1000})
     watcher = server.client()
-    with connect(f"ws://{server.host}:{server.ports[1]}/", proxy=None, compression=None,
-                 open_timeout=TIMEOUT, close_timeout=TIMEOUT, max_queue=1) as slow:
-        talker = server.client()
-        for i in range(200):
-            talker.send(f"line {i} " + "x" * 100)
-        watcher.expect(r"line 199 ")  # others are not held up by the slow tab
-        seen = []
-        deadline = time.monotonic() + TIMEOUT * 2
-        while time.monotonic() < deadline:
-            for line in slow.recv(timeout=TIMEOUT).splitlines():
-                obj = json.loads(line)
-                seen.append(obj)
-            if any("line 199" in str(o.get("text", "")) for o in seen):
-                break
-        assert any("line 199" in str(o.get("text", "")) for o in seen)
+    slow = Raw(server, rcvbuf=4096)
+    slow_nick = slow.upgrade()
+    watcher.expect(rf"{slow_nick} joined")
+    talker = server.client()
+    watcher.expect(r"joined")
+    for i in range(1000):
+        talker.send(f"{i:04d} " + "x" * 300)
+    watcher.expect(r"^<guest-\d+> 0999 ")  # nobody else waited
+    texts: list[str] = []
+    skipped = None
+    while skipped is None and not any(text.startswith("0999 ") for text in texts):
+        opcode, payload = slow.next_frame()  # whole frames, each whole JSON lines
+        assert opcode == 0x1, (opcode, payload[:200])
+        for line in payload.decode().splitlines():
+            obj = json.loads(line)
+            if obj.get("type") == "message":
+                texts.append(obj["text"])
+            elif "skipped" in obj.get("text", ""):
+                skipped = int(obj["text"].split()[0])
+    assert texts == sorted(texts) and len(set(texts)) == len(texts)
+    # Told exactly how many it missed (none: it was not slow after all, and not told).
+    assert (skipped or 0) == 1000 - len(texts) > 0, (skipped, len(texts))
