@@ -28,6 +28,8 @@ import trustme
 import yaml
 from websockets.sync.client import connect
 
+from chatd.transport.proxy import v1_header
+
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "web.md"
 TIMEOUT = 5.0
 BROWSER = "127.0.0.2"  # the browser's address; the proxy connects from 127.0.0.1
@@ -237,3 +239,20 @@ def test_x_forwarded_for_from_a_peer_not_trusted_is_ignored(chatd_server):
         nick = _nick(ws)
         peer = server.wait_for_log(rf"connect id=\d+ nick={nick} peer=(\S+)").group(1)
         assert peer.rsplit(":", 1)[0] == BROWSER
+
+
+def test_behind_the_proxy_protocol_x_forwarded_for_is_not_read(chatd_server):
+    """With the PROXY protocol the header names the browser; an X-Forwarded-For the
+    browser wrote is not read, even when the browser's own address is inside
+    trusted_proxies (an office network behind its proxy, 127.0.0.0/8 here)."""
+    server = chatd_server(listen=[{"port": 0}, {
+        "port": 0, "protocol": "websocket", "proxy_protocol": True,
+        "trusted_proxies": ["127.0.0.0/8"]}])
+    sock = socket.create_connection((server.host, server.ports[1]), timeout=TIMEOUT)
+    sock.sendall(v1_header(("127.0.0.5", 4242), ("127.0.0.1", server.ports[1])))
+    with connect(f"ws://{server.host}:{server.ports[1]}/", sock=sock, proxy=None,
+                 additional_headers={"X-Forwarded-For": "203.0.113.9"},
+                 open_timeout=TIMEOUT, close_timeout=TIMEOUT) as ws:
+        nick = _nick(ws)
+        peer = server.wait_for_log(rf"connect id=\d+ nick={nick} peer=(\S+)").group(1)
+        assert peer == "127.0.0.5:4242"
