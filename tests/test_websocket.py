@@ -411,6 +411,18 @@ def test_a_clients_ping_is_answered_with_a_pong(ws_server):
         assert ws.ping(b"are you there").wait(TIMEOUT)
 
 
+def test_pings_in_one_read_get_one_pong_the_last_ones(ws_server):
+    server, _ = ws_server()
+    raw = RawWs(address_of(server))
+    welcomed(raw)
+    mask = b"\0\0\0\0"  # a zero mask: the payload as it is
+    raw.sock.sendall(b"".join(bytes([0x89, 0x80 | 2]) + mask + b"%02d" % i for i in range(50)))
+    assert raw.frame() == (0xA, b"49")
+    raw.send_json({"cmd": "who"})  # the next frame is its reply: no second PONG before it
+    opcode, payload = raw.frame()
+    assert opcode == 0x1 and b'"names"' in payload
+
+
 def test_a_client_close_is_echoed_and_the_user_leaves(ws_server):
     server, url = ws_server()
     person = server.client()

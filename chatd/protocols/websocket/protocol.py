@@ -327,8 +327,12 @@ class WebSocketProtocol(JsonlProtocol):
     # -- WebSocket ---------------------------------------------------------------------
 
     def _frames(self, data: bytes) -> None:
+        """The client's frames in one read: messages to jsonl, control frames answered.
+        PINGs are answered once per read, the last one (RFC 6455 5.5.3 allows it): a
+        client sending thousands gets one PONG, not a PONG each."""
         ws = self._ws
         ws.receive_data(data)
+        ping = None
         for event in ws.events():
             if not self.transport.is_open:
                 return
@@ -336,7 +340,7 @@ class WebSocketProtocol(JsonlProtocol):
             if cls is TextMessage:
                 self._text(event.data, event.message_finished)
             elif cls is Ping:
-                self.transport.write_raw(ws.send(event.response()))  # type: ignore[attr-defined]
+                ping = event
             elif cls is Pong:
                 pass  # alive: _alive() below
             elif cls is CloseConnection:
@@ -346,6 +350,8 @@ class WebSocketProtocol(JsonlProtocol):
                 self._refuse("binary messages are not accepted: send jsonl text",
                              code="binary_message")
                 return
+        if ping is not None and self.transport.is_open:
+            self.transport.write_raw(ws.send(ping.response()))
         self._alive()
 
     def _alive(self) -> None:
