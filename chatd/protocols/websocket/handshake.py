@@ -26,7 +26,9 @@ Rules (docs/web.md):
   make it, so it is let in.
 * Limits: the request's head at most :data:`MAX_HEAD_BYTES` (else ``431``), at
   most :data:`MAX_HEADERS` header fields (else ``431``), no request body (else
-  ``413``).  How long a request may take is the protocol's timer.
+  ``413``), at most :data:`MAX_PIPELINED` requests answered from one read (else
+  ``429``: a flood of pipelined GETs would make a page per 40 bytes).  How long a
+  request may take is the protocol's timer.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ except ImportError:  # the [web] extra is missing: the listener's options say so
 MAX_HEAD_BYTES = 8192
 #: Most header fields in one request.
 MAX_HEADERS = 64
+#: Most requests answered from one read: pipelined requests beyond are answered 429 and
+#: the connection closed (40 bytes asking for a whole page each, an amplifier; no
+#: browser pipelines).
+MAX_PIPELINED = 8
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _STATIC = Path(__file__).with_name("static")
 _TYPES = {
@@ -120,6 +126,8 @@ def origin_allowed(origin: str | None, host: str | None, origins: tuple[str, ...
     scheme = parts.scheme
     if scheme not in _DEFAULT_PORTS or not parts.hostname:
         return False
+    if "@" in parts.netloc or parts.path or parts.query or parts.fragment:
+        return False  # an origin is scheme://host[:port]: no userinfo, no path (RFC 6454)
     own = _host_port(host, 0)
     if own is None or not own[0]:
         return False
@@ -220,6 +228,7 @@ class Upgrade:
 _REASONS = {
     400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found", 405: b"Method Not Allowed",
     408: b"Request Timeout", 413: b"Content Too Large", 426: b"Upgrade Required",
+    429: b"Too Many Requests",
     431: b"Request Header Fields Too Large", 503: b"Service Unavailable",
 }
 
@@ -278,6 +287,8 @@ class HttpSide:
             if isinstance(event, h11.ConnectionClosed):
                 return [*out, Respond(b"", True, "connection closed by peer")]
             if isinstance(event, h11.Request):
+                if len(out) == MAX_PIPELINED:
+                    return [*out, self._fail(429, f"at most {MAX_PIPELINED} requests at once")]
                 answer = self._request(event)
                 out.append(answer)
                 if isinstance(answer, Upgrade) or answer.close:
@@ -363,6 +374,7 @@ class HttpSide:
 __all__ = [
     "MAX_HEADERS",
     "MAX_HEAD_BYTES",
+    "MAX_PIPELINED",
     "HttpSide",
     "Page",
     "Respond",

@@ -307,11 +307,14 @@ class WebSocketProtocol(JsonlProtocol):
 
     def _client_address(self, forwarded: str | None) -> tuple[str, int]:
         """The connection's address, or the ``X-Forwarded-For`` last hop where the peer
-        is one of the listener's ``trusted_proxies`` (and the hop is an address)."""
+        is one of the listener's ``trusted_proxies`` (and the hop is an address).  Not
+        behind the PROXY protocol: there the header has named the client already."""
         peer = self.transport.peer
         listener = self.listener
         if forwarded is None or listener is None or not listener.trusted_proxies:
             return peer
+        if listener.proxy_protocol:
+            return peer  # the PROXY header named the client: it sent the header, no proxy
         try:
             address = ipaddress.ip_address(peer[0])
             trusted = any(address in ipaddress.ip_network(net, strict=False)
