@@ -207,6 +207,23 @@ def test_a_ticks_writes_are_one_text_frame_and_control_frames_stay_whole():
     assert encode_frames([b""]) == b""
 
 
+def test_a_payload_the_fan_out_shares_is_framed_once_and_each_frame_is_its_own():
+    """The fan-out hands one bytes object to every member: its frame is made for the
+    first and the same object serves the next; another payload (even one with equal
+    bytes, or one between two of the shared one) is framed for itself."""
+    shared = b'{"type":"message","text":"' + b"x" * 200 + b'"}\n'
+    first = encode_frames([shared])
+    assert first == frame_header(len(shared)) + shared
+    assert encode_frames([shared]) is first  # the next member: no new frame
+    other = b'{"type":"notice"}\n'
+    assert encode_frames([other]) == frame_header(len(other)) + other
+    equal = bytes(bytearray(shared))  # the same bytes, another object
+    assert encode_frames([equal]) == first
+    alike = shared.replace(b"x", b"z", 1)  # as long, other bytes: never the shared frame
+    assert encode_frames([alike]) == frame_header(len(alike)) + alike
+    assert encode_frames([shared]) == first
+
+
 class Inner:
     """The connection under a :class:`FramedTransport`: what it was given."""
 

@@ -117,17 +117,38 @@ def _text_frame(data: bytes) -> bytes:
     return (_TEXT_HEADERS[size] if size < 126 else frame_header(size)) + data
 
 
+class _LastFrame:
+    """The last payload framed alone, and its frame.  The fan-out hands one bytes
+    object to every member of a room that shares a renderer, one member after the
+    other: the first browser's frame serves the rest (an identity check each, no
+    header and no copy of the payload per recipient).  Holding the payload keeps its
+    identity from being reused while it is remembered."""
+
+    __slots__ = ("frame", "payload")
+
+    def __init__(self) -> None:
+        self.payload: bytes | None = None
+        self.frame = b""
+
+
+_shared = _LastFrame()
+
+
 def encode_frames(writes: list[bytes]) -> bytes:
     """What an upgraded connection sends for the writes of one tick (the connection's
     ``encode_output``): every jsonl line written in ONE text frame (one between two
     control frames), the control frames as they are.  The fan-out's direct send is
     one write: a header before the payload every recipient shares."""
-    if len(writes) == 1:  # the fan-out's direct send: kept to one concatenation
+    if len(writes) == 1:  # the fan-out's direct send: framed once for all who share it
         data = writes[0]
+        if data is _shared.payload:
+            return _shared.frame
         if data.__class__ is Control or not data:
             return data
         size = len(data)
-        return (_TEXT_HEADERS[size] if size < 126 else frame_header(size)) + data
+        frame = (_TEXT_HEADERS[size] if size < 126 else frame_header(size)) + data
+        _shared.payload, _shared.frame = data, frame
+        return frame
     out: list[bytes] = []
     text: list[bytes] = []
     for data in writes:
