@@ -382,6 +382,8 @@ class Store:
         """Wait until everything queued so far is committed (True) or ``timeout`` passes."""
         if self._thread is None:
             return not self._pending
+        if not self._pending and self.done >= self.accepted:
+            return True  # nothing accepted waits: no need to wait for a busy writer's turn
         self.watch()
         barrier = _Barrier()
         self._hand_over(barrier, urgent=True)

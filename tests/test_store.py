@@ -378,6 +378,32 @@ def test_a_writer_thread_killed_by_force_is_restarted_by_the_watchdog_and_loses_
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (4,)
 
 
+def test_a_flush_with_nothing_waiting_is_done_at_once_however_short_its_timeout(
+        tmp_path, monkeypatch):
+    """A reload or shutdown with a tiny ``shutdown_timeout_seconds`` (its floor) and
+    nothing written must not report "0 writes could not be committed": with nothing
+    accepted waiting there is no turn of the writer to wait for (found by
+    tests/test_settings_work.py under load)."""
+    store = Store(tmp_path / "db.sqlite3")
+    store.open()
+    store.migrate("test", SCHEMA)
+    store.write("INSERT INTO t (b) VALUES (?)", ("one",))
+    assert store.flush(10)
+    handed: list[object] = []
+    real_hand_over = Store._hand_over
+    monkeypatch.setattr(Store, "_hand_over",  # a writer that never answers
+                        lambda self, item, urgent=False: handed.append(item))
+    assert store.flush(0.001)  # nothing waits: done at once
+    assert handed == []
+    store._pending.append(("INSERT INTO t (b) VALUES (?)", ("two",), None))
+    store.accepted += 1
+    assert not store.flush(0.001)  # something waits and the writer never answers
+    monkeypatch.setattr(Store, "_hand_over", real_hand_over)
+    store._pending.clear()
+    store.accepted -= 1
+    assert store.close(10)
+
+
 def test_flush_and_close_restart_a_dead_writer_first(tmp_path):
     """A shutdown right after the writer died still commits what was queued."""
     path = tmp_path / "db.sqlite3"
