@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 
 from chatd.protocols.irc.wire import Message, WireError, parse
-from chatd.testing import ServerProcess, write_config
+from chatd.testing import ServerProcess, free_port, write_config
 from chatd.testing.probes import skip_unless_ci
 
 TIMEOUT = 15.0  # one reply: ngIRCd delays each command (its penalty) ~1 s; margin for a busy CI
@@ -499,12 +499,6 @@ def case_input_too_long_417_stays_connected(s: Side) -> None:
 
 
 # -- the servers --------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 NGIRCD_CONF = """\

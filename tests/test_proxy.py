@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from chatd.testing import ChatClient, write_config
+from chatd.testing import ChatClient, free_port, write_config
 from chatd.transport.proxy import HeaderError, parse_header, v1_header, v2_header
 
 DESTINATION = ("127.0.0.1", 7788)
@@ -190,12 +190,6 @@ def _snippet(language: str, front: int, back: int) -> str:
         "127.0.0.1:7791", f"127.0.0.1:{back}")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _needs(tool: str) -> None:
     if shutil.which(tool) is None:
         if os.environ.get("CI"):
@@ -230,7 +224,7 @@ def _through_a_real_proxy(server, front: int) -> None:
 def test_behind_a_real_haproxy_with_the_documented_config(chatd_server, tmp_path):
     _needs("haproxy")
     server = _proxied(chatd_server, tmp_path)
-    front = _free_port()
+    front = free_port()
     config = tmp_path / "haproxy.cfg"
     config.write_text(_snippet("haproxy", front, server.ports[1]))
     proxy = subprocess.Popen(["haproxy", "-db", "-f", str(config)],
@@ -246,7 +240,7 @@ def test_behind_a_real_nginx_with_the_documented_config(chatd_server, tmp_path):
     _needs("nginx")
     module = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
     server = _proxied(chatd_server, tmp_path)
-    front = _free_port()
+    front = free_port()
     config = tmp_path / "nginx.conf"
     load = f"load_module {module};\n" if module.exists() else ""
     config.write_text(f"{load}pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"

@@ -12,10 +12,8 @@ in CI a missing Chromium or Playwright fails, never skips.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from chatd.testing import ChatClient, skip_unless_ci
+from chatd.testing import ChatClient, free_port, skip_unless_ci
 
 REPO = Path(__file__).resolve().parent.parent
 STATIC = REPO / "chatd" / "protocols" / "websocket" / "static"
@@ -140,13 +138,6 @@ def test_the_page_never_parses_text_as_html():
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
                  "new Function", "setTimeout(\"", "DOMParser", "createContextualFragment"):
         assert sink not in code, f"chatd.js uses {sink}"
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now (the restart test needs a fixed one)."""
-    with contextlib.closing(socket.socket()) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def web_chat(chatd_server: Any, *, ws_port: int = 0, **sections: Any) -> tuple[Any, str]:

@@ -28,6 +28,7 @@ import trustme
 import yaml
 from websockets.sync.client import connect
 
+from chatd.testing import free_port, skip_unless_ci
 from chatd.transport.proxy import v1_header
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "web.md"
@@ -58,16 +59,8 @@ def _needs(tool: str) -> str:
     path = shutil.which(tool) or (f"/usr/sbin/{tool}" if os.path.exists(f"/usr/sbin/{tool}")
                                   else None)
     if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{tool} is not installed (.ci/run installs it)")
-        pytest.skip(f"{tool} is not installed")
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        skip_unless_ci(f"{tool} is not installed (.ci/run installs it)")
+    return path  # type: ignore[return-value]
 
 
 def _chatd(chatd_server: Any, section: str) -> Any:
@@ -176,7 +169,7 @@ def test_behind_nginx_with_the_documented_config(chatd_server, tmp_path, certifi
     section = _section("nginx: TLS and `X-Forwarded-For`")
     server = _chatd(chatd_server, section)
     pem, context = certificate
-    front = _free_port()
+    front = free_port()
     snippet = _swap(_block(section, "nginx"), {
         "listen 443 ssl;": f"listen 127.0.0.1:{front} ssl;",
         "127.0.0.1:8080": f"127.0.0.1:{server.ports[1]}",
@@ -208,7 +201,7 @@ def test_behind_haproxy_with_the_documented_config(chatd_server, tmp_path, certi
     section = _section("HAProxy: TLS and the PROXY protocol")
     server = _chatd(chatd_server, section)
     pem, context = certificate
-    front = _free_port()
+    front = free_port()
     snippet = _swap(_block(section, "haproxy"), {
         "bind :443 ssl": f"bind 127.0.0.1:{front} ssl",
         "127.0.0.1:8081": f"127.0.0.1:{server.ports[1]}",

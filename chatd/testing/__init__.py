@@ -53,6 +53,7 @@ from .inprocess import FakeClock, InProcessChat, Peer
 from .probes import (
     cpu_seconds,
     fd_count,
+    free_port,
     operator_stats,
     parked_operator,
     reset,
@@ -118,6 +119,7 @@ __all__ = [
     "chatd_server",
     "cpu_seconds",
     "fd_count",
+    "free_port",
     "operator_stats",
     "parked_operator",
     "reset",

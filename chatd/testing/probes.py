@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import socket
 import struct
@@ -30,6 +31,34 @@ def skip_unless_ci(reason: str) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"missing in CI: {reason}")
     pytest.skip(reason)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port on ``host`` nobody listens on now, for a program that must be given one
+    (nginx, HAProxy, ngIRCd, a server restarted on the same port).
+
+    Chosen at random BELOW the kernel's ephemeral range (``ip_local_port_range``,
+    32768 and up by default), where no ``bind(0)`` and no outgoing connection of
+    another test takes it between this check and the program's own bind: a port from
+    ``bind(0)`` is the next one the kernel hands anyone, a race under parallel tests."""
+    low, _ = _ephemeral_range()
+    for _ in range(200):
+        port = random.randrange(10_000, max(10_001, low))
+        with contextlib.closing(socket.socket()) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port on {host} below {low}")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def fd_count(pid: int) -> int:
