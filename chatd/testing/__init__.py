@@ -31,6 +31,10 @@ Fixtures
     cannot change a test's outcome.  When a test fails, the log of every server
     it started is shown in the report.
 
+``postgres`` / ``postgres_url``
+    A throwaway PostgreSQL cluster per worker (session), and a fresh database's
+    URL per test (:mod:`chatd.testing.postgres`).
+
 Clients
 -------
 :class:`ChatClient` speaks the line protocol (``server.client()``);
@@ -50,6 +54,7 @@ from typing import Any
 import pytest
 
 from .inprocess import FakeClock, InProcessChat, Peer
+from .postgres import PostgresCluster, postgres, postgres_url
 from .probes import (
     cpu_seconds,
     fd_count,
@@ -114,6 +119,7 @@ __all__ = [
     "InProcessChat",
     "JsonClient",
     "Peer",
+    "PostgresCluster",
     "ServerProcess",
     "TerminalClient",
     "chatd_server",
@@ -122,6 +128,8 @@ __all__ = [
     "free_port",
     "operator_stats",
     "parked_operator",
+    "postgres",
+    "postgres_url",
     "reset",
     "rss_bytes",
     "skip_unless_ci",
