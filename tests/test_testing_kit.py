@@ -164,7 +164,7 @@ def test_every_public_name_of_the_kit_is_in_docs_testing_md_and_nothing_stale():
 
     for heading, cls in {"ServerProcess": kit.ServerProcess, "ChatClient": kit.ChatClient,
                          "JsonClient": kit.JsonClient, "InProcessChat": kit.InProcessChat,
-                         "Peer": kit.Peer}.items():
+                         "Peer": kit.Peer, "PostgresCluster": kit.PostgresCluster}.items():
         documented, public = _documented(_section(heading)), _public(cls)
         assert documented == public, (heading, "undocumented:", public - documented,
                                       "stale:", documented - public)
