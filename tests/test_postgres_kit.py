@@ -7,16 +7,22 @@ session: no process, no folder.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import signal
 from pathlib import Path
 
 import psycopg  # the test extra has it: a missing psycopg fails the import, everywhere
 import pytest
 
-from chatd.testing.postgres import PostgresCluster, run_as
+from chatd.testing.postgres import PostgresCluster, children, run_as
 
 pytest_plugins = ["pytester"]
+
+# Not `import chatd.testing.postgres as ...`: chatd.testing's attribute `postgres` is the
+# fixture, which shadows the module of the same name.
+postgres_kit = importlib.import_module("chatd.testing.postgres")
 
 
 def _user_tables(url: str) -> list[str]:
@@ -113,12 +119,29 @@ def _real_uid(pid: int) -> int:
 
 def test_closing_a_cluster_leaves_no_process_and_no_folder():
     cluster = PostgresCluster().start()
-    with psycopg.connect(cluster.create_database(), connect_timeout=5):
-        pid, folder = cluster.pid, cluster.folder  # an open session: a backend process
-        assert _processes_in_group(pid)
+    with psycopg.connect(cluster.create_database(), connect_timeout=5) as conn:
+        backend = conn.info.backend_pid  # an open session: a backend process
+        processes = _identities([cluster.pid, *children(cluster.pid)])
+        assert backend in children(cluster.pid)
+        folder = cluster.folder
         cluster.close()
-    assert _processes_in_group(pid) == []
+    assert _still_running(processes) == []
     assert not folder.exists()
+
+
+def test_a_frozen_cluster_is_killed_with_every_child(monkeypatch):
+    """SIGSTOPped, the server cannot shut down: close() kills it and its children
+    (each in a session of its own: killing the postmaster's group would miss them)."""
+    monkeypatch.setattr(postgres_kit, "STOP_TIMEOUT", 0.5)
+    cluster = PostgresCluster().start()
+    conn = psycopg.connect(cluster.create_database(), connect_timeout=5)
+    processes = _identities([cluster.pid, *children(cluster.pid)])
+    assert conn.info.backend_pid in children(cluster.pid)
+    os.kill(cluster.pid, signal.SIGSTOP)
+    cluster.close()
+    conn.close()
+    assert _still_running(processes) == []
+    assert not cluster.folder.exists()
 
 
 def test_the_session_fixture_removes_its_cluster_when_the_session_ends(pytester):
@@ -128,32 +151,47 @@ def test_the_session_fixture_removes_its_cluster_when_the_session_ends(pytester)
     pytester.makepyfile(
         f"""
         import json, psycopg
+        from pathlib import Path
+        from chatd.testing.postgres import children
+
+        def start_time(pid):
+            return int(Path(f"/proc/{{pid}}/stat").read_text().rsplit(")", 1)[1].split()[19])
 
         def test_uses_postgres(postgres, postgres_url):
             conn = psycopg.connect(postgres_url)  # left open on purpose
             conn.execute("CREATE TABLE t (x int)")
+            assert conn.info.backend_pid in children(postgres.pid)
             with open({str(record)!r}, "w") as out:
-                json.dump({{"pid": postgres.pid, "folder": str(postgres.folder)}}, out)
+                pids = [postgres.pid, *children(postgres.pid)]
+                json.dump({{"processes": [(pid, start_time(pid)) for pid in pids],
+                           "folder": str(postgres.folder)}}, out)
         """
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     seen = json.loads(record.read_text())
-    assert _processes_in_group(seen["pid"]) == []
+    assert len(seen["processes"]) > 2  # the postmaster, its helpers, the test's backend
+    assert _still_running([tuple(p) for p in seen["processes"]]) == []
     assert not Path(seen["folder"]).exists()
 
 
-def _processes_in_group(pgid: int) -> list[int]:
-    """Processes whose process group is ``pgid`` (the postmaster leads its own session,
-    so its backends and helpers are all in its group)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+def _identities(pids: list[int]) -> list[tuple[int, int]]:
+    """(pid, start time) of each process: a pid reused later is not the same process."""
+    return [(pid, _start_time(pid)) for pid in pids]
+
+
+def _start_time(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+
+
+def _still_running(identities: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The processes of ``identities`` that still run (not a zombie, not a new one
+    with a reused pid)."""
+    alive = []
+    for pid, started in identities:
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            if _start_time(pid) == started and postgres_kit.alive(pid):
+                alive.append((pid, started))
+        except (OSError, IndexError):
             continue
-        if int(fields[2]) == pgid:
-            found.append(int(entry.name))
-    return found
+    return alive

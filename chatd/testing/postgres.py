@@ -41,7 +41,7 @@ from typing import Any
 
 import pytest
 
-from .probes import free_port, skip_unless_ci
+from .probes import free_port, skip_unless_ci, wait_until
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -190,16 +190,25 @@ class PostgresCluster:
             try:
                 self.process.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(STOP_TIMEOUT)
+                self._kill()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _kill(self) -> None:
+        """SIGKILL the postmaster and every child it has: each child calls setsid(), so
+        they are not in its process group, and one killed alone would leave them."""
+        assert self.process is not None
+        doomed = [*children(self.process.pid), self.process.pid]
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait(STOP_TIMEOUT)
+        wait_until(lambda: not any(map(alive, doomed)), STOP_TIMEOUT, interval=0.01)
 
     # -- what tests use ----------------------------------------------------------------
 
     @property
     def pid(self) -> int:
-        """The postmaster's process id."""
+        """The postmaster's process id (its children: :func:`children`)."""
         assert self.process is not None
         return self.process.pid
 
@@ -235,6 +244,27 @@ class PostgresCluster:
         with contextlib.suppress(OSError):
             return self.log_path.read_text(errors="replace")
         return ""
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (a postmaster's backends and helpers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead and waiting for its reaper, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def _child_env() -> dict[str, str]:
