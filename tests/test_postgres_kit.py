@@ -130,14 +130,16 @@ def test_closing_a_cluster_leaves_no_process_and_no_folder():
 
 
 def test_a_frozen_cluster_is_killed_with_every_child(monkeypatch):
-    """SIGSTOPped, the server cannot shut down: close() kills it and its children
-    (each in a session of its own: killing the postmaster's group would miss them)."""
+    """Every process SIGSTOPped, the server cannot shut down: close() kills it and each
+    child (each in a session of its own: killing the postmaster's group would miss them;
+    frozen, they cannot notice that the postmaster died and leave on their own)."""
     monkeypatch.setattr(postgres_kit, "STOP_TIMEOUT", 0.5)
     cluster = PostgresCluster().start()
     conn = psycopg.connect(cluster.create_database(), connect_timeout=5)
     processes = _identities([cluster.pid, *children(cluster.pid)])
     assert conn.info.backend_pid in children(cluster.pid)
-    os.kill(cluster.pid, signal.SIGSTOP)
+    for pid, _ in processes:
+        os.kill(pid, signal.SIGSTOP)
     cluster.close()
     conn.close()
     assert _still_running(processes) == []
