@@ -5,7 +5,7 @@ session-scoped), made with Debian's own binaries: ``initdb`` into a fresh tempor
 folder, then ``postgres`` on a free port of 127.0.0.1 only, its unix socket in the
 same folder, ``fsync`` off (a test's rows need not survive a power cut).  Every test
 that asks for ``postgres_url`` gets a fresh DATABASE (``CREATE DATABASE test_<n>``,
-a few milliseconds), so no test sees another's rows, and the cluster's start-up
+about a quarter of a second here), so no test sees another's rows, and the cluster's start-up
 (initdb, about a second) is paid once per worker.
 
 Every role needs its password (scram-sha-256, on TCP and on the socket alike): a
