@@ -62,6 +62,7 @@ from ...framing import LineTooLong
 from ...requests import Answer, Invoke, Request, SessionRequest
 from ...version import __version__
 from ..base import ChatProtocol, ProtocolLimits, Renderer, Session
+from ..keepalive import Keepalive
 from . import caps as capabilities
 from .commands import CHANMODES, CHATHISTORY_MAX, MODES_MAX, MSGREFTYPES, TARGMAX, translate
 from .numerics import ERR_SASLALREADY, ERR_SASLFAIL
@@ -244,7 +245,7 @@ class IrcProtocol(ChatProtocol):
     #: LUSERS (251-255, 265/266) after the MOTD, as servers send at registration.
     counts_at_start = True
 
-    __slots__ = ("_answering", "_held", "_labels", "_pinged", "_registration", "_renderer",
+    __slots__ = ("_answering", "_held", "_keepalive", "_labels", "_registration", "_renderer",
                  "_responses", "_timer", "state")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -256,7 +257,7 @@ class IrcProtocol(ChatProtocol):
         self._renderer: Renderer = renderer_for(capabilities.NONE, server_name)
         self._timer: Any = None
         #: When the server's keepalive PING went out, unanswered (None: none out).
-        self._pinged: float | None = None
+        self._keepalive: Keepalive | None = None
         #: Lines read while a SASL login is checked (reading is held meanwhile).
         self._held: list[Any] = []
         #: labeled-response: the answers being gathered, by the tag their requests
@@ -544,48 +545,30 @@ class IrcProtocol(ChatProtocol):
     # -- keepalive ---------------------------------------------------------------------
 
     def _keepalive_from_now(self) -> None:
+        """The session began: the registration timer gives way to the keepalive."""
         if self._timer is not None:
             self._timer.cancel()
         self._timer = None
-        every = float(self.options.get("ping_seconds", 0) or 0)
-        if every > 0:
-            self._timer = self._door.call_later(every, self._keepalive)
-
-    def _keepalive(self) -> None:
-        """Quiet for ``ping_seconds``: PING; quiet ``ping_timeout_seconds`` after it: out."""
-        self._timer = None
-        if not self.transport.is_open or self.session is None:
-            return
         options = self.options
-        every = float(options.get("ping_seconds", 0) or 0)
-        if self.input_held:
-            # The server holds its reading (the flood gate's backlog is full): the
-            # client's lines, a PONG among them, wait in the kernel; the silence is
-            # the server's doing, not a dead peer.  Alive; asked again later.
-            self._pinged = None
-            self._timer = self._door.call_later(every, self._keepalive)
-            return
-        now = time.monotonic()
-        pinged = self._pinged
-        if pinged is not None:
-            if self.last_input < pinged:
-                timeout = float(options.get("ping_timeout_seconds", 0) or 0)
-                self.close(f"Ping timeout: {timeout:g} seconds", "ping_timeout")
-                return
-            self._pinged = None
-        quiet = now - self.last_input
-        if quiet < every:
-            self._timer = self._door.call_later(every - quiet, self._keepalive)
-            return
-        self._pinged = now
+        self._keepalive = Keepalive(
+            self._door, float(options.get("ping_seconds", 0) or 0),
+            float(options.get("ping_timeout_seconds", 0) or 0),
+            heard=lambda: self.last_input, held=lambda: self.input_held,
+            alive=lambda: self.transport.is_open and self.session is not None,
+            ping=self._ping,
+            give_up=lambda timeout: self.close(f"Ping timeout: {timeout:g} seconds",
+                                               "ping_timeout"))
+        self._keepalive.start()
+
+    def _ping(self) -> None:
         self._send([Message("PING", (self.state.server_name,), self.state.server_name)])
-        self._timer = self._door.call_later(
-            float(options.get("ping_timeout_seconds", 0) or 0), self._keepalive)
 
     def connection_lost(self, reason: str) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._keepalive is not None:
+            self._keepalive.stop()
         super().connection_lost(reason)
 
     # -- after registration --------------------------------------------------------------

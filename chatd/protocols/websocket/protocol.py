@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..jsonl import RENDERER, JsonlProtocol
+from ..keepalive import Keepalive
 from .handshake import HttpSide, Upgrade, plain_response
 
 try:
@@ -236,7 +237,7 @@ class WebSocketProtocol(JsonlProtocol):
 
     renderer = RENDERER  # jsonl's own object: see the module docstring
     wire_name = "websocket"
-    __slots__ = ("_http", "_message", "_message_bytes", "_pinged", "_seen", "_timer", "_ws")
+    __slots__ = ("_http", "_keepalive", "_message", "_message_bytes", "_seen", "_timer", "_ws")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -245,7 +246,7 @@ class WebSocketProtocol(JsonlProtocol):
         self._timer: Any = None
         self._message: list[str] = []
         self._message_bytes = 0
-        self._pinged: float | None = None
+        self._keepalive: Keepalive | None = None
         #: When the client last sent a frame, any frame (the keepalive's clock; a PONG
         #: is no input: ``last_input``, the idle timeout's, moves on messages only).
         self._seen = self.opened_at
@@ -377,7 +378,6 @@ class WebSocketProtocol(JsonlProtocol):
 
     def _alive(self) -> None:
         """A frame came: the client is there (the keepalive's clock)."""
-        self._pinged = None
         self._seen = time.monotonic()
 
     def _text(self, chunk: str, finished: bool) -> None:
@@ -430,40 +430,24 @@ class WebSocketProtocol(JsonlProtocol):
     # -- keepalive ---------------------------------------------------------------------
 
     def _keepalive_from_now(self) -> None:
-        every = float(self.options.get("ping_seconds", 0) or 0)
-        if every > 0:
-            self._timer = self._door.call_later(every, self._keepalive)
-
-    def _keepalive(self) -> None:
-        """Quiet for ``ping_seconds``: PING; nothing ``ping_timeout_seconds`` after: out."""
-        self._timer = None
-        transport = self.transport
-        if not transport.is_open or not isinstance(transport, FramedTransport):
-            return
         options = self.options
-        every = float(options.get("ping_seconds", 0) or 0)
-        if self.input_held:  # the server holds the reading: the silence is its own
-            self._pinged = None
-            self._timer = self._door.call_later(every, self._keepalive)
-            return
-        now = time.monotonic()
-        if self._pinged is not None:
-            timeout = float(options.get("ping_timeout_seconds", 0) or 0)
-            self._refuse(f"ping timeout: no answer in {timeout:g} seconds", code="ping_timeout")
-            return
-        quiet = now - self._seen
-        if quiet < every:
-            self._timer = self._door.call_later(every - quiet, self._keepalive)
-            return
-        self._pinged = now
-        transport.write_raw(frame_header(4, 0x9) + b"chat")
-        self._timer = self._door.call_later(
-            float(options.get("ping_timeout_seconds", 0) or 0), self._keepalive)
+        self._keepalive = Keepalive(
+            self._door, float(options.get("ping_seconds", 0) or 0),
+            float(options.get("ping_timeout_seconds", 0) or 0),
+            heard=lambda: self._seen, held=lambda: self.input_held,
+            alive=lambda: self.transport.is_open and isinstance(self.transport,
+                                                                FramedTransport),
+            ping=lambda: self.transport.write_raw(frame_header(4, 0x9) + b"chat"),
+            give_up=lambda timeout: self._refuse(
+                f"ping timeout: no answer in {timeout:g} seconds", code="ping_timeout"))
+        self._keepalive.start()
 
     def connection_lost(self, reason: str) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._keepalive is not None:
+            self._keepalive.stop()
         super().connection_lost(reason)
 
 
