@@ -10,7 +10,6 @@ installed (``.ci/run`` installs it).
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import ssl
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from chatd.testing import ChatClient, free_port, write_config
+from chatd.testing import ChatClient, free_port, skip_unless_ci, write_config
 from chatd.transport.proxy import HeaderError, parse_header, v1_header, v2_header
 
 DESTINATION = ("127.0.0.1", 7788)
@@ -192,9 +191,7 @@ def _snippet(language: str, front: int, back: int) -> str:
 
 def _needs(tool: str) -> None:
     if shutil.which(tool) is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{tool} is not installed (.ci/run installs it)")
-        pytest.skip(f"{tool} is not installed")
+        skip_unless_ci(f"{tool} is not installed (.ci/run installs it)")
 
 
 def _connect_when_up(port: int) -> ChatClient:
