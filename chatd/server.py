@@ -212,6 +212,7 @@ class ChatServer:
             read_timeout=storage.read_timeout_seconds,
             synchronous=storage.synchronous,
             post=self.reactor.call_soon_threadsafe,
+            call_later=self.reactor.call_later,  # a read's timeout, whatever its thread does
             on_problem=self._storage_problem,
             owner=lambda: self.hooks.current_plugin,  # a bad write is logged with its plugin
         )

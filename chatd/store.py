@@ -56,9 +56,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .store_reads import Reader, StoreAnswer
+
 log = logging.getLogger("chatd.store")
 
-__all__ = ["Store", "StoreUnavailable", "TableGuard", "is_store_trouble"]
+__all__ = ["Store", "StoreAnswer", "StoreUnavailable", "TableGuard", "is_store_trouble"]
 
 #: Pause before retrying a failed commit or open; doubles up to the maximum.
 RETRY_FIRST_SECONDS = 0.25
@@ -93,7 +95,7 @@ class _Migration:
 
     __slots__ = ("done", "error", "guard", "owner", "steps")
 
-    def __init__(self, owner: str, steps: Sequence[str], guard: TableGuard | None = None) -> None:
+    def __init__(self, owner: str, steps: Sequence[Step], guard: TableGuard | None = None) -> None:
         self.owner = owner
         self.steps = tuple(steps)
         self.guard = guard
@@ -115,6 +117,11 @@ _CALL = object()
 ROWS_PER_INSERT = 1000
 _MAX_VALUES = 32766
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+_NOTIFY = object()
+#: A migration step: SQL for every backend, a function of the writer's connection, or
+#: a mapping from the backend's :attr:`Store.dialect` to either (where they differ).
+Step = str | Callable[[Any], None] | dict[str, Any]
 
 #: What :meth:`Store.write` takes: a statement and its parameters, or a function
 #: run on the writer's connection inside the batch's transaction.
@@ -152,11 +159,11 @@ class Store:
     """
 
     __slots__ = (
-        "_batch", "_deadline", "_inserts", "_keeper", "_logged", "_pending", "_post",
-        "_reader", "_thread", "_urgent", "_uri", "_wake",
-        "accepted", "batch_max", "batch_seconds", "committed", "dropped", "failures",
-        "on_problem", "owner", "path", "problem", "queue_max", "read_timeout", "rejected",
-        "rejected_by", "restarts", "synchronous",
+        "_batch", "_call_later", "_deadline", "_inserts", "_keeper", "_listeners",
+        "_logged", "_pending", "_post", "_reader", "_reads", "_thread", "_urgent", "_uri",
+        "_wake", "accepted", "batch_max", "batch_seconds", "committed", "dialect",
+        "dropped", "failures", "on_problem", "origin", "owner", "path", "problem",
+        "queue_max", "read_timeout", "rejected", "rejected_by", "restarts", "synchronous",
     )
 
     def __init__(
@@ -171,8 +178,20 @@ class Store:
         post: Callable[[Callable[[], None]], None] | None = None,
         on_problem: Callable[[str | None], None] | None = None,
         owner: Callable[[], str | None] | None = None,
+        call_later: Callable[[float, Callable[[], None]], Any] | None = None,
     ) -> None:
         self.path = path
+        #: Which SQL the database speaks: "sqlite" or "postgresql".  Migration steps
+        #: may differ by it (a mapping per step); statements use ``?`` placeholders
+        #: on both.
+        self.dialect = "sqlite"
+        #: This store's name in change notices (:meth:`notify`): a process ignores
+        #: its own.
+        self.origin = os.urandom(6).hex()
+        self._call_later = call_later
+        self._reads: Reader | None = None
+        #: Channel -> callbacks of :meth:`listen`.
+        self._listeners: dict[str, list[Callable[[str | None], None]]] = {}
         self.batch_seconds = batch_seconds
         self.batch_max = batch_max
         self.read_timeout = read_timeout
@@ -276,6 +295,9 @@ class Store:
         if thread is not None:
             self._hand_over(_STOP, urgent=True)
             thread.join(timeout=max(1.0, timeout))
+        if self._reads is not None:
+            self._reads.close()
+            self._reads = None
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -344,7 +366,7 @@ class Store:
             self._urgent.set()
         self._wake.set()
 
-    def migrate(self, owner: str, steps: Sequence[str], timeout: float = 10.0, *,
+    def migrate(self, owner: str, steps: Sequence[Step], timeout: float = 10.0, *,
                 guard: TableGuard | None = None) -> None:
         """Bring ``owner``'s tables up to date: run the ``steps`` not yet applied.
 
@@ -409,6 +431,49 @@ class Store:
                     reader.close()
                 self._reader = None
             raise StoreUnavailable(str(exc)) from None
+
+    def ask(self, sql: str, params: Sequence[Any], then: Callable[[StoreAnswer], None],
+            *, timeout: float = 2.0) -> None:
+        """Run a query off the loop; ``then(answer)`` gets the rows on the loop.
+
+        The form every read should use: the loop never waits for the database
+        (a slow disk, a PostgreSQL server far away or frozen).  ``answer`` is a
+        :class:`StoreAnswer`: ``answer.rows``, or ``answer.error`` saying why not
+        (the database refused, could not be reached, or did not answer within
+        ``timeout`` seconds: then the asker is told and the late rows are thrown
+        away).  ``then`` is called exactly once.  Keep queries bounded and
+        indexed.  A store with no loop (on its own, in a test) answers at once,
+        before ``ask`` returns.
+        """
+        reads = self._reads
+        if reads is None:
+            reads = self._reads = Reader(
+                lambda: self._connect(reader=True), _run_read, _close,
+                post=self._post, call_later=self._call_later,
+                describe_error=_describe_read_error)
+        reads.ask(sql, params, then, timeout)
+
+    def notify(self, channel: str, payload: str = "") -> int:
+        """Tell every other process sharing the database that something changed.
+
+        Queued like a write, after the writes before it, and sent when they are
+        committed (on PostgreSQL, ``NOTIFY`` in the same transaction); every other
+        process's :meth:`listen` callbacks for ``channel`` get ``payload`` on
+        their loop.  SQLite is one process's: nobody else to tell, so nothing is
+        sent.  Returns the write's number (0 if dropped), like :meth:`write`.
+        """
+        if not _IDENTIFIER.match(channel):
+            raise ValueError(f"not a plain channel name: {channel!r}")
+        return self._enqueue((_NOTIFY, channel, payload, self.owner()))
+
+    def listen(self, channel: str, callback: Callable[[str | None], None]) -> None:
+        """Call ``callback(payload)`` on the loop for every other process's
+        :meth:`notify` on ``channel``; ``callback(None)`` after the connection that
+        listens was lost and is back: changes may have been missed, reload
+        everything.  Never called with SQLite (one process)."""
+        if not _IDENTIFIER.match(channel):
+            raise ValueError(f"not a plain channel name: {channel!r}")
+        self._listeners.setdefault(channel, []).append(callback)
 
     # -- connections -------------------------------------------------------------------
 
@@ -615,6 +680,8 @@ class Store:
             elif kind is _CALL:
                 item[1](conn)
                 written += 1
+            elif kind is _NOTIFY:
+                written += 1  # SQLite: one process, nobody else to tell
             else:
                 # A run of the same statement goes in one executemany (a C loop).
                 run = [item[1]]
@@ -681,11 +748,16 @@ class Store:
             return (f"the database is at version {version}, newer than the "
                     f"{len(migration.steps)} this chatd knows: was it written by a newer one?")
         for number, step in enumerate(migration.steps[version:], start=version + 1):
+            if isinstance(step, dict):
+                step = step[self.dialect]
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 with _guarded(conn, migration.guard):
-                    for statement in _statements(step):
-                        conn.execute(statement)
+                    if callable(step):
+                        step(conn)
+                    else:
+                        for statement in _statements(step):
+                            conn.execute(statement)
                 conn.execute(
                     "INSERT INTO chatd_schema (owner, version) VALUES (?, ?) "
                     "ON CONFLICT (owner) DO UPDATE SET version = excluded.version",
@@ -725,6 +797,23 @@ class Store:
             self._post(lambda: callback(problem))
         else:
             callback(problem)
+
+
+def _run_read(conn: sqlite3.Connection, sql: str, params: Sequence[Any],
+              timeout: float) -> list[tuple[Any, ...]]:
+    """(The reader thread.)  One query, cut by the progress handler after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 1000)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.set_progress_handler(None, 0)
+
+
+def _describe_read_error(exc: BaseException) -> str:
+    if isinstance(exc, sqlite3.OperationalError) and "interrupted" in str(exc):
+        return "the read took too long"
+    return f"the database cannot be read ({exc})"
 
 
 def _back_off(pause: float) -> float:

@@ -60,7 +60,7 @@ class PluginStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    def migrate(self, owner: str, steps: Sequence[str], timeout: float = 10.0) -> None:
+    def migrate(self, owner: str, steps: Sequence[Any], timeout: float = 10.0) -> None:
         """The store's ``migrate``, for this plugin's own tables only."""
         if owner != self._plugin:
             raise RuntimeError(
