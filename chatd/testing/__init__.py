@@ -35,6 +35,10 @@ Fixtures
     A throwaway PostgreSQL cluster per worker (session), and a fresh database's
     URL per test (:mod:`chatd.testing.postgres`).
 
+``storage``
+    The ``storage:`` config section on each backend in turn (SQLite, PostgreSQL):
+    a test that takes it runs once per backend.
+
 Clients
 -------
 :class:`ChatClient` speaks the line protocol (``server.client()``);
@@ -54,7 +58,7 @@ from typing import Any
 import pytest
 
 from .inprocess import FakeClock, InProcessChat, Peer
-from .postgres import PostgresCluster, postgres, postgres_url
+from .postgres import PostgresCluster, postgres, postgres_url, storage
 from .probes import (
     cpu_seconds,
     fd_count,
@@ -133,6 +137,7 @@ __all__ = [
     "reset",
     "rss_bytes",
     "skip_unless_ci",
+    "storage",
     "unexpected_tracebacks",
     "wait_until",
     "write_config",

@@ -310,3 +310,19 @@ def postgres_url(postgres: PostgresCluster) -> Iterator[str]:
     url = postgres.create_database()
     yield url
     postgres.drop_database(url)
+
+
+#: The backends every store, history, accounts and moderation test runs on.
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=BACKENDS)
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """The ``storage:`` config section for each backend in turn (a test using it runs
+    twice): an SQLite file in the test's folder, then a fresh PostgreSQL database
+    (``storage.url``; the cluster is started only for that run).  Pass it on:
+    ``chatd_server(storage=storage)``, or ``storage_url(storage)`` for a bare Store."""
+    if request.param == "sqlite":
+        return {"path": str(tmp_path / "chatd.sqlite3")}
+    url = request.getfixturevalue("postgres_url")
+    return {"url": url}
