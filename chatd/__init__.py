@@ -37,7 +37,7 @@ from .events import Event, Source  # noqa: E402
 from .framing import sanitize, skeleton  # noqa: E402
 from .plugins import PluginTimer as Timer  # noqa: E402
 from .stash import Stash, StashKey  # noqa: E402
-from .store import StoreUnavailable  # noqa: E402
+from .store import StoreAnswer, StoreUnavailable  # noqa: E402
 from .templates import fill, plural, template_problem  # noqa: E402
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "Source",
     "Stash",
     "StashKey",
+    "StoreAnswer",
     "StoreUnavailable",
     "Timer",
     "UsageError",

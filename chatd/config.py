@@ -616,6 +616,14 @@ class StorageConfig:
         ge=100,
         le=10 * MAX_COUNT,
     )
+    ask_timeout_seconds: float = _setting(
+        2.0,
+        "Longest a read answered off the loop (history replay and /history, /identify, "
+        "/register, a plugin's server.ask_store) may take before the person who asked is "
+        "told it is unavailable. Nobody else waits meanwhile.",
+        gt=0,
+        le=60.0,
+    )
     read_timeout_seconds: float = _setting(
         0.02,
         "Longest a read (history on /history) may hold the event loop; a slower one is cut "

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..delivery import LocalBackend, member, nick_key
 from ..events import Event, ModeItem
 from ..replies import MemberEntry
 from ..stash import Stash
+from ..store import StoreAnswer
 from .tables import PluginStore
 
 if TYPE_CHECKING:
@@ -200,6 +201,23 @@ class Server:
         (name, member count, topic), in no particular order (a listing sorts them:
         ``sorted(rooms, key=lambda r: r.name.lower())``, the order of :attr:`rooms`)."""
         self._domain.ask(client, self._domain.backend.room_list, then, expired)
+
+    def ask_store(self, client: Client | None, sql: str, params: Sequence[Any],
+                  then: Callable[[StoreAnswer], Any], *, timeout: float | None = None,
+                  expired: Callable[[], Any] | None = None) -> None:
+        """Read the store on ``client``'s behalf: ``then(answer)`` with a
+        :class:`chatd.StoreAnswer` (``answer.rows``, or ``answer.error`` saying why
+        not), exactly like the presence questions above: ``client``'s later lines
+        wait, the reply tag is restored, a ``CommandError`` raised by ``then`` is
+        told to the client.  The loop never waits for the database; a database
+        that does not answer within ``timeout`` (default ``storage.ask_timeout_seconds``)
+        gives ``then`` an answer with an error, so say "unavailable" and go on.
+        With SQLite the answer still comes from the reader thread: later, never
+        inside this call (unless the store has no loop, in a test)."""
+        store = self._domain.store
+        wait = timeout if timeout is not None else _ask_timeout(self._domain.config)
+        self._domain.ask(client, lambda answer: store.ask(sql, params, answer, timeout=wait),
+                         then, expired)
 
     def client_of(self, person: Person | Member) -> Client | None:
         """The client of this process that ``person`` (a presence answer) is, or None if
@@ -532,3 +550,8 @@ class Server:
 
     def __repr__(self) -> str:
         return f"<chatd Server {self.name!r} clients={len(self._domain.clients)}>"
+
+
+def _ask_timeout(config: Any) -> float:
+    """How long a read asked through :meth:`Server.ask_store` may take."""
+    return float(config.storage.ask_timeout_seconds)
