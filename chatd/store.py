@@ -828,7 +828,7 @@ _REFUSED = frozenset({
 #: SQLite's own bookkeeping, which it writes itself when a plugin creates its tables.
 _SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_schema", "sqlite_sequence"})
 #: The store's own table (the versions of every owner's migrations): nobody's to change.
-_STORE_TABLES = frozenset({"chatd_schema"})
+_STORE_TABLES = frozenset({"chatd_schema", "chatd_batches"})
 
 
 class TableGuard:

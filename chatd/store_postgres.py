@@ -129,7 +129,7 @@ class PgConnection:
     cursor (``fetchall()``, ``fetchone()``, ``rowcount``), as on SQLite.  ``close()``
     is refused (the store's job).  ``set_authorizer(guard)``: a plugin's
     :class:`chatd.store.TableGuard` checks each statement first
-    (:meth:`chatd.store.TableGuard.check_sql`)."""
+    (:func:`check_owned`)."""
 
     __slots__ = ("guard", "raw", "statement_timeout")
 
@@ -141,7 +141,7 @@ class PgConnection:
     def execute(self, sql: str, params: Sequence[Any] | None = ()) -> psycopg.Cursor[Any]:
         guard = self.guard
         if guard is not None:
-            guard.check_sql(sql)
+            check_owned(guard, sql)
         cursor = self.raw.cursor()
         if params:
             cursor.execute(translate(sql), params)
@@ -152,7 +152,7 @@ class PgConnection:
     def executemany(self, sql: str, seq: Sequence[Sequence[Any]]) -> psycopg.Cursor[Any]:
         guard = self.guard
         if guard is not None:
-            guard.check_sql(sql)
+            check_owned(guard, sql)
         cursor = self.raw.cursor()
         cursor.executemany(translate(sql), seq)
         return cursor
@@ -408,3 +408,191 @@ def wait_ready(dialect: PostgresDialect, timeout: float = 5.0) -> bool:
         time.sleep(0.01)
     listener = dialect.listener
     return listener is not None and listener.ready.wait(max(0.0, deadline - time.monotonic()))
+
+
+# -- whose tables: a plugin's SQL touches only its own (no authorizer here) --------------
+
+_SCAN = re.compile(r"""
+    (?P<lit>'(?:[^']|'')*')
+  | (?P<ident>"(?:[^"]|"")+")
+  | (?P<comment>--[^\n]*|/\*.*?\*/)
+  | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<space>\s+)
+  | (?P<other>.)
+""", re.VERBOSE | re.DOTALL)
+#: The first word of a statement a plugin may run, and what it is.
+_READS = frozenset({"SELECT", "WITH", "VALUES"})
+_WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE"})
+#: Functions no plugin calls: the server's own (pg_*: terminate backends, advisory
+#: locks, read files), settings, sequences of others, large objects, other servers.
+_REFUSED_FUNCTIONS = re.compile(r"(?i)(pg_|lo_|dblink|set_config$|setval$|current_setting$)")
+#: Object kinds a plugin may create, change and drop (CREATE FUNCTION, TRIGGER,
+#: EXTENSION, ROLE, SCHEMA... are refused: code that runs as someone else).
+_KINDS = frozenset({"TABLE", "INDEX", "VIEW", "SEQUENCE"})
+
+
+class Refused(Exception):
+    """A statement the guard refused (its reason is the message)."""
+
+
+def check_owned(guard: Any, sql: str) -> None:
+    """Refuse ``sql`` unless every object it creates, changes, writes or drops is
+    ``guard``'s (:meth:`chatd.store.TableGuard.owns`): a keyword scan of each
+    statement, since PostgreSQL has no authorizer to ask.  What it cannot classify
+    is refused.  Sets ``guard.refused`` and raises :class:`psycopg.ProgrammingError`."""
+    try:
+        for statement in _split(sql):
+            _check_statement(guard, statement)
+    except Refused as refused:
+        guard.refused = f"plugin {guard.owner!r} may not {refused}"
+        raise psycopg.ProgrammingError(guard.refused) from None
+
+
+def _split(sql: str) -> list[list[tuple[str, str]]]:
+    """The statements of ``sql`` as (kind, text) tokens, literals and comments out."""
+    statements: list[list[tuple[str, str]]] = [[]]
+    previous = ""
+    for match in _SCAN.finditer(sql):
+        kind, text = match.lastgroup or "other", match.group()
+        if kind in ("space", "comment"):
+            previous = ""
+            continue
+        if kind == "lit" and previous.upper() in ("E", "U", "B", "X", "N"):
+            raise Refused("use E'', U&'', B'' or X'' strings (plain quoted strings only)")
+        if kind == "other" and text in "$\\'\"`[":
+            raise Refused(f"use {text!r} outside a quoted string (dollar quoting, unclosed "
+                          "quotes and the like cannot be checked)")
+        if kind == "other" and text == ";":
+            statements.append([])
+        else:
+            statements[-1].append((kind, text))
+        previous = text if kind == "word" else ""
+    return [tokens for tokens in statements if tokens]
+
+
+def _name(tokens: list[tuple[str, str]], i: int) -> tuple[str, int]:
+    """The (unqualified) object name at ``tokens[i]``, and the index after it."""
+    if i >= len(tokens) or tokens[i][0] not in ("word", "ident"):
+        raise Refused("run a statement it cannot read (expected a name)")
+    kind, text = tokens[i]
+    if i + 1 < len(tokens) and tokens[i + 1][1] == ".":
+        raise Refused(f"name a schema ({text}.): a plugin's tables are unqualified names")
+    return (text[1:-1].replace('""', '"') if kind == "ident" else text), i + 1
+
+
+def _words(tokens: list[tuple[str, str]], i: int, *options: str) -> int:
+    """Skip the optional words ``options`` (in any order) from ``tokens[i]``."""
+    while i < len(tokens) and tokens[i][0] == "word" and tokens[i][1].upper() in options:
+        i += 1
+    return i
+
+
+def _mine(guard: Any, name: str) -> None:
+    if not guard.owns(name):
+        raise Refused(f"touch {name!r}: a plugin's tables are named {guard.prefix} or "
+                      f"{guard.prefix}_*, and it changes no others")
+
+
+def _check_statement(guard: Any, tokens: list[tuple[str, str]]) -> None:
+    words = [text.upper() if kind == "word" else "" for kind, text in tokens]
+    first = words[0]
+    _check_everywhere(guard, tokens, words)
+    if first in _READS or first in _WRITES:
+        return  # the targets of INSERT/UPDATE/DELETE/MERGE/INTO were checked everywhere
+    if first == "CREATE":
+        _check_create(guard, tokens, words)
+    elif first == "ALTER":
+        _check_alter(guard, tokens, words)
+    elif first == "DROP":
+        _check_drop(guard, tokens, words)
+    elif first == "TRUNCATE":
+        i = _words(tokens, 1, "TABLE", "ONLY")
+        while True:
+            name, i = _name(tokens, i)
+            _mine(guard, name)
+            if i < len(tokens) and tokens[i][1] == "*":
+                i += 1
+            if i < len(tokens) and tokens[i][1] == ",":
+                i = _words(tokens, i + 1, "ONLY")
+                continue
+            break
+    else:
+        raise Refused(f"run {tokens[0][1]!r} statements (only SELECT, INSERT, UPDATE, "
+                      "DELETE, MERGE, TRUNCATE and CREATE/ALTER/DROP of tables, indexes, "
+                      "views and sequences)")
+
+
+def _check_everywhere(guard: Any, tokens: list[tuple[str, str]], words: list[str]) -> None:
+    """What any statement may hide: a write in a WITH, SELECT ... INTO a new table,
+    a foreign key onto another's table, CASCADE, functions of the server's."""
+    for i, word in enumerate(words):
+        before = words[i - 1] if i else ""
+        if word == "INTO":  # INSERT INTO, MERGE INTO, SELECT ... INTO a new table
+            j = _words(tokens, i + 1, "TEMP", "TEMPORARY", "UNLOGGED", "TABLE")
+            if any(w in ("TEMP", "TEMPORARY") for w in words[i + 1:j]):
+                raise Refused("create temporary tables")
+            _mine(guard, _name(tokens, j)[0])
+        elif word == "DELETE" and before != "ON":  # not a foreign key's ON DELETE
+            if i + 1 >= len(words) or words[i + 1] != "FROM":
+                raise Refused("run a DELETE it cannot read")
+            _mine(guard, _name(tokens, _words(tokens, i + 2, "ONLY"))[0])
+        elif word == "UPDATE" and before not in ("FOR", "DO", "ON", "KEY"):
+            _mine(guard, _name(tokens, _words(tokens, i + 1, "ONLY"))[0])
+        elif word == "REFERENCES":
+            name, _ = _name(tokens, i + 1)
+            _mine(guard, name)
+        elif word == "CASCADE":
+            raise Refused("use CASCADE (it reaches other tables)")
+        elif (tokens[i][0] == "word" and i + 1 < len(tokens) and tokens[i + 1][1] == "("
+              and _REFUSED_FUNCTIONS.match(tokens[i][1])):
+            raise Refused(f"call {tokens[i][1]}()")
+
+
+def _check_create(guard: Any, tokens: list[tuple[str, str]], words: list[str]) -> None:
+    i = _words(tokens, 1, "OR", "REPLACE", "UNIQUE", "UNLOGGED")
+    if i < len(words) and words[i] in ("TEMP", "TEMPORARY"):
+        raise Refused("create temporary tables")
+    kind = words[i] if i < len(words) else ""
+    if kind not in _KINDS:
+        raise Refused(f"create a {tokens[i][1] if i < len(tokens) else 'nothing'} "
+                      "(only tables, indexes, views and sequences)")
+    i = _words(tokens, i + 1, "CONCURRENTLY", "IF", "NOT", "EXISTS")
+    if kind == "INDEX":
+        if i < len(words) and words[i] != "ON":
+            name, i = _name(tokens, i)
+            _mine(guard, name)
+        if i >= len(words) or words[i] != "ON":
+            raise Refused("run a CREATE INDEX it cannot read")
+        table, _ = _name(tokens, _words(tokens, i + 1, "ONLY"))
+        _mine(guard, table)
+        return
+    name, _ = _name(tokens, i)
+    _mine(guard, name)
+
+
+def _check_alter(guard: Any, tokens: list[tuple[str, str]], words: list[str]) -> None:
+    kind = words[1] if len(words) > 1 else ""
+    if kind not in _KINDS:
+        raise Refused(f"alter a {tokens[1][1] if len(tokens) > 1 else 'nothing'}")
+    name, i = _name(tokens, _words(tokens, 2, "IF", "EXISTS", "ONLY"))
+    _mine(guard, name)
+    for j in range(i, len(words)):
+        if words[j] in ("OWNER", "SCHEMA", "TABLESPACE", "TRIGGER", "POLICY", "SECURITY"):
+            raise Refused(f"alter a table's {tokens[j][1]}")
+        if words[j] == "TO" and words[j - 1] == "RENAME":
+            new, _ = _name(tokens, j + 1)
+            _mine(guard, new)
+
+
+def _check_drop(guard: Any, tokens: list[tuple[str, str]], words: list[str]) -> None:
+    kind = words[1] if len(words) > 1 else ""
+    if kind not in _KINDS:
+        raise Refused(f"drop a {tokens[1][1] if len(tokens) > 1 else 'nothing'}")
+    i = _words(tokens, 2, "CONCURRENTLY", "IF", "EXISTS")
+    while True:
+        name, i = _name(tokens, i)
+        _mine(guard, name)
+        if i < len(tokens) and tokens[i][1] == ",":
+            i += 1
+            continue
+        break
