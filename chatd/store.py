@@ -107,11 +107,6 @@ _STOP = object()
 #: owner)`` for a function of the connection.
 _ROW = object()
 _CALL = object()
-#: Rows per multi-row INSERT (at most; SQLite allows 32,766 values per statement).
-#: Each statement step releases and retakes the GIL, and while the event loop is
-#: busy, retaking it waits for the interpreter's switch interval (5 ms): so the
-#: writer's throughput is rows per statement, not rows per second of SQLite work.
-ROWS_PER_INSERT = 1000
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 _NOTIFY = object()
@@ -676,13 +671,13 @@ class Store:
             if kind is _ROW:
                 prefix = item[1]
                 rows = [item[2]]
-                most = min(ROWS_PER_INSERT, self._db.max_values // max(1, len(item[2])))
+                most = min(self._db.rows_per_insert,
+                           self._db.max_values // max(1, len(item[2])))
                 while (i < count and len(rows) < most and batch[i].__class__ is tuple
                        and batch[i][0] is _ROW and batch[i][1] is prefix):
                     rows.append(batch[i][2])
                     i += 1
-                conn.execute(self._db.multirow(prefix, len(rows[0]), len(rows)),
-                             [value for row in rows for value in row])
+                self._db.insert_rows(conn, prefix, rows)
                 written += len(rows)
             elif kind is _CALL:
                 item[1](conn)
