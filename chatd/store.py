@@ -481,8 +481,10 @@ class Store:
     def listen(self, channel: str, callback: Callable[[str | None], None]) -> None:
         """Call ``callback(payload)`` on the loop for every other process's
         :meth:`notify` on ``channel``; ``callback(None)`` after the connection that
-        listens was lost and is back: changes may have been missed, reload
-        everything.  Never called with SQLite (one process)."""
+        listens was lost and is back (or could not be made at first and now is):
+        changes may have been missed, reload everything.  It comes once listening
+        is back, so nothing after the reload is missed.  Never called with SQLite
+        (one process)."""
         if not _IDENTIFIER.match(channel):
             raise ValueError(f"not a plain channel name: {channel!r}")
         self._listeners.setdefault(channel, []).append(callback)

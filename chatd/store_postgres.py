@@ -373,22 +373,19 @@ class Listener:
         pause = LISTEN_RETRY_FIRST
         lost = False
         while not self._stop.is_set():
+            self.ready.clear()
             try:
                 conn = self._conn = self._connect()
             except Exception as exc:
                 log.debug("store: listener cannot connect: %s", self._describe(exc))
+                lost = True  # once it can: what was missed meanwhile is reloaded
                 self._stop.wait(pause)
                 pause = min(pause * 2, LISTEN_RETRY_MAX)
                 continue
             pause = LISTEN_RETRY_FIRST
             try:
-                listening: set[str] = set()
                 self._changed = True
-                if lost:  # notices sent while we were away are gone: reload everything
-                    self.reconnects += 1
-                    log.warning("store: change notices: connection back; reloading")
-                    self._tell_all(None)
-                self._listen(conn, listening)
+                self._listen(conn, set(), lost)
             except Exception as exc:
                 if self._stop.is_set():
                     break
@@ -400,7 +397,10 @@ class Listener:
                 with contextlib.suppress(Exception):
                     conn.close()
 
-    def _listen(self, conn: psycopg.Connection[Any], listening: set[str]) -> None:
+    def _listen(self, conn: psycopg.Connection[Any], listening: set[str], lost: bool) -> None:
+        """LISTEN, then hand notices on until the connection fails.  After a lost
+        connection, every callback gets None once LISTEN is back: a reload from
+        then on misses nothing (what changes after it is announced)."""
         while not self._stop.is_set():
             if self._changed:
                 self._changed = False
@@ -408,13 +408,16 @@ class Listener:
                     if channel not in listening:
                         conn.execute(f'LISTEN "{channel}"')
                         listening.add(channel)
+                if lost:  # notices sent while we were away are gone: reload everything
+                    lost = False
+                    self.reconnects += 1
+                    log.warning("store: change notices: connection back; reloading")
+                    self._tell_all(None)
                 self.ready.set()
             for notice in conn.notifies(timeout=LISTEN_POLL_SECONDS):
                 self._hand_on(notice.channel, notice.payload)
             if conn.closed or conn.broken:
                 raise psycopg.OperationalError("the connection was closed")
-            # notifies() returns quietly when the server goes: probe it.
-            conn.execute("SELECT 1")
 
     def _hand_on(self, channel: str, payload: str) -> None:
         origin, _, rest = payload.partition(" ")

@@ -297,3 +297,35 @@ def test_a_full_disk_on_the_database_side_waits_and_resumes(cluster, url, pg_sma
             conn.execute("DROP TABLE IF EXISTS t")
         cluster.admin.execute(f"DROP TABLESPACE IF EXISTS {name}")
 
+
+
+def test_after_a_restart_the_listener_says_reload_everything_and_hears_again(cluster, url):
+    from chatd.store_postgres import wait_ready
+
+    heard: list[str | None] = []
+    listener = _store(url)
+    listener.listen("chatd_moderation", heard.append)
+    assert wait_ready(listener._db)
+    cluster.stop()
+    cluster.start()
+    assert wait_until(lambda: None in heard, 15)  # notices may have been missed: reload
+    sender = _store(url)
+    assert wait_ready(listener._db)
+    sender.notify("chatd_moderation", "#lobby")
+    assert wait_until(lambda: heard[-1] == "#lobby", 10)
+    sender.close()
+    listener.close()
+
+
+def test_a_listener_that_could_not_connect_at_first_says_reload_once_it_can(cluster, url):
+    from chatd.store_postgres import wait_ready
+
+    cluster.stop()
+    heard: list[str | None] = []
+    listener = _store(url)
+    listener.listen("chatd_accounts", heard.append)
+    assert not wait_ready(listener._db, 0.3)
+    cluster.start()
+    assert wait_ready(listener._db, 15)
+    assert heard == [None]  # what the process could not load at start: load it now
+    listener.close()
