@@ -27,7 +27,8 @@ PORTABLE_SCHEMA = [{
 def store(request, tmp_path):
     """A bare Store on each backend: an SQLite file, SQLite in memory, PostgreSQL."""
     if request.param == "postgresql":
-        made = Store(None, url=request.getfixturevalue("postgres_url"))
+        # A read waits for the reader thread's round trip: a generous limit on busy CI.
+        made = Store(None, url=request.getfixturevalue("postgres_url"), read_timeout=5.0)
     else:
         made = Store(tmp_path / "sub" / "db.sqlite3" if request.param == "file" else None)
     made.open()

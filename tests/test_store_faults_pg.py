@@ -81,6 +81,7 @@ class Loop:
 
 def _store(url: str, loop: Loop | None = None, reports: list[str | None] | None = None,
            **options: Any) -> Store:
+    options.setdefault("read_timeout", 5.0)  # reads are checks here, on a busy machine
     store = Store(None, url=url, post=loop.post if loop else None,
                   call_later=loop.call_later if loop else None,
                   on_problem=reports.append if reports is not None else None, **options)

@@ -21,7 +21,7 @@ BUILT_INS = [
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request, tmp_path):
     if request.param == "postgresql":
-        made = Store(None, url=request.getfixturevalue("postgres_url"))
+        made = Store(None, url=request.getfixturevalue("postgres_url"), read_timeout=5.0)
     else:
         made = Store(tmp_path / "db.sqlite3")
     yield from _with_built_ins(made)
@@ -29,7 +29,7 @@ def store(request, tmp_path):
 
 @pytest.fixture
 def pg_store(postgres_url):
-    yield from _with_built_ins(Store(None, url=postgres_url))
+    yield from _with_built_ins(Store(None, url=postgres_url, read_timeout=5.0))
 
 
 def _with_built_ins(made: Store):

@@ -25,6 +25,8 @@ TABLE = [{
 
 
 def _opened(url: str, **options: object) -> Store:
+    """A store on ``url``; its reads (checks here) may take a busy machine's while."""
+    options.setdefault("read_timeout", 5.0)
     store = Store(None, url=url, **options)  # type: ignore[arg-type]
     store.open()
     return store
