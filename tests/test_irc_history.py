@@ -26,11 +26,13 @@ HISTORY_CAPS = "batch server-time message-tags"
 
 
 @pytest.fixture
-def irc_server(chatd_server):
-    """``irc_server(**irc_options)`` -> (server, address of its irc port); history kept."""
+def irc_server(chatd_server, storage):
+    """``irc_server(**irc_options)`` -> (server, address of its irc port); history kept,
+    on each backend in turn (answers read from the database come later: still labelled
+    and batched)."""
     def start(**options: Any) -> Any:
         server = chatd_server(listen=[{"port": 0}, {"port": 0, "protocol": "irc", **options}],
-                              plugins={"history": {"replay_lines": 20}})
+                              storage=storage, plugins={"history": {"replay_lines": 20}})
         return server, (server.host, server.ports[1])
     return start
 
@@ -397,12 +399,12 @@ def test_labeled_topic_and_nick_changes_answer_with_their_own_lines(irc_server):
     assert cap.tags == {"label": "c1"} and cap.params[1] == "ACK"
 
 
-def test_chathistory_of_a_private_conversation(chatd_server):
+def test_chathistory_of_a_private_conversation(chatd_server, storage):
     """A nick as the target: the conversation of two identified users (``private: true``),
     in a ``chathistory`` batch; a client that is not identified gets FAIL INVALID_TARGET."""
     from test_history import _identified
     server = chatd_server(listen=[{"port": 0}, {"port": 0, "protocol": "irc"}],
-                          plugins={"history": {"private": True}})
+                          storage=storage, plugins={"history": {"private": True}})
     bob = _identified(server, "bob")
     irc = connect((server.host, server.ports[1]), "alice", HISTORY_CAPS + " draft/chathistory")
     irc.send("REGISTER correct-horse-1")
