@@ -333,6 +333,28 @@ def test_private_messages_are_kept_only_if_configured_and_shown_to_the_two_alone
         ("alice", "bob", "are you free at 3?"), ("bob", "alice", "yes")]
 
 
+def test_a_dropped_nicks_private_lines_are_deleted_from_the_database(chatd_server, tmp_path,
+                                                                    storage):
+    """The delete of a dropped nick's conversations finds them whichever side of the
+    pair's key the nick is on (``~carol~dave``, ``~bob~carol``), on both databases;
+    other conversations stay."""
+    config = write_config(tmp_path / "config.yaml", storage=storage,
+                          plugins={"history": {"private": True},
+                                   "accounts": {"registrations_per_hour": 10}})
+    server = chatd_server(config)
+    alice, _bob, carol, dave = (_identified(server, nick)
+                                for nick in ("alice", "bob", "carol", "dave"))
+    for sender, recipient, text in ((alice, "bob", "kept"), (carol, "bob", "gone 1"),
+                                    (alice, "carol", "gone 2"), (carol, "dave", "gone 3")):
+        sender.send(f"/msg {recipient} {text}")
+    dave.expect(r"^\*carol\* gone 3$")
+    carol.send("/drop correct-horse-1")
+    carol.expect(r"^\*\*\* carol is no longer registered")
+    assert server.stop() == 0
+    assert query(storage, "SELECT nick, target, text FROM history WHERE kind = 'privmsg' "
+                          "ORDER BY seq") == [("alice", "bob", "kept")]
+
+
 def test_private_messages_are_not_kept_by_default(chatd_server, tmp_path, storage):
     config = write_config(tmp_path / "config.yaml", storage=storage)
     server = chatd_server(config)

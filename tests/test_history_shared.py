@@ -139,6 +139,7 @@ def test_a_frozen_database_makes_history_unavailable_to_the_asker_alone(
     with _frozen(backends):
         dave = server.client()  # #lobby's lines are in memory: its replay reads nothing
         assert _between_markers(dave) == ["<alice> one", "<alice> two", "<alice> three"]
+        assert not [line for line in dave.history if "unavailable" in line]
         alice.send("/history 100")  # more than memory holds: a read, which cannot answer
         alice.send("after the answer")  # waits for it
         carol.send("carol goes on")  # nobody else waits

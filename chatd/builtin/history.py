@@ -2,7 +2,9 @@
 
 * Every message, action and topic said in a room is stored (with joins, parts
   and quits too if ``joins: true``), with its server time, in the ``history``
-  table of the store (``storage.path``, SQLite).
+  table of the store (``storage.path``, SQLite, or ``storage.url``, PostgreSQL).
+  A line's place (``seq``) is the database's, given at commit: any number of
+  processes can write one room.
 * Joining a room shows its last ``replay_lines`` lines (20; only those of the
   last ``replay_hours``, 24), each with its time, between two marker lines::
 
@@ -29,12 +31,17 @@
   ``replay_lines`` may be set per room too.  ``store: false`` at the top turns
   history off for the whole server.
 
-The loop never waits for the disk: lines are written through the store's
-queue, and a room's recent lines are kept in memory, so a join reads nothing.
-Only ``/history`` beyond those reads the database, bounded by
-``storage.read_timeout_seconds``.  Replayed lines are events with ``replay``
-set: each protocol marks them its own way (times for ``nc``, ``"history":
-true`` for jsonl), with the id the event had when it was live (stored with
+The loop never waits for the database: lines are written through the store's
+queue, and a room's recent lines are kept in memory, so a join reads nothing
+once its room's lines were read (at its first join).  That read, ``/history``
+beyond memory, its queries and private histories are asked through
+``server.ask_store``: the client's later lines wait for the answer, nobody
+else does, and a database that fails or does not answer in time makes it
+"history is unavailable right now".  Lines said here and not on disk yet are
+merged into what a read finds (a line in both is one line, known by its node
+and event id: a line said here has no seq until read back).  Replayed lines
+are events with ``replay`` set: each protocol marks them its own way (times
+for ``nc``, ``"history": true`` for jsonl), with the id the event had when it was live (stored with
 the line; at startup the server's event ids are moved past the largest one
 stored, so replayed and live ids are one increasing sequence across
 restarts).  Everything here uses the public plugin API.
