@@ -157,3 +157,36 @@ def test_a_frozen_database_makes_history_unavailable_to_the_asker_alone(
     assert _history({"url": postgres_url}) == [  # what was queued meanwhile, written once
         ("alice", "one"), ("alice", "two"), ("alice", "three"), ("carol", "carol goes on"),
         ("alice", "after the answer")]
+
+
+def _reader_backend(url: str) -> int:
+    """The server process of chatd's reading connection (its last query read history)."""
+    database = url.rsplit("/", 1)[1]
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s "
+                            "AND query LIKE 'SELECT seq, time, kind%%'", (database,)).fetchall()
+    assert len(rows) == 1, rows
+    return int(rows[0][0])
+
+
+def test_a_line_said_after_a_join_whose_replay_is_read_late_is_not_replayed_too(
+        chatd_server, tmp_path, postgres_url):
+    """A join's replay read waits behind a stuck one; a line said in the room after the
+    join is delivered live and committed before the read runs: the replay (lines said
+    before the join) does not show it a second time."""
+    config = _config(tmp_path, postgres_url, "node-a", ask_timeout_seconds=2.0)
+    server = chatd_server(config)
+    alice, dave = _named(server, "alice"), _named(server, "dave")
+    alice.send("/history 100")  # a read: the reading connection is open
+    alice.expect(r"^\*\*\* no history in #lobby")
+    with _frozen([_reader_backend(postgres_url)]):
+        alice.send("/join #new")  # its replay read is stuck: after 2 s, alice goes on
+        alice.expect(r"^\*\*\* the history of #new is unavailable right now")
+        dave.send("/join #new")  # its read waits behind the stuck one
+        alice.send("said after dave joined")
+        dave.expect(r"^<alice> said after dave joined$")  # live
+        _committed({"url": postgres_url}, "said after dave joined")
+    dave.send("/rooms")  # answered once the replay read has answered
+    dave.expect(r"^\*\*\* 2 rooms: ")
+    assert not [line for line in dave.history if "history of #new" in line], dave.history
+    assert not [line for line in dave.history if "unavailable" in line]  # the read ran
