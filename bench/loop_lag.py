@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import multiprocessing
 import os
 import shutil
@@ -135,7 +136,7 @@ class Backend:
     def server_cpu(self) -> float:
         if self.cluster is None:
             return 0.0
-        from chatd.testing.postgres import children
+        children = importlib.import_module("chatd.testing.postgres").children
         pids = [self.cluster.pid, *children(self.cluster.pid)]
         return sum(_cpu_seconds(pid) for pid in pids)
 
@@ -253,7 +254,8 @@ def _percentile(values: list[float], q: float) -> float:
 def _cluster() -> Any:
     """A throwaway PostgreSQL cluster with a real one's durability (the test kit's has
     fsync off: a test's rows need not survive a power cut; a bench's costs must)."""
-    from chatd.testing import postgres
+    # The module, not the fixture of the same name that chatd.testing exports.
+    postgres = importlib.import_module("chatd.testing.postgres")
     postgres._SERVER_SETTINGS.update(fsync="on", synchronous_commit="on",
                                      full_page_writes="on", shared_buffers="128MB")
     return postgres.PostgresCluster().start()
