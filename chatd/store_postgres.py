@@ -16,6 +16,13 @@ the store's, unchanged; what this module supplies is what differs:
   migration steps get a :class:`PgConnection`, on which ``execute(sql, params)`` ->
   a cursor with ``fetchall()``, ``fetchone()`` and ``rowcount`` behaves as on
   SQLite.
+* **Rows** queued together by :meth:`chatd.store.Store.insert` (history's row per
+  line) go in with ``COPY ... FROM STDIN`` (psycopg's ``cursor.copy``), the
+  fastest of four ways measured by ``bench/store_batch.py`` (history-like rows,
+  one transaction per batch, a local cluster with fsync off, 2 cores; rows/s
+  for batches of 1k / 10k rows): COPY 132k / 236k, executemany in an explicit
+  pipeline 72k / 97k, executemany 63k / 73k, multi-row INSERT of 1000 rows per
+  statement 25k / 39k (psycopg adapts each of the many parameters).
 * **Errors**: the database's trouble (no connection, the server shutting down, a
   full disk, out of memory, a serialization failure: classes 08, 53, 57, 58, 40,
   XX and a few more; see :func:`is_trouble`) keeps the batch and retries it; a
@@ -41,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import re
 import threading
 import time
@@ -59,8 +67,6 @@ __all__ = ["PgConnection", "PostgresDialect", "is_trouble", "redact", "translate
 #: The advisory lock every migration step (and the store's own tables' creation)
 #: takes: one number, chatd's, in the database's advisory-lock space.
 MIGRATION_LOCK = 0x63686174640001  # "chatd" + 1
-#: PostgreSQL's limit on one statement's parameters.
-MAX_PARAMETERS = 65535
 #: Connection options chatd sets unless the URL says otherwise: give up connecting
 #: after a few seconds, and notice a server gone from the network (keepalives).
 DEFAULT_OPTIONS = {
@@ -71,6 +77,10 @@ DEFAULT_OPTIONS = {
     "keepalives_count": "3",
     "application_name": "chatd",
 }
+#: Batch ids (chatd_batches) are kept this long, pruned every so many batches: long
+#: enough for any reconnection to find the id of the batch it was committing.
+BATCH_KEEP_SECONDS = 3600
+BATCH_PRUNE_EVERY = 1000
 #: The listener's pauses between reconnection attempts.
 LISTEN_RETRY_FIRST = 0.1
 LISTEN_RETRY_MAX = 5.0
@@ -129,7 +139,7 @@ class PgConnection:
     cursor (``fetchall()``, ``fetchone()``, ``rowcount``), as on SQLite.  ``close()``
     is refused (the store's job).  ``set_authorizer(guard)``: a plugin's
     :class:`chatd.store.TableGuard` checks each statement first
-    (:meth:`chatd.store.TableGuard.check_sql`)."""
+    (:func:`check_owned`)."""
 
     __slots__ = ("guard", "raw", "statement_timeout")
 
@@ -141,7 +151,7 @@ class PgConnection:
     def execute(self, sql: str, params: Sequence[Any] | None = ()) -> psycopg.Cursor[Any]:
         guard = self.guard
         if guard is not None:
-            guard.check_sql(sql)
+            check_owned(guard, sql)
         cursor = self.raw.cursor()
         if params:
             cursor.execute(translate(sql), params)
@@ -152,7 +162,7 @@ class PgConnection:
     def executemany(self, sql: str, seq: Sequence[Sequence[Any]]) -> psycopg.Cursor[Any]:
         guard = self.guard
         if guard is not None:
-            guard.check_sql(sql)
+            check_owned(guard, sql)
         cursor = self.raw.cursor()
         cursor.executemany(translate(sql), seq)
         return cursor
@@ -174,7 +184,9 @@ class PostgresDialect:
 
     name = "postgresql"
     errors: tuple[type[BaseException], ...] = (psycopg.Error,)
-    max_values = MAX_PARAMETERS
+    max_values = 1 << 30  # COPY has no parameters: no limit but the batch
+    #: Rows per COPY, at most (the batch's own limit, batch_max, comes first).
+    rows_per_insert = 100_000
     keeps_file = True
 
     def __init__(self, url: str, *, connect_timeout: float | None = None) -> None:
@@ -190,6 +202,9 @@ class PostgresDialect:
         self.where = redact(url)
         self._secret = str(given.get("password") or "")
         self.listener: Listener | None = None
+        #: Batches marked so far, and this dialect's part of their ids.
+        self._batches = 0
+        self._origin = os.urandom(6).hex()
 
     def prepare(self) -> None:
         """Nothing to make beforehand: the server keeps its own files."""
@@ -213,6 +228,8 @@ class PostgresDialect:
                     conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
                     conn.raw.execute("CREATE TABLE IF NOT EXISTS chatd_schema "
                                      "(owner TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+                    conn.raw.execute("CREATE TABLE IF NOT EXISTS chatd_batches (id TEXT "
+                                     "PRIMARY KEY, at TIMESTAMPTZ NOT NULL DEFAULT now())")
             except BaseException:
                 _close(conn)
                 raise
@@ -222,6 +239,23 @@ class PostgresDialect:
 
     def begin(self, conn: PgConnection) -> None:
         conn.raw.execute("BEGIN")
+
+    def mark_batch(self, conn: PgConnection) -> str:
+        """Record this batch's id in its own transaction (decision: nothing written
+        twice): if the connection dies during COMMIT, :meth:`was_committed` tells
+        whether it landed.  Every ``BATCH_PRUNE_EVERY`` batches, ids older than
+        ``BATCH_KEEP_SECONDS`` go."""
+        self._batches += 1
+        mark = f"{self._origin}-{self._batches}"
+        conn.raw.execute("INSERT INTO chatd_batches (id) VALUES (%s)", (mark,))
+        if self._batches % BATCH_PRUNE_EVERY == 0:
+            conn.raw.execute("DELETE FROM chatd_batches WHERE at < now() - "
+                             f"interval '{BATCH_KEEP_SECONDS} seconds'")
+        return mark
+
+    def was_committed(self, conn: PgConnection, mark: str) -> bool:
+        return conn.raw.execute("SELECT 1 FROM chatd_batches WHERE id = %s",
+                                (mark,)).fetchone() is not None
 
     def begin_migration(self, conn: PgConnection) -> None:
         conn.raw.execute("BEGIN")
@@ -243,8 +277,14 @@ class PostgresDialect:
             text = text.replace(self._secret, "***")
         return text
 
-    def multirow(self, prefix: str, columns: int, rows: int) -> str:
-        return _multirow(prefix, columns, rows)
+    def insert_rows(self, conn: PgConnection, prefix: str,
+                    rows: list[Sequence[Any]]) -> None:
+        """Rows queued together for one table, through ``COPY ... FROM STDIN``: the
+        fastest of the ways measured (bench/store_batch.py, see the module docstring)."""
+        with conn.raw.cursor().copy(_copy_statement(prefix)) as copy:
+            write = copy.write_row
+            for row in rows:
+                write(row)
 
     def notify(self, conn: PgConnection, channel: str, payload: str) -> None:
         conn.raw.execute("SELECT pg_notify(%s, %s)", (channel, payload))
@@ -285,10 +325,11 @@ class PostgresDialect:
 
 
 @functools.lru_cache(maxsize=64)
-def _multirow(prefix: str, columns: int, rows: int) -> str:
-    """``INSERT INTO t (a, b) VALUES (?, ?), (?, ?)...`` for ``rows`` rows."""
-    one = "(" + ", ".join("?" * columns) + ")"
-    return prefix + ", ".join([one] * rows)
+def _copy_statement(prefix: str) -> str:
+    """``INSERT INTO t (a, b) VALUES `` (what :meth:`chatd.store.Store.insert` queues,
+    plain names only) -> ``COPY t (a, b) FROM STDIN``."""
+    target = prefix.removeprefix("INSERT INTO ").removesuffix(" VALUES ")
+    return f"COPY {target} FROM STDIN"
 
 
 class Listener:
@@ -332,22 +373,19 @@ class Listener:
         pause = LISTEN_RETRY_FIRST
         lost = False
         while not self._stop.is_set():
+            self.ready.clear()
             try:
                 conn = self._conn = self._connect()
             except Exception as exc:
                 log.debug("store: listener cannot connect: %s", self._describe(exc))
+                lost = True  # once it can: what was missed meanwhile is reloaded
                 self._stop.wait(pause)
                 pause = min(pause * 2, LISTEN_RETRY_MAX)
                 continue
             pause = LISTEN_RETRY_FIRST
             try:
-                listening: set[str] = set()
                 self._changed = True
-                if lost:  # notices sent while we were away are gone: reload everything
-                    self.reconnects += 1
-                    log.warning("store: change notices: connection back; reloading")
-                    self._tell_all(None)
-                self._listen(conn, listening)
+                self._listen(conn, set(), lost)
             except Exception as exc:
                 if self._stop.is_set():
                     break
@@ -359,7 +397,10 @@ class Listener:
                 with contextlib.suppress(Exception):
                     conn.close()
 
-    def _listen(self, conn: psycopg.Connection[Any], listening: set[str]) -> None:
+    def _listen(self, conn: psycopg.Connection[Any], listening: set[str], lost: bool) -> None:
+        """LISTEN, then hand notices on until the connection fails.  After a lost
+        connection, every callback gets None once LISTEN is back: a reload from
+        then on misses nothing (what changes after it is announced)."""
         while not self._stop.is_set():
             if self._changed:
                 self._changed = False
@@ -367,13 +408,16 @@ class Listener:
                     if channel not in listening:
                         conn.execute(f'LISTEN "{channel}"')
                         listening.add(channel)
+                if lost:  # notices sent while we were away are gone: reload everything
+                    lost = False
+                    self.reconnects += 1
+                    log.warning("store: change notices: connection back; reloading")
+                    self._tell_all(None)
                 self.ready.set()
             for notice in conn.notifies(timeout=LISTEN_POLL_SECONDS):
                 self._hand_on(notice.channel, notice.payload)
             if conn.closed or conn.broken:
                 raise psycopg.OperationalError("the connection was closed")
-            # notifies() returns quietly when the server goes: probe it.
-            conn.execute("SELECT 1")
 
     def _hand_on(self, channel: str, payload: str) -> None:
         origin, _, rest = payload.partition(" ")
@@ -408,3 +452,191 @@ def wait_ready(dialect: PostgresDialect, timeout: float = 5.0) -> bool:
         time.sleep(0.01)
     listener = dialect.listener
     return listener is not None and listener.ready.wait(max(0.0, deadline - time.monotonic()))
+
+
+# -- whose tables: a plugin's SQL touches only its own (no authorizer here) --------------
+
+_SCAN = re.compile(r"""
+    (?P<lit>'(?:[^']|'')*')
+  | (?P<ident>"(?:[^"]|"")+")
+  | (?P<comment>--[^\n]*|/\*.*?\*/)
+  | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<space>\s+)
+  | (?P<other>.)
+""", re.VERBOSE | re.DOTALL)
+#: The first word of a statement a plugin may run, and what it is.
+_READS = frozenset({"SELECT", "WITH", "VALUES"})
+_WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE"})
+#: Functions no plugin calls: the server's own (pg_*: terminate backends, advisory
+#: locks, read files), settings, sequences of others, large objects, other servers.
+_REFUSED_FUNCTIONS = re.compile(r"(?i)(pg_|lo_|dblink|set_config$|setval$|current_setting$)")
+#: Object kinds a plugin may create, change and drop (CREATE FUNCTION, TRIGGER,
+#: EXTENSION, ROLE, SCHEMA... are refused: code that runs as someone else).
+_KINDS = frozenset({"TABLE", "INDEX", "VIEW", "SEQUENCE"})
+
+
+class Refused(Exception):
+    """A statement the guard refused (its reason is the message)."""
+
+
+def check_owned(guard: Any, sql: str) -> None:
+    """Refuse ``sql`` unless every object it creates, changes, writes or drops is
+    ``guard``'s (:meth:`chatd.store.TableGuard.owns`): a keyword scan of each
+    statement, since PostgreSQL has no authorizer to ask.  What it cannot classify
+    is refused.  Sets ``guard.refused`` and raises :class:`psycopg.ProgrammingError`."""
+    try:
+        for statement in _split(sql):
+            _check_statement(guard, statement)
+    except Refused as refused:
+        guard.refused = f"plugin {guard.owner!r} may not {refused}"
+        raise psycopg.ProgrammingError(guard.refused) from None
+
+
+def _split(sql: str) -> list[list[tuple[str, str]]]:
+    """The statements of ``sql`` as (kind, text) tokens, literals and comments out."""
+    statements: list[list[tuple[str, str]]] = [[]]
+    previous = ""
+    for match in _SCAN.finditer(sql):
+        kind, text = match.lastgroup or "other", match.group()
+        if kind in ("space", "comment"):
+            previous = ""
+            continue
+        if kind == "lit" and previous.upper() in ("E", "U", "B", "X", "N"):
+            raise Refused("use E'', U&'', B'' or X'' strings (plain quoted strings only)")
+        if kind == "other" and text in "$\\'\"`[":
+            raise Refused(f"use {text!r} outside a quoted string (dollar quoting, unclosed "
+                          "quotes and the like cannot be checked)")
+        if kind == "other" and text == ";":
+            statements.append([])
+        else:
+            statements[-1].append((kind, text))
+        previous = text if kind == "word" else ""
+    return [tokens for tokens in statements if tokens]
+
+
+def _name(tokens: list[tuple[str, str]], i: int) -> tuple[str, int]:
+    """The (unqualified) object name at ``tokens[i]``, and the index after it."""
+    if i >= len(tokens) or tokens[i][0] not in ("word", "ident"):
+        raise Refused("run a statement it cannot read (expected a name)")
+    kind, text = tokens[i]
+    if i + 1 < len(tokens) and tokens[i + 1][1] == ".":
+        raise Refused(f"name a schema ({text}.): a plugin's tables are unqualified names")
+    return (text[1:-1].replace('""', '"') if kind == "ident" else text), i + 1
+
+
+def _words(tokens: list[tuple[str, str]], i: int, *options: str) -> int:
+    """Skip the optional words ``options`` (in any order) from ``tokens[i]``."""
+    while i < len(tokens) and tokens[i][0] == "word" and tokens[i][1].upper() in options:
+        i += 1
+    return i
+
+
+def _mine(guard: Any, name: str) -> None:
+    if not guard.owns(name):
+        raise Refused(f"touch {name!r}: a plugin's tables are named {guard.prefix} or "
+                      f"{guard.prefix}_*, and it changes no others")
+
+
+def _check_statement(guard: Any, tokens: list[tuple[str, str]]) -> None:
+    words = [text.upper() if kind == "word" else "" for kind, text in tokens]
+    first = words[0]
+    _check_everywhere(guard, tokens, words)
+    if first in _READS or first in _WRITES:
+        return  # the targets of INSERT/UPDATE/DELETE/MERGE/INTO were checked everywhere
+    if first == "CREATE":
+        _check_create(guard, tokens, words)
+    elif first == "ALTER":
+        _check_alter(guard, tokens, words)
+    elif first == "DROP":
+        _check_drop(guard, tokens, words)
+    elif first == "TRUNCATE":
+        i = _words(tokens, 1, "TABLE", "ONLY")
+        while True:
+            name, i = _name(tokens, i)
+            _mine(guard, name)
+            if i < len(tokens) and tokens[i][1] == "*":
+                i += 1
+            if i < len(tokens) and tokens[i][1] == ",":
+                i = _words(tokens, i + 1, "ONLY")
+                continue
+            break
+    else:
+        raise Refused(f"run {tokens[0][1]!r} statements (only SELECT, INSERT, UPDATE, "
+                      "DELETE, MERGE, TRUNCATE and CREATE/ALTER/DROP of tables, indexes, "
+                      "views and sequences)")
+
+
+def _check_everywhere(guard: Any, tokens: list[tuple[str, str]], words: list[str]) -> None:
+    """What any statement may hide: a write in a WITH, SELECT ... INTO a new table,
+    a foreign key onto another's table, CASCADE, functions of the server's."""
+    for i, word in enumerate(words):
+        before = words[i - 1] if i else ""
+        if word == "INTO":  # INSERT INTO, MERGE INTO, SELECT ... INTO a new table
+            j = _words(tokens, i + 1, "TEMP", "TEMPORARY", "UNLOGGED", "TABLE")
+            if any(w in ("TEMP", "TEMPORARY") for w in words[i + 1:j]):
+                raise Refused("create temporary tables")
+            _mine(guard, _name(tokens, j)[0])
+        elif word == "DELETE" and before != "ON":  # not a foreign key's ON DELETE
+            if i + 1 >= len(words) or words[i + 1] != "FROM":
+                raise Refused("run a DELETE it cannot read")
+            _mine(guard, _name(tokens, _words(tokens, i + 2, "ONLY"))[0])
+        elif word == "UPDATE" and before not in ("FOR", "DO", "ON", "KEY"):
+            _mine(guard, _name(tokens, _words(tokens, i + 1, "ONLY"))[0])
+        elif word == "REFERENCES":
+            name, _ = _name(tokens, i + 1)
+            _mine(guard, name)
+        elif word == "CASCADE":
+            raise Refused("use CASCADE (it reaches other tables)")
+        elif (tokens[i][0] == "word" and i + 1 < len(tokens) and tokens[i + 1][1] == "("
+              and _REFUSED_FUNCTIONS.match(tokens[i][1])):
+            raise Refused(f"call {tokens[i][1]}()")
+
+
+def _check_create(guard: Any, tokens: list[tuple[str, str]], words: list[str]) -> None:
+    i = _words(tokens, 1, "OR", "REPLACE", "UNIQUE", "UNLOGGED")
+    if i < len(words) and words[i] in ("TEMP", "TEMPORARY"):
+        raise Refused("create temporary tables")
+    kind = words[i] if i < len(words) else ""
+    if kind not in _KINDS:
+        raise Refused(f"create a {tokens[i][1] if i < len(tokens) else 'nothing'} "
+                      "(only tables, indexes, views and sequences)")
+    i = _words(tokens, i + 1, "CONCURRENTLY", "IF", "NOT", "EXISTS")
+    if kind == "INDEX":
+        if i < len(words) and words[i] != "ON":
+            name, i = _name(tokens, i)
+            _mine(guard, name)
+        if i >= len(words) or words[i] != "ON":
+            raise Refused("run a CREATE INDEX it cannot read")
+        table, _ = _name(tokens, _words(tokens, i + 1, "ONLY"))
+        _mine(guard, table)
+        return
+    name, _ = _name(tokens, i)
+    _mine(guard, name)
+
+
+def _check_alter(guard: Any, tokens: list[tuple[str, str]], words: list[str]) -> None:
+    kind = words[1] if len(words) > 1 else ""
+    if kind not in _KINDS:
+        raise Refused(f"alter a {tokens[1][1] if len(tokens) > 1 else 'nothing'}")
+    name, i = _name(tokens, _words(tokens, 2, "IF", "EXISTS", "ONLY"))
+    _mine(guard, name)
+    for j in range(i, len(words)):
+        if words[j] in ("OWNER", "SCHEMA", "TABLESPACE", "TRIGGER", "POLICY", "SECURITY"):
+            raise Refused(f"alter a table's {tokens[j][1]}")
+        if words[j] == "TO" and words[j - 1] == "RENAME":
+            new, _ = _name(tokens, j + 1)
+            _mine(guard, new)
+
+
+def _check_drop(guard: Any, tokens: list[tuple[str, str]], words: list[str]) -> None:
+    kind = words[1] if len(words) > 1 else ""
+    if kind not in _KINDS:
+        raise Refused(f"drop a {tokens[1][1] if len(tokens) > 1 else 'nothing'}")
+    i = _words(tokens, 2, "CONCURRENTLY", "IF", "EXISTS")
+    while True:
+        name, i = _name(tokens, i)
+        _mine(guard, name)
+        if i < len(tokens) and tokens[i][1] == ",":
+            i += 1
+            continue
+        break

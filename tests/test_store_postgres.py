@@ -139,11 +139,14 @@ def test_a_notice_reaches_the_other_process_once_its_change_is_committed(postgre
     listener, heard = _listening(postgres_url, "chatd_accounts")
     sender = _opened(postgres_url)
     sender.migrate("test", TABLE)
-    gate = threading.Event()
-    sender.write(lambda conn: gate.wait(10))  # the batch is held open...
-    sender.write("INSERT INTO t (b) VALUES ('alice')")
+    entered, first, gate = threading.Event(), threading.Event(), threading.Event()
+    sender.write(lambda conn: (entered.set(), first.wait(10)))  # the writer is busy...
+    assert entered.wait(10)
+    sender.write("INSERT INTO t (b) VALUES ('alice')")  # ...so these three are one batch
     sender.notify("chatd_accounts", "alice")
-    assert not wait_until(lambda: heard, 0.3)  # ...nothing yet
+    sender.write(lambda conn: gate.wait(10))  # whose transaction stays open after NOTIFY
+    first.set()
+    assert not wait_until(lambda: heard, 0.5)  # not before the change is committed
     gate.set()
     assert wait_until(lambda: heard == ["alice"], 5)
     # What the notice announces is there by the time it arrives.
