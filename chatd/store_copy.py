@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -174,15 +175,18 @@ def copy_store(config: Config, target: Store, *, shown: str, out: TextIO,
         known = known_migrations(config)
         check_versions(source, known)
         writer = _Writer(target, patience)
-        busy = writer.run(_filled_tables, "checking the target is empty", first=True)
+        dialect = target.dialect
+        busy = writer.run(lambda conn: _filled_tables(conn, dialect),
+                          "checking the target is empty", first=True)
         if busy:
             listed = ", ".join(f"{name} ({plural(rows, 'row')})" for name, rows in busy)
             raise CopyRefused(f"{shown} is not empty: {listed}; copy only into an empty "
                               "database (drop and create it again to start over)")
         _migrate(target, source, known, say)
-        layout = writer.run(_target_layout, "reading the target's tables")
+        layout = writer.run(lambda conn: _target_layout(conn, dialect),
+                            "reading the target's tables")
         plan = _plan(source, layout)
-        copied = writer.run(lambda conn: _copy_rows(conn, source, plan, target.dialect),
+        copied = writer.run(lambda conn: _copy_rows(conn, source, plan, dialect),
                             "copying the rows")
         for item in plan:
             say(f"{item.source}: {plural(source.counts[item.source], 'row')}")
@@ -258,13 +262,9 @@ class _Layout:
     identities: dict[str, list[str]]
 
 
-def _is_postgres(conn: Any) -> bool:
-    return not isinstance(conn, sqlite3.Connection)
-
-
-def _table_names(conn: Any) -> list[str]:
+def _table_names(conn: Any, dialect: str) -> list[str]:
     """The target's tables (not the store's bookkeeping)."""
-    if _is_postgres(conn):
+    if dialect == "postgresql":
         rows = conn.execute(
             "SELECT table_name FROM information_schema.tables "
             "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'").fetchall()
@@ -274,23 +274,23 @@ def _table_names(conn: Any) -> list[str]:
     return sorted(row[0] for row in rows if row[0].lower() not in STORE_TABLES)
 
 
-def _filled_tables(conn: Any) -> list[tuple[str, int]]:
+def _filled_tables(conn: Any, dialect: str) -> list[tuple[str, int]]:
     """(On the writer.)  The target's tables that hold rows, with their counts."""
     filled = []
-    for name in _table_names(conn):
+    for name in _table_names(conn, dialect):
         rows = conn.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()[0]
         if rows:
             filled.append((name, rows))
     return filled
 
 
-def _target_layout(conn: Any) -> _Layout:
+def _target_layout(conn: Any, dialect: str) -> _Layout:
     """(On the writer.)  The target's tables, columns and identity columns."""
-    names = _table_names(conn)
+    names = _table_names(conn, dialect)
     columns: dict[str, dict[str, str]] = {}
     identities: dict[str, list[str]] = {}
     for name in names:
-        if _is_postgres(conn):
+        if dialect == "postgresql":
             rows = conn.execute(
                 "SELECT column_name, is_identity, column_default "
                 "FROM information_schema.columns "
@@ -399,3 +399,36 @@ class _Writer:
 def _quote(name: str) -> str:
     """An SQL identifier, quoted (both dialects: double quotes, doubled inside)."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def run_copy(config: Config, url: str, *, out: TextIO | None = None,
+             err: TextIO | None = None) -> int:
+    """``chatd --copy-store-to URL``: 0 once copied, 2 (one line on ``err``) if refused."""
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    shown = redacted(url)
+    try:
+        target = open_target(config, url)
+    except CopyRefused as exc:
+        print(f"chatd: cannot copy: {exc}", file=err)
+        return 2
+    try:
+        copy_store(config, target, shown=shown, out=out)
+    except CopyRefused as exc:
+        print(f"chatd: cannot copy into {shown}: {exc}", file=err)
+        return 2
+    finally:
+        target.close(1.0)
+    return 0
+
+
+def redacted(url: str) -> str:
+    """``url`` as the operator may see it: without its password."""
+    from .store_postgres import redact
+
+    return redact(url)
+
+
+def open_target(config: Config, url: str) -> Store:
+    """An opened store on ``url`` with the config's storage settings."""
+    raise CopyRefused("this chatd has no PostgreSQL backend yet")
