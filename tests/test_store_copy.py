@@ -209,9 +209,76 @@ def test_no_storage_path_is_a_clear_refusal(tmp_path):
 
 # -- the command, onto PostgreSQL -------------------------------------------------------
 
-def run_copy(config: Path, url: str, **env: str) -> subprocess.CompletedProcess[str]:
+def _run_copy(config: Path, url: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "chatd", "--config", str(config), "--copy-store-to", url],
         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-        env={**__import__("os").environ, **env},
     )
+
+
+def _password(url: str) -> str:
+    return url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+
+
+def test_the_command_copies_into_postgresql_and_chatd_serves_the_same_chat_there(
+        filled_source, postgres_url, chatd_server):
+    done = _run_copy(filled_source, postgres_url)
+    assert done.returncode == 0, done.stderr
+    assert _password(postgres_url) not in done.stdout + done.stderr
+    assert re.search(r"^chatd: copying .*chatd\.sqlite3 into postgresql://chatd:\*\*\*@",
+                     done.stdout, re.M), done.stdout
+    assert "chatd: accounts: 1 row\n" in done.stdout
+    assert "chatd: rooms: 1 row\n" in done.stdout
+    assert "chatd: room_bans: 1 row\n" in done.stdout
+    assert re.search(r"^chatd: schema: accounts at version \d+, history at version \d+, "
+                     r"moderation at version \d+$", done.stdout, re.M), done.stdout
+    server = chatd_server(storage={"url": postgres_url}, plugins=PLUGINS)
+    _check_target_serves(server)
+
+
+def test_every_identity_sequence_continues_after_the_copied_rows(filled_source, postgres_url):
+    import psycopg
+
+    assert _run_copy(filled_source, postgres_url).returncode == 0
+    with psycopg.connect(postgres_url) as conn:
+        columns = conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND (is_identity = 'YES' "
+            "OR column_default LIKE 'nextval(%')").fetchall()
+        for table, column in columns:
+            largest = conn.execute(f'SELECT max("{column}") FROM "{table}"').fetchone()[0]
+            if largest is None:
+                continue
+            following = conn.execute("SELECT nextval(pg_get_serial_sequence(%s, %s))",
+                                     (f'"{table}"', column)).fetchone()[0]
+            assert following > largest, (table, column)
+
+
+def test_a_second_copy_into_the_same_database_is_refused_with_a_clear_message(
+        filled_source, postgres_url):
+    assert _run_copy(filled_source, postgres_url).returncode == 0
+    again = _run_copy(filled_source, postgres_url)
+    assert again.returncode == 2
+    assert re.search(r"^chatd: cannot copy into postgresql://chatd:\*\*\*@[^ ]+ is not "
+                     r"empty: accounts \(1 row\), ", again.stderr, re.M), again.stderr
+    assert _password(postgres_url) not in again.stdout + again.stderr
+    assert "Traceback" not in again.stderr
+
+
+def test_a_wrong_password_is_a_clear_error_without_the_password(filled_source, postgres_url):
+    secret = "not-the-password-4711"
+    wrong = postgres_url.replace(_password(postgres_url), secret)
+    done = _run_copy(filled_source, wrong)
+    assert done.returncode == 2
+    assert re.search(r"^chatd: cannot copy into postgresql://chatd:\*\*\*@.*password",
+                     done.stderr, re.M), done.stderr
+    assert secret not in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_url_that_is_not_postgresql_is_refused(filled_source):
+    done = _run_copy(filled_source, "mysql://root:hunter2@localhost/chat")
+    assert done.returncode == 2
+    assert "hunter2" not in done.stdout + done.stderr
+    assert re.search(r"^chatd: cannot copy: --copy-store-to takes a postgresql:// URL",
+                     done.stderr, re.M), done.stderr
