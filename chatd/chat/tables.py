@@ -1,13 +1,14 @@
 """``server.store`` as one plugin sees it: the shared database, its own tables only.
 
-Every plugin writes to the same SQLite file, so one plugin's mistake could land in
-another's tables: a ``CREATE TABLE IF NOT EXISTS history`` adopting the built-in
+Every plugin writes to the same database (an SQLite file, or PostgreSQL), so one
+plugin's mistake could land in another's tables: a ``CREATE TABLE IF NOT EXISTS history`` adopting the built-in
 history's table, a ``DELETE FROM accounts``.  A plugin that is not one of chatd's
 built-ins therefore gets a :class:`PluginStore`: the same store, except that
 
 * ``migrate`` runs only under the plugin's own name as owner, and its steps may
   create, change and drop only tables named after the plugin (``dice`` or
-  ``dice_*``, :class:`chatd.store.TableGuard`), never a built-in one
+  ``dice_*``, :class:`chatd.store.TableGuard`: SQLite's authorizer, or on
+  PostgreSQL a keyword scan of each statement), never a built-in one
   (:data:`BUILT_IN_TABLES`: a plugin ``room`` does not own ``room_bans``);
 * each ``write`` (and ``insert``) runs under the same guard on the writer thread,
   and one that fails (a bad statement, a refused table, an exception in a
@@ -96,6 +97,7 @@ class PluginStore:
 
         def write(conn: sqlite3.Connection) -> None:
             nonlocal reported
+            guard.refused = None
             conn.set_authorizer(guard)
             try:
                 if callable(sql):
@@ -105,13 +107,14 @@ class PluginStore:
             except Exception as exc:
                 if is_store_trouble(exc):
                     raise  # the disk's fault, not the plugin's: the store retries
-                why = guard.refused if "not authorized" in str(exc) else None
+                why = guard.refused  # set by the guard (SQLite's authorizer, or the scan)
                 guard.refused = None
                 if not reported:
                     reported = True
                     self._post(self._report, plugin, "store write",
                                sqlite3.ProgrammingError(why) if why else exc)
-                if why:  # say what the guard refused, not SQLite's bare "not authorized"
+                if why and isinstance(exc, sqlite3.Error):
+                    # say what the guard refused, not SQLite's bare "not authorized"
                     raise sqlite3.ProgrammingError(why) from exc
                 raise  # the store drops it, counts it and logs it with its cause
             finally:
