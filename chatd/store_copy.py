@@ -54,7 +54,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .config import Config
-from .store import Step, Store, TableGuard
+from .config_rules import redact_url
+from .store import Step, Store, TableGuard, is_store_trouble
 from .templates import plural
 
 __all__ = ["CopyRefused", "copy_store", "read_source"]
@@ -313,7 +314,13 @@ def _copy_rows(conn: Any, source: Source, plan: list[_TablePlan],
     for item in plan:
         # The same migrations ran on both: rows a step inserted are in the source too.
         conn.execute(f"DELETE FROM {_quote(item.target)}")
-        _copy_table(conn, source, item)
+        try:
+            _copy_table(conn, source, item)
+        except Exception as exc:
+            if is_store_trouble(exc):
+                raise  # the connection's, not the rows': the writer retries the copy
+            raise CopyRefused(f"{item.target}: {type(exc).__name__}: {exc}; nothing was "
+                              "copied") from exc
         copied = conn.execute(f"SELECT count(*) FROM {_quote(item.target)}").fetchone()[0]
         if copied != source.counts[item.source]:
             raise CopyRefused(f"{item.target}: {copied} rows arrived of "
@@ -424,11 +431,23 @@ def run_copy(config: Config, url: str, *, out: TextIO | None = None,
 
 def redacted(url: str) -> str:
     """``url`` as the operator may see it: without its password."""
-    from .store_postgres import redact
-
-    return redact(url)
+    return redact_url(url)
 
 
 def open_target(config: Config, url: str) -> Store:
-    """An opened store on ``url`` with the config's storage settings."""
-    raise CopyRefused("this chatd has no PostgreSQL backend yet")
+    """An opened store on the PostgreSQL database at ``url``, with the config's storage
+    settings (its queue, its batches); CopyRefused for what is not such a URL."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in ("postgresql", "postgres"):
+        raise CopyRefused(f"--copy-store-to takes a postgresql:// URL, not {redacted(url)!r}")
+    storage = config.storage
+    try:
+        store = Store(None, url=url, owner=lambda: "--copy-store-to", batch_max=storage.batch_max,
+                      queue_max=storage.queue_max, read_timeout=storage.read_timeout_seconds)
+    except ImportError:
+        raise CopyRefused("PostgreSQL needs psycopg: pip install 'chatd[postgres]'") from None
+    except Exception as exc:  # a malformed URL: psycopg's words, without the URL
+        raise CopyRefused(f"{redacted(url)} is not a usable URL ({type(exc).__name__})"
+                          ) from None
+    store.open()
+    return store
