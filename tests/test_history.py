@@ -1,8 +1,9 @@
-"""History: real chatd processes on real SQLite files, restarted, killed and starved of disk.
+"""History: real chatd processes on real databases, restarted, killed and starved of disk.
 
 What a user sees (the lines between the markers, with times), what survives a
 restart and a ``kill -9``, the bounds of ``/history``, retention, and a disk
-that fills up under a running server.
+that fills up under a running server.  Every test taking ``storage`` runs twice:
+on an SQLite file, then on a PostgreSQL database (the kit's throwaway cluster).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sqlite3
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from disks import DISK_PROBLEM, take_every_free_byte
 
@@ -23,12 +25,10 @@ from chatd.testing import ServerProcess, write_config
 STAMP = r"\[(?:\d{4}-\d\d-\d\d )?\d\d:\d\d\] "  # today's lines, or older ones (midnight)
 
 
-def _history_config(path: Path, **history: object) -> Path:
-    """A config whose database is ``data/chatd.sqlite3`` beside it."""
-    return write_config(
-        path, storage={"path": "data/chatd.sqlite3"},
-        plugins={"history": {"max_lines": 1000, **history}},
-    )
+def _history_config(path: Path, storage: dict[str, Any], **history: object) -> Path:
+    """A config on the database ``storage`` (the fixture's section)."""
+    return write_config(path, storage=storage,
+                        plugins={"history": {"max_lines": 1000, **history}})
 
 
 def _between_markers(client, room: str = "#lobby") -> list[str]:
@@ -43,13 +43,30 @@ def _between_markers(client, room: str = "#lobby") -> list[str]:
         lines.append(re.sub(rf"^{STAMP}", "", line))
 
 
-def _stored(db: Path) -> list[tuple[str, str]]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        return conn.execute("SELECT nick, text FROM history ORDER BY seq").fetchall()
+def query(storage: dict[str, Any], sql: str) -> list[tuple[Any, ...]]:
+    """``sql`` run on the database of ``storage`` (the fixture's section), read-only
+    on SQLite; [] while the table is not there yet."""
+    if "path" in storage:
+        try:
+            with sqlite3.connect(f"file:{storage['path']}?mode=ro", uri=True) as conn:
+                return conn.execute(sql).fetchall()
+        except sqlite3.OperationalError:
+            return []
+    import psycopg
+    with psycopg.connect(storage["url"], autocommit=True) as conn:
+        try:
+            return [tuple(row) for row in conn.execute(sql).fetchall()]
+        except psycopg.errors.UndefinedTable:
+            return []
 
 
-def test_a_late_joiner_sees_the_last_lines_with_their_times_between_markers(chatd_server):
-    server = chatd_server(plugins={"history": {"replay_lines": 3}})
+def _stored(storage: dict[str, Any]) -> list[tuple[str, str]]:
+    return query(storage, "SELECT nick, text FROM history ORDER BY seq")  # type: ignore[return-value]
+
+
+def test_a_late_joiner_sees_the_last_lines_with_their_times_between_markers(chatd_server,
+                                                                           storage):
+    server = chatd_server(storage=storage, plugins={"history": {"replay_lines": 3}})
     alice = server.client()
     alice.send("/nick alice")
     alice.expect("alice")
@@ -63,12 +80,9 @@ def test_a_late_joiner_sees_the_last_lines_with_their_times_between_markers(chat
     bob.expect_line("<alice> live now")  # after the marker, live chat: no time, no repeat
 
 
-def test_history_survives_a_restart_in_order_and_only_once(chatd_server, tmp_path):
-    config = _history_config(tmp_path / "config.yaml")
+def test_history_survives_a_restart_in_order_and_only_once(chatd_server, tmp_path, storage):
     # Batches held a whole second: only the shutdown's own flush can save the lines.
-    text = config.read_text().replace("path: data/chatd.sqlite3",
-                                      "path: data/chatd.sqlite3\n  batch_seconds: 1.0")
-    config.write_text(text)
+    config = _history_config(tmp_path / "config.yaml", {**storage, "batch_seconds": 1.0})
     first = chatd_server(config)
     alice = first.client()
     alice.send("/nick alice")
@@ -85,12 +99,12 @@ def test_history_survives_a_restart_in_order_and_only_once(chatd_server, tmp_pat
     assert _between_markers(bob) == [f"<alice> {t}" for t in said[-20:]]
     bob.send("/history 100")
     assert _between_markers(bob) == [f"<alice> {t}" for t in said]
-    assert _stored(tmp_path / "data" / "chatd.sqlite3") == [("alice", t) for t in said]
+    assert _stored(storage) == [("alice", t) for t in said]
 
 
 def test_kill_9_loses_at_most_the_last_batch_window_and_duplicates_nothing(chatd_server,
-                                                                           tmp_path):
-    config = _history_config(tmp_path / "config.yaml", replay_lines=0)
+                                                                           tmp_path, storage):
+    config = _history_config(tmp_path / "config.yaml", storage, replay_lines=0)
     server = chatd_server(config)
     sender, reader = server.client(), server.client()
     sender.send("/nick sender")
@@ -107,7 +121,7 @@ def test_kill_9_loses_at_most_the_last_batch_window_and_duplicates_nothing(chatd
         if i == 300:
             time.sleep(0.5)  # 100 batch windows: everything heard by now is committed
     server.kill()
-    stored = [text for _nick, text in _stored(tmp_path / "data" / "chatd.sqlite3")]
+    stored = [text for _nick, text in _stored(storage)]
     assert stored[: len(heard)] == heard, "a line heard well before the kill was lost"
     assert stored == sorted(set(stored)), "history reordered or duplicated"
     restarted = chatd_server(config)
@@ -116,8 +130,8 @@ def test_kill_9_loses_at_most_the_last_batch_window_and_duplicates_nothing(chatd
     assert _between_markers(bob) == [f"<sender> {text}" for text in stored]
 
 
-def test_history_command_bounds_and_errors(chatd_server):
-    server = chatd_server(plugins={"history": {"max_lines": 5}})
+def test_history_command_bounds_and_errors(chatd_server, storage):
+    server = chatd_server(storage=storage, plugins={"history": {"max_lines": 5}})
     alice = server.client()
     for i in range(8):
         alice.send(f"m{i}")
@@ -134,11 +148,14 @@ def test_history_command_bounds_and_errors(chatd_server):
     assert [line.split()[-1] for line in _between_markers(alice)] == ["m6", "m7"]
 
 
-def test_set_history_off_stops_the_replay_on_join_for_that_client(chatd_server):
-    server = chatd_server(plugins={"history": {}})  # the shipped replay, not the kit's none
+def test_set_history_off_stops_the_replay_on_join_for_that_client(chatd_server, storage):
+    # the shipped replay, not the kit's none
+    server = chatd_server(storage=storage, plugins={"history": {}})
     alice, bot = server.client(), server.client()
     alice.send("/join #dev")
     alice.send("said before")
+    alice.send("/history 1")  # a round trip: the line is said before the bot joins
+    alice.expect("end of history")
     bot.send("/set history off")
     bot.expect(r"^\*\*\* history off")
     bot.send("/join #dev")
@@ -149,8 +166,10 @@ def test_set_history_off_stops_the_replay_on_join_for_that_client(chatd_server):
     assert _between_markers(carol, "#dev") == [f"<{alice.nick}> said before"]
 
 
-def test_a_room_kept_out_of_history_is_not_stored_or_replayed(chatd_server, tmp_path):
-    config = _history_config(tmp_path / "config.yaml", rooms={"#ops": {"store": False}})
+def test_a_room_kept_out_of_history_is_not_stored_or_replayed(chatd_server, tmp_path,
+                                                             storage):
+    config = _history_config(tmp_path / "config.yaml", storage,
+                             rooms={"#ops": {"store": False}})
     server = chatd_server(config)
     alice = server.client()
     alice.send("/join #ops")
@@ -160,40 +179,40 @@ def test_a_room_kept_out_of_history_is_not_stored_or_replayed(chatd_server, tmp_
     alice.send("/history 1")
     alice.expect("end of history")
     server.stop()
-    assert [t for _n, t in _stored(tmp_path / "data" / "chatd.sqlite3")] == ["public words"]
+    assert [t for _n, t in _stored(storage)] == ["public words"]
 
 
-def test_retention_deletes_old_lines_and_keeps_the_newest_per_room(chatd_server, tmp_path):
-    config = _history_config(tmp_path / "config.yaml", retention_lines=5,
+def test_retention_deletes_old_lines_and_keeps_the_newest_per_room(chatd_server, tmp_path,
+                                                                   storage):
+    config = _history_config(tmp_path / "config.yaml", storage, retention_lines=5,
                              retention_interval_seconds=0.2)
     server = chatd_server(config)
     alice = server.client()
     for i in range(12):
         alice.send(f"r{i}")
-    db = tmp_path / "data" / "chatd.sqlite3"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if [t for _n, t in _stored(db)] == [f"r{i}" for i in range(7, 12)]:
+        if [t for _n, t in _stored(storage)] == [f"r{i}" for i in range(7, 12)]:
             break
         time.sleep(0.1)
-    assert [t for _n, t in _stored(db)] == [f"r{i}" for i in range(7, 12)]
+    assert [t for _n, t in _stored(storage)] == [f"r{i}" for i in range(7, 12)]
 
 
-def test_retention_by_age(chatd_server, tmp_path):
-    config = _history_config(tmp_path / "config.yaml", retention_days=0.00002,  # 1.7 s
+def test_retention_by_age(chatd_server, tmp_path, storage):
+    config = _history_config(tmp_path / "config.yaml", storage,
+                             retention_days=0.00002,  # 1.7 s
                              retention_interval_seconds=0.2)
     server = chatd_server(config)
     alice = server.client()
     alice.send("soon gone")
-    db = tmp_path / "data" / "chatd.sqlite3"
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not _stored(db):
+    while time.monotonic() < deadline and not _stored(storage):
         time.sleep(0.05)
-    assert _stored(db), "never stored"
+    assert _stored(storage), "never stored"
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _stored(db):
+    while time.monotonic() < deadline and _stored(storage):
         time.sleep(0.1)
-    assert not _stored(db)
+    assert not _stored(storage)
 
 
 def test_a_bad_history_setting_is_a_config_error_naming_the_key(tmp_path):
@@ -238,7 +257,7 @@ def test_a_full_disk_degrades_history_not_the_chat_and_writing_resumes(chatd_ser
     filler.unlink()
     alice.send("after it came back")
     bob.expect_line("<alice> after it came back")
-    db = small_disk / "chatd.sqlite3"
+    db = {"path": str(small_disk / "chatd.sqlite3")}
     deadline = time.monotonic() + 20  # retries back off to 5 s
     while time.monotonic() < deadline and ("alice", "after it came back") not in _stored(db):
         time.sleep(0.1)
@@ -285,8 +304,8 @@ def _identified(server, nick: str, password: str = "correct-horse-1"):
 
 
 def test_private_messages_are_kept_only_if_configured_and_shown_to_the_two_alone(
-        chatd_server, tmp_path):
-    config = write_config(tmp_path / "config.yaml", storage={"path": "data/chatd.sqlite3"},
+        chatd_server, tmp_path, storage):
+    config = write_config(tmp_path / "config.yaml", storage=storage,
                           plugins={"history": {"private": True}})
     server = chatd_server(config)
     alice = _identified(server, "alice")
@@ -309,14 +328,13 @@ def test_private_messages_are_kept_only_if_configured_and_shown_to_the_two_alone
     stranger.send("/history bob")
     stranger.expect(r"^! identify first: a private history belongs to your account$")
     server.stop()
-    with sqlite3.connect(tmp_path / "data" / "chatd.sqlite3") as db:
-        assert db.execute("SELECT nick, target, text FROM history WHERE kind = 'privmsg' "
-                          "ORDER BY seq").fetchall() == [
-            ("alice", "bob", "are you free at 3?"), ("bob", "alice", "yes")]
+    assert query(storage, "SELECT nick, target, text FROM history WHERE kind = 'privmsg' "
+                          "ORDER BY seq") == [
+        ("alice", "bob", "are you free at 3?"), ("bob", "alice", "yes")]
 
 
-def test_private_messages_are_not_kept_by_default(chatd_server, tmp_path):
-    config = write_config(tmp_path / "config.yaml", storage={"path": "data/chatd.sqlite3"})
+def test_private_messages_are_not_kept_by_default(chatd_server, tmp_path, storage):
+    config = write_config(tmp_path / "config.yaml", storage=storage)
     server = chatd_server(config)
     alice = _identified(server, "alice")
     bob = _identified(server, "bob")
@@ -325,17 +343,16 @@ def test_private_messages_are_not_kept_by_default(chatd_server, tmp_path):
     bob.send("/history alice")
     bob.expect_line("! private messages are not kept on this server")
     server.stop()
-    with sqlite3.connect(tmp_path / "data" / "chatd.sqlite3") as db:
-        assert db.execute("SELECT count(*) FROM history WHERE kind = 'privmsg'").fetchone() == (0,)
+    assert query(storage, "SELECT count(*) FROM history WHERE kind = 'privmsg'") == [(0,)]
 
 
 def test_rows_from_before_the_codec_columns_still_replay_and_new_rows_carry_identity(
         chatd_server, tmp_path):
     """Issue 19: history keeps the event codec's identity fields (node, user, account);
     a database written before them is migrated, and its lines replay as they were."""
-    config = _history_config(tmp_path / "config.yaml", replay_lines=5)
-    config.write_text(config.read_text() + "server:\n  node_id: node-a\n")
     db = tmp_path / "data" / "chatd.sqlite3"
+    config = _history_config(tmp_path / "config.yaml", {"path": str(db)}, replay_lines=5)
+    config.write_text(config.read_text() + "server:\n  node_id: node-a\n")
     old = Store(db)
     old.open()
     old.migrate("history", history.SCHEMA[:2])  # the table as issue 18 left it
@@ -363,11 +380,11 @@ def test_rows_from_before_the_codec_columns_still_replay_and_new_rows_carry_iden
 
 
 def test_without_cloaks_history_stores_the_ident_and_never_the_address(chatd_server,
-                                                                       tmp_path):
+                                                                       tmp_path, storage):
     """docs/persistence.md: chatd never stores users' addresses.  With
     ``server.cloak_addresses: false`` a client's user is ``guest-1@127.0.0.1``: history
     keeps ``guest-1`` of it, and no host."""
-    config = _history_config(tmp_path / "config.yaml")
+    config = _history_config(tmp_path / "config.yaml", storage)
     config.write_text(config.read_text() + "server:\n  cloak_addresses: false\n")
     server = chatd_server(config)
     alice = server.client()
@@ -375,9 +392,7 @@ def test_without_cloaks_history_stores_the_ident_and_never_the_address(chatd_ser
     alice.send("/history 1")
     alice.expect(r"end of history")
     assert server.stop() == 0
-    db = tmp_path / "data" / "chatd.sqlite3"
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        rows = conn.execute("SELECT * FROM history").fetchall()
-        parts = conn.execute("SELECT ident, host FROM history").fetchall()
+    rows = query(storage, "SELECT * FROM history")
+    parts = query(storage, "SELECT ident, host FROM history")
     assert parts == [("guest-1", None)]
     assert not [row for row in rows if "127.0.0.1" in repr(row)]

@@ -26,11 +26,13 @@ HISTORY_CAPS = "batch server-time message-tags"
 
 
 @pytest.fixture
-def irc_server(chatd_server):
-    """``irc_server(**irc_options)`` -> (server, address of its irc port); history kept."""
+def irc_server(chatd_server, storage):
+    """``irc_server(**irc_options)`` -> (server, address of its irc port); history kept,
+    on each backend in turn (answers read from the database come later: still labelled
+    and batched)."""
     def start(**options: Any) -> Any:
         server = chatd_server(listen=[{"port": 0}, {"port": 0, "protocol": "irc", **options}],
-                              plugins={"history": {"replay_lines": 20}})
+                              storage=storage, plugins={"history": {"replay_lines": 20}})
         return server, (server.host, server.ports[1])
     return start
 
@@ -397,12 +399,12 @@ def test_labeled_topic_and_nick_changes_answer_with_their_own_lines(irc_server):
     assert cap.tags == {"label": "c1"} and cap.params[1] == "ACK"
 
 
-def test_chathistory_of_a_private_conversation(chatd_server):
+def test_chathistory_of_a_private_conversation(chatd_server, storage):
     """A nick as the target: the conversation of two identified users (``private: true``),
     in a ``chathistory`` batch; a client that is not identified gets FAIL INVALID_TARGET."""
     from test_history import _identified
     server = chatd_server(listen=[{"port": 0}, {"port": 0, "protocol": "irc"}],
-                          plugins={"history": {"private": True}})
+                          storage=storage, plugins={"history": {"private": True}})
     bob = _identified(server, "bob")
     irc = connect((server.host, server.ports[1]), "alice", HISTORY_CAPS + " draft/chathistory")
     irc.send("REGISTER correct-horse-1")
@@ -425,32 +427,38 @@ def test_chathistory_of_a_private_conversation(chatd_server):
 
 def test_picked_lines_merge_memory_and_disk_in_process():
     """Lines not on disk yet (a slow or full disk: the writer is behind) are picked from
-    memory, a line in both is one line, and the limit keeps the right end."""
-    from types import SimpleNamespace
+    memory, a line in both is one line (known by its node and event id: a line said
+    here has no seq until read back), and the limit keeps the right end; ``around``
+    is one read of two parts."""
+    import sqlite3
 
     from chatd.builtin import history
 
-    def record(seq: int) -> tuple:
-        return (seq, 1000.0 + seq, "message", "bob", "#dev", f"m{seq}", seq, None, None,
-                None, None)
+    def record(seq: int, event: int) -> tuple:
+        return (seq, 1000.0 + event, "message", "bob", "#dev", f"m{event}", event, "n1",
+                None, None, None, None)
 
-    on_disk = [record(seq) for seq in range(1, 5)]
-    asked: list[tuple] = []
+    db = sqlite3.connect(":memory:")
+    for step in history.SCHEMA:
+        db.executescript(step["sqlite"] if isinstance(step, dict) else step)
+    for event in range(1, 5):  # seqs 11..14: the database's, not the event ids
+        db.execute("INSERT INTO history (room, time, kind, nick, target, text, event, node) "
+                   "VALUES ('#dev', ?, 'message', 'bob', '#dev', ?, ?, 'n1')",
+                   (1000.0 + event, f"m{event}", event))
+    db.execute("UPDATE history SET seq = seq + 10")
+    held = [record(0, event) for event in range(3, 8)]  # 3, 4 also on disk; 5..7 not yet
 
-    def read(sql: str, params: tuple) -> list:
-        asked.append(params)
-        newest = "DESC" in sql
-        rows = [r for r in on_disk if r[0] > params[1]] if ">" in sql else list(on_disk)
-        rows.sort(reverse=newest)
-        return rows[:params[-1]]
+    def picked(query: history.Query) -> list[int]:
+        parts = history._parts(query)
+        sql, params = history._parts_sql("#dev", parts)
+        return [r[6] for r in history._picked(db.execute(sql, params).fetchall(), held, parts)]
 
-    server = SimpleNamespace(store=SimpleNamespace(read=read))
-    held = [record(seq) for seq in range(3, 8)]  # 3, 4 also on disk; 5..7 not yet
-    latest = history.Query("latest", (None,), 3)
-    assert [r[0] for r in history._selected(server, held, "#dev", latest)] == [5, 6, 7]
-    after = history.Query("after", (history.Ref("msgid", 2),), 4)
-    assert [r[0] for r in history._selected(server, held, "#dev", after)] == [3, 4, 5, 6]
-    assert asked[-1] == ("#dev", 2, 4)  # one bounded read
+    assert picked(history.Query("latest", (None,), 3)) == [5, 6, 7]
+    assert picked(history.Query("after", (history.Ref("msgid", 2),), 4)) == [3, 4, 5, 6]
+    assert picked(history.Query("around", (history.Ref("msgid", 4),), 4)) == [3, 4, 5, 6]
+    assert picked(history.Query("before", (history.Ref("msgid", 6),), 9)) == [1, 2, 3, 4, 5]
+    assert history._parts_sql("#dev", history._parts(
+        history.Query("after", (history.Ref("msgid", 2),), 4)))[1] == ("#dev", 2, 4)
     assert history.parse_timestamp("2026-12-07T03:00:00.250Z") == 1796612400.25
     assert history.parse_timestamp("2026-12-07T03:00:00Z") == 1796612400.0
     assert history.parse_timestamp("2026-13-07T03:00:00Z") is None
