@@ -100,11 +100,8 @@ def read_source(path: Path | None) -> Source:
         raise CopyRefused("the config sets no storage.path: there is no SQLite file to copy")
     if not path.is_file():
         raise CopyRefused(f"storage.path: {path} does not exist: there is nothing to copy")
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
-                               isolation_level=None, check_same_thread=False)
-    except sqlite3.Error as exc:
-        raise CopyRefused(f"cannot open {path}: {exc}") from None
+    in_use = _in_use(path)  # first: opening the file makes a -wal file beside it
+    conn = _open_read_only(path)
     try:
         conn.execute("BEGIN")  # one snapshot from the first read to the last
         versions = dict(conn.execute("SELECT owner, version FROM chatd_schema").fetchall())
@@ -118,7 +115,24 @@ def read_source(path: Path | None) -> Source:
     except sqlite3.Error as exc:
         conn.close()
         raise CopyRefused(f"{path} is not a chatd database ({exc})") from None
-    return Source(path, conn, versions, tables, counts, _in_use(path))
+    return Source(path, conn, versions, tables, counts, in_use)
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that writes nothing (``query_only``).  Opened read-write where it can
+    be: SQLite then removes the ``-wal`` and ``-shm`` files it makes when it closes,
+    which a ``mode=ro`` connection cannot (they would stay, and look like a chatd
+    holding the file); read-only for a file this user may only read."""
+    uri = path.resolve().as_uri()
+    for mode in ("rw", "ro"):
+        try:
+            conn = sqlite3.connect(f"{uri}?mode={mode}", uri=True, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA query_only = 1")
+            return conn
+        except sqlite3.Error as exc:
+            problem = exc
+    raise CopyRefused(f"cannot open {path}: {problem}") from None
 
 
 def _in_use(path: Path) -> str:
@@ -181,7 +195,7 @@ def copy_store(config: Config, target: Store, *, shown: str, out: TextIO,
                           "checking the target is empty", first=True)
         if busy:
             listed = ", ".join(f"{name} ({plural(rows, 'row')})" for name, rows in busy)
-            raise CopyRefused(f"{shown} is not empty: {listed}; copy only into an empty "
+            raise CopyRefused(f"the database is not empty: {listed}; copy only into an empty "
                               "database (drop and create it again to start over)")
         _migrate(target, source, known, say)
         layout = writer.run(lambda conn: _target_layout(conn, dialect),

@@ -121,6 +121,9 @@ def test_a_copy_onto_an_sqlite_file_serves_the_same_chat(filled_source, chatd_se
     assert "chatd: accounts: 1 row\n" in said
     assert "chatd: room_bans: 1 row\n" in said
     assert "every count checked" in said
+    assert "warning" not in said  # the source was stopped cleanly
+    source = filled_source.parent / "data"
+    assert sorted(p.name for p in source.iterdir()) == ["chatd.sqlite3"]  # nothing left
     server = chatd_server(storage={"path": str(tmp_path / "target.sqlite3")}, plugins=PLUGINS)
     _check_target_serves(server)
 
@@ -232,8 +235,23 @@ def test_the_command_copies_into_postgresql_and_chatd_serves_the_same_chat_there
     assert "chatd: room_bans: 1 row\n" in done.stdout
     assert re.search(r"^chatd: schema: accounts at version \d+, history at version \d+, "
                      r"moderation at version \d+$", done.stdout, re.M), done.stdout
+    assert "warning" not in done.stdout  # the source was stopped cleanly
     server = chatd_server(storage={"url": postgres_url}, plugins=PLUGINS)
     _check_target_serves(server)
+    # A line said now is numbered after the copied ones (the sequence was moved on).
+    alice = _named(server, "carol")
+    alice.send("/join #dev")
+    alice.expect(r"^\*\*\* end of history")
+    alice.send("after the move")
+    alice.send("/history #dev 100")
+    alice.expect(r"end of history")
+    assert server.stop() == 0
+    import psycopg
+
+    with psycopg.connect(postgres_url) as conn:
+        said = [text for (text,) in conn.execute(
+            "SELECT text FROM history WHERE nick IN ('alice', 'carol') ORDER BY seq")]
+    assert said == [*LINES, "after the move"]
 
 
 def test_every_identity_sequence_continues_after_the_copied_rows(filled_source, postgres_url):
@@ -245,6 +263,7 @@ def test_every_identity_sequence_continues_after_the_copied_rows(filled_source, 
             "SELECT table_name, column_name FROM information_schema.columns "
             "WHERE table_schema = current_schema() AND (is_identity = 'YES' "
             "OR column_default LIKE 'nextval(%')").fetchall()
+        assert ("history", "seq") in columns
         for table, column in columns:
             largest = conn.execute(f'SELECT max("{column}") FROM "{table}"').fetchone()[0]
             if largest is None:
@@ -259,8 +278,8 @@ def test_a_second_copy_into_the_same_database_is_refused_with_a_clear_message(
     assert _run_copy(filled_source, postgres_url).returncode == 0
     again = _run_copy(filled_source, postgres_url)
     assert again.returncode == 2
-    assert re.search(r"^chatd: cannot copy into postgresql://chatd:\*\*\*@[^ ]+ is not "
-                     r"empty: accounts \(1 row\), ", again.stderr, re.M), again.stderr
+    assert re.search(r"^chatd: cannot copy into postgresql://chatd:\*\*\*@\S+: the database "
+                     r"is not empty: accounts \(1 row\), ", again.stderr, re.M), again.stderr
     assert _password(postgres_url) not in again.stdout + again.stderr
     assert "Traceback" not in again.stderr
 
