@@ -301,3 +301,24 @@ def test_a_url_that_is_not_postgresql_is_refused(filled_source):
     assert "hunter2" not in done.stdout + done.stderr
     assert re.search(r"^chatd: cannot copy: --copy-store-to takes a postgresql:// URL",
                      done.stderr, re.M), done.stderr
+
+
+def test_a_row_postgresql_refuses_rolls_the_whole_copy_back_and_it_can_run_again(
+        filled_source, postgres_url):
+    import psycopg
+
+    db = filled_source.parent / "data" / "chatd.sqlite3"
+    with sqlite3.connect(db) as conn:  # the last table copied: the others went in before
+        conn.execute("UPDATE rooms SET topic = ?", ("nul \x00 byte",))
+    done = _run_copy(filled_source, postgres_url)
+    assert done.returncode == 2
+    assert re.search(r"^chatd: cannot copy into \S+: rooms: \w+: .*; nothing was copied$",
+                     done.stderr, re.M), done.stderr
+    with psycopg.connect(postgres_url) as conn:
+        for table in ("accounts", "history", "room_bans", "rooms"):
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE rooms SET topic = ''")
+    again = _run_copy(filled_source, postgres_url)
+    assert again.returncode == 0, again.stderr
+    assert "chatd: rooms: 1 row\n" in again.stdout
