@@ -144,8 +144,8 @@ class Store:
     """
 
     __slots__ = (
-        "_batch", "_call_later", "_db", "_deadline", "_inserts", "_listeners",
-        "_logged", "_pending", "_post", "_reader", "_reads", "_thread", "_urgent",
+        "_batch", "_call_later", "_db", "_deadline", "_dropping", "_in_doubt", "_inserts",
+        "_listeners", "_logged", "_pending", "_post", "_reader", "_reads", "_thread", "_urgent",
         "_wake", "accepted", "batch_max", "batch_seconds", "committed", "dialect",
         "dropped", "failures", "migrations", "on_problem", "origin", "owner", "path", "problem",
         "queue_max", "read_timeout", "rejected", "rejected_by", "restarts", "synchronous",
@@ -214,6 +214,10 @@ class Store:
         #: so a writer started after one died carries on with it.
         self._batch: list[Any] = []
         self._inserts: dict[tuple[str, tuple[str, ...]], str] = {}
+        #: Set when the queue overflowed (logged once), cleared when writing works again.
+        self._dropping = False
+        #: (batch id, writes' end, writes) of a COMMIT whose outcome is unknown.
+        self._in_doubt: tuple[str, int, int] | None = None
         self._thread: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
         self._deadline = 0.0
@@ -346,6 +350,11 @@ class Store:
         """Hand a write to the writer, or drop and count it if too many wait."""
         if len(self._pending) >= self.queue_max:
             self.dropped += 1
+            if not self._dropping:  # once per outage: the count goes on in metrics
+                self._dropping = True
+                log.error("store: %d writes wait for %s (storage.queue_max): new writes "
+                          "are dropped and counted until it is back", len(self._pending),
+                          self.location)
             return 0
         self._pending.append(item)
         if not self._wake.is_set():
@@ -600,6 +609,8 @@ class Store:
         """Commit ``batch``; if a write in it is bad, commit it write by write, dropping
         the bad ones.  A problem of the database itself (the disk, a corrupt
         file) is raised: the batch is retried."""
+        if self._in_doubt is not None:
+            self._settle_doubt(conn, batch)
         try:
             self._commit(conn, batch)
             return
@@ -622,14 +633,34 @@ class Store:
                 continue
             self._db.begin(conn)
             written, end = self._apply(conn, batch)
+            mark = self._db.mark_batch(conn)
+            if mark is not None:
+                self._in_doubt = (mark, end, written)
             conn.execute("COMMIT")
-            finished = batch[:end]
-            del batch[:end]
-            self.committed += written
-            for item in finished:
-                if isinstance(item, _Barrier):
-                    item.ok = True
-                    item.done.set()
+            self._in_doubt = None
+            self._finished(batch, end, written)
+
+    def _finished(self, batch: list[Any], end: int, written: int) -> None:
+        """``batch[:end]`` (``written`` writes) is committed: it leaves the batch."""
+        finished = batch[:end]
+        del batch[:end]
+        self.committed += written
+        for item in finished:
+            if isinstance(item, _Barrier):
+                item.ok = True
+                item.done.set()
+
+    def _settle_doubt(self, conn: Any, batch: list[Any]) -> None:
+        """The last COMMIT's outcome was unknown (the connection died during it): ask
+        the database whether that batch's id is there.  If it is, the batch was
+        committed and must not be applied again; if not, it is retried as usual."""
+        mark, end, written = self._in_doubt
+        self._in_doubt = None
+        if self._db.was_committed(conn, mark):
+            log.warning("store: the last batch (%d writes) was committed although the "
+                        "connection was lost during its COMMIT; not writing it again",
+                        written)
+            self._finished(batch, end, written)
 
     def _apply(self, conn: sqlite3.Connection, batch: list[Any]) -> tuple[int, int]:
         """Run ``batch``'s writes up to its first migration, in the open transaction;
@@ -787,6 +818,7 @@ class Store:
 
     def _resolved(self) -> None:
         self.problem = ""
+        self._dropping = False
         self._report(None)
 
     def _report(self, problem: str | None) -> None:

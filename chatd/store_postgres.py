@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import re
 import threading
 import time
@@ -71,6 +72,10 @@ DEFAULT_OPTIONS = {
     "keepalives_count": "3",
     "application_name": "chatd",
 }
+#: Batch ids (chatd_batches) are kept this long, pruned every so many batches: long
+#: enough for any reconnection to find the id of the batch it was committing.
+BATCH_KEEP_SECONDS = 3600
+BATCH_PRUNE_EVERY = 1000
 #: The listener's pauses between reconnection attempts.
 LISTEN_RETRY_FIRST = 0.1
 LISTEN_RETRY_MAX = 5.0
@@ -190,6 +195,9 @@ class PostgresDialect:
         self.where = redact(url)
         self._secret = str(given.get("password") or "")
         self.listener: Listener | None = None
+        #: Batches marked so far, and this dialect's part of their ids.
+        self._batches = 0
+        self._origin = os.urandom(6).hex()
 
     def prepare(self) -> None:
         """Nothing to make beforehand: the server keeps its own files."""
@@ -213,6 +221,8 @@ class PostgresDialect:
                     conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
                     conn.raw.execute("CREATE TABLE IF NOT EXISTS chatd_schema "
                                      "(owner TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+                    conn.raw.execute("CREATE TABLE IF NOT EXISTS chatd_batches (id TEXT "
+                                     "PRIMARY KEY, at TIMESTAMPTZ NOT NULL DEFAULT now())")
             except BaseException:
                 _close(conn)
                 raise
@@ -222,6 +232,23 @@ class PostgresDialect:
 
     def begin(self, conn: PgConnection) -> None:
         conn.raw.execute("BEGIN")
+
+    def mark_batch(self, conn: PgConnection) -> str:
+        """Record this batch's id in its own transaction (decision: nothing written
+        twice): if the connection dies during COMMIT, :meth:`was_committed` tells
+        whether it landed.  Every ``BATCH_PRUNE_EVERY`` batches, ids older than
+        ``BATCH_KEEP_SECONDS`` go."""
+        self._batches += 1
+        mark = f"{self._origin}-{self._batches}"
+        conn.raw.execute("INSERT INTO chatd_batches (id) VALUES (%s)", (mark,))
+        if self._batches % BATCH_PRUNE_EVERY == 0:
+            conn.raw.execute("DELETE FROM chatd_batches WHERE at < now() - "
+                             f"interval '{BATCH_KEEP_SECONDS} seconds'")
+        return mark
+
+    def was_committed(self, conn: PgConnection, mark: str) -> bool:
+        return conn.raw.execute("SELECT 1 FROM chatd_batches WHERE id = %s",
+                                (mark,)).fetchone() is not None
 
     def begin_migration(self, conn: PgConnection) -> None:
         conn.raw.execute("BEGIN")

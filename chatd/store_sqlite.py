@@ -137,6 +137,13 @@ class SqliteDialect:
         is applied by one process only)."""
         conn.execute("BEGIN IMMEDIATE")
 
+    def mark_batch(self, conn: sqlite3.Connection) -> None:
+        """SQLite: a COMMIT's outcome is never in doubt (the file is ours, no network)."""
+        return None
+
+    def was_committed(self, conn: sqlite3.Connection, mark: str) -> bool:
+        return False
+
     def rollback(self, conn: sqlite3.Connection) -> None:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")

@@ -1,9 +1,10 @@
 """``server.store`` as one plugin sees it: the shared database, its own tables only.
 
 Every plugin writes to the same database (an SQLite file, or PostgreSQL), so one
-plugin's mistake could land in another's tables: a ``CREATE TABLE IF NOT EXISTS history`` adopting the built-in
-history's table, a ``DELETE FROM accounts``.  A plugin that is not one of chatd's
-built-ins therefore gets a :class:`PluginStore`: the same store, except that
+plugin's mistake could land in another's tables: a ``CREATE TABLE IF NOT EXISTS
+history`` adopting the built-in history's table, a ``DELETE FROM accounts``.  A
+plugin that is not one of chatd's built-ins therefore gets a :class:`PluginStore`:
+the same store, except that
 
 * ``migrate`` runs only under the plugin's own name as owner, and its steps may
   create, change and drop only tables named after the plugin (``dice`` or

@@ -113,11 +113,14 @@ class PostgresCluster:
     # -- start and stop -------------------------------------------------------------
 
     def start(self) -> PostgresCluster:
-        """initdb, then start the server and wait until it accepts connections."""
+        """initdb (the first time), then start the server and wait until it accepts
+        connections.  After :meth:`stop`, starts the same cluster again, on the same
+        port: the URLs handed out before work again."""
         try:
-            if self.owner is not None:
-                os.chown(self.folder, *self.owner)
-            self._initdb()
+            if not self.data.exists():
+                if self.owner is not None:
+                    os.chown(self.folder, *self.owner)
+                self._initdb()
             self._launch()
             self._wait_ready()
         except BaseException:
@@ -149,7 +152,8 @@ class PostgresCluster:
             raise RuntimeError(f"initdb failed ({result.returncode}): {result.stderr.strip()}")
 
     def _launch(self) -> None:
-        self.port = free_port(self.host)
+        if not self.port:
+            self.port = free_port(self.host)
         settings = dict(_SERVER_SETTINGS, port=str(self.port),
                         unix_socket_directories=str(self.folder))
         argv = [str(self.bindir / "postgres"), "-D", str(self.data)]
@@ -178,6 +182,33 @@ class PostgresCluster:
                 if time.monotonic() > deadline:
                     raise
             time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: every connection is cut), keeping its data;
+        :meth:`start` brings it back on the same port."""
+        if self._admin is not None:
+            with contextlib.suppress(Exception):
+                self._admin.close()
+            self._admin = None
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self._kill()
+
+    def freeze(self) -> None:
+        """SIGSTOP the server and every process it has: connections stay open and
+        nothing answers (a hung server, as a stalled disk or VM would leave it)."""
+        for pid in [self.pid, *children(self.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT what :meth:`freeze` stopped (and any child made meanwhile)."""
+        for pid in [self.pid, *children(self.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     def close(self) -> None:
         """Stop the server (SIGINT: fast shutdown; SIGKILL if it lingers), remove the folder."""
