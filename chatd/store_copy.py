@@ -391,12 +391,19 @@ class _Writer:
         box: dict[str, Any] = {}
 
         def job(conn: Any) -> None:
+            # A savepoint, so that what ``function`` did can be undone here, quietly
+            # (the store would log a failing write function as a plugin's bug, with
+            # its traceback); the database's own trouble goes on to the writer, which
+            # rolls back and retries the whole function.
             box.pop("error", None)
+            conn.execute("SAVEPOINT chatd_copy")
             try:
                 box["result"] = function(conn)
-            except BaseException as exc:
+            except Exception as exc:
+                if is_store_trouble(exc):
+                    raise
+                conn.execute("ROLLBACK TO SAVEPOINT chatd_copy")
                 box["error"] = exc
-                raise
 
         store = self.store
         if not store.write(job):
