@@ -395,15 +395,15 @@ class _Writer:
             # (the store would log a failing write function as a plugin's bug, with
             # its traceback); the database's own trouble goes on to the writer, which
             # rolls back and retries the whole function.
-            box.pop("error", None)
+            box.clear()  # a retry starts afresh
             conn.execute("SAVEPOINT chatd_copy")
             try:
                 box["result"] = function(conn)
             except Exception as exc:
+                box["error"] = exc
                 if is_store_trouble(exc):
                     raise
                 conn.execute("ROLLBACK TO SAVEPOINT chatd_copy")
-                box["error"] = exc
 
         store = self.store
         if not store.write(job):
@@ -421,7 +421,9 @@ class _Writer:
             error = box["error"]
             raise CopyRefused(str(error) if isinstance(error, CopyRefused)
                               else f"{what}: {type(error).__name__}: {error}")
-        return box.get("result")
+        if "result" not in box:  # the store dropped it (and logged why)
+            raise CopyRefused(f"{what}: the store rejected the work; its log says why")
+        return box["result"]
 
 
 def _quote(name: str) -> str:
