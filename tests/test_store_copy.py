@@ -323,3 +323,15 @@ def test_a_row_postgresql_refuses_rolls_the_whole_copy_back_and_it_can_run_again
     again = _run_copy(filled_source, postgres_url)
     assert again.returncode == 0, again.stderr
     assert "chatd: rooms: 1 row\n" in again.stdout
+
+
+def test_a_server_that_is_not_there_is_a_clear_error_without_the_password(filled_source):
+    from chatd.testing import free_port
+
+    secret = "s3cret-never-shown"
+    done = _run_copy(filled_source, f"postgresql://chatd:{secret}@127.0.0.1:{free_port()}/chat")
+    assert done.returncode == 2
+    assert re.search(r"^chatd: cannot copy into postgresql://chatd:\*\*\*@127\.0\.0\.1:\d+/chat: "
+                     r".*(refused|failed)", done.stderr, re.M), done.stderr
+    assert secret not in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
