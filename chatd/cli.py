@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the bound port to FILE once listening, one line per listener "
         "(useful with --port 0)",
     )
+    parser.add_argument(
+        "--copy-store-to", metavar="URL",
+        help="copy the config's SQLite file (storage.path) into the EMPTY PostgreSQL "
+        "database at URL (postgresql://user@host/db; the password may come from "
+        "PGPASSWORD), then exit (0 = copied, 2 = refused, with the reason)",
+    )
     parser.add_argument("--version", action="version", version=f"chatd {__version__}")
     return parser
 
@@ -104,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, config: Config) -> int:
+    if args.copy_store_to is not None:
+        from .store_copy import run_copy
+
+        return run_copy(config, args.copy_store_to)
     # Imported late so --version and config errors stay fast.
     from .preflight import problems as preflight_problems
     from .preflight import storage_reachable

@@ -142,7 +142,7 @@ class Store:
         "_batch", "_call_later", "_db", "_deadline", "_dropping", "_in_doubt", "_inserts",
         "_listeners", "_logged", "_pending", "_post", "_reader", "_reads", "_thread", "_urgent",
         "_wake", "accepted", "batch_max", "batch_seconds", "committed", "dialect",
-        "dropped", "failures", "on_problem", "origin", "owner", "path", "problem",
+        "dropped", "failures", "migrations", "on_problem", "origin", "owner", "path", "problem",
         "queue_max", "read_timeout", "rejected", "rejected_by", "restarts", "synchronous",
     )
 
@@ -183,6 +183,9 @@ class Store:
         self._reads: Reader | None = None
         #: Channel -> callbacks of :meth:`listen`.
         self._listeners: dict[str, list[Callable[[str | None], None]]] = {}
+        #: Owner -> (its migration steps, its guard), as :meth:`migrate` was last given
+        #: them: what ``chatd --copy-store-to`` replays on another database.
+        self.migrations: dict[str, tuple[tuple[Step, ...], TableGuard | None]] = {}
         self.batch_seconds = batch_seconds
         self.batch_max = batch_max
         self.read_timeout = read_timeout
@@ -377,6 +380,7 @@ class Store:
         return at once, from a read: a writer stuck on a full disk must not hold
         the loop for ``timeout`` per plugin when there is nothing to do.
         """
+        self.migrations[owner] = (tuple(steps), guard)
         self.watch()
         if self._version(owner) == len(steps):
             return
