@@ -283,7 +283,8 @@ class ChatServer:
         hooks.on_disable = self._plugin_disabled
         self.domain.hooks = hooks
         self.domain.commands = collect_commands(hooks, self.api)
-        hooks.call_strict("chatd_startup", server=self.api)
+        with self.store.patient():
+            hooks.call_strict("chatd_startup", server=self.api)
         if carried:
             hooks.restore_reload_state(carried)
 
@@ -380,7 +381,8 @@ class ChatServer:
         self.config = self.domain.config = config
         hooks.reopen()
         self.domain.hooks, self.domain.commands = hooks, commands
-        hooks.call("chatd_startup", server=self.api)
+        with self.store.patient():
+            hooks.call("chatd_startup", server=self.api)
 
     def _reload_failed(self, why: str) -> bool:
         log.error("reload failed, keeping the running config and plugins: %s", why)

@@ -61,6 +61,11 @@ log = logging.getLogger("chatd.store")
 
 __all__ = ["Store", "StoreAnswer", "StoreUnavailable", "TableGuard", "is_store_trouble"]
 
+#: How often a migration's wait looks whether the writer has given up on the database.
+MIGRATE_POLL_SECONDS = 0.05
+#: How long a read may wait during a plugin's ``chatd_startup`` (see :meth:`Store.patient`):
+#: nobody is served yet, and a first PostgreSQL read also opens its connection.
+PATIENT_READ_SECONDS = 5.0
 #: Pause before retrying a failed commit or open; doubles up to the maximum.
 RETRY_FIRST_SECONDS = 0.25
 RETRY_MAX_SECONDS = 5.0
@@ -140,10 +145,11 @@ class Store:
 
     __slots__ = (
         "_batch", "_call_later", "_db", "_deadline", "_dropping", "_in_doubt", "_inserts",
-        "_listeners", "_logged", "_pending", "_post", "_reader", "_reads", "_thread", "_urgent",
-        "_wake", "accepted", "batch_max", "batch_seconds", "committed", "dialect",
-        "dropped", "failures", "migrations", "on_problem", "origin", "owner", "path", "problem",
-        "queue_max", "read_timeout", "rejected", "rejected_by", "restarts", "synchronous",
+        "_listeners", "_logged", "_patient", "_pending", "_post", "_reader", "_reads",
+        "_thread", "_urgent", "_wake", "accepted", "batch_max", "batch_seconds",
+        "committed", "dialect", "dropped", "failures", "migrations", "on_problem", "origin",
+        "owner", "path", "problem", "queue_max", "read_timeout", "rejected", "rejected_by",
+        "restarts", "synchronous",
     )
 
     def __init__(
@@ -189,6 +195,8 @@ class Store:
         self.batch_seconds = batch_seconds
         self.batch_max = batch_max
         self.read_timeout = read_timeout
+        #: Inside :meth:`patient` (plugins starting): reads on PostgreSQL may wait longer.
+        self._patient = 0
         self.synchronous = synchronous
         self._post = post
         #: Called on the loop with the problem's description, then with None once
@@ -386,7 +394,17 @@ class Store:
             return
         migration = _Migration(owner, steps, guard)
         self._hand_over(migration, urgent=True)
-        if migration.done.wait(timeout) and migration.error:
+        # Wait for the writer, but not for a database it cannot reach: the steps stay
+        # queued, ahead of every write made after them, and run when it is back; the
+        # server starts meanwhile (chat works, the plugin's reads answer unavailable).
+        deadline = time.monotonic() + timeout
+        while not migration.done.wait(MIGRATE_POLL_SECONDS):
+            if self.problem or time.monotonic() >= deadline:
+                log.warning("store: %s: the database cannot be written now (%s); its "
+                            "migration waits in the queue and runs when it can", owner,
+                            self.problem or "the writer is busy")
+                return
+        if migration.error:
             raise RuntimeError(f"store: {owner}: {migration.error}")
 
     def _version(self, owner: str) -> int | None:
@@ -435,9 +453,23 @@ class Store:
                 self._reader = None
             raise StoreUnavailable(str(exc)) from None
 
+    @contextlib.contextmanager
+    def patient(self) -> Any:
+        """While plugins start (``chatd_startup``, at start and on reload), a read on
+        PostgreSQL may wait up to ``PATIENT_READ_SECONDS`` instead of
+        ``read_timeout``: it loads what the plugin needs before anyone is served by
+        it, and the first one opens the reader's connection.  A database that is
+        not there still answers at once (refused) or within the connect timeout."""
+        self._patient += 1
+        try:
+            yield self
+        finally:
+            self._patient -= 1
+
     def _read_waiting(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """A read on the reader thread, waited for at most ``read_timeout``."""
-        answer = self._reader_thread().wait(sql, params, self.read_timeout)
+        wait = PATIENT_READ_SECONDS if self._patient else self.read_timeout
+        answer = self._reader_thread().wait(sql, params, wait)
         if answer.error is not None:
             raise StoreUnavailable(answer.error)
         return answer.rows
