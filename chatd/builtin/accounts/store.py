@@ -10,15 +10,18 @@ the account that was checked (:func:`unchanged`).
 
 from __future__ import annotations
 
-import sqlite3
+from typing import Any
 
 from chatd import Client, CommandError, Server, StoreUnavailable, skeleton
 from chatd.chat.nicks import nick_key
 
 from .state import Account, AccountsState, state_of
 
-SCHEMA = [
-    """
+#: Times are seconds since the epoch: REAL on SQLite (8 bytes there), DOUBLE
+#: PRECISION on PostgreSQL (its REAL has 4 bytes: a second's precision lost).
+SCHEMA: list[str | dict[str, str]] = [
+    {
+        "sqlite": """
     CREATE TABLE accounts (
         key TEXT PRIMARY KEY,      -- the nick's key (lowercase)
         nick TEXT NOT NULL,        -- as registered
@@ -27,6 +30,16 @@ SCHEMA = [
         seen REAL NOT NULL         -- the last /identify
     );
     """,
+        "postgresql": """
+    CREATE TABLE accounts (
+        key TEXT PRIMARY KEY,
+        nick TEXT NOT NULL,
+        password TEXT NOT NULL,
+        registered DOUBLE PRECISION NOT NULL,
+        seen DOUBLE PRECISION NOT NULL
+    );
+    """,
+    },
     """
     ALTER TABLE accounts ADD COLUMN look TEXT;  -- chatd.skeleton(nick): look-alikes share it
     CREATE INDEX accounts_by_look ON accounts (look);
@@ -34,7 +47,7 @@ SCHEMA = [
 ]
 
 
-def refresh_looks(conn: sqlite3.Connection) -> None:
+def refresh_looks(conn: Any) -> None:
     """(On the writer thread.)  Set each account's ``look`` to its nick's skeleton."""
     rows = conn.execute("SELECT key, nick, look FROM accounts").fetchall()
     for key, nick, look in rows:

@@ -58,7 +58,7 @@ reload), and the registrar the *accounts* plugin calls for ``/register #room``.
 
 from __future__ import annotations
 
-from chatd import Server, hookimpl
+from chatd import Server, StashKey, hookimpl
 
 from ..accounts import ROOM_REGISTRAR
 from .commands import chatd_commands, drop_room, register_room
@@ -68,8 +68,10 @@ from .enforcement import (
     chatd_check_speak,
     chatd_filter_message,
     chatd_nick_change,
+    rules_read,
 )
 from .store import (
+    CHANNEL,
     SCHEMA,
     STATE,
     ModerationState,
@@ -78,7 +80,13 @@ from .store import (
     chatd_room_created,
     chatd_room_removed,
     load,
+    reload_all,
+    reload_room,
 )
+
+#: The store this plugin listens to for other processes' changes (once per store:
+#: a reload starts the plugin again, the listener stays).
+LISTENING: StashKey[object] = StashKey()
 
 __all__ = [
     "chatd_account_change",
@@ -106,13 +114,25 @@ def chatd_startup(server: Server) -> None:
         state.looks = previous.looks
     server.stash[STATE] = state
     server.stash[ROOM_REGISTRAR] = (register_room, drop_room)
+    if server.stash.get(LISTENING) is not server.store:
+        server.stash[LISTENING] = server.store
+        server.store.listen(CHANNEL, lambda key: _noticed(server, key))
     if previous is not None and previous.loaded:
         # Memory is the truth once loaded: every change is made there first and its
         # write may still wait for the disk (full), so reading the store again would
         # bring back a lifted ban, a removed operator, a dropped room.
         state.loaded = True
         return
-    load(server)
+    load(server, rules_read)
+
+
+def _noticed(server: Server, key: str | None) -> None:
+    """Another process changed room ``key``'s rules (None: notices may have been
+    missed, the listening connection was lost): read them again."""
+    if key is None:
+        reload_all(server, rules_read)
+    else:
+        reload_room(server, key, rules_read)
 
 
 @hookimpl
