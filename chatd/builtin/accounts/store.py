@@ -165,10 +165,15 @@ def ask_accounts_like(client: Client, nick: str,
     client's "accounts are unavailable" line, and holds nobody else."""
     server = client.server
 
-    def answered(answer: Any) -> Any:
-        if not answer.ok:
-            raise unavailable(answer.error)
-        return then(_merged(server, nick, answer.rows))
+    def answered(answer: Any) -> None:
+        # Told here, not raised: an answer given inline (a store with no loop) comes
+        # through the store's reader, which would log it instead of telling it.
+        try:
+            if not answer.ok:
+                raise unavailable(answer.error)
+            then(_merged(server, nick, answer.rows))
+        except CommandError as exc:
+            client.error(str(exc), code=exc.code)
 
     server.ask_store(client, _LIKE, (nick_key(nick), skeleton(nick)), answered)
 

@@ -1,0 +1,302 @@
+"""Accounts and moderation shared by several processes (issue 22, rule 4).
+
+Two kinds of tests:
+
+* **in process, on SQLite**: two :class:`InProcessChat` servers on one SQLite file
+  stand for two processes on one database.  SQLite sends no change notices, so
+  the test carries them: every ``store.listen`` callback is recorded, and
+  :func:`carry` hands the notices one server queued (``store.notify``, recorded
+  too) to the other's callbacks once its writes are committed — what PostgreSQL's
+  ``NOTIFY`` does.  ``None`` is a lost and regained listening connection.
+* **two chatd processes on one PostgreSQL** (below): the real thing.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatd.chat import domain as domain_module
+from chatd.store import Store
+from chatd.testing import InProcessChat
+
+FAST = {"accounts": {"scrypt_n": 1024, "grace_seconds": 30}}
+
+
+class Bus:
+    """The notices of :class:`Store` objects in this process, recorded: who listens
+    to what, and what each store announced (carried by :meth:`carry`)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.listeners: list[tuple[Store, str, Any]] = []
+        self.sent: dict[int, list[tuple[str, str]]] = {}
+        listen, notify = Store.listen, Store.notify
+        bus = self
+
+        def recording_listen(store: Store, channel: str, callback: Any) -> None:
+            bus.listeners.append((store, channel, callback))
+            listen(store, channel, callback)
+
+        def recording_notify(store: Store, channel: str, payload: str = "") -> int:
+            bus.sent.setdefault(id(store), []).append((channel, payload))
+            return notify(store, channel, payload)
+
+        monkeypatch.setattr(Store, "listen", recording_listen)
+        monkeypatch.setattr(Store, "notify", recording_notify)
+
+    def carry(self, source: InProcessChat, target: InProcessChat) -> int:
+        """Hand ``source``'s notices (once committed) to ``target``'s listeners."""
+        store = source.domain.store
+        assert store.flush(5.0)
+        sent = self.sent.pop(id(store), [])
+        for channel, payload in sent:
+            self.deliver(target, channel, payload)
+        return len(sent)
+
+    def deliver(self, target: InProcessChat, channel: str | None,
+                payload: str | None) -> None:
+        """Call ``target``'s callbacks for ``channel`` (every channel when None)."""
+        for store, listened, callback in self.listeners:
+            if store is target.domain.store and channel in (None, listened):
+                callback(payload)
+        target.tick()
+
+
+@pytest.fixture
+def bus(monkeypatch: pytest.MonkeyPatch) -> Bus:
+    return Bus(monkeypatch)
+
+
+def on_file(monkeypatch: pytest.MonkeyPatch, path: Path) -> InProcessChat:
+    """An :class:`InProcessChat` whose store is the SQLite file ``path``, answering
+    ``ask`` on the loop as a server's does (an in-process chat's store is in memory
+    and answers inline)."""
+    loop: dict[str, Any] = {}
+
+    def store(_path: None) -> Store:
+        made = Store(path, post=lambda fn: loop["reactor"].call_soon_threadsafe(fn),
+                     call_later=lambda delay, fn: loop["reactor"].call_later(delay, fn))
+        made.open()
+        return made
+
+    with monkeypatch.context() as patch:
+        patch.setattr(domain_module, "Store", store)
+        chat = InProcessChat(plugins=FAST)
+    loop["reactor"] = chat.reactor
+    return chat
+
+
+@pytest.fixture
+def pair(tmp_path: Path, bus: Bus, monkeypatch: pytest.MonkeyPatch):
+    """Two servers ("processes") on one SQLite file."""
+    path = tmp_path / "shared.sqlite3"
+    first = on_file(monkeypatch, path)
+    second = on_file(monkeypatch, path)
+    yield first, second
+    first.close()
+    second.close()
+
+
+def said(chat: InProcessChat, peer: Any, pattern: str, timeout: float = 5.0) -> str:
+    """Run ``chat``'s loop until ``peer`` has been sent a line matching ``pattern``."""
+    seen: list[str] = []
+
+    def found() -> bool:
+        seen.extend(peer.lines())
+        return any(re.search(pattern, line) for line in seen)
+
+    try:
+        chat.wait_for(found, timeout)
+    except AssertionError:
+        raise AssertionError(f"no line matching {pattern!r} in {seen!r}") from None
+    return next(line for line in seen if re.search(pattern, line))
+
+
+def registered(chat: InProcessChat, nick: str, password: str = "sesame-open") -> Any:
+    peer = chat.connect()
+    peer.send(f"/nick {nick}")
+    peer.send(f"/register {password}")
+    said(chat, peer, "is registered to you")
+    return peer
+
+
+def room_with_ban(chat: InProcessChat, founder: Any, room: str, mask: str) -> None:
+    founder.send(f"/join {room}")
+    founder.send(f"/register {room}")
+    said(chat, founder, f"{room} is registered")
+    founder.send(f"/ban {room} {mask}")
+    said(chat, founder, r"banned|\+b")
+
+
+# -- moderation -------------------------------------------------------------------------------
+
+
+def test_a_ban_set_on_one_process_refuses_a_join_on_the_other(pair, bus):
+    first, second = pair
+    owner = registered(first, "founder")
+    room_with_ban(first, owner, "#shared", "*!*@10.9.9.9")
+    stranger = second.connect(address="10.9.9.9")
+    assert bus.carry(first, second) >= 1
+    rules = second.server.stash[_moderation_state()].rooms
+    second.wait_for(lambda: "#shared" in rules and rules["#shared"].bans)
+    stranger.send("/join #shared")
+    said(second, stranger, "banned from #shared")
+
+
+def test_a_ban_noticed_puts_out_a_member_it_matches(pair, bus):
+    first, second = pair
+    owner = registered(first, "founder")
+    owner.send("/join #shared")
+    owner.send("/register #shared")
+    said(first, owner, "#shared is registered")
+    bus.carry(first, second)
+    member = second.connect(address="10.9.9.9")
+    member.send("/join #shared")
+    said(second, member, "#shared")
+    owner.send("/ban #shared *!*@10.9.9.9")
+    said(first, owner, r"banned|\+b")
+    bus.carry(first, second)
+    said(second, member, "you are banned from #shared")
+
+
+def test_an_unban_on_one_process_lets_the_join_in_on_the_other(pair, bus):
+    first, second = pair
+    owner = registered(first, "founder")
+    room_with_ban(first, owner, "#shared", "*!*@10.9.9.9")
+    bus.carry(first, second)
+    stranger = second.connect(address="10.9.9.9")
+    stranger.send("/join #shared")
+    said(second, stranger, "banned from #shared")
+    owner.send("/unban #shared *!*@10.9.9.9")
+    said(first, owner, r"unbanned|-b")
+    bus.carry(first, second)
+    rules = second.server.stash[_moderation_state()].rooms
+    second.wait_for(lambda: not rules["#shared"].bans)
+    stranger.send("/join #shared")
+    said(second, stranger, r"joined #shared|you are in #shared|JOIN|#shared:")
+    assert "#shared" in {room.name for room in second.server.rooms}
+
+
+def test_a_reconnected_listener_reads_every_room_again(pair, bus):
+    """No notice came (the listening connection was lost meanwhile): the None that
+    follows a reconnection reads every registered room again."""
+    first, second = pair
+    owner = registered(first, "founder")
+    room_with_ban(first, owner, "#shared", "*!*@10.9.9.9")
+    assert first.domain.store.flush(5.0)
+    bus.sent.clear()  # lost
+    stranger = second.connect(address="10.9.9.9")
+    bus.deliver(second, None, None)
+    second.wait_for(lambda: not second.server.stash[_moderation_state()].reloading)
+    stranger.send("/join #shared")
+    said(second, stranger, "banned from #shared")
+
+
+def test_a_room_dropped_on_one_process_is_unregistered_on_the_other(pair, bus):
+    first, second = pair
+    owner = registered(first, "founder")
+    room_with_ban(first, owner, "#shared", "*!*@10.9.9.9")
+    bus.carry(first, second)
+    rules = second.server.stash[_moderation_state()].rooms
+    second.wait_for(lambda: "#shared" in rules and rules["#shared"].registered)
+    owner.send("/drop #shared")
+    said(first, owner, "no longer registered")
+    bus.carry(first, second)
+    second.wait_for(lambda: "#shared" not in rules or not rules["#shared"].registered)
+
+
+def test_a_notice_does_not_undo_a_change_not_yet_on_disk(pair, bus):
+    """The second process banned someone and its write is still queued when a notice
+    for the room comes: the room is read only once its own write is in, so the
+    ban it just set is never forgotten."""
+    first, second = pair
+    owner = registered(first, "founder")
+    room_with_ban(first, owner, "#shared", "*!*@10.9.9.9")
+    bus.carry(first, second)
+    state = second.server.stash[_moderation_state()]
+    second.wait_for(lambda: "#shared" in state.rooms and state.rooms["#shared"].bans)
+    # A write of the second's that is "not committed yet": its number is ahead.
+    state.unsettled["#shared"] = second.domain.store.accepted + 1_000_000
+    state.rooms["#shared"].bans.clear()
+    bus.deliver(second, "chatd_moderation", "#shared")
+    second.tick()
+    assert not state.rooms["#shared"].bans  # not read: memory is ahead of the table
+    assert not state.reloading
+
+
+def test_an_invitation_is_kept_by_account_across_a_reconnection(tmp_path, monkeypatch):
+    with on_file(monkeypatch, tmp_path / "one.sqlite3") as chat:
+        owner = registered(chat, "founder")
+        owner.send("/join #closed")
+        owner.send("/register #closed")
+        said(chat, owner, "#closed is registered")
+        owner.send("/roomset #closed invite-only on")
+        said(chat, owner, r"invite-only|\+i")
+        guest = registered(chat, "guestling")
+        owner.send("/invite guestling #closed")
+        said(chat, owner, "invited guestling")
+        guest.close()
+        chat.tick()
+        again = chat.connect()
+        again.send("/identify guestling sesame-open")
+        said(chat, again, "you are identified as guestling")
+        again.send("/join #closed")
+        line = said(chat, again, r"#closed")
+        assert "invite-only" not in line
+
+
+# -- accounts ---------------------------------------------------------------------------------
+
+
+def test_a_nick_registered_on_one_process_holds_its_holder_on_the_other(pair, bus):
+    first, second = pair
+    holder = second.connect()
+    holder.send("/nick sharedname")
+    said(second, holder, "sharedname")
+    registered(first, "sharedname")
+    bus.carry(first, second)
+    said(second, holder, "sharedname is registered: /identify")
+
+
+def test_the_owner_identifies_on_the_other_process(pair, bus):
+    first, second = pair
+    registered(first, "sharedname")
+    bus.carry(first, second)
+    owner = second.connect()
+    owner.send("/identify sharedname sesame-open")
+    said(second, owner, "you are identified as sharedname")
+
+
+def test_a_nick_dropped_on_one_process_unidentifies_it_on_the_other(pair, bus):
+    first, second = pair
+    mine = registered(first, "sharedname")
+    bus.carry(first, second)
+    there = second.connect()
+    there.send("/identify sharedname sesame-open")
+    said(second, there, "you are identified as sharedname")
+    mine.send("/drop sesame-open")
+    said(first, mine, "no longer registered")
+    bus.carry(first, second)
+    said(second, there, "no longer identified")
+    assert all(client.account is None for client in second.server.clients.values())
+
+
+def test_a_password_changed_on_one_process_is_the_password_on_the_other(pair, bus):
+    first, second = pair
+    mine = registered(first, "sharedname")
+    mine.send("/password sesame-open sesame-new-1")
+    said(first, mine, "is changed")
+    bus.carry(first, second)
+    there = second.connect()
+    there.send("/identify sharedname sesame-open")
+    said(second, there, "wrong password|not the password|incorrect")
+    there.send("/identify sharedname sesame-new-1")
+    said(second, there, "you are identified as sharedname")
+
+
+def _moderation_state():
+    from chatd.builtin.moderation.store import STATE
+    return STATE
