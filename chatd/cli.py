@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, config: Config) -> int:
     # Imported late so --version and config errors stay fast.
     from .preflight import problems as preflight_problems
+    from .preflight import storage_reachable
     from .server import ChatServer
 
     # The machine's checks first (storage folder, certificates, descriptor limit):
@@ -129,6 +130,10 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         where = config.source or "embedded defaults"
         for warning in server.hooks.warnings():
             print(f"chatd: warning: {warning}", file=sys.stderr)
+        unreachable = storage_reachable(config)
+        if unreachable:
+            print(f"chatd: warning: {unreachable} (chatd starts all the same, and writes "
+                  "once it answers)", file=sys.stderr)
         print(f"chatd: config OK ({where}); plugins: {', '.join(server.hooks.infos)}")
         server.discard()
         return 0

@@ -53,6 +53,7 @@ from .config_rules import (
     check_value,
     field_specs,
     num,
+    redact_url,
     show,
     shown_text_problem,
 )
@@ -583,7 +584,8 @@ class MetricsConfig:
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
     """What must outlive a restart (history, registered nicks and rooms, bans): one SQLite
-    file, written by a background thread so the chat never waits for the disk."""
+    file, or a PostgreSQL database that several chatd processes share, written by a
+    background thread so the chat never waits for the database."""
 
     path: str | None = _setting(
         None,
@@ -594,6 +596,17 @@ class StorageConfig:
         pattern=r"(?s).+",
         describe="a non-empty path",
         path=True,
+    )
+    url: str | None = _setting(
+        None,
+        "A PostgreSQL server instead of an SQLite file, shared by every chatd process "
+        "that names it: postgresql://user:password@host:port/database?sslmode=verify-full "
+        "(any libpq parameter may follow the ?). The password may instead come from "
+        "PGPASSWORD or a ~/.pgpass file (PGPASSFILE); it is never logged. Needs the "
+        "postgres extra (pip install 'chatd[postgres]'); see docs/persistence.md. Set "
+        "path or url, not both.",
+        pattern=r"(?s).+",
+        describe="a postgresql:// URL",
     )
     batch_seconds: float = _setting(
         0.005,
@@ -869,6 +882,19 @@ class _Builder(NodeReader):
         raise self.error(f"expected a number below node_count ({server.node_count}), got "
                          f"{server.node_number}", "server.node_number", where)
 
+    def check_storage(self, node: Node, storage: StorageConfig) -> None:
+        """A file or a server, not both; a URL that names PostgreSQL (shown redacted:
+        an error message must never carry the password)."""
+        if storage.url is None:
+            return
+        if storage.path is not None:
+            raise self.error("set storage.path (an SQLite file) or storage.url (a PostgreSQL "
+                             "server), not both", "storage.url", node)
+        scheme = storage.url.split("://", 1)[0].lower() if "://" in storage.url else ""
+        if scheme not in ("postgresql", "postgres"):
+            raise self.error(f"expected a postgresql:// URL, got {redact_url(storage.url)!r}",
+                             "storage.url", node)
+
     def tls(self, key: str, node: Node) -> TlsConfig:
         """``listen[].tls``: cert and key required; ca required to verify clients."""
         tls = self.section(key, node, TlsConfig, _TLS_SPECS)
@@ -1005,6 +1031,8 @@ class _Builder(NodeReader):
                 changes[str(k)] = self.section(str(k), value_node)
                 if k == "server":
                     self.check_node_number(value_node, changes["server"])
+                elif k == "storage":
+                    self.check_storage(value_node, changes["storage"])
             elif k == "plugin_dirs":
                 changes["plugin_dirs"] = self.plugin_dirs(value_node)
             elif k == "plugins":

@@ -406,3 +406,23 @@ def field_specs(cls: type) -> dict[str, FieldSpec]:
             raise TypeError(f"{where}: default breaks its own constraint: {exc}") from None
         specs[f.name] = spec
     return specs
+
+
+def redact_url(url: str) -> str:
+    """A database URL without its password, for logs, errors and ``--check-config``:
+    ``postgresql://user:***@host/db`` (and ``password=***`` among its parameters).
+    Never raises: what cannot be parsed is shown as ``postgresql://***``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+    except ValueError:
+        return "postgresql://***"
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{host}"
+    query = re.sub(r"(?i)(^|&)(password)=[^&]*", r"\1\2=***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))

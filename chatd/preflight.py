@@ -50,6 +50,8 @@ def problems(config: Config) -> list[str]:
 def storage_problems(config: Config) -> list[str]:
     """A database this process can never create, open or write: a config mistake,
     found before start-up (a full or failing disk, by contrast, only degrades)."""
+    if config.storage.url is not None:
+        return _postgres_problems()
     path = config.storage_path()
     if path is None:
         return []
@@ -65,6 +67,34 @@ def storage_problems(config: Config) -> list[str]:
     if problem is None and path.exists():
         problem = _probe_database(path)
     return [] if problem is None else [f"storage.path: {problem}"]
+
+
+def _postgres_problems() -> list[str]:
+    """A URL needs psycopg (the postgres extra).  The server being down is not a
+    config mistake: chatd starts without it and writes once it answers (see
+    :func:`storage_reachable` for --check-config's look)."""
+    try:
+        import psycopg  # noqa: F401  (only to know it is there)
+    except ImportError:
+        return ["storage.url: PostgreSQL needs psycopg: pip install 'chatd[postgres]'"]
+    return []
+
+
+def storage_reachable(config: Config, timeout: float = 5.0) -> str | None:
+    """For --check-config: why the PostgreSQL server of ``storage.url`` cannot be
+    reached now (its URL shown without the password), or None (it answers, or the
+    store is SQLite).  A warning, not an error: chatd starts without it."""
+    url = config.storage.url
+    if url is None:
+        return None
+    from .store_postgres import PostgresDialect
+
+    dialect = PostgresDialect(url, connect_timeout=timeout)
+    try:
+        dialect.close(dialect.connect(reader=True))
+    except Exception as exc:
+        return f"storage.url: cannot connect to {dialect.where}: {dialect.describe_error(exc)}"
+    return None
 
 
 def _probe_folder(folder: Path, *, creating: bool) -> str | None:

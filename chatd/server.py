@@ -206,6 +206,7 @@ class ChatServer:
         #: The database (history, accounts, bans), written by its own thread.
         self.store = Store(
             None if dry_run else config.storage_path(),
+            url=None if dry_run else storage.url,  # a dry run touches no database
             batch_seconds=storage.batch_seconds,
             batch_max=storage.batch_max,
             queue_max=storage.queue_max,

@@ -42,12 +42,9 @@ raises :class:`StoreUnavailable`; the caller says so to whoever asked.
 from __future__ import annotations
 
 import contextlib
-import functools
-import itertools
 import logging
 import os
 import re
-import shlex
 import sqlite3
 import threading
 import time
@@ -56,7 +53,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import store_sqlite
 from .store_reads import Reader, StoreAnswer
+from .store_sqlite import SqliteDialect
 
 log = logging.getLogger("chatd.store")
 
@@ -70,10 +69,8 @@ RETRY_MAX_SECONDS = 5.0
 #: bad write per chat line must not flood the log.
 REJECT_LOG_SECONDS = 60.0
 #: Modes of what the store creates: the database holds every stored line.
-FOLDER_MODE = 0o700
-FILE_MODE = 0o600
-
-_memory_names = itertools.count(1)
+FOLDER_MODE = store_sqlite.FOLDER_MODE
+FILE_MODE = store_sqlite.FILE_MODE
 
 
 class StoreUnavailable(Exception):
@@ -115,10 +112,12 @@ _CALL = object()
 #: busy, retaking it waits for the interpreter's switch interval (5 ms): so the
 #: writer's throughput is rows per statement, not rows per second of SQLite work.
 ROWS_PER_INSERT = 1000
-_MAX_VALUES = 32766
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 _NOTIFY = object()
+#: A change notice's payload, at most (PostgreSQL's own limit is 8000 bytes, with
+#: the sender's origin in front).
+NOTIFY_PAYLOAD_MAX = 7000
 #: A migration step: SQL for every backend, a function of the writer's connection, or
 #: a mapping from the backend's :attr:`Store.dialect` to either (where they differ).
 Step = str | Callable[[Any], None] | dict[str, Any]
@@ -133,20 +132,6 @@ def _nobody() -> str | None:
     return None
 
 
-class _WriterConnection(sqlite3.Connection):
-    """The writer's connection, as write functions get it: they may run statements,
-    not close it (that is the store's job: :func:`_close`)."""
-
-    def close(self) -> None:
-        raise sqlite3.ProgrammingError("a write function may not close the store's connection")
-
-
-def _close(conn: sqlite3.Connection) -> None:
-    """Really close a connection (the writer's refuses ``close()``), errors ignored."""
-    with contextlib.suppress(sqlite3.Error):
-        sqlite3.Connection.close(conn)
-
-
 class Store:
     """A SQLite database with a batching writer thread; see the module docstring.
 
@@ -159,8 +144,8 @@ class Store:
     """
 
     __slots__ = (
-        "_batch", "_call_later", "_deadline", "_inserts", "_keeper", "_listeners",
-        "_logged", "_pending", "_post", "_reader", "_reads", "_thread", "_urgent", "_uri",
+        "_batch", "_call_later", "_db", "_deadline", "_inserts", "_listeners",
+        "_logged", "_pending", "_post", "_reader", "_reads", "_thread", "_urgent",
         "_wake", "accepted", "batch_max", "batch_seconds", "committed", "dialect",
         "dropped", "failures", "on_problem", "origin", "owner", "path", "problem",
         "queue_max", "read_timeout", "rejected", "rejected_by", "restarts", "synchronous",
@@ -179,12 +164,23 @@ class Store:
         on_problem: Callable[[str | None], None] | None = None,
         owner: Callable[[], str | None] | None = None,
         call_later: Callable[[float, Callable[[], None]], Any] | None = None,
+        url: str | None = None,
     ) -> None:
         self.path = path
+        if url is not None:
+            if path is not None:
+                raise ValueError("a store is on a file (path) or a server (url), not both")
+            from . import store_postgres  # psycopg: only when a URL is configured
+
+            if store_postgres.is_trouble not in TROUBLE_CHECKS:
+                TROUBLE_CHECKS.append(store_postgres.is_trouble)
+            self._db: Any = store_postgres.PostgresDialect(url)
+        else:
+            self._db = SqliteDialect(path, synchronous)
         #: Which SQL the database speaks: "sqlite" or "postgresql".  Migration steps
         #: may differ by it (a mapping per step); statements use ``?`` placeholders
         #: on both.
-        self.dialect = "sqlite"
+        self.dialect: str = self._db.name
         #: This store's name in change notices (:meth:`notify`): a process ignores
         #: its own.
         self.origin = os.urandom(6).hex()
@@ -220,14 +216,6 @@ class Store:
         self._deadline = 0.0
         #: (owner, error type) -> (when last logged, how many since): the log's throttle.
         self._logged: dict[tuple[str, str], tuple[float, int]] = {}
-        if path is None:
-            # A named shared-cache memory database: the writer's and the reader's
-            # connections see the same data.
-            self._uri = f"file:chatd-memory-{next(_memory_names)}?mode=memory&cache=shared"
-            self._keeper = sqlite3.connect(self._uri, uri=True, check_same_thread=False)
-        else:
-            self._uri = path.resolve().as_uri()
-            self._keeper = None
         #: The current problem ("" when there is none); written by the writer thread.
         self.problem = ""
         #: Statements committed, dropped (queue full), rejected (a bad write: logged
@@ -255,9 +243,13 @@ class Store:
         """
         if self._thread is not None:
             return
-        if self.path is not None:
-            _prepare_private(self.path)
+        self._db.prepare()
         self._start_writer()
+
+    @property
+    def location(self) -> str:
+        """The database as logs name it: the file, or the URL without its password."""
+        return self._db.where
 
     def _start_writer(self) -> None:
         self._thread = threading.Thread(target=self._run, name="chatd-store", daemon=True)
@@ -301,9 +293,7 @@ class Store:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
-        if self._keeper is not None:
-            self._keeper.close()
-            self._keeper = None
+        self._db.shutdown()
         return flushed
 
     @property
@@ -319,7 +309,7 @@ class Store:
 
     # -- the loop's side ---------------------------------------------------------------
 
-    def write(self, sql: str | Callable[[sqlite3.Connection], None],
+    def write(self, sql: str | Callable[[Any], None],
               params: Sequence[Any] = ()) -> int:
         """Queue one statement (or a function of the writer's connection); never blocks.
 
@@ -415,11 +405,16 @@ class Store:
         """Run a query on the loop, cut after ``read_timeout``; raises StoreUnavailable.
 
         Keep queries bounded (``LIMIT``) and indexed: the timeout is a guard, not a plan.
+        On PostgreSQL the query goes to the reader thread (:meth:`ask`'s), and the
+        loop waits for it at most ``read_timeout``, as SQLite's progress handler
+        cuts a read on the loop.
         """
+        if self._db.name != "sqlite":
+            return self._read_waiting(sql, params)
         reader = self._reader
         try:
             if reader is None:
-                reader = self._reader = self._connect(reader=True)
+                reader = self._reader = self._db.connect(reader=True, over_time=self._over_time)
             self._deadline = time.monotonic() + self.read_timeout
             return reader.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
@@ -431,6 +426,23 @@ class Store:
                     reader.close()
                 self._reader = None
             raise StoreUnavailable(str(exc)) from None
+
+    def _read_waiting(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """A read on the reader thread, waited for at most ``read_timeout``."""
+        answer = self._reader_thread().wait(sql, params, self.read_timeout)
+        if answer.error is not None:
+            raise StoreUnavailable(answer.error)
+        return answer.rows
+
+    def _reader_thread(self) -> Reader:
+        reads = self._reads
+        if reads is None:
+            db = self._db
+            reads = self._reads = Reader(
+                lambda: db.connect(reader=True), db.run_read, db.close,
+                post=self._post, call_later=self._call_later,
+                describe_error=db.describe_read_error)
+        return reads
 
     def ask(self, sql: str, params: Sequence[Any], then: Callable[[StoreAnswer], None],
             *, timeout: float = 2.0) -> None:
@@ -445,13 +457,7 @@ class Store:
         indexed.  A store with no loop (on its own, in a test) answers at once,
         before ``ask`` returns.
         """
-        reads = self._reads
-        if reads is None:
-            reads = self._reads = Reader(
-                lambda: self._connect(reader=True), _run_read, _close,
-                post=self._post, call_later=self._call_later,
-                describe_error=_describe_read_error)
-        reads.ask(sql, params, then, timeout)
+        self._reader_thread().ask(sql, params, then, timeout)
 
     def notify(self, channel: str, payload: str = "") -> int:
         """Tell every other process sharing the database that something changed.
@@ -464,6 +470,8 @@ class Store:
         """
         if not _IDENTIFIER.match(channel):
             raise ValueError(f"not a plain channel name: {channel!r}")
+        if len(payload.encode("utf-8", "surrogatepass")) > NOTIFY_PAYLOAD_MAX:
+            raise ValueError(f"a change notice's payload is at most {NOTIFY_PAYLOAD_MAX} bytes")
         return self._enqueue((_NOTIFY, channel, payload, self.owner()))
 
     def listen(self, channel: str, callback: Callable[[str | None], None]) -> None:
@@ -474,37 +482,8 @@ class Store:
         if not _IDENTIFIER.match(channel):
             raise ValueError(f"not a plain channel name: {channel!r}")
         self._listeners.setdefault(channel, []).append(callback)
-
-    # -- connections -------------------------------------------------------------------
-
-    def _connect(self, *, reader: bool = False) -> sqlite3.Connection:
-        # Autocommit mode: transactions are the explicit BEGIN/COMMIT below.  The
-        # reader never waits for a lock (timeout 0); the writer waits for another
-        # process (an operator's sqlite3 shell) a few seconds.
-        conn = sqlite3.connect(self._uri, uri=True, timeout=0 if reader else 5.0,
-                               isolation_level=None,
-                               factory=sqlite3.Connection if reader else _WriterConnection)
-        try:
-            if reader:
-                conn.set_progress_handler(self._over_time, 1000)
-                if self.path is None:
-                    conn.execute("PRAGMA read_uncommitted = 1")  # shared cache: no table locks
-            else:
-                if self.path is not None:
-                    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                    if str(mode).lower() != "wal":
-                        log.warning("store: %s is not in WAL mode (%s)", self.path, mode)
-                conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS chatd_schema "
-                    "(owner TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-                )
-            # A file that is not a database (or is corrupt) fails here, not later.
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except BaseException:
-            _close(conn)
-            raise
-        return conn
+        if self.dialect != "sqlite":
+            self._db.listen(self._listeners, self.origin, self._post)
 
     def _over_time(self) -> int:
         return 1 if time.monotonic() > self._deadline else 0
@@ -541,7 +520,8 @@ class Store:
 
     def _write(self) -> None:
         """Commit what is queued, batch by batch, until a stop request (see _run)."""
-        conn: sqlite3.Connection | None = None
+        db = self._db
+        conn: Any = None
         pause = RETRY_FIRST_SECONDS
         batch = self._batch
         stopping = False
@@ -566,25 +546,22 @@ class Store:
                         continue
                 if conn is None:
                     try:
-                        conn = self._connect()
-                    except sqlite3.Error as exc:
-                        self._trouble(f"cannot open {self.path}: {exc}")
+                        conn = db.connect()
+                    except db.errors as exc:
+                        self._trouble(f"cannot open {db.where}: {db.describe_error(exc)}")
                         if stopping:
                             break
                         pause = _back_off(pause)
                         continue
                 try:
                     self._commit_batch(conn, batch)
-                except sqlite3.Error as exc:
+                except db.errors as exc:
                     self.failures += 1
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
-                        exc, sqlite3.OperationalError
-                    ):
-                        _close(conn)
-                        conn = None  # corrupt or replaced: open it again
-                    self._trouble(f"writing {self.path or 'the database'}: {exc}")
+                    db.rollback(conn)
+                    if db.reopen_after(conn, exc):
+                        db.close(conn)
+                        conn = None  # corrupt, replaced or cut: open it again
+                    self._trouble(f"writing {db.where}: {db.describe_error(exc)}")
                     if stopping:
                         break
                     pause = _back_off(pause)
@@ -599,7 +576,7 @@ class Store:
                     item.done.set()
         finally:
             if conn is not None:
-                _close(conn)
+                db.close(conn)
 
     def _take(self, batch: list[Any]) -> bool:
         """Move up to ``batch_max`` writes from the hand-off into ``batch`` (barriers
@@ -625,8 +602,7 @@ class Store:
         except BaseException as exc:  # one by one: each write answers for itself
             if is_store_trouble(exc):
                 raise
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+            self._db.rollback(conn)
         self._commit_each(conn, batch)  # out of the handler: no chained tracebacks
 
     def _commit(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
@@ -640,7 +616,7 @@ class Store:
                 del batch[0]
                 first.done.set()
                 continue
-            conn.execute("BEGIN IMMEDIATE")
+            self._db.begin(conn)
             written, end = self._apply(conn, batch)
             conn.execute("COMMIT")
             finished = batch[:end]
@@ -669,19 +645,20 @@ class Store:
             if kind is _ROW:
                 prefix = item[1]
                 rows = [item[2]]
-                most = min(ROWS_PER_INSERT, _MAX_VALUES // max(1, len(item[2])))
+                most = min(ROWS_PER_INSERT, self._db.max_values // max(1, len(item[2])))
                 while (i < count and len(rows) < most and batch[i].__class__ is tuple
                        and batch[i][0] is _ROW and batch[i][1] is prefix):
                     rows.append(batch[i][2])
                     i += 1
-                conn.execute(_multirow(prefix, len(rows[0]), len(rows)),
+                conn.execute(self._db.multirow(prefix, len(rows[0]), len(rows)),
                              [value for row in rows for value in row])
                 written += len(rows)
             elif kind is _CALL:
                 item[1](conn)
                 written += 1
             elif kind is _NOTIFY:
-                written += 1  # SQLite: one process, nobody else to tell
+                self._db.notify(conn, item[1], f"{self.origin} {item[2]}")
+                written += 1
             else:
                 # A run of the same statement goes in one executemany (a C loop).
                 run = [item[1]]
@@ -704,8 +681,7 @@ class Store:
             try:
                 self._commit(conn, [item])
             except BaseException as exc:  # whatever a write raises is the write's fault
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+                self._db.rollback(conn)
                 if is_store_trouble(exc):
                     raise
                 del batch[0]
@@ -736,44 +712,64 @@ class Store:
         # traceback (a plugin's bug, to be found); a refused statement needs none.
         log.error("store: a write by %s was dropped: %s: %r in %s%s", owner,
                   type(exc).__name__, str(exc), _describe(item), more,
-                  exc_info=exc if item[0] is _CALL and not isinstance(exc, sqlite3.Error)
+                  exc_info=exc if item[0] is _CALL and not isinstance(exc, self._db.errors)
                   else None)
 
-    def _migrate(self, conn: sqlite3.Connection, migration: _Migration) -> str | None:
-        row = conn.execute(
-            "SELECT version FROM chatd_schema WHERE owner = ?", (migration.owner,)
-        ).fetchone()
-        version = row[0] if row else 0
-        if version > len(migration.steps):
-            return (f"the database is at version {version}, newer than the "
-                    f"{len(migration.steps)} this chatd knows: was it written by a newer one?")
-        for number, step in enumerate(migration.steps[version:], start=version + 1):
-            if isinstance(step, dict):
-                step = step[self.dialect]
+    def _migrate(self, conn: Any, migration: _Migration) -> str | None:
+        """Apply the steps ``migration`` lacks, each in its own transaction; the
+        version is read again inside each step's transaction, under the database's
+        lock (SQLite's write lock, PostgreSQL's advisory lock), so two processes
+        starting at once apply each step exactly once.  Returns an error, or None."""
+        db = self._db
+        count = len(migration.steps)
+        number = 0
+        while number < count:
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                with _guarded(conn, migration.guard):
-                    if callable(step):
-                        step(conn)
-                    else:
-                        for statement in _statements(step):
-                            conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO chatd_schema (owner, version) VALUES (?, ?) "
-                    "ON CONFLICT (owner) DO UPDATE SET version = excluded.version",
-                    (migration.owner, number),
-                )
+                db.begin_migration(conn)
+                version = self._schema_version(conn, migration.owner)
+                if version > count:
+                    db.rollback(conn)
+                    return (f"the database is at version {version}, newer than the "
+                            f"{count} this chatd knows: was it written by a newer one?")
+                if version == count:
+                    conn.execute("COMMIT")
+                    return None
+                number = version + 1
+                self._apply_step(conn, migration, number)
                 conn.execute("COMMIT")
             except BaseException as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+                db.rollback(conn)
                 if is_store_trouble(exc):
                     raise  # not the step's fault: retried with the batch
                 refused = migration.guard.refused if migration.guard is not None else None
                 return f"migration step {number} failed: {refused or exc}"
-            log.log(logging.INFO if self.path is not None else logging.DEBUG,
+            log.log(logging.INFO if db.keeps_file else logging.DEBUG,
                     "store: %s schema now at version %d", migration.owner, number)
         return None
+
+    @staticmethod
+    def _schema_version(conn: Any, owner: str) -> int:
+        row = conn.execute(
+            "SELECT version FROM chatd_schema WHERE owner = ?", (owner,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def _apply_step(self, conn: Any, migration: _Migration, number: int) -> None:
+        """Step ``number`` of ``migration`` (its dialect's form), and its record."""
+        step = migration.steps[number - 1]
+        if isinstance(step, dict):
+            step = step[self.dialect]
+        with _guarded(conn, migration.guard):
+            if callable(step):
+                step(conn)
+            else:
+                for statement in self._db.statements(step):
+                    conn.execute(statement)
+        conn.execute(
+            "INSERT INTO chatd_schema (owner, version) VALUES (?, ?) "
+            "ON CONFLICT (owner) DO UPDATE SET version = excluded.version",
+            (migration.owner, number),
+        )
 
     # -- reporting ---------------------------------------------------------------------
 
@@ -799,48 +795,10 @@ class Store:
             callback(problem)
 
 
-def _run_read(conn: sqlite3.Connection, sql: str, params: Sequence[Any],
-              timeout: float) -> list[tuple[Any, ...]]:
-    """(The reader thread.)  One query, cut by the progress handler after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 1000)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.set_progress_handler(None, 0)
-
-
-def _describe_read_error(exc: BaseException) -> str:
-    if isinstance(exc, sqlite3.OperationalError) and "interrupted" in str(exc):
-        return "the read took too long"
-    return f"the database cannot be read ({exc})"
-
-
 def _back_off(pause: float) -> float:
     """Wait ``pause`` before retrying a failing disk; the next pause is twice as long."""
     time.sleep(pause)
     return min(pause * 2, RETRY_MAX_SECONDS)
-
-
-@functools.lru_cache(maxsize=64)
-def _multirow(prefix: str, columns: int, rows: int) -> str:
-    """``INSERT INTO t (a, b) VALUES (?, ?), (?, ?)...`` for ``rows`` rows."""
-    one = "(" + ", ".join("?" * columns) + ")"
-    return prefix + ", ".join([one] * rows)
-
-
-def _statements(script: str) -> list[str]:
-    """Split a migration step into statements (``;`` at the end of complete ones)."""
-    statements, current = [], ""
-    for line in script.splitlines(keepends=True):
-        current += line
-        if sqlite3.complete_statement(current):
-            if current.strip():
-                statements.append(current.strip())
-            current = ""
-    if current.strip():
-        statements.append(current.strip())
-    return statements
 
 
 # -- whose tables: a plugin's SQL touches only its own -------------------------------------
@@ -928,17 +886,16 @@ def _guarded(conn: sqlite3.Connection, guard: TableGuard | None) -> Any:
         conn.set_authorizer(None)
 
 
+#: Tell the database's trouble from a write's fault, one check per backend (the
+#: PostgreSQL dialect adds its own when it is loaded).
+TROUBLE_CHECKS: list[Callable[[BaseException], bool]] = [store_sqlite.is_trouble]
+
+
 def is_store_trouble(exc: BaseException) -> bool:
-    """The database's problem, not the write's (the disk, a lock, a corrupt file):
-    the batch waits and is retried instead of the write being dropped."""
-    return isinstance(exc, sqlite3.Error) and (
-        (type(exc) is sqlite3.DatabaseError and str(exc) != _REFUSED_BY_GUARD)
-        or _is_disk_trouble(exc))
-
-
-#: What SQLite raises (as a bare DatabaseError) when a :class:`TableGuard` refuses a
-#: statement: the statement's fault, never the database's.
-_REFUSED_BY_GUARD = "not authorized"
+    """The database's problem, not the write's (the disk, a lock, a corrupt file, a
+    lost connection): the batch waits and is retried instead of the write being
+    dropped."""
+    return any(check(exc) for check in TROUBLE_CHECKS)
 
 
 def _describe(item: tuple[Any, ...]) -> str:
@@ -949,66 +906,3 @@ def _describe(item: tuple[Any, ...]) -> str:
     statement = item[1] if item[0] is _ROW else item[0]
     text = repr(statement)
     return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _prepare_private(path: Path) -> None:
-    """Make the database's missing folders (0700) and an empty database file (0600),
-    whatever the umask; warn about a folder or file others can get into.
-
-    Never raises: a folder that cannot be made is the writer's to report (it
-    retries opening the database and says why it cannot).
-    """
-    try:
-        _make_private_folders(path.parent)
-        _create_private_file(path)
-    except OSError as exc:
-        log.debug("store: preparing %s: %s (the writer reports it)", path, exc)
-        return
-    for what, target in (("folder", path.parent), ("file", path),
-                         ("file", path.with_name(path.name + "-wal")),
-                         ("file", path.with_name(path.name + "-shm"))):
-        _warn_if_open(what, target)
-
-
-def _make_private_folders(folder: Path) -> None:
-    missing = []
-    while not folder.exists():
-        missing.append(folder)
-        if folder.parent == folder:
-            break
-        folder = folder.parent
-    for made in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # made meanwhile by someone else
-            os.mkdir(made, FOLDER_MODE)
-            os.chmod(made, FOLDER_MODE)  # the umask may have taken bits off
-
-
-def _create_private_file(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
-    except FileExistsError:
-        return
-    try:
-        os.fchmod(fd, FILE_MODE)
-    finally:
-        os.close(fd)
-
-
-def _warn_if_open(what: str, target: Path) -> None:
-    """A loud warning for a database folder or file that others may read: the data
-    is every stored line (PostgreSQL refuses to start on such a data folder)."""
-    try:
-        mode = os.stat(target).st_mode & 0o777
-    except OSError:
-        return
-    if mode & 0o077:
-        wanted = FOLDER_MODE if what == "folder" else FILE_MODE
-        log.warning("store: the database %s %s is open to other users (mode %04o): it "
-                    "holds every stored line; chmod %o %s", what, target, mode, wanted,
-                    shlex.quote(str(target)))
-
-
-def _is_disk_trouble(exc: sqlite3.Error) -> bool:
-    text = str(exc).lower()
-    return any(word in text for word in ("disk", "full", "readonly", "read-only", "locked",
-                                         "unable to open", "i/o"))

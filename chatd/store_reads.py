@@ -52,7 +52,7 @@ RunQuery = Callable[[Any, str, Sequence[Any], float], list[tuple[Any, ...]]]
 
 
 class _Question:
-    __slots__ = ("answered", "params", "sql", "then", "timeout", "timer")
+    __slots__ = ("answered", "direct", "params", "sql", "then", "timeout", "timer")
 
     def __init__(self, sql: str, params: Sequence[Any], then: Callable[[StoreAnswer], None],
                  timeout: float) -> None:
@@ -62,6 +62,8 @@ class _Question:
         self.timeout = timeout
         self.answered = False  # set on the loop: the first answer (rows or timeout) wins
         self.timer: Any = None
+        #: Answered on the reader thread itself (someone waits for it: :meth:`Reader.wait`).
+        self.direct = False
 
 
 class Reader:
@@ -106,6 +108,35 @@ class Reader:
             return
         if self._call_later is not None:
             question.timer = self._call_later(timeout, lambda: self._expire(question))
+        self._queue(question)
+
+    def wait(self, sql: str, params: Sequence[Any], timeout: float) -> StoreAnswer:
+        """Run a query on the reader thread and wait for it, at most ``timeout``: a read
+        that costs its caller that long at most, whatever the database does (a
+        frozen server, a lost network).  The late rows of one that timed out are
+        thrown away."""
+        if self._closed:
+            return StoreAnswer(error="the store is closed")
+        got: list[StoreAnswer] = []
+        done = threading.Event()
+        lock = threading.Lock()
+
+        def then(answer: StoreAnswer) -> None:
+            with lock:
+                if not got:
+                    got.append(answer)
+            done.set()
+
+        question = _Question(sql, params, then, timeout)
+        question.direct = True
+        self._queue(question)
+        if not done.wait(timeout):
+            then(StoreAnswer(error=f"a read took over {timeout * 1000:g} ms"))
+            question.answered = True  # the thread skips it, or throws its rows away
+            self.timeouts += 1
+        return got[0]
+
+    def _queue(self, question: _Question) -> None:
         self._questions.append(question)
         self._wake.set()
         thread = self._thread
@@ -164,7 +195,7 @@ class Reader:
 
     def _post_answer(self, question: _Question, answer: StoreAnswer) -> None:
         post = self._post
-        if post is None:
+        if post is None or question.direct:
             self._deliver(question, answer)
         else:
             post(lambda: self._deliver(question, answer))
