@@ -300,3 +300,168 @@ def test_a_password_changed_on_one_process_is_the_password_on_the_other(pair, bu
 def _moderation_state():
     from chatd.builtin.moderation.store import STATE
     return STATE
+
+
+# -- two chatd processes on one PostgreSQL -----------------------------------------------------
+
+PASSWORD = "correct-horse-1"
+NEW_PASSWORD = "battery-staple-2"
+REGISTERED = "*** {nick} is registered to you, and you are identified"
+PG_FAST = {"accounts": {"scrypt_n": 1024}}
+
+
+@pytest.fixture
+def processes(chatd_server, postgres_url):
+    """Two chatd processes sharing one PostgreSQL database."""
+    storage = {"url": postgres_url}
+    return (chatd_server(storage=storage, plugins=PG_FAST),
+            chatd_server(storage=storage, plugins=PG_FAST))
+
+
+def pg_named(server, nick: str, **kwargs):
+    client = server.client(**kwargs)
+    client.send(f"/nick {nick}")
+    client.expect(rf"is now known as {nick}$")
+    client.nick = nick
+    return client
+
+
+def pg_registered(server, nick: str, **kwargs):
+    client = pg_named(server, nick, **kwargs)
+    client.send(f"/register {PASSWORD}")
+    client.expect(re.escape(REGISTERED.format(nick=nick)))
+    return client
+
+
+def pg_room(server, founder, room: str):
+    founder.send(f"/join {room}")
+    founder.send(f"/register {room}")
+    founder.expect(rf"{room} is registered")
+
+
+def test_pg_a_nick_registered_on_one_is_refused_to_a_stranger_on_the_other(processes):
+    """Registered on the first; on the second a stranger taking it is held to the grace
+    (cannot speak), and the owner can /identify there and take it back."""
+    first, second = processes
+    pg_registered(first, "sharedname")
+    stranger = pg_named(second, "sharedname")
+    stranger.expect(r"sharedname is registered: /identify PASSWORD within")
+    stranger.send("hello")
+    stranger.expect(r"^! sharedname is registered to someone else")
+    owner = second.client()
+    owner.send(f"/identify sharedname {PASSWORD}")
+    owner.expect(r"you are identified as sharedname")
+    stranger.expect(r"the owner of sharedname identified; you are now guest-")
+
+
+def test_pg_a_holder_on_the_other_is_held_as_soon_as_the_nick_is_registered(processes):
+    """The holder was there first, on the second process: the registration on the first
+    reaches it through the notice (as a local registration would)."""
+    first, second = processes
+    holder = pg_named(second, "takenfirst")
+    pg_registered(first, "takenfirst")
+    holder.expect(r"takenfirst is registered: /identify PASSWORD within", timeout=5)
+
+
+def test_pg_two_processes_registering_one_nick_at_once_exactly_one_wins(processes):
+    first, second = processes
+    one, two = pg_named(first, "contested"), pg_named(second, "contested")
+    one.send(f"/register {PASSWORD}")
+    two.send(f"/register {NEW_PASSWORD}")
+    answers = [client.expect(r"is registered to you|registered by someone else|already "
+                             r"registered").group(0) for client in (one, two)]
+    assert answers.count("is registered to you") == 1, answers
+    winner = PASSWORD if answers[0] == "is registered to you" else NEW_PASSWORD
+    for server in (first, second):  # the same account on both, with the winner's password
+        check = server.client()
+        check.send(f"/identify contested {winner}")
+        check.expect(r"you are identified as contested")
+
+
+def test_pg_a_ban_on_one_puts_out_and_refuses_on_the_other(processes):
+    first, second = processes
+    founder = pg_registered(first, "founder")
+    pg_room(first, founder, "#shared")
+    member = second.client(source="127.0.0.9")
+    member.send("/join #shared")
+    member.expect(r"joined #shared|first in #shared")
+    founder.send("/ban #shared *!*@127.0.0.9")
+    member.expect(r"you are banned from #shared", timeout=5)
+    member.send("/join #shared")
+    member.expect(r"^! you are banned from #shared")
+
+
+def _join_when_let_in(client, room: str, attempts: int = 50) -> None:
+    """Join ``room`` as soon as another process's change lets ``client`` in (nothing on
+    this process signals it: ask again after each refusal)."""
+    for _ in range(attempts):
+        client.send(f"/join {room}")
+        if not client.expect(rf"joined {room}|first in {room}|^! you are banned").group(0) \
+                .startswith("!"):
+            return
+        client.send("/rooms")  # a round trip between attempts (no sleep)
+        client.expect(r"^\*\*\* \d+ rooms?: ")
+    raise AssertionError(f"still refused from {room}")
+
+
+def test_pg_an_unban_on_one_lets_in_on_the_other(processes):
+    first, second = processes
+    founder = pg_registered(first, "founder")
+    pg_room(first, founder, "#shared")
+    member = second.client(source="127.0.0.9")
+    member.send("/join #shared")
+    member.expect(r"joined #shared|first in #shared")
+    founder.send("/ban #shared *!*@127.0.0.9")
+    member.expect(r"you are banned from #shared", timeout=5)
+    founder.send("/unban #shared *!*@127.0.0.9")
+    founder.expect(r"unbanned")
+    _join_when_let_in(member, "#shared")
+
+
+def test_pg_a_password_change_and_a_drop_on_one_hold_on_the_other(processes):
+    first, second = processes
+    mine = pg_registered(first, "sharedname")
+    there = second.client()
+    there.send(f"/identify sharedname {PASSWORD}")
+    there.expect(r"you are identified as sharedname")
+    mine.send(f"/password {PASSWORD} {NEW_PASSWORD}")
+    mine.expect(r"the password of sharedname is changed")  # told once it is committed
+    fresh = second.client()
+    fresh.send(f"/identify sharedname {PASSWORD}")
+    fresh.expect(r"^! wrong password")
+    fresh.send(f"/identify sharedname {NEW_PASSWORD}")
+    fresh.expect(r"you are identified as sharedname")
+    mine.send(f"/drop {NEW_PASSWORD}")
+    mine.expect(r"sharedname is no longer registered")
+    there.expect(r"sharedname is no longer registered \(dropped on another server\)",
+                 timeout=5)
+    fresh.expect(r"no longer identified", timeout=5)
+
+
+def test_pg_a_process_cut_from_the_database_reloads_and_sees_a_ban_made_meanwhile(
+        processes, postgres, postgres_url):
+    """The listening connections are killed (pg_terminate_backend) and may not come back
+    while the ban is made, so its notice is missed; once they are back, the second
+    process reads every room again and puts the banned member out."""
+    first, second = processes
+    founder = pg_registered(first, "founder")
+    pg_room(first, founder, "#shared")
+    member = second.client(source="127.0.0.9")
+    member.send("/join #shared")
+    member.expect(r"first in #shared")
+    database = postgres_url.rsplit("/", 1)[1]
+    admin = postgres.admin
+    admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+    try:
+        killed = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = %s AND query LIKE 'LISTEN%%'", (database,)).fetchone()[0]
+        assert killed >= 2  # each process's listener
+        founder.send("/ban #shared *!*@127.0.0.9")
+        founder.expect(r"banned")
+        founder.send("/rooms")
+        founder.expect(r"^\*\*\* \d+ rooms?: ")
+        member.expect_nothing(0.5)  # its notice went nowhere: nobody listened
+    finally:
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+    member.expect(r"you are banned from #shared", timeout=10)

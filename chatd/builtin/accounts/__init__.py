@@ -120,6 +120,10 @@ REGISTRATION_MODES = ("open", "operators", "closed")
 #: The store this plugin listens to for other processes' changes (once per store:
 #: a reload starts the plugin again, the listener stays).
 LISTENING: StashKey[object] = StashKey()
+#: A store starts listening to a channel within about half a second of ``listen``
+#: (its listener thread connects, or picks the new channel up): a notice sent
+#: meanwhile is missed.  So once that is surely over, everything is looked at again.
+LISTEN_SETTLED = 1.0
 
 DEFAULTS: dict[str, Any] = {
     "grace_seconds": 60.0,
@@ -174,6 +178,8 @@ def chatd_startup(server: Server) -> None:
     if server.stash.get(LISTENING) is not store:
         server.stash[LISTENING] = store
         store.listen(CHANNEL, functools.partial(noticed, server))
+        if store.dialect != "sqlite":  # see LISTEN_SETTLED
+            server.call_later(LISTEN_SETTLED, noticed, server, None)
     for client in list(server.clients.values()):  # a reload: the holders of names again
         enforce(client)
 

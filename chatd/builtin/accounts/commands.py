@@ -226,11 +226,23 @@ def _wait_for_commit(client: Client, number: int, deadline: float,
             server.resume_requests(client)
         return
     if time.monotonic() > deadline:
-        client.error("the database has not confirmed your registration yet; /identify in a "
-                     "moment to see whether it was saved", code="unavailable")
+        client.error("the database has not confirmed that yet (it is slow or unreachable); "
+                     "it takes effect once it is saved", code="unavailable")
         server.resume_requests(client)
         return
     server.call_later(_COMMIT_POLL, _wait_for_commit, client, number, deadline, then)
+
+
+def _once_committed(client: Client, number: int, tell: Callable[[], None]) -> bool:
+    """``tell()`` the client a change is made: at once with one process (SQLite), once
+    it is committed when the database is shared (PostgreSQL), so that what the
+    client was told is then in force on every process.  True: the client's
+    requests stay paused until then (:func:`.queue.submit`)."""
+    if client.server.store.dialect == "sqlite":
+        tell()
+        return False
+    _wait_for_commit(client, number, time.monotonic() + CONFIRM_SECONDS, tell)
+    return True
 
 
 def _read_back(client: Client, account: Account, own: bool, counted: bool) -> None:
@@ -398,11 +410,11 @@ def cmd_password(client: Client, args: str) -> None:
             lambda c, hashed: _password_changed(c, account, hashed), guess=True)
 
 
-def _password_changed(client: Client, account: Account, hashed: str | None) -> None:
+def _password_changed(client: Client, account: Account, hashed: str | None) -> bool:
     key = nick_key(account[0])
     if hashed is None:
         failed(client, key, "/password")
-        return
+        return False
     server = client.server
     succeeded(client, key)
     unchanged(client, account, identified=True)
@@ -411,7 +423,8 @@ def _password_changed(client: Client, account: Account, hashed: str | None) -> N
                                 "password = ?", (hashed, key, account[1]))
     written(server, key, number, (account[0], hashed, account[2]))
     log.info("password of %s changed by %s:%d", account[0], *client.peer)
-    client.notice(f"the password of {account[0]} is changed")
+    return _once_committed(client, number, lambda: client.notice(
+        f"the password of {account[0]} is changed"))
 
 
 def cmd_drop(client: Client, args: str) -> None:
@@ -427,11 +440,11 @@ def cmd_drop(client: Client, args: str) -> None:
             lambda c, ok: _dropped(c, account, ok), guess=True)
 
 
-def _dropped(client: Client, account: Account, ok: bool) -> None:
+def _dropped(client: Client, account: Account, ok: bool) -> bool:
     key = nick_key(account[0])
     if not ok:
         failed(client, key, "/drop")
-        return
+        return False
     server = client.server
     succeeded(client, key)
     unchanged(client, account, identified=True)
@@ -448,7 +461,8 @@ def _dropped(client: Client, account: Account, ok: bool) -> None:
                 other.notice(f"{account[0]} is no longer registered; you may keep "
                              f"{other.nick}")
     server.hooks.call("chatd_account_dropped", server=server, account=account[0])
-    client.notice(f"{account[0]} is no longer registered; anyone may use it")
+    return _once_committed(client, number, lambda: client.notice(
+        f"{account[0]} is no longer registered; anyone may use it"))
 
 
 # -- the commands ---------------------------------------------------------------------------

@@ -87,6 +87,10 @@ from .store import (
 #: The store this plugin listens to for other processes' changes (once per store:
 #: a reload starts the plugin again, the listener stays).
 LISTENING: StashKey[object] = StashKey()
+#: A store starts listening to a channel within about half a second of ``listen``
+#: (its listener thread connects, or picks the new channel up): a notice sent
+#: meanwhile is missed.  So once that is surely over, every room is read again.
+LISTEN_SETTLED = 1.0
 
 __all__ = [
     "chatd_account_change",
@@ -117,6 +121,8 @@ def chatd_startup(server: Server) -> None:
     if server.stash.get(LISTENING) is not server.store:
         server.stash[LISTENING] = server.store
         server.store.listen(CHANNEL, lambda key: _noticed(server, key))
+        if server.store.dialect != "sqlite":  # see LISTEN_SETTLED
+            server.call_later(LISTEN_SETTLED, _noticed, server, None)
     if previous is not None and previous.loaded:
         # Memory is the truth once loaded: every change is made there first and its
         # write may still wait for the disk (full), so reading the store again would
