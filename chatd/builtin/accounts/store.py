@@ -71,7 +71,8 @@ def accounts_like(server: Server, nick: str) -> list[Account]:
     """Every account registered as ``nick`` or as a look-alike of it, oldest first;
     raises StoreUnavailable."""
     key, look = nick_key(nick), skeleton(nick)
-    return _merged(server, nick, server.store.read(_LIKE, (key, look)))
+    pending = unwritten_accounts(server, state_of(server))
+    return _merged(nick, server.store.read(_LIKE, (key, look)), pending)
 
 
 def find_account(server: Server, nick: str) -> Account | None:
@@ -146,11 +147,11 @@ _LIKE = ("SELECT key, nick, password, registered FROM accounts WHERE key = ? OR 
          "LIMIT 16")
 
 
-def _merged(server: Server, nick: str, rows: list[tuple[Any, ...]]) -> list[Account]:
-    """The accounts like ``nick`` (``rows`` from the table, memory over them), oldest
-    first."""
+def _merged(nick: str, rows: list[tuple[Any, ...]],
+            pending: dict[str, Account | None]) -> list[Account]:
+    """The accounts like ``nick``: ``rows`` from the table, with what was not on disk
+    when they were asked for (``pending``) over them; oldest first."""
     key, look = nick_key(nick), skeleton(nick)
-    pending = unwritten_accounts(server, state_of(server))
     found = {row[0]: (row[1], row[2], row[3]) for row in rows if row[0] not in pending}
     for pending_key, account in pending.items():
         if account is not None and (pending_key == key or skeleton(account[0]) == look):
@@ -164,6 +165,10 @@ def ask_accounts_like(client: Client, nick: str,
     client's later lines wait for it; a database that cannot answer (in time) is the
     client's "accounts are unavailable" line, and holds nobody else."""
     server = client.server
+    # What is not on disk now: the rows come from after this moment (anything
+    # committed before it is in them), and what is committed meanwhile must not
+    # go missing from both.
+    pending = unwritten_accounts(server, state_of(server))
 
     def answered(answer: Any) -> None:
         # Told here, not raised: an answer given inline (a store with no loop) comes
@@ -171,7 +176,7 @@ def ask_accounts_like(client: Client, nick: str,
         try:
             if not answer.ok:
                 raise unavailable(answer.error)
-            then(_merged(server, nick, answer.rows))
+            then(_merged(nick, answer.rows, pending))
         except CommandError as exc:
             client.error(str(exc), code=exc.code)
 

@@ -8,9 +8,17 @@ registered, or with bans or mutes while it exists -- and the registered rooms'
 names by how they read (look-alikes).
 
 Memory is the truth once loaded: every change is made there first, then
-written (the store's writer thread commits it later).  The tables are read once
-at startup, a page at a time, and again every 5 s while the database cannot
-answer; until then the commands say so (:func:`state_of`).
+written (the store's writer thread commits it later).  The tables are read at
+startup off the loop (``server.ask_store``), a page at a time, and again every
+5 s while the database cannot answer; until then chat goes on, joins are let
+in (no room's rules are known) and the commands say the rules are not loaded
+(:func:`state_of`); once read, members a ban matches are put out.
+
+Several processes may share the database (PostgreSQL): every change is
+announced (``store.notify`` on ``chatd_moderation``, the room's key, sent when
+committed), and a notice from another process reads that room again
+(:func:`reload_room`) once this process's own writes for it are committed;
+``None`` (the listening connection was lost) reads every room again.
 
 The hooks here keep the tables in step with rooms and accounts: a registered
 room keeps its topic while it is empty, an unregistered room's bans go with
@@ -32,7 +40,6 @@ from chatd import (
     Room,
     Server,
     StashKey,
-    StoreUnavailable,
     hookimpl,
     plural,
 )
@@ -252,36 +259,84 @@ def rules_for(server: Server, name: str, *, create: bool = False) -> RoomRules |
 
 
 def load(server: Server, applied: Applied | None = None) -> None:
-    """Read the registered rooms (bounded reads, a page at a time); retried until it works.
+    """Read the registered rooms, off the loop (``server.ask_store``: bounded reads, a
+    page of rooms, then each room's operators and bans); retried every
+    ``LOAD_RETRY_SECONDS`` until it works.
 
-    Until it has worked, chat goes on and joins are let in (no room's rules are
-    known); ``applied(server, rules)`` then runs for each room read, so members a
-    ban matches are put out as soon as the rules are in."""
+    Until it has worked, chat goes on: joins are let in (no room's rules are
+    known yet) and the moderation commands say the rules are not loaded; once
+    they are, ``applied(server, rules)`` runs for each room, so members a ban
+    matches are put out then."""
     state: ModerationState = server.stash[STATE]
     state.retry = None
-    store = server.store
     rooms: dict[str, RoomRules] = {}
-    try:
-        last = ""
-        while True:
-            rows = store.read("SELECT key, name, founder, topic, topic_lock, invite_only "
-                              "FROM rooms WHERE key > ? ORDER BY key LIMIT 500", (last,))
-            for key, name, founder, topic, topic_lock, invite_only in rows:
-                rooms[key] = RoomRules(name, founder, topic, bool(topic_lock), bool(invite_only))
-            if len(rows) < 500:
-                break
-            last = rows[-1][0]
-        for key, rules in rooms.items():
-            rules.operators = {row[0] for row in store.read(
-                "SELECT account FROM room_operators WHERE room = ?", (key,))}
-            _fill_entries(rules, store.read(
-                "SELECT kind, mask, set_by, reason, set_at, expires, target FROM room_bans "
-                "WHERE room = ? LIMIT ?", (key, ENTRIES_PER_ROOM)))
-    except StoreUnavailable as exc:
+
+    def failed(error: str | None) -> None:
+        if server.stash.get(STATE) is not state:
+            return  # a reload started another load meanwhile
         log.error("could not read the registered rooms (%s); bans and room operators are not "
-                  "in force until they are read (retrying in 5 s)", exc)
-        state.retry = server.call_later(5.0, load, server, applied)
-        return
+                  "in force until they are read (retrying in %g s)", error, LOAD_RETRY_SECONDS)
+        state.retry = server.call_later(LOAD_RETRY_SECONDS, load, server, applied)
+
+    def page(last: str) -> None:
+        server.ask_store(None, "SELECT key, name, founder, topic, topic_lock, invite_only "
+                         "FROM rooms WHERE key > ? ORDER BY key LIMIT 500", (last,), listed)
+
+    def listed(answer: Any) -> None:
+        if not answer.ok:
+            failed(answer.error)
+            return
+        for key, name, founder, topic, topic_lock, invite_only in answer.rows:
+            rooms[key] = RoomRules(name, founder, topic, bool(topic_lock), bool(invite_only))
+        if len(answer.rows) == 500:
+            page(answer.rows[-1][0])
+        else:
+            read_rooms(list(rooms.values()))
+
+    def read_rooms(waiting: list[RoomRules]) -> None:
+        if not waiting:
+            _loaded(server, state, rooms, applied)
+            return
+        rules = waiting.pop()
+
+        def operators(answer: Any) -> None:
+            if not answer.ok:
+                failed(answer.error)
+                return
+            rules.operators = {row[0] for row in answer.rows}
+            server.ask_store(None, "SELECT kind, mask, set_by, reason, set_at, expires, target "
+                             "FROM room_bans WHERE room = ? LIMIT ?",
+                             (rules.key, ENTRIES_PER_ROOM), entries)
+
+        def entries(answer: Any) -> None:
+            if not answer.ok:
+                failed(answer.error)
+                return
+            _fill_entries(rules, answer.rows)
+            read_rooms(waiting)
+
+        server.ask_store(None, "SELECT account FROM room_operators WHERE room = ? LIMIT 1000",
+                         (rules.key,), operators)
+
+    page("")
+
+
+#: How soon the load of the registered rooms is tried again after it failed.
+LOAD_RETRY_SECONDS = 5.0
+
+
+def _loaded(server: Server, state: ModerationState, rooms: dict[str, RoomRules],
+            applied: Applied | None) -> None:
+    """The registered rooms are read: in force from now on."""
+    if server.stash.get(STATE) is not state:
+        return  # a reload started another load meanwhile
+    for key, rules in rooms.items():
+        old = state.rooms.get(key)
+        if old is not None:  # bans set while it was unknown stay (as on registration)
+            for kind in ("ban", "mute"):
+                for mask_key, entry in old.entries(kind).items():
+                    rules.entries(kind).setdefault(mask_key, entry)
+            rules.invited = old.invited
     state.rooms.update(rooms)
     for rules in rooms.values():
         index(state, rules)
