@@ -14,6 +14,7 @@ Two kinds of tests:
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -401,10 +402,11 @@ def test_pg_a_ban_on_one_puts_out_and_refuses_on_the_other(processes):
     member.expect(r"^! you are banned from #shared")
 
 
-def _join_when_let_in(client, room: str, attempts: int = 50) -> None:
+def _join_when_let_in(client, room: str, within: float = 5.0) -> None:
     """Join ``room`` as soon as another process's change lets ``client`` in (nothing on
-    this process signals it: ask again after each refusal)."""
-    for _ in range(attempts):
+    this process signals it: ask again after each refusal, for ``within`` seconds)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
         client.send(f"/join {room}")
         if not client.expect(rf"joined {room}|first in {room}|^! you are banned").group(0) \
                 .startswith("!"):

@@ -79,7 +79,7 @@ from .store import (
     chatd_message,
     chatd_room_created,
     chatd_room_removed,
-    load,
+    load_at_start,
     reload_all,
     reload_room,
 )
@@ -129,7 +129,7 @@ def chatd_startup(server: Server) -> None:
         # bring back a lifted ban, a removed operator, a dropped room.
         state.loaded = True
         return
-    load(server, rules_read)
+    load_at_start(server, rules_read)
 
 
 def _noticed(server: Server, key: str | None) -> None:

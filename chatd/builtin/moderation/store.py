@@ -10,7 +10,7 @@ names by how they read (look-alikes).
 Memory is the truth once loaded: every change is made there first, then
 written (the store's writer thread commits it later).  The tables are read at
 startup off the loop (``server.ask_store``), a page at a time, and again every
-5 s while the database cannot answer; until then chat goes on, joins are let
+5 s (sooner at first) while the database cannot answer; until then chat goes on, joins are let
 in (no room's rules are known) and the commands say the rules are not loaded
 (:func:`state_of`); once read, members a ban matches are put out.
 
@@ -40,6 +40,7 @@ from chatd import (
     Room,
     Server,
     StashKey,
+    StoreUnavailable,
     hookimpl,
     plural,
 )
@@ -190,6 +191,8 @@ class ModerationState:
         #: False until the registered rooms were read from the store.
         self.loaded = False
         self.retry: Any = None
+        #: How long the next retry of a failed load waits.
+        self.load_delay = LOAD_RETRY_FIRST
         #: Room key -> the number of this process's last write for it: a notice from
         #: another process is applied only once these are committed (memory is ahead
         #: of the table until then).
@@ -258,6 +261,38 @@ def rules_for(server: Server, name: str, *, create: bool = False) -> RoomRules |
 # -- reading and writing -------------------------------------------------------------------
 
 
+def load_at_start(server: Server, applied: Applied | None = None) -> None:
+    """The load at startup: read at once (``store.read``, each read cut at
+    ``read_timeout``, so the loop waits little even for a slow database), so the
+    rules are in force before the first client comes; if the database cannot
+    answer so fast, :func:`load` goes on off the loop."""
+    state: ModerationState = server.stash[STATE]
+    store = server.store
+    rooms: dict[str, RoomRules] = {}
+    try:
+        last = ""
+        while True:
+            rows = store.read("SELECT key, name, founder, topic, topic_lock, invite_only "
+                              "FROM rooms WHERE key > ? ORDER BY key LIMIT 500", (last,))
+            for key, name, founder, topic, topic_lock, invite_only in rows:
+                rooms[key] = RoomRules(name, founder, topic, bool(topic_lock), bool(invite_only))
+            if len(rows) < 500:
+                break
+            last = rows[-1][0]
+        for key, rules in rooms.items():
+            rules.operators = {row[0] for row in store.read(
+                "SELECT account FROM room_operators WHERE room = ? LIMIT 1000", (key,))}
+            _fill_entries(rules, store.read(
+                "SELECT kind, mask, set_by, reason, set_at, expires, target FROM room_bans "
+                "WHERE room = ? LIMIT ?", (key, ENTRIES_PER_ROOM)))
+    except StoreUnavailable as exc:
+        log.info("the registered rooms could not be read at once (%s); reading them off "
+                 "the loop", exc)
+        load(server, applied)
+        return
+    _loaded(server, state, rooms, applied)
+
+
 def load(server: Server, applied: Applied | None = None) -> None:
     """Read the registered rooms, off the loop (``server.ask_store``: bounded reads, a
     page of rooms, then each room's operators and bans); retried every
@@ -274,9 +309,12 @@ def load(server: Server, applied: Applied | None = None) -> None:
     def failed(error: str | None) -> None:
         if server.stash.get(STATE) is not state:
             return  # a reload started another load meanwhile
-        log.error("could not read the registered rooms (%s); bans and room operators are not "
-                  "in force until they are read (retrying in %g s)", error, LOAD_RETRY_SECONDS)
-        state.retry = server.call_later(LOAD_RETRY_SECONDS, load, server, applied)
+        delay = state.load_delay
+        state.load_delay = min(delay * 2, LOAD_RETRY_SECONDS)
+        log_at = logging.ERROR if delay >= LOAD_RETRY_SECONDS / 2 else logging.INFO
+        log.log(log_at, "could not read the registered rooms (%s); bans and room operators "
+                "are not in force until they are read (retrying in %g s)", error, delay)
+        state.retry = server.call_later(delay, load, server, applied)
 
     def page(last: str) -> None:
         server.ask_store(None, "SELECT key, name, founder, topic, topic_lock, invite_only "
@@ -321,7 +359,9 @@ def load(server: Server, applied: Applied | None = None) -> None:
     page("")
 
 
-#: How soon the load of the registered rooms is tried again after it failed.
+#: How soon the load of the registered rooms is tried again after it failed: at once
+#: (a moment's lock while other plugins migrate at startup), then doubling to 5 s.
+LOAD_RETRY_FIRST = 0.05
 LOAD_RETRY_SECONDS = 5.0
 
 
