@@ -322,8 +322,9 @@ PG_FAST = {"accounts": {"scrypt_n": 1024}}
 
 
 @pytest.fixture
-def processes(chatd_server, postgres_url):
-    """Two chatd processes sharing one PostgreSQL database."""
+def processes(postgres_url, chatd_server):
+    """Two chatd processes sharing one PostgreSQL database (``postgres_url`` first: it
+    is torn down after they stop)."""
     storage = {"url": postgres_url}
     return (chatd_server(storage=storage, plugins=PG_FAST),
             chatd_server(storage=storage, plugins=PG_FAST))
