@@ -326,8 +326,12 @@ def processes(postgres_url, chatd_server):
     """Two chatd processes sharing one PostgreSQL database (``postgres_url`` first: it
     is torn down after they stop)."""
     storage = {"url": postgres_url}
-    return (chatd_server(storage=storage, plugins=PG_FAST),
-            chatd_server(storage=storage, plugins=PG_FAST))
+    servers = (chatd_server(storage=storage, plugins=PG_FAST),
+               chatd_server(storage=storage, plugins=PG_FAST))
+    for server in servers:  # past the look at everything once listening: from now on
+        server.wait_for_log(r"reading every registered room again")  # only notices
+        server.wait_for_log(r"looking at every client's nick again")  # carry changes
+    return servers
 
 
 def pg_named(server, nick: str, **kwargs):

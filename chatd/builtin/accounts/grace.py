@@ -172,6 +172,9 @@ def noticed(server: Server, key: str | None) -> None:
     as after a registration here (:func:`enforce`: the grace starts, or ends)."""
     if server.stash.get(STATE) is None:
         return
+    if key is None:
+        log.info("looking at every client's nick again (other processes' changes may have "
+                 "been missed)")
     look = skeleton(key) if key is not None else ""
     for client in list(server.clients.values()):
         grace = client.stash.get(GRACE)

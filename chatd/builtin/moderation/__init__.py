@@ -58,6 +58,8 @@ reload), and the registrar the *accounts* plugin calls for ``/register #room``.
 
 from __future__ import annotations
 
+import logging
+
 from chatd import Server, StashKey, hookimpl
 
 from ..accounts import ROOM_REGISTRAR
@@ -83,6 +85,8 @@ from .store import (
     reload_all,
     reload_room,
 )
+
+log = logging.getLogger("chatd.moderation")
 
 #: The store this plugin listens to for other processes' changes (once per store:
 #: a reload starts the plugin again, the listener stays).
@@ -136,6 +140,8 @@ def _noticed(server: Server, key: str | None) -> None:
     """Another process changed room ``key``'s rules (None: notices may have been
     missed, the listening connection was lost): read them again."""
     if key is None:
+        log.info("reading every registered room again (other processes' changes may have "
+                 "been missed)")
         reload_all(server, rules_read)
     else:
         reload_room(server, key, rules_read)
