@@ -452,6 +452,8 @@ def test_pg_a_password_change_and_a_drop_on_one_hold_on_the_other(processes):
     mine.expect(r"sharedname is no longer registered")
     there.expect(r"sharedname is no longer registered \(dropped on another server\)",
                  timeout=5)
+    there.send(f"/password {NEW_PASSWORD} {PASSWORD}")
+    there.expect(r"^! identify first")  # no longer identified as the dropped nick
     fresh.expect(r"no longer identified", timeout=5)
 
 
