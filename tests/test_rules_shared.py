@@ -13,6 +13,7 @@ Two kinds of tests:
 
 from __future__ import annotations
 
+import calendar
 import re
 import time
 from pathlib import Path
@@ -401,8 +402,13 @@ def test_pg_a_ban_on_one_puts_out_and_refuses_on_the_other(processes):
     member = second.client(source="127.0.0.9")
     member.send("/join #shared")
     member.expect(r"joined #shared|first in #shared")
-    founder.send("/ban #shared *!*@127.0.0.9")
-    member.expect(r"you are banned from #shared", timeout=5)
+    asked = time.time()
+    founder.send("/ban #shared *!*@127.0.0.9 1h")
+    told = member.expect(r"you are banned from #shared \(until (.*) UTC\)", timeout=5)
+    # Its end as the other process read it back: to the second (a 4-byte REAL would
+    # round a time since the epoch to 128 s).
+    until = calendar.timegm(time.strptime(told.group(1), "%Y-%m-%d %H:%M:%S"))
+    assert asked + 3600 - 2 <= until <= time.time() + 3600 + 2, told.group(0)
     member.send("/join #shared")
     member.expect(r"^! you are banned from #shared")
 
