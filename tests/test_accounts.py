@@ -47,6 +47,17 @@ def grace_notice(nick: str, seconds: float, registered: str | None = None) -> st
 # -- helpers -------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def backend_server(storage, chatd_server):
+    """``chatd_server`` on each backend in turn (SQLite, then PostgreSQL): the tests
+    taking it run twice.  (``storage`` first: torn down after the servers stop, so a
+    server never outlives its database.)"""
+    def start(*args, **sections):
+        sections.setdefault("storage", storage)
+        return chatd_server(*args, **sections)
+    return start
+
+
 def expect_exact(client, line: str, timeout: float | None = None) -> None:
     """Skip other lines (joins of other clients) until exactly ``line`` arrives."""
     client.expect(f"^{re.escape(line)}$", timeout=timeout)
@@ -153,12 +164,12 @@ def test_a_malformed_stored_value_never_matches(stored):
 # -- /register, /identify, /whois ----------------------------------------------------------
 
 
-def test_register_identifies_and_whois_shows_the_account_only_when_identified(chatd_server):
+def test_register_identifies_and_whois_shows_the_account_only_when_identified(backend_server):
     """/register identifies its client at once; /whois says "X is identified as Y" for
     an identified client (also after a nick change: the account stays) and for nobody
     else: not a plain nick, not an unidentified holder of a registered nick, not the
     owner once it dropped the nick."""
-    server = chatd_server()
+    server = backend_server()
     alice = registered(server, "alice")
     assert "*** alice is identified as alice" in whois(alice, "alice")
     carol = named(server, "carol")
@@ -176,11 +187,11 @@ def test_register_identifies_and_whois_shows_the_account_only_when_identified(ch
     assert not any("identified" in line for line in whois(carol, "alicia"))
 
 
-def test_register_refuses_a_guest_nick_a_registered_nick_and_a_second_time(chatd_server):
+def test_register_refuses_a_guest_nick_a_registered_nick_and_a_second_time(backend_server):
     """Only a chosen nick can be registered, only once: a guest-N nick is refused, the
     owner registering again is told it is already its own, and someone else holding
     the registered nick is pointed to /identify."""
-    server = chatd_server()
+    server = backend_server()
     guest = server.client()
     guest.send(f"/register {PASSWORD}")
     expect_exact(guest, "! choose your nick first (/nick NAME), then /register PASSWORD")
@@ -203,11 +214,11 @@ def test_register_refuses_a_guest_nick_a_registered_nick_and_a_second_time(chatd
     expect_exact(nobody, f"! {nobody.nick} is not registered (/register PASSWORD registers it)")
 
 
-def test_password_rules_for_register_and_password(chatd_server):
+def test_password_rules_for_register_and_password(backend_server):
     """A password is one word of min_password_length (here 10) to 256 characters and is
     not the nick itself (in any case); /register and /password apply the same rules,
     and a refused password registers nothing."""
-    server = chatd_server(plugins={"accounts": {"min_password_length": 10}})
+    server = backend_server(plugins={"accounts": {"min_password_length": 10}})
     nick = "longnickname"
     client = named(server, nick)
     for password, error in [
@@ -239,11 +250,11 @@ def test_password_rules_for_register_and_password(chatd_server):
 # -- the grace rename and the take-back ----------------------------------------------------
 
 
-def test_an_unidentified_holder_of_a_registered_nick_is_renamed_after_the_grace(chatd_server):
+def test_an_unidentified_holder_of_a_registered_nick_is_renamed_after_the_grace(backend_server):
     """Taking a registered nick without identifying gets a warning naming the grace;
     when grace_seconds have passed (not before) the holder is renamed to guest-N, and
     the room sees the rename."""
-    server = chatd_server(plugins={"accounts": {"grace_seconds": 0.5}})
+    server = backend_server(plugins={"accounts": {"grace_seconds": 0.5}})
     owner = registered(server, "alice")
     owner.send("/nick owner")
     expect_exact(owner, "*** alice is now known as owner")
@@ -260,11 +271,11 @@ def test_an_unidentified_holder_of_a_registered_nick_is_renamed_after_the_grace(
     expect_exact(owner, "*** owner is now known as alice")
 
 
-def test_identifying_within_the_grace_keeps_the_nick(chatd_server):
+def test_identifying_within_the_grace_keeps_the_nick(backend_server):
     """A holder that identifies before the grace is over keeps the nick: the timer is
     cancelled for good, so no rename comes after it, not even when the nick is dropped
     (and so no longer identified for) before the grace would have ended."""
-    server = chatd_server(plugins={"accounts": {"grace_seconds": 0.5}})
+    server = backend_server(plugins={"accounts": {"grace_seconds": 0.5}})
     owner = registered(server, "alice")
     owner.send("/nick owner")
     expect_exact(owner, "*** alice is now known as owner")
@@ -278,11 +289,11 @@ def test_identifying_within_the_grace_keeps_the_nick(chatd_server):
     assert any(line.startswith("*** alice: in #lobby") for line in whois(owner, "alice"))
 
 
-def test_identify_nick_password_takes_the_nick_back_from_an_unidentified_holder(chatd_server):
+def test_identify_nick_password_takes_the_nick_back_from_an_unidentified_holder(backend_server):
     """/identify NICK PASSWORD from another nick renames the client to NICK; whoever held
     NICK without identifying becomes guest-N at once and is told why.  A holder that is
     itself identified for NICK keeps it."""
-    server = chatd_server()  # the shipped 60 s grace: only the take-back renames here
+    server = backend_server()  # the shipped 60 s grace: only the take-back renames here
     owner = registered(server, "alice")
     owner.send("/nick owner")
     expect_exact(owner, "*** alice is now known as owner")
@@ -303,11 +314,11 @@ def test_identify_nick_password_takes_the_nick_back_from_an_unidentified_holder(
     assert not any("known as" in line for line in sync(third) + sync(returning))
 
 
-def test_an_identified_owner_under_another_nick_can_take_its_nick_back(chatd_server):
+def test_an_identified_owner_under_another_nick_can_take_its_nick_back(backend_server):
     """The owner keeps its account when it changes nick; if someone then takes the nick
     unidentified, /identify NICK PASSWORD must still take it back at once (the module
     docstring's promise), not answer "you are already identified"."""
-    server = chatd_server()
+    server = backend_server()
     owner = registered(server, "alice")
     owner.send("/nick owner")
     expect_exact(owner, "*** alice is now known as owner")
@@ -321,10 +332,10 @@ def test_an_identified_owner_under_another_nick_can_take_its_nick_back(chatd_ser
 # -- /password and /drop -------------------------------------------------------------------
 
 
-def test_password_changes_the_password_and_needs_the_old_one(chatd_server):
+def test_password_changes_the_password_and_needs_the_old_one(backend_server):
     """/password OLD NEW needs identification and the right OLD (a wrong one is a failed
     attempt); afterwards NEW identifies and OLD does not."""
-    server = chatd_server()
+    server = backend_server()
     stranger = named(server, "stranger")
     stranger.send(f"/password {PASSWORD} {OTHER}")
     expect_exact(stranger, "! identify first (/identify NICK PASSWORD)")
@@ -340,11 +351,11 @@ def test_password_changes_the_password_and_needs_the_old_one(chatd_server):
     expect_exact(later, "*** you are identified as alice")
 
 
-def test_drop_unregisters_the_nick_and_anyone_may_use_it(chatd_server):
+def test_drop_unregisters_the_nick_and_anyone_may_use_it(backend_server):
     """/drop PASSWORD needs identification and the right password; afterwards the nick is
     not registered (no warning for whoever takes it, /identify says so) and someone
     else may register it."""
-    server = chatd_server()
+    server = backend_server()
     stranger = named(server, "stranger")
     stranger.send(f"/drop {PASSWORD}")
     expect_exact(stranger, "! identify first: you can drop the nick you are identified as")
@@ -366,10 +377,10 @@ def test_drop_unregisters_the_nick_and_anyone_may_use_it(chatd_server):
 # -- failed attempts -----------------------------------------------------------------------
 
 
-def test_drop_ends_the_account_on_every_connection_identified_as_it(chatd_server):
+def test_drop_ends_the_account_on_every_connection_identified_as_it(backend_server):
     """After /drop, no other connection of the old owner still counts as identified
     for the nick (or it would be trusted as whoever registers it next)."""
-    server = chatd_server()
+    server = backend_server()
     first = registered(server, "alice")
     second = named(server, "second")
     second.send(f"/identify alice {PASSWORD}")
@@ -380,10 +391,10 @@ def test_drop_ends_the_account_on_every_connection_identified_as_it(chatd_server
     assert not any("is identified as" in line for line in lines), lines
 
 
-def test_what_a_client_sends_after_identify_waits_for_the_answer(chatd_server):
+def test_what_a_client_sends_after_identify_waits_for_the_answer(backend_server):
     """/identify is answered from a worker thread; a script's next command, sent in the
     same packet, must run after it (as the identified user), not before."""
-    server = chatd_server()
+    server = backend_server()
     owner = registered(server, "alice")
     owner.close()
     script = server.client()
@@ -395,12 +406,12 @@ def test_what_a_client_sends_after_identify_waits_for_the_answer(chatd_server):
     expect_exact(watcher, "<alice> after")
 
 
-def test_a_pipe_that_identifies_and_closes_still_says_its_lines(chatd_server):
+def test_a_pipe_that_identifies_and_closes_still_says_its_lines(backend_server):
     """``printf '/identify alice PW\\nhi\\n' | nc -N``: the FIN arrives while the password
     is being checked; the waiting line is still said (as alice), then the connection closes."""
     import socket
 
-    server = chatd_server()
+    server = backend_server()
     registered(server, "alice").close()
     watcher = server.client()
     script = server.client()
@@ -410,10 +421,10 @@ def test_a_pipe_that_identifies_and_closes_still_says_its_lines(chatd_server):
     assert "*** you are identified as alice" in script.expect_eof()
 
 
-def test_five_failed_attempts_close_the_connection(chatd_server):
+def test_five_failed_attempts_close_the_connection(backend_server):
     """A connection that fails 5 times (/identify, /password, /drop alike, for any nick)
     is told why and closed; a new connection from the same address may try again."""
-    server = chatd_server()
+    server = backend_server()
     registered(server, "bob", OTHER)
     alice = registered(server, "alice")
     alice.send(f"/password wrong-one {OTHER}")
@@ -430,13 +441,13 @@ def test_five_failed_attempts_close_the_connection(chatd_server):
                         r"connection")
 
 
-def test_guesses_from_others_never_lock_the_owner_out(chatd_server):
+def test_guesses_from_others_never_lock_the_owner_out(backend_server):
     """Issue 18 rule 8: 10 failures for a nick (5 each from two guessing addresses) put
     it under attack: the guessing addresses may not try it again, not even with the
     right password (other nicks they may); the owner, from an address that has not
     been guessing, identifies with the right password; a fresh address with a wrong
     password gets its one miss and is then refused too."""
-    server = chatd_server(plugins={"accounts": {"registrations_per_hour": 10}})
+    server = backend_server(plugins={"accounts": {"registrations_per_hour": 10}})
     registered(server, "alice")
     registered(server, "bob", OTHER)
     fail_until_closed(server, "alice", source="127.0.0.2")
@@ -457,11 +468,11 @@ def test_guesses_from_others_never_lock_the_owner_out(chatd_server):
     server.wait_for_log(r"password attempt for alice refused")
 
 
-def test_five_failures_from_an_address_for_a_nick_refuse_that_address_for_it(chatd_server):
+def test_five_failures_from_an_address_for_a_nick_refuse_that_address_for_it(backend_server):
     """Per source and nick: 5 failures from one address for one nick (on one
     connection, which is closed for them) refuse that address for that nick, even
     though the nick as a whole is not under attack; another nick it may still try."""
-    server = chatd_server()
+    server = backend_server()
     registered(server, "alice")
     registered(server, "bob", OTHER)
     fail_until_closed(server, "alice", source="127.0.0.2")
@@ -472,11 +483,11 @@ def test_five_failures_from_an_address_for_a_nick_refuse_that_address_for_it(cha
     expect_exact(again, "*** you are identified as bob")
 
 
-def test_twenty_failures_from_an_address_refuse_it_and_only_it(chatd_server):
+def test_twenty_failures_from_an_address_refuse_it_and_only_it(backend_server):
     """After 20 failures from one address within the window (spread over nicks, so no
     nick reaches its own limit), that address may not try any nick; another address
     may."""
-    server = chatd_server(plugins={"accounts": {"registrations_per_hour": 10}})
+    server = backend_server(plugins={"accounts": {"registrations_per_hour": 10}})
     owner = registered(server, "nick1")
     for number in (2, 3, 4):
         owner.send(f"/nick nick{number}")
@@ -492,12 +503,12 @@ def test_twenty_failures_from_an_address_refuse_it_and_only_it(chatd_server):
     expect_exact(elsewhere, "*** you are identified as nick1")
 
 
-def test_concurrent_guesses_cannot_exceed_the_nick_limit(chatd_server):
+def test_concurrent_guesses_cannot_exceed_the_nick_limit(backend_server):
     """The limits bound the guesses a nick can get from one address: guesses sent
     together (before any is answered) on several connections must not get more than 5
     "wrong password" answers (the limit per address and nick); the rest are refused
     (or find the server busy: guesses from one address for one nick queue 3 deep)."""
-    server = chatd_server()
+    server = backend_server()
     owner = registered(server, "alice")
     owner.send("/nick owner")
     expect_exact(owner, "*** alice is now known as owner")
@@ -513,10 +524,10 @@ def test_concurrent_guesses_cannot_exceed_the_nick_limit(chatd_server):
 # -- registrations per address -------------------------------------------------------------
 
 
-def test_the_fourth_registration_from_an_address_within_an_hour_is_refused(chatd_server):
+def test_the_fourth_registration_from_an_address_within_an_hour_is_refused(backend_server):
     """registrations_per_hour (3 by default) nicks may be registered from one address an
     hour; the 4th is refused (and not registered), another address may still register."""
-    server = chatd_server()
+    server = backend_server()
     for nick in ("first", "second", "third"):
         registered(server, nick)
     fourth = named(server, "fourth")
@@ -527,10 +538,10 @@ def test_the_fourth_registration_from_an_address_within_an_hour_is_refused(chatd
     registered(server, "fifth", source="127.0.0.2")
 
 
-def test_concurrent_registrations_cannot_exceed_the_hourly_limit(chatd_server):
+def test_concurrent_registrations_cannot_exceed_the_hourly_limit(backend_server):
     """registrations_per_hour holds for registrations sent together, before any is
     answered: of 5 at once from one address, at most 3 succeed."""
-    server = chatd_server()
+    server = backend_server()
     clients = [named(server, f"user{number}") for number in range(5)]
     for client in clients:
         client.send(f"/register {PASSWORD}")
@@ -542,12 +553,12 @@ def test_concurrent_registrations_cannot_exceed_the_hourly_limit(chatd_server):
 # -- secrets, storage, restart -------------------------------------------------------------
 
 
-def test_passwords_are_never_logged(chatd_server):
+def test_passwords_are_never_logged(backend_server):
     """With DEBUG logging and message logging on, no password given to /register,
     /identify (right or wrong), /password (old, new) or /drop reaches the log, while
     what happened does."""
     secrets = ["Reg1-secret-pw", "Wrong1-guess-pw", "New2-secret-pw", "Short7"]
-    server = chatd_server(logging={"level": "DEBUG"}, plugins={"log": {"messages": True}})
+    server = backend_server(logging={"level": "DEBUG"}, plugins={"log": {"messages": True}})
     alice = named(server, "alice")
     alice.send("/register Short7")
     expect_exact(alice, "! a password has at least 8 characters")

@@ -13,12 +13,25 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from chatd.testing import ChatClient, write_config
 
 PASSWORD = "correct-horse"
 OPER_PASSWORD = "oper-secret-1"
 PLUGINS = {"accounts": {"registrations_per_hour": 100},
            "oper": {"password": OPER_PASSWORD}}
+
+
+@pytest.fixture
+def backend_server(storage, chatd_server):
+    """``chatd_server`` on each backend in turn (SQLite, then PostgreSQL): the tests
+    taking it run twice.  (``storage`` first: torn down after the servers stop, so a
+    server never outlives its database.)"""
+    def start(*args, **sections):
+        sections.setdefault("storage", storage)
+        return chatd_server(*args, **sections)
+    return start
 
 
 def _config(path: Path) -> Path:
@@ -72,8 +85,8 @@ def _sync(*clients) -> None:
         client.expect(r"^\*\*\* \d+ rooms?:")
 
 
-def test_registering_a_room_needs_an_identified_member(chatd_server):
-    server = chatd_server(plugins=PLUGINS)
+def test_registering_a_room_needs_an_identified_member(backend_server):
+    server = backend_server(plugins=PLUGINS)
     bob = _named(server, "bob")
     _in(bob, "#dev")
     bob.send("/register #dev")
@@ -95,8 +108,8 @@ def test_registering_a_room_needs_an_identified_member(chatd_server):
     _see(bob, "*** #dev: topic-lock off, invite-only off")
 
 
-def test_members_who_are_not_operators_cannot_moderate(chatd_server):
-    server = chatd_server(plugins=PLUGINS)
+def test_members_who_are_not_operators_cannot_moderate(backend_server):
+    server = backend_server(plugins=PLUGINS)
     alice = _founded(server, "alice", "#dev")
     bob = _named(server, "bob")
     _in(bob, "#dev")
@@ -110,8 +123,8 @@ def test_members_who_are_not_operators_cannot_moderate(chatd_server):
     alice.expect_nothing(0.2)
 
 
-def test_kick_puts_a_member_out_and_they_may_come_back(chatd_server):
-    server = chatd_server(plugins=PLUGINS)
+def test_kick_puts_a_member_out_and_they_may_come_back(backend_server):
+    server = backend_server(plugins=PLUGINS)
     alice = _founded(server, "alice", "#dev")
     bob = _named(server, "bob")
     _in(bob, "#dev")
@@ -125,8 +138,8 @@ def test_kick_puts_a_member_out_and_they_may_come_back(chatd_server):
     server.wait_for_log(r"chatd\.moderation: alice kicked bob from #dev: flooding")
 
 
-def test_a_ban_with_a_time_keeps_out_until_it_expires(chatd_server):
-    server = chatd_server(plugins=PLUGINS)
+def test_a_ban_with_a_time_keeps_out_until_it_expires(backend_server):
+    server = backend_server(plugins=PLUGINS)
     alice = _founded(server, "alice", "#dev")
     bob = _named(server, "bob")
     _in(bob, "#dev")
@@ -147,8 +160,8 @@ def test_a_ban_with_a_time_keeps_out_until_it_expires(chatd_server):
     _see(alice, "*** no bans or mutes in #dev")
 
 
-def test_ban_by_account_follows_the_account_across_nicks(chatd_server):
-    server = chatd_server(plugins=PLUGINS)
+def test_ban_by_account_follows_the_account_across_nicks(backend_server):
+    server = backend_server(plugins=PLUGINS)
     alice = _founded(server, "alice", "#dev")
     mallory = _registered(server, "mallory")
     mallory.send("/nick notmallory")
@@ -169,8 +182,8 @@ def test_ban_by_account_follows_the_account_across_nicks(chatd_server):
     _in(carol, "#dev")
 
 
-def test_identifying_while_in_a_room_applies_an_account_ban(chatd_server):
-    server = chatd_server(plugins=PLUGINS)
+def test_identifying_while_in_a_room_applies_an_account_ban(backend_server):
+    server = backend_server(plugins=PLUGINS)
     alice = _founded(server, "alice", "#dev")
     first = _registered(server, "mallory")
     first.close()
@@ -183,8 +196,8 @@ def test_identifying_while_in_a_room_applies_an_account_ban(chatd_server):
     _see(alice, "*** sneaky left #dev (banned)")  # identified first, renamed after
 
 
-def test_mute_lets_a_member_read_but_not_speak(chatd_server):
-    server = chatd_server(plugins=PLUGINS)
+def test_mute_lets_a_member_read_but_not_speak(backend_server):
+    server = backend_server(plugins=PLUGINS)
     alice = _founded(server, "alice", "#dev")
     bob = _named(server, "bob")
     _in(bob, "#dev")
@@ -204,8 +217,8 @@ def test_mute_lets_a_member_read_but_not_speak(chatd_server):
     _see(alice, "<bob> thanks")
 
 
-def test_a_mute_expires_on_time(chatd_server):
-    server = chatd_server(plugins=PLUGINS)
+def test_a_mute_expires_on_time(backend_server):
+    server = backend_server(plugins=PLUGINS)
     alice = _founded(server, "alice", "#dev")
     bob = _named(server, "bob")
     _in(bob, "#dev")
@@ -218,8 +231,8 @@ def test_a_mute_expires_on_time(chatd_server):
     _see(alice, "<bob> free again")
 
 
-def test_invite_only_lets_in_operators_and_the_invited_once(chatd_server):
-    server = chatd_server(plugins=PLUGINS)
+def test_invite_only_lets_in_operators_and_the_invited_once(backend_server):
+    server = backend_server(plugins=PLUGINS)
     alice = _founded(server, "alice", "#dev")
     alice.send("/roomset topic-lock")
     alice.expect(r"^! settings: topic-lock, invite-only; values: on, off; usage: ")
@@ -238,10 +251,10 @@ def test_invite_only_lets_in_operators_and_the_invited_once(chatd_server):
     bob.expect(r"^! #dev is invite-only")
 
 
-def test_an_invite_outlives_a_reload(chatd_server):
+def test_an_invite_outlives_a_reload(backend_server):
     """Invites are kept in memory only; a reload (which re-reads the registered rooms
     from the store) must not forget one given before it."""
-    server = chatd_server(plugins=PLUGINS)
+    server = backend_server(plugins=PLUGINS)
     alice = _founded(server, "alice", "#dev")
     alice.send("/roomset invite-only on")
     _see(alice, "*** alice set invite-only on in #dev")
@@ -253,8 +266,8 @@ def test_an_invite_outlives_a_reload(chatd_server):
     _in(bob, "#dev")
 
 
-def test_a_locked_topic_is_set_by_operators_only(chatd_server):
-    server = chatd_server(plugins=PLUGINS)
+def test_a_locked_topic_is_set_by_operators_only(backend_server):
+    server = backend_server(plugins=PLUGINS)
     alice = _founded(server, "alice", "#dev")
     bob = _named(server, "bob")
     _in(bob, "#dev")
@@ -268,8 +281,8 @@ def test_a_locked_topic_is_set_by_operators_only(chatd_server):
     _see(bob, "*** alice set the topic of #dev to: release on friday")
 
 
-def test_the_founder_names_operators_who_can_moderate(chatd_server):
-    server = chatd_server(plugins=PLUGINS)
+def test_the_founder_names_operators_who_can_moderate(backend_server):
+    server = backend_server(plugins=PLUGINS)
     alice = _founded(server, "alice", "#dev")
     bob = _registered(server, "bob")
     _in(bob, "#dev")
@@ -359,8 +372,8 @@ def test_dropping_a_room_lets_go_of_its_rules(chatd_server, tmp_path):
 
 
 def test_server_operators_moderate_every_room_and_unregistered_bans_end_with_the_room(
-        chatd_server):
-    server = chatd_server(plugins=PLUGINS)
+        backend_server):
+    server = backend_server(plugins=PLUGINS)
     op = _named(server, "op")
     op.send(f"/oper {OPER_PASSWORD}")
     _see(op, "*** you are now an operator")
@@ -376,8 +389,8 @@ def test_server_operators_moderate_every_room_and_unregistered_bans_end_with_the
     _in(bob, "#random")
 
 
-def test_every_moderation_action_is_logged(chatd_server):
-    server = chatd_server(plugins=PLUGINS)
+def test_every_moderation_action_is_logged(backend_server):
+    server = backend_server(plugins=PLUGINS)
     alice = _founded(server, "alice", "#dev")
     bob = _named(server, "bob")
     _in(bob, "#dev")
@@ -395,8 +408,8 @@ def test_every_moderation_action_is_logged(chatd_server):
         assert f"chatd.moderation: {text}" in log, text
 
 
-def test_a_bad_mask_or_time_is_a_clear_error(chatd_server):
-    server = chatd_server(plugins=PLUGINS)
+def test_a_bad_mask_or_time_is_a_clear_error(backend_server):
+    server = backend_server(plugins=PLUGINS)
     alice = _founded(server, "alice", "#dev")
     alice.send("/ban a!b!c@d")
     _see(alice, "! not a mask: a!b!c@d (nick!account@address, with * and ?)")
@@ -475,11 +488,11 @@ def test_a_dropped_nick_keeps_no_power_in_rooms(chatd_server, tmp_path):
 # -- masks that cannot stall, look-alikes, mutes everywhere, operators, the person ---------
 
 
-def test_a_mask_of_many_stars_is_checked_at_once_and_nobody_waits(chatd_server):
+def test_a_mask_of_many_stars_is_checked_at_once_and_nobody_waits(backend_server):
     """``*a*a*a...`` against a nick of 31 a's: as a regex, every way of placing 20
     a's among 31 is tried before the address fails (C(31, 20), some 84 million, on
     the loop: minutes with the whole server frozen); as a glob, one pass."""
-    server = chatd_server(plugins=PLUGINS)
+    server = backend_server(plugins=PLUGINS)
     alice = _founded(server, "alice", "#dev")
     mask = "*a" * 20 + "!*@192.0.2.1"  # an address nobody here comes from
     alice.send(f"/ban {mask}")
@@ -495,8 +508,8 @@ def test_a_mask_of_many_stars_is_checked_at_once_and_nobody_waits(chatd_server):
     _see(alice, "! a mask is at most 128 characters")
 
 
-def test_a_ban_on_a_nick_covers_its_look_alikes(chatd_server):
-    server = chatd_server(plugins=PLUGINS)
+def test_a_ban_on_a_nick_covers_its_look_alikes(backend_server):
+    server = backend_server(plugins=PLUGINS)
     alice = _founded(server, "alice", "#dev")
     alice.send("/ban mallory")
     _see(alice, "*** alice banned mallory in #dev")
@@ -508,8 +521,8 @@ def test_a_ban_on_a_nick_covers_its_look_alikes(chatd_server):
     _in(_named(server, "malory"), "#dev")  # one l fewer is another name
 
 
-def test_a_room_may_not_pass_for_another(chatd_server):
-    server = chatd_server(plugins=PLUGINS)
+def test_a_room_may_not_pass_for_another(backend_server):
+    server = backend_server(plugins=PLUGINS)
     bob = _named(server, "bob")
     for fake in ("#Iobby", "#l0bby", "#1obby"):
         bob.send(f"/join {fake}")
@@ -569,8 +582,8 @@ def test_a_mute_silences_the_topic_reasons_and_plugin_posts(chatd_server, tmp_pa
     alice.expect(r"^\*\*\* \[dice\] carol rolled 1d6: [1-6]$")
 
 
-def test_operators_are_not_banned_or_muted_and_are_told_why(chatd_server):
-    server = chatd_server(plugins=PLUGINS)
+def test_operators_are_not_banned_or_muted_and_are_told_why(backend_server):
+    server = backend_server(plugins=PLUGINS)
     alice = _founded(server, "alice", "#dev")
     bob = _registered(server, "bob")
     _in(bob, "#dev")
@@ -656,10 +669,10 @@ def test_a_ban_by_nick_covers_the_person_and_unban_lifts_all_of_it(chatd_server,
     _in(same_account, "#dev")
 
 
-def test_unban_and_unmute_of_a_nick_lift_what_was_set_for_it(chatd_server):
+def test_unban_and_unmute_of_a_nick_lift_what_was_set_for_it(backend_server):
     """Set while bob was identified (a mask on his account), lifted by his nick once he
     is gone, or renamed: the entry remembers whom it was set for."""
-    server = chatd_server(plugins=PLUGINS)
+    server = backend_server(plugins=PLUGINS)
     alice = _founded(server, "alice", "#dev")
     bob = _registered(server, "bob")
     _in(bob, "#dev")
@@ -678,8 +691,8 @@ def test_unban_and_unmute_of_a_nick_lift_what_was_set_for_it(chatd_server):
     _see(alice, "*** no bans or mutes in #dev")
 
 
-def test_a_time_that_does_not_parse_is_an_error_never_a_ban_until_lifted(chatd_server):
-    server = chatd_server(plugins=PLUGINS)
+def test_a_time_that_does_not_parse_is_an_error_never_a_ban_until_lifted(backend_server):
+    server = backend_server(plugins=PLUGINS)
     alice = _founded(server, "alice", "#dev")
     bob = _named(server, "bob")
     _in(bob, "#dev")
@@ -702,13 +715,13 @@ def test_a_time_that_does_not_parse_is_an_error_never_a_ban_until_lifted(chatd_s
     _see(alice, "*** alice banned bob in #dev for 90 min: flooding")
 
 
-def test_an_address_ban_covers_ipv4_clients_of_a_dual_stack_listener(chatd_server):
+def test_an_address_ban_covers_ipv4_clients_of_a_dual_stack_listener(backend_server):
     """On a listener bound to ``::`` (IPv6 and IPv4 on one socket), an IPv4 client
     connects as ``::ffff:127.0.0.7``: it is its IPv4 address everywhere chatd uses
     one, so the operator's ``*!*@127.0.0.7`` keeps it out, and a ban by nick is
     set (and shown, cloaks off: a founder reads a cloak otherwise) on the address the
     operator knows."""
-    server = chatd_server(plugins=PLUGINS, listen={"host": "::", "port": 0},
+    server = backend_server(plugins=PLUGINS, listen={"host": "::", "port": 0},
                           server={"cloak_addresses": False})
     alice = _founded(server, "alice", "#dev")
     mallory = ChatClient(("127.0.0.1", server.port), source="127.0.0.7")

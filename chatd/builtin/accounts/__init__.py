@@ -77,7 +77,7 @@ import functools
 import logging
 from typing import Any
 
-from chatd import Client, Server, hookimpl
+from chatd import Client, Server, StashKey, hookimpl
 
 from ..sections import Range, section_settings
 from . import login
@@ -88,10 +88,11 @@ from .grace import (
     chatd_filter_message,
     chatd_nick_change,
     enforce,
+    noticed,
 )
 from .passwords import PASSWORD_MAX, SCRYPT_N_MAX, hash_password, password_matches
 from .state import STATE, Account, AccountsState
-from .store import SCHEMA, find_account, owner_of, refresh_looks
+from .store import CHANNEL, SCHEMA, find_account, owner_of, refresh_looks
 
 __all__ = [
     "ROOM_REGISTRAR",
@@ -115,6 +116,14 @@ __all__ = [
 log = logging.getLogger("chatd.accounts")
 
 REGISTRATION_MODES = ("open", "operators", "closed")
+
+#: The store this plugin listens to for other processes' changes (once per store:
+#: a reload starts the plugin again, the listener stays).
+LISTENING: StashKey[object] = StashKey()
+#: A store starts listening to a channel within about half a second of ``listen``
+#: (its listener thread connects, or picks the new channel up): a notice sent
+#: meanwhile is missed.  So once that is surely over, everything is looked at again.
+LISTEN_SETTLED = 1.0
 
 DEFAULTS: dict[str, Any] = {
     "grace_seconds": 60.0,
@@ -166,6 +175,11 @@ def chatd_startup(server: Server) -> None:
     server.stash[STATE] = state
     # A password checked before a session (IRC's SASL), through the public API.
     server.provide_account_check(functools.partial(login.check, server))
+    if server.stash.get(LISTENING) is not store:
+        server.stash[LISTENING] = store
+        store.listen(CHANNEL, functools.partial(noticed, server))
+        if store.dialect != "sqlite":  # see LISTEN_SETTLED
+            server.call_later(LISTEN_SETTLED, noticed, server, None)
     for client in list(server.clients.values()):  # a reload: the holders of names again
         enforce(client)
 

@@ -38,7 +38,9 @@ from .state import Account, AccountsState, state_of
 from .store import (
     account_by_key,
     accounts_like,
-    command_lookup,
+    ask_accounts_like,
+    ask_find,
+    ask_owner,
     command_owner,
     identified_as,
     unavailable,
@@ -93,11 +95,19 @@ def cmd_register(client: Client, args: str) -> None:
     if nick_key(nick).startswith(GUEST_PREFIX):
         raise CommandError("choose your nick first (/nick NAME), then /register PASSWORD",
                            code="not_allowed")
-    owner = command_owner(server, nick)
+    problem = _password_problem(server, password, nick)
+    ask_owner(client, nick, functools.partial(_register_own, client, nick, password, problem))
+
+
+def _register_own(client: Client, nick: str, password: str, problem: str | None,
+                  owner: Account | None) -> None:
+    """``/register PASSWORD``'s second half: whether the nick is registered is known
+    (asked off the loop)."""
+    server = client.server
+    state = state_of(server)
     if owner is not None and identified_as(client, owner):
         raise CommandError(f"{nick} is already registered to you", code="already_registered")
     _free_to_register(nick, owner)
-    problem = _password_problem(server, password, nick)
     if problem:
         raise CommandError(problem, code="weak_password")
     operator = is_operator(client)
@@ -143,17 +153,27 @@ def _register_for(client: Client, nick: str, password: str) -> None:
     problem = nick_problem(nick, server.config.limits.max_nick_bytes)
     if problem:
         raise CommandError(problem, code="erroneous_nick")
-    _free_to_register(nick, command_owner(server, nick))
     problem = _password_problem(server, password, nick)
-    if problem:
-        raise CommandError(problem, code="weak_password")
-    n = state.settings["scrypt_n"]
-    submit(client, nick_key(nick), lambda: hash_password(password, n),
-            lambda c, hashed: _registered(c, nick, hashed, own=False, counted=False),
-            guess=False)
+
+    def free(owner: Account | None) -> None:
+        _free_to_register(nick, owner)
+        if problem:
+            raise CommandError(problem, code="weak_password")
+        n = state.settings["scrypt_n"]
+        submit(client, nick_key(nick), lambda: hash_password(password, n),
+               lambda c, hashed: _registered(c, nick, hashed, own=False, counted=False),
+               guess=False)
+
+    ask_owner(client, nick, free)
 
 
-def _registered(client: Client, nick: str, hashed: str, *, own: bool, counted: bool) -> None:
+def _registered(client: Client, nick: str, hashed: str, *, own: bool,
+                counted: bool) -> bool:
+    """The password is hashed: write the account.  With one process (SQLite) the
+    check before is the whole truth; with several sharing a database (PostgreSQL)
+    another may register the nick at the same moment, so the client is told only
+    once the write is committed and read back (exactly one of them wins).  True:
+    the client's requests stay paused until then (:func:`.queue.submit`)."""
     server = client.server
     state = state_of(server)
     if own and nick_key(client.nick) != nick_key(nick):
@@ -165,19 +185,96 @@ def _registered(client: Client, nick: str, hashed: str, *, own: bool, counted: b
     except StoreUnavailable as exc:
         raise unavailable(exc) from None
     if taken:
-        if counted:
-            state.registrations.forgive(client.address)
-        raise CommandError(f"{nick} (or a nick that looks the same) was registered by "
-                           "someone else a moment ago", code="conflict")
+        _lost(client, nick, counted=counted)
     now = time.time()
     key = nick_key(nick)
+    # DO NOTHING: another process's account with this key (committed meanwhile) stays.
     number = server.store.write(
         "INSERT INTO accounts (key, nick, password, registered, seen, look) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
         (key, nick, hashed, now, now, skeleton(nick)),
     )
     account = (nick, hashed, now)
     written(server, key, number, account)
+    if server.store.dialect == "sqlite":
+        _confirmed(client, account, own=own)
+        return False
+    _wait_for_commit(client, number, time.monotonic() + CONFIRM_SECONDS,
+                     functools.partial(_read_back, client, account, own, counted))
+    return True
+
+
+#: Longest a registration waits for its write to be committed (then it is told to
+#: check with /identify later).
+CONFIRM_SECONDS = 5.0
+_COMMIT_POLL = 0.005
+
+
+def _wait_for_commit(client: Client, number: int, deadline: float,
+                     then: Callable[[], None]) -> None:
+    """``then()`` once write ``number`` is done (committed or rejected); the client's
+    requests stay paused meanwhile and are resumed here (on time-out too)."""
+    server = client.server
+    if not client.connected:
+        return
+    if server.store.done >= number:
+        try:
+            then()
+        except CommandError as exc:
+            client.error(str(exc), code=exc.code)
+        finally:
+            server.resume_requests(client)
+        return
+    if time.monotonic() > deadline:
+        client.error("the database has not confirmed that yet (it is slow or unreachable); "
+                     "it takes effect once it is saved", code="unavailable")
+        server.resume_requests(client)
+        return
+    server.call_later(_COMMIT_POLL, _wait_for_commit, client, number, deadline, then)
+
+
+def _once_committed(client: Client, number: int, tell: Callable[[], None]) -> bool:
+    """``tell()`` the client a change is made: at once with one process (SQLite), once
+    it is committed when the database is shared (PostgreSQL), so that what the
+    client was told is then in force on every process.  True: the client's
+    requests stay paused until then (:func:`.queue.submit`)."""
+    if client.server.store.dialect == "sqlite":
+        tell()
+        return False
+    _wait_for_commit(client, number, time.monotonic() + CONFIRM_SECONDS, tell)
+    return True
+
+
+def _read_back(client: Client, account: Account, own: bool, counted: bool) -> None:
+    """The account is committed (or another process's was first): read which one the
+    table holds; ours, the client is told it is registered, else that it lost."""
+    nick, hashed = account[0], account[1]
+
+    def answered(matches: list[Account]) -> None:
+        exact = [found for found in matches if nick_key(found[0]) == nick_key(nick)]
+        if not exact or exact[0][1] != hashed:
+            _lost(client, nick, counted=counted)
+        _confirmed(client, account, own=own)
+
+    ask_accounts_like(client, nick, answered)
+
+
+def _lost(client: Client, nick: str, *, counted: bool) -> None:
+    """Someone else registered ``nick`` (here or on another process) a moment ago: tell
+    the client (raises CommandError), who is now held to the name's grace."""
+    if counted:
+        state_of(client.server).registrations.forgive(client.address)
+    if nick_key(client.nick) == nick_key(nick):
+        enforce(client)
+    raise CommandError(f"{nick} (or a nick that looks the same) was registered by "
+                       "someone else a moment ago", code="conflict")
+
+
+def _confirmed(client: Client, account: Account, *, own: bool) -> None:
+    """The account is registered: tell whoever registered it, identify the owner, and
+    hold the name's holder to its grace."""
+    server = client.server
+    nick = account[0]
     if not own:
         log.info("%s registered by operator %s (%s:%d)", nick, client.nick, *client.peer)
         client.notice(f"{nick} is registered; its owner identifies with /identify {nick} "
@@ -199,9 +296,13 @@ def cmd_identify(client: Client, args: str) -> None:
     words = args.split()
     if len(words) not in (1, 2):
         raise UsageError()
-    server = client.server
     nick, password = (client.nick, words[0]) if len(words) == 1 else (words[0], words[1])
-    account = command_lookup(server, nick)
+    ask_find(client, nick, functools.partial(_identify_found, client, words, nick, password))
+
+
+def _identify_found(client: Client, words: list[str], nick: str, password: str,
+                    account: Account | None) -> None:
+    """``/identify``'s second half: the account is known (asked off the loop)."""
     if account is None:
         hint = " (/register PASSWORD registers it)" if len(words) == 1 else ""
         raise CommandError(f"{nick} is not registered{hint}", code="not_registered")
@@ -309,11 +410,11 @@ def cmd_password(client: Client, args: str) -> None:
             lambda c, hashed: _password_changed(c, account, hashed), guess=True)
 
 
-def _password_changed(client: Client, account: Account, hashed: str | None) -> None:
+def _password_changed(client: Client, account: Account, hashed: str | None) -> bool:
     key = nick_key(account[0])
     if hashed is None:
         failed(client, key, "/password")
-        return
+        return False
     server = client.server
     succeeded(client, key)
     unchanged(client, account, identified=True)
@@ -322,7 +423,8 @@ def _password_changed(client: Client, account: Account, hashed: str | None) -> N
                                 "password = ?", (hashed, key, account[1]))
     written(server, key, number, (account[0], hashed, account[2]))
     log.info("password of %s changed by %s:%d", account[0], *client.peer)
-    client.notice(f"the password of {account[0]} is changed")
+    return _once_committed(client, number, lambda: client.notice(
+        f"the password of {account[0]} is changed"))
 
 
 def cmd_drop(client: Client, args: str) -> None:
@@ -338,11 +440,11 @@ def cmd_drop(client: Client, args: str) -> None:
             lambda c, ok: _dropped(c, account, ok), guess=True)
 
 
-def _dropped(client: Client, account: Account, ok: bool) -> None:
+def _dropped(client: Client, account: Account, ok: bool) -> bool:
     key = nick_key(account[0])
     if not ok:
         failed(client, key, "/drop")
-        return
+        return False
     server = client.server
     succeeded(client, key)
     unchanged(client, account, identified=True)
@@ -359,7 +461,8 @@ def _dropped(client: Client, account: Account, ok: bool) -> None:
                 other.notice(f"{account[0]} is no longer registered; you may keep "
                              f"{other.nick}")
     server.hooks.call("chatd_account_dropped", server=server, account=account[0])
-    client.notice(f"{account[0]} is no longer registered; anyone may use it")
+    return _once_committed(client, number, lambda: client.notice(
+        f"{account[0]} is no longer registered; anyone may use it"))
 
 
 # -- the commands ---------------------------------------------------------------------------

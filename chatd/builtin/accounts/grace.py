@@ -16,11 +16,21 @@ import logging
 import time
 from dataclasses import dataclass
 
-from chatd import Client, Reject, StashKey, StoreUnavailable, Timer, hookimpl
+from chatd import (
+    Client,
+    Reject,
+    Server,
+    StashKey,
+    StoreAnswer,
+    StoreUnavailable,
+    Timer,
+    hookimpl,
+    skeleton,
+)
 from chatd.chat.nicks import nick_key
 from chatd.events import Event, PrivateMessage
 
-from .state import state_of
+from .state import STATE, state_of
 from .store import identified_as, owner_of
 
 log = logging.getLogger("chatd.accounts")
@@ -147,3 +157,49 @@ def chatd_check_speak(client: Client) -> Reject | None:
 @hookimpl
 def chatd_client_disconnect(client: Client) -> None:
     _end_grace(client)
+
+
+# -- other processes' changes ---------------------------------------------------------------
+
+
+def noticed(server: Server, key: str | None) -> None:
+    """Another process registered, dropped or changed the password of account ``key``
+    (None: notices may have been missed; every client is looked at again).
+
+    The table is the truth (lookups read it), so what is to do is for the clients of
+    this process the account concerns: one identified as a dropped account is no
+    longer identified, and whoever holds the name (or a look-alike) is held to it
+    as after a registration here (:func:`enforce`: the grace starts, or ends)."""
+    if server.stash.get(STATE) is None:
+        return
+    if key is None:
+        log.info("looking at every client's nick again (other processes' changes may have "
+                 "been missed)")
+    look = skeleton(key) if key is not None else ""
+    for client in list(server.clients.values()):
+        grace = client.stash.get(GRACE)
+        if key is None or (client.account is not None and nick_key(client.account) == key) \
+                or (grace is not None and grace.owner == key) \
+                or nick_key(client.nick) == key or skeleton(client.nick) == look:
+            _look_again(client)
+
+
+def _look_again(client: Client) -> None:
+    """Read ``client``'s account (off the loop) and hold it to what the table says now."""
+    server = client.server
+    account = client.account
+    if account is None:
+        enforce(client)
+        return
+
+    def answered(answer: StoreAnswer) -> None:
+        if not client.connected:
+            return
+        if answer.ok and not answer.rows and client.account == account:
+            server.set_account(client, None)
+            client.notice(f"{account} is no longer registered (dropped on another server); "
+                          "you are no longer identified")
+        enforce(client)
+
+    server.ask_store(None, "SELECT nick FROM accounts WHERE key = ?", (nick_key(account),),
+                     answered)

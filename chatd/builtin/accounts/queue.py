@@ -32,8 +32,9 @@ PAUSE_SECONDS = 10.0
 
 
 def submit(client: Client, account_key: str, work: Callable[[], Any],
-            then: Callable[[Client, Any], None], *, guess: bool) -> None:
-    """Queue ``work()`` for a worker thread, then ``then(client, result)`` on the loop.
+            then: Callable[[Client, Any], Any], *, guess: bool) -> None:
+    """Queue ``work()`` for a worker thread, then ``then(client, result)`` on the loop
+    (which returns True if it resumes the client's requests itself, later).
 
     A ``guess`` (a password to check against an account) is first held to the
     limits on failed attempts, and counted as failed once it is queued (forgiven
@@ -76,6 +77,7 @@ def _answer(state: AccountsState, lane: Lane, job: Job, future: Future[Any]) -> 
     client = job.client
     server = client.server
     state.queue.done(lane)
+    resumed_later = False
     try:
         if future.cancelled() or not client.connected:
             return
@@ -87,10 +89,11 @@ def _answer(state: AccountsState, lane: Lane, job: Job, future: Future[Any]) -> 
                          code="internal_error")
             return
         try:
-            job.then(client, result)
+            resumed_later = job.then(client, result) is True
         except CommandError as exc:
             client.error(str(exc), code=exc.code)
     finally:
-        server.resume_requests(client)  # what it sent meanwhile, answered after
+        if not resumed_later:  # (True: ``then`` resumes them itself, once it is done)
+            server.resume_requests(client)  # what it sent meanwhile, answered after
         if server.stash.get(STATE) is state:  # not after a reload shut this pool down
             pump(server, state)

@@ -45,7 +45,7 @@ class Job:
 
     client: Client
     work: Callable[[], Any]
-    then: Callable[[Client, Any], None]
+    then: Callable[[Client, Any], Any]
     guess: bool
 
 

@@ -10,15 +10,19 @@ the account that was checked (:func:`unchanged`).
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Callable
+from typing import Any
 
 from chatd import Client, CommandError, Server, StoreUnavailable, skeleton
 from chatd.chat.nicks import nick_key
 
 from .state import Account, AccountsState, state_of
 
-SCHEMA = [
-    """
+#: Times are seconds since the epoch: REAL on SQLite (8 bytes there), DOUBLE
+#: PRECISION on PostgreSQL (its REAL has 4 bytes: a second's precision lost).
+SCHEMA: list[str | dict[str, str]] = [
+    {
+        "sqlite": """
     CREATE TABLE accounts (
         key TEXT PRIMARY KEY,      -- the nick's key (lowercase)
         nick TEXT NOT NULL,        -- as registered
@@ -27,6 +31,16 @@ SCHEMA = [
         seen REAL NOT NULL         -- the last /identify
     );
     """,
+        "postgresql": """
+    CREATE TABLE accounts (
+        key TEXT PRIMARY KEY,
+        nick TEXT NOT NULL,
+        password TEXT NOT NULL,
+        registered DOUBLE PRECISION NOT NULL,
+        seen DOUBLE PRECISION NOT NULL
+    );
+    """,
+    },
     """
     ALTER TABLE accounts ADD COLUMN look TEXT;  -- chatd.skeleton(nick): look-alikes share it
     CREATE INDEX accounts_by_look ON accounts (look);
@@ -34,7 +48,7 @@ SCHEMA = [
 ]
 
 
-def refresh_looks(conn: sqlite3.Connection) -> None:
+def refresh_looks(conn: Any) -> None:
     """(On the writer thread.)  Set each account's ``look`` to its nick's skeleton."""
     rows = conn.execute("SELECT key, nick, look FROM accounts").fetchall()
     for key, nick, look in rows:
@@ -58,14 +72,7 @@ def accounts_like(server: Server, nick: str) -> list[Account]:
     raises StoreUnavailable."""
     key, look = nick_key(nick), skeleton(nick)
     pending = unwritten_accounts(server, state_of(server))
-    rows = server.store.read(
-        "SELECT key, nick, password, registered FROM accounts WHERE key = ? OR look = ? "
-        "LIMIT 16", (key, look))
-    found = {row[0]: (row[1], row[2], row[3]) for row in rows if row[0] not in pending}
-    for pending_key, account in pending.items():
-        if account is not None and (pending_key == key or skeleton(account[0]) == look):
-            found[pending_key] = account
-    return sorted(found.values(), key=lambda account: (account[2], nick_key(account[0])))
+    return _merged(nick, server.store.read(_LIKE, (key, look)), pending)
 
 
 def find_account(server: Server, nick: str) -> Account | None:
@@ -100,7 +107,7 @@ def account_by_key(server: Server, key: str) -> Account | None:
     return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
 
-def unavailable(exc: StoreUnavailable) -> CommandError:
+def unavailable(exc: StoreUnavailable | str | None) -> CommandError:
     """A store that cannot answer, as the user's error line."""
     return CommandError(f"accounts are unavailable right now ({exc}); try again soon",
                         code="unavailable")
@@ -124,11 +131,72 @@ def command_owner(server: Server, nick: str) -> Account | None:
 
 def written(server: Server, key: str, number: int, account: Account | None) -> None:
     """``account`` (None: dropped) was queued for the disk as write ``number``: keep it
-    in memory until it is there; a write the store refused (0) is the user's error."""
+    in memory until it is there, and tell every other process sharing the database
+    once it is (``store.notify``); a write the store refused (0) is the user's error."""
     if not number:
         raise CommandError("the server could not save that (its database is failing); "
                            "try again later", code="unavailable")
     state_of(server).unwritten[key] = (number, account)
+    server.store.notify(CHANNEL, key)
+
+
+#: The change notices' channel: the payload is the key of the account registered,
+#: dropped or given a new password.
+CHANNEL = "chatd_accounts"
+_LIKE = ("SELECT key, nick, password, registered FROM accounts WHERE key = ? OR look = ? "
+         "LIMIT 16")
+
+
+def _merged(nick: str, rows: list[tuple[Any, ...]],
+            pending: dict[str, Account | None]) -> list[Account]:
+    """The accounts like ``nick``: ``rows`` from the table, with what was not on disk
+    when they were asked for (``pending``) over them; oldest first."""
+    key, look = nick_key(nick), skeleton(nick)
+    found = {row[0]: (row[1], row[2], row[3]) for row in rows if row[0] not in pending}
+    for pending_key, account in pending.items():
+        if account is not None and (pending_key == key or skeleton(account[0]) == look):
+            found[pending_key] = account
+    return sorted(found.values(), key=lambda account: (account[2], nick_key(account[0])))
+
+
+def ask_accounts_like(client: Client, nick: str,
+                      then: Callable[[list[Account]], Any]) -> None:
+    """:func:`accounts_like` for a command, off the loop (``server.ask_store``): the
+    client's later lines wait for it; a database that cannot answer (in time) is the
+    client's "accounts are unavailable" line, and holds nobody else."""
+    server = client.server
+    # What is not on disk now: the rows come from after this moment (anything
+    # committed before it is in them), and what is committed meanwhile must not
+    # go missing from both.
+    pending = unwritten_accounts(server, state_of(server))
+
+    def answered(answer: Any) -> None:
+        # Told here, not raised: an answer given inline (a store with no loop) comes
+        # through the store's reader, which would log it instead of telling it.
+        try:
+            if not answer.ok:
+                raise unavailable(answer.error)
+            then(_merged(nick, answer.rows, pending))
+        except CommandError as exc:
+            client.error(str(exc), code=exc.code)
+
+    server.ask_store(client, _LIKE, (nick_key(nick), skeleton(nick)), answered)
+
+
+def ask_find(client: Client, nick: str, then: Callable[[Account | None], Any]) -> None:
+    """:func:`find_account`, asked off the loop (see :func:`ask_accounts_like`)."""
+    key = nick_key(nick)
+
+    def found(matches: list[Account]) -> Any:
+        exact = [account for account in matches if nick_key(account[0]) == key]
+        return then(exact[0] if exact else matches[0] if matches else None)
+
+    ask_accounts_like(client, nick, found)
+
+
+def ask_owner(client: Client, nick: str, then: Callable[[Account | None], Any]) -> None:
+    """:func:`owner_of`, asked off the loop (see :func:`ask_accounts_like`)."""
+    ask_accounts_like(client, nick, lambda matches: then(matches[0] if matches else None))
 
 
 def identified_as(client: Client, account: Account) -> bool:

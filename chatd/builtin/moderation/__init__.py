@@ -58,7 +58,9 @@ reload), and the registrar the *accounts* plugin calls for ``/register #room``.
 
 from __future__ import annotations
 
-from chatd import Server, hookimpl
+import logging
+
+from chatd import Server, StashKey, hookimpl
 
 from ..accounts import ROOM_REGISTRAR
 from .commands import chatd_commands, drop_room, register_room
@@ -68,8 +70,10 @@ from .enforcement import (
     chatd_check_speak,
     chatd_filter_message,
     chatd_nick_change,
+    rules_read,
 )
 from .store import (
+    CHANNEL,
     SCHEMA,
     STATE,
     ModerationState,
@@ -77,8 +81,20 @@ from .store import (
     chatd_message,
     chatd_room_created,
     chatd_room_removed,
-    load,
+    load_at_start,
+    reload_all,
+    reload_room,
 )
+
+log = logging.getLogger("chatd.moderation")
+
+#: The store this plugin listens to for other processes' changes (once per store:
+#: a reload starts the plugin again, the listener stays).
+LISTENING: StashKey[object] = StashKey()
+#: A store starts listening to a channel within about half a second of ``listen``
+#: (its listener thread connects, or picks the new channel up): a notice sent
+#: meanwhile is missed.  So once that is surely over, every room is read again.
+LISTEN_SETTLED = 1.0
 
 __all__ = [
     "chatd_account_change",
@@ -106,13 +122,29 @@ def chatd_startup(server: Server) -> None:
         state.looks = previous.looks
     server.stash[STATE] = state
     server.stash[ROOM_REGISTRAR] = (register_room, drop_room)
+    if server.stash.get(LISTENING) is not server.store:
+        server.stash[LISTENING] = server.store
+        server.store.listen(CHANNEL, lambda key: _noticed(server, key))
+        if server.store.dialect != "sqlite":  # see LISTEN_SETTLED
+            server.call_later(LISTEN_SETTLED, _noticed, server, None)
     if previous is not None and previous.loaded:
         # Memory is the truth once loaded: every change is made there first and its
         # write may still wait for the disk (full), so reading the store again would
         # bring back a lifted ban, a removed operator, a dropped room.
         state.loaded = True
         return
-    load(server)
+    load_at_start(server, rules_read)
+
+
+def _noticed(server: Server, key: str | None) -> None:
+    """Another process changed room ``key``'s rules (None: notices may have been
+    missed, the listening connection was lost): read them again."""
+    if key is None:
+        log.info("reading every registered room again (other processes' changes may have "
+                 "been missed)")
+        reload_all(server, rules_read)
+    else:
+        reload_room(server, key, rules_read)
 
 
 @hookimpl

@@ -45,6 +45,7 @@ from .store import (
     Entry,
     RoomRules,
     index,
+    invitee,
     publish_operators,
     registered_look_alike,
     rules_for,
@@ -52,6 +53,7 @@ from .store import (
     save_room,
     state_of,
     unregister,
+    write,
 )
 
 log = logging.getLogger("chatd.moderation")
@@ -261,9 +263,12 @@ def register_room(client: Client, words: list[str]) -> None:
     rules.topic = room.topic or ""
     index(state, rules)
     publish_operators(server, rules)
-    server.store.write(
-        "INSERT OR REPLACE INTO rooms (key, name, founder, topic, topic_lock, invite_only, "
-        "registered) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    write(
+        server, rules.key,
+        "INSERT INTO rooms (key, name, founder, topic, topic_lock, invite_only, registered) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET name = excluded.name, "
+        "founder = excluded.founder, topic = excluded.topic, topic_lock = excluded.topic_lock, "
+        "invite_only = excluded.invite_only, registered = excluded.registered",
         (rules.key, room.name, founder, rules.topic, int(rules.topic_lock),
          int(rules.invite_only), time.time()),
     )
@@ -553,12 +558,13 @@ def _set_operator_for(client: Client, who: str, name: str, room: Room | None,
         raise CommandError(f"{who} is {state} an operator of {name}", code="no_change")
     if add:
         rules.operators.add(account)
-        server.store.write("INSERT OR REPLACE INTO room_operators (room, account, added_by) "
-                           "VALUES (?, ?, ?)", (rules.key, account, client.nick))
+        write(server, rules.key, "INSERT INTO room_operators (room, account, added_by) VALUES "
+              "(?, ?, ?) ON CONFLICT (room, account) DO UPDATE SET added_by = "
+              "excluded.added_by", (rules.key, account, client.nick))
     else:
         rules.operators.discard(account)
-        server.store.write("DELETE FROM room_operators WHERE room = ? AND account = ?",
-                           (rules.key, account))
+        write(server, rules.key, "DELETE FROM room_operators WHERE room = ? AND account = ?",
+              (rules.key, account))
     publish_operators(server, rules)
     nick = person.nick if person is not None else who
     verb = "made" if add else "removed"
@@ -642,7 +648,7 @@ def _invite_found(client: Client, nick: str, name: str, room: Room | None,
     if room is not None and target in room.members:
         raise CommandError(f"{target.nick} is already in {name}", code="already_in_room")
     if rules is not None:  # an operator's: it opens the room if it is invite-only
-        rules.invited[target.id] = time.monotonic() + INVITE_SECONDS
+        rules.invited[invitee(target)] = time.monotonic() + INVITE_SECONDS
     # The invitee is told by every protocol (IRC's INVITE), the inviter on IRC (341).
     client.server.invited(client, target, name)
     _announce(client, room, f"{client.nick} invited {target.nick} to {name}")

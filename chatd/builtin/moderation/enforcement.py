@@ -33,7 +33,7 @@ from chatd.chat.rooms import room_key
 
 from ..masks import Identity
 from ..oper import is_operator
-from .store import STATE, Entry, ModerationState, RoomRules, registered_look_alike
+from .store import STATE, Entry, ModerationState, RoomRules, invitee, registered_look_alike
 
 # -- who may do what -------------------------------------------------------------------------
 
@@ -106,7 +106,9 @@ def chatd_check_join(client: Client, name: str, room: Room | None) -> Reject | N
         why = f": {ban.reason}" if ban.reason else ""
         return Reject(f"you are banned from {rules.name} ({ban.until()}){why}", code="banned")
     if rules.invite_only:
-        invited = rules.invited.pop(client.id, None)
+        invited = rules.invited.pop(invitee(client), None)
+        if invited is None:  # invited by nick before identifying
+            invited = rules.invited.pop("nick:" + nick_key(client.nick), None)
         if invited is None or invited < time.monotonic():
             return Reject(f"{rules.name} is invite-only: ask one of its operators to /invite "
                           "you (/roomset shows who they are)", code="invite_only")
@@ -189,6 +191,23 @@ def _recheck(client: Client) -> None:
         if ban is not None:
             client.notice(f"you are banned from {room.name} ({ban.until()})")
             put_out(server, room, client, "banned")
+
+
+def rules_read(server: Server, rules: RoomRules) -> None:
+    """A room's rules were read from the store (the load at start, or another process
+    changed them): members a ban now matches are put out, as after a local ``/ban``."""
+    room = server.rooms.get(rules.name)
+    if room is None or not rules.bans:
+        return
+    now = time.time()
+    for member in list(room.members):
+        if is_room_operator(member, rules):
+            continue
+        ban = _matching(rules.bans, member, now)
+        if ban is not None:
+            why = f": {ban.reason}" if ban.reason else ""
+            member.notice(f"you are banned from {room.name} ({ban.until()}){why}")
+            put_out(server, room, member, f"banned{why}")
 
 
 @hookimpl
