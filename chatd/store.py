@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from . import store_sqlite
-from .store_reads import Reader, StoreAnswer
+from .store_reads import Reader, StoreAnswer, log_read_failure
 from .store_sqlite import SqliteDialect
 
 log = logging.getLogger("chatd.store")
@@ -451,7 +451,9 @@ class Store:
                 with contextlib.suppress(sqlite3.Error):
                     reader.close()
                 self._reader = None
-            raise StoreUnavailable(str(exc)) from None
+            reason = "the database could not answer the read"
+            log_read_failure(reason, exc, sql)
+            raise StoreUnavailable(reason) from None
 
     @contextlib.contextmanager
     def patient(self) -> Any:

@@ -309,9 +309,11 @@ class PostgresDialect:
     def describe_read_error(self, exc: BaseException) -> str:
         if isinstance(exc, psycopg.errors.QueryCanceled):
             return "the read took too long"
+        # Short and the same for everyone: the asker is a chat user, the detail (host,
+        # port, SQL) goes to the log (chatd.store_reads).
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-            return f"no connection to the database ({self.describe_error(exc)})"
-        return f"the database cannot be read ({self.describe_error(exc)})"
+            return "no connection to the database"
+        return "the database could not answer the read"
 
     # -- change notices ----------------------------------------------------------------
 

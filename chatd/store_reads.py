@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from typing import Any
 
 log = logging.getLogger("chatd.store")
 
-__all__ = ["Reader", "StoreAnswer"]
+__all__ = ["Reader", "StoreAnswer", "log_read_failure"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +190,9 @@ class Reader:
             if conn is not None:
                 with contextlib.suppress(Exception):
                     self._close_connection(conn)
-            return StoreAnswer(error=self._describe_error(exc))
+            reason = self._describe_error(exc)
+            log_read_failure(reason, exc, question.sql)
+            return StoreAnswer(error=reason)
 
     # -- back on the loop ------------------------------------------------------------
 
@@ -217,3 +220,19 @@ class Reader:
             question.then(answer)
         except Exception:
             log.exception("store: the continuation of a read failed (%s)", question.sql[:80])
+
+
+#: A failed read is logged with its detail once per kind in this long: the detail
+#: (a host, a port, SQL) is for the operator; the asker gets only the short reason.
+READ_FAILURE_LOG_SECONDS = 60.0
+_logged_failures: dict[str, float] = {}
+
+
+def log_read_failure(reason: str, exc: BaseException, sql: str) -> None:
+    key = f"{reason}|{type(exc).__name__}"
+    now = time.monotonic()
+    if now - _logged_failures.get(key, -READ_FAILURE_LOG_SECONDS) < READ_FAILURE_LOG_SECONDS:
+        return
+    _logged_failures[key] = now
+    log.warning("store: a read failed: %s: %s: %s (in %r)", reason, type(exc).__name__,
+                str(exc).strip(), sql[:120])

@@ -192,7 +192,7 @@ class SqliteDialect:
     def describe_read_error(exc: BaseException) -> str:
         if isinstance(exc, sqlite3.OperationalError) and "interrupted" in str(exc):
             return "the read took too long"
-        return f"the database cannot be read ({exc})"
+        return "the database could not answer the read"
 
 
 def is_trouble(exc: BaseException) -> bool:

@@ -330,3 +330,48 @@ def test_a_listener_that_could_not_connect_at_first_says_reload_once_it_can(clus
     assert wait_ready(listener._db, 15)
     assert heard == [None]  # what the process could not load at start: load it now
     listener.close()
+
+
+def test_a_server_started_while_its_database_is_down_chats_and_catches_up(
+        cluster, url, chatd_server, tmp_path):
+    """Catalogue I: PostgreSQL absent at start.  chatd starts and serves at once (no
+    migration holds it), chat works, history and accounts tell the asker they are
+    unavailable; once the database is up the migrations run, the lines said meanwhile
+    are written, and /register works."""
+    cluster.stop()
+    server = chatd_server(storage={"url": url}, plugins={"history": {"replay_lines": 20}})
+    alice, bob = server.client(), server.client()
+    alice.send("/nick alice")
+    alice.expect(r"is now known as alice$")
+    bob.send("/nick bob")
+    bob.expect(r"is now known as bob$")
+    alice.send("/join #ops")
+    bob.send("/join #ops")
+    bob.expect(r"alice|bob")
+    alice.send("said while the database was down")
+    bob.expect(r"<alice> said while the database was down")
+    alice.send("/register s3cret-pass")
+    alice.expect(r"unavailable")
+    bob.send("/history 5")
+    # The asker is told, in words for a chat user: no host, no port, no SQL.
+    told = bob.expect(r"history is unavailable right now.*").group(0)
+    assert "127.0.0.1" not in told and "port" not in told, told
+    cluster.start()
+    # The queued migrations and the line land once the writer reconnects.
+    wait_until(lambda: "said while the database was down" in _texts(url), 20)
+    assert _texts(url).count("said while the database was down") == 1
+
+    def registered() -> bool:
+        alice.send("/register s3cret-pass")
+        return "registered" in alice.expect(r"registered to you|unavailable").group(0)
+
+    assert wait_until(registered, 20, interval=0.5)
+    assert "s3cret-pass" not in server.log()
+
+
+def _texts(url: str) -> list[str]:
+    try:
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            return [row[0] for row in conn.execute("SELECT text FROM history")]
+    except psycopg.Error:
+        return []

@@ -60,6 +60,7 @@ import pytest
 from .inprocess import FakeClock, InProcessChat, Peer
 from .postgres import PostgresCluster, postgres, postgres_url, storage
 from .probes import (
+    SERVERS_KEY,
     cpu_seconds,
     fd_count,
     free_port,
@@ -74,15 +75,13 @@ from .probes import (
 from .process import DEFAULT_TIMEOUT, ChatClient, JsonClient, ServerProcess, write_config
 from .terminal import TerminalClient
 
-_SERVERS_KEY = pytest.StashKey[list[ServerProcess]]()
-
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """Attach the log of every server a failed test started to its report."""
     report = yield
     if report.failed:
-        for index, server in enumerate(item.stash.get(_SERVERS_KEY, [])):
+        for index, server in enumerate(item.stash.get(SERVERS_KEY, [])):
             with contextlib.suppress(OSError, ValueError):
                 text = server.log()
                 if len(text) > 20000:
@@ -97,7 +96,7 @@ def chatd_server(
 ) -> Iterator[Callable[..., ServerProcess]]:
     """Factory fixture: ``chatd_server(**config_sections)`` -> a running :class:`ServerProcess`."""
     servers: list[ServerProcess] = []
-    request.node.stash[_SERVERS_KEY] = servers
+    request.node.stash[SERVERS_KEY] = servers
     counter = iter(range(1_000_000))
 
     def start(config: Path | None = None, *, extra_args: list[str] | None = None,

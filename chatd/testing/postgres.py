@@ -41,7 +41,7 @@ from typing import Any
 
 import pytest
 
-from .probes import free_port, skip_unless_ci, wait_until
+from .probes import SERVERS_KEY, free_port, skip_unless_ci, wait_until
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -336,10 +336,15 @@ def postgres() -> Iterator[PostgresCluster]:
 
 
 @pytest.fixture
-def postgres_url(postgres: PostgresCluster) -> Iterator[str]:
-    """A fresh database's URL, with the password; dropped when the test ends."""
+def postgres_url(postgres: PostgresCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database's URL, with the password; dropped when the test ends, after
+    the chatd processes the test started are stopped (a server whose database went
+    first would spend its shutdown retrying to write to it)."""
     url = postgres.create_database()
     yield url
+    for server in request.node.stash.get(SERVERS_KEY, []):
+        with contextlib.suppress(Exception):
+            server.close()
     postgres.drop_database(url)
 
 

@@ -24,6 +24,11 @@ from .process import ChatClient, ServerProcess
 
 _LOG_RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ", re.MULTILINE)
 
+#: The chatd processes a test started (``chatd_server``), kept on the test's node: the
+#: failure report shows their logs, and a fixture that must outlive them (a PostgreSQL
+#: database) stops them before it goes, whatever order the test asked for them in.
+SERVERS_KEY: pytest.StashKey[list[Any]] = pytest.StashKey[list[Any]]()
+
 
 def skip_unless_ci(reason: str) -> None:
     """Skip a test whose system tool is missing, except in CI (``CI=true``), where a
