@@ -411,7 +411,8 @@ class Store:
         """The version of ``owner``'s tables in the database now; None if it cannot be
         read (no database yet, no ``chatd_schema`` yet: the writer makes both)."""
         try:
-            rows = self.read("SELECT version FROM chatd_schema WHERE owner = ?", (owner,))
+            rows = self._read("SELECT version FROM chatd_schema WHERE owner = ?", (owner,),
+                              quiet=True)  # fails before the writer made the table
         except StoreUnavailable:
             return None
         return int(rows[0][0]) if rows else 0
@@ -435,8 +436,13 @@ class Store:
         loop waits for it at most ``read_timeout``, as SQLite's progress handler
         cuts a read on the loop.
         """
+        return self._read(sql, params)
+
+    def _read(self, sql: str, params: Sequence[Any], *,
+              quiet: bool = False) -> list[tuple[Any, ...]]:
+        """:meth:`read`; ``quiet``: a failure is expected, not logged."""
         if self._db.name != "sqlite":
-            return self._read_waiting(sql, params)
+            return self._read_waiting(sql, params, quiet=quiet)
         reader = self._reader
         try:
             if reader is None:
@@ -452,7 +458,8 @@ class Store:
                     reader.close()
                 self._reader = None
             reason = "the database could not answer the read"
-            log_read_failure(reason, exc, sql)
+            if not quiet:
+                log_read_failure(reason, exc, sql)
             raise StoreUnavailable(reason) from None
 
     @contextlib.contextmanager
@@ -468,10 +475,11 @@ class Store:
         finally:
             self._patient -= 1
 
-    def _read_waiting(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    def _read_waiting(self, sql: str, params: Sequence[Any], *,
+                      quiet: bool = False) -> list[tuple[Any, ...]]:
         """A read on the reader thread, waited for at most ``read_timeout``."""
         wait = PATIENT_READ_SECONDS if self._patient else self.read_timeout
-        answer = self._reader_thread().wait(sql, params, wait)
+        answer = self._reader_thread().wait(sql, params, wait, quiet=quiet)
         if answer.error is not None:
             raise StoreUnavailable(answer.error)
         return answer.rows

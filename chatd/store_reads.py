@@ -53,7 +53,7 @@ RunQuery = Callable[[Any, str, Sequence[Any], float], list[tuple[Any, ...]]]
 
 
 class _Question:
-    __slots__ = ("answered", "direct", "params", "sql", "then", "timeout", "timer")
+    __slots__ = ("answered", "direct", "params", "quiet", "sql", "then", "timeout", "timer")
 
     def __init__(self, sql: str, params: Sequence[Any], then: Callable[[StoreAnswer], None],
                  timeout: float) -> None:
@@ -65,6 +65,8 @@ class _Question:
         self.timer: Any = None
         #: Answered on the reader thread itself (someone waits for it: :meth:`Reader.wait`).
         self.direct = False
+        #: A failure is expected (the store's own probe): not logged.
+        self.quiet = False
 
 
 class Reader:
@@ -111,7 +113,8 @@ class Reader:
             question.timer = self._call_later(timeout, lambda: self._expire(question))
         self._queue(question)
 
-    def wait(self, sql: str, params: Sequence[Any], timeout: float) -> StoreAnswer:
+    def wait(self, sql: str, params: Sequence[Any], timeout: float, *,
+             quiet: bool = False) -> StoreAnswer:
         """Run a query on the reader thread and wait for it, at most ``timeout``: a read
         that costs its caller that long at most, whatever the database does (a
         frozen server, a lost network).  The late rows of one that timed out are
@@ -130,6 +133,7 @@ class Reader:
 
         question = _Question(sql, params, then, timeout)
         question.direct = True
+        question.quiet = quiet
         self._queue(question)
         if not done.wait(timeout):
             then(StoreAnswer(error=f"a read took over {timeout * 1000:g} ms"))
@@ -191,7 +195,8 @@ class Reader:
                 with contextlib.suppress(Exception):
                     self._close_connection(conn)
             reason = self._describe_error(exc)
-            log_read_failure(reason, exc, question.sql)
+            if not question.quiet:
+                log_read_failure(reason, exc, question.sql)
             return StoreAnswer(error=reason)
 
     # -- back on the loop ------------------------------------------------------------

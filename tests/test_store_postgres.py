@@ -78,7 +78,8 @@ def test_literals_with_question_marks_and_percent_signs_are_stored_as_written(po
     store.close()
 
 
-def test_ask_answers_rows_or_an_error_and_read_goes_through_the_reader(postgres_url):
+def test_ask_answers_rows_or_an_error_and_read_goes_through_the_reader(postgres_url, caplog):
+    caplog.set_level("WARNING", logger="chatd.store")
     store = _opened(postgres_url)
     store.migrate("test", TABLE)
     store.write("INSERT INTO t (b) VALUES (?)", ("x",))
@@ -87,7 +88,8 @@ def test_ask_answers_rows_or_an_error_and_read_goes_through_the_reader(postgres_
     store.ask("SELECT b FROM t WHERE b = ?", ("x",), answers.append)
     store.ask("SELECT nothing FROM nowhere", (), answers.append)
     assert answers[0].rows == [("x",)] and answers[0].ok
-    assert not answers[1].ok and "nowhere" in answers[1].error
+    assert answers[1].error == "the database could not answer the read"
+    assert "nowhere" in caplog.text  # the detail is the operator's, in the log
     assert store.read("SELECT count(*) FROM t") == [(1,)]  # the reader survived the error
     store.close()
 

@@ -109,8 +109,9 @@ def test_advance_moves_the_flood_gate_too():
 def test_restart_starts_the_same_server_again_on_the_same_data(chatd_server):
     server = chatd_server(storage={"path": "chatd.sqlite3"},
                           plugins={"history": {"replay_lines": 5}})
-    alice = server.client()
+    alice, witness = server.client(), server.client()
     alice.send("remember me")
+    witness.expect(rf"<{alice.nick}> remember me$")  # said before the SIGTERM, for sure
     old_pid, old_log = server.pid, server.log()
     assert server.restart() == 0  # SIGTERM: a clean stop commits what is queued
     assert server.pid != old_pid and alice.sock.fileno() == -1
