@@ -18,6 +18,11 @@ creates, else ``nobody``), through :class:`subprocess.Popen`'s ``user``/``group`
 (no shell, no ``runuser``), with the folder owned by that user.  As a normal user
 they run as that user.
 
+``PostgresCluster(ssl=True)`` serves TLS only (``ssl = on``, ``hostssl`` rules and a
+``hostnossl ... reject``): a throwaway CA made with ``trustme`` (its certificate in
+:attr:`PostgresCluster.ca_path`) signs the server's certificate for ``localhost`` and
+127.0.0.1, so a client can check it with ``sslmode=verify-full``.
+
 psycopg is imported only when a cluster starts, so ``chatd.testing`` itself does not
 need the ``postgres`` extra; a missing PostgreSQL or psycopg skips the test on a
 developer's machine and fails it in CI (:func:`~chatd.testing.probes.skip_unless_ci`).
@@ -96,7 +101,8 @@ class PostgresCluster:
     ``close()`` stops the server (fast shutdown, then SIGKILL) and removes its folder.
     """
 
-    def __init__(self, bindir: Path | None = None) -> None:
+    def __init__(self, bindir: Path | None = None, *, ssl: bool = False) -> None:
+        self.ssl = ssl
         self.bindir = bindir if bindir is not None else find_bindir()
         self.host = "127.0.0.1"
         self.user = ADMIN_USER
@@ -104,6 +110,8 @@ class PostgresCluster:
         self.folder = Path(tempfile.mkdtemp(prefix="chatd-pg-"))
         self.data = self.folder / "data"
         self.log_path = self.folder / "postgres.log"
+        #: The CA that signed the server's certificate (``ssl=True`` only).
+        self.ca_path = self.folder / "ca.pem"
         self.owner = run_as()
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
@@ -121,6 +129,8 @@ class PostgresCluster:
                 if self.owner is not None:
                     os.chown(self.folder, *self.owner)
                 self._initdb()
+                if self.ssl:
+                    self._make_certificates()
             self._launch()
             self._wait_ready()
         except BaseException:
@@ -151,11 +161,35 @@ class PostgresCluster:
         if result.returncode != 0:
             raise RuntimeError(f"initdb failed ({result.returncode}): {result.stderr.strip()}")
 
+    def _make_certificates(self) -> None:
+        """A throwaway CA, the server's certificate and key signed by it (in the data
+        folder, owned by the server's user, the key 0600 as PostgreSQL demands), and
+        pg_hba rules that take TLS connections only: a plain one is refused."""
+        import trustme  # the test extra: only a TLS cluster needs it
+
+        ca = trustme.CA()
+        ca.cert_pem.write_to_path(str(self.ca_path))
+        issued = ca.issue_cert("localhost", "127.0.0.1")
+        crt, key = self.data / "server.crt", self.data / "server.key"
+        issued.cert_chain_pems[0].write_to_path(str(crt))
+        issued.private_key_pem.write_to_path(str(key))
+        (self.data / "pg_hba.conf").write_text(
+            "local all all scram-sha-256\n"
+            "hostssl all all 127.0.0.1/32 scram-sha-256\n"
+            "hostnossl all all 127.0.0.1/32 reject\n"
+        )
+        for path in (crt, key):
+            path.chmod(0o600)
+            if self.owner is not None:
+                os.chown(path, *self.owner)
+
     def _launch(self) -> None:
         if not self.port:
             self.port = free_port(self.host)
         settings = dict(_SERVER_SETTINGS, port=str(self.port),
                         unix_socket_directories=str(self.folder))
+        if self.ssl:
+            settings.update(ssl="on", ssl_cert_file="server.crt", ssl_key_file="server.key")
         argv = [str(self.bindir / "postgres"), "-D", str(self.data)]
         for key, value in settings.items():
             argv += ["-c", f"{key}={value}"]
