@@ -11,8 +11,8 @@ refused); the "server without TLS" case uses the session's plain cluster.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +23,7 @@ import trustme
 import yaml
 from test_store_copy import PLUGINS, _check_target_serves, _fill
 
-from chatd.testing import operator_stats, parked_operator
+from chatd.testing import operator_stats, parked_operator, wait_until
 from chatd.testing.postgres import PostgresCluster, find_bindir
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "persistence.md"
@@ -39,8 +39,18 @@ def _section() -> str:
 
 
 def _blocks(language: str) -> list[str]:
-    """Every ```language block of the section, in order."""
-    return re.findall(rf"```{language}\n(.*?)```", _section(), re.S)
+    """Every fenced block of the section in ``language`` ("" for none), in order."""
+    found, body, fence = [], [], None
+    for line in _section().splitlines():
+        if fence is None and line.startswith("```"):
+            fence, body = line[3:].strip(), []
+        elif fence is not None and line.strip() == "```":
+            if fence == language:
+                found.append("\n".join(body) + "\n")
+            fence = None
+        elif fence is not None:
+            body.append(line)
+    return found
 
 
 def _swap(text: str, replacements: dict[str, str]) -> str:
@@ -169,21 +179,52 @@ def _make_role_and_database(cluster: PostgresCluster, role: str, database: str,
         _shell(line.split("#", 1)[0], cluster, password)
 
 
+@contextlib.contextmanager
+def _documented_hba(cluster: PostgresCluster, role: str, database: str) -> Iterator[None]:
+    """While it runs, the cluster's TCP rules are the docs' pg_hba.conf line alone (for
+    ``role`` and ``database`` from 127.0.0.1), reloaded as the docs say."""
+    (snippet,) = [b for b in _blocks("") if "hostssl" in b]
+    rules = [line for line in snippet.splitlines() if line.strip() and not line.startswith("#")]
+    line = _swap(rules[0], {"chatd     chatd": f"{database} {role}",
+                            "10.0.0.0/24": "127.0.0.1/32"})
+    hba = cluster.data / "pg_hba.conf"
+    kept = hba.read_text()
+    hba.write_text(f"local all all scram-sha-256\n{line}\n")
+    try:
+        cluster.admin.execute("SELECT pg_reload_conf()")
+        assert wait_until(lambda: cluster.admin.execute(
+            "SELECT count(*) FROM pg_hba_file_rules").fetchone()[0] == 2, 10)
+        errors = cluster.admin.execute(
+            "SELECT error FROM pg_hba_file_rules WHERE error IS NOT NULL").fetchall()
+        assert not errors, errors
+        yield
+    finally:
+        hba.write_text(kept)
+        cluster.admin.execute("SELECT pg_reload_conf()")
+
+
 def test_the_documented_role_and_database_commands_give_chatd_its_database(
         chatd_server, tls_cluster):
     password = "s3cret-of-the-docs"
     _make_role_and_database(tls_cluster, "docs_role", "docs_db", password)
     try:
-        rolsuper, createdb = tls_cluster.admin.execute(
-            "SELECT rolsuper, rolcreatedb FROM pg_roles WHERE rolname = 'docs_role'").fetchone()
-        assert (rolsuper, createdb) == (False, False)  # the role needs no other rights
-        url = f"postgresql://docs_role:{password}@localhost:{tls_cluster.port}/docs_db"
-        server = chatd_server(storage={"url": url}, plugins=PLUGINS)
-        _fill(server)  # its tables made by chatd's migrations as that role
-        assert server.stop() == 0
-        server = chatd_server(storage={"url": url}, plugins=PLUGINS)
-        _check_target_serves(server)
-        assert server.stop() == 0
+        with _documented_hba(tls_cluster, "docs_role", "docs_db"):
+            with pytest.raises(psycopg.OperationalError, match=r"no pg_hba\.conf entry"):
+                psycopg.connect(tls_cluster.url, connect_timeout=5)  # only the docs' rule
+            plain = f"postgresql://docs_role:{password}@127.0.0.1:{tls_cluster.port}/docs_db"
+            with pytest.raises(psycopg.OperationalError, match=r"no pg_hba\.conf entry"):
+                psycopg.connect(plain + "?sslmode=disable", connect_timeout=5)  # hostssl
+            rolsuper, createdb = tls_cluster.admin.execute(
+                "SELECT rolsuper, rolcreatedb FROM pg_roles WHERE rolname = 'docs_role'"
+            ).fetchone()
+            assert (rolsuper, createdb) == (False, False)  # the role needs no other rights
+            url = f"postgresql://docs_role:{password}@localhost:{tls_cluster.port}/docs_db"
+            server = chatd_server(storage={"url": url}, plugins=PLUGINS)
+            _fill(server)  # its tables made by chatd's migrations as that role
+            assert server.stop() == 0
+            server = chatd_server(storage={"url": url}, plugins=PLUGINS)
+            _check_target_serves(server)
+            assert server.stop() == 0
     finally:
         tls_cluster.admin.execute('DROP DATABASE IF EXISTS "docs_db" WITH (FORCE)')
         tls_cluster.admin.execute('DROP ROLE IF EXISTS "docs_role"')
