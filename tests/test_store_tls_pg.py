@@ -25,9 +25,12 @@ from test_store_copy import PLUGINS, _check_target_serves, _fill
 
 from chatd.testing import operator_stats, parked_operator, wait_until
 from chatd.testing.postgres import PostgresCluster, find_bindir
+from chatd.testing.probes import SERVERS_KEY
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "persistence.md"
 OPER = "oper-secret"
+#: A chatd whose database refuses it cannot commit at shutdown: do not wait long.
+QUICK_STOP = {"shutdown_timeout_seconds": 0.5}
 TIMEOUT = 30.0
 
 
@@ -72,10 +75,14 @@ def tls_cluster() -> Iterator[PostgresCluster]:
 
 
 @pytest.fixture
-def tls_database(tls_cluster: PostgresCluster) -> Iterator[str]:
-    """A fresh database's name on the TLS cluster."""
+def tls_database(tls_cluster: PostgresCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database's name on the TLS cluster; dropped after the test's chatd
+    processes stop (as ``postgres_url`` does)."""
     url = tls_cluster.create_database()
     yield url.rsplit("/", 1)[1]
+    for server in request.node.stash.get(SERVERS_KEY, []):
+        with contextlib.suppress(Exception):
+            server.close()
     tls_cluster.drop_database(url)
 
 
@@ -135,7 +142,8 @@ def test_a_server_certificate_from_another_ca_is_a_clear_problem_and_chat_goes_o
     stranger = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(stranger))
     url = _documented_url(tls_cluster, tls_database, stranger, tls_cluster.password)
-    server = chatd_server(storage={"url": url}, plugins={**PLUGINS, "oper": {"password": OPER}})
+    server = chatd_server(storage={"url": url}, limits=QUICK_STOP,
+                          plugins={**PLUGINS, "oper": {"password": OPER}})
     _chats(server)
     _failing(server, "certificate verify failed", tls_cluster.password)
 
@@ -143,7 +151,7 @@ def test_a_server_certificate_from_another_ca_is_a_clear_problem_and_chat_goes_o
 def test_require_against_a_server_without_tls_is_refused_clearly(chatd_server, postgres,
                                                                  postgres_url):
     server = chatd_server(storage={"url": postgres_url + "?sslmode=require"},
-                          plugins={"oper": {"password": OPER}})
+                          limits=QUICK_STOP, plugins={"oper": {"password": OPER}})
     _chats(server)
     _failing(server, "server does not support SSL", postgres.password)
 
