@@ -125,6 +125,14 @@ def _tls_connections(cluster: PostgresCluster, database: str) -> list[bool]:
     return [ssl for (ssl,) in rows]
 
 
+def test_the_tls_cluster_refuses_a_plain_connection(tls_cluster, tls_database):
+    url = tls_cluster.url_for(tls_database)
+    with pytest.raises(psycopg.OperationalError, match="no encryption"):
+        psycopg.connect(url + "?sslmode=disable", connect_timeout=5)
+    with psycopg.connect(url + "?sslmode=require", connect_timeout=5) as conn:
+        assert conn.pgconn.ssl_in_use
+
+
 def test_the_documented_verify_full_url_works_over_tls(chatd_server, tls_cluster, tls_database):
     url = _documented_url(tls_cluster, tls_database, tls_cluster.ca_path)
     env = {"PGPASSWORD": tls_cluster.password}  # the docs' way to keep it out of the URL
@@ -259,24 +267,29 @@ def test_a_pg_dump_backup_restored_as_the_docs_say_serves_the_same_chat(
                             "/etc/chatd/db-ca.pem": str(tls_cluster.ca_path)}),
                tls_cluster, password, PGPASSWORD=password)
         (made,) = list(backups.iterdir())
+        # restored elsewhere, by a role of its own (not the one that made the dump)
+        tls_cluster.admin.execute(f"CREATE ROLE restore_role LOGIN PASSWORD '{password}'")
         restore = _swap(restore, {"createdb --owner chatd chatd_restored":
-                                  "createdb --owner dump_role restored_db",
-                                  f"{docs_url}chatd_restored": f"{here}restored_db",
+                                  "createdb --owner restore_role restored_db",
+                                  f"{docs_url}chatd_restored":
+                                  here.replace("dump_role@", "restore_role@") + "restored_db",
                                   "/etc/chatd/db-ca.pem": str(tls_cluster.ca_path),
                                   "/backups/chatd-2026-12-01.dump": str(made)})
         lines = restore.splitlines()
         _shell(lines[0], tls_cluster, password)  # as the superuser
         _shell("\n".join(lines[1:]), tls_cluster, password, PGPASSWORD=password)
 
-        restored = source.replace("/dump_db?", "/restored_db?")
+        restored = source.replace("/dump_db?", "/restored_db?").replace(
+            "dump_role@", "restore_role@")
         server = chatd_server(storage={"url": restored}, plugins=PLUGINS, env=env)
         _check_target_serves(server)
         assert server.stop() == 0
         with psycopg.connect(restored, password=password) as conn:
             owners = conn.execute("SELECT DISTINCT tableowner FROM pg_tables "
                                   "WHERE schemaname = 'public'").fetchall()
-        assert owners == [("dump_role",)]
+        assert owners == [("restore_role",)]
     finally:
         for database in ("dump_db", "restored_db"):
             tls_cluster.admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        tls_cluster.admin.execute('DROP ROLE IF EXISTS "dump_role"')
+        for role in ("dump_role", "restore_role"):
+            tls_cluster.admin.execute(f'DROP ROLE IF EXISTS "{role}"')
