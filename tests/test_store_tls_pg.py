@@ -200,7 +200,7 @@ def _make_role_and_database(cluster: PostgresCluster, role: str, database: str,
 def _documented_hba(cluster: PostgresCluster, role: str, database: str) -> Iterator[None]:
     """While it runs, the cluster's TCP rules are the docs' pg_hba.conf line alone (for
     ``role`` and ``database`` from 127.0.0.1), reloaded as the docs say."""
-    (snippet,) = [b for b in _blocks("") if "hostssl" in b]
+    (snippet,) = [b for b in _blocks("") if "scram-sha-256" in b]
     rules = [line for line in snippet.splitlines() if line.strip() and not line.startswith("#")]
     line = _swap(rules[0], {"chatd     chatd": f"{database} {role}",
                             "10.0.0.0/24": "127.0.0.1/32"})
