@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,6 +145,21 @@ def test_the_documented_verify_full_url_works_over_tls(chatd_server, tls_cluster
     assert server.stop() == 0
     server = chatd_server(storage={"url": url}, plugins=PLUGINS, env=env)
     _check_target_serves(server)  # what the first one wrote, read back over TLS
+
+
+def test_the_documented_pgpass_line_gives_chatd_its_password(chatd_server, tls_cluster,
+                                                             tls_database, tmp_path):
+    line = re.search(r"a line\s+`([^`]+)`", _section().replace("\n", " ")).group(1)
+    pgpass = tmp_path / "pgpass"
+    pgpass.write_text(_swap(line, {"db.example.net:5432:chatd:chatd:SECRET":
+                                   f"localhost:{tls_cluster.port}:{tls_database}:chatd:"
+                                   f"{tls_cluster.password}"}) + "\n")
+    pgpass.chmod(0o600)  # libpq ignores a file others can read
+    url = _documented_url(tls_cluster, tls_database, tls_cluster.ca_path)
+    server = chatd_server(storage={"url": url}, plugins=PLUGINS, env={"PGPASSFILE": str(pgpass)})
+    _fill(server)  # registered, banned, said: written, so the password was taken
+    assert server.stop() == 0
+    assert "cannot open" not in server.log()
 
 
 def test_a_server_certificate_from_another_ca_is_a_clear_problem_and_chat_goes_on(
