@@ -15,6 +15,7 @@ import contextlib
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import trustme
 import yaml
 from test_store_copy import PLUGINS, _check_target_serves, _fill
 
-from chatd.testing import operator_stats, parked_operator, wait_until
+from chatd.testing import operator_stats, parked_operator, wait_until, write_config
 from chatd.testing.postgres import PostgresCluster, find_bindir
 from chatd.testing.probes import SERVERS_KEY
 
@@ -171,6 +172,27 @@ def test_a_server_certificate_from_another_ca_is_a_clear_problem_and_chat_goes_o
                           plugins={**PLUGINS, "oper": {"password": OPER}})
     _chats(server)
     _failing(server, "certificate verify failed", tls_cluster.password)
+
+
+def _check_config(url: str, folder: Path) -> subprocess.CompletedProcess[str]:
+    config = write_config(folder / "config.yaml", storage={"url": url})
+    return subprocess.run([sys.executable, "-m", "chatd", "--config", str(config),
+                           "--check-config"], capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def test_check_config_warns_of_a_certificate_it_cannot_verify(tls_cluster, tls_database,
+                                                               tmp_path):
+    good = _check_config(_documented_url(tls_cluster, tls_database, tls_cluster.ca_path,
+                                         tls_cluster.password), tmp_path)
+    assert good.returncode == 0 and "warning" not in good.stderr, good.stderr
+    stranger = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(stranger))
+    bad = _check_config(_documented_url(tls_cluster, tls_database, stranger,
+                                        tls_cluster.password), tmp_path)
+    assert bad.returncode == 0, bad.stderr  # a warning: chatd starts without its database
+    assert "warning: storage.url: cannot connect to postgresql://chatd:***@" in bad.stderr
+    assert "certificate verify failed" in bad.stderr
+    assert tls_cluster.password not in bad.stdout + bad.stderr
 
 
 def test_require_against_a_server_without_tls_is_refused_clearly(chatd_server, postgres,
