@@ -28,7 +28,7 @@ _COUNTERS = {
     "chatd_storage_dropped": ("Writes dropped: the database failed for longer than "
                               "storage.queue_max writes.", "storage_dropped"),
     "chatd_storage_failures": ("Failed commit attempts (each retried).", "storage_failures"),
-    "chatd_storage_rejected": ("Bad writes dropped (a statement SQLite refused, a value it "
+    "chatd_storage_rejected": ("Bad writes dropped (a statement the database refused, a value it "
                                "cannot store, a write function that raised); logged.",
                                "storage_rejected"),
     "chatd_storage_writer_restarts": ("Times the database writer started over (an error "
