@@ -181,7 +181,7 @@ def chatd_startup(server: Server) -> None:
         if store.dialect != "sqlite":  # see LISTEN_SETTLED
             server.call_later(LISTEN_SETTLED, noticed, server, None)
     for client in list(server.clients.values()):  # a reload: the holders of names again
-        enforce(client)
+        enforce(client, hold=False)
 
 
 @hookimpl

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from chatd import (
     Client,
@@ -30,8 +32,8 @@ from chatd import (
 from chatd.chat.nicks import nick_key
 from chatd.events import Event, PrivateMessage
 
-from .state import STATE, state_of
-from .store import identified_as, owner_of
+from .state import STATE, Account, state_of
+from .store import ask_like, identified_as, owner_of
 
 log = logging.getLogger("chatd.accounts")
 
@@ -53,23 +55,50 @@ def chatd_nick_change(client: Client, new: str) -> None:
     enforce(client)
 
 
-def enforce(client: Client) -> None:
+def enforce(client: Client, *, hold: bool = True,
+            judged: Callable[[], Any] | None = None) -> None:
     """Start (or keep, or end) the grace of ``client`` for the name it holds now.
 
     A holder of a registered name (the nick, or a look-alike) who is not
     identified as its owner gets ``grace_seconds`` to identify, may not speak
     meanwhile, and is renamed when it ends.  Changing to another form of the same
     name (case, look-alike) does not restart the clock.
+
+    Whether the name is registered is read off the loop (``server.ask_store``), so
+    a slow database costs nobody else anything.  With ``hold`` (the client's own
+    rename, connection or identification) the client's later lines wait for the
+    answer, in order, as for a presence question: it never speaks as a registered
+    name before its grace is known.  Without it (another process's change, a
+    reload: a look at someone who did nothing) nobody waits.  The answer judges
+    the nick that was asked about; a client renamed meanwhile is judged by the
+    look its rename started.  A database that cannot answer: not enforced (logged).
     """
+    nick = client.nick
+
+    def answered(matches: list[Account] | None, error: str | None) -> None:
+        if not client.connected or client.nick != nick:
+            return
+        if matches is None:
+            log.warning("could not check whether %s is registered (%s); not enforced",
+                        nick, error)
+            return
+        judge(client, matches[0] if matches else None)
+        if judged is not None:
+            judged()
+
+    def expired() -> None:
+        log.warning("could not check whether %s is registered (no answer in time); "
+                    "not enforced", nick)
+
+    ask_like(client.server, client if hold else None, nick, answered, expired=expired)
+
+
+def judge(client: Client, owner: Account | None) -> None:
+    """:func:`enforce`'s second half: ``owner`` owns the name ``client`` holds (None:
+    nobody)."""
     server = client.server
     state = state_of(server)
     grace = client.stash.get(GRACE)
-    try:
-        owner = owner_of(server, client.nick)
-    except StoreUnavailable as exc:
-        log.warning("could not check whether %s is registered (%s); not enforced",
-                    client.nick, exc)
-        return
     if owner is None or identified_as(client, owner):
         _end_grace(client)
         return
@@ -189,7 +218,7 @@ def _look_again(client: Client) -> None:
     server = client.server
     account = client.account
     if account is None:
-        enforce(client)
+        enforce(client, hold=False)
         return
 
     def answered(answer: StoreAnswer) -> None:
@@ -199,7 +228,7 @@ def _look_again(client: Client) -> None:
             server.set_account(client, None)
             client.notice(f"{account} is no longer registered (dropped on another server); "
                           "you are no longer identified")
-        enforce(client)
+        enforce(client, hold=False)
 
     server.ask_store(None, "SELECT nick FROM accounts WHERE key = ?", (nick_key(account),),
                      answered)
