@@ -92,13 +92,14 @@ from .grace import (
 )
 from .passwords import PASSWORD_MAX, SCRYPT_N_MAX, hash_password, password_matches
 from .state import STATE, Account, AccountsState
-from .store import CHANNEL, SCHEMA, find_account, owner_of, refresh_looks
+from .store import CHANNEL, SCHEMA, ask_like, find_account, owner_of, pick, refresh_looks
 
 __all__ = [
     "ROOM_REGISTRAR",
     "SCRYPT_N_MAX",
     "STATE",
     "Account",
+    "ask_like",
     "chatd_check_speak",
     "chatd_client_connect",
     "chatd_client_disconnect",
@@ -111,6 +112,7 @@ __all__ = [
     "hash_password",
     "owner_of",
     "password_matches",
+    "pick",
 ]
 
 log = logging.getLogger("chatd.accounts")

@@ -225,15 +225,17 @@ def _told(client: Client, then: Callable[[Account | None], Any], account: Accoun
         client.error(str(exc), code=exc.code)
 
 
+def pick(nick: str, matches: list[Account]) -> Account | None:
+    """The account registered as ``nick`` among ``matches`` (the accounts like it,
+    oldest first), else the oldest look-alike (:func:`find_account`'s rule), or None."""
+    key = nick_key(nick)
+    exact = [account for account in matches if nick_key(account[0]) == key]
+    return exact[0] if exact else matches[0] if matches else None
+
+
 def ask_find(client: Client, nick: str, then: Callable[[Account | None], Any]) -> None:
     """:func:`find_account`, asked off the loop (see :func:`ask_accounts_like`)."""
-    key = nick_key(nick)
-
-    def found(matches: list[Account]) -> Any:
-        exact = [account for account in matches if nick_key(account[0]) == key]
-        return then(exact[0] if exact else matches[0] if matches else None)
-
-    ask_accounts_like(client, nick, found)
+    ask_accounts_like(client, nick, lambda matches: then(pick(nick, matches)))
 
 
 def ask_owner(client: Client, nick: str, then: Callable[[Account | None], Any]) -> None:
