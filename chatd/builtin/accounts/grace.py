@@ -167,6 +167,11 @@ def _held_unidentified(client: Client, event: PrivateMessage) -> bool:
     target = server.find_client(event.target)
     if target is not None and target.session == event.to_session:
         return GRACE in target.stash
+    # The one read left on the loop (cut at storage.read_timeout_seconds): a filter
+    # (chatd_filter_message) answers before it returns, it cannot wait for a read
+    # off the loop.  It is reached only for a recipient on another node (a networked
+    # delivery backend; with the local one every recipient is a client here, judged
+    # above from memory), and it fails open like that node's own check.
     try:
         owner = owner_of(server, event.target)
     except StoreUnavailable:

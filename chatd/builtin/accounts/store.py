@@ -69,7 +69,9 @@ def unwritten_accounts(server: Server, state: AccountsState) -> dict[str, Accoun
 
 def accounts_like(server: Server, nick: str) -> list[Account]:
     """Every account registered as ``nick`` or as a look-alike of it, oldest first;
-    raises StoreUnavailable."""
+    raises StoreUnavailable.  A read on the loop (``store.read``, cut at
+    ``storage.read_timeout_seconds``): for what cannot wait (a filter); everything a
+    client waits for asks off the loop instead (:func:`ask_like`)."""
     key, look = nick_key(nick), skeleton(nick)
     pending = unwritten_accounts(server, state_of(server))
     return _merged(nick, server.store.read(_LIKE, (key, look)), pending)
@@ -79,14 +81,10 @@ def find_account(server: Server, nick: str) -> Account | None:
     """The account registered as ``nick``, else the oldest registered as a look-alike
     of it (``aIice`` finds ``alice``), or None; raises StoreUnavailable.
 
-    What was written a moment ago and is not on disk yet comes from memory.
+    What was written a moment ago and is not on disk yet comes from memory.  A read
+    on the loop (see :func:`accounts_like`; :func:`ask_find` asks off it).
     """
-    matches = accounts_like(server, nick)
-    key = nick_key(nick)
-    for account in matches:
-        if nick_key(account[0]) == key:
-            return account
-    return matches[0] if matches else None
+    return pick(nick, accounts_like(server, nick))
 
 
 def owner_of(server: Server, nick: str) -> Account | None:
@@ -96,37 +94,10 @@ def owner_of(server: Server, nick: str) -> Account | None:
     return matches[0] if matches else None
 
 
-def account_by_key(server: Server, key: str) -> Account | None:
-    """The account registered under exactly ``key`` now (memory first); raises
-    StoreUnavailable."""
-    pending = unwritten_accounts(server, state_of(server))
-    if key in pending:
-        return pending[key]
-    rows = server.store.read("SELECT nick, password, registered FROM accounts WHERE key = ?",
-                             (key,))
-    return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
-
-
 def unavailable(exc: StoreUnavailable | str | None) -> CommandError:
     """A store that cannot answer, as the user's error line."""
     return CommandError(f"accounts are unavailable right now ({exc}); try again soon",
                         code="unavailable")
-
-
-def command_lookup(server: Server, nick: str) -> Account | None:
-    """:func:`find_account` for a command: a store problem is the user's error line."""
-    try:
-        return find_account(server, nick)
-    except StoreUnavailable as exc:
-        raise unavailable(exc) from None
-
-
-def command_owner(server: Server, nick: str) -> Account | None:
-    """:func:`owner_of` for a command."""
-    try:
-        return owner_of(server, nick)
-    except StoreUnavailable as exc:
-        raise unavailable(exc) from None
 
 
 def written(server: Server, key: str, number: int, account: Account | None) -> None:
