@@ -697,3 +697,27 @@ def test_a_nick_check_waits_for_a_slow_database_and_holds_only_that_client(
     other.send("the end")
     watcher.expect(r"the end")
     assert not any("hello as slowname" in line for line in watcher.history)
+
+
+def test_password_and_drop_wait_for_a_slow_database_and_hold_only_their_client(
+        postgres_url, postgres, chatd_server):
+    """``/password`` and ``/drop`` read the account (before and after the password
+    check) off the loop: while the database is frozen only their client waits, and
+    once it answers they are done -- never "unavailable" because a read was slower
+    than a cut on the loop."""
+    server = chatd_server(storage={"url": postgres_url},
+                          plugins={"accounts": {"scrypt_n": 1024}})
+    owner = registered(server, "slowowner")
+    other, watcher = server.client(), server.client()
+    for command, done in ((f"/password {PASSWORD} {OTHER}",
+                           "*** the password of slowowner is changed"),
+                          (f"/drop {OTHER}",
+                           "*** slowowner is no longer registered; anyone may use it")):
+        postgres.freeze()
+        try:
+            owner.send(command)
+            other.send(f"meanwhile {command.split()[0]}")
+            watcher.expect(f"meanwhile {command.split()[0]}")  # nobody else waits
+        finally:
+            postgres.thaw()
+        expect_exact(owner, done)
