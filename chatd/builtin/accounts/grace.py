@@ -39,6 +39,9 @@ log = logging.getLogger("chatd.accounts")
 
 #: Set on a client holding a registered nick (or a look-alike) it has not identified for.
 GRACE: StashKey[Grace] = StashKey()
+#: The looks (:func:`enforce`) out for a client, by the nick asked about: until the
+#: answer, whether it holds a registered name is not known yet (see _held_unidentified).
+LOOKING: StashKey[dict[str, int]] = StashKey()
 
 
 @dataclass(slots=True)
@@ -74,8 +77,11 @@ def enforce(client: Client, *, hold: bool = True,
     look its rename started.  A database that cannot answer: not enforced (logged).
     """
     nick = client.nick
+    looking = client.stash.setdefault(LOOKING, {})
+    looking[nick] = looking.get(nick, 0) + 1
 
     def answered(matches: list[Account] | None, error: str | None) -> None:
+        _looked(client, nick)
         if not client.connected or client.nick != nick:
             return
         if matches is None:
@@ -87,10 +93,21 @@ def enforce(client: Client, *, hold: bool = True,
             judged()
 
     def expired() -> None:
+        _looked(client, nick)
         log.warning("could not check whether %s is registered (no answer in time); "
                     "not enforced", nick)
 
     ask_like(client.server, client if hold else None, nick, answered, expired=expired)
+
+
+def _looked(client: Client, nick: str) -> None:
+    """One look at ``nick`` for ``client`` is answered (or given up)."""
+    looking = client.stash.get(LOOKING, {})
+    left = looking.get(nick, 0) - 1
+    if left > 0:
+        looking[nick] = left
+    else:
+        looking.pop(nick, None)
 
 
 def judge(client: Client, owner: Account | None) -> None:
@@ -165,19 +182,23 @@ def _held_unidentified(client: Client, event: PrivateMessage) -> bool:
     account the event names (a store that cannot answer: not enforced, as there)."""
     server = client.server
     target = server.find_client(event.target)
+    account = event.to_account
     if target is not None and target.session == event.to_session:
-        return GRACE in target.stash
+        if GRACE in target.stash or target.nick not in target.stash.get(LOOKING, {}):
+            return GRACE in target.stash
+        account = target.account  # renamed a moment ago, its look still out: see below
     # The one read left on the loop (cut at storage.read_timeout_seconds): a filter
     # (chatd_filter_message) answers before it returns, it cannot wait for a read
     # off the loop.  It is reached only for a recipient on another node (a networked
-    # delivery backend; with the local one every recipient is a client here, judged
-    # above from memory), and it fails open like that node's own check.
+    # delivery backend), or one of this process renamed so recently that the look at
+    # its new nick (off the loop) has not answered yet (one round trip to the
+    # database); every other recipient here is judged from memory, above.  Like the
+    # other node's own check, a database that cannot answer in time lets it through.
     try:
         owner = owner_of(server, event.target)
     except StoreUnavailable:
         return False
-    return owner is not None and (event.to_account is None
-                                  or nick_key(event.to_account) != nick_key(owner[0]))
+    return owner is not None and (account is None or nick_key(account) != nick_key(owner[0]))
 
 
 @hookimpl
