@@ -47,10 +47,16 @@ source that failed for it may not try it again, a source that has not (the
 owner, elsewhere) still may, so nobody can lock the owner out from outside.  An
 address may register 3 nicks an hour.
 
-The accounts live in the ``accounts`` table of the store (``storage.path``).
-Writes are queued (the loop never waits); an account registered (or dropped) a
-moment ago is kept in memory until it is on disk, across a reload too, so it is
-never missing (or back) in between.  A
+The accounts live in the ``accounts`` table of the store (``storage.path`` or
+``storage.url``).  Reads are asked off the loop (``server.ask_store``): a command,
+a rename or a connection holds only that client's later lines until the answer
+(a database that cannot answer in time: "accounts are unavailable", or for a
+rename, not enforced and logged); the one read left on the loop is noted in
+:mod:`.grace`.  Look-alike registrations made at once on two processes sharing
+PostgreSQL: exactly one wins (checked inside the inserting transaction, under a
+lock per look-alike form).  Writes are queued (the loop never waits); an account
+registered (or dropped) a moment ago is kept in memory until it is on disk,
+across a reload too, so it is never missing (or back) in between.  A
 change is made only to the account that was checked: a ``/password`` answered
 after a ``/drop`` of the same account (or the other way round) is refused, so
 a dropped account cannot come back.
