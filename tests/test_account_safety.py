@@ -21,6 +21,7 @@ import signal
 import sqlite3
 from pathlib import Path
 
+import pytest
 from disks import DISK_PROBLEM, take_every_free_byte
 from test_accounts import (  # the helpers of the accounts tests (tests/ is on sys.path)
     BUSY,
@@ -48,6 +49,17 @@ LOOKALIKE_TAKEN = "! {nick} looks the same as the registered nick {owner}; choos
 OPER_PASSWORD = "oper-password-1"
 
 
+
+@pytest.fixture
+def backend_server(storage, chatd_server):
+    """``chatd_server`` on each backend in turn (SQLite, then PostgreSQL): the tests
+    taking it run twice.  (``storage`` first: torn down after the servers stop.)  The
+    tests of a restart, a reload or a full disk stay on an SQLite file of their own."""
+    def start(*args, **sections):
+        sections.setdefault("storage", storage)
+        return chatd_server(*args, **sections)
+    return start
+
 def operator(server, nick: str = "op"):
     """A client logged in with /oper (the config must set plugins.oper.password)."""
     client = named(server, nick)
@@ -71,11 +83,11 @@ def away(client, nick: str = "away") -> None:
 # -- rule 5: look-alikes are one name -------------------------------------------------------
 
 
-def test_a_look_alike_of_a_registered_nick_cannot_be_registered(chatd_server):
+def test_a_look_alike_of_a_registered_nick_cannot_be_registered(backend_server):
     """With alice registered (and offline), "aIice" (capital i) can be taken for the
     grace only, with a notice naming alice, and cannot be registered; "ALICE" is the
     same nick in another case and is told it is registered."""
-    server = chatd_server()
+    server = backend_server()
     registered(server, "alice").close()
     mallory = named(server, "aIice")
     expect_exact(mallory, grace_notice("aIice", 60, registered="alice"))
@@ -86,11 +98,11 @@ def test_a_look_alike_of_a_registered_nick_cannot_be_registered(chatd_server):
     expect_exact(shouter, "! ALICE is already registered; /identify PASSWORD if it is yours")
 
 
-def test_identify_finds_the_account_by_a_look_alike(chatd_server):
+def test_identify_finds_the_account_by_a_look_alike(backend_server):
     """/identify matches by skeleton: holding "aIice", /identify PASSWORD is checked
     against alice's account; the right one identifies as alice and gives the nick as
     registered, a wrong one is a failed attempt for alice."""
-    server = chatd_server()
+    server = backend_server()
     registered(server, "alice").close()
     owner = named(server, "aIice")
     owner.send(f"/identify {OTHER}")
@@ -104,10 +116,10 @@ def test_identify_finds_the_account_by_a_look_alike(chatd_server):
     server.wait_for_log(r"failed /identify for alice by guest-\d+")
 
 
-def test_the_holder_of_a_look_alike_is_renamed_after_the_grace(chatd_server):
+def test_the_holder_of_a_look_alike_is_renamed_after_the_grace(backend_server):
     """The grace rename applies to whoever holds a nick whose skeleton is a registered
     account's: "aIice" is renamed to guest-N when the grace ends."""
-    server = chatd_server(plugins={"accounts": {"grace_seconds": 0.5}})
+    server = backend_server(plugins={"accounts": {"grace_seconds": 0.5}})
     registered(server, "alice").close()
     mallory = named(server, "aIice")
     expect_exact(mallory, grace_notice("aIice", 0.5, registered="alice"))
@@ -115,10 +127,10 @@ def test_the_holder_of_a_look_alike_is_renamed_after_the_grace(chatd_server):
     expect_exact(mallory, f"*** you did not identify for aIice; you are now {guest}")
 
 
-def test_changing_case_or_look_alike_does_not_restart_the_grace(chatd_server):
+def test_changing_case_or_look_alike_does_not_restart_the_grace(backend_server):
     """Hopping between forms of one registered name (case, look-alikes) keeps the one
     grace running: the holder is renamed when the first grace ends, and is told once."""
-    server = chatd_server(plugins={"accounts": {"grace_seconds": 1.0}})
+    server = backend_server(plugins={"accounts": {"grace_seconds": 1.0}})
     registered(server, "alice").close()
     mallory = named(server, "alice")
     expect_exact(mallory, grace_notice("alice", 1))
@@ -133,11 +145,11 @@ def test_changing_case_or_look_alike_does_not_restart_the_grace(chatd_server):
     assert not any("/identify PASSWORD within" in line for line in lines), lines
 
 
-def test_a_private_message_to_an_unidentified_holder_is_refused(chatd_server):
+def test_a_private_message_to_an_unidentified_holder_is_refused(backend_server):
     """With alice's owner offline, a private message to "alice" or "aIice" held by
     someone who has not identified does not reach them (it was meant for the owner):
     the sender is told, the holder reads nothing."""
-    server = chatd_server()
+    server = backend_server()
     registered(server, "alice").close()
     bob = named(server, "bob")
     for nick in ("alice", "aIice"):
@@ -192,12 +204,12 @@ def test_a_look_alike_account_from_before_never_renames_the_owner(chatd_server, 
 # -- rule 6: who is speaking is always clear ------------------------------------------------
 
 
-def test_an_unidentified_holder_cannot_speak_as_the_nick(chatd_server):
+def test_an_unidentified_holder_cannot_speak_as_the_nick(backend_server):
     """During the grace the holder's messages, actions, private messages and topics are
     refused, each with a "!" line saying to /identify or /nick; nobody sees any of
     them.  Under another nick it speaks again; the owner (identified) speaks as the
     nick."""
-    server = chatd_server()
+    server = backend_server()
     owner = registered(server, "alice")
     away(owner)
     watcher = named(server, "bob")
@@ -221,10 +233,10 @@ def test_an_unidentified_holder_cannot_speak_as_the_nick(chatd_server):
     expect_exact(watcher, "<alice> the real alice")
 
 
-def test_an_unidentified_holder_cannot_speak_over_jsonl_either(chatd_server):
+def test_an_unidentified_holder_cannot_speak_over_jsonl_either(backend_server):
     """The same rule for a bot on the jsonl listener: say, me and msg get an error
     object saying why; the room hears nothing."""
-    server = chatd_server(listen=[{"port": 0}, {"port": 0, "protocol": "jsonl"}])
+    server = backend_server(listen=[{"port": 0}, {"port": 0, "protocol": "jsonl"}])
     registered(server, "alice").close()
     watcher = named(server, "bob")
     bot = server.json_client()
@@ -239,7 +251,7 @@ def test_an_unidentified_holder_cannot_speak_over_jsonl_either(chatd_server):
         assert not any(text in line for line in lines), (text, lines)
 
 
-def test_an_unidentified_holder_cannot_post_through_a_plugin_command_either(chatd_server,
+def test_an_unidentified_holder_cannot_post_through_a_plugin_command_either(backend_server,
                                                                             tmp_path):
     """A plugin command that posts to the room for its caller (``/roll``: "alice rolled
     1d6") is speech as the nick, as it is for a mute: refused for a holder in the
@@ -248,7 +260,7 @@ def test_an_unidentified_holder_cannot_post_through_a_plugin_command_either(chat
     dice.mkdir()
     (dice / "dice.py").write_text((Path(__file__).parent.parent / "plugins" / "dice.py")
                                   .read_text())
-    server = chatd_server(plugin_dirs=[str(dice)])
+    server = backend_server(plugin_dirs=[str(dice)])
     owner = registered(server, "alice")
     away(owner)
     watcher = named(server, "bob")
@@ -263,10 +275,10 @@ def test_an_unidentified_holder_cannot_post_through_a_plugin_command_either(chat
     watcher.expect(r"^\*\*\* \[dice\] alice rolled 1d6: [1-6]$")
 
 
-def test_a_part_or_quit_reason_of_an_unidentified_holder_is_dropped(chatd_server):
+def test_a_part_or_quit_reason_of_an_unidentified_holder_is_dropped(backend_server):
     """Part and quit reasons are speech too: the part and the quit happen, the reason
     is not shown."""
-    server = chatd_server()
+    server = backend_server()
     registered(server, "alice").close()
     watcher = named(server, "bob")
     watcher.send("/join #dev")
@@ -306,13 +318,13 @@ def test_a_reload_keeps_the_holder_silent_and_its_grace_running(chatd_server, tm
 # -- rule 8: no lock-out, no starving, no resurrection ----------------------------------------
 
 
-def test_busy_refusals_never_count_as_failed_attempts(chatd_server):
+def test_busy_refusals_never_count_as_failed_attempts(backend_server):
     """Eight connections from one address guess alice's password at once: the fair
     queue takes 3 of them (one checking, two waiting), the rest are told the server
     is busy.  Only the 3 checked count: the same address (5 failures for a nick shut
     it out of that nick) may still identify with the right password.  (scrypt_n is
     doubled so that a check outlasts the eight lines' arrival on a loaded machine.)"""
-    server = chatd_server(plugins={"accounts": {"scrypt_n": 32768}})
+    server = backend_server(plugins={"accounts": {"scrypt_n": 32768}})
     registered(server, "alice").close()
     guessers = [server.client() for _ in range(8)]
     for number, guesser in enumerate(guessers):
@@ -325,12 +337,12 @@ def test_busy_refusals_never_count_as_failed_attempts(chatd_server):
     expect_exact(owner, "*** you are identified as alice")
 
 
-def test_one_addresss_password_flood_cannot_starve_another_addresss_identify(chatd_server):
+def test_one_addresss_password_flood_cannot_starve_another_addresss_identify(backend_server):
     """Twenty connections of one user (one address, one account) send /password at
     once, more than the server checks at a time; then alice, from another address,
     sends /identify.  The flood is refused "busy" beyond its own lane; alice's
     check is queued and answered, not refused."""
-    server = chatd_server()
+    server = backend_server()
     registered(server, "alice").close()
     registered(server, "flood", OTHER).close()
     flood = []
@@ -475,10 +487,10 @@ def test_a_dropped_nick_takes_its_private_history_with_it(chatd_server, tmp_path
 # -- rule 10: who may register --------------------------------------------------------------
 
 
-def test_registration_closed_refuses_everyone(chatd_server):
+def test_registration_closed_refuses_everyone(backend_server):
     """registration: closed: nobody registers a nick, an operator neither (for itself
     or anyone); nothing is registered."""
-    server = chatd_server(plugins={"accounts": {"registration": "closed"},
+    server = backend_server(plugins={"accounts": {"registration": "closed"},
                                    "oper": {"password": OPER_PASSWORD}})
     alice = named(server, "alice")
     alice.send(f"/register {PASSWORD}")
@@ -491,12 +503,12 @@ def test_registration_closed_refuses_everyone(chatd_server):
     expect_exact(alice, "! alice is not registered (/register PASSWORD registers it)")
 
 
-def test_registration_by_operators_only(chatd_server):
+def test_registration_by_operators_only(backend_server):
     """registration: operators: a user's /register is refused, pointing to an
     operator; an operator registers its own nick, and /register NICK PASSWORD for
     someone else, who then identifies with that password; a holder of NICK at that
     moment starts its grace."""
-    server = chatd_server(plugins={"accounts": {"registration": "operators"},
+    server = backend_server(plugins={"accounts": {"registration": "operators"},
                                    "oper": {"password": OPER_PASSWORD}})
     bob = named(server, "bob")
     bob.send(f"/register {PASSWORD}")
@@ -514,10 +526,10 @@ def test_registration_by_operators_only(chatd_server):
     assert "*** bob is identified as bob" in whois(bob, "bob")
 
 
-def test_a_user_cannot_register_for_someone_else(chatd_server):
+def test_a_user_cannot_register_for_someone_else(backend_server):
     """With registration open, /register NICK PASSWORD is for operators: anyone else
     is told a password is one word, and NICK is not registered."""
-    server = chatd_server()
+    server = backend_server()
     alice = named(server, "alice")
     alice.send(f"/register bob {PASSWORD}")
     alice.expect(r"^! a password is one word; usage: .*$")
@@ -537,10 +549,10 @@ def test_a_bad_registration_mode_is_a_config_error(tmp_path):
         "got 'invite-only'"), result.stderr
 
 
-def test_a_holder_may_speak_once_the_owner_drops_the_nick(chatd_server):
+def test_a_holder_may_speak_once_the_owner_drops_the_nick(backend_server):
     """The silence lasts while the nick is registered: when its owner drops it, the
     unidentified holder is told it may keep the nick, and speaks again."""
-    server = chatd_server()
+    server = backend_server()
     owner = registered(server, "alice")
     away(owner)
     mallory = named(server, "alice")

@@ -666,3 +666,58 @@ def test_every_scrypt_n_the_config_accepts_can_hash(chatd_server, tmp_path):
     alice.send(f"/register {PASSWORD}")
     reply = alice.recv_line()
     assert reply == REGISTERED.format(nick="alice"), reply
+
+
+# -- reads off the loop (PostgreSQL: a database that is slower than the loop's cut) ----------
+
+
+def test_a_nick_check_waits_for_a_slow_database_and_holds_only_that_client(
+        postgres_url, postgres, chatd_server):
+    """Whether a nick is registered is read off the loop: while the database is frozen,
+    taking a registered nick holds that client's later lines (another client chats on);
+    once the database answers, the taker is held to the grace and its line refused --
+    never let through because the read was slower than a cut on the loop."""
+    server = chatd_server(storage={"url": postgres_url},
+                          plugins={"accounts": {"scrypt_n": 1024}})
+    registered(server, "slowname").close()
+    other, watcher = server.client(), server.client()
+    taker = server.client()
+    old = taker.nick
+    postgres.freeze()
+    try:
+        taker.send("/nick slowname")
+        expect_exact(taker, f"*** {old} is now known as slowname")  # its check now waits
+        taker.send("hello as slowname")
+        other.send("still chatting")
+        watcher.expect(r"still chatting")  # nobody else waits for the database
+    finally:
+        postgres.thaw()
+    expect_exact(taker, grace_notice("slowname", 60))
+    taker.expect(r"^! slowname is registered to someone else")
+    other.send("the end")
+    watcher.expect(r"the end")
+    assert not any("hello as slowname" in line for line in watcher.history)
+
+
+def test_password_and_drop_wait_for_a_slow_database_and_hold_only_their_client(
+        postgres_url, postgres, chatd_server):
+    """``/password`` and ``/drop`` read the account (before and after the password
+    check) off the loop: while the database is frozen only their client waits, and
+    once it answers they are done -- never "unavailable" because a read was slower
+    than a cut on the loop."""
+    server = chatd_server(storage={"url": postgres_url},
+                          plugins={"accounts": {"scrypt_n": 1024}})
+    owner = registered(server, "slowowner")
+    other, watcher = server.client(), server.client()
+    for command, done in ((f"/password {PASSWORD} {OTHER}",
+                           "*** the password of slowowner is changed"),
+                          (f"/drop {OTHER}",
+                           "*** slowowner is no longer registered; anyone may use it")):
+        postgres.freeze()
+        try:
+            owner.send(command)
+            other.send(f"meanwhile {command.split()[0]}")
+            watcher.expect(f"meanwhile {command.split()[0]}")  # nobody else waits
+        finally:
+            postgres.thaw()
+        expect_exact(owner, done)

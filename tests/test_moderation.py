@@ -768,3 +768,27 @@ def test_moderation_not_on_disk_yet_outlives_a_reload(chatd_server, tmp_path, sm
     _in(bob, "#dev")
     bob.send("/kick #dev alice")
     bob.expect(r"^! permission denied: you are not an operator of #dev$")
+
+
+def test_a_ban_by_registered_nick_waits_for_a_slow_database_and_holds_only_the_operator(
+        postgres_url, postgres, chatd_server):
+    """``/ban NICK`` of a registered nick nobody has reads its account off the loop:
+    while the database is frozen the operator's later lines wait (in order), everyone
+    else chats on; once it answers the ban is set on the nick and on the account --
+    never refused because the read was slower than a cut on the loop."""
+    server = chatd_server(storage={"url": postgres_url}, plugins=PLUGINS)
+    alice = _founded(server, "alice", "#dev")
+    _registered(server, "mallory").close()
+    bob = _named(server, "bob")
+    _in(bob, "#dev")
+    postgres.freeze()
+    try:
+        alice.send("/ban mallory")
+        alice.send("said after the ban")
+        bob.send("chatting meanwhile")
+        _see(alice, "<bob> chatting meanwhile")  # nobody else waits for the database
+    finally:
+        postgres.thaw()
+    _see(bob, "*** alice banned mallory in #dev")
+    alice.expect(r"^\*\*\* mallory is banned in #dev as .*\*!mallory@\*")
+    _see(bob, "<alice> said after the ban")  # her later line waited for the ban

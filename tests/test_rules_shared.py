@@ -395,6 +395,35 @@ def test_pg_two_processes_registering_one_nick_at_once_exactly_one_wins(processe
         check.expect(r"you are identified as contested")
 
 
+def test_pg_two_processes_registering_look_alikes_at_once_exactly_one_wins(processes):
+    """alice on one process and aIice (capital i) on the other, registered at once:
+    the names are one, so exactly one account is made; the loser is told, and the
+    name is the winner's on both processes (the loser, holding its look-alike, is
+    held to the winner's grace)."""
+    first, second = processes
+    one, two = pg_named(first, "alice"), pg_named(second, "aIice")
+    one.send(f"/register {PASSWORD}")
+    two.send(f"/register {NEW_PASSWORD}")
+    answers = [client.expect(r"is registered to you|registered by someone else|looks the "
+                             r"same as the registered nick").group(0) for client in (one, two)]
+    assert answers.count("is registered to you") == 1, answers
+    winner, loser = ("alice", two) if answers[0] == "is registered to you" else ("aIice", one)
+    held = r"(looks the same as the registered nick \w+|is registered): /identify PASSWORD within"
+    if not any(re.search(held, line) for line in loser.history):  # before or after its answer
+        loser.expect(held)
+    passwords = {"alice": PASSWORD, "aIice": NEW_PASSWORD}
+    other = "aIice" if winner == "alice" else "alice"
+    for server in (first, second):  # one account on both: the winner's
+        check = server.client()
+        check.send(f"/identify {winner} {passwords[winner]}")
+        check.expect(r"you are identified as " + winner)
+        stranger = server.client()  # the loser's name and password: the winner's account
+        stranger.send(f"/identify {other} {passwords[other]}")
+        stranger.expect(r"^! .*password")
+        check.close()
+        stranger.close()
+
+
 def test_pg_a_ban_on_one_puts_out_and_refuses_on_the_other(processes):
     first, second = processes
     founder = pg_registered(first, "founder")

@@ -47,10 +47,16 @@ source that failed for it may not try it again, a source that has not (the
 owner, elsewhere) still may, so nobody can lock the owner out from outside.  An
 address may register 3 nicks an hour.
 
-The accounts live in the ``accounts`` table of the store (``storage.path``).
-Writes are queued (the loop never waits); an account registered (or dropped) a
-moment ago is kept in memory until it is on disk, across a reload too, so it is
-never missing (or back) in between.  A
+The accounts live in the ``accounts`` table of the store (``storage.path`` or
+``storage.url``).  Reads are asked off the loop (``server.ask_store``): a command,
+a rename or a connection holds only that client's later lines until the answer
+(a database that cannot answer in time: "accounts are unavailable", or for a
+rename, not enforced and logged); the one read left on the loop is noted in
+:mod:`.grace`.  Look-alike registrations made at once on two processes sharing
+PostgreSQL: exactly one wins (checked inside the inserting transaction, under a
+lock per look-alike form).  Writes are queued (the loop never waits); an account
+registered (or dropped) a moment ago is kept in memory until it is on disk,
+across a reload too, so it is never missing (or back) in between.  A
 change is made only to the account that was checked: a ``/password`` answered
 after a ``/drop`` of the same account (or the other way round) is refused, so
 a dropped account cannot come back.
@@ -92,13 +98,14 @@ from .grace import (
 )
 from .passwords import PASSWORD_MAX, SCRYPT_N_MAX, hash_password, password_matches
 from .state import STATE, Account, AccountsState
-from .store import CHANNEL, SCHEMA, find_account, owner_of, refresh_looks
+from .store import CHANNEL, SCHEMA, ask_like, find_account, owner_of, pick, refresh_looks
 
 __all__ = [
     "ROOM_REGISTRAR",
     "SCRYPT_N_MAX",
     "STATE",
     "Account",
+    "ask_like",
     "chatd_check_speak",
     "chatd_client_connect",
     "chatd_client_disconnect",
@@ -111,6 +118,7 @@ __all__ = [
     "hash_password",
     "owner_of",
     "password_matches",
+    "pick",
 ]
 
 log = logging.getLogger("chatd.accounts")
@@ -181,7 +189,7 @@ def chatd_startup(server: Server) -> None:
         if store.dialect != "sqlite":  # see LISTEN_SETTLED
             server.call_later(LISTEN_SETTLED, noticed, server, None)
     for client in list(server.clients.values()):  # a reload: the holders of names again
-        enforce(client)
+        enforce(client, hold=False)
 
 
 @hookimpl

@@ -14,6 +14,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from chatd import (
     Client,
@@ -22,7 +23,6 @@ from chatd import (
     Person,
     Server,
     StashKey,
-    StoreUnavailable,
     UsageError,
     hookimpl,
     skeleton,
@@ -30,21 +30,18 @@ from chatd import (
 from chatd.chat.nicks import GUEST_PREFIX, nick_key, nick_problem
 
 from ..oper import is_operator
-from .grace import GRACE, enforce
+from .grace import GRACE, enforce, judge
 from .limits import failed, succeeded
 from .passwords import PASSWORD_MAX, hash_password, password_matches
-from .queue import submit
+from .queue import PAUSE_SECONDS, submit
 from .state import Account, AccountsState, state_of
 from .store import (
-    account_by_key,
-    accounts_like,
     ask_accounts_like,
+    ask_by_key,
     ask_find,
     ask_owner,
-    command_owner,
+    ask_unchanged,
     identified_as,
-    unavailable,
-    unchanged,
     written,
 )
 
@@ -168,40 +165,59 @@ def _register_for(client: Client, nick: str, password: str) -> None:
 
 
 def _registered(client: Client, nick: str, hashed: str, *, own: bool,
-                counted: bool) -> bool:
-    """The password is hashed: write the account.  With one process (SQLite) the
-    check before is the whole truth; with several sharing a database (PostgreSQL)
-    another may register the nick at the same moment, so the client is told only
-    once the write is committed and read back (exactly one of them wins).  True:
-    the client's requests stay paused until then (:func:`.queue.submit`)."""
-    server = client.server
-    state = state_of(server)
+                counted: bool) -> None:
+    """The password is hashed: whether the nick (or a look-alike) was registered
+    meanwhile is read again (off the loop), then the account is written."""
+    state = state_of(client.server)
     if own and nick_key(client.nick) != nick_key(nick):
         if counted:
             state.registrations.forgive(client.address)
         raise CommandError(f"you are no longer {nick}; /register again", code="conflict")
-    try:
-        taken = accounts_like(server, nick)
-    except StoreUnavailable as exc:
-        raise unavailable(exc) from None
+    ask_accounts_like(client, nick, functools.partial(_register_free, client, nick, hashed,
+                                                      own, counted))
+
+
+def _register_free(client: Client, nick: str, hashed: str, own: bool, counted: bool,
+                   taken: list[Account]) -> None:
+    """Write the account, unless ``taken`` (someone registered it or a look-alike a
+    moment ago).  With one process (SQLite) the check before is the whole truth;
+    with several sharing a database (PostgreSQL) another may register the nick or a
+    look-alike at the same moment: the insert checks inside its transaction, under a
+    lock per look-alike form (:func:`_insert_account`), and the client is told only
+    once the write is committed and read back (exactly one of them wins)."""
+    server = client.server
     if taken:
         _lost(client, nick, counted=counted)
     now = time.time()
     key = nick_key(nick)
-    # DO NOTHING: another process's account with this key (committed meanwhile) stays.
-    number = server.store.write(
-        "INSERT INTO accounts (key, nick, password, registered, seen, look) "
-        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
-        (key, nick, hashed, now, now, skeleton(nick)),
-    )
+    number = server.store.write(functools.partial(
+        _insert_account, server.store.dialect, (key, nick, hashed, now, now, skeleton(nick))))
     account = (nick, hashed, now)
     written(server, key, number, account)
     if server.store.dialect == "sqlite":
         _confirmed(client, account, own=own)
-        return False
+        return
+    server.pause_requests(client, PAUSE_SECONDS)
     _wait_for_commit(client, number, time.monotonic() + CONFIRM_SECONDS,
                      functools.partial(_read_back, client, account, own, counted))
-    return True
+
+
+def _insert_account(dialect: str, row: tuple[str, str, str, float, float, str],
+                    conn: Any) -> None:
+    """(On the writer thread.)  Insert the account unless its key or its look-alike
+    form is registered already.  On PostgreSQL two processes may insert ``alice`` and
+    ``aIice`` at once: each first takes a transaction-long advisory lock on the
+    look-alike form, so the second waits for the first's commit and then finds its
+    row (READ COMMITTED: each statement sees what was committed before it)."""
+    key, look = row[0], row[5]
+    if dialect == "postgresql":
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(?))", ("chatd_accounts " + look,))
+    conn.execute(
+        "INSERT INTO accounts (key, nick, password, registered, seen, look) "
+        "SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS "
+        "(SELECT 1 FROM accounts WHERE key = ? OR look = ?) ON CONFLICT (key) DO NOTHING",
+        (*row, key, look),
+    )
 
 
 #: Longest a registration waits for its write to be committed (then it is told to
@@ -233,17 +249,16 @@ def _wait_for_commit(client: Client, number: int, deadline: float,
     server.call_later(_COMMIT_POLL, _wait_for_commit, client, number, deadline, then)
 
 
-def _once_committed(client: Client, number: int, tell: Callable[[], None]) -> bool:
+def _once_committed(client: Client, number: int, tell: Callable[[], None]) -> None:
     """``tell()`` the client a change is made: at once with one process (SQLite), once
     it is committed when the database is shared (PostgreSQL), so that what the
-    client was told is then in force on every process.  True: the client's
-    requests stay paused until then (:func:`.queue.submit`)."""
+    client was told is then in force on every process.  The client's later
+    requests wait until then."""
     if client.server.store.dialect == "sqlite":
         tell()
-        return False
+        return
+    client.server.pause_requests(client, PAUSE_SECONDS)
     _wait_for_commit(client, number, time.monotonic() + CONFIRM_SECONDS, tell)
-    return True
-
 
 def _read_back(client: Client, account: Account, own: bool, counted: bool) -> None:
     """The account is committed (or another process's was first): read which one the
@@ -257,7 +272,6 @@ def _read_back(client: Client, account: Account, own: bool, counted: bool) -> No
         _confirmed(client, account, own=own)
 
     ask_accounts_like(client, nick, answered)
-
 
 def _lost(client: Client, nick: str, *, counted: bool) -> None:
     """Someone else registered ``nick`` (here or on another process) a moment ago: tell
@@ -281,10 +295,10 @@ def _confirmed(client: Client, account: Account, *, own: bool) -> None:
                       "PASSWORD and changes the password with /password")
         holder = server.find_client(nick)
         if holder is not None:
-            enforce(holder)
+            enforce(holder, hold=False)
         return
     log.info("%s registered by %s:%d", nick, *client.peer)
-    _identified(client, nick)
+    _identified(client, nick, [account])  # it was free: the account owns the name
     client.notice(f"{nick} is registered to you, and you are identified; next time, "
                   f"/identify {nick} PASSWORD")
 
@@ -309,7 +323,8 @@ def _identify_found(client: Client, words: list[str], nick: str, password: str,
     if identified_as(client, account):
         if nick_key(client.nick) == nick_key(account[0]):
             raise CommandError(f"you are already identified as {client.account}", code="no_change")
-        _take_back(client, account)  # it is yours: no password needed to have it back
+        # It is yours: no password needed to have it back (if your account owns the name).
+        ask_owner(client, account[0], functools.partial(_take_back, client, account))
         return
     stored = account[1]
     submit(client, nick_key(account[0]), lambda: password_matches(password, stored),
@@ -322,27 +337,35 @@ def _checked_identify(client: Client, account: Account, ok: bool) -> None:
     if not ok:
         failed(client, key, "/identify")
         return
-    server = client.server
     succeeded(client, key)
-    unchanged(client, account, identified=False)
+    ask_unchanged(client, account, identified=False,
+                  then=functools.partial(_identify_unchanged, client, account))
+
+
+def _identify_unchanged(client: Client, account: Account, matches: list[Account]) -> None:
+    """``/identify``'s last step: the account is still as checked (``matches``: the
+    accounts like it, oldest first, read off the loop)."""
+    server = client.server
+    nick = account[0]
+    key = nick_key(nick)
     server.store.write("UPDATE accounts SET seen = ? WHERE key = ?", (time.time(), key))
     log.info("%s (%s:%d) identified as %s", client.nick, *client.peer, nick)
-    _identified(client, nick)
+    same_name = skeleton(client.nick) == skeleton(nick)  # the accounts like it are known
+    _identified(client, nick, matches if same_name else None)
     client.notice(f"you are identified as {nick}")
     if nick_key(client.nick) != key:
-        _take_back(client, account)
+        _take_back(client, account, matches[0] if matches else None)
 
 
-def _take_back(client: Client, account: Account) -> None:
+def _take_back(client: Client, account: Account, owner: Account | None) -> None:
     """Give the owner its nick, renaming an unidentified holder to a guest nick.
 
-    Only the account that owns the name may: a look-alike account registered
-    after it (possible before look-alikes were one name) is refused, so it can
-    never rename the real owner.
+    Only the account that owns the name (``owner``: the oldest registered as it or
+    a look-alike) may: a look-alike account registered after it (possible before
+    look-alikes were one name) is refused, so it can never rename the real owner.
     """
     server = client.server
     nick = account[0]
-    owner = command_owner(server, nick)
     if owner is not None and nick_key(owner[0]) != nick_key(nick):
         raise CommandError(f"{nick} looks the same as {owner[0]}, registered before it by "
                            f"someone else: you cannot use that nick (/drop PASSWORD gives "
@@ -370,34 +393,47 @@ def _take_back_from(client: Client, account: Account, person: Person | None) -> 
     server.rename(client, nick)
 
 
-def _identified(client: Client, nick: str) -> None:
+def _identified(client: Client, nick: str, like: list[Account] | None) -> None:
+    """``client`` is identified as ``nick``; its grace ends, unless the name it holds
+    is a look-alike owned by another.  ``like``: the accounts like the name it
+    holds, oldest first, if known (else they are read: its later lines wait)."""
     client.server.set_account(client, nick)
-    enforce(client)  # the grace ends, unless the nick held is a look-alike owned by another
+    if like is None:
+        enforce(client)
+    else:
+        judge(client, like[0] if like else None)
 
 
 # -- /password and /drop --------------------------------------------------------------------
 
 
-def _own_account(client: Client, unidentified: str) -> Account:
-    """The account ``client`` is identified as; ``unidentified`` is the error if none."""
+def _own_account(client: Client, unidentified: str, then: Callable[[Account], Any]) -> None:
+    """``then(account)``: the account ``client`` is identified as, read off the loop
+    (its later lines wait); ``unidentified`` is the error if it is identified as none."""
     if client.account is None:
         raise CommandError(unidentified, code="not_identified")
-    try:
-        account = account_by_key(client.server, nick_key(client.account))
-    except StoreUnavailable as exc:
-        raise unavailable(exc) from None
-    if account is None:
-        raise CommandError(f"{client.account} is not registered any more", code="not_registered")
-    return account
+    name = client.account
+
+    def found(account: Account | None) -> None:
+        if account is None:
+            raise CommandError(f"{name} is not registered any more", code="not_registered")
+        then(account)
+
+    ask_by_key(client, nick_key(name), found)
 
 
 def cmd_password(client: Client, args: str) -> None:
     words = args.split()
     if len(words) != 2:
         raise UsageError()
-    server = client.server
-    account = _own_account(client, "identify first (/identify NICK PASSWORD)")
     old, new = words
+    _own_account(client, "identify first (/identify NICK PASSWORD)",
+                 functools.partial(_password_found, client, old, new))
+
+
+def _password_found(client: Client, old: str, new: str, account: Account) -> None:
+    """``/password``'s second half: the account is known (asked off the loop)."""
+    server = client.server
     problem = _password_problem(server, new, account[0])
     if problem:
         raise CommandError(problem, code="weak_password")
@@ -410,20 +446,25 @@ def cmd_password(client: Client, args: str) -> None:
             lambda c, hashed: _password_changed(c, account, hashed), guess=True)
 
 
-def _password_changed(client: Client, account: Account, hashed: str | None) -> bool:
+def _password_changed(client: Client, account: Account, hashed: str | None) -> None:
     key = nick_key(account[0])
     if hashed is None:
         failed(client, key, "/password")
-        return False
-    server = client.server
+        return
     succeeded(client, key)
-    unchanged(client, account, identified=True)
+    ask_unchanged(client, account, identified=True,
+                  then=lambda _: _change_password(client, account, hashed))
+
+
+def _change_password(client: Client, account: Account, hashed: str) -> None:
+    server = client.server
+    key = nick_key(account[0])
     # "AND password": on disk too, only the account that was checked is changed.
     number = server.store.write("UPDATE accounts SET password = ? WHERE key = ? AND "
                                 "password = ?", (hashed, key, account[1]))
     written(server, key, number, (account[0], hashed, account[2]))
     log.info("password of %s changed by %s:%d", account[0], *client.peer)
-    return _once_committed(client, number, lambda: client.notice(
+    _once_committed(client, number, lambda: client.notice(
         f"the password of {account[0]} is changed"))
 
 
@@ -434,20 +475,28 @@ def cmd_drop(client: Client, args: str) -> None:
         return
     if len(words) != 1:
         raise UsageError()
-    account = _own_account(client, "identify first: you can drop the nick you are identified as")
-    password, stored = words[0], account[1]
-    submit(client, nick_key(account[0]), lambda: password_matches(password, stored),
-            lambda c, ok: _dropped(c, account, ok), guess=True)
+    password = words[0]
+
+    def found(account: Account) -> None:
+        stored = account[1]
+        submit(client, nick_key(account[0]), lambda: password_matches(password, stored),
+               lambda c, ok: _dropped(c, account, ok), guess=True)
+
+    _own_account(client, "identify first: you can drop the nick you are identified as", found)
 
 
-def _dropped(client: Client, account: Account, ok: bool) -> bool:
+def _dropped(client: Client, account: Account, ok: bool) -> None:
     key = nick_key(account[0])
     if not ok:
         failed(client, key, "/drop")
-        return False
-    server = client.server
+        return
     succeeded(client, key)
-    unchanged(client, account, identified=True)
+    ask_unchanged(client, account, identified=True, then=lambda _: _drop(client, account))
+
+
+def _drop(client: Client, account: Account) -> None:
+    server = client.server
+    key = nick_key(account[0])
     number = server.store.write("DELETE FROM accounts WHERE key = ?", (key,))
     written(server, key, number, None)
     log.info("%s dropped by %s:%d", account[0], *client.peer)
@@ -456,13 +505,21 @@ def _dropped(client: Client, account: Account, ok: bool) -> bool:
             server.set_account(other, None)
         grace = other.stash.get(GRACE)
         if grace is not None and grace.owner == key:  # holders of the name: free now
-            enforce(other)
-            if GRACE not in other.stash:
-                other.notice(f"{account[0]} is no longer registered; you may keep "
-                             f"{other.nick}")
+            _end_grace_of(other, account[0])
     server.hooks.call("chatd_account_dropped", server=server, account=account[0])
-    return _once_committed(client, number, lambda: client.notice(
+    _once_committed(client, number, lambda: client.notice(
         f"{account[0]} is no longer registered; anyone may use it"))
+
+
+def _end_grace_of(holder: Client, nick: str) -> None:
+    """``nick`` was dropped: ``holder``, held to its grace, is judged again (a
+    look-alike registered before it may still own the name), and told if it is free."""
+
+    def judged() -> None:
+        if GRACE not in holder.stash:
+            holder.notice(f"{nick} is no longer registered; you may keep {holder.nick}")
+
+    enforce(holder, hold=False, judged=judged)
 
 
 # -- the commands ---------------------------------------------------------------------------

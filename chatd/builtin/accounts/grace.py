@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from chatd import (
     Client,
@@ -30,13 +32,16 @@ from chatd import (
 from chatd.chat.nicks import nick_key
 from chatd.events import Event, PrivateMessage
 
-from .state import STATE, state_of
-from .store import identified_as, owner_of
+from .state import STATE, Account, state_of
+from .store import ask_like, identified_as, owner_of
 
 log = logging.getLogger("chatd.accounts")
 
 #: Set on a client holding a registered nick (or a look-alike) it has not identified for.
 GRACE: StashKey[Grace] = StashKey()
+#: The looks (:func:`enforce`) out for a client, by the nick asked about: until the
+#: answer, whether it holds a registered name is not known yet (see _held_unidentified).
+LOOKING: StashKey[dict[str, int]] = StashKey()
 
 
 @dataclass(slots=True)
@@ -53,23 +58,64 @@ def chatd_nick_change(client: Client, new: str) -> None:
     enforce(client)
 
 
-def enforce(client: Client) -> None:
+def enforce(client: Client, *, hold: bool = True,
+            judged: Callable[[], Any] | None = None) -> None:
     """Start (or keep, or end) the grace of ``client`` for the name it holds now.
 
     A holder of a registered name (the nick, or a look-alike) who is not
     identified as its owner gets ``grace_seconds`` to identify, may not speak
     meanwhile, and is renamed when it ends.  Changing to another form of the same
     name (case, look-alike) does not restart the clock.
+
+    Whether the name is registered is read off the loop (``server.ask_store``), so
+    a slow database costs nobody else anything.  With ``hold`` (the client's own
+    rename, connection or identification) the client's later lines wait for the
+    answer, in order, as for a presence question: it never speaks as a registered
+    name before its grace is known.  Without it (another process's change, a
+    reload: a look at someone who did nothing) nobody waits.  The answer judges
+    the nick that was asked about; a client renamed meanwhile is judged by the
+    look its rename started.  A database that cannot answer: not enforced (logged).
     """
+    nick = client.nick
+    looking = client.stash.setdefault(LOOKING, {})
+    looking[nick] = looking.get(nick, 0) + 1
+
+    def answered(matches: list[Account] | None, error: str | None) -> None:
+        _looked(client, nick)
+        if not client.connected or client.nick != nick:
+            return
+        if matches is None:
+            log.warning("could not check whether %s is registered (%s); not enforced",
+                        nick, error)
+            return
+        judge(client, matches[0] if matches else None)
+        if judged is not None:
+            judged()
+
+    def expired() -> None:
+        _looked(client, nick)
+        log.warning("could not check whether %s is registered (no answer in time); "
+                    "not enforced", nick)
+
+    ask_like(client.server, client if hold else None, nick, answered, expired=expired)
+
+
+def _looked(client: Client, nick: str) -> None:
+    """One look at ``nick`` for ``client`` is answered (or given up)."""
+    looking = client.stash.get(LOOKING, {})
+    left = looking.get(nick, 0) - 1
+    if left > 0:
+        looking[nick] = left
+    else:
+        looking.pop(nick, None)
+
+
+def judge(client: Client, owner: Account | None) -> None:
+    """:func:`enforce`'s second half: ``owner`` owns the name ``client`` holds (None:
+    nobody)."""
     server = client.server
     state = state_of(server)
     grace = client.stash.get(GRACE)
-    try:
-        owner = owner_of(server, client.nick)
-    except StoreUnavailable as exc:
-        log.warning("could not check whether %s is registered (%s); not enforced",
-                    client.nick, exc)
-        return
     if owner is None or identified_as(client, owner):
         _end_grace(client)
         return
@@ -136,14 +182,23 @@ def _held_unidentified(client: Client, event: PrivateMessage) -> bool:
     account the event names (a store that cannot answer: not enforced, as there)."""
     server = client.server
     target = server.find_client(event.target)
+    account = event.to_account
     if target is not None and target.session == event.to_session:
-        return GRACE in target.stash
+        if GRACE in target.stash or target.nick not in target.stash.get(LOOKING, {}):
+            return GRACE in target.stash
+        account = target.account  # renamed a moment ago, its look still out: see below
+    # The one read left on the loop (cut at storage.read_timeout_seconds): a filter
+    # (chatd_filter_message) answers before it returns, it cannot wait for a read
+    # off the loop.  It is reached only for a recipient on another node (a networked
+    # delivery backend), or one of this process renamed so recently that the look at
+    # its new nick (off the loop) has not answered yet (one round trip to the
+    # database); every other recipient here is judged from memory, above.  Like the
+    # other node's own check, a database that cannot answer in time lets it through.
     try:
         owner = owner_of(server, event.target)
     except StoreUnavailable:
         return False
-    return owner is not None and (event.to_account is None
-                                  or nick_key(event.to_account) != nick_key(owner[0]))
+    return owner is not None and (account is None or nick_key(account) != nick_key(owner[0]))
 
 
 @hookimpl
@@ -189,7 +244,7 @@ def _look_again(client: Client) -> None:
     server = client.server
     account = client.account
     if account is None:
-        enforce(client)
+        enforce(client, hold=False)
         return
 
     def answered(answer: StoreAnswer) -> None:
@@ -199,7 +254,7 @@ def _look_again(client: Client) -> None:
             server.set_account(client, None)
             client.notice(f"{account} is no longer registered (dropped on another server); "
                           "you are no longer identified")
-        enforce(client)
+        enforce(client, hold=False)
 
     server.ask_store(None, "SELECT nick FROM accounts WHERE key = ?", (nick_key(account),),
                      answered)

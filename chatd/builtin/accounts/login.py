@@ -19,14 +19,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from chatd import CommandError, Server, StoreUnavailable
+from chatd import Server
 from chatd.chat.nicks import nick_key
 
 from ..attempts import source_of
 from .passwords import password_matches
 from .queue import pump
 from .state import Account, Job, state_of
-from .store import command_lookup
+from .store import ask_like, pick
 
 log = logging.getLogger("chatd.accounts")
 
@@ -57,13 +57,29 @@ class Pending:
 
 def check(server: Server, account: str, password: str, address: str,
           alive: Callable[[], bool], then: Answer) -> None:
-    """``server.check_account_password``'s answer (see its docstring)."""
+    """``server.check_account_password``'s answer (see its docstring).  The account is
+    read off the loop (nobody waits: there is no session yet to hold); a database
+    that cannot answer (in time) is ``unavailable``."""
+    state_of(server)  # no accounts: the protocol is told at once
+
+    def answered(matches: list[Account] | None, error: str | None) -> None:
+        if not alive():  # gone meanwhile: nothing is checked
+            return
+        if matches is None:
+            then(None, "unavailable")
+            return
+        _found(server, password, address, alive, then, pick(account, matches))
+
+    def expired() -> None:
+        answered(None, "no answer in time")
+
+    ask_like(server, None, account, answered, expired=expired)  # one of them runs, once
+
+
+def _found(server: Server, password: str, address: str, alive: Callable[[], bool],
+           then: Answer, found: Account | None) -> None:
+    """:func:`check`'s second half: the account is known."""
     state = state_of(server)
-    try:
-        found = command_lookup(server, account)
-    except (CommandError, StoreUnavailable):
-        then(None, "unavailable")
-        return
     if found is None:
         then(None, "not_registered")
         return

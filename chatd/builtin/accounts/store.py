@@ -69,7 +69,9 @@ def unwritten_accounts(server: Server, state: AccountsState) -> dict[str, Accoun
 
 def accounts_like(server: Server, nick: str) -> list[Account]:
     """Every account registered as ``nick`` or as a look-alike of it, oldest first;
-    raises StoreUnavailable."""
+    raises StoreUnavailable.  A read on the loop (``store.read``, cut at
+    ``storage.read_timeout_seconds``): for what cannot wait (a filter); everything a
+    client waits for asks off the loop instead (:func:`ask_like`)."""
     key, look = nick_key(nick), skeleton(nick)
     pending = unwritten_accounts(server, state_of(server))
     return _merged(nick, server.store.read(_LIKE, (key, look)), pending)
@@ -79,14 +81,10 @@ def find_account(server: Server, nick: str) -> Account | None:
     """The account registered as ``nick``, else the oldest registered as a look-alike
     of it (``aIice`` finds ``alice``), or None; raises StoreUnavailable.
 
-    What was written a moment ago and is not on disk yet comes from memory.
+    What was written a moment ago and is not on disk yet comes from memory.  A read
+    on the loop (see :func:`accounts_like`; :func:`ask_find` asks off it).
     """
-    matches = accounts_like(server, nick)
-    key = nick_key(nick)
-    for account in matches:
-        if nick_key(account[0]) == key:
-            return account
-    return matches[0] if matches else None
+    return pick(nick, accounts_like(server, nick))
 
 
 def owner_of(server: Server, nick: str) -> Account | None:
@@ -96,37 +94,10 @@ def owner_of(server: Server, nick: str) -> Account | None:
     return matches[0] if matches else None
 
 
-def account_by_key(server: Server, key: str) -> Account | None:
-    """The account registered under exactly ``key`` now (memory first); raises
-    StoreUnavailable."""
-    pending = unwritten_accounts(server, state_of(server))
-    if key in pending:
-        return pending[key]
-    rows = server.store.read("SELECT nick, password, registered FROM accounts WHERE key = ?",
-                             (key,))
-    return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
-
-
 def unavailable(exc: StoreUnavailable | str | None) -> CommandError:
     """A store that cannot answer, as the user's error line."""
     return CommandError(f"accounts are unavailable right now ({exc}); try again soon",
                         code="unavailable")
-
-
-def command_lookup(server: Server, nick: str) -> Account | None:
-    """:func:`find_account` for a command: a store problem is the user's error line."""
-    try:
-        return find_account(server, nick)
-    except StoreUnavailable as exc:
-        raise unavailable(exc) from None
-
-
-def command_owner(server: Server, nick: str) -> Account | None:
-    """:func:`owner_of` for a command."""
-    try:
-        return owner_of(server, nick)
-    except StoreUnavailable as exc:
-        raise unavailable(exc) from None
 
 
 def written(server: Server, key: str, number: int, account: Account | None) -> None:
@@ -159,39 +130,83 @@ def _merged(nick: str, rows: list[tuple[Any, ...]],
     return sorted(found.values(), key=lambda account: (account[2], nick_key(account[0])))
 
 
-def ask_accounts_like(client: Client, nick: str,
-                      then: Callable[[list[Account]], Any]) -> None:
-    """:func:`accounts_like` for a command, off the loop (``server.ask_store``): the
-    client's later lines wait for it; a database that cannot answer (in time) is the
-    client's "accounts are unavailable" line, and holds nobody else."""
-    server = client.server
+def ask_like(server: Server, asker: Client | None, nick: str,
+             then: Callable[[list[Account] | None, str | None], Any], *,
+             expired: Callable[[], Any] | None = None) -> None:
+    """Every account like ``nick`` (:func:`accounts_like`), asked off the loop
+    (``server.ask_store``): ``then(matches, None)``, or ``then(None, why)`` when the
+    database cannot answer (in time).  ``asker``'s later lines wait for it (None:
+    nobody waits; a background check).  ``expired``: see ``server.ask_store``."""
     # What is not on disk now: the rows come from after this moment (anything
     # committed before it is in them), and what is committed meanwhile must not
     # go missing from both.
     pending = unwritten_accounts(server, state_of(server))
 
     def answered(answer: Any) -> None:
+        if not answer.ok:
+            then(None, str(answer.error))
+        else:
+            then(_merged(nick, answer.rows, pending), None)
+
+    server.ask_store(asker, _LIKE, (nick_key(nick), skeleton(nick)), answered, expired=expired)
+
+
+def ask_accounts_like(client: Client, nick: str,
+                      then: Callable[[list[Account]], Any]) -> None:
+    """:func:`accounts_like` for a command, off the loop (``server.ask_store``): the
+    client's later lines wait for it; a database that cannot answer (in time) is the
+    client's "accounts are unavailable" line, and holds nobody else."""
+
+    def answered(matches: list[Account] | None, error: str | None) -> None:
         # Told here, not raised: an answer given inline (a store with no loop) comes
         # through the store's reader, which would log it instead of telling it.
         try:
-            if not answer.ok:
-                raise unavailable(answer.error)
-            then(_merged(nick, answer.rows, pending))
+            if matches is None:
+                raise unavailable(error)
+            then(matches)
         except CommandError as exc:
             client.error(str(exc), code=exc.code)
 
-    server.ask_store(client, _LIKE, (nick_key(nick), skeleton(nick)), answered)
+    ask_like(client.server, client, nick, answered)
+
+
+def ask_by_key(client: Client, key: str, then: Callable[[Account | None], Any]) -> None:
+    """:func:`account_by_key` for a command, off the loop (see :func:`ask_accounts_like`)."""
+    server = client.server
+    pending = unwritten_accounts(server, state_of(server))
+
+    def answered(answer: Any) -> None:
+        if key in pending:  # written a moment ago: memory is the truth until it is on disk
+            _told(client, then, pending[key])
+        elif not answer.ok:
+            client.error(str(unavailable(answer.error)), code="unavailable")
+        else:
+            rows = answer.rows
+            _told(client, then, (rows[0][0], rows[0][1], rows[0][2]) if rows else None)
+
+    server.ask_store(client, "SELECT nick, password, registered FROM accounts WHERE key = ?",
+                     (key,), answered)
+
+
+def _told(client: Client, then: Callable[[Account | None], Any], account: Account | None) -> None:
+    """``then(account)``, its CommandError told to the client (see ask_accounts_like)."""
+    try:
+        then(account)
+    except CommandError as exc:
+        client.error(str(exc), code=exc.code)
+
+
+def pick(nick: str, matches: list[Account]) -> Account | None:
+    """The account registered as ``nick`` among ``matches`` (the accounts like it,
+    oldest first), else the oldest look-alike (:func:`find_account`'s rule), or None."""
+    key = nick_key(nick)
+    exact = [account for account in matches if nick_key(account[0]) == key]
+    return exact[0] if exact else matches[0] if matches else None
 
 
 def ask_find(client: Client, nick: str, then: Callable[[Account | None], Any]) -> None:
     """:func:`find_account`, asked off the loop (see :func:`ask_accounts_like`)."""
-    key = nick_key(nick)
-
-    def found(matches: list[Account]) -> Any:
-        exact = [account for account in matches if nick_key(account[0]) == key]
-        return then(exact[0] if exact else matches[0] if matches else None)
-
-    ask_accounts_like(client, nick, found)
+    ask_accounts_like(client, nick, lambda matches: then(pick(nick, matches)))
 
 
 def ask_owner(client: Client, nick: str, then: Callable[[Account | None], Any]) -> None:
@@ -204,9 +219,13 @@ def identified_as(client: Client, account: Account) -> bool:
     return client.account is not None and nick_key(client.account) == nick_key(account[0])
 
 
-def unchanged(client: Client, account: Account, *, identified: bool) -> None:
-    """Raise CommandError unless ``account`` is still registered with the password that
-    was just checked (and ``client`` still identified as it, if ``identified``).
+def ask_unchanged(client: Client, account: Account, *, identified: bool,
+                  then: Callable[[list[Account]], Any]) -> None:
+    """``then(matches)`` (every account like ``account``'s nick, oldest first) once
+    ``account`` is known to be still registered with the password that was just
+    checked (and ``client`` still identified as it, if ``identified``); else the
+    client is told why nothing was changed.  Asked off the loop (see
+    :func:`ask_accounts_like`).
 
     Checks run on threads, so a ``/drop`` and a ``/password`` of one account can be
     checked at once; whichever is answered second finds the account changed and
@@ -216,12 +235,18 @@ def unchanged(client: Client, account: Account, *, identified: bool) -> None:
     if identified and not identified_as(client, account):
         raise CommandError(f"you are no longer identified as {nick} (it was dropped "
                            "meanwhile); nothing was changed", code="conflict")
-    try:
-        current = account_by_key(client.server, nick_key(nick))
-    except StoreUnavailable as exc:
-        raise unavailable(exc) from None
-    if current is None:
-        raise CommandError(f"{nick} was dropped meanwhile; nothing was changed", code="conflict")
-    if current[1] != account[1]:
-        raise CommandError(f"the password of {nick} was changed meanwhile; nothing was "
-                           "changed: try again with the new one", code="conflict")
+
+    def answered(matches: list[Account]) -> None:
+        if identified and not identified_as(client, account):
+            raise CommandError(f"you are no longer identified as {nick} (it was dropped "
+                               "meanwhile); nothing was changed", code="conflict")
+        current = [found for found in matches if nick_key(found[0]) == nick_key(nick)]
+        if not current:
+            raise CommandError(f"{nick} was dropped meanwhile; nothing was changed",
+                               code="conflict")
+        if current[0][1] != account[1]:
+            raise CommandError(f"the password of {nick} was changed meanwhile; nothing was "
+                               "changed: try again with the new one", code="conflict")
+        then(matches)
+
+    ask_accounts_like(client, nick, answered)

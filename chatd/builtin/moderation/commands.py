@@ -16,7 +16,9 @@ import functools
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from chatd import (
     Client,
@@ -25,7 +27,6 @@ from chatd import (
     Person,
     Room,
     Server,
-    StoreUnavailable,
     UsageError,
     hookimpl,
 )
@@ -35,7 +36,8 @@ from chatd.events import ModeItem
 from chatd.replies import BanEntry, BanList, RoomModes
 from chatd.templates import how_long
 
-from ..accounts import find_account
+from ..accounts import STATE as ACCOUNTS
+from ..accounts import Account, ask_like, pick
 from ..masks import Identity, Mask, MaskError, same_name
 from ..oper import is_operator
 from .enforcement import account_role, is_founder, is_room_operator, put_out, role_of
@@ -101,36 +103,53 @@ def _is_mask(who: str) -> bool:
     return "!" in who or "@" in who
 
 
-def _who(server: Server, who: str, person: Person | None) -> Who:
-    """What WHO stands for (see the module docstring); ``person``: whoever has the nick
-    ``who`` now, on any node (the presence answer of ``server.ask_whois``), if anyone."""
+def _ask_who(client: Client, who: str, person: Person | None,
+             then: Callable[[Who], Any]) -> None:
+    """``then(what WHO stands for)`` (see the module docstring); ``person``: whoever has
+    the nick ``who`` now, on any node (the presence answer of ``server.ask_whois``), if
+    anyone.  A nick nobody has stands for itself and its account if registered, read
+    off the loop (the client's later lines wait); otherwise ``then`` runs at once."""
+    server = client.server
     if _is_mask(who):
-        return Who([_as_mask(who)])
+        then(Who([_as_mask(who)]))
+        return
     if person is not None:
         masks = [f"*!*@{person.address}"]
         if person.account is not None:
             masks.insert(0, f"*!{nick_key(person.account)}@*")
-        return Who(masks, person.nick, server.client_of(person), person.account)
+        then(Who(masks, person.nick, server.client_of(person), person.account))
+        return
     if nick_problem(who) is not None and not who.lower().startswith("guest-"):
         raise CommandError(f"not a nick or a mask: {who}", code="bad_argument")
     masks = [_as_mask(f"{who}!*@*")]
-    account = _registered(server, who)
-    if account is not None:
-        masks.append(f"*!{account}@*")
-    return Who(masks, who)
+
+    def registered(account: str | None) -> None:
+        then(Who(masks if account is None else [*masks, f"*!{account}@*"], who))
+
+    _ask_registered(client, who, registered)
 
 
-def _registered(server: Server, nick: str) -> str | None:
-    """The account (a nick's key) registered for ``nick``, or None (also when this
-    server has no accounts); a store that cannot answer is the user's error."""
-    try:
-        account = find_account(server, nick)
-    except StoreUnavailable as exc:
-        raise CommandError(f"cannot look up {nick} right now ({exc}); try again soon",
-                           code="unavailable") from None
-    except CommandError:  # no accounts on this server: no nick is registered
-        return None
-    return None if account is None else nick_key(account[0])
+def _ask_registered(client: Client, nick: str, then: Callable[[str | None], Any]) -> None:
+    """``then(the account (a nick's key) registered for nick, or None)`` (None also when
+    this server has no accounts), read off the loop (the client's later lines wait);
+    a database that cannot answer is the client's error, and nothing is done."""
+    server = client.server
+    if server.stash.get(ACCOUNTS) is None:  # no accounts on this server: none is registered
+        then(None)
+        return
+
+    def answered(matches: list[Account] | None, error: str | None) -> None:
+        if matches is None:
+            client.error(f"cannot look up {nick} right now ({error}); try again soon",
+                         code="unavailable")
+            return
+        account = pick(nick, matches)
+        try:
+            then(None if account is None else nick_key(account[0]))
+        except CommandError as exc:  # told here: see accounts' ask_accounts_like
+            client.error(str(exc), code=exc.code)
+
+    ask_like(server, client, nick, answered)
 
 
 def _moderated_room(client: Client, words: list[str]) -> tuple[str, Room | None, RoomRules]:
@@ -391,8 +410,14 @@ def _set_entry(client: Client, args: str, kind: str) -> None:
 def _set_entry_for(client: Client, kind: str, name: str, room: Room | None, rules: RoomRules,
                    words: list[str], arg: str, person: Person | None) -> None:
     """/ban and /mute, once it is known who has the nick (``person``) if one was named."""
+    _ask_who(client, arg, person, functools.partial(_set_entry_as, client, kind, name, room,
+                                                   rules, words))
+
+
+def _set_entry_as(client: Client, kind: str, name: str, room: Room | None, rules: RoomRules,
+                  words: list[str], who: Who) -> None:
+    """/ban and /mute, once it is known what WHO stands for."""
     server = client.server
-    who = _who(server, arg, person)
     seconds = _duration(words)
     reason = _reason(words)
     noun = "banned" if kind == "ban" else "muted"
@@ -452,10 +477,12 @@ def _lift_masks_of(client: Client, kind: str, name: str, room: Room | None,
                    rules: RoomRules, arg: str, person: Person | None) -> None:
     """/unban NICK with no entry set for the nick: lift the masks it stands for now."""
     entries = rules.entries(kind)
-    keys = [text.lower() for text in _who(client.server, arg, person).masks
-            if text.lower() in entries]
-    _lift(client, kind, name, room, rules, arg, keys)
 
+    def lift(who: Who) -> None:
+        keys = [text.lower() for text in who.masks if text.lower() in entries]
+        _lift(client, kind, name, room, rules, arg, keys)
+
+    _ask_who(client, arg, person, lift)
 
 def _lift(client: Client, kind: str, name: str, room: Room | None, rules: RoomRules,
           subject: str, keys: list[str]) -> None:
@@ -549,8 +576,14 @@ def _set_operator(client: Client, args: str, *, add: bool) -> None:
 def _set_operator_for(client: Client, who: str, name: str, room: Room | None,
                       rules: RoomRules, add: bool, person: Person | None) -> None:
     """/op and /deop's second half: whether WHO is connected (on any node) is known."""
+    _ask_account_of(client, who, person, functools.partial(
+        _set_operator_as, client, who, name, room, rules, add, person))
+
+
+def _set_operator_as(client: Client, who: str, name: str, room: Room | None,
+                     rules: RoomRules, add: bool, person: Person | None, account: str) -> None:
+    """/op and /deop's last step: the account WHO stands for is known."""
     server = client.server
-    account = _account_of(server, who, person)
     if add and account == rules.founder:
         raise CommandError(f"{who} is the founder of {name}", code="not_allowed")
     if add == (account in rules.operators):
@@ -573,21 +606,23 @@ def _set_operator_for(client: Client, who: str, name: str, room: Room | None,
              f"{client.nick} {verb} {account} {role} {name}")
 
 
-def _account_of(server: Server, who: str, target: Person | None) -> str:
-    """The account a nick stands for: the account of ``target``, who has the nick now
-    (on any node), or a registered nick."""
+def _ask_account_of(client: Client, who: str, target: Person | None,
+                    then: Callable[[str], Any]) -> None:
+    """``then(the account a nick stands for)``: the account of ``target``, who has the
+    nick now (on any node), or a registered nick (read off the loop)."""
     if target is not None:
         if target.account is None:
             raise CommandError(f"{target.nick} is not identified: room operators are "
                                "registered nicks", code="not_registered")
-        return nick_key(target.account)
-    try:
-        account = find_account(server, who)
-    except (StoreUnavailable, CommandError) as exc:
-        raise CommandError(f"cannot look up {who} right now ({exc})", code="unavailable") from None
-    if account is None:
-        raise CommandError(f"{who} is not a registered nick", code="not_registered")
-    return nick_key(account[0])
+        then(nick_key(target.account))
+        return
+
+    def registered(account: str | None) -> None:
+        if account is None:
+            raise CommandError(f"{who} is not a registered nick", code="not_registered")
+        then(account)
+
+    _ask_registered(client, who, registered)
 
 
 def cmd_invite(client: Client, args: str) -> None:
