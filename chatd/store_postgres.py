@@ -58,11 +58,11 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from .config_rules import redact_url
+from .config_rules import redact_text, redact_url
 
 log = logging.getLogger("chatd.store")
 
-__all__ = ["PgConnection", "PostgresDialect", "is_trouble", "redact", "translate"]
+__all__ = ["PgConnection", "PostgresDialect", "is_trouble", "parse_url", "redact", "translate"]
 
 #: The advisory lock every migration step (and the store's own tables' creation)
 #: takes: one number, chatd's, in the database's advisory-lock space.
@@ -105,6 +105,17 @@ def is_trouble(exc: BaseException) -> bool:
     if state is None:  # raised by the client: a lost or closed connection, a timeout
         return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
     return state[:2] in _TROUBLE_CLASSES or state in _TROUBLE_CODES
+
+
+def parse_url(url: str) -> dict[str, Any]:
+    """``url``'s libpq parameters; ValueError, in words without any password (psycopg's
+    own may quote a token of the URL, the password included), for a malformed one."""
+    try:
+        return conninfo_to_dict(url)
+    except psycopg.Error as exc:
+        reason = redact_text(" ".join(str(exc).split()), url)
+        raise ValueError(f"storage.url: not a usable PostgreSQL URL ({reason}): "
+                         f"{redact(url)}") from None
 
 
 def redact(url: str) -> str:
@@ -240,16 +251,14 @@ class PostgresDialect:
     keeps_file = True
 
     def __init__(self, url: str, *, connect_timeout: float | None = None) -> None:
-        try:
-            given = conninfo_to_dict(url)  # a malformed URL fails here, at start
-        except psycopg.Error as exc:
-            raise ValueError(f"storage.url: not a PostgreSQL URL: {redact(url)}") from exc
+        given = parse_url(url)  # a malformed URL fails here, at start
         options = dict(DEFAULT_OPTIONS)
         if connect_timeout is not None:
             options["connect_timeout"] = str(max(1, round(connect_timeout)))
         extra = {k: v for k, v in options.items() if k not in given}
         self._conninfo = make_conninfo(url, **extra)
         self.where = redact(url)
+        self._url = url
         self._secret = str(given.get("password") or "")
         self.listener: Listener | None = None
         #: Batches marked so far, and this dialect's part of their ids.
@@ -325,7 +334,7 @@ class PostgresDialect:
         text = " ".join(str(exc).split()) or type(exc).__name__
         if self._secret:
             text = text.replace(self._secret, "***")
-        return text
+        return redact_text(text, self._url)
 
     def insert_rows(self, conn: PgConnection, prefix: str,
                     rows: list[Sequence[Any]]) -> None:

@@ -5,11 +5,18 @@ must answer it clearly and keep everyone else's data and writer intact."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import urllib.request
+from urllib.parse import urlsplit
+
 import pytest
 
 from chatd.chat.tables import PluginStore
+from chatd.config_rules import redact_url
 from chatd.store import Store, StoreUnavailable
 from chatd.store_postgres import translate
+from chatd.testing import write_config
 
 
 @pytest.fixture
@@ -136,3 +143,66 @@ def test_a_plugin_statement_on_its_own_tables_is_let_through(pg, statement):
     assert pg.flush(10)
     assert failures == []
     _alice_untouched(pg)
+
+
+# -- the password, never shown -------------------------------------------------------
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://u:s3cret@h/db", "postgresql://u:***@h/db"),
+    ("postgresql://u:s%33cret@h/db", "postgresql://u:***@h/db"),
+    ("postgresql://u:pa/s3cret@h/db", "postgresql://u:***@h/db"),  # / # ? @ unencoded
+    ("postgresql://u:pa#s3cret@h/db", "postgresql://u:***@h/db"),
+    ("postgresql://u:pa@s3cret@h/db", "postgresql://u:***@h/db"),
+    ("postgresql://u:pa?s3cret@h/db", "postgresql://u:***@h/db"),
+    ("postgresql://u:p@h/db?application_name=a@b", "postgresql://u:***@h/db?application_name=a@b"),
+    ("postgresql://u@h/db?password=s3cret&x=1", "postgresql://u@h/db?password=***&x=1"),
+    ("postgresql://u@h/db?PassWord=s3cret", "postgresql://u@h/db?PassWord=***"),
+    ("postgresql://u@h/db?sslpassword=s3cret", "postgresql://u@h/db?sslpassword=***"),
+    ("postgresql://u@h/db?pass%77ord=s3cret", "postgresql://u@h/db?pass%77ord=***"),
+    ("postgresql://u@h/db?x=1#password=s3cret", "postgresql://u@h/db?x=1#***"),
+    ("host=h password=s3cret dbname=d", "host=h password=*** dbname=d"),
+    ("host=h password = 's3 cret' dbname=d", "host=h password = *** dbname=d"),
+])
+def test_every_shape_of_password_is_redacted(url, shown):
+    assert redact_url(url) == shown
+
+
+def _check_config(tmp_path, url: str) -> subprocess.CompletedProcess[str]:
+    config = write_config(tmp_path / "config.yaml", storage={"url": url})
+    return subprocess.run([sys.executable, "-m", "chatd", "--config", str(config),
+                           "--check-config"], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://u:s3cret%zz@127.0.0.1:1/db",  # psycopg quotes the bad token
+    "postgresql://u@127.0.0.1:1/db?password=s3cret&bogus=1",
+    "host=127.0.0.1 password=s3cret",
+])
+def test_a_malformed_url_is_a_clear_error_without_the_password(tmp_path, url):
+    done = _check_config(tmp_path, url)
+    assert done.returncode != 0
+    assert "s3cret" not in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "storage.url" in done.stderr, done.stderr
+
+
+def test_a_refused_password_given_as_parameters_shows_in_no_log_stats_or_metrics(
+        chatd_server, postgres_url):
+    """The password as ``?pass%77ord=`` (percent-encoded name and value) and an
+    ``sslpassword``: the problem report, the log, /stats and /metrics never carry it."""
+    parts = urlsplit(postgres_url)
+    wrong = (f"postgresql://chatd@{parts.hostname}:{parts.port}{parts.path}"
+             "?pass%77ord=Wr0ng%2FPass%23word&sslpassword=Other-S3cret")
+    server = chatd_server(storage={"url": wrong}, metrics={"enabled": True, "port": 0},
+                          plugins={"oper": {"password": "oper-pass-long"}})
+    server.wait_for_log(r"storage degraded")
+    op = server.client()
+    op.send("/oper oper-pass-long")
+    op.expect(r"^\*\*\* you are now an operator$")
+    op.send("/stats")
+    failing = op.expect(r"^\*\*\* storage: FAILING: (.*)$").group(1)
+    assert "password authentication failed" in failing and "pass%77ord=***" in failing
+    metrics = server.wait_for_log(r"metrics on (http://[\d.]+:\d+/metrics)").group(1)
+    with urllib.request.urlopen(metrics, timeout=10) as answer:
+        body = answer.read().decode()
+    for secret in ("Wr0ng", "Wr0ng%2FPass%23word", "Wr0ng/Pass#word", "Other-S3cret"):
+        assert secret not in server.log() and secret not in failing and secret not in body
