@@ -431,6 +431,12 @@ class Listener:
         self._thread.join(2.0)
 
     def _run(self) -> None:
+        """Connect, listen, and after any failure wait before the next attempt: the
+        pause doubles (``LISTEN_RETRY_FIRST`` to ``LISTEN_RETRY_MAX``) and starts
+        again only after a connection that held for ``LISTEN_RETRY_MAX``, so a
+        connection that is accepted and cut at once (a flapping network, a proxy,
+        an operator terminating backends) costs neither a reconnection storm nor a
+        "reload everything" storm on every process."""
         pause = LISTEN_RETRY_FIRST
         lost = False
         while not self._stop.is_set():
@@ -443,7 +449,7 @@ class Listener:
                 self._stop.wait(pause)
                 pause = min(pause * 2, LISTEN_RETRY_MAX)
                 continue
-            pause = LISTEN_RETRY_FIRST
+            since = time.monotonic()
             try:
                 self._changed = True
                 self._listen(conn, set(), lost)
@@ -457,6 +463,10 @@ class Listener:
                 self._conn = None
                 with contextlib.suppress(Exception):
                     conn.close()
+            if time.monotonic() - since >= LISTEN_RETRY_MAX:
+                pause = LISTEN_RETRY_FIRST  # it held: the next loss is a fresh one
+            self._stop.wait(pause)
+            pause = min(pause * 2, LISTEN_RETRY_MAX)
 
     def _listen(self, conn: psycopg.Connection[Any], listening: set[str], lost: bool) -> None:
         """LISTEN, then hand notices on until the connection fails.  After a lost

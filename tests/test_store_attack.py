@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import urllib.request
 from urllib.parse import urlsplit
 
@@ -15,7 +16,7 @@ import pytest
 from chatd.chat.tables import PluginStore
 from chatd.config_rules import redact_url
 from chatd.store import Store, StoreUnavailable
-from chatd.store_postgres import translate
+from chatd.store_postgres import translate, wait_ready
 from chatd.testing import write_config
 
 
@@ -206,3 +207,33 @@ def test_a_refused_password_given_as_parameters_shows_in_no_log_stats_or_metrics
         body = answer.read().decode()
     for secret in ("Wr0ng", "Wr0ng%2FPass%23word", "Wr0ng/Pass#word", "Other-S3cret"):
         assert secret not in server.log() and secret not in failing and secret not in body
+
+
+# -- change notices -------------------------------------------------------------------
+
+def test_a_listener_whose_connection_flaps_backs_off(pg, postgres, postgres_url):
+    """Every LISTEN connection cut as soon as it is made, for 1.5 s: the listener
+    pauses longer after each loss (0.1, 0.2, 0.4, 0.8 s...) instead of reconnecting
+    (and telling every plugin to reload everything) as fast as the server lets it."""
+    heard: list[str | None] = []
+    pg.listen("chatd_accounts", heard.append)
+    assert wait_ready(pg._db)
+    database = urlsplit(postgres_url).path.lstrip("/")
+    killed: set[int] = set()
+    stop = threading.Event()
+
+    def cut() -> None:
+        while not stop.wait(0.01):
+            rows = postgres.admin.execute(
+                "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND query LIKE 'LISTEN%%'", (database,)).fetchall()
+            killed.update(pid for pid, _ in rows)
+
+    cutter = threading.Thread(target=cut)
+    cutter.start()
+    stop.wait(1.5)
+    stop.set()
+    cutter.join()
+    assert 1 <= len(killed) <= 6, killed
+    assert wait_ready(pg._db, 10)  # and it comes back once the cutting stops
+    assert heard.count(None) <= len(killed)
