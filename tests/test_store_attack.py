@@ -5,6 +5,8 @@ must answer it clearly and keep everyone else's data and writer intact."""
 
 from __future__ import annotations
 
+import re
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -237,3 +239,72 @@ def test_a_listener_whose_connection_flaps_backs_off(pg, postgres, postgres_url)
     assert 1 <= len(killed) <= 6, killed
     assert wait_ready(pg._db, 10)  # and it comes back once the cutting stops
     assert heard.count(None) <= len(killed)
+
+
+# -- the copy command: what an SQLite file may hold that PostgreSQL will not ------------
+
+@pytest.fixture
+def copy_source(chatd_server, tmp_path):
+    """A config whose SQLite file a real chatd filled (test_store_copy's), stopped."""
+    from test_store_copy import _fill, _source_config
+
+    config = _source_config(tmp_path / "source")
+    server = chatd_server(config)
+    _fill(server)
+    assert server.stop() == 0
+    return config
+
+
+@pytest.mark.parametrize(("corrupt", "why"), [
+    # Invalid UTF-8 (a lone surrogate as CESU-8 bytes), which SQLite keeps as TEXT.
+    ("UPDATE history SET text = CAST(x'6C6F6E6520EDA080' AS TEXT) "
+     "WHERE seq = (SELECT max(seq) FROM history)", r"history: \w+Error: .*; nothing was copied"),
+    # A text where a time belongs (SQLite types the value, not the column): one line.
+    ("UPDATE history SET time = 'yesterday' WHERE seq = (SELECT max(seq) FROM history)",
+     r"history: \w+: .*; nothing was copied"),
+])
+def test_a_source_value_postgresql_cannot_hold_is_refused_clearly_and_copies_nothing(
+        copy_source, postgres_url, corrupt, why):
+    import psycopg
+    from test_store_copy import _run_copy
+
+    db = copy_source.parent / "data" / "chatd.sqlite3"
+    with sqlite3.connect(db) as conn:
+        conn.execute(corrupt)
+    done = _run_copy(copy_source, postgres_url)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert re.search(r"^chatd: cannot copy into \S+: " + why + "$", done.stderr, re.M), \
+        done.stderr
+    assert "Traceback" not in done.stderr
+    with psycopg.connect(postgres_url) as conn:
+        for table in ("accounts", "history", "room_bans", "rooms"):
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
+
+
+def test_the_largest_integer_where_a_text_belongs_is_copied_as_its_text(copy_source,
+                                                                       postgres_url):
+    import psycopg
+    from test_store_copy import _run_copy
+
+    with sqlite3.connect(copy_source.parent / "data" / "chatd.sqlite3") as conn:
+        conn.execute("UPDATE rooms SET topic = 9223372036854775807")
+    done = _run_copy(copy_source, postgres_url)
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT topic FROM rooms").fetchall() == [("9223372036854775807",)]
+
+
+def test_a_target_with_rows_in_a_table_chatd_does_not_know_is_refused(copy_source,
+                                                                     postgres_url):
+    import psycopg
+    from test_store_copy import _run_copy
+
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute("CREATE TABLE someone_elses (x TEXT)")
+        conn.execute("INSERT INTO someone_elses VALUES ('theirs')")
+    done = _run_copy(copy_source, postgres_url)
+    assert done.returncode == 2
+    assert re.search(r"the database is not empty: someone_elses \(1 row\)", done.stderr), \
+        done.stderr
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT x FROM someone_elses").fetchall() == [("theirs",)]
