@@ -19,7 +19,7 @@ from chatd.chat.tables import PluginStore
 from chatd.config_rules import redact_url
 from chatd.store import Store, StoreUnavailable
 from chatd.store_postgres import translate, wait_ready
-from chatd.testing import write_config
+from chatd.testing import wait_until, write_config
 
 
 @pytest.fixture
@@ -308,3 +308,37 @@ def test_a_target_with_rows_in_a_table_chatd_does_not_know_is_refused(copy_sourc
         done.stderr
     with psycopg.connect(postgres_url) as conn:
         assert conn.execute("SELECT x FROM someone_elses").fetchall() == [("theirs",)]
+
+
+def test_a_write_the_server_refuses_inside_a_batch_costs_the_others_nothing(pg):
+    """A server-side error aborts PostgreSQL's whole transaction: the writes batched
+    with it must still land, once, and the bad one alone be rejected."""
+    gate = threading.Event()
+    pg.write(lambda conn: gate.wait(10))  # hold the writer: the next ones are one batch
+    pg.write("INSERT INTO accounts (nick, secret) VALUES (?, ?)", ("bob", "h"))
+    pg.write("INSERT INTO accounts (nick, secret) VALUES (?, ?)", ("alice", "dup"))
+    pg.write("INSERT INTO no_such_table (x) VALUES (?)", ("x",))
+    pg.write("INSERT INTO accounts (nick, secret) VALUES (?, ?)", ("carol", "h"))
+    gate.set()
+    assert pg.flush(10)
+    assert pg.rejected == 2
+    assert pg.read("SELECT nick, secret FROM accounts ORDER BY nick") == [
+        ("alice", "hash"), ("bob", "h"), ("carol", "h")]
+
+
+def test_a_notice_at_the_payload_limit_arrives_whole_and_one_byte_more_is_refused(
+        pg, postgres_url):
+    other = Store(None, url=postgres_url, read_timeout=5.0)
+    other.open()
+    heard: list[str | None] = []
+    other.listen("chatd_moderation", heard.append)
+    assert wait_ready(other._db)
+    biggest = "é" * 3500  # 7000 bytes: the limit, with the origin's prefix under 8000
+    pg.notify("chatd_moderation", biggest)
+    with pytest.raises(ValueError, match="at most 7000 bytes"):
+        pg.notify("chatd_moderation", biggest + "x")
+    with pytest.raises(ValueError, match="plain channel name"):
+        pg.listen('chatd"; DROP TABLE accounts; --', heard.append)
+    assert pg.flush(10)
+    assert wait_until(lambda: heard == [biggest], 5)
+    other.close()
