@@ -582,6 +582,9 @@ def _split(sql: str) -> list[list[tuple[str, str]]]:
             continue
         if kind == "lit" and previous.upper() in ("E", "U", "B", "X", "N"):
             raise Refused("use E'', U&'', B'' or X'' strings (plain quoted strings only)")
+        if (kind == "other" and text == "&" and previous.upper() == "U"
+                and sql[match.end():match.end() + 1] in ("'", '"')):
+            raise Refused("use U&'' strings or U&\"\" names (their escapes cannot be checked)")
         if kind == "other" and text in "$\\'\"`[":
             raise Refused(f"use {text!r} outside a quoted string (dollar quoting, unclosed "
                           "quotes and the like cannot be checked)")

@@ -132,6 +132,16 @@ def test_a_plugin_statement_that_reaches_beyond_its_tables_is_refused(pg, statem
     _alice_untouched(pg)
 
 
+def test_a_unicode_escaped_name_cannot_pass_for_a_plugin_named_u(pg):
+    """U&"\\0061ccounts" is accounts; a plugin named ``u`` must not read it as its ``U``."""
+    u, failures = _plugin(pg, "u")
+    u.write('DELETE FROM U&"\\0061ccounts"')
+    u.write("INSERT INTO u_t (x) VALUES (U&'\\0061')")
+    assert pg.flush(10)
+    assert len(failures) == 2 and all("plugin 'u' may not" in f for f in failures), failures
+    _alice_untouched(pg)
+
+
 @pytest.mark.parametrize("statement", [
     "MERGE INTO dice_t USING (SELECT 'a' AS x) s ON dice_t.x = s.x "
     "WHEN MATCHED THEN UPDATE SET x = s.x WHEN NOT MATCHED THEN INSERT (x) VALUES (s.x)",
