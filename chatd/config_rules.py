@@ -410,19 +410,68 @@ def field_specs(cls: type) -> dict[str, FieldSpec]:
 
 def redact_url(url: str) -> str:
     """A database URL without its password, for logs, errors and ``--check-config``:
-    ``postgresql://user:***@host/db`` (and ``password=***`` among its parameters).
-    Never raises: what cannot be parsed is shown as ``postgresql://***``."""
-    from urllib.parse import urlsplit, urlunsplit
+    ``postgresql://user:***@host/db``, every parameter whose name holds ``password``
+    (``password``, ``sslpassword``, percent-encoded names too) as ``***``, and a
+    libpq ``key=value`` string likewise.  Textual, so a password holding ``/``,
+    ``?``, ``#`` or ``@`` is hidden whole; never raises."""
+    if "://" not in url:  # host=... password=... (refused as storage.url, shown so)
+        return _DSN_PASSWORD.sub(r"\1***", url)
+    scheme, rest = url.split("://", 1)
+    userinfo, tail = _split_userinfo(rest)
+    if userinfo is not None and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    where, mark, query = tail.partition("?")
+    if mark:
+        query = "&".join(_redact_parameter(pair) for pair in query.split("&"))
+    shown = f"{userinfo}@" if userinfo is not None else ""
+    tail, fragment, _ = f"{where}{mark}{query}".partition("#")  # libpq has none: hide it
+    return f"{scheme}://{shown}{tail}{'#***' if fragment else ''}"
 
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-    except ValueError:
-        return "postgresql://***"
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        netloc = f"{userinfo}@{host}"
-    query = re.sub(r"(?i)(^|&)(password)=[^&]*", r"\1\2=***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+def url_secrets(url: str) -> list[str]:
+    """Every password in ``url`` as written and percent-decoded, longest first: what
+    must be cut out of a message (psycopg's may quote a token of the URL)."""
+    from urllib.parse import unquote
+
+    found: list[str] = []
+    if "://" not in url:
+        found += [m.group(2).strip("'") for m in _DSN_PASSWORD.finditer(url)]
+    else:
+        userinfo, tail = _split_userinfo(url.split("://", 1)[1])
+        if userinfo is not None and ":" in userinfo:
+            found.append(userinfo.split(":", 1)[1])
+        for pair in tail.partition("?")[2].split("&"):
+            key, _, value = pair.partition("=")
+            if "password" in unquote(key).lower():
+                found.append(value)
+    found += [unquote(secret) for secret in found]
+    return sorted({secret for secret in found if secret}, key=len, reverse=True)
+
+
+def redact_text(text: str, url: str) -> str:
+    """``text`` (an error message) with every password of ``url`` replaced by ***."""
+    for secret in url_secrets(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+_DSN_PASSWORD = re.compile(r"""(?i)(\b\w*password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)""")
+
+
+def _split_userinfo(rest: str) -> tuple[str | None, str]:
+    """``user:password`` and what follows its ``@``: the last ``@`` before the first
+    ``?`` (or, if none, the last ``@`` at all: a ``?`` in the password)."""
+    head = rest.split("?", 1)[0]
+    at = head.rfind("@")
+    if at < 0:
+        at = rest.rfind("@")
+    if at < 0:
+        return None, rest
+    return rest[:at], rest[at + 1:]
+
+
+def _redact_parameter(pair: str) -> str:
+    from urllib.parse import unquote
+
+    key, mark, _ = pair.partition("=")
+    return f"{key}=***" if mark and "password" in unquote(key).lower() else pair

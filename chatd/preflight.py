@@ -51,7 +51,7 @@ def storage_problems(config: Config) -> list[str]:
     """A database this process can never create, open or write: a config mistake,
     found before start-up (a full or failing disk, by contrast, only degrades)."""
     if config.storage.url is not None:
-        return _postgres_problems()
+        return _postgres_problems(config.storage.url)
     path = config.storage_path()
     if path is None:
         return []
@@ -69,14 +69,21 @@ def storage_problems(config: Config) -> list[str]:
     return [] if problem is None else [f"storage.path: {problem}"]
 
 
-def _postgres_problems() -> list[str]:
-    """A URL needs psycopg (the postgres extra).  The server being down is not a
+def _postgres_problems(url: str) -> list[str]:
+    """A URL needs psycopg (the postgres extra), and libpq must be able to read it
+    (the reason shown without the password).  The server being down is not a
     config mistake: chatd starts without it and writes once it answers (see
     :func:`storage_reachable` for --check-config's look)."""
     try:
         import psycopg  # noqa: F401  (only to know it is there)
     except ImportError:
         return ["storage.url: PostgreSQL needs psycopg: pip install 'chatd[postgres]'"]
+    from .store_postgres import parse_url
+
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        return [str(exc)]
     return []
 
 

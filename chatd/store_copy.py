@@ -333,7 +333,8 @@ def _copy_rows(conn: Any, source: Source, plan: list[_TablePlan],
         except Exception as exc:
             if is_store_trouble(exc):
                 raise  # the connection's, not the rows': the writer retries the copy
-            raise CopyRefused(f"{item.target}: {type(exc).__name__}: {exc}; nothing was "
+            said = " ".join(str(exc).split())  # one line (psycopg's may add a CONTEXT)
+            raise CopyRefused(f"{item.target}: {type(exc).__name__}: {said}; nothing was "
                               "copied") from exc
         copied = conn.execute(f"SELECT count(*) FROM {_quote(item.target)}").fetchone()[0]
         if copied != source.counts[item.source]:

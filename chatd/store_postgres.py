@@ -58,11 +58,11 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from .config_rules import redact_url
+from .config_rules import redact_text, redact_url
 
 log = logging.getLogger("chatd.store")
 
-__all__ = ["PgConnection", "PostgresDialect", "is_trouble", "redact", "translate"]
+__all__ = ["PgConnection", "PostgresDialect", "is_trouble", "parse_url", "redact", "translate"]
 
 #: The advisory lock every migration step (and the store's own tables' creation)
 #: takes: one number, chatd's, in the database's advisory-lock space.
@@ -107,6 +107,17 @@ def is_trouble(exc: BaseException) -> bool:
     return state[:2] in _TROUBLE_CLASSES or state in _TROUBLE_CODES
 
 
+def parse_url(url: str) -> dict[str, Any]:
+    """``url``'s libpq parameters; ValueError, in words without any password (psycopg's
+    own may quote a token of the URL, the password included), for a malformed one."""
+    try:
+        return conninfo_to_dict(url)
+    except psycopg.Error as exc:
+        reason = redact_text(" ".join(str(exc).split()), url)
+        raise ValueError(f"storage.url: not a usable PostgreSQL URL ({reason}): "
+                         f"{redact(url)}") from None
+
+
 def redact(url: str) -> str:
     """``url`` without its password (``postgresql://user:***@host/db``)."""
     return redact_url(url)
@@ -114,23 +125,73 @@ def redact(url: str) -> str:
 
 # -- ? placeholders -----------------------------------------------------------------
 
-_TOKENS = re.compile(r"""'(?:[^']|'')*'?|"(?:[^"]|"")*"?|--[^\n]*|/\*.*?(?:\*/|\Z)|\?|%""",
-                     re.DOTALL)
+#: Where something starts that is not plain SQL text: a quoted literal (``E'...'``
+#: with backslash escapes, ``'...'``), a quoted name, a dollar-quoted string
+#: (``$$...$$``, ``$tag$...$tag$``; never inside a name such as ``t$x$``), a comment
+#: (``--`` to the end of the line, ``/* */`` nested as PostgreSQL nests them), a
+#: placeholder, a percent sign.
+_START = re.compile(r"""(?<![A-Za-z0-9_$])[Ee]'|(?<![A-Za-z0-9_$])\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$"""
+                    r"""|['"?%]|--|/\*""")
+_NESTED = re.compile(r"/\*|\*/")
+
+
+def _skip(sql: str, start: int, token: str) -> int:
+    """The index just after the quoted or commented run that starts at ``start`` with
+    ``token`` (the end of ``sql`` if it is not closed: the server then says so)."""
+    end = len(sql)
+    if token == "--":
+        newline = sql.find("\n", start)
+        return end if newline < 0 else newline + 1
+    if token == "/*":
+        depth, at = 0, start
+        for match in _NESTED.finditer(sql, start):
+            depth += 1 if match.group() == "/*" else -1
+            at = match.end()
+            if depth == 0:
+                return at
+        return end
+    if token.startswith("$"):
+        close = sql.find(token, start + len(token))
+        return end if close < 0 else close + len(token)
+    quote = token[-1]
+    escapes = token[0] in "Ee"
+    at = start + len(token)
+    while at < end:
+        char = sql[at]
+        if escapes and char == "\\":
+            at += 2
+            continue
+        if char == quote:
+            if at + 1 < end and sql[at + 1] == quote:
+                at += 2
+                continue
+            return at + 1
+        at += 1
+    return end
 
 
 @functools.lru_cache(maxsize=1024)
 def translate(sql: str) -> str:
     """``sql`` with psycopg's placeholders: each ``?`` outside quoted literals, quoted
-    names and comments becomes ``%s``, every ``%`` becomes ``%%`` (psycopg reads
-    them everywhere).  Cached: a statement is translated once."""
-
-    def one(match: re.Match[str]) -> str:
+    names, dollar-quoted strings and comments becomes ``%s`` (``??`` is two), every
+    ``%`` becomes ``%%`` (psycopg reads them everywhere, quotes or not).  Cached: a
+    statement is translated once."""
+    out: list[str] = []
+    at = 0
+    while (match := _START.search(sql, at)) is not None:
+        out.append(sql[at:match.start()])
         token = match.group()
         if token == "?":
-            return "%s"
-        return token.replace("%", "%%")
-
-    return _TOKENS.sub(one, sql)
+            out.append("%s")
+            at = match.end()
+        elif token == "%":
+            out.append("%%")
+            at = match.end()
+        else:
+            at = _skip(sql, match.start(), token)
+            out.append(sql[match.start():at].replace("%", "%%"))
+    out.append(sql[at:])
+    return "".join(out)
 
 
 class PgConnection:
@@ -190,16 +251,14 @@ class PostgresDialect:
     keeps_file = True
 
     def __init__(self, url: str, *, connect_timeout: float | None = None) -> None:
-        try:
-            given = conninfo_to_dict(url)  # a malformed URL fails here, at start
-        except psycopg.Error as exc:
-            raise ValueError(f"storage.url: not a PostgreSQL URL: {redact(url)}") from exc
+        given = parse_url(url)  # a malformed URL fails here, at start
         options = dict(DEFAULT_OPTIONS)
         if connect_timeout is not None:
             options["connect_timeout"] = str(max(1, round(connect_timeout)))
         extra = {k: v for k, v in options.items() if k not in given}
         self._conninfo = make_conninfo(url, **extra)
         self.where = redact(url)
+        self._url = url
         self._secret = str(given.get("password") or "")
         self.listener: Listener | None = None
         #: Batches marked so far, and this dialect's part of their ids.
@@ -275,7 +334,7 @@ class PostgresDialect:
         text = " ".join(str(exc).split()) or type(exc).__name__
         if self._secret:
             text = text.replace(self._secret, "***")
-        return text
+        return redact_text(text, self._url)
 
     def insert_rows(self, conn: PgConnection, prefix: str,
                     rows: list[Sequence[Any]]) -> None:
@@ -372,6 +431,12 @@ class Listener:
         self._thread.join(2.0)
 
     def _run(self) -> None:
+        """Connect, listen, and after any failure wait before the next attempt: the
+        pause doubles (``LISTEN_RETRY_FIRST`` to ``LISTEN_RETRY_MAX``) and starts
+        again only after a connection that held for ``LISTEN_RETRY_MAX``, so a
+        connection that is accepted and cut at once (a flapping network, a proxy,
+        an operator terminating backends) costs neither a reconnection storm nor a
+        "reload everything" storm on every process."""
         pause = LISTEN_RETRY_FIRST
         lost = False
         while not self._stop.is_set():
@@ -384,7 +449,7 @@ class Listener:
                 self._stop.wait(pause)
                 pause = min(pause * 2, LISTEN_RETRY_MAX)
                 continue
-            pause = LISTEN_RETRY_FIRST
+            since = time.monotonic()
             try:
                 self._changed = True
                 self._listen(conn, set(), lost)
@@ -398,6 +463,10 @@ class Listener:
                 self._conn = None
                 with contextlib.suppress(Exception):
                     conn.close()
+            if time.monotonic() - since >= LISTEN_RETRY_MAX:
+                pause = LISTEN_RETRY_FIRST  # it held: the next loss is a fresh one
+            self._stop.wait(pause)
+            pause = min(pause * 2, LISTEN_RETRY_MAX)
 
     def _listen(self, conn: psycopg.Connection[Any], listening: set[str], lost: bool) -> None:
         """LISTEN, then hand notices on until the connection fails.  After a lost
@@ -471,10 +540,18 @@ _READS = frozenset({"SELECT", "WITH", "VALUES"})
 _WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE"})
 #: Functions no plugin calls: the server's own (pg_*: terminate backends, advisory
 #: locks, read files), settings, sequences of others, large objects, other servers.
-_REFUSED_FUNCTIONS = re.compile(r"(?i)(pg_|lo_|dblink|set_config$|setval$|current_setting$)")
+#: Also those that run a query given as text, out of the scan's sight (query_to_xml...,
+#: ts_stat).  Quoted names count too (``"pg_terminate_backend"(...)``).
+_REFUSED_FUNCTIONS = re.compile(r"(?i)(pg_|lo_|dblink|query_to_xml|ts_stat$|set_config$|"
+                                r"setval$|current_setting$)")
 #: Object kinds a plugin may create, change and drop (CREATE FUNCTION, TRIGGER,
-#: EXTENSION, ROLE, SCHEMA... are refused: code that runs as someone else).
-_KINDS = frozenset({"TABLE", "INDEX", "VIEW", "SEQUENCE"})
+#: EXTENSION, ROLE, SCHEMA... are refused: code that runs as someone else).  No VIEW:
+#: on PostgreSQL a simple view is written through to the table it reads, so a
+#: plugin's view of another's table would be a way into it.
+_KINDS = frozenset({"TABLE", "INDEX", "SEQUENCE"})
+#: Words that tie a plugin's table to another's: its rows then show in the other's
+#: reads (INHERITS, INHERIT), or the other table moves under it (ATTACH, DETACH).
+_TIES = frozenset({"INHERITS", "INHERIT", "ATTACH", "DETACH"})
 
 
 class Refused(Exception):
@@ -505,6 +582,9 @@ def _split(sql: str) -> list[list[tuple[str, str]]]:
             continue
         if kind == "lit" and previous.upper() in ("E", "U", "B", "X", "N"):
             raise Refused("use E'', U&'', B'' or X'' strings (plain quoted strings only)")
+        if (kind == "other" and text == "&" and previous.upper() == "U"
+                and sql[match.end():match.end() + 1] in ("'", '"')):
+            raise Refused("use U&'' strings or U&\"\" names (their escapes cannot be checked)")
         if kind == "other" and text in "$\\'\"`[":
             raise Refused(f"use {text!r} outside a quoted string (dollar quoting, unclosed "
                           "quotes and the like cannot be checked)")
@@ -564,8 +644,8 @@ def _check_statement(guard: Any, tokens: list[tuple[str, str]]) -> None:
             break
     else:
         raise Refused(f"run {tokens[0][1]!r} statements (only SELECT, INSERT, UPDATE, "
-                      "DELETE, MERGE, TRUNCATE and CREATE/ALTER/DROP of tables, indexes, "
-                      "views and sequences)")
+                      "DELETE, MERGE, TRUNCATE and CREATE/ALTER/DROP of tables, indexes "
+                      "and sequences)")
 
 
 def _check_everywhere(guard: Any, tokens: list[tuple[str, str]], words: list[str]) -> None:
@@ -578,19 +658,23 @@ def _check_everywhere(guard: Any, tokens: list[tuple[str, str]], words: list[str
             if any(w in ("TEMP", "TEMPORARY") for w in words[i + 1:j]):
                 raise Refused("create temporary tables")
             _mine(guard, _name(tokens, j)[0])
-        elif word == "DELETE" and before != "ON":  # not a foreign key's ON DELETE
+        elif word in _TIES:
+            raise Refused(f"use {tokens[i][1]} (it ties a table to another's)")
+        elif word == "OF" and before == "PARTITION":
+            _mine(guard, _name(tokens, i + 1)[0])
+        elif word == "DELETE" and before not in ("ON", "THEN"):  # ON DELETE: a foreign key
             if i + 1 >= len(words) or words[i + 1] != "FROM":
                 raise Refused("run a DELETE it cannot read")
             _mine(guard, _name(tokens, _words(tokens, i + 2, "ONLY"))[0])
-        elif word == "UPDATE" and before not in ("FOR", "DO", "ON", "KEY"):
+        elif word == "UPDATE" and before not in ("FOR", "DO", "ON", "KEY", "THEN"):
             _mine(guard, _name(tokens, _words(tokens, i + 1, "ONLY"))[0])
         elif word == "REFERENCES":
             name, _ = _name(tokens, i + 1)
             _mine(guard, name)
         elif word == "CASCADE":
             raise Refused("use CASCADE (it reaches other tables)")
-        elif (tokens[i][0] == "word" and i + 1 < len(tokens) and tokens[i + 1][1] == "("
-              and _REFUSED_FUNCTIONS.match(tokens[i][1])):
+        elif (tokens[i][0] in ("word", "ident") and i + 1 < len(tokens)
+              and tokens[i + 1][1] == "(" and _REFUSED_FUNCTIONS.match(tokens[i][1].strip('"'))):
             raise Refused(f"call {tokens[i][1]}()")
 
 
@@ -601,7 +685,7 @@ def _check_create(guard: Any, tokens: list[tuple[str, str]], words: list[str]) -
     kind = words[i] if i < len(words) else ""
     if kind not in _KINDS:
         raise Refused(f"create a {tokens[i][1] if i < len(tokens) else 'nothing'} "
-                      "(only tables, indexes, views and sequences)")
+                      "(only tables, indexes and sequences)")
     i = _words(tokens, i + 1, "CONCURRENTLY", "IF", "NOT", "EXISTS")
     if kind == "INDEX":
         if i < len(words) and words[i] != "ON":
