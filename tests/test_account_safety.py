@@ -21,7 +21,6 @@ import signal
 import sqlite3
 from pathlib import Path
 
-import pytest
 from disks import DISK_PROBLEM, take_every_free_byte
 from test_accounts import (  # the helpers of the accounts tests (tests/ is on sys.path)
     BUSY,
@@ -50,15 +49,6 @@ OPER_PASSWORD = "oper-password-1"
 
 
 
-@pytest.fixture
-def backend_server(storage, chatd_server):
-    """``chatd_server`` on each backend in turn (SQLite, then PostgreSQL): the tests
-    taking it run twice.  (``storage`` first: torn down after the servers stop.)  The
-    tests of a restart, a reload or a full disk stay on an SQLite file of their own."""
-    def start(*args, **sections):
-        sections.setdefault("storage", storage)
-        return chatd_server(*args, **sections)
-    return start
 
 def operator(server, nick: str = "op"):
     """A client logged in with /oper (the config must set plugins.oper.password)."""

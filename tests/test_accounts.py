@@ -47,15 +47,6 @@ def grace_notice(nick: str, seconds: float, registered: str | None = None) -> st
 # -- helpers -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def backend_server(storage, chatd_server):
-    """``chatd_server`` on each backend in turn (SQLite, then PostgreSQL): the tests
-    taking it run twice.  (``storage`` first: torn down after the servers stop, so a
-    server never outlives its database.)"""
-    def start(*args, **sections):
-        sections.setdefault("storage", storage)
-        return chatd_server(*args, **sections)
-    return start
 
 
 def expect_exact(client, line: str, timeout: float | None = None) -> None:

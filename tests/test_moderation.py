@@ -13,8 +13,6 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
-
 from chatd.testing import ChatClient, write_config
 
 PASSWORD = "correct-horse"
@@ -23,15 +21,6 @@ PLUGINS = {"accounts": {"registrations_per_hour": 100},
            "oper": {"password": OPER_PASSWORD}}
 
 
-@pytest.fixture
-def backend_server(storage, chatd_server):
-    """``chatd_server`` on each backend in turn (SQLite, then PostgreSQL): the tests
-    taking it run twice.  (``storage`` first: torn down after the servers stop, so a
-    server never outlives its database.)"""
-    def start(*args, **sections):
-        sections.setdefault("storage", storage)
-        return chatd_server(*args, **sections)
-    return start
 
 
 def _config(path: Path) -> Path:

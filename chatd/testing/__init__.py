@@ -35,9 +35,10 @@ Fixtures
     A throwaway PostgreSQL cluster per worker (session), and a fresh database's
     URL per test (:mod:`chatd.testing.postgres`).
 
-``storage``
+``storage`` / ``backend_server``
     The ``storage:`` config section on each backend in turn (SQLite, PostgreSQL):
-    a test that takes it runs once per backend.
+    a test that takes it runs once per backend; ``backend_server`` is
+    ``chatd_server`` with that section already set.
 
 Clients
 -------
@@ -58,7 +59,7 @@ from typing import Any
 import pytest
 
 from .inprocess import FakeClock, InProcessChat, Peer
-from .postgres import PostgresCluster, postgres, postgres_url, storage
+from .postgres import PostgresCluster, backend_server, postgres, postgres_url, storage
 from .probes import (
     SERVERS_KEY,
     cpu_seconds,
@@ -125,6 +126,7 @@ __all__ = [
     "PostgresCluster",
     "ServerProcess",
     "TerminalClient",
+    "backend_server",
     "chatd_server",
     "cpu_seconds",
     "fd_count",

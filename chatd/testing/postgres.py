@@ -396,3 +396,15 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
         return {"path": str(tmp_path / "chatd.sqlite3")}
     url = request.getfixturevalue("postgres_url")
     return {"url": url}
+
+
+@pytest.fixture
+def backend_server(storage: dict[str, Any], chatd_server: Any) -> Any:
+    """``chatd_server`` on each backend in turn (SQLite, then PostgreSQL): a test
+    taking it runs twice, every server it starts on that run's ``storage`` unless
+    it passes its own.  (``storage`` comes first: it is torn down after the
+    servers stop, so a server never outlives its database.)"""
+    def start(*args: Any, **sections: Any) -> Any:
+        sections.setdefault("storage", storage)
+        return chatd_server(*args, **sections)
+    return start
