@@ -214,7 +214,7 @@ def test_topic_who_whois_list_through_the_library(irc_server, lib):
     alice, bob = lib(server, "alice"), lib(server, "bob")
     for client in (alice, bob):
         client.conn.join("#dev")
-        client.expect("endofnames")
+        client.expect("endofnames", lambda e: e.arguments[0] == "#dev")
     alice.conn.topic("#dev", "release friday")
     changed = bob.expect("topic")
     assert (changed.source.nick, changed.target, changed.arguments) == (
@@ -268,8 +268,10 @@ def test_errors_are_the_numerics_the_library_knows(irc_server, lib):
     alice.conn.part(["#dev"])
     assert alice.expect("nosuchchannel", "notonchannel").arguments[0] == "#dev"
     alice.conn.join("#dev")
-    alice.expect("endofnames")
-    lib(server, "bob").conn.join("#ops")
+    alice.expect("endofnames", lambda e: e.arguments[0] == "#dev")
+    bob = lib(server, "bob")
+    bob.conn.join("#ops")
+    bob.expect("endofnames", lambda e: e.arguments[0] == "#ops")  # the room exists now
     alice.conn.part(["#ops"])
     assert alice.expect("notonchannel").arguments[0] == "#ops"
     alice.conn.send_raw("KICK #dev")
@@ -428,7 +430,7 @@ def founded_room(server: Any, lib: Callable[..., LibClient]) -> tuple[LibClient,
         client.expect("privnotice", lambda e: "you are identified" in e.arguments[0])
     for client in (alice, bob, carol):
         client.conn.join("#dev")
-        client.expect("endofnames")
+        client.expect("endofnames", lambda e: e.arguments[0] == "#dev")
     alice.conn.send_raw("REGISTER #dev")
     alice.expect("pubnotice", lambda e: "founder is alice" in e.arguments[0])
     return alice, bob, carol
@@ -556,7 +558,7 @@ def test_extended_join_says_account_or_star(irc_server, lib):
     alice.conn.send_raw("REGISTER alice-secret-1")
     alice.expect("privnotice", lambda e: "you are identified" in e.arguments[0])
     viewer.conn.join("#dev")
-    viewer.expect("endofnames")
+    viewer.expect("endofnames", lambda e: e.arguments[0] == "#dev")
     alice.conn.join("#dev")
     lib(server, "bob").conn.join("#dev")
     joined = viewer.expect("join", lambda e: e.source.nick == "alice" and e.target == "#dev")
