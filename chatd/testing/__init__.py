@@ -35,6 +35,10 @@ Fixtures
     A throwaway PostgreSQL cluster per worker (session), and a fresh database's
     URL per test (:mod:`chatd.testing.postgres`).
 
+``redis_server`` / ``redis_url``
+    A throwaway ``redis-server`` per worker (session, with a password), and the URL
+    of an empty logical database per test (:mod:`chatd.testing.redis`).
+
 ``storage`` / ``backend_server``
     The ``storage:`` config section on each backend in turn (SQLite, PostgreSQL):
     a test that takes it runs once per backend; ``backend_server`` is
@@ -74,6 +78,7 @@ from .probes import (
     wait_until,
 )
 from .process import DEFAULT_TIMEOUT, ChatClient, JsonClient, ServerProcess, write_config
+from .redis import RedisServer, redis_server, redis_url
 from .terminal import TerminalClient
 
 
@@ -124,6 +129,7 @@ __all__ = [
     "JsonClient",
     "Peer",
     "PostgresCluster",
+    "RedisServer",
     "ServerProcess",
     "TerminalClient",
     "backend_server",
@@ -135,6 +141,8 @@ __all__ = [
     "parked_operator",
     "postgres",
     "postgres_url",
+    "redis_server",
+    "redis_url",
     "reset",
     "rss_bytes",
     "skip_unless_ci",
