@@ -14,19 +14,14 @@ of order.  Loopback only, a few seconds per run.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
-import socket
 import sqlite3
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from local_chatd import start_chatd
+from local_chatd import kill_under_traffic, start_chatd
 
 CONFIG = """\
 listen: {host: 127.0.0.1, port: 0}
@@ -41,44 +36,8 @@ plugin_host: {entry_points: false}
 
 def one_run(folder: Path, rate: int, seconds: float) -> dict[str, float]:
     proc, port = start_chatd(folder, CONFIG)
-    sender = socket.create_connection(("127.0.0.1", port), timeout=5)
-    reader = socket.create_connection(("127.0.0.1", port), timeout=5)
-    time.sleep(0.3)
-    reader.recv(65536)  # welcome and joins
-    heard: list[tuple[float, str]] = []
-
-    def read() -> None:
-        buffer = b""
-        while True:
-            try:
-                data = reader.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            buffer += data
-            *lines, buffer = buffer.split(b"\n")
-            now = time.monotonic()
-            heard.extend((now, line.split(b"> ", 1)[1].decode())
-                         for line in lines if b"> n" in line)
-
-    thread = threading.Thread(target=read, daemon=True)
-    thread.start()
-    sent, start = 0, time.monotonic()
-    while time.monotonic() - start < seconds:
-        if rate:
-            due = start + sent / rate
-            pause = due - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
-        sender.sendall(f"n{sent:08d}\n".encode())
-        sent += 1
-        if not rate and sent % 200 == 0:
-            time.sleep(0.001)
-    os.kill(proc.pid, signal.SIGKILL)
-    killed = time.monotonic()
-    proc.wait()
-    thread.join(2)
+    run = kill_under_traffic(proc, port, rate, seconds)
+    heard, sent, start, killed = run.heard, run.sent, run.start, run.killed
     with sqlite3.connect(folder / "data" / "chatd.sqlite3") as conn:
         stored = [text for (text,) in conn.execute("SELECT text FROM history ORDER BY seq")]
     if stored != sorted(set(stored)):

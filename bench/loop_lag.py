@@ -33,7 +33,6 @@ import importlib
 import multiprocessing
 import os
 import shutil
-import signal
 import socket
 import sqlite3
 import statistics
@@ -45,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from local_chatd import start_chatd
+from local_chatd import kill_under_traffic, start_chatd
 
 CONFIG = """\
 listen: {{host: 127.0.0.1, port: 0}}
@@ -186,41 +185,8 @@ def kill_window(folder: Path, backend: Backend, rate: int,
     kill the first of them was heard, and whether any was stored twice."""
     storage = backend.storage()
     proc, port = start_chatd(folder, CONFIG.format(store="true", storage=storage))
-    sender = socket.create_connection(("127.0.0.1", port), timeout=5)
-    reader = socket.create_connection(("127.0.0.1", port), timeout=5)
-    time.sleep(0.3)
-    reader.recv(65536)  # welcome and joins
-    heard: list[tuple[float, str]] = []
-
-    def read() -> None:
-        buffer = b""
-        while True:
-            try:
-                data = reader.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            buffer += data
-            *lines, buffer = buffer.split(b"\n")
-            now = time.monotonic()
-            heard.extend((now, line.split(b"> ", 1)[1].decode())
-                         for line in lines if b"> n" in line)
-
-    thread = threading.Thread(target=read, daemon=True)
-    thread.start()
-    sent, start = 0, time.monotonic()
-    while time.monotonic() - start < seconds:
-        due = start + sent / rate
-        pause = due - time.monotonic()
-        if pause > 0:
-            time.sleep(pause)
-        sender.sendall(f"n{sent:08d}\n".encode())
-        sent += 1
-    os.kill(proc.pid, signal.SIGKILL)
-    killed = time.monotonic()
-    proc.wait()
-    thread.join(2)
+    run = kill_under_traffic(proc, port, rate, seconds)
+    heard, killed = run.heard, run.killed
     stored = _stored_texts(folder, storage)
     kept = set(stored)
     lost = [(when, text) for when, text in heard if text not in kept]
