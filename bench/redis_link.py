@@ -497,11 +497,15 @@ def wait_for_port(port: int, proc: subprocess.Popen) -> None:
     raise SystemExit("redis_link: redis-server did not answer PING")
 
 
+#: How long a subscriber waits past the run for batches that never come (``--grace``).
+GRACE = {"seconds": 30.0}
+
+
 def child(role: str, way: str, port: int, rate: int, channels: int,
           duration: float) -> subprocess.Popen:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--role", role, "--way", way,
            "--port", str(port), "--rate", str(rate), "--channels", str(channels),
-           "--duration", str(duration), "--deadline", str(duration + 30)]
+           "--duration", str(duration), "--deadline", str(duration + GRACE["seconds"])]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
 
 
@@ -612,6 +616,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--freeze-margin", type=float, default=1.0)
     ap.add_argument("--freeze-rate", type=int, default=2000)
     ap.add_argument("--freeze-channels", type=int, default=100)
+    ap.add_argument("--grace", type=float, default=30.0,
+                    help="a subscriber gives up this long after the run (lost batches)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     return ap.parse_args(argv)
 
@@ -623,6 +629,7 @@ def main(argv: list[str] | None = None) -> None:
         runner = run_publisher if args.role == "pub" else run_subscriber
         print(json.dumps(runner(args)), flush=True)
         return
+    GRACE["seconds"] = args.grace
     result = measure(args)
     result["command"] = " ".join(["bench/redis_link.py", *(argv or sys.argv[1:])])
     print(table(result))
