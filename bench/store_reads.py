@@ -349,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depths", type=int, nargs="+", default=[1, 10, 100],
                         help="reads in flight")
     parser.add_argument("--repeat", type=int, default=3, help="runs per number (median)")
+    parser.add_argument("--url", help="an empty PostgreSQL database to use instead of "
+                        "starting a throwaway cluster (the tests give theirs)")
     parser.add_argument("--backends", nargs="+", default=["postgresql", "sqlite"],
                         choices=["postgresql", "sqlite"])
     args = parser.parse_args(argv)
@@ -360,9 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     print_header()
     with tempfile.TemporaryDirectory(prefix="chatd-readbench-") as tmp:
         if "postgresql" in args.backends:
-            cluster = PostgresCluster().start()
+            cluster = None if args.url else PostgresCluster().start()
             try:
-                url = cluster.create_database()
+                url = args.url or cluster.create_database()  # type: ignore[union-attr]
                 make_postgres(url, args.rows)
                 store = open_store(reactor, url=url)
                 try:
@@ -370,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     store.close()
             finally:
-                cluster.close()
+                if cluster is not None:
+                    cluster.close()
         if "sqlite" in args.backends:
             path = Path(tmp) / "history.sqlite3"
             make_sqlite(path, args.rows)
