@@ -18,8 +18,8 @@ Why a thread and not a non-blocking connection driven by the reactor (measured b
 thread (measured)"): the thread costs the loop less CPU per read (about 20 µs on
 PostgreSQL against about 30 µs, because the rows are decoded here, not on the loop),
 and it serves SQLite too, which has no non-blocking interface.  A loop-owned libpq
-connection reached about 1.5 times the reads/s at under half the process's CPU per
-read, pipelined or not; reads are too small a part of chatd's work for that to
+connection reached 1.0 to 2.3 times the reads/s (the most when pipelined) at under
+half the process's CPU per read; reads are too small a part of chatd's work for that to
 outweigh the loop's own cost.
 """
 
