@@ -12,6 +12,15 @@ the people who asked, and they are told.
 One thread per store serves the queries in order: the built-ins' reads are small
 and indexed (a room's last lines, one account), and one connection keeps a
 PostgreSQL server's connection count at one per process for reading.
+
+Why a thread and not a non-blocking connection driven by the reactor (measured by
+``bench/store_reads.py``; the numbers are in docs/persistence.md, "Why a reader
+thread (measured)"): the thread costs the loop less CPU per read (about 20 µs on
+PostgreSQL against about 30 µs, because the rows are decoded here, not on the loop),
+and it serves SQLite too, which has no non-blocking interface.  A loop-owned libpq
+connection reached 1.0 to 2.3 times the reads/s (the most when pipelined) at under
+half the process's CPU per read; reads are too small a part of chatd's work for that to
+outweigh the loop's own cost.
 """
 
 from __future__ import annotations
