@@ -279,7 +279,9 @@ class Link:
             with self._lock:
                 self.dropped += len(self._outbox)
                 self._outbox.clear()
-                failed, self._jobs = list(self._jobs), deque()
+                # Emptied in place: the command thread waits on this very deque.
+                failed = list(self._jobs)
+                self._jobs.clear()
             for _job, then in failed:
                 if then is not None:
                     self._post(then, None, LinkDown(f"{self.name}: Redis is not connected"))
