@@ -11,31 +11,10 @@ import pytest
 redis = pytest.importorskip("redis")
 
 from chatd.builtin.cluster import presence as p  # noqa: E402
-from chatd.delivery import Member, Person  # noqa: E402
+from chatd.builtin.cluster.wire import Names  # noqa: E402
+from chatd.delivery import Member, Person, RoomInfo  # noqa: E402
 
 TIMEOUT = 5.0
-
-
-class Names:
-    """The key names (the same as ``wire.Names``)."""
-
-    def __init__(self, prefix: str = "t") -> None:
-        self.prefix = prefix
-        self.nodes = f"{prefix}:nodes"
-        self.nicks = f"{prefix}:nicks"
-        self.rooms = f"{prefix}:rooms"
-
-    def node_key(self, node: str) -> str:
-        return f"{self.prefix}:node:{node}"
-
-    def node_nicks(self, node: str) -> str:
-        return f"{self.prefix}:nicks:{node}"
-
-    def members(self, room: str) -> str:
-        return f"{self.prefix}:members:{room.lower()}"
-
-    def node_rooms(self, node: str) -> str:
-        return f"{self.prefix}:rooms:{node}"
 
 
 @pytest.fixture
@@ -47,7 +26,7 @@ def r(redis_url: str) -> Any:
 
 @pytest.fixture
 def names() -> Names:
-    return Names()
+    return Names("t")
 
 
 def person(nick: str, node: str = "a", cid: int = 1, rooms: tuple[str, ...] = ()) -> Person:
@@ -141,13 +120,13 @@ def test_members_and_room_list(r: Any, names: Names) -> None:
     p.joined(r, names, "b", member("bob", "b", 2), "#ops", "")
     assert sorted(m.nick for m in p.members(r, names, "#DEV")) == ["alice", "bob"]
     assert sorted(p.room_list(r, names), key=str) == [
-        p.RoomInfo("#dev", 2, "hello"), p.RoomInfo("#ops", 1, "")]
+        RoomInfo("#dev", 2, "hello"), RoomInfo("#ops", 1, "")]
     assert p.parted(r, names, "b", "b:2", "#ops") == 0
     assert p.parted(r, names, "a", "a:1", "#dev") == 1
-    assert p.room_list(r, names) == [p.RoomInfo("#dev", 1, "hello")]
+    assert p.room_list(r, names) == [RoomInfo("#dev", 1, "hello")]
     p.set_topic(r, names, "#dev", "new")
     p.set_topic(r, names, "#ops", "gone")  # not listed: stays out
-    assert p.room_list(r, names) == [p.RoomInfo("#dev", 1, "new")]
+    assert p.room_list(r, names) == [RoomInfo("#dev", 1, "new")]
 
 
 def test_register_refuses_a_live_node_id(r: Any, names: Names) -> None:
@@ -174,7 +153,7 @@ def test_dead_node_sweep_returns_its_sessions_once(r: Any, names: Names) -> None
     assert p.sweep(r, names, "a") == []  # a second sweeper gets nothing
     assert p.dead_nodes(r, names) == []
     assert [m.nick for m in p.members(r, names, "#dev")] == ["bob"]
-    assert p.room_list(r, names) == [p.RoomInfo("#dev", 1, "")]
+    assert p.room_list(r, names) == [RoomInfo("#dev", 1, "")]
     assert p.find(r, names, "bob") is not None
     assert sorted(r.hkeys(names.nicks)) == [b"k:bob", b"s:bob"]
     assert not r.exists(names.node_nicks("a"), names.node_rooms("a"))
@@ -196,5 +175,5 @@ def test_reregister_after_an_empty_restart(r: Any, names: Names) -> None:
                         [(member("alice", "a", 1), "#dev", "t")])
     assert lost == ["bob"]
     assert p.find(r, names, "alice") == person("alice", "a", 1)
-    assert p.room_list(r, names) == [p.RoomInfo("#dev", 1, "t")]
+    assert p.room_list(r, names) == [RoomInfo("#dev", 1, "t")]
     assert "a" not in p.dead_nodes(r, names)

@@ -27,15 +27,30 @@ removes them.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
-from collections.abc import Iterable
+import logging
+import time
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from ...delivery import Member, Person, RoomInfo, nick_key
-
-__all__ = ["Member", "Person", "RoomInfo"]
+from ...delivery import (
+    LocalBackend,
+    Member,
+    Person,
+    Place,
+    Recipient,
+    RoomInfo,
+    member,
+    nick_key,
+    person,
+)
+from ...events import Quit, Source, first_event_id
 from ...framing import skeleton
 from . import scripts
+from .link import LinkDown
+
+log = logging.getLogger(__name__)
 
 # -- names -----------------------------------------------------------------------------------
 
@@ -129,13 +144,13 @@ def update_person(r: Any, keys: Keys, person: Person) -> None:
     claim(r, keys, person)
 
 
-def joined(r: Any, keys: Keys, node: str, member: Member, room: str, topic: str) -> None:
-    """``member`` (of ``node``) is in the room named ``room`` now."""
+def joined(r: Any, keys: Keys, node: str, who: Member, room: str, topic: str) -> None:
+    """``who`` (of ``node``) is in the room named ``room`` now."""
     rk = room_key(room)
     _run(r, scripts.JOINED,
          [keys.members(rk), keys.rooms, keys.node_rooms(node)],
-         [member.session or "", member_json(member), rk,
-          json.dumps({"name": room, "topic": topic}), json.dumps([rk, member.session])])
+         [who.session or "", member_json(who), rk,
+          json.dumps({"name": room, "topic": topic}), json.dumps([rk, who.session])])
 
 
 def parted(r: Any, keys: Keys, node: str, session: str, room: str) -> int:
@@ -208,8 +223,8 @@ def sweep(r: Any, keys: Keys, node: str) -> list[tuple[Person, tuple[str, ...]]]
                 [keys.nicks, keys.node_nicks(node), keys.node_rooms(node),
                  keys.rooms, keys.nodes],
                 [node, keys.node_key(node), keys.members("")])
-    return [(person_from(raw), tuple(json.loads(rooms)))
-            for raw, rooms in zip(flat[::2], flat[1::2], strict=True)]
+    return [(person_from(raw), tuple(json.loads(names)))
+            for raw, names in zip(flat[::2], flat[1::2], strict=True)]
 
 
 def reregister(r: Any, keys: Keys, node: str, timeout: float, people: Iterable[Person],
@@ -217,7 +232,238 @@ def reregister(r: Any, keys: Keys, node: str, timeout: float, people: Iterable[P
     """After a reconnect (Redis may have restarted empty): the heartbeat, every nick and
     membership this node holds.  Returns the nicks another node took meanwhile."""
     heartbeat(r, keys, node, timeout)
-    lost = [person.nick for person in people if not claim(r, keys, person)]
-    for member, room, topic in memberships:
-        joined(r, keys, node, member, room, topic)
+    lost = [who.nick for who in people if not claim(r, keys, who)]
+    for one, room, topic in memberships:
+        joined(r, keys, node, one, room, topic)
     return lost
+
+
+def heartbeat_fresh(r: Any, keys: Keys, node: str, timeout: float) -> bool:
+    """:func:`heartbeat`; True if ``node``'s key was gone (Redis restarted empty, or the
+    node was silent so long that others may have swept it): then it must re-register."""
+    fresh = bool(r.set(keys.node_key(node), b"1", nx=True, px=int(timeout * 1000)))
+    heartbeat(r, keys, node, timeout)
+    return fresh
+
+
+def beat(r: Any, keys: Keys, node: str,
+         timeout: float) -> tuple[bool, list[tuple[str, list[tuple[Person, tuple[str, ...]]]]]]:
+    """One heartbeat job: the heartbeat (whether it was fresh), then every dead node
+    swept — with the sessions this caller must announce as gone."""
+    fresh = heartbeat_fresh(r, keys, node, timeout)
+    swept = [(dead, sweep(r, keys, dead)) for dead in dead_nodes(r, keys) if dead != node]
+    return fresh, [(dead, gone) for dead, gone in swept if gone]
+
+
+# -- the loop side -------------------------------------------------------------------------------
+
+#: The reason shown in the quit line of a user whose node was lost.
+LOST_REASON = "node lost"
+
+
+def quit_event(gone: Person, rooms: tuple[str, ...], event_id: int,
+               reason: str = LOST_REASON) -> Quit:
+    """The quit of a session whose node died, made from what presence stored of it."""
+    ident, _, host = gone.user.rpartition("@")
+    client_id = (gone.session or "").rpartition(":")[2]
+    source = Source(gone.nick, int(client_id) if client_id.isdigit() else None, None, None,
+                    gone.node, ident, host, gone.account, gone.realname)
+    return Quit(event_id, time.time(), source, "", reason, rooms=rooms)
+
+
+class RedisPresence:
+    """The cluster's presence: the domain's questions answered from Redis, the local
+    backend kept in step (local delivery reads its nick table), a heartbeat, and the
+    sweep of dead nodes.
+
+    While the link is down, a question that could not be sent is answered from this
+    node alone (a nick is claimed locally, ``/who`` shows local members): local chat
+    keeps working, and the heartbeat re-registers everything when Redis is back.  A
+    question that was sent and got no answer (a frozen Redis) is not answered: the
+    domain's presence timeout tells the client.
+    """
+
+    def __init__(self, link: Any, names: Keys, node: str, local: LocalBackend, *,
+                 heartbeat_seconds: float = 1.0, node_timeout_seconds: float = 5.0,
+                 call_later: Callable[..., Any] | None = None,
+                 on_lost: Callable[[Quit], None] | None = None,
+                 on_conflict: Callable[[str], None] | None = None) -> None:
+        self.link = link
+        self.names = names
+        self.node = node
+        self.local = local
+        self.heartbeat_seconds = heartbeat_seconds
+        self.node_timeout_seconds = node_timeout_seconds
+        self._call_later = call_later
+        #: Told each quit of a dead node's session this node must announce.
+        self.on_lost = on_lost
+        #: Told (with an error text) that another live node has this node's id.
+        self.on_conflict = on_conflict
+        self.registered = False
+        self._timer: Any = None
+        self._event_ids = itertools.count(first_event_id())
+        #: Sessions of dead nodes announced so far (what a test or stats can read).
+        self.lost = 0
+
+    # -- questions --------------------------------------------------------------------
+
+    def claim_nick(self, client: Recipient, nick: str, then: Callable[[bool], Any],
+                   replacing: str | None = None) -> None:
+        who = dataclasses.replace(person(client), nick=nick)
+        names = self.names
+
+        def done(claimed: bool | None, error: Exception | None) -> None:
+            if error is not None:
+                if isinstance(error, LinkDown):  # never sent: this node alone decides
+                    then(self.local.take_nick(client, nick, replacing))
+                return
+            if claimed and not self.local.take_nick(client, nick, replacing):
+                claimed = False  # cannot happen while Redis is the one authority
+            then(bool(claimed))
+
+        self.link.run(lambda r: claim(r, names, who, replacing), done)
+
+    def find_nick(self, nick: str, then: Callable[[Person | None], Any]) -> None:
+        here = self.local.holder(nick)
+        if here is not None:
+            then(person(here))
+            return
+        names = self.names
+        self.link.run(lambda r: find(r, names, nick),
+                      self._answer(then, lambda: self.local.find_nick(nick, then)))
+
+    def members(self, room: str, then: Callable[[list[Member]], Any]) -> None:
+        names = self.names
+        self.link.run(lambda r: members(r, names, room),
+                      self._answer(then, lambda: self.local.members(room, then)))
+
+    def room_list(self, then: Callable[[list[RoomInfo]], Any]) -> None:
+        names = self.names
+        self.link.run(lambda r: room_list(r, names),
+                      self._answer(then, lambda: self.local.room_list(then)))
+
+    @staticmethod
+    def _answer(then: Callable[[Any], Any],
+                alone: Callable[[], Any]) -> Callable[[Any, Exception | None], None]:
+        """A link callback: ``then(result)``; this node's own answer if the question was
+        never sent (the link is down); nothing on another failure (see the class)."""
+        def done(result: Any, error: Exception | None) -> None:
+            if error is None:
+                then(result)
+            elif isinstance(error, LinkDown):
+                alone()
+        return done
+
+    # -- facts ------------------------------------------------------------------------
+
+    def release_nick(self, client: Recipient, nick: str) -> None:
+        self.local.release_nick(client, nick)
+        names, node, session = self.names, self.node, client.session or ""
+        self.link.run(lambda r: release(r, names, node, session, nick))
+
+    def joined(self, client: Recipient, room: Place) -> None:
+        self.local.joined(client, room)
+        self._joined_job(client, room)
+        self._refresh(client)
+
+    def _joined_job(self, client: Recipient, room: Place) -> None:
+        names, node, who = self.names, self.node, member(client)
+        name, topic = room.name, room.topic
+        self.link.run(lambda r: joined(r, names, node, who, name, topic))
+
+    def parted(self, client: Recipient, room: Place) -> None:
+        self.local.parted(client, room)
+        names, node, session, name = self.names, self.node, client.session or "", room.name
+        self.link.run(lambda r: parted(r, names, node, session, name))
+        self._refresh(client)
+
+    def _refresh(self, client: Recipient) -> None:
+        """Keep what ``/whois`` shows elsewhere of a local nick (its rooms, away) fresh."""
+        if self.local.holder(client.nick) is client:
+            names, who = self.names, person(client)
+            self.link.run(lambda r: update_person(r, names, who))
+
+    def topic_changed(self, room: Place) -> None:
+        """The listing's topic of ``room`` (the backend tells it)."""
+        names, name, topic = self.names, room.name, room.topic
+        self.link.run(lambda r: set_topic(r, names, name, topic))
+
+    # -- the heartbeat and the sweep ------------------------------------------------------
+
+    def start(self) -> None:
+        """Start (or, after a reload, restart) the heartbeat timer."""
+        self.stop()
+        self._tick()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _tick(self) -> None:
+        if self._call_later is not None:
+            self._timer = self._call_later(self.heartbeat_seconds, self._tick)
+        if not self.link.up:
+            return
+        names, node, timeout = self.names, self.node, self.node_timeout_seconds
+        if not self.registered:
+            self.link.run(lambda r: register(r, names, node, timeout), self._registered)
+        else:
+            self.link.run(lambda r: beat(r, names, node, timeout), self._beaten)
+
+    def _registered(self, ok: bool | None, error: Exception | None) -> None:
+        if error is not None:
+            return  # the next tick tries again
+        if not ok:
+            text = (f"cluster: another live node already has the node id {self.node!r} "
+                    "(cluster.node_id must be unique)")
+            log.error("%s", text)
+            if self.on_conflict is not None:
+                self.on_conflict(text)
+            return
+        self.registered = True
+        self.reregister()  # clients that connected before Redis answered
+
+    def _beaten(self, answer: Any, error: Exception | None) -> None:
+        if error is not None:
+            return
+        fresh, swept = answer
+        if fresh:
+            log.warning("cluster: this node's heartbeat key was gone (Redis restarted, or "
+                        "it was silent too long): registering its users again")
+            self.reregister()
+        for dead, gone in swept:
+            log.warning("cluster: node %s is gone (no heartbeat for %s s): %d users quit",
+                        dead, self.node_timeout_seconds, len(gone))
+            for who, rooms in gone:
+                self.lost += 1
+                event = quit_event(who, rooms, next(self._event_ids))
+                if self.on_lost is not None:
+                    self.on_lost(event)
+
+    def on_state(self, up: bool) -> None:
+        """The link reconnected (``up``): Redis may have restarted empty."""
+        if up and self.registered:
+            self.reregister()
+
+    def reregister(self) -> None:
+        """Write again every nick and membership this node holds."""
+        local = self.local
+        clients = [c for c in tuple(local.clients.values()) if local.holder(c.nick) is c]
+        people = [person(c) for c in clients]
+        memberships = [(member(c), room.name, room.topic) for c in clients for room in c.rooms]
+        names, node, timeout = self.names, self.node, self.node_timeout_seconds
+        self.link.run(lambda r: reregister(r, names, node, timeout, people, memberships),
+                      self._reregistered)
+
+    def _reregistered(self, lost: list[str] | None, error: Exception | None) -> None:
+        if lost:
+            log.warning("cluster: %d nicks of this node were taken on another node while "
+                        "Redis was unreachable: %s", len(lost), ", ".join(lost[:20]))
+
+    def close(self) -> None:
+        """A clean stop: the heartbeat ends and this node's presence is removed."""
+        self.stop()
+        if self.registered:
+            names, node = self.names, self.node
+            self.link.run(lambda r: unregister(r, names, node))
