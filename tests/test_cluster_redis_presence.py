@@ -278,3 +278,16 @@ def test_reregistered_after_redis_restarts_empty(nodes: Any, loop: Loop,
     a.sync()
     found = b.ask(b.presence.find_nick, "alice")
     assert found is not None and found.node == "a"
+
+
+def test_a_node_swept_while_silent_registers_again(nodes: Any, redis_url: str) -> None:
+    a, b = nodes("a"), nodes("b")
+    a.connect(1, "alice")
+    a.sync()
+    b.link.run(lambda r: r.delete("t:node:a"))  # a was silent past its timeout
+    b.tick()  # b sweeps a: alice quits there
+    assert [q.source.nick for q in b.lost] == ["alice"]
+    assert b.ask(b.presence.find_nick, "alice") is None
+    a.tick()  # a's key was gone: it writes its users again (no cut of its link)
+    a.sync()
+    assert b.ask(b.presence.find_nick, "alice").node == "a"
