@@ -291,3 +291,16 @@ def test_a_node_swept_while_silent_registers_again(nodes: Any, redis_url: str) -
     a.tick()  # a's key was gone: it writes its users again (no cut of its link)
     a.sync()
     assert b.ask(b.presence.find_nick, "alice").node == "a"
+
+
+def test_two_registrations_in_flight_are_not_a_conflict(loop: Loop, redis_url: str) -> None:
+    a = Node(loop, redis_url, "a")
+    try:
+        loop.until(lambda: a.link.up)  # on_state(True) asked to register already
+        a.presence._tick()  # a tick before the answer: no second registration
+        a.sync()
+        loop.until(lambda: a.presence.registered)
+        a.tick()
+        assert a.conflicts == []
+    finally:
+        a.close()

@@ -14,6 +14,7 @@ the server's shutdown closes them.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -26,16 +27,22 @@ _running: dict[str, Any] = {}
 
 
 def _presence(link: Any, names: Any, node: str, local: Any, server: Server) -> Any:
-    """The presence of the cluster (this node only, until the cluster's presence lands)."""
-    from .backend import LocalPresence
+    """The presence of the cluster: nicks, members and rooms in Redis, a heartbeat, dead
+    nodes swept (:mod:`chatd.builtin.cluster.presence`)."""
+    from .presence import RedisPresence
 
-    return LocalPresence(local)
+    settings = server.config.cluster
+    return RedisPresence(link, names, node, local,
+                         heartbeat_seconds=settings.heartbeat_seconds,
+                         node_timeout_seconds=settings.node_timeout_seconds,
+                         call_later=server.call_later, on_conflict=lambda _text: server.stop())
 
 
 def make_backend(server: Server, local: Any) -> Any:
     """The link, the presence and the backend for ``server.config.cluster``, started."""
     from .backend import ClusterBackend
     from .link import Link
+    from .presence import announce_lost
     from .wire import Names
 
     settings = server.config.cluster
@@ -56,6 +63,7 @@ def make_backend(server: Server, local: Any) -> Any:
     presence = _presence(link, names, node, local, server)
     backend = ClusterBackend(local, link, presence, node, names=names,
                              max_payload=settings.max_payload_bytes)
+    presence.on_lost = functools.partial(announce_lost, backend)
     backend.start()
     link.start()
     log.info("cluster: node %s, prefix %s", node, settings.prefix)
@@ -83,6 +91,8 @@ def chatd_reload_save(server: Server) -> Any:
 @hookimpl
 def chatd_reload_restore(server: Server, state: Any) -> None:
     _running["backend"] = state
+    if state is not None:  # the old copy's timers were cancelled: the heartbeat goes on
+        state.presence.start()
 
 
 @hookimpl

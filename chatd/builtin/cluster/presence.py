@@ -300,6 +300,7 @@ class RedisPresence:
         #: Told (with an error text) that another live node has this node's id.
         self.on_conflict = on_conflict
         self.registered = False
+        self._registering = False
         self._timer: Any = None
         self._event_ids = itertools.count(first_event_id())
         #: Sessions of dead nodes announced so far (what a test or stats can read).
@@ -407,11 +408,20 @@ class RedisPresence:
             return
         names, node, timeout = self.names, self.node, self.node_timeout_seconds
         if not self.registered:
-            self.link.run(lambda r: register(r, names, node, timeout), self._registered)
+            self._register()
         else:
             self.link.run(lambda r: beat(r, names, node, timeout), self._beaten)
 
+    def _register(self) -> None:
+        """Take this node's id in Redis (refused if a live node has it)."""
+        if self._registering:
+            return  # one registration at a time: a second would find the first's key
+        self._registering = True
+        names, node, timeout = self.names, self.node, self.node_timeout_seconds
+        self.link.run(lambda r: register(r, names, node, timeout), self._registered)
+
     def _registered(self, ok: bool | None, error: Exception | None) -> None:
+        self._registering = False
         if error is not None:
             return  # the next tick tries again
         if not ok:
@@ -422,6 +432,8 @@ class RedisPresence:
                 self.on_conflict(text)
             return
         self.registered = True
+        log.info("cluster: node %s registered (heartbeat every %s s, timeout %s s)",
+                 self.node, self.heartbeat_seconds, self.node_timeout_seconds)
         self.reregister()  # clients that connected before Redis answered
 
     def _beaten(self, answer: Any, error: Exception | None) -> None:
@@ -445,6 +457,8 @@ class RedisPresence:
         """The link reconnected (``up``): Redis may have restarted empty."""
         if up and self.registered:
             self.reregister()
+        elif up:
+            self._register()  # at once: until then this node's nicks do not block others
 
     def reregister(self) -> None:
         """Write again every nick and membership this node holds."""
@@ -467,3 +481,16 @@ class RedisPresence:
         if self.registered:
             names, node = self.names, self.node
             self.link.run(lambda r: unregister(r, names, node))
+
+
+def announce_lost(backend: Any, event: Quit) -> None:
+    """Tell every node's members of a dead session's rooms that it quit: delivered to
+    this node's rooms now, and queued on each room's channel for the others (one batch
+    per tick, as any room event; the receivers deliver it once per client)."""
+    places = backend.local.places
+    here = [room for room in (places.get(name) for name in event.rooms)
+            if room is not None and room.members] if places is not None else []
+    if here:
+        backend.local.to_rooms(event, here)
+    for name in event.rooms:
+        backend._queue(backend.names.room_channel(name), event)

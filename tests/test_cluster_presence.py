@@ -1,0 +1,121 @@
+"""Presence across nodes: two (or three) real chatd processes on one real Redis.
+
+A nick is unique cluster-wide (look-alikes too), released on quit; guests never
+collide; ``/who``, ``/names``, ``/whois`` and ``/list`` show both nodes; a node
+killed with SIGKILL disappears from the others within ``node_timeout_seconds +
+heartbeat_seconds``, with quit lines to its users' rooms; a node id that is live
+already does not start.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from typing import Any
+
+import pytest
+
+pytest.importorskip("redis")
+
+HEARTBEAT = 0.2
+NODE_TIMEOUT = 1.0
+
+
+def start_node(chatd_server: Any, redis_url: str, node: str, **sections: Any) -> Any:
+    """A chatd node of the cluster, registered in Redis before any client connects."""
+    server = chatd_server(cluster={"redis_url": redis_url, "node_id": node,
+                                   "heartbeat_seconds": HEARTBEAT,
+                                   "node_timeout_seconds": NODE_TIMEOUT}, **sections)
+    server.wait_for_log(rf"cluster: node {node} registered")
+    return server
+
+
+@pytest.fixture
+def two(chatd_server: Any, redis_url: str) -> tuple[Any, Any]:
+    return start_node(chatd_server, redis_url, "a"), start_node(chatd_server, redis_url, "b")
+
+
+def named(server: Any, nick: str) -> Any:
+    client = server.client()
+    client.send(f"/nick {nick}")
+    client.expect(rf"is now known as {re.escape(nick)}$")
+    return client
+
+
+def test_a_nick_on_one_node_is_refused_on_the_other(two: tuple[Any, Any]) -> None:
+    a, b = two
+    alice = named(a, "alice")
+    other = b.client()
+    for wanted in ("Alice", "aIice", "ALICE"):  # any case, and a look-alike (capital i)
+        other.send(f"/nick {wanted}")
+        other.expect(rf"^! the nick {wanted} is taken$")
+    alice.send("/quit")
+    alice.expect_eof()
+    other.send("/nick alice")  # released on quit
+    other.expect(r"is now known as alice$")
+
+
+def test_a_rename_frees_the_old_nick_everywhere(two: tuple[Any, Any]) -> None:
+    a, b = two
+    alice = named(a, "alice")
+    alice.send("/nick alicia")
+    alice.expect(r"is now known as alicia$")
+    named(b, "alice")
+    other = b.client()
+    other.send("/nick alicia")
+    other.expect(r"^! the nick alicia is taken$")
+
+
+def test_guest_nicks_never_collide(two: tuple[Any, Any]) -> None:
+    a, b = two  # both number their guests 1, 2, 3...: the claim in Redis decides
+    clients = [(a if i % 2 else b).client() for i in range(20)]
+    nicks = [client.nick for client in clients]
+    assert all(nick.startswith("guest-") for nick in nicks)
+    assert len(set(nicks)) == 20, nicks
+
+
+def test_who_names_whois_and_list_show_both_nodes(two: tuple[Any, Any]) -> None:
+    a, b = two
+    alice, bob = named(a, "alice"), named(b, "bob")
+    for client, name in ((alice, "alice"), (bob, "bob")):
+        client.send("/join #dev")
+        client.expect(rf"^\*\*\* {name} joined #dev$")
+    bob.send("/topic the plan")
+    bob.expect(r"topic")
+    alice.send("/who #dev")
+    alice.expect(r"^\*\*\* #dev has 2 members: alice, bob$")
+    bob.send("/names #dev")
+    bob.expect(r"^\*\*\* #dev has 2 members: alice, bob")
+    alice.send("/whois bob")
+    alice.expect(r"^\*\*\* bob: in #lobby, #dev; connected ")
+    alice.send("/list")
+    alice.expect(r"^\*\*\*   #dev \(2\)")
+    bob.send("/whois nobody")
+    bob.expect(r"^! no such nick")
+
+
+def test_a_killed_node_vanishes_from_the_others_with_quit_lines(two: tuple[Any, Any]) -> None:
+    a, b = two
+    alice, bob = named(a, "alice"), named(b, "bob")
+    for client, name in ((alice, "alice"), (bob, "bob")):
+        client.send("/join #dev")
+        client.expect(rf"^\*\*\* {name} joined #dev$")
+    bob.expect(r"^\*\*\* also in #dev: alice$")
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait(10)
+    bound = NODE_TIMEOUT + HEARTBEAT
+    bob.expect(r"^\*\*\* alice (has )?(quit|left).*node lost", timeout=bound + 5.0)
+    bob.send("/who #dev")
+    bob.expect_line("*** #dev has 1 member: bob")
+    bob.send("/nick alice")  # free again
+    bob.expect(r"is now known as alice$")
+    b.wait_for_log(r"cluster: node a is gone")
+
+
+def test_a_node_id_that_is_live_already_does_not_start(chatd_server: Any, redis_url: str) -> None:
+    start_node(chatd_server, redis_url, "a")
+    twin = chatd_server(cluster={"redis_url": redis_url, "node_id": "a",
+                                 "heartbeat_seconds": HEARTBEAT,
+                                 "node_timeout_seconds": NODE_TIMEOUT})
+    twin.wait_for_log(r"another live node already has the node id 'a'")
+    assert twin.proc.wait(10) is not None
