@@ -119,3 +119,19 @@ def test_a_node_id_that_is_live_already_does_not_start(chatd_server: Any, redis_
                                  "node_timeout_seconds": NODE_TIMEOUT})
     twin.wait_for_log(r"another live node already has the node id 'a'")
     assert twin.proc.wait(10) is not None
+
+
+def test_after_a_redis_restart_every_node_registers_its_users_again(
+        two: tuple[Any, Any], redis_server: Any) -> None:
+    a, b = two
+    alice = named(a, "alice")
+    alice.send("/join #dev")
+    alice.expect(r"^\*\*\* alice joined #dev$")
+    redis_server.restart()  # empty: nothing was saved
+    a.wait_for_log(r"cluster: registered this node's users again: 1")
+    b.wait_for_log(r"(?s)cluster\[b\]: connected to Redis.*cluster\[b\]: connected to Redis")
+    bob = b.client()
+    bob.send("/nick alice")
+    bob.expect(r"^! the nick alice is taken$")
+    bob.send("/whois alice")
+    bob.expect(r"^\*\*\* alice: in #lobby, #dev; connected ")
