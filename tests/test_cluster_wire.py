@@ -112,3 +112,11 @@ def test_a_jump_in_seq_is_a_gap_and_a_restart_is_not():
     assert seqs.check("a", "c", 10) == 0  # subscribed again: no gap
     seqs.forget_node("a")
     assert seqs.check("a", "c", 20) == 0
+
+
+def test_seq_numbers_events_so_a_gap_counts_events_not_batches():
+    seqs = Sequences()
+    assert seqs.check("a", "c", 1, 3) == 0  # events 1-3
+    assert seqs.check("a", "c", 4, 2) == 0  # 4-5: none missed
+    assert seqs.check("a", "c", 10, 1) == 4  # 6-9 missed
+    assert seqs.check("a", "c", 11, 0) == 0  # an empty batch is one number

@@ -30,7 +30,7 @@ until the cluster's presence replaces it.  A presence has exactly the
 
 Failures: the receiver drops its own node's batches (no echo), refuses
 malformed or oversize ones (counted as ``bad_messages``, logged at most once a
-minute), and counts batches it missed (``gaps``: a jump in a channel's
+minute), and counts the events it missed (``gaps``: a jump in a channel's
 ``seq``), logging at most once a minute per channel.  Nothing here raises into
 the loop for what another node sent.
 """
@@ -103,7 +103,7 @@ class Counters:
     __slots__ = ("bad_messages", "batches_in", "batches_out", "gaps")
 
     def __init__(self) -> None:
-        #: Batches missed: the sum of the jumps in the channels' ``seq``.
+        #: Events missed: the sum of the jumps in the channels' ``seq``.
         self.gaps = 0
         #: Payloads refused (malformed, oversize, unknown version).
         self.bad_messages = 0
@@ -196,8 +196,8 @@ class ClusterBackend:
         out, self._out = self._out, {}
         items: list[tuple[str, bytes]] = []
         for (channel, to), events in out.items():
-            seq = self._seq.get(channel, 0) + 1
-            self._seq[channel] = seq
+            seq = self._seq.get(channel, 0) + 1  # the number of its first event
+            self._seq[channel] = seq + len(events) - 1
             try:
                 data = wire.encode(self.node, seq, events, op="deliver" if to else None, to=to)
             except Exception:  # an event the codec cannot write: a bug; keep the rest
@@ -222,11 +222,11 @@ class ClusterBackend:
         if batch.node == self.node:
             return  # our own, back from Redis: delivered here already
         self.counters.batches_in += 1
-        missed = self._sequences.check(batch.node, channel, batch.seq)
+        missed = self._sequences.check(batch.node, channel, batch.seq, len(batch.events))
         if missed:
             self.counters.gaps += missed
             self._log_limited(f"gap {channel}",
-                              "cluster: missed %d batch(es) from %s on %s; %d so far",
+                              "cluster: missed %d event(s) from %s on %s; %d so far",
                               missed, batch.node, channel, self.counters.gaps)
         if batch.op == "deliver":
             for event in batch.events:

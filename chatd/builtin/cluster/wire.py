@@ -12,9 +12,10 @@ A batch is one JSON object per channel and tick::
 
 plus ``"op": "deliver"`` and ``"to"`` (a nick key or a session) on a node's
 channel.  The events are the event codec's internal form (:mod:`chatd.codec`),
-never rendered text: each node renders for its own clients.  ``seq`` counts a
-node's batches on one channel from 1 (the node's start): a receiver that sees
-a jump missed something (:class:`Sequences`).
+never rendered text: each node renders for its own clients.  ``seq`` numbers
+the events a node published on one channel, from 1 (the node's start); a batch
+carries the number of its first event, so a receiver that sees a jump knows how
+many *events* it missed, not only that it missed something (:class:`Sequences`).
 
 Decoding is strict and never raises anything but :class:`WireError`: a
 hostile or corrupt payload (anyone with the Redis password can PUBLISH) is
@@ -174,10 +175,10 @@ def _event(d: Any) -> Event:
 
 
 class Sequences:
-    """The last ``seq`` seen per (origin node, channel): how a receiver tells it missed
-    batches.
+    """The last event number seen per (origin node, channel): how a receiver tells it
+    missed events.
 
-    :meth:`check` returns how many batches were missed before this one (0 when
+    :meth:`check` returns how many events were missed before this batch (0 when
     none).  The first batch heard from an origin on a channel starts the count
     (we joined mid-stream); a ``seq`` that does not go up means the origin
     restarted (its count starts again at 1): the count restarts, no gap.  A
@@ -189,10 +190,11 @@ class Sequences:
     def __init__(self) -> None:
         self._last: dict[tuple[str, str], int] = {}
 
-    def check(self, node: str, channel: str, seq: int) -> int:
+    def check(self, node: str, channel: str, seq: int, count: int = 1) -> int:
+        """A batch of ``count`` events numbered from ``seq``: how many were missed."""
         key = (node, channel)
         last = self._last.get(key)
-        self._last[key] = seq
+        self._last[key] = seq + max(count, 1) - 1
         if last is None or seq <= last:
             return 0
         return seq - last - 1
