@@ -27,6 +27,7 @@ removes them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import logging
@@ -468,9 +469,12 @@ class RedisPresence:
         memberships = [(member(c), room.name, room.topic) for c in clients for room in c.rooms]
         names, node, timeout = self.names, self.node, self.node_timeout_seconds
         self.link.run(lambda r: reregister(r, names, node, timeout, people, memberships),
-                      self._reregistered)
+                      functools.partial(self._reregistered, len(people)))
 
-    def _reregistered(self, lost: list[str] | None, error: Exception | None) -> None:
+    def _reregistered(self, count: int, lost: list[str] | None,
+                      error: Exception | None) -> None:
+        if error is None and count:
+            log.info("cluster: registered this node's users again: %d", count)
         if lost:
             log.warning("cluster: %d nicks of this node were taken on another node while "
                         "Redis was unreachable: %s", len(lost), ", ".join(lost[:20]))
