@@ -102,7 +102,8 @@ class Node:
         self.presence = RedisPresence(self.link, Names("t"), node, self.local,
                                       heartbeat_seconds=0.1, node_timeout_seconds=0.5,
                                       on_lost=self.lost.append,
-                                      on_conflict=self.conflicts.append)
+                                      on_conflict=self.conflicts.append,
+                                      token=f"{node}-{id(self)}")  # one process per node
         self.link.subscribe(f"t:node:{node}")  # a link notices cuts while it listens
         self.link.start()
 

@@ -130,9 +130,10 @@ def test_members_and_room_list(r: Any, names: Names) -> None:
 
 
 def test_register_refuses_a_live_node_id(r: Any, names: Names) -> None:
-    assert p.register(r, names, "a", 30)
-    assert not p.register(r, names, "a", 30)
-    assert p.register(r, names, "b", 30)
+    assert p.register(r, names, "a", 30, "host:1")
+    assert not p.register(r, names, "a", 30, "host:2")  # another process
+    assert p.register(r, names, "a", 30, "host:1")  # the same one (a reload): no conflict
+    assert p.register(r, names, "b", 30, "host:2")
 
 
 def test_dead_node_sweep_returns_its_sessions_once(r: Any, names: Names) -> None:

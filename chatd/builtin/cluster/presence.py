@@ -31,6 +31,8 @@ import functools
 import itertools
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -184,18 +186,28 @@ def room_list(r: Any, keys: Keys) -> list[RoomInfo]:
     return rooms
 
 
-def register(r: Any, keys: Keys, node: str, timeout: float) -> bool:
-    """Start ``node``'s heartbeat; False if a live node already has that id."""
-    if not r.set(keys.node_key(node), b"1", nx=True, px=int(timeout * 1000)):
-        return False
+def process_token() -> str:
+    """What this process writes in its node key: the same across reloads (a second
+    registration from this process is no conflict), another process's differs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def register(r: Any, keys: Keys, node: str, timeout: float, token: str = "1") -> bool:
+    """Start ``node``'s heartbeat; False if another live process already has that id."""
+    key = keys.node_key(node)
+    if not r.set(key, token, nx=True, px=int(timeout * 1000)):
+        held = r.get(key)
+        if held is None or held.decode(errors="replace") != token:
+            return False
+        r.pexpire(key, int(timeout * 1000))
     r.sadd(keys.nodes, node)
     return True
 
 
-def heartbeat(r: Any, keys: Keys, node: str, timeout: float) -> None:
+def heartbeat(r: Any, keys: Keys, node: str, timeout: float, token: str = "1") -> None:
     """``node`` is alive for ``timeout`` seconds more."""
     pipe = r.pipeline(transaction=False)
-    pipe.set(keys.node_key(node), b"1", px=int(timeout * 1000))
+    pipe.set(keys.node_key(node), token, px=int(timeout * 1000))
     pipe.sadd(keys.nodes, node)
     pipe.execute()
 
@@ -229,29 +241,29 @@ def sweep(r: Any, keys: Keys, node: str) -> list[tuple[Person, tuple[str, ...]]]
 
 
 def reregister(r: Any, keys: Keys, node: str, timeout: float, people: Iterable[Person],
-               memberships: Iterable[tuple[Member, str, str]]) -> list[str]:
+               memberships: Iterable[tuple[Member, str, str]], token: str = "1") -> list[str]:
     """After a reconnect (Redis may have restarted empty): the heartbeat, every nick and
     membership this node holds.  Returns the nicks another node took meanwhile."""
-    heartbeat(r, keys, node, timeout)
+    heartbeat(r, keys, node, timeout, token)
     lost = [who.nick for who in people if not claim(r, keys, who)]
     for one, room, topic in memberships:
         joined(r, keys, node, one, room, topic)
     return lost
 
 
-def heartbeat_fresh(r: Any, keys: Keys, node: str, timeout: float) -> bool:
+def heartbeat_fresh(r: Any, keys: Keys, node: str, timeout: float, token: str = "1") -> bool:
     """:func:`heartbeat`; True if ``node``'s key was gone (Redis restarted empty, or the
     node was silent so long that others may have swept it): then it must re-register."""
-    fresh = bool(r.set(keys.node_key(node), b"1", nx=True, px=int(timeout * 1000)))
-    heartbeat(r, keys, node, timeout)
+    fresh = bool(r.set(keys.node_key(node), token, nx=True, px=int(timeout * 1000)))
+    heartbeat(r, keys, node, timeout, token)
     return fresh
 
 
-def beat(r: Any, keys: Keys, node: str,
-         timeout: float) -> tuple[bool, list[tuple[str, list[tuple[Person, tuple[str, ...]]]]]]:
+def beat(r: Any, keys: Keys, node: str, timeout: float, token: str = "1"
+         ) -> tuple[bool, list[tuple[str, list[tuple[Person, tuple[str, ...]]]]]]:
     """One heartbeat job: the heartbeat (whether it was fresh), then every dead node
     swept — with the sessions this caller must announce as gone."""
-    fresh = heartbeat_fresh(r, keys, node, timeout)
+    fresh = heartbeat_fresh(r, keys, node, timeout, token)
     swept = [(dead, sweep(r, keys, dead)) for dead in dead_nodes(r, keys) if dead != node]
     return fresh, [(dead, gone) for dead, gone in swept if gone]
 
@@ -288,7 +300,8 @@ class RedisPresence:
                  heartbeat_seconds: float = 1.0, node_timeout_seconds: float = 5.0,
                  call_later: Callable[..., Any] | None = None,
                  on_lost: Callable[[Quit], None] | None = None,
-                 on_conflict: Callable[[str], None] | None = None) -> None:
+                 on_conflict: Callable[[str], None] | None = None,
+                 token: str | None = None) -> None:
         self.link = link
         self.names = names
         self.node = node
@@ -300,6 +313,8 @@ class RedisPresence:
         self.on_lost = on_lost
         #: Told (with an error text) that another live node has this node's id.
         self.on_conflict = on_conflict
+        #: What this process writes in its node key (:func:`process_token`).
+        self.token = process_token() if token is None else token
         self.registered = False
         self._registering = False
         self._timer: Any = None
@@ -407,19 +422,21 @@ class RedisPresence:
             self._timer = self._call_later(self.heartbeat_seconds, self._tick)
         if not self.link.up:
             return
-        names, node, timeout = self.names, self.node, self.node_timeout_seconds
+        names, node, timeout, token = (self.names, self.node, self.node_timeout_seconds,
+                                       self.token)
         if not self.registered:
             self._register()
         else:
-            self.link.run(lambda r: beat(r, names, node, timeout), self._beaten)
+            self.link.run(lambda r: beat(r, names, node, timeout, token), self._beaten)
 
     def _register(self) -> None:
         """Take this node's id in Redis (refused if a live node has it)."""
         if self._registering:
             return  # one registration at a time: a second would find the first's key
         self._registering = True
-        names, node, timeout = self.names, self.node, self.node_timeout_seconds
-        self.link.run(lambda r: register(r, names, node, timeout), self._registered)
+        names, node, timeout, token = (self.names, self.node, self.node_timeout_seconds,
+                                       self.token)
+        self.link.run(lambda r: register(r, names, node, timeout, token), self._registered)
 
     def _registered(self, ok: bool | None, error: Exception | None) -> None:
         self._registering = False
@@ -467,8 +484,9 @@ class RedisPresence:
         clients = [c for c in tuple(local.clients.values()) if local.holder(c.nick) is c]
         people = [person(c) for c in clients]
         memberships = [(member(c), room.name, room.topic) for c in clients for room in c.rooms]
-        names, node, timeout = self.names, self.node, self.node_timeout_seconds
-        self.link.run(lambda r: reregister(r, names, node, timeout, people, memberships),
+        names, node, timeout, token = (self.names, self.node, self.node_timeout_seconds,
+                                       self.token)
+        self.link.run(lambda r: reregister(r, names, node, timeout, people, memberships, token),
                       functools.partial(self._reregistered, len(people)))
 
     def _reregistered(self, count: int, lost: list[str] | None,
