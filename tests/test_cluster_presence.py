@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from chatd.testing import wait_until
+
 pytest.importorskip("redis")
 
 HEARTBEAT = 0.2
@@ -33,6 +35,16 @@ def start_node(chatd_server: Any, redis_url: str, node: str, **sections: Any) ->
 @pytest.fixture
 def two(chatd_server: Any, redis_url: str) -> tuple[Any, Any]:
     return start_node(chatd_server, redis_url, "a"), start_node(chatd_server, redis_url, "b")
+
+
+def heard_by(redis_server: Any, channel: str, count: int) -> None:
+    """Until ``count`` nodes subscribe to ``channel`` (a join's subscription is sent by
+    the link's thread a moment after the join: what is published before is not heard)."""
+    def subscribers() -> int:
+        out = redis_server.cli("PUBSUB", "NUMSUB", channel).split()
+        return int(out[1]) if len(out) > 1 else 0
+
+    assert wait_until(lambda: subscribers() == count, 10.0), f"{channel}: {subscribers()}"
 
 
 def named(server: Any, nick: str) -> Any:
@@ -74,22 +86,25 @@ def test_guest_nicks_never_collide(two: tuple[Any, Any]) -> None:
     assert len(set(nicks)) == 20, nicks
 
 
-def test_who_names_whois_and_list_show_both_nodes(two: tuple[Any, Any]) -> None:
+def test_who_names_whois_and_list_show_both_nodes(two: tuple[Any, Any],
+                                                  redis_server: Any) -> None:
     a, b = two
     alice, bob = named(a, "alice"), named(b, "bob")
     for client, name in ((alice, "alice"), (bob, "bob")):
         client.send("/join #dev")
         client.expect(rf"^\*\*\* {name} joined #dev$")
+    heard_by(redis_server, "chatd:room:#dev", 2)
     bob.send("/topic the plan")
-    bob.expect(r"topic")
+    bob.expect(r"^\*\*\* bob set the topic of #dev to: the plan$")
+    alice.expect(r"^\*\*\* bob set the topic of #dev to: the plan$")
     alice.send("/who #dev")
-    alice.expect(r"^\*\*\* #dev has 2 members: alice, bob$")
+    alice.expect(r"^\*\*\* #dev has 2 members: alice, bob — topic: the plan$")
     bob.send("/names #dev")
     bob.expect(r"^\*\*\* #dev has 2 members: alice, bob")
     alice.send("/whois bob")
     alice.expect(r"^\*\*\* bob: in #lobby, #dev; connected ")
     alice.send("/list")
-    alice.expect(r"^\*\*\*   #dev \(2\)")
+    alice.expect(r"^\*\*\*   #dev \(2\) — the plan$")
     bob.send("/whois nobody")
     bob.expect(r"^! no such nick")
 

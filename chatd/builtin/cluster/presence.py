@@ -357,7 +357,23 @@ class RedisPresence:
     def room_list(self, then: Callable[[list[RoomInfo]], Any]) -> None:
         names = self.names
         self.link.run(lambda r: room_list(r, names),
-                      self._answer(then, lambda: self.local.room_list(then)))
+                      self._answer(lambda rooms: then(self._topics_here(rooms)),
+                                   lambda: self.local.room_list(then)))
+
+    def _topics_here(self, rooms: list[RoomInfo]) -> list[RoomInfo]:
+        """The listing with the topics of this node's rooms as this node knows them (a
+        topic event updates every node with members there at once; the listing in
+        Redis learns a topic with the room's next join)."""
+        places = self.local.places
+        if places is None:
+            return rooms
+        fresh = []
+        for info in rooms:
+            place = places.get(info.name)
+            if place is not None and place.topic != info.topic:
+                info = dataclasses.replace(info, topic=place.topic)
+            fresh.append(info)
+        return fresh
 
     @staticmethod
     def _answer(then: Callable[[Any], Any],
