@@ -215,3 +215,14 @@ def test_a_reload_keeps_the_link_and_its_subscriptions(two, redis_server):
     see(bob, "<alice> after two")
     a.stop()
     heard_by(redis_server, "chatd:node:a", 0)  # shut down: its link is closed
+
+
+def test_a_wrong_password_keeps_local_chat_and_is_logged_without_the_password(
+        chatd_server, redis_server):
+    a = chatd_server(cluster={"redis_url": redis_server.url_for(1, password="wr0ng-pw-123"),
+                              "node_id": "a", "connect_timeout_seconds": 0.5})
+    alice, carol = chatter(a, "alice"), chatter(a, "carol")
+    alice.send("local only")
+    see(carol, "<alice> local only")
+    a.wait_for_log(r"cluster\[a\]: cannot reach Redis \(AuthenticationError\)")
+    assert "wr0ng-pw-123" not in a.log()
