@@ -152,8 +152,6 @@ def test_after_a_redis_restart_every_node_registers_its_users_again(
     bob.expect(r"^\*\*\* alice: in #lobby, #dev; connected ")
 
 
-@pytest.mark.xfail(strict=True, reason="needs S1's reload fix (in progress on i23-spine): the "
-                   "reload's dry run must not take the running backend's place")
 def test_the_heartbeat_goes_on_after_a_reload(chatd_server: Any, redis_url: str,
                                               redis_server: Any) -> None:
     a = start_node(chatd_server, redis_url, "a")

@@ -200,6 +200,7 @@ def test_members_and_rooms_show_both_nodes(nodes: Any) -> None:
         room.members[client] = None
         client.rooms = (room,)
         node.presence.joined(client, room)
+        node.sync()
     assert sorted(m.nick for m in a.ask(a.presence.members, "#DEV")) == ["alice", "bob"]
     listing = b.ask(b.presence.room_list)
     assert [(r.name, r.members, r.topic) for r in listing] == [("#dev", 2, "hi")]

@@ -9,7 +9,10 @@ missing) and ``chatd_delivery_backend`` returns a
 The link and the backend live as long as the process: a reload (SIGHUP)
 hands them from this copy of the plugin to the next (``chatd_reload_save`` /
 ``chatd_reload_restore``), so the heartbeat and the subscriptions go on; only
-the server's shutdown closes them.
+the server's shutdown closes them.  The link connects from a timer, which
+the dry run of ``--check-config`` and of every reload never runs: a check
+makes a backend (so a missing redis-py or password is found) but never talks
+to Redis.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from chatd import ConfigError, Server, hookimpl
 
 log = logging.getLogger(__name__)
 
-#: What this copy of the plugin runs: {"backend": ClusterBackend} once started.
-_running: dict[str, Any] = {}
+#: The backend of each server this copy of the plugin serves (by the server's id: a
+#: reload's dry run is a server of its own, and must not take the running one's place).
+_running: dict[int, Any] = {}
 
 
 def _presence(link: Any, names: Any, node: str, local: Any, server: Server) -> Any:
@@ -39,7 +43,8 @@ def _presence(link: Any, names: Any, node: str, local: Any, server: Server) -> A
 
 
 def make_backend(server: Server, local: Any) -> Any:
-    """The link, the presence and the backend for ``server.config.cluster``, started."""
+    """The link, the presence and the backend for ``server.config.cluster`` (not started:
+    see :func:`_start`)."""
     from .backend import ClusterBackend
     from .link import Link
     from .presence import announce_lost
@@ -64,10 +69,14 @@ def make_backend(server: Server, local: Any) -> Any:
     backend = ClusterBackend(local, link, presence, node, names=names,
                              max_payload=settings.max_payload_bytes)
     presence.on_lost = functools.partial(announce_lost, backend)
-    backend.start()
-    link.start()
-    log.info("cluster: node %s, prefix %s", node, settings.prefix)
     return backend
+
+
+def _start(backend: Any, prefix: str) -> None:
+    """Connect (once the loop runs: never in a dry run)."""
+    backend.start()
+    backend.link.start()
+    log.info("cluster: node %s, prefix %s", backend.node, prefix)
 
 
 @hookimpl
@@ -78,25 +87,26 @@ def chatd_delivery_backend(server: Server, local: Any) -> Any:
         backend = make_backend(server, local)
     except ImportError as exc:
         raise ConfigError(str(exc), key="cluster.redis_url") from None
-    _running["backend"] = backend
+    _running[id(server)] = backend
+    server.call_soon(_start, backend, server.config.cluster.prefix)
     return backend
 
 
 @hookimpl
 def chatd_reload_save(server: Server) -> Any:
     """Hand the running backend to the next copy: this copy's shutdown leaves it open."""
-    return _running.pop("backend", None)
+    return _running.pop(id(server), None)
 
 
 @hookimpl
 def chatd_reload_restore(server: Server, state: Any) -> None:
-    _running["backend"] = state
+    _running[id(server)] = state
     if state is not None:  # the old copy's timers were cancelled: the heartbeat goes on
         state.presence.start()
 
 
 @hookimpl
 def chatd_shutdown(server: Server) -> None:
-    backend = _running.pop("backend", None)
+    backend = _running.pop(id(server), None)
     if backend is not None:
         backend.close()

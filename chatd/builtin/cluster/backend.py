@@ -228,6 +228,14 @@ class ClusterBackend:
             self._log_limited(f"gap {channel}",
                               "cluster: missed %d event(s) from %s on %s; %d so far",
                               missed, batch.node, channel, self.counters.gaps)
+        try:
+            self._deliver(channel, batch)
+        except Exception:  # a bug, or a batch that decodes but fits no room: not a crash
+            self.counters.bad_messages += 1
+            log.exception("cluster: could not deliver a batch from %s on %s; dropped",
+                          batch.node, channel)
+
+    def _deliver(self, channel: str, batch: wire.Batch) -> None:
         if batch.op == "deliver":
             for event in batch.events:
                 self.local.to_nick(event, batch.to or "")
