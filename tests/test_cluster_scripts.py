@@ -178,3 +178,15 @@ def test_reregister_after_an_empty_restart(r: Any, names: Names) -> None:
     assert p.find(r, names, "alice") == person("alice", "a", 1)
     assert p.room_list(r, names) == [RoomInfo("#dev", 1, "t")]
     assert "a" not in p.dead_nodes(r, names)
+
+
+def test_reregister_clears_what_was_released_during_a_cut(r: Any, names: Names) -> None:
+    alive(r, names, "a", "b")
+    assert p.claim(r, names, person("alice", "a", 1))  # alice quit while the link was down:
+    p.joined(r, names, "a", member("alice", "a", 1), "#dev", "")  # her release never came
+    p.reregister(r, names, "a", 30, [person("amy", "a", 2)], [])
+    assert p.find(r, names, "alice") is None
+    assert p.room_list(r, names) == []
+    assert p.find(r, names, "amy") is not None
+    assert p.claim(r, names, person("alice", "b", 3))
+    assert "a" not in p.dead_nodes(r, names) and r.sismember(names.nodes, "a")

@@ -229,22 +229,27 @@ def dead_nodes(r: Any, keys: Keys) -> list[str]:
     return [node for node, alive in zip(nodes, pipe.execute(), strict=True) if not alive]
 
 
-def sweep(r: Any, keys: Keys, node: str) -> list[tuple[Person, tuple[str, ...]]]:
+def sweep(r: Any, keys: Keys, node: str, own: bool = False
+          ) -> list[tuple[Person, tuple[str, ...]]]:
     """Remove everything the dead ``node`` held; its sessions (with their rooms' names)
-    for the one caller that got there first (an empty list for any other)."""
+    for the one caller that got there first (an empty list for any other).  ``own``: a
+    live node clearing its own entries before it writes them again."""
     flat = _run(r, scripts.SWEEP,
                 [keys.nicks, keys.node_nicks(node), keys.node_rooms(node),
                  keys.rooms, keys.nodes],
-                [node, keys.node_key(node), keys.members("")])
+                [node, keys.node_key(node), keys.members(""), "own" if own else ""])
     return [(person_from(raw), tuple(json.loads(names)))
             for raw, names in zip(flat[::2], flat[1::2], strict=True)]
 
 
 def reregister(r: Any, keys: Keys, node: str, timeout: float, people: Iterable[Person],
                memberships: Iterable[tuple[Member, str, str]], token: str = "1") -> list[str]:
-    """After a reconnect (Redis may have restarted empty): the heartbeat, every nick and
-    membership this node holds.  Returns the nicks another node took meanwhile."""
+    """After a reconnect (Redis may have restarted empty, or kept what this node held
+    before the cut — nicks released and rooms left meanwhile are stale there): the
+    heartbeat, then this node's entries cleared and every nick and membership it holds
+    now written.  Returns the nicks another node took meanwhile."""
     heartbeat(r, keys, node, timeout, token)
+    sweep(r, keys, node, own=True)
     lost = [who.nick for who in people if not claim(r, keys, who)]
     for one, room, topic in memberships:
         joined(r, keys, node, one, room, topic)

@@ -123,11 +123,12 @@ return out
 """
 
 #: KEYS: nicks hash, the dead node's nick set, the dead node's room set, the rooms
-#: hash, the node set.  ARGV: dead node, its node key, members-key prefix.
-#: Nothing happens if the node is alive again.  Returns a flat list: person JSON,
-#: JSON list of its room names, person JSON, ...  (each session once).
+#: hash, the node set.  ARGV: dead node, its node key, members-key prefix, and "own"
+#: when a live node clears its own entries (:func:`reregister`).
+#: Nothing happens if the node is alive again (unless "own").  Returns a flat list:
+#: person JSON, JSON list of its room names, person JSON, ...  (each session once).
 SWEEP = """
-if redis.call('EXISTS', ARGV[2]) == 1 then return {} end
+if ARGV[4] ~= 'own' and redis.call('EXISTS', ARGV[2]) == 1 then return {} end
 local rooms_of = {}
 for _, entry in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   local e = cjson.decode(entry)
@@ -160,6 +161,6 @@ for _, f in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   end
 end
 redis.call('DEL', KEYS[2], KEYS[3])
-redis.call('SREM', KEYS[5], ARGV[1])
+if ARGV[4] ~= 'own' then redis.call('SREM', KEYS[5], ARGV[1]) end
 return out
 """
