@@ -160,3 +160,23 @@ def test_the_heartbeat_goes_on_after_a_reload(chatd_server: Any, redis_url: str,
     database = redis_url.rsplit("/", 1)[1]
     redis_server.cli("-n", database, "DEL", "chatd:node:a")  # as if it had expired
     a.wait_for_log(r"heartbeat key was gone")  # a later beat noticed: the timer lives
+
+
+def test_with_three_nodes_each_survivor_shows_the_quit_once(
+        chatd_server: Any, redis_url: str, redis_server: Any) -> None:
+    a, b, c = (start_node(chatd_server, redis_url, n) for n in "abc")
+    alice, bob, carol = named(a, "alice"), named(b, "bob"), named(c, "carol")
+    for client, name in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
+        client.send("/join #dev")
+        client.expect(rf"^\*\*\* {name} joined #dev$")
+    heard_by(redis_server, "chatd:room:#dev", 3)
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait(10)
+    for survivor in (bob, carol):  # one node swept a; the other heard it on #dev's channel
+        survivor.expect(r"^\*\*\* alice (has )?(quit|left).*node lost", timeout=10.0)
+        survivor.send("/who #dev")
+        lines = []
+        while not (lines and lines[-1].startswith("*** #dev has")):
+            lines.append(survivor.recv_line())
+        assert lines[-1].startswith("*** #dev has 2 members: bob, carol")
+        assert not [x for x in lines if "node lost" in x]  # once
