@@ -21,7 +21,17 @@ What lives in Redis (names in :mod:`chatd.builtin.cluster.wire`, prefix ``p``):
 
 A claim held by a session whose node key has expired does not block: a crashed
 node's nicks are free again after ``node_timeout_seconds`` even before a sweep
-removes them.
+removes them.  Every heartbeat (``heartbeat_seconds``) each node looks for nodes
+whose key expired; the sweep script removes a dead node's entries atomically and
+hands its sessions to the one node that ran it first, which announces their quits
+("node lost") on their rooms' channels.  So a crashed node's users are gone
+everywhere within ``node_timeout_seconds + heartbeat_seconds``.
+
+A node whose key was gone at a heartbeat (Redis restarted empty, or the node was
+silent so long that it was swept) and a node whose link came back write all they
+hold again (their own stale entries cleared first).  What ``/whois`` shows of a
+user of another node is its record as of its last claim, join or part (an away
+message or an identification since then shows once it joins or parts a room).
 """
 
 from __future__ import annotations
