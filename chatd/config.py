@@ -78,6 +78,7 @@ __all__ = [
     "MAX_KEEPALIVE_SECONDS",
     "MAX_READ_BYTES",
     "MAX_SECONDS",
+    "ClusterConfig",
     "Config",
     "ConfigError",
     "Constraint",
@@ -654,6 +655,109 @@ class StorageConfig:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """Several chatd nodes acting as one server, joined through Redis (docs/cluster.md).
+    Off unless redis_url is set; needs the cluster extra (pip install 'chatd[cluster]').
+    Read at start: a reload keeps the running link."""
+
+    redis_url: str | None = _setting(
+        None,
+        "The Redis every node of the cluster names: redis://[:password@]host:port/db, or "
+        "rediss:// for TLS. null: no cluster (one process, nothing shared). The URL is "
+        "never logged (errors show it with the password as ***).",
+        pattern=r"(?s).+",
+        describe="a redis:// or rediss:// URL",
+    )
+    password_env: str | None = _setting(
+        None,
+        "The name of an environment variable holding the Redis password, instead of "
+        "writing it in redis_url.",
+        pattern=r"[A-Za-z_][A-Za-z0-9_]{0,127}",
+        describe="an environment variable's name",
+    )
+    password_file: str | None = _setting(
+        None,
+        "A file holding the Redis password (its first line), instead of writing it in "
+        "redis_url; a relative path resolves against the config file's folder.",
+        pattern=r"(?s).+",
+        describe="a non-empty path",
+        path=True,
+    )
+    node_id: str | None = _setting(
+        None,
+        "This node's name in the cluster; it is also the node id of its events and "
+        "sessions (server.node_id, which must then be null or the same). Unique per "
+        "running node. null: server.node_id if set, else `<host name>-<pid>`.",
+        pattern=NODE_ID_PATTERN,
+        describe="1 to 64 of A-Z a-z 0-9 _ - . starting with a letter or digit",
+    )
+    prefix: str = _setting(
+        "chatd",
+        "The start of every Redis key and channel chatd uses: two networks sharing one "
+        "Redis use different prefixes.",
+        pattern=r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}",
+        describe="1 to 32 of A-Z a-z 0-9 _ - . starting with a letter or digit",
+    )
+    heartbeat_seconds: float = _setting(
+        1.0,
+        "How often a node tells Redis it is alive.",
+        gt=0,
+        le=60.0,
+    )
+    node_timeout_seconds: float = _setting(
+        5.0,
+        "A node silent this long is dead: its nicks are released and its users' quits "
+        "shown everywhere, within node_timeout_seconds + heartbeat_seconds. More than "
+        "heartbeat_seconds.",
+        gt=0,
+        le=3600.0,
+    )
+    max_outbox: int = _setting(
+        10_000,
+        "Batches waiting to be published, at most; past it the oldest are dropped and "
+        "counted, so a slow Redis never grows memory without bound.",
+        ge=1,
+        le=MAX_COUNT,
+    )
+    max_payload_bytes: int = _setting(
+        1 << 20,
+        "The largest message a node reads from Redis; a bigger one is dropped and counted "
+        "(cluster_bad_messages).",
+        ge=1024,
+        le=MAX_BYTES,
+    )
+    connect_timeout_seconds: float = _setting(
+        2.0,
+        "How long a connection attempt to Redis may take; replies wait at most twice this.",
+        gt=0,
+        le=60.0,
+    )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether this process is a node of a cluster."""
+        return self.redis_url is not None
+
+    def password(self) -> str | None:
+        """The password from ``password_env`` or ``password_file`` (None: the URL's own,
+        if any); a ConfigError names the key when it cannot be read."""
+        if self.password_env is not None:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(f"the environment variable {self.password_env!r} is not set",
+                                  key="cluster.password_env")
+            return value
+        if self.password_file is not None:
+            try:
+                text = Path(self.password_file).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"cannot read the password file: {exc.__class__.__name__}",
+                                  key="cluster.password_file") from None
+            return text.splitlines()[0] if text else ""
+        return None
+
+
 _EMPTY: Mapping[str, Any] = types.MappingProxyType({})
 
 
@@ -712,6 +816,7 @@ class Config:
     net: NetConfig = field(metadata={"doc": NetConfig.__doc__})
     metrics: MetricsConfig = field(metadata={"doc": MetricsConfig.__doc__})
     storage: StorageConfig = field(metadata={"doc": StorageConfig.__doc__})
+    cluster: ClusterConfig = field(metadata={"doc": ClusterConfig.__doc__})
     plugin_host: PluginHostConfig = field(metadata={"doc": PluginHostConfig.__doc__})
     plugin_dirs: tuple[Path, ...] = field(
         metadata={
@@ -895,6 +1000,43 @@ class _Builder(NodeReader):
             raise self.error(f"expected a postgresql:// URL, got {redact_url(storage.url)!r}",
                              "storage.url", node)
 
+    def check_cluster(self, node: Node, cluster: ClusterConfig) -> None:
+        """A redis:// or rediss:// URL (shown redacted), one password source at most, and
+        a node timeout longer than the heartbeat."""
+        if cluster.redis_url is not None:
+            scheme = cluster.redis_url.split("://", 1)[0].lower() if "://" in \
+                cluster.redis_url else ""
+            if scheme not in ("redis", "rediss"):
+                shown = (repr(redact_url(cluster.redis_url)) if scheme
+                         else "text without a scheme (not shown: it may be a password)")
+                raise self.error(f"expected a redis:// or rediss:// URL, got {shown}",
+                                 "cluster.redis_url", node)
+        if cluster.password_env is not None and cluster.password_file is not None:
+            raise self.error("set cluster.password_env or cluster.password_file, not both",
+                             "cluster.password_file", node)
+        if cluster.node_timeout_seconds <= cluster.heartbeat_seconds:
+            raise self.error(f"expected more than heartbeat_seconds "
+                             f"({num(cluster.heartbeat_seconds)}), got "
+                             f"{num(cluster.node_timeout_seconds)}",
+                             "cluster.node_timeout_seconds", node)
+
+    def cluster_node(self, root: MappingNode, changes: dict[str, Any]) -> None:
+        """One node id for the cluster and for the events and sessions made here:
+        ``cluster.node_id`` and ``server.node_id`` agree, and a cluster node without
+        either gets ``<host name>-<pid>`` (unique among the processes of a host)."""
+        cluster: ClusterConfig = changes["cluster"]
+        server: ServerConfig = changes.get("server", ServerConfig())
+        if not cluster.enabled:
+            return
+        if cluster.node_id is not None and server.node_id is not None \
+                and cluster.node_id != server.node_id:
+            raise self.error(f"cluster.node_id {cluster.node_id!r} differs from "
+                             f"server.node_id {server.node_id!r}: set one of them",
+                             "cluster.node_id", root)
+        node = cluster.node_id or server.node_id or f"{ServerConfig().node()[:56]}-{os.getpid()}"
+        changes["cluster"] = dataclasses.replace(cluster, node_id=node)
+        changes["server"] = dataclasses.replace(server, node_id=node)
+
     def tls(self, key: str, node: Node) -> TlsConfig:
         """``listen[].tls``: cert and key required; ca required to verify clients."""
         tls = self.section(key, node, TlsConfig, _TLS_SPECS)
@@ -1033,6 +1175,8 @@ class _Builder(NodeReader):
                     self.check_node_number(value_node, changes["server"])
                 elif k == "storage":
                     self.check_storage(value_node, changes["storage"])
+                elif k == "cluster":
+                    self.check_cluster(value_node, changes["cluster"])
             elif k == "plugin_dirs":
                 changes["plugin_dirs"] = self.plugin_dirs(value_node)
             elif k == "plugins":
@@ -1040,6 +1184,8 @@ class _Builder(NodeReader):
             else:
                 raise self.unknown(str(k), k, list(_TOP_LEVEL_KEYS), key_node)
         changes["locations"] = types.MappingProxyType(self.locations)
+        if "cluster" in changes:
+            self.cluster_node(mapping, changes)
         return dataclasses.replace(config, **changes)
 
 

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from .admission import clamp_max_clients
-from .config import Config
+from .config import Config, ConfigError
 from .transport.tls import make_context
 
 __all__ = ["problems", "storage_problems", "tls_problems"]
@@ -44,6 +44,7 @@ def problems(config: Config) -> list[str]:
     found += storage_problems(config)
     found += tls_problems(config)
     found += _metrics_problems(config)
+    found += _cluster_problems(config)
     return found
 
 
@@ -166,6 +167,22 @@ def _metrics_problems(config: Config) -> list[str]:
                     f"metrics.port {metrics.port} is also {key}'s port on "
                     f"{listener.host}: give the metrics exporter a port of its own"
                 )
+    return found
+
+
+def _cluster_problems(config: Config) -> list[str]:
+    """The cluster's Redis client is missing, or its password cannot be read."""
+    cluster = config.cluster
+    if not cluster.enabled:
+        return []
+    found = []
+    if importlib.util.find_spec("redis") is None:
+        found.append("cluster.redis_url needs redis-py: pip install 'chatd[cluster]' "
+                     "(or remove the cluster section)")
+    try:
+        cluster.password()
+    except ConfigError as exc:
+        found.append(str(exc))
     return found
 
 

@@ -50,6 +50,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "history": "chatd.builtin.history",
     "accounts": "chatd.builtin.accounts",
     "moderation": "chatd.builtin.moderation",
+    "cluster": "chatd.builtin.cluster",
 }
 
 ENTRY_POINT_GROUP = "chatd"

@@ -16,7 +16,7 @@
   // passes on never reads as the server's own (chatd/plugins/loader.py's
   // BUILTIN_PLUGINS: tests/test_web_page.py checks the two lists agree).
   const BUILTIN_PLUGINS = ["rooms", "commands", "log", "oper", "presence", "ignore", "settings",
-                           "history", "accounts", "moderation"];
+                           "history", "accounts", "moderation", "cluster"];
 
   const $ = (id) => document.getElementById(id);
   const ui = {

@@ -1,0 +1,112 @@
+"""The cluster plugin: several chatd nodes acting as one server, joined through Redis.
+
+Off unless the config's ``cluster:`` section sets ``redis_url``; then redis-py
+is imported (a clear error naming ``pip install 'chatd[cluster]'`` if it is
+missing) and ``chatd_delivery_backend`` returns a
+:class:`~chatd.builtin.cluster.backend.ClusterBackend` over a
+:class:`~chatd.builtin.cluster.link.Link` (see docs/cluster.md).
+
+The link and the backend live as long as the process: a reload (SIGHUP)
+hands them from this copy of the plugin to the next (``chatd_reload_save`` /
+``chatd_reload_restore``), so the heartbeat and the subscriptions go on; only
+the server's shutdown closes them.  The link connects from a timer, which
+the dry run of ``--check-config`` and of every reload never runs: a check
+makes a backend (so a missing redis-py or password is found) but never talks
+to Redis.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from chatd import ConfigError, Server, hookimpl
+
+log = logging.getLogger(__name__)
+
+#: The backend of each server this copy of the plugin serves (by the server's id: a
+#: reload's dry run is a server of its own, and must not take the running one's place).
+_running: dict[int, Any] = {}
+
+
+def _presence(link: Any, names: Any, node: str, local: Any, server: Server) -> Any:
+    """The presence of the cluster: nicks, members and rooms in Redis, a heartbeat, dead
+    nodes swept (:mod:`chatd.builtin.cluster.presence`)."""
+    from .presence import RedisPresence
+
+    settings = server.config.cluster
+    return RedisPresence(link, names, node, local,
+                         heartbeat_seconds=settings.heartbeat_seconds,
+                         node_timeout_seconds=settings.node_timeout_seconds,
+                         call_later=server.call_later, on_conflict=lambda _text: server.stop())
+
+
+def make_backend(server: Server, local: Any) -> Any:
+    """The link, the presence and the backend for ``server.config.cluster`` (not started:
+    see :func:`_start`)."""
+    from .backend import ClusterBackend
+    from .link import Link
+    from .presence import announce_lost
+    from .wire import Names
+
+    settings = server.config.cluster
+    node = server.node
+    names = Names(settings.prefix)
+    backend: Any = None
+
+    def on_message(channel: str, data: bytes) -> None:
+        backend.on_message(channel, data)
+
+    def on_state(up: bool) -> None:
+        backend.on_state(up)
+
+    link = Link(settings.redis_url, post=server.call_soon_threadsafe, name=f"cluster[{node}]",
+                connect_timeout=settings.connect_timeout_seconds, on_message=on_message,
+                on_state=on_state, password=settings.password(),
+                max_outbox=settings.max_outbox)
+    presence = _presence(link, names, node, local, server)
+    backend = ClusterBackend(local, link, presence, node, names=names,
+                             max_payload=settings.max_payload_bytes)
+    presence.on_lost = functools.partial(announce_lost, backend)
+    return backend
+
+
+def _start(backend: Any, prefix: str) -> None:
+    """Connect (once the loop runs: never in a dry run)."""
+    backend.start()
+    backend.link.start()
+    log.info("cluster: node %s, prefix %s", backend.node, prefix)
+
+
+@hookimpl
+def chatd_delivery_backend(server: Server, local: Any) -> Any:
+    if not server.config.cluster.enabled:
+        return None
+    try:
+        backend = make_backend(server, local)
+    except ImportError as exc:
+        raise ConfigError(str(exc), key="cluster.redis_url") from None
+    _running[id(server)] = backend
+    server.call_soon(_start, backend, server.config.cluster.prefix)
+    return backend
+
+
+@hookimpl
+def chatd_reload_save(server: Server) -> Any:
+    """Hand the running backend to the next copy: this copy's shutdown leaves it open."""
+    return _running.pop(id(server), None)
+
+
+@hookimpl
+def chatd_reload_restore(server: Server, state: Any) -> None:
+    _running[id(server)] = state
+    if state is not None:  # the old copy's timers were cancelled: the heartbeat goes on
+        state.presence.start()
+
+
+@hookimpl
+def chatd_shutdown(server: Server) -> None:
+    backend = _running.pop(id(server), None)
+    if backend is not None:
+        backend.close()

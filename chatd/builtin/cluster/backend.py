@@ -1,0 +1,316 @@
+"""The cluster's delivery backend: local fan-out as ever, plus the same events on Redis.
+
+:class:`ClusterBackend` wraps the :class:`~chatd.delivery.LocalBackend`.  Every
+delivery is done here as before (``local``), and what other nodes must see is
+collected during the tick and published in :meth:`ClusterBackend.flush`: one
+batch per channel per tick, one ``publish_many`` (one round trip) per tick.
+What arrives from other nodes (``on_message``, on the loop) is handed to
+``local``, which renders it for this node's clients in the same per-tick batch
+as local events.
+
+* Room events go to ``{p}:room:{room}``; a node subscribes to a room's channel
+  while it has local members there (``joined``/``parted``).
+* Private messages go to the holder's node channel (the node of the session
+  the domain's ``find_nick`` answered, carried in the event's ``to_session``).
+* Server-wide notices go to ``{p}:all``.
+* An event that goes to several rooms (a quit, a nick change) is published on
+  each room's channel; a receiver delivers it once, to every local room it
+  names, and drops the other copies (by event id).
+
+Order: one publisher connection keeps a node's order per channel, and the
+receiver handles a channel's batches in order, so one sender's lines in one room
+arrive in order everywhere.  Across channels (a room line and a private
+message) no order is promised.
+
+Presence (nick claims, member lists, room lists, ``joined``/``parted`` facts)
+is delegated to ``self.presence``: :class:`LocalPresence` (this node only)
+until the cluster's presence replaces it.  A presence has exactly the
+``DeliveryBackend`` presence methods, plus ``start()``, ``close()`` and
+``on_state(up)`` (the link came up or went down).
+
+Failures: the receiver drops its own node's batches (no echo), refuses
+malformed or oversize ones (counted as ``bad_messages``, logged at most once a
+minute), and counts the events it missed (``gaps``: a jump in a channel's
+``seq``), logging at most once a minute per channel.  Nothing here raises into
+the loop for what another node sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from chatd.delivery import LocalBackend, Member, Person, Place, Recipient, RoomInfo, nick_key
+from chatd.events import Event, Topic
+
+from . import wire
+from .wire import Names, Sequences, WireError
+
+log = logging.getLogger(__name__)
+
+#: Multi-room event ids remembered to drop their other copies.
+SEEN_EVENTS = 4096
+#: Seconds between two log lines about the same kind of trouble (gaps per channel,
+#: bad messages).
+LOG_EVERY = 60.0
+
+
+class LocalPresence:
+    """Presence of this node only: what the local backend knows (a placeholder for
+    the cluster's presence, with the same methods)."""
+
+    def __init__(self, local: LocalBackend) -> None:
+        self.local = local
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def on_state(self, up: bool) -> None:
+        pass
+
+    def claim_nick(self, client: Recipient, nick: str, then: Callable[[bool], Any],
+                   replacing: str | None = None) -> None:
+        self.local.claim_nick(client, nick, then, replacing)
+
+    def find_nick(self, nick: str, then: Callable[[Person | None], Any]) -> None:
+        self.local.find_nick(nick, then)
+
+    def members(self, room: str, then: Callable[[list[Member]], Any]) -> None:
+        self.local.members(room, then)
+
+    def room_list(self, then: Callable[[list[RoomInfo]], Any]) -> None:
+        self.local.room_list(then)
+
+    def release_nick(self, client: Recipient, nick: str) -> None:
+        self.local.release_nick(client, nick)
+
+    def joined(self, client: Recipient, room: Place) -> None:
+        self.local.joined(client, room)
+
+    def parted(self, client: Recipient, room: Place) -> None:
+        self.local.parted(client, room)
+
+
+class Counters:
+    """What the backend counts (shown in the log; see docs/cluster.md)."""
+
+    __slots__ = ("bad_messages", "batches_in", "batches_out", "gaps")
+
+    def __init__(self) -> None:
+        #: Events missed: the sum of the jumps in the channels' ``seq``.
+        self.gaps = 0
+        #: Payloads refused (malformed, oversize, unknown version).
+        self.bad_messages = 0
+        self.batches_in = 0
+        self.batches_out = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class ClusterBackend:
+    """Delivery across the nodes of a cluster (see the module docstring)."""
+
+    def __init__(self, local: LocalBackend, link: Any, presence: Any, node: str, *,
+                 names: Names | None = None, max_payload: int = wire.MAX_PAYLOAD_BYTES,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.local = local
+        self.link = link
+        self.presence = presence
+        self.node = node
+        self.names = names or Names()
+        self.max_payload = max_payload
+        self.counters = Counters()
+        self._clock = clock
+        #: This tick's outgoing events by channel (and a node channel's recipient).
+        self._out: dict[tuple[str, str | None], list[Event]] = {}
+        #: The next ``seq`` per outgoing channel.
+        self._seq: dict[str, int] = {}
+        self._sequences = Sequences()
+        self._seen: OrderedDict[int, None] = OrderedDict()
+        self._logged: dict[str, float] = {}
+
+    # -- lifetime ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Subscribe to what every node hears and to this node's own channel."""
+        self.link.subscribe(self.names.all_channel)
+        self.link.subscribe(self.names.node_channel(self.node))
+        self.presence.start()
+
+    def close(self) -> None:
+        self.presence.close()
+        self.link.close()
+
+    def on_state(self, up: bool) -> None:
+        """The link came up (subscriptions restored) or went down."""
+        self.presence.on_state(up)
+
+    # -- delivery: local now, other nodes at the end of the tick ----------------------
+
+    def _queue(self, channel: str, event: Event, to: str | None = None) -> None:
+        batch = self._out.get((channel, to))
+        if batch is None:
+            self._out[(channel, to)] = [event]
+        else:
+            batch.append(event)
+
+    def to_room(self, event: Event, room: Place, exclude: Recipient | None = None) -> None:
+        self.local.to_room(event, room, exclude)
+        self._queue(self.names.room_channel(room.name), event)
+
+    def to_rooms(self, event: Event, rooms: Iterable[Place],
+                 exclude: Recipient | None = None) -> None:
+        rooms = tuple(rooms)
+        self.local.to_rooms(event, rooms, exclude)
+        for room in rooms:
+            self._queue(self.names.room_channel(room.name), event)
+
+    def to_client(self, event: Event, client: Recipient) -> None:
+        self.local.to_client(event, client)  # the domain holds only this node's clients
+
+    def to_nick(self, event: Event, nick: str) -> bool:
+        if self.local.to_nick(event, nick):
+            return True
+        node = _node_of(getattr(event, "to_session", None))
+        if node is None or node == self.node:
+            return False
+        self._queue(self.names.node_channel(node), event, nick_key(nick))
+        return True
+
+    def to_everyone(self, event: Event, exclude: Recipient | None = None) -> None:
+        self.local.to_everyone(event, exclude)
+        self._queue(self.names.all_channel, event)
+
+    def flush(self) -> None:
+        """Deliver the tick's local batch, then publish one batch per channel."""
+        self.local.flush()
+        if not self._out:
+            return
+        out, self._out = self._out, {}
+        items: list[tuple[str, bytes]] = []
+        for (channel, to), events in out.items():
+            seq = self._seq.get(channel, 0) + 1  # the number of its first event
+            self._seq[channel] = seq + len(events) - 1
+            try:
+                data = wire.encode(self.node, seq, events, op="deliver" if to else None, to=to)
+            except Exception:  # an event the codec cannot write: a bug; keep the rest
+                log.exception("cluster: could not encode a batch for %s; it was dropped",
+                              channel)
+                continue
+            items.append((channel, data))
+        self.counters.batches_out += len(items)
+        self.link.publish_many(items)
+
+    # -- what other nodes sent ---------------------------------------------------------
+
+    def on_message(self, channel: str, data: bytes) -> None:
+        """One batch from Redis (on the loop): checked, then delivered here."""
+        try:
+            batch = wire.decode(data, self.max_payload)
+        except WireError as exc:
+            self.counters.bad_messages += 1
+            self._log_limited("bad", "cluster: dropped a bad message on %s (%s); %d so far",
+                              channel, exc, self.counters.bad_messages)
+            return
+        if batch.node == self.node:
+            return  # our own, back from Redis: delivered here already
+        self.counters.batches_in += 1
+        missed = self._sequences.check(batch.node, channel, batch.seq, len(batch.events))
+        if missed:
+            self.counters.gaps += missed
+            self._log_limited(f"gap {channel}",
+                              "cluster: missed %d event(s) from %s on %s; %d so far",
+                              missed, batch.node, channel, self.counters.gaps)
+        try:
+            self._deliver(channel, batch)
+        except Exception:  # a bug, or a batch that decodes but fits no room: not a crash
+            self.counters.bad_messages += 1
+            log.exception("cluster: could not deliver a batch from %s on %s; dropped",
+                          batch.node, channel)
+
+    def _deliver(self, channel: str, batch: wire.Batch) -> None:
+        if batch.op == "deliver":
+            for event in batch.events:
+                self.local.to_nick(event, batch.to or "")
+            return
+        everyone = channel == self.names.all_channel
+        for event in batch.events:
+            self._receive(event, everyone)
+
+    def _receive(self, event: Event, everyone: bool) -> None:
+        """One room or server-wide event from another node, to this node's clients."""
+        places = self.local.places
+        names = getattr(event, "rooms", None)
+        if names:  # a quit or rename: once, to every local room it names
+            if event.id in self._seen:
+                return
+            self._seen[event.id] = None
+            if len(self._seen) > SEEN_EVENTS:
+                self._seen.popitem(last=False)
+            rooms = [r for r in (places.get(n) for n in names) if r is not None and r.members] \
+                if places is not None else []
+            if rooms:
+                self.local.to_rooms(event, rooms)
+            return
+        if everyone:
+            self.local.to_everyone(event)
+            return
+        room = places.get(event.target) if places is not None else None
+        if room is None:
+            return
+        if isinstance(event, Topic):
+            room.topic = event.text
+        if room.members:
+            self.local.to_room(event, room)
+
+    def _log_limited(self, what: str, message: str, *args: Any) -> None:
+        now = self._clock()
+        last = self._logged.get(what)
+        if last is not None and now - last < LOG_EVERY:
+            return
+        self._logged[what] = now
+        log.warning(message, *args)
+
+    # -- presence: facts that also drive subscriptions, questions delegated -------------
+
+    def joined(self, client: Recipient, room: Place) -> None:
+        self.presence.joined(client, room)
+        if len(room.members) == 1:  # the first local member: hear the room
+            self.link.subscribe(self.names.room_channel(room.name))
+
+    def parted(self, client: Recipient, room: Place) -> None:
+        self.presence.parted(client, room)
+        if not room.members:  # the last local member left
+            channel = self.names.room_channel(room.name)
+            self.link.unsubscribe(channel)
+            self._sequences.forget(channel)
+
+    def claim_nick(self, client: Recipient, nick: str, then: Callable[[bool], Any],
+                   replacing: str | None = None) -> None:
+        self.presence.claim_nick(client, nick, then, replacing)
+
+    def find_nick(self, nick: str, then: Callable[[Person | None], Any]) -> None:
+        self.presence.find_nick(nick, then)
+
+    def members(self, room: str, then: Callable[[list[Member]], Any]) -> None:
+        self.presence.members(room, then)
+
+    def room_list(self, then: Callable[[list[RoomInfo]], Any]) -> None:
+        self.presence.room_list(then)
+
+    def release_nick(self, client: Recipient, nick: str) -> None:
+        self.presence.release_nick(client, nick)
+
+
+def _node_of(session: str | None) -> str | None:
+    """The node of a session id ``node:client``."""
+    if not session or ":" not in session:
+        return None
+    return session.rpartition(":")[0]

@@ -1,0 +1,135 @@
+"""ClusterBackend in-process: two chat domains joined by an in-memory bus in place of
+Redis (the link's interface: publish_many, subscribe, unsubscribe), so the routing
+rules are tested without timing: a private message goes to the node of the session
+presence found, once; a node delivers nothing it sent itself; channels follow the
+rooms that have local members."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatd.builtin.cluster.backend import ClusterBackend, LocalPresence
+from chatd.delivery import person
+from chatd.testing import InProcessChat
+
+
+class Bus:
+    """Redis' PUB/SUB in memory: what each node subscribes to, delivered at once."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, Any] = {}
+        self.published: list[tuple[str, bytes]] = []
+
+    def link(self) -> Any:
+        bus = self
+
+        class Link:
+            up = True
+
+            def __init__(self) -> None:
+                self.channels: set[str] = set()
+
+            def subscribe(self, channel: str) -> None:
+                self.channels.add(channel)
+
+            def unsubscribe(self, channel: str) -> None:
+                self.channels.discard(channel)
+
+            def publish_many(self, items: list[tuple[str, bytes]]) -> None:
+                for channel, data in items:
+                    bus.published.append((channel, data))
+                    for node in bus.nodes.values():
+                        if channel in node.link.channels:
+                            node.on_message(channel, data)
+
+            def close(self) -> None:
+                pass
+
+        return Link()
+
+
+class EveryNode(LocalPresence):
+    """Presence across the bus's nodes: find_nick asks each node's local backend."""
+
+    def __init__(self, local: Any, bus: Bus) -> None:
+        super().__init__(local)
+        self.bus = bus
+
+    def find_nick(self, nick, then):
+        for node in self.bus.nodes.values():
+            holder = node.local.holder(nick)
+            if holder is not None:
+                return then(person(holder))
+        return then(None)
+
+
+def cluster(bus: Bus, name: str) -> InProcessChat:
+    def factory(local, server, call_soon):
+        backend = ClusterBackend(local, bus.link(), EveryNode(local, bus), name)
+        bus.nodes[name] = backend
+        backend.start()
+        return backend
+
+    return InProcessChat(backend=factory, server={"node_id": name})
+
+
+def test_a_private_message_goes_to_the_holders_node_once():
+    bus = Bus()
+    a, b = cluster(bus, "a"), cluster(bus, "b")
+    alice, bob = a.connect(), b.connect()
+    alice.send("/nick alice")
+    bob.send("/nick bob")
+    a.tick(), b.tick()
+    bus.published.clear()
+    alice.send("/msg bob psst")
+    a.tick(), b.tick()
+    assert bob.lines()[-1] == "*alice* psst"
+    assert [c for c, _ in bus.published] == ["chatd:node:b"]  # to b alone, once
+    assert alice.lines()[-1] == "-> *bob* psst"
+
+
+def test_a_private_message_to_nobody_is_refused_and_not_published():
+    bus = Bus()
+    a, _b = cluster(bus, "a"), cluster(bus, "b")
+    alice = a.connect()
+    bus.published.clear()
+    alice.send("/msg nobody hi")
+    a.tick()
+    assert alice.lines()[-1] == "! no such nick: nobody"
+    assert not [c for c, _ in bus.published if ":node:" in c]
+
+
+def test_a_node_subscribes_to_a_room_while_it_has_members_there():
+    bus = Bus()
+    a = cluster(bus, "a")
+    link = bus.nodes["a"].link
+    assert {"chatd:all", "chatd:node:a"} <= link.channels
+    alice, carol = a.connect(), a.connect()
+    alice.send("/join #Dev")
+    a.tick()
+    assert "chatd:room:#dev" in link.channels
+    carol.send("/join #dev")
+    carol.send("/part #dev")
+    a.tick()
+    assert "chatd:room:#dev" in link.channels  # alice is still there
+    alice.send("/part #dev")
+    a.tick()
+    assert "chatd:room:#dev" not in link.channels
+
+
+def test_one_batch_per_channel_per_tick_and_nothing_back_to_the_sender():
+    bus = Bus()
+    a, b = cluster(bus, "a"), cluster(bus, "b")
+    alice, carol, bob = a.connect(), a.connect(), b.connect()
+    for client in (alice, carol, bob):
+        client.send("/join #dev")
+    a.tick(), b.tick()
+    bus.published.clear()
+    alice.lines(), carol.lines(), bob.lines()
+    alice.protocol.data_received(b"one\ntwo\nthree\n")
+    a.tick(), b.tick()
+    assert [c for c, _ in bus.published] == ["chatd:room:#dev"]  # three lines, one batch
+    assert [x for x in carol.lines() if "<guest" in x] == [
+        "<guest-1> one", "<guest-1> two", "<guest-1> three"]  # once: no echo
+    assert [x for x in bob.lines() if "<guest" in x] == [
+        "<guest-1> one", "<guest-1> two", "<guest-1> three"]
