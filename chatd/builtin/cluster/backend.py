@@ -133,7 +133,7 @@ class ClusterBackend:
         #: The next ``seq`` per outgoing channel.
         self._seq: dict[str, int] = {}
         self._sequences = Sequences()
-        self._seen: OrderedDict[int, None] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._logged: dict[str, float] = {}
 
     # -- lifetime ------------------------------------------------------------------
@@ -249,9 +249,10 @@ class ClusterBackend:
         places = self.local.places
         names = getattr(event, "rooms", None)
         if names:  # a quit or rename: once, to every local room it names
-            if event.id in self._seen:
+            key = (event.source.node, event.id)  # ids are unique per node only
+            if key in self._seen:
                 return
-            self._seen[event.id] = None
+            self._seen[key] = None
             if len(self._seen) > SEEN_EVENTS:
                 self._seen.popitem(last=False)
             rooms = [r for r in (places.get(n) for n in names) if r is not None and r.members] \
