@@ -156,3 +156,25 @@ def test_quits_from_two_nodes_with_the_same_event_id_are_both_shown():
             backend.on_message(channel, wire.encode(node, 1, [quit]))
     a.tick()
     assert [x for x in alice.lines() if "quit" in x] == ["*** bob quit", "*** carl quit"]
+
+
+def test_the_counters_count_bad_messages_gaps_and_batches():
+    from chatd.builtin.cluster import wire
+    from chatd.events import Message, Source
+
+    bus = Bus()
+    a = cluster(bus, "a")
+    alice = a.connect()
+    alice.send("/join #dev")
+    a.tick()
+    backend = bus.nodes["a"]
+    bob = Source("bob", 1, node="b", ident="bob", host="h")
+    line = Message(5, 1796119080.0, bob, "#dev", "hi")
+    for seq in (1, 2, 6):  # 3, 4 and 5 never came
+        backend.on_message("chatd:room:#dev", wire.encode("b", seq, [line]))
+    backend.on_message("chatd:room:#dev", b"garbage")
+    a.tick()
+    stats = backend.stats()
+    assert stats["cluster_gaps"] == 3 and stats["cluster_bad_messages"] == 1
+    assert stats["cluster_batches_in"] == 3 and stats["cluster_up"] == 1
+    assert [x for x in alice.lines() if x.startswith("<bob>")] == ["<bob> hi"] * 3

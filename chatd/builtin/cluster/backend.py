@@ -152,6 +152,14 @@ class ClusterBackend:
         """The link came up (subscriptions restored) or went down."""
         self.presence.on_state(up)
 
+    def stats(self) -> dict[str, int]:
+        """The counters under their operator names (``cluster_gaps``...), with the
+        link's: what /stats and /metrics are to show (not wired into the core yet)."""
+        shown = {f"cluster_{name}": value for name, value in self.counters.snapshot().items()}
+        shown["cluster_dropped"] = getattr(self.link, "dropped", 0)
+        shown["cluster_up"] = int(bool(getattr(self.link, "up", False)))
+        return shown
+
     # -- delivery: local now, other nodes at the end of the tick ----------------------
 
     def _queue(self, channel: str, event: Event, to: str | None = None) -> None:
