@@ -133,3 +133,48 @@ def test_one_batch_per_channel_per_tick_and_nothing_back_to_the_sender():
         "<guest-1> one", "<guest-1> two", "<guest-1> three"]  # once: no echo
     assert [x for x in bob.lines() if "<guest" in x] == [
         "<guest-1> one", "<guest-1> two", "<guest-1> three"]
+
+
+def test_quits_from_two_nodes_with_the_same_event_id_are_both_shown():
+    """Event ids are unique per node (unless node_number/node_count spread them): a
+    receiver tells copies of one event apart from another node's event by both."""
+    from chatd.builtin.cluster import wire
+    from chatd.events import Quit, Source
+
+    bus = Bus()
+    a = cluster(bus, "a")
+    alice = a.connect()
+    alice.send("/join #dev")
+    alice.send("/join #ops")
+    a.tick()
+    alice.lines()
+    backend = bus.nodes["a"]
+    for node, nick in (("b", "bob"), ("c", "carl")):
+        quit = Quit(77, 1796119080.0, Source(nick, 1, node=node, ident=nick, host="h"), "",
+                    "", rooms=("#dev", "#ops"))
+        for channel in ("chatd:room:#dev", "chatd:room:#ops"):  # one copy per room
+            backend.on_message(channel, wire.encode(node, 1, [quit]))
+    a.tick()
+    assert [x for x in alice.lines() if "quit" in x] == ["*** bob quit", "*** carl quit"]
+
+
+def test_the_counters_count_bad_messages_gaps_and_batches():
+    from chatd.builtin.cluster import wire
+    from chatd.events import Message, Source
+
+    bus = Bus()
+    a = cluster(bus, "a")
+    alice = a.connect()
+    alice.send("/join #dev")
+    a.tick()
+    backend = bus.nodes["a"]
+    bob = Source("bob", 1, node="b", ident="bob", host="h")
+    line = Message(5, 1796119080.0, bob, "#dev", "hi")
+    for seq in (1, 2, 6):  # 3, 4 and 5 never came
+        backend.on_message("chatd:room:#dev", wire.encode("b", seq, [line]))
+    backend.on_message("chatd:room:#dev", b"garbage")
+    a.tick()
+    stats = backend.stats()
+    assert stats["cluster_gaps"] == 3 and stats["cluster_bad_messages"] == 1
+    assert stats["cluster_batches_in"] == 3 and stats["cluster_up"] == 1
+    assert [x for x in alice.lines() if x.startswith("<bob>")] == ["<bob> hi"] * 3

@@ -61,7 +61,7 @@ def make_backend(server: Server, local: Any) -> Any:
     def on_state(up: bool) -> None:
         backend.on_state(up)
 
-    link = Link(settings.redis_url, post=server.call_soon_threadsafe, name=f"cluster[{node}]",
+    link = Link(settings.redis_url, post=server.call_soon_threadsafe, name=f"chatd-{node}",
                 connect_timeout=settings.connect_timeout_seconds, on_message=on_message,
                 on_state=on_state, password=settings.password(),
                 max_outbox=settings.max_outbox)

@@ -133,7 +133,7 @@ class ClusterBackend:
         #: The next ``seq`` per outgoing channel.
         self._seq: dict[str, int] = {}
         self._sequences = Sequences()
-        self._seen: OrderedDict[int, None] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._logged: dict[str, float] = {}
 
     # -- lifetime ------------------------------------------------------------------
@@ -151,6 +151,14 @@ class ClusterBackend:
     def on_state(self, up: bool) -> None:
         """The link came up (subscriptions restored) or went down."""
         self.presence.on_state(up)
+
+    def stats(self) -> dict[str, int]:
+        """The counters under their operator names (``cluster_gaps``...), with the
+        link's: what /stats and /metrics are to show (not wired into the core yet)."""
+        shown = {f"cluster_{name}": value for name, value in self.counters.snapshot().items()}
+        shown["cluster_dropped"] = getattr(self.link, "dropped", 0)
+        shown["cluster_up"] = int(bool(getattr(self.link, "up", False)))
+        return shown
 
     # -- delivery: local now, other nodes at the end of the tick ----------------------
 
@@ -249,9 +257,10 @@ class ClusterBackend:
         places = self.local.places
         names = getattr(event, "rooms", None)
         if names:  # a quit or rename: once, to every local room it names
-            if event.id in self._seen:
+            key = (event.source.node, event.id)  # ids are unique per node only
+            if key in self._seen:
                 return
-            self._seen[event.id] = None
+            self._seen[key] = None
             if len(self._seen) > SEEN_EVENTS:
                 self._seen.popitem(last=False)
             rooms = [r for r in (places.get(n) for n in names) if r is not None and r.members] \

@@ -158,9 +158,11 @@ class Link:
 
     # -- the threads -----------------------------------------------------------------
 
-    def _client(self) -> Any:
-        """A new redis-py client: bytes in and out, bounded waits."""
+    def _client(self, role: str) -> Any:
+        """A new redis-py client: bytes in and out, bounded waits, named in Redis'
+        ``CLIENT LIST`` after the link and its ``role`` (an operator sees who is who)."""
         kwargs: dict[str, Any] = {
+            "client_name": f"{self.name}-{role}",
             "socket_connect_timeout": self._timeout,
             "socket_timeout": self._reply_timeout,
             "decode_responses": False,
@@ -180,7 +182,7 @@ class Link:
             return None if self._closed.is_set() else queue.popleft()
 
     def _commands(self) -> None:
-        client = self._client()
+        client = self._client("commands")
         while (item := self._next(self._jobs)) is not None:
             job, then = item
             try:
@@ -192,7 +194,7 @@ class Link:
         client.close()
 
     def _publisher(self) -> None:
-        client = self._client()
+        client = self._client("publisher")
         while (items := self._next(self._outbox)) is not None:
             try:
                 pipe = client.pipeline(transaction=False)
@@ -223,7 +225,7 @@ class Link:
 
     def _listen(self) -> None:
         """Connect, subscribe everything, then pass messages on until a cut or close."""
-        client = self._client()
+        client = self._client("subscriber")
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             client.ping()  # reachable, and the password is right
