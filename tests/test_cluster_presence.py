@@ -144,7 +144,7 @@ def test_after_a_redis_restart_every_node_registers_its_users_again(
     alice.expect(r"^\*\*\* alice joined #dev$")
     redis_server.restart()  # empty: nothing was saved
     a.wait_for_log(r"cluster: registered this node's users again: 1")
-    b.wait_for_log(r"(?s)cluster\[b\]: connected to Redis.*cluster\[b\]: connected to Redis")
+    b.wait_for_log(r"(?s)chatd-b: connected to Redis.*chatd-b: connected to Redis")
     bob = b.client()
     bob.send("/nick alice")
     bob.expect(r"^! the nick alice is taken$")
