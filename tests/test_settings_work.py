@@ -118,6 +118,9 @@ def test_every_number_at_its_ceiling_works(chatd_server: Any, tmp_path: Path) ->
 def test_every_number_at_its_floor_works(chatd_server: Any, tmp_path: Path) -> None:
     sections = _numbers("low")
     del sections["metrics"]
+    # A node is declared dead only after more than one missed heartbeat: the floor of
+    # node_timeout_seconds is just above heartbeat_seconds, whatever that is.
+    sections["cluster"]["node_timeout_seconds"] = sections["cluster"]["heartbeat_seconds"] * 2
     # At the floor one client is all the server takes (max_clients 1), its nick is one
     # byte long at most, lines are 16 bytes: it still welcomes, helps and reloads.
     sections["storage"]["path"] = str(tmp_path / "data" / "chatd.sqlite3")

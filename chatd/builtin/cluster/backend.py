@@ -169,6 +169,20 @@ class ClusterBackend:
         else:
             batch.append(event)
 
+    def to_room_names(self, event: Event, names: Iterable[str]) -> None:
+        """Deliver ``event`` to the rooms called ``names`` on every node, when this node
+        holds no client of its own for it (a dead node's quit): to this node's members
+        now, and on each room's channel for the other nodes (they deliver it once per
+        client, however many of the rooms it shares)."""
+        names = tuple(names)
+        places = self.local.places
+        here = [room for room in (places.get(name) for name in names)
+                if room is not None and room.members] if places is not None else []
+        if here:
+            self.local.to_rooms(event, here)
+        for name in names:
+            self._queue(self.names.room_channel(name), event)
+
     def to_room(self, event: Event, room: Place, exclude: Recipient | None = None) -> None:
         self.local.to_room(event, room, exclude)
         self._queue(self.names.room_channel(room.name), event)
