@@ -173,6 +173,14 @@ def merge_stats(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
 # -- the parent -------------------------------------------------------------------------
 
 
+def backoff(delay: float, lived: float) -> tuple[float, float]:
+    """A dead worker's wait before its restart, and the next one's: ``delay`` doubling up
+    to BACKOFF_MAX, back to BACKOFF_FIRST for a worker that lived BACKOFF_RESET_AFTER
+    (a crash loop slows down; a rare crash is mended fast)."""
+    wait = BACKOFF_FIRST if lived >= BACKOFF_RESET_AFTER else delay
+    return wait, min(wait * 2, BACKOFF_MAX)
+
+
 def reserve_port(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port`` with SO_REUSEPORT that never listens: the port is
     resolved (``0``) and held for the workers; the kernel gives connections only to the
@@ -345,12 +353,10 @@ class Supervisor:
 
     def _crashed(self, slot: Slot, pid: int, status: int) -> None:
         now = time.monotonic()
-        if now - slot.started >= BACKOFF_RESET_AFTER:
-            slot.delay = BACKOFF_FIRST
-        slot.restart_at = now + slot.delay
+        wait, slot.delay = backoff(slot.delay, now - slot.started)
+        slot.restart_at = now + wait
         log.warning("workers: worker %d (pid %d, node %s) exited with status %s: restarting "
-                    "in %.0f s", slot.number, pid, slot.role.node, status, slot.delay)
-        slot.delay = min(slot.delay * 2, BACKOFF_MAX)
+                    "in %.0f s", slot.number, pid, slot.role.node, status, wait)
         cluster = self.config.cluster
         slot.sweep_until = now + cluster.node_timeout_seconds + cluster.heartbeat_seconds
         self._redis_call(lambda r: r.delete(self._names().node_key(slot.role.node)))

@@ -24,7 +24,7 @@ from chatd.config import ConfigError, parse_config
 from chatd.delivery import nick_key
 from chatd.testing import wait_until
 from chatd.testing.process import write_config
-from chatd.workers import WorkerRole, merge_stats, share, worker_node_id
+from chatd.workers import WorkerRole, backoff, merge_stats, share, worker_node_id
 
 HEARTBEAT = 0.2
 NODE_TIMEOUT = 1.0
@@ -39,6 +39,16 @@ def test_each_worker_enforces_its_share_rounded_up() -> None:
     assert share(10, 3) == 4
     assert share(0, 4) == 0  # 0 = no limit stays no limit
     assert share(1, 4) == 1
+
+
+def test_restarts_back_off_from_1_to_30_seconds_and_start_over_after_a_long_life() -> None:
+    delay, waits = 1.0, []
+    for _ in range(7):  # a worker that dies at once, again and again
+        wait, delay = backoff(delay, lived=0.5)
+        waits.append(wait)
+    assert waits == [1, 2, 4, 8, 16, 30, 30]
+    assert backoff(30.0, lived=60.0) == (1.0, 2.0)  # it lived a minute: mended fast
+    assert backoff(30.0, lived=59.0) == (30.0, 30.0)
 
 
 def test_a_slot_keeps_its_node_id_and_it_fits() -> None:
@@ -225,3 +235,76 @@ def test_a_killed_worker_is_restarted_and_its_users_quit_everywhere(
     heard_by(redis_server, "chatd:room:#dev", 2)
     dave.send("back on two")
     alice.expect(r"^<dave> back on two$")
+
+
+def test_sighup_reloads_every_worker_and_keeps_their_ports(
+        chatd_server: Any, redis_url: str) -> None:
+    server = start(chatd_server, redis_url)
+    server.signal(signal.SIGHUP)
+    assert wait_until(lambda: len(re.findall(r"reloaded .*: plugins", server.log())) == 2,
+                      15.0), server.log()[-3000:]
+    # A worker's reload re-reads the file (port 0, no node id): it keeps its own.
+    assert "take effect after a restart" not in server.log()
+    assert server.proc.poll() is None
+    client = server.client()
+    client.send("/nick after")
+    client.expect(r"now known as after|You are now after")
+
+
+def test_sigterm_drains_every_worker_and_the_parent_exits_0(
+        pair: tuple[Any, Any, Any]) -> None:
+    server, alice, bob = pair
+    pids = [pid for slot in worker_pids(server).values() for pid in slot]
+    assert server.stop(timeout=30) == 0
+    for client in (alice, bob):  # each told by its own worker, then closed
+        assert any("shutting down" in line for line in client.expect_eof())
+    assert all(gone(pid) for pid in pids)
+    log = server.log()
+    assert log.count("stopped: 0") == 2, log[-3000:]
+
+
+def gone(pid: int) -> bool:
+    """``pid`` is no running process (a zombie waiting for init counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+def test_a_worker_that_cannot_start_stops_the_server_with_status_2(
+        tmp_path: Path, redis_url: str) -> None:
+    config = write_config(tmp_path / "config.yaml", workers=2, cluster=cluster(redis_url),
+                          plugin_host={"modules": ["no_such_plugin_module"],
+                                       "entry_points": False})
+    done = subprocess.run([sys.executable, "-m", "chatd", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "no_such_plugin_module" in done.stderr
+    assert "failed to start" in done.stderr
+    assert len(re.findall(r"worker \d started", done.stderr)) == 2  # no restart loop
+
+
+def test_a_killed_parent_takes_its_workers_along(chatd_server: Any, redis_url: str) -> None:
+    server = start(chatd_server, redis_url)
+    pids = [pid for slot in worker_pids(server).values() for pid in slot]
+    server.kill()
+    assert wait_until(lambda: all(gone(pid) for pid in pids), 15.0)
+
+
+def test_one_metrics_endpoint_counts_every_workers_clients(
+        chatd_server: Any, redis_server: Any, redis_url: str) -> None:
+    pytest.importorskip("prometheus_client")
+    import urllib.request
+
+    server = start(chatd_server, redis_url, metrics={"enabled": True, "port": 0})
+    port = int(server.wait_for_log(r"metrics on http://127\.0\.0\.1:(\d+)/metrics").group(1))
+    one_on_each(server, redis_server, redis_url)  # one client left on each worker
+
+    def clients() -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+        found = re.search(r"^chatd_clients (\S+)$", text, re.M)
+        return float(found.group(1)) if found else -1.0
+
+    assert wait_until(lambda: clients() == 2.0, 10.0), clients()
