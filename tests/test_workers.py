@@ -116,13 +116,14 @@ def test_check_config_and_start_refuse_workers_without_a_cluster(tmp_path: Path)
 # -- real workers ----------------------------------------------------------------------
 
 
-def cluster(redis_url: str) -> dict[str, Any]:
+def cluster(redis_url: str, node_timeout: float = NODE_TIMEOUT) -> dict[str, Any]:
     return {"redis_url": redis_url, "node_id": "hub", "heartbeat_seconds": HEARTBEAT,
-            "node_timeout_seconds": NODE_TIMEOUT}
+            "node_timeout_seconds": node_timeout}
 
 
-def start(chatd_server: Any, redis_url: str, **sections: Any) -> Any:
-    server = chatd_server(workers=2, cluster=cluster(redis_url), **sections)
+def start(chatd_server: Any, redis_url: str, node_timeout: float = NODE_TIMEOUT,
+          **sections: Any) -> Any:
+    server = chatd_server(workers=2, cluster=cluster(redis_url, node_timeout), **sections)
     for node in ("hub-w1", "hub-w2"):
         server.wait_for_log(rf"cluster: node {node} registered")
     return server
@@ -181,14 +182,19 @@ def in_dev(client: Any, nick: str) -> Any:
     return client
 
 
-@pytest.fixture
-def pair(chatd_server: Any, redis_server: Any, redis_url: str) -> tuple[Any, Any, Any]:
+def make_pair(chatd_server: Any, redis_server: Any, redis_url: str,
+              node_timeout: float = NODE_TIMEOUT) -> tuple[Any, Any, Any]:
     """A server of two workers; alice on worker 1 and bob on worker 2, both in #dev."""
-    server = start(chatd_server, redis_url)
+    server = start(chatd_server, redis_url, node_timeout)
     on = one_on_each(server, redis_server, redis_url)
     alice, bob = in_dev(on["hub-w1"], "alice"), in_dev(on["hub-w2"], "bob")
     heard_by(redis_server, "chatd:room:#dev", 2)
     return server, alice, bob
+
+
+@pytest.fixture
+def pair(chatd_server: Any, redis_server: Any, redis_url: str) -> tuple[Any, Any, Any]:
+    return make_pair(chatd_server, redis_server, redis_url)
 
 
 def test_a_client_on_each_worker_chats_in_one_room(pair: tuple[Any, Any, Any]) -> None:
@@ -204,8 +210,10 @@ def test_a_client_on_each_worker_chats_in_one_room(pair: tuple[Any, Any, Any]) -
 
 
 def test_a_killed_worker_is_restarted_and_its_users_quit_everywhere(
-        pair: tuple[Any, Any, Any], redis_server: Any, redis_url: str) -> None:
-    server, alice, bob = pair
+        chatd_server: Any, redis_server: Any, redis_url: str) -> None:
+    # A node timeout far past the waits below: the quits and the restart must come from
+    # the parent telling Redis the worker is dead, not from its heartbeat expiring.
+    server, alice, bob = make_pair(chatd_server, redis_server, redis_url, node_timeout=60)
     first = worker_pids(server)
     victim = first[2][-1]  # bob's worker
     carol = None
