@@ -209,6 +209,7 @@ def _report_to_parent(args: argparse.Namespace, server: ChatServer) -> None:
         if os.getppid() != parent:  # the parent was killed: no orphan keeps the port
             log.warning("worker %d: the parent (pid %d) is gone: shutting down", role.slot,
                         parent)
+            role.forget_files()  # nobody else will
             server.stop()
             return
         if stats_file is not None:

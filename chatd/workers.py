@@ -124,6 +124,18 @@ class WorkerRole:
                 *(["--worker-stats", str(self.stats_file)] if self.stats_file else [])]
 
 
+    def forget_files(self) -> None:
+        """The parent died without cleaning up (SIGKILL): remove this worker's files, and
+        the parent's folder once empty (the last worker to go removes it)."""
+        if self.stats_file is None:
+            return
+        for path in (self.stats_file, self.stats_file.with_suffix(".port"),
+                     self.stats_file.with_suffix(".tmp")):
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.stats_file.parent.rmdir()
+
+
 def role_from_args(args: Any) -> WorkerRole | None:
     """The worker role named by the hidden flags, or None in a normal process."""
     if args.worker_slot is None:

@@ -296,8 +296,11 @@ def test_a_worker_that_cannot_start_stops_the_server_with_status_2(
 def test_a_killed_parent_takes_its_workers_along(chatd_server: Any, redis_url: str) -> None:
     server = start(chatd_server, redis_url)
     pids = [pid for slot in worker_pids(server).values() for pid in slot]
+    folder = Path(re.search(r"--worker-stats (\S+)", Path(f"/proc/{pids[0]}/cmdline")
+                            .read_text().replace("\0", " ")).group(1)).parent
     server.kill()
     assert wait_until(lambda: all(gone(pid) for pid in pids), 15.0)
+    assert wait_until(lambda: not folder.exists(), 5.0), list(folder.iterdir())
 
 
 def test_one_metrics_endpoint_counts_every_workers_clients(
