@@ -185,6 +185,20 @@ def merge_stats(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
 # -- the parent -------------------------------------------------------------------------
 
 
+#: Delete the heartbeat key only if the dead worker still holds it: a worker that stopped
+#: because another live process has its node id must not make that one look dead.
+_DELETE_IF_HELD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def node_token(pid: int) -> str:
+    """What the worker of ``pid`` wrote in its heartbeat key: the same form as
+    :func:`chatd.builtin.cluster.presence.process_token` (host name and pid)."""
+    return f"{socket.gethostname()}:{pid}"
+
+
 def backoff(delay: float, lived: float) -> tuple[float, float]:
     """A dead worker's wait before its restart, and the next one's: ``delay`` doubling up
     to BACKOFF_MAX, back to BACKOFF_FIRST for a worker that lived BACKOFF_RESET_AFTER
@@ -335,6 +349,10 @@ class Supervisor:
             elif signum in (signal.SIGTERM, signal.SIGINT) and self._stopping is None:
                 log.info("received %s: every worker drains", signal.Signals(signum).name)
                 self._stop()
+            elif signum == signal.SIGINT:  # a second interrupt: now, as a single server
+                log.warning("second interrupt: killing the workers")
+                self._status = 130
+                self._stopping = time.monotonic()
 
     def _stop(self) -> None:
         drain = self.config.limits.shutdown_timeout_seconds + DRAIN_MARGIN
@@ -355,7 +373,7 @@ class Supervisor:
             if self._stopping is not None:
                 log.info("workers: worker %d (pid %d) stopped: %s", slot.number, pid, status)
                 continue
-            if not self._all_ready:
+            if not (self._all_ready or slot.ready or _port_file_done(slot.port_file)):
                 log.error("workers: worker %d (pid %d) failed to start (exit status %s): "
                           "stopping", slot.number, pid, status)
                 self._status = EXIT_STARTUP_FAILURE
@@ -371,7 +389,8 @@ class Supervisor:
                     "in %.0f s", slot.number, pid, slot.role.node, status, wait)
         cluster = self.config.cluster
         slot.sweep_until = now + cluster.node_timeout_seconds + cluster.heartbeat_seconds
-        self._redis_call(lambda r: r.delete(self._names().node_key(slot.role.node)))
+        key, token = self._names().node_key(slot.role.node), node_token(pid)
+        self._redis_call(lambda r: r.eval(_DELETE_IF_HELD, 1, key, token))
 
     def _restart_due(self) -> None:
         if self._stopping is not None:

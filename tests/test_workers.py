@@ -20,11 +20,19 @@ from typing import Any
 
 import pytest
 
+from chatd.builtin.cluster.presence import process_token
 from chatd.config import ConfigError, parse_config
 from chatd.delivery import nick_key
 from chatd.testing import wait_until
 from chatd.testing.process import write_config
-from chatd.workers import WorkerRole, backoff, merge_stats, share, worker_node_id
+from chatd.workers import (
+    WorkerRole,
+    backoff,
+    merge_stats,
+    node_token,
+    share,
+    worker_node_id,
+)
 
 HEARTBEAT = 0.2
 NODE_TIMEOUT = 1.0
@@ -97,6 +105,26 @@ def test_workers_without_a_cluster_are_refused(text: str) -> None:
 def test_a_bad_workers_value_is_a_clear_error(value: str) -> None:
     with pytest.raises(ConfigError, match=r"workers: expected a whole number 1 to 256, or auto"):
         parse_config(f"workers: {value}\ncluster: {{redis_url: 'redis://127.0.0.1:1/0'}}\n")
+
+
+def test_auto_is_one_worker_per_core() -> None:
+    config = parse_config("workers: auto\ncluster: {redis_url: 'redis://127.0.0.1:1/0'}\n")
+    assert config.workers == min(os.cpu_count() or 1, 256)
+
+
+def test_the_parent_knows_the_token_a_worker_writes_in_redis() -> None:
+    # The parent deletes a dead worker's heartbeat key only if that worker holds it.
+    assert node_token(os.getpid()) == process_token()
+
+
+def test_check_config_passes_workers_with_a_cluster(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.yaml", workers=2,
+                          cluster={"redis_url": "redis://127.0.0.1:1/0"})
+    done = subprocess.run([sys.executable, "-m", "chatd", "--config", str(config),
+                           "--check-config"], capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert "config OK" in done.stdout
 
 
 def test_one_worker_needs_nothing() -> None:
@@ -319,3 +347,19 @@ def test_one_metrics_endpoint_counts_every_workers_clients(
         return float(found.group(1)) if found else -1.0
 
     assert wait_until(lambda: clients() == 2.0, 10.0), clients()
+
+
+def test_a_live_holder_of_the_node_id_is_not_marked_dead(
+        chatd_server: Any, redis_server: Any, redis_url: str) -> None:
+    """A worker that stops because another live process has its node id (here: a key
+    written by someone else) is restarted, but that process's key is left alone."""
+    database = int(redis_url.rsplit("/", 1)[1])
+    r = redis_server.client(database)
+    r.set("chatd:node:hub-w2", "elsewhere:1", px=60_000)
+    r.sadd("chatd:nodes", "hub-w2")
+    server = chatd_server(workers=2, cluster=cluster(redis_url))
+    server.wait_for_log(r"cluster: node hub-w1 registered")
+    server.wait_for_log(r"another live node already has the node id 'hub-w2'")
+    server.wait_for_log(r"worker 2 \(pid \d+, node hub-w2\) exited with status 0")
+    assert wait_until(lambda: len(worker_pids(server).get(2, [])) == 2, 15.0)  # restarted
+    assert r.get("chatd:node:hub-w2") == "elsewhere:1"
