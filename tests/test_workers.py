@@ -363,3 +363,21 @@ def test_a_live_holder_of_the_node_id_is_not_marked_dead(
     server.wait_for_log(r"worker 2 \(pid \d+, node hub-w2\) exited with status 0")
     assert wait_until(lambda: len(worker_pids(server).get(2, [])) == 2, 15.0)  # restarted
     assert r.get("chatd:node:hub-w2") == "elsewhere:1"
+
+
+def test_max_clients_is_the_servers_each_worker_takes_its_share(
+        chatd_server: Any, redis_url: str) -> None:
+    """``max_clients: 2`` over two workers: one each. Whichever worker the kernel picks,
+    the server never holds more than 2, and a refused client is told the worker's share
+    (a skewed spread can refuse a little early: documented)."""
+    server = start(chatd_server, redis_url, limits={"max_clients": 2})
+    welcomed, refused = [], []
+    for _ in range(10):
+        client = server.client(welcome=False)
+        line = client.recv_line()
+        if line.startswith("*** Welcome"):
+            welcomed.append(client)
+        else:
+            assert line.startswith("! server full (max "), line  # the worker's share
+            refused.append(client)
+    assert 1 <= len(welcomed) <= 2 and len(refused) == 10 - len(welcomed)
