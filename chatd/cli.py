@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc))
 
     level = args.log_level or ("DEBUG" if args.trace_hooks else config.logging.level)
-    logging_setup = LoggingSetup(level, config.logging.file)
+    worker = f"w{args.worker_slot}" if args.worker_slot is not None else None
+    logging_setup = LoggingSetup(level, config.logging.file, tag=worker)
     status = EXIT_STARTUP_FAILURE
     try:
         status = _run(args, config)

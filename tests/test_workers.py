@@ -281,6 +281,8 @@ def test_sighup_reloads_every_worker_and_keeps_their_ports(
                       15.0), server.log()[-3000:]
     # A worker's reload re-reads the file (port 0, no node id): it keeps its own.
     assert "take effect after a restart" not in server.log()
+    for slot in (1, 2):  # each worker's lines say which it is
+        assert re.search(rf"INFO w{slot} chatd\.server: reloaded ", server.log())
     assert server.proc.poll() is None
     client = server.client()
     client.send("/nick after")
