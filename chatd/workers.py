@@ -260,6 +260,7 @@ class Supervisor:
         self._signals: list[int] = []
         self._metrics: Any = None
         self._redis: Any = None
+        self._wakeup: int | None = None
 
     # -- start --------------------------------------------------------------------------
 
@@ -276,6 +277,12 @@ class Supervisor:
             Slot(k, WorkerRole(k, ports, worker_node_id(base, k), self._dir / f"w{k}.json"))
             for k in range(1, self.count + 1)
         ]
+        try:
+            self._start_metrics()
+        except (OSError, RuntimeError) as exc:  # as a single server: before anyone connects
+            print(f"chatd: metrics: {exc}", file=sys.stderr)
+            self._cleanup()
+            return EXIT_STARTUP_FAILURE
         wakeup = self._install_signals()
         log.info("workers: starting %d (nodes %s..%s), ports %s", self.count,
                  self._slots[0].role.node, self._slots[-1].role.node,
@@ -297,6 +304,7 @@ class Supervisor:
         """Signals are only noted (and wake the loop through a pipe); the loop acts."""
         read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(write_end)
+        self._wakeup = read_end
 
         def note(signum: int, _frame: Any) -> None:
             self._signals.append(signum)
@@ -323,8 +331,6 @@ class Supervisor:
             self._handle_signals()
             self._reap()
             if self._stopping is not None and all(s.proc is None for s in self._slots):
-                return
-            if self._status and self._stopping is None:
                 return
             self._check_ready()
             self._restart_due()
@@ -409,7 +415,6 @@ class Supervisor:
                 slot.ready = True
         if not self._all_ready and all(slot.ready for slot in self._slots):
             self._all_ready = True
-            self._start_metrics()
             if self._port_file:
                 ports = "".join(f"{s.getsockname()[1]}\n" for s in self._reserved)
                 Path(self._port_file).write_text(ports)
@@ -460,10 +465,7 @@ class Supervisor:
             return
         from .metrics import start_exporter
 
-        try:
-            self._metrics = start_exporter(metrics.host, metrics.port, self.stats)
-        except (OSError, RuntimeError) as exc:
-            log.error("metrics: %s", exc)
+        self._metrics = start_exporter(metrics.host, metrics.port, self.stats)
 
     def stats(self) -> dict[str, Any]:
         """The server's counters: the sum of the workers' last stats files."""
@@ -488,7 +490,8 @@ class Supervisor:
         for path in self._dir.iterdir():
             path.unlink(missing_ok=True)
         self._dir.rmdir()
-        signal.set_wakeup_fd(-1)
+        if self._wakeup is not None:
+            signal.set_wakeup_fd(-1)
 
 
 def _port_file_done(path: Path) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -383,3 +384,17 @@ def test_max_clients_is_the_servers_each_worker_takes_its_share(
             assert line.startswith("! server full (max "), line  # the worker's share
             refused.append(client)
     assert 1 <= len(welcomed) <= 2 and len(refused) == 10 - len(welcomed)
+
+
+def test_a_metrics_port_in_use_stops_the_start_with_status_2(
+        tmp_path: Path, redis_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = write_config(tmp_path / "config.yaml", workers=2, cluster=cluster(redis_url),
+                              metrics={"enabled": True, "port": taken.getsockname()[1]})
+        done = subprocess.run([sys.executable, "-m", "chatd", "--config", str(config)],
+                              capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "chatd: metrics:" in done.stderr
+    assert "worker 1 started" not in done.stderr  # before any worker
