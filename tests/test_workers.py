@@ -276,7 +276,9 @@ def test_a_killed_worker_is_restarted_and_its_users_quit_everywhere(
 
 def test_sighup_reloads_every_worker_and_keeps_their_ports(
         chatd_server: Any, redis_url: str) -> None:
-    server = start(chatd_server, redis_url)
+    server = start(chatd_server, redis_url,
+                   listen=[{"port": 0}, {"port": 0, "protocol": "jsonl"}])
+    assert len(server.ports) == 2 and len(set(server.ports)) == 2  # both reserved, written
     server.signal(signal.SIGHUP)
     assert wait_until(lambda: len(re.findall(r"reloaded .*: plugins", server.log())) == 2,
                       15.0), server.log()[-3000:]
@@ -288,6 +290,8 @@ def test_sighup_reloads_every_worker_and_keeps_their_ports(
     client = server.client()
     client.send("/nick after")
     client.expect(r"now known as after|You are now after")
+    bot = server.json_client()  # the second listener, on the workers too
+    assert bot.nick
 
 
 def test_sigterm_drains_every_worker_and_the_parent_exits_0(
