@@ -271,6 +271,7 @@ class Supervisor:
         except OSError as exc:
             where = ", ".join(f"{item.host}:{item.port}" for item in self.config.listen)
             print(f"chatd: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
+            self._cleanup()
             return EXIT_STARTUP_FAILURE
         base = self.config.cluster.node_id or self.config.server.node()
         self._slots = [

@@ -402,3 +402,16 @@ def test_a_metrics_port_in_use_stops_the_start_with_status_2(
     assert done.returncode == 2, done.stderr[-3000:]
     assert "chatd: metrics:" in done.stderr
     assert "worker 1 started" not in done.stderr  # before any worker
+
+
+def test_a_port_in_use_stops_the_start_with_status_2(tmp_path: Path, redis_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = write_config(tmp_path / "config.yaml", workers=2, cluster=cluster(redis_url),
+                              listen={"host": "127.0.0.1", "port": taken.getsockname()[1]})
+        done = subprocess.run([sys.executable, "-m", "chatd", "--config", str(config)],
+                              capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert re.search(r"chatd: cannot listen on 127\.0\.0\.1:\d+: Address already in use",
+                     done.stderr), done.stderr
