@@ -19,6 +19,7 @@ from .chat import DuplicateCommandError
 from .config import Config, ConfigError, default_config, load_config
 from .logsetup import LoggingSetup
 from .plugins import PluginLoadError
+from .workers import Supervisor, role_from_args, worker_command, write_stats
 
 if TYPE_CHECKING:
     from .server import ChatServer
@@ -71,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
         "database at URL (postgresql://user@host/db; the password may come from "
         "PGPASSWORD), then exit (0 = copied, 2 = refused, with the reason)",
     )
+    # A worker of `workers: N`, started by the parent (chatd.workers): not for people.
+    parser.add_argument("--worker-slot", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-ports", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-node", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-stats", help=argparse.SUPPRESS)
     parser.add_argument("--version", action="version", version=f"chatd {__version__}")
     return parser
 
@@ -86,7 +92,8 @@ def _load(args: argparse.Namespace) -> Config:
         if args.port is not None and not 0 <= args.port <= 65535:
             raise ConfigError(f"must be 0..65535, got {args.port}", key="--port")
         config = config.with_listener(host=args.host, port=args.port)
-    return config
+    role = role_from_args(args)
+    return role.apply(config) if role is not None else config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc))
 
     level = args.log_level or ("DEBUG" if args.trace_hooks else config.logging.level)
-    logging_setup = LoggingSetup(level, config.logging.file)
+    worker = f"w{args.worker_slot}" if args.worker_slot is not None else None
+    logging_setup = LoggingSetup(level, config.logging.file, tag=worker)
     status = EXIT_STARTUP_FAILURE
     try:
         status = _run(args, config)
@@ -128,10 +136,15 @@ def _run(args: argparse.Namespace, config: Config) -> int:
             print(f"chatd: {problem}", file=sys.stderr)
         return _fail(problems[0])
     dry = args.check_config or args.command == "plugins"
+    role = role_from_args(args)
+    if config.workers > 1 and role is None and not dry:
+        return Supervisor(config, worker_command(args), args.port_file).run()
     try:
         server = ChatServer(config, trace_hooks=args.trace_hooks, dry_run=dry)
     except (PluginLoadError, DuplicateCommandError, ConfigError) as exc:
         return _fail(str(exc))
+    if role is not None:
+        server.adjust_config = role.apply  # each reload re-reads the file: the same changes
     if args.command == "plugins":
         print(describe_plugins(server))
         server.discard()
@@ -166,6 +179,7 @@ def _serve(args: argparse.Namespace, config: Config, server: ChatServer) -> int:
     if args.port_file:
         Path(args.port_file).write_text("".join(f"{port}\n" for _host, port in bound))
     _install_signals(server)
+    _report_to_parent(args, server)
     for listener in config.listen:
         if not _is_loopback(listener.host):
             log.warning(
@@ -179,6 +193,34 @@ def _serve(args: argparse.Namespace, config: Config, server: ChatServer) -> int:
         server.close()
     log.info("stopped")
     return 0
+
+
+def _report_to_parent(args: argparse.Namespace, server: ChatServer) -> None:
+    """A worker of ``workers: N`` writes its counters once a second for the parent's one
+    ``/metrics`` (:mod:`chatd.workers`); any other process does nothing here."""
+    role = role_from_args(args)
+    if role is None:
+        return
+    log.info("worker %d of %d: node %s, pid %d", role.slot, server.config.workers, role.node,
+             os.getpid())
+    stats_file = role.stats_file
+    parent = os.getppid()
+
+    def tick() -> None:
+        if os.getppid() != parent:  # the parent was killed: no orphan keeps the port
+            log.warning("worker %d: the parent (pid %d) is gone: shutting down", role.slot,
+                        parent)
+            role.forget_files()  # nobody else will
+            server.stop()
+            return
+        if stats_file is not None:
+            try:
+                write_stats(stats_file, server.published_stats)
+            except OSError as exc:  # the parent's folder is gone: it is ending
+                log.debug("worker stats not written: %s", exc)
+        server.reactor.call_later(1.0, tick)
+
+    tick()
 
 
 def describe_plugins(server: ChatServer) -> str:

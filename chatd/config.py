@@ -803,6 +803,22 @@ class PluginHostConfig:
     )
 
 
+#: The most worker processes ``workers:`` may start (far past any core count that
+#: makes sense for one host; a bound so a typo cannot fork thousands of processes).
+MAX_WORKERS = 256
+
+WORKERS_DOC = (
+    "How many worker processes serve this config on this host: a whole number 1 to "
+    f"{MAX_WORKERS}, or `auto` (one per core). 1 (the default) is one process, as "
+    "always. More than 1 (or `auto`) needs a `cluster:` section: every worker is a "
+    "node of the cluster (node id `<node_id>-w<k>`), all share each listener's port "
+    "(SO_REUSEPORT), and a supervising parent restarts a crashed worker and passes "
+    "SIGHUP and SIGTERM on. `limits.max_clients` and `per_ip` limits are the server's: "
+    "each worker enforces its share, the limit divided by the workers, rounded up. "
+    "Read at start (docs/cluster.md, \"Workers on one host\")."
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole validated configuration, shared read-only by the core and the plugins."""
@@ -838,6 +854,10 @@ class Config:
         metadata={"doc": "Line of each plugin-section key (``plugins.NAME.KEY``), and of each "
                   "listener (``listen[0]``), its ``protocol`` and its protocol's own keys "
                   "(``listen[0].history_replay``), for errors found after loading."},
+    )
+    workers: int = field(
+        default=1,
+        metadata={"doc": WORKERS_DOC},
     )
 
     def error(self, key: str, message: str) -> ConfigError:
@@ -936,7 +956,7 @@ _SECTIONS = _collect_sections()
 _LISTEN_SPECS = field_specs(ListenConfig)
 _TLS_SPECS = field_specs(TlsConfig)
 # Top-level keys that are not typed sections; `source` is not a key at all.
-_OTHER_KEYS = ("plugin_dirs", "plugins")
+_OTHER_KEYS = ("plugin_dirs", "plugins", "workers")
 _TOP_LEVEL_KEYS = ("listen", *_SECTIONS, *_OTHER_KEYS)
 
 
@@ -1127,6 +1147,28 @@ class _Builder(NodeReader):
             dirs.append(self.base_dir / entry)  # an absolute entry replaces base_dir
         return tuple(dirs)
 
+    def workers(self, node: Node) -> int:
+        """``workers``: a whole number 1..MAX_WORKERS, or ``auto`` (the cores)."""
+        value = self.value(node, "workers")
+        if value == "auto":
+            return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+        if isinstance(value, bool) or not isinstance(value, int) \
+                or not 1 <= value <= MAX_WORKERS:
+            raise self.error(f"expected a whole number 1 to {MAX_WORKERS}, or auto, got "
+                             f"{show(value)}", "workers", node)
+        return value
+
+    def check_workers(self, node: Node, changes: dict[str, Any]) -> None:
+        """More than one worker (or ``auto``, whatever this host's core count: a config
+        must not pass here and fail on a bigger host) needs the cluster the workers join
+        through: without it each would be a server of its own on one port."""
+        many = changes["workers"] > 1 or self.value(node, "workers") == "auto"
+        cluster = changes.get("cluster")
+        if many and (cluster is None or not cluster.enabled):
+            raise self.error("more than one worker needs a cluster: section with redis_url "
+                             "(the workers act as one server through it; docs/cluster.md)",
+                             "workers", node)
+
     def plugins(self, node: Node) -> Mapping[str, Mapping[str, Any]]:
         """Plugin name -> read-only settings; contents are the plugins' business."""
         key = "plugins"
@@ -1166,6 +1208,7 @@ class _Builder(NodeReader):
             return config
         mapping = self.expect_mapping(root, "", "a mapping of sections at the top level")
         changes: dict[str, Any] = {}
+        workers_node: Node | None = None
         for k, (key_node, value_node) in self.pairs(mapping, "").items():
             if k == "listen":
                 changes["listen"] = self.listeners(value_node)
@@ -1181,11 +1224,16 @@ class _Builder(NodeReader):
                 changes["plugin_dirs"] = self.plugin_dirs(value_node)
             elif k == "plugins":
                 changes["plugins"] = self.plugins(value_node)
+            elif k == "workers":
+                changes["workers"] = self.workers(value_node)
+                workers_node = value_node
             else:
                 raise self.unknown(str(k), k, list(_TOP_LEVEL_KEYS), key_node)
         changes["locations"] = types.MappingProxyType(self.locations)
         if "cluster" in changes:
             self.cluster_node(mapping, changes)
+        if workers_node is not None:
+            self.check_workers(workers_node, changes)
         return dataclasses.replace(config, **changes)
 
 

@@ -139,12 +139,18 @@ def _refused_option(option: int, value: int, exc: Exception) -> None:
                 name, value, exc)
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A non-blocking listening socket on ``host:port`` (raises OSError)."""
+def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A non-blocking listening socket on ``host:port`` (raises OSError).
+
+    ``reuse_port``: SO_REUSEPORT, for the workers of ``workers: N`` (:mod:`chatd.workers`),
+    which all listen on the same port; the kernel spreads new connections over them.
+    """
     info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(info[0], socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(info[4])
         sock.listen(1024)
     except OSError:
@@ -313,6 +319,8 @@ class Acceptor:
         #: protocol that authenticates before its session (IRC's SASL); None: none.
         self.check_account: Callable[..., Any] | None = None
         self.listeners: list[Listener] = []
+        #: Bind with SO_REUSEPORT: a worker of ``workers: N``, sharing its ports.
+        self.reuse_port = False
         self.stopping = False
         self._read_buffer = memoryview(bytearray(65536))
         self._spare_fd: int | None = None
@@ -379,7 +387,7 @@ class Acceptor:
     def listen(self, config: ListenConfig, protocol: type[ChatProtocol]) -> Listener:
         """Bind ``config``'s address and start accepting on it, for ``protocol`` (the
         registry's class for ``config.protocol``); raises OSError."""
-        sock = bind_socket(config.host, config.port)
+        sock = bind_socket(config.host, config.port, reuse_port=self.reuse_port)
         listener = Listener(self, sock, config, protocol, self._protocol_limits)
         self.listeners.append(listener)
         self.reactor.register(sock.fileno(), listener, _LISTEN_EVENTS)

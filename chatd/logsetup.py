@@ -131,8 +131,11 @@ def dropped_log_records() -> int:
 class LoggingSetup:
     """The process's logging pipeline; :meth:`stop` flushes it at exit."""
 
-    def __init__(self, level: str, file: str | Path | None) -> None:
-        self.sink = QueuedSink(file)
+    def __init__(self, level: str, file: str | Path | None, tag: str | None = None) -> None:
+        """``tag``: a word put before each record's logger name, saying which process of
+        several wrote it (a worker of ``workers: N``: ``w1``)."""
+        fmt = _FORMAT.replace("%(name)s", f"{tag} %(name)s") if tag else _FORMAT
+        self.sink = QueuedSink(file, fmt)
         root = logging.getLogger()
         for handler in list(root.handlers):
             root.removeHandler(handler)

@@ -28,6 +28,7 @@ import dataclasses
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import preflight
@@ -185,6 +186,9 @@ class ChatServer:
         """``dry_run``: built only to be checked (``--check-config``, ``chatd plugins``),
         so the database is one in memory and no file is created or changed."""
         self._trace_hooks = trace_hooks
+        #: What a reload does to the config it re-reads, before anything else (a worker
+        #: of ``workers: N`` puts back its ports, node id and share of the limits).
+        self.adjust_config: Callable[[Config], Config] | None = None
         #: Counters for /stats and /metrics.
         self.stats = Stats()
         hooks = plugins if plugins is not None else build_plugin_host(config, trace=trace_hooks)
@@ -231,6 +235,7 @@ class ChatServer:
             on_connect=self._connected, on_lost=self._connection_lost,
         )
         self.acceptor.check_account = self.api.check_account_password
+        self.acceptor.reuse_port = config.workers > 1  # workers share their ports
         if not dry_run:  # a dry run allocates nothing the config asks for (the read buffer)
             self.acceptor.configure(config.limits, config.net)
         self._sweep_timer: Timer | None = None
@@ -348,6 +353,8 @@ class ChatServer:
         source = self.config.source
         try:
             config = load_config(source) if source else self.config
+            if source and self.adjust_config is not None:
+                config = self.adjust_config(config)
         except ConfigError as exc:
             raise ReloadFailed(str(exc)) from None
         try:
