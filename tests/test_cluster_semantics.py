@@ -1,0 +1,150 @@
+"""What a user sees across nodes: real chatd processes on one real redis-server.
+
+Every protocol on each node sees every other's lines once, in its own form and
+in per-sender order; a plugin that republishes what it hears causes no storm;
+payloads forged with ``redis-cli`` are sanitised (no ESC byte reaches a
+terminal) and can never speak for a local client; a gap is counted in ``/stats``
+and ``/metrics`` and, with a shared history (PostgreSQL), recovered; ``/whois``
+and ``/list`` of another node's user and room stay fresh.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from chatd.testing import wait_until
+
+pytest.importorskip("redis")
+
+WAIT = 10.0
+PASSWORD = "op-secret-1"
+IRC_LISTENERS = [{"port": 0}, {"port": 0, "protocol": "irc"}, {"port": 0, "protocol": "jsonl"}]
+
+
+def start_node(chatd_server: Any, redis_url: str, node: str, **sections: Any) -> Any:
+    """A chatd node of the cluster, registered in Redis before any client connects."""
+    server = chatd_server(cluster={"redis_url": redis_url, "node_id": node,
+                                   "heartbeat_seconds": 0.2, "node_timeout_seconds": 1.0,
+                                   "connect_timeout_seconds": 0.5}, **sections)
+    server.wait_for_log(rf"cluster: node {node} registered")
+    return server
+
+
+def heard_by(redis_server: Any, channel: str, count: int) -> None:
+    """Until ``count`` nodes subscribe to ``channel``."""
+    def subscribers() -> int:
+        out = redis_server.cli("PUBSUB", "NUMSUB", channel).split()
+        return int(out[1]) if len(out) > 1 else 0
+
+    assert wait_until(lambda: subscribers() == count, WAIT), f"{channel}: {subscribers()}"
+
+
+def chatter(server: Any, nick: str, room: str = "#dev") -> Any:
+    client = server.client()
+    client.send(f"/nick {nick}")
+    client.expect(rf"is now known as {re.escape(nick)}$")
+    client.send(f"/join {room}")
+    client.expect(rf"joined {room}|talking in {room}")
+    return client
+
+
+def lines_until(client: Any, marker: str) -> list[str]:
+    """Every line up to the one holding ``marker`` (excluded)."""
+    seen: list[str] = []
+    while True:
+        line = client.recv_line(timeout=WAIT)
+        if marker in line:
+            return seen
+        seen.append(line)
+
+
+def batch(node: str, seq: int, *events: dict[str, Any], **extra: Any) -> str:
+    """A batch as a node publishes it (wire.py), for ``redis-cli PUBLISH``."""
+    return json.dumps({"v": 1, "node": node, "seq": seq, "events": list(events), **extra})
+
+
+def message(text: str, *, nick: str = "mallory", node: str = "z", client: int = 3,
+            event_id: int = 7, room: str = "#dev", **fields: Any) -> dict[str, Any]:
+    """A codec dict of a room message (chatd.codec, internal form)."""
+    return {"v": 1, "type": "message", "id": event_id, "time": 1.0, "from": nick,
+            "node": node, "user": f"{nick}@h", "session": f"{node}:{client}",
+            "client": client, "room": room, "text": text, **fields}
+
+
+def stats_line(op: Any) -> dict[str, Any]:
+    """``/stats``'s cluster line as numbers (and ``redis``: up/DOWN)."""
+    op.send("/stats")
+    line = op.expect(r"^\*\*\* cluster: redis (\w+), (.*)$")
+    counts = {name: int(n) for name, n in re.findall(r"([a-z ]+?) (\d+)(?:,|$)",
+                                                      line.group(2))}
+    counts = {k.strip(): v for k, v in counts.items()}
+    counts["redis"] = line.group(1)
+    return counts
+
+
+@pytest.fixture
+def two(chatd_server: Any, redis_server: Any, redis_url: str) -> tuple[Any, Any, Any, Any]:
+    """Node a with alice, node b with bob (an operator), both in #dev."""
+    a = start_node(chatd_server, redis_url, "a")
+    b = start_node(chatd_server, redis_url, "b", plugins={"oper": {"password": PASSWORD}})
+    alice, bob = chatter(a, "alice"), chatter(b, "bob")
+    bob.send(f"/oper {PASSWORD}")
+    bob.expect(r"^\*\*\* you are now an operator$")
+    heard_by(redis_server, "chatd:room:#dev", 2)
+    return a, b, alice, bob
+
+
+# -- counters: /stats and /metrics ------------------------------------------------------------
+
+
+def test_stats_show_the_links_state_gaps_and_bad_messages(two: Any, redis_server: Any) -> None:
+    _a, b, alice, bob = two
+    before = stats_line(bob)
+    assert before["redis"] == "up" and before["gaps"] == 0 and before["bad messages"] == 0
+    redis_server.cli("PUBLISH", "chatd:room:#dev", "not json")
+    redis_server.cli("PUBLISH", "chatd:room:#dev", batch("z", 1, message("one", event_id=1)))
+    redis_server.cli("PUBLISH", "chatd:room:#dev", batch("z", 5, message("five", event_id=5)))
+    bob.expect(r"^<mallory> five$")
+    alice.send("counted")
+    bob.expect(r"^<alice> counted$")
+    after = stats_line(bob)
+    assert after["gaps"] == 3 and after["bad messages"] == 1, after
+    assert after["recovered"] == 0  # no shared history here (SQLite)
+    assert after["batches in"] >= before["batches in"] + 3
+    b.wait_for_log(r"missed 3 event\(s\) from z on chatd:room:#dev; 3 so far; not "
+                   r"recoverable: history is not shared")
+
+
+def _samples(snapshot: dict[str, Any]) -> dict[str, float]:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from chatd.metrics import ChatdCollector
+
+    registry = CollectorRegistry()
+    registry.register(ChatdCollector(lambda: snapshot))
+    samples = {}
+    for line in generate_latest(registry).decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def test_metrics_serve_the_cluster_counters_only_on_a_cluster_node() -> None:
+    pytest.importorskip("prometheus_client")
+    samples = _samples({"cluster_gaps": 4, "cluster_recovered": 3, "cluster_bad_messages": 2,
+                        "cluster_dropped": 1, "cluster_up": 1, "cluster_batches_in": 9,
+                        "cluster_batches_out": 8})
+    assert samples["chatd_cluster_gaps_total"] == 4
+    assert samples["chatd_cluster_recovered_total"] == 3
+    assert samples["chatd_cluster_bad_messages_total"] == 2
+    assert samples["chatd_cluster_dropped_total"] == 1
+    assert samples["chatd_cluster_batches_in_total"] == 9
+    assert samples["chatd_cluster_up"] == 1
+    alone = _samples({"clients": 1})
+    assert not [name for name in alone if "cluster" in name]
+    assert alone["chatd_clients"] == 1
