@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from chatd.testing import wait_until
+from chatd.testing import ChatClient, wait_until
 
 pytest.importorskip("redis")
 
@@ -148,3 +148,67 @@ def test_metrics_serve_the_cluster_counters_only_on_a_cluster_node() -> None:
     alone = _samples({"clients": 1})
     assert not [name for name in alone if "cluster" in name]
     assert alone["chatd_clients"] == 1
+
+
+# -- C5: forged payloads are display only, and sanitised --------------------------------------
+
+ESC_TEXT = "hi \x1b[2J\x1b]0;owned\x07there\x07\x00\x9b31m"  # sanitised: "hi there"
+
+
+def irc_member(server: Any, nick: str, room: str) -> Any:
+    """A hand-driven IRC connection (raw lines: every byte chatd sends is seen)."""
+    irc = ChatClient((server.host, server.ports[1]))
+    irc.send(f"NICK {nick}")
+    irc.send(f"USER {nick} 0 * :{nick}")
+    irc.expect(r" 001 ")
+    irc.send(f"JOIN {room}")
+    irc.expect(rf"JOIN :?{room}")
+    return irc
+
+
+def test_escape_sequences_in_a_forged_payload_never_reach_a_client(
+        chatd_server: Any, redis_server: Any, redis_url: str) -> None:
+    """Text and nick fields with ESC sequences and control characters, published with
+    redis-cli, reach each protocol sanitised: no ESC byte, no control character, no
+    second IRC line."""
+    b = start_node(chatd_server, redis_url, "b", listen=IRC_LISTENERS)
+    line = chatter(b, "bob")
+    irc = irc_member(b, "ircbob", "#dev")
+    bot = b.json_client(listener=2)
+    bot.send(cmd="join", room="#dev")
+    bot.expect(type="join", room="#dev", self=True)
+    heard_by(redis_server, "chatd:room:#dev", 1)
+    redis_server.cli("PUBLISH", "chatd:room:#dev", batch(
+        "z", 1, message(ESC_TEXT, event_id=11, realname="\x1b]0;x\x07", room="#DEV\x1b[K")))
+    redis_server.cli("PUBLISH", "chatd:room:#dev", batch(  # a nick that is no nick: refused
+        "z", 2, message("evil nick", nick="mal\x1b[31mlory\r\nQUIT :x", event_id=12)))
+    redis_server.cli("PUBLISH", "chatd:room:#dev", batch(
+        "z", 3, message("marker", event_id=13)))
+    for client in (line, irc):
+        seen = lines_until(client, "marker")
+        text = "\n".join(x.rstrip("\r") for x in seen)
+        assert "hi there" in text, seen
+        assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", text), seen
+        assert "evil nick" not in text and "QUIT" not in text, seen
+    said = bot.expect(type="message", text="hi there")
+    assert said["room"].lower() == "#dev", said
+    assert not re.search(r"[\x00-\x1f\x7f-\x9f]", json.dumps(said, ensure_ascii=False))
+    b.wait_for_log(r"dropped a bad message on chatd:room:#dev \(a source nick that is not a "
+                   r"name\)")
+
+
+def test_a_forged_event_cannot_speak_for_a_client_of_this_node(
+        two: Any, redis_server: Any) -> None:
+    """A payload claiming bob's own session on bob's node (bob is b's first client:
+    ``b:1``) is refused whole and counted: bob never sees a forged rename as his own."""
+    _a, b, alice, bob = two
+    forged = {"v": 1, "type": "nick", "id": 21, "time": 1.0, "from": "mallory",
+              "node": "b", "user": "bob@h", "session": "b:1", "client": 1,
+              "old": "bob", "new": "mallory", "rooms": ["#dev"]}
+    redis_server.cli("PUBLISH", "chatd:room:#dev", batch("z", 1, forged))
+    alice.send("after the forgery")
+    seen = lines_until(bob, "<alice> after the forgery")
+    assert not [x for x in seen if "mallory" in x], seen
+    b.wait_for_log(r"dropped a batch from z on chatd:room:#dev: an event claims a session "
+                   r"of this node \(b:1\)")
+    assert stats_line(bob)["bad messages"] == 1

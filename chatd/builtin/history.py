@@ -629,6 +629,40 @@ def _event(record: Record) -> Event:
     return from_dict(data)  # type: ignore[no-any-return]
 
 
+# -- a cluster's missed events (chatd.builtin.cluster) ------------------------------------
+
+#: The most lines one gap recovery reads.
+RECOVER_MAX = 1000
+
+
+def recover_room_events(server: Server, room_key: str, node: str, after: int, before: int,
+                        then: Callable[[list[Event] | None], Any]) -> None:
+    """The lines said in the room ``room_key`` on the cluster node ``node`` with event ids
+    strictly between ``after`` and ``before``, as replayed events, to ``then`` on the
+    loop: what a node missed of another's room when Redis dropped them.  ``then(None)``:
+    this history cannot say (not kept for the room, or the database did not answer).
+
+    Only a history every node writes to (PostgreSQL, ``storage.url``) has them; each
+    node's ids increase, so "between" is exact per node (at most :data:`RECOVER_MAX`)."""
+    state: HistoryState | None = server.stash.get(STATE)
+    if state is None or not state.stored or room_key in state.unstored:
+        then(None)
+        return
+
+    def answered(answer: StoreAnswer) -> None:
+        if answer.error is not None:
+            log.warning("history: missed events of %s not recovered: %s", room_key,
+                        answer.error)
+            then(None)
+            return
+        rows = sorted((tuple(row) for row in answer.rows), key=operator.itemgetter(0))
+        then(_events(rows))  # type: ignore[arg-type]
+
+    server.ask_store(None, _READ + "WHERE room = ? AND node = ? AND event > ? AND event < ? "
+                     "ORDER BY seq LIMIT ?", (room_key, node, after, before, RECOVER_MAX),
+                     answered)
+
+
 # -- picking lines around a point (/history TARGET WHICH REF [REF] N) --------------------
 
 

@@ -69,6 +69,11 @@ def make_backend(server: Server, local: Any) -> Any:
     backend = ClusterBackend(local, link, presence, node, names=names,
                              max_payload=settings.max_payload_bytes)
     presence.on_lost = functools.partial(announce_lost, backend)
+    backend.call_later = server.call_later
+    if server.config.storage.url:  # a history every node writes: gaps are recovered
+        from chatd.builtin.history import recover_room_events
+
+        backend.recover = functools.partial(recover_room_events, server)
     return backend
 
 

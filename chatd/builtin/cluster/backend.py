@@ -37,7 +37,9 @@ the loop for what another node sent.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -45,6 +47,7 @@ from typing import Any
 
 from chatd.delivery import LocalBackend, Member, Person, Place, Recipient, RoomInfo, nick_key
 from chatd.events import Event, Topic
+from chatd.framing import sanitize
 
 from . import wire
 from .wire import Names, Sequences, WireError
@@ -56,6 +59,13 @@ SEEN_EVENTS = 4096
 #: Seconds between two log lines about the same kind of trouble (gaps per channel,
 #: bad messages).
 LOG_EVERY = 60.0
+#: Seconds before a second look in the history for missed events it did not have yet.
+RECOVER_AGAIN_SECONDS = 1.0
+
+#: ``recover(room_key, origin_node, after_id, before_id, then)``: the shared history's
+#: events of ``room_key`` said on ``origin_node`` with ids strictly between the two, to
+#: ``then(events)`` on the loop (None: unavailable).
+Recover = Callable[[str, str, int, int, Callable[[list[Event] | None], None]], None]
 
 
 class LocalPresence:
@@ -100,7 +110,7 @@ class LocalPresence:
 class Counters:
     """What the backend counts (shown in the log; see docs/cluster.md)."""
 
-    __slots__ = ("bad_messages", "batches_in", "batches_out", "gaps")
+    __slots__ = ("bad_messages", "batches_in", "batches_out", "gaps", "recovered")
 
     def __init__(self) -> None:
         #: Events missed: the sum of the jumps in the channels' ``seq``.
@@ -109,6 +119,8 @@ class Counters:
         self.bad_messages = 0
         self.batches_in = 0
         self.batches_out = 0
+        #: Missed room events recovered from the shared history (a subset of ``gaps``).
+        self.recovered = 0
 
     def snapshot(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -135,6 +147,13 @@ class ClusterBackend:
         self._sequences = Sequences()
         self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._logged: dict[str, float] = {}
+        #: The id of the last event heard per (origin, room channel): where a gap starts.
+        self._last_id: dict[tuple[str, str], int] = {}
+        #: Asks the shared history for a room's missed events (see :class:`Recover`);
+        #: None: history is not shared (SQLite) or not kept, and gaps are only counted.
+        self.recover: Recover | None = None
+        #: ``call_later(seconds, fn, *args)`` of the server (a second look for a gap).
+        self.call_later: Callable[..., Any] | None = None
 
     # -- lifetime ------------------------------------------------------------------
 
@@ -154,7 +173,7 @@ class ClusterBackend:
 
     def stats(self) -> dict[str, int]:
         """The counters under their operator names (``cluster_gaps``...), with the
-        link's: what /stats and /metrics are to show (not wired into the core yet)."""
+        link's: what /stats and /metrics show (the server reads them each second)."""
         shown = {f"cluster_{name}": value for name, value in self.counters.snapshot().items()}
         shown["cluster_dropped"] = getattr(self.link, "dropped", 0)
         shown["cluster_up"] = int(bool(getattr(self.link, "up", False)))
@@ -172,6 +191,23 @@ class ClusterBackend:
     def to_room(self, event: Event, room: Place, exclude: Recipient | None = None) -> None:
         self.local.to_room(event, room, exclude)
         self._queue(self.names.room_channel(room.name), event)
+        if isinstance(event, Topic):  # the room listing in Redis shows the new topic
+            topic_changed = getattr(self.presence, "topic_changed", None)
+            if topic_changed is not None:
+                topic_changed(room)
+
+    def announce_quit(self, event: Event) -> None:
+        """A quit this node speaks for although its session was not here (a dead node's
+        user, from presence's sweep): to this node's members of its rooms now, and on
+        each room's channel for the other nodes (who deliver it once per client)."""
+        names = getattr(event, "rooms", ())
+        places = self.local.places
+        here = [room for room in (places.get(name) for name in names)
+                if room is not None and room.members] if places is not None else []
+        if here:
+            self.local.to_rooms(event, here)
+        for name in names:
+            self._queue(self.names.room_channel(name), event)
 
     def to_rooms(self, event: Event, rooms: Iterable[Place],
                  exclude: Recipient | None = None) -> None:
@@ -221,7 +257,7 @@ class ClusterBackend:
     def on_message(self, channel: str, data: bytes) -> None:
         """One batch from Redis (on the loop): checked, then delivered here."""
         try:
-            batch = wire.decode(data, self.max_payload)
+            batch = _cleaned(wire.decode(data, self.max_payload))
         except WireError as exc:
             self.counters.bad_messages += 1
             self._log_limited("bad", "cluster: dropped a bad message on %s (%s); %d so far",
@@ -229,19 +265,86 @@ class ClusterBackend:
             return
         if batch.node == self.node:
             return  # our own, back from Redis: delivered here already
+        spoofed = self._spoofed(batch)
+        if spoofed:
+            self.counters.bad_messages += 1
+            self._log_limited("spoof", "cluster: dropped a batch from %s on %s: an event "
+                              "claims a session of this node (%s); %d bad so far",
+                              batch.node, channel, spoofed, self.counters.bad_messages)
+            return
         self.counters.batches_in += 1
         missed = self._sequences.check(batch.node, channel, batch.seq, len(batch.events))
         if missed:
-            self.counters.gaps += missed
-            self._log_limited(f"gap {channel}",
-                              "cluster: missed %d event(s) from %s on %s; %d so far",
-                              missed, batch.node, channel, self.counters.gaps)
+            self._gap(channel, batch, missed)
+        if batch.events and channel != self.names.all_channel and batch.op is None:
+            self._last_id[(batch.node, channel)] = batch.events[-1].id
         try:
             self._deliver(channel, batch)
         except Exception:  # a bug, or a batch that decodes but fits no room: not a crash
             self.counters.bad_messages += 1
             log.exception("cluster: could not deliver a batch from %s on %s; dropped",
                           batch.node, channel)
+
+    def _spoofed(self, batch: wire.Batch) -> str | None:
+        """The session of this node an event of another node's batch claims to come
+        from, if any.  Only this node speaks for its clients: such an event (a forged
+        payload) would be rendered to that client as its own line ("You are now ..."),
+        so the whole batch is refused.  (A sweep's quits speak for a dead node: never
+        this one while it runs.)"""
+        own = f"{self.node}:"
+        for event in batch.events:
+            session = event.source.session
+            if session is not None and session.startswith(own):
+                return session
+        return None
+
+    # -- gaps: counted, and recovered from a shared history where the room keeps one ----
+
+    def _gap(self, channel: str, batch: wire.Batch, missed: int) -> None:
+        """``missed`` events of ``batch.node`` on ``channel`` never came: count and log
+        them, and ask the shared history for them (a room channel only: the events
+        between the last one heard and this batch's first, by their ids)."""
+        self.counters.gaps += missed
+        room = self.names.room_of_channel(channel)
+        after = self._last_id.get((batch.node, channel))
+        recover = self.recover
+        if room is None or recover is None or after is None or not batch.events:
+            why = "" if room is None else (
+                "; not recoverable: history is not shared (storage.url)" if recover is None
+                else "; not recoverable: no event heard before it")
+            self._log_limited(f"gap {channel}",
+                              "cluster: missed %d event(s) from %s on %s; %d so far%s",
+                              missed, batch.node, channel, self.counters.gaps, why)
+            return
+        self._log_limited(f"gap {channel}",
+                          "cluster: missed %d event(s) from %s on %s; %d so far; asking "
+                          "the history for them", missed, batch.node, channel,
+                          self.counters.gaps)
+        before = batch.events[0].id
+        recover(room, batch.node, after, before,
+                lambda events: self._recovered(room, batch.node, missed, after, before,
+                                               events, retry=True))
+
+    def _recovered(self, room: str, origin: str, missed: int, after: int, before: int,
+                   events: list[Event] | None, *, retry: bool) -> None:
+        """The history's answer to a gap: delivered to this node's members of the room,
+        marked as replayed (each protocol shows that: a time stamp, ``"history": true``).
+        The origin writes its history through a queue: fewer lines than missed may be
+        there yet, so one more look follows a moment later for the rest."""
+        events = [e for e in events or () if after < e.id < before]
+        places = self.local.places
+        place = places.get(room) if places is not None else None
+        if events and place is not None and place.members:
+            for event in events:
+                self.local.to_room(event, place)
+            self.counters.recovered += len(events)
+        log.info("cluster: recovered %d of %d missed event(s) from %s in %s from the history",
+                 len(events), missed, origin, room)
+        if retry and len(events) < missed and self.recover is not None and self.call_later:
+            last = max((e.id for e in events), default=after)
+            self.call_later(RECOVER_AGAIN_SECONDS, self.recover, room, origin, last, before,
+                            lambda more: self._recovered(room, origin, missed - len(events),
+                                                         last, before, more, retry=False))
 
     def _deliver(self, channel: str, batch: wire.Batch) -> None:
         if batch.op == "deliver":
@@ -300,6 +403,8 @@ class ClusterBackend:
             channel = self.names.room_channel(room.name)
             self.link.unsubscribe(channel)
             self._sequences.forget(channel)
+            for key in [k for k in self._last_id if k[1] == channel]:
+                del self._last_id[key]
 
     def claim_nick(self, client: Recipient, nick: str, then: Callable[[bool], Any],
                    replacing: str | None = None) -> None:
@@ -316,6 +421,57 @@ class ClusterBackend:
 
     def release_nick(self, client: Recipient, nick: str) -> None:
         self.presence.release_nick(client, nick)
+
+
+# -- what another node sent is held to what this node's own input is ---------------------------
+
+#: What no name (nick, ident, host, account) holds: it would split an IRC prefix or line.
+_BREAKS_NAME = re.compile(r"[\s!@]")
+#: Event fields that hold nicks (a rename's).
+_NAME_FIELDS = frozenset({"old", "new"})
+
+
+def _cleaned(batch: wire.Batch) -> wire.Batch:
+    """``batch`` with its events held to the rules of this node's own input: text
+    fields sanitised (:func:`chatd.framing.sanitize`: no escape sequence or control
+    character reaches a terminal, whatever a renderer lets through), and names that
+    are not names refused (:class:`WireError`).  Another node sanitised them already;
+    this is for what anyone with the Redis password can PUBLISH."""
+    events = tuple(_cleaned_event(event) for event in batch.events)
+    if all(new is old for new, old in zip(events, batch.events, strict=True)):
+        return batch
+    return dataclasses.replace(batch, events=events)
+
+
+def _cleaned_event(event: Event) -> Event:
+    source = event.source
+    for name in ("nick", "ident", "host", "account"):
+        _check_name(f"source {name}", getattr(source, name))
+    if source.realname and sanitize(source.realname) != source.realname:
+        source = dataclasses.replace(source, realname=sanitize(source.realname))
+    changes: dict[str, Any] = {}
+    for field in dataclasses.fields(event):
+        value = getattr(event, field.name)
+        if field.name == "source" or not value:
+            continue
+        if isinstance(value, str):
+            if field.name in _NAME_FIELDS:
+                _check_name(field.name, value)
+            elif sanitize(value) != value:
+                changes[field.name] = sanitize(value)
+        elif isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+            clean = tuple(sanitize(v) for v in value)
+            if clean != value:
+                changes[field.name] = clean
+    if source is not event.source:
+        changes["source"] = source
+    return dataclasses.replace(event, **changes) if changes else event
+
+
+def _check_name(what: str, value: str | None) -> None:
+    if value and (sanitize(value) != value or _BREAKS_NAME.search(value)
+                  or value.startswith(":")):
+        raise WireError(f"a {what} that is not a name")
 
 
 def _node_of(session: str | None) -> str | None:

@@ -537,13 +537,7 @@ class RedisPresence:
 
 
 def announce_lost(backend: Any, event: Quit) -> None:
-    """Tell every node's members of a dead session's rooms that it quit: delivered to
-    this node's rooms now, and queued on each room's channel for the others (one batch
-    per tick, as any room event; the receivers deliver it once per client)."""
-    places = backend.local.places
-    here = [room for room in (places.get(name) for name in event.rooms)
-            if room is not None and room.members] if places is not None else []
-    if here:
-        backend.local.to_rooms(event, here)
-    for name in event.rooms:
-        backend._queue(backend.names.room_channel(name), event)
+    """Tell every node's members of a dead session's rooms that it quit
+    (:meth:`~chatd.builtin.cluster.backend.ClusterBackend.announce_quit`: delivered
+    here now, and queued on each room's channel for the others)."""
+    backend.announce_quit(event)
