@@ -212,3 +212,43 @@ def test_a_forged_event_cannot_speak_for_a_client_of_this_node(
     b.wait_for_log(r"dropped a batch from z on chatd:room:#dev: an event claims a session "
                    r"of this node \(b:1\)")
     assert stats_line(bob)["bad messages"] == 1
+
+
+# -- gaps: recovered from a shared history ------------------------------------------------------
+
+
+def test_lines_lost_while_redis_restarts_are_recovered_from_the_shared_history(
+        chatd_server: Any, redis_server: Any, redis_url: str, postgres_url: str) -> None:
+    """With one PostgreSQL history for both nodes, what alice said while Redis was down
+    reaches bob after all: once, marked as history (a time stamp), counted as gap and
+    as recovered; nothing is shown twice."""
+    storage = {"url": postgres_url}
+    a = start_node(chatd_server, redis_url, "a", storage=storage)
+    b = start_node(chatd_server, redis_url, "b", storage=storage,
+                   plugins={"oper": {"password": PASSWORD}})
+    alice, bob = chatter(a, "alice"), chatter(b, "bob")
+    heard_by(redis_server, "chatd:room:#dev", 2)
+    alice.send("before")
+    bob.expect(r"^<alice> before$")
+    redis_server.stop()
+    a.wait_for_log(r"chatd-a: lost Redis")
+    for i in range(3):
+        alice.send(f"during {i}")  # published nowhere; written to the shared history
+    redis_server.start()
+    heard_by(redis_server, "chatd:room:#dev", 2)
+    assert wait_until(lambda: "connected to Redis" in a.log().split("lost Redis")[-1], WAIT)
+    alice.send("after")
+    seen = lines_until(bob, "during 2")
+    seen.append(bob.history[-1])
+    assert "<alice> after" in seen, seen
+    recovered = [x for x in seen if "during" in x]
+    assert [re.sub(r"^\[[\d: -]+\] ", "", x) for x in recovered] == [
+        f"<alice> during {i}" for i in range(3)], seen
+    assert all(re.match(r"^\[[\d: -]+\] <alice>", x) for x in recovered), recovered
+    bob.send(f"/oper {PASSWORD}")
+    bob.expect(r"you are now an operator")
+    counts = stats_line(bob)
+    assert counts["gaps"] == 3 and counts["recovered"] == 3, counts
+    b.wait_for_log(r"recovered 3 of 3 missed event\(s\) from a in #dev")
+    alice.send("end")
+    assert not [x for x in lines_until(bob, "<alice> end") if "during" in x]  # once only

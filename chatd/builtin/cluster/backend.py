@@ -335,8 +335,10 @@ class ClusterBackend:
         places = self.local.places
         place = places.get(room) if places is not None else None
         if events and place is not None and place.members:
-            for event in events:
-                self.local.to_room(event, place)
+            members = tuple(place.members)
+            for event in events:  # each rendered as history for each viewer (rare: gaps)
+                for member in members:
+                    self.local.to_client(event, member)
             self.counters.recovered += len(events)
         log.info("cluster: recovered %d of %d missed event(s) from %s in %s from the history",
                  len(events), missed, origin, room)
