@@ -42,6 +42,8 @@ _COUNTERS = {
                                    "version).", "cluster_bad_messages"),
     "chatd_cluster_dropped": ("Batches not published: Redis down or the outbox full.",
                               "cluster_dropped"),
+    "chatd_cluster_duplicates": ("Batches from Redis dropped: every event in them was heard "
+                                 "before (republished, replayed).", "cluster_duplicates"),
     "chatd_cluster_batches_in": ("Batches received from other nodes.", "cluster_batches_in"),
     "chatd_cluster_batches_out": ("Batches published to other nodes.", "cluster_batches_out"),
 }

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -252,3 +255,145 @@ def test_lines_lost_while_redis_restarts_are_recovered_from_the_shared_history(
     b.wait_for_log(r"recovered 3 of 3 missed event\(s\) from a in #dev")
     alice.send("end")
     assert not [x for x in lines_until(bob, "<alice> end") if "during" in x]  # once only
+
+
+# -- C4: every protocol, exactly once, per-sender order; a republishing plugin ------------------
+
+REPUBLISHER = """
+    import threading
+
+    import redis
+
+    from chatd import hookimpl
+
+    URL = {url!r}
+
+
+    def _republish() -> None:
+        \"\"\"Every payload heard on a room channel is published again, once (its own
+        copy, heard back, is not): Redis carries each batch twice.\"\"\"
+        r = redis.Redis.from_url(URL)
+        pubsub = r.pubsub(ignore_subscribe_messages=True)
+        pubsub.psubscribe("chatd:room:*")
+        done = set()
+        for message in pubsub.listen():
+            data = message["data"]
+            if data not in done:
+                done.add(data)
+                r.publish(message["channel"], data)
+
+
+    @hookimpl
+    def chatd_startup(server) -> None:
+        threading.Thread(target=_republish, daemon=True, name="republisher").start()
+"""
+
+SENT = 30
+
+
+@pytest.fixture
+def transcript() -> Iterator[Any]:
+    from irc_transcript import Transcript
+
+    kept = Transcript()
+    yield kept
+    kept.check()
+
+
+def _said(lines: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """(sender, text) pairs grouped by sender, in arrival order."""
+    by: dict[str, list[str]] = {}
+    for sender, text in lines:
+        by.setdefault(sender, []).append(text)
+    return by
+
+
+def _line_said(client: Any, done: set[str]) -> dict[str, list[str]]:
+    """A line client's room lines until every sender in ``done`` said its last one, and
+    any late copy (a republished batch comes a round trip later)."""
+    got: list[tuple[str, str]] = []
+    waiting = set(done)
+    while waiting:
+        match = re.match(r"^<(\S+)> (.*)$", client.recv_line(timeout=WAIT))
+        if match:
+            got.append((match.group(1), match.group(2)))
+            if match.group(2) == f"{match.group(1)} {SENT - 1}":
+                waiting.discard(match.group(1))
+    client.expect_nothing(0.5)
+    return _said(got)
+
+
+def _json_said(bot: Any, done: set[str]) -> dict[str, list[str]]:
+    got: list[tuple[str, str]] = []
+    waiting = set(done)
+    while waiting:
+        obj = bot.recv(timeout=WAIT)
+        if obj.get("type") == "message" and obj.get("room") == "#dev":
+            got.append((obj["from"], obj["text"]))
+            if obj["text"] == f"{obj['from']} {SENT - 1}":
+                waiting.discard(obj["from"])
+    bot.expect_nothing(0.5)
+    return _said(got)
+
+
+def _irc_said(irc: Any, done: set[str]) -> dict[str, list[str]]:
+    got: list[tuple[str, str]] = []
+    waiting = set(done)
+    while waiting:
+        event = irc.expect("pubmsg")
+        sender, text = event.source.split("!")[0], event.arguments[0]
+        got.append((sender, text))
+        if text == f"{sender} {SENT - 1}":
+            waiting.discard(sender)
+    for event in irc.fence():
+        if event.type == "pubmsg":
+            got.append((event.source.split("!")[0], event.arguments[0]))
+    return _said(got)
+
+
+def test_every_protocol_on_each_node_sees_every_line_once_in_order_despite_a_republisher(
+        chatd_server: Any, redis_server: Any, redis_url: str, tmp_path: Path,
+        transcript: Any) -> None:
+    """alice (line) on A; bob (line), dan (IRC, the irc library) and a jsonl bot on B,
+    where a plugin republishes every batch it hears: all four send numbered lines at
+    once, and each sees every other's lines exactly once, in the order they were sent,
+    in its own protocol; B counts the copies it dropped."""
+    from test_irc_clients import LibClient
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "republisher.py").write_text(textwrap.dedent(REPUBLISHER.format(url=redis_url)))
+    a = start_node(chatd_server, redis_url, "a")
+    b = start_node(chatd_server, redis_url, "b", listen=IRC_LISTENERS,
+                   plugin_dirs=[str(plugins)], plugins={"oper": {"password": PASSWORD}})
+    assert wait_until(lambda: redis_server.cli("PUBSUB", "NUMPAT").strip() == "1", WAIT)
+    alice, bob = chatter(a, "alice"), chatter(b, "bob")
+    dan = LibClient(b, "dan", transcript)
+    dan.conn.join("#dev")
+    dan.expect("join")
+    bot = b.json_client(listener=2)
+    bot.send(cmd="nick", nick="botty", id="n")
+    bot.expect(re="n")
+    bot.send(cmd="join", room="#dev", id="j")
+    bot.expect(type="join", room="#dev", self=True)
+    heard_by(redis_server, "chatd:room:#dev", 2)  # and the republisher's pattern (NUMPAT)
+    for i in range(SENT):
+        alice.send(f"alice {i}")
+        bob.send(f"bob {i}")
+        dan.conn.privmsg("#dev", f"dan {i}")
+        bot.send(cmd="say", room="#dev", text=f"botty {i}")
+    everyone = {"alice", "bob", "dan", "botty"}
+    seen = {
+        "alice": _line_said(alice, everyone - {"alice"}),
+        "bob": _line_said(bob, everyone - {"bob"}),
+        "dan": _irc_said(dan, everyone - {"dan"}),
+        "botty": _json_said(bot, everyone - {"botty"}),
+    }
+    for viewer, said in seen.items():
+        assert set(said) == everyone - {viewer}, (viewer, sorted(said))
+        for sender, texts in said.items():
+            assert texts == [f"{sender} {i}" for i in range(SENT)], (viewer, sender, texts)
+    bob.send(f"/oper {PASSWORD}")
+    bob.expect(r"you are now an operator")
+    counts = stats_line(bob)
+    assert counts["duplicates"] > 0 and counts["gaps"] == 0, counts

@@ -54,8 +54,10 @@ from .wire import Names, Sequences, WireError
 
 log = logging.getLogger(__name__)
 
-#: Multi-room event ids remembered to drop their other copies.
-SEEN_EVENTS = 4096
+#: Events remembered (by source node and id) to drop their other copies: a multi-room
+#: event's copy on each room's channel, and anything published twice (a republished
+#: payload, a replay).
+SEEN_EVENTS = 16384
 #: Seconds between two log lines about the same kind of trouble (gaps per channel,
 #: bad messages).
 LOG_EVERY = 60.0
@@ -110,7 +112,8 @@ class LocalPresence:
 class Counters:
     """What the backend counts (shown in the log; see docs/cluster.md)."""
 
-    __slots__ = ("bad_messages", "batches_in", "batches_out", "gaps", "recovered")
+    __slots__ = ("bad_messages", "batches_in", "batches_out", "duplicates", "gaps",
+                 "recovered")
 
     def __init__(self) -> None:
         #: Events missed: the sum of the jumps in the channels' ``seq``.
@@ -119,6 +122,8 @@ class Counters:
         self.bad_messages = 0
         self.batches_in = 0
         self.batches_out = 0
+        #: Batches dropped whole because every event in them was heard before.
+        self.duplicates = 0
         #: Missed room events recovered from the shared history (a subset of ``gaps``).
         self.recovered = 0
 
@@ -272,8 +277,16 @@ class ClusterBackend:
                               "claims a session of this node (%s); %d bad so far",
                               batch.node, channel, spoofed, self.counters.bad_messages)
             return
+        fresh = self._fresh(batch)
+        if fresh is None:
+            self.counters.duplicates += 1
+            self._log_limited("duplicate", "cluster: dropped a batch from %s on %s heard "
+                              "before (republished or replayed); %d so far", batch.node,
+                              channel, self.counters.duplicates)
+            return
         self.counters.batches_in += 1
         missed = self._sequences.check(batch.node, channel, batch.seq, len(batch.events))
+        batch = fresh
         if missed:
             self._gap(channel, batch, missed)
         if batch.events and channel != self.names.all_channel and batch.op is None:
@@ -284,6 +297,26 @@ class ClusterBackend:
             self.counters.bad_messages += 1
             log.exception("cluster: could not deliver a batch from %s on %s; dropped",
                           batch.node, channel)
+
+    def _fresh(self, batch: wire.Batch) -> wire.Batch | None:
+        """``batch`` without the events this node has had already, None if it had them
+        all.  An event is known by its source's node and its id (ids are unique per
+        node), whichever node published it: the other copies of a multi-room event
+        (a quit on each room's channel), and a batch heard twice (a plugin or a
+        script republishing what it hears, a replay) are dropped here, before the
+        sequence check, so a copy neither shows twice nor passes for a restart."""
+        seen = self._seen
+        fresh = []
+        for event in batch.events:
+            key = (event.source.node or batch.node, event.id)
+            if key not in seen:
+                seen[key] = None
+                fresh.append(event)
+        while len(seen) > SEEN_EVENTS:
+            seen.popitem(last=False)
+        if len(fresh) == len(batch.events):
+            return batch
+        return dataclasses.replace(batch, events=tuple(fresh)) if fresh else None
 
     def _spoofed(self, batch: wire.Batch) -> str | None:
         """The session of this node an event of another node's batch claims to come
@@ -361,13 +394,7 @@ class ClusterBackend:
         """One room or server-wide event from another node, to this node's clients."""
         places = self.local.places
         names = getattr(event, "rooms", None)
-        if names:  # a quit or rename: once, to every local room it names
-            key = (event.source.node, event.id)  # ids are unique per node only
-            if key in self._seen:
-                return
-            self._seen[key] = None
-            if len(self._seen) > SEEN_EVENTS:
-                self._seen.popitem(last=False)
+        if names:  # a quit or rename: once (_fresh drops its other copies), to every room
             rooms = [r for r in (places.get(n) for n in names) if r is not None and r.members] \
                 if places is not None else []
             if rooms:
