@@ -397,3 +397,55 @@ def test_every_protocol_on_each_node_sees_every_line_once_in_order_despite_a_rep
     bob.expect(r"you are now an operator")
     counts = stats_line(bob)
     assert counts["duplicates"] > 0 and counts["gaps"] == 0, counts
+
+
+# -- what another node shows of a user and a room stays fresh ----------------------------------
+
+
+def _shows(client: Any, command: str, pattern: str) -> bool:
+    """Whether ``command``'s answer (read up to a fence: an unknown command's error) holds
+    ``pattern``."""
+    client.send(command)
+    client.send("/fencepost")  # an unknown command: its error ends the answer
+    answer = lines_until(client, "fencepost")
+    return any(re.search(pattern, line) for line in answer)
+
+
+def test_whois_and_who_on_another_node_follow_away_and_real_name_changes(
+        two: Any) -> None:
+    _a, _b, alice, bob = two
+    bob.send("/away at lunch")
+    bob.expect(r"you are away: at lunch")
+    assert wait_until(lambda: _shows(alice, "/whois bob", r"bob is away: at lunch"), WAIT)
+    assert _shows(alice, "/who #dev", r"bob \(away\)")
+    bob.send("/setname Robert B")
+    assert wait_until(lambda: _shows(alice, "/whois bob", r"bob's real name: Robert B"), WAIT)
+    bob.send("/away")
+    assert wait_until(lambda: not _shows(alice, "/whois bob", r"is away"), WAIT)
+    assert not _shows(alice, "/who #dev", r"\(away\)")
+
+
+def test_the_room_list_shows_a_topic_set_on_another_node(
+        chatd_server: Any, redis_server: Any, redis_url: str) -> None:
+    """bob on B is not in #ops (B has no member there): /list reads the topic from Redis,
+    where alice's topic change on A was written."""
+    a = start_node(chatd_server, redis_url, "a")
+    b = start_node(chatd_server, redis_url, "b")
+    alice, bob = chatter(a, "alice", "#ops"), chatter(b, "bob", "#dev")
+    alice.send("/topic first plan")
+    alice.expect(r"set the topic of #ops to: first plan")
+    assert wait_until(lambda: _shows(bob, "/list", r"#ops \(1\) — first plan$"), WAIT)
+    alice.send("/topic second plan")
+    alice.expect(r"set the topic of #ops to: second plan")
+    assert wait_until(lambda: _shows(bob, "/list", r"#ops \(1\) — second plan$"), WAIT)
+
+
+def test_a_payload_over_the_cap_is_refused(two: Any, redis_server: Any) -> None:
+    """1 MiB and one byte (past redis-cli's argument limit: published with redis-py)."""
+    _a, b, alice, bob = two
+    payload = batch("z", 1, message("x" * (1 << 20), event_id=9))
+    redis_server.client().publish("chatd:room:#dev", payload)
+    b.wait_for_log(r"dropped a bad message on chatd:room:#dev \(payload of \d+ bytes is over "
+                   r"the cap of 1048576\)")
+    alice.send("still fine")
+    assert not [x for x in lines_until(bob, "<alice> still fine") if "xxxx" in x]

@@ -439,6 +439,13 @@ class ClusterBackend:
                    replacing: str | None = None) -> None:
         self.presence.claim_nick(client, nick, then, replacing)
 
+    def changed(self, client: Recipient) -> None:
+        """The domain says what presence shows of ``client`` changed (away, account, real
+        name): other nodes' ``/whois`` and ``/who`` read it from Redis."""
+        changed = getattr(self.presence, "changed", None)
+        if changed is not None:
+            changed(client)
+
     def find_nick(self, nick: str, then: Callable[[Person | None], Any]) -> None:
         self.presence.find_nick(nick, then)
 
