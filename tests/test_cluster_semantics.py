@@ -449,3 +449,26 @@ def test_a_payload_over_the_cap_is_refused(two: Any, redis_server: Any) -> None:
                    r"the cap of 1048576\)")
     alice.send("still fine")
     assert not [x for x in lines_until(bob, "<alice> still fine") if "xxxx" in x]
+
+
+def test_a_join_on_one_node_replays_what_was_said_on_the_other(
+        chatd_server: Any, redis_server: Any, redis_url: str, postgres_url: str) -> None:
+    """With a shared history, a room's memory on node B (read once, at its first join
+    there) also keeps the lines said on A since: carol's later join on B replays them."""
+    shared = {"storage": {"url": postgres_url},
+              "plugins": {"history": {"replay_lines": 20}}}
+    a = start_node(chatd_server, redis_url, "a", **shared)
+    b = start_node(chatd_server, redis_url, "b", **shared)
+    alice, bob = chatter(a, "alice"), chatter(b, "bob")  # bob's join read #dev's history
+    heard_by(redis_server, "chatd:room:#dev", 2)
+    for i in range(3):
+        alice.send(f"said on a {i}")
+    bob.expect(r"^<alice> said on a 2$")
+    bob.send("said on b")  # after alice's lines reached b (no order across nodes)
+    alice.expect(r"^<bob> said on b$")
+    carol = b.client()
+    carol.send("/join #dev")
+    seen = lines_until(carol, "end of history")
+    assert [re.sub(r"^\[[\d: -]+\] ", "", x) for x in seen if "said on" in x] == [
+        "<alice> said on a 0", "<alice> said on a 1", "<alice> said on a 2",
+        "<bob> said on b"], seen

@@ -71,9 +71,10 @@ def make_backend(server: Server, local: Any) -> Any:
     presence.on_lost = functools.partial(announce_lost, backend)
     backend.call_later = server.call_later
     if server.config.storage.url:  # a history every node writes: gaps are recovered
-        from chatd.builtin.history import recover_room_events
+        from chatd.builtin.history import recover_room_events, remember_remote
 
         backend.recover = functools.partial(recover_room_events, server)
+        backend.remember = functools.partial(remember_remote, server)
     return backend
 
 

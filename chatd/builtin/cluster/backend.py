@@ -157,6 +157,9 @@ class ClusterBackend:
         #: Asks the shared history for a room's missed events (see :class:`Recover`);
         #: None: history is not shared (SQLite) or not kept, and gaps are only counted.
         self.recover: Recover | None = None
+        #: Told each room event from another node delivered here (the shared history's
+        #: memory of the room: a join here replays it); None without a shared history.
+        self.remember: Callable[[Event], None] | None = None
         #: ``call_later(seconds, fn, *args)`` of the server (a second look for a gap).
         self.call_later: Callable[..., Any] | None = None
 
@@ -410,6 +413,8 @@ class ClusterBackend:
             room.topic = event.text
         if room.members:
             self.local.to_room(event, room)
+        if self.remember is not None:
+            self.remember(event)
 
     def _log_limited(self, what: str, message: str, *args: Any) -> None:
         now = self._clock()
