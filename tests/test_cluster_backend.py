@@ -178,3 +178,24 @@ def test_the_counters_count_bad_messages_gaps_and_batches():
     assert stats["cluster_gaps"] == 3 and stats["cluster_bad_messages"] == 1
     assert stats["cluster_batches_in"] == 3 and stats["cluster_up"] == 1
     assert [x for x in alice.lines() if x.startswith("<bob>")] == ["<bob> hi"] * 3
+
+
+def test_an_event_from_an_ipv6_address_without_a_cloak_is_delivered():
+    """A host that starts with ':' (``::1`` when cloaks are off) is a host, not a forgery;
+    a nick with a space, or one that starts with ':', is refused."""
+    from chatd.builtin.cluster import wire
+    from chatd.events import Message, Source
+
+    bus = Bus()
+    a = cluster(bus, "a")
+    alice = a.connect()
+    alice.send("/join #dev")
+    a.tick()
+    backend = bus.nodes["a"]
+    for seq, (nick, host) in enumerate((("bob", "::1"), ("b ob", "h"), (":bob", "h")), 1):
+        source = Source(nick, 1, node="b", ident="bob", host=host)
+        line = Message(seq, 1796119080.0, source, "#dev", f"line {seq}")
+        backend.on_message("chatd:room:#dev", wire.encode("b", seq, [line]))
+    a.tick()
+    assert [x for x in alice.lines() if "line" in x] == ["<bob> line 1"]
+    assert backend.stats()["cluster_bad_messages"] == 2

@@ -510,8 +510,10 @@ def _cleaned_event(event: Event) -> Event:
 
 
 def _check_name(what: str, value: str | None) -> None:
+    """Refuse a name with control characters or what splits an IRC prefix; a nick may
+    not start with ``:`` either (a host may: an IPv6 address when cloaks are off)."""
     if value and (sanitize(value) != value or _BREAKS_NAME.search(value)
-                  or value.startswith(":")):
+                  or (value.startswith(":") and "host" not in what)):
         raise WireError(f"a {what} that is not a name")
 
 
