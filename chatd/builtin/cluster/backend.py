@@ -484,26 +484,40 @@ def _cleaned(batch: wire.Batch) -> wire.Batch:
     return dataclasses.replace(batch, events=events)
 
 
+#: The fields of each event class but ``source`` (worked out once per class).
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _fields(cls: type) -> tuple[str, ...]:
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls)
+                                     if f.name != "source")
+    return names
+
+
 def _cleaned_event(event: Event) -> Event:
     source = event.source
-    for name in ("nick", "ident", "host", "account"):
-        _check_name(f"source {name}", getattr(source, name))
+    _check_name("source nick", source.nick)
+    _check_name("source ident", source.ident)
+    _check_name("source host", source.host)
+    _check_name("source account", source.account)
     if source.realname and sanitize(source.realname) != source.realname:
         source = dataclasses.replace(source, realname=sanitize(source.realname))
     changes: dict[str, Any] = {}
-    for field in dataclasses.fields(event):
-        value = getattr(event, field.name)
-        if field.name == "source" or not value:
+    for name in _fields(event.__class__):
+        value = getattr(event, name)
+        if not value:
             continue
-        if isinstance(value, str):
-            if field.name in _NAME_FIELDS:
-                _check_name(field.name, value)
+        if value.__class__ is str:
+            if name in _NAME_FIELDS:
+                _check_name(name, value)
             elif sanitize(value) != value:
-                changes[field.name] = sanitize(value)
+                changes[name] = sanitize(value)
         elif isinstance(value, tuple) and all(isinstance(v, str) for v in value):
             clean = tuple(sanitize(v) for v in value)
             if clean != value:
-                changes[field.name] = clean
+                changes[name] = clean
     if source is not event.source:
         changes["source"] = source
     return dataclasses.replace(event, **changes) if changes else event

@@ -434,10 +434,12 @@ class RedisPresence:
 
     def changed(self, client: Recipient) -> None:
         """``client``'s away message, account or real name changed: its record and its
-        memberships are written again (what ``/whois`` and ``/who`` show elsewhere)."""
-        self._refresh(client)
+        memberships are written again (what ``/whois`` and ``/who`` show elsewhere): the
+        memberships first (the jobs run in order), so once ``/whois`` shows a change
+        elsewhere, ``/who`` does too."""
         for room in tuple(client.rooms):
             self._joined_job(client, room)
+        self._refresh(client)
 
     def topic_changed(self, room: Place) -> None:
         """The listing's topic of ``room`` (the backend tells it)."""
