@@ -472,3 +472,30 @@ def test_a_join_on_one_node_replays_what_was_said_on_the_other(
     assert [re.sub(r"^\[[\d: -]+\] ", "", x) for x in seen if "said on" in x] == [
         "<alice> said on a 0", "<alice> said on a 1", "<alice> said on a 2",
         "<bob> said on b"], seen
+
+
+# -- /kick of a user on another node ------------------------------------------------------------
+
+
+def test_a_kick_reaches_a_user_connected_to_another_node(
+        chatd_server: Any, redis_server: Any, redis_url: str) -> None:
+    """alice, a server operator on A, kicks bob (on B) out of #dev: B puts him out as a
+    kick typed there would, bob is told why, and both nodes' members see the kick."""
+    a = start_node(chatd_server, redis_url, "a", plugins={"oper": {"password": PASSWORD}})
+    b = start_node(chatd_server, redis_url, "b")
+    alice, bob, carol = chatter(a, "alice"), chatter(b, "bob"), chatter(b, "carol")
+    heard_by(redis_server, "chatd:room:#dev", 2)
+    alice.send(f"/oper {PASSWORD}")
+    alice.expect(r"you are now an operator")
+    bob.send("/kick #dev carol")  # bob may not: refused on his own node
+    bob.expect(r"^! permission denied: you are not an operator of #dev")
+    alice.send("/kick #dev bob spamming")
+    bob.expect(r"^\*\*\* you were kicked from #dev by alice: spamming$")
+    kicked = r"^\*\*\* bob left #dev \(kicked by alice: spamming\)$"
+    carol.expect(kicked)
+    alice.expect(kicked)
+    b.wait_for_log(r"alice kicked bob from #dev \(from node a\): spamming")
+    carol.send("/who #dev")
+    carol.expect(r"^\*\*\* #dev has 2 members: alice, carol")
+    alice.send("/kick #dev nobody")
+    alice.expect(r"^! nobody is not in #dev")

@@ -145,8 +145,8 @@ class ClusterBackend:
         self.max_payload = max_payload
         self.counters = Counters()
         self._clock = clock
-        #: This tick's outgoing events by channel (and a node channel's recipient).
-        self._out: dict[tuple[str, str | None], list[Event]] = {}
+        #: This tick's outgoing events by channel (and a node channel's op and recipient).
+        self._out: dict[tuple[str, str | None, str | None], list[Event]] = {}
         #: The next ``seq`` per outgoing channel.
         self._seq: dict[str, int] = {}
         self._sequences = Sequences()
@@ -160,6 +160,9 @@ class ClusterBackend:
         #: Told each room event from another node delivered here (the shared history's
         #: memory of the room: a join here replays it); None without a shared history.
         self.remember: Callable[[Event], None] | None = None
+        #: ``on_kick(session, part)``: another node's operator kicked a user of this node
+        #: (see :meth:`kick_elsewhere`); None: kicks from elsewhere are ignored.
+        self.on_kick: Callable[[str, Event], None] | None = None
         #: ``call_later(seconds, fn, *args)`` of the server (a second look for a gap).
         self.call_later: Callable[..., Any] | None = None
 
@@ -189,12 +192,24 @@ class ClusterBackend:
 
     # -- delivery: local now, other nodes at the end of the tick ----------------------
 
-    def _queue(self, channel: str, event: Event, to: str | None = None) -> None:
-        batch = self._out.get((channel, to))
+    def _queue(self, channel: str, event: Event, to: str | None = None,
+               op: str = "deliver") -> None:
+        key = (channel, op if to is not None else None, to)
+        batch = self._out.get(key)
         if batch is None:
-            self._out[(channel, to)] = [event]
+            self._out[key] = [event]
         else:
             batch.append(event)
+
+    def kick_elsewhere(self, session: str, event: Event) -> bool:
+        """Ask the node of ``session`` to put it out of the room ``event`` (a part with
+        ``kicked_by``, made by the kicker's node) names; False for a session of this node
+        or none.  The kicker's right was checked by the caller."""
+        node = _node_of(session)
+        if node is None or node == self.node:
+            return False
+        self._queue(self.names.node_channel(node), event, session, op="kick")
+        return True
 
     def to_room(self, event: Event, room: Place, exclude: Recipient | None = None) -> None:
         self.local.to_room(event, room, exclude)
@@ -247,11 +262,11 @@ class ClusterBackend:
             return
         out, self._out = self._out, {}
         items: list[tuple[str, bytes]] = []
-        for (channel, to), events in out.items():
+        for (channel, op, to), events in out.items():
             seq = self._seq.get(channel, 0) + 1  # the number of its first event
             self._seq[channel] = seq + len(events) - 1
             try:
-                data = wire.encode(self.node, seq, events, op="deliver" if to else None, to=to)
+                data = wire.encode(self.node, seq, events, op=op, to=to)
             except Exception:  # an event the codec cannot write: a bug; keep the rest
                 log.exception("cluster: could not encode a batch for %s; it was dropped",
                               channel)
@@ -389,6 +404,11 @@ class ClusterBackend:
             for event in batch.events:
                 self.local.to_nick(event, batch.to or "")
             return
+        if batch.op == "kick":
+            if self.on_kick is not None:
+                for event in batch.events:
+                    self.on_kick(batch.to or "", event)
+            return
         everyone = channel == self.names.all_channel
         for event in batch.events:
             self._receive(event, everyone)
@@ -469,7 +489,7 @@ class ClusterBackend:
 #: What no name (nick, ident, host, account) holds: it would split an IRC prefix or line.
 _BREAKS_NAME = re.compile(r"[\s!@]")
 #: Event fields that hold nicks (a rename's).
-_NAME_FIELDS = frozenset({"old", "new"})
+_NAME_FIELDS = frozenset({"old", "new", "kicked_by"})
 
 
 def _cleaned(batch: wire.Batch) -> wire.Batch:
