@@ -199,3 +199,28 @@ def test_an_event_from_an_ipv6_address_without_a_cloak_is_delivered():
     a.tick()
     assert [x for x in alice.lines() if "line" in x] == ["<bob> line 1"]
     assert backend.stats()["cluster_bad_messages"] == 2
+
+
+def test_a_gap_asks_the_history_for_the_origins_events_between_the_last_and_the_next():
+    """The range is the origin's own event ids (a dead node's quit it announces in the
+    same batch is numbered by another counter and does not count)."""
+    from chatd.builtin.cluster import wire
+    from chatd.events import Message, Quit, Source
+
+    bus = Bus()
+    a = cluster(bus, "a")
+    alice = a.connect()
+    alice.send("/join #dev")
+    a.tick()
+    backend = bus.nodes["a"]
+    asked = []
+    backend.recover = lambda *args: asked.append(args[:4])
+    bob = Source("bob", 1, node="b", ident="bob", host="h")
+    gone = Source("zed", 4, node="x", ident="zed", host="h")
+    backend.on_message("chatd:room:#dev", wire.encode("b", 1, [Message(10, 1.0, bob, "#dev",
+                                                                       "one")]))
+    lost = Quit(5, 1.0, gone, "", "node lost", rooms=("#dev",))
+    backend.on_message("chatd:room:#dev", wire.encode(
+        "b", 4, [lost, Message(14, 1.0, bob, "#dev", "four")]))
+    assert asked == [("#dev", "b", 10, 14)]
+    assert backend.stats()["cluster_gaps"] == 2

@@ -308,7 +308,9 @@ class ClusterBackend:
         if missed:
             self._gap(channel, batch, missed)
         if batch.events and channel != self.names.all_channel and batch.op is None:
-            self._last_id[(batch.node, channel)] = batch.events[-1].id
+            ids = _own_ids(batch)
+            if ids:
+                self._last_id[(batch.node, channel)] = max(ids)
         try:
             self._deliver(channel, batch)
         except Exception:  # a bug, or a batch that decodes but fits no room: not a crash
@@ -359,7 +361,8 @@ class ClusterBackend:
         room = self.names.room_of_channel(channel)
         after = self._last_id.get((batch.node, channel))
         recover = self.recover
-        if room is None or recover is None or after is None or not batch.events:
+        ids = _own_ids(batch)
+        if room is None or recover is None or after is None or not ids:
             why = "" if room is None else (
                 "; not recoverable: history is not shared (storage.url)" if recover is None
                 else "; not recoverable: no event heard before it")
@@ -371,7 +374,7 @@ class ClusterBackend:
                           "cluster: missed %d event(s) from %s on %s; %d so far; asking "
                           "the history for them", missed, batch.node, channel,
                           self.counters.gaps)
-        before = batch.events[0].id
+        before = min(ids)
         recover(room, batch.node, after, before,
                 lambda events: self._recovered(room, batch.node, missed, after, before,
                                                events, retry=True))
@@ -549,6 +552,12 @@ def _check_name(what: str, value: str | None) -> None:
     if value and (sanitize(value) != value or _BREAKS_NAME.search(value)
                   or (value.startswith(":") and "host" not in what)):
         raise WireError(f"a {what} that is not a name")
+
+
+def _own_ids(batch: wire.Batch) -> list[int]:
+    """The ids of the events that happened on the batch's own node (what its history
+    rows carry): a dead node's quits it announces are numbered by another counter."""
+    return [e.id for e in batch.events if (e.source.node or batch.node) == batch.node]
 
 
 def _node_of(session: str | None) -> str | None:
