@@ -274,6 +274,10 @@ class DeliveryBackend(Protocol):
     def parted(self, client: Recipient, room: Place) -> None:
         """``client`` is no longer a member of ``room``."""
 
+    # Optional: ``changed(client)`` — what presence answers of ``client`` (its away
+    # message, account, real name) changed.  The domain calls it when a backend has it
+    # (a cluster's keeps presence in Redis); the local backend reads the client itself.
+
 
 # -- the local backend --------------------------------------------------------------------------
 

@@ -34,6 +34,18 @@ _COUNTERS = {
     "chatd_storage_writer_restarts": ("Times the database writer started over (an error "
                                       "escaped it, or its thread died and the watchdog "
                                       "replaced it).", "storage_writer_restarts"),
+    "chatd_cluster_gaps": ("Events from other nodes this node missed (jumps in a channel's "
+                           "sequence numbers).", "cluster_gaps"),
+    "chatd_cluster_recovered": ("Missed room events recovered from the shared history.",
+                                "cluster_recovered"),
+    "chatd_cluster_bad_messages": ("Payloads from Redis refused (malformed, oversize, unknown "
+                                   "version).", "cluster_bad_messages"),
+    "chatd_cluster_dropped": ("Batches not published: Redis down or the outbox full.",
+                              "cluster_dropped"),
+    "chatd_cluster_duplicates": ("Batches from Redis dropped: every event in them was heard "
+                                 "before (republished, replayed).", "cluster_duplicates"),
+    "chatd_cluster_batches_in": ("Batches received from other nodes.", "cluster_batches_in"),
+    "chatd_cluster_batches_out": ("Batches published to other nodes.", "cluster_batches_out"),
 }
 _GAUGES = {
     "chatd_clients": ("Clients connected now.", "clients"),
@@ -43,7 +55,10 @@ _GAUGES = {
     "chatd_max_clients": ("The enforced client limit.", "max_clients"),
     "chatd_storage_ok": ("1 while the database takes writes, 0 while it fails.", "storage_ok"),
     "chatd_storage_queued": ("Writes waiting for the database.", "storage_queued"),
+    "chatd_cluster_up": ("1 while the link to Redis is up, 0 while it is down.", "cluster_up"),
 }
+#: Snapshot keys served only when present: the cluster's, absent on a single process.
+_OPTIONAL_PREFIX = "cluster_"
 #: name -> (help, snapshot key, label name) for counters split by a label.
 _LABELLED = {
     "chatd_rejected_connections": ("Connections refused at accept.", "rejected", "reason"),
@@ -67,14 +82,21 @@ class ChatdCollector:
 
         data = self._snapshot()
         for name, (text, key) in _COUNTERS.items():
-            yield CounterMetricFamily(name, text, value=data.get(key, 0))
+            if _served(key, data):
+                yield CounterMetricFamily(name, text, value=data.get(key, 0))
         for name, (text, key) in _GAUGES.items():
-            yield GaugeMetricFamily(name, text, value=data.get(key, 0))
+            if _served(key, data):
+                yield GaugeMetricFamily(name, text, value=data.get(key, 0))
         for name, (text, key, label) in _LABELLED.items():
             family = CounterMetricFamily(name, text, labels=[label])
             for value, count in sorted(data.get(key, {}).items()):
                 family.add_metric([value], count)
             yield family
+
+
+def _served(key: str, data: dict[str, Any]) -> bool:
+    """Every metric is served (0 until counted), but the cluster's only on a cluster node."""
+    return key in data or not key.startswith(_OPTIONAL_PREFIX)
 
 
 def start_exporter(host: str, port: int, snapshot: Callable[[], dict[str, Any]]) -> Any:

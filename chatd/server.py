@@ -748,4 +748,17 @@ class ChatServer:
         snapshot["storage_rejected_by"] = dict(store.rejected_by)
         snapshot["storage_writer_restarts"] = store.restarts
         snapshot["storage_problem"] = store.problem
+        snapshot.update(self._backend_stats())
         return snapshot
+
+    def _backend_stats(self) -> dict[str, Any]:
+        """The delivery backend's own counters (the cluster's ``cluster_*``), if it keeps
+        any: a backend may offer ``stats() -> dict``; the local one has none."""
+        stats = getattr(self.domain.backend, "stats", None)
+        if not callable(stats):
+            return {}
+        try:
+            return dict(stats())
+        except Exception:  # a plugin's backend: its bug must not break /stats or metrics
+            log.exception("delivery backend: stats() failed")
+            return {}

@@ -169,8 +169,8 @@ def test_the_counters_count_bad_messages_gaps_and_batches():
     a.tick()
     backend = bus.nodes["a"]
     bob = Source("bob", 1, node="b", ident="bob", host="h")
-    line = Message(5, 1796119080.0, bob, "#dev", "hi")
-    for seq in (1, 2, 6):  # 3, 4 and 5 never came
+    for seq in (1, 2, 6):  # 3, 4 and 5 never came (events have ids of their own)
+        line = Message(seq, 1796119080.0, bob, "#dev", "hi")
         backend.on_message("chatd:room:#dev", wire.encode("b", seq, [line]))
     backend.on_message("chatd:room:#dev", b"garbage")
     a.tick()
@@ -178,3 +178,49 @@ def test_the_counters_count_bad_messages_gaps_and_batches():
     assert stats["cluster_gaps"] == 3 and stats["cluster_bad_messages"] == 1
     assert stats["cluster_batches_in"] == 3 and stats["cluster_up"] == 1
     assert [x for x in alice.lines() if x.startswith("<bob>")] == ["<bob> hi"] * 3
+
+
+def test_an_event_from_an_ipv6_address_without_a_cloak_is_delivered():
+    """A host that starts with ':' (``::1`` when cloaks are off) is a host, not a forgery;
+    a nick with a space, or one that starts with ':', is refused."""
+    from chatd.builtin.cluster import wire
+    from chatd.events import Message, Source
+
+    bus = Bus()
+    a = cluster(bus, "a")
+    alice = a.connect()
+    alice.send("/join #dev")
+    a.tick()
+    backend = bus.nodes["a"]
+    for seq, (nick, host) in enumerate((("bob", "::1"), ("b ob", "h"), (":bob", "h")), 1):
+        source = Source(nick, 1, node="b", ident="bob", host=host)
+        line = Message(seq, 1796119080.0, source, "#dev", f"line {seq}")
+        backend.on_message("chatd:room:#dev", wire.encode("b", seq, [line]))
+    a.tick()
+    assert [x for x in alice.lines() if "line" in x] == ["<bob> line 1"]
+    assert backend.stats()["cluster_bad_messages"] == 2
+
+
+def test_a_gap_asks_the_history_for_the_origins_events_between_the_last_and_the_next():
+    """The range is the origin's own event ids (a dead node's quit it announces in the
+    same batch is numbered by another counter and does not count)."""
+    from chatd.builtin.cluster import wire
+    from chatd.events import Message, Quit, Source
+
+    bus = Bus()
+    a = cluster(bus, "a")
+    alice = a.connect()
+    alice.send("/join #dev")
+    a.tick()
+    backend = bus.nodes["a"]
+    asked = []
+    backend.recover = lambda *args: asked.append(args[:4])
+    bob = Source("bob", 1, node="b", ident="bob", host="h")
+    gone = Source("zed", 4, node="x", ident="zed", host="h")
+    backend.on_message("chatd:room:#dev", wire.encode("b", 1, [Message(10, 1.0, bob, "#dev",
+                                                                       "one")]))
+    lost = Quit(5, 1.0, gone, "", "node lost", rooms=("#dev",))
+    backend.on_message("chatd:room:#dev", wire.encode(
+        "b", 4, [lost, Message(14, 1.0, bob, "#dev", "four")]))
+    assert asked == [("#dev", "b", 10, 14)]
+    assert backend.stats()["cluster_gaps"] == 2

@@ -163,6 +163,22 @@ def cmd_stats(client: Client, args: str) -> None:
         counts = ", ".join(f"{name} {count}" for name, count in sorted(s[key].items()))
         client.notice(f"{title}: {counts or 'none'}")
     _storage_stats(client, s)
+    _cluster_stats(client, s)
+
+
+def _cluster_stats(client: Client, s: dict[str, Any]) -> None:
+    """The cluster's line of /stats (a cluster node only): the link's state and what was
+    missed, recovered, refused and dropped on the way between nodes."""
+    if "cluster_up" not in s:
+        return
+    client.notice(
+        f"cluster: redis {'up' if s['cluster_up'] else 'DOWN'}, "
+        f"batches in {s.get('cluster_batches_in', 0)}, out {s.get('cluster_batches_out', 0)}, "
+        f"gaps {s.get('cluster_gaps', 0)}, recovered {s.get('cluster_recovered', 0)}, "
+        f"bad messages {s.get('cluster_bad_messages', 0)}, "
+        f"duplicates {s.get('cluster_duplicates', 0)}, "
+        f"dropped {s.get('cluster_dropped', 0)}"
+    )
 
 
 def _storage_stats(client: Client, s: dict[str, Any]) -> None:

@@ -493,11 +493,13 @@ class ChatDomain:
             if client.away is not None:
                 client.away = None
                 self._tell_away(client, self.new_event(Away, client.source, client.nick, ""))
+                self._presence_changed(client)
             return None
         event = self._accept(client, self.new_event(Away, client.source, client.nick, text))
         if event is not None:
             client.away = event.text
             self._tell_away(client, event)
+            self._presence_changed(client)
         return event
 
     def invited(self, client: Client, target: Client, room_name: str) -> Event:
@@ -810,8 +812,18 @@ class ChatDomain:
         event = self.new_event(AccountChange, client.source, "", old=old, new=account,
                                rooms=tuple(r.name for r in client.rooms))
         self._tell_identity(client, event)
+        self._presence_changed(client)
         self.hooks.call("chatd_account_change", notify=client, client=client, old=old,
                         new=account)
+
+    def _presence_changed(self, client: Client) -> None:
+        """What presence answers of ``client`` (its away message, account, real name:
+        ``/whois``, ``/who``) changed.  A backend that keeps presence elsewhere (a
+        cluster's, in Redis) is told through its optional ``changed(client)``; the
+        local backend reads the client itself and has none."""
+        changed = getattr(self.backend, "changed", None)
+        if changed is not None:
+            changed(client)
 
     def set_realname(self, client: Client, name: str) -> Event | None:
         """``client``'s real name is ``name`` now (refused with ``invalid_realname`` if
@@ -826,6 +838,7 @@ class ChatDomain:
         event = self.new_event(RealnameChange, client.source, "", name,
                                rooms=tuple(r.name for r in client.rooms))
         self._tell_identity(client, event)
+        self._presence_changed(client)
         return event
 
     def _tell_identity(self, client: Client, event: Event) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..delivery import LocalBackend, member, nick_key
-from ..events import Event, ModeItem
+from ..events import Event, ModeItem, Part
 from ..replies import MemberEntry
 from ..stash import Stash
 from ..store import StoreAnswer
@@ -218,6 +218,19 @@ class Server:
         wait = timeout if timeout is not None else _ask_timeout(self._domain.config)
         self._domain.ask(client, lambda answer: store.ask(sql, params, answer, timeout=wait),
                          then, expired)
+
+    def kick_elsewhere(self, client: Client, person: Person, room: str, reason: str) -> bool:
+        """Ask the node of the cluster that ``person`` (a presence answer for a user of
+        another node) is connected to, to put it out of ``room`` as a kick by ``client``
+        with ``reason`` (that node tells it why, and its room everywhere sees the kick).
+        Check the kicker's right first: the other node does not.  False when the
+        delivery backend has no other node to ask (a single process)."""
+        ask = getattr(self._domain.backend, "kick_elsewhere", None)
+        if ask is None or not person.session:
+            return False
+        event = self._domain.new_event(Part, client.source, room, reason,
+                                       kicked_by=client.nick)
+        return bool(ask(person.session, event))
 
     def client_of(self, person: Person | Member) -> Client | None:
         """The client of this process that ``person`` (a presence answer) is, or None if

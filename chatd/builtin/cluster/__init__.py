@@ -69,7 +69,32 @@ def make_backend(server: Server, local: Any) -> Any:
     backend = ClusterBackend(local, link, presence, node, names=names,
                              max_payload=settings.max_payload_bytes)
     presence.on_lost = functools.partial(announce_lost, backend)
+    backend.call_later = server.call_later
+    backend.on_kick = functools.partial(_kicked_here, server)
+    if server.config.storage.url:  # a history every node writes: gaps are recovered
+        from chatd.builtin.history import recover_room_events, remember_remote
+
+        backend.recover = functools.partial(recover_room_events, server)
+        backend.remember = functools.partial(remember_remote, server)
     return backend
+
+
+def _kicked_here(server: Server, session: str, part: Any) -> None:
+    """An operator on another node kicked ``session`` (a client of this node) out of the
+    room ``part`` names: put out here as a kick typed here is (moderation's
+    :func:`~chatd.builtin.moderation.enforcement.kick`); nothing if it is gone or not
+    in that room any more."""
+    from types import SimpleNamespace
+
+    from chatd.builtin.moderation.enforcement import kick
+
+    target = server.client_of(SimpleNamespace(session=session))  # type: ignore[arg-type]
+    room = server.rooms.get(part.target)
+    if target is None or room is None or target not in room.members:
+        return
+    log.info("%s kicked %s from %s (from node %s): %s", part.kicked_by, target.nick,
+             room.name, part.source.node, part.text)
+    kick(server, room, target, part.kicked_by or part.source.nick, part.text)
 
 
 def _start(backend: Any, prefix: str) -> None:

@@ -30,8 +30,9 @@ everywhere within ``node_timeout_seconds + heartbeat_seconds``.
 A node whose key was gone at a heartbeat (Redis restarted empty, or the node was
 silent so long that it was swept) and a node whose link came back write all they
 hold again (their own stale entries cleared first).  What ``/whois`` shows of a
-user of another node is its record as of its last claim, join or part (an away
-message or an identification since then shows once it joins or parts a room).
+user of another node is kept fresh: the domain tells the backend (``changed``) when
+a client's away message, account or real name changes, and its record and
+memberships are written again.
 """
 
 from __future__ import annotations
@@ -431,6 +432,15 @@ class RedisPresence:
             names, who = self.names, person(client)
             self.link.run(lambda r: update_person(r, names, who))
 
+    def changed(self, client: Recipient) -> None:
+        """``client``'s away message, account or real name changed: its record and its
+        memberships are written again (what ``/whois`` and ``/who`` show elsewhere): the
+        memberships first (the jobs run in order), so once ``/whois`` shows a change
+        elsewhere, ``/who`` does too."""
+        for room in tuple(client.rooms):
+            self._joined_job(client, room)
+        self._refresh(client)
+
     def topic_changed(self, room: Place) -> None:
         """The listing's topic of ``room`` (the backend tells it)."""
         names, name, topic = self.names, room.name, room.topic
@@ -537,6 +547,7 @@ class RedisPresence:
 
 
 def announce_lost(backend: Any, event: Quit) -> None:
-    """Tell every node's members of a dead session's rooms that it quit (see
-    :meth:`ClusterBackend.to_room_names`)."""
-    backend.to_room_names(event, event.rooms)
+    """Tell every node's members of a dead session's rooms that it quit
+    (:meth:`~chatd.builtin.cluster.backend.ClusterBackend.announce_quit`: delivered
+    here now, and queued on each room's channel for the others)."""
+    backend.announce_quit(event)

@@ -40,7 +40,7 @@ from ..accounts import STATE as ACCOUNTS
 from ..accounts import Account, ask_like, pick
 from ..masks import Identity, Mask, MaskError, same_name
 from ..oper import is_operator
-from .enforcement import account_role, is_founder, is_room_operator, put_out, role_of
+from .enforcement import account_role, is_founder, is_room_operator, kick, put_out, role_of
 from .store import (
     ENTRIES_PER_ROOM,
     ROOMS_PER_FOUNDER,
@@ -332,8 +332,8 @@ def _kick_found(client: Client, words: list[str], name: str, room: Room | None,
     server = client.server
     target = server.client_of(person) if person is not None else None
     if person is not None and target is None and name in person.rooms:
-        raise CommandError(f"{person.nick} is connected to another node; a kick reaches "
-                           "only users of this one", code="remote_user")
+        _kick_elsewhere(client, person, name, rules, words)
+        return
     if room is None or target is None or target not in room.members:
         raise CommandError(f"{words[0]} is not in {name}", code="user_not_in_room")
     if target is not client and is_room_operator(target, rules) and not is_operator(client):
@@ -342,8 +342,25 @@ def _kick_found(client: Client, words: list[str], name: str, room: Room | None,
     why = _reason(words[1:]) or "no reason given"
     log.info("%s kicked %s from %s: %s (by %s from %s)", client.nick, target.nick, name, why,
              client.nick, client.address)
-    target.notice(f"you were kicked from {room.name} by {client.nick}: {why}")
-    put_out(server, room, target, f"kicked by {client.nick}: {why}", client.nick)
+    kick(server, room, target, client.nick, why)
+
+
+def _kick_elsewhere(client: Client, person: Person, name: str, rules: RoomRules,
+                    words: list[str]) -> None:
+    """/kick of a user connected to another node of a cluster: the kicker's right was
+    checked here (as for any kick), the target's role is known by its account (that it
+    is a server operator on its own node is not known here), and its node is asked to
+    put it out; everyone in the room sees the kick from there."""
+    account = nick_key(person.account) if person.account is not None else None
+    if account_role(account, rules) is not None and not is_operator(client):
+        raise CommandError(f"{person.nick} is an operator of {name}; /deop them first",
+                           code="not_allowed")
+    why = _reason(words[1:]) or "no reason given"
+    if not client.server.kick_elsewhere(client, person, name, why):
+        raise CommandError(f"{person.nick} is connected to another node; a kick reaches "
+                           "only users of this one", code="remote_user")
+    log.info("%s kicked %s (on node %s) from %s: %s (by %s from %s)", client.nick,
+             person.nick, person.node, name, why, client.nick, client.address)
 
 
 def _operators_are_not(subject: str, role: str | None, rules: RoomRules,

@@ -176,6 +176,14 @@ def put_out(server: Server, room: Room, target: Client, reason: str,
         target.notice("you are in no room now; /join one")
 
 
+def kick(server: Server, room: Room, target: Client, kicked_by: str, why: str) -> None:
+    """``target`` is kicked out of ``room`` by the operator ``kicked_by``: told why, then
+    put out (a kick typed on this node, or asked for by an operator on another node of
+    a cluster)."""
+    target.notice(f"you were kicked from {room.name} by {kicked_by}: {why}")
+    put_out(server, room, target, f"kicked by {kicked_by}: {why}", kicked_by)
+
+
 def _recheck(client: Client) -> None:
     """After a nick change or an identification: leave the rooms whose bans now match."""
     server = client.server
