@@ -1,5 +1,11 @@
-"""docs/cluster.md's HAProxy snippet, run as written: a real HAProxy in front of two
-real chatd nodes on one real redis-server, with the PROXY protocol (v2).
+"""docs/cluster.md's examples, run as written.
+
+The walkthrough's node config, three times (the port and node id changed as the page
+says), on a real redis-server with the password in a file and a real PostgreSQL:
+three nodes, one room, every line on every node, and `/who` showing all three.
+
+The HAProxy snippet: a real HAProxy in front of two real chatd nodes on one real
+redis-server, with the PROXY protocol (v2).
 
 Two clients connect to HAProxy's one address; round robin puts them on the two
 nodes; each node sees its client's own address and port (not the proxy's), and the
@@ -33,6 +39,50 @@ def _snippet(front: int, backs: list[int]) -> str:
         block, found = re.subn(rf"127\.0\.0\.1:{documented}\b", f"127.0.0.1:{real}", block)
         assert found == 1, f"the snippet has no server on {documented}"
     return block
+
+
+def _walkthrough_config(folder: Path, redis_url: str, password: str, postgres_url: str,
+                        name: str) -> Path:
+    """docs/cluster.md's node-a.yaml made node ``name``: its ports 0 (free ones), its
+    Redis and PostgreSQL the test's, the Redis password in a file as documented."""
+    text = DOCS.read_text()
+    block = text.split("## Three nodes on one machine", 1)[1].split("```yaml\n", 1)[1]
+    block = block.split("```", 1)[0]
+    secret = folder / "redis-password"
+    secret.write_text(password + "\n")
+    without_password = re.sub(r"//:[^@]*@", "//", redis_url)
+    swaps = {"port: 7801": "port: 0", "port: 7811": "port: 0",
+             "postgresql://chatd@127.0.0.1:5432/chatd": postgres_url,
+             "redis://127.0.0.1:6379/0": without_password,
+             "/etc/chatd/redis-password": str(secret), "node_id: node-a": f"node_id: {name}"}
+    for documented, real in swaps.items():
+        assert block.count(documented) == 1, f"the walkthrough lost {documented!r}"
+        block = block.replace(documented, real)
+    config = folder / "config.yaml"
+    config.write_text(block)
+    return config
+
+
+def test_the_walkthrough_runs_three_nodes_as_one_server(
+        chatd_server, redis_server, redis_url, postgres_url, tmp_path):
+    servers = []
+    for name in ("node-a", "node-b", "node-c"):
+        folder = tmp_path / name
+        folder.mkdir()
+        config = _walkthrough_config(folder, redis_url, redis_server.password, postgres_url,
+                                     name)
+        servers.append(chatd_server(config))
+    clients = [server.client() for server in servers]
+    assert wait_until(lambda: _subscribers(redis_server, "chatd:room:#lobby") == 3, WAIT)
+    for index, sender in enumerate(clients):
+        sender.send(f"hello from node {index}")
+        for other in clients:
+            if other is not sender:
+                other.expect(rf"> hello from node {index}$")
+    clients[2].send("/who")
+    clients[2].expect(r"^\*\*\* #lobby has 3 members")
+    for server in servers:
+        assert redis_server.password not in server.log()
 
 
 def _node(chatd_server, tmp_path: Path, redis_url: str, name: str):
