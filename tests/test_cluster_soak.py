@@ -230,7 +230,11 @@ def operator(server, name: str) -> ChatClient:
 def gaps(op: ChatClient) -> int:
     """The node's cluster gap counter, from ``/stats``'s ``cluster:`` line."""
     op.send("/stats")
-    line = op.expect(r"^\*\*\* cluster: ").string
+    try:
+        line = op.expect(r"^\*\*\* cluster: ").string
+    except AssertionError as exc:
+        raise AssertionError(f"/stats shows no cluster: line (the cluster's counters must "
+                             f"reach /stats for the soak to count gaps): {exc}") from None
     match = STATS.search(line)
     assert match, line
     return int(match.group(4))
