@@ -9,7 +9,6 @@ once and publishes are dropped and counted, never queued without bound.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from typing import Any
@@ -17,24 +16,36 @@ from typing import Any
 import pytest
 
 from chatd.builtin.cluster.link import Link, LinkDown
+from chatd.reactor import Reactor
 
 WAIT = 10.0
 
 
 class Loop:
-    """What the link posts to, run by the test thread: ``until(condition)``."""
+    """A real chatd Reactor run by the test thread: ``until(condition)`` runs ticks.
+
+    The publisher and subscriber live on it; the command thread's answers come
+    through ``post`` (``call_soon_threadsafe``), as in the server."""
 
     def __init__(self) -> None:
-        self.calls: queue.Queue[tuple[Any, tuple[Any, ...]]] = queue.Queue()
+        self.reactor = Reactor()
+        self.reactor.enable_threadsafe()
         self.messages: list[tuple[str, bytes]] = []
         self.states: list[bool] = []
         self.loop_thread = threading.get_ident()
         self.wrong_thread = 0
 
     def post(self, fn: Any, *args: Any) -> None:
-        self.calls.put((fn, args))
+        self.reactor.call_soon_threadsafe(self._on_loop, fn, *args)
+
+    def _on_loop(self, fn: Any, *args: Any) -> None:
+        if threading.get_ident() != self.loop_thread:
+            self.wrong_thread += 1
+        fn(*args)
 
     def on_message(self, channel: str, data: bytes) -> None:
+        if threading.get_ident() != self.loop_thread:
+            self.wrong_thread += 1
         self.messages.append((channel, data))
 
     def on_state(self, up: bool) -> None:
@@ -47,22 +58,19 @@ class Loop:
             if left <= 0:
                 raise AssertionError(f"timed out: states {self.states}, "
                                      f"{len(self.messages)} messages")
-            try:
-                fn, args = self.calls.get(timeout=min(left, 0.2))
-            except queue.Empty:
-                continue
-            if threading.get_ident() != self.loop_thread:
-                self.wrong_thread += 1
-            fn(*args)
+            self.reactor.run_once(max_wait=min(left, 0.05))
 
 
 @pytest.fixture
 def loop():
-    return Loop()
+    made = Loop()
+    yield made
+    made.reactor.close()
 
 
 def make_link(loop: Loop, url: str, **options: Any) -> Link:
-    link = Link(url, post=loop.post, name="test-link", connect_timeout=1.0,
+    options.setdefault("health_seconds", 0.5)
+    link = Link(url, post=loop.post, loop=loop.reactor, name="test-link", connect_timeout=1.0,
                 on_message=loop.on_message, on_state=loop.on_state, **options)
     link.start()
     return link
@@ -162,17 +170,25 @@ def test_a_frozen_redis_is_noticed(loop, link, redis_server):
     loop.until(lambda: loop.states == [True, False, True])
 
 
-def test_the_outbox_is_bounded(loop, redis_server, redis_url):
-    made = make_link(loop, redis_url, max_outbox=3)
+@pytest.mark.parametrize("caps", [{"max_outbox": 3}, {"max_outbox_bytes": 256 * 1024}],
+                         ids=["batches", "bytes"])
+def test_the_outbox_is_bounded_by_batches_and_bytes(loop, redis_server, redis_url, caps):
+    made = make_link(loop, redis_url, health_seconds=30.0, **caps)
     made.subscribe("t:a")
     loop.until(lambda: loop.states == [True])
-    redis_server.freeze()  # the publisher blocks on its first batch; the rest wait
+    chunk = b"x" * 65536
+    redis_server.freeze()  # Redis reads nothing: the kernel's buffers fill, then ours
     try:
-        for i in range(20):
-            made.publish_many([("t:a", str(i).encode())])
-        assert made.dropped >= 16
+        for _ in range(300):  # ~19 MiB: far more than loopback's socket buffers
+            made.publish_many([("t:a", chunk)])
+        assert made.dropped > 0
+        assert made.outbox_batches <= caps.get("max_outbox", 10_000)
+        assert made.outbox_bytes <= caps.get("max_outbox_bytes", 1 << 20) + len(chunk) + 64
     finally:
         redis_server.thaw()
+    made.publish_many([("t:a", b"after")])  # the link was never cut: it goes on
+    loop.until(lambda: loop.messages and loop.messages[-1] == ("t:a", b"after"))
+    assert made.up and made.connects == 1
     made.close()
 
 
