@@ -63,6 +63,8 @@ FIRST_BACKOFF = 0.1
 MAX_BACKOFF = 5.0
 #: A PING is sent this often on each loop connection; unanswered this long: a cut.
 HEALTH_SECONDS = 5.0
+#: A link up this long before a cut is retried from the first backoff step again.
+STABLE_SECONDS = 10.0
 #: The outbox's byte cap by default (``cluster.max_outbox_bytes``).
 MAX_OUTBOX_BYTES = 1 << 20
 #: The same kind of log line at most once per this many seconds.
@@ -335,7 +337,9 @@ class Link:
         self._channels: set[str] = set()
         self._pub: _Connection | None = None
         self._sub: _Connection | None = None
-        self._timers: list[Any] = []
+        #: The pending timers, one per job (connect deadline, health check, retry).
+        self._timers: dict[str, Any] = {}
+        self._up_since = 0.0
         self._attempt = 0  # which connection attempt a late answer belongs to
         self._thread: threading.Thread | None = None
 
@@ -414,7 +418,7 @@ class Link:
             return
         self._attempt += 1
         attempt = self._attempt
-        self._timers.append(self.loop.call_later(self._timeout, self._too_slow, attempt))
+        self._later("deadline", self._timeout, self._too_slow, attempt)
         if not self._endpoint.needs_lookup:
             self._open(self._endpoint.address(), attempt)
             return
@@ -444,6 +448,13 @@ class Link:
         except OSError as exc:
             self._cut(None, exc)
 
+    def _later(self, job: str, delay: float, callback: Callable[..., Any], *args: Any) -> None:
+        """Run ``callback`` after ``delay`` on the loop, replacing the pending ``job``."""
+        old = self._timers.pop(job, None)
+        if old is not None:
+            old.cancel()
+        self._timers[job] = self.loop.call_later(delay, callback, *args)
+
     def _too_slow(self, attempt: int) -> None:
         if attempt == self._attempt and not self.up:
             self._cut(None, TimeoutError("connecting took too long"))
@@ -454,10 +465,9 @@ class Link:
         pub, sub = self._pub, self._sub
         if pub is None or sub is None or not (pub.ready and sub.ready):
             return
-        self.backoff.reset()
+        self._up_since = self.loop.clock()
         self._set_state(True, None)
-        self._timers.append(self.loop.call_later(self._health / 4, self._check_health,
-                                                 self._attempt))
+        self._later("health", self._health / 4, self._check_health, self._attempt)
 
     def _check_health(self, attempt: int) -> None:
         """PING each connection every ``health_seconds``; one unanswered that long is a
@@ -474,8 +484,7 @@ class Link:
             if conn.ping_sent is None and now - conn.last_pong >= self._health:
                 conn.ping_sent = now
                 conn.send(_PING)
-        self._timers.append(self.loop.call_later(self._health / 4, self._check_health,
-                                                 attempt))
+        self._later("health", self._health / 4, self._check_health, attempt)
 
     def _cut(self, conn: _Connection | None, error: BaseException) -> None:
         """A connection failed (or the attempt did): close both, tell, retry later."""
@@ -489,12 +498,14 @@ class Link:
         else:
             self.note(f"reach-{kind}", logging.WARNING, "%s: cannot reach Redis (%s); retrying",
                       self.name, kind)
+        if was_up and self.loop.clock() - self._up_since >= STABLE_SECONDS:
+            self.backoff.reset()  # a link that held is retried at once; a flapping one is not
         self._set_state(False, error)
         self._attempt += 1
-        self._timers.append(self.loop.call_later(self.backoff.next(), self._connect))
+        self._later("retry", self.backoff.next(), self._connect)
 
     def _drop_connections(self) -> None:
-        for timer in self._timers:
+        for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
         for conn in (self._pub, self._sub):
