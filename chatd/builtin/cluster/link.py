@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import logging
 import random
 import select
@@ -174,7 +175,8 @@ class _Connection:
     # -- opening -------------------------------------------------------------------
 
     def open(self, address: str, endpoint: resp.Endpoint, first: list[bytes]) -> None:
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        # An IP literal only: connect() given a name would resolve it here, blocking.
+        family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -445,7 +447,7 @@ class Link:
             self._sub.open(address, endpoint, first)
             if channels:
                 self._sub.out.append((resp.command(b"SUBSCRIBE", *channels), False))
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: not an IP address
             self._cut(None, exc)
 
     def _later(self, job: str, delay: float, callback: Callable[..., Any], *args: Any) -> None:
