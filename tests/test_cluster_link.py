@@ -362,3 +362,31 @@ def test_tls_with_an_untrusted_certificate_never_comes_up(loop, tls_redis, caplo
     loop.until(lambda: "SSLCertVerificationError" in caplog.text)
     assert not made.up and loop.states == []
     made.close()
+
+
+@pytest.fixture
+def acl_user(redis_server):
+    """A Redis 6+ ACL user of its own (AUTH user password), removed afterwards."""
+    redis_server.cli("ACL", "SETUSER", "chatd-link", "on", ">user-secret", "~*", "&*", "+@all")
+    yield "chatd-link"
+    redis_server.cli("ACL", "DELUSER", "chatd-link")
+
+
+def test_auth_with_a_user_name_and_a_database(loop, redis_server, acl_user):
+    database = redis_server.fresh_database()
+    url = f"redis://{acl_user}:user-secret@127.0.0.1:{redis_server.port}/{database}"
+    made = make_link(loop, url)
+    made.subscribe("t:a")
+    loop.until(lambda: made.up)
+    answers: list[Any] = []
+    made.run(lambda r: r.ping(), lambda res, err: answers.append(err))  # the command thread
+    loop.until(lambda: answers)                                         # connects lazily
+    assert answers == [None]
+    listed = redis_server.cli("CLIENT", "LIST")
+    mine = [line for line in listed.splitlines() if "name=test-link-" in line]
+    assert len(mine) == 3 and all(f"user={acl_user}" in line for line in mine)
+    assert all(f" db={database} " in line for line in mine
+               if "publisher" in line or "commands" in line)
+    made.publish_many([("t:a", b"as a user")])
+    loop.until(lambda: loop.messages == [("t:a", b"as a user")])
+    made.close()
