@@ -390,3 +390,27 @@ def test_auth_with_a_user_name_and_a_database(loop, redis_server, acl_user):
     made.publish_many([("t:a", b"as a user")])
     loop.until(lambda: loop.messages == [("t:a", b"as a user")])
     made.close()
+
+
+def test_two_chatd_nodes_chat_over_rediss(tls_redis, chatd_server):
+    """End to end: the config takes a rediss:// URL with its CA, and lines cross."""
+    url, _port = tls_redis
+    nodes = [chatd_server(cluster={"redis_url": url, "node_id": name, "prefix": "tls",
+                                   "connect_timeout_seconds": 0.5}) for name in ("a", "b")]
+    for server in nodes:
+        server.wait_for_log(r"connected to Redis")
+    alice, bob = nodes[0].client(), nodes[1].client()
+    for client, nick in ((alice, "alice"), (bob, "bob")):
+        client.send(f"/nick {nick}")
+        client.expect(rf"You are now {nick}|now known as {nick}")
+        client.send("/join #tls")
+        client.expect(r"joined #tls|talking in #tls")
+    deadline = time.monotonic() + WAIT
+    while True:  # until B's subscription is applied: alice's line reaches bob
+        alice.send("over tls")
+        try:
+            bob.expect(r"^<alice> over tls$", timeout=0.5)
+            break
+        except AssertionError:
+            assert time.monotonic() < deadline, "no line crossed over TLS"
+    assert "tls-secret" not in nodes[0].log() + nodes[1].log()
