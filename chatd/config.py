@@ -720,6 +720,20 @@ class ClusterConfig:
         ge=1,
         le=MAX_COUNT,
     )
+    max_outbox_bytes: int = _setting(
+        1 << 20,
+        "Bytes of batches waiting to be published, at most (with max_outbox: whichever "
+        "is reached first); past it the oldest are dropped and counted (cluster_dropped).",
+        ge=1024,
+        le=MAX_BYTES,
+    )
+    health_check_seconds: float = _setting(
+        5.0,
+        "How often the link PINGs Redis on each connection; a PING unanswered this long "
+        "marks the link down (a frozen Redis never closes its sockets) and it reconnects.",
+        gt=0,
+        le=300.0,
+    )
     max_payload_bytes: int = _setting(
         1 << 20,
         "The largest message a node reads from Redis; a bigger one is dropped and counted "

@@ -10,9 +10,9 @@ node announces them), and re-registration after Redis restarted empty.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,19 +25,21 @@ from chatd.builtin.cluster.presence import RedisPresence
 from chatd.builtin.cluster.wire import Names
 from chatd.delivery import LocalBackend
 from chatd.events import Source
+from chatd.reactor import Reactor
 
 WAIT = 10.0
 
 
 class Loop:
-    """What the links post to, run by the test thread."""
+    """A real chatd Reactor run by the test thread (the links' connections live on it)."""
 
     def __init__(self) -> None:
-        self.calls: queue.Queue[tuple[Any, tuple[Any, ...]]] = queue.Queue()
+        self.reactor = Reactor()
+        self.reactor.enable_threadsafe()
         self.thread = threading.get_ident()
 
     def post(self, fn: Any, *args: Any) -> None:
-        self.calls.put((fn, args))
+        self.reactor.call_soon_threadsafe(fn, *args)
 
     def until(self, condition: Any, timeout: float = WAIT) -> None:
         deadline = time.monotonic() + timeout
@@ -45,12 +47,8 @@ class Loop:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError("timed out")
-            try:
-                fn, args = self.calls.get(timeout=min(left, 0.1))
-            except queue.Empty:
-                continue
             assert threading.get_ident() == self.thread
-            fn(*args)
+            self.reactor.run_once(max_wait=min(left, 0.05))
 
 
 @dataclass(eq=False)
@@ -97,8 +95,8 @@ class Node:
         self.lost: list[Any] = []
         self.states: list[bool] = []
         self.conflicts: list[str] = []
-        self.link = Link(url, post=loop.post, name=f"link-{node}", connect_timeout=1.0,
-                         on_message=lambda *a: None, on_state=self.on_state)
+        self.link = Link(url, post=loop.post, loop=loop.reactor, name=f"link-{node}",
+                         connect_timeout=1.0, on_message=lambda *a: None, on_state=self.on_state)
         self.presence = RedisPresence(self.link, Names("t"), node, self.local,
                                       heartbeat_seconds=0.1, node_timeout_seconds=0.5,
                                       on_lost=self.lost.append,
@@ -141,8 +139,10 @@ class Node:
 
 
 @pytest.fixture
-def loop() -> Loop:
-    return Loop()
+def loop() -> Iterator[Loop]:
+    made = Loop()
+    yield made
+    made.reactor.close()
 
 
 @pytest.fixture

@@ -511,6 +511,17 @@ class Server:
         """Run ``callback(*args)`` on the loop as soon as possible (after this event)."""
         return self._domain.hooks.call_later(0.0, callback, *args)
 
+    @property
+    def loop(self) -> Any:
+        """The event loop itself (:class:`chatd.reactor.Reactor`), for a plugin that owns
+        non-blocking sockets: ``register(fd, handler)`` (``handler.handle_events(mask)``
+        on each edge-triggered event), ``unregister(fd)`` (before closing the socket),
+        ``call_later``, ``clock``.  Unlike :meth:`call_later` here, nothing done through
+        it is guarded or cancelled on reload: the plugin catches its own errors (one
+        that escapes is logged by the loop) and closes its own sockets and timers.
+        The cluster's link to Redis uses it (docs/cluster.md)."""
+        return self._domain.scheduler
+
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
         """From any thread: run ``callback(*args)`` on the loop, soon.
 

@@ -61,10 +61,11 @@ def make_backend(server: Server, local: Any) -> Any:
     def on_state(up: bool) -> None:
         backend.on_state(up)
 
-    link = Link(settings.redis_url, post=server.call_soon_threadsafe, name=f"chatd-{node}",
-                connect_timeout=settings.connect_timeout_seconds, on_message=on_message,
-                on_state=on_state, password=settings.password(),
-                max_outbox=settings.max_outbox)
+    link = Link(settings.redis_url, post=server.call_soon_threadsafe, loop=server.loop,
+                name=f"chatd-{node}", connect_timeout=settings.connect_timeout_seconds,
+                on_message=on_message, on_state=on_state, password=settings.password(),
+                max_outbox=settings.max_outbox, max_outbox_bytes=settings.max_outbox_bytes,
+                health_seconds=settings.health_check_seconds)
     presence = _presence(link, names, node, local, server)
     backend = ClusterBackend(local, link, presence, node, names=names,
                              max_payload=settings.max_payload_bytes)

@@ -1,0 +1,163 @@
+"""Catalogue section H, C2 and C3: a frozen Redis, and Redis dropping a slow subscriber.
+
+Real chatd processes on a real redis-server.  C2: Redis is frozen (SIGSTOP) while a
+node's clients chat: their local lines keep coming (the loop never waits for Redis;
+the latency is printed, never bounded), the health check marks the link down, and
+after the thaw cross-node chat resumes with every line either delivered or counted
+in the receiver's gap.  C3: Redis' pubsub output-buffer limit is lowered and node B
+frozen while A publishes: Redis drops B's subscriber; thawed, B notices, resubscribes,
+counts and logs the gap, and its own clients never noticed.  Variant: ``CLIENT KILL
+TYPE pubsub``.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+
+import pytest
+
+from chatd.testing import wait_until
+
+WAIT = 15.0
+FAST = {"connect_timeout_seconds": 0.5, "health_check_seconds": 0.5}
+
+
+def node(chatd_server, redis_url, name):
+    return chatd_server(cluster={"redis_url": redis_url, "node_id": name, **FAST},
+                        flood={"lines_per_second": 0})
+
+
+def subscribers(redis_server, channel: str) -> int:
+    out = redis_server.cli("PUBSUB", "NUMSUB", channel).split()
+    return int(out[1]) if len(out) > 1 else 0
+
+
+def chatter(server, nick: str, room: str = "#dev"):
+    client = server.client()
+    client.send(f"/nick {nick}")
+    client.expect(rf"You are now {nick}|now known as {nick}")
+    client.send(f"/join {room}")
+    client.expect(rf"joined {room}|talking in {room}")
+    return client
+
+
+def lines_until(client, marker: str) -> list[str]:
+    seen: list[str] = []
+    while True:
+        line = client.recv_line(timeout=WAIT)
+        if marker in line:
+            return seen
+        seen.append(line)
+
+
+def gap(server, origin: str, channel: str) -> int:
+    """The gap ``server`` logged for ``origin`` on ``channel`` (0 if none)."""
+    found = re.findall(rf"missed (\d+) event\(s\) from {origin} on {re.escape(channel)}",
+                       server.log())
+    return sum(int(n) for n in found)
+
+
+@pytest.fixture
+def two(chatd_server, redis_server, redis_url):
+    a = node(chatd_server, redis_url, "a")
+    b = node(chatd_server, redis_url, "b")
+    alice, bob = chatter(a, "alice"), chatter(b, "bob")
+    assert wait_until(lambda: subscribers(redis_server, "chatd:room:#dev") == 2, WAIT)
+    return a, b, alice, bob
+
+
+def test_c2_a_frozen_redis_never_delays_local_chat(two, chatd_server, redis_server):
+    a, b, alice, bob = two
+    carol = chatter(a, "carol")
+    alice.send("before")
+    bob.expect(r"^<alice> before$")
+    carol.expect(r"^<alice> before$")
+    redis_server.freeze()
+    try:
+        waits = []
+        for i in range(20):
+            sent = time.monotonic()
+            alice.send(f"during {i}")
+            carol.expect(rf"^<alice> during {i}$")  # local delivery: never waits for Redis
+            waits.append(time.monotonic() - sent)
+        print(f"local latency while Redis is frozen: max {max(waits) * 1000:.1f} ms")
+        a.wait_for_log(r"chatd-a: lost Redis \(TimeoutError\)")  # the health check
+        b.wait_for_log(r"chatd-b: lost Redis \(TimeoutError\)")
+        alice.send("/msg carol still private")
+        carol.expect(r"still private")
+    finally:
+        redis_server.thaw()
+    assert wait_until(lambda: len(re.findall(r"chatd-a: connected to Redis", a.log())) == 2
+                      and len(re.findall(r"chatd-b: connected to Redis", b.log())) == 2,
+                      WAIT), a.log()[-3000:] + b.log()[-3000:]
+    assert wait_until(lambda: subscribers(redis_server, "chatd:room:#dev") == 2, WAIT)
+    alice.send("after")
+    seen = lines_until(bob, "<alice> after")
+    delivered = len([x for x in seen if re.match(r"<alice> during \d+$", x)])
+    # Every line accounted for: delivered, or counted in B's gap (B's log is written by
+    # a thread of its own: the line may land a moment after bob's line).
+    assert wait_until(lambda: delivered + gap(b, "a", "chatd:room:#dev") == 20, WAIT), (
+        delivered, gap(b, "a", "chatd:room:#dev"), seen)
+    bob.send("and back")
+    alice.expect(r"^<bob> and back$")
+    assert "Traceback" not in a.log() + b.log()
+
+
+def _subscriber_of(redis_server, name: str) -> bool:
+    return f"name={name}-subscriber " in redis_server.cli("CLIENT", "LIST", "TYPE", "pubsub")
+
+
+@pytest.fixture
+def small_pubsub_buffers(redis_server):
+    redis_server.cli("CONFIG", "SET", "client-output-buffer-limit", "pubsub 64kb 32kb 1")
+    yield
+    redis_server.cli("CONFIG", "SET", "client-output-buffer-limit", "pubsub 32mb 8mb 60")
+
+
+def test_c3_redis_drops_a_frozen_subscriber_which_recovers(two, chatd_server, redis_server,
+                                                           small_pubsub_buffers):
+    a, b, alice, bob = two
+    dave = chatter(b, "dave", "#local")  # B's own chat, in a room only B has
+    line = "y" * 3500
+    alice.send("before")  # B has heard from A on #dev: a later jump is a gap
+    bob.expect(r"^<alice> before$")
+    b.signal(signal.SIGSTOP)
+    try:
+        sent = 0
+        while _subscriber_of(redis_server, "chatd-b") and sent < 6000:  # ~21 MiB at most
+            for _ in range(100):
+                alice.send(f"{sent} {line}")
+                sent += 1
+            alice.send(f"/whois x{sent}")  # A took them all in: no runaway client buffer
+            alice.expect(rf"x{sent}")
+        assert not _subscriber_of(redis_server, "chatd-b"), "Redis never dropped B"
+        assert "output buffer limits" in redis_server.log()  # dropped as a slow subscriber
+    finally:
+        b.signal(signal.SIGCONT)
+    b.wait_for_log(r"chatd-b: lost Redis")
+    assert wait_until(lambda: _subscriber_of(redis_server, "chatd-b"), WAIT)
+    assert wait_until(lambda: subscribers(redis_server, "chatd:room:#dev") == 2, WAIT)
+    dave.send("/whois dave")  # B's own client was never hurt
+    dave.expect(r"dave")
+    alice.send("after the drop")
+    seen = lines_until(bob, "<alice> after the drop")
+    delivered = len([x for x in seen if x.startswith("<alice> ") and line in x])
+    assert wait_until(lambda: gap(b, "a", "chatd:room:#dev") > 0, WAIT), (
+        delivered, sent, b.log()[-3000:])
+    assert wait_until(lambda: delivered + gap(b, "a", "chatd:room:#dev") == sent, WAIT), (
+        delivered, gap(b, "a", "chatd:room:#dev"), sent)
+    assert "Traceback" not in a.log() + b.log()
+
+
+def test_c3_client_kill_of_the_subscribers_is_recovered(two, redis_server):
+    a, b, alice, bob = two
+    redis_server.cli("CLIENT", "KILL", "TYPE", "pubsub")
+    a.wait_for_log(r"chatd-a: lost Redis")
+    b.wait_for_log(r"chatd-b: lost Redis")
+    assert wait_until(lambda: subscribers(redis_server, "chatd:room:#dev") == 2, WAIT)
+    alice.send("after the kill")
+    bob.expect(r"^<alice> after the kill$")
+    bob.send("and back")
+    alice.expect(r"^<bob> and back$")
