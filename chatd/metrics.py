@@ -46,6 +46,8 @@ _COUNTERS = {
                                  "before (republished, replayed).", "cluster_duplicates"),
     "chatd_cluster_batches_in": ("Batches received from other nodes.", "cluster_batches_in"),
     "chatd_cluster_batches_out": ("Batches published to other nodes.", "cluster_batches_out"),
+    "chatd_cluster_handler_errors": ("Messages from Redis whose handling raised (a bug: "
+                                     "logged, the link goes on).", "cluster_handler_errors"),
 }
 _GAUGES = {
     "chatd_clients": ("Clients connected now.", "clients"),

@@ -117,6 +117,7 @@ def test_stats_show_the_links_state_gaps_and_bad_messages(two: Any, redis_server
     after = stats_line(bob)
     assert after["gaps"] == 3 and after["bad messages"] == 1, after
     assert after["recovered"] == 0  # no shared history here (SQLite)
+    assert after["handler errors"] == 0  # the forged payloads were refused, not raised
     assert after["batches in"] >= before["batches in"] + 3
     b.wait_for_log(r"missed 3 event\(s\) from z on chatd:room:#dev; 3 so far; not "
                    r"recoverable: history is not shared")
@@ -141,8 +142,9 @@ def test_metrics_serve_the_cluster_counters_only_on_a_cluster_node() -> None:
     pytest.importorskip("prometheus_client")
     samples = _samples({"cluster_gaps": 4, "cluster_recovered": 3, "cluster_bad_messages": 2,
                         "cluster_dropped": 1, "cluster_up": 1, "cluster_batches_in": 9,
-                        "cluster_batches_out": 8})
+                        "cluster_batches_out": 8, "cluster_handler_errors": 5})
     assert samples["chatd_cluster_gaps_total"] == 4
+    assert samples["chatd_cluster_handler_errors_total"] == 5
     assert samples["chatd_cluster_recovered_total"] == 3
     assert samples["chatd_cluster_bad_messages_total"] == 2
     assert samples["chatd_cluster_dropped_total"] == 1

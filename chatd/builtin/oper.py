@@ -177,7 +177,8 @@ def _cluster_stats(client: Client, s: dict[str, Any]) -> None:
         f"gaps {s.get('cluster_gaps', 0)}, recovered {s.get('cluster_recovered', 0)}, "
         f"bad messages {s.get('cluster_bad_messages', 0)}, "
         f"duplicates {s.get('cluster_duplicates', 0)}, "
-        f"dropped {s.get('cluster_dropped', 0)}"
+        f"dropped {s.get('cluster_dropped', 0)}, "
+        f"handler errors {s.get('cluster_handler_errors', 0)}"
     )
 
 

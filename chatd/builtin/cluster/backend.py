@@ -187,6 +187,7 @@ class ClusterBackend:
         link's: what /stats and /metrics show (the server reads them each second)."""
         shown = {f"cluster_{name}": value for name, value in self.counters.snapshot().items()}
         shown["cluster_dropped"] = getattr(self.link, "dropped", 0)
+        shown["cluster_handler_errors"] = getattr(self.link, "errors", 0)
         shown["cluster_up"] = int(bool(getattr(self.link, "up", False)))
         return shown
 
