@@ -119,11 +119,18 @@ def test_members_and_room_list(r: Any, names: Names) -> None:
     p.joined(r, names, "b", member("bob", "b", 2), "#dev", "hello")
     p.joined(r, names, "b", member("bob", "b", 2), "#ops", "")
     assert sorted(m.nick for m in p.members(r, names, "#DEV")) == ["alice", "bob"]
+    # the listing keeps the room as its first member named it, and the topic it had:
+    # a later joiner's node knows no topic yet and must not wipe it
+    p.joined(r, names, "c", member("carol", "c", 3), "#dev", "")
     assert sorted(p.room_list(r, names), key=str) == [
-        RoomInfo("#dev", 2, "hello"), RoomInfo("#ops", 1, "")]
+        RoomInfo("#Dev", 3, "hello"), RoomInfo("#ops", 1, "")]
+    everyone, topic = p.members_and_topic(r, names, "#dev")
+    assert (sorted(m.nick for m in everyone), topic) == (["alice", "bob", "carol"], "hello")
+    assert p.members_and_topic(r, names, "#nowhere") == ([], "")
     assert p.parted(r, names, "b", "b:2", "#ops") == 0
+    assert p.parted(r, names, "c", "c:3", "#dev") == 2
     assert p.parted(r, names, "a", "a:1", "#dev") == 1
-    assert p.room_list(r, names) == [RoomInfo("#dev", 1, "hello")]
+    assert p.room_list(r, names) == [RoomInfo("#Dev", 1, "hello")]
     p.set_topic(r, names, "#dev", "new")
     p.set_topic(r, names, "#ops", "gone")  # not listed: stays out
     assert p.room_list(r, names) == [RoomInfo("#dev", 1, "new")]

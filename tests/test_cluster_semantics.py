@@ -442,6 +442,28 @@ def test_the_room_list_shows_a_topic_set_on_another_node(
     assert wait_until(lambda: _shows(bob, "/list", r"#ops \(1\) — second plan$"), WAIT)
 
 
+def test_a_room_joined_on_another_node_shows_the_topic_set_before(
+        chatd_server: Any, redis_server: Any, redis_url: str) -> None:
+    """alice set #ops' topic on A while node B had nobody there: bob joining on B is
+    greeted with it, and his join does not wipe it from the listing."""
+    a = start_node(chatd_server, redis_url, "a")
+    b = start_node(chatd_server, redis_url, "b")
+    alice = chatter(a, "alice", "#ops")
+    alice.send("/topic release friday")
+    alice.expect(r"set the topic of #ops to: release friday")
+    bob = chatter(b, "bob", "#dev")
+    # the listing in Redis has the topic (what /list on B reads) before bob joins
+    assert wait_until(lambda: _shows(bob, "/list", r"#ops \(1\) — release friday$"), WAIT)
+    bob.send("/join #ops")
+    bob.send("/fencepost")  # an unknown command: its error comes after the greeting
+    greeting = lines_until(bob, "fencepost")
+    assert [x for x in greeting if "release friday" in x], greeting
+    bob.send("/topic")
+    bob.expect(r"release friday")
+    carol = chatter(a, "carol", "#dev")
+    assert wait_until(lambda: _shows(carol, "/list", r"#ops \(2\) — release friday$"), WAIT)
+
+
 def test_a_payload_over_the_cap_is_refused(two: Any, redis_server: Any) -> None:
     """1 MiB and one byte (past redis-cli's argument limit: published with redis-py)."""
     _a, b, alice, bob = two

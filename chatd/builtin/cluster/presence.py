@@ -187,6 +187,18 @@ def members(r: Any, keys: Keys, room: str) -> list[Member]:
     return [member_from(raw) for raw in r.hvals(keys.members(room_key(room)))]
 
 
+def members_and_topic(r: Any, keys: Keys, room: str) -> tuple[list[Member], str]:
+    """:func:`members`, and the room's topic as the listing has it ("" if none): one
+    round trip."""
+    rk = room_key(room)
+    pipe = r.pipeline(transaction=False)
+    pipe.hvals(keys.members(rk))
+    pipe.hget(keys.rooms, rk)
+    raw_members, raw_room = pipe.execute()
+    topic = json.loads(raw_room).get("topic", "") if raw_room else ""
+    return [member_from(raw) for raw in raw_members], topic
+
+
 def room_list(r: Any, keys: Keys) -> list[RoomInfo]:
     """Every room someone is in, on any node, with its member count."""
     flat = _run(r, scripts.ROOM_LIST, [keys.rooms], [keys.members("")])
@@ -367,8 +379,24 @@ class RedisPresence:
 
     def members(self, room: str, then: Callable[[list[Member]], Any]) -> None:
         names = self.names
-        self.link.run(lambda r: members(r, names, room),
-                      self._answer(then, lambda: self.local.members(room, then)))
+
+        def answered(found: tuple[list[Member], str]) -> None:
+            everyone, topic = found
+            self._learn_topic(room, topic)
+            then(everyone)
+
+        self.link.run(lambda r: members_and_topic(r, names, room),
+                      self._answer(answered, lambda: self.local.members(room, then)))
+
+    def _learn_topic(self, room: str, topic: str) -> None:
+        """A room this node has members of but knows no topic for (its first member here
+        just joined: the join's greeting is what asked) takes the topic set elsewhere.
+        A room that knows one follows the topic events instead (a read racing a change
+        must not take it back)."""
+        places = self.local.places
+        place = places.get(room) if places is not None and topic else None
+        if place is not None and not place.topic:
+            place.topic = topic
 
     def room_list(self, then: Callable[[list[RoomInfo]], Any]) -> None:
         names = self.names
@@ -379,7 +407,7 @@ class RedisPresence:
     def _topics_here(self, rooms: list[RoomInfo]) -> list[RoomInfo]:
         """The listing with the topics of this node's rooms as this node knows them (a
         topic event updates every node with members there at once; the listing in
-        Redis learns a topic with the room's next join)."""
+        Redis is written by the setter's node a moment later)."""
         places = self.local.places
         if places is None:
             return rooms

@@ -89,10 +89,12 @@ return false
 """
 
 #: KEYS: the room's members hash, the rooms hash, this node's room set.
-#: ARGV: session, member JSON, room key, room JSON, room-set entry.
+#: ARGV: session, member JSON, room key, room JSON, room-set entry.  A room already
+#: listed keeps its entry: its topic is the one set last on any node, and a node whose
+#: first member just joined knows none yet (it reads it with the members).
 JOINED = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[4])
 redis.call('SADD', KEYS[3], ARGV[5])
 return 1
 """
