@@ -192,7 +192,7 @@ def _serve(args: argparse.Namespace, config: Config, server: ChatServer) -> int:
     finally:
         server.close()
     log.info("stopped")
-    return 0
+    return server.exit_status
 
 
 def _report_to_parent(args: argparse.Namespace, server: ChatServer) -> None:

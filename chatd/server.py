@@ -246,6 +246,8 @@ class ChatServer:
         self._metrics_httpd: Any = None
         self._stop_deadline: Timer | None = None
         self._stopping = False
+        #: The process's exit status once the loop ends: 1 after :meth:`fail`.
+        self.exit_status = 0
         self._start_plugins(hooks)
         backend = hooks.call_first(
             "chatd_delivery_backend", server=self.api, local=self.domain.local
@@ -491,6 +493,13 @@ class ChatServer:
         self.domain.backend.flush()
 
     # -- shutdown ----------------------------------------------------------------
+
+    def fail(self, reason: str) -> None:
+        """Stop as :meth:`stop` does, for a reason that makes this a failure (logged;
+        the process exits 1)."""
+        log.error("stopping: %s", reason)
+        self.exit_status = 1
+        self.stop()
 
     def stop(self, deadline: float | None = None) -> None:
         """Stop accepting, say goodbye to everyone, flush (bounded), then end the loop."""

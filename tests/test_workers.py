@@ -367,7 +367,7 @@ def test_a_live_holder_of_the_node_id_is_not_marked_dead(
     server = chatd_server(workers=2, cluster=cluster(redis_url))
     server.wait_for_log(r"cluster: node hub-w1 registered")
     server.wait_for_log(r"another live node already has the node id 'hub-w2'")
-    server.wait_for_log(r"worker 2 \(pid \d+, node hub-w2\) exited with status 0")
+    server.wait_for_log(r"worker 2 \(pid \d+, node hub-w2\) exited with status 1")
     assert wait_until(lambda: len(worker_pids(server).get(2, [])) == 2, 15.0)  # restarted
     assert r.get("chatd:node:hub-w2") == "elsewhere:1"
 

@@ -40,6 +40,8 @@ class Lifecycle(Protocol):
 
     def stop(self, deadline: float | None = None) -> None: ...
 
+    def fail(self, reason: str) -> None: ...
+
     def stats_snapshot(self) -> dict[str, Any]: ...
 
     def open_connections(self) -> int: ...
@@ -565,6 +567,14 @@ class Server:
         if self._lifecycle is None:
             raise RuntimeError("this server cannot stop (no lifecycle attached)")
         self._lifecycle.stop()
+
+    def fail(self, reason: str) -> None:
+        """Shut the server down gracefully because it cannot go on, logging ``reason``
+        as an error: the process then exits with status 1, so a supervisor (systemd,
+        the workers' parent) sees a failure, not a clean stop."""
+        if self._lifecycle is None:
+            raise RuntimeError("this server cannot stop (no lifecycle attached)")
+        self._lifecycle.fail(reason)
 
     def stats_snapshot(self) -> dict[str, Any]:
         """All counters and gauges, as ``/stats`` and the metrics exporter show them."""

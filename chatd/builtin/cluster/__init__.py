@@ -39,7 +39,7 @@ def _presence(link: Any, names: Any, node: str, local: Any, server: Server) -> A
     return RedisPresence(link, names, node, local,
                          heartbeat_seconds=settings.heartbeat_seconds,
                          node_timeout_seconds=settings.node_timeout_seconds,
-                         call_later=server.call_later, on_conflict=lambda _text: server.stop())
+                         call_later=server.call_later, on_conflict=server.fail)
 
 
 def make_backend(server: Server, local: Any) -> Any:
