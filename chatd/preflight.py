@@ -176,9 +176,15 @@ def _cluster_problems(config: Config) -> list[str]:
     if not cluster.enabled:
         return []
     found = []
-    if importlib.util.find_spec("redis") is None:
-        found.append("cluster.redis_url needs redis-py: pip install 'chatd[cluster]' "
-                     "(or remove the cluster section)")
+    try:
+        # Imported here, not merely found: the cluster plugin's hook then finds them
+        # loaded (an import of redis-py takes ~0.1 s, which its hook must not spend),
+        # and a broken install is named before start-up.
+        importlib.import_module("redis")
+        importlib.import_module("hiredis")
+    except ImportError as missing:
+        found.append(f"cluster.redis_url needs redis-py and hiredis ({missing}): "
+                     "pip install 'chatd[cluster]' (or remove the cluster section)")
     try:
         cluster.password()
     except ConfigError as exc:

@@ -124,6 +124,8 @@ def test_check_config_names_the_missing_redis_py_and_an_unreadable_password(tmp_
     missing = _check(config, block="redis")
     assert missing.returncode == 2
     assert "pip install 'chatd[cluster]'" in missing.stderr
+    no_parser = _check(config, block="hiredis")  # the loop's connections parse with it
+    assert no_parser.returncode == 2 and "pip install 'chatd[cluster]'" in no_parser.stderr
     assert "s3cr3t" not in missing.stderr + missing.stdout
     config.write_text("listen: {port: 0}\n"
                       "cluster: {redis_url: 'redis://127.0.0.1:1/0', password_file: nope}\n")
