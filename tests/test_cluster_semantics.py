@@ -523,3 +523,28 @@ def test_a_kick_reaches_a_user_connected_to_another_node(
     carol.expect(r"^\*\*\* #dev has 2 members: alice, carol")
     alice.send("/kick #dev nobody")
     alice.expect(r"^! nobody is not in #dev")
+
+
+def test_a_kill_reaches_a_user_connected_to_another_node(
+        chatd_server: Any, redis_server: Any, redis_url: str) -> None:
+    """alice, a server operator on A, /kills bob (on B): B disconnects him as a /kill typed
+    there would, he is told why, and the room on both nodes sees him quit. A non-operator
+    is refused on their own node, and a nick nobody has is no such nick."""
+    a = start_node(chatd_server, redis_url, "a", plugins={"oper": {"password": PASSWORD}})
+    b = start_node(chatd_server, redis_url, "b")
+    alice, bob, carol = chatter(a, "alice"), chatter(b, "bob"), chatter(b, "carol")
+    heard_by(redis_server, "chatd:room:#dev", 2)
+    carol.send("/kill bob")
+    carol.expect(r"^! permission denied")
+    alice.send(f"/oper {PASSWORD}")
+    alice.expect(r"you are now an operator")
+    alice.send("/kill bob flooding")
+    alice.expect(r"^\*\*\* disconnected bob$")
+    bob.expect(r"you were disconnected by alice: flooding")
+    bob.expect_eof()
+    quit_line = r"^\*\*\* bob (has )?quit.*killed by alice: flooding"
+    carol.expect(quit_line)
+    alice.expect(quit_line)
+    b.wait_for_log(r"alice \(on node a\) disconnected bob: flooding")
+    alice.send("/kill nobody")
+    alice.expect(r"^! no such nick: nobody$")

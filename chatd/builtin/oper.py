@@ -22,11 +22,12 @@ never is (commands are not logged at all).
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 from typing import Any
 
-from chatd import Client, Command, CommandError, Server, StashKey, UsageError, hookimpl
+from chatd import Client, Command, CommandError, Person, Server, StashKey, UsageError, hookimpl
 
 from .attempts import RecentFailures
 
@@ -123,12 +124,30 @@ def cmd_kill(client: Client, args: str) -> None:
     nick, _, reason = args.partition(" ")
     if not nick:
         raise UsageError()
-    # A connection of this process only (server.find_client), deliberately: /kill closes
-    # a socket, and another node's are closed by an operator connected to that node.
-    target = client.server.find_client(nick)
-    if target is None:
-        raise CommandError(f"no such nick: {nick}", code="no_such_nick")
     why = reason.strip() or "no reason given"
+    target = client.server.find_client(nick)
+    if target is None:  # perhaps a user of another node of a cluster
+        client.server.ask_whois(client, nick, functools.partial(_kill_found, client, nick, why))
+        return
+    _kill_here(client, target, why)
+
+
+def _kill_found(client: Client, nick: str, why: str, person: Person | None) -> None:
+    """/kill's second half for a nick not connected here: its node (a cluster's) is
+    asked to disconnect it; the operator's right was checked on this node."""
+    server = client.server
+    target = server.client_of(person) if person is not None else None
+    if target is not None:  # connected here meanwhile
+        _kill_here(client, target, why)
+        return
+    if person is None or not server.kill_elsewhere(client, person, why):
+        raise CommandError(f"no such nick: {nick}", code="no_such_nick")
+    log.info("%s (%s:%d) disconnected %s (on node %s): %s", client.nick, *client.peer,
+             person.nick, person.node, why)
+    client.notice(f"disconnected {person.nick}")
+
+
+def _kill_here(client: Client, target: Client, why: str) -> None:
     target.close(
         f"killed by {client.nick}: {why}",
         goodbye=f"you were disconnected by {client.nick}: {why}",

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..delivery import LocalBackend, member, nick_key
-from ..events import Event, ModeItem, Part
+from ..events import Event, ModeItem, Part, Quit
 from ..replies import MemberEntry
 from ..stash import Stash
 from ..store import StoreAnswer
@@ -232,6 +232,17 @@ class Server:
             return False
         event = self._domain.new_event(Part, client.source, room, reason,
                                        kicked_by=client.nick)
+        return bool(ask(person.session, event))
+
+    def kill_elsewhere(self, client: Client, person: Person, reason: str) -> bool:
+        """Ask the node of the cluster that ``person`` (a presence answer for a user of
+        another node) is connected to, to disconnect it as a ``/kill`` by ``client`` with
+        ``reason`` would here.  Check that ``client`` is a server operator first: the other
+        node does not.  False when the delivery backend has no other node to ask."""
+        ask = getattr(self._domain.backend, "kill_elsewhere", None)
+        if ask is None or not person.session:
+            return False
+        event = self._domain.new_event(Quit, client.source, person.nick, reason)
         return bool(ask(person.session, event))
 
     def client_of(self, person: Person | Member) -> Client | None:

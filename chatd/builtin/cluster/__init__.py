@@ -72,12 +72,27 @@ def make_backend(server: Server, local: Any) -> Any:
     presence.on_lost = functools.partial(announce_lost, backend)
     backend.call_later = server.call_later
     backend.on_kick = functools.partial(_kicked_here, server)
+    backend.on_kill = functools.partial(_killed_here, server)
     if server.config.storage.url:  # a history every node writes: gaps are recovered
         from chatd.builtin.history import recover_room_events, remember_remote
 
         backend.recover = functools.partial(recover_room_events, server)
         backend.remember = functools.partial(remember_remote, server)
     return backend
+
+
+def _killed_here(server: Server, session: str, request: Any) -> None:
+    """A server operator on another node disconnected ``session`` (a client of this node)
+    with ``/kill``: closed here as a ``/kill`` typed here closes it; nothing if it is gone."""
+    from types import SimpleNamespace
+
+    target = server.client_of(SimpleNamespace(session=session))  # type: ignore[arg-type]
+    if target is None:
+        return
+    killer, why = request.source.nick, request.text
+    log.info("%s (on node %s) disconnected %s: %s", killer, request.source.node, target.nick,
+             why)
+    target.close(f"killed by {killer}: {why}", goodbye=f"you were disconnected by {killer}: {why}")
 
 
 def _kicked_here(server: Server, session: str, part: Any) -> None:

@@ -163,6 +163,9 @@ class ClusterBackend:
         #: ``on_kick(session, part)``: another node's operator kicked a user of this node
         #: (see :meth:`kick_elsewhere`); None: kicks from elsewhere are ignored.
         self.on_kick: Callable[[str, Event], None] | None = None
+        #: ``on_kill(session, quit)``: another node's server operator disconnected a user
+        #: of this node (see :meth:`kill_elsewhere`); None: ignored.
+        self.on_kill: Callable[[str, Event], None] | None = None
         #: ``call_later(seconds, fn, *args)`` of the server (a second look for a gap).
         self.call_later: Callable[..., Any] | None = None
 
@@ -210,6 +213,17 @@ class ClusterBackend:
         if node is None or node == self.node:
             return False
         self._queue(self.names.node_channel(node), event, session, op="kick")
+        return True
+
+    def kill_elsewhere(self, session: str, event: Event) -> bool:
+        """Ask the node of ``session`` to disconnect it: ``event`` is a quit whose source
+        is the server operator and whose text the reason (never shown as a quit: the
+        target's node makes its own).  False for a session of this node or none.  The
+        operator's right was checked by the caller."""
+        node = _node_of(session)
+        if node is None or node == self.node:
+            return False
+        self._queue(self.names.node_channel(node), event, session, op="kill")
         return True
 
     def to_room(self, event: Event, room: Place, exclude: Recipient | None = None) -> None:
@@ -408,10 +422,11 @@ class ClusterBackend:
             for event in batch.events:
                 self.local.to_nick(event, batch.to or "")
             return
-        if batch.op == "kick":
-            if self.on_kick is not None:
+        if batch.op in ("kick", "kill"):
+            act = self.on_kick if batch.op == "kick" else self.on_kill
+            if act is not None:
                 for event in batch.events:
-                    self.on_kick(batch.to or "", event)
+                    act(batch.to or "", event)
             return
         everyone = channel == self.names.all_channel
         for event in batch.events:

@@ -38,7 +38,7 @@ WIRE_VERSION = 1
 #: The default cap of one payload (``cluster.max_payload_bytes``).
 MAX_PAYLOAD_BYTES = 1 << 20
 #: The operations a node's channel carries.
-OPS = frozenset({"deliver", "kick"})
+OPS = frozenset({"deliver", "kick", "kill"})
 
 
 class WireError(ValueError):
