@@ -138,6 +138,29 @@ def test_a_wrong_sentinel_password_is_retried_and_never_logged(chatd_server, red
     assert "nottheone" not in a.log() and "connected to Redis" not in a.log()
 
 
+def test_the_master_password_from_the_environment_wins(chatd_server, redis_server, sentinel):
+    watcher, database = sentinel
+    url = watcher.url_for(database).replace(f":{redis_server.password}@", "")
+    a = chatd_server(cluster={"redis_url": url, "node_id": "a",
+                              "password_env": "CHATD_TEST_MASTER_PW",
+                              "connect_timeout_seconds": 0.5},
+                     env={"CHATD_TEST_MASTER_PW": redis_server.password})
+    a.wait_for_log(r"chatd-a: connected to Redis")
+    assert redis_server.client(database).sismember("chatd:nodes", "a")
+
+
+def test_the_workers_parent_reaches_the_master_through_the_sentinel(redis_server, sentinel):
+    from chatd.builtin.cluster.link import redis_client
+
+    watcher, database = sentinel
+    redis_server.client(database).set("k", "v")
+    client = redis_client(watcher.url_for(database), None, 2.0)
+    try:
+        assert client.get("k") == b"v"
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def failover():
     """A master, its replica, a sentinel watching them (fails over within ~1 s)."""
