@@ -655,6 +655,80 @@ class StorageConfig:
     )
 
 
+#: The scheme of a ``cluster.redis_url`` that names Redis Sentinels, not a Redis.
+SENTINEL_SCHEME = "redis+sentinel"
+SENTINEL_PORT = 26379
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelAddress:
+    """Where the cluster's Redis is, through Sentinel: the sentinels to ask, the name
+    of the master they watch, and how to talk to the master they name."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+
+
+def parse_sentinel_url(url: str) -> SentinelAddress:
+    """``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/master[/db]``
+    with optional ``?sentinel_username=...&sentinel_password=...`` (the sentinels' own
+    AUTH); the user and password before ``@`` are the master's.  A ValueError says what
+    is wrong without quoting the URL (it may hold a password)."""
+    from urllib.parse import parse_qsl, unquote
+
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() != SENTINEL_SCHEME:
+        raise ValueError(f"expected a {SENTINEL_SCHEME}:// URL")
+    rest, _, query = rest.partition("?")
+    at = rest.rfind("@")
+    userinfo, rest = (rest[:at], rest[at + 1:]) if at >= 0 else (None, rest)
+    hosts, _, path = rest.partition("/")
+    sentinels = tuple(_sentinel_host(part) for part in hosts.split(","))
+    parts = [unquote(part) for part in path.split("/")] if path else []
+    if not parts or not parts[0] or len(parts) > 2:
+        raise ValueError("expected the master's name after the sentinels: "
+                         "redis+sentinel://host:26379/<master name>[/<db>]")
+    db = 0
+    if len(parts) == 2 and parts[1]:
+        if not parts[1].isdigit():
+            raise ValueError("expected a database number after the master's name")
+        db = int(parts[1])
+    username = password = None
+    if userinfo is not None:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    options: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in ("sentinel_username", "sentinel_password"):
+            raise ValueError(f"unknown option {key[:40]!r} (known: sentinel_username, "
+                             "sentinel_password)")
+        options[key] = value
+    return SentinelAddress(sentinels, parts[0], db, username, password,
+                           options.get("sentinel_username") or None,
+                           options.get("sentinel_password"))
+
+
+def _sentinel_host(text: str) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[v6]:port``: a sentinel's address."""
+    host, port = text, ""
+    if text.startswith("["):
+        host, _, after = text[1:].partition("]")
+        port = after[1:] if after.startswith(":") else after
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if not host:
+        raise ValueError("expected host:port for each sentinel, separated by commas")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError("expected a port from 1 to 65535 for each sentinel")
+    return host, int(port) if port else SENTINEL_PORT
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
     """Several chatd nodes acting as one server, joined through Redis (docs/cluster.md).
@@ -663,11 +737,13 @@ class ClusterConfig:
 
     redis_url: str | None = _setting(
         None,
-        "The Redis every node of the cluster names: redis://[:password@]host:port/db, or "
-        "rediss:// for TLS. null: no cluster (one process, nothing shared). The URL is "
-        "never logged (errors show it with the password as ***).",
+        "The Redis every node of the cluster names: redis://[:password@]host:port/db, "
+        "rediss:// for TLS, or redis+sentinel://[:password@]host:26379[,host:26379...]"
+        "/master/db to ask Redis Sentinels for the current master (?sentinel_password=... "
+        "if the sentinels want one). null: no cluster (one process, nothing shared). The "
+        "URL is never logged (errors show it with the passwords as ***).",
         pattern=r"(?s).+",
-        describe="a redis:// or rediss:// URL",
+        describe="a redis://, rediss:// or redis+sentinel:// URL",
     )
     password_env: str | None = _setting(
         None,
@@ -752,6 +828,14 @@ class ClusterConfig:
     def enabled(self) -> bool:
         """Whether this process is a node of a cluster."""
         return self.redis_url is not None
+
+    @property
+    def sentinel(self) -> SentinelAddress | None:
+        """The sentinels and the master's name when ``redis_url`` is redis+sentinel://."""
+        url = self.redis_url
+        if url is None or not url.lower().startswith(SENTINEL_SCHEME + "://"):
+            return None
+        return parse_sentinel_url(url)
 
     def password(self) -> str | None:
         """The password from ``password_env`` or ``password_file`` (None: the URL's own,
@@ -1040,11 +1124,19 @@ class _Builder(NodeReader):
         if cluster.redis_url is not None:
             scheme = cluster.redis_url.split("://", 1)[0].lower() if "://" in \
                 cluster.redis_url else ""
-            if scheme not in ("redis", "rediss"):
+            if scheme not in ("redis", "rediss", SENTINEL_SCHEME):
                 shown = (repr(redact_url(cluster.redis_url)) if scheme
                          else "text without a scheme (not shown: it may be a password)")
-                raise self.error(f"expected a redis:// or rediss:// URL, got {shown}",
-                                 "cluster.redis_url", node)
+                raise self.error(f"expected a redis://, rediss:// or {SENTINEL_SCHEME}:// "
+                                 f"URL, got {shown}", "cluster.redis_url", node)
+            if scheme == SENTINEL_SCHEME:
+                try:
+                    parse_sentinel_url(cluster.redis_url)
+                except ValueError as exc:
+                    where, mark, _query = cluster.redis_url.partition("?")
+                    shown = redact_url(where) + ("?***" if mark else "")  # a misspelt key too
+                    raise self.error(f"{exc} (in {shown!r})", "cluster.redis_url",
+                                     node) from None
         if cluster.password_env is not None and cluster.password_file is not None:
             raise self.error("set cluster.password_env or cluster.password_file, not both",
                              "cluster.password_file", node)

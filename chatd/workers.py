@@ -442,12 +442,10 @@ class Supervisor:
         cluster = self.config.cluster
         try:
             if self._redis is None:
-                import redis
+                from .builtin.cluster.link import redis_client
 
-                self._redis = redis.Redis.from_url(
-                    cluster.redis_url, password=cluster.password(),
-                    socket_timeout=cluster.connect_timeout_seconds,
-                    socket_connect_timeout=cluster.connect_timeout_seconds)
+                self._redis = redis_client(cluster.redis_url or "", cluster.password(),
+                                           cluster.connect_timeout_seconds)
             return job(self._redis)
         except Exception as exc:  # redis errors, a missing module: never the parent's end
             log.warning("workers: cannot reach Redis about a dead worker (%s)",

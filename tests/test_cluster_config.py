@@ -46,7 +46,8 @@ def test_redis_and_rediss_urls_are_accepted(url):
 
 @pytest.mark.parametrize("url", ["http://:topsecret@h/0", "topsecret", "postgresql://u:topsecret@h"])
 def test_another_url_is_refused_and_its_password_not_shown(url):
-    with pytest.raises(ConfigError, match="expected a redis:// or rediss:// URL") as refused:
+    expected = r"expected a redis://, rediss:// or redis\+sentinel:// URL"
+    with pytest.raises(ConfigError, match=expected) as refused:
         _cluster(f"  redis_url: '{url}'\n")
     assert "topsecret" not in str(refused.value)
     assert "cluster.redis_url" in str(refused.value)

@@ -78,7 +78,7 @@ from .probes import (
     wait_until,
 )
 from .process import DEFAULT_TIMEOUT, ChatClient, JsonClient, ServerProcess, write_config
-from .redis import RedisServer, redis_server, redis_url
+from .redis import RedisSentinel, RedisServer, redis_server, redis_url
 from .terminal import TerminalClient
 
 
@@ -129,6 +129,7 @@ __all__ = [
     "JsonClient",
     "Peer",
     "PostgresCluster",
+    "RedisSentinel",
     "RedisServer",
     "ServerProcess",
     "TerminalClient",

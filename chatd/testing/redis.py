@@ -22,6 +22,11 @@ restart of a Redis that saves nothing), :meth:`restart`, :meth:`freeze` and
 :meth:`cli` (the real ``redis-cli``: publish a hostile payload, ``CLIENT KILL``),
 :meth:`client` (a redis-py client, to look at keys).
 
+:class:`RedisSentinel` is a real Redis Sentinel (``redis-server <conf> --sentinel``)
+watching a :class:`RedisServer`; ``RedisServer(replica_of=primary)`` is a replica of
+another (the same password), so a test can stop the master and watch Sentinel
+promote the replica.
+
 redis-py is imported only by :meth:`client`, so ``chatd.testing`` itself does not
 need the ``cluster`` extra; a missing ``redis-server`` skips the test on a
 developer's machine and fails it in CI (:func:`~chatd.testing.probes.skip_unless_ci`).
@@ -71,11 +76,13 @@ class RedisServer:
     ``close()`` stops it (SIGTERM, then SIGKILL) and removes its folder.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, replica_of: RedisServer | None = None) -> None:
         self.server_binary = find_binary("redis-server")
         self.cli_binary = find_binary("redis-cli")
         self.host = "127.0.0.1"
-        self.password = secrets.token_hex(16)
+        #: The master this server replicates (``--replicaof``), None for a master.
+        self.replica_of = replica_of
+        self.password = replica_of.password if replica_of else secrets.token_hex(16)
         self.folder = Path(tempfile.mkdtemp(prefix="chatd-redis-"))
         self.log_path = self.folder / "redis.log"
         self.port = 0
@@ -98,6 +105,10 @@ class RedisServer:
             "--databases", str(DATABASES), "--daemonize", "no",
             "--protected-mode", "yes",
         ]
+        if self.replica_of is not None:
+            primary = self.replica_of
+            argv += ["--replicaof", primary.host, str(primary.port),
+                     "--masterauth", primary.password]
         self.process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT, start_new_session=True)
@@ -124,20 +135,7 @@ class RedisServer:
             time.sleep(0.02)
 
     def _answers_ping(self) -> bool:
-        request = (f"*2\r\n$4\r\nAUTH\r\n${len(self.password)}\r\n{self.password}\r\n"
-                   "*1\r\n$4\r\nPING\r\n").encode()
-        try:
-            with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
-                sock.sendall(request)
-                answer = b""
-                while b"PONG" not in answer and b"-" not in answer[:1]:
-                    chunk = sock.recv(256)
-                    if not chunk:
-                        return False
-                    answer += chunk
-                return b"+PONG" in answer
-        except OSError:
-            return False
+        return _answers_ping(self.host, self.port, self.password)
 
     def stop(self) -> None:
         """Stop the server (SIGTERM: every connection is cut; nothing is saved);
@@ -149,6 +147,12 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(STOP_TIMEOUT)
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: no shutdown, no last word to its replicas)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(STOP_TIMEOUT)
 
     def restart(self) -> None:
         """:meth:`stop` then :meth:`start`: what an operator's ``systemctl restart`` does."""
@@ -229,6 +233,129 @@ class RedisServer:
             return self.log_path.read_text(errors="replace")[-4000:]
         except OSError:
             return "(no log)"
+
+
+class RedisSentinel:
+    """A real Redis Sentinel (``redis-server sentinel.conf --sentinel``) watching
+    ``master`` under the name ``name``, with a password of its own; its config file
+    in a fresh temporary folder (Sentinel rewrites it).  Quorum 1, and a short
+    ``down_after_ms`` and ``failover_timeout_ms``: a stopped master is replaced by
+    a replica within a second or two.  ``close()`` stops it and removes its folder."""
+
+    def __init__(self, master: RedisServer, name: str = "mymaster", *,
+                 down_after_ms: int = 500, failover_timeout_ms: int = 2000) -> None:
+        self.master, self.name = master, name
+        self.down_after_ms, self.failover_timeout_ms = down_after_ms, failover_timeout_ms
+        self.server_binary = find_binary("redis-server")
+        self.cli_binary = find_binary("redis-cli")
+        self.host = "127.0.0.1"
+        self.password = secrets.token_hex(16)
+        self.folder = Path(tempfile.mkdtemp(prefix="chatd-sentinel-"))
+        self.log_path = self.folder / "sentinel.log"
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisSentinel:
+        """Write the config, start the sentinel, wait until it answers PING."""
+        self.port = self.port or free_port(self.host)
+        conf = self.folder / "sentinel.conf"
+        conf.write_text("\n".join([
+            f"port {self.port}", f"bind {self.host}", "daemonize no",
+            f"dir {self.folder}", f"logfile {self.log_path}", f"requirepass {self.password}",
+            f"sentinel monitor {self.name} {self.master.host} {self.master.port} 1",
+            f"sentinel auth-pass {self.name} {self.master.password}",
+            f"sentinel down-after-milliseconds {self.name} {self.down_after_ms}",
+            f"sentinel failover-timeout {self.name} {self.failover_timeout_ms}",
+            f"sentinel parallel-syncs {self.name} 1", ""]))
+        self.process = subprocess.Popen(
+            [self.server_binary, str(conf), "--sentinel"], stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not _answers_ping(self.host, self.port, self.password):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                log = self.log()
+                self.close()
+                raise RuntimeError(f"redis sentinel did not start:\n{log}")
+            time.sleep(0.02)
+        return self
+
+    def url_for(self, database: int, password: str | None = None) -> str:
+        """``redis+sentinel://:<master's password>@127.0.0.1:<port>/<name>/<database>
+        ?sentinel_password=<this sentinel's>``: what ``cluster.redis_url`` takes."""
+        secret = self.master.password if password is None else password
+        return (f"redis+sentinel://:{secret}@{self.host}:{self.port}/{self.name}/{database}"
+                f"?sentinel_password={self.password}")
+
+    def cli(self, *args: str, timeout: float = 10.0) -> str:
+        """The real ``redis-cli`` against this sentinel (authenticated): its output."""
+        argv = [self.cli_binary, "-h", self.host, "-p", str(self.port),
+                "--no-auth-warning", "-a", self.password, *args]
+        done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli {' '.join(args)} failed ({done.returncode})")
+        return done.stdout.decode(errors="replace")
+
+    def master_port(self) -> int:
+        """The port of the master this sentinel names now."""
+        lines = self.cli("SENTINEL", "get-master-addr-by-name", self.name).split()
+        return int(lines[1]) if len(lines) == 2 else 0
+
+    def wait_replicas(self, count: int, timeout: float = 15.0) -> None:
+        """Until the sentinel knows ``count`` replicas of the master that are up (what a
+        failover needs: a sentinel learns them from the master's INFO)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = self.cli("SENTINEL", "replicas", self.name)
+            lines = answer.splitlines()
+            flags = [lines[i + 1] for i, line in enumerate(lines[:-1]) if line == "flags"]
+            known = [flag for flag in flags if flag == "slave"]  # not down, not disconnected
+            if len(known) >= count:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the sentinel knows {len(known)} replicas:\n{answer}")
+            time.sleep(0.05)
+
+    def wait_master(self, port: int, timeout: float = 15.0) -> None:
+        """Until the sentinel names the master on ``port`` (after a failover)."""
+        deadline = time.monotonic() + timeout
+        while self.master_port() != port:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no failover to port {port}:\n{self.log()}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(STOP_TIMEOUT)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return "(no log)"
+
+
+def _answers_ping(host: str, port: int, password: str) -> bool:
+    """Whether the server (or sentinel) on ``port`` answers AUTH then PING."""
+    request = (f"*2\r\n$4\r\nAUTH\r\n${len(password)}\r\n{password}\r\n"
+               "*1\r\n$4\r\nPING\r\n").encode()
+    try:
+        with socket.create_connection((host, port), timeout=1.0) as sock:
+            sock.sendall(request)
+            answer = b""
+            while b"PONG" not in answer and b"-" not in answer[:1]:
+                chunk = sock.recv(256)
+                if not chunk:
+                    return False
+                answer += chunk
+            return b"+PONG" in answer
+    except OSError:
+        return False
 
 
 def _require() -> None:

@@ -16,7 +16,11 @@ The event loop never blocks on Redis.  The link has three connections:
   parsing handle well: not worth writing by hand.
 
 Connecting never blocks: the host must be an IP address or ``localhost``, or its
-name is resolved on the command thread first; the TCP connect and the TLS
+name is resolved on the command thread first.  With a ``redis+sentinel://`` URL the
+command thread asks the sentinels for the current master (redis-py's
+``Sentinel.discover_master``) before every connection attempt, the first and each
+one after a cut, so a failover's new master is found; its commands go through
+``Sentinel.master_for``, which asks again whenever it reconnects.  Then the TCP connect and the TLS
 handshake (``rediss://``) are driven by the reactor's events, AUTH (with the user
 if named), SELECT and CLIENT SETNAME are pipelined first, then SUBSCRIBE of every
 wanted channel (the set of channels is the link's state: a reconnect
@@ -40,6 +44,7 @@ messages name the link by its ``name``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import ipaddress
 import logging
@@ -52,6 +57,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
+
+from chatd.config import SentinelAddress, parse_sentinel_url
 
 from . import resp
 
@@ -308,7 +315,11 @@ class Link:
         self._redis = import_redis()
         self._url = url
         self._password = password
-        self._endpoint = resp.endpoint(url, password)
+        #: The sentinels to ask for the master (None: the URL names Redis itself).
+        self._sentinel = sentinel_address(url)
+        self._endpoint = (resp.endpoint(url, password) if self._sentinel is None
+                          else _sentinel_endpoint(self._sentinel, password))
+        self._sentinels: Any = None  # redis-py's Sentinel, made on the command thread
         self._post = post
         self.loop = loop
         self.name = name
@@ -421,6 +432,10 @@ class Link:
         self._attempt += 1
         attempt = self._attempt
         self._later("deadline", self._timeout, self._too_slow, attempt)
+        if self._sentinel is not None:
+            self._queue_job(lambda _r: self._discover(),
+                            lambda found, error: self._discovered(found, error, attempt))
+            return
         if not self._endpoint.needs_lookup:
             self._open(self._endpoint.address(), attempt)
             return
@@ -435,6 +450,30 @@ class Link:
             self._cut(None, error or OSError(f"{self._endpoint.host}: no address"))
             return
         self._open(found[0][4][0], attempt)
+
+    def _discover(self) -> tuple[str, str, int]:
+        """(On the command thread.)  The master the sentinels name now: its IP address,
+        its name as they gave it, its port."""
+        assert self._sentinel is not None and self._sentinels is not None
+        host, port = self._sentinels.discover_master(self._sentinel.master)
+        address = resp.LOCAL_NAMES.get(host, host)
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:  # a name (sentinel resolve-hostnames): resolved here, off the loop
+            address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0]
+        return address, host, int(port)
+
+    def _discovered(self, found: Any, error: Exception | None, attempt: int) -> None:
+        if attempt != self._attempt or self._closed.is_set():
+            return
+        if error is not None or not found:
+            self._cut(None, error or OSError("the sentinels named no master"))
+            return
+        address, host, port = found
+        if (host, port) != (self._endpoint.host, self._endpoint.port):
+            log.info("%s: the sentinels name %s:%d as the master", self.name, host, port)
+        self._endpoint = dataclasses.replace(self._endpoint, host=host, port=port)
+        self._open(address, attempt)
 
     def _open(self, address: str, attempt: int) -> None:
         endpoint = self._endpoint
@@ -601,9 +640,27 @@ class Link:
             # No silent retries: a job is not run twice.
             "retry": self._redis.retry.Retry(self._redis.backoff.NoBackoff(), 0),
         }
+        if self._sentinel is not None:
+            return self._sentinel_client(kwargs)
         if self._password is not None:
             kwargs["password"] = self._password
         return self._redis.Redis.from_url(self._url, **kwargs)
+
+    def _sentinel_client(self, kwargs: dict[str, Any]) -> Any:
+        """The client of the master the sentinels name (``master_for``: it asks them
+        again on each new connection), and the :class:`Sentinel` that
+        :meth:`_discover` asks."""
+        from redis.sentinel import Sentinel
+
+        address = self._sentinel
+        assert address is not None
+        self._sentinels = Sentinel(list(address.sentinels),
+                                   sentinel_kwargs=_asking(address, self._timeout))
+        endpoint = self._endpoint
+        kwargs.update(db=endpoint.db, password=endpoint.password,
+                      username=endpoint.username)
+        return self._sentinels.master_for(address.master, redis_class=self._redis.Redis,
+                                          **kwargs)
 
     def _next(self) -> Any:
         """The next job, waiting; None once closed."""
@@ -623,3 +680,44 @@ class Link:
             if then is not None:
                 self._post(then, result, error)
         client.close()
+
+
+def sentinel_address(url: str) -> SentinelAddress | None:
+    """The sentinels of a ``redis+sentinel://`` URL, or None for ``redis://``/``rediss://``."""
+    if not url.lower().startswith("redis+sentinel://"):
+        return None
+    return parse_sentinel_url(url)
+
+
+def _sentinel_endpoint(address: SentinelAddress, password: str | None) -> resp.Endpoint:
+    """The master's endpoint before the sentinels name it (host and port filled in by
+    each discovery); ``password`` (password_env/password_file) wins over the URL's."""
+    return resp.Endpoint(host="", port=0, db=address.db, username=address.username,
+                         password=password if password is not None else address.password,
+                         tls=None)
+
+
+def redis_client(url: str, password: str | None, timeout: float) -> Any:
+    """A blocking redis-py client of the cluster's Redis for code off the loop (the
+    workers' parent): the master through the sentinels for ``redis+sentinel://``."""
+    redis = import_redis()
+    address = sentinel_address(url)
+    if address is None:
+        return redis.Redis.from_url(url, password=password, socket_timeout=timeout,
+                                    socket_connect_timeout=timeout)
+    from redis.sentinel import Sentinel
+
+    sentinels = Sentinel(list(address.sentinels), sentinel_kwargs=_asking(address, timeout))
+    return sentinels.master_for(address.master, db=address.db, username=address.username,
+                                password=password if password is not None else address.password,
+                                socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
+def _asking(address: SentinelAddress, timeout: float) -> dict[str, Any]:
+    """How to talk to the sentinels themselves: bounded waits, their own AUTH if any."""
+    asking: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if address.sentinel_password is not None:
+        asking["password"] = address.sentinel_password
+    if address.sentinel_username:
+        asking["username"] = address.sentinel_username
+    return asking
