@@ -10,6 +10,7 @@ and ``/list`` of another node's user and room stay fresh.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import textwrap
@@ -338,6 +339,29 @@ def _json_said(bot: Any, done: set[str]) -> dict[str, list[str]]:
     return _said(got)
 
 
+def _ws_until(ws: Any, predicate: Any) -> dict[str, Any]:
+    """The next jsonl object a WebSocket client gets that satisfies ``predicate`` (a
+    text frame holds one or more jsonl lines)."""
+    pending: list[dict[str, Any]] = ws.__dict__.setdefault("chatd_pending", [])
+    while True:
+        while pending:
+            obj = pending.pop(0)
+            if predicate(obj):
+                return obj
+        pending.extend(json.loads(line) for line in ws.recv(timeout=WAIT).splitlines())
+
+
+def _ws_said(ws: Any, done: set[str]) -> dict[str, list[str]]:
+    got: list[tuple[str, str]] = []
+    waiting = set(done)
+    while waiting:
+        obj = _ws_until(ws, lambda o: o.get("type") == "message" and o.get("room") == "#dev")
+        got.append((obj["from"], obj["text"]))
+        if obj["text"] == f"{obj['from']} {SENT - 1}":
+            waiting.discard(obj["from"])
+    return _said(got)
+
+
 def _irc_said(irc: Any, done: set[str]) -> dict[str, list[str]]:
     got: list[tuple[str, str]] = []
     waiting = set(done)
@@ -356,16 +380,19 @@ def _irc_said(irc: Any, done: set[str]) -> dict[str, list[str]]:
 def test_every_protocol_on_each_node_sees_every_line_once_in_order_despite_a_republisher(
         chatd_server: Any, redis_server: Any, redis_url: str, tmp_path: Path,
         transcript: Any) -> None:
-    """alice (line) on A; bob (line), dan (IRC, the irc library) and a jsonl bot on B,
-    where a plugin republishes every batch it hears: all four send numbered lines at
-    once, and each sees every other's lines exactly once, in the order they were sent,
-    in its own protocol; B counts the copies it dropped."""
+    """alice (line) and wendy (a browser's WebSocket, the websockets library) on A; bob
+    (line), dan (IRC, the irc library) and a jsonl bot on B, where a plugin republishes
+    every batch it hears: all five send numbered lines at once, and each sees every
+    other's lines exactly once, in the order they were sent, in its own protocol; B
+    counts the copies it dropped."""
     from test_irc_clients import LibClient
+    from websockets.sync.client import connect
 
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "republisher.py").write_text(textwrap.dedent(REPUBLISHER.format(url=redis_url)))
-    a = start_node(chatd_server, redis_url, "a")
+    a = start_node(chatd_server, redis_url, "a",
+                   listen=[{"port": 0}, {"port": 0, "protocol": "websocket"}])
     b = start_node(chatd_server, redis_url, "b", listen=IRC_LISTENERS,
                    plugin_dirs=[str(plugins)], plugins={"oper": {"password": PASSWORD}})
     assert wait_until(lambda: redis_server.cli("PUBSUB", "NUMPAT").strip() == "1", WAIT)
@@ -378,19 +405,30 @@ def test_every_protocol_on_each_node_sees_every_line_once_in_order_despite_a_rep
     bot.expect(re="n")
     bot.send(cmd="join", room="#dev", id="j")
     bot.expect(type="join", room="#dev", self=True)
+    browser = contextlib.ExitStack()
+    wendy = browser.enter_context(
+        connect(f"ws://{a.host}:{a.ports[1]}/", open_timeout=WAIT, close_timeout=WAIT))
+    wendy.send(json.dumps({"cmd": "nick", "nick": "wendy", "id": "n"}))
+    _ws_until(wendy, lambda o: o.get("re") == "n")
+    wendy.send(json.dumps({"cmd": "join", "room": "#dev", "id": "j"}))
+    _ws_until(wendy, lambda o: o.get("type") == "join" and o.get("room") == "#dev"
+              and o.get("self") is True)
     heard_by(redis_server, "chatd:room:#dev", 2)  # and the republisher's pattern (NUMPAT)
     for i in range(SENT):
         alice.send(f"alice {i}")
         bob.send(f"bob {i}")
         dan.conn.privmsg("#dev", f"dan {i}")
         bot.send(cmd="say", room="#dev", text=f"botty {i}")
-    everyone = {"alice", "bob", "dan", "botty"}
+        wendy.send(json.dumps({"cmd": "say", "room": "#dev", "text": f"wendy {i}"}))
+    everyone = {"alice", "bob", "dan", "botty", "wendy"}
     seen = {
         "alice": _line_said(alice, everyone - {"alice"}),
         "bob": _line_said(bob, everyone - {"bob"}),
         "dan": _irc_said(dan, everyone - {"dan"}),
         "botty": _json_said(bot, everyone - {"botty"}),
+        "wendy": _ws_said(wendy, everyone - {"wendy"}),
     }
+    browser.close()
     for viewer, said in seen.items():
         assert set(said) == everyone - {viewer}, (viewer, sorted(said))
         for sender, texts in said.items():
