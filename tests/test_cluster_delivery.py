@@ -15,6 +15,7 @@ import re
 import signal
 
 import pytest
+from cluster_nodes import chatter, heard_by, lines_until, subscribers
 
 from chatd.testing import wait_until
 
@@ -26,40 +27,9 @@ def node(chatd_server, redis_url, name, **cluster):
                                  "connect_timeout_seconds": 0.5, **cluster})
 
 
-def subscribers(redis_server, channel: str) -> int:
-    out = redis_server.cli("PUBSUB", "NUMSUB", channel).split()
-    return int(out[1]) if len(out) > 1 else 0
-
-
-def heard_by(redis_server, channel: str, count: int) -> None:
-    """Until ``count`` nodes subscribe to ``channel`` (a join's subscription is sent
-    by the link's thread, a moment after the join)."""
-    assert wait_until(lambda: subscribers(redis_server, channel) == count, WAIT), \
-        f"{channel}: {subscribers(redis_server, channel)} subscribers, expected {count}"
-
-
-def chatter(server, nick: str, room: str = "#dev"):
-    client = server.client()
-    client.send(f"/nick {nick}")
-    client.expect(rf"You are now {nick}|now known as {nick}")
-    client.send(f"/join {room}")
-    client.expect(rf"joined {room}|talking in {room}")
-    return client
-
-
 def see(client, line: str) -> None:
     """Until ``line`` comes (exactly), skipping others (what a join tells its joiner)."""
     client.expect(f"^{re.escape(line)}$")
-
-
-def lines_until(client, marker: str) -> list[str]:
-    """Every line up to the one holding ``marker`` (excluded)."""
-    seen: list[str] = []
-    while True:
-        line = client.recv_line(timeout=WAIT)
-        if marker in line:
-            return seen
-        seen.append(line)
 
 
 @pytest.fixture

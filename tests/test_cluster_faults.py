@@ -17,6 +17,7 @@ import signal
 import time
 
 import pytest
+from cluster_nodes import chatter, gap, lines_until, subscribers
 
 from chatd.testing import wait_until
 
@@ -27,36 +28,6 @@ FAST = {"connect_timeout_seconds": 0.5, "health_check_seconds": 0.5}
 def node(chatd_server, redis_url, name):
     return chatd_server(cluster={"redis_url": redis_url, "node_id": name, **FAST},
                         flood={"lines_per_second": 0})
-
-
-def subscribers(redis_server, channel: str) -> int:
-    out = redis_server.cli("PUBSUB", "NUMSUB", channel).split()
-    return int(out[1]) if len(out) > 1 else 0
-
-
-def chatter(server, nick: str, room: str = "#dev"):
-    client = server.client()
-    client.send(f"/nick {nick}")
-    client.expect(rf"You are now {nick}|now known as {nick}")
-    client.send(f"/join {room}")
-    client.expect(rf"joined {room}|talking in {room}")
-    return client
-
-
-def lines_until(client, marker: str) -> list[str]:
-    seen: list[str] = []
-    while True:
-        line = client.recv_line(timeout=WAIT)
-        if marker in line:
-            return seen
-        seen.append(line)
-
-
-def gap(server, origin: str, channel: str) -> int:
-    """The gap ``server`` logged for ``origin`` on ``channel`` (0 if none)."""
-    found = re.findall(rf"missed (\d+) event\(s\) from {origin} on {re.escape(channel)}",
-                       server.log())
-    return sum(int(n) for n in found)
 
 
 @pytest.fixture
@@ -94,7 +65,7 @@ def test_c2_a_frozen_redis_never_delays_local_chat(two, chatd_server, redis_serv
                       WAIT), a.log()[-3000:] + b.log()[-3000:]
     assert wait_until(lambda: subscribers(redis_server, "chatd:room:#dev") == 2, WAIT)
     alice.send("after")
-    seen = lines_until(bob, "<alice> after")
+    seen = lines_until(bob, "<alice> after", WAIT)
     delivered = len([x for x in seen if re.match(r"<alice> during \d+$", x)])
     # Every line accounted for: delivered, or counted in B's gap (B's log is written by
     # a thread of its own: the line may land a moment after bob's line).
@@ -142,7 +113,7 @@ def test_c3_redis_drops_a_frozen_subscriber_which_recovers(two, chatd_server, re
     dave.send("/whois dave")  # B's own client was never hurt
     dave.expect(r"dave")
     alice.send("after the drop")
-    seen = lines_until(bob, "<alice> after the drop")
+    seen = lines_until(bob, "<alice> after the drop", WAIT)
     delivered = len([x for x in seen if x.startswith("<alice> ") and line in x])
     assert wait_until(lambda: gap(b, "a", "chatd:room:#dev") > 0, WAIT), (
         delivered, sent, b.log()[-3000:])

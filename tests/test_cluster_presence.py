@@ -14,8 +14,7 @@ import signal
 from typing import Any
 
 import pytest
-
-from chatd.testing import wait_until
+from cluster_nodes import heard_by
 
 pytest.importorskip("redis")
 
@@ -35,16 +34,6 @@ def start_node(chatd_server: Any, redis_url: str, node: str, **sections: Any) ->
 @pytest.fixture
 def two(chatd_server: Any, redis_url: str) -> tuple[Any, Any]:
     return start_node(chatd_server, redis_url, "a"), start_node(chatd_server, redis_url, "b")
-
-
-def heard_by(redis_server: Any, channel: str, count: int) -> None:
-    """Until ``count`` nodes subscribe to ``channel`` (a join's subscription is sent by
-    the link's thread a moment after the join: what is published before is not heard)."""
-    def subscribers() -> int:
-        out = redis_server.cli("PUBSUB", "NUMSUB", channel).split()
-        return int(out[1]) if len(out) > 1 else 0
-
-    assert wait_until(lambda: subscribers() == count, 10.0), f"{channel}: {subscribers()}"
 
 
 def named(server: Any, nick: str) -> Any:

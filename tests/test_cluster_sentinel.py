@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from cluster_nodes import chatter, gap, lines_until, subscribers
 
 from chatd.config import ConfigError, parse_config, parse_sentinel_url
 from chatd.testing import RedisSentinel, RedisServer, wait_until
@@ -66,35 +67,6 @@ def node(chatd_server, url, name):
     return chatd_server(cluster={"redis_url": url, "node_id": name,
                                  "connect_timeout_seconds": 0.5,
                                  "health_check_seconds": 1.0})
-
-
-def chatter(server, nick: str, room: str = "#dev"):
-    client = server.client()
-    client.send(f"/nick {nick}")
-    client.expect(rf"You are now {nick}|now known as {nick}")
-    client.send(f"/join {room}")
-    client.expect(rf"joined {room}|talking in {room}")
-    return client
-
-
-def subscribers(redis: RedisServer, channel: str) -> int:
-    out = redis.cli("PUBSUB", "NUMSUB", channel).split()
-    return int(out[1]) if len(out) > 1 else 0
-
-
-def lines_until(client, marker: str) -> list[str]:
-    seen: list[str] = []
-    while True:
-        line = client.recv_line(timeout=WAIT)
-        if marker in line:
-            return seen
-        seen.append(line)
-
-
-def gap(server, origin: str, channel: str) -> int:
-    found = re.findall(rf"missed (\d+) event\(s\) from {origin} on {re.escape(channel)}",
-                       server.log())
-    return sum(int(n) for n in found)
 
 
 @pytest.fixture
