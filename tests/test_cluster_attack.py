@@ -43,3 +43,56 @@ def test_a_nick_taken_while_its_node_was_frozen_is_not_held_twice(
     alice.send("/nick alice2")  # the guest can go on chatting
     alice.expect(r"is now known as alice2$")
     assert "Traceback" not in a.log() + b.log()
+
+
+@pytest.fixture
+def nodes(chatd_server: Any, redis_server: Any, redis_url: str) -> tuple[Any, Any]:
+    return start_node(chatd_server, redis_url, "a"), start_node(chatd_server, redis_url, "b")
+
+
+def test_a_rename_racing_a_quit_leaves_no_ghost_claim(nodes: Any) -> None:
+    a, b = nodes
+    for k in range(5):
+        ghost = a.client()
+        ghost.send_raw(f"/nick ghost{k}\n".encode())
+        ghost.close()  # gone before Redis answers the claim
+    for k in range(5):
+        a.wait_for_log(rf"disconnect id=\d+ nick=(ghost{k}|guest-\d+) ")
+    taker = b.client()
+    for k in range(5):
+        taker.send(f"/nick ghost{k}")
+        line = taker.expect(rf"^(\*\*\* .* is now known as ghost{k}|! .*)$", timeout=WAIT)
+        assert not line.group(0).startswith("! "), line.group(0)  # no ghost holds it
+    assert "Traceback" not in a.log() + b.log()
+
+
+def _guest(client: Any) -> str:
+    """The guest nick a client was welcomed with."""
+    return next(re.search(r"Welcome to chatd, (guest-\d+)", line).group(1)
+                for line in client.history if "Welcome to chatd" in line)
+
+
+def test_two_nodes_claiming_one_nick_at_once_exactly_one_wins(nodes: Any) -> None:
+    a, b = nodes
+    pairs = [(a.client(), b.client()) for _ in range(8)]
+    for k, (x, y) in enumerate(pairs):
+        x.send_raw(f"/nick race{k}\n".encode())
+        y.send_raw(f"/nick RACE{k}\n".encode())
+    for k, (x, y) in enumerate(pairs):
+        won = 0
+        for c in (x, y):
+            me = re.escape(_guest(c))
+            line = c.expect(rf"(?i)^\*\*\* {me} is now known as race{k}$|^! .*race{k}",
+                            timeout=WAIT)
+            won += "known as" in line.group(0)
+        assert won == 1, k
+
+
+@pytest.mark.parametrize("twin", ["ALICE", "\u0430lice", "a1ice", "aIice"])
+def test_a_look_alike_of_a_nick_on_another_node_is_refused(nodes: Any, twin: str) -> None:
+    a, b = nodes
+    chatter(a, "alice")
+    mallory = b.client()
+    mallory.send(f"/nick {twin}")
+    line = mallory.expect(r"^! |is now known as", timeout=WAIT)
+    assert line.group(0).startswith("! "), twin
