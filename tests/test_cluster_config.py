@@ -144,3 +144,28 @@ def test_a_server_without_redis_py_refuses_to_start_and_says_why(tmp_path):
     assert done.returncode != 0
     assert "pip install 'chatd[cluster]'" in done.stderr
     assert "Traceback" not in done.stderr and "s3cr3t" not in done.stderr
+
+
+@pytest.mark.parametrize("url", [
+    "redis://:top/secret@127.0.0.1:6379/0",   # a password with / # ? not percent-encoded
+    "redis://:top#secret@127.0.0.1:6379/0",
+    "rediss://u:top?secret@127.0.0.1:6379/0",
+    "redis://:topsecret@127.0.0.1:notaport/0",
+    "redis://:topsecret@[::1:6379/0",
+    "redis://:topsecret@127.0.0.1:6379/zero",
+    "redis://:topsecret@127.0.0.1:99999/0",
+])
+def test_a_redis_url_that_does_not_parse_is_refused_without_its_password(url):
+    with pytest.raises(ConfigError, match=r"cluster\.redis_url") as refused:
+        _cluster(f"  redis_url: '{url}'\n")
+    assert "secret" not in str(refused.value)
+
+
+def test_check_config_refuses_a_password_with_a_slash_and_never_shows_it(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("listen: {port: 0}\n"
+                      "cluster: {redis_url: 'redis://:s3cr/3t@127.0.0.1:1/0'}\n")
+    checked = _check(config)
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert "s3cr" not in checked.stdout + checked.stderr
+    assert "Traceback" not in checked.stderr
