@@ -169,3 +169,16 @@ def test_check_config_refuses_a_password_with_a_slash_and_never_shows_it(tmp_pat
     assert checked.returncode == 2, checked.stdout + checked.stderr
     assert "s3cr" not in checked.stdout + checked.stderr
     assert "Traceback" not in checked.stderr
+
+
+@pytest.mark.parametrize("query", ["ssl_ca_certs=/nonexistent/ca.pem", "socket_timeout=abc"])
+def test_a_url_option_the_backend_cannot_use_stops_the_start(tmp_path, query):
+    """Not a plugin failure after which the node runs alone, outside the cluster."""
+    config = tmp_path / "c.yaml"
+    config.write_text("listen: {port: 0}\n"
+                      f"cluster: {{redis_url: 'rediss://:s3cr3t@127.0.0.1:1/0?{query}'}}\n")
+    checked = _check(config)
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert "cluster.redis_url" in checked.stderr
+    assert "s3cr3t" not in checked.stdout + checked.stderr
+    assert "Traceback" not in checked.stderr

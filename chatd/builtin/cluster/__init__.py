@@ -137,6 +137,20 @@ def _start(backend: Any, prefix: str) -> None:
     log.info("cluster: node %s, prefix %s", backend.node, prefix)
 
 
+def _unusable(server: Server, exc: Exception) -> str:
+    """Why the backend cannot be made from ``cluster.redis_url`` (a CA file that does not
+    exist, an option that is not a number), with every password cut out: a refusal to
+    start, never a plugin failure after which the node runs alone, outside the cluster."""
+    from chatd.config_rules import url_secrets
+
+    settings = server.config.cluster
+    text = f"cannot use it: {type(exc).__name__}: {exc}"
+    secrets = [*url_secrets(settings.redis_url or ""), settings.password() or ""]
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 @hookimpl
 def chatd_delivery_backend(server: Server, local: Any) -> Any:
     if not server.config.cluster.enabled:
@@ -145,6 +159,8 @@ def chatd_delivery_backend(server: Server, local: Any) -> Any:
         backend = make_backend(server, local)
     except ImportError as exc:
         raise ConfigError(str(exc), key="cluster.redis_url") from None
+    except (ValueError, OSError) as exc:  # a URL option redis-py or ssl refuses
+        raise ConfigError(_unusable(server, exc), key="cluster.redis_url") from None
     _running[id(server)] = backend
     server.call_soon(_start, backend, server.config.cluster.prefix)
     return backend
