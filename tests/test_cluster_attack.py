@@ -96,3 +96,28 @@ def test_a_look_alike_of_a_nick_on_another_node_is_refused(nodes: Any, twin: str
     mallory.send(f"/nick {twin}")
     line = mallory.expect(r"^! |is now known as", timeout=WAIT)
     assert line.group(0).startswith("! "), twin
+
+
+def test_a_grace_rename_to_a_guest_nick_held_on_another_node_still_renames(
+        chatd_server: Any, redis_server: Any, redis_url: str, tmp_path: Any) -> None:
+    """Each node counts its guests from 1: the guest-N a rename picks may be held on
+    another node.  The holder of a registered nick who did not identify must still lose
+    it (it would otherwise keep it, and speak as its owner, once the grace is over)."""
+    a = start_node(chatd_server, redis_url, "a", storage={"path": str(tmp_path / "a.db")},
+                   plugins={"accounts": {"grace_seconds": 1.5}})
+    b = start_node(chatd_server, redis_url, "b")
+    owner = a.client()
+    owner.send("/nick boss")
+    owner.expect(r"is now known as boss$")
+    owner.send("/register s3cret-pw")
+    owner.expect(r"registered")
+    owner.close()
+    mallory = a.client()
+    mallory.send("/nick boss")
+    mallory.expect(r"is now known as boss$")
+    squatters = [b.client() for _ in range(4)]  # b's guest-1..4: a's next numbers
+    mallory.expect(r"you did not identify for boss; you are now guest-\d+$", timeout=WAIT)
+    mallory.expect(r"^\*\*\* boss is now known as guest-\d+$", timeout=WAIT)
+    mallory.send("/whois boss")
+    mallory.expect(r"^! no such nick: boss$", timeout=WAIT)
+    assert squatters and "Traceback" not in a.log() + b.log()
