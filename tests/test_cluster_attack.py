@@ -121,3 +121,16 @@ def test_a_grace_rename_to_a_guest_nick_held_on_another_node_still_renames(
     mallory.send("/whois boss")
     mallory.expect(r"^! no such nick: boss$", timeout=WAIT)
     assert squatters and "Traceback" not in a.log() + b.log()
+
+
+def test_a_private_message_follows_a_nick_that_moved_nodes(nodes: Any) -> None:
+    a, b = nodes
+    dave = chatter(a, "dave")
+    alice = chatter(a, "alice")
+    dave.send("/msg alice on a")
+    alice.expect(r"\*dave\* on a$")
+    alice.close()
+    dave.expect(r"alice (quit|left)", timeout=WAIT)
+    alice = chatter(b, "alice")  # back, on the other node
+    dave.send("/msg alice on b")
+    alice.expect(r"\*dave\* on b$", timeout=WAIT)
