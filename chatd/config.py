@@ -674,6 +674,31 @@ class SentinelAddress:
     sentinel_password: str | None = None
 
 
+def redis_url_problem(url: str) -> str | None:
+    """Why a ``redis://`` or ``rediss://`` URL would not parse, or None: checked here so
+    that a bad one stops the start with a config error, not a traceback in the cluster
+    plugin (which then runs without the cluster) quoting part of the URL — a password
+    holding ``/``, ``#`` or ``?`` is split there, and urllib names the piece it read as
+    the port.  The text never quotes the URL."""
+    from urllib.parse import urlsplit
+
+    encode = ("(a password holding / # ? @ or [ must be percent-encoded, or kept out of "
+              "the URL: password_file, password_env)")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return f"expected host[:port] after the scheme, with a port from 1 to 65535 {encode}"
+    if "@" in parts.path + parts.query + parts.fragment:
+        return f"expected host[:port] after the scheme, found an @ after it {encode}"
+    if port == 0:
+        return "expected a port from 1 to 65535"
+    db = parts.path.lstrip("/")
+    if db and not db.isdigit():
+        return "expected a database number (/0, /1...) after host[:port]"
+    return None
+
+
 def parse_sentinel_url(url: str) -> SentinelAddress:
     """``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/master[/db]``
     with optional ``?sentinel_username=...&sentinel_password=...`` (the sentinels' own
@@ -1129,6 +1154,10 @@ class _Builder(NodeReader):
                          else "text without a scheme (not shown: it may be a password)")
                 raise self.error(f"expected a redis://, rediss:// or {SENTINEL_SCHEME}:// "
                                  f"URL, got {shown}", "cluster.redis_url", node)
+            problem = redis_url_problem(cluster.redis_url) if scheme != SENTINEL_SCHEME \
+                else None
+            if problem is not None:
+                raise self.error(problem, "cluster.redis_url", node)
             if scheme == SENTINEL_SCHEME:
                 try:
                     parse_sentinel_url(cluster.redis_url)

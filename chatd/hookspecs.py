@@ -223,6 +223,11 @@ def chatd_delivery_backend(server: Server, local: LocalBackend) -> DeliveryBacke
     another node's client.  ``chatd.testing.backends.DeferredBackend`` is a
     wrapper of ``local`` whose answers come later: a model to start from.  See
     "Presence" in :mod:`chatd.delivery`.
+
+    Unlike other hooks, an exception here is not contained: it stops the start
+    (a ``chatd.ConfigError`` is shown as it is; anything else as a plugin that
+    failed to load), since a backend that could not be made would leave a
+    cluster node running alone, outside its cluster.
     """
 
 

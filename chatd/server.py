@@ -249,7 +249,7 @@ class ChatServer:
         #: The process's exit status once the loop ends: 1 after :meth:`fail`.
         self.exit_status = 0
         self._start_plugins(hooks)
-        backend = hooks.call_first(
+        backend = hooks.call_first_strict(  # a backend that cannot be made stops the start
             "chatd_delivery_backend", server=self.api, local=self.domain.local
         )
         if backend is not None:

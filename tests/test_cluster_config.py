@@ -144,3 +144,41 @@ def test_a_server_without_redis_py_refuses_to_start_and_says_why(tmp_path):
     assert done.returncode != 0
     assert "pip install 'chatd[cluster]'" in done.stderr
     assert "Traceback" not in done.stderr and "s3cr3t" not in done.stderr
+
+
+@pytest.mark.parametrize("url", [
+    "redis://:top/secret@127.0.0.1:6379/0",   # a password with / # ? not percent-encoded
+    "redis://:top#secret@127.0.0.1:6379/0",
+    "rediss://u:top?secret@127.0.0.1:6379/0",
+    "redis://:topsecret@127.0.0.1:notaport/0",
+    "redis://:topsecret@[::1:6379/0",
+    "redis://:topsecret@127.0.0.1:6379/zero",
+    "redis://:topsecret@127.0.0.1:99999/0",
+])
+def test_a_redis_url_that_does_not_parse_is_refused_without_its_password(url):
+    with pytest.raises(ConfigError, match=r"cluster\.redis_url") as refused:
+        _cluster(f"  redis_url: '{url}'\n")
+    assert "secret" not in str(refused.value)
+
+
+def test_check_config_refuses_a_password_with_a_slash_and_never_shows_it(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("listen: {port: 0}\n"
+                      "cluster: {redis_url: 'redis://:s3cr/3t@127.0.0.1:1/0'}\n")
+    checked = _check(config)
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert "s3cr" not in checked.stdout + checked.stderr
+    assert "Traceback" not in checked.stderr
+
+
+@pytest.mark.parametrize("query", ["ssl_ca_certs=/nonexistent/ca.pem", "socket_timeout=abc"])
+def test_a_url_option_the_backend_cannot_use_stops_the_start(tmp_path, query):
+    """Not a plugin failure after which the node runs alone, outside the cluster."""
+    config = tmp_path / "c.yaml"
+    config.write_text("listen: {port: 0}\n"
+                      f"cluster: {{redis_url: 'rediss://:s3cr3t@127.0.0.1:1/0?{query}'}}\n")
+    checked = _check(config)
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert "cluster.redis_url" in checked.stderr
+    assert "s3cr3t" not in checked.stdout + checked.stderr
+    assert "Traceback" not in checked.stderr

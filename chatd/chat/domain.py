@@ -90,6 +90,10 @@ log = logging.getLogger("chatd.chat")
 #: Longest topic kept, in characters.
 TOPIC_MAX = 300
 
+#: How many guest nicks a forced rename (:meth:`Domain.rename_to_guest`) tries before it
+#: gives up: in a cluster each node counts its own guests, and another's may hold one.
+GUEST_TRIES = 50
+
 
 
 
@@ -758,16 +762,16 @@ class ChatDomain:
         """Give ``client`` a fresh ``guest-N`` nick (a registered nick it did not
         identify for, a nick an owner takes back); returns it."""
         new = self._new_guest_nick()
-        self._rename(client, new)
+        self._rename(client, new, guest_tries=GUEST_TRIES)
         return new
 
-    def _rename(self, client: Client, new: str) -> None:
+    def _rename(self, client: Client, new: str, guest_tries: int = 0) -> None:
         old = client.nick
         # One step for the backend: the new nick claimed, the old one released if it
         # was (kept otherwise, so nobody takes it while the answer is out).
         self.ask(client, functools.partial(self.backend.claim_nick, client, new,
                                            replacing=old),
-                 functools.partial(self._renamed, client, old, new),
+                 functools.partial(self._renamed, client, old, new, guest_tries),
                  late=functools.partial(self._claimed_too_late, client, new))
 
     def _claimed_too_late(self, client: Client, nick: str, claimed: bool) -> None:
@@ -781,9 +785,16 @@ class ChatDomain:
         elif client.nick != nick:
             self.backend.claim_nick(client, client.nick, _ignore, replacing=nick)
 
-    def _renamed(self, client: Client, old: str, new: str, claimed: bool) -> None:
+    def _renamed(self, client: Client, old: str, new: str, guest_tries: int,
+                 claimed: bool) -> None:
         if client.nick != old:  # renamed meanwhile (a plugin, a timer): a stale answer
             self._claimed_too_late(client, new, claimed)
+            return
+        if not claimed and guest_tries > 0:
+            # A rename to a guest must happen (the nick it leaves is not the client's to
+            # keep), but guest numbers are each node's own: another node's guest may
+            # hold this one.  The next number, until one is free.
+            self._rename(client, self._new_guest_nick(), guest_tries - 1)
             return
         if not claimed:
             raise NickError(f"the nick {new} is taken", code="nick_in_use")

@@ -401,6 +401,25 @@ class PluginHost:
         """
         return self.guard.run(plugin, label, function, args, notify, passthrough)
 
+    def call_first_strict(self, hook_name: str, **kwargs: Any) -> Any:
+        """The first non-None result of ``hook_name`` (newest plugin first), or None; an
+        exception stops the caller as in :meth:`call_strict`.  For a start-up choice a
+        failure must not quietly replace: a cluster backend that cannot be made would
+        leave the node running alone, outside its cluster."""
+        for impl in self._impls(hook_name):
+            try:
+                result = impl.function(*impl.args(kwargs))
+            except ConfigError:
+                raise  # already says which key
+            except Exception as exc:
+                raise PluginLoadError(
+                    f"plugin {impl.plugin_name!r} failed in {hook_name}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            if result is not None:
+                return result
+        return None
+
     def call_strict(self, hook_name: str, **kwargs: Any) -> list[Any]:
         """Call every implementation and let the first exception propagate.
 

@@ -73,6 +73,7 @@ def make_backend(server: Server, local: Any) -> Any:
     backend.call_later = server.call_later
     backend.on_kick = functools.partial(_kicked_here, server)
     backend.on_kill = functools.partial(_killed_here, server)
+    presence.on_nick_lost = functools.partial(_nick_lost_here, server)
     if server.config.storage.url:  # a history every node writes: gaps are recovered
         from chatd.builtin.history import recover_room_events, remember_remote
 
@@ -93,6 +94,22 @@ def _killed_here(server: Server, session: str, request: Any) -> None:
     log.info("%s (on node %s) disconnected %s: %s", killer, request.source.node, target.nick,
              why)
     target.close(f"killed by {killer}: {why}", goodbye=f"you were disconnected by {killer}: {why}")
+
+
+def _nick_lost_here(server: Server, session: str, nick: str) -> None:
+    """``nick`` of a client of this node was taken by a user of another node while this
+    node was cut off from Redis or frozen (its users were swept as gone): Redis' holder
+    keeps it, and this client becomes a guest, told why (never two holders of a nick)."""
+    from types import SimpleNamespace
+
+    client = server.client_of(SimpleNamespace(session=session))  # type: ignore[arg-type]
+    if client is None or not client.connected:
+        return
+    guest = server.rename_to_guest(client)
+    log.warning("cluster: %s was taken on another node while this node was cut off; "
+                "its holder here is now %s", nick, guest)
+    client.notice(f"{nick} was taken on another node while this server was cut off from "
+                  f"the cluster; you are now {guest}")
 
 
 def _kicked_here(server: Server, session: str, part: Any) -> None:
@@ -120,6 +137,20 @@ def _start(backend: Any, prefix: str) -> None:
     log.info("cluster: node %s, prefix %s", backend.node, prefix)
 
 
+def _unusable(server: Server, exc: Exception) -> str:
+    """Why the backend cannot be made from ``cluster.redis_url`` (a CA file that does not
+    exist, an option that is not a number), with every password cut out: a refusal to
+    start, never a plugin failure after which the node runs alone, outside the cluster."""
+    from chatd.config_rules import url_secrets
+
+    settings = server.config.cluster
+    text = f"cannot use it: {type(exc).__name__}: {exc}"
+    secrets = [*url_secrets(settings.redis_url or ""), settings.password() or ""]
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 @hookimpl
 def chatd_delivery_backend(server: Server, local: Any) -> Any:
     if not server.config.cluster.enabled:
@@ -128,6 +159,8 @@ def chatd_delivery_backend(server: Server, local: Any) -> Any:
         backend = make_backend(server, local)
     except ImportError as exc:
         raise ConfigError(str(exc), key="cluster.redis_url") from None
+    except (ValueError, OSError) as exc:  # a URL option redis-py or ssl refuses
+        raise ConfigError(_unusable(server, exc), key="cluster.redis_url") from None
     _running[id(server)] = backend
     server.call_soon(_start, backend, server.config.cluster.prefix)
     return backend

@@ -329,6 +329,7 @@ class RedisPresence:
                  call_later: Callable[..., Any] | None = None,
                  on_lost: Callable[[Quit], None] | None = None,
                  on_conflict: Callable[[str], None] | None = None,
+                 on_nick_lost: Callable[[str, str], None] | None = None,
                  token: str | None = None) -> None:
         self.link = link
         self.names = names
@@ -341,6 +342,10 @@ class RedisPresence:
         self.on_lost = on_lost
         #: Told (with an error text) that another live node has this node's id.
         self.on_conflict = on_conflict
+        #: Told (session, nick) when re-registering found a local user's nick held by a
+        #: session of another node (taken while this node was cut off or frozen): the
+        #: user must give it up, or two sessions would answer to one nick.
+        self.on_nick_lost = on_nick_lost
         #: What this process writes in its node key (:func:`process_token`).
         self.token = process_token() if token is None else token
         self.registered = False
@@ -565,6 +570,15 @@ class RedisPresence:
         if lost:
             log.warning("cluster: %d nicks of this node were taken on another node while "
                         "Redis was unreachable: %s", len(lost), ", ".join(lost[:20]))
+            self._give_up(lost)
+
+    def _give_up(self, lost: list[str]) -> None:
+        """The local holders of ``lost`` nicks (still holding them: a rename meanwhile
+        went through Redis) are told to give them up (:attr:`on_nick_lost`)."""
+        for nick in lost:
+            holder = self.local.holder(nick)
+            if holder is not None and self.on_nick_lost is not None:
+                self.on_nick_lost(holder.session or "", nick)
 
     def close(self) -> None:
         """A clean stop: the heartbeat ends and this node's presence is removed."""
