@@ -312,7 +312,7 @@ def test_client_kill_of_the_subscriber_reconnects_and_resubscribes(loop, link, r
 @pytest.fixture
 def tls_redis(redis_server, tmp_path):
     """A second redis-server speaking only TLS, its certificate from a trustme CA."""
-    trustme = pytest.importorskip("trustme")
+    import trustme  # the test extra has it
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
     ca_file, cert_file, key_file = (tmp_path / n for n in ("ca.pem", "cert.pem", "key.pem"))

@@ -7,12 +7,11 @@ import threading
 from typing import Any
 
 import pytest
+import redis  # the test extra has it: missing, this fails everywhere
 
-redis = pytest.importorskip("redis")
-
-from chatd.builtin.cluster import presence as p  # noqa: E402
-from chatd.builtin.cluster.wire import Names  # noqa: E402
-from chatd.delivery import Member, Person, RoomInfo  # noqa: E402
+from chatd.builtin.cluster import presence as p
+from chatd.builtin.cluster.wire import Names
+from chatd.delivery import Member, Person, RoomInfo
 
 TIMEOUT = 5.0
 

@@ -340,7 +340,6 @@ def test_a_killed_parent_takes_its_workers_along(chatd_server: Any, redis_url: s
 
 def test_one_metrics_endpoint_counts_every_workers_clients(
         chatd_server: Any, redis_server: Any, redis_url: str) -> None:
-    pytest.importorskip("prometheus_client")
     import urllib.request
 
     server = start(chatd_server, redis_url, metrics={"enabled": True, "port": 0})
