@@ -52,10 +52,15 @@ class CountingSocket:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self.sends = 0
+        self.recvs = 0
 
     def send(self, data):
         self.sends += 1
         return self._sock.send(data)
+
+    def recv_into(self, buffer, nbytes=0):
+        self.recvs += 1
+        return self._sock.recv_into(buffer, nbytes)
 
     def __getattr__(self, name):
         return getattr(self._sock, name)
@@ -105,6 +110,32 @@ def test_reads_until_eagain_within_a_budget_and_comes_back_for_the_rest(pair):
     assert 0 < len(protocol.data) <= 4096 * 2
     spin(reactor, lambda: len(protocol.data) == len(payload))  # no further input sent
     assert bytes(protocol.data) == payload
+
+
+def test_a_short_read_on_an_epollin_edge_ends_the_read_without_asking_for_eagain(pair):
+    """epoll(7): fewer bytes than asked proves the buffer drained; the EAGAIN recv is
+    saved (one syscall per read event), and the next line still raises its own edge."""
+    reactor, make, theirs, protocol, counted = pair
+    make()
+    reactor.run_once(0)
+    for line in (b"one\n", b"two\n"):
+        before = counted.recvs
+        theirs.sendall(line)
+        spin(reactor, lambda line=line: bytes(protocol.data).endswith(line))
+        assert counted.recvs - before == 1
+    assert bytes(protocol.data) == b"one\ntwo\n"
+
+
+def test_data_then_fin_on_one_edge_are_read_to_the_end_of_stream(pair):
+    """A short read does not end a read whose edge announced the end of the stream
+    (EPOLLRDHUP): the FIN behind the data raises no edge again."""
+    reactor, make, theirs, protocol, _ = pair
+    make()
+    reactor.run_once(0)  # registered and idle: both arrive on one later edge
+    theirs.sendall(b"bye\n")
+    theirs.shutdown(socket.SHUT_WR)
+    spin(reactor, lambda: protocol.eof == 1, timeout=2.0)
+    assert bytes(protocol.data) == b"bye\n"
 
 
 def test_writes_in_one_tick_are_one_send(pair):

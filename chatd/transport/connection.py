@@ -85,6 +85,9 @@ from ..reactor import (
 log = logging.getLogger("chatd.connection")
 
 _READ_EVENTS = EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR
+#: Events after which a read goes on to EAGAIN even past a short read: the end of the
+#: stream is waiting behind the data, and it raises no edge of its own again.
+_END_EVENTS = EPOLLRDHUP | EPOLLHUP | EPOLLERR
 _WRITE_EVENTS = EPOLLOUT | EPOLLHUP | EPOLLERR
 #: The first and the longest wait between two looks at the unacknowledged bytes of a
 #: closing connection (``reset_after_goodbye``): an ACK on loopback or a LAN comes in
@@ -382,7 +385,8 @@ class Connection:
                 self.abort("connection closed by peer")
             return
         if mask & _READ_EVENTS:
-            self._read()
+            # A plain EPOLLIN edge may stop at a short read (DESIGN.md §3, epoll(7)).
+            self._read(short_read_drains=not mask & _END_EVENTS)
         if mask & _WRITE_EVENTS and self.state is not State.CLOSED:
             self._write()
 
@@ -412,7 +416,17 @@ class Connection:
     def reading_held(self) -> bool:
         return self._held
 
-    def _read(self) -> None:
+    def _read(self, short_read_drains: bool = False) -> None:
+        """Read what the socket holds, within this tick's budget.
+
+        Until EAGAIN, or, when ``short_read_drains``, until a ``recv`` returns fewer
+        bytes than it asked for: on a stream socket that proves the kernel's buffer was
+        empty at that moment, and whatever arrives later raises a new edge (epoll(7));
+        it saves one ``recv`` per read event, the one that would only say EAGAIN.  Only
+        a read that answers a plain EPOLLIN edge may stop there: after a held or
+        budget-cut read, or with the end of the stream already announced, nothing new
+        would announce what is left.
+        """
         if self.state is State.CLOSED or self._held:
             return
         ctx = self._ctx
@@ -431,8 +445,9 @@ class Connection:
         protocol = self._protocol
         drained = False
         while budget > 0:
+            asked = size if size < budget else budget
             try:
-                n = sock.recv_into(rbuf, min(size, budget))
+                n = sock.recv_into(rbuf, asked)
             except BlockingIOError:
                 drained = True
                 break
@@ -458,6 +473,9 @@ class Connection:
                 self._paused = True
                 break
             if self._held:
+                break
+            if short_read_drains and n < asked:
+                drained = True
                 break
         if drained or self._paused or self._held:
             return
