@@ -5,12 +5,15 @@ The store's writer shares the server's core on a small machine (and its process 
 pinned to one core in ``bench/run.py``), so every microsecond it spends per row is one
 the event loop does not get.  History queues a row per line said, with columns that are
 NULL for most lines (node, host, account, notice), and the writer puts each batch in as
-one multi-row INSERT.  Compared, per row, on batches of ``--rows`` rows, each batch in
-its own transaction, in memory (the disk is not what is measured):
+multi-row INSERTs.  A batch holds what gathered in ``storage.batch_seconds``, so its
+size follows the traffic: here each batch has a random size (seeded) between half and
+one and a half times ``--rows``, each in its own transaction, in memory (the disk is
+not what is measured).  Compared, per row:
 
-* ``store``: ``SqliteDialect.insert_rows`` as shipped (a column NULL in every row of
-  the batch is written as a literal ``NULL``, not bound);
-* ``bound``: the same multi-row INSERT with every value bound (the store before);
+* ``store``: ``SqliteDialect.insert_rows`` as shipped (chunks of powers of two, each
+  statement compiled once; a column NULL in every row written as a literal ``NULL``);
+* ``per-count``: one multi-row INSERT made for the batch's own count, every value
+  bound (the store before: a statement compiled for nearly every batch);
 * ``executemany``: one single-row INSERT per row through ``executemany``.
 
     python3 bench/sqlite_rows.py --rows 100 1000 --repeat 5
@@ -19,6 +22,7 @@ its own transaction, in memory (the disk is not what is measured):
 from __future__ import annotations
 
 import argparse
+import random
 import sqlite3
 import statistics
 import time
@@ -50,11 +54,15 @@ def fresh() -> sqlite3.Connection:
     return conn
 
 
+#: The store's dialect (made once: an in-memory one keeps a connection of its own).
+DIALECT = SqliteDialect(None, "NORMAL")
+
+
 def store(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    SqliteDialect(None, "NORMAL").insert_rows(conn, PREFIX, rows)
+    DIALECT.insert_rows(conn, PREFIX, rows)
 
 
-def bound(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+def per_count(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
     one = "(" + ", ".join("?" * len(rows[0])) + ")"
     conn.execute(PREFIX + ", ".join([one] * len(rows)), [v for row in rows for v in row])
 
@@ -64,21 +72,24 @@ def executemany(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
 
 
 WAYS: dict[str, Callable[[sqlite3.Connection, list[tuple[Any, ...]]], None]] = {
-    "store": store, "bound": bound, "executemany": executemany}
+    "store": store, "per-count": per_count, "executemany": executemany}
 
 
 def per_row_us(way: str, count: int, total: int) -> float:
     """Microseconds of the writer's CPU per row, over about ``total`` rows."""
     conn = fresh()
-    rows = history_rows(count)
+    rows = history_rows(count + count // 2)
     insert = WAYS[way]
-    batches = max(1, total // count)
+    sizes = random.Random(count)
+    written = 0
     started = time.process_time()
-    for _ in range(batches):
+    while written < total:
+        size = sizes.randint(max(1, count // 2), count + count // 2)
         conn.execute("BEGIN")
-        insert(conn, rows)
+        insert(conn, rows[:size])
         conn.execute("COMMIT")
-    return (time.process_time() - started) / (batches * count) * 1e6
+        written += size
+    return (time.process_time() - started) / written * 1e6
 
 
 def main() -> None:

@@ -37,6 +37,9 @@ FOLDER_MODE = 0o700
 FILE_MODE = 0o600
 #: SQLite allows 32,766 values per statement.
 MAX_VALUES = 32766
+#: A multi-row INSERT of at most this many rows is made for its own count (so at most
+#: this many such statements exist); larger runs go in chunks of powers of two.
+_WHOLE_UP_TO = 32
 
 _memory_names = itertools.count(1)
 
@@ -164,24 +167,43 @@ class SqliteDialect:
 
     def insert_rows(self, conn: sqlite3.Connection, prefix: str,
                     rows: list[Sequence[Any]]) -> None:
-        """Rows queued together for one table, as one multi-row INSERT (at most
-        ``rows_per_insert``).
+        """Rows queued together for one table, as multi-row INSERTs (at most
+        ``rows_per_insert`` rows in all).
 
-        A column that is NULL in every row is written as a literal ``NULL`` rather than
-        bound: SQLite stores the same row for less of the writer's time (history's
-        rows: 1.1 against 1.7 us, ``bench/sqlite_rows.py``), and on a small machine the
-        writer's CPU is taken from the event loop.  The rows are turned into columns
-        and back by C loops (``zip``, ``tuple.count``, ``chain``)."""
+        Two things make a row cheap for SQLite, and the writer's CPU is taken from the
+        event loop on a small machine (``bench/sqlite_rows.py`` measures both):
+
+        * statements of a few sizes only, so each is compiled once: the rows go in
+          chunks of powers of two down to ``_WHOLE_UP_TO`` rows, the rest in one (a
+          batch of 175 rows is 128 + 32 + 15), each chunk's statement kept in the
+          connection's statement cache.  A
+          statement made for every batch's own count cost more to compile than its
+          rows to store;
+        * a column that is NULL in every row is written as a literal ``NULL``, not
+          bound.
+
+        The rows are turned into columns and back by C loops (``zip``,
+        ``tuple.count``, ``chain``)."""
         count = len(rows)
+        if count < _WHOLE_UP_TO:  # a few rows: looking for NULL columns costs more
+            conn.execute(_multirow(prefix, (False,) * len(rows[0]), count),
+                         list(itertools.chain.from_iterable(rows)))
+            return
         columns = list(zip(*rows, strict=True))
         nulls = tuple([column.count(None) == count for column in columns])
         if True in nulls:
-            values = list(itertools.chain.from_iterable(zip(
-                *[column for column, null in zip(columns, nulls, strict=True) if not null],
-                strict=True)))
+            kept = [column for column, null in zip(columns, nulls, strict=True) if not null]
+            values = list(itertools.chain.from_iterable(zip(*kept, strict=True)))
         else:
             values = list(itertools.chain.from_iterable(rows))
-        conn.execute(_multirow(prefix, nulls, count), values)
+        width = len(values) // count
+        start = 0
+        while start < count:
+            left = count - start
+            size = left if left <= _WHOLE_UP_TO else 1 << (left.bit_length() - 1)
+            conn.execute(_multirow(prefix, nulls, size),
+                         values[start * width:(start + size) * width])
+            start += size
 
     def notify(self, conn: sqlite3.Connection, channel: str, payload: str) -> None:
         """SQLite: one process, nobody else to tell."""

@@ -487,3 +487,33 @@ def test_a_writer_killed_while_the_disk_fails_hands_its_batch_to_the_next(tmp_pa
         *(f"held {i}" for i in range(5)), "later"]
     assert len(writers) == 1 and writers[0] is not writer  # run once, by the new writer
     store.close()
+
+
+def test_the_sqlite_writer_compiles_a_few_insert_shapes_whatever_the_batch_sizes():
+    """Batches of every size from 1 to 600 rows go in as statements of a few sizes
+    (compiling one per batch's own count cost more than storing its rows), and every
+    row arrives, in order."""
+    from chatd.store_sqlite import SqliteDialect
+
+    class Recording:
+        """The connection, recording the statements it is given."""
+
+        def __init__(self) -> None:
+            self.conn = sqlite3.connect(":memory:", isolation_level=None)
+
+        def execute(self, sql, params=()):
+            seen.add(sql)
+            return self.conn.execute(sql, params)
+
+    seen: set[str] = set()
+    conn = Recording()
+    conn.execute("CREATE TABLE r (a INTEGER PRIMARY KEY, b TEXT, c INTEGER)")
+    dialect = SqliteDialect(None, "NORMAL")
+    sent = []
+    for size in range(1, 601):
+        rows = [(f"s{size}-{i}", None if i % 3 else i) for i in range(size)]
+        dialect.insert_rows(conn, "INSERT INTO r (b, c) VALUES ", rows)
+        sent += rows
+    inserts = {sql for sql in seen if sql.startswith("INSERT")}
+    assert len(inserts) < 50
+    assert conn.execute("SELECT b, c FROM r ORDER BY a").fetchall() == sent
