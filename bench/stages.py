@@ -71,9 +71,11 @@ assert len(LINE) == 64, len(LINE)
 UTF8_LINE = "bänch line 0000000 thé quick brown fox jumps över the lazy dög.".encode()
 #: Timed block for the stages that send: each member's peer receives ~80 bytes a line,
 #: so a block stays well inside a loopback socket's buffers; drained after each block.
-BLOCK = 200
-#: Lines handled in one tick in the coalesced variants (a busy loop reads several senders).
-PER_TICK = 10
+BLOCK = 200  # a multiple of every PER_TICK
+#: Lines handled in one tick in the coalesced variants: under load a tick reads many
+#: senders' lines (fanout-100: 10 senders, 16 lines in flight each), and the fan-out
+#: sends each member one payload per tick, not per line.
+PER_TICK = (10, 100)
 
 
 @dataclass
@@ -366,13 +368,16 @@ def measure(chat: Chat, lines: int, repeat: int) -> list[Result]:
                   before=lambda i: backend.to_room(events[i], room, exclude=client)),
         note="one line per tick: 100 send()s per line")
 
-    def queue_many(i: int) -> None:
-        for j in range(i, i + PER_TICK):
-            backend.to_room(events[j], room, exclude=client)
+    for per_tick in PER_TICK:
 
-    add(f"fan-out to {MEMBERS}, {PER_TICK} lines a tick",
-        in_blocks(chat, end_of_tick, PER_TICK, before=queue_many),
-        within="(coalesced)", note=f"one send() per member for {PER_TICK} lines")
+        def queue_many(i: int, n: int = per_tick) -> None:
+            for j in range(i, i + n):
+                backend.to_room(events[j], room, exclude=client)
+
+        add(f"fan-out to {MEMBERS}, {per_tick} lines a tick",
+            in_blocks(chat, end_of_tick, per_tick, before=queue_many),
+            within=f"(coalesced, {per_tick})",
+            note=f"one send() per member for {per_tick} lines")
 
     payload = LINE_RENDERER.render(events[0])
     member_socks = [m.transport._sock for m in chat.members]
@@ -394,13 +399,16 @@ def measure(chat: Chat, lines: int, repeat: int) -> list[Result]:
         sender.data_received(chunks[i])
         tick()
 
-    def whole_many(i: int) -> None:
-        for j in range(i, i + PER_TICK):
-            sender.data_received(chunks[j])
-        tick()
+    for per_tick in PER_TICK:
 
-    add(f"whole path, {PER_TICK} lines a tick", in_blocks(chat, whole_many, PER_TICK),
-        within="(coalesced)", note=f"{PER_TICK} chunks of one line each, then one tick")
+        def whole_many(i: int, n: int = per_tick) -> None:
+            for j in range(i, i + n):
+                sender.data_received(chunks[j])
+            tick()
+
+        add(f"WHOLE PATH, {per_tick} lines a tick", in_blocks(chat, whole_many, per_tick),
+            within=f"(coalesced, {per_tick})",
+            note=f"{per_tick} chunks of one line each, then one tick")
     add("WHOLE PATH: data_received -> sent to 100", in_blocks(chat, whole),
         note="one line per tick; Reactor.run_once(0) is the tick (an epoll_wait included)")
     return results
@@ -440,36 +448,68 @@ def writer_cost(chat: Chat, rows: int, per_batch: int) -> dict[str, float]:
 # -- output ---------------------------------------------------------------------------------
 
 
+def coalesced_sum(results: list[Result], per_tick: int) -> tuple[float, float]:
+    """The stages' sum when ``per_tick`` lines share a tick: the per-line stages, the
+    coalesced fan-out, and the tick itself shared by the lines."""
+    wall = cpu = 0.0
+    for r in results:
+        if r.within is None and not r.name.startswith(("WHOLE", "fan-out")):
+            share = 1 / per_tick if r.name.startswith("the tick") else 1.0
+            wall += r.wall_us * share
+            cpu += r.cpu_us * share
+        elif r.within == f"(coalesced, {per_tick})" and r.name.startswith("fan-out"):
+            wall += r.wall_us
+            cpu += r.cpu_us
+    return wall, cpu
+
+
 def table(results: list[Result], writer: list[dict[str, float]]) -> tuple[str, dict[str, Any]]:
-    whole = next(r for r in results if r.name.startswith("WHOLE"))
+    """The printed table and the JSON numbers; shares are of the whole path at one line
+    a tick (the coalesced rows have their own sums, below it)."""
+    whole = next(r for r in results if r.name.startswith("WHOLE PATH:"))
     summed = [r for r in results if r.within is None and r is not whole]
     total = sum(r.wall_us for r in summed)
     total_cpu = sum(r.cpu_us for r in summed)
-    out = [f"{'stage':58} {'µs/line':>9} {'cpu µs':>8} {'share':>6}  note", "-" * 100]
+    out = [f"{'stage':60} {'µs/line':>9} {'cpu µs':>8} {'share':>6}  note", "-" * 104]
     for r in results:
-        if r is whole:
+        if r is whole or r.name.startswith("WHOLE"):
             continue
         name = r.name if r.within is None else f"  {r.name} [in {r.within}]"
         share = f"{100 * r.wall_us / whole.wall_us:5.1f}%"
-        out.append(f"{name:58} {r.wall_us:9.3f} {r.cpu_us:8.3f} {share:>6}  {r.note}")
-    out.append("-" * 100)
-    out.append(f"{'sum of the stages':58} {total:9.3f} {total_cpu:8.3f} "
+        out.append(f"{name:60} {r.wall_us:9.3f} {r.cpu_us:8.3f} {share:>6}  {r.note}")
+    out.append("-" * 104)
+    out.append(f"{'sum of the stages (one line a tick)':60} {total:9.3f} {total_cpu:8.3f} "
                f"{100 * total / whole.wall_us:5.1f}%")
-    out.append(f"{whole.name:58} {whole.wall_us:9.3f} {whole.cpu_us:8.3f} {100.0:5.1f}%  "
+    out.append(f"{whole.name:60} {whole.wall_us:9.3f} {whole.cpu_us:8.3f} {100.0:5.1f}%  "
                f"{whole.note}")
+    coalesced = []
+    for per_tick in PER_TICK:
+        sum_wall, sum_cpu = coalesced_sum(results, per_tick)
+        row = next(r for r in results if r.name == f"WHOLE PATH, {per_tick} lines a tick")
+        out.append(f"{f'sum of the stages ({per_tick} lines a tick)':60} {sum_wall:9.3f} "
+                   f"{sum_cpu:8.3f}")
+        out.append(f"{row.name:60} {row.wall_us:9.3f} {row.cpu_us:8.3f}         {row.note}")
+        coalesced.append({"lines_per_tick": per_tick, "sum_of_stages_us": sum_wall,
+                          "sum_of_stages_cpu_us": sum_cpu, "wall_us_per_line": row.wall_us,
+                          "cpu_us_per_line": row.cpu_us})
     out.append("")
-    out.append("store writer thread (its own CPU), per history row:")
+    out.append("cpu µs: the process's CPU (time.process_time), the store's writer thread "
+               "included where it ran")
+    if writer:
+        out.append("store writer thread (its own CPU), per history row:")
     for w in writer:
         out.append(f"  {w['rows_per_batch']:5d} rows/commit: {w['writer_cpu_us_per_row']:8.3f} µs "
                    f"cpu/row ({w['rows']} rows)")
     numbers = {
         "stages": [{"name": r.name, "wall_us_per_line": r.wall_us, "cpu_us_per_line": r.cpu_us,
                     "within": r.within, "share_of_whole": r.wall_us / whole.wall_us,
-                    "note": r.note} for r in results if r is not whole],
+                    "note": r.note} for r in results if not r.name.startswith("WHOLE")],
         "sum_of_stages_us": total,
         "sum_of_stages_cpu_us": total_cpu,
         "whole_path": {"name": whole.name, "wall_us_per_line": whole.wall_us,
-                       "cpu_us_per_line": whole.cpu_us, "members": MEMBERS},
+                       "cpu_us_per_line": whole.cpu_us, "members": MEMBERS,
+                       "lines_per_tick": 1},
+        "coalesced": coalesced,
         "writer_thread": writer,
     }
     return "\n".join(out), numbers
@@ -491,6 +531,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.lines, args.repeat, args.rows_per_batch = 200, 2, [5, 100]
     if args.lines < 1 or args.repeat < 1:
         p.error("--lines and --repeat must be positive")
+    # Whole blocks (each a whole number of every coalesced tick): every line is timed.
+    args.lines = -(-args.lines // BLOCK) * BLOCK
     return args
 
 
