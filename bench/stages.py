@@ -389,6 +389,11 @@ def measure(chat: Chat, lines: int, repeat: int) -> list[Result]:
     add(f"{MEMBERS} send() syscalls alone", in_blocks(chat, sends), within="fan-out",
         note="the kernel's share of the fan-out")
 
+    add("BEFORE FAN-OUT: data_received -> to_room queued",
+        in_blocks(chat, lambda i: sender.data_received(chunks[i]), after_block=end_of_tick),
+        within="(check)",
+        note="the Python a line costs before fan-out; queued fan-out flushed per block, untimed")
+
     reactor = chat.reactor
     add("the tick itself: Reactor.run_once(0), nothing due", loop(lambda i: reactor.run_once(0)),
         note="epoll_wait(0), timers, ready list")
@@ -478,6 +483,10 @@ def table(results: list[Result], writer: list[dict[str, float]]) -> tuple[str, d
         share = f"{100 * r.wall_us / whole.wall_us:5.1f}%"
         out.append(f"{name:60} {r.wall_us:9.3f} {r.cpu_us:8.3f} {share:>6}  {r.note}")
     out.append("-" * 104)
+    before = [r for r in summed if not r.name.startswith(("fan-out", "the tick"))]
+    out.append(f"{'sum of the stages before fan-out':60} {sum(r.wall_us for r in before):9.3f} "
+               f"{sum(r.cpu_us for r in before):8.3f}         "
+               "(against BEFORE FAN-OUT, measured whole)")
     out.append(f"{'sum of the stages (one line a tick)':60} {total:9.3f} {total_cpu:8.3f} "
                f"{100 * total / whole.wall_us:5.1f}%")
     out.append(f"{whole.name:60} {whole.wall_us:9.3f} {whole.cpu_us:8.3f} {100.0:5.1f}%  "
@@ -504,6 +513,7 @@ def table(results: list[Result], writer: list[dict[str, float]]) -> tuple[str, d
         "stages": [{"name": r.name, "wall_us_per_line": r.wall_us, "cpu_us_per_line": r.cpu_us,
                     "within": r.within, "share_of_whole": r.wall_us / whole.wall_us,
                     "note": r.note} for r in results if not r.name.startswith("WHOLE")],
+        "sum_of_stages_before_fanout_us": sum(r.wall_us for r in before),
         "sum_of_stages_us": total,
         "sum_of_stages_cpu_us": total_cpu,
         "whole_path": {"name": whole.name, "wall_us_per_line": whole.wall_us,
