@@ -336,9 +336,17 @@ def measure(chat: Chat, lines: int, repeat: int) -> list[Result]:
                                   text=texts[i], event=events[i])), within="say",
         note=f"{len(hooks.implementations('chatd_message'))} implementations, history's included")
     server = domain.facade
-    add("history _record (on the loop)",
-        loop(lambda i: history._record(server, events[i], "message", ROOM)),
-        within="hook chatd_message (call)")
+    # As inside its hook: the guard names the running plugin (else server.store looks
+    # for the calling plugin up the stack, which a hook never pays).
+    guard = hooks.guard
+    guard.current_plugin = "history"
+    try:
+        add("history _record (on the loop)",
+            loop(lambda i: history._record(server, events[i], "message", ROOM)),
+            within="hook chatd_message (call)", note="the row queued for the writer, "
+            "the room's memory")
+    finally:
+        guard.current_plugin = None
 
     def empty() -> None:
         return None
