@@ -197,7 +197,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="seconds of load before sampling starts (default 2)")
     p.add_argument("--top", type=int, default=15, help="functions listed per table (default 15)")
     p.add_argument("--out", type=Path, help="folder for the raw file and logs (default: a new "
-                   "folder under bench/results/profile-*)")
+                   "folder under bench/results/tmp/profile-*)")
     p.add_argument("--report", type=Path, metavar="RAW",
                    help="only print the tables of an existing raw file")
     return p.parse_args(argv)
@@ -213,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         print("bench/profile.py: py-spy is not installed (it is in the [bench] extra: "
               "pip install -e \".[bench]\"); nothing was run", file=sys.stderr)
         return 2
-    out = args.out or Path(tempfile.mkdtemp(prefix="profile-", dir=run.BENCH / "results"))
+    scratch = run.BENCH / "results" / "tmp"  # git ignores it
+    scratch.mkdir(parents=True, exist_ok=True)
+    out = args.out or Path(tempfile.mkdtemp(prefix="profile-", dir=scratch))
     out.mkdir(parents=True, exist_ok=True)
     scenario = traffic_scenarios()[args.scenario]
     run.raise_fd_limit()

@@ -138,3 +138,12 @@ def test_profile_reads_raw_stacks_per_thread_by_function(profile: ModuleType) ->
     assert "60.0%  new_event (chatd/chat/domain.py)" in text
     assert "90.0%  say (chatd/chat/domain.py)" in text
     assert "40 waiting (left out)" in text
+
+
+def test_profile_without_py_spy_says_so_and_exits_2(
+    profile: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(profile, "find_py_spy", lambda: None)
+    assert profile.main(["--seconds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "py-spy is not installed" in err and "[bench]" in err
