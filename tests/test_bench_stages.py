@@ -1,9 +1,9 @@
-"""bench/stages.py and bench/profile.py must keep working (issue 24: the per-stage cost).
+"""bench/stages.py and bench/profile_load.py must keep working (issue 24: the per-stage cost).
 
 stages.py runs for real, as a process, with tiny counts: every stage of a line's path
 is in its JSON with a positive figure, and so is the whole path.  It never asserts a
 speed (DESIGN.md section 6): the figures are the bench's answer, not the test's.
-profile.py needs py-spy and both cores, so the suite only checks that it starts
+profile_load.py needs py-spy and both cores, so the suite only checks that it starts
 (``--help``) and that it reads py-spy's raw format right (its parser, in-process).
 """
 
@@ -87,7 +87,7 @@ def test_the_writer_threads_cost_per_row_and_the_machine_are_reported(stages_jso
 
 
 def test_profile_help_names_its_options() -> None:
-    done = subprocess.run([sys.executable, str(BENCH / "profile.py"), "--help"],
+    done = subprocess.run([sys.executable, str(BENCH / "profile_load.py"), "--help"],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     for option in ("--seconds", "--rate", "--scenario", "--config-variant", "--report"):
@@ -96,10 +96,10 @@ def test_profile_help_names_its_options() -> None:
 
 @pytest.fixture
 def profile() -> ModuleType:
-    """bench/profile.py as a module (not named ``profile``: that is the stdlib's)."""
+    """bench/profile_load.py as a module (not named ``profile``: that is the stdlib's)."""
     sys.path.insert(0, str(BENCH))
     try:
-        spec = importlib.util.spec_from_file_location("bench_profile", BENCH / "profile.py")
+        spec = importlib.util.spec_from_file_location("bench_profile", BENCH / "profile_load.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules["bench_profile"] = module  # dataclasses look their module up
         spec.loader.exec_module(module)

@@ -1,9 +1,9 @@
 """Where chatd's time goes under load: py-spy on the server while bench/run.py's load runs.
 
-    python bench/profile.py                           # fanout-100, 10 s at 200 Hz
-    python bench/profile.py --scenario turns-1000x50 --seconds 5
-    python bench/profile.py --config-variant no-history
-    python bench/profile.py --report RAW_FILE          # the tables again, from a raw file
+    python bench/profile_load.py                           # fanout-100, 10 s at 200 Hz
+    python bench/profile_load.py --scenario turns-1000x50 --seconds 5
+    python bench/profile_load.py --config-variant no-history
+    python bench/profile_load.py --report RAW_FILE          # the tables again, from a raw file
 
 chatd is started as ``bench/run.py`` starts it (its benchmark config, written by
 :func:`run.write_chatd_config`; the server pinned to one core and the C load generator
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     py_spy = find_py_spy()
     if py_spy is None:
-        print("bench/profile.py: py-spy is not installed (it is in the [bench] extra: "
+        print("bench/profile_load.py: py-spy is not installed (it is in the [bench] extra: "
               "pip install -e \".[bench]\"); nothing was run", file=sys.stderr)
         return 2
     scratch = run.BENCH / "results" / "tmp"  # git ignores it
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                                                           ctx.cores)), daemon=True)
         load.start()
         if not wait_busy(server.pid, scenario.setup_max_s + 10):
-            print("bench/profile.py: the server never got busy; see " + str(server.log_path),
+            print("bench/profile_load.py: the server never got busy; see " + str(server.log_path),
                   file=sys.stderr)
             load.join(timing.duration + scenario.setup_max_s + 60)
             return 1
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             timeout=args.seconds + 60)
         load.join(timing.duration + timing.drain_max + scenario.setup_max_s + 60)
     if spied.returncode != 0 or not raw.exists():
-        print(f"bench/profile.py: py-spy failed ({spied.returncode}):\n{spied.stdout}",
+        print(f"bench/profile_load.py: py-spy failed ({spied.returncode}):\n{spied.stdout}",
               file=sys.stderr)
         return 1
     threads = parse_raw(raw.read_text())
