@@ -418,6 +418,18 @@ class LineFramer:
         if not data:
             return out
         buf = self._buffer
+        if not buf and data[-1] == 0x0A and not self._discarding:
+            # The common read: whole lines and nothing held from before.  Split in C,
+            # nothing copied into the buffer and out again.
+            limit = self.max_line_bytes
+            decode = self._decode
+            lines = bytes(data).split(b"\n")
+            lines.pop()  # what follows the last b"\n": nothing
+            for line in lines:
+                if line[-1:] == b"\r":
+                    line = line[:-1]
+                out.append(LineTooLong(limit) if len(line) > limit else decode(line))
+            return out
         buf += data
         limit = self.max_line_bytes
         start = 0

@@ -219,7 +219,9 @@ class ChatServer:
             post=self.reactor.call_soon_threadsafe,
             call_later=self.reactor.call_later,  # a read's timeout, whatever its thread does
             on_problem=self._storage_problem,
-            owner=lambda: self.hooks.current_plugin,  # a bad write is logged with its plugin
+            # A bad write is logged with its plugin: the one running when it was queued
+            # (read per row history writes, so straight from the guard).
+            owner=lambda: self.hooks.guard.current_plugin,
         )
         self.store.open()
         self.domain = ChatDomain(config, hooks, self.reactor, stats=self.stats, lifecycle=self,

@@ -216,7 +216,7 @@ class Store:
         #: What the writer has taken and not finished: kept here, not in the thread,
         #: so a writer started after one died carries on with it.
         self._batch: list[Any] = []
-        self._inserts: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._inserts: dict[int, tuple[Any, str, str]] = {}
         #: Set when the queue overflowed (logged once), cleared when writing works again.
         self._dropping = False
         #: (batch id, writes' end, writes) of a COMMIT whose outcome is unknown.
@@ -338,16 +338,34 @@ class Store:
         the writer (history inserts a row per line said).  Returns the write's
         number, or 0 if dropped, like :meth:`write`.
         """
-        prefix = self._inserts.get((table, columns))
-        if prefix is None:
-            names = (table, *columns)
-            if not all(isinstance(n, str) and _IDENTIFIER.match(n) for n in names):
-                raise ValueError(f"not plain SQL names: {names!r}")
-            prefix = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-            self._inserts[(table, columns)] = prefix
+        # Per line said: the statement's prefix is found by the columns tuple's identity
+        # (callers pass one constant), its table checked by identity too, before any
+        # hashing of a dozen names.
+        known = self._inserts.get(id(columns))
+        if known is None or known[0] is not columns or known[1] is not table:
+            known = self._insert_prefix(table, columns)
         if len(values) != len(columns):
             raise ValueError(f"{len(columns)} columns, {len(values)} values")
-        return self._enqueue((_ROW, prefix, values, self.owner()))
+        pending = self._pending
+        if len(pending) >= self.queue_max:
+            return self._enqueue((_ROW, known[2], values, None))  # dropped and counted
+        pending.append((_ROW, known[2], values, self.owner()))
+        if not self._wake.is_set():
+            self._wake.set()
+        self.accepted += 1
+        return self.accepted
+
+    def _insert_prefix(self, table: str, columns: tuple[str, ...]) -> tuple[Any, str, str]:
+        """``(columns, table, "INSERT INTO table (columns) VALUES ")`` for :meth:`insert`,
+        the names checked; kept by the columns tuple's id (with the tuple itself, so the
+        id stays its own)."""
+        names = (table, *columns)
+        if not all(isinstance(n, str) and _IDENTIFIER.match(n) for n in names):
+            raise ValueError(f"not plain SQL names: {names!r}")
+        known = (columns, table, f"INSERT INTO {table} ({', '.join(columns)}) VALUES ")
+        if len(self._inserts) < 1024:  # callers building tuples on the fly: not kept
+            self._inserts[id(columns)] = known
+        return known
 
     def _enqueue(self, item: Any) -> int:
         """Hand a write to the writer, or drop and count it if too many wait."""

@@ -158,13 +158,17 @@ def test_every_way_into_plugin_code_goes_through_the_one_guard():
     with InProcessChat(probe, builtins=["rooms", "commands"]) as chat:
         guard = chat.hooks.guard
         seen: list[tuple[str | None, str]] = []
-        run = guard.run
 
-        def recording(plugin, label, function, args, notify=None, passthrough=()):
-            seen.append((plugin, label))
-            return run(plugin, label, function, args, notify, passthrough)
+        class Recording(Guard):
+            """The guard, recording each call.  A subclass, as --trace-hooks' guard
+            is: the host's per-line hook loop runs Guard's rules inline only for the
+            exact Guard (see test_the_hook_loop_keeps_the_guards_rules_inline)."""
 
-        guard.run = recording  # type: ignore[method-assign]
+            def run(self, plugin, label, function, args, notify=None, passthrough=()):
+                seen.append((plugin, label))
+                return super().run(plugin, label, function, args, notify, passthrough)
+
+        guard.__class__ = Recording
         alice = chat.connect()
         alice.send("hello")
         alice.send("/probe")
@@ -178,3 +182,55 @@ def test_every_way_into_plugin_code_goes_through_the_one_guard():
     assert ("Probe", "timer Probe.later") in labels
     assert ("Probe", "run_in_thread Probe.work callback") in labels
     assert ("Probe", "call_soon_threadsafe Probe.from_thread") in labels
+
+
+# -- the host's hook loop: Guard.run's rules, inline ----------------------------------
+
+
+class Hooked:
+    """A plugin whose chatd_message runs what the test gives it."""
+
+    def __init__(self, body) -> None:
+        self.body = body
+
+    @hookimpl
+    def chatd_message(self, client, text, event):
+        return self.body()
+
+
+def test_the_hook_loop_keeps_the_guards_rules_inline(caplog):
+    """PluginHost.call runs several implementations per chat line with Guard.run's rules
+    written into its loop: each is attributed while it runs, a failure is contained,
+    counted, logged and told while the next implementations still run, an overrun is
+    reported, SystemExit propagates, and the running plugin is put back every time."""
+    from chatd.plugins.host import PluginHost
+
+    host = PluginHost(max_failures=0)
+    guard = host.guard
+    assert guard.__class__ is Guard  # the inline loop, not run()
+    seen: list[str | None] = []
+    host.register(Hooked(lambda: seen.append(guard.current_plugin) or "first"), "first", "t")
+    host.register(Hooked(boom), "failing", "t")
+    host.register(Hooked(lambda: seen.append(guard.current_plugin) or "last"), "last", "t")
+    guard.current_plugin = "outer"
+    alice = Someone(guard)
+    kwargs = {"client": None, "text": "hi", "event": None}
+    assert sorted(host.call("chatd_message", notify=alice, **kwargs)) == ["first", "last"]
+    assert sorted(seen) == ["first", "last"] and guard.current_plugin == "outer"
+    assert guard.error_counts == {"failing": 1}
+    assert alice.told == [("internal error in plugin 'failing'; the server goes on", None)]
+    assert "plugin 'failing' failed in chatd_message (1 failure so far)" in caplog.text
+
+    guard.slow_hook_seconds = -1.0  # every call is too slow now
+    host.call("chatd_message", **kwargs)
+    assert guard.slow_counts == {"first": 1, "failing": 1, "last": 1}
+    assert "chatd_message in plugin 'last' took" in caplog.text
+
+    def leave() -> None:
+        raise SystemExit(3)
+
+    host.register(Hooked(leave), "leaving", "t")
+    with pytest.raises(SystemExit):
+        host.call("chatd_message", **kwargs)
+    assert guard.current_plugin == "outer"
+    assert "plugin 'leaving' raised SystemExit in chatd_message: the server stops" in caplog.text

@@ -247,6 +247,8 @@ class HistoryState:
         #: Whether the host part of a user is a cloak (``server.cloaks_addresses``): a
         #: real address is never stored (docs/persistence.md), only the ident before it.
         self.cloaked = True
+        #: The store, as ``server.store`` gave it at startup (looked up per line else).
+        self.store: Any = None
 
     def room_setting(self, room_key: str, name: str) -> Any:
         per_room = self.settings["rooms"].get(room_key)
@@ -304,6 +306,7 @@ def chatd_startup(server: Server) -> None:
         last_event = int(time.time() * 1_000_000)
     state = HistoryState(settings)
     state.cloaked = server.cloaks_addresses
+    state.store = store
     # The events of this run come after every one stored, so the ids of replayed
     # lines and of live ones are one increasing sequence.
     server.continue_event_ids(last_event)
@@ -371,7 +374,7 @@ def _record(server: Server, event: Event, kind: str, room_name: str) -> None:
     lines = state.rooms.get(key)
     if lines is None:
         lines = state.rooms[key] = RoomLines(state.keep_lines)
-    store = server.store
+    store = state.store or server.store
     number = store.insert("history", _COLUMNS, (key, *record[1:]))
     lines.add(record, number, store.done)
 

@@ -106,22 +106,42 @@ class Guard:
         self.current_plugin = plugin
         try:
             return function(*args)
-        except passthrough:
-            raise
-        except Exception as exc:
-            self.report_failure(plugin or "?", label, exc, notify)
+        except BaseException as exc:
+            if not self.contained(plugin, label, exc, notify, passthrough):
+                raise
             return None
-        except (SystemExit, KeyboardInterrupt) as exc:
-            plugin_log.critical(
-                "plugin %r raised %s in %s: the server stops (SystemExit and "
-                "KeyboardInterrupt are not contained)", plugin or "?", type(exc).__name__, label,
-            )
-            raise
         finally:
             self.current_plugin = previous
             elapsed = _clock() - started
             if elapsed > self.slow_hook_seconds:
                 self.report_slow(plugin or "?", label, elapsed)
+
+    def contained(
+        self,
+        plugin: str | None,
+        label: str,
+        exc: BaseException,
+        notify: Notifiable | None = None,
+        passthrough: tuple[type[BaseException], ...] = (),
+    ) -> bool:
+        """What :meth:`run` does with an exception a plugin's call raised: True if it
+        was a failure of the plugin, now reported (the call's result is None); False
+        if the caller must raise it on (one in ``passthrough``, ``SystemExit``,
+        ``KeyboardInterrupt``, anything that is not an ``Exception``).  Called while
+        the plugin's call is still current.  For the per-line hook loops of the host
+        (:meth:`chatd.plugins.host.PluginHost.call`), which run the guard's rules
+        inline rather than through :meth:`run`."""
+        if passthrough and isinstance(exc, passthrough):
+            return False
+        if isinstance(exc, Exception):
+            self.report_failure(plugin or "?", label, exc, notify)
+            return True
+        if isinstance(exc, SystemExit | KeyboardInterrupt):
+            plugin_log.critical(
+                "plugin %r raised %s in %s: the server stops (SystemExit and "
+                "KeyboardInterrupt are not contained)", plugin or "?", type(exc).__name__, label,
+            )
+        return False
 
     def report_failure(
         self, plugin: str, label: str, exc: BaseException, notify: Notifiable | None = None
