@@ -652,14 +652,19 @@ class Store:
         """Move up to ``batch_max`` writes from the hand-off into ``batch`` (barriers
         and migrations come along without counting); True if a stop request came."""
         pending = self._pending
+        append = batch.append
+        popleft = pending.popleft
         writes = 0
-        while pending and writes < self.batch_max:
-            item = pending.popleft()
-            if item is _STOP:
-                return True
-            batch.append(item)
-            if not isinstance(item, _Barrier | _Migration):
+        limit = self.batch_max
+        while pending and writes < limit:  # per write queued: kept to a few operations
+            item = popleft()
+            if item.__class__ is tuple:
+                append(item)
                 writes += 1
+            elif item is _STOP:
+                return True
+            else:  # a barrier or a migration: comes along, not counted
+                append(item)
         return False
 
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
@@ -702,6 +707,8 @@ class Store:
         finished = batch[:end]
         del batch[:end]
         self.committed += written
+        if written == end:
+            return  # writes only: no barrier to release
         for item in finished:
             if isinstance(item, _Barrier):
                 item.ok = True

@@ -406,16 +406,19 @@ class ChatDomain:
 
     def _filtered(self, client: Client, event: Event) -> Event:
         hooks = self.hooks
-        for impl in hooks.implementations("chatd_filter_message"):
-            kwargs = {"client": client, "text": event.text, "event": event}
+        impls = hooks.implementations("chatd_filter_message")
+        if not impls:
+            return event
+        run = hooks.guard.run
+        kwargs = {"client": client, "text": event.text, "event": event}
+        for impl in impls:
             # The guard itself, arguments as the tuple they are: per line, this saves
             # packing them again and two keyword arguments (run_guarded's form).
-            replacement = hooks.guard.run(
-                impl.plugin_name, "chatd_filter_message", impl.function, impl.args(kwargs),
-                client, (Reject,),
-            )
+            replacement = run(impl.plugin_name, "chatd_filter_message", impl.function,
+                              impl.args(kwargs), client, (Reject,))
             if replacement is not None and replacement != event.text:
                 event = dataclasses.replace(event, text=str(replacement))
+                kwargs = {"client": client, "text": event.text, "event": event}
         return event
 
     def say(self, client: Client, text: str, room: Room | None = None, *,
