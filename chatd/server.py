@@ -218,6 +218,7 @@ class ChatServer:
             synchronous=storage.synchronous,
             post=self.reactor.call_soon_threadsafe,
             call_later=self.reactor.call_later,  # a read's timeout, whatever its thread does
+            defer=self.reactor.call_soon,  # a tick's rows (history's) go over together
             on_problem=self._storage_problem,
             # A bad write is logged with its plugin: the one running when it was queued
             # (read per row history writes, so straight from the guard).

@@ -106,6 +106,9 @@ class _Migration:
 
 
 _STOP = object()
+#: ``(_ROWS, statement prefix, [values, ...], owner)``: the rows one tick inserted into
+#: one table, handed to the writer together (:meth:`Store.insert` with ``defer``).
+_ROWS = object()
 #: The writes on the queue are tuples whose last element is their owner (the
 #: plugin that queued it, or None): ``(sql, params, owner)`` for a statement,
 #: ``(_ROW, statement prefix, values, owner)`` for a row, ``(_CALL, function,
@@ -144,11 +147,12 @@ class Store:
     """
 
     __slots__ = (
-        "_batch", "_call_later", "_db", "_deadline", "_dropping", "_in_doubt", "_inserts",
-        "_listeners", "_logged", "_patient", "_pending", "_post", "_reader", "_reads",
-        "_thread", "_urgent", "_wake", "accepted", "batch_max", "batch_seconds",
-        "committed", "dialect", "dropped", "failures", "migrations", "on_problem", "origin",
-        "owner", "path", "problem", "queue_max", "read_timeout", "rejected", "rejected_by",
+        "_batch", "_call_later", "_db", "_deadline", "_defer", "_dropping", "_in_doubt",
+        "_inserts", "_listeners", "_logged", "_open_due", "_open_owner", "_open_prefix",
+        "_open_rows", "_patient", "_pending", "_post", "_reader", "_reads", "_thread",
+        "_urgent", "_wake", "accepted", "batch_max", "batch_seconds", "committed",
+        "dialect", "dropped", "failures", "migrations", "on_problem", "origin", "owner",
+        "path", "problem", "queue_max", "read_timeout", "rejected", "rejected_by",
         "restarts", "synchronous",
     )
 
@@ -166,6 +170,7 @@ class Store:
         owner: Callable[[], str | None] | None = None,
         call_later: Callable[[float, Callable[[], None]], Any] | None = None,
         url: str | None = None,
+        defer: Callable[[Callable[[], None]], Any] | None = None,
     ) -> None:
         self.path = path
         if url is not None:
@@ -217,6 +222,17 @@ class Store:
         #: so a writer started after one died carries on with it.
         self._batch: list[Any] = []
         self._inserts: dict[int, tuple[Any, str, str]] = {}
+        #: ``defer(callback)`` runs ``callback`` on the loop later in this tick (the
+        #: reactor's ``call_soon``): the rows :meth:`insert` gets in one tick go to the
+        #: writer as one run (one hand-off, one item for the writer to take).  None:
+        #: each row is handed over at once.
+        self._defer = defer
+        #: The run being gathered (the loop's alone until handed over), its statement
+        #: prefix and owner, and whether its hand-off is scheduled.
+        self._open_rows: list[Sequence[Any]] | None = None
+        self._open_prefix = ""
+        self._open_owner: str | None = None
+        self._open_due = False
         #: Set when the queue overflowed (logged once), cleared when writing works again.
         self._dropping = False
         #: (batch id, writes' end, writes) of a COMMIT whose outcome is unknown.
@@ -346,14 +362,39 @@ class Store:
             known = self._insert_prefix(table, columns)
         if len(values) != len(columns):
             raise ValueError(f"{len(columns)} columns, {len(values)} values")
-        pending = self._pending
-        if len(pending) >= self.queue_max:
-            return self._enqueue((_ROW, known[2], values, None))  # dropped and counted
-        pending.append((_ROW, known[2], values, self.owner()))
-        if not self._wake.is_set():
-            self._wake.set()
+        if self._defer is None:
+            return self._enqueue((_ROW, known[2], values, self.owner()))
+        # Waiting writes, rows of runs included (the queue holds a run as one item).
+        waiting = self.accepted - self.committed - self.rejected
+        if waiting >= self.queue_max:
+            return self._dropped(waiting)
+        owner = self.owner()
+        run = self._open_rows
+        if run is None or self._open_prefix is not known[2] or self._open_owner != owner:
+            if run is not None:
+                self._hand_over_rows()
+            run = self._open_rows = []
+            self._open_prefix = known[2]
+            self._open_owner = owner
+            if not self._open_due:
+                self._open_due = True
+                self._defer(self._open_rows_due)
+        run.append(values)
         self.accepted += 1
         return self.accepted
+
+    def _open_rows_due(self) -> None:
+        self._open_due = False
+        if self._open_rows is not None:
+            self._hand_over_rows()
+
+    def _hand_over_rows(self) -> None:
+        """Give the writer the rows gathered (before anything queued after them)."""
+        run, self._open_rows = self._open_rows, None
+        if run:
+            self._pending.append((_ROWS, self._open_prefix, run, self._open_owner))
+            if not self._wake.is_set():
+                self._wake.set()
 
     def _insert_prefix(self, table: str, columns: tuple[str, ...]) -> tuple[Any, str, str]:
         """``(columns, table, "INSERT INTO table (columns) VALUES ")`` for :meth:`insert`,
@@ -369,21 +410,28 @@ class Store:
 
     def _enqueue(self, item: Any) -> int:
         """Hand a write to the writer, or drop and count it if too many wait."""
+        if self._open_rows is not None:
+            self._hand_over_rows()  # the rows gathered were queued before this write
         if len(self._pending) >= self.queue_max:
-            self.dropped += 1
-            if not self._dropping:  # once per outage: the count goes on in metrics
-                self._dropping = True
-                log.error("store: %d writes wait for %s (storage.queue_max): new writes "
-                          "are dropped and counted until it is back", len(self._pending),
-                          self.location)
-            return 0
+            return self._dropped(len(self._pending))
         self._pending.append(item)
         if not self._wake.is_set():
             self._wake.set()
         self.accepted += 1
         return self.accepted
 
+    def _dropped(self, waiting: int) -> int:
+        """A write not taken (``waiting`` wait already): counted, logged once an outage."""
+        self.dropped += 1
+        if not self._dropping:  # once per outage: the count goes on in metrics
+            self._dropping = True
+            log.error("store: %d writes wait for %s (storage.queue_max): new writes "
+                      "are dropped and counted until it is back", waiting, self.location)
+        return 0
+
     def _hand_over(self, item: Any, *, urgent: bool = False) -> None:
+        if self._open_rows is not None:
+            self._hand_over_rows()
         self._pending.append(item)
         if urgent:
             self._urgent.set()
@@ -438,7 +486,7 @@ class Store:
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is committed (True) or ``timeout`` passes."""
         if self._thread is None:
-            return not self._pending
+            return not self._pending and self._open_rows is None
         if not self._pending and self.done >= self.accepted:
             return True  # nothing accepted waits: no need to wait for a busy writer's turn
         self.watch()
@@ -707,12 +755,10 @@ class Store:
         finished = batch[:end]
         del batch[:end]
         self.committed += written
-        if written == end:
-            return  # writes only: no barrier to release
         for item in finished:
-            if isinstance(item, _Barrier):
-                item.ok = True
-                item.done.set()
+            if item.__class__ is _Barrier:
+                item.ok = True  # type: ignore[attr-defined]
+                item.done.set()  # type: ignore[attr-defined]
 
     def _settle_doubt(self, conn: Any, batch: list[Any]) -> None:
         """The last COMMIT's outcome was unknown (the connection died during it): ask
@@ -752,6 +798,13 @@ class Store:
                     i += 1
                 self._db.insert_rows(conn, prefix, rows)
                 written += len(rows)
+            elif kind is _ROWS:  # one tick's rows for one table
+                prefix, rows = item[1], item[2]
+                most = min(self._db.rows_per_insert,
+                           self._db.max_values // max(1, len(rows[0])))
+                for start in range(0, len(rows), most):
+                    self._db.insert_rows(conn, prefix, rows[start:start + most])
+                written += len(rows)
             elif kind is _CALL:
                 item[1](conn)
                 written += 1
@@ -784,6 +837,10 @@ class Store:
                 if is_store_trouble(exc):
                     raise
                 del batch[0]
+                if item.__class__ is tuple and item[0] is _ROWS:
+                    # A bad row in a run: each row on its own, so only it is dropped.
+                    batch[0:0] = [(_ROW, item[1], row, item[3]) for row in item[2]]
+                    continue
                 if isinstance(item, _Migration):  # a bug in a step (not SQL): say so
                     item.error = f"{type(exc).__name__}: {exc}"
                     item.done.set()
@@ -1003,6 +1060,6 @@ def _describe(item: tuple[Any, ...]) -> str:
     if item[0] is _CALL:
         function = item[1]
         return f"the function {getattr(function, '__qualname__', None) or function!r}"
-    statement = item[1] if item[0] is _ROW else item[0]
+    statement = item[1] if item[0] is _ROW or item[0] is _ROWS else item[0]
     text = repr(statement)
     return text if len(text) <= 200 else text[:197] + "..."

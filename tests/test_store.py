@@ -517,3 +517,68 @@ def test_the_sqlite_writer_compiles_a_few_insert_shapes_whatever_the_batch_sizes
     inserts = {sql for sql in seen if sql.startswith("INSERT")}
     assert len(inserts) < 50
     assert conn.execute("SELECT b, c FROM r ORDER BY a").fetchall() == sent
+
+
+# -- a tick's rows as one run (Store(defer=...), as the server makes it) ----------------
+
+
+@pytest.fixture
+def ticking(tmp_path):
+    """A store whose rows wait for the end of the tick (``defer``): ``end_tick()`` runs
+    what was deferred, as the reactor's ready list would."""
+    due: list = []
+    store = Store(tmp_path / "db.sqlite3", defer=due.append, batch_seconds=0.001)
+    store.open()
+    store.migrate("test", SCHEMA)
+
+    def end_tick() -> None:
+        while due:
+            due.pop(0)()
+
+    yield store, end_tick, due
+    store.close()
+
+
+def test_a_ticks_rows_go_to_the_writer_together_and_in_order_with_other_writes(ticking):
+    store, end_tick, due = ticking
+    numbers = [store.insert("t", ("b",), (f"a{i}",)) for i in range(3)]
+    assert numbers == [1, 2, 3] and len(due) == 1  # one hand-off scheduled for the tick
+    assert not store._pending  # nothing handed over yet
+    store.write("INSERT INTO t (b) VALUES (?)", ("between",))  # the rows go first
+    store.insert("t", ("b",), ("after",))
+    end_tick()
+    assert store.flush(10)
+    assert [b for (b,) in store.read("SELECT b FROM t ORDER BY a")] == [
+        "a0", "a1", "a2", "between", "after"]
+    assert store.done == store.accepted == 5
+
+
+def test_flush_hands_over_the_rows_the_tick_gathered(ticking):
+    store, _end_tick, _due = ticking
+    for i in range(10):
+        store.insert("t", ("b",), (f"r{i}",))
+    assert store.flush(10)  # the tick has not ended: flush must not wait for it
+    assert store.read("SELECT count(*) FROM t") == [(10,)]
+
+
+def test_a_bad_row_in_a_run_is_dropped_alone(ticking, caplog):
+    store, end_tick, _due = ticking
+    store.insert("t", ("b",), ("good-1",))
+    store.insert("t", ("b",), (None,))  # b is NOT NULL: refused by the database
+    store.insert("t", ("b",), ("good-2",))
+    end_tick()
+    assert store.flush(10)
+    assert [b for (b,) in store.read("SELECT b FROM t ORDER BY a")] == ["good-1", "good-2"]
+    assert store.rejected == 1 and store.committed == 2
+    assert "INSERT INTO t (b) VALUES" in caplog.text
+
+
+def test_rows_gathered_count_toward_queue_max(tmp_path):
+    due: list = []
+    blocker = tmp_path / "in-the-way"
+    blocker.write_text("a file where the database folder should be")
+    store = Store(blocker / "db.sqlite3", defer=due.append, queue_max=50)
+    store.open()
+    accepted = [store.insert("t", ("b",), (str(i),)) for i in range(80)]
+    assert accepted.count(0) == 30 and store.dropped == 30
+    store.close(0.5)

@@ -410,6 +410,8 @@ class PluginHost:
             impl = impls[0]
             return self.guard.run(impl.plugin_name, hook_name, impl.function,
                                   impl.args(kwargs), notify)
+        if not impls:
+            return None
         for result in self.call(hook_name, notify, **kwargs):
             return result
         return None
