@@ -11,7 +11,8 @@ one and a half times ``--rows``, each in its own transaction, in memory (the dis
 not what is measured).  Compared, per row:
 
 * ``store``: ``SqliteDialect.insert_rows`` as shipped (chunks of powers of two, each
-  statement compiled once; a column NULL in every row written as a literal ``NULL``);
+  statement compiled once; a column NULL in every row written as a literal ``NULL``,
+  one text every row shares bound once);
 * ``per-count``: one multi-row INSERT made for the batch's own count, every value
   bound (the store before: a statement compiled for nearly every batch);
 * ``executemany``: one single-row INSERT per row through ``executemany``.

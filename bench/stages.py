@@ -159,7 +159,7 @@ def built_chat(config: Config) -> Iterator[Chat]:
                   batch_max=storage.batch_max, queue_max=storage.queue_max,
                   read_timeout=storage.read_timeout_seconds, synchronous=storage.synchronous,
                   post=reactor.call_soon_threadsafe, call_later=reactor.call_later,
-                  owner=lambda: hooks.current_plugin)
+                  owner=lambda: hooks.current_plugin, defer=reactor.call_soon)
     store.open()
     domain = ChatDomain(config, hooks, reactor, store=store)
     hooks.bind(domain.facade, reactor)

@@ -40,6 +40,9 @@ MAX_VALUES = 32766
 #: A multi-row INSERT of at most this many rows is made for its own count (so at most
 #: this many such statements exist); larger runs go in chunks of powers of two.
 _WHOLE_UP_TO = 32
+#: What a column of a batch is to :func:`_multirow`: a value per row, NULL in every
+#: row, or one text every row shares.
+_VARYING, _NULL, _SHARED = 0, 1, 2
 
 _memory_names = itertools.count(1)
 
@@ -170,39 +173,50 @@ class SqliteDialect:
         """Rows queued together for one table, as multi-row INSERTs (at most
         ``rows_per_insert`` rows in all).
 
-        Two things make a row cheap for SQLite, and the writer's CPU is taken from the
-        event loop on a small machine (``bench/sqlite_rows.py`` measures both):
+        Three things make a row cheap for SQLite, and the writer's CPU is taken from
+        the event loop on a small machine (``bench/sqlite_rows.py`` measures them):
 
         * statements of a few sizes only, so each is compiled once: the rows go in
           chunks of powers of two down to ``_WHOLE_UP_TO`` rows, the rest in one (a
           batch of 175 rows is 128 + 32 + 15), each chunk's statement kept in the
-          connection's statement cache.  A
-          statement made for every batch's own count cost more to compile than its
-          rows to store;
-        * a column that is NULL in every row is written as a literal ``NULL``, not
-          bound.
+          connection's statement cache.  A statement made for every batch's own
+          count cost more to compile than its rows to store;
+        * a column that is NULL in every row is written as a literal ``NULL``;
+        * a column holding one text in every row (history's room, kind, target) is
+          bound once, as a numbered parameter every row names.
 
-        The rows are turned into columns and back by C loops (``zip``,
-        ``tuple.count``, ``chain``)."""
+        Bound values are what costs (each is converted and copied).  The rows are
+        turned into columns and back by C loops (``zip``, ``tuple.count``,
+        ``chain``)."""
         count = len(rows)
-        if count < _WHOLE_UP_TO:  # a few rows: looking for NULL columns costs more
-            conn.execute(_multirow(prefix, (False,) * len(rows[0]), count),
+        if count < _WHOLE_UP_TO:  # a few rows: looking at the columns costs more
+            conn.execute(_multirow(prefix, (_VARYING,) * len(rows[0]), count),
                          list(itertools.chain.from_iterable(rows)))
             return
-        columns = list(zip(*rows, strict=True))
-        nulls = tuple([column.count(None) == count for column in columns])
-        if True in nulls:
-            kept = [column for column, null in zip(columns, nulls, strict=True) if not null]
-            values = list(itertools.chain.from_iterable(zip(*kept, strict=True)))
-        else:
-            values = list(itertools.chain.from_iterable(rows))
-        width = len(values) // count
+        shape: list[int] = []
+        shared: list[Any] = []
+        varying: list[tuple[Any, ...]] = []
+        for column in zip(*rows, strict=True):
+            first = column[0]
+            if first is None:
+                if column.count(None) == count:
+                    shape.append(_NULL)
+                    continue
+            elif first.__class__ is str and column.count(first) == count:
+                shape.append(_SHARED)  # == a str in every row: a str in every row
+                shared.append(first)
+                continue
+            shape.append(_VARYING)
+            varying.append(column)
+        values = list(itertools.chain.from_iterable(zip(*varying, strict=True)))
+        width = len(varying)
+        kind = tuple(shape)
         start = 0
         while start < count:
             left = count - start
             size = left if left <= _WHOLE_UP_TO else 1 << (left.bit_length() - 1)
-            conn.execute(_multirow(prefix, nulls, size),
-                         values[start * width:(start + size) * width])
+            conn.execute(_multirow(prefix, kind, size),
+                         shared + values[start * width:(start + size) * width])
             start += size
 
     def notify(self, conn: sqlite3.Connection, channel: str, payload: str) -> None:
@@ -251,12 +265,33 @@ def _is_disk_trouble(exc: sqlite3.Error) -> bool:
 
 @functools.lru_cache(maxsize=64)
 @functools.lru_cache(maxsize=512)
-def _multirow(prefix: str, nulls: tuple[bool, ...], rows: int) -> str:
-    """``INSERT INTO t (a, b, c) VALUES (?, NULL, ?), (?, NULL, ?)...`` for ``rows``
-    rows, ``NULL`` where ``nulls`` says the column is NULL in every row.  Cached: the
-    writer sends the same few shapes again and again."""
-    one = "(" + ", ".join(["NULL" if null else "?" for null in nulls]) + ")"
-    return prefix + ", ".join([one] * rows)
+def _multirow(prefix: str, shape: tuple[int, ...], rows: int) -> str:
+    """``INSERT INTO t (a, b, c) VALUES (?1, ?2, NULL), (?1, ?3, NULL)...`` for
+    ``rows`` rows: per column, as ``shape`` says, a value of its own in each row
+    (``_VARYING``), ``NULL`` in every row (``_NULL``) or one value every row names
+    (``_SHARED``: the first parameters, in column order).  Cached: the writer sends
+    the same few shapes again and again."""
+    if _SHARED not in shape:  # plain ? marks: the common small batches
+        one = "(" + ", ".join(["NULL" if kind == _NULL else "?" for kind in shape]) + ")"
+        return prefix + ", ".join([one] * rows)
+    number = shape.count(_SHARED)
+    shared: dict[int, int] = {}
+    for column, kind in enumerate(shape):
+        if kind == _SHARED:
+            shared[column] = len(shared) + 1
+    out = []
+    for _ in range(rows):
+        marks = []
+        for column, kind in enumerate(shape):
+            if kind == _NULL:
+                marks.append("NULL")
+            elif kind == _SHARED:
+                marks.append(f"?{shared[column]}")
+            else:
+                number += 1
+                marks.append(f"?{number}")
+        out.append("(" + ", ".join(marks) + ")")
+    return prefix + ", ".join(out)
 
 
 def split_statements(script: str) -> list[str]:

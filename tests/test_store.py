@@ -582,3 +582,21 @@ def test_rows_gathered_count_toward_queue_max(tmp_path):
     accepted = [store.insert("t", ("b",), (str(i),)) for i in range(80)]
     assert accepted.count(0) == 30 and store.dropped == 30
     store.close(0.5)
+
+
+def test_a_text_every_row_shares_is_bound_once_and_nothing_else_is_merged():
+    """A column with one text in every row of a batch is bound once (a numbered
+    parameter); numbers that are equal but not the same type (1, 1.0, True) are not
+    merged, nor a text column with one row different."""
+    from chatd.store_sqlite import SqliteDialect
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("CREATE TABLE s (a INTEGER PRIMARY KEY, room TEXT, n, t TEXT, z, k TEXT)")
+    numbers = [1, 1.0, True] * 20
+    rows = [("#lobby", numbers[i], "same" if i != 40 else "other", None, "message")
+            for i in range(60)]
+    SqliteDialect(None, "NORMAL").insert_rows(
+        conn, "INSERT INTO s (room, n, t, z, k) VALUES ", rows)
+    got = conn.execute("SELECT room, n, t, z, k, typeof(n) FROM s ORDER BY a").fetchall()
+    assert [row[:5] for row in got] == rows
+    assert [row[5] for row in got] == ["integer", "real", "integer"] * 20
