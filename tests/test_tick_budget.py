@@ -26,6 +26,7 @@ import pytest
 
 from chatd.config import ConfigError, load_config
 from chatd.reactor import Reactor
+from chatd.server import ChatServer
 from chatd.testing import ServerProcess
 from chatd.transport.connection import (
     Connection,
@@ -261,6 +262,20 @@ def test_a_bad_tick_budget_is_refused_with_the_key_the_line_and_why(tmp_path, mo
     with pytest.raises(ConfigError) as info:
         load_config("config.yaml")
     assert str(info.value) == f"config.yaml:3: {message}"
+
+
+def test_the_server_gives_its_loop_the_configured_tick_budget(tmp_path):
+    """The setting reaches the reactor when chatd starts listening (and on a reload:
+    the same ``_apply_limits``)."""
+    path = tmp_path / "config.yaml"
+    path.write_text("listen: {host: 127.0.0.1, port: 0}\nstorage: {path: null}\n"
+                    "limits: {tick_read_bytes: 2048}\n", encoding="utf-8")
+    server = ChatServer(load_config(str(path)))
+    try:
+        server.listen()
+        assert server.reactor.tick_read_bytes == 2048
+    finally:
+        server.close()
 
 
 # -- through a real server ------------------------------------------------------------
