@@ -8,12 +8,13 @@ Each pass of :meth:`Reactor.run` ("a tick") does, in order:
    ready list or deferred to this tick, else the time to the next timer (or forever).
    The tick's read budget (:attr:`Reactor.tick_read_bytes`) starts afresh.
 2. Run the reads deferred by the previous tick (:meth:`defer_read`), oldest first,
-   while the tick's read budget lasts: a connection put off once goes before any
-   fresh event, so nobody is starved by the others' new traffic.
+   while half the tick's read budget lasts: a connection put off once goes before
+   any fresh event, so nobody is starved by the others' new traffic, and the other
+   half is kept for the fresh events, so nobody's one line waits for a backlog.
 3. Dispatch each ``(fd, mask)`` to the handler registered for ``fd``.  Events for
    an fd that was unregistered earlier *in the same batch* are skipped, even if
    the number was already reused by a new socket (epoll(7): "If using an event
-   cache...").
+   cache...").  Then the deferred reads again, with what the events left.
 4. Run timers that are due (monotonic clock, a heap, lazily cancelled).
 5. Run the ready list: callbacks queued with :meth:`call_soon`.  Anything that
    stopped early under edge-triggering (a read budget, a capped accept batch)
@@ -314,9 +315,17 @@ class Reactor:
             events = self._epoll.poll(timeout, _MAX_EVENTS)
         except InterruptedError:  # pragma: no cover - PEP 475 retries for us
             events = []
-        self.tick_read_left = self.tick_read_bytes or _UNBOUNDED
+        budget = self.tick_read_bytes or _UNBOUNDED
         if self._deferred:
+            # The reads put off go first, within half the budget: the other half is for
+            # this tick's fresh events, so one line from a person is not queued behind a
+            # burst's whole backlog.  What the events leave goes back to the deferred.
+            fresh = budget // 2
+            self.tick_read_left = budget - fresh
             self._run_deferred()
+            self.tick_read_left += fresh
+        else:
+            self.tick_read_left = budget
         closed = self._closed_in_batch
         closed.clear()
         handlers = self._handlers
@@ -332,6 +341,8 @@ class Reactor:
                 # Handlers isolate their own failures; this is the last fence so a
                 # bug in one connection never stops the loop for everybody.
                 log.exception("unhandled error in event handler for fd %d", fd)
+        if self._deferred:
+            self._run_deferred()  # the budget the events left, if any
         self._run_timers()
         self._run_ready()
         self._flush_dirty()

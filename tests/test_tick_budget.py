@@ -176,22 +176,39 @@ def test_a_burst_from_many_connections_is_read_over_ticks_each_within_the_budget
 
 
 def test_reads_put_off_go_first_next_tick_in_the_order_they_were_put_off(bench):
-    """(b) Tick budget = read budget: each tick reads one connection, so the readers
-    tick by tick are the deferral queue.  Five connections with a burst each: the
-    first tick reads the first event's (cut, it is deferred first, then the other
-    four); from then on they are served round robin, each once in every five ticks
-    (a LIFO queue serves the same one again and again)."""
+    """(b) Five connections with 24 KiB each, a tick budget of one 4 KiB read: the first
+    tick reads the first event's (cut by the budget, it is deferred first, then the
+    other four).  From then on each tick's deferred reads take 2 KiB each (half the
+    budget is theirs first, what the events leave next), oldest first: round robin,
+    each once in every five reads (a LIFO queue serves the same one again and again)."""
     b = bench(tick_read_bytes=4096, read_budget=4096)
     names = [f"r{i}" for i in range(5)]
     for name in names:
         b.connect(name).sendall(payload(name, 4096 * 6))
     b.run_until(lambda: all(len(b.protocols[n].data) == 4096 * 6 for n in names))
-    order = [readers[0] for readers in b.readers_by_tick()]
-    assert all(len(readers) == 1 for readers in b.readers_by_tick())
+    assert max(b.per_tick().values()) <= 4096
+    order = [name for _tick, name, _size in b.reads]
     cycle = order[1:6]
-    assert sorted(cycle) == names  # ticks 2-6 read five different ones
-    assert order[1:26] == cycle * 5  # ... then the same order over and over (r0 is done)
-    assert order[26:] == cycle[1:]
+    assert sorted(cycle) == names  # reads 2-6 are five different ones
+    assert order[1:51] == cycle * 10  # ... then the same order over and over (r0 is done)
+    assert order[51:] == cycle[1:] * 2
+
+
+def test_a_fresh_event_is_read_in_its_tick_even_behind_a_backlog(bench):
+    """Half the tick's budget is kept for fresh events: with 160 KiB deferred from
+    ten connections, a person's one line is read (and answered, at the end of that
+    tick) in the tick its edge arrives, not after the backlog."""
+    b = bench(tick_read_bytes=4096, read_budget=4096)
+    for i in range(10):
+        name = f"bulk{i}"
+        b.connect(name).sendall(payload(name, 16384))
+    person = b.connect("person")
+    b.reactor.run_once(5.0)
+    assert b.reactor.reads_deferred == 10
+    person.sendall(b"/away\n")
+    b.reactor.run_once(5.0)
+    assert bytes(b.protocols["person"].data) == b"/away\n"
+    assert b.reactor.reads_deferred >= 9  # the backlog is still there
 
 
 def test_a_connection_that_keeps_sending_cannot_starve_one_that_waits(bench):
