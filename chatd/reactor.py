@@ -77,6 +77,8 @@ STREAM_EVENTS = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
 _MAX_EVENTS = 1024
 #: ``tick_read_left`` when the tick's read budget is off (``tick_read_bytes`` 0).
 _UNBOUNDED = 1 << 62
+#: The least a deferred read is given of the tick's budget when many share it.
+_MIN_SHARE = 1024
 
 
 class EventHandler(Protocol):
@@ -372,14 +374,22 @@ class Reactor:
 
     def _run_deferred(self) -> None:
         # Oldest first, while the budget lasts; the rest keep their places at the front,
-        # ahead of whatever this tick's events defer.  A read cut again by the budget
-        # goes to the back (round robin).
+        # ahead of whatever this tick's events defer.  Each read gets an equal share of
+        # what is left (at least _MIN_SHARE): a hundred connections with a backlog are
+        # all served a little every tick, so a person's one line among them waits a
+        # tick or two, not for the backlog of all those ahead of it.  A read cut by
+        # its share sees the budget spent, and goes to the back (round robin).
         deferred = self._deferred
+        pool = self.tick_read_left
+        share = max(pool // len(deferred), _MIN_SHARE)
         for _ in range(len(deferred)):
-            if self.tick_read_left <= 0:
-                return
+            if pool <= 0:
+                break
             callback, args = deferred.popleft()
+            given = self.tick_read_left = share if share < pool else pool
             self._run_callback(callback, args)
+            pool -= given - self.tick_read_left
+        self.tick_read_left = pool
 
     def _run_ready(self) -> None:
         # Only what was queued before this phase started: a callback that

@@ -149,6 +149,23 @@ def bench() -> Iterator[Callable[..., Bench]]:
         one.close()
 
 
+def round_robin(order: list[str]) -> bool:
+    """Whether ``order`` cycles over its names in the order they first appear, each
+    leaving the cycle after its last read."""
+    last = {name: i for i, name in enumerate(order)}
+    live = list(dict.fromkeys(order))
+    at = 0
+    for i, name in enumerate(order):
+        if name != live[at]:
+            return False
+        if last[name] == i:
+            live.pop(at)
+            at = at % len(live) if live else 0
+        else:
+            at = (at + 1) % len(live)
+    return True
+
+
 def payload(name: str, size: int) -> bytes:
     """``size`` bytes that say who sent them and where each 16-byte piece belongs."""
     pieces = (f"{name}:{i:010d}\n".encode()[-16:].rjust(16, b".") for i in range(size // 16))
@@ -178,9 +195,9 @@ def test_a_burst_from_many_connections_is_read_over_ticks_each_within_the_budget
 def test_reads_put_off_go_first_next_tick_in_the_order_they_were_put_off(bench):
     """(b) Five connections with 24 KiB each, a tick budget of one 4 KiB read: the first
     tick reads the first event's (cut by the budget, it is deferred first, then the
-    other four).  From then on each tick's deferred reads take 2 KiB each (half the
-    budget is theirs first, what the events leave next), oldest first: round robin,
-    each once in every five reads (a LIFO queue serves the same one again and again)."""
+    other four).  From then on each tick's deferred reads share the budget (half of it
+    first, what the events leave next), oldest first: round robin, each read once in
+    every turn (a LIFO queue serves the same one again and again)."""
     b = bench(tick_read_bytes=4096, read_budget=4096)
     names = [f"r{i}" for i in range(5)]
     for name in names:
@@ -188,10 +205,29 @@ def test_reads_put_off_go_first_next_tick_in_the_order_they_were_put_off(bench):
     b.run_until(lambda: all(len(b.protocols[n].data) == 4096 * 6 for n in names))
     assert max(b.per_tick().values()) <= 4096
     order = [name for _tick, name, _size in b.reads]
-    cycle = order[1:6]
-    assert sorted(cycle) == names  # reads 2-6 are five different ones
-    assert order[1:51] == cycle * 10  # ... then the same order over and over (r0 is done)
-    assert order[51:] == cycle[1:] * 2
+    assert order[0] == order[1]  # deferred first, it is first in the next tick
+    assert sorted(order[1:6]) == names
+    assert round_robin(order[1:]), order
+
+
+def test_many_deferred_reads_share_each_tick(bench):
+    """100 connections with a backlog and a 128 KiB tick budget: every tick after the
+    first reads a little of each (an equal share, 1 KiB at least), so each is served
+    in every one or two ticks, not once in a round of 64 KiB reads."""
+    b = bench(tick_read_bytes=131072, read_budget=65536)
+    names = [f"m{i:03d}" for i in range(100)]
+    for name in names:
+        b.connect(name).sendall(payload(name, 16384))
+    b.run_until(lambda: all(len(b.protocols[n].data) == 16384 for n in names))
+    for name in names:
+        assert bytes(b.protocols[name].data) == payload(name, 16384)
+    ticks: dict[str, list[int]] = {}
+    for tick, name, _size in b.reads:
+        ticks.setdefault(name, []).append(tick)
+    worst = max(later - earlier for seen in ticks.values()
+                for earlier, later in itertools.pairwise(sorted(set(seen))))
+    assert worst <= 2, f"a connection waited {worst} ticks for its next read"
+    assert max(b.per_tick().values()) <= 131072
 
 
 def test_a_fresh_event_is_read_in_its_tick_even_behind_a_backlog(bench):
