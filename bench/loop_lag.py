@@ -24,9 +24,12 @@ one ``sendall``, one after the other as fast as the traffic process can), into a
 of ``--listeners`` readers (the senders read it too), with the probe running; once per
 ``--tick-budgets`` value (``limits.tick_read_bytes``; 0 = no tick budget), alternating
 in each of ``--rounds``.  It prints the probe's max and p99 round trip during the
-burst, how many probe answers came back during it (each is at least one tick: chatd
-does not count its ticks out loud, so this is the probe's view), and the time from
-the first write until the last reader had every line.
+burst, how many probe answers came back during it, and, chatd not counting its ticks
+out loud, the first listener's view of them: chatd sends to it once per tick, so its
+reads that brought burst lines are about the ticks the burst took (fewer if it was
+slower to read than chatd to send), and the longest wait between two (from the first
+write) is about the longest tick; then the time from the first write until the last
+reader had every line.
 
 The server is pinned to core 0 (its writer thread with it: the worst case on a
 small machine), the traffic and the probe to the other cores; PostgreSQL is not
@@ -42,6 +45,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import itertools
 import multiprocessing
 import os
 import shutil
@@ -141,8 +145,10 @@ def _probe(port: int, seconds: float) -> list[float]:
     return times
 
 
-def _count_burst(sock: socket.socket, lines: int, done: list[float]) -> None:
-    """Read until ``lines`` burst lines came (or the socket ends); note when."""
+def _count_burst(sock: socket.socket, lines: int, done: list[float],
+                 arrivals: list[float] | None = None) -> None:
+    """Read until ``lines`` burst lines came (or the socket ends); note when, and (into
+    ``arrivals``) when each read that brought burst lines returned."""
     seen, tail = 0, b""
     while seen < lines:
         try:
@@ -152,7 +158,10 @@ def _count_burst(sock: socket.socket, lines: int, done: list[float]) -> None:
         if not data:
             return
         chunk = tail + data
-        seen += chunk.count(BURST_MARK)
+        count = chunk.count(BURST_MARK)
+        if count and arrivals is not None:
+            arrivals.append(time.monotonic())
+        seen += count
         tail = chunk[-(len(BURST_MARK) - 1):]
     done.append(time.monotonic())
 
@@ -167,8 +176,10 @@ def _burst_traffic(port: int, lines: int, senders: int, listeners: int, ready: A
     done: list[float] = []
     shares = [lines // senders + (1 if i < lines % senders else 0) for i in range(senders)]
     expected = [lines] * listeners + [lines - share for share in shares]  # no echo
-    threads = [threading.Thread(target=_count_burst, args=(sock, count, done), daemon=True)
-               for sock, count in zip(readers + writers, expected, strict=True)]
+    arrivals: list[float] = []  # the first listener's: chatd flushes to it once a tick
+    threads = [threading.Thread(target=_count_burst, args=(
+        sock, count, done, arrivals if i == 0 else None), daemon=True)
+        for i, (sock, count) in enumerate(zip(readers + writers, expected, strict=True))]
     for thread in threads:
         thread.start()
     payloads = [b"".join(b"burst %d-%05d the quick brown fox jumps over the lazy dog ~~\n"
@@ -182,7 +193,7 @@ def _burst_traffic(port: int, lines: int, senders: int, listeners: int, ready: A
     written = time.monotonic()
     for thread in threads:
         thread.join(60)
-    results.put((start, written, sorted(done), len(threads)))
+    results.put((start, written, sorted(done), len(threads), arrivals))
     for sock in readers + writers:
         sock.close()
 
@@ -224,7 +235,7 @@ def burst_run(folder: Path, tick: int, args: argparse.Namespace) -> dict[str, fl
         prober.start()
         time.sleep(0.5)
         go.set()
-        start, written, done, readers = results.get(timeout=120)
+        start, written, done, readers, arrivals = results.get(timeout=120)
         time.sleep(0.1)
         stop.set()
         prober.join(30)
@@ -235,7 +246,9 @@ def burst_run(folder: Path, tick: int, args: argparse.Namespace) -> dict[str, fl
         during = [rtt for sent, rtt in probes if start <= sent <= end or
                   (sent < start < sent + rtt / 1000)]
         before = [rtt for sent, rtt in probes if sent + rtt / 1000 < start]
+        gaps = [later - earlier for earlier, later in itertools.pairwise([start, *arrivals])]
         return {"max": max(during), "p99": _percentile(during, 0.99), "answers": len(during),
+                "reads": len(arrivals), "gap_ms": max(gaps) * 1000,
                 "idle_p99": _percentile(before, 0.99) if before else 0.0,
                 "last_ms": (end - start) * 1000, "written_ms": (written - start) * 1000}
     finally:
@@ -257,8 +270,9 @@ def burst_main(args: argparse.Namespace) -> int:
                 rows.setdefault(tick, []).append(row)
                 print(f"round {number} tick_read_bytes {tick:>7}: probe max {row['max']:.1f} "
                       f"ms, p99 {row['p99']:.1f} ms over {row['answers']:.0f} answers during "
-                      f"the burst (idle p99 {row['idle_p99']:.2f} ms); written in "
-                      f"{row['written_ms']:.1f} ms, last reader complete after "
+                      f"the burst (idle p99 {row['idle_p99']:.2f} ms); a listener got it in "
+                      f"{row['reads']:.0f} reads, at most {row['gap_ms']:.1f} ms apart; "
+                      f"written in {row['written_ms']:.1f} ms, last reader complete after "
                       f"{row['last_ms']:.0f} ms", flush=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -270,7 +284,9 @@ def burst_main(args: argparse.Namespace) -> int:
         label = "0 (no tick budget)" if tick == 0 else f"{tick:,}"
         print(f"  tick_read_bytes {label:>18}: probe max {median('max'):.1f} ms, p99 "
               f"{median('p99'):.1f} ms, {median('answers'):.0f} probe answers during the "
-              f"burst, last reader complete after {median('last_ms'):.0f} ms")
+              f"burst; a listener's reads {median('reads'):.0f}, longest wait between "
+              f"two {median('gap_ms'):.1f} ms; last reader complete after "
+              f"{median('last_ms'):.0f} ms")
     return 0
 
 
