@@ -37,7 +37,7 @@ pinned.  Loopback only, ``--seconds`` of traffic per run.
 
     python3 bench/loop_lag.py --rates 5000,20000 --backends sqlite,postgresql --kill
     python3 bench/loop_lag.py --burst 10000 --senders 100 --listeners 50 \\
-        --tick-budgets 0,262144 --rounds 3
+        --tick-budgets 0,32768,65536,262144 --rounds 3
 """
 
 from __future__ import annotations
@@ -413,7 +413,7 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=0,
                         help="instead: this many lines at once, from --senders clients")
     parser.add_argument("--senders", type=int, default=100)
-    parser.add_argument("--tick-budgets", default="0,262144",
+    parser.add_argument("--tick-budgets", default="0,65536",
                         help="--burst: limits.tick_read_bytes values, comma-separated")
     args = parser.parse_args()
     if args.burst:

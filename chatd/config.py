@@ -305,7 +305,7 @@ class LimitsConfig:
         le=MAX_READ_BYTES,
     )
     tick_read_bytes: int = _setting(
-        262144,
+        65536,
         "Bytes read from all connections together per event-loop pass; 0 = no limit, else "
         "at least 1024 (below read_budget_bytes, it caps each read too). Once a pass has "
         "read this much, the remaining reads wait for the next pass, first in line (the "

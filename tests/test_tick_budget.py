@@ -290,8 +290,8 @@ def _load(folder: Path, limits: str):
     return load_config(str(path))
 
 
-def test_the_setting_defaults_to_256_kib_and_takes_0_and_1024(tmp_path):
-    assert _load(tmp_path, "max_line_bytes: 4096").limits.tick_read_bytes == 262144
+def test_the_setting_defaults_to_64_kib_and_takes_0_and_1024(tmp_path):
+    assert _load(tmp_path, "max_line_bytes: 4096").limits.tick_read_bytes == 65536
     assert _load(tmp_path, "tick_read_bytes: 0").limits.tick_read_bytes == 0
     assert _load(tmp_path, "tick_read_bytes: 1024").limits.tick_read_bytes == 1024
 
