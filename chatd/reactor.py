@@ -8,7 +8,7 @@ Each pass of :meth:`Reactor.run` ("a tick") does, in order:
    ready list or deferred to this tick, else the time to the next timer (or forever).
    The tick's read budget (:attr:`Reactor.tick_read_bytes`) starts afresh.
 2. Run the reads deferred by the previous tick (:meth:`defer_read`), oldest first,
-   while half the tick's read budget lasts: a connection put off once goes before
+   each an equal share of half the tick's read budget: a connection put off once goes before
    any fresh event, so nobody is starved by the others' new traffic, and the other
    half is kept for the fresh events, so nobody's one line waits for a backlog.
 3. Dispatch each ``(fd, mask)`` to the handler registered for ``fd``.  Events for
