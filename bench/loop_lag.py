@@ -18,11 +18,26 @@ reader counting what it heard (so the server handled it and queued its write),
 SIGKILL after ``--seconds``, then the lines heard but not in the database (what
 a restart would replay), and whether anything was stored twice.
 
+``--burst N`` measures something else: no tick may do unbounded work.  ``--senders``
+clients (100) in the room write N lines between them all at once (each its share in
+one ``sendall``, one after the other as fast as the traffic process can), into a room
+of ``--listeners`` readers (the senders read it too), with the probe running; once per
+``--tick-budgets`` value (``limits.tick_read_bytes``; 0 = no tick budget), alternating
+in each of ``--rounds``.  It prints the probe's max and p99 round trip during the
+burst, how many probe answers came back during it, and, chatd not counting its ticks
+out loud, the first listener's view of them: chatd sends to it once per tick, so its
+reads that brought burst lines are about the ticks the burst took (fewer if it was
+slower to read than chatd to send), and the longest wait between two (from the first
+write) is about the longest tick; then the time from the first write until the last
+reader had every line.
+
 The server is pinned to core 0 (its writer thread with it: the worst case on a
 small machine), the traffic and the probe to the other cores; PostgreSQL is not
 pinned.  Loopback only, ``--seconds`` of traffic per run.
 
     python3 bench/loop_lag.py --rates 5000,20000 --backends sqlite,postgresql --kill
+    python3 bench/loop_lag.py --burst 10000 --senders 100 --listeners 50 \\
+        --tick-budgets 0,32768,65536,262144 --rounds 3
 """
 
 from __future__ import annotations
@@ -30,6 +45,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import itertools
 import multiprocessing
 import os
 import shutil
@@ -57,6 +73,17 @@ plugin_host: {{entry_points: false}}
 """
 SQLITE = "{path: data/chatd.sqlite3}"
 PROBE_INTERVAL = 0.005
+BURST_CONFIG = """\
+listen: {{host: 127.0.0.1, port: 0}}
+flood: {{lines_per_second: 0}}
+per_ip: {{max_connections: 0, connect_rate: 0, max_unregistered: 0}}
+limits: {{announce_after_seconds: 0, tick_read_bytes: {tick}}}
+storage: {{path: data/chatd.sqlite3}}
+plugins: {{history: {{replay_lines: 0}}}}
+plugin_host: {{entry_points: false}}
+"""
+#: Every burst line ends with this, so a reader counts them whatever else it hears.
+BURST_MARK = b"~~\n"
 
 
 def _drain(sock: socket.socket, stop: threading.Event) -> None:
@@ -116,6 +143,151 @@ def _probe(port: int, seconds: float) -> list[float]:
         time.sleep(PROBE_INTERVAL)
     sock.close()
     return times
+
+
+def _count_burst(sock: socket.socket, lines: int, done: list[float],
+                 arrivals: list[float] | None = None) -> None:
+    """Read until ``lines`` burst lines came (or the socket ends); note when, and (into
+    ``arrivals``) when each read that brought burst lines returned."""
+    seen, tail = 0, b""
+    while seen < lines:
+        try:
+            data = sock.recv(1 << 18)
+        except OSError:
+            return
+        if not data:
+            return
+        chunk = tail + data
+        count = chunk.count(BURST_MARK)
+        if count and arrivals is not None:
+            arrivals.append(time.monotonic())
+        seen += count
+        tail = chunk[-(len(BURST_MARK) - 1):]
+    done.append(time.monotonic())
+
+
+def _burst_traffic(port: int, lines: int, senders: int, listeners: int, ready: Any, go: Any,
+                   results: Any) -> None:
+    """In a process of its own: the readers, the senders, and the burst on ``go``."""
+    readers = [socket.create_connection(("127.0.0.1", port), timeout=60)
+               for _ in range(listeners)]
+    writers = [socket.create_connection(("127.0.0.1", port), timeout=60)
+               for _ in range(senders)]
+    done: list[float] = []
+    shares = [lines // senders + (1 if i < lines % senders else 0) for i in range(senders)]
+    expected = [lines] * listeners + [lines - share for share in shares]  # no echo
+    arrivals: list[float] = []  # the first listener's: chatd flushes to it once a tick
+    threads = [threading.Thread(target=_count_burst, args=(
+        sock, count, done, arrivals if i == 0 else None), daemon=True)
+        for i, (sock, count) in enumerate(zip(readers + writers, expected, strict=True))]
+    for thread in threads:
+        thread.start()
+    payloads = [b"".join(b"burst %d-%05d the quick brown fox jumps over the lazy dog ~~\n"
+                         % (i, n) for n in range(share)) for i, share in enumerate(shares)]
+    time.sleep(0.5)  # the joins and welcomes, before the burst
+    ready.set()
+    go.wait(30)
+    start = time.monotonic()
+    for sock, payload in zip(writers, payloads, strict=True):
+        sock.sendall(payload)
+    written = time.monotonic()
+    for thread in threads:
+        thread.join(60)
+    results.put((start, written, sorted(done), len(threads), arrivals))
+    for sock in readers + writers:
+        sock.close()
+
+
+def _probe_until(port: int, stop: threading.Event, out: list[tuple[float, float]]) -> None:
+    """Like :func:`_probe`, until ``stop``: (when sent, round trip in ms) per probe."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(b"/join #probe\n")
+    time.sleep(0.2)
+    sock.settimeout(0.5)
+    sock.recv(1 << 16)
+    sock.settimeout(30)
+    buffer = b""
+    while not stop.is_set():
+        sent = time.monotonic()
+        sock.sendall(b"/away\n")
+        while b"not away" not in buffer:
+            buffer += sock.recv(1 << 16)
+        out.append((sent, (time.monotonic() - sent) * 1000))
+        buffer = buffer[buffer.index(b"not away") + 8:]
+        time.sleep(PROBE_INTERVAL)
+    sock.close()
+
+
+def burst_run(folder: Path, tick: int, args: argparse.Namespace) -> dict[str, float]:
+    """One burst against a fresh chatd with ``limits.tick_read_bytes: tick``."""
+    proc, port = start_chatd(folder, BURST_CONFIG.format(tick=tick), cpus={0})
+    try:
+        ready, go, results = multiprocessing.Event(), multiprocessing.Event(), \
+            multiprocessing.Queue()
+        traffic = multiprocessing.Process(target=_burst_traffic, args=(
+            port, args.burst, args.senders, args.listeners, ready, go, results))
+        traffic.start()
+        os.sched_setaffinity(traffic.pid, _others())  # type: ignore[arg-type]
+        if not ready.wait(60):
+            raise RuntimeError("the burst's clients did not connect")
+        stop, probes = threading.Event(), []
+        prober = threading.Thread(target=_probe_until, args=(port, stop, probes))
+        prober.start()
+        time.sleep(0.5)
+        go.set()
+        start, written, done, readers, arrivals = results.get(timeout=120)
+        time.sleep(0.1)
+        stop.set()
+        prober.join(30)
+        traffic.join(30)
+        if len(done) < readers:
+            raise RuntimeError(f"only {len(done)} of {readers} readers had every line")
+        end = done[-1]
+        during = [rtt for sent, rtt in probes if start <= sent <= end or
+                  (sent < start < sent + rtt / 1000)]
+        before = [rtt for sent, rtt in probes if sent + rtt / 1000 < start]
+        gaps = [later - earlier for earlier, later in itertools.pairwise([start, *arrivals])]
+        return {"max": max(during), "p99": _percentile(during, 0.99), "answers": len(during),
+                "reads": len(arrivals), "gap_ms": max(gaps) * 1000,
+                "idle_p99": _percentile(before, 0.99) if before else 0.0,
+                "last_ms": (end - start) * 1000, "written_ms": (written - start) * 1000}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def burst_main(args: argparse.Namespace) -> int:
+    """``--burst``: each tick budget in turn, ``--rounds`` times; medians printed."""
+    budgets = [int(value) for value in args.tick_budgets.split(",")]
+    base = Path(tempfile.mkdtemp(prefix="chatd-burst-"))
+    rows: dict[int, list[dict[str, float]]] = {}
+    try:
+        for number in range(args.rounds):
+            for tick in budgets:
+                folder = base / f"run{number}-{tick}"
+                folder.mkdir()
+                row = burst_run(folder, tick, args)
+                rows.setdefault(tick, []).append(row)
+                print(f"round {number} tick_read_bytes {tick:>7}: probe max {row['max']:.1f} "
+                      f"ms, p99 {row['p99']:.1f} ms over {row['answers']:.0f} answers during "
+                      f"the burst (idle p99 {row['idle_p99']:.2f} ms); a listener got it in "
+                      f"{row['reads']:.0f} reads, at most {row['gap_ms']:.1f} ms apart; "
+                      f"written in {row['written_ms']:.1f} ms, last reader complete after "
+                      f"{row['last_ms']:.0f} ms", flush=True)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    print(f"burst of {args.burst:,} lines from {args.senders} senders to {args.listeners} "
+          f"listeners (+ the senders), medians of {args.rounds}:")
+    for tick in budgets:
+        def median(key: str, tick: int = tick) -> float:
+            return statistics.median(row[key] for row in rows[tick])
+        label = "0 (no tick budget)" if tick == 0 else f"{tick:,}"
+        print(f"  tick_read_bytes {label:>18}: probe max {median('max'):.1f} ms, p99 "
+              f"{median('p99'):.1f} ms, {median('answers'):.0f} probe answers during the "
+              f"burst; a listener's reads {median('reads'):.0f}, longest wait between "
+              f"two {median('gap_ms'):.1f} ms; last reader complete after "
+              f"{median('last_ms'):.0f} ms")
+    return 0
 
 
 class Backend:
@@ -238,7 +410,15 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--kill", action="store_true",
                         help="also the kill -9 window of each backend at each rate")
+    parser.add_argument("--burst", type=int, default=0,
+                        help="instead: this many lines at once, from --senders clients")
+    parser.add_argument("--senders", type=int, default=100)
+    parser.add_argument("--tick-budgets", default="0,65536",
+                        help="--burst: limits.tick_read_bytes values, comma-separated")
     args = parser.parse_args()
+    if args.burst:
+        os.sched_setaffinity(0, _others())
+        return burst_main(args)
     rates = [int(rate) for rate in args.rates.split(",")]
     names = [name.strip() for name in args.backends.split(",")]
     os.sched_setaffinity(0, _others())

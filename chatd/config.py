@@ -273,6 +273,10 @@ class ServerConfig:
         return host if re.fullmatch(NODE_ID_PATTERN, host) else "chatd"
 
 
+#: The smallest ``limits.tick_read_bytes`` that is not 0 (off): ``read_budget_bytes``'s floor.
+MIN_TICK_READ_BYTES = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
     """Resource bounds that keep one client (or a crowd) from starving the server."""
@@ -299,6 +303,16 @@ class LimitsConfig:
         "drain sockets; this budget stops one fast sender from starving everyone else.",
         ge=1024,
         le=MAX_READ_BYTES,
+    )
+    tick_read_bytes: int = _setting(
+        65536,
+        "Bytes read from all connections together per event-loop pass; 0 = no limit, else "
+        "at least 1024 (below read_budget_bytes, it caps each read too). Once a pass has "
+        "read this much, the remaining reads wait for the next pass, first in line (the "
+        "data waits in the kernel): a burst from many clients is spread over passes, so "
+        "everyone else's reply never waits for the whole burst.",
+        ge=0,
+        le=MAX_BYTES,
     )
     max_output_bytes: int = _setting(
         1048576,
@@ -1130,6 +1144,18 @@ class _Builder(NodeReader):
         raise self.error(f"expected a number below node_count ({server.node_count}), got "
                          f"{server.node_number}", "server.node_number", where)
 
+    def check_limits(self, node: Node, limits: LimitsConfig) -> None:
+        """``limits.tick_read_bytes`` is off (0) or at least ``MIN_TICK_READ_BYTES``: a
+        pass reading a few bytes would make every burst crawl, one syscall a sliver."""
+        tick = limits.tick_read_bytes
+        if tick == 0 or tick >= MIN_TICK_READ_BYTES:
+            return
+        where = node
+        if isinstance(node, MappingNode):
+            where = self.pairs(node, "limits").get("tick_read_bytes", (node, node))[1]
+        raise self.error(f"expected 0 (no limit) or at least {MIN_TICK_READ_BYTES}, got {tick}",
+                         "limits.tick_read_bytes", where)
+
     def check_storage(self, node: Node, storage: StorageConfig) -> None:
         """A file or a server, not both; a URL that names PostgreSQL (shown redacted:
         an error message must never carry the password)."""
@@ -1355,6 +1381,8 @@ class _Builder(NodeReader):
                     self.check_storage(value_node, changes["storage"])
                 elif k == "cluster":
                     self.check_cluster(value_node, changes["cluster"])
+                elif k == "limits":
+                    self.check_limits(value_node, changes["limits"])
             elif k == "plugin_dirs":
                 changes["plugin_dirs"] = self.plugin_dirs(value_node)
             elif k == "plugins":

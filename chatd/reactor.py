@@ -5,21 +5,33 @@ Theory of operation
 Each pass of :meth:`Reactor.run` ("a tick") does, in order:
 
 1. ``epoll.poll()`` with a timeout that is 0 when work is already queued on the
-   ready list, else the time to the next timer (or forever).
-2. Dispatch each ``(fd, mask)`` to the handler registered for ``fd``.  Events for
+   ready list or deferred to this tick, else the time to the next timer (or forever).
+   The tick's read budget (:attr:`Reactor.tick_read_bytes`) starts afresh.
+2. Run the reads deferred by the previous tick (:meth:`defer_read`), oldest first,
+   each an equal share of half the tick's read budget: a connection put off once goes before
+   any fresh event, so nobody is starved by the others' new traffic, and the other
+   half is kept for the fresh events, so nobody's one line waits for a backlog.
+3. Dispatch each ``(fd, mask)`` to the handler registered for ``fd``.  Events for
    an fd that was unregistered earlier *in the same batch* are skipped, even if
    the number was already reused by a new socket (epoll(7): "If using an event
-   cache...").
-3. Run timers that are due (monotonic clock, a heap, lazily cancelled).
-4. Run the ready list: callbacks queued with :meth:`call_soon`.  Anything that
+   cache...").  Then the deferred reads again, with what the events left.
+4. Run timers that are due (monotonic clock, a heap, lazily cancelled).
+5. Run the ready list: callbacks queued with :meth:`call_soon`.  Anything that
    stopped early under edge-triggering (a read budget, a capped accept batch)
    puts itself here, because no new edge will ever announce the leftovers.
-5. Flush: the :meth:`add_before_flush` callbacks run (the room fan-out hands
+6. Flush: the :meth:`add_before_flush` callbacks run (the room fan-out hands
    the tick's broadcast lines to their recipients), then every object that
    called :meth:`want_flush` since the last tick gets exactly one ``flush()``
    call.  This is where writes are coalesced: a client that received 50
    broadcast lines during this tick gets one ``send()`` (Redis does the same
    in ``beforeSleep``).
+
+No tick does unbounded work: every connection's read shares the tick's read budget
+(``tick_read_left``, counted down by the reads themselves), and a read that finds it
+spent is deferred to the next tick instead of the ready list (the bytes wait in the
+kernel: TCP backpressure).  A burst from a thousand clients is spread over ticks,
+each ending with its flush, so everybody else's reply waits for one tick's worth of
+work, not for the whole burst.
 
 Signals never run application code inside the handler: ``signal.set_wakeup_fd``
 writes the signal number to a socketpair registered in the same epoll set, and
@@ -63,6 +75,10 @@ EPOLLET = select.EPOLLET
 STREAM_EVENTS = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
 
 _MAX_EVENTS = 1024
+#: ``tick_read_left`` when the tick's read budget is off (``tick_read_bytes`` 0).
+_UNBOUNDED = 1 << 62
+#: The least a deferred read is given of the tick's budget when many share it.
+_MIN_SHARE = 1024
 
 
 class EventHandler(Protocol):
@@ -121,6 +137,13 @@ class Reactor:
         self._thread_wakeup: tuple[socket.socket, socket.socket] | None = None
         #: Incremented once per loop pass; handy for tests and stats.
         self.ticks = 0
+        #: Bytes all connections together may read in one tick (0: no limit); the
+        #: server sets it from ``limits.tick_read_bytes``.
+        self.tick_read_bytes = 0
+        #: What is left of this tick's read budget: readers subtract what they read
+        #: and defer themselves (:meth:`defer_read`) once it is spent.
+        self.tick_read_left = _UNBOUNDED
+        self._deferred: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
 
     # -- fd registration -------------------------------------------------
 
@@ -177,6 +200,18 @@ class Reactor:
         before EAGAIN must come back through here or it is never served again.
         """
         self._ready.append((callback, args))
+
+    def defer_read(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Run ``callback(*args)`` first thing next tick: a read that found this tick's
+        read budget spent.  Deferred reads run in the order they were deferred, before
+        the next tick's events, so fresh traffic never starves them; the loop does
+        not sleep while any waits."""
+        self._deferred.append((callback, args))
+
+    @property
+    def reads_deferred(self) -> int:
+        """How many reads wait for the next tick (for tests and stats)."""
+        return len(self._deferred)
 
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
         """From any thread: run ``callback(*args)`` on the loop, soon.
@@ -282,6 +317,17 @@ class Reactor:
             events = self._epoll.poll(timeout, _MAX_EVENTS)
         except InterruptedError:  # pragma: no cover - PEP 475 retries for us
             events = []
+        budget = self.tick_read_bytes or _UNBOUNDED
+        if self._deferred:
+            # The reads put off go first, within half the budget: the other half is for
+            # this tick's fresh events, so one line from a person is not queued behind a
+            # burst's whole backlog.  What the events leave goes back to the deferred.
+            fresh = budget // 2
+            self.tick_read_left = budget - fresh
+            self._run_deferred()
+            self.tick_read_left += fresh
+        else:
+            self.tick_read_left = budget
         closed = self._closed_in_batch
         closed.clear()
         handlers = self._handlers
@@ -297,12 +343,14 @@ class Reactor:
                 # Handlers isolate their own failures; this is the last fence so a
                 # bug in one connection never stops the loop for everybody.
                 log.exception("unhandled error in event handler for fd %d", fd)
+        if self._deferred:
+            self._run_deferred()  # the budget the events left, if any
         self._run_timers()
         self._run_ready()
         self._flush_dirty()
 
     def _poll_timeout(self, max_wait: float | None) -> float:
-        if self._ready or self._dirty:
+        if self._ready or self._dirty or self._deferred:
             return 0
         timeout = -1.0 if max_wait is None else max_wait
         due = self.next_timer()
@@ -323,6 +371,25 @@ class Reactor:
             if not timer.cancelled:
                 timer.cancelled = True  # a fired timer cannot be cancelled again
                 self._run_callback(timer.callback, timer.args)
+
+    def _run_deferred(self) -> None:
+        # Oldest first, while the budget lasts; the rest keep their places at the front,
+        # ahead of whatever this tick's events defer.  Each read gets an equal share of
+        # what is left (at least _MIN_SHARE): a hundred connections with a backlog are
+        # all served a little every tick, so a person's one line among them waits a
+        # tick or two, not for the backlog of all those ahead of it.  A read cut by
+        # its share sees the budget spent, and goes to the back (round robin).
+        deferred = self._deferred
+        pool = self.tick_read_left
+        share = max(pool // len(deferred), _MIN_SHARE)
+        for _ in range(len(deferred)):
+            if pool <= 0:
+                break
+            callback, args = deferred.popleft()
+            given = self.tick_read_left = share if share < pool else pool
+            self._run_callback(callback, args)
+            pool -= given - self.tick_read_left
+        self.tick_read_left = pool
 
     def _run_ready(self) -> None:
         # Only what was queued before this phase started: a callback that

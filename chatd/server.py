@@ -422,6 +422,7 @@ class ChatServer:
             max_clients = clamp_max_clients(limits.max_clients, limits.reserve_fds)
         self.admission.rules = self._admission_rules(self.config, max_clients)
         self._account.limit = limits.output_total_max_bytes
+        self.reactor.tick_read_bytes = limits.tick_read_bytes
         self.acceptor.configure(limits, self.config.net)
 
     def preflight(self) -> list[str]:

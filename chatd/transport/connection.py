@@ -12,7 +12,10 @@ Edge-triggered rules kept here (DESIGN.md section 3)
 * Reads loop until ``BlockingIOError``.  A connection that used its per-pass
   byte budget before EAGAIN puts itself on the reactor's ready list: no new
   edge would ever announce the bytes still waiting, and stopping at the budget
-  is what keeps one fast sender from starving everybody else.
+  is what keeps one fast sender from starving everybody else.  Every read also
+  draws on the tick's budget, shared by all connections (the reactor's
+  ``tick_read_left``); a read that finds it spent is deferred to the next tick
+  (``Reactor.defer_read``), so a burst from many clients is spread over ticks.
 * Event bits are tested with ``&``.  ERR/HUP/RDHUP go to the read path, which
   drains whatever arrived with the FIN before it handles the end of stream.
 * ``write()`` only appends to the output queue and asks the reactor for one
@@ -441,6 +444,9 @@ class Connection:
         rbuf = ctx.read_buffer
         size = len(rbuf)
         budget = limits.read_budget
+        reactor = ctx.reactor
+        if reactor.tick_read_left < budget:  # what is left of the tick's, for everyone
+            budget = reactor.tick_read_left
         account = ctx.account
         protocol = self._protocol
         drained = False
@@ -461,6 +467,7 @@ class Connection:
                 return
             account.received += n
             budget -= n
+            reactor.tick_read_left -= n
             if self.state is State.OPEN and protocol is not None:
                 try:
                     protocol.data_received(rbuf[:n])
@@ -480,10 +487,14 @@ class Connection:
         if drained or self._paused or self._held:
             return
         # Budget used up before EAGAIN: more may be waiting, and under ET no
-        # new edge will say so.  Serve the others, then come back.
+        # new edge will say so.  Serve the others, then come back: this tick if only
+        # the connection's budget is spent, else first thing next tick.
         if not self._read_queued:
             self._read_queued = True
-            self._ctx.reactor.call_soon(self._read_again)
+            if reactor.tick_read_left > 0:
+                reactor.call_soon(self._read_again)
+            else:
+                reactor.defer_read(self._read_again)
 
     def reject_foreign(self, kind: str, reply: bytes) -> None:
         """Tell a peer speaking another protocol so (``reply``: the protocol's words, which
