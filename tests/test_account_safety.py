@@ -38,7 +38,7 @@ from test_accounts import (  # the helpers of the accounts tests (tests/ is on s
 )
 
 from chatd.builtin.accounts import hash_password
-from chatd.testing import wait_until, write_config
+from chatd.testing import QUICK_STOP, wait_until, write_config
 
 SILENCED = ("! {nick} is registered to someone else: /identify PASSWORD to speak as {nick}, "
             "or /nick NAME to speak under another nick")
@@ -391,7 +391,8 @@ def test_a_drop_not_on_disk_yet_outlives_a_reload(chatd_server, tmp_path, small_
     dropped account comes back for everyone: its old password identifies again and
     takes the nick from whoever holds it now."""
     config = write_config(tmp_path / "config.yaml",
-                          storage={"path": str(small_disk / "chatd.sqlite3")})
+                          storage={"path": str(small_disk / "chatd.sqlite3")},
+                          limits=QUICK_STOP)
     server = chatd_server(config)
     owner = registered(server, "alice")
     assert wait_until(lambda: owner_rows(small_disk) == ["alice"], 5)  # on disk first
@@ -410,7 +411,8 @@ def test_a_dropped_nicks_private_history_stays_gone_across_a_reload(chatd_server
     """The same for the private lines of a dropped nick: while their delete waits for
     a full disk, a reload must not let the next owner of the name read them."""
     config = write_config(tmp_path / "config.yaml", plugins={"history": {"private": True}},
-                          storage={"path": str(small_disk / "chatd.sqlite3")})
+                          storage={"path": str(small_disk / "chatd.sqlite3")},
+                          limits=QUICK_STOP)
     server = chatd_server(config)
     alice = registered(server, "alice")
     bob = registered(server, "bob", OTHER)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from chatd.testing import ChatClient, ServerProcess
+from chatd.testing import QUICK_STOP, ChatClient, ServerProcess
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -385,7 +385,8 @@ def test_slow_reader_gets_everything_after_resuming(
 
 def test_greedy_sender_cannot_starve_others(start: Callable[..., ServerProcess]) -> None:
     # Soft limit raised too: this test wants every greedy line, not the slow-reader policy.
-    server = start(limits={"max_output_bytes": 256 << 20, "output_soft_bytes": 256 << 20})
+    server = start(limits={"max_output_bytes": 256 << 20, "output_soft_bytes": 256 << 20,
+                           **QUICK_STOP})
     reader = server.client()
     greedy = server.client()
     polite = server.client()

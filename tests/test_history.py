@@ -20,7 +20,7 @@ from disks import DISK_PROBLEM, take_every_free_byte
 
 from chatd.builtin import history
 from chatd.store import Store
-from chatd.testing import ServerProcess, write_config
+from chatd.testing import QUICK_STOP, ServerProcess, write_config
 
 STAMP = r"\[(?:\d{4}-\d\d-\d\d )?\d\d:\d\d\] "  # today's lines, or older ones (midnight)
 
@@ -275,7 +275,8 @@ def test_a_reload_on_a_full_disk_does_not_stop_the_chat(chatd_server, tmp_path, 
     timeout, where it used to stop for 10 s a migration and 10 s accounts' flush)
     and the reload completes."""
     config = write_config(tmp_path / "config.yaml",
-                          storage={"path": str(small_disk / "chatd.sqlite3")})
+                          storage={"path": str(small_disk / "chatd.sqlite3")},
+                          limits=QUICK_STOP)
     server: ServerProcess = chatd_server(config)
     alice, bob = server.client(), server.client()
     alice.send("/nick alice")

@@ -13,7 +13,7 @@ import signal
 import time
 from pathlib import Path
 
-from chatd.testing import ChatClient, write_config
+from chatd.testing import QUICK_STOP, ChatClient, write_config
 
 PASSWORD = "correct-horse"
 OPER_PASSWORD = "oper-secret-1"
@@ -737,7 +737,8 @@ def test_moderation_not_on_disk_yet_outlives_a_reload(chatd_server, tmp_path, sm
     from test_account_safety import fill
 
     config = write_config(tmp_path / "config.yaml", plugins=PLUGINS,
-                          storage={"path": str(small_disk / "chatd.sqlite3")})
+                          storage={"path": str(small_disk / "chatd.sqlite3")},
+                          limits=QUICK_STOP)
     server = chatd_server(config)
     alice = _founded(server, "alice", "#dev")
     bob = _registered(server, "bob")

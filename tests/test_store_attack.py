@@ -19,7 +19,7 @@ from chatd.chat.tables import PluginStore
 from chatd.config_rules import redact_url
 from chatd.store import Store, StoreUnavailable
 from chatd.store_postgres import translate, wait_ready
-from chatd.testing import wait_until, write_config
+from chatd.testing import QUICK_STOP, wait_until, write_config
 
 
 @pytest.fixture
@@ -206,7 +206,8 @@ def test_a_refused_password_given_as_parameters_shows_in_no_log_stats_or_metrics
     wrong = (f"postgresql://chatd@{parts.hostname}:{parts.port}{parts.path}"
              "?pass%77ord=Wr0ng%2FPass%23word&sslpassword=Other-S3cret")
     server = chatd_server(storage={"url": wrong}, metrics={"enabled": True, "port": 0},
-                          plugins={"oper": {"password": "oper-pass-long"}})
+                          plugins={"oper": {"password": "oper-pass-long"}},
+                          limits=QUICK_STOP)
     server.wait_for_log(r"storage degraded")
     op = server.client()
     op.send("/oper oper-pass-long")

@@ -77,7 +77,14 @@ from .probes import (
     unexpected_tracebacks,
     wait_until,
 )
-from .process import DEFAULT_TIMEOUT, ChatClient, JsonClient, ServerProcess, write_config
+from .process import (
+    DEFAULT_TIMEOUT,
+    QUICK_STOP,
+    ChatClient,
+    JsonClient,
+    ServerProcess,
+    write_config,
+)
 from .redis import RedisSentinel, RedisServer, redis_server, redis_url
 from .terminal import TerminalClient
 
@@ -123,6 +130,7 @@ def chatd_server(
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "QUICK_STOP",
     "ChatClient",
     "FakeClock",
     "InProcessChat",

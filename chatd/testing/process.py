@@ -390,6 +390,12 @@ class ServerProcess:
         self._log.close()
 
 
+#: ``limits`` for a server that ends with writes it cannot finish (a full disk, a refused
+#: database): its shutdown waits 1 s for them, not the default 10, so the test's
+#: teardown does not (``write_config(..., limits=QUICK_STOP)``).
+QUICK_STOP: dict[str, Any] = {"shutdown_timeout_seconds": 1.0}
+
+
 def write_config(path: Path, **sections: Any) -> Path:
     """Write a config for tests: loopback, port 0, plus the given sections.
 
