@@ -30,7 +30,7 @@ from chatd.builtin.cluster.link import (
     RateLimitedLog,
 )
 from chatd.reactor import Reactor
-from chatd.testing.probes import free_port
+from chatd.testing.probes import free_port, skip_unless_ci
 
 WAIT = 10.0
 
@@ -297,7 +297,7 @@ def _loopback_name() -> str:
         with contextlib.suppress(OSError):
             if socket.getaddrinfo(name, 1, socket.AF_INET)[0][4][0] == "127.0.0.1":
                 return name
-    pytest.skip("no host name resolving to 127.0.0.1 besides localhost")
+    skip_unless_ci("no host name resolving to 127.0.0.1 besides localhost")
 
 
 def test_client_kill_of_the_subscriber_reconnects_and_resubscribes(loop, link, redis_server):

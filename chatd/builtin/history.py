@@ -247,7 +247,7 @@ class HistoryState:
         #: Whether the host part of a user is a cloak (``server.cloaks_addresses``): a
         #: real address is never stored (docs/persistence.md), only the ident before it.
         self.cloaked = True
-        #: The store, as ``server.store`` gave it at startup (looked up per line else).
+        #: The store, as ``server.store`` gave it at startup (history writes per line).
         self.store: Any = None
 
     def room_setting(self, room_key: str, name: str) -> Any:
@@ -374,7 +374,7 @@ def _record(server: Server, event: Event, kind: str, room_name: str) -> None:
     lines = state.rooms.get(key)
     if lines is None:
         lines = state.rooms[key] = RoomLines(state.keep_lines)
-    store = state.store or server.store
+    store = state.store
     number = store.insert("history", _COLUMNS, (key, *record[1:]))
     lines.add(record, number, store.done)
 

@@ -410,8 +410,6 @@ class PluginHost:
             impl = impls[0]
             return self.guard.run(impl.plugin_name, hook_name, impl.function,
                                   impl.args(kwargs), notify)
-        if not impls:
-            return None
         for result in self.call(hook_name, notify, **kwargs):
             return result
         return None
@@ -440,15 +438,7 @@ class PluginHost:
         failure must not quietly replace: a cluster backend that cannot be made would
         leave the node running alone, outside its cluster."""
         for impl in self._impls(hook_name):
-            try:
-                result = impl.function(*impl.args(kwargs))
-            except ConfigError:
-                raise  # already says which key
-            except Exception as exc:
-                raise PluginLoadError(
-                    f"plugin {impl.plugin_name!r} failed in {hook_name}: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
+            result = self._call_strictly(impl, hook_name, kwargs)
             if result is not None:
                 return result
         return None
@@ -461,18 +451,24 @@ class PluginHost:
         """
         results = []
         for impl in self._impls(hook_name):
-            try:
-                result = impl.function(*impl.args(kwargs))
-            except ConfigError:
-                raise  # already says which file, key and line
-            except Exception as exc:
-                raise PluginLoadError(
-                    f"plugin {impl.plugin_name!r} failed in {hook_name}: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
+            result = self._call_strictly(impl, hook_name, kwargs)
             if result is not None:
                 results.append(result)
         return results
+
+    @staticmethod
+    def _call_strictly(impl: _Impl, hook_name: str, kwargs: dict[str, Any]) -> Any:
+        """One implementation, its failure a :class:`PluginLoadError` naming it (a
+        ``ConfigError`` as it is: it already says which file, key and line)."""
+        try:
+            return impl.function(*impl.args(kwargs))
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise PluginLoadError(
+                f"plugin {impl.plugin_name!r} failed in {hook_name}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
     def report_failure(
         self, plugin: str, label: str, exc: BaseException, notify: Notifiable | None = None
