@@ -1,5 +1,5 @@
 """What the cluster's process tests share: nodes' subscriptions, a chatting client, its
-lines up to a marker, a node's logged gap.
+lines up to a marker, a node's gap (logged, or counted in ``/stats``).
 
 Tests of chatd nodes on the kit's throwaway redis-server (``redis_server``,
 ``redis_url``) wait on Redis itself (``PUBSUB NUMSUB``) rather than on time: a join's
@@ -50,7 +50,22 @@ def lines_until(client: Any, marker: str, wait: float = WAIT) -> list[str]:
 
 
 def gap(server: Any, origin: str, channel: str) -> int:
-    """The events ``server`` logged as missed from ``origin`` on ``channel`` (0: none)."""
+    """The events ``server`` logged as missed from ``origin`` on ``channel`` (0: none).
+    A channel's gap line is logged once a minute at most (the next says how many were
+    held back): a test that may see two gaps in a minute reads :func:`counted_gaps`."""
     found = re.findall(rf"missed (\d+) event\(s\) from {origin} on {re.escape(channel)}",
                        server.log())
     return sum(int(n) for n in found)
+
+
+#: /stats's cluster line (an operator's): the link's state and its counters.
+STATS = re.compile(r"cluster: redis (up|DOWN), batches in (\d+), out (\d+), gaps (\d+)")
+
+
+def counted_gaps(op: Any) -> int:
+    """The node's gap counter (every event it missed, from any node, on any channel),
+    from ``/stats``'s ``cluster:`` line as its operator ``op`` reads it."""
+    op.send("/stats")
+    match = STATS.search(op.expect(r"^\*\*\* cluster: ").string)
+    assert match, op
+    return int(match.group(4))

@@ -224,3 +224,48 @@ def test_a_gap_asks_the_history_for_the_origins_events_between_the_last_and_the_
         "b", 4, [lost, Message(14, 1.0, bob, "#dev", "four")]))
     assert asked == [("#dev", "b", 10, 14)]
     assert backend.stats()["cluster_gaps"] == 2
+
+
+def test_gaps_within_a_minute_are_all_counted_and_the_next_line_says_so(caplog):
+    """A gap's log line is rate-limited per channel (a flapping link cannot flood the
+    log), but no gap goes unreported: ``cluster_gaps`` counts each at once, and the
+    next line a minute later says how many like it were held back."""
+    from chatd.builtin.cluster import wire
+    from chatd.events import Message, Source
+
+    now = [100.0]
+    bus = Bus()
+    chat = InProcessChat(backend=lambda local, server, call_soon: _started(
+        ClusterBackend(local, bus.link(), EveryNode(local, bus), "a", clock=lambda: now[0]),
+        bus), server={"node_id": "a"})
+    alice = chat.connect()
+    alice.send("/join #dev")
+    chat.tick()
+    backend = bus.nodes["a"]
+    bob = Source("bob", 1, node="b", ident="bob", host="h")
+
+    def heard(seq: int) -> None:
+        backend.on_message("chatd:room:#dev", wire.encode(
+            "b", seq, [Message(seq, 1.0, bob, "#dev", f"line {seq}")]))
+
+    with caplog.at_level("WARNING", logger="chatd.builtin.cluster.backend"):
+        heard(1)
+        heard(5)   # 3 missed: logged
+        heard(10)  # 4 more, 10 s later: counted, the line held back
+        now[0] += 10
+        heard(12)
+        now[0] += 60
+        heard(20)  # a minute on: logged, with the one held back
+    gaps = [r.getMessage() for r in caplog.records if "missed" in r.getMessage()]
+    assert backend.stats()["cluster_gaps"] == 3 + 4 + 1 + 7
+    assert gaps == [
+        "cluster: missed 3 event(s) from b on chatd:room:#dev; 3 so far; not recoverable: "
+        "history is not shared (storage.url)",
+        "cluster: missed 7 event(s) from b on chatd:room:#dev; 15 so far; not recoverable: "
+        "history is not shared (storage.url) (and 2 more like it in the last 60 s)"]
+
+
+def _started(backend: ClusterBackend, bus: Bus) -> ClusterBackend:
+    bus.nodes[backend.node] = backend
+    backend.start()
+    return backend

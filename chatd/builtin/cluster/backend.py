@@ -50,6 +50,7 @@ from chatd.events import Event, Topic
 from chatd.framing import sanitize
 
 from . import wire
+from .link import RateLimitedLog
 from .wire import Names, Sequences, WireError
 
 log = logging.getLogger(__name__)
@@ -144,14 +145,15 @@ class ClusterBackend:
         self.names = names or Names()
         self.max_payload = max_payload
         self.counters = Counters()
-        self._clock = clock
         #: This tick's outgoing events by channel (and a node channel's op and recipient).
         self._out: dict[tuple[str, str | None, str | None], list[Event]] = {}
         #: The next ``seq`` per outgoing channel.
         self._seq: dict[str, int] = {}
         self._sequences = Sequences()
         self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
-        self._logged: dict[str, float] = {}
+        #: One line per kind a minute; the next says how many were held back (a gap's
+        #: line also gives the running total: ``/stats`` has the exact count at once).
+        self._limited_log = RateLimitedLog(log, LOG_EVERY, clock)
         #: The id of the last event heard per (origin, room channel): where a gap starts.
         self._last_id: dict[tuple[str, str], int] = {}
         #: Asks the shared history for a room's missed events (see :class:`Recover`);
@@ -456,12 +458,7 @@ class ClusterBackend:
             self.remember(event)
 
     def _log_limited(self, what: str, message: str, *args: Any) -> None:
-        now = self._clock()
-        last = self._logged.get(what)
-        if last is not None and now - last < LOG_EVERY:
-            return
-        self._logged[what] = now
-        log.warning(message, *args)
+        self._limited_log(what, logging.WARNING, message, *args)
 
     # -- presence: facts that also drive subscriptions, questions delegated -------------
 
