@@ -267,6 +267,7 @@ try:
     op.send("/stats")
     result["stats"] = op.expect(r"^\*\*\* clients (\d+)/").group(0)
     result["alive"] = server.proc.poll() is None
+    server.stop()  # the log is written by its own thread: complete once stopped
     result["log"] = server.log()
 finally:
     server.close()
@@ -348,6 +349,9 @@ def test_N3_kill_racing_a_reset_and_a_new_connection(
     for i in range(rounds):
         assert len(quits(lines, f"b{i}")) == 1, quits(lines, f"b{i}")
     # How often the race really put C on B's descriptor (the case the test is about).
+    # The log is written by its own thread: wait for the last C's line (a pair whose
+    # lines are missing would count as reused: None == None).
+    server.wait_for_log(rf"accepted fd=\d+ from 127\.0\.0\.1:{pairs[-1][1]}\b")
     log = server.log()
     fds = {int(port): int(fd) for fd, port in
            re.findall(r"accepted fd=(\d+) from 127\.0\.0\.1:(\d+)", log)}
