@@ -61,8 +61,10 @@ def start(chatd_server: Callable[..., ServerProcess]) -> Iterator[Callable[..., 
 
     yield _start
     for server in started:
+        alive = server.proc.poll() is None
+        server.close()  # the log is written by its own thread: complete once stopped
         log = server.log()
-        assert server.proc.poll() is None, f"chatd died during the test:\n{log[-3000:]}"
+        assert alive, f"chatd died during the test:\n{log[-3000:]}"
         assert unexpected_tracebacks(log) == [], log[-5000:]
 
 

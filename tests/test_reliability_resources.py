@@ -51,9 +51,14 @@ WELCOME = re.compile(r"^\*\*\* Welcome to chatd, (\S+)\.")
 
 
 def check_healthy(server: ServerProcess) -> None:
-    """The process is alive and its log holds no traceback."""
+    """The process was alive at the end of the test and its log holds no traceback.
+
+    It is stopped first: the log is written by a thread of its own, complete only then.
+    """
+    alive = server.proc.poll() is None
+    server.close()
     log = server.log()
-    assert server.proc.poll() is None, f"chatd died during the test:\n{log[-3000:]}"
+    assert alive, f"chatd died during the test:\n{log[-3000:]}"
     assert unexpected_tracebacks(log) == [], log[-5000:]
 
 
