@@ -213,6 +213,8 @@ def test_N1_resets_and_broken_pipes_affect_only_their_connection(
     late.expect(rf"^<{re.escape(sender.nick or '')}> after the resets$")
     counts = stats(op)
     assert counts["clients"] == 5, counts  # op, the two watchers, sender, late
+    # Logged after every reset above (the log is written by its own thread).
+    server.wait_for_log(rf"connect id=\d+ nick={re.escape(late.nick)} ")
     log = server.log()
     assert "socket error" not in log, log[-3000:]
     assert not re.search(r"(WARNING|ERROR) chatd\.(server|reactor|connection)", log), log[-3000:]
@@ -419,6 +421,8 @@ def test_N4_resets_racing_accept_never_stop_the_listener(
     counts = stats(op)
     assert counts["clients"] == 3, counts  # op, watcher, last
     assert set(counts["refused"]) <= {"per_ip", "unregistered"}, counts
+    # Logged after every storm above (the log is written by its own thread).
+    server.wait_for_log(rf"connect id=\d+ nick={re.escape(last.nick)} ")
     log = server.log()
     assert "accept failed" not in log, log[-3000:]
     # Every reset connection that was admitted left exactly once.

@@ -537,6 +537,7 @@ def test_P4a_plugins_closing_clients_during_dispatch_and_writing_to_the_departed
     counts = stats(op)
     assert counts["plugin errors"] == {}, counts
     assert counts["clients"] == 3, counts
+    server.wait_for_log(r"disconnect id=\d+ nick=chain2 ")  # after the reaping, logged
     log = server.log()
     assert "socket error" not in log and "Bad file descriptor" not in log, log[-3000:]
 

@@ -112,6 +112,7 @@ def test_restart_starts_the_same_server_again_on_the_same_data(chatd_server):
     alice, witness = server.client(), server.client()
     alice.send("remember me")
     witness.expect(rf"<{alice.nick}> remember me$")  # said before the SIGTERM, for sure
+    server.wait_for_log(r"connect id=2 ")  # the first run's log is not empty
     old_pid, old_log = server.pid, server.log()
     assert server.restart() == 0  # SIGTERM: a clean stop commits what is queued
     assert server.pid != old_pid and alice.sock.fileno() == -1
