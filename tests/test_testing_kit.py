@@ -103,6 +103,23 @@ def test_advance_moves_the_flood_gate_too():
         assert bob.lines() == ["<guest-1> three"]
 
 
+# -- a running server's log: waited for, counted, read after the stop --------------------------
+
+
+def test_wait_for_log_count_waits_for_at_least_count_and_gives_up_with_the_log(chatd_server):
+    import pytest
+
+    server = chatd_server()
+    server.client()
+    server.client()
+    log = server.wait_for_log_count(r"connect id=\d+ ", 2)
+    assert "connect id=1 " in log and "connect id=2 " in log
+    with pytest.raises(AssertionError, match=r"log never matched .* 3 times"):
+        server.wait_for_log_count(r"connect id=\d+ ", 3, timeout=0.2)
+    server.close()
+    assert "INFO chatd: stopped" in server.log()  # complete, and readable after close()
+
+
 # -- restarting a real server on the same data -----------------------------------------------
 
 
