@@ -82,6 +82,7 @@ def test_the_walkthrough_runs_three_nodes_as_one_server(
     clients[2].send("/who")
     clients[2].expect(r"^\*\*\* #lobby has 3 members")
     for server in servers:
+        server.wait_for_log(r"connected to Redis")  # the line a leaked URL would be in
         assert redis_server.password not in server.log()
 
 

@@ -213,6 +213,7 @@ def test_metrics_are_off_by_default(chatd_server: Start) -> None:
     server.client()
     server.wait_for_log(r"listening on 127\.0\.0\.1:")
     time.sleep(1.2)  # past the first stats publication, when an exporter would be up
+    server.wait_for_log(r"connect id=1 ")  # logged after an exporter's line would be
     assert "metrics on" not in server.log()
     assert listening_ports(server.pid) == {("127.0.0.1", server.port)}
 

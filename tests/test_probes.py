@@ -42,6 +42,8 @@ def test_probes_leave_no_trace_in_rooms_and_are_logged_once_a_minute(chatd_serve
     watcher.expect_nothing(3.0)  # past announce_after: nothing was ever announced
     watcher.send("/who")
     watcher.expect(rf"^\*\*\* #lobby has 1 member: {re.escape(watcher.nick)}$")
+    server.wait_for_log(r"WARNING .*HTTP request from")  # written by the log's own thread
+    server.wait_for_log(r"WARNING .*TLS request from")
     log = server.log()
     assert len(re.findall(r"WARNING .*HTTP request from", log)) == 1, log[-3000:]
     assert len(re.findall(r"WARNING .*TLS request from", log)) == 1, log[-3000:]

@@ -567,6 +567,8 @@ def test_F5a_http_get_is_answered_and_closed(
     bystander.send("/who")
     bystander.expect(r"^\*\*\* #lobby has 1 member")
     assert not [line for line in bystander.history if "Host" in line or "HTTP" in line]
+    # The third departure is logged after any warning for it (by the log's own thread).
+    server.wait_for_log_count(r'reason="spoke http, not chat"', 3)
     assert len(_http_warnings(server)) <= 1, _http_warnings(server)
     assert operator_stats(server)["disconnects"] == {"foreign_http": 3}
 

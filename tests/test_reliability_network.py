@@ -61,8 +61,10 @@ def start(chatd_server: Callable[..., ServerProcess]) -> Iterator[Callable[..., 
 
     yield _start
     for server in started:
+        alive = server.proc.poll() is None
+        server.close()  # the log is written by its own thread: complete once stopped
         log = server.log()
-        assert server.proc.poll() is None, f"chatd died during the test:\n{log[-3000:]}"
+        assert alive, f"chatd died during the test:\n{log[-3000:]}"
         assert unexpected_tracebacks(log) == [], log[-5000:]
 
 
@@ -211,6 +213,8 @@ def test_N1_resets_and_broken_pipes_affect_only_their_connection(
     late.expect(rf"^<{re.escape(sender.nick or '')}> after the resets$")
     counts = stats(op)
     assert counts["clients"] == 5, counts  # op, the two watchers, sender, late
+    # Logged after every reset above (the log is written by its own thread).
+    server.wait_for_log(rf"connect id=\d+ nick={re.escape(late.nick)} ")
     log = server.log()
     assert "socket error" not in log, log[-3000:]
     assert not re.search(r"(WARNING|ERROR) chatd\.(server|reactor|connection)", log), log[-3000:]
@@ -267,6 +271,7 @@ try:
     op.send("/stats")
     result["stats"] = op.expect(r"^\*\*\* clients (\d+)/").group(0)
     result["alive"] = server.proc.poll() is None
+    server.stop()  # the log is written by its own thread: complete once stopped
     result["log"] = server.log()
 finally:
     server.close()
@@ -348,6 +353,9 @@ def test_N3_kill_racing_a_reset_and_a_new_connection(
     for i in range(rounds):
         assert len(quits(lines, f"b{i}")) == 1, quits(lines, f"b{i}")
     # How often the race really put C on B's descriptor (the case the test is about).
+    # The log is written by its own thread: wait for the last C's line (a pair whose
+    # lines are missing would count as reused: None == None).
+    server.wait_for_log(rf"accepted fd=\d+ from 127\.0\.0\.1:{pairs[-1][1]}\b")
     log = server.log()
     fds = {int(port): int(fd) for fd, port in
            re.findall(r"accepted fd=(\d+) from 127\.0\.0\.1:(\d+)", log)}
@@ -413,6 +421,8 @@ def test_N4_resets_racing_accept_never_stop_the_listener(
     counts = stats(op)
     assert counts["clients"] == 3, counts  # op, watcher, last
     assert set(counts["refused"]) <= {"per_ip", "unregistered"}, counts
+    # Logged after every storm above (the log is written by its own thread).
+    server.wait_for_log(rf"connect id=\d+ nick={re.escape(last.nick)} ")
     log = server.log()
     assert "accept failed" not in log, log[-3000:]
     # Every reset connection that was admitted left exactly once.

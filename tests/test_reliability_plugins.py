@@ -63,8 +63,10 @@ def start(chatd_server: Callable[..., ServerProcess]) -> Iterator[Callable[..., 
 
     yield _start
     for server in started:
+        alive = server.proc.poll() is None
+        server.close()  # the log is written by its own thread: complete once stopped
         log = server.log()
-        assert server.proc.poll() is None, f"chatd died during the test:\n{log[-3000:]}"
+        assert alive, f"chatd died during the test:\n{log[-3000:]}"
         assert unexpected_tracebacks(log) == [], log[-5000:]
         assert "unhandled error" not in log, log[-5000:]
 
@@ -191,7 +193,9 @@ def test_P1_a_raising_hookimpl_never_stops_the_others(
 
     counts = stats(op)
     assert counts["plugin errors"] == {"badlog": count + 1}, counts  # and "still up"
-    records = [r for r in log_records(server.log()) if "plugin 'badlog' failed" in r]
+    # The log is written by its own thread: wait for both records before counting.
+    log = server.wait_for_log_count(r"plugin 'badlog' failed", 2)
+    records = [r for r in log_records(log) if "plugin 'badlog' failed" in r]
     # One record per kind of failure (ValueError, LookupError), then counted, not logged.
     assert len(records) == 2, records
     assert all("Traceback" in r and "z_badlog.py" in r for r in records), records
@@ -310,7 +314,8 @@ def test_P2_raising_connect_and_disconnect_hooks_leak_nothing(
     three[0].send("all three of us")
     for client in three[1:]:
         client.expect(r"^<\S+> all three of us$")
-    records = [r for r in log_records(server.log()) if "plugin 'faulty' failed" in r]
+    log = server.wait_for_log_count(r"plugin 'faulty' failed", 2)  # (its own thread)
+    records = [r for r in log_records(log) if "plugin 'faulty' failed" in r]
     assert len(records) == 2, records  # one per hook, then counted, not logged
     assert {"chatd_client_connect" in r for r in records} == {True, False}
 
@@ -532,6 +537,7 @@ def test_P4a_plugins_closing_clients_during_dispatch_and_writing_to_the_departed
     counts = stats(op)
     assert counts["plugin errors"] == {}, counts
     assert counts["clients"] == 3, counts
+    server.wait_for_log(r"disconnect id=\d+ nick=chain2 ")  # after the reaping, logged
     log = server.log()
     assert "socket error" not in log and "Bad file descriptor" not in log, log[-3000:]
 

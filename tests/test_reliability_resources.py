@@ -51,9 +51,14 @@ WELCOME = re.compile(r"^\*\*\* Welcome to chatd, (\S+)\.")
 
 
 def check_healthy(server: ServerProcess) -> None:
-    """The process is alive and its log holds no traceback."""
+    """The process was alive at the end of the test and its log holds no traceback.
+
+    It is stopped first: the log is written by a thread of its own, complete only then.
+    """
+    alive = server.proc.poll() is None
+    server.close()
     log = server.log()
-    assert server.proc.poll() is None, f"chatd died during the test:\n{log[-3000:]}"
+    assert alive, f"chatd died during the test:\n{log[-3000:]}"
     assert unexpected_tracebacks(log) == [], log[-5000:]
 
 
@@ -466,7 +471,7 @@ def test_R4b_emfile_refuses_through_the_spare_fd_and_retries_without_a_new_edge(
                 buf += chunk
             text = buf.decode()
             assert text.index("after emfile 1") < text.index("after emfile 2"), text
-        log = server.log()
+        log = server.wait_for_log_count(r"accept: Too many open files", 1)  # (own thread)
         assert log.count("accept: Too many open files") == 1, log[-3000:]
     finally:
         for sock in socks:
@@ -571,6 +576,7 @@ def test_R5a_total_output_cap_evicts_the_largest_buffers_first(
     got = [line for line in reader.lines if line.startswith(f"<{sender.nick}> seq-")]
     assert got == [f"<{sender.nick}> seq-{i:04d} {pad}" for i in range(lines)]
 
+    server.wait_for_log(r"output for all clients over")  # the log's own thread may lag
     evictions = re.findall(
         r"output for all clients over (\d+) bytes: disconnecting 127\.0\.0\.1:(\d+) "
         r"\((\d+) bytes queued\)",

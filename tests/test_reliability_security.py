@@ -438,6 +438,7 @@ def test_X3_rfc2812_specials_are_allowed_and_unique_case_insensitively(
     client.send("/nick Evan")
     client.expect_line("*** evan is now known as Evan")
     watcher.expect_line("*** evan is now known as Evan")
+    server.wait_for_log(r"old=evan new=Evan")  # the last line logged
     assert_no_traceback(server)
 
 
@@ -672,6 +673,7 @@ def test_X4_oper_failures_from_one_address_lock_it_out_across_connections(
     honest = server.client(source="127.0.0.10")
     honest.send(f"/oper {PASSWORD}")
     honest.expect(r"^\*\*\* you are now an operator$")
+    server.wait_for_log(r"\(127\.0\.0\.10:\d+\) is now an operator")  # the last line logged
     assert_no_traceback(server)
 
 

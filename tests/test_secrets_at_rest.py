@@ -125,6 +125,7 @@ def test_a_server_started_under_umask_000_keeps_its_database_private(
     assert mode(data) == 0o700
     assert {p.name: mode(p) for p in data.iterdir()} == {
         "chatd.sqlite3": 0o600, "chatd.sqlite3-wal": 0o600, "chatd.sqlite3-shm": 0o600}
+    server.wait_for_log(r"connect id=2 ")  # logged after the store's startup checks
     assert "open to other users" not in server.log()
 
 

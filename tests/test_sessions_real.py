@@ -215,6 +215,7 @@ def test_wrong_passwords_are_limited_per_address_and_counted(chatd_server, tmp_p
     op.send("/stats")
     report = op.expect(r"^\*\*\* refused: .*").group(0)
     assert "password_limit 1" in report and "wrong_password 3" in report, report
+    server.wait_for_log(r"connect id=\d+ nick=\S+ peer=127\.0\.0\.4:")  # after the guesses
     assert PASSWORD not in server.log()
 
 

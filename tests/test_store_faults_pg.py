@@ -374,6 +374,7 @@ def test_a_server_started_while_its_database_is_down_chats_and_catches_up(
         return "registered" in alice.expect(r"registered to you|unavailable").group(0)
 
     assert wait_until(registered, 20, interval=0.5)
+    server.wait_for_log(r"alice registered by")  # the line the password would be near
     assert "s3cret-pass" not in server.log()
 
 

@@ -152,6 +152,10 @@ def test_bad_writes_and_a_killed_writer_cost_no_chat_line(chatd_server: Start,
         'chatd_storage_rejected_by_owner_total{owner="poison"}': 2,
         "chatd_storage_writer_restarts_total": 1,
     })
+    # Written by the log's own thread: wait for each line, then look.
+    server.wait_for_log(r"store: a write by poison was dropped: UnicodeEncodeError")
+    server.wait_for_log(r"store: a write by poison was dropped: ValueError")
+    server.wait_for_log(r"store: the writer thread stopped \(Killed\)")
     log = server.log()
     assert re.search(r"store: a write by poison was dropped: UnicodeEncodeError: .*"
                      r"INSERT INTO poison_notes", log), log

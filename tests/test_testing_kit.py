@@ -103,6 +103,23 @@ def test_advance_moves_the_flood_gate_too():
         assert bob.lines() == ["<guest-1> three"]
 
 
+# -- a running server's log: waited for, counted, read after the stop --------------------------
+
+
+def test_wait_for_log_count_waits_for_at_least_count_and_gives_up_with_the_log(chatd_server):
+    import pytest
+
+    server = chatd_server()
+    server.client()
+    server.client()
+    log = server.wait_for_log_count(r"connect id=\d+ ", 2)
+    assert "connect id=1 " in log and "connect id=2 " in log
+    with pytest.raises(AssertionError, match=r"log never matched .* 3 times"):
+        server.wait_for_log_count(r"connect id=\d+ ", 3, timeout=0.2)
+    server.close()
+    assert "INFO chatd: stopped" in server.log()  # complete, and readable after close()
+
+
 # -- restarting a real server on the same data -----------------------------------------------
 
 
@@ -112,6 +129,7 @@ def test_restart_starts_the_same_server_again_on_the_same_data(chatd_server):
     alice, witness = server.client(), server.client()
     alice.send("remember me")
     witness.expect(rf"<{alice.nick}> remember me$")  # said before the SIGTERM, for sure
+    server.wait_for_log(r"connect id=2 ")  # the first run's log is not empty
     old_pid, old_log = server.pid, server.log()
     assert server.restart() == 0  # SIGTERM: a clean stop commits what is queued
     assert server.pid != old_pid and alice.sock.fileno() == -1

@@ -155,6 +155,9 @@ def start(chatd_server: Any, redis_url: str, node_timeout: float = NODE_TIMEOUT,
     server = chatd_server(workers=2, cluster=cluster(redis_url, node_timeout), **sections)
     for node in ("hub-w1", "hub-w2"):
         server.wait_for_log(rf"cluster: node {node} registered")
+    # The parent logs from its own thread, and after each "worker N started" line
+    # (worker_pids reads them): the workers' own lines above do not say it is written.
+    server.wait_for_log(r"workers: all 2 listening")
     return server
 
 

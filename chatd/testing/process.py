@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -352,18 +353,50 @@ class ServerProcess:
         return client
 
     def log(self) -> str:
-        self._log.flush()
+        """The log so far: complete only once the process has stopped.
+
+        chatd writes its log from a thread of its own (``chatd.logsetup``: the loop
+        never waits for a disk), so a line can land a moment after the event that
+        logs it.  A test that looks for a line in a running server's log waits for
+        it (:meth:`wait_for_log`, :meth:`wait_for_log_count`); one that looks for
+        what is absent first waits for a line logged after it, or stops the server.
+        Readable after :meth:`close` too (for a fixture's check after the shutdown).
+        """
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def wait_for_log(self, pattern: str, timeout: float = DEFAULT_TIMEOUT) -> re.Match[str]:
+        """Poll the log until the regex ``pattern`` matches; its first match (see :meth:`log`)."""
         regex = re.compile(pattern)
+        text = self._poll_log(lambda log: regex.search(log) is not None, repr(pattern), timeout)
+        match = regex.search(text)
+        assert match is not None
+        return match
+
+    def wait_for_log_count(self, pattern: str, count: int,
+                           timeout: float = DEFAULT_TIMEOUT) -> str:
+        """Poll the log until the regex ``pattern`` matches at least ``count`` times;
+        the log then.
+
+        For a test that counts lines: counted at once, the last of them may not be
+        written yet (see :meth:`log`).  At least, not exactly: the text returned may
+        hold more matches, and an exact count is the test's to assert on it.
+        """
+        regex = re.compile(pattern)
+        return self._poll_log(lambda log: len(regex.findall(log)) >= count,
+                              f"{pattern!r} {count} times", timeout)
+
+    def _poll_log(self, done: Callable[[str], bool], what: str, timeout: float) -> str:
+        """The log, as soon as ``done(log)``; an AssertionError with its tail after ``timeout``."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = regex.search(self.log())
-            if match:
-                return match
+        while True:
+            text = self.log()
+            if done(text):
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"log never matched {what}:\n{text[-3000:]}")
             time.sleep(0.05)
-        raise AssertionError(f"log never matched {pattern!r}:\n{self.log()[-3000:]}")
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
