@@ -471,3 +471,50 @@ def test_picked_lines_merge_memory_and_disk_in_process():
     assert history.parse_timestamp("2026-12-07T03:00:00Z") == 1796612400.0
     assert history.parse_timestamp("2026-13-07T03:00:00Z") is None
     assert history.parse_timestamp("2026-12-07 03:00:00") is None
+
+
+def test_a_held_line_written_before_the_read_ran_is_not_taken_for_the_newest():
+    """A question keeps the lines not on disk when it is asked; its read runs a moment
+    later, after the writer may have committed them.  One the read picked is one line;
+    one it did not pick is older than what it picked (outside the window), never the
+    newest: before, ``latest 1`` answered m2 and ``before ... 2`` m3, m1 (seen in a
+    full run; the next test drives the race on a real server)."""
+    from chatd.builtin import history
+
+    def line(seq: int, event: int, node: str | None = None) -> tuple:
+        return (seq, 1000.0 + event, "message", "bob", "#dev", f"m{event}", event, node,
+                None, None, None, None)
+
+    held = [line(0, 1), line(0, 2), line(0, 3)]  # none on disk when asked
+    on_disk = [line(13, 3), line(12, 2)]  # all three by the read: it picked the newest 2
+    assert [r[5] for r in history._merge(on_disk, held, 2, newest=True)] == ["m2", "m3"]
+    assert [r[5] for r in history._merge(on_disk[:1], held, 1, newest=True)] == ["m3"]
+    # What is still not on disk is newer than every row: it is shown, after them.
+    assert [r[5] for r in history._merge([line(11, 1)], held, 3, newest=True)] == \
+        ["m1", "m2", "m3"]
+    # Another node's rows say nothing of this node's lines (each origin in its order).
+    other = [line(20, 9, node="n2")]
+    assert [r[5] for r in history._merge(other, held, 4, newest=True)] == \
+        ["m9", "m1", "m2", "m3"]
+
+
+def test_history_answers_stay_right_while_their_lines_are_being_written(irc_server):
+    """The race above on a real server: a room's three lines, then ``latest 1`` and
+    ``before <future> 2`` at once, while the writer commits them (a fresh room each
+    round; about 1 round in 50 hit it before the fix)."""
+    server, _ = irc_server()
+    bob = named(server, "bob")
+    wrong = []
+    for round_ in range(100):
+        room = f"#race{round_}"
+        bob.send(f"/join {room}")
+        expect_exact(bob, f"*** you are the first in {room}")
+        for line in ("m1", "m2", "m3", f"/history {room} latest * 1",
+                     f"/history {room} before timestamp=2999-01-01T00:00:00Z 2"):
+            bob.send(line)
+        latest, before = answer(bob), answer(bob)
+        if latest != ["<bob> m3"] or before != ["<bob> m2", "<bob> m3"]:
+            wrong.append((round_, latest, before))
+        bob.send(f"/part {room}")  # one may be in 25 rooms at most
+        bob.expect(r"left|talking in|you are in")
+    assert not wrong, wrong

@@ -582,14 +582,30 @@ def _identity(record: Record) -> tuple[str | None, int]:
 def _merge(rows: list[Any], held: list[Record], wanted: int, *,
            newest: bool) -> list[Record]:
     """Rows read from the database (in seq order) and then the lines ``held`` in
-    memory that are not among them (said here, not on disk yet: newer than any row
-    this process wrote), oldest first; the newest or the oldest ``wanted`` of them.
-    A line in both is one line (the row)."""
+    memory that are not among them (not on disk when the read ran: newer than every
+    row), oldest first; the newest or the oldest ``wanted`` of them.  A line in both
+    is one line (the row).
+
+    ``held`` is what was not on disk when the question was asked; the read runs a
+    moment later, and a held line written meanwhile is on disk by then: in the rows
+    if the read picked it, else outside what it picked (older than the newest
+    ``wanted`` lines), and then it is not shown.  Such a line is known by a row of
+    its origin (node) with a greater event id: an origin's lines are written in the
+    order they were said, so a line older than one on disk is on disk too.  (A line
+    a full queue dropped, never written, is left out the same way once a later one
+    is on disk: it was only ever in memory.)"""
     if wanted <= 0:
         return []
     read = sorted((tuple(row) for row in rows), key=operator.itemgetter(0))
-    known = {_identity(row) for row in read}  # type: ignore[arg-type]
-    merged = read + [record for record in held if _identity(record) not in known]
+    known = set()
+    last_read: dict[str | None, int] = {}  # per origin, the greatest event id read
+    for row in read:
+        node, event = identity = _identity(row)  # type: ignore[arg-type]
+        known.add(identity)
+        if event is not None and event > last_read.get(node, -1):
+            last_read[node] = event
+    merged = read + [record for record in held if _identity(record) not in known
+                     and record[6] > last_read.get(record[7], -1)]
     return merged[-wanted:] if newest else merged[:wanted]  # type: ignore[return-value]
 
 
