@@ -66,6 +66,11 @@ def counted_gaps(op: Any) -> int:
     """The node's gap counter (every event it missed, from any node, on any channel),
     from ``/stats``'s ``cluster:`` line as its operator ``op`` reads it."""
     op.send("/stats")
-    match = STATS.search(op.expect(r"^\*\*\* cluster: ").string)
-    assert match, op
+    try:
+        line = op.expect(r"^\*\*\* cluster: ").string
+    except AssertionError as exc:
+        raise AssertionError(f"/stats shows no cluster: line (the cluster's counters must "
+                             f"reach /stats for gaps to be counted): {exc}") from None
+    match = STATS.search(line)
+    assert match, line
     return int(match.group(4))

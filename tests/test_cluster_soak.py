@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
+from cluster_nodes import counted_gaps
 
 from chatd.testing import ChatClient, write_config
 
@@ -49,7 +50,6 @@ PASSWORD = "soak-oper"
 SETTLE = 120.0 + CLIENTS / 10
 LINE = re.compile(rb"^<[^>]*> soak (\d+) (\d+)\r?$")
 READY = b"*** you are now talking in #soak"
-STATS = re.compile(r"cluster: redis (up|DOWN), batches in (\d+), out (\d+), gaps (\d+)")
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(SECONDS + 2 * SETTLE + 300)]
 
@@ -227,19 +227,6 @@ def operator(server, name: str) -> ChatClient:
     return op
 
 
-def gaps(op: ChatClient) -> int:
-    """The node's cluster gap counter, from ``/stats``'s ``cluster:`` line."""
-    op.send("/stats")
-    try:
-        line = op.expect(r"^\*\*\* cluster: ").string
-    except AssertionError as exc:
-        raise AssertionError(f"/stats shows no cluster: line (the cluster's counters must "
-                             f"reach /stats for the soak to count gaps): {exc}") from None
-    match = STATS.search(line)
-    assert match, line
-    return int(match.group(4))
-
-
 def raise_descriptor_limit() -> None:
     """Enough descriptors for every client here (the nodes raise their own)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -269,12 +256,12 @@ def test_every_line_is_delivered_or_counted_through_two_redis_restarts(
     ops = {name: operator(server, name) for name, server in servers.items()}
     soak = Soak(servers)
     soak.connect_all()
-    before = {name: gaps(op) for name, op in ops.items()}
+    before = {name: counted_gaps(op) for name, op in ops.items()}
 
     soak.chat(redis_server.restart)
     soak.pump_until(soak.everyone_has_the_last_lines, SETTLE, "the last lines everywhere")
 
-    after = {name: gaps(op) for name, op in ops.items()}
+    after = {name: counted_gaps(op) for name, op in ops.items()}
     counted = {name: after[name] - before[name] for name in NODES}
     missed = soak.missed_by_node()
     sent = sum(soak.sent.values())

@@ -15,13 +15,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from .defaults import sections_for_test
 
 DEFAULT_TIMEOUT = 5.0
+
+
+T = TypeVar("T")
 
 
 class ChatClient:
@@ -368,11 +371,7 @@ class ServerProcess:
 
     def wait_for_log(self, pattern: str, timeout: float = DEFAULT_TIMEOUT) -> re.Match[str]:
         """Poll the log until the regex ``pattern`` matches; its first match (see :meth:`log`)."""
-        regex = re.compile(pattern)
-        text = self._poll_log(lambda log: regex.search(log) is not None, repr(pattern), timeout)
-        match = regex.search(text)
-        assert match is not None
-        return match
+        return self._poll_log(re.compile(pattern).search, repr(pattern), timeout)
 
     def wait_for_log_count(self, pattern: str, count: int,
                            timeout: float = DEFAULT_TIMEOUT) -> str:
@@ -384,16 +383,18 @@ class ServerProcess:
         hold more matches, and an exact count is the test's to assert on it.
         """
         regex = re.compile(pattern)
-        return self._poll_log(lambda log: len(regex.findall(log)) >= count,
+        return self._poll_log(lambda log: log if len(regex.findall(log)) >= count else None,
                               f"{pattern!r} {count} times", timeout)
 
-    def _poll_log(self, done: Callable[[str], bool], what: str, timeout: float) -> str:
-        """The log, as soon as ``done(log)``; an AssertionError with its tail after ``timeout``."""
+    def _poll_log(self, find: Callable[[str], T | None], what: str, timeout: float) -> T:
+        """What ``find(log)`` finds, as soon as it finds something (not None); an
+        AssertionError with the log's tail after ``timeout``."""
         deadline = time.monotonic() + timeout
         while True:
             text = self.log()
-            if done(text):
-                return text
+            found = find(text)
+            if found is not None:
+                return found
             if time.monotonic() > deadline:
                 raise AssertionError(f"log never matched {what}:\n{text[-3000:]}")
             time.sleep(0.05)
