@@ -496,6 +496,11 @@ def test_a_held_line_written_before_the_read_ran_is_not_taken_for_the_newest():
     other = [line(20, 9, node="n2")]
     assert [r[5] for r in history._merge(other, held, 4, newest=True)] == \
         ["m9", "m1", "m2", "m3"]
+    # Nor does a row another process wrote (sharing PostgreSQL, the same node name),
+    # whatever its event id: this process's writer may still hold m1..m3.
+    elsewhere = [line(30, 50)]
+    assert [r[5] for r in history._merge(elsewhere, held, 4, newest=True)] == \
+        ["m50", "m1", "m2", "m3"]
 
 
 def test_history_answers_stay_right_while_their_lines_are_being_written(irc_server):

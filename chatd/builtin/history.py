@@ -586,26 +586,27 @@ def _merge(rows: list[Any], held: list[Record], wanted: int, *,
     row), oldest first; the newest or the oldest ``wanted`` of them.  A line in both
     is one line (the row).
 
-    ``held`` is what was not on disk when the question was asked; the read runs a
-    moment later, and a held line written meanwhile is on disk by then: in the rows
-    if the read picked it, else outside what it picked (older than the newest
-    ``wanted`` lines), and then it is not shown.  Such a line is known by a row of
-    its origin (node) with a greater event id: an origin's lines are written in the
-    order they were said, so a line older than one on disk is on disk too.  (A line
-    a full queue dropped, never written, is left out the same way once a later one
-    is on disk: it was only ever in memory.)"""
+    ``held`` is what was not on disk when the question was asked, in the order it
+    was said; the read runs a moment later, and a held line written meanwhile is on
+    disk by then: in the rows if the read picked it, else outside what it picked
+    (older than the newest ``wanted`` lines), and then it is not shown.  Such a line
+    is known by a later held line of its origin (node) that the read returned: an
+    origin's lines are written in the order they were said.  Only held lines are
+    compared: a row another process wrote (sharing PostgreSQL, same node name)
+    says nothing of this one's writer.  (A line a full queue dropped, never
+    written, is left out the same way once a later one is on disk: it was only
+    ever in memory.)"""
     if wanted <= 0:
         return []
     read = sorted((tuple(row) for row in rows), key=operator.itemgetter(0))
-    known = set()
-    last_read: dict[str | None, int] = {}  # per origin, the greatest event id read
-    for row in read:
-        node, event = identity = _identity(row)  # type: ignore[arg-type]
-        known.add(identity)
-        if event is not None and event > last_read.get(node, -1):
-            last_read[node] = event
-    merged = read + [record for record in held if _identity(record) not in known
-                     and record[6] > last_read.get(record[7], -1)]
+    known = {_identity(row) for row in read}  # type: ignore[arg-type]
+    last_read: dict[str | None, int] = {}  # per origin, the last held line read
+    for position, record in enumerate(held):
+        if _identity(record) in known:
+            last_read[record[7]] = position
+    merged = read + [record for position, record in enumerate(held)
+                     if _identity(record) not in known
+                     and position > last_read.get(record[7], -1)]
     return merged[-wanted:] if newest else merged[:wanted]  # type: ignore[return-value]
 
 
