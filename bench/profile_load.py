@@ -4,6 +4,7 @@
     python bench/profile_load.py --scenario turns-1000x50 --seconds 5
     python bench/profile_load.py --config-variant no-history
     python bench/profile_load.py --report RAW_FILE          # the tables again, from a raw file
+    python bench/profile_load.py --cpu                      # per-thread CPU, no py-spy
 
 chatd is started as ``bench/run.py`` starts it (its benchmark config, written by
 :func:`run.write_chatd_config`; the server pinned to one core and the C load generator
@@ -20,6 +21,14 @@ merged, and the raw file's path.  Only samples of running threads are counted (p
 leaves idle ones out: the loop waiting in ``epoll_wait``, the writer waiting for
 rows), so the shares are of the thread's busy time; the samples count against the
 expected ``seconds * rate`` says how busy it was.
+
+``--cpu`` measures instead of sampling: each thread's user and system CPU over
+``--seconds`` (/proc/PID/task/TID/stat, nothing attached to the server, so the load runs
+at full speed), as a share of a core and in microseconds per message said (the load's
+deliveries/s over the scenario's room size).  py-spy counts a thread that waits inside
+a C call without the GIL as idle, so its busy share says little about the writer
+thread's cost; these numbers are what it costs the core.  Run it with
+``--config-variant no-history`` too to see what history costs the loop and the writer.
 
 Exit status: 0, 1 if the load run failed, 2 if py-spy is not installed (the
 ``[bench]`` extra has it: ``pip install -e ".[bench]"``).
@@ -167,6 +176,47 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu(pid: int) -> dict[int, tuple[str, float, float]]:
+    """Per thread of ``pid``: native id -> (name, user seconds, system seconds).  The
+    main thread (the event loop) is the one whose id is the process's; Python 3.11 does
+    not give the others' names to the system (they are all "python")."""
+    tick = os.sysconf("SC_CLK_TCK")
+    threads: dict[int, tuple[str, float, float]] = {}
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError):
+                folder = Path(f"/proc/{pid}/task/{task}")
+                fields = (folder / "stat").read_text().rpartition(")")[2].split()
+                name = (folder / "comm").read_text().strip()
+                threads[int(task)] = ("main thread" if int(task) == pid else name,
+                                      int(fields[11]) / tick, int(fields[12]) / tick)
+    return threads
+
+
+def cpu_report(before: dict[int, tuple[str, float, float]],
+               after: dict[int, tuple[str, float, float]], seconds: float,
+               messages_per_s: float | None) -> str:
+    """The CPU each thread used between two :func:`thread_cpu` readings, busiest first:
+    its share of a core, and microseconds per message when the rate is known."""
+    used = []
+    for tid, (name, user, system) in after.items():
+        if tid in before:
+            used.append((name, tid, user - before[tid][1], system - before[tid][2]))
+    lines = [f"per-thread CPU over {seconds:g} s"
+             + (f", {messages_per_s:,.0f} messages/s:" if messages_per_s else ":")]
+    for name, tid, user, system in sorted(used, key=lambda u: -(u[2] + u[3])):
+        if not user + system:
+            continue  # idle all along (a watchdog)
+        line = (f"   {name} ({tid}): user {100 * user / seconds:5.1f}%  "
+                f"system {100 * system / seconds:5.1f}% of a core")
+        if messages_per_s:
+            per = 1e6 / (messages_per_s * seconds)
+            line += (f";  per message: user {user * per:.2f} us, system {system * per:.2f} us,"
+                     f" together {(user + system) * per:.2f} us")
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def wait_busy(pid: int, timeout: float, share: float = 0.5, window: float = 0.5) -> bool:
     """Wait until the process uses ``share`` of a core over ``window`` (the load runs)."""
     deadline = time.monotonic() + timeout
@@ -198,6 +248,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--top", type=int, default=15, help="functions listed per table (default 15)")
     p.add_argument("--out", type=Path, help="folder for the raw file and logs (default: a new "
                    "folder under bench/results/tmp/profile-*)")
+    p.add_argument("--cpu", action="store_true",
+                   help="measure each thread's CPU per message instead of sampling (no py-spy)")
     p.add_argument("--report", type=Path, metavar="RAW",
                    help="only print the tables of an existing raw file")
     return p.parse_args(argv)
@@ -209,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         print(report(parse_raw(args.report.read_text()), args.top, None))
         return 0
     py_spy = find_py_spy()
-    if py_spy is None:
+    if py_spy is None and not args.cpu:
         print("bench/profile_load.py: py-spy is not installed (it is in the [bench] extra: "
               "pip install -e \".[bench]\"); nothing was run", file=sys.stderr)
         return 2
@@ -250,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
             load.join(timing.duration + scenario.setup_max_s + 60)
             return 1
         time.sleep(args.warmup)
+        if args.cpu:
+            return _measure_cpu(args, server.pid, load, outcome, timing,
+                                scenario.setup_max_s)
         names = thread_names(server.pid)
         spied = subprocess.run(
             [py_spy, "record", "--pid", str(server.pid), "--rate", str(args.rate),
@@ -272,18 +327,35 @@ def main(argv: list[str] | None = None) -> int:
     print(f"chatd under {args.scenario} ({args.config_variant} config), py-spy "
           f"{args.seconds:g} s at {args.rate} Hz, after {args.warmup:g} s of load")
     print(report(threads, args.top, int(args.seconds * args.rate)))
-    status = 0
+    status = _load_status(outcome, "slowed by the sampling: not a benchmark figure")
+    print(f"raw file: {raw}")
+    return status
+
+
+def _measure_cpu(args: argparse.Namespace, pid: int, load: threading.Thread,
+                 outcome: list[run.Run], timing: run.Timing, setup_max_s: float) -> int:
+    """``--cpu``: each thread's CPU over ``--seconds`` of the load, per message."""
+    before, started = thread_cpu(pid), time.monotonic()
+    time.sleep(args.seconds)
+    after, seconds = thread_cpu(pid), time.monotonic() - started
+    load.join(timing.duration + timing.drain_max + setup_max_s + 60)
+    rate = outcome[0].metrics.get("messages_in_per_s") if outcome else None
+    print(f"chatd under {args.scenario} ({args.config_variant} config), after "
+          f"{args.warmup:g} s of load")
+    print(cpu_report(before, after, seconds, rate))
+    return _load_status(outcome, "the load's rate over its whole run")
+
+
+def _load_status(outcome: list[run.Run], what: str) -> int:
+    """Print how the load run went; 1 if it failed or never finished."""
     if outcome:
         result = outcome[0]
         print(f"load: {result.status}, {result.metrics.get('deliveries_per_s', 0):,.0f} "
-              f"deliveries/s (slowed by the sampling: not a benchmark figure)"
+              f"deliveries/s ({what})"
               + (f"; {'; '.join(result.problems)}" if result.problems else ""))
-        status = 1 if result.status == "FAILED" else 0
-    else:
-        print("load: the load generator did not finish")
-        status = 1
-    print(f"raw file: {raw}")
-    return status
+        return 1 if result.status == "FAILED" else 0
+    print("load: the load generator did not finish")
+    return 1
 
 
 if __name__ == "__main__":

@@ -4,15 +4,19 @@ stages.py runs for real, as a process, with tiny counts: every stage of a line's
 is in its JSON with a positive figure, and so is the whole path.  It never asserts a
 speed (DESIGN.md section 6): the figures are the bench's answer, not the test's.
 profile_load.py needs py-spy and both cores, so the suite only checks that it starts
-(``--help``) and that it reads py-spy's raw format right (its parser, in-process).
+(``--help``), that it reads py-spy's raw format right (its parser, in-process) and that
+``--cpu`` reads each thread's CPU time from /proc (on this process's own threads).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -90,7 +94,8 @@ def test_profile_help_names_its_options() -> None:
     done = subprocess.run([sys.executable, str(BENCH / "profile_load.py"), "--help"],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    for option in ("--seconds", "--rate", "--scenario", "--config-variant", "--report"):
+    for option in ("--seconds", "--rate", "--scenario", "--config-variant", "--report",
+                   "--cpu"):
         assert option in done.stdout, option
 
 
@@ -147,3 +152,60 @@ def test_profile_without_py_spy_says_so_and_exits_2(
     assert profile.main(["--seconds", "1"]) == 2
     err = capsys.readouterr().err
     assert "py-spy is not installed" in err and "[bench]" in err
+
+
+def test_profile_cpu_reads_each_threads_cpu_and_gives_it_per_message(
+    profile: ModuleType,
+) -> None:
+    """A thread that spins shows up with its own CPU; the main thread is named as such;
+    the per-message figure is the CPU over the messages said meanwhile."""
+    done = threading.Event()
+    native: list[int] = []
+
+    def spin() -> None:
+        native.append(threading.get_native_id())
+        end = time.thread_time() + 0.3
+        while time.thread_time() < end:
+            pass
+        done.wait(10)
+
+    before = profile.thread_cpu(os.getpid())
+    worker = threading.Thread(target=spin)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            after = profile.thread_cpu(os.getpid())
+            if native and sum(after[native[0]][1:]) >= 0.25:
+                break
+            time.sleep(0.05)
+    finally:
+        done.set()
+        worker.join(10)
+    assert before[os.getpid()][0] == "main thread"
+    name, user, system = after[native[0]]
+    assert user + system >= 0.25, after[native[0]]
+    # A thread that started after the first reading has nothing to compare with.
+    before[native[0]] = (name, 0.0, 0.0)
+    text = profile.cpu_report(before, after, 2.0, 1000.0)
+    spun = next(line for line in text.splitlines() if f"({native[0]})" in line)
+    per_message = (user + system) * 1e6 / (1000.0 * 2.0)
+    assert f"together {per_message:.2f} us" in spun, spun
+    assert "1,000 messages/s" in text.splitlines()[0]
+
+
+@pytest.mark.parametrize("where", [[], ["--disk"], ["--disk", "--drop-index"]])
+def test_sqlite_rows_measures_every_way_in_memory_and_on_disk(where: list[str]) -> None:
+    """bench/sqlite_rows.py (what a history row costs the writer) runs with tiny counts:
+    a positive figure per way, and the header says where the table was."""
+    done = subprocess.run([sys.executable, str(BENCH / "sqlite_rows.py"), "--rows", "4",
+                           "--total", "40", "--repeat", "1", *where],
+                          cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    header, columns, row = done.stdout.splitlines()
+    assert ("a WAL file" if where else "in memory") in header, header
+    assert ("no room index" in header) == ("--drop-index" in where), header
+    assert columns.split() == ["rows/batch", "store", "per-count", "executemany"]
+    figures = row.split()
+    assert figures[0] == "4" and all(float(f) > 0 for f in figures[1:]), row
