@@ -869,14 +869,15 @@ def tls_server(spec: ServerSpec, ctx: Context) -> ServerSpec:
         return dataclasses.replace(spec, argv=lambda c, p: [*argv(c, p), "--tls", str(pem)])
     source = spec.config or ctx.config
     config = source.with_name(source.stem + "-tls.yaml")
-    if not config.exists():
-        data = yaml.safe_load(source.read_text())
-        listen = data.get("listen") or {}
-        first = listen[0] if isinstance(listen, list) else listen
-        first = {**first, "tls": {"cert": str(pem), "key": str(pem)}}
-        data["listen"] = first
-        config.write_text("# the benchmark config with a TLS listener (bench/run.py)\n"
-                          + yaml.safe_dump(data, sort_keys=False))
+    # Written for every run, never reused: the certificate is this run's (in its
+    # temporary folder), and the source config is this run's too.
+    data = yaml.safe_load(source.read_text())
+    listen = data.get("listen") or {}
+    first = listen[0] if isinstance(listen, list) else listen
+    first = {**first, "tls": {"cert": str(pem), "key": str(pem)}}
+    data["listen"] = first
+    config.write_text("# the benchmark config with a TLS listener (bench/run.py)\n"
+                      + yaml.safe_dump(data, sort_keys=False))
     return dataclasses.replace(spec, config=config)
 
 
@@ -884,14 +885,15 @@ def protocol_server(spec: ServerSpec, ctx: Context, protocol: str) -> ServerSpec
     """chatd ``spec`` with one listener, of ``protocol`` (its options the defaults)."""
     source = spec.config or ctx.config
     config = source.with_name(f"{source.stem}-{protocol}.yaml")
-    if not config.exists():
-        data = yaml.safe_load(source.read_text())
-        listen = data.get("listen") or {}
-        first = listen[0] if isinstance(listen, list) else listen
-        data["listen"] = {"host": first.get("host", "127.0.0.1"), "port": first.get("port", 0),
-                          "protocol": protocol}
-        config.write_text(f"# the benchmark config with a {protocol} listener (bench/run.py)\n"
-                          + yaml.safe_dump(data, sort_keys=False))
+    # Written for every run, like tls_server's: a file left by an earlier run in the
+    # same results folder may come from another config.
+    data = yaml.safe_load(source.read_text())
+    listen = data.get("listen") or {}
+    first = listen[0] if isinstance(listen, list) else listen
+    data["listen"] = {"host": first.get("host", "127.0.0.1"), "port": first.get("port", 0),
+                      "protocol": protocol}
+    config.write_text(f"# the benchmark config with a {protocol} listener (bench/run.py)\n"
+                      + yaml.safe_dump(data, sort_keys=False))
     return dataclasses.replace(spec, config=config)
 
 
