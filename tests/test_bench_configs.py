@@ -9,33 +9,21 @@ config kept from an earlier run would also miss any change to the base config.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import yaml
+from bench_modules import bench_module
 
 REPO = Path(__file__).resolve().parent.parent
-BENCH = REPO / "bench"
 
 
 @pytest.fixture
 def bench_run() -> Iterator[ModuleType]:
-    """bench/run.py as a module (it imports its neighbours from bench/)."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_run", BENCH / "run.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["bench_run"] = module  # dataclasses look their module up
-        spec.loader.exec_module(module)
+    with bench_module("run.py", "bench_run") as module:
         yield module
-    finally:
-        sys.path.remove(str(BENCH))
-        for name in ("bench_run", "report"):
-            sys.modules.pop(name, None)
 
 
 def _context(bench_run: ModuleType, config: Path, workdir: Path) -> object:

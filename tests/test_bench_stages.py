@@ -10,17 +10,18 @@ profile_load.py needs py-spy and both cores, so the suite only checks that it st
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from bench_modules import bench_module
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -100,20 +101,10 @@ def test_profile_help_names_its_options() -> None:
 
 
 @pytest.fixture
-def profile() -> ModuleType:
+def profile() -> Iterator[ModuleType]:
     """bench/profile_load.py as a module (not named ``profile``: that is the stdlib's)."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_profile", BENCH / "profile_load.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["bench_profile"] = module  # dataclasses look their module up
-        spec.loader.exec_module(module)
+    with bench_module("profile_load.py", "bench_profile") as module:
         yield module
-    finally:
-        sys.path.remove(str(BENCH))
-        sys.modules.pop("bench_profile", None)
-        sys.modules.pop("run", None)
-        sys.modules.pop("report", None)
 
 
 RAW = """\
