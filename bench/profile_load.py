@@ -24,14 +24,14 @@ expected ``seconds * rate`` says how busy it was.
 
 ``--cpu`` measures instead of sampling: each thread's user and system CPU over
 ``--seconds`` (/proc/PID/task/TID/stat, nothing attached to the server, so the load runs
-at full speed), as a share of a core and in microseconds per message said (the load's
-deliveries/s over the scenario's room size).  py-spy counts a thread that waits inside
+at full speed), as a share of a core and in microseconds per message said (the load
+generator's messages in per second, over its whole run).  py-spy counts a thread that waits inside
 a C call without the GIL as idle, so its busy share says little about the writer
 thread's cost; these numbers are what it costs the core.  Run it with
 ``--config-variant no-history`` too to see what history costs the loop and the writer.
 
-Exit status: 0, 1 if the load run failed, 2 if py-spy is not installed (the
-``[bench]`` extra has it: ``pip install -e ".[bench]"``).
+Exit status: 0, 1 if the load run failed, 2 if py-spy is not installed and is needed
+(not with ``--cpu``; the ``[bench]`` extra has it: ``pip install -e ".[bench]"``).
 
 Run it alone: it takes both cores, like run.py.
 """
