@@ -867,33 +867,32 @@ def tls_server(spec: ServerSpec, ctx: Context) -> ServerSpec:
     if spec.tls == "flag":
         argv = spec.argv
         return dataclasses.replace(spec, argv=lambda c, p: [*argv(c, p), "--tls", str(pem)])
-    source = spec.config or ctx.config
-    config = source.with_name(source.stem + "-tls.yaml")
-    # Written for every run, never reused: the certificate is this run's (in its
-    # temporary folder), and the source config is this run's too.
+    config = _with_listener(spec.config or ctx.config, "tls", "a TLS listener",
+                            lambda first: {**first, "tls": {"cert": str(pem), "key": str(pem)}})
+    return dataclasses.replace(spec, config=config)
+
+
+def _with_listener(source: Path, suffix: str, what: str,
+                   listener: Callable[[dict[str, Any]], dict[str, Any]]) -> Path:
+    """``source``'s config with its one listener ``listener(first listener of source)``,
+    written beside it as ``<stem>-<suffix>.yaml``.  Written for every run, never reused:
+    a file left in the results folder by an earlier run may name that run's
+    certificate (in its temporary folder, gone) or come from another config."""
+    config = source.with_name(f"{source.stem}-{suffix}.yaml")
     data = yaml.safe_load(source.read_text())
     listen = data.get("listen") or {}
-    first = listen[0] if isinstance(listen, list) else listen
-    first = {**first, "tls": {"cert": str(pem), "key": str(pem)}}
-    data["listen"] = first
-    config.write_text("# the benchmark config with a TLS listener (bench/run.py)\n"
+    data["listen"] = listener(listen[0] if isinstance(listen, list) else listen)
+    config.write_text(f"# the benchmark config with {what} (bench/run.py)\n"
                       + yaml.safe_dump(data, sort_keys=False))
-    return dataclasses.replace(spec, config=config)
+    return config
 
 
 def protocol_server(spec: ServerSpec, ctx: Context, protocol: str) -> ServerSpec:
     """chatd ``spec`` with one listener, of ``protocol`` (its options the defaults)."""
-    source = spec.config or ctx.config
-    config = source.with_name(f"{source.stem}-{protocol}.yaml")
-    # Written for every run, like tls_server's: a file left by an earlier run in the
-    # same results folder may come from another config.
-    data = yaml.safe_load(source.read_text())
-    listen = data.get("listen") or {}
-    first = listen[0] if isinstance(listen, list) else listen
-    data["listen"] = {"host": first.get("host", "127.0.0.1"), "port": first.get("port", 0),
-                      "protocol": protocol}
-    config.write_text(f"# the benchmark config with a {protocol} listener (bench/run.py)\n"
-                      + yaml.safe_dump(data, sort_keys=False))
+    config = _with_listener(
+        spec.config or ctx.config, protocol, f"a {protocol} listener",
+        lambda first: {"host": first.get("host", "127.0.0.1"), "port": first.get("port", 0),
+                       "protocol": protocol})
     return dataclasses.replace(spec, config=config)
 
 
